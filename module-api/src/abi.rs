@@ -1,0 +1,512 @@
+//! The binary interface between the waypost core and a module library.
+//!
+//! Everything here is `#[repr(C)]` and derives [`StableAbi`], so that
+//! abi_stable can compare the layout the core was built with against the one
+//! a library was built with before a single hook runs. Module authors do not
+//! use these types directly: the safe layer in [`crate::sdk`] wraps them.
+//!
+//! The shape follows nginx's upstream modules: `init_upstream` runs once per
+//! `upstream {}` block at config load, `init_peer` once per request, `get`
+//! once per try and `free` after each try. Per-request state lives in storage
+//! the core owns ([`PeerStorage`]), so a balancer whose state fits in 64 bytes
+//! costs no allocation per request.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RSlice, RStr, RString},
+    StableAbi,
+};
+
+/// The ABI major version this crate speaks.
+///
+/// The core reads the library's `waypost_abi_version` symbol before anything
+/// else and refuses a library whose major version differs, with a one-line
+/// message. Minor additions go through abi_stable prefix types instead.
+///
+/// ```
+/// assert_eq!(waypost_module_api::ABI_VERSION, 1);
+/// ```
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the exported `u32` static holding [`ABI_VERSION`], NUL-terminated
+/// for `dlsym`.
+///
+/// ```
+/// assert!(waypost_module_api::ABI_VERSION_SYMBOL.ends_with(b"\0"));
+/// ```
+pub const ABI_VERSION_SYMBOL: &[u8] = b"waypost_abi_version\0";
+
+/// Bit set of the configuration contexts a directive may appear in.
+///
+/// ```
+/// use waypost_module_api::Contexts;
+/// let c = Contexts::UPSTREAM.with(Contexts::LOCATION);
+/// assert!(c.contains(Contexts::LOCATION));
+/// assert!(!c.contains(Contexts::HTTP));
+/// ```
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contexts(pub u32);
+
+impl Contexts {
+    /// The `http {}` block.
+    pub const HTTP: Contexts = Contexts(1);
+    /// A `server {}` block inside `http`.
+    pub const SERVER: Contexts = Contexts(2);
+    /// A `location {}` block.
+    pub const LOCATION: Contexts = Contexts(4);
+    /// An `upstream {}` block.
+    pub const UPSTREAM: Contexts = Contexts(8);
+
+    /// Both sets together.
+    pub const fn with(self, other: Contexts) -> Contexts {
+        Contexts(self.0 | other.0)
+    }
+
+    /// Whether every context of `other` is in `self`.
+    pub const fn contains(self, other: Contexts) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// Bit set of the `server` parameters a balancer supports, as nginx's
+/// `NGX_HTTP_UPSTREAM_*` flags. A parameter outside the set is refused with
+/// `balancing method does not support parameter "X"`.
+///
+/// ```
+/// use waypost_module_api::ServerParams;
+/// let hash = ServerParams::ALL.without(ServerParams::BACKUP);
+/// assert!(!hash.contains(ServerParams::BACKUP));
+/// assert!(hash.contains(ServerParams::WEIGHT));
+/// ```
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerParams(pub u32);
+
+impl ServerParams {
+    /// `weight=N`
+    pub const WEIGHT: ServerParams = ServerParams(1);
+    /// `max_fails=N`
+    pub const MAX_FAILS: ServerParams = ServerParams(2);
+    /// `fail_timeout=T`
+    pub const FAIL_TIMEOUT: ServerParams = ServerParams(4);
+    /// `max_conns=N`
+    pub const MAX_CONNS: ServerParams = ServerParams(8);
+    /// `backup`
+    pub const BACKUP: ServerParams = ServerParams(16);
+    /// `down`
+    pub const DOWN: ServerParams = ServerParams(32);
+    /// Every parameter, as round robin supports.
+    pub const ALL: ServerParams = ServerParams(63);
+
+    /// The set without `other`.
+    pub const fn without(self, other: ServerParams) -> ServerParams {
+        ServerParams(self.0 & !other.0)
+    }
+
+    /// Whether every parameter of `other` is in `self`.
+    pub const fn contains(self, other: ServerParams) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// A directive a module owns, so the core can check it without knowing it.
+///
+/// ```
+/// use waypost_module_api::{Contexts, DirectiveSpec, ServerParams};
+/// let d = DirectiveSpec::balancer("hash", 1, 2, ServerParams::ALL.without(ServerParams::BACKUP));
+/// assert_eq!(d.name.as_str(), "hash");
+/// assert!(d.contexts.contains(Contexts::UPSTREAM));
+/// ```
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct DirectiveSpec {
+    /// The directive's name, as written in a config file.
+    pub name: RStr<'static>,
+    /// Where it may appear.
+    pub contexts: Contexts,
+    /// Fewest arguments.
+    pub min_args: u32,
+    /// Most arguments; `u32::MAX` for no limit.
+    pub max_args: u32,
+    /// Whether the directive selects this module as the upstream's balancer
+    /// (like nginx's `hash` or `least_conn`).
+    pub balancer: bool,
+    /// With `balancer`, the `server` parameters the balancing method accepts.
+    pub server_params: ServerParams,
+}
+
+impl DirectiveSpec {
+    /// A balancing directive of an `upstream` block.
+    pub const fn balancer(
+        name: &'static str,
+        min_args: u32,
+        max_args: u32,
+        server_params: ServerParams,
+    ) -> DirectiveSpec {
+        DirectiveSpec {
+            name: RStr::from_str(name),
+            contexts: Contexts::UPSTREAM,
+            min_args,
+            max_args,
+            balancer: true,
+            server_params,
+        }
+    }
+
+    /// Any other directive of the module.
+    pub const fn plain(
+        name: &'static str,
+        contexts: Contexts,
+        min_args: u32,
+        max_args: u32,
+    ) -> DirectiveSpec {
+        DirectiveSpec {
+            name: RStr::from_str(name),
+            contexts,
+            min_args,
+            max_args,
+            balancer: false,
+            server_params: ServerParams::ALL,
+        }
+    }
+}
+
+/// What a module declares about itself; read once when it is loaded.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct ModuleInfo {
+    /// Short name, used in log lines (`round_robin`, `hash`).
+    pub name: RStr<'static>,
+    /// The directives the module owns.
+    pub directives: RSlice<'static, DirectiveSpec>,
+}
+
+/// One occurrence of a module directive in an upstream block.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct DirectiveArgs<'a> {
+    /// The directive name.
+    pub name: RStr<'a>,
+    /// Its arguments, quotes and escapes already processed.
+    pub args: RSlice<'a, RStr<'a>>,
+    /// Absolute path of the file it was read from (or `command line`).
+    pub file: RStr<'a>,
+    /// The line nginx would report for it.
+    pub line: u32,
+}
+
+/// A config error returned by a module: printed by the core as
+/// `waypost: [emerg] MESSAGE in FILE:LINE`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    /// nginx-style message without location, e.g. `invalid parameter "x"`.
+    pub message: RString,
+    /// File of the offending directive; empty for the upstream block itself.
+    pub file: RString,
+    /// Line of the offending directive; 0 for the upstream block itself.
+    pub line: u32,
+}
+
+/// A configured peer: one `server` line's parameters, per resolved address.
+/// Primary peers come first, then backups.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PeerConfig<'a> {
+    /// The `server` argument exactly as written (`127.0.0.1:8081`,
+    /// `example.com`): what `hash ... consistent` hashes.
+    pub server: RStr<'a>,
+    /// The resolved socket address, `ip:port`.
+    pub addr: RStr<'a>,
+    /// `weight=`, at least 1.
+    pub weight: u32,
+    /// `max_fails=`; 0 disables failure accounting.
+    pub max_fails: u32,
+    /// `fail_timeout=` in seconds.
+    pub fail_timeout: u32,
+    /// `max_conns=`; 0 for no limit.
+    pub max_conns: u32,
+    /// `backup`
+    pub backup: bool,
+    /// `down`
+    pub down: bool,
+}
+
+/// Live per-peer counters the core keeps, shared by every request and worker.
+/// Modules read them; the core alone writes them.
+#[repr(C)]
+#[derive(StableAbi, Debug, Default)]
+pub struct PeerLive {
+    /// Failures counted by nginx's rules (reset on success after a check).
+    pub fails: AtomicU32,
+    /// Tries in flight on this peer.
+    pub conns: AtomicU32,
+    /// Wall-clock second of the last failure.
+    pub accessed: AtomicU64,
+    /// Wall-clock second of the last failure or probe.
+    pub checked: AtomicU64,
+}
+
+/// What `get` sees: the peers, their live state and this request's tries.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct PeersView<'a> {
+    /// Every peer, primaries first.
+    pub config: RSlice<'a, PeerConfig<'a>>,
+    /// Live state, index for index with `config`.
+    pub live: RSlice<'a, PeerLive>,
+    /// Bitmap of peers this request already tried, one bit per index.
+    pub tried: RSlice<'a, u64>,
+    /// How many leading peers are primaries; the rest are backups.
+    pub primary: u32,
+    /// Sum of primary weights including `down` peers.
+    pub primary_weight: u32,
+    /// One primary peer and no backups: nginx ignores max_fails then.
+    pub single: bool,
+    /// Cached wall-clock time in whole seconds, as nginx's `ngx_time()`.
+    pub now: u64,
+    /// Index of the worker thread running this hook, `0..workers`.
+    pub worker: u32,
+}
+
+/// The request as a module sees it. Strings borrow from the request and are
+/// valid only during the hook.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `GET`, `POST`, ...
+    pub method: RStr<'a>,
+    /// The request target as received, path and query (`$request_uri`).
+    pub uri: RStr<'a>,
+    /// The client's address as text (`$remote_addr`).
+    pub client_addr: RStr<'a>,
+    /// The client's address bytes: 4 for IPv4, 16 for IPv6, 0 otherwise.
+    pub client_ip: RSlice<'a, u8>,
+    /// Opaque request handle for the callbacks below.
+    pub ctx: *const c_void,
+    /// Looks up a request header by case-insensitive name.
+    pub header: extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> RStr<'a>,
+    /// Evaluates a variable by name without `$` (`arg_id`, `http_host`,
+    /// `remote_addr`); an unknown or missing variable is empty.
+    pub variable: extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> RStr<'a>,
+}
+
+/// Per-request storage owned by the core. A balancer's per-request state is
+/// written here in place when it fits, or boxed and its pointer stored here.
+#[repr(C, align(16))]
+#[derive(StableAbi)]
+pub struct PeerStorage {
+    /// Raw bytes; only the SDK interprets them.
+    pub bytes: [u64; 8],
+}
+
+impl PeerStorage {
+    /// Size in bytes of the inline area.
+    pub const SIZE: usize = 64;
+
+    /// Empty storage.
+    pub const fn new() -> PeerStorage {
+        PeerStorage { bytes: [0; 8] }
+    }
+}
+
+impl Default for PeerStorage {
+    fn default() -> Self {
+        PeerStorage::new()
+    }
+}
+
+/// An answer a module gives instead of proxying (a rate limiter's 429).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct Rejection {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` of `body`; empty for none.
+    pub content_type: RString,
+    /// Response body.
+    pub body: RString,
+}
+
+/// Result of `init_peer`.
+#[repr(C, u8)]
+#[derive(StableAbi, Debug)]
+pub enum InitPeerResult {
+    /// State was written into the storage; proceed to `get`.
+    Ready,
+    /// Answer the client now; storage is untouched.
+    Reject(Rejection),
+    /// The hook panicked or failed; the message names why. The core logs it
+    /// and answers 502.
+    Error(RString),
+}
+
+/// Result of `get`.
+#[repr(C, u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub enum GetResult {
+    /// Use the peer at this index.
+    Peer(u32),
+    /// No peer is available: nginx's `NGX_BUSY`, "no live upstreams".
+    Busy,
+    /// The hook panicked or failed; the core logs it and fails the try.
+    Error(RString),
+}
+
+/// How a try ended, as nginx's `NGX_PEER_FAILED` / `NGX_PEER_NEXT` states.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryState {
+    /// The response was passed on, or will be.
+    Ok,
+    /// The peer failed (error, timeout, invalid header, or a listed 5xx that
+    /// led to a retry); the core has counted the failure.
+    Failed,
+    /// A 403 or 404 led to a retry: not the peer's fault.
+    Next,
+}
+
+/// What `free` learns about a finished try.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct TryOutcome {
+    /// The peer that was tried.
+    pub peer: u32,
+    /// How it went.
+    pub state: TryState,
+    /// The upstream's status, 0 if no header arrived.
+    pub status: u16,
+    /// Time from choosing the peer to the end of the try, in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// Result of `free`.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeAction {
+    /// Let `proxy_next_upstream` decide.
+    Continue,
+    /// Make no further tries for this request.
+    StopRetries,
+}
+
+/// Severity of a module's log line, as nginx's levels.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `notice`
+    Notice,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// `crit`
+    Crit,
+}
+
+/// Services the core offers a module.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct HostApi {
+    /// Writes a line to the core's error log.
+    pub log: extern "C" fn(level: LogLevel, module: RStr<'_>, message: RStr<'_>),
+}
+
+/// What `init_upstream` receives.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct InitUpstreamArgs<'a> {
+    /// The upstream's name (`backend` in `upstream backend {}`).
+    pub upstream: RStr<'a>,
+    /// File of the `upstream` block.
+    pub file: RStr<'a>,
+    /// Line of the `upstream` block.
+    pub line: u32,
+    /// The peers, primaries first.
+    pub peers: RSlice<'a, PeerConfig<'a>>,
+    /// This module's directives in the block, in order (may be empty for the
+    /// default balancer).
+    pub directives: RSlice<'a, DirectiveArgs<'a>>,
+    /// How many worker threads will call the hooks; `PeersView::worker` is
+    /// below it. Per-worker state needs no lock shared by all requests.
+    pub workers: u32,
+    /// Core services.
+    pub host: HostApi,
+}
+
+/// Hooks of one upstream object, as a C vtable.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct BalancerVTable {
+    /// Once per request: write per-request state into `storage`.
+    pub init_peer: unsafe extern "C" fn(
+        this: *const c_void,
+        request: &RequestView<'_>,
+        peers: &PeersView<'_>,
+        storage: *mut PeerStorage,
+    ) -> InitPeerResult,
+    /// Once per try: choose a peer.
+    pub get: unsafe extern "C" fn(
+        this: *const c_void,
+        storage: *mut PeerStorage,
+        peers: &PeersView<'_>,
+    ) -> GetResult,
+    /// After each try.
+    pub free: unsafe extern "C" fn(
+        this: *const c_void,
+        storage: *mut PeerStorage,
+        peers: &PeersView<'_>,
+        outcome: TryOutcome,
+    ) -> FreeAction,
+    /// Drops the per-request state written by `init_peer`.
+    pub drop_peer: unsafe extern "C" fn(storage: *mut PeerStorage),
+    /// Drops the upstream object; runs when the last request of a retired
+    /// configuration ends.
+    pub drop_upstream: unsafe extern "C" fn(this: *mut c_void),
+}
+
+/// An upstream object built by `init_upstream`. The core calls its hooks
+/// through `vtable` and drops it with `drop_upstream`.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct UpstreamObject {
+    /// The module's state, opaque to the core.
+    pub this: *mut c_void,
+    /// The hooks.
+    pub vtable: &'static BalancerVTable,
+}
+
+/// The root module every library exports, checked by abi_stable on load.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = ModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct Module {
+    /// Equal to the library's [`ABI_VERSION`]; the core checks the exported
+    /// symbol before loading, this copy guards against a mismatched symbol.
+    pub abi_version: u32,
+    /// What the module declares.
+    pub info: extern "C" fn() -> ModuleInfo,
+    /// Once per `upstream {}` block that uses the module, at config load.
+    #[sabi(last_prefix_field)]
+    pub init_upstream:
+        extern "C" fn(args: &InitUpstreamArgs<'_>) -> RResult<UpstreamObject, ConfigError>,
+}
+
+impl RootModule for ModuleRef {
+    declare_root_module_statics! {ModuleRef}
+    const BASE_NAME: &'static str = "waypost_module";
+    const NAME: &'static str = "waypost_module";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,616 @@
+//! The safe layer a module author writes against.
+//!
+//! Implement [`Module`] (what the module declares and how it builds an
+//! upstream object) and [`Balancer`] (the per-request hooks), then call
+//! [`export_module!`](crate::export_module) once. The macro exports the ABI
+//! version tag and the abi_stable root module, and every hook runs behind a
+//! panic barrier: a panic inside the module becomes an error result that
+//! fails the try, because a panic that crossed `extern "C"` would abort the
+//! whole proxy.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::mem::{align_of, size_of};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+
+use crate::abi::{
+    BalancerVTable, ConfigError, DirectiveArgs, DirectiveSpec, FreeAction, GetResult, HostApi,
+    InitPeerResult, InitUpstreamArgs, LogLevel, Module as RawModule, ModuleInfo, ModuleRef,
+    PeerConfig, PeerStorage, PeersView, Rejection, RequestView, TryOutcome, UpstreamObject,
+    ABI_VERSION,
+};
+
+/// A module: its name, its directives and how it builds an upstream object.
+///
+/// ```
+/// use waypost_module_api::prelude::*;
+///
+/// struct First;
+/// impl Balancer for First {
+///     type Request = ();
+///     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+///     fn get(&self, _: &mut (), peers: &Peers<'_>) -> Option<usize> {
+///         (0..peers.len()).find(|&i| peers.is_eligible(i))
+///     }
+/// }
+///
+/// struct FirstModule;
+/// impl Module for FirstModule {
+///     const NAME: &'static str = "first";
+///     const DIRECTIVES: &'static [DirectiveSpec] =
+///         &[DirectiveSpec::balancer("first", 0, 0, ServerParams::ALL)];
+///     type Upstream = First;
+///     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+/// }
+/// // In a cdylib crate: waypost_module_api::export_module!(FirstModule);
+/// ```
+pub trait Module: 'static {
+    /// Short name used in log lines.
+    const NAME: &'static str;
+    /// The directives the module owns; a balancing directive selects it.
+    const DIRECTIVES: &'static [DirectiveSpec];
+    /// The upstream object built for each `upstream {}` block.
+    type Upstream: Balancer;
+    /// Builds the upstream object at config load, or refuses the config.
+    fn init_upstream(config: &UpstreamConfig<'_>) -> Result<Self::Upstream, ConfigError>;
+}
+
+/// The per-request hooks of a balancer, called on the proxy's worker
+/// threads. They must not block: no I/O, no waiting on locks held long.
+///
+/// ```
+/// use waypost_module_api::prelude::*;
+///
+/// /// Always the first eligible peer, and never retry.
+/// struct First;
+/// impl Balancer for First {
+///     type Request = ();
+///     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+///     fn get(&self, _: &mut (), peers: &Peers<'_>) -> Option<usize> {
+///         (0..peers.len()).find(|&i| peers.is_eligible(i))
+///     }
+///     fn free(&self, _: &mut (), _: &Peers<'_>, _: &TryOutcome) -> FreeAction {
+///         FreeAction::StopRetries
+///     }
+/// }
+/// ```
+pub trait Balancer: Send + Sync + 'static {
+    /// Per-request state. Up to 64 bytes it lives in the core's request
+    /// storage with no allocation.
+    type Request: Send + 'static;
+
+    /// Once per request: build the state, or answer the client instead.
+    fn init_peer(
+        &self,
+        request: &Request<'_>,
+        peers: &Peers<'_>,
+    ) -> Result<Self::Request, Rejection>;
+
+    /// Once per try: the index of the peer to use, or `None` when no peer is
+    /// available (the core answers 502 and logs "no live upstreams").
+    fn get(&self, state: &mut Self::Request, peers: &Peers<'_>) -> Option<usize>;
+
+    /// After each try, with its outcome. The core has already updated the
+    /// peer's live counters.
+    fn free(&self, state: &mut Self::Request, peers: &Peers<'_>, outcome: &TryOutcome) -> FreeAction {
+        let _ = (state, peers, outcome);
+        FreeAction::Continue
+    }
+}
+
+impl Rejection {
+    /// A rejection with a body and its content type.
+    ///
+    /// ```
+    /// let r = waypost_module_api::Rejection::new(429, "application/json", "{}");
+    /// assert_eq!(r.status, 429);
+    /// ```
+    pub fn new(status: u16, content_type: &str, body: &str) -> Rejection {
+        Rejection {
+            status,
+            content_type: RString::from(content_type),
+            body: RString::from(body),
+        }
+    }
+}
+
+impl ConfigError {
+    /// An error located at the upstream block itself.
+    ///
+    /// ```
+    /// let e = waypost_module_api::ConfigError::new("no servers are inside upstream");
+    /// assert_eq!(e.line, 0);
+    /// ```
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: RString::from(message.into()),
+            file: RString::new(),
+            line: 0,
+        }
+    }
+}
+
+/// The `upstream {}` block a module is asked to serve.
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// fn check(config: &UpstreamConfig<'_>) -> Result<(), ConfigError> {
+///     for d in config.directives() {
+///         if d.args().len() > 1 && d.arg(1) != "consistent" {
+///             return Err(d.error(format!("invalid parameter \"{}\"", d.arg(1))));
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct UpstreamConfig<'a> {
+    raw: &'a InitUpstreamArgs<'a>,
+}
+
+impl<'a> UpstreamConfig<'a> {
+    /// Wraps the raw arguments. The core and tests use this; modules receive
+    /// it ready-made.
+    pub fn new(raw: &'a InitUpstreamArgs<'a>) -> Self {
+        UpstreamConfig { raw }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &'a str {
+        self.raw.upstream.as_str()
+    }
+
+    /// Every peer, primaries first.
+    pub fn peers(&self) -> &'a [PeerConfig<'a>] {
+        self.raw.peers.as_slice()
+    }
+
+    /// The number of primary (non-backup) peers.
+    pub fn primary(&self) -> usize {
+        self.peers().iter().take_while(|p| !p.backup).count()
+    }
+
+    /// This module's directives in the block, in order.
+    pub fn directives(&self) -> impl Iterator<Item = Directive<'a>> + 'a {
+        self.raw.directives.as_slice().iter().map(|raw| Directive { raw })
+    }
+
+    /// How many worker threads call the hooks.
+    pub fn workers(&self) -> usize {
+        self.raw.workers.max(1) as usize
+    }
+
+    /// An error located at the `upstream` block.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: RString::from(message.into()),
+            file: RString::from(self.raw.file.as_str()),
+            line: self.raw.line,
+        }
+    }
+}
+
+/// One of the module's directives as written in the config.
+#[derive(Clone, Copy)]
+pub struct Directive<'a> {
+    raw: &'a DirectiveArgs<'a>,
+}
+
+impl<'a> Directive<'a> {
+    /// The directive name.
+    pub fn name(&self) -> &'a str {
+        self.raw.name.as_str()
+    }
+
+    /// Its arguments.
+    pub fn args(&self) -> &'a [RStr<'a>] {
+        self.raw.args.as_slice()
+    }
+
+    /// Argument `i`, or "" past the end.
+    pub fn arg(&self, i: usize) -> &'a str {
+        self.raw.args.as_slice().get(i).map_or("", |a| a.as_str())
+    }
+
+    /// A config error at this directive's file and line.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: RString::from(message.into()),
+            file: RString::from(self.raw.file.as_str()),
+            line: self.raw.line,
+        }
+    }
+}
+
+/// The request being balanced.
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// fn key<'a>(request: &Request<'a>) -> &'a str {
+///     let id = request.var("arg_app_id");
+///     if id.is_empty() { request.client_addr() } else { id }
+/// }
+/// ```
+pub struct Request<'a> {
+    raw: &'a RequestView<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// Wraps the raw view.
+    pub fn new(raw: &'a RequestView<'a>) -> Self {
+        Request { raw }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> &'a str {
+        self.raw.method.as_str()
+    }
+
+    /// The request target as received (`$request_uri`).
+    pub fn uri(&self) -> &'a str {
+        self.raw.uri.as_str()
+    }
+
+    /// The client address as text (`$remote_addr`).
+    pub fn client_addr(&self) -> &'a str {
+        self.raw.client_addr.as_str()
+    }
+
+    /// The client address bytes: 4 for IPv4, 16 for IPv6, empty otherwise.
+    pub fn client_ip(&self) -> &'a [u8] {
+        self.raw.client_ip.as_slice()
+    }
+
+    /// A request header by case-insensitive name; "" when absent.
+    pub fn header(&self, name: &str) -> &'a str {
+        (self.raw.header)(self.raw.ctx, RStr::from_str(name)).as_str()
+    }
+
+    /// A variable by name without `$` (`arg_id`, `http_host`, `uri`); ""
+    /// when unknown or absent.
+    pub fn var(&self, name: &str) -> &'a str {
+        (self.raw.variable)(self.raw.ctx, RStr::from_str(name)).as_str()
+    }
+}
+
+/// The upstream's peers as one request sees them: configuration, live
+/// counters the core keeps, and which peers this request already tried.
+///
+/// Indexes run over primaries first (`0..primary()`), then backups.
+pub struct Peers<'a> {
+    raw: &'a PeersView<'a>,
+}
+
+impl<'a> Peers<'a> {
+    /// Wraps the raw view.
+    pub fn new(raw: &'a PeersView<'a>) -> Self {
+        Peers { raw }
+    }
+
+    /// Number of peers, backups included.
+    pub fn len(&self) -> usize {
+        self.raw.config.len()
+    }
+
+    /// Whether there are no peers at all.
+    pub fn is_empty(&self) -> bool {
+        self.raw.config.is_empty()
+    }
+
+    /// Number of primary peers; backups are `primary()..len()`.
+    pub fn primary(&self) -> usize {
+        self.raw.primary as usize
+    }
+
+    /// Sum of primary weights, `down` peers included, as nginx's
+    /// `total_weight` (so marking a peer down does not remap hash keys).
+    pub fn primary_weight(&self) -> u32 {
+        self.raw.primary_weight
+    }
+
+    /// One primary and no backup: failures are not counted against it.
+    pub fn single(&self) -> bool {
+        self.raw.single
+    }
+
+    /// The configuration of peer `i`.
+    pub fn config(&self, i: usize) -> &'a PeerConfig<'a> {
+        &self.raw.config.as_slice()[i]
+    }
+
+    /// Configured weight of peer `i`.
+    pub fn weight(&self, i: usize) -> u32 {
+        self.config(i).weight
+    }
+
+    /// Tries in flight on peer `i`.
+    pub fn conns(&self, i: usize) -> u32 {
+        self.raw.live.as_slice()[i].conns.load(Ordering::Relaxed)
+    }
+
+    /// Failures counted on peer `i`.
+    pub fn fails(&self, i: usize) -> u32 {
+        self.raw.live.as_slice()[i].fails.load(Ordering::Relaxed)
+    }
+
+    /// Whether this request already tried peer `i`.
+    pub fn is_tried(&self, i: usize) -> bool {
+        self.raw
+            .tried
+            .as_slice()
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Whether peer `i` may take a try now, by nginx's rules: not `down`,
+    /// not disabled by `max_fails` within `fail_timeout` (ignored for a
+    /// single peer), not at `max_conns`.
+    pub fn is_available(&self, i: usize) -> bool {
+        let config = self.config(i);
+        if config.down {
+            return false;
+        }
+        let live = &self.raw.live.as_slice()[i];
+        if !self.raw.single && config.max_fails > 0 {
+            let fails = live.fails.load(Ordering::Relaxed);
+            let checked = live.checked.load(Ordering::Relaxed);
+            if fails >= config.max_fails
+                && self.raw.now.saturating_sub(checked) <= u64::from(config.fail_timeout)
+            {
+                return false;
+            }
+        }
+        config.max_conns == 0 || live.conns.load(Ordering::Relaxed) < config.max_conns
+    }
+
+    /// Available and not yet tried by this request.
+    pub fn is_eligible(&self, i: usize) -> bool {
+        !self.is_tried(i) && self.is_available(i)
+    }
+
+    /// Cached wall-clock time in seconds.
+    pub fn now(&self) -> u64 {
+        self.raw.now
+    }
+
+    /// The worker thread running this hook, below `UpstreamConfig::workers`.
+    pub fn worker(&self) -> usize {
+        self.raw.worker as usize
+    }
+}
+
+static HOST: OnceLock<HostApi> = OnceLock::new();
+
+/// Writes a line to the proxy's error log, tagged with the module's name.
+///
+/// ```
+/// use waypost_module_api::{sdk::log, LogLevel};
+/// log::<()>(LogLevel::Notice, "ring rebuilt"); // a no-op until the core loaded the module
+/// ```
+pub fn log<M: ?Sized>(level: LogLevel, message: &str) {
+    if let Some(host) = HOST.get() {
+        (host.log)(level, RStr::from_str(std::any::type_name::<M>()), RStr::from_str(message));
+    }
+}
+
+fn log_named(level: LogLevel, module: &str, message: &str) {
+    if let Some(host) = HOST.get() {
+        (host.log)(level, RStr::from_str(module), RStr::from_str(message));
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+fn panicked(module: &str, hook: &str, payload: &(dyn Any + Send)) -> RString {
+    RString::from(format!(
+        "module \"{module}\" panicked in {hook}: {}",
+        panic_message(payload)
+    ))
+}
+
+/// Whether `T` lives inline in [`PeerStorage`] rather than boxed.
+const fn inline<T>() -> bool {
+    size_of::<T>() <= PeerStorage::SIZE && align_of::<T>() <= align_of::<PeerStorage>()
+}
+
+unsafe fn state_mut<'s, T>(storage: *mut PeerStorage) -> &'s mut T {
+    if inline::<T>() {
+        &mut *(storage as *mut T)
+    } else {
+        &mut **(storage as *mut *mut T)
+    }
+}
+
+/// The C shims for a module, instantiated by [`export_module!`](crate::export_module).
+pub struct Shims<M>(std::marker::PhantomData<M>);
+
+impl<M: Module> Shims<M> {
+    const VTABLE: BalancerVTable = BalancerVTable {
+        init_peer: Self::init_peer,
+        get: Self::get,
+        free: Self::free,
+        drop_peer: Self::drop_peer,
+        drop_upstream: Self::drop_upstream,
+    };
+
+    /// The root module value the library exports.
+    pub fn root_module() -> ModuleRef {
+        RawModule {
+            abi_version: ABI_VERSION,
+            info: Self::info,
+            init_upstream: Self::init_upstream,
+        }
+        .leak_into_prefix()
+    }
+
+    extern "C" fn info() -> ModuleInfo {
+        ModuleInfo {
+            name: RStr::from_str(M::NAME),
+            directives: RSlice::from_slice(M::DIRECTIVES),
+        }
+    }
+
+    extern "C" fn init_upstream(
+        args: &InitUpstreamArgs<'_>,
+    ) -> RResult<UpstreamObject, ConfigError> {
+        let _ = HOST.set(args.host);
+        let result = catch_unwind(AssertUnwindSafe(|| M::init_upstream(&UpstreamConfig::new(args))));
+        match result {
+            Ok(Ok(upstream)) => RResult::ROk(UpstreamObject {
+                this: Box::into_raw(Box::new(upstream)) as *mut c_void,
+                vtable: &Self::VTABLE,
+            }),
+            Ok(Err(e)) => RResult::RErr(e),
+            Err(payload) => RResult::RErr(ConfigError::new(
+                panicked(M::NAME, "init_upstream", &*payload).into_string(),
+            )),
+        }
+    }
+
+    unsafe extern "C" fn init_peer(
+        this: *const c_void,
+        request: &RequestView<'_>,
+        peers: &PeersView<'_>,
+        storage: *mut PeerStorage,
+    ) -> InitPeerResult {
+        let upstream = &*(this as *const M::Upstream);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            upstream.init_peer(&Request::new(request), &Peers::new(peers))
+        }));
+        match result {
+            Ok(Ok(state)) => {
+                if inline::<<M::Upstream as Balancer>::Request>() {
+                    std::ptr::write(storage as *mut _, state);
+                } else {
+                    std::ptr::write(storage as *mut *mut _, Box::into_raw(Box::new(state)));
+                }
+                InitPeerResult::Ready
+            }
+            Ok(Err(rejection)) => InitPeerResult::Reject(rejection),
+            Err(payload) => InitPeerResult::Error(panicked(M::NAME, "init_peer", &*payload)),
+        }
+    }
+
+    unsafe extern "C" fn get(
+        this: *const c_void,
+        storage: *mut PeerStorage,
+        peers: &PeersView<'_>,
+    ) -> GetResult {
+        let upstream = &*(this as *const M::Upstream);
+        let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
+        match catch_unwind(AssertUnwindSafe(|| upstream.get(state, &Peers::new(peers)))) {
+            Ok(Some(i)) if i < peers.config.len() => GetResult::Peer(i as u32),
+            Ok(Some(i)) => GetResult::Error(RString::from(format!(
+                "module \"{}\" chose peer {i} of {}",
+                M::NAME,
+                peers.config.len()
+            ))),
+            Ok(None) => GetResult::Busy,
+            Err(payload) => GetResult::Error(panicked(M::NAME, "get", &*payload)),
+        }
+    }
+
+    unsafe extern "C" fn free(
+        this: *const c_void,
+        storage: *mut PeerStorage,
+        peers: &PeersView<'_>,
+        outcome: TryOutcome,
+    ) -> FreeAction {
+        let upstream = &*(this as *const M::Upstream);
+        let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
+        match catch_unwind(AssertUnwindSafe(|| upstream.free(state, &Peers::new(peers), &outcome))) {
+            Ok(action) => action,
+            Err(payload) => {
+                log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "free", &*payload).as_str());
+                FreeAction::StopRetries
+            }
+        }
+    }
+
+    unsafe extern "C" fn drop_peer(storage: *mut PeerStorage) {
+        type S<M> = <<M as Module>::Upstream as Balancer>::Request;
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            if inline::<S<M>>() {
+                std::ptr::drop_in_place(storage as *mut S<M>);
+            } else {
+                drop(Box::from_raw(*(storage as *mut *mut S<M>)));
+            }
+        }));
+        if let Err(payload) = dropped {
+            log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "drop", &*payload).as_str());
+        }
+    }
+
+    unsafe extern "C" fn drop_upstream(this: *mut c_void) {
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            drop(Box::from_raw(this as *mut M::Upstream));
+        }));
+        if let Err(payload) = dropped {
+            log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "drop", &*payload).as_str());
+        }
+    }
+}
+
+/// Exports a [`Module`] from a `cdylib` crate: the ABI version tag and the
+/// abi_stable root module. Call it once, at the crate root.
+///
+/// ```ignore
+/// waypost_module_api::export_module!(RoundRobinModule);
+/// ```
+///
+/// It refuses to build with `panic = "abort"`, since the panic barrier
+/// around every hook needs unwinding.
+#[macro_export]
+macro_rules! export_module {
+    ($module:ty) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "waypost modules need panic = \"unwind\": the SDK turns a panic in a hook into an error, and abort would kill the proxy"
+        );
+
+        /// ABI version tag, read by the core before anything else.
+        #[no_mangle]
+        pub static waypost_abi_version: u32 = $crate::ABI_VERSION;
+
+        /// The abi_stable library header (what `#[export_root_module]`
+        /// generates, spelled with paths through this crate so that module
+        /// crates need no direct abi_stable dependency).
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+        pub static WAYPOST_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
+            extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
+                $crate::abi_stable::library::__call_root_module_loader(
+                    $crate::sdk::Shims::<$module>::root_module,
+                )
+            }
+            unsafe {
+                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::ModuleRef>(
+                    erased_root_module,
+                    $crate::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exported_header_name_matches_abi_stable() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! nginx's smooth weighted round robin step (`ngx_http_upstream_get_peer`),
+//! shared by `round_robin` and by balancers that fall back to it (`hash`).
+//!
+//! nginx keeps `current_weight` and `effective_weight` per worker process.
+//! We keep them per worker thread, so the step takes a lock that only one
+//! thread ever uses: no lock is shared by all requests, and with one worker
+//! the sequence is exactly nginx's.
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::abi::PeerConfig;
+use crate::sdk::Peers;
+
+#[derive(Clone, Copy, Debug)]
+struct Weights {
+    current: i64,
+    effective: i64,
+}
+
+/// Padded so two workers' shards never share a cache line.
+#[repr(align(64))]
+struct Shard(Mutex<Vec<Weights>>);
+
+/// Per-worker smooth-WRR state for one upstream.
+///
+/// ```
+/// use waypost_module_api::wrr::SmoothWeights;
+/// use waypost_module_api::testing::PeerSet;
+///
+/// let set = PeerSet::new(&[5, 1, 1]);
+/// let weights = SmoothWeights::new(set.configs(), 1);
+/// let order: Vec<usize> = (0..7).map(|_| {
+///     let peers = set.view();
+///     weights.pick(&peers, 0..3).unwrap()
+/// }).collect();
+/// assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
+/// ```
+pub struct SmoothWeights {
+    shards: Box<[Shard]>,
+}
+
+impl SmoothWeights {
+    /// State for `peers`, one copy per worker; `effective_weight` starts at
+    /// `weight` and `current_weight` at 0, as nginx.
+    pub fn new(peers: &[PeerConfig<'_>], workers: usize) -> SmoothWeights {
+        let initial: Vec<Weights> = peers
+            .iter()
+            .map(|p| Weights {
+                current: 0,
+                effective: i64::from(p.weight),
+            })
+            .collect();
+        let shards = (0..workers.max(1))
+            .map(|_| Shard(Mutex::new(initial.clone())))
+            .collect();
+        SmoothWeights { shards }
+    }
+
+    fn shard(&self, worker: usize) -> MutexGuard<'_, Vec<Weights>> {
+        let shard = &self.shards[worker % self.shards.len()];
+        // A panic in a hook is caught by the SDK; the weights stay usable.
+        shard.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One selection step over the eligible peers among `candidates`:
+    /// every eligible peer gains its effective weight, the highest current
+    /// weight wins (the first on ties) and loses the total.
+    pub fn pick(&self, peers: &Peers<'_>, candidates: impl Iterator<Item = usize>) -> Option<usize> {
+        let mut weights = self.shard(peers.worker());
+        let mut best: Option<usize> = None;
+        let mut total = 0i64;
+        for i in candidates {
+            if !peers.is_eligible(i) {
+                continue;
+            }
+            let w = &mut weights[i];
+            w.current += w.effective;
+            total += w.effective;
+            if w.effective < i64::from(peers.weight(i)) {
+                w.effective += 1;
+            }
+            if best.is_none_or(|b| weights[i].current > weights[b].current) {
+                best = Some(i);
+            }
+        }
+        let chosen = best?;
+        weights[chosen].current -= total;
+        Some(chosen)
+    }
+
+    /// nginx's round robin: a step over the primaries, then, when none is
+    /// eligible, over the backups.
+    pub fn pick_with_backup(&self, peers: &Peers<'_>) -> Option<usize> {
+        self.pick(peers, 0..peers.primary())
+            .or_else(|| self.pick(peers, peers.primary()..peers.len()))
+    }
+
+    /// A failure lowers the peer's effective weight by `weight / max_fails`,
+    /// so a failing peer gets fewer requests before it is disabled.
+    pub fn failed(&self, peers: &Peers<'_>, i: usize) {
+        let config = peers.config(i);
+        if config.max_fails == 0 {
+            return;
+        }
+        let mut weights = self.shard(peers.worker());
+        let w = &mut weights[i];
+        w.effective = (w.effective - i64::from(config.weight / config.max_fails)).max(0);
+    }
+}
