@@ -97,7 +97,12 @@ pub trait Balancer: Send + Sync + 'static {
 
     /// After each try, with its outcome. The core has already updated the
     /// peer's live counters.
-    fn free(&self, state: &mut Self::Request, peers: &Peers<'_>, outcome: &TryOutcome) -> FreeAction {
+    fn free(
+        &self,
+        state: &mut Self::Request,
+        peers: &Peers<'_>,
+        outcome: &TryOutcome,
+    ) -> FreeAction {
         let _ = (state, peers, outcome);
         FreeAction::Continue
     }
@@ -176,7 +181,11 @@ impl<'a> UpstreamConfig<'a> {
 
     /// This module's directives in the block, in order.
     pub fn directives(&self) -> impl Iterator<Item = Directive<'a>> + 'a {
-        self.raw.directives.as_slice().iter().map(|raw| Directive { raw })
+        self.raw
+            .directives
+            .as_slice()
+            .iter()
+            .map(|raw| Directive { raw })
     }
 
     /// How many worker threads call the hooks.
@@ -393,7 +402,11 @@ static HOST: OnceLock<HostApi> = OnceLock::new();
 /// ```
 pub fn log<M: ?Sized>(level: LogLevel, message: &str) {
     if let Some(host) = HOST.get() {
-        (host.log)(level, RStr::from_str(std::any::type_name::<M>()), RStr::from_str(message));
+        (host.log)(
+            level,
+            RStr::from_str(std::any::type_name::<M>()),
+            RStr::from_str(message),
+        );
     }
 }
 
@@ -466,7 +479,9 @@ impl<M: Module> Shims<M> {
         args: &InitUpstreamArgs<'_>,
     ) -> RResult<UpstreamObject, ConfigError> {
         let _ = HOST.set(args.host);
-        let result = catch_unwind(AssertUnwindSafe(|| M::init_upstream(&UpstreamConfig::new(args))));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            M::init_upstream(&UpstreamConfig::new(args))
+        }));
         match result {
             Ok(Ok(upstream)) => RResult::ROk(UpstreamObject {
                 this: Box::into_raw(Box::new(upstream)) as *mut c_void,
@@ -530,10 +545,16 @@ impl<M: Module> Shims<M> {
     ) -> FreeAction {
         let upstream = &*(this as *const M::Upstream);
         let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
-        match catch_unwind(AssertUnwindSafe(|| upstream.free(state, &Peers::new(peers), &outcome))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            upstream.free(state, &Peers::new(peers), &outcome)
+        })) {
             Ok(action) => action,
             Err(payload) => {
-                log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "free", &*payload).as_str());
+                log_named(
+                    LogLevel::Error,
+                    M::NAME,
+                    panicked(M::NAME, "free", &*payload).as_str(),
+                );
                 FreeAction::StopRetries
             }
         }
@@ -549,7 +570,11 @@ impl<M: Module> Shims<M> {
             }
         }));
         if let Err(payload) = dropped {
-            log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "drop", &*payload).as_str());
+            log_named(
+                LogLevel::Error,
+                M::NAME,
+                panicked(M::NAME, "drop", &*payload).as_str(),
+            );
         }
     }
 
@@ -558,7 +583,11 @@ impl<M: Module> Shims<M> {
             drop(Box::from_raw(this as *mut M::Upstream));
         }));
         if let Err(payload) = dropped {
-            log_named(LogLevel::Error, M::NAME, panicked(M::NAME, "drop", &*payload).as_str());
+            log_named(
+                LogLevel::Error,
+                M::NAME,
+                panicked(M::NAME, "drop", &*payload).as_str(),
+            );
         }
     }
 }

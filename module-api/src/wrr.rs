@@ -59,13 +59,20 @@ impl SmoothWeights {
     fn shard(&self, worker: usize) -> MutexGuard<'_, Vec<Weights>> {
         let shard = &self.shards[worker % self.shards.len()];
         // A panic in a hook is caught by the SDK; the weights stay usable.
-        shard.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// One selection step over the eligible peers among `candidates`:
     /// every eligible peer gains its effective weight, the highest current
     /// weight wins (the first on ties) and loses the total.
-    pub fn pick(&self, peers: &Peers<'_>, candidates: impl Iterator<Item = usize>) -> Option<usize> {
+    pub fn pick(
+        &self,
+        peers: &Peers<'_>,
+        candidates: impl Iterator<Item = usize>,
+    ) -> Option<usize> {
         let mut weights = self.shard(peers.worker());
         let mut best: Option<usize> = None;
         let mut total = 0i64;

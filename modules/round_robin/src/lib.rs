@@ -76,7 +76,10 @@ mod tests {
         let rr = RoundRobin {
             weights: SmoothWeights::new(set.configs(), 1),
         };
-        assert_eq!(run(&mut set, &rr, 14), [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(
+            run(&mut set, &rr, 14),
+            [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]
+        );
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! The core's directive table: where each directive may appear and how many
+//! arguments it takes, as nginx's `ngx_command_t` entries. Modules add their
+//! own entries at load time; nothing here names a module directive.
+
+use waypost_module_api::{Contexts, DirectiveSpec};
+
+/// A configuration context. `Main` is the top level, `Events` the
+/// `events {}` block; the others map to the module API's [`Contexts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ctx {
+    Main,
+    Events,
+    Http,
+    Server,
+    Location,
+    Upstream,
+}
+
+impl Ctx {
+    fn bit(self) -> u32 {
+        match self {
+            Ctx::Main => 1 << 8,
+            Ctx::Events => 1 << 9,
+            Ctx::Http => Contexts::HTTP.0,
+            Ctx::Server => Contexts::SERVER.0,
+            Ctx::Location => Contexts::LOCATION.0,
+            Ctx::Upstream => Contexts::UPSTREAM.0,
+        }
+    }
+}
+
+const MAIN: u32 = 1 << 8;
+const EVENTS: u32 = 1 << 9;
+const HTTP: u32 = Contexts::HTTP.0;
+const SRV: u32 = Contexts::SERVER.0;
+const LOC: u32 = Contexts::LOCATION.0;
+const UPS: u32 = Contexts::UPSTREAM.0;
+const ANY: u32 = u32::MAX;
+
+/// One table entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    contexts: u32,
+    pub block: bool,
+    pub min: u32,
+    pub max: u32,
+    /// nginx's NGX_CONF_FLAG: one argument, "on" or "off".
+    pub flag: bool,
+}
+
+const fn d(name: &'static str, contexts: u32, min: u32, max: u32) -> Spec {
+    Spec {
+        name,
+        contexts,
+        block: false,
+        min,
+        max,
+        flag: false,
+    }
+}
+const fn b(name: &'static str, contexts: u32, min: u32, max: u32) -> Spec {
+    Spec {
+        name,
+        contexts,
+        block: true,
+        min,
+        max,
+        flag: false,
+    }
+}
+const fn f(name: &'static str, contexts: u32) -> Spec {
+    Spec {
+        name,
+        contexts,
+        block: false,
+        min: 1,
+        max: 1,
+        flag: true,
+    }
+}
+
+const MORE: u32 = u32::MAX;
+const PROXY: u32 = HTTP | SRV | LOC;
+
+/// Core directives. Several names appear twice, like nginx's `server`
+/// (a block in `http`, a peer line in `upstream`).
+pub const CORE: &[Spec] = &[
+    // main
+    f("daemon", MAIN),
+    f("master_process", MAIN),
+    d("worker_processes", MAIN, 1, 1),
+    d("pid", MAIN, 1, 1),
+    d("error_log", MAIN | HTTP | SRV | LOC, 1, MORE),
+    d("load_module", MAIN, 1, 1),
+    d("user", MAIN, 1, 2),
+    d("worker_rlimit_nofile", MAIN, 1, 1),
+    d("worker_shutdown_timeout", MAIN, 1, 1),
+    f("pcre_jit", MAIN),
+    b("events", MAIN, 0, 0),
+    b("http", MAIN, 0, 0),
+    d("include", ANY, 1, 1),
+    // events
+    d("worker_connections", EVENTS, 1, 1),
+    d("use", EVENTS, 1, 1),
+    f("multi_accept", EVENTS),
+    f("accept_mutex", EVENTS),
+    // http
+    b("upstream", HTTP, 1, 1),
+    b("server", HTTP, 0, 0),
+    d("access_log", PROXY, 1, MORE),
+    d("log_format", HTTP, 2, MORE),
+    d("keepalive_timeout", PROXY, 1, 2),
+    d("keepalive_requests", PROXY, 1, 1),
+    f("sendfile", PROXY),
+    f("tcp_nopush", PROXY),
+    f("tcp_nodelay", PROXY),
+    f("server_tokens", PROXY),
+    d("default_type", PROXY, 1, 1),
+    b("types", PROXY, 0, 0),
+    // server
+    d("listen", SRV, 1, MORE),
+    d("server_name", SRV, 1, MORE),
+    b("location", SRV | LOC, 1, 2),
+    d("return", SRV | LOC, 1, 2),
+    // location and inherited proxy settings
+    d("proxy_pass", LOC, 1, 1),
+    d("proxy_set_header", PROXY, 2, 2),
+    d("proxy_http_version", PROXY, 1, 1),
+    d("proxy_next_upstream", PROXY, 1, MORE),
+    d("proxy_next_upstream_tries", PROXY, 1, 1),
+    d("proxy_next_upstream_timeout", PROXY, 1, 1),
+    d("proxy_connect_timeout", PROXY, 1, 1),
+    d("proxy_send_timeout", PROXY, 1, 1),
+    d("proxy_read_timeout", PROXY, 1, 1),
+    // upstream
+    d("server", UPS, 1, MORE),
+    d("keepalive", UPS, 1, 1),
+    d("keepalive_timeout", UPS, 1, 1),
+    d("keepalive_requests", UPS, 1, 1),
+    d("zone", UPS, 1, 2),
+];
+
+impl Spec {
+    pub fn allowed_in(&self, ctx: Ctx) -> bool {
+        self.contexts & ctx.bit() != 0
+    }
+
+    /// The entry for a module's directive.
+    pub fn from_module(spec: &DirectiveSpec) -> Spec {
+        Spec {
+            name: "",
+            contexts: spec.contexts.0,
+            block: false,
+            min: spec.min_args,
+            max: spec.max_args,
+            flag: false,
+        }
+    }
+}
+
+/// What the table says about a directive read in a context.
+pub enum Lookup {
+    Found(Spec),
+    NotAllowedHere,
+    Unknown,
+}
+
+/// Finds `name` for `ctx` among the core table and `extra` entries, as
+/// nginx's `ngx_conf_handler` does: an entry for another context is skipped,
+/// and a name known only elsewhere is "not allowed here".
+pub fn lookup(name: &str, ctx: Ctx, extra: impl Iterator<Item = Spec>) -> Lookup {
+    let mut known = false;
+    for spec in CORE.iter().copied().filter(|s| s.name == name).chain(extra) {
+        known = true;
+        if spec.allowed_in(ctx) {
+            return Lookup::Found(spec);
+        }
+    }
+    if known {
+        Lookup::NotAllowedHere
+    } else {
+        Lookup::Unknown
+    }
+}

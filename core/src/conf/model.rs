@@ -1,0 +1,203 @@
+//! The checked configuration: what the interpreter builds from the syntax
+//! tree and the runtime is built from. Plain data, no sockets.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::conf::syntax::Loc;
+use crate::log::Level;
+use crate::modules::loader::LoadedModule;
+
+#[derive(Debug)]
+pub struct Config {
+    pub main: MainConf,
+    pub http: HttpConf,
+    /// Every file read, for `-T`.
+    pub files: Vec<(PathBuf, String)>,
+    /// Modules found in the modules directory and named by `load_module`.
+    pub modules: Vec<Arc<LoadedModule>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogTarget {
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct MainConf {
+    pub worker_processes: usize,
+    pub pid: PathBuf,
+    pub error_log: (LogTarget, Level),
+    pub worker_connections: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct HttpConf {
+    pub upstreams: Vec<UpstreamConf>,
+    pub servers: Vec<ServerConf>,
+    pub log_formats: HashMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct UpstreamConf {
+    pub name: String,
+    pub loc: Loc,
+    /// Primaries first, then backups, each in config order.
+    pub peers: Vec<PeerConf>,
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+    /// Index into `Config::modules`; `None` means round_robin.
+    pub balancer: Option<usize>,
+    /// The balancer module's directives in this block.
+    pub balancer_directives: Vec<ModuleDirective>,
+    /// Made by `proxy_pass http://host:port` with no upstream block.
+    pub implicit: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModuleDirective {
+    pub name: String,
+    pub args: Vec<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerConf {
+    /// The `server` argument as written.
+    pub server: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: u32,
+    pub max_conns: u32,
+    pub backup: bool,
+    pub down: bool,
+}
+
+#[derive(Debug)]
+pub struct ServerConf {
+    pub listens: Vec<ListenConf>,
+    pub names: Vec<String>,
+    pub locations: Vec<LocationConf>,
+    /// A server-level `return` answers before any location is chosen.
+    pub ret: Option<Return>,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConf {
+    pub addr: SocketAddr,
+    pub default_server: bool,
+    pub backlog: i32,
+}
+
+#[derive(Debug)]
+pub struct LocationConf {
+    pub path: String,
+    pub exact: bool,
+    pub action: Action,
+    pub proxy: ProxyConf,
+    pub access_log: Option<AccessLogConf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConf {
+    pub path: PathBuf,
+    pub format: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Proxy(ProxyPass),
+    Return(Return),
+    /// No handler: nginx would serve static files; we answer 404.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyPass {
+    /// Index into `HttpConf::upstreams`.
+    pub upstream: usize,
+    /// `$proxy_host`: the authority as written after `http://`.
+    pub host: String,
+    /// The URI part of `proxy_pass http://u/uri`, replacing the matched
+    /// location prefix; `None` passes the request URI unchanged.
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Return {
+    pub code: u16,
+    pub text: Option<String>,
+}
+
+/// `proxy_next_upstream` conditions, as nginx's NGX_HTTP_UPSTREAM_FT_* bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextUpstream(pub u32);
+
+impl NextUpstream {
+    pub const ERROR: u32 = 1 << 1;
+    pub const TIMEOUT: u32 = 1 << 2;
+    pub const INVALID_HEADER: u32 = 1 << 3;
+    pub const HTTP_500: u32 = 1 << 4;
+    pub const HTTP_502: u32 = 1 << 5;
+    pub const HTTP_503: u32 = 1 << 6;
+    pub const HTTP_504: u32 = 1 << 7;
+    pub const HTTP_403: u32 = 1 << 8;
+    pub const HTTP_404: u32 = 1 << 9;
+    pub const HTTP_429: u32 = 1 << 10;
+    pub const NON_IDEMPOTENT: u32 = 1 << 14;
+    pub const OFF: u32 = 1 << 30;
+
+    pub fn has(self, bit: u32) -> bool {
+        self.0 & Self::OFF == 0 && self.0 & bit != 0
+    }
+
+    /// The bit for a retryable upstream status, if any.
+    pub fn status_bit(status: u16) -> Option<u32> {
+        Some(match status {
+            500 => Self::HTTP_500,
+            502 => Self::HTTP_502,
+            503 => Self::HTTP_503,
+            504 => Self::HTTP_504,
+            403 => Self::HTTP_403,
+            404 => Self::HTTP_404,
+            429 => Self::HTTP_429,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConf {
+    /// Headers set on the upstream request, after nginx's defaults.
+    pub set_headers: Vec<(String, String)>,
+    pub http11: bool,
+    pub next_upstream: NextUpstream,
+    pub next_upstream_tries: u32,
+    pub next_upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for ProxyConf {
+    fn default() -> Self {
+        ProxyConf {
+            set_headers: Vec::new(),
+            http11: false,
+            next_upstream: NextUpstream(NextUpstream::ERROR | NextUpstream::TIMEOUT),
+            next_upstream_tries: 0,
+            next_upstream_timeout: Duration::ZERO,
+            connect_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}

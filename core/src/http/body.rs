@@ -1,0 +1,140 @@
+//! Body types of the proxy. Bodies stream frame by frame in both
+//! directions: nothing buffers a whole request or response.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::http::access::Record;
+use crate::http::pool::Release;
+
+/// The body sent to an upstream.
+pub enum ReqBody {
+    Empty,
+    Client(Incoming),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Client(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Client(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Client(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The body sent to a client: a fixed text, or an upstream's body passed
+/// through. When an upstream body ends cleanly its connection goes back to
+/// the pool; the access log line is written when the body is done or
+/// dropped, with the bytes actually sent.
+pub struct RespBody {
+    kind: Kind,
+    sent: u64,
+    record: Option<Box<Record>>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming, Option<Release>),
+}
+
+impl RespBody {
+    pub fn full(bytes: impl Into<Bytes>) -> RespBody {
+        let bytes = bytes.into();
+        RespBody {
+            kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+            sent: 0,
+            record: None,
+        }
+    }
+
+    pub fn empty() -> RespBody {
+        RespBody::full(Bytes::new())
+    }
+
+    pub fn upstream(body: Incoming, release: Option<Release>) -> RespBody {
+        RespBody {
+            kind: Kind::Upstream(body, release),
+            sent: 0,
+            record: None,
+        }
+    }
+
+    pub fn set_record(&mut self, record: Option<Box<Record>>) {
+        self.record = record;
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body, release) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) = polled {
+                    if let Some(release) = release.take() {
+                        release.reuse();
+                    }
+                }
+                polled
+            }
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b, _) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(self.sent);
+        }
+    }
+}

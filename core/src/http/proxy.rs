@@ -1,0 +1,590 @@
+//! The proxy's try loop, as nginx's `ngx_http_upstream`: the balancer's
+//! `init_peer` once, then per try `get`, a pooled or new connection, the
+//! request, the response head, `free` with the outcome, and the
+//! `proxy_next_upstream` rules deciding whether to try again.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use abi_stable::std_types::{RSlice, RStr};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+use waypost_module_api::{
+    FreeAction, GetResult, InitPeerResult, PeersView, RequestView, TryOutcome, TryState,
+};
+
+use crate::conf::model::NextUpstream;
+use crate::http::access::Record;
+use crate::http::body::{ReqBody, RespBody};
+use crate::http::pool::{self, Conn, ConnectError, Release};
+use crate::http::response::{error_page, server_header};
+use crate::log::{self, Level};
+use crate::runtime::{Location, Proxy, Server};
+use crate::upstream::balancer::PeerState;
+use crate::upstream::peers::Tried;
+use crate::upstream::Upstream;
+use crate::vars::{Var, VarCtx};
+
+/// What the request path knows about the client connection.
+pub struct ClientCx<'a> {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub conn: u64,
+    pub server: &'a Server,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
+fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
+    format!(
+        ", client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{}\", host: \"{}\"",
+        cx.client.ip(),
+        cx.server.name,
+        parts.method,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts.version,
+        upstream,
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+    )
+}
+
+/// The error text of an I/O error without Rust's " (os error N)" suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// A try that produced no usable response head.
+struct Failure {
+    ft: u32,
+    /// Whether any of the request reached the upstream.
+    sent: bool,
+    message: String,
+}
+
+/// nginx's final status for a failure type (`ngx_http_upstream_next`):
+/// an exact match, so a non-idempotent http_500 becomes 502.
+fn final_status(ft: u32) -> u16 {
+    match ft {
+        NextUpstream::TIMEOUT | NextUpstream::HTTP_504 => 504,
+        NextUpstream::HTTP_500 => 500,
+        NextUpstream::HTTP_403 => 403,
+        NextUpstream::HTTP_404 => 404,
+        NextUpstream::HTTP_429 => 429,
+        _ => 502,
+    }
+}
+
+fn allows(mask: NextUpstream, ft: u32) -> bool {
+    mask.0 & NextUpstream::OFF == 0 && mask.0 & ft == ft
+}
+
+/// Per-request context behind the module's `RequestView` callbacks.
+struct HookCx<'a> {
+    vars: VarCtx<'a>,
+    /// Values computed for `variable` calls, alive until the request ends
+    /// so the slices handed to the module stay valid.
+    scratch: UnsafeCell<Vec<String>>,
+}
+
+extern "C" fn hook_header(ctx: *const c_void, name: RStr<'_>) -> RStr<'static> {
+    // SAFETY: ctx is the HookCx of the request whose hook is running; the
+    // returned slice borrows its headers, valid for the hook's duration.
+    let cx = unsafe { &*(ctx as *const HookCx<'static>) };
+    cx.vars
+        .req
+        .headers
+        .get(name.as_str())
+        .and_then(|v| v.to_str().ok())
+        .map_or(RStr::from_str(""), RStr::from_str)
+}
+
+extern "C" fn hook_variable(ctx: *const c_void, name: RStr<'_>) -> RStr<'static> {
+    // SAFETY: as in hook_header. Values are pushed to scratch and never
+    // removed, and a String's heap buffer does not move when the Vec grows.
+    let cx = unsafe { &*(ctx as *const HookCx<'static>) };
+    let Some(var) = Var::parse(name.as_str()) else {
+        return RStr::from_str("");
+    };
+    let mut value = String::new();
+    var.eval(&cx.vars, &mut value);
+    let scratch = unsafe { &mut *cx.scratch.get() };
+    scratch.push(value);
+    let s: &str = scratch.last().map_or("", |s| s.as_str());
+    RStr::from_str(unsafe { &*(s as *const str) })
+}
+
+fn peers_view<'a>(up: &'a Upstream, tried: &'a Tried, now: u64) -> PeersView<'a> {
+    PeersView {
+        config: RSlice::from_slice(&up.configs),
+        live: RSlice::from_slice(&up.live),
+        tried: RSlice::from_slice(tried.words()),
+        primary: up.primary,
+        primary_weight: up.primary_weight,
+        single: up.single,
+        now,
+        worker: crate::worker::index(),
+    }
+}
+
+/// The upstream request's target: the request URI, or with
+/// `proxy_pass http://u/uri`, the location prefix replaced by `uri`.
+fn upstream_uri(parts: &Parts, p: &Proxy, location: &Location) -> Uri {
+    let Some(replacement) = &p.uri else {
+        return parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    };
+    let path = parts.uri.path();
+    let rest = path.get(location.prefix.len()..).unwrap_or("");
+    let mut target = String::with_capacity(replacement.len() + rest.len() + 16);
+    target.push_str(replacement);
+    target.push_str(rest);
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    target.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// Request headers that never go upstream as the client sent them:
+/// hop-by-hop ones, and those nginx's proxy defaults replace or clear.
+fn dropped(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "te"
+            | "expect"
+            | "upgrade"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "trailer"
+            | "host"
+    )
+}
+
+fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + p.headers.len());
+    for (name, value) in &parts.headers {
+        if !dropped(name) && !p.headers.iter().any(|(n, _)| n == name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let mut buf = String::new();
+    for (name, template) in &p.headers {
+        let value = match template.as_literal() {
+            Some(text) => text,
+            None => {
+                buf.clear();
+                template.eval_into(vars, &mut buf);
+                &buf
+            }
+        };
+        if !value.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+    headers
+}
+
+/// Sends one request to peer `i` and waits for the response head.
+async fn attempt(
+    up: &Upstream,
+    i: usize,
+    mut req: Request<ReqBody>,
+    p: &Proxy,
+) -> Result<(Response<Incoming>, Conn), Failure> {
+    loop {
+        let mut conn = pool::checkout(up, i, p.connect_timeout).await.map_err(|e| match e {
+            ConnectError::Timeout => Failure {
+                ft: NextUpstream::TIMEOUT,
+                sent: false,
+                message: "upstream timed out (110: Connection timed out) while connecting to upstream".into(),
+            },
+            ConnectError::Io(e) => Failure {
+                ft: NextUpstream::ERROR,
+                sent: false,
+                message: format!(
+                    "connect() failed ({}: {}) while connecting to upstream",
+                    e.raw_os_error().unwrap_or(0),
+                    strerror(&e)
+                ),
+            },
+            ConnectError::Handshake(e) => Failure {
+                ft: NextUpstream::ERROR,
+                sent: false,
+                message: format!("{e} while connecting to upstream"),
+            },
+        })?;
+        let reused = conn.reused;
+        let sending = conn.sender.try_send_request(req);
+        match tokio::time::timeout(p.read_timeout, sending).await {
+            Err(_) => {
+                return Err(Failure {
+                    ft: NextUpstream::TIMEOUT,
+                    sent: true,
+                    message: "upstream timed out (110: Connection timed out) while reading response header from upstream".into(),
+                })
+            }
+            Ok(Ok(resp)) => return Ok((resp, conn)),
+            Ok(Err(mut e)) => {
+                // An idle keepalive connection the upstream closed: the
+                // request never left, so try a fresh connection without
+                // counting a try (nginx gives the attempt back).
+                if reused {
+                    if let Some(back) = e.take_message() {
+                        req = back;
+                        continue;
+                    }
+                }
+                let e = e.into_error();
+                return Err(if e.is_parse() || e.is_parse_status() {
+                    Failure {
+                        ft: NextUpstream::INVALID_HEADER,
+                        sent: true,
+                        message: "upstream sent invalid header while reading response header from upstream".into(),
+                    }
+                } else {
+                    Failure {
+                        ft: NextUpstream::ERROR,
+                        sent: true,
+                        message: "upstream prematurely closed connection while reading response header from upstream".into(),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Response headers that are the proxy's own business, not the upstream's.
+fn strip_response_headers(headers: &mut HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "server",
+        "date",
+    ] {
+        headers.remove(name);
+    }
+}
+
+pub async fn run(
+    req: Request<Incoming>,
+    p: &Proxy,
+    location: &Location,
+    cx: &ClientCx<'_>,
+    mut record: Option<&mut Record>,
+) -> Response<RespBody> {
+    let (parts, body) = req.into_parts();
+    let up: &Upstream = &p.upstream;
+    let tried = Tried::new(up.configs.len());
+    let mut state = PeerState::new(&up.balancer);
+    // The module's view of the request lives only for init_peer (it is not
+    // Send); the upstream request head is built from the same variables.
+    let prepared: Result<HeaderMap, Response<RespBody>> = (|| {
+        let vars = VarCtx {
+            req: &parts,
+            client: cx.client,
+            local: cx.local,
+            server_name: &cx.server.name,
+            proxy_host: &p.host,
+        };
+        let hook_cx = HookCx {
+            vars,
+            scratch: UnsafeCell::new(Vec::new()),
+        };
+        let mut client_text = [0u8; 48];
+        let client_addr = {
+            use std::io::Write;
+            let mut w = &mut client_text[..];
+            let _ = write!(w, "{}", cx.client.ip());
+            let n = 48 - w.len();
+            std::str::from_utf8(&client_text[..n]).unwrap_or("")
+        };
+        let client_octets: ([u8; 16], usize) = match cx.client.ip() {
+            IpAddr::V4(v4) => {
+                let mut b = [0; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                (b, 4)
+            }
+            IpAddr::V6(v6) => (v6.octets(), 16),
+        };
+        let request_view = RequestView {
+            method: RStr::from_str(parts.method.as_str()),
+            uri: RStr::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+            client_addr: RStr::from_str(client_addr),
+            client_ip: RSlice::from_slice(&client_octets.0[..client_octets.1]),
+            ctx: &hook_cx as *const HookCx<'_> as *const c_void,
+            header: hook_header,
+            variable: hook_variable,
+        };
+
+        match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
+            InitPeerResult::Ready => {}
+            InitPeerResult::Reject(r) => {
+                let mut resp = Response::new(RespBody::full(r.body.into_string()));
+                *resp.status_mut() = http::StatusCode::from_u16(r.status)
+                    .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                if !r.content_type.is_empty() {
+                    if let Ok(v) = HeaderValue::from_str(r.content_type.as_str()) {
+                        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                    }
+                }
+                server_header(&mut resp);
+                return Err(resp);
+            }
+            InitPeerResult::Error(msg) => {
+                log::write(
+                    Level::Error,
+                    Some(cx.conn),
+                    &format!("{}{}", msg, context(cx, &parts, &up.name)),
+                );
+                return Err(error_page(502));
+            }
+        }
+        Ok(upstream_headers(&parts, p, &hook_cx.vars))
+    })();
+    let mut headers = match prepared {
+        Ok(h) => Some(h),
+        Err(resp) => return resp,
+    };
+    let mut tried = tried;
+    let started = Instant::now();
+    let non_idempotent =
+        matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
+    let body_empty = body.is_end_stream();
+    let mut body = Some(body);
+    let mut tries_left = p.tries;
+    let uri = upstream_uri(&parts, p, location);
+    let version = if p.http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+
+    loop {
+        let now = now_secs();
+        let chosen = state.get(&peers_view(up, &tried, now));
+        let i = match chosen {
+            GetResult::Peer(i) => i as usize,
+            GetResult::Busy => {
+                if let Some(r) = record.as_deref_mut() {
+                    push_list(&mut r.upstream_addr, &up.name);
+                }
+                log::write(
+                    Level::Error,
+                    Some(cx.conn),
+                    &format!(
+                        "no live upstreams while connecting to upstream{}",
+                        context(cx, &parts, &format!("http://{}{}", up.name, uri))
+                    ),
+                );
+                return error_page(502);
+            }
+            GetResult::Error(msg) => {
+                log::write(
+                    Level::Error,
+                    Some(cx.conn),
+                    &format!("{}{}", msg, context(cx, &parts, &up.name)),
+                );
+                return error_page(502);
+            }
+        };
+        tried.set(i);
+        up.on_select(i, now);
+        if let Some(r) = record.as_deref_mut() {
+            push_list(&mut r.upstream_addr, &up.addrs[i].to_string());
+        }
+
+        let req_body = if body_empty {
+            ReqBody::Empty
+        } else {
+            match body.take() {
+                Some(b) => ReqBody::Client(b),
+                // The streamed body went to an earlier try; the retry rules
+                // below never let us get here.
+                None => return error_page(502),
+            }
+        };
+        let mut req = Request::new(req_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.version_mut() = version;
+        // The head is kept for a retry only while one is possible.
+        *req.headers_mut() = if tries_left > 1 {
+            headers.clone()
+        } else {
+            headers.take()
+        }
+        .unwrap_or_default();
+
+        let try_started = Instant::now();
+        let result = attempt(up, i, req, p).await;
+        let now = now_secs();
+        let timed_out =
+            !p.next_upstream_timeout.is_zero() && started.elapsed() >= p.next_upstream_timeout;
+
+        match result {
+            Ok((resp, conn)) => {
+                let status = resp.status().as_u16();
+                if let Some(r) = record.as_deref_mut() {
+                    push_list(&mut r.upstream_status, &status.to_string());
+                }
+                if let Some(bit) = NextUpstream::status_bit(status) {
+                    // ngx_http_upstream_test_next: retry on a listed status
+                    // only with tries left, a body that can be sent again
+                    // and time left.
+                    if tries_left > 1 && allows(p.next_upstream, bit) && body_empty && !timed_out {
+                        let mut ft = bit;
+                        if non_idempotent {
+                            ft |= NextUpstream::NON_IDEMPOTENT;
+                        }
+                        let try_state = if status == 403 || status == 404 {
+                            TryState::Next
+                        } else {
+                            TryState::Failed
+                        };
+                        release(
+                            up,
+                            &mut state,
+                            &tried,
+                            i,
+                            try_state,
+                            status,
+                            try_started,
+                            now,
+                            &mut tries_left,
+                        );
+                        drop(resp);
+                        if tries_left == 0 || !allows(p.next_upstream, ft) {
+                            return error_page(final_status(ft));
+                        }
+                        continue;
+                    }
+                }
+                release(
+                    up,
+                    &mut state,
+                    &tried,
+                    i,
+                    TryState::Ok,
+                    status,
+                    try_started,
+                    now,
+                    &mut tries_left,
+                );
+                let (mut head, incoming) = resp.into_parts();
+                strip_response_headers(&mut head.headers);
+                let reuse = (up.keepalive > 0 && p.http11).then(|| Release {
+                    upstream: p.upstream.clone(),
+                    peer: i as u32,
+                    conn,
+                });
+                let mut resp = Response::from_parts(head, RespBody::upstream(incoming, reuse));
+                *resp.version_mut() = Version::HTTP_11;
+                server_header(&mut resp);
+                return resp;
+            }
+            Err(failure) => {
+                let mut ft = failure.ft;
+                if failure.sent && non_idempotent {
+                    ft |= NextUpstream::NON_IDEMPOTENT;
+                }
+                if let Some(r) = record.as_deref_mut() {
+                    push_list(
+                        &mut r.upstream_status,
+                        if ft & NextUpstream::TIMEOUT != 0 {
+                            "504"
+                        } else {
+                            "502"
+                        },
+                    );
+                }
+                log::write(
+                    Level::Error,
+                    Some(cx.conn),
+                    &format!(
+                        "{}{}",
+                        failure.message,
+                        context(cx, &parts, &format!("http://{}{}", up.addrs[i], uri))
+                    ),
+                );
+                release(
+                    up,
+                    &mut state,
+                    &tried,
+                    i,
+                    TryState::Failed,
+                    0,
+                    try_started,
+                    now,
+                    &mut tries_left,
+                );
+                let body_gone = failure.sent && !body_empty;
+                if tries_left == 0 || !allows(p.next_upstream, ft) || body_gone || timed_out {
+                    return error_page(final_status(ft));
+                }
+            }
+        }
+    }
+}
+
+fn push_list(list: &mut String, item: &str) {
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list.push_str(item);
+}
+
+/// The end of a try: the core's failure accounting, then the module's
+/// `free`, then one try fewer (none left for a single peer, as nginx).
+#[allow(clippy::too_many_arguments)]
+fn release(
+    up: &Upstream,
+    state: &mut PeerState<'_>,
+    tried: &Tried,
+    i: usize,
+    try_state: TryState,
+    status: u16,
+    try_started: Instant,
+    now: u64,
+    tries_left: &mut u32,
+) {
+    up.on_release(i, try_state, now);
+    let outcome = TryOutcome {
+        peer: i as u32,
+        state: try_state,
+        status,
+        elapsed_us: try_started.elapsed().as_micros() as u64,
+    };
+    let action = state.free(&peers_view(up, tried, now), outcome);
+    *tries_left = tries_left.saturating_sub(1);
+    if up.single || action == FreeAction::StopRetries {
+        *tries_left = 0;
+    }
+}

@@ -1,0 +1,312 @@
+//! Accepting connections and routing requests: listen address and Host
+//! choose the server, the path chooses the location, and the location
+//! answers or proxies.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::http::body::RespBody;
+use crate::http::proxy::{self, ClientCx};
+use crate::http::response::{error_page, reply};
+use crate::log::{self, Level};
+use crate::runtime::{Action, Runtime};
+
+/// The listening sockets the workers accept on. Replaced as a whole on
+/// reload; a socket whose address stays keeps its `Arc`, so its accept
+/// loops are left running.
+#[derive(Default)]
+pub struct ListenerSet {
+    pub items: Vec<(SocketAddr, Arc<std::net::TcpListener>)>,
+}
+
+/// What every worker shares.
+pub struct State {
+    pub runtime: ArcSwap<Runtime>,
+    pub listeners: watch::Sender<Arc<ListenerSet>>,
+    /// Set to true to stop accepting and drain (SIGQUIT).
+    pub quit: watch::Sender<bool>,
+    conn_ids: AtomicU64,
+    pub workers_running: AtomicUsize,
+}
+
+impl State {
+    pub fn new(runtime: Arc<Runtime>, listeners: ListenerSet) -> Arc<State> {
+        Arc::new(State {
+            runtime: ArcSwap::new(runtime),
+            listeners: watch::channel(Arc::new(listeners)).0,
+            quit: watch::channel(false).0,
+            conn_ids: AtomicU64::new(1),
+            workers_running: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// Binds a listening socket as nginx does: SO_REUSEADDR, the configured
+/// backlog, non-blocking for the event loops.
+pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Starts `n` worker threads, each with its own event loop.
+pub fn spawn_workers(
+    state: &Arc<State>,
+    n: usize,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    (0..n)
+        .map(|i| {
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    crate::worker::set_index(i as u32);
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            log::write(
+                                Level::Emerg,
+                                None,
+                                &format!("worker {i} could not start its event loop: {e}"),
+                            );
+                            return;
+                        }
+                    };
+                    state.workers_running.fetch_add(1, Ordering::SeqCst);
+                    rt.block_on(worker_main(state.clone()));
+                    state.workers_running.fetch_sub(1, Ordering::SeqCst);
+                })
+        })
+        .collect()
+}
+
+async fn worker_main(state: Arc<State>) {
+    let mut listeners = state.listeners.subscribe();
+    let mut quit = state.quit.subscribe();
+    let tracker = Arc::new(Tracker::default());
+    let mut accepting: Vec<(Arc<std::net::TcpListener>, tokio::task::AbortHandle)> = Vec::new();
+    loop {
+        let set = listeners.borrow_and_update().clone();
+        // Stop accepting on sockets that left the configuration; their
+        // open connections carry on.
+        accepting.retain(|(l, task)| {
+            let keep = set.items.iter().any(|(_, s)| Arc::ptr_eq(s, l));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (addr, socket) in &set.items {
+            if accepting.iter().any(|(l, _)| Arc::ptr_eq(l, socket)) {
+                continue;
+            }
+            match socket
+                .try_clone()
+                .and_then(tokio::net::TcpListener::from_std)
+            {
+                Ok(listener) => {
+                    let task =
+                        tokio::spawn(accept_loop(listener, *addr, state.clone(), tracker.clone()));
+                    accepting.push((socket.clone(), task.abort_handle()));
+                }
+                Err(e) => log::write(Level::Emerg, None, &format!("cannot accept on {addr}: {e}")),
+            }
+        }
+        tokio::select! {
+            changed = listeners.changed() => if changed.is_err() { break },
+            _ = quit.wait_for(|q| *q) => break,
+        }
+    }
+    for (_, task) in accepting {
+        task.abort();
+    }
+    // Each connection saw `quit` too: idle ones close now, requests in
+    // flight finish. Wait for the last one.
+    while tracker.open.load(Ordering::SeqCst) > 0 {
+        let closed = tracker.closed.notified();
+        if tracker.open.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        closed.await;
+    }
+}
+
+/// The connections a worker has open, so a graceful stop can wait for them.
+#[derive(Default)]
+struct Tracker {
+    open: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<State>,
+    tracker: Arc<Tracker>,
+) {
+    let max = state.runtime.load().main.worker_connections;
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::write(
+                    Level::Alert,
+                    None,
+                    &format!("accept() failed ({})", proxy::strerror(&e)),
+                );
+                // EMFILE and friends: give the process a moment to close
+                // something instead of spinning on the same error.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if tracker.open.load(Ordering::Relaxed) >= max {
+            log::write(
+                Level::Alert,
+                None,
+                &format!("{max} worker_connections are not enough"),
+            );
+            drop(stream);
+            continue;
+        }
+        let id = state.conn_ids.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            state: state.clone(),
+            listen: addr,
+            client,
+            id,
+            requests: AtomicU64::new(0),
+            accepted_with: state.runtime.load_full(),
+        };
+        tracker.open.fetch_add(1, Ordering::SeqCst);
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            serve(stream, conn).await;
+            tracker.open.fetch_sub(1, Ordering::SeqCst);
+            tracker.closed.notify_waiters();
+        });
+    }
+}
+
+/// One client connection.
+struct Conn {
+    state: Arc<State>,
+    listen: SocketAddr,
+    client: SocketAddr,
+    id: u64,
+    requests: AtomicU64,
+    /// The configuration current when the connection was accepted, used if
+    /// a reload removed its listening address.
+    accepted_with: Arc<Runtime>,
+}
+
+async fn serve(stream: TcpStream, conn: Conn) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(conn.listen);
+    let keepalive = {
+        let rt = conn.state.runtime.load();
+        rt.listens
+            .iter()
+            .find(|g| g.addr == conn.listen)
+            .map(|g| g.servers[g.default].keepalive_timeout)
+            .unwrap_or(std::time::Duration::from_secs(75))
+    };
+    let mut quit = conn.state.quit.subscribe();
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(req, &conn, local).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(!keepalive.is_zero());
+    if !keepalive.is_zero() {
+        builder.header_read_timeout(keepalive);
+    }
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = quit.wait_for(|q| *q) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
+    let current = conn.state.runtime.load_full();
+    let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
+        current
+    } else {
+        conn.accepted_with.clone()
+    };
+    let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
+        return error_page(500);
+    };
+    let host = crate::vars::host_of(req.uri(), req.headers());
+    let server = group.server(host.as_deref());
+    let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let close = requests >= server.keepalive_requests;
+
+    let mut resp = if let Some(r) = &server.ret {
+        reply(r)
+    } else {
+        match server.locations.find(req.uri().path()) {
+            None => error_page(404),
+            Some(location) => {
+                let started = Instant::now();
+                let mut record = location
+                    .access_log
+                    .as_ref()
+                    .map(|log| log.start(&req, conn.client, started));
+                let mut resp = match &location.action {
+                    Action::Reply(r) => reply(r),
+                    Action::NotFound => error_page(404),
+                    Action::Proxy(p) => {
+                        let cx = ClientCx {
+                            client: conn.client,
+                            local,
+                            conn: conn.id,
+                            server,
+                        };
+                        proxy::run(req, p, location, &cx, record.as_deref_mut()).await
+                    }
+                };
+                if let Some(r) = record.as_deref_mut() {
+                    r.status = resp.status().as_u16();
+                }
+                resp.body_mut().set_record(record);
+                resp
+            }
+        }
+    };
+    if close {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

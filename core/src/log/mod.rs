@@ -1,0 +1,219 @@
+//! The error log in nginx's format, on top of `tracing`:
+//! `YYYY/MM/DD HH:MM:SS [level] PID#TID: *CONN message`.
+//!
+//! nginx has eight levels and tracing five, so events may carry a `lvl`
+//! field (`notice`, `crit`, `alert`, `emerg`); without it the tracing level
+//! maps to the nginx level of the same name (INFO is `info`).
+
+pub mod access;
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::conf::model::LogTarget;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Notice,
+    Warn,
+    Error,
+    Crit,
+    Alert,
+    Emerg,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "notice" => Level::Notice,
+            "warn" => Level::Warn,
+            "error" => Level::Error,
+            "crit" => Level::Crit,
+            "alert" => Level::Alert,
+            "emerg" => Level::Emerg,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
+        }
+    }
+}
+
+/// Where error lines go, swapped by reload and reopen.
+struct Sink {
+    target: LogTarget,
+    file: Option<File>,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    target: LogTarget::Stderr,
+    file: None,
+});
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
+
+/// Installs the error log; lines go to stderr until [`set_target`].
+pub fn init() {
+    let _ = tracing_subscriber::registry().with(NginxLayer).try_init();
+}
+
+fn open(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Points the error log at `target`, keeping lines at `level` and above.
+/// On error the previous target stays.
+pub fn set_target(target: &LogTarget, level: Level) -> std::io::Result<()> {
+    let file = match target {
+        LogTarget::Stderr => None,
+        LogTarget::File(p) => Some(open(p)?),
+    };
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    sink.target = target.clone();
+    sink.file = file;
+    MIN_LEVEL.store(level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reopens the error log file (SIGUSR1 after a log rotation).
+pub fn reopen() -> std::io::Result<()> {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let LogTarget::File(p) = &sink.target {
+        let file = open(p)?;
+        sink.file = Some(file);
+    }
+    Ok(())
+}
+
+/// Whether lines at `level` are written; lets callers skip formatting.
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= MIN_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes one line at an nginx level.
+pub fn write(level: Level, conn: Option<u64>, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let mut line = String::with_capacity(64 + message.len());
+    let _ = write!(
+        line,
+        "{} [{}] {}#{}: ",
+        timestamp(),
+        level.as_str(),
+        std::process::id(),
+        crate::worker::index()
+    );
+    if let Some(c) = conn {
+        let _ = write!(line, "*{c} ");
+    }
+    line.push_str(message);
+    line.push('\n');
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    match sink.file.as_mut() {
+        Some(f) => {
+            let _ = f.write_all(line.as_bytes());
+        }
+        None => {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Local time as nginx prints it in the error log.
+pub fn timestamp() -> String {
+    let (tm, _) = local_now();
+    format!(
+        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// The local broken-down time and the Unix time it was taken from.
+pub fn local_now() -> (libc::tm, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let t = now as libc::time_t;
+    // SAFETY: localtime_r writes only into the tm we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    (tm, now)
+}
+
+struct NginxLayer;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    lvl: Option<Level>,
+    conn: Option<u64>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "lvl" => self.lvl = Level::parse(value),
+            "message" => self.message.push_str(value),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "conn" {
+            self.conn = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for NginxLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        // Only our own crates log; dependencies' debug chatter stays out.
+        if !meta.target().starts_with("waypost") {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = fields.lvl.unwrap_or(match *meta.level() {
+            tracing::Level::ERROR => Level::Error,
+            tracing::Level::WARN => Level::Warn,
+            tracing::Level::INFO => Level::Info,
+            _ => Level::Debug,
+        });
+        write(level, fields.conn, &fields.message);
+    }
+}

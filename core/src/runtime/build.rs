@@ -1,0 +1,335 @@
+//! Config model to Runtime: each upstream's balancer is built by its
+//! module's `init_upstream`, templates and log formats are compiled, and
+//! servers are grouped by listening address. All of it at config load, so
+//! the request path only reads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use abi_stable::std_types::{RResult, RSlice, RStr};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use waypost_module_api::{DirectiveArgs, HostApi, InitUpstreamArgs, LogLevel};
+
+use super::*;
+use crate::conf::model::{self, Config, UpstreamConf};
+use crate::conf::syntax::Loc;
+use crate::conf::ConfError;
+use crate::http::access::{AccessLog, COMBINED};
+use crate::log::Level;
+use crate::modules::loader::LoadedModule;
+use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
+
+extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
+    let level = match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Notice => Level::Notice,
+        LogLevel::Warn => Level::Warn,
+        LogLevel::Error => Level::Error,
+        LogLevel::Crit => Level::Crit,
+    };
+    if crate::log::enabled(level) {
+        crate::log::write(
+            level,
+            None,
+            &format!("{}: {}", module.as_str(), message.as_str()),
+        );
+    }
+}
+
+pub fn build(config: Config) -> Result<Runtime, ConfError> {
+    let workers = config.main.worker_processes;
+    let default_balancer = config
+        .modules
+        .iter()
+        .find(|m| m.name == "round_robin")
+        .cloned();
+    let mut upstreams = Vec::with_capacity(config.http.upstreams.len());
+    for up in &config.http.upstreams {
+        let module = match up.balancer {
+            Some(i) => config.modules[i].clone(),
+            None => default_balancer.clone().ok_or_else(|| {
+                ConfError::bare(
+                    "the default balancer module \"round_robin\" (libwaypost_round_robin.so) was not found; \
+                     put it in the modules directory or name it with load_module"
+                        .to_owned(),
+                )
+            })?,
+        };
+        upstreams.push(Arc::new(upstream(up, module, workers)?));
+    }
+    let mut servers = Vec::with_capacity(config.http.servers.len());
+    for s in &config.http.servers {
+        servers.push(Arc::new(server(s, &upstreams, &config.http.log_formats)?));
+    }
+    let listens = group_listens(&config.http.servers, &servers)?;
+    Ok(Runtime {
+        main: config.main,
+        upstreams,
+        listens,
+        files: config.files,
+    })
+}
+
+fn upstream(
+    up: &UpstreamConf,
+    module: Arc<LoadedModule>,
+    workers: usize,
+) -> Result<Upstream, ConfError> {
+    let specs: Vec<PeerSpec> = up
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            server: p.server.clone(),
+            addr: p.addr,
+            weight: p.weight,
+            max_fails: p.max_fails,
+            fail_timeout: p.fail_timeout,
+            max_conns: p.max_conns,
+            backup: p.backup,
+            down: p.down,
+        })
+        .collect();
+    let table = PeerTable::new(&specs);
+    let file = up.loc.file.display().to_string();
+    let dir_files: Vec<String> = up
+        .balancer_directives
+        .iter()
+        .map(|d| d.loc.file.display().to_string())
+        .collect();
+    let dir_args: Vec<Vec<RStr<'_>>> = up
+        .balancer_directives
+        .iter()
+        .map(|d| d.args.iter().map(|a| RStr::from_str(a)).collect())
+        .collect();
+    let directives: Vec<DirectiveArgs<'_>> = up
+        .balancer_directives
+        .iter()
+        .zip(&dir_args)
+        .zip(&dir_files)
+        .map(|((d, args), file)| DirectiveArgs {
+            name: RStr::from_str(&d.name),
+            args: RSlice::from_slice(args),
+            file: RStr::from_str(file),
+            line: d.loc.line,
+        })
+        .collect();
+    let args = InitUpstreamArgs {
+        upstream: RStr::from_str(&up.name),
+        file: RStr::from_str(&file),
+        line: up.loc.line,
+        peers: RSlice::from_slice(&table.configs),
+        directives: RSlice::from_slice(&directives),
+        workers: workers as u32,
+        host: HostApi { log: host_log },
+    };
+    let object = match (module.module.init_upstream())(&args) {
+        RResult::ROk(object) => object,
+        RResult::RErr(e) => {
+            let loc = if e.line == 0 {
+                up.loc.clone()
+            } else {
+                Loc {
+                    file: Arc::new(PathBuf::from(e.file.as_str())),
+                    line: e.line,
+                }
+            };
+            return Err(ConfError::at(e.message.into_string(), loc));
+        }
+    };
+    let balancer = Balancer::new(object, module);
+    Ok(Upstream::new(
+        UpstreamParams {
+            name: up.name.clone(),
+            keepalive: up.keepalive,
+            keepalive_timeout: up.keepalive_timeout,
+            keepalive_requests: up.keepalive_requests,
+            workers,
+        },
+        table,
+        balancer,
+    ))
+}
+
+fn reply(r: &model::Return) -> Reply {
+    let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
+    let text = r.text.clone().unwrap_or_default();
+    if redirect {
+        Reply {
+            status: r.code,
+            body: Bytes::new(),
+            location: HeaderValue::from_str(&text).ok(),
+        }
+    } else {
+        Reply {
+            status: r.code,
+            body: Bytes::from(text),
+            location: None,
+        }
+    }
+}
+
+fn server(
+    s: &model::ServerConf,
+    upstreams: &[Arc<Upstream>],
+    formats: &HashMap<String, String>,
+) -> Result<Server, ConfError> {
+    let mut list = Vec::with_capacity(s.locations.len());
+    let mut exact = HashMap::new();
+    let mut prefixes = Vec::new();
+    let mut logs: HashMap<(PathBuf, String), Arc<AccessLog>> = HashMap::new();
+    for (i, l) in s.locations.iter().enumerate() {
+        let action = match &l.action {
+            model::Action::Return(r) => Action::Reply(reply(r)),
+            model::Action::None => Action::NotFound,
+            model::Action::Proxy(p) => Action::Proxy(proxy(p, &l.proxy, upstreams)?),
+        };
+        let access_log = match &l.access_log {
+            None => None,
+            Some(a) => {
+                let key = (a.path.clone(), a.format.clone());
+                if let Some(log) = logs.get(&key) {
+                    Some(log.clone())
+                } else {
+                    let format = formats.get(&a.format).map_or(COMBINED, |f| f.as_str());
+                    let log = Arc::new(
+                        AccessLog::compile(format, a.path.clone())
+                            .map_err(|v| ConfError::bare(format!("unknown \"{v}\" variable")))?,
+                    );
+                    logs.insert(key, log.clone());
+                    Some(log)
+                }
+            }
+        };
+        if l.exact {
+            exact.insert(l.path.clone(), i);
+        } else {
+            prefixes.push((l.path.clone(), i));
+        }
+        list.push(Location {
+            prefix: l.path.clone(),
+            action,
+            access_log,
+        });
+    }
+    prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    Ok(Server {
+        name: s.names.first().cloned().unwrap_or_default(),
+        ret: s.ret.as_ref().map(reply),
+        locations: Locations {
+            exact,
+            prefixes,
+            list,
+        },
+        keepalive_timeout: s.keepalive_timeout,
+        keepalive_requests: s.keepalive_requests,
+    })
+}
+
+/// nginx's default proxy headers, then the configured ones by name.
+fn proxy(
+    p: &model::ProxyPass,
+    conf: &model::ProxyConf,
+    upstreams: &[Arc<Upstream>],
+) -> Result<Proxy, ConfError> {
+    let mut set: Vec<(String, String)> = vec![
+        ("Host".into(), "$proxy_host".into()),
+        ("Connection".into(), "close".into()),
+    ];
+    for (name, value) in &conf.set_headers {
+        match set.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some(slot) => slot.1 = value.clone(),
+            None => set.push((name.clone(), value.clone())),
+        }
+    }
+    let mut headers = Vec::with_capacity(set.len());
+    for (name, value) in set {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfError::bare(format!("invalid header name \"{name}\"")))?;
+        let template = crate::vars::Template::compile(&value)
+            .map_err(|v| ConfError::bare(format!("unknown \"{v}\" variable")))?;
+        headers.push((name, template));
+    }
+    let upstream = upstreams[p.upstream].clone();
+    let mut tries = upstream.tries;
+    if conf.next_upstream_tries > 0 && conf.next_upstream_tries < tries {
+        tries = conf.next_upstream_tries;
+    }
+    Ok(Proxy {
+        upstream,
+        host: p.host.clone(),
+        uri: p.uri.clone(),
+        headers,
+        http11: conf.http11,
+        next_upstream: conf.next_upstream,
+        tries,
+        next_upstream_timeout: conf.next_upstream_timeout,
+        connect_timeout: conf.connect_timeout,
+        send_timeout: conf.send_timeout,
+        read_timeout: conf.read_timeout,
+    })
+}
+
+fn group_listens(
+    confs: &[model::ServerConf],
+    servers: &[Arc<Server>],
+) -> Result<Vec<ListenGroup>, ConfError> {
+    let mut groups: Vec<ListenGroup> = Vec::new();
+    for (si, s) in confs.iter().enumerate() {
+        for l in &s.listens {
+            let group = match groups.iter().position(|g| g.addr == l.addr) {
+                Some(g) => &mut groups[g],
+                None => {
+                    groups.push(ListenGroup {
+                        addr: l.addr,
+                        backlog: l.backlog,
+                        servers: Vec::new(),
+                        default: 0,
+                        exact: HashMap::new(),
+                        leading: Vec::new(),
+                        trailing: Vec::new(),
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            let index = group.servers.len();
+            group.servers.push(servers[si].clone());
+            if l.default_server {
+                if group.default != index
+                    && group.servers.len() > 1
+                    && default_marked(confs, &group.addr, si)
+                {
+                    return Err(ConfError::bare(format!(
+                        "a duplicate default server for {}",
+                        l.addr
+                    )));
+                }
+                group.default = index;
+            }
+            for name in &s.names {
+                if let Some(suffix) = name.strip_prefix('*') {
+                    group.leading.push((suffix.to_owned(), index));
+                } else if name.starts_with('.') {
+                    group.leading.push((name.clone(), index));
+                } else if let Some(prefix) = name.strip_suffix('*') {
+                    group.trailing.push((prefix.to_owned(), index));
+                } else {
+                    group.exact.entry(name.clone()).or_insert(index);
+                }
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Whether a server before `upto` already marked `addr` default_server.
+fn default_marked(confs: &[model::ServerConf], addr: &std::net::SocketAddr, upto: usize) -> bool {
+    confs[..upto].iter().any(|s| {
+        s.listens
+            .iter()
+            .any(|l| &l.addr == addr && l.default_server)
+    })
+}

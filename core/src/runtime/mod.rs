@@ -1,0 +1,132 @@
+//! The built, immutable configuration a request reads. Published through an
+//! `ArcSwap`; a request holds the `Arc` it started with, so a reload never
+//! changes a request in flight.
+
+pub mod build;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::conf::model::{MainConf, NextUpstream};
+use crate::http::access::AccessLog;
+use crate::upstream::Upstream;
+use crate::vars::Template;
+
+pub struct Runtime {
+    pub main: MainConf,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub listens: Vec<ListenGroup>,
+    /// Every file of the configuration, for `-T`.
+    pub files: Vec<(std::path::PathBuf, String)>,
+}
+
+/// The servers sharing one listening address, and how a Host picks one.
+pub struct ListenGroup {
+    pub addr: SocketAddr,
+    pub backlog: i32,
+    pub servers: Vec<Arc<Server>>,
+    pub default: usize,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` and `.example.com` as (suffix with leading dot, server).
+    leading: Vec<(String, usize)>,
+    /// `www.example.*` as (prefix with trailing dot, server).
+    trailing: Vec<(String, usize)>,
+}
+
+impl ListenGroup {
+    /// nginx's order: exact name, longest leading wildcard, longest
+    /// trailing wildcard, then the default server.
+    pub fn server(&self, host: Option<&str>) -> &Arc<Server> {
+        let index = host
+            .and_then(|h| {
+                self.exact
+                    .get(h)
+                    .copied()
+                    .or_else(|| {
+                        self.leading
+                            .iter()
+                            .filter(|(s, _)| h.ends_with(s.as_str()) || h == &s[1..])
+                            .max_by_key(|(s, _)| s.len())
+                            .map(|&(_, i)| i)
+                    })
+                    .or_else(|| {
+                        self.trailing
+                            .iter()
+                            .filter(|(p, _)| h.starts_with(p.as_str()))
+                            .max_by_key(|(p, _)| p.len())
+                            .map(|&(_, i)| i)
+                    })
+            })
+            .unwrap_or(self.default);
+        &self.servers[index]
+    }
+}
+
+pub struct Server {
+    /// The first `server_name`, for `$server_name` and log lines.
+    pub name: String,
+    pub ret: Option<Reply>,
+    pub locations: Locations,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+}
+
+/// Locations of a server: exact matches, and prefixes longest first.
+pub struct Locations {
+    exact: HashMap<String, usize>,
+    prefixes: Vec<(String, usize)>,
+    pub list: Vec<Location>,
+}
+
+impl Locations {
+    pub fn find(&self, path: &str) -> Option<&Location> {
+        if let Some(&i) = self.exact.get(path) {
+            return Some(&self.list[i]);
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+            .map(|&(_, i)| &self.list[i])
+    }
+}
+
+pub struct Location {
+    pub prefix: String,
+    pub action: Action,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+pub enum Action {
+    Proxy(Proxy),
+    Reply(Reply),
+    NotFound,
+}
+
+/// A fixed response (`return`).
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+    pub location: Option<HeaderValue>,
+}
+
+pub struct Proxy {
+    pub upstream: Arc<Upstream>,
+    /// `$proxy_host`
+    pub host: String,
+    /// `proxy_pass http://u/uri`: the matched prefix is replaced by `uri`.
+    pub uri: Option<String>,
+    /// Headers set on the upstream request; an empty value removes one.
+    pub headers: Vec<(HeaderName, Template)>,
+    pub http11: bool,
+    pub next_upstream: NextUpstream,
+    pub tries: u32,
+    pub next_upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+}

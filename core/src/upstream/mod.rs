@@ -1,0 +1,126 @@
+//! An upstream as the request path sees it: peers with the live state the
+//! core keeps (nginx's fails/checked/conns rules), the balancer module's
+//! upstream object, and the per-worker connection pools.
+
+pub mod balancer;
+pub mod peers;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use waypost_module_api::{PeerConfig, PeerLive};
+
+use crate::http::pool::UpstreamPool;
+pub use balancer::Balancer;
+
+pub struct Upstream {
+    pub name: String,
+    /// Keeps the strings `configs` borrows alive; never mutated.
+    _text: Vec<Box<str>>,
+    /// What modules see; borrows `_text` (see `Upstream::new`).
+    pub configs: Vec<PeerConfig<'static>>,
+    pub live: Vec<PeerLive>,
+    pub addrs: Vec<SocketAddr>,
+    /// `http://ADDR` per peer, for log lines and `$upstream_addr`.
+    pub primary: u32,
+    pub primary_weight: u32,
+    pub single: bool,
+    /// nginx's initial `peer.tries`: non-down primaries plus non-down backups.
+    pub tries: u32,
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+    pub balancer: Balancer,
+    pub pool: UpstreamPool,
+}
+
+/// One peer's configuration, owned.
+pub struct PeerSpec {
+    pub server: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: u32,
+    pub max_conns: u32,
+    pub backup: bool,
+    pub down: bool,
+}
+
+/// The peer strings and their ABI views. Built before the balancer, which
+/// needs the views at `init_upstream`.
+pub struct PeerTable {
+    text: Vec<Box<str>>,
+    pub configs: Vec<PeerConfig<'static>>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl PeerTable {
+    pub fn new(peers: &[PeerSpec]) -> PeerTable {
+        let mut text = Vec::with_capacity(peers.len() * 2);
+        let mut configs = Vec::with_capacity(peers.len());
+        for p in peers {
+            let server: Box<str> = p.server.clone().into_boxed_str();
+            let addr: Box<str> = p.addr.to_string().into_boxed_str();
+            // SAFETY: the boxed strings live in `text`, which is moved into
+            // the Upstream together with `configs` and never mutated, so
+            // their heap data outlives every view handed out.
+            let (s, a): (&'static str, &'static str) = unsafe {
+                (
+                    &*(server.as_ref() as *const str),
+                    &*(addr.as_ref() as *const str),
+                )
+            };
+            configs.push(PeerConfig {
+                server: s.into(),
+                addr: a.into(),
+                weight: p.weight,
+                max_fails: p.max_fails,
+                fail_timeout: p.fail_timeout,
+                max_conns: p.max_conns,
+                backup: p.backup,
+                down: p.down,
+            });
+            text.push(server);
+            text.push(addr);
+        }
+        PeerTable {
+            text,
+            configs,
+            addrs: peers.iter().map(|p| p.addr).collect(),
+        }
+    }
+}
+
+pub struct UpstreamParams {
+    pub name: String,
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+    pub workers: usize,
+}
+
+impl Upstream {
+    pub fn new(params: UpstreamParams, table: PeerTable, balancer: Balancer) -> Upstream {
+        let primary = table.configs.iter().take_while(|p| !p.backup).count();
+        let backups = table.configs.len() - primary;
+        let primary_weight = table.configs[..primary].iter().map(|p| p.weight).sum();
+        let tries = table.configs.iter().filter(|p| !p.down).count() as u32;
+        let n = table.configs.len();
+        Upstream {
+            name: params.name,
+            _text: table.text,
+            configs: table.configs,
+            live: (0..n).map(|_| PeerLive::default()).collect(),
+            addrs: table.addrs,
+            primary: primary as u32,
+            primary_weight,
+            single: primary == 1 && backups == 0,
+            tries,
+            keepalive: params.keepalive,
+            keepalive_timeout: params.keepalive_timeout,
+            keepalive_requests: params.keepalive_requests,
+            balancer,
+            pool: UpstreamPool::new(params.workers, params.keepalive),
+        }
+    }
+}

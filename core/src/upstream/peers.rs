@@ -1,0 +1,99 @@
+//! The live peer rules nginx applies around the balancer
+//! (`ngx_http_upstream_get_round_robin_peer` and `..._free_round_robin_peer`):
+//! the core applies them for every balancer, so modules only choose.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use waypost_module_api::TryState;
+
+use super::Upstream;
+use crate::log::{self, Level};
+
+/// What the release of a peer tells the request's try loop.
+pub struct Released {
+    /// The peer just crossed max_fails (nginx logs it at warn).
+    pub disabled: bool,
+}
+
+impl Upstream {
+    /// A peer was chosen for a try: count the connection, and if its
+    /// fail_timeout window has passed, this try is the one probe of the
+    /// next window.
+    pub fn on_select(&self, i: usize, now: u64) {
+        let live = &self.live[i];
+        live.conns.fetch_add(1, Relaxed);
+        if self.single {
+            return;
+        }
+        let checked = live.checked.load(Relaxed);
+        if now.saturating_sub(checked) > u64::from(self.configs[i].fail_timeout) {
+            live.checked.store(now, Relaxed);
+        }
+    }
+
+    /// A try ended: nginx's failure accounting.
+    pub fn on_release(&self, i: usize, state: TryState, now: u64) -> Released {
+        let live = &self.live[i];
+        let config = &self.configs[i];
+        live.conns.fetch_sub(1, Relaxed);
+        if self.single {
+            live.fails.store(0, Relaxed);
+            return Released { disabled: false };
+        }
+        let mut disabled = false;
+        if state == TryState::Failed {
+            let fails = live.fails.fetch_add(1, Relaxed) + 1;
+            live.accessed.store(now, Relaxed);
+            live.checked.store(now, Relaxed);
+            if config.max_fails > 0 && fails >= config.max_fails {
+                disabled = true;
+                log::write(Level::Warn, None, &format!(
+                    "upstream server temporarily disabled while connecting to upstream, upstream: \"{}\"",
+                    self.addrs[i]
+                ));
+            }
+        } else if live.accessed.load(Relaxed) < live.checked.load(Relaxed) {
+            live.fails.store(0, Relaxed);
+        }
+        Released { disabled }
+    }
+}
+
+/// The peers one request has tried: nginx's `tried` bitmap.
+pub struct Tried {
+    words: TriedWords,
+}
+
+enum TriedWords {
+    Inline([u64; 1]),
+    Heap(Vec<u64>),
+}
+
+impl Tried {
+    pub fn new(peers: usize) -> Tried {
+        Tried {
+            words: if peers <= 64 {
+                TriedWords::Inline([0])
+            } else {
+                TriedWords::Heap(vec![0; peers.div_ceil(64)])
+            },
+        }
+    }
+
+    pub fn words(&self) -> &[u64] {
+        match &self.words {
+            TriedWords::Inline(w) => w,
+            TriedWords::Heap(v) => v,
+        }
+    }
+
+    pub fn set(&mut self, i: usize) {
+        let words = match &mut self.words {
+            TriedWords::Inline(w) => &mut w[..],
+            TriedWords::Heap(v) => &mut v[..],
+        };
+        if let Some(w) = words.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+}
