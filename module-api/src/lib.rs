@@ -39,6 +39,8 @@
 //! hook is caught inside the module and fails that try; it never crosses
 //! the ABI.
 
+#![warn(missing_docs)]
+
 pub mod abi;
 pub mod sdk;
 pub mod testing;

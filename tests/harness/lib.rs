@@ -1,1 +1,299 @@
+//! The integration test harness: runs the real `waypost` binary (and nginx,
+//! for side-by-side comparisons) on loopback with configs written per test.
+//!
+//! The binary and the shipped modules come from the workspace's
+//! `target/debug`, built by the test command (`cargo build --workspace`
+//! before `cargo test --workspace`). Every test picks free ports and its
+//! own directory, so tests run in parallel safely.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The workspace's build directory (`target/debug`), or `WAYPOST_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WAYPOST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join("debug")
+}
+
+/// The `waypost` binary; fails the test with a hint when it was not built.
+pub fn waypost_bin() -> PathBuf {
+    let bin = bin_dir().join("waypost");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+}
+
+/// `n` distinct free ports (kept bound until all are chosen).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
+    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "waypost-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("logs")).expect("create test dir");
+        TempDir { path }
+    }
+
+    /// Writes `text` to `name` in the directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create dir");
+        }
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Waits until something accepts on `port`, or panics after `timeout`.
+pub fn wait_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `waypost ARGS` in `dir` to completion (for `-t`, `-s`, errors).
+pub fn run_waypost(dir: &TempDir, args: &[&str]) -> Output {
+    Command::new(waypost_bin())
+        .args(["-p", &format!("{}/", dir.path.display()), "--modules-dir", &bin_dir().display().to_string()])
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .expect("run waypost")
+}
+
+/// A running process killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub dir: TempDir,
+    pub conf: PathBuf,
+}
+
+impl Server {
+    /// Starts waypost on `conf` (written to the test directory) and waits
+    /// until every port in `ports` accepts connections.
+    pub fn waypost(conf: &str, ports: &[u16]) -> Server {
+        let dir = TempDir::new("wp");
+        let conf_path = dir.write("waypost.conf", conf);
+        let child = Command::new(waypost_bin())
+            .args(["-p", &format!("{}/", dir.path.display()), "-c"])
+            .arg(&conf_path)
+            .args(["--modules-dir", &bin_dir().display().to_string()])
+            .current_dir(&dir.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start waypost");
+        let mut server = Server { child, dir, conf: conf_path };
+        server.wait_ports(ports);
+        server
+    }
+
+    /// Starts nginx on `conf`, the reference implementation.
+    pub fn nginx(conf: &str, ports: &[u16]) -> Server {
+        let dir = TempDir::new("nginx");
+        let conf_path = dir.write("nginx.conf", conf);
+        let child = Command::new(nginx_bin())
+            .args(["-p", &format!("{}/", dir.path.display()), "-c"])
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx");
+        let mut server = Server { child, dir, conf: conf_path };
+        server.wait_ports(ports);
+        server
+    }
+
+    fn wait_ports(&mut self, ports: &[u16]) {
+        for &port in ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("server exited with {status} before listening on {port}:\n{err}");
+                }
+                assert!(Instant::now() < deadline, "nothing listens on port {port}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// The contents of a file in the server's directory ("" if absent).
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path.join(name)).unwrap_or_default()
+    }
+
+    /// Waits until `name` holds at least `lines` lines, then returns them.
+    /// (The access log is written by a background thread.)
+    pub fn wait_lines(&self, name: &str, lines: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.read(name);
+            let got: Vec<String> = text.lines().map(str::to_owned).collect();
+            if got.len() >= lines {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{name} has {} lines, expected {lines}:\n{text}", got.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx's binary, for comparisons. CI installs it; a machine without it
+/// fails the comparison tests rather than skipping them.
+pub fn nginx_bin() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is not installed: apt-get install -y nginx (the .ci/run script does)");
+}
+
+/// A response as the tests need it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .max_idle_connections(0)
+        .build()
+}
+
+fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
+    let r = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = r.status();
+    let headers = r
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = r.header(&n).unwrap_or("").to_owned();
+            (n, v)
+        })
+        .collect();
+    let body = r.into_string().expect("body");
+    Resp { status, body, headers }
+}
+
+/// `GET http://127.0.0.1:PORT PATH` on a new connection.
+pub fn get(port: u16, path: &str) -> Resp {
+    into_resp(agent().get(&format!("http://127.0.0.1:{port}{path}")).call())
+}
+
+/// `GET` with extra headers.
+pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = agent().get(&format!("http://127.0.0.1:{port}{path}"));
+    for (n, v) in headers {
+        req = req.set(n, v);
+    }
+    into_resp(req.call())
+}
+
+/// `POST` with a body.
+pub fn post(port: u16, path: &str, body: &[u8]) -> Resp {
+    into_resp(agent().post(&format!("http://127.0.0.1:{port}{path}")).send_bytes(body))
+}
+
+/// A backend that accepts connections, reads what arrives, and closes
+/// without answering; it counts the connections it saw. For failures that
+/// happen after a request was sent.
+pub struct Blackhole {
+    pub port: u16,
+    pub accepted: std::sync::Arc<AtomicU32>,
+}
+
+impl Blackhole {
+    pub fn start() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = std::sync::Arc::new(AtomicU32::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"");
+            }
+        });
+        Blackhole { port, accepted }
+    }
+}

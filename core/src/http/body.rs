@@ -99,8 +99,16 @@ impl Body for RespBody {
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body, release) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling a body once it reports its end, so the
+                // connection goes back to the pool as soon as the last frame
+                // is out, not only on a final `None`.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
                     if let Some(release) = release.take() {
                         release.reuse();
                     }

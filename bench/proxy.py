@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""waypost against nginx as a reverse proxy, side by side in one run.
+
+Backend: one nginx worker answering a small body. Each proxy (nginx, waypost)
+runs with one worker, pinned to CPU 0; the backend and wrk share CPU 1, so
+the proxy is the bottleneck. Runs alternate nginx, waypost, nginx, ... and
+the medians are reported with the waypost/nginx ratios.
+
+Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
+    cargo build --release && python3 bench/proxy.py [--rounds 5] [--secs 5] [--conns 50]
+"""
+import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACK, PROXY = 19101, 19180
+
+
+def wait_port(port, timeout=10):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def cpu_seconds(pid):
+    """User+system CPU of pid and all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write(d, name, text):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def backend(d):
+    conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{BACK} backlog=4096; keepalive_requests 100000;
+    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
+    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_port(BACK), "backend did not start"
+    return p
+
+
+PROXY_HTTP = f"""events {{ worker_connections 4096; }}
+http {{ access_log off;
+  upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 100000;
+    location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}"""
+
+
+def proxies(d):
+    nginx = write(d, "nginx.conf", f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx.err;\n" + PROXY_HTTP)
+    waypost = write(d, "waypost.conf", f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err;\n" + PROXY_HTTP)
+    binary = os.path.join(ROOT, "target/release/waypost")
+    assert os.path.exists(binary), "build first: cargo build --release"
+    return {
+        "nginx": ["nginx", "-p", d + "/", "-c", nginx],
+        "waypost": [binary, "-p", d + "/", "-c", waypost],
+    }
+
+
+def wrk(secs, conns):
+    out = subprocess.run(f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s --latency http://127.0.0.1:{PROXY}/",
+                         shell=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+    return rps, p99, reqs, bad
+
+
+def measure(cmd, secs, conns):
+    p = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port(PROXY), f"{cmd[0]} did not listen"
+        subprocess.run(f"wrk -t1 -c{conns} -d1s http://127.0.0.1:{PROXY}/", shell=True, capture_output=True)
+        pid = p.pid
+        # nginx's master forks a worker; measure the worker's CPU.
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        pids = [pid] + [int(k) for k in kids]
+        c0 = sum(cpu_seconds(x) for x in pids)
+        rps, p99, reqs, bad = wrk(secs, conns)
+        c1 = sum(cpu_seconds(x) for x in pids)
+        return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        time.sleep(0.3)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=50)
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="waypost-bench")
+    back = backend(d)
+    try:
+        cands = proxies(d)
+        runs = {k: [] for k in cands}
+        for _ in range(a.rounds):
+            for name, cmd in cands.items():
+                runs[name].append(measure(cmd, a.secs, a.conns))
+        med = {k: {f: statistics.median(r[f] for r in rs) for f in ("rps", "p99", "cpu_us")} for k, rs in runs.items()}
+        bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
+        print(f"{'':8} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>11} {'errors':>7}")
+        for k, m in med.items():
+            print(f"{k:8} {m['rps']:10.0f} {m['p99']:8.2f} {m['cpu_us']:11.2f} {bad[k]:7d}")
+        n, w = med["nginx"], med["waypost"]
+        print(f"waypost/nginx: req/s {w['rps'] / n['rps']:.3f}, p99 {w['p99'] / n['p99']:.3f}, "
+              f"CPU/req {w['cpu_us'] / n['cpu_us']:.3f}  ({a.rounds} rounds of {a.secs}s, {a.conns} connections)")
+    finally:
+        back.send_signal(signal.SIGQUIT)
+        back.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
