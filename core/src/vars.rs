@@ -74,6 +74,30 @@ impl Var {
         })
     }
 
+    /// The value when it is a slice of the request, with no copy.
+    pub fn slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r str> {
+        let req = cx.req;
+        Some(match self {
+            Var::RequestUri => req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            Var::Uri => req.uri.path(),
+            Var::Args => req.uri.query().unwrap_or(""),
+            Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name),
+            Var::Cookie(name) => cookie(req, name),
+            Var::RequestMethod => req.method.as_str(),
+            Var::ServerName => cx.server_name,
+            Var::ProxyHost => cx.proxy_host,
+            Var::Http(name) => {
+                let mut values = req.headers.get_all(name.as_str()).iter();
+                let first = values.next();
+                if values.next().is_some() {
+                    return None;
+                }
+                first.map_or(Some(""), |v| v.to_str().ok())?
+            }
+            _ => return None,
+        })
+    }
+
     /// Appends the value to `out`.
     pub fn eval(&self, cx: &VarCtx<'_>, out: &mut String) {
         let req = cx.req;
@@ -239,6 +263,15 @@ impl Template {
         match self.parts.as_slice() {
             [] => Some(""),
             [Part::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The value with no copy, when the template is a single variable
+    /// that is a slice of the request.
+    pub fn as_slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r str> {
+        match self.parts.as_slice() {
+            [Part::Var(v)] => v.slice(cx),
             _ => None,
         }
     }

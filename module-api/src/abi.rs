@@ -296,6 +296,10 @@ pub struct RequestView<'a> {
     /// Evaluates a variable by name without `$` (`arg_id`, `http_host`,
     /// `remote_addr`); an unknown or missing variable is empty.
     pub variable: extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> RStr<'a>,
+    /// Evaluates a template compiled at `init_upstream` by its id. A
+    /// template that is one variable holding a slice of the request costs
+    /// no copy.
+    pub eval: extern "C" fn(ctx: *const c_void, template: u32) -> RStr<'a>,
 }
 
 /// Per-request storage owned by the core. A balancer's per-request state is
@@ -443,6 +447,12 @@ pub struct InitUpstreamArgs<'a> {
     pub workers: u32,
     /// Core services.
     pub host: HostApi,
+    /// The core's builder for this upstream, for `compile`.
+    pub builder: *mut c_void,
+    /// Compiles a template such as `"$host$uri"` or `${arg_a}x` once, at
+    /// config load; requests evaluate it with `RequestView::eval`. An
+    /// unknown variable gives nginx's `unknown "name" variable`.
+    pub compile: extern "C" fn(builder: *mut c_void, text: RStr<'_>) -> RResult<u32, RString>,
 }
 
 /// Hooks of one upstream object, as a C vtable.

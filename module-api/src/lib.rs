@@ -55,7 +55,7 @@ pub use abi::{
     ModuleRef, PeerConfig, PeerLive, PeerStorage, PeersView, Rejection, RequestView, ServerParams,
     TryOutcome, TryState, UpstreamObject, ABI_VERSION, ABI_VERSION_SYMBOL,
 };
-pub use sdk::{Balancer, Directive, Module, Peers, Request, UpstreamConfig};
+pub use sdk::{Balancer, Directive, Module, Peers, Request, Template, UpstreamConfig};
 
 /// Everything a module author needs, in one import.
 ///
@@ -68,5 +68,5 @@ pub mod prelude {
         ConfigError, Contexts, DirectiveSpec, FreeAction, LogLevel, PeerConfig, Rejection,
         ServerParams, TryOutcome, TryState,
     };
-    pub use crate::sdk::{Balancer, Directive, Module, Peers, Request, UpstreamConfig};
+    pub use crate::sdk::{Balancer, Directive, Module, Peers, Request, Template, UpstreamConfig};
 }

@@ -193,6 +193,16 @@ impl<'a> UpstreamConfig<'a> {
         self.raw.workers.max(1) as usize
     }
 
+    /// Compiles a template (`"$host$uri"`, `${arg_a}x`) for
+    /// [`Request::eval`]; the error is nginx's message for an unknown
+    /// variable, to report with [`Directive::error`].
+    pub fn compile(&self, text: &str) -> Result<Template, String> {
+        match (self.raw.compile)(self.raw.builder, RStr::from_str(text)) {
+            RResult::ROk(id) => Ok(Template(id)),
+            RResult::RErr(e) => Err(e.into_string()),
+        }
+    }
+
     /// An error located at the `upstream` block.
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -280,11 +290,30 @@ impl<'a> Request<'a> {
     }
 
     /// A variable by name without `$` (`arg_id`, `http_host`, `uri`); ""
-    /// when unknown or absent.
+    /// when unknown or absent. Parses the name on every call: prefer
+    /// [`Request::eval`] with a template compiled at `init_upstream`.
     pub fn var(&self, name: &str) -> &'a str {
         (self.raw.variable)(self.raw.ctx, RStr::from_str(name)).as_str()
     }
+
+    /// The value of a template compiled by [`UpstreamConfig::compile`].
+    pub fn eval(&self, template: Template) -> &'a str {
+        (self.raw.eval)(self.raw.ctx, template.0).as_str()
+    }
 }
+
+/// A template compiled at config load by [`UpstreamConfig::compile`],
+/// evaluated per request by [`Request::eval`].
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// struct Keyed { key: Template }
+/// fn key<'a>(k: &Keyed, request: &Request<'a>) -> &'a str {
+///     request.eval(k.key)
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template(pub u32);
 
 /// The upstream's peers as one request sees them: configuration, live
 /// counters the core keeps, and which peers this request already tried.

@@ -98,6 +98,7 @@ fn allows(mask: NextUpstream, ft: u32) -> bool {
 /// Per-request context behind the module's `RequestView` callbacks.
 struct HookCx<'a> {
     vars: VarCtx<'a>,
+    templates: &'a [crate::vars::Template],
     /// Values computed for `variable` calls, alive until the request ends
     /// so the slices handed to the module stay valid.
     scratch: UnsafeCell<Vec<String>>,
@@ -124,6 +125,23 @@ extern "C" fn hook_variable(ctx: *const c_void, name: RStr<'_>) -> RStr<'static>
     };
     let mut value = String::new();
     var.eval(&cx.vars, &mut value);
+    let scratch = unsafe { &mut *cx.scratch.get() };
+    scratch.push(value);
+    let s: &str = scratch.last().map_or("", |s| s.as_str());
+    RStr::from_str(unsafe { &*(s as *const str) })
+}
+
+extern "C" fn hook_eval(ctx: *const c_void, id: u32) -> RStr<'static> {
+    // SAFETY: as in hook_variable.
+    let cx = unsafe { &*(ctx as *const HookCx<'static>) };
+    let Some(template) = cx.templates.get(id as usize) else {
+        return RStr::from_str("");
+    };
+    if let Some(slice) = template.as_slice(&cx.vars) {
+        return RStr::from_str(slice);
+    }
+    let mut value = String::new();
+    template.eval_into(&cx.vars, &mut value);
     let scratch = unsafe { &mut *cx.scratch.get() };
     scratch.push(value);
     let s: &str = scratch.last().map_or("", |s| s.as_str());
@@ -316,6 +334,7 @@ pub async fn run(
         };
         let hook_cx = HookCx {
             vars,
+            templates: &up.templates,
             scratch: UnsafeCell::new(Vec::new()),
         };
         let mut client_text = [0u8; 48];
@@ -342,6 +361,7 @@ pub async fn run(
             ctx: &hook_cx as *const HookCx<'_> as *const c_void,
             header: hook_header,
             variable: hook_variable,
+            eval: hook_eval,
         };
 
         match state.init(&request_view, &peers_view(up, &tried, now_secs())) {

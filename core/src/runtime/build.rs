@@ -39,6 +39,24 @@ extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
     }
 }
 
+/// What `compile` writes into while a module builds one upstream.
+struct TemplateBuilder {
+    templates: Vec<crate::vars::Template>,
+}
+
+extern "C" fn host_compile(builder: *mut std::ffi::c_void, text: RStr<'_>) -> RResult<u32, abi_stable::std_types::RString> {
+    // SAFETY: builder is the TemplateBuilder that `upstream` passes for the
+    // duration of this init_upstream call, and nothing else touches it then.
+    let builder = unsafe { &mut *(builder as *mut TemplateBuilder) };
+    match crate::vars::Template::compile(text.as_str()) {
+        Ok(t) => {
+            builder.templates.push(t);
+            RResult::ROk(builder.templates.len() as u32 - 1)
+        }
+        Err(name) => RResult::RErr(format!("unknown \"{name}\" variable").into()),
+    }
+}
+
 pub fn build(config: Config) -> Result<Runtime, ConfError> {
     let workers = config.main.worker_processes;
     let default_balancer = config
@@ -116,6 +134,7 @@ fn upstream(
             line: d.loc.line,
         })
         .collect();
+    let mut templates = TemplateBuilder { templates: Vec::new() };
     let args = InitUpstreamArgs {
         upstream: RStr::from_str(&up.name),
         file: RStr::from_str(&file),
@@ -124,6 +143,8 @@ fn upstream(
         directives: RSlice::from_slice(&directives),
         workers: workers as u32,
         host: HostApi { log: host_log },
+        builder: &mut templates as *mut TemplateBuilder as *mut std::ffi::c_void,
+        compile: host_compile,
     };
     let object = match (module.module.init_upstream())(&args) {
         RResult::ROk(object) => object,
@@ -150,6 +171,7 @@ fn upstream(
         },
         table,
         balancer,
+        templates.templates,
     ))
 }
 

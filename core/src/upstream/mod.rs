@@ -31,6 +31,8 @@ pub struct Upstream {
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     pub balancer: Balancer,
+    /// Templates the balancer compiled at `init_upstream`, by id.
+    pub templates: Vec<crate::vars::Template>,
     pub pool: UpstreamPool,
 }
 
@@ -100,7 +102,12 @@ pub struct UpstreamParams {
 }
 
 impl Upstream {
-    pub fn new(params: UpstreamParams, table: PeerTable, balancer: Balancer) -> Upstream {
+    pub fn new(
+        params: UpstreamParams,
+        table: PeerTable,
+        balancer: Balancer,
+        templates: Vec<crate::vars::Template>,
+    ) -> Upstream {
         let primary = table.configs.iter().take_while(|p| !p.backup).count();
         let backups = table.configs.len() - primary;
         let primary_weight = table.configs[..primary].iter().map(|p| p.weight).sum();
@@ -120,6 +127,7 @@ impl Upstream {
             keepalive_timeout: params.keepalive_timeout,
             keepalive_requests: params.keepalive_requests,
             balancer,
+            templates,
             pool: UpstreamPool::new(params.workers, params.keepalive),
         }
     }
