@@ -181,11 +181,23 @@ fn write_pid(path: &Path) -> std::io::Result<()> {
 /// `-t` and `-T`, nginx's wording on stderr.
 fn test_config(paths: &Paths, loader: &Loader, quiet: bool, dump: bool) -> i32 {
     let file = paths.conf.display();
-    let result = load(paths, loader).and_then(|config| {
+    let env = Env {
+        prefix: &paths.prefix,
+        modules_dir: &paths.modules_dir,
+        loader,
+        globals: paths.globals.as_deref(),
+    };
+    // As nginx: "syntax is ok" once everything nginx checks while parsing
+    // has passed (the runtime build here: modules' upstream hooks, variables),
+    // then the checks nginx makes after parsing (events section, connections,
+    // shared memory).
+    let result = interp::parse(&paths.conf, &env).and_then(|checked| {
+        let post = checked.post_check();
+        let rt = build(checked.into_config())?;
         if !quiet {
             eprintln!("waypost: the configuration file {file} syntax is ok");
         }
-        build(config)
+        post.map(|()| rt)
     });
     match result {
         Ok(rt) => {

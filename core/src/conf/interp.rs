@@ -5,10 +5,17 @@
 //! nginx checks each directive as soon as it is read, so the first error in
 //! file order wins, whether it is a syntax error or a bad value. This pass
 //! walks the tree in that same order and only reports the parser's syntax
-//! error once everything before it has been checked.
+//! error once everything before it has been checked. Checks nginx makes at
+//! the end of a block (an upstream without servers) happen at that block's
+//! `}`, and those it makes at the end of `http` (implicit upstreams resolved,
+//! duplicate locations) at the end of `http`, as in nginx.
+//!
+//! A few checks nginx makes only after printing "syntax is ok" (its
+//! `init_conf` handlers and shared memory) are kept apart in
+//! [`Checked::post_check`], so that `-t` prints its lines in nginx's order.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +25,7 @@ use waypost_module_api::ServerParams;
 use crate::conf::directives::{lookup, Ctx, Lookup, Spec};
 use crate::conf::model::*;
 use crate::conf::syntax::{self, Directive, Loc};
-use crate::conf::values::{parse_number, parse_time};
+use crate::conf::values::{parse_number, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
@@ -33,36 +40,110 @@ pub struct Env<'a> {
     pub globals: Option<&'a str>,
 }
 
-/// Reads and checks the configuration at `path`.
+/// A configuration that passed the parse phase (everything nginx checks
+/// before it prints "syntax is ok"), with the checks still to come.
+pub struct Checked {
+    config: Config,
+    post: PostChecks,
+}
+
+/// What nginx checks after parsing, in its order.
+struct PostChecks {
+    /// Whether an `events` block was seen.
+    events: bool,
+    /// How many listening sockets nginx would open.
+    listening: usize,
+    /// Shared memory zones by name, with their sizes (0: no size given).
+    zones: Vec<(String, u64)>,
+}
+
+impl Checked {
+    /// nginx's checks after "syntax is ok": the core modules' `init_conf`
+    /// (the events section and the connection count), then the shared
+    /// memory zones. These errors have no file and line.
+    pub fn post_check(&self) -> Result<(), ConfError> {
+        if !self.post.events {
+            return Err(ConfError::bare(
+                "no \"events\" section in configuration".to_owned(),
+            ));
+        }
+        let connections = self.config.main.worker_connections;
+        if connections < self.post.listening + 1 {
+            // One connection per listening socket, plus nginx's channel.
+            return Err(ConfError::bare(format!(
+                "{connections} worker_connections are not enough for {} listening sockets",
+                self.post.listening
+            )));
+        }
+        if let Some((name, _)) = self.post.zones.iter().find(|(_, size)| *size == 0) {
+            return Err(ConfError::bare(format!(
+                "zero size shared memory zone \"{name}\""
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configuration, whether or not [`Self::post_check`] passed.
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+
+    /// [`Self::post_check`], then the configuration.
+    pub fn init(self) -> Result<Config, ConfError> {
+        self.post_check()?;
+        Ok(self.config)
+    }
+}
+
+/// Reads and checks the configuration at `path`: [`parse`], then
+/// [`Checked::init`].
 pub fn load(path: &Path, env: &Env<'_>) -> Result<Config, ConfError> {
+    parse(path, env)?.init()
+}
+
+/// The parse phase: `-g` directives, then the file and its includes, each
+/// directive checked in file order.
+pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
     let mut interp = Interp::new(env);
-    interp.scan_modules();
-    let mut files = Vec::new();
     if let Some(globals) = env.globals {
         let parsed = syntax::parse_str(globals, "command line");
-        interp.block(&parsed.items, Ctx::Main)?;
+        interp.main_block(&parsed.items)?;
         if let Some(e) = parsed.error {
             return Err(ConfError::at(e.message, e.loc));
         }
     }
     let parsed = syntax::parse_file(path);
-    files.extend(parsed.files);
-    interp.block(&parsed.items, Ctx::Main)?;
+    interp.main_block(&parsed.items)?;
     if let Some(e) = parsed.error {
         if e.loc.line == 0 {
             return Err(ConfError::bare(e.message));
         }
         return Err(ConfError::at(e.message, e.loc));
     }
-    Ok(Config {
-        main: interp.main,
-        http: interp.http,
-        files,
-        modules: interp.modules,
+    // The modules directory is read when a directive is not the core's, or
+    // here for the default balancer of the upstreams.
+    if !interp.http.upstreams.is_empty() {
+        interp.scan_modules();
+    }
+    let post = PostChecks {
+        events: interp.seen_events,
+        listening: interp.listening_sockets(),
+        zones: interp.zones,
+    };
+    Ok(Checked {
+        config: Config {
+            main: interp.main,
+            http: interp.http,
+            files: parsed.files,
+            modules: interp.modules,
+        },
+        post,
     })
 }
 
-/// Settings inherited from http to server to location, nginx's merge.
+/// Settings inherited from http to server to location. Each level keeps
+/// what it sets itself; nginx merges them once `http` is complete, so a
+/// directive after a nested block still applies to it.
 #[derive(Clone, Default)]
 struct Layer {
     set_headers: Option<Vec<(String, String)>>,
@@ -79,6 +160,29 @@ struct Layer {
 }
 
 impl Layer {
+    /// This level's settings, the parent's where this level has none.
+    fn merged(&self, parent: &Layer) -> Layer {
+        Layer {
+            set_headers: self
+                .set_headers
+                .clone()
+                .or_else(|| parent.set_headers.clone()),
+            http11: self.http11.or(parent.http11),
+            next_upstream: self.next_upstream.or(parent.next_upstream),
+            tries: self.tries.or(parent.tries),
+            next_timeout: self.next_timeout.or(parent.next_timeout),
+            connect_timeout: self.connect_timeout.or(parent.connect_timeout),
+            send_timeout: self.send_timeout.or(parent.send_timeout),
+            read_timeout: self.read_timeout.or(parent.read_timeout),
+            keepalive_timeout: self.keepalive_timeout.or(parent.keepalive_timeout),
+            keepalive_requests: self.keepalive_requests.or(parent.keepalive_requests),
+            access_log: self
+                .access_log
+                .clone()
+                .or_else(|| parent.access_log.clone()),
+        }
+    }
+
     fn proxy(&self) -> ProxyConf {
         let d = ProxyConf::default();
         ProxyConf {
@@ -94,13 +198,80 @@ impl Layer {
     }
 }
 
-/// A `proxy_pass` whose upstream is resolved at the end of `http`, once
-/// every upstream block is known.
+/// A `proxy_pass` whose upstream is bound at the end of `http`, once every
+/// upstream block is known.
 struct PendingPass {
     server: usize,
     location: usize,
-    authority: String,
+    /// Index into `Interp::entries`.
+    entry: usize,
+}
+
+/// nginx's list of upstreams (`umcf->upstreams`), in the order they were
+/// created: by an `upstream` block, or by the first `proxy_pass` to a
+/// host and port. A block of a name a `proxy_pass` used before takes that
+/// entry over. At the end of `http` each is initialised in this order.
+enum UpstreamEntry {
+    Block {
+        /// Index into `HttpConf::upstreams`.
+        index: usize,
+        /// The name as the entry's creator wrote it.
+        host: String,
+        /// Where the entry was created.
+        loc: Loc,
+    },
+    Implicit {
+        host: String,
+        port: u16,
+        no_port: bool,
+        /// As written after `http://`, without the URI: the name of the
+        /// implicit upstream.
+        authority: String,
+        loc: Loc,
+        /// Index into `HttpConf::upstreams`, once resolved.
+        index: Option<usize>,
+    },
+}
+
+impl UpstreamEntry {
+    fn host(&self) -> &str {
+        match self {
+            UpstreamEntry::Block { host, .. } | UpstreamEntry::Implicit { host, .. } => host,
+        }
+    }
+}
+
+/// What the end of `http` needs to know about one `server` block.
+#[derive(Default)]
+struct ServerInfo {
+    own: Layer,
+    /// Top-level locations, as indexes into `Interp::locations`.
+    locations: Vec<usize>,
+}
+
+/// What the end of `http` needs to know about one `location` block.
+struct LocationInfo {
+    server: usize,
+    /// Index into the server's `locations`.
+    index: usize,
+    parent: Option<usize>,
+    own: Layer,
+    name: String,
+    exact: bool,
+    named: bool,
     loc: Loc,
+    children: Vec<usize>,
+}
+
+/// One listening address and the servers on it, as nginx's
+/// `ngx_http_conf_addr_t`.
+struct ListenAddr {
+    addr: SocketAddr,
+    servers: Vec<usize>,
+    default_server: bool,
+    /// Socket options were given (`backlog=`, `reuseport`, ...), which also
+    /// makes nginx bind this address even beside a wildcard one.
+    set: bool,
 }
 
 struct Interp<'a> {
@@ -110,8 +281,20 @@ struct Interp<'a> {
     modules: Vec<Arc<LoadedModule>>,
     /// Module directive name -> (module index, spec).
     module_directives: HashMap<String, (usize, waypost_module_api::DirectiveSpec)>,
+    /// The modules directory was read.
+    scanned: bool,
+    /// Main-context directives seen, `-g` included (nginx's "is duplicate").
+    main_seen: HashSet<String>,
+    seen_events: bool,
+    /// An `events` or `http` block was read: `load_module` is too late.
+    modules_used: bool,
+    http_layer: Layer,
+    servers: Vec<ServerInfo>,
+    locations: Vec<LocationInfo>,
     pending: Vec<PendingPass>,
-    seen_http: bool,
+    entries: Vec<UpstreamEntry>,
+    listens: Vec<ListenAddr>,
+    zones: Vec<(String, u64)>,
 }
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
@@ -125,17 +308,31 @@ fn invalid_value<T>(d: &Directive, value: &str) -> Result<T, ConfError> {
     )
 }
 
+/// nginx's `msec` slots: `"X" directive invalid value`.
 fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
-    let v = &d.args[i];
-    parse_time(v).map_or_else(
+    parse_time(&d.args[i]).map_or_else(
         || err(format!("\"{}\" directive invalid value", d.name), d),
         Ok,
     )
 }
 
+/// nginx's `num` slots: `"X" directive invalid number`.
 fn number_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
-    let v = &d.args[i];
-    parse_number(v).map_or_else(|| invalid_value(d, v), Ok)
+    parse_number(&d.args[i]).map_or_else(
+        || err(format!("\"{}\" directive invalid number", d.name), d),
+        Ok,
+    )
+}
+
+/// The default port of a server without `listen`: nginx's, which depends
+/// on whether it may bind privileged ports.
+fn default_listen_port() -> u16 {
+    // SAFETY: getuid has no failure mode.
+    if unsafe { libc::getuid() } == 0 {
+        80
+    } else {
+        8000
+    }
 }
 
 impl<'a> Interp<'a> {
@@ -154,31 +351,51 @@ impl<'a> Interp<'a> {
             http: HttpConf::default(),
             modules: Vec::new(),
             module_directives: HashMap::new(),
+            scanned: false,
+            main_seen: HashSet::new(),
+            seen_events: false,
+            modules_used: false,
+            http_layer: Layer::default(),
+            servers: Vec::new(),
+            locations: Vec::new(),
             pending: Vec::new(),
-            seen_http: false,
+            entries: Vec::new(),
+            listens: Vec::new(),
+            zones: Vec::new(),
         }
     }
 
-    /// Registers every shipped module of the modules directory, so a plain
-    /// nginx `hash` works without `load_module`. A broken file there is
-    /// logged and skipped; it only matters if a config uses its directive.
+    /// Registers every shipped module of the modules directory (once), so a
+    /// plain nginx `hash` works without `load_module`. A broken file there
+    /// is logged and skipped; it only matters if a config uses its
+    /// directive. Loading checks every file, so this happens only when a
+    /// module is needed: a directive the core does not know, or upstreams.
     fn scan_modules(&mut self) {
+        if self.scanned {
+            return;
+        }
+        self.scanned = true;
         for result in self.env.loader.scan_dir(self.env.modules_dir) {
             match result {
-                Ok(module) => self.register(module),
+                // A module named by `load_module` keeps its directives.
+                Ok(module) => self.register(module, false),
                 Err(e) => tracing::warn!("{e}, skipped"),
             }
         }
     }
 
-    fn register(&mut self, module: Arc<LoadedModule>) {
+    /// Adds a module and its directives; `replace`: its directives replace
+    /// another module's of the same name.
+    fn register(&mut self, module: Arc<LoadedModule>, replace: bool) {
         if self.modules.iter().any(|m| Arc::ptr_eq(m, &module)) {
             return;
         }
         let index = self.modules.len();
         for spec in &module.directives {
-            self.module_directives
-                .insert(spec.name.as_str().to_owned(), (index, *spec));
+            let name = spec.name.as_str().to_owned();
+            if replace || !self.module_directives.contains_key(&name) {
+                self.module_directives.insert(name, (index, *spec));
+            }
         }
         self.modules.push(module);
     }
@@ -192,13 +409,22 @@ impl<'a> Interp<'a> {
         }
     }
 
-    /// The table check nginx's `ngx_conf_handler` does for every directive.
-    fn check(&self, d: &Directive, ctx: Ctx) -> Result<Spec, ConfError> {
-        let extra = self
-            .module_directives
-            .get(&d.name)
-            .map(|(_, spec)| Spec::from_module(spec));
-        let spec = match lookup(&d.name, ctx, extra.into_iter()) {
+    /// The table check nginx's `ngx_conf_handler` does for every directive:
+    /// context, terminator, number of arguments.
+    fn check(&mut self, d: &Directive, ctx: Ctx) -> Result<Spec, ConfError> {
+        let find = |interp: &Self| {
+            let extra = interp
+                .module_directives
+                .get(&d.name)
+                .map(|(_, spec)| Spec::from_module(spec));
+            lookup(&d.name, ctx, extra.into_iter())
+        };
+        let mut found = find(self);
+        if !matches!(found, Lookup::Found(_)) && !self.scanned {
+            self.scan_modules();
+            found = find(self);
+        }
+        let spec = match found {
             Lookup::Found(spec) => spec,
             Lookup::NotAllowedHere => {
                 return err(format!("\"{}\" directive is not allowed here", d.name), d)
@@ -221,7 +447,22 @@ impl<'a> Interp<'a> {
                 d,
             );
         }
-        if spec.flag && d.args[0] != "on" && d.args[0] != "off" {
+        Ok(spec)
+    }
+
+    /// [`Self::check`], then what nginx's slot handlers check first: a
+    /// directive set twice in one block, and a flag's value.
+    fn enter(
+        &mut self,
+        d: &Directive,
+        ctx: Ctx,
+        seen: &mut HashSet<String>,
+    ) -> Result<Spec, ConfError> {
+        let spec = self.check(d, ctx)?;
+        if (spec.flag || is_single(&d.name)) && !seen.insert(d.name.clone()) {
+            return err(format!("\"{}\" directive is duplicate", d.name), d);
+        }
+        if spec.flag && !is_on_off(&d.args[0]) {
             return err(
                 format!(
                     "invalid value \"{}\" in \"{}\" directive, it must be \"on\" or \"off\"",
@@ -233,58 +474,54 @@ impl<'a> Interp<'a> {
         Ok(spec)
     }
 
-    fn block(&mut self, items: &[Directive], ctx: Ctx) -> Result<(), ConfError> {
-        let mut seen = HashSet::new();
-        for d in items {
-            self.check(d, ctx)?;
-            if is_single(&d.name) && !seen.insert(d.name.as_str()) {
-                return err(format!("\"{}\" directive is duplicate", d.name), d);
-            }
-            match ctx {
-                Ctx::Main => self.main_directive(d)?,
-                Ctx::Events => self.events_directive(d)?,
-                _ => {}
-            }
-        }
-        Ok(())
+    /// The main context: `-g` directives and the file share one block, as
+    /// in nginx, so a directive in both is a duplicate.
+    fn main_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
+        let mut seen = std::mem::take(&mut self.main_seen);
+        let result = items.iter().try_for_each(|d| {
+            self.enter(d, Ctx::Main, &mut seen)?;
+            self.main_directive(d, &mut seen)
+        });
+        self.main_seen = seen;
+        result
     }
 
-    fn main_directive(&mut self, d: &Directive) -> Result<(), ConfError> {
+    fn main_directive(
+        &mut self,
+        d: &Directive,
+        seen: &mut HashSet<String>,
+    ) -> Result<(), ConfError> {
         match d.name.as_str() {
             "worker_processes" => {
                 self.main.worker_processes = if d.args[0] == "auto" {
                     std::thread::available_parallelism().map_or(1, |n| n.get())
                 } else {
                     match parse_number(&d.args[0]) {
-                        Some(n) if n > 0 => n as usize,
-                        _ => return invalid_value(d, &d.args[0]),
+                        Some(0) => return invalid_value(d, &d.args[0]),
+                        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                        None => return err("\"worker_processes\" directive invalid value", d),
                     }
                 };
             }
+            "worker_rlimit_nofile" => {
+                number_arg(d, 0)?;
+            }
+            "worker_shutdown_timeout" => {
+                time_arg(d, 0)?;
+            }
+            "user" => user(d, seen)?,
             "pid" => self.main.pid = self.resolve_path(&d.args[0]),
             "error_log" => self.main.error_log = self.error_log(d)?,
-            "load_module" => {
-                let path = self.resolve_path(&d.args[0]);
-                match self.env.loader.load(&path) {
-                    Ok(module) => self.register(module),
-                    Err(e) => {
-                        if let Some(detail) = e.detail() {
-                            tracing::debug!("{detail}");
-                        }
-                        return err(e.to_string(), d);
-                    }
-                }
-            }
+            "load_module" => self.load_module(d)?,
             "events" => {
+                self.modules_used = true;
+                self.seen_events = true;
                 if let Some(block) = &d.block {
-                    self.block(&block.items, Ctx::Events)?;
+                    self.events_block(&block.items)?;
                 }
             }
             "http" => {
-                if self.seen_http {
-                    return err("\"http\" directive is duplicate", d);
-                }
-                self.seen_http = true;
+                self.modules_used = true;
                 if let Some(block) = &d.block {
                     self.http_block(&block.items)?;
                     if block.complete {
@@ -297,45 +534,101 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
-    fn events_directive(&mut self, d: &Directive) -> Result<(), ConfError> {
-        if d.name == "worker_connections" {
-            match parse_number(&d.args[0]) {
-                Some(n) if n > 0 => self.main.worker_connections = n as usize,
-                _ => return invalid_value(d, &d.args[0]),
+    fn load_module(&mut self, d: &Directive) -> Result<(), ConfError> {
+        if self.modules_used {
+            return err("\"load_module\" directive is specified too late", d);
+        }
+        let path = self.resolve_path(&d.args[0]);
+        if !path.exists() {
+            // What dlopen() says about a missing file, as nginx prints it.
+            return err(
+                format!(
+                    "dlopen() \"{0}\" failed ({0}: cannot open shared object file: No such file or directory)",
+                    path.display()
+                ),
+                d,
+            );
+        }
+        match self.env.loader.load(&path) {
+            Ok(module) => {
+                self.register(module, true);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(detail) = e.detail() {
+                    tracing::debug!("{detail}");
+                }
+                err(e.to_string(), d)
+            }
+        }
+    }
+
+    fn events_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
+        let mut seen = HashSet::new();
+        for d in items {
+            self.enter(d, Ctx::Events, &mut seen)?;
+            match d.name.as_str() {
+                "worker_connections" => match parse_number(&d.args[0]) {
+                    Some(n) => {
+                        self.main.worker_connections = usize::try_from(n).unwrap_or(usize::MAX)
+                    }
+                    None => return err(format!("invalid number \"{}\"", d.args[0]), d),
+                },
+                // The event modules nginx has on Linux; waypost uses epoll.
+                "use" if !matches!(d.args[0].as_str(), "epoll" | "event_core") => {
+                    return err(format!("invalid event type \"{}\"", d.args[0]), d);
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
+    /// `error_log FILE [LEVEL]`, with nginx's `ngx_log_set_levels` rules:
+    /// one level, or any `debug_*` names (which mean debug).
     fn error_log(&self, d: &Directive) -> Result<(LogTarget, Level), ConfError> {
+        const DEBUG_LEVELS: &[&str] = &[
+            "debug_core",
+            "debug_alloc",
+            "debug_mutex",
+            "debug_event",
+            "debug_http",
+            "debug_mail",
+            "debug_stream",
+        ];
         let target = match d.args[0].as_str() {
             "stderr" => LogTarget::Stderr,
             p => LogTarget::File(self.resolve_path(p)),
         };
-        let level = match d.args.get(1) {
-            None => Level::Error,
-            Some(l) => match Level::parse(l) {
-                Some(level) => level,
-                None => return invalid_value(d, l),
-            },
-        };
-        Ok((target, level))
+        let mut level = None;
+        let mut debug = false;
+        for l in &d.args[1..] {
+            if let Some(parsed) = Level::parse(l) {
+                if level.is_some() || debug {
+                    return err(format!("duplicate log level \"{l}\""), d);
+                }
+                level = Some(parsed);
+            } else if DEBUG_LEVELS.contains(&l.as_str()) && level.is_none() {
+                debug = true;
+            } else {
+                return err(format!("invalid log level \"{l}\""), d);
+            }
+        }
+        let default = if debug { Level::Debug } else { Level::Error };
+        Ok((target, level.unwrap_or(default)))
     }
 
     fn http_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
-        let mut layer = Layer::default();
+        let mut own = Layer::default();
         let mut seen = HashSet::new();
         for d in items {
-            self.check(d, Ctx::Http)?;
-            if is_single(&d.name) && !seen.insert(d.name.as_str()) {
-                return err(format!("\"{}\" directive is duplicate", d.name), d);
-            }
-            if self.layer_directive(d, &mut layer)? {
+            self.enter(d, Ctx::Http, &mut seen)?;
+            if self.layer_directive(d, &mut own)? {
                 continue;
             }
             match d.name.as_str() {
                 "upstream" => self.upstream_block(d)?,
-                "server" => self.server_block(d, &layer)?,
+                "server" => self.server_block(d)?,
                 "log_format" => {
                     let name = d.args[0].clone();
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
@@ -349,42 +642,48 @@ impl<'a> Interp<'a> {
                 _ => {}
             }
         }
+        self.http_layer = own;
         Ok(())
     }
 
-    /// Directives every level of http shares. Returns whether `d` was one.
+    /// Directives every level of http shares, into `layer`, the level's own
+    /// settings. Returns whether `d` was one.
     fn layer_directive(&mut self, d: &Directive, layer: &mut Layer) -> Result<bool, ConfError> {
         match d.name.as_str() {
             "proxy_set_header" => {
                 let headers = layer.set_headers.get_or_insert_with(Vec::new);
-                if headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case(&d.args[0]))
-                {
-                    // nginx keeps the last; so do we, in place.
-                    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&d.args[0]));
-                }
+                // Set twice in one level: the last value is sent, in place.
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&d.args[0]));
                 headers.push((d.args[0].clone(), d.args[1].clone()));
             }
             "proxy_http_version" => {
                 layer.http11 = Some(match d.args[0].as_str() {
                     "1.0" => false,
                     "1.1" => true,
-                    v => {
-                        return err(
-                            format!("invalid value \"{v}\" in \"{}\" directive", d.name),
-                            d,
-                        )
-                    }
+                    v => return err(format!("invalid value \"{v}\""), d),
                 })
             }
-            "proxy_next_upstream" => layer.next_upstream = Some(next_upstream(d)?),
-            "proxy_next_upstream_tries" => layer.tries = Some(number_arg(d, 0)? as u32),
+            "proxy_next_upstream" => {
+                // A bitmask: set twice in one level, the values add up.
+                let mask = next_upstream(d)?.0 | layer.next_upstream.map_or(0, |m| m.0);
+                layer.next_upstream = Some(NextUpstream(mask));
+            }
+            "proxy_next_upstream_tries" => {
+                layer.tries = Some(u32::try_from(number_arg(d, 0)?).unwrap_or(u32::MAX))
+            }
             "proxy_next_upstream_timeout" => layer.next_timeout = Some(time_arg(d, 0)?),
             "proxy_connect_timeout" => layer.connect_timeout = Some(time_arg(d, 0)?),
             "proxy_send_timeout" => layer.send_timeout = Some(time_arg(d, 0)?),
             "proxy_read_timeout" => layer.read_timeout = Some(time_arg(d, 0)?),
-            "keepalive_timeout" => layer.keepalive_timeout = Some(time_arg(d, 0)?),
+            "keepalive_timeout" => {
+                layer.keepalive_timeout = Some(time_arg(d, 0)?);
+                // The optional "Keep-Alive: timeout=" value, in seconds.
+                if let Some(header) = d.args.get(1) {
+                    if parse_time_sec(header).is_none() {
+                        return err("\"keepalive_timeout\" directive invalid value", d);
+                    }
+                }
+            }
             "keepalive_requests" => layer.keepalive_requests = Some(number_arg(d, 0)?),
             "access_log" => layer.access_log = Some(self.access_log(d)?),
             _ => return Ok(false),
@@ -394,7 +693,10 @@ impl<'a> Interp<'a> {
 
     fn access_log(&self, d: &Directive) -> Result<Option<AccessLogConf>, ConfError> {
         if d.args[0] == "off" {
-            return Ok(None);
+            return match d.args.get(1) {
+                Some(extra) => err(format!("invalid parameter \"{extra}\""), d),
+                None => Ok(None),
+            };
         }
         let format = d
             .args
@@ -415,16 +717,32 @@ impl<'a> Interp<'a> {
 
     fn upstream_block(&mut self, d: &Directive) -> Result<(), ConfError> {
         let name = d.args[0].clone();
-        if self
-            .http
-            .upstreams
+        // nginx's `ngx_http_upstream_add`: the first entry of this name
+        // decides.
+        let taken = self
+            .entries
             .iter()
-            .any(|u| !u.implicit && u.name == name)
-        {
-            return err(format!("duplicate upstream \"{name}\""), d);
+            .position(|e| e.host().eq_ignore_ascii_case(&name));
+        match taken.map(|i| &self.entries[i]) {
+            Some(UpstreamEntry::Block { .. }) => {
+                return err(format!("duplicate upstream \"{name}\""), d);
+            }
+            // A `proxy_pass` before this block gave a port: refused here, at
+            // the location of that proxy_pass.
+            Some(UpstreamEntry::Implicit {
+                no_port: false,
+                port,
+                loc,
+                ..
+            }) => {
+                return Err(ConfError::bare(format!(
+                    "upstream \"{name}\" may not have port {port} in {loc}"
+                )));
+            }
+            _ => {}
         }
         let mut up = UpstreamConf {
-            name,
+            name: name.clone(),
             loc: d.loc.clone(),
             peers: Vec::new(),
             keepalive: 0,
@@ -439,10 +757,7 @@ impl<'a> Interp<'a> {
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
-            self.check(item, Ctx::Upstream)?;
-            if is_single(&item.name) && !seen.insert(item.name.as_str()) {
-                return err(format!("\"{}\" directive is duplicate", item.name), item);
-            }
+            self.enter(item, Ctx::Upstream, &mut seen)?;
             match item.name.as_str() {
                 "server" => {
                     for peer in server_line(item, params)? {
@@ -454,12 +769,12 @@ impl<'a> Interp<'a> {
                     }
                 }
                 "keepalive" => match parse_number(&item.args[0]) {
-                    Some(n) if n > 0 => up.keepalive = n as usize,
+                    Some(n) if n > 0 => up.keepalive = usize::try_from(n).unwrap_or(usize::MAX),
                     _ => return invalid_value(item, &item.args[0]),
                 },
                 "keepalive_timeout" => up.keepalive_timeout = time_arg(item, 0)?,
                 "keepalive_requests" => up.keepalive_requests = number_arg(item, 0)?,
-                "zone" => {}
+                "zone" => self.zone(item)?,
                 other => {
                     if let Some(&(module, spec)) = self.module_directives.get(other) {
                         if spec.balancer {
@@ -481,37 +796,99 @@ impl<'a> Interp<'a> {
                 }
             }
         }
+        if let Some(block) = d.block.as_ref().filter(|b| b.complete) {
+            if up.peers.is_empty() && backups.is_empty() {
+                // nginx checks this at the block's `}`.
+                return Err(ConfError::at(
+                    "no servers are inside upstream".to_owned(),
+                    Loc {
+                        file: Arc::clone(&d.loc.file),
+                        line: block.end_line,
+                    },
+                ));
+            }
+        }
         up.peers.extend(backups);
+        let index = self.http.upstreams.len();
         self.http.upstreams.push(up);
+        // A block of a name a proxy_pass used before takes that entry over,
+        // keeping the name and place the proxy_pass gave it.
+        let (host, loc) = match taken.map(|i| &self.entries[i]) {
+            Some(UpstreamEntry::Implicit { host, loc, .. }) => (host.clone(), loc.clone()),
+            _ => (name, d.loc.clone()),
+        };
+        let entry = UpstreamEntry::Block { index, host, loc };
+        match taken {
+            Some(i) => self.entries[i] = entry,
+            None => self.entries.push(entry),
+        }
         Ok(())
     }
 
-    fn server_block(&mut self, d: &Directive, http: &Layer) -> Result<(), ConfError> {
-        let mut layer = http.clone();
-        let mut server = ServerConf {
+    /// `zone NAME [SIZE]` in an upstream, as `ngx_http_upstream_zone` and
+    /// `ngx_shared_memory_add`. A zone never given a size is an error after
+    /// parsing ([`Checked::post_check`]).
+    fn zone(&mut self, d: &Directive) -> Result<(), ConfError> {
+        let name = &d.args[0];
+        if name.is_empty() {
+            return err(format!("invalid zone name \"{name}\""), d);
+        }
+        let size = match d.args.get(1) {
+            None => 0,
+            Some(s) => {
+                let Some(size) = parse_size(s) else {
+                    return err(format!("invalid zone size \"{s}\""), d);
+                };
+                if size < 8 * page_size() {
+                    return err(format!("zone \"{name}\" is too small"), d);
+                }
+                size
+            }
+        };
+        match self.zones.iter_mut().find(|(n, _)| n == name) {
+            Some((_, declared)) => {
+                if *declared == 0 {
+                    *declared = size;
+                }
+                if size != 0 && size != *declared {
+                    return err(
+                        format!(
+                            "the size {size} of shared memory zone \"{name}\" conflicts with already declared size {declared}"
+                        ),
+                        d,
+                    );
+                }
+            }
+            None => self.zones.push((name.clone(), size)),
+        }
+        Ok(())
+    }
+
+    fn server_block(&mut self, d: &Directive) -> Result<(), ConfError> {
+        let index = self.http.servers.len();
+        self.http.servers.push(ServerConf {
             listens: Vec::new(),
             names: Vec::new(),
             locations: Vec::new(),
             ret: None,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
-        };
-        let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
+        });
+        self.servers.push(ServerInfo::default());
+        let mut own = Layer::default();
         let mut seen = HashSet::new();
-        // Locations are built after the server's own directives are known,
-        // since they inherit them whatever the order (nginx merges at the
-        // end of the block).
-        let mut locations = Vec::new();
+        let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
-            self.check(item, Ctx::Server)?;
-            if is_single(&item.name) && !seen.insert(item.name.as_str()) {
-                return err(format!("\"{}\" directive is duplicate", item.name), item);
-            }
-            if self.layer_directive(item, &mut layer)? {
+            self.enter(item, Ctx::Server, &mut seen)?;
+            if self.layer_directive(item, &mut own)? {
                 continue;
             }
             match item.name.as_str() {
-                "listen" => server.listens.push(listen(item)?),
+                "listen" => {
+                    let listen = listen(item)?;
+                    self.add_listen(index, &listen, item)?;
+                    self.http.servers[index].listens.push(listen.conf);
+                }
                 "server_name" => {
                     for name in &item.args {
                         if name.starts_with('~') {
@@ -522,158 +899,268 @@ impl<'a> Interp<'a> {
                                 item,
                             );
                         }
-                        server.names.push(name.to_ascii_lowercase());
+                        self.http.servers[index]
+                            .names
+                            .push(name.to_ascii_lowercase());
                     }
                 }
-                "return" => server.ret = Some(return_args(item)?),
-                "location" => locations.push(item),
+                "return" => {
+                    let ret = return_args(item)?;
+                    // The first `return` runs; later ones are never reached.
+                    self.http.servers[index].ret.get_or_insert(ret);
+                }
+                "location" => {
+                    let location = self.location_block(item, index, None)?;
+                    self.servers[index].locations.push(location);
+                }
                 _ => {}
             }
         }
-        if server.listens.is_empty() {
-            server.listens.push(ListenConf {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80),
+        self.servers[index].own = own;
+        if self.http.servers[index].listens.is_empty() {
+            let conf = ListenConf {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_listen_port()),
                 default_server: false,
                 backlog: 511,
-            });
-        }
-        server.keepalive_timeout = layer.keepalive_timeout.unwrap_or(server.keepalive_timeout);
-        server.keepalive_requests = layer
-            .keepalive_requests
-            .unwrap_or(server.keepalive_requests);
-        let index = self.http.servers.len();
-        self.http.servers.push(server);
-        for item in locations {
-            self.location_block(item, &layer, index)?;
+            };
+            let listen = Listen { conf, set: false };
+            self.add_listen(index, &listen, d)?;
+            self.http.servers[index].listens.push(listen.conf);
         }
         Ok(())
+    }
+
+    /// Registers a `listen` of server `server`, with nginx's checks
+    /// (`ngx_http_add_addresses`).
+    fn add_listen(
+        &mut self,
+        server: usize,
+        listen: &Listen,
+        d: &Directive,
+    ) -> Result<(), ConfError> {
+        let addr = listen.conf.addr;
+        let Some(known) = self.listens.iter_mut().find(|l| l.addr == addr) else {
+            self.listens.push(ListenAddr {
+                addr,
+                servers: vec![server],
+                default_server: listen.conf.default_server,
+                set: listen.set,
+            });
+            return Ok(());
+        };
+        if known.servers.contains(&server) {
+            return err(format!("a duplicate listen {addr}"), d);
+        }
+        known.servers.push(server);
+        if listen.set {
+            if known.set {
+                return err(format!("duplicate listen options for {addr}"), d);
+            }
+            known.set = true;
+        }
+        if listen.conf.default_server {
+            if known.default_server {
+                return err(format!("a duplicate default server for {addr}"), d);
+            }
+            known.default_server = true;
+        }
+        Ok(())
+    }
+
+    /// The number of listening sockets nginx opens (before it clones the
+    /// `reuseport` ones per worker): per port and family, a wildcard address
+    /// covers the others unless they have options.
+    fn listening_sockets(&self) -> usize {
+        let wildcard_on = |l: &ListenAddr| {
+            self.listens.iter().any(|o| {
+                o.addr.port() == l.addr.port()
+                    && o.addr.is_ipv4() == l.addr.is_ipv4()
+                    && o.addr.ip().is_unspecified()
+            })
+        };
+        self.listens
+            .iter()
+            .filter(|l| l.addr.ip().is_unspecified() || l.set || !wildcard_on(l))
+            .count()
     }
 
     fn location_block(
         &mut self,
         d: &Directive,
-        parent: &Layer,
         server: usize,
-    ) -> Result<(), ConfError> {
-        let (exact, path) = match (d.args[0].as_str(), d.args.get(1)) {
-            ("=", Some(p)) => (true, p.clone()),
-            ("^~", Some(p)) => (false, p.clone()),
+        parent: Option<usize>,
+    ) -> Result<usize, ConfError> {
+        // nginx's forms: `= P`, `^~ P`, `~ R`, `~* R`, and the same modifiers
+        // glued to the name; a name starting with `@` is a named location.
+        let (exact, named, name) = match (d.args[0].as_str(), d.args.get(1)) {
+            ("=", Some(p)) => (true, false, p.clone()),
+            ("^~", Some(p)) => (false, false, p.clone()),
             ("~" | "~*", Some(_)) => {
                 return err("regular expression locations are not supported", d);
             }
             (m, Some(_)) => return err(format!("invalid location modifier \"{m}\""), d),
-            (p, None) => (false, p.to_owned()),
+            (p, None) => {
+                if let Some(rest) = p.strip_prefix('=') {
+                    (true, false, rest.to_owned())
+                } else if let Some(rest) = p.strip_prefix("^~") {
+                    (false, false, rest.to_owned())
+                } else if p.starts_with('~') {
+                    return err("regular expression locations are not supported", d);
+                } else {
+                    (false, p.starts_with('@'), p.to_owned())
+                }
+            }
         };
-        let mut layer = parent.clone();
-        let mut action = Action::None;
-        let mut nested = Vec::new();
+        if let Some(p) = parent {
+            let outer = &self.locations[p];
+            // nginx treats a parent with an empty name as the server level.
+            if !outer.name.is_empty() {
+                let message = if outer.exact {
+                    format!(
+                        "location \"{name}\" cannot be inside the exact location \"{}\"",
+                        outer.name
+                    )
+                } else if outer.named {
+                    format!(
+                        "location \"{name}\" cannot be inside the named location \"{}\"",
+                        outer.name
+                    )
+                } else if named {
+                    format!("named location \"{name}\" can be on the server level only")
+                } else if !name.starts_with(outer.name.as_str()) {
+                    format!("location \"{name}\" is outside location \"{}\"", outer.name)
+                } else {
+                    String::new()
+                };
+                if !message.is_empty() {
+                    return err(message, d);
+                }
+            }
+        }
+        let locations = &mut self.http.servers[server].locations;
+        let index = locations.len();
+        locations.push(LocationConf {
+            path: name.clone(),
+            exact,
+            action: Action::None,
+            proxy: ProxyConf::default(),
+            access_log: None,
+        });
+        let me = self.locations.len();
+        self.locations.push(LocationInfo {
+            server,
+            index,
+            parent,
+            own: Layer::default(),
+            name,
+            exact,
+            named,
+            loc: d.loc.clone(),
+            children: Vec::new(),
+        });
+        if let Some(p) = parent {
+            self.locations[p].children.push(me);
+        }
+
+        let mut own = Layer::default();
+        let mut ret = None;
+        let mut proxy = None;
         let mut seen = HashSet::new();
-        let mut pass: Option<(String, Loc)> = None;
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
-            self.check(item, Ctx::Location)?;
-            if is_single(&item.name) && !seen.insert(item.name.as_str()) {
-                return err(format!("\"{}\" directive is duplicate", item.name), item);
-            }
-            if self.layer_directive(item, &mut layer)? {
+            self.enter(item, Ctx::Location, &mut seen)?;
+            if self.layer_directive(item, &mut own)? {
                 continue;
             }
             match item.name.as_str() {
                 "proxy_pass" => {
-                    let (authority, uri) = proxy_pass_url(item)?;
-                    action = Action::Proxy(ProxyPass {
+                    let (authority, url) = proxy_pass_url(item)?;
+                    let entry = self.pass_entry(&authority, &url, item)?;
+                    if named && url.uri.is_some() {
+                        return err(
+                            "\"proxy_pass\" cannot have URI part in location given by regular expression, \
+                             or inside named location, or inside \"if\" statement, or inside \"limit_except\" block",
+                            item,
+                        );
+                    }
+                    proxy = Some(ProxyPass {
                         upstream: usize::MAX,
                         host: authority.clone(),
-                        uri,
+                        uri: url.uri.clone(),
                     });
-                    pass = Some((authority, item.loc.clone()));
+                    self.pending.push(PendingPass {
+                        server,
+                        location: index,
+                        entry,
+                    });
                 }
                 "return" => {
-                    if !matches!(action, Action::Proxy(_)) {
-                        action = Action::Return(return_args(item)?);
-                    }
+                    let parsed = return_args(item)?;
+                    // The first `return` runs (rewrite phase), before any
+                    // proxy_pass (content phase).
+                    ret.get_or_insert(parsed);
                 }
-                "location" => nested.push(item),
+                "location" => {
+                    self.location_block(item, server, Some(me))?;
+                }
                 _ => {}
             }
         }
-        let location = LocationConf {
-            path,
-            exact,
-            action,
-            proxy: layer.proxy(),
-            access_log: layer.access_log.clone().unwrap_or_else(|| {
-                Some(AccessLogConf {
-                    path: self.env.prefix.join("logs/access.log"),
-                    format: "combined".to_owned(),
-                })
-            }),
+        self.locations[me].own = own;
+        self.http.servers[server].locations[index].action = match (ret, proxy) {
+            (Some(r), _) => Action::Return(r),
+            (None, Some(p)) => Action::Proxy(p),
+            (None, None) => Action::None,
         };
-        let locations = &mut self.http.servers[server].locations;
-        let index = locations.len();
-        locations.push(location);
-        if let Some((authority, loc)) = pass {
-            self.pending.push(PendingPass {
-                server,
-                location: index,
-                authority,
-                loc,
-            });
-        }
-        for item in nested {
-            self.location_block(item, &layer, server)?;
-        }
-        Ok(())
+        Ok(me)
     }
 
-    /// End of the http block: bind every `proxy_pass` to its upstream,
-    /// creating and resolving implicit ones, then check each upstream,
-    /// in the order nginx's `init_main_conf` would.
+    /// The upstream entry a `proxy_pass` uses, as `ngx_http_upstream_add`:
+    /// an upstream block of its host (which may not be given a port), an
+    /// earlier `proxy_pass`'s entry for the same host and port, or a new one.
+    fn pass_entry(
+        &mut self,
+        authority: &str,
+        url: &ParsedUrl,
+        d: &Directive,
+    ) -> Result<usize, ConfError> {
+        for (i, entry) in self.entries.iter().enumerate() {
+            if !entry.host().eq_ignore_ascii_case(&url.host) {
+                continue;
+            }
+            match entry {
+                UpstreamEntry::Block { .. } if !url.no_port => {
+                    return err(
+                        format!("upstream \"{}\" may not have port {}", url.host, url.port),
+                        d,
+                    );
+                }
+                UpstreamEntry::Block { .. } => return Ok(i),
+                UpstreamEntry::Implicit { port, .. } if *port == url.port => return Ok(i),
+                UpstreamEntry::Implicit { .. } => {}
+            }
+        }
+        self.entries.push(UpstreamEntry::Implicit {
+            host: url.host.clone(),
+            port: url.port,
+            no_port: url.no_port,
+            authority: authority.to_owned(),
+            loc: d.loc.clone(),
+            index: None,
+        });
+        Ok(self.entries.len() - 1)
+    }
+
+    /// End of the http block, in the order of nginx's `ngx_http_block`:
+    /// bind every `proxy_pass` to its upstream, creating and resolving
+    /// implicit ones; merge the inherited settings; check each server's
+    /// locations for duplicates.
     fn http_end(&mut self) -> Result<(), ConfError> {
+        self.init_upstreams()?;
         for pass in std::mem::take(&mut self.pending) {
-            let explicit = self
-                .http
-                .upstreams
-                .iter()
-                .position(|u| !u.implicit && u.name == pass.authority);
-            let index = match explicit {
-                Some(i) => i,
-                None => match self
-                    .http
-                    .upstreams
-                    .iter()
-                    .position(|u| u.implicit && u.name == pass.authority)
-                {
-                    Some(i) => i,
-                    None => {
-                        let peers = resolve(&pass.authority, 80)
-                            .map_err(|m| ConfError::at(m, pass.loc.clone()))?;
-                        self.http.upstreams.push(UpstreamConf {
-                            name: pass.authority.clone(),
-                            loc: pass.loc.clone(),
-                            peers: peers
-                                .into_iter()
-                                .map(|addr| PeerConf {
-                                    server: pass.authority.clone(),
-                                    addr,
-                                    weight: 1,
-                                    max_fails: 1,
-                                    fail_timeout: 10,
-                                    max_conns: 0,
-                                    backup: false,
-                                    down: false,
-                                })
-                                .collect(),
-                            keepalive: 0,
-                            keepalive_timeout: Duration::from_secs(60),
-                            keepalive_requests: 1000,
-                            balancer: None,
-                            balancer_directives: Vec::new(),
-                            implicit: true,
-                        });
-                        self.http.upstreams.len() - 1
-                    }
-                },
+            let index = match &self.entries[pass.entry] {
+                UpstreamEntry::Block { index, .. } => *index,
+                UpstreamEntry::Implicit { index, .. } => index.unwrap_or(usize::MAX),
             };
             if let Action::Proxy(p) =
                 &mut self.http.servers[pass.server].locations[pass.location].action
@@ -681,28 +1168,141 @@ impl<'a> Interp<'a> {
                 p.upstream = index;
             }
         }
-        for up in &self.http.upstreams {
-            if up.peers.is_empty() {
-                return Err(ConfError::at(
-                    "no servers are inside upstream".to_owned(),
-                    up.loc.clone(),
-                ));
+        self.merge();
+        for server in 0..self.servers.len() {
+            let top = self.servers[server].locations.clone();
+            self.check_locations(&top)?;
+        }
+        Ok(())
+    }
+
+    /// nginx's `ngx_http_upstream_init_main_conf`, entry by entry: a block
+    /// needs a server that is not a backup; an implicit upstream's host is
+    /// resolved now.
+    fn init_upstreams(&mut self) -> Result<(), ConfError> {
+        for i in 0..self.entries.len() {
+            match &self.entries[i] {
+                UpstreamEntry::Block { index, host, loc } => {
+                    if self.http.upstreams[*index].peers.iter().all(|p| p.backup) {
+                        return Err(ConfError::bare(format!(
+                            "no servers in upstream \"{host}\" in {loc}"
+                        )));
+                    }
+                }
+                UpstreamEntry::Implicit {
+                    host,
+                    port,
+                    authority,
+                    loc,
+                    ..
+                } => {
+                    let addrs = resolve_host(host, *port).ok_or_else(|| {
+                        ConfError::at(
+                            format!("host not found in upstream \"{host}\""),
+                            loc.clone(),
+                        )
+                    })?;
+                    let upstream = implicit_upstream(authority, loc, addrs);
+                    let index = self.http.upstreams.len();
+                    self.http.upstreams.push(upstream);
+                    if let UpstreamEntry::Implicit { index: slot, .. } = &mut self.entries[i] {
+                        *slot = Some(index);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// nginx's merge: each server inherits from http, each location from
+    /// its parent, whatever the order of the directives.
+    fn merge(&mut self) {
+        let mut server_layers = Vec::with_capacity(self.servers.len());
+        for (i, info) in self.servers.iter().enumerate() {
+            let layer = info.own.merged(&self.http_layer);
+            let server = &mut self.http.servers[i];
+            if let Some(t) = layer.keepalive_timeout {
+                server.keepalive_timeout = t;
+            }
+            if let Some(n) = layer.keepalive_requests {
+                server.keepalive_requests = n;
+            }
+            server_layers.push(layer);
+        }
+        // Parents come before their children in `locations`.
+        let mut merged: Vec<Layer> = Vec::with_capacity(self.locations.len());
+        for info in &self.locations {
+            let parent = match info.parent {
+                Some(p) => &merged[p],
+                None => &server_layers[info.server],
+            };
+            let layer = info.own.merged(parent);
+            let location = &mut self.http.servers[info.server].locations[info.index];
+            location.proxy = layer.proxy();
+            location.access_log = layer.access_log.clone().unwrap_or_else(|| {
+                Some(AccessLogConf {
+                    path: self.env.prefix.join("logs/access.log"),
+                    format: "combined".to_owned(),
+                })
+            });
+            merged.push(layer);
+        }
+    }
+
+    /// nginx's `ngx_http_init_static_location_trees`: the prefix and exact
+    /// locations of one level sorted by name, nested levels checked first;
+    /// two exact or two prefix locations of the same name are an error at
+    /// the later one.
+    fn check_locations(&self, level: &[usize]) -> Result<(), ConfError> {
+        let mut sorted: Vec<&LocationInfo> = level
+            .iter()
+            .map(|&i| &self.locations[i])
+            .filter(|l| !l.named)
+            .collect();
+        // Stable, so equal names keep their file order; exact ones first.
+        sorted.sort_by(|a, b| a.name.cmp(&b.name).then(b.exact.cmp(&a.exact)));
+        for l in &sorted {
+            self.check_locations(&l.children)?;
+        }
+        let mut previous: Option<(&str, bool, bool)> = None;
+        for l in sorted {
+            match &mut previous {
+                Some((name, exact, prefix)) if *name == l.name => {
+                    if (l.exact && *exact) || (!l.exact && *prefix) {
+                        return Err(ConfError::at(
+                            format!("duplicate location \"{}\"", l.name),
+                            l.loc.clone(),
+                        ));
+                    }
+                    *exact |= l.exact;
+                    *prefix |= !l.exact;
+                }
+                _ => previous = Some((l.name.as_str(), l.exact, !l.exact)),
             }
         }
         Ok(())
     }
 }
 
-/// Directives nginx refuses to see twice in one block.
+/// `on`/`off` in any case, as nginx's flag slot compares.
+fn is_on_off(v: &str) -> bool {
+    v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
+}
+
+/// Directives nginx refuses to see twice in one block (besides flags,
+/// which all are).
 fn is_single(name: &str) -> bool {
     matches!(
         name,
-        "daemon"
-            | "master_process"
-            | "worker_processes"
+        "worker_processes"
             | "pid"
             | "events"
+            | "http"
+            | "worker_rlimit_nofile"
+            | "worker_shutdown_timeout"
             | "worker_connections"
+            | "use"
+            | "default_type"
             | "keepalive"
             | "keepalive_timeout"
             | "keepalive_requests"
@@ -713,14 +1313,44 @@ fn is_single(name: &str) -> bool {
             | "proxy_connect_timeout"
             | "proxy_send_timeout"
             | "proxy_read_timeout"
-            | "proxy_next_upstream"
     )
+}
+
+/// `user USER [GROUP]`: nginx looks both up, but only when it runs as root
+/// (otherwise it warns and ignores the directive, duplicates included).
+fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    if !seen.insert(d.name.clone()) {
+        return err("\"user\" directive is duplicate", d);
+    }
+    let name = &d.args[0];
+    let group = d.args.get(1).unwrap_or(name);
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    // SAFETY: the pointers are valid C strings for the calls; only the
+    // returned pointers' nullness is used.
+    if unsafe { libc::getpwnam(c(name).as_ptr()) }.is_null() {
+        return err(format!("getpwnam(\"{name}\") failed"), d);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getgrnam(c(group).as_ptr()) }.is_null() {
+        return err(format!("getgrnam(\"{group}\") failed"), d);
+    }
+    Ok(())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
 }
 
 fn next_upstream(d: &Directive) -> Result<NextUpstream, ConfError> {
     let mut mask = 0;
     for a in &d.args {
-        mask |= match a.as_str() {
+        mask |= match a.to_ascii_lowercase().as_str() {
             "error" => NextUpstream::ERROR,
             "timeout" => NextUpstream::TIMEOUT,
             "invalid_header" => NextUpstream::INVALID_HEADER,
@@ -733,7 +1363,7 @@ fn next_upstream(d: &Directive) -> Result<NextUpstream, ConfError> {
             "http_429" => NextUpstream::HTTP_429,
             "non_idempotent" => NextUpstream::NON_IDEMPOTENT,
             "off" => NextUpstream::OFF,
-            v => return err(format!("invalid value \"{v}\""), d),
+            _ => return err(format!("invalid value \"{a}\""), d),
         };
     }
     Ok(NextUpstream(mask))
@@ -756,13 +1386,14 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
         )
     };
     let invalid = |v: &str| err(format!("invalid parameter \"{v}\""), d);
+    let u32_of = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
     for v in &d.args[1..] {
         if let Some(n) = v.strip_prefix("weight=") {
             if !params.contains(ServerParams::WEIGHT) {
                 return not_supported(v);
             }
             match parse_number(n) {
-                Some(n) if n > 0 && n <= u64::from(u32::MAX) => weight = n as u32,
+                Some(n) if n > 0 => weight = u32_of(n),
                 _ => return invalid(v),
             }
         } else if let Some(n) = v.strip_prefix("max_conns=") {
@@ -770,23 +1401,23 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
                 return not_supported(v);
             }
             match parse_number(n) {
-                Some(n) if n <= u64::from(u32::MAX) => max_conns = n as u32,
-                _ => return invalid(v),
+                Some(n) => max_conns = u32_of(n),
+                None => return invalid(v),
             }
         } else if let Some(n) = v.strip_prefix("max_fails=") {
             if !params.contains(ServerParams::MAX_FAILS) {
                 return not_supported(v);
             }
             match parse_number(n) {
-                Some(n) if n <= u64::from(u32::MAX) => max_fails = n as u32,
-                _ => return invalid(v),
+                Some(n) => max_fails = u32_of(n),
+                None => return invalid(v),
             }
         } else if let Some(t) = v.strip_prefix("fail_timeout=") {
             if !params.contains(ServerParams::FAIL_TIMEOUT) {
                 return not_supported(v);
             }
-            match parse_time(t) {
-                Some(t) => fail_timeout = t.as_secs().min(u64::from(u32::MAX)) as u32,
+            match parse_time_sec(t) {
+                Some(t) => fail_timeout = u32_of(t),
                 None => return invalid(v),
             }
         } else if v == "backup" {
@@ -804,7 +1435,13 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
         }
     }
     let server = d.args[0].clone();
-    let addrs = resolve(&server, 80).map_err(|m| ConfError::at(m, d.loc.clone()))?;
+    let in_upstream =
+        |what: &str| ConfError::at(format!("{what} in upstream \"{server}\""), d.loc.clone());
+    if server.len() >= 5 && server[..5].eq_ignore_ascii_case("unix:") {
+        return Err(in_upstream("unix domain sockets are not supported"));
+    }
+    let url = parse_url(&server, 80, false).map_err(in_upstream)?;
+    let addrs = resolve_host(&url.host, url.port).ok_or_else(|| in_upstream("host not found"))?;
     Ok(addrs
         .into_iter()
         .map(|addr| PeerConf {
@@ -820,42 +1457,145 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
         .collect())
 }
 
-/// Splits `host[:port]` as nginx's `ngx_parse_url` and resolves it.
-fn resolve(url: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    if url.len() >= 5 && url[..5].eq_ignore_ascii_case("unix:") {
-        return Err(format!(
-            "unix domain sockets are not supported in upstream \"{url}\""
-        ));
+/// An address as nginx's `ngx_parse_url` splits it (inet and inet6 forms).
+#[derive(Debug, Clone, PartialEq)]
+struct ParsedUrl {
+    /// The host as written (an IPv6 address keeps its brackets).
+    host: String,
+    port: u16,
+    /// No port was written (`port` is the default).
+    no_port: bool,
+    /// The URI part, from the first `/` (or `?`), when allowed.
+    uri: Option<String>,
+}
+
+/// nginx's `ngx_parse_inet_url`/`ngx_parse_inet6_url` without resolving:
+/// the error is nginx's `u->err` ("invalid host", "invalid port", "no host",
+/// "invalid IPv6 address").
+fn parse_url(url: &str, default_port: u16, uri_part: bool) -> Result<ParsedUrl, &'static str> {
+    // (host as written, the address inside brackets, port text, URI)
+    let (host, v6, port, uri) = if let Some(inner) = url.strip_prefix('[') {
+        let close = inner.find(']').ok_or("invalid host")?;
+        let after = &inner[close + 1..];
+        let (port_part, uri) = match after.find('/') {
+            Some(_) if !uri_part => return Err("invalid host"),
+            Some(i) => (&after[..i], Some(&after[i..])),
+            None => (after, None),
+        };
+        let port = match port_part {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("invalid host")?),
+        };
+        (&url[..close + 2], Some(&inner[..close]), port, uri)
+    } else {
+        let (hostport, uri) = match url.find(['/', '?']) {
+            Some(_) if !uri_part => return Err("invalid host"),
+            Some(i) => (&url[..i], Some(&url[i..])),
+            None => (url, None),
+        };
+        // The first colon starts the port, as in nginx.
+        match hostport.split_once(':') {
+            Some((host, port)) => (host, None, Some(port), uri),
+            None => (hostport, None, None, uri),
+        }
+    };
+    let (port, no_port) = match port {
+        Some(p) => match parse_number(p) {
+            Some(n @ 1..=65535) => (n as u16, false),
+            _ => return Err("invalid port"),
+        },
+        None => (default_port, true),
+    };
+    match v6 {
+        Some("") => return Err("no host"),
+        Some(addr) if addr.parse::<Ipv6Addr>().is_err() => return Err("invalid IPv6 address"),
+        _ if host.is_empty() => return Err("no host"),
+        _ => {}
     }
-    if let Ok(addr) = url.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
+    Ok(ParsedUrl {
+        host: host.to_owned(),
+        port,
+        no_port,
+        uri: uri.map(str::to_owned),
+    })
+}
+
+/// nginx's `ngx_inet_addr`: a dotted quad, leading zeros allowed.
+fn inet_addr(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    let mut octet: u32 = 0;
+    for c in s.bytes() {
+        match c {
+            b'0'..=b'9' => {
+                octet = octet * 10 + u32::from(c - b'0');
+                if octet > 255 {
+                    return None;
+                }
+            }
+            b'.' if n < 3 => {
+                octets[n] = octet as u8;
+                n += 1;
+                octet = 0;
+            }
+            _ => return None,
+        }
     }
-    let (host, port) =
-        split_host_port(url).ok_or_else(|| format!("invalid port in upstream \"{url}\""))?;
-    let port = port.unwrap_or(default_port);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("no host in upstream \"{url}\""));
+    if n != 3 {
+        return None;
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+    octets[3] = octet as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// The addresses of a host from [`parse_url`]: a literal as is, a name
+/// through the resolver (each address once). `None`: not found.
+fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|ip| vec![SocketAddr::new(IpAddr::V6(ip), port)]);
     }
-    let not_found = || format!("host not found in upstream \"{url}\"");
-    let mut addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|_| not_found())?
-        .collect();
+    if let Some(ip) = inet_addr(host) {
+        return Some(vec![SocketAddr::new(IpAddr::V4(ip), port)]);
+    }
+    let mut addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
     // getaddrinfo repeats an address once per socket type; nginx asks for
     // SOCK_STREAM only.
     let mut seen = HashSet::new();
     addrs.retain(|a| seen.insert(*a));
-    if addrs.is_empty() {
-        return Err(not_found());
-    }
-    Ok(addrs)
+    (!addrs.is_empty()).then_some(addrs)
 }
 
-/// `host`, `host:port`, `[v6]:port`. `None` for a malformed port.
+/// The upstream `proxy_pass http://AUTHORITY` makes without a block.
+fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<SocketAddr>) -> UpstreamConf {
+    UpstreamConf {
+        name: authority.to_owned(),
+        loc: loc.clone(),
+        peers: addrs
+            .into_iter()
+            .map(|addr| PeerConf {
+                server: authority.to_owned(),
+                addr,
+                weight: 1,
+                max_fails: 1,
+                fail_timeout: 10,
+                max_conns: 0,
+                backup: false,
+                down: false,
+            })
+            .collect(),
+        keepalive: 0,
+        keepalive_timeout: Duration::from_secs(60),
+        keepalive_requests: 1000,
+        balancer: None,
+        balancer_directives: Vec::new(),
+        implicit: true,
+    }
+}
+
+/// `host`, `host:port`, `[v6]:port` of a `listen`. `None` for a malformed port.
 fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let colon = if s.starts_with('[') {
         s.find(']')
@@ -872,7 +1612,15 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-fn listen(d: &Directive) -> Result<ListenConf, ConfError> {
+/// A `listen` directive: the model's part and what nginx's address
+/// checks need.
+struct Listen {
+    conf: ListenConf,
+    /// Socket options were given (nginx's `lsopt.set`).
+    set: bool,
+}
+
+fn listen(d: &Directive) -> Result<Listen, ConfError> {
     let spec = &d.args[0];
     let addr = if let Some(port) = parse_number(spec) {
         if port == 0 || port > 65535 {
@@ -896,9 +1644,9 @@ fn listen(d: &Directive) -> Result<ListenConf, ConfError> {
         } else if let Ok(ip) = host.parse() {
             ip
         } else {
-            match resolve(host, port) {
-                Ok(addrs) => addrs[0].ip(),
-                Err(_) => {
+            match resolve_host(host, port) {
+                Some(addrs) => addrs[0].ip(),
+                None => {
                     return err(
                         format!("host not found in \"{spec}\" of the \"listen\" directive"),
                         d,
@@ -908,20 +1656,25 @@ fn listen(d: &Directive) -> Result<ListenConf, ConfError> {
         };
         SocketAddr::new(ip, port)
     };
-    let mut conf = ListenConf {
-        addr,
-        default_server: false,
-        backlog: 511,
+    let mut listen = Listen {
+        conf: ListenConf {
+            addr,
+            default_server: false,
+            backlog: 511,
+        },
+        set: false,
     };
     for p in &d.args[1..] {
         if p == "default_server" || p == "default" {
-            conf.default_server = true;
+            listen.conf.default_server = true;
         } else if let Some(n) = p.strip_prefix("backlog=") {
-            match n.parse::<i32>() {
-                Ok(n) if n != 0 => conf.backlog = n,
-                _ => return err(format!("invalid backlog \"{n}\""), d),
+            listen.set = true;
+            match parse_number(n).and_then(|n| i32::try_from(n).ok()) {
+                Some(n) if n != 0 => listen.conf.backlog = n,
+                _ => return err(format!("invalid backlog \"{p}\""), d),
             }
-        } else if p == "reuseport"
+        } else if p == "bind"
+            || p == "reuseport"
             || p == "deferred"
             || p.starts_with("ipv6only=")
             || p.starts_with("so_keepalive=")
@@ -930,11 +1683,12 @@ fn listen(d: &Directive) -> Result<ListenConf, ConfError> {
         {
             // Accepted so that nginx files load; the socket options that
             // matter here are set by the listener itself.
+            listen.set = true;
         } else {
             return err(format!("invalid parameter \"{p}\""), d);
         }
     }
-    Ok(conf)
+    Ok(listen)
 }
 
 fn return_args(d: &Directive) -> Result<Return, ConfError> {
@@ -958,25 +1712,90 @@ fn return_args(d: &Directive) -> Result<Return, ConfError> {
     }
 }
 
-/// `http://authority[/uri]` -> (authority, uri).
-fn proxy_pass_url(d: &Directive) -> Result<(String, Option<String>), ConfError> {
+/// `proxy_pass http://authority[/uri]`, checked as nginx's
+/// `ngx_http_proxy_pass` (the host is resolved at the end of `http`).
+/// Returns the authority as written (`$proxy_host`) and the parsed URL.
+fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
     let url = &d.args[0];
+    if url.contains('$') {
+        return err("variables in \"proxy_pass\" are not supported", d);
+    }
     let rest = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
         &url[7..]
     } else if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
         return err("https upstreams are not supported yet", d);
     } else {
-        return err(format!("invalid URL prefix in \"{url}\""), d);
+        return err("invalid URL prefix", d);
     };
-    let (authority, uri) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
-        None => (rest, None),
-    };
-    if authority.is_empty() {
+    if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case("unix:") {
         return err(
-            format!("no host in \"{url}\" of the \"proxy_pass\" directive"),
+            format!("unix domain sockets are not supported in upstream \"{rest}\""),
             d,
         );
     }
-    Ok((authority.to_owned(), uri))
+    let parsed = parse_url(rest, 80, true)
+        .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
+    let authority = match rest.find(['/', '?']) {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    Ok((authority.to_owned(), parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(host: &str, port: u16, no_port: bool, uri: Option<&str>) -> ParsedUrl {
+        ParsedUrl {
+            host: host.to_owned(),
+            port,
+            no_port,
+            uri: uri.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn urls_as_nginx_splits_them() {
+        assert_eq!(parse_url("a", 80, false), Ok(url("a", 80, true, None)));
+        assert_eq!(parse_url("a:81", 80, false), Ok(url("a", 81, false, None)));
+        assert_eq!(
+            parse_url("a:81/x?y", 80, true),
+            Ok(url("a", 81, false, Some("/x?y")))
+        );
+        assert_eq!(
+            parse_url("a?b", 80, true),
+            Ok(url("a", 80, true, Some("?b")))
+        );
+        assert_eq!(
+            parse_url("[::1]:81", 80, false),
+            Ok(url("[::1]", 81, false, None))
+        );
+        assert_eq!(
+            parse_url("[::1]", 80, false),
+            Ok(url("[::1]", 80, true, None))
+        );
+        assert_eq!(parse_url("a/x", 80, false), Err("invalid host"));
+        assert_eq!(parse_url("a:0", 80, false), Err("invalid port"));
+        assert_eq!(parse_url("a:65536", 80, false), Err("invalid port"));
+        assert_eq!(parse_url("a:b:c", 80, false), Err("invalid port"));
+        assert_eq!(parse_url("a:", 80, false), Err("invalid port"));
+        assert_eq!(parse_url("", 80, false), Err("no host"));
+        assert_eq!(parse_url(":80", 80, false), Err("no host"));
+        assert_eq!(parse_url("/x", 80, true), Err("no host"));
+        assert_eq!(parse_url("[::1", 80, false), Err("invalid host"));
+        assert_eq!(parse_url("[::1]x", 80, false), Err("invalid host"));
+        assert_eq!(parse_url("[]:80", 80, false), Err("no host"));
+        assert_eq!(parse_url("[zz]:80", 80, false), Err("invalid IPv6 address"));
+    }
+
+    #[test]
+    fn dotted_quads_as_nginx_reads_them() {
+        assert_eq!(inet_addr("127.0.0.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(inet_addr("127.000.0.01"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(inet_addr("256.0.0.1"), None);
+        assert_eq!(inet_addr("1.2.3"), None);
+        assert_eq!(inet_addr("1.2.3.4.5"), None);
+        assert_eq!(inet_addr("localhost"), None);
+    }
 }

@@ -68,6 +68,10 @@ pub struct Block {
     pub items: Vec<Directive>,
     /// `false` when a syntax error cut the block short.
     pub complete: bool,
+    /// The line of the closing `}` (0 when the block is incomplete): nginx
+    /// reports errors found at the end of a block there. The `}` is always
+    /// in the file of the opening `{`.
+    pub end_line: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -244,13 +248,15 @@ struct OpenBlock {
 }
 
 impl OpenBlock {
-    fn into_directive(self, complete: bool) -> Directive {
+    /// `end_line` is the line of the closing `}`, or 0 for a block cut short.
+    fn into_directive(self, end_line: u32) -> Directive {
         Directive {
             name: self.name,
             args: self.args,
             block: Some(Block {
                 items: self.items,
-                complete,
+                complete: end_line != 0,
+                end_line,
             }),
             loc: self.loc,
         }
@@ -279,7 +285,7 @@ impl Parser {
         // Blocks still open were cut short by the error; keep what they hold so
         // the semantic pass can report an earlier error first, as nginx would.
         while let Some(open) = self.blocks.pop() {
-            let directive = open.into_directive(false);
+            let directive = open.into_directive(0);
             self.items().push(directive);
         }
         Parsed {
@@ -381,7 +387,7 @@ impl Parser {
             return Err(src.error("unexpected \"}\""));
         }
         if let Some(open) = self.blocks.pop() {
-            let directive = open.into_directive(true);
+            let directive = open.into_directive(src.lexer.line());
             self.items().push(directive);
         }
         Ok(Step::Continue)
@@ -607,6 +613,18 @@ mod tests {
         );
         assert_eq!(parsed.items[0].loc.to_string(), at(1));
         assert!(parsed.files.is_empty());
+    }
+
+    #[test]
+    fn blocks_know_the_line_of_their_closing_brace() {
+        let parsed = parse("http {\n upstream u {\n }\n\n}\n");
+        let http = parsed.items[0].block.as_ref().expect("block");
+        assert_eq!((http.complete, http.end_line), (true, 5));
+        let upstream = http.items[0].block.as_ref().expect("block");
+        assert_eq!((upstream.complete, upstream.end_line), (true, 3));
+        let cut = parse("http {\n a;\n");
+        let http = cut.items[0].block.as_ref().expect("block");
+        assert_eq!((http.complete, http.end_line), (false, 0));
     }
 
     #[test]

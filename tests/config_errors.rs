@@ -1,0 +1,599 @@
+//! Configuration errors, side by side with nginx.
+//!
+//! Every case is written to its own directory and checked with `nginx -t`
+//! and `waypost -t`. Both must print the same report: the `[emerg]` line
+//! (message, file and line) and nginx's trailer, after the leading
+//! `nginx:`/`waypost:`; and both must exit with the same code. Each case
+//! also states the expected report, so a change in either program shows.
+//!
+//! nginx runs with `-e logs/early.log` so that it prints `nginx: [emerg] ...`
+//! on stderr (this build logs to stderr by default, in the log file format).
+//! Lines nginx prints that waypost has no equivalent for (warnings such as
+//! `conflicting server name`) are not compared.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use waypost_tests::{free_port, nginx_bin, run_waypost, TempDir};
+
+/// The main file's name in each case's directory.
+const CONF: &str = "test.conf";
+
+/// The first lines of most cases: the error log and pid file inside the
+/// test directory (lines 1 and 2), then an `events` block (line 3).
+const HEAD: &str = "error_log logs/error.log;\npid logs/t.pid;\nevents {}\n";
+
+/// What `-t` should report.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// `syntax is ok`, `test is successful`.
+    Ok,
+    /// An error found while parsing: the `[emerg]` message, then `test failed`.
+    Emerg(&'static str),
+    /// An error nginx finds after parsing: `syntax is ok` comes first.
+    EmergAfterParse(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    /// The main file. `{port}` becomes a free port.
+    conf: String,
+    /// Other files of the case, by name.
+    files: &'static [(&'static str, &'static str)],
+    /// `-g` directives.
+    globals: Option<&'static str>,
+    /// Whether the case depends on running as root (`user`).
+    root_only: bool,
+    /// Messages may name `{dir}`, the case's directory, and `{conf}`, the
+    /// main file.
+    expect: Expect,
+}
+
+impl Case {
+    fn new(name: &'static str, conf: impl Into<String>, expect: Expect) -> Case {
+        Case {
+            name,
+            conf: conf.into(),
+            files: &[],
+            globals: None,
+            root_only: false,
+            expect,
+        }
+    }
+
+    /// A case whose main file is [`HEAD`] followed by `rest` (from line 4).
+    fn head(name: &'static str, rest: &str, expect: Expect) -> Case {
+        Case::new(name, format!("{HEAD}{rest}"), expect)
+    }
+
+    fn files(mut self, files: &'static [(&'static str, &'static str)]) -> Case {
+        self.files = files;
+        self
+    }
+
+    fn globals(mut self, globals: &'static str) -> Case {
+        self.globals = Some(globals);
+        self
+    }
+
+    fn root_only(mut self) -> Case {
+        self.root_only = true;
+        self
+    }
+}
+
+use Expect::{Emerg, EmergAfterParse};
+
+fn cases() -> Vec<Case> {
+    vec![
+        // The success report.
+        Case::new(
+            "good config",
+            "worker_processes 1;\n\
+             error_log logs/error.log warn;\n\
+             pid logs/t.pid;\n\
+             daemon OFF;\n\
+             events { worker_connections 64; }\n\
+             http {\n\
+             \x20   log_format up '$remote_addr $upstream_addr'\n\
+             \x20                 ' $status';\n\
+             \x20   access_log logs/access.log up;\n\
+             \x20   keepalive_timeout 30s 20;\n\
+             \x20   upstream u {\n\
+             \x20       server 127.0.0.1:1 weight=5 max_fails=3 fail_timeout=1m30s;\n\
+             \x20       server 127.0.0.1:2 max_conns=10;\n\
+             \x20       server 127.0.0.1:3 backup;\n\
+             \x20       server 127.0.0.1:4 down;\n\
+             \x20       keepalive 8;\n\
+             \x20   }\n\
+             \x20   server {\n\
+             \x20       listen 127.0.0.1:{port} default_server backlog=128;\n\
+             \x20       server_name example.com *.example.com;\n\
+             \x20       location / {\n\
+             \x20           proxy_pass http://u;\n\
+             \x20           proxy_set_header Host $host;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_next_upstream error timeout;\n\
+             \x20           proxy_next_upstream http_502;\n\
+             \x20           proxy_connect_timeout 500ms;\n\
+             \x20           location /api/ { proxy_pass http://127.0.0.1:5/v1/; }\n\
+             \x20       }\n\
+             \x20       location = /health { return 200 \"ok\\n\"; }\n\
+             \x20       location =/exact { return 204; }\n\
+             \x20   }\n\
+             \x20   include servers/*.conf;\n\
+             }\n",
+            Expect::Ok,
+        )
+        .files(&[(
+            "servers/other.conf",
+            "server {\n    listen 127.0.0.1:{port};\n    server_name other;\n    return 301 http://example.com/;\n}\n",
+        )]),
+        // The core messages of ngx_conf_file.c.
+        Case::head(
+            "unknown directive",
+            "foo bar;\n",
+            Emerg("unknown directive \"foo\" in {conf}:4"),
+        ),
+        Case::head(
+            "directive not allowed here",
+            "http {\n    worker_processes 2;\n}\n",
+            Emerg("\"worker_processes\" directive is not allowed here in {conf}:5"),
+        ),
+        Case::head(
+            "invalid number of arguments",
+            "worker_processes;\n",
+            Emerg("invalid number of arguments in \"worker_processes\" directive in {conf}:4"),
+        ),
+        Case::head(
+            "not terminated by a semicolon",
+            "worker_processes 1 {\n}\n",
+            Emerg("directive \"worker_processes\" is not terminated by \";\" in {conf}:4"),
+        ),
+        Case::head(
+            "block without an opening brace",
+            "http\n;\n",
+            Emerg("directive \"http\" has no opening \"{\" in {conf}:5"),
+        ),
+        Case::head(
+            "unexpected closing brace",
+            "}\n",
+            Emerg("unexpected \"}\" in {conf}:4"),
+        ),
+        Case::head(
+            "missing semicolon before a closing brace",
+            "http {\n    upstream u {\n        server 127.0.0.1:1\n    }\n}\n",
+            Emerg("unexpected \"}\" in {conf}:7"),
+        ),
+        Case::head(
+            "end of file inside a block",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n    }\n",
+            Emerg("unexpected end of file, expecting \"}\" in {conf}:8"),
+        ),
+        Case::head(
+            "end of file inside a directive",
+            "http {\n    server\n",
+            Emerg("unexpected end of file, expecting \";\" or \"}\" in {conf}:6"),
+        ),
+        Case::head(
+            "multi-line directive is located at its semicolon",
+            "http {\n    upstream u {\n        server\n            127.0.0.1:1\n            weight=0\n        ;\n    }\n}\n",
+            Emerg("invalid parameter \"weight=0\" in {conf}:9"),
+        ),
+        Case::head(
+            "flag with an invalid value",
+            "daemon maybe;\n",
+            Emerg("invalid value \"maybe\" in \"daemon\" directive, it must be \"on\" or \"off\" in {conf}:4"),
+        ),
+        Case::head(
+            "duplicate main directive",
+            "worker_processes 1;\nworker_processes 2;\n",
+            Emerg("\"worker_processes\" directive is duplicate in {conf}:5"),
+        ),
+        Case::head(
+            "duplicate proxy_pass",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / {\n            proxy_pass http://127.0.0.1:1;\n            proxy_pass http://127.0.0.1:2;\n        }\n    }\n}\n",
+            Emerg("\"proxy_pass\" directive is duplicate in {conf}:9"),
+        ),
+        Case::head(
+            "duplicate flag before its invalid value",
+            "http {\n    sendfile on;\n    sendfile maybe;\n}\n",
+            Emerg("\"sendfile\" directive is duplicate in {conf}:6"),
+        ),
+        // Upstreams.
+        Case::head(
+            "duplicate upstream",
+            "http {\n    upstream u { server 127.0.0.1:1; }\n    upstream U { server 127.0.0.1:2; }\n}\n",
+            Emerg("duplicate upstream \"U\" in {conf}:6"),
+        ),
+        Case::head(
+            "zero weight",
+            "http {\n    upstream u {\n        server 127.0.0.1:1 weight=0;\n    }\n}\n",
+            Emerg("invalid parameter \"weight=0\" in {conf}:6"),
+        ),
+        Case::head(
+            "unknown server parameter",
+            "http {\n    upstream u {\n        server 127.0.0.1:1 foo;\n    }\n}\n",
+            Emerg("invalid parameter \"foo\" in {conf}:6"),
+        ),
+        Case::head(
+            "fail_timeout is in seconds",
+            "http {\n    upstream u {\n        server 127.0.0.1:1 fail_timeout=500ms;\n    }\n}\n",
+            Emerg("invalid parameter \"fail_timeout=500ms\" in {conf}:6"),
+        ),
+        Case::head(
+            "server port zero",
+            "http {\n    upstream u {\n        server 127.0.0.1:0;\n    }\n}\n",
+            Emerg("invalid port in upstream \"127.0.0.1:0\" in {conf}:6"),
+        ),
+        Case::head(
+            "server with a URI",
+            "http {\n    upstream u {\n        server http://127.0.0.1;\n    }\n}\n",
+            Emerg("invalid host in upstream \"http://127.0.0.1\" in {conf}:6"),
+        ),
+        Case::head(
+            "balancer without backup servers",
+            "http {\n    upstream u {\n        hash $arg_a;\n        server 127.0.0.1:1;\n        server 127.0.0.1:2 backup;\n    }\n}\n",
+            Emerg("balancing method does not support parameter \"backup\" in {conf}:8"),
+        ),
+        Case::head(
+            "invalid balancer argument",
+            "http {\n    upstream u {\n        server 127.0.0.1:1;\n        hash $arg_a sometimes;\n    }\n}\n",
+            Emerg("invalid parameter \"sometimes\" in {conf}:7"),
+        ),
+        Case::head(
+            "only backup servers",
+            "http {\n    upstream u {\n        server 127.0.0.1:1 backup;\n    }\n}\n",
+            Emerg("no servers in upstream \"u\" in {conf}:5"),
+        ),
+        Case::head(
+            "no servers, reported at the closing brace",
+            "http {\n    upstream u {\n        keepalive 2;\n\n    }\n}\n",
+            Emerg("no servers are inside upstream in {conf}:8"),
+        ),
+        Case::head(
+            "host not found on a server line",
+            "http {\n    upstream u {\n        server nosuch.invalid:80;\n    }\n}\n",
+            Emerg("host not found in upstream \"nosuch.invalid:80\" in {conf}:6"),
+        ),
+        Case::head(
+            "host not found in proxy_pass",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / {\n            proxy_pass http://nosuch.invalid:8080/x;\n        }\n    }\n}\n",
+            Emerg("host not found in upstream \"nosuch.invalid\" in {conf}:8"),
+        ),
+        Case::head(
+            "proxy_pass to an upstream block with a port",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://u:8080; }\n    }\n    upstream u { server 127.0.0.1:1; }\n}\n",
+            Emerg("upstream \"u\" may not have port 8080 in {conf}:7"),
+        ),
+        Case::head(
+            "upstream names are case-insensitive",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://U; }\n    }\n    upstream u {\n    }\n}\n",
+            Emerg("no servers are inside upstream in {conf}:10"),
+        ),
+        Case::head(
+            "zone without a size",
+            "http {\n    upstream u {\n        zone backends;\n        server 127.0.0.1:1;\n    }\n}\n",
+            EmergAfterParse("zero size shared memory zone \"backends\""),
+        ),
+        Case::head(
+            "zone too small",
+            "http {\n    upstream u {\n        zone backends 16k;\n        server 127.0.0.1:1;\n    }\n}\n",
+            Emerg("zone \"backends\" is too small in {conf}:6"),
+        ),
+        // Servers and locations.
+        Case::head(
+            "proxy_pass with an unknown scheme",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass ftp://x; }\n    }\n}\n",
+            Emerg("invalid URL prefix in {conf}:7"),
+        ),
+        Case::head(
+            "proxy_pass with an invalid port",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:x/foo; }\n    }\n}\n",
+            Emerg("invalid port in upstream \"127.0.0.1:x/foo\" in {conf}:7"),
+        ),
+        Case::head(
+            "duplicate location, reported at the end of http",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location /a { }\n        location ^~ /a { }\n    }\n}\n",
+            Emerg("duplicate location \"/a\" in {conf}:8"),
+        ),
+        Case::head(
+            "nested location outside its parent",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location /a {\n            location /b { }\n        }\n    }\n}\n",
+            Emerg("location \"/b\" is outside location \"/a\" in {conf}:8"),
+        ),
+        Case::head(
+            "duplicate listen in one server",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        listen 127.0.0.1:{port};\n    }\n}\n",
+            Emerg("a duplicate listen 127.0.0.1:{port} in {conf}:7"),
+        ),
+        Case::head(
+            "duplicate default server",
+            "http {\n    server { listen 127.0.0.1:{port} default_server; }\n    server { listen 127.0.0.1:{port} default_server; }\n}\n",
+            Emerg("a duplicate default server for 127.0.0.1:{port} in {conf}:6"),
+        ),
+        Case::head(
+            "invalid backlog",
+            "http {\n    server { listen 127.0.0.1:{port} backlog=-1; }\n}\n",
+            Emerg("invalid backlog \"backlog=-1\" in {conf}:5"),
+        ),
+        // Values.
+        Case::head(
+            "invalid time",
+            "http {\n    keepalive_timeout 10 500ms;\n}\n",
+            Emerg("\"keepalive_timeout\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "invalid number",
+            "http {\n    keepalive_requests many;\n}\n",
+            Emerg("\"keepalive_requests\" directive invalid number in {conf}:5"),
+        ),
+        Case::head(
+            "invalid enum value",
+            "http {\n    proxy_http_version 2.0;\n}\n",
+            Emerg("invalid value \"2.0\" in {conf}:5"),
+        ),
+        Case::head(
+            "invalid log level",
+            "error_log logs/other.log verbose;\n",
+            Emerg("invalid log level \"verbose\" in {conf}:4"),
+        ),
+        Case::new(
+            "invalid worker_connections",
+            "error_log logs/error.log;\npid logs/t.pid;\nevents {\n    worker_connections lots;\n}\n",
+            Emerg("invalid number \"lots\" in {conf}:4"),
+        ),
+        Case::new(
+            "too few worker_connections",
+            "error_log logs/error.log;\npid logs/t.pid;\nevents { worker_connections 2; }\nhttp {\n    server { listen 127.0.0.1:{port}; }\n    server { listen 127.0.0.2:{port}; }\n}\n",
+            EmergAfterParse("2 worker_connections are not enough for 2 listening sockets"),
+        ),
+        Case::new(
+            "no events section",
+            "error_log logs/error.log;\npid logs/t.pid;\nhttp {\n}\n",
+            EmergAfterParse("no \"events\" section in configuration"),
+        ),
+        Case::head(
+            "load_module after events",
+            "load_module modules/x.so;\n",
+            Emerg("\"load_module\" directive is specified too late in {conf}:4"),
+        ),
+        Case::head(
+            "unknown user",
+            "user waypost-no-such-user;\n",
+            Emerg("getpwnam(\"waypost-no-such-user\") failed in {conf}:4"),
+        )
+        .root_only(),
+        // Errors in file order.
+        Case::head(
+            "a semantic error before a syntax error",
+            "http {\n    upstream u {\n        server 127.0.0.1:1 weight=0;\n    }\n    server {\n",
+            Emerg("invalid parameter \"weight=0\" in {conf}:6"),
+        ),
+        Case::head(
+            "a location's error before a later server directive's",
+            "http {\n    server {\n        location / {\n            proxy_pass http://127.0.0.1:1;\n            proxy_pass http://127.0.0.1:2;\n        }\n        listen 1 2 3 x;\n    }\n}\n",
+            Emerg("\"proxy_pass\" directive is duplicate in {conf}:8"),
+        ),
+        Case::head(
+            "the end of an upstream block before a later error",
+            "http {\n    upstream u {\n    }\n    bogus;\n}\n",
+            Emerg("no servers are inside upstream in {conf}:6"),
+        ),
+        // Included files.
+        Case::head(
+            "error inside an included file",
+            "http {\n    include upstreams.conf;\n}\n",
+            Emerg("unknown directive \"bogus\" in {dir}/upstreams.conf:4"),
+        )
+        .files(&[(
+            "upstreams.conf",
+            "upstream u {\n    server 127.0.0.1:1;\n\n    bogus;\n}\n",
+        )]),
+        Case::head(
+            "block end inside an included file",
+            "http {\n    include upstreams.conf;\n    bogus;\n}\n",
+            Emerg("no servers are inside upstream in {dir}/upstreams.conf:3"),
+        )
+        .files(&[("upstreams.conf", "upstream u {\n    # none yet\n}\n")]),
+        Case::head(
+            "an included file cannot close the including block",
+            "http {\n    include extra.conf;\n}\n",
+            Emerg("unexpected \"}\" in {dir}/extra.conf:2"),
+        )
+        .files(&[("extra.conf", "keepalive_timeout 5s;\n}\n")]),
+        Case::head(
+            "missing included file",
+            "http {\n    include missing.conf;\n}\n",
+            Emerg("open() \"{dir}/missing.conf\" failed (2: No such file or directory) in {conf}:5"),
+        ),
+        // -g directives.
+        Case::new("error in -g", HEAD, Emerg("invalid value \"maybe\" in \"daemon\" directive, it must be \"on\" or \"off\" in command line"))
+            .globals("daemon maybe;"),
+        Case::new("unfinished -g", HEAD, Emerg("unexpected end of parameter, expecting \";\" in command line"))
+            .globals("daemon off"),
+        Case::new("block in -g", HEAD, Emerg("block directives are not supported in -g option in command line"))
+            .globals("events { }"),
+        Case::head(
+            "directive in -g and in the file",
+            "daemon on;\n",
+            Emerg("\"daemon\" directive is duplicate in {conf}:4"),
+        )
+        .globals("daemon off;"),
+    ]
+}
+
+/// One program's report: the lines of interest, with the program's name
+/// replaced by `X`, and the exit code.
+#[derive(Debug, PartialEq)]
+struct Report {
+    lines: Vec<String>,
+    code: Option<i32>,
+}
+
+fn report(out: &Output, program: &str) -> Report {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{program}: ");
+    let lines = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter(|l| {
+            l.starts_with("[emerg]")
+                || l.starts_with("[alert]")
+                || l.starts_with("[error]")
+                || l.starts_with("the configuration file ")
+                || l.starts_with("configuration file ")
+        })
+        .map(|l| format!("X: {l}"))
+        .collect();
+    Report {
+        lines,
+        code: out.status.code(),
+    }
+}
+
+/// Runs nginx with its files under `dir` (`-e` makes it print
+/// `nginx: [level] ...` on stderr).
+fn run_nginx(dir: &TempDir, args: &[&str]) -> Output {
+    Command::new(nginx_bin())
+        .args([
+            "-p",
+            &format!("{}/", dir.path.display()),
+            "-e",
+            "logs/early.log",
+        ])
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .expect("run nginx")
+}
+
+fn expected(expect: Expect, conf: &Path, fill: &dyn Fn(&str) -> String) -> Report {
+    let conf = conf.display();
+    let ok = format!("X: the configuration file {conf} syntax is ok");
+    let failed = format!("X: configuration file {conf} test failed");
+    let emerg = |m: &str| format!("X: [emerg] {}", fill(m));
+    let (lines, code) = match expect {
+        Expect::Ok => (
+            vec![
+                ok,
+                format!("X: configuration file {conf} test is successful"),
+            ],
+            0,
+        ),
+        Expect::Emerg(m) => (vec![emerg(m), failed], 1),
+        Expect::EmergAfterParse(m) => (vec![ok, emerg(m), failed], 1),
+    };
+    Report {
+        lines,
+        code: Some(code),
+    }
+}
+
+/// Runs one case through both programs; `Err` describes a mismatch.
+fn check(case: &Case) -> Result<(), String> {
+    let dir = TempDir::new("conf-errors");
+    let port = free_port().to_string();
+    let dir_text = dir.path.display().to_string();
+    let conf = dir.path.join(CONF);
+    let conf_text = conf.display().to_string();
+    let fill = |s: &str| {
+        s.replace("{port}", &port)
+            .replace("{dir}", &dir_text)
+            .replace("{conf}", &conf_text)
+    };
+    dir.write(CONF, &fill(&case.conf));
+    for (name, text) in case.files {
+        dir.write(name, &fill(text));
+    }
+    let mut args = vec!["-t", "-c", conf_text.as_str()];
+    if let Some(globals) = case.globals {
+        args.extend(["-g", globals]);
+    }
+    let nginx_out = run_nginx(&dir, &args);
+    let waypost_out = run_waypost(&dir, &args);
+    let nginx = report(&nginx_out, "nginx");
+    let waypost = report(&waypost_out, "waypost");
+    let want = expected(case.expect, &conf, &fill);
+    if nginx == want && waypost == want {
+        return Ok(());
+    }
+    Err(format!(
+        "case \"{}\":\n  expected: {want:?}\n  nginx:    {nginx:?}\n  waypost:  {waypost:?}\n  (nginx stderr: {})\n  (waypost stderr: {})",
+        case.name,
+        String::from_utf8_lossy(&nginx_out.stderr).trim_end(),
+        String::from_utf8_lossy(&waypost_out.stderr).trim_end(),
+    ))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no failure mode.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Every case at once (in parallel, each in its own directory); all
+/// mismatches are reported together.
+#[test]
+fn config_errors_match_nginx() {
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| !c.root_only || is_root())
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases.iter().map(|c| s.spawn(move || check(c))).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("case thread").err())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// `-s reload`: the configuration is read first (a bad one sends nothing),
+/// then the pid file; each failure is reported as nginx does.
+#[test]
+fn signal_errors_match_nginx() {
+    let dir = TempDir::new("conf-signal");
+    let conf = dir.write(CONF, HEAD);
+    let conf = conf.display().to_string();
+    let run = |args: &[&str]| {
+        (
+            report(&run_nginx(&dir, args), "nginx"),
+            report(&run_waypost(&dir, args), "waypost"),
+        )
+    };
+    let pid = format!("{}/logs/t.pid", dir.path.display());
+    let want = |line: String| Report {
+        lines: vec![line],
+        code: Some(1),
+    };
+
+    let (nginx, waypost) = run(&["-c", &conf, "-s", "reload"]);
+    let missing = want(format!(
+        "X: [error] open() \"{pid}\" failed (2: No such file or directory)"
+    ));
+    assert_eq!(nginx, missing, "nginx, no pid file");
+    assert_eq!(waypost, missing, "waypost, no pid file");
+
+    dir.write("logs/t.pid", "garbage\n");
+    let (nginx, waypost) = run(&["-c", &conf, "-s", "reload"]);
+    let invalid = want(format!(
+        "X: [error] invalid PID number \"garbage\" in \"{pid}\""
+    ));
+    assert_eq!(nginx, invalid, "nginx, invalid pid");
+    assert_eq!(waypost, invalid, "waypost, invalid pid");
+
+    dir.write(CONF, &format!("{HEAD}bogus;\n"));
+    let (nginx, waypost) = run(&["-c", &conf, "-s", "reload"]);
+    let bad = want(format!(
+        "X: [emerg] unknown directive \"bogus\" in {conf}:4"
+    ));
+    assert_eq!(nginx, bad, "nginx, bad config");
+    assert_eq!(waypost, bad, "waypost, bad config");
+}
