@@ -9,11 +9,12 @@
 //! whole proxy.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
@@ -455,11 +456,57 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-fn panicked(module: &str, hook: &str, payload: &(dyn Any + Send)) -> RString {
-    RString::from(format!(
-        "module \"{module}\" panicked in {hook}: {}",
-        panic_message(payload)
-    ))
+/// A panic caught at the barrier: its payload and where it happened.
+struct Caught {
+    payload: Box<dyn Any + Send>,
+    at: Option<String>,
+}
+
+thread_local! {
+    /// Set while a hook runs behind the barrier.
+    static BARRIER: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic behind the barrier happened.
+    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs, once, a panic hook in this module's copy of std: a panic
+/// behind the barrier is reported in the proxy's error log (one line, with
+/// its location), not printed with a backtrace on stderr on every request.
+/// Other panics go to the hook that was there before.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if BARRIER.get() {
+                LOCATION.set(
+                    info.location()
+                        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+                );
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` behind the panic barrier.
+fn barrier<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    let outer = BARRIER.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    BARRIER.set(outer);
+    result.map_err(|payload| Caught {
+        payload,
+        at: LOCATION.take(),
+    })
+}
+
+fn panicked(module: &str, hook: &str, caught: &Caught) -> RString {
+    let message = panic_message(&*caught.payload);
+    RString::from(match &caught.at {
+        Some(at) => format!("module \"{module}\" panicked in {hook} at {at}: {message}"),
+        None => format!("module \"{module}\" panicked in {hook}: {message}"),
+    })
 }
 
 /// Whether `T` lives inline in [`PeerStorage`] rather than boxed.
@@ -498,6 +545,7 @@ impl<M: Module> Shims<M> {
     }
 
     extern "C" fn info() -> ModuleInfo {
+        install_panic_hook();
         ModuleInfo {
             name: RStr::from_str(M::NAME),
             directives: RSlice::from_slice(M::DIRECTIVES),
@@ -508,17 +556,16 @@ impl<M: Module> Shims<M> {
         args: &InitUpstreamArgs<'_>,
     ) -> RResult<UpstreamObject, ConfigError> {
         let _ = HOST.set(args.host);
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            M::init_upstream(&UpstreamConfig::new(args))
-        }));
+        install_panic_hook();
+        let result = barrier(|| M::init_upstream(&UpstreamConfig::new(args)));
         match result {
             Ok(Ok(upstream)) => RResult::ROk(UpstreamObject {
                 this: Box::into_raw(Box::new(upstream)) as *mut c_void,
                 vtable: &Self::VTABLE,
             }),
             Ok(Err(e)) => RResult::RErr(e),
-            Err(payload) => RResult::RErr(ConfigError::new(
-                panicked(M::NAME, "init_upstream", &*payload).into_string(),
+            Err(caught) => RResult::RErr(ConfigError::new(
+                panicked(M::NAME, "init_upstream", &caught).into_string(),
             )),
         }
     }
@@ -530,9 +577,7 @@ impl<M: Module> Shims<M> {
         storage: *mut PeerStorage,
     ) -> InitPeerResult {
         let upstream = &*(this as *const M::Upstream);
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            upstream.init_peer(&Request::new(request), &Peers::new(peers))
-        }));
+        let result = barrier(|| upstream.init_peer(&Request::new(request), &Peers::new(peers)));
         match result {
             Ok(Ok(state)) => {
                 if inline::<<M::Upstream as Balancer>::Request>() {
@@ -543,7 +588,7 @@ impl<M: Module> Shims<M> {
                 InitPeerResult::Ready
             }
             Ok(Err(rejection)) => InitPeerResult::Reject(rejection),
-            Err(payload) => InitPeerResult::Error(panicked(M::NAME, "init_peer", &*payload)),
+            Err(caught) => InitPeerResult::Error(panicked(M::NAME, "init_peer", &caught)),
         }
     }
 
@@ -554,7 +599,7 @@ impl<M: Module> Shims<M> {
     ) -> GetResult {
         let upstream = &*(this as *const M::Upstream);
         let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
-        match catch_unwind(AssertUnwindSafe(|| upstream.get(state, &Peers::new(peers)))) {
+        match barrier(|| upstream.get(state, &Peers::new(peers))) {
             Ok(Some(i)) if i < peers.config.len() => GetResult::Peer(i as u32),
             Ok(Some(i)) => GetResult::Error(RString::from(format!(
                 "module \"{}\" chose peer {i} of {}",
@@ -562,7 +607,7 @@ impl<M: Module> Shims<M> {
                 peers.config.len()
             ))),
             Ok(None) => GetResult::Busy,
-            Err(payload) => GetResult::Error(panicked(M::NAME, "get", &*payload)),
+            Err(caught) => GetResult::Error(panicked(M::NAME, "get", &caught)),
         }
     }
 
@@ -574,15 +619,13 @@ impl<M: Module> Shims<M> {
     ) -> FreeAction {
         let upstream = &*(this as *const M::Upstream);
         let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
-        match catch_unwind(AssertUnwindSafe(|| {
-            upstream.free(state, &Peers::new(peers), &outcome)
-        })) {
+        match barrier(|| upstream.free(state, &Peers::new(peers), &outcome)) {
             Ok(action) => action,
-            Err(payload) => {
+            Err(caught) => {
                 log_named(
                     LogLevel::Error,
                     M::NAME,
-                    panicked(M::NAME, "free", &*payload).as_str(),
+                    panicked(M::NAME, "free", &caught).as_str(),
                 );
                 FreeAction::StopRetries
             }
@@ -591,31 +634,31 @@ impl<M: Module> Shims<M> {
 
     unsafe extern "C" fn drop_peer(storage: *mut PeerStorage) {
         type S<M> = <<M as Module>::Upstream as Balancer>::Request;
-        let dropped = catch_unwind(AssertUnwindSafe(|| {
+        let dropped = barrier(|| {
             if inline::<S<M>>() {
                 std::ptr::drop_in_place(storage as *mut S<M>);
             } else {
                 drop(Box::from_raw(*(storage as *mut *mut S<M>)));
             }
-        }));
-        if let Err(payload) = dropped {
+        });
+        if let Err(caught) = dropped {
             log_named(
                 LogLevel::Error,
                 M::NAME,
-                panicked(M::NAME, "drop", &*payload).as_str(),
+                panicked(M::NAME, "drop", &caught).as_str(),
             );
         }
     }
 
     unsafe extern "C" fn drop_upstream(this: *mut c_void) {
-        let dropped = catch_unwind(AssertUnwindSafe(|| {
+        let dropped = barrier(|| {
             drop(Box::from_raw(this as *mut M::Upstream));
-        }));
-        if let Err(payload) = dropped {
+        });
+        if let Err(caught) = dropped {
             log_named(
                 LogLevel::Error,
                 M::NAME,
-                panicked(M::NAME, "drop", &*payload).as_str(),
+                panicked(M::NAME, "drop", &caught).as_str(),
             );
         }
     }
@@ -664,6 +707,30 @@ macro_rules! export_module {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn barrier_catches_a_panic_with_its_location() {
+        install_panic_hook();
+        let caught = barrier(|| -> u32 { panic!("boom {}", 7) }).expect_err("panicked");
+        let message = panicked("m", "get", &caught);
+        let line = line!() - 2;
+        assert!(
+            message
+                .as_str()
+                .starts_with("module \"m\" panicked in get at "),
+            "{message}"
+        );
+        assert!(
+            message.as_str().contains(&format!("sdk.rs:{line}:")),
+            "{message}"
+        );
+        assert!(message.as_str().ends_with(": boom 7"), "{message}");
+        assert_eq!(barrier(|| 5).ok(), Some(5));
+        // Outside the barrier, nothing was recorded.
+        assert!(LOCATION.take().is_none());
+    }
+
     #[test]
     fn exported_header_name_matches_abi_stable() {
         assert_eq!(

@@ -18,27 +18,42 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WAYPOST_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     target.join("debug")
 }
 
 /// The `waypost` binary; fails the test with a hint when it was not built.
 pub fn waypost_bin() -> PathBuf {
     let bin = bin_dir().join("waypost");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
     bin
 }
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// `n` distinct free ports (kept bound until all are chosen).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
-    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
 }
 
 /// A directory removed when dropped.
@@ -81,7 +96,10 @@ pub fn wait_port(port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -89,11 +107,22 @@ pub fn wait_port(port: u16, timeout: Duration) {
 /// Runs `waypost ARGS` in `dir` to completion (for `-t`, `-s`, errors).
 pub fn run_waypost(dir: &TempDir, args: &[&str]) -> Output {
     Command::new(waypost_bin())
-        .args(["-p", &format!("{}/", dir.path.display()), "--modules-dir", &bin_dir().display().to_string()])
+        .args([
+            "-p",
+            &format!("{}/", dir.path.display()),
+            "--modules-dir",
+            &bin_dir().display().to_string(),
+        ])
         .args(args)
         .current_dir(&dir.path)
         .output()
         .expect("run waypost")
+}
+
+/// The server's stderr goes to `stderr.log` in its directory: a pipe that
+/// nobody reads would block the server once full.
+fn stderr_file(dir: &TempDir) -> Stdio {
+    std::fs::File::create(dir.path.join("stderr.log")).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// A running process killed on drop.
@@ -115,10 +144,14 @@ impl Server {
             .args(["--modules-dir", &bin_dir().display().to_string()])
             .current_dir(&dir.path)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr_file(&dir))
             .spawn()
             .expect("start waypost");
-        let mut server = Server { child, dir, conf: conf_path };
+        let mut server = Server {
+            child,
+            dir,
+            conf: conf_path,
+        };
         server.wait_ports(ports);
         server
     }
@@ -132,10 +165,14 @@ impl Server {
             .arg(&conf_path)
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr_file(&dir))
             .spawn()
             .expect("start nginx");
-        let mut server = Server { child, dir, conf: conf_path };
+        let mut server = Server {
+            child,
+            dir,
+            conf: conf_path,
+        };
         server.wait_ports(ports);
         server
     }
@@ -146,10 +183,7 @@ impl Server {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
                 if let Ok(Some(status)) = self.child.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
+                    let err = self.read("stderr.log");
                     panic!("server exited with {status} before listening on {port}:\n{err}");
                 }
                 assert!(Instant::now() < deadline, "nothing listens on port {port}");
@@ -183,7 +217,11 @@ impl Server {
             if got.len() >= lines {
                 return got;
             }
-            assert!(Instant::now() < deadline, "{name} has {} lines, expected {lines}:\n{text}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "{name} has {} lines, expected {lines}:\n{text}",
+                got.len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -204,13 +242,35 @@ impl Drop for Server {
 /// nginx's binary, for comparisons. CI installs it; a machine without it
 /// fails the comparison tests rather than skipping them.
 pub fn nginx_bin() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"] {
+    for p in [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
     }
     panic!("nginx is not installed: apt-get install -y nginx (the .ci/run script does)");
 }
+
+/// `127.0.0.1:PORT`, as `$upstream_addr` shows a peer.
+pub fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// The `$upstream_addr` value for attempts on `ports`, in order.
+pub fn tries(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|&p| addr(p))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Lines an nginx test config needs in `http` so that nginx, run as root
+/// by the tests, keeps its temporary files in the test directory.
+pub const NGINX_TEMP_PATHS: &str = "    client_body_temp_path logs/body;\n    proxy_temp_path logs/proxy;\n    fastcgi_temp_path logs/fastcgi;\n    uwsgi_temp_path logs/uwsgi;\n    scgi_temp_path logs/scgi;\n";
 
 /// A response as the tests need it.
 #[derive(Debug)]
@@ -222,7 +282,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -249,12 +312,20 @@ fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
         })
         .collect();
     let body = r.into_string().expect("body");
-    Resp { status, body, headers }
+    Resp {
+        status,
+        body,
+        headers,
+    }
 }
 
 /// `GET http://127.0.0.1:PORT PATH` on a new connection.
 pub fn get(port: u16, path: &str) -> Resp {
-    into_resp(agent().get(&format!("http://127.0.0.1:{port}{path}")).call())
+    into_resp(
+        agent()
+            .get(&format!("http://127.0.0.1:{port}{path}"))
+            .call(),
+    )
 }
 
 /// `GET` with extra headers.
@@ -268,7 +339,11 @@ pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// `POST` with a body.
 pub fn post(port: u16, path: &str, body: &[u8]) -> Resp {
-    into_resp(agent().post(&format!("http://127.0.0.1:{port}{path}")).send_bytes(body))
+    into_resp(
+        agent()
+            .post(&format!("http://127.0.0.1:{port}{path}"))
+            .send_bytes(body),
+    )
 }
 
 /// A backend that accepts connections, reads what arrives, and closes

@@ -2,18 +2,30 @@
 //! directions: nothing buffers a whole request or response.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::http::access::Record;
-use crate::http::pool::Release;
+use crate::http::pool::{IoTimers, Release};
 
-/// The body sent to an upstream.
+/// The body sent to an upstream. A client body tells the connection's
+/// timers when it has been handed over entirely, which starts the wait for
+/// the upstream's answer (`proxy_read_timeout`).
 pub enum ReqBody {
     Empty,
-    Client(Incoming),
+    Client(Incoming, Option<Arc<IoTimers>>),
+}
+
+impl ReqBody {
+    /// Tells the timers, once, that the whole body was handed over.
+    fn sent(timers: &mut Option<Arc<IoTimers>>) {
+        if let Some(t) = timers.take() {
+            t.request_sent();
+        }
+    }
 }
 
 impl Body for ReqBody {
@@ -26,21 +38,37 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Client(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Client(b, timers) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => ReqBody::sent(timers),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => ReqBody::sent(timers),
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
-            ReqBody::Client(b) => b.is_end_stream(),
+            ReqBody::Client(b, timers) => {
+                let end = b.is_end_stream();
+                if end {
+                    if let Some(t) = timers {
+                        t.request_sent();
+                    }
+                }
+                end
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Client(b) => b.size_hint(),
+            ReqBody::Client(b, _) => b.size_hint(),
         }
     }
 }

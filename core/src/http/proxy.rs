@@ -20,7 +20,7 @@ use waypost_module_api::{
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{ReqBody, RespBody};
-use crate::http::pool::{self, Conn, ConnectError, Release};
+use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
 use crate::http::response::{error_page, server_header};
 use crate::log::{self, Level};
 use crate::runtime::{Location, Proxy, Server};
@@ -78,12 +78,14 @@ struct Failure {
     message: String,
 }
 
-/// nginx's final status for a failure type (`ngx_http_upstream_next`):
-/// an exact match, so a non-idempotent http_500 becomes 502.
+/// nginx's final status for a failure type (`ngx_http_upstream_next`),
+/// decided before the non-idempotent flag is added: a POST that timed out
+/// after it was sent still answers 504.
 fn final_status(ft: u32) -> u16 {
-    match ft {
+    match ft & !NextUpstream::NON_IDEMPOTENT {
         NextUpstream::TIMEOUT | NextUpstream::HTTP_504 => 504,
         NextUpstream::HTTP_500 => 500,
+        NextUpstream::HTTP_503 => 503,
         NextUpstream::HTTP_403 => 403,
         NextUpstream::HTTP_404 => 404,
         NextUpstream::HTTP_429 => 429,
@@ -225,19 +227,65 @@ fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
     headers
 }
 
+/// The upstream request's head, kept for another try while one is possible.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: Option<HeaderMap>,
+}
+
+impl Head {
+    /// The request for one try; `keep` keeps the headers for another.
+    fn request(&mut self, body: ReqBody, keep: bool) -> Request<ReqBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            self.headers.take()
+        }
+        .unwrap_or_default();
+        req
+    }
+}
+
+fn timed_out_failure(while_: &str) -> Failure {
+    Failure {
+        ft: NextUpstream::TIMEOUT,
+        sent: true,
+        message: format!("upstream timed out (110: Connection timed out) while {while_}"),
+    }
+}
+
 /// Sends one request to peer `i` and waits for the response head.
+///
+/// `body` is taken only once a connection is there: if connecting fails,
+/// or hyper hands the request back unsent, the body stays for the next
+/// try (nginx retries even a POST that never left).
 async fn attempt(
     up: &Upstream,
     i: usize,
-    mut req: Request<ReqBody>,
     p: &Proxy,
+    head: &mut Head,
+    keep_head: bool,
+    body: &mut Option<ReqBody>,
 ) -> Result<(Response<Incoming>, Conn), Failure> {
+    let timeouts = Timeouts {
+        connect: p.connect_timeout,
+        send: p.send_timeout,
+        read: p.read_timeout,
+    };
     loop {
-        let mut conn = pool::checkout(up, i, p.connect_timeout).await.map_err(|e| match e {
+        let mut conn = pool::checkout(up, i, timeouts).await.map_err(|e| match e {
             ConnectError::Timeout => Failure {
                 ft: NextUpstream::TIMEOUT,
                 sent: false,
-                message: "upstream timed out (110: Connection timed out) while connecting to upstream".into(),
+                message:
+                    "upstream timed out (110: Connection timed out) while connecting to upstream"
+                        .into(),
             },
             ConnectError::Io(e) => Failure {
                 ft: NextUpstream::ERROR,
@@ -255,43 +303,76 @@ async fn attempt(
             },
         })?;
         let reused = conn.reused;
-        let sending = conn.sender.try_send_request(req);
-        match tokio::time::timeout(p.read_timeout, sending).await {
-            Err(_) => {
-                return Err(Failure {
-                    ft: NextUpstream::TIMEOUT,
-                    sent: true,
-                    message: "upstream timed out (110: Connection timed out) while reading response header from upstream".into(),
-                })
-            }
-            Ok(Ok(resp)) => return Ok((resp, conn)),
-            Ok(Err(mut e)) => {
-                // An idle keepalive connection the upstream closed: the
-                // request never left, so try a fresh connection without
-                // counting a try (nginx gives the attempt back).
-                if reused {
-                    if let Some(back) = e.take_message() {
-                        req = back;
+        let mut req_body = body.take().unwrap_or(ReqBody::Empty);
+        match &mut req_body {
+            ReqBody::Empty => conn.timers.request_sent(),
+            ReqBody::Client(_, timers) => *timers = Some(conn.timers.clone()),
+        }
+        let req = head.request(req_body, keep_head);
+        match conn.sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(mut e) => {
+                if let Some(back) = e.take_message() {
+                    // The request never left: keep its head and body.
+                    let (parts, mut back_body) = back.into_parts();
+                    if let ReqBody::Client(_, timers) = &mut back_body {
+                        *timers = None;
+                    }
+                    if head.headers.is_none() {
+                        head.headers = Some(parts.headers);
+                    }
+                    if !matches!(back_body, ReqBody::Empty) {
+                        *body = Some(back_body);
+                    }
+                    // An idle keepalive connection the upstream closed:
+                    // try a fresh connection without counting a try
+                    // (nginx gives the attempt back).
+                    if reused {
                         continue;
                     }
+                    return Err(Failure {
+                        ft: NextUpstream::ERROR,
+                        sent: false,
+                        message: "upstream prematurely closed connection while sending request to upstream".into(),
+                    });
                 }
                 let e = e.into_error();
-                return Err(if e.is_parse() || e.is_parse_status() {
-                    Failure {
+                return Err(match Timeout::of(&e) {
+                    Some(Timeout::Read) => timed_out_failure("reading response header from upstream"),
+                    Some(Timeout::Send) => timed_out_failure("sending request to upstream"),
+                    None if e.is_parse() || e.is_parse_status() => Failure {
                         ft: NextUpstream::INVALID_HEADER,
                         sent: true,
                         message: "upstream sent invalid header while reading response header from upstream".into(),
-                    }
-                } else {
-                    Failure {
+                    },
+                    None => Failure {
                         ft: NextUpstream::ERROR,
                         sent: true,
-                        message: "upstream prematurely closed connection while reading response header from upstream".into(),
-                    }
+                        message: match io_error(&e) {
+                            Some(io) if !e.is_incomplete_message() => format!(
+                                "recv() failed ({}: {}) while reading response header from upstream",
+                                io.raw_os_error().unwrap_or(0),
+                                strerror(io)
+                            ),
+                            _ => "upstream prematurely closed connection while reading response header from upstream".into(),
+                        },
+                    },
                 });
             }
         }
     }
+}
+
+/// The OS error behind a hyper error, if any.
+fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error().is_some().then_some(io);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Response headers that are the proxy's own business, not the upstream's.
@@ -324,7 +405,7 @@ pub async fn run(
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
     // Send); the upstream request head is built from the same variables.
-    let prepared: Result<HeaderMap, Response<RespBody>> = (|| {
+    let prepared: Result<HeaderMap, Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
             client: cx.client,
@@ -376,7 +457,7 @@ pub async fn run(
                     }
                 }
                 server_header(&mut resp);
-                return Err(resp);
+                return Err(Box::new(resp));
             }
             InitPeerResult::Error(msg) => {
                 log::write(
@@ -384,27 +465,34 @@ pub async fn run(
                     Some(cx.conn),
                     &format!("{}{}", msg, context(cx, &parts, &up.name)),
                 );
-                return Err(error_page(502));
+                return Err(Box::new(error_page(502)));
             }
         }
         Ok(upstream_headers(&parts, p, &hook_cx.vars))
     })();
-    let mut headers = match prepared {
-        Ok(h) => Some(h),
-        Err(resp) => return resp,
+    let headers = match prepared {
+        Ok(h) => h,
+        Err(resp) => return *resp,
     };
     let mut tried = tried;
     let started = Instant::now();
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
     let body_empty = body.is_end_stream();
-    let mut body = Some(body);
+    // The client's body, until a try takes it: it streams, so only a try
+    // that never sent it can hand it on to the next.
+    let mut body = (!body_empty).then_some(ReqBody::Client(body, None));
     let mut tries_left = p.tries;
     let uri = upstream_uri(&parts, p, location);
-    let version = if p.http11 {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
+    let mut head = Head {
+        method: parts.method.clone(),
+        uri: uri.clone(),
+        version: if p.http11 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        },
+        headers: Some(headers),
     };
 
     loop {
@@ -415,6 +503,7 @@ pub async fn run(
             GetResult::Busy => {
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_addr, &up.name);
+                    push_list(&mut r.upstream_status, "502");
                 }
                 log::write(
                     Level::Error,
@@ -441,30 +530,9 @@ pub async fn run(
             push_list(&mut r.upstream_addr, &up.addrs[i].to_string());
         }
 
-        let req_body = if body_empty {
-            ReqBody::Empty
-        } else {
-            match body.take() {
-                Some(b) => ReqBody::Client(b),
-                // The streamed body went to an earlier try; the retry rules
-                // below never let us get here.
-                None => return error_page(502),
-            }
-        };
-        let mut req = Request::new(req_body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.version_mut() = version;
-        // The head is kept for a retry only while one is possible.
-        *req.headers_mut() = if tries_left > 1 {
-            headers.clone()
-        } else {
-            headers.take()
-        }
-        .unwrap_or_default();
-
         let try_started = Instant::now();
-        let result = attempt(up, i, req, p).await;
+        // The head is kept for a retry only while one is possible.
+        let result = attempt(up, i, p, &mut head, tries_left > 1, &mut body).await;
         let now = now_secs();
         let timed_out =
             !p.next_upstream_timeout.is_zero() && started.elapsed() >= p.next_upstream_timeout;
@@ -478,12 +546,14 @@ pub async fn run(
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
                     // only with tries left, a body that can be sent again
-                    // and time left.
-                    if tries_left > 1 && allows(p.next_upstream, bit) && body_empty && !timed_out {
-                        let mut ft = bit;
-                        if non_idempotent {
-                            ft |= NextUpstream::NON_IDEMPOTENT;
-                        }
+                    // and time left; a POST also needs non_idempotent.
+                    // Otherwise the upstream's response is passed on.
+                    let mask = if non_idempotent {
+                        bit | NextUpstream::NON_IDEMPOTENT
+                    } else {
+                        bit
+                    };
+                    if tries_left > 1 && allows(p.next_upstream, mask) && body_empty && !timed_out {
                         let try_state = if status == 403 || status == 404 {
                             TryState::Next
                         } else {
@@ -501,8 +571,8 @@ pub async fn run(
                             &mut tries_left,
                         );
                         drop(resp);
-                        if tries_left == 0 || !allows(p.next_upstream, ft) {
-                            return error_page(final_status(ft));
+                        if tries_left == 0 || head.headers.is_none() {
+                            return error_page(final_status(bit));
                         }
                         continue;
                     }
@@ -531,19 +601,13 @@ pub async fn run(
                 return resp;
             }
             Err(failure) => {
+                let status = final_status(failure.ft);
                 let mut ft = failure.ft;
                 if failure.sent && non_idempotent {
                     ft |= NextUpstream::NON_IDEMPOTENT;
                 }
                 if let Some(r) = record.as_deref_mut() {
-                    push_list(
-                        &mut r.upstream_status,
-                        if ft & NextUpstream::TIMEOUT != 0 {
-                            "504"
-                        } else {
-                            "502"
-                        },
-                    );
+                    push_list(&mut r.upstream_status, &status.to_string());
                 }
                 log::write(
                     Level::Error,
@@ -565,9 +629,15 @@ pub async fn run(
                     now,
                     &mut tries_left,
                 );
-                let body_gone = failure.sent && !body_empty;
-                if tries_left == 0 || !allows(p.next_upstream, ft) || body_gone || timed_out {
-                    return error_page(final_status(ft));
+                // The streamed body went to this try and cannot be sent again.
+                let body_gone = !body_empty && body.is_none();
+                if tries_left == 0
+                    || !allows(p.next_upstream, ft)
+                    || body_gone
+                    || timed_out
+                    || head.headers.is_none()
+                {
+                    return error_page(status);
                 }
             }
         }

@@ -575,7 +575,6 @@ const _: fn() = || {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
 
     /// The round_robin module, built by `cargo build -p waypost-round-robin`.
     fn rr_so() -> PathBuf {
@@ -593,27 +592,22 @@ mod tests {
         path
     }
 
-    /// The fixture library claiming ABI 2, built on first use.
+    /// The fixture library claiming ABI 2 (`tests/fixtures/abi2_module`, a
+    /// workspace member), built by `cargo build --workspace`.
     fn abi2_so() -> PathBuf {
-        if let Some(path) = std::env::var_os("WAYPOST_TEST_ABI2_SO") {
-            return PathBuf::from(path);
-        }
-        let target = std::env::temp_dir().join("abi2target");
-        let so = target.join("debug/libwaypost_abi2_fixture.so");
-        if !so.is_file() {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/abi2_module/Cargo.toml");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .arg("build")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .env("CARGO_TARGET_DIR", &target)
-                .status()
-                .expect("run cargo to build the abi2 fixture");
-            assert!(status.success(), "building {} failed", manifest.display());
-        }
-        so
+        let path = match std::env::var_os("WAYPOST_TEST_ABI2_SO") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/libabi2_fixture.so")
+            }
+        };
+        assert!(
+            path.is_file(),
+            "{} is missing: run `cargo build --workspace` first, \
+             or point WAYPOST_TEST_ABI2_SO at the fixture",
+            path.display()
+        );
+        path
     }
 
     /// An empty scratch directory for one test.

@@ -44,7 +44,10 @@ struct TemplateBuilder {
     templates: Vec<crate::vars::Template>,
 }
 
-extern "C" fn host_compile(builder: *mut std::ffi::c_void, text: RStr<'_>) -> RResult<u32, abi_stable::std_types::RString> {
+extern "C" fn host_compile(
+    builder: *mut std::ffi::c_void,
+    text: RStr<'_>,
+) -> RResult<u32, abi_stable::std_types::RString> {
     // SAFETY: builder is the TemplateBuilder that `upstream` passes for the
     // duration of this init_upstream call, and nothing else touches it then.
     let builder = unsafe { &mut *(builder as *mut TemplateBuilder) };
@@ -134,7 +137,9 @@ fn upstream(
             line: d.loc.line,
         })
         .collect();
-    let mut templates = TemplateBuilder { templates: Vec::new() };
+    let mut templates = TemplateBuilder {
+        templates: Vec::new(),
+    };
     let args = InitUpstreamArgs {
         upstream: RStr::from_str(&up.name),
         file: RStr::from_str(&file),
@@ -236,7 +241,7 @@ fn server(
             access_log,
         });
     }
-    prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     Ok(Server {
         name: s.names.first().cloned().unwrap_or_default(),
         ret: s.ret.as_ref().map(reply),
