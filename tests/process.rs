@@ -21,7 +21,10 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn signal(server: &Server, name: &str) -> std::process::Output {
-    run_waypost(&server.dir, &["-c", &server.conf.display().to_string(), "-s", name])
+    run_waypost(
+        &server.dir,
+        &["-c", &server.conf.display().to_string(), "-s", name],
+    )
 }
 
 #[test]
@@ -31,7 +34,11 @@ fn reload_through_pid_file_swaps_config() {
     assert_eq!(get(port, "/").body, "one");
     std::fs::write(&server.conf, conf(port, "two")).expect("rewrite conf");
     let out = signal(&server, "reload");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually("the new config answers", || get(port, "/").body == "two");
     assert!(server.read("logs/error.log").contains("reconfiguring"));
 }
@@ -47,12 +54,19 @@ fn reload_with_bad_config_keeps_serving_and_logs_the_error() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("[emerg] unknown directive \"nosuch_directive\" in {}:5", server.conf.display())),
+        stderr.contains(&format!(
+            "[emerg] unknown directive \"nosuch_directive\" in {}:5",
+            server.conf.display()
+        )),
         "{stderr}"
     );
     // A raw SIGHUP reaches the process, which refuses the config and logs why.
     server.signal(libc::SIGHUP);
-    eventually("the error is logged", || server.read("logs/error.log").contains("unknown directive \"nosuch_directive\""));
+    eventually("the error is logged", || {
+        server
+            .read("logs/error.log")
+            .contains("unknown directive \"nosuch_directive\"")
+    });
     assert_eq!(get(port, "/").body, "good");
 }
 
@@ -62,7 +76,11 @@ fn reopen_starts_a_new_access_log() {
     let server = Server::waypost(&conf(port, "x"), &[port]);
     get(port, "/first");
     server.wait_lines("logs/access.log", 1);
-    std::fs::rename(server.dir.path.join("logs/access.log"), server.dir.path.join("logs/access.log.1")).expect("rotate");
+    std::fs::rename(
+        server.dir.path.join("logs/access.log"),
+        server.dir.path.join("logs/access.log.1"),
+    )
+    .expect("rotate");
     let out = signal(&server, "reopen");
     assert!(out.status.success());
     // Lines written after the reopen land in a new file; the reopen is
