@@ -23,7 +23,7 @@ use crate::http::body::{ReqBody, RespBody};
 use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
 use crate::http::response::{error_page, server_header};
 use crate::log::{self, Level};
-use crate::runtime::{Location, Proxy, Server};
+use crate::runtime::{HeaderSource, Location, Proxy, Server};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
@@ -209,18 +209,20 @@ fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
         }
     }
     let mut buf = String::new();
-    for (name, template) in &p.headers {
-        let value = match template.as_literal() {
-            Some(text) => text,
-            None => {
+    for (name, source) in &p.headers {
+        match source {
+            HeaderSource::Fixed(None) => {}
+            HeaderSource::Fixed(Some(value)) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            HeaderSource::Template(template) => {
                 buf.clear();
                 template.eval_into(vars, &mut buf);
-                &buf
-            }
-        };
-        if !value.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name.clone(), v);
+                if !buf.is_empty() {
+                    if let Ok(v) = HeaderValue::from_str(&buf) {
+                        headers.insert(name.clone(), v);
+                    }
+                }
             }
         }
     }

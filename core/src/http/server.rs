@@ -267,8 +267,12 @@ async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Respo
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
         return error_page(500);
     };
-    let host = crate::vars::host_of(req.uri(), req.headers());
-    let server = group.server(host.as_deref());
+    // Most listening addresses have one server: no Host to look at then.
+    let server = if group.servers.len() == 1 {
+        &group.servers[0]
+    } else {
+        group.server(crate::vars::host_of(req.uri(), req.headers()).as_deref())
+    };
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let close = requests >= server.keepalive_requests;
 

@@ -275,9 +275,21 @@ fn proxy(
     for (name, value) in set {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| ConfError::bare(format!("invalid header name \"{name}\"")))?;
+        // `$proxy_host` is known now; with it substituted most values are
+        // fixed and cost nothing per request.
+        let value = value
+            .replace("$proxy_host", &p.host)
+            .replace("${proxy_host}", &p.host);
         let template = crate::vars::Template::compile(&value)
             .map_err(|v| ConfError::bare(format!("unknown \"{v}\" variable")))?;
-        headers.push((name, template));
+        let source = match template.as_literal() {
+            Some("") => HeaderSource::Fixed(None),
+            Some(text) => HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
+                ConfError::bare(format!("invalid value \"{text}\" of header \"{name}\""))
+            })?)),
+            None => HeaderSource::Template(template),
+        };
+        headers.push((name, source));
     }
     let upstream = upstreams[p.upstream].clone();
     let mut tries = upstream.tries;

@@ -114,6 +114,13 @@ pub struct Reply {
     pub location: Option<HeaderValue>,
 }
 
+/// A `proxy_set_header` value: fixed at config load when it has no
+/// variable (`None`: the header is removed), else evaluated per request.
+pub enum HeaderSource {
+    Fixed(Option<HeaderValue>),
+    Template(Template),
+}
+
 pub struct Proxy {
     pub upstream: Arc<Upstream>,
     /// `$proxy_host`
@@ -121,7 +128,7 @@ pub struct Proxy {
     /// `proxy_pass http://u/uri`: the matched prefix is replaced by `uri`.
     pub uri: Option<String>,
     /// Headers set on the upstream request; an empty value removes one.
-    pub headers: Vec<(HeaderName, Template)>,
+    pub headers: Vec<(HeaderName, HeaderSource)>,
     pub http11: bool,
     pub next_upstream: NextUpstream,
     pub tries: u32,
