@@ -159,3 +159,67 @@ fn module_of_another_abi_is_refused_in_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{emerg}\n"));
 }
+
+/// The `panicky` fixture behind a proxy on the first port, with one
+/// backend answering "good" on the second.
+fn fixture_proxy() -> (Server, u16) {
+    let so = fixture("libpanicky_module.so");
+    let [proxy, good] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let conf = format!(
+        "load_module {so};\n\
+         worker_processes 1;\n\
+         error_log logs/error.log;\n\
+         events {{}}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   upstream p {{ panicky; server 127.0.0.1:{good}; }}\n\
+         \x20   server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass http://p; }} }}\n\
+         \x20   server {{ listen 127.0.0.1:{good}; location / {{ return 200 \"good\\n\"; }} }}\n\
+         }}\n",
+        so = so.display()
+    );
+    (Server::waypost(&conf, &[proxy, good]), proxy)
+}
+
+#[test]
+fn init_peer_rejection_answers_with_its_status_headers_and_body() {
+    let (_wp, proxy) = fixture_proxy();
+    let r = get(proxy, "/?reject=1");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body, "{\"message\":\"slow down\"}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+#[test]
+fn init_peer_delay_holds_the_request_without_blocking_the_worker() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let (_wp, proxy) = fixture_proxy();
+    // The delayed request goes out first, whole, on its own connection.
+    let started = Instant::now();
+    let mut delayed = std::net::TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
+    delayed
+        .write_all(b"GET /?delay=700 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    // With one worker thread, a request sent while the other waits is
+    // answered at once: the delay is a timer, not a blocked thread.
+    let plain_started = Instant::now();
+    let r = get(proxy, "/");
+    let plain = plain_started.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        plain < Duration::from_millis(500),
+        "a plain request took {plain:?} behind a delayed one"
+    );
+    let mut answer = String::new();
+    delayed.read_to_string(&mut answer).expect("read");
+    let slow = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        slow >= Duration::from_millis(700),
+        "answered after {slow:?}"
+    );
+}

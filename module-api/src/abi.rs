@@ -19,7 +19,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RSlice, RStr, RString},
+    std_types::{RResult, RSlice, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
 
@@ -337,6 +337,8 @@ pub struct Rejection {
     pub content_type: RString,
     /// Response body.
     pub body: RString,
+    /// Extra response headers, name and value.
+    pub headers: RVec<Tuple2<RString, RString>>,
 }
 
 /// Result of `init_peer`.
@@ -345,6 +347,9 @@ pub struct Rejection {
 pub enum InitPeerResult {
     /// State was written into the storage; proceed to `get`.
     Ready,
+    /// State was written; wait this many milliseconds, then proceed to
+    /// `get` (a rate limiter's delay). The wait never blocks a thread.
+    Delay(u64),
     /// Answer the client now; storage is untouched.
     Reject(Rejection),
     /// The hook panicked or failed; the message names why. The core logs it

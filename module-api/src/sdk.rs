@@ -92,6 +92,29 @@ pub trait Balancer: Send + Sync + 'static {
         peers: &Peers<'_>,
     ) -> Result<Self::Request, Rejection>;
 
+    /// How long to hold the request before its first try, decided in
+    /// `init_peer` (a rate limiter's delay). The default is no delay.
+    ///
+    /// ```
+    /// # use waypost_module_api::prelude::*;
+    /// # use std::time::Duration;
+    /// struct Slow;
+    /// impl Balancer for Slow {
+    ///     type Request = Duration;
+    ///     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<Duration, Rejection> {
+    ///         Ok(Duration::from_millis(100))
+    ///     }
+    ///     fn delay(&self, wait: &Duration) -> Duration { *wait }
+    ///     fn get(&self, _: &mut Duration, peers: &Peers<'_>) -> Option<usize> {
+    ///         (0..peers.len()).find(|&i| peers.is_eligible(i))
+    ///     }
+    /// }
+    /// ```
+    fn delay(&self, state: &Self::Request) -> std::time::Duration {
+        let _ = state;
+        std::time::Duration::ZERO
+    }
+
     /// Once per try: the index of the peer to use, or `None` when no peer is
     /// available (the core answers 502 and logs "no live upstreams").
     fn get(&self, state: &mut Self::Request, peers: &Peers<'_>) -> Option<usize>;
@@ -121,7 +144,22 @@ impl Rejection {
             status,
             content_type: RString::from(content_type),
             body: RString::from(body),
+            headers: abi_stable::std_types::RVec::new(),
         }
+    }
+
+    /// Adds a response header.
+    ///
+    /// ```
+    /// let r = waypost_module_api::Rejection::new(429, "", "").with_header("Retry-After", "1");
+    /// assert_eq!(r.headers.len(), 1);
+    /// ```
+    pub fn with_header(mut self, name: &str, value: &str) -> Rejection {
+        self.headers.push(abi_stable::std_types::Tuple2(
+            RString::from(name),
+            RString::from(value),
+        ));
+        self
     }
 }
 
@@ -580,12 +618,18 @@ impl<M: Module> Shims<M> {
         let result = barrier(|| upstream.init_peer(&Request::new(request), &Peers::new(peers)));
         match result {
             Ok(Ok(state)) => {
+                let delay =
+                    catch_unwind(AssertUnwindSafe(|| upstream.delay(&state))).unwrap_or_default();
                 if inline::<<M::Upstream as Balancer>::Request>() {
                     std::ptr::write(storage as *mut _, state);
                 } else {
                     std::ptr::write(storage as *mut *mut _, Box::into_raw(Box::new(state)));
                 }
-                InitPeerResult::Ready
+                if delay.is_zero() {
+                    InitPeerResult::Ready
+                } else {
+                    InitPeerResult::Delay(delay.as_millis().min(u128::from(u64::MAX)) as u64)
+                }
             }
             Ok(Err(rejection)) => InitPeerResult::Reject(rejection),
             Err(caught) => InitPeerResult::Error(panicked(M::NAME, "init_peer", &caught)),

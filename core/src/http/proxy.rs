@@ -407,7 +407,7 @@ pub async fn run(
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
     // Send); the upstream request head is built from the same variables.
-    let prepared: Result<HeaderMap, Box<Response<RespBody>>> = (|| {
+    let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
             client: cx.client,
@@ -447,8 +447,9 @@ pub async fn run(
             eval: hook_eval,
         };
 
-        match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
-            InitPeerResult::Ready => {}
+        let delay_ms = match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
+            InitPeerResult::Ready => 0,
+            InitPeerResult::Delay(ms) => ms,
             InitPeerResult::Reject(r) => {
                 let mut resp = Response::new(RespBody::full(r.body.into_string()));
                 *resp.status_mut() = http::StatusCode::from_u16(r.status)
@@ -456,6 +457,14 @@ pub async fn run(
                 if !r.content_type.is_empty() {
                     if let Ok(v) = HeaderValue::from_str(r.content_type.as_str()) {
                         resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                    }
+                }
+                for h in &r.headers {
+                    if let (Ok(n), Ok(v)) = (
+                        header::HeaderName::from_bytes(h.0.as_bytes()),
+                        HeaderValue::from_str(h.1.as_str()),
+                    ) {
+                        resp.headers_mut().append(n, v);
                     }
                 }
                 server_header(&mut resp);
@@ -469,11 +478,17 @@ pub async fn run(
                 );
                 return Err(Box::new(error_page(502)));
             }
-        }
-        Ok(upstream_headers(&parts, p, &hook_cx.vars))
+        };
+        Ok((upstream_headers(&parts, p, &hook_cx.vars), delay_ms))
     })();
     let headers = match prepared {
-        Ok(h) => h,
+        Ok((h, 0)) => h,
+        Ok((h, delay_ms)) => {
+            // A module's delay (limit_req): the request waits on a timer;
+            // if the client goes away meanwhile, hyper drops this future.
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            h
+        }
         Err(resp) => return *resp,
     };
     let mut tried = tried;
