@@ -31,7 +31,9 @@ static GLOBAL: Counting = Counting;
 const N: usize = 1_000_000;
 
 fn keys() -> Vec<String> {
-    (0..4096).map(|i| format!("/item/{i}?user={}", i * 7919)).collect()
+    (0..4096)
+        .map(|i| format!("/item/{i}?user={}", i * 7919))
+        .collect()
 }
 
 fn report(name: &str, peers: usize, f: impl FnMut(usize) -> usize) {
@@ -48,7 +50,9 @@ fn report(name: &str, peers: usize, f: impl FnMut(usize) -> usize) {
     let ns = t.elapsed().as_nanos() as f64 / N as f64;
     let allocs = ALLOCS.load(Ordering::Relaxed) - allocs;
     black_box(sink);
-    println!("{name:<28} {peers:>5} peers  {ns:>7.1} ns/request  {allocs} allocations in {N} requests");
+    println!(
+        "{name:<28} {peers:>5} peers  {ns:>7.1} ns/request  {allocs} allocations in {N} requests"
+    );
 }
 
 fn weights(n: usize) -> Vec<u32> {
@@ -62,7 +66,9 @@ fn main() {
         let view = set.view();
 
         let rr = SmoothWeights::new(set.configs(), 1);
-        report("round robin", n, |_| rr.pick_with_backup(&view).unwrap_or(0));
+        report("round robin", n, |_| {
+            rr.pick_with_backup(&view).unwrap_or(0)
+        });
 
         let hash = HashBalancer::new(Method::Hash { key: Template(0) }, set.configs(), 1);
         report("hash", n, |i| {
@@ -71,7 +77,14 @@ fn main() {
         });
 
         let ring = Ring::build(set.configs());
-        let chash = HashBalancer::new(Method::Consistent { key: Template(0), ring }, set.configs(), 1);
+        let chash = HashBalancer::new(
+            Method::Consistent {
+                key: Template(0),
+                ring,
+            },
+            set.configs(),
+            1,
+        );
         report("hash consistent", n, |i| {
             let mut s = chash.start(&keys[i % keys.len()], &[]);
             chash.get(&mut s, &view).unwrap_or(0)
@@ -94,5 +107,7 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64() * 1000.0);
         points = ring.len();
     }
-    println!("ring build: 1000 servers of weight 1 to 10 ({points} points) in {best:.1} ms (best of 5)");
+    println!(
+        "ring build: 1000 servers of weight 1 to 10 ({points} points) in {best:.1} ms (best of 5)"
+    );
 }
