@@ -186,6 +186,10 @@ pub struct ModuleInfo {
     pub name: RStr<'static>,
     /// The directives the module owns.
     pub directives: RSlice<'static, DirectiveSpec>,
+    /// Variables a filter module sets per request (`limit_req_status`),
+    /// usable in `log_format`; the first one is what
+    /// [`FilterResult::variable`] carries.
+    pub variables: RSlice<'static, RStr<'static>>,
 }
 
 /// One occurrence of a module directive in an upstream block.
@@ -502,6 +506,101 @@ pub struct UpstreamObject {
     pub vtable: &'static BalancerVTable,
 }
 
+/// Where a filter module's directives apply.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// A `location` block (with what it inherits from server and http).
+    Location,
+    /// An `upstream` block: applies to requests proxied to it.
+    Upstream,
+}
+
+/// One scope of a filter: the module's directives in effect there, after
+/// nginx's inheritance (a level without a directive takes its parent's).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct ScopeArgs<'a> {
+    /// Location or upstream.
+    pub kind: ScopeKind,
+    /// The location's path or the upstream's name.
+    pub name: RStr<'a>,
+    /// The module's directives in effect, in order.
+    pub directives: RSlice<'a, DirectiveArgs<'a>>,
+}
+
+/// What `init_filter` receives: the module's whole configuration.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct InitFilterArgs<'a> {
+    /// The module's directives written at `http` level (zones, defaults).
+    pub http: RSlice<'a, DirectiveArgs<'a>>,
+    /// Every location and upstream, in config order; `check` names them by
+    /// index.
+    pub scopes: RSlice<'a, ScopeArgs<'a>>,
+    /// The filter object of the configuration being replaced, built by this
+    /// same library, or null. A module hands its state over from it (rate
+    /// limiter counters survive a reload).
+    pub previous: *const c_void,
+    /// Worker threads calling `check`.
+    pub workers: u32,
+    /// Core services.
+    pub host: HostApi,
+    /// The core's template builder, for `compile`.
+    pub builder: *mut c_void,
+    /// Compiles a template, as in [`InitUpstreamArgs::compile`].
+    pub compile: extern "C" fn(builder: *mut c_void, text: RStr<'_>) -> RResult<u32, RString>,
+}
+
+/// What a filter decides for a request.
+#[repr(C, u8)]
+#[derive(StableAbi, Debug)]
+pub enum FilterAction {
+    /// Go on.
+    Pass,
+    /// Go on after this many milliseconds (a timer; no thread waits).
+    Delay(u64),
+    /// Answer the client with this instead.
+    Reject(Rejection),
+    /// The hook panicked or failed: the core logs it and answers 500.
+    Error(RString),
+}
+
+/// A filter's decision and the value of its variable for this request.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct FilterResult {
+    /// What to do.
+    pub action: FilterAction,
+    /// The value of the module's first declared variable (`PASSED`); empty
+    /// when the filter did not apply.
+    pub variable: RStr<'static>,
+}
+
+/// Hooks of a filter object.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FilterVTable {
+    /// Once per request in a scope where the module's directives apply.
+    pub check: unsafe extern "C" fn(
+        this: *const c_void,
+        scope: u32,
+        request: &RequestView<'_>,
+    ) -> FilterResult,
+    /// Drops the object when the last request of its configuration ends.
+    pub drop_filter: unsafe extern "C" fn(this: *mut c_void),
+}
+
+/// A filter module's object for one configuration.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FilterObject {
+    /// The module's state, opaque to the core.
+    pub this: *mut c_void,
+    /// The hooks.
+    pub vtable: &'static FilterVTable,
+}
+
 /// The root module every library exports, checked by abi_stable on load.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -517,6 +616,10 @@ pub struct Module {
     #[sabi(last_prefix_field)]
     pub init_upstream:
         extern "C" fn(args: &InitUpstreamArgs<'_>) -> RResult<UpstreamObject, ConfigError>,
+    /// Once per configuration for a filter module (rate limiting), with
+    /// all of its directives; `None` for a balancer.
+    pub init_filter:
+        Option<extern "C" fn(args: &InitFilterArgs<'_>) -> RResult<FilterObject, ConfigError>>,
 }
 
 impl RootModule for ModuleRef {

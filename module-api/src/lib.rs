@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod filter;
 pub mod sdk;
 pub mod testing;
 pub mod wrr;
@@ -50,10 +51,11 @@ pub mod wrr;
 pub use abi_stable;
 
 pub use abi::{
-    BalancerVTable, ConfigError, Contexts, DirectiveArgs, DirectiveSpec, FreeAction, GetResult,
-    HostApi, InitPeerResult, InitUpstreamArgs, LogLevel, Module as RootModuleV1, ModuleInfo,
-    ModuleRef, PeerConfig, PeerLive, PeerStorage, PeersView, Rejection, RequestView, ServerParams,
-    TryOutcome, TryState, UpstreamObject, ABI_VERSION, ABI_VERSION_SYMBOL,
+    BalancerVTable, ConfigError, Contexts, DirectiveArgs, DirectiveSpec, FilterAction,
+    FilterObject, FilterResult, FilterVTable, FreeAction, GetResult, HostApi, InitFilterArgs,
+    InitPeerResult, InitUpstreamArgs, LogLevel, Module as RootModuleV1, ModuleInfo, ModuleRef,
+    PeerConfig, PeerLive, PeerStorage, PeersView, Rejection, RequestView, ScopeArgs, ScopeKind,
+    ServerParams, TryOutcome, TryState, UpstreamObject, ABI_VERSION, ABI_VERSION_SYMBOL,
 };
 pub use sdk::{Balancer, Directive, Module, Peers, Request, Template, UpstreamConfig};
 

@@ -259,6 +259,10 @@ pub struct Directive<'a> {
 }
 
 impl<'a> Directive<'a> {
+    pub(crate) fn from_raw(raw: &'a DirectiveArgs<'a>) -> Self {
+        Directive { raw }
+    }
+
     /// The directive name.
     pub fn name(&self) -> &'a str {
         self.raw.name.as_str()
@@ -460,7 +464,7 @@ impl<'a> Peers<'a> {
     }
 }
 
-static HOST: OnceLock<HostApi> = OnceLock::new();
+pub(crate) static HOST: OnceLock<HostApi> = OnceLock::new();
 
 /// Writes a line to the proxy's error log, tagged with the module's name.
 ///
@@ -478,7 +482,7 @@ pub fn log<M: ?Sized>(level: LogLevel, message: &str) {
     }
 }
 
-fn log_named(level: LogLevel, module: &str, message: &str) {
+pub(crate) fn log_named(level: LogLevel, module: &str, message: &str) {
     if let Some(host) = HOST.get() {
         (host.log)(level, RStr::from_str(module), RStr::from_str(message));
     }
@@ -495,7 +499,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// A panic caught at the barrier: its payload and where it happened.
-struct Caught {
+pub(crate) struct Caught {
     payload: Box<dyn Any + Send>,
     at: Option<String>,
 }
@@ -511,7 +515,7 @@ thread_local! {
 /// behind the barrier is reported in the proxy's error log (one line, with
 /// its location), not printed with a backtrace on stderr on every request.
 /// Other panics go to the hook that was there before.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -529,7 +533,7 @@ fn install_panic_hook() {
 }
 
 /// Runs `f` behind the panic barrier.
-fn barrier<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+pub(crate) fn barrier<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     let outer = BARRIER.replace(true);
     let result = catch_unwind(AssertUnwindSafe(f));
     BARRIER.set(outer);
@@ -539,7 +543,7 @@ fn barrier<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     })
 }
 
-fn panicked(module: &str, hook: &str, caught: &Caught) -> RString {
+pub(crate) fn panicked(module: &str, hook: &str, caught: &Caught) -> RString {
     let message = panic_message(&*caught.payload);
     RString::from(match &caught.at {
         Some(at) => format!("module \"{module}\" panicked in {hook} at {at}: {message}"),
@@ -578,6 +582,7 @@ impl<M: Module> Shims<M> {
             abi_version: ABI_VERSION,
             info: Self::info,
             init_upstream: Self::init_upstream,
+            init_filter: None,
         }
         .leak_into_prefix()
     }
@@ -587,6 +592,7 @@ impl<M: Module> Shims<M> {
         ModuleInfo {
             name: RStr::from_str(M::NAME),
             directives: RSlice::from_slice(M::DIRECTIVES),
+            variables: RSlice::from_slice(&[]),
         }
     }
 
@@ -720,6 +726,18 @@ impl<M: Module> Shims<M> {
 #[macro_export]
 macro_rules! export_module {
     ($module:ty) => {
+        $crate::__export_root!($crate::sdk::Shims::<$module>::root_module);
+    };
+}
+
+/// The exports every module library has: the ABI version tag and the
+/// abi_stable library header whose loader returns `$root()`. Spelled with
+/// paths through this crate (what `#[export_root_module]` generates), so
+/// module crates need no direct abi_stable dependency.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_root {
+    ($root:path) => {
         #[cfg(panic = "abort")]
         compile_error!(
             "waypost modules need panic = \"unwind\": the SDK turns a panic in a hook into an error, and abort would kill the proxy"
@@ -729,15 +747,11 @@ macro_rules! export_module {
         #[no_mangle]
         pub static waypost_abi_version: u32 = $crate::ABI_VERSION;
 
-        /// The abi_stable library header (what `#[export_root_module]`
-        /// generates, spelled with paths through this crate so that module
-        /// crates need no direct abi_stable dependency).
+        /// The abi_stable library header.
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static WAYPOST_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
             extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
-                $crate::abi_stable::library::__call_root_module_loader(
-                    $crate::sdk::Shims::<$module>::root_module,
-                )
+                $crate::abi_stable::library::__call_root_module_loader($root)
             }
             unsafe {
                 $crate::abi_stable::library::LibHeader::from_constructor::<$crate::ModuleRef>(
