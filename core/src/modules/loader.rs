@@ -53,6 +53,8 @@ pub struct LoadedModule {
     pub module: ModuleRef,
     /// The directives the module owns (`ModuleInfo::directives`).
     pub directives: Vec<DirectiveSpec>,
+    /// Variables a filter module sets per request (`ModuleInfo::variables`).
+    pub variables: Vec<String>,
 }
 
 impl fmt::Debug for LoadedModule {
@@ -200,6 +202,7 @@ struct Library {
     name: String,
     module: ModuleRef,
     directives: Vec<DirectiveSpec>,
+    variables: Vec<String>,
 }
 
 #[derive(Default)]
@@ -270,6 +273,7 @@ impl Loader {
             sha256: sha256.clone(),
             module: library.module,
             directives: library.directives,
+            variables: library.variables,
         });
         cache
             .modules
@@ -459,6 +463,12 @@ fn open_library(path: &Path, copy: &Path) -> Result<Result<Library, Refused>, Lo
         name: info.name.as_str().to_owned(),
         module,
         directives: info.directives.as_slice().to_vec(),
+        variables: info
+            .variables
+            .as_slice()
+            .iter()
+            .map(|v| v.as_str().to_owned())
+            .collect(),
     }))
 }
 
