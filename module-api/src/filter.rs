@@ -243,6 +243,7 @@ impl<M: FilterModule> FilterShims<M> {
 
     extern "C" fn init_filter(args: &InitFilterArgs<'_>) -> RResult<FilterObject, ConfigError> {
         let _ = HOST.set(args.host);
+        let _ = crate::sdk::NAME.set(M::NAME);
         install_panic_hook();
         // SAFETY: the core passes the previous object only when this same
         // library built it, so it is an M::Filter.

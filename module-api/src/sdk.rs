@@ -465,8 +465,12 @@ impl<'a> Peers<'a> {
 }
 
 pub(crate) static HOST: OnceLock<HostApi> = OnceLock::new();
+/// The module's `NAME`, set when the core first initialises it (each
+/// module library has its own copy of this static).
+pub(crate) static NAME: OnceLock<&'static str> = OnceLock::new();
 
 /// Writes a line to the proxy's error log, tagged with the module's name.
+/// The type parameter is not used; it is kept so existing calls compile.
 ///
 /// ```
 /// use waypost_module_api::{sdk::log, LogLevel};
@@ -476,7 +480,7 @@ pub fn log<M: ?Sized>(level: LogLevel, message: &str) {
     if let Some(host) = HOST.get() {
         (host.log)(
             level,
-            RStr::from_str(std::any::type_name::<M>()),
+            RStr::from_str(NAME.get().copied().unwrap_or("module")),
             RStr::from_str(message),
         );
     }
@@ -600,6 +604,7 @@ impl<M: Module> Shims<M> {
         args: &InitUpstreamArgs<'_>,
     ) -> RResult<UpstreamObject, ConfigError> {
         let _ = HOST.set(args.host);
+        let _ = NAME.set(M::NAME);
         install_panic_hook();
         let result = barrier(|| M::init_upstream(&UpstreamConfig::new(args)));
         match result {
