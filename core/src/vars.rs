@@ -1,21 +1,41 @@
-//! Variables and compiled templates (`"$host$uri"`, `${arg_a}x`).
+//! Variables and compiled templates (`"$host$uri"`, `${arg_a}x`), as
+//! nginx's `ngx_http_variables.c` and `ngx_http_script_compile`.
 //!
 //! A template is split into literal and variable parts once, at config
 //! load; evaluating it walks the parts and copies slices of the request.
+//! Values are bytes, as in nginx: `$uri` is percent-decoded and may hold
+//! any byte, header values may hold obs-text.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
+use http::header::{self, HeaderName};
 use http::request::Parts;
+
+use crate::http::head::ParsedHead;
 
 /// What a variable can read: the request head and the connection.
 pub struct VarCtx<'a> {
     pub req: &'a Parts,
+    /// The normalized URI and validated Host of the request.
+    pub head: &'a ParsedHead,
+    /// The client, after realip (`$remote_addr`, `$remote_port`).
     pub client: SocketAddr,
+    /// The connection's peer (`$realip_remote_addr`, `$realip_remote_port`).
+    pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// `$server_name`: the server's first name.
     pub server_name: &'a str,
-    /// `$proxy_host`
+    /// `$proxy_host`: empty outside a proxied location.
     pub proxy_host: &'a str,
+    /// `$connection`
+    pub conn: u64,
+    /// `$connection_requests`
+    pub requests: u64,
+    /// `$status` while the request is handled: the `return` code, else 0
+    /// (printed `000`, as nginx does before a status is known).
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,189 +43,733 @@ pub enum Var {
     RemoteAddr,
     RemotePort,
     BinaryRemoteAddr,
+    RealipRemoteAddr,
+    RealipRemotePort,
+    RemoteUser,
+    Request,
     RequestUri,
+    /// `$uri`, `$document_uri`
     Uri,
+    /// `$args`, `$query_string`
     Args,
-    Arg(String),
-    Http(String),
-    Cookie(String),
+    IsArgs,
+    /// `$arg_NAME`, name as written (compared without case).
+    Arg(Box<str>),
+    /// `$http_NAME`, as a header name (`x_foo` is `x-foo`).
+    Http(HeaderName),
+    /// `$http_NAME` whose name is no valid header name: always empty.
+    NoHeader,
+    /// `$cookie_NAME`
+    Cookie(Box<str>),
     Host,
+    Hostname,
     Scheme,
+    Https,
     RequestMethod,
     ServerPort,
     ServerAddr,
     ServerName,
     ServerProtocol,
+    ContentLength,
+    ContentType,
+    Connection,
+    ConnectionRequests,
+    Pid,
+    Msec,
+    TimeLocal,
+    TimeIso8601,
+    Status,
+    /// `$body_bytes_sent`, `$bytes_sent` before anything was sent: `0`.
+    BytesSent,
     ProxyHost,
     ProxyAddXForwardedFor,
+    /// `$1`..`$9`: regex captures; waypost has no regex locations, so
+    /// these are always empty, as in nginx without a match.
+    Capture,
 }
 
+/// Why a variable name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// nginx does not know it either: `unknown "name" variable`.
+    Unknown,
+    /// nginx 1.22 knows it (another module's, or a value waypost does not
+    /// compute); waypost refuses it rather than answer empty.
+    Unsupported,
+}
+
+/// Variables nginx 1.22 (as Debian builds it) knows that waypost does not
+/// provide. Names are lowercase.
+const UNSUPPORTED: &[&str] = &[
+    "ancient_browser",
+    "connection_time",
+    "connections_active",
+    "connections_reading",
+    "connections_waiting",
+    "connections_writing",
+    "date_gmt",
+    "date_local",
+    "document_root",
+    "fastcgi_path_info",
+    "fastcgi_script_name",
+    "gzip_ratio",
+    "http2",
+    "invalid_referer",
+    "limit_conn_status",
+    "limit_rate",
+    "limit_req_status",
+    "modern_browser",
+    "msie",
+    "nginx_version",
+    "pipe",
+    "proxy_internal_body_length",
+    "proxy_internal_chunked",
+    "proxy_port",
+    "proxy_protocol_addr",
+    "proxy_protocol_port",
+    "proxy_protocol_server_addr",
+    "proxy_protocol_server_port",
+    "realpath_root",
+    "request_body",
+    "request_body_file",
+    "request_completion",
+    "request_filename",
+    "request_id",
+    "request_length",
+    "request_time",
+    "secure_link",
+    "secure_link_expires",
+    "slice_range",
+    "ssl_alpn_protocol",
+    "ssl_cipher",
+    "ssl_ciphers",
+    "ssl_client_cert",
+    "ssl_client_escaped_cert",
+    "ssl_client_fingerprint",
+    "ssl_client_i_dn",
+    "ssl_client_i_dn_legacy",
+    "ssl_client_raw_cert",
+    "ssl_client_s_dn",
+    "ssl_client_s_dn_legacy",
+    "ssl_client_serial",
+    "ssl_client_v_end",
+    "ssl_client_v_remain",
+    "ssl_client_v_start",
+    "ssl_client_verify",
+    "ssl_curves",
+    "ssl_early_data",
+    "ssl_protocol",
+    "ssl_server_name",
+    "ssl_session_id",
+    "ssl_session_reused",
+    "tcpinfo_rcv_space",
+    "tcpinfo_rtt",
+    "tcpinfo_rttvar",
+    "tcpinfo_snd_cwnd",
+    "uid_got",
+    "uid_reset",
+    "uid_set",
+    "upstream_addr",
+    "upstream_bytes_received",
+    "upstream_bytes_sent",
+    "upstream_cache_status",
+    "upstream_connect_time",
+    "upstream_header_time",
+    "upstream_response_length",
+    "upstream_response_time",
+    "upstream_status",
+];
+
+/// Prefixes of nginx variables waypost does not provide.
+const UNSUPPORTED_PREFIXES: &[&str] = &[
+    "sent_http_",
+    "sent_trailer_",
+    "upstream_http_",
+    "upstream_trailer_",
+    "upstream_cookie_",
+];
+
 impl Var {
-    /// The variable called `name` (without `$`), or `None` if unknown.
-    pub fn parse(name: &str) -> Option<Var> {
-        let lower = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-        Some(match name {
+    /// The variable called `name` (without `$`). Names are case-insensitive,
+    /// as in nginx.
+    pub fn parse(name: &str) -> Result<Var, NameError> {
+        let name = name.to_ascii_lowercase();
+        Ok(match name.as_str() {
             "remote_addr" => Var::RemoteAddr,
             "remote_port" => Var::RemotePort,
             "binary_remote_addr" => Var::BinaryRemoteAddr,
+            "realip_remote_addr" => Var::RealipRemoteAddr,
+            "realip_remote_port" => Var::RealipRemotePort,
+            "remote_user" => Var::RemoteUser,
+            "request" => Var::Request,
             "request_uri" => Var::RequestUri,
             "uri" | "document_uri" => Var::Uri,
             "args" | "query_string" => Var::Args,
+            "is_args" => Var::IsArgs,
             "host" => Var::Host,
+            "hostname" => Var::Hostname,
             "scheme" => Var::Scheme,
+            "https" => Var::Https,
             "request_method" => Var::RequestMethod,
             "server_port" => Var::ServerPort,
             "server_addr" => Var::ServerAddr,
             "server_name" => Var::ServerName,
             "server_protocol" => Var::ServerProtocol,
+            "content_length" => Var::ContentLength,
+            "content_type" => Var::ContentType,
+            "connection" => Var::Connection,
+            "connection_requests" => Var::ConnectionRequests,
+            "pid" => Var::Pid,
+            "msec" => Var::Msec,
+            "time_local" => Var::TimeLocal,
+            "time_iso8601" => Var::TimeIso8601,
+            "status" => Var::Status,
+            "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
-            _ => {
-                if let Some(a) = name.strip_prefix("arg_") {
-                    Var::Arg(a.to_owned())
-                } else if let Some(h) = name.strip_prefix("http_") {
-                    Var::Http(lower(h))
-                } else if let Some(c) = name.strip_prefix("cookie_") {
-                    Var::Cookie(c.to_owned())
+            n if UNSUPPORTED.contains(&n) => return Err(NameError::Unsupported),
+            n if UNSUPPORTED_PREFIXES.iter().any(|p| n.starts_with(p)) => {
+                return Err(NameError::Unsupported)
+            }
+            n => {
+                if let Some(a) = n.strip_prefix("arg_") {
+                    Var::Arg(a.into())
+                } else if let Some(h) = n.strip_prefix("http_") {
+                    match HeaderName::from_bytes(h.replace('_', "-").as_bytes()) {
+                        Ok(h) => Var::Http(h),
+                        Err(_) => Var::NoHeader,
+                    }
+                } else if let Some(c) = n.strip_prefix("cookie_") {
+                    Var::Cookie(c.into())
                 } else {
-                    return None;
+                    return Err(NameError::Unknown);
                 }
             }
         })
     }
 
     /// The value when it is a slice of the request, with no copy.
-    pub fn slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r str> {
+    pub fn slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r [u8]> {
         let req = cx.req;
         Some(match self {
-            Var::RequestUri => req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            Var::Uri => req.uri.path(),
-            Var::Args => req.uri.query().unwrap_or(""),
-            Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name),
-            Var::Cookie(name) => cookie(req, name),
-            Var::RequestMethod => req.method.as_str(),
-            Var::ServerName => cx.server_name,
-            Var::ProxyHost => cx.proxy_host,
+            Var::RequestUri => request_uri(req).as_bytes(),
+            Var::Uri => cx.head.uri(&req.uri),
+            Var::Args => req.uri.query().unwrap_or("").as_bytes(),
+            Var::IsArgs => {
+                if req.uri.query().is_some_and(|q| !q.is_empty()) {
+                    b"?"
+                } else {
+                    b""
+                }
+            }
+            Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name)
+                .unwrap_or("")
+                .as_bytes(),
+            Var::Cookie(name) => cookie(&req.headers, name).unwrap_or(b""),
+            Var::RequestMethod => req.method.as_str().as_bytes(),
+            Var::ServerName => cx.server_name.as_bytes(),
+            Var::ProxyHost => cx.proxy_host.as_bytes(),
+            Var::Host => cx
+                .head
+                .host(&req.uri, &req.headers)
+                .unwrap_or(cx.server_name.as_bytes()),
             Var::Http(name) => {
-                let mut values = req.headers.get_all(name.as_str()).iter();
-                let first = values.next();
-                if values.next().is_some() {
+                if joined(name) && req.headers.get_all(name).iter().nth(1).is_some() {
                     return None;
                 }
-                first.map_or(Some(""), |v| v.to_str().ok())?
+                req.headers.get(name).map_or(&b""[..], |v| v.as_bytes())
             }
+            Var::ContentLength => first(&req.headers, &header::CONTENT_LENGTH),
+            Var::ContentType => first(&req.headers, &header::CONTENT_TYPE),
+            Var::Scheme => b"http",
+            Var::Https | Var::NoHeader | Var::Capture => b"",
             _ => return None,
         })
     }
 
     /// Appends the value to `out`.
-    pub fn eval(&self, cx: &VarCtx<'_>, out: &mut String) {
+    pub fn eval(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
+        if let Some(s) = self.slice(cx) {
+            out.extend_from_slice(s);
+            return;
+        }
         let req = cx.req;
         match self {
             Var::RemoteAddr => {
-                let _ = write!(out, "{}", cx.client.ip());
+                let _ = write!(out, "{}", NgxIp(cx.client.ip()));
             }
-            Var::RemotePort => {
-                let _ = write!(out, "{}", cx.client.port());
-            }
+            Var::RemotePort => write_port(out, cx.client.port()),
             Var::BinaryRemoteAddr => match cx.client.ip() {
-                std::net::IpAddr::V4(v4) => v4.octets().iter().for_each(|&b| out.push(b as char)),
-                std::net::IpAddr::V6(v6) => v6.octets().iter().for_each(|&b| out.push(b as char)),
+                IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
             },
-            Var::RequestUri => out.push_str(req.uri.path_and_query().map_or("/", |p| p.as_str())),
-            Var::Uri => out.push_str(req.uri.path()),
-            Var::Args => out.push_str(req.uri.query().unwrap_or("")),
-            Var::Arg(name) => out.push_str(arg(req.uri.query().unwrap_or(""), name)),
-            Var::Http(name) => {
-                let mut first = true;
-                for v in req.headers.get_all(name.as_str()) {
-                    if !first {
-                        out.push_str(if name == "cookie" { "; " } else { ", " });
-                    }
-                    first = false;
-                    out.push_str(v.to_str().unwrap_or(""));
+            Var::RealipRemoteAddr => {
+                let _ = write!(out, "{}", NgxIp(cx.peer.ip()));
+            }
+            Var::RealipRemotePort => write_port(out, cx.peer.port()),
+            Var::RemoteUser => {
+                if let Some(user) = remote_user(&req.headers) {
+                    out.extend_from_slice(&user);
                 }
             }
-            Var::Cookie(name) => out.push_str(cookie(req, name)),
-            Var::Host => out.push_str(&host(req).unwrap_or_else(|| cx.server_name.to_owned())),
-            Var::Scheme => out.push_str("http"),
-            Var::RequestMethod => out.push_str(req.method.as_str()),
+            Var::Request => {
+                out.extend_from_slice(req.method.as_str().as_bytes());
+                out.push(b' ');
+                if req.uri.scheme().is_some() {
+                    let _ = write!(out, "{}", req.uri);
+                } else {
+                    out.extend_from_slice(request_uri(req).as_bytes());
+                }
+                out.push(b' ');
+                let _ = write!(out, "{:?}", req.version);
+            }
+            Var::Http(name) => {
+                // `$http_cookie` and `$http_x_forwarded_for` join repeated
+                // headers (nginx 1.22); others give the first.
+                let sep: &[u8] = if *name == header::COOKIE {
+                    b"; "
+                } else {
+                    b", "
+                };
+                for (i, v) in req.headers.get_all(name).iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(sep);
+                    }
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+            Var::Hostname => out.extend_from_slice(hostname().as_bytes()),
             Var::ServerPort => {
                 let _ = write!(out, "{}", cx.local.port());
             }
             Var::ServerAddr => {
-                let _ = write!(out, "{}", cx.local.ip());
+                let _ = write!(out, "{}", NgxIp(cx.local.ip()));
             }
-            Var::ServerName => out.push_str(cx.server_name),
             Var::ServerProtocol => {
                 let _ = write!(out, "{:?}", req.version);
             }
-            Var::ProxyHost => out.push_str(cx.proxy_host),
+            Var::Connection => {
+                let _ = write!(out, "{}", cx.conn);
+            }
+            Var::ConnectionRequests => {
+                let _ = write!(out, "{}", cx.requests);
+            }
+            Var::Pid => {
+                let _ = write!(out, "{}", std::process::id());
+            }
+            Var::Msec => out.extend_from_slice(msec().as_bytes()),
+            Var::TimeLocal => out.extend_from_slice(time_local().as_bytes()),
+            Var::TimeIso8601 => out.extend_from_slice(time_iso8601().as_bytes()),
+            Var::Status => {
+                let _ = write!(out, "{:03}", cx.status);
+            }
+            Var::BytesSent => out.push(b'0'),
             Var::ProxyAddXForwardedFor => {
-                if let Some(v) = req
-                    .headers
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    out.push_str(v);
-                    out.push_str(", ");
+                for v in req.headers.get_all("x-forwarded-for") {
+                    out.extend_from_slice(v.as_bytes());
+                    out.extend_from_slice(b", ");
                 }
-                let _ = write!(out, "{}", cx.client.ip());
+                let _ = write!(out, "{}", NgxIp(cx.client.ip()));
             }
+            // The slices, handled above.
+            Var::RequestUri
+            | Var::Uri
+            | Var::Args
+            | Var::IsArgs
+            | Var::Arg(_)
+            | Var::NoHeader
+            | Var::Cookie(_)
+            | Var::Host
+            | Var::Scheme
+            | Var::Https
+            | Var::RequestMethod
+            | Var::ServerName
+            | Var::ContentLength
+            | Var::ContentType
+            | Var::ProxyHost
+            | Var::Capture => {}
+        }
+    }
+
+    /// Whether nginx would call the variable "not found" for this request
+    /// (an access log line shows `-` for it; an empty value found is empty).
+    pub fn missing(&self, cx: &VarCtx<'_>) -> bool {
+        let req = cx.req;
+        match self {
+            Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name).is_none(),
+            Var::Cookie(name) => cookie(&req.headers, name).is_none(),
+            Var::Http(name) => !req.headers.contains_key(name),
+            Var::NoHeader => true,
+            // nginx sets no args for an empty query (`/x?`).
+            Var::Args => req.uri.query().is_none_or(str::is_empty),
+            Var::ContentLength => !req.headers.contains_key(header::CONTENT_LENGTH),
+            Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
+            Var::RemoteUser => remote_user(&req.headers).is_none(),
+            Var::ProxyHost => cx.proxy_host.is_empty(),
+            _ => false,
         }
     }
 }
 
-/// `$host`: the Host header without port, lowercased.
-pub fn host(req: &Parts) -> Option<String> {
-    host_of(&req.uri, &req.headers)
+/// Headers whose variable joins repeated lines.
+fn joined(name: &HeaderName) -> bool {
+    *name == header::COOKIE || name.as_str() == "x-forwarded-for"
 }
 
-/// `$host` from a URI and headers.
-pub fn host_of(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
-    let h = uri.host().or_else(|| {
-        headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-    })?;
-    let h = if h.starts_with('[') {
-        h.find(']').map_or(h, |e| &h[..=e])
-    } else {
-        h.rsplit_once(':').map_or(h, |(a, _)| a)
-    };
-    Some(h.to_ascii_lowercase())
+fn first<'r>(headers: &'r http::HeaderMap, name: &HeaderName) -> &'r [u8] {
+    headers.get(name).map_or(&b""[..], |v| v.as_bytes())
 }
 
-/// The value of query argument `name` (nginx compares names
-/// case-insensitively and does not unescape).
-pub fn arg<'q>(query: &'q str, name: &str) -> &'q str {
+/// nginx's `$remote_port`: empty for port 0 (a realip address without one).
+fn write_port(out: &mut Vec<u8>, port: u16) {
+    if port > 0 {
+        let _ = write!(out, "{port}");
+    }
+}
+
+/// `$request_uri`: the request target as sent (origin form).
+pub fn request_uri(req: &Parts) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// An address as nginx prints it (`ngx_sock_ntop`): IPv6 with the longest
+/// run of zero words shortened, and nginx's IPv4-mapped and -compatible
+/// forms (`::ffff:1.2.3.4`, `::1.2.3.4`).
+pub struct NgxIp(pub IpAddr);
+
+impl std::fmt::Display for NgxIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v6 = match self.0 {
+            IpAddr::V4(v4) => return write!(f, "{v4}"),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        // ngx_inet6_ntop: the first longest run (of two words or more).
+        let (mut zero, mut max) = (usize::MAX, 1);
+        let (mut last, mut n) = (usize::MAX, 0);
+        for i in (0..16).step_by(2) {
+            if v6[i] != 0 || v6[i + 1] != 0 {
+                if max < n {
+                    zero = last;
+                    max = n;
+                }
+                n = 0;
+                continue;
+            }
+            if n == 0 {
+                last = i;
+            }
+            n += 1;
+        }
+        if max < n {
+            zero = last;
+            max = n;
+        }
+        let mut end = 16;
+        if zero == 0 {
+            if (max == 5 && v6[10] == 0xff && v6[11] == 0xff)
+                || max == 6
+                || (max == 7 && v6[14] != 0 && v6[15] != 1)
+            {
+                end = 12;
+            }
+            f.write_str(":")?;
+        }
+        let mut i = 0;
+        while i < end {
+            if i == zero {
+                f.write_str(":")?;
+                i += max * 2;
+                continue;
+            }
+            write!(f, "{:x}", u16::from(v6[i]) << 8 | u16::from(v6[i + 1]))?;
+            if i < 14 {
+                f.write_str(":")?;
+            }
+            i += 2;
+        }
+        if end == 12 {
+            write!(f, "{}.{}.{}.{}", v6[12], v6[13], v6[14], v6[15])?;
+        }
+        Ok(())
+    }
+}
+
+/// The value of query argument `name`, as `ngx_http_arg`: the first
+/// `name=` (without case) at the start or after `&`; not unescaped.
+/// `None`: no such argument.
+pub fn arg<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    if name.is_empty() {
+        return None;
+    }
     for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k.eq_ignore_ascii_case(name) {
-            return v;
+        if pair.len() > name.len()
+            && pair.as_bytes()[name.len()] == b'='
+            && pair[..name.len()].eq_ignore_ascii_case(name)
+        {
+            return Some(&pair[name.len() + 1..]);
         }
     }
-    ""
+    None
 }
 
-fn cookie<'r>(req: &'r Parts, name: &str) -> &'r str {
-    for header in req.headers.get_all(http::header::COOKIE) {
-        let Ok(s) = header.to_str() else { continue };
-        for c in s.split(';') {
-            if let Some((k, v)) = c.trim().split_once('=') {
-                if k == name {
-                    return v;
+/// `$cookie_NAME`, as nginx 1.22's `ngx_http_parse_multi_header_lines`:
+/// names compare without case, spaces around `=` are skipped, the value
+/// ends at `;`, and items are separated by `;` or `,`.
+pub fn cookie<'r>(headers: &'r http::HeaderMap, name: &str) -> Option<&'r [u8]> {
+    let name = name.as_bytes();
+    for h in headers.get_all(header::COOKIE) {
+        let v = h.as_bytes();
+        if name.len() > v.len() {
+            continue;
+        }
+        let mut start = 0;
+        while start < v.len() {
+            if v.len() - start >= name.len()
+                && v[start..start + name.len()].eq_ignore_ascii_case(name)
+            {
+                let mut p = start + name.len();
+                while p < v.len() && v[p] == b' ' {
+                    p += 1;
                 }
+                if p < v.len() && v[p] == b'=' {
+                    p += 1;
+                    while p < v.len() && v[p] == b' ' {
+                        p += 1;
+                    }
+                    let end = v[p..]
+                        .iter()
+                        .position(|&c| c == b';')
+                        .map_or(v.len(), |e| p + e);
+                    return Some(&v[p..end]);
+                }
+                start = p;
+            }
+            // skip to the next item
+            while start < v.len() {
+                let c = v[start];
+                start += 1;
+                if c == b';' || c == b',' {
+                    break;
+                }
+            }
+            while start < v.len() && v[start] == b' ' {
+                start += 1;
             }
         }
     }
-    ""
+    None
+}
+
+/// `$remote_user`: the user of `Authorization: Basic`, as
+/// `ngx_http_auth_basic_user` decodes it.
+fn remote_user(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
+    if v.len() < 6 || !v[..6].eq_ignore_ascii_case(b"Basic ") {
+        return None;
+    }
+    let encoded = &v[6..];
+    let start = encoded.iter().position(|&c| c != b' ')?;
+    let mut auth = decode_base64(&encoded[start..])?;
+    let colon = auth.iter().position(|&c| c == b':')?;
+    if colon == 0 {
+        return None;
+    }
+    auth.truncate(colon);
+    Some(auth)
+}
+
+/// `ngx_decode_base64`: the standard alphabet, stopping at `=`.
+fn decode_base64(src: &[u8]) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let len = src.iter().position(|&c| c == b'=').unwrap_or(src.len());
+    if len % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(len * 3 / 4);
+    for chunk in src[..len].chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = acc << 6 | value(c)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 => out.push((acc >> 4) as u8),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// `$hostname`, read once.
+fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
+}
+
+/// `$msec`: seconds with milliseconds.
+pub fn msec() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", now.as_secs(), now.subsec_millis())
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+fn offset(tm: &libc::tm) -> (char, i64, i64) {
+    let off = tm.tm_gmtoff;
+    let sign = if off < 0 { '-' } else { '+' };
+    (sign, off.abs() / 3600, (off.abs() % 3600) / 60)
+}
+
+/// `$time_local`: `22/Nov/2026:04:05:06 +0000`
+pub fn time_local() -> String {
+    let (tm, _) = crate::log::local_now();
+    let (sign, h, m) = offset(&tm);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{h:02}{m:02}",
+        tm.tm_mday,
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_year + 1900,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// `$time_iso8601`: `2026-11-22T04:05:06+00:00`
+pub fn time_iso8601() -> String {
+    let (tm, _) = crate::log::local_now();
+    let (sign, h, m) = offset(&tm);
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{h:02}:{m:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
     Var(Var),
+}
+
+/// Why a template was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    /// A malformed `$` (nginx's message, reported where it is written).
+    Syntax(String),
+    /// `unknown "name" variable`
+    Unknown(String),
+    /// A variable nginx has and waypost does not.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::Syntax(m) => f.write_str(m),
+            CompileError::Unknown(name) => write!(f, "unknown \"{name}\" variable"),
+            CompileError::Unsupported(name) => {
+                write!(f, "the \"${name}\" variable is not supported")
+            }
+        }
+    }
+}
+
+/// Splits `text` as `ngx_http_script_compile`: literal runs and variable
+/// names (`$name`, `${name}`, `$1`..`$9`). `None` when there is no `$`.
+pub fn scan(text: &str) -> Result<Vec<Piece<'_>>, CompileError> {
+    let b = text.as_bytes();
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            i += 1;
+            if i == b.len() {
+                return Err(CompileError::Syntax("invalid variable name".into()));
+            }
+            if (b'1'..=b'9').contains(&b[i]) {
+                pieces.push(Piece::Capture);
+                i += 1;
+                continue;
+            }
+            let bracket = b[i] == b'{';
+            if bracket {
+                i += 1;
+                if i == b.len() {
+                    return Err(CompileError::Syntax("invalid variable name".into()));
+                }
+            }
+            let start = i;
+            let mut closed = false;
+            while i < b.len() {
+                let c = b[i];
+                if c == b'}' && bracket {
+                    closed = true;
+                    break;
+                }
+                if c.is_ascii_alphanumeric() || c == b'_' {
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
+            let name = &text[start..i];
+            if bracket && !closed {
+                return Err(CompileError::Syntax(format!(
+                    "the closing bracket in \"{name}\" variable is missing"
+                )));
+            }
+            if closed {
+                i += 1;
+            }
+            if name.is_empty() {
+                return Err(CompileError::Syntax("invalid variable name".into()));
+            }
+            pieces.push(Piece::Var(name));
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'$' {
+            i += 1;
+        }
+        pieces.push(Piece::Text(&text[start..i]));
+    }
+    Ok(pieces)
+}
+
+/// One piece of a template's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+    Capture,
 }
 
 /// A compiled template.
@@ -215,45 +779,24 @@ pub struct Template {
 }
 
 impl Template {
-    /// Compiles `text`; `Err(name)` names an unknown variable, for nginx's
-    /// `unknown "name" variable`.
-    pub fn compile(text: &str) -> Result<Template, String> {
+    /// Compiles `text` with nginx's rules and messages.
+    pub fn compile(text: &str) -> Result<Template, CompileError> {
         let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut rest = text;
-        while let Some(pos) = rest.find('$') {
-            lit.push_str(&rest[..pos]);
-            rest = &rest[pos + 1..];
-            let (name, after) = if let Some(inner) = rest.strip_prefix('{') {
-                match inner.find('}') {
-                    Some(end) => (&inner[..end], &inner[end + 1..]),
-                    None => {
-                        return Err(format!(
-                            "the closing bracket in \"{}\" variable is missing",
-                            inner
-                        ))
+        for piece in scan(text)? {
+            match piece {
+                Piece::Text(t) => match parts.last_mut() {
+                    Some(Part::Text(prev)) => prev.push_str(t),
+                    _ => parts.push(Part::Text(t.to_owned())),
+                },
+                Piece::Capture => parts.push(Part::Var(Var::Capture)),
+                Piece::Var(name) => parts.push(Part::Var(Var::parse(name).map_err(|e| {
+                    let name = name.to_ascii_lowercase();
+                    match e {
+                        NameError::Unknown => CompileError::Unknown(name),
+                        NameError::Unsupported => CompileError::Unsupported(name),
                     }
-                }
-            } else {
-                let n = rest
-                    .bytes()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                    .count();
-                (&rest[..n], &rest[n..])
-            };
-            if name.is_empty() {
-                return Err("invalid variable name".to_owned());
+                })?)),
             }
-            let var = Var::parse(name).ok_or_else(|| name.to_owned())?;
-            if !lit.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut lit)));
-            }
-            parts.push(Part::Var(var));
-            rest = after;
-        }
-        lit.push_str(rest);
-        if !lit.is_empty() {
-            parts.push(Part::Text(lit));
         }
         Ok(Template { parts })
     }
@@ -269,20 +812,27 @@ impl Template {
 
     /// The value with no copy, when the template is a single variable
     /// that is a slice of the request.
-    pub fn as_slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r str> {
+    pub fn as_slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r [u8]> {
         match self.parts.as_slice() {
             [Part::Var(v)] => v.slice(cx),
             _ => None,
         }
     }
 
-    pub fn eval_into(&self, cx: &VarCtx<'_>, out: &mut String) {
+    pub fn eval_into(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
         for p in &self.parts {
             match p {
-                Part::Text(t) => out.push_str(t),
+                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
                 Part::Var(v) => v.eval(cx, out),
             }
         }
+    }
+
+    /// The value as a new buffer.
+    pub fn eval(&self, cx: &VarCtx<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.eval_into(cx, &mut out);
+        out
     }
 }
 
@@ -299,7 +849,31 @@ mod tests {
             t.parts,
             vec![Part::Var(Var::Arg("a".into())), Part::Text("x".into())]
         );
-        assert_eq!(Template::compile("$nosuch"), Err("nosuch".to_owned()));
+        let t = Template::compile("$ARG_A$1x").expect("compiles");
+        assert_eq!(
+            t.parts,
+            vec![
+                Part::Var(Var::Arg("a".into())),
+                Part::Var(Var::Capture),
+                Part::Text("x".into())
+            ]
+        );
+        assert_eq!(
+            Template::compile("$nosuch"),
+            Err(CompileError::Unknown("nosuch".to_owned()))
+        );
+        assert_eq!(
+            Template::compile("$a.b"),
+            Err(CompileError::Unknown("a".to_owned()))
+        );
+        assert_eq!(
+            Template::compile("$0x"),
+            Err(CompileError::Unknown("0x".to_owned()))
+        );
+        assert_eq!(
+            Template::compile("$upstream_addr"),
+            Err(CompileError::Unsupported("upstream_addr".to_owned()))
+        );
         assert_eq!(
             Template::compile("plain").expect("compiles").as_literal(),
             Some("plain")
@@ -307,10 +881,74 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_as_nginx() {
+        let e = |t: &str| Template::compile(t).expect_err(t).to_string();
+        assert_eq!(e("a$"), "invalid variable name");
+        assert_eq!(e("${}"), "invalid variable name");
+        assert_eq!(e("$$"), "invalid variable name");
+        assert_eq!(e("a$-b"), "invalid variable name");
+        assert_eq!(
+            e("${arg_a"),
+            "the closing bracket in \"arg_a\" variable is missing"
+        );
+        assert_eq!(
+            e("${ x}"),
+            "the closing bracket in \"\" variable is missing"
+        );
+        assert_eq!(
+            e("${a-b}"),
+            "the closing bracket in \"a\" variable is missing"
+        );
+        assert_eq!(e("${1}"), "unknown \"1\" variable");
+    }
+
+    #[test]
     fn args() {
-        assert_eq!(arg("a=1&b=2", "b"), "2");
-        assert_eq!(arg("a=1&B=2", "b"), "2");
-        assert_eq!(arg("a", "a"), "");
-        assert_eq!(arg("", "a"), "");
+        assert_eq!(arg("a=1&b=2", "b"), Some("2"));
+        assert_eq!(arg("a=1&B=2", "b"), Some("2"));
+        assert_eq!(arg("a", "a"), None);
+        assert_eq!(arg("a=&a=2", "a"), Some(""));
+        assert_eq!(arg("a&a=2", "a"), Some("2"));
+        assert_eq!(arg("xa=1&a=3", "a"), Some("3"));
+        assert_eq!(arg("", "a"), None);
+    }
+
+    #[test]
+    fn cookies() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::COOKIE, "a=1;c=2;  c=3".parse().expect("value"));
+        h.append(header::COOKIE, "D = 4 ; e=5".parse().expect("value"));
+        assert_eq!(cookie(&h, "c"), Some(&b"2"[..]));
+        assert_eq!(cookie(&h, "d"), Some(&b"4 "[..]));
+        assert_eq!(cookie(&h, "e"), Some(&b"5"[..]));
+        assert_eq!(cookie(&h, "x"), None);
+    }
+
+    #[test]
+    fn basic_user() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic dXNlcjpwYXNz".parse().expect("value"),
+        );
+        assert_eq!(remote_user(&h), Some(b"user".to_vec()));
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic OnBhc3M=".parse().expect("value"),
+        );
+        assert_eq!(remote_user(&h), None);
+    }
+
+    #[test]
+    fn addresses_as_nginx_prints_them() {
+        let f = |s: &str| NgxIp(s.parse().expect("address")).to_string();
+        assert_eq!(f("127.0.0.1"), "127.0.0.1");
+        assert_eq!(f("::1"), "::1");
+        assert_eq!(f("::"), "::");
+        assert_eq!(f("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
+        assert_eq!(f("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(f("::1.2.3.4"), "::1.2.3.4");
+        assert_eq!(f("1::"), "1::");
+        assert_eq!(f("1:0:2:0:0:3:0:4"), "1:0:2::3:0:4");
     }
 }

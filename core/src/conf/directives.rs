@@ -133,6 +133,10 @@ pub const CORE: &[Spec] = &[
     d("proxy_connect_timeout", PROXY, 1, 1),
     d("proxy_send_timeout", PROXY, 1, 1),
     d("proxy_read_timeout", PROXY, 1, 1),
+    // realip
+    d("set_real_ip_from", PROXY, 1, 1),
+    d("real_ip_header", PROXY, 1, 1),
+    f("real_ip_recursive", PROXY),
     // upstream
     d("server", UPS, 1, MORE),
     d("keepalive", UPS, 1, 1),

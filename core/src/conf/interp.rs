@@ -27,8 +27,11 @@ use crate::conf::model::*;
 use crate::conf::syntax::{self, Directive, Loc};
 use crate::conf::values::{parse_number, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
+use crate::http::access;
+use crate::http::realip::{self, RealIp, Source, Trusted};
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
+use crate::vars::{CompileError, Template};
 
 /// What the interpreter needs from outside: where relative paths start,
 /// where shipped modules live, and the module loader.
@@ -157,6 +160,10 @@ struct Layer {
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
     access_log: Option<Option<AccessLogConf>>,
+    /// `set_real_ip_from`: a level that sets any replaces its parent's.
+    realip_from: Option<Vec<Trusted>>,
+    realip_source: Option<Source>,
+    realip_recursive: Option<bool>,
 }
 
 impl Layer {
@@ -180,7 +187,26 @@ impl Layer {
                 .access_log
                 .clone()
                 .or_else(|| parent.access_log.clone()),
+            realip_from: self
+                .realip_from
+                .clone()
+                .or_else(|| parent.realip_from.clone()),
+            realip_source: self
+                .realip_source
+                .clone()
+                .or_else(|| parent.realip_source.clone()),
+            realip_recursive: self.realip_recursive.or(parent.realip_recursive),
         }
+    }
+
+    /// The realip settings of a merged level; `None` without
+    /// `set_real_ip_from`, where nginx's module does nothing.
+    fn realip(&self) -> Option<RealIp> {
+        Some(RealIp {
+            from: self.realip_from.clone()?,
+            source: self.realip_source.clone().unwrap_or(Source::XRealIp),
+            recursive: self.realip_recursive.unwrap_or(false),
+        })
     }
 
     fn proxy(&self) -> ProxyConf {
@@ -295,6 +321,16 @@ struct Interp<'a> {
     entries: Vec<UpstreamEntry>,
     listens: Vec<ListenAddr>,
     zones: Vec<(String, u64)>,
+    /// The first unknown variable of a `return` or `log_format`, in file
+    /// order. nginx compiles those as it reads them but reports an unknown
+    /// variable only once the whole `http` block is read.
+    unknown_var: Option<ConfError>,
+    /// The same for `proxy_set_header` values, which nginx compiles when
+    /// it merges the levels, after the others.
+    unknown_header_var: Option<ConfError>,
+    /// A malformed `proxy_set_header` value: nginx finds it when merging,
+    /// and reports it at the end of the `http` block.
+    header_error: Option<String>,
 }
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
@@ -362,6 +398,9 @@ impl<'a> Interp<'a> {
             entries: Vec::new(),
             listens: Vec::new(),
             zones: Vec::new(),
+            unknown_var: None,
+            unknown_header_var: None,
+            header_error: None,
         }
     }
 
@@ -525,7 +564,10 @@ impl<'a> Interp<'a> {
                 if let Some(block) = &d.block {
                     self.http_block(&block.items)?;
                     if block.complete {
-                        self.http_end()?;
+                        self.http_end(Loc {
+                            file: Arc::clone(&d.loc.file),
+                            line: block.end_line,
+                        })?;
                     }
                 }
             }
@@ -634,7 +676,8 @@ impl<'a> Interp<'a> {
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
                         return err(format!("duplicate \"log_format\" name \"{name}\""), d);
                     }
-                    self.http.log_formats.insert(name, d.args[1..].concat());
+                    self.check_vars(access::check(&d.args[1..]), d)?;
+                    self.http.log_formats.insert(name, d.args[1..].to_vec());
                 }
                 "error_log" => {
                     self.error_log(d)?;
@@ -651,6 +694,7 @@ impl<'a> Interp<'a> {
     fn layer_directive(&mut self, d: &Directive, layer: &mut Layer) -> Result<bool, ConfError> {
         match d.name.as_str() {
             "proxy_set_header" => {
+                self.check_header_value(d)?;
                 let headers = layer.set_headers.get_or_insert_with(Vec::new);
                 // Set twice in one level: the last value is sent, in place.
                 headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&d.args[0]));
@@ -686,6 +730,14 @@ impl<'a> Interp<'a> {
             }
             "keepalive_requests" => layer.keepalive_requests = Some(number_arg(d, 0)?),
             "access_log" => layer.access_log = Some(self.access_log(d)?),
+            "set_real_ip_from" => {
+                let from = real_ip_from(d)?;
+                layer.realip_from.get_or_insert_with(Vec::new).extend(from);
+            }
+            "real_ip_header" => layer.realip_source = Some(Source::parse(&d.args[0])),
+            "real_ip_recursive" => {
+                layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -713,6 +765,52 @@ impl<'a> Interp<'a> {
             path: self.resolve_path(&d.args[0]),
             format,
         }))
+    }
+
+    /// A compiled `return` text or `log_format`: a malformed `$` or a
+    /// variable waypost lacks is an error at `d`; an unknown variable is
+    /// kept for the end of `http`, where nginx reports it.
+    fn check_vars(
+        &mut self,
+        result: Result<(), CompileError>,
+        d: &Directive,
+    ) -> Result<(), ConfError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e @ CompileError::Unknown(_)) => {
+                self.unknown_var
+                    .get_or_insert_with(|| ConfError::at(e.to_string(), d.loc.clone()));
+                Ok(())
+            }
+            Err(e) => err(e.to_string(), d),
+        }
+    }
+
+    /// `return`'s text (the body, or the redirect's URL) is a template.
+    fn check_return(&mut self, ret: &Return, d: &Directive) -> Result<(), ConfError> {
+        match &ret.text {
+            Some(text) => self.check_vars(Template::compile(text).map(|_| ()), d),
+            None => Ok(()),
+        }
+    }
+
+    /// A `proxy_set_header` value, which nginx compiles only when it merges
+    /// the levels: a malformed `$` and an unknown variable are reported at
+    /// the end of `http`, the first of each kind.
+    fn check_header_value(&mut self, d: &Directive) -> Result<(), ConfError> {
+        match Template::compile(&d.args[1]) {
+            Ok(_) => Ok(()),
+            Err(e @ CompileError::Unknown(_)) => {
+                self.unknown_header_var
+                    .get_or_insert_with(|| ConfError::at(e.to_string(), d.loc.clone()));
+                Ok(())
+            }
+            Err(CompileError::Syntax(m)) => {
+                self.header_error.get_or_insert(m);
+                Ok(())
+            }
+            Err(e) => err(e.to_string(), d),
+        }
     }
 
     fn upstream_block(&mut self, d: &Directive) -> Result<(), ConfError> {
@@ -871,6 +969,7 @@ impl<'a> Interp<'a> {
             names: Vec::new(),
             locations: Vec::new(),
             ret: None,
+            realip: None,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
         });
@@ -906,6 +1005,7 @@ impl<'a> Interp<'a> {
                 }
                 "return" => {
                     let ret = return_args(item)?;
+                    self.check_return(&ret, item)?;
                     // The first `return` runs; later ones are never reached.
                     self.http.servers[index].ret.get_or_insert(ret);
                 }
@@ -1045,6 +1145,7 @@ impl<'a> Interp<'a> {
             action: Action::None,
             proxy: ProxyConf::default(),
             access_log: None,
+            realip: None,
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -1096,6 +1197,7 @@ impl<'a> Interp<'a> {
                 }
                 "return" => {
                     let parsed = return_args(item)?;
+                    self.check_return(&parsed, item)?;
                     // The first `return` runs (rewrite phase), before any
                     // proxy_pass (content phase).
                     ret.get_or_insert(parsed);
@@ -1153,10 +1255,14 @@ impl<'a> Interp<'a> {
 
     /// End of the http block, in the order of nginx's `ngx_http_block`:
     /// bind every `proxy_pass` to its upstream, creating and resolving
-    /// implicit ones; merge the inherited settings; check each server's
-    /// locations for duplicates.
-    fn http_end(&mut self) -> Result<(), ConfError> {
+    /// implicit ones; a malformed `proxy_set_header` value (at `end`, the
+    /// block's `}`); merge the inherited settings; check each server's
+    /// locations for duplicates; last, the first unknown variable.
+    fn http_end(&mut self, end: Loc) -> Result<(), ConfError> {
         self.init_upstreams()?;
+        if let Some(message) = self.header_error.take() {
+            return Err(ConfError::at(message, end));
+        }
         for pass in std::mem::take(&mut self.pending) {
             let index = match &self.entries[pass.entry] {
                 UpstreamEntry::Block { index, .. } => *index,
@@ -1172,6 +1278,10 @@ impl<'a> Interp<'a> {
         for server in 0..self.servers.len() {
             let top = self.servers[server].locations.clone();
             self.check_locations(&top)?;
+        }
+        // nginx's ngx_http_variables_init_vars, after everything else.
+        if let Some(e) = self.unknown_var.take().or(self.unknown_header_var.take()) {
+            return Err(e);
         }
         Ok(())
     }
@@ -1227,6 +1337,7 @@ impl<'a> Interp<'a> {
             if let Some(n) = layer.keepalive_requests {
                 server.keepalive_requests = n;
             }
+            server.realip = layer.realip();
             server_layers.push(layer);
         }
         // Parents come before their children in `locations`.
@@ -1239,6 +1350,7 @@ impl<'a> Interp<'a> {
             let layer = info.own.merged(parent);
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = layer.proxy();
+            location.realip = layer.realip();
             location.access_log = layer.access_log.clone().unwrap_or_else(|| {
                 Some(AccessLogConf {
                     path: self.env.prefix.join("logs/access.log"),
@@ -1313,6 +1425,7 @@ fn is_single(name: &str) -> bool {
             | "proxy_connect_timeout"
             | "proxy_send_timeout"
             | "proxy_read_timeout"
+            | "real_ip_header"
     )
 }
 
@@ -1339,6 +1452,31 @@ fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
         return err(format!("getgrnam(\"{group}\") failed"), d);
     }
     Ok(())
+}
+
+/// `set_real_ip_from ADDR|CIDR|HOST|unix:`, as `ngx_http_realip_from`: a
+/// host name stands for each of its addresses.
+fn real_ip_from(d: &Directive) -> Result<Vec<Trusted>, ConfError> {
+    let value = &d.args[0];
+    if value == "unix:" {
+        return Ok(vec![Trusted::Unix]);
+    }
+    if let Some((trusted, exact)) = realip::parse_cidr(value) {
+        if !exact {
+            tracing::warn!("low address bits of {value} are meaningless in {}", d.loc);
+        }
+        return Ok(vec![trusted]);
+    }
+    // getaddrinfo, as nginx resolves it (a bracketed address is no host).
+    let resolved = if value.starts_with('[') {
+        None
+    } else {
+        resolve_host(value, 0)
+    };
+    match resolved {
+        Some(addrs) => Ok(addrs.iter().map(|a| realip::exact(a.ip())).collect()),
+        None => err(format!("host not found in set_real_ip_from \"{value}\""), d),
+    }
 }
 
 fn page_size() -> u64 {

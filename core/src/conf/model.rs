@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::syntax::Loc;
+use crate::http::realip::RealIp;
 use crate::log::Level;
 use crate::modules::loader::LoadedModule;
 
@@ -39,7 +40,8 @@ pub struct MainConf {
 pub struct HttpConf {
     pub upstreams: Vec<UpstreamConf>,
     pub servers: Vec<ServerConf>,
-    pub log_formats: HashMap<String, String>,
+    /// `log_format` arguments after the name, by name.
+    pub log_formats: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,8 @@ pub struct ServerConf {
     pub locations: Vec<LocationConf>,
     /// A server-level `return` answers before any location is chosen.
     pub ret: Option<Return>,
+    /// realip with the server's settings (nginx's post-read phase).
+    pub realip: Option<RealIp>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
 }
@@ -104,6 +108,8 @@ pub struct LocationConf {
     pub action: Action,
     pub proxy: ProxyConf,
     pub access_log: Option<AccessLogConf>,
+    /// realip with the location's settings (nginx's pre-access phase).
+    pub realip: Option<RealIp>,
 }
 
 #[derive(Debug, Clone)]

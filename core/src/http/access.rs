@@ -1,13 +1,16 @@
 //! Access log lines: `log_format` compiled at config load, filled when a
 //! response body is done (so `$body_bytes_sent` is what was really sent).
+//!
+//! Request variables are captured when the request starts (after realip,
+//! so `$remote_addr` is the real client); the status, sizes, times and
+//! upstream fields when the line is written.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Request;
+use crate::vars::{CompileError, NameError, Var, VarCtx};
 
 pub const COMBINED: &str =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
@@ -15,125 +18,233 @@ pub const COMBINED: &str =
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
     Text(String),
-    RemoteAddr,
-    RemoteUser,
     TimeLocal,
     TimeIso8601,
     Msec,
-    Request,
     Status,
     BodyBytesSent,
     RequestTime,
     UpstreamAddr,
     UpstreamStatus,
-    RequestMethod,
-    RequestUri,
-    Uri,
-    Host,
-    Header(String),
+    /// A request variable, captured at the start (index into the
+    /// record's values).
+    Var(Var, usize),
+}
+
+/// `log_format`'s `escape=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `"`, `\`, control characters and bytes >= 0x7f as `\xHH`.
+    Default,
+    Json,
+    None,
+}
+
+/// What a `log_format` name resolves to.
+fn field(name: &str) -> Result<Field, NameError> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "time_local" => Field::TimeLocal,
+        "time_iso8601" => Field::TimeIso8601,
+        "msec" => Field::Msec,
+        "status" => Field::Status,
+        "body_bytes_sent" | "bytes_sent" => Field::BodyBytesSent,
+        "request_time" => Field::RequestTime,
+        "upstream_addr" => Field::UpstreamAddr,
+        "upstream_status" => Field::UpstreamStatus,
+        _ => Field::Var(Var::parse(name)?, 0),
+    })
+}
+
+/// One piece of a `log_format` argument.
+pub enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+}
+
+/// Splits one `log_format` argument as `ngx_http_log_compile`, with its
+/// messages (`invalid parameter "$..."` quotes the rest of the argument).
+pub fn scan(arg: &str) -> Result<Vec<Piece<'_>>, CompileError> {
+    let b = arg.as_bytes();
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            let start = i;
+            while i < b.len() && b[i] != b'$' {
+                i += 1;
+            }
+            pieces.push(Piece::Text(&arg[start..i]));
+            continue;
+        }
+        let dollar = i;
+        i += 1;
+        if i == b.len() {
+            return Err(CompileError::Syntax(format!(
+                "invalid parameter \"{}\"",
+                &arg[dollar..]
+            )));
+        }
+        let bracket = b[i] == b'{';
+        if bracket {
+            i += 1;
+            if i == b.len() {
+                return Err(CompileError::Syntax(format!(
+                    "invalid parameter \"{}\"",
+                    &arg[dollar..]
+                )));
+            }
+        }
+        let start = i;
+        let mut closed = false;
+        while i < b.len() {
+            if b[i] == b'}' && bracket {
+                closed = true;
+                break;
+            }
+            if b[i].is_ascii_alphanumeric() || b[i] == b'_' {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        let name = &arg[start..i];
+        if bracket && !closed {
+            return Err(CompileError::Syntax(format!(
+                "the closing bracket in \"{name}\" variable is missing"
+            )));
+        }
+        if closed {
+            i += 1;
+        }
+        if name.is_empty() {
+            return Err(CompileError::Syntax(format!(
+                "invalid parameter \"{}\"",
+                &arg[dollar..]
+            )));
+        }
+        pieces.push(Piece::Var(name));
+    }
+    Ok(pieces)
+}
+
+/// `log_format NAME [escape=...] STRING...`: the escaping and the format
+/// strings. Errors are nginx's.
+pub fn format_args(args: &[String]) -> Result<(Escape, &[String]), CompileError> {
+    if args.len() > 1 {
+        if let Some(e) = args[0].strip_prefix("escape=") {
+            let escape = match e {
+                "default" => Escape::Default,
+                "json" => Escape::Json,
+                "none" => Escape::None,
+                _ => {
+                    return Err(CompileError::Syntax(format!(
+                        "unknown log format escaping \"{e}\""
+                    )))
+                }
+            };
+            return Ok((escape, &args[1..]));
+        }
+    }
+    Ok((Escape::Default, args))
+}
+
+/// Checks a `log_format`'s strings as nginx compiles them: malformed `$`
+/// first, then the names (`Unknown` or `Unsupported`, the first one).
+pub fn check(args: &[String]) -> Result<(), CompileError> {
+    let (_, strings) = format_args(args)?;
+    let mut pieces = Vec::new();
+    for s in strings {
+        pieces.extend(scan(s)?);
+    }
+    for p in pieces {
+        if let Piece::Var(name) = p {
+            field(name).map_err(|e| {
+                let name = name.to_ascii_lowercase();
+                match e {
+                    NameError::Unknown => CompileError::Unknown(name),
+                    NameError::Unsupported => CompileError::Unsupported(name),
+                }
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// A compiled `log_format` and the file it writes to.
 #[derive(Debug)]
 pub struct AccessLog {
     fields: Vec<Field>,
+    escape: Escape,
     path: Arc<PathBuf>,
-    /// Request headers the format reads, captured per request.
-    headers: Vec<String>,
+    /// How many request variables a record captures.
+    vars: usize,
 }
 
 impl AccessLog {
-    /// Compiles `format`; `Err(name)` names an unknown variable.
-    pub fn compile(format: &str, path: PathBuf) -> Result<AccessLog, String> {
-        let mut fields = Vec::new();
-        let mut headers = Vec::new();
-        let mut rest = format;
-        let mut text = String::new();
-        while let Some(pos) = rest.find('$') {
-            text.push_str(&rest[..pos]);
-            rest = &rest[pos + 1..];
-            let braced = rest.starts_with('{');
-            let body = if braced { &rest[1..] } else { rest };
-            let n = body
-                .bytes()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                .count();
-            let name = &body[..n];
-            rest = if braced {
-                body[n..].strip_prefix('}').unwrap_or(&body[n..])
-            } else {
-                &body[n..]
-            };
-            let field = match name {
-                "remote_addr" => Field::RemoteAddr,
-                "remote_user" => Field::RemoteUser,
-                "time_local" => Field::TimeLocal,
-                "time_iso8601" => Field::TimeIso8601,
-                "msec" => Field::Msec,
-                "request" => Field::Request,
-                "status" => Field::Status,
-                "body_bytes_sent" | "bytes_sent" => Field::BodyBytesSent,
-                "request_time" => Field::RequestTime,
-                "upstream_addr" => Field::UpstreamAddr,
-                "upstream_status" => Field::UpstreamStatus,
-                "request_method" => Field::RequestMethod,
-                "request_uri" => Field::RequestUri,
-                "uri" => Field::Uri,
-                "host" => Field::Host,
-                _ => match name.strip_prefix("http_") {
-                    Some(h) => {
-                        let h = h.to_ascii_lowercase().replace('_', "-");
-                        headers.push(h.clone());
-                        Field::Header(h)
+    /// Compiles a format: `log_format`'s arguments after its name.
+    pub fn compile(args: &[String], path: PathBuf) -> Result<AccessLog, CompileError> {
+        check(args)?;
+        let (escape, strings) = format_args(args)?;
+        let mut fields: Vec<Field> = Vec::new();
+        let mut vars = 0;
+        for s in strings {
+            for piece in scan(s)? {
+                let f = match piece {
+                    Piece::Text(t) => {
+                        if let Some(Field::Text(prev)) = fields.last_mut() {
+                            prev.push_str(t);
+                            continue;
+                        }
+                        Field::Text(t.to_owned())
                     }
-                    None => return Err(name.to_owned()),
-                },
-            };
-            if !text.is_empty() {
-                fields.push(Field::Text(std::mem::take(&mut text)));
+                    Piece::Var(name) => match field(name) {
+                        Ok(Field::Var(v, _)) => {
+                            vars += 1;
+                            Field::Var(v, vars - 1)
+                        }
+                        Ok(f) => f,
+                        Err(_) => continue,
+                    },
+                };
+                fields.push(f);
             }
-            fields.push(field);
-        }
-        text.push_str(rest);
-        if !text.is_empty() {
-            fields.push(Field::Text(text));
         }
         Ok(AccessLog {
             fields,
+            escape,
             path: Arc::new(path),
-            headers,
+            vars,
         })
     }
 
-    /// Captures what the line needs from the request head.
-    pub fn start<B>(
-        self: &Arc<Self>,
-        req: &Request<B>,
-        client: SocketAddr,
-        started: Instant,
-    ) -> Box<Record> {
+    /// The predefined `combined` format.
+    pub fn combined(path: PathBuf) -> AccessLog {
+        AccessLog::compile(&[COMBINED.to_owned()], path)
+            .unwrap_or_else(|_| unreachable!("the combined format compiles"))
+    }
+
+    /// Captures what the line needs from the request, as the variables
+    /// see it (after realip).
+    pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
+        let mut values = Vec::new();
+        let mut ends = Vec::with_capacity(self.vars);
+        for f in &self.fields {
+            if let Field::Var(v, _) = f {
+                if v.missing(vars) {
+                    values.push(b'-');
+                } else {
+                    let before = values.len();
+                    v.eval(vars, &mut values);
+                    escape(self.escape, &mut values, before);
+                }
+                ends.push(values.len());
+            }
+        }
         Box::new(Record {
             log: self.clone(),
-            client,
             started,
-            method: req.method().to_string(),
-            uri: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            version: req.version(),
-            host: crate::vars::host_of(req.uri(), req.headers()).unwrap_or_default(),
-            headers: self
-                .headers
-                .iter()
-                .map(|h| {
-                    req.headers()
-                        .get(h.as_str())
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned()
-                })
-                .collect(),
+            values,
+            ends,
             status: 0,
             upstream_addr: String::new(),
             upstream_status: String::new(),
@@ -141,16 +252,54 @@ impl AccessLog {
     }
 }
 
+/// Escapes `buf[from..]` in place, as `ngx_http_log_escape` or
+/// `ngx_escape_json`.
+fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
+    let needs = |c: u8| match mode {
+        Escape::Default => c < 0x20 || c == b'"' || c == b'\\' || c >= 0x7f,
+        Escape::Json => c < 0x20 || c == b'"' || c == b'\\',
+        Escape::None => false,
+    };
+    if !buf[from..].iter().any(|&c| needs(c)) {
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let raw = buf.split_off(from);
+    for c in raw {
+        if !needs(c) {
+            buf.push(c);
+            continue;
+        }
+        match (mode, c) {
+            (Escape::Json, b'"') => buf.extend_from_slice(b"\\\""),
+            (Escape::Json, b'\\') => buf.extend_from_slice(b"\\\\"),
+            (Escape::Json, b'\n') => buf.extend_from_slice(b"\\n"),
+            (Escape::Json, b'\r') => buf.extend_from_slice(b"\\r"),
+            (Escape::Json, b'\t') => buf.extend_from_slice(b"\\t"),
+            (Escape::Json, 0x08) => buf.extend_from_slice(b"\\b"),
+            (Escape::Json, 0x0c) => buf.extend_from_slice(b"\\f"),
+            (Escape::Json, _) => {
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[usize::from(c >> 4)]);
+                buf.push(HEX[usize::from(c & 0xf)]);
+            }
+            _ => {
+                buf.extend_from_slice(b"\\x");
+                buf.push(HEX[usize::from(c >> 4)]);
+                buf.push(HEX[usize::from(c & 0xf)]);
+            }
+        }
+    }
+}
+
 /// One request's access log entry in progress.
 pub struct Record {
     log: Arc<AccessLog>,
-    client: SocketAddr,
     started: Instant,
-    method: String,
-    uri: String,
-    version: http::Version,
-    host: String,
-    headers: Vec<String>,
+    /// The captured variables, one after another (escaped).
+    values: Vec<u8>,
+    /// Where each captured value ends in `values`.
+    ends: Vec<usize>,
     pub status: u16,
     /// `$upstream_addr`: every try, ", "-separated.
     pub upstream_addr: String,
@@ -159,53 +308,38 @@ pub struct Record {
 
 impl Record {
     /// Writes the line with the body bytes actually sent.
-    pub fn finish(self: Box<Self>, sent: u64) {
-        let mut line = String::with_capacity(160);
-        let mut header = 0;
+    pub fn finish(&self, sent: u64) {
+        let mut line: Vec<u8> = Vec::with_capacity(160 + self.values.len());
+        let mut text = String::new();
         for f in &self.log.fields {
+            text.clear();
             match f {
-                Field::Text(t) => line.push_str(t),
-                Field::RemoteAddr => {
-                    let _ = write!(line, "{}", self.client.ip());
+                Field::Text(t) => line.extend_from_slice(t.as_bytes()),
+                Field::TimeLocal => line.extend_from_slice(crate::vars::time_local().as_bytes()),
+                Field::TimeIso8601 => {
+                    line.extend_from_slice(crate::vars::time_iso8601().as_bytes())
                 }
-                Field::RemoteUser => line.push('-'),
-                Field::TimeLocal => line.push_str(&time_local()),
-                Field::TimeIso8601 => line.push_str(&time_iso8601()),
-                Field::Msec => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default();
-                    let _ = write!(line, "{}.{:03}", now.as_secs(), now.subsec_millis());
-                }
-                Field::Request => {
-                    let _ = write!(line, "{} {} {:?}", self.method, self.uri, self.version);
-                }
+                Field::Msec => line.extend_from_slice(crate::vars::msec().as_bytes()),
                 Field::Status => {
-                    let _ = write!(line, "{}", self.status);
+                    let _ = write!(text, "{:03}", self.status);
                 }
                 Field::BodyBytesSent => {
-                    let _ = write!(line, "{sent}");
+                    let _ = write!(text, "{sent}");
                 }
                 Field::RequestTime => {
                     let t = self.started.elapsed();
-                    let _ = write!(line, "{}.{:03}", t.as_secs(), t.subsec_millis());
+                    let _ = write!(text, "{}.{:03}", t.as_secs(), t.subsec_millis());
                 }
-                Field::UpstreamAddr => dash_if_empty(&mut line, &self.upstream_addr),
-                Field::UpstreamStatus => dash_if_empty(&mut line, &self.upstream_status),
-                Field::RequestMethod => line.push_str(&self.method),
-                Field::RequestUri => line.push_str(&self.uri),
-                Field::Uri => line.push_str(self.uri.split('?').next().unwrap_or("")),
-                Field::Host => line.push_str(&self.host),
-                Field::Header(_) => {
-                    dash_if_empty(
-                        &mut line,
-                        self.headers.get(header).map_or("", |s| s.as_str()),
-                    );
-                    header += 1;
+                Field::UpstreamAddr => dash_if_empty(&mut text, &self.upstream_addr),
+                Field::UpstreamStatus => dash_if_empty(&mut text, &self.upstream_status),
+                Field::Var(_, i) => {
+                    let start = if *i == 0 { 0 } else { self.ends[i - 1] };
+                    line.extend_from_slice(&self.values[start..self.ends[*i]]);
                 }
             }
+            line.extend_from_slice(text.as_bytes());
         }
-        line.push('\n');
+        line.push(b'\n');
         crate::log::access::write(self.log.path.clone(), line);
     }
 }
@@ -214,42 +348,42 @@ fn dash_if_empty(line: &mut String, s: &str) {
     line.push_str(if s.is_empty() { "-" } else { s });
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn offset(tm: &libc::tm) -> (char, i64, i64) {
-    let off = tm.tm_gmtoff;
-    let sign = if off < 0 { '-' } else { '+' };
-    (sign, off.abs() / 3600, (off.abs() % 3600) / 60)
-}
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
 
-/// `22/Nov/2026:04:05:06 +0000`
-fn time_local() -> String {
-    let (tm, _) = crate::log::local_now();
-    let (sign, h, m) = offset(&tm);
-    format!(
-        "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{h:02}{m:02}",
-        tm.tm_mday,
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_year + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
+    #[test]
+    fn format_errors_as_nginx() {
+        let e = |s: &[&str]| check(&args(s)).expect_err("refused").to_string();
+        assert_eq!(e(&["a$"]), "invalid parameter \"$\"");
+        assert_eq!(e(&["${}"]), "invalid parameter \"${}\"");
+        assert_eq!(e(&["a$-b c"]), "invalid parameter \"$-b c\"");
+        assert_eq!(
+            e(&["${x"]),
+            "the closing bracket in \"x\" variable is missing"
+        );
+        assert_eq!(e(&["$1"]), "unknown \"1\" variable");
+        assert_eq!(e(&["$statusx"]), "unknown \"statusx\" variable");
+        assert_eq!(
+            e(&["escape=xml", "$status"]),
+            "unknown log format escaping \"xml\""
+        );
+        assert!(check(&args(&["$status", "x"])).is_ok());
+        assert!(check(&args(&["$upstream_addr $Remote_Addr $http_x_y"])).is_ok());
+        assert!(check(&args(&[COMBINED])).is_ok());
+    }
 
-/// `2026-11-22T04:05:06+00:00`
-fn time_iso8601() -> String {
-    let (tm, _) = crate::log::local_now();
-    let (sign, h, m) = offset(&tm);
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{h:02}:{m:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    #[test]
+    fn escapes_as_nginx() {
+        let mut b = b"ab\"c\\\x01\xff".to_vec();
+        escape(Escape::Default, &mut b, 1);
+        assert_eq!(b, b"ab\\x22c\\x5C\\x01\\xFF");
+        let mut b = b"a\"\n\x01".to_vec();
+        escape(Escape::Json, &mut b, 0);
+        assert_eq!(b, b"a\\\"\\n\\u0001");
+    }
 }

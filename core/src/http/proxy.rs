@@ -20,6 +20,7 @@ use waypost_module_api::{
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{ReqBody, RespBody};
+use crate::http::head::ParsedHead;
 use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
 use crate::http::response::{error_page, server_header};
 use crate::log::{self, Level};
@@ -27,13 +28,20 @@ use crate::runtime::{HeaderSource, Location, Proxy, Server};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
-use crate::vars::{Var, VarCtx};
+use crate::vars::{NgxIp, Var, VarCtx};
 
 /// What the request path knows about the client connection.
 pub struct ClientCx<'a> {
+    /// The client, after realip.
     pub client: SocketAddr,
+    /// The connection's peer.
+    pub peer: SocketAddr,
     pub local: SocketAddr,
     pub conn: u64,
+    /// Requests on this connection so far, this one included.
+    pub requests: u64,
+    /// The request's normalized URI and validated host.
+    pub head: &'a ParsedHead,
     pub server: &'a Server,
 }
 
@@ -47,7 +55,7 @@ fn now_secs() -> u64 {
 fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
     format!(
         ", client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{}\", host: \"{}\"",
-        cx.client.ip(),
+        NgxIp(cx.client.ip()),
         cx.server.name,
         parts.method,
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -122,11 +130,12 @@ extern "C" fn hook_variable(ctx: *const c_void, name: RStr<'_>) -> RStr<'static>
     // SAFETY: as in hook_header. Values are pushed to scratch and never
     // removed, and a String's heap buffer does not move when the Vec grows.
     let cx = unsafe { &*(ctx as *const HookCx<'static>) };
-    let Some(var) = Var::parse(name.as_str()) else {
+    let Ok(var) = Var::parse(name.as_str()) else {
         return RStr::from_str("");
     };
-    let mut value = String::new();
-    var.eval(&cx.vars, &mut value);
+    let mut bytes = Vec::new();
+    var.eval(&cx.vars, &mut bytes);
+    let value = text(bytes);
     let scratch = unsafe { &mut *cx.scratch.get() };
     scratch.push(value);
     let s: &str = scratch.last().map_or("", |s| s.as_str());
@@ -140,14 +149,21 @@ extern "C" fn hook_eval(ctx: *const c_void, id: u32) -> RStr<'static> {
         return RStr::from_str("");
     };
     if let Some(slice) = template.as_slice(&cx.vars) {
-        return RStr::from_str(slice);
+        if let Ok(s) = std::str::from_utf8(slice) {
+            return RStr::from_str(s);
+        }
     }
-    let mut value = String::new();
-    template.eval_into(&cx.vars, &mut value);
+    let value = text(template.eval(&cx.vars));
     let scratch = unsafe { &mut *cx.scratch.get() };
     scratch.push(value);
     let s: &str = scratch.last().map_or("", |s| s.as_str());
     RStr::from_str(unsafe { &*(s as *const str) })
+}
+
+/// A value as text for a module: bytes that are not UTF-8 (a decoded
+/// `$uri`, obs-text in a header) are replaced, as modules see `str`.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn peers_view<'a>(up: &'a Upstream, tried: &'a Tried, now: u64) -> PeersView<'a> {
@@ -163,25 +179,45 @@ fn peers_view<'a>(up: &'a Upstream, tried: &'a Tried, now: u64) -> PeersView<'a>
     }
 }
 
-/// The upstream request's target: the request URI, or with
-/// `proxy_pass http://u/uri`, the location prefix replaced by `uri`.
-fn upstream_uri(parts: &Parts, p: &Proxy, location: &Location) -> Uri {
+/// The upstream request's target: the request URI as sent, or with
+/// `proxy_pass http://u/uri`, the location prefix of the normalized URI
+/// replaced by `uri` (the rest escaped again if the request had escapes),
+/// as nginx's `ngx_http_proxy_create_request`.
+fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Location) -> Uri {
     let Some(replacement) = &p.uri else {
         return parts
             .uri
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     };
-    let path = parts.uri.path();
-    let rest = path.get(location.prefix.len()..).unwrap_or("");
-    let mut target = String::with_capacity(replacement.len() + rest.len() + 16);
-    target.push_str(replacement);
-    target.push_str(rest);
-    if let Some(q) = parts.uri.query() {
-        target.push('?');
-        target.push_str(q);
+    let uri = head.uri(&parts.uri);
+    let rest = uri.get(location.prefix.len()..).unwrap_or(b"");
+    let mut target = Vec::with_capacity(replacement.len() + rest.len() + 16);
+    target.extend_from_slice(replacement.as_bytes());
+    if head.quoted {
+        escape_uri(rest, &mut target);
+    } else {
+        target.extend_from_slice(rest);
     }
-    target.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    if let Some(q) = parts.uri.query() {
+        target.push(b'?');
+        target.extend_from_slice(q.as_bytes());
+    }
+    Uri::from_maybe_shared(bytes::Bytes::from(target)).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// `ngx_escape_uri` with `NGX_ESCAPE_URI`: control characters, space,
+/// the characters of `"#%<>?\^{|}` and the backquote, DEL and bytes above
+/// it as `%XX`.
+fn escape_uri(src: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in src {
+        if c <= 0x20 || c >= 0x7f || b"\"#%<>?\\^`{|}".contains(&c) {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 /// Request headers that never go upstream as the client sent them:
@@ -208,7 +244,7 @@ fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
             headers.append(name.clone(), value.clone());
         }
     }
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     for (name, source) in &p.headers {
         match source {
             HeaderSource::Fixed(None) => {}
@@ -219,7 +255,7 @@ fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
                 buf.clear();
                 template.eval_into(vars, &mut buf);
                 if !buf.is_empty() {
-                    if let Ok(v) = HeaderValue::from_str(&buf) {
+                    if let Ok(v) = HeaderValue::from_bytes(&buf) {
                         headers.insert(name.clone(), v);
                     }
                 }
@@ -410,10 +446,15 @@ pub async fn run(
     let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
+            head: cx.head,
             client: cx.client,
+            peer: cx.peer,
             local: cx.local,
             server_name: &cx.server.name,
             proxy_host: &p.host,
+            conn: cx.conn,
+            requests: cx.requests,
+            status: 0,
         };
         let hook_cx = HookCx {
             vars,
@@ -424,7 +465,7 @@ pub async fn run(
         let client_addr = {
             use std::io::Write;
             let mut w = &mut client_text[..];
-            let _ = write!(w, "{}", cx.client.ip());
+            let _ = write!(w, "{}", NgxIp(cx.client.ip()));
             let n = 48 - w.len();
             std::str::from_utf8(&client_text[..n]).unwrap_or("")
         };
@@ -500,7 +541,7 @@ pub async fn run(
     // that never sent it can hand it on to the next.
     let mut body = (!body_empty).then_some(ReqBody::Client(body, None));
     let mut tries_left = p.tries;
-    let uri = upstream_uri(&parts, p, location);
+    let uri = upstream_uri(&parts, cx.head, p, location);
     let mut head = Head {
         method: parts.method.clone(),
         uri: uri.clone(),

@@ -5,21 +5,66 @@ use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::http::body::RespBody;
-use crate::runtime::Reply;
+use crate::runtime::{Reply, ReplyText};
+use crate::vars::VarCtx;
 
-pub fn reply(r: &Reply) -> Response<RespBody> {
-    if r.body.is_empty() && r.location.is_none() && r.status >= 400 {
+/// A `return`, as nginx's `ngx_http_script_return_code` and
+/// `ngx_http_send_response`: without text (or with an empty fixed one) a
+/// 4xx or 5xx sends nginx's page; a redirect sends the text as Location
+/// (made absolute when it starts with `/`) with nginx's page for the
+/// status; anything else sends the text as a `text/plain` body.
+pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
+    let empty_fixed = match &r.text {
+        None => true,
+        Some(ReplyText::Fixed(b)) => b.is_empty(),
+        Some(ReplyText::Template(_)) => false,
+    };
+    if r.status >= 400 && empty_fixed {
         return error_page(r.status);
     }
-    let mut resp = Response::new(RespBody::full(r.body.clone()));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    if let Some(location) = &r.location {
-        resp.headers_mut().insert(LOCATION, location.clone());
+    let text = match &r.text {
+        None => Bytes::new(),
+        Some(ReplyText::Fixed(b)) => b.clone(),
+        Some(ReplyText::Template(t)) => Bytes::from(t.eval(vars)),
+    };
+    if r.redirect {
+        let mut resp = error_page(r.status);
+        let location = if text.first() == Some(&b'/') {
+            absolute(&text, vars)
+        } else {
+            text
+        };
+        if let Ok(v) = HeaderValue::from_maybe_shared(location) {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+        return resp;
     }
+    let mut resp = Response::new(RespBody::full(text));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     server_header(&mut resp);
     resp
+}
+
+/// nginx's header filter with `absolute_redirect on`: a Location starting
+/// with `/` gets `http://`, the request's host (else the local address)
+/// and the local port unless it is 80.
+fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(path.len() + 40);
+    out.extend_from_slice(b"http://");
+    match vars.head.host(&vars.req.uri, &vars.req.headers) {
+        Some(host) => out.extend_from_slice(host),
+        None => {
+            let _ = write!(out, "{}", crate::vars::NgxIp(vars.local.ip()));
+        }
+    }
+    if vars.local.port() != 80 {
+        let _ = write!(out, ":{}", vars.local.port());
+    }
+    out.extend_from_slice(path);
+    Bytes::from(out)
 }
 
 pub fn server_header<B>(resp: &mut Response<B>) {

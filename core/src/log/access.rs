@@ -9,7 +9,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 enum Msg {
-    Line(Arc<PathBuf>, String),
+    Line(Arc<PathBuf>, Vec<u8>),
     Reopen,
 }
 
@@ -51,7 +51,7 @@ fn sender() -> &'static Mutex<Sender<Msg>> {
                                     }
                                 }
                                 if let Some(w) = files.get_mut(&path) {
-                                    let _ = w.write_all(line.as_bytes());
+                                    let _ = w.write_all(&line);
                                 }
                             }
                             Msg::Reopen => {
@@ -96,7 +96,7 @@ fn send(msg: Msg) {
 }
 
 /// Queues one line (with its newline) for `path`.
-pub fn write(path: Arc<PathBuf>, line: String) {
+pub fn write(path: Arc<PathBuf>, line: Vec<u8>) {
     send(Msg::Line(path, line));
 }
 

@@ -16,7 +16,7 @@ use super::*;
 use crate::conf::model::{self, Config, UpstreamConf};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
-use crate::http::access::{AccessLog, COMBINED};
+use crate::http::access::AccessLog;
 use crate::log::Level;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
@@ -56,7 +56,7 @@ extern "C" fn host_compile(
             builder.templates.push(t);
             RResult::ROk(builder.templates.len() as u32 - 1)
         }
-        Err(name) => RResult::RErr(format!("unknown \"{name}\" variable").into()),
+        Err(e) => RResult::RErr(e.to_string().into()),
     }
 }
 
@@ -180,28 +180,30 @@ fn upstream(
     ))
 }
 
-fn reply(r: &model::Return) -> Reply {
-    let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
-    let text = r.text.clone().unwrap_or_default();
-    if redirect {
-        Reply {
-            status: r.code,
-            body: Bytes::new(),
-            location: HeaderValue::from_str(&text).ok(),
+/// A `return`, its text compiled (the interpreter checked it).
+fn reply(r: &model::Return) -> Result<Reply, ConfError> {
+    let text = match &r.text {
+        None => None,
+        Some(text) => {
+            let template =
+                crate::vars::Template::compile(text).map_err(|e| ConfError::bare(e.to_string()))?;
+            Some(match template.as_literal() {
+                Some(fixed) => ReplyText::Fixed(Bytes::from(fixed.to_owned())),
+                None => ReplyText::Template(template),
+            })
         }
-    } else {
-        Reply {
-            status: r.code,
-            body: Bytes::from(text),
-            location: None,
-        }
-    }
+    };
+    Ok(Reply {
+        status: r.code,
+        text,
+        redirect: matches!(r.code, 301 | 302 | 303 | 307 | 308),
+    })
 }
 
 fn server(
     s: &model::ServerConf,
     upstreams: &[Arc<Upstream>],
-    formats: &HashMap<String, String>,
+    formats: &HashMap<String, Vec<String>>,
 ) -> Result<Server, ConfError> {
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
@@ -209,7 +211,7 @@ fn server(
     let mut logs: HashMap<(PathBuf, String), Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
-            model::Action::Return(r) => Action::Reply(reply(r)),
+            model::Action::Return(r) => Action::Reply(reply(r)?),
             model::Action::None => Action::NotFound,
             model::Action::Proxy(p) => Action::Proxy(proxy(p, &l.proxy, upstreams)?),
         };
@@ -220,11 +222,11 @@ fn server(
                 if let Some(log) = logs.get(&key) {
                     Some(log.clone())
                 } else {
-                    let format = formats.get(&a.format).map_or(COMBINED, |f| f.as_str());
-                    let log = Arc::new(
-                        AccessLog::compile(format, a.path.clone())
-                            .map_err(|v| ConfError::bare(format!("unknown \"{v}\" variable")))?,
-                    );
+                    let log = Arc::new(match formats.get(&a.format) {
+                        Some(args) => AccessLog::compile(args, a.path.clone())
+                            .map_err(|e| ConfError::bare(e.to_string()))?,
+                        None => AccessLog::combined(a.path.clone()),
+                    });
                     logs.insert(key, log.clone());
                     Some(log)
                 }
@@ -239,12 +241,14 @@ fn server(
             prefix: l.path.clone(),
             action,
             access_log,
+            realip: l.realip.clone(),
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     Ok(Server {
         name: s.names.first().cloned().unwrap_or_default(),
-        ret: s.ret.as_ref().map(reply),
+        ret: s.ret.as_ref().map(reply).transpose()?,
+        realip: s.realip.clone(),
         locations: Locations {
             exact,
             prefixes,
@@ -280,8 +284,8 @@ fn proxy(
         let value = value
             .replace("$proxy_host", &p.host)
             .replace("${proxy_host}", &p.host);
-        let template = crate::vars::Template::compile(&value)
-            .map_err(|v| ConfError::bare(format!("unknown \"{v}\" variable")))?;
+        let template =
+            crate::vars::Template::compile(&value).map_err(|e| ConfError::bare(e.to_string()))?;
         let source = match template.as_literal() {
             Some("") => HeaderSource::Fixed(None),
             Some(text) => HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {

@@ -1,0 +1,437 @@
+//! What nginx works out from a request head before any phase runs, and
+//! the checks it makes there (`ngx_http_parse_request_line`,
+//! `ngx_http_process_request_uri`, `ngx_http_process_host`): the
+//! normalized URI (`$uri`, which locations match) and the validated host
+//! (`$host`, which picks the server). A request nginx refuses here gets
+//! 400.
+//!
+//! Most requests cost nothing beyond a scan: the URI is normalized only
+//! when it has `%`, `//` or `/.`, and the host is copied only when it has
+//! capitals.
+
+use http::header::{self, HeaderMap};
+use http::request::Parts;
+use http::{Uri, Version};
+
+/// The request's normalized URI and validated host.
+#[derive(Debug, Default)]
+pub struct ParsedHead {
+    /// `$uri` when normalizing changed the path; `None`: the path as sent.
+    uri: Option<Box<[u8]>>,
+    /// The path had a `%` (nginx's `quoted_uri`).
+    pub quoted: bool,
+    host: Host,
+}
+
+/// Where the validated host is, as the prefix of its source that is the
+/// host (without port or trailing dot), or a lowercased copy.
+#[derive(Debug, Default)]
+enum Host {
+    #[default]
+    None,
+    Uri(usize),
+    Header(usize),
+    Owned(Box<[u8]>),
+}
+
+/// A request nginx answers with 400 before any phase.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRequest;
+
+impl ParsedHead {
+    pub fn parse(req: &Parts) -> Result<ParsedHead, BadRequest> {
+        // nginx's request line: an uppercase method (`A-Z`, `_`, `-`) and
+        // a target starting with `/` or an absolute URI.
+        if !req
+            .method
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c == b'_' || c == b'-')
+        {
+            return Err(BadRequest);
+        }
+        let path = req.uri.path();
+        if !path.starts_with('/') {
+            return Err(BadRequest);
+        }
+        let mut head = ParsedHead::default();
+        if let Some(authority) = req.uri.authority() {
+            if authority.as_str().contains('@') {
+                return Err(BadRequest);
+            }
+            head.host = host(authority.as_str().as_bytes(), Host::Uri)?;
+        }
+        let mut hosts = req.headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => return Err(BadRequest),
+            (Some(value), None) => {
+                // Checked even when the request line named the host.
+                let from_header = host(value.as_bytes(), Host::Header)?;
+                if matches!(head.host, Host::None) {
+                    head.host = from_header;
+                }
+            }
+            (None, _) => {
+                if req.version > Version::HTTP_10 {
+                    return Err(BadRequest);
+                }
+            }
+        }
+        if req
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(BadRequest);
+        }
+        let bytes = path.as_bytes();
+        head.quoted = bytes.contains(&b'%');
+        if head.quoted || complex(bytes) {
+            let normalized = normalize(bytes)?;
+            if normalized != bytes {
+                head.uri = Some(normalized.into_boxed_slice());
+            }
+        }
+        Ok(head)
+    }
+
+    /// `$uri`
+    pub fn uri<'r>(&'r self, uri: &'r Uri) -> &'r [u8] {
+        match &self.uri {
+            Some(u) => u,
+            None => uri.path().as_bytes(),
+        }
+    }
+
+    /// The host from the request line or the Host header, lowercased,
+    /// without port; `None` when the request named none.
+    pub fn host<'r>(&'r self, uri: &'r Uri, headers: &'r HeaderMap) -> Option<&'r [u8]> {
+        match &self.host {
+            Host::None => None,
+            Host::Uri(n) => Some(&uri.authority()?.as_str().as_bytes()[..*n]),
+            Host::Header(n) => Some(&headers.get(header::HOST)?.as_bytes()[..*n]),
+            Host::Owned(h) => Some(h),
+        }
+    }
+}
+
+/// `ngx_http_validate_host`: the host without port or trailing dot; no
+/// `..`, `/`, `\`, NUL or control characters; not empty.
+fn host(h: &[u8], at: fn(usize) -> Host) -> Result<Host, BadRequest> {
+    #[derive(PartialEq)]
+    enum State {
+        Usual,
+        Literal,
+        Rest,
+    }
+    let mut state = State::Usual;
+    let mut dot_pos = h.len();
+    let mut host_len = h.len();
+    let mut upper = false;
+    for (i, &c) in h.iter().enumerate() {
+        match c {
+            b'.' => {
+                if i > 0 && dot_pos == i - 1 {
+                    return Err(BadRequest);
+                }
+                dot_pos = i;
+            }
+            b':' => {
+                if state == State::Usual {
+                    host_len = i;
+                    state = State::Rest;
+                }
+            }
+            b'[' => {
+                if i == 0 {
+                    state = State::Literal;
+                }
+            }
+            b']' => {
+                if state == State::Literal {
+                    host_len = i + 1;
+                    state = State::Rest;
+                }
+            }
+            b'\0' | b'/' | b'\\' => return Err(BadRequest),
+            _ => {
+                if c <= 0x20 || c == 0x7f {
+                    return Err(BadRequest);
+                }
+                if c.is_ascii_uppercase() {
+                    upper = true;
+                }
+            }
+        }
+    }
+    if host_len > 0 && dot_pos == host_len - 1 {
+        host_len -= 1;
+    }
+    if host_len == 0 {
+        return Err(BadRequest);
+    }
+    Ok(if upper {
+        Host::Owned(h[..host_len].to_ascii_lowercase().into_boxed_slice())
+    } else {
+        at(host_len)
+    })
+}
+
+/// Whether nginx's request line parser would flag the path complex: a
+/// `//` or a `/.`.
+fn complex(path: &[u8]) -> bool {
+    path.windows(2)
+        .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'))
+}
+
+/// nginx's `usual` table: bytes that need no attention in a path.
+fn usual(c: u8) -> bool {
+    !(c <= 0x20 || c == 0x7f || matches!(c, b'#' | b'%' | b'+' | b'.' | b'/' | b'?'))
+}
+
+/// `ngx_http_parse_complex_uri` on a path, with `merge_slashes on`:
+/// percent-decoding (a decoded `/` or `.` counts as one), merged slashes,
+/// `.` and `..` segments resolved. Refused: a bad escape, a decoded NUL,
+/// `..` above the root.
+pub fn normalize(path: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        Usual,
+        Slash,
+        Dot,
+        DotDot,
+        Quoted,
+        QuotedSecond,
+    }
+    let mut u: Vec<u8> = Vec::with_capacity(path.len());
+    let mut state = S::Usual;
+    let mut quoted_state = S::Usual;
+    let mut decoded = 0u8;
+    let mut p = 0;
+    let mut ch = match path.first() {
+        Some(&c) => c,
+        None => return Ok(u),
+    };
+    p += 1;
+    // nginx reads `ch = *p++` after each character it consumes; a decoded
+    // escape is looked at again in the state the `%` interrupted.
+    let next = |p: &mut usize| {
+        let c = path.get(*p).copied().unwrap_or(0);
+        *p += 1;
+        c
+    };
+    // Back to the segment before `..`: `u -= 4`, then to the last `/`.
+    let up = |u: &mut Vec<u8>| -> Result<(), BadRequest> {
+        let mut i = u.len() as isize - 4;
+        loop {
+            if i < 0 {
+                return Err(BadRequest);
+            }
+            if u[i as usize] == b'/' {
+                u.truncate(i as usize + 1);
+                return Ok(());
+            }
+            i -= 1;
+        }
+    };
+    while p <= path.len() {
+        match state {
+            S::Usual => {
+                if usual(ch) {
+                    u.push(ch);
+                    ch = next(&mut p);
+                    continue;
+                }
+                match ch {
+                    b'/' => {
+                        state = S::Slash;
+                        u.push(ch);
+                    }
+                    b'%' => {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    }
+                    _ => u.push(ch),
+                }
+                ch = next(&mut p);
+            }
+            S::Slash => {
+                if usual(ch) {
+                    state = S::Usual;
+                    u.push(ch);
+                    ch = next(&mut p);
+                    continue;
+                }
+                match ch {
+                    b'/' => {}
+                    b'.' => {
+                        state = S::Dot;
+                        u.push(ch);
+                    }
+                    b'%' => {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    }
+                    _ => {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                }
+                ch = next(&mut p);
+            }
+            S::Dot => {
+                if usual(ch) {
+                    state = S::Usual;
+                    u.push(ch);
+                    ch = next(&mut p);
+                    continue;
+                }
+                match ch {
+                    b'/' => {
+                        state = S::Slash;
+                        u.pop();
+                    }
+                    b'.' => {
+                        state = S::DotDot;
+                        u.push(ch);
+                    }
+                    b'%' => {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    }
+                    _ => {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                }
+                ch = next(&mut p);
+            }
+            S::DotDot => {
+                if usual(ch) {
+                    state = S::Usual;
+                    u.push(ch);
+                    ch = next(&mut p);
+                    continue;
+                }
+                match ch {
+                    b'/' => {
+                        up(&mut u)?;
+                        state = S::Slash;
+                    }
+                    b'%' => {
+                        quoted_state = state;
+                        state = S::Quoted;
+                    }
+                    _ => {
+                        state = S::Usual;
+                        u.push(ch);
+                    }
+                }
+                ch = next(&mut p);
+            }
+            S::Quoted => {
+                let c = ch | 0x20;
+                decoded = match ch {
+                    b'0'..=b'9' => ch - b'0',
+                    _ if (b'a'..=b'f').contains(&c) => c - b'a' + 10,
+                    _ => return Err(BadRequest),
+                };
+                state = S::QuotedSecond;
+                ch = next(&mut p);
+            }
+            S::QuotedSecond => {
+                let c = ch | 0x20;
+                if ch.is_ascii_digit() {
+                    ch = (decoded << 4) + (ch - b'0');
+                    if ch == b'%' || ch == b'#' {
+                        state = S::Usual;
+                        u.push(ch);
+                        ch = next(&mut p);
+                        continue;
+                    }
+                    if ch == 0 {
+                        return Err(BadRequest);
+                    }
+                    state = quoted_state;
+                } else if (b'a'..=b'f').contains(&c) {
+                    ch = (decoded << 4) + (c - b'a') + 10;
+                    if ch == b'?' {
+                        state = S::Usual;
+                        u.push(ch);
+                        ch = next(&mut p);
+                        continue;
+                    }
+                    state = quoted_state;
+                } else {
+                    return Err(BadRequest);
+                }
+            }
+        }
+    }
+    match state {
+        S::Quoted | S::QuotedSecond => return Err(BadRequest),
+        S::Dot => {
+            u.pop();
+        }
+        S::DotDot => up(&mut u)?,
+        _ => {}
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, BadRequest> {
+        normalize(p.as_bytes()).map(|u| String::from_utf8_lossy(&u).into_owned())
+    }
+
+    #[test]
+    fn paths_as_nginx_normalizes_them() {
+        assert_eq!(n("/a//b/./c/../d"), Ok("/a/b/d".into()));
+        assert_eq!(n("/%41%2F"), Ok("/A/".into()));
+        assert_eq!(n("/a/%2e%2e/b"), Ok("/b".into()));
+        assert_eq!(n("/a/b/.."), Ok("/a/".into()));
+        assert_eq!(n("/a/b/."), Ok("/a/b/".into()));
+        assert_eq!(n("/a/./"), Ok("/a/".into()));
+        assert_eq!(n("////"), Ok("/".into()));
+        assert_eq!(n("/a%2F..%2Fb"), Ok("/b".into()));
+        assert_eq!(n("/a/..%2Fb"), Ok("/b".into()));
+        assert_eq!(n("/a/b%2F.."), Ok("/a/".into()));
+        assert_eq!(n("/a%25%23%3f%3F%2b"), Ok("/a%#??+".into()));
+        assert_eq!(n("/a/..b/c"), Ok("/a/..b/c".into()));
+        assert_eq!(n("/a/.b/./c/."), Ok("/a/.b/c/".into()));
+        assert_eq!(n("/.%2F"), Ok("/".into()));
+        assert_eq!(n("/a/%2E%2E/%2e"), Ok("/".into()));
+        assert_eq!(n("/a%0Ab"), Ok("/a\nb".into()));
+        assert_eq!(n("/../x"), Err(BadRequest));
+        assert_eq!(n("/%2e%2e"), Err(BadRequest));
+        assert_eq!(n("/%zz"), Err(BadRequest));
+        assert_eq!(n("/a%2"), Err(BadRequest));
+        assert_eq!(n("/a%00b"), Err(BadRequest));
+    }
+
+    #[test]
+    fn hosts_as_nginx_validates_them() {
+        let h = |s: &str| match host(s.as_bytes(), Host::Header) {
+            Ok(Host::Header(n)) => Ok(s[..n].to_owned()),
+            Ok(Host::Owned(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e),
+        };
+        assert_eq!(h("Foo.Bar:99"), Ok("foo.bar".into()));
+        assert_eq!(h("a:b:c"), Ok("a".into()));
+        assert_eq!(h("a."), Ok("a".into()));
+        assert_eq!(h("[::1]:80"), Ok("[::1]".into()));
+        assert_eq!(h("[::1"), Ok("[::1".into()));
+        assert_eq!(h("a_b"), Ok("a_b".into()));
+        assert_eq!(h(""), Err(BadRequest));
+        assert_eq!(h(":80"), Err(BadRequest));
+        assert_eq!(h("."), Err(BadRequest));
+        assert_eq!(h("a..b"), Err(BadRequest));
+        assert_eq!(h("a/b"), Err(BadRequest));
+    }
+}
