@@ -5,17 +5,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use tokio::signal::unix::{signal, SignalKind};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::conf::interp::{self, Env};
-use crate::conf::model::Config;
+use crate::conf::model::{Config, LogTarget, MainConf};
 use crate::conf::ConfError;
 use crate::http::server::{self, ListenerSet, State};
 use crate::log::{self, Level};
 use crate::modules::loader::Loader;
-use crate::runtime::{build::build, Runtime};
+use crate::runtime::{build::build, carry::carry_over, Runtime};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -111,6 +111,15 @@ pub fn main(cli: Cli) -> i32 {
         return test_config(&paths, &loader, cli.quiet, cli.dump);
     }
 
+    // Before the pid file exists, so that a `-s` reaching this process
+    // early finds the handlers rather than the default actions.
+    let signals = match signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            emerg(&format!("cannot install signal handlers: {e}"));
+            return 1;
+        }
+    };
     let runtime = match load(&paths, &loader).and_then(build) {
         Ok(rt) => rt,
         Err(e) => {
@@ -120,10 +129,11 @@ pub fn main(cli: Cli) -> i32 {
     };
     let (target, level) = runtime.main.error_log.clone();
     if let Err(e) = log::set_target(&target, level) {
-        emerg(&format!(
-            "open() \"{target:?}\" failed ({})",
-            crate::http::proxy::strerror(&e)
-        ));
+        let msg = match &target {
+            LogTarget::File(p) => open_failed(p, &e),
+            LogTarget::Stderr => e.to_string(),
+        };
+        emerg(&msg);
         return 1;
     }
     let listeners = match bind_all(&runtime, &ListenerSet::default()) {
@@ -136,11 +146,7 @@ pub fn main(cli: Cli) -> i32 {
     };
     let pid_path = runtime.main.pid.clone();
     if let Err(e) = write_pid(&pid_path) {
-        let msg = format!(
-            "open() \"{}\" failed ({})",
-            pid_path.display(),
-            crate::http::proxy::strerror(&e)
-        );
+        let msg = open_failed(&pid_path, &e);
         emerg(&msg);
         log::write(Level::Emerg, None, &msg);
         return 1;
@@ -160,13 +166,7 @@ pub fn main(cli: Cli) -> i32 {
         None,
         &format!("waypost/{VERSION} started, {workers} worker thread(s)"),
     );
-    let code = master_loop(&paths, &loader, &state);
-    if code == 0 {
-        // Graceful: workers drain their connections first.
-        for h in handles {
-            let _ = h.join();
-        }
-    }
+    master_loop(&paths, &loader, &state, signals, handles);
     let pid_now = state.runtime.load().main.pid.clone();
     let _ = std::fs::remove_file(pid_now);
     log::write(Level::Notice, None, "exit");
@@ -298,9 +298,37 @@ fn bind_all(rt: &Runtime, old: &ListenerSet) -> Result<ListenerSet, String> {
     Ok(set)
 }
 
-/// Waits for signals on the main thread. Returns 0 for a graceful exit
-/// (workers joined) and 1 for a fast one.
-fn master_loop(paths: &Paths, loader: &Loader, state: &Arc<State>) -> i32 {
+/// `open() "PATH" failed (ERRNO: TEXT)`, nginx's message for a file it
+/// cannot open.
+fn open_failed(path: &Path, e: &std::io::Error) -> String {
+    format!(
+        "open() \"{}\" failed ({}: {})",
+        path.display(),
+        e.raw_os_error().unwrap_or(0),
+        crate::http::proxy::strerror(e)
+    )
+}
+
+/// `worker_shutdown_timeout`: how long a graceful shutdown lets requests
+/// run before the remaining connections are closed. The parser accepts
+/// the directive but the config model does not keep its value yet, so a
+/// graceful shutdown waits for every request, as nginx without it.
+fn shutdown_timeout(_main: &MainConf) -> Option<Duration> {
+    None
+}
+
+/// Waits for signals on the main thread, and does what each asks, as
+/// nginx's master: HUP reloads, USR1 reopens the logs, TERM and INT return
+/// at once (the caller exits, closing every connection), QUIT stops
+/// accepting and returns once the workers have drained their connections,
+/// or when `worker_shutdown_timeout` runs out.
+fn master_loop(
+    paths: &Paths,
+    loader: &Loader,
+    state: &Arc<State>,
+    signals: std::os::unix::net::UnixDatagram,
+    workers: Vec<JoinHandle<()>>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -312,55 +340,95 @@ fn master_loop(paths: &Paths, loader: &Loader, state: &Arc<State>) -> i32 {
                 None,
                 &format!("cannot start the signal loop: {e}"),
             );
-            return 1;
+            return;
         }
     };
     rt.block_on(async {
-        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            log::write(Level::Emerg, None, "cannot install signal handlers");
-            return 1;
+        let signals = match tokio::net::UnixDatagram::from_std(signals) {
+            Ok(s) => s,
+            Err(e) => {
+                log::write(
+                    Level::Emerg,
+                    None,
+                    &format!("cannot watch for signals: {e}"),
+                );
+                return;
+            }
         };
         loop {
+            match signals::next(&signals).await {
+                libc::SIGHUP => reload(paths, loader, state),
+                libc::SIGUSR1 => reopen(state),
+                libc::SIGTERM | libc::SIGINT => return,
+                libc::SIGQUIT => break,
+                _ => {}
+            }
+        }
+
+        // Graceful shutdown: workers stop accepting and close idle
+        // connections; requests in flight finish.
+        log::write(Level::Notice, None, "gracefully shutting down");
+        let _ = state.quit.send(true);
+        // The last references to the listening sockets: new connections are
+        // refused from now on instead of waiting in a backlog nobody reads.
+        state
+            .listeners
+            .send_replace(Arc::new(ListenerSet::default()));
+        let (done, mut drained) = tokio::sync::oneshot::channel();
+        let joiner = std::thread::Builder::new()
+            .name("shutdown".into())
+            .spawn(move || {
+                for w in workers {
+                    let _ = w.join();
+                }
+                let _ = done.send(());
+            });
+        if let Err(e) = joiner {
+            log::write(
+                Level::Alert,
+                None,
+                &format!("cannot wait for the workers: {e}"),
+            );
+            return;
+        }
+        let timeout = shutdown_timeout(&state.runtime.load().main);
+        let timer = tokio::time::sleep(timeout.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(timer);
+        loop {
             tokio::select! {
-                _ = hup.recv() => {
-                    log::write(Level::Notice, None, "signal 1 (SIGHUP) received, reconfiguring");
-                    reload(paths, loader, state);
-                }
-                _ = term.recv() => {
-                    log::write(Level::Notice, None, "signal 15 (SIGTERM) received, exiting");
-                    return 1;
-                }
-                _ = int.recv() => {
-                    log::write(Level::Notice, None, "signal 2 (SIGINT) received, exiting");
-                    return 1;
-                }
-                _ = quit.recv() => {
-                    log::write(Level::Notice, None, "signal 3 (SIGQUIT) received, shutting down");
-                    log::write(Level::Notice, None, "gracefully shutting down");
-                    let _ = state.quit.send(true);
-                    return 0;
-                }
-                _ = usr1.recv() => {
-                    log::write(Level::Notice, None, "signal 10 (SIGUSR1) received, reopening logs");
-                    if let Err(e) = log::reopen() {
-                        log::write(Level::Alert, None, &format!("reopening the error log failed: {e}"));
-                    }
-                    crate::log::access::reopen();
-                }
+                _ = &mut drained => return,
+                // The caller exits, which closes what is still open.
+                _ = &mut timer, if timeout.is_some() => return,
+                signo = signals::next(&signals) => match signo {
+                    libc::SIGTERM | libc::SIGINT => return,
+                    libc::SIGUSR1 => reopen(state),
+                    // As nginx's master while it quits: HUP is ignored.
+                    _ => {}
+                },
             }
         }
     })
 }
 
-/// Builds the whole new configuration; only a complete success replaces
-/// the running one.
+/// SIGUSR1: reopen the error log and the access logs (logrotate).
+fn reopen(state: &State) {
+    log::write(Level::Notice, None, "reopening logs");
+    if let Err(e) = log::reopen() {
+        let msg = match &state.runtime.load().main.error_log.0 {
+            LogTarget::File(p) => open_failed(p, &e),
+            LogTarget::Stderr => format!("reopening the error log failed: {e}"),
+        };
+        log::write(Level::Alert, None, &msg);
+    }
+    crate::log::access::reopen();
+}
+
+/// SIGHUP: builds the whole new configuration (parse, modules,
+/// `init_upstream`, log file, listening sockets, pid file); only a
+/// complete success replaces the running one. Any error is logged, once,
+/// to the current error log, and nothing else changes.
 fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
+    log::write(Level::Notice, None, "reconfiguring");
     let runtime = match load(paths, loader).and_then(build) {
         Ok(rt) => rt,
         Err(e) => {
@@ -368,31 +436,187 @@ fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
             return;
         }
     };
-    if runtime.main.worker_processes != state.runtime.load().main.worker_processes {
+    let old = state.runtime.load_full();
+    if runtime.main.worker_processes != old.main.worker_processes {
         log::write(
             Level::Warn,
             None,
             "changing worker_processes needs a restart; keeping the current number of workers",
         );
     }
-    let old = state.listeners.borrow().clone();
-    let listeners = match bind_all(&runtime, &old) {
+    // nginx opens the log files before the listening sockets. The new file
+    // is only checked here; the error log switches over with the rest.
+    let (target, level) = runtime.main.error_log.clone();
+    if let LogTarget::File(path) = &target {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            log::write(Level::Emerg, None, &open_failed(path, &e));
+            return;
+        }
+    }
+    let listeners = match bind_all(&runtime, &state.listeners.borrow()) {
         Ok(l) => l,
         Err(e) => {
             log::write(Level::Emerg, None, &e);
             return;
         }
     };
-    let (target, level) = runtime.main.error_log.clone();
+    let pid_moved = runtime.main.pid != old.main.pid;
+    if pid_moved {
+        if let Err(e) = write_pid(&runtime.main.pid) {
+            log::write(Level::Emerg, None, &open_failed(&runtime.main.pid, &e));
+            return;
+        }
+    }
     if let Err(e) = log::set_target(&target, level) {
-        log::write(
-            Level::Emerg,
-            None,
-            &format!("open() {target:?} failed: {e}"),
-        );
+        let msg = match &target {
+            LogTarget::File(p) => open_failed(p, &e),
+            LogTarget::Stderr => e.to_string(),
+        };
+        log::write(Level::Emerg, None, &msg);
+        if pid_moved {
+            let _ = std::fs::remove_file(&runtime.main.pid);
+        }
         return;
     }
+
+    carry_over(&old, &runtime);
+    let listens = runtime.listens.len();
     state.runtime.store(Arc::new(runtime));
+    // After the configuration: a connection woken by the new listener set
+    // finds the configuration that goes with it.
     state.listeners.send_replace(Arc::new(listeners));
-    log::write(Level::Notice, None, "configuration reloaded");
+    if pid_moved {
+        let _ = std::fs::remove_file(&old.main.pid);
+    }
+    log::write(
+        Level::Notice,
+        None,
+        &format!("configuration reloaded, {listens} listen address(es)"),
+    );
+    // `old` is the last reference unless requests or connections still use
+    // it; its upstreams (and the modules' objects) are dropped with it.
+}
+
+/// Signals as nginx's master receives them: with the sender's pid, which
+/// tokio's signal streams do not give. The handlers (SA_SIGINFO) do only
+/// async-signal-safe things: one `send` of the signal number and the
+/// sender's pid on a datagram socket pair, whose other end the master loop
+/// reads.
+mod signals {
+    use std::io;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use crate::log::{self, Level};
+
+    /// The signals the master handles, with nginx's names and the action
+    /// its log line names.
+    const HANDLED: [(libc::c_int, &str, &str); 5] = [
+        (libc::SIGHUP, "SIGHUP", ", reconfiguring"),
+        (libc::SIGINT, "SIGINT", ", exiting"),
+        (libc::SIGQUIT, "SIGQUIT", ", shutting down"),
+        (libc::SIGUSR1, "SIGUSR1", ", reopening"),
+        (libc::SIGTERM, "SIGTERM", ", exiting"),
+    ];
+
+    /// The write end of the pair, for the handlers.
+    static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn handler(
+        signo: libc::c_int,
+        info: *mut libc::siginfo_t,
+        _context: *mut libc::c_void,
+    ) {
+        // SAFETY: only async-signal-safe calls (send), and errno is kept
+        // for the code the signal interrupted.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let pid = if info.is_null() { 0 } else { (*info).si_pid() };
+            let fd = WRITE_FD.load(Ordering::Relaxed);
+            if fd >= 0 {
+                let mut msg = [0u8; 8];
+                msg[..4].copy_from_slice(&signo.to_ne_bytes());
+                msg[4..].copy_from_slice(&pid.to_ne_bytes());
+                // A full socket drops the datagram: the signals before it
+                // are still queued, and nginx's signals coalesce too.
+                libc::send(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+            }
+            *libc::__errno_location() = errno;
+        }
+    }
+
+    /// Installs the handlers and returns the end to read them from
+    /// (non-blocking, for the master's event loop).
+    pub fn install() -> io::Result<UnixDatagram> {
+        let (read, write) = UnixDatagram::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        // The write end lives as long as the process: a handler may run
+        // at any moment.
+        let old = WRITE_FD.swap(write.into_raw_fd(), Ordering::SeqCst);
+        if old >= 0 {
+            // SAFETY: `old` came from into_raw_fd and nothing else owns it.
+            unsafe { libc::close(old) };
+        }
+        for (signo, _, _) in HANDLED {
+            // SAFETY: a zeroed sigaction is valid; the handler has the
+            // SA_SIGINFO signature.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = handler
+                    as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                    as libc::sighandler_t;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signo, &action, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// The next signal, logged as nginx does:
+    /// `signal 1 (SIGHUP) received from 4242, reconfiguring`.
+    pub async fn next(socket: &tokio::net::UnixDatagram) -> libc::c_int {
+        let mut msg = [0u8; 8];
+        loop {
+            match socket.recv(&mut msg).await {
+                Ok(8) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    log::write(
+                        Level::Alert,
+                        None,
+                        &format!("reading the signal socket failed: {e}"),
+                    );
+                    // Nothing else can fail here; do not spin if it does.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let signo = libc::c_int::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let pid = libc::pid_t::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+        let (name, action) = HANDLED
+            .iter()
+            .find(|(s, _, _)| *s == signo)
+            .map_or(("", ""), |&(_, name, action)| (name, action));
+        let line = if pid != 0 {
+            format!("signal {signo} ({name}) received from {pid}{action}")
+        } else {
+            format!("signal {signo} ({name}) received{action}")
+        };
+        log::write(Level::Notice, None, &line);
+        signo
+    }
 }

@@ -19,10 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::body::RespBody;
+use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::response::{error_page, reply};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Runtime};
+use crate::vars::VarCtx;
 
 /// The listening sockets the workers accept on. Replaced as a whole on
 /// reload; a socket whose address stays keeps its `Arc`, so its accept
@@ -199,7 +201,7 @@ async fn accept_loop(
             client,
             id,
             requests: AtomicU64::new(0),
-            accepted_with: state.runtime.load_full(),
+            accepted_with: ArcSwap::new(state.runtime.load_full()),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
         let tracker = tracker.clone();
@@ -218,9 +220,25 @@ struct Conn {
     client: SocketAddr,
     id: u64,
     requests: AtomicU64,
-    /// The configuration current when the connection was accepted, used if
-    /// a reload removed its listening address.
-    accepted_with: Arc<Runtime>,
+    /// The latest configuration that has the connection's listening
+    /// address, used if a reload removed it. Moved on at every reload that
+    /// keeps the address (see [`Conn::repin`]), so a long keep-alive
+    /// connection does not keep old configurations and their upstreams alive.
+    accepted_with: ArcSwap<Runtime>,
+}
+
+impl Conn {
+    /// After a reload: if the new configuration still has the connection's
+    /// listening address, hold that one (dropping the old) and say so.
+    /// Otherwise keep the old one for the requests still to come.
+    fn repin(&self) -> bool {
+        let current = self.state.runtime.load_full();
+        let kept = current.listens.iter().any(|g| g.addr == self.listen);
+        if kept {
+            self.accepted_with.store(current);
+        }
+        kept
+    }
 }
 
 async fn serve(stream: TcpStream, conn: Conn) {
@@ -235,11 +253,15 @@ async fn serve(stream: TcpStream, conn: Conn) {
             .unwrap_or(std::time::Duration::from_secs(75))
     };
     let mut quit = conn.state.quit.subscribe();
+    let mut listeners = conn.state.listeners.subscribe();
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
+    let service = {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(req, &conn, local).await) }
-    });
+        service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(handle(req, &conn, local).await) }
+        })
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -249,9 +271,14 @@ async fn serve(stream: TcpStream, conn: Conn) {
     }
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = quit.wait_for(|q| *q) => {}
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = quit.wait_for(|q| *q) => break,
+            // A reload: a connection whose listening address was removed
+            // drains (its request in flight finishes, then it closes).
+            changed = listeners.changed() => if changed.is_err() || !conn.repin() { break },
+        }
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
@@ -262,41 +289,94 @@ async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Respo
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
     } else {
-        conn.accepted_with.clone()
+        conn.accepted_with.load_full()
     };
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
         return error_page(500);
+    };
+    let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let (parts, body) = req.into_parts();
+    // What nginx checks while reading the head: a bad request line, URI
+    // or Host is a 400, and the connection closes.
+    let Ok(head) = ParsedHead::parse(&parts) else {
+        let mut resp = error_page(400);
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     };
     // Most listening addresses have one server: no Host to look at then.
     let server = if group.servers.len() == 1 {
         &group.servers[0]
     } else {
-        group.server(crate::vars::host_of(req.uri(), req.headers()).as_deref())
+        group.server(
+            head.host(&parts.uri, &parts.headers)
+                .and_then(|h| std::str::from_utf8(h).ok()),
+        )
     };
-    let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let close = requests >= server.keepalive_requests;
+    // realip in nginx's post-read phase, with the server's settings.
+    let mut client = conn.client;
+    let server_realip = server
+        .realip
+        .as_ref()
+        .and_then(|r| r.apply(conn.client, &parts.headers));
+    if let Some(real) = server_realip {
+        client = real;
+    }
+    let vars = |client: SocketAddr, status: u16, proxy_host| VarCtx {
+        req: &parts,
+        head: &head,
+        client,
+        peer: conn.client,
+        local,
+        server_name: &server.name,
+        proxy_host,
+        conn: conn.id,
+        requests,
+        status,
+    };
 
     let mut resp = if let Some(r) = &server.ret {
-        reply(r)
+        reply(r, &vars(client, r.status, ""))
     } else {
-        match server.locations.find(req.uri().path()) {
+        match server.locations.find(head.uri(&parts.uri)) {
             None => error_page(404),
             Some(location) => {
+                // realip again in the pre-access phase, with the location's
+                // settings, if the server's left the address alone. A
+                // `return` answers before that phase.
+                if server_realip.is_none() && !matches!(location.action, Action::Reply(_)) {
+                    if let Some(real) = location
+                        .realip
+                        .as_ref()
+                        .and_then(|r| r.apply(conn.client, &parts.headers))
+                    {
+                        client = real;
+                    }
+                }
                 let started = Instant::now();
+                let proxy_host = match &location.action {
+                    Action::Proxy(p) => p.host.as_str(),
+                    _ => "",
+                };
                 let mut record = location
                     .access_log
                     .as_ref()
-                    .map(|log| log.start(&req, conn.client, started));
+                    .map(|log| log.start(&vars(client, 0, proxy_host), started));
                 let mut resp = match &location.action {
-                    Action::Reply(r) => reply(r),
+                    Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),
                     Action::Proxy(p) => {
                         let cx = ClientCx {
-                            client: conn.client,
+                            client,
+                            peer: conn.client,
                             local,
                             conn: conn.id,
+                            requests,
+                            head: &head,
                             server,
                         };
+                        let req = Request::from_parts(parts, body);
                         proxy::run(req, p, location, &cx, record.as_deref_mut()).await
                     }
                 };

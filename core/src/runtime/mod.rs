@@ -3,6 +3,7 @@
 //! changes a request in flight.
 
 pub mod build;
+pub mod carry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::conf::model::{MainConf, NextUpstream};
 use crate::http::access::AccessLog;
+use crate::http::realip::RealIp;
 use crate::upstream::Upstream;
 use crate::vars::Template;
 
@@ -71,6 +73,8 @@ pub struct Server {
     /// The first `server_name`, for `$server_name` and log lines.
     pub name: String,
     pub ret: Option<Reply>,
+    /// realip with the server's settings, applied before anything else.
+    pub realip: Option<RealIp>,
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
@@ -84,13 +88,17 @@ pub struct Locations {
 }
 
 impl Locations {
-    pub fn find(&self, path: &str) -> Option<&Location> {
-        if let Some(&i) = self.exact.get(path) {
+    /// The location for a normalized URI (`$uri`).
+    pub fn find(&self, uri: &[u8]) -> Option<&Location> {
+        if let Some(&i) = std::str::from_utf8(uri)
+            .ok()
+            .and_then(|u| self.exact.get(u))
+        {
             return Some(&self.list[i]);
         }
         self.prefixes
             .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
+            .find(|(p, _)| uri.starts_with(p.as_bytes()))
             .map(|&(_, i)| &self.list[i])
     }
 }
@@ -99,6 +107,9 @@ pub struct Location {
     pub prefix: String,
     pub action: Action,
     pub access_log: Option<Arc<AccessLog>>,
+    /// realip with the location's settings, for requests the server's
+    /// settings left alone (nginx's pre-access phase: proxied ones).
+    pub realip: Option<RealIp>,
 }
 
 pub enum Action {
@@ -107,11 +118,20 @@ pub enum Action {
     NotFound,
 }
 
-/// A fixed response (`return`).
+/// A `return`: the status, and the text (a template) that is the body, or
+/// for a redirect the Location.
 pub struct Reply {
     pub status: u16,
-    pub body: Bytes,
-    pub location: Option<HeaderValue>,
+    pub text: Option<ReplyText>,
+    /// 301, 302, 303, 307, 308: the text is the Location and the body
+    /// nginx's page for the status.
+    pub redirect: bool,
+}
+
+/// A `return` text: fixed at config load, or evaluated per request.
+pub enum ReplyText {
+    Fixed(Bytes),
+    Template(Template),
 }
 
 /// A `proxy_set_header` value: fixed at config load when it has no
