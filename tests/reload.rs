@@ -826,7 +826,6 @@ fn term_stops_at_once() {
 }
 
 #[test]
-#[ignore = "the config model does not keep worker_shutdown_timeout yet (MainConf)"]
 fn worker_shutdown_timeout_ends_a_graceful_shutdown() {
     let slow = Backend::start("slow answer", Duration::from_secs(30));
     let port = free_ports(1)[0];

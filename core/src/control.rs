@@ -310,11 +310,10 @@ fn open_failed(path: &Path, e: &std::io::Error) -> String {
 }
 
 /// `worker_shutdown_timeout`: how long a graceful shutdown lets requests
-/// run before the remaining connections are closed. The parser accepts
-/// the directive but the config model does not keep its value yet, so a
-/// graceful shutdown waits for every request, as nginx without it.
-fn shutdown_timeout(_main: &MainConf) -> Option<Duration> {
-    None
+/// run before the remaining connections are closed; without it a graceful
+/// shutdown waits for every request, as nginx.
+fn shutdown_timeout(main: &MainConf) -> Option<Duration> {
+    main.worker_shutdown_timeout
 }
 
 /// Waits for signals on the main thread, and does what each asks, as

@@ -383,6 +383,7 @@ impl<'a> Interp<'a> {
                     Level::Error,
                 ),
                 worker_connections: 512,
+                worker_shutdown_timeout: None,
             },
             http: HttpConf::default(),
             modules: Vec::new(),
@@ -546,7 +547,7 @@ impl<'a> Interp<'a> {
                 number_arg(d, 0)?;
             }
             "worker_shutdown_timeout" => {
-                time_arg(d, 0)?;
+                self.main.worker_shutdown_timeout = Some(time_arg(d, 0)?);
             }
             "user" => user(d, seen)?,
             "pid" => self.main.pid = self.resolve_path(&d.args[0]),

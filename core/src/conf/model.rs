@@ -34,6 +34,8 @@ pub struct MainConf {
     pub pid: PathBuf,
     pub error_log: (LogTarget, Level),
     pub worker_connections: usize,
+    /// How long a graceful shutdown lets requests run.
+    pub worker_shutdown_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
