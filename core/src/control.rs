@@ -120,7 +120,7 @@ pub fn main(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let runtime = match load(&paths, &loader).and_then(build) {
+    let runtime = match load(&paths, &loader).and_then(|c| build(c, None)) {
         Ok(rt) => rt,
         Err(e) => {
             emerg(&e);
@@ -193,7 +193,7 @@ fn test_config(paths: &Paths, loader: &Loader, quiet: bool, dump: bool) -> i32 {
     // shared memory).
     let result = interp::parse(&paths.conf, &env).and_then(|checked| {
         let post = checked.post_check();
-        let rt = build(checked.into_config())?;
+        let rt = build(checked.into_config(), None)?;
         if !quiet {
             eprintln!("waypost: the configuration file {file} syntax is ok");
         }
@@ -428,7 +428,10 @@ fn reopen(state: &State) {
 /// to the current error log, and nothing else changes.
 fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
     log::write(Level::Notice, None, "reconfiguring");
-    let runtime = match load(paths, loader).and_then(build) {
+    // The running configuration hands its filter modules' state (limit_req
+    // counters) to the new one.
+    let current = state.runtime.load_full();
+    let runtime = match load(paths, loader).and_then(|c| build(c, Some(&current))) {
         Ok(rt) => rt,
         Err(e) => {
             log::write(Level::Emerg, None, &e.to_string());

@@ -149,6 +149,8 @@ pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
 /// directive after a nested block still applies to it.
 #[derive(Clone, Default)]
 struct Layer {
+    /// Filter modules' directives at this level.
+    filters: Vec<ModuleDirective>,
     set_headers: Option<Vec<(String, String)>>,
     http11: Option<bool>,
     next_upstream: Option<NextUpstream>,
@@ -169,7 +171,16 @@ struct Layer {
 impl Layer {
     /// This level's settings, the parent's where this level has none.
     fn merged(&self, parent: &Layer) -> Layer {
+        // nginx's merge for module directives: a level that has a directive
+        // keeps its own occurrences of it, else it takes the parent's.
+        let mut filters = self.filters.clone();
+        for d in &parent.filters {
+            if !self.filters.iter().any(|own| own.name == d.name) {
+                filters.push(d.clone());
+            }
+        }
         Layer {
+            filters,
             set_headers: self
                 .set_headers
                 .clone()
@@ -677,7 +688,8 @@ impl<'a> Interp<'a> {
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
                         return err(format!("duplicate \"log_format\" name \"{name}\""), d);
                     }
-                    self.check_vars(access::check(&d.args[1..]), d)?;
+                    let checked = self.check_log_format(&d.args[1..]);
+                    self.check_vars(checked, d)?;
                     self.http.log_formats.insert(name, d.args[1..].to_vec());
                 }
                 "error_log" => {
@@ -739,7 +751,15 @@ impl<'a> Interp<'a> {
             "real_ip_recursive" => {
                 layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
-            _ => return Ok(false),
+            other => match self.module_directives.get(other) {
+                Some(&(module, spec)) if !spec.balancer => layer.filters.push(ModuleDirective {
+                    module,
+                    name: d.name.clone(),
+                    args: d.args.clone(),
+                    loc: d.loc.clone(),
+                }),
+                _ => return Ok(false),
+            },
         }
         Ok(true)
     }
@@ -785,6 +805,34 @@ impl<'a> Interp<'a> {
             }
             Err(e) => err(e.to_string(), d),
         }
+    }
+
+    /// A `log_format`'s strings, with the variables filter modules declare
+    /// (`$limit_req_status`); the modules directory is read first when a
+    /// name is unknown, since the format may come before the module's
+    /// directives.
+    fn check_log_format(&mut self, args: &[String]) -> Result<(), CompileError> {
+        let first = {
+            let vars = self.module_variables();
+            access::check(args, &|n| vars.iter().any(|v| v == n).then_some(0))
+        };
+        if matches!(
+            first,
+            Err(CompileError::Unknown(_) | CompileError::Unsupported(_))
+        ) && !self.scanned
+        {
+            self.scan_modules();
+            let vars = self.module_variables();
+            return access::check(args, &|n| vars.iter().any(|v| v == n).then_some(0));
+        }
+        first
+    }
+
+    fn module_variables(&self) -> Vec<String> {
+        self.modules
+            .iter()
+            .flat_map(|m| m.variables.iter().cloned())
+            .collect()
     }
 
     /// `return`'s text (the body, or the redirect's URL) is a template.
@@ -841,6 +889,7 @@ impl<'a> Interp<'a> {
             _ => {}
         }
         let mut up = UpstreamConf {
+            filters: Vec::new(),
             name: name.clone(),
             loc: d.loc.clone(),
             peers: Vec::new(),
@@ -884,8 +933,16 @@ impl<'a> Interp<'a> {
                             up.balancer = Some(module);
                             params = spec.server_params;
                         }
-                        if up.balancer == Some(module) {
+                        if !spec.balancer {
+                            up.filters.push(ModuleDirective {
+                                module,
+                                name: item.name.clone(),
+                                args: item.args.clone(),
+                                loc: item.loc.clone(),
+                            });
+                        } else if up.balancer == Some(module) {
                             up.balancer_directives.push(ModuleDirective {
+                                module,
                                 name: item.name.clone(),
                                 args: item.args.clone(),
                                 loc: item.loc.clone(),
@@ -1141,6 +1198,7 @@ impl<'a> Interp<'a> {
         let locations = &mut self.http.servers[server].locations;
         let index = locations.len();
         locations.push(LocationConf {
+            filters: Vec::new(),
             path: name.clone(),
             exact,
             action: Action::None,
@@ -1341,6 +1399,7 @@ impl<'a> Interp<'a> {
             server.realip = layer.realip();
             server_layers.push(layer);
         }
+        self.http.filters = self.http_layer.filters.clone();
         // Parents come before their children in `locations`.
         let mut merged: Vec<Layer> = Vec::with_capacity(self.locations.len());
         for info in &self.locations {
@@ -1352,6 +1411,7 @@ impl<'a> Interp<'a> {
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = layer.proxy();
             location.realip = layer.realip();
+            location.filters = layer.filters.clone();
             location.access_log = layer.access_log.clone().unwrap_or_else(|| {
                 Some(AccessLogConf {
                     path: self.env.prefix.join("logs/access.log"),
@@ -1710,6 +1770,7 @@ fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
 /// The upstream `proxy_pass http://AUTHORITY` makes without a block.
 fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<SocketAddr>) -> UpstreamConf {
     UpstreamConf {
+        filters: Vec::new(),
         name: authority.to_owned(),
         loc: loc.clone(),
         peers: addrs

@@ -40,6 +40,8 @@ pub struct MainConf {
 
 #[derive(Debug, Default)]
 pub struct HttpConf {
+    /// Filter modules' directives at http level (zones, defaults).
+    pub filters: Vec<ModuleDirective>,
     pub upstreams: Vec<UpstreamConf>,
     pub servers: Vec<ServerConf>,
     /// `log_format` arguments after the name, by name.
@@ -59,12 +61,16 @@ pub struct UpstreamConf {
     pub balancer: Option<usize>,
     /// The balancer module's directives in this block.
     pub balancer_directives: Vec<ModuleDirective>,
+    /// Filter modules' directives in the block (`limit_req` in upstream).
+    pub filters: Vec<ModuleDirective>,
     /// Made by `proxy_pass http://host:port` with no upstream block.
     pub implicit: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct ModuleDirective {
+    /// Index into `Config::modules`.
+    pub module: usize,
     pub name: String,
     pub args: Vec<String>,
     pub loc: Loc,
@@ -112,6 +118,8 @@ pub struct LocationConf {
     pub access_log: Option<AccessLogConf>,
     /// realip with the location's settings (nginx's pre-access phase).
     pub realip: Option<RealIp>,
+    /// Filter modules' directives in effect here, after inheritance.
+    pub filters: Vec<ModuleDirective>,
 }
 
 #[derive(Debug, Clone)]

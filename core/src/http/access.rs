@@ -29,7 +29,13 @@ enum Field {
     /// A request variable, captured at the start (index into the
     /// record's values).
     Var(Var, usize),
+    /// A filter module's variable (`$limit_req_status`), by the index of
+    /// the filter in the runtime.
+    Module(usize),
 }
+
+/// Resolves a filter module's variable name to its filter's index.
+pub type ModuleVars<'a> = &'a dyn Fn(&str) -> Option<usize>;
 
 /// `log_format`'s `escape=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +47,10 @@ pub enum Escape {
 }
 
 /// What a `log_format` name resolves to.
-fn field(name: &str) -> Result<Field, NameError> {
+fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
+    if let Some(i) = module_vars(&name.to_ascii_lowercase()) {
+        return Ok(Field::Module(i));
+    }
     Ok(match name.to_ascii_lowercase().as_str() {
         "time_local" => Field::TimeLocal,
         "time_iso8601" => Field::TimeIso8601,
@@ -150,7 +159,7 @@ pub fn format_args(args: &[String]) -> Result<(Escape, &[String]), CompileError>
 
 /// Checks a `log_format`'s strings as nginx compiles them: malformed `$`
 /// first, then the names (`Unknown` or `Unsupported`, the first one).
-pub fn check(args: &[String]) -> Result<(), CompileError> {
+pub fn check(args: &[String], module_vars: ModuleVars<'_>) -> Result<(), CompileError> {
     let (_, strings) = format_args(args)?;
     let mut pieces = Vec::new();
     for s in strings {
@@ -158,7 +167,7 @@ pub fn check(args: &[String]) -> Result<(), CompileError> {
     }
     for p in pieces {
         if let Piece::Var(name) = p {
-            field(name).map_err(|e| {
+            field(name, module_vars).map_err(|e| {
                 let name = name.to_ascii_lowercase();
                 match e {
                     NameError::Unknown => CompileError::Unknown(name),
@@ -182,8 +191,12 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Compiles a format: `log_format`'s arguments after its name.
-    pub fn compile(args: &[String], path: PathBuf) -> Result<AccessLog, CompileError> {
-        check(args)?;
+    pub fn compile(
+        args: &[String],
+        path: PathBuf,
+        module_vars: ModuleVars<'_>,
+    ) -> Result<AccessLog, CompileError> {
+        check(args, module_vars)?;
         let (escape, strings) = format_args(args)?;
         let mut fields: Vec<Field> = Vec::new();
         let mut vars = 0;
@@ -197,7 +210,7 @@ impl AccessLog {
                         }
                         Field::Text(t.to_owned())
                     }
-                    Piece::Var(name) => match field(name) {
+                    Piece::Var(name) => match field(name, module_vars) {
                         Ok(Field::Var(v, _)) => {
                             vars += 1;
                             Field::Var(v, vars - 1)
@@ -219,7 +232,7 @@ impl AccessLog {
 
     /// The predefined `combined` format.
     pub fn combined(path: PathBuf) -> AccessLog {
-        AccessLog::compile(&[COMBINED.to_owned()], path)
+        AccessLog::compile(&[COMBINED.to_owned()], path, &|_| None)
             .unwrap_or_else(|_| unreachable!("the combined format compiles"))
     }
 
@@ -248,6 +261,7 @@ impl AccessLog {
             status: 0,
             upstream_addr: String::new(),
             upstream_status: String::new(),
+            module_values: Vec::new(),
         })
     }
 }
@@ -304,6 +318,8 @@ pub struct Record {
     /// `$upstream_addr`: every try, ", "-separated.
     pub upstream_addr: String,
     pub upstream_status: String,
+    /// Filter modules' variable values: (filter index, value).
+    pub module_values: Vec<(usize, &'static str)>,
 }
 
 impl Record {
@@ -336,6 +352,14 @@ impl Record {
                     let start = if *i == 0 { 0 } else { self.ends[i - 1] };
                     line.extend_from_slice(&self.values[start..self.ends[*i]]);
                 }
+                Field::Module(f) => {
+                    let value = self
+                        .module_values
+                        .iter()
+                        .find(|(i, _)| i == f)
+                        .map_or("", |(_, v)| *v);
+                    dash_if_empty(&mut text, value);
+                }
             }
             line.extend_from_slice(text.as_bytes());
         }
@@ -358,7 +382,7 @@ mod tests {
 
     #[test]
     fn format_errors_as_nginx() {
-        let e = |s: &[&str]| check(&args(s)).expect_err("refused").to_string();
+        let e = |s: &[&str]| check(&args(s), &|_| None).expect_err("refused").to_string();
         assert_eq!(e(&["a$"]), "invalid parameter \"$\"");
         assert_eq!(e(&["${}"]), "invalid parameter \"${}\"");
         assert_eq!(e(&["a$-b c"]), "invalid parameter \"$-b c\"");
@@ -372,9 +396,9 @@ mod tests {
             e(&["escape=xml", "$status"]),
             "unknown log format escaping \"xml\""
         );
-        assert!(check(&args(&["$status", "x"])).is_ok());
-        assert!(check(&args(&["$upstream_addr $Remote_Addr $http_x_y"])).is_ok());
-        assert!(check(&args(&[COMBINED])).is_ok());
+        assert!(check(&args(&["$status", "x"]), &|_| None).is_ok());
+        assert!(check(&args(&["$upstream_addr $Remote_Addr $http_x_y"]), &|_| None).is_ok());
+        assert!(check(&args(&[COMBINED]), &|_| None).is_ok());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 use waypost_module_api::{
-    FreeAction, GetResult, InitPeerResult, PeersView, RequestView, TryOutcome, TryState,
+    FilterAction, FreeAction, GetResult, InitPeerResult, PeersView, RequestView, TryOutcome,
+    TryState,
 };
 
 use crate::conf::model::NextUpstream;
@@ -108,7 +109,9 @@ fn allows(mask: NextUpstream, ft: u32) -> bool {
 /// Per-request context behind the module's `RequestView` callbacks.
 struct HookCx<'a> {
     vars: VarCtx<'a>,
-    templates: &'a [crate::vars::Template],
+    /// The templates `eval` resolves: the balancer's, or the filter's
+    /// whose hook runs.
+    templates: std::cell::Cell<&'a [crate::vars::Template]>,
     /// Values computed for `variable` calls, alive until the request ends
     /// so the slices handed to the module stay valid.
     scratch: UnsafeCell<Vec<String>>,
@@ -145,7 +148,7 @@ extern "C" fn hook_variable(ctx: *const c_void, name: RStr<'_>) -> RStr<'static>
 extern "C" fn hook_eval(ctx: *const c_void, id: u32) -> RStr<'static> {
     // SAFETY: as in hook_variable.
     let cx = unsafe { &*(ctx as *const HookCx<'static>) };
-    let Some(template) = cx.templates.get(id as usize) else {
+    let Some(template) = cx.templates.get().get(id as usize) else {
         return RStr::from_str("");
     };
     if let Some(slice) = template.as_slice(&cx.vars) {
@@ -413,6 +416,28 @@ fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
     None
 }
 
+/// The answer a module gave instead of proxying.
+fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(r.body.into_string()));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+    if !r.content_type.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(r.content_type.as_str()) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+    }
+    for h in &r.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(h.0.as_bytes()),
+            HeaderValue::from_str(h.1.as_str()),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    server_header(&mut resp);
+    resp
+}
+
 /// Response headers that are the proxy's own business, not the upstream's.
 fn strip_response_headers(headers: &mut HeaderMap) {
     for name in [
@@ -443,6 +468,7 @@ pub async fn run(
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
     // Send); the upstream request head is built from the same variables.
+    let mut module_values: Vec<(usize, &'static str)> = Vec::new();
     let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
@@ -458,7 +484,7 @@ pub async fn run(
         };
         let hook_cx = HookCx {
             vars,
-            templates: &up.templates,
+            templates: std::cell::Cell::new(&up.templates),
             scratch: UnsafeCell::new(Vec::new()),
         };
         let mut client_text = [0u8; 48];
@@ -488,40 +514,51 @@ pub async fn run(
             eval: hook_eval,
         };
 
-        let delay_ms = match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
-            InitPeerResult::Ready => 0,
-            InitPeerResult::Delay(ms) => ms,
-            InitPeerResult::Reject(r) => {
-                let mut resp = Response::new(RespBody::full(r.body.into_string()));
-                *resp.status_mut() = http::StatusCode::from_u16(r.status)
-                    .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
-                if !r.content_type.is_empty() {
-                    if let Ok(v) = HeaderValue::from_str(r.content_type.as_str()) {
-                        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-                    }
-                }
-                for h in &r.headers {
-                    if let (Ok(n), Ok(v)) = (
-                        header::HeaderName::from_bytes(h.0.as_bytes()),
-                        HeaderValue::from_str(h.1.as_str()),
-                    ) {
-                        resp.headers_mut().append(n, v);
-                    }
-                }
-                server_header(&mut resp);
-                return Err(Box::new(resp));
+        // Filter modules first (limit_req), each once, in order: a
+        // rejection answers now, delays add up to the longest.
+        let mut filter_delay = 0;
+        for run in &p.filters {
+            hook_cx.templates.set(&run.filter.templates);
+            let result = run.filter.check(run.scope, &request_view);
+            if !result.variable.is_empty() {
+                module_values.push((run.index, result.variable.as_str()));
             }
-            InitPeerResult::Error(msg) => {
-                log::write(
-                    Level::Error,
-                    Some(cx.conn),
-                    &format!("{}{}", msg, context(cx, &parts, &up.name)),
-                );
-                return Err(Box::new(error_page(502)));
+            match result.action {
+                FilterAction::Pass => {}
+                FilterAction::Delay(ms) => filter_delay = filter_delay.max(ms),
+                FilterAction::Reject(r) => return Err(Box::new(rejection(r))),
+                FilterAction::Error(msg) => {
+                    log::write(
+                        Level::Error,
+                        Some(cx.conn),
+                        &format!("{}{}", msg, context(cx, &parts, &up.name)),
+                    );
+                    return Err(Box::new(error_page(500)));
+                }
             }
-        };
+        }
+        hook_cx.templates.set(&up.templates);
+
+        let delay_ms = filter_delay.max(
+            match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
+                InitPeerResult::Ready => 0,
+                InitPeerResult::Delay(ms) => ms,
+                InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
+                InitPeerResult::Error(msg) => {
+                    log::write(
+                        Level::Error,
+                        Some(cx.conn),
+                        &format!("{}{}", msg, context(cx, &parts, &up.name)),
+                    );
+                    return Err(Box::new(error_page(502)));
+                }
+            },
+        );
         Ok((upstream_headers(&parts, p, &hook_cx.vars), delay_ms))
     })();
+    if let Some(r) = record.as_deref_mut() {
+        r.module_values.extend_from_slice(&module_values);
+    }
     let headers = match prepared {
         Ok((h, 0)) => h,
         Ok((h, delay_ms)) => {

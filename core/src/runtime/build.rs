@@ -21,7 +21,7 @@ use crate::log::Level;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
 
-extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
+pub(crate) extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
     let level = match level {
         LogLevel::Debug => Level::Debug,
         LogLevel::Info => Level::Info,
@@ -40,11 +40,11 @@ extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
 }
 
 /// What `compile` writes into while a module builds one upstream.
-struct TemplateBuilder {
-    templates: Vec<crate::vars::Template>,
+pub(crate) struct TemplateBuilder {
+    pub(crate) templates: Vec<crate::vars::Template>,
 }
 
-extern "C" fn host_compile(
+pub(crate) extern "C" fn host_compile(
     builder: *mut std::ffi::c_void,
     text: RStr<'_>,
 ) -> RResult<u32, abi_stable::std_types::RString> {
@@ -60,7 +60,9 @@ extern "C" fn host_compile(
     }
 }
 
-pub fn build(config: Config) -> Result<Runtime, ConfError> {
+pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, ConfError> {
+    // Filters first: locations and access logs refer to them.
+    let filters = super::filter::build(&config, previous.map_or(&[][..], |r| &r.filters[..]))?;
     let workers = config.main.worker_processes;
     let default_balancer = config
         .modules
@@ -82,11 +84,23 @@ pub fn build(config: Config) -> Result<Runtime, ConfError> {
         upstreams.push(Arc::new(upstream(up, module, workers)?));
     }
     let mut servers = Vec::with_capacity(config.http.servers.len());
+    let mut flat = 0;
     for s in &config.http.servers {
-        servers.push(Arc::new(server(s, &upstreams, &config.http.log_formats)?));
+        let cx = FilterCx {
+            built: &filters,
+            first_location: flat,
+        };
+        servers.push(Arc::new(server(
+            s,
+            &upstreams,
+            &config.http.log_formats,
+            &cx,
+        )?));
+        flat += s.locations.len();
     }
     let listens = group_listens(&config.http.servers, &servers)?;
     Ok(Runtime {
+        filters: filters.filters,
         main: config.main,
         upstreams,
         listens,
@@ -200,10 +214,54 @@ fn reply(r: &model::Return) -> Result<Reply, ConfError> {
     })
 }
 
+/// What a server's locations need to know about the filters.
+struct FilterCx<'a> {
+    built: &'a super::filter::Built,
+    /// The flat index of the server's first location.
+    first_location: usize,
+}
+
+impl FilterCx<'_> {
+    /// A filter module's variable name, as the index of its filter.
+    fn variable(&self, name: &str) -> Option<usize> {
+        self.built
+            .filters
+            .iter()
+            .position(|f| f.module.variables.first().is_some_and(|v| v == name))
+    }
+
+    /// The filters a request to location `i` (of this server) runs: the
+    /// location's, then the upstream's for modules the location has none
+    /// of, so a module limits a request once.
+    fn applies(&self, i: usize, upstream: Option<usize>) -> Vec<FilterRun> {
+        let mut runs: Vec<FilterRun> = self.built.locations[self.first_location + i]
+            .iter()
+            .map(|a| self.run(a))
+            .collect();
+        if let Some(u) = upstream {
+            for a in &self.built.upstreams[u] {
+                if !runs.iter().any(|r| r.index == a.filter) {
+                    runs.push(self.run(a));
+                }
+            }
+        }
+        runs
+    }
+
+    fn run(&self, a: &super::filter::Applies) -> FilterRun {
+        FilterRun {
+            filter: self.built.filters[a.filter].clone(),
+            scope: a.scope,
+            index: a.filter,
+        }
+    }
+}
+
 fn server(
     s: &model::ServerConf,
     upstreams: &[Arc<Upstream>],
     formats: &HashMap<String, Vec<String>>,
+    filters: &FilterCx<'_>,
 ) -> Result<Server, ConfError> {
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
@@ -213,7 +271,11 @@ fn server(
         let action = match &l.action {
             model::Action::Return(r) => Action::Reply(reply(r)?),
             model::Action::None => Action::NotFound,
-            model::Action::Proxy(p) => Action::Proxy(proxy(p, &l.proxy, upstreams)?),
+            model::Action::Proxy(p) => {
+                let mut proxy = proxy(p, &l.proxy, upstreams)?;
+                proxy.filters = filters.applies(i, Some(p.upstream));
+                Action::Proxy(proxy)
+            }
         };
         let access_log = match &l.access_log {
             None => None,
@@ -223,8 +285,10 @@ fn server(
                     Some(log.clone())
                 } else {
                     let log = Arc::new(match formats.get(&a.format) {
-                        Some(args) => AccessLog::compile(args, a.path.clone())
-                            .map_err(|e| ConfError::bare(e.to_string()))?,
+                        Some(args) => {
+                            AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
+                                .map_err(|e| ConfError::bare(e.to_string()))?
+                        }
                         None => AccessLog::combined(a.path.clone()),
                     });
                     logs.insert(key, log.clone());
@@ -301,6 +365,7 @@ fn proxy(
         tries = conf.next_upstream_tries;
     }
     Ok(Proxy {
+        filters: Vec::new(),
         upstream,
         host: p.host.clone(),
         uri: p.uri.clone(),

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod carry;
+pub mod filter;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use crate::upstream::Upstream;
 use crate::vars::Template;
 
 pub struct Runtime {
+    /// Filter modules' objects (rate limiting), one per module.
+    pub filters: Vec<Arc<filter::Filter>>,
     pub main: MainConf,
     pub upstreams: Vec<Arc<Upstream>>,
     pub listens: Vec<ListenGroup>,
@@ -141,7 +144,17 @@ pub enum HeaderSource {
     Template(Template),
 }
 
+/// A filter a proxied request runs: the filter, the scope its `check`
+/// expects, and its index in `Runtime::filters` (for its log variable).
+pub struct FilterRun {
+    pub filter: Arc<filter::Filter>,
+    pub scope: u32,
+    pub index: usize,
+}
+
 pub struct Proxy {
+    /// Filters to run before the balancer, in order.
+    pub filters: Vec<FilterRun>,
     pub upstream: Arc<Upstream>,
     /// `$proxy_host`
     pub host: String,
