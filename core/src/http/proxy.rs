@@ -440,17 +440,29 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
 
 /// Response headers that are the proxy's own business, not the upstream's.
 fn strip_response_headers(headers: &mut HeaderMap) {
-    for name in [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
-        "server",
-        "date",
-    ] {
+    // One pass over what is there, then removal by the names found: no
+    // header name is parsed or hashed from a string per response.
+    let mut doomed: [Option<header::HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        let hop = matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "proxy-connection"
+                | "server"
+                | "date"
+        );
+        if hop && n < doomed.len() {
+            doomed[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    for name in doomed.iter().flatten() {
         headers.remove(name);
     }
 }
