@@ -85,7 +85,20 @@ pub struct RespBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming, Option<Release>),
+    Upstream(Incoming, Option<Release>, PeerHold),
+}
+
+/// Keeps a peer's connection counted as in use while its response body is
+/// passed on: dropped with the body, at its end or when the client goes.
+pub struct PeerHold {
+    pub upstream: std::sync::Arc<crate::upstream::Upstream>,
+    pub peer: usize,
+}
+
+impl Drop for PeerHold {
+    fn drop(&mut self) {
+        self.upstream.release_conn(self.peer);
+    }
 }
 
 impl RespBody {
@@ -102,9 +115,9 @@ impl RespBody {
         RespBody::full(Bytes::new())
     }
 
-    pub fn upstream(body: Incoming, release: Option<Release>) -> RespBody {
+    pub fn upstream(body: Incoming, release: Option<Release>, hold: PeerHold) -> RespBody {
         RespBody {
-            kind: Kind::Upstream(body, release),
+            kind: Kind::Upstream(body, release, hold),
             sent: 0,
             record: None,
         }
@@ -126,7 +139,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body, release) => {
+            Kind::Upstream(body, release, _) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling a body once it reports its end, so the
                 // connection goes back to the pool as soon as the last frame
@@ -155,14 +168,14 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b, _) => b.is_end_stream(),
+            Kind::Upstream(b, _, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b, _) => b.size_hint(),
+            Kind::Upstream(b, _, _) => b.size_hint(),
         }
     }
 }

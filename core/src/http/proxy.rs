@@ -20,11 +20,12 @@ use waypost_module_api::{
 
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
-use crate::http::body::{ReqBody, RespBody};
+use crate::http::body::{PeerHold, ReqBody, RespBody};
 use crate::http::head::ParsedHead;
 use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
 use crate::http::response::{error_page, server_header};
 use crate::log::{self, Level};
+use crate::runtime::filter::LogContext;
 use crate::runtime::{HeaderSource, Location, Proxy, Server};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
@@ -68,6 +69,27 @@ fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
     )
+}
+
+/// nginx's context of a line logged before the upstream is chosen (a
+/// filter's): `, client: ..., server: ..., request: "...", host: "..."`
+/// and `, referrer: "..."` when the request has one.
+fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        line,
+        ", client: {}, server: {}, request: \"{} {} {:?}\"",
+        NgxIp(cx.client.ip()),
+        cx.server.name,
+        parts.method,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts.version,
+    );
+    for (name, label) in [(header::HOST, "host"), (header::REFERER, "referrer")] {
+        if let Some(v) = parts.headers.get(name) {
+            let _ = write!(line, ", {label}: \"{}\"", String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
 }
 
 /// The error text of an I/O error without Rust's " (os error N)" suffix.
@@ -529,9 +551,14 @@ pub async fn run(
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
         let mut filter_delay = 0;
+        let request_context = |line: &mut String| request_context(cx, &parts, line);
+        let log_cx = LogContext {
+            conn: cx.conn,
+            context: &request_context,
+        };
         for run in &p.filters {
             hook_cx.templates.set(&run.filter.templates);
-            let result = run.filter.check(run.scope, &request_view);
+            let result = run.filter.check(run.scope, &request_view, &log_cx);
             if !result.variable.is_empty() {
                 module_values.push((run.index, result.variable.as_str()));
             }
@@ -702,7 +729,12 @@ pub async fn run(
                     peer: i as u32,
                     conn,
                 });
-                let mut resp = Response::from_parts(head, RespBody::upstream(incoming, reuse));
+                let hold = PeerHold {
+                    upstream: p.upstream.clone(),
+                    peer: i,
+                };
+                let mut resp =
+                    Response::from_parts(head, RespBody::upstream(incoming, reuse, hold));
                 *resp.version_mut() = Version::HTTP_11;
                 server_header(&mut resp);
                 return resp;
@@ -772,6 +804,11 @@ fn release(
     now: u64,
     tries_left: &mut u32,
 ) {
+    // A response passed on keeps its peer busy until its body is done
+    // (`PeerHold`); anything else frees it now.
+    if try_state != TryState::Ok {
+        up.release_conn(i);
+    }
     up.on_release(i, try_state, now);
     let outcome = TryOutcome {
         peer: i as u32,

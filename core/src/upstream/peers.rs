@@ -31,11 +31,17 @@ impl Upstream {
         }
     }
 
+    /// The try's connection is no longer in use: when the response has been
+    /// passed on whole, or the try failed (nginx frees the peer at the end
+    /// of the request, so least_conn and max_conns see long bodies).
+    pub fn release_conn(&self, i: usize) {
+        self.live[i].conns.fetch_sub(1, Relaxed);
+    }
+
     /// A try ended: nginx's failure accounting.
     pub fn on_release(&self, i: usize, state: TryState, now: u64) -> Released {
         let live = &self.live[i];
         let config = &self.configs[i];
-        live.conns.fetch_sub(1, Relaxed);
         if self.single {
             live.fails.store(0, Relaxed);
             return Released { disabled: false };
