@@ -82,6 +82,18 @@ impl PeerSet {
         self.live[i].accessed.store(checked, Ordering::Relaxed);
     }
 
+    /// Sets peer `i`'s count of tries in flight (`least_conn`, `max_conns`).
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.set_conns(1, 3);
+    /// assert_eq!(set.view().conns(1), 3);
+    /// ```
+    pub fn set_conns(&mut self, i: usize, conns: u32) {
+        self.live[i].conns.store(conns, Ordering::Relaxed);
+    }
+
     /// The view a hook would receive.
     pub fn view(&self) -> Peers<'_> {
         let primary = self.configs.iter().take_while(|p| !p.backup).count();
