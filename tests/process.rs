@@ -108,8 +108,11 @@ fn quit_exits_cleanly_and_removes_the_pid_file() {
 fn stop_exits() {
     let port = free_ports(1)[0];
     let mut server = Server::waypost(&conf(port, "x"), &[port]);
+    get(port, "/last-request");
     assert!(signal(&server, "stop").status.success());
     let status = server.child.wait().expect("wait");
     assert!(status.success(), "{status}");
     assert!(!server.alive());
+    // The access log is written out before the process exits.
+    assert!(server.read("logs/access.log").contains("/last-request"));
 }

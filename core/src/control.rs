@@ -169,6 +169,7 @@ pub fn main(cli: Cli) -> i32 {
     master_loop(&paths, &loader, &state, signals, handles);
     let pid_now = state.runtime.load().main.pid.clone();
     let _ = std::fs::remove_file(pid_now);
+    crate::log::access::flush(Duration::from_secs(2));
     log::write(Level::Notice, None, "exit");
     0
 }

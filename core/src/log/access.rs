@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 enum Msg {
     Line(Arc<PathBuf>, Vec<u8>),
     Reopen,
+    /// Flush everything queued before it, then answer.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 static WRITER: OnceLock<Mutex<Sender<Msg>>> = OnceLock::new();
@@ -60,6 +62,12 @@ fn sender() -> &'static Mutex<Sender<Msg>> {
                                 }
                                 files.clear();
                             }
+                            Msg::Flush(done) => {
+                                for w in files.values_mut() {
+                                    let _ = w.flush();
+                                }
+                                let _ = done.send(());
+                            }
                         }
                         match rx.try_recv() {
                             Ok(next) => msg = next,
@@ -103,4 +111,15 @@ pub fn write(path: Arc<PathBuf>, line: Vec<u8>) {
 /// Closes the files so the next lines reopen them (SIGUSR1).
 pub fn reopen() {
     send(Msg::Reopen);
+}
+
+/// Writes out every line queued so far, waiting at most `timeout`: called
+/// before the process exits so the last requests are not lost.
+pub fn flush(timeout: std::time::Duration) {
+    if WRITER.get().is_none() {
+        return;
+    }
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    send(Msg::Flush(done));
+    let _ = wait.recv_timeout(timeout);
 }
