@@ -81,11 +81,13 @@ pub struct RespBody {
     kind: Kind,
     sent: u64,
     record: Option<Box<Record>>,
+    /// Held, never read: dropping it frees the peer.
+    _hold: Option<PeerHold>,
 }
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming, Option<Release>, PeerHold),
+    Upstream(Incoming, Option<Release>),
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -108,6 +110,7 @@ impl RespBody {
             kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             sent: 0,
             record: None,
+            _hold: None,
         }
     }
 
@@ -117,7 +120,8 @@ impl RespBody {
 
     pub fn upstream(body: Incoming, release: Option<Release>, hold: PeerHold) -> RespBody {
         RespBody {
-            kind: Kind::Upstream(body, release, hold),
+            kind: Kind::Upstream(body, release),
+            _hold: Some(hold),
             sent: 0,
             record: None,
         }
@@ -139,7 +143,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body, release, _) => {
+            Kind::Upstream(body, release) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling a body once it reports its end, so the
                 // connection goes back to the pool as soon as the last frame
@@ -168,14 +172,14 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b, _, _) => b.is_end_stream(),
+            Kind::Upstream(b, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b, _, _) => b.size_hint(),
+            Kind::Upstream(b, _) => b.size_hint(),
         }
     }
 }

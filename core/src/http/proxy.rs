@@ -87,7 +87,11 @@ fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
     );
     for (name, label) in [(header::HOST, "host"), (header::REFERER, "referrer")] {
         if let Some(v) = parts.headers.get(name) {
-            let _ = write!(line, ", {label}: \"{}\"", String::from_utf8_lossy(v.as_bytes()));
+            let _ = write!(
+                line,
+                ", {label}: \"{}\"",
+                String::from_utf8_lossy(v.as_bytes())
+            );
         }
     }
 }
@@ -502,7 +506,9 @@ pub async fn run(
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
     // Send); the upstream request head is built from the same variables.
-    let mut module_values: Vec<(usize, &'static str)> = Vec::new();
+    // Filters' variables go straight to the access log's record (no
+    // allocation when nothing is logged).
+    let mut module_values = record.as_deref_mut().map(|r| &mut r.module_values);
     let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
@@ -559,8 +565,8 @@ pub async fn run(
         for run in &p.filters {
             hook_cx.templates.set(&run.filter.templates);
             let result = run.filter.check(run.scope, &request_view, &log_cx);
-            if !result.variable.is_empty() {
-                module_values.push((run.index, result.variable.as_str()));
+            if let (false, Some(values)) = (result.variable.is_empty(), module_values.as_mut()) {
+                values.push((run.index, result.variable.as_str()));
             }
             match result.action {
                 FilterAction::Pass => {}
@@ -595,9 +601,6 @@ pub async fn run(
         );
         Ok((upstream_headers(&parts, p, &hook_cx.vars), delay_ms))
     })();
-    if let Some(r) = record.as_deref_mut() {
-        r.module_values.extend_from_slice(&module_values);
-    }
     let headers = match prepared {
         Ok((h, 0)) => h,
         Ok((h, delay_ms)) => {

@@ -1,23 +1,87 @@
 //! Filter modules in the runtime: one object per module per configuration
 //! (built by its `init_filter`), and the scopes (locations, upstreams) where
 //! its directives apply. A request runs each filter that applies to it once.
+//!
+//! A line a filter logs while it checks a request is the request's line,
+//! as nginx writes it: the connection number, the message, then
+//! `, client: ..., server: ..., request: "...", host: "..."`.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use waypost_module_api::{
-    DirectiveArgs, FilterObject, FilterResult, HostApi, InitFilterArgs, RequestView, ScopeArgs,
-    ScopeKind,
+    DirectiveArgs, FilterObject, FilterResult, HostApi, InitFilterArgs, LogLevel, RequestView,
+    ScopeArgs, ScopeKind,
 };
 
-use crate::conf::model::{Config, ModuleDirective};
+use crate::conf::model::{Action, Config, ModuleDirective};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
+use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
 use crate::runtime::build::{host_compile, host_log, TemplateBuilder};
 use crate::vars::Template;
+
+/// The request a filter checks, for the lines it logs meanwhile.
+pub struct LogContext<'a> {
+    /// The client connection's number (nginx's `*N`).
+    pub conn: u64,
+    /// Appends nginx's `, client: ..., server: ..., request: "...", host:
+    /// "..."` for the request; run only when a line is written.
+    pub context: &'a dyn Fn(&mut String),
+}
+
+thread_local! {
+    /// The request whose `check` runs on this thread, if any.
+    static CURRENT: Cell<*const LogContext<'static>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Clears `CURRENT` when the check ends, even by unwinding.
+struct Current;
+
+impl Current {
+    fn set(cx: &LogContext<'_>) -> Current {
+        let p = std::ptr::from_ref(cx).cast::<LogContext<'static>>();
+        CURRENT.with(|c| c.set(p));
+        Current
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(std::ptr::null()));
+    }
+}
+
+/// The log callback filter modules get: within a `check`, the line is the
+/// request's (nginx's format, no module tag); otherwise as any module's.
+extern "C" fn filter_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
+    let current = CURRENT.with(Cell::get);
+    if current.is_null() {
+        return host_log(level, module, message);
+    }
+    let level = match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Notice => Level::Notice,
+        LogLevel::Warn => Level::Warn,
+        LogLevel::Error => Level::Error,
+        LogLevel::Crit => Level::Crit,
+    };
+    if !log::enabled(level) {
+        return;
+    }
+    // SAFETY: CURRENT points at the LogContext of the check running on
+    // this thread; `Filter::check` clears it before the context goes.
+    let cx = unsafe { &*current };
+    let mut line = String::with_capacity(message.len() + 128);
+    line.push_str(message.as_str());
+    (cx.context)(&mut line);
+    log::write(level, Some(cx.conn), &line);
+}
 
 pub struct Filter {
     object: FilterObject,
@@ -32,7 +96,15 @@ unsafe impl Send for Filter {}
 unsafe impl Sync for Filter {}
 
 impl Filter {
-    pub fn check(&self, scope: u32, request: &RequestView<'_>) -> FilterResult {
+    /// Runs the module's `check`; what it logs meanwhile is `log`'s
+    /// request's line.
+    pub fn check(
+        &self,
+        scope: u32,
+        request: &RequestView<'_>,
+        log: &LogContext<'_>,
+    ) -> FilterResult {
+        let _current = Current::set(log);
         // SAFETY: `this` belongs to this vtable; the view lives for the call.
         unsafe { (self.object.vtable.check)(self.object.this, scope, request) }
     }
@@ -95,7 +167,26 @@ struct Owned<'a> {
 
 impl<'a> Owned<'a> {
     fn new(all: &'a [ModuleDirective], module: usize) -> Owned<'a> {
-        let dirs: Vec<&ModuleDirective> = all.iter().filter(|d| d.module == module).collect();
+        Owned::from_dirs(all.iter().filter(|d| d.module == module).collect())
+    }
+
+    /// The module's directives of `inner`, then those of `outer` whose
+    /// name `inner` does not have (nginx's merge of one level into the
+    /// next, as `Layer::merged`).
+    fn merged(
+        inner: &'a [ModuleDirective],
+        outer: &'a [ModuleDirective],
+        module: usize,
+    ) -> Owned<'a> {
+        let own: Vec<&ModuleDirective> = inner.iter().filter(|d| d.module == module).collect();
+        let taken: Vec<&ModuleDirective> = outer
+            .iter()
+            .filter(|d| d.module == module && !own.iter().any(|o| o.name == d.name))
+            .collect();
+        Owned::from_dirs(own.into_iter().chain(taken).collect())
+    }
+
+    fn from_dirs(dirs: Vec<&'a ModuleDirective>) -> Owned<'a> {
         Owned {
             files: dirs
                 .iter()
@@ -124,6 +215,18 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         .iter()
         .map(|u| &u.filters[..])
         .collect();
+    // The upstream each location proxies to.
+    let proxied: Vec<Option<usize>> = config
+        .http
+        .servers
+        .iter()
+        .flat_map(|s| {
+            s.locations.iter().map(|l| match &l.action {
+                Action::Proxy(p) => Some(p.upstream),
+                _ => None,
+            })
+        })
+        .collect();
     let mut built = Built {
         filters: Vec::new(),
         locations: vec![Vec::new(); locations.len()],
@@ -143,18 +246,24 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         }
         let http = Owned::new(&config.http.filters, m);
         let http_args = args(&http.dirs, &http.files, &http.strs);
+        // An upstream block is the innermost level for the requests
+        // proxied to it: a location's scope is the upstream's directives
+        // merged over the location's, so that a request is checked once,
+        // against one list of limits, with the location's (and so the
+        // server's and http's) settings where the upstream has none.
+        let through = |i: usize| proxied[i].filter(|&u| used(upstreams[u]));
         let scopes_owned: Vec<(ScopeKind, String, Owned<'_>)> = config
             .http
             .servers
             .iter()
-            .flat_map(|s| {
-                s.locations.iter().map(|l| {
-                    (
-                        ScopeKind::Location,
-                        l.path.clone(),
-                        Owned::new(&l.filters, m),
-                    )
-                })
+            .flat_map(|s| s.locations.iter())
+            .enumerate()
+            .map(|(i, l)| {
+                let dirs = match through(i) {
+                    Some(u) => Owned::merged(upstreams[u], &l.filters, m),
+                    None => Owned::new(&l.filters, m),
+                };
+                (ScopeKind::Location, l.path.clone(), dirs)
             })
             .chain(config.http.upstreams.iter().map(|u| {
                 (
@@ -186,7 +295,7 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
             scopes: RSlice::from_slice(&scopes),
             previous: prev.map_or(std::ptr::null(), |f| f.object.this as *const c_void),
             workers,
-            host: HostApi { log: host_log },
+            host: HostApi { log: filter_log },
             builder: &mut templates as *mut TemplateBuilder as *mut c_void,
             compile: host_compile,
         };
@@ -213,7 +322,7 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         }));
         let n_locations = locations.len();
         for (i, dirs) in locations.iter().enumerate() {
-            if used(dirs) {
+            if used(dirs) || through(i).is_some() {
                 built.locations[i].push(Applies {
                     filter: index,
                     scope: i as u32,

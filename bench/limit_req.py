@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""limit_req's cost: requests/s through a proxy with `limit_req` on 100,000
+distinct keys against the same proxy without it, and memory per key.
+
+Backend: one nginx worker answering a small body (CPU 1, shared with wrk).
+The proxy under test runs one worker pinned to CPU 0, so it is the
+bottleneck. wrk (1 thread, 50 connections) runs a Lua script that sends
+`GET /?app_id=appN` with N cycling through the keys, for both configs, so
+the client does the same work either way. The limit is high enough that
+nothing is rejected or delayed (every response must be 200):
+
+    limit_req_zone $arg_app_id zone=apps:16m rate=100r/s;   # 131,072 keys
+    limit_req zone=apps;
+
+Runs alternate nginx plain, waypost plain, nginx limit_req, waypost
+limit_req, ... and medians are reported with the ratios, for req/s and for
+the proxy's CPU time per request (user + system over the run, less
+sensitive to other load on the machine). nginx runs the same two configs
+for reference.
+
+Memory per key: a fresh proxy with limit_req gets 1 s of traffic on one
+key (connections and buffers warmed), VmRSS, then the 100,000 keys (every
+key at least once, checked), VmRSS again; the same for the plain config,
+whose growth is subtracted.
+
+Instructions per request (`--callgrind`, needs valgrind): on a shared
+machine req/s and even CPU time swing by tens of percent from one run to
+the next, so the script also counts waypost's instructions under callgrind
+(deterministic): the zone is filled first with instrumentation off, then
+5 s of traffic are counted, for each config.
+
+Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
+    cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind]
+"""
+import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACK, PROXY = 19201, 19280
+KEYS = 100_000
+
+
+def wait_port(port, timeout=10):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def write(d, name, text):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pids):
+    """User+system CPU of the processes (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def backend(d):
+    conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{BACK} backlog=4096; keepalive_requests 1000000;
+    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
+    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_port(BACK), "backend did not start"
+    return p
+
+
+def http_conf(limit):
+    zone = "  limit_req_zone $arg_app_id zone=apps:16m rate=100r/s;\n" if limit else ""
+    lim = "limit_req zone=apps; " if limit else ""
+    return f"""events {{ worker_connections 4096; }}
+http {{ access_log off;
+{zone}  upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 1000000;
+    location / {{ {lim}proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}"""
+
+
+def commands(d):
+    binary = os.path.join(ROOT, "target/release/waypost")
+    assert os.path.exists(binary), "build first: cargo build --release"
+    modules = os.path.join(ROOT, "target/release")
+    cmds = {}
+    for limit in (False, True):
+        tag = "limit" if limit else "plain"
+        nx = write(d, f"nginx-{tag}.conf",
+                   f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx-{tag}.err;\n" + http_conf(limit))
+        wp = write(d, f"waypost-{tag}.conf",
+                   f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{tag}.err;\n" + http_conf(limit))
+        cmds[("nginx", tag)] = ["nginx", "-p", d + "/", "-c", nx]
+        cmds[("waypost", tag)] = [binary, "-p", d + "/", "-c", wp, "--modules-dir", modules]
+    return cmds
+
+
+def script(d, keys):
+    return write(d, f"keys{keys}.lua", f"""
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/?app_id=app" .. (n % {keys}))
+end
+""")
+
+
+def wrk(d, secs, conns, keys):
+    out = subprocess.run(f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s -s {script(d, keys)} http://127.0.0.1:{PROXY}/",
+                         shell=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+    return rps, reqs, bad
+
+
+def start(cmd):
+    p = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_port(PROXY), f"{cmd[0]} did not listen"
+    return p
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    time.sleep(0.3)
+
+
+def measure(d, cmd, secs, conns):
+    p = start(cmd)
+    try:
+        wrk(d, 2, conns, KEYS)  # warm up, and fill the zone
+        # nginx's master forks a worker; count the worker's CPU too.
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        pids = [p.pid] + [int(k) for k in kids]
+        c0 = cpu_seconds(pids)
+        rps, reqs, bad = wrk(d, secs, conns, KEYS)
+        c1 = cpu_seconds(pids)
+        return dict(rps=rps, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad)
+    finally:
+        stop(p)
+
+
+def memory(d, cmd, conns):
+    """VmRSS growth (KiB) from one key to KEYS keys."""
+    p = start(cmd)
+    try:
+        wrk(d, 1, conns, 1)
+        before = rss_kib(p.pid)
+        _, reqs, bad = wrk(d, 4, conns, KEYS)
+        assert reqs >= KEYS and bad == 0, f"{reqs} requests, {bad} errors"
+        return rss_kib(p.pid) - before, before
+    finally:
+        stop(p)
+
+
+def callgrind(d, cmd, tag):
+    """waypost's instructions per request over 5 s of traffic on a full zone."""
+    out = os.path.join(d, f"cg-{tag}.%p")
+    p = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                          f"--callgrind-out-file={out}"] + cmd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port(PROXY, 60), "waypost did not listen under valgrind"
+        # Every key at least once, uninstrumented.
+        filled = 0
+        while filled < KEYS:
+            filled += wrk(d, 5, 8, KEYS)[1]
+        subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True, check=True)
+        _, reqs, bad = wrk(d, 5, 8, KEYS)
+        subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, check=True)
+        assert bad == 0, f"{bad} errors"
+        dump = out.replace("%p", str(p.pid)) + ".1"
+        with open(dump) as f:
+            ir = next(int(l.split()[1]) for l in f if l.startswith("summary:"))
+        return ir / reqs
+    finally:
+        stop(p)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions per request")
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="waypost-bench")
+    back = backend(d)
+    try:
+        cmds = commands(d)
+        runs = {k: [] for k in cmds}
+        for _ in range(a.rounds):
+            for k, cmd in cmds.items():
+                runs[k].append(measure(d, cmd, a.secs, a.conns))
+        med = {k: statistics.median(r["rps"] for r in rs) for k, rs in runs.items()}
+        cpu = {k: statistics.median(r["cpu_us"] for r in rs) for k, rs in runs.items()}
+        bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
+        print(f"{'':18} {'req/s':>10} {'CPU us/req':>11} {'errors':>7}")
+        for k in cmds:
+            print(f"{k[0] + ' ' + k[1]:18} {med[k]:10.0f} {cpu[k]:11.2f} {bad[k]:7d}")
+        for proxy in ("waypost", "nginx"):
+            lim, plain = (proxy, "limit"), (proxy, "plain")
+            # Per round too: the two runs of a round are seconds apart.
+            per_round = [l["rps"] / p["rps"] for l, p in zip(runs[lim], runs[plain])]
+            print(f"{proxy}: limit_req/plain req/s {med[lim] / med[plain]:.3f} "
+                  f"(per round: {' '.join(f'{r:.3f}' for r in per_round)}), "
+                  f"CPU/req {cpu[lim] / cpu[plain]:.3f}")
+        grow_limit, base = memory(d, cmds[("waypost", "limit")], a.conns)
+        grow_plain, _ = memory(d, cmds[("waypost", "plain")], a.conns)
+        per_key = (grow_limit - grow_plain) * 1024 / KEYS
+        print(f"waypost VmRSS growth for {KEYS} keys: {grow_limit} KiB with limit_req, "
+              f"{grow_plain} KiB without (from {base} KiB): {per_key:.0f} bytes per key")
+        if a.callgrind:
+            plain = callgrind(d, cmds[("waypost", "plain")], "plain")
+            limit = callgrind(d, cmds[("waypost", "limit")], "limit")
+            print(f"waypost instructions per request: {plain:.0f} plain, {limit:.0f} with limit_req "
+                  f"(+{limit - plain:.0f}): plain/limit_req {plain / limit:.3f}")
+    finally:
+        back.send_signal(signal.SIGQUIT)
+        back.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
