@@ -15,11 +15,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use waypost_tests::{bin_dir, free_ports, waypost_bin, Server, TempDir, NGINX_TEMP_PATHS};
+use waypost_tests::{free_ports, Server, NGINX_TEMP_PATHS};
 
 // ---------------------------------------------------------------- helpers
 
@@ -249,49 +248,15 @@ fn rss_kib(pid: i32) -> u64 {
         .expect("VmRSS")
 }
 
-/// Starts waypost with its own TMPDIR (its private module directory
-/// belongs to the test), for tests that reload.
+/// waypost with its own TMPDIR (its private module directory belongs to
+/// the test), for tests that reload.
 fn start_waypost(conf: &str, ports: &[u16]) -> Server {
-    let dir = TempDir::new("limitreq");
-    let conf_path = dir.write("waypost.conf", conf);
-    std::fs::create_dir_all(dir.path.join("tmp")).expect("mkdir tmp");
-    let stderr = std::fs::File::create(dir.path.join("stderr.log")).expect("stderr.log");
-    let child = Command::new(waypost_bin())
-        .args(["-p", &format!("{}/", dir.path.display()), "-c"])
-        .arg(&conf_path)
-        .args(["--modules-dir", &bin_dir().display().to_string()])
-        .env("TMPDIR", dir.path.join("tmp"))
-        .current_dir(&dir.path)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start waypost");
-    let mut server = Server {
-        child,
-        dir,
-        conf: conf_path,
-    };
-    for &port in ports {
-        eventually(&format!("waypost listening on {port}"), 10, || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "waypost exited with {status}:\n{}{}",
-                    server.read("stderr.log"),
-                    server.read("logs/error.log")
-                );
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-    server
+    Server::waypost_private(conf, ports)
 }
 
 /// Replaces the config file whole, then sends SIGHUP.
 fn reload(server: &Server, conf: &str) {
-    let tmp = server.conf.with_extension("new");
-    std::fs::write(&tmp, conf).expect("write conf");
-    std::fs::rename(&tmp, &server.conf).expect("rename conf");
-    server.signal(libc::SIGHUP);
+    server.reload_with(conf);
 }
 
 // ------------------------------------------------------- timed patterns

@@ -469,8 +469,10 @@ pub(crate) static HOST: OnceLock<HostApi> = OnceLock::new();
 /// module library has its own copy of this static).
 pub(crate) static NAME: OnceLock<&'static str> = OnceLock::new();
 
-/// Writes a line to the proxy's error log, tagged with the module's name.
-/// The type parameter is not used; it is kept so existing calls compile.
+/// Writes a line to the proxy's error log: tagged with the module's name,
+/// or, from a filter's `check`, as nginx writes a request's line (with
+/// `client: ..., request: ...`). The type parameter is not used; it is kept
+/// so existing calls compile.
 ///
 /// ```
 /// use waypost_module_api::{sdk::log, LogLevel};

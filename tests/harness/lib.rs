@@ -136,17 +136,32 @@ impl Server {
     /// Starts waypost on `conf` (written to the test directory) and waits
     /// until every port in `ports` accepts connections.
     pub fn waypost(conf: &str, ports: &[u16]) -> Server {
+        Server::start_waypost(conf, ports, false)
+    }
+
+    /// As [`Server::waypost`], with the process's own TMPDIR, so its private
+    /// module directory (`$TMPDIR/waypost-modules-UID`) belongs to the test:
+    /// for tests that reload or count module copies.
+    pub fn waypost_private(conf: &str, ports: &[u16]) -> Server {
+        Server::start_waypost(conf, ports, true)
+    }
+
+    fn start_waypost(conf: &str, ports: &[u16], private_tmp: bool) -> Server {
         let dir = TempDir::new("wp");
         let conf_path = dir.write("waypost.conf", conf);
-        let child = Command::new(waypost_bin())
+        let mut command = Command::new(waypost_bin());
+        command
             .args(["-p", &format!("{}/", dir.path.display()), "-c"])
             .arg(&conf_path)
             .args(["--modules-dir", &bin_dir().display().to_string()])
             .current_dir(&dir.path)
             .stdout(Stdio::null())
-            .stderr(stderr_file(&dir))
-            .spawn()
-            .expect("start waypost");
+            .stderr(stderr_file(&dir));
+        if private_tmp {
+            std::fs::create_dir_all(dir.path.join("tmp")).expect("mkdir tmp");
+            command.env("TMPDIR", dir.path.join("tmp"));
+        }
+        let child = command.spawn().expect("start waypost");
         let mut server = Server {
             child,
             dir,
@@ -154,6 +169,15 @@ impl Server {
         };
         server.wait_ports(ports);
         server
+    }
+
+    /// Replaces the config file whole (waypost never reads half of it),
+    /// then sends SIGHUP.
+    pub fn reload_with(&self, conf: &str) {
+        let tmp = self.conf.with_extension("new");
+        std::fs::write(&tmp, conf).expect("write conf");
+        std::fs::rename(&tmp, &self.conf).expect("rename conf");
+        self.signal(libc::SIGHUP);
     }
 
     /// Starts nginx on `conf`, the reference implementation.
