@@ -362,6 +362,37 @@ impl AsyncRead for TimedIo {
     }
 }
 
+impl TimedIo {
+    /// The send timeout around a write, and the read timeout restarted
+    /// after it: once the whole request was handed over, the wait for the
+    /// answer starts after the last byte written, as nginx's. The read
+    /// side may be parked already, so the timer is registered here, on the
+    /// same task.
+    fn timed_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.write.armed = false;
+                if matches!(r, Ok(n) if n > 0) {
+                    self.read.restart(self.timers.read_timeout(), cx);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.write.expired(self.timers.send_timeout(), cx) {
+                    self.write.armed = false;
+                    Poll::Ready(Err(timed_out(Timeout::Send)))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
 impl AsyncWrite for TimedIo {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -369,27 +400,8 @@ impl AsyncWrite for TimedIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.write.armed = false;
-                if matches!(r, Ok(n) if n > 0) {
-                    // Once the whole request was handed over, the wait for
-                    // the answer starts after the last byte written, as
-                    // nginx's. The read side may be parked already, so
-                    // the timer is registered here, on the same task.
-                    this.read.restart(this.timers.read_timeout(), cx);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.write.expired(this.timers.send_timeout(), cx) {
-                    this.write.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Send)))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.timed_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -398,23 +410,8 @@ impl AsyncWrite for TimedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.write.armed = false;
-                if matches!(r, Ok(n) if n > 0) {
-                    this.read.restart(this.timers.read_timeout(), cx);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.write.expired(this.timers.send_timeout(), cx) {
-                    this.write.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Send)))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.timed_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
