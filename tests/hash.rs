@@ -14,9 +14,7 @@ use std::os::fd::FromRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use waypost_tests::{
-    addr, free_port, free_ports, nginx_bin, run_waypost, Server, TempDir, NGINX_TEMP_PATHS,
-};
+use waypost_tests::{addr, free_port, free_ports, nginx_bin, run_waypost, Server, TempDir};
 
 /// One request: the client's source address and the path.
 #[derive(Clone)]
@@ -134,32 +132,8 @@ fn backend_servers(ports: &[u16]) -> String {
         .collect()
 }
 
-/// The config both proxies run: upstream `u` with `upstream` (the block's
-/// lines), a proxy on `proxy` logging `$upstream_addr` to logs/up.log, and
-/// nginx's own extra directives (`nginx`) at the end of `http`.
 fn conf(proxy: u16, upstream: &str, nginx: bool) -> String {
-    let (main, extra) = if nginx {
-        (
-            "master_process off;\npid logs/nginx.pid;\n",
-            NGINX_TEMP_PATHS,
-        )
-    } else {
-        ("", "")
-    };
-    format!(
-        "worker_processes 1;\n\
-         error_log logs/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n\
-         \x20   log_format up '$upstream_addr';\n\
-         \x20   access_log off;\n\
-         \x20   upstream u {{\n{upstream}    }}\n\
-         \x20   server {{\n\
-         \x20       listen 127.0.0.1:{proxy};\n\
-         \x20       location / {{ proxy_pass http://u; access_log logs/up.log up; }}\n\
-         \x20   }}\n\
-         {extra}}}\n{main}"
-    )
+    waypost_tests::upstream_proxy_conf(proxy, upstream, nginx)
 }
 
 /// Runs `reqs` one after another; each request's `$upstream_addr` with the

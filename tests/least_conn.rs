@@ -23,9 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use waypost_tests::{
-    addr, free_port, get, nginx_bin, run_waypost, Server, TempDir, NGINX_TEMP_PATHS,
-};
+use waypost_tests::{addr, free_port, get, nginx_bin, run_waypost, Server, TempDir};
 
 /// Requests for `/slow` wait here until the test opens it.
 #[derive(Default)]
@@ -127,32 +125,8 @@ fn serve(mut stream: TcpStream, port: u16, gate: &Gate) {
     );
 }
 
-/// The config both proxies run: upstream `u` with `upstream` (the block's
-/// lines), a proxy on `proxy` logging `$upstream_addr` to logs/up.log, and
-/// nginx's own directives when `nginx`.
 fn conf(proxy: u16, upstream: &str, nginx: bool) -> String {
-    let (main, extra) = if nginx {
-        (
-            "master_process off;\npid logs/nginx.pid;\n",
-            NGINX_TEMP_PATHS,
-        )
-    } else {
-        ("", "")
-    };
-    format!(
-        "worker_processes 1;\n\
-         error_log logs/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n\
-         \x20   log_format up '$upstream_addr';\n\
-         \x20   access_log off;\n\
-         \x20   upstream u {{\n{upstream}    }}\n\
-         \x20   server {{\n\
-         \x20       listen 127.0.0.1:{proxy};\n\
-         \x20       location / {{ proxy_pass http://u; access_log logs/up.log up; }}\n\
-         \x20   }}\n\
-         {extra}}}\n{main}"
-    )
+    waypost_tests::upstream_proxy_conf(proxy, upstream, nginx)
 }
 
 /// Which proxy runs a config.

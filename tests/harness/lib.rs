@@ -296,6 +296,35 @@ pub fn tries(ports: &[u16]) -> String {
 /// by the tests, keeps its temporary files in the test directory.
 pub const NGINX_TEMP_PATHS: &str = "    client_body_temp_path logs/body;\n    proxy_temp_path logs/proxy;\n    fastcgi_temp_path logs/fastcgi;\n    uwsgi_temp_path logs/uwsgi;\n    scgi_temp_path logs/scgi;\n";
 
+/// A config both waypost and nginx run: upstream `u` with `upstream` (the
+/// block's lines), a proxy on `proxy` logging `$upstream_addr` to
+/// `logs/up.log` (format `up`), and, when `nginx`, the directives nginx
+/// needs to run unprivileged in the test directory.
+pub fn upstream_proxy_conf(proxy: u16, upstream: &str, nginx: bool) -> String {
+    let (main, extra) = if nginx {
+        (
+            "master_process off;\npid logs/nginx.pid;\n",
+            NGINX_TEMP_PATHS,
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "worker_processes 1;\n\
+         error_log logs/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         \x20   log_format up '$upstream_addr';\n\
+         \x20   access_log off;\n\
+         \x20   upstream u {{\n{upstream}    }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{proxy};\n\
+         \x20       location / {{ proxy_pass http://u; access_log logs/up.log up; }}\n\
+         \x20   }}\n\
+         {extra}}}\n{main}"
+    )
+}
+
 /// A response as the tests need it.
 #[derive(Debug)]
 pub struct Resp {
