@@ -9,8 +9,6 @@
 //! addresses: any source address on 127.0.0.0/8 reaches a loopback listener.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -65,40 +63,7 @@ fn clients() -> Vec<Req> {
 
 /// `GET path` from `src` to 127.0.0.1:`port`: (status, body).
 fn request(port: u16, req: &Req) -> (u16, String) {
-    // SAFETY: plain socket calls on a descriptor this function owns; it is
-    // handed to TcpStream, which closes it.
-    let mut stream = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(ip),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sockaddr(req.src, 0);
-        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
-        assert_eq!(
-            rc,
-            0,
-            "bind {:?}: {}",
-            req.src,
-            std::io::Error::last_os_error()
-        );
-        let remote = sockaddr([127, 0, 0, 1], port);
-        let rc = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
-        assert_eq!(
-            rc,
-            0,
-            "connect :{port}: {}",
-            std::io::Error::last_os_error()
-        );
-        stream
-    };
+    let mut stream = waypost_tests::connect_from(req.src, port);
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

@@ -13,12 +13,12 @@
 //! name in error pages.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use waypost_tests::{free_ports, nginx_bin, run_waypost, Server, TempDir, NGINX_TEMP_PATHS};
+use waypost_tests::{
+    connect_from, free_ports, nginx_bin, run_waypost, Server, TempDir, NGINX_TEMP_PATHS,
+};
 
 /// A response as compared: status, Location, body.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,39 +26,6 @@ struct Resp {
     status: u16,
     location: Option<String>,
     body: String,
-}
-
-/// A TCP connection from `src` (any address on 127.0.0.0/8) to
-/// 127.0.0.1:`port`.
-fn connect_from(src: [u8; 4], port: u16) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor this function owns; it is
-    // handed to TcpStream, which closes it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(ip),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sockaddr(src, 0);
-        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
-        assert_eq!(rc, 0, "bind {src:?}: {}", std::io::Error::last_os_error());
-        let remote = sockaddr([127, 0, 0, 1], port);
-        let rc = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
-        assert_eq!(
-            rc,
-            0,
-            "connect :{port}: {}",
-            std::io::Error::last_os_error()
-        );
-        stream
-    }
 }
 
 /// Sends `request` exactly as given from `src` and reads the response to

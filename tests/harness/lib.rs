@@ -325,6 +325,23 @@ pub fn upstream_proxy_conf(proxy: u16, upstream: &str, nginx: bool) -> String {
     )
 }
 
+/// A TCP connection to 127.0.0.1:`port` from `src`, any address of
+/// 127.0.0.0/8, for tests that need many client addresses (ip_hash,
+/// realip).
+pub fn connect_from(src: [u8; 4], port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let local: SocketAddr = (src, 0).into();
+    socket
+        .bind(&local.into())
+        .unwrap_or_else(|e| panic!("bind {src:?}: {e}"));
+    let remote: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket
+        .connect(&remote.into())
+        .unwrap_or_else(|e| panic!("connect :{port}: {e}"));
+    socket.into()
+}
+
 /// A response as the tests need it.
 #[derive(Debug)]
 pub struct Resp {
