@@ -38,23 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY = 19201, 19280
 KEYS = 100_000
 
-
-def wait_port(port, timeout=10):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def write(d, name, text):
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+from common import backend, cpu_seconds, wait_port, write
 
 
 def rss_kib(pid):
@@ -63,28 +47,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pids):
-    """User+system CPU of the processes (all their threads)."""
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def backend(d):
-    conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off;
-  server {{ listen 127.0.0.1:{BACK} backlog=4096; keepalive_requests 1000000;
-    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
-    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_port(BACK), "backend did not start"
-    return p
 
 
 def http_conf(limit):
@@ -210,7 +172,7 @@ def main():
     ap.add_argument("--callgrind", action="store_true", help="also count instructions per request")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
-    back = backend(d)
+    back = backend(d, BACK, keepalive_requests=1000000)
     try:
         cmds = commands(d)
         runs = {k: [] for k in cmds}

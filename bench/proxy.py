@@ -14,42 +14,7 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY = 19101, 19180
 
-
-def wait_port(port, timeout=10):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def cpu_seconds(pid):
-    """User+system CPU of pid and all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def write(d, name, text):
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def backend(d):
-    conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off;
-  server {{ listen 127.0.0.1:{BACK} backlog=4096; keepalive_requests 100000;
-    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
-    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_port(BACK), "backend did not start"
-    return p
+from common import backend, cpu_seconds, wait_port, write
 
 
 PROXY_HTTP = f"""events {{ worker_connections 4096; }}
@@ -92,9 +57,9 @@ def measure(cmd, secs, conns):
         # nginx's master forks a worker; measure the worker's CPU.
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
         pids = [pid] + [int(k) for k in kids]
-        c0 = sum(cpu_seconds(x) for x in pids)
+        c0 = cpu_seconds(pids)
         rps, p99, reqs, bad = wrk(secs, conns)
-        c1 = sum(cpu_seconds(x) for x in pids)
+        c1 = cpu_seconds(pids)
         return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad)
     finally:
         p.send_signal(signal.SIGTERM)
@@ -113,7 +78,7 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
-    back = backend(d)
+    back = backend(d, BACK)
     try:
         cands = proxies(d)
         runs = {k: [] for k in cands}

@@ -1,0 +1,44 @@
+"""Helpers shared by the bench scripts: waiting for a port, CPU accounting,
+and the one-worker nginx backend pinned to CPU 1."""
+import os, socket, subprocess, time
+
+
+def wait_port(port, timeout=10):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def write(d, name, text):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def cpu_seconds(pids):
+    """User+system CPU of the processes (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def backend(d, port, keepalive_requests=100000):
+    """A one-worker nginx answering a small body on `port`, pinned to CPU 1."""
+    conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests {keepalive_requests};
+    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
+    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_port(port), "backend did not start"
+    return p
