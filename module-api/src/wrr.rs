@@ -113,4 +113,28 @@ impl SmoothWeights {
         let w = &mut weights[i];
         w.effective = (w.effective - i64::from(config.weight / config.max_fails)).max(0);
     }
+
+    /// nginx's round-robin `free`, which every balancer built on these
+    /// weights shares: a failed try lowers the peer's effective weight (the
+    /// core has already counted the failure against max_fails).
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    /// use waypost_module_api::testing::PeerSet;
+    /// use waypost_module_api::wrr::SmoothWeights;
+    /// let set = PeerSet::new(&[1, 1]);
+    /// let weights = SmoothWeights::new(set.configs(), 1);
+    /// let outcome = TryOutcome { peer: 0, state: TryState::Failed, status: 0, elapsed_us: 0 };
+    /// assert_eq!(weights.free(&set.view(), &outcome), FreeAction::Continue);
+    /// ```
+    pub fn free(
+        &self,
+        peers: &Peers<'_>,
+        outcome: &crate::abi::TryOutcome,
+    ) -> crate::abi::FreeAction {
+        if outcome.state == crate::abi::TryState::Failed {
+            self.failed(peers, outcome.peer as usize);
+        }
+        crate::abi::FreeAction::Continue
+    }
 }

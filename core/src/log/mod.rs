@@ -62,6 +62,20 @@ impl Level {
     }
 }
 
+impl From<waypost_module_api::LogLevel> for Level {
+    fn from(level: waypost_module_api::LogLevel) -> Level {
+        use waypost_module_api::LogLevel as L;
+        match level {
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Notice => Level::Notice,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+            L::Crit => Level::Crit,
+        }
+    }
+}
+
 /// Where error lines go, swapped by reload and reopen.
 struct Sink {
     target: LogTarget,

@@ -22,14 +22,7 @@ use crate::modules::loader::LoadedModule;
 use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
 
 pub(crate) extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
-    let level = match level {
-        LogLevel::Debug => Level::Debug,
-        LogLevel::Info => Level::Info,
-        LogLevel::Notice => Level::Notice,
-        LogLevel::Warn => Level::Warn,
-        LogLevel::Error => Level::Error,
-        LogLevel::Crit => Level::Crit,
-    };
+    let level = Level::from(level);
     if crate::log::enabled(level) {
         crate::log::write(
             level,

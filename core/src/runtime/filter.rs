@@ -63,14 +63,7 @@ extern "C" fn filter_log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
     if current.is_null() {
         return host_log(level, module, message);
     }
-    let level = match level {
-        LogLevel::Debug => Level::Debug,
-        LogLevel::Info => Level::Info,
-        LogLevel::Notice => Level::Notice,
-        LogLevel::Warn => Level::Warn,
-        LogLevel::Error => Level::Error,
-        LogLevel::Crit => Level::Crit,
-    };
+    let level = Level::from(level);
     if !log::enabled(level) {
         return;
     }

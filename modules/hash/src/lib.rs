@@ -446,10 +446,7 @@ impl Balancer for HashBalancer {
     /// free: round robin's; a failure lowers the peer's effective weight
     /// (the core has already counted it against max_fails).
     fn free(&self, _: &mut State, peers: &Peers<'_>, outcome: &TryOutcome) -> FreeAction {
-        if outcome.state == TryState::Failed {
-            self.weights.failed(peers, outcome.peer as usize);
-        }
-        FreeAction::Continue
+        self.weights.free(peers, outcome)
     }
 }
 

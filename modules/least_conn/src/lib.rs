@@ -115,10 +115,7 @@ impl Balancer for LeastConn {
     /// (the core has already counted it against max_fails and released its
     /// connection).
     fn free(&self, _: &mut (), peers: &Peers<'_>, outcome: &TryOutcome) -> FreeAction {
-        if outcome.state == TryState::Failed {
-            self.weights.failed(peers, outcome.peer as usize);
-        }
-        FreeAction::Continue
+        self.weights.free(peers, outcome)
     }
 }
 

@@ -47,10 +47,7 @@ impl Balancer for RoundRobin {
     /// free: a failure lowers the peer's effective weight; the core has
     /// already counted it against max_fails.
     fn free(&self, _: &mut (), peers: &Peers<'_>, outcome: &TryOutcome) -> FreeAction {
-        if outcome.state == TryState::Failed {
-            self.weights.failed(peers, outcome.peer as usize);
-        }
-        FreeAction::Continue
+        self.weights.free(peers, outcome)
     }
 }
 
