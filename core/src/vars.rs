@@ -702,6 +702,34 @@ impl std::fmt::Display for CompileError {
     }
 }
 
+/// Reads the variable name starting at `i` (after `$`, and after `{` when
+/// `bracket`), as nginx's script and log compilers do: the name, and where
+/// the text goes on (past the closing `}`).
+pub fn scan_name(text: &str, mut i: usize, bracket: bool) -> Result<(&str, usize), CompileError> {
+    let b = text.as_bytes();
+    let start = i;
+    let mut closed = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'}' && bracket {
+            closed = true;
+            break;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let name = &text[start..i];
+    if bracket && !closed {
+        return Err(CompileError::Syntax(format!(
+            "the closing bracket in \"{name}\" variable is missing"
+        )));
+    }
+    Ok((name, if closed { i + 1 } else { i }))
+}
+
 /// Splits `text` as `ngx_http_script_compile`: literal runs and variable
 /// names (`$name`, `${name}`, `$1`..`$9`). `None` when there is no `$`.
 pub fn scan(text: &str) -> Result<Vec<Piece<'_>>, CompileError> {
@@ -726,29 +754,8 @@ pub fn scan(text: &str) -> Result<Vec<Piece<'_>>, CompileError> {
                     return Err(CompileError::Syntax("invalid variable name".into()));
                 }
             }
-            let start = i;
-            let mut closed = false;
-            while i < b.len() {
-                let c = b[i];
-                if c == b'}' && bracket {
-                    closed = true;
-                    break;
-                }
-                if c.is_ascii_alphanumeric() || c == b'_' {
-                    i += 1;
-                    continue;
-                }
-                break;
-            }
-            let name = &text[start..i];
-            if bracket && !closed {
-                return Err(CompileError::Syntax(format!(
-                    "the closing bracket in \"{name}\" variable is missing"
-                )));
-            }
-            if closed {
-                i += 1;
-            }
+            let (name, next) = scan_name(text, i, bracket)?;
+            i = next;
             if name.is_empty() {
                 return Err(CompileError::Syntax("invalid variable name".into()));
             }

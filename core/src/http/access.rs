@@ -103,28 +103,8 @@ pub fn scan(arg: &str) -> Result<Vec<Piece<'_>>, CompileError> {
                 )));
             }
         }
-        let start = i;
-        let mut closed = false;
-        while i < b.len() {
-            if b[i] == b'}' && bracket {
-                closed = true;
-                break;
-            }
-            if b[i].is_ascii_alphanumeric() || b[i] == b'_' {
-                i += 1;
-                continue;
-            }
-            break;
-        }
-        let name = &arg[start..i];
-        if bracket && !closed {
-            return Err(CompileError::Syntax(format!(
-                "the closing bracket in \"{name}\" variable is missing"
-            )));
-        }
-        if closed {
-            i += 1;
-        }
+        let (name, next) = crate::vars::scan_name(arg, i, bracket)?;
+        i = next;
         if name.is_empty() {
             return Err(CompileError::Syntax(format!(
                 "invalid parameter \"{}\"",
