@@ -13,6 +13,7 @@ pub mod conf;
 pub mod control;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod modules;
 pub mod runtime;
 pub mod upstream;

@@ -34,6 +34,20 @@ use abi_stable::{
 /// ```
 pub const ABI_VERSION: u32 = 1;
 
+/// The ABI minor version this crate speaks: what was added after 1.0,
+/// through prefix types, so modules built against an older minor keep
+/// loading.
+///
+/// - 1.1: [`Module::init_upstream_ext`] with [`UpstreamExt`]: per-peer
+///   [`PeerStats`] (total tries, a latency EWMA, a state slot), and
+///   [`HostExt`] (monotonic clock, fast random numbers, counters and
+///   gauges exported with the core's metrics).
+///
+/// ```
+/// assert!(waypost_module_api::ABI_MINOR >= 1);
+/// ```
+pub const ABI_MINOR: u32 = 1;
+
 /// Name of the exported `u32` static holding [`ABI_VERSION`], NUL-terminated
 /// for `dlsym`.
 ///
@@ -256,6 +270,118 @@ pub struct PeerLive {
     pub accessed: AtomicU64,
     /// Wall-clock second of the last failure or probe.
     pub checked: AtomicU64,
+}
+
+/// Per-peer counters the core keeps beyond [`PeerLive`] (ABI 1.1), a cache
+/// line each so that workers updating different peers do not contend.
+///
+/// The slice lives as long as the upstream object: a module may keep it
+/// (the SDK does) and read it from any hook.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// let stats = waypost_module_api::PeerStats::default();
+/// stats.slot.store(42, Ordering::Relaxed);
+/// assert_eq!(stats.latency_us.load(Ordering::Relaxed), 0);
+/// ```
+#[repr(C, align(64))]
+#[derive(StableAbi, Debug, Default)]
+pub struct PeerStats {
+    /// Tries started on this peer under the current configuration.
+    pub requests: AtomicU64,
+    /// Time from choosing the peer to its response header, an exponentially
+    /// weighted moving average over the tries that got one (each sample
+    /// weighs 1/8), in microseconds; 0 until the first sample.
+    pub latency_us: AtomicU64,
+    /// The module's own per-peer word: the core never reads or writes it,
+    /// and it starts at 0 with each configuration.
+    pub slot: AtomicU64,
+    /// Reserved for later minor versions; zero.
+    pub reserved: [AtomicU64; 5],
+}
+
+/// Whether a module metric only grows or goes up and down.
+///
+/// ```
+/// assert_ne!(waypost_module_api::MetricKind::Counter, waypost_module_api::MetricKind::Gauge);
+/// ```
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic count, exported as `..._total`.
+    Counter,
+    /// A level that goes up and down.
+    Gauge,
+}
+
+/// The value of one module metric, owned by the core, which exports it; the
+/// module writes it with plain atomics, no call across the ABI. A gauge
+/// stores an `i64` as its two's-complement bits.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// let cell = waypost_module_api::MetricCell::default();
+/// cell.value.fetch_add(2, Ordering::Relaxed);
+/// assert_eq!(cell.value.load(Ordering::Relaxed), 2);
+/// ```
+#[repr(C)]
+#[derive(StableAbi, Debug, Default)]
+pub struct MetricCell {
+    /// The value.
+    pub value: AtomicU64,
+}
+
+/// Host services added in ABI 1.1. A prefix type: later minors append
+/// fields, which a module reads through accessors returning `Option`.
+///
+/// Modules use it through [`crate::sdk::now_ns`], [`crate::sdk::random`]
+/// and [`crate::sdk::UpstreamConfig::counter`].
+///
+/// ```
+/// use waypost_module_api::abi::{HostExt, HostExtRef};
+/// fn clock(host: HostExtRef) -> u64 { (host.monotonic_ns())() }
+/// ```
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostExtRef)))]
+#[sabi(missing_field(panic))]
+pub struct HostExt {
+    /// Nanoseconds on a monotonic clock since an arbitrary start, the same
+    /// for every module and worker in the process.
+    pub monotonic_ns: extern "C" fn() -> u64,
+    /// 64 random bits from the calling worker's generator: fast, not
+    /// cryptographic.
+    pub random: extern "C" fn() -> u64,
+    /// Registers a module metric for the upstream being initialised
+    /// (`builder` from [`UpstreamExt`]); the core exports it as
+    /// `waypost_module_NAME{module="..",upstream=".."}` (`_total` appended
+    /// for a counter). Registering the same name again, in this or a later
+    /// configuration, returns the same cell, so counters survive reloads.
+    #[sabi(last_prefix_field)]
+    pub register_metric: extern "C" fn(
+        builder: *mut c_void,
+        kind: MetricKind,
+        name: RStr<'_>,
+        help: RStr<'_>,
+    ) -> RResult<&'static MetricCell, RString>,
+}
+
+/// What [`Module::init_upstream_ext`] receives beside [`InitUpstreamArgs`].
+///
+/// ```
+/// fn peers(ext: &waypost_module_api::UpstreamExt<'_>) -> usize { ext.stats.len() }
+/// ```
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct UpstreamExt<'a> {
+    /// ABI 1.1 host services.
+    pub host: HostExtRef,
+    /// Per-peer statistics, index for index with the peers; valid until
+    /// the upstream object is dropped.
+    pub stats: RSlice<'a, PeerStats>,
+    /// The core's builder for this upstream, for `register_metric`; valid
+    /// during the call only.
+    pub builder: *mut c_void,
 }
 
 /// What `get` sees: the peers, their live state and this request's tries.
@@ -620,6 +746,16 @@ pub struct Module {
     /// all of its directives; `None` for a balancer.
     pub init_filter:
         Option<extern "C" fn(args: &InitFilterArgs<'_>) -> RResult<FilterObject, ConfigError>>,
+    /// ABI 1.1: `init_upstream` with the host services added in 1.1. The
+    /// core calls it instead of `init_upstream` when the module has it; a
+    /// module built against 1.0 lacks the field and gets `init_upstream`.
+    #[sabi(missing_field(default))]
+    pub init_upstream_ext: Option<
+        extern "C" fn(
+            args: &InitUpstreamArgs<'_>,
+            ext: &UpstreamExt<'_>,
+        ) -> RResult<UpstreamObject, ConfigError>,
+    >,
 }
 
 impl RootModule for ModuleRef {

@@ -213,6 +213,7 @@ impl<M: FilterModule> FilterShims<M> {
             info: Self::info,
             init_upstream: Self::init_upstream,
             init_filter: Some(Self::init_filter),
+            init_upstream_ext: None,
         }
         .leak_into_prefix()
     }

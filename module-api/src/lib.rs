@@ -52,12 +52,15 @@ pub use abi_stable;
 
 pub use abi::{
     BalancerVTable, ConfigError, Contexts, DirectiveArgs, DirectiveSpec, FilterAction,
-    FilterObject, FilterResult, FilterVTable, FreeAction, GetResult, HostApi, InitFilterArgs,
-    InitPeerResult, InitUpstreamArgs, LogLevel, Module as RootModuleV1, ModuleInfo, ModuleRef,
-    PeerConfig, PeerLive, PeerStorage, PeersView, Rejection, RequestView, ScopeArgs, ScopeKind,
-    ServerParams, TryOutcome, TryState, UpstreamObject, ABI_VERSION, ABI_VERSION_SYMBOL,
+    FilterObject, FilterResult, FilterVTable, FreeAction, GetResult, HostApi, HostExt, HostExtRef,
+    InitFilterArgs, InitPeerResult, InitUpstreamArgs, LogLevel, MetricCell, MetricKind,
+    Module as RootModuleV1, ModuleInfo, ModuleRef, PeerConfig, PeerLive, PeerStats, PeerStorage,
+    PeersView, Rejection, RequestView, ScopeArgs, ScopeKind, ServerParams, TryOutcome, TryState,
+    UpstreamExt, UpstreamObject, ABI_MINOR, ABI_VERSION, ABI_VERSION_SYMBOL,
 };
-pub use sdk::{Balancer, Directive, Module, Peers, Request, Template, UpstreamConfig};
+pub use sdk::{
+    Balancer, Counter, Directive, Gauge, Module, Peers, Request, Template, UpstreamConfig,
+};
 
 /// Everything a module author needs, in one import.
 ///
@@ -70,5 +73,7 @@ pub mod prelude {
         ConfigError, Contexts, DirectiveSpec, FreeAction, LogLevel, PeerConfig, Rejection,
         ServerParams, TryOutcome, TryState,
     };
-    pub use crate::sdk::{Balancer, Directive, Module, Peers, Request, Template, UpstreamConfig};
+    pub use crate::sdk::{
+        Balancer, Counter, Directive, Gauge, Module, Peers, Request, Template, UpstreamConfig,
+    };
 }

@@ -13,17 +13,18 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::abi::{
     BalancerVTable, ConfigError, DirectiveArgs, DirectiveSpec, FreeAction, GetResult, HostApi,
-    InitPeerResult, InitUpstreamArgs, LogLevel, Module as RawModule, ModuleInfo, ModuleRef,
-    PeerConfig, PeerStorage, PeersView, Rejection, RequestView, TryOutcome, UpstreamObject,
-    ABI_VERSION,
+    HostExtRef, InitPeerResult, InitUpstreamArgs, LogLevel, MetricCell, MetricKind,
+    Module as RawModule, ModuleInfo, ModuleRef, PeerConfig, PeerStats, PeerStorage, PeersView,
+    Rejection, RequestView, TryOutcome, UpstreamExt, UpstreamObject, ABI_VERSION,
 };
 
 /// A module: its name, its directives and how it builds an upstream object.
@@ -194,13 +195,93 @@ impl ConfigError {
 /// ```
 pub struct UpstreamConfig<'a> {
     raw: &'a InitUpstreamArgs<'a>,
+    ext: Option<&'a UpstreamExt<'a>>,
 }
 
 impl<'a> UpstreamConfig<'a> {
     /// Wraps the raw arguments. The core and tests use this; modules receive
     /// it ready-made.
+    ///
+    /// ```
+    /// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.with_args(&[], |args| assert_eq!(UpstreamConfig::new(args).peers().len(), 2));
+    /// ```
     pub fn new(raw: &'a InitUpstreamArgs<'a>) -> Self {
-        UpstreamConfig { raw }
+        UpstreamConfig { raw, ext: None }
+    }
+
+    /// Wraps the raw arguments and the ABI 1.1 services.
+    ///
+    /// ```
+    /// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[1]);
+    /// set.with_args(&[], |args| {
+    ///     let config = UpstreamConfig::with_ext(args, None);
+    ///     assert_eq!(config.workers(), 1);
+    /// });
+    /// ```
+    pub fn with_ext(raw: &'a InitUpstreamArgs<'a>, ext: Option<&'a UpstreamExt<'a>>) -> Self {
+        UpstreamConfig { raw, ext }
+    }
+
+    /// Registers a counter exported with the core's metrics as
+    /// `waypost_module_NAME_total{module="..",upstream=".."}`. `name` is
+    /// `[a-z_][a-z0-9_]*`. The same name in a later configuration (after a
+    /// reload) continues the same count. Without a core (unit tests) the
+    /// counter works but is exported nowhere.
+    ///
+    /// ```
+    /// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[1]);
+    /// set.with_args(&[], |args| {
+    ///     let probes = UpstreamConfig::new(args).counter("probes", "Probes sent").unwrap();
+    ///     probes.inc();
+    ///     assert_eq!(probes.get(), 1);
+    /// });
+    /// ```
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, ConfigError> {
+        self.metric(MetricKind::Counter, name, help)
+            .map(|cell| Counter { cell })
+    }
+
+    /// Registers a gauge exported as `waypost_module_NAME{module="..",upstream=".."}`;
+    /// see [`UpstreamConfig::counter`].
+    ///
+    /// ```
+    /// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[1]);
+    /// set.with_args(&[], |args| {
+    ///     let ring = UpstreamConfig::new(args).gauge("ring_points", "Points on the ring").unwrap();
+    ///     ring.set(-3);
+    ///     assert_eq!(ring.get(), -3);
+    /// });
+    /// ```
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, ConfigError> {
+        self.metric(MetricKind::Gauge, name, help)
+            .map(|cell| Gauge { cell })
+    }
+
+    fn metric(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        help: &str,
+    ) -> Result<&'static MetricCell, ConfigError> {
+        let Some(ext) = self.ext else {
+            // No core to export it: a cell of our own, leaked like the
+            // core's (metrics live as long as the process).
+            return Ok(Box::leak(Box::default()));
+        };
+        match (ext.host.register_metric())(
+            ext.builder,
+            kind,
+            RStr::from_str(name),
+            RStr::from_str(help),
+        ) {
+            RResult::ROk(cell) => Ok(cell),
+            RResult::RErr(e) => Err(self.error(e.into_string())),
+        }
     }
 
     /// The upstream's name.
@@ -364,12 +445,78 @@ pub struct Template(pub u32);
 /// Indexes run over primaries first (`0..primary()`), then backups.
 pub struct Peers<'a> {
     raw: &'a PeersView<'a>,
+    stats: &'a [PeerStats],
 }
 
+/// What a peer's statistics read as without a core to keep them.
+static NO_STATS: PeerStats = PeerStats {
+    requests: AtomicU64::new(0),
+    latency_us: AtomicU64::new(0),
+    slot: AtomicU64::new(0),
+    reserved: [const { AtomicU64::new(0) }; 5],
+};
+
 impl<'a> Peers<'a> {
-    /// Wraps the raw view.
+    /// Wraps the raw view, without per-peer statistics (they read as 0).
     pub fn new(raw: &'a PeersView<'a>) -> Self {
-        Peers { raw }
+        Peers { raw, stats: &[] }
+    }
+
+    /// Wraps the raw view and the per-peer statistics the core keeps
+    /// (ABI 1.1), index for index.
+    pub fn with_stats(raw: &'a PeersView<'a>, stats: &'a [PeerStats]) -> Self {
+        Peers { raw, stats }
+    }
+
+    fn stats(&self, i: usize) -> &'a PeerStats {
+        self.stats.get(i).unwrap_or(&NO_STATS)
+    }
+
+    /// Tries started on peer `i` under this configuration.
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.with_peers(|peers| assert_eq!(peers.requests(1), 0));
+    /// ```
+    pub fn requests(&self, i: usize) -> u64 {
+        self.stats(i).requests.load(Ordering::Relaxed)
+    }
+
+    /// Recent time to response header on peer `i`, an EWMA the core keeps;
+    /// `None` before the first response.
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// # use std::time::Duration;
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.set_latency(0, Duration::from_millis(3));
+    /// set.with_peers(|peers| {
+    ///     assert_eq!(peers.latency(0), Some(Duration::from_millis(3)));
+    ///     assert_eq!(peers.latency(1), None);
+    /// });
+    /// ```
+    pub fn latency(&self, i: usize) -> Option<Duration> {
+        match self.stats(i).latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// The module's own word for peer `i`, shared by every worker and kept
+    /// for the life of the configuration; the core never touches it.
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// # use std::sync::atomic::Ordering;
+    /// let set = PeerSet::new(&[1]);
+    /// set.with_peers(|peers| {
+    ///     peers.slot(0).fetch_add(1, Ordering::Relaxed);
+    ///     assert_eq!(peers.slot(0).load(Ordering::Relaxed), 1);
+    /// });
+    /// ```
+    pub fn slot(&self, i: usize) -> &'a AtomicU64 {
+        &self.stats(i).slot
     }
 
     /// Number of peers, backups included.
@@ -465,6 +612,133 @@ impl<'a> Peers<'a> {
 }
 
 pub(crate) static HOST: OnceLock<HostApi> = OnceLock::new();
+/// The ABI 1.1 services, set at the first `init_upstream_ext`.
+pub(crate) static HOST_EXT: OnceLock<HostExtRef> = OnceLock::new();
+
+/// Nanoseconds on the core's monotonic clock, the same for every module and
+/// worker (before the core loaded the module, a clock of the module's own).
+///
+/// ```
+/// let a = waypost_module_api::sdk::now_ns();
+/// assert!(waypost_module_api::sdk::now_ns() >= a);
+/// ```
+pub fn now_ns() -> u64 {
+    match HOST_EXT.get() {
+        Some(host) => (host.monotonic_ns())(),
+        None => {
+            static START: OnceLock<Instant> = OnceLock::new();
+            START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        }
+    }
+}
+
+/// 64 random bits from the calling worker's fast generator (not
+/// cryptographic); before the core loaded the module, a generator of the
+/// module's own.
+///
+/// ```
+/// let (a, b) = (waypost_module_api::sdk::random(), waypost_module_api::sdk::random());
+/// assert_ne!(a, b);
+/// ```
+pub fn random() -> u64 {
+    match HOST_EXT.get() {
+        Some(host) => (host.random())(),
+        None => {
+            thread_local! {
+                static STATE: Cell<u64> = Cell::new(
+                    (&STATE as *const _ as u64) ^ now_ns().rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
+                );
+            }
+            STATE.with(|s| {
+                let (next, out) = wyrand(s.get());
+                s.set(next);
+                out
+            })
+        }
+    }
+}
+
+/// One step of wyrand: the next state and 64 output bits.
+///
+/// ```
+/// let (state, out) = waypost_module_api::sdk::wyrand(1);
+/// assert_ne!(state, 1);
+/// assert_ne!(out, 0);
+/// ```
+pub fn wyrand(state: u64) -> (u64, u64) {
+    let s = state.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+    (s, ((t >> 64) as u64) ^ (t as u64))
+}
+
+/// A module counter exported with the core's metrics; see
+/// [`UpstreamConfig::counter`]. Adding is one relaxed atomic add.
+///
+/// ```
+/// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+/// let set = PeerSet::new(&[1]);
+/// set.with_args(&[], |args| {
+///     let c = UpstreamConfig::new(args).counter("hits", "Hits").unwrap();
+///     c.add(2);
+///     assert_eq!(c.get(), 2);
+/// });
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Counter {
+    cell: &'static MetricCell,
+}
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1)
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.cell.value.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.cell.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A module gauge exported with the core's metrics; see
+/// [`UpstreamConfig::gauge`].
+///
+/// ```
+/// # use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+/// let set = PeerSet::new(&[1]);
+/// set.with_args(&[], |args| {
+///     let g = UpstreamConfig::new(args).gauge("level", "Level").unwrap();
+///     g.set(5);
+///     g.add(-7);
+///     assert_eq!(g.get(), -2);
+/// });
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Gauge {
+    cell: &'static MetricCell,
+}
+
+impl Gauge {
+    /// Sets the level.
+    pub fn set(&self, value: i64) {
+        self.cell.value.store(value as u64, Ordering::Relaxed);
+    }
+
+    /// Moves the level by `delta`.
+    pub fn add(&self, delta: i64) {
+        self.cell.value.fetch_add(delta as u64, Ordering::Relaxed);
+    }
+
+    /// The current level.
+    pub fn get(&self) -> i64 {
+        self.cell.value.load(Ordering::Relaxed) as i64
+    }
+}
 /// The module's `NAME`, set when the core first initialises it (each
 /// module library has its own copy of this static).
 pub(crate) static NAME: OnceLock<&'static str> = OnceLock::new();
@@ -570,6 +844,23 @@ unsafe fn state_mut<'s, T>(storage: *mut PeerStorage) -> &'s mut T {
     }
 }
 
+/// A balancer with what the core handed it at `init_upstream_ext`.
+struct Hosted<B> {
+    balancer: B,
+    /// The core's per-peer statistics: valid until `drop_upstream`.
+    stats: *const PeerStats,
+    len: usize,
+}
+
+impl<B> Hosted<B> {
+    fn peers<'a>(&'a self, raw: &'a PeersView<'a>) -> Peers<'a> {
+        // SAFETY: the core keeps the slice alive and unmoved until it drops
+        // this object (UpstreamExt::stats).
+        let stats = unsafe { std::slice::from_raw_parts(self.stats, self.len) };
+        Peers::with_stats(raw, stats)
+    }
+}
+
 /// The C shims for a module, instantiated by [`export_module!`](crate::export_module).
 pub struct Shims<M>(std::marker::PhantomData<M>);
 
@@ -589,6 +880,7 @@ impl<M: Module> Shims<M> {
             info: Self::info,
             init_upstream: Self::init_upstream,
             init_filter: None,
+            init_upstream_ext: Some(Self::init_upstream_ext),
         }
         .leak_into_prefix()
     }
@@ -602,16 +894,33 @@ impl<M: Module> Shims<M> {
         }
     }
 
+    /// The ABI 1.0 entry, called only by a core older than this SDK.
     extern "C" fn init_upstream(
+        _args: &InitUpstreamArgs<'_>,
+    ) -> RResult<UpstreamObject, ConfigError> {
+        RResult::RErr(ConfigError::new(format!(
+            "module \"{}\" needs waypost with module ABI 1.{} or later",
+            M::NAME,
+            crate::abi::ABI_MINOR
+        )))
+    }
+
+    extern "C" fn init_upstream_ext(
         args: &InitUpstreamArgs<'_>,
+        ext: &UpstreamExt<'_>,
     ) -> RResult<UpstreamObject, ConfigError> {
         let _ = HOST.set(args.host);
+        let _ = HOST_EXT.set(ext.host);
         let _ = NAME.set(M::NAME);
         install_panic_hook();
-        let result = barrier(|| M::init_upstream(&UpstreamConfig::new(args)));
+        let result = barrier(|| M::init_upstream(&UpstreamConfig::with_ext(args, Some(ext))));
         match result {
-            Ok(Ok(upstream)) => RResult::ROk(UpstreamObject {
-                this: Box::into_raw(Box::new(upstream)) as *mut c_void,
+            Ok(Ok(balancer)) => RResult::ROk(UpstreamObject {
+                this: Box::into_raw(Box::new(Hosted {
+                    balancer,
+                    stats: ext.stats.as_ptr(),
+                    len: ext.stats.len(),
+                })) as *mut c_void,
                 vtable: &Self::VTABLE,
             }),
             Ok(Err(e)) => RResult::RErr(e),
@@ -627,8 +936,9 @@ impl<M: Module> Shims<M> {
         peers: &PeersView<'_>,
         storage: *mut PeerStorage,
     ) -> InitPeerResult {
-        let upstream = &*(this as *const M::Upstream);
-        let result = barrier(|| upstream.init_peer(&Request::new(request), &Peers::new(peers)));
+        let hosted = &*(this as *const Hosted<M::Upstream>);
+        let upstream = &hosted.balancer;
+        let result = barrier(|| upstream.init_peer(&Request::new(request), &hosted.peers(peers)));
         match result {
             Ok(Ok(state)) => {
                 let delay =
@@ -654,9 +964,9 @@ impl<M: Module> Shims<M> {
         storage: *mut PeerStorage,
         peers: &PeersView<'_>,
     ) -> GetResult {
-        let upstream = &*(this as *const M::Upstream);
+        let hosted = &*(this as *const Hosted<M::Upstream>);
         let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
-        match barrier(|| upstream.get(state, &Peers::new(peers))) {
+        match barrier(|| hosted.balancer.get(state, &hosted.peers(peers))) {
             Ok(Some(i)) if i < peers.config.len() => GetResult::Peer(i as u32),
             Ok(Some(i)) => GetResult::Error(RString::from(format!(
                 "module \"{}\" chose peer {i} of {}",
@@ -674,9 +984,9 @@ impl<M: Module> Shims<M> {
         peers: &PeersView<'_>,
         outcome: TryOutcome,
     ) -> FreeAction {
-        let upstream = &*(this as *const M::Upstream);
+        let hosted = &*(this as *const Hosted<M::Upstream>);
         let state = state_mut::<<M::Upstream as Balancer>::Request>(storage);
-        match barrier(|| upstream.free(state, &Peers::new(peers), &outcome)) {
+        match barrier(|| hosted.balancer.free(state, &hosted.peers(peers), &outcome)) {
             Ok(action) => action,
             Err(caught) => {
                 log_named(
@@ -709,7 +1019,7 @@ impl<M: Module> Shims<M> {
 
     unsafe extern "C" fn drop_upstream(this: *mut c_void) {
         let dropped = barrier(|| {
-            drop(Box::from_raw(this as *mut M::Upstream));
+            drop(Box::from_raw(this as *mut Hosted<M::Upstream>));
         });
         if let Err(caught) = dropped {
             log_named(

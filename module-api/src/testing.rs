@@ -1,11 +1,15 @@
 //! Helpers to unit-test a balancer without a running proxy: a set of peers
 //! with live counters and a tried bitmap, viewed as the core would show it.
 
+use std::ffi::c_void;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use abi_stable::std_types::{RSlice, RStr};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
-use crate::abi::{PeerConfig, PeerLive, PeersView};
+use crate::abi::{
+    DirectiveArgs, HostApi, InitUpstreamArgs, LogLevel, PeerConfig, PeerLive, PeerStats, PeersView,
+};
 use crate::sdk::Peers;
 
 /// Peers named `p0`, `p1`, ... with the given weights, all primary.
@@ -20,6 +24,7 @@ use crate::sdk::Peers;
 pub struct PeerSet {
     configs: Vec<PeerConfig<'static>>,
     live: Vec<PeerLive>,
+    stats: Vec<PeerStats>,
     tried: Vec<u64>,
     /// Wall-clock second the view reports.
     pub now: u64,
@@ -49,6 +54,7 @@ impl PeerSet {
         PeerSet {
             configs,
             live,
+            stats: weights.iter().map(|_| PeerStats::default()).collect(),
             tried: vec![0; weights.len().div_ceil(64).max(1)],
             now: 1_000,
         }
@@ -94,10 +100,89 @@ impl PeerSet {
         self.live[i].conns.store(conns, Ordering::Relaxed);
     }
 
-    /// The view a hook would receive.
-    pub fn view(&self) -> Peers<'_> {
+    /// Sets peer `i`'s latency EWMA, as the core keeps it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.set_latency(1, Duration::from_millis(2));
+    /// assert_eq!(set.view().latency(1), Some(Duration::from_millis(2)));
+    /// ```
+    pub fn set_latency(&self, i: usize, latency: Duration) {
+        self.stats[i]
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Peer `i`'s statistics, to set `requests` or read the module's slot.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[1]);
+    /// set.stats(0).requests.store(9, Ordering::Relaxed);
+    /// assert_eq!(set.view().requests(0), 9);
+    /// ```
+    pub fn stats(&self, i: usize) -> &PeerStats {
+        &self.stats[i]
+    }
+
+    /// Runs `f` with the peers as hooks see them, without leaking (see
+    /// [`PeerSet::view`]).
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[1, 1, 1]);
+    /// assert_eq!(set.with_peers(|peers| peers.len()), 3);
+    /// ```
+    pub fn with_peers<R>(&self, f: impl FnOnce(&Peers<'_>) -> R) -> R {
+        let raw = self.raw();
+        f(&Peers::with_stats(&raw, &self.stats))
+    }
+
+    /// Runs `f` with `init_upstream` arguments for these peers and
+    /// `directives`, as the core would pass them; templates do not compile
+    /// here (no core to resolve variables) and log lines go to stderr.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[2, 1]);
+    /// let total = set.with_args(&[], |args| {
+    ///     UpstreamConfig::new(args).peers().iter().map(|p| p.weight).sum::<u32>()
+    /// });
+    /// assert_eq!(total, 3);
+    /// ```
+    pub fn with_args<R>(
+        &self,
+        directives: &[DirectiveArgs<'_>],
+        f: impl FnOnce(&InitUpstreamArgs<'_>) -> R,
+    ) -> R {
+        extern "C" fn log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
+            eprintln!("[{level:?}] {module}: {message}");
+        }
+        extern "C" fn compile(_: *mut c_void, text: RStr<'_>) -> RResult<u32, RString> {
+            RResult::RErr(RString::from(format!(
+                "templates need the core: cannot compile \"{text}\" in a unit test"
+            )))
+        }
+        let args = InitUpstreamArgs {
+            upstream: RStr::from_str("test"),
+            file: RStr::from_str("test.conf"),
+            line: 1,
+            peers: RSlice::from_slice(&self.configs),
+            directives: RSlice::from_slice(directives),
+            workers: 1,
+            host: HostApi { log },
+            builder: std::ptr::null_mut(),
+            compile,
+        };
+        f(&args)
+    }
+
+    fn raw(&self) -> PeersView<'_> {
         let primary = self.configs.iter().take_while(|p| !p.backup).count();
-        let raw = PeersView {
+        PeersView {
             config: RSlice::from_slice(&self.configs),
             live: RSlice::from_slice(&self.live),
             tried: RSlice::from_slice(&self.tried),
@@ -106,8 +191,12 @@ impl PeerSet {
             single: primary == 1 && self.configs.len() == 1,
             now: self.now,
             worker: 0,
-        };
+        }
+    }
+
+    /// The view a hook would receive.
+    pub fn view(&self) -> Peers<'_> {
         // The view borrows self; a leaked copy keeps the API simple for tests.
-        Peers::new(Box::leak(Box::new(raw)))
+        Peers::with_stats(Box::leak(Box::new(self.raw())), &self.stats)
     }
 }

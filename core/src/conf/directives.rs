@@ -125,6 +125,8 @@ pub const CORE: &[Spec] = &[
     d("return", SRV | LOC, 1, 2),
     // location and inherited proxy settings
     d("proxy_pass", LOC, 1, 1),
+    // waypost: the Prometheus exposition as this location's content
+    d("metrics", LOC, 0, 0),
     d("proxy_set_header", PROXY, 2, 2),
     d("proxy_http_version", PROXY, 1, 1),
     d("proxy_next_upstream", PROXY, 1, MORE),

@@ -1225,6 +1225,7 @@ impl<'a> Interp<'a> {
         let mut own = Layer::default();
         let mut ret = None;
         let mut proxy = None;
+        let mut metrics = false;
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
@@ -1261,6 +1262,8 @@ impl<'a> Interp<'a> {
                     // proxy_pass (content phase).
                     ret.get_or_insert(parsed);
                 }
+                // Like stub_status: the location's content handler.
+                "metrics" => metrics = true,
                 "location" => {
                     self.location_block(item, server, Some(me))?;
                 }
@@ -1270,6 +1273,7 @@ impl<'a> Interp<'a> {
         self.locations[me].own = own;
         self.http.servers[server].locations[index].action = match (ret, proxy) {
             (Some(r), _) => Action::Return(r),
+            (None, _) if metrics => Action::Metrics,
             (None, Some(p)) => Action::Proxy(p),
             (None, None) => Action::None,
         };

@@ -132,6 +132,8 @@ pub struct AccessLogConf {
 pub enum Action {
     Proxy(ProxyPass),
     Return(Return),
+    /// `metrics;`: the Prometheus text exposition.
+    Metrics,
     /// No handler: nginx would serve static files; we answer 404.
     None,
 }

@@ -813,11 +813,15 @@ fn release(
         up.release_conn(i);
     }
     up.on_release(i, try_state, now);
+    let elapsed_us = try_started.elapsed().as_micros() as u64;
+    if status != 0 {
+        up.on_response(i, elapsed_us);
+    }
     let outcome = TryOutcome {
         peer: i as u32,
         state: try_state,
         status,
-        elapsed_us: try_started.elapsed().as_micros() as u64,
+        elapsed_us,
     };
     let action = state.free(&peers_view(up, tried, now), outcome);
     *tries_left = tries_left.saturating_sub(1);

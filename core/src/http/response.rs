@@ -87,6 +87,17 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     resp
 }
 
+/// `metrics;`: the running configuration's metrics, Prometheus text format.
+pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::render(runtime))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    server_header(&mut resp);
+    resp
+}
+
 /// The reason nginx prints in its error pages: mostly the standard one, but
 /// nginx keeps some older wordings (`ngx_http_special_response.c`).
 fn reason(code: StatusCode) -> &'static str {

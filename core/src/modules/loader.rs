@@ -53,6 +53,8 @@ pub struct LoadedModule {
     pub module: ModuleRef,
     /// The directives the module owns (`ModuleInfo::directives`).
     pub directives: Vec<DirectiveSpec>,
+    /// Hooks of this library that panicked, over the process's life.
+    pub panics: std::sync::atomic::AtomicU64,
     /// Variables a filter module sets per request (`ModuleInfo::variables`).
     pub variables: Vec<String>,
 }
@@ -274,6 +276,7 @@ impl Loader {
             module: library.module,
             directives: library.directives,
             variables: library.variables,
+            panics: std::sync::atomic::AtomicU64::new(0),
         });
         cache
             .modules

@@ -2,3 +2,4 @@
 //! Which module owns which directive is decided in `conf::interp`.
 
 pub mod loader;
+pub mod host;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use waypost_module_api::{DirectiveArgs, HostApi, InitUpstreamArgs, LogLevel};
+use waypost_module_api::{DirectiveArgs, HostApi, InitUpstreamArgs, LogLevel, UpstreamExt};
 
 use super::*;
 use crate::conf::model::{self, Config, UpstreamConf};
@@ -158,7 +158,21 @@ fn upstream(
         builder: &mut templates as *mut TemplateBuilder as *mut std::ffi::c_void,
         compile: host_compile,
     };
-    let object = match (module.module.init_upstream())(&args) {
+    let scope = crate::modules::host::MetricScope {
+        module: &module.name,
+        upstream: &up.name,
+    };
+    let ext = UpstreamExt {
+        host: *crate::modules::host::HOST_EXT,
+        stats: RSlice::from_slice(&table.stats),
+        builder: &scope as *const _ as *mut std::ffi::c_void,
+    };
+    let init = match module.module.init_upstream_ext() {
+        Some(init_ext) => init_ext(&args, &ext),
+        // Built against ABI 1.0: no per-peer statistics or host services.
+        None => (module.module.init_upstream())(&args),
+    };
+    let object = match init {
         RResult::ROk(object) => object,
         RResult::RErr(e) => {
             let loc = if e.line == 0 {
@@ -172,7 +186,7 @@ fn upstream(
             return Err(ConfError::at(e.message.into_string(), loc));
         }
     };
-    let balancer = Balancer::new(object, module);
+    let balancer = Balancer::new(object, module, &up.name);
     Ok(Upstream::new(
         UpstreamParams {
             name: up.name.clone(),
@@ -264,6 +278,7 @@ fn server(
         let action = match &l.action {
             model::Action::Return(r) => Action::Reply(reply(r)?),
             model::Action::None => Action::NotFound,
+            model::Action::Metrics => Action::Metrics,
             model::Action::Proxy(p) => {
                 let mut proxy = proxy(p, &l.proxy, upstreams)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));

@@ -118,6 +118,8 @@ pub struct Location {
 pub enum Action {
     Proxy(Proxy),
     Reply(Reply),
+    /// `metrics;`
+    Metrics,
     NotFound,
 }
 

@@ -2,6 +2,7 @@
 //! calls through the module vtable.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use waypost_module_api::{
@@ -9,13 +10,23 @@ use waypost_module_api::{
     UpstreamObject,
 };
 
+use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
+
+/// Hook failures in a row after which the upstream logs an alert (and
+/// again after as many more): one panic is a request's bad luck, a run of
+/// them is a broken module an operator must hear about.
+const PANICS_IN_A_ROW: u32 = 10;
 
 pub struct Balancer {
     object: UpstreamObject,
     /// Keeps the library's record alive while its code may run. The library
     /// itself is never unloaded.
     pub module: Arc<LoadedModule>,
+    /// The upstream's name, for the alert.
+    upstream: String,
+    /// Hook failures since the last `get` that worked.
+    failures_in_a_row: AtomicU32,
 }
 
 // SAFETY: the SDK requires `Balancer: Send + Sync` of every upstream object,
@@ -24,8 +35,36 @@ unsafe impl Send for Balancer {}
 unsafe impl Sync for Balancer {}
 
 impl Balancer {
-    pub fn new(object: UpstreamObject, module: Arc<LoadedModule>) -> Balancer {
-        Balancer { object, module }
+    pub fn new(object: UpstreamObject, module: Arc<LoadedModule>, upstream: &str) -> Balancer {
+        Balancer {
+            object,
+            module,
+            upstream: upstream.to_owned(),
+            failures_in_a_row: AtomicU32::new(0),
+        }
+    }
+
+    /// Keeps the count of hook failures in a row. Reads before writing on
+    /// success, so a healthy module costs no shared write per request.
+    fn count(&self, failed: bool) {
+        if !failed {
+            if self.failures_in_a_row.load(Relaxed) != 0 {
+                self.failures_in_a_row.store(0, Relaxed);
+            }
+            return;
+        }
+        self.module.panics.fetch_add(1, Relaxed);
+        let n = self.failures_in_a_row.fetch_add(1, Relaxed) + 1;
+        if n.is_multiple_of(PANICS_IN_A_ROW) {
+            log::write(
+                Level::Alert,
+                None,
+                &format!(
+                    "module \"{}\" failed {n} times in a row in upstream \"{}\"",
+                    self.module.name, self.upstream
+                ),
+            );
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -46,12 +85,21 @@ impl Balancer {
     ) -> InitPeerResult {
         // SAFETY: `this` is the object this vtable belongs to; storage is
         // exclusively ours for the request.
-        unsafe { (self.object.vtable.init_peer)(self.this(), request, peers, storage) }
+        let result =
+            unsafe { (self.object.vtable.init_peer)(self.this(), request, peers, storage) };
+        // Only `get` ends a run of failures: a request whose init_peer
+        // works but whose get panics is still a failure.
+        if matches!(result, InitPeerResult::Error(_)) {
+            self.count(true);
+        }
+        result
     }
 
     pub fn get(&self, storage: &mut PeerStorage, peers: &PeersView<'_>) -> GetResult {
         // SAFETY: storage was initialised by a successful init_peer.
-        unsafe { (self.object.vtable.get)(self.this(), storage, peers) }
+        let result = unsafe { (self.object.vtable.get)(self.this(), storage, peers) };
+        self.count(matches!(result, GetResult::Error(_)));
+        result
     }
 
     pub fn free(

@@ -8,7 +8,7 @@ pub mod peers;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use waypost_module_api::{PeerConfig, PeerLive};
+use waypost_module_api::{PeerConfig, PeerLive, PeerStats};
 
 use crate::http::pool::UpstreamPool;
 pub use balancer::Balancer;
@@ -20,6 +20,9 @@ pub struct Upstream {
     /// What modules see; borrows `_text` (see `Upstream::new`).
     pub configs: Vec<PeerConfig<'static>>,
     pub live: Vec<PeerLive>,
+    /// ABI 1.1 per-peer statistics; the module holds a pointer to this
+    /// slice, so it never moves or shrinks while the balancer lives.
+    pub stats: Box<[PeerStats]>,
     pub addrs: Vec<SocketAddr>,
     /// `http://ADDR` per peer, for log lines and `$upstream_addr`.
     pub primary: u32,
@@ -54,6 +57,7 @@ pub struct PeerTable {
     text: Vec<Box<str>>,
     pub configs: Vec<PeerConfig<'static>>,
     pub addrs: Vec<SocketAddr>,
+    pub stats: Box<[PeerStats]>,
 }
 
 impl PeerTable {
@@ -89,6 +93,7 @@ impl PeerTable {
             text,
             configs,
             addrs: peers.iter().map(|p| p.addr).collect(),
+            stats: peers.iter().map(|_| PeerStats::default()).collect(),
         }
     }
 }
@@ -118,6 +123,7 @@ impl Upstream {
             _text: table.text,
             configs: table.configs,
             live: (0..n).map(|_| PeerLive::default()).collect(),
+            stats: table.stats,
             addrs: table.addrs,
             primary: primary as u32,
             primary_weight,

@@ -22,6 +22,7 @@ impl Upstream {
     pub fn on_select(&self, i: usize, now: u64) {
         let live = &self.live[i];
         live.conns.fetch_add(1, Relaxed);
+        self.stats[i].requests.fetch_add(1, Relaxed);
         if self.single {
             return;
         }
@@ -36,6 +37,21 @@ impl Upstream {
     /// of the request, so least_conn and max_conns see long bodies).
     pub fn release_conn(&self, i: usize) {
         self.live[i].conns.fetch_sub(1, Relaxed);
+    }
+
+    /// A response header arrived `elapsed_us` after the peer was chosen:
+    /// the latency EWMA modules read (each sample weighs 1/8). Concurrent
+    /// updates may lose a sample; an average does not need them all.
+    pub fn on_response(&self, i: usize, elapsed_us: u64) {
+        let sample = elapsed_us.max(1);
+        let ewma = &self.stats[i].latency_us;
+        let old = ewma.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample).div_ceil(8)
+        };
+        ewma.store(new, Relaxed);
     }
 
     /// A try ended: nginx's failure accounting.
