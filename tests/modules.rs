@@ -1,12 +1,16 @@
 //! Module libraries through the real binary: a balancer that panics leaves
-//! the proxy serving, and a library built for another ABI version is
-//! refused with one line. The fixtures are workspace members built by
-//! `cargo build --workspace` into `target/debug`, under names the modules
-//! directory scan (`libwaypost_*.so`) ignores.
+//! the proxy serving, and a bad module file (another ABI version, not a
+//! shared library, no waypost symbol, missing, writable by other users) is
+//! refused with one line, at `-t`, at start and on reload. The fixtures are
+//! workspace members built by `cargo build --workspace` into
+//! `target/debug`, under names the modules directory scan
+//! (`libwaypost_*.so`) ignores.
 
-use std::path::PathBuf;
-
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use waypost_tests::{bin_dir, free_ports, get, waypost_bin, Server, TempDir};
 
@@ -77,14 +81,10 @@ fn panicking_balancer_fails_the_request_and_the_server_lives() {
         let r = get(proxy, "/");
         assert_eq!((r.status, r.body.as_str()), (200, "good\n"));
     }
-    // The panics went to the error log only: no backtraces on stderr.
-    let _ = wp.child.kill();
-    let _ = wp.child.wait();
-    let stderr = wp.read("stderr.log");
-    assert!(!stderr.contains("asked to panic"), "{stderr}");
     let good_addr = format!("127.0.0.1:{good}");
     // A panic chose no peer: nothing was tried (`-` as nginx logs an
-    // empty variable).
+    // empty variable). Read while the server runs: the access log is
+    // written by a thread a kill would cut short.
     assert_eq!(
         wp.wait_lines("logs/up.log", 5),
         [
@@ -95,6 +95,11 @@ fn panicking_balancer_fails_the_request_and_the_server_lives() {
             format!("200 {good_addr}"),
         ]
     );
+    // The panics went to the error log only: no backtraces on stderr.
+    let _ = wp.child.kill();
+    let _ = wp.child.wait();
+    let stderr = wp.read("stderr.log");
+    assert!(!stderr.contains("asked to panic"), "{stderr}");
 }
 
 /// Runs `waypost ARGS` in `dir` with a modules directory holding only the
@@ -158,6 +163,289 @@ fn module_of_another_abi_is_refused_in_one_line() {
     let out = run_isolated(&dir, &["-c", &conf_arg]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{emerg}\n"));
+}
+
+/// A config in `dir` that loads `so` on its line 3.
+fn load_module_conf(dir: &TempDir, so: &Path) -> PathBuf {
+    dir.write(
+        "waypost.conf",
+        &format!(
+            "# a module\n\
+             worker_processes 1;\n\
+             load_module {};\n\
+             events {{}}\n\
+             http {{}}\n",
+            so.display()
+        ),
+    )
+}
+
+/// `waypost -t` on `conf` fails with `[emerg] MESSAGE` on line 3, one
+/// line, and so does starting on it.
+fn assert_refused(dir: &TempDir, conf: &Path, message: &str) {
+    let conf_arg = conf.display().to_string();
+    let emerg = format!("waypost: [emerg] {message} in {conf_arg}:3");
+    let out = run_isolated(dir, &["-t", "-c", &conf_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{emerg}\nwaypost: configuration file {conf_arg} test failed\n")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+
+    let out = run_isolated(dir, &["-c", &conf_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{emerg}\n"));
+}
+
+/// `waypost -t` on `conf` succeeds.
+fn assert_accepted(dir: &TempDir, conf: &Path) {
+    let conf_arg = conf.display().to_string();
+    let out = run_isolated(dir, &["-t", "-c", &conf_arg]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "waypost: the configuration file {conf_arg} syntax is ok\n\
+             waypost: configuration file {conf_arg} test is successful\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The system's libm: a real shared library that is no waypost module.
+fn libm() -> &'static Path {
+    [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.is_file())
+    .expect("no libm.so.6 found to test with")
+}
+
+/// A copy of the `panicky` fixture (a good module) at `lib/libpanicky.so`
+/// in `dir`, the file 0644 and `lib` 0755 whatever the umask.
+fn good_module_copy(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let lib = dir.path.join("lib");
+    std::fs::create_dir_all(&lib).expect("mkdir lib");
+    chmod(&lib, 0o755);
+    let so = lib.join("libpanicky.so");
+    std::fs::copy(fixture("libpanicky_module.so"), &so).expect("copy module");
+    chmod(&so, 0o644);
+    (lib, so)
+}
+
+#[test]
+fn file_that_is_no_shared_library_is_refused_in_one_line() {
+    let dir = TempDir::new("notlib");
+    let so = dir.write("libnot.so", &"not a library\n".repeat(64));
+    let conf = load_module_conf(&dir, &so);
+    // glibc's dlerror(), without the private copy's path.
+    assert_refused(
+        &dir,
+        &conf,
+        &format!(
+            "module \"{}\" failed to load: invalid ELF header",
+            so.display()
+        ),
+    );
+}
+
+#[test]
+fn library_without_waypost_symbol_is_refused_in_one_line() {
+    let dir = TempDir::new("nosymbol");
+    let so = dir.path.join("libm.so");
+    std::fs::copy(libm(), &so).expect("copy libm");
+    let conf = load_module_conf(&dir, &so);
+    assert_refused(
+        &dir,
+        &conf,
+        &format!(
+            "module \"{}\" is not a waypost module: no waypost_abi_version symbol",
+            so.display()
+        ),
+    );
+}
+
+#[test]
+fn missing_module_file_is_refused_in_one_line() {
+    let dir = TempDir::new("missing");
+    let so = dir.path.join("libnothere.so");
+    let conf = load_module_conf(&dir, &so);
+    // nginx's words for it.
+    assert_refused(
+        &dir,
+        &conf,
+        &format!(
+            "dlopen() \"{0}\" failed ({0}: cannot open shared object file: \
+             No such file or directory)",
+            so.display()
+        ),
+    );
+}
+
+#[test]
+fn module_writable_by_other_users_is_refused() {
+    let dir = TempDir::new("insecure");
+    let (lib, so) = good_module_copy(&dir);
+    let conf = load_module_conf(&dir, &so);
+    assert_accepted(&dir, &conf);
+
+    for mode in [0o666, 0o664, 0o646] {
+        chmod(&so, mode);
+        assert_refused(
+            &dir,
+            &conf,
+            &format!(
+                "module \"{0}\" is writable by other users (mode {mode:04o}), \
+                 refused as sshd refuses insecure files (chmod go-w \"{0}\" to allow it)",
+                so.display()
+            ),
+        );
+    }
+    chmod(&so, 0o644);
+    assert_accepted(&dir, &conf);
+
+    // The directory holding it: whoever can write there can replace it.
+    for mode in [0o777, 0o775] {
+        chmod(&lib, mode);
+        assert_refused(
+            &dir,
+            &conf,
+            &format!(
+                "module \"{}\" is in directory \"{1}\", writable by other users \
+                 (mode {mode:04o}), refused as sshd refuses insecure files \
+                 (chmod go-w \"{1}\" to allow it)",
+                so.display(),
+                lib.display()
+            ),
+        );
+    }
+    // Unless sticky, as /tmp is: there only the file's owner can replace it.
+    chmod(&lib, 0o1777);
+    assert_accepted(&dir, &conf);
+    chmod(&lib, 0o755);
+    assert_accepted(&dir, &conf);
+}
+
+/// Polls `check` until it holds; fails the test after 20 seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn bad_modules_on_reload_keep_the_old_config_serving() {
+    let port = free_ports(1)[0];
+    let conf = |load: Option<&Path>, text: &str| {
+        let load = load.map_or_else(String::new, |so| format!("load_module {};\n", so.display()));
+        format!(
+            "{load}worker_processes 1;\nerror_log logs/error.log notice;\nevents {{}}\n\
+             http {{\n    access_log off;\n\
+             \x20   server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"{text}\\n\"; }} }}\n}}\n"
+        )
+    };
+    let server = Server::waypost_private(&conf(None, "good"), &[port]);
+    let conf_path = server.conf.display().to_string();
+    let lines = |text: &str| -> Vec<String> {
+        server
+            .read("logs/error.log")
+            .lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(get(port, "/").body, "good\n");
+
+    let dir = &server.dir;
+    let (lib, insecure) = good_module_copy(dir);
+    chmod(&insecure, 0o666);
+    let not_lib = dir.write("libnot.so", &"not a library\n".repeat(64));
+    let no_symbol = dir.path.join("libm.so");
+    std::fs::copy(libm(), &no_symbol).expect("copy libm");
+    let missing = dir.path.join("libnothere.so");
+    let abi2 = fixture("libabi2_fixture.so");
+    let bad: [(&Path, String); 5] = [
+        (
+            &insecure,
+            format!(
+                "module \"{0}\" is writable by other users (mode 0666), \
+                 refused as sshd refuses insecure files (chmod go-w \"{0}\" to allow it)",
+                insecure.display()
+            ),
+        ),
+        (
+            &not_lib,
+            format!(
+                "module \"{}\" failed to load: invalid ELF header",
+                not_lib.display()
+            ),
+        ),
+        (
+            &no_symbol,
+            format!(
+                "module \"{}\" is not a waypost module: no waypost_abi_version symbol",
+                no_symbol.display()
+            ),
+        ),
+        (
+            &missing,
+            format!(
+                "dlopen() \"{0}\" failed ({0}: cannot open shared object file: \
+                 No such file or directory)",
+                missing.display()
+            ),
+        ),
+        (
+            &abi2,
+            format!(
+                "module \"{}\" speaks ABI 2, this waypost speaks ABI 1",
+                abi2.display()
+            ),
+        ),
+    ];
+    for (n, (so, message)) in bad.iter().enumerate() {
+        server.reload_with(&conf(Some(so), "bad"));
+        eventually(&format!("[emerg] line #{}", n + 1), || {
+            lines("[emerg]").len() > n
+        });
+        let emerg = &lines("[emerg]")[n];
+        let expected = format!("[emerg] {}#0: {message} in {conf_path}:1", server.pid());
+        assert!(emerg.ends_with(&expected), "{emerg}\nexpected: {expected}");
+        assert_eq!(get(port, "/").body, "good\n", "after {}", so.display());
+    }
+    // Refused with its directory writable by others too, then accepted
+    // once fixed, as the message says.
+    chmod(&insecure, 0o644);
+    chmod(&lib, 0o777);
+    server.reload_with(&conf(Some(&insecure), "bad"));
+    eventually("[emerg] line #6", || lines("[emerg]").len() > 5);
+    assert!(
+        lines("[emerg]")[5].contains(&format!(
+            "is in directory \"{}\", writable by other users (mode 0777)",
+            lib.display()
+        )),
+        "{:?}",
+        lines("[emerg]")
+    );
+    assert_eq!(get(port, "/").body, "good\n");
+    chmod(&lib, 0o755);
+    server.reload_with(&conf(Some(&insecure), "better"));
+    eventually("a reload", || !lines("configuration reloaded").is_empty());
+    assert_eq!(get(port, "/").body, "better\n");
+    assert_eq!(lines("[emerg]").len(), 6);
 }
 
 /// The `panicky` fixture behind a proxy on the first port, with one

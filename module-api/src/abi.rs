@@ -764,3 +764,52 @@ impl RootModule for ModuleRef {
     const NAME: &'static str = "waypost_module";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
+
+/// The root module's layout as released in ABI 1.0, frozen.
+///
+/// abi_stable accepts a library whose prefix type has *more* fields than
+/// the loader expects, not fewer: its layout check would refuse a module
+/// built against 1.0 now that [`Module`] has gained a field. The core
+/// therefore checks an older library against this frozen layout and then
+/// reads it as the current [`ModuleRef`], whose accessors for fields the
+/// library lacks return their defaults (the library's prefix metadata
+/// records how many fields it has).
+///
+/// ```
+/// use waypost_module_api::abi::v1_0;
+/// let _: Option<v1_0::ModuleRef> = None;
+/// ```
+pub mod v1_0 {
+    use super::*;
+
+    /// [`super::Module`] as of ABI 1.0 (the same name, so the layouts
+    /// compare).
+    ///
+    /// ```
+    /// fn abi(m: waypost_module_api::abi::v1_0::ModuleRef) -> u32 { m.abi_version() }
+    /// ```
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = ModuleRef)))]
+    #[sabi(missing_field(panic))]
+    pub struct Module {
+        /// See [`super::Module::abi_version`].
+        pub abi_version: u32,
+        /// See [`super::Module::info`].
+        pub info: extern "C" fn() -> ModuleInfo,
+        /// See [`super::Module::init_upstream`].
+        #[sabi(last_prefix_field)]
+        pub init_upstream:
+            extern "C" fn(args: &InitUpstreamArgs<'_>) -> RResult<UpstreamObject, ConfigError>,
+        /// See [`super::Module::init_filter`].
+        pub init_filter:
+            Option<extern "C" fn(args: &InitFilterArgs<'_>) -> RResult<FilterObject, ConfigError>>,
+    }
+
+    impl RootModule for ModuleRef {
+        declare_root_module_statics! {ModuleRef}
+        const BASE_NAME: &'static str = "waypost_module";
+        const NAME: &'static str = "waypost_module";
+        const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    }
+}

@@ -19,6 +19,12 @@
 //!   Each library goes through `lib_header_from_raw_library` and
 //!   `init_root_module` instead, which holds no such global.
 //!
+//! A module runs with the proxy's privileges, so a module file that other
+//! users could change is refused before it is read, as sshd refuses an
+//! `authorized_keys` file others can write (see `writable_by_others`).
+//! The private directory of copies must be a real directory of this user
+//! that no one else can write (`Loader::check_private_dir`).
+//!
 //! This is the config-load path, never the request path: one mutex around
 //! the whole load is fine.
 
@@ -28,7 +34,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +43,7 @@ use abi_stable::library::{
     lib_header_from_raw_library, AbiHeader, LibraryError, RawLibrary, RootModuleError,
 };
 use sha2::{Digest, Sha256};
+use waypost_module_api::abi::v1_0;
 use waypost_module_api::{DirectiveSpec, ModuleRef, ABI_VERSION, ABI_VERSION_SYMBOL};
 
 /// A module library that passed every check, ready for `init_upstream`.
@@ -96,6 +103,26 @@ pub enum LoadError {
         /// `dlerror()`, without the private copy's path.
         message: String,
     },
+    /// The module file, or the directory holding it (`dir`), is writable by
+    /// users other than its owner: see `writable_by_others`.
+    #[error("{}", insecure_message(path, dir.as_deref(), *mode))]
+    Insecure {
+        /// The module's path as given.
+        path: PathBuf,
+        /// The directory at fault, or `None` for the file itself.
+        dir: Option<PathBuf>,
+        /// The file's or directory's permission bits.
+        mode: u32,
+    },
+    /// The private directory of copies exists but could be changed by
+    /// someone else: a symbolic link, another owner, or writable by others.
+    #[error("private module directory \"{}\" {problem}, refused: remove it and waypost recreates it", path.display())]
+    PrivateDir {
+        /// The private directory.
+        path: PathBuf,
+        /// What is wrong with it, e.g. `is writable by other users (mode 0777)`.
+        problem: String,
+    },
     /// The library has no `waypost_abi_version` symbol.
     #[error("module \"{}\" is not a waypost module: no waypost_abi_version symbol", path.display())]
     NotAModule {
@@ -137,6 +164,8 @@ impl LoadError {
     pub fn path(&self) -> &Path {
         match self {
             LoadError::Io { path, .. }
+            | LoadError::Insecure { path, .. }
+            | LoadError::PrivateDir { path, .. }
             | LoadError::Open { path, .. }
             | LoadError::NotAModule { path }
             | LoadError::AbiVersion { path, .. }
@@ -167,6 +196,39 @@ fn os_error(errno: Option<i32>, message: &str) -> String {
     match errno {
         Some(errno) => format!("{errno}: {message}"),
         None => message.to_owned(),
+    }
+}
+
+fn insecure_message(path: &Path, dir: Option<&Path>, mode: u32) -> String {
+    let (what, fix) = match dir {
+        None => ("is".to_owned(), path),
+        Some(dir) => (format!("is in directory \"{}\",", dir.display()), dir),
+    };
+    format!(
+        "module \"{}\" {what} writable by other users (mode {mode:04o}), \
+         refused as sshd refuses insecure files (chmod go-w \"{}\" to allow it)",
+        path.display(),
+        fix.display()
+    )
+}
+
+/// The rule for module files and the directories holding them: only the
+/// owner may write. A group or other write bit (`mode & 0o022`) refuses
+/// the file, as sshd's `StrictModes` refuses `authorized_keys`; a directory
+/// with one is refused too, unless it is sticky (like `/tmp`: there only a
+/// file's owner may rename or remove it). Only the directory directly
+/// holding the file is checked (and the real file's, when the path is a
+/// symbolic link), not every ancestor; owners are not checked.
+fn writable_by_others(mode: u32, is_dir: bool) -> bool {
+    const STICKY: u32 = 0o1000;
+    mode & 0o022 != 0 && !(is_dir && mode & STICKY != 0)
+}
+
+/// `path`'s directory (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 
@@ -241,7 +303,9 @@ impl Loader {
     /// Loads the module library at `path`. Unchanged content returns the
     /// same `Arc` as before without touching the dynamic loader.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedModule>, LoadError> {
-        let bytes = read_file(path)?;
+        // Checked on every load, cached or not: a file made writable since
+        // the last reload is refused now.
+        let bytes = read_module(path)?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
 
         // A panic while holding the lock leaves the maps consistent (entries
@@ -355,6 +419,7 @@ impl Loader {
             .mode(0o700)
             .create(&self.private_dir)
             .map_err(|e| LoadError::io("mkdir", &self.private_dir, &e))?;
+        self.check_private_dir()?;
 
         let mut stem = path
             .file_stem()
@@ -383,10 +448,74 @@ impl Loader {
         }
         Ok(copy)
     }
+
+    /// The private directory, created 0700 by this loader or found existing,
+    /// must be a real directory of this user that no one else can write:
+    /// it lives in a shared `$TMPDIR`, where someone else could have made
+    /// it first, and what is in it gets loaded.
+    fn check_private_dir(&self) -> Result<(), LoadError> {
+        let dir = &self.private_dir;
+        let meta = fs::symlink_metadata(dir).map_err(|e| LoadError::io("lstat", dir, &e))?;
+        // SAFETY: geteuid has no failure mode and no memory effects.
+        let euid = unsafe { libc::geteuid() };
+        let mode = meta.mode() & 0o7777;
+        let problem = if !meta.is_dir() {
+            "is not a directory".to_owned()
+        } else if meta.uid() != euid {
+            format!(
+                "is owned by uid {}, not by this process (uid {euid})",
+                meta.uid()
+            )
+        } else if mode & 0o022 != 0 {
+            format!("is writable by other users (mode {mode:04o})")
+        } else {
+            return Ok(());
+        };
+        Err(LoadError::PrivateDir {
+            path: dir.clone(),
+            problem,
+        })
+    }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+/// Reads a module file, refusing it first if other users could change it
+/// (see `writable_by_others`). The file's mode is that of the file
+/// opened, the one read.
+fn read_module(path: &Path) -> Result<Vec<u8>, LoadError> {
     let mut file = fs::File::open(path).map_err(|e| LoadError::io("open", path, &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::io("fstat", path, &e))?;
+    let mode = meta.mode() & 0o7777;
+    if writable_by_others(mode, false) {
+        return Err(LoadError::Insecure {
+            path: path.to_owned(),
+            dir: None,
+            mode,
+        });
+    }
+    // The directory holding the name given, and the one holding the real
+    // file when that name is a symbolic link (the same directory under two
+    // names is checked twice: a stat is cheap).
+    let real = fs::canonicalize(path).map_err(|e| LoadError::io("realpath", path, &e))?;
+    let given_dir = parent_dir(path);
+    let real_dir = parent_dir(&real);
+    let dirs = if real_dir == given_dir {
+        &[given_dir][..]
+    } else {
+        &[given_dir, real_dir][..]
+    };
+    for &dir in dirs {
+        let meta = fs::metadata(dir).map_err(|e| LoadError::io("stat", dir, &e))?;
+        let mode = meta.mode() & 0o7777;
+        if writable_by_others(mode, true) {
+            return Err(LoadError::Insecure {
+                path: path.to_owned(),
+                dir: Some(dir.to_owned()),
+                mode,
+            });
+        }
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| LoadError::io("read", path, &e))?;
@@ -437,8 +566,27 @@ fn open_library(path: &Path, copy: &Path) -> Result<Result<Library, Refused>, Lo
 
     // SAFETY: the returned header borrows the library for 'static, which
     // holds because the library is never unloaded.
-    let module = unsafe { lib_header_from_raw_library(&raw) }
-        .and_then(|header| header.init_root_module::<ModuleRef>());
+    let module = unsafe { lib_header_from_raw_library(&raw) }.and_then(|header| {
+        header.init_root_module::<ModuleRef>().or_else(|newest| {
+            // Built against an older minor: its root module has fewer
+            // fields, which abi_stable's check refuses. Check it against
+            // the frozen 1.0 layout, then read it as the current type,
+            // whose accessors default the fields it lacks.
+            match header.init_root_module::<v1_0::ModuleRef>() {
+                // SAFETY: the layout was just checked against 1.0, a prefix
+                // of the current one; the library's prefix metadata bounds
+                // which fields the accessors read.
+                Ok(_) => match unsafe { header.unchecked_layout::<ModuleRef>() } {
+                    // Only a library without the 1.1 field: one that has it
+                    // failed the check above on its 1.1 types, unchecked.
+                    Ok(module) if module.init_upstream_ext().is_none() => Ok(module),
+                    Ok(_) => Err(newest),
+                    Err(e) => Err(e.into_library_error::<ModuleRef>()),
+                },
+                Err(_) => Err(newest),
+            }
+        })
+    });
     let module = match module {
         Ok(module) => module,
         Err(err) => {
@@ -825,6 +973,146 @@ mod tests {
             Err(LoadError::Io { op: "opendir", .. })
         ));
         let _ = fs::remove_dir_all(&scratch);
+    }
+
+    #[test]
+    fn module_writable_by_others_is_refused() {
+        let scratch = scratch("insecure");
+        let modules = scratch.join("modules");
+        fs::create_dir(&modules).expect("mkdir modules");
+        let so = modules.join("libwaypost_rr.so");
+        fs::copy(rr_so(), &so).expect("copy module");
+        let chmod = |path: &Path, mode: u32| {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        chmod(&modules, 0o755);
+        let loader = Loader::new(scratch.join("private"));
+
+        for mode in [0o666, 0o646, 0o664, 0o775] {
+            chmod(&so, mode);
+            let err = loader.load(&so).expect_err("writable by others");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "module \"{0}\" is writable by other users (mode {mode:04o}), \
+                     refused as sshd refuses insecure files (chmod go-w \"{0}\" to allow it)",
+                    so.display()
+                )
+            );
+            assert_eq!(err.path(), so);
+        }
+        chmod(&so, 0o755);
+        let loaded = loader.load(&so).expect("0755 is fine");
+        // Checked again when the content is cached: a file made writable
+        // since is refused.
+        chmod(&so, 0o666);
+        assert!(matches!(
+            loader.load(&so),
+            Err(LoadError::Insecure { dir: None, .. })
+        ));
+        chmod(&so, 0o644);
+
+        for mode in [0o777, 0o775, 0o757] {
+            chmod(&modules, mode);
+            let err = loader.load(&so).expect_err("directory writable by others");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "module \"{}\" is in directory \"{1}\", writable by other users \
+                     (mode {mode:04o}), refused as sshd refuses insecure files \
+                     (chmod go-w \"{1}\" to allow it)",
+                    so.display(),
+                    modules.display()
+                )
+            );
+        }
+        // Sticky, as /tmp: only the file's owner may replace it.
+        chmod(&modules, 0o1777);
+        let again = loader.load(&so).expect("a sticky directory is fine");
+        assert!(Arc::ptr_eq(&loaded, &again));
+
+        // Through a symbolic link, the real file's directory counts too.
+        chmod(&modules, 0o777);
+        let links = scratch.join("links");
+        fs::create_dir(&links).expect("mkdir links");
+        chmod(&links, 0o755);
+        let link = links.join("libwaypost_rr.so");
+        std::os::unix::fs::symlink(&so, &link).expect("symlink");
+        match loader.load(&link) {
+            Err(LoadError::Insecure {
+                path,
+                dir: Some(dir),
+                mode: 0o777,
+            }) => assert_eq!((path, dir), (link.clone(), modules.clone())),
+            other => panic!("expected the link's target directory refused, got {other:?}"),
+        }
+        chmod(&modules, 0o755);
+        loader.load(&link).expect("both directories are fine");
+
+        // The modules directory scan skips such a file with the same error.
+        chmod(&so, 0o666);
+        let results = loader.scan_dir(&modules);
+        assert!(
+            matches!(&results[..], [Err(LoadError::Insecure { dir: None, .. })]),
+            "{results:?}"
+        );
+        let _ = fs::remove_dir_all(&scratch);
+    }
+
+    #[test]
+    fn private_dir_others_could_change_is_refused() {
+        let scratch = scratch("private");
+        let private = scratch.join("private");
+        fs::create_dir(&private).expect("mkdir private");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let loader = Loader::new(private.clone());
+        let err = loader
+            .load(&rr_so())
+            .expect_err("world-writable private dir");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "private module directory \"{}\" is writable by other users (mode 0777), \
+                 refused: remove it and waypost recreates it",
+                private.display()
+            )
+        );
+        assert_eq!(files_in(&private), Vec::<String>::new());
+
+        // A symbolic link where the directory should be.
+        fs::remove_dir(&private).expect("rmdir private");
+        let elsewhere = scratch.join("elsewhere");
+        fs::create_dir(&elsewhere).expect("mkdir elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, &private).expect("symlink");
+        let err = loader.load(&rr_so()).expect_err("symlinked private dir");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "private module directory \"{}\" is not a directory, \
+                 refused: remove it and waypost recreates it",
+                private.display()
+            )
+        );
+        assert_eq!(files_in(&elsewhere), Vec::<String>::new());
+
+        // As the message says.
+        fs::remove_file(&private).expect("remove link");
+        loader.load(&rr_so()).expect("recreated");
+        let _ = fs::remove_dir_all(&scratch);
+    }
+
+    #[test]
+    fn writable_by_others_rule() {
+        assert!(!writable_by_others(0o755, false));
+        assert!(!writable_by_others(0o4755, false));
+        assert!(writable_by_others(0o775, false));
+        assert!(writable_by_others(0o757, false));
+        // The sticky bit only means something on a directory.
+        assert!(writable_by_others(0o1777, false));
+        assert!(!writable_by_others(0o1777, true));
+        assert!(!writable_by_others(0o1775, true));
+        assert!(writable_by_others(0o777, true));
+        assert!(!writable_by_others(0o700, true));
     }
 
     #[test]
