@@ -10,6 +10,15 @@
 //! once per try and `free` after each try. Per-request state lives in storage
 //! the core owns ([`PeerStorage`]), so a balancer whose state fits in 64 bytes
 //! costs no allocation per request.
+//!
+//! ```
+//! use waypost_module_api::abi::{ModuleRef, ABI_VERSION};
+//!
+//! /// The first thing the core checks in a library's root module.
+//! fn compatible(root: ModuleRef) -> bool {
+//!     root.abi_version() == ABI_VERSION
+//! }
+//! ```
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -70,20 +79,61 @@ pub struct Contexts(pub u32);
 
 impl Contexts {
     /// The `http {}` block.
+    ///
+    /// ```
+    /// use waypost_module_api::{Contexts, DirectiveSpec};
+    /// // `limit_req_zone` defines a zone once, at `http` level.
+    /// let zone = DirectiveSpec::plain("limit_req_zone", Contexts::HTTP, 3, 3);
+    /// assert!(!zone.contexts.contains(Contexts::LOCATION));
+    /// ```
     pub const HTTP: Contexts = Contexts(1);
     /// A `server {}` block inside `http`.
+    ///
+    /// ```
+    /// use waypost_module_api::{Contexts, DirectiveSpec};
+    /// let anywhere = Contexts::HTTP.with(Contexts::SERVER).with(Contexts::LOCATION);
+    /// let limit = DirectiveSpec::plain("limit_req", anywhere, 1, 3);
+    /// assert!(limit.contexts.contains(Contexts::SERVER));
+    /// ```
     pub const SERVER: Contexts = Contexts(2);
     /// A `location {}` block.
+    ///
+    /// ```
+    /// use waypost_module_api::{Contexts, DirectiveSpec};
+    /// let deny = DirectiveSpec::plain("deny_all", Contexts::LOCATION, 0, 0);
+    /// assert!(!deny.contexts.contains(Contexts::UPSTREAM));
+    /// ```
     pub const LOCATION: Contexts = Contexts(4);
     /// An `upstream {}` block.
+    ///
+    /// ```
+    /// use waypost_module_api::{Contexts, DirectiveSpec, ServerParams};
+    /// // Balancing directives always belong to an `upstream {}` block.
+    /// let hash = DirectiveSpec::balancer("hash", 1, 2, ServerParams::ALL);
+    /// assert_eq!(hash.contexts, Contexts::UPSTREAM);
+    /// ```
     pub const UPSTREAM: Contexts = Contexts(8);
 
     /// Both sets together.
+    ///
+    /// ```
+    /// use waypost_module_api::Contexts;
+    /// let c = Contexts::SERVER.with(Contexts::LOCATION);
+    /// assert_eq!(c, Contexts(2 | 4));
+    /// ```
     pub const fn with(self, other: Contexts) -> Contexts {
         Contexts(self.0 | other.0)
     }
 
     /// Whether every context of `other` is in `self`.
+    ///
+    /// ```
+    /// use waypost_module_api::Contexts;
+    /// let c = Contexts::HTTP.with(Contexts::SERVER);
+    /// assert!(c.contains(Contexts::HTTP));
+    /// assert!(c.contains(Contexts::HTTP.with(Contexts::SERVER)));
+    /// assert!(!c.contains(Contexts::SERVER.with(Contexts::LOCATION)));
+    /// ```
     pub const fn contains(self, other: Contexts) -> bool {
         self.0 & other.0 == other.0
     }
@@ -105,26 +155,89 @@ pub struct ServerParams(pub u32);
 
 impl ServerParams {
     /// `weight=N`
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// // A balancer that ignores weights refuses `weight=`.
+    /// let unweighted = ServerParams::ALL.without(ServerParams::WEIGHT);
+    /// assert!(!unweighted.contains(ServerParams::WEIGHT));
+    /// ```
     pub const WEIGHT: ServerParams = ServerParams(1);
     /// `max_fails=N`
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// let no_failure_accounting = ServerParams::ALL
+    ///     .without(ServerParams::MAX_FAILS)
+    ///     .without(ServerParams::FAIL_TIMEOUT);
+    /// assert!(!no_failure_accounting.contains(ServerParams::MAX_FAILS));
+    /// ```
     pub const MAX_FAILS: ServerParams = ServerParams(2);
     /// `fail_timeout=T`
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// let params = ServerParams::ALL.without(ServerParams::FAIL_TIMEOUT);
+    /// assert!(!params.contains(ServerParams::FAIL_TIMEOUT));
+    /// assert!(params.contains(ServerParams::MAX_FAILS));
+    /// ```
     pub const FAIL_TIMEOUT: ServerParams = ServerParams(4);
     /// `max_conns=N`
+    ///
+    /// ```
+    /// use waypost_module_api::{DirectiveSpec, ServerParams};
+    /// let least_conn = DirectiveSpec::balancer("least_conn", 0, 0, ServerParams::ALL);
+    /// assert!(least_conn.server_params.contains(ServerParams::MAX_CONNS));
+    /// ```
     pub const MAX_CONNS: ServerParams = ServerParams(8);
     /// `backup`
+    ///
+    /// ```
+    /// use waypost_module_api::{DirectiveSpec, ServerParams};
+    /// // As nginx's `hash`: `backup` makes no sense when a key picks the peer.
+    /// let params = ServerParams::ALL.without(ServerParams::BACKUP);
+    /// let hash = DirectiveSpec::balancer("hash", 1, 2, params);
+    /// assert!(!hash.server_params.contains(ServerParams::BACKUP));
+    /// ```
     pub const BACKUP: ServerParams = ServerParams(16);
     /// `down`
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// assert!(ServerParams::ALL.without(ServerParams::BACKUP).contains(ServerParams::DOWN));
+    /// ```
     pub const DOWN: ServerParams = ServerParams(32);
     /// Every parameter, as round robin supports.
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// use ServerParams as P;
+    /// for p in [P::WEIGHT, P::MAX_FAILS, P::FAIL_TIMEOUT, P::MAX_CONNS, P::BACKUP, P::DOWN] {
+    ///     assert!(P::ALL.contains(p));
+    /// }
+    /// ```
     pub const ALL: ServerParams = ServerParams(63);
 
     /// The set without `other`.
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// let params = ServerParams::ALL.without(ServerParams::BACKUP);
+    /// assert!(!params.contains(ServerParams::BACKUP));
+    /// assert!(params.contains(ServerParams::WEIGHT));
+    /// ```
     pub const fn without(self, other: ServerParams) -> ServerParams {
         ServerParams(self.0 & !other.0)
     }
 
     /// Whether every parameter of `other` is in `self`.
+    ///
+    /// ```
+    /// use waypost_module_api::ServerParams;
+    /// let params = ServerParams::ALL.without(ServerParams::DOWN);
+    /// assert!(params.contains(ServerParams::WEIGHT));
+    /// assert!(!params.contains(ServerParams::ALL));
+    /// ```
     pub const fn contains(self, other: ServerParams) -> bool {
         self.0 & other.0 == other.0
     }
@@ -158,6 +271,19 @@ pub struct DirectiveSpec {
 
 impl DirectiveSpec {
     /// A balancing directive of an `upstream` block.
+    ///
+    /// ```
+    /// use waypost_module_api::{DirectiveSpec, ServerParams};
+    /// // `hash KEY [consistent];`
+    /// const DIRECTIVES: &[DirectiveSpec] = &[DirectiveSpec::balancer(
+    ///     "hash",
+    ///     1,
+    ///     2,
+    ///     ServerParams::ALL.without(ServerParams::BACKUP),
+    /// )];
+    /// assert!(DIRECTIVES[0].balancer);
+    /// assert_eq!((DIRECTIVES[0].min_args, DIRECTIVES[0].max_args), (1, 2));
+    /// ```
     pub const fn balancer(
         name: &'static str,
         min_args: u32,
@@ -175,6 +301,14 @@ impl DirectiveSpec {
     }
 
     /// Any other directive of the module.
+    ///
+    /// ```
+    /// use waypost_module_api::{Contexts, DirectiveSpec};
+    /// // `hash_seed N;`, a setting beside the balancing directive.
+    /// let seed = DirectiveSpec::plain("hash_seed", Contexts::UPSTREAM, 1, 1);
+    /// assert!(!seed.balancer);
+    /// assert_eq!(seed.name.as_str(), "hash_seed");
+    /// ```
     pub const fn plain(
         name: &'static str,
         contexts: Contexts,
@@ -193,6 +327,31 @@ impl DirectiveSpec {
 }
 
 /// What a module declares about itself; read once when it is loaded.
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// # struct First;
+/// # impl Balancer for First {
+/// #     type Request = ();
+/// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+/// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+/// # }
+/// # struct FirstModule;
+/// # impl Module for FirstModule {
+/// #     const NAME: &'static str = "first";
+/// #     const DIRECTIVES: &'static [DirectiveSpec] =
+/// #         &[DirectiveSpec::balancer("first", 0, 0, ServerParams::ALL)];
+/// #     type Upstream = First;
+/// #     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+/// # }
+/// // `FirstModule` (hidden above) is a balancer module.
+/// use waypost_module_api::sdk::Shims;
+/// // What the core reads once from a loaded library.
+/// let info = (Shims::<FirstModule>::root_module().info())();
+/// assert_eq!(info.name.as_str(), "first");
+/// assert_eq!(info.directives[0].name.as_str(), "first");
+/// assert!(info.variables.is_empty());
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct ModuleInfo {
@@ -207,6 +366,24 @@ pub struct ModuleInfo {
 }
 
 /// One occurrence of a module directive in an upstream block.
+///
+/// ```
+/// use abi_stable::std_types::{RSlice, RStr};
+/// use waypost_module_api::{testing::PeerSet, DirectiveArgs, UpstreamConfig};
+///
+/// // `hash $request_uri consistent;` at line 3, as a unit test passes it.
+/// let words = [RStr::from_str("$request_uri"), RStr::from_str("consistent")];
+/// let hash = DirectiveArgs {
+///     name: "hash".into(),
+///     args: RSlice::from_slice(&words),
+///     file: "test.conf".into(),
+///     line: 3,
+/// };
+/// PeerSet::new(&[1, 1]).with_args(&[hash], |args| {
+///     let d = UpstreamConfig::new(args).directives().next().unwrap();
+///     assert_eq!(d.arg(1), "consistent");
+/// });
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct DirectiveArgs<'a> {
@@ -222,6 +399,14 @@ pub struct DirectiveArgs<'a> {
 
 /// A config error returned by a module: printed by the core as
 /// `waypost: [emerg] MESSAGE in FILE:LINE`.
+///
+/// ```
+/// use waypost_module_api::ConfigError;
+/// let e = ConfigError::new("no servers are inside upstream");
+/// // The core prints it with its location; the upstream block's when `line` is 0.
+/// assert_eq!(e.message.as_str(), "no servers are inside upstream");
+/// assert!(e.file.is_empty());
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct ConfigError {
@@ -235,6 +420,14 @@ pub struct ConfigError {
 
 /// A configured peer: one `server` line's parameters, per resolved address.
 /// Primary peers come first, then backups.
+///
+/// ```
+/// use waypost_module_api::testing::PeerSet;
+/// let set = PeerSet::new(&[3]);
+/// let peer = &set.configs()[0];
+/// assert_eq!((peer.server.as_str(), peer.weight), ("p0", 3));
+/// assert!(!peer.backup && !peer.down);
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct PeerConfig<'a> {
@@ -259,6 +452,15 @@ pub struct PeerConfig<'a> {
 
 /// Live per-peer counters the core keeps, shared by every request and worker.
 /// Modules read them; the core alone writes them.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// use waypost_module_api::PeerLive;
+/// let live = PeerLive::default();
+/// live.conns.fetch_add(1, Ordering::Relaxed); // the core, as a try starts
+/// assert_eq!(live.conns.load(Ordering::Relaxed), 1);
+/// assert_eq!(live.fails.load(Ordering::Relaxed), 0);
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Debug, Default)]
 pub struct PeerLive {
@@ -385,6 +587,16 @@ pub struct UpstreamExt<'a> {
 }
 
 /// What `get` sees: the peers, their live state and this request's tries.
+///
+/// ```
+/// use waypost_module_api::{Peers, PeersView};
+///
+/// /// What the SDK makes of the view the core passes to `get`.
+/// fn backups(raw: &PeersView<'_>) -> usize {
+///     let peers = Peers::new(raw);
+///     peers.len() - peers.primary()
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct PeersView<'a> {
@@ -408,6 +620,31 @@ pub struct PeersView<'a> {
 
 /// The request as a module sees it. Strings borrow from the request and are
 /// valid only during the hook.
+///
+/// ```
+/// use std::ffi::c_void;
+/// use abi_stable::std_types::{RSlice, RStr};
+/// use waypost_module_api::{Request, RequestView};
+///
+/// extern "C" fn header(_: *const c_void, name: RStr<'_>) -> RStr<'static> {
+///     if name.as_str().eq_ignore_ascii_case("host") { "example.com".into() } else { "".into() }
+/// }
+/// extern "C" fn variable(_: *const c_void, _: RStr<'_>) -> RStr<'static> { "".into() }
+/// extern "C" fn eval(_: *const c_void, _: u32) -> RStr<'static> { "".into() }
+///
+/// // A request as the core would show it to a module.
+/// let raw = RequestView {
+///     method: "GET".into(),
+///     uri: "/index.html".into(),
+///     client_addr: "192.0.2.1".into(),
+///     client_ip: RSlice::from_slice(&[192, 0, 2, 1]),
+///     ctx: std::ptr::null(),
+///     header,
+///     variable,
+///     eval,
+/// };
+/// assert_eq!(Request::new(&raw).header("Host"), "example.com");
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -434,6 +671,16 @@ pub struct RequestView<'a> {
 
 /// Per-request storage owned by the core. A balancer's per-request state is
 /// written here in place when it fits, or boxed and its pointer stored here.
+///
+/// ```
+/// use std::mem::{align_of, size_of};
+/// use waypost_module_api::PeerStorage;
+/// // One per request, owned by the core; the SDK writes the balancer's state in it.
+/// let storage = PeerStorage::default();
+/// assert_eq!(size_of::<PeerStorage>(), PeerStorage::SIZE);
+/// assert_eq!(align_of::<PeerStorage>(), 16);
+/// assert_eq!(storage.bytes, [0; 8]);
+/// ```
 #[repr(C, align(16))]
 #[derive(StableAbi)]
 pub struct PeerStorage {
@@ -443,9 +690,23 @@ pub struct PeerStorage {
 
 impl PeerStorage {
     /// Size in bytes of the inline area.
+    ///
+    /// ```
+    /// use waypost_module_api::PeerStorage;
+    /// /// A balancer's per-request state: which peers it skipped, the last choice.
+    /// struct State { skipped: u64, last: usize }
+    /// // It fits, so a request costs no allocation.
+    /// assert!(std::mem::size_of::<State>() <= PeerStorage::SIZE);
+    /// ```
     pub const SIZE: usize = 64;
 
     /// Empty storage.
+    ///
+    /// ```
+    /// use waypost_module_api::PeerStorage;
+    /// const EMPTY: PeerStorage = PeerStorage::new();
+    /// assert!(EMPTY.bytes.iter().all(|&b| b == 0));
+    /// ```
     pub const fn new() -> PeerStorage {
         PeerStorage { bytes: [0; 8] }
     }
@@ -458,6 +719,19 @@ impl Default for PeerStorage {
 }
 
 /// An answer a module gives instead of proxying (a rate limiter's 429).
+///
+/// ```
+/// use waypost_module_api::prelude::*;
+///
+/// /// An `init_peer` that answers 401 to a request without credentials.
+/// fn require_auth(request: &Request<'_>) -> Result<(), Rejection> {
+///     if request.header("authorization").is_empty() {
+///         return Err(Rejection::new(401, "text/plain", "login first\n")
+///             .with_header("WWW-Authenticate", "Basic realm=\"waypost\""));
+///     }
+///     Ok(())
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
 pub struct Rejection {
@@ -472,6 +746,21 @@ pub struct Rejection {
 }
 
 /// Result of `init_peer`.
+///
+/// ```
+/// use waypost_module_api::InitPeerResult;
+///
+/// /// What the core does with the answer of `init_peer`.
+/// fn describe(result: &InitPeerResult) -> String {
+///     match result {
+///         InitPeerResult::Ready => "first try".into(),
+///         InitPeerResult::Delay(ms) => format!("first try in {ms} ms"),
+///         InitPeerResult::Reject(r) => format!("answer {}", r.status),
+///         InitPeerResult::Error(e) => format!("502: {e}"),
+///     }
+/// }
+/// assert_eq!(describe(&InitPeerResult::Delay(20)), "first try in 20 ms");
+/// ```
 #[repr(C, u8)]
 #[derive(StableAbi, Debug)]
 pub enum InitPeerResult {
@@ -488,6 +777,17 @@ pub enum InitPeerResult {
 }
 
 /// Result of `get`.
+///
+/// ```
+/// use waypost_module_api::GetResult;
+///
+/// /// How the SDK turns `Balancer::get`'s answer into a result.
+/// fn result(choice: Option<usize>) -> GetResult {
+///     choice.map_or(GetResult::Busy, |i| GetResult::Peer(i as u32))
+/// }
+/// assert_eq!(result(Some(2)), GetResult::Peer(2));
+/// assert_eq!(result(None), GetResult::Busy);
+/// ```
 #[repr(C, u8)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
 pub enum GetResult {
@@ -500,6 +800,17 @@ pub enum GetResult {
 }
 
 /// How a try ended, as nginx's `NGX_PEER_FAILED` / `NGX_PEER_NEXT` states.
+///
+/// ```
+/// use waypost_module_api::{TryOutcome, TryState};
+///
+/// /// Whether a try counts against the peer (a 404 does not).
+/// fn peer_at_fault(outcome: &TryOutcome) -> bool {
+///     outcome.state == TryState::Failed
+/// }
+/// let not_found = TryOutcome { peer: 0, state: TryState::Next, status: 404, elapsed_us: 900 };
+/// assert!(!peer_at_fault(&not_found));
+/// ```
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryState {
@@ -513,6 +824,17 @@ pub enum TryState {
 }
 
 /// What `free` learns about a finished try.
+///
+/// ```
+/// use waypost_module_api::{TryOutcome, TryState};
+///
+/// /// Whether the peer answered at all (a timeout leaves `status` at 0).
+/// fn answered(outcome: &TryOutcome) -> bool {
+///     outcome.status != 0
+/// }
+/// let timeout = TryOutcome { peer: 1, state: TryState::Failed, status: 0, elapsed_us: 60_000_000 };
+/// assert!(!answered(&timeout));
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct TryOutcome {
@@ -527,6 +849,17 @@ pub struct TryOutcome {
 }
 
 /// Result of `free`.
+///
+/// ```
+/// use waypost_module_api::{FreeAction, TryOutcome, TryState};
+///
+/// /// Do not retry elsewhere after an upstream said 429.
+/// fn after_try(outcome: &TryOutcome) -> FreeAction {
+///     if outcome.status == 429 { FreeAction::StopRetries } else { FreeAction::Continue }
+/// }
+/// let busy = TryOutcome { peer: 0, state: TryState::Failed, status: 429, elapsed_us: 0 };
+/// assert_eq!(after_try(&busy), FreeAction::StopRetries);
+/// ```
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreeAction {
@@ -537,6 +870,12 @@ pub enum FreeAction {
 }
 
 /// Severity of a module's log line, as nginx's levels.
+///
+/// ```
+/// use waypost_module_api::{sdk::log, LogLevel};
+/// log::<()>(LogLevel::Warn, "peer p1 ignored: zero weight");
+/// assert!(LogLevel::Error > LogLevel::Warn);
+/// ```
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -555,6 +894,18 @@ pub enum LogLevel {
 }
 
 /// Services the core offers a module.
+///
+/// ```
+/// use abi_stable::std_types::RStr;
+/// use waypost_module_api::{HostApi, LogLevel};
+///
+/// // What a core (or a test) hands a module for logging.
+/// extern "C" fn log(level: LogLevel, module: RStr<'_>, message: RStr<'_>) {
+///     eprintln!("[{level:?}] {module}: {message}");
+/// }
+/// let host = HostApi { log };
+/// (host.log)(LogLevel::Info, "hash".into(), "ring rebuilt".into());
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct HostApi {
@@ -563,6 +914,15 @@ pub struct HostApi {
 }
 
 /// What `init_upstream` receives.
+///
+/// ```
+/// use waypost_module_api::testing::PeerSet;
+/// PeerSet::new(&[1, 1]).with_args(&[], |args| {
+///     assert_eq!(args.upstream.as_str(), "test");
+///     assert_eq!(args.peers.len(), 2);
+///     assert!(args.directives.is_empty());
+/// });
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct InitUpstreamArgs<'a> {
@@ -591,6 +951,25 @@ pub struct InitUpstreamArgs<'a> {
 }
 
 /// Hooks of one upstream object, as a C vtable.
+///
+/// ```
+/// use waypost_module_api::*;
+///
+/// /// How the core ends a request: `free` the last try, then drop the state.
+/// unsafe fn finish(
+///     upstream: &UpstreamObject,
+///     storage: &mut PeerStorage,
+///     peers: &PeersView<'_>,
+///     outcome: TryOutcome,
+/// ) -> FreeAction {
+///     let vtable: &BalancerVTable = upstream.vtable;
+///     unsafe {
+///         let action = (vtable.free)(upstream.this, storage, peers, outcome);
+///         (vtable.drop_peer)(storage);
+///         action
+///     }
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct BalancerVTable {
@@ -623,6 +1002,19 @@ pub struct BalancerVTable {
 
 /// An upstream object built by `init_upstream`. The core calls its hooks
 /// through `vtable` and drops it with `drop_upstream`.
+///
+/// ```
+/// use waypost_module_api::{GetResult, PeerStorage, PeersView, UpstreamObject};
+///
+/// /// How the core asks an upstream object for a peer.
+/// unsafe fn get(
+///     upstream: &UpstreamObject,
+///     storage: &mut PeerStorage,
+///     peers: &PeersView<'_>,
+/// ) -> GetResult {
+///     unsafe { (upstream.vtable.get)(upstream.this, storage, peers) }
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct UpstreamObject {
@@ -633,6 +1025,15 @@ pub struct UpstreamObject {
 }
 
 /// Where a filter module's directives apply.
+///
+/// ```
+/// use waypost_module_api::{filter::Scope, ScopeKind};
+///
+/// /// Whether a filter's scope is a `location` (not an `upstream`).
+/// fn is_location(scope: &Scope<'_>) -> bool {
+///     scope.kind() == ScopeKind::Location
+/// }
+/// ```
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeKind {
@@ -644,6 +1045,19 @@ pub enum ScopeKind {
 
 /// One scope of a filter: the module's directives in effect there, after
 /// nginx's inheritance (a level without a directive takes its parent's).
+///
+/// ```
+/// use abi_stable::std_types::RSlice;
+/// use waypost_module_api::{ScopeArgs, ScopeKind};
+/// // `location /api { }` with none of the module's directives in effect.
+/// let scope = ScopeArgs {
+///     kind: ScopeKind::Location,
+///     name: "/api".into(),
+///     directives: RSlice::from_slice(&[]),
+/// };
+/// assert_eq!(scope.name.as_str(), "/api");
+/// assert!(scope.directives.is_empty());
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct ScopeArgs<'a> {
@@ -656,6 +1070,15 @@ pub struct ScopeArgs<'a> {
 }
 
 /// What `init_filter` receives: the module's whole configuration.
+///
+/// ```
+/// use waypost_module_api::InitFilterArgs;
+///
+/// /// Whether `init_filter` runs for a reload, with an object to take state from.
+/// fn is_reload(args: &InitFilterArgs<'_>) -> bool {
+///     !args.previous.is_null()
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct InitFilterArgs<'a> {
@@ -679,6 +1102,20 @@ pub struct InitFilterArgs<'a> {
 }
 
 /// What a filter decides for a request.
+///
+/// ```
+/// use waypost_module_api::FilterAction;
+///
+/// /// The status the core answers with, if it answers at once.
+/// fn status(action: &FilterAction) -> Option<u16> {
+///     match action {
+///         FilterAction::Pass | FilterAction::Delay(_) => None,
+///         FilterAction::Reject(r) => Some(r.status),
+///         FilterAction::Error(_) => Some(500),
+///     }
+/// }
+/// assert_eq!(status(&FilterAction::Delay(100)), None);
+/// ```
 #[repr(C, u8)]
 #[derive(StableAbi, Debug)]
 pub enum FilterAction {
@@ -693,6 +1130,13 @@ pub enum FilterAction {
 }
 
 /// A filter's decision and the value of its variable for this request.
+///
+/// ```
+/// use waypost_module_api::{FilterAction, FilterResult};
+/// let result = FilterResult { action: FilterAction::Pass, variable: "PASSED".into() };
+/// // The core sets the module's variable (`$limit_req_status`) from it.
+/// assert_eq!(result.variable.as_str(), "PASSED");
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Debug)]
 pub struct FilterResult {
@@ -704,6 +1148,16 @@ pub struct FilterResult {
 }
 
 /// Hooks of a filter object.
+///
+/// ```
+/// use waypost_module_api::{FilterObject, FilterVTable};
+///
+/// /// How the core retires a filter object once its configuration is unused.
+/// unsafe fn retire(filter: FilterObject) {
+///     let vtable: &FilterVTable = filter.vtable;
+///     unsafe { (vtable.drop_filter)(filter.this) }
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct FilterVTable {
@@ -718,6 +1172,15 @@ pub struct FilterVTable {
 }
 
 /// A filter module's object for one configuration.
+///
+/// ```
+/// use waypost_module_api::{FilterObject, FilterResult, RequestView};
+///
+/// /// How the core runs a filter for a request in scope `scope`.
+/// unsafe fn check(filter: &FilterObject, scope: u32, request: &RequestView<'_>) -> FilterResult {
+///     unsafe { (filter.vtable.check)(filter.this, scope, request) }
+/// }
+/// ```
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct FilterObject {
@@ -728,6 +1191,31 @@ pub struct FilterObject {
 }
 
 /// The root module every library exports, checked by abi_stable on load.
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// # struct First;
+/// # impl Balancer for First {
+/// #     type Request = ();
+/// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+/// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+/// # }
+/// # struct FirstModule;
+/// # impl Module for FirstModule {
+/// #     const NAME: &'static str = "first";
+/// #     const DIRECTIVES: &'static [DirectiveSpec] =
+/// #         &[DirectiveSpec::balancer("first", 0, 0, ServerParams::ALL)];
+/// #     type Upstream = First;
+/// #     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+/// # }
+/// // `FirstModule` (hidden above) is a balancer module.
+/// use waypost_module_api::{sdk::Shims, ModuleRef, ABI_VERSION};
+/// // The root module `export_module!(FirstModule)` exports, as the core reads it.
+/// let root: ModuleRef = Shims::<FirstModule>::root_module();
+/// assert_eq!(root.abi_version(), ABI_VERSION);
+/// assert!(root.init_filter().is_none()); // a balancer
+/// assert!(root.init_upstream_ext().is_some()); // built against ABI 1.1
+/// ```
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = ModuleRef)))]

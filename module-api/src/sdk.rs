@@ -7,6 +7,25 @@
 //! panic barrier: a panic inside the module becomes an error result that
 //! fails the try, because a panic that crossed `extern "C"` would abort the
 //! whole proxy.
+//!
+//! ```
+//! use waypost_module_api::prelude::*;
+//! use waypost_module_api::testing::PeerSet;
+//!
+//! /// nginx's `least_conn`, without its weights.
+//! struct LeastConn;
+//! impl Balancer for LeastConn {
+//!     type Request = ();
+//!     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+//!     fn get(&self, _: &mut (), peers: &Peers<'_>) -> Option<usize> {
+//!         (0..peers.len()).filter(|&i| peers.is_eligible(i)).min_by_key(|&i| peers.conns(i))
+//!     }
+//! }
+//!
+//! let mut set = PeerSet::new(&[1, 1]);
+//! set.set_conns(0, 2);
+//! assert_eq!(set.with_peers(|peers| LeastConn.get(&mut (), peers)), Some(1));
+//! ```
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -59,6 +78,33 @@ pub trait Module: 'static {
     /// The upstream object built for each `upstream {}` block.
     type Upstream: Balancer;
     /// Builds the upstream object at config load, or refuses the config.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    /// use waypost_module_api::testing::PeerSet;
+    /// # struct Random { peers: usize }
+    /// # impl Balancer for Random {
+    /// #     type Request = ();
+    /// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+    /// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+    /// # }
+    /// // `Random { peers: usize }` (hidden here) is the balancer.
+    /// struct RandomModule;
+    /// impl Module for RandomModule {
+    ///     const NAME: &'static str = "random";
+    ///     const DIRECTIVES: &'static [DirectiveSpec] =
+    ///         &[DirectiveSpec::balancer("random", 0, 0, ServerParams::ALL)];
+    ///     type Upstream = Random;
+    ///     fn init_upstream(config: &UpstreamConfig<'_>) -> Result<Random, ConfigError> {
+    ///         Ok(Random { peers: config.peers().len() })
+    ///     }
+    /// }
+    ///
+    /// let upstream = PeerSet::new(&[1, 1])
+    ///     .with_args(&[], |args| RandomModule::init_upstream(&UpstreamConfig::new(args)))
+    ///     .unwrap();
+    /// assert_eq!(upstream.peers, 2);
+    /// ```
     fn init_upstream(config: &UpstreamConfig<'_>) -> Result<Self::Upstream, ConfigError>;
 }
 
@@ -87,6 +133,25 @@ pub trait Balancer: Send + Sync + 'static {
     type Request: Send + 'static;
 
     /// Once per request: build the state, or answer the client instead.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// Sticky sessions: the `backend` cookie names the peer.
+    /// struct Sticky;
+    /// impl Balancer for Sticky {
+    ///     type Request = usize;
+    ///     fn init_peer(&self, req: &Request<'_>, peers: &Peers<'_>) -> Result<usize, Rejection> {
+    ///         match req.var("cookie_backend").parse::<usize>() {
+    ///             Ok(i) if i < peers.len() => Ok(i),
+    ///             _ => Err(Rejection::new(400, "text/plain", "bad backend cookie\n")),
+    ///         }
+    ///     }
+    ///     fn get(&self, chosen: &mut usize, peers: &Peers<'_>) -> Option<usize> {
+    ///         peers.is_eligible(*chosen).then_some(*chosen)
+    ///     }
+    /// }
+    /// ```
     fn init_peer(
         &self,
         request: &Request<'_>,
@@ -118,10 +183,57 @@ pub trait Balancer: Send + Sync + 'static {
 
     /// Once per try: the index of the peer to use, or `None` when no peer is
     /// available (the core answers 502 and logs "no live upstreams").
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use waypost_module_api::prelude::*;
+    /// use waypost_module_api::testing::PeerSet;
+    ///
+    /// /// The eligible peer with the lowest latency; an unmeasured one first.
+    /// struct Fastest;
+    /// impl Balancer for Fastest {
+    ///     type Request = ();
+    ///     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+    ///     fn get(&self, _: &mut (), peers: &Peers<'_>) -> Option<usize> {
+    ///         (0..peers.len())
+    ///             .filter(|&i| peers.is_eligible(i))
+    ///             .min_by_key(|&i| peers.latency(i).unwrap_or_default())
+    ///     }
+    /// }
+    ///
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.set_latency(0, Duration::from_millis(9));
+    /// set.set_latency(1, Duration::from_millis(2));
+    /// assert_eq!(set.with_peers(|peers| Fastest.get(&mut (), peers)), Some(1));
+    /// ```
     fn get(&self, state: &mut Self::Request, peers: &Peers<'_>) -> Option<usize>;
 
     /// After each try, with its outcome. The core has already updated the
     /// peer's live counters.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    /// use waypost_module_api::testing::PeerSet;
+    ///
+    /// /// At most two tries per request, whatever `proxy_next_upstream` says.
+    /// struct TwoTries;
+    /// impl Balancer for TwoTries {
+    ///     type Request = u32; // tries so far
+    ///     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<u32, Rejection> { Ok(0) }
+    ///     fn get(&self, tries: &mut u32, peers: &Peers<'_>) -> Option<usize> {
+    ///         *tries += 1;
+    ///         (0..peers.len()).find(|&i| peers.is_eligible(i))
+    ///     }
+    ///     fn free(&self, tries: &mut u32, _: &Peers<'_>, _: &TryOutcome) -> FreeAction {
+    ///         if *tries >= 2 { FreeAction::StopRetries } else { FreeAction::Continue }
+    ///     }
+    /// }
+    ///
+    /// let failed = TryOutcome { peer: 1, state: TryState::Failed, status: 502, elapsed_us: 0 };
+    /// let set = PeerSet::new(&[1, 1, 1]);
+    /// let action = set.with_peers(|peers| TwoTries.free(&mut 2, peers, &failed));
+    /// assert_eq!(action, FreeAction::StopRetries);
+    /// ```
     fn free(
         &self,
         state: &mut Self::Request,
@@ -285,21 +397,66 @@ impl<'a> UpstreamConfig<'a> {
     }
 
     /// The upstream's name.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// // PeerSet's arguments describe `upstream test { ... }`.
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     assert_eq!(UpstreamConfig::new(args).name(), "test");
+    /// });
+    /// ```
     pub fn name(&self) -> &'a str {
         self.raw.upstream.as_str()
     }
 
     /// Every peer, primaries first.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1, 3]).with_args(&[], |args| {
+    ///     let peers = UpstreamConfig::new(args).peers();
+    ///     assert_eq!(peers[1].weight, 3);
+    ///     assert_eq!(peers[1].addr.as_str(), "p1");
+    /// });
+    /// ```
     pub fn peers(&self) -> &'a [PeerConfig<'a>] {
         self.raw.peers.as_slice()
     }
 
     /// The number of primary (non-backup) peers.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let mut set = PeerSet::new(&[1, 1, 1]);
+    /// set.config_mut(2).backup = true;
+    /// set.with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     assert_eq!((config.primary(), config.peers().len()), (2, 3));
+    /// });
+    /// ```
     pub fn primary(&self) -> usize {
         self.peers().iter().take_while(|p| !p.backup).count()
     }
 
     /// This module's directives in the block, in order.
+    ///
+    /// ```
+    /// use abi_stable::std_types::{RSlice, RStr};
+    /// use waypost_module_api::{testing::PeerSet, DirectiveArgs, UpstreamConfig};
+    ///
+    /// let seed = [RStr::from_str("42")];
+    /// let raw = DirectiveArgs {
+    ///     name: "hash_seed".into(),
+    ///     args: RSlice::from_slice(&seed),
+    ///     file: "test.conf".into(),
+    ///     line: 2,
+    /// };
+    /// PeerSet::new(&[1]).with_args(&[raw], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     let seed = config.directives().find(|d| d.name() == "hash_seed").map(|d| d.arg(0));
+    ///     assert_eq!(seed, Some("42"));
+    /// });
+    /// ```
     pub fn directives(&self) -> impl Iterator<Item = Directive<'a>> + 'a {
         self.raw
             .directives
@@ -309,6 +466,16 @@ impl<'a> UpstreamConfig<'a> {
     }
 
     /// How many worker threads call the hooks.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights, UpstreamConfig};
+    /// PeerSet::new(&[1, 1]).with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     // Per-worker state, indexed by `Peers::worker` in the hooks.
+    ///     let _weights = SmoothWeights::new(config.peers(), config.workers());
+    ///     assert_eq!(config.workers(), 1);
+    /// });
+    /// ```
     pub fn workers(&self) -> usize {
         self.raw.workers.max(1) as usize
     }
@@ -316,6 +483,17 @@ impl<'a> UpstreamConfig<'a> {
     /// Compiles a template (`"$host$uri"`, `${arg_a}x`) for
     /// [`Request::eval`]; the error is nginx's message for an unknown
     /// variable, to report with [`Directive::error`].
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// `hash KEY;`: the key compiled once, at config load.
+    /// fn key(config: &UpstreamConfig<'_>) -> Result<Template, ConfigError> {
+    ///     let d = config.directives().find(|d| d.name() == "hash");
+    ///     let d = d.ok_or_else(|| config.error("\"hash\" directive is missing"))?;
+    ///     config.compile(d.arg(0)).map_err(|e| d.error(e))
+    /// }
+    /// ```
     pub fn compile(&self, text: &str) -> Result<Template, String> {
         match (self.raw.compile)(self.raw.builder, RStr::from_str(text)) {
             RResult::ROk(id) => Ok(Template(id)),
@@ -324,6 +502,14 @@ impl<'a> UpstreamConfig<'a> {
     }
 
     /// An error located at the `upstream` block.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let e = PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     UpstreamConfig::new(args).error("no servers are inside upstream")
+    /// });
+    /// assert_eq!((e.file.as_str(), e.line), ("test.conf", 1));
+    /// ```
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
             message: RString::from(message.into()),
@@ -334,6 +520,21 @@ impl<'a> UpstreamConfig<'a> {
 }
 
 /// One of the module's directives as written in the config.
+///
+/// ```
+/// use waypost_module_api::prelude::*;
+///
+/// /// `hash KEY [consistent];`: whether the ring variant is asked for.
+/// fn consistent(config: &UpstreamConfig<'_>) -> Result<bool, ConfigError> {
+///     match config.directives().find(|d| d.name() == "hash") {
+///         Some(d) if d.args().len() == 2 && d.arg(1) != "consistent" => {
+///             Err(d.error(format!("invalid parameter \"{}\"", d.arg(1))))
+///         }
+///         Some(d) => Ok(d.args().len() == 2),
+///         None => Ok(false),
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy)]
 pub struct Directive<'a> {
     raw: &'a DirectiveArgs<'a>,
@@ -345,21 +546,82 @@ impl<'a> Directive<'a> {
     }
 
     /// The directive name.
+    ///
+    /// ```
+    /// # use abi_stable::std_types::{RSlice, RStr};
+    /// # use waypost_module_api::{Directive, DirectiveArgs};
+    /// # let words = [RStr::from_str("$request_uri"), RStr::from_str("consistent")];
+    /// # let raw = DirectiveArgs {
+    /// #     name: "hash".into(),
+    /// #     args: RSlice::from_slice(&words),
+    /// #     file: "/etc/waypost/waypost.conf".into(),
+    /// #     line: 12,
+    /// # };
+    /// // `raw` is `hash $request_uri consistent;`.
+    /// assert_eq!(Directive::new(&raw).name(), "hash");
+    /// ```
     pub fn name(&self) -> &'a str {
         self.raw.name.as_str()
     }
 
     /// Its arguments.
+    ///
+    /// ```
+    /// # use abi_stable::std_types::{RSlice, RStr};
+    /// # use waypost_module_api::{Directive, DirectiveArgs};
+    /// # let words = [RStr::from_str("$request_uri"), RStr::from_str("consistent")];
+    /// # let raw = DirectiveArgs {
+    /// #     name: "hash".into(),
+    /// #     args: RSlice::from_slice(&words),
+    /// #     file: "/etc/waypost/waypost.conf".into(),
+    /// #     line: 12,
+    /// # };
+    /// // `raw` is `hash $request_uri consistent;`.
+    /// let args = Directive::new(&raw).args();
+    /// assert_eq!(args.len(), 2);
+    /// assert_eq!(args[0].as_str(), "$request_uri");
+    /// ```
     pub fn args(&self) -> &'a [RStr<'a>] {
         self.raw.args.as_slice()
     }
 
     /// Argument `i`, or "" past the end.
+    ///
+    /// ```
+    /// # use abi_stable::std_types::{RSlice, RStr};
+    /// # use waypost_module_api::{Directive, DirectiveArgs};
+    /// # let words = [RStr::from_str("$request_uri"), RStr::from_str("consistent")];
+    /// # let raw = DirectiveArgs {
+    /// #     name: "hash".into(),
+    /// #     args: RSlice::from_slice(&words),
+    /// #     file: "/etc/waypost/waypost.conf".into(),
+    /// #     line: 12,
+    /// # };
+    /// // `raw` is `hash $request_uri consistent;`.
+    /// let d = Directive::new(&raw);
+    /// assert_eq!(d.arg(1), "consistent");
+    /// assert_eq!(d.arg(2), "");
+    /// ```
     pub fn arg(&self, i: usize) -> &'a str {
         self.raw.args.as_slice().get(i).map_or("", |a| a.as_str())
     }
 
     /// A config error at this directive's file and line.
+    ///
+    /// ```
+    /// # use abi_stable::std_types::{RSlice, RStr};
+    /// # use waypost_module_api::{Directive, DirectiveArgs};
+    /// # let words = [RStr::from_str("$request_uri"), RStr::from_str("consistent")];
+    /// # let raw = DirectiveArgs {
+    /// #     name: "hash".into(),
+    /// #     args: RSlice::from_slice(&words),
+    /// #     file: "/etc/waypost/waypost.conf".into(),
+    /// #     line: 12,
+    /// # };
+    /// // `raw` is `hash $request_uri consistent;`, line 12.
+    /// let e = Directive::new(&raw).error("invalid parameter \"consistent\"");
+    /// assert_eq!((e.file.as_str(), e.line), ("/etc/waypost/waypost.conf", 12));
+    /// ```
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
             message: RString::from(message.into()),
@@ -384,31 +646,106 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// Wraps the raw view.
+    ///
+    /// ```
+    /// # use std::ffi::c_void;
+    /// # use abi_stable::std_types::{RSlice, RStr};
+    /// use waypost_module_api::{Request, RequestView};
+    /// # extern "C" fn header(_: *const c_void, _: RStr<'_>) -> RStr<'static> { "".into() }
+    /// # extern "C" fn variable(_: *const c_void, name: RStr<'_>) -> RStr<'static> {
+    /// #     if name.as_str() == "arg_id" { "7".into() } else { "".into() }
+    /// # }
+    /// # extern "C" fn eval(_: *const c_void, _: u32) -> RStr<'static> { "".into() }
+    ///
+    /// // A view as the core builds it (callbacks hidden), for `GET /?id=7` from 192.0.2.1.
+    /// let raw = RequestView {
+    ///     method: "GET".into(),
+    ///     uri: "/?id=7".into(),
+    ///     client_addr: "192.0.2.1".into(),
+    ///     client_ip: RSlice::from_slice(&[192, 0, 2, 1]),
+    ///     ctx: std::ptr::null(),
+    ///     header,
+    ///     variable,
+    ///     eval,
+    /// };
+    /// let request = Request::new(&raw);
+    /// assert_eq!(request.var("arg_id"), "7");
+    /// assert_eq!(request.client_ip(), [192, 0, 2, 1]);
+    /// ```
     pub fn new(raw: &'a RequestView<'a>) -> Self {
         Request { raw }
     }
 
     /// The method, e.g. `GET`.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// Only idempotent requests may be retried on another peer.
+    /// fn retryable(request: &Request<'_>) -> bool {
+    ///     matches!(request.method(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
+    /// }
+    /// ```
     pub fn method(&self) -> &'a str {
         self.raw.method.as_str()
     }
 
     /// The request target as received (`$request_uri`).
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// Static files go to the first peer, everything else anywhere.
+    /// fn is_static(request: &Request<'_>) -> bool {
+    ///     request.uri().starts_with("/static/")
+    /// }
+    /// ```
     pub fn uri(&self) -> &'a str {
         self.raw.uri.as_str()
     }
 
     /// The client address as text (`$remote_addr`).
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// fn banned(request: &Request<'_>) -> Rejection {
+    ///     let body = format!("{} is not allowed\n", request.client_addr());
+    ///     Rejection::new(403, "text/plain", &body)
+    /// }
+    /// ```
     pub fn client_addr(&self) -> &'a str {
         self.raw.client_addr.as_str()
     }
 
     /// The client address bytes: 4 for IPv4, 16 for IPv6, empty otherwise.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// nginx's `ip_hash` key: an IPv4 address's first three bytes, all of an IPv6 one.
+    /// fn ip_hash_key<'a>(request: &Request<'a>) -> &'a [u8] {
+    ///     let ip = request.client_ip();
+    ///     if ip.len() == 4 { &ip[..3] } else { ip }
+    /// }
+    /// ```
     pub fn client_ip(&self) -> &'a [u8] {
         self.raw.client_ip.as_slice()
     }
 
     /// A request header by case-insensitive name; "" when absent.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// The tenant a request belongs to, or the client when it names none.
+    /// fn tenant<'a>(request: &Request<'a>) -> &'a str {
+    ///     match request.header("X-Tenant") {
+    ///         "" => request.client_addr(),
+    ///         tenant => tenant,
+    ///     }
+    /// }
+    /// ```
     pub fn header(&self, name: &str) -> &'a str {
         (self.raw.header)(self.raw.ctx, RStr::from_str(name)).as_str()
     }
@@ -416,11 +753,35 @@ impl<'a> Request<'a> {
     /// A variable by name without `$` (`arg_id`, `http_host`, `uri`); ""
     /// when unknown or absent. Parses the name on every call: prefer
     /// [`Request::eval`] with a template compiled at `init_upstream`.
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// /// `?debug=1` requests go to the canary peer.
+    /// fn wants_canary(request: &Request<'_>) -> bool {
+    ///     request.var("arg_debug") == "1"
+    /// }
+    /// ```
     pub fn var(&self, name: &str) -> &'a str {
         (self.raw.variable)(self.raw.ctx, RStr::from_str(name)).as_str()
     }
 
     /// The value of a template compiled by [`UpstreamConfig::compile`].
+    ///
+    /// ```
+    /// use waypost_module_api::prelude::*;
+    ///
+    /// struct Sticky { key: Template }
+    ///
+    /// fn init(config: &UpstreamConfig<'_>) -> Result<Sticky, ConfigError> {
+    ///     let key = config.compile("$cookie_route").map_err(|e| config.error(e))?;
+    ///     Ok(Sticky { key })
+    /// }
+    ///
+    /// fn key<'a>(sticky: &Sticky, request: &Request<'a>) -> &'a str {
+    ///     request.eval(sticky.key)
+    /// }
+    /// ```
     pub fn eval(&self, template: Template) -> &'a str {
         (self.raw.eval)(self.raw.ctx, template.0).as_str()
     }
@@ -443,6 +804,16 @@ pub struct Template(pub u32);
 /// counters the core keeps, and which peers this request already tried.
 ///
 /// Indexes run over primaries first (`0..primary()`), then backups.
+///
+/// ```
+/// use waypost_module_api::testing::PeerSet;
+/// let mut set = PeerSet::new(&[1, 1, 1]);
+/// set.mark_tried(1);
+/// let eligible = set.with_peers(|peers| {
+///     (0..peers.len()).filter(|&i| peers.is_eligible(i)).count()
+/// });
+/// assert_eq!(eligible, 2);
+/// ```
 pub struct Peers<'a> {
     raw: &'a PeersView<'a>,
     stats: &'a [PeerStats],
@@ -458,12 +829,58 @@ static NO_STATS: PeerStats = PeerStats {
 
 impl<'a> Peers<'a> {
     /// Wraps the raw view, without per-peer statistics (they read as 0).
+    ///
+    /// ```
+    /// # use abi_stable::std_types::RSlice;
+    /// # use waypost_module_api::{testing::PeerSet, PeerLive, PeersView};
+    /// # let set = PeerSet::new(&[1, 1]);
+    /// # let live = [PeerLive::default(), PeerLive::default()];
+    /// # let raw = PeersView {
+    /// #     config: RSlice::from_slice(set.configs()),
+    /// #     live: RSlice::from_slice(&live),
+    /// #     tried: RSlice::from_slice(&[0]),
+    /// #     primary: 2,
+    /// #     primary_weight: 2,
+    /// #     single: false,
+    /// #     now: 1_000,
+    /// #     worker: 0,
+    /// # };
+    /// use waypost_module_api::Peers;
+    /// // `raw`: the view of two peers the core passes a hook.
+    /// let peers = Peers::new(&raw);
+    /// assert_eq!(peers.len(), 2);
+    /// assert_eq!(peers.requests(0), 0); // no statistics: they read as 0
+    /// ```
     pub fn new(raw: &'a PeersView<'a>) -> Self {
         Peers { raw, stats: &[] }
     }
 
     /// Wraps the raw view and the per-peer statistics the core keeps
     /// (ABI 1.1), index for index.
+    ///
+    /// ```
+    /// # use abi_stable::std_types::RSlice;
+    /// # use waypost_module_api::{testing::PeerSet, PeerLive, PeersView};
+    /// # let set = PeerSet::new(&[1, 1]);
+    /// # let live = [PeerLive::default(), PeerLive::default()];
+    /// # let raw = PeersView {
+    /// #     config: RSlice::from_slice(set.configs()),
+    /// #     live: RSlice::from_slice(&live),
+    /// #     tried: RSlice::from_slice(&[0]),
+    /// #     primary: 2,
+    /// #     primary_weight: 2,
+    /// #     single: false,
+    /// #     now: 1_000,
+    /// #     worker: 0,
+    /// # };
+    /// use std::sync::atomic::Ordering;
+    /// use waypost_module_api::{PeerStats, Peers};
+    /// let stats = [PeerStats::default(), PeerStats::default()];
+    /// stats[1].requests.store(5, Ordering::Relaxed);
+    /// // `raw`: the view of two peers the core passes a hook.
+    /// let peers = Peers::with_stats(&raw, &stats);
+    /// assert_eq!(peers.requests(1), 5);
+    /// ```
     pub fn with_stats(raw: &'a PeersView<'a>, stats: &'a [PeerStats]) -> Self {
         Peers { raw, stats }
     }
@@ -520,52 +937,124 @@ impl<'a> Peers<'a> {
     }
 
     /// Number of peers, backups included.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1, 1]);
+    /// set.config_mut(2).backup = true;
+    /// assert_eq!(set.view().len(), 3); // backups included
+    /// ```
     pub fn len(&self) -> usize {
         self.raw.config.len()
     }
 
     /// Whether there are no peers at all.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// assert!(!PeerSet::new(&[1]).view().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.raw.config.is_empty()
     }
 
     /// Number of primary peers; backups are `primary()..len()`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1, 1]);
+    /// set.config_mut(2).backup = true;
+    /// let peers = set.view();
+    /// assert_eq!(peers.primary(), 2);
+    /// assert_eq!((peers.primary()..peers.len()).collect::<Vec<_>>(), [2]); // the backups
+    /// ```
     pub fn primary(&self) -> usize {
         self.raw.primary as usize
     }
 
     /// Sum of primary weights, `down` peers included, as nginx's
     /// `total_weight` (so marking a peer down does not remap hash keys).
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[3, 1]);
+    /// set.config_mut(1).down = true;
+    /// assert_eq!(set.view().primary_weight(), 4);
+    /// ```
     pub fn primary_weight(&self) -> u32 {
         self.raw.primary_weight
     }
 
     /// One primary and no backup: failures are not counted against it.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// assert!(PeerSet::new(&[1]).view().single());
+    /// assert!(!PeerSet::new(&[1, 1]).view().single());
+    /// ```
     pub fn single(&self) -> bool {
         self.raw.single
     }
 
     /// The configuration of peer `i`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[2]);
+    /// let peers = set.view();
+    /// let p = peers.config(0);
+    /// assert_eq!((p.server.as_str(), p.max_fails, p.fail_timeout), ("p0", 1, 10));
+    /// ```
     pub fn config(&self, i: usize) -> &'a PeerConfig<'a> {
         &self.raw.config.as_slice()[i]
     }
 
     /// Configured weight of peer `i`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[5, 1]);
+    /// assert_eq!(set.view().weight(0), 5);
+    /// ```
     pub fn weight(&self, i: usize) -> u32 {
         self.config(i).weight
     }
 
     /// Tries in flight on peer `i`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.set_conns(0, 4);
+    /// let peers = set.view();
+    /// let least = (0..peers.len()).min_by_key(|&i| peers.conns(i));
+    /// assert_eq!(least, Some(1));
+    /// ```
     pub fn conns(&self, i: usize) -> u32 {
         self.raw.live.as_slice()[i].conns.load(Ordering::Relaxed)
     }
 
     /// Failures counted on peer `i`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.set_failed(1, 2, set.now);
+    /// assert_eq!(set.view().fails(1), 2);
+    /// ```
     pub fn fails(&self, i: usize) -> u32 {
         self.raw.live.as_slice()[i].fails.load(Ordering::Relaxed)
     }
 
     /// Whether this request already tried peer `i`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.mark_tried(0);
+    /// assert!(set.view().is_tried(0));
+    /// assert!(!set.view().is_tried(1));
+    /// ```
     pub fn is_tried(&self, i: usize) -> bool {
         self.raw
             .tried
@@ -577,6 +1066,15 @@ impl<'a> Peers<'a> {
     /// Whether peer `i` may take a try now, by nginx's rules: not `down`,
     /// not disabled by `max_fails` within `fail_timeout` (ignored for a
     /// single peer), not at `max_conns`.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]); // max_fails=1 fail_timeout=10
+    /// set.set_failed(0, 1, set.now);
+    /// assert!(!set.view().is_available(0));
+    /// set.now += 11; // fail_timeout has passed
+    /// assert!(set.view().is_available(0));
+    /// ```
     pub fn is_available(&self, i: usize) -> bool {
         let config = self.config(i);
         if config.down {
@@ -596,16 +1094,45 @@ impl<'a> Peers<'a> {
     }
 
     /// Available and not yet tried by this request.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1, 1]);
+    /// set.mark_tried(0);
+    /// set.config_mut(1).down = true;
+    /// let peers = set.view();
+    /// assert_eq!((0..3).filter(|&i| peers.is_eligible(i)).collect::<Vec<_>>(), [2]);
+    /// ```
     pub fn is_eligible(&self, i: usize) -> bool {
         !self.is_tried(i) && self.is_available(i)
     }
 
     /// Cached wall-clock time in seconds.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1]);
+    /// set.now = 1_700_000_000;
+    /// assert_eq!(set.view().now(), 1_700_000_000);
+    /// ```
     pub fn now(&self) -> u64 {
         self.raw.now
     }
 
     /// The worker thread running this hook, below `UpstreamConfig::workers`.
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// let set = PeerSet::new(&[1, 1]);
+    /// // At `init_upstream`: one entry per worker.
+    /// let last: Vec<Mutex<usize>> = set.with_args(&[], |args| {
+    ///     (0..UpstreamConfig::new(args).workers()).map(|_| Mutex::new(0)).collect()
+    /// });
+    /// // In a hook: this worker's entry, a lock no other thread takes.
+    /// set.with_peers(|peers| *last[peers.worker()].lock().unwrap() = 1);
+    /// assert_eq!(*last[0].lock().unwrap(), 1);
+    /// ```
     pub fn worker(&self) -> usize {
         self.raw.worker as usize
     }
@@ -690,16 +1217,44 @@ pub struct Counter {
 
 impl Counter {
     /// Adds one.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     let fallbacks = config.counter("fallbacks", "Picks of a backup").unwrap();
+    ///     fallbacks.inc();
+    ///     assert_eq!(fallbacks.get(), 1);
+    /// });
+    /// ```
     pub fn inc(&self) {
         self.add(1)
     }
 
     /// Adds `n`.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     let rebuilt = config.counter("points_built", "Ring points built").unwrap();
+    ///     rebuilt.add(160);
+    ///     assert_eq!(rebuilt.get(), 160);
+    /// });
+    /// ```
     pub fn add(&self, n: u64) {
         self.cell.value.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The current count.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     let c = UpstreamConfig::new(args).counter("retries", "Retries").unwrap();
+    ///     assert_eq!(c.get(), 0);
+    /// });
+    /// ```
     pub fn get(&self) -> u64 {
         self.cell.value.load(Ordering::Relaxed)
     }
@@ -725,16 +1280,45 @@ pub struct Gauge {
 
 impl Gauge {
     /// Sets the level.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1, 1]).with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     let live = config.gauge("peers", "Peers in the ring").unwrap();
+    ///     live.set(config.peers().len() as i64);
+    ///     assert_eq!(live.get(), 2);
+    /// });
+    /// ```
     pub fn set(&self, value: i64) {
         self.cell.value.store(value as u64, Ordering::Relaxed);
     }
 
     /// Moves the level by `delta`.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     let waiting = UpstreamConfig::new(args).gauge("waiting", "Delayed requests").unwrap();
+    ///     waiting.add(1); // a request starts waiting
+    ///     waiting.add(-1); // and goes on
+    ///     assert_eq!(waiting.get(), 0);
+    /// });
+    /// ```
     pub fn add(&self, delta: i64) {
         self.cell.value.fetch_add(delta as u64, Ordering::Relaxed);
     }
 
     /// The current level.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, UpstreamConfig};
+    /// PeerSet::new(&[1]).with_args(&[], |args| {
+    ///     let g = UpstreamConfig::new(args).gauge("skew", "Skew").unwrap();
+    ///     g.set(-4);
+    ///     assert_eq!(g.get(), -4);
+    /// });
+    /// ```
     pub fn get(&self) -> i64 {
         self.cell.value.load(Ordering::Relaxed) as i64
     }
@@ -862,6 +1446,29 @@ impl<B> Hosted<B> {
 }
 
 /// The C shims for a module, instantiated by [`export_module!`](crate::export_module).
+///
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// # struct First;
+/// # impl Balancer for First {
+/// #     type Request = ();
+/// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+/// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+/// # }
+/// # struct FirstModule;
+/// # impl Module for FirstModule {
+/// #     const NAME: &'static str = "first";
+/// #     const DIRECTIVES: &'static [DirectiveSpec] =
+/// #         &[DirectiveSpec::balancer("first", 0, 0, ServerParams::ALL)];
+/// #     type Upstream = First;
+/// #     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+/// # }
+/// // `FirstModule` (hidden above) is a balancer module.
+/// use waypost_module_api::sdk::Shims;
+/// // What `export_module!(FirstModule)` exports: the root module of a balancer.
+/// let root = Shims::<FirstModule>::root_module();
+/// assert!(root.init_filter().is_none());
+/// ```
 pub struct Shims<M>(std::marker::PhantomData<M>);
 
 impl<M: Module> Shims<M> {
@@ -874,6 +1481,29 @@ impl<M: Module> Shims<M> {
     };
 
     /// The root module value the library exports.
+    ///
+    /// ```
+    /// # use waypost_module_api::prelude::*;
+    /// # struct First;
+    /// # impl Balancer for First {
+    /// #     type Request = ();
+    /// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+    /// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+    /// # }
+    /// # struct FirstModule;
+    /// # impl Module for FirstModule {
+    /// #     const NAME: &'static str = "first";
+    /// #     const DIRECTIVES: &'static [DirectiveSpec] =
+    /// #         &[DirectiveSpec::balancer("first", 0, 0, ServerParams::ALL)];
+    /// #     type Upstream = First;
+    /// #     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+    /// # }
+    /// // `FirstModule` (hidden above) is a balancer module.
+    /// use waypost_module_api::sdk::Shims;
+    /// let root = Shims::<FirstModule>::root_module();
+    /// assert_eq!(root.abi_version(), waypost_module_api::ABI_VERSION);
+    /// assert_eq!((root.info())().name.as_str(), "first");
+    /// ```
     pub fn root_module() -> ModuleRef {
         RawModule {
             abi_version: ABI_VERSION,
@@ -1034,8 +1664,28 @@ impl<M: Module> Shims<M> {
 /// Exports a [`Module`] from a `cdylib` crate: the ABI version tag and the
 /// abi_stable root module. Call it once, at the crate root.
 ///
-/// ```ignore
-/// waypost_module_api::export_module!(RoundRobinModule);
+/// ```
+/// # use waypost_module_api::prelude::*;
+/// # struct First;
+/// # impl Balancer for First {
+/// #     type Request = ();
+/// #     fn init_peer(&self, _: &Request<'_>, _: &Peers<'_>) -> Result<(), Rejection> { Ok(()) }
+/// #     fn get(&self, _: &mut (), _: &Peers<'_>) -> Option<usize> { Some(0) }
+/// # }
+/// # struct FirstModule;
+/// # impl Module for FirstModule {
+/// #     const NAME: &'static str = "first";
+/// #     const DIRECTIVES: &'static [DirectiveSpec] = &[];
+/// #     type Upstream = First;
+/// #     fn init_upstream(_: &UpstreamConfig<'_>) -> Result<First, ConfigError> { Ok(First) }
+/// # }
+/// // `FirstModule` (hidden above) is a balancer module.
+/// // At the root of the module's cdylib crate:
+/// waypost_module_api::export_module!(FirstModule);
+/// # fn main() {
+/// // The first symbol the core reads from the library.
+/// assert_eq!(waypost_abi_version, waypost_module_api::ABI_VERSION);
+/// # }
 /// ```
 ///
 /// It refuses to build with `panic = "abort"`, since the panic barrier

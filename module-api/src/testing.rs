@@ -1,5 +1,16 @@
 //! Helpers to unit-test a balancer without a running proxy: a set of peers
 //! with live counters and a tried bitmap, viewed as the core would show it.
+//!
+//! ```
+//! use waypost_module_api::testing::PeerSet;
+//!
+//! let mut set = PeerSet::new(&[1, 1, 1]);
+//! set.mark_tried(0); // this request already tried p0
+//! set.config_mut(2).down = true; // `server p2 down;`
+//! let eligible: Vec<usize> =
+//!     set.with_peers(|peers| (0..peers.len()).filter(|&i| peers.is_eligible(i)).collect());
+//! assert_eq!(eligible, [1]);
+//! ```
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -32,6 +43,13 @@ pub struct PeerSet {
 
 impl PeerSet {
     /// Primary peers with these weights and nginx's default parameters.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[3, 1]);
+    /// let peers = set.view();
+    /// assert_eq!((peers.len(), peers.primary(), peers.weight(0)), (2, 2, 3));
+    /// ```
     pub fn new(weights: &[u32]) -> PeerSet {
         let names: Vec<&'static str> = (0..weights.len())
             .map(|i| &*Box::leak(format!("p{i}").into_boxed_str()))
@@ -61,27 +79,67 @@ impl PeerSet {
     }
 
     /// The peer configurations, for `init_upstream`-like setup.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights};
+    /// let set = PeerSet::new(&[2, 1]);
+    /// assert_eq!(set.configs()[1].server.as_str(), "p1");
+    /// let _weights = SmoothWeights::new(set.configs(), 1);
+    /// ```
     pub fn configs(&self) -> &[PeerConfig<'static>] {
         &self.configs
     }
 
     /// Mutable access to a peer's configuration (to set `down`, `backup`...).
     /// Backups must stay after primaries.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1, 1]);
+    /// set.config_mut(1).down = true;
+    /// set.config_mut(2).backup = true;
+    /// assert!(!set.view().is_available(1));
+    /// assert_eq!(set.view().primary(), 2);
+    /// ```
     pub fn config_mut(&mut self, i: usize) -> &mut PeerConfig<'static> {
         &mut self.configs[i]
     }
 
     /// Records a try of peer `i` by the current request.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.mark_tried(1);
+    /// assert!(set.view().is_tried(1));
+    /// assert!(!set.view().is_eligible(1));
+    /// ```
     pub fn mark_tried(&mut self, i: usize) {
         self.tried[i / 64] |= 1 << (i % 64);
     }
 
     /// Starts a new request: clears the tried bitmap.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1]);
+    /// set.mark_tried(0);
+    /// set.new_request();
+    /// assert!(set.view().is_eligible(0));
+    /// ```
     pub fn new_request(&mut self) {
         self.tried.iter_mut().for_each(|w| *w = 0);
     }
 
     /// Sets peer `i`'s failure counter and the second of its last check.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]); // max_fails=1 fail_timeout=10
+    /// set.set_failed(1, 1, set.now - 5);
+    /// assert_eq!(set.view().fails(1), 1);
+    /// assert!(!set.view().is_available(1)); // within fail_timeout
+    /// ```
     pub fn set_failed(&mut self, i: usize, fails: u32, checked: u64) {
         self.live[i].fails.store(fails, Ordering::Relaxed);
         self.live[i].checked.store(checked, Ordering::Relaxed);
@@ -195,6 +253,15 @@ impl PeerSet {
     }
 
     /// The view a hook would receive.
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.set_conns(0, 1);
+    /// let peers = set.view();
+    /// assert_eq!(peers.conns(0), 1);
+    /// assert_eq!(peers.worker(), 0);
+    /// ```
     pub fn view(&self) -> Peers<'_> {
         // The view borrows self; a leaked copy keeps the API simple for tests.
         Peers::with_stats(Box::leak(Box::new(self.raw())), &self.stats)

@@ -5,6 +5,16 @@
 //! We keep them per worker thread, so the step takes a lock that only one
 //! thread ever uses: no lock is shared by all requests, and with one worker
 //! the sequence is exactly nginx's.
+//!
+//! ```
+//! use waypost_module_api::testing::PeerSet;
+//! use waypost_module_api::wrr::SmoothWeights;
+//!
+//! let set = PeerSet::new(&[2, 1]);
+//! let weights = SmoothWeights::new(set.configs(), 1);
+//! let picks: Vec<_> = (0..3).map(|_| weights.pick_with_backup(&set.view()).unwrap()).collect();
+//! assert_eq!(picks, [0, 1, 0]);
+//! ```
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -42,6 +52,16 @@ pub struct SmoothWeights {
 impl SmoothWeights {
     /// State for `peers`, one copy per worker; `effective_weight` starts at
     /// `weight` and `current_weight` at 0, as nginx.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights, UpstreamConfig};
+    /// let set = PeerSet::new(&[1, 1]);
+    /// let weights = set.with_args(&[], |args| {
+    ///     let config = UpstreamConfig::new(args);
+    ///     SmoothWeights::new(config.peers(), config.workers())
+    /// });
+    /// assert_eq!(weights.pick_with_backup(&set.view()), Some(0));
+    /// ```
     pub fn new(peers: &[PeerConfig<'_>], workers: usize) -> SmoothWeights {
         let initial: Vec<Weights> = peers
             .iter()
@@ -68,6 +88,15 @@ impl SmoothWeights {
     /// One selection step over the eligible peers among `candidates`:
     /// every eligible peer gains its effective weight, the highest current
     /// weight wins (the first on ties) and loses the total.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights};
+    /// let set = PeerSet::new(&[5, 1, 1]);
+    /// let weights = SmoothWeights::new(set.configs(), 1);
+    /// // Only peers 1 and 2 are candidates, as for a hash falling back.
+    /// assert_eq!(weights.pick(&set.view(), 1..3), Some(1));
+    /// assert_eq!(weights.pick(&set.view(), 1..3), Some(2));
+    /// ```
     pub fn pick(
         &self,
         peers: &Peers<'_>,
@@ -97,6 +126,16 @@ impl SmoothWeights {
 
     /// nginx's round robin: a step over the primaries, then, when none is
     /// eligible, over the backups.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights};
+    /// let mut set = PeerSet::new(&[1, 1]);
+    /// set.config_mut(1).backup = true;
+    /// let weights = SmoothWeights::new(set.configs(), 1);
+    /// assert_eq!(weights.pick_with_backup(&set.view()), Some(0));
+    /// set.mark_tried(0); // the primary failed: the backup is next
+    /// assert_eq!(weights.pick_with_backup(&set.view()), Some(1));
+    /// ```
     pub fn pick_with_backup(&self, peers: &Peers<'_>) -> Option<usize> {
         self.pick(peers, 0..peers.primary())
             .or_else(|| self.pick(peers, peers.primary()..peers.len()))
@@ -104,6 +143,14 @@ impl SmoothWeights {
 
     /// A failure lowers the peer's effective weight by `weight / max_fails`,
     /// so a failing peer gets fewer requests before it is disabled.
+    ///
+    /// ```
+    /// use waypost_module_api::{testing::PeerSet, wrr::SmoothWeights};
+    /// let set = PeerSet::new(&[1, 1]);
+    /// let weights = SmoothWeights::new(set.configs(), 1);
+    /// weights.failed(&set.view(), 0); // effective weight 1 - 1/max_fails = 0
+    /// assert_eq!(weights.pick_with_backup(&set.view()), Some(1));
+    /// ```
     pub fn failed(&self, peers: &Peers<'_>, i: usize) {
         let config = peers.config(i);
         if config.max_fails == 0 {
