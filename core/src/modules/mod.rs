@@ -1,5 +1,6 @@
-//! Module libraries: loading (content-addressed private copies, ABI checks).
+//! Module libraries: loading (content-addressed private copies, ABI checks)
+//! and the services the core lends them (host.rs).
 //! Which module owns which directive is decided in `conf::interp`.
 
-pub mod loader;
 pub mod host;
+pub mod loader;
