@@ -101,7 +101,11 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
     })
 }
 
-fn upstream(
+/// One upstream's balancer and peer table. Public (hidden) for
+/// `core/benches/abi_get.rs`, which measures `get` through the ABI on an
+/// upstream built exactly as a config load builds it.
+#[doc(hidden)]
+pub fn upstream(
     up: &UpstreamConf,
     module: Arc<LoadedModule>,
     workers: usize,
