@@ -3,9 +3,8 @@
 //! the current waypost, whose module-api gained a minor version since.
 
 use std::path::Path;
-use std::process::Command;
 
-use waypost_tests::{free_ports, get, Server, TempDir};
+use waypost_tests::{cargo_build, free_ports, get, Server, TempDir};
 
 /// `major.minor.patch` of a `version = "..."` value.
 fn parse_version(text: &str) -> (u64, u64, u64) {
@@ -98,19 +97,7 @@ fn module_built_against_abi_1_0_loads_and_serves() {
     // A target directory kept between runs, so only the first one compiles
     // abi_stable.
     let target = root.join("target/abi-1.0");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--offline", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cargo_build(&manifest, &target);
     // The build resolved the module's SDK to the pinned 1.0.0.
     let lock = std::fs::read_to_string(dir.path.join("module/Cargo.lock")).expect("Cargo.lock");
     assert!(

@@ -16,14 +16,14 @@
 //! in flight on a peer" is a state the test sets up rather than a race.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use waypost_tests::{addr, free_port, get, nginx_bin, run_waypost, Server, TempDir};
+use waypost_tests::{addr, free_port, get, nginx_bin, read_head, run_waypost, Server, TempDir};
 
 /// Requests for `/slow` wait here until the test opens it.
 #[derive(Default)]
@@ -96,15 +96,9 @@ impl Drop for Backends {
 
 /// One request per connection: `backend PORT`, after the gate for `/slow`.
 fn serve(mut stream: TcpStream, port: u16, gate: &Gate) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
     let text = String::from_utf8_lossy(&head);
     let path = text.split(' ').nth(1).unwrap_or("/");
     if path.starts_with("/slow") {

@@ -8,13 +8,13 @@
 //!
 //! nginx OSS has no such balancer, so nothing runs side by side.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{free_ports, get, Server};
+use waypost_tests::{free_ports, get, read_head, Server};
 
 /// How much later than the others the third peer answers while slow.
 const DELAY: Duration = Duration::from_millis(50);
@@ -43,14 +43,8 @@ impl Third {
 
 /// One request per connection.
 fn serve(mut stream: TcpStream, slow: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
+    if read_head(&mut stream).is_none() {
+        return;
     }
     if slow.load(Ordering::SeqCst) {
         // This is what makes the peer slow, not a synchronisation.

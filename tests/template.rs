@@ -3,9 +3,8 @@
 //! docs/writing-a-module.md, end to end.
 
 use std::path::Path;
-use std::process::Command;
 
-use waypost_tests::{free_ports, get, Server, TempDir};
+use waypost_tests::{cargo_build, free_ports, get, Server, TempDir};
 
 #[test]
 fn template_module_builds_outside_the_workspace_and_serves() {
@@ -29,19 +28,7 @@ fn template_module_builds_outside_the_workspace_and_serves() {
     // A target directory kept between runs, so only the first one compiles
     // the dependencies.
     let target = root.join("target/template-module");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--offline", "--manifest-path"])
-        .arg(crate_dir.path.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cargo_build(&crate_dir.path.join("Cargo.toml"), &target);
     let so = target.join("debug/libfirst_up.so");
 
     let [proxy, dead, live] = free_ports(3)[..] else {
