@@ -13,7 +13,8 @@ use crate::runtime::Runtime;
 
 struct ModuleMetric {
     module: String,
-    upstream: String,
+    /// After `module`: `upstream` for a balancer's, then the module's own.
+    labels: Vec<(String, String)>,
     name: String,
     help: String,
     kind: MetricKind,
@@ -34,11 +35,15 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// A module's counter or gauge for one upstream; the same cell for the same
-/// (module, upstream, name).
+fn valid_label(name: &str) -> bool {
+    valid_name(name) && name != "module"
+}
+
+/// A module's counter or gauge with these labels; the same cell for the
+/// same (module, labels, name).
 pub fn register_module(
     module: &str,
-    upstream: &str,
+    labels: Vec<(String, String)>,
     kind: MetricKind,
     name: &str,
     help: &str,
@@ -48,6 +53,11 @@ pub fn register_module(
             "invalid metric name \"{name}\" in module \"{module}\": [a-z_][a-z0-9_]* expected"
         ));
     }
+    if let Some((bad, _)) = labels.iter().find(|(k, _)| !valid_label(k)) {
+        return Err(format!(
+            "invalid label name \"{bad}\" for metric \"{name}\" in module \"{module}\""
+        ));
+    }
     let mut all = MODULE_METRICS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(m) = all.iter().find(|m| m.module == module && m.name == name) {
         if m.kind != kind {
@@ -55,14 +65,17 @@ pub fn register_module(
                 "metric \"{name}\" of module \"{module}\" is registered both as a counter and as a gauge"
             ));
         }
-        if m.upstream == upstream {
-            return Ok(m.cell);
-        }
+    }
+    if let Some(m) = all
+        .iter()
+        .find(|m| m.module == module && m.name == name && m.labels == labels)
+    {
+        return Ok(m.cell);
     }
     let cell: &'static MetricCell = Box::leak(Box::default());
     all.push(ModuleMetric {
         module: module.to_owned(),
-        upstream: upstream.to_owned(),
+        labels,
         name: name.to_owned(),
         help: help.to_owned(),
         kind,
@@ -175,8 +188,12 @@ pub fn render(runtime: &Runtime) -> String {
             out.push_str(&family);
             out.push_str("{module=\"");
             label(&mut out, &m.module);
-            out.push_str("\",upstream=\"");
-            label(&mut out, &m.upstream);
+            for (k, v) in &m.labels {
+                out.push_str("\",");
+                out.push_str(k);
+                out.push_str("=\"");
+                label(&mut out, v);
+            }
             let value = m.cell.value.load(Relaxed);
             match m.kind {
                 MetricKind::Counter => {
@@ -197,16 +214,27 @@ mod tests {
 
     #[test]
     fn same_name_same_cell_and_kinds_do_not_mix() {
-        let a = register_module("m", "u", MetricKind::Counter, "hits", "Hits").unwrap();
-        let b = register_module("m", "u", MetricKind::Counter, "hits", "Hits").unwrap();
+        let up = |u: &str| vec![("upstream".to_owned(), u.to_owned())];
+        let a = register_module("m", up("u"), MetricKind::Counter, "hits", "Hits").unwrap();
+        let b = register_module("m", up("u"), MetricKind::Counter, "hits", "Hits").unwrap();
         assert!(std::ptr::eq(a, b));
-        let other = register_module("m", "v", MetricKind::Counter, "hits", "Hits").unwrap();
+        let other = register_module("m", up("v"), MetricKind::Counter, "hits", "Hits").unwrap();
         assert!(!std::ptr::eq(a, other));
-        assert!(register_module("m", "u", MetricKind::Gauge, "hits", "Hits")
-            .unwrap_err()
-            .contains("both as a counter and as a gauge"));
-        assert!(register_module("m", "u", MetricKind::Gauge, "Bad-Name", "")
-            .unwrap_err()
-            .starts_with("invalid metric name \"Bad-Name\""));
+        assert!(
+            register_module("m", up("u"), MetricKind::Gauge, "hits", "Hits")
+                .unwrap_err()
+                .contains("both as a counter and as a gauge")
+        );
+        assert!(
+            register_module("m", up("u"), MetricKind::Gauge, "Bad-Name", "")
+                .unwrap_err()
+                .starts_with("invalid metric name \"Bad-Name\"")
+        );
+        let module_label = vec![("module".to_owned(), "x".to_owned())];
+        assert!(
+            register_module("m", module_label, MetricKind::Gauge, "g", "")
+                .unwrap_err()
+                .starts_with("invalid label name \"module\"")
+        );
     }
 }

@@ -498,8 +498,20 @@ pub struct PeerStats {
     /// The module's own per-peer word: the core never reads or writes it,
     /// and it starts at 0 with each configuration.
     pub slot: AtomicU64,
+    /// Active health checks (`health_check` in the upstream): 0 while the
+    /// peer passes them (or is not checked), 1 while it is down by them. A
+    /// peer down by health checks is not available to any balancer.
+    pub health: AtomicU32,
+    /// `server ... slow_start=T` in milliseconds, 0 for none; fixed for the
+    /// configuration.
+    pub slow_start_ms: u32,
+    /// [`crate::sdk::now_ns`] when the peer last became available again
+    /// (health checks passed, or a probe after `fail_timeout` succeeded);
+    /// 0 if it never was unavailable. With `slow_start_ms`, its weight
+    /// ramps from 0 over that time ([`crate::sdk::Peers::weight_permille`]).
+    pub recovered_ns: AtomicU64,
     /// Reserved for later minor versions; zero.
-    pub reserved: [AtomicU64; 5],
+    pub reserved: [AtomicU64; 3],
 }
 
 /// Whether a module metric only grows or goes up and down.
@@ -559,13 +571,33 @@ pub struct HostExt {
     /// `waypost_module_NAME{module="..",upstream=".."}` (`_total` appended
     /// for a counter). Registering the same name again, in this or a later
     /// configuration, returns the same cell, so counters survive reloads.
+    ///
+    /// `labels` are added after `module` and `upstream` (a filter module's
+    /// metrics have no `upstream`): `[("zone", "one")]` gives
+    /// `waypost_module_NAME{module="limit_req",zone="one"}`.
     #[sabi(last_prefix_field)]
     pub register_metric: extern "C" fn(
         builder: *mut c_void,
         kind: MetricKind,
         name: RStr<'_>,
         help: RStr<'_>,
+        labels: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>,
     ) -> RResult<&'static MetricCell, RString>,
+}
+
+/// What [`Module::init_filter_ext`] receives beside [`InitFilterArgs`].
+///
+/// ```
+/// fn has_builder(ext: &waypost_module_api::FilterExt) -> bool { !ext.builder.is_null() }
+/// ```
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FilterExt {
+    /// ABI 1.1 host services.
+    pub host: HostExtRef,
+    /// The core's builder for this filter, for `register_metric`; valid
+    /// during the call only.
+    pub builder: *mut c_void,
 }
 
 /// What [`Module::init_upstream_ext`] receives beside [`InitUpstreamArgs`].
@@ -1243,6 +1275,15 @@ pub struct Module {
             args: &InitUpstreamArgs<'_>,
             ext: &UpstreamExt<'_>,
         ) -> RResult<UpstreamObject, ConfigError>,
+    >,
+    /// ABI 1.1: `init_filter` with the host services added in 1.1; the core
+    /// calls it instead of `init_filter` when present.
+    #[sabi(missing_field(default))]
+    pub init_filter_ext: Option<
+        extern "C" fn(
+            args: &InitFilterArgs<'_>,
+            ext: &FilterExt,
+        ) -> RResult<FilterObject, ConfigError>,
     >,
 }
 

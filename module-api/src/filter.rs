@@ -32,11 +32,14 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 
 use crate::abi::{
-    ConfigError, DirectiveArgs, DirectiveSpec, FilterAction, FilterObject, FilterResult,
-    FilterVTable, InitFilterArgs, InitUpstreamArgs, Module as RawModule, ModuleInfo, ModuleRef,
-    Rejection, RequestView, ScopeArgs, ScopeKind, UpstreamObject, ABI_VERSION,
+    ConfigError, DirectiveArgs, DirectiveSpec, FilterAction, FilterExt, FilterObject, FilterResult,
+    FilterVTable, InitFilterArgs, InitUpstreamArgs, MetricKind, Module as RawModule, ModuleInfo,
+    ModuleRef, Rejection, RequestView, ScopeArgs, ScopeKind, UpstreamObject, ABI_VERSION,
 };
-use crate::sdk::{barrier, install_panic_hook, panicked, Directive, Request, Template, HOST};
+use crate::sdk::{
+    barrier, install_panic_hook, panicked, register_metric, Counter, Directive, Gauge, Request,
+    Template, HOST, HOST_EXT,
+};
 
 /// A filter module: its name, directives, variables and how it builds its
 /// object for a configuration.
@@ -256,6 +259,7 @@ impl Check {
 /// ```
 pub struct FilterConfig<'a> {
     raw: &'a InitFilterArgs<'a>,
+    ext: Option<&'a FilterExt>,
 }
 
 impl<'a> FilterConfig<'a> {
@@ -291,7 +295,81 @@ impl<'a> FilterConfig<'a> {
     /// assert_eq!(config.workers(), 2);
     /// ```
     pub fn new(raw: &'a InitFilterArgs<'a>) -> Self {
-        FilterConfig { raw }
+        FilterConfig { raw, ext: None }
+    }
+
+    /// Wraps the raw arguments and the ABI 1.1 services (what the SDK
+    /// hands a filter when the core has them).
+    ///
+    /// ```
+    /// # use waypost_module_api::filter::FilterConfig;
+    /// fn plain<'a>(raw: &'a waypost_module_api::InitFilterArgs<'a>) -> FilterConfig<'a> {
+    ///     FilterConfig::with_ext(raw, None)
+    /// }
+    /// ```
+    pub fn with_ext(raw: &'a InitFilterArgs<'a>, ext: Option<&'a FilterExt>) -> Self {
+        FilterConfig { raw, ext }
+    }
+
+    /// Registers a counter exported with the core's metrics as
+    /// `waypost_module_NAME_total{module="..",LABEL="VALUE",...}`; the same
+    /// name and labels after a reload continue the same count. Without a
+    /// core (unit tests) it counts but is exported nowhere.
+    ///
+    /// ```
+    /// # use waypost_module_api::filter::FilterConfig;
+    /// # use waypost_module_api::ConfigError;
+    /// fn passed(config: &FilterConfig<'_>, zone: &str) -> Result<u64, ConfigError> {
+    ///     let c = config.counter("limit_req_passed", "Requests passed.", &[("zone", zone)])?;
+    ///     c.inc();
+    ///     Ok(c.get())
+    /// }
+    /// ```
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Counter, ConfigError> {
+        self.metric(MetricKind::Counter, name, help, labels)
+            .map(Counter::from_cell)
+    }
+
+    /// Registers a gauge; see [`FilterConfig::counter`].
+    ///
+    /// ```
+    /// # use waypost_module_api::filter::FilterConfig;
+    /// # use waypost_module_api::ConfigError;
+    /// fn keys(config: &FilterConfig<'_>) -> Result<(), ConfigError> {
+    ///     config.gauge("zone_keys", "Keys held.", &[("zone", "one")])?.set(0);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Gauge, ConfigError> {
+        self.metric(MetricKind::Gauge, name, help, labels)
+            .map(Gauge::from_cell)
+    }
+
+    fn metric(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<&'static crate::abi::MetricCell, ConfigError> {
+        register_metric(
+            self.ext.map(|e| (e.host, e.builder)),
+            kind,
+            name,
+            help,
+            labels,
+        )
+        .map_err(ConfigError::new)
     }
 
     /// The module's directives at `http` level, in order.
@@ -526,6 +604,7 @@ impl<M: FilterModule> FilterShims<M> {
             init_upstream: Self::init_upstream,
             init_filter: Some(Self::init_filter),
             init_upstream_ext: None,
+            init_filter_ext: Some(Self::init_filter_ext),
         }
         .leak_into_prefix()
     }
@@ -554,14 +633,31 @@ impl<M: FilterModule> FilterShims<M> {
         )))
     }
 
+    /// The ABI 1.0 entry: a core without the 1.1 services (metrics are then
+    /// kept but not exported).
     extern "C" fn init_filter(args: &InitFilterArgs<'_>) -> RResult<FilterObject, ConfigError> {
+        Self::init(args, None)
+    }
+
+    extern "C" fn init_filter_ext(
+        args: &InitFilterArgs<'_>,
+        ext: &FilterExt,
+    ) -> RResult<FilterObject, ConfigError> {
+        let _ = HOST_EXT.set(ext.host);
+        Self::init(args, Some(ext))
+    }
+
+    fn init(
+        args: &InitFilterArgs<'_>,
+        ext: Option<&FilterExt>,
+    ) -> RResult<FilterObject, ConfigError> {
         let _ = HOST.set(args.host);
         let _ = crate::sdk::NAME.set(M::NAME);
         install_panic_hook();
         // SAFETY: the core passes the previous object only when this same
         // library built it, so it is an M::Filter.
         let previous = unsafe { (args.previous as *const M::Filter).as_ref() };
-        match barrier(|| M::init_filter(&FilterConfig::new(args), previous)) {
+        match barrier(|| M::init_filter(&FilterConfig::with_ext(args, ext), previous)) {
             Ok(Ok(filter)) => RResult::ROk(FilterObject {
                 this: Box::into_raw(Box::new(filter)) as *mut c_void,
                 vtable: &Self::VTABLE,

@@ -51,7 +51,7 @@ pub mod wrr;
 pub use abi_stable;
 
 pub use abi::{
-    BalancerVTable, ConfigError, Contexts, DirectiveArgs, DirectiveSpec, FilterAction,
+    BalancerVTable, ConfigError, Contexts, DirectiveArgs, DirectiveSpec, FilterAction, FilterExt,
     FilterObject, FilterResult, FilterVTable, FreeAction, GetResult, HostApi, HostExt, HostExtRef,
     InitFilterArgs, InitPeerResult, InitUpstreamArgs, LogLevel, MetricCell, MetricKind,
     Module as RootModuleV1, ModuleInfo, ModuleRef, PeerConfig, PeerLive, PeerStats, PeerStorage,

@@ -37,7 +37,7 @@ use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, Tuple2};
 
 use crate::abi::{
     BalancerVTable, ConfigError, DirectiveArgs, DirectiveSpec, FreeAction, GetResult, HostApi,
@@ -380,20 +380,8 @@ impl<'a> UpstreamConfig<'a> {
         name: &str,
         help: &str,
     ) -> Result<&'static MetricCell, ConfigError> {
-        let Some(ext) = self.ext else {
-            // No core to export it: a cell of our own, leaked like the
-            // core's (metrics live as long as the process).
-            return Ok(Box::leak(Box::default()));
-        };
-        match (ext.host.register_metric())(
-            ext.builder,
-            kind,
-            RStr::from_str(name),
-            RStr::from_str(help),
-        ) {
-            RResult::ROk(cell) => Ok(cell),
-            RResult::RErr(e) => Err(self.error(e.into_string())),
-        }
+        register_metric(self.ext.map(|e| (e.host, e.builder)), kind, name, help, &[])
+            .map_err(|e| self.error(e))
     }
 
     /// The upstream's name.
@@ -824,7 +812,10 @@ static NO_STATS: PeerStats = PeerStats {
     requests: AtomicU64::new(0),
     latency_us: AtomicU64::new(0),
     slot: AtomicU64::new(0),
-    reserved: [const { AtomicU64::new(0) }; 5],
+    health: std::sync::atomic::AtomicU32::new(0),
+    slow_start_ms: 0,
+    recovered_ns: AtomicU64::new(0),
+    reserved: [const { AtomicU64::new(0) }; 3],
 };
 
 impl<'a> Peers<'a> {
@@ -934,6 +925,50 @@ impl<'a> Peers<'a> {
     /// ```
     pub fn slot(&self, i: usize) -> &'a AtomicU64 {
         &self.stats(i).slot
+    }
+
+    /// How much of peer `i`'s weight applies at `now_ns` ([`now_ns`]), in
+    /// thousandths: 1000, or less while `slow_start=` ramps a peer that
+    /// just became available again from 0 to its full weight.
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[4]);
+    /// set.set_slow_start(0, 10_000, 1_000_000_000); // 10 s, back at t = 1 s
+    /// set.with_peers(|peers| {
+    ///     assert_eq!(peers.weight_permille(0, 3_500_000_000), 250); // 2.5 s in
+    ///     assert_eq!(peers.weight_permille(0, 20_000_000_000), 1000);
+    /// });
+    /// ```
+    pub fn weight_permille(&self, i: usize, now_ns: u64) -> u32 {
+        let stats = self.stats(i);
+        let window_ns = u64::from(stats.slow_start_ms) * 1_000_000;
+        let since = stats.recovered_ns.load(Ordering::Relaxed);
+        if window_ns == 0 || since == 0 {
+            return 1000;
+        }
+        let elapsed = now_ns.saturating_sub(since);
+        if elapsed >= window_ns {
+            1000
+        } else {
+            (elapsed * 1000 / window_ns) as u32
+        }
+    }
+
+    /// Whether active health checks hold peer `i` down (then it is not
+    /// available).
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// let set = PeerSet::new(&[1, 1]);
+    /// set.stats(1).health.store(1, std::sync::atomic::Ordering::Relaxed);
+    /// set.with_peers(|peers| {
+    ///     assert!(peers.is_unhealthy(1) && !peers.is_available(1));
+    ///     assert!(!peers.is_unhealthy(0));
+    /// });
+    /// ```
+    pub fn is_unhealthy(&self, i: usize) -> bool {
+        self.stats(i).health.load(Ordering::Relaxed) != 0
     }
 
     /// Number of peers, backups included.
@@ -1077,7 +1112,7 @@ impl<'a> Peers<'a> {
     /// ```
     pub fn is_available(&self, i: usize) -> bool {
         let config = self.config(i);
-        if config.down {
+        if config.down || self.stats(i).health.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let live = &self.raw.live.as_slice()[i];
@@ -1198,6 +1233,35 @@ pub fn wyrand(state: u64) -> (u64, u64) {
     (s, ((t >> 64) as u64) ^ (t as u64))
 }
 
+/// Registers a metric with the core, or, with no core (unit tests), makes
+/// a cell of the module's own, leaked like the core's (metrics live as long
+/// as the process).
+pub(crate) fn register_metric(
+    host: Option<(HostExtRef, *mut c_void)>,
+    kind: MetricKind,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+) -> Result<&'static MetricCell, String> {
+    let Some((host, builder)) = host else {
+        return Ok(Box::leak(Box::default()));
+    };
+    let labels: Vec<Tuple2<RStr<'_>, RStr<'_>>> = labels
+        .iter()
+        .map(|(k, v)| Tuple2(RStr::from_str(k), RStr::from_str(v)))
+        .collect();
+    match (host.register_metric())(
+        builder,
+        kind,
+        RStr::from_str(name),
+        RStr::from_str(help),
+        RSlice::from_slice(&labels),
+    ) {
+        RResult::ROk(cell) => Ok(cell),
+        RResult::RErr(e) => Err(e.into_string()),
+    }
+}
+
 /// A module counter exported with the core's metrics; see
 /// [`UpstreamConfig::counter`]. Adding is one relaxed atomic add.
 ///
@@ -1216,6 +1280,10 @@ pub struct Counter {
 }
 
 impl Counter {
+    pub(crate) fn from_cell(cell: &'static MetricCell) -> Counter {
+        Counter { cell }
+    }
+
     /// Adds one.
     ///
     /// ```
@@ -1279,6 +1347,10 @@ pub struct Gauge {
 }
 
 impl Gauge {
+    pub(crate) fn from_cell(cell: &'static MetricCell) -> Gauge {
+        Gauge { cell }
+    }
+
     /// Sets the level.
     ///
     /// ```
@@ -1511,6 +1583,7 @@ impl<M: Module> Shims<M> {
             init_upstream: Self::init_upstream,
             init_filter: None,
             init_upstream_ext: Some(Self::init_upstream_ext),
+            init_filter_ext: None,
         }
         .leak_into_prefix()
     }

@@ -173,6 +173,22 @@ impl PeerSet {
             .store(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Sets peer `i`'s `slow_start=` (milliseconds) and when it last
+    /// became available again ([`crate::sdk::now_ns`] nanoseconds).
+    ///
+    /// ```
+    /// use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[2]);
+    /// set.set_slow_start(0, 1_000, 5);
+    /// assert_eq!(set.view().weight_permille(0, 5 + 500_000_000), 500);
+    /// ```
+    pub fn set_slow_start(&mut self, i: usize, slow_start_ms: u32, recovered_ns: u64) {
+        self.stats[i].slow_start_ms = slow_start_ms;
+        self.stats[i]
+            .recovered_ns
+            .store(recovered_ns, Ordering::Relaxed);
+    }
+
     /// Peer `i`'s statistics, to set `requests` or read the module's slot.
     ///
     /// ```

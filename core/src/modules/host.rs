@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, Tuple2};
 use waypost_module_api::sdk::wyrand;
 use waypost_module_api::{HostExt, HostExtRef, MetricCell, MetricKind};
 
@@ -48,7 +48,8 @@ extern "C" fn random() -> u64 {
 /// in `UpstreamExt`, valid during `init_upstream_ext` only.
 pub struct MetricScope<'a> {
     pub module: &'a str,
-    pub upstream: &'a str,
+    /// The upstream a balancer serves; none for a filter module.
+    pub upstream: Option<&'a str>,
 }
 
 extern "C" fn register_metric(
@@ -56,6 +57,7 @@ extern "C" fn register_metric(
     kind: MetricKind,
     name: RStr<'_>,
     help: RStr<'_>,
+    labels: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>,
 ) -> RResult<&'static MetricCell, RString> {
     if builder.is_null() {
         return RResult::RErr(RString::from("register_metric outside init_upstream"));
@@ -63,13 +65,16 @@ extern "C" fn register_metric(
     // SAFETY: the core passes a MetricScope that outlives the
     // init_upstream_ext call, the only time the module may call this.
     let scope = unsafe { &*(builder as *const MetricScope<'_>) };
-    match metrics::register_module(
-        scope.module,
-        scope.upstream,
-        kind,
-        name.as_str(),
-        help.as_str(),
-    ) {
+    let mut all = Vec::with_capacity(labels.len() + 1);
+    if let Some(upstream) = scope.upstream {
+        all.push(("upstream".to_owned(), upstream.to_owned()));
+    }
+    all.extend(
+        labels
+            .iter()
+            .map(|Tuple2(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())),
+    );
+    match metrics::register_module(scope.module, all, kind, name.as_str(), help.as_str()) {
         Ok(cell) => RResult::ROk(cell),
         Err(e) => RResult::RErr(RString::from(e)),
     }

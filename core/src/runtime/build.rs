@@ -164,7 +164,7 @@ pub fn upstream(
     };
     let scope = crate::modules::host::MetricScope {
         module: &module.name,
-        upstream: &up.name,
+        upstream: Some(&up.name),
     };
     let ext = UpstreamExt {
         host: *crate::modules::host::HOST_EXT,

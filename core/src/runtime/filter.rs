@@ -292,7 +292,19 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
             builder: &mut templates as *mut TemplateBuilder as *mut c_void,
             compile: host_compile,
         };
-        let object = match init(&init_args) {
+        let scope = crate::modules::host::MetricScope {
+            module: &module.name,
+            upstream: None,
+        };
+        let ext = waypost_module_api::FilterExt {
+            host: *crate::modules::host::HOST_EXT,
+            builder: &scope as *const _ as *mut c_void,
+        };
+        let result = match module.module.init_filter_ext() {
+            Some(init_ext) => init_ext(&init_args, &ext),
+            None => init(&init_args),
+        };
+        let object = match result {
             RResult::ROk(object) => object,
             RResult::RErr(e) => {
                 // A module error without a place is printed bare, as nginx
