@@ -176,7 +176,7 @@ fn in_process_balancer(up: &Upstream) -> Balancer {
         .expect("an ABI 1.1 init_upstream_ext");
     let scope = MetricScope {
         module: "round_robin",
-        upstream: "in-process",
+        upstream: Some("in-process"),
     };
     let ext = UpstreamExt {
         host: *HOST_EXT,
