@@ -420,6 +420,112 @@ fn cases() -> Vec<Case> {
             Emerg("\"daemon\" directive is duplicate in {conf}:4"),
         )
         .globals("daemon off;"),
+        // access_log's parameters (ngx_http_log_set_log).
+        Case::head(
+            "access_log: buffer, flush and if accepted",
+            "http {\n    log_format Main '$status';\n    access_log logs/a.log main buffer=32k flush=1m if=$status;\n    access_log logs/a.log combined;\n    server {\n        listen 127.0.0.1:{port};\n        access_log logs/a.log COMBINED buffer=32768 flush=60s;\n        access_log logs/b.log combined buffer=1 flush=500ms if=;\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "access_log: buffer that is no size",
+            "http {\n    access_log logs/a.log combined buffer=abc;\n}\n",
+            Emerg("invalid buffer size \"abc\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: buffer of 0",
+            "http {\n    access_log logs/a.log combined buffer=0;\n}\n",
+            Emerg("invalid buffer size \"0\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: empty buffer",
+            "http {\n    access_log logs/a.log combined buffer=;\n}\n",
+            Emerg("invalid buffer size \"\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: no g for sizes",
+            "http {\n    access_log logs/a.log combined buffer=1g;\n}\n",
+            Emerg("invalid buffer size \"1g\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: flush of 0",
+            "http {\n    access_log logs/a.log combined buffer=4k flush=0;\n}\n",
+            Emerg("invalid flush time \"0\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: flush that is no time",
+            "http {\n    access_log logs/a.log combined buffer=4k flush=0.5s;\n}\n",
+            Emerg("invalid flush time \"0.5s\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: empty flush without buffer",
+            "http {\n    access_log logs/a.log combined flush=;\n}\n",
+            Emerg("invalid flush time \"\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: flush without buffer",
+            "http {\n    access_log logs/a.log combined flush=5s;\n}\n",
+            Emerg("no buffer is defined for access_log \"logs/a.log\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: parameters in order",
+            "http {\n    access_log logs/a.log combined flush=5s buffer=abc;\n}\n",
+            Emerg("invalid buffer size \"abc\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: compression level",
+            "http {\n    access_log logs/a.log combined gzip=10;\n}\n",
+            Emerg("invalid compression level \"10\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: unknown parameter",
+            "http {\n    access_log logs/a.log combined gzipx;\n}\n",
+            Emerg("invalid parameter \"gzipx\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: parameter after off",
+            "http {\n    access_log off buffer=4k;\n}\n",
+            Emerg("invalid parameter \"buffer=4k\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: unknown format before parameters",
+            "http {\n    access_log logs/a.log nosuch buffer=abc;\n}\n",
+            Emerg("unknown log format \"nosuch\" in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: malformed if",
+            "http {\n    access_log logs/a.log combined if=a$;\n}\n",
+            Emerg("invalid variable name in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: if with an open bracket",
+            "http {\n    access_log logs/a.log combined if=${status;\n}\n",
+            Emerg("the closing bracket in \"status\" variable is missing in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: buffered file with variables",
+            "http {\n    access_log logs/$host.log combined buffer=4k;\n}\n",
+            Emerg("buffered logs cannot have variables in name in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: buffered syslog",
+            "http {\n    access_log syslog:server=127.0.0.1 combined buffer=4k;\n}\n",
+            Emerg("logs to syslog cannot be buffered in {conf}:5"),
+        ),
+        Case::head(
+            "access_log: another buffer size for the same file",
+            "http {\n    access_log logs/a.log combined buffer=4k;\n    server {\n        access_log {dir}/logs/a.log combined buffer=8k;\n    }\n}\n",
+            Emerg("access_log \"{dir}/logs/a.log\" already defined with conflicting parameters in {conf}:7"),
+        ),
+        Case::head(
+            "access_log: another flush for the same file",
+            "http {\n    access_log logs/a.log combined buffer=4k flush=1s;\n    access_log logs/a.log combined buffer=4k;\n}\n",
+            Emerg("access_log \"logs/a.log\" already defined with conflicting parameters in {conf}:6"),
+        ),
+        Case::head(
+            "access_log: gzip conflicts before it is refused",
+            "http {\n    access_log logs/a.log combined buffer=64k;\n    access_log logs/a.log combined gzip;\n}\n",
+            Emerg("access_log \"logs/a.log\" already defined with conflicting parameters in {conf}:6"),
+        ),
     ]
 }
 

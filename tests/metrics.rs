@@ -153,3 +153,339 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
     assert_eq!(get(proxy, "/").status, 200);
     assert_eq!(scrape(proxy)[seen], before + 1.0);
 }
+
+// ------------------------------------------- responses, failures, states
+
+/// Polls until `check` holds; fails the test after ten seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `{peer="127.0.0.1:PORT",upstream="app"}` plus `extra` (labels sorted).
+fn peer_key(name: &str, port: u16, extra: Option<(&str, &str)>) -> String {
+    match extra {
+        // `code` sorts before `peer`, `state` after it.
+        Some(("code", v)) => {
+            format!("{name}{{code=\"{v}\",peer=\"127.0.0.1:{port}\",upstream=\"app\"}}")
+        }
+        Some((k, v)) => format!("{name}{{peer=\"127.0.0.1:{port}\",{k}=\"{v}\",upstream=\"app\"}}"),
+        None => format!("{name}{{peer=\"127.0.0.1:{port}\",upstream=\"app\"}}"),
+    }
+}
+
+/// The peer's responses by class, 1xx to 5xx.
+fn classes(m: &HashMap<String, f64>, port: u16) -> [f64; 5] {
+    ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
+        m[&peer_key(
+            "waypost_upstream_peer_responses_total",
+            port,
+            Some(("code", c)),
+        )]
+    })
+}
+
+/// The peer's state: the one state series at 1, the others at 0.
+fn state(m: &HashMap<String, f64>, port: u16) -> &'static str {
+    let on: Vec<&'static str> = ["up", "down", "unhealthy", "failed"]
+        .into_iter()
+        .filter(|s| {
+            let v = m[&peer_key("waypost_upstream_peer_state", port, Some(("state", s)))];
+            assert!(v == 0.0 || v == 1.0, "{v}");
+            v == 1.0
+        })
+        .collect();
+    assert_eq!(on.len(), 1, "{on:?}");
+    on[0]
+}
+
+/// `status;` as JSON.
+fn status(port: u16) -> serde_json::Value {
+    let r = get(port, "/status");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    serde_json::from_str(&r.body).expect("valid JSON")
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// `status;` shows exactly what `metrics;` does: every JSON number is the
+/// sample it stands for, and no sample is left out.
+fn assert_status_matches_metrics(port: u16) -> serde_json::Value {
+    let m = scrape(port);
+    let s = status(port);
+    let mut seen = 0;
+    let mut check = |key: String, value: f64| {
+        assert_eq!(m.get(&key), Some(&value), "{key}");
+        seen += 1;
+    };
+    for (name, up) in s["upstreams"].as_object().expect("upstreams") {
+        for peer in up["peers"].as_array().expect("peers") {
+            let addr = peer["addr"].as_str().expect("addr");
+            let labels = format!("peer=\"{addr}\",upstream=\"{name}\"");
+            for (series, field) in [
+                ("requests_total", "requests"),
+                ("failures_total", "failures"),
+                ("active", "active"),
+                ("fails", "fails"),
+                ("latency_seconds", "latency_seconds"),
+            ] {
+                check(
+                    format!("waypost_upstream_peer_{series}{{{labels}}}"),
+                    num(&peer[field]),
+                );
+            }
+            for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+                check(
+                    format!("waypost_upstream_peer_responses_total{{code=\"{class}\",{labels}}}"),
+                    num(&peer["responses"][class]),
+                );
+            }
+            let current = peer["state"].as_str().expect("state");
+            for st in ["up", "down", "unhealthy", "failed"] {
+                check(
+                    format!(
+                        "waypost_upstream_peer_state{{peer=\"{addr}\",state=\"{st}\",upstream=\"{name}\"}}"
+                    ),
+                    f64::from(u8::from(st == current)),
+                );
+            }
+        }
+        for st in ["active", "idle"] {
+            check(
+                format!("waypost_upstream_connections{{state=\"{st}\",upstream=\"{name}\"}}"),
+                num(&up["connections"][st]),
+            );
+        }
+    }
+    for result in ["ok", "failed"] {
+        check(
+            format!("waypost_reloads_total{{result=\"{result}\"}}"),
+            num(&s["reloads"][result]),
+        );
+    }
+    for (module, entry) in s["modules"].as_object().expect("modules") {
+        if let Some(n) = entry.get("panics") {
+            check(
+                format!("waypost_module_panics_total{{module=\"{module}\"}}"),
+                num(n),
+            );
+        }
+        for metric in entry["metrics"].as_array().expect("metrics") {
+            let mut labels: Vec<(String, String)> = metric["labels"]
+                .as_object()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().expect("label").to_owned()))
+                .collect();
+            labels.push(("module".into(), module.clone()));
+            labels.sort();
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let name = metric["name"].as_str().expect("name");
+            check(
+                format!("{name}{{{}}}", labels.join(",")),
+                num(&metric["value"]),
+            );
+        }
+    }
+    assert_eq!(seen, m.len(), "samples in metrics; but not in status;");
+    s
+}
+
+/// One upstream `app` with `servers` (lines inside the block) and a
+/// backend answering 200 on `/` and 404 on `/missing`; `location_extra`
+/// goes into the proxied location, `http_extra` into `http`.
+fn app_conf(
+    proxy: u16,
+    backend: u16,
+    servers: &str,
+    location_extra: &str,
+    http_extra: &str,
+) -> String {
+    format!(
+        "worker_processes 1;\n\
+         error_log logs/error.log notice;\n\
+         events {{}}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         {http_extra}\
+         \x20   upstream app {{ {servers} }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{proxy};\n\
+         \x20       location / {{ proxy_pass http://app; {location_extra} }}\n\
+         \x20       location /free {{ proxy_pass http://app; }}\n\
+         \x20       location = /metrics {{ metrics; }}\n\
+         \x20       location = /status {{ status; }}\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{backend};\n\
+         \x20       location / {{ return 200 ok; }}\n\
+         \x20       location /missing {{ return 404; }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+#[test]
+fn responses_by_class_and_idle_keepalive_connections() {
+    let [proxy, backend] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let servers = format!("server 127.0.0.1:{backend}; keepalive 8;");
+    let keepalive = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
+    let text = app_conf(proxy, backend, &servers, keepalive, "");
+    let server = Server::waypost(&text, &[proxy, backend]);
+    for _ in 0..7 {
+        assert_eq!(get(proxy, "/").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(proxy, "/missing").status, 404);
+    }
+    // The connection goes back to the pool as the body ends.
+    eventually("an idle upstream connection", || {
+        scrape(proxy)["waypost_upstream_connections{state=\"idle\",upstream=\"app\"}"] > 0.0
+    });
+    let m = scrape(proxy);
+    assert_eq!(classes(&m, backend), [0.0, 7.0, 0.0, 3.0, 0.0]);
+    assert_eq!(
+        m[&peer_key("waypost_upstream_peer_requests_total", backend, None)],
+        10.0
+    );
+    assert_eq!(
+        m[&peer_key("waypost_upstream_peer_failures_total", backend, None)],
+        0.0
+    );
+    assert_eq!(state(&m, backend), "up");
+    assert_eq!(
+        m["waypost_upstream_connections{state=\"active\",upstream=\"app\"}"],
+        0.0
+    );
+    // Keep-alive: the ten requests shared far fewer connections.
+    let idle = m["waypost_upstream_connections{state=\"idle\",upstream=\"app\"}"];
+    assert!((1.0..=2.0).contains(&idle), "{idle}");
+
+    let s = assert_status_matches_metrics(proxy);
+    let peer = &s["upstreams"]["app"]["peers"][0];
+    assert_eq!(peer["server"], format!("127.0.0.1:{backend}").as_str());
+    assert_eq!(peer["state"], "up");
+    assert_eq!(peer["responses"]["2xx"], 7);
+    assert_eq!(peer["responses"]["4xx"], 3);
+    assert_eq!(s["reloads"], serde_json::json!({ "ok": 0, "failed": 0 }));
+    drop(server);
+}
+
+#[test]
+fn a_dead_peer_fails_and_a_down_peer_shows_down() {
+    let [proxy, backend, dead, off] = free_ports(4)[..] else {
+        unreachable!()
+    };
+    // `dead` and `off`: ports nothing listens on.
+    let servers = format!(
+        "server 127.0.0.1:{backend} max_fails=1; server 127.0.0.1:{dead} max_fails=1; \
+         server 127.0.0.1:{off} down;"
+    );
+    let server = Server::waypost(
+        &app_conf(proxy, backend, &servers, "", ""),
+        &[proxy, backend],
+    );
+    // Round robin tries the dead peer on the second request; the try
+    // fails, the request goes on to the live one, and max_fails=1 takes
+    // the dead peer out for fail_timeout (10 s): one failure in all.
+    for _ in 0..4 {
+        assert_eq!(get(proxy, "/").status, 200);
+    }
+    let m = scrape(proxy);
+    let value = |name: &str, port: u16| m[&peer_key(name, port, None)];
+    assert_eq!(value("waypost_upstream_peer_requests_total", backend), 4.0);
+    assert_eq!(value("waypost_upstream_peer_requests_total", dead), 1.0);
+    assert_eq!(value("waypost_upstream_peer_requests_total", off), 0.0);
+    assert_eq!(value("waypost_upstream_peer_failures_total", backend), 0.0);
+    assert_eq!(value("waypost_upstream_peer_failures_total", dead), 1.0);
+    assert_eq!(value("waypost_upstream_peer_fails", dead), 1.0);
+    assert_eq!(classes(&m, backend), [0.0, 4.0, 0.0, 0.0, 0.0]);
+    assert_eq!(classes(&m, dead), [0.0; 5]);
+    assert_eq!(state(&m, backend), "up");
+    assert_eq!(state(&m, dead), "failed");
+    assert_eq!(state(&m, off), "down");
+
+    let s = assert_status_matches_metrics(proxy);
+    let states: Vec<&str> = s["upstreams"]["app"]["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["state"].as_str().expect("state"))
+        .collect();
+    assert_eq!(states, ["up", "failed", "down"]);
+    assert_eq!(s["upstreams"]["app"]["peers"][1]["failures"], 1);
+    drop(server);
+}
+
+#[test]
+fn limit_req_counters_and_reloads_ok_and_failed() {
+    let [proxy, backend] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let zone = "    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;\n";
+    let servers = format!("server 127.0.0.1:{backend};");
+    let text = app_conf(proxy, backend, &servers, "limit_req zone=one;", zone);
+    let server = Server::waypost(&text, &[proxy, backend]);
+    let series = |result: &str| {
+        format!(
+            "waypost_module_limit_req_requests_total{{module=\"limit_req\",result=\"{result}\",zone=\"one\"}}"
+        )
+    };
+    let counts = |m: &HashMap<String, f64>| {
+        [
+            "passed",
+            "delayed",
+            "rejected",
+            "delayed_dry_run",
+            "rejected_dry_run",
+        ]
+        .map(|r| m[&series(r)])
+    };
+    // Every series is there before the first request.
+    assert_eq!(counts(&scrape(proxy)), [0.0; 5]);
+    // One a minute, no burst: the first passes, the second is rejected.
+    assert_eq!(get(proxy, "/").status, 200);
+    assert_eq!(get(proxy, "/").status, 429);
+    let m = scrape(proxy);
+    assert_eq!(counts(&m), [1.0, 0.0, 1.0, 0.0, 0.0]);
+    assert_eq!(m["waypost_reloads_total{result=\"ok\"}"], 0.0);
+    assert_eq!(m["waypost_reloads_total{result=\"failed\"}"], 0.0);
+    let s = assert_status_matches_metrics(proxy);
+    assert_eq!(
+        s["modules"]["limit_req"]["metrics"]
+            .as_array()
+            .expect("metrics")
+            .len(),
+        5
+    );
+
+    // A reload: counted ok; the zone and its counters go on.
+    server.reload_with(&format!("{text}# reloaded\n"));
+    eventually("the reload counted", || {
+        scrape(proxy)["waypost_reloads_total{result=\"ok\"}"] == 1.0
+    });
+    assert_eq!(get(proxy, "/").status, 429);
+    assert_eq!(counts(&scrape(proxy)), [1.0, 0.0, 2.0, 0.0, 0.0]);
+
+    // A broken configuration: counted failed, the running one stays.
+    server.reload_with(&format!("{text}bogus_directive;\n"));
+    eventually("the failed reload counted", || {
+        scrape(proxy)["waypost_reloads_total{result=\"failed\"}"] == 1.0
+    });
+    assert!(server.read("logs/error.log").contains("bogus_directive"));
+    assert_eq!(get(proxy, "/free").status, 200);
+    assert_eq!(get(proxy, "/").status, 429);
+    let m = scrape(proxy);
+    assert_eq!(m["waypost_reloads_total{result=\"ok\"}"], 1.0);
+    assert_eq!(counts(&m), [1.0, 0.0, 3.0, 0.0, 0.0]);
+    let s = assert_status_matches_metrics(proxy);
+    assert_eq!(s["reloads"], serde_json::json!({ "ok": 1, "failed": 1 }));
+}

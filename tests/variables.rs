@@ -16,9 +16,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use waypost_tests::{
-    connect_from, free_ports, nginx_bin, run_waypost, Server, TempDir, NGINX_TEMP_PATHS,
-};
+use waypost_tests::{connect_from, free_ports, nginx_bin, run_waypost, wrap_http, Server, TempDir};
 
 /// A response as compared: status, Location, body.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,21 +76,6 @@ fn send(port: u16, src: [u8; 4], request: &[u8]) -> Resp {
     }
 }
 
-/// Main-context lines and the http-context lines each program needs.
-fn wrap(http: &str, nginx: bool) -> String {
-    let (main, extra) = if nginx {
-        (
-            "master_process off;\npid logs/nginx.pid;\n",
-            NGINX_TEMP_PATHS,
-        )
-    } else {
-        ("", "")
-    };
-    format!(
-        "worker_processes 1;\nerror_log logs/error.log;\n{main}events {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n{http}{extra}}}\n"
-    )
-}
-
 /// Every variable both programs have, in one `return` text.
 const VARS: &str =
     "ra=$remote_addr|bra=$binary_remote_addr|rp=$remote_port|rra=$realip_remote_addr|\
@@ -110,7 +93,7 @@ $arg_b|$cookie_c|$http_x_foo|$http_referer|$http_cookie|$host|$content_length|$c
 $request_uri|$proxy_host|$binary_remote_addr|$http_user_agent";
 
 fn vars_conf(port: u16, nginx: bool) -> String {
-    wrap(
+    wrap_http(
         &format!(
             "    log_format v '{LOGGED}';\n\
              \x20   server {{\n\
@@ -313,7 +296,7 @@ fn realip_conf(ports: &[u16], backend: u16, nginx: bool) -> String {
     let [p1, p2, p3, p4, p5] = ports[..] else {
         unreachable!()
     };
-    wrap(
+    wrap_http(
         &format!(
             "    log_format real '$remote_addr $realip_remote_addr \"$http_x_forwarded_for\" $uri $status';\n\
              \x20   server {{\n\
@@ -369,7 +352,7 @@ fn realip_conf(ports: &[u16], backend: u16, nginx: bool) -> String {
 fn realip_matches_nginx() {
     let backend = free_ports(1)[0];
     let _backend = Server::waypost(
-        &wrap(
+        &wrap_http(
             &format!(
                 "    server {{ listen 127.0.0.1:{backend}; location / {{ return 200 \"$http_x_client\\n\"; }} }}\n"
             ),
@@ -519,7 +502,7 @@ fn realip_matches_nginx() {
 fn ip_hash_uses_the_real_address() {
     let backends = free_ports(3);
     let _backends = Server::waypost(
-        &wrap(
+        &wrap_http(
             &backends
                 .iter()
                 .map(|p| {
@@ -535,7 +518,7 @@ fn ip_hash_uses_the_real_address() {
             .iter()
             .map(|p| format!("        server 127.0.0.1:{p};\n"))
             .collect();
-        wrap(
+        wrap_http(
             &format!(
                 "    upstream u {{\n        ip_hash;\n{servers}    }}\n\
                  \x20   server {{\n\
@@ -778,7 +761,7 @@ fn unsupported_variables_are_refused() {
 fn proxied_uri_matches_nginx() {
     let backend = free_ports(1)[0];
     let _backend = Server::waypost(
-        &wrap(
+        &wrap_http(
             &format!(
                 "    server {{ listen 127.0.0.1:{backend}; location / {{ return 200 \"$request_uri\\n\"; }} }}\n"
             ),
@@ -787,7 +770,7 @@ fn proxied_uri_matches_nginx() {
         &[backend],
     );
     let conf = |port: u16, nginx: bool| {
-        wrap(
+        wrap_http(
             &format!(
                 "    server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\

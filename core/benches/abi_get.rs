@@ -86,6 +86,7 @@ fn abi_upstream() -> Upstream {
                 max_conns: 0,
                 backup: false,
                 down: false,
+                slow_start_ms: 0,
             }
         })
         .collect();
@@ -100,6 +101,7 @@ fn abi_upstream() -> Upstream {
         balancer_directives: Vec::new(),
         filters: Vec::new(),
         implicit: false,
+        health: None,
     };
     build::upstream(&conf, module, 1).unwrap_or_else(|e| panic!("init_upstream: {e}"))
 }

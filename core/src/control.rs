@@ -2,6 +2,7 @@
 //! and reload (build a whole new configuration off the request path, then
 //! swap it in; on any error the running one stays).
 
+use crate::upstream::health::Checks;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -355,9 +356,18 @@ fn master_loop(
                 return;
             }
         };
+        // Health checks run as tasks of this runtime, off the workers.
+        let mut _checks = Checks::start(&state.runtime.load());
         loop {
             match signals::next(&signals).await {
-                libc::SIGHUP => reload(paths, loader, state),
+                libc::SIGHUP => {
+                    let before = state.runtime.load_full();
+                    reload(paths, loader, state);
+                    if !Arc::ptr_eq(&before, &state.runtime.load()) {
+                        // The new set starts before the old one stops.
+                        _checks = Checks::start(&state.runtime.load());
+                    }
+                }
                 libc::SIGUSR1 => reopen(state),
                 libc::SIGTERM | libc::SIGINT => return,
                 libc::SIGQUIT => break,
@@ -429,6 +439,8 @@ fn reopen(state: &State) {
 /// to the current error log, and nothing else changes.
 fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
     log::write(Level::Notice, None, "reconfiguring");
+    // Counted as failed unless it gets to the end (`waypost_reloads_total`).
+    let outcome = crate::metrics::Reload::start();
     // The running configuration hands its filter modules' state (limit_req
     // counters) to the new one.
     let current = state.runtime.load_full();
@@ -500,6 +512,7 @@ fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
         None,
         &format!("configuration reloaded, {listens} listen address(es)"),
     );
+    outcome.succeeded();
     // `old` is the last reference unless requests or connections still use
     // it; its upstreams (and the modules' objects) are dropped with it.
 }

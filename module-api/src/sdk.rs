@@ -955,6 +955,18 @@ impl<'a> Peers<'a> {
         }
     }
 
+    /// Peer `i`'s `slow_start=` in milliseconds, 0 for none.
+    ///
+    /// ```
+    /// # use waypost_module_api::testing::PeerSet;
+    /// let mut set = PeerSet::new(&[1]);
+    /// set.set_slow_start(0, 30_000, 0);
+    /// assert_eq!(set.view().slow_start_ms(0), 30_000);
+    /// ```
+    pub fn slow_start_ms(&self, i: usize) -> u32 {
+        self.stats(i).slow_start_ms
+    }
+
     /// Whether active health checks hold peer `i` down (then it is not
     /// available).
     ///

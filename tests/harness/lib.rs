@@ -301,6 +301,25 @@ pub const NGINX_TEMP_PATHS: &str = "    client_body_temp_path logs/body;\n    pr
 /// `logs/up.log` (format `up`), and, when `nginx`, the directives nginx
 /// needs to run unprivileged in the test directory.
 pub fn upstream_proxy_conf(proxy: u16, upstream: &str, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "\x20   log_format up '$upstream_addr';\n\
+             \x20   upstream u {{\n{upstream}    }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{proxy};\n\
+             \x20       location / {{ proxy_pass http://u; access_log logs/up.log up; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// A whole config around the `http` block's lines `http`, as each program
+/// needs it to run in the test directory: one worker, `logs/error.log`,
+/// `access_log off` first (only the tested logs are written) and, for
+/// nginx, no master process, its pid file and temporary paths, placed
+/// after the lines both share so that line numbers in errors agree.
+pub fn wrap_http(http: &str, nginx: bool) -> String {
     let (main, extra) = if nginx {
         (
             "master_process off;\npid logs/nginx.pid;\n",
@@ -310,18 +329,7 @@ pub fn upstream_proxy_conf(proxy: u16, upstream: &str, nginx: bool) -> String {
         ("", "")
     };
     format!(
-        "worker_processes 1;\n\
-         error_log logs/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n\
-         \x20   log_format up '$upstream_addr';\n\
-         \x20   access_log off;\n\
-         \x20   upstream u {{\n{upstream}    }}\n\
-         \x20   server {{\n\
-         \x20       listen 127.0.0.1:{proxy};\n\
-         \x20       location / {{ proxy_pass http://u; access_log logs/up.log up; }}\n\
-         \x20   }}\n\
-         {extra}}}\n{main}"
+        "worker_processes 1;\nerror_log logs/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n{http}{extra}}}\n{main}"
     )
 }
 

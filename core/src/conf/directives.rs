@@ -127,6 +127,8 @@ pub const CORE: &[Spec] = &[
     d("proxy_pass", LOC, 1, 1),
     // waypost: the Prometheus exposition as this location's content
     d("metrics", LOC, 0, 0),
+    // waypost: the same data as JSON
+    d("status", LOC, 0, 0),
     d("proxy_set_header", PROXY, 2, 2),
     d("proxy_http_version", PROXY, 1, 1),
     d("proxy_next_upstream", PROXY, 1, MORE),
@@ -145,6 +147,7 @@ pub const CORE: &[Spec] = &[
     d("keepalive_timeout", UPS, 1, 1),
     d("keepalive_requests", UPS, 1, 1),
     d("zone", UPS, 1, 2),
+    d("health_check", UPS, 0, MORE),
 ];
 
 impl Spec {

@@ -29,6 +29,7 @@ use crate::conf::values::{parse_number, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
 use crate::http::access;
 use crate::http::realip::{self, RealIp, Source, Trusted};
+use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
 use crate::vars::{CompileError, Template};
@@ -342,6 +343,9 @@ struct Interp<'a> {
     /// A malformed `proxy_set_header` value: nginx finds it when merging,
     /// and reports it at the end of the `http` block.
     header_error: Option<String>,
+    /// `access_log ... buffer=`: each buffered file's setting (and gzip
+    /// level), which every other `access_log` of the file must repeat.
+    log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
 }
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
@@ -413,6 +417,7 @@ impl<'a> Interp<'a> {
             unknown_var: None,
             unknown_header_var: None,
             header_error: None,
+            log_buffers: HashMap::new(),
         }
     }
 
@@ -764,27 +769,116 @@ impl<'a> Interp<'a> {
         Ok(true)
     }
 
-    fn access_log(&self, d: &Directive) -> Result<Option<AccessLogConf>, ConfError> {
-        if d.args[0] == "off" {
+    /// `access_log PATH [FORMAT [buffer=SIZE] [flush=TIME] [gzip[=N]]
+    /// [if=COND]] | off`, checked as nginx's `ngx_http_log_set_log`, in its
+    /// order and with its messages; then what waypost does not do (`gzip`,
+    /// variables in PATH, syslog) is refused.
+    fn access_log(&mut self, d: &Directive) -> Result<Option<AccessLogConf>, ConfError> {
+        let path = &d.args[0];
+        if path == "off" {
             return match d.args.get(1) {
                 Some(extra) => err(format!("invalid parameter \"{extra}\""), d),
                 None => Ok(None),
             };
         }
-        let format = d
-            .args
-            .get(1)
-            .cloned()
-            .unwrap_or_else(|| "combined".to_owned());
-        if format != "combined" && !self.http.log_formats.contains_key(&format) {
-            return err(format!("unknown log format \"{format}\""), d);
+        let syslog = path.starts_with("syslog:");
+        // nginx finds the format case-insensitively; `combined` comes first.
+        let name = d.args.get(1).map_or("combined", String::as_str);
+        let format = if name.eq_ignore_ascii_case("combined") {
+            "combined".to_owned()
+        } else if self.http.log_formats.contains_key(name) {
+            name.to_owned()
+        } else {
+            let mut same: Vec<&String> = self
+                .http
+                .log_formats
+                .keys()
+                .filter(|k| k.eq_ignore_ascii_case(name))
+                .collect();
+            same.sort();
+            match same.first() {
+                Some(k) => (*k).clone(),
+                None => return err(format!("unknown log format \"{name}\""), d),
+            }
+        };
+        let mut size: usize = 0;
+        let mut flush = None;
+        let mut gzip: Option<(u32, &String)> = None;
+        let mut condition = None;
+        for v in d.args.iter().skip(2) {
+            if let Some(s) = v.strip_prefix("buffer=") {
+                match parse_size(s).and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if n > 0 => size = n,
+                    _ => return err(format!("invalid buffer size \"{s}\""), d),
+                }
+            } else if let Some(s) = v.strip_prefix("flush=") {
+                match parse_time(s) {
+                    Some(t) if !t.is_zero() => flush = Some(t),
+                    _ => return err(format!("invalid flush time \"{s}\""), d),
+                }
+            } else if v == "gzip" || v.starts_with("gzip=") {
+                if size == 0 {
+                    size = 64 * 1024;
+                }
+                let level = match v.strip_prefix("gzip=") {
+                    None => 1,
+                    Some(s) => match parse_number(s) {
+                        Some(n @ 1..=9) => n as u32,
+                        _ => return err(format!("invalid compression level \"{s}\""), d),
+                    },
+                };
+                gzip = Some((level, v));
+            } else if let Some(s) = v.strip_prefix("if=") {
+                let checked = self.check_log_vars(|vars| access::check_condition(s, vars));
+                self.check_vars(checked, d)?;
+                condition = Some(s.to_owned());
+            } else {
+                return err(format!("invalid parameter \"{v}\""), d);
+            }
         }
-        if let Some(extra) = d.args.get(2) {
-            return err(format!("invalid parameter \"{extra}\""), d);
+        if flush.is_some() && size == 0 {
+            return err(format!("no buffer is defined for access_log \"{path}\""), d);
+        }
+        let full = self.resolve_path(path);
+        let buffer = (size > 0).then_some(Buffering { size, flush });
+        if let Some(b) = buffer {
+            if !syslog && path.contains('$') {
+                return err("buffered logs cannot have variables in name", d);
+            }
+            if syslog {
+                return err("logs to syslog cannot be buffered", d);
+            }
+            let level = gzip.map(|g| g.0);
+            match self.log_buffers.get(&full) {
+                Some(&had) if had != (b, level) => {
+                    return err(
+                        format!(
+                            "access_log \"{path}\" already defined with conflicting parameters"
+                        ),
+                        d,
+                    )
+                }
+                Some(_) => {}
+                None => {
+                    self.log_buffers.insert(full.clone(), (b, level));
+                }
+            }
+        }
+        // What nginx accepts and waypost does not do.
+        if let Some((_, v)) = gzip {
+            return err(format!("\"{v}\" is not supported"), d);
+        }
+        if syslog {
+            return err("logging to syslog is not supported", d);
+        }
+        if path.contains('$') {
+            return err("variables in the \"access_log\" path are not supported", d);
         }
         Ok(Some(AccessLogConf {
-            path: self.resolve_path(&d.args[0]),
+            path: full,
             format,
+            buffer,
+            condition,
         }))
     }
 
@@ -812,9 +906,19 @@ impl<'a> Interp<'a> {
     /// name is unknown, since the format may come before the module's
     /// directives.
     fn check_log_format(&mut self, args: &[String]) -> Result<(), CompileError> {
+        self.check_log_vars(|vars| access::check(args, vars))
+    }
+
+    /// Runs `check` (a `log_format` or an `access_log ... if=`) with the
+    /// variables filter modules declare, reading the modules directory
+    /// first if a name is unknown.
+    fn check_log_vars(
+        &mut self,
+        check: impl Fn(access::ModuleVars<'_>) -> Result<(), CompileError>,
+    ) -> Result<(), CompileError> {
         let first = {
             let vars = self.module_variables();
-            access::check(args, &|n| vars.iter().any(|v| v == n).then_some(0))
+            check(&|n| vars.iter().any(|v| v == n).then_some(0))
         };
         if matches!(
             first,
@@ -823,7 +927,7 @@ impl<'a> Interp<'a> {
         {
             self.scan_modules();
             let vars = self.module_variables();
-            return access::check(args, &|n| vars.iter().any(|v| v == n).then_some(0));
+            return check(&|n| vars.iter().any(|v| v == n).then_some(0));
         }
         first
     }
@@ -899,6 +1003,7 @@ impl<'a> Interp<'a> {
             balancer: None,
             balancer_directives: Vec::new(),
             implicit: false,
+            health: None,
         };
         let mut params = ServerParams::ALL;
         let mut backups = Vec::new();
@@ -923,6 +1028,7 @@ impl<'a> Interp<'a> {
                 "keepalive_timeout" => up.keepalive_timeout = time_arg(item, 0)?,
                 "keepalive_requests" => up.keepalive_requests = number_arg(item, 0)?,
                 "zone" => self.zone(item)?,
+                "health_check" => up.health = Some(health_check(item)?),
                 other => {
                     if let Some(&(module, spec)) = self.module_directives.get(other) {
                         if spec.balancer {
@@ -1225,7 +1331,8 @@ impl<'a> Interp<'a> {
         let mut own = Layer::default();
         let mut ret = None;
         let mut proxy = None;
-        let mut metrics = false;
+        // `metrics;` or `status;`: the last one written is the handler.
+        let mut content = None;
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
@@ -1263,7 +1370,8 @@ impl<'a> Interp<'a> {
                     ret.get_or_insert(parsed);
                 }
                 // Like stub_status: the location's content handler.
-                "metrics" => metrics = true,
+                "metrics" => content = Some(Action::Metrics),
+                "status" => content = Some(Action::Status),
                 "location" => {
                     self.location_block(item, server, Some(me))?;
                 }
@@ -1271,11 +1379,11 @@ impl<'a> Interp<'a> {
             }
         }
         self.locations[me].own = own;
-        self.http.servers[server].locations[index].action = match (ret, proxy) {
-            (Some(r), _) => Action::Return(r),
-            (None, _) if metrics => Action::Metrics,
-            (None, Some(p)) => Action::Proxy(p),
-            (None, None) => Action::None,
+        self.http.servers[server].locations[index].action = match (ret, content, proxy) {
+            (Some(r), _, _) => Action::Return(r),
+            (None, Some(content), _) => content,
+            (None, None, Some(p)) => Action::Proxy(p),
+            (None, None, None) => Action::None,
         };
         Ok(me)
     }
@@ -1420,8 +1528,15 @@ impl<'a> Interp<'a> {
                 Some(AccessLogConf {
                     path: self.env.prefix.join("logs/access.log"),
                     format: "combined".to_owned(),
+                    buffer: None,
+                    condition: None,
                 })
             });
+            // Buffering is the file's, as nginx's open file: an
+            // `access_log` without `buffer=` writes through another's.
+            if let Some(a) = location.access_log.as_mut() {
+                a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
+            }
             merged.push(layer);
         }
     }
@@ -1575,6 +1690,71 @@ fn next_upstream(d: &Directive) -> Result<NextUpstream, ConfError> {
 /// One `server` line of an upstream block, as `ngx_http_upstream_server`:
 /// parameters first (each checked against what the balancer supports),
 /// then the address, resolved now.
+/// `health_check` parameters, each `name=value` once at most or
+/// `mandatory`; anything else is nginx's `invalid parameter "..."`.
+fn health_check(d: &Directive) -> Result<HealthCheck, ConfError> {
+    let mut check = HealthCheck {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        fails: 1,
+        passes: 1,
+        uri: "/".to_owned(),
+        status: vec![(200, 399)],
+        port: None,
+        mandatory: false,
+    };
+    let positive = |n: &str| parse_number(n).filter(|&n| n > 0);
+    for v in &d.args {
+        let invalid = || err(format!("invalid parameter \"{v}\""), d);
+        let (name, value) = v.split_once('=').unwrap_or((v.as_str(), ""));
+        match name {
+            "interval" => match parse_time(value).filter(|t| !t.is_zero()) {
+                Some(t) => check.interval = t,
+                None => return invalid(),
+            },
+            "timeout" => match parse_time(value).filter(|t| !t.is_zero()) {
+                Some(t) => check.timeout = t,
+                None => return invalid(),
+            },
+            "fails" => match positive(value).and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => check.fails = n,
+                None => return invalid(),
+            },
+            "passes" => match positive(value).and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => check.passes = n,
+                None => return invalid(),
+            },
+            "uri" if value.starts_with('/') => check.uri = value.to_owned(),
+            "port" => match positive(value).and_then(|n| u16::try_from(n).ok()) {
+                Some(p) => check.port = Some(p),
+                None => return invalid(),
+            },
+            "status" => match status_ranges(value) {
+                Some(ranges) => check.status = ranges,
+                None => return invalid(),
+            },
+            "mandatory" if !v.contains('=') => check.mandatory = true,
+            _ => return invalid(),
+        }
+    }
+    Ok(check)
+}
+
+/// `200`, `200-399`, `200,204,300-399`: statuses 100..=599.
+fn status_ranges(s: &str) -> Option<Vec<(u16, u16)>> {
+    let code = |c: &str| {
+        parse_number(c)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| (100..=599).contains(n))
+    };
+    s.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((lo, hi)) => Some((code(lo)?, code(hi)?)).filter(|(lo, hi)| lo <= hi),
+            None => code(part).map(|c| (c, c)),
+        })
+        .collect()
+}
+
 fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, ConfError> {
     let mut weight = 1;
     let mut max_fails = 1;
@@ -1582,6 +1762,7 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
     let mut max_conns = 0;
     let mut backup = false;
     let mut down = false;
+    let mut slow_start_ms = 0;
     let not_supported = |v: &str| {
         err(
             format!("balancing method does not support parameter \"{v}\""),
@@ -1623,6 +1804,13 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
                 Some(t) => fail_timeout = u32_of(t),
                 None => return invalid(v),
             }
+        } else if let Some(t) = v.strip_prefix("slow_start=") {
+            // waypost (nginx Plus has it): the core ramps the weight, for
+            // every balancer that uses SmoothWeights.
+            match parse_time(t) {
+                Some(t) => slow_start_ms = u32::try_from(t.as_millis()).unwrap_or(u32::MAX),
+                None => return invalid(v),
+            }
         } else if v == "backup" {
             if !params.contains(ServerParams::BACKUP) {
                 return not_supported(v);
@@ -1656,6 +1844,7 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
             max_conns,
             backup,
             down,
+            slow_start_ms,
         })
         .collect())
 }
@@ -1788,6 +1977,7 @@ fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<SocketAddr>) -> Upst
                 max_conns: 0,
                 backup: false,
                 down: false,
+                slow_start_ms: 0,
             })
             .collect(),
         keepalive: 0,
@@ -1796,6 +1986,7 @@ fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<SocketAddr>) -> Upst
         balancer: None,
         balancer_directives: Vec::new(),
         implicit: true,
+        health: None,
     }
 }
 

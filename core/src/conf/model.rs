@@ -65,6 +65,35 @@ pub struct UpstreamConf {
     pub filters: Vec<ModuleDirective>,
     /// Made by `proxy_pass http://host:port` with no upstream block.
     pub implicit: bool,
+    /// `health_check`: active probes of every peer.
+    pub health: Option<HealthCheck>,
+}
+
+/// `health_check [interval=T] [timeout=T] [fails=N] [passes=N] [uri=U]
+/// [status=CODES] [port=N] [mandatory]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Probes failed in a row that make a peer unhealthy.
+    pub fails: u32,
+    /// Probes passed in a row that make it healthy again.
+    pub passes: u32,
+    pub uri: String,
+    /// Inclusive ranges of the statuses that pass.
+    pub status: Vec<(u16, u16)>,
+    /// Probe this port instead of the peer's.
+    pub port: Option<u16>,
+    /// New peers start unhealthy until a probe passes.
+    pub mandatory: bool,
+}
+
+impl HealthCheck {
+    pub fn passes_status(&self, status: u16) -> bool {
+        self.status
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +116,8 @@ pub struct PeerConf {
     pub max_conns: u32,
     pub backup: bool,
     pub down: bool,
+    /// `slow_start=T` in milliseconds; 0 for none.
+    pub slow_start_ms: u32,
 }
 
 #[derive(Debug)]
@@ -126,6 +157,11 @@ pub struct LocationConf {
 pub struct AccessLogConf {
     pub path: PathBuf,
     pub format: String,
+    /// `buffer=`/`flush=`: the file's setting, whichever `access_log`
+    /// gave it.
+    pub buffer: Option<crate::log::access::Buffering>,
+    /// `if=`, as written.
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +170,8 @@ pub enum Action {
     Return(Return),
     /// `metrics;`: the Prometheus text exposition.
     Metrics,
+    /// `status;`: the same data as JSON.
+    Status,
     /// No handler: nginx would serve static files; we answer 404.
     None,
 }

@@ -3,13 +3,16 @@
 //!
 //! Request variables are captured when the request starts (after realip,
 //! so `$remote_addr` is the real client); the status, sizes, times and
-//! upstream fields when the line is written.
+//! upstream fields when the line is written. `access_log ... if=COND`
+//! skips the line when COND is empty or `0`; `buffer=`/`flush=` are the
+//! writer's business (`crate::log::access`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::log::access::Buffering;
 use crate::vars::{CompileError, NameError, Var, VarCtx};
 
 pub const COMBINED: &str =
@@ -26,6 +29,9 @@ enum Field {
     RequestTime,
     UpstreamAddr,
     UpstreamStatus,
+    UpstreamResponseTime,
+    UpstreamConnectTime,
+    UpstreamHeaderTime,
     /// A request variable, captured at the start (index into the
     /// record's values).
     Var(Var, usize),
@@ -60,6 +66,9 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "request_time" => Field::RequestTime,
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_status" => Field::UpstreamStatus,
+        "upstream_response_time" => Field::UpstreamResponseTime,
+        "upstream_connect_time" => Field::UpstreamConnectTime,
+        "upstream_header_time" => Field::UpstreamHeaderTime,
         _ => Field::Var(Var::parse(name)?, 0),
     })
 }
@@ -137,6 +146,14 @@ pub fn format_args(args: &[String]) -> Result<(Escape, &[String]), CompileError>
     Ok((Escape::Default, args))
 }
 
+fn name_error(name: &str, e: NameError) -> CompileError {
+    let name = name.to_ascii_lowercase();
+    match e {
+        NameError::Unknown => CompileError::Unknown(name),
+        NameError::Unsupported => CompileError::Unsupported(name),
+    }
+}
+
 /// Checks a `log_format`'s strings as nginx compiles them: malformed `$`
 /// first, then the names (`Unknown` or `Unsupported`, the first one).
 pub fn check(args: &[String], module_vars: ModuleVars<'_>) -> Result<(), CompileError> {
@@ -147,16 +164,42 @@ pub fn check(args: &[String], module_vars: ModuleVars<'_>) -> Result<(), Compile
     }
     for p in pieces {
         if let Piece::Var(name) = p {
-            field(name, module_vars).map_err(|e| {
-                let name = name.to_ascii_lowercase();
-                match e {
-                    NameError::Unknown => CompileError::Unknown(name),
-                    NameError::Unsupported => CompileError::Unsupported(name),
-                }
-            })?;
+            field(name, module_vars).map_err(|e| name_error(name, e))?;
         }
     }
     Ok(())
+}
+
+/// Compiles `access_log`'s `if=` value as nginx's complex values (its
+/// messages: `invalid variable name`, ...), with the variables a log line
+/// has; request variables get indexes from `*vars` on.
+fn compile_condition(
+    text: &str,
+    module_vars: ModuleVars<'_>,
+    vars: &mut usize,
+) -> Result<Vec<Field>, CompileError> {
+    let mut fields = Vec::new();
+    for piece in crate::vars::scan(text)? {
+        match piece {
+            crate::vars::Piece::Text(t) => fields.push(Field::Text(t.to_owned())),
+            // `$1`..`$9`: always empty here.
+            crate::vars::Piece::Capture => {}
+            crate::vars::Piece::Var(name) => match field(name, module_vars) {
+                Ok(Field::Var(v, _)) => {
+                    fields.push(Field::Var(v, *vars));
+                    *vars += 1;
+                }
+                Ok(f) => fields.push(f),
+                Err(e) => return Err(name_error(name, e)),
+            },
+        }
+    }
+    Ok(fields)
+}
+
+/// Checks an `access_log ... if=` value (the text after `if=`).
+pub fn check_condition(text: &str, module_vars: ModuleVars<'_>) -> Result<(), CompileError> {
+    compile_condition(text, module_vars, &mut 0).map(|_| ())
 }
 
 /// A compiled `log_format` and the file it writes to.
@@ -165,8 +208,13 @@ pub struct AccessLog {
     fields: Vec<Field>,
     escape: Escape,
     path: Arc<PathBuf>,
-    /// How many request variables a record captures.
+    /// How many request variables a record captures (the format's, then
+    /// the condition's).
     vars: usize,
+    /// `buffer=`/`flush=`, the same for every log of the file.
+    buffering: Option<Buffering>,
+    /// `if=`: the line is written unless this is empty or `0`.
+    condition: Option<Vec<Field>>,
 }
 
 impl AccessLog {
@@ -207,7 +255,24 @@ impl AccessLog {
             escape,
             path: Arc::new(path),
             vars,
+            buffering: None,
+            condition: None,
         })
+    }
+
+    /// Adds `access_log`'s parameters: `buffer=`/`flush=` and the `if=`
+    /// condition.
+    pub fn with_params(
+        mut self,
+        buffering: Option<Buffering>,
+        condition: Option<&str>,
+        module_vars: ModuleVars<'_>,
+    ) -> Result<AccessLog, CompileError> {
+        self.buffering = buffering;
+        if let Some(text) = condition {
+            self.condition = Some(compile_condition(text, module_vars, &mut self.vars)?);
+        }
+        Ok(self)
     }
 
     /// The predefined `combined` format.
@@ -224,11 +289,23 @@ impl AccessLog {
         for f in &self.fields {
             if let Field::Var(v, _) = f {
                 if v.missing(vars) {
-                    values.push(b'-');
+                    // nginx's "not found": `-`, or nothing with json/none.
+                    if self.escape == Escape::Default {
+                        values.push(b'-');
+                    }
                 } else {
                     let before = values.len();
                     v.eval(vars, &mut values);
                     escape(self.escape, &mut values, before);
+                }
+                ends.push(values.len());
+            }
+        }
+        // The condition's variables as they are: only "empty or 0" counts.
+        for f in self.condition.iter().flatten() {
+            if let Field::Var(v, _) = f {
+                if !v.missing(vars) {
+                    v.eval(vars, &mut values);
                 }
                 ends.push(values.len());
             }
@@ -241,6 +318,7 @@ impl AccessLog {
             status: 0,
             upstream_addr: String::new(),
             upstream_status: String::new(),
+            tries: Vec::new(),
             module_values: Vec::new(),
         })
     }
@@ -286,6 +364,16 @@ fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
     }
 }
 
+/// One upstream try's times, from its start (nginx's
+/// `ngx_http_upstream_state_t`): `None` for a point never reached.
+struct TryTimes {
+    start: Instant,
+    connect: Option<Duration>,
+    header: Option<Duration>,
+    /// Set when the next try starts; the last try's ends with the line.
+    response: Option<Duration>,
+}
+
 /// One request's access log entry in progress.
 pub struct Record {
     log: Arc<AccessLog>,
@@ -298,58 +386,156 @@ pub struct Record {
     /// `$upstream_addr`: every try, ", "-separated.
     pub upstream_addr: String,
     pub upstream_status: String,
+    /// `$upstream_response_time`, `$upstream_connect_time`,
+    /// `$upstream_header_time`: one entry per try.
+    tries: Vec<TryTimes>,
     /// Filter modules' variable values: (filter index, value).
     pub module_values: Vec<(usize, &'static str)>,
 }
 
 impl Record {
-    /// Writes the line with the body bytes actually sent.
-    pub fn finish(&self, sent: u64) {
-        let mut line: Vec<u8> = Vec::with_capacity(160 + self.values.len());
-        let mut text = String::new();
-        for f in &self.log.fields {
-            text.clear();
-            match f {
-                Field::Text(t) => line.extend_from_slice(t.as_bytes()),
-                Field::TimeLocal => line.extend_from_slice(crate::vars::time_local().as_bytes()),
-                Field::TimeIso8601 => {
-                    line.extend_from_slice(crate::vars::time_iso8601().as_bytes())
-                }
-                Field::Msec => line.extend_from_slice(crate::vars::msec().as_bytes()),
-                Field::Status => {
-                    let _ = write!(text, "{:03}", self.status);
-                }
-                Field::BodyBytesSent => {
-                    let _ = write!(text, "{sent}");
-                }
-                Field::RequestTime => {
-                    let t = self.started.elapsed();
-                    let _ = write!(text, "{}.{:03}", t.as_secs(), t.subsec_millis());
-                }
-                Field::UpstreamAddr => dash_if_empty(&mut text, &self.upstream_addr),
-                Field::UpstreamStatus => dash_if_empty(&mut text, &self.upstream_status),
-                Field::Var(_, i) => {
-                    let start = if *i == 0 { 0 } else { self.ends[i - 1] };
-                    line.extend_from_slice(&self.values[start..self.ends[*i]]);
-                }
-                Field::Module(f) => {
-                    let value = self
-                        .module_values
-                        .iter()
-                        .find(|(i, _)| i == f)
-                        .map_or("", |(_, v)| *v);
-                    dash_if_empty(&mut text, value);
-                }
+    /// An upstream try starts (nginx's `ngx_http_upstream_connect`): the
+    /// previous try's response time ends here.
+    pub fn try_start(&mut self) {
+        let now = Instant::now();
+        if let Some(last) = self.tries.last_mut() {
+            last.response
+                .get_or_insert(now.saturating_duration_since(last.start));
+        }
+        self.tries.push(TryTimes {
+            start: now,
+            connect: None,
+            header: None,
+            response: None,
+        });
+    }
+
+    /// What the current try reached: a connection at `connected`, and,
+    /// with `header`, a response head now.
+    pub fn try_reached(&mut self, connected: Option<Instant>, header: bool) {
+        let now = Instant::now();
+        if let Some(t) = self.tries.last_mut() {
+            t.connect = connected.map(|c| c.saturating_duration_since(t.start));
+            if header {
+                t.header = Some(now.saturating_duration_since(t.start));
             }
-            line.extend_from_slice(text.as_bytes());
+        }
+    }
+
+    /// A captured request variable.
+    fn value(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.values[start..self.ends[i]]
+    }
+
+    /// One `$upstream_*_time`: seconds with milliseconds per try, `-` for
+    /// a point the try never reached, as nginx.
+    fn times(
+        &self,
+        out: &mut String,
+        now: Instant,
+        pick: fn(&TryTimes, Instant) -> Option<Duration>,
+    ) {
+        for (i, t) in self.tries.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match pick(t, now) {
+                Some(d) => {
+                    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
+                }
+                None => out.push('-'),
+            }
+        }
+    }
+
+    /// Appends field `f` to `out`. Variables (not the log's own fields such
+    /// as `$status`) print `-` when not found with `Escape::Default`,
+    /// nothing with `json` and `none`, as `ngx_http_log_variable` and its
+    /// json and unescaped versions.
+    fn render(&self, f: &Field, sent: u64, now: Instant, escape_mode: Escape, out: &mut Vec<u8>) {
+        let mut text = String::new();
+        match f {
+            Field::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Field::TimeLocal => out.extend_from_slice(crate::vars::time_local().as_bytes()),
+            Field::TimeIso8601 => out.extend_from_slice(crate::vars::time_iso8601().as_bytes()),
+            Field::Msec => out.extend_from_slice(crate::vars::msec().as_bytes()),
+            Field::Status => {
+                let _ = write!(text, "{:03}", self.status);
+                out.extend_from_slice(text.as_bytes());
+            }
+            Field::BodyBytesSent => {
+                let _ = write!(text, "{sent}");
+                out.extend_from_slice(text.as_bytes());
+            }
+            Field::RequestTime => {
+                let t = now.saturating_duration_since(self.started);
+                let _ = write!(text, "{}.{:03}", t.as_secs(), t.subsec_millis());
+                out.extend_from_slice(text.as_bytes());
+            }
+            Field::UpstreamAddr => variable(out, self.upstream_addr.as_bytes(), escape_mode),
+            Field::UpstreamStatus => variable(out, self.upstream_status.as_bytes(), escape_mode),
+            Field::UpstreamResponseTime => {
+                self.times(&mut text, now, |t, now| {
+                    Some(t.response.unwrap_or(now.saturating_duration_since(t.start)))
+                });
+                variable(out, text.as_bytes(), escape_mode);
+            }
+            Field::UpstreamConnectTime => {
+                self.times(&mut text, now, |t, _| t.connect);
+                variable(out, text.as_bytes(), escape_mode);
+            }
+            Field::UpstreamHeaderTime => {
+                self.times(&mut text, now, |t, _| t.header);
+                variable(out, text.as_bytes(), escape_mode);
+            }
+            // Captured, escaped (or `-`) already.
+            Field::Var(_, i) => out.extend_from_slice(self.value(*i)),
+            Field::Module(f) => {
+                let value = self
+                    .module_values
+                    .iter()
+                    .find(|(i, _)| i == f)
+                    .map_or("", |(_, v)| *v);
+                variable(out, value.as_bytes(), escape_mode);
+            }
+        }
+    }
+
+    /// Writes the line with the body bytes actually sent, unless `if=`
+    /// says not to.
+    pub fn finish(&self, sent: u64) {
+        let now = Instant::now();
+        if let Some(condition) = &self.log.condition {
+            let mut value = Vec::new();
+            for f in condition {
+                self.render(f, sent, now, Escape::None, &mut value);
+            }
+            if value.is_empty() || value == b"0" {
+                return;
+            }
+        }
+        let mut line: Vec<u8> = Vec::with_capacity(160 + self.values.len());
+        for f in &self.log.fields {
+            self.render(f, sent, now, self.log.escape, &mut line);
         }
         line.push(b'\n');
-        crate::log::access::write(self.log.path.clone(), line);
+        crate::log::access::write(self.log.path.clone(), self.log.buffering, line);
     }
 }
 
-fn dash_if_empty(line: &mut String, s: &str) {
-    line.push_str(if s.is_empty() { "-" } else { s });
+/// A variable's value: `-` when not found (empty) in the default escaping,
+/// nothing in the others; escaped as the format says.
+fn variable(out: &mut Vec<u8>, value: &[u8], mode: Escape) {
+    if value.is_empty() {
+        if mode == Escape::Default {
+            out.push(b'-');
+        }
+        return;
+    }
+    let before = out.len();
+    out.extend_from_slice(value);
+    escape(mode, out, before);
 }
 
 #[cfg(test)]
@@ -379,6 +565,111 @@ mod tests {
         assert!(check(&args(&["$status", "x"]), &|_| None).is_ok());
         assert!(check(&args(&["$upstream_addr $Remote_Addr $http_x_y"]), &|_| None).is_ok());
         assert!(check(&args(&[COMBINED]), &|_| None).is_ok());
+    }
+
+    #[test]
+    fn condition_errors_as_nginx() {
+        let e = |s: &str| check_condition(s, &|_| None).map_err(|e| e.to_string());
+        assert_eq!(e("a$"), Err("invalid variable name".to_owned()));
+        assert_eq!(e("${}"), Err("invalid variable name".to_owned()));
+        assert_eq!(
+            e("${status"),
+            Err("the closing bracket in \"status\" variable is missing".to_owned())
+        );
+        assert_eq!(e("$nosuch"), Err("unknown \"nosuch\" variable".to_owned()));
+        assert_eq!(
+            e("$sent_http_x"),
+            Err("the \"$sent_http_x\" variable is not supported".to_owned())
+        );
+        for ok in [
+            "",
+            "$1",
+            "${status}x",
+            "$upstream_header_time",
+            "$arg_log$http_x",
+        ] {
+            assert_eq!(e(ok), Ok(()), "{ok}");
+        }
+    }
+
+    /// A record of `format` with no request variables, and `tries`.
+    fn record(format: &str, tries: Vec<TryTimes>) -> Record {
+        let log = AccessLog::compile(&args(&[format]), PathBuf::from("/dev/null"), &|_| None)
+            .expect("compiles");
+        assert_eq!(log.vars, 0);
+        Record {
+            log: Arc::new(log),
+            started: Instant::now(),
+            values: Vec::new(),
+            ends: Vec::new(),
+            status: 502,
+            upstream_addr: String::new(),
+            upstream_status: String::new(),
+            tries,
+            module_values: Vec::new(),
+        }
+    }
+
+    fn line(r: &Record, now: Instant) -> String {
+        let mut out = Vec::new();
+        for f in &r.log.fields {
+            r.render(f, 0, now, r.log.escape, &mut out);
+        }
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn upstream_times_per_try() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let tries = vec![
+            // Refused: never connected, no header.
+            TryTimes {
+                start,
+                connect: None,
+                header: None,
+                response: Some(ms(2)),
+            },
+            // The last try: its response time runs until the line.
+            TryTimes {
+                start: start + ms(2),
+                connect: Some(ms(1)),
+                header: Some(ms(1500)),
+                response: None,
+            },
+        ];
+        let now = start + ms(2) + ms(12_345);
+        let r = record(
+            "$upstream_connect_time|$upstream_header_time|$upstream_response_time|$status",
+            tries,
+        );
+        assert_eq!(line(&r, now), "-, 0.001|-, 1.500|0.002, 12.345|502");
+        let none = record("$upstream_connect_time|$upstream_addr|$status", Vec::new());
+        assert_eq!(line(&none, now), "-|-|502");
+    }
+
+    #[test]
+    fn not_found_is_empty_with_json_and_none() {
+        let now = Instant::now();
+        for (escape, want) in [("default", "-|-|-"), ("json", "||"), ("none", "||")] {
+            let log = AccessLog::compile(
+                &args(&[
+                    &format!("escape={escape}"),
+                    "$upstream_addr|$upstream_header_time|$upstream_status",
+                ]),
+                PathBuf::from("/dev/null"),
+                &|_| None,
+            )
+            .expect("compiles");
+            let r = Record {
+                log: Arc::new(log),
+                ..record("", Vec::new())
+            };
+            assert_eq!(line(&r, now), want, "escape={escape}");
+        }
+        let mut r = record("$upstream_addr", Vec::new());
+        r.upstream_addr = "a\"b".to_owned();
+        assert_eq!(line(&r, now), "a\\x22b");
     }
 
     #[test]

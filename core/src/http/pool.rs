@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,7 +36,12 @@ struct Idle {
 }
 
 #[repr(align(64))]
-struct WorkerIdle(Mutex<Vec<Idle>>);
+struct WorkerIdle {
+    list: Mutex<Vec<Idle>>,
+    /// `list.len()`, stored under the lock after each change, so metrics
+    /// read it without taking the lock.
+    len: AtomicUsize,
+}
 
 pub struct UpstreamPool {
     workers: Box<[WorkerIdle]>,
@@ -62,15 +67,29 @@ impl UpstreamPool {
     pub fn new(workers: usize, capacity: usize) -> UpstreamPool {
         UpstreamPool {
             workers: (0..workers.max(1))
-                .map(|_| WorkerIdle(Mutex::new(Vec::new())))
+                .map(|_| WorkerIdle {
+                    list: Mutex::new(Vec::new()),
+                    len: AtomicUsize::new(0),
+                })
                 .collect(),
             capacity,
         }
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+    /// This worker's idle list, and its length for metrics.
+    fn idle(&self) -> (MutexGuard<'_, Vec<Idle>>, &AtomicUsize) {
         let w = &self.workers[crate::worker::index() as usize % self.workers.len()];
-        w.0.lock().unwrap_or_else(|e| e.into_inner())
+        (w.list.lock().unwrap_or_else(|e| e.into_inner()), &w.len)
+    }
+
+    /// Idle connections kept, over all workers (`metrics;`). One that the
+    /// upstream closed or that outlived `keepalive_timeout` counts until
+    /// the worker next looks at its list.
+    pub fn idle_count(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|w| w.len.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The most recently used idle connection to `peer` that is still open.
@@ -78,16 +97,17 @@ impl UpstreamPool {
         if self.capacity == 0 {
             return None;
         }
-        let mut idle = self.idle();
+        let (mut idle, len) = self.idle();
         let now = Instant::now();
         idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
-        let pos = idle.iter().rposition(|c| c.peer == peer)?;
-        let c = idle.swap_remove(pos);
-        Some((c.sender, c.timers, c.requests))
+        let found = idle.iter().rposition(|c| c.peer == peer);
+        let c = found.map(|pos| idle.swap_remove(pos));
+        len.store(idle.len(), Ordering::Relaxed);
+        c.map(|c| (c.sender, c.timers, c.requests))
     }
 
     fn put(&self, peer: u32, sender: Sender, timers: Arc<IoTimers>, requests: u64) {
-        let mut idle = self.idle();
+        let (mut idle, len) = self.idle();
         if idle.len() >= self.capacity {
             // nginx drops the least recently used cached connection.
             idle.remove(0);
@@ -99,6 +119,7 @@ impl UpstreamPool {
             since: Instant::now(),
             requests,
         });
+        len.store(idle.len(), Ordering::Relaxed);
     }
 }
 

@@ -339,6 +339,7 @@ async fn attempt(
     head: &mut Head,
     keep_head: bool,
     body: &mut Option<ReqBody>,
+    connected: &mut Option<Instant>,
 ) -> Result<(Response<Incoming>, Conn), Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -346,6 +347,7 @@ async fn attempt(
         read: p.read_timeout,
     };
     loop {
+        *connected = None;
         let mut conn = pool::checkout(up, i, timeouts).await.map_err(|e| match e {
             ConnectError::Timeout => Failure {
                 ft: NextUpstream::TIMEOUT,
@@ -369,6 +371,7 @@ async fn attempt(
                 message: format!("{e} while connecting to upstream"),
             },
         })?;
+        *connected = Some(Instant::now());
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
         match &mut req_body {
@@ -502,7 +505,16 @@ pub async fn run(
 ) -> Response<RespBody> {
     let (parts, body) = req.into_parts();
     let up: &Upstream = &p.upstream;
-    let tried = Tried::new(up.configs.len());
+    let mut tried = Tried::new(up.configs.len());
+    // Peers down by health checks count as tried, so no balancer, whatever
+    // ABI it was built for, picks one.
+    if up.unhealthy.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        for (i, stats) in up.stats.iter().enumerate() {
+            if stats.health.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                tried.set(i);
+            }
+        }
+    }
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
     // Send); the upstream request head is built from the same variables.
@@ -611,7 +623,6 @@ pub async fn run(
         }
         Err(resp) => return *resp,
     };
-    let mut tried = tried;
     let started = Instant::now();
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
@@ -641,6 +652,7 @@ pub async fn run(
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_addr, &up.name);
                     push_list(&mut r.upstream_status, "502");
+                    r.try_start();
                 }
                 log::write(
                     Level::Error,
@@ -665,11 +677,22 @@ pub async fn run(
         up.on_select(i, now);
         if let Some(r) = record.as_deref_mut() {
             push_list(&mut r.upstream_addr, &up.addrs[i].to_string());
+            r.try_start();
         }
 
         let try_started = Instant::now();
         // The head is kept for a retry only while one is possible.
-        let result = attempt(up, i, p, &mut head, tries_left > 1, &mut body).await;
+        let mut connected = None;
+        let result = attempt(
+            up,
+            i,
+            p,
+            &mut head,
+            tries_left > 1,
+            &mut body,
+            &mut connected,
+        )
+        .await;
         let now = now_secs();
         let timed_out =
             !p.next_upstream_timeout.is_zero() && started.elapsed() >= p.next_upstream_timeout;
@@ -679,6 +702,7 @@ pub async fn run(
                 let status = resp.status().as_u16();
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_status, &status.to_string());
+                    r.try_reached(connected, true);
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
@@ -750,6 +774,7 @@ pub async fn run(
                 }
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_status, &status.to_string());
+                    r.try_reached(connected, false);
                 }
                 log::write(
                     Level::Error,
@@ -815,7 +840,7 @@ fn release(
     up.on_release(i, try_state, now);
     let elapsed_us = try_started.elapsed().as_micros() as u64;
     if status != 0 {
-        up.on_response(i, elapsed_us);
+        up.on_response(i, status, elapsed_us);
     }
     let outcome = TryOutcome {
         peer: i as u32,

@@ -87,6 +87,15 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     resp
 }
 
+/// `status;`: the same data as `metrics;`, as JSON.
+pub fn status_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::status(runtime))));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    server_header(&mut resp);
+    resp
+}
+
 /// `metrics;`: the running configuration's metrics, Prometheus text format.
 pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::render(runtime))));

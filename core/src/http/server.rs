@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::http::body::RespBody;
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
-use crate::http::response::{error_page, metrics_page, reply};
+use crate::http::response::{error_page, metrics_page, reply, status_page};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Runtime};
 use crate::vars::VarCtx;
@@ -367,6 +367,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Respo
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),
                     Action::Metrics => metrics_page(&conn.state.runtime.load()),
+                    Action::Status => status_page(&conn.state.runtime.load()),
                     Action::Proxy(p) => {
                         let cx = ClientCx {
                             client,

@@ -17,6 +17,7 @@ use crate::conf::model::{self, Config, UpstreamConf};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
 use crate::http::access::AccessLog;
+use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
@@ -122,6 +123,7 @@ pub fn upstream(
             max_conns: p.max_conns,
             backup: p.backup,
             down: p.down,
+            slow_start_ms: p.slow_start_ms,
         })
         .collect();
     let table = PeerTable::new(&specs);
@@ -198,6 +200,7 @@ pub fn upstream(
             keepalive_timeout: up.keepalive_timeout,
             keepalive_requests: up.keepalive_requests,
             workers,
+            health: up.health.clone(),
         },
         table,
         balancer,
@@ -277,12 +280,14 @@ fn server(
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
     let mut prefixes = Vec::new();
-    let mut logs: HashMap<(PathBuf, String), Arc<AccessLog>> = HashMap::new();
+    type LogKey = (PathBuf, String, Option<Buffering>, Option<String>);
+    let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
             model::Action::Return(r) => Action::Reply(reply(r)?),
             model::Action::None => Action::NotFound,
             model::Action::Metrics => Action::Metrics,
+            model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
                 let mut proxy = proxy(p, &l.proxy, upstreams)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));
@@ -292,17 +297,26 @@ fn server(
         let access_log = match &l.access_log {
             None => None,
             Some(a) => {
-                let key = (a.path.clone(), a.format.clone());
+                let key = (
+                    a.path.clone(),
+                    a.format.clone(),
+                    a.buffer,
+                    a.condition.clone(),
+                );
                 if let Some(log) = logs.get(&key) {
                     Some(log.clone())
                 } else {
-                    let log = Arc::new(match formats.get(&a.format) {
+                    let log = match formats.get(&a.format) {
                         Some(args) => {
                             AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
                                 .map_err(|e| ConfError::bare(e.to_string()))?
                         }
                         None => AccessLog::combined(a.path.clone()),
-                    });
+                    };
+                    let log = Arc::new(
+                        log.with_params(a.buffer, a.condition.as_deref(), &|n| filters.variable(n))
+                            .map_err(|e| ConfError::bare(e.to_string()))?,
+                    );
                     logs.insert(key, log.clone());
                     Some(log)
                 }

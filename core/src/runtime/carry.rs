@@ -3,7 +3,8 @@
 //! Peer health: a server that failed keeps counting as failed after a
 //! reload, so a dead backend is not tried again by the first requests on
 //! the new configuration. nginx rebuilds non-zone upstreams from scratch;
-//! waypost keeps what it knows for every peer still configured.
+//! waypost keeps what it knows for every peer still configured, health
+//! check state included.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,5 +57,20 @@ fn carry_peers(old: &Upstream, new: &Upstream) {
         to.fails.store(from.fails.load(Relaxed), Relaxed);
         to.accessed.store(from.accessed.load(Relaxed), Relaxed);
         to.checked.store(from.checked.load(Relaxed), Relaxed);
+        let (from, to) = (&old.stats[j], &new.stats[i]);
+        to.recovered_ns
+            .store(from.recovered_ns.load(Relaxed), Relaxed);
+        // Health checks on both sides: the peer keeps its state. A peer
+        // checked only now starts as the new block says (up, or down when
+        // `mandatory`).
+        if old.health.is_some() && new.health.is_some() {
+            to.health.store(from.health.load(Relaxed), Relaxed);
+        }
     }
+    let unhealthy = new
+        .stats
+        .iter()
+        .filter(|s| s.health.load(Relaxed) != 0)
+        .count();
+    new.unhealthy.store(unhealthy as u32, Relaxed);
 }

@@ -120,6 +120,8 @@ pub enum Action {
     Reply(Reply),
     /// `metrics;`
     Metrics,
+    /// `status;`
+    Status,
     NotFound,
 }
 

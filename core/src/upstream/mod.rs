@@ -3,9 +3,11 @@
 //! upstream object, and the per-worker connection pools.
 
 pub mod balancer;
+pub mod health;
 pub mod peers;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 use waypost_module_api::{PeerConfig, PeerLive, PeerStats};
@@ -37,6 +39,20 @@ pub struct Upstream {
     /// Templates the balancer compiled at `init_upstream`, by id.
     pub templates: Vec<crate::vars::Template>,
     pub pool: UpstreamPool,
+    /// Per-peer responses by status class and failures, for metrics.
+    pub counts: Box<[peers::PeerCounts]>,
+    /// `health_check`, probed by `health::Checks` off the request path.
+    pub health: Option<crate::conf::model::HealthCheck>,
+    /// Peers down by health checks now: while 0, requests skip looking.
+    pub unhealthy: AtomicU32,
+    /// Health probes per peer, passed and failed, for metrics.
+    pub probes: Box<[ProbeCounts]>,
+}
+
+#[derive(Default)]
+pub struct ProbeCounts {
+    pub passed: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 /// One peer's configuration, owned.
@@ -49,6 +65,7 @@ pub struct PeerSpec {
     pub max_conns: u32,
     pub backup: bool,
     pub down: bool,
+    pub slow_start_ms: u32,
 }
 
 /// The peer strings and their ABI views. Built before the balancer, which
@@ -93,7 +110,13 @@ impl PeerTable {
             text,
             configs,
             addrs: peers.iter().map(|p| p.addr).collect(),
-            stats: peers.iter().map(|_| PeerStats::default()).collect(),
+            stats: peers
+                .iter()
+                .map(|p| PeerStats {
+                    slow_start_ms: p.slow_start_ms,
+                    ..PeerStats::default()
+                })
+                .collect(),
         }
     }
 }
@@ -104,6 +127,7 @@ pub struct UpstreamParams {
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     pub workers: usize,
+    pub health: Option<crate::conf::model::HealthCheck>,
 }
 
 impl Upstream {
@@ -135,6 +159,28 @@ impl Upstream {
             balancer,
             templates,
             pool: UpstreamPool::new(params.workers, params.keepalive),
+            counts: (0..n).map(|_| peers::PeerCounts::default()).collect(),
+            probes: (0..n).map(|_| ProbeCounts::default()).collect(),
+            unhealthy: AtomicU32::new(0),
+            health: params.health,
         }
+        .with_initial_health()
+    }
+
+    /// `health_check ... mandatory`: every peer starts unhealthy until a
+    /// probe passes (a reload then carries the state of known peers over).
+    fn with_initial_health(self) -> Upstream {
+        if self.health.as_ref().is_some_and(|h| h.mandatory) {
+            let mut down = 0;
+            for (i, stats) in self.stats.iter().enumerate() {
+                if !self.configs[i].down {
+                    stats.health.store(1, std::sync::atomic::Ordering::Relaxed);
+                    down += 1;
+                }
+            }
+            self.unhealthy
+                .store(down, std::sync::atomic::Ordering::Relaxed);
+        }
+        self
     }
 }

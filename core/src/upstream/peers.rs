@@ -2,12 +2,40 @@
 //! (`ngx_http_upstream_get_round_robin_peer` and `..._free_round_robin_peer`):
 //! the core applies them for every balancer, so modules only choose.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use waypost_module_api::TryState;
 
 use super::Upstream;
 use crate::log::{self, Level};
+
+/// Per-peer counters for `metrics;` and `status;`, beyond what modules
+/// see: a cache line per peer, so workers updating different peers do not
+/// contend. They count under the running configuration, as
+/// `PeerStats::requests` does.
+#[derive(Default)]
+#[repr(align(64))]
+pub struct PeerCounts {
+    /// Response headers received, by status class: 1xx to 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Tries that ended `TryState::Failed` (no usable response, or a
+    /// status `proxy_next_upstream` counts as a failure).
+    pub failures: AtomicU64,
+}
+
+impl PeerCounts {
+    /// Counts a response with `status` in its class; statuses outside
+    /// 100..=599 in none.
+    pub fn response(&self, status: u16) {
+        if let Some(class) = self
+            .responses
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            class.fetch_add(1, Relaxed);
+        }
+    }
+}
 
 /// What the release of a peer tells the request's try loop.
 pub struct Released {
@@ -39,10 +67,12 @@ impl Upstream {
         self.live[i].conns.fetch_sub(1, Relaxed);
     }
 
-    /// A response header arrived `elapsed_us` after the peer was chosen:
-    /// the latency EWMA modules read (each sample weighs 1/8). Concurrent
+    /// A response header with `status` arrived `elapsed_us` after the peer
+    /// was chosen: counted by status class for metrics, and the latency
+    /// EWMA modules read (each sample weighs 1/8). Concurrent
     /// updates may lose a sample; an average does not need them all.
-    pub fn on_response(&self, i: usize, elapsed_us: u64) {
+    pub fn on_response(&self, i: usize, status: u16, elapsed_us: u64) {
+        self.counts[i].response(status);
         let sample = elapsed_us.max(1);
         let ewma = &self.stats[i].latency_us;
         let old = ewma.load(Relaxed);
@@ -58,6 +88,9 @@ impl Upstream {
     pub fn on_release(&self, i: usize, state: TryState, now: u64) -> Released {
         let live = &self.live[i];
         let config = &self.configs[i];
+        if state == TryState::Failed {
+            self.counts[i].failures.fetch_add(1, Relaxed);
+        }
         if self.single {
             live.fails.store(0, Relaxed);
             return Released { disabled: false };
@@ -75,7 +108,13 @@ impl Upstream {
                 ));
             }
         } else if live.accessed.load(Relaxed) < live.checked.load(Relaxed) {
-            live.fails.store(0, Relaxed);
+            // The probe of a new fail_timeout window succeeded: a peer that
+            // was disabled is back, and slow_start ramps it from here.
+            if config.max_fails > 0 && live.fails.swap(0, Relaxed) >= config.max_fails {
+                self.stats[i]
+                    .recovered_ns
+                    .store(crate::modules::host::now_ns().max(1), Relaxed);
+            }
         }
         Released { disabled }
     }

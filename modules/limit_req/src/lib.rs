@@ -12,7 +12,8 @@
 //!   [`Zone::lookup`]/[`Zone::commit`]/[`Zone::release`] for several;
 //! - [`limits`]: nginx's handler over the limits of a scope,
 //!   [`ScopeLimits::decide`] with the keys and the clock given, and
-//!   [`ScopeLimits::verdict`] for the answer, log line and variable.
+//!   [`ScopeLimits::verdict`] for the answer, log line and variable;
+//! - [`counters`]: requests per zone and result, the module's metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,10 +21,12 @@ use std::sync::Arc;
 use waypost_module_api::filter::{Check, Filter, FilterConfig, FilterModule};
 use waypost_module_api::prelude::*;
 
+pub mod counters;
 pub mod limits;
 pub mod zone;
 
-pub use limits::{Decision, Limit, MissingKey, ScopeLimits, Settings, NODELAY};
+pub use counters::{RequestResult, ZoneCounters};
+pub use limits::{Decision, Limit, MissingKey, ScopeLimits, Settings, MAX_KEY, NODELAY};
 pub use zone::{Mode, Now, Outcome, Pin, Rate, Zone, ZoneSpec, MIN_ZONE_SIZE, NODE_BYTES};
 
 /// Where the per-scope directives may appear.
@@ -69,6 +72,11 @@ pub struct LimitReq {
     zones: Vec<Arc<Zone>>,
     /// Per scope index: its limits, or `None` where no `limit_req` applies.
     scopes: Vec<Option<Arc<ScopeLimits>>>,
+    /// Per scope index: the counters of each limit's zone, in the limits'
+    /// order (empty for filters made with [`LimitReq::new`]).
+    counters: Vec<Vec<ZoneCounters>>,
+    /// The counters of each zone of `zones`.
+    zone_counters: Vec<ZoneCounters>,
 }
 
 impl Filter for LimitReq {
@@ -80,11 +88,37 @@ impl Filter for LimitReq {
         let mut log = |level: LogLevel, message: &str| {
             waypost_module_api::sdk::log::<LimitReqModule>(level, message)
         };
+        // The last zone whose key applied: a pass is counted under it.
+        let mut keyed: Option<*const Zone> = None;
         let decision = limits.decide(
             limits.now(),
-            |zone| request.eval(zone.template()).as_bytes(),
+            |zone| {
+                let key = request.eval(zone.template()).as_bytes();
+                if !key.is_empty() && key.len() <= MAX_KEY {
+                    keyed = Some(zone);
+                }
+                key
+            },
             &mut log,
         );
+        if let Some(counters) = self.counters.get(scope) {
+            let passed_by = match decision {
+                Decision::Passed => keyed.and_then(|z| {
+                    limits
+                        .limits
+                        .iter()
+                        .position(|l| std::ptr::eq(Arc::as_ptr(&l.zone), z))
+                }),
+                _ => None,
+            };
+            if let Some((limit, result)) =
+                RequestResult::of(&decision, limits.settings.dry_run, passed_by)
+            {
+                if let Some(c) = counters.get(limit) {
+                    c.count(result);
+                }
+            }
+        }
         limits.verdict(&decision, &mut log)
     }
 }
@@ -92,7 +126,18 @@ impl Filter for LimitReq {
 impl LimitReq {
     /// A filter over ready-made zones and scopes (tests, benches).
     pub fn new(zones: Vec<Arc<Zone>>, scopes: Vec<Option<Arc<ScopeLimits>>>) -> LimitReq {
-        LimitReq { zones, scopes }
+        LimitReq {
+            zones,
+            scopes,
+            counters: Vec::new(),
+            zone_counters: Vec::new(),
+        }
+    }
+
+    /// Requests of zone `zone` counted with `result` (see [`counters`]).
+    pub fn requests(&self, zone: &str, result: RequestResult) -> Option<u64> {
+        let i = self.zones.iter().position(|z| z.name() == zone)?;
+        self.zone_counters.get(i).map(|c| c.get(result))
     }
 
     /// The zone named `name`.
@@ -150,6 +195,28 @@ impl LimitReq {
             ordered.push(zone);
         }
 
+        // Every zone's series exist from the start, at 0 (or, after a
+        // reload, where they were).
+        let zone_counters = ordered
+            .iter()
+            .map(|z| ZoneCounters::register(config, z.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let counters_of = |zone: &str| {
+            ordered
+                .iter()
+                .position(|z| z.name() == zone)
+                .and_then(|i| zone_counters.get(i).copied())
+        };
+        let counters = scopes
+            .iter()
+            .map(|conf| {
+                conf.limits
+                    .iter()
+                    .filter_map(|l| counters_of(&l.zone))
+                    .collect()
+            })
+            .collect();
+
         let scopes = scopes
             .into_iter()
             .map(|conf| {
@@ -171,6 +238,8 @@ impl LimitReq {
         Ok(LimitReq {
             zones: ordered,
             scopes,
+            counters,
+            zone_counters,
         })
     }
 }

@@ -1005,6 +1005,64 @@ fn check_answers_429_json_with_retry_after() {
 }
 
 #[test]
+fn requests_are_counted_once_per_zone_and_result() {
+    let conf = Conf {
+        http: vec![
+            "limit_req_zone $arg_a zone=a:1m rate=1r/m",
+            "limit_req_zone $arg_b zone=b:1m rate=1r/m",
+            "limit_req_zone $arg_c zone=c:1m rate=1r/m",
+        ],
+        scopes: vec![
+            vec!["limit_req zone=b burst=5"],
+            vec!["limit_req zone=a", "limit_req_dry_run on"],
+            vec!["limit_req zone=c burst=5", "limit_req_dry_run on"],
+            vec!["limit_req zone=a", "limit_req zone=c"],
+        ],
+    };
+    let (filter, templates) = build(&conf, None);
+    let filter = filter.expect("valid");
+    let req = |vars: &[(&'static str, &str)]| FakeRequest {
+        templates: templates.clone(),
+        vars: vars.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+    };
+    let counts = |zone: &str| RequestResult::ALL.map(|r| filter.requests(zone, r).expect("a zone"));
+    // Series at 0 from the start, for every zone.
+    assert_eq!(counts("a"), [0; 5]);
+    assert_eq!(filter.requests("nosuch", RequestResult::Passed), None);
+
+    // Passed, then delayed (burst 5, no nodelay).
+    let b = req(&[("$arg_b", "x")]);
+    assert_eq!(summary(&check(&filter, 0, &b)), "pass PASSED");
+    assert_eq!(check(&filter, 0, &b).variable, "DELAYED");
+    assert_eq!(counts("b"), [1, 1, 0, 0, 0]);
+    // No key: not limited, not counted.
+    assert_eq!(summary(&check(&filter, 0, &req(&[]))), "pass");
+    assert_eq!(counts("b"), [1, 1, 0, 0, 0]);
+
+    // Dry run: would have been rejected, would have waited.
+    let a = req(&[("$arg_a", "x")]);
+    assert_eq!(summary(&check(&filter, 1, &a)), "pass PASSED");
+    assert_eq!(summary(&check(&filter, 1, &a)), "pass REJECTED_DRY_RUN");
+    assert_eq!(counts("a"), [1, 0, 0, 0, 1]);
+    let c = req(&[("$arg_c", "x")]);
+    assert_eq!(summary(&check(&filter, 2, &c)), "pass PASSED");
+    assert_eq!(summary(&check(&filter, 2, &c)), "pass DELAYED_DRY_RUN");
+    assert_eq!(counts("c"), [1, 0, 0, 1, 0]);
+
+    // Two limits: a pass counts under the last zone that accounted it
+    // (here `a`, as `c`'s key is empty), a rejection under the zone that
+    // rejected, once per request.
+    let a2 = req(&[("$arg_a", "y")]);
+    assert_eq!(summary(&check(&filter, 3, &a2)), "pass PASSED");
+    assert_eq!(counts("a"), [2, 0, 0, 0, 1]);
+    let both = req(&[("$arg_a", "z"), ("$arg_c", "x")]);
+    let answer = check(&filter, 3, &both);
+    assert_eq!(answer.variable, "REJECTED");
+    assert_eq!(counts("a"), [2, 0, 0, 0, 1]);
+    assert_eq!(counts("c"), [1, 0, 1, 1, 0]);
+}
+
+#[test]
 fn module_declares_its_directives_and_variable() {
     use waypost_module_api::filter::FilterModule;
     let names: Vec<&str> = LimitReqModule::DIRECTIVES

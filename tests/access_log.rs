@@ -1,0 +1,417 @@
+//! The access log, side by side with nginx where both can run the case:
+//! the per-try `$upstream_*` values of a retried request, escaping
+//! (`default`, `json`, `none`) of quotes, backslashes and control bytes,
+//! `if=`, and `buffer=`/`flush=` (lines held until the buffer fills, the
+//! flush time passes, the logs are reopened or the process exits).
+//! `access_log` parameters nginx refuses are in `config_errors.rs`; here,
+//! those nginx accepts and waypost refuses by name.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use waypost_tests::{
+    addr, free_ports, nginx_bin, read_head, run_waypost, tries, wrap_http, Server, TempDir,
+};
+
+/// A backend outside both programs, so both proxy to the same address:
+/// every request gets `200 ok`, then the connection closes.
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if read_head(&mut stream).is_some() {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                );
+            }
+        }
+    });
+    port
+}
+
+/// Sends `request` as written on a new connection and reads the response
+/// to the end (the requests are HTTP/1.0: the server closes).
+fn send(port: u16, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream.write_all(request).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    response
+}
+
+fn get10(port: u16, path: &str) -> Vec<u8> {
+    send(port, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+}
+
+/// One `$upstream_*_time` value's shape: a `T` per try with a time, a `-`
+/// per try without; `None` unless it is `^(\d+\.\d{3}|-)(, (\d+\.\d{3}|-))*$`.
+fn time_shape(value: &str) -> Option<String> {
+    value
+        .split(", ")
+        .map(|item| {
+            if item == "-" {
+                return Some('-');
+            }
+            let (secs, ms) = item.split_once('.')?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+            (digits(secs) && digits(ms) && ms.len() == 3).then_some('T')
+        })
+        .collect()
+}
+
+#[test]
+fn time_shapes() {
+    assert_eq!(time_shape("0.002").as_deref(), Some("T"));
+    assert_eq!(time_shape("-, 12.345").as_deref(), Some("-T"));
+    assert_eq!(time_shape("-"), Some("-".to_owned()));
+    for bad in ["", "0.02", "1", "0.002,0.003", "0.002, ", ".002", "-, x"] {
+        assert_eq!(time_shape(bad), None, "{bad:?}");
+    }
+}
+
+const TIMES: &str = "$upstream_addr|$upstream_status|$upstream_response_time|\
+$upstream_connect_time|$upstream_header_time|$status";
+
+fn retry_conf(port: u16, dead: u16, live: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format t '{TIMES}';\n\
+             \x20   upstream u {{ server 127.0.0.1:{dead}; server 127.0.0.1:{live}; }}\n\
+             \x20   upstream one {{ server 127.0.0.1:{dead}; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/t.log t;\n\
+             \x20       location / {{ proxy_pass http://u; }}\n\
+             \x20       location /one {{ proxy_pass http://one; }}\n\
+             \x20       location /local {{ return 200 \"local\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// A request whose first peer refuses the connection and whose second
+/// answers logs both tries everywhere: the same addresses and statuses as
+/// nginx, and times of the same shape (`-` where a try never connected or
+/// got no header).
+#[test]
+fn retried_request_logs_every_try_as_nginx() {
+    let ports = free_ports(3);
+    let (dead, wp_port, ngx_port) = (ports[0], ports[1], ports[2]);
+    let live = backend();
+    let waypost = Server::waypost(&retry_conf(wp_port, dead, live, false), &[wp_port]);
+    let nginx = Server::nginx(&retry_conf(ngx_port, dead, live, true), &[ngx_port]);
+    // The dead peer, then the live one; a single dead peer (no retry);
+    // no upstream; the dead peer now failed (only the live one is tried).
+    let paths = ["/", "/one", "/local", "/"];
+    for (server, port) in [(&waypost, wp_port), (&nginx, ngx_port)] {
+        for path in paths {
+            get10(port, path);
+        }
+        server.wait_lines("logs/t.log", paths.len());
+    }
+    let lines = |s: &Server| s.wait_lines("logs/t.log", paths.len());
+    let (ours, theirs) = (lines(&waypost), lines(&nginx));
+    assert_eq!(ours.len(), paths.len(), "{ours:?}");
+    assert_eq!(theirs.len(), paths.len(), "{theirs:?}");
+
+    // What nginx logged, as expected here, so that a change in either
+    // program shows.
+    let up = tries(&[dead, live]);
+    let expected_fixed = [
+        (up.as_str(), "502, 200", "200"),
+        (&*addr(dead), "502", "502"),
+        ("-", "-", "200"),
+        (&*addr(live), "200", "200"),
+    ];
+    let expected_shapes = [
+        ("TT", "-T", "-T"),
+        ("T", "-", "-"),
+        ("-", "-", "-"),
+        ("T", "T", "T"),
+    ];
+    for (i, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+        let ours: Vec<&str> = ours.split('|').collect();
+        let theirs: Vec<&str> = theirs.split('|').collect();
+        assert_eq!(ours.len(), 6, "waypost line {i}: {ours:?}");
+        assert_eq!(theirs.len(), 6, "nginx line {i}: {theirs:?}");
+        let (addrs, statuses, status) = expected_fixed[i];
+        for (who, f) in [("waypost", &ours), ("nginx", &theirs)] {
+            assert_eq!(
+                (f[0], f[1], f[5]),
+                (addrs, statuses, status),
+                "{who}, request {i} ({})",
+                paths[i]
+            );
+            let shapes = (
+                time_shape(f[2]).unwrap_or_else(|| panic!("{who} response time {:?}", f[2])),
+                time_shape(f[3]).unwrap_or_else(|| panic!("{who} connect time {:?}", f[3])),
+                time_shape(f[4]).unwrap_or_else(|| panic!("{who} header time {:?}", f[4])),
+            );
+            let (r, c, h) = expected_shapes[i];
+            assert_eq!(
+                (shapes.0.as_str(), shapes.1.as_str(), shapes.2.as_str()),
+                (r, c, h),
+                "{who}, request {i} ({}): response, connect, header times {:?}",
+                paths[i],
+                &f[2..5]
+            );
+        }
+    }
+}
+
+fn escape_conf(port: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format j escape=json '{{\"uri\":\"$uri\",\"x\":\"$http_x\",\"ua\":\"$http_user_agent\",\
+\"a\":\"$arg_a\",\"up\":\"$upstream_addr\",\"s\":$status,\"r\":\"$request\"}}';\n\
+             \x20   log_format d '$uri|$http_x|$http_user_agent|$arg_a|$upstream_addr|$status|$request';\n\
+             \x20   log_format n escape=none '$uri|$http_x|$http_user_agent|$arg_a|$upstream_addr|$status';\n\
+             \x20   log_format c '$request_uri';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location /j/ {{ access_log logs/j.log j; return 200 \"j\\n\"; }}\n\
+             \x20       location /d/ {{ access_log logs/d.log d; return 200 \"d\\n\"; }}\n\
+             \x20       location /n/ {{ access_log logs/n.log n; return 200 \"n\\n\"; }}\n\
+             \x20       location /if/ {{ access_log logs/if.log c if=$arg_log; return 200 \"if\\n\"; }}\n\
+             \x20       location /st/ {{ access_log logs/st.log c if=${{status}}0; return 200 \"st\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// Quotes, backslashes, control bytes (in `$uri`, decoded; a header
+/// carries a tab and UTF-8) and missing variables come out byte for byte
+/// as nginx writes them with each `escape=`; `if=` skips the same lines.
+#[test]
+fn escaping_and_conditions_match_nginx() {
+    let ports = free_ports(2);
+    let waypost = Server::waypost(&escape_conf(ports[0], false), &[ports[0]]);
+    let nginx = Server::nginx(&escape_conf(ports[1], true), &[ports[1]]);
+    let odd_uri = "a%01b%1Fc%7Fd%22e%5Cf%09g%C3%A9%0Ah%20i";
+    let requests: Vec<Vec<u8>> = ["j", "d", "n"]
+        .iter()
+        .flat_map(|loc| {
+            [
+                format!(
+                    "GET /{loc}/{odd_uri}?a=%22q HTTP/1.0\r\nX: q\"r\\s\tt\u{e9}\r\nUser-Agent: u\\\"v\r\n\r\n"
+                )
+                .into_bytes(),
+                // Missing header and argument, an empty argument.
+                format!("GET /{loc}/plain HTTP/1.0\r\nUser-Agent: \r\n\r\n").into_bytes(),
+                format!("GET /{loc}/x?a= HTTP/1.0\r\nX: \\\\\r\n\r\n").into_bytes(),
+            ]
+        })
+        .chain(
+            ["?log=1", "?log=0", "", "?log=", "?log=00", "?log=yes", "?a=1&log=0"]
+                .iter()
+                .map(|q| format!("GET /if/{q} HTTP/1.0\r\n\r\n").into_bytes()),
+        )
+        .chain(std::iter::once(b"GET /st/ HTTP/1.0\r\n\r\n".to_vec()))
+        .collect();
+    let logs = [
+        ("logs/j.log", 3),
+        ("logs/d.log", 3),
+        ("logs/n.log", 3),
+        ("logs/if.log", 3),
+        ("logs/st.log", 1),
+    ];
+    let mut results = Vec::new();
+    for (server, port) in [(&waypost, ports[0]), (&nginx, ports[1])] {
+        for r in &requests {
+            let response = send(port, r);
+            assert!(
+                response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(r),
+                String::from_utf8_lossy(&response)
+            );
+        }
+        let mut files = Vec::new();
+        for (log, n) in logs {
+            server.wait_lines(log, n);
+            files.push(std::fs::read(server.dir.path.join(log)).expect("log"));
+        }
+        results.push(files);
+    }
+    for (i, (log, _)) in logs.iter().enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(&results[0][i]),
+            String::from_utf8_lossy(&results[1][i]),
+            "{log}: waypost (left) and nginx (right)"
+        );
+    }
+    // What nginx wrote, to show what was compared.
+    let json = String::from_utf8_lossy(&results[1][0]).into_owned();
+    assert!(
+        json.starts_with(
+            "{\"uri\":\"/j/a\\u0001b\\u001Fc\u{7f}d\\\"e\\\\f\\tg\u{e9}\\nh i\",\"x\":\"q\\\"r\\\\s\\tt\u{e9}\",\"ua\":\"u\\\\\\\"v\",\"a\":\"%22q\",\"up\":\"\",\"s\":200,"
+        ),
+        "{json}"
+    );
+    let conditional = String::from_utf8_lossy(&results[1][3]).into_owned();
+    assert_eq!(conditional, "/if/?log=1\n/if/?log=00\n/if/?log=yes\n");
+}
+
+fn buffer_conf(port: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format u '$uri';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location /b/ {{ access_log logs/b.log u buffer=35; return 200 \"b\\n\"; }}\n\
+             \x20       location /f/ {{ access_log logs/f.log u buffer=4k flush=1s; return 200 \"f\\n\"; }}\n\
+             \x20       location /u/ {{ access_log logs/u.log u; return 200 \"u\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// Waits until `server` has exited, or fails after ten seconds.
+fn wait_exit(server: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.alive() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `buffer=35` with 10-byte lines (`/b/NNNNNN` and a newline): three lines
+/// wait, the fourth writes them out and waits in turn; `flush=1s` writes a
+/// line a second after it came; SIGUSR1 and the exit (SIGQUIT) write what
+/// waits. An unbuffered log written by the same writer after each step is
+/// the barrier: once its line is there, the buffered line before it was
+/// handled.
+fn buffer_scenario(mut server: Server, port: u16, who: &str) {
+    let mut barriers = 0;
+    let mut barrier = |server: &Server| {
+        barriers += 1;
+        get10(port, &format!("/u/{barriers:06}"));
+        server.wait_lines("logs/u.log", barriers);
+    };
+    let b = |n: u32| format!("/b/{n:06}");
+    let b_lines = |to: u32| (1..=to).map(|n| format!("{}\n", b(n))).collect::<String>();
+
+    for n in 1..=3 {
+        get10(port, &b(n));
+    }
+    barrier(&server);
+    assert_eq!(server.read("logs/b.log"), "", "{who}: 30 bytes of 35 wait");
+    get10(port, &b(4));
+    barrier(&server);
+    assert_eq!(
+        server.read("logs/b.log"),
+        b_lines(3),
+        "{who}: the 4th line does not fit: the first three are written"
+    );
+
+    let sent = Instant::now();
+    get10(port, "/f/000001");
+    barrier(&server);
+    server.wait_lines("logs/f.log", 1);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "{who}: the flush=1s line came after {waited:?}"
+    );
+
+    get10(port, &b(5));
+    barrier(&server);
+    assert_eq!(
+        server.read("logs/b.log"),
+        b_lines(3),
+        "{who}: 20 bytes wait"
+    );
+    server.signal(libc::SIGUSR1);
+    server.wait_lines("logs/b.log", 5);
+    assert_eq!(server.read("logs/b.log"), b_lines(5), "{who}: after reopen");
+
+    get10(port, &b(6));
+    get10(port, "/f/000002");
+    barrier(&server);
+    assert_eq!(
+        server.read("logs/b.log"),
+        b_lines(5),
+        "{who}: 10 bytes wait"
+    );
+    server.signal(libc::SIGQUIT);
+    wait_exit(&mut server);
+    assert_eq!(server.read("logs/b.log"), b_lines(6), "{who}: after exit");
+    assert_eq!(
+        server.read("logs/f.log"),
+        "/f/000001\n/f/000002\n",
+        "{who}: after exit"
+    );
+}
+
+#[test]
+fn buffered_lines_are_written_as_nginx_writes_them() {
+    let ports = free_ports(2);
+    let waypost = Server::waypost(&buffer_conf(ports[0], false), &[ports[0]]);
+    let nginx = Server::nginx(&buffer_conf(ports[1], true), &[ports[1]]);
+    let port = ports[0];
+    let a = std::thread::spawn(move || buffer_scenario(waypost, port, "waypost"));
+    buffer_scenario(nginx, ports[1], "nginx");
+    if let Err(e) = a.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Parameters nginx accepts that waypost does not honour are refused by
+/// name at `-t`, never ignored.
+#[test]
+fn unsupported_parameters_are_refused() {
+    let cases = [
+        ("combined gzip", "\"gzip\" is not supported"),
+        ("combined buffer=8k gzip=5", "\"gzip=5\" is not supported"),
+    ];
+    let paths = [
+        (
+            "logs/$host.log",
+            "variables in the \"access_log\" path are not supported",
+        ),
+        (
+            "syslog:server=127.0.0.1",
+            "logging to syslog is not supported",
+        ),
+    ];
+    let all = cases
+        .iter()
+        .map(|(params, msg)| (format!("logs/a.log {params}"), *msg))
+        .chain(paths.iter().map(|(p, msg)| (p.to_string(), *msg)));
+    for (args, message) in all {
+        let dir = TempDir::new("access-log-unsupported");
+        let conf = dir.write(
+            "test.conf",
+            &format!(
+                "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n    access_log {args};\n}}\n"
+            ),
+        );
+        let conf = conf.display().to_string();
+        let nginx = std::process::Command::new(nginx_bin())
+            .args(["-p", &format!("{}/", dir.path.display())])
+            .args(["-e", "logs/early.log", "-t", "-c", &conf])
+            .output()
+            .expect("run nginx");
+        assert_eq!(
+            nginx.status.code(),
+            Some(0),
+            "nginx accepts `access_log {args}`: {}",
+            String::from_utf8_lossy(&nginx.stderr)
+        );
+        let out = run_waypost(&dir, &["-t", "-c", &conf]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("waypost: [emerg] {message} in {conf}:5")),
+            "`access_log {args}`: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+    }
+}
