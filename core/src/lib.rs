@@ -11,6 +11,8 @@
 pub mod cli;
 pub mod conf;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod metrics;

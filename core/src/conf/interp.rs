@@ -108,6 +108,20 @@ pub fn load(path: &Path, env: &Env<'_>) -> Result<Config, ConfError> {
 /// The parse phase: `-g` directives, then the file and its includes, each
 /// directive checked in file order.
 pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
+    interpret(env, || syntax::parse_file(path))
+}
+
+/// [`parse`] of `contents` as the main file `path`, which is not read
+/// (relative includes are looked for in its directory). For the fuzz
+/// targets (`crate::fuzzing`), which check configurations that are no
+/// file.
+#[doc(hidden)]
+pub fn parse_contents(path: &Path, contents: &[u8], env: &Env<'_>) -> Result<Checked, ConfError> {
+    interpret(env, || syntax::parse_contents(path, contents.to_vec()))
+}
+
+/// The parse phase on the main file that `read` parses.
+fn interpret(env: &Env<'_>, read: impl FnOnce() -> syntax::Parsed) -> Result<Checked, ConfError> {
     let mut interp = Interp::new(env);
     if let Some(globals) = env.globals {
         let parsed = syntax::parse_str(globals, "command line");
@@ -116,7 +130,7 @@ pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
             return Err(ConfError::at(e.message, e.loc));
         }
     }
-    let parsed = syntax::parse_file(path);
+    let parsed = read();
     interp.main_block(&parsed.items)?;
     if let Some(e) = parsed.error {
         if e.loc.line == 0 {
@@ -1848,7 +1862,7 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
     let server = d.args[0].clone();
     let in_upstream =
         |what: &str| ConfError::at(format!("{what} in upstream \"{server}\""), d.loc.clone());
-    if server.len() >= 5 && server[..5].eq_ignore_ascii_case("unix:") {
+    if strip_prefix_ignore_case(&server, "unix:").is_some() {
         return Err(in_upstream("unix domain sockets are not supported"));
     }
     let url = parse_url(&server, 80, false).map_err(in_upstream)?;
@@ -1960,6 +1974,23 @@ fn inet_addr(s: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
+thread_local! {
+    /// Set while [`offline`] runs: host names are not resolved.
+    static OFFLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a parse on this thread) with host names left unresolved:
+/// `localhost` is 127.0.0.1 and any other name is not found. For the fuzz
+/// targets (`crate::fuzzing`), which must not send the names they make up
+/// to the system's DNS resolver.
+#[doc(hidden)]
+pub fn offline<R>(f: impl FnOnce() -> R) -> R {
+    let outer = OFFLINE.replace(true);
+    let result = f();
+    OFFLINE.set(outer);
+    result
+}
+
 /// The addresses of a host from [`parse_url`]: a literal as is, a name
 /// through the resolver (each address once). `None`: not found.
 fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
@@ -1971,6 +2002,11 @@ fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
     }
     if let Some(ip) = inet_addr(host) {
         return Some(vec![SocketAddr::new(IpAddr::V4(ip), port)]);
+    }
+    if OFFLINE.get() {
+        return host
+            .eq_ignore_ascii_case("localhost")
+            .then(|| vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]);
     }
     let mut addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
     // getaddrinfo repeats an address once per socket type; nginx asks for
@@ -2127,6 +2163,16 @@ fn return_args(d: &Directive) -> Result<Return, ConfError> {
     }
 }
 
+/// `s` without `prefix` (ASCII), compared without case; `None` when `s`
+/// does not start with it. Unlike `s[..prefix.len()]`, it takes any text:
+/// the byte after the prefix's length may be inside a character.
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    // Equal to ASCII bytes, so a character boundary follows.
+    head.eq_ignore_ascii_case(prefix.as_bytes())
+        .then(|| &s[prefix.len()..])
+}
+
 /// `proxy_pass http://authority[/uri]`, checked as nginx's
 /// `ngx_http_proxy_pass` (the host is resolved at the end of `http`).
 /// Returns the authority as written (`$proxy_host`) and the parsed URL.
@@ -2135,14 +2181,14 @@ fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
     if url.contains('$') {
         return err("variables in \"proxy_pass\" are not supported", d);
     }
-    let rest = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
-        &url[7..]
-    } else if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+    let rest = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
+        rest
+    } else if strip_prefix_ignore_case(url, "https://").is_some() {
         return err("https upstreams are not supported yet", d);
     } else {
         return err("invalid URL prefix", d);
     };
-    if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case("unix:") {
+    if strip_prefix_ignore_case(rest, "unix:").is_some() {
         return err(
             format!("unix domain sockets are not supported in upstream \"{rest}\""),
             d,
@@ -2168,6 +2214,44 @@ mod tests {
             no_port,
             uri: uri.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn url_prefixes_on_any_text() {
+        // Found by the `config` fuzz target: the byte after `http://`'s
+        // length inside a character panicked (`url[..7]`).
+        assert_eq!(strip_prefix_ignore_case("HTTP://a", "http://"), Some("a"));
+        assert_eq!(strip_prefix_ignore_case("htt\u{fffd}]:9", "http://"), None);
+        assert_eq!(strip_prefix_ignore_case("unix\u{e9}", "unix:"), None);
+        assert_eq!(strip_prefix_ignore_case("http", "http://"), None);
+        let d = |arg: &str| Directive {
+            name: "proxy_pass".to_owned(),
+            args: vec![arg.to_owned()],
+            block: None,
+            loc: Loc {
+                file: Arc::new(PathBuf::from("t.conf")),
+                line: 1,
+            },
+        };
+        for url in [
+            "htt\u{fffd}\u{fffd}]:9",
+            "https:/\u{e9}",
+            "http:/\u{20ac}",
+            "https:/\u{20ac}",
+        ] {
+            let e = proxy_pass_url(&d(url)).expect_err(url);
+            assert_eq!(e.message, "invalid URL prefix");
+        }
+        let (authority, _) = proxy_pass_url(&d("http://unix\u{e9}")).expect("a host");
+        assert_eq!(authority, "unix\u{e9}");
+        // An upstream `server` that starts like `unix:`.
+        let server = |arg: &str| Directive {
+            name: "server".to_owned(),
+            ..d(arg)
+        };
+        let e = offline(|| server_line(&server("unix\u{e9}x"), ServerParams::ALL))
+            .expect_err("not resolved");
+        assert_eq!(e.message, "host not found in upstream \"unix\u{e9}x\"");
     }
 
     #[test]

@@ -119,6 +119,27 @@ pub fn parse_file(path: &Path) -> Parsed {
     parser.run()
 }
 
+/// Parses `contents` as the main configuration file `path`, which is not
+/// read: what [`parse_file`] does once the file is read. For the fuzz
+/// targets (`crate::fuzzing`), whose configurations are no file.
+#[doc(hidden)]
+pub fn parse_contents(path: &Path, contents: Vec<u8>) -> Parsed {
+    let mut parser = Parser::default();
+    parser.files.push((
+        path.to_path_buf(),
+        String::from_utf8_lossy(&contents).into_owned(),
+    ));
+    parser.frames.push(Frame::Active(Source {
+        lexer: Lexer::new(contents, Some(NGX_CONF_BUFFER)),
+        file: Arc::new(path.to_path_buf()),
+        mode: Mode::File,
+        base: 0,
+        depth: 0,
+        args: Vec::new(),
+    }));
+    parser.run()
+}
+
 /// Parses configuration text that is not a file. With `loc_name` "command
 /// line" it follows nginx's rules for `-g` parameters (no blocks, different
 /// end-of-input message, no length limit); any other name is treated as a

@@ -59,6 +59,17 @@ impl ParsedHead {
             if authority.as_str().contains('@') {
                 return Err(BadRequest);
             }
+            // After the host (and port) nginx takes `/`, `?` or the end
+            // of the target, no `#`. The `http` crate drops the fragment
+            // of `http://h#x`, leaving a target with no path at all,
+            // which would go upstream as an empty request target.
+            if req
+                .uri
+                .path_and_query()
+                .is_some_and(|pq| Uri::from(pq.clone()).path().is_empty())
+            {
+                return Err(BadRequest);
+            }
             head.host = host(authority.as_str().as_bytes(), Host::Uri)?;
         }
         let mut hosts = req.headers.get_all(header::HOST).iter();
@@ -412,6 +423,27 @@ mod tests {
         assert_eq!(n("/%zz"), Err(BadRequest));
         assert_eq!(n("/a%2"), Err(BadRequest));
         assert_eq!(n("/a%00b"), Err(BadRequest));
+    }
+
+    #[test]
+    fn absolute_targets_as_nginx_takes_them() {
+        let parse = |target: &str| {
+            let (parts, ()) = http::Request::get(target)
+                .version(Version::HTTP_10)
+                .body(())
+                .expect("a request")
+                .into_parts();
+            ParsedHead::parse(&parts)
+                .map(|h| String::from_utf8_lossy(h.uri(&parts.uri)).into_owned())
+        };
+        assert_eq!(parse("http://h"), Ok("/".into()));
+        assert_eq!(parse("http://h:8080?a"), Ok("/".into()));
+        assert_eq!(parse("http://h/x#y"), Ok("/x".into()));
+        assert_eq!(parse("/x#y"), Ok("/x".into()));
+        // Found by the `upstream_headers` fuzz target: the upstream
+        // request target was empty.
+        assert_eq!(parse("http://h#x"), Err(BadRequest));
+        assert_eq!(parse("http://h:80#"), Err(BadRequest));
     }
 
     #[test]

@@ -212,7 +212,10 @@ fn peers_view<'a>(up: &'a Upstream, tried: &'a Tried, now: u64) -> PeersView<'a>
 /// `proxy_pass http://u/uri`, the location prefix of the normalized URI
 /// replaced by `uri` (the rest escaped again if the request had escapes),
 /// as nginx's `ngx_http_proxy_create_request`.
-fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Location) -> Uri {
+///
+/// Public (hidden) for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Location) -> Uri {
     let Some(replacement) = &p.uri else {
         return parts
             .uri
@@ -266,7 +269,9 @@ fn dropped(name: &header::HeaderName) -> bool {
     )
 }
 
-fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
+/// Public (hidden) for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + p.headers.len());
     for (name, value) in &parts.headers {
         if !dropped(name) && !p.headers.iter().any(|(n, _)| n == name) {

@@ -71,6 +71,33 @@ pub struct LoadedModule {
     pub variables: Vec<String>,
 }
 
+impl LoadedModule {
+    /// A module linked into this binary rather than loaded from a library
+    /// (its SDK root module, `waypost_module_api::sdk::Shims::<M>::root_module()`).
+    /// For the fuzz targets (`crate::fuzzing`), which load no library: their
+    /// default balancer is round robin linked in.
+    #[doc(hidden)]
+    pub fn linked(module: ModuleRef) -> LoadedModule {
+        let info = (module.info())();
+        LoadedModule {
+            name: info.name.as_str().to_owned(),
+            path: PathBuf::from("(linked)"),
+            sha256: String::new(),
+            module,
+            directives: info.directives.as_slice().to_vec(),
+            variables: info
+                .variables
+                .as_slice()
+                .iter()
+                .map(|v| v.as_str().to_owned())
+                .collect(),
+            panics: std::sync::atomic::AtomicU64::new(0),
+            slow_hooks: std::sync::atomic::AtomicU64::new(0),
+            slow_logged: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
 impl fmt::Debug for LoadedModule {
     // ModuleRef is a table of function pointers; nothing useful to print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
