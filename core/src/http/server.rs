@@ -2,7 +2,6 @@
 //! choose the server, the path chooses the location, and the location
 //! answers or proxies.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,14 +10,11 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::body::RespBody;
+use crate::http::h1::{self, ClientBody};
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
@@ -241,6 +237,27 @@ impl Conn {
     }
 }
 
+/// The connection as the HTTP/1 loop sees it.
+struct Client {
+    conn: Conn,
+    local: SocketAddr,
+}
+
+impl h1::Service for Client {
+    fn call(
+        &self,
+        req: Request<ClientBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send + '_>> {
+        // Boxed: the request's state lives only while it is in flight,
+        // not in every idle connection's task.
+        Box::pin(handle(req, &self.conn, self.local))
+    }
+
+    fn repin(&self) -> bool {
+        self.conn.repin()
+    }
+}
+
 async fn serve(stream: TcpStream, conn: Conn) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
@@ -254,37 +271,12 @@ async fn serve(stream: TcpStream, conn: Conn) {
     };
     let mut quit = conn.state.quit.subscribe();
     let mut listeners = conn.state.listeners.subscribe();
-    let conn = Arc::new(conn);
-    let service = {
-        let conn = conn.clone();
-        service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(handle(req, &conn, local).await) }
-        })
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(!keepalive.is_zero());
-    if !keepalive.is_zero() {
-        builder.header_read_timeout(keepalive);
-    }
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            _ = quit.wait_for(|q| *q) => break,
-            // A reload: a connection whose listening address was removed
-            // drains (its request in flight finishes, then it closes).
-            changed = listeners.changed() => if changed.is_err() || !conn.repin() { break },
-        }
-    }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    let client = Client { conn, local };
+    let settings = h1::Settings { keepalive };
+    h1::serve(stream, &client, &settings, &mut quit, &mut listeners).await;
 }
 
-async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
+async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
