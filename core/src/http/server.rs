@@ -137,7 +137,10 @@ async fn worker_main(state: Arc<State>) {
             changed = listeners.changed() => if changed.is_err() { break },
             _ = quit.wait_for(|q| *q) => break,
         }
+        // Idle connections look at the reload (or stop) when woken.
+        tracker.idle.notify_waiters();
     }
+    tracker.idle.notify_waiters();
     for (_, task) in accepting {
         task.abort();
     }
@@ -157,6 +160,20 @@ async fn worker_main(state: Arc<State>) {
 struct Tracker {
     open: AtomicUsize,
     closed: tokio::sync::Notify,
+    /// Wakes the worker's idle connections after a reload or a stop: one
+    /// wait per idle connection, on its own worker, rather than two on
+    /// the process-wide watch channels.
+    idle: tokio::sync::Notify,
+}
+
+/// A connection counted open until dropped.
+struct Open(Arc<Tracker>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.notify_waiters();
+    }
 }
 
 async fn accept_loop(
@@ -200,12 +217,9 @@ async fn accept_loop(
             accepted_with: ArcSwap::new(state.runtime.load_full()),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
-        let tracker = tracker.clone();
-        tokio::spawn(async move {
-            serve(stream, conn).await;
-            tracker.open.fetch_sub(1, Ordering::SeqCst);
-            tracker.closed.notify_waiters();
-        });
+        // Spawned as is: a wrapper future would hold the stream and the
+        // connection twice in every idle task.
+        tokio::spawn(serve(stream, conn, Open(tracker.clone())));
     }
 }
 
@@ -224,14 +238,20 @@ struct Conn {
 }
 
 impl Conn {
-    /// After a reload: if the new configuration still has the connection's
-    /// listening address, hold that one (dropping the old) and say so.
-    /// Otherwise keep the old one for the requests still to come.
+    /// Between requests, and after a reload: if the running configuration
+    /// still has the connection's listening address, hold that one
+    /// (dropping an older one) and say so. Otherwise keep the old one for
+    /// the requests still to come. Without a reload since the last call,
+    /// two pointer loads.
     fn repin(&self) -> bool {
-        let current = self.state.runtime.load_full();
+        let current = self.state.runtime.load();
+        if Arc::ptr_eq(&current, &self.accepted_with.load()) {
+            return true;
+        }
         let kept = current.listens.iter().any(|g| g.addr == self.listen);
         if kept {
-            self.accepted_with.store(current);
+            self.accepted_with
+                .store(arc_swap::Guard::into_inner(current));
         }
         kept
     }
@@ -241,6 +261,8 @@ impl Conn {
 struct Client {
     conn: Conn,
     local: SocketAddr,
+    /// Counts the connection open, and wakes it when idle on a reload.
+    open: Open,
 }
 
 impl h1::Service for Client {
@@ -256,9 +278,24 @@ impl h1::Service for Client {
     fn repin(&self) -> bool {
         self.conn.repin()
     }
+
+    fn quitting(&self) -> bool {
+        *self.conn.state.quit.borrow()
+    }
+
+    fn wake(&self) -> &tokio::sync::Notify {
+        &self.open.0.idle
+    }
 }
 
-async fn serve(stream: TcpStream, conn: Conn) {
+/// A client connection's task. Not an `async fn`: everything is set up
+/// here and moved into the connection loop's future once, so the idle
+/// task holds each piece a single time.
+fn serve(
+    stream: TcpStream,
+    conn: Conn,
+    open: Open,
+) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
     let keepalive = {
@@ -269,11 +306,8 @@ async fn serve(stream: TcpStream, conn: Conn) {
             .map(|g| g.servers[g.default].keepalive_timeout)
             .unwrap_or(std::time::Duration::from_secs(75))
     };
-    let mut quit = conn.state.quit.subscribe();
-    let mut listeners = conn.state.listeners.subscribe();
-    let client = Client { conn, local };
-    let settings = h1::Settings { keepalive };
-    h1::serve(stream, &client, &settings, &mut quit, &mut listeners).await;
+    let client = Client { conn, local, open };
+    h1::serve(stream, client, h1::Settings::new(keepalive))
 }
 
 async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {

@@ -24,11 +24,12 @@ mod write;
 
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Version};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::http::body::RespBody;
@@ -48,22 +49,41 @@ pub trait Service: Sync {
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
+    /// A graceful stop began: idle connections close, busy ones after
+    /// their response.
+    fn quitting(&self) -> bool;
+    /// Woken (`notify_waiters`) by the worker after a reload or a stop,
+    /// so idle connections call [`Service::quitting`] and
+    /// [`Service::repin`]: one registration per idle connection, on its
+    /// own worker (rather than two on process-wide channels).
+    fn wake(&self) -> &Notify;
 }
 
 /// A connection's settings.
 pub struct Settings {
-    /// `keepalive_timeout`; zero disables keep-alive.
-    pub keepalive: Duration,
+    /// `keepalive_timeout` in milliseconds (4 bytes rather than a
+    /// `Duration`'s 16 in every idle task); zero disables keep-alive.
+    keepalive_ms: u32,
 }
 
 impl Settings {
+    pub fn new(keepalive: Duration) -> Settings {
+        Settings {
+            keepalive_ms: u32::try_from(keepalive.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_millis(u64::from(self.keepalive_ms))
+    }
+
     /// How long a request head may take to arrive (hyper's
     /// `header_read_timeout`, which was the keep-alive timeout here).
     fn head_timeout(&self) -> Duration {
-        if self.keepalive.is_zero() {
+        if self.keepalive_ms == 0 {
             Duration::from_secs(60)
         } else {
-            self.keepalive
+            self.keepalive()
         }
     }
 }
@@ -76,62 +96,68 @@ const LINGER_MAX: usize = 1 << 20;
 
 /// Serves one client connection until it closes, times out, or a graceful
 /// stop or reload ends it.
-pub async fn serve<S: Service, L: Send + Sync>(
+///
+/// An `async move` block rather than an `async fn`, with the idle wait
+/// written inline: a function's arguments would be stored twice in its
+/// future (as arguments, then as the locals they are moved to), and this
+/// future is what every idle connection holds. Idle, it is the stream,
+/// the service, one timer and one registration on [`Service::wake`];
+/// readiness comes through `poll_read_ready` (no waiter node).
+// Not `async fn` on purpose: see above.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<S: Service + Send>(
     io: TcpStream,
-    svc: &S,
-    settings: &Settings,
-    quit: &mut watch::Receiver<bool>,
-    listeners: &mut watch::Receiver<L>,
-) {
-    let mut first = true;
-    loop {
-        // Idle: no buffer, only a readiness wait.
-        let wait = if first {
-            settings.head_timeout()
-        } else {
-            settings.keepalive
-        };
-        first = false;
-        if !idle(&io, wait, svc, quit, listeners).await {
-            return;
-        }
-        match Box::pin(busy(&io, svc, settings, quit)).await {
-            End::Idle => {}
-            End::Close => return,
-            End::Linger => {
-                Box::pin(linger(&io)).await;
+    svc: S,
+    settings: Settings,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut first = true;
+        loop {
+            // Idle: no buffer, only a readiness wait.
+            let mut sleep = pin!(tokio::time::sleep(if first {
+                settings.head_timeout()
+            } else {
+                settings.keepalive()
+            }));
+            first = false;
+            let readable = loop {
+                let mut notified = pin!(svc.wake().notified());
+                // Registered before the state is read: a change made
+                // after this point wakes it.
+                notified.as_mut().enable();
+                // A stop closes an idle connection now, and so does a
+                // reload that removed its listening address.
+                if svc.quitting() || !svc.repin() {
+                    return;
+                }
+                let woke = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = io.poll_read_ready(cx) {
+                        return Poll::Ready(Some(r.is_ok()));
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(false));
+                    }
+                    if notified.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if let Some(readable) = woke {
+                    break readable;
+                }
+            };
+            if !readable {
                 return;
             }
-        }
-    }
-}
-
-/// Waits for the next request's first bytes: `false` when the
-/// connection should close instead (timeout, stop, listener removed).
-async fn idle<S: Service, L: Send + Sync>(
-    io: &TcpStream,
-    wait: Duration,
-    svc: &S,
-    quit: &mut watch::Receiver<bool>,
-    listeners: &mut watch::Receiver<L>,
-) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        if *quit.borrow() {
-            return false;
-        }
-        tokio::select! {
-            biased;
-            r = io.readable() => return r.is_ok(),
-            r = quit.changed() => if r.is_err() { return false },
-            changed = listeners.changed() => {
-                // A reload: a connection whose listening address was
-                // removed closes now (it is idle).
-                if changed.is_err() || !svc.repin() {
-                    return false;
+            match Box::pin(busy(&io, &svc, &settings)).await {
+                End::Idle => {}
+                End::Close => return,
+                End::Linger => {
+                    Box::pin(linger(&io)).await;
+                    return;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return false,
         }
     }
 }
@@ -147,12 +173,7 @@ enum End {
 
 /// Answers the requests that are there (several when pipelined), holding
 /// a pooled buffer until none is left.
-async fn busy<S: Service>(
-    io: &TcpStream,
-    svc: &S,
-    settings: &Settings,
-    quit: &watch::Receiver<bool>,
-) -> End {
+async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
     let mut buf = ReadBuf::new();
     // Readiness can be reported with nothing to read: then back to idle,
     // without holding the buffer.
@@ -185,7 +206,7 @@ async fn busy<S: Service>(
         buf.consume(head.len);
         let ask_head = head.parts.method == Method::HEAD;
         let http11 = head.parts.version == Version::HTTP_11;
-        let keep_alive = head.keep_alive && !settings.keepalive.is_zero();
+        let keep_alive = head.keep_alive && settings.keepalive_ms != 0;
         let (body, mut pump) = Pump::new(head.framing, head.expect_continue);
         if let Some(p) = &pump {
             if p.precheck(&buf).is_err() {
@@ -209,7 +230,7 @@ async fn busy<S: Service>(
         let ask = write::Ask {
             head: ask_head,
             http11,
-            keep_alive: keep_alive && !*quit.borrow(),
+            keep_alive: keep_alive && !svc.quitting(),
             interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
         };
         if ask.interim {
@@ -245,7 +266,7 @@ async fn busy<S: Service>(
                 return End::Close;
             }
         }
-        if *quit.borrow() {
+        if svc.quitting() {
             return End::Close;
         }
         if buf.is_empty() {
