@@ -31,6 +31,24 @@ the next, so the script also counts waypost's instructions under callgrind
 
 Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
     cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind]
+
+`--cluster` (needs redis-server too: apt-get install -y redis-server)
+measures `cluster=` instead:
+
+- throughput: the setup above, waypost only, with
+  `limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode=window;`
+  against the same line with `cluster=redis://127.0.0.1:PORT sync=100ms`
+  (redis-server on CPU 1 with the backend and wrk; the sync thread runs in
+  the proxy, on CPU 0). With the 100,000 keys every request is a key in a
+  window of its own, so every request is a key to exchange: the worst
+  case. `--cluster-keys N` cycles through N keys instead (`--no-sharing`
+  skips the sharing measure).
+- sharing: three waypost instances (one worker each) with
+  `limit_req_zone $arg_k zone=c:1m rate=100r/s mode=window cluster=...`,
+  one wrk per instance (10 connections each) on `GET /?k=one` from half a
+  second before a wall-clock second for `--cluster-secs` + 1 s; each
+  instance logs `$msec $status`, and the 200s are counted per wall-clock
+  second over the `--cluster-secs` whole windows: expected 100 each.
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
 
@@ -164,16 +182,164 @@ def callgrind(d, cmd, tag):
         stop(p)
 
 
+REDIS = 19270
+
+
+def redis_start(port=REDIS, cpu="1"):
+    p = subprocess.Popen(["taskset", "-c", cpu, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_port(port), "redis-server did not start"
+    return p
+
+
+def cluster_commands(d):
+    binary = os.path.join(ROOT, "target/release/waypost")
+    assert os.path.exists(binary), "build first: cargo build --release"
+    cmds = {}
+    for tag, extra in (("window", ""), ("cluster", f" cluster=redis://127.0.0.1:{REDIS} sync=100ms")):
+        conf = f"""worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{tag}.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode=window{extra};
+  upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 1000000;
+    location / {{ limit_req zone=apps; proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    location = /metrics {{ metrics; }} }} }}"""
+        cmds[tag] = [binary, "-p", d + "/", "-c", write(d, f"waypost-{tag}.conf", conf),
+                     "--modules-dir", os.path.join(ROOT, "target/release")]
+    return cmds
+
+
+def metric(port, name):
+    """A metric's value from the proxy's `metrics;` (the first series)."""
+    with socket.create_connection(("127.0.0.1", port), 2) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for line in data.decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def cluster_throughput(d, a):
+    cmds = cluster_commands(d)
+    redis = redis_start()
+    try:
+        runs = {k: [] for k in cmds}
+        keys = {k: [] for k in cmds}
+        for _ in range(a.rounds):
+            for k, cmd in cmds.items():
+                p = start(cmd)
+                try:
+                    wrk(d, 2, a.conns, a.cluster_keys)  # warm up, and fill the zone
+                    c0 = cpu_seconds([p.pid])
+                    k0 = metric(PROXY, "waypost_module_limit_req_cluster_synced_keys_total") or 0
+                    rps, reqs, bad = wrk(d, a.secs, a.conns, a.cluster_keys)
+                    c1 = cpu_seconds([p.pid])
+                    k1 = metric(PROXY, "waypost_module_limit_req_cluster_synced_keys_total") or 0
+                    up = metric(PROXY, "waypost_module_limit_req_cluster_up")
+                    assert k != "cluster" or up == 1, "the cluster zone is not exchanging"
+                    runs[k].append(dict(rps=rps, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad))
+                    keys[k].append((k1 - k0) / a.secs)
+                finally:
+                    stop(p)
+        med = {k: statistics.median(r["rps"] for r in rs) for k, rs in runs.items()}
+        cpu = {k: statistics.median(r["cpu_us"] for r in rs) for k, rs in runs.items()}
+        bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
+        print(f"{'waypost':18} {'req/s':>10} {'CPU us/req':>11} {'errors':>7} {'keys exchanged/s':>17}")
+        for k in cmds:
+            print(f"{k:18} {med[k]:10.0f} {cpu[k]:11.2f} {bad[k]:7d} {statistics.median(keys[k]):17.0f}")
+        per_round = [c["rps"] / w["rps"] for c, w in zip(runs["cluster"], runs["window"])]
+        print(f"cluster/window req/s {med['cluster'] / med['window']:.3f} "
+              f"(per round: {' '.join(f'{r:.3f}' for r in per_round)}), "
+              f"CPU/req {cpu['cluster'] / cpu['window']:.3f}")
+    finally:
+        redis.send_signal(signal.SIGKILL)
+        redis.wait()
+
+
+def cluster_sharing(d, a):
+    """Three instances, one key, 100 r/s: admissions per wall-clock second."""
+    binary = os.path.join(ROOT, "target/release/waypost")
+    redis = redis_start(cpu="0,1")
+    procs, ports = [], []
+    try:
+        for i in range(3):
+            port, back = PROXY + 10 + 2 * i, PROXY + 11 + 2 * i
+            sub = os.path.join(d, f"i{i}")
+            os.makedirs(os.path.join(sub, "logs"), exist_ok=True)
+            conf = write(sub, "waypost.conf", f"""worker_processes 1; pid {sub}/wp.pid; error_log {sub}/err.log;
+events {{ worker_connections 1024; }}
+http {{ log_format ms '$msec $status';
+  limit_req_zone $arg_k zone=c:1m rate=100r/s mode=window cluster=redis://127.0.0.1:{REDIS} sync=100ms;
+  server {{ listen 127.0.0.1:{back}; access_log off; location / {{ return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000; access_log {sub}/a.log ms;
+    location / {{ limit_req zone=c; proxy_pass http://127.0.0.1:{back}; }}
+    location = /metrics {{ access_log off; metrics; }} }} }}""")
+            procs.append(subprocess.Popen([binary, "-p", sub + "/", "-c", conf, "--modules-dir",
+                                           os.path.join(ROOT, "target/release")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            assert wait_port(port), "waypost did not listen"
+            ports.append(port)
+        time.sleep(1)  # a few exchanges: the instances know each other
+        first = int(time.time()) + 2
+        time.sleep(first - 0.5 - time.time())
+        lua = write(d, "one.lua", 'request = function() return wrk.format("GET", "/?k=one") end')
+        wrks = [subprocess.Popen(f"wrk -t1 -c10 -d{a.cluster_secs + 1}s -s {lua} http://127.0.0.1:{p}/",
+                                 shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for p in ports]
+        outs = [w.communicate()[0] for w in wrks]
+        time.sleep(0.5)  # the access logs are written by a background thread
+        per = [[0] * a.cluster_secs for _ in ports]
+        answers = other = 0
+        for i in range(len(ports)):
+            with open(os.path.join(d, f"i{i}", "a.log")) as f:
+                for line in f:
+                    ms, status = line.split()
+                    answers += 1
+                    if status not in ("200", "429"):
+                        other += 1
+                    w = int(float(ms)) - first
+                    if status == "200" and 0 <= w < a.cluster_secs:
+                        per[i][w] += 1
+        sent = sum(int(re.search(r"(\d+) requests in", o).group(1)) for o in outs)
+        windows = [sum(p[w] for p in per) for w in range(a.cluster_secs)]
+        total = sum(windows)
+        expected = 100 * a.cluster_secs
+        print(f"sharing: {sent} requests ({answers} answers logged, {other} other than 200/429), "
+              f"admitted per window {windows}")
+        print(f"  per instance {[sum(p) for p in per]}; total {total} of {expected} "
+              f"({(total - expected) * 100 / expected:+.1f}%), largest window {max(windows)}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+        redis.send_signal(signal.SIGKILL)
+        redis.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--callgrind", action="store_true", help="also count instructions per request")
+    ap.add_argument("--cluster", action="store_true", help="measure cluster= (needs redis-server)")
+    ap.add_argument("--cluster-secs", type=int, default=10, help="windows of the sharing measure")
+    ap.add_argument("--cluster-keys", type=int, default=KEYS, help="keys of the cluster throughput measure")
+    ap.add_argument("--no-sharing", action="store_true", help="cluster throughput only")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
     back = backend(d, BACK, keepalive_requests=1000000)
     try:
+        if a.cluster:
+            cluster_throughput(d, a)
+            if not a.no_sharing:
+                cluster_sharing(d, a)
+            return
         cmds = commands(d)
         runs = {k: [] for k in cmds}
         for _ in range(a.rounds):

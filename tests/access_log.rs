@@ -1,8 +1,10 @@
 //! The access log, side by side with nginx where both can run the case:
 //! the per-try `$upstream_*` values of a retried request, escaping
 //! (`default`, `json`, `none`) of quotes, backslashes and control bytes,
-//! `if=`, and `buffer=`/`flush=` (lines held until the buffer fills, the
-//! flush time passes, the logs are reopened or the process exits).
+//! `if=`, several `access_log` at one level (all written, replacing the
+//! inherited ones; `off` anywhere at the level silences it) and
+//! `buffer=`/`flush=` (lines held until the buffer fills, the flush time
+//! passes, the logs are reopened or the process exits).
 //! `access_log` parameters nginx refuses are in `config_errors.rs`; here,
 //! those nginx accepts and waypost refuses by name.
 
@@ -257,6 +259,115 @@ fn escaping_and_conditions_match_nginx() {
     );
     let conditional = String::from_utf8_lossy(&results[1][3]).into_owned();
     assert_eq!(conditional, "/if/?log=1\n/if/?log=00\n/if/?log=yes\n");
+}
+
+fn multi_conf(port: u16, live: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format a 'A|$uri|$args|$status|$http_x|$upstream_addr|$upstream_status|$body_bytes_sent';\n\
+             \x20   log_format j escape=json '{{\"uri\":\"$uri\",\"x\":\"$http_x\",\"up\":\"$upstream_addr\",\"s\":$status}}';\n\
+             \x20   log_format o 'O|$request|$status';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/a.log a;\n\
+             \x20       access_log logs/j.log j;\n\
+             \x20       location / {{ return 200 \"x\\n\"; }}\n\
+             \x20       location /p/ {{ proxy_pass http://127.0.0.1:{live}; }}\n\
+             \x20       location /own/ {{ access_log logs/own.log o; return 200 \"x\\n\"; }}\n\
+             \x20       location /off/ {{\n\
+             \x20           access_log off;\n\
+             \x20           return 200 \"x\\n\";\n\
+             \x20           location /off/child/ {{ return 200 \"x\\n\"; }}\n\
+             \x20           location /off/own/ {{ access_log logs/offown.log o; return 200 \"x\\n\"; }}\n\
+             \x20       }}\n\
+             \x20       location /offlast/ {{ access_log logs/mix.log o; access_log off; return 200 \"x\\n\"; }}\n\
+             \x20       location /offfirst/ {{ access_log off; access_log logs/mix.log o; return 200 \"x\\n\"; }}\n\
+             \x20       location /same/ {{ access_log logs/same.log a; access_log logs/same.log o; return 200 \"x\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// Every `access_log` of a level is written, in order: the server's two
+/// (two formats, one of them json) both get a line per request, with the
+/// same upstream fields; a location with its own `access_log` writes only
+/// that; `access_log off` at a level writes nothing there nor in nested
+/// locations without their own, whether it comes before or after another
+/// `access_log` of the level; two `access_log` of one file write two
+/// lines. Line for line as nginx.
+#[test]
+fn several_logs_per_level_as_nginx() {
+    let ports = free_ports(2);
+    let live = backend();
+    let waypost = Server::waypost(&multi_conf(ports[0], live, false), &[ports[0]]);
+    let nginx = Server::nginx(&multi_conf(ports[1], live, true), &[ports[1]]);
+    let requests = [
+        "/?q=1",
+        "/own/?q=2",
+        "/off/?q=3",
+        "/off/child/?q=4",
+        "/off/own/?q=5",
+        "/offlast/?q=6",
+        "/offfirst/?q=7",
+        "/same/?q=8",
+        "/p/?q=9",
+        // Last: once its lines are there, every earlier line is.
+        "/?q=10",
+    ];
+    let logs = [
+        ("logs/a.log", 3),
+        ("logs/j.log", 3),
+        ("logs/own.log", 1),
+        ("logs/offown.log", 1),
+        ("logs/same.log", 2),
+        ("logs/mix.log", 0),
+    ];
+    let mut results = Vec::new();
+    for (server, port) in [(&waypost, ports[0]), (&nginx, ports[1])] {
+        for path in requests {
+            let request = format!("GET {path} HTTP/1.0\r\nX: h\"{path}\r\n\r\n");
+            let response = send(port, request.as_bytes());
+            assert!(
+                response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"),
+                "{path} -> {:?}",
+                String::from_utf8_lossy(&response)
+            );
+        }
+        server.wait_lines("logs/a.log", 3);
+        server.wait_lines("logs/j.log", 3);
+        let files: Vec<String> = logs.iter().map(|(log, _)| server.read(log)).collect();
+        results.push(files);
+    }
+    for (i, (log, n)) in logs.iter().enumerate() {
+        let (ours, theirs) = (&results[0][i], &results[1][i]);
+        assert_eq!(theirs.lines().count(), *n, "nginx {log}: {theirs}");
+        assert_eq!(ours, theirs, "{log}: waypost (left) and nginx (right)");
+    }
+    // What nginx wrote, to show what was compared.
+    let up = addr(live);
+    assert_eq!(
+        results[1][0],
+        format!(
+            "A|/|q=1|200|h\\x22/?q=1|-|-|2\n\
+             A|/p/|q=9|200|h\\x22/p/?q=9|{up}|200|3\n\
+             A|/|q=10|200|h\\x22/?q=10|-|-|2\n"
+        )
+    );
+    assert_eq!(
+        results[1][1],
+        format!(
+            "{{\"uri\":\"/\",\"x\":\"h\\\"/?q=1\",\"up\":\"\",\"s\":200}}\n\
+             {{\"uri\":\"/p/\",\"x\":\"h\\\"/p/?q=9\",\"up\":\"{up}\",\"s\":200}}\n\
+             {{\"uri\":\"/\",\"x\":\"h\\\"/?q=10\",\"up\":\"\",\"s\":200}}\n"
+        )
+    );
+    assert_eq!(results[1][2], "O|GET /own/?q=2 HTTP/1.0|200\n");
+    assert_eq!(results[1][3], "O|GET /off/own/?q=5 HTTP/1.0|200\n");
+    assert_eq!(
+        results[1][4],
+        "A|/same/|q=8|200|h\\x22/same/?q=8|-|-|2\nO|GET /same/?q=8 HTTP/1.0|200\n"
+    );
 }
 
 fn buffer_conf(port: u16, nginx: bool) -> String {

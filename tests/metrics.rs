@@ -125,6 +125,29 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
         "{}",
         alerts[0]
     );
+    // A hook that takes 5 ms (the fixture spins in `get`) is counted and
+    // logged with the module's name.
+    assert_eq!(
+        scrape(proxy)["waypost_module_slow_hooks_total{module=\"panicky\"}"],
+        0.0
+    );
+    assert_eq!(get(proxy, "/?spin=5").status, 200);
+    assert_eq!(
+        scrape(proxy)["waypost_module_slow_hooks_total{module=\"panicky\"}"],
+        1.0
+    );
+    let log = server.read("logs/error.log");
+    let slow: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("hook get took"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{log}");
+    assert!(
+        slow[0].contains("[warn]") && slow[0].contains("module \"panicky\" hook get took "),
+        "{}",
+        slow[0]
+    );
+
     // A success in between restarts the run: nine more failures raise none.
     assert_eq!(get(proxy, "/").status, 200);
     for _ in 0..9 {
@@ -273,6 +296,12 @@ fn assert_status_matches_metrics(port: u16) -> serde_json::Value {
         if let Some(n) = entry.get("panics") {
             check(
                 format!("waypost_module_panics_total{{module=\"{module}\"}}"),
+                num(n),
+            );
+        }
+        if let Some(n) = entry.get("slow_hooks") {
+            check(
+                format!("waypost_module_slow_hooks_total{{module=\"{module}\"}}"),
                 num(n),
             );
         }

@@ -224,6 +224,8 @@ struct Snapshot<'a> {
     upstreams: Vec<UpstreamSnap<'a>>,
     /// Balancer modules' panics, by module, in the upstreams' order.
     panics: Vec<(&'a str, u64)>,
+    /// Hooks slower than 1 ms, by module (balancers, then filters).
+    slow_hooks: Vec<(&'a str, u64)>,
     /// Module metrics, sorted by family and module, registration order
     /// within.
     module_metrics: Vec<MetricSnap>,
@@ -279,6 +281,18 @@ fn snapshot(runtime: &Runtime) -> Snapshot<'_> {
         }
     }
 
+    let mut slow_hooks: Vec<(&str, u64)> = Vec::new();
+    let modules = runtime
+        .upstreams
+        .iter()
+        .map(|up| &up.balancer.module)
+        .chain(runtime.filters.iter().map(|f| &f.module));
+    for module in modules {
+        if !slow_hooks.iter().any(|(name, _)| *name == module.name) {
+            slow_hooks.push((&module.name, module.slow_hooks.load(Relaxed)));
+        }
+    }
+
     let all = MODULE_METRICS.lock().unwrap_or_else(|p| p.into_inner());
     let mut module_metrics: Vec<MetricSnap> = all
         .iter()
@@ -303,6 +317,7 @@ fn snapshot(runtime: &Runtime) -> Snapshot<'_> {
     Snapshot {
         upstreams,
         panics,
+        slow_hooks,
         module_metrics,
         reloads: [RELOADS[0].load(Relaxed), RELOADS[1].load(Relaxed)],
     }
@@ -454,6 +469,18 @@ pub fn render(runtime: &Runtime) -> String {
         let _ = writeln!(out, "\"}} {n}");
     }
 
+    help_line(
+        &mut out,
+        "waypost_module_slow_hooks_total",
+        "counter",
+        "Module hook calls that took 1 ms or more (a hook cannot be pre-empted: its worker waited).",
+    );
+    for (module, n) in &snap.slow_hooks {
+        out.push_str("waypost_module_slow_hooks_total{module=\"");
+        label(&mut out, module);
+        let _ = writeln!(out, "\"}} {n}");
+    }
+
     let mut family: Option<&str> = None;
     for m in &snap.module_metrics {
         if family != Some(m.family.as_str()) {
@@ -527,6 +554,11 @@ pub fn status(runtime: &Runtime) -> String {
     for (name, n) in &snap.panics {
         by_module.entry(name).or_default().0 = Some(*n);
     }
+    let mut slow: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, n) in &snap.slow_hooks {
+        by_module.entry(name).or_default();
+        slow.insert(name, *n);
+    }
     for m in &snap.module_metrics {
         let labels: Map<String, Value> = m
             .labels
@@ -554,6 +586,9 @@ pub fn status(runtime: &Runtime) -> String {
             let mut entry = Map::new();
             if let Some(n) = panics {
                 entry.insert("panics".to_owned(), n.into());
+            }
+            if let Some(n) = slow.get(name) {
+                entry.insert("slow_hooks".to_owned(), (*n).into());
             }
             entry.insert("metrics".to_owned(), metrics.into());
             (name.to_owned(), entry.into())

@@ -162,11 +162,22 @@ struct Layer {
     read_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
-    access_log: Option<Option<AccessLogConf>>,
+    /// `access_log`: `Some` at a level with any, which replaces the
+    /// parent's whole list (nginx's merge).
+    access_log: Option<AccessLogs>,
     /// `set_real_ip_from`: a level that sets any replaces its parent's.
     realip_from: Option<Vec<Trusted>>,
     realip_source: Option<Source>,
     realip_recursive: Option<bool>,
+}
+
+/// One level's `access_log` lines, in order, and whether one was `off`:
+/// nginx's `ngx_http_log_loc_conf_t` (`off` at a level silences it, before
+/// or after the others, which are still checked).
+#[derive(Clone, Default)]
+struct AccessLogs {
+    logs: Vec<AccessLogConf>,
+    off: bool,
 }
 
 impl Layer {
@@ -747,7 +758,14 @@ impl<'a> Interp<'a> {
                 }
             }
             "keepalive_requests" => layer.keepalive_requests = Some(number_arg(d, 0)?),
-            "access_log" => layer.access_log = Some(self.access_log(d)?),
+            "access_log" => {
+                let log = self.access_log(d)?;
+                let level = layer.access_log.get_or_insert_with(AccessLogs::default);
+                match log {
+                    Some(log) => level.logs.push(log),
+                    None => level.off = true,
+                }
+            }
             "set_real_ip_from" => {
                 let from = real_ip_from(d)?;
                 layer.realip_from.get_or_insert_with(Vec::new).extend(from);
@@ -1309,7 +1327,7 @@ impl<'a> Interp<'a> {
             exact,
             action: Action::None,
             proxy: ProxyConf::default(),
-            access_log: None,
+            access_log: Vec::new(),
             realip: None,
         });
         let me = self.locations.len();
@@ -1524,17 +1542,19 @@ impl<'a> Interp<'a> {
             location.proxy = layer.proxy();
             location.realip = layer.realip();
             location.filters = layer.filters.clone();
-            location.access_log = layer.access_log.clone().unwrap_or_else(|| {
-                Some(AccessLogConf {
+            location.access_log = match &layer.access_log {
+                Some(level) if level.off => Vec::new(),
+                Some(level) => level.logs.clone(),
+                None => vec![AccessLogConf {
                     path: self.env.prefix.join("logs/access.log"),
                     format: "combined".to_owned(),
                     buffer: None,
                     condition: None,
-                })
-            });
+                }],
+            };
             // Buffering is the file's, as nginx's open file: an
             // `access_log` without `buffer=` writes through another's.
-            if let Some(a) = location.access_log.as_mut() {
+            for a in &mut location.access_log {
                 a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
             }
             merged.push(layer);

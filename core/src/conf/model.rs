@@ -146,7 +146,9 @@ pub struct LocationConf {
     pub exact: bool,
     pub action: Action,
     pub proxy: ProxyConf,
-    pub access_log: Option<AccessLogConf>,
+    /// The `access_log` lines in effect, in order; empty with
+    /// `access_log off`.
+    pub access_log: Vec<AccessLogConf>,
     /// realip with the location's settings (nginx's pre-access phase).
     pub realip: Option<RealIp>,
     /// Filter modules' directives in effect here, after inheritance.

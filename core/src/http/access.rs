@@ -1,9 +1,12 @@
 //! Access log lines: `log_format` compiled at config load, filled when a
 //! response body is done (so `$body_bytes_sent` is what was really sent).
 //!
-//! Request variables are captured when the request starts (after realip,
-//! so `$remote_addr` is the real client); the status, sizes, times and
-//! upstream fields when the line is written. `access_log ... if=COND`
+//! A request writes a line to each log of its location (every
+//! `access_log` of the level, in order). Request variables are captured
+//! when the request starts (after realip, so `$remote_addr` is the real
+//! client), for each log as its format escapes them; the status, sizes,
+//! times and upstream fields, which all the logs share, when the lines
+//! are written. `access_log ... if=COND`
 //! skips the line when COND is empty or `0`; `buffer=`/`flush=` are the
 //! writer's business (`crate::log::access`).
 
@@ -282,10 +285,9 @@ impl AccessLog {
     }
 
     /// Captures what the line needs from the request, as the variables
-    /// see it (after realip).
-    pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
-        let mut values = Vec::new();
-        let mut ends = Vec::with_capacity(self.vars);
+    /// see it (after realip): appends the values to `values` and where
+    /// each ends to `ends`.
+    fn capture(&self, vars: &VarCtx<'_>, values: &mut Vec<u8>, ends: &mut Vec<usize>) {
         for f in &self.fields {
             if let Field::Var(v, _) = f {
                 if v.missing(vars) {
@@ -295,8 +297,8 @@ impl AccessLog {
                     }
                 } else {
                     let before = values.len();
-                    v.eval(vars, &mut values);
-                    escape(self.escape, &mut values, before);
+                    v.eval(vars, values);
+                    escape(self.escape, values, before);
                 }
                 ends.push(values.len());
             }
@@ -305,13 +307,46 @@ impl AccessLog {
         for f in self.condition.iter().flatten() {
             if let Field::Var(v, _) = f {
                 if !v.missing(vars) {
-                    v.eval(vars, &mut values);
+                    v.eval(vars, values);
                 }
                 ends.push(values.len());
             }
         }
+    }
+}
+
+/// The logs a location writes to: every `access_log` of its level, in
+/// order (nginx's `logs` array). Never empty: a location without logs
+/// (`access_log off`) has none of these.
+#[derive(Debug)]
+pub struct AccessLogs {
+    logs: Box<[Arc<AccessLog>]>,
+    /// How many request variables a record captures for all of them.
+    vars: usize,
+}
+
+impl AccessLogs {
+    /// `None` for no logs.
+    pub fn new(logs: Vec<Arc<AccessLog>>) -> Option<AccessLogs> {
+        if logs.is_empty() {
+            return None;
+        }
+        let vars = logs.iter().map(|l| l.vars).sum();
+        Some(AccessLogs {
+            logs: logs.into_boxed_slice(),
+            vars,
+        })
+    }
+
+    /// Starts a request's record: each log's captures, log after log.
+    pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
+        let mut values = Vec::new();
+        let mut ends = Vec::with_capacity(self.vars);
+        for log in self.logs.iter() {
+            log.capture(vars, &mut values, &mut ends);
+        }
         Box::new(Record {
-            log: self.clone(),
+            logs: self.clone(),
             started,
             values,
             ends,
@@ -374,13 +409,16 @@ struct TryTimes {
     response: Option<Duration>,
 }
 
-/// One request's access log entry in progress.
+/// One request's access log lines in progress: what each log captured,
+/// and the fields they share.
 pub struct Record {
-    log: Arc<AccessLog>,
+    logs: Arc<AccessLogs>,
     started: Instant,
-    /// The captured variables, one after another (escaped).
+    /// The captured variables, one after another (escaped as their log
+    /// says): the first log's, then the next log's.
     values: Vec<u8>,
-    /// Where each captured value ends in `values`.
+    /// Where each captured value ends in `values`; a log's `Field::Var`
+    /// indexes count from the number its earlier logs captured.
     ends: Vec<usize>,
     pub status: u16,
     /// `$upstream_addr`: every try, ", "-separated.
@@ -449,11 +487,20 @@ impl Record {
         }
     }
 
-    /// Appends field `f` to `out`. Variables (not the log's own fields such
-    /// as `$status`) print `-` when not found with `Escape::Default`,
-    /// nothing with `json` and `none`, as `ngx_http_log_variable` and its
-    /// json and unescaped versions.
-    fn render(&self, f: &Field, sent: u64, now: Instant, escape_mode: Escape, out: &mut Vec<u8>) {
+    /// Appends field `f` of the log whose captures start at `base` to
+    /// `out`. Variables (not the log's own fields such as `$status`) print
+    /// `-` when not found with `Escape::Default`, nothing with `json` and
+    /// `none`, as `ngx_http_log_variable` and its json and unescaped
+    /// versions.
+    fn render(
+        &self,
+        f: &Field,
+        base: usize,
+        sent: u64,
+        now: Instant,
+        escape_mode: Escape,
+        out: &mut Vec<u8>,
+    ) {
         let mut text = String::new();
         match f {
             Field::Text(t) => out.extend_from_slice(t.as_bytes()),
@@ -490,7 +537,7 @@ impl Record {
                 variable(out, text.as_bytes(), escape_mode);
             }
             // Captured, escaped (or `-`) already.
-            Field::Var(_, i) => out.extend_from_slice(self.value(*i)),
+            Field::Var(_, i) => out.extend_from_slice(self.value(base + *i)),
             Field::Module(f) => {
                 let value = self
                     .module_values
@@ -502,25 +549,37 @@ impl Record {
         }
     }
 
-    /// Writes the line with the body bytes actually sent, unless `if=`
-    /// says not to.
+    /// Writes a line to each log, in order, with the body bytes actually
+    /// sent, unless the log's `if=` says not to.
     pub fn finish(&self, sent: u64) {
         let now = Instant::now();
-        if let Some(condition) = &self.log.condition {
+        let mut base = 0;
+        for log in self.logs.logs.iter() {
+            if let Some(line) = self.line(log, base, sent, now) {
+                crate::log::access::write(log.path.clone(), log.buffering, line);
+            }
+            base += log.vars;
+        }
+    }
+
+    /// One log's line, its captures starting at `base`; `None` when its
+    /// `if=` is empty or `0`.
+    fn line(&self, log: &AccessLog, base: usize, sent: u64, now: Instant) -> Option<Vec<u8>> {
+        if let Some(condition) = &log.condition {
             let mut value = Vec::new();
             for f in condition {
-                self.render(f, sent, now, Escape::None, &mut value);
+                self.render(f, base, sent, now, Escape::None, &mut value);
             }
             if value.is_empty() || value == b"0" {
-                return;
+                return None;
             }
         }
         let mut line: Vec<u8> = Vec::with_capacity(160 + self.values.len());
-        for f in &self.log.fields {
-            self.render(f, sent, now, self.log.escape, &mut line);
+        for f in &log.fields {
+            self.render(f, base, sent, now, log.escape, &mut line);
         }
         line.push(b'\n');
-        crate::log::access::write(self.log.path.clone(), self.log.buffering, line);
+        Some(line)
     }
 }
 
@@ -592,13 +651,17 @@ mod tests {
         }
     }
 
+    fn logs(log: AccessLog) -> Arc<AccessLogs> {
+        Arc::new(AccessLogs::new(vec![Arc::new(log)]).expect("one log"))
+    }
+
     /// A record of `format` with no request variables, and `tries`.
     fn record(format: &str, tries: Vec<TryTimes>) -> Record {
         let log = AccessLog::compile(&args(&[format]), PathBuf::from("/dev/null"), &|_| None)
             .expect("compiles");
         assert_eq!(log.vars, 0);
         Record {
-            log: Arc::new(log),
+            logs: logs(log),
             started: Instant::now(),
             values: Vec::new(),
             ends: Vec::new(),
@@ -610,10 +673,12 @@ mod tests {
         }
     }
 
+    /// The first log's line.
     fn line(r: &Record, now: Instant) -> String {
+        let log = &r.logs.logs[0];
         let mut out = Vec::new();
-        for f in &r.log.fields {
-            r.render(f, 0, now, r.log.escape, &mut out);
+        for f in &log.fields {
+            r.render(f, 0, 0, now, log.escape, &mut out);
         }
         String::from_utf8(out).expect("utf-8")
     }
@@ -662,7 +727,7 @@ mod tests {
             )
             .expect("compiles");
             let r = Record {
-                log: Arc::new(log),
+                logs: logs(log),
                 ..record("", Vec::new())
             };
             assert_eq!(line(&r, now), want, "escape={escape}");
@@ -670,6 +735,73 @@ mod tests {
         let mut r = record("$upstream_addr", Vec::new());
         r.upstream_addr = "a\"b".to_owned();
         assert_eq!(line(&r, now), "a\\x22b");
+    }
+
+    /// Three logs of one location: each line has its own log's captures
+    /// (escaped as its format says) and the shared status and size; an
+    /// `if=` skips only its own log's line.
+    #[test]
+    fn each_log_renders_its_own_captures() {
+        let (req, ()) = http::Request::builder()
+            .uri("/p?a=%22q")
+            .header("host", "h")
+            .header("x", "q\"r")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let head = crate::http::head::ParsedHead::parse(&req).expect("head");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let vars = VarCtx {
+            req: &req,
+            head: &head,
+            client: addr,
+            peer: addr,
+            local: addr,
+            server_name: "",
+            proxy_host: "",
+            conn: 1,
+            requests: 1,
+            status: 0,
+        };
+        let log = |format: &[&str], condition: Option<&str>| {
+            let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)
+                .expect("compiles")
+                .with_params(None, condition, &|_| None)
+                .expect("condition");
+            Arc::new(log)
+        };
+        let logs = Arc::new(
+            AccessLogs::new(vec![
+                log(&["$uri|$http_x|$status|$body_bytes_sent"], Some("$arg_a")),
+                log(&["escape=json", "$http_x|$arg_a|$http_y|$uri"], None),
+                log(&["$uri"], Some("$arg_b")),
+                log(&["$arg_a"], None),
+            ])
+            .expect("logs"),
+        );
+        assert_eq!(logs.vars, 2 + 1 + 4 + 1 + 1 + 1);
+        let mut r = logs.start(&vars, Instant::now());
+        r.status = 201;
+        let now = Instant::now();
+        let mut base = 0;
+        let mut lines = Vec::new();
+        for log in logs.logs.iter() {
+            lines.push(
+                r.line(log, base, 7, now)
+                    .map(|l| String::from_utf8(l).expect("utf-8")),
+            );
+            base += log.vars;
+        }
+        assert_eq!(
+            lines,
+            [
+                Some("/p|q\\x22r|201|7\n".to_owned()),
+                Some("q\\\"r|%22q||/p\n".to_owned()),
+                None,
+                Some("%22q\n".to_owned()),
+            ]
+        );
+        assert!(AccessLogs::new(Vec::new()).is_none());
     }
 
     #[test]

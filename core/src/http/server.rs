@@ -388,7 +388,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
                 let mut record = location
                     .access_log
                     .as_ref()
-                    .map(|log| log.start(&vars(client, 0, proxy_host), started));
+                    .map(|logs| logs.start(&vars(client, 0, proxy_host), started));
                 let mut resp = match &location.action {
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),

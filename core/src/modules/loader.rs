@@ -62,6 +62,11 @@ pub struct LoadedModule {
     pub directives: Vec<DirectiveSpec>,
     /// Hooks of this library that panicked, over the process's life.
     pub panics: std::sync::atomic::AtomicU64,
+    /// Hook calls slower than `watch::SLOW_HOOK`, over the process's life.
+    pub slow_hooks: std::sync::atomic::AtomicU64,
+    /// The second (on the host clock, plus one) of the last slow-hook log
+    /// line, so a slow module logs at most once a second.
+    pub slow_logged: std::sync::atomic::AtomicU64,
     /// Variables a filter module sets per request (`ModuleInfo::variables`).
     pub variables: Vec<String>,
 }
@@ -341,6 +346,8 @@ impl Loader {
             directives: library.directives,
             variables: library.variables,
             panics: std::sync::atomic::AtomicU64::new(0),
+            slow_hooks: std::sync::atomic::AtomicU64::new(0),
+            slow_logged: std::sync::atomic::AtomicU64::new(0),
         });
         cache
             .modules

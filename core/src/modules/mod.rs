@@ -1,6 +1,7 @@
 //! Module libraries: loading (content-addressed private copies, ABI checks)
-//! and the services the core lends them (host.rs).
+//! the services the core lends them (host.rs) and hook timing (watch.rs).
 //! Which module owns which directive is decided in `conf::interp`.
 
 pub mod host;
 pub mod loader;
+pub mod watch;

@@ -16,7 +16,7 @@ use super::*;
 use crate::conf::model::{self, Config, UpstreamConf};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
-use crate::http::access::AccessLog;
+use crate::http::access::{AccessLog, AccessLogs};
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::LoadedModule;
@@ -294,34 +294,31 @@ fn server(
                 Action::Proxy(proxy)
             }
         };
-        let access_log = match &l.access_log {
-            None => None,
-            Some(a) => {
-                let key = (
-                    a.path.clone(),
-                    a.format.clone(),
-                    a.buffer,
-                    a.condition.clone(),
-                );
-                if let Some(log) = logs.get(&key) {
-                    Some(log.clone())
-                } else {
-                    let log = match formats.get(&a.format) {
-                        Some(args) => {
-                            AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
-                                .map_err(|e| ConfError::bare(e.to_string()))?
-                        }
-                        None => AccessLog::combined(a.path.clone()),
-                    };
-                    let log = Arc::new(
-                        log.with_params(a.buffer, a.condition.as_deref(), &|n| filters.variable(n))
-                            .map_err(|e| ConfError::bare(e.to_string()))?,
-                    );
-                    logs.insert(key, log.clone());
-                    Some(log)
-                }
+        let mut list_logs = Vec::with_capacity(l.access_log.len());
+        for a in &l.access_log {
+            let key = (
+                a.path.clone(),
+                a.format.clone(),
+                a.buffer,
+                a.condition.clone(),
+            );
+            if let Some(log) = logs.get(&key) {
+                list_logs.push(log.clone());
+                continue;
             }
-        };
+            let log = match formats.get(&a.format) {
+                Some(args) => AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
+                    .map_err(|e| ConfError::bare(e.to_string()))?,
+                None => AccessLog::combined(a.path.clone()),
+            };
+            let log = Arc::new(
+                log.with_params(a.buffer, a.condition.as_deref(), &|n| filters.variable(n))
+                    .map_err(|e| ConfError::bare(e.to_string()))?,
+            );
+            logs.insert(key, log.clone());
+            list_logs.push(log);
+        }
+        let access_log = AccessLogs::new(list_logs).map(Arc::new);
         if l.exact {
             exact.insert(l.path.clone(), i);
         } else {

@@ -99,7 +99,9 @@ impl Filter {
     ) -> FilterResult {
         let _current = Current::set(log);
         // SAFETY: `this` belongs to this vtable; the view lives for the call.
-        unsafe { (self.object.vtable.check)(self.object.this, scope, request) }
+        crate::modules::watch::timed(&self.module, "check", || unsafe {
+            (self.object.vtable.check)(self.object.this, scope, request)
+        })
     }
 
     /// Whether `other` was built by the same library, so its object may be

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::conf::model::{MainConf, NextUpstream};
-use crate::http::access::AccessLog;
+use crate::http::access::AccessLogs;
 use crate::http::realip::RealIp;
 use crate::upstream::Upstream;
 use crate::vars::Template;
@@ -109,7 +109,9 @@ impl Locations {
 pub struct Location {
     pub prefix: String,
     pub action: Action,
-    pub access_log: Option<Arc<AccessLog>>,
+    /// The location's logs, each written once per request, in order;
+    /// `None` with `access_log off`.
+    pub access_log: Option<Arc<AccessLogs>>,
     /// realip with the location's settings, for requests the server's
     /// settings left alone (nginx's pre-access phase: proxied ones).
     pub realip: Option<RealIp>,

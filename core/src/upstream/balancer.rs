@@ -12,6 +12,7 @@ use waypost_module_api::{
 
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
+use crate::modules::watch::timed;
 
 /// Hook failures in a row after which the upstream logs an alert (and
 /// again after as many more): one panic is a request's bad luck, a run of
@@ -85,8 +86,9 @@ impl Balancer {
     ) -> InitPeerResult {
         // SAFETY: `this` is the object this vtable belongs to; storage is
         // exclusively ours for the request.
-        let result =
-            unsafe { (self.object.vtable.init_peer)(self.this(), request, peers, storage) };
+        let result = timed(&self.module, "init_peer", || unsafe {
+            (self.object.vtable.init_peer)(self.this(), request, peers, storage)
+        });
         // Only `get` ends a run of failures: a request whose init_peer
         // works but whose get panics is still a failure.
         if matches!(result, InitPeerResult::Error(_)) {
@@ -97,7 +99,9 @@ impl Balancer {
 
     pub fn get(&self, storage: &mut PeerStorage, peers: &PeersView<'_>) -> GetResult {
         // SAFETY: storage was initialised by a successful init_peer.
-        let result = unsafe { (self.object.vtable.get)(self.this(), storage, peers) };
+        let result = timed(&self.module, "get", || unsafe {
+            (self.object.vtable.get)(self.this(), storage, peers)
+        });
         self.count(matches!(result, GetResult::Error(_)));
         result
     }
@@ -109,7 +113,9 @@ impl Balancer {
         outcome: TryOutcome,
     ) -> FreeAction {
         // SAFETY: as for get.
-        unsafe { (self.object.vtable.free)(self.this(), storage, peers, outcome) }
+        timed(&self.module, "free", || unsafe {
+            (self.object.vtable.free)(self.this(), storage, peers, outcome)
+        })
     }
 
     /// # Safety

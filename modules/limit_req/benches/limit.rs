@@ -56,6 +56,7 @@ fn zone(mode: Mode, size: u64) -> Arc<Zone> {
             // High enough that every check passes: the common path.
             rate: Rate::per_second(1_000_000_000_000),
             mode,
+            cluster: None,
         },
         Template(0),
     ))

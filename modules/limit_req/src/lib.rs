@@ -13,7 +13,9 @@
 //! - [`limits`]: nginx's handler over the limits of a scope,
 //!   [`ScopeLimits::decide`] with the keys and the clock given, and
 //!   [`ScopeLimits::verdict`] for the answer, log line and variable;
-//! - [`counters`]: requests per zone and result, the module's metrics.
+//! - [`counters`]: requests per zone and result, the module's metrics;
+//! - [`cluster`]: `cluster=`, windows shared by several instances through
+//!   Redis, exchanged by a background thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +23,12 @@ use std::sync::Arc;
 use waypost_module_api::filter::{Check, Filter, FilterConfig, FilterModule};
 use waypost_module_api::prelude::*;
 
+pub mod cluster;
 pub mod counters;
 pub mod limits;
 pub mod zone;
+
+pub use cluster::{ClusterSpec, OnClusterError};
 
 pub use counters::{RequestResult, ZoneCounters};
 pub use limits::{Decision, Limit, MissingKey, ScopeLimits, Settings, MAX_KEY, NODELAY};
@@ -44,7 +49,7 @@ pub struct LimitReqModule;
 impl FilterModule for LimitReqModule {
     const NAME: &'static str = "limit_req";
     const DIRECTIVES: &'static [DirectiveSpec] = &[
-        DirectiveSpec::plain("limit_req_zone", Contexts::HTTP, 3, 4),
+        DirectiveSpec::plain("limit_req_zone", Contexts::HTTP, 3, 7),
         DirectiveSpec::plain("limit_req", SCOPES, 1, 3),
         DirectiveSpec::plain("limit_req_status", SCOPES, 1, 1),
         DirectiveSpec::plain("limit_req_log_level", SCOPES, 1, 1),
@@ -77,6 +82,9 @@ pub struct LimitReq {
     counters: Vec<Vec<ZoneCounters>>,
     /// The counters of each zone of `zones`.
     zone_counters: Vec<ZoneCounters>,
+    /// The cluster zones, exchanged by the sync thread while this
+    /// configuration lives (the thread stops with the last one).
+    _sync: Option<cluster::Registration>,
 }
 
 impl Filter for LimitReq {
@@ -131,6 +139,7 @@ impl LimitReq {
             scopes,
             counters: Vec::new(),
             zone_counters: Vec::new(),
+            _sync: None,
         }
     }
 
@@ -143,6 +152,15 @@ impl LimitReq {
     /// The zone named `name`.
     pub fn zone(&self, name: &str) -> Option<&Arc<Zone>> {
         self.zones.iter().find(|z| z.name() == name)
+    }
+
+    /// Whether this configuration and `other` have their cluster zones
+    /// exchanged by the same thread.
+    pub fn same_sync_thread(&self, other: &LimitReq) -> bool {
+        match (&self._sync, &other._sync) {
+            (Some(a), Some(b)) => a.same_thread(b),
+            _ => false,
+        }
     }
 
     /// The limits of scope `index`, if any `limit_req` applies there.
@@ -190,6 +208,12 @@ impl LimitReq {
                 Some(old) => Zone::reusing(def.spec.clone(), def.template, old),
                 None => Zone::new(def.spec.clone(), def.template),
             };
+            let zone = match def.spec.cluster {
+                Some(_) => {
+                    zone.with_cluster_metrics(cluster::ClusterMetrics::register(config, name)?)
+                }
+                None => zone,
+            };
             let zone = Arc::new(zone);
             zones.insert(name, zone.clone());
             ordered.push(zone);
@@ -235,11 +259,26 @@ impl LimitReq {
                 Some(Arc::new(ScopeLimits::new(limits, conf.settings)))
             })
             .collect();
+        // Cluster zones go to the process's sync thread (the one already
+        // running for the previous configuration, if any: registered
+        // before the previous configuration goes, they are exchanged
+        // without a gap).
+        let clustered: Vec<Arc<Zone>> = ordered
+            .iter()
+            .filter(|z| z.spec().cluster.is_some())
+            .cloned()
+            .collect();
+        let cluster = if clustered.is_empty() {
+            None
+        } else {
+            Some(cluster::Syncer::register(clustered).map_err(ConfigError::new)?)
+        };
         Ok(LimitReq {
             zones: ordered,
             scopes,
             counters,
             zone_counters,
+            _sync: cluster,
         })
     }
 }
@@ -369,8 +408,9 @@ impl Parser {
         })
     }
 
-    /// `limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m [mode=leaky|window]`
-    /// (`ngx_http_limit_req_zone`).
+    /// `limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m [mode=leaky|window]
+    /// [cluster=redis://HOST:PORT[/DB] [sync=T] [on_cluster_error=local|allow|deny]]`
+    /// (`ngx_http_limit_req_zone`, and the extensions).
     fn zone(&mut self, config: &FilterConfig<'_>, d: &Directive<'_>) -> Result<(), ConfigError> {
         let key = d.arg(0);
         // nginx prints an unknown variable without a location.
@@ -379,6 +419,9 @@ impl Parser {
         let mut size = 0;
         let mut rate = Rate::per_second(1);
         let mut mode = Mode::Leaky;
+        let mut url = None;
+        let mut sync = None;
+        let mut on_error = None;
         for arg in &d.args()[1..] {
             let arg = arg.as_str();
             if let Some(rest) = arg.strip_prefix("zone=") {
@@ -410,6 +453,36 @@ impl Parser {
                     "window" => Mode::Window,
                     _ => return Err(d.error(format!("invalid mode \"{arg}\""))),
                 };
+            } else if let Some(u) = arg.strip_prefix("cluster=") {
+                if !cluster::valid_url(u) {
+                    return Err(d.error(format!(
+                        "invalid cluster \"{arg}\", it must be \"redis://HOST:PORT[/DB]\""
+                    )));
+                }
+                url = Some(u);
+            } else if let Some(t) = arg.strip_prefix("sync=") {
+                sync = Some((
+                    arg,
+                    cluster::parse_sync(t).ok_or_else(|| {
+                        d.error(format!(
+                            "invalid sync \"{arg}\", it must be from 10ms to 60s"
+                        ))
+                    })?,
+                ));
+            } else if let Some(v) = arg.strip_prefix("on_cluster_error=") {
+                on_error = Some((
+                    arg,
+                    match v {
+                        "local" => OnClusterError::Local,
+                        "allow" => OnClusterError::Allow,
+                        "deny" => OnClusterError::Deny,
+                        _ => {
+                            return Err(d.error(format!(
+                                "invalid on_cluster_error \"{arg}\", it must be \"local\", \"allow\" or \"deny\""
+                            )))
+                        }
+                    },
+                ));
             } else {
                 return Err(d.error(format!("invalid parameter \"{arg}\"")));
             }
@@ -417,6 +490,24 @@ impl Parser {
         if name.is_empty() {
             return Err(d.error("\"limit_req_zone\" must have \"zone\" parameter"));
         }
+        let cluster = match url {
+            Some(_) if mode == Mode::Leaky => {
+                return Err(d.error(
+                    "\"cluster=\" requires \"mode=window\": the leaky bucket is not shared across instances",
+                ))
+            }
+            Some(url) => Some(ClusterSpec {
+                url: url.to_owned(),
+                sync_ms: sync.map_or(cluster::DEFAULT_SYNC_MS, |(_, ms)| ms),
+                on_error: on_error.map_or(OnClusterError::Local, |(_, e)| e),
+            }),
+            None => {
+                if let Some((arg, _)) = sync.map(|(a, _)| (a, ())).or(on_error.map(|(a, _)| (a, ()))) {
+                    return Err(d.error(format!("\"{arg}\" requires \"cluster=\"")));
+                }
+                None
+            }
+        };
         self.mention(name);
         if let Some(&i) = self.index.get(name) {
             let old = &self.zones[i].spec;
@@ -440,6 +531,7 @@ impl Parser {
                 size,
                 rate,
                 mode,
+                cluster,
             },
             template,
         });
@@ -513,3 +605,6 @@ waypost_module_api::export_filter!(LimitReqModule);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

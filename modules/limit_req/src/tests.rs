@@ -27,6 +27,7 @@ fn zone_with(name: &str, rate: Rate, size: u64, mode: Mode) -> Arc<Zone> {
             size,
             rate,
             mode,
+            cluster: None,
         },
         Template(0),
     ))
@@ -55,6 +56,15 @@ fn request(s: &ScopeLimits, t: u64, key: &str) -> (String, Vec<String>) {
     let mut logs = Vec::new();
     let mut log = |level: LogLevel, m: &str| logs.push(format!("[{level:?}] {m}"));
     let d = s.decide(Now::at(t), |_| key.as_bytes(), &mut log);
+    let c = s.verdict(&d, &mut log);
+    (summary(&c), logs)
+}
+
+/// As [`request`], at the current time.
+pub(crate) fn request_at_now(s: &ScopeLimits, key: &str) -> (String, Vec<String>) {
+    let mut logs = Vec::new();
+    let mut log = |level: LogLevel, m: &str| logs.push(format!("[{level:?}] {m}"));
+    let d = s.decide(s.now(), |_| key.as_bytes(), &mut log);
     let c = s.verdict(&d, &mut log);
     (summary(&c), logs)
 }
@@ -641,9 +651,9 @@ fn a_rejected_request_releases_its_held_nodes() {
 
 /// Directives as written, `name arg arg ...`; http ones on lines 1, 2,
 /// ..., scope `s`'s on lines `100 * (s + 1)`, ...
-struct Conf {
-    http: Vec<&'static str>,
-    scopes: Vec<Vec<&'static str>>,
+pub(crate) struct Conf {
+    pub(crate) http: Vec<&'static str>,
+    pub(crate) scopes: Vec<Vec<&'static str>>,
 }
 
 fn directive(text: &'static str, line: u32) -> DirectiveArgs<'static> {
@@ -672,7 +682,10 @@ extern "C" fn compile(builder: *mut c_void, text: RStr<'_>) -> RResult<u32, RStr
 extern "C" fn no_log(_: LogLevel, _: RStr<'_>, _: RStr<'_>) {}
 
 /// Builds the filter; also returns the template texts by id.
-fn build(conf: &Conf, previous: Option<&LimitReq>) -> (Result<LimitReq, ConfigError>, Vec<String>) {
+pub(crate) fn build(
+    conf: &Conf,
+    previous: Option<&LimitReq>,
+) -> (Result<LimitReq, ConfigError>, Vec<String>) {
     let http: Vec<DirectiveArgs<'static>> = conf
         .http
         .iter()
@@ -712,7 +725,7 @@ fn build(conf: &Conf, previous: Option<&LimitReq>) -> (Result<LimitReq, ConfigEr
     (result, templates)
 }
 
-fn error(http: &[&'static str], scopes: &[&[&'static str]]) -> String {
+pub(crate) fn error(http: &[&'static str], scopes: &[&[&'static str]]) -> String {
     let conf = Conf {
         http: http.to_vec(),
         scopes: scopes.iter().map(|s| s.to_vec()).collect(),
@@ -1082,7 +1095,7 @@ fn module_declares_its_directives_and_variable() {
     );
     assert_eq!(LimitReqModule::VARIABLES, ["limit_req_status"]);
     let zone = &LimitReqModule::DIRECTIVES[0];
-    assert_eq!((zone.min_args, zone.max_args), (3, 4));
+    assert_eq!((zone.min_args, zone.max_args), (3, 7));
     assert!(!zone
         .contexts
         .contains(waypost_module_api::Contexts::LOCATION));

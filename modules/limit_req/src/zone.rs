@@ -11,10 +11,15 @@
 //! nginx (§3.8) within a shard.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 use waypost_module_api::Template;
+
+use crate::cluster::{
+    decide, Admission, Batch, ClusterMetrics, ClusterSpec, ClusterView, SyncReply, SyncSlot,
+};
 
 /// Bytes of zone size counted per key: the capacity of a zone is its
 /// size divided by this (nginx's node is 80 bytes plus the key, rounded
@@ -107,6 +112,9 @@ pub struct ZoneSpec {
     pub rate: Rate,
     /// `mode=` (an extension; `leaky` by default).
     pub mode: Mode,
+    /// `cluster=`, `sync=`, `on_cluster_error=` (an extension, windows
+    /// only): the window is shared through Redis.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// What one zone lookup decided.
@@ -158,6 +166,7 @@ pub struct Zone {
     template: Template,
     algo: Algo,
     store: Arc<Store>,
+    metrics: Option<ClusterMetrics>,
 }
 
 /// The parameters the algorithms need, copied into each call.
@@ -198,7 +207,19 @@ impl Zone {
             template,
             algo,
             store,
+            metrics: None,
         }
+    }
+
+    /// The zone with its cluster metrics.
+    pub fn with_cluster_metrics(mut self, metrics: ClusterMetrics) -> Zone {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The cluster metrics, for a cluster zone built from a configuration.
+    pub fn cluster_metrics(&self) -> Option<ClusterMetrics> {
+        self.metrics
     }
 
     /// The zone's name.
@@ -224,6 +245,158 @@ impl Zone {
     /// Whether this zone and `other` share their state.
     pub fn shares_state_with(&self, other: &Zone) -> bool {
         Arc::ptr_eq(&self.store, &other.store)
+    }
+
+    /// Identifies the state, which zones of successive configurations
+    /// share.
+    pub fn state_id(&self) -> usize {
+        Arc::as_ptr(&self.store) as usize
+    }
+
+    /// Whether the last cluster exchange succeeded (true before the first).
+    pub fn cluster_up(&self) -> bool {
+        self.store.cluster.up.load(Ordering::Relaxed)
+    }
+
+    /// Sets the exchanges' state, which requests read.
+    pub fn set_cluster_up(&self, up: bool) {
+        self.store.cluster.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Instances of the zone seen in the store at the last exchange (1
+    /// before the first).
+    pub fn cluster_instances(&self) -> u64 {
+        self.store.cluster.instances.load(Ordering::Relaxed)
+    }
+
+    /// Sets the instances seen.
+    pub fn set_cluster_instances(&self, instances: u64) {
+        self.store
+            .cluster
+            .instances
+            .store(instances.max(1), Ordering::Relaxed);
+    }
+
+    /// What a request of a cluster window zone reads of the exchanges.
+    fn cluster_view(&self) -> Option<ClusterView> {
+        let spec = self.spec.cluster.as_ref()?;
+        if self.algo.mode != Mode::Window {
+            return None;
+        }
+        Some(ClusterView {
+            up: self.cluster_up(),
+            on_error: spec.on_error,
+            instances: self.cluster_instances(),
+        })
+    }
+
+    /// Takes up to `budget` keys that requests touched since the last
+    /// exchange (oldest first, shards in turn) into `batch`, with this
+    /// instance's count of each.
+    pub fn collect(&self, batch: &mut Batch, budget: usize) {
+        let n = self.store.shards.len();
+        let instances = self.cluster_instances();
+        let first = batch.next_shard % n;
+        for i in 0..n {
+            let left = budget.saturating_sub(batch.len());
+            if left == 0 {
+                batch.next_shard = (first + i) % n;
+                return;
+            }
+            let s = (first + i) % n;
+            let mut guard = self.store.lock(s);
+            let shard = &mut *guard;
+            let take = left.min(shard.dirty.len());
+            for slot in shard.dirty.drain(..take) {
+                let Some(sync) = shard.sync.get_mut(slot as usize) else {
+                    continue;
+                };
+                sync.dirty = false;
+                let Some(node) = shard.nodes.get(slot as usize) else {
+                    continue;
+                };
+                let key = node.key.as_bytes();
+                // A free slot (no key is empty), or a slot whose window
+                // the hook has not entered (it resets it first).
+                if key.is_empty() || node.last != sync.window {
+                    continue;
+                }
+                let expected = sync.expected(instances);
+                batch.push(s as u32, slot, node.last, node.excess, expected, key);
+            }
+        }
+        batch.next_shard = first;
+    }
+
+    /// Folds the replies of an exchange of `batch` into the keys still in
+    /// the window they were collected in: what the others may have
+    /// admitted, the count sent and the grant until the next exchange.
+    pub fn apply(&self, batch: &Batch, replies: &[SyncReply]) {
+        let mut locked: Option<(u32, MutexGuard<'_, Shard>)> = None;
+        for (item, reply) in batch.items().iter().zip(replies) {
+            let shard = match &mut locked {
+                Some((s, guard)) if *s == item.shard => guard,
+                _ => {
+                    locked = None;
+                    &mut locked
+                        .insert((item.shard, self.store.lock(item.shard as usize)))
+                        .1
+                }
+            };
+            let shard = &mut **shard;
+            let (Some(node), Some(sync)) = (
+                shard.nodes.get(item.slot as usize),
+                shard.sync.get_mut(item.slot as usize),
+            ) else {
+                continue;
+            };
+            if node.last != item.window
+                || sync.window != item.window
+                || node.key.as_bytes() != batch.key(item)
+            {
+                continue;
+            }
+            sync.pushed = item.count;
+            sync.others = reply.others.max(0) as u64;
+            sync.grant = reply.grant.max(0) as u64;
+            sync.peers = reply.peers.max(1) as u64;
+        }
+    }
+
+    /// Puts the keys of a failed exchange back in the list of keys to
+    /// exchange.
+    pub fn restore(&self, batch: &Batch) {
+        let mut locked: Option<(u32, MutexGuard<'_, Shard>)> = None;
+        for item in batch.items() {
+            let shard = match &mut locked {
+                Some((s, guard)) if *s == item.shard => guard,
+                _ => {
+                    locked = None;
+                    &mut locked
+                        .insert((item.shard, self.store.lock(item.shard as usize)))
+                        .1
+                }
+            };
+            let shard = &mut **shard;
+            let (Some(node), Some(sync)) = (
+                shard.nodes.get(item.slot as usize),
+                shard.sync.get_mut(item.slot as usize),
+            ) else {
+                continue;
+            };
+            if !sync.dirty && node.key.as_bytes() == batch.key(item) {
+                sync.dirty = true;
+                shard.dirty.push(item.slot);
+            }
+        }
+    }
+
+    /// The cluster state of `key` (tests).
+    pub fn sync_slot(&self, key: &[u8]) -> Option<SyncSlot> {
+        let hash = self.store.hasher.hash_one(key);
+        let shard = self.store.lock(self.store.shard_of(hash));
+        let slot = shard.find(hash, key)?;
+        shard.sync.get(slot as usize).copied()
     }
 
     /// How many keys the zone can hold.
@@ -268,6 +441,7 @@ impl Zone {
     /// other than the last) an admitted request is held, not saved.
     pub fn lookup(&self, key: &[u8], now: u64, burst: u64, save: bool) -> Outcome {
         let algo = self.algo;
+        let cluster = self.cluster_view();
         let hash = self.store.hasher.hash_one(key);
         let s = self.store.shard_of(hash);
         let mut guard = self.store.lock(s);
@@ -275,6 +449,9 @@ impl Zone {
 
         if let Some(slot) = shard.find(hash, key) {
             shard.touch(slot);
+            if cluster.is_some() {
+                shard.cover_sync(slot);
+            }
             let node = &mut shard.nodes[slot as usize];
             return match algo.mode {
                 Mode::Leaky => {
@@ -305,17 +482,29 @@ impl Zone {
                 Mode::Window => {
                     let window = now / algo.period_ms;
                     let used = if node.last == window { node.excess } else { 0 };
-                    if used >= algo.requests {
-                        return Outcome::Rejected {
-                            excess: (used + 1 - algo.requests).saturating_mul(1000),
-                            retry_after: algo.window_retry(now),
-                        };
+                    let admission = match cluster {
+                        None if used >= algo.requests => Admission::Full {
+                            over: used + 1 - algo.requests,
+                        },
+                        None => Admission::Admit,
+                        Some(view) => decide(
+                            &mut shard.sync[slot as usize],
+                            &mut shard.dirty,
+                            slot,
+                            window,
+                            used,
+                            algo.requests,
+                            view,
+                        ),
+                    };
+                    if let Some(rejected) = algo.window_rejection(admission, now) {
+                        return rejected;
                     }
                     // A held request reserves its place in the window, so
                     // that concurrent requests never exceed N; a release
                     // gives it back.
                     node.last = window;
-                    node.excess = used + 1;
+                    node.excess = used.saturating_add(1);
                     if save {
                         return Outcome::Admitted { excess: 0 };
                     }
@@ -344,6 +533,32 @@ impl Zone {
                 }
             }
         };
+        if let Some(view) = cluster {
+            // A new key: blind in its window, whatever the slot held.
+            shard.cover_sync(slot);
+            let window = now / algo.period_ms;
+            let sync = &mut shard.sync[slot as usize];
+            *sync = SyncSlot {
+                dirty: sync.dirty,
+                ..SyncSlot::default()
+            };
+            sync.enter(window, algo.requests, view.instances);
+            let admission = decide(
+                &mut shard.sync[slot as usize],
+                &mut shard.dirty,
+                slot,
+                window,
+                0,
+                algo.requests,
+                view,
+            );
+            if let Some(rejected) = algo.window_rejection(admission, now) {
+                let node = &mut shard.nodes[slot as usize];
+                node.excess = 0;
+                node.last = window;
+                return rejected;
+            }
+        }
         let node = &mut shard.nodes[slot as usize];
         let window = match algo.mode {
             Mode::Leaky => {
@@ -439,6 +654,23 @@ impl Algo {
         total.saturating_sub(ms).div_ceil(1000).max(1)
     }
 
+    /// The rejection for a window request, or `None` to admit it.
+    fn window_rejection(&self, admission: Admission, now: u64) -> Option<Outcome> {
+        match admission {
+            Admission::Admit => None,
+            Admission::Full { over } => Some(Outcome::Rejected {
+                excess: over.saturating_mul(1000),
+                retry_after: self.window_retry(now),
+            }),
+            // The next exchange (at most a minute away) brings a new
+            // allowance; store failures are retried as soon.
+            Admission::Paced | Admission::Denied => Some(Outcome::Rejected {
+                excess: 0,
+                retry_after: 1,
+            }),
+        }
+    }
+
     /// Whole seconds until the next window.
     fn window_retry(&self, now: u64) -> u64 {
         let end = (now / self.period_ms + 1) * self.period_ms;
@@ -520,6 +752,15 @@ struct Store {
     mask: usize,
     hasher: Hasher,
     capacity: usize,
+    cluster: ClusterState,
+}
+
+/// What the sync thread tells requests of a cluster zone.
+struct ClusterState {
+    /// The last exchange succeeded (or none was tried yet).
+    up: AtomicBool,
+    /// Instances of the zone seen in the store.
+    instances: AtomicU64,
 }
 
 /// A shard on its own cache lines.
@@ -541,6 +782,10 @@ impl Store {
             mask: shards - 1,
             hasher: Hasher::default(),
             capacity: capacity as usize,
+            cluster: ClusterState {
+                up: AtomicBool::new(true),
+                instances: AtomicU64::new(1),
+            },
         }
     }
 
@@ -627,6 +872,12 @@ struct Shard {
     tail: u32,
     len: u32,
     capacity: u32,
+    /// Cluster zones: each node's cluster state, by slot (grown with the
+    /// nodes by the first cluster request that needs it).
+    sync: Vec<SyncSlot>,
+    /// Cluster zones: the slots requests touched since the last exchange,
+    /// each once (at most the shard's capacity).
+    dirty: Vec<u32>,
 }
 
 impl Shard {
@@ -639,6 +890,16 @@ impl Shard {
             tail: NIL,
             len: 0,
             capacity: capacity.min(u64::from(u32::MAX - 1)) as u32,
+            sync: Vec::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Makes room for `slot`'s cluster state.
+    fn cover_sync(&mut self, slot: u32) {
+        if self.sync.len() <= slot as usize {
+            self.sync
+                .resize(self.nodes.len().max(slot as usize + 1), SyncSlot::default());
         }
     }
 
@@ -779,6 +1040,7 @@ mod tests {
                 size,
                 rate,
                 mode,
+                cluster: None,
             },
             Template(0),
         )

@@ -1,0 +1,1029 @@
+//! Cluster-wide windows: `limit_req_zone ... mode=window
+//! cluster=redis://HOST:PORT[/DB] [sync=100ms] [on_cluster_error=...]`.
+//!
+//! Requests never wait on Redis. Each instance decides alone, from what
+//! its zone knows: per key, its own admissions in the current window
+//! (exact, local), the most the other instances may have admitted as of
+//! the last exchange, and its *grant*: the count it may reach before its
+//! next exchange. A background thread, one per process, exchanges with Redis
+//! every `sync` interval, for each cluster zone, the keys requests touched
+//! since the previous exchange, in one round trip (a Lua script per 1,024
+//! keys, pipelined). Per key and window, the script reads what the others
+//! hold, hands out this instance's next grant and stores it, atomically:
+//!
+//! ```text
+//! held   = sum over the other instances of max(count, grant)
+//!          (one hash field per instance holds it)
+//! blind  = limit / expected            (expected: instances on the key)
+//! free   = limit - held - my count - blind * (expected - seen)
+//! grant  = my count + max(free / seen, 1)   if free > 0, else my count
+//! ```
+//!
+//! `seen` is the instances that reported the key in this window, and the
+//! reserve `blind * (expected - seen)` is for those expected but not seen
+//! yet: before its first exchange in a window an instance is *blind* and
+//! admits up to `blind` requests alone (`expected` is how many instances
+//! took part in the key's previous window, or, for a key new to the
+//! instance, how many instances the zone has). So the grants and blind
+//! shares together never exceed the limit: what can go over is only what
+//! an instance admits during the round trip of its own exchange beyond its
+//! new grant, or a newcomer instance the previous window did not expect.
+//!
+//! The decision ([`decide`]): a request is admitted while
+//! `local < grant` and `local + others < limit`.
+//!
+//! The layers: [`decide`] (per request, under the zone's shard lock, no
+//! I/O), [`Batch`] and [`Zone::collect`](crate::Zone::collect) /
+//! [`Zone::apply`](crate::Zone::apply) (the exchange's two halves on the
+//! zone), [`Exchange`] (Redis, or a fake in the tests), [`ZoneLink`] (one
+//! zone's exchanges, failure state, backoff, metrics and log lines) and
+//! [`Syncer`] (the thread).
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher as _};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use waypost_module_api::filter::FilterConfig;
+use waypost_module_api::{ConfigError, Counter, Gauge, LogLevel};
+
+use crate::zone::{mono_ms, wall_ms, Zone};
+
+/// Most keys one zone exchanges in one round; the rest wait for the next
+/// round (oldest first). Bounds the work and memory of a round.
+pub const MAX_KEYS_PER_SYNC: usize = 16_384;
+
+/// Keys per script call (several calls go in one pipelined round trip).
+pub const KEYS_PER_CALL: usize = 1_024;
+
+/// The default `sync=`.
+pub const DEFAULT_SYNC_MS: u64 = 100;
+
+/// `on_cluster_error=`: what a zone does while its exchanges fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnClusterError {
+    /// Each instance limits alone, at the whole rate (the default).
+    Local,
+    /// Nothing is limited.
+    Allow,
+    /// Every request is rejected.
+    Deny,
+}
+
+impl OnClusterError {
+    /// The directive's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            OnClusterError::Local => "local",
+            OnClusterError::Allow => "allow",
+            OnClusterError::Deny => "deny",
+        }
+    }
+}
+
+/// `cluster=`, `sync=` and `on_cluster_error=` of a `limit_req_zone`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` as written.
+    pub url: String,
+    /// The exchange interval in ms.
+    pub sync_ms: u64,
+    /// While Redis fails.
+    pub on_error: OnClusterError,
+}
+
+impl ClusterSpec {
+    /// The URL without credentials, for log lines.
+    pub fn display(&self) -> String {
+        match self.url.strip_prefix("redis://") {
+            Some(rest) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("redis://{host}"),
+                None => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
+
+    /// Connect, read and write timeout of the exchanges: twice the
+    /// interval, between 100 ms and 1 s.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis((self.sync_ms * 2).clamp(100, 1000))
+    }
+
+    /// The longest wait between two attempts while Redis fails.
+    pub fn max_backoff_ms(&self) -> u64 {
+        self.sync_ms.max(1000)
+    }
+}
+
+/// Checks `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`.
+pub fn valid_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return false;
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let (hostport, db) = match rest.split_once('/') {
+        Some((h, db)) => (h, Some(db)),
+        None => (rest, None),
+    };
+    if let Some(db) = db {
+        if !db.is_empty() && (db.len() > 9 || !db.bytes().all(|b| b.is_ascii_digit())) {
+            return false;
+        }
+    }
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, port)) => {
+                if !port.is_empty() && !valid_port(port.strip_prefix(':').unwrap_or("x")) {
+                    return false;
+                }
+                h
+            }
+            None => return false,
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, port)) => {
+                if !valid_port(port) {
+                    return false;
+                }
+                h
+            }
+            None => hostport,
+        }
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        && redis::Client::open(url).is_ok()
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
+}
+
+/// `sync=`: `Nms`, `Ns` or `N` (seconds, as nginx reads times), from 10 ms
+/// to 60 s.
+pub fn parse_sync(value: &str) -> Option<u64> {
+    let (digits, scale) = if let Some(d) = value.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = value.strip_suffix('s') {
+        (d, 1000)
+    } else {
+        (value, 1000)
+    };
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = digits.parse::<u64>().ok()? * scale;
+    (10..=60_000).contains(&ms).then_some(ms)
+}
+
+// ------------------------------------------------------------ the decision
+
+/// A key's cluster state, next to its node (one per node slot, only in
+/// cluster zones). Counts are for window `window`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncSlot {
+    /// The window the counts are for.
+    pub window: u64,
+    /// The local count written to the store at the last exchange.
+    pub pushed: u64,
+    /// The most the other instances may have admitted, as of the last
+    /// exchange.
+    pub others: u64,
+    /// The local count allowed until the next exchange.
+    pub grant: u64,
+    /// Instances that reported the key in this window (0 before the
+    /// first exchange in it).
+    pub peers: u64,
+    /// Instances that reported the key in the previous window it was
+    /// exchanged in (0: unknown).
+    pub prev_peers: u64,
+    /// Whether the slot is in its shard's list of keys to exchange.
+    pub dirty: bool,
+}
+
+impl SyncSlot {
+    /// The state of this key entering `window` before any exchange in it:
+    /// blind, with a share of the limit among the instances expected.
+    pub fn enter(&mut self, window: u64, limit: u64, instances: u64) {
+        let prev_peers = if self.peers > 0 {
+            self.peers
+        } else {
+            self.prev_peers
+        };
+        *self = SyncSlot {
+            window,
+            pushed: 0,
+            others: 0,
+            grant: 0,
+            peers: 0,
+            prev_peers,
+            dirty: self.dirty,
+        };
+        self.grant = share(limit, self.expected(instances));
+    }
+
+    /// How many instances are expected on the key: as many as in its
+    /// previous window, or, for a key new to this instance, every
+    /// instance of the zone.
+    pub fn expected(&self, instances: u64) -> u64 {
+        if self.prev_peers > 0 {
+            self.prev_peers
+        } else {
+            instances.max(1)
+        }
+    }
+}
+
+/// One instance's share of `remaining` among `instances`: at least 1 while
+/// anything remains (the script computes the same).
+pub fn share(remaining: u64, instances: u64) -> u64 {
+    if remaining == 0 {
+        0
+    } else {
+        (remaining / instances.max(1)).max(1)
+    }
+}
+
+/// What a cluster zone's hook sees of the exchanges: read once per request
+/// (two relaxed loads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The last exchange succeeded (or none was tried yet).
+    pub up: bool,
+    /// `on_cluster_error=`.
+    pub on_error: OnClusterError,
+    /// Instances of the zone seen in Redis at the last exchange (1 before).
+    pub instances: u64,
+}
+
+/// [`decide`]'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted.
+    Admit,
+    /// The window is used up (cluster-wide estimate, or this instance's
+    /// count while limiting locally): retry in the next window.
+    Full {
+        /// Requests over the limit, this one included.
+        over: u64,
+    },
+    /// This instance reached its grant until the next exchange; the
+    /// window may still have room.
+    Paced,
+    /// Redis fails and `on_cluster_error=deny`.
+    Denied,
+}
+
+/// The decision for a request of a key that holds `used` local admissions
+/// in `window` (0 in a new window), with `limit` requests per window. A
+/// slot of another window enters this one first (blind); the slot is put
+/// in `dirty` (once) so that the next exchange carries the key.
+pub fn decide(
+    s: &mut SyncSlot,
+    dirty: &mut Vec<u32>,
+    slot: u32,
+    window: u64,
+    used: u64,
+    limit: u64,
+    view: ClusterView,
+) -> Admission {
+    if s.window != window {
+        s.enter(window, limit, view.instances);
+    }
+    if !s.dirty {
+        s.dirty = true;
+        dirty.push(slot);
+    }
+    if !view.up {
+        return match view.on_error {
+            OnClusterError::Local if used < limit => Admission::Admit,
+            OnClusterError::Local => Admission::Full {
+                over: used + 1 - limit,
+            },
+            OnClusterError::Allow => Admission::Admit,
+            OnClusterError::Deny => Admission::Denied,
+        };
+    }
+    let estimate = used.saturating_add(s.others);
+    if estimate >= limit {
+        return Admission::Full {
+            over: estimate + 1 - limit,
+        };
+    }
+    if used >= s.grant {
+        return Admission::Paced;
+    }
+    Admission::Admit
+}
+
+// ----------------------------------------------------------- the exchange
+
+/// One key to exchange: where its node is, its window, this instance's
+/// count and how many instances are expected on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncItem {
+    /// The node's shard.
+    pub shard: u32,
+    /// The node's slot in it.
+    pub slot: u32,
+    /// The window.
+    pub window: u64,
+    /// This instance's count in the window.
+    pub count: u64,
+    /// Instances expected on the key ([`SyncSlot::expected`]).
+    pub expected: u64,
+    key_at: u32,
+    key_len: u32,
+}
+
+/// The keys of one exchange and their bytes; kept by the zone's link
+/// across rounds, so a round allocates nothing once warm.
+#[derive(Default)]
+pub struct Batch {
+    items: Vec<SyncItem>,
+    keys: Vec<u8>,
+    /// The shard the next collection starts at (round robin, so that a
+    /// budget smaller than the dirty keys starves no shard).
+    pub(crate) next_shard: usize,
+}
+
+impl Batch {
+    /// Empties the batch (keeps its memory).
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.keys.clear();
+    }
+
+    /// Adds a key.
+    pub fn push(
+        &mut self,
+        shard: u32,
+        slot: u32,
+        window: u64,
+        count: u64,
+        expected: u64,
+        key: &[u8],
+    ) {
+        let key_at = self.keys.len() as u32;
+        self.keys.extend_from_slice(key);
+        self.items.push(SyncItem {
+            shard,
+            slot,
+            window,
+            count,
+            expected,
+            key_at,
+            key_len: key.len() as u32,
+        });
+    }
+
+    /// The keys, in shard order.
+    pub fn items(&self) -> &[SyncItem] {
+        &self.items
+    }
+
+    /// An item's key.
+    pub fn key(&self, item: &SyncItem) -> &[u8] {
+        let at = item.key_at as usize;
+        &self.keys[at..at + item.key_len as usize]
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// The reply for one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncReply {
+    /// The count this instance may reach until its next exchange.
+    pub grant: i64,
+    /// The most the other instances may have admitted in the window (the
+    /// sum of their `max(count, grant)`).
+    pub others: i64,
+    /// Instances that reported the key in the window, this one included.
+    pub peers: i64,
+}
+
+/// What an exchange sends.
+pub struct ExchangeRequest<'a> {
+    /// `waypost:limit_req:ZONE:`: every key of the zone starts with it.
+    pub prefix: &'a [u8],
+    /// This instance's id in Redis.
+    pub instance: &'a str,
+    /// Wall clock, ms.
+    pub now_ms: u64,
+    /// How long this instance stays in the zone's instance set without an
+    /// exchange.
+    pub instance_ttl_ms: u64,
+    /// How long a key's window stays in Redis after its last exchange.
+    pub key_ttl_ms: u64,
+    /// Requests per window.
+    pub limit: u64,
+    /// The keys.
+    pub batch: &'a Batch,
+}
+
+/// One round trip with the shared store: for each key of the batch, store
+/// this instance's count of the key's window and compute its grant
+/// ([`SCRIPT`]), appending a [`SyncReply`] per key to `out`; register this
+/// instance in the zone's set and return how many instances it holds.
+pub trait Exchange {
+    /// The round trip; the error is for the log line.
+    fn exchange(
+        &mut self,
+        req: &ExchangeRequest<'_>,
+        out: &mut Vec<SyncReply>,
+    ) -> Result<u64, String>;
+}
+
+/// The script one call runs: the zone's instance set, then per key and
+/// window (a hash with a field per instance: the most it may have
+/// admitted, `max(count, grant)`) the grant computed and stored, as the
+/// module's documentation says. `KEYS[1]` is the set, `KEYS[2..]` the
+/// hashes; `ARGV` is the instance id, the wall clock (ms), the set's and
+/// the keys' time to live (ms), the limit, then per hash the count and
+/// the instances expected. Two calls per key (three for a new one).
+pub const SCRIPT: &str = r"
+local id, now, ittl, kttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local limit = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[1], now + ittl, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ittl)
+local out = { redis.call('ZCARD', KEYS[1]) }
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local count = tonumber(ARGV[2 * i + 2])
+  local expected = tonumber(ARGV[2 * i + 3])
+  local all = redis.call('HGETALL', k)
+  local held, seen = 0, 1
+  for j = 1, #all, 2 do
+    if all[j] ~= id then
+      held = held + tonumber(all[j + 1])
+      seen = seen + 1
+    end
+  end
+  local n = math.max(seen, expected)
+  local blind = math.max(math.floor(limit / n), 1)
+  local free = limit - held - count - blind * (n - seen)
+  local grant = count
+  if free > 0 then grant = count + math.max(math.floor(free / seen), 1) end
+  redis.call('HSET', k, id, grant)
+  if #all == 0 then redis.call('PEXPIRE', k, kttl) end
+  out[#out + 1] = grant
+  out[#out + 1] = held
+  out[#out + 1] = seen
+end
+return out
+";
+
+/// Redis, through the `redis` crate's blocking connection, with timeouts.
+pub struct RedisLink {
+    client: redis::Client,
+    conn: Option<(redis::Connection, String)>,
+    timeout: Duration,
+    scratch: Vec<u8>,
+}
+
+impl RedisLink {
+    /// A link to `url` (checked at config load); connects at the first
+    /// exchange.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisLink, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        Ok(RedisLink {
+            client,
+            conn: None,
+            timeout,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Connects and loads the script, if not connected.
+    fn connect(&mut self) -> redis::RedisResult<()> {
+        if self.conn.is_none() {
+            let mut conn = self.client.get_connection_with_timeout(self.timeout)?;
+            conn.set_read_timeout(Some(self.timeout))?;
+            conn.set_write_timeout(Some(self.timeout))?;
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query(&mut conn)?;
+            self.conn = Some((conn, sha));
+        }
+        Ok(())
+    }
+
+    fn round_trip(
+        &mut self,
+        req: &ExchangeRequest<'_>,
+        out: &mut Vec<SyncReply>,
+    ) -> redis::RedisResult<u64> {
+        self.connect()?;
+        let RedisLink { conn, scratch, .. } = self;
+        let Some((conn, sha)) = conn.as_mut() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "not connected",
+            )));
+        };
+        let mut pipe = redis::pipe();
+        let items = req.batch.items();
+        let calls = items.len().div_ceil(KEYS_PER_CALL).max(1);
+        for c in 0..calls {
+            let chunk = &items
+                [(c * KEYS_PER_CALL).min(items.len())..((c + 1) * KEYS_PER_CALL).min(items.len())];
+            let cmd = pipe.cmd("EVALSHA").arg(sha.as_str()).arg(chunk.len() + 1);
+            scratch.clear();
+            scratch.extend_from_slice(req.prefix);
+            scratch.extend_from_slice(b"instances");
+            cmd.arg(&scratch[..]);
+            for item in chunk {
+                scratch.clear();
+                scratch.extend_from_slice(req.prefix);
+                write_decimal(scratch, item.window);
+                scratch.push(b':');
+                scratch.extend_from_slice(req.batch.key(item));
+                cmd.arg(&scratch[..]);
+            }
+            cmd.arg(req.instance)
+                .arg(req.now_ms)
+                .arg(req.instance_ttl_ms)
+                .arg(req.key_ttl_ms)
+                .arg(req.limit);
+            for item in chunk {
+                cmd.arg(item.count).arg(item.expected);
+            }
+        }
+        let replies: Vec<Vec<i64>> = pipe.query(conn)?;
+        let mut instances = 1;
+        for (c, reply) in replies.iter().enumerate() {
+            let keys = items
+                .len()
+                .saturating_sub(c * KEYS_PER_CALL)
+                .min(KEYS_PER_CALL);
+            if reply.len() != 1 + 3 * keys {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected reply length",
+                )));
+            }
+            instances = reply[0].max(1) as u64;
+            out.extend(reply[1..].chunks_exact(3).map(|r| SyncReply {
+                grant: r[0],
+                others: r[1],
+                peers: r[2],
+            }));
+        }
+        if replies.len() != calls {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply count",
+            )));
+        }
+        Ok(instances)
+    }
+}
+
+impl Exchange for RedisLink {
+    fn exchange(
+        &mut self,
+        req: &ExchangeRequest<'_>,
+        out: &mut Vec<SyncReply>,
+    ) -> Result<u64, String> {
+        self.round_trip(req, out).map_err(|e| {
+            // A broken or timed-out connection is not reused: a late reply
+            // would be read as the next one's.
+            self.conn = None;
+            e.to_string()
+        })
+    }
+}
+
+fn write_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// This process's id in Redis: the same for every configuration, so a
+/// reload goes on counting as the same instance.
+pub fn instance_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(wall_ms());
+        h.write_u32(std::process::id());
+        format!("{:x}-{:016x}", std::process::id(), h.finish())
+    })
+}
+
+// ------------------------------------------------------- one zone's exchanges
+
+/// A cluster zone's metrics (labels `zone`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterMetrics {
+    /// `waypost_module_limit_req_cluster_up`: 1 while exchanges succeed, 0
+    /// while they fail.
+    pub up: Gauge,
+    /// `waypost_module_limit_req_cluster_sync_errors_total`.
+    pub errors: Counter,
+    /// `waypost_module_limit_req_cluster_synced_keys_total`: keys exchanged.
+    pub keys: Counter,
+    /// `waypost_module_limit_req_cluster_sync_rtt_us`: the last exchange's
+    /// round trip.
+    pub rtt_us: Gauge,
+    /// `waypost_module_limit_req_cluster_instances`: instances of the zone
+    /// seen at the last exchange.
+    pub instances: Gauge,
+}
+
+impl ClusterMetrics {
+    /// Registers zone `zone`'s series (the same cells after a reload).
+    pub fn register(config: &FilterConfig<'_>, zone: &str) -> Result<ClusterMetrics, ConfigError> {
+        let labels = [("zone", zone)];
+        let m = ClusterMetrics {
+            up: config.gauge(
+                "limit_req_cluster_up",
+                "1 while the zone's cluster exchanges succeed, 0 while they fail.",
+                &labels,
+            )?,
+            errors: config.counter(
+                "limit_req_cluster_sync_errors",
+                "Failed cluster exchanges of the zone.",
+                &labels,
+            )?,
+            keys: config.counter(
+                "limit_req_cluster_synced_keys",
+                "Keys exchanged with the cluster's store.",
+                &labels,
+            )?,
+            rtt_us: config.gauge(
+                "limit_req_cluster_sync_rtt_us",
+                "Round trip of the zone's last cluster exchange, in microseconds.",
+                &labels,
+            )?,
+            instances: config.gauge(
+                "limit_req_cluster_instances",
+                "Instances sharing the zone, as seen at the last exchange.",
+                &labels,
+            )?,
+        };
+        Ok(m)
+    }
+}
+
+/// One zone's exchanges: when the next is due, the failure state and the
+/// backoff. Times are ms of the clock the caller passes (monotonic in the
+/// thread, made up in the tests).
+pub struct ZoneLink<E> {
+    /// The store.
+    pub exchange: E,
+    /// `cluster=` the link was made for.
+    pub url: String,
+    batch: Batch,
+    replies: Vec<SyncReply>,
+    prefix: Vec<u8>,
+    /// This instance's id in the store ([`instance_id`]).
+    pub instance: String,
+    /// When the next exchange is due.
+    pub next_due: u64,
+    /// Failed attempts in a row.
+    pub failures: u32,
+}
+
+impl<E: Exchange> ZoneLink<E> {
+    /// A link for `zone`, due at once.
+    pub fn new(zone: &Zone, url: &str, exchange: E) -> ZoneLink<E> {
+        ZoneLink {
+            exchange,
+            url: url.to_owned(),
+            batch: Batch::default(),
+            replies: Vec::new(),
+            prefix: format!("waypost:limit_req:{}:", zone.name()).into_bytes(),
+            instance: instance_id().to_owned(),
+            next_due: 0,
+            failures: 0,
+        }
+    }
+
+    /// One exchange for `zone` at `now` (this clock) and `wall_ms`; sets
+    /// the zone's state, metrics and `next_due`, logging a failure (at most
+    /// once per attempt, so once per interval at most) and the recovery.
+    /// Returns the keys exchanged.
+    pub fn tick(
+        &mut self,
+        zone: &Zone,
+        now: u64,
+        wall_ms: u64,
+        log: &mut dyn FnMut(LogLevel, &str),
+    ) -> Result<usize, String> {
+        let Some(spec) = zone.spec().cluster.clone() else {
+            self.next_due = now + 1000;
+            return Ok(0);
+        };
+        let metrics = zone.cluster_metrics();
+        let started = Instant::now();
+        let result = self.round(zone, &spec, wall_ms);
+        match &result {
+            Ok(keys) => {
+                if self.failures > 0 {
+                    log(
+                        LogLevel::Notice,
+                        &format!(
+                            "cluster sync of zone \"{}\" with {} resumed after {} failed attempts",
+                            zone.name(),
+                            spec.display(),
+                            self.failures
+                        ),
+                    );
+                }
+                self.failures = 0;
+                zone.set_cluster_up(true);
+                if let Some(m) = metrics {
+                    m.up.set(1);
+                    m.keys.add(*keys as u64);
+                    m.rtt_us
+                        .set(started.elapsed().as_micros().min(i64::MAX as u128) as i64);
+                    m.instances.set(zone.cluster_instances() as i64);
+                }
+                self.next_due = now + spec.sync_ms;
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                zone.set_cluster_up(false);
+                if let Some(m) = metrics {
+                    m.up.set(0);
+                    m.errors.inc();
+                }
+                let what = match spec.on_error {
+                    OnClusterError::Local => "limiting per instance",
+                    OnClusterError::Allow => "not limiting",
+                    OnClusterError::Deny => "rejecting every request",
+                };
+                let backoff = spec
+                    .sync_ms
+                    .saturating_mul(1 << (self.failures - 1).min(20))
+                    .min(spec.max_backoff_ms());
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "cluster sync of zone \"{}\" with {} failed ({} in a row): {e}; {what} until it is back, next attempt in {backoff} ms",
+                        zone.name(),
+                        spec.display(),
+                        self.failures
+                    ),
+                );
+                self.next_due = now + backoff;
+            }
+        }
+        result
+    }
+
+    fn round(&mut self, zone: &Zone, spec: &ClusterSpec, wall_ms: u64) -> Result<usize, String> {
+        self.batch.clear();
+        zone.collect(&mut self.batch, MAX_KEYS_PER_SYNC);
+        self.replies.clear();
+        let req = ExchangeRequest {
+            prefix: &self.prefix,
+            instance: &self.instance,
+            now_ms: wall_ms,
+            instance_ttl_ms: spec.sync_ms * 3 + 1000,
+            key_ttl_ms: zone.spec().rate.period_ms() * 2 + 1000,
+            limit: zone.spec().rate.requests,
+            batch: &self.batch,
+        };
+        match self.exchange.exchange(&req, &mut self.replies) {
+            Ok(instances) if self.replies.len() == self.batch.len() => {
+                zone.set_cluster_instances(instances);
+                zone.apply(&self.batch, &self.replies);
+                Ok(self.batch.len())
+            }
+            Ok(_) => {
+                zone.restore(&self.batch);
+                Err("unexpected reply".into())
+            }
+            Err(e) => {
+                zone.restore(&self.batch);
+                Err(e)
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ the thread
+
+/// The process's sync thread: exchanges for every cluster zone of every
+/// configuration alive (a zone kept across a reload, once). One per
+/// process: each configuration registers its cluster zones with it, and a
+/// reload registers the new configuration's before the old one's go, so
+/// the same thread goes on without a gap. It stops, and is joined, when
+/// the last registration goes.
+pub struct Syncer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<SyncState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    stop: bool,
+    next_id: u64,
+    /// Changes with every registration, so that the thread does not sleep
+    /// through one.
+    generation: u64,
+    /// Oldest first.
+    registrations: Vec<(u64, Vec<Arc<Zone>>)>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The thread's name (`/proc/PID/task/*/comm`).
+pub const THREAD_NAME: &str = "limit_req-sync";
+
+/// A configuration's cluster zones, exchanged while it lives.
+pub struct Registration {
+    syncer: Arc<Syncer>,
+    id: u64,
+}
+
+impl Registration {
+    /// Whether `other` is served by the same thread.
+    pub fn same_thread(&self, other: &Registration) -> bool {
+        Arc::ptr_eq(&self.syncer, &other.syncer)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut st = self.syncer.shared.lock();
+        st.registrations.retain(|(id, _)| *id != self.id);
+        st.generation += 1;
+        drop(st);
+        self.syncer.shared.wake.notify_all();
+    }
+}
+
+impl Syncer {
+    /// Registers `zones` with the process's thread, starting it if none
+    /// runs.
+    pub fn register(zones: Vec<Arc<Zone>>) -> Result<Registration, String> {
+        static GLOBAL: Mutex<Weak<Syncer>> = Mutex::new(Weak::new());
+        let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+        let syncer = match global.upgrade() {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(Syncer::start()?);
+                *global = Arc::downgrade(&s);
+                s
+            }
+        };
+        drop(global);
+        let mut st = syncer.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.generation += 1;
+        st.registrations.push((id, zones));
+        drop(st);
+        syncer.shared.wake.notify_all();
+        Ok(Registration { syncer, id })
+    }
+
+    fn start() -> Result<Syncer, String> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SyncState::default()),
+            wake: Condvar::new(),
+        });
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || run(&for_thread))
+            .map_err(|e| format!("cannot start the limit_req sync thread: {e}"))?;
+        Ok(Syncer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    waypost_module_api::sdk::log::<crate::LimitReqModule>(level, message);
+}
+
+/// The thread: for each zone (newest registration first, a shared state
+/// once), an exchange when due; then sleep until the next is due, a
+/// registration changes or the syncer stops.
+fn run(shared: &Shared) {
+    let mut links: HashMap<usize, ZoneLink<RedisLink>> = HashMap::new();
+    let mut zones: Vec<Arc<Zone>> = Vec::new();
+    loop {
+        let generation = {
+            let st = shared.lock();
+            if st.stop {
+                return;
+            }
+            zones.clear();
+            for (_, regs) in st.registrations.iter().rev() {
+                for z in regs {
+                    if !zones.iter().any(|y| y.shares_state_with(z)) {
+                        zones.push(z.clone());
+                    }
+                }
+            }
+            st.generation
+        };
+        links.retain(|id, _| zones.iter().any(|z| z.state_id() == *id));
+        let mut next = mono_ms() + 1000;
+        for zone in &zones {
+            let Some(spec) = zone.spec().cluster.as_ref() else {
+                continue;
+            };
+            let id = zone.state_id();
+            if links.get(&id).is_some_and(|l| l.url != spec.url) {
+                links.remove(&id);
+            }
+            let link = match links.entry(id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => match RedisLink::new(&spec.url, spec.timeout()) {
+                    Ok(r) => v.insert(ZoneLink::new(zone, &spec.url, r)),
+                    Err(e) => {
+                        log(
+                            LogLevel::Error,
+                            &format!("cluster of zone \"{}\": {e}", zone.name()),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let now = mono_ms();
+            if now >= link.next_due {
+                let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    link.tick(zone, now, wall_ms(), &mut log)
+                }));
+                if ticked.is_err() {
+                    zone.set_cluster_up(false);
+                    link.next_due = now + spec.max_backoff_ms();
+                }
+            }
+            next = next.min(link.next_due);
+            if shared.lock().stop {
+                return;
+            }
+        }
+        zones.clear();
+        let st = shared.lock();
+        if st.stop {
+            return;
+        }
+        if st.generation != generation {
+            continue;
+        }
+        let wait = next.saturating_sub(mono_ms());
+        if wait > 0 {
+            let _unused = shared
+                .wake
+                .wait_timeout(st, Duration::from_millis(wait))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
