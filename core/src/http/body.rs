@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::http::access::Record;
+use crate::http::h1::body::{BodyError, ClientBody};
 use crate::http::pool::{IoTimers, Release};
 
 /// The body sent to an upstream. A client body tells the connection's
@@ -16,7 +17,7 @@ use crate::http::pool::{IoTimers, Release};
 /// the upstream's answer (`proxy_read_timeout`).
 pub enum ReqBody {
     Empty,
-    Client(Incoming, Option<Arc<IoTimers>>),
+    Client(ClientBody, Option<Arc<IoTimers>>),
 }
 
 impl ReqBody {
@@ -30,12 +31,12 @@ impl ReqBody {
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Client(b, timers) => {

@@ -1,6 +1,7 @@
 //! The request path: accept, choose server and location, answer or proxy.
 //!
 //! - `server`: accept loops, connections, server and location choice
+//! - `h1`: the client connection loop (HTTP/1.x on httparse, pooled buffers)
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
@@ -11,6 +12,7 @@
 
 pub mod access;
 pub mod body;
+pub mod h1;
 pub mod head;
 pub mod pool;
 pub mod proxy;

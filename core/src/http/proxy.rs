@@ -21,6 +21,7 @@ use waypost_module_api::{
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, ReqBody, RespBody};
+use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
 use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
 use crate::http::response::{error_page, server_header};
@@ -502,7 +503,7 @@ fn strip_response_headers(headers: &mut HeaderMap) {
 }
 
 pub async fn run(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     p: &Proxy,
     location: &Location,
     cx: &ClientCx<'_>,

@@ -87,6 +87,23 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     resp
 }
 
+/// nginx's page for a 400 with a reason below the title, as for
+/// "Request Header Or Cookie Too Large".
+pub fn error_page_with(status: u16, detail: &str) -> Response<RespBody> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let h1 = format!("{} {}", code.as_u16(), reason(code));
+    let body = format!(
+        "<html>\r\n<head><title>{} {detail}</title></head>\r\n<body>\r\n<center><h1>{h1}</h1></center>\r\n<center>{detail}</center>\r\n<hr><center>waypost</center>\r\n</body>\r\n</html>\r\n",
+        code.as_u16()
+    );
+    let mut resp = Response::new(RespBody::full(Bytes::from(body)));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    server_header(&mut resp);
+    resp
+}
+
 /// `status;`: the same data as `metrics;`, as JSON.
 pub fn status_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::status(runtime))));
@@ -109,7 +126,7 @@ pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
 
 /// The reason nginx prints in its error pages: mostly the standard one, but
 /// nginx keeps some older wordings (`ngx_http_special_response.c`).
-fn reason(code: StatusCode) -> &'static str {
+pub fn reason(code: StatusCode) -> &'static str {
     match code.as_u16() {
         401 => "Authorization Required",
         405 => "Not Allowed",

@@ -2,7 +2,6 @@
 //! choose the server, the path chooses the location, and the location
 //! answers or proxies.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,14 +10,11 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::body::RespBody;
+use crate::http::h1::{self, ClientBody};
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
@@ -141,7 +137,10 @@ async fn worker_main(state: Arc<State>) {
             changed = listeners.changed() => if changed.is_err() { break },
             _ = quit.wait_for(|q| *q) => break,
         }
+        // Idle connections look at the reload (or stop) when woken.
+        tracker.idle.notify_waiters();
     }
+    tracker.idle.notify_waiters();
     for (_, task) in accepting {
         task.abort();
     }
@@ -161,6 +160,20 @@ async fn worker_main(state: Arc<State>) {
 struct Tracker {
     open: AtomicUsize,
     closed: tokio::sync::Notify,
+    /// Wakes the worker's idle connections after a reload or a stop: one
+    /// wait per idle connection, on its own worker, rather than two on
+    /// the process-wide watch channels.
+    idle: tokio::sync::Notify,
+}
+
+/// A connection counted open until dropped.
+struct Open(Arc<Tracker>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.notify_waiters();
+    }
 }
 
 async fn accept_loop(
@@ -204,12 +217,9 @@ async fn accept_loop(
             accepted_with: ArcSwap::new(state.runtime.load_full()),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
-        let tracker = tracker.clone();
-        tokio::spawn(async move {
-            serve(stream, conn).await;
-            tracker.open.fetch_sub(1, Ordering::SeqCst);
-            tracker.closed.notify_waiters();
-        });
+        // Spawned as is: a wrapper future would hold the stream and the
+        // connection twice in every idle task.
+        tokio::spawn(serve(stream, conn, Open(tracker.clone())));
     }
 }
 
@@ -228,20 +238,64 @@ struct Conn {
 }
 
 impl Conn {
-    /// After a reload: if the new configuration still has the connection's
-    /// listening address, hold that one (dropping the old) and say so.
-    /// Otherwise keep the old one for the requests still to come.
+    /// Between requests, and after a reload: if the running configuration
+    /// still has the connection's listening address, hold that one
+    /// (dropping an older one) and say so. Otherwise keep the old one for
+    /// the requests still to come. Without a reload since the last call,
+    /// two pointer loads.
     fn repin(&self) -> bool {
-        let current = self.state.runtime.load_full();
+        let current = self.state.runtime.load();
+        if Arc::ptr_eq(&current, &self.accepted_with.load()) {
+            return true;
+        }
         let kept = current.listens.iter().any(|g| g.addr == self.listen);
         if kept {
-            self.accepted_with.store(current);
+            self.accepted_with
+                .store(arc_swap::Guard::into_inner(current));
         }
         kept
     }
 }
 
-async fn serve(stream: TcpStream, conn: Conn) {
+/// The connection as the HTTP/1 loop sees it.
+struct Client {
+    conn: Conn,
+    local: SocketAddr,
+    /// Counts the connection open, and wakes it when idle on a reload.
+    open: Open,
+}
+
+impl h1::Service for Client {
+    fn call(
+        &self,
+        req: Request<ClientBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send + '_>> {
+        // Boxed: the request's state lives only while it is in flight,
+        // not in every idle connection's task.
+        Box::pin(handle(req, &self.conn, self.local))
+    }
+
+    fn repin(&self) -> bool {
+        self.conn.repin()
+    }
+
+    fn quitting(&self) -> bool {
+        *self.conn.state.quit.borrow()
+    }
+
+    fn wake(&self) -> &tokio::sync::Notify {
+        &self.open.0.idle
+    }
+}
+
+/// A client connection's task. Not an `async fn`: everything is set up
+/// here and moved into the connection loop's future once, so the idle
+/// task holds each piece a single time.
+fn serve(
+    stream: TcpStream,
+    conn: Conn,
+    open: Open,
+) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
     let keepalive = {
@@ -252,39 +306,11 @@ async fn serve(stream: TcpStream, conn: Conn) {
             .map(|g| g.servers[g.default].keepalive_timeout)
             .unwrap_or(std::time::Duration::from_secs(75))
     };
-    let mut quit = conn.state.quit.subscribe();
-    let mut listeners = conn.state.listeners.subscribe();
-    let conn = Arc::new(conn);
-    let service = {
-        let conn = conn.clone();
-        service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(handle(req, &conn, local).await) }
-        })
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(!keepalive.is_zero());
-    if !keepalive.is_zero() {
-        builder.header_read_timeout(keepalive);
-    }
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            _ = quit.wait_for(|q| *q) => break,
-            // A reload: a connection whose listening address was removed
-            // drains (its request in flight finishes, then it closes).
-            changed = listeners.changed() => if changed.is_err() || !conn.repin() { break },
-        }
-    }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    let client = Client { conn, local, open };
+    h1::serve(stream, client, h1::Settings::new(keepalive))
 }
 
-async fn handle(req: Request<Incoming>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
+async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current

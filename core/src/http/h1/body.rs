@@ -1,0 +1,529 @@
+//! The client's request body as an `http_body::Body`, fed by the
+//! connection task.
+//!
+//! The connection task owns the socket and the read buffer; the body is
+//! polled elsewhere (the upstream connection's task, which hyper's client
+//! runs). They meet in a one-slot shared state, per request: the
+//! connection reads and decodes (Content-Length or chunked) only when the
+//! body has been polled and its slot is empty, so a slow upstream slows
+//! the client down instead of filling memory, and the first poll is when
+//! `100 Continue` goes out, as nginx sends it when it starts reading.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+
+use crate::http::h1::io::{self, ReadBuf};
+use crate::http::h1::parse::Framing;
+
+/// Why a client body ended early.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyError(pub &'static str);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+#[derive(Default)]
+struct State {
+    /// The next piece, waiting for the body's poll.
+    chunk: Option<Bytes>,
+    end: bool,
+    failed: Option<BodyError>,
+    /// The body was polled at least once.
+    polled: bool,
+    /// The body was dropped.
+    gone: bool,
+    consumer: Option<Waker>,
+    producer: Option<Waker>,
+}
+
+struct Shared(Mutex<State>);
+
+impl Shared {
+    /// A mutex per request, between two parties on the same worker:
+    /// uncontended. A poisoned one still holds consistent data.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn wake(w: &mut Option<Waker>) {
+    if let Some(w) = w.take() {
+        w.wake();
+    }
+}
+
+fn park(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// The request body handed to the request's handler.
+pub struct ClientBody {
+    shared: Option<Arc<Shared>>,
+    /// Bytes still to come for a Content-Length body.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl ClientBody {
+    pub fn empty() -> ClientBody {
+        ClientBody {
+            shared: None,
+            remaining: Some(0),
+            done: true,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(shared) = &this.shared else {
+            return Poll::Ready(None);
+        };
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut st = shared.lock();
+        st.polled = true;
+        if let Some(data) = st.chunk.take() {
+            if let Some(r) = &mut this.remaining {
+                *r = r.saturating_sub(data.len() as u64);
+            }
+            wake(&mut st.producer);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(e) = st.failed {
+            this.done = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if st.end {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        park(&mut st.consumer, cx);
+        wake(&mut st.producer);
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            let mut st = shared.lock();
+            st.gone = true;
+            st.consumer = None;
+            wake(&mut st.producer);
+        }
+    }
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// The body's framing, consumed as it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    Length(u64),
+    Chunked(Chunk),
+    Done,
+}
+
+/// A chunk-size line or a trailer section longer than this is refused.
+const LINE_MAX: usize = 4096;
+
+impl Decoder {
+    /// The next piece of the body from `buf`: `Ok(None)` when more input
+    /// is needed (or at the end: see `Decoder::Done`).
+    fn decode(&mut self, buf: &mut ReadBuf) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let data = buf.data();
+            match *self {
+                Decoder::Done => return Ok(None),
+                Decoder::Length(n) => {
+                    if data.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (n.min(data.len() as u64)) as usize;
+                    let piece = Bytes::copy_from_slice(&data[..take]);
+                    buf.consume(take);
+                    let left = n - take as u64;
+                    *self = if left == 0 {
+                        Decoder::Done
+                    } else {
+                        Decoder::Length(left)
+                    };
+                    return Ok(Some(piece));
+                }
+                Decoder::Chunked(Chunk::Size) => match httparse::parse_chunk_size(data) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.consume(used);
+                        *self = Decoder::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if data.len() < LINE_MAX => return Ok(None),
+                    _ => return Err(BodyError("client sent invalid chunked body")),
+                },
+                Decoder::Chunked(Chunk::Data(n)) => {
+                    if data.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (n.min(data.len() as u64)) as usize;
+                    let piece = Bytes::copy_from_slice(&data[..take]);
+                    buf.consume(take);
+                    let left = n - take as u64;
+                    *self = Decoder::Chunked(if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    });
+                    return Ok(Some(piece));
+                }
+                Decoder::Chunked(Chunk::DataEnd) => {
+                    // CRLF, or a bare LF as nginx takes it.
+                    if data.starts_with(b"\r\n") {
+                        buf.consume(2);
+                    } else if data.starts_with(b"\n") {
+                        buf.consume(1);
+                    } else if data.is_empty() || data == b"\r" {
+                        return Ok(None);
+                    } else {
+                        return Err(BodyError("client sent invalid chunked body"));
+                    }
+                    *self = Decoder::Chunked(Chunk::Size);
+                }
+                Decoder::Chunked(Chunk::Trailers) => {
+                    // Trailers are read and ignored, as nginx does.
+                    let mut slots = [httparse::EMPTY_HEADER; 32];
+                    match httparse::parse_headers(data, &mut slots) {
+                        Ok(httparse::Status::Complete((used, _))) => {
+                            buf.consume(used);
+                            *self = Decoder::Done;
+                        }
+                        Ok(httparse::Status::Partial) if data.len() < LINE_MAX => return Ok(None),
+                        _ => return Err(BodyError("client sent invalid chunked body")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes of data the decoder can take straight from the socket,
+    /// without framing in between.
+    fn raw_run(&self) -> u64 {
+        match *self {
+            Decoder::Length(n) | Decoder::Chunked(Chunk::Data(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn took_raw(&mut self, n: u64) {
+        match self {
+            Decoder::Length(left) => {
+                *left -= n;
+                if *left == 0 {
+                    *self = Decoder::Done;
+                }
+            }
+            Decoder::Chunked(Chunk::Data(left)) => {
+                *left -= n;
+                if *left == 0 {
+                    *self = Decoder::Chunked(Chunk::DataEnd);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What one [`Pump::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A piece was handed to the body.
+    Delivered,
+    /// The whole body was read.
+    Finished,
+    /// The body was dropped before its end.
+    Gone,
+    /// The client sent a body that cannot be read (bad chunk): 400.
+    Invalid,
+    /// The client closed or the socket failed.
+    Closed,
+}
+
+/// Reads below this go through the read buffer; above, straight into a
+/// fresh buffer handed over whole (no copy for large bodies).
+const DIRECT_MIN: u64 = 16 * 1024;
+const DIRECT_MAX: u64 = 64 * 1024;
+
+/// The connection's side of a request body.
+pub struct Pump {
+    shared: Arc<Shared>,
+    decoder: Decoder,
+    /// `Expect: 100-continue` not answered yet.
+    pub continue_pending: bool,
+}
+
+impl Pump {
+    /// The body for a request framed as `framing`, and its pump (`None`
+    /// for a request without body).
+    pub fn new(framing: Framing, expect_continue: bool) -> (ClientBody, Option<Pump>) {
+        let (decoder, remaining) = match framing {
+            Framing::None => return (ClientBody::empty(), None),
+            Framing::Length(n) => (Decoder::Length(n), Some(n)),
+            Framing::Chunked => (Decoder::Chunked(Chunk::Size), None),
+        };
+        let shared = Arc::new(Shared(Mutex::new(State::default())));
+        let body = ClientBody {
+            shared: Some(shared.clone()),
+            remaining,
+            done: false,
+        };
+        let pump = Pump {
+            shared,
+            decoder,
+            continue_pending: expect_continue,
+        };
+        (body, Some(pump))
+    }
+
+    /// Whether the body was polled: someone started reading it.
+    pub fn started(&self) -> bool {
+        self.shared.lock().polled
+    }
+
+    pub fn finished(&self) -> bool {
+        self.decoder == Decoder::Done
+    }
+
+    /// Checks what is already buffered for a body nginx would refuse at
+    /// once (a bad first chunk size), before the request goes anywhere.
+    pub fn precheck(&self, buf: &ReadBuf) -> Result<(), BodyError> {
+        if self.decoder == Decoder::Chunked(Chunk::Size) {
+            if let Err(httparse::InvalidChunkSize) = httparse::parse_chunk_size(buf.data()) {
+                return Err(BodyError("client sent invalid chunked body"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body will not be read by anyone: it fails for whoever still
+    /// holds it, and the connection reads the rest to discard it.
+    pub fn abandon(&mut self) {
+        let mut st = self.shared.lock();
+        if !st.end && st.failed.is_none() {
+            st.failed = Some(BodyError("request body abandoned"));
+        }
+        st.chunk = None;
+        wake(&mut st.consumer);
+    }
+
+    fn deliver(&self, piece: Option<Bytes>) {
+        let mut st = self.shared.lock();
+        match piece {
+            Some(data) => st.chunk = Some(data),
+            None => st.end = true,
+        }
+        wake(&mut st.consumer);
+    }
+
+    fn fail(&self, e: BodyError) {
+        let mut st = self.shared.lock();
+        st.failed = Some(e);
+        wake(&mut st.consumer);
+    }
+
+    /// Waits until the body wants its next piece (polled, slot empty),
+    /// then reads and hands over one. Cancel-safe: the state changes only
+    /// after the waits.
+    pub async fn step(&mut self, io: &TcpStream, buf: &mut ReadBuf) -> Step {
+        if self.finished() {
+            return Step::Finished;
+        }
+        let gone = std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.gone {
+                Poll::Ready(true)
+            } else if st.polled && st.chunk.is_none() {
+                Poll::Ready(false)
+            } else {
+                park(&mut st.producer, cx);
+                Poll::Pending
+            }
+        })
+        .await;
+        if gone {
+            return Step::Gone;
+        }
+        if self.continue_pending {
+            if io::write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Step::Closed;
+            }
+            self.continue_pending = false;
+        }
+        self.next(io, buf).await
+    }
+
+    /// Reads the rest of the body and drops it (after the response, to
+    /// keep the connection), each read waiting until `deadline`.
+    pub async fn discard(
+        &mut self,
+        io: &TcpStream,
+        buf: &mut ReadBuf,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        self.abandon();
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) if self.finished() => return true,
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+            match buf
+                .fill(io, crate::http::h1::pool::SIZE, Some(deadline))
+                .await
+            {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// One piece of the body: decoded from the buffer, read into it, or
+    /// for long runs of data read straight into a buffer of its own.
+    async fn next(&mut self, io: &TcpStream, buf: &mut ReadBuf) -> Step {
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(piece)) => {
+                    self.deliver(Some(piece));
+                    if self.finished() {
+                        self.deliver(None);
+                    }
+                    return Step::Delivered;
+                }
+                Ok(None) if self.finished() => {
+                    self.deliver(None);
+                    return Step::Finished;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.fail(e);
+                    return Step::Invalid;
+                }
+            }
+            let run = self.decoder.raw_run();
+            let read = if buf.is_empty() && run >= DIRECT_MIN {
+                let mut direct = BytesMut::with_capacity(run.min(DIRECT_MAX) as usize);
+                loop {
+                    match io.try_read_buf(&mut direct) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if io::readable(io, None).await.is_err() {
+                                break Err(e);
+                            }
+                        }
+                        r => break r,
+                    }
+                }
+                .map(|n| {
+                    if n > 0 {
+                        self.decoder.took_raw(n as u64);
+                        self.deliver(Some(direct.freeze()));
+                        if self.finished() {
+                            self.deliver(None);
+                        }
+                    }
+                    (n, true)
+                })
+            } else {
+                buf.fill(io, crate::http::h1::pool::SIZE, None)
+                    .await
+                    .map(|n| (n, false))
+            };
+            match read {
+                Ok((0, _)) | Err(_) => {
+                    self.fail(BodyError("client prematurely closed connection"));
+                    return Step::Closed;
+                }
+                Ok((_, true)) => return Step::Delivered,
+                Ok((_, false)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_decoding_with_extensions_and_trailers() {
+        let mut d = Decoder::Chunked(Chunk::Size);
+        let mut buf = ReadBuf::new();
+        let mut out = Vec::new();
+        for piece in [
+            &b"3;x=y\r\nab"[..],
+            b"c\r\n",
+            b"2\r\nde\r\n0\r\nT: 1\r\n",
+            b"\r\n",
+        ] {
+            buf.push(piece);
+            while let Some(p) = d.decode(&mut buf).expect("valid") {
+                out.extend_from_slice(&p);
+            }
+        }
+        assert_eq!(out, b"abcde");
+        assert_eq!(d, Decoder::Done);
+        let mut bad = Decoder::Chunked(Chunk::Size);
+        let mut buf = ReadBuf::new();
+        buf.push(b"zz\r\n");
+        assert!(bad.decode(&mut buf).is_err());
+        let mut bad = Decoder::Chunked(Chunk::Size);
+        let mut buf = ReadBuf::new();
+        buf.push(b"1\r\nabc");
+        assert!(matches!(bad.decode(&mut buf), Ok(Some(_))));
+        assert!(bad.decode(&mut buf).is_err());
+    }
+}

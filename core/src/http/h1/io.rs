@@ -1,0 +1,124 @@
+//! Reading into and writing from pooled buffers on a `&TcpStream`, with
+//! readiness waits. Every read and write is a `try_` call after a
+//! readiness wait, so a future dropped while waiting loses nothing.
+
+use std::io::{self, IoSlice};
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::http::h1::pool::Buf;
+
+/// A pooled read buffer: unconsumed bytes are `buf[pos..]`.
+pub struct ReadBuf {
+    buf: Buf,
+    pos: usize,
+}
+
+impl ReadBuf {
+    pub fn new() -> ReadBuf {
+        ReadBuf {
+            buf: Buf::take(),
+            pos: 0,
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads what the socket has, keeping at most `max` unconsumed bytes:
+    /// `Ok(0)` at end of stream, `WouldBlock` when nothing is there, and
+    /// an `OutOfMemory` error when `max` bytes are already waiting.
+    pub fn try_fill(&mut self, io: &TcpStream, max: usize) -> io::Result<usize> {
+        let spare = self.buf.capacity() - self.buf.len();
+        if self.pos > 0 && spare < 1024 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            if self.buf.len() >= max {
+                return Err(io::ErrorKind::OutOfMemory.into());
+            }
+            let grow = (self.buf.capacity() * 2).min(max) - self.buf.len();
+            self.buf.reserve_exact(grow);
+        }
+        io.try_read_buf(&mut *self.buf)
+    }
+
+    /// [`ReadBuf::try_fill`], waiting for the socket until `deadline`
+    /// (a `TimedOut` error after it).
+    pub async fn fill(
+        &mut self,
+        io: &TcpStream,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        loop {
+            match self.try_fill(io, max) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable(io, deadline).await?,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// Waits until the socket is readable, or `deadline`.
+pub async fn readable(io: &TcpStream, deadline: Option<Instant>) -> io::Result<()> {
+    match deadline {
+        None => io.readable().await,
+        Some(d) => match tokio::time::timeout_at(d, io.readable()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        },
+    }
+}
+
+/// Writes all of `a` then all of `b`, in as few system calls as the
+/// socket allows (one `writev` usually).
+pub async fn write_two(io: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let written = if a.is_empty() {
+            io.try_write(b)
+        } else if b.is_empty() {
+            io.try_write(a)
+        } else {
+            io.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut n) => {
+                let from_a = n.min(a.len());
+                a = &a[from_a..];
+                n -= from_a;
+                b = &b[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub async fn write_all(io: &TcpStream, a: &[u8]) -> io::Result<()> {
+    write_two(io, a, &[]).await
+}
+
+#[cfg(test)]
+impl ReadBuf {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+}

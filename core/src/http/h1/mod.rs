@@ -1,0 +1,345 @@
+//! The client side of HTTP/1.x: our own connection loop on `httparse`,
+//! with `http` types at the edges (the handler gets a
+//! `Request<ClientBody>` and answers a `Response<RespBody>`).
+//!
+//! Why not hyper's server: it keeps its read and write buffers for the
+//! life of a connection, about 15 KB per idle keep-alive connection
+//! against nginx's 600 B. Here a connection between requests is a task
+//! waiting for readability with no buffer; it takes one from the worker's
+//! pool when bytes arrive and gives it back when the request (head, body,
+//! response) is done and nothing pipelined is left. The per-request work
+//! runs in a boxed future, so the idle task stays small too.
+//!
+//! - `pool`: the per-worker buffer pool
+//! - `io`: reads and writes on a shared `&TcpStream`
+//! - `parse`: the head (httparse) into `http` types, body framing rules
+//! - `body`: the request body the handler streams upstream
+//! - `write`: response encoding
+
+pub mod body;
+mod io;
+pub mod parse;
+mod pool;
+mod write;
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use http::{Method, Request, Response, Version};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::http::body::RespBody;
+use crate::http::response::{error_page, error_page_with};
+pub use body::ClientBody;
+use body::{Pump, Step};
+use io::ReadBuf;
+use parse::{Refusal, HEAD_MAX};
+
+/// What a connection asks of the server.
+pub trait Service: Sync {
+    /// Answers one request.
+    fn call(
+        &self,
+        req: Request<ClientBody>,
+    ) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>>;
+    /// After a reload: whether the connection may carry on (its listening
+    /// address is still configured).
+    fn repin(&self) -> bool;
+    /// A graceful stop began: idle connections close, busy ones after
+    /// their response.
+    fn quitting(&self) -> bool;
+    /// Woken (`notify_waiters`) by the worker after a reload or a stop,
+    /// so idle connections call [`Service::quitting`] and
+    /// [`Service::repin`]: one registration per idle connection, on its
+    /// own worker (rather than two on process-wide channels).
+    fn wake(&self) -> &Notify;
+}
+
+/// A connection's settings.
+pub struct Settings {
+    /// `keepalive_timeout` in milliseconds (4 bytes rather than a
+    /// `Duration`'s 16 in every idle task); zero disables keep-alive.
+    keepalive_ms: u32,
+}
+
+impl Settings {
+    pub fn new(keepalive: Duration) -> Settings {
+        Settings {
+            keepalive_ms: u32::try_from(keepalive.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_millis(u64::from(self.keepalive_ms))
+    }
+
+    /// How long a request head may take to arrive (hyper's
+    /// `header_read_timeout`, which was the keep-alive timeout here).
+    fn head_timeout(&self) -> Duration {
+        if self.keepalive_ms == 0 {
+            Duration::from_secs(60)
+        } else {
+            self.keepalive()
+        }
+    }
+}
+
+/// nginx's `lingering_timeout`: after an answer that left request bytes
+/// unread, how long to read and drop them before closing, so the client
+/// gets the answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_MAX: usize = 1 << 20;
+
+/// Serves one client connection until it closes, times out, or a graceful
+/// stop or reload ends it.
+///
+/// An `async move` block rather than an `async fn`, with the idle wait
+/// written inline: a function's arguments would be stored twice in its
+/// future (as arguments, then as the locals they are moved to), and this
+/// future is what every idle connection holds. Idle, it is the stream,
+/// the service, one timer and one registration on [`Service::wake`];
+/// readiness comes through `poll_read_ready` (no waiter node).
+// Not `async fn` on purpose: see above.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<S: Service + Send>(
+    io: TcpStream,
+    svc: S,
+    settings: Settings,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut first = true;
+        loop {
+            // Idle: no buffer, only a readiness wait.
+            let mut sleep = pin!(tokio::time::sleep(if first {
+                settings.head_timeout()
+            } else {
+                settings.keepalive()
+            }));
+            first = false;
+            let readable = loop {
+                let mut notified = pin!(svc.wake().notified());
+                // Registered before the state is read: a change made
+                // after this point wakes it.
+                notified.as_mut().enable();
+                // A stop closes an idle connection now, and so does a
+                // reload that removed its listening address.
+                if svc.quitting() || !svc.repin() {
+                    return;
+                }
+                let woke = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = io.poll_read_ready(cx) {
+                        return Poll::Ready(Some(r.is_ok()));
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(false));
+                    }
+                    if notified.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if let Some(readable) = woke {
+                    break readable;
+                }
+            };
+            if !readable {
+                return;
+            }
+            match Box::pin(busy(&io, &svc, &settings)).await {
+                End::Idle => {}
+                End::Close => return,
+                End::Linger => {
+                    Box::pin(linger(&io)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How a busy period ended.
+enum End {
+    /// Requests answered, nothing buffered: wait for the next.
+    Idle,
+    Close,
+    /// Close after reading and dropping what the client still sends.
+    Linger,
+}
+
+/// Answers the requests that are there (several when pipelined), holding
+/// a pooled buffer until none is left.
+async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
+    let mut buf = ReadBuf::new();
+    // Readiness can be reported with nothing to read: then back to idle,
+    // without holding the buffer.
+    match buf.try_fill(io, HEAD_MAX) {
+        Ok(0) => return End::Close,
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return End::Idle,
+        Err(_) => return End::Close,
+    }
+    loop {
+        // The head.
+        let deadline = Instant::now() + settings.head_timeout();
+        let head = loop {
+            match parse::parse(buf.data()) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(refusal) => return refuse(io, refusal).await,
+            }
+            match buf.fill(io, HEAD_MAX, Some(deadline)).await {
+                Ok(0) => return End::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                    return refuse(io, Refusal::HeaderTooLarge).await
+                }
+                // A timeout closes without an answer, as hyper and nginx
+                // do for a head that does not come.
+                Err(_) => return End::Close,
+            }
+        };
+        buf.consume(head.len);
+        let ask_head = head.parts.method == Method::HEAD;
+        let http11 = head.parts.version == Version::HTTP_11;
+        let keep_alive = head.keep_alive && settings.keepalive_ms != 0;
+        let (body, mut pump) = Pump::new(head.framing, head.expect_continue);
+        if let Some(p) = &pump {
+            if p.precheck(&buf).is_err() {
+                return refuse(io, Refusal::Bad).await;
+            }
+        }
+        let req = Request::from_parts(head.parts, body);
+
+        // The handler runs while the body streams to it.
+        let resp = {
+            let answer = pin!(svc.call(req));
+            match drive(answer, &mut pump, io, &mut buf).await {
+                Ok(resp) => resp,
+                Err(Step::Invalid) => return refuse(io, Refusal::Bad).await,
+                Err(_) => return End::Close,
+            }
+        };
+
+        // The response, while the body may still stream.
+        let unread = pump.as_ref().is_some_and(|p| !p.finished());
+        let ask = write::Ask {
+            head: ask_head,
+            http11,
+            keep_alive: keep_alive && !svc.quitting(),
+            interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
+        };
+        if ask.interim {
+            if let Some(p) = &mut pump {
+                p.continue_pending = false;
+            }
+        }
+        let keep = {
+            let written = pin!(write::respond(io, resp, &ask));
+            match drive(written, &mut pump, io, &mut buf).await {
+                Ok(keep) => keep,
+                Err(_) => return End::Close,
+            }
+        };
+        let unread = pump.as_ref().is_some_and(|p| !p.finished());
+        if !keep {
+            return if unread || !buf.is_empty() {
+                End::Linger
+            } else {
+                End::Close
+            };
+        }
+        // A body nobody started reading (a `return`, an error before the
+        // upstream) is read and dropped, to keep the connection, as nginx
+        // discards it. One abandoned halfway (the upstream failed while
+        // taking it) is not waited for: the connection closes.
+        if pump.as_ref().is_some_and(|p| unread && p.started()) {
+            return End::Close;
+        }
+        if let Some(p) = pump.as_mut().filter(|_| unread) {
+            let deadline = Instant::now() + settings.head_timeout();
+            if !p.discard(io, &mut buf, deadline).await {
+                return End::Close;
+            }
+        }
+        if svc.quitting() {
+            return End::Close;
+        }
+        if buf.is_empty() {
+            return End::Idle;
+        }
+        // Pipelined: the next request is already here.
+    }
+}
+
+/// Runs `fut` while handing the request body to it, until `fut` is done.
+/// Fails when the body does (the step that failed): the answer is not
+/// wanted any more.
+async fn drive<F: Future>(
+    mut fut: Pin<&mut F>,
+    pump: &mut Option<Pump>,
+    io: &TcpStream,
+    buf: &mut ReadBuf,
+) -> Result<F::Output, Step> {
+    let mut active = pump.as_ref().is_some_and(|p| !p.finished());
+    loop {
+        let Some(p) = pump.as_mut().filter(|_| active) else {
+            return Ok(fut.await);
+        };
+        tokio::select! {
+            biased;
+            out = fut.as_mut() => return Ok(out),
+            step = p.step(io, buf) => match step {
+                Step::Delivered => {}
+                Step::Finished | Step::Gone => active = false,
+                Step::Invalid | Step::Closed => return Err(step),
+            }
+        }
+    }
+}
+
+/// Answers a request nginx refuses while reading it, then closes.
+async fn refuse(io: &TcpStream, refusal: Refusal) -> End {
+    let mut resp = match refusal {
+        Refusal::HeaderTooLarge => error_page_with(400, "Request Header Or Cookie Too Large"),
+        r => error_page(r.status()),
+    };
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    let ask = write::Ask {
+        head: false,
+        http11: true,
+        keep_alive: false,
+        interim: false,
+    };
+    write::respond(io, resp, &ask).await;
+    End::Linger
+}
+
+/// Closes the sending side, then reads and drops what the client still
+/// sends until it closes, [`LINGER`] passes or [`LINGER_MAX`] bytes came.
+async fn linger(io: &TcpStream) {
+    let _ = socket2::SockRef::from(io).shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 512];
+    let mut left = LINGER_MAX;
+    loop {
+        match io.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(n) if n >= left => return,
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if io::readable(io, Some(deadline)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

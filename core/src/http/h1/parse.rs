@@ -1,0 +1,296 @@
+//! The request head: httparse does the parsing, this turns its result
+//! into `http` types and decides the body's framing as RFC 9112 and nginx
+//! do, refusing what could be read two ways (request smuggling).
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING,
+};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Uri, Version};
+
+/// nginx's `large_client_header_buffers 4 8k`: a request line or a header
+/// line must fit in 8k, the whole head in four such buffers.
+pub const LINE_MAX: usize = 8192;
+pub const HEAD_MAX: usize = 4 * LINE_MAX;
+
+/// Header slots on the stack; a head with more is parsed again with as
+/// many as it has lines (nginx has no count limit, only sizes).
+const HEADERS: usize = 100;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed head.
+pub struct Head {
+    pub parts: Parts,
+    /// Bytes of the head in the buffer.
+    pub len: usize,
+    pub framing: Framing,
+    /// HTTP/1.1 with `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The client asked to keep the connection (HTTP/1.1 without
+    /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`).
+    pub keep_alive: bool,
+}
+
+/// A head nginx refuses before any phase; the connection closes after the
+/// error page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400
+    Bad,
+    /// 400 "Request Header Or Cookie Too Large"
+    HeaderTooLarge,
+    /// 414: the request line does not fit a large buffer.
+    UriTooLong,
+    /// 501: a Transfer-Encoding other than chunked.
+    NotImplemented,
+    /// 505
+    Version,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Bad | Refusal::HeaderTooLarge => 400,
+            Refusal::UriTooLong => 414,
+            Refusal::NotImplemented => 501,
+            Refusal::Version => 505,
+        }
+    }
+}
+
+/// Parses the head at the start of `buf`: `Ok(None)` when it is not
+/// complete yet (the caller reads more, up to [`HEAD_MAX`]).
+pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => build(buf, len, &req).map(Some),
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf)?;
+            Ok(None)
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            // Rare: as many slots as the head has lines.
+            let lines = buf.iter().filter(|&&c| c == b'\n').count();
+            let mut slots = vec![httparse::EMPTY_HEADER; lines];
+            let mut req = httparse::Request::new(&mut slots);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => build(buf, len, &req).map(Some),
+                Ok(httparse::Status::Partial) => {
+                    check_partial(buf)?;
+                    Ok(None)
+                }
+                Err(e) => Err(refusal(e)),
+            }
+        }
+        Err(e) => Err(refusal(e)),
+    }
+}
+
+fn refusal(e: httparse::Error) -> Refusal {
+    match e {
+        httparse::Error::Version => Refusal::Version,
+        _ => Refusal::Bad,
+    }
+}
+
+/// nginx's size rules on a head still arriving: a request line longer
+/// than a large buffer is 414, a header line longer than one or a head
+/// longer than all four is 400 "Request Header Or Cookie Too Large".
+/// Cheap for ordinary heads: nothing is scanned below one buffer.
+pub fn check_partial(buf: &[u8]) -> Result<(), Refusal> {
+    if buf.len() <= LINE_MAX {
+        return Ok(());
+    }
+    check_lines(buf)?;
+    if buf.len() >= HEAD_MAX {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    Ok(())
+}
+
+/// The line-length rules on the head in `buf` (complete or not).
+fn check_lines(buf: &[u8]) -> Result<(), Refusal> {
+    let mut lines = buf.split(|&c| c == b'\n');
+    if lines.next().is_some_and(|l| l.len() + 1 > LINE_MAX) {
+        return Err(Refusal::UriTooLong);
+    }
+    if lines.any(|l| l.len() + 1 > LINE_MAX) {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    Ok(())
+}
+
+fn build(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> Result<Head, Refusal> {
+    if len > LINE_MAX {
+        check_lines(&buf[..len])?;
+    }
+    // One copy of the head; the URI and header values are slices of it.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let slice = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        head.slice(start..start + s.len())
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Refusal::Bad);
+    };
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Bad)?;
+    parts.uri = Uri::from_maybe_shared(slice(path.as_bytes())).map_err(|_| Refusal::Bad)?;
+    parts.version = if version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Bad)?;
+        let value = HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| Refusal::Bad)?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers, parts.version)?;
+    let expect_continue = parts.version == Version::HTTP_11
+        && headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let keep_alive = if parts.version == Version::HTTP_11 {
+        !has_token(&headers, b"close")
+    } else {
+        has_token(&headers, b"keep-alive")
+    };
+    parts.headers = headers;
+    Ok(Head {
+        parts,
+        len,
+        framing,
+        expect_continue,
+        keep_alive,
+    })
+}
+
+/// Whether a Connection header lists `token`.
+fn has_token(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&c| c == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// The body's framing, as nginx 1.22 decides it
+/// (`ngx_http_process_request_header`): Transfer-Encoding only from
+/// HTTP/1.1, never with Content-Length, only `chunked`; one
+/// Content-Length of digits.
+fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let length = match (lengths.next(), lengths.next()) {
+        (None, _) => None,
+        (Some(v), None) => Some(content_length(v.as_bytes()).ok_or(Refusal::Bad)?),
+        (Some(_), Some(_)) => return Err(Refusal::Bad),
+    };
+    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter();
+    match (encodings.next(), encodings.next()) {
+        (None, _) => Ok(length.map_or(Framing::None, |n| {
+            if n == 0 {
+                Framing::None
+            } else {
+                Framing::Length(n)
+            }
+        })),
+        (Some(_), Some(_)) => Err(Refusal::Bad),
+        (Some(te), None) => {
+            if version < Version::HTTP_11 || length.is_some() {
+                Err(Refusal::Bad)
+            } else if te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+                Ok(Framing::Chunked)
+            } else {
+                Err(Refusal::NotImplemented)
+            }
+        }
+    }
+}
+
+/// nginx's `ngx_atoof`: digits only, no sign, no list, no overflow.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &c| {
+        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(raw: &str) -> Result<Framing, Refusal> {
+        parse(raw.as_bytes()).map(|h| h.map_or(Framing::None, |h| h.framing))
+    }
+
+    #[test]
+    fn heads_and_framing() {
+        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX: 1\r\nX: 2\r\n\r\nrest")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.len, 42);
+        assert_eq!(h.parts.uri.path(), "/a");
+        assert_eq!(h.parts.headers.get_all("x").iter().count(), 2);
+        assert!(h.keep_alive);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .expect("valid")
+            .is_none());
+        let ok = |r: &str| framing_of(r);
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for bad in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\rHost: x\r\n\r\n",
+        ] {
+            assert_eq!(ok(bad), Err(Refusal::Bad), "{bad:?}");
+        }
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(Refusal::NotImplemented)
+        );
+        assert_eq!(ok("GET / HTTP/2.0\r\n\r\n"), Err(Refusal::Version));
+    }
+
+    #[test]
+    fn sizes_as_nginx() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(parse(long_line.as_bytes()).err(), Some(Refusal::UriTooLong));
+        let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(
+            parse(long_header.as_bytes()).err(),
+            Some(Refusal::HeaderTooLarge)
+        );
+        let many: String = (0..300).map(|i| format!("X{i}: a\r\n")).collect();
+        let h = parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.parts.headers.len(), 300);
+    }
+}

@@ -1,0 +1,220 @@
+//! Writing a response: the status line and headers into a pooled buffer,
+//! then the body framed by Content-Length, chunked (HTTP/1.1, length
+//! unknown) or by closing the connection (HTTP/1.0, length unknown).
+//! Small bodies go out with the head in one write; a frame that is not
+//! ready yet flushes what is buffered first, so nothing waits in the
+//! buffer while the upstream is slow.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+
+use crate::http::body::RespBody;
+use crate::http::h1::io;
+use crate::http::h1::pool::{Buf, SIZE};
+
+/// What the request says about its response.
+pub struct Ask {
+    /// A HEAD request: headers only.
+    pub head: bool,
+    /// HTTP/1.1 (chunked allowed).
+    pub http11: bool,
+    /// Keep the connection after this response, if the response allows.
+    pub keep_alive: bool,
+    /// Send `100 Continue` before the response (the body was not read and
+    /// will be discarded, as nginx answers then).
+    pub interim: bool,
+}
+
+/// How the body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes `resp`; returns whether the connection can stay open (the
+/// response was complete and delimited, and nobody asked to close).
+pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> bool {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = ask.head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let exact = body.size_hint().exact();
+    let out = if bodiless {
+        Out::None
+    } else if let Some(n) = declared {
+        Out::Length(n)
+    } else if let Some(n) = exact {
+        Out::Length(n)
+    } else if ask.http11 {
+        Out::Chunked
+    } else {
+        Out::Close
+    };
+    let close_asked = parts.headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&c| c == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    let mut keep = ask.keep_alive && !close_asked && out != Out::Close;
+
+    let mut buf = Buf::take();
+    if ask.interim {
+        buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        buf.extend_from_slice(b"date: ");
+        date(&mut buf);
+        buf.extend_from_slice(b"\r\n");
+    }
+    match out {
+        Out::Length(n) if declared.is_none() => {
+            let _ = write!(&mut *buf, "content-length: {n}\r\n");
+        }
+        Out::None if ask.head && declared.is_none() && !status.is_informational() => {
+            // A HEAD answered by a fixed body: its length, as nginx says it.
+            if let (Some(n), false) = (
+                exact,
+                status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED,
+            ) {
+                let _ = write!(&mut *buf, "content-length: {n}\r\n");
+            }
+        }
+        Out::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !close_asked {
+        // As nginx: `close` whenever the connection ends, whatever the
+        // version; `keep-alive` where it is not the default.
+        if !keep {
+            buf.extend_from_slice(b"connection: close\r\n");
+        } else if keep && !ask.http11 {
+            buf.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    buf.extend_from_slice(b"\r\n");
+
+    if out == Out::None {
+        drop(body);
+        return io::write_all(io, &buf).await.is_ok() && keep;
+    }
+    let mut sent = 0u64;
+    loop {
+        // Take the next frame if it is ready; flush before waiting for one.
+        let polled = {
+            let mut next = pin!(body.frame());
+            std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await
+        };
+        let frame = match polled {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if !buf.is_empty() {
+                    if io::write_all(io, &buf).await.is_err() {
+                        return false;
+                    }
+                    buf.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers: not passed on
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let Out::Length(n) = out {
+            if sent > n {
+                // More than announced: the response is broken, stop here.
+                keep = false;
+                break;
+            }
+        }
+        if out == Out::Chunked {
+            let _ = write!(&mut *buf, "{:x}\r\n", data.len());
+        }
+        if buf.len() + data.len() + 2 <= SIZE {
+            buf.extend_from_slice(&data);
+        } else {
+            if io::write_two(io, &buf, &data).await.is_err() {
+                return false;
+            }
+            buf.clear();
+        }
+        if out == Out::Chunked {
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+    // The body is done: dropping it now, before the last write, writes
+    // the access log line before the client can see the answer (and send
+    // its next request, perhaps to another worker).
+    drop(body);
+    match out {
+        Out::Chunked => buf.extend_from_slice(b"0\r\n\r\n"),
+        Out::Length(n) if sent != n => keep = false,
+        _ => {}
+    }
+    io::write_all(io, &buf).await.is_ok() && keep
+}
+
+thread_local! {
+    /// The Date header's text, made once per second per worker.
+    static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+fn date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let _ = DATE_CACHE.try_with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return;
+        };
+        if c.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                c.1.copy_from_slice(text.as_bytes());
+                c.0 = secs;
+            }
+        }
+        out.extend_from_slice(&c.1);
+    });
+}
