@@ -526,3 +526,39 @@ fn unsupported_parameters_are_refused() {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
     }
 }
+
+/// `$bytes_sent` is everything the client received, head included, and
+/// `$body_bytes_sent` the body alone, in both programs (their heads differ:
+/// `Server:` and header case).
+#[test]
+fn bytes_sent_counts_the_head_as_nginx() {
+    for nginx in [false, true] {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    log_format sizes '$bytes_sent $body_bytes_sent';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/sizes.log sizes;\n\
+                 \x20       location / {{ return 200 \"twelve bytes\"; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let server = if nginx {
+            Server::nginx(&conf, &[port])
+        } else {
+            Server::waypost(&conf, &[port])
+        };
+        let response = get10(port, "/");
+        let lines = server.wait_lines("logs/sizes.log", 1);
+        assert_eq!(
+            lines[0],
+            format!("{} 12", response.len()),
+            "nginx: {nginx}: {}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+}

@@ -29,6 +29,8 @@ enum Field {
     Msec,
     Status,
     BodyBytesSent,
+    /// The head and the body.
+    BytesSent,
     RequestTime,
     UpstreamAddr,
     UpstreamStatus,
@@ -65,7 +67,8 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "time_iso8601" => Field::TimeIso8601,
         "msec" => Field::Msec,
         "status" => Field::Status,
-        "body_bytes_sent" | "bytes_sent" => Field::BodyBytesSent,
+        "body_bytes_sent" => Field::BodyBytesSent,
+        "bytes_sent" => Field::BytesSent,
         "request_time" => Field::RequestTime,
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_status" => Field::UpstreamStatus,
@@ -411,6 +414,14 @@ struct TryTimes {
 
 /// One request's access log lines in progress: what each log captured,
 /// and the fields they share.
+/// Bytes sent to the client: `$body_bytes_sent` and, with the head,
+/// `$bytes_sent`.
+#[derive(Clone, Copy)]
+struct Sent {
+    body: u64,
+    head: u64,
+}
+
 pub struct Record {
     logs: Arc<AccessLogs>,
     started: Instant,
@@ -496,7 +507,7 @@ impl Record {
         &self,
         f: &Field,
         base: usize,
-        sent: u64,
+        sent: Sent,
         now: Instant,
         escape_mode: Escape,
         out: &mut Vec<u8>,
@@ -512,7 +523,11 @@ impl Record {
                 out.extend_from_slice(text.as_bytes());
             }
             Field::BodyBytesSent => {
-                let _ = write!(text, "{sent}");
+                let _ = write!(text, "{}", sent.body);
+                out.extend_from_slice(text.as_bytes());
+            }
+            Field::BytesSent => {
+                let _ = write!(text, "{}", sent.body + sent.head);
                 out.extend_from_slice(text.as_bytes());
             }
             Field::RequestTime => {
@@ -551,7 +566,8 @@ impl Record {
 
     /// Writes a line to each log, in order, with the body bytes actually
     /// sent, unless the log's `if=` says not to.
-    pub fn finish(&self, sent: u64) {
+    pub fn finish(&self, sent: u64, head: u64) {
+        let sent = Sent { body: sent, head };
         let now = Instant::now();
         let mut base = 0;
         for log in self.logs.logs.iter() {
@@ -564,7 +580,7 @@ impl Record {
 
     /// One log's line, its captures starting at `base`; `None` when its
     /// `if=` is empty or `0`.
-    fn line(&self, log: &AccessLog, base: usize, sent: u64, now: Instant) -> Option<Vec<u8>> {
+    fn line(&self, log: &AccessLog, base: usize, sent: Sent, now: Instant) -> Option<Vec<u8>> {
         if let Some(condition) = &log.condition {
             let mut value = Vec::new();
             for f in condition {
@@ -678,7 +694,7 @@ mod tests {
         let log = &r.logs.logs[0];
         let mut out = Vec::new();
         for f in &log.fields {
-            r.render(f, 0, 0, now, log.escape, &mut out);
+            r.render(f, 0, Sent { body: 0, head: 0 }, now, log.escape, &mut out);
         }
         String::from_utf8(out).expect("utf-8")
     }
@@ -787,7 +803,7 @@ mod tests {
         let mut lines = Vec::new();
         for log in logs.logs.iter() {
             lines.push(
-                r.line(log, base, 7, now)
+                r.line(log, base, Sent { body: 7, head: 0 }, now)
                     .map(|l| String::from_utf8(l).expect("utf-8")),
             );
             base += log.vars;

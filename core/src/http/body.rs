@@ -81,6 +81,9 @@ impl Body for ReqBody {
 pub struct RespBody {
     kind: Kind,
     sent: u64,
+    /// Bytes of the response head (and a `100 Continue` before it), for
+    /// `$bytes_sent`.
+    head: u64,
     record: Option<Box<Record>>,
     /// Held, never read: dropping it frees the peer.
     _hold: Option<PeerHold>,
@@ -110,6 +113,7 @@ impl RespBody {
         RespBody {
             kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             sent: 0,
+            head: 0,
             record: None,
             _hold: None,
         }
@@ -124,12 +128,18 @@ impl RespBody {
             kind: Kind::Upstream(body, release),
             _hold: Some(hold),
             sent: 0,
+            head: 0,
             record: None,
         }
     }
 
     pub fn set_record(&mut self, record: Option<Box<Record>>) {
         self.record = record;
+    }
+
+    /// The connection wrote the response head, `bytes` long.
+    pub fn head_sent(&mut self, bytes: u64) {
+        self.head = bytes;
     }
 }
 
@@ -188,7 +198,7 @@ impl Body for RespBody {
 impl Drop for RespBody {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            record.finish(self.sent);
+            record.finish(self.sent, self.head);
         }
     }
 }

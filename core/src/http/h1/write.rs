@@ -126,6 +126,8 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         }
     }
     buf.extend_from_slice(b"\r\n");
+    // `$bytes_sent` counts the head too, as nginx's.
+    body.head_sent(buf.len() as u64);
 
     if out == Out::None {
         drop(body);
