@@ -562,3 +562,46 @@ fn bytes_sent_counts_the_head_as_nginx() {
         );
     }
 }
+
+/// A server-level `return` and a request no location matches are logged
+/// with the server's access logs, as nginx logs them (body sizes aside:
+/// the 404 page names waypost).
+#[test]
+fn server_level_answers_are_logged_as_nginx() {
+    let mut logs = Vec::new();
+    for nginx in [false, true] {
+        let [a, b] = free_ports(2)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    log_format s '$status $request';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{a};\n\
+                 \x20       access_log logs/a.log s;\n\
+                 \x20       return 200 \"all\";\n\
+                 \x20   }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{b};\n\
+                 \x20       access_log logs/b.log s;\n\
+                 \x20       location = /only {{ return 204; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let server = if nginx {
+            Server::nginx(&conf, &[a, b])
+        } else {
+            Server::waypost(&conf, &[a, b])
+        };
+        get10(a, "/x");
+        get10(b, "/elsewhere");
+        get10(b, "/only");
+        logs.push((
+            server.wait_lines("logs/a.log", 1),
+            server.wait_lines("logs/b.log", 2),
+        ));
+    }
+    assert_eq!(logs[0], logs[1], "waypost (left) and nginx (right)");
+    assert_eq!(logs[0].0, ["200 GET /x HTTP/1.0"]);
+}

@@ -1166,6 +1166,7 @@ impl<'a> Interp<'a> {
             locations: Vec::new(),
             ret: None,
             realip: None,
+            access_log: Vec::new(),
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
         });
@@ -1541,6 +1542,8 @@ impl<'a> Interp<'a> {
                 server.keepalive_requests = n;
             }
             server.realip = layer.realip();
+            let logs = self.access_logs(&layer);
+            self.http.servers[i].access_log = logs;
             server_layers.push(layer);
         }
         self.http.filters = self.http_layer.filters.clone();
@@ -1556,23 +1559,31 @@ impl<'a> Interp<'a> {
             location.proxy = layer.proxy();
             location.realip = layer.realip();
             location.filters = layer.filters.clone();
-            location.access_log = match &layer.access_log {
-                Some(level) if level.off => Vec::new(),
-                Some(level) => level.logs.clone(),
-                None => vec![AccessLogConf {
-                    path: self.env.prefix.join("logs/access.log"),
-                    format: "combined".to_owned(),
-                    buffer: None,
-                    condition: None,
-                }],
-            };
-            // Buffering is the file's, as nginx's open file: an
-            // `access_log` without `buffer=` writes through another's.
-            for a in &mut location.access_log {
-                a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
-            }
+            let logs = self.access_logs(&layer);
+            self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
         }
+    }
+
+    /// The access logs a level writes: its own, or its parents', or
+    /// nginx's default `logs/access.log combined`; none when `off`.
+    fn access_logs(&self, layer: &Layer) -> Vec<AccessLogConf> {
+        let mut logs = match &layer.access_log {
+            Some(level) if level.off => Vec::new(),
+            Some(level) => level.logs.clone(),
+            None => vec![AccessLogConf {
+                path: self.env.prefix.join("logs/access.log"),
+                format: "combined".to_owned(),
+                buffer: None,
+                condition: None,
+            }],
+        };
+        // Buffering is the file's, as nginx's open file: an `access_log`
+        // without `buffer=` writes through another's.
+        for a in &mut logs {
+            a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
+        }
+        logs
     }
 
     /// nginx's `ngx_http_init_static_location_trees`: the prefix and exact

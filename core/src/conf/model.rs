@@ -131,6 +131,9 @@ pub struct ServerConf {
     pub realip: Option<RealIp>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    /// The server level's access logs: for a server-level `return` and a
+    /// request no location matches (empty: off).
+    pub access_log: Vec<AccessLogConf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -362,11 +362,22 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         status,
     };
 
+    // What no location answers is logged with the server's access logs.
+    let server_logged = |resp: Response<RespBody>| {
+        let mut resp = resp;
+        if let Some(logs) = &server.access_log {
+            let status = resp.status().as_u16();
+            let mut record = logs.start(&vars(client, status, ""), Instant::now());
+            record.status = status;
+            resp.body_mut().set_record(Some(record));
+        }
+        resp
+    };
     let mut resp = if let Some(r) = &server.ret {
-        reply(r, &vars(client, r.status, ""))
+        server_logged(reply(r, &vars(client, r.status, "")))
     } else {
         match server.locations.find(head.uri(&parts.uri)) {
-            None => error_page(404),
+            None => server_logged(error_page(404)),
             Some(location) => {
                 // realip again in the pre-access phase, with the location's
                 // settings, if the server's left the address alone. A

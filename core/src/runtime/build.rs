@@ -271,6 +271,43 @@ impl FilterCx<'_> {
     }
 }
 
+type LogKey = (PathBuf, String, Option<Buffering>, Option<String>);
+
+/// A level's access logs, compiled; one object per distinct log of the
+/// server (`logs`), shared by the levels that write it.
+fn access_logs(
+    confs: &[model::AccessLogConf],
+    logs: &mut HashMap<LogKey, Arc<AccessLog>>,
+    formats: &HashMap<String, Vec<String>>,
+    filters: &FilterCx<'_>,
+) -> Result<Option<Arc<AccessLogs>>, ConfError> {
+    let mut list = Vec::with_capacity(confs.len());
+    for a in confs {
+        let key = (
+            a.path.clone(),
+            a.format.clone(),
+            a.buffer,
+            a.condition.clone(),
+        );
+        if let Some(log) = logs.get(&key) {
+            list.push(log.clone());
+            continue;
+        }
+        let log = match formats.get(&a.format) {
+            Some(args) => AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?,
+            None => AccessLog::combined(a.path.clone()),
+        };
+        let log = Arc::new(
+            log.with_params(a.buffer, a.condition.as_deref(), &|n| filters.variable(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?,
+        );
+        logs.insert(key, log.clone());
+        list.push(log);
+    }
+    Ok(AccessLogs::new(list).map(Arc::new))
+}
+
 fn server(
     s: &model::ServerConf,
     upstreams: &[Arc<Upstream>],
@@ -280,7 +317,6 @@ fn server(
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
     let mut prefixes = Vec::new();
-    type LogKey = (PathBuf, String, Option<Buffering>, Option<String>);
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
@@ -294,31 +330,7 @@ fn server(
                 Action::Proxy(proxy)
             }
         };
-        let mut list_logs = Vec::with_capacity(l.access_log.len());
-        for a in &l.access_log {
-            let key = (
-                a.path.clone(),
-                a.format.clone(),
-                a.buffer,
-                a.condition.clone(),
-            );
-            if let Some(log) = logs.get(&key) {
-                list_logs.push(log.clone());
-                continue;
-            }
-            let log = match formats.get(&a.format) {
-                Some(args) => AccessLog::compile(args, a.path.clone(), &|n| filters.variable(n))
-                    .map_err(|e| ConfError::bare(e.to_string()))?,
-                None => AccessLog::combined(a.path.clone()),
-            };
-            let log = Arc::new(
-                log.with_params(a.buffer, a.condition.as_deref(), &|n| filters.variable(n))
-                    .map_err(|e| ConfError::bare(e.to_string()))?,
-            );
-            logs.insert(key, log.clone());
-            list_logs.push(log);
-        }
-        let access_log = AccessLogs::new(list_logs).map(Arc::new);
+        let access_log = access_logs(&l.access_log, &mut logs, formats, filters)?;
         if l.exact {
             exact.insert(l.path.clone(), i);
         } else {
@@ -332,7 +344,9 @@ fn server(
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    let access_log = access_logs(&s.access_log, &mut logs, formats, filters)?;
     Ok(Server {
+        access_log,
         name: s.names.first().cloned().unwrap_or_default(),
         ret: s.ret.as_ref().map(reply).transpose()?,
         realip: s.realip.clone(),

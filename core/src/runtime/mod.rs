@@ -81,6 +81,8 @@ pub struct Server {
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    /// The server level's access logs, for what no location answers.
+    pub access_log: Option<Arc<crate::http::access::AccessLogs>>,
 }
 
 /// Locations of a server: exact matches, and prefixes longest first.
