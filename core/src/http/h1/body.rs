@@ -168,6 +168,19 @@ enum Decoder {
 /// A chunk-size line or a trailer section longer than this is refused.
 const LINE_MAX: usize = 4096;
 
+/// Up to `n` bytes of what `buf` holds, as a piece of the body, and how
+/// many of the `n` remain; `None` when it holds nothing.
+fn take(buf: &mut ReadBuf, n: u64) -> Option<(Bytes, u64)> {
+    let data = buf.data();
+    if data.is_empty() {
+        return None;
+    }
+    let len = n.min(data.len() as u64) as usize;
+    let piece = Bytes::copy_from_slice(&data[..len]);
+    buf.consume(len);
+    Some((piece, n - len as u64))
+}
+
 impl Decoder {
     /// The next piece of the body from `buf`: `Ok(None)` when more input
     /// is needed (or at the end: see `Decoder::Done`).
@@ -177,13 +190,9 @@ impl Decoder {
             match *self {
                 Decoder::Done => return Ok(None),
                 Decoder::Length(n) => {
-                    if data.is_empty() {
+                    let Some((piece, left)) = take(buf, n) else {
                         return Ok(None);
-                    }
-                    let take = (n.min(data.len() as u64)) as usize;
-                    let piece = Bytes::copy_from_slice(&data[..take]);
-                    buf.consume(take);
-                    let left = n - take as u64;
+                    };
                     *self = if left == 0 {
                         Decoder::Done
                     } else {
@@ -204,13 +213,9 @@ impl Decoder {
                     _ => return Err(BodyError("client sent invalid chunked body")),
                 },
                 Decoder::Chunked(Chunk::Data(n)) => {
-                    if data.is_empty() {
+                    let Some((piece, left)) = take(buf, n) else {
                         return Ok(None);
-                    }
-                    let take = (n.min(data.len() as u64)) as usize;
-                    let piece = Bytes::copy_from_slice(&data[..take]);
-                    buf.consume(take);
-                    let left = n - take as u64;
+                    };
                     *self = Decoder::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
