@@ -24,6 +24,7 @@ fn conf(http: &str) -> String {
          http {{\n\
          \x20   log_format up '$upstream_addr|$upstream_status|$status';\n\
          \x20   access_log off;\n\
+         \x20   client_max_body_size 0;\n\
          {http}\n\
          }}\n"
     )

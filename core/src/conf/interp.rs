@@ -25,7 +25,7 @@ use waypost_module_api::ServerParams;
 use crate::conf::directives::{lookup, Ctx, Lookup, Spec};
 use crate::conf::model::*;
 use crate::conf::syntax::{self, Directive, Loc};
-use crate::conf::values::{parse_number, parse_size, parse_time, parse_time_sec};
+use crate::conf::values::{parse_number, parse_offset, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
 use crate::http::access;
 use crate::http::realip::{self, RealIp, Source, Trusted};
@@ -176,6 +176,12 @@ struct Layer {
     read_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
+    /// `client_max_body_size`; 0 disables the check.
+    max_body: Option<u64>,
+    header_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
+    /// `send_timeout` (to the client; `send_timeout` above is the proxy's).
+    client_send_timeout: Option<Duration>,
     /// `access_log`: `Some` at a level with any, which replaces the
     /// parent's whole list (nginx's merge).
     access_log: Option<AccessLogs>,
@@ -220,6 +226,10 @@ impl Layer {
             read_timeout: self.read_timeout.or(parent.read_timeout),
             keepalive_timeout: self.keepalive_timeout.or(parent.keepalive_timeout),
             keepalive_requests: self.keepalive_requests.or(parent.keepalive_requests),
+            max_body: self.max_body.or(parent.max_body),
+            header_timeout: self.header_timeout.or(parent.header_timeout),
+            body_timeout: self.body_timeout.or(parent.body_timeout),
+            client_send_timeout: self.client_send_timeout.or(parent.client_send_timeout),
             access_log: self
                 .access_log
                 .clone()
@@ -244,6 +254,18 @@ impl Layer {
             source: self.realip_source.clone().unwrap_or(Source::XRealIp),
             recursive: self.realip_recursive.unwrap_or(false),
         })
+    }
+
+    /// The client-side limits of a merged level, nginx's defaults where
+    /// unset.
+    fn client(&self) -> ClientLimits {
+        let d = ClientLimits::default();
+        ClientLimits {
+            max_body: self.max_body.unwrap_or(d.max_body),
+            header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
+            body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
+            send_timeout: self.client_send_timeout.unwrap_or(d.send_timeout),
+        }
     }
 
     fn proxy(&self) -> ProxyConf {
@@ -772,6 +794,15 @@ impl<'a> Interp<'a> {
                 }
             }
             "keepalive_requests" => layer.keepalive_requests = Some(number_arg(d, 0)?),
+            "client_max_body_size" => {
+                layer.max_body = Some(parse_offset(&d.args[0]).map_or_else(
+                    || err("\"client_max_body_size\" directive invalid value", d),
+                    Ok,
+                )?)
+            }
+            "client_header_timeout" => layer.header_timeout = Some(time_arg(d, 0)?),
+            "client_body_timeout" => layer.body_timeout = Some(time_arg(d, 0)?),
+            "send_timeout" => layer.client_send_timeout = Some(time_arg(d, 0)?),
             "access_log" => {
                 let log = self.access_log(d)?;
                 let level = layer.access_log.get_or_insert_with(AccessLogs::default);
@@ -1169,6 +1200,7 @@ impl<'a> Interp<'a> {
             access_log: Vec::new(),
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
+            client: ClientLimits::default(),
         });
         self.servers.push(ServerInfo::default());
         let mut own = Layer::default();
@@ -1342,6 +1374,7 @@ impl<'a> Interp<'a> {
             exact,
             action: Action::None,
             proxy: ProxyConf::default(),
+            client: ClientLimits::default(),
             access_log: Vec::new(),
             realip: None,
         });
@@ -1541,6 +1574,7 @@ impl<'a> Interp<'a> {
             if let Some(n) = layer.keepalive_requests {
                 server.keepalive_requests = n;
             }
+            server.client = layer.client();
             server.realip = layer.realip();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
@@ -1557,6 +1591,7 @@ impl<'a> Interp<'a> {
             let layer = info.own.merged(parent);
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = layer.proxy();
+            location.client = layer.client();
             location.realip = layer.realip();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
@@ -1643,6 +1678,10 @@ fn is_single(name: &str) -> bool {
             | "keepalive"
             | "keepalive_timeout"
             | "keepalive_requests"
+            | "client_max_body_size"
+            | "client_header_timeout"
+            | "client_body_timeout"
+            | "send_timeout"
             | "proxy_pass"
             | "proxy_http_version"
             | "proxy_next_upstream_tries"

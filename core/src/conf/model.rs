@@ -131,6 +131,9 @@ pub struct ServerConf {
     pub realip: Option<RealIp>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    /// The server level's client limits: the head's timeout, and the
+    /// others for requests no location takes.
+    pub client: ClientLimits,
     /// The server level's access logs: for a server-level `return` and a
     /// request no location matches (empty: off).
     pub access_log: Vec<AccessLogConf>,
@@ -149,6 +152,7 @@ pub struct LocationConf {
     pub exact: bool,
     pub action: Action,
     pub proxy: ProxyConf,
+    pub client: ClientLimits,
     /// The `access_log` lines in effect, in order; empty with
     /// `access_log off`.
     pub access_log: Vec<AccessLogConf>,
@@ -259,6 +263,28 @@ impl Default for ProxyConf {
             connect_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `client_max_body_size`, `client_header_timeout`,
+/// `client_body_timeout`, `send_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Bytes; 0 disables the check.
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub send_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_body: 1024 * 1024,
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -117,6 +117,21 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some(n * scale)
 }
 
+/// nginx's `ngx_parse_offset`: `512`, `16k`, `1m`, `2g`.
+pub fn parse_offset(s: &str) -> Option<u64> {
+    let (num, scale) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1024),
+        b'm' | b'M' => (&s[..s.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n = parse_number(num)?;
+    if n > MAX as u64 / scale {
+        return None;
+    }
+    Some(n * scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +171,9 @@ mod tests {
         assert_eq!(parse_size("16k"), Some(16384));
         assert_eq!(parse_size("1m"), Some(1 << 20));
         assert_eq!(parse_size("1g"), None);
+        assert_eq!(parse_offset("1g"), Some(1 << 30));
+        assert_eq!(parse_offset("0"), Some(0));
+        assert_eq!(parse_offset("1x"), None);
         assert_eq!(parse_size("k"), None);
         assert_eq!(parse_number("0"), Some(0));
         assert_eq!(parse_number("-1"), None);

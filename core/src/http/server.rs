@@ -298,16 +298,21 @@ fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
-    let keepalive = {
+    let settings = {
         let rt = conn.state.runtime.load();
-        rt.listens
+        let (keepalive, limits) = rt
+            .listens
             .iter()
             .find(|g| g.addr == conn.listen)
-            .map(|g| g.servers[g.default].keepalive_timeout)
-            .unwrap_or(std::time::Duration::from_secs(75))
+            .map(|g| {
+                let s = &g.servers[g.default];
+                (s.keepalive_timeout, s.client)
+            })
+            .unwrap_or_default();
+        h1::Settings::new(keepalive, limits.header_timeout, limits.send_timeout)
     };
     let client = Client { conn, local, open };
-    h1::serve(stream, client, h1::Settings::new(keepalive))
+    h1::serve(stream, client, settings)
 }
 
 async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
@@ -373,10 +378,43 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         }
         resp
     };
+    let location = if server.ret.is_some() {
+        None
+    } else {
+        server.locations.find(head.uri(&parts.uri))
+    };
+    // nginx's find-config phase: the location's `client_max_body_size`
+    // against the announced length (the server level's where no location
+    // matches), after a server-level `return` and before the location's.
+    let limits = location.map_or(&server.client, |l| &l.client);
+    let send = h1::SendTimeout(limits.send_timeout);
+    body.set_limits(limits.max_body, limits.body_timeout);
+    let too_large = server.ret.is_none()
+        && limits.max_body != 0
+        && parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > limits.max_body);
     let mut resp = if let Some(r) = &server.ret {
         server_logged(reply(r, &vars(client, r.status, "")))
+    } else if too_large {
+        let mut resp = error_page(413);
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        match location.and_then(|l| l.access_log.as_ref()) {
+            Some(logs) => {
+                let mut record = logs.start(&vars(client, 413, ""), Instant::now());
+                record.status = 413;
+                resp.body_mut().set_record(Some(record));
+                resp
+            }
+            None if location.is_some() => resp,
+            None => server_logged(resp),
+        }
     } else {
-        match server.locations.find(head.uri(&parts.uri)) {
+        match location {
             None => server_logged(error_page(404)),
             Some(location) => {
                 // realip again in the pre-access phase, with the location's
@@ -431,5 +469,6 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    resp.extensions_mut().insert(send);
     resp
 }

@@ -341,6 +341,7 @@ fn server(
             action,
             access_log,
             realip: l.realip.clone(),
+            client: l.client,
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -357,6 +358,7 @@ fn server(
         },
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
+        client: s.client,
     })
 }
 

@@ -81,6 +81,9 @@ pub struct Server {
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    /// The server level's client limits (the head's timeout; the others
+    /// for what no location takes).
+    pub client: crate::conf::model::ClientLimits,
     /// The server level's access logs, for what no location answers.
     pub access_log: Option<Arc<crate::http::access::AccessLogs>>,
 }
@@ -117,6 +120,8 @@ pub struct Location {
     /// realip with the location's settings, for requests the server's
     /// settings left alone (nginx's pre-access phase: proxied ones).
     pub realip: Option<RealIp>,
+    /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
+    pub client: crate::conf::model::ClientLimits,
 }
 
 pub enum Action {

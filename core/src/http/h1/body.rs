@@ -12,6 +12,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -44,6 +45,10 @@ struct State {
     gone: bool,
     consumer: Option<Waker>,
     producer: Option<Waker>,
+    /// The location's limits, set by the handler once it knows the
+    /// location (before it polls the body): `client_max_body_size` (0:
+    /// none) and `client_body_timeout`.
+    limits: Option<(u64, Duration)>,
 }
 
 struct Shared(Mutex<State>);
@@ -83,6 +88,16 @@ impl ClientBody {
             shared: None,
             remaining: Some(0),
             done: true,
+        }
+    }
+}
+
+impl ClientBody {
+    /// The location's `client_max_body_size` (0: no limit) and
+    /// `client_body_timeout`, for the connection reading this body.
+    pub fn set_limits(&self, max_body: u64, timeout: Duration) {
+        if let Some(shared) = &self.shared {
+            shared.lock().limits = Some((max_body, timeout));
         }
     }
 }
@@ -291,8 +306,11 @@ pub enum Step {
     Gone,
     /// The client sent a body that cannot be read (bad chunk): 400.
     Invalid,
-    /// The client closed or the socket failed.
+    /// The client closed, the socket failed, or `client_body_timeout`
+    /// passed between two reads: the connection closes without answer.
     Closed,
+    /// A chunked body past `client_max_body_size`: 413.
+    TooLarge,
 }
 
 /// Reads below this go through the read buffer; above, straight into a
@@ -300,10 +318,15 @@ pub enum Step {
 const DIRECT_MIN: u64 = 16 * 1024;
 const DIRECT_MAX: u64 = 64 * 1024;
 
+/// nginx's defaults, for a body whose handler set no limits.
+const DEFAULT_LIMITS: (u64, Duration) = (1024 * 1024, Duration::from_secs(60));
+
 /// The connection's side of a request body.
 pub struct Pump {
     shared: Arc<Shared>,
     decoder: Decoder,
+    /// Body bytes handed over so far.
+    received: u64,
     /// `Expect: 100-continue` not answered yet.
     pub continue_pending: bool,
 }
@@ -326,6 +349,7 @@ impl Pump {
         let pump = Pump {
             shared,
             decoder,
+            received: 0,
             continue_pending: expect_continue,
         };
         (body, Some(pump))
@@ -362,10 +386,13 @@ impl Pump {
         wake(&mut st.consumer);
     }
 
-    fn deliver(&self, piece: Option<Bytes>) {
+    fn deliver(&mut self, piece: Option<Bytes>) {
         let mut st = self.shared.lock();
         match piece {
-            Some(data) => st.chunk = Some(data),
+            Some(data) => {
+                self.received += data.len() as u64;
+                st.chunk = Some(data)
+            }
             None => st.end = true,
         }
         wake(&mut st.consumer);
@@ -399,8 +426,9 @@ impl Pump {
         if gone {
             return Step::Gone;
         }
+        let (max_body, timeout) = self.shared.lock().limits.unwrap_or(DEFAULT_LIMITS);
         if self.continue_pending {
-            if io::write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+            if io::write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n", timeout)
                 .await
                 .is_err()
             {
@@ -408,7 +436,17 @@ impl Pump {
             }
             self.continue_pending = false;
         }
-        self.next(io, buf).await
+        self.next(io, buf, max_body, timeout).await
+    }
+
+    /// Whether the body, with the chunk being read in full, is past
+    /// `max_body` (nginx checks each chunk's size as it comes).
+    fn over(&self, max_body: u64, piece: u64) -> bool {
+        let pending = match self.decoder {
+            Decoder::Chunked(Chunk::Data(n)) => n,
+            _ => 0,
+        };
+        max_body != 0 && self.received.saturating_add(piece).saturating_add(pending) > max_body
     }
 
     /// Reads the rest of the body and drops it (after the response, to
@@ -439,9 +477,26 @@ impl Pump {
 
     /// One piece of the body: decoded from the buffer, read into it, or
     /// for long runs of data read straight into a buffer of its own.
-    async fn next(&mut self, io: &TcpStream, buf: &mut ReadBuf) -> Step {
+    async fn next(
+        &mut self,
+        io: &TcpStream,
+        buf: &mut ReadBuf,
+        max_body: u64,
+        timeout: Duration,
+    ) -> Step {
         loop {
-            match self.decoder.decode(buf) {
+            let decoded = self.decoder.decode(buf);
+            // A Content-Length body past the limit was refused before the
+            // handler read it; a chunked one is cut when it gets there.
+            let piece = match &decoded {
+                Ok(Some(p)) => p.len() as u64,
+                _ => 0,
+            };
+            if matches!(self.decoder, Decoder::Chunked(_)) && self.over(max_body, piece) {
+                self.fail(BodyError("client intended to send too large chunked body"));
+                return Step::TooLarge;
+            }
+            match decoded {
                 Ok(Some(piece)) => {
                     self.deliver(Some(piece));
                     if self.finished() {
@@ -465,7 +520,8 @@ impl Pump {
                 loop {
                     match io.try_read_buf(&mut direct) {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            if io::readable(io, None).await.is_err() {
+                            let deadline = tokio::time::Instant::now() + timeout;
+                            if io::readable(io, Some(deadline)).await.is_err() {
                                 break Err(e);
                             }
                         }
@@ -483,11 +539,16 @@ impl Pump {
                     (n, true)
                 })
             } else {
-                buf.fill(io, crate::http::h1::pool::SIZE, None)
+                let deadline = tokio::time::Instant::now() + timeout;
+                buf.fill(io, crate::http::h1::pool::SIZE, Some(deadline))
                     .await
                     .map(|n| (n, false))
             };
             match read {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.fail(BodyError("client timed out"));
+                    return Step::Closed;
+                }
                 Ok((0, _)) | Err(_) => {
                     self.fail(BodyError("client prematurely closed connection"));
                     return Step::Closed;

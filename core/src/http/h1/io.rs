@@ -3,6 +3,7 @@
 //! readiness wait, so a future dropped while waiting loses nothing.
 
 use std::io::{self, IoSlice};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -87,8 +88,15 @@ pub async fn readable(io: &TcpStream, deadline: Option<Instant>) -> io::Result<(
 }
 
 /// Writes all of `a` then all of `b`, in as few system calls as the
-/// socket allows (one `writev` usually).
-pub async fn write_two(io: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+/// socket allows (one `writev` usually). A wait for the socket longer
+/// than `timeout` (nginx's `send_timeout`: between two successive
+/// writes) fails with `TimedOut`.
+pub async fn write_two(
+    io: &TcpStream,
+    mut a: &[u8],
+    mut b: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     while !a.is_empty() || !b.is_empty() {
         let written = if a.is_empty() {
             io.try_write(b)
@@ -105,15 +113,20 @@ pub async fn write_two(io: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result
                 n -= from_a;
                 b = &b[n..];
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(timeout, io.writable()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-pub async fn write_all(io: &TcpStream, a: &[u8]) -> io::Result<()> {
-    write_two(io, a, &[]).await
+pub async fn write_all(io: &TcpStream, a: &[u8], timeout: Duration) -> io::Result<()> {
+    write_two(io, a, &[], timeout).await
 }
 
 #[cfg(test)]

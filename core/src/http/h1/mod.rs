@@ -59,17 +59,33 @@ pub trait Service: Sync {
     fn wake(&self) -> &Notify;
 }
 
-/// A connection's settings.
+/// A response's `send_timeout` (its location's), as a response
+/// extension; without it the server's applies.
+#[derive(Clone, Copy)]
+pub struct SendTimeout(pub Duration);
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A connection's settings: the default server's of its address, as
+/// nginx reads a head before it knows the virtual server. Milliseconds in
+/// `u32` (4 bytes rather than a `Duration`'s 16 in every idle task).
 pub struct Settings {
-    /// `keepalive_timeout` in milliseconds (4 bytes rather than a
-    /// `Duration`'s 16 in every idle task); zero disables keep-alive.
+    /// `keepalive_timeout`; zero disables keep-alive.
     keepalive_ms: u32,
+    /// `client_header_timeout`
+    header_ms: u32,
+    /// `send_timeout`, for answers no location gave (refusals).
+    send_ms: u32,
 }
 
 impl Settings {
-    pub fn new(keepalive: Duration) -> Settings {
+    pub fn new(keepalive: Duration, header: Duration, send: Duration) -> Settings {
         Settings {
-            keepalive_ms: u32::try_from(keepalive.as_millis()).unwrap_or(u32::MAX),
+            keepalive_ms: millis(keepalive),
+            header_ms: millis(header),
+            send_ms: millis(send),
         }
     }
 
@@ -77,14 +93,14 @@ impl Settings {
         Duration::from_millis(u64::from(self.keepalive_ms))
     }
 
-    /// How long a request head may take to arrive (hyper's
-    /// `header_read_timeout`, which was the keep-alive timeout here).
+    /// `client_header_timeout`: how long a request head may take to
+    /// arrive; past it nginx closes without an answer.
     fn head_timeout(&self) -> Duration {
-        if self.keepalive_ms == 0 {
-            Duration::from_secs(60)
-        } else {
-            self.keepalive()
-        }
+        Duration::from_millis(u64::from(self.header_ms))
+    }
+
+    fn send_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.send_ms))
     }
 }
 
@@ -190,13 +206,13 @@ async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
             match parse::parse(buf.data()) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(refusal) => return refuse(io, refusal).await,
+                Err(refusal) => return refuse(io, settings, refusal).await,
             }
             match buf.fill(io, HEAD_MAX, Some(deadline)).await {
                 Ok(0) => return End::Close,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                    return refuse(io, Refusal::HeaderTooLarge).await
+                    return refuse(io, settings, Refusal::HeaderTooLarge).await
                 }
                 // A timeout closes without an answer, as hyper and nginx
                 // do for a head that does not come.
@@ -210,7 +226,7 @@ async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
         let (body, mut pump) = Pump::new(head.framing, head.expect_continue);
         if let Some(p) = &pump {
             if p.precheck(&buf).is_err() {
-                return refuse(io, Refusal::Bad).await;
+                return refuse(io, settings, Refusal::Bad).await;
             }
         }
         let req = Request::from_parts(head.parts, body);
@@ -220,7 +236,8 @@ async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
             let answer = pin!(svc.call(req));
             match drive(answer, &mut pump, io, &mut buf).await {
                 Ok(resp) => resp,
-                Err(Step::Invalid) => return refuse(io, Refusal::Bad).await,
+                Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
+                Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
                 Err(_) => return End::Close,
             }
         };
@@ -232,6 +249,10 @@ async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
             http11,
             keep_alive: keep_alive && !svc.quitting(),
             interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
+            send: resp
+                .extensions()
+                .get::<SendTimeout>()
+                .map_or_else(|| settings.send_timeout(), |t| t.0),
         };
         if ask.interim {
             if let Some(p) = &mut pump {
@@ -296,14 +317,14 @@ async fn drive<F: Future>(
             step = p.step(io, buf) => match step {
                 Step::Delivered => {}
                 Step::Finished | Step::Gone => active = false,
-                Step::Invalid | Step::Closed => return Err(step),
+                Step::Invalid | Step::Closed | Step::TooLarge => return Err(step),
             }
         }
     }
 }
 
 /// Answers a request nginx refuses while reading it, then closes.
-async fn refuse(io: &TcpStream, refusal: Refusal) -> End {
+async fn refuse(io: &TcpStream, settings: &Settings, refusal: Refusal) -> End {
     let mut resp = match refusal {
         Refusal::HeaderTooLarge => error_page_with(400, "Request Header Or Cookie Too Large"),
         r => error_page(r.status()),
@@ -317,6 +338,7 @@ async fn refuse(io: &TcpStream, refusal: Refusal) -> End {
         http11: true,
         keep_alive: false,
         interim: false,
+        send: settings.send_timeout(),
     };
     write::respond(io, resp, &ask).await;
     End::Linger

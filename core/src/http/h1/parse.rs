@@ -53,6 +53,8 @@ pub enum Refusal {
     NotImplemented,
     /// 505
     Version,
+    /// 413: a chunked body past `client_max_body_size`.
+    TooLarge,
 }
 
 impl Refusal {
@@ -62,6 +64,7 @@ impl Refusal {
             Refusal::UriTooLong => 414,
             Refusal::NotImplemented => 501,
             Refusal::Version => 505,
+            Refusal::TooLarge => 413,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Ask {
     /// Send `100 Continue` before the response (the body was not read and
     /// will be discarded, as nginx answers then).
     pub interim: bool,
+    /// `send_timeout`: the longest wait for the client to take more.
+    pub send: std::time::Duration,
 }
 
 /// How the body goes out.
@@ -131,7 +133,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
 
     if out == Out::None {
         drop(body);
-        return io::write_all(io, &buf).await.is_ok() && keep;
+        return io::write_all(io, &buf, ask.send).await.is_ok() && keep;
     }
     let mut sent = 0u64;
     loop {
@@ -144,7 +146,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
             Poll::Ready(f) => f,
             Poll::Pending => {
                 if !buf.is_empty() {
-                    if io::write_all(io, &buf).await.is_err() {
+                    if io::write_all(io, &buf, ask.send).await.is_err() {
                         return false;
                     }
                     buf.clear();
@@ -177,7 +179,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         if buf.len() + data.len() + 2 <= SIZE {
             buf.extend_from_slice(&data);
         } else {
-            if io::write_two(io, &buf, &data).await.is_err() {
+            if io::write_two(io, &buf, &data, ask.send).await.is_err() {
                 return false;
             }
             buf.clear();
@@ -195,7 +197,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         Out::Length(n) if sent != n => keep = false,
         _ => {}
     }
-    io::write_all(io, &buf).await.is_ok() && keep
+    io::write_all(io, &buf, ask.send).await.is_ok() && keep
 }
 
 thread_local! {

@@ -1,0 +1,222 @@
+//! `client_max_body_size`, `client_header_timeout`, `client_body_timeout`
+//! side by side with nginx 1.22 on raw sockets: the 413 for a body past
+//! the limit (announced by Content-Length, or a chunked one growing past
+//! it), and the silent close when a head or a body stops coming.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use waypost_tests::{free_ports, wrap_http, Server};
+
+/// A backend that takes connections and reads them without answering:
+/// waypost streams a body to it, so the body's reads are what wait.
+fn silent_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+fn conf(port: u16, backend: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "\x20   client_header_timeout 1s;\n\
+             \x20   client_body_timeout 1s;\n\
+             \x20   client_max_body_size 10;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{backend}; proxy_http_version 1.1; }}\n\
+             \x20       location /small {{ client_max_body_size 5; return 200 ok; }}\n\
+             \x20       location /any {{ client_max_body_size 0; return 200 ok; }}\n\
+             \x20       location /inner {{\n\
+             \x20           client_max_body_size 100;\n\
+             \x20           location /inner/deep {{ return 200 ok; }}\n\
+             \x20       }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// Sends `data`, then reads until the server closes or the response
+/// (head and Content-Length body) is complete; at most 10 s.
+fn exchange(port: u16, data: &[u8]) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    s.write_all(data).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (out, true),
+        }
+        if complete(&out) {
+            return (out, false);
+        }
+    }
+    (out, false)
+}
+
+fn complete(out: &[u8]) -> bool {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    out.len() >= end + 4 + len
+}
+
+fn first_line(out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out);
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+fn header(out: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(out);
+    let head = text.split("\r\n\r\n").next()?.to_owned();
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+fn body(out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out);
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn pair() -> (Server, Server, u16, u16) {
+    let ports = free_ports(2);
+    let backend = silent_backend();
+    let nginx = Server::nginx(&conf(ports[0], backend, true), &ports[..1]);
+    let waypost = Server::waypost(&conf(ports[1], backend, false), &ports[1..]);
+    (nginx, waypost, ports[0], ports[1])
+}
+
+#[test]
+fn content_length_past_the_limit_is_413_as_nginx() {
+    let (_n, _w, np, wp) = pair();
+    let cases: &[(&str, &[u8], &str)] = &[
+        // Server level, inherited from http: 11 > 10.
+        (
+            "over the server's limit",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+            "HTTP/1.1 413 Request Entity Too Large",
+        ),
+        // The location's own limit applies before its `return`.
+        (
+            "over the location's limit",
+            b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 413 Request Entity Too Large",
+        ),
+        (
+            "at the location's limit",
+            b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n12345",
+            "HTTP/1.1 200 OK",
+        ),
+        (
+            "no limit",
+            b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        ),
+        // Inherited by a nested location.
+        (
+            "nested location inherits",
+            b"POST /inner/deep HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        ),
+        (
+            "nested location over",
+            b"POST /inner/deep HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n",
+            "HTTP/1.1 413 Request Entity Too Large",
+        ),
+    ];
+    for (what, req, want) in cases {
+        let (n_out, _) = exchange(np, req);
+        let (w_out, _) = exchange(wp, req);
+        assert_eq!(first_line(&n_out), *want, "nginx, {what}");
+        assert_eq!(first_line(&w_out), *want, "waypost, {what}");
+        if want.contains("413") {
+            assert_eq!(header(&n_out, "connection").as_deref(), Some("close"));
+            assert_eq!(
+                header(&w_out, "connection").as_deref(),
+                Some("close"),
+                "waypost, {what}"
+            );
+            assert!(body(&w_out).contains("<title>413 Request Entity Too Large</title>"));
+            assert_eq!(
+                header(&n_out, "content-type"),
+                header(&w_out, "content-type")
+            );
+        }
+    }
+}
+
+#[test]
+fn chunked_body_growing_past_the_limit_is_413_as_nginx() {
+    let (_n, _w, np, wp) = pair();
+    let req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n6\r\n012345\r\n";
+    for port in [np, wp] {
+        let (out, _) = exchange(port, req);
+        assert_eq!(
+            first_line(&out),
+            "HTTP/1.1 413 Request Entity Too Large",
+            "port {port}"
+        );
+        assert_eq!(header(&out, "connection").as_deref(), Some("close"));
+    }
+}
+
+#[test]
+fn header_timeout_closes_without_answer_as_nginx() {
+    let (_n, _w, np, wp) = pair();
+    for port in [np, wp] {
+        let (out, closed) = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(closed, "port {port}: the connection stays open");
+        assert!(
+            out.is_empty(),
+            "port {port}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+#[test]
+fn body_timeout_closes_without_answer_as_nginx() {
+    let (_n, _w, np, wp) = pair();
+    for port in [np, wp] {
+        let (out, closed) = exchange(
+            port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123",
+        );
+        assert!(closed, "port {port}: the connection stays open");
+        assert!(
+            out.is_empty(),
+            "port {port}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
