@@ -332,42 +332,54 @@ impl Zone {
     /// the window they were collected in: what the others may have
     /// admitted, the count sent and the grant until the next exchange.
     pub fn apply(&self, batch: &Batch, replies: &[SyncReply]) {
-        let mut locked: Option<(u32, MutexGuard<'_, Shard>)> = None;
-        for (item, reply) in batch.items().iter().zip(replies) {
-            let shard = match &mut locked {
-                Some((s, guard)) if *s == item.shard => guard,
-                _ => {
-                    locked = None;
-                    &mut locked
-                        .insert((item.shard, self.store.lock(item.shard as usize)))
-                        .1
-                }
-            };
-            let shard = &mut **shard;
-            let (Some(node), Some(sync)) = (
+        self.each_item(batch, |shard, i, item| {
+            let (Some(node), Some(sync), Some(reply)) = (
                 shard.nodes.get(item.slot as usize),
                 shard.sync.get_mut(item.slot as usize),
+                replies.get(i),
             ) else {
-                continue;
+                return;
             };
             if node.last != item.window
                 || sync.window != item.window
                 || node.key.as_bytes() != batch.key(item)
             {
-                continue;
+                return;
             }
             sync.pushed = item.count;
             sync.others = reply.others.max(0) as u64;
             sync.grant = reply.grant.max(0) as u64;
             sync.peers = reply.peers.max(1) as u64;
-        }
+        });
     }
 
     /// Puts the keys of a failed exchange back in the list of keys to
     /// exchange.
     pub fn restore(&self, batch: &Batch) {
+        self.each_item(batch, |shard, _, item| {
+            let (Some(node), Some(sync)) = (
+                shard.nodes.get(item.slot as usize),
+                shard.sync.get_mut(item.slot as usize),
+            ) else {
+                return;
+            };
+            if !sync.dirty && node.key.as_bytes() == batch.key(item) {
+                sync.dirty = true;
+                shard.dirty.push(item.slot);
+            }
+        });
+    }
+
+    /// Runs `f` on each item of `batch` (with its index) and its shard,
+    /// locked once per run of items of the same shard (a batch is
+    /// collected shard by shard).
+    fn each_item(
+        &self,
+        batch: &Batch,
+        mut f: impl FnMut(&mut Shard, usize, &crate::cluster::SyncItem),
+    ) {
         let mut locked: Option<(u32, MutexGuard<'_, Shard>)> = None;
-        for item in batch.items() {
+        for (i, item) in batch.items().iter().enumerate() {
             let shard = match &mut locked {
                 Some((s, guard)) if *s == item.shard => guard,
                 _ => {
@@ -377,17 +389,7 @@ impl Zone {
                         .1
                 }
             };
-            let shard = &mut **shard;
-            let (Some(node), Some(sync)) = (
-                shard.nodes.get(item.slot as usize),
-                shard.sync.get_mut(item.slot as usize),
-            ) else {
-                continue;
-            };
-            if !sync.dirty && node.key.as_bytes() == batch.key(item) {
-                sync.dirty = true;
-                shard.dirty.push(item.slot);
-            }
+            f(shard, i, item);
         }
     }
 
