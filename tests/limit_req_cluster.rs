@@ -369,13 +369,22 @@ fn three_instances_share_one_limit_and_survive_a_redis_restart() {
         3 * LIMIT
     );
     // While Redis is down each instance limits alone, at the whole rate.
+    // The test files an answer under the window its own clock says when it
+    // arrives: one the instance admitted just before a window's end can be
+    // counted in the next, so a window may show a few more, and the one
+    // before as many fewer.
     for (i, windows) in per_instance.iter().enumerate() {
         for &w in windows {
             assert!(
-                w <= LIMIT + 1,
+                w <= LIMIT + LIMIT / 20,
                 "instance {i} admitted {w} in a window: {per_instance:?}"
             );
         }
+        let both: u64 = windows.iter().sum();
+        assert!(
+            both <= 2 * LIMIT + 1,
+            "instance {i} admitted {both} in two windows: {per_instance:?}"
+        );
     }
     for &w in &outage {
         assert!(
