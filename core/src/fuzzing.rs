@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderMap, Uri};
 use waypost_module_api::ModuleRef;
 
 use crate::conf::interp::{self, Env};
@@ -295,29 +295,12 @@ fn reaches_out(text: &str) -> bool {
     })
 }
 
-/// The request of a head as hyper's server makes it (httparse, then the
-/// `http` types), and the bytes after the head.
+/// The request of a head as the server's connection loop makes it
+/// (`http::h1::parse`), and the bytes after the head; `None` for a head it
+/// refuses or that is not complete.
 fn request(data: &[u8]) -> Option<(Parts, &[u8])> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(data) {
-        Ok(httparse::Status::Complete(len)) => len,
-        _ => return None,
-    };
-    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
-    let uri = Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(req.path?.as_bytes())).ok()?;
-    let version = match req.version? {
-        0 => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let mut builder = Request::builder().method(method).uri(uri).version(version);
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
-        builder = builder.header(name, value);
-    }
-    let (parts, ()) = builder.body(()).ok()?.into_parts();
-    Some((parts, &data[len..]))
+    let head = crate::http::h1::parse::parse(data).ok()??;
+    Some((head.parts, &data[head.len..]))
 }
 
 /// The fuzzer's bytes after the head, as numbers (zeros when short).
