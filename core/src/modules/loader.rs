@@ -78,19 +78,21 @@ impl LoadedModule {
     /// default balancer is round robin linked in.
     #[doc(hidden)]
     pub fn linked(module: ModuleRef) -> LoadedModule {
-        let info = (module.info())();
+        LoadedModule::new(
+            Library::of(module),
+            PathBuf::from("(linked)"),
+            String::new(),
+        )
+    }
+
+    fn new(library: Library, path: PathBuf, sha256: String) -> LoadedModule {
         LoadedModule {
-            name: info.name.as_str().to_owned(),
-            path: PathBuf::from("(linked)"),
-            sha256: String::new(),
-            module,
-            directives: info.directives.as_slice().to_vec(),
-            variables: info
-                .variables
-                .as_slice()
-                .iter()
-                .map(|v| v.as_str().to_owned())
-                .collect(),
+            name: library.name,
+            path,
+            sha256,
+            module: library.module,
+            directives: library.directives,
+            variables: library.variables,
             panics: std::sync::atomic::AtomicU64::new(0),
             slow_hooks: std::sync::atomic::AtomicU64::new(0),
             slow_logged: std::sync::atomic::AtomicU64::new(0),
@@ -301,6 +303,24 @@ struct Library {
     variables: Vec<String>,
 }
 
+impl Library {
+    /// What a checked root module declares (`ModuleInfo`), owned.
+    fn of(module: ModuleRef) -> Library {
+        let info = (module.info())();
+        Library {
+            name: info.name.as_str().to_owned(),
+            module,
+            directives: info.directives.as_slice().to_vec(),
+            variables: info
+                .variables
+                .as_slice()
+                .iter()
+                .map(|v| v.as_str().to_owned())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     /// By SHA-256: every library ever opened by this loader, or why it was
@@ -365,17 +385,7 @@ impl Loader {
             },
         };
 
-        let module = Arc::new(LoadedModule {
-            name: library.name,
-            path: path_buf.clone(),
-            sha256: sha256.clone(),
-            module: library.module,
-            directives: library.directives,
-            variables: library.variables,
-            panics: std::sync::atomic::AtomicU64::new(0),
-            slow_hooks: std::sync::atomic::AtomicU64::new(0),
-            slow_logged: std::sync::atomic::AtomicU64::new(0),
-        });
+        let module = Arc::new(LoadedModule::new(library, path_buf.clone(), sha256.clone()));
         cache
             .modules
             .insert((sha256, path_buf), Arc::clone(&module));
@@ -643,18 +653,7 @@ fn open_library(path: &Path, copy: &Path) -> Result<Result<Library, Refused>, Lo
         }));
     }
 
-    let info = (module.info())();
-    Ok(Ok(Library {
-        name: info.name.as_str().to_owned(),
-        module,
-        directives: info.directives.as_slice().to_vec(),
-        variables: info
-            .variables
-            .as_slice()
-            .iter()
-            .map(|v| v.as_str().to_owned())
-            .collect(),
-    }))
+    Ok(Ok(Library::of(module)))
 }
 
 /// The `dlerror()` text, without the private copy's path it starts with:
