@@ -14,20 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use waypost_tests::{free_ports, Server, NGINX_TEMP_PATHS};
+use waypost_tests::{free_ports, serial, KeepAlive as Client, Reply, Server, NGINX_TEMP_PATHS};
 
 // ---------------------------------------------------------------- helpers
-
-/// Tests whose outcome depends on timing, and the one that loads the CPU,
-/// run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Waits until `check` holds, polling; fails the test after `secs`.
 fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
@@ -35,142 +27,6 @@ fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// One response.
-#[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A keep-alive HTTP/1.1 client on a raw socket (requests may be
-/// pipelined: `send` several, then `recv` as many).
-struct Client {
-    stream: TcpStream,
-    port: u16,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        Client {
-            stream,
-            port,
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    fn request(&self, path: &str) -> String {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.port
-        )
-    }
-
-    fn send(&mut self, path: &str) {
-        let req = self.request(path);
-        self.stream.write_all(req.as_bytes()).expect("write");
-    }
-
-    /// Writes all of `paths` at once.
-    fn send_all<'a>(&mut self, paths: impl Iterator<Item = &'a str>) {
-        let mut out = String::new();
-        for p in paths {
-            out.push_str(&self.request(p));
-        }
-        self.stream.write_all(out.as_bytes()).expect("write");
-    }
-
-    fn fill(&mut self) {
-        let mut chunk = [0u8; 16384];
-        let n = self.stream.read(&mut chunk).expect("read");
-        assert!(n > 0, "the server closed the connection");
-        self.buf.extend_from_slice(&chunk[..n]);
-    }
-
-    fn recv(&mut self) -> Reply {
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            self.fill();
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        self.buf.drain(..head_end + 4);
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let body = if let Some(len) = find("content-length") {
-            let len: usize = len.parse().expect("content-length");
-            while self.buf.len() < len {
-                self.fill();
-            }
-            self.buf.drain(..len).collect::<Vec<u8>>()
-        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            let mut body = Vec::new();
-            loop {
-                let line_end = loop {
-                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
-                    }
-                    self.fill();
-                };
-                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                    .expect("chunk size");
-                self.buf.drain(..line_end + 2);
-                while self.buf.len() < size + 2 {
-                    self.fill();
-                }
-                body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-                if size == 0 {
-                    break body;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-
-    fn get(&mut self, path: &str) -> Reply {
-        self.send(path);
-        self.recv()
     }
 }
 
@@ -619,11 +475,9 @@ fn log_lines_are_nginx_lines() {
         let mut c = Client::connect(port);
         c.send("/w/?k=a");
         c.recv();
-        c.stream
-            .write_all(
-                b"GET /w/?k=a HTTP/1.1\r\nHost: example.com\r\nReferer: http://r.example/\r\n\r\n",
-            )
-            .expect("write");
+        c.send_raw(
+            b"GET /w/?k=a HTTP/1.1\r\nHost: example.com\r\nReferer: http://r.example/\r\n\r\n",
+        );
         c.recv();
         let mut found = Vec::new();
         eventually("four limit_req lines", 10, || {

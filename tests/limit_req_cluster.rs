@@ -12,28 +12,22 @@
 //! (`bench/limit_req.py --cluster` measures 10 windows, see
 //! bench/README.md).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use waypost_tests::{free_port, free_ports, wait_port, Server, TempDir};
+use waypost_tests::{
+    free_port, free_ports, serial, wait_port, KeepAlive as Client, Server, TempDir,
+};
 
 /// The limit, per wall-clock second.
 const LIMIT: u64 = 100;
 
 /// Client threads per instance.
 const THREADS: usize = 2;
-
-/// The tests load the machine: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -185,59 +179,6 @@ fn sync_threads(pid: i32) -> usize {
 
 // --------------------------------------------------------------- load
 
-/// A keep-alive HTTP/1.1 client.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Client {
-            stream,
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    /// The status, or `None` if the connection failed.
-    fn get(&mut self, path: &str) -> Option<u16> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
-        self.stream.write_all(req.as_bytes()).ok()?;
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            self.fill()?;
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while self.buf.len() < head_end + 4 + len {
-            self.fill()?;
-        }
-        self.buf.drain(..head_end + 4 + len);
-        Some(status)
-    }
-
-    fn fill(&mut self) -> Option<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).ok()?;
-        (n > 0).then(|| self.buf.extend_from_slice(&chunk[..n]))
-    }
-}
-
 /// One answer: the middle of its round trip (wall ms), the instance, the
 /// status (0: the connection failed).
 type Sample = (u64, usize, u16);
@@ -262,7 +203,7 @@ impl Load {
                     let mut client = Client::connect(port);
                     while !stop.load(Ordering::Relaxed) {
                         let sent = wall_ms();
-                        let status = client.get("/?k=one").unwrap_or(0);
+                        let status = client.try_get("/?k=one").map_or(0, |r| r.status);
                         samples.push(((sent + wall_ms()) / 2, i, status));
                         if status == 0 {
                             client = Client::connect(port);

@@ -484,3 +484,162 @@ pub fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     }
     Some(head)
 }
+
+/// Tests of one binary whose outcome depends on timing, or that load the
+/// CPU, take this lock to run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One response read by [`KeepAlive`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A keep-alive HTTP/1.1 client on a raw socket: requests may be
+/// pipelined (`send` several, then `recv` as many), and a failed connection
+/// is an answer of its own (`try_get`), for load tests that count them.
+pub struct KeepAlive {
+    stream: TcpStream,
+    port: u16,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> KeepAlive {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        KeepAlive {
+            stream,
+            port,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    fn request(&self, path: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        )
+    }
+
+    pub fn send(&mut self, path: &str) {
+        let req = self.request(path);
+        self.stream.write_all(req.as_bytes()).expect("write");
+    }
+
+    /// Writes a request as given (headers of its own).
+    pub fn send_raw(&mut self, request: &[u8]) {
+        self.stream.write_all(request).expect("write");
+    }
+
+    /// Writes all of `paths` at once.
+    pub fn send_all<'a>(&mut self, paths: impl Iterator<Item = &'a str>) {
+        let mut out = String::new();
+        for p in paths {
+            out.push_str(&self.request(p));
+        }
+        self.stream.write_all(out.as_bytes()).expect("write");
+    }
+
+    /// More bytes; `None` when the connection failed or closed.
+    fn fill(&mut self) -> Option<()> {
+        let mut chunk = [0u8; 16384];
+        let n = self.stream.read(&mut chunk).ok()?;
+        (n > 0).then(|| self.buf.extend_from_slice(&chunk[..n]))
+    }
+
+    /// The next response: Content-Length, chunked or empty body.
+    pub fn recv(&mut self) -> Reply {
+        self.try_recv()
+            .expect("a response (the server closed the connection, or sent no valid one)")
+    }
+
+    /// The next response, or `None` when the connection failed or the
+    /// response was not valid.
+    pub fn try_recv(&mut self) -> Option<Reply> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        self.buf.drain(..head_end + 4);
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let body = if let Some(len) = find("content-length") {
+            let len: usize = len.parse().ok()?;
+            while self.buf.len() < len {
+                self.fill()?;
+            }
+            self.buf.drain(..len).collect::<Vec<u8>>()
+        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    self.fill()?;
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+                self.buf.drain(..line_end + 2);
+                while self.buf.len() < size + 2 {
+                    self.fill()?;
+                }
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break body;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        Some(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.send(path);
+        self.recv()
+    }
+
+    /// `get`, with `None` for a connection that failed.
+    pub fn try_get(&mut self, path: &str) -> Option<Reply> {
+        let req = self.request(path);
+        self.stream.write_all(req.as_bytes()).ok()?;
+        self.try_recv()
+    }
+}
