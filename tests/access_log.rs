@@ -547,11 +547,7 @@ fn bytes_sent_counts_the_head_as_nginx() {
             ),
             nginx,
         );
-        let server = if nginx {
-            Server::nginx(&conf, &[port])
-        } else {
-            Server::waypost(&conf, &[port])
-        };
+        let server = Server::either(nginx, &conf, &[port]);
         let response = get10(port, "/");
         let lines = server.wait_lines("logs/sizes.log", 1);
         assert_eq!(
@@ -589,11 +585,7 @@ fn server_level_answers_are_logged_as_nginx() {
             ),
             nginx,
         );
-        let server = if nginx {
-            Server::nginx(&conf, &[a, b])
-        } else {
-            Server::waypost(&conf, &[a, b])
-        };
+        let server = Server::either(nginx, &conf, &[a, b]);
         get10(a, "/x");
         get10(b, "/elsewhere");
         get10(b, "/only");

@@ -102,11 +102,7 @@ fn answer(fault: Fault, nginx: bool) -> (u16, bool, Vec<u8>) {
         ),
         nginx,
     );
-    let _server = if nginx {
-        Server::nginx(&conf, &[proxy])
-    } else {
-        Server::waypost(&conf, &[proxy])
-    };
+    let _server = Server::either(nginx, &conf, &[proxy]);
     let response = raw_get(proxy);
     let status = status_of(&response);
     let text = String::from_utf8_lossy(&response).into_owned();

@@ -180,6 +180,16 @@ impl Server {
         self.signal(libc::SIGHUP);
     }
 
+    /// nginx when `nginx`, else waypost: for tests that run the same
+    /// config through both, one after the other.
+    pub fn either(nginx: bool, conf: &str, ports: &[u16]) -> Server {
+        if nginx {
+            Server::nginx(conf, ports)
+        } else {
+            Server::waypost(conf, ports)
+        }
+    }
+
     /// Starts nginx on `conf`, the reference implementation.
     pub fn nginx(conf: &str, ports: &[u16]) -> Server {
         let dir = TempDir::new("nginx");
