@@ -443,3 +443,55 @@ fn http10_keep_alive_and_close() {
     c.send(b"GET /ret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(c.response(false).expect("after").body, "ret\n");
 }
+
+/// A chunked body for an HTTP/1.0 upstream (the default
+/// `proxy_http_version`): read whole, then sent with its length, as
+/// nginx's request buffering does. It was never read before: the request
+/// waited until the client gave up.
+#[test]
+fn chunked_body_reaches_an_http10_upstream_with_its_length_as_nginx() {
+    for nginx in [false, true] {
+        let backend = Recorder::start();
+        let port = free_port();
+        let conf = wrap_http(
+            &format!(
+                "    upstream b {{ server 127.0.0.1:{}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location / {{ proxy_pass http://b; }}\n\
+                 \x20   }}\n",
+                backend.port
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut c = Client::new(port);
+        c.send(
+            b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        );
+        let resp = c.response(false).expect("response");
+        assert_eq!(
+            (resp.status, resp.body.as_str()),
+            (200, "POST /c hello world"),
+            "nginx {nginx}"
+        );
+        let seen = backend.received().to_ascii_lowercase();
+        assert!(
+            seen.starts_with("post /c http/1.0\r\n"),
+            "nginx {nginx}: {seen:?}"
+        );
+        assert!(
+            seen.contains("\r\ncontent-length: 11\r\n"),
+            "nginx {nginx}: {seen:?}"
+        );
+        assert!(
+            !seen.contains("transfer-encoding"),
+            "nginx {nginx}: {seen:?}"
+        );
+        assert!(
+            seen.ends_with("\r\n\r\nhello world"),
+            "nginx {nginx}: {seen:?}"
+        );
+    }
+}

@@ -18,6 +18,10 @@ use crate::http::pool::{IoTimers, Release};
 pub enum ReqBody {
     Empty,
     Client(ClientBody, Option<Arc<IoTimers>>),
+    /// A body read whole before the request is sent: a chunked body for
+    /// an HTTP/1.0 upstream, which needs its length up front (nginx
+    /// buffers every body by default). It can be sent again on a retry.
+    Buffered(Option<Bytes>),
 }
 
 impl ReqBody {
@@ -39,6 +43,7 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqBody::Client(b, timers) => {
                 let polled = Pin::new(&mut *b).poll_frame(cx);
                 match &polled {
@@ -54,6 +59,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
+            ReqBody::Buffered(b) => b.is_none(),
             ReqBody::Client(b, timers) => {
                 let end = b.is_end_stream();
                 if end {
@@ -69,6 +75,7 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ReqBody::Client(b, _) => b.size_hint(),
         }
     }

@@ -12,6 +12,7 @@ use abi_stable::std_types::{RSlice, RStr};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use waypost_module_api::{
     FilterAction, FreeAction, GetResult, InitPeerResult, PeersView, RequestView, TryOutcome,
@@ -381,7 +382,7 @@ async fn attempt(
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
         match &mut req_body {
-            ReqBody::Empty => conn.timers.request_sent(),
+            ReqBody::Empty | ReqBody::Buffered(_) => conn.timers.request_sent(),
             ReqBody::Client(_, timers) => *timers = Some(conn.timers.clone()),
         }
         let req = head.request(req_body, keep_head);
@@ -633,9 +634,26 @@ pub async fn run(
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
     let body_empty = body.is_end_stream();
-    // The client's body, until a try takes it: it streams, so only a try
-    // that never sent it can hand it on to the next.
-    let mut body = (!body_empty).then_some(ReqBody::Client(body, None));
+    // An HTTP/1.0 upstream needs the length before the body: a chunked
+    // body is read whole first, as nginx's request buffering does (within
+    // client_max_body_size and client_body_timeout, which the connection
+    // enforces while it is read).
+    let chunked_to_http10 = !p.http11 && !body_empty && body.size_hint().exact().is_none();
+    let (buffered, mut body) = if chunked_to_http10 {
+        match body.collect().await {
+            Ok(collected) => (Some(collected.to_bytes()), None),
+            // The connection answers a body it could not read (400, 413)
+            // or closes; this answer is not used.
+            Err(_) => return error_page(400),
+        }
+    } else {
+        // The client's body, until a try takes it: it streams, so only a
+        // try that never sent it can hand it on to the next.
+        (None, (!body_empty).then_some(ReqBody::Client(body, None)))
+    };
+    // The body can be sent again on another try when there is none or it
+    // was read whole.
+    let replayable = body_empty || buffered.is_some();
     let mut tries_left = p.tries;
     let uri = upstream_uri(&parts, cx.head, p, location);
     let mut head = Head {
@@ -650,6 +668,9 @@ pub async fn run(
     };
 
     loop {
+        if let Some(b) = &buffered {
+            body = Some(ReqBody::Buffered(Some(b.clone())));
+        }
         let now = now_secs();
         let chosen = state.get(&peers_view(up, &tried, now));
         let i = match chosen {
@@ -720,7 +741,7 @@ pub async fn run(
                     } else {
                         bit
                     };
-                    if tries_left > 1 && allows(p.next_upstream, mask) && body_empty && !timed_out {
+                    if tries_left > 1 && allows(p.next_upstream, mask) && replayable && !timed_out {
                         let try_state = if status == 403 || status == 404 {
                             TryState::Next
                         } else {
@@ -803,7 +824,7 @@ pub async fn run(
                     &mut tries_left,
                 );
                 // The streamed body went to this try and cannot be sent again.
-                let body_gone = !body_empty && body.is_none();
+                let body_gone = !replayable && body.is_none();
                 if tries_left == 0
                     || !allows(p.next_upstream, ft)
                     || body_gone
