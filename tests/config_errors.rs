@@ -329,6 +329,26 @@ fn cases() -> Vec<Case> {
             Emerg("\"keepalive_requests\" directive invalid number in {conf}:5"),
         ),
         Case::head(
+            "large_client_header_buffers count",
+            "http {\n    large_client_header_buffers 0 8k;\n}\n",
+            Emerg("\"large_client_header_buffers\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "large_client_header_buffers size",
+            "http {\n    large_client_header_buffers 4 x;\n}\n",
+            Emerg("\"large_client_header_buffers\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "large_client_header_buffers twice",
+            "http {\n    large_client_header_buffers 4 8k;\n    large_client_header_buffers 4 8k;\n}\n",
+            Emerg("\"large_client_header_buffers\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "large_client_header_buffers below connection_pool_size",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        large_client_header_buffers 4 511;\n    }\n}\n",
+            Emerg("the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\" in {conf}:9"),
+        ),
+        Case::head(
             "invalid enum value",
             "http {\n    proxy_http_version 2.0;\n}\n",
             Emerg("invalid value \"2.0\" in {conf}:5"),

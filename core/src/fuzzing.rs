@@ -299,7 +299,7 @@ fn reaches_out(text: &str) -> bool {
 /// (`http::h1::parse`), and the bytes after the head; `None` for a head it
 /// refuses or that is not complete.
 fn request(data: &[u8]) -> Option<(Parts, &[u8])> {
-    let head = crate::http::h1::parse::parse(data).ok()??;
+    let head = crate::http::h1::parse::parse(data, Default::default()).ok()??;
     Some((head.parts, &data[head.len..]))
 }
 

@@ -114,6 +114,7 @@ pub const CORE: &[Spec] = &[
     d("keepalive_requests", PROXY, 1, 1),
     d("client_max_body_size", PROXY, 1, 1),
     d("client_header_timeout", HTTP | SRV, 1, 1),
+    d("large_client_header_buffers", HTTP | SRV, 2, 2),
     d("client_body_timeout", PROXY, 1, 1),
     d("send_timeout", PROXY, 1, 1),
     f("sendfile", PROXY),

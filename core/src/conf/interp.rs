@@ -182,6 +182,7 @@ struct Layer {
     body_timeout: Option<Duration>,
     /// `send_timeout` (to the client; `send_timeout` above is the proxy's).
     client_send_timeout: Option<Duration>,
+    header_buffers: Option<HeaderBuffers>,
     /// `access_log`: `Some` at a level with any, which replaces the
     /// parent's whole list (nginx's merge).
     access_log: Option<AccessLogs>,
@@ -230,6 +231,7 @@ impl Layer {
             header_timeout: self.header_timeout.or(parent.header_timeout),
             body_timeout: self.body_timeout.or(parent.body_timeout),
             client_send_timeout: self.client_send_timeout.or(parent.client_send_timeout),
+            header_buffers: self.header_buffers.or(parent.header_buffers),
             access_log: self
                 .access_log
                 .clone()
@@ -265,6 +267,7 @@ impl Layer {
             header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
             body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
             send_timeout: self.client_send_timeout.unwrap_or(d.send_timeout),
+            header_buffers: self.header_buffers.unwrap_or(d.header_buffers),
         }
     }
 
@@ -803,6 +806,17 @@ impl<'a> Interp<'a> {
             "client_header_timeout" => layer.header_timeout = Some(time_arg(d, 0)?),
             "client_body_timeout" => layer.body_timeout = Some(time_arg(d, 0)?),
             "send_timeout" => layer.client_send_timeout = Some(time_arg(d, 0)?),
+            "large_client_header_buffers" => {
+                // ngx_conf_set_bufs_slot: a positive count and size.
+                let number = parse_number(&d.args[0]).and_then(|n| u32::try_from(n).ok());
+                let size = parse_size(&d.args[1]).and_then(|n| u32::try_from(n).ok());
+                match (number, size) {
+                    (Some(number), Some(size)) if number > 0 && size > 0 => {
+                        layer.header_buffers = Some(HeaderBuffers { number, size })
+                    }
+                    _ => return err("\"large_client_header_buffers\" directive invalid value", d),
+                }
+            }
             "access_log" => {
                 let log = self.access_log(d)?;
                 let level = layer.access_log.get_or_insert_with(AccessLogs::default);
@@ -1497,6 +1511,16 @@ impl<'a> Interp<'a> {
     /// locations for duplicates; last, the first unknown variable.
     fn http_end(&mut self, end: Loc) -> Result<(), ConfError> {
         self.init_upstreams()?;
+        // ngx_http_core_merge_srv_conf, server by server.
+        for info in &self.servers {
+            let buffers = info.own.merged(&self.http_layer).client().header_buffers;
+            if buffers.size < CONNECTION_POOL_SIZE {
+                return Err(ConfError::at(
+                    "the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\"".into(),
+                    end,
+                ));
+            }
+        }
         if let Some(message) = self.header_error.take() {
             return Err(ConfError::at(message, end));
         }
@@ -1656,6 +1680,10 @@ impl<'a> Interp<'a> {
     }
 }
 
+/// nginx's `connection_pool_size` on 64-bit systems (not configurable
+/// here): the smallest `large_client_header_buffers` size it takes.
+const CONNECTION_POOL_SIZE: u32 = 512;
+
 /// `on`/`off` in any case, as nginx's flag slot compares.
 fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
@@ -1680,6 +1708,7 @@ fn is_single(name: &str) -> bool {
             | "keepalive_requests"
             | "client_max_body_size"
             | "client_header_timeout"
+            | "large_client_header_buffers"
             | "client_body_timeout"
             | "send_timeout"
             | "proxy_pass"

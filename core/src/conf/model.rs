@@ -268,7 +268,7 @@ impl Default for ProxyConf {
 }
 
 /// `client_max_body_size`, `client_header_timeout`,
-/// `client_body_timeout`, `send_timeout`.
+/// `client_body_timeout`, `send_timeout`, `large_client_header_buffers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// Bytes; 0 disables the check.
@@ -276,6 +276,24 @@ pub struct ClientLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub send_timeout: Duration,
+    pub header_buffers: HeaderBuffers,
+}
+
+/// `large_client_header_buffers NUMBER SIZE`: a request line or header
+/// line must fit in SIZE bytes, the whole head in NUMBER such buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderBuffers {
+    pub number: u32,
+    pub size: u32,
+}
+
+impl Default for HeaderBuffers {
+    fn default() -> Self {
+        HeaderBuffers {
+            number: 4,
+            size: 8192,
+        }
+    }
 }
 
 impl Default for ClientLimits {
@@ -285,6 +303,7 @@ impl Default for ClientLimits {
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            header_buffers: HeaderBuffers::default(),
         }
     }
 }

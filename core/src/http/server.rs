@@ -309,7 +309,16 @@ fn serve(
                 (s.keepalive_timeout, s.client)
             })
             .unwrap_or_default();
-        h1::Settings::new(keepalive, limits.header_timeout, limits.send_timeout)
+        let buffers = limits.header_buffers;
+        h1::Settings::new(
+            keepalive,
+            limits.header_timeout,
+            limits.send_timeout,
+            h1::Limits {
+                line: buffers.size as usize,
+                head: (buffers.number as usize).saturating_mul(buffers.size as usize),
+            },
+        )
     };
     let client = Client { conn, local, open };
     h1::serve(stream, client, settings)

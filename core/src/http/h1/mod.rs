@@ -37,7 +37,8 @@ use crate::http::response::{error_page, error_page_with};
 pub use body::ClientBody;
 use body::{Pump, Step};
 use io::ReadBuf;
-use parse::{Refusal, HEAD_MAX};
+pub use parse::Limits;
+use parse::Refusal;
 
 /// What a connection asks of the server.
 pub trait Service: Sync {
@@ -78,14 +79,27 @@ pub struct Settings {
     header_ms: u32,
     /// `send_timeout`, for answers no location gave (refusals).
     send_ms: u32,
+    /// `large_client_header_buffers`: the longest line and head.
+    line_max: u32,
+    head_max: u32,
 }
 
 impl Settings {
-    pub fn new(keepalive: Duration, header: Duration, send: Duration) -> Settings {
+    pub fn new(keepalive: Duration, header: Duration, send: Duration, limits: Limits) -> Settings {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Settings {
             keepalive_ms: millis(keepalive),
             header_ms: millis(header),
             send_ms: millis(send),
+            line_max: clamp(limits.line),
+            head_max: clamp(limits.head),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            line: self.line_max as usize,
+            head: self.head_max as usize,
         }
     }
 
@@ -127,15 +141,15 @@ pub fn serve<S: Service + Send>(
     settings: Settings,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let mut first = true;
+        // nginx's client_header_timeout runs from accept to the end of the
+        // first head, however the bytes come; later heads get it from
+        // their first byte (the keep-alive wait comes before).
+        let mut head_deadline = Some(Instant::now() + settings.head_timeout());
         loop {
             // Idle: no buffer, only a readiness wait.
-            let mut sleep = pin!(tokio::time::sleep(if first {
-                settings.head_timeout()
-            } else {
-                settings.keepalive()
-            }));
-            first = false;
+            let mut sleep = pin!(tokio::time::sleep_until(
+                head_deadline.unwrap_or_else(|| Instant::now() + settings.keepalive())
+            ));
             let readable = loop {
                 let mut notified = pin!(svc.wake().notified());
                 // Registered before the state is read: a change made
@@ -166,8 +180,9 @@ pub fn serve<S: Service + Send>(
             if !readable {
                 return;
             }
-            match Box::pin(busy(&io, &svc, &settings)).await {
-                End::Idle => {}
+            match Box::pin(busy(&io, &svc, &settings, head_deadline)).await {
+                End::Idle => head_deadline = None,
+                End::Nothing => {}
                 End::Close => return,
                 End::Linger => {
                     Box::pin(linger(&io)).await;
@@ -182,6 +197,8 @@ pub fn serve<S: Service + Send>(
 enum End {
     /// Requests answered, nothing buffered: wait for the next.
     Idle,
+    /// Readiness with nothing to read: wait again, as before.
+    Nothing,
     Close,
     /// Close after reading and dropping what the client still sends.
     Linger,
@@ -189,26 +206,39 @@ enum End {
 
 /// Answers the requests that are there (several when pipelined), holding
 /// a pooled buffer until none is left.
-async fn busy<S: Service>(io: &TcpStream, svc: &S, settings: &Settings) -> End {
+///
+/// `first_deadline`: when the first head must be in (the connection's
+/// first request); later ones get `client_header_timeout` from their
+/// first byte.
+async fn busy<S: Service>(
+    io: &TcpStream,
+    svc: &S,
+    settings: &Settings,
+    first_deadline: Option<Instant>,
+) -> End {
+    let limits = settings.limits();
+    let mut first_deadline = first_deadline;
     let mut buf = ReadBuf::new();
     // Readiness can be reported with nothing to read: then back to idle,
     // without holding the buffer.
-    match buf.try_fill(io, HEAD_MAX) {
+    match buf.try_fill(io, limits.head) {
         Ok(0) => return End::Close,
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return End::Idle,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return End::Nothing,
         Err(_) => return End::Close,
     }
     loop {
         // The head.
-        let deadline = Instant::now() + settings.head_timeout();
+        let deadline = first_deadline
+            .take()
+            .unwrap_or_else(|| Instant::now() + settings.head_timeout());
         let head = loop {
-            match parse::parse(buf.data()) {
+            match parse::parse(buf.data(), limits) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(refusal) => return refuse(io, settings, refusal).await,
             }
-            match buf.fill(io, HEAD_MAX, Some(deadline)).await {
+            match buf.fill(io, limits.head, Some(deadline)).await {
                 Ok(0) => return End::Close,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {

@@ -9,10 +9,24 @@ use http::header::{
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-/// nginx's `large_client_header_buffers 4 8k`: a request line or a header
-/// line must fit in 8k, the whole head in four such buffers.
-pub const LINE_MAX: usize = 8192;
-pub const HEAD_MAX: usize = 4 * LINE_MAX;
+/// nginx's `large_client_header_buffers`: a request line or a header
+/// line must fit in `line` bytes, the whole head in `head` (the number of
+/// buffers times their size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub line: usize,
+    pub head: usize,
+}
+
+impl Default for Limits {
+    /// nginx's default, `4 8k`.
+    fn default() -> Limits {
+        Limits {
+            line: 8192,
+            head: 4 * 8192,
+        }
+    }
+}
 
 /// Header slots on the stack; a head with more is parsed again with as
 /// many as it has lines (nginx has no count limit, only sizes).
@@ -70,14 +84,14 @@ impl Refusal {
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` when it is not
-/// complete yet (the caller reads more, up to [`HEAD_MAX`]).
-pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
+/// complete yet (the caller reads more, up to `limits.head`).
+pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<Head>, Refusal> {
     let mut slots = [httparse::EMPTY_HEADER; HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => build(buf, len, &req).map(Some),
+        Ok(httparse::Status::Complete(len)) => build(buf, len, &req, limits).map(Some),
         Ok(httparse::Status::Partial) => {
-            check_partial(buf)?;
+            check_partial(buf, limits)?;
             Ok(None)
         }
         Err(httparse::Error::TooManyHeaders) => {
@@ -86,9 +100,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
             let mut slots = vec![httparse::EMPTY_HEADER; lines];
             let mut req = httparse::Request::new(&mut slots);
             match req.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => build(buf, len, &req).map(Some),
+                Ok(httparse::Status::Complete(len)) => build(buf, len, &req, limits).map(Some),
                 Ok(httparse::Status::Partial) => {
-                    check_partial(buf)?;
+                    check_partial(buf, limits)?;
                     Ok(None)
                 }
                 Err(e) => Err(refusal(e)),
@@ -109,32 +123,42 @@ fn refusal(e: httparse::Error) -> Refusal {
 /// than a large buffer is 414, a header line longer than one or a head
 /// longer than all four is 400 "Request Header Or Cookie Too Large".
 /// Cheap for ordinary heads: nothing is scanned below one buffer.
-pub fn check_partial(buf: &[u8]) -> Result<(), Refusal> {
-    if buf.len() <= LINE_MAX {
+pub fn check_partial(buf: &[u8], limits: Limits) -> Result<(), Refusal> {
+    if buf.len() <= limits.line {
         return Ok(());
     }
-    check_lines(buf)?;
-    if buf.len() >= HEAD_MAX {
+    check_lines(buf, limits.line)?;
+    if buf.len() >= limits.head {
         return Err(Refusal::HeaderTooLarge);
     }
     Ok(())
 }
 
 /// The line-length rules on the head in `buf` (complete or not).
-fn check_lines(buf: &[u8]) -> Result<(), Refusal> {
+fn check_lines(buf: &[u8], max: usize) -> Result<(), Refusal> {
     let mut lines = buf.split(|&c| c == b'\n');
-    if lines.next().is_some_and(|l| l.len() + 1 > LINE_MAX) {
+    if lines.next().is_some_and(|l| l.len() + 1 > max) {
         return Err(Refusal::UriTooLong);
     }
-    if lines.any(|l| l.len() + 1 > LINE_MAX) {
+    if lines.any(|l| l.len() + 1 > max) {
         return Err(Refusal::HeaderTooLarge);
     }
     Ok(())
 }
 
-fn build(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> Result<Head, Refusal> {
-    if len > LINE_MAX {
-        check_lines(&buf[..len])?;
+fn build(
+    buf: &[u8],
+    len: usize,
+    req: &httparse::Request<'_, '_>,
+    limits: Limits,
+) -> Result<Head, Refusal> {
+    if len > limits.line {
+        check_lines(&buf[..len], limits.line)?;
+        // A head read in one go can be past the limit without ever being
+        // seen partial.
+        if len > limits.head {
+            return Err(Refusal::HeaderTooLarge);
+        }
     }
     // One copy of the head; the URI and header values are slices of it.
     let head = Bytes::copy_from_slice(&buf[..len]);
@@ -237,19 +261,22 @@ mod tests {
     use super::*;
 
     fn framing_of(raw: &str) -> Result<Framing, Refusal> {
-        parse(raw.as_bytes()).map(|h| h.map_or(Framing::None, |h| h.framing))
+        parse(raw.as_bytes(), Limits::default()).map(|h| h.map_or(Framing::None, |h| h.framing))
     }
 
     #[test]
     fn heads_and_framing() {
-        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX: 1\r\nX: 2\r\n\r\nrest")
-            .expect("valid")
-            .expect("complete");
+        let h = parse(
+            b"GET /a?b HTTP/1.1\r\nHost: x\r\nX: 1\r\nX: 2\r\n\r\nrest",
+            Limits::default(),
+        )
+        .expect("valid")
+        .expect("complete");
         assert_eq!(h.len, 42);
         assert_eq!(h.parts.uri.path(), "/a");
         assert_eq!(h.parts.headers.get_all("x").iter().count(), 2);
         assert!(h.keep_alive);
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", Limits::default())
             .expect("valid")
             .is_none());
         let ok = |r: &str| framing_of(r);
@@ -284,16 +311,48 @@ mod tests {
     #[test]
     fn sizes_as_nginx() {
         let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
-        assert_eq!(parse(long_line.as_bytes()).err(), Some(Refusal::UriTooLong));
+        assert_eq!(
+            parse(long_line.as_bytes(), Limits::default()).err(),
+            Some(Refusal::UriTooLong)
+        );
         let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
         assert_eq!(
-            parse(long_header.as_bytes()).err(),
+            parse(long_header.as_bytes(), Limits::default()).err(),
             Some(Refusal::HeaderTooLarge)
         );
         let many: String = (0..300).map(|i| format!("X{i}: a\r\n")).collect();
-        let h = parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())
-            .expect("valid")
-            .expect("complete");
+        let h = parse(
+            format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(),
+            Limits::default(),
+        )
+        .expect("valid")
+        .expect("complete");
         assert_eq!(h.parts.headers.len(), 300);
+    }
+
+    #[test]
+    fn configured_buffers_set_the_limits() {
+        let limits = Limits {
+            line: 1024,
+            head: 2 * 1024,
+        };
+        let line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1100));
+        assert_eq!(
+            parse(line.as_bytes(), limits).err(),
+            Some(Refusal::UriTooLong)
+        );
+        let header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1100));
+        assert_eq!(
+            parse(header.as_bytes(), limits).err(),
+            Some(Refusal::HeaderTooLarge)
+        );
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: aaaaaaaa\r\n".repeat(200));
+        assert_eq!(
+            parse(many.as_bytes(), limits).err(),
+            Some(Refusal::HeaderTooLarge)
+        );
+        // The same heads pass nginx's default buffers.
+        assert!(parse(line.as_bytes(), Limits::default()).is_ok_and(|h| h.is_some()));
+        assert!(parse(many.as_bytes(), Limits::default()).is_ok_and(|h| h.is_some()));
     }
 }
