@@ -220,3 +220,101 @@ fn body_timeout_closes_without_answer_as_nginx() {
         );
     }
 }
+
+/// `client_header_timeout` runs from accept, not from the first byte: a
+/// client silent for most of it, then trickling header lines, is closed
+/// when the timeout from accept (1 s) ends, not a full timeout after its
+/// first byte.
+#[test]
+fn header_timeout_counts_from_accept_as_nginx() {
+    let (_n, _w, np, wp) = pair();
+    for port in [np, wp] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let connected = Instant::now();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        // Quiet for most of the timeout: nothing is read, so the read
+        // timeouts only pace the loop.
+        let mut line = 0;
+        let mut chunk = [0u8; 64];
+        let closed_at = loop {
+            if connected.elapsed() >= Duration::from_millis(800) {
+                let text = if line == 0 {
+                    "GET / HTTP/1.1\r\n".to_owned()
+                } else {
+                    format!("X-{line}: y\r\n")
+                };
+                line += 1;
+                if s.write_all(text.as_bytes()).is_err() {
+                    break connected.elapsed();
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) => break connected.elapsed(),
+                Ok(n) => panic!("port {port}: answered {:?}", &chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break connected.elapsed(),
+            }
+            assert!(
+                connected.elapsed() < Duration::from_secs(10),
+                "port {port}: never closed"
+            );
+        };
+        // From the first byte (at 0.8 s) it would be 1.8 s.
+        assert!(
+            closed_at < Duration::from_millis(1500),
+            "port {port}: closed {closed_at:?} after accept"
+        );
+    }
+}
+
+/// `large_client_header_buffers 2 1k`: a request line over 1k is 414, a
+/// header line over 1k or a head over both buffers is 400, as nginx.
+#[test]
+fn large_client_header_buffers_set_the_limits_as_nginx() {
+    let ports = free_ports(2);
+    let backend = silent_backend();
+    let conf = |port: u16, nginx: bool| {
+        conf(port, backend, nginx).replace(
+            "client_header_timeout 1s;",
+            "client_header_timeout 1s;\n    large_client_header_buffers 2 1k;",
+        )
+    };
+    let _n = Server::nginx(&conf(ports[0], true), &ports[..1]);
+    let _w = Server::waypost(&conf(ports[1], false), &ports[1..]);
+    let long_line = format!(
+        "GET /small?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(1100)
+    );
+    let fits = format!("GET /small?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(900));
+    let long_header = format!(
+        "GET /small HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "a".repeat(1100)
+    );
+    let many = format!(
+        "GET /small HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..40)
+            .map(|i| format!("X-{i:02}: {}\r\n", "a".repeat(100)))
+            .collect::<String>()
+    );
+    for port in [ports[0], ports[1]] {
+        for (name, raw, status) in [
+            ("long line", &long_line, "414"),
+            ("line that fits", &fits, "200"),
+            ("long header", &long_header, "400"),
+            ("head over both buffers", &many, "400"),
+        ] {
+            let (out, _) = exchange(port, raw.as_bytes());
+            let first = first_line(&out);
+            assert!(
+                first.starts_with(&format!("HTTP/1.1 {status}")),
+                "port {port} (nginx {}), {name}: {first:?}",
+                port == ports[0]
+            );
+        }
+    }
+}
