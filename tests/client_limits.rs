@@ -476,3 +476,201 @@ fn two_thousand_slow_clients_are_closed_at_the_header_timeout_as_nginx() {
         assert!(served > 0);
     }
 }
+
+/// Reads from `s` until the server closes it (`true`) or `within` passes.
+fn closed_within(mut s: &TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + within;
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// `keepalive_requests 3`: the third answer says `Connection: close` and
+/// the connection ends; `keepalive_timeout 1s`: an idle connection is
+/// closed, as nginx.
+#[test]
+fn keepalive_requests_and_timeout_as_nginx() {
+    let ports = free_ports(2);
+    for (port, nginx) in [(ports[0], true), (ports[1], false)] {
+        let conf = wrap_http(
+            &format!(
+                "\x20   keepalive_requests 3;\n\
+                 \x20   keepalive_timeout 1s;\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location / {{ return 200 ok; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("send");
+            let mut out = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !complete(&out) {
+                let n = s.read(&mut chunk).expect("read");
+                assert!(
+                    n > 0,
+                    "nginx {nginx}: closed after {} answers",
+                    answers.len()
+                );
+                out.extend_from_slice(&chunk[..n]);
+            }
+            answers.push(header(&out, "connection"));
+        }
+        assert_eq!(
+            answers,
+            [
+                Some("keep-alive".to_owned()),
+                Some("keep-alive".to_owned()),
+                Some("close".to_owned())
+            ],
+            "nginx {nginx}"
+        );
+        assert!(closed_within(&s, Duration::from_secs(5)), "nginx {nginx}");
+        // Idle past keepalive_timeout.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        while !complete(&out) {
+            let n = s.read(&mut chunk).expect("read");
+            assert!(n > 0, "nginx {nginx}: closed before the answer");
+            out.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            closed_within(&s, Duration::from_secs(5)),
+            "nginx {nginx}: idle connection kept past keepalive_timeout"
+        );
+    }
+}
+
+/// One request on a new keep-alive connection; `None` if the server
+/// closed it instead of answering.
+fn keep_alive_request(port: u16) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !complete(&out) {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(s)
+}
+
+/// Polls `server`'s error log until it has `text`.
+fn wait_log(server: &Server, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.read("logs/error.log");
+        if log.contains(text) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in:\n{log}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Past `worker_connections`, as nginx: idle connections (keep-alive, or
+/// new without a byte yet) are closed to make room for new ones, with a
+/// warning; when every connection is busy, a new one is closed without an
+/// answer and the alert is logged; once room is back, new ones are served.
+#[test]
+fn connections_past_worker_connections_as_nginx() {
+    let ports = free_ports(2);
+    for (port, nginx) in [(ports[0], true), (ports[1], false)] {
+        let conf = wrap_http(
+            &format!(
+                "\x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location / {{ return 200 ok; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        )
+        .replace("worker_connections 256;", "worker_connections 8;")
+        .replace(
+            "error_log logs/error.log;",
+            "error_log logs/error.log warn;",
+        );
+        let server = Server::either(nginx, &conf, &[port]);
+        // Twelve keep-alive clients one after another: all served, the
+        // oldest idle ones closed for the newer.
+        let kept: Vec<TcpStream> = (0..12)
+            .map(|i| {
+                keep_alive_request(port)
+                    .unwrap_or_else(|| panic!("nginx {nginx}: client {i} refused"))
+            })
+            .collect();
+        wait_log(
+            &server,
+            "8 worker_connections are not enough, reusing connections",
+        );
+        let closed = kept
+            .iter()
+            .filter(|s| closed_within(s, Duration::from_millis(500)))
+            .count();
+        assert!(
+            closed >= 4,
+            "nginx {nginx}: {closed} idle connections closed"
+        );
+        drop(kept);
+        // Busy clients (a head begun): once every connection is one,
+        // nothing can be reused and a new connection is refused. (A
+        // client whose bytes the server has not read yet still counts as
+        // idle, so clients are added until the alert comes.)
+        let mut busy = Vec::new();
+        let log = 'more: loop {
+            assert!(busy.len() < 100, "nginx {nginx}: no alert");
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n");
+            busy.push(s);
+            // The log is written a moment after the refusal.
+            let deadline = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < deadline {
+                let log = server.read("logs/error.log");
+                if log.contains("[alert]") {
+                    break 'more log;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        assert!(
+            log.contains("8 worker_connections are not enough\n"),
+            "nginx {nginx}: {log}"
+        );
+        drop(busy);
+        // Room again once they are gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while keep_alive_request(port).is_none() {
+            assert!(Instant::now() < deadline, "nginx {nginx}: no room again");
+        }
+    }
+}

@@ -138,9 +138,9 @@ async fn worker_main(state: Arc<State>) {
             _ = quit.wait_for(|q| *q) => break,
         }
         // Idle connections look at the reload (or stop) when woken.
-        tracker.idle.notify_waiters();
+        tracker.wake.notify_waiters();
     }
-    tracker.idle.notify_waiters();
+    tracker.wake.notify_waiters();
     for (_, task) in accepting {
         task.abort();
     }
@@ -163,7 +163,47 @@ struct Tracker {
     /// Wakes the worker's idle connections after a reload or a stop: one
     /// wait per idle connection, on its own worker, rather than two on
     /// the process-wide watch channels.
-    idle: tokio::sync::Notify,
+    wake: tokio::sync::Notify,
+    /// Connections waiting for a request (keep-alive or new).
+    idle: AtomicUsize,
+    /// How many idle connections are asked to close to make room for new
+    /// ones (nginx's reusable connections).
+    reuse: AtomicUsize,
+    /// When "reusing connections" was last logged, in seconds.
+    reuse_logged: AtomicU64,
+}
+
+/// nginx's ngx_drain_connections: at most this many idle connections
+/// closed at a time.
+const REUSE_AT_ONCE: usize = 32;
+
+impl Tracker {
+    /// nginx's ngx_get_connection: with fewer than 1/16 of the
+    /// connections free, idle ones are closed to make room (logged at most
+    /// once a second); with none free and none idle, the new connection is
+    /// refused. Whether `open` connections leave room for one more.
+    fn room(&self, open: usize, max: usize) -> bool {
+        if open < max - max / 16 {
+            return true;
+        }
+        let idle = self.idle.load(Ordering::Relaxed);
+        if idle > 0 {
+            self.reuse.store(idle.min(REUSE_AT_ONCE), Ordering::Relaxed);
+            self.wake.notify_waiters();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if self.reuse_logged.swap(now, Ordering::Relaxed) != now {
+                log::write(
+                    Level::Warn,
+                    None,
+                    &format!("{max} worker_connections are not enough, reusing connections"),
+                );
+            }
+        }
+        // The closing idle connections free the room this one takes.
+        open < max || idle > 0
+    }
 }
 
 /// A connection counted open until dropped.
@@ -198,7 +238,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        if tracker.open.load(Ordering::Relaxed) >= max {
+        if !tracker.room(tracker.open.load(Ordering::Relaxed), max) {
             log::write(
                 Level::Alert,
                 None,
@@ -284,7 +324,22 @@ impl h1::Service for Client {
     }
 
     fn wake(&self) -> &tokio::sync::Notify {
-        &self.open.0.idle
+        &self.open.0.wake
+    }
+
+    fn idle(&self, idle: bool) {
+        if idle {
+            self.open.0.idle.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.open.0.idle.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn reuse(&self) -> bool {
+        let reuse = &self.open.0.reuse;
+        reuse
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 

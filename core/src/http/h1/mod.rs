@@ -58,6 +58,12 @@ pub trait Service: Sync {
     /// [`Service::repin`]: one registration per idle connection, on its
     /// own worker (rather than two on process-wide channels).
     fn wake(&self) -> &Notify;
+    /// The connection starts (`true`) or stops waiting for a request.
+    fn idle(&self, idle: bool);
+    /// Woken while idle: whether to close to make room for new
+    /// connections (past `worker_connections`, as nginx reuses idle
+    /// connections).
+    fn reuse(&self) -> bool;
 }
 
 /// A response's `send_timeout` (its location's), as a response
@@ -150,14 +156,20 @@ pub fn serve<S: Service + Send>(
             let mut sleep = pin!(tokio::time::sleep_until(
                 head_deadline.unwrap_or_else(|| Instant::now() + settings.keepalive())
             ));
+            svc.idle(true);
+            // Only a connection that was idle when the worker ran short
+            // closes for it (not one accepted since).
+            let mut woken = false;
             let readable = loop {
                 let mut notified = pin!(svc.wake().notified());
                 // Registered before the state is read: a change made
                 // after this point wakes it.
                 notified.as_mut().enable();
                 // A stop closes an idle connection now, and so does a
-                // reload that removed its listening address.
-                if svc.quitting() || !svc.repin() {
+                // reload that removed its listening address, or a worker
+                // short of connections.
+                if svc.quitting() || !svc.repin() || (woken && svc.reuse()) {
+                    svc.idle(false);
                     return;
                 }
                 let woke = std::future::poll_fn(|cx| {
@@ -176,7 +188,9 @@ pub fn serve<S: Service + Send>(
                 if let Some(readable) = woke {
                     break readable;
                 }
+                woken = true;
             };
+            svc.idle(false);
             if !readable {
                 return;
             }

@@ -119,12 +119,12 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         _ => {}
     }
     if !close_asked {
-        // As nginx: `close` whenever the connection ends, whatever the
-        // version; `keep-alive` where it is not the default.
-        if !keep {
-            buf.extend_from_slice(b"connection: close\r\n");
-        } else if keep && !ask.http11 {
+        // As nginx, whatever the version: `close` when the connection
+        // ends, `keep-alive` when it stays.
+        if keep {
             buf.extend_from_slice(b"connection: keep-alive\r\n");
+        } else {
+            buf.extend_from_slice(b"connection: close\r\n");
         }
     }
     buf.extend_from_slice(b"\r\n");
