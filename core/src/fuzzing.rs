@@ -26,6 +26,7 @@ use crate::conf::interp::{self, Env};
 use crate::conf::ConfError;
 use crate::http::head::ParsedHead;
 use crate::http::proxy;
+use crate::http::upstream_h1::Framing;
 use crate::modules::loader::{LoadedModule, Loader};
 use crate::runtime::{build::build, Action, Runtime};
 use crate::vars::{self, Piece, Template, Var, VarCtx};
@@ -150,7 +151,7 @@ impl Harness {
         };
         let text = String::from_utf8_lossy(text);
         let compiled = Template::compile(&text);
-        let (parts, extra) = request(rest)?;
+        let (parts, extra, _) = request(rest)?;
         let head = ParsedHead::parse(&parts).ok()?;
         let mut bytes = Bytes(extra);
         let addrs = [bytes.addr(), bytes.addr(), bytes.addr()];
@@ -199,10 +200,12 @@ impl Harness {
 
     /// Target `upstream_headers`: `REQUEST-HEAD [ADDRESSES]` through the
     /// server of [`PROXY_CONF`] as a request reaches the proxy: the head
-    /// checks, the location, then the upstream request's target and
-    /// headers. Returns them, for a request the server takes.
+    /// checks, the location, then the upstream request's head as written
+    /// for the upstream, which must read back as one valid request head
+    /// (httparse) with the body framed once. Returns its target and
+    /// headers, for a request the server takes.
     pub fn upstream_headers(&self, data: &[u8]) -> Option<(Uri, HeaderMap)> {
-        let (parts, extra) = request(data)?;
+        let (parts, extra, framing) = request(data)?;
         let head = ParsedHead::parse(&parts).ok()?;
         let server = self.proxy.listens.first()?.server(None);
         let location = server.locations.find(head.uri(&parts.uri))?;
@@ -235,8 +238,31 @@ impl Harness {
                 parts.uri
             );
         }
-        let headers = proxy::upstream_headers(&parts, p, &cx);
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // A chunked body goes to an HTTP/1.0 upstream read whole, with its
+        // length (here an empty one).
+        let framing = match framing {
+            Framing::Chunked if !p.http11 => Framing::Length(0),
+            f => f,
+        };
+        let written = proxy::upstream_head(&parts, p, &cx, target, framing);
+        let headers = read_back(written.bytes(), target);
+        let lengths = headers.get_all("content-length").iter().count();
+        let codings = headers.get_all("transfer-encoding").iter().count();
+        match framing {
+            Framing::Chunked => assert_eq!((lengths, codings), (0, 1), "chunked framing"),
+            Framing::Length(n) => {
+                assert_eq!((lengths, codings), (1, 0), "length framing");
+                assert_eq!(headers["content-length"], n.to_string().as_str());
+            }
+            Framing::None => assert_eq!(codings, 0, "a bodiless request framed"),
+        }
         for name in DROPPED {
+            // A chunked body's Transfer-Encoding is the proxy's own,
+            // checked above.
+            if *name == "transfer-encoding" && framing == Framing::Chunked {
+                continue;
+            }
             if headers.contains_key(*name) {
                 assert!(
                     p.headers.iter().any(|(n, _)| n.as_str() == *name),
@@ -298,9 +324,36 @@ fn reaches_out(text: &str) -> bool {
 /// The request of a head as the server's connection loop makes it
 /// (`http::h1::parse`), and the bytes after the head; `None` for a head it
 /// refuses or that is not complete.
-fn request(data: &[u8]) -> Option<(Parts, &[u8])> {
-    let head = crate::http::h1::parse::parse(data, Default::default()).ok()??;
-    Some((head.parts, &data[head.len..]))
+fn request(data: &[u8]) -> Option<(Parts, &[u8], Framing)> {
+    use crate::http::h1::parse;
+    let head = parse::parse(data, Default::default()).ok()??;
+    let framing = match head.framing {
+        parse::Framing::None => Framing::None,
+        parse::Framing::Length(n) => Framing::Length(n),
+        parse::Framing::Chunked => Framing::Chunked,
+    };
+    Some((head.parts, &data[head.len..], framing))
+}
+
+/// The headers of a request head written for an upstream, which must
+/// parse whole, as one request for `target`.
+fn read_back(written: &[u8], target: &str) -> HeaderMap {
+    let mut slots = vec![httparse::EMPTY_HEADER; written.len() / 4 + 1];
+    let mut req = httparse::Request::new(&mut slots);
+    let parsed = req.parse(written);
+    assert!(
+        matches!(parsed, Ok(httparse::Status::Complete(n)) if n == written.len()),
+        "the upstream head does not read back: {parsed:?} {:?}",
+        String::from_utf8_lossy(written)
+    );
+    assert_eq!(req.path, Some(target), "upstream target");
+    let mut headers = HeaderMap::new();
+    for h in req.headers.iter() {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes()).expect("written name");
+        let value = http::HeaderValue::from_bytes(h.value).expect("written value");
+        headers.append(name, value);
+    }
+    headers
 }
 
 /// The fuzzer's bytes after the head, as numbers (zeros when short).

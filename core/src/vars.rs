@@ -295,17 +295,13 @@ impl Var {
         }
         let req = cx.req;
         match self {
-            Var::RemoteAddr => {
-                let _ = write!(out, "{}", NgxIp(cx.client.ip()));
-            }
+            Var::RemoteAddr => NgxIp(cx.client.ip()).append_to(out),
             Var::RemotePort => write_port(out, cx.client.port()),
             Var::BinaryRemoteAddr => match cx.client.ip() {
                 IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
                 IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
             },
-            Var::RealipRemoteAddr => {
-                let _ = write!(out, "{}", NgxIp(cx.peer.ip()));
-            }
+            Var::RealipRemoteAddr => NgxIp(cx.peer.ip()).append_to(out),
             Var::RealipRemotePort => write_port(out, cx.peer.port()),
             Var::RemoteUser => {
                 if let Some(user) = remote_user(&req.headers) {
@@ -369,7 +365,7 @@ impl Var {
                     out.extend_from_slice(v.as_bytes());
                     out.extend_from_slice(b", ");
                 }
-                let _ = write!(out, "{}", NgxIp(cx.client.ip()));
+                NgxIp(cx.client.ip()).append_to(out);
             }
             // The slices, handled above.
             Var::RequestUri
@@ -436,6 +432,45 @@ pub fn request_uri(req: &Parts) -> &str {
 /// run of zero words shortened, and nginx's IPv4-mapped and -compatible
 /// forms (`::ffff:1.2.3.4`, `::1.2.3.4`).
 pub struct NgxIp(pub IpAddr);
+
+impl NgxIp {
+    /// The text into `out` (room for any address), and its length. An
+    /// IPv4 address is written without the formatting machinery: the
+    /// proxy writes the client's for every request.
+    pub fn write_into(&self, out: &mut [u8; 48]) -> usize {
+        let IpAddr::V4(v4) = self.0 else {
+            use std::io::Write as _;
+            let mut w = &mut out[..];
+            let _ = write!(w, "{self}");
+            return 48 - w.len();
+        };
+        let mut n = 0;
+        for (i, b) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                out[n] = b'.';
+                n += 1;
+            }
+            if b >= 100 {
+                out[n] = b'0' + b / 100;
+                n += 1;
+            }
+            if b >= 10 {
+                out[n] = b'0' + b / 10 % 10;
+                n += 1;
+            }
+            out[n] = b'0' + b % 10;
+            n += 1;
+        }
+        n
+    }
+
+    /// Appends the text to `out`.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let mut text = [0u8; 48];
+        let n = self.write_into(&mut text);
+        out.extend_from_slice(&text[..n]);
+    }
+}
 
 impl std::fmt::Display for NgxIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -957,5 +992,17 @@ mod tests {
         assert_eq!(f("::1.2.3.4"), "::1.2.3.4");
         assert_eq!(f("1::"), "1::");
         assert_eq!(f("1:0:2:0:0:3:0:4"), "1:0:2::3:0:4");
+        // The no-formatter path writes the same text.
+        for a in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.200.7",
+            "::1",
+        ] {
+            let mut out = Vec::new();
+            NgxIp(a.parse().expect("address")).append_to(&mut out);
+            assert_eq!(out, f(a).as_bytes(), "{a}");
+        }
     }
 }

@@ -1,104 +1,45 @@
-//! Body types of the proxy. Bodies stream frame by frame in both
-//! directions: nothing buffers a whole request or response.
+//! The body of a response to a client. Bodies stream frame by frame in
+//! both directions: nothing buffers a whole request or response (the
+//! upstream request's body is `upstream_h1::ReqBody`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body::{Body, Frame, SizeHint};
 
 use crate::http::access::Record;
-use crate::http::h1::body::{BodyError, ClientBody};
-use crate::http::pool::{IoTimers, Release};
-
-/// The body sent to an upstream. A client body tells the connection's
-/// timers when it has been handed over entirely, which starts the wait for
-/// the upstream's answer (`proxy_read_timeout`).
-pub enum ReqBody {
-    Empty,
-    Client(ClientBody, Option<Arc<IoTimers>>),
-    /// A body read whole before the request is sent: a chunked body for
-    /// an HTTP/1.0 upstream, which needs its length up front (nginx
-    /// buffers every body by default). It can be sent again on a retry.
-    Buffered(Option<Bytes>),
-}
-
-impl ReqBody {
-    /// Tells the timers, once, that the whole body was handed over.
-    fn sent(timers: &mut Option<Arc<IoTimers>>) {
-        if let Some(t) = timers.take() {
-            t.request_sent();
-        }
-    }
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Client(b, timers) => {
-                let polled = Pin::new(&mut *b).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => ReqBody::sent(timers),
-                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => ReqBody::sent(timers),
-                    _ => {}
-                }
-                polled
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Buffered(b) => b.is_none(),
-            ReqBody::Client(b, timers) => {
-                let end = b.is_end_stream();
-                if end {
-                    if let Some(t) = timers {
-                        t.request_sent();
-                    }
-                }
-                end
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ReqBody::Client(b, _) => b.size_hint(),
-        }
-    }
-}
+use crate::http::h1::body::BodyError;
+use crate::http::upstream_h1::UpstreamBody;
 
 /// The body sent to a client: a fixed text, or an upstream's body passed
 /// through. When an upstream body ends cleanly its connection goes back to
-/// the pool; the access log line is written when the body is done or
-/// dropped, with the bytes actually sent.
+/// the pool at once (before the client has the last bytes); the access
+/// log line is written when the body is done or dropped, with the bytes
+/// actually sent.
 pub struct RespBody {
     kind: Kind,
     sent: u64,
     /// Bytes of the response head (and a `100 Continue` before it), for
-    /// `$bytes_sent`.
-    head: u64,
+    /// `$bytes_sent`. `u32`, as `send_ms`: the body moves with every
+    /// response, so it is kept small.
+    head: u32,
     record: Option<Box<Record>>,
-    /// Held, never read: dropping it frees the peer.
-    _hold: Option<PeerHold>,
+    /// Dropping it frees the peer; its upstream's pool takes the
+    /// connection back.
+    hold: Option<PeerHold>,
+    /// The location's `send_timeout` in milliseconds ([`NO_SEND_TIMEOUT`]:
+    /// none set), for the connection writing this response (a field, not a
+    /// response extension: those cost a map per response).
+    send_ms: u32,
 }
+
+/// `send_ms` when no `send_timeout` was set.
+const NO_SEND_TIMEOUT: u32 = u32::MAX;
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming, Option<Release>),
+    Upstream(UpstreamBody),
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -122,7 +63,8 @@ impl RespBody {
             sent: 0,
             head: 0,
             record: None,
-            _hold: None,
+            hold: None,
+            send_ms: NO_SEND_TIMEOUT,
         }
     }
 
@@ -130,14 +72,41 @@ impl RespBody {
         RespBody::full(Bytes::new())
     }
 
-    pub fn upstream(body: Incoming, release: Option<Release>, hold: PeerHold) -> RespBody {
-        RespBody {
-            kind: Kind::Upstream(body, release),
-            _hold: Some(hold),
+    pub fn upstream(body: UpstreamBody, hold: PeerHold) -> RespBody {
+        let mut resp = RespBody {
+            kind: Kind::Upstream(body),
+            hold: Some(hold),
             sent: 0,
             head: 0,
             record: None,
+            send_ms: NO_SEND_TIMEOUT,
+        };
+        // A body that ended with its head (HEAD, 204, 304, length 0) frees
+        // its connection now: nobody may poll it.
+        resp.release_idle();
+        resp
+    }
+
+    /// An upstream body's connection, once free, back to the pool.
+    fn release_idle(&mut self) {
+        if let (Kind::Upstream(body), Some(hold)) = (&mut self.kind, &self.hold) {
+            if let Some(conn) = body.take_idle() {
+                crate::http::pool::release(&hold.upstream, hold.peer as u32, conn);
+            }
         }
+    }
+
+    /// The `send_timeout` for writing this response; without one the
+    /// connection's server's applies.
+    pub fn set_send_timeout(&mut self, timeout: std::time::Duration) {
+        self.send_ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(NO_SEND_TIMEOUT - 1);
+    }
+
+    pub fn send_timeout(&self) -> Option<std::time::Duration> {
+        (self.send_ms != NO_SEND_TIMEOUT)
+            .then(|| std::time::Duration::from_millis(u64::from(self.send_ms)))
     }
 
     pub fn set_record(&mut self, record: Option<Box<Record>>) {
@@ -146,37 +115,26 @@ impl RespBody {
 
     /// The connection wrote the response head, `bytes` long.
     pub fn head_sent(&mut self, bytes: u64) {
-        self.head = bytes;
+        self.head = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
 }
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body, release) => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                // hyper stops polling a body once it reports its end, so the
-                // connection goes back to the pool as soon as the last frame
-                // is out, not only on a final `None`.
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    _ => false,
-                };
-                if ended {
-                    if let Some(release) = release.take() {
-                        release.reuse();
-                    }
-                }
-                polled
+            Kind::Upstream(body) => {
+                let polled = body.poll_data(cx);
+                // The connection is free as soon as the last piece is read.
+                this.release_idle();
+                polled.map(|piece| piece.map(|r| r.map(Frame::data)))
             }
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -190,14 +148,16 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b, _) => b.is_end_stream(),
+            Kind::Upstream(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b, _) => b.size_hint(),
+            Kind::Upstream(b) => b
+                .exact_len()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
         }
     }
 }
@@ -205,7 +165,7 @@ impl Body for RespBody {
 impl Drop for RespBody {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            record.finish(self.sent, self.head);
+            record.finish(self.sent, u64::from(self.head));
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections and per-worker keepalive
-//! - `body`: streaming bodies
+//! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
+//! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `access`: access log lines
 
@@ -19,3 +20,4 @@ pub mod proxy;
 pub mod realip;
 pub mod response;
 pub mod server;
+pub mod upstream_h1;

@@ -1,38 +1,21 @@
-//! Upstream connections: connect, and keep idle ones per worker for
-//! `keepalive N`. Each worker has its own idle list, so taking a connection
-//! takes a lock no other thread uses.
-//!
-//! Every connection's socket is wrapped in [`TimedIo`], which applies
-//! nginx's `proxy_send_timeout` and `proxy_read_timeout`: each bounds the
-//! wait between two successive operations, not the whole transfer, so a
-//! large body that keeps moving never times out.
+//! Upstream connections: a pooled one or a new one per try, and idle
+//! ones kept per worker for `keepalive N`. Each worker has its own idle
+//! list, so taking a connection takes a lock no other thread uses. An
+//! idle connection is only its socket (see `upstream_h1::Conn`): no task
+//! watches it, and one the upstream closed meanwhile is noticed from the
+//! socket's readiness when the worker next looks at its list.
 
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::time::Sleep;
-
-use crate::http::body::ReqBody;
+use crate::http::upstream_h1::{Conn, ConnectError};
 use crate::upstream::Upstream;
-
-pub type Sender = SendRequest<ReqBody>;
 
 struct Idle {
     peer: u32,
-    sender: Sender,
-    timers: Arc<IoTimers>,
+    conn: Conn,
     since: Instant,
-    requests: u64,
 }
 
 #[repr(align(64))]
@@ -46,21 +29,6 @@ struct WorkerIdle {
 pub struct UpstreamPool {
     workers: Box<[WorkerIdle]>,
     capacity: usize,
-}
-
-/// A connection in use, with the count of requests it has carried.
-pub struct Conn {
-    pub sender: Sender,
-    /// The timeouts of the connection's socket, set for the request in flight.
-    pub timers: Arc<IoTimers>,
-    pub requests: u64,
-    pub reused: bool,
-}
-
-pub enum ConnectError {
-    Timeout,
-    Io(std::io::Error),
-    Handshake(hyper::Error),
 }
 
 impl UpstreamPool {
@@ -92,21 +60,24 @@ impl UpstreamPool {
             .sum()
     }
 
-    /// The most recently used idle connection to `peer` that is still open.
-    fn take(&self, peer: u32, timeout: Duration) -> Option<(Sender, Arc<IoTimers>, u64)> {
+    /// The most recently used idle connection to `peer` that is still open
+    /// at `now`.
+    fn take(&self, peer: u32, timeout: Duration, now: Instant) -> Option<Conn> {
         if self.capacity == 0 {
             return None;
         }
         let (mut idle, len) = self.idle();
-        let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
+        // Kept since after `fresh`: one subtraction, then a comparison per
+        // connection.
+        let fresh = now.checked_sub(timeout);
+        idle.retain(|c| fresh.is_none_or(|f| c.since > f) && !c.conn.unusable());
         let found = idle.iter().rposition(|c| c.peer == peer);
         let c = found.map(|pos| idle.swap_remove(pos));
         len.store(idle.len(), Ordering::Relaxed);
-        c.map(|c| (c.sender, c.timers, c.requests))
+        c.map(|c| c.conn)
     }
 
-    fn put(&self, peer: u32, sender: Sender, timers: Arc<IoTimers>, requests: u64) {
+    fn put(&self, peer: u32, conn: Conn) {
         let (mut idle, len) = self.idle();
         if idle.len() >= self.capacity {
             // nginx drops the least recently used cached connection.
@@ -114,10 +85,8 @@ impl UpstreamPool {
         }
         idle.push(Idle {
             peer,
-            sender,
-            timers,
+            conn,
             since: Instant::now(),
-            requests,
         });
         len.store(idle.len(), Ordering::Relaxed);
     }
@@ -131,319 +100,32 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-/// A reused idle connection to peer `i`, or a new one, with its timers set
-/// for a request about to be sent.
-pub async fn checkout(up: &Upstream, i: usize, timeouts: Timeouts) -> Result<Conn, ConnectError> {
-    while let Some((mut sender, timers, requests)) = up.pool.take(i as u32, up.keepalive_timeout) {
-        if sender.ready().await.is_ok() {
-            timers.sending(timeouts);
-            return Ok(Conn {
-                sender,
-                timers,
-                requests,
-                reused: true,
-            });
+/// A reused idle connection to peer `i`, or a new one, with its timeouts
+/// set for a request about to be sent; `now` is the try's start.
+pub async fn checkout(
+    up: &Upstream,
+    i: usize,
+    timeouts: Timeouts,
+    now: Instant,
+) -> Result<Conn, ConnectError> {
+    let mut conn = match up.pool.take(i as u32, up.keepalive_timeout, now) {
+        Some(mut conn) => {
+            conn.reused = true;
+            conn
         }
-    }
-    let (sender, timers) = connect(up.addrs[i], timeouts.connect).await?;
-    timers.sending(timeouts);
-    Ok(Conn {
-        sender,
-        timers,
-        requests: 0,
-        reused: false,
-    })
-}
-
-pub async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<(Sender, Arc<IoTimers>), ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout),
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
-        Ok(Ok(s)) => s,
+        // Boxed: a rare path (keep-alive connections serve most
+        // requests) whose future would otherwise widen every request's.
+        None => Box::pin(Conn::connect(up.addrs[i], timeouts.connect)).await?,
     };
-    let _ = stream.set_nodelay(true);
-    let timers = Arc::new(IoTimers::default());
-    let io = TimedIo::new(stream, timers.clone());
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        // Errors surface on the request that was using the connection.
-        let _ = conn.await;
-    });
-    Ok((sender, timers))
+    conn.sending(timeouts.send, timeouts.read);
+    Ok(conn)
 }
 
-/// Returns a connection to the pool once its response body has ended.
-pub struct Release {
-    pub upstream: Arc<Upstream>,
-    pub peer: u32,
-    pub conn: Conn,
-}
-
-impl Release {
-    pub fn reuse(self) {
-        let up = &self.upstream;
-        let requests = self.conn.requests + 1;
-        self.conn.timers.idle();
-        if up.keepalive > 0 && requests < up.keepalive_requests && !self.conn.sender.is_closed() {
-            up.pool
-                .put(self.peer, self.conn.sender, self.conn.timers, requests);
-        }
-    }
-}
-
-/// Which wait ran out, carried inside the `io::Error` (kind `TimedOut`)
-/// that [`TimedIo`] returns, so the proxy can say what it was doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    /// `proxy_send_timeout`: the upstream took nothing for that long.
-    Send,
-    /// `proxy_read_timeout`: the upstream sent nothing for that long.
-    Read,
-}
-
-impl std::fmt::Display for Timeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Timeout::Send => "upstream send timed out",
-            Timeout::Read => "upstream read timed out",
-        })
-    }
-}
-
-impl std::error::Error for Timeout {}
-
-impl Timeout {
-    /// The timeout behind a hyper error, if that is what it was.
-    pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Timeout> {
-        let mut cur = Some(err);
-        while let Some(e) = cur {
-            if let Some(t) = e.downcast_ref::<Timeout>() {
-                return Some(*t);
-            }
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<Timeout>()) {
-                    return Some(*t);
-                }
-            }
-            cur = e.source();
-        }
-        None
-    }
-}
-
-/// The timeouts a connection's socket applies, set per request by the
-/// proxy (locations differ) and shared with the socket wrapper.
-///
-/// As nginx: the send timeout runs while a request is in flight, and the
-/// read timeout only once the whole request was handed over (nginx arms
-/// it when the request is sent), until the response ends. An idle pooled
-/// connection has neither, so it may sit for `keepalive_timeout`.
-#[derive(Debug, Default)]
-pub struct IoTimers {
-    send_ms: AtomicU64,
-    read_ms: AtomicU64,
-    sending: AtomicBool,
-    reading: AtomicBool,
-}
-
-impl IoTimers {
-    /// A request is about to be sent.
-    pub fn sending(&self, t: Timeouts) {
-        self.send_ms.store(millis(t.send), Ordering::Relaxed);
-        self.read_ms.store(millis(t.read), Ordering::Relaxed);
-        self.reading.store(false, Ordering::Relaxed);
-        self.sending.store(true, Ordering::Release);
-    }
-
-    /// The request, body included, was handed to the connection: from now
-    /// on the upstream must answer within the read timeout.
-    pub fn request_sent(&self) {
-        self.reading.store(true, Ordering::Release);
-    }
-
-    /// The exchange is over; the connection goes idle.
-    pub fn idle(&self) {
-        self.sending.store(false, Ordering::Relaxed);
-        self.reading.store(false, Ordering::Release);
-    }
-
-    fn read_timeout(&self) -> Option<Duration> {
-        self.reading
-            .load(Ordering::Acquire)
-            .then(|| Duration::from_millis(self.read_ms.load(Ordering::Relaxed)))
-    }
-
-    fn send_timeout(&self) -> Option<Duration> {
-        self.sending
-            .load(Ordering::Acquire)
-            .then(|| Duration::from_millis(self.send_ms.load(Ordering::Relaxed)))
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// One timer of [`TimedIo`]: armed when an operation first has to wait,
-/// disarmed when it makes progress.
-struct Deadline {
-    sleep: Pin<Box<Sleep>>,
-    armed: bool,
-}
-
-impl Deadline {
-    fn new() -> Deadline {
-        Deadline {
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: false,
-        }
-    }
-
-    /// Called when the operation is pending: whether it has now waited
-    /// longer than `timeout`.
-    fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
-        let Some(timeout) = timeout else {
-            self.armed = false;
-            return false;
-        };
-        if !self.armed {
-            self.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + timeout);
-            self.armed = true;
-        }
-        self.sleep.as_mut().poll(cx).is_ready()
-    }
-
-    /// Starts (or starts over) the wait now, registering the task to be
-    /// woken when it runs out.
-    fn restart(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) {
-        let Some(timeout) = timeout else {
-            return;
-        };
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + timeout);
-        self.armed = true;
-        let _ = self.sleep.as_mut().poll(cx);
-    }
-}
-
-/// An upstream socket whose reads and writes fail with
-/// [`Timeout`] after waiting longer than the current timeouts.
-pub struct TimedIo {
-    io: TcpStream,
-    timers: Arc<IoTimers>,
-    read: Deadline,
-    write: Deadline,
-}
-
-impl TimedIo {
-    pub fn new(io: TcpStream, timers: Arc<IoTimers>) -> TimedIo {
-        TimedIo {
-            io,
-            timers,
-            read: Deadline::new(),
-            write: Deadline::new(),
-        }
-    }
-}
-
-fn timed_out(which: Timeout) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, which)
-}
-
-impl AsyncRead for TimedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.read.armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.read.expired(this.timers.read_timeout(), cx) {
-                    this.read.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Read)))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-}
-
-impl TimedIo {
-    /// The send timeout around a write, and the read timeout restarted
-    /// after it: once the whole request was handed over, the wait for the
-    /// answer starts after the last byte written, as nginx's. The read
-    /// side may be parked already, so the timer is registered here, on the
-    /// same task.
-    fn timed_write(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match polled {
-            Poll::Ready(r) => {
-                self.write.armed = false;
-                if matches!(r, Ok(n) if n > 0) {
-                    self.read.restart(self.timers.read_timeout(), cx);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if self.write.expired(self.timers.send_timeout(), cx) {
-                    self.write.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Send)))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-}
-
-impl AsyncWrite for TimedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.timed_write(cx, polled)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.timed_write(cx, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+/// A connection whose response ended cleanly: back to the pool, within
+/// `keepalive` and `keepalive_requests` (its count includes the request
+/// just done), or closed.
+pub fn release(up: &Upstream, peer: u32, conn: Conn) {
+    if up.keepalive > 0 && u64::from(conn.requests) < up.keepalive_requests {
+        up.pool.put(peer, conn);
     }
 }

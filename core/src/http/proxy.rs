@@ -9,11 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::{RSlice, RStr};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
 use waypost_module_api::{
     FilterAction, FreeAction, GetResult, InitPeerResult, PeersView, RequestView, TryOutcome,
     TryState,
@@ -21,11 +21,14 @@ use waypost_module_api::{
 
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
-use crate::http::body::{PeerHold, ReqBody, RespBody};
+use crate::http::body::{PeerHold, RespBody};
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
-use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
+use crate::http::pool::{self, Timeouts};
 use crate::http::response::{error_page, server_header};
+use crate::http::upstream_h1::{
+    self, ConnectError, ErrorKind, Framing, HeadWriter, ReqBody, RequestHead, Timeout,
+};
 use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
 use crate::runtime::{HeaderSource, Location, Proxy, Server};
@@ -271,59 +274,37 @@ fn dropped(name: &header::HeaderName) -> bool {
     )
 }
 
+/// The upstream request's head: the request line with `target`, the
+/// client's headers but those [`dropped`] or set by `proxy_set_header`,
+/// then those (one with an empty value left out, as nginx), then the
+/// body's framing. Written once, straight into a pooled buffer, and sent
+/// as is on every try.
+///
 /// Public (hidden) for the fuzz targets (`crate::fuzzing`).
 #[doc(hidden)]
-pub fn upstream_headers(parts: &Parts, p: &Proxy, vars: &VarCtx<'_>) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + p.headers.len());
+pub fn upstream_head(
+    parts: &Parts,
+    p: &Proxy,
+    vars: &VarCtx<'_>,
+    target: &str,
+    framing: Framing,
+) -> RequestHead {
+    let mut w = HeadWriter::new(&parts.method, target, p.http11, framing);
     for (name, value) in &parts.headers {
         if !dropped(name) && !p.headers.iter().any(|(n, _)| n == name) {
-            headers.append(name.clone(), value.clone());
+            w.header(name, value.as_bytes());
         }
     }
-    let mut buf = Vec::new();
     for (name, source) in &p.headers {
         match source {
             HeaderSource::Fixed(None) => {}
-            HeaderSource::Fixed(Some(value)) => {
-                headers.insert(name.clone(), value.clone());
-            }
+            HeaderSource::Fixed(Some(value)) => w.header(name, value.as_bytes()),
             HeaderSource::Template(template) => {
-                buf.clear();
-                template.eval_into(vars, &mut buf);
-                if !buf.is_empty() {
-                    if let Ok(v) = HeaderValue::from_bytes(&buf) {
-                        headers.insert(name.clone(), v);
-                    }
-                }
+                w.header_with(name, |out| template.eval_into(vars, out));
             }
         }
     }
-    headers
-}
-
-/// The upstream request's head, kept for another try while one is possible.
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: Option<HeaderMap>,
-}
-
-impl Head {
-    /// The request for one try; `keep` keeps the headers for another.
-    fn request(&mut self, body: ReqBody, keep: bool) -> Request<ReqBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = if keep {
-            self.headers.clone()
-        } else {
-            self.headers.take()
-        }
-        .unwrap_or_default();
-        req
-    }
+    w.finish()
 }
 
 fn timed_out_failure(while_: &str) -> Failure {
@@ -337,25 +318,33 @@ fn timed_out_failure(while_: &str) -> Failure {
 /// Sends one request to peer `i` and waits for the response head.
 ///
 /// `body` is taken only once a connection is there: if connecting fails,
-/// or hyper hands the request back unsent, the body stays for the next
-/// try (nginx retries even a POST that never left).
+/// or the request never left (nothing of it was written), the body stays
+/// for the next try (nginx retries even a POST that never left).
+///
+/// `connected` gets the time the connection was there, when it is
+/// `Some` (an access log wants `$upstream_connect_time`).
 async fn attempt(
     up: &Upstream,
     i: usize,
     p: &Proxy,
-    head: &mut Head,
-    keep_head: bool,
+    head: &RequestHead,
     body: &mut Option<ReqBody>,
-    connected: &mut Option<Instant>,
-) -> Result<(Response<Incoming>, Conn), Failure> {
+    started: Instant,
+    mut connected: Option<&mut Option<Instant>>,
+) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
         send: p.send_timeout,
         read: p.read_timeout,
     };
     loop {
-        *connected = None;
-        let mut conn = pool::checkout(up, i, timeouts).await.map_err(|e| match e {
+        if let Some(c) = connected.as_deref_mut() {
+            *c = None;
+        }
+        let conn = pool::checkout(up, i, timeouts, started)
+            .await
+            .map_err(|e| {
+                match e {
             ConnectError::Timeout => Failure {
                 ft: NextUpstream::TIMEOUT,
                 sent: false,
@@ -372,84 +361,66 @@ async fn attempt(
                     strerror(&e)
                 ),
             },
-            ConnectError::Handshake(e) => Failure {
-                ft: NextUpstream::ERROR,
-                sent: false,
-                message: format!("{e} while connecting to upstream"),
-            },
-        })?;
-        *connected = Some(Instant::now());
+        }
+            })?;
+        if let Some(c) = connected.as_deref_mut() {
+            *c = Some(Instant::now());
+        }
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
-        match &mut req_body {
-            ReqBody::Empty | ReqBody::Buffered(_) => conn.timers.request_sent(),
-            ReqBody::Client(_, timers) => *timers = Some(conn.timers.clone()),
-        }
-        let req = head.request(req_body, keep_head);
-        match conn.sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, conn)),
-            Err(mut e) => {
-                if let Some(back) = e.take_message() {
-                    // The request never left: keep its head and body.
-                    let (parts, mut back_body) = back.into_parts();
-                    if let ReqBody::Client(_, timers) = &mut back_body {
-                        *timers = None;
-                    }
-                    if head.headers.is_none() {
-                        head.headers = Some(parts.headers);
-                    }
-                    if !matches!(back_body, ReqBody::Empty) {
-                        *body = Some(back_body);
-                    }
-                    // An idle keepalive connection the upstream closed:
-                    // try a fresh connection without counting a try
-                    // (nginx gives the attempt back).
-                    if reused {
-                        continue;
-                    }
-                    return Err(Failure {
-                        ft: NextUpstream::ERROR,
-                        sent: false,
-                        message: "upstream prematurely closed connection while sending request to upstream".into(),
-                    });
-                }
-                let e = e.into_error();
-                return Err(match Timeout::of(&e) {
-                    Some(Timeout::Read) => timed_out_failure("reading response header from upstream"),
-                    Some(Timeout::Send) => timed_out_failure("sending request to upstream"),
-                    None if e.is_parse() || e.is_parse_status() => Failure {
-                        ft: NextUpstream::INVALID_HEADER,
-                        sent: true,
-                        message: "upstream sent invalid header while reading response header from upstream".into(),
-                    },
-                    None => Failure {
-                        ft: NextUpstream::ERROR,
-                        sent: true,
-                        message: match io_error(&e) {
-                            Some(io) if !e.is_incomplete_message() => format!(
-                                "recv() failed ({}: {}) while reading response header from upstream",
-                                io.raw_os_error().unwrap_or(0),
-                                strerror(io)
-                            ),
-                            _ => "upstream prematurely closed connection while reading response header from upstream".into(),
-                        },
-                    },
-                });
+        let e = match upstream_h1::exchange(conn, head, &mut req_body).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        let timed_out = |t| match t {
+            Timeout::Read => timed_out_failure("reading response header from upstream"),
+            Timeout::Send => timed_out_failure("sending request to upstream"),
+        };
+        if !e.sent {
+            // The request never left: keep its body.
+            if !matches!(req_body, ReqBody::Empty) {
+                *body = Some(req_body);
             }
+            // An idle keepalive connection the upstream closed: try a
+            // fresh connection without counting a try (nginx gives the
+            // attempt back).
+            if reused {
+                continue;
+            }
+            return Err(match e.kind {
+                ErrorKind::Timeout(t) => timed_out(t),
+                _ => Failure {
+                    ft: NextUpstream::ERROR,
+                    sent: false,
+                    message:
+                        "upstream prematurely closed connection while sending request to upstream"
+                            .into(),
+                },
+            });
         }
+        return Err(match e.kind {
+            ErrorKind::Timeout(t) => timed_out(t),
+            ErrorKind::Invalid => Failure {
+                ft: NextUpstream::INVALID_HEADER,
+                sent: true,
+                message: "upstream sent invalid header while reading response header from upstream".into(),
+            },
+            ErrorKind::Io(io) if io.raw_os_error().is_some() => Failure {
+                ft: NextUpstream::ERROR,
+                sent: true,
+                message: format!(
+                    "recv() failed ({}: {}) while reading response header from upstream",
+                    io.raw_os_error().unwrap_or(0),
+                    strerror(&io)
+                ),
+            },
+            ErrorKind::Io(_) | ErrorKind::Closed | ErrorKind::Body => Failure {
+                ft: NextUpstream::ERROR,
+                sent: true,
+                message: "upstream prematurely closed connection while reading response header from upstream".into(),
+            },
+        });
     }
-}
-
-/// The OS error behind a hyper error, if any.
-fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error().is_some().then_some(io);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// The answer a module gave instead of proxying.
@@ -474,35 +445,6 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
     resp
 }
 
-/// Response headers that are the proxy's own business, not the upstream's.
-fn strip_response_headers(headers: &mut HeaderMap) {
-    // One pass over what is there, then removal by the names found: no
-    // header name is parsed or hashed from a string per response.
-    let mut doomed: [Option<header::HeaderName>; 9] = Default::default();
-    let mut n = 0;
-    for name in headers.keys() {
-        let hop = matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-connection"
-                | "server"
-                | "date"
-        );
-        if hop && n < doomed.len() {
-            doomed[n] = Some(name.clone());
-            n += 1;
-        }
-    }
-    for name in doomed.iter().flatten() {
-        headers.remove(name);
-    }
-}
-
 pub async fn run(
     req: Request<ClientBody>,
     p: &Proxy,
@@ -524,34 +466,30 @@ pub async fn run(
     }
     let mut state = PeerState::new(&up.balancer);
     // The module's view of the request lives only for init_peer (it is not
-    // Send); the upstream request head is built from the same variables.
-    // Filters' variables go straight to the access log's record (no
+    // Send). Filters' variables go straight to the access log's record (no
     // allocation when nothing is logged).
     let mut module_values = record.as_deref_mut().map(|r| &mut r.module_values);
-    let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
-        let vars = VarCtx {
-            req: &parts,
-            head: cx.head,
-            client: cx.client,
-            peer: cx.peer,
-            local: cx.local,
-            server_name: &cx.server.name,
-            proxy_host: &p.host,
-            conn: cx.conn,
-            requests: cx.requests,
-            status: 0,
-        };
+    let vars = || VarCtx {
+        req: &parts,
+        head: cx.head,
+        client: cx.client,
+        peer: cx.peer,
+        local: cx.local,
+        server_name: &cx.server.name,
+        proxy_host: &p.host,
+        conn: cx.conn,
+        requests: cx.requests,
+        status: 0,
+    };
+    let prepared: Result<u64, Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {
-            vars,
+            vars: vars(),
             templates: std::cell::Cell::new(&up.templates),
             scratch: UnsafeCell::new(Vec::new()),
         };
         let mut client_text = [0u8; 48];
         let client_addr = {
-            use std::io::Write;
-            let mut w = &mut client_text[..];
-            let _ = write!(w, "{}", NgxIp(cx.client.ip()));
-            let n = 48 - w.len();
+            let n = NgxIp(cx.client.ip()).write_into(&mut client_text);
             std::str::from_utf8(&client_text[..n]).unwrap_or("")
         };
         let client_octets: ([u8; 16], usize) = match cx.client.ip() {
@@ -618,29 +556,36 @@ pub async fn run(
                 }
             },
         );
-        Ok((upstream_headers(&parts, p, &hook_cx.vars), delay_ms))
+        Ok(delay_ms)
     })();
-    let headers = match prepared {
-        Ok((h, 0)) => h,
-        Ok((h, delay_ms)) => {
+    match prepared {
+        Ok(0) => {}
+        Ok(delay_ms) => {
             // A module's delay (limit_req): the request waits on a timer;
-            // if the client goes away meanwhile, hyper drops this future.
-            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-            h
+            // if the client goes away meanwhile, the connection drops
+            // this future.
+            // Boxed, as the body read below: rare paths kept out of the
+            // size of every request's future.
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(
+                delay_ms,
+            )))
+            .await;
         }
         Err(resp) => return *resp,
-    };
-    let started = Instant::now();
+    }
+    // Read only when `proxy_next_upstream_timeout` needs it.
+    let started = (!p.next_upstream_timeout.is_zero()).then(Instant::now);
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
     let body_empty = body.is_end_stream();
+    let length = body.size_hint().exact();
     // An HTTP/1.0 upstream needs the length before the body: a chunked
     // body is read whole first, as nginx's request buffering does (within
     // client_max_body_size and client_body_timeout, which the connection
     // enforces while it is read).
-    let chunked_to_http10 = !p.http11 && !body_empty && body.size_hint().exact().is_none();
+    let chunked_to_http10 = !p.http11 && !body_empty && length.is_none();
     let (buffered, mut body) = if chunked_to_http10 {
-        match body.collect().await {
+        match Box::pin(body.collect()).await {
             Ok(collected) => (Some(collected.to_bytes()), None),
             // The connection answers a body it could not read (400, 413)
             // or closes; this answer is not used.
@@ -649,27 +594,26 @@ pub async fn run(
     } else {
         // The client's body, until a try takes it: it streams, so only a
         // try that never sent it can hand it on to the next.
-        (None, (!body_empty).then_some(ReqBody::Client(body, None)))
+        let client = ReqBody::Client { body, unsent: None };
+        (None, (!body_empty).then_some(client))
     };
     // The body can be sent again on another try when there is none or it
     // was read whole.
     let replayable = body_empty || buffered.is_some();
     let mut tries_left = p.tries;
     let uri = upstream_uri(&parts, cx.head, p, location);
-    let mut head = Head {
-        method: parts.method.clone(),
-        uri: uri.clone(),
-        version: if p.http11 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        },
-        headers: Some(headers),
+    let framing = match (&buffered, length) {
+        _ if body_empty => Framing::None,
+        (Some(b), _) => Framing::Length(b.len() as u64),
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::Chunked,
     };
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let req_head = upstream_head(&parts, p, &vars(), target, framing);
 
     loop {
         if let Some(b) = &buffered {
-            body = Some(ReqBody::Buffered(Some(b.clone())));
+            body = Some(ReqBody::Buffered(b.clone()));
         }
         let now = now_secs();
         let chosen = state.get(&peers_view(up, &tried, now));
@@ -708,25 +652,15 @@ pub async fn run(
         }
 
         let try_started = Instant::now();
-        // The head is kept for a retry only while one is possible.
         let mut connected = None;
-        let result = attempt(
-            up,
-            i,
-            p,
-            &mut head,
-            tries_left > 1,
-            &mut body,
-            &mut connected,
-        )
-        .await;
+        let timed = record.is_some().then_some(&mut connected);
+        let result = attempt(up, i, p, &req_head, &mut body, try_started, timed).await;
         let now = now_secs();
-        let timed_out =
-            !p.next_upstream_timeout.is_zero() && started.elapsed() >= p.next_upstream_timeout;
+        let timed_out = started.is_some_and(|s| s.elapsed() >= p.next_upstream_timeout);
 
         match result {
-            Ok((resp, conn)) => {
-                let status = resp.status().as_u16();
+            Ok(resp) => {
+                let status = resp.parts.status.as_u16();
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_status, &status.to_string());
                     r.try_reached(connected, true);
@@ -759,7 +693,7 @@ pub async fn run(
                             &mut tries_left,
                         );
                         drop(resp);
-                        if tries_left == 0 || head.headers.is_none() {
+                        if tries_left == 0 {
                             return error_page(final_status(bit));
                         }
                         continue;
@@ -776,19 +710,19 @@ pub async fn run(
                     now,
                     &mut tries_left,
                 );
-                let (mut head, incoming) = resp.into_parts();
-                strip_response_headers(&mut head.headers);
-                let reuse = (up.keepalive > 0 && p.http11).then(|| Release {
-                    upstream: p.upstream.clone(),
-                    peer: i as u32,
-                    conn,
-                });
+                let upstream_h1::Response {
+                    parts: head,
+                    body: upstream_body,
+                    upgraded,
+                } = resp;
+                // No tunnel yet: after a 101 the client gets the head
+                // alone, and the upstream connection closes here.
+                drop(upgraded);
                 let hold = PeerHold {
                     upstream: p.upstream.clone(),
                     peer: i,
                 };
-                let mut resp =
-                    Response::from_parts(head, RespBody::upstream(incoming, reuse, hold));
+                let mut resp = Response::from_parts(head, RespBody::upstream(upstream_body, hold));
                 *resp.version_mut() = Version::HTTP_11;
                 server_header(&mut resp);
                 return resp;
@@ -825,12 +759,7 @@ pub async fn run(
                 );
                 // The streamed body went to this try and cannot be sent again.
                 let body_gone = !replayable && body.is_none();
-                if tries_left == 0
-                    || !allows(p.next_upstream, ft)
-                    || body_gone
-                    || timed_out
-                    || head.headers.is_none()
-                {
+                if tries_left == 0 || !allows(p.next_upstream, ft) || body_gone || timed_out {
                     return error_page(status);
                 }
             }

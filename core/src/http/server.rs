@@ -451,15 +451,14 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
     // against the announced length (the server level's where no location
     // matches), after a server-level `return` and before the location's.
     let limits = location.map_or(&server.client, |l| &l.client);
-    let send = h1::SendTimeout(limits.send_timeout);
+    let send = limits.send_timeout;
     body.set_limits(limits.max_body, limits.body_timeout);
+    // The announced length is the body's exact size (the connection
+    // framed it by its Content-Length): no header lookup.
     let too_large = server.ret.is_none()
         && limits.max_body != 0
-        && parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        && http_body::Body::size_hint(&body)
+            .exact()
             .is_some_and(|n| n > limits.max_body);
     let mut resp = if let Some(r) = &server.ret {
         server_logged(reply(r, &vars(client, r.status, "")))
@@ -493,7 +492,6 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
                         client = real;
                     }
                 }
-                let started = Instant::now();
                 let proxy_host = match &location.action {
                     Action::Proxy(p) => p.host.as_str(),
                     _ => "",
@@ -501,7 +499,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
                 let mut record = location
                     .access_log
                     .as_ref()
-                    .map(|logs| logs.start(&vars(client, 0, proxy_host), started));
+                    .map(|logs| logs.start(&vars(client, 0, proxy_host), Instant::now()));
                 let mut resp = match &location.action {
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),
@@ -533,6 +531,6 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    resp.extensions_mut().insert(send);
+    resp.body_mut().set_send_timeout(send);
     resp
 }

@@ -2,8 +2,8 @@
 //! connection task.
 //!
 //! The connection task owns the socket and the read buffer; the body is
-//! polled elsewhere (the upstream connection's task, which hyper's client
-//! runs). They meet in a one-slot shared state, per request: the
+//! polled elsewhere (by the request's handler, which writes it to the
+//! upstream). They meet in a one-slot shared state, per request: the
 //! connection reads and decodes (Content-Length or chunked) only when the
 //! body has been polled and its slot is empty, so a slow upstream slows
 //! the client down instead of filling memory, and the first poll is when
@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use crate::http::h1::decode::{Chunk, Decoder, Invalid};
 use crate::http::h1::io::{self, ReadBuf};
 use crate::http::h1::parse::Framing;
 
@@ -162,139 +163,6 @@ impl Drop for ClientBody {
     }
 }
 
-/// Where a chunked body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size,
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    Trailers,
-}
-
-/// The body's framing, consumed as it is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decoder {
-    Length(u64),
-    Chunked(Chunk),
-    Done,
-}
-
-/// A chunk-size line or a trailer section longer than this is refused.
-const LINE_MAX: usize = 4096;
-
-/// Up to `n` bytes of what `buf` holds, as a piece of the body, and how
-/// many of the `n` remain; `None` when it holds nothing.
-fn take(buf: &mut ReadBuf, n: u64) -> Option<(Bytes, u64)> {
-    let data = buf.data();
-    if data.is_empty() {
-        return None;
-    }
-    let len = n.min(data.len() as u64) as usize;
-    let piece = Bytes::copy_from_slice(&data[..len]);
-    buf.consume(len);
-    Some((piece, n - len as u64))
-}
-
-impl Decoder {
-    /// The next piece of the body from `buf`: `Ok(None)` when more input
-    /// is needed (or at the end: see `Decoder::Done`).
-    fn decode(&mut self, buf: &mut ReadBuf) -> Result<Option<Bytes>, BodyError> {
-        loop {
-            let data = buf.data();
-            match *self {
-                Decoder::Done => return Ok(None),
-                Decoder::Length(n) => {
-                    let Some((piece, left)) = take(buf, n) else {
-                        return Ok(None);
-                    };
-                    *self = if left == 0 {
-                        Decoder::Done
-                    } else {
-                        Decoder::Length(left)
-                    };
-                    return Ok(Some(piece));
-                }
-                Decoder::Chunked(Chunk::Size) => match httparse::parse_chunk_size(data) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        buf.consume(used);
-                        *self = Decoder::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
-                    }
-                    Ok(httparse::Status::Partial) if data.len() < LINE_MAX => return Ok(None),
-                    _ => return Err(BodyError("client sent invalid chunked body")),
-                },
-                Decoder::Chunked(Chunk::Data(n)) => {
-                    let Some((piece, left)) = take(buf, n) else {
-                        return Ok(None);
-                    };
-                    *self = Decoder::Chunked(if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    });
-                    return Ok(Some(piece));
-                }
-                Decoder::Chunked(Chunk::DataEnd) => {
-                    // CRLF, or a bare LF as nginx takes it.
-                    if data.starts_with(b"\r\n") {
-                        buf.consume(2);
-                    } else if data.starts_with(b"\n") {
-                        buf.consume(1);
-                    } else if data.is_empty() || data == b"\r" {
-                        return Ok(None);
-                    } else {
-                        return Err(BodyError("client sent invalid chunked body"));
-                    }
-                    *self = Decoder::Chunked(Chunk::Size);
-                }
-                Decoder::Chunked(Chunk::Trailers) => {
-                    // Trailers are read and ignored, as nginx does.
-                    let mut slots = [httparse::EMPTY_HEADER; 32];
-                    match httparse::parse_headers(data, &mut slots) {
-                        Ok(httparse::Status::Complete((used, _))) => {
-                            buf.consume(used);
-                            *self = Decoder::Done;
-                        }
-                        Ok(httparse::Status::Partial) if data.len() < LINE_MAX => return Ok(None),
-                        _ => return Err(BodyError("client sent invalid chunked body")),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Bytes of data the decoder can take straight from the socket,
-    /// without framing in between.
-    fn raw_run(&self) -> u64 {
-        match *self {
-            Decoder::Length(n) | Decoder::Chunked(Chunk::Data(n)) => n,
-            _ => 0,
-        }
-    }
-
-    fn took_raw(&mut self, n: u64) {
-        match self {
-            Decoder::Length(left) => {
-                *left -= n;
-                if *left == 0 {
-                    *self = Decoder::Done;
-                }
-            }
-            Decoder::Chunked(Chunk::Data(left)) => {
-                *left -= n;
-                if *left == 0 {
-                    *self = Decoder::Chunked(Chunk::DataEnd);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// What one [`Pump::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -337,8 +205,8 @@ impl Pump {
     pub fn new(framing: Framing, expect_continue: bool) -> (ClientBody, Option<Pump>) {
         let (decoder, remaining) = match framing {
             Framing::None => return (ClientBody::empty(), None),
-            Framing::Length(n) => (Decoder::Length(n), Some(n)),
-            Framing::Chunked => (Decoder::Chunked(Chunk::Size), None),
+            Framing::Length(n) => (Decoder::length(n), Some(n)),
+            Framing::Chunked => (Decoder::chunked(), None),
         };
         let shared = Arc::new(Shared(Mutex::new(State::default())));
         let body = ClientBody {
@@ -361,13 +229,13 @@ impl Pump {
     }
 
     pub fn finished(&self) -> bool {
-        self.decoder == Decoder::Done
+        self.decoder.is_done()
     }
 
     /// Checks what is already buffered for a body nginx would refuse at
     /// once (a bad first chunk size), before the request goes anywhere.
     pub fn precheck(&self, buf: &ReadBuf) -> Result<(), BodyError> {
-        if self.decoder == Decoder::Chunked(Chunk::Size) {
+        if self.decoder == Decoder::chunked() {
             if let Err(httparse::InvalidChunkSize) = httparse::parse_chunk_size(buf.data()) {
                 return Err(BodyError("client sent invalid chunked body"));
             }
@@ -509,8 +377,8 @@ impl Pump {
                     return Step::Finished;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    self.fail(e);
+                Err(Invalid) => {
+                    self.fail(BodyError("client sent invalid chunked body"));
                     return Step::Invalid;
                 }
             }
@@ -557,39 +425,5 @@ impl Pump {
                 Ok((_, false)) => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_decoding_with_extensions_and_trailers() {
-        let mut d = Decoder::Chunked(Chunk::Size);
-        let mut buf = ReadBuf::new();
-        let mut out = Vec::new();
-        for piece in [
-            &b"3;x=y\r\nab"[..],
-            b"c\r\n",
-            b"2\r\nde\r\n0\r\nT: 1\r\n",
-            b"\r\n",
-        ] {
-            buf.push(piece);
-            while let Some(p) = d.decode(&mut buf).expect("valid") {
-                out.extend_from_slice(&p);
-            }
-        }
-        assert_eq!(out, b"abcde");
-        assert_eq!(d, Decoder::Done);
-        let mut bad = Decoder::Chunked(Chunk::Size);
-        let mut buf = ReadBuf::new();
-        buf.push(b"zz\r\n");
-        assert!(bad.decode(&mut buf).is_err());
-        let mut bad = Decoder::Chunked(Chunk::Size);
-        let mut buf = ReadBuf::new();
-        buf.push(b"1\r\nabc");
-        assert!(matches!(bad.decode(&mut buf), Ok(Some(_))));
-        assert!(bad.decode(&mut buf).is_err());
     }
 }

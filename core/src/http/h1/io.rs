@@ -1,10 +1,16 @@
 //! Reading into and writing from pooled buffers on a `&TcpStream`, with
 //! readiness waits. Every read and write is a `try_` call after a
 //! readiness wait, so a future dropped while waiting loses nothing.
+//!
+//! The read buffer also fills from any `AsyncRead` ([`ReadBuf::poll_fill`]),
+//! for the upstream client.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -40,10 +46,9 @@ impl ReadBuf {
         }
     }
 
-    /// Reads what the socket has, keeping at most `max` unconsumed bytes:
-    /// `Ok(0)` at end of stream, `WouldBlock` when nothing is there, and
+    /// Makes room to read into, keeping at most `max` unconsumed bytes:
     /// an `OutOfMemory` error when `max` bytes are already waiting.
-    pub fn try_fill(&mut self, io: &TcpStream, max: usize) -> io::Result<usize> {
+    fn room(&mut self, max: usize) -> io::Result<()> {
         let spare = self.buf.capacity() - self.buf.len();
         if self.pos > 0 && spare < 1024 {
             self.buf.drain(..self.pos);
@@ -56,7 +61,47 @@ impl ReadBuf {
             let grow = (self.buf.capacity() * 2).min(max) - self.buf.len();
             self.buf.reserve_exact(grow);
         }
+        Ok(())
+    }
+
+    /// Reads what the socket has, keeping at most `max` unconsumed bytes:
+    /// `Ok(0)` at end of stream, `WouldBlock` when nothing is there, and
+    /// an `OutOfMemory` error when `max` bytes are already waiting.
+    pub fn try_fill(&mut self, io: &TcpStream, max: usize) -> io::Result<usize> {
+        self.room(max)?;
         io.try_read_buf(&mut *self.buf)
+    }
+
+    /// [`ReadBuf::try_fill`] from any reader, as a poll: `Ok(0)` at end of
+    /// stream.
+    pub fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.room(max)?;
+        let mut spare = tokio::io::ReadBuf::uninit(self.buf.spare_capacity_mut());
+        match Pin::new(io).poll_read(cx, &mut spare) {
+            Poll::Ready(Ok(())) => {
+                let n = spare.filled().len();
+                let len = self.buf.len() + n;
+                // SAFETY: `poll_read` initialized the first `n` bytes of
+                // the spare capacity (`filled`), which follow `len`.
+                unsafe { self.buf.set_len(len) };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Everything unconsumed, as a piece of its own; the buffer is empty
+    /// after.
+    pub fn take_all(&mut self) -> bytes::Bytes {
+        let piece = bytes::Bytes::copy_from_slice(self.data());
+        self.consume(piece.len());
+        piece
     }
 
     /// [`ReadBuf::try_fill`], waiting for the socket until `deadline`

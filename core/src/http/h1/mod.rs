@@ -10,16 +10,19 @@
 //! response) is done and nothing pipelined is left. The per-request work
 //! runs in a boxed future, so the idle task stays small too.
 //!
-//! - `pool`: the per-worker buffer pool
-//! - `io`: reads and writes on a shared `&TcpStream`
+//! - `pool`: the per-worker buffer pool (the upstream client's too)
+//! - `io`: reads and writes on a shared `&TcpStream`, and the read buffer
 //! - `parse`: the head (httparse) into `http` types, body framing rules
+//! - `decode`: Content-Length and chunked bodies from a read buffer
+//!   (request bodies here, response bodies in the upstream client)
 //! - `body`: the request body the handler streams upstream
 //! - `write`: response encoding
 
 pub mod body;
-mod io;
+pub(crate) mod decode;
+pub(crate) mod io;
 pub mod parse;
-mod pool;
+pub(crate) mod pool;
 mod write;
 
 use std::future::Future;
@@ -65,11 +68,6 @@ pub trait Service: Sync {
     /// connections).
     fn reuse(&self) -> bool;
 }
-
-/// A response's `send_timeout` (its location's), as a response
-/// extension; without it the server's applies.
-#[derive(Clone, Copy)]
-pub struct SendTimeout(pub Duration);
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
@@ -294,9 +292,9 @@ async fn busy<S: Service>(
             keep_alive: keep_alive && !svc.quitting(),
             interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
             send: resp
-                .extensions()
-                .get::<SendTimeout>()
-                .map_or_else(|| settings.send_timeout(), |t| t.0),
+                .body()
+                .send_timeout()
+                .unwrap_or_else(|| settings.send_timeout()),
         };
         if ask.interim {
             if let Some(p) = &mut pump {

@@ -179,20 +179,35 @@ fn build(
         Version::HTTP_11
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // The headers the framing and persistence rules read are noted on the
+    // way into the map: no lookups after.
+    let mut seen = Seen::default();
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Bad)?;
+        if name == CONTENT_LENGTH {
+            seen.lengths = seen.lengths.saturating_add(1);
+            seen.length.get_or_insert(h.value);
+        } else if name == TRANSFER_ENCODING {
+            seen.codings = seen.codings.saturating_add(1);
+            seen.coding.get_or_insert(h.value);
+        } else if name == EXPECT {
+            seen.expect.get_or_insert(h.value);
+        } else if name == CONNECTION {
+            seen.close |= lists(h.value, b"close");
+            seen.keep_alive |= lists(h.value, b"keep-alive");
+        }
         let value = HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| Refusal::Bad)?;
         headers.append(name, value);
     }
-    let framing = framing(&headers, parts.version)?;
+    let framing = framing(&seen, parts.version)?;
     let expect_continue = parts.version == Version::HTTP_11
-        && headers
-            .get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        && seen
+            .expect
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let keep_alive = if parts.version == Version::HTTP_11 {
-        !has_token(&headers, b"close")
+        !seen.close
     } else {
-        has_token(&headers, b"keep-alive")
+        seen.keep_alive
     };
     parts.headers = headers;
     Ok(Head {
@@ -204,45 +219,57 @@ fn build(
     })
 }
 
-/// Whether a Connection header lists `token`.
-fn has_token(headers: &HeaderMap, token: &[u8]) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&c| c == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
+/// What the framing and persistence rules need from a head's headers.
+#[derive(Default)]
+struct Seen<'a> {
+    /// Content-Length lines, and the first one's value.
+    lengths: u8,
+    length: Option<&'a [u8]>,
+    /// Transfer-Encoding lines, and the first one's value.
+    codings: u8,
+    coding: Option<&'a [u8]>,
+    /// The first Expect line's value.
+    expect: Option<&'a [u8]>,
+    /// A Connection line lists `close`, `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+}
+
+/// Whether a comma-separated header value lists `token`.
+fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&c| c == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The body's framing, as nginx 1.22 decides it
 /// (`ngx_http_process_request_header`): Transfer-Encoding only from
 /// HTTP/1.1, never with Content-Length, only `chunked`; one
 /// Content-Length of digits.
-fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let length = match (lengths.next(), lengths.next()) {
-        (None, _) => None,
-        (Some(v), None) => Some(content_length(v.as_bytes()).ok_or(Refusal::Bad)?),
-        (Some(_), Some(_)) => return Err(Refusal::Bad),
+fn framing(seen: &Seen<'_>, version: Version) -> Result<Framing, Refusal> {
+    let length = match (seen.lengths, seen.length) {
+        (1, Some(v)) => Some(content_length(v).ok_or(Refusal::Bad)?),
+        (0, _) => None,
+        _ => return Err(Refusal::Bad),
     };
-    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter();
-    match (encodings.next(), encodings.next()) {
-        (None, _) => Ok(length.map_or(Framing::None, |n| {
+    match (seen.codings, seen.coding) {
+        (0, _) => Ok(length.map_or(Framing::None, |n| {
             if n == 0 {
                 Framing::None
             } else {
                 Framing::Length(n)
             }
         })),
-        (Some(_), Some(_)) => Err(Refusal::Bad),
-        (Some(te), None) => {
+        (1, Some(te)) => {
             if version < Version::HTTP_11 || length.is_some() {
                 Err(Refusal::Bad)
-            } else if te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            } else if te.eq_ignore_ascii_case(b"chunked") {
                 Ok(Framing::Chunked)
             } else {
                 Err(Refusal::NotImplemented)
             }
         }
+        _ => Err(Refusal::Bad),
     }
 }
 

@@ -55,11 +55,46 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut buf = Buf::take();
+    if ask.interim {
+        buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    // One pass writes the headers and reads the ones that decide the
+    // framing (no lookups in the map): the first Content-Length, a
+    // Connection asking to close, a Date.
+    let mut declared = None;
+    let mut length_seen = false;
+    let mut close_asked = false;
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            if !length_seen {
+                length_seen = true;
+                declared = std::str::from_utf8(value.as_bytes())
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            }
+        } else if name == CONNECTION {
+            close_asked |= value
+                .as_bytes()
+                .split(|&c| c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == DATE {
+            dated = true;
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
     let exact = body.size_hint().exact();
     let out = if bodiless {
         Out::None
@@ -72,32 +107,8 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
     } else {
         Out::Close
     };
-    let close_asked = parts.headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&c| c == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    });
     let mut keep = ask.keep_alive && !close_asked && out != Out::Close;
-
-    let mut buf = Buf::take();
-    if ask.interim {
-        buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-    buf.extend_from_slice(b"HTTP/1.1 ");
-    buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
-    buf.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == TRANSFER_ENCODING {
-            continue;
-        }
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(DATE) {
+    if !dated {
         buf.extend_from_slice(b"date: ");
         date(&mut buf);
         buf.extend_from_slice(b"\r\n");
@@ -156,7 +167,14 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         };
         let data = match frame {
             None => break,
-            Some(Err(_)) => return false,
+            Some(Err(_)) => {
+                // The body broke (an upstream cut it short): what came
+                // goes out, then the close tells the client it is not
+                // complete (no last chunk, or fewer bytes than announced).
+                drop(body);
+                let _ = io::write_all(io, &buf, ask.send).await;
+                return false;
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
                 Err(_) => continue, // trailers: not passed on

@@ -1,0 +1,211 @@
+//! The response body, read by the client's response writer straight from
+//! the upstream connection it owns: decoded (Content-Length, chunked, or
+//! until the close) from the buffer the head was read into, then from the
+//! socket. Once it ended cleanly on a connection the upstream keeps, the
+//! connection is ready to go back to the idle pool; a body cut short
+//! fails, so the client's response ends without looking complete.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncRead;
+
+use crate::http::h1::body::BodyError;
+use crate::http::h1::decode::{Decoder, Invalid};
+use crate::http::h1::io::ReadBuf;
+use crate::http::h1::pool::SIZE;
+use crate::http::upstream_h1::conn::Conn;
+use crate::http::upstream_h1::stream::Timeout;
+
+/// Reads below this go through the read buffer; above, straight into a
+/// piece of their own (no copy for large bodies).
+const DIRECT_MIN: u64 = 16 * 1024;
+const DIRECT_MAX: u64 = 64 * 1024;
+
+pub(super) enum Decode {
+    Framed(Decoder),
+    /// Until the upstream closes.
+    UntilClose,
+}
+
+pub struct UpstreamBody {
+    /// The connection: while the body is read, then, if the body ended
+    /// cleanly and the connection can carry another request, until it is
+    /// taken back to the pool.
+    conn: Option<Conn>,
+    /// The buffer the head was read into, while the body is read.
+    buf: Option<ReadBuf>,
+    decode: Decode,
+    /// The connection may carry another request after this body.
+    reusable: bool,
+}
+
+fn failed(what: &'static str) -> Poll<Option<Result<Bytes, BodyError>>> {
+    Poll::Ready(Some(Err(BodyError(what))))
+}
+
+fn io_failure(e: &std::io::Error) -> &'static str {
+    match Timeout::of(e) {
+        Some(_) => "upstream timed out",
+        None => "upstream connection failed",
+    }
+}
+
+impl UpstreamBody {
+    pub(super) fn new(conn: Conn, buf: ReadBuf, decode: Decode, reusable: bool) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            conn: Some(conn),
+            buf: Some(buf),
+            decode,
+            reusable,
+        };
+        if matches!(&body.decode, Decode::Framed(Decoder::Done)) {
+            body.end();
+        }
+        body
+    }
+
+    /// A body that is over before it starts (after an upgrade).
+    pub(super) fn empty() -> UpstreamBody {
+        UpstreamBody {
+            conn: None,
+            buf: None,
+            decode: Decode::Framed(Decoder::Done),
+            reusable: false,
+        }
+    }
+
+    /// The connection, once the body ended cleanly and the connection can
+    /// carry another request (taken once).
+    pub fn take_idle(&mut self) -> Option<Conn> {
+        if self.buf.is_some() {
+            return None;
+        }
+        self.conn.take()
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.buf.is_none()
+    }
+
+    /// Bytes still to come, when known.
+    pub fn exact_len(&self) -> Option<u64> {
+        match (&self.buf, &self.decode) {
+            (None, _) => Some(0),
+            (Some(_), Decode::Framed(Decoder::Length(n))) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The body is over: the buffer goes back to the worker's pool, and
+    /// the connection stays for [`UpstreamBody::take_idle`] if it can
+    /// carry another request and nothing unexpected is left on it.
+    fn end(&mut self) {
+        let clean = self.buf.take().is_some_and(|buf| buf.is_empty());
+        match self.conn.as_mut() {
+            Some(conn) if clean && self.reusable => conn.idle(),
+            _ => self.conn = None,
+        }
+    }
+
+    /// The body failed: the connection closes.
+    fn fail(&mut self) {
+        self.buf = None;
+        self.conn = None;
+    }
+
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            let (Some(conn), Some(buf)) = (self.conn.as_mut(), self.buf.as_mut()) else {
+                return Poll::Ready(None);
+            };
+            let run = match &mut self.decode {
+                Decode::Framed(d) => match d.decode(buf) {
+                    Ok(Some(piece)) => {
+                        if d.is_done() {
+                            self.end();
+                        }
+                        return Poll::Ready(Some(Ok(piece)));
+                    }
+                    Ok(None) if d.is_done() => {
+                        self.end();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => d.raw_run(),
+                    Err(Invalid) => {
+                        self.fail();
+                        return failed("upstream sent invalid chunked response");
+                    }
+                },
+                Decode::UntilClose => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Some(Ok(buf.take_all())));
+                    }
+                    0
+                }
+            };
+            if buf.is_empty() && run >= DIRECT_MIN {
+                let mut direct = BytesMut::with_capacity(run.min(DIRECT_MAX) as usize);
+                return match poll_read_into(cx, &mut conn.io, &mut direct) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        self.fail();
+                        failed("upstream prematurely closed connection")
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if let Decode::Framed(d) = &mut self.decode {
+                            d.took_raw(n as u64);
+                            if d.is_done() {
+                                self.end();
+                            }
+                        }
+                        Poll::Ready(Some(Ok(direct.freeze())))
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.fail();
+                        failed(io_failure(&e))
+                    }
+                };
+            }
+            match buf.poll_fill(cx, &mut conn.io, SIZE) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(self.decode, Decode::UntilClose) {
+                        // The close is the end of this body, and of the
+                        // connection.
+                        self.fail();
+                        return Poll::Ready(None);
+                    }
+                    self.fail();
+                    return failed("upstream prematurely closed connection");
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.fail();
+                    return failed(io_failure(&e));
+                }
+            }
+        }
+    }
+}
+
+/// Reads into the spare capacity of `into`.
+fn poll_read_into<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    io: &mut R,
+    into: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut spare = tokio::io::ReadBuf::uninit(into.spare_capacity_mut());
+    match Pin::new(io).poll_read(cx, &mut spare) {
+        Poll::Ready(Ok(())) => {
+            let n = spare.filled().len();
+            // SAFETY: `poll_read` initialized the first `n` bytes of the
+            // spare capacity, which follow `len`.
+            unsafe { into.set_len(into.len() + n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}

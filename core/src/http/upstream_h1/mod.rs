@@ -1,0 +1,227 @@
+//! The upstream side of HTTP/1.x: our own client on `httparse`, as
+//! `h1` is for the client side.
+//!
+//! Why not hyper's client: it runs a task per connection, so every
+//! request crossed two channels and woke two tasks, and parsed the
+//! response into a map only to have the proxy strip it. Here the
+//! request's own future writes the request and reads the response head on
+//! the socket it took from the pool; the response body then reads from
+//! that socket as the client's writer asks for it, and puts the
+//! connection back in the worker's idle pool when it ended cleanly.
+//! Buffers come from the worker's pool (`h1::pool`) and are held only
+//! while a request is in flight.
+//!
+//! - `stream`: the transport ([`Stream`]) and the send/read timeouts
+//! - `conn`: a connection and its keep-alive state
+//! - `request`: the request head, written once, and the request body
+//! - `send`: writing a request (head, then the body framed)
+//! - `head`: the response head (httparse), its framing and persistence
+//! - `body`: the response body
+
+mod body;
+mod conn;
+pub mod head;
+mod request;
+mod send;
+mod stream;
+
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::response::Parts;
+
+use crate::http::h1::decode::Decoder;
+use crate::http::h1::io::ReadBuf;
+pub use body::UpstreamBody;
+pub use conn::{Conn, ConnectError};
+use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
+pub use request::{Ask, Framing, HeadWriter, ReqBody, RequestHead};
+use send::{SendError, Sender};
+pub use stream::{Stream, Timeout};
+
+/// An upstream's response: its head, and its body to read.
+pub struct Response {
+    pub parts: Parts,
+    pub body: UpstreamBody,
+    /// After `101 Switching Protocols` (or a successful CONNECT): the
+    /// connection, for a tunnel. The body is empty then.
+    pub upgraded: Option<Box<Upgraded>>,
+}
+
+/// A connection switched to another protocol: the transport, and what the
+/// upstream already sent past the response head.
+pub struct Upgraded {
+    pub stream: Stream,
+    pub leftover: Bytes,
+}
+
+/// What went wrong before a response head came.
+#[derive(Debug)]
+pub enum ErrorKind {
+    /// The upstream closed before a whole response head.
+    Closed,
+    Io(io::Error),
+    Timeout(Timeout),
+    /// A response head nobody can read, or one past [`HEAD_MAX`].
+    Invalid,
+    /// The client's body failed while being sent.
+    Body,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: ErrorKind,
+    /// Some of the request was written: without it the request never
+    /// left, and its body is intact for another try.
+    pub sent: bool,
+}
+
+fn kind_of(e: io::Error) -> ErrorKind {
+    if let Some(t) = Timeout::of(&e) {
+        ErrorKind::Timeout(t)
+    } else if e.kind() == io::ErrorKind::OutOfMemory {
+        ErrorKind::Invalid
+    } else {
+        ErrorKind::Io(e)
+    }
+}
+
+/// Sends `head` and `body` on `conn` and reads the response head.
+///
+/// While the request is still going out (a body arriving slowly, an
+/// upstream slow to take it), the socket is watched for an answer: a
+/// final response then ends the sending, and the connection is not kept.
+pub async fn exchange(
+    mut conn: Conn,
+    head: &RequestHead,
+    body: &mut ReqBody,
+) -> Result<Response, Error> {
+    let mut sender = Sender::new(head);
+    let mut buf = ReadBuf::new();
+    let mut sending = true;
+    // Both phases in one poll function: the future holds one state, not
+    // one per phase (it lives inside every proxied request's future).
+    let parsed = poll_fn(|cx| {
+        if sending {
+            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, head.method) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(kind)) => return Poll::Ready(Err(kind)),
+                Poll::Ready(Ok(early)) => {
+                    sending = false;
+                    // The response is awaited (or, after an early head,
+                    // its body) within the read timeout from here.
+                    conn.io.request_sent();
+                    if let Some(h) = early {
+                        return Poll::Ready(Ok(h));
+                    }
+                }
+            }
+        }
+        read_head(cx, &mut conn, &mut buf, head.method)
+    })
+    .await;
+    let sent = sender.written != 0;
+    match parsed {
+        Ok(h) => {
+            let reusable = head.keep_alive && sender.done();
+            Ok(response(conn, buf, h, reusable))
+        }
+        Err(kind) => {
+            sender.give_back(body);
+            Err(Error { kind, sent })
+        }
+    }
+}
+
+/// Writes the request; meanwhile, reads what the upstream sends, for an
+/// early answer.
+fn send_phase(
+    cx: &mut Context<'_>,
+    conn: &mut Conn,
+    sender: &mut Sender<'_>,
+    body: &mut ReqBody,
+    buf: &mut ReadBuf,
+    ask: Ask,
+) -> Poll<Result<Option<Head>, ErrorKind>> {
+    loop {
+        match sender.poll(cx, &mut conn.io, body) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
+            Poll::Ready(Err(SendError::Io(e))) => return Poll::Ready(Err(kind_of(e))),
+            Poll::Ready(Err(SendError::Body)) => return Poll::Ready(Err(ErrorKind::Body)),
+            Poll::Pending => {}
+        }
+        match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::Closed)),
+            Poll::Ready(Ok(_)) => match parse(buf, ask) {
+                Ok(Some(h)) => return Poll::Ready(Ok(Some(h))),
+                Ok(None) => {}
+                Err(kind) => return Poll::Ready(Err(kind)),
+            },
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(kind_of(e))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Reads until a final response head.
+fn read_head(
+    cx: &mut Context<'_>,
+    conn: &mut Conn,
+    buf: &mut ReadBuf,
+    ask: Ask,
+) -> Poll<Result<Head, ErrorKind>> {
+    loop {
+        if let Some(h) = parse(buf, ask)? {
+            return Poll::Ready(Ok(h));
+        }
+        match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::Closed)),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(kind_of(e))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// The final head in `buf`, if it is there, interim ones skipped (and
+/// consumed with it).
+fn parse(buf: &mut ReadBuf, ask: Ask) -> Result<Option<Head>, ErrorKind> {
+    while !buf.is_empty() {
+        match head::parse(buf.data(), ask).map_err(|_| ErrorKind::Invalid)? {
+            Parsed::Partial => return Ok(None),
+            Parsed::Interim(len) => buf.consume(len),
+            Parsed::Final(h) => {
+                buf.consume(h.len);
+                return Ok(Some(h));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Response {
+    if head.upgrade {
+        let leftover = buf.take_all();
+        return Response {
+            parts: head.parts,
+            body: UpstreamBody::empty(),
+            upgraded: Some(Box::new(Upgraded {
+                stream: conn.io.into_inner(),
+                leftover,
+            })),
+        };
+    }
+    let decode = match head.framing {
+        BodyFraming::None => body::Decode::Framed(Decoder::Done),
+        BodyFraming::Length(n) => body::Decode::Framed(Decoder::length(n)),
+        BodyFraming::Chunked => body::Decode::Framed(Decoder::chunked()),
+        BodyFraming::Close => body::Decode::UntilClose,
+    };
+    Response {
+        parts: head.parts,
+        body: UpstreamBody::new(conn, buf, decode, reusable && head.keep_alive),
+        upgraded: None,
+    }
+}

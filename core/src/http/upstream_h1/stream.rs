@@ -1,0 +1,308 @@
+//! The upstream socket: [`Stream`], the transport (plain TCP now; TLS
+//! goes in as another variant), and [`TimedIo`], which applies nginx's
+//! `proxy_send_timeout` and `proxy_read_timeout` to it. Each bounds the
+//! wait between two successive operations, not the whole transfer, so a
+//! large body that keeps moving never times out.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// An upstream connection's transport. An enum rather than a type
+/// parameter so that the per-worker idle pool and the response body hold
+/// one concrete type; a `Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>)`
+/// variant fits beside `Plain`, delegating the same way.
+pub enum Stream {
+    Plain(TcpStream),
+}
+
+impl Stream {
+    /// Whether an idle connection can no longer carry a request: the
+    /// upstream closed it, reset it, or sent something nobody asked for.
+    /// Costs no system call while nothing happened on the socket (tokio
+    /// answers from the readiness it keeps).
+    pub fn unusable(&self) -> bool {
+        match self {
+            Stream::Plain(s) => !matches!(
+                s.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Which wait ran out, carried inside the `io::Error` (kind `TimedOut`)
+/// that [`TimedIo`] returns, so the proxy can say what it was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// `proxy_send_timeout`: the upstream took nothing for that long.
+    Send,
+    /// `proxy_read_timeout`: the upstream sent nothing for that long.
+    Read,
+}
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Timeout::Send => "upstream send timed out",
+            Timeout::Read => "upstream read timed out",
+        })
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+impl Timeout {
+    /// The timeout an I/O error from [`TimedIo`] stands for, if any.
+    pub fn of(e: &io::Error) -> Option<Timeout> {
+        if e.kind() != io::ErrorKind::TimedOut {
+            return None;
+        }
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Timeout>())
+            .copied()
+    }
+}
+
+fn timed_out(which: Timeout) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, which)
+}
+
+/// One timer of [`TimedIo`]: armed when an operation first has to wait,
+/// disarmed when it makes progress.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl Deadline {
+    fn new() -> Deadline {
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    /// Called when the operation is pending: whether it has now waited
+    /// longer than `timeout`.
+    fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = timeout else {
+            self.armed = false;
+            return false;
+        };
+        if !self.armed {
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
+            self.armed = true;
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// An upstream socket whose reads and writes fail with [`Timeout`] after
+/// waiting longer than the current timeouts.
+///
+/// As nginx: the send timeout bounds every wait to write; the read
+/// timeout applies only once the whole request was written (nginx arms it
+/// when the request is sent), until the response ends. Reads before that
+/// (watching for an early answer while a body is still going out) and an
+/// idle pooled connection have none, so it may sit for `keepalive_timeout`.
+pub struct TimedIo<S> {
+    io: S,
+    /// The timeouts in milliseconds (small: a connection sits in every
+    /// response body).
+    send_ms: u32,
+    read_ms: u32,
+    /// The request was written whole: reads are timed.
+    reading: bool,
+    read_timer: Deadline,
+    write_timer: Deadline,
+}
+
+impl<S> TimedIo<S> {
+    pub fn new(io: S) -> TimedIo<S> {
+        TimedIo {
+            io,
+            send_ms: 0,
+            read_ms: 0,
+            reading: false,
+            read_timer: Deadline::new(),
+            write_timer: Deadline::new(),
+        }
+    }
+
+    /// A request is about to be sent with these timeouts (locations
+    /// differ, so they are set per request).
+    pub fn sending(&mut self, send: Duration, read: Duration) {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        self.send_ms = ms(send);
+        self.read_ms = ms(read);
+        self.reading = false;
+    }
+
+    /// The request, body included, was written: from now on the upstream
+    /// must answer within the read timeout, counted from here.
+    pub fn request_sent(&mut self) {
+        self.reading = true;
+        self.read_timer.armed = false;
+    }
+
+    /// The exchange is over; the connection goes idle, untimed.
+    pub fn idle(&mut self) {
+        self.reading = false;
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The transport, without the timers (for a tunnel after `101`).
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        self.reading
+            .then(|| Duration::from_millis(u64::from(self.read_ms)))
+    }
+
+    fn timed_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.write_timer.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = Duration::from_millis(u64::from(self.send_ms));
+                if self.write_timer.expired(Some(timeout), cx) {
+                    self.write_timer.armed = false;
+                    Poll::Ready(Err(timed_out(Timeout::Send)))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.read_timer.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = this.read_timeout();
+                if this.read_timer.expired(timeout, cx) {
+                    this.read_timer.armed = false;
+                    Poll::Ready(Err(timed_out(Timeout::Read)))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.timed_write(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.timed_write(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

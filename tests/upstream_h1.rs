@@ -1,0 +1,401 @@
+//! The upstream client against a scripted backend, side by side with
+//! nginx where both behave the same: bodies framed each way a backend can
+//! frame them, which responses leave the connection for another request,
+//! an idle connection the backend closed, and the responses waypost
+//! refuses or skips on purpose (README, "Where waypost differs").
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use waypost_tests::{free_ports, read_head, wrap_http, Server};
+
+/// What the backend answers to `METHOD PATH`, and whether it closes after.
+fn script(method: &str, path: &str) -> (&'static [u8], bool) {
+    match (method, path) {
+        ("HEAD", "/keep") => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", false),
+        (_, "/keep") => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nkeep", false),
+        (_, "/close") => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose",
+            true,
+        ),
+        (_, "/nocontent") => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+        (_, "/http10") => (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n10", true),
+        (_, "/eof") => (b"HTTP/1.1 200 OK\r\n\r\nuntil the close", true),
+        (_, "/chunked") => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n",
+            false,
+        ),
+        (_, "/gzip") => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw bytes",
+            true,
+        ),
+        (_, "/both") => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        (_, "/interim") => (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        (_, "/conflict") => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            true,
+        ),
+        _ => (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+    }
+}
+
+/// A backend answering [`script`], counting the connections it accepted
+/// and closed. With `idle`, it closes a connection idle that long after a
+/// response (its own keepalive_timeout).
+struct Backend {
+    port: u16,
+    accepted: Arc<AtomicU32>,
+    closed: Arc<AtomicU32>,
+}
+
+impl Backend {
+    fn start(idle: Option<Duration>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let closed = Arc::new(AtomicU32::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                a.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    Backend::serve(stream, idle);
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Backend {
+            port,
+            accepted,
+            closed,
+        }
+    }
+
+    fn serve(mut stream: TcpStream, idle: Option<Duration>) {
+        let mut first = true;
+        loop {
+            if !first {
+                if let Some(idle) = idle {
+                    let _ = stream.set_read_timeout(Some(idle));
+                }
+            }
+            first = false;
+            let Some(head) = read_idle(&mut stream) else {
+                return;
+            };
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let mut words = text.split(' ');
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let (answer, close) = script(method, path);
+            if stream.write_all(answer).is_err() || close {
+                return;
+            }
+        }
+    }
+}
+
+/// A request head, or `None` when the connection closed or stayed idle
+/// past its read timeout.
+fn read_idle(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// A proxy on `port` to `backend` with keep-alive upstream connections.
+fn proxy_conf(port: u16, backend: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    upstream u {{ server 127.0.0.1:{backend}; keepalive 4; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       proxy_read_timeout 5s;\n\
+             \x20       location / {{\n\
+             \x20           proxy_pass http://u;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20       }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// A response as a client reads it: status, headers (lowercase names),
+/// the body (de-chunked) and whether it was complete.
+#[derive(Debug, PartialEq)]
+struct Got {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    complete: bool,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `METHOD PATH` on a new connection closed after the response.
+fn fetch(port: u16, method: &str, path: &str) -> Got {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut got = Got {
+        status,
+        headers,
+        body: String::new(),
+        complete: true,
+    };
+    if got
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        let mut rest = rest;
+        got.complete = false;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if size == 0 {
+                got.complete = after == "\r\n";
+                break;
+            }
+            got.body.push_str(after.get(..size).unwrap_or(after));
+            rest = after.get(size + 2..).unwrap_or("");
+        }
+    } else {
+        got.body = rest.to_owned();
+        if let Some(n) = got.header("content-length") {
+            got.complete = n.parse() == Ok(rest.len());
+        }
+    }
+    got
+}
+
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a program answers to each of `paths`, on one backend.
+fn answers(nginx: bool, paths: &[&str]) -> Vec<Got> {
+    let backend = Backend::start(None);
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let _server = Server::either(nginx, &proxy_conf(port, backend.port, nginx), &[port]);
+    paths.iter().map(|p| fetch(port, "GET", p)).collect()
+}
+
+#[test]
+fn bodies_reach_the_client_whole_however_the_backend_frames_them() {
+    let paths = ["/keep", "/eof", "/chunked", "/gzip", "/both"];
+    let ours = answers(false, &paths);
+    let theirs = answers(true, &paths);
+    for ((path, ours), theirs) in paths.iter().zip(&ours).zip(&theirs) {
+        assert_eq!(
+            (ours.status, ours.body.as_str(), ours.complete),
+            (theirs.status, theirs.body.as_str(), theirs.complete),
+            "{path}: waypost {ours:?}, nginx {theirs:?}"
+        );
+        assert!(ours.complete, "{path}: {ours:?}");
+    }
+    let both = &ours[4];
+    assert_eq!(both.body, "hello");
+    // Transfer-Encoding framed that body: its Content-Length says nothing
+    // about what the client gets.
+    assert_eq!(both.header("content-length"), None, "{both:?}");
+    assert_eq!(both.header("transfer-encoding"), Some("chunked"));
+}
+
+/// New backend connections for three requests of `METHOD PATH` in a row,
+/// after one `GET /keep` left a connection in the pool.
+fn connections_for(nginx: bool, requests: &[(&str, &str)]) -> Vec<u32> {
+    let backend = Backend::start(None);
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let _server = Server::either(nginx, &proxy_conf(port, backend.port, nginx), &[port]);
+    requests
+        .iter()
+        .map(|(method, path)| {
+            assert_eq!(fetch(port, "GET", "/keep").status, 200);
+            let before = backend.accepted.load(Ordering::SeqCst);
+            for _ in 0..3 {
+                let got = fetch(port, method, path);
+                assert!(got.status == 200 || got.status == 204, "{path}: {got:?}");
+            }
+            backend.accepted.load(Ordering::SeqCst) - before
+        })
+        .collect()
+}
+
+#[test]
+fn connections_are_kept_when_the_backend_keeps_them_as_nginx() {
+    let requests = [
+        ("GET", "/keep"),
+        ("HEAD", "/keep"),
+        ("GET", "/nocontent"),
+        ("GET", "/chunked"),
+        ("GET", "/close"),
+        ("GET", "/http10"),
+        ("GET", "/eof"),
+    ];
+    let ours = connections_for(false, &requests);
+    let theirs = connections_for(true, &requests);
+    assert_eq!(ours, theirs, "new connections per request kind");
+    // Kept: a body with a length or chunks, none at all (HEAD, 204).
+    // Closed: `Connection: close`, HTTP/1.0, a body ended by the close.
+    assert_eq!(ours, [0, 0, 0, 0, 2, 2, 2]);
+}
+
+#[test]
+fn an_idle_connection_the_backend_closed_is_not_used_as_nginx() {
+    for nginx in [false, true] {
+        let backend = Backend::start(Some(Duration::from_millis(100)));
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let server = Server::either(nginx, &proxy_conf(port, backend.port, nginx), &[port]);
+        assert_eq!(fetch(port, "GET", "/keep").body, "keep");
+        eventually("the backend closing its idle connection", || {
+            backend.closed.load(Ordering::SeqCst) == 1
+        });
+        let got = fetch(port, "GET", "/keep");
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (200, "keep"),
+            "nginx: {nginx}"
+        );
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 2, "nginx: {nginx}");
+        let errors = server.read("logs/error.log");
+        assert!(!errors.contains("[error]"), "nginx: {nginx}: {errors}");
+    }
+}
+
+#[test]
+fn interim_responses_are_skipped() {
+    // nginx 1.22 takes a 1xx for the response; waypost passes the final
+    // one (README, "Where waypost differs").
+    let got = &answers(false, &["/interim"])[0];
+    assert_eq!((got.status, got.body.as_str()), (200, "ok"), "{got:?}");
+    assert_eq!(got.header("link"), None);
+}
+
+#[test]
+fn conflicting_lengths_are_an_invalid_header() {
+    // nginx 1.22 takes the last length; waypost answers 502 (README,
+    // "Where waypost differs"): two readings of one response are two
+    // ways to split the connection.
+    let backend = Backend::start(None);
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let server = Server::waypost(&proxy_conf(port, backend.port, false), &[port]);
+    assert_eq!(fetch(port, "GET", "/conflict").status, 502);
+    let errors = server.read("logs/error.log");
+    assert!(
+        errors.contains("upstream sent invalid header while reading response header from upstream"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_response_before_the_whole_body_is_passed_on() {
+    // The backend answers once it has the head; the client holds back the
+    // rest of its body. The answer reaches the client, and the connection
+    // to the backend is not kept (the request was never sent whole).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            if read_head(&mut stream).is_some() {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
+            }
+            held.push(stream);
+        }
+    });
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let _server = Server::waypost(&proxy_conf(port, backend, false), &[port]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .expect("send");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.ends_with(b"early") {
+        match client.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nearly"), "{text}");
+    drop(client);
+    assert_eq!(fetch(port, "GET", "/").status, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the connection was kept"
+    );
+}
