@@ -142,6 +142,11 @@ pub const CORE: &[Spec] = &[
     d("proxy_connect_timeout", PROXY, 1, 1),
     d("proxy_send_timeout", PROXY, 1, 1),
     d("proxy_read_timeout", PROXY, 1, 1),
+    // `proxy_pass https://`
+    f("proxy_ssl_verify", PROXY),
+    d("proxy_ssl_trusted_certificate", PROXY, 1, 1),
+    f("proxy_ssl_server_name", PROXY),
+    d("proxy_ssl_name", PROXY, 1, 1),
     // realip
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),

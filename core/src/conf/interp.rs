@@ -131,6 +131,9 @@ fn interpret(env: &Env<'_>, read: impl FnOnce() -> syntax::Parsed) -> Result<Che
         }
     }
     let parsed = read();
+    if let Some(dir) = parsed.files.first().and_then(|(p, _)| p.parent()) {
+        interp.conf_dir = dir.to_path_buf();
+    }
     interp.main_block(&parsed.items)?;
     if let Some(e) = parsed.error {
         if e.loc.line == 0 {
@@ -174,6 +177,11 @@ struct Layer {
     connect_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    ssl_verify: Option<bool>,
+    /// `proxy_ssl_trusted_certificate`, from the configuration's directory.
+    ssl_trusted: Option<PathBuf>,
+    ssl_server_name: Option<bool>,
+    ssl_name: Option<String>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
     /// `client_max_body_size`; 0 disables the check.
@@ -225,6 +233,13 @@ impl Layer {
             connect_timeout: self.connect_timeout.or(parent.connect_timeout),
             send_timeout: self.send_timeout.or(parent.send_timeout),
             read_timeout: self.read_timeout.or(parent.read_timeout),
+            ssl_verify: self.ssl_verify.or(parent.ssl_verify),
+            ssl_trusted: self
+                .ssl_trusted
+                .clone()
+                .or_else(|| parent.ssl_trusted.clone()),
+            ssl_server_name: self.ssl_server_name.or(parent.ssl_server_name),
+            ssl_name: self.ssl_name.clone().or_else(|| parent.ssl_name.clone()),
             keepalive_timeout: self.keepalive_timeout.or(parent.keepalive_timeout),
             keepalive_requests: self.keepalive_requests.or(parent.keepalive_requests),
             max_body: self.max_body.or(parent.max_body),
@@ -282,6 +297,12 @@ impl Layer {
             connect_timeout: self.connect_timeout.unwrap_or(d.connect_timeout),
             send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
             read_timeout: self.read_timeout.unwrap_or(d.read_timeout),
+            ssl: ProxySsl {
+                verify: self.ssl_verify.unwrap_or(false),
+                trusted: None,
+                server_name: self.ssl_server_name.unwrap_or(false),
+                name: self.ssl_name.clone(),
+            },
         }
     }
 }
@@ -396,6 +417,11 @@ struct Interp<'a> {
     /// `access_log ... buffer=`: each buffered file's setting (and gzip
     /// level), which every other `access_log` of the file must repeat.
     log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
+    /// The main file's directory: nginx's configuration prefix, which
+    /// relative certificate paths start from.
+    conf_dir: PathBuf,
+    /// `proxy_ssl_trusted_certificate` files read, each once.
+    trusted: HashMap<PathBuf, Arc<rustls::RootCertStore>>,
 }
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
@@ -468,6 +494,8 @@ impl<'a> Interp<'a> {
             unknown_header_var: None,
             header_error: None,
             log_buffers: HashMap::new(),
+            conf_dir: env.prefix.to_path_buf(),
+            trusted: HashMap::new(),
         }
     }
 
@@ -504,6 +532,17 @@ impl<'a> Interp<'a> {
             }
         }
         self.modules.push(module);
+    }
+
+    /// A path relative to the configuration's directory, as nginx's
+    /// `ngx_conf_full_name(cycle, name, 1)`.
+    fn conf_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.conf_dir.join(p)
+        }
     }
 
     fn resolve_path(&self, p: &str) -> PathBuf {
@@ -787,6 +826,18 @@ impl<'a> Interp<'a> {
             "proxy_connect_timeout" => layer.connect_timeout = Some(time_arg(d, 0)?),
             "proxy_send_timeout" => layer.send_timeout = Some(time_arg(d, 0)?),
             "proxy_read_timeout" => layer.read_timeout = Some(time_arg(d, 0)?),
+            "proxy_ssl_verify" => layer.ssl_verify = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "proxy_ssl_server_name" => {
+                layer.ssl_server_name = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            // nginx reads the file only where a location verifies, when
+            // the levels are merged (`ngx_http_proxy_set_ssl`).
+            "proxy_ssl_trusted_certificate" => layer.ssl_trusted = Some(self.conf_path(&d.args[0])),
+            // A complex value, compiled as it is read.
+            "proxy_ssl_name" => {
+                self.check_vars(Template::compile(&d.args[0]).map(|_| ()), d)?;
+                layer.ssl_name = Some(d.args[0].clone());
+            }
             "keepalive_timeout" => {
                 layer.keepalive_timeout = Some(time_arg(d, 0)?);
                 // The optional "Keep-Alive: timeout=" value, in seconds.
@@ -1422,7 +1473,7 @@ impl<'a> Interp<'a> {
             }
             match item.name.as_str() {
                 "proxy_pass" => {
-                    let (authority, url) = proxy_pass_url(item)?;
+                    let (authority, url, tls) = proxy_pass_url(item)?;
                     let entry = self.pass_entry(&authority, &url, item)?;
                     if named && url.uri.is_some() {
                         return err(
@@ -1435,6 +1486,7 @@ impl<'a> Interp<'a> {
                         upstream: usize::MAX,
                         host: authority.clone(),
                         uri: url.uri.clone(),
+                        tls,
                     });
                     self.pending.push(PendingPass {
                         server,
@@ -1506,9 +1558,10 @@ impl<'a> Interp<'a> {
 
     /// End of the http block, in the order of nginx's `ngx_http_block`:
     /// bind every `proxy_pass` to its upstream, creating and resolving
-    /// implicit ones; a malformed `proxy_set_header` value (at `end`, the
-    /// block's `}`); merge the inherited settings; check each server's
-    /// locations for duplicates; last, the first unknown variable.
+    /// implicit ones; merge the inherited settings (reading the trusted
+    /// certificates of `https://` locations that verify); a malformed
+    /// `proxy_set_header` value (at `end`, the block's `}`); check each
+    /// server's locations for duplicates; last, the first unknown variable.
     fn http_end(&mut self, end: Loc) -> Result<(), ConfError> {
         self.init_upstreams()?;
         // ngx_http_core_merge_srv_conf, server by server.
@@ -1521,9 +1574,6 @@ impl<'a> Interp<'a> {
                 ));
             }
         }
-        if let Some(message) = self.header_error.take() {
-            return Err(ConfError::at(message, end));
-        }
         for pass in std::mem::take(&mut self.pending) {
             let index = match &self.entries[pass.entry] {
                 UpstreamEntry::Block { index, .. } => *index,
@@ -1535,7 +1585,12 @@ impl<'a> Interp<'a> {
                 p.upstream = index;
             }
         }
-        self.merge();
+        // nginx's proxy module merges each location's TLS settings
+        // before it compiles its headers.
+        self.merge()?;
+        if let Some(message) = self.header_error.take() {
+            return Err(ConfError::at(message, end));
+        }
         for server in 0..self.servers.len() {
             let top = self.servers[server].locations.clone();
             self.check_locations(&top)?;
@@ -1587,7 +1642,7 @@ impl<'a> Interp<'a> {
 
     /// nginx's merge: each server inherits from http, each location from
     /// its parent, whatever the order of the directives.
-    fn merge(&mut self) {
+    fn merge(&mut self) -> Result<(), ConfError> {
         let mut server_layers = Vec::with_capacity(self.servers.len());
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
@@ -1613,8 +1668,13 @@ impl<'a> Interp<'a> {
                 None => &server_layers[info.server],
             };
             let layer = info.own.merged(parent);
+            let mut proxy = layer.proxy();
+            let location = &self.http.servers[info.server].locations[info.index];
+            if matches!(&location.action, Action::Proxy(p) if p.tls) && proxy.ssl.verify {
+                proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
+            }
             let location = &mut self.http.servers[info.server].locations[info.index];
-            location.proxy = layer.proxy();
+            location.proxy = proxy;
             location.client = layer.client();
             location.realip = layer.realip();
             location.filters = layer.filters.clone();
@@ -1622,6 +1682,7 @@ impl<'a> Interp<'a> {
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
         }
+        Ok(())
     }
 
     /// The access logs a level writes: its own, or its parents', or
@@ -1684,6 +1745,25 @@ impl<'a> Interp<'a> {
 /// here): the smallest `large_client_header_buffers` size it takes.
 const CONNECTION_POOL_SIZE: u32 = 512;
 
+/// nginx's `ngx_http_proxy_set_ssl` for a location that verifies: the
+/// trusted certificates are required, and read now (each file once).
+fn trusted(
+    cache: &mut HashMap<PathBuf, Arc<rustls::RootCertStore>>,
+    path: Option<&Path>,
+) -> Result<Arc<rustls::RootCertStore>, ConfError> {
+    let Some(path) = path else {
+        return Err(ConfError::bare(
+            "no proxy_ssl_trusted_certificate for proxy_ssl_verify".to_owned(),
+        ));
+    };
+    if let Some(roots) = cache.get(path) {
+        return Ok(roots.clone());
+    }
+    let roots = crate::upstream::tls::load_trusted(path).map_err(ConfError::bare)?;
+    cache.insert(path.to_path_buf(), roots.clone());
+    Ok(roots)
+}
+
 /// `on`/`off` in any case, as nginx's flag slot compares.
 fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
@@ -1718,6 +1798,8 @@ fn is_single(name: &str) -> bool {
             | "proxy_connect_timeout"
             | "proxy_send_timeout"
             | "proxy_read_timeout"
+            | "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_name"
             | "real_ip_header"
     )
 }
@@ -2252,18 +2334,19 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// `proxy_pass http://authority[/uri]`, checked as nginx's
+/// `proxy_pass http[s]://authority[/uri]`, checked as nginx's
 /// `ngx_http_proxy_pass` (the host is resolved at the end of `http`).
-/// Returns the authority as written (`$proxy_host`) and the parsed URL.
-fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
+/// Returns the authority as written (`$proxy_host`), the parsed URL and
+/// whether it is `https://`.
+fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError> {
     let url = &d.args[0];
     if url.contains('$') {
         return err("variables in \"proxy_pass\" are not supported", d);
     }
-    let rest = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
-        rest
-    } else if strip_prefix_ignore_case(url, "https://").is_some() {
-        return err("https upstreams are not supported yet", d);
+    let (rest, tls) = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
+        (rest, false)
+    } else if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
+        (rest, true)
     } else {
         return err("invalid URL prefix", d);
     };
@@ -2273,13 +2356,13 @@ fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
             d,
         );
     }
-    let parsed = parse_url(rest, 80, true)
+    let parsed = parse_url(rest, if tls { 443 } else { 80 }, true)
         .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
     let authority = match rest.find(['/', '?']) {
         Some(i) => &rest[..i],
         None => rest,
     };
-    Ok((authority.to_owned(), parsed))
+    Ok((authority.to_owned(), parsed, tls))
 }
 
 #[cfg(test)]
@@ -2321,7 +2404,8 @@ mod tests {
             let e = proxy_pass_url(&d(url)).expect_err(url);
             assert_eq!(e.message, "invalid URL prefix");
         }
-        let (authority, _) = proxy_pass_url(&d("http://unix\u{e9}")).expect("a host");
+        let (authority, _, tls) = proxy_pass_url(&d("http://unix\u{e9}")).expect("a host");
+        assert!(!tls);
         assert_eq!(authority, "unix\u{e9}");
         // An upstream `server` that starts like `unix:`.
         let server = |arg: &str| Directive {

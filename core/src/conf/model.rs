@@ -194,6 +194,8 @@ pub struct ProxyPass {
     /// The URI part of `proxy_pass http://u/uri`, replacing the matched
     /// location prefix; `None` passes the request URI unchanged.
     pub uri: Option<String>,
+    /// `proxy_pass https://`: TLS to the upstream.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +252,21 @@ pub struct ProxyConf {
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub read_timeout: Duration,
+    pub ssl: ProxySsl,
+}
+
+/// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySsl {
+    /// `proxy_ssl_verify` (default off, as nginx).
+    pub verify: bool,
+    /// `proxy_ssl_trusted_certificate`, read while the configuration was
+    /// checked (only where it verifies, as nginx reads it).
+    pub trusted: Option<Arc<rustls::RootCertStore>>,
+    /// `proxy_ssl_server_name` (default off): send SNI.
+    pub server_name: bool,
+    /// `proxy_ssl_name`, as written; `None`: the upstream's host.
+    pub name: Option<String>,
 }
 
 impl Default for ProxyConf {
@@ -263,6 +280,7 @@ impl Default for ProxyConf {
             connect_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
+            ssl: ProxySsl::default(),
         }
     }
 }

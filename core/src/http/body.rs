@@ -81,10 +81,11 @@ impl Body for ReqBody {
     }
 }
 
-/// The body sent to a client: a fixed text, or an upstream's body passed
-/// through. When an upstream body ends cleanly its connection goes back to
-/// the pool; the access log line is written when the body is done or
-/// dropped, with the bytes actually sent.
+/// The body sent to a client: a fixed text, an upstream's body passed
+/// through, or none but a tunnel after a `101 Switching Protocols`. When
+/// an upstream body ends cleanly its connection goes back to the pool;
+/// the access log line is written when the body (or the tunnel) is done
+/// or dropped, with the bytes actually sent.
 pub struct RespBody {
     kind: Kind,
     sent: u64,
@@ -99,6 +100,9 @@ pub struct RespBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Incoming, Option<Release>),
+    /// The upstream switched protocols: the client connection runs the
+    /// tunnel once the 101 head is written (`crate::http::tunnel`).
+    Tunnel(Option<Box<crate::http::tunnel::Tunnel>>),
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -140,6 +144,36 @@ impl RespBody {
         }
     }
 
+    /// The answer to an upgrade: no body, the tunnel to run after the head.
+    pub fn tunnel(tunnel: crate::http::tunnel::Tunnel, hold: PeerHold) -> RespBody {
+        RespBody {
+            kind: Kind::Tunnel(Some(Box::new(tunnel))),
+            _hold: Some(hold),
+            sent: 0,
+            head: 0,
+            record: None,
+        }
+    }
+
+    /// Whether a tunnel waits behind this (empty) body.
+    pub fn has_tunnel(&self) -> bool {
+        matches!(self.kind, Kind::Tunnel(Some(_)))
+    }
+
+    /// The tunnel, taken to run; the body (peer hold, log record) stays
+    /// with the caller until the tunnel ends.
+    pub fn take_tunnel(&mut self) -> Option<Box<crate::http::tunnel::Tunnel>> {
+        match &mut self.kind {
+            Kind::Tunnel(t) => t.take(),
+            _ => None,
+        }
+    }
+
+    /// Bytes the tunnel passed to the client, for `$body_bytes_sent`.
+    pub fn tunnelled(&mut self, bytes: u64) {
+        self.sent += bytes;
+    }
+
     pub fn set_record(&mut self, record: Option<Box<Record>>) {
         self.record = record;
     }
@@ -161,6 +195,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Tunnel(_) => Poll::Ready(None),
             Kind::Upstream(body, release) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling a body once it reports its end, so the
@@ -191,6 +226,7 @@ impl Body for RespBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b, _) => b.is_end_stream(),
+            Kind::Tunnel(_) => true,
         }
     }
 
@@ -198,6 +234,7 @@ impl Body for RespBody {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b, _) => b.size_hint(),
+            Kind::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
-//! - `pool`: upstream connections and per-worker keepalive
+//! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
+//! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: streaming bodies
 //! - `response`: `return` and error pages
 //! - `access`: access log lines
@@ -19,3 +20,4 @@ pub mod proxy;
 pub mod realip;
 pub mod response;
 pub mod server;
+pub mod tunnel;

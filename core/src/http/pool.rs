@@ -1,6 +1,8 @@
-//! Upstream connections: connect, and keep idle ones per worker for
-//! `keepalive N`. Each worker has its own idle list, so taking a connection
-//! takes a lock no other thread uses.
+//! Upstream connections: connect (and TLS for `proxy_pass https://`), and
+//! keep idle ones per worker for `keepalive N`. Each worker has its own
+//! idle list, so taking a connection takes a lock no other thread uses.
+//! An idle connection is reused only by a request that would have made
+//! the same one: same peer, plain or TLS with the same settings and name.
 //!
 //! Every connection's socket is wrapped in [`TimedIo`], which applies
 //! nginx's `proxy_send_timeout` and `proxy_read_timeout`: each bounds the
@@ -23,16 +25,38 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::http::body::ReqBody;
+use crate::upstream::tls::{self, TlsClient};
 use crate::upstream::Upstream;
 
 pub type Sender = SendRequest<ReqBody>;
 
 struct Idle {
     peer: u32,
+    tls: Option<TlsKey>,
     sender: Sender,
     timers: Arc<IoTimers>,
     since: Instant,
     requests: u64,
+}
+
+/// What a TLS connection was made with: the client configuration and the
+/// name sent and verified.
+pub struct TlsKey {
+    id: u32,
+    name: Box<str>,
+}
+
+/// How a request wants its connection: TLS with `client`, to `name`.
+#[derive(Clone, Copy)]
+pub struct TlsTarget<'a> {
+    pub client: &'a TlsClient,
+    pub name: &'a str,
+}
+
+impl TlsTarget<'_> {
+    fn matches(&self, key: Option<&TlsKey>) -> bool {
+        key.is_some_and(|k| k.id == self.client.id && *k.name == *self.name)
+    }
 }
 
 #[repr(align(64))]
@@ -55,11 +79,16 @@ pub struct Conn {
     pub timers: Arc<IoTimers>,
     pub requests: u64,
     pub reused: bool,
+    tls: Option<TlsKey>,
 }
 
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
+    /// The TLS handshake took longer than `proxy_connect_timeout`.
+    TlsTimeout,
+    /// The TLS handshake failed (certificate refused included).
+    Tls(std::io::Error),
     Handshake(hyper::Error),
 }
 
@@ -92,21 +121,35 @@ impl UpstreamPool {
             .sum()
     }
 
-    /// The most recently used idle connection to `peer` that is still open.
-    fn take(&self, peer: u32, timeout: Duration) -> Option<(Sender, Arc<IoTimers>, u64)> {
+    /// The most recently used idle connection to `peer` that is still open
+    /// and was made as `tls` asks.
+    fn take(&self, peer: u32, tls: Option<TlsTarget<'_>>, timeout: Duration) -> Option<Idle> {
         if self.capacity == 0 {
             return None;
         }
         let (mut idle, len) = self.idle();
         let now = Instant::now();
         idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
-        let found = idle.iter().rposition(|c| c.peer == peer);
+        let found = idle.iter().rposition(|c| {
+            c.peer == peer
+                && match &tls {
+                    None => c.tls.is_none(),
+                    Some(t) => t.matches(c.tls.as_ref()),
+                }
+        });
         let c = found.map(|pos| idle.swap_remove(pos));
         len.store(idle.len(), Ordering::Relaxed);
-        c.map(|c| (c.sender, c.timers, c.requests))
+        c
     }
 
-    fn put(&self, peer: u32, sender: Sender, timers: Arc<IoTimers>, requests: u64) {
+    fn put(
+        &self,
+        peer: u32,
+        tls: Option<TlsKey>,
+        sender: Sender,
+        timers: Arc<IoTimers>,
+        requests: u64,
+    ) {
         let (mut idle, len) = self.idle();
         if idle.len() >= self.capacity {
             // nginx drops the least recently used cached connection.
@@ -114,6 +157,7 @@ impl UpstreamPool {
         }
         idle.push(Idle {
             peer,
+            tls,
             sender,
             timers,
             since: Instant::now(),
@@ -131,33 +175,47 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-/// A reused idle connection to peer `i`, or a new one, with its timers set
-/// for a request about to be sent.
-pub async fn checkout(up: &Upstream, i: usize, timeouts: Timeouts) -> Result<Conn, ConnectError> {
-    while let Some((mut sender, timers, requests)) = up.pool.take(i as u32, up.keepalive_timeout) {
+/// A reused idle connection to peer `i`, or a new one (with TLS when
+/// `tls` says), with its timers set for a request about to be sent.
+pub async fn checkout(
+    up: &Upstream,
+    i: usize,
+    timeouts: Timeouts,
+    tls: Option<TlsTarget<'_>>,
+) -> Result<Conn, ConnectError> {
+    while let Some(idle) = up.pool.take(i as u32, tls, up.keepalive_timeout) {
+        let mut sender = idle.sender;
         if sender.ready().await.is_ok() {
-            timers.sending(timeouts);
+            idle.timers.sending(timeouts);
             return Ok(Conn {
                 sender,
-                timers,
-                requests,
+                timers: idle.timers,
+                requests: idle.requests,
                 reused: true,
+                tls: idle.tls,
             });
         }
     }
-    let (sender, timers) = connect(up.addrs[i], timeouts.connect).await?;
+    let (sender, timers) = connect(up.addrs[i], timeouts.connect, tls).await?;
     timers.sending(timeouts);
     Ok(Conn {
         sender,
         timers,
         requests: 0,
         reused: false,
+        tls: tls.map(|t| TlsKey {
+            id: t.client.id,
+            name: t.name.into(),
+        }),
     })
 }
 
+/// Connects to `addr`, then, for TLS, shakes hands within `timeout` again
+/// (nginx arms `proxy_connect_timeout` anew for the handshake).
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
+    tls: Option<TlsTarget<'_>>,
 ) -> Result<(Sender, Arc<IoTimers>), ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -167,15 +225,93 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     let timers = Arc::new(IoTimers::default());
     let io = TimedIo::new(stream, timers.clone());
+    let transport = match tls {
+        None => Transport::Plain(io),
+        Some(t) => {
+            let name = tls::server_name(t.name, addr.ip());
+            match tokio::time::timeout(timeout, t.client.connector.connect(name, io)).await {
+                Err(_) => return Err(ConnectError::TlsTimeout),
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Ok(Ok(s)) => Transport::Tls(Box::new(s)),
+            }
+        }
+    };
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
+        .handshake(TokioIo::new(transport))
         .await
         .map_err(ConnectError::Handshake)?;
     tokio::spawn(async move {
         // Errors surface on the request that was using the connection.
-        let _ = conn.await;
+        // After a 101 the connection is handed to the request's tunnel.
+        let _ = conn.with_upgrades().await;
     });
     Ok((sender, timers))
+}
+
+/// An upstream connection's byte stream: the socket, or TLS over it.
+/// Either way the socket is a [`TimedIo`], so the proxy's timeouts apply
+/// to what moves on the wire.
+pub enum Transport {
+    Plain(TimedIo),
+    Tls(Box<tokio_rustls::client::TlsStream<TimedIo>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Transport::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(io) => io.is_write_vectored(),
+            Transport::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_flush(cx),
+            Transport::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Transport::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Returns a connection to the pool once its response body has ended.
@@ -191,8 +327,13 @@ impl Release {
         let requests = self.conn.requests + 1;
         self.conn.timers.idle();
         if up.keepalive > 0 && requests < up.keepalive_requests && !self.conn.sender.is_closed() {
-            up.pool
-                .put(self.peer, self.conn.sender, self.conn.timers, requests);
+            up.pool.put(
+                self.peer,
+                self.conn.tls,
+                self.conn.sender,
+                self.conn.timers,
+                requests,
+            );
         }
     }
 }
@@ -290,15 +431,20 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One timer of [`TimedIo`]: armed when an operation first has to wait,
-/// disarmed when it makes progress.
-struct Deadline {
+/// One timer of [`TimedIo`] (and of the client side of a tunnel): armed
+/// when an operation first has to wait, disarmed when it makes progress.
+pub(crate) struct Deadline {
     sleep: Pin<Box<Sleep>>,
     armed: bool,
 }
 
 impl Deadline {
-    fn new() -> Deadline {
+    /// The operation made progress.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    pub(crate) fn new() -> Deadline {
         Deadline {
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: false,
@@ -307,7 +453,7 @@ impl Deadline {
 
     /// Called when the operation is pending: whether it has now waited
     /// longer than `timeout`.
-    fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
         let Some(timeout) = timeout else {
             self.armed = false;
             return false;

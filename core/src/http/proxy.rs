@@ -24,11 +24,11 @@ use crate::http::access::Record;
 use crate::http::body::{PeerHold, ReqBody, RespBody};
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
-use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts};
+use crate::http::pool::{self, Conn, ConnectError, Release, Timeout, Timeouts, TlsTarget};
 use crate::http::response::{error_page, server_header};
 use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
-use crate::runtime::{HeaderSource, Location, Proxy, Server};
+use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
@@ -334,15 +334,27 @@ fn timed_out_failure(while_: &str) -> Failure {
     }
 }
 
+/// What one try needs besides the request: the connection's TLS, and
+/// whether the client asked for an upgrade.
+#[derive(Clone, Copy)]
+struct TryWith<'a> {
+    tls: Option<TlsTarget<'a>>,
+    /// The request has an `Upgrade` header (nginx's `r->headers_in.upgrade`):
+    /// only then may the upstream switch protocols.
+    upgrade: bool,
+}
+
 /// Sends one request to peer `i` and waits for the response head.
 ///
 /// `body` is taken only once a connection is there: if connecting fails,
 /// or hyper hands the request back unsent, the body stays for the next
 /// try (nginx retries even a POST that never left).
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     up: &Upstream,
     i: usize,
     p: &Proxy,
+    with: TryWith<'_>,
     head: &mut Head,
     keep_head: bool,
     body: &mut Option<ReqBody>,
@@ -355,7 +367,8 @@ async fn attempt(
     };
     loop {
         *connected = None;
-        let mut conn = pool::checkout(up, i, timeouts).await.map_err(|e| match e {
+        let checkout = pool::checkout(up, i, timeouts, with.tls).await;
+        let mut conn = checkout.map_err(|e| match e {
             ConnectError::Timeout => Failure {
                 ft: NextUpstream::TIMEOUT,
                 sent: false,
@@ -370,6 +383,24 @@ async fn attempt(
                     "connect() failed ({}: {}) while connecting to upstream",
                     e.raw_os_error().unwrap_or(0),
                     strerror(&e)
+                ),
+            },
+            // A refused certificate or a failed handshake is a failed
+            // connection to nginx (`NGX_HTTP_UPSTREAM_FT_ERROR`): the peer
+            // counts a failure and the next one is tried.
+            ConnectError::TlsTimeout => Failure {
+                ft: NextUpstream::TIMEOUT,
+                sent: false,
+                message:
+                    "upstream timed out (110: Connection timed out) while SSL handshaking to upstream"
+                        .into(),
+            },
+            ConnectError::Tls(e) => Failure {
+                ft: NextUpstream::ERROR,
+                sent: false,
+                message: format!(
+                    "{} while SSL handshaking to upstream",
+                    crate::upstream::tls::handshake_error(&e, with.tls.map_or("", |t| t.name))
                 ),
             },
             ConnectError::Handshake(e) => Failure {
@@ -387,6 +418,17 @@ async fn attempt(
         }
         let req = head.request(req_body, keep_head);
         match conn.sender.try_send_request(req).await {
+            // A switch nobody asked for: nginx 1.22 passes it on as an
+            // ordinary response, reading its body until the upstream
+            // closes; the client gets a 101 it cannot use. Refused as an
+            // invalid header instead (README: differences).
+            Ok(resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && !with.upgrade => {
+                return Err(Failure {
+                    ft: NextUpstream::INVALID_HEADER,
+                    sent: true,
+                    message: "upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream".into(),
+                });
+            }
             Ok(resp) => return Ok((resp, conn)),
             Err(mut e) => {
                 if let Some(back) = e.take_message() {
@@ -475,24 +517,20 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
 }
 
 /// Response headers that are the proxy's own business, not the upstream's.
-fn strip_response_headers(headers: &mut HeaderMap) {
+/// `Upgrade` stays in a 101 (`switching`): it names the protocol the
+/// tunnel carries, and nginx passes it on.
+fn strip_response_headers(headers: &mut HeaderMap, switching: bool) {
     // One pass over what is there, then removal by the names found: no
     // header name is parsed or hashed from a string per response.
     let mut doomed: [Option<header::HeaderName>; 9] = Default::default();
     let mut n = 0;
     for name in headers.keys() {
-        let hop = matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-connection"
-                | "server"
-                | "date"
-        );
+        let hop = match name.as_str() {
+            "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer"
+            | "proxy-connection" | "server" | "date" => true,
+            "upgrade" => !switching,
+            _ => false,
+        };
         if hop && n < doomed.len() {
             doomed[n] = Some(name.clone());
             n += 1;
@@ -528,7 +566,8 @@ pub async fn run(
     // Filters' variables go straight to the access log's record (no
     // allocation when nothing is logged).
     let mut module_values = record.as_deref_mut().map(|r| &mut r.module_values);
-    let prepared: Result<(HeaderMap, u64), Box<Response<RespBody>>> = (|| {
+    type Prepared = (HeaderMap, u64, Option<String>);
+    let prepared: Result<Prepared, Box<Response<RespBody>>> = (|| {
         let vars = VarCtx {
             req: &parts,
             head: cx.head,
@@ -618,18 +657,42 @@ pub async fn run(
                 }
             },
         );
-        Ok((upstream_headers(&parts, p, &hook_cx.vars), delay_ms))
+        // `proxy_ssl_name` with variables: this request's name.
+        let tls_name = match p.tls.as_ref().map(|t| &t.name) {
+            Some(TlsName::Template(t)) => {
+                let name = text(t.eval(&hook_cx.vars));
+                Some(crate::upstream::tls::strip_port(&name).to_owned())
+            }
+            _ => None,
+        };
+        Ok((
+            upstream_headers(&parts, p, &hook_cx.vars),
+            delay_ms,
+            tls_name,
+        ))
     })();
-    let headers = match prepared {
-        Ok((h, 0)) => h,
-        Ok((h, delay_ms)) => {
+    let (headers, tls_name) = match prepared {
+        Ok((h, 0, name)) => (h, name),
+        Ok((h, delay_ms, name)) => {
             // A module's delay (limit_req): the request waits on a timer;
             // if the client goes away meanwhile, hyper drops this future.
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-            h
+            (h, name)
         }
         Err(resp) => return *resp,
     };
+    let with = TryWith {
+        tls: p.tls.as_ref().map(|t| TlsTarget {
+            client: &t.client,
+            name: match (&t.name, &tls_name) {
+                (TlsName::Fixed(name), _) => name,
+                (TlsName::Template(_), Some(name)) => name,
+                (TlsName::Template(_), None) => "",
+            },
+        }),
+        upgrade: parts.headers.contains_key(header::UPGRADE),
+    };
+    let scheme = if p.tls.is_some() { "https" } else { "http" };
     let started = Instant::now();
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
@@ -686,7 +749,7 @@ pub async fn run(
                     Some(cx.conn),
                     &format!(
                         "no live upstreams while connecting to upstream{}",
-                        context(cx, &parts, &format!("http://{}{}", up.name, uri))
+                        context(cx, &parts, &format!("{scheme}://{}{}", up.name, uri))
                     ),
                 );
                 return error_page(502);
@@ -714,6 +777,7 @@ pub async fn run(
             up,
             i,
             p,
+            with,
             &mut head,
             tries_left > 1,
             &mut body,
@@ -725,7 +789,7 @@ pub async fn run(
             !p.next_upstream_timeout.is_zero() && started.elapsed() >= p.next_upstream_timeout;
 
         match result {
-            Ok((resp, conn)) => {
+            Ok((mut resp, conn)) => {
                 let status = resp.status().as_u16();
                 if let Some(r) = record.as_deref_mut() {
                     push_list(&mut r.upstream_status, &status.to_string());
@@ -776,17 +840,41 @@ pub async fn run(
                     now,
                     &mut tries_left,
                 );
+                let hold = PeerHold {
+                    upstream: p.upstream.clone(),
+                    peer: i,
+                };
+                if status == 101 {
+                    // The try is over for the balancer (`free` ran above,
+                    // as a success), but the peer's connection stays
+                    // counted until the tunnel ends: nginx frees the peer
+                    // when it finalizes the request, at the tunnel's end,
+                    // and always as a success, so least_conn and max_conns
+                    // see open tunnels as the connections they are. The
+                    // upstream connection is the tunnel's and never goes
+                    // back to the pool.
+                    let upgrade = hyper::upgrade::on(&mut resp);
+                    let (mut head, _) = resp.into_parts();
+                    strip_response_headers(&mut head.headers, true);
+                    let upstream = format!("{scheme}://{}{}", up.addrs[i], uri);
+                    let tunnel = crate::http::tunnel::Tunnel::new(
+                        upgrade,
+                        conn.sender,
+                        context(cx, &parts, &upstream),
+                        cx.conn,
+                    );
+                    let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
+                    *resp.version_mut() = Version::HTTP_11;
+                    server_header(&mut resp);
+                    return resp;
+                }
                 let (mut head, incoming) = resp.into_parts();
-                strip_response_headers(&mut head.headers);
+                strip_response_headers(&mut head.headers, false);
                 let reuse = (up.keepalive > 0 && p.http11).then(|| Release {
                     upstream: p.upstream.clone(),
                     peer: i as u32,
                     conn,
                 });
-                let hold = PeerHold {
-                    upstream: p.upstream.clone(),
-                    peer: i,
-                };
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(incoming, reuse, hold));
                 *resp.version_mut() = Version::HTTP_11;
@@ -809,7 +897,7 @@ pub async fn run(
                     &format!(
                         "{}{}",
                         failure.message,
-                        context(cx, &parts, &format!("http://{}{}", up.addrs[i], uri))
+                        context(cx, &parts, &format!("{scheme}://{}{}", up.addrs[i], uri))
                     ),
                 );
                 release(

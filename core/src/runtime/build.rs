@@ -79,6 +79,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
     }
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
+    let mut tls = TlsClients::default();
     for s in &config.http.servers {
         let cx = FilterCx {
             built: &filters,
@@ -89,6 +90,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
             &upstreams,
             &config.http.log_formats,
             &cx,
+            &mut tls,
         )?));
         flat += s.locations.len();
     }
@@ -313,6 +315,7 @@ fn server(
     upstreams: &[Arc<Upstream>],
     formats: &HashMap<String, Vec<String>>,
     filters: &FilterCx<'_>,
+    tls: &mut TlsClients,
 ) -> Result<Server, ConfError> {
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
@@ -325,7 +328,7 @@ fn server(
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
-                let mut proxy = proxy(p, &l.proxy, upstreams)?;
+                let mut proxy = proxy(p, &l.proxy, upstreams, tls)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));
                 Action::Proxy(proxy)
             }
@@ -362,11 +365,65 @@ fn server(
     })
 }
 
+/// The TLS client configurations of one load, by their settings: the
+/// trusted certificates (by identity: a file is read once), whether they
+/// are verified, and SNI. Locations with the same settings share one,
+/// and with it its session cache.
+#[derive(Default)]
+struct TlsClients {
+    built: HashMap<(usize, bool, bool), Arc<crate::upstream::tls::TlsClient>>,
+}
+
+impl TlsClients {
+    fn get(
+        &mut self,
+        ssl: &model::ProxySsl,
+    ) -> Result<Arc<crate::upstream::tls::TlsClient>, ConfError> {
+        let trusted = ssl.trusted.as_ref().filter(|_| ssl.verify);
+        let key = (
+            trusted.map_or(0, |t| Arc::as_ptr(t) as usize),
+            ssl.verify,
+            ssl.server_name,
+        );
+        if let Some(client) = self.built.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(
+            crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name)
+                .map_err(ConfError::bare)?,
+        );
+        self.built.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// An `https://` proxy_pass's TLS: the shared client configuration and
+/// the name, `proxy_ssl_name` or the upstream's host.
+fn proxy_tls(
+    p: &model::ProxyPass,
+    conf: &model::ProxyConf,
+    clients: &mut TlsClients,
+) -> Result<Option<ProxyTls>, ConfError> {
+    if !p.tls {
+        return Ok(None);
+    }
+    let client = clients.get(&conf.ssl)?;
+    let written = conf.ssl.name.as_deref().unwrap_or(&p.host);
+    let template =
+        crate::vars::Template::compile(written).map_err(|e| ConfError::bare(e.to_string()))?;
+    let name = match template.as_literal() {
+        Some(text) => TlsName::Fixed(Arc::from(crate::upstream::tls::strip_port(text))),
+        None => TlsName::Template(template),
+    };
+    Ok(Some(ProxyTls { client, name }))
+}
+
 /// nginx's default proxy headers, then the configured ones by name.
 fn proxy(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
     upstreams: &[Arc<Upstream>],
+    tls: &mut TlsClients,
 ) -> Result<Proxy, ConfError> {
     let mut set: Vec<(String, String)> = vec![
         ("Host".into(), "$proxy_host".into()),
@@ -416,6 +473,7 @@ fn proxy(
         connect_timeout: conf.connect_timeout,
         send_timeout: conf.send_timeout,
         read_timeout: conf.read_timeout,
+        tls: proxy_tls(p, conf, tls)?,
     })
 }
 

@@ -182,4 +182,22 @@ pub struct Proxy {
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub read_timeout: Duration,
+    /// `proxy_pass https://`: how connections to the upstream do TLS.
+    pub tls: Option<ProxyTls>,
+}
+
+/// The TLS side of an `https://` proxy_pass.
+pub struct ProxyTls {
+    /// The client configuration, shared by locations with the same
+    /// `proxy_ssl_verify`, trusted certificates and `proxy_ssl_server_name`.
+    pub client: Arc<crate::upstream::tls::TlsClient>,
+    /// The name sent (SNI) and checked: `proxy_ssl_name`, else the
+    /// upstream's host; without a port, as nginx uses it.
+    pub name: TlsName,
+}
+
+pub enum TlsName {
+    Fixed(Arc<str>),
+    /// `proxy_ssl_name` with variables, evaluated per request.
+    Template(Template),
 }

@@ -303,11 +303,27 @@ async fn busy<S: Service>(
                 p.continue_pending = false;
             }
         }
-        let keep = {
+        let written = {
             let written = pin!(write::respond(io, resp, &ask));
             match drive(written, &mut pump, io, &mut buf).await {
-                Ok(keep) => keep,
+                Ok(written) => written,
                 Err(_) => return End::Close,
+            }
+        };
+        let keep = match written {
+            write::Written::Keep => true,
+            write::Written::Close => false,
+            write::Written::Upgrade(body) => {
+                // What the client sent past its request is the tunnel's
+                // now; a request body still coming would be read as
+                // tunnel bytes, so such a connection just closes.
+                if pump.as_ref().is_some_and(|p| !p.finished()) {
+                    return End::Close;
+                }
+                let early = buf.data().to_vec();
+                drop(buf);
+                Box::pin(crate::http::tunnel::run(body, io, early, ask.send)).await;
+                return End::Close;
             }
         };
         let unread = pump.as_ref().is_some_and(|p| !p.finished());

@@ -46,11 +46,25 @@ enum Out {
     Close,
 }
 
-/// Writes `resp`; returns whether the connection can stay open (the
-/// response was complete and delimited, and nobody asked to close).
-pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> bool {
+/// What became of the connection once a response was written.
+pub enum Written {
+    /// The response was complete and delimited, and nobody asked to
+    /// close: the next request may come.
+    Keep,
+    Close,
+    /// A `101 Switching Protocols` head went out: the connection belongs
+    /// to the tunnel behind this body now.
+    Upgrade(RespBody),
+}
+
+/// Writes `resp`, and says what the connection is good for afterwards.
+pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> Written {
+    let written = |kept: bool| if kept { Written::Keep } else { Written::Close };
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
+    // A switch the proxy will carry out: nginx's header filter says
+    // `Connection: upgrade` for it, whatever else was asked.
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS && body.has_tunnel();
     let bodiless = ask.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -89,7 +103,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
     buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
     buf.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == TRANSFER_ENCODING {
+        if name == TRANSFER_ENCODING || (upgrade && name == CONNECTION) {
             continue;
         }
         buf.extend_from_slice(name.as_str().as_bytes());
@@ -118,7 +132,9 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         Out::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if !close_asked {
+    if upgrade {
+        buf.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !close_asked {
         // As nginx, whatever the version: `close` when the connection
         // ends, `keep-alive` when it stays.
         if keep {
@@ -131,9 +147,15 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
     // `$bytes_sent` counts the head too, as nginx's.
     body.head_sent(buf.len() as u64);
 
+    if upgrade {
+        return match io::write_all(io, &buf, ask.send).await {
+            Ok(()) => Written::Upgrade(body),
+            Err(_) => Written::Close,
+        };
+    }
     if out == Out::None {
         drop(body);
-        return io::write_all(io, &buf, ask.send).await.is_ok() && keep;
+        return written(io::write_all(io, &buf, ask.send).await.is_ok() && keep);
     }
     let mut sent = 0u64;
     loop {
@@ -147,7 +169,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
             Poll::Pending => {
                 if !buf.is_empty() {
                     if io::write_all(io, &buf, ask.send).await.is_err() {
-                        return false;
+                        return Written::Close;
                     }
                     buf.clear();
                 }
@@ -156,7 +178,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         };
         let data = match frame {
             None => break,
-            Some(Err(_)) => return false,
+            Some(Err(_)) => return Written::Close,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
                 Err(_) => continue, // trailers: not passed on
@@ -180,7 +202,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
             buf.extend_from_slice(&data);
         } else {
             if io::write_two(io, &buf, &data, ask.send).await.is_err() {
-                return false;
+                return Written::Close;
             }
             buf.clear();
         }
@@ -197,7 +219,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         Out::Length(n) if sent != n => keep = false,
         _ => {}
     }
-    io::write_all(io, &buf, ask.send).await.is_ok() && keep
+    written(io::write_all(io, &buf, ask.send).await.is_ok() && keep)
 }
 
 thread_local! {
