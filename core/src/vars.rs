@@ -437,10 +437,45 @@ pub fn request_uri(req: &Parts) -> &str {
 /// forms (`::ffff:1.2.3.4`, `::1.2.3.4`).
 pub struct NgxIp(pub IpAddr);
 
+impl NgxIp {
+    /// The text into `out`, its length returned: IPv4 by hand, without
+    /// the formatting machinery (it is done for every proxied request).
+    pub fn write_to(&self, out: &mut [u8; 48]) -> usize {
+        if let IpAddr::V4(v4) = self.0 {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    out[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    out[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                out[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            return n;
+        }
+        use std::io::Write;
+        let mut w = &mut out[..];
+        let _ = write!(w, "{self}");
+        48 - w.len()
+    }
+}
+
 impl std::fmt::Display for NgxIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v6 = match self.0 {
-            IpAddr::V4(v4) => return write!(f, "{v4}"),
+            IpAddr::V4(_) => {
+                let mut buf = [0u8; 48];
+                let n = self.write_to(&mut buf);
+                return f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or(""));
+            }
             IpAddr::V6(v6) => v6.octets(),
         };
         // ngx_inet6_ntop: the first longest run (of two words or more).
@@ -950,6 +985,9 @@ mod tests {
     fn addresses_as_nginx_prints_them() {
         let f = |s: &str| NgxIp(s.parse().expect("address")).to_string();
         assert_eq!(f("127.0.0.1"), "127.0.0.1");
+        assert_eq!(f("0.0.0.0"), "0.0.0.0");
+        assert_eq!(f("255.255.255.255"), "255.255.255.255");
+        assert_eq!(f("10.100.9.200"), "10.100.9.200");
         assert_eq!(f("::1"), "::1");
         assert_eq!(f("::"), "::");
         assert_eq!(f("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");

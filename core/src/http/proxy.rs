@@ -587,10 +587,7 @@ pub async fn run(
         };
         let mut client_text = [0u8; 48];
         let client_addr = {
-            use std::io::Write;
-            let mut w = &mut client_text[..];
-            let _ = write!(w, "{}", NgxIp(cx.client.ip()));
-            let n = 48 - w.len();
+            let n = NgxIp(cx.client.ip()).write_to(&mut client_text);
             std::str::from_utf8(&client_text[..n]).unwrap_or("")
         };
         let client_octets: ([u8; 16], usize) = match cx.client.ip() {

@@ -309,7 +309,7 @@ impl h1::Service for Client {
     fn call(
         &self,
         req: Request<ClientBody>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send + '_>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = h1::Answer> + Send + '_>> {
         // Boxed: the request's state lives only while it is in flight,
         // not in every idle connection's task.
         Box::pin(handle(req, &self.conn, self.local))
@@ -379,7 +379,7 @@ fn serve(
     h1::serve(stream, client, settings)
 }
 
-async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
+async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1::Answer {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
@@ -387,7 +387,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         conn.accepted_with.load_full()
     };
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
-        return error_page(500);
+        return (error_page(500), None);
     };
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let (parts, body) = req.into_parts();
@@ -397,7 +397,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         let mut resp = error_page(400);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        return (resp, None);
     };
     // Most listening addresses have one server: no Host to look at then.
     let server = if group.servers.len() == 1 {
@@ -451,7 +451,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
     // against the announced length (the server level's where no location
     // matches), after a server-level `return` and before the location's.
     let limits = location.map_or(&server.client, |l| &l.client);
-    let send = h1::SendTimeout(limits.send_timeout);
+    let send = limits.send_timeout;
     body.set_limits(limits.max_body, limits.body_timeout);
     let too_large = server.ret.is_none()
         && limits.max_body != 0
@@ -533,6 +533,5 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    resp.extensions_mut().insert(send);
-    resp
+    (resp, Some(send))
 }

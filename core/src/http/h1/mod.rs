@@ -43,10 +43,7 @@ use parse::Refusal;
 /// What a connection asks of the server.
 pub trait Service: Sync {
     /// Answers one request.
-    fn call(
-        &self,
-        req: Request<ClientBody>,
-    ) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>>;
+    fn call(&self, req: Request<ClientBody>) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>>;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
@@ -66,10 +63,10 @@ pub trait Service: Sync {
     fn reuse(&self) -> bool;
 }
 
-/// A response's `send_timeout` (its location's), as a response
-/// extension; without it the server's applies.
-#[derive(Clone, Copy)]
-pub struct SendTimeout(pub Duration);
+/// A response, and its `send_timeout` (its location's; without one the
+/// server's applies). Beside the response rather than in its extensions:
+/// those are a map allocated per request.
+pub type Answer = (Response<RespBody>, Option<Duration>);
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
@@ -276,10 +273,10 @@ async fn busy<S: Service>(
         let req = Request::from_parts(head.parts, body);
 
         // The handler runs while the body streams to it.
-        let resp = {
+        let (resp, send) = {
             let answer = pin!(svc.call(req));
             match drive(answer, &mut pump, io, &mut buf).await {
-                Ok(resp) => resp,
+                Ok(answer) => answer,
                 Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
                 Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
                 Err(_) => return End::Close,
@@ -293,10 +290,7 @@ async fn busy<S: Service>(
             http11,
             keep_alive: keep_alive && !svc.quitting(),
             interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
-            send: resp
-                .extensions()
-                .get::<SendTimeout>()
-                .map_or_else(|| settings.send_timeout(), |t| t.0),
+            send: send.unwrap_or_else(|| settings.send_timeout()),
         };
         if ask.interim {
             if let Some(p) = &mut pump {
