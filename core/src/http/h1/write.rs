@@ -16,10 +16,9 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::net::TcpStream;
 
 use crate::http::body::RespBody;
-use crate::http::h1::io;
+use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
 
 /// What the request says about its response.
@@ -48,7 +47,7 @@ enum Out {
 
 /// Writes `resp`; returns whether the connection can stay open (the
 /// response was complete and delimited, and nobody asked to close).
-pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> bool {
+pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> bool {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let bodiless = ask.head
