@@ -597,6 +597,48 @@ fn cases() -> Vec<Case> {
             "http {\n    access_log logs/a.log combined buffer=64k;\n    access_log logs/a.log combined gzip;\n}\n",
             Emerg("access_log \"logs/a.log\" already defined with conflicting parameters in {conf}:6"),
         ),
+        // TLS (ngx_http_ssl_module). Messages about certificate files end
+        // in OpenSSL's words in nginx: tests/tls.rs compares their start.
+        Case::head(
+            "ssl: a TLS address whose default server has no certificate",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        server_name b;\n    }\n    server {\n        listen 127.0.0.1:{port} ssl;\n    }\n}\n",
+            Emerg("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "ssl: a certificate without a key",
+            "http {\n    ssl_certificate_key k1.pem;\n    server {\n        listen 127.0.0.1:{port} ssl;\n        ssl_certificate c1.pem;\n        ssl_certificate c2.pem;\n    }\n}\n",
+            Emerg("no \"ssl_certificate_key\" is defined for certificate \"c2.pem\""),
+        ),
+        Case::head(
+            "ssl_protocols: an unknown version",
+            "http {\n    ssl_protocols TLSv1.2 TLSv9;\n}\n",
+            Emerg("invalid value \"TLSv9\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_protocols: no version",
+            "http {\n    ssl_protocols;\n}\n",
+            Emerg("invalid number of arguments in \"ssl_protocols\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_timeout: a bad time",
+            "http {\n    ssl_session_timeout 5x;\n}\n",
+            Emerg("\"ssl_session_timeout\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_timeout: twice",
+            "http {\n    ssl_session_timeout 5m;\n    ssl_session_timeout 10m;\n}\n",
+            Emerg("\"ssl_session_timeout\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "ssl_certificate: not in a location",
+            "http {\n    server {\n        location / { ssl_certificate c.pem; }\n    }\n}\n",
+            Emerg("\"ssl_certificate\" directive is not allowed here in {conf}:6"),
+        ),
+        Case::head(
+            "listen: http2 and ssl without a certificate",
+            "http {\n    server {\n        listen 127.0.0.1:{port} http2 ssl;\n    }\n}\n",
+            Emerg("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {conf}:5"),
+        ),
     ]
 }
 

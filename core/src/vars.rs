@@ -14,6 +14,7 @@ use http::header::{self, HeaderName};
 use http::request::Parts;
 
 use crate::http::head::ParsedHead;
+use crate::http::tls::Https;
 
 /// What a variable can read: the request head and the connection.
 pub struct VarCtx<'a> {
@@ -281,8 +282,16 @@ impl Var {
             }
             Var::ContentLength => first(&req.headers, &header::CONTENT_LENGTH),
             Var::ContentType => first(&req.headers, &header::CONTENT_TYPE),
-            Var::Scheme => b"http",
-            Var::Https | Var::NoHeader | Var::Capture => b"",
+            // A TLS connection marks its requests (`http::tls::Https`).
+            Var::Scheme => match req.extensions.get::<Https>() {
+                Some(_) => b"https",
+                None => b"http",
+            },
+            Var::Https => match req.extensions.get::<Https>() {
+                Some(_) => b"on",
+                None => b"",
+            },
+            Var::NoHeader | Var::Capture => b"",
             _ => return None,
         })
     }

@@ -128,6 +128,12 @@ pub const CORE: &[Spec] = &[
     d("server_name", SRV, 1, MORE),
     b("location", SRV | LOC, 1, 2),
     d("return", SRV | LOC, 1, 2),
+    // TLS and HTTP/2 to clients
+    d("ssl_certificate", HTTP | SRV, 1, 1),
+    d("ssl_certificate_key", HTTP | SRV, 1, 1),
+    d("ssl_protocols", HTTP | SRV, 1, MORE),
+    d("ssl_session_timeout", HTTP | SRV, 1, 1),
+    f("http2", HTTP | SRV),
     // location and inherited proxy settings
     d("proxy_pass", LOC, 1, 1),
     // waypost: the Prometheus exposition as this location's content

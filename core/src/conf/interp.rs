@@ -108,7 +108,7 @@ pub fn load(path: &Path, env: &Env<'_>) -> Result<Config, ConfError> {
 /// The parse phase: `-g` directives, then the file and its includes, each
 /// directive checked in file order.
 pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
-    interpret(env, || syntax::parse_file(path))
+    interpret(env, path, || syntax::parse_file(path))
 }
 
 /// [`parse`] of `contents` as the main file `path`, which is not read
@@ -117,12 +117,19 @@ pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
 /// file.
 #[doc(hidden)]
 pub fn parse_contents(path: &Path, contents: &[u8], env: &Env<'_>) -> Result<Checked, ConfError> {
-    interpret(env, || syntax::parse_contents(path, contents.to_vec()))
+    interpret(env, path, || {
+        syntax::parse_contents(path, contents.to_vec())
+    })
 }
 
 /// The parse phase on the main file that `read` parses.
-fn interpret(env: &Env<'_>, read: impl FnOnce() -> syntax::Parsed) -> Result<Checked, ConfError> {
+fn interpret(
+    env: &Env<'_>,
+    main: &Path,
+    read: impl FnOnce() -> syntax::Parsed,
+) -> Result<Checked, ConfError> {
     let mut interp = Interp::new(env);
+    interp.conf_dir = main.parent().map(Path::to_path_buf).unwrap_or_default();
     if let Some(globals) = env.globals {
         let parsed = syntax::parse_str(globals, "command line");
         interp.main_block(&parsed.items)?;
@@ -198,6 +205,14 @@ struct Layer {
     realip_from: Option<Vec<Trusted>>,
     realip_source: Option<Source>,
     realip_recursive: Option<bool>,
+    /// `ssl_certificate` lines (as written, resolved, where): a level
+    /// that has any replaces its parent's, and so for the keys.
+    ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
+    ssl_keys: Option<Vec<(PathBuf, Loc)>>,
+    /// `ssl_protocols`, as nginx's bitmask (repeated lines add up).
+    ssl_protocols: Option<u32>,
+    ssl_session_timeout: Option<Duration>,
+    http2: Option<bool>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -260,7 +275,44 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.realip_source.clone()),
             realip_recursive: self.realip_recursive.or(parent.realip_recursive),
+            ssl_certificates: self
+                .ssl_certificates
+                .clone()
+                .or_else(|| parent.ssl_certificates.clone()),
+            ssl_keys: self.ssl_keys.clone().or_else(|| parent.ssl_keys.clone()),
+            ssl_protocols: self.ssl_protocols.or(parent.ssl_protocols),
+            ssl_session_timeout: self.ssl_session_timeout.or(parent.ssl_session_timeout),
+            http2: self.http2.or(parent.http2),
         }
+    }
+
+    /// The TLS settings of a merged server level (nginx's
+    /// `ngx_http_ssl_merge_srv_conf`): a certificate needs a key.
+    fn tls(&self) -> Result<TlsConf, ConfError> {
+        let d = TlsConf::default();
+        let certs = self.ssl_certificates.as_deref().unwrap_or(&[]);
+        let keys = self.ssl_keys.as_deref().unwrap_or(&[]);
+        if let Some((written, _, _)) = certs.get(keys.len()..).and_then(|c| c.last()) {
+            return Err(ConfError::bare(format!(
+                "no \"ssl_certificate_key\" is defined for certificate \"{written}\""
+            )));
+        }
+        let protocols = self.ssl_protocols.unwrap_or(TLS12 | TLS13);
+        Ok(TlsConf {
+            certificates: certs
+                .iter()
+                .zip(keys)
+                .map(|((_, cert, cert_loc), (key, key_loc))| CertificateConf {
+                    cert: cert.clone(),
+                    cert_loc: cert_loc.clone(),
+                    key: key.clone(),
+                    key_loc: key_loc.clone(),
+                })
+                .collect(),
+            tls12: protocols & TLS12 != 0,
+            tls13: protocols & TLS13 != 0,
+            session_timeout: self.ssl_session_timeout.unwrap_or(d.session_timeout),
+        })
     }
 
     /// The realip settings of a merged level; `None` without
@@ -354,6 +406,8 @@ impl UpstreamEntry {
 #[derive(Default)]
 struct ServerInfo {
     own: Layer,
+    /// The `server` block, which nginx names in errors about the server.
+    loc: Option<Loc>,
     /// Top-level locations, as indexes into `Interp::locations`.
     locations: Vec<usize>,
 }
@@ -378,6 +432,10 @@ struct ListenAddr {
     addr: SocketAddr,
     servers: Vec<usize>,
     default_server: bool,
+    /// The server marked `default_server`; else the first one is.
+    default: Option<usize>,
+    /// Some `listen` of the address has `ssl`.
+    ssl: bool,
     /// Socket options were given (`backlog=`, `reuseport`, ...), which also
     /// makes nginx bind this address even beside a wildcard one.
     set: bool,
@@ -385,6 +443,8 @@ struct ListenAddr {
 
 struct Interp<'a> {
     env: &'a Env<'a>,
+    /// The main file's directory, where relative certificate paths start.
+    conf_dir: PathBuf,
     main: MainConf,
     http: HttpConf,
     modules: Vec<Arc<LoadedModule>>,
@@ -417,12 +477,13 @@ struct Interp<'a> {
     /// `access_log ... buffer=`: each buffered file's setting (and gzip
     /// level), which every other `access_log` of the file must repeat.
     log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
-    /// The main file's directory: nginx's configuration prefix, which
-    /// relative certificate paths start from.
-    conf_dir: PathBuf,
     /// `proxy_ssl_trusted_certificate` files read, each once.
     trusted: HashMap<PathBuf, Arc<rustls::RootCertStore>>,
 }
+
+/// `ssl_protocols` bits of the versions rustls has.
+const TLS12: u32 = 1;
+const TLS13: u32 = 2;
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
     Err(ConfError::at(message.into(), d.loc.clone()))
@@ -466,6 +527,7 @@ impl<'a> Interp<'a> {
     fn new(env: &'a Env<'a>) -> Self {
         Interp {
             env,
+            conf_dir: PathBuf::new(),
             main: MainConf {
                 worker_processes: 1,
                 pid: env.prefix.join("logs/waypost.pid"),
@@ -494,7 +556,6 @@ impl<'a> Interp<'a> {
             unknown_header_var: None,
             header_error: None,
             log_buffers: HashMap::new(),
-            conf_dir: env.prefix.to_path_buf(),
             trusted: HashMap::new(),
         }
     }
@@ -884,6 +945,53 @@ impl<'a> Interp<'a> {
             "real_ip_recursive" => {
                 layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
+            "ssl_certificate" => {
+                let path = self.conf_path(&d.args[0]);
+                layer.ssl_certificates.get_or_insert_with(Vec::new).push((
+                    d.args[0].clone(),
+                    path,
+                    d.loc.clone(),
+                ));
+            }
+            "ssl_certificate_key" => {
+                let path = self.conf_path(&d.args[0]);
+                layer
+                    .ssl_keys
+                    .get_or_insert_with(Vec::new)
+                    .push((path, d.loc.clone()));
+            }
+            "ssl_protocols" => {
+                let mut mask = layer.ssl_protocols.unwrap_or(0);
+                for v in &d.args {
+                    mask |= match v.to_ascii_lowercase().as_str() {
+                        "sslv2" | "sslv3" | "tlsv1" | "tlsv1.1" => 0,
+                        "tlsv1.2" => TLS12,
+                        "tlsv1.3" => TLS13,
+                        _ => return err(format!("invalid value \"{v}\""), d),
+                    };
+                }
+                // rustls has TLS 1.2 and 1.3 only: a list without either
+                // would leave the server with no protocol at all.
+                if mask == 0 {
+                    return err(
+                        "\"ssl_protocols\" enables neither TLSv1.2 nor TLSv1.3, \
+                         the only versions waypost supports",
+                        d,
+                    );
+                }
+                layer.ssl_protocols = Some(mask);
+            }
+            "ssl_session_timeout" => {
+                layer.ssl_session_timeout = Some(
+                    parse_time_sec(&d.args[0])
+                        .map(Duration::from_secs)
+                        .map_or_else(
+                            || err("\"ssl_session_timeout\" directive invalid value", d),
+                            Ok,
+                        )?,
+                )
+            }
+            "http2" => layer.http2 = Some(d.args[0].eq_ignore_ascii_case("on")),
             other => match self.module_directives.get(other) {
                 Some(&(module, spec)) if !spec.balancer => layer.filters.push(ModuleDirective {
                     module,
@@ -1263,11 +1371,16 @@ impl<'a> Interp<'a> {
             ret: None,
             realip: None,
             access_log: Vec::new(),
+            tls: TlsConf::default(),
+            http2: false,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
             client: ClientLimits::default(),
         });
-        self.servers.push(ServerInfo::default());
+        self.servers.push(ServerInfo {
+            loc: Some(d.loc.clone()),
+            ..ServerInfo::default()
+        });
         let mut own = Layer::default();
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
@@ -1316,6 +1429,8 @@ impl<'a> Interp<'a> {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_listen_port()),
                 default_server: false,
                 backlog: 511,
+                ssl: false,
+                http2: false,
             };
             let listen = Listen { conf, set: false };
             self.add_listen(index, &listen, d)?;
@@ -1338,10 +1453,13 @@ impl<'a> Interp<'a> {
                 addr,
                 servers: vec![server],
                 default_server: listen.conf.default_server,
+                default: listen.conf.default_server.then_some(server),
+                ssl: listen.conf.ssl,
                 set: listen.set,
             });
             return Ok(());
         };
+        known.ssl |= listen.conf.ssl;
         if known.servers.contains(&server) {
             return err(format!("a duplicate listen {addr}"), d);
         }
@@ -1357,6 +1475,7 @@ impl<'a> Interp<'a> {
                 return err(format!("a duplicate default server for {addr}"), d);
             }
             known.default_server = true;
+            known.default = Some(server);
         }
         Ok(())
     }
@@ -1595,6 +1714,7 @@ impl<'a> Interp<'a> {
             let top = self.servers[server].locations.clone();
             self.check_locations(&top)?;
         }
+        self.check_ssl_listens()?;
         // nginx's ngx_http_variables_init_vars, after everything else.
         if let Some(e) = self.unknown_var.take().or(self.unknown_header_var.take()) {
             return Err(e);
@@ -1647,6 +1767,8 @@ impl<'a> Interp<'a> {
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
             let server = &mut self.http.servers[i];
+            server.tls = layer.tls()?;
+            server.http2 = layer.http2.unwrap_or(false);
             if let Some(t) = layer.keepalive_timeout {
                 server.keepalive_timeout = t;
             }
@@ -1681,6 +1803,27 @@ impl<'a> Interp<'a> {
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
+        }
+        Ok(())
+    }
+
+    /// nginx's `ngx_http_ssl_init`: the default server of a TLS address
+    /// needs a certificate (the others fall back to its one).
+    fn check_ssl_listens(&self) -> Result<(), ConfError> {
+        for l in self.listens.iter().filter(|l| l.ssl) {
+            let default = l.default.unwrap_or(l.servers[0]);
+            if self.http.servers[default].tls.certificates.is_empty() {
+                let message = match &self.servers[default].loc {
+                    Some(loc) => format!(
+                        "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {loc}"
+                    ),
+                    None => {
+                        "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive"
+                            .to_owned()
+                    }
+                };
+                return Err(ConfError::bare(message));
+            }
         }
         Ok(())
     }
@@ -1801,6 +1944,7 @@ fn is_single(name: &str) -> bool {
             | "proxy_ssl_trusted_certificate"
             | "proxy_ssl_name"
             | "real_ip_header"
+            | "ssl_session_timeout"
     )
 }
 
@@ -2273,12 +2417,18 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
             addr,
             default_server: false,
             backlog: 511,
+            ssl: false,
+            http2: false,
         },
         set: false,
     };
     for p in &d.args[1..] {
         if p == "default_server" || p == "default" {
             listen.conf.default_server = true;
+        } else if p == "ssl" {
+            listen.conf.ssl = true;
+        } else if p == "http2" {
+            listen.conf.http2 = true;
         } else if let Some(n) = p.strip_prefix("backlog=") {
             listen.set = true;
             match parse_number(n).and_then(|n| i32::try_from(n).ok()) {

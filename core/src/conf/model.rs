@@ -137,6 +137,11 @@ pub struct ServerConf {
     /// The server level's access logs: for a server-level `return` and a
     /// request no location matches (empty: off).
     pub access_log: Vec<AccessLogConf>,
+    /// `ssl_certificate`, `ssl_certificate_key`, `ssl_protocols`,
+    /// `ssl_session_timeout`, after inheritance.
+    pub tls: TlsConf,
+    /// `http2 on`
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +149,43 @@ pub struct ListenConf {
     pub addr: SocketAddr,
     pub default_server: bool,
     pub backlog: i32,
+    /// `ssl`: for nginx, one `listen ... ssl` makes the whole address TLS.
+    pub ssl: bool,
+    /// `http2` (nginx before 1.25.1): HTTP/2 for every server of the address.
+    pub http2: bool,
+}
+
+/// A server's TLS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConf {
+    /// `ssl_certificate` and `ssl_certificate_key` pairs, in order.
+    pub certificates: Vec<CertificateConf>,
+    /// `ssl_protocols`, of the versions rustls has.
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `ssl_session_timeout`: how long a session ticket resumes.
+    pub session_timeout: Duration,
+}
+
+impl Default for TlsConf {
+    fn default() -> Self {
+        TlsConf {
+            certificates: Vec::new(),
+            tls12: true,
+            tls13: true,
+            session_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `ssl_certificate` and the `ssl_certificate_key` paired with it, each
+/// with where it was written (for the errors of loading it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConf {
+    pub cert: PathBuf,
+    pub cert_loc: Loc,
+    pub key: PathBuf,
+    pub key_loc: Loc,
 }
 
 #[derive(Debug)]

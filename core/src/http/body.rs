@@ -178,6 +178,11 @@ impl RespBody {
         self.record = record;
     }
 
+    /// The access log record, for an answer sent in this one's place.
+    pub fn take_record(&mut self) -> Option<Box<Record>> {
+        self.record.take()
+    }
+
     /// The connection wrote the response head, `bytes` long.
     pub fn head_sent(&mut self, bytes: u64) {
         self.head = bytes;

@@ -2,6 +2,8 @@
 //!
 //! - `server`: accept loops, connections, server and location choice
 //! - `h1`: the client connection loop (HTTP/1.x on httparse, pooled buffers)
+//! - `h2`: HTTP/2 streams (hyper's server) turned into the same requests
+//! - `tls`: the TLS handshake, and TLS as the h1 loop's transport
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
@@ -14,10 +16,12 @@
 pub mod access;
 pub mod body;
 pub mod h1;
+pub mod h2;
 pub mod head;
 pub mod pool;
 pub mod proxy;
 pub mod realip;
 pub mod response;
 pub mod server;
+pub mod tls;
 pub mod tunnel;

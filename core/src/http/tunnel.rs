@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::http::h1::Io;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::http::body::RespBody;
 use crate::http::pool::{Deadline, Sender, Timeout};
@@ -65,7 +65,7 @@ impl Tunnel {
 /// client sent after its request head, read with it. `send_timeout` is
 /// the location's, for writes to the client. Dropping `body` at the end
 /// writes the access log line and frees the peer's connection count.
-pub async fn run(mut body: RespBody, client: &TcpStream, early: Vec<u8>, send_timeout: Duration) {
+pub async fn run<I: Io>(mut body: RespBody, client: &I, early: Vec<u8>, send_timeout: Duration) {
     let Some(tunnel) = body.take_tunnel() else {
         return;
     };
@@ -254,10 +254,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tagged<'_, T> {
 }
 
 /// Reads from the client's socket, which the connection loop owns and
-/// lends (`&TcpStream`): readiness, then a non-blocking read.
-struct ClientRead<'a>(&'a TcpStream);
+/// lends (plain or TLS): readiness, then a non-blocking read.
+struct ClientRead<'a, I>(&'a I);
 
-impl AsyncRead for ClientRead<'_> {
+impl<I: Io> AsyncRead for ClientRead<'_, I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -280,14 +280,14 @@ impl AsyncRead for ClientRead<'_> {
 
 /// Writes to the client's socket; a wait longer than `send_timeout` for
 /// it to take more fails with `TimedOut`. Counts what it wrote.
-struct ClientWrite<'a> {
-    io: &'a TcpStream,
+struct ClientWrite<'a, I> {
+    io: &'a I,
     deadline: Deadline,
     timeout: Duration,
     sent: &'a AtomicU64,
 }
 
-impl AsyncWrite for ClientWrite<'_> {
+impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -316,8 +316,27 @@ impl AsyncWrite for ClientWrite<'_> {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // What the transport still holds (TLS records the socket did not
+        // take yet).
+        let this = self.get_mut();
+        loop {
+            match this.io.try_flush() {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match this.io.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if this.deadline.expired(Some(this.timeout), cx) {
+                        return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -94,7 +94,23 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         )?));
         flat += s.locations.len();
     }
-    let listens = group_listens(&config.http.servers, &servers)?;
+    let (mut listens, members) = group_listens(&config.http.servers, &servers)?;
+    let tls_groups: Vec<_> = listens
+        .iter()
+        .zip(&members)
+        .map(|(g, (members, ssl))| {
+            let group = super::tls::Group {
+                members,
+                default: g.default,
+                http2: g.http2,
+            };
+            (group, *ssl)
+        })
+        .collect();
+    let tls = super::tls::build(&config.http.servers, &tls_groups)?;
+    for (g, tls) in listens.iter_mut().zip(tls) {
+        g.tls = tls;
+    }
     Ok(Runtime {
         filters: filters.filters,
         main: config.main,
@@ -362,6 +378,7 @@ fn server(
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
         client: s.client,
+        http2: s.http2,
     })
 }
 
@@ -477,29 +494,42 @@ fn proxy(
     })
 }
 
+/// The servers of each listening address, with each group's members as
+/// indexes into `confs` and whether any `listen` of it said `ssl`.
+type Members = Vec<(Vec<usize>, bool)>;
+
 fn group_listens(
     confs: &[model::ServerConf],
     servers: &[Arc<Server>],
-) -> Result<Vec<ListenGroup>, ConfError> {
+) -> Result<(Vec<ListenGroup>, Members), ConfError> {
     let mut groups: Vec<ListenGroup> = Vec::new();
+    let mut members: Members = Vec::new();
     for (si, s) in confs.iter().enumerate() {
         for l in &s.listens {
-            let group = match groups.iter().position(|g| g.addr == l.addr) {
-                Some(g) => &mut groups[g],
+            let at = match groups.iter().position(|g| g.addr == l.addr) {
+                Some(g) => g,
                 None => {
                     groups.push(ListenGroup {
                         addr: l.addr,
                         backlog: l.backlog,
                         servers: Vec::new(),
                         default: 0,
+                        tls: None,
+                        http2: false,
                         exact: HashMap::new(),
                         leading: Vec::new(),
                         trailing: Vec::new(),
                     });
-                    let last = groups.len() - 1;
-                    &mut groups[last]
+                    members.push((Vec::new(), false));
+                    groups.len() - 1
                 }
             };
+            // As nginx: one `listen ... ssl` (or `http2`) of an address
+            // makes all of it TLS (HTTP/2).
+            members[at].0.push(si);
+            members[at].1 |= l.ssl;
+            let group = &mut groups[at];
+            group.http2 |= l.http2;
             let index = group.servers.len();
             group.servers.push(servers[si].clone());
             if l.default_server {
@@ -527,7 +557,7 @@ fn group_listens(
             }
         }
     }
-    Ok(groups)
+    Ok((groups, members))
 }
 
 /// Whether a server before `upto` already marked `addr` default_server.

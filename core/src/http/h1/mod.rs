@@ -11,7 +11,8 @@
 //! runs in a boxed future, so the idle task stays small too.
 //!
 //! - `pool`: the per-worker buffer pool
-//! - `io`: reads and writes on a shared `&TcpStream`
+//! - `io`: reads and writes on a shared `&TcpStream` (or `&TlsIo`: the
+//!   loop is generic over [`Io`], built once per transport)
 //! - `parse`: the head (httparse) into `http` types, body framing rules
 //! - `body`: the request body the handler streams upstream
 //! - `write`: response encoding
@@ -28,7 +29,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Version};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -36,6 +36,7 @@ use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
 pub use body::ClientBody;
 use body::{Pump, Step};
+pub use io::Io;
 use io::ReadBuf;
 pub use parse::Limits;
 use parse::Refusal;
@@ -138,8 +139,8 @@ const LINGER_MAX: usize = 1 << 20;
 /// readiness comes through `poll_read_ready` (no waiter node).
 // Not `async fn` on purpose: see above.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<S: Service + Send>(
-    io: TcpStream,
+pub fn serve<I: Io + Send, S: Service + Send>(
+    io: I,
     svc: S,
     settings: Settings,
 ) -> impl Future<Output = ()> + Send {
@@ -221,8 +222,8 @@ enum End {
 /// `first_deadline`: when the first head must be in (the connection's
 /// first request); later ones get `client_header_timeout` from their
 /// first byte.
-async fn busy<S: Service>(
-    io: &TcpStream,
+async fn busy<I: Io, S: Service>(
+    io: &I,
     svc: &S,
     settings: &Settings,
     first_deadline: Option<Instant>,
@@ -354,10 +355,10 @@ async fn busy<S: Service>(
 /// Runs `fut` while handing the request body to it, until `fut` is done.
 /// Fails when the body does (the step that failed): the answer is not
 /// wanted any more.
-async fn drive<F: Future>(
+async fn drive<F: Future, I: Io>(
     mut fut: Pin<&mut F>,
     pump: &mut Option<Pump>,
-    io: &TcpStream,
+    io: &I,
     buf: &mut ReadBuf,
 ) -> Result<F::Output, Step> {
     let mut active = pump.as_ref().is_some_and(|p| !p.finished());
@@ -378,7 +379,7 @@ async fn drive<F: Future>(
 }
 
 /// Answers a request nginx refuses while reading it, then closes.
-async fn refuse(io: &TcpStream, settings: &Settings, refusal: Refusal) -> End {
+async fn refuse<I: Io>(io: &I, settings: &Settings, refusal: Refusal) -> End {
     let mut resp = match refusal {
         Refusal::HeaderTooLarge => error_page_with(400, "Request Header Or Cookie Too Large"),
         r => error_page(r.status()),
@@ -400,8 +401,8 @@ async fn refuse(io: &TcpStream, settings: &Settings, refusal: Refusal) -> End {
 
 /// Closes the sending side, then reads and drops what the client still
 /// sends until it closes, [`LINGER`] passes or [`LINGER_MAX`] bytes came.
-async fn linger(io: &TcpStream) {
-    let _ = socket2::SockRef::from(io).shutdown(std::net::Shutdown::Write);
+async fn linger<I: Io>(io: &I) {
+    io.shutdown_write();
     let deadline = Instant::now() + LINGER;
     let mut scratch = [0u8; 512];
     let mut left = LINGER_MAX;

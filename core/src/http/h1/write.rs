@@ -16,10 +16,9 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::net::TcpStream;
 
 use crate::http::body::RespBody;
-use crate::http::h1::io;
+use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
 
 /// What the request says about its response.
@@ -58,7 +57,7 @@ pub enum Written {
 }
 
 /// Writes `resp`, and says what the connection is good for afterwards.
-pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> Written {
+pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Written {
     let written = |kept: bool| if kept { Written::Keep } else { Written::Close };
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
