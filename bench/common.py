@@ -31,14 +31,27 @@ def cpu_seconds(pids):
     return total
 
 
-def backend(d, port, keepalive_requests=100000):
-    """A one-worker nginx answering a small body on `port`, pinned to CPU 1."""
+def backend(d, port, keepalive_requests=100000, status_port=None):
+    """A one-worker nginx answering a small body on `port`, pinned to CPU 1;
+    with `status_port`, nginx's stub_status there (see `accepts`)."""
+    status = (f"server {{ listen 127.0.0.1:{status_port}; location / {{ stub_status; }} }}"
+              if status_port else "")
     conf = write(d, "back.conf", f"""daemon off; worker_processes 1; pid {d}/back.pid; error_log {d}/back.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off;
   server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests {keepalive_requests};
-    location / {{ return 200 "hello from backend\\n"; }} }} }}""")
+    location / {{ return 200 "hello from backend\\n"; }} }}
+  {status} }}""")
     p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", d + "/", "-c", conf],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert wait_port(port), "backend did not start"
     return p
+
+
+def accepts(status_port):
+    """Connections the backend has accepted so far (stub_status), so a run
+    can count the new upstream connections a proxy opened."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/", timeout=5).read().decode()
+    # "server accepts handled requests\n A H R"
+    return int(text.splitlines()[2].split()[0])

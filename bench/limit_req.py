@@ -33,22 +33,30 @@ Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
     cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind]
 
 `--cluster` (needs redis-server too: apt-get install -y redis-server)
-measures `cluster=` instead:
+measures `cluster=` instead, for `--cluster-mode window`, `leaky` or
+`both` (the default):
 
 - throughput: the setup above, waypost only, with
-  `limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode=window;`
-  against the same line with `cluster=redis://127.0.0.1:PORT sync=100ms`
-  (redis-server on CPU 1 with the backend and wrk; the sync thread runs in
-  the proxy, on CPU 0). With the 100,000 keys every request is a key in a
-  window of its own, so every request is a key to exchange: the worst
+  `limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode=MODE;`
+  against the same line with `cluster=redis://127.0.0.1:PORT sync=100ms`.
+  redis-server is pinned to `--redis-cpu` (default 0: the proxy's CPU,
+  not wrk's and the backend's, CPU 1; `--redis-cpu 1` puts it with the
+  load generator instead); the sync thread runs in the proxy, on CPU 0.
+  With the 100,000 keys every request is a key to exchange (a key in a
+  window of its own, or a bucket touched once per interval): the worst
   case. `--cluster-keys N` cycles through N keys instead (`--no-sharing`
-  skips the sharing measure).
+  skips the sharing measure). With `--callgrind`, waypost's instructions
+  per request (every thread: the sync thread's exchanges included) with
+  and without `cluster=`, on the same traffic.
 - sharing: three waypost instances (one worker each) with
-  `limit_req_zone $arg_k zone=c:1m rate=100r/s mode=window cluster=...`,
-  one wrk per instance (10 connections each) on `GET /?k=one` from half a
-  second before a wall-clock second for `--cluster-secs` + 1 s; each
-  instance logs `$msec $status`, and the 200s are counted per wall-clock
-  second over the `--cluster-secs` whole windows: expected 100 each.
+  `limit_req_zone $arg_k zone=c:1m rate=100r/s mode=MODE cluster=...`
+  (leaky: `limit_req zone=c burst=5 nodelay`), one wrk per instance
+  (10 connections each) on `GET /?k=one` from half a second before a
+  wall-clock second for `--cluster-secs` + 1 s; each instance logs
+  `$msec $status`, and the 200s are counted per wall-clock second over
+  the `--cluster-secs` whole windows: expected 100 each. For a bucket,
+  also every 200 of the run against one nginx's `rate × duration +
+  burst` (duration: the first answer to the last).
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
 
@@ -158,7 +166,7 @@ def memory(d, cmd, conns):
         stop(p)
 
 
-def callgrind(d, cmd, tag):
+def callgrind(d, cmd, tag, keys=KEYS, check=None):
     """waypost's instructions per request over 5 s of traffic on a full zone."""
     out = os.path.join(d, f"cg-{tag}.%p")
     p = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -168,12 +176,14 @@ def callgrind(d, cmd, tag):
         assert wait_port(PROXY, 60), "waypost did not listen under valgrind"
         # Every key at least once, uninstrumented.
         filled = 0
-        while filled < KEYS:
-            filled += wrk(d, 5, 8, KEYS)[1]
+        while filled < keys:
+            filled += wrk(d, 5, 8, keys)[1]
         subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True, check=True)
-        _, reqs, bad = wrk(d, 5, 8, KEYS)
+        _, reqs, bad = wrk(d, 5, 8, keys)
         subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, check=True)
         assert bad == 0, f"{bad} errors"
+        if check:
+            check()
         dump = out.replace("%p", str(p.pid)) + ".1"
         with open(dump) as f:
             ir = next(int(l.split()[1]) for l in f if l.startswith("summary:"))
@@ -185,7 +195,8 @@ def callgrind(d, cmd, tag):
 REDIS = 19270
 
 
-def redis_start(port=REDIS, cpu="1"):
+def redis_start(cpu="0"):
+    port = REDIS
     p = subprocess.Popen(["taskset", "-c", cpu, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
                           "--save", "", "--appendonly", "no"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -193,20 +204,20 @@ def redis_start(port=REDIS, cpu="1"):
     return p
 
 
-def cluster_commands(d):
+def cluster_commands(d, mode):
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
     cmds = {}
-    for tag, extra in (("window", ""), ("cluster", f" cluster=redis://127.0.0.1:{REDIS} sync=100ms")):
-        conf = f"""worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{tag}.err;
+    for tag, extra in (("local", ""), ("cluster", f" cluster=redis://127.0.0.1:{REDIS} sync=100ms")):
+        conf = f"""worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{mode}-{tag}.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off;
-  limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode=window{extra};
+  limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode={mode}{extra};
   upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
   server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 1000000;
     location / {{ limit_req zone=apps; proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }}
     location = /metrics {{ metrics; }} }} }}"""
-        cmds[tag] = [binary, "-p", d + "/", "-c", write(d, f"waypost-{tag}.conf", conf),
+        cmds[tag] = [binary, "-p", d + "/", "-c", write(d, f"waypost-{mode}-{tag}.conf", conf),
                      "--modules-dir", os.path.join(ROOT, "target/release")]
     return cmds
 
@@ -224,24 +235,35 @@ def metric(port, name):
     return None
 
 
-def cluster_throughput(d, a):
-    cmds = cluster_commands(d)
-    redis = redis_start()
+def cluster_up(errlog):
+    up = metric(PROXY, "waypost_module_limit_req_cluster_up")
+    if up != 1:
+        with open(errlog) as f:
+            tail = f.read()[-2000:]
+        raise AssertionError(f"the cluster zone is not exchanging:\n{tail}")
+
+
+def cluster_throughput(d, a, mode):
+    cmds = cluster_commands(d, mode)
+    redis = redis_start(cpu=a.redis_cpu)
     try:
         runs = {k: [] for k in cmds}
         keys = {k: [] for k in cmds}
+        redis_us = []
         for _ in range(a.rounds):
             for k, cmd in cmds.items():
                 p = start(cmd)
                 try:
                     wrk(d, 2, a.conns, a.cluster_keys)  # warm up, and fill the zone
-                    c0 = cpu_seconds([p.pid])
+                    c0, r0 = cpu_seconds([p.pid]), cpu_seconds([redis.pid])
                     k0 = metric(PROXY, "waypost_module_limit_req_cluster_synced_keys_total") or 0
                     rps, reqs, bad = wrk(d, a.secs, a.conns, a.cluster_keys)
-                    c1 = cpu_seconds([p.pid])
+                    c1, r1 = cpu_seconds([p.pid]), cpu_seconds([redis.pid])
                     k1 = metric(PROXY, "waypost_module_limit_req_cluster_synced_keys_total") or 0
-                    up = metric(PROXY, "waypost_module_limit_req_cluster_up")
-                    assert k != "cluster" or up == 1, "the cluster zone is not exchanging"
+                    if k1 > k0:
+                        redis_us.append((r1 - r0) * 1e6 / (k1 - k0))
+                    if k == "cluster":
+                        cluster_up(f"{d}/wp-{mode}-cluster.err")
                     runs[k].append(dict(rps=rps, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad))
                     keys[k].append((k1 - k0) / a.secs)
                 finally:
@@ -249,35 +271,51 @@ def cluster_throughput(d, a):
         med = {k: statistics.median(r["rps"] for r in rs) for k, rs in runs.items()}
         cpu = {k: statistics.median(r["cpu_us"] for r in rs) for k, rs in runs.items()}
         bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
+        print(f"mode={mode}, {a.cluster_keys} keys, redis-server on CPU {a.redis_cpu}")
         print(f"{'waypost':18} {'req/s':>10} {'CPU us/req':>11} {'errors':>7} {'keys exchanged/s':>17}")
         for k in cmds:
             print(f"{k:18} {med[k]:10.0f} {cpu[k]:11.2f} {bad[k]:7d} {statistics.median(keys[k]):17.0f}")
-        per_round = [c["rps"] / w["rps"] for c, w in zip(runs["cluster"], runs["window"])]
-        print(f"cluster/window req/s {med['cluster'] / med['window']:.3f} "
+        per_round = [c["rps"] / w["rps"] for c, w in zip(runs["cluster"], runs["local"])]
+        print(f"cluster/local req/s {med['cluster'] / med['local']:.3f} "
               f"(per round: {' '.join(f'{r:.3f}' for r in per_round)}), "
-              f"CPU/req {cpu['cluster'] / cpu['window']:.3f}")
+              f"CPU/req {cpu['cluster'] / cpu['local']:.3f}; "
+              f"redis-server CPU per key exchanged {statistics.median(redis_us or [0]):.1f} us", flush=True)
+        if a.callgrind:
+            # Off the valgrind'ed proxy's CPU, which it keeps busy: the
+            # count does not depend on where Redis runs, the exchanges'
+            # timeouts do.
+            redis.send_signal(signal.SIGKILL)
+            redis.wait()
+            redis = redis_start(cpu="1")
+            local = callgrind(d, cmds["local"], f"{mode}-local", a.cluster_keys)
+            cluster = callgrind(d, cmds["cluster"], f"{mode}-cluster", a.cluster_keys,
+                                lambda: cluster_up(f"{d}/wp-{mode}-cluster.err"))
+            print(f"waypost instructions per request, mode={mode}: {local:.0f} local, {cluster:.0f} cluster "
+                  f"(+{cluster - local:.0f}): local/cluster {local / cluster:.3f}", flush=True)
     finally:
         redis.send_signal(signal.SIGKILL)
         redis.wait()
 
 
-def cluster_sharing(d, a):
+def cluster_sharing(d, a, mode):
     """Three instances, one key, 100 r/s: admissions per wall-clock second."""
     binary = os.path.join(ROOT, "target/release/waypost")
     redis = redis_start(cpu="0,1")
+    burst = 5 if mode == "leaky" else 0
+    lim = f"limit_req zone=c burst={burst} nodelay;" if burst else "limit_req zone=c;"
     procs, ports = [], []
     try:
         for i in range(3):
             port, back = PROXY + 10 + 2 * i, PROXY + 11 + 2 * i
-            sub = os.path.join(d, f"i{i}")
+            sub = os.path.join(d, f"{mode}-i{i}")
             os.makedirs(os.path.join(sub, "logs"), exist_ok=True)
             conf = write(sub, "waypost.conf", f"""worker_processes 1; pid {sub}/wp.pid; error_log {sub}/err.log;
 events {{ worker_connections 1024; }}
 http {{ log_format ms '$msec $status';
-  limit_req_zone $arg_k zone=c:1m rate=100r/s mode=window cluster=redis://127.0.0.1:{REDIS} sync=100ms;
+  limit_req_zone $arg_k zone=c:1m rate=100r/s mode={mode} cluster=redis://127.0.0.1:{REDIS} sync=100ms;
   server {{ listen 127.0.0.1:{back}; access_log off; location / {{ return 200 "ok"; }} }}
   server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000; access_log {sub}/a.log ms;
-    location / {{ limit_req zone=c; proxy_pass http://127.0.0.1:{back}; }}
+    location / {{ {lim} proxy_pass http://127.0.0.1:{back}; }}
     location = /metrics {{ access_log off; metrics; }} }} }}""")
             procs.append(subprocess.Popen([binary, "-p", sub + "/", "-c", conf, "--modules-dir",
                                            os.path.join(ROOT, "target/release")],
@@ -294,14 +332,18 @@ http {{ log_format ms '$msec $status';
         outs = [w.communicate()[0] for w in wrks]
         time.sleep(0.5)  # the access logs are written by a background thread
         per = [[0] * a.cluster_secs for _ in ports]
-        answers = other = 0
+        answers = other = admitted = 0
+        t_first, t_last = float("inf"), 0.0
         for i in range(len(ports)):
-            with open(os.path.join(d, f"i{i}", "a.log")) as f:
+            with open(os.path.join(d, f"{mode}-i{i}", "a.log")) as f:
                 for line in f:
                     ms, status = line.split()
                     answers += 1
+                    t_first, t_last = min(t_first, float(ms)), max(t_last, float(ms))
                     if status not in ("200", "429"):
                         other += 1
+                    if status == "200":
+                        admitted += 1
                     w = int(float(ms)) - first
                     if status == "200" and 0 <= w < a.cluster_secs:
                         per[i][w] += 1
@@ -309,10 +351,14 @@ http {{ log_format ms '$msec $status';
         windows = [sum(p[w] for p in per) for w in range(a.cluster_secs)]
         total = sum(windows)
         expected = 100 * a.cluster_secs
-        print(f"sharing: {sent} requests ({answers} answers logged, {other} other than 200/429), "
-              f"admitted per window {windows}")
+        print(f"sharing, mode={mode}: {sent} requests ({answers} answers logged, {other} other than 200/429), "
+              f"admitted per second {windows}")
         print(f"  per instance {[sum(p) for p in per]}; total {total} of {expected} "
-              f"({(total - expected) * 100 / expected:+.1f}%), largest window {max(windows)}")
+              f"({(total - expected) * 100 / expected:+.1f}%), largest second {max(windows)}")
+        if burst:
+            nginx = 100 * (t_last - t_first) + burst
+            print(f"  whole run: {admitted} admitted in {t_last - t_first:.3f} s; one nginx "
+                  f"{nginx:.0f} ({(admitted - nginx) * 100 / nginx:+.1f}%)", flush=True)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -331,14 +377,23 @@ def main():
     ap.add_argument("--cluster-secs", type=int, default=10, help="windows of the sharing measure")
     ap.add_argument("--cluster-keys", type=int, default=KEYS, help="keys of the cluster throughput measure")
     ap.add_argument("--no-sharing", action="store_true", help="cluster throughput only")
+    ap.add_argument("--no-throughput", action="store_true", help="cluster sharing only")
+    ap.add_argument("--cluster-mode", choices=["window", "leaky", "both"], default="both")
+    ap.add_argument("--redis-cpu", default="0", help="CPU list redis-server is pinned to (wrk is on 1)")
+    ap.add_argument("--port-offset", type=int, default=0, help="added to every port (another program on one)")
     a = ap.parse_args()
+    global BACK, PROXY, REDIS
+    BACK, PROXY, REDIS = BACK + a.port_offset, PROXY + a.port_offset, REDIS + a.port_offset
     d = tempfile.mkdtemp(prefix="waypost-bench")
     back = backend(d, BACK, keepalive_requests=1000000)
     try:
         if a.cluster:
-            cluster_throughput(d, a)
-            if not a.no_sharing:
-                cluster_sharing(d, a)
+            modes = ["window", "leaky"] if a.cluster_mode == "both" else [a.cluster_mode]
+            for mode in modes:
+                if not a.no_throughput:
+                    cluster_throughput(d, a, mode)
+                if not a.no_sharing:
+                    cluster_sharing(d, a, mode)
             return
         cmds = commands(d)
         runs = {k: [] for k in cmds}

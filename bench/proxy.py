@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""waypost against nginx as a reverse proxy, side by side in one run.
+"""waypost against nginx (and haproxy, when installed) as a reverse proxy,
+side by side in one run.
 
-Backend: one nginx worker answering a small body. Each proxy (nginx, waypost)
-runs with one worker, pinned to CPU 0; the backend and wrk share CPU 1, so
-the proxy is the bottleneck. Runs alternate nginx, waypost, nginx, ... and
-the medians are reported with the waypost/nginx ratios.
+Backend: one nginx worker answering a small body. Each proxy runs with one
+worker (haproxy: one thread), pinned to CPU 0; the backend and wrk share
+CPU 1, so the proxy is the bottleneck. Runs alternate nginx, waypost,
+haproxy, nginx, ... and the medians are reported with the ratios to nginx.
+Upstream connection reuse: the backend's stub_status counts the
+connections each proxy opened during a run, reported per 1,000 requests.
 
-Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
+Needs nginx and wrk (apt-get install -y nginx wrk [haproxy]) and a release build:
     cargo build --release && python3 bench/proxy.py [--rounds 5] [--secs 5] [--conns 50]
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACK, PROXY = 19101, 19180
+BACK, PROXY, STATUS = 19101, 19180, 19102
 
-from common import backend, cpu_seconds, wait_port, write
+from common import accepts, backend, cpu_seconds, wait_port, write
 
 
 PROXY_HTTP = f"""events {{ worker_connections 4096; }}
@@ -29,10 +32,30 @@ def proxies(d):
     waypost = write(d, "waypost.conf", f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err;\n" + PROXY_HTTP)
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
-    return {
+    cands = {
         "nginx": ["nginx", "-p", d + "/", "-c", nginx],
         "waypost": [binary, "-p", d + "/", "-c", waypost],
     }
+    if shutil.which("haproxy"):
+        # The same job: keep-alive both sides, idle upstream connections
+        # shared between client connections.
+        cfg = write(d, "haproxy.cfg", f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{PROXY}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{BACK}
+""")
+        cands["haproxy"] = ["haproxy", "-db", "-f", cfg]
+    return cands
 
 
 def wrk(secs, conns):
@@ -57,10 +80,13 @@ def measure(cmd, secs, conns):
         # nginx's master forks a worker; measure the worker's CPU.
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
         pids = [pid] + [int(k) for k in kids]
+        a0 = accepts(STATUS)
         c0 = cpu_seconds(pids)
         rps, p99, reqs, bad = wrk(secs, conns)
         c1 = cpu_seconds(pids)
-        return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad)
+        new = accepts(STATUS) - a0
+        return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad,
+                    new_per_1k=new * 1000 / max(reqs, 1))
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -78,21 +104,24 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
-    back = backend(d, BACK)
+    back = backend(d, BACK, status_port=STATUS)
     try:
         cands = proxies(d)
         runs = {k: [] for k in cands}
         for _ in range(a.rounds):
             for name, cmd in cands.items():
                 runs[name].append(measure(cmd, a.secs, a.conns))
-        med = {k: {f: statistics.median(r[f] for r in rs) for f in ("rps", "p99", "cpu_us")} for k, rs in runs.items()}
+        fields = ("rps", "p99", "cpu_us", "new_per_1k")
+        med = {k: {f: statistics.median(r[f] for r in rs) for f in fields} for k, rs in runs.items()}
         bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
-        print(f"{'':8} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>11} {'errors':>7}")
+        print(f"{'':8} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>11} {'new upstream conns/1k req':>26} {'errors':>7}")
         for k, m in med.items():
-            print(f"{k:8} {m['rps']:10.0f} {m['p99']:8.2f} {m['cpu_us']:11.2f} {bad[k]:7d}")
-        n, w = med["nginx"], med["waypost"]
-        print(f"waypost/nginx: req/s {w['rps'] / n['rps']:.3f}, p99 {w['p99'] / n['p99']:.3f}, "
-              f"CPU/req {w['cpu_us'] / n['cpu_us']:.3f}  ({a.rounds} rounds of {a.secs}s, {a.conns} connections)")
+            print(f"{k:8} {m['rps']:10.0f} {m['p99']:8.2f} {m['cpu_us']:11.2f} {m['new_per_1k']:26.3f} {bad[k]:7d}")
+        n = med["nginx"]
+        for k, m in med.items():
+            if k != "nginx":
+                print(f"{k}/nginx: req/s {m['rps'] / n['rps']:.3f}, p99 {m['p99'] / n['p99']:.3f}, "
+                      f"CPU/req {m['cpu_us'] / n['cpu_us']:.3f}  ({a.rounds} rounds of {a.secs}s, {a.conns} connections)")
     finally:
         back.send_signal(signal.SIGQUIT)
         back.wait()

@@ -400,6 +400,57 @@ fn cases() -> Vec<Case> {
             "http {\n    upstream u {\n    }\n    bogus;\n}\n",
             Emerg("no servers are inside upstream in {conf}:6"),
         ),
+        // proxy_pass https:// and the proxy_ssl_* directives.
+        Case::head(
+            "https upstream without verification",
+            "http {\n    upstream u { server 127.0.0.1:1; keepalive 2; }\n    proxy_ssl_server_name on;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass https://u/v1/; proxy_ssl_name $host; }\n        location /b { proxy_pass HTTPS://127.0.0.1:2; proxy_ssl_verify off; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "proxy_ssl_verify without a trusted certificate",
+            "http {\n    proxy_ssl_verify on;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass https://127.0.0.1:1; }\n    }\n}\n",
+            Emerg("no proxy_ssl_trusted_certificate for proxy_ssl_verify"),
+        ),
+        Case::head(
+            "proxy_ssl_verify is only read for https",
+            "http {\n    proxy_ssl_verify on;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; }\n        location /t { proxy_pass https://127.0.0.1:1; proxy_ssl_verify off; proxy_ssl_trusted_certificate missing.pem; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "proxy_ssl_verify takes on or off",
+            "http {\n    proxy_ssl_verify yes;\n}\n",
+            Emerg("invalid value \"yes\" in \"proxy_ssl_verify\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_ssl_server_name twice",
+            "http {\n    server {\n        proxy_ssl_server_name on;\n        proxy_ssl_server_name off;\n    }\n}\n",
+            Emerg("\"proxy_ssl_server_name\" directive is duplicate in {conf}:7"),
+        ),
+        Case::head(
+            "proxy_ssl_name twice",
+            "http {\n    proxy_ssl_name a;\n    proxy_ssl_name b;\n}\n",
+            Emerg("\"proxy_ssl_name\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_ssl_trusted_certificate twice",
+            "http {\n    proxy_ssl_trusted_certificate a.pem;\n    proxy_ssl_trusted_certificate b.pem;\n}\n",
+            Emerg("\"proxy_ssl_trusted_certificate\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_ssl_name takes one name",
+            "http {\n    proxy_ssl_name a b;\n}\n",
+            Emerg("invalid number of arguments in \"proxy_ssl_name\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_ssl_verify in upstream",
+            "http {\n    upstream u {\n        server 127.0.0.1:1;\n        proxy_ssl_verify on;\n    }\n}\n",
+            Emerg("\"proxy_ssl_verify\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
+            "https to an upstream block with a port",
+            "http {\n    upstream u { server 127.0.0.1:1; }\n    server {\n        location / { proxy_pass https://u:443; }\n    }\n}\n",
+            Emerg("upstream \"u\" may not have port 443 in {conf}:7"),
+        ),
         // Included files.
         Case::head(
             "error inside an included file",
@@ -545,6 +596,48 @@ fn cases() -> Vec<Case> {
             "access_log: gzip conflicts before it is refused",
             "http {\n    access_log logs/a.log combined buffer=64k;\n    access_log logs/a.log combined gzip;\n}\n",
             Emerg("access_log \"logs/a.log\" already defined with conflicting parameters in {conf}:6"),
+        ),
+        // TLS (ngx_http_ssl_module). Messages about certificate files end
+        // in OpenSSL's words in nginx: tests/tls.rs compares their start.
+        Case::head(
+            "ssl: a TLS address whose default server has no certificate",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        server_name b;\n    }\n    server {\n        listen 127.0.0.1:{port} ssl;\n    }\n}\n",
+            Emerg("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "ssl: a certificate without a key",
+            "http {\n    ssl_certificate_key k1.pem;\n    server {\n        listen 127.0.0.1:{port} ssl;\n        ssl_certificate c1.pem;\n        ssl_certificate c2.pem;\n    }\n}\n",
+            Emerg("no \"ssl_certificate_key\" is defined for certificate \"c2.pem\""),
+        ),
+        Case::head(
+            "ssl_protocols: an unknown version",
+            "http {\n    ssl_protocols TLSv1.2 TLSv9;\n}\n",
+            Emerg("invalid value \"TLSv9\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_protocols: no version",
+            "http {\n    ssl_protocols;\n}\n",
+            Emerg("invalid number of arguments in \"ssl_protocols\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_timeout: a bad time",
+            "http {\n    ssl_session_timeout 5x;\n}\n",
+            Emerg("\"ssl_session_timeout\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_timeout: twice",
+            "http {\n    ssl_session_timeout 5m;\n    ssl_session_timeout 10m;\n}\n",
+            Emerg("\"ssl_session_timeout\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "ssl_certificate: not in a location",
+            "http {\n    server {\n        location / { ssl_certificate c.pem; }\n    }\n}\n",
+            Emerg("\"ssl_certificate\" directive is not allowed here in {conf}:6"),
+        ),
+        Case::head(
+            "listen: http2 and ssl without a certificate",
+            "http {\n    server {\n        listen 127.0.0.1:{port} http2 ssl;\n    }\n}\n",
+            Emerg("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {conf}:5"),
         ),
     ]
 }

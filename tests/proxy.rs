@@ -306,8 +306,11 @@ fn error_pages_are_small_html_as_nginx() {
 // Large bodies
 
 const BIG: u64 = 256 << 20;
-/// The proxy's resident memory must stay under this during the transfers.
-const RSS_LIMIT_KB: u64 = 64 << 10;
+/// The proxy's resident memory may grow by less than this over its idle
+/// size during the transfers: an eighth of the body. (Measured over the
+/// idle size, not as a total: the debug binary's own pages, which grow with
+/// its dependencies, are no memory a transfer uses.)
+const RSS_GROWTH_KB: u64 = 32 << 10;
 
 /// A backend for body tests. `POST /upload` (with Content-Length) reads and
 /// counts the body, then answers `ok`; `GET /download` answers `BIG` bytes.
@@ -451,6 +454,7 @@ fn large_bodies_stream_with_bounded_memory() {
         &[proxy],
     );
     let idle_kb = vm_rss_kb(wp.pid()).expect("VmRSS");
+    let limit_kb = idle_kb + RSS_GROWTH_KB;
 
     // Upload.
     let sampler = RssSampler::start(wp.pid());
@@ -465,7 +469,7 @@ fn large_bodies_stream_with_bounded_memory() {
     assert_eq!(sink.received.load(Ordering::SeqCst), BIG);
     assert!(samples > 2, "only {samples} RSS samples");
     assert!(
-        max_kb < RSS_LIMIT_KB,
+        max_kb < limit_kb,
         "upload: VmRSS reached {max_kb} KiB (idle {idle_kb} KiB)"
     );
 
@@ -482,13 +486,13 @@ fn large_bodies_stream_with_bounded_memory() {
     assert_eq!(got, BIG);
     assert!(samples > 2, "only {samples} RSS samples");
     assert!(
-        max_kb < RSS_LIMIT_KB,
+        max_kb < limit_kb,
         "download: VmRSS reached {max_kb} KiB (idle {idle_kb} KiB)"
     );
     // The kernel's high-water mark covers any peak between samples.
     let peak_kb = status_kb(wp.pid(), "VmHWM:").expect("VmHWM");
     assert!(
-        peak_kb < RSS_LIMIT_KB,
+        peak_kb < limit_kb,
         "peak VmRSS {peak_kb} KiB (idle {idle_kb} KiB)"
     );
 }

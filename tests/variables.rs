@@ -630,6 +630,12 @@ fn unknown_variables_as_nginx() {
             Some(9),
         ),
         (
+            "proxy_ssl_name",
+            "http {\n  server {\n    listen 127.0.0.1:{port};\n    location / {\n      proxy_pass https://127.0.0.1:1;\n      proxy_ssl_name $nosuch;\n    }\n  }\n}\n",
+            "unknown \"nosuch\" variable",
+            Some(9),
+        ),
+        (
             "log_format",
             "http {\n  log_format f '$remote_addr $bogus';\n  server { listen 127.0.0.1:{port}; }\n}\n",
             "unknown \"bogus\" variable",

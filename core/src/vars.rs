@@ -14,6 +14,7 @@ use http::header::{self, HeaderName};
 use http::request::Parts;
 
 use crate::http::head::ParsedHead;
+use crate::http::tls::Https;
 
 /// What a variable can read: the request head and the connection.
 pub struct VarCtx<'a> {
@@ -281,8 +282,16 @@ impl Var {
             }
             Var::ContentLength => first(&req.headers, &header::CONTENT_LENGTH),
             Var::ContentType => first(&req.headers, &header::CONTENT_TYPE),
-            Var::Scheme => b"http",
-            Var::Https | Var::NoHeader | Var::Capture => b"",
+            // A TLS connection marks its requests (`http::tls::Https`).
+            Var::Scheme => match req.extensions.get::<Https>() {
+                Some(_) => b"https",
+                None => b"http",
+            },
+            Var::Https => match req.extensions.get::<Https>() {
+                Some(_) => b"on",
+                None => b"",
+            },
+            Var::NoHeader | Var::Capture => b"",
             _ => return None,
         })
     }
@@ -434,40 +443,39 @@ pub fn request_uri(req: &Parts) -> &str {
 pub struct NgxIp(pub IpAddr);
 
 impl NgxIp {
-    /// The text into `out` (room for any address), and its length. An
-    /// IPv4 address is written without the formatting machinery: the
-    /// proxy writes the client's for every request.
-    pub fn write_into(&self, out: &mut [u8; 48]) -> usize {
-        let IpAddr::V4(v4) = self.0 else {
-            use std::io::Write as _;
-            let mut w = &mut out[..];
-            let _ = write!(w, "{self}");
-            return 48 - w.len();
-        };
-        let mut n = 0;
-        for (i, b) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                out[n] = b'.';
+    /// The text into `out`, its length returned: IPv4 by hand, without
+    /// the formatting machinery (it is done for every proxied request).
+    pub fn write_to(&self, out: &mut [u8; 48]) -> usize {
+        if let IpAddr::V4(v4) = self.0 {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    out[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    out[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                out[n] = b'0' + octet % 10;
                 n += 1;
             }
-            if b >= 100 {
-                out[n] = b'0' + b / 100;
-                n += 1;
-            }
-            if b >= 10 {
-                out[n] = b'0' + b / 10 % 10;
-                n += 1;
-            }
-            out[n] = b'0' + b % 10;
-            n += 1;
+            return n;
         }
-        n
+        use std::io::Write;
+        let mut w = &mut out[..];
+        let _ = write!(w, "{self}");
+        48 - w.len()
     }
 
     /// Appends the text to `out`.
     pub fn append_to(&self, out: &mut Vec<u8>) {
         let mut text = [0u8; 48];
-        let n = self.write_into(&mut text);
+        let n = self.write_to(&mut text);
         out.extend_from_slice(&text[..n]);
     }
 }
@@ -475,7 +483,11 @@ impl NgxIp {
 impl std::fmt::Display for NgxIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v6 = match self.0 {
-            IpAddr::V4(v4) => return write!(f, "{v4}"),
+            IpAddr::V4(_) => {
+                let mut buf = [0u8; 48];
+                let n = self.write_to(&mut buf);
+                return f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or(""));
+            }
             IpAddr::V6(v6) => v6.octets(),
         };
         // ngx_inet6_ntop: the first longest run (of two words or more).
@@ -985,6 +997,9 @@ mod tests {
     fn addresses_as_nginx_prints_them() {
         let f = |s: &str| NgxIp(s.parse().expect("address")).to_string();
         assert_eq!(f("127.0.0.1"), "127.0.0.1");
+        assert_eq!(f("0.0.0.0"), "0.0.0.0");
+        assert_eq!(f("255.255.255.255"), "255.255.255.255");
+        assert_eq!(f("10.100.9.200"), "10.100.9.200");
         assert_eq!(f("::1"), "::1");
         assert_eq!(f("::"), "::");
         assert_eq!(f("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");

@@ -128,6 +128,12 @@ pub const CORE: &[Spec] = &[
     d("server_name", SRV, 1, MORE),
     b("location", SRV | LOC, 1, 2),
     d("return", SRV | LOC, 1, 2),
+    // TLS and HTTP/2 to clients
+    d("ssl_certificate", HTTP | SRV, 1, 1),
+    d("ssl_certificate_key", HTTP | SRV, 1, 1),
+    d("ssl_protocols", HTTP | SRV, 1, MORE),
+    d("ssl_session_timeout", HTTP | SRV, 1, 1),
+    f("http2", HTTP | SRV),
     // location and inherited proxy settings
     d("proxy_pass", LOC, 1, 1),
     // waypost: the Prometheus exposition as this location's content
@@ -142,6 +148,11 @@ pub const CORE: &[Spec] = &[
     d("proxy_connect_timeout", PROXY, 1, 1),
     d("proxy_send_timeout", PROXY, 1, 1),
     d("proxy_read_timeout", PROXY, 1, 1),
+    // `proxy_pass https://`
+    f("proxy_ssl_verify", PROXY),
+    d("proxy_ssl_trusted_certificate", PROXY, 1, 1),
+    f("proxy_ssl_server_name", PROXY),
+    d("proxy_ssl_name", PROXY, 1, 1),
     // realip
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),

@@ -108,7 +108,7 @@ pub fn load(path: &Path, env: &Env<'_>) -> Result<Config, ConfError> {
 /// The parse phase: `-g` directives, then the file and its includes, each
 /// directive checked in file order.
 pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
-    interpret(env, || syntax::parse_file(path))
+    interpret(env, path, || syntax::parse_file(path))
 }
 
 /// [`parse`] of `contents` as the main file `path`, which is not read
@@ -117,12 +117,19 @@ pub fn parse(path: &Path, env: &Env<'_>) -> Result<Checked, ConfError> {
 /// file.
 #[doc(hidden)]
 pub fn parse_contents(path: &Path, contents: &[u8], env: &Env<'_>) -> Result<Checked, ConfError> {
-    interpret(env, || syntax::parse_contents(path, contents.to_vec()))
+    interpret(env, path, || {
+        syntax::parse_contents(path, contents.to_vec())
+    })
 }
 
 /// The parse phase on the main file that `read` parses.
-fn interpret(env: &Env<'_>, read: impl FnOnce() -> syntax::Parsed) -> Result<Checked, ConfError> {
+fn interpret(
+    env: &Env<'_>,
+    main: &Path,
+    read: impl FnOnce() -> syntax::Parsed,
+) -> Result<Checked, ConfError> {
     let mut interp = Interp::new(env);
+    interp.conf_dir = main.parent().map(Path::to_path_buf).unwrap_or_default();
     if let Some(globals) = env.globals {
         let parsed = syntax::parse_str(globals, "command line");
         interp.main_block(&parsed.items)?;
@@ -131,6 +138,9 @@ fn interpret(env: &Env<'_>, read: impl FnOnce() -> syntax::Parsed) -> Result<Che
         }
     }
     let parsed = read();
+    if let Some(dir) = parsed.files.first().and_then(|(p, _)| p.parent()) {
+        interp.conf_dir = dir.to_path_buf();
+    }
     interp.main_block(&parsed.items)?;
     if let Some(e) = parsed.error {
         if e.loc.line == 0 {
@@ -174,6 +184,11 @@ struct Layer {
     connect_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    ssl_verify: Option<bool>,
+    /// `proxy_ssl_trusted_certificate`, from the configuration's directory.
+    ssl_trusted: Option<PathBuf>,
+    ssl_server_name: Option<bool>,
+    ssl_name: Option<String>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
     /// `client_max_body_size`; 0 disables the check.
@@ -190,6 +205,14 @@ struct Layer {
     realip_from: Option<Vec<Trusted>>,
     realip_source: Option<Source>,
     realip_recursive: Option<bool>,
+    /// `ssl_certificate` lines (as written, resolved, where): a level
+    /// that has any replaces its parent's, and so for the keys.
+    ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
+    ssl_keys: Option<Vec<(PathBuf, Loc)>>,
+    /// `ssl_protocols`, as nginx's bitmask (repeated lines add up).
+    ssl_protocols: Option<u32>,
+    ssl_session_timeout: Option<Duration>,
+    http2: Option<bool>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -225,6 +248,13 @@ impl Layer {
             connect_timeout: self.connect_timeout.or(parent.connect_timeout),
             send_timeout: self.send_timeout.or(parent.send_timeout),
             read_timeout: self.read_timeout.or(parent.read_timeout),
+            ssl_verify: self.ssl_verify.or(parent.ssl_verify),
+            ssl_trusted: self
+                .ssl_trusted
+                .clone()
+                .or_else(|| parent.ssl_trusted.clone()),
+            ssl_server_name: self.ssl_server_name.or(parent.ssl_server_name),
+            ssl_name: self.ssl_name.clone().or_else(|| parent.ssl_name.clone()),
             keepalive_timeout: self.keepalive_timeout.or(parent.keepalive_timeout),
             keepalive_requests: self.keepalive_requests.or(parent.keepalive_requests),
             max_body: self.max_body.or(parent.max_body),
@@ -245,7 +275,44 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.realip_source.clone()),
             realip_recursive: self.realip_recursive.or(parent.realip_recursive),
+            ssl_certificates: self
+                .ssl_certificates
+                .clone()
+                .or_else(|| parent.ssl_certificates.clone()),
+            ssl_keys: self.ssl_keys.clone().or_else(|| parent.ssl_keys.clone()),
+            ssl_protocols: self.ssl_protocols.or(parent.ssl_protocols),
+            ssl_session_timeout: self.ssl_session_timeout.or(parent.ssl_session_timeout),
+            http2: self.http2.or(parent.http2),
         }
+    }
+
+    /// The TLS settings of a merged server level (nginx's
+    /// `ngx_http_ssl_merge_srv_conf`): a certificate needs a key.
+    fn tls(&self) -> Result<TlsConf, ConfError> {
+        let d = TlsConf::default();
+        let certs = self.ssl_certificates.as_deref().unwrap_or(&[]);
+        let keys = self.ssl_keys.as_deref().unwrap_or(&[]);
+        if let Some((written, _, _)) = certs.get(keys.len()..).and_then(|c| c.last()) {
+            return Err(ConfError::bare(format!(
+                "no \"ssl_certificate_key\" is defined for certificate \"{written}\""
+            )));
+        }
+        let protocols = self.ssl_protocols.unwrap_or(TLS12 | TLS13);
+        Ok(TlsConf {
+            certificates: certs
+                .iter()
+                .zip(keys)
+                .map(|((_, cert, cert_loc), (key, key_loc))| CertificateConf {
+                    cert: cert.clone(),
+                    cert_loc: cert_loc.clone(),
+                    key: key.clone(),
+                    key_loc: key_loc.clone(),
+                })
+                .collect(),
+            tls12: protocols & TLS12 != 0,
+            tls13: protocols & TLS13 != 0,
+            session_timeout: self.ssl_session_timeout.unwrap_or(d.session_timeout),
+        })
     }
 
     /// The realip settings of a merged level; `None` without
@@ -282,6 +349,12 @@ impl Layer {
             connect_timeout: self.connect_timeout.unwrap_or(d.connect_timeout),
             send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
             read_timeout: self.read_timeout.unwrap_or(d.read_timeout),
+            ssl: ProxySsl {
+                verify: self.ssl_verify.unwrap_or(false),
+                trusted: None,
+                server_name: self.ssl_server_name.unwrap_or(false),
+                name: self.ssl_name.clone(),
+            },
         }
     }
 }
@@ -333,6 +406,8 @@ impl UpstreamEntry {
 #[derive(Default)]
 struct ServerInfo {
     own: Layer,
+    /// The `server` block, which nginx names in errors about the server.
+    loc: Option<Loc>,
     /// Top-level locations, as indexes into `Interp::locations`.
     locations: Vec<usize>,
 }
@@ -357,6 +432,10 @@ struct ListenAddr {
     addr: SocketAddr,
     servers: Vec<usize>,
     default_server: bool,
+    /// The server marked `default_server`; else the first one is.
+    default: Option<usize>,
+    /// Some `listen` of the address has `ssl`.
+    ssl: bool,
     /// Socket options were given (`backlog=`, `reuseport`, ...), which also
     /// makes nginx bind this address even beside a wildcard one.
     set: bool,
@@ -364,6 +443,8 @@ struct ListenAddr {
 
 struct Interp<'a> {
     env: &'a Env<'a>,
+    /// The main file's directory, where relative certificate paths start.
+    conf_dir: PathBuf,
     main: MainConf,
     http: HttpConf,
     modules: Vec<Arc<LoadedModule>>,
@@ -396,7 +477,13 @@ struct Interp<'a> {
     /// `access_log ... buffer=`: each buffered file's setting (and gzip
     /// level), which every other `access_log` of the file must repeat.
     log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
+    /// `proxy_ssl_trusted_certificate` files read, each once.
+    trusted: HashMap<PathBuf, Arc<rustls::RootCertStore>>,
 }
+
+/// `ssl_protocols` bits of the versions rustls has.
+const TLS12: u32 = 1;
+const TLS13: u32 = 2;
 
 fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
     Err(ConfError::at(message.into(), d.loc.clone()))
@@ -440,6 +527,7 @@ impl<'a> Interp<'a> {
     fn new(env: &'a Env<'a>) -> Self {
         Interp {
             env,
+            conf_dir: PathBuf::new(),
             main: MainConf {
                 worker_processes: 1,
                 pid: env.prefix.join("logs/waypost.pid"),
@@ -468,6 +556,7 @@ impl<'a> Interp<'a> {
             unknown_header_var: None,
             header_error: None,
             log_buffers: HashMap::new(),
+            trusted: HashMap::new(),
         }
     }
 
@@ -504,6 +593,17 @@ impl<'a> Interp<'a> {
             }
         }
         self.modules.push(module);
+    }
+
+    /// A path relative to the configuration's directory, as nginx's
+    /// `ngx_conf_full_name(cycle, name, 1)`.
+    fn conf_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.conf_dir.join(p)
+        }
     }
 
     fn resolve_path(&self, p: &str) -> PathBuf {
@@ -787,6 +887,18 @@ impl<'a> Interp<'a> {
             "proxy_connect_timeout" => layer.connect_timeout = Some(time_arg(d, 0)?),
             "proxy_send_timeout" => layer.send_timeout = Some(time_arg(d, 0)?),
             "proxy_read_timeout" => layer.read_timeout = Some(time_arg(d, 0)?),
+            "proxy_ssl_verify" => layer.ssl_verify = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "proxy_ssl_server_name" => {
+                layer.ssl_server_name = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            // nginx reads the file only where a location verifies, when
+            // the levels are merged (`ngx_http_proxy_set_ssl`).
+            "proxy_ssl_trusted_certificate" => layer.ssl_trusted = Some(self.conf_path(&d.args[0])),
+            // A complex value, compiled as it is read.
+            "proxy_ssl_name" => {
+                self.check_vars(Template::compile(&d.args[0]).map(|_| ()), d)?;
+                layer.ssl_name = Some(d.args[0].clone());
+            }
             "keepalive_timeout" => {
                 layer.keepalive_timeout = Some(time_arg(d, 0)?);
                 // The optional "Keep-Alive: timeout=" value, in seconds.
@@ -833,6 +945,53 @@ impl<'a> Interp<'a> {
             "real_ip_recursive" => {
                 layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
+            "ssl_certificate" => {
+                let path = self.conf_path(&d.args[0]);
+                layer.ssl_certificates.get_or_insert_with(Vec::new).push((
+                    d.args[0].clone(),
+                    path,
+                    d.loc.clone(),
+                ));
+            }
+            "ssl_certificate_key" => {
+                let path = self.conf_path(&d.args[0]);
+                layer
+                    .ssl_keys
+                    .get_or_insert_with(Vec::new)
+                    .push((path, d.loc.clone()));
+            }
+            "ssl_protocols" => {
+                let mut mask = layer.ssl_protocols.unwrap_or(0);
+                for v in &d.args {
+                    mask |= match v.to_ascii_lowercase().as_str() {
+                        "sslv2" | "sslv3" | "tlsv1" | "tlsv1.1" => 0,
+                        "tlsv1.2" => TLS12,
+                        "tlsv1.3" => TLS13,
+                        _ => return err(format!("invalid value \"{v}\""), d),
+                    };
+                }
+                // rustls has TLS 1.2 and 1.3 only: a list without either
+                // would leave the server with no protocol at all.
+                if mask == 0 {
+                    return err(
+                        "\"ssl_protocols\" enables neither TLSv1.2 nor TLSv1.3, \
+                         the only versions waypost supports",
+                        d,
+                    );
+                }
+                layer.ssl_protocols = Some(mask);
+            }
+            "ssl_session_timeout" => {
+                layer.ssl_session_timeout = Some(
+                    parse_time_sec(&d.args[0])
+                        .map(Duration::from_secs)
+                        .map_or_else(
+                            || err("\"ssl_session_timeout\" directive invalid value", d),
+                            Ok,
+                        )?,
+                )
+            }
+            "http2" => layer.http2 = Some(d.args[0].eq_ignore_ascii_case("on")),
             other => match self.module_directives.get(other) {
                 Some(&(module, spec)) if !spec.balancer => layer.filters.push(ModuleDirective {
                     module,
@@ -1212,11 +1371,16 @@ impl<'a> Interp<'a> {
             ret: None,
             realip: None,
             access_log: Vec::new(),
+            tls: TlsConf::default(),
+            http2: false,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
             client: ClientLimits::default(),
         });
-        self.servers.push(ServerInfo::default());
+        self.servers.push(ServerInfo {
+            loc: Some(d.loc.clone()),
+            ..ServerInfo::default()
+        });
         let mut own = Layer::default();
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
@@ -1265,6 +1429,8 @@ impl<'a> Interp<'a> {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_listen_port()),
                 default_server: false,
                 backlog: 511,
+                ssl: false,
+                http2: false,
             };
             let listen = Listen { conf, set: false };
             self.add_listen(index, &listen, d)?;
@@ -1287,10 +1453,13 @@ impl<'a> Interp<'a> {
                 addr,
                 servers: vec![server],
                 default_server: listen.conf.default_server,
+                default: listen.conf.default_server.then_some(server),
+                ssl: listen.conf.ssl,
                 set: listen.set,
             });
             return Ok(());
         };
+        known.ssl |= listen.conf.ssl;
         if known.servers.contains(&server) {
             return err(format!("a duplicate listen {addr}"), d);
         }
@@ -1306,6 +1475,7 @@ impl<'a> Interp<'a> {
                 return err(format!("a duplicate default server for {addr}"), d);
             }
             known.default_server = true;
+            known.default = Some(server);
         }
         Ok(())
     }
@@ -1422,7 +1592,7 @@ impl<'a> Interp<'a> {
             }
             match item.name.as_str() {
                 "proxy_pass" => {
-                    let (authority, url) = proxy_pass_url(item)?;
+                    let (authority, url, tls) = proxy_pass_url(item)?;
                     let entry = self.pass_entry(&authority, &url, item)?;
                     if named && url.uri.is_some() {
                         return err(
@@ -1435,6 +1605,7 @@ impl<'a> Interp<'a> {
                         upstream: usize::MAX,
                         host: authority.clone(),
                         uri: url.uri.clone(),
+                        tls,
                     });
                     self.pending.push(PendingPass {
                         server,
@@ -1506,9 +1677,10 @@ impl<'a> Interp<'a> {
 
     /// End of the http block, in the order of nginx's `ngx_http_block`:
     /// bind every `proxy_pass` to its upstream, creating and resolving
-    /// implicit ones; a malformed `proxy_set_header` value (at `end`, the
-    /// block's `}`); merge the inherited settings; check each server's
-    /// locations for duplicates; last, the first unknown variable.
+    /// implicit ones; merge the inherited settings (reading the trusted
+    /// certificates of `https://` locations that verify); a malformed
+    /// `proxy_set_header` value (at `end`, the block's `}`); check each
+    /// server's locations for duplicates; last, the first unknown variable.
     fn http_end(&mut self, end: Loc) -> Result<(), ConfError> {
         self.init_upstreams()?;
         // ngx_http_core_merge_srv_conf, server by server.
@@ -1521,9 +1693,6 @@ impl<'a> Interp<'a> {
                 ));
             }
         }
-        if let Some(message) = self.header_error.take() {
-            return Err(ConfError::at(message, end));
-        }
         for pass in std::mem::take(&mut self.pending) {
             let index = match &self.entries[pass.entry] {
                 UpstreamEntry::Block { index, .. } => *index,
@@ -1535,11 +1704,17 @@ impl<'a> Interp<'a> {
                 p.upstream = index;
             }
         }
-        self.merge();
+        // nginx's proxy module merges each location's TLS settings
+        // before it compiles its headers.
+        self.merge()?;
+        if let Some(message) = self.header_error.take() {
+            return Err(ConfError::at(message, end));
+        }
         for server in 0..self.servers.len() {
             let top = self.servers[server].locations.clone();
             self.check_locations(&top)?;
         }
+        self.check_ssl_listens()?;
         // nginx's ngx_http_variables_init_vars, after everything else.
         if let Some(e) = self.unknown_var.take().or(self.unknown_header_var.take()) {
             return Err(e);
@@ -1587,11 +1762,13 @@ impl<'a> Interp<'a> {
 
     /// nginx's merge: each server inherits from http, each location from
     /// its parent, whatever the order of the directives.
-    fn merge(&mut self) {
+    fn merge(&mut self) -> Result<(), ConfError> {
         let mut server_layers = Vec::with_capacity(self.servers.len());
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
             let server = &mut self.http.servers[i];
+            server.tls = layer.tls()?;
+            server.http2 = layer.http2.unwrap_or(false);
             if let Some(t) = layer.keepalive_timeout {
                 server.keepalive_timeout = t;
             }
@@ -1613,8 +1790,13 @@ impl<'a> Interp<'a> {
                 None => &server_layers[info.server],
             };
             let layer = info.own.merged(parent);
+            let mut proxy = layer.proxy();
+            let location = &self.http.servers[info.server].locations[info.index];
+            if matches!(&location.action, Action::Proxy(p) if p.tls) && proxy.ssl.verify {
+                proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
+            }
             let location = &mut self.http.servers[info.server].locations[info.index];
-            location.proxy = layer.proxy();
+            location.proxy = proxy;
             location.client = layer.client();
             location.realip = layer.realip();
             location.filters = layer.filters.clone();
@@ -1622,6 +1804,28 @@ impl<'a> Interp<'a> {
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
         }
+        Ok(())
+    }
+
+    /// nginx's `ngx_http_ssl_init`: the default server of a TLS address
+    /// needs a certificate (the others fall back to its one).
+    fn check_ssl_listens(&self) -> Result<(), ConfError> {
+        for l in self.listens.iter().filter(|l| l.ssl) {
+            let default = l.default.unwrap_or(l.servers[0]);
+            if self.http.servers[default].tls.certificates.is_empty() {
+                let message = match &self.servers[default].loc {
+                    Some(loc) => format!(
+                        "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {loc}"
+                    ),
+                    None => {
+                        "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive"
+                            .to_owned()
+                    }
+                };
+                return Err(ConfError::bare(message));
+            }
+        }
+        Ok(())
     }
 
     /// The access logs a level writes: its own, or its parents', or
@@ -1684,6 +1888,25 @@ impl<'a> Interp<'a> {
 /// here): the smallest `large_client_header_buffers` size it takes.
 const CONNECTION_POOL_SIZE: u32 = 512;
 
+/// nginx's `ngx_http_proxy_set_ssl` for a location that verifies: the
+/// trusted certificates are required, and read now (each file once).
+fn trusted(
+    cache: &mut HashMap<PathBuf, Arc<rustls::RootCertStore>>,
+    path: Option<&Path>,
+) -> Result<Arc<rustls::RootCertStore>, ConfError> {
+    let Some(path) = path else {
+        return Err(ConfError::bare(
+            "no proxy_ssl_trusted_certificate for proxy_ssl_verify".to_owned(),
+        ));
+    };
+    if let Some(roots) = cache.get(path) {
+        return Ok(roots.clone());
+    }
+    let roots = crate::upstream::tls::load_trusted(path).map_err(ConfError::bare)?;
+    cache.insert(path.to_path_buf(), roots.clone());
+    Ok(roots)
+}
+
 /// `on`/`off` in any case, as nginx's flag slot compares.
 fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
@@ -1718,7 +1941,10 @@ fn is_single(name: &str) -> bool {
             | "proxy_connect_timeout"
             | "proxy_send_timeout"
             | "proxy_read_timeout"
+            | "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_name"
             | "real_ip_header"
+            | "ssl_session_timeout"
     )
 }
 
@@ -2191,12 +2417,18 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
             addr,
             default_server: false,
             backlog: 511,
+            ssl: false,
+            http2: false,
         },
         set: false,
     };
     for p in &d.args[1..] {
         if p == "default_server" || p == "default" {
             listen.conf.default_server = true;
+        } else if p == "ssl" {
+            listen.conf.ssl = true;
+        } else if p == "http2" {
+            listen.conf.http2 = true;
         } else if let Some(n) = p.strip_prefix("backlog=") {
             listen.set = true;
             match parse_number(n).and_then(|n| i32::try_from(n).ok()) {
@@ -2252,18 +2484,19 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// `proxy_pass http://authority[/uri]`, checked as nginx's
+/// `proxy_pass http[s]://authority[/uri]`, checked as nginx's
 /// `ngx_http_proxy_pass` (the host is resolved at the end of `http`).
-/// Returns the authority as written (`$proxy_host`) and the parsed URL.
-fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
+/// Returns the authority as written (`$proxy_host`), the parsed URL and
+/// whether it is `https://`.
+fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError> {
     let url = &d.args[0];
     if url.contains('$') {
         return err("variables in \"proxy_pass\" are not supported", d);
     }
-    let rest = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
-        rest
-    } else if strip_prefix_ignore_case(url, "https://").is_some() {
-        return err("https upstreams are not supported yet", d);
+    let (rest, tls) = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
+        (rest, false)
+    } else if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
+        (rest, true)
     } else {
         return err("invalid URL prefix", d);
     };
@@ -2273,13 +2506,13 @@ fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
             d,
         );
     }
-    let parsed = parse_url(rest, 80, true)
+    let parsed = parse_url(rest, if tls { 443 } else { 80 }, true)
         .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
     let authority = match rest.find(['/', '?']) {
         Some(i) => &rest[..i],
         None => rest,
     };
-    Ok((authority.to_owned(), parsed))
+    Ok((authority.to_owned(), parsed, tls))
 }
 
 #[cfg(test)]
@@ -2321,7 +2554,8 @@ mod tests {
             let e = proxy_pass_url(&d(url)).expect_err(url);
             assert_eq!(e.message, "invalid URL prefix");
         }
-        let (authority, _) = proxy_pass_url(&d("http://unix\u{e9}")).expect("a host");
+        let (authority, _, tls) = proxy_pass_url(&d("http://unix\u{e9}")).expect("a host");
+        assert!(!tls);
         assert_eq!(authority, "unix\u{e9}");
         // An upstream `server` that starts like `unix:`.
         let server = |arg: &str| Directive {

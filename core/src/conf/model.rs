@@ -137,6 +137,11 @@ pub struct ServerConf {
     /// The server level's access logs: for a server-level `return` and a
     /// request no location matches (empty: off).
     pub access_log: Vec<AccessLogConf>,
+    /// `ssl_certificate`, `ssl_certificate_key`, `ssl_protocols`,
+    /// `ssl_session_timeout`, after inheritance.
+    pub tls: TlsConf,
+    /// `http2 on`
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +149,43 @@ pub struct ListenConf {
     pub addr: SocketAddr,
     pub default_server: bool,
     pub backlog: i32,
+    /// `ssl`: for nginx, one `listen ... ssl` makes the whole address TLS.
+    pub ssl: bool,
+    /// `http2` (nginx before 1.25.1): HTTP/2 for every server of the address.
+    pub http2: bool,
+}
+
+/// A server's TLS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConf {
+    /// `ssl_certificate` and `ssl_certificate_key` pairs, in order.
+    pub certificates: Vec<CertificateConf>,
+    /// `ssl_protocols`, of the versions rustls has.
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `ssl_session_timeout`: how long a session ticket resumes.
+    pub session_timeout: Duration,
+}
+
+impl Default for TlsConf {
+    fn default() -> Self {
+        TlsConf {
+            certificates: Vec::new(),
+            tls12: true,
+            tls13: true,
+            session_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `ssl_certificate` and the `ssl_certificate_key` paired with it, each
+/// with where it was written (for the errors of loading it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConf {
+    pub cert: PathBuf,
+    pub cert_loc: Loc,
+    pub key: PathBuf,
+    pub key_loc: Loc,
 }
 
 #[derive(Debug)]
@@ -194,6 +236,8 @@ pub struct ProxyPass {
     /// The URI part of `proxy_pass http://u/uri`, replacing the matched
     /// location prefix; `None` passes the request URI unchanged.
     pub uri: Option<String>,
+    /// `proxy_pass https://`: TLS to the upstream.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +294,21 @@ pub struct ProxyConf {
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub read_timeout: Duration,
+    pub ssl: ProxySsl,
+}
+
+/// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySsl {
+    /// `proxy_ssl_verify` (default off, as nginx).
+    pub verify: bool,
+    /// `proxy_ssl_trusted_certificate`, read while the configuration was
+    /// checked (only where it verifies, as nginx reads it).
+    pub trusted: Option<Arc<rustls::RootCertStore>>,
+    /// `proxy_ssl_server_name` (default off): send SNI.
+    pub server_name: bool,
+    /// `proxy_ssl_name`, as written; `None`: the upstream's host.
+    pub name: Option<String>,
 }
 
 impl Default for ProxyConf {
@@ -263,6 +322,7 @@ impl Default for ProxyConf {
             connect_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
+            ssl: ProxySsl::default(),
         }
     }
 }

@@ -12,34 +12,31 @@ use crate::http::access::Record;
 use crate::http::h1::body::BodyError;
 use crate::http::upstream_h1::UpstreamBody;
 
-/// The body sent to a client: a fixed text, or an upstream's body passed
-/// through. When an upstream body ends cleanly its connection goes back to
-/// the pool at once (before the client has the last bytes); the access
-/// log line is written when the body is done or dropped, with the bytes
-/// actually sent.
+/// The body sent to a client: a fixed text, an upstream's body passed
+/// through, or none but a tunnel after a `101 Switching Protocols`. When
+/// an upstream body ends cleanly its connection goes back to the pool at
+/// once (before the client has the last bytes); the access log line is
+/// written when the body (or the tunnel) is done or dropped, with the
+/// bytes actually sent.
 pub struct RespBody {
     kind: Kind,
     sent: u64,
     /// Bytes of the response head (and a `100 Continue` before it), for
-    /// `$bytes_sent`. `u32`, as `send_ms`: the body moves with every
-    /// response, so it is kept small.
+    /// `$bytes_sent`. `u32`: the body moves with every response, so it
+    /// is kept small.
     head: u32,
     record: Option<Box<Record>>,
     /// Dropping it frees the peer; its upstream's pool takes the
     /// connection back.
     hold: Option<PeerHold>,
-    /// The location's `send_timeout` in milliseconds ([`NO_SEND_TIMEOUT`]:
-    /// none set), for the connection writing this response (a field, not a
-    /// response extension: those cost a map per response).
-    send_ms: u32,
 }
-
-/// `send_ms` when no `send_timeout` was set.
-const NO_SEND_TIMEOUT: u32 = u32::MAX;
 
 enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// The upstream switched protocols: the client connection runs the
+    /// tunnel once the 101 head is written (`crate::http::tunnel`).
+    Tunnel(Option<Box<crate::http::tunnel::Tunnel>>),
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -64,7 +61,6 @@ impl RespBody {
             head: 0,
             record: None,
             hold: None,
-            send_ms: NO_SEND_TIMEOUT,
         }
     }
 
@@ -79,7 +75,6 @@ impl RespBody {
             sent: 0,
             head: 0,
             record: None,
-            send_ms: NO_SEND_TIMEOUT,
         };
         // A body that ended with its head (HEAD, 204, 304, length 0) frees
         // its connection now: nobody may poll it.
@@ -96,21 +91,43 @@ impl RespBody {
         }
     }
 
-    /// The `send_timeout` for writing this response; without one the
-    /// connection's server's applies.
-    pub fn set_send_timeout(&mut self, timeout: std::time::Duration) {
-        self.send_ms = u32::try_from(timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .min(NO_SEND_TIMEOUT - 1);
+    /// The answer to an upgrade: no body, the tunnel to run after the head.
+    pub fn tunnel(tunnel: crate::http::tunnel::Tunnel, hold: PeerHold) -> RespBody {
+        RespBody {
+            kind: Kind::Tunnel(Some(Box::new(tunnel))),
+            hold: Some(hold),
+            sent: 0,
+            head: 0,
+            record: None,
+        }
     }
 
-    pub fn send_timeout(&self) -> Option<std::time::Duration> {
-        (self.send_ms != NO_SEND_TIMEOUT)
-            .then(|| std::time::Duration::from_millis(u64::from(self.send_ms)))
+    /// Whether a tunnel waits behind this (empty) body.
+    pub fn has_tunnel(&self) -> bool {
+        matches!(self.kind, Kind::Tunnel(Some(_)))
+    }
+
+    /// The tunnel, taken to run; the body (peer hold, log record) stays
+    /// with the caller until the tunnel ends.
+    pub fn take_tunnel(&mut self) -> Option<Box<crate::http::tunnel::Tunnel>> {
+        match &mut self.kind {
+            Kind::Tunnel(t) => t.take(),
+            _ => None,
+        }
+    }
+
+    /// Bytes the tunnel passed to the client, for `$body_bytes_sent`.
+    pub fn tunnelled(&mut self, bytes: u64) {
+        self.sent += bytes;
     }
 
     pub fn set_record(&mut self, record: Option<Box<Record>>) {
         self.record = record;
+    }
+
+    /// The access log record, for an answer sent in this one's place.
+    pub fn take_record(&mut self) -> Option<Box<Record>> {
+        self.record.take()
     }
 
     /// The connection wrote the response head, `bytes` long.
@@ -130,6 +147,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Tunnel(_) => Poll::Ready(None),
             Kind::Upstream(body) => {
                 let polled = body.poll_data(cx);
                 // The connection is free as soon as the last piece is read.
@@ -149,6 +167,7 @@ impl Body for RespBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Tunnel(_) => true,
         }
     }
 
@@ -158,6 +177,7 @@ impl Body for RespBody {
             Kind::Upstream(b) => b
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Kind::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }

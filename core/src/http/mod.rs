@@ -2,11 +2,14 @@
 //!
 //! - `server`: accept loops, connections, server and location choice
 //! - `h1`: the client connection loop (HTTP/1.x on httparse, pooled buffers)
+//! - `h2`: HTTP/2 streams (hyper's server) turned into the same requests
+//! - `tls`: the TLS handshake, and TLS as the h1 loop's transport
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
-//! - `pool`: upstream connections and per-worker keepalive
+//! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
+//! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `access`: access log lines
@@ -14,10 +17,13 @@
 pub mod access;
 pub mod body;
 pub mod h1;
+pub mod h2;
 pub mod head;
 pub mod pool;
 pub mod proxy;
 pub mod realip;
 pub mod response;
 pub mod server;
+pub mod tls;
+pub mod tunnel;
 pub mod upstream_h1;

@@ -1,6 +1,9 @@
-//! Upstream connections: a pooled one or a new one per try, and idle
-//! ones kept per worker for `keepalive N`. Each worker has its own idle
-//! list, so taking a connection takes a lock no other thread uses. An
+//! Upstream connections: a pooled one or a new one per try (TLS for
+//! `proxy_pass https://`), and idle ones kept per worker for
+//! `keepalive N`. Each worker has its own idle list, so taking a
+//! connection takes a lock no other thread uses. An idle connection is
+//! reused only by a request that would have made the same one: same peer,
+//! plain or TLS with the same settings and name. An
 //! idle connection is only its socket (see `upstream_h1::Conn`): no task
 //! watches it, and one the upstream closed meanwhile is noticed from the
 //! socket's readiness when the worker next looks at its list.
@@ -10,7 +13,36 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::http::upstream_h1::{Conn, ConnectError};
+use crate::upstream::tls::TlsClient;
 use crate::upstream::Upstream;
+
+/// What a TLS connection was made with: the client configuration and the
+/// name sent and verified.
+pub struct TlsKey {
+    id: u32,
+    name: Box<str>,
+}
+
+/// How a request wants its connection: TLS with `client`, to `name`.
+#[derive(Clone, Copy)]
+pub struct TlsTarget<'a> {
+    pub client: &'a TlsClient,
+    pub name: &'a str,
+}
+
+impl TlsTarget<'_> {
+    fn matches(&self, key: Option<&TlsKey>) -> bool {
+        key.is_some_and(|k| k.id == self.client.id && *k.name == *self.name)
+    }
+
+    /// The key a connection made for this target is kept under.
+    pub fn key(&self) -> TlsKey {
+        TlsKey {
+            id: self.client.id,
+            name: self.name.into(),
+        }
+    }
+}
 
 struct Idle {
     peer: u32,
@@ -61,8 +93,14 @@ impl UpstreamPool {
     }
 
     /// The most recently used idle connection to `peer` that is still open
-    /// at `now`.
-    fn take(&self, peer: u32, timeout: Duration, now: Instant) -> Option<Conn> {
+    /// at `now` and was made as `tls` asks.
+    fn take(
+        &self,
+        peer: u32,
+        tls: Option<TlsTarget<'_>>,
+        timeout: Duration,
+        now: Instant,
+    ) -> Option<Conn> {
         if self.capacity == 0 {
             return None;
         }
@@ -70,8 +108,14 @@ impl UpstreamPool {
         // Kept since after `fresh`: one subtraction, then a comparison per
         // connection.
         let fresh = now.checked_sub(timeout);
-        idle.retain(|c| fresh.is_none_or(|f| c.since > f) && !c.conn.unusable());
-        let found = idle.iter().rposition(|c| c.peer == peer);
+        idle.retain_mut(|c| fresh.is_none_or(|f| c.since > f) && !c.conn.unusable());
+        let found = idle.iter().rposition(|c| {
+            c.peer == peer
+                && match &tls {
+                    None => c.conn.tls.is_none(),
+                    Some(t) => t.matches(c.conn.tls.as_ref()),
+                }
+        });
         let c = found.map(|pos| idle.swap_remove(pos));
         len.store(idle.len(), Ordering::Relaxed);
         c.map(|c| c.conn)
@@ -100,22 +144,24 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-/// A reused idle connection to peer `i`, or a new one, with its timeouts
-/// set for a request about to be sent; `now` is the try's start.
+/// A reused idle connection to peer `i`, or a new one (with TLS when
+/// `tls` says), with its timeouts set for a request about to be sent;
+/// `now` is the try's start.
 pub async fn checkout(
     up: &Upstream,
     i: usize,
     timeouts: Timeouts,
+    tls: Option<TlsTarget<'_>>,
     now: Instant,
 ) -> Result<Conn, ConnectError> {
-    let mut conn = match up.pool.take(i as u32, up.keepalive_timeout, now) {
+    let mut conn = match up.pool.take(i as u32, tls, up.keepalive_timeout, now) {
         Some(mut conn) => {
             conn.reused = true;
             conn
         }
         // Boxed: a rare path (keep-alive connections serve most
         // requests) whose future would otherwise widen every request's.
-        None => Box::pin(Conn::connect(up.addrs[i], timeouts.connect)).await?,
+        None => Box::pin(Conn::connect(up.addrs[i], timeouts.connect, tls)).await?,
     };
     conn.sending(timeouts.send, timeouts.read);
     Ok(conn)

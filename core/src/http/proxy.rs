@@ -24,14 +24,14 @@ use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
-use crate::http::pool::{self, Timeouts};
+use crate::http::pool::{self, Timeouts, TlsTarget};
 use crate::http::response::{error_page, server_header};
 use crate::http::upstream_h1::{
     self, ConnectError, ErrorKind, Framing, HeadWriter, ReqBody, RequestHead, Timeout,
 };
 use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
-use crate::runtime::{HeaderSource, Location, Proxy, Server};
+use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
@@ -315,6 +315,16 @@ fn timed_out_failure(while_: &str) -> Failure {
     }
 }
 
+/// What one try needs besides the request: the connection's TLS, and
+/// whether the client asked for an upgrade.
+#[derive(Clone, Copy)]
+struct TryWith<'a> {
+    tls: Option<TlsTarget<'a>>,
+    /// The request has an `Upgrade` header (nginx's `r->headers_in.upgrade`):
+    /// only then may the upstream switch protocols.
+    upgrade: bool,
+}
+
 /// Sends one request to peer `i` and waits for the response head.
 ///
 /// `body` is taken only once a connection is there: if connecting fails,
@@ -323,10 +333,12 @@ fn timed_out_failure(while_: &str) -> Failure {
 ///
 /// `connected` gets the time the connection was there, when it is
 /// `Some` (an access log wants `$upstream_connect_time`).
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     up: &Upstream,
     i: usize,
     p: &Proxy,
+    with: TryWith<'_>,
     head: &RequestHead,
     body: &mut Option<ReqBody>,
     started: Instant,
@@ -341,7 +353,7 @@ async fn attempt(
         if let Some(c) = connected.as_deref_mut() {
             *c = None;
         }
-        let conn = pool::checkout(up, i, timeouts, started)
+        let conn = pool::checkout(up, i, timeouts, with.tls, started)
             .await
             .map_err(|e| {
                 match e {
@@ -361,6 +373,24 @@ async fn attempt(
                     strerror(&e)
                 ),
             },
+            // A refused certificate or a failed handshake is a failed
+            // connection to nginx (`NGX_HTTP_UPSTREAM_FT_ERROR`): the peer
+            // counts a failure and the next one is tried.
+            ConnectError::TlsTimeout => Failure {
+                ft: NextUpstream::TIMEOUT,
+                sent: false,
+                message:
+                    "upstream timed out (110: Connection timed out) while SSL handshaking to upstream"
+                        .into(),
+            },
+            ConnectError::Tls(e) => Failure {
+                ft: NextUpstream::ERROR,
+                sent: false,
+                message: format!(
+                    "{} while SSL handshaking to upstream",
+                    crate::upstream::tls::handshake_error(&e, with.tls.map_or("", |t| t.name))
+                ),
+            },
         }
             })?;
         if let Some(c) = connected.as_deref_mut() {
@@ -369,6 +399,19 @@ async fn attempt(
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
         let e = match upstream_h1::exchange(conn, head, &mut req_body).await {
+            // A switch nobody asked for: nginx 1.22 passes it on as an
+            // ordinary response, reading its body until the upstream
+            // closes; the client gets a 101 it cannot use. Refused as an
+            // invalid header instead (README: differences).
+            Ok(resp)
+                if resp.parts.status == http::StatusCode::SWITCHING_PROTOCOLS && !with.upgrade =>
+            {
+                return Err(Failure {
+                    ft: NextUpstream::INVALID_HEADER,
+                    sent: true,
+                    message: "upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream".into(),
+                });
+            }
             Ok(resp) => return Ok(resp),
             Err(e) => e,
         };
@@ -481,7 +524,7 @@ pub async fn run(
         requests: cx.requests,
         status: 0,
     };
-    let prepared: Result<u64, Box<Response<RespBody>>> = (|| {
+    let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {
             vars: vars(),
             templates: std::cell::Cell::new(&up.templates),
@@ -489,7 +532,7 @@ pub async fn run(
         };
         let mut client_text = [0u8; 48];
         let client_addr = {
-            let n = NgxIp(cx.client.ip()).write_into(&mut client_text);
+            let n = NgxIp(cx.client.ip()).write_to(&mut client_text);
             std::str::from_utf8(&client_text[..n]).unwrap_or("")
         };
         let client_octets: ([u8; 16], usize) = match cx.client.ip() {
@@ -556,11 +599,19 @@ pub async fn run(
                 }
             },
         );
-        Ok(delay_ms)
+        // `proxy_ssl_name` with variables: this request's name.
+        let tls_name = match p.tls.as_ref().map(|t| &t.name) {
+            Some(TlsName::Template(t)) => {
+                let name = text(t.eval(&hook_cx.vars));
+                Some(crate::upstream::tls::strip_port(&name).to_owned())
+            }
+            _ => None,
+        };
+        Ok((delay_ms, tls_name))
     })();
-    match prepared {
-        Ok(0) => {}
-        Ok(delay_ms) => {
+    let tls_name = match prepared {
+        Ok((0, name)) => name,
+        Ok((delay_ms, name)) => {
             // A module's delay (limit_req): the request waits on a timer;
             // if the client goes away meanwhile, the connection drops
             // this future.
@@ -570,9 +621,22 @@ pub async fn run(
                 delay_ms,
             )))
             .await;
+            name
         }
         Err(resp) => return *resp,
-    }
+    };
+    let with = TryWith {
+        tls: p.tls.as_ref().map(|t| TlsTarget {
+            client: &t.client,
+            name: match (&t.name, &tls_name) {
+                (TlsName::Fixed(name), _) => name,
+                (TlsName::Template(_), Some(name)) => name,
+                (TlsName::Template(_), None) => "",
+            },
+        }),
+        upgrade: parts.headers.contains_key(header::UPGRADE),
+    };
+    let scheme = if p.tls.is_some() { "https" } else { "http" };
     // Read only when `proxy_next_upstream_timeout` needs it.
     let started = (!p.next_upstream_timeout.is_zero()).then(Instant::now);
     let non_idempotent =
@@ -630,7 +694,7 @@ pub async fn run(
                     Some(cx.conn),
                     &format!(
                         "no live upstreams while connecting to upstream{}",
-                        context(cx, &parts, &format!("http://{}{}", up.name, uri))
+                        context(cx, &parts, &format!("{scheme}://{}{}", up.name, uri))
                     ),
                 );
                 return error_page(502);
@@ -654,7 +718,7 @@ pub async fn run(
         let try_started = Instant::now();
         let mut connected = None;
         let timed = record.is_some().then_some(&mut connected);
-        let result = attempt(up, i, p, &req_head, &mut body, try_started, timed).await;
+        let result = attempt(up, i, p, with, &req_head, &mut body, try_started, timed).await;
         let now = now_secs();
         let timed_out = started.is_some_and(|s| s.elapsed() >= p.next_upstream_timeout);
 
@@ -715,13 +779,30 @@ pub async fn run(
                     body: upstream_body,
                     upgraded,
                 } = resp;
-                // No tunnel yet: after a 101 the client gets the head
-                // alone, and the upstream connection closes here.
-                drop(upgraded);
                 let hold = PeerHold {
                     upstream: p.upstream.clone(),
                     peer: i,
                 };
+                if let Some(upgraded) = upgraded {
+                    // The try is over for the balancer (`free` ran above,
+                    // as a success), but the peer's connection stays
+                    // counted until the tunnel ends: nginx frees the peer
+                    // when it finalizes the request, at the tunnel's end,
+                    // and always as a success, so least_conn and max_conns
+                    // see open tunnels as the connections they are. The
+                    // upstream connection is the tunnel's and never goes
+                    // back to the pool.
+                    let upstream = format!("{scheme}://{}{}", up.addrs[i], uri);
+                    let tunnel = crate::http::tunnel::Tunnel::new(
+                        upgraded,
+                        context(cx, &parts, &upstream),
+                        cx.conn,
+                    );
+                    let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
+                    *resp.version_mut() = Version::HTTP_11;
+                    server_header(&mut resp);
+                    return resp;
+                }
                 let mut resp = Response::from_parts(head, RespBody::upstream(upstream_body, hold));
                 *resp.version_mut() = Version::HTTP_11;
                 server_header(&mut resp);
@@ -743,7 +824,7 @@ pub async fn run(
                     &format!(
                         "{}{}",
                         failure.message,
-                        context(cx, &parts, &format!("http://{}{}", up.addrs[i], uri))
+                        context(cx, &parts, &format!("{scheme}://{}{}", up.addrs[i], uri))
                     ),
                 );
                 release(

@@ -15,9 +15,11 @@ use tokio::sync::watch;
 
 use crate::http::body::RespBody;
 use crate::http::h1::{self, ClientBody};
+use crate::http::h2;
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
+use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Runtime};
 use crate::vars::VarCtx;
@@ -248,18 +250,35 @@ async fn accept_loop(
             continue;
         }
         let id = state.conn_ids.fetch_add(1, Ordering::Relaxed);
+        let rt = state.runtime.load_full();
         let conn = Conn {
             state: state.clone(),
             listen: addr,
             client,
             id,
             requests: AtomicU64::new(0),
-            accepted_with: ArcSwap::new(state.runtime.load_full()),
+            accepted_with: ArcSwap::new(rt.clone()),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
-        // Spawned as is: a wrapper future would hold the stream and the
-        // connection twice in every idle task.
-        tokio::spawn(serve(stream, conn, Open(tracker.clone())));
+        let open = Open(tracker.clone());
+        // The protocol is settled once per connection, here: TLS, or
+        // cleartext with HTTP/2 on, each get a task of their own; a plain
+        // HTTP/1 connection's task is the h1 loop as it always was.
+        let group = rt.listens.iter().find(|g| g.addr == addr);
+        match group {
+            Some(g) if g.tls.is_some() => {
+                tokio::spawn(serve_tls(stream, conn, open, rt));
+            }
+            Some(g) if g.http2(g.default) => {
+                tokio::spawn(serve_h2c(stream, conn, open));
+            }
+            // Spawned as is: a wrapper future would hold the stream and
+            // the connection twice in every idle task.
+            _ => {
+                let settings = h1_settings(group);
+                tokio::spawn(serve(stream, conn, open, settings));
+            }
+        }
     }
 }
 
@@ -297,19 +316,24 @@ impl Conn {
     }
 }
 
-/// The connection as the HTTP/1 loop sees it.
-struct Client {
+/// The connection as the HTTP/1 loop sees it; `HTTPS`: over TLS (a
+/// parameter, not a field, so a plain connection's idle task is no larger).
+struct Client<const HTTPS: bool> {
     conn: Conn,
     local: SocketAddr,
     /// Counts the connection open, and wakes it when idle on a reload.
     open: Open,
 }
 
-impl h1::Service for Client {
+impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     fn call(
         &self,
         req: Request<ClientBody>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send + '_>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = h1::Answer> + Send + '_>> {
+        let mut req = req;
+        if HTTPS {
+            req.extensions_mut().insert(Https);
+        }
         // Boxed: the request's state lives only while it is in flight,
         // not in every idle connection's task.
         Box::pin(handle(req, &self.conn, self.local))
@@ -343,6 +367,44 @@ impl h1::Service for Client {
     }
 }
 
+/// The default server's `keepalive_timeout` and client limits of a
+/// connection's address: nginx's settings for a connection before it
+/// knows the virtual server.
+fn defaults_of(
+    group: Option<&crate::runtime::ListenGroup>,
+) -> (std::time::Duration, crate::conf::model::ClientLimits) {
+    group
+        .map(|g| {
+            let s = &g.servers[g.default];
+            (s.keepalive_timeout, s.client)
+        })
+        .unwrap_or_default()
+}
+
+fn defaults(conn: &Conn) -> (std::time::Duration, crate::conf::model::ClientLimits) {
+    let rt = conn.state.runtime.load();
+    defaults_of(rt.listens.iter().find(|g| g.addr == conn.listen))
+}
+
+fn h1_settings(group: Option<&crate::runtime::ListenGroup>) -> h1::Settings {
+    let (keepalive, limits) = defaults_of(group);
+    let buffers = limits.header_buffers;
+    h1::Settings::new(
+        keepalive,
+        limits.header_timeout,
+        limits.send_timeout,
+        h1::Limits {
+            line: buffers.size as usize,
+            head: (buffers.number as usize).saturating_mul(buffers.size as usize),
+        },
+    )
+}
+
+fn conn_settings(conn: &Conn) -> h1::Settings {
+    let rt = conn.state.runtime.load();
+    h1_settings(rt.listens.iter().find(|g| g.addr == conn.listen))
+}
+
 /// A client connection's task. Not an `async fn`: everything is set up
 /// here and moved into the connection loop's future once, so the idle
 /// task holds each piece a single time.
@@ -350,36 +412,197 @@ fn serve(
     stream: TcpStream,
     conn: Conn,
     open: Open,
+    settings: h1::Settings,
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
-    let settings = {
-        let rt = conn.state.runtime.load();
-        let (keepalive, limits) = rt
-            .listens
-            .iter()
-            .find(|g| g.addr == conn.listen)
-            .map(|g| {
-                let s = &g.servers[g.default];
-                (s.keepalive_timeout, s.client)
-            })
-            .unwrap_or_default();
-        let buffers = limits.header_buffers;
-        h1::Settings::new(
-            keepalive,
-            limits.header_timeout,
-            limits.send_timeout,
-            h1::Limits {
-                line: buffers.size as usize,
-                head: (buffers.number as usize).saturating_mul(buffers.size as usize),
-            },
-        )
-    };
-    let client = Client { conn, local, open };
+    let client = Client::<false> { conn, local, open };
     h1::serve(stream, client, settings)
 }
 
-async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Response<RespBody> {
+/// A TLS connection: the handshake within `client_header_timeout` (as
+/// nginx times it), then HTTP/2 if ALPN chose it, else the HTTP/1 loop
+/// over TLS.
+async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(conn.listen);
+    let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
+        return;
+    };
+    let (_, limits) = defaults(&conn);
+    let accepted = match tokio::time::timeout(limits.header_timeout, tls::accept(stream, group))
+        .await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            // nginx logs a failed handshake at `info`.
+            if log::enabled(Level::Info) {
+                log::write(
+                    Level::Info,
+                    Some(conn.id),
+                    &format!(
+                        "TLS handshake failed ({e}) while SSL handshaking, client: {}, server: {}",
+                        crate::vars::NgxIp(conn.client.ip()),
+                        conn.listen
+                    ),
+                );
+            }
+            return;
+        }
+        Err(_) => {
+            if log::enabled(Level::Info) {
+                log::write(
+                        Level::Info,
+                        Some(conn.id),
+                        &format!(
+                            "client timed out (110: Connection timed out) while SSL handshaking, client: {}, server: {}",
+                            crate::vars::NgxIp(conn.client.ip()),
+                            conn.listen
+                        ),
+                    );
+            }
+            return;
+        }
+    };
+    drop(rt);
+    match accepted {
+        tls::Accepted::H2(stream) => {
+            serve_h2(
+                hyper_util::rt::TokioIo::new(stream),
+                conn,
+                local,
+                open,
+                true,
+            )
+            .await
+        }
+        tls::Accepted::Http1(io) => {
+            let settings = conn_settings(&conn);
+            h1::serve(io, Client::<true> { conn, local, open }, settings).await
+        }
+    }
+}
+
+/// A cleartext connection where HTTP/2 is on: the client preface means
+/// HTTP/2 by prior knowledge (h2c), anything else HTTP/1. The first bytes
+/// are peeked, not read, so either protocol reads them itself.
+async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(conn.listen);
+    let (_, limits) = defaults(&conn);
+    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+    let mut first = [0u8; h2::PREFACE.len()];
+    let h2c = loop {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        let n = match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if first[..n] != h2::PREFACE[..n] {
+            break false;
+        }
+        if n == first.len() {
+            break true;
+        }
+        // Part of the preface: wait for more. Peeking leaves the socket
+        // readable, so its readiness is cleared by hand first.
+        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+    };
+    if h2c {
+        serve_h2(
+            hyper_util::rt::TokioIo::new(stream),
+            conn,
+            local,
+            open,
+            false,
+        )
+        .await
+    } else {
+        let settings = conn_settings(&conn);
+        h1::serve(stream, Client::<false> { conn, local, open }, settings).await
+    }
+}
+
+/// An HTTP/2 connection (`io` after TLS or the h2c check): hyper serves
+/// the streams, each through [`handle`]. The connection ends with GOAWAY
+/// when idle past `keepalive_timeout` (`client_header_timeout` before the
+/// first stream), at a graceful stop, after a reload that removed its
+/// address, or once a response asked to close (`keepalive_requests`).
+async fn serve_h2<T>(io: T, conn: Conn, local: SocketAddr, open: Open, https: bool)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (keepalive, limits) = defaults(&conn);
+    let conn = Arc::new(conn);
+    let streams = Arc::new(h2::Streams::default());
+    let service = {
+        let conn = conn.clone();
+        let streams = streams.clone();
+        hyper::service::service_fn(move |req| {
+            let conn = conn.clone();
+            let streams = streams.clone();
+            async move {
+                let active = streams.start();
+                let (req, outcome) = h2::request(req, https);
+                let (resp, _) = handle(req, &conn, local).await;
+                Ok::<_, std::convert::Infallible>(h2::response(resp, &outcome, active, &streams))
+            }
+        })
+    };
+    let connection = h2::builder().serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let mut quit = conn.state.quit.subscribe();
+    loop {
+        let mut woken = std::pin::pin!(open.0.wake.notified());
+        // Registered before the state is read: a change after this wakes it.
+        woken.as_mut().enable();
+        if *quit.borrow_and_update() || !conn.repin() {
+            break;
+        }
+        let started = streams.started();
+        let idle = if started == 0 {
+            limits.header_timeout
+        } else {
+            keepalive
+        };
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = woken => {}
+            _ = quit.changed() => {}
+            _ = streams.goaway.notified() => break,
+            _ = tokio::time::sleep(idle) => {
+                if streams.active() == 0 && streams.started() == started {
+                    break;
+                }
+            }
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    // hyper ends the connection once the client acknowledged the GOAWAY
+    // (a PING round trip) and the streams are done. A client that never
+    // answers does not keep it: with no stream for two checks in a row
+    // it is closed, as nginx closes an idle HTTP/2 connection at once.
+    let mut idle_before = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                let idle = streams.active() == 0;
+                if idle && idle_before {
+                    return;
+                }
+                idle_before = idle;
+            }
+        }
+    }
+}
+
+async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1::Answer {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
@@ -387,17 +610,17 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         conn.accepted_with.load_full()
     };
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
-        return error_page(500);
+        return (error_page(500), None);
     };
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     // What nginx checks while reading the head: a bad request line, URI
     // or Host is a 400, and the connection closes.
     let Ok(head) = ParsedHead::parse(&parts) else {
         let mut resp = error_page(400);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        return (resp, None);
     };
     // Most listening addresses have one server: no Host to look at then.
     let server = if group.servers.len() == 1 {
@@ -531,6 +754,5 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> Res
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    resp.body_mut().set_send_timeout(send);
-    resp
+    (resp, Some(send))
 }

@@ -79,6 +79,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
     }
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
+    let mut tls = TlsClients::default();
     for s in &config.http.servers {
         let cx = FilterCx {
             built: &filters,
@@ -89,10 +90,27 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
             &upstreams,
             &config.http.log_formats,
             &cx,
+            &mut tls,
         )?));
         flat += s.locations.len();
     }
-    let listens = group_listens(&config.http.servers, &servers)?;
+    let (mut listens, members) = group_listens(&config.http.servers, &servers)?;
+    let tls_groups: Vec<_> = listens
+        .iter()
+        .zip(&members)
+        .map(|(g, (members, ssl))| {
+            let group = super::tls::Group {
+                members,
+                default: g.default,
+                http2: g.http2,
+            };
+            (group, *ssl)
+        })
+        .collect();
+    let tls = super::tls::build(&config.http.servers, &tls_groups)?;
+    for (g, tls) in listens.iter_mut().zip(tls) {
+        g.tls = tls;
+    }
     Ok(Runtime {
         filters: filters.filters,
         main: config.main,
@@ -313,6 +331,7 @@ fn server(
     upstreams: &[Arc<Upstream>],
     formats: &HashMap<String, Vec<String>>,
     filters: &FilterCx<'_>,
+    tls: &mut TlsClients,
 ) -> Result<Server, ConfError> {
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
@@ -325,7 +344,7 @@ fn server(
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
-                let mut proxy = proxy(p, &l.proxy, upstreams)?;
+                let mut proxy = proxy(p, &l.proxy, upstreams, tls)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));
                 Action::Proxy(proxy)
             }
@@ -359,7 +378,61 @@ fn server(
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
         client: s.client,
+        http2: s.http2,
     })
+}
+
+/// The TLS client configurations of one load, by their settings: the
+/// trusted certificates (by identity: a file is read once), whether they
+/// are verified, and SNI. Locations with the same settings share one,
+/// and with it its session cache.
+#[derive(Default)]
+struct TlsClients {
+    built: HashMap<(usize, bool, bool), Arc<crate::upstream::tls::TlsClient>>,
+}
+
+impl TlsClients {
+    fn get(
+        &mut self,
+        ssl: &model::ProxySsl,
+    ) -> Result<Arc<crate::upstream::tls::TlsClient>, ConfError> {
+        let trusted = ssl.trusted.as_ref().filter(|_| ssl.verify);
+        let key = (
+            trusted.map_or(0, |t| Arc::as_ptr(t) as usize),
+            ssl.verify,
+            ssl.server_name,
+        );
+        if let Some(client) = self.built.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(
+            crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name)
+                .map_err(ConfError::bare)?,
+        );
+        self.built.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// An `https://` proxy_pass's TLS: the shared client configuration and
+/// the name, `proxy_ssl_name` or the upstream's host.
+fn proxy_tls(
+    p: &model::ProxyPass,
+    conf: &model::ProxyConf,
+    clients: &mut TlsClients,
+) -> Result<Option<ProxyTls>, ConfError> {
+    if !p.tls {
+        return Ok(None);
+    }
+    let client = clients.get(&conf.ssl)?;
+    let written = conf.ssl.name.as_deref().unwrap_or(&p.host);
+    let template =
+        crate::vars::Template::compile(written).map_err(|e| ConfError::bare(e.to_string()))?;
+    let name = match template.as_literal() {
+        Some(text) => TlsName::Fixed(Arc::from(crate::upstream::tls::strip_port(text))),
+        None => TlsName::Template(template),
+    };
+    Ok(Some(ProxyTls { client, name }))
 }
 
 /// nginx's default proxy headers, then the configured ones by name.
@@ -367,6 +440,7 @@ fn proxy(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
     upstreams: &[Arc<Upstream>],
+    tls: &mut TlsClients,
 ) -> Result<Proxy, ConfError> {
     let mut set: Vec<(String, String)> = vec![
         ("Host".into(), "$proxy_host".into()),
@@ -416,32 +490,46 @@ fn proxy(
         connect_timeout: conf.connect_timeout,
         send_timeout: conf.send_timeout,
         read_timeout: conf.read_timeout,
+        tls: proxy_tls(p, conf, tls)?,
     })
 }
+
+/// The servers of each listening address, with each group's members as
+/// indexes into `confs` and whether any `listen` of it said `ssl`.
+type Members = Vec<(Vec<usize>, bool)>;
 
 fn group_listens(
     confs: &[model::ServerConf],
     servers: &[Arc<Server>],
-) -> Result<Vec<ListenGroup>, ConfError> {
+) -> Result<(Vec<ListenGroup>, Members), ConfError> {
     let mut groups: Vec<ListenGroup> = Vec::new();
+    let mut members: Members = Vec::new();
     for (si, s) in confs.iter().enumerate() {
         for l in &s.listens {
-            let group = match groups.iter().position(|g| g.addr == l.addr) {
-                Some(g) => &mut groups[g],
+            let at = match groups.iter().position(|g| g.addr == l.addr) {
+                Some(g) => g,
                 None => {
                     groups.push(ListenGroup {
                         addr: l.addr,
                         backlog: l.backlog,
                         servers: Vec::new(),
                         default: 0,
+                        tls: None,
+                        http2: false,
                         exact: HashMap::new(),
                         leading: Vec::new(),
                         trailing: Vec::new(),
                     });
-                    let last = groups.len() - 1;
-                    &mut groups[last]
+                    members.push((Vec::new(), false));
+                    groups.len() - 1
                 }
             };
+            // As nginx: one `listen ... ssl` (or `http2`) of an address
+            // makes all of it TLS (HTTP/2).
+            members[at].0.push(si);
+            members[at].1 |= l.ssl;
+            let group = &mut groups[at];
+            group.http2 |= l.http2;
             let index = group.servers.len();
             group.servers.push(servers[si].clone());
             if l.default_server {
@@ -469,7 +557,7 @@ fn group_listens(
             }
         }
     }
-    Ok(groups)
+    Ok((groups, members))
 }
 
 /// Whether a server before `upto` already marked `addr` default_server.

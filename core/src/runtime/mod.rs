@@ -5,6 +5,7 @@
 pub mod build;
 pub mod carry;
 pub mod filter;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,10 @@ pub struct ListenGroup {
     pub backlog: i32,
     pub servers: Vec<Arc<Server>>,
     pub default: usize,
+    /// `listen ... ssl`: the handshake's config for each server.
+    pub tls: Option<Arc<tls::TlsListen>>,
+    /// `listen ... http2`, for every server of the address.
+    pub http2: bool,
     exact: HashMap<String, usize>,
     /// `*.example.com` and `.example.com` as (suffix with leading dot, server).
     leading: Vec<(String, usize)>,
@@ -47,28 +52,38 @@ impl ListenGroup {
     /// nginx's order: exact name, longest leading wildcard, longest
     /// trailing wildcard, then the default server.
     pub fn server(&self, host: Option<&str>) -> &Arc<Server> {
-        let index = host
-            .and_then(|h| {
-                self.exact
-                    .get(h)
-                    .copied()
-                    .or_else(|| {
-                        self.leading
-                            .iter()
-                            .filter(|(s, _)| h.ends_with(s.as_str()) || h == &s[1..])
-                            .max_by_key(|(s, _)| s.len())
-                            .map(|&(_, i)| i)
-                    })
-                    .or_else(|| {
-                        self.trailing
-                            .iter()
-                            .filter(|(p, _)| h.starts_with(p.as_str()))
-                            .max_by_key(|(p, _)| p.len())
-                            .map(|&(_, i)| i)
-                    })
-            })
-            .unwrap_or(self.default);
-        &self.servers[index]
+        &self.servers[self.server_index(host)]
+    }
+
+    /// Whether a connection speaks HTTP/2 to server `index`: `http2 on`
+    /// there, or `listen ... http2`.
+    pub fn http2(&self, index: usize) -> bool {
+        self.http2 || self.servers[index].http2
+    }
+
+    /// [`ListenGroup::server`] as an index into `servers` (SNI picks a
+    /// certificate with it).
+    pub fn server_index(&self, host: Option<&str>) -> usize {
+        host.and_then(|h| {
+            self.exact
+                .get(h)
+                .copied()
+                .or_else(|| {
+                    self.leading
+                        .iter()
+                        .filter(|(s, _)| h.ends_with(s.as_str()) || h == &s[1..])
+                        .max_by_key(|(s, _)| s.len())
+                        .map(|&(_, i)| i)
+                })
+                .or_else(|| {
+                    self.trailing
+                        .iter()
+                        .filter(|(p, _)| h.starts_with(p.as_str()))
+                        .max_by_key(|(p, _)| p.len())
+                        .map(|&(_, i)| i)
+                })
+        })
+        .unwrap_or(self.default)
     }
 }
 
@@ -86,6 +101,8 @@ pub struct Server {
     pub client: crate::conf::model::ClientLimits,
     /// The server level's access logs, for what no location answers.
     pub access_log: Option<Arc<crate::http::access::AccessLogs>>,
+    /// `http2 on`
+    pub http2: bool,
 }
 
 /// Locations of a server: exact matches, and prefixes longest first.
@@ -182,4 +199,22 @@ pub struct Proxy {
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub read_timeout: Duration,
+    /// `proxy_pass https://`: how connections to the upstream do TLS.
+    pub tls: Option<ProxyTls>,
+}
+
+/// The TLS side of an `https://` proxy_pass.
+pub struct ProxyTls {
+    /// The client configuration, shared by locations with the same
+    /// `proxy_ssl_verify`, trusted certificates and `proxy_ssl_server_name`.
+    pub client: Arc<crate::upstream::tls::TlsClient>,
+    /// The name sent (SNI) and checked: `proxy_ssl_name`, else the
+    /// upstream's host; without a port, as nginx uses it.
+    pub name: TlsName,
+}
+
+pub enum TlsName {
+    Fixed(Arc<str>),
+    /// `proxy_ssl_name` with variables, evaluated per request.
+    Template(Template),
 }

@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod health;
 pub mod peers;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64};

@@ -1,15 +1,20 @@
-//! Cluster-wide windows: `limit_req_zone ... mode=window
+//! Cluster-wide limits: `limit_req_zone ... [mode=leaky|window]
 //! cluster=redis://HOST:PORT[/DB] [sync=100ms] [on_cluster_error=...]`.
 //!
 //! Requests never wait on Redis. Each instance decides alone, from what
-//! its zone knows: per key, its own admissions in the current window
-//! (exact, local), the most the other instances may have admitted as of
-//! the last exchange, and its *grant*: the count it may reach before its
-//! next exchange. A background thread, one per process, exchanges with Redis
-//! every `sync` interval, for each cluster zone, the keys requests touched
-//! since the previous exchange, in one round trip (a Lua script per 1,024
-//! keys, pipelined). Per key and window, the script reads what the others
-//! hold, hands out this instance's next grant and stores it, atomically:
+//! its zone knows of each key, and a background thread, one per process,
+//! exchanges with Redis every `sync` interval, for each cluster zone, the
+//! keys requests touched since the previous exchange, in one round trip (a
+//! Lua script per 1,024 keys, pipelined). How a zone shares depends on its
+//! mode ([`Sharing`]); the exchange, its failures, backoff, log lines,
+//! metrics and the thread are the same for both.
+//!
+//! **Windows** (`mode=window`): per key, the instance knows its own
+//! admissions in the current window (exact, local), the most the other
+//! instances may have admitted as of the last exchange, and its *grant*:
+//! the count it may reach before its next exchange. Per key and window,
+//! the script ([`SCRIPT`]) reads what the others hold, hands out this
+//! instance's next grant and stores it, atomically:
 //!
 //! ```text
 //! held   = sum over the other instances of max(count, grant)
@@ -28,12 +33,29 @@
 //! shares together never exceed the limit: what can go over is only what
 //! an instance admits during the round trip of its own exchange beyond its
 //! new grant, or a newcomer instance the previous window did not expect.
+//! A request is admitted while `local < grant` and `local + others <
+//! limit` ([`decide`]).
 //!
-//! The decision ([`decide`]): a request is admitted while
-//! `local < grant` and `local + others < limit`.
+//! **Leaky buckets** (`mode=leaky`): each instance keeps nginx's bucket
+//! per key (the level in thousandths, leaked by its own clock) and counts
+//! what its requests add to it. Leaking depends only on time, so every
+//! instance leaks the same; only the additions are shared. At each
+//! exchange an instance sends, per key, what it added since its previous
+//! exchange and its bucket's level; the script
+//! ([`LEAKY_SCRIPT`]) keeps the key's cluster level (leaked at the rate by
+//! the wall clock, plus every instance's additions, and never below the
+//! level an instance reports, so that a Redis restarted empty is repaired
+//! at once) and answers it. The instance folds it in: its level becomes
+//! at least the cluster level plus what it added since the exchange left
+//! ([`Zone::apply`](crate::Zone::apply)), i.e. its own additions and the
+//! others' that have not leaked yet. nginx's burst, delay and `nodelay`
+//! then act on that combined level. What can go over is what the others
+//! added since their last exchange that this instance has not folded in
+//! yet: about `rate × sync` per other instance under steady load, and,
+//! when instances start on a key together, a burst each.
 //!
-//! The layers: [`decide`] (per request, under the zone's shard lock, no
-//! I/O), [`Batch`] and [`Zone::collect`](crate::Zone::collect) /
+//! The layers: [`decide`] and [`mark`] (per request, under the zone's
+//! shard lock, no I/O), [`Batch`] and [`Zone::collect`](crate::Zone::collect) /
 //! [`Zone::apply`](crate::Zone::apply) (the exchange's two halves on the
 //! zone), [`Exchange`] (Redis, or a fake in the tests), [`ZoneLink`] (one
 //! zone's exchanges, failure state, backoff, metrics and log lines) and
@@ -57,6 +79,11 @@ pub const MAX_KEYS_PER_SYNC: usize = 16_384;
 
 /// Keys per script call (several calls go in one pipelined round trip).
 pub const KEYS_PER_CALL: usize = 1_024;
+
+/// Read timeout added per key of an exchange: Redis runs the script for
+/// about 8 µs a key, so a full round (16,384 keys) takes 130 ms of its
+/// CPU, more when it shares a core; the base timeout is for a small one.
+pub const TIMEOUT_PER_KEY: Duration = Duration::from_micros(20);
 
 /// The default `sync=`.
 pub const DEFAULT_SYNC_MS: u64 = 100;
@@ -188,7 +215,8 @@ pub fn parse_sync(value: &str) -> Option<u64> {
 // ------------------------------------------------------------ the decision
 
 /// A key's cluster state, next to its node (one per node slot, only in
-/// cluster zones). Counts are for window `window`.
+/// cluster zones). A window zone's counts are for window `window`; a leaky
+/// zone uses only `added` and `dirty`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncSlot {
     /// The window the counts are for.
@@ -206,6 +234,11 @@ pub struct SyncSlot {
     /// Instances that reported the key in the previous window it was
     /// exchanged in (0: unknown).
     pub prev_peers: u64,
+    /// Leaky: what this instance's requests added to the key's bucket
+    /// since its last exchange, in thousandths (each up to 1000: nginx's
+    /// level after a request is at least 0, so a request into a bucket
+    /// drained for a while adds less, and a new key's first adds 0).
+    pub added: u64,
     /// Whether the slot is in its shard's list of keys to exchange.
     pub dirty: bool,
 }
@@ -221,12 +254,9 @@ impl SyncSlot {
         };
         *self = SyncSlot {
             window,
-            pushed: 0,
-            others: 0,
-            grant: 0,
-            peers: 0,
             prev_peers,
             dirty: self.dirty,
+            ..SyncSlot::default()
         };
         self.grant = share(limit, self.expected(instances));
     }
@@ -299,10 +329,7 @@ pub fn decide(
     if s.window != window {
         s.enter(window, limit, view.instances);
     }
-    if !s.dirty {
-        s.dirty = true;
-        dirty.push(slot);
-    }
+    mark(s, dirty, slot);
     if !view.up {
         return match view.on_error {
             OnClusterError::Local if used < limit => Admission::Admit,
@@ -325,22 +352,48 @@ pub fn decide(
     Admission::Admit
 }
 
+/// Puts `slot` in its shard's list of keys to exchange, once: a request
+/// touched its key.
+pub fn mark(s: &mut SyncSlot, dirty: &mut Vec<u32>, slot: u32) {
+    if !s.dirty {
+        s.dirty = true;
+        dirty.push(slot);
+    }
+}
+
 // ----------------------------------------------------------- the exchange
 
-/// One key to exchange: where its node is, its window, this instance's
-/// count and how many instances are expected on it.
+/// What an exchange reports for one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// `mode=window`.
+    Window {
+        /// The window.
+        window: u64,
+        /// This instance's count in the window.
+        count: u64,
+        /// Instances expected on the key ([`SyncSlot::expected`]).
+        expected: u64,
+    },
+    /// `mode=leaky`.
+    Leaky {
+        /// What this instance added to the bucket since its last
+        /// exchange, in thousandths ([`SyncSlot::added`]).
+        added: u64,
+        /// This instance's bucket level when collected, in thousandths.
+        level: u64,
+    },
+}
+
+/// One key to exchange: where its node is and what is reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncItem {
     /// The node's shard.
     pub shard: u32,
     /// The node's slot in it.
     pub slot: u32,
-    /// The window.
-    pub window: u64,
-    /// This instance's count in the window.
-    pub count: u64,
-    /// Instances expected on the key ([`SyncSlot::expected`]).
-    pub expected: u64,
+    /// What is sent.
+    pub report: Report,
     key_at: u32,
     key_len: u32,
 }
@@ -354,6 +407,9 @@ pub struct Batch {
     /// The shard the next collection starts at (round robin, so that a
     /// budget smaller than the dirty keys starves no shard).
     pub(crate) next_shard: usize,
+    /// When the keys were collected (the zone's clock, ms): a leaky
+    /// zone's reply is leaked from then on.
+    pub collected_at: u64,
 }
 
 impl Batch {
@@ -364,23 +420,13 @@ impl Batch {
     }
 
     /// Adds a key.
-    pub fn push(
-        &mut self,
-        shard: u32,
-        slot: u32,
-        window: u64,
-        count: u64,
-        expected: u64,
-        key: &[u8],
-    ) {
+    pub fn push(&mut self, shard: u32, slot: u32, report: Report, key: &[u8]) {
         let key_at = self.keys.len() as u32;
         self.keys.extend_from_slice(key);
         self.items.push(SyncItem {
             shard,
             slot,
-            window,
-            count,
-            expected,
+            report,
             key_at,
             key_len: key.len() as u32,
         });
@@ -410,14 +456,39 @@ impl Batch {
 
 /// The reply for one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyncReply {
-    /// The count this instance may reach until its next exchange.
-    pub grant: i64,
-    /// The most the other instances may have admitted in the window (the
-    /// sum of their `max(count, grant)`).
-    pub others: i64,
-    /// Instances that reported the key in the window, this one included.
-    pub peers: i64,
+pub enum SyncReply {
+    /// `mode=window`.
+    Window {
+        /// The count this instance may reach until its next exchange.
+        grant: i64,
+        /// The most the other instances may have admitted in the window
+        /// (the sum of their `max(count, grant)`).
+        others: i64,
+        /// Instances that reported the key in the window, this one
+        /// included.
+        peers: i64,
+    },
+    /// `mode=leaky`.
+    Leaky {
+        /// The key's cluster level, in thousandths, at the exchange's wall
+        /// clock: every instance's additions, leaked at the rate.
+        level: i64,
+    },
+}
+
+/// How a zone shares its limit, with what the script needs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// `mode=window`: grants ([`SCRIPT`]).
+    Window {
+        /// Requests per window.
+        limit: u64,
+    },
+    /// `mode=leaky`: a cluster level per key ([`LEAKY_SCRIPT`]).
+    Leaky {
+        /// The rate, in thousandths of a request per second.
+        rate: u64,
+    },
 }
 
 /// What an exchange sends.
@@ -431,18 +502,38 @@ pub struct ExchangeRequest<'a> {
     /// How long this instance stays in the zone's instance set without an
     /// exchange.
     pub instance_ttl_ms: u64,
-    /// How long a key's window stays in Redis after its last exchange.
+    /// Windows: how long a key's window stays in Redis after it was
+    /// created. Leaky: how long a key stays after its level has drained.
     pub key_ttl_ms: u64,
-    /// Requests per window.
-    pub limit: u64,
+    /// The zone's mode and parameter.
+    pub sharing: Sharing,
+    /// Wall clock of this instance's previous successful exchange, ms (a
+    /// leaky zone's additions were made since).
+    pub since_ms: u64,
     /// The keys.
     pub batch: &'a Batch,
 }
 
+impl ExchangeRequest<'_> {
+    /// Appends the Redis key of `item` to `buf`:
+    /// `waypost:limit_req:ZONE:WINDOW:KEY` for a window (`WINDOW` in
+    /// digits), `waypost:limit_req:ZONE:b:KEY` for a bucket.
+    pub fn store_key(&self, item: &SyncItem, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.prefix);
+        match item.report {
+            Report::Window { window, .. } => write_decimal(buf, window),
+            Report::Leaky { .. } => buf.push(b'b'),
+        }
+        buf.push(b':');
+        buf.extend_from_slice(self.batch.key(item));
+    }
+}
+
 /// One round trip with the shared store: for each key of the batch, store
-/// this instance's count of the key's window and compute its grant
-/// ([`SCRIPT`]), appending a [`SyncReply`] per key to `out`; register this
-/// instance in the zone's set and return how many instances it holds.
+/// what this instance reports and compute its answer ([`SCRIPT`] for
+/// windows, [`LEAKY_SCRIPT`] for buckets), appending a [`SyncReply`] per
+/// key to `out`; register this instance in the zone's set and return how
+/// many instances it holds.
 pub trait Exchange {
     /// The round trip; the error is for the log line.
     fn exchange(
@@ -452,24 +543,45 @@ pub trait Exchange {
     ) -> Result<u64, String>;
 }
 
-/// The script one call runs: the zone's instance set, then per key and
-/// window (a hash with a field per instance: the most it may have
-/// admitted, `max(count, grant)`) the grant computed and stored, as the
-/// module's documentation says. `KEYS[1]` is the set, `KEYS[2..]` the
-/// hashes; `ARGV` is the instance id, the wall clock (ms), the set's and
-/// the keys' time to live (ms), the limit, then per hash the count and
-/// the instances expected. Two calls per key (three for a new one).
-pub const SCRIPT: &str = r"
-local id, now, ittl, kttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local limit = tonumber(ARGV[5])
+/// A script: the part every mode shares (the zone's instance set: this
+/// instance registered, the expired ones removed, their number first in
+/// the reply), then `$body` per key, with `k` the key's hash and `a`, `b`
+/// its two arguments. The reply is one string of decimals separated by
+/// spaces: parsing an array of integers cost the sync thread more than
+/// everything else it does per key. `KEYS[1]` is the set, `KEYS[2..]` the hashes;
+/// `ARGV` is the instance id, the wall clock (ms), the set's and the keys'
+/// time to live (ms), the zone's parameter `p`, the wall clock of this
+/// instance's previous exchange `since`, then per hash `a` and `b`.
+macro_rules! script {
+    ($body:literal) => {
+        concat!(
+            r"
+local id, now, ittl, kttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local p, since = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZADD', KEYS[1], now + ittl, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], ittl)
 local out = { redis.call('ZCARD', KEYS[1]) }
 for i = 2, #KEYS do
   local k = KEYS[i]
-  local count = tonumber(ARGV[2 * i + 2])
-  local expected = tonumber(ARGV[2 * i + 3])
+  local a, b = tonumber(ARGV[2 * i + 3]), tonumber(ARGV[2 * i + 4])
+",
+            $body,
+            r"
+end
+return table.concat(out, ' ')
+"
+        )
+    };
+}
+
+/// `mode=window`: per key and window, a hash with a field per instance
+/// (the most it may have admitted, `max(count, grant)`); the grant is
+/// computed and stored as the module's documentation says. `p` is the
+/// limit, `a` this instance's count, `b` the instances expected. Replies
+/// `grant, held, seen` per key. Two calls per key (three for a new one).
+pub const SCRIPT: &str = script!(
+    r"
   local all = redis.call('HGETALL', k)
   local held, seen = 0, 1
   for j = 1, #all, 2 do
@@ -478,26 +590,62 @@ for i = 2, #KEYS do
       seen = seen + 1
     end
   end
-  local n = math.max(seen, expected)
-  local blind = math.max(math.floor(limit / n), 1)
-  local free = limit - held - count - blind * (n - seen)
-  local grant = count
-  if free > 0 then grant = count + math.max(math.floor(free / seen), 1) end
+  local n = math.max(seen, b)
+  local blind = math.max(math.floor(p / n), 1)
+  local free = p - held - a - blind * (n - seen)
+  local grant = a
+  if free > 0 then grant = a + math.max(math.floor(free / seen), 1) end
   redis.call('HSET', k, id, grant)
   if #all == 0 then redis.call('PEXPIRE', k, kttl) end
   out[#out + 1] = grant
   out[#out + 1] = held
-  out[#out + 1] = seen
-end
-return out
-";
+  out[#out + 1] = seen"
+);
+
+/// `mode=leaky`: per key, a string `LEVEL TIME`: the cluster level (in
+/// thousandths) as of wall-clock ms `TIME` (`since` for a key new to the
+/// store). What this instance added since its previous exchange, `a`
+/// (thousandths), is added and the sum is leaked at the rate `p` (thousandths
+/// per second) from `TIME` to now (a clock behind `TIME` leaks nothing):
+/// the additions were made meanwhile, so where the level had drained they
+/// leak with it instead of counting as new. It is kept at least at this
+/// instance's own level `b`, which leaked each addition from when it was
+/// made (and so that a Redis restarted empty gets every bucket back at
+/// the instances' next exchanges). The key expires when the level would
+/// have drained, plus the keys' time to live. Replies the level per key.
+/// Two calls per key (a string, not a hash: a third call, the expiry,
+/// cost Redis a third more).
+pub const LEAKY_SCRIPT: &str = script!(
+    r"
+  local level, at = 0, math.min(since, now)
+  local v = redis.call('GET', k)
+  if v then
+    local l, t = string.match(v, '^(%S+) (%S+)$')
+    level, at = tonumber(l) or 0, tonumber(t) or at
+  end
+  local gone = 0
+  if now > at then
+    gone = math.floor((now - at) * p / 1000)
+    at = now
+  end
+  level = math.max(level + a - gone, b, 0)
+  redis.call('SET', k, level .. ' ' .. at, 'PX', math.min(math.floor(level * 1000 / p), 86400000) + kttl)
+  out[#out + 1] = level"
+);
 
 /// Redis, through the `redis` crate's blocking connection, with timeouts.
+/// The pipeline is written here, in RESP, into a buffer kept across
+/// rounds (the crate's command builder cost more per key than the rest of
+/// the exchange).
 pub struct RedisLink {
     client: redis::Client,
-    conn: Option<(redis::Connection, String)>,
+    /// The connection and the digests of [`SCRIPT`] and [`LEAKY_SCRIPT`].
+    conn: Option<(redis::Connection, [String; 2])>,
     timeout: Duration,
+    /// The connection's read timeout now (set per round when it changes).
+    read_timeout: Duration,
     scratch: Vec<u8>,
+    packed: Vec<u8>,
 }
 
 impl RedisLink {
@@ -509,21 +657,27 @@ impl RedisLink {
             client,
             conn: None,
             timeout,
+            read_timeout: timeout,
             scratch: Vec::new(),
+            packed: Vec::new(),
         })
     }
 
-    /// Connects and loads the script, if not connected.
+    /// Connects and loads the scripts, if not connected.
     fn connect(&mut self) -> redis::RedisResult<()> {
         if self.conn.is_none() {
             let mut conn = self.client.get_connection_with_timeout(self.timeout)?;
             conn.set_read_timeout(Some(self.timeout))?;
             conn.set_write_timeout(Some(self.timeout))?;
-            let sha: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(SCRIPT)
-                .query(&mut conn)?;
-            self.conn = Some((conn, sha));
+            self.read_timeout = self.timeout;
+            let mut load = |script: &str| -> redis::RedisResult<String> {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(script)
+                    .query(&mut conn)
+            };
+            let shas = [load(SCRIPT)?, load(LEAKY_SCRIPT)?];
+            self.conn = Some((conn, shas));
         }
         Ok(())
     }
@@ -533,70 +687,171 @@ impl RedisLink {
         req: &ExchangeRequest<'_>,
         out: &mut Vec<SyncReply>,
     ) -> redis::RedisResult<u64> {
+        use redis::ConnectionLike as _;
+
         self.connect()?;
-        let RedisLink { conn, scratch, .. } = self;
-        let Some((conn, sha)) = conn.as_mut() else {
+        let RedisLink {
+            conn,
+            scratch,
+            packed,
+            timeout,
+            read_timeout,
+            ..
+        } = self;
+        let Some((conn, shas)) = conn.as_mut() else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::IoError,
                 "not connected",
             )));
         };
-        let mut pipe = redis::pipe();
+        let wait = *timeout + TIMEOUT_PER_KEY * req.batch.len() as u32;
+        if wait != *read_timeout {
+            conn.set_read_timeout(Some(wait))?;
+            *read_timeout = wait;
+        }
+        let (sha, param, width) = match req.sharing {
+            Sharing::Window { limit } => (&shas[0], limit, 3),
+            Sharing::Leaky { rate } => (&shas[1], rate, 1),
+        };
         let items = req.batch.items();
         let calls = items.len().div_ceil(KEYS_PER_CALL).max(1);
+        packed.clear();
         for c in 0..calls {
             let chunk = &items
                 [(c * KEYS_PER_CALL).min(items.len())..((c + 1) * KEYS_PER_CALL).min(items.len())];
-            let cmd = pipe.cmd("EVALSHA").arg(sha.as_str()).arg(chunk.len() + 1);
+            // EVALSHA sha numkeys set keys... 6 arguments, 2 per key.
+            resp_array(packed, 3 + 1 + chunk.len() + 6 + 2 * chunk.len());
+            resp_bulk(packed, b"EVALSHA");
+            resp_bulk(packed, sha.as_bytes());
+            resp_number(packed, chunk.len() as u64 + 1);
             scratch.clear();
             scratch.extend_from_slice(req.prefix);
             scratch.extend_from_slice(b"instances");
-            cmd.arg(&scratch[..]);
+            resp_bulk(packed, scratch);
             for item in chunk {
                 scratch.clear();
-                scratch.extend_from_slice(req.prefix);
-                write_decimal(scratch, item.window);
-                scratch.push(b':');
-                scratch.extend_from_slice(req.batch.key(item));
-                cmd.arg(&scratch[..]);
+                req.store_key(item, scratch);
+                resp_bulk(packed, scratch);
             }
-            cmd.arg(req.instance)
-                .arg(req.now_ms)
-                .arg(req.instance_ttl_ms)
-                .arg(req.key_ttl_ms)
-                .arg(req.limit);
+            resp_bulk(packed, req.instance.as_bytes());
+            for n in [
+                req.now_ms,
+                req.instance_ttl_ms,
+                req.key_ttl_ms,
+                param,
+                req.since_ms,
+            ] {
+                resp_number(packed, n);
+            }
             for item in chunk {
-                cmd.arg(item.count).arg(item.expected);
+                let (a, b) = match item.report {
+                    Report::Window {
+                        count, expected, ..
+                    } => (count, expected),
+                    Report::Leaky { added, level } => (added, level),
+                };
+                resp_number(packed, a);
+                resp_number(packed, b);
             }
         }
-        let replies: Vec<Vec<i64>> = pipe.query(conn)?;
-        let mut instances = 1;
-        for (c, reply) in replies.iter().enumerate() {
-            let keys = items
-                .len()
-                .saturating_sub(c * KEYS_PER_CALL)
-                .min(KEYS_PER_CALL);
-            if reply.len() != 1 + 3 * keys {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::TypeError,
-                    "unexpected reply length",
-                )));
-            }
-            instances = reply[0].max(1) as u64;
-            out.extend(reply[1..].chunks_exact(3).map(|r| SyncReply {
-                grant: r[0],
-                others: r[1],
-                peers: r[2],
-            }));
-        }
+        let replies = conn.req_packed_commands(packed, 0, calls)?;
         if replies.len() != calls {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::TypeError,
                 "unexpected reply count",
             )));
         }
+        let mut instances = 1;
+        let mut numbers = Vec::new();
+        for (c, reply) in replies.into_iter().enumerate() {
+            let keys = items
+                .len()
+                .saturating_sub(c * KEYS_PER_CALL)
+                .min(KEYS_PER_CALL);
+            let text = match reply {
+                redis::Value::BulkString(text) => text,
+                redis::Value::ServerError(e) => return Err(e.into()),
+                _ => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::TypeError,
+                        "unexpected reply type",
+                    )))
+                }
+            };
+            numbers.clear();
+            if !parse_numbers(&text, &mut numbers) || numbers.len() != 1 + width * keys {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected reply length",
+                )));
+            }
+            instances = numbers[0].max(1) as u64;
+            out.extend(numbers[1..].chunks_exact(width).map(|r| match req.sharing {
+                Sharing::Window { .. } => SyncReply::Window {
+                    grant: r[0],
+                    others: r[1],
+                    peers: r[2],
+                },
+                Sharing::Leaky { .. } => SyncReply::Leaky { level: r[0] },
+            }));
+        }
         Ok(instances)
     }
+}
+
+/// RESP: an array of `n` elements follows.
+fn resp_array(buf: &mut Vec<u8>, n: usize) {
+    buf.push(b'*');
+    write_decimal(buf, n as u64);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// RESP: a bulk string.
+fn resp_bulk(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.push(b'$');
+    write_decimal(buf, bytes.len() as u64);
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(bytes);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// RESP: a number, as Redis takes arguments (a bulk string of decimals).
+fn resp_number(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    resp_bulk(buf, decimal(n, &mut digits));
+}
+
+/// Parses a script's reply, decimals separated by spaces, into `out`
+/// (Lua prints a number past 10^14 with an exponent: read as a float);
+/// false if a token is not a number.
+pub fn parse_numbers(text: &[u8], out: &mut Vec<i64>) -> bool {
+    for token in text.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        let (negative, digits) = match token.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, token),
+        };
+        let mut n: i64 = 0;
+        let mut exact = !digits.is_empty() && digits.len() <= 18;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                exact = false;
+                break;
+            }
+            n = n * 10 + i64::from(d - b'0');
+        }
+        if exact {
+            out.push(if negative { -n } else { n });
+            continue;
+        }
+        match std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+        {
+            Some(f) if f.is_finite() => out.push(f as i64),
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Exchange for RedisLink {
@@ -614,8 +869,13 @@ impl Exchange for RedisLink {
     }
 }
 
-fn write_decimal(buf: &mut Vec<u8>, mut n: u64) {
+fn write_decimal(buf: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
+    buf.extend_from_slice(decimal(n, &mut digits));
+}
+
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -625,7 +885,7 @@ fn write_decimal(buf: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    buf.extend_from_slice(&digits[i..]);
+    &digits[i..]
 }
 
 /// This process's id in Redis: the same for every configuration, so a
@@ -712,6 +972,8 @@ pub struct ZoneLink<E> {
     pub next_due: u64,
     /// Failed attempts in a row.
     pub failures: u32,
+    /// Wall clock of the last successful exchange (0: none yet).
+    pub last_ok_ms: u64,
 }
 
 impl<E: Exchange> ZoneLink<E> {
@@ -726,6 +988,7 @@ impl<E: Exchange> ZoneLink<E> {
             instance: instance_id().to_owned(),
             next_due: 0,
             failures: 0,
+            last_ok_ms: 0,
         }
     }
 
@@ -746,7 +1009,7 @@ impl<E: Exchange> ZoneLink<E> {
         };
         let metrics = zone.cluster_metrics();
         let started = Instant::now();
-        let result = self.round(zone, &spec, wall_ms);
+        let result = self.round(zone, &spec, now, wall_ms);
         match &result {
             Ok(keys) => {
                 if self.failures > 0 {
@@ -802,23 +1065,44 @@ impl<E: Exchange> ZoneLink<E> {
         result
     }
 
-    fn round(&mut self, zone: &Zone, spec: &ClusterSpec, wall_ms: u64) -> Result<usize, String> {
+    fn round(
+        &mut self,
+        zone: &Zone,
+        spec: &ClusterSpec,
+        now: u64,
+        wall_ms: u64,
+    ) -> Result<usize, String> {
         self.batch.clear();
-        zone.collect(&mut self.batch, MAX_KEYS_PER_SYNC);
+        zone.collect(&mut self.batch, MAX_KEYS_PER_SYNC, now);
         self.replies.clear();
+        let sharing = zone.sharing();
+        let key_ttl_ms = match sharing {
+            // Two windows and a second after the window's hash was made.
+            Sharing::Window { .. } => zone.spec().rate.period_ms() * 2 + 1000,
+            // The script adds the time the level takes to drain.
+            Sharing::Leaky { .. } => spec.sync_ms * 2 + 1000,
+        };
         let req = ExchangeRequest {
             prefix: &self.prefix,
             instance: &self.instance,
             now_ms: wall_ms,
             instance_ttl_ms: spec.sync_ms * 3 + 1000,
-            key_ttl_ms: zone.spec().rate.period_ms() * 2 + 1000,
-            limit: zone.spec().rate.requests,
+            key_ttl_ms,
+            sharing,
+            since_ms: match self.last_ok_ms {
+                0 => wall_ms.saturating_sub(spec.sync_ms),
+                ms => ms.min(wall_ms),
+            },
             batch: &self.batch,
         };
         match self.exchange.exchange(&req, &mut self.replies) {
             Ok(instances) if self.replies.len() == self.batch.len() => {
+                self.last_ok_ms = wall_ms;
                 zone.set_cluster_instances(instances);
-                zone.apply(&self.batch, &self.replies);
+                // Folded in at the clock the keys were collected at: the
+                // leak over the round trip (under a millisecond on a LAN)
+                // is not subtracted, erring toward a fuller bucket.
+                zone.apply(&self.batch, &self.replies, now);
                 Ok(self.batch.len())
             }
             Ok(_) => {

@@ -14,8 +14,8 @@
 //!   [`ScopeLimits::decide`] with the keys and the clock given, and
 //!   [`ScopeLimits::verdict`] for the answer, log line and variable;
 //! - [`counters`]: requests per zone and result, the module's metrics;
-//! - [`cluster`]: `cluster=`, windows shared by several instances through
-//!   Redis, exchanged by a background thread.
+//! - [`cluster`]: `cluster=`, buckets and windows shared by several
+//!   instances through Redis, exchanged by a background thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -491,18 +491,16 @@ impl Parser {
             return Err(d.error("\"limit_req_zone\" must have \"zone\" parameter"));
         }
         let cluster = match url {
-            Some(_) if mode == Mode::Leaky => {
-                return Err(d.error(
-                    "\"cluster=\" requires \"mode=window\": the leaky bucket is not shared across instances",
-                ))
-            }
             Some(url) => Some(ClusterSpec {
                 url: url.to_owned(),
                 sync_ms: sync.map_or(cluster::DEFAULT_SYNC_MS, |(_, ms)| ms),
                 on_error: on_error.map_or(OnClusterError::Local, |(_, e)| e),
             }),
             None => {
-                if let Some((arg, _)) = sync.map(|(a, _)| (a, ())).or(on_error.map(|(a, _)| (a, ()))) {
+                if let Some((arg, _)) = sync
+                    .map(|(a, _)| (a, ()))
+                    .or(on_error.map(|(a, _)| (a, ())))
+                {
                     return Err(d.error(format!("\"{arg}\" requires \"cluster=\"")));
                 }
                 None

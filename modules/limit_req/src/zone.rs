@@ -18,7 +18,8 @@ use hashbrown::HashTable;
 use waypost_module_api::Template;
 
 use crate::cluster::{
-    decide, Admission, Batch, ClusterMetrics, ClusterSpec, ClusterView, SyncReply, SyncSlot,
+    decide, mark, Admission, Batch, ClusterMetrics, ClusterSpec, ClusterView, OnClusterError,
+    Report, Sharing, SyncReply, SyncSlot,
 };
 
 /// Bytes of zone size counted per key: the capacity of a zone is its
@@ -112,8 +113,8 @@ pub struct ZoneSpec {
     pub rate: Rate,
     /// `mode=` (an extension; `leaky` by default).
     pub mode: Mode,
-    /// `cluster=`, `sync=`, `on_cluster_error=` (an extension, windows
-    /// only): the window is shared through Redis.
+    /// `cluster=`, `sync=`, `on_cluster_error=` (an extension): the
+    /// limit is shared through Redis.
     pub cluster: Option<ClusterSpec>,
 }
 
@@ -158,6 +159,16 @@ pub struct Pin {
     slot: u32,
     /// For a window zone, the window the request was counted in.
     window: u64,
+}
+
+impl Pin {
+    /// Holds nothing: a request a cluster bucket let through uncounted
+    /// (Redis failing, `on_cluster_error=allow`).
+    const DETACHED: Pin = Pin {
+        shard: 0,
+        slot: NIL,
+        window: NEVER,
+    };
 }
 
 /// One `limit_req_zone`: its parameters and its (shared) state.
@@ -277,12 +288,21 @@ impl Zone {
             .store(instances.max(1), Ordering::Relaxed);
     }
 
-    /// What a request of a cluster window zone reads of the exchanges.
+    /// How the zone's limit is shared with other instances.
+    pub fn sharing(&self) -> Sharing {
+        match self.algo.mode {
+            Mode::Window => Sharing::Window {
+                limit: self.algo.requests,
+            },
+            Mode::Leaky => Sharing::Leaky {
+                rate: self.algo.rate,
+            },
+        }
+    }
+
+    /// What a request of a cluster zone reads of the exchanges.
     fn cluster_view(&self) -> Option<ClusterView> {
         let spec = self.spec.cluster.as_ref()?;
-        if self.algo.mode != Mode::Window {
-            return None;
-        }
         Some(ClusterView {
             up: self.cluster_up(),
             on_error: spec.on_error,
@@ -291,11 +311,15 @@ impl Zone {
     }
 
     /// Takes up to `budget` keys that requests touched since the last
-    /// exchange (oldest first, shards in turn) into `batch`, with this
-    /// instance's count of each.
-    pub fn collect(&self, batch: &mut Batch, budget: usize) {
+    /// exchange (oldest first, shards in turn) into `batch`, with what
+    /// this instance reports of each at `now` (this zone's clock): for a
+    /// window its count, for a bucket what it added since (handed over to
+    /// the batch) and its level.
+    pub fn collect(&self, batch: &mut Batch, budget: usize, now: u64) {
         let n = self.store.shards.len();
         let instances = self.cluster_instances();
+        let algo = self.algo;
+        batch.collected_at = now;
         let first = batch.next_shard % n;
         for i in 0..n {
             let left = budget.saturating_sub(batch.len());
@@ -316,45 +340,91 @@ impl Zone {
                     continue;
                 };
                 let key = node.key.as_bytes();
-                // A free slot (no key is empty), or a slot whose window
-                // the hook has not entered (it resets it first).
-                if key.is_empty() || node.last != sync.window {
+                // A free slot (no key is empty).
+                if key.is_empty() {
                     continue;
                 }
-                let expected = sync.expected(instances);
-                batch.push(s as u32, slot, node.last, node.excess, expected, key);
+                let report = match algo.mode {
+                    // A slot whose window the hook has not entered is
+                    // skipped (the hook resets it first).
+                    Mode::Window if node.last != sync.window => continue,
+                    Mode::Window => Report::Window {
+                        window: node.last,
+                        count: node.excess,
+                        expected: sync.expected(instances),
+                    },
+                    Mode::Leaky => Report::Leaky {
+                        added: std::mem::take(&mut sync.added),
+                        level: algo.level(node.excess, node.last, now),
+                    },
+                };
+                batch.push(s as u32, slot, report, key);
             }
         }
         batch.next_shard = first;
     }
 
-    /// Folds the replies of an exchange of `batch` into the keys still in
-    /// the window they were collected in: what the others may have
-    /// admitted, the count sent and the grant until the next exchange.
-    pub fn apply(&self, batch: &Batch, replies: &[SyncReply]) {
+    /// Folds the replies of an exchange of `batch` in, at `now` (this
+    /// zone's clock), into the keys still in the slots they were
+    /// collected from. A window key still in the window it was collected
+    /// in takes what the others may have admitted, the count sent and the
+    /// grant until the next exchange. A bucket is raised to the cluster
+    /// level plus what this instance added since the collection, if that
+    /// is higher than its own level (it includes the others' additions
+    /// not leaked yet); it is never lowered.
+    pub fn apply(&self, batch: &Batch, replies: &[SyncReply], now: u64) {
+        let algo = self.algo;
         self.each_item(batch, |shard, i, item| {
             let (Some(node), Some(sync), Some(reply)) = (
-                shard.nodes.get(item.slot as usize),
+                shard.nodes.get_mut(item.slot as usize),
                 shard.sync.get_mut(item.slot as usize),
                 replies.get(i),
             ) else {
                 return;
             };
-            if node.last != item.window
-                || sync.window != item.window
-                || node.key.as_bytes() != batch.key(item)
-            {
+            if node.key.as_bytes() != batch.key(item) {
                 return;
             }
-            sync.pushed = item.count;
-            sync.others = reply.others.max(0) as u64;
-            sync.grant = reply.grant.max(0) as u64;
-            sync.peers = reply.peers.max(1) as u64;
+            match (item.report, *reply) {
+                (
+                    Report::Window { window, count, .. },
+                    SyncReply::Window {
+                        grant,
+                        others,
+                        peers,
+                    },
+                ) => {
+                    if node.last != window || sync.window != window {
+                        return;
+                    }
+                    sync.pushed = count;
+                    sync.others = others.max(0) as u64;
+                    sync.grant = grant.max(0) as u64;
+                    sync.peers = peers.max(1) as u64;
+                }
+                (Report::Leaky { .. }, SyncReply::Leaky { level }) => {
+                    let cluster = (level.max(0) as u64)
+                        .saturating_sub(algo.decay(now.saturating_sub(batch.collected_at)))
+                        .saturating_add(sync.added);
+                    // The bucket brought to `now` (never back in time: a
+                    // request may have saved it since the collection).
+                    let (at, own) = match node.last {
+                        NEVER => (now, 0),
+                        last if now > last => (now, algo.level(node.excess, last, now)),
+                        last => (last, node.excess),
+                    };
+                    if cluster > own {
+                        node.excess = cluster;
+                        node.last = at;
+                    }
+                }
+                _ => {}
+            }
         });
     }
 
     /// Puts the keys of a failed exchange back in the list of keys to
-    /// exchange.
+    /// exchange, and a bucket's additions back in its count.
     pub fn restore(&self, batch: &Batch) {
         self.each_item(batch, |shard, _, item| {
             let (Some(node), Some(sync)) = (
@@ -363,7 +433,13 @@ impl Zone {
             ) else {
                 return;
             };
-            if !sync.dirty && node.key.as_bytes() == batch.key(item) {
+            if node.key.as_bytes() != batch.key(item) {
+                return;
+            }
+            if let Report::Leaky { added, .. } = item.report {
+                sync.added = sync.added.saturating_add(added);
+            }
+            if !sync.dirty {
                 sync.dirty = true;
                 shard.dirty.push(item.slot);
             }
@@ -399,6 +475,15 @@ impl Zone {
         let shard = self.store.lock(self.store.shard_of(hash));
         let slot = shard.find(hash, key)?;
         shard.sync.get(slot as usize).copied()
+    }
+
+    /// A leaky key's stored level (thousandths) and `last` (tests).
+    pub fn bucket(&self, key: &[u8]) -> Option<(u64, u64)> {
+        let hash = self.store.hasher.hash_one(key);
+        let shard = self.store.lock(self.store.shard_of(hash));
+        let slot = shard.find(hash, key)?;
+        let node = &shard.nodes[slot as usize];
+        Some((node.excess, node.last))
     }
 
     /// How many keys the zone can hold.
@@ -444,6 +529,29 @@ impl Zone {
     pub fn lookup(&self, key: &[u8], now: u64, burst: u64, save: bool) -> Outcome {
         let algo = self.algo;
         let cluster = self.cluster_view();
+        if let (Mode::Leaky, Some(view)) = (algo.mode, cluster) {
+            if !view.up {
+                // While Redis fails, `allow` neither checks nor counts (so
+                // the bucket is not filled past its burst meanwhile) and
+                // `deny` rejects; `local` is nginx's bucket alone.
+                match view.on_error {
+                    OnClusterError::Allow if save => return Outcome::Admitted { excess: 0 },
+                    OnClusterError::Allow => {
+                        return Outcome::Held {
+                            excess: 0,
+                            pin: Pin::DETACHED,
+                        }
+                    }
+                    OnClusterError::Deny => {
+                        return Outcome::Rejected {
+                            excess: 0,
+                            retry_after: 1,
+                        }
+                    }
+                    OnClusterError::Local => {}
+                }
+            }
+        }
         let hash = self.store.hasher.hash_one(key);
         let s = self.store.shard_of(hash);
         let mut guard = self.store.lock(s);
@@ -457,6 +565,15 @@ impl Zone {
             let node = &mut shard.nodes[slot as usize];
             return match algo.mode {
                 Mode::Leaky => {
+                    // A cluster bucket's additions are shared while Redis
+                    // answers; while it fails (`local`), they stay local.
+                    let shared = match cluster {
+                        Some(view) => {
+                            mark(&mut shard.sync[slot as usize], &mut shard.dirty, slot);
+                            view.up
+                        }
+                        None => false,
+                    };
                     let (ms, excess) = algo.leak(node.excess, node.last, now);
                     if excess > burst {
                         return Outcome::Rejected {
@@ -465,9 +582,14 @@ impl Zone {
                         };
                     }
                     if save {
+                        let added = excess - algo.level(node.excess, node.last, now);
                         node.excess = excess;
                         if ms != 0 {
                             node.last = now;
+                        }
+                        if shared {
+                            let sync = &mut shard.sync[slot as usize];
+                            sync.added = sync.added.saturating_add(added);
                         }
                         return Outcome::Admitted { excess };
                     }
@@ -535,7 +657,19 @@ impl Zone {
                 }
             }
         };
-        if let Some(view) = cluster {
+        if let (Mode::Leaky, Some(_)) = (algo.mode, cluster) {
+            // A new key: nothing exchanged or added yet, whatever the slot
+            // held (nginx stores a new key at 0: its first request adds
+            // nothing to the level).
+            shard.cover_sync(slot);
+            let sync = &mut shard.sync[slot as usize];
+            *sync = SyncSlot {
+                dirty: sync.dirty,
+                ..SyncSlot::default()
+            };
+            mark(sync, &mut shard.dirty, slot);
+        }
+        if let (Mode::Window, Some(view)) = (algo.mode, cluster) {
             // A new key: blind in its window, whatever the slot held.
             shard.cover_sync(slot);
             let window = now / algo.period_ms;
@@ -593,16 +727,26 @@ impl Zone {
     /// level at `now` (nginx's `ngx_http_limit_req_account`); returns the
     /// level, in thousandths, for the delay.
     pub fn commit(&self, pin: Pin, now: u64) -> u64 {
-        let mut shard = self.store.lock(pin.shard as usize);
+        if pin.slot == NIL {
+            return 0;
+        }
+        let mut guard = self.store.lock(pin.shard as usize);
+        let shard = &mut *guard;
         let node = &mut shard.nodes[pin.slot as usize];
         node.count -= 1;
         match self.algo.mode {
             Mode::Leaky => {
                 let (ms, excess) = self.algo.leak(node.excess, node.last, now);
+                let added = excess - self.algo.level(node.excess, node.last, now);
                 if ms != 0 {
                     node.last = now;
                 }
                 node.excess = excess;
+                if self.spec.cluster.is_some() && self.cluster_up() {
+                    if let Some(sync) = shard.sync.get_mut(pin.slot as usize) {
+                        sync.added = sync.added.saturating_add(added);
+                    }
+                }
                 excess
             }
             // The place was taken when the request was held.
@@ -613,6 +757,9 @@ impl Zone {
     /// Lets go of a held request that another limit rejected: nothing is
     /// saved.
     pub fn release(&self, pin: Pin) {
+        if pin.slot == NIL {
+            return;
+        }
         let mut shard = self.store.lock(pin.shard as usize);
         let node = &mut shard.nodes[pin.slot as usize];
         node.count -= 1;
@@ -630,16 +777,18 @@ impl Algo {
         if last == NEVER {
             return (u64::MAX, 0);
         }
-        let ms = now.wrapping_sub(last) as i64;
-        let ms = if ms < -60_000 {
-            1
-        } else if ms < 0 {
-            0
-        } else {
-            ms as u64
-        };
+        let ms = elapsed(last, now);
         let decay = self.decay(ms);
         (ms, excess.saturating_add(1000).saturating_sub(decay))
+    }
+
+    /// The bucket's level at `now` without a request (what [`Algo::leak`]
+    /// computes, less the request).
+    fn level(&self, excess: u64, last: u64, now: u64) -> u64 {
+        if last == NEVER {
+            return 0;
+        }
+        excess.saturating_sub(self.decay(elapsed(last, now)))
     }
 
     /// Thousandths leaked in `ms`.
@@ -692,6 +841,19 @@ impl Algo {
             }
             Mode::Window => node.last != now / self.period_ms,
         }
+    }
+}
+
+/// nginx's ms since `last`: a clock that went back up to 60 s counts as
+/// 0, further as 1 ms.
+fn elapsed(last: u64, now: u64) -> u64 {
+    let ms = now.wrapping_sub(last) as i64;
+    if ms < -60_000 {
+        1
+    } else if ms < 0 {
+        0
+    } else {
+        ms as u64
     }
 }
 

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 
 use crate::http::h1::decode::{Chunk, Decoder, Invalid};
-use crate::http::h1::io::{self, ReadBuf};
+use crate::http::h1::io::{self, Io, ReadBuf};
 use crate::http::h1::parse::Framing;
+use crate::http::h2::H2Body;
 
 /// Why a client body ended early.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +81,9 @@ pub struct ClientBody {
     /// Bytes still to come for a Content-Length body.
     remaining: Option<u64>,
     done: bool,
+    /// The body of a request that came over HTTP/2 (`http::h2`) instead:
+    /// boxed, so an HTTP/1 body stays as small as it was.
+    h2: Option<Box<H2Body>>,
 }
 
 impl ClientBody {
@@ -89,6 +92,17 @@ impl ClientBody {
             shared: None,
             remaining: Some(0),
             done: true,
+            h2: None,
+        }
+    }
+
+    /// An HTTP/2 stream's body.
+    pub fn h2(body: Box<H2Body>) -> ClientBody {
+        ClientBody {
+            shared: None,
+            remaining: None,
+            done: false,
+            h2: Some(body),
         }
     }
 }
@@ -96,9 +110,11 @@ impl ClientBody {
 impl ClientBody {
     /// The location's `client_max_body_size` (0: no limit) and
     /// `client_body_timeout`, for the connection reading this body.
-    pub fn set_limits(&self, max_body: u64, timeout: Duration) {
+    pub fn set_limits(&mut self, max_body: u64, timeout: Duration) {
         if let Some(shared) = &self.shared {
             shared.lock().limits = Some((max_body, timeout));
+        } else if let Some(h2) = &mut self.h2 {
+            h2.set_limits(max_body, timeout);
         }
     }
 }
@@ -113,7 +129,10 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let Some(shared) = &this.shared else {
-            return Poll::Ready(None);
+            return match &mut this.h2 {
+                Some(h2) => h2.poll_frame(cx),
+                None => Poll::Ready(None),
+            };
         };
         if this.done {
             return Poll::Ready(None);
@@ -141,10 +160,16 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(h2) = &self.h2 {
+            return h2.is_end_stream();
+        }
         self.done || self.remaining == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(h2) = &self.h2 {
+            return h2.size_hint();
+        }
         match self.remaining {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
@@ -213,6 +238,7 @@ impl Pump {
             shared: Some(shared.clone()),
             remaining,
             done: false,
+            h2: None,
         };
         let pump = Pump {
             shared,
@@ -275,7 +301,7 @@ impl Pump {
     /// Waits until the body wants its next piece (polled, slot empty),
     /// then reads and hands over one. Cancel-safe: the state changes only
     /// after the waits.
-    pub async fn step(&mut self, io: &TcpStream, buf: &mut ReadBuf) -> Step {
+    pub async fn step<I: Io>(&mut self, io: &I, buf: &mut ReadBuf) -> Step {
         if self.finished() {
             return Step::Finished;
         }
@@ -319,9 +345,9 @@ impl Pump {
 
     /// Reads the rest of the body and drops it (after the response, to
     /// keep the connection), each read waiting until `deadline`.
-    pub async fn discard(
+    pub async fn discard<I: Io>(
         &mut self,
-        io: &TcpStream,
+        io: &I,
         buf: &mut ReadBuf,
         deadline: tokio::time::Instant,
     ) -> bool {
@@ -345,9 +371,9 @@ impl Pump {
 
     /// One piece of the body: decoded from the buffer, read into it, or
     /// for long runs of data read straight into a buffer of its own.
-    async fn next(
+    async fn next<I: Io>(
         &mut self,
-        io: &TcpStream,
+        io: &I,
         buf: &mut ReadBuf,
         max_body: u64,
         timeout: Duration,

@@ -5,16 +5,93 @@
 //! The read buffer also fills from any `AsyncRead` ([`ReadBuf::poll_fill`]),
 //! for the upstream client.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::http::h1::pool::Buf;
+
+/// What the connection loop reads and writes through, shared (`&self`)
+/// between the request body's reader and the response's writer: a
+/// `TcpStream`'s readiness API. Plain TCP is the stream itself; TLS
+/// (`http::tls::TlsIo`) has the same shape over rustls. The loop is
+/// generic over it, so a plain connection runs the code it ran before.
+pub trait Io: Sync {
+    /// Ready when a read may give bytes (or the end).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Ready when a write may take bytes (an upgraded connection's tunnel
+    /// polls rather than awaits).
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Sends what the transport itself still holds (TLS records);
+    /// `WouldBlock` while some wait for the socket.
+    fn try_flush(&self) -> io::Result<()>;
+    /// Ends the sending side (after a TLS close_notify).
+    fn shutdown_write(&self);
+}
+
+impl Io for TcpStream {
+    #[inline]
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    #[inline]
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+
+    #[inline]
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+
+    #[inline]
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::writable(self)
+    }
+
+    #[inline]
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+
+    #[inline]
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+
+    #[inline]
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+
+    #[inline]
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+
+    #[inline]
+    fn try_flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
+    }
+}
 
 /// A pooled read buffer: unconsumed bytes are `buf[pos..]`.
 pub struct ReadBuf {
@@ -67,7 +144,7 @@ impl ReadBuf {
     /// Reads what the socket has, keeping at most `max` unconsumed bytes:
     /// `Ok(0)` at end of stream, `WouldBlock` when nothing is there, and
     /// an `OutOfMemory` error when `max` bytes are already waiting.
-    pub fn try_fill(&mut self, io: &TcpStream, max: usize) -> io::Result<usize> {
+    pub fn try_fill<I: Io>(&mut self, io: &I, max: usize) -> io::Result<usize> {
         self.room(max)?;
         io.try_read_buf(&mut *self.buf)
     }
@@ -106,9 +183,9 @@ impl ReadBuf {
 
     /// [`ReadBuf::try_fill`], waiting for the socket until `deadline`
     /// (a `TimedOut` error after it).
-    pub async fn fill(
+    pub async fn fill<I: Io>(
         &mut self,
-        io: &TcpStream,
+        io: &I,
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
@@ -122,7 +199,7 @@ impl ReadBuf {
 }
 
 /// Waits until the socket is readable, or `deadline`.
-pub async fn readable(io: &TcpStream, deadline: Option<Instant>) -> io::Result<()> {
+pub async fn readable<I: Io>(io: &I, deadline: Option<Instant>) -> io::Result<()> {
     match deadline {
         None => io.readable().await,
         Some(d) => match tokio::time::timeout_at(d, io.readable()).await {
@@ -136,8 +213,8 @@ pub async fn readable(io: &TcpStream, deadline: Option<Instant>) -> io::Result<(
 /// socket allows (one `writev` usually). A wait for the socket longer
 /// than `timeout` (nginx's `send_timeout`: between two successive
 /// writes) fails with `TimedOut`.
-pub async fn write_two(
-    io: &TcpStream,
+pub async fn write_two<I: Io>(
+    io: &I,
     mut a: &[u8],
     mut b: &[u8],
     timeout: Duration,
@@ -167,10 +244,22 @@ pub async fn write_two(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // TLS records the transport could not send at once.
+    loop {
+        match io.try_flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(timeout, io.writable()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
-pub async fn write_all(io: &TcpStream, a: &[u8], timeout: Duration) -> io::Result<()> {
+pub async fn write_all<I: Io>(io: &I, a: &[u8], timeout: Duration) -> io::Result<()> {
     write_two(io, a, &[], timeout).await
 }
 

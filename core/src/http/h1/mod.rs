@@ -11,7 +11,9 @@
 //! runs in a boxed future, so the idle task stays small too.
 //!
 //! - `pool`: the per-worker buffer pool (the upstream client's too)
-//! - `io`: reads and writes on a shared `&TcpStream`, and the read buffer
+//! - `io`: reads and writes on a shared `&TcpStream` (or `&TlsIo`: the
+//!   loop is generic over [`Io`], built once per transport), and the read
+//!   buffer (which fills from any `AsyncRead` for the upstream client)
 //! - `parse`: the head (httparse) into `http` types, body framing rules
 //! - `decode`: Content-Length and chunked bodies from a read buffer
 //!   (request bodies here, response bodies in the upstream client)
@@ -31,7 +33,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Version};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -39,6 +40,7 @@ use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
 pub use body::ClientBody;
 use body::{Pump, Step};
+pub use io::Io;
 use io::ReadBuf;
 pub use parse::Limits;
 use parse::Refusal;
@@ -46,10 +48,7 @@ use parse::Refusal;
 /// What a connection asks of the server.
 pub trait Service: Sync {
     /// Answers one request.
-    fn call(
-        &self,
-        req: Request<ClientBody>,
-    ) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>>;
+    fn call(&self, req: Request<ClientBody>) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>>;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
@@ -68,6 +67,11 @@ pub trait Service: Sync {
     /// connections).
     fn reuse(&self) -> bool;
 }
+
+/// A response, and its `send_timeout` (its location's; without one the
+/// server's applies). Beside the response rather than in its extensions:
+/// those are a map allocated per request.
+pub type Answer = (Response<RespBody>, Option<Duration>);
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
@@ -139,8 +143,8 @@ const LINGER_MAX: usize = 1 << 20;
 /// readiness comes through `poll_read_ready` (no waiter node).
 // Not `async fn` on purpose: see above.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<S: Service + Send>(
-    io: TcpStream,
+pub fn serve<I: Io + Send, S: Service + Send>(
+    io: I,
     svc: S,
     settings: Settings,
 ) -> impl Future<Output = ()> + Send {
@@ -222,8 +226,8 @@ enum End {
 /// `first_deadline`: when the first head must be in (the connection's
 /// first request); later ones get `client_header_timeout` from their
 /// first byte.
-async fn busy<S: Service>(
-    io: &TcpStream,
+async fn busy<I: Io, S: Service>(
+    io: &I,
     svc: &S,
     settings: &Settings,
     first_deadline: Option<Instant>,
@@ -274,10 +278,10 @@ async fn busy<S: Service>(
         let req = Request::from_parts(head.parts, body);
 
         // The handler runs while the body streams to it.
-        let resp = {
+        let (resp, send) = {
             let answer = pin!(svc.call(req));
             match drive(answer, &mut pump, io, &mut buf).await {
-                Ok(resp) => resp,
+                Ok(answer) => answer,
                 Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
                 Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
                 Err(_) => return End::Close,
@@ -291,21 +295,34 @@ async fn busy<S: Service>(
             http11,
             keep_alive: keep_alive && !svc.quitting(),
             interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
-            send: resp
-                .body()
-                .send_timeout()
-                .unwrap_or_else(|| settings.send_timeout()),
+            send: send.unwrap_or_else(|| settings.send_timeout()),
         };
         if ask.interim {
             if let Some(p) = &mut pump {
                 p.continue_pending = false;
             }
         }
-        let keep = {
+        let written = {
             let written = pin!(write::respond(io, resp, &ask));
             match drive(written, &mut pump, io, &mut buf).await {
-                Ok(keep) => keep,
+                Ok(written) => written,
                 Err(_) => return End::Close,
+            }
+        };
+        let keep = match written {
+            write::Written::Keep => true,
+            write::Written::Close => false,
+            write::Written::Upgrade(body) => {
+                // What the client sent past its request is the tunnel's
+                // now; a request body still coming would be read as
+                // tunnel bytes, so such a connection just closes.
+                if pump.as_ref().is_some_and(|p| !p.finished()) {
+                    return End::Close;
+                }
+                let early = buf.data().to_vec();
+                drop(buf);
+                Box::pin(crate::http::tunnel::run(body, io, early, ask.send)).await;
+                return End::Close;
             }
         };
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
@@ -342,10 +359,10 @@ async fn busy<S: Service>(
 /// Runs `fut` while handing the request body to it, until `fut` is done.
 /// Fails when the body does (the step that failed): the answer is not
 /// wanted any more.
-async fn drive<F: Future>(
+async fn drive<F: Future, I: Io>(
     mut fut: Pin<&mut F>,
     pump: &mut Option<Pump>,
-    io: &TcpStream,
+    io: &I,
     buf: &mut ReadBuf,
 ) -> Result<F::Output, Step> {
     let mut active = pump.as_ref().is_some_and(|p| !p.finished());
@@ -366,7 +383,7 @@ async fn drive<F: Future>(
 }
 
 /// Answers a request nginx refuses while reading it, then closes.
-async fn refuse(io: &TcpStream, settings: &Settings, refusal: Refusal) -> End {
+async fn refuse<I: Io>(io: &I, settings: &Settings, refusal: Refusal) -> End {
     let mut resp = match refusal {
         Refusal::HeaderTooLarge => error_page_with(400, "Request Header Or Cookie Too Large"),
         r => error_page(r.status()),
@@ -388,8 +405,8 @@ async fn refuse(io: &TcpStream, settings: &Settings, refusal: Refusal) -> End {
 
 /// Closes the sending side, then reads and drops what the client still
 /// sends until it closes, [`LINGER`] passes or [`LINGER_MAX`] bytes came.
-async fn linger(io: &TcpStream) {
-    let _ = socket2::SockRef::from(io).shutdown(std::net::Shutdown::Write);
+async fn linger<I: Io>(io: &I) {
+    io.shutdown_write();
     let deadline = Instant::now() + LINGER;
     let mut scratch = [0u8; 512];
     let mut left = LINGER_MAX;

@@ -16,10 +16,9 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::net::TcpStream;
 
 use crate::http::body::RespBody;
-use crate::http::h1::io;
+use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
 
 /// What the request says about its response.
@@ -46,11 +45,25 @@ enum Out {
     Close,
 }
 
-/// Writes `resp`; returns whether the connection can stay open (the
-/// response was complete and delimited, and nobody asked to close).
-pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> bool {
+/// What became of the connection once a response was written.
+pub enum Written {
+    /// The response was complete and delimited, and nobody asked to
+    /// close: the next request may come.
+    Keep,
+    Close,
+    /// A `101 Switching Protocols` head went out: the connection belongs
+    /// to the tunnel behind this body now.
+    Upgrade(RespBody),
+}
+
+/// Writes `resp`, and says what the connection is good for afterwards.
+pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Written {
+    let written = |kept: bool| if kept { Written::Keep } else { Written::Close };
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
+    // A switch the proxy will carry out: nginx's header filter says
+    // `Connection: upgrade` for it, whatever else was asked.
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS && body.has_tunnel();
     let bodiless = ask.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -72,7 +85,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
     let mut close_asked = false;
     let mut dated = false;
     for (name, value) in &parts.headers {
-        if name == TRANSFER_ENCODING {
+        if name == TRANSFER_ENCODING || (upgrade && name == CONNECTION) {
             continue;
         }
         if name == CONTENT_LENGTH {
@@ -129,7 +142,9 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         Out::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if !close_asked {
+    if upgrade {
+        buf.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !close_asked {
         // As nginx, whatever the version: `close` when the connection
         // ends, `keep-alive` when it stays.
         if keep {
@@ -142,9 +157,15 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
     // `$bytes_sent` counts the head too, as nginx's.
     body.head_sent(buf.len() as u64);
 
+    if upgrade {
+        return match io::write_all(io, &buf, ask.send).await {
+            Ok(()) => Written::Upgrade(body),
+            Err(_) => Written::Close,
+        };
+    }
     if out == Out::None {
         drop(body);
-        return io::write_all(io, &buf, ask.send).await.is_ok() && keep;
+        return written(io::write_all(io, &buf, ask.send).await.is_ok() && keep);
     }
     let mut sent = 0u64;
     loop {
@@ -158,7 +179,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
             Poll::Pending => {
                 if !buf.is_empty() {
                     if io::write_all(io, &buf, ask.send).await.is_err() {
-                        return false;
+                        return Written::Close;
                     }
                     buf.clear();
                 }
@@ -173,7 +194,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
                 // complete (no last chunk, or fewer bytes than announced).
                 drop(body);
                 let _ = io::write_all(io, &buf, ask.send).await;
-                return false;
+                return Written::Close;
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
@@ -198,7 +219,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
             buf.extend_from_slice(&data);
         } else {
             if io::write_two(io, &buf, &data, ask.send).await.is_err() {
-                return false;
+                return Written::Close;
             }
             buf.clear();
         }
@@ -215,7 +236,7 @@ pub async fn respond(io: &TcpStream, resp: Response<RespBody>, ask: &Ask) -> boo
         Out::Length(n) if sent != n => keep = false,
         _ => {}
     }
-    io::write_all(io, &buf, ask.send).await.is_ok() && keep
+    written(io::write_all(io, &buf, ask.send).await.is_ok() && keep)
 }
 
 thread_local! {

@@ -39,7 +39,8 @@ pub use conn::{Conn, ConnectError};
 use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
 pub use request::{Ask, Framing, HeadWriter, ReqBody, RequestHead};
 use send::{SendError, Sender};
-pub use stream::{Stream, Timeout};
+pub(crate) use stream::Deadline;
+pub use stream::{Stream, TimedIo, Timeout};
 
 /// An upstream's response: its head, and its body to read.
 pub struct Response {
@@ -50,10 +51,12 @@ pub struct Response {
     pub upgraded: Option<Box<Upgraded>>,
 }
 
-/// A connection switched to another protocol: the transport, and what the
-/// upstream already sent past the response head.
+/// A connection switched to another protocol: the transport (its timers
+/// still on: `proxy_read_timeout` and `proxy_send_timeout` bound a
+/// tunnel's waits on the upstream), and what the upstream already sent
+/// past the response head.
 pub struct Upgraded {
-    pub stream: Stream,
+    pub stream: Box<TimedIo<Stream>>,
     pub leftover: Bytes,
 }
 
@@ -208,7 +211,7 @@ fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Respons
             parts: head.parts,
             body: UpstreamBody::empty(),
             upgraded: Some(Box::new(Upgraded {
-                stream: conn.io.into_inner(),
+                stream: conn.io,
                 leftover,
             })),
         };

@@ -1,5 +1,5 @@
-//! The upstream socket: [`Stream`], the transport (plain TCP now; TLS
-//! goes in as another variant), and [`TimedIo`], which applies nginx's
+//! The upstream socket: [`Stream`], the transport (plain TCP, or TLS for
+//! `proxy_pass https://`), and [`TimedIo`], which applies nginx's
 //! `proxy_send_timeout` and `proxy_read_timeout` to it. Each bounds the
 //! wait between two successive operations, not the whole transfer, so a
 //! large body that keeps moving never times out.
@@ -16,10 +16,11 @@ use tokio::time::Sleep;
 
 /// An upstream connection's transport. An enum rather than a type
 /// parameter so that the per-worker idle pool and the response body hold
-/// one concrete type; a `Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>)`
-/// variant fits beside `Plain`, delegating the same way.
+/// one concrete type. TLS is boxed: its state is large and plain
+/// connections should not carry its size.
 pub enum Stream {
     Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -27,12 +28,24 @@ impl Stream {
     /// upstream closed it, reset it, or sent something nobody asked for.
     /// Costs no system call while nothing happened on the socket (tokio
     /// answers from the readiness it keeps).
-    pub fn unusable(&self) -> bool {
+    pub fn unusable(&mut self) -> bool {
         match self {
             Stream::Plain(s) => !matches!(
                 s.try_read(&mut [0u8; 1]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock
             ),
+            // Records may wait that are no data (TLS 1.3 session tickets
+            // come after the handshake), so the socket is read through
+            // TLS: only application data, a close or an error count.
+            Stream::Tls(s) => {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                !matches!(
+                    Pin::new(&mut **s).poll_read(&mut cx, &mut buf),
+                    Poll::Pending
+                )
+            }
         }
     }
 }
@@ -45,6 +58,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -57,6 +71,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -67,24 +82,28 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -126,15 +145,20 @@ fn timed_out(which: Timeout) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, which)
 }
 
-/// One timer of [`TimedIo`]: armed when an operation first has to wait,
-/// disarmed when it makes progress.
-struct Deadline {
+/// One timer of [`TimedIo`] (and of the client side of a tunnel): armed
+/// when an operation first has to wait, disarmed when it makes progress.
+pub(crate) struct Deadline {
     sleep: Pin<Box<Sleep>>,
     armed: bool,
 }
 
 impl Deadline {
-    fn new() -> Deadline {
+    /// The operation made progress.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    pub(crate) fn new() -> Deadline {
         Deadline {
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: false,
@@ -143,7 +167,7 @@ impl Deadline {
 
     /// Called when the operation is pending: whether it has now waited
     /// longer than `timeout`.
-    fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
         let Some(timeout) = timeout else {
             self.armed = false;
             return false;
@@ -155,6 +179,19 @@ impl Deadline {
             self.armed = true;
         }
         self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Starts (or starts over) the wait now, registering the task to be
+    /// woken when it runs out.
+    fn restart(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) {
+        let Some(timeout) = timeout else {
+            return;
+        };
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + timeout);
+        self.armed = true;
+        let _ = self.sleep.as_mut().poll(cx);
     }
 }
 
@@ -211,13 +248,8 @@ impl<S> TimedIo<S> {
         self.reading = false;
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
-    /// The transport, without the timers (for a tunnel after `101`).
-    pub fn into_inner(self) -> S {
-        self.io
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
     }
 
     fn read_timeout(&self) -> Option<Duration> {
@@ -225,6 +257,12 @@ impl<S> TimedIo<S> {
             .then(|| Duration::from_millis(u64::from(self.read_ms)))
     }
 
+    /// The send timeout around a write, and the read timeout restarted
+    /// after it once the request was written (only a tunnel writes then):
+    /// traffic either way keeps a tunnel open, as nginx re-arms the
+    /// upstream's read timer on every event of the tunnel. The read side
+    /// may be parked already, so the timer is registered here, on the same
+    /// task.
     fn timed_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -233,6 +271,10 @@ impl<S> TimedIo<S> {
         match polled {
             Poll::Ready(r) => {
                 self.write_timer.armed = false;
+                if matches!(r, Ok(n) if n > 0) {
+                    let timeout = self.read_timeout();
+                    self.read_timer.restart(timeout, cx);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {

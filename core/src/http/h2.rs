@@ -1,0 +1,318 @@
+//! HTTP/2 to clients, on hyper's server (`http2 on`, `listen ... http2`):
+//! over TLS when ALPN chose `h2`, or cleartext when a connection opens
+//! with the client preface (h2c by prior knowledge). Each stream's request
+//! is turned into what the HTTP/1 loop hands the handler (origin-form
+//! target, `Host` from `:authority`, cookies joined), so routing,
+//! proxying (to HTTP/1.x upstreams) and logging are the same code.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+
+use crate::http::body::RespBody;
+use crate::http::h1::body::BodyError;
+use crate::http::h1::ClientBody;
+use crate::http::response::error_page;
+use crate::http::tls::Https;
+
+/// The client preface of HTTP/2 (RFC 9113, 3.4).
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// nginx's `http2_max_concurrent_streams` default.
+const MAX_STREAMS: u32 = 128;
+
+/// hyper's HTTP/2 server, with nginx's stream limit.
+pub fn builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.max_concurrent_streams(MAX_STREAMS);
+    b
+}
+
+/// What a connection's task and its streams share.
+#[derive(Default)]
+pub struct Streams {
+    /// Streams whose response is not done.
+    active: AtomicUsize,
+    /// Streams started so far.
+    started: AtomicU64,
+    /// A response asked to close the connection (`keepalive_requests`
+    /// reached): the connection sends GOAWAY and ends after the streams
+    /// in flight.
+    pub goaway: Notify,
+}
+
+impl Streams {
+    pub fn start(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        Active(self.clone())
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+/// A stream counted active until its response body is done.
+pub struct Active(Arc<Streams>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a stream's request body ended, when not well.
+#[derive(Default)]
+pub struct Outcome(AtomicU8);
+
+const TOO_LARGE: u8 = 1;
+const TIMED_OUT: u8 = 2;
+
+/// An HTTP/2 request's body with the location's limits:
+/// `client_max_body_size` (413) and `client_body_timeout` (408).
+pub struct H2Body {
+    /// `None` once dropped (see `Drop`).
+    inner: Option<Incoming>,
+    max: u64,
+    timeout: Duration,
+    received: u64,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    outcome: Arc<Outcome>,
+}
+
+impl H2Body {
+    pub fn set_limits(&mut self, max_body: u64, timeout: Duration) {
+        self.max = max_body;
+        self.timeout = timeout;
+    }
+
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(inner) = &mut self.inner else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(t) = &mut self.timer {
+                        t.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+                    }
+                    let Some(data) = frame.data_ref() else {
+                        // Trailers do not go to an HTTP/1 upstream.
+                        continue;
+                    };
+                    self.received += data.len() as u64;
+                    if self.max != 0 && self.received > self.max {
+                        self.outcome.0.store(TOO_LARGE, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyError(
+                            "client intended to send too large body",
+                        ))));
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    return Poll::Ready(Some(Err(BodyError("client prematurely closed stream"))))
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    let timeout = self.timeout;
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.outcome.0.store(TIMED_OUT, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyError("client timed out"))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// How long, and how much of, a body nobody read is taken and dropped.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+const DISCARD_MAX: u64 = 1 << 20;
+
+impl Drop for H2Body {
+    /// A body left unread (a `return`, a 413, an upstream that failed) is
+    /// read and dropped, as nginx discards it: a stream whose request side
+    /// is still open when everything else lets go of it is reset, and the
+    /// reset can overtake the end of its response.
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(discard(body));
+        }
+    }
+}
+
+async fn discard(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + DISCARD_TIME;
+    let mut read = 0u64;
+    while read < DISCARD_MAX {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// A stream's request as the handler takes it, and where its body
+/// reports how it ended.
+pub fn request(req: Request<Incoming>, https: bool) -> (Request<ClientBody>, Arc<Outcome>) {
+    let (mut parts, body) = req.into_parts();
+    // `:authority` is the Host, as nginx makes a Host header of it.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    // The target in origin form, as an HTTP/1 request line has it.
+    if let Some(pq) = parts.uri.path_and_query() {
+        parts.uri = Uri::from(pq.clone());
+    }
+    // HTTP/2 may split the cookies; HTTP/1 upstreams get one line
+    // (RFC 9113, 8.2.3), as nginx sends them.
+    let mut cookies = parts.headers.get_all(header::COOKIE).iter();
+    if let (Some(first), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = first.as_bytes().to_vec();
+        for c in parts.headers.get_all(header::COOKIE).iter().skip(1) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(c.as_bytes());
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            parts.headers.insert(header::COOKIE, v);
+        }
+    }
+    if https {
+        parts.extensions.insert(Https);
+    }
+    let outcome = Arc::new(Outcome::default());
+    let body = H2Body {
+        inner: Some(body),
+        max: 0,
+        timeout: Duration::from_secs(60),
+        received: 0,
+        timer: None,
+        outcome: outcome.clone(),
+    };
+    (
+        Request::from_parts(parts, ClientBody::h2(Box::new(body))),
+        outcome,
+    )
+}
+
+/// The handler's response as the stream sends it: connection headers
+/// out (a `close` becomes GOAWAY), or the refusal the body's end called
+/// for.
+pub fn response(
+    resp: Response<RespBody>,
+    outcome: &Outcome,
+    active: Active,
+    streams: &Streams,
+) -> Response<H2Resp> {
+    let refusal = match outcome.0.load(Ordering::Relaxed) {
+        TOO_LARGE => 413,
+        TIMED_OUT => 408,
+        _ => 0,
+    };
+    let mut resp = if refusal == 0 {
+        resp
+    } else {
+        // The answer the handler had is not sent; its log line tells
+        // the refusal.
+        let mut resp = resp;
+        let record = resp.body_mut().take_record();
+        let mut refused = error_page(refusal);
+        if let Some(mut record) = record {
+            record.status = refusal;
+            refused.body_mut().set_record(Some(record));
+        }
+        refused
+    };
+    let close = resp
+        .headers_mut()
+        .remove(header::CONNECTION)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .split(|&c| c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
+    if close {
+        streams.goaway.notify_one();
+    }
+    for name in ["keep-alive", "proxy-connection", "upgrade"] {
+        resp.headers_mut().remove(name);
+    }
+    resp.headers_mut().remove(header::TRANSFER_ENCODING);
+    resp.map(|body| H2Resp {
+        body,
+        _active: active,
+    })
+}
+
+/// A response body on a stream, which counts the stream active until it
+/// is done.
+pub struct H2Resp {
+    body: RespBody,
+    _active: Active,
+}
+
+impl Body for H2Resp {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

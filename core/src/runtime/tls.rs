@@ -1,0 +1,283 @@
+//! TLS settings built at config load (start, `-t`, every reload): each
+//! server's certificates read and checked, and one rustls `ServerConfig`
+//! per server of a TLS address, which a handshake picks by SNI. Nothing
+//! here runs on the request path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use crate::conf::model::{CertificateConf, ServerConf, TlsConf};
+use crate::conf::ConfError;
+
+/// The TLS side of one listening address: a config per server of its
+/// group (same index as `ListenGroup::servers`).
+pub struct TlsListen {
+    pub configs: Vec<Arc<ServerConfig>>,
+}
+
+/// A server's certificates (`ssl_certificate` may be given more than once,
+/// say RSA and ECDSA): each handshake gets the first one whose key can
+/// sign with a scheme the client offers, as OpenSSL chooses.
+#[derive(Debug)]
+struct ServerCerts(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ServerCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        self.0
+            .iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .cloned()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The errno and text of an I/O error, as nginx prints a system error.
+fn os_error(e: &std::io::Error) -> String {
+    format!(
+        "open() failed ({}: {})",
+        e.raw_os_error().unwrap_or(0),
+        crate::http::proxy::strerror(e)
+    )
+}
+
+fn pem_error(e: pem::Error, what: &str) -> String {
+    match e {
+        pem::Error::NoItemsFound => format!("no PEM {what} found"),
+        pem::Error::Io(e) => os_error(&e),
+        e => format!("invalid PEM ({e:?})"),
+    }
+}
+
+/// Reads one `ssl_certificate` (the chain, leaf first) and its key, and
+/// checks that they belong together.
+fn load_pair(c: &CertificateConf, provider: &CryptoProvider) -> Result<CertifiedKey, ConfError> {
+    let cert_error = |cause: String| {
+        ConfError::at(
+            format!("cannot load certificate \"{}\": {cause}", c.cert.display()),
+            c.cert_loc.clone(),
+        )
+    };
+    let key_error = |cause: String| {
+        ConfError::at(
+            format!(
+                "cannot load certificate key \"{}\": {cause}",
+                c.key.display()
+            ),
+            c.key_loc.clone(),
+        )
+    };
+    let text = std::fs::read(&c.cert).map_err(|e| cert_error(os_error(&e)))?;
+    let chain = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(pem_error(e, "certificate")))?;
+    if chain.is_empty() {
+        return Err(cert_error("no PEM certificate found".to_owned()));
+    }
+    let text = std::fs::read(&c.key).map_err(|e| key_error(os_error(&e)))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&text).map_err(|e| key_error(pem_error(e, "private key")))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| key_error(format!("unsupported key ({e})")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(key_error(format!(
+                "the key does not match the certificate \"{}\"",
+                c.cert.display()
+            )))
+        }
+        // The key's public half is not known: nothing to compare.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+        Err(e) => Err(cert_error(format!("invalid certificate ({e})"))),
+    }
+}
+
+/// Session tickets that resume for `ssl_session_timeout`, as nginx's
+/// (OpenSSL's session timeout): rustls's ring ticketer (random keys,
+/// rotated every 6 hours), with the time of issue sealed in the ticket and
+/// checked when it comes back. rustls itself does not expire tickets.
+#[derive(Debug)]
+struct Tickets {
+    inner: Arc<dyn ProducesTickets>,
+    timeout: u32,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl ProducesTickets for Tickets {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    /// The lifetime hint clients get.
+    fn lifetime(&self) -> u32 {
+        self.timeout
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut sealed = Vec::with_capacity(8 + plain.len());
+        sealed.extend_from_slice(&now_secs().to_be_bytes());
+        sealed.extend_from_slice(plain);
+        self.inner.encrypt(&sealed)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher)?;
+        let (issued, state) = plain.split_at_checked(8)?;
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let age = now_secs().saturating_sub(issued);
+        (age <= u64::from(self.timeout)).then(|| state.to_vec())
+    }
+}
+
+/// One server's rustls config: its certificates, protocols and session
+/// lifetime (`tls`), and ALPN with `h2` first when HTTP/2 is on.
+fn server_config(
+    certs: &Arc<ServerCerts>,
+    tls: &TlsConf,
+    h2: bool,
+    provider: &Arc<CryptoProvider>,
+) -> Result<ServerConfig, ConfError> {
+    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::with_capacity(2);
+    if tls.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if tls.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    // nginx's default `ssl_session_cache none`: no server-side cache;
+    // resumption is by tickets (`ssl_session_tickets on`).
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    let timeout = u32::try_from(tls.session_timeout.as_secs()).unwrap_or(u32::MAX);
+    if timeout > 0 {
+        let inner = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| ConfError::bare(format!("cannot make TLS session tickets: {e}")))?;
+        config.ticketer = Arc::new(Tickets { inner, timeout });
+    }
+    Ok(config)
+}
+
+/// What [`build`] needs to know of one listening address.
+pub struct Group<'a> {
+    /// Indexes into `servers`, in the group's order.
+    pub members: &'a [usize],
+    /// The index (into `members`) of the default server.
+    pub default: usize,
+    /// `listen ... http2` on the address.
+    pub http2: bool,
+}
+
+/// Loads every server's certificates (those of servers without a TLS
+/// listen too, as nginx does), then the configs of each TLS address:
+/// `None` for a plain one.
+pub fn build(
+    servers: &[ServerConf],
+    groups: &[(Group<'_>, bool)],
+) -> Result<Vec<Option<Arc<TlsListen>>>, ConfError> {
+    let provider = provider();
+    let mut certs: Vec<Option<Arc<ServerCerts>>> = Vec::with_capacity(servers.len());
+    for s in servers {
+        if s.tls.certificates.is_empty() {
+            certs.push(None);
+            continue;
+        }
+        let keys = s
+            .tls
+            .certificates
+            .iter()
+            .map(|c| load_pair(c, &provider).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        certs.push(Some(Arc::new(ServerCerts(keys))));
+    }
+    // Servers on several addresses share their configs.
+    let mut made: HashMap<(usize, bool), Arc<ServerConfig>> = HashMap::new();
+    let mut out = Vec::with_capacity(groups.len());
+    for (group, ssl) in groups {
+        if !*ssl {
+            out.push(None);
+            continue;
+        }
+        let default = group.members[group.default];
+        let mut configs = Vec::with_capacity(group.members.len());
+        for &si in group.members {
+            // A server without a certificate answers with the default
+            // server's, and its TLS settings (nginx keeps that SSL_CTX).
+            let (holder, Some(c)) = (match &certs[si] {
+                Some(c) => (si, Some(c)),
+                None => (default, certs[default].as_ref()),
+            }) else {
+                // The interpreter refused a TLS address whose default
+                // server has no certificate.
+                return Err(ConfError::bare(
+                    "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive"
+                        .to_owned(),
+                ));
+            };
+            let h2 = group.http2 || servers[si].http2;
+            let config = match made.get(&(holder, h2)) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(server_config(c, &servers[holder].tls, h2, &provider)?);
+                    made.insert((holder, h2), c.clone());
+                    c
+                }
+            };
+            configs.push(config);
+        }
+        out.push(Some(Arc::new(TlsListen { configs })));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_expire_after_the_session_timeout() {
+        let inner = rustls::crypto::ring::Ticketer::new().expect("ticketer");
+        let fresh = Tickets {
+            inner: inner.clone(),
+            timeout: 300,
+        };
+        let sealed = fresh.encrypt(b"state").expect("sealed");
+        assert_eq!(fresh.decrypt(&sealed).as_deref(), Some(&b"state"[..]));
+        assert_eq!(fresh.lifetime(), 300);
+        // A ticket issued 301 seconds ago, sealed by the same keys.
+        let mut old = (now_secs() - 301).to_be_bytes().to_vec();
+        old.extend_from_slice(b"state");
+        let old = inner.encrypt(&old).expect("sealed");
+        assert_eq!(fresh.decrypt(&old), None);
+        // Not a ticket of ours at all.
+        assert_eq!(fresh.decrypt(b"garbage"), None);
+    }
+}

@@ -1,0 +1,776 @@
+//! TLS and HTTP/2 to clients, through the real binary: curl (built with
+//! nghttp2) over HTTP/2 and HTTP/1.1 on TLS and over cleartext h2c, SNI
+//! choosing the server and its certificate, certificates re-read on
+//! reload (and a bad one refused, the old one kept), and the errors of
+//! certificate files next to nginx's.
+//!
+//! Certificates come from test authorities made here with rcgen. Which
+//! certificate a server presented is told by curl's verification: each
+//! test certificate covers names (or an authority) the others do not.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use waypost_tests::{free_port, nginx_bin, run_waypost, Server, TempDir};
+
+/// A test certificate authority.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Ca { cert, key }
+    }
+
+    /// Writes the authority's certificate to `dir/NAME`, for `--cacert`.
+    fn write(&self, dir: &TempDir, name: &str) -> String {
+        dir.write(name, &self.cert.pem()).display().to_string()
+    }
+
+    /// A certificate for `names` (and 127.0.0.1 if `ip`), as PEM
+    /// (certificate, key).
+    fn issue(&self, names: &[&str], ip: bool) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("x"));
+        if ip {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// An HTTP/1.1 backend that answers every request with `backend\n` and
+/// the request it got (head and body), or 2 MB of `x` for `/big`.
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer(stream));
+        }
+    });
+    port
+}
+
+fn answer(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let head_len = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_len + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let path = head.split(' ').nth(1).unwrap_or("");
+    let body = if path.starts_with("/big") {
+        vec![b'x'; 2_000_000]
+    } else {
+        let mut body = b"backend\n".to_vec();
+        body.extend_from_slice(&buf[..head_len + length]);
+        body
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(&body);
+}
+
+/// A config with `servers` in `http`, every request's `$scheme`, `$https`
+/// and `$server_protocol` passed to the backend as headers.
+fn conf(servers: &str) -> String {
+    format!(
+        "worker_processes 1;\n\
+         error_log logs/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   log_format t '$scheme|$https|$server_protocol|$request|$status';\n\
+         \x20   proxy_set_header X-Scheme $scheme;\n\
+         \x20   proxy_set_header X-Https $https;\n\
+         \x20   proxy_set_header X-Protocol $server_protocol;\n\
+         {servers}\
+         }}\n"
+    )
+}
+
+/// curl's output and whether it succeeded.
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// `https://NAME:PORT/PATH` with `name` resolved to 127.0.0.1, checked
+/// against `ca`; the body and, last line, `%{http_version}`.
+fn https(name: &str, port: u16, path: &str, ca: &str, extra: &[&str]) -> (bool, String) {
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let url = format!("https://{name}:{port}{path}");
+    let mut args = vec![
+        "--cacert",
+        ca,
+        "--resolve",
+        &resolve,
+        "-w",
+        "\n%{http_version}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+/// The servers' files: certificates and keys written into the test
+/// directory, which is where relative paths in the config start.
+fn write_pair(dir: &Path, name: &str, pair: &(String, String)) {
+    std::fs::write(dir.join(format!("{name}.pem")), &pair.0).expect("write cert");
+    std::fs::write(dir.join(format!("{name}.key")), &pair.1).expect("write key");
+}
+
+/// Writes a whole file at once (a reload never reads half of it).
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn http2_and_http11_over_tls_reach_the_backend() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
+    let (port, up) = (free_port(), backend());
+    let d = files.path.display();
+    let wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       http2 on;\n\
+             \x20       server_name a.test;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       access_log logs/t.log t;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+
+    let (ok, out) = https("a.test", port, "/h2?x=1", &ca_file, &["--http2"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("backend\nGET /h2?x=1 HTTP/1.0\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("x-scheme: https\r\n"), "{out}");
+    assert!(out.contains("x-https: on\r\n"), "{out}");
+    assert!(out.contains("x-protocol: HTTP/2.0\r\n"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("host: 127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.ends_with("\n2"), "HTTP/2 expected: {out}");
+
+    let (ok, out) = https("a.test", port, "/h1", &ca_file, &["--http1.1"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("backend\nGET /h1 HTTP/1.0\r\n"), "{out}");
+    assert!(out.contains("x-protocol: HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("x-scheme: https\r\n"), "{out}");
+    assert!(out.ends_with("\n1.1"), "HTTP/1.1 expected: {out}");
+
+    // Request bodies, and a response far larger than TLS records and
+    // socket buffers, both ways.
+    for version in ["--http2", "--http1.1"] {
+        let (ok, out) = https(
+            "a.test",
+            port,
+            "/post",
+            &ca_file,
+            &[version, "--data-binary", "hello body"],
+        );
+        assert!(ok, "{out}");
+        assert!(out.starts_with("backend\nPOST /post HTTP/1.0\r\n"), "{out}");
+        assert!(out.contains("\r\n\r\nhello body\n"), "{out}");
+        let (ok, out) = https(
+            "a.test",
+            port,
+            "/big",
+            &ca_file,
+            &[version, "-o", "/dev/null", "-w", "%{size_download}"],
+        );
+        assert!(ok, "{out}");
+        assert!(out.ends_with("2000000"), "{version}: {out}");
+    }
+
+    let lines = wp.wait_lines("logs/t.log", 6);
+    assert_eq!(lines[0], "https|on|HTTP/2.0|GET /h2?x=1 HTTP/2.0|200");
+    assert_eq!(lines[1], "https|on|HTTP/1.1|GET /h1 HTTP/1.1|200");
+    assert_eq!(lines[2], "https|on|HTTP/2.0|POST /post HTTP/2.0|200");
+}
+
+#[test]
+fn keep_alive_requests_over_tls_share_a_connection() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
+    let (port, up) = (free_port(), backend());
+    let d = files.path.display();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl http2;\n\
+             \x20       server_name a.test;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    // Three URLs in one curl: one connection, three requests (and
+    // `%{num_connects}` says how many connections each one opened).
+    for version in ["--http2", "--http1.1"] {
+        let resolve = format!("a.test:{port}:127.0.0.1");
+        let urls: Vec<String> = (1..=3)
+            .map(|i| format!("https://a.test:{port}/k{i}"))
+            .collect();
+        let mut args = vec![
+            "--cacert",
+            &ca_file,
+            "--resolve",
+            &resolve,
+            version,
+            "-w",
+            "[%{num_connects}]",
+        ];
+        args.extend(urls.iter().map(String::as_str));
+        let (ok, out) = curl(&args);
+        assert!(ok, "{out}");
+        for i in 1..=3 {
+            assert!(out.contains(&format!("GET /k{i} HTTP/1.0")), "{out}");
+        }
+        assert_eq!(out.matches("[1]").count(), 1, "{version}: {out}");
+        assert_eq!(out.matches("[0]").count(), 2, "{version}: {out}");
+    }
+}
+
+#[test]
+fn h2c_by_prior_knowledge_beside_http11_on_one_port() {
+    let (port, up) = (free_port(), backend());
+    let wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       http2 on;\n\
+             \x20       access_log logs/t.log t;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    let url = format!("http://127.0.0.1:{port}/c");
+    let (ok, out) = curl(&["--http2-prior-knowledge", "-w", "\n%{http_version}", &url]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("backend\nGET /c HTTP/1.0\r\n"), "{out}");
+    assert!(out.contains("x-scheme: http\r\n"), "{out}");
+    // An empty value: no header, as nginx sends none.
+    assert!(!out.contains("x-https"), "{out}");
+    assert!(out.contains("x-protocol: HTTP/2.0\r\n"), "{out}");
+    assert!(out.ends_with("\n2"), "{out}");
+    let (ok, out) = curl(&["--http1.1", "-w", "\n%{http_version}", &url]);
+    assert!(ok, "{out}");
+    assert!(out.contains("x-protocol: HTTP/1.1\r\n"), "{out}");
+    assert!(out.ends_with("\n1.1"), "{out}");
+    let lines = wp.wait_lines("logs/t.log", 2);
+    assert_eq!(lines[0], "http||HTTP/2.0|GET /c HTTP/2.0|200");
+    assert_eq!(lines[1], "http||HTTP/1.1|GET /c HTTP/1.1|200");
+}
+
+#[test]
+fn without_http2_alpn_falls_back_to_http11() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
+    let port = free_port();
+    let d = files.path.display();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       location / {{ return 200 \"$scheme $server_protocol\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    let (ok, out) = https("a.test", port, "/", &ca_file, &["--http2"]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "https HTTP/1.1\n\n1.1");
+}
+
+#[test]
+fn ssl_protocols_limit_the_versions() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
+    let port = free_port();
+    let d = files.path.display();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    let (ok, out) = https("a.test", port, "/", &ca_file, &["--tls-max", "1.2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = https("a.test", port, "/", &ca_file, &["--tlsv1.3"]);
+    assert!(!ok, "TLS 1.3 is off: {out}");
+}
+
+#[test]
+fn sni_picks_the_server_and_its_certificate() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    // Only the default server's certificate covers 127.0.0.1.
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], true));
+    write_pair(&files.path, "b", &ca.issue(&["b.test", "*.b.test"], false));
+    let port = free_port();
+    let d = files.path.display();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       http2 on;\n\
+             \x20       server_name a.test;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       location / {{ return 200 \"A $host\\n\"; }}\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       server_name b.test *.b.test;\n\
+             \x20       ssl_certificate {d}/b.pem;\n\
+             \x20       ssl_certificate_key {d}/b.key;\n\
+             \x20       location / {{ return 200 \"B $host\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    // Each name gets its server's certificate (curl checks the name)
+    // and its server's answer; HTTP/2 is on for a.test only.
+    let (ok, out) = https("a.test", port, "/", &ca_file, &["--http2"]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "A a.test\n\n2");
+    let (ok, out) = https("b.test", port, "/", &ca_file, &["--http2"]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "B b.test\n\n1.1");
+    let (ok, out) = https("x.b.test", port, "/", &ca_file, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "B x.b.test\n\n1.1");
+    // A name no server has: the default server's certificate, which does
+    // not cover it.
+    let (ok, out) = https("c.test", port, "/", &ca_file, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("a.test") || out.contains("SSL"), "{out}");
+    // No SNI at all (an address): the default server's certificate.
+    let url = format!("https://127.0.0.1:{port}/");
+    let (ok, out) = curl(&["--cacert", &ca_file, &url]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "A 127.0.0.1\n");
+    // SNI picks the certificate, Host the server, as in nginx.
+    let (ok, out) = https(
+        "b.test",
+        port,
+        "/",
+        &ca_file,
+        &["-H", "Host: a.test", "--http1.1"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "A a.test\n\n1.1");
+}
+
+/// Polls `check` until it holds or 10 s pass.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reload_reads_the_certificate_again() {
+    let files = TempDir::new("tls-files");
+    let (ca1, ca2) = (Ca::new("first CA"), Ca::new("second CA"));
+    let ca1_file = ca1.write(&files, "ca1.pem");
+    let ca2_file = ca2.write(&files, "ca2.pem");
+    write_pair(&files.path, "a", &ca1.issue(&["a.test"], false));
+    let port = free_port();
+    let d = files.path.display();
+    let wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    assert!(https("a.test", port, "/", &ca1_file, &[]).0);
+    assert!(!https("a.test", port, "/", &ca2_file, &[]).0);
+
+    // Certificate B, by the second authority, at the same paths.
+    let b = ca2.issue(&["a.test"], false);
+    replace(&files.path.join("a.key"), &b.1);
+    replace(&files.path.join("a.pem"), &b.0);
+    wp.signal(libc::SIGHUP);
+    eventually("the new certificate is served", || {
+        https("a.test", port, "/", &ca2_file, &[]).0
+    });
+    assert!(!https("a.test", port, "/", &ca1_file, &[]).0);
+}
+
+#[test]
+fn a_bad_certificate_fails_the_reload_and_the_old_one_serves() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    let pair = ca.issue(&["a.test"], false);
+    write_pair(&files.path, "a", &pair);
+    let port = free_port();
+    let d = files.path.display();
+    let config = conf(&format!(
+        "    server {{\n\
+         \x20       listen 127.0.0.1:{port} ssl;\n\
+         \x20       ssl_certificate {d}/a.pem;\n\
+         \x20       ssl_certificate_key {d}/a.key;\n\
+         \x20       location / {{ return 200 \"first\\n\"; }}\n\
+         \x20   }}\n"
+    ));
+    let wp = Server::waypost(&config, &[port]);
+    assert_eq!(
+        https("a.test", port, "/", &ca_file, &[]),
+        (true, "first\n\n1.1".to_owned())
+    );
+
+    // A certificate file that is no certificate, with a config change
+    // that must not take effect either.
+    let cert = files.path.join("a.pem");
+    replace(&cert, "not a certificate\n");
+    wp.reload_with(&config.replace("first", "second"));
+    let message = format!(
+        "[emerg] {}#0: cannot load certificate \"{}\": no PEM certificate found in {}:",
+        wp.pid(),
+        cert.display(),
+        wp.conf.display()
+    );
+    eventually("the error is logged", || {
+        wp.read("logs/error.log").contains(&message)
+    });
+    // New connections still get the old certificate and configuration.
+    assert_eq!(
+        https("a.test", port, "/", &ca_file, &[]),
+        (true, "first\n\n1.1".to_owned())
+    );
+
+    // A missing key (beside a good certificate again), the same.
+    replace(&cert, &pair.0);
+    let key = files.path.join("a.key");
+    std::fs::remove_file(&key).expect("remove key");
+    wp.signal(libc::SIGHUP);
+    let message = format!(
+        "cannot load certificate key \"{}\": open() failed (2: No such file or directory) in {}:",
+        key.display(),
+        wp.conf.display()
+    );
+    eventually("the error is logged", || {
+        wp.read("logs/error.log").contains(&message)
+    });
+    assert!(https("a.test", port, "/", &ca_file, &[]).0);
+}
+
+/// `-t` on `conf` (with `{dir}` its directory) in both programs: each
+/// one's `[emerg]` line and exit code.
+fn both_t(conf: &str) -> [(String, Option<i32>); 2] {
+    let dir = TempDir::new("tls-t");
+    let conf_path = dir.write(
+        "t.conf",
+        &conf.replace("{dir}", &dir.path.display().to_string()),
+    );
+    let args = ["-t", "-c", conf_path.to_str().expect("utf-8 path")];
+    let nginx = Command::new(nginx_bin())
+        .args([
+            "-p",
+            &format!("{}/", dir.path.display()),
+            "-e",
+            "logs/early.log",
+        ])
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .expect("run nginx");
+    let waypost = run_waypost(&dir, &args);
+    let emerg = |out: &Output| {
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("[emerg]"))
+            .unwrap_or("")
+            .split_once(' ')
+            .map_or("", |(_, rest)| rest)
+            .replace(&dir.path.display().to_string(), "{dir}");
+        (line, out.status.code())
+    };
+    [emerg(&nginx), emerg(&waypost)]
+}
+
+#[test]
+fn certificate_file_errors_beside_nginx() {
+    let head = "error_log logs/error.log;\npid logs/t.pid;\nevents {}\nhttp {\n    server {\n        listen 127.0.0.1:1 ssl;\n";
+    // A missing certificate: nginx's message starts the same; its end is
+    // OpenSSL's words, waypost's the system error and the directive.
+    let [nginx, waypost] = both_t(&format!(
+        "{head}        ssl_certificate {{dir}}/none.pem;\n        ssl_certificate_key {{dir}}/none.key;\n    }}\n}}\n"
+    ));
+    let start = "[emerg] cannot load certificate \"{dir}/none.pem\": ";
+    assert!(nginx.0.starts_with(start), "{nginx:?}");
+    assert_eq!(
+        waypost.0,
+        format!("{start}open() failed (2: No such file or directory) in {{dir}}/t.conf:7")
+    );
+    assert_eq!((nginx.1, waypost.1), (Some(1), Some(1)));
+
+    // A key that is no key.
+    let ca = Ca::new("waypost test CA");
+    let (cert, _) = ca.issue(&["a.test"], false);
+    let dir = TempDir::new("tls-t");
+    let d = dir.path.display();
+    dir.write("a.pem", &cert);
+    dir.write("bad.key", "garbage\n");
+    let [nginx, waypost] = both_t(&format!(
+        "{head}        ssl_certificate {d}/a.pem;\n        ssl_certificate_key {d}/bad.key;\n    }}\n}}\n"
+    ));
+    let start = format!("[emerg] cannot load certificate key \"{d}/bad.key\": ");
+    assert!(nginx.0.starts_with(&start), "{nginx:?}");
+    assert_eq!(
+        waypost.0,
+        format!("{start}no PEM private key found in {{dir}}/t.conf:8")
+    );
+
+    // A key of another certificate.
+    let (_, other_key) = ca.issue(&["b.test"], false);
+    dir.write("other.key", &other_key);
+    let [nginx, waypost] = both_t(&format!(
+        "{head}        ssl_certificate {d}/a.pem;\n        ssl_certificate_key {d}/other.key;\n    }}\n}}\n"
+    ));
+    assert!(nginx.0.contains("key values mismatch"), "{nginx:?}");
+    assert_eq!(
+        waypost.0,
+        format!("[emerg] cannot load certificate key \"{d}/other.key\": the key does not match the certificate \"{d}/a.pem\" in {{dir}}/t.conf:8")
+    );
+    assert_eq!((nginx.1, waypost.1), (Some(1), Some(1)));
+}
+
+#[test]
+fn waypost_only_tls_config_errors() {
+    let dir = TempDir::new("tls-t");
+    let check = |http: &str, want: &str| {
+        let conf = dir.write(
+            "t.conf",
+            &format!(
+                "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n{http}}}\n"
+            ),
+        );
+        let conf = conf.display().to_string();
+        let out = run_waypost(&dir, &["-t", "-c", &conf]);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let want = format!("waypost: [emerg] {}", want.replace("{conf}", &conf));
+        assert!(text.lines().any(|l| l == want), "want {want:?} in:\n{text}");
+    };
+    // rustls has no TLS 1.0 or 1.1: a list of only those is refused.
+    check(
+        "    ssl_protocols TLSv1 TLSv1.1;\n",
+        "\"ssl_protocols\" enables neither TLSv1.2 nor TLSv1.3, the only versions waypost supports in {conf}:5",
+    );
+    // nginx 1.25's `http2` directive.
+    check(
+        "    http2 yes;\n",
+        "invalid value \"yes\" in \"http2\" directive, it must be \"on\" or \"off\" in {conf}:5",
+    );
+    check(
+        "    server {\n        http2 on;\n        http2 off;\n    }\n",
+        "\"http2\" directive is duplicate in {conf}:7",
+    );
+}
+
+#[test]
+fn http2_streams_keep_the_locations_limits_and_keepalive_requests() {
+    let files = TempDir::new("tls-files");
+    let ca = Ca::new("waypost test CA");
+    let ca_file = ca.write(&files, "ca.pem");
+    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
+    let port = free_port();
+    let d = files.path.display();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} ssl http2;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       keepalive_requests 2;\n\
+             \x20       client_max_body_size 10;\n\
+             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    let (ok, out) = https(
+        "a.test",
+        port,
+        "/",
+        &ca_file,
+        &[
+            "--http2",
+            "--data-binary",
+            "more than ten bytes",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "413 2");
+    // After `keepalive_requests` streams the connection ends (GOAWAY):
+    // the third request needs a connection of its own. (Over TLS: curl
+    // 7.88 does not reuse an h2c connection made by prior knowledge.)
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}/");
+    let (ok, out) = curl(&[
+        "--cacert",
+        &ca_file,
+        "--resolve",
+        &resolve,
+        "--http2",
+        "-w",
+        "[%{num_connects}]",
+        &url,
+        &url,
+        &url,
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "ok\n[1]ok\n[0]ok\n[1]");
+}
+
+/// The frame types of what `stream` receives until it closes.
+fn h2_frame_types(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = (usize::from(bytes[at]) << 16)
+            | (usize::from(bytes[at + 1]) << 8)
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+#[test]
+fn a_graceful_stop_ends_idle_http2_connections() {
+    let port = free_port();
+    let mut wp = Server::waypost(
+        &conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       http2 on;\n\
+             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+             \x20   }}\n"
+        )),
+        &[port],
+    );
+    // An HTTP/2 connection that says hello and then nothing.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    let mut settings = [0u8; 9];
+    stream
+        .read_exact(&mut settings)
+        .expect("the server's SETTINGS");
+    assert_eq!(settings[3], 4, "{settings:?}");
+    let len = (usize::from(settings[1]) << 8) | usize::from(settings[2]);
+    stream
+        .read_exact(&mut vec![0; len])
+        .expect("the SETTINGS payload");
+
+    wp.signal(libc::SIGQUIT);
+    let types = h2_frame_types(&mut stream);
+    assert!(types.contains(&7), "no GOAWAY before the close: {types:?}");
+    eventually("waypost exits", || !wp.alive());
+}
