@@ -5,9 +5,9 @@
 //! its zone knows of each key, and a background thread, one per process,
 //! exchanges with Redis every `sync` interval, for each cluster zone, the
 //! keys requests touched since the previous exchange, in one round trip (a
-//! Lua script per 1,024 keys, pipelined). How a zone shares depends on its
-//! mode ([`Sharing`]); the exchange, its failures, backoff, log lines,
-//! metrics and the thread are the same for both.
+//! Lua script per [`KEYS_PER_CALL`] keys, pipelined). How a zone shares
+//! depends on its mode ([`Sharing`]); the exchange, its failures, backoff,
+//! log lines, metrics and the thread are the same for both.
 //!
 //! **Windows** (`mode=window`): per key, the instance knows its own
 //! admissions in the current window (exact, local), the most the other
@@ -78,11 +78,16 @@ use crate::zone::{mono_ms, wall_ms, Zone};
 pub const MAX_KEYS_PER_SYNC: usize = 16_384;
 
 /// Keys per script call (several calls go in one pipelined round trip).
-pub const KEYS_PER_CALL: usize = 1_024;
+/// A script runs alone in Redis: 256 keys keep each run to a millisecond
+/// or two, so Redis's other clients wait that long at most between two
+/// runs, while the run's fixed cost (the instance set, the call itself)
+/// stays under 2% of the keys' (512 would save 1.6% of Redis's CPU).
+pub const KEYS_PER_CALL: usize = 256;
 
 /// Read timeout added per key of an exchange: Redis runs the script for
-/// about 8 µs a key, so a full round (16,384 keys) takes 130 ms of its
-/// CPU, more when it shares a core; the base timeout is for a small one.
+/// about 4 to 6 µs a key, so a full round (16,384 keys) takes up to 100 ms
+/// of its CPU, more when it shares a core; the base timeout is for a
+/// small one.
 pub const TIMEOUT_PER_KEY: Duration = Duration::from_micros(20);
 
 /// The default `sync=`.
@@ -545,31 +550,58 @@ pub trait Exchange {
 
 /// A script: the part every mode shares (the zone's instance set: this
 /// instance registered, the expired ones removed, their number first in
-/// the reply), then `$body` per key, with `k` the key's hash and `a`, `b`
-/// its two arguments. The reply is one string of decimals separated by
-/// spaces: parsing an array of integers cost the sync thread more than
-/// everything else it does per key. `KEYS[1]` is the set, `KEYS[2..]` the hashes;
-/// `ARGV` is the instance id, the wall clock (ms), the set's and the keys'
-/// time to live (ms), the zone's parameter `p`, the wall clock of this
-/// instance's previous exchange `since`, then per hash `a` and `b`.
+/// the reply), `$before` once, then `$body` per key, with `i` the key's
+/// index in `KEYS`, `k` the key and `a`, `b` its two numbers. `KEYS[1]` is
+/// the set, `KEYS[2..]` the keys; `ARGV` is the instance id, the wall clock
+/// (ms), the set's and the keys' time to live (ms), the zone's parameter
+/// `p`, the wall clock of this instance's previous exchange `since`, then
+/// every key's `a` and `b` as one msgpack array. The reply is one msgpack
+/// array of numbers.
+///
+/// The numbers go in and out as msgpack (`cmsgpack`, in the Lua of every
+/// Redis since 2.6) because Lua 5.1 reads a decimal with `strtod` and
+/// prints a number with `%.14g`: about 1,800 and 1,200 instructions of
+/// Redis's each, with the printing for the commands a quarter of all it
+/// did per key. For the same reason the numbers a key's commands take are
+/// printed once per run with `%d` (`dec`: the same times and levels recur
+/// across keys), never passed to `redis.call` as numbers (Redis 7.0
+/// prints those with `%.17g`). `%d` goes through a C `long`, 32 bits on
+/// some builds: larger numbers use `%.0f`.
 macro_rules! script {
-    ($body:literal) => {
+    ($before:literal, $body:literal) => {
         concat!(
             r"
 local id, now, ittl, kttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local p, since = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ab = cmsgpack.unpack(ARGV[7])
 redis.call('ZADD', KEYS[1], now + ittl, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], ittl)
 local out = { redis.call('ZCARD', KEYS[1]) }
+local digits = {}
+local function dec(n)
+  local s = digits[n]
+  if not s then
+    if n >= -2147483648 and n <= 2147483647 then
+      s = string.format('%d', n)
+    else
+      s = string.format('%.0f', n)
+    end
+    digits[n] = s
+  end
+  return s
+end
+",
+            $before,
+            r"
 for i = 2, #KEYS do
   local k = KEYS[i]
-  local a, b = tonumber(ARGV[2 * i + 3]), tonumber(ARGV[2 * i + 4])
+  local a, b = ab[2 * i - 3], ab[2 * i - 2]
 ",
             $body,
             r"
 end
-return table.concat(out, ' ')
+return cmsgpack.pack(out)
 "
         )
     };
@@ -579,8 +611,11 @@ return table.concat(out, ' ')
 /// (the most it may have admitted, `max(count, grant)`); the grant is
 /// computed and stored as the module's documentation says. `p` is the
 /// limit, `a` this instance's count, `b` the instances expected. Replies
-/// `grant, held, seen` per key. Two calls per key (three for a new one).
+/// `grant, held, seen` per key. Two calls per key (three for a new one:
+/// Redis 7.0 has no multi-key read of hashes, nor a hash set with an
+/// expiry).
 pub const SCRIPT: &str = script!(
+    "",
     r"
   local all = redis.call('HGETALL', k)
   local held, seen = 0, 1
@@ -595,8 +630,8 @@ pub const SCRIPT: &str = script!(
   local free = p - held - a - blind * (n - seen)
   local grant = a
   if free > 0 then grant = a + math.max(math.floor(free / seen), 1) end
-  redis.call('HSET', k, id, grant)
-  if #all == 0 then redis.call('PEXPIRE', k, kttl) end
+  redis.call('HSET', k, id, dec(grant))
+  if #all == 0 then redis.call('PEXPIRE', k, ARGV[4]) end
   out[#out + 1] = grant
   out[#out + 1] = held
   out[#out + 1] = seen"
@@ -613,12 +648,15 @@ pub const SCRIPT: &str = script!(
 /// made (and so that a Redis restarted empty gets every bucket back at
 /// the instances' next exchanges). The key expires when the level would
 /// have drained, plus the keys' time to live. Replies the level per key.
-/// Two calls per key (a string, not a hash: a third call, the expiry,
-/// cost Redis a third more).
+/// One `MGET` for the run's keys, then one `SET` per key (a string, not a
+/// hash: a separate expiry would cost Redis a third more).
 pub const LEAKY_SCRIPT: &str = script!(
     r"
+local got = #KEYS > 1 and redis.call('MGET', unpack(KEYS, 2)) or {}
+",
+    r"
   local level, at = 0, math.min(since, now)
-  local v = redis.call('GET', k)
+  local v = got[i - 1]
   if v then
     local l, t = string.match(v, '^(%S+) (%S+)$')
     level, at = tonumber(l) or 0, tonumber(t) or at
@@ -629,14 +667,14 @@ pub const LEAKY_SCRIPT: &str = script!(
     at = now
   end
   level = math.max(level + a - gone, b, 0)
-  redis.call('SET', k, level .. ' ' .. at, 'PX', math.min(math.floor(level * 1000 / p), 86400000) + kttl)
+  redis.call('SET', k, dec(level) .. ' ' .. dec(at), 'PX', dec(math.min(math.floor(level * 1000 / p), 86400000) + kttl))
   out[#out + 1] = level"
 );
 
 /// Redis, through the `redis` crate's blocking connection, with timeouts.
-/// The pipeline is written here, in RESP, into a buffer kept across
+/// The pipeline is written here, in RESP, into buffers kept across
 /// rounds (the crate's command builder cost more per key than the rest of
-/// the exchange).
+/// the exchange), and each script's reply is read as one string.
 pub struct RedisLink {
     client: redis::Client,
     /// The connection and the digests of [`SCRIPT`] and [`LEAKY_SCRIPT`].
@@ -646,6 +684,7 @@ pub struct RedisLink {
     read_timeout: Duration,
     scratch: Vec<u8>,
     packed: Vec<u8>,
+    numbers: Vec<i64>,
 }
 
 impl RedisLink {
@@ -660,6 +699,7 @@ impl RedisLink {
             read_timeout: timeout,
             scratch: Vec::new(),
             packed: Vec::new(),
+            numbers: Vec::new(),
         })
     }
 
@@ -694,6 +734,7 @@ impl RedisLink {
             conn,
             scratch,
             packed,
+            numbers,
             timeout,
             read_timeout,
             ..
@@ -719,8 +760,8 @@ impl RedisLink {
         for c in 0..calls {
             let chunk = &items
                 [(c * KEYS_PER_CALL).min(items.len())..((c + 1) * KEYS_PER_CALL).min(items.len())];
-            // EVALSHA sha numkeys set keys... 6 arguments, 2 per key.
-            resp_array(packed, 3 + 1 + chunk.len() + 6 + 2 * chunk.len());
+            // EVALSHA sha numkeys set keys... 6 arguments and the numbers.
+            resp_array(packed, 3 + 1 + chunk.len() + 7);
             resp_bulk(packed, b"EVALSHA");
             resp_bulk(packed, sha.as_bytes());
             resp_number(packed, chunk.len() as u64 + 1);
@@ -743,6 +784,8 @@ impl RedisLink {
             ] {
                 resp_number(packed, n);
             }
+            scratch.clear();
+            msgpack_array(scratch, 2 * chunk.len());
             for item in chunk {
                 let (a, b) = match item.report {
                     Report::Window {
@@ -750,9 +793,10 @@ impl RedisLink {
                     } => (count, expected),
                     Report::Leaky { added, level } => (added, level),
                 };
-                resp_number(packed, a);
-                resp_number(packed, b);
+                msgpack_uint(scratch, a);
+                msgpack_uint(scratch, b);
             }
+            resp_bulk(packed, scratch);
         }
         let replies = conn.req_packed_commands(packed, 0, calls)?;
         if replies.len() != calls {
@@ -762,7 +806,6 @@ impl RedisLink {
             )));
         }
         let mut instances = 1;
-        let mut numbers = Vec::new();
         for (c, reply) in replies.into_iter().enumerate() {
             let keys = items
                 .len()
@@ -779,7 +822,7 @@ impl RedisLink {
                 }
             };
             numbers.clear();
-            if !parse_numbers(&text, &mut numbers) || numbers.len() != 1 + width * keys {
+            if !parse_numbers(&text, numbers) || numbers.len() != 1 + width * keys {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::TypeError,
                     "unexpected reply length",
@@ -821,37 +864,88 @@ fn resp_number(buf: &mut Vec<u8>, n: u64) {
     resp_bulk(buf, decimal(n, &mut digits));
 }
 
-/// Parses a script's reply, decimals separated by spaces, into `out`
-/// (Lua prints a number past 10^14 with an exponent: read as a float);
-/// false if a token is not a number.
-pub fn parse_numbers(text: &[u8], out: &mut Vec<i64>) -> bool {
-    for token in text.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-        let (negative, digits) = match token.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, token),
-        };
-        let mut n: i64 = 0;
-        let mut exact = !digits.is_empty() && digits.len() <= 18;
-        for &d in digits {
-            if !d.is_ascii_digit() {
-                exact = false;
-                break;
-            }
-            n = n * 10 + i64::from(d - b'0');
-        }
-        if exact {
-            out.push(if negative { -n } else { n });
-            continue;
-        }
-        match std::str::from_utf8(token)
-            .ok()
-            .and_then(|t| t.parse::<f64>().ok())
-        {
-            Some(f) if f.is_finite() => out.push(f as i64),
-            _ => return false,
-        }
+/// msgpack: an array of `n` elements follows.
+fn msgpack_array(buf: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        buf.push(0x90 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        buf.push(0xdc);
+        buf.extend_from_slice(&n.to_be_bytes());
+    } else {
+        buf.push(0xdd);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
     }
-    true
+}
+
+/// msgpack: an unsigned integer, in the fewest bytes.
+fn msgpack_uint(buf: &mut Vec<u8>, n: u64) {
+    if n < 0x80 {
+        buf.push(n as u8);
+    } else if let Ok(n) = u8::try_from(n) {
+        buf.extend_from_slice(&[0xcc, n]);
+    } else if let Ok(n) = u16::try_from(n) {
+        buf.push(0xcd);
+        buf.extend_from_slice(&n.to_be_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        buf.push(0xce);
+        buf.extend_from_slice(&n.to_be_bytes());
+    } else {
+        buf.push(0xcf);
+        buf.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// The first `N` bytes of `rest`, which moves past them.
+fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(*head)
+}
+
+/// Parses a script's reply, a msgpack array of numbers as `cmsgpack`
+/// packs Lua's (integers in the fewest bytes, others as floats, read
+/// truncated), into `out`; false if it is anything else.
+pub fn parse_numbers(reply: &[u8], out: &mut Vec<i64>) -> bool {
+    parse_msgpack(reply, out).is_some()
+}
+
+fn parse_msgpack(reply: &[u8], out: &mut Vec<i64>) -> Option<()> {
+    let mut rest = reply;
+    let [head] = take::<1>(&mut rest)?;
+    let n = match head {
+        0x90..=0x9f => usize::from(head & 0x0f),
+        0xdc => usize::from(u16::from_be_bytes(take(&mut rest)?)),
+        0xdd => u32::from_be_bytes(take(&mut rest)?) as usize,
+        _ => return None,
+    };
+    // Each number takes a byte at least: a bad length fails below, not
+    // by reserving for it.
+    out.reserve(n.min(rest.len()));
+    for _ in 0..n {
+        let [tag] = take::<1>(&mut rest)?;
+        let v = match tag {
+            0x00..=0x7f => i64::from(tag),
+            0xe0..=0xff => i64::from(tag as i8),
+            0xcc => i64::from(u8::from_be_bytes(take(&mut rest)?)),
+            0xcd => i64::from(u16::from_be_bytes(take(&mut rest)?)),
+            0xce => i64::from(u32::from_be_bytes(take(&mut rest)?)),
+            0xcf => i64::try_from(u64::from_be_bytes(take(&mut rest)?)).unwrap_or(i64::MAX),
+            0xd0 => i64::from(i8::from_be_bytes(take(&mut rest)?)),
+            0xd1 => i64::from(i16::from_be_bytes(take(&mut rest)?)),
+            0xd2 => i64::from(i32::from_be_bytes(take(&mut rest)?)),
+            0xd3 => i64::from_be_bytes(take(&mut rest)?),
+            0xca => finite(f64::from(f32::from_be_bytes(take(&mut rest)?)))?,
+            0xcb => finite(f64::from_be_bytes(take(&mut rest)?))?,
+            _ => return None,
+        };
+        out.push(v);
+    }
+    rest.is_empty().then_some(())
+}
+
+/// A finite float, truncated (saturating).
+fn finite(f: f64) -> Option<i64> {
+    f.is_finite().then_some(f as i64)
 }
 
 impl Exchange for RedisLink {

@@ -951,17 +951,308 @@ fn light_load_on_a_bucket_is_never_limited() {
 #[test]
 fn a_script_reply_is_read_as_numbers() {
     let mut out = Vec::new();
-    assert!(parse_numbers(b"3 12 90 2 0 -1", &mut out));
-    assert_eq!(out, [3, 12, 90, 2, 0, -1]);
-    // Lua prints numbers past 10^14 with an exponent.
+    // What cmsgpack.pack({1, 2, 1000, -5, 1.5e12, 2^53 + 2}) answers.
+    let reply = b"\x96\x01\x02\xcd\x03\xe8\xfb\xcf\x00\x00\x01\x5d\x3e\xf7\x98\x00\
+                  \xcf\x00\x20\x00\x00\x00\x00\x00\x02";
+    assert!(parse_numbers(reply, &mut out));
+    assert_eq!(out, [1, 2, 1000, -5, 1_500_000_000_000, (1 << 53) + 2]);
+    // Every integer width, signed and not, and floats (truncated).
     out.clear();
-    assert!(parse_numbers(b"1 1e+15", &mut out));
-    assert_eq!(out, [1, 1_000_000_000_000_000]);
+    let mut reply = vec![0xdc, 0, 12];
+    reply.extend_from_slice(b"\xcc\xff\xce\xff\xff\xff\xff\xd0\x80\xd1\x80\x00");
+    reply.extend_from_slice(b"\xd2\x80\x00\x00\x00\xd3\xff\xff\xff\xff\xff\xff\xff\xfe");
+    reply.extend_from_slice(b"\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00\xca\xc0\x20\x00\x00");
+    reply.extend_from_slice(b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff\x7f\xe0\x00");
+    assert!(parse_numbers(&reply, &mut out));
+    assert_eq!(
+        out,
+        [
+            255,
+            4_294_967_295,
+            -128,
+            -32768,
+            -2_147_483_648,
+            -2,
+            1,
+            -2,
+            i64::MAX,
+            127,
+            -32,
+            0
+        ]
+    );
     out.clear();
-    assert!(parse_numbers(b"", &mut out));
+    assert!(parse_numbers(b"\x90", &mut out));
     assert!(out.is_empty());
-    assert!(!parse_numbers(b"1 x", &mut out));
-    assert!(!parse_numbers(b"1 -", &mut out));
+    // Not an array of numbers, cut short, or with bytes after it.
+    for bad in [
+        &b""[..],
+        b"1 2",
+        b"\x01",
+        b"\x92\x01",
+        b"\x91\xcd\x03",
+        b"\x91\x01\x02",
+        b"\x91\xa1x",
+        b"\x91\xc0",
+        b"\x91\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00",
+        b"\xdd\xff\xff\xff\xff\x01",
+    ] {
+        assert!(!parse_numbers(bad, &mut out), "{bad:?}");
+    }
+}
+
+// ------------------------------------------------ the scripts in Redis
+
+/// A `redis-server` of its own (no persistence) on a free port, killed
+/// when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("redis-server is not installed: apt-get install -y redis-server (the .ci/run script does)")
+            });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "waypost-limit-req-redis-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = std::process::Command::new(bin)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let server = RedisServer { child, port, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        cmd.query(&mut conn).expect("query")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A made-up but repeatable number below `max`, `n` choosing it.
+fn pick(n: u64, max: u64) -> u64 {
+    n.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) % max
+}
+
+/// Runs the same rounds through Redis and through the fake store (what
+/// the module's documentation says the scripts do): two instances in
+/// turn, each round more keys than three script calls take, keys that
+/// the other instance reported and keys new to the store, the window
+/// changing, numbers past 32 bits; the answers must be the same.
+fn same_answers_as_the_fake_store(mode: Mode, redis: &RedisServer) {
+    let () = redis.query(&mut redis::cmd("FLUSHALL"));
+    let zone = cluster_zone(mode, OnClusterError::Local);
+    let sharing = zone.sharing();
+    let prefix = format!("waypost:limit_req:{}:", zone.name()).into_bytes();
+    let mut link = RedisLink::new(&redis.url(), std::time::Duration::from_secs(5)).expect("link");
+    let mut fake = FakeLink {
+        store: Rc::new(RefCell::new(FakeStore::default())),
+        down: Rc::new(RefCell::new(false)),
+    };
+    let keys = 2 * KEYS_PER_CALL + 50;
+    let mut since = [T0 - 100; 2];
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for round in 0..8u64 {
+        let who = (round % 2) as usize;
+        let now = T0 + round * 400;
+        let mut batch = Batch::default();
+        // Each round a slice of the keys moved by a third: some known to
+        // the store, some new.
+        for i in 0..keys as u64 {
+            let n = round * 1000 + i;
+            let report = match sharing {
+                Sharing::Window { .. } => Report::Window {
+                    window: now / 1000,
+                    count: pick(n, 60),
+                    expected: 1 + pick(n + 7, 3),
+                },
+                Sharing::Leaky { .. } => Report::Leaky {
+                    added: if i % 97 == 0 {
+                        3_000_000_000
+                    } else {
+                        pick(n, 3000)
+                    },
+                    level: if i % 89 == 0 {
+                        5_000_000_000
+                    } else {
+                        pick(n + 3, 6000)
+                    },
+                },
+            };
+            let key = format!("k{}", i + round * keys as u64 / 3);
+            batch.push(0, i as u32, report, key.as_bytes());
+        }
+        let req = ExchangeRequest {
+            prefix: &prefix,
+            instance: ["i0", "i1"][who],
+            now_ms: now,
+            instance_ttl_ms: 60_000,
+            key_ttl_ms: 60_000,
+            sharing,
+            since_ms: since[who],
+            batch: &batch,
+        };
+        since[who] = now;
+        got.clear();
+        want.clear();
+        let instances = link.exchange(&req, &mut got).expect("redis");
+        let fake_instances = fake.exchange(&req, &mut want).expect("fake");
+        assert_eq!(
+            (instances, got.len()),
+            (fake_instances, keys),
+            "round {round}"
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "round {round}, key {i}: {:?}", batch.items()[i]);
+        }
+    }
+    assert_eq!(link_instances(&mut link, &prefix, sharing), 2);
+}
+
+/// An exchange of no key: the instance set only.
+fn link_instances(link: &mut RedisLink, prefix: &[u8], sharing: Sharing) -> u64 {
+    let batch = Batch::default();
+    let req = ExchangeRequest {
+        prefix,
+        instance: "i0",
+        now_ms: T0 + 10_000,
+        instance_ttl_ms: 60_000,
+        key_ttl_ms: 60_000,
+        sharing,
+        since_ms: T0,
+        batch: &batch,
+    };
+    let mut out = Vec::new();
+    let instances = link.exchange(&req, &mut out).expect("no key");
+    assert!(out.is_empty());
+    instances
+}
+
+#[test]
+fn the_scripts_in_redis_answer_as_the_module_says_in_calls_of_many_keys() {
+    let redis = RedisServer::start();
+    same_answers_as_the_fake_store(Mode::Window, &redis);
+    same_answers_as_the_fake_store(Mode::Leaky, &redis);
+}
+
+#[test]
+fn the_scripts_keep_the_redis_keys_names_values_and_expiries() {
+    let redis = RedisServer::start();
+    let mut link = RedisLink::new(&redis.url(), std::time::Duration::from_secs(5)).expect("link");
+    let exchange = |link: &mut RedisLink, sharing, report, now_ms, key_ttl_ms| {
+        let mut batch = Batch::default();
+        batch.push(0, 0, report, b"app 7");
+        let req = ExchangeRequest {
+            prefix: b"waypost:limit_req:z:",
+            instance: "i0",
+            now_ms,
+            instance_ttl_ms: 1300,
+            key_ttl_ms,
+            sharing,
+            since_ms: now_ms,
+            batch: &batch,
+        };
+        let mut out = Vec::new();
+        assert_eq!(link.exchange(&req, &mut out), Ok(1));
+        out
+    };
+    let pttl = |key: &str| -> i64 { redis.query(redis::cmd("PTTL").arg(key)) };
+    // The instance set expires with the instance.
+    let now = crate::zone::wall_ms();
+    let window = Sharing::Window { limit: 100 };
+    let report = Report::Window {
+        window: now / 1000,
+        count: 10,
+        expected: 1,
+    };
+    let out = exchange(&mut link, window, report, now, 3000);
+    assert_eq!(
+        out,
+        [SyncReply::Window {
+            grant: 100,
+            others: 0,
+            peers: 1
+        }]
+    );
+    let ttl = pttl("waypost:limit_req:z:instances");
+    assert!((1..=1300).contains(&ttl), "{ttl}");
+    // A window: a hash of the instances' grants, expiring with the
+    // window from when it was made (a later exchange does not move it).
+    let key = format!("waypost:limit_req:z:{}:app 7", now / 1000);
+    let fields: Vec<(String, String)> = redis.query(redis::cmd("HGETALL").arg(&key));
+    assert_eq!(fields, [("i0".to_owned(), "100".to_owned())]);
+    let ttl = pttl(&key);
+    assert!((1..=3000).contains(&ttl), "{ttl}");
+    exchange(&mut link, window, report, now, 60_000);
+    assert!(pttl(&key) <= 3000);
+    // A bucket: `LEVEL TIME`, expiring when drained, plus the keys' time
+    // to live. 5,000 thousandths at 100r/s drain in 50 ms.
+    let leaky = Sharing::Leaky { rate: 100_000 };
+    let report = Report::Leaky {
+        added: 5000,
+        level: 4000,
+    };
+    let out = exchange(&mut link, leaky, report, now, 1200);
+    assert_eq!(out, [SyncReply::Leaky { level: 5000 }]);
+    let value: String = redis.query(redis::cmd("GET").arg("waypost:limit_req:z:b:app 7"));
+    assert_eq!(value, format!("5000 {now}"));
+    let ttl = pttl("waypost:limit_req:z:b:app 7");
+    assert!((1..=1250).contains(&ttl), "{ttl}");
+    // A level that takes a day to drain: the expiry stops at a day.
+    let report = Report::Leaky {
+        added: 0,
+        level: 9_000_000_000_000,
+    };
+    let out = exchange(&mut link, leaky, report, now, 1200);
+    assert_eq!(
+        out,
+        [SyncReply::Leaky {
+            level: 9_000_000_000_000
+        }]
+    );
+    let value: String = redis.query(redis::cmd("GET").arg("waypost:limit_req:z:b:app 7"));
+    assert_eq!(value, format!("9000000000000 {now}"));
+    let ttl = pttl("waypost:limit_req:z:b:app 7");
+    assert!(ttl > 86_400_000 && ttl <= 86_401_200, "{ttl}");
 }
 
 // ------------------------------------------------------- configuration
