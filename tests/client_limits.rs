@@ -190,11 +190,12 @@ fn chunked_body_growing_past_the_limit_is_413_as_nginx() {
     }
 }
 
-#[test]
-fn header_timeout_closes_without_answer_as_nginx() {
+/// Sends `data` (which stops short) to nginx and waypost: both close the
+/// connection without an answer.
+fn closed_without_answer(data: &[u8]) {
     let (_n, _w, np, wp) = pair();
     for port in [np, wp] {
-        let (out, closed) = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n");
+        let (out, closed) = exchange(port, data);
         assert!(closed, "port {port}: the connection stays open");
         assert!(
             out.is_empty(),
@@ -205,20 +206,13 @@ fn header_timeout_closes_without_answer_as_nginx() {
 }
 
 #[test]
+fn header_timeout_closes_without_answer_as_nginx() {
+    closed_without_answer(b"GET / HTTP/1.1\r\nHost: x\r\n");
+}
+
+#[test]
 fn body_timeout_closes_without_answer_as_nginx() {
-    let (_n, _w, np, wp) = pair();
-    for port in [np, wp] {
-        let (out, closed) = exchange(
-            port,
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123",
-        );
-        assert!(closed, "port {port}: the connection stays open");
-        assert!(
-            out.is_empty(),
-            "port {port}: {:?}",
-            String::from_utf8_lossy(&out)
-        );
-    }
+    closed_without_answer(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123");
 }
 
 /// `client_header_timeout` runs from accept, not from the first byte: a
@@ -522,19 +516,8 @@ fn keepalive_requests_and_timeout_as_nginx() {
             .expect("timeout");
         let mut answers = Vec::new();
         for _ in 0..3 {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .expect("send");
-            let mut out = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !complete(&out) {
-                let n = s.read(&mut chunk).expect("read");
-                assert!(
-                    n > 0,
-                    "nginx {nginx}: closed after {} answers",
-                    answers.len()
-                );
-                out.extend_from_slice(&chunk[..n]);
-            }
+            let out = request_on(&mut s)
+                .unwrap_or_else(|| panic!("nginx {nginx}: closed after {} answers", answers.len()));
             answers.push(header(&out, "connection"));
         }
         assert_eq!(
@@ -548,18 +531,8 @@ fn keepalive_requests_and_timeout_as_nginx() {
         );
         assert!(closed_within(&s, Duration::from_secs(5)), "nginx {nginx}");
         // Idle past keepalive_timeout.
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("send");
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 4096];
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        while !complete(&out) {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "nginx {nginx}: closed before the answer");
-            out.extend_from_slice(&chunk[..n]);
-        }
+        let s = keep_alive_request(port)
+            .unwrap_or_else(|| panic!("nginx {nginx}: closed before the answer"));
         assert!(
             closed_within(&s, Duration::from_secs(5)),
             "nginx {nginx}: idle connection kept past keepalive_timeout"
@@ -573,7 +546,14 @@ fn keep_alive_request(port: u16) -> Option<TcpStream> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    request_on(&mut s)?;
+    Some(s)
+}
+
+/// `GET /` on `s` and its whole answer; `None` if the server closed (or
+/// failed) instead of answering.
+fn request_on(s: &mut TcpStream) -> Option<Vec<u8>> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     while !complete(&out) {
@@ -582,7 +562,7 @@ fn keep_alive_request(port: u16) -> Option<TcpStream> {
             Ok(n) => out.extend_from_slice(&chunk[..n]),
         }
     }
-    Some(s)
+    Some(out)
 }
 
 /// Polls `server`'s error log until it has `text`.
