@@ -55,3 +55,16 @@ def accepts(status_port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/", timeout=5).read().decode()
     # "server accepts handled requests\n A H R"
     return int(text.splitlines()[2].split()[0])
+
+
+def stop(p, wait=5):
+    """SIGTERM, then SIGKILL if the process is still there after `wait` s;
+    a short pause so its port is free for the next run."""
+    import signal
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(wait)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    time.sleep(0.3)

@@ -64,7 +64,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY = 19201, 19280
 KEYS = 100_000
 
-from common import backend, cpu_seconds, wait_port, write
+from common import backend, cpu_seconds, stop, wait_port, write
 
 
 def rss_kib(pid):
@@ -129,13 +129,7 @@ def start(cmd):
 
 
 def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-    time.sleep(0.3)
+    stop(p)
 
 
 def measure(d, cmd, secs, conns):

@@ -17,7 +17,7 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY, STATUS = 19101, 19180, 19102
 
-from common import accepts, backend, cpu_seconds, wait_port, write
+from common import accepts, backend, cpu_seconds, stop, wait_port, write
 
 
 PROXY_HTTP = f"""events {{ worker_connections 4096; }}
@@ -88,13 +88,7 @@ def measure(cmd, secs, conns):
         return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad,
                     new_per_1k=new * 1000 / max(reqs, 1))
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        time.sleep(0.3)
+        stop(p)
 
 
 def main():

@@ -27,7 +27,7 @@ import argparse, os, re, shutil, signal, statistics, subprocess, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, HANDSHAKE, H2 = 19291, 19493, 19494
 
-from common import backend, cpu_seconds, wait_port, write
+from common import backend, cpu_seconds, stop, wait_port, write
 
 
 def http_block(d):
@@ -89,13 +89,7 @@ def measure(cmd, a):
         out["bad"] += bad
         return out
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        time.sleep(0.3)
+        stop(p)
 
 
 def main():
