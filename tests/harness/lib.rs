@@ -37,20 +37,42 @@ pub fn waypost_bin() -> PathBuf {
     bin
 }
 
-/// A port nothing listens on right now.
+/// Ports this test process has handed out (free ports and listeners'):
+/// tests run in parallel threads, and the kernel may give a port one test
+/// released (a "dead" upstream, say) to another test's `bind(:0)`.
+fn claim(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if given.contains(&port) {
+        return false;
+    }
+    given.push(port);
+    true
+}
+
+/// A listener on 127.0.0.1 at a port no other test of this process was
+/// given. Listeners the kernel offered on a given port are kept until one
+/// is found, so it does not offer the same again.
+pub fn unclaimed_listener() -> TcpListener {
+    let mut refused = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
+        if claim(l.local_addr().expect("addr").port()) {
+            return l;
+        }
+        refused.push(l);
+    }
+}
+
+/// A port nothing listens on right now (and none handed out before by
+/// this process).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("addr")
-        .port()
+    unclaimed_listener().local_addr().expect("addr").port()
 }
 
 /// `n` distinct free ports (kept bound until all are chosen).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
+    let held: Vec<TcpListener> = (0..n).map(|_| unclaimed_listener()).collect();
     held.iter()
         .map(|l| l.local_addr().expect("addr").port())
         .collect()
@@ -444,7 +466,7 @@ pub struct Blackhole {
 
 impl Blackhole {
     pub fn start() -> Blackhole {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = unclaimed_listener();
         let port = listener.local_addr().expect("addr").port();
         let accepted = std::sync::Arc::new(AtomicU32::new(0));
         let count = accepted.clone();
