@@ -196,7 +196,7 @@ pub fn serve<I: Io + Send, S: Service + Send>(
             if !readable {
                 return;
             }
-            match Box::pin(busy(&io, &svc, &settings, head_deadline)).await {
+            match boxed(|| busy(&io, &svc, &settings, head_deadline)).await {
                 End::Idle => head_deadline = None,
                 End::Nothing => {}
                 End::Close => return,
@@ -207,6 +207,17 @@ pub fn serve<I: Io + Send, S: Service + Send>(
             }
         }
     }
+}
+
+/// `Box::pin(make())` without the copy: a future is as large as its
+/// largest state (kilobytes here) and `Box::pin` builds it on the stack
+/// then copies all of it into the box; written into the allocation, only
+/// its arguments are stored. (It works for `busy`, whose arguments are
+/// references; the handler's future, which takes the request by value,
+/// is still copied.)
+#[inline(always)]
+pub(crate) fn boxed<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// How a busy period ended.
