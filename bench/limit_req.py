@@ -128,10 +128,6 @@ def start(cmd):
     return p
 
 
-def stop(p):
-    stop(p)
-
-
 def measure(d, cmd, secs, conns):
     p = start(cmd)
     try:
