@@ -315,6 +315,48 @@ fn timed_out_failure(while_: &str) -> Failure {
     }
 }
 
+/// A connection that could not be made, as nginx logs it. Out of line
+/// (cold), as every failure path: the request path's code stays compact.
+#[cold]
+#[inline(never)]
+fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
+    match e {
+        ConnectError::Timeout => Failure {
+            ft: NextUpstream::TIMEOUT,
+            sent: false,
+            message: "upstream timed out (110: Connection timed out) while connecting to upstream"
+                .into(),
+        },
+        ConnectError::Io(e) => Failure {
+            ft: NextUpstream::ERROR,
+            sent: false,
+            message: format!(
+                "connect() failed ({}: {}) while connecting to upstream",
+                e.raw_os_error().unwrap_or(0),
+                strerror(&e)
+            ),
+        },
+        // A refused certificate or a failed handshake is a failed
+        // connection to nginx (`NGX_HTTP_UPSTREAM_FT_ERROR`): the peer
+        // counts a failure and the next one is tried.
+        ConnectError::TlsTimeout => Failure {
+            ft: NextUpstream::TIMEOUT,
+            sent: false,
+            message:
+                "upstream timed out (110: Connection timed out) while SSL handshaking to upstream"
+                    .into(),
+        },
+        ConnectError::Tls(e) => Failure {
+            ft: NextUpstream::ERROR,
+            sent: false,
+            message: format!(
+                "{} while SSL handshaking to upstream",
+                crate::upstream::tls::handshake_error(&e, with.tls.map_or("", |t| t.name))
+            ),
+        },
+    }
+}
+
 /// What one try needs besides the request: the connection's TLS, and
 /// whether the client asked for an upgrade.
 #[derive(Clone, Copy)]
@@ -355,44 +397,7 @@ async fn attempt(
         }
         let conn = pool::checkout(up, i, timeouts, with.tls, started)
             .await
-            .map_err(|e| {
-                match e {
-            ConnectError::Timeout => Failure {
-                ft: NextUpstream::TIMEOUT,
-                sent: false,
-                message:
-                    "upstream timed out (110: Connection timed out) while connecting to upstream"
-                        .into(),
-            },
-            ConnectError::Io(e) => Failure {
-                ft: NextUpstream::ERROR,
-                sent: false,
-                message: format!(
-                    "connect() failed ({}: {}) while connecting to upstream",
-                    e.raw_os_error().unwrap_or(0),
-                    strerror(&e)
-                ),
-            },
-            // A refused certificate or a failed handshake is a failed
-            // connection to nginx (`NGX_HTTP_UPSTREAM_FT_ERROR`): the peer
-            // counts a failure and the next one is tried.
-            ConnectError::TlsTimeout => Failure {
-                ft: NextUpstream::TIMEOUT,
-                sent: false,
-                message:
-                    "upstream timed out (110: Connection timed out) while SSL handshaking to upstream"
-                        .into(),
-            },
-            ConnectError::Tls(e) => Failure {
-                ft: NextUpstream::ERROR,
-                sent: false,
-                message: format!(
-                    "{} while SSL handshaking to upstream",
-                    crate::upstream::tls::handshake_error(&e, with.tls.map_or("", |t| t.name))
-                ),
-            },
-        }
-            })?;
+            .map_err(|e| connect_failure(e, with))?;
         if let Some(c) = connected.as_deref_mut() {
             *c = Some(Instant::now());
         }
@@ -406,18 +411,10 @@ async fn attempt(
             Ok(resp)
                 if resp.parts.status == http::StatusCode::SWITCHING_PROTOCOLS && !with.upgrade =>
             {
-                return Err(Failure {
-                    ft: NextUpstream::INVALID_HEADER,
-                    sent: true,
-                    message: "upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream".into(),
-                });
+                return Err(unsolicited_switch());
             }
             Ok(resp) => return Ok(resp),
             Err(e) => e,
-        };
-        let timed_out = |t| match t {
-            Timeout::Read => timed_out_failure("reading response header from upstream"),
-            Timeout::Send => timed_out_failure("sending request to upstream"),
         };
         if !e.sent {
             // The request never left: keep its body.
@@ -430,39 +427,64 @@ async fn attempt(
             if reused {
                 continue;
             }
-            return Err(match e.kind {
-                ErrorKind::Timeout(t) => timed_out(t),
-                _ => Failure {
-                    ft: NextUpstream::ERROR,
-                    sent: false,
-                    message:
-                        "upstream prematurely closed connection while sending request to upstream"
-                            .into(),
-                },
-            });
         }
-        return Err(match e.kind {
+        return Err(exchange_failure(e));
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unsolicited_switch() -> Failure {
+    Failure {
+        ft: NextUpstream::INVALID_HEADER,
+        sent: true,
+        message: "upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream".into(),
+    }
+}
+
+/// A request that got no response head, as nginx logs it (cold).
+#[cold]
+#[inline(never)]
+fn exchange_failure(e: upstream_h1::Error) -> Failure {
+    let timed_out = |t| match t {
+        Timeout::Read => timed_out_failure("reading response header from upstream"),
+        Timeout::Send => timed_out_failure("sending request to upstream"),
+    };
+    if !e.sent {
+        return match e.kind {
             ErrorKind::Timeout(t) => timed_out(t),
-            ErrorKind::Invalid => Failure {
-                ft: NextUpstream::INVALID_HEADER,
-                sent: true,
-                message: "upstream sent invalid header while reading response header from upstream".into(),
-            },
-            ErrorKind::Io(io) if io.raw_os_error().is_some() => Failure {
+            _ => Failure {
                 ft: NextUpstream::ERROR,
-                sent: true,
-                message: format!(
-                    "recv() failed ({}: {}) while reading response header from upstream",
-                    io.raw_os_error().unwrap_or(0),
-                    strerror(&io)
-                ),
+                sent: false,
+                message: "upstream prematurely closed connection while sending request to upstream"
+                    .into(),
             },
-            ErrorKind::Io(_) | ErrorKind::Closed | ErrorKind::Body => Failure {
-                ft: NextUpstream::ERROR,
-                sent: true,
-                message: "upstream prematurely closed connection while reading response header from upstream".into(),
-            },
-        });
+        };
+    }
+    match e.kind {
+        ErrorKind::Timeout(t) => timed_out(t),
+        ErrorKind::Invalid => Failure {
+            ft: NextUpstream::INVALID_HEADER,
+            sent: true,
+            message: "upstream sent invalid header while reading response header from upstream"
+                .into(),
+        },
+        ErrorKind::Io(io) if io.raw_os_error().is_some() => Failure {
+            ft: NextUpstream::ERROR,
+            sent: true,
+            message: format!(
+                "recv() failed ({}: {}) while reading response header from upstream",
+                io.raw_os_error().unwrap_or(0),
+                strerror(&io)
+            ),
+        },
+        ErrorKind::Io(_) | ErrorKind::Closed | ErrorKind::Body => Failure {
+            ft: NextUpstream::ERROR,
+            sent: true,
+            message:
+                "upstream prematurely closed connection while reading response header from upstream"
+                    .into(),
+        },
     }
 }
 
@@ -573,12 +595,7 @@ pub async fn run(
                 FilterAction::Delay(ms) => filter_delay = filter_delay.max(ms),
                 FilterAction::Reject(r) => return Err(Box::new(rejection(r))),
                 FilterAction::Error(msg) => {
-                    log::write(
-                        Level::Error,
-                        Some(cx.conn),
-                        &format!("{}{}", msg, context(cx, &parts, &up.name)),
-                    );
-                    return Err(Box::new(error_page(500)));
+                    return Err(Box::new(hook_error(cx, &parts, &up.name, &msg, 500)))
                 }
             }
         }
@@ -590,12 +607,7 @@ pub async fn run(
                 InitPeerResult::Delay(ms) => ms,
                 InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
                 InitPeerResult::Error(msg) => {
-                    log::write(
-                        Level::Error,
-                        Some(cx.conn),
-                        &format!("{}{}", msg, context(cx, &parts, &up.name)),
-                    );
-                    return Err(Box::new(error_page(502)));
+                    return Err(Box::new(hook_error(cx, &parts, &up.name, &msg, 502)))
                 }
             },
         );
@@ -684,29 +696,15 @@ pub async fn run(
         let i = match chosen {
             GetResult::Peer(i) => i as usize,
             GetResult::Busy => {
-                if let Some(r) = record.as_deref_mut() {
-                    push_list(&mut r.upstream_addr, &up.name);
-                    push_list(&mut r.upstream_status, "502");
-                    r.try_start();
-                }
-                log::write(
-                    Level::Error,
-                    Some(cx.conn),
-                    &format!(
-                        "no live upstreams while connecting to upstream{}",
-                        context(cx, &parts, &format!("{scheme}://{}{}", up.name, uri))
-                    ),
+                return no_live_upstreams(
+                    cx,
+                    &parts,
+                    record,
+                    &format!("{scheme}://{}{}", up.name, uri),
+                    &up.name,
                 );
-                return error_page(502);
             }
-            GetResult::Error(msg) => {
-                log::write(
-                    Level::Error,
-                    Some(cx.conn),
-                    &format!("{}{}", msg, context(cx, &parts, &up.name)),
-                );
-                return error_page(502);
-            }
+            GetResult::Error(msg) => return hook_error(cx, &parts, &up.name, &msg, 502),
         };
         tried.set(i);
         up.on_select(i, now);
@@ -818,15 +816,7 @@ pub async fn run(
                     push_list(&mut r.upstream_status, &status.to_string());
                     r.try_reached(connected, false);
                 }
-                log::write(
-                    Level::Error,
-                    Some(cx.conn),
-                    &format!(
-                        "{}{}",
-                        failure.message,
-                        context(cx, &parts, &format!("{scheme}://{}{}", up.addrs[i], uri))
-                    ),
-                );
+                log_failure(cx, &parts, &failure.message, scheme, &up.addrs[i], &uri);
                 release(
                     up,
                     &mut state,
@@ -846,6 +836,73 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Every peer down or busy: nginx's "no live upstreams" (cold: the
+/// failure paths stay out of the request path's code).
+#[cold]
+#[inline(never)]
+fn no_live_upstreams(
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    record: Option<&mut Record>,
+    upstream: &str,
+    name: &str,
+) -> Response<RespBody> {
+    if let Some(r) = record {
+        push_list(&mut r.upstream_addr, name);
+        push_list(&mut r.upstream_status, "502");
+        r.try_start();
+    }
+    log::write(
+        Level::Error,
+        Some(cx.conn),
+        &format!(
+            "no live upstreams while connecting to upstream{}",
+            context(cx, parts, upstream)
+        ),
+    );
+    error_page(502)
+}
+
+/// A module hook's error: logged with the request, answered `status`.
+#[cold]
+#[inline(never)]
+fn hook_error(
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    upstream: &str,
+    msg: &str,
+    status: u16,
+) -> Response<RespBody> {
+    log::write(
+        Level::Error,
+        Some(cx.conn),
+        &format!("{}{}", msg, context(cx, parts, upstream)),
+    );
+    error_page(status)
+}
+
+/// A failed try, logged as nginx does.
+#[cold]
+#[inline(never)]
+fn log_failure(
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    message: &str,
+    scheme: &str,
+    addr: &impl std::fmt::Display,
+    uri: &impl std::fmt::Display,
+) {
+    log::write(
+        Level::Error,
+        Some(cx.conn),
+        &format!(
+            "{}{}",
+            message,
+            context(cx, parts, &format!("{scheme}://{addr}{uri}"))
+        ),
+    );
 }
 
 fn push_list(list: &mut String, item: &str) {
