@@ -83,8 +83,9 @@ impl UpstreamPool {
     }
 
     /// Idle connections kept, over all workers (`metrics;`). One that the
-    /// upstream closed or that outlived `keepalive_timeout` counts until
-    /// the worker next looks at its list.
+    /// upstream closed counts until a request would have used it or
+    /// `keepalive_timeout` passes; one past `keepalive_timeout`, until the
+    /// worker next takes a connection.
     pub fn idle_count(&self) -> usize {
         self.workers
             .iter()
@@ -108,17 +109,30 @@ impl UpstreamPool {
         // Kept since after `fresh`: one subtraction, then a comparison per
         // connection.
         let fresh = now.checked_sub(timeout);
-        idle.retain_mut(|c| fresh.is_none_or(|f| c.since > f) && !c.conn.unusable());
-        let found = idle.iter().rposition(|c| {
-            c.peer == peer
-                && match &tls {
-                    None => c.conn.tls.is_none(),
-                    Some(t) => t.matches(c.conn.tls.as_ref()),
-                }
-        });
-        let c = found.map(|pos| idle.swap_remove(pos));
+        idle.retain(|c| fresh.is_none_or(|f| c.since > f));
+        // Only the connection about to be used is asked whether the
+        // upstream closed it (a closed one is dropped and the next tried):
+        // asking every idle connection at every request cost a read
+        // attempt each, ~2k instructions per request with 100 kept.
+        // Others the upstream closed go when their turn comes, or at
+        // `keepalive_timeout`.
+        let found = loop {
+            let Some(pos) = idle.iter().rposition(|c| {
+                c.peer == peer
+                    && match &tls {
+                        None => c.conn.tls.is_none(),
+                        Some(t) => t.matches(c.conn.tls.as_ref()),
+                    }
+            }) else {
+                break None;
+            };
+            let mut c = idle.swap_remove(pos);
+            if !c.conn.unusable() {
+                break Some(c.conn);
+            }
+        };
         len.store(idle.len(), Ordering::Relaxed);
-        c.map(|c| c.conn)
+        found
     }
 
     fn put(&self, peer: u32, conn: Conn) {
