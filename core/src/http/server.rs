@@ -549,7 +549,10 @@ where
             async move {
                 let active = streams.start();
                 let (req, outcome) = h2::request(req, https);
-                let (resp, _) = handle(req, &conn, local).await;
+                // Boxed: hyper spawns each stream's future as a task,
+                // which tokio moves several times; the handler's state is
+                // kilobytes.
+                let (resp, _) = Box::pin(handle(req, &conn, local)).await;
                 Ok::<_, std::convert::Infallible>(h2::response(resp, &outcome, active, &streams))
             }
         })
