@@ -172,6 +172,76 @@ fn write_pair(dir: &Path, name: &str, pair: &(String, String)) {
     std::fs::write(dir.join(format!("{name}.key")), &pair.1).expect("write key");
 }
 
+/// The files of most tests: in a test directory, a test authority's
+/// certificate (`ca.pem`) and a certificate it issued for `a.test`
+/// (`a.pem`, `a.key`).
+struct ATest {
+    /// The port of the test's server.
+    port: u16,
+    files: TempDir,
+    ca_file: String,
+    /// `a.pem` and `a.key`'s text.
+    pair: (String, String),
+}
+
+impl ATest {
+    fn new() -> ATest {
+        let files = TempDir::new("tls-files");
+        let ca = Ca::new("waypost test CA");
+        let ca_file = ca.write(&files, "ca.pem");
+        let pair = ca.issue(&["a.test"], false);
+        write_pair(&files.path, "a", &pair);
+        ATest {
+            port: free_port(),
+            files,
+            ca_file,
+            pair,
+        }
+    }
+
+    /// The config of one server on the test's port, `listen ...
+    /// {listen}`, with the `a.test` certificate and `directives` (whole
+    /// lines).
+    fn conf(&self, listen: &str, directives: &str) -> String {
+        let (port, d) = (self.port, self.files.path.display());
+        conf(&format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port} {listen};\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             {directives}\
+             \x20   }}\n"
+        ))
+    }
+
+    /// waypost running [`ATest::conf`].
+    fn waypost(&self, listen: &str, directives: &str) -> Server {
+        Server::waypost(&self.conf(listen, directives), &[self.port])
+    }
+
+    /// [`https`] to `a.test` on the test's server.
+    fn https(&self, path: &str, extra: &[&str]) -> (bool, String) {
+        https("a.test", self.port, path, &self.ca_file, extra)
+    }
+
+    /// One curl run fetching `paths` from `a.test` on the test's server
+    /// (on one connection where it can), with `extra`, each answer
+    /// followed by `[%{num_connects}]`.
+    fn https_each(&self, paths: &[&str], extra: &[&str]) -> (bool, String) {
+        let port = self.port;
+        let resolve = format!("a.test:{port}:127.0.0.1");
+        let urls: Vec<String> = paths
+            .iter()
+            .map(|path| format!("https://a.test:{port}{path}"))
+            .collect();
+        let mut args = vec!["--cacert", &self.ca_file, "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        args.extend(["-w", "[%{num_connects}]"]);
+        args.extend(urls.iter().map(String::as_str));
+        curl(&args)
+    }
+}
+
 /// Writes a whole file at once (a reload never reads half of it).
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -181,28 +251,19 @@ fn replace(path: &Path, text: &str) {
 
 #[test]
 fn http2_and_http11_over_tls_reach_the_backend() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
-    let (port, up) = (free_port(), backend());
-    let d = files.path.display();
-    let wp = Server::waypost(
-        &conf(&format!(
-            "    server {{\n\
-             \x20       listen 127.0.0.1:{port} ssl;\n\
-             \x20       http2 on;\n\
+    let t = ATest::new();
+    let up = backend();
+    let wp = t.waypost(
+        "ssl",
+        &format!(
+            "        http2 on;\n\
              \x20       server_name a.test;\n\
-             \x20       ssl_certificate {d}/a.pem;\n\
-             \x20       ssl_certificate_key {d}/a.key;\n\
              \x20       access_log logs/t.log t;\n\
-             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
-             \x20   }}\n"
-        )),
-        &[port],
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n"
+        ),
     );
 
-    let (ok, out) = https("a.test", port, "/h2?x=1", &ca_file, &["--http2"]);
+    let (ok, out) = t.https("/h2?x=1", &["--http2"]);
     assert!(ok, "{out}");
     assert!(
         out.starts_with("backend\nGET /h2?x=1 HTTP/1.0\r\n"),
@@ -217,7 +278,7 @@ fn http2_and_http11_over_tls_reach_the_backend() {
     );
     assert!(out.ends_with("\n2"), "HTTP/2 expected: {out}");
 
-    let (ok, out) = https("a.test", port, "/h1", &ca_file, &["--http1.1"]);
+    let (ok, out) = t.https("/h1", &["--http1.1"]);
     assert!(ok, "{out}");
     assert!(out.starts_with("backend\nGET /h1 HTTP/1.0\r\n"), "{out}");
     assert!(out.contains("x-protocol: HTTP/1.1\r\n"), "{out}");
@@ -227,21 +288,12 @@ fn http2_and_http11_over_tls_reach_the_backend() {
     // Request bodies, and a response far larger than TLS records and
     // socket buffers, both ways.
     for version in ["--http2", "--http1.1"] {
-        let (ok, out) = https(
-            "a.test",
-            port,
-            "/post",
-            &ca_file,
-            &[version, "--data-binary", "hello body"],
-        );
+        let (ok, out) = t.https("/post", &[version, "--data-binary", "hello body"]);
         assert!(ok, "{out}");
         assert!(out.starts_with("backend\nPOST /post HTTP/1.0\r\n"), "{out}");
         assert!(out.contains("\r\n\r\nhello body\n"), "{out}");
-        let (ok, out) = https(
-            "a.test",
-            port,
+        let (ok, out) = t.https(
             "/big",
-            &ca_file,
             &[version, "-o", "/dev/null", "-w", "%{size_download}"],
         );
         assert!(ok, "{out}");
@@ -256,42 +308,19 @@ fn http2_and_http11_over_tls_reach_the_backend() {
 
 #[test]
 fn keep_alive_requests_over_tls_share_a_connection() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
-    let (port, up) = (free_port(), backend());
-    let d = files.path.display();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    server {{\n\
-             \x20       listen 127.0.0.1:{port} ssl http2;\n\
-             \x20       server_name a.test;\n\
-             \x20       ssl_certificate {d}/a.pem;\n\
-             \x20       ssl_certificate_key {d}/a.key;\n\
-             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
-             \x20   }}\n"
-        )),
-        &[port],
+    let t = ATest::new();
+    let up = backend();
+    let _wp = t.waypost(
+        "ssl http2",
+        &format!(
+            "        server_name a.test;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n"
+        ),
     );
     // Three URLs in one curl: one connection, three requests (and
     // `%{num_connects}` says how many connections each one opened).
     for version in ["--http2", "--http1.1"] {
-        let resolve = format!("a.test:{port}:127.0.0.1");
-        let urls: Vec<String> = (1..=3)
-            .map(|i| format!("https://a.test:{port}/k{i}"))
-            .collect();
-        let mut args = vec![
-            "--cacert",
-            &ca_file,
-            "--resolve",
-            &resolve,
-            version,
-            "-w",
-            "[%{num_connects}]",
-        ];
-        args.extend(urls.iter().map(String::as_str));
-        let (ok, out) = curl(&args);
+        let (ok, out) = t.https_each(&["/k1", "/k2", "/k3"], &[version]);
         assert!(ok, "{out}");
         for i in 1..=3 {
             assert!(out.contains(&format!("GET /k{i} HTTP/1.0")), "{out}");
@@ -335,51 +364,27 @@ fn h2c_by_prior_knowledge_beside_http11_on_one_port() {
 
 #[test]
 fn without_http2_alpn_falls_back_to_http11() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
-    let port = free_port();
-    let d = files.path.display();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    server {{\n\
-             \x20       listen 127.0.0.1:{port} ssl;\n\
-             \x20       ssl_certificate {d}/a.pem;\n\
-             \x20       ssl_certificate_key {d}/a.key;\n\
-             \x20       location / {{ return 200 \"$scheme $server_protocol\\n\"; }}\n\
-             \x20   }}\n"
-        )),
-        &[port],
+    let t = ATest::new();
+    let _wp = t.waypost(
+        "ssl",
+        "        location / { return 200 \"$scheme $server_protocol\\n\"; }\n",
     );
-    let (ok, out) = https("a.test", port, "/", &ca_file, &["--http2"]);
+    let (ok, out) = t.https("/", &["--http2"]);
     assert!(ok, "{out}");
     assert_eq!(out, "https HTTP/1.1\n\n1.1");
 }
 
 #[test]
 fn ssl_protocols_limit_the_versions() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
-    let port = free_port();
-    let d = files.path.display();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    server {{\n\
-             \x20       listen 127.0.0.1:{port} ssl;\n\
-             \x20       ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n\
-             \x20       ssl_certificate {d}/a.pem;\n\
-             \x20       ssl_certificate_key {d}/a.key;\n\
-             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
-             \x20   }}\n"
-        )),
-        &[port],
+    let t = ATest::new();
+    let _wp = t.waypost(
+        "ssl",
+        "        ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n\
+         \x20       location / { return 200 \"ok\\n\"; }\n",
     );
-    let (ok, out) = https("a.test", port, "/", &ca_file, &["--tls-max", "1.2"]);
+    let (ok, out) = t.https("/", &["--tls-max", "1.2"]);
     assert!(ok, "{out}");
-    let (ok, out) = https("a.test", port, "/", &ca_file, &["--tlsv1.3"]);
+    let (ok, out) = t.https("/", &["--tlsv1.3"]);
     assert!(!ok, "TLS 1.3 is off: {out}");
 }
 
@@ -491,30 +496,14 @@ fn reload_reads_the_certificate_again() {
 
 #[test]
 fn a_bad_certificate_fails_the_reload_and_the_old_one_serves() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    let pair = ca.issue(&["a.test"], false);
-    write_pair(&files.path, "a", &pair);
-    let port = free_port();
-    let d = files.path.display();
-    let config = conf(&format!(
-        "    server {{\n\
-         \x20       listen 127.0.0.1:{port} ssl;\n\
-         \x20       ssl_certificate {d}/a.pem;\n\
-         \x20       ssl_certificate_key {d}/a.key;\n\
-         \x20       location / {{ return 200 \"first\\n\"; }}\n\
-         \x20   }}\n"
-    ));
-    let wp = Server::waypost(&config, &[port]);
-    assert_eq!(
-        https("a.test", port, "/", &ca_file, &[]),
-        (true, "first\n\n1.1".to_owned())
-    );
+    let t = ATest::new();
+    let config = t.conf("ssl", "        location / { return 200 \"first\\n\"; }\n");
+    let wp = Server::waypost(&config, &[t.port]);
+    assert_eq!(t.https("/", &[]), (true, "first\n\n1.1".to_owned()));
 
     // A certificate file that is no certificate, with a config change
     // that must not take effect either.
-    let cert = files.path.join("a.pem");
+    let cert = t.files.path.join("a.pem");
     replace(&cert, "not a certificate\n");
     wp.reload_with(&config.replace("first", "second"));
     let message = format!(
@@ -527,14 +516,11 @@ fn a_bad_certificate_fails_the_reload_and_the_old_one_serves() {
         wp.read("logs/error.log").contains(&message)
     });
     // New connections still get the old certificate and configuration.
-    assert_eq!(
-        https("a.test", port, "/", &ca_file, &[]),
-        (true, "first\n\n1.1".to_owned())
-    );
+    assert_eq!(t.https("/", &[]), (true, "first\n\n1.1".to_owned()));
 
     // A missing key (beside a good certificate again), the same.
-    replace(&cert, &pair.0);
-    let key = files.path.join("a.key");
+    replace(&cert, &t.pair.0);
+    let key = t.files.path.join("a.key");
     std::fs::remove_file(&key).expect("remove key");
     wp.signal(libc::SIGHUP);
     let message = format!(
@@ -545,7 +531,7 @@ fn a_bad_certificate_fails_the_reload_and_the_old_one_serves() {
     eventually("the error is logged", || {
         wp.read("logs/error.log").contains(&message)
     });
-    assert!(https("a.test", port, "/", &ca_file, &[]).0);
+    assert!(t.https("/", &[]).0);
 }
 
 /// `-t` on `conf` (with `{dir}` its directory) in both programs: each
@@ -665,30 +651,15 @@ fn waypost_only_tls_config_errors() {
 
 #[test]
 fn http2_streams_keep_the_locations_limits_and_keepalive_requests() {
-    let files = TempDir::new("tls-files");
-    let ca = Ca::new("waypost test CA");
-    let ca_file = ca.write(&files, "ca.pem");
-    write_pair(&files.path, "a", &ca.issue(&["a.test"], false));
-    let port = free_port();
-    let d = files.path.display();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    server {{\n\
-             \x20       listen 127.0.0.1:{port} ssl http2;\n\
-             \x20       ssl_certificate {d}/a.pem;\n\
-             \x20       ssl_certificate_key {d}/a.key;\n\
-             \x20       keepalive_requests 2;\n\
-             \x20       client_max_body_size 10;\n\
-             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
-             \x20   }}\n"
-        )),
-        &[port],
+    let t = ATest::new();
+    let _wp = t.waypost(
+        "ssl http2",
+        "        keepalive_requests 2;\n\
+         \x20       client_max_body_size 10;\n\
+         \x20       location / { return 200 \"ok\\n\"; }\n",
     );
-    let (ok, out) = https(
-        "a.test",
-        port,
+    let (ok, out) = t.https(
         "/",
-        &ca_file,
         &[
             "--http2",
             "--data-binary",
@@ -704,20 +675,7 @@ fn http2_streams_keep_the_locations_limits_and_keepalive_requests() {
     // After `keepalive_requests` streams the connection ends (GOAWAY):
     // the third request needs a connection of its own. (Over TLS: curl
     // 7.88 does not reuse an h2c connection made by prior knowledge.)
-    let resolve = format!("a.test:{port}:127.0.0.1");
-    let url = format!("https://a.test:{port}/");
-    let (ok, out) = curl(&[
-        "--cacert",
-        &ca_file,
-        "--resolve",
-        &resolve,
-        "--http2",
-        "-w",
-        "[%{num_connects}]",
-        &url,
-        &url,
-        &url,
-    ]);
+    let (ok, out) = t.https_each(&["/", "/", "/"], &["--http2"]);
     assert!(ok, "{out}");
     assert_eq!(out, "ok\n[1]ok\n[0]ok\n[1]");
 }

@@ -6,16 +6,18 @@
 //! is fine; `proxy_ssl_server_name` sends the name; TLS connections are
 //! kept alive.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use waypost_tests::{free_ports, get, run_waypost, wrap_http, Server, TempDir};
+use waypost_tests::{
+    free_ports, get, next_head, raw_echo, read_until, run_waypost, serve_numbered, wrap_http,
+    Server, TempDir,
+};
 
 /// A certificate authority made for the test.
 struct Ca {
@@ -90,14 +92,8 @@ impl TlsBackend {
         let port = listener.local_addr().expect("addr").port();
         let snis = Arc::new(Mutex::new(Vec::new()));
         let seen = snis.clone();
-        std::thread::spawn(move || {
-            let conns = AtomicU32::new(0);
-            for stream in listener.incoming().flatten() {
-                let config = config.clone();
-                let seen = seen.clone();
-                let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
-                std::thread::spawn(move || tls_conn(stream, config, id, &seen));
-            }
+        serve_numbered(listener, move |stream, id| {
+            tls_conn(stream, config.clone(), id, &seen)
         });
         TlsBackend { port, snis }
     }
@@ -134,20 +130,8 @@ fn tls_conn(
         requests += 1;
         if head.to_ascii_lowercase().contains("\r\nupgrade: raw-echo") {
             let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\n";
-            if tls.write_all(reply).is_err() || tls.write_all(&buf).is_err() {
-                return;
-            }
-            let mut chunk = [0u8; 4096];
-            loop {
-                match tls.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if tls.write_all(&chunk[..n]).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+            raw_echo(&mut tls, reply, &buf);
+            return;
         }
         let body = format!(
             "conn={id} req={requests} sni={}",
@@ -163,22 +147,6 @@ fn tls_conn(
             tls.conn.send_close_notify();
             let _ = tls.flush();
             return;
-        }
-    }
-}
-
-/// One request head from `stream` (what follows it stays in `buf`).
-fn next_head(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 2]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -432,18 +400,9 @@ fn tunnel_over_tls() {
     s.write_all(b"GET /tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\nfirst;")
         .expect("write");
     let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !got.ends_with(b"first;") {
-        let n = s.read(&mut chunk).expect("read");
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut s, &mut got, "closed", |got| got.ends_with(b"first;"));
     s.write_all(b"second").expect("write");
-    while !got.ends_with(b"second") {
-        let n = s.read(&mut chunk).expect("read");
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut s, &mut got, "closed", |got| got.ends_with(b"second"));
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),

@@ -10,7 +10,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,9 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
-use waypost_tests::{free_ports, serial, wrap_http, Server, TempDir};
+use waypost_tests::{
+    free_ports, next_head, raw_echo, read_until, serial, serve_numbered, wrap_http, Server, TempDir,
+};
 
 /// A backend that answers a request with `Upgrade: websocket` by a
 /// WebSocket echo, one with `Upgrade: raw-echo` by echoing raw bytes after
@@ -40,36 +41,12 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
-        std::thread::spawn(move || {
-            let conns = AtomicU32::new(0);
-            for stream in listener.incoming().flatten() {
-                let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
-                let seen = seen.clone();
-                std::thread::spawn(move || backend_conn(stream, id, &seen));
-            }
-        });
+        serve_numbered(listener, move |stream, id| backend_conn(stream, id, &seen));
         Backend { port, heads }
     }
 
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Reads one request head from `stream` into `buf`: the head, with what
-/// was read past it left in `buf`. `None` when the peer closed first.
-fn next_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
     }
 }
 
@@ -129,20 +106,8 @@ fn backend_conn(mut stream: TcpStream, id: u32, seen: &Mutex<Vec<String>>) {
             }
             Some("raw-echo") => {
                 let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\n";
-                if stream.write_all(reply).is_err() || stream.write_all(&buf).is_err() {
-                    return;
-                }
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&chunk[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
+                raw_echo(&mut stream, reply, &buf);
+                return;
             }
             _ => {
                 let body = format!("conn={id}");
@@ -225,6 +190,76 @@ fn ws_connect(port: u16, path: &str) -> WebSocket<TcpStream> {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     handshake(stream, &format!("ws://127.0.0.1:{port}{path}"))
+}
+
+/// How clients reach the proxy: in cleartext ([`Plain`]) or over TLS
+/// with a test authority ([`Pki`]).
+trait Via {
+    type Stream: Transport;
+    /// [`conf`] for this way in.
+    fn conf(&self, proxy: u16, backend: u16, read_timeout: &str, nginx: bool) -> String;
+    /// A WebSocket client through the proxy on `port` to `path`.
+    fn ws(&self, port: u16, path: &str) -> WebSocket<Self::Stream>;
+    /// A connection to the proxy on `port` for raw requests, and the
+    /// `Host` they name.
+    fn raw(&self, port: u16) -> (Self::Stream, &'static str);
+}
+
+/// Cleartext.
+struct Plain;
+
+impl Via for Plain {
+    type Stream = TcpStream;
+
+    fn conf(&self, proxy: u16, backend: u16, read_timeout: &str, nginx: bool) -> String {
+        conf(proxy, backend, read_timeout, nginx)
+    }
+
+    fn ws(&self, port: u16, path: &str) -> WebSocket<TcpStream> {
+        ws_connect(port, path)
+    }
+
+    fn raw(&self, port: u16) -> (TcpStream, &'static str) {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        (s, "x")
+    }
+}
+
+/// A test's backend and, in front of it, nginx or waypost.
+struct Proxied {
+    server: Server,
+    port: u16,
+    backend: Backend,
+}
+
+/// A backend, and nginx (`nginx`) or waypost on a port of its own
+/// proxying to it, reached `via`, on [`Via::conf`] edited by `edit`.
+fn start<V: Via>(
+    via: &V,
+    nginx: bool,
+    read_timeout: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Proxied {
+    let backend = Backend::start();
+    let port = free_ports(1)[0];
+    let conf = edit(via.conf(port, backend.port, read_timeout, nginx));
+    let server = Server::either(nginx, &conf, &[port]);
+    Proxied {
+        server,
+        port,
+        backend,
+    }
+}
+
+/// `conf` with the error log at info (where nginx logs a tunnel's
+/// timeouts).
+fn info_log(conf: String) -> String {
+    conf.replace(
+        "error_log logs/error.log;",
+        "error_log logs/error.log info;",
+    )
 }
 
 /// The client's handshake for `url` on `stream`: it must be switched.
@@ -326,25 +361,46 @@ fn session<S: Read + Write>(mut ws: WebSocket<S>, sizes: &[usize]) -> Vec<String
     got
 }
 
+/// The echo session with binaries of `sizes` through nginx, then
+/// waypost, each reached by a new `via()`: each one's messages back and
+/// access log line. `check` is given the request heads the backend saw.
+fn echo_as_nginx<V: Via>(
+    via: impl Fn() -> V,
+    sizes: &[usize],
+    check: impl Fn(bool, &[String]),
+) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut results = Vec::new();
+    for nginx in [true, false] {
+        let via = via();
+        let p = start(&via, nginx, "60s", |c| c);
+        let got = session(via.ws(p.port, "/ws/chat"), sizes);
+        let log = p.server.wait_lines("logs/ws.log", 1);
+        check(nginx, &p.backend.heads());
+        results.push((got, log));
+    }
+    results
+}
+
+/// The echo session's request as the backend saw it: Upgrade reaches
+/// the backend through proxy_set_header only.
+fn assert_chat_head(head: &str) {
+    assert_eq!(header(head, "upgrade"), Some("websocket"), "{head}");
+    assert_eq!(header(head, "connection"), Some("upgrade"), "{head}");
+    assert!(head.starts_with("GET /ws/chat HTTP/1.1\r\n"), "{head}");
+}
+
 /// The same echo session through nginx and waypost: the same messages
 /// back, and the same access log line, written when the tunnel ends
 /// (status 101, the upstream's 101, the bytes the backend sent).
 #[test]
 fn echo_round_trip_as_nginx() {
-    let mut results = Vec::new();
-    for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let server = Server::either(nginx, &conf(port, backend.port, "60s", nginx), &[port]);
-        let got = session(ws_connect(port, "/ws/chat"), &[1, 200, 70_000]);
-        let log = server.wait_lines("logs/ws.log", 1);
-        let head = backend.heads().first().cloned().unwrap_or_default();
-        // Upgrade reaches the backend through proxy_set_header only.
-        assert_eq!(header(&head, "upgrade"), Some("websocket"), "{head}");
-        assert_eq!(header(&head, "connection"), Some("upgrade"), "{head}");
-        assert!(head.starts_with("GET /ws/chat HTTP/1.1\r\n"), "{head}");
-        results.push((got, log));
-    }
+    let results = echo_as_nginx(
+        || Plain,
+        &[1, 200, 70_000],
+        |_, heads| {
+            assert_chat_head(&heads.first().cloned().unwrap_or_default());
+        },
+    );
     let (nginx, waypost) = (&results[0], &results[1]);
     assert_eq!(nginx.0.len(), 9, "{:?}", nginx.0);
     assert_eq!(nginx.0[0], "hello 0");
@@ -353,74 +409,70 @@ fn echo_round_trip_as_nginx() {
     assert!(waypost.1[0].starts_with("101 101 "), "{:?}", waypost.1);
 }
 
-/// Bytes the client sends right behind its request head (read with it)
-/// and bytes the upstream sends right behind its 101 both get through,
-/// in order, the same as with nginx.
-#[test]
-fn early_bytes_cross_as_nginx() {
+/// A raw-echo upgrade with bytes right behind its request head (one
+/// write), then more bytes once those came back, through nginx, then
+/// waypost, each reached by a new `via()`: each one's 101 head (checked
+/// to be a switch to raw-echo) and what came back behind it.
+fn early_bytes_as_nginx<V: Via>(via: impl Fn() -> V) -> Vec<(String, String)> {
     let mut results = Vec::new();
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let _server = Server::either(nginx, &conf(port, backend.port, "60s", nginx), &[port]);
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s.write_all(
-            b"GET /ws/raw HTTP/1.1\r\nHost: x\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\nearly bytes;",
-        )
-        .expect("write");
+        let via = via();
+        let p = start(&via, nginx, "60s", |c| c);
+        let (mut s, host) = via.raw(p.port);
+        let request = format!(
+            "GET /ws/raw HTTP/1.1\r\nHost: {host}\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\nearly bytes;"
+        );
+        // One write, so (over TLS) one record: the head and what follows it.
+        s.write_all(request.as_bytes()).expect("write");
         let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let want_then = |got: &[u8], tail: &[u8]| got.windows(tail.len()).any(|w| w == tail);
-        while !want_then(&got, b"\r\n\r\nearly bytes;") {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
+        let tail = b"\r\n\r\nearly bytes;";
+        read_until(&mut s, &mut got, "closed early", |got| {
+            got.windows(tail.len()).any(|w| w == tail)
+        });
         s.write_all(b"later").expect("write");
-        while !got.ends_with(b"later") {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
+        read_until(&mut s, &mut got, "closed", |got| got.ends_with(b"later"));
         let text = String::from_utf8_lossy(&got).into_owned();
         let (head, rest) = text.split_once("\r\n\r\n").expect("head");
         assert!(
             head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
             "{head}"
         );
-        assert_eq!(header(head, "connection"), Some("upgrade"), "{head}");
         assert_eq!(header(head, "upgrade"), Some("raw-echo"), "{head}");
-        results.push(rest.to_owned());
+        results.push((head.to_owned(), rest.to_owned()));
     }
-    assert_eq!(results[0], "early bytes;later");
-    assert_eq!(results[1], results[0]);
+    results
 }
 
-/// An idle tunnel ends at `proxy_read_timeout` (nginx closes it, and logs
-/// the timeout at info); a message sent right after opening echoes.
+/// Bytes the client sends right behind its request head (read with it)
+/// and bytes the upstream sends right behind its 101 both get through,
+/// in order, the same as with nginx.
 #[test]
-fn idle_tunnel_closes_at_proxy_read_timeout() {
-    let _serial = serial();
+fn early_bytes_cross_as_nginx() {
+    let results = early_bytes_as_nginx(|| Plain);
+    for (head, _) in &results {
+        assert_eq!(header(head, "connection"), Some("upgrade"), "{head}");
+    }
+    assert_eq!(results[0].1, "early bytes;later");
+    assert_eq!(results[1].1, results[0].1);
+}
+
+/// An idle tunnel with `proxy_read_timeout 1s` through nginx, then
+/// waypost, each reached by a new `via()`: a message sent right after
+/// opening echoes, the tunnel ends, and the timeout is logged at info.
+/// How the client's connection ended, in each.
+fn idle_tunnel_ends<V: Via>(via: impl Fn() -> V) -> Vec<End> {
+    let mut ends = Vec::new();
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let conf = conf(port, backend.port, "1s", nginx).replace(
-            "error_log logs/error.log;",
-            "error_log logs/error.log info;",
-        );
-        let server = Server::either(nginx, &conf, &[port]);
-        let mut ws = ws_connect(port, "/ws/idle");
+        let via = via();
+        let p = start(&via, nginx, "1s", info_log);
+        let mut ws = via.ws(p.port, "/ws/idle");
         let m = echo(&mut ws, Message::text("right away"));
         assert_eq!(m.into_text().expect("text").as_str(), "right away");
-        assert!(
-            closes_within(&mut ws, Duration::from_secs(15)),
-            "nginx={nginx}: the idle tunnel is still open"
-        );
-        let log = server.wait_lines("logs/ws.log", 1);
+        let end = end_within(&mut ws, Duration::from_secs(15));
+        ends.push(end.unwrap_or_else(|| panic!("nginx={nginx}: the idle tunnel is still open")));
+        let log = p.server.wait_lines("logs/ws.log", 1);
         assert!(log[0].starts_with("101 101 "), "nginx={nginx}: {log:?}");
-        let errors = server.read("logs/error.log");
+        let errors = p.server.read("logs/error.log");
         let line = errors.lines().find(|l| {
             l.contains(
                 "upstream timed out (110: Connection timed out) while proxying upgraded connection, \
@@ -432,6 +484,15 @@ fn idle_tunnel_closes_at_proxy_read_timeout() {
             "nginx={nginx}: {errors}"
         );
     }
+    ends
+}
+
+/// An idle tunnel ends at `proxy_read_timeout` (nginx closes it, and logs
+/// the timeout at info); a message sent right after opening echoes.
+#[test]
+fn idle_tunnel_closes_at_proxy_read_timeout() {
+    let _serial = serial();
+    idle_tunnel_ends(|| Plain);
 }
 
 /// Traffic keeps a tunnel open past its timeout: nginx re-arms the
@@ -441,9 +502,11 @@ fn idle_tunnel_closes_at_proxy_read_timeout() {
 #[test]
 fn traffic_keeps_a_tunnel_open() {
     let _serial = serial();
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
-    let _server = Server::waypost(&conf(port, backend.port, "2s", false), &[port]);
+    let Proxied {
+        server: _server,
+        port,
+        ..
+    } = start(&Plain, false, "2s", |c| c);
     let mut ws = ws_connect(port, "/ws/busy");
     let started = Instant::now();
     let mut sent = 0;
@@ -464,13 +527,12 @@ fn traffic_keeps_a_tunnel_open() {
 #[test]
 fn upgrade_reaches_the_backend_only_when_set() {
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let _server = Server::either(nginx, &conf(port, backend.port, "60s", nginx), &[port]);
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        let Proxied {
+            server: _server,
+            port,
+            backend,
+        } = start(&Plain, nginx, "60s", |c| c);
+        let (stream, _) = Plain.raw(port);
         match tungstenite::client(format!("ws://127.0.0.1:{port}/plain/x"), stream) {
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
                 assert_eq!(resp.status(), 200, "nginx={nginx}");
@@ -488,13 +550,16 @@ fn upgrade_reaches_the_backend_only_when_set() {
 /// reason in the error log (nginx 1.22 passes it on; README: differences).
 #[test]
 fn unsolicited_switch_is_a_bad_gateway() {
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
-    let server = Server::waypost(&conf(port, backend.port, "60s", false), &[port]);
+    let Proxied { server, port, .. } = start(&Plain, false, "60s", |c| c);
     let resp = waypost_tests::get(port, "/ws/switch");
     assert_eq!(resp.status, 502);
     let log = server.wait_lines("logs/ws.log", 1);
     assert_eq!(log[0], "502 502 152", "{log:?}");
+    assert_unsolicited_switch_logged(&server);
+}
+
+/// The error log says why a backend's 101 was refused.
+fn assert_unsolicited_switch_logged(server: &Server) {
     let errors = server.read("logs/error.log");
     assert!(
         errors.contains("upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream"),
@@ -507,9 +572,11 @@ fn unsolicited_switch_is_a_bad_gateway() {
 /// plain request left; after the tunnel, plain requests need a new one.
 #[test]
 fn a_tunnelled_connection_is_not_pooled() {
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
-    let _server = Server::waypost(&conf(port, backend.port, "60s", false), &[port]);
+    let Proxied {
+        server: _server,
+        port,
+        backend,
+    } = start(&Plain, false, "60s", |c| c);
     assert_eq!(waypost_tests::get(port, "/plain/a").body, "conn=1");
     assert_eq!(waypost_tests::get(port, "/plain/b").body, "conn=1");
     let mut ws = ws_connect(port, "/ws/pooled");
@@ -527,9 +594,11 @@ fn a_tunnelled_connection_is_not_pooled() {
 /// max_conns), and the count goes back to 0 when it ends.
 #[test]
 fn open_tunnels_count_as_active_connections() {
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
-    let _server = Server::waypost(&conf(port, backend.port, "60s", false), &[port]);
+    let Proxied {
+        server: _server,
+        port,
+        ..
+    } = start(&Plain, false, "60s", |c| c);
     let active = || -> u64 {
         let status: serde_json::Value =
             serde_json::from_str(&waypost_tests::get(port, "/status").body).expect("json");
@@ -643,46 +712,32 @@ fn wss_connect(pki: &Pki, port: u16, path: &str) -> WebSocket<Tls> {
     handshake(tls, &format!("wss://localhost:{port}{path}"))
 }
 
+impl Via for Pki {
+    type Stream = Tls;
+
+    fn conf(&self, proxy: u16, backend: u16, read_timeout: &str, nginx: bool) -> String {
+        tls_conf(proxy, backend, read_timeout, nginx, self)
+    }
+
+    fn ws(&self, port: u16, path: &str) -> WebSocket<Tls> {
+        wss_connect(self, port, path)
+    }
+
+    fn raw(&self, port: u16) -> (Tls, &'static str) {
+        (self.connect(port, &[b"http/1.1"]), "localhost")
+    }
+}
+
 /// The echo session over TLS through nginx and waypost: the same
 /// messages back (one of 70,000 bytes crosses several TLS records, one of
 /// 1,000,000 some sixty), the clean close ending with a close_notify, and
 /// the same access log line.
 #[test]
 fn wss_echo_round_trip_as_nginx() {
-    let mut results = Vec::new();
-    for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let pki = Pki::new();
-        let server = Server::either(
-            nginx,
-            &tls_conf(port, backend.port, "60s", nginx, &pki),
-            &[port],
-        );
-        let ws = wss_connect(&pki, port, "/ws/chat");
-        let got = session(ws, &[1, 200, 70_000, 1_000_000]);
-        let log = server.wait_lines("logs/ws.log", 1);
-        let heads = backend.heads();
+    let results = echo_as_nginx(Pki::new, &[1, 200, 70_000, 1_000_000], |nginx, heads| {
         assert_eq!(heads.len(), 1, "nginx={nginx}: {heads:?}");
-        assert_eq!(
-            header(&heads[0], "upgrade"),
-            Some("websocket"),
-            "{}",
-            heads[0]
-        );
-        assert_eq!(
-            header(&heads[0], "connection"),
-            Some("upgrade"),
-            "{}",
-            heads[0]
-        );
-        assert!(
-            heads[0].starts_with("GET /ws/chat HTTP/1.1\r\n"),
-            "{}",
-            heads[0]
-        );
-        results.push((got, log));
-    }
+        assert_chat_head(&heads[0]);
+    });
     let (nginx, waypost) = (&results[0], &results[1]);
     assert_eq!(nginx.0.len(), 10, "{:?}", nginx.0);
     assert_eq!(nginx.0[9], "close");
@@ -696,15 +751,9 @@ fn wss_echo_round_trip_as_nginx() {
 #[test]
 fn wss_tunnel_survives_a_key_update_as_nginx() {
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
         let pki = Pki::new();
-        let _server = Server::either(
-            nginx,
-            &tls_conf(port, backend.port, "60s", nginx, &pki),
-            &[port],
-        );
-        let mut ws = wss_connect(&pki, port, "/ws/keys");
+        let p = start(&pki, nginx, "60s", |c| c);
+        let mut ws = wss_connect(&pki, p.port, "/ws/keys");
         assert_eq!(
             ws.get_ref().conn.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
@@ -737,47 +786,9 @@ fn wss_tunnel_survives_a_key_update_as_nginx() {
 /// in cleartext and as nginx does.
 #[test]
 fn early_bytes_cross_over_tls_as_nginx() {
-    let mut results = Vec::new();
-    for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let pki = Pki::new();
-        let _server = Server::either(
-            nginx,
-            &tls_conf(port, backend.port, "60s", nginx, &pki),
-            &[port],
-        );
-        let mut s = pki.connect(port, &[b"http/1.1"]);
-        // One write, so one record: the head and what follows it.
-        s.write_all(
-            b"GET /ws/raw HTTP/1.1\r\nHost: localhost\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\nearly bytes;",
-        )
-        .expect("write");
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let has = |got: &[u8], tail: &[u8]| got.windows(tail.len()).any(|w| w == tail);
-        while !has(&got, b"\r\n\r\nearly bytes;") {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
-        s.write_all(b"later").expect("write");
-        while !got.ends_with(b"later") {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).into_owned();
-        let (head, rest) = text.split_once("\r\n\r\n").expect("head");
-        assert!(
-            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
-            "{head}"
-        );
-        assert_eq!(header(head, "upgrade"), Some("raw-echo"), "{head}");
-        results.push(rest.to_owned());
-    }
-    assert_eq!(results[0], "early bytes;later");
-    assert_eq!(results[1], results[0]);
+    let results = early_bytes_as_nginx(Pki::new);
+    assert_eq!(results[0].1, "early bytes;later");
+    assert_eq!(results[1].1, results[0].1);
 }
 
 /// An idle tunnel over TLS ends at `proxy_read_timeout` as in cleartext:
@@ -786,44 +797,32 @@ fn early_bytes_cross_over_tls_as_nginx() {
 #[test]
 fn idle_wss_tunnel_closes_at_proxy_read_timeout() {
     let _serial = serial();
-    let mut ends = Vec::new();
-    for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
-        let pki = Pki::new();
-        let conf = tls_conf(port, backend.port, "1s", nginx, &pki).replace(
-            "error_log logs/error.log;",
-            "error_log logs/error.log info;",
-        );
-        let server = Server::either(nginx, &conf, &[port]);
-        let mut ws = wss_connect(&pki, port, "/ws/idle");
-        let m = echo(&mut ws, Message::text("right away"));
-        assert_eq!(m.into_text().expect("text").as_str(), "right away");
-        let end = end_within(&mut ws, Duration::from_secs(15));
-        assert!(
-            end.is_some(),
-            "nginx={nginx}: the idle tunnel is still open"
-        );
-        ends.push(end);
-        let log = server.wait_lines("logs/ws.log", 1);
-        assert!(log[0].starts_with("101 101 "), "nginx={nginx}: {log:?}");
-        let errors = server.read("logs/error.log");
-        let line = errors.lines().find(|l| {
-            l.contains(
-                "upstream timed out (110: Connection timed out) while proxying upgraded connection, \
-                 client: 127.0.0.1, server: , request: \"GET /ws/idle HTTP/1.1\", upstream: \"http://127.0.0.1:",
-            )
-        });
-        assert!(
-            line.is_some_and(|l| l.contains(" [info] ")),
-            "nginx={nginx}: {errors}"
-        );
-    }
-    assert_eq!(ends[0], Some(End::Closed), "nginx");
+    let ends = idle_tunnel_ends(Pki::new);
+    assert_eq!(ends[0], End::Closed, "nginx");
     assert_eq!(ends[1], ends[0], "waypost, then nginx");
 }
 
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// curl over HTTP/2 to `path` on the proxy on `port` (as `localhost`),
+/// trusting `pki`'s authority, with `args` before the URL: whether it
+/// succeeded, and its output (stdout, then stderr).
+fn curl_h2(pki: &Pki, port: u16, path: &str, args: &[&str]) -> (bool, String) {
+    let ca = pki.dir.path.join("ca.pem");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}{path}");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &resolve])
+        .args(args)
+        .arg(&url)
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
 
 /// HTTP/2 has no Upgrade (RFC 9113 §8.6). A WebSocket handshake's headers
 /// sent with curl over HTTP/2 make an ordinary request: curl leaves out
@@ -834,34 +833,31 @@ const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 fn upgrade_over_http2_is_an_ordinary_request_as_nginx() {
     let mut results = Vec::new();
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
         let pki = Pki::new();
-        let server = Server::either(
-            nginx,
-            &tls_conf(port, backend.port, "60s", nginx, &pki),
-            &[port],
-        );
-        let ca = pki.dir.path.join("ca.pem");
-        let resolve = format!("localhost:{port}:127.0.0.1");
+        let Proxied {
+            server,
+            port,
+            backend,
+        } = start(&pki, nginx, "60s", |c| c);
         let key = format!("Sec-WebSocket-Key: {WS_KEY}");
-        let url = format!("https://localhost:{port}/ws/h2");
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--http2", "--cacert"])
-            .arg(&ca)
-            .args([
-                "--resolve",
-                &resolve,
+        let (ok, text) = curl_h2(
+            &pki,
+            port,
+            "/ws/h2",
+            &[
                 "-w",
                 "\n%{http_code} %{http_version}",
-            ])
-            .args(["-H", "Upgrade: websocket", "-H", "Connection: Upgrade"])
-            .args(["-H", &key, "-H", "Sec-WebSocket-Version: 13", &url])
-            .output()
-            .expect("run curl (apt-get install curl)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "nginx={nginx}: {text}");
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                &key,
+                "-H",
+                "Sec-WebSocket-Version: 13",
+            ],
+        );
+        assert!(ok, "nginx={nginx}: {text}");
         let log = server.wait_lines("logs/ws.log", 1);
         let heads = backend.heads();
         assert_eq!(heads.len(), 1, "nginx={nginx}: {heads:?}");
@@ -968,10 +964,12 @@ impl H2 {
 /// a stream and passes `Upgrade` on; README: TLS and HTTP/2.)
 #[test]
 fn upgrade_headers_on_an_http2_stream_reset_it() {
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
     let pki = Pki::new();
-    let mut server = Server::waypost(&tls_conf(port, backend.port, "60s", false, &pki), &[port]);
+    let Proxied {
+        mut server,
+        port,
+        backend,
+    } = start(&pki, false, "60s", |c| c);
     let mut h2 = H2::connect(&pki, port);
     h2.get(
         1,
@@ -1022,31 +1020,19 @@ fn upgrade_headers_on_an_http2_stream_reset_it() {
 /// answered, not broken.
 #[test]
 fn a_switch_answering_http2_is_a_bad_gateway() {
-    let backend = Backend::start();
-    let port = free_ports(1)[0];
     let pki = Pki::new();
-    let server = Server::waypost(&tls_conf(port, backend.port, "60s", false, &pki), &[port]);
-    let ca = pki.dir.path.join("ca.pem");
-    let resolve = format!("localhost:{port}:127.0.0.1");
-    let url = format!("https://localhost:{port}/ws/switch");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--http2", "--cacert"])
-        .arg(&ca)
-        .args(["--resolve", &resolve, "-o", "/dev/null"])
-        .args(["-w", "%{http_code} %{http_version}", &url])
-        .output()
-        .expect("run curl (apt-get install curl)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let Proxied { server, port, .. } = start(&pki, false, "60s", |c| c);
+    let (ok, text) = curl_h2(
+        &pki,
+        port,
+        "/ws/switch",
+        &["-o", "/dev/null", "-w", "%{http_code} %{http_version}"],
+    );
+    assert!(ok, "{text}");
     assert_eq!(text, "502 2");
     let log = server.wait_lines("logs/ws.log", 1);
     assert!(log[0].starts_with("502 502 "), "{log:?}");
-    let errors = server.read("logs/error.log");
-    assert!(
-        errors.contains("upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream"),
-        "{errors}"
-    );
+    assert_unsolicited_switch_logged(&server);
 }
 
 /// A `wss://` client that stops reading while the backend sends: the
@@ -1057,31 +1043,22 @@ fn a_switch_answering_http2_is_a_bad_gateway() {
 fn a_wss_client_that_stops_reading_is_closed_at_send_timeout() {
     let _serial = serial();
     for nginx in [true, false] {
-        let backend = Backend::start();
-        let port = free_ports(1)[0];
         let pki = Pki::new();
-        let conf = tls_conf(port, backend.port, "60s", nginx, &pki)
-            .replace(
-                "error_log logs/error.log;",
-                "error_log logs/error.log info;",
-            )
-            .replace(
+        let Proxied { server, port, .. } = start(&pki, nginx, "60s", |c| {
+            info_log(c).replace(
                 "proxy_read_timeout 60s;",
                 "proxy_read_timeout 60s;\n            send_timeout 1s;",
-            );
-        let server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         let mut s = pki.connect(port, &[b"http/1.1"]);
         s.write_all(
             b"GET /ws/flood HTTP/1.1\r\nHost: localhost\r\nUpgrade: flood\r\nConnection: Upgrade\r\n\r\n",
         )
         .expect("write");
         let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut chunk).expect("read");
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
+        read_until(&mut s, &mut got, "closed early", |got| {
+            got.windows(4).any(|w| w == b"\r\n\r\n")
+        });
         assert!(
             got.starts_with(b"HTTP/1.1 101 "),
             "{}",

@@ -517,6 +517,79 @@ pub fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// Reads one request head from `stream` into `buf`, for a test backend
+/// that keeps its connection: the head with its last line's CRLF, what
+/// was read past the blank line left in `buf`. `None` when the peer
+/// closed (or the read failed) first.
+pub fn next_head(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 2]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Reads from `stream` onto `got` until `done(got)`; the stream's end
+/// before then fails the test, `what` and what came in the message.
+pub fn read_until(
+    stream: &mut impl Read,
+    got: &mut Vec<u8>,
+    what: &str,
+    done: impl Fn(&[u8]) -> bool,
+) {
+    let mut chunk = [0u8; 4096];
+    while !done(got) {
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "{what}: {}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A test backend's side of an `Upgrade: raw-echo` tunnel: `reply` (its
+/// 101), then the bytes that came behind the request head (`early`), then
+/// every byte read echoed back until the peer closes or a write fails.
+pub fn raw_echo(stream: &mut (impl Read + Write), reply: &[u8], early: &[u8]) {
+    if stream.write_all(reply).is_err() || stream.write_all(early).is_err() {
+        return;
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serves a test backend's `listener` from a thread of its own: each
+/// connection goes to `handle` in a thread of its own, with its number
+/// (from 1, in the order accepted).
+pub fn serve_numbered<F>(listener: TcpListener, handle: F)
+where
+    F: Fn(TcpStream, u32) + Send + Sync + 'static,
+{
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        let conns = AtomicU32::new(0);
+        for stream in listener.incoming().flatten() {
+            let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(stream, id));
+        }
+    });
+}
+
 /// Tests of one binary whose outcome depends on timing, or that load the
 /// CPU, take this lock to run one at a time.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
