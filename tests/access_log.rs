@@ -597,3 +597,99 @@ fn server_level_answers_are_logged_as_nginx() {
     assert_eq!(logs[0], logs[1], "waypost (left) and nginx (right)");
     assert_eq!(logs[0].0, ["200 GET /x HTTP/1.0"]);
 }
+
+/// Every request answered before a fast stop (SIGTERM) under load has its
+/// line, as with nginx, which writes each line as the request ends:
+/// waypost's workers hand their lines to the log writer in batches, and
+/// the exit collects what every worker has not handed over yet. Counted:
+/// requests whose answer was read 50 ms before the signal (a request
+/// answered in the microseconds before it may be logged or not, by
+/// either).
+#[test]
+fn a_fast_stop_under_load_loses_no_line_as_nginx() {
+    for nginx in [false, true] {
+        let port = free_ports(1)[0];
+        let conf = wrap_http(
+            &format!(
+                "    log_format uri '$request_uri';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/a.log uri;\n\
+                 \x20       keepalive_requests 1000000;\n\
+                 \x20       location / {{ return 200 \"ok\"; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let mut server = Server::either(nginx, &conf, &[port]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let clients: Vec<_> = (0..16)
+            .map(|t| {
+                let stop = stop.clone();
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut answered = Vec::new();
+                    let mut client = waypost_tests::KeepAlive::connect(port);
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let path = format!("/t{t}/{n}");
+                        match client.try_get(&path) {
+                            Some(r) if r.status == 200 => {
+                                answered.push((path, Instant::now()));
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            _ => break,
+                        }
+                    }
+                    answered
+                })
+            })
+            .collect();
+        // Under load for a while: at least 2,000 requests and 200 ms, so
+        // that many were answered well before the signal.
+        let started = Instant::now();
+        while count.load(std::sync::atomic::Ordering::Relaxed) < 2000
+            || started.elapsed() < Duration::from_millis(200)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nginx {nginx}: no load"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let signalled = Instant::now();
+        server.signal(libc::SIGTERM);
+        wait_exit(&mut server);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answered: Vec<(String, Instant)> = clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client"))
+            .collect();
+        let logged: std::collections::HashSet<String> = server
+            .read("logs/a.log")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let before: Vec<&String> = answered
+            .iter()
+            .filter(|(_, at)| *at + Duration::from_millis(50) < signalled)
+            .map(|(p, _)| p)
+            .collect();
+        let missing: Vec<&&String> = before.iter().filter(|p| !logged.contains(**p)).collect();
+        eprintln!(
+            "nginx {nginx}: {} answered 50 ms before the stop, {} lines, {} missing",
+            before.len(),
+            logged.len(),
+            missing.len()
+        );
+        assert!(before.len() >= 1000, "nginx {nginx}: only {}", before.len());
+        assert!(
+            missing.is_empty(),
+            "nginx {nginx}: {} answered requests have no line, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}

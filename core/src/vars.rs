@@ -326,7 +326,7 @@ impl Var {
                     out.extend_from_slice(request_uri(req).as_bytes());
                 }
                 out.push(b' ');
-                let _ = write!(out, "{:?}", req.version);
+                out.extend_from_slice(protocol(req.version).as_bytes());
             }
             Var::Http(name) => {
                 // `$http_cookie` and `$http_x_forwarded_for` join repeated
@@ -350,9 +350,7 @@ impl Var {
             Var::ServerAddr => {
                 let _ = write!(out, "{}", NgxIp(cx.local.ip()));
             }
-            Var::ServerProtocol => {
-                let _ = write!(out, "{:?}", req.version);
-            }
+            Var::ServerProtocol => out.extend_from_slice(protocol(req.version).as_bytes()),
             Var::Connection => {
                 let _ = write!(out, "{}", cx.conn);
             }
@@ -363,8 +361,8 @@ impl Var {
                 let _ = write!(out, "{}", std::process::id());
             }
             Var::Msec => out.extend_from_slice(msec().as_bytes()),
-            Var::TimeLocal => out.extend_from_slice(time_local().as_bytes()),
-            Var::TimeIso8601 => out.extend_from_slice(time_iso8601().as_bytes()),
+            Var::TimeLocal => time_local_into(out),
+            Var::TimeIso8601 => time_iso8601_into(out),
             Var::Status => {
                 let _ = write!(out, "{:03}", cx.status);
             }
@@ -690,34 +688,91 @@ fn offset(tm: &libc::tm) -> (char, i64, i64) {
     (sign, off.abs() / 3600, (off.abs() % 3600) / 60)
 }
 
+/// `n` in decimal, in `buf`: without the formatting machinery, which costs
+/// more than the rest of an access log line.
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `$server_protocol`, and the end of `$request`.
+pub fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 /// `$time_local`: `22/Nov/2026:04:05:06 +0000`
-pub fn time_local() -> String {
-    let (tm, _) = crate::log::local_now();
-    let (sign, h, m) = offset(&tm);
-    format!(
-        "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{h:02}{m:02}",
-        tm.tm_mday,
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_year + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+pub fn time_local_into(out: &mut Vec<u8>) {
+    with_local_time(|t| out.extend_from_slice(t.local.as_bytes()));
 }
 
 /// `$time_iso8601`: `2026-11-22T04:05:06+00:00`
-pub fn time_iso8601() -> String {
-    let (tm, _) = crate::log::local_now();
-    let (sign, h, m) = offset(&tm);
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{h:02}:{m:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+pub fn time_iso8601_into(out: &mut Vec<u8>) {
+    with_local_time(|t| out.extend_from_slice(t.iso8601.as_bytes()));
+}
+
+/// The current second in both formats, made once a second per thread
+/// (as nginx caches its time strings): formatting and `localtime_r` at
+/// every request cost more than the rest of an access log line.
+struct LocalTime {
+    second: i64,
+    local: String,
+    iso8601: String,
+}
+
+fn with_local_time(f: impl FnOnce(&LocalTime)) {
+    thread_local! {
+        static CACHE: std::cell::RefCell<LocalTime> = const {
+            std::cell::RefCell::new(LocalTime {
+                second: i64::MIN,
+                local: String::new(),
+                iso8601: String::new(),
+            })
+        };
+    }
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.second != second {
+            let (tm, now) = crate::log::local_now();
+            let (sign, h, m) = offset(&tm);
+            cache.second = now;
+            cache.local = format!(
+                "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{h:02}{m:02}",
+                tm.tm_mday,
+                MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+                tm.tm_year + 1900,
+                tm.tm_hour,
+                tm.tm_min,
+                tm.tm_sec
+            );
+            cache.iso8601 = format!(
+                "{}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{h:02}:{m:02}",
+                tm.tm_year + 1900,
+                tm.tm_mon + 1,
+                tm.tm_mday,
+                tm.tm_hour,
+                tm.tm_min,
+                tm.tm_sec
+            );
+        }
+        f(&cache);
+    });
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -343,7 +343,7 @@ impl AccessLogs {
 
     /// Starts a request's record: each log's captures, log after log.
     pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(128);
         let mut ends = Vec::with_capacity(self.vars);
         for log in self.logs.iter() {
             log.capture(vars, &mut values, &mut ends);
@@ -513,22 +513,26 @@ impl Record {
         out: &mut Vec<u8>,
     ) {
         let mut text = String::new();
+        let mut digits = [0u8; 20];
         match f {
             Field::Text(t) => out.extend_from_slice(t.as_bytes()),
-            Field::TimeLocal => out.extend_from_slice(crate::vars::time_local().as_bytes()),
-            Field::TimeIso8601 => out.extend_from_slice(crate::vars::time_iso8601().as_bytes()),
+            Field::TimeLocal => crate::vars::time_local_into(out),
+            Field::TimeIso8601 => crate::vars::time_iso8601_into(out),
             Field::Msec => out.extend_from_slice(crate::vars::msec().as_bytes()),
             Field::Status => {
-                let _ = write!(text, "{:03}", self.status);
-                out.extend_from_slice(text.as_bytes());
+                // Three digits, as `%03ui` (0 when no answer was sent).
+                let digits = crate::vars::decimal(u64::from(self.status), &mut digits);
+                out.extend(std::iter::repeat_n(
+                    b'0',
+                    3usize.saturating_sub(digits.len()),
+                ));
+                out.extend_from_slice(digits);
             }
             Field::BodyBytesSent => {
-                let _ = write!(text, "{}", sent.body);
-                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(crate::vars::decimal(sent.body, &mut digits));
             }
             Field::BytesSent => {
-                let _ = write!(text, "{}", sent.body + sent.head);
-                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(crate::vars::decimal(sent.body + sent.head, &mut digits));
             }
             Field::RequestTime => {
                 let t = now.saturating_duration_since(self.started);
@@ -571,29 +575,53 @@ impl Record {
         let now = Instant::now();
         let mut base = 0;
         for log in self.logs.logs.iter() {
-            if let Some(line) = self.line(log, base, sent, now) {
-                crate::log::access::write(log.path.clone(), log.buffering, line);
+            if self.wanted(log, base, sent, now) {
+                // Rendered straight into the worker's batch of lines.
+                crate::log::access::write_with(&log.path, log.buffering, |out| {
+                    self.render_line(log, base, sent, now, out)
+                });
             }
             base += log.vars;
         }
     }
 
-    /// One log's line, its captures starting at `base`; `None` when its
-    /// `if=` is empty or `0`.
-    fn line(&self, log: &AccessLog, base: usize, sent: Sent, now: Instant) -> Option<Vec<u8>> {
-        if let Some(condition) = &log.condition {
-            let mut value = Vec::new();
-            for f in condition {
-                self.render(f, base, sent, now, Escape::None, &mut value);
-            }
-            if value.is_empty() || value == b"0" {
-                return None;
-            }
+    /// Whether the log takes a line: no `if=`, or one neither empty nor
+    /// `0`.
+    fn wanted(&self, log: &AccessLog, base: usize, sent: Sent, now: Instant) -> bool {
+        let Some(condition) = &log.condition else {
+            return true;
+        };
+        let mut value = Vec::new();
+        for f in condition {
+            self.render(f, base, sent, now, Escape::None, &mut value);
         }
-        let mut line: Vec<u8> = Vec::with_capacity(160 + self.values.len());
+        !(value.is_empty() || value == b"0")
+    }
+
+    /// One log's line (without its newline) at the end of `out`, its
+    /// captures starting at `base`.
+    fn render_line(
+        &self,
+        log: &AccessLog,
+        base: usize,
+        sent: Sent,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
         for f in &log.fields {
-            self.render(f, base, sent, now, log.escape, &mut line);
+            self.render(f, base, sent, now, log.escape, out);
         }
+    }
+
+    /// One log's line with its newline; `None` when its `if=` says not
+    /// to (tests).
+    #[cfg(test)]
+    fn line(&self, log: &AccessLog, base: usize, sent: Sent, now: Instant) -> Option<Vec<u8>> {
+        if !self.wanted(log, base, sent, now) {
+            return None;
+        }
+        let mut line = Vec::new();
+        self.render_line(log, base, sent, now, &mut line);
         line.push(b'\n');
         Some(line)
     }

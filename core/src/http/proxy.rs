@@ -709,7 +709,7 @@ pub async fn run(
         tried.set(i);
         up.on_select(i, now);
         if let Some(r) = record.as_deref_mut() {
-            push_list(&mut r.upstream_addr, &up.addrs[i].to_string());
+            push_addr(&mut r.upstream_addr, &up.addrs[i]);
             r.try_start();
         }
 
@@ -724,7 +724,7 @@ pub async fn run(
             Ok(resp) => {
                 let status = resp.parts.status.as_u16();
                 if let Some(r) = record.as_deref_mut() {
-                    push_list(&mut r.upstream_status, &status.to_string());
+                    push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, true);
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
@@ -813,7 +813,7 @@ pub async fn run(
                     ft |= NextUpstream::NON_IDEMPOTENT;
                 }
                 if let Some(r) = record.as_deref_mut() {
-                    push_list(&mut r.upstream_status, &status.to_string());
+                    push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
                 }
                 log_failure(cx, &parts, &failure.message, scheme, &up.addrs[i], &uri);
@@ -903,6 +903,32 @@ fn log_failure(
             context(cx, parts, &format!("{scheme}://{addr}{uri}"))
         ),
     );
+}
+
+/// `$upstream_addr`'s next item: an IPv4 address and port by hand (the
+/// formatting machinery costs more than the rest of the line).
+fn push_addr(list: &mut String, addr: &std::net::SocketAddr) {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        push_list(list, &addr.to_string());
+        return;
+    };
+    let mut text = [0u8; 48];
+    let n = NgxIp(IpAddr::V4(*v4.ip())).write_to(&mut text);
+    push_list(list, std::str::from_utf8(&text[..n]).unwrap_or(""));
+    list.push(':');
+    push_digits(list, u32::from(v4.port()));
+}
+
+/// `$upstream_status`'s next item.
+fn push_status(list: &mut String, status: u16) {
+    push_list(list, "");
+    push_digits(list, u32::from(status));
+}
+
+fn push_digits(out: &mut String, n: u32) {
+    let mut buf = [0u8; 20];
+    let digits = crate::vars::decimal(u64::from(n), &mut buf);
+    out.push_str(std::str::from_utf8(digits).unwrap_or(""));
 }
 
 fn push_list(list: &mut String, item: &str) {

@@ -83,6 +83,9 @@ pub fn spawn_workers(
                     crate::worker::set_index(i as u32);
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        // The access log lines of what ran since the last
+                        // wait go to the writer thread in one batch.
+                        .on_thread_park(crate::log::access::hand_over)
                         .build()
                     {
                         Ok(rt) => rt,
@@ -97,6 +100,8 @@ pub fn spawn_workers(
                     };
                     state.workers_running.fetch_add(1, Ordering::SeqCst);
                     rt.block_on(worker_main(state.clone()));
+                    drop(rt);
+                    crate::log::access::hand_over();
                     state.workers_running.fetch_sub(1, Ordering::SeqCst);
                 })
         })

@@ -1,21 +1,33 @@
 //! The access log writer: one background thread owns the files, so writing
 //! a line never blocks a request.
 //!
-//! A file without `buffer=` is written as lines come, and flushed whenever
-//! the queue is empty. A file with `buffer=SIZE [flush=TIME]` keeps its
-//! lines in memory as nginx's `ngx_http_log_write` does: a line that does
-//! not fit in what is left of SIZE writes the pending lines out first (a
-//! line longer than SIZE is then written alone); `flush=TIME` writes them
-//! once TIME has passed since the oldest pending line; a reopen (SIGUSR1)
-//! and the exit write them too.
+//! Each worker renders its lines into a batch of its own and hands the
+//! batch over when the worker goes idle (its event loop parks), when the
+//! batch reaches [`BATCH_BYTES`], or when the worker stops: one channel
+//! message and one wake of the writer per batch rather than per line, and
+//! no allocation per line. Under load a line reaches its file within
+//! [`BATCH_BYTES`] of traffic; otherwise when its worker next waits. A
+//! batch sits behind a lock of its own (only its worker takes it, but for
+//! the exit and a reopen, which collect every worker's lines first).
+//!
+//! A file without `buffer=` is written as batches come, and flushed
+//! whenever the queue is empty. A file with `buffer=SIZE [flush=TIME]`
+//! keeps its lines in memory as nginx's `ngx_http_log_write` does: a line
+//! that does not fit in what is left of SIZE writes the pending lines out
+//! first (a line longer than SIZE is then written alone); `flush=TIME`
+//! writes them once TIME has passed since the oldest pending line; a
+//! reopen (SIGUSR1) and the exit write them too.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// A worker hands its batch over once it holds this much.
+pub const BATCH_BYTES: usize = 32 * 1024;
 
 /// `access_log`'s `buffer=SIZE` and `flush=TIME`: one setting per file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,8 +38,16 @@ pub struct Buffering {
     pub flush: Option<Duration>,
 }
 
+/// Lines of one worker, in order: their bytes end to end, and for each its
+/// file, buffering and end offset.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    lines: Vec<(Arc<PathBuf>, Option<Buffering>, usize)>,
+}
+
 enum Msg {
-    Line(Arc<PathBuf>, Option<Buffering>, Vec<u8>),
+    Batch(Batch),
     Reopen,
     /// Write everything queued or buffered before it, then answer.
     Flush(std::sync::mpsc::SyncSender<()>),
@@ -35,9 +55,37 @@ enum Msg {
 
 static WRITER: OnceLock<Mutex<Sender<Msg>>> = OnceLock::new();
 
+/// Every thread's batch, for the exit and a reopen.
+static BATCHES: Mutex<Vec<Arc<Mutex<Batch>>>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A thread's sender (so sending takes no shared lock) and its batch.
+struct Local {
+    tx: Option<Sender<Msg>>,
+    batch: Arc<Mutex<Batch>>,
+}
+
+impl Default for Local {
+    fn default() -> Local {
+        let batch = Arc::new(Mutex::new(Batch::default()));
+        lock(&BATCHES).push(batch.clone());
+        Local { tx: None, batch }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let taken = std::mem::take(&mut *lock(&self.batch));
+        self.send_batch(taken);
+        lock(&BATCHES).retain(|b| !Arc::ptr_eq(b, &self.batch));
+    }
+}
+
 thread_local! {
-    // Each worker keeps its own sender so sending takes no shared lock.
-    static LOCAL: std::cell::RefCell<Option<Sender<Msg>>> = const { std::cell::RefCell::new(None) };
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
 /// One file as the writer thread keeps it.
@@ -123,11 +171,40 @@ impl Out {
     }
 }
 
-/// The writer thread: lines in, files out, until the process exits.
+/// The writer's files: a few, looked up by pointer first (the same
+/// configuration's lines share their path's `Arc`).
+#[derive(Default)]
+struct Files(Vec<(Arc<PathBuf>, Out)>);
+
+impl Files {
+    fn get(&mut self, path: &Arc<PathBuf>) -> &mut Out {
+        let i = match self.0.iter().position(|(p, _)| Arc::ptr_eq(p, path)) {
+            Some(i) => i,
+            None => match self.0.iter().position(|(p, _)| **p == **path) {
+                Some(i) => i,
+                None => {
+                    self.0.push((path.clone(), Out::default()));
+                    self.0.len() - 1
+                }
+            },
+        };
+        &mut self.0[i].1
+    }
+
+    /// Writes every file's pending lines out.
+    fn write_all(&mut self) {
+        for (path, out) in self.0.iter_mut() {
+            out.write_pending(path);
+            out.flush();
+        }
+    }
+}
+
+/// The writer thread: batches in, files out, until the process exits.
 fn run(rx: Receiver<Msg>) {
-    let mut files: HashMap<Arc<PathBuf>, Out> = HashMap::new();
+    let mut files = Files::default();
     loop {
-        let deadline = files.values().filter_map(Out::deadline).min();
+        let deadline = files.0.iter().filter_map(|(_, o)| o.deadline()).min();
         let first = match deadline {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
@@ -139,22 +216,20 @@ fn run(rx: Receiver<Msg>) {
         };
         while let Some(msg) = next {
             match msg {
-                Msg::Line(path, buffering, line) => {
-                    let out = files.entry(path.clone()).or_default();
-                    out.line(&path, buffering, &line);
+                Msg::Batch(batch) => {
+                    let mut start = 0;
+                    for (path, buffering, end) in &batch.lines {
+                        let line = batch.bytes.get(start..*end).unwrap_or_default();
+                        files.get(path).line(path, *buffering, line);
+                        start = *end;
+                    }
                 }
                 Msg::Reopen => {
-                    for (path, out) in files.iter_mut() {
-                        out.write_pending(path);
-                        out.flush();
-                    }
-                    files.clear();
+                    files.write_all();
+                    files.0.clear();
                 }
                 Msg::Flush(done) => {
-                    for (path, out) in files.iter_mut() {
-                        out.write_pending(path);
-                        out.flush();
-                    }
+                    files.write_all();
                     let _ = done.send(());
                 }
             }
@@ -163,17 +238,14 @@ fn run(rx: Receiver<Msg>) {
         // Nothing queued: unbuffered lines appear now, buffered ones
         // whose flush time has come too.
         let now = Instant::now();
-        for (path, out) in files.iter_mut() {
+        for (path, out) in files.0.iter_mut() {
             if out.deadline().is_some_and(|d| d <= now) {
                 out.write_pending(path);
             }
             out.flush();
         }
     }
-    for (path, out) in files.iter_mut() {
-        out.write_pending(path);
-        out.flush();
-    }
+    files.write_all();
 }
 
 fn sender() -> &'static Mutex<Sender<Msg>> {
@@ -193,39 +265,106 @@ fn sender() -> &'static Mutex<Sender<Msg>> {
     })
 }
 
-fn send(msg: Msg) {
+impl Local {
+    fn send(&mut self, msg: Msg) {
+        if self.tx.is_none() {
+            self.tx = Some(lock(sender()).clone());
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn send_batch(&mut self, batch: Batch) {
+        if !batch.lines.is_empty() {
+            self.send(Msg::Batch(batch));
+        }
+    }
+}
+
+/// Takes `batch`'s lines, leaving room for the next ones.
+fn take(batch: &mut Batch) -> Batch {
+    let next = Batch {
+        bytes: Vec::with_capacity(batch.bytes.capacity().min(BATCH_BYTES * 2)),
+        lines: Vec::with_capacity(batch.lines.capacity()),
+    };
+    std::mem::replace(batch, next)
+}
+
+/// Sends `msg` after every thread's lines rendered so far.
+fn send_after_all(msg: Msg) {
+    let batches: Vec<Arc<Mutex<Batch>>> = lock(&BATCHES).clone();
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
-        if local.is_none() {
-            *local = Some(sender().lock().unwrap_or_else(|e| e.into_inner()).clone());
+        for b in &batches {
+            let mut b = lock(b);
+            if !b.lines.is_empty() {
+                let taken = take(&mut b);
+                drop(b);
+                local.send_batch(taken);
+            }
         }
-        if let Some(tx) = local.as_ref() {
-            let _ = tx.send(msg);
+        local.send(msg);
+    });
+}
+
+/// Adds one line for `path` to this thread's batch: `render` writes it
+/// (without its newline) at the end of the buffer it is given, buffered
+/// as `buffering` says (the same for every line of a file in one
+/// configuration).
+pub fn write_with(
+    path: &Arc<PathBuf>,
+    buffering: Option<Buffering>,
+    render: impl FnOnce(&mut Vec<u8>),
+) {
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let mut batch = lock(&local.batch);
+        render(&mut batch.bytes);
+        batch.bytes.push(b'\n');
+        let end = batch.bytes.len();
+        batch.lines.push((path.clone(), buffering, end));
+        if end >= BATCH_BYTES {
+            let taken = take(&mut batch);
+            drop(batch);
+            local.send_batch(taken);
         }
     });
 }
 
-/// Queues one line (with its newline) for `path`, buffered as `buffering`
-/// says (the same for every line of a file in one configuration).
-pub fn write(path: Arc<PathBuf>, buffering: Option<Buffering>, line: Vec<u8>) {
-    send(Msg::Line(path, buffering, line));
+/// Hands this thread's lines to the writer: called when a worker's event
+/// loop goes idle and when the worker stops.
+pub fn hand_over() {
+    // `try_with`: a thread being torn down has nothing to hand over.
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            let mut batch = lock(&local.batch);
+            if batch.lines.is_empty() {
+                return;
+            }
+            let taken = take(&mut batch);
+            drop(batch);
+            local.send_batch(taken);
+        }
+    });
 }
 
 /// Writes the buffered lines and closes the files so the next lines
 /// reopen them (SIGUSR1).
 pub fn reopen() {
-    send(Msg::Reopen);
+    send_after_all(Msg::Reopen);
 }
 
 /// Writes out every line queued or buffered so far, waiting at most
 /// `timeout`: called before the process exits so the last requests are not
 /// lost.
 pub fn flush(timeout: Duration) {
-    if WRITER.get().is_none() {
+    let pending = || lock(&BATCHES).iter().any(|b| !lock(b).lines.is_empty());
+    if WRITER.get().is_none() && !pending() {
         return;
     }
     let (done, wait) = std::sync::mpsc::sync_channel(1);
-    send(Msg::Flush(done));
+    send_after_all(Msg::Flush(done));
     let _ = wait.recv_timeout(timeout);
 }
 
@@ -275,6 +414,42 @@ mod tests {
         out.line(&path, None, b"x\n");
         out.flush();
         assert_eq!(size(&path), 14 + 23 + 2);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A thread's lines not handed over yet (its worker busy, never idle)
+    /// are written by the exit's flush.
+    #[test]
+    fn flush_collects_every_threads_lines() {
+        let path = Arc::new(temp("collect"));
+        let (lines_in, go) = std::sync::mpsc::channel::<()>();
+        let (written, wait) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for line in ["one", "two"] {
+                    write_with(&path, None, |out| out.extend_from_slice(line.as_bytes()));
+                }
+                let _ = written.send(());
+                // Alive, and never handing over, until the test ends.
+                let _ = go.recv();
+                write_with(&path, None, |out| out.extend_from_slice(b"three"));
+            })
+        };
+        wait.recv().expect("lines rendered");
+        flush(Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&*path).unwrap_or_default(),
+            "one\ntwo\n"
+        );
+        drop(lines_in);
+        busy.join().expect("thread");
+        // The thread's exit hands its last line over.
+        flush(Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&*path).unwrap_or_default(),
+            "one\ntwo\nthree\n"
+        );
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
