@@ -27,9 +27,15 @@ http {{ access_log off;
     location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}"""
 
 
-def proxies(d):
-    nginx = write(d, "nginx.conf", f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx.err;\n" + PROXY_HTTP)
-    waypost = write(d, "waypost.conf", f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err;\n" + PROXY_HTTP)
+def proxies(d, access_log=False):
+    http = PROXY_HTTP
+    if access_log:
+        # nginx's default: the combined format, unbuffered, one file each.
+        http = http.replace("access_log off;", "access_log {d}/{name}-access.log;")
+    nginx = write(d, "nginx.conf", f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx.err;\n"
+                  + http.replace("{d}", d).replace("{name}", "nginx"))
+    waypost = write(d, "waypost.conf", f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err;\n"
+                    + http.replace("{d}", d).replace("{name}", "waypost"))
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
     cands = {
@@ -96,11 +102,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--access-log", action="store_true",
+                    help="nginx and waypost log every request (combined format); haproxy runs without")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
     back = backend(d, BACK, status_port=STATUS)
     try:
-        cands = proxies(d)
+        cands = proxies(d, a.access_log)
         runs = {k: [] for k in cands}
         for _ in range(a.rounds):
             for name, cmd in cands.items():
