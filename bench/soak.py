@@ -77,13 +77,16 @@ def main():
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--reloads", type=int, default=500)
     ap.add_argument("--chunk", type=int, default=2, help="seconds of load per wrk run")
+    ap.add_argument("--access-log", action="store_true",
+                    help="log every request to a file; at the end, a line per answered request")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         b1 = backend(d, B1)
         b2 = backend(d, B2)
+        log = f"{d}/access.log" if args.access_log else "off"
         conf = write(d, "waypost.conf", f"""worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err notice;
 events {{ worker_connections 4096; }}
-http {{ access_log off;
+http {{ access_log {log};
     upstream app {{ server 127.0.0.1:{B1} max_fails=1 fail_timeout=1s; server 127.0.0.1:{B2} max_fails=1 fail_timeout=1s; keepalive 32; }}
     server {{ listen 127.0.0.1:{PROXY} backlog=4096;
         location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
@@ -95,6 +98,8 @@ http {{ access_log off;
         assert wait_port(PROXY), "waypost did not start"
         fds_start = fds(wp.pid)
         kinds_start = fd_kinds(wp.pid)
+        # With --access-log, the log file opens at the first line and
+        # stays open: one more at the end.
 
         stop = threading.Event()
         reloads = [0]
@@ -167,7 +172,13 @@ http {{ access_log off;
         print(f"failed requests: {bad} non-2xx, {sock} socket errors (target 0)")
         print(f"RSS after 100k: {rss_100k} KB, at the end: {rss_end} KB, "
               f"ratio {rss_end / rss_100k:.3f} (target <= 1.10)")
-        print(f"open fds at start {fds_start} {kinds_start}, at the end {fds_end} {kinds_end} (target equal)")
+        print(f"open fds at start {fds_start} {kinds_start}, at the end {fds_end} {kinds_end} (target equal{', plus the access log file' if args.access_log else ''})")
+        if args.access_log:
+            with open(log, "rb") as f:
+                lines = sum(1 for _ in f)
+            answered = total[0]
+            print(f"access log: {lines} lines for {answered} answered requests "
+                  f"(target: at least one each; wrk's unfinished requests at each run's end add lines)")
 
 
 if __name__ == "__main__":
