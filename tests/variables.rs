@@ -29,8 +29,16 @@ struct Resp {
 /// Sends `request` exactly as given from `src` and reads the response to
 /// the end (requests are HTTP/1.0 or say `Connection: close`).
 fn send(port: u16, src: [u8; 4], request: &[u8]) -> Resp {
-    let mut stream = connect_from(src, port);
-    let cport = stream.local_addr().expect("local address").port();
+    // A client address other than 127.0.0.1 can get the server's port
+    // number as its own (another address); then the two placeholders
+    // below cannot be told apart: connect again.
+    let (mut stream, cport) = loop {
+        let stream = connect_from(src, port);
+        let cport = stream.local_addr().expect("local address").port();
+        if cport != port {
+            break (stream, cport);
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
