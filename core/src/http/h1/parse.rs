@@ -273,8 +273,9 @@ fn framing(seen: &Seen<'_>, version: Version) -> Result<Framing, Refusal> {
     }
 }
 
-/// nginx's `ngx_atoof`: digits only, no sign, no list, no overflow.
-fn content_length(v: &[u8]) -> Option<u64> {
+/// nginx's `ngx_atoof`: digits only, no sign, no list, no overflow (a
+/// Content-Length value, both ways through the proxy).
+pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -11,6 +11,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::response::Parts;
 use http::{HeaderMap, StatusCode, Version};
 
+use crate::http::h1::parse::content_length;
 use crate::http::upstream_h1::request::Ask;
 
 /// Header slots on the stack; a head with more is parsed again with as
@@ -181,13 +182,13 @@ fn build(
                 let first = length.is_none() && !length_bad;
                 // Several values (lines or a list) must agree.
                 for v in h.value.split(|&c| c == b',') {
-                    match (digits(v.trim_ascii()), length) {
+                    match (content_length(v.trim_ascii()), length) {
                         (Some(n), Some(l)) if l != n => length_bad = true,
                         (Some(n), _) => length = Some(n),
                         (None, _) => length_bad = true,
                     }
                 }
-                if !first || digits(h.value).is_none() {
+                if !first || content_length(h.value).is_none() {
                     continue;
                 }
                 length_passed = true;
@@ -272,16 +273,6 @@ fn last_is_chunked(value: &[u8]) -> bool {
         .rsplit(|&c| c == b',')
         .next()
         .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// Digits only: no sign, no overflow.
-fn digits(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &c| {
-        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })
 }
 
 #[cfg(test)]

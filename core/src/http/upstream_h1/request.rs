@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Method;
 
+use crate::http::h1::parse::content_length;
 use crate::http::h1::pool::Buf;
 use crate::http::h1::ClientBody;
 
@@ -153,7 +154,7 @@ impl HeadWriter {
         match self.framing {
             // A bodiless request's length passes as the client sent it.
             Framing::None => true,
-            Framing::Length(n) => !self.length_written && digits(value) == Some(n),
+            Framing::Length(n) => !self.length_written && content_length(value) == Some(n),
             Framing::Chunked => false,
         }
     }
@@ -185,16 +186,6 @@ fn asks_close(name: &HeaderName, value: &[u8]) -> bool {
         && value
             .split(|&c| c == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
-/// A Content-Length value: digits only (nginx's `ngx_atoof`).
-fn digits(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &c| {
-        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })
 }
 
 #[cfg(test)]
