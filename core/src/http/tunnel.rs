@@ -274,6 +274,16 @@ struct ClientWrite<'a, I> {
     sent: &'a AtomicU64,
 }
 
+impl<I> ClientWrite<'_, I> {
+    /// The socket takes nothing yet: wait, unless `send_timeout` passed.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.deadline.expired(Some(self.timeout), cx) {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
+    }
+}
+
 impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -293,12 +303,7 @@ impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
                     Err(e) => return Poll::Ready(Err(e)),
                 },
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if this.deadline.expired(Some(this.timeout), cx) {
-                        return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return this.waiting(cx),
             }
         }
     }
@@ -316,12 +321,7 @@ impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
             match this.io.poll_write_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if this.deadline.expired(Some(this.timeout), cx) {
-                        return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return this.waiting(cx),
             }
         }
     }
