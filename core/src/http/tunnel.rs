@@ -274,16 +274,6 @@ struct ClientWrite<'a, I> {
     sent: &'a AtomicU64,
 }
 
-impl<I> ClientWrite<'_, I> {
-    /// The socket takes nothing yet: wait, unless `send_timeout` passed.
-    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if self.deadline.expired(Some(self.timeout), cx) {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        Poll::Pending
-    }
-}
-
 impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -303,7 +293,11 @@ impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
                     Err(e) => return Poll::Ready(Err(e)),
                 },
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return this.waiting(cx),
+                Poll::Pending => {
+                    return this
+                        .deadline
+                        .wait(Some(this.timeout), cx, || io::ErrorKind::TimedOut.into())
+                }
             }
         }
     }
@@ -321,7 +315,11 @@ impl<I: Io> AsyncWrite for ClientWrite<'_, I> {
             match this.io.poll_write_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return this.waiting(cx),
+                Poll::Pending => {
+                    return this
+                        .deadline
+                        .wait(Some(this.timeout), cx, || io::ErrorKind::TimedOut.into())
+                }
             }
         }
     }

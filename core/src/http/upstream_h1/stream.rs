@@ -167,7 +167,7 @@ impl Deadline {
 
     /// Called when the operation is pending: whether it has now waited
     /// longer than `timeout`.
-    pub(crate) fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+    fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
         let Some(timeout) = timeout else {
             self.armed = false;
             return false;
@@ -179,6 +179,22 @@ impl Deadline {
             self.armed = true;
         }
         self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// An operation that is pending: `Pending` while within `timeout`,
+    /// else the error `timed_out` makes (and the timer is disarmed).
+    pub(crate) fn wait<T>(
+        &mut self,
+        timeout: Option<Duration>,
+        cx: &mut Context<'_>,
+        timed_out: impl FnOnce() -> io::Error,
+    ) -> Poll<io::Result<T>> {
+        if self.expired(timeout, cx) {
+            self.armed = false;
+            Poll::Ready(Err(timed_out()))
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Starts (or starts over) the wait now, registering the task to be
@@ -279,12 +295,8 @@ impl<S> TimedIo<S> {
             }
             Poll::Pending => {
                 let timeout = Duration::from_millis(u64::from(self.send_ms));
-                if self.write_timer.expired(Some(timeout), cx) {
-                    self.write_timer.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Send)))
-                } else {
-                    Poll::Pending
-                }
+                self.write_timer
+                    .wait(Some(timeout), cx, || timed_out(Timeout::Send))
             }
         }
     }
@@ -304,12 +316,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             }
             Poll::Pending => {
                 let timeout = this.read_timeout();
-                if this.read_timer.expired(timeout, cx) {
-                    this.read_timer.armed = false;
-                    Poll::Ready(Err(timed_out(Timeout::Read)))
-                } else {
-                    Poll::Pending
-                }
+                this.read_timer
+                    .wait(timeout, cx, || timed_out(Timeout::Read))
             }
         }
     }
