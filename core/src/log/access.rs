@@ -39,11 +39,14 @@ pub struct Buffering {
 }
 
 /// Lines of one worker, in order: their bytes end to end, and for each its
-/// file, buffering and end offset.
+/// file (an index into `files`), buffering and end offset. A file's `Arc`
+/// is cloned once per batch, not per line: its count is shared by every
+/// worker.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
-    lines: Vec<(Arc<PathBuf>, Option<Buffering>, usize)>,
+    files: Vec<Arc<PathBuf>>,
+    lines: Vec<(usize, Option<Buffering>, usize)>,
 }
 
 enum Msg {
@@ -218,10 +221,12 @@ fn run(rx: Receiver<Msg>) {
             match msg {
                 Msg::Batch(batch) => {
                     let mut start = 0;
-                    for (path, buffering, end) in &batch.lines {
-                        let line = batch.bytes.get(start..*end).unwrap_or_default();
-                        files.get(path).line(path, *buffering, line);
-                        start = *end;
+                    for &(file, buffering, end) in &batch.lines {
+                        let line = batch.bytes.get(start..end).unwrap_or_default();
+                        if let Some(path) = batch.files.get(file) {
+                            files.get(path).line(path, buffering, line);
+                        }
+                        start = end;
                     }
                 }
                 Msg::Reopen => {
@@ -286,6 +291,7 @@ impl Local {
 fn take(batch: &mut Batch) -> Batch {
     let next = Batch {
         bytes: Vec::with_capacity(batch.bytes.capacity().min(BATCH_BYTES * 2)),
+        files: Vec::new(),
         lines: Vec::with_capacity(batch.lines.capacity()),
     };
     std::mem::replace(batch, next)
@@ -323,7 +329,14 @@ pub fn write_with(
         render(&mut batch.bytes);
         batch.bytes.push(b'\n');
         let end = batch.bytes.len();
-        batch.lines.push((path.clone(), buffering, end));
+        let file = match batch.files.iter().position(|p| Arc::ptr_eq(p, path)) {
+            Some(i) => i,
+            None => {
+                batch.files.push(path.clone());
+                batch.files.len() - 1
+            }
+        };
+        batch.lines.push((file, buffering, end));
         if end >= BATCH_BYTES {
             let taken = take(&mut batch);
             drop(batch);
