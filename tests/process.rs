@@ -20,6 +20,16 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// waypost on `conf`, once it wrote its pid file: as nginx, it listens
+/// first, so a client can connect before the file is there.
+fn started(conf: &str, port: u16) -> Server {
+    let server = Server::waypost(conf, &[port]);
+    eventually("the pid file", || {
+        server.dir.path.join("logs/waypost.pid").exists()
+    });
+    server
+}
+
 fn signal(server: &Server, name: &str) -> std::process::Output {
     run_waypost(
         &server.dir,
@@ -30,7 +40,7 @@ fn signal(server: &Server, name: &str) -> std::process::Output {
 #[test]
 fn reload_through_pid_file_swaps_config() {
     let port = free_ports(1)[0];
-    let server = Server::waypost(&conf(port, "one"), &[port]);
+    let server = started(&conf(port, "one"), port);
     assert_eq!(get(port, "/").body, "one");
     std::fs::write(&server.conf, conf(port, "two")).expect("rewrite conf");
     let out = signal(&server, "reload");
@@ -46,7 +56,7 @@ fn reload_through_pid_file_swaps_config() {
 #[test]
 fn reload_with_bad_config_keeps_serving_and_logs_the_error() {
     let port = free_ports(1)[0];
-    let server = Server::waypost(&conf(port, "good"), &[port]);
+    let server = started(&conf(port, "good"), port);
     let bad = conf(port, "bad").replace("events {}", "events {}\nnosuch_directive on;");
     std::fs::write(&server.conf, bad).expect("rewrite conf");
     // `-s reload` checks the config first and sends nothing, as nginx does.
@@ -73,7 +83,7 @@ fn reload_with_bad_config_keeps_serving_and_logs_the_error() {
 #[test]
 fn reopen_starts_a_new_access_log() {
     let port = free_ports(1)[0];
-    let server = Server::waypost(&conf(port, "x"), &[port]);
+    let server = started(&conf(port, "x"), port);
     get(port, "/first");
     server.wait_lines("logs/access.log", 1);
     std::fs::rename(
@@ -95,8 +105,7 @@ fn reopen_starts_a_new_access_log() {
 #[test]
 fn quit_exits_cleanly_and_removes_the_pid_file() {
     let port = free_ports(1)[0];
-    let mut server = Server::waypost(&conf(port, "x"), &[port]);
-    assert!(server.dir.path.join("logs/waypost.pid").exists());
+    let mut server = started(&conf(port, "x"), port);
     let out = signal(&server, "quit");
     assert!(out.status.success());
     let status = server.child.wait().expect("wait");
@@ -107,7 +116,7 @@ fn quit_exits_cleanly_and_removes_the_pid_file() {
 #[test]
 fn stop_exits() {
     let port = free_ports(1)[0];
-    let mut server = Server::waypost(&conf(port, "x"), &[port]);
+    let mut server = started(&conf(port, "x"), port);
     get(port, "/last-request");
     assert!(signal(&server, "stop").status.success());
     let status = server.child.wait().expect("wait");
