@@ -50,10 +50,38 @@ fn claim(port: u16) -> bool {
     true
 }
 
+/// Ports below the kernel's ephemeral range, when it leaves room: a port
+/// the kernel gives for `bind(:0)` is one it also gives to outgoing
+/// connections, so a test's client (or a proxy's upstream connection)
+/// could take it between the choice and the server's `bind()` ("Address
+/// already in use"). `None`: the range starts too low, use `bind(:0)`.
+fn quiet_ports() -> Option<std::ops::Range<u16>> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (low >= 12000).then_some(10000..low)
+}
+
 /// A listener on 127.0.0.1 at a port no other test of this process was
-/// given. Listeners the kernel offered on a given port are kept until one
-/// is found, so it does not offer the same again.
+/// given, outside the ephemeral range where there is room.
 pub fn unclaimed_listener() -> TcpListener {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if let Some(ports) = quiet_ports() {
+        let span = u32::from(ports.end - ports.start);
+        // Each test binary starts elsewhere in the range.
+        let base = std::process::id().wrapping_mul(7919) % span;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            assert!(n < span, "no free port left in {ports:?}");
+            let port = ports.start + ((base + n) % span) as u16;
+            if claim(port) {
+                if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                    return l;
+                }
+            }
+        }
+    }
+    // Listeners the kernel offered on a port already given are kept until
+    // one is found, so it does not offer the same again.
     let mut refused = Vec::new();
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
