@@ -213,24 +213,24 @@ fn get(c: &mut Criterion) {
         InitPeerResult::Ready
     ));
     for _ in 0..2 * PEERS {
-        let abi = index(state.get(&view));
+        let abi = index(state.get(&view).0);
         assert!(abi < PEERS, "the module found no peer");
-        assert_eq!(index(linked_state.get(&view)), abi);
+        assert_eq!(index(linked_state.get(&view).0), abi);
         assert_eq!(rr.get(&mut (), &peers), Some(abi));
     }
 
     let mut g = c.benchmark_group("get, 3 peers");
     g.bench_function("abi: Balancer::get, module .so", |b| {
-        b.iter(|| black_box(index(state.get(black_box(&view)))))
+        b.iter(|| black_box(index(state.get(black_box(&view)).0)))
     });
     g.bench_function("abi: same, PeersView built per get as proxy.rs", |b| {
         b.iter(|| {
             let view = peers_view(black_box(&up), black_box(&tried));
-            black_box(index(state.get(&view)))
+            black_box(index(state.get(&view).0))
         })
     });
     g.bench_function("abi: Balancer::get, SDK shims linked in (no .so)", |b| {
-        b.iter(|| black_box(index(linked_state.get(black_box(&view)))))
+        b.iter(|| black_box(index(linked_state.get(black_box(&view)).0)))
     });
     g.bench_function("direct: RoundRobin::get", |b| {
         b.iter(|| {
@@ -246,8 +246,9 @@ fn get(c: &mut Criterion) {
             let mut state = PeerState::new(&up.balancer);
             let view = black_box(&view);
             black_box(state.init(black_box(&request), view));
-            let peer = index(state.get(view));
-            black_box(state.free(view, outcome(peer as u32)))
+            let (chosen, started) = state.get(view);
+            let peer = index(chosen);
+            black_box(state.free(view, outcome(peer as u32), started))
             // dropped here: drop_peer through the vtable
         })
     });

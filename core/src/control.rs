@@ -378,7 +378,7 @@ fn master_loop(
         // Graceful shutdown: workers stop accepting and close idle
         // connections; requests in flight finish.
         log::write(Level::Notice, None, "gracefully shutting down");
-        let _ = state.quit.send(true);
+        state.quit();
         // The last references to the listening sockets: new connections are
         // refused from now on instead of waiting in a backlog nobody reads.
         state

@@ -9,6 +9,7 @@
 //!   connections).
 
 pub mod cli;
+pub mod clock;
 pub mod conf;
 pub mod control;
 #[doc(hidden)]

@@ -743,9 +743,7 @@ fn with_local_time(f: impl FnOnce(&LocalTime)) {
             })
         };
     }
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let second = crate::clock::unix_secs() as i64;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.second != second {

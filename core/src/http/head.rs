@@ -21,6 +21,8 @@ pub struct ParsedHead {
     /// The path had a `%` (nginx's `quoted_uri`).
     pub quoted: bool,
     host: Host,
+    /// The request has an `Upgrade` header (a WebSocket handshake).
+    pub upgrade: bool,
 }
 
 /// Where the validated host is, as the prefix of its source that is the
@@ -72,10 +74,22 @@ impl ParsedHead {
             }
             head.host = host(authority.as_str().as_bytes(), Host::Uri)?;
         }
-        let mut hosts = req.headers.get_all(header::HOST).iter();
-        match (hosts.next(), hosts.next()) {
-            (Some(_), Some(_)) => return Err(BadRequest),
-            (Some(value), None) => {
+        // One pass over the headers for the few this looks at: cheaper
+        // than a lookup each for the heads clients send.
+        let (mut host_line, mut hosts, mut lengths) = (None, 0u8, 0u8);
+        for (name, value) in req.headers.iter() {
+            if *name == header::HOST {
+                hosts = hosts.saturating_add(1);
+                host_line.get_or_insert(value);
+            } else if *name == header::CONTENT_LENGTH {
+                lengths = lengths.saturating_add(1);
+            } else if *name == header::UPGRADE {
+                head.upgrade = true;
+            }
+        }
+        match (host_line, hosts) {
+            (Some(_), 2..) => return Err(BadRequest),
+            (Some(value), _) => {
                 // Checked even when the request line named the host.
                 let from_header = host(value.as_bytes(), Host::Header)?;
                 if matches!(head.host, Host::None) {
@@ -88,13 +102,7 @@ impl ParsedHead {
                 }
             }
         }
-        if req
-            .headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
+        if lengths > 1 {
             return Err(BadRequest);
         }
         let bytes = path.as_bytes();

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::http::upstream_h1::{Conn, ConnectError};
 use crate::upstream::tls::TlsClient;
 use crate::upstream::Upstream;
@@ -144,7 +145,7 @@ impl UpstreamPool {
         idle.push(Idle {
             peer,
             conn,
-            since: Instant::now(),
+            since: clock::now(),
         });
         len.store(idle.len(), Ordering::Relaxed);
     }

@@ -6,7 +6,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use abi_stable::std_types::{RSlice, RStr};
 use http::header::{self, HeaderValue};
@@ -19,6 +19,7 @@ use waypost_module_api::{
     TryState,
 };
 
+use crate::clock;
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
@@ -50,12 +51,6 @@ pub struct ClientCx<'a> {
     /// The request's normalized URI and validated host.
     pub head: &'a ParsedHead,
     pub server: &'a Server,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
@@ -399,7 +394,7 @@ async fn attempt(
             .await
             .map_err(|e| connect_failure(e, with))?;
         if let Some(c) = connected.as_deref_mut() {
-            *c = Some(Instant::now());
+            *c = Some(clock::now());
         }
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
@@ -602,7 +597,7 @@ pub async fn run(
         hook_cx.templates.set(&up.templates);
 
         let delay_ms = filter_delay.max(
-            match state.init(&request_view, &peers_view(up, &tried, now_secs())) {
+            match state.init(&request_view, &peers_view(up, &tried, clock::unix_secs())) {
                 InitPeerResult::Ready => 0,
                 InitPeerResult::Delay(ms) => ms,
                 InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
@@ -646,11 +641,11 @@ pub async fn run(
                 (TlsName::Template(_), None) => "",
             },
         }),
-        upgrade: parts.headers.contains_key(header::UPGRADE),
+        upgrade: cx.head.upgrade,
     };
     let scheme = if p.tls.is_some() { "https" } else { "http" };
     // Read only when `proxy_next_upstream_timeout` needs it.
-    let started = (!p.next_upstream_timeout.is_zero()).then(Instant::now);
+    let started = (!p.next_upstream_timeout.is_zero()).then(clock::now);
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
     let body_empty = body.is_end_stream();
@@ -691,8 +686,9 @@ pub async fn run(
         if let Some(b) = &buffered {
             body = Some(ReqBody::Buffered(b.clone()));
         }
-        let now = now_secs();
-        let chosen = state.get(&peers_view(up, &tried, now));
+        let now = clock::unix_secs();
+        // The clock read at get's end is the try's start.
+        let (chosen, try_started) = state.get(&peers_view(up, &tried, now));
         let i = match chosen {
             GetResult::Peer(i) => i as usize,
             GetResult::Busy => {
@@ -709,16 +705,17 @@ pub async fn run(
         tried.set(i);
         up.on_select(i, now);
         if let Some(r) = record.as_deref_mut() {
-            push_addr(&mut r.upstream_addr, &up.addrs[i]);
+            // The peer's address as text, made at config load.
+            push_list(&mut r.upstream_addr, up.configs[i].addr.as_str());
             r.try_start();
         }
 
-        let try_started = Instant::now();
         let mut connected = None;
         let timed = record.is_some().then_some(&mut connected);
         let result = attempt(up, i, p, with, &req_head, &mut body, try_started, timed).await;
-        let now = now_secs();
-        let timed_out = started.is_some_and(|s| s.elapsed() >= p.next_upstream_timeout);
+        let now = clock::unix_secs();
+        let timed_out = started
+            .is_some_and(|s| clock::now().saturating_duration_since(s) >= p.next_upstream_timeout);
 
         match result {
             Ok(resp) => {
@@ -905,20 +902,6 @@ fn log_failure(
     );
 }
 
-/// `$upstream_addr`'s next item: an IPv4 address and port by hand (the
-/// formatting machinery costs more than the rest of the line).
-fn push_addr(list: &mut String, addr: &std::net::SocketAddr) {
-    let std::net::SocketAddr::V4(v4) = addr else {
-        push_list(list, &addr.to_string());
-        return;
-    };
-    let mut text = [0u8; 48];
-    let n = NgxIp(IpAddr::V4(*v4.ip())).write_to(&mut text);
-    push_list(list, std::str::from_utf8(&text[..n]).unwrap_or(""));
-    list.push(':');
-    push_digits(list, u32::from(v4.port()));
-}
-
 /// `$upstream_status`'s next item.
 fn push_status(list: &mut String, status: u16) {
     push_list(list, "");
@@ -958,7 +941,9 @@ fn release(
         up.release_conn(i);
     }
     up.on_release(i, try_state, now);
-    let elapsed_us = try_started.elapsed().as_micros() as u64;
+    // Read, not the loop's time: modules weigh peers by microseconds.
+    let end = clock::read();
+    let elapsed_us = end.saturating_duration_since(try_started).as_micros() as u64;
     if status != 0 {
         up.on_response(i, status, elapsed_us);
     }
@@ -968,7 +953,7 @@ fn release(
         status,
         elapsed_us,
     };
-    let action = state.free(&peers_view(up, tried, now), outcome);
+    let action = state.free(&peers_view(up, tried, now), outcome, end);
     *tries_left = tries_left.saturating_sub(1);
     if up.single || action == FreeAction::StopRetries {
         *tries_left = 0;

@@ -3,9 +3,8 @@
 //! answers or proxies.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONNECTION};
@@ -36,8 +35,11 @@ pub struct ListenerSet {
 pub struct State {
     pub runtime: ArcSwap<Runtime>,
     pub listeners: watch::Sender<Arc<ListenerSet>>,
-    /// Set to true to stop accepting and drain (SIGQUIT).
+    /// Set to true to stop accepting and drain (SIGQUIT), by [`State::quit`].
     pub quit: watch::Sender<bool>,
+    /// `quit`'s value for the connections, which look at it before every
+    /// keep-alive wait: a load, where the channel takes a read lock.
+    quitting: AtomicBool,
     conn_ids: AtomicU64,
     pub workers_running: AtomicUsize,
 }
@@ -48,9 +50,22 @@ impl State {
             runtime: ArcSwap::new(runtime),
             listeners: watch::channel(Arc::new(listeners)).0,
             quit: watch::channel(false).0,
+            quitting: AtomicBool::new(false),
             conn_ids: AtomicU64::new(1),
             workers_running: AtomicUsize::new(0),
         })
+    }
+
+    /// Stops accepting; idle connections close, requests in flight finish.
+    pub fn quit(&self) {
+        // Before the channel's change: a connection the workers wake for
+        // it sees the flag.
+        self.quitting.store(true, Ordering::SeqCst);
+        let _ = self.quit.send(true);
+    }
+
+    pub fn quitting(&self) -> bool {
+        self.quitting.load(Ordering::SeqCst)
     }
 }
 
@@ -86,6 +101,8 @@ pub fn spawn_workers(
                         // The access log lines of what ran since the last
                         // wait go to the writer thread in one batch.
                         .on_thread_park(crate::log::access::hand_over)
+                        // The loop's time, read once per wake as nginx.
+                        .on_thread_unpark(crate::clock::woke)
                         .build()
                     {
                         Ok(rt) => rt,
@@ -349,7 +366,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     }
 
     fn quitting(&self) -> bool {
-        *self.conn.state.quit.borrow()
+        self.conn.state.quitting()
     }
 
     fn wake(&self) -> &tokio::sync::Notify {
@@ -667,7 +684,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
         let mut resp = resp;
         if let Some(logs) = &server.access_log {
             let status = resp.status().as_u16();
-            let mut record = logs.start(&vars(client, status, ""), Instant::now());
+            let mut record = logs.start(&vars(client, status, ""), crate::clock::now());
             record.status = status;
             resp.body_mut().set_record(Some(record));
         }
@@ -699,7 +716,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
             .insert(CONNECTION, HeaderValue::from_static("close"));
         match location.and_then(|l| l.access_log.as_ref()) {
             Some(logs) => {
-                let mut record = logs.start(&vars(client, 413, ""), Instant::now());
+                let mut record = logs.start(&vars(client, 413, ""), crate::clock::now());
                 record.status = 413;
                 resp.body_mut().set_record(Some(record));
                 resp
@@ -730,7 +747,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
                 let mut record = location
                     .access_log
                     .as_ref()
-                    .map(|logs| logs.start(&vars(client, 0, proxy_host), Instant::now()));
+                    .map(|logs| logs.start(&vars(client, 0, proxy_host), crate::clock::now()));
                 let mut resp = match &location.action {
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),

@@ -7,6 +7,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use crate::clock;
+
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
 
@@ -16,13 +18,27 @@ pub const SLOW_HOOK: Duration = Duration::from_millis(1);
 /// Runs `f`, a call of `module`'s hook `hook`, and reports it if slow.
 #[inline]
 pub fn timed<R>(module: &LoadedModule, hook: &'static str, f: impl FnOnce() -> R) -> R {
-    let start = Instant::now();
+    timed_from(module, hook, clock::read(), f).0
+}
+
+/// [`timed`] from `start`, a clock reading the caller took just before
+/// (and needs itself); returns the reading at the hook's end too, so a
+/// caller that needs the time after the hook does not read the clock
+/// again.
+#[inline]
+pub fn timed_from<R>(
+    module: &LoadedModule,
+    hook: &'static str,
+    start: Instant,
+    f: impl FnOnce() -> R,
+) -> (R, Instant) {
     let result = f();
-    let took = start.elapsed();
+    let end = clock::read();
+    let took = end.saturating_duration_since(start);
     if took >= SLOW_HOOK {
         slow(module, hook, took);
     }
-    result
+    (result, end)
 }
 
 #[cold]

@@ -4,15 +4,17 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use waypost_module_api::{
     FreeAction, GetResult, InitPeerResult, PeerStorage, PeersView, RequestView, TryOutcome,
     UpstreamObject,
 };
 
+use crate::clock;
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
-use crate::modules::watch::timed;
+use crate::modules::watch::{timed, timed_from};
 
 /// Hook failures in a row after which the upstream logs an alert (and
 /// again after as many more): one panic is a request's bad luck, a run of
@@ -97,25 +99,31 @@ impl Balancer {
         result
     }
 
-    pub fn get(&self, storage: &mut PeerStorage, peers: &PeersView<'_>) -> GetResult {
+    /// Runs `get`; also returns the clock reading at its end (the try's
+    /// start).
+    pub fn get(&self, storage: &mut PeerStorage, peers: &PeersView<'_>) -> (GetResult, Instant) {
         // SAFETY: storage was initialised by a successful init_peer.
-        let result = timed(&self.module, "get", || unsafe {
+        let (result, end) = timed_from(&self.module, "get", clock::read(), || unsafe {
             (self.object.vtable.get)(self.this(), storage, peers)
         });
         self.count(matches!(result, GetResult::Error(_)));
-        result
+        (result, end)
     }
 
+    /// Runs `free`; `now` is a clock reading taken just before (the try's
+    /// end).
     pub fn free(
         &self,
         storage: &mut PeerStorage,
         peers: &PeersView<'_>,
         outcome: TryOutcome,
+        now: Instant,
     ) -> FreeAction {
         // SAFETY: as for get.
-        timed(&self.module, "free", || unsafe {
+        timed_from(&self.module, "free", now, || unsafe {
             (self.object.vtable.free)(self.this(), storage, peers, outcome)
         })
+        .0
     }
 
     /// # Safety
@@ -157,12 +165,12 @@ impl<'b> PeerState<'b> {
         result
     }
 
-    pub fn get(&mut self, peers: &PeersView<'_>) -> GetResult {
+    pub fn get(&mut self, peers: &PeersView<'_>) -> (GetResult, Instant) {
         self.balancer.get(&mut self.storage, peers)
     }
 
-    pub fn free(&mut self, peers: &PeersView<'_>, outcome: TryOutcome) -> FreeAction {
-        self.balancer.free(&mut self.storage, peers, outcome)
+    pub fn free(&mut self, peers: &PeersView<'_>, outcome: TryOutcome, now: Instant) -> FreeAction {
+        self.balancer.free(&mut self.storage, peers, outcome, now)
     }
 }
 

@@ -27,7 +27,6 @@ pub struct Upstream {
     /// slice, so it never moves or shrinks while the balancer lives.
     pub stats: Box<[PeerStats]>,
     pub addrs: Vec<SocketAddr>,
-    /// `http://ADDR` per peer, for log lines and `$upstream_addr`.
     pub primary: u32,
     pub primary_weight: u32,
     pub single: bool,
@@ -84,6 +83,7 @@ impl PeerTable {
         let mut configs = Vec::with_capacity(peers.len());
         for p in peers {
             let server: Box<str> = p.server.clone().into_boxed_str();
+            // Also the text of `$upstream_addr` (nginx prints a peer so).
             let addr: Box<str> = p.addr.to_string().into_boxed_str();
             // SAFETY: the boxed strings live in `text`, which is moved into
             // the Upstream together with `configs` and never mutated, so

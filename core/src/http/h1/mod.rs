@@ -36,6 +36,7 @@ use http::{Method, Request, Response, Version};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::clock;
 use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
 pub use body::ClientBody;
@@ -152,11 +153,11 @@ pub fn serve<I: Io + Send, S: Service + Send>(
         // nginx's client_header_timeout runs from accept to the end of the
         // first head, however the bytes come; later heads get it from
         // their first byte (the keep-alive wait comes before).
-        let mut head_deadline = Some(Instant::now() + settings.head_timeout());
+        let mut head_deadline = Some(clock::tokio_now() + settings.head_timeout());
         loop {
             // Idle: no buffer, only a readiness wait.
             let mut sleep = pin!(tokio::time::sleep_until(
-                head_deadline.unwrap_or_else(|| Instant::now() + settings.keepalive())
+                head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive())
             ));
             svc.idle(true);
             // Only a connection that was idle when the worker ran short
@@ -258,7 +259,7 @@ async fn busy<I: Io, S: Service>(
         // The head.
         let deadline = first_deadline
             .take()
-            .unwrap_or_else(|| Instant::now() + settings.head_timeout());
+            .unwrap_or_else(|| clock::tokio_now() + settings.head_timeout());
         let head = loop {
             match parse::parse(buf.data(), limits) {
                 Ok(Some(head)) => break head,

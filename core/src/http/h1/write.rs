@@ -10,13 +10,14 @@ use std::future::Future;
 use std::io::Write as _;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+use crate::clock;
 use crate::http::body::RespBody;
 use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
@@ -245,14 +246,13 @@ thread_local! {
 }
 
 fn date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = clock::unix_secs();
     let _ = DATE_CACHE.try_with(|c| {
         let Ok(mut c) = c.try_borrow_mut() else {
             return;
         };
         if c.0 != secs {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
             if text.len() == 29 {
                 c.1.copy_from_slice(text.as_bytes());
                 c.0 = secs;

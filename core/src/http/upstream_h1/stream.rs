@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::clock;
+
 /// An upstream connection's transport. An enum rather than a type
 /// parameter so that the per-worker idle pool and the response body hold
 /// one concrete type. TLS is boxed: its state is large and plain
@@ -173,9 +175,7 @@ impl Deadline {
             return false;
         };
         if !self.armed {
-            self.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + timeout);
+            self.sleep.as_mut().reset(clock::tokio_now() + timeout);
             self.armed = true;
         }
         self.sleep.as_mut().poll(cx).is_ready()
@@ -203,9 +203,7 @@ impl Deadline {
         let Some(timeout) = timeout else {
             return;
         };
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + timeout);
+        self.sleep.as_mut().reset(clock::tokio_now() + timeout);
         self.armed = true;
         let _ = self.sleep.as_mut().poll(cx);
     }
