@@ -10,6 +10,7 @@
 //! skips the line when COND is empty or `0`; `buffer=`/`flush=` are the
 //! writer's business (`crate::log::access`).
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -343,40 +344,86 @@ impl AccessLogs {
 
     /// Starts a request's record: each log's captures, log after log.
     pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
-        let mut values = Vec::with_capacity(128);
-        let mut ends = Vec::with_capacity(self.vars);
+        let mut record = match SPARE.try_with(|s| s.borrow_mut().pop()) {
+            Ok(Some(mut spare)) => {
+                spare.logs = self.clone();
+                spare.started = started;
+                spare
+            }
+            _ => Box::new(Record {
+                logs: self.clone(),
+                started,
+                values: Vec::with_capacity(128),
+                ends: Vec::with_capacity(self.vars),
+                status: 0,
+                upstream_addr: String::new(),
+                upstream_status: String::new(),
+                tries: Vec::new(),
+                module_values: Vec::new(),
+            }),
+        };
         for log in self.logs.iter() {
-            log.capture(vars, &mut values, &mut ends);
+            log.capture(vars, &mut record.values, &mut record.ends);
         }
-        Box::new(Record {
-            logs: self.clone(),
-            started,
-            values,
-            ends,
-            status: 0,
-            upstream_addr: String::new(),
-            upstream_status: String::new(),
-            tries: Vec::new(),
-            module_values: Vec::new(),
-        })
+        record
+    }
+}
+
+/// Records a worker keeps for its next requests.
+const SPARES: usize = 64;
+
+thread_local! {
+    /// Records of finished requests, emptied, for the next ones: their
+    /// buffers keep their room, so a request's record costs no
+    /// allocation (it cost six).
+    // Boxes, not records: the box is what a request's response body holds.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The bytes `ngx_http_log_escape` escapes, or with `json`,
+/// `ngx_escape_json`: a table, as nginx's, so the scan is a load per byte.
+const fn escaped(json: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] = c < 0x20 || c == b'"' || c == b'\\' || (!json && c >= 0x7f);
+        i += 1;
+    }
+    table
+}
+
+static ESCAPED: [bool; 256] = escaped(false);
+static ESCAPED_JSON: [bool; 256] = escaped(true);
+
+/// Whether `mode` escapes `c`.
+#[inline(always)]
+fn needs(mode: Escape, c: u8) -> bool {
+    match mode {
+        Escape::Default => ESCAPED[usize::from(c)],
+        Escape::Json => ESCAPED_JSON[usize::from(c)],
+        Escape::None => false,
     }
 }
 
 /// Escapes `buf[from..]` in place, as `ngx_http_log_escape` or
 /// `ngx_escape_json`.
 fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
-    let needs = |c: u8| match mode {
-        Escape::Default => c < 0x20 || c == b'"' || c == b'\\' || c >= 0x7f,
-        Escape::Json => c < 0x20 || c == b'"' || c == b'\\',
-        Escape::None => false,
+    // A value with nothing to escape (nearly all) is scanned by a loop of
+    // its mode: no mode test per byte.
+    let clean = match mode {
+        Escape::Default => !buf[from..].iter().any(|&c| needs(Escape::Default, c)),
+        Escape::Json => !buf[from..].iter().any(|&c| needs(Escape::Json, c)),
+        Escape::None => true,
     };
-    if !buf[from..].iter().any(|&c| needs(c)) {
+    if clean {
         return;
     }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let raw = buf.split_off(from);
     for c in raw {
-        if !needs(c) {
+        if !needs(mode, c) {
             buf.push(c);
             continue;
         }
@@ -446,7 +493,7 @@ impl Record {
     /// An upstream try starts (nginx's `ngx_http_upstream_connect`): the
     /// previous try's response time ends here.
     pub fn try_start(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         if let Some(last) = self.tries.last_mut() {
             last.response
                 .get_or_insert(now.saturating_duration_since(last.start));
@@ -462,7 +509,7 @@ impl Record {
     /// What the current try reached: a connection at `connected`, and,
     /// with `header`, a response head now.
     pub fn try_reached(&mut self, connected: Option<Instant>, header: bool) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         if let Some(t) = self.tries.last_mut() {
             t.connect = connected.map(|c| c.saturating_duration_since(t.start));
             if header {
@@ -568,11 +615,33 @@ impl Record {
         }
     }
 
+    /// Empties the record and keeps it for a next request of this thread
+    /// (not one that grew large for a large request).
+    pub fn recycle(mut self: Box<Self>) {
+        if self.values.capacity() > 4096 {
+            return;
+        }
+        self.values.clear();
+        self.ends.clear();
+        self.status = 0;
+        self.upstream_addr.clear();
+        self.upstream_status.clear();
+        self.tries.clear();
+        self.module_values.clear();
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut spare) = s.try_borrow_mut() {
+                if spare.len() < SPARES {
+                    spare.push(self);
+                }
+            }
+        });
+    }
+
     /// Writes a line to each log, in order, with the body bytes actually
     /// sent, unless the log's `if=` says not to.
     pub fn finish(&self, sent: u64, head: u64) {
         let sent = Sent { body: sent, head };
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut base = 0;
         for log in self.logs.logs.iter() {
             if self.wanted(log, base, sent, now) {
@@ -759,7 +828,7 @@ mod tests {
 
     #[test]
     fn not_found_is_empty_with_json_and_none() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         for (escape, want) in [("default", "-|-|-"), ("json", "||"), ("none", "||")] {
             let log = AccessLog::compile(
                 &args(&[
@@ -826,7 +895,7 @@ mod tests {
         assert_eq!(logs.vars, 2 + 1 + 4 + 1 + 1 + 1);
         let mut r = logs.start(&vars, Instant::now());
         r.status = 201;
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut base = 0;
         let mut lines = Vec::new();
         for log in logs.logs.iter() {
@@ -845,6 +914,22 @@ mod tests {
                 Some("%22q\n".to_owned()),
             ]
         );
+        // The record is kept for the thread's next request, emptied: that
+        // request's captures are its own.
+        let (values, ends, at) = (r.values.clone(), r.ends.clone(), &*r as *const Record);
+        r.upstream_addr.push_str("127.0.0.1:80");
+        r.tries.push(TryTimes {
+            start: now,
+            connect: None,
+            header: None,
+            response: None,
+        });
+        r.recycle();
+        let again = logs.start(&vars, Instant::now());
+        assert_eq!(&*again as *const Record, at);
+        assert_eq!((again.values.clone(), again.ends.clone()), (values, ends));
+        assert_eq!(again.status, 0);
+        assert!(again.upstream_addr.is_empty() && again.tries.is_empty());
         assert!(AccessLogs::new(Vec::new()).is_none());
     }
 

@@ -186,6 +186,7 @@ impl Drop for RespBody {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
             record.finish(self.sent, u64::from(self.head));
+            record.recycle();
         }
     }
 }
