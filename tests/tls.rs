@@ -672,12 +672,18 @@ fn http2_streams_keep_the_locations_limits_and_keepalive_requests() {
     );
     assert!(ok, "{out}");
     assert_eq!(out, "413 2");
-    // After `keepalive_requests` streams the connection ends (GOAWAY):
-    // the third request needs a connection of its own. (Over TLS: curl
-    // 7.88 does not reuse an h2c connection made by prior knowledge.)
-    let (ok, out) = t.https_each(&["/", "/", "/"], &["--http2"]);
+    // After `keepalive_requests` streams the connection ends (GOAWAY): a
+    // later request needs a connection of its own. Usually the third; a
+    // stream curl opens before the final GOAWAY reaches it is still
+    // served (hyper's graceful GOAWAY, README: differences), so the
+    // fourth then. (Over TLS: curl 7.88 does not reuse an h2c connection
+    // made by prior knowledge.)
+    let (ok, out) = t.https_each(&["/", "/", "/", "/"], &["--http2"]);
     assert!(ok, "{out}");
-    assert_eq!(out, "ok\n[1]ok\n[0]ok\n[1]");
+    assert!(
+        out == "ok\n[1]ok\n[0]ok\n[1]ok\n[0]" || out == "ok\n[1]ok\n[0]ok\n[0]ok\n[1]",
+        "{out}"
+    );
 }
 
 /// The frame types of what `stream` receives until it closes.
