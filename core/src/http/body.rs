@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::http::access::Record;
 use crate::http::h1::body::BodyError;
-use crate::http::upstream_h1::UpstreamBody;
+use crate::http::upstream_h1::{Passed, UpstreamBody};
 
 /// The body sent to a client: a fixed text, an upstream's body passed
 /// through, or none but a tunnel after a `101 Switching Protocols`. When
@@ -33,7 +33,10 @@ pub struct RespBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(UpstreamBody),
+    /// With the upstream's header lines, written before the map's (boxed:
+    /// a response moves several times on its way out, and is copied
+    /// whole each time).
+    Upstream(UpstreamBody, Option<Box<Passed>>),
     /// The upstream switched protocols: the client connection runs the
     /// tunnel once the 101 head is written (`crate::http::tunnel`).
     Tunnel(Option<Box<crate::http::tunnel::Tunnel>>),
@@ -68,9 +71,9 @@ impl RespBody {
         RespBody::full(Bytes::new())
     }
 
-    pub fn upstream(body: UpstreamBody, hold: PeerHold) -> RespBody {
+    pub fn upstream(body: UpstreamBody, passed: Box<Passed>, hold: PeerHold) -> RespBody {
         let mut resp = RespBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, Some(passed)),
             hold: Some(hold),
             sent: 0,
             head: 0,
@@ -84,7 +87,7 @@ impl RespBody {
 
     /// An upstream body's connection, once free, back to the pool.
     fn release_idle(&mut self) {
-        if let (Kind::Upstream(body), Some(hold)) = (&mut self.kind, &self.hold) {
+        if let (Kind::Upstream(body, _), Some(hold)) = (&mut self.kind, &self.hold) {
             if let Some(conn) = body.take_idle() {
                 crate::http::pool::release(&hold.upstream, hold.peer as u32, conn);
             }
@@ -99,6 +102,22 @@ impl RespBody {
             sent: 0,
             head: 0,
             record: None,
+        }
+    }
+
+    /// The upstream's header lines, to write before the response's map.
+    pub fn passed(&self) -> Option<&Passed> {
+        match &self.kind {
+            Kind::Upstream(_, passed) => passed.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The upstream's header lines, taken (to put them in the map).
+    pub fn take_passed(&mut self) -> Option<Box<Passed>> {
+        match &mut self.kind {
+            Kind::Upstream(_, passed) => passed.take(),
+            _ => None,
         }
     }
 
@@ -148,7 +167,7 @@ impl Body for RespBody {
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Tunnel(_) => Poll::Ready(None),
-            Kind::Upstream(body) => {
+            Kind::Upstream(body, _) => {
                 let polled = body.poll_data(cx);
                 // The connection is free as soon as the last piece is read.
                 this.release_idle();
@@ -166,7 +185,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Tunnel(_) => true,
         }
     }
@@ -174,7 +193,7 @@ impl Body for RespBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b) => b
+            Kind::Upstream(b, _) => b
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) => SizeHint::with_exact(0),

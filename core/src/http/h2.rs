@@ -269,6 +269,10 @@ pub fn response(
         }
         refused
     };
+    // An upstream's header lines into the map, which is what hyper sends.
+    if let Some(passed) = resp.body_mut().take_passed() {
+        passed.append_to(resp.headers_mut());
+    }
     let close = resp
         .headers_mut()
         .remove(header::CONNECTION)

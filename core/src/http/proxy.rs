@@ -770,7 +770,8 @@ pub async fn run(
                     &mut tries_left,
                 );
                 let upstream_h1::Response {
-                    parts: head,
+                    parts: mut head,
+                    passed,
                     body: upstream_body,
                     upgraded,
                 } = resp;
@@ -793,12 +794,15 @@ pub async fn run(
                         context(cx, &parts, &upstream),
                         cx.conn,
                     );
+                    // The 101's headers (Upgrade) go out through the map.
+                    passed.append_to(&mut head.headers);
                     let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
                     *resp.version_mut() = Version::HTTP_11;
                     server_header(&mut resp);
                     return resp;
                 }
-                let mut resp = Response::from_parts(head, RespBody::upstream(upstream_body, hold));
+                let mut resp =
+                    Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
                 *resp.version_mut() = Version::HTTP_11;
                 server_header(&mut resp);
                 return resp;

@@ -85,6 +85,15 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     let mut length_seen = false;
     let mut close_asked = false;
     let mut dated = false;
+    // An upstream's lines first, as they came (no Date, Connection or
+    // Transfer-Encoding among them).
+    if let Some(passed) = body.passed() {
+        buf.extend_from_slice(&passed.lines);
+        if passed.length.is_some() {
+            declared = passed.length;
+            length_seen = true;
+        }
+    }
     for (name, value) in &parts.headers {
         if name == TRANSFER_ENCODING || (upgrade && name == CONNECTION) {
             continue;

@@ -1,13 +1,13 @@
 //! The response head: httparse does the parsing; this decides the body's
 //! framing and whether the connection can be kept (RFC 9112 section 6.3,
-//! with the choices hyper's client made before), and builds the
-//! `http::response::Parts` passed to the client without the headers that
-//! are the proxy's own business.
+//! with the choices hyper's client made before), and keeps the header
+//! lines passed to the client, without those that are the proxy's own
+//! business, as lines ready to write ([`Passed`]): no map is built for a
+//! response that goes to an HTTP/1 client.
 
 use std::mem::MaybeUninit;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{HeaderMap, StatusCode, Version};
 
@@ -37,9 +37,51 @@ pub enum Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalid;
 
+/// The upstream's header lines the client gets, in order, as
+/// `Name: value\r\n` lines with the names as the upstream spelled them
+/// (nginx passes them so). An HTTP/1 client gets them with one copy; only
+/// HTTP/2 and a tunnel's `101` make a map of them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Passed {
+    pub lines: Vec<u8>,
+    /// The value of the Content-Length line among them.
+    pub length: Option<u64>,
+}
+
+impl Passed {
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.lines.extend_from_slice(name);
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// Each line's name and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split(|&c| c == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&c| c == b':')?;
+            Some((&line[..colon], &line[colon + 2..]))
+        })
+    }
+
+    /// Adds the lines to `map` (names lowercased, as HTTP/2 needs).
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            // httparse took the name as a token and the value as what a
+            // HeaderValue holds: neither fails.
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                map.append(n, v);
+            }
+        }
+    }
+}
+
 /// A final response head.
 pub struct Head {
+    /// Status and version; the headers are in `passed`.
     pub parts: Parts,
+    pub passed: Box<Passed>,
     /// Bytes of the head in the buffer.
     pub len: usize,
     pub framing: Framing,
@@ -62,8 +104,6 @@ pub enum Parsed {
 /// What a response header is to the proxy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// Passed, with no name lookup.
-    ContentType,
     ContentLength,
     TransferEncoding,
     Connection,
@@ -87,7 +127,6 @@ fn class(name: &[u8]) -> Class {
         7 if is(b"trailer") => Class::Skipped,
         10 if is(b"connection") => Class::Connection,
         10 if is(b"keep-alive") => Class::Skipped,
-        12 if is(b"content-type") => Class::ContentType,
         14 if is(b"content-length") => Class::ContentLength,
         16 if is(b"proxy-connection") => Class::Skipped,
         17 if is(b"transfer-encoding") => Class::TransferEncoding,
@@ -103,7 +142,7 @@ pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
     match parsed {
-        Ok(httparse::Status::Complete(len)) => build(buf, len, &res, ask),
+        Ok(httparse::Status::Complete(len)) => build(len, &res, ask),
         Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => {
             // Rare: as many slots as the head has lines (nginx has no count
@@ -114,7 +153,7 @@ pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
             match httparse::ParserConfig::default()
                 .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
             {
-                Ok(httparse::Status::Complete(len)) => build(buf, len, &res, ask),
+                Ok(httparse::Status::Complete(len)) => build(len, &res, ask),
                 Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
                 Err(_) => Err(Invalid),
             }
@@ -124,12 +163,7 @@ pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
 }
 
 /// The head of `len` bytes that httparse read into `res`.
-fn build(
-    buf: &[u8],
-    len: usize,
-    res: &httparse::Response<'_, '_>,
-    ask: Ask,
-) -> Result<Parsed, Invalid> {
+fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parsed, Invalid> {
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(Invalid);
     };
@@ -145,11 +179,14 @@ fn build(
     let upgrade = code == 101 || (ask == Ask::Connect && status.is_success());
 
     // One pass: the framing and persistence headers are read, the headers
-    // that are the proxy's own business skipped, the rest kept. One copy
-    // of the head; header values are slices of it.
-    let copy = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    // that are the proxy's own business skipped, the rest written out as
+    // the client will get them.
+    let mut passed = Box::new(Passed {
+        lines: Vec::with_capacity(len),
+        length: None,
+    });
+    // Where the Content-Length line passed on is in `passed.lines`.
+    let mut length_line = None;
     let mut chunked_last = None;
     let mut length: Option<u64> = None;
     let mut length_bad = false;
@@ -197,36 +234,28 @@ fn build(
             // speaks.
             Class::Upgrade if upgrade => {}
             Class::Upgrade | Class::Skipped => continue,
-            Class::ContentType | Class::Passed => {}
+            Class::Passed => {}
         }
-        let start = h.value.as_ptr() as usize - base;
-        // SAFETY: httparse took only tab, visible ASCII and obs-text
-        // (0x80-0xff) into a value, which is what a HeaderValue holds.
-        let value = unsafe {
-            HeaderValue::from_maybe_shared_unchecked(copy.slice(start..start + h.value.len()))
-        };
-        let name = match kind {
-            Class::ContentType => CONTENT_TYPE,
-            Class::ContentLength => CONTENT_LENGTH,
-            _ => HeaderName::from_bytes(name).map_err(|_| Invalid)?,
-        };
-        headers.append(name, value);
+        let start = passed.lines.len();
+        passed.push(name, h.value);
+        if kind == Class::ContentLength {
+            length_line = Some(start..passed.lines.len());
+        }
     }
     if let (Some(n), false, false, None) = (length, length_bad, length_passed, chunked_last) {
         // A list of equal lengths goes on as the one length.
-        headers.append(CONTENT_LENGTH, HeaderValue::from(n));
+        let mut digits = [0u8; 20];
+        passed.push(b"Content-Length", crate::vars::decimal(n, &mut digits));
+        length_passed = true;
     }
-    if chunked_last.is_some() && headers.contains_key(CONTENT_LENGTH) {
+    if let (Some(_), Some(line)) = (chunked_last, length_line) {
         // The length of a body that Transfer-Encoding frames is not passed
-        // on: it says nothing about the body the client gets. Rare: the
-        // map is rebuilt, in order, without it.
-        let mut name = None;
-        for (n, value) in std::mem::take(&mut headers) {
-            name = n.or(name);
-            if let Some(n) = name.as_ref().filter(|n| **n != CONTENT_LENGTH) {
-                headers.append(n.clone(), value);
-            }
-        }
+        // on: it says nothing about the body the client gets.
+        passed.lines.drain(line);
+        length_passed = false;
+    }
+    if length_passed {
+        passed.length = length;
     }
     let framing = if upgrade || code == 204 || code == 304 || ask == Ask::Head {
         Framing::None
@@ -250,9 +279,9 @@ fn build(
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
     Ok(Parsed::Final(Head {
         parts,
+        passed,
         len,
         framing,
         keep_alive,
@@ -285,6 +314,13 @@ mod tests {
             Parsed::Partial => panic!("partial: {raw:?}"),
             Parsed::Interim(_) => panic!("interim: {raw:?}"),
         }
+    }
+
+    /// The passed lines as a map.
+    fn map(h: &Head) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        h.passed.append_to(&mut m);
+        m
     }
 
     fn framing(raw: &str) -> Result<(Framing, bool), Invalid> {
@@ -321,7 +357,7 @@ mod tests {
         let head_of_head =
             head("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", Ask::Head).expect("valid");
         assert_eq!(head_of_head.framing, Framing::None);
-        assert_eq!(head_of_head.parts.headers["content-length"], "7");
+        assert_eq!(map(&head_of_head)["content-length"], "7");
     }
 
     #[test]
@@ -350,7 +386,7 @@ mod tests {
         let many: String = (0..300).map(|i| format!("X{i}: a\r\n")).collect();
         let raw = format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 2\r\n\r\nok");
         let h = head(&raw, Ask::Other).expect("valid");
-        assert_eq!(h.parts.headers.len(), 301);
+        assert_eq!(map(&h).len(), 301);
         assert_eq!(h.framing, Framing::Length(2));
         assert_eq!(h.len, raw.len() - 2);
     }
@@ -363,9 +399,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX: 1\r\nContent-Length: 3\r\n\r\n",
         ] {
             let h = head(raw, Ask::Other).expect("valid");
-            let lengths: Vec<_> = h.parts.headers.get_all("content-length").iter().collect();
+            let m = map(&h);
+            let lengths: Vec<_> = m.get_all("content-length").iter().collect();
             assert_eq!(lengths, ["3"], "{raw:?}");
-            assert_eq!(h.parts.headers.len(), 2, "{raw:?}");
+            assert_eq!(map(&h).len(), 2, "{raw:?}");
         }
     }
 
@@ -391,8 +428,8 @@ mod tests {
         .expect("valid");
         assert!(up.upgrade && !up.keep_alive);
         assert_eq!(up.framing, Framing::None);
-        assert_eq!(up.parts.headers["upgrade"], "websocket");
-        assert!(!up.parts.headers.contains_key("connection"));
+        assert_eq!(map(&up)["upgrade"], "websocket");
+        assert!(!map(&up).contains_key("connection"));
         let tunnel = head("HTTP/1.1 200 OK\r\n\r\n", Ask::Connect).expect("valid");
         assert!(tunnel.upgrade);
     }
@@ -407,9 +444,17 @@ mod tests {
             Ask::Other,
         )
         .expect("valid");
-        let names: Vec<&str> = h.parts.headers.keys().map(|n| n.as_str()).collect();
+        // As the upstream spelled them, in order (the Content-Length of a
+        // chunked body dropped).
+        assert_eq!(
+            String::from_utf8_lossy(&h.passed.lines),
+            "X-A: 1\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n"
+        );
+        assert_eq!(h.passed.length, None);
+        let m = map(&h);
+        let names: Vec<&str> = m.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["x-a", "set-cookie"]);
-        assert_eq!(h.parts.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(m.get_all("set-cookie").iter().count(), 2);
         assert_eq!(h.parts.status, 200);
         assert_eq!(h.parts.version, Version::HTTP_11);
     }

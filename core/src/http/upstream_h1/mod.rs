@@ -36,6 +36,7 @@ use crate::http::h1::decode::Decoder;
 use crate::http::h1::io::ReadBuf;
 pub use body::UpstreamBody;
 pub use conn::{Conn, ConnectError};
+pub use head::Passed;
 use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
 pub use request::{Ask, Framing, HeadWriter, ReqBody, RequestHead};
 use send::{SendError, Sender};
@@ -44,7 +45,10 @@ pub use stream::{Stream, TimedIo, Timeout};
 
 /// An upstream's response: its head, and its body to read.
 pub struct Response {
+    /// Status and version.
     pub parts: Parts,
+    /// The header lines the client gets.
+    pub passed: Box<Passed>,
     pub body: UpstreamBody,
     /// After `101 Switching Protocols` (or a successful CONNECT): the
     /// connection, for a tunnel. The body is empty then.
@@ -209,6 +213,7 @@ fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Respons
         let leftover = buf.take_all();
         return Response {
             parts: head.parts,
+            passed: head.passed,
             body: UpstreamBody::empty(),
             upgraded: Some(Box::new(Upgraded {
                 stream: conn.io,
@@ -224,6 +229,7 @@ fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Respons
     };
     Response {
         parts: head.parts,
+        passed: head.passed,
         body: UpstreamBody::new(conn, buf, decode, reusable && head.keep_alive),
         upgraded: None,
     }
