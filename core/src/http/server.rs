@@ -342,9 +342,24 @@ impl Conn {
 /// parameter, not a field, so a plain connection's idle task is no larger).
 struct Client<const HTTPS: bool> {
     conn: Conn,
-    local: SocketAddr,
+    /// The connection's own address where it is not the listening one (a
+    /// wildcard `listen`). Boxed: every idle task holds this, and 24 bytes
+    /// more put the task in a larger allocation (an idle connection cost
+    /// 880 bytes instead of 430 when its future grew past 408 bytes).
+    local: Option<Box<SocketAddr>>,
     /// Counts the connection open, and wakes it when idle on a reload.
     open: Open,
+}
+
+impl<const HTTPS: bool> Client<HTTPS> {
+    fn new(conn: Conn, local: SocketAddr, open: Open) -> Self {
+        let local = (local != conn.listen).then(|| Box::new(local));
+        Client { conn, local, open }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.local.as_deref().copied().unwrap_or(self.conn.listen)
+    }
 }
 
 impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
@@ -358,7 +373,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         }
         // Boxed: the request's state lives only while it is in flight,
         // not in every idle connection's task.
-        Box::pin(handle(req, &self.conn, self.local))
+        Box::pin(handle(req, &self.conn, self.local()))
     }
 
     fn repin(&self) -> bool {
@@ -438,7 +453,7 @@ fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
-    let client = Client::<false> { conn, local, open };
+    let client = Client::<false>::new(conn, local, open);
     h1::serve(stream, client, settings)
 }
 
@@ -500,7 +515,7 @@ async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) 
         }
         tls::Accepted::Http1(io) => {
             let settings = conn_settings(&conn);
-            h1::serve(io, Client::<true> { conn, local, open }, settings).await
+            h1::serve(io, Client::<true>::new(conn, local, open), settings).await
         }
     }
 }
@@ -546,7 +561,7 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
         .await
     } else {
         let settings = conn_settings(&conn);
-        h1::serve(stream, Client::<false> { conn, local, open }, settings).await
+        h1::serve(stream, Client::<false>::new(conn, local, open), settings).await
     }
 }
 
