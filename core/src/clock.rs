@@ -65,8 +65,9 @@ pub fn read() -> Instant {
     at
 }
 
-/// Called when a worker wakes from its wait for events (and once when it
-/// starts): from here on the thread caches readings.
+/// Called when a worker wakes from its wait for events (tokio's
+/// `on_thread_unpark`): from its first wake on, the thread caches
+/// readings.
 pub fn woke() {
     let _ = CACHED.try_with(|c| c.set(Some((Instant::now(), USES))));
 }

@@ -344,7 +344,8 @@ impl AccessLogs {
 
     /// Starts a request's record: each log's captures, log after log.
     pub fn start(self: &Arc<Self>, vars: &VarCtx<'_>, started: Instant) -> Box<Record> {
-        let mut record = match SPARE.try_with(|s| s.borrow_mut().pop()) {
+        let spare = SPARE.try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+        let mut record = match spare {
             Ok(Some(mut spare)) => {
                 spare.logs = self.clone();
                 spare.started = started;

@@ -35,9 +35,10 @@ pub struct ListenerSet {
 pub struct State {
     pub runtime: ArcSwap<Runtime>,
     pub listeners: watch::Sender<Arc<ListenerSet>>,
-    /// Set to true to stop accepting and drain (SIGQUIT), by [`State::quit`].
-    pub quit: watch::Sender<bool>,
-    /// `quit`'s value for the connections, which look at it before every
+    /// Becomes true to stop accepting and drain (SIGQUIT): waited on.
+    /// Private, so that only [`State::quit`] changes it, with `quitting`.
+    quit_signal: watch::Sender<bool>,
+    /// The same value for the connections, which look at it before every
     /// keep-alive wait: a load, where the channel takes a read lock.
     quitting: AtomicBool,
     conn_ids: AtomicU64,
@@ -49,7 +50,7 @@ impl State {
         Arc::new(State {
             runtime: ArcSwap::new(runtime),
             listeners: watch::channel(Arc::new(listeners)).0,
-            quit: watch::channel(false).0,
+            quit_signal: watch::channel(false).0,
             quitting: AtomicBool::new(false),
             conn_ids: AtomicU64::new(1),
             workers_running: AtomicUsize::new(0),
@@ -61,11 +62,16 @@ impl State {
         // Before the channel's change: a connection the workers wake for
         // it sees the flag.
         self.quitting.store(true, Ordering::SeqCst);
-        let _ = self.quit.send(true);
+        let _ = self.quit_signal.send(true);
     }
 
     pub fn quitting(&self) -> bool {
         self.quitting.load(Ordering::SeqCst)
+    }
+
+    /// A receiver of the quit signal, to wait for it.
+    fn quit_watch(&self) -> watch::Receiver<bool> {
+        self.quit_signal.subscribe()
     }
 }
 
@@ -127,7 +133,7 @@ pub fn spawn_workers(
 
 async fn worker_main(state: Arc<State>) {
     let mut listeners = state.listeners.subscribe();
-    let mut quit = state.quit.subscribe();
+    let mut quit = state.quit_watch();
     let tracker = Arc::new(Tracker::default());
     let mut accepting: Vec<(Arc<std::net::TcpListener>, tokio::task::AbortHandle)> = Vec::new();
     loop {
@@ -343,9 +349,9 @@ impl Conn {
 struct Client<const HTTPS: bool> {
     conn: Conn,
     /// The connection's own address where it is not the listening one (a
-    /// wildcard `listen`). Boxed: every idle task holds this, and 24 bytes
-    /// more put the task in a larger allocation (an idle connection cost
-    /// 880 bytes instead of 430 when its future grew past 408 bytes).
+    /// wildcard `listen`). Boxed: every idle task holds this, and an idle
+    /// future past 408 bytes puts the task in a larger allocation (1,075
+    /// bytes per idle connection instead of 852, bench/README.md).
     local: Option<Box<SocketAddr>>,
     /// Counts the connection open, and wakes it when idle on a reload.
     open: Open,
@@ -596,7 +602,7 @@ where
     };
     let connection = h2::builder().serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
-    let mut quit = conn.state.quit.subscribe();
+    let mut quit = conn.state.quit_watch();
     loop {
         let mut woken = std::pin::pin!(open.0.wake.notified());
         // Registered before the state is read: a change after this wakes it.

@@ -170,11 +170,11 @@ pub fn timestamp() -> String {
     )
 }
 
-/// The local broken-down time and the Unix time it was taken from.
+/// The local broken-down time and the Unix time it was taken from (the
+/// second `crate::clock::unix_secs` says, which the caches of time strings
+/// compare with).
 pub fn local_now() -> (libc::tm, i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::clock::unix_secs() as i64;
     let t = now as libc::time_t;
     // SAFETY: localtime_r writes only into the tm we own.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
