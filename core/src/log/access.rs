@@ -81,8 +81,9 @@ impl Default for Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        let taken = std::mem::take(&mut *lock(&self.batch));
-        self.send_batch(taken);
+        if let Some(taken) = take_lines(&self.batch) {
+            self.send(Msg::Batch(taken));
+        }
         lock(&BATCHES).retain(|b| !Arc::ptr_eq(b, &self.batch));
     }
 }
@@ -279,22 +280,21 @@ impl Local {
             let _ = tx.send(msg);
         }
     }
-
-    fn send_batch(&mut self, batch: Batch) {
-        if !batch.lines.is_empty() {
-            self.send(Msg::Batch(batch));
-        }
-    }
 }
 
-/// Takes `batch`'s lines, leaving room for the next ones.
-fn take(batch: &mut Batch) -> Batch {
+/// Takes `batch`'s lines, if it has any, leaving room for the next ones
+/// (the lock is held only for that).
+fn take_lines(batch: &Mutex<Batch>) -> Option<Batch> {
+    let mut batch = lock(batch);
+    if batch.lines.is_empty() {
+        return None;
+    }
     let next = Batch {
         bytes: Vec::with_capacity(batch.bytes.capacity().min(BATCH_BYTES * 2)),
         files: Vec::new(),
         lines: Vec::with_capacity(batch.lines.capacity()),
     };
-    std::mem::replace(batch, next)
+    Some(std::mem::replace(&mut *batch, next))
 }
 
 /// Sends `msg` after every thread's lines rendered so far.
@@ -303,11 +303,8 @@ fn send_after_all(msg: Msg) {
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         for b in &batches {
-            let mut b = lock(b);
-            if !b.lines.is_empty() {
-                let taken = take(&mut b);
-                drop(b);
-                local.send_batch(taken);
+            if let Some(taken) = take_lines(b) {
+                local.send(Msg::Batch(taken));
             }
         }
         local.send(msg);
@@ -337,10 +334,11 @@ pub fn write_with(
             }
         };
         batch.lines.push((file, buffering, end));
+        drop(batch);
         if end >= BATCH_BYTES {
-            let taken = take(&mut batch);
-            drop(batch);
-            local.send_batch(taken);
+            if let Some(taken) = take_lines(&local.batch) {
+                local.send(Msg::Batch(taken));
+            }
         }
     });
 }
@@ -351,13 +349,9 @@ pub fn hand_over() {
     // `try_with`: a thread being torn down has nothing to hand over.
     let _ = LOCAL.try_with(|local| {
         if let Ok(mut local) = local.try_borrow_mut() {
-            let mut batch = lock(&local.batch);
-            if batch.lines.is_empty() {
-                return;
+            if let Some(taken) = take_lines(&local.batch) {
+                local.send(Msg::Batch(taken));
             }
-            let taken = take(&mut batch);
-            drop(batch);
-            local.send_batch(taken);
         }
     });
 }
