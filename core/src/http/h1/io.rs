@@ -68,9 +68,31 @@ impl Io for TcpStream {
         TcpStream::try_read(self, buf)
     }
 
+    /// A read that leaves room in the buffer has drained the socket (epoll
+    /// is edge-triggered), so the readiness is cleared, as tokio's own
+    /// `poll_read` does and nginx's `ngx_unix_recv` (`rev->ready = 0`):
+    /// the next read then waits for the next event instead of costing a
+    /// `recv()` that answers EAGAIN. `try_read_buf` keeps the readiness
+    /// until such an EAGAIN: after each response the loop looks for a
+    /// pipelined request, and at 50 connections 17% of requests paid it.
+    /// The readiness is cleared through `try_io`'s WouldBlock, which keeps
+    /// an event that came after the read.
     #[inline]
     fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        let mut drained = 0;
+        let read = self.try_io(tokio::io::Interest::READABLE, || {
+            let room = buf.chunk_mut().len();
+            let n = TcpStream::try_read_buf(self, buf)?;
+            if n > 0 && n < room {
+                drained = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match read {
+            Err(e) if drained > 0 && e.kind() == io::ErrorKind::WouldBlock => Ok(drained),
+            read => read,
+        }
     }
 
     #[inline]
