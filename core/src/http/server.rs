@@ -168,9 +168,9 @@ async fn worker_main(state: Arc<State>) {
             _ = quit.wait_for(|q| *q) => break,
         }
         // Idle connections look at the reload (or stop) when woken.
-        tracker.wake.notify_waiters();
+        h1::idle::wake_all();
     }
-    tracker.wake.notify_waiters();
+    h1::idle::wake_all();
     for (_, task) in accepting {
         task.abort();
     }
@@ -190,15 +190,6 @@ async fn worker_main(state: Arc<State>) {
 struct Tracker {
     open: AtomicUsize,
     closed: tokio::sync::Notify,
-    /// Wakes the worker's idle connections after a reload or a stop: one
-    /// wait per idle connection, on its own worker, rather than two on
-    /// the process-wide watch channels.
-    wake: tokio::sync::Notify,
-    /// Connections waiting for a request (keep-alive or new).
-    idle: AtomicUsize,
-    /// How many idle connections are asked to close to make room for new
-    /// ones (nginx's reusable connections).
-    reuse: AtomicUsize,
     /// When "reusing connections" was last logged, in seconds.
     reuse_logged: AtomicU64,
 }
@@ -216,10 +207,11 @@ impl Tracker {
         if open < max - max / 16 {
             return true;
         }
-        let idle = self.idle.load(Ordering::Relaxed);
+        // This worker's idle connections (the accept loop runs on the
+        // worker's thread, as its connections).
+        let idle = h1::idle::count();
         if idle > 0 {
-            self.reuse.store(idle.min(REUSE_AT_ONCE), Ordering::Relaxed);
-            self.wake.notify_waiters();
+            h1::idle::ask_to_close(idle.min(REUSE_AT_ONCE));
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -353,14 +345,18 @@ struct Client<const HTTPS: bool> {
     /// future past 408 bytes puts the task in a larger allocation (1,075
     /// bytes per idle connection instead of 852, bench/README.md).
     local: Option<Box<SocketAddr>>,
-    /// Counts the connection open, and wakes it when idle on a reload.
-    open: Open,
+    /// Counts the connection open until it ends.
+    _open: Open,
 }
 
 impl<const HTTPS: bool> Client<HTTPS> {
     fn new(conn: Conn, local: SocketAddr, open: Open) -> Self {
         let local = (local != conn.listen).then(|| Box::new(local));
-        Client { conn, local, open }
+        Client {
+            conn,
+            local,
+            _open: open,
+        }
     }
 
     fn local(&self) -> SocketAddr {
@@ -388,25 +384,6 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
 
     fn quitting(&self) -> bool {
         self.conn.state.quitting()
-    }
-
-    fn wake(&self) -> &tokio::sync::Notify {
-        &self.open.0.wake
-    }
-
-    fn idle(&self, idle: bool) {
-        if idle {
-            self.open.0.idle.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.open.0.idle.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    fn reuse(&self) -> bool {
-        let reuse = &self.open.0.reuse;
-        reuse
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
     }
 }
 
@@ -576,7 +553,7 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
 /// when idle past `keepalive_timeout` (`client_header_timeout` before the
 /// first stream), at a graceful stop, after a reload that removed its
 /// address, or once a response asked to close (`keepalive_requests`).
-async fn serve_h2<T>(io: T, conn: Conn, local: SocketAddr, open: Open, https: bool)
+async fn serve_h2<T>(io: T, conn: Conn, local: SocketAddr, _open: Open, https: bool)
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -604,9 +581,9 @@ where
     let mut connection = std::pin::pin!(connection);
     let mut quit = conn.state.quit_watch();
     loop {
-        let mut woken = std::pin::pin!(open.0.wake.notified());
-        // Registered before the state is read: a change after this wakes it.
-        woken.as_mut().enable();
+        // Registered when first polled, in the same poll as the state is
+        // read below: what changes it wakes from this worker's thread.
+        let woken = h1::idle::Waiting::for_wake();
         if *quit.borrow_and_update() || !conn.repin() {
             break;
         }

@@ -22,6 +22,7 @@
 
 pub mod body;
 pub(crate) mod decode;
+pub mod idle;
 pub(crate) mod io;
 pub mod parse;
 pub(crate) mod pool;
@@ -33,7 +34,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Version};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock;
@@ -54,19 +54,9 @@ pub trait Service: Sync {
     /// address is still configured).
     fn repin(&self) -> bool;
     /// A graceful stop began: idle connections close, busy ones after
-    /// their response.
+    /// their response. Idle connections look after
+    /// [`idle::wake_all`] (a reload or a stop) and [`idle::ask_to_close`].
     fn quitting(&self) -> bool;
-    /// Woken (`notify_waiters`) by the worker after a reload or a stop,
-    /// so idle connections call [`Service::quitting`] and
-    /// [`Service::repin`]: one registration per idle connection, on its
-    /// own worker (rather than two on process-wide channels).
-    fn wake(&self) -> &Notify;
-    /// The connection starts (`true`) or stops waiting for a request.
-    fn idle(&self, idle: bool);
-    /// Woken while idle: whether to close to make room for new
-    /// connections (past `worker_connections`, as nginx reuses idle
-    /// connections).
-    fn reuse(&self) -> bool;
 }
 
 /// A response, and its `send_timeout` (its location's; without one the
@@ -140,7 +130,7 @@ const LINGER_MAX: usize = 1 << 20;
 /// written inline: a function's arguments would be stored twice in its
 /// future (as arguments, then as the locals they are moved to), and this
 /// future is what every idle connection holds. Idle, it is the stream,
-/// the service, one timer and one registration on [`Service::wake`];
+/// the service, one timer and a slot in the worker's [`idle`] list;
 /// readiness comes through `poll_read_ready` (no waiter node).
 // Not `async fn` on purpose: see above.
 #[allow(clippy::manual_async_fn)]
@@ -154,25 +144,30 @@ pub fn serve<I: Io + Send, S: Service + Send>(
         // first head, however the bytes come; later heads get it from
         // their first byte (the keep-alive wait comes before).
         let mut head_deadline = Some(clock::tokio_now() + settings.head_timeout());
+        // The connection's one timer between requests, moved on at each
+        // wait: a later deadline is a compare-and-swap on the registered
+        // timer (tokio's `extend_expiration`) where a new timer per wait
+        // took the time driver's lock to insert and again to remove it.
+        // Busy, it stays where it was and may fire for nothing once per
+        // `keepalive_timeout`.
+        let mut sleep = pin!(tokio::time::sleep_until(
+            head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive())
+        ));
         loop {
             // Idle: no buffer, only a readiness wait.
-            let mut sleep = pin!(tokio::time::sleep_until(
-                head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive())
-            ));
-            svc.idle(true);
+            sleep
+                .as_mut()
+                .reset(head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive()));
+            let mut waiting = idle::Waiting::idle();
             // Only a connection that was idle when the worker ran short
             // closes for it (not one accepted since).
             let mut woken = false;
             let readable = loop {
-                let mut notified = pin!(svc.wake().notified());
-                // Registered before the state is read: a change made
-                // after this point wakes it.
-                notified.as_mut().enable();
                 // A stop closes an idle connection now, and so does a
                 // reload that removed its listening address, or a worker
-                // short of connections.
-                if svc.quitting() || !svc.repin() || (woken && svc.reuse()) {
-                    svc.idle(false);
+                // short of connections. Read in the same poll as the wait
+                // registers: what changes them runs on this thread, after.
+                if svc.quitting() || !svc.repin() || (woken && idle::take_close()) {
                     return;
                 }
                 let woke = std::future::poll_fn(|cx| {
@@ -182,7 +177,7 @@ pub fn serve<I: Io + Send, S: Service + Send>(
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Some(false));
                     }
-                    if notified.as_mut().poll(cx).is_ready() {
+                    if Pin::new(&mut waiting).poll(cx).is_ready() {
                         return Poll::Ready(None);
                     }
                     Poll::Pending
@@ -193,7 +188,7 @@ pub fn serve<I: Io + Send, S: Service + Send>(
                 }
                 woken = true;
             };
-            svc.idle(false);
+            drop(waiting);
             if !readable {
                 return;
             }
