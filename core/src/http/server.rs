@@ -368,14 +368,15 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     fn call(
         &self,
         req: Request<ClientBody>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = h1::Answer> + Send + '_>> {
+    ) -> impl std::future::Future<Output = h1::Answer> + Send + '_ {
         let mut req = req;
         if HTTPS {
             req.extensions_mut().insert(Https);
         }
-        // Boxed: the request's state lives only while it is in flight,
+        // Not boxed: it lives in the h1 loop's busy future, itself boxed
+        // so that the request's state is held only while it is in flight,
         // not in every idle connection's task.
-        Box::pin(handle(req, &self.conn, self.local()))
+        handle(req, &self.conn, self.local())
     }
 
     fn repin(&self) -> bool {

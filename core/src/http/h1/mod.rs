@@ -48,8 +48,9 @@ use parse::Refusal;
 
 /// What a connection asks of the server.
 pub trait Service: Sync {
-    /// Answers one request.
-    fn call(&self, req: Request<ClientBody>) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>>;
+    /// Answers one request. The future lives inside the busy period's
+    /// (one allocation per request, not two).
+    fn call(&self, req: Request<ClientBody>) -> impl Future<Output = Answer> + Send + '_;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
