@@ -269,10 +269,13 @@ pub fn response(
         }
         refused
     };
-    // An upstream's header lines into the map, which is what hyper sends.
+    // An upstream's header lines into the map, which is what hyper sends,
+    // and our name, which the HTTP/1 writer adds itself.
     if let Some(passed) = resp.body_mut().take_passed() {
         passed.append_to(resp.headers_mut());
     }
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("waypost"));
     let close = resp
         .headers_mut()
         .remove(header::CONNECTION)

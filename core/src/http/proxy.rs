@@ -26,7 +26,7 @@ use crate::http::body::{PeerHold, RespBody};
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
 use crate::http::pool::{self, Timeouts, TlsTarget};
-use crate::http::response::{error_page, server_header};
+use crate::http::response::error_page;
 use crate::http::upstream_h1::{
     self, ConnectError, ErrorKind, Framing, HeadWriter, ReqBody, RequestHead, Timeout,
 };
@@ -501,7 +501,6 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
             resp.headers_mut().append(n, v);
         }
     }
-    server_header(&mut resp);
     resp
 }
 
@@ -798,13 +797,11 @@ pub async fn run(
                     passed.append_to(&mut head.headers);
                     let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
                     *resp.version_mut() = Version::HTTP_11;
-                    server_header(&mut resp);
                     return resp;
                 }
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
                 *resp.version_mut() = Version::HTTP_11;
-                server_header(&mut resp);
                 return resp;
             }
             Err(failure) => {

@@ -43,7 +43,6 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    server_header(&mut resp);
     resp
 }
 
@@ -67,11 +66,6 @@ fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
     Bytes::from(out)
 }
 
-pub fn server_header<B>(resp: &mut Response<B>) {
-    resp.headers_mut()
-        .insert(http::header::SERVER, HeaderValue::from_static("waypost"));
-}
-
 /// nginx's built-in error page for `status`, with our name in the footer.
 pub fn error_page(status: u16) -> Response<RespBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -83,7 +77,6 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    server_header(&mut resp);
     resp
 }
 
@@ -100,7 +93,6 @@ pub fn error_page_with(status: u16, detail: &str) -> Response<RespBody> {
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    server_header(&mut resp);
     resp
 }
 
@@ -109,7 +101,6 @@ pub fn status_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::status(runtime))));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    server_header(&mut resp);
     resp
 }
 
@@ -120,7 +111,6 @@ pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    server_header(&mut resp);
     resp
 }
 

@@ -12,7 +12,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -78,13 +78,21 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     buf.push(b' ');
     buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
     buf.extend_from_slice(b"\r\n");
+    // As nginx's header filter: Server and Date first, in its spelling.
+    // Written here for every response rather than put in each response's
+    // map (a map allocated and hashed per proxied response).
+    buf.extend_from_slice(b"Server: waypost\r\n");
+    if parts.headers.is_empty() || !parts.headers.contains_key(DATE) {
+        buf.extend_from_slice(b"Date: ");
+        date(&mut buf);
+        buf.extend_from_slice(b"\r\n");
+    }
     // One pass writes the headers and reads the ones that decide the
     // framing (no lookups in the map): the first Content-Length, a
-    // Connection asking to close, a Date.
+    // Connection asking to close.
     let mut declared = None;
     let mut length_seen = false;
     let mut close_asked = false;
-    let mut dated = false;
     // An upstream's lines first, as they came (no Date, Connection or
     // Transfer-Encoding among them).
     if let Some(passed) = body.passed() {
@@ -95,7 +103,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
         }
     }
     for (name, value) in &parts.headers {
-        if name == TRANSFER_ENCODING || (upgrade && name == CONNECTION) {
+        if name == TRANSFER_ENCODING || name == SERVER || (upgrade && name == CONNECTION) {
             continue;
         }
         if name == CONTENT_LENGTH {
@@ -110,10 +118,8 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
                 .as_bytes()
                 .split(|&c| c == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if name == DATE {
-            dated = true;
         }
-        buf.extend_from_slice(name.as_str().as_bytes());
+        title_case(name.as_str().as_bytes(), &mut buf);
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
@@ -131,14 +137,9 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
         Out::Close
     };
     let mut keep = ask.keep_alive && !close_asked && out != Out::Close;
-    if !dated {
-        buf.extend_from_slice(b"date: ");
-        date(&mut buf);
-        buf.extend_from_slice(b"\r\n");
-    }
     match out {
         Out::Length(n) if declared.is_none() => {
-            let _ = write!(&mut *buf, "content-length: {n}\r\n");
+            let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
         }
         Out::None if ask.head && declared.is_none() && !status.is_informational() => {
             // A HEAD answered by a fixed body: its length, as nginx says it.
@@ -146,21 +147,21 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
                 exact,
                 status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED,
             ) {
-                let _ = write!(&mut *buf, "content-length: {n}\r\n");
+                let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
             }
         }
-        Out::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Out::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
     if upgrade {
-        buf.extend_from_slice(b"connection: upgrade\r\n");
+        buf.extend_from_slice(b"Connection: upgrade\r\n");
     } else if !close_asked {
         // As nginx, whatever the version: `close` when the connection
         // ends, `keep-alive` when it stays.
         if keep {
-            buf.extend_from_slice(b"connection: keep-alive\r\n");
+            buf.extend_from_slice(b"Connection: keep-alive\r\n");
         } else {
-            buf.extend_from_slice(b"connection: close\r\n");
+            buf.extend_from_slice(b"Connection: close\r\n");
         }
     }
     buf.extend_from_slice(b"\r\n");
@@ -254,6 +255,16 @@ thread_local! {
     static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
 }
 
+/// A header name from a map (stored lowercase) as nginx spells the
+/// headers it writes: `Content-Type`, `Location`, `X-Custom`.
+fn title_case(name: &[u8], out: &mut Vec<u8>) {
+    let mut start = true;
+    for &c in name {
+        out.push(if start { c.to_ascii_uppercase() } else { c });
+        start = c == b'-';
+    }
+}
+
 fn date(out: &mut Vec<u8>) {
     let secs = clock::unix_secs();
     let _ = DATE_CACHE.try_with(|c| {
@@ -269,4 +280,23 @@ fn date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&c.1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_case;
+
+    #[test]
+    fn map_names_are_written_as_nginx_spells_them() {
+        for (name, spelled) in [
+            ("content-type", "Content-Type"),
+            ("location", "Location"),
+            ("x-cache-status", "X-Cache-Status"),
+            ("www-authenticate", "Www-Authenticate"),
+        ] {
+            let mut out = Vec::new();
+            title_case(name.as_bytes(), &mut out);
+            assert_eq!(out, spelled.as_bytes());
+        }
+    }
 }
