@@ -500,7 +500,7 @@ fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
 
     carry_over(&old, &runtime);
     let listens = runtime.listens.len();
-    state.runtime.store(Arc::new(runtime));
+    state.set_runtime(Arc::new(runtime));
     // After the configuration: a connection woken by the new listener set
     // finds the configuration that goes with it.
     state.listeners.send_replace(Arc::new(listeners));

@@ -33,7 +33,13 @@ pub struct ListenerSet {
 
 /// What every worker shares.
 pub struct State {
+    /// The running configuration; replaced only by [`State::set_runtime`],
+    /// which counts the change in `generation`.
     pub runtime: ArcSwap<Runtime>,
+    /// Configurations installed so far: a connection compares it with the
+    /// one it saw (two loads) instead of loading both configurations'
+    /// pointers before every request.
+    generation: AtomicU64,
     pub listeners: watch::Sender<Arc<ListenerSet>>,
     /// Becomes true to stop accepting and drain (SIGQUIT): waited on.
     /// Private, so that only [`State::quit`] changes it, with `quitting`.
@@ -49,12 +55,21 @@ impl State {
     pub fn new(runtime: Arc<Runtime>, listeners: ListenerSet) -> Arc<State> {
         Arc::new(State {
             runtime: ArcSwap::new(runtime),
+            generation: AtomicU64::new(0),
             listeners: watch::channel(Arc::new(listeners)).0,
             quit_signal: watch::channel(false).0,
             quitting: AtomicBool::new(false),
             conn_ids: AtomicU64::new(1),
             workers_running: AtomicUsize::new(0),
         })
+    }
+
+    /// Installs a new configuration (a reload).
+    pub fn set_runtime(&self, runtime: Arc<Runtime>) {
+        self.runtime.store(runtime);
+        // After the store: a connection that sees the new count finds the
+        // new configuration.
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Stops accepting; idle connections close, requests in flight finish.
@@ -270,6 +285,9 @@ async fn accept_loop(
             continue;
         }
         let id = state.conn_ids.fetch_add(1, Ordering::Relaxed);
+        // The count before the configuration: a reload in between is seen
+        // at the first repin.
+        let generation = state.generation.load(Ordering::Acquire);
         let rt = state.runtime.load_full();
         let conn = Conn {
             state: state.clone(),
@@ -278,6 +296,7 @@ async fn accept_loop(
             id,
             requests: AtomicU64::new(0),
             accepted_with: ArcSwap::new(rt.clone()),
+            generation: AtomicU64::new(generation),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
         let open = Open(tracker.clone());
@@ -314,6 +333,8 @@ struct Conn {
     /// keeps the address (see [`Conn::repin`]), so a long keep-alive
     /// connection does not keep old configurations and their upstreams alive.
     accepted_with: ArcSwap<Runtime>,
+    /// `State::generation` when `accepted_with` was last found current.
+    generation: AtomicU64,
 }
 
 impl Conn {
@@ -321,16 +342,22 @@ impl Conn {
     /// still has the connection's listening address, hold that one
     /// (dropping an older one) and say so. Otherwise keep the old one for
     /// the requests still to come. Without a reload since the last call,
-    /// two pointer loads.
+    /// two loads of a counter.
     fn repin(&self) -> bool {
+        let generation = self.state.generation.load(Ordering::Acquire);
+        if generation == self.generation.load(Ordering::Relaxed) {
+            return true;
+        }
         let current = self.state.runtime.load();
         if Arc::ptr_eq(&current, &self.accepted_with.load()) {
+            self.generation.store(generation, Ordering::Relaxed);
             return true;
         }
         let kept = current.listens.iter().any(|g| g.addr == self.listen);
         if kept {
             self.accepted_with
                 .store(arc_swap::Guard::into_inner(current));
+            self.generation.store(generation, Ordering::Relaxed);
         }
         kept
     }
