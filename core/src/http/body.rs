@@ -122,6 +122,33 @@ impl RespBody {
     }
 
     /// Whether a tunnel waits behind this (empty) body.
+    /// The body comes from an upstream: [`RespBody::poll_append`] reads it.
+    pub fn from_upstream(&self) -> bool {
+        matches!(self.kind, Kind::Upstream(..))
+    }
+
+    /// An upstream's body: its next piece (at most `max` bytes) appended
+    /// to `out`, straight from the upstream's read buffer (no `Bytes`
+    /// allocated per piece); `None` at its end, as for any other body
+    /// that is not from an upstream.
+    pub fn poll_append(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Poll<Option<Result<usize, BodyError>>> {
+        let Kind::Upstream(body, _) = &mut self.kind else {
+            return Poll::Ready(None);
+        };
+        let polled = body.poll_append(cx, out, max);
+        // The connection is free as soon as the last piece is read.
+        self.release_idle();
+        if let Poll::Ready(Some(Ok(n))) = &polled {
+            self.sent += *n as u64;
+        }
+        polled
+    }
+
     pub fn has_tunnel(&self) -> bool {
         matches!(self.kind, Kind::Tunnel(Some(_)))
     }

@@ -33,15 +33,21 @@ pub enum Decoder {
 /// A chunk-size line or a trailer section longer than this is refused.
 const LINE_MAX: usize = 4096;
 
-/// Up to `n` bytes of what `buf` holds, as a piece of the body, and how
-/// many of the `n` remain; `None` when it holds nothing.
-fn take(buf: &mut ReadBuf, n: u64) -> Option<(Bytes, u64)> {
+/// Up to `n` bytes (and at most `max`) of what `buf` holds, given to
+/// `emit` as a piece of the body, and how many of the `n` remain; `None`
+/// when it holds nothing (or `max` is 0).
+fn take<T>(
+    buf: &mut ReadBuf,
+    n: u64,
+    max: usize,
+    emit: &mut impl FnMut(&[u8]) -> T,
+) -> Option<(T, u64)> {
     let data = buf.data();
-    if data.is_empty() {
+    if data.is_empty() || max == 0 {
         return None;
     }
-    let len = n.min(data.len() as u64) as usize;
-    let piece = Bytes::copy_from_slice(&data[..len]);
+    let len = n.min(data.len().min(max) as u64) as usize;
+    let piece = emit(&data[..len]);
     buf.consume(len);
     Some((piece, n - len as u64))
 }
@@ -63,12 +69,24 @@ impl Decoder {
     /// The next piece of the body from `buf`: `Ok(None)` when more input
     /// is needed (or at the end: see `Decoder::Done`).
     pub fn decode(&mut self, buf: &mut ReadBuf) -> Result<Option<Bytes>, Invalid> {
+        self.decode_with(buf, usize::MAX, &mut Bytes::copy_from_slice)
+    }
+
+    /// [`Decoder::decode`], the piece (at most `max` bytes) given to
+    /// `emit` as a slice of `buf`: a caller that copies it somewhere makes
+    /// no `Bytes` of it.
+    pub fn decode_with<T>(
+        &mut self,
+        buf: &mut ReadBuf,
+        max: usize,
+        emit: &mut impl FnMut(&[u8]) -> T,
+    ) -> Result<Option<T>, Invalid> {
         loop {
             let data = buf.data();
             match *self {
                 Decoder::Done => return Ok(None),
                 Decoder::Length(n) => {
-                    let Some((piece, left)) = take(buf, n) else {
+                    let Some((piece, left)) = take(buf, n, max, emit) else {
                         return Ok(None);
                     };
                     *self = Decoder::length(left);
@@ -87,7 +105,7 @@ impl Decoder {
                     _ => return Err(Invalid),
                 },
                 Decoder::Chunked(Chunk::Data(n)) => {
-                    let Some((piece, left)) = take(buf, n) else {
+                    let Some((piece, left)) = take(buf, n, max, emit) else {
                         return Ok(None);
                     };
                     *self = Decoder::Chunked(if left == 0 {

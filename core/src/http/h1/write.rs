@@ -178,64 +178,109 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
         drop(body);
         return written(io::write_all(io, &buf, ask.send).await.is_ok() && keep);
     }
+    // A small body from an upstream, all of it within the buffer: copied
+    // from the upstream's read buffer into this one as it comes (no frame
+    // and no `Bytes` per piece).
+    let append = match out {
+        Out::Length(n) => {
+            body.from_upstream() && exact == Some(n) && buf.len() as u64 + n <= SIZE as u64
+        }
+        _ => false,
+    };
     let mut sent = 0u64;
-    loop {
-        // Take the next frame if it is ready; flush before waiting for one.
-        let polled = {
-            let mut next = pin!(body.frame());
-            std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await
-        };
-        let frame = match polled {
-            Poll::Ready(f) => f,
-            Poll::Pending => {
-                if !buf.is_empty() {
-                    if io::write_all(io, &buf, ask.send).await.is_err() {
-                        return Written::Close;
+    if append {
+        loop {
+            let left = match out {
+                Out::Length(n) => usize::try_from(n - sent).unwrap_or(0),
+                _ => 0,
+            };
+            let polled =
+                std::future::poll_fn(|cx| Poll::Ready(body.poll_append(cx, &mut buf, left)));
+            let polled = match polled.await {
+                Poll::Ready(polled) => polled,
+                Poll::Pending => {
+                    // Flush before waiting, as for frames below.
+                    if !buf.is_empty() {
+                        if io::write_all(io, &buf, ask.send).await.is_err() {
+                            return Written::Close;
+                        }
+                        buf.clear();
                     }
-                    buf.clear();
+                    std::future::poll_fn(|cx| body.poll_append(cx, &mut buf, left)).await
                 }
-                body.frame().await
-            }
-        };
-        let data = match frame {
-            None => break,
-            Some(Err(_)) => {
-                // The body broke (an upstream cut it short): what came
-                // goes out, then the close tells the client it is not
-                // complete (no last chunk, or fewer bytes than announced).
-                drop(body);
-                let _ = io::write_all(io, &buf, ask.send).await;
-                return Written::Close;
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers: not passed on
-            },
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        if let Out::Length(n) = out {
-            if sent > n {
-                // More than announced: the response is broken, stop here.
-                keep = false;
-                break;
+            };
+            match polled {
+                None => break,
+                Some(Ok(n)) => sent += n as u64,
+                Some(Err(_)) => {
+                    // Cut short: as a broken frame below.
+                    drop(body);
+                    let _ = io::write_all(io, &buf, ask.send).await;
+                    return Written::Close;
+                }
             }
         }
-        if out == Out::Chunked {
-            let _ = write!(&mut *buf, "{:x}\r\n", data.len());
-        }
-        if buf.len() + data.len() + 2 <= SIZE {
-            buf.extend_from_slice(&data);
-        } else {
-            if io::write_two(io, &buf, &data, ask.send).await.is_err() {
-                return Written::Close;
+    }
+
+    if !append {
+        loop {
+            // Take the next frame if it is ready; flush before waiting for one.
+            let polled = {
+                let mut next = pin!(body.frame());
+                std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await
+            };
+            let frame = match polled {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    if !buf.is_empty() {
+                        if io::write_all(io, &buf, ask.send).await.is_err() {
+                            return Written::Close;
+                        }
+                        buf.clear();
+                    }
+                    body.frame().await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(_)) => {
+                    // The body broke (an upstream cut it short): what came
+                    // goes out, then the close tells the client it is not
+                    // complete (no last chunk, or fewer bytes than announced).
+                    drop(body);
+                    let _ = io::write_all(io, &buf, ask.send).await;
+                    return Written::Close;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers: not passed on
+                },
+            };
+            if data.is_empty() {
+                continue;
             }
-            buf.clear();
-        }
-        if out == Out::Chunked {
-            buf.extend_from_slice(b"\r\n");
+            sent += data.len() as u64;
+            if let Out::Length(n) = out {
+                if sent > n {
+                    // More than announced: the response is broken, stop here.
+                    keep = false;
+                    break;
+                }
+            }
+            if out == Out::Chunked {
+                let _ = write!(&mut *buf, "{:x}\r\n", data.len());
+            }
+            if buf.len() + data.len() + 2 <= SIZE {
+                buf.extend_from_slice(&data);
+            } else {
+                if io::write_two(io, &buf, &data, ask.send).await.is_err() {
+                    return Written::Close;
+                }
+                buf.clear();
+            }
+            if out == Out::Chunked {
+                buf.extend_from_slice(b"\r\n");
+            }
         }
     }
     // The body is done: dropping it now, before the last write, writes

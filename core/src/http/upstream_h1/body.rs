@@ -41,7 +41,7 @@ pub struct UpstreamBody {
     reusable: bool,
 }
 
-fn failed(what: &'static str) -> Poll<Option<Result<Bytes, BodyError>>> {
+fn failed<T>(what: &'static str) -> Poll<Option<Result<T, BodyError>>> {
     Poll::Ready(Some(Err(BodyError(what))))
 }
 
@@ -116,12 +116,33 @@ impl UpstreamBody {
     }
 
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.poll_piece(cx, usize::MAX, &mut Owned)
+    }
+
+    /// The next piece of the body (at most `max` bytes) appended to `out`,
+    /// and its length: one copy, from the upstream's buffer to the
+    /// client's, and no allocation.
+    pub fn poll_append(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Poll<Option<Result<usize, BodyError>>> {
+        self.poll_piece(cx, max, &mut Append(out))
+    }
+
+    fn poll_piece<S: Sink>(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        sink: &mut S,
+    ) -> Poll<Option<Result<S::Piece, BodyError>>> {
         loop {
             let (Some(conn), Some(buf)) = (self.conn.as_mut(), self.buf.as_mut()) else {
                 return Poll::Ready(None);
             };
             let run = match &mut self.decode {
-                Decode::Framed(d) => match d.decode(buf) {
+                Decode::Framed(d) => match d.decode_with(buf, max, &mut |data| sink.copy(data)) {
                     Ok(Some(piece)) => {
                         if d.is_done() {
                             self.end();
@@ -140,13 +161,17 @@ impl UpstreamBody {
                 },
                 Decode::UntilClose => {
                     if !buf.is_empty() {
-                        return Poll::Ready(Some(Ok(buf.take_all())));
+                        let n = buf.data().len().min(max);
+                        let piece = sink.copy(&buf.data()[..n]);
+                        buf.consume(n);
+                        return Poll::Ready(Some(Ok(piece)));
                     }
                     0
                 }
             };
+            let run = run.min(DIRECT_MAX).min(max as u64);
             if buf.is_empty() && run >= DIRECT_MIN {
-                let mut direct = BytesMut::with_capacity(run.min(DIRECT_MAX) as usize);
+                let mut direct = BytesMut::with_capacity(run as usize);
                 return match poll_read_into(cx, &mut conn.io, &mut direct) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Ok(0)) => {
@@ -160,7 +185,7 @@ impl UpstreamBody {
                                 self.end();
                             }
                         }
-                        Poll::Ready(Some(Ok(direct.freeze())))
+                        Poll::Ready(Some(Ok(sink.owned(direct.freeze()))))
                     }
                     Poll::Ready(Err(e)) => {
                         self.fail();
@@ -187,6 +212,46 @@ impl UpstreamBody {
                 }
             }
         }
+    }
+}
+
+/// Where a piece of the body goes.
+trait Sink {
+    type Piece;
+    /// A piece that is a slice of the read buffer.
+    fn copy(&mut self, data: &[u8]) -> Self::Piece;
+    /// A piece read straight from the socket into its own bytes.
+    fn owned(&mut self, data: Bytes) -> Self::Piece;
+}
+
+/// Each piece as `Bytes` of its own.
+struct Owned;
+
+impl Sink for Owned {
+    type Piece = Bytes;
+
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+
+    fn owned(&mut self, data: Bytes) -> Bytes {
+        data
+    }
+}
+
+/// Each piece appended to a buffer; the piece is its length.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Sink for Append<'_> {
+    type Piece = usize;
+
+    fn copy(&mut self, data: &[u8]) -> usize {
+        self.0.extend_from_slice(data);
+        data.len()
+    }
+
+    fn owned(&mut self, data: Bytes) -> usize {
+        self.copy(&data)
     }
 }
 
