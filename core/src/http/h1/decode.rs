@@ -225,4 +225,24 @@ mod tests {
         assert_eq!(buf.data(), b"def");
         assert!(Decoder::length(0).is_done());
     }
+
+    #[test]
+    fn pieces_given_to_a_sink_stay_within_max() {
+        let mut d = Decoder::chunked();
+        let mut buf = ReadBuf::new();
+        buf.push(b"5\r\nabcde\r\n0\r\n\r\n");
+        let mut out = Vec::new();
+        let mut append = |data: &[u8]| {
+            out.extend_from_slice(data);
+            data.len()
+        };
+        assert_eq!(d.decode_with(&mut buf, 2, &mut append), Ok(Some(2)));
+        assert_eq!(d.decode_with(&mut buf, 2, &mut append), Ok(Some(2)));
+        // Nothing with no room.
+        assert_eq!(d.decode_with(&mut buf, 0, &mut append), Ok(None));
+        assert_eq!(d.decode_with(&mut buf, 9, &mut append), Ok(Some(1)));
+        assert_eq!(d.decode_with(&mut buf, 9, &mut append), Ok(None));
+        assert!(d.is_done());
+        assert_eq!(out, b"abcde");
+    }
 }
