@@ -483,6 +483,42 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
     }
 }
 
+/// The location's filter modules, in order: the longest delay they ask
+/// for, or the answer one gave instead. Out of line: most locations have
+/// none, and the request path's code stays compact without it.
+#[inline(never)]
+fn filters<'a>(
+    p: &'a Proxy,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    hook_cx: &HookCx<'a>,
+    request_view: &RequestView<'_>,
+    mut module_values: Option<&mut &mut Vec<(usize, &'static str)>>,
+) -> Result<u64, Box<Response<RespBody>>> {
+    let mut delay = 0;
+    let request_context = |line: &mut String| request_context(cx, parts, line);
+    let log_cx = LogContext {
+        conn: cx.conn,
+        context: &request_context,
+    };
+    for run in &p.filters {
+        hook_cx.templates.set(&run.filter.templates);
+        let result = run.filter.check(run.scope, request_view, &log_cx);
+        if let (false, Some(values)) = (result.variable.is_empty(), module_values.as_mut()) {
+            values.push((run.index, result.variable.as_str()));
+        }
+        match result.action {
+            FilterAction::Pass => {}
+            FilterAction::Delay(ms) => delay = delay.max(ms),
+            FilterAction::Reject(r) => return Err(Box::new(rejection(r))),
+            FilterAction::Error(msg) => {
+                return Err(Box::new(hook_error(cx, parts, &p.upstream.name, &msg, 500)))
+            }
+        }
+    }
+    Ok(delay)
+}
+
 /// The answer a module gave instead of proxying.
 fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(r.body.into_string()));
@@ -572,27 +608,18 @@ pub async fn run(
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
-        let mut filter_delay = 0;
-        let request_context = |line: &mut String| request_context(cx, &parts, line);
-        let log_cx = LogContext {
-            conn: cx.conn,
-            context: &request_context,
+        let filter_delay = if p.filters.is_empty() {
+            0
+        } else {
+            filters(
+                p,
+                cx,
+                &parts,
+                &hook_cx,
+                &request_view,
+                module_values.as_mut(),
+            )?
         };
-        for run in &p.filters {
-            hook_cx.templates.set(&run.filter.templates);
-            let result = run.filter.check(run.scope, &request_view, &log_cx);
-            if let (false, Some(values)) = (result.variable.is_empty(), module_values.as_mut()) {
-                values.push((run.index, result.variable.as_str()));
-            }
-            match result.action {
-                FilterAction::Pass => {}
-                FilterAction::Delay(ms) => filter_delay = filter_delay.max(ms),
-                FilterAction::Reject(r) => return Err(Box::new(rejection(r))),
-                FilterAction::Error(msg) => {
-                    return Err(Box::new(hook_error(cx, &parts, &up.name, &msg, 500)))
-                }
-            }
-        }
         hook_cx.templates.set(&up.templates);
 
         let delay_ms = filter_delay.max(
@@ -769,7 +796,7 @@ pub async fn run(
                     &mut tries_left,
                 );
                 let upstream_h1::Response {
-                    parts: mut head,
+                    parts: head,
                     passed,
                     body: upstream_body,
                     upgraded,
@@ -779,25 +806,8 @@ pub async fn run(
                     peer: i,
                 };
                 if let Some(upgraded) = upgraded {
-                    // The try is over for the balancer (`free` ran above,
-                    // as a success), but the peer's connection stays
-                    // counted until the tunnel ends: nginx frees the peer
-                    // when it finalizes the request, at the tunnel's end,
-                    // and always as a success, so least_conn and max_conns
-                    // see open tunnels as the connections they are. The
-                    // upstream connection is the tunnel's and never goes
-                    // back to the pool.
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], uri);
-                    let tunnel = crate::http::tunnel::Tunnel::new(
-                        upgraded,
-                        context(cx, &parts, &upstream),
-                        cx.conn,
-                    );
-                    // The 101's headers (Upgrade) go out through the map.
-                    passed.append_to(&mut head.headers);
-                    let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
-                    *resp.version_mut() = Version::HTTP_11;
-                    return resp;
+                    return switched(upgraded, head, &passed, hold, cx, &parts, &upstream);
                 }
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
@@ -834,6 +844,34 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A `101 Switching Protocols` passed on: the response that carries the
+/// tunnel (cold: out of the request path's code).
+///
+/// The try is over for the balancer (`free` ran, as a success), but the
+/// peer's connection stays counted until the tunnel ends (`hold`): nginx
+/// frees the peer when it finalizes the request, at the tunnel's end, and
+/// always as a success, so least_conn and max_conns see open tunnels as
+/// the connections they are. The upstream connection is the tunnel's and
+/// never goes back to the pool.
+#[cold]
+#[inline(never)]
+fn switched(
+    upgraded: Box<upstream_h1::Upgraded>,
+    mut head: http::response::Parts,
+    passed: &upstream_h1::Passed,
+    hold: PeerHold,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    upstream: &str,
+) -> Response<RespBody> {
+    let tunnel = crate::http::tunnel::Tunnel::new(upgraded, context(cx, parts, upstream), cx.conn);
+    // The 101's headers (Upgrade) go out through the map.
+    passed.append_to(&mut head.headers);
+    let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
+    *resp.version_mut() = Version::HTTP_11;
+    resp
 }
 
 /// Every peer down or busy: nginx's "no live upstreams" (cold: the
