@@ -19,6 +19,8 @@
 //!   (request bodies here, response bodies in the upstream client)
 //! - `body`: the request body the handler streams upstream
 //! - `write`: response encoding
+//! - `idle`: the worker's idle connections, counted and woken after a
+//!   reload or a stop (a thread-local list of wakers)
 
 pub mod body;
 pub(crate) mod decode;
