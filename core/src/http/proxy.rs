@@ -654,6 +654,7 @@ pub async fn run(
                 delay_ms,
             )))
             .await;
+            state.waited();
             name
         }
         Err(resp) => return *resp,
@@ -682,7 +683,9 @@ pub async fn run(
     // enforces while it is read).
     let chunked_to_http10 = !p.http11 && !body_empty && length.is_none();
     let (buffered, mut body) = if chunked_to_http10 {
-        match Box::pin(body.collect()).await {
+        let collected = Box::pin(body.collect()).await;
+        state.waited();
+        match collected {
             Ok(collected) => (Some(collected.to_bytes()), None),
             // The connection answers a body it could not read (400, 413)
             // or closes; this answer is not used.

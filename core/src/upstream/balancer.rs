@@ -14,7 +14,7 @@ use waypost_module_api::{
 use crate::clock;
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
-use crate::modules::watch::{timed, timed_from};
+use crate::modules::watch::timed_from;
 
 /// Hook failures in a row after which the upstream logs an alert (and
 /// again after as many more): one panic is a request's bad luck, a run of
@@ -80,15 +80,16 @@ impl Balancer {
 
     /// Runs `init_peer`. On `Ready` the caller must later call `drop_peer`
     /// on the same storage (see [`PeerState`]).
+    /// Also returns the clock reading at its end.
     pub fn init_peer(
         &self,
         request: &RequestView<'_>,
         peers: &PeersView<'_>,
         storage: &mut PeerStorage,
-    ) -> InitPeerResult {
+    ) -> (InitPeerResult, Instant) {
         // SAFETY: `this` is the object this vtable belongs to; storage is
         // exclusively ours for the request.
-        let result = timed(&self.module, "init_peer", || unsafe {
+        let (result, end) = timed_from(&self.module, "init_peer", clock::read(), || unsafe {
             (self.object.vtable.init_peer)(self.this(), request, peers, storage)
         });
         // Only `get` ends a run of failures: a request whose init_peer
@@ -96,14 +97,19 @@ impl Balancer {
         if matches!(result, InitPeerResult::Error(_)) {
             self.count(true);
         }
-        result
+        (result, end)
     }
 
-    /// Runs `get`; also returns the clock reading at its end (the try's
-    /// start).
-    pub fn get(&self, storage: &mut PeerStorage, peers: &PeersView<'_>) -> (GetResult, Instant) {
+    /// Runs `get`, timed from `start`; also returns the clock reading at
+    /// its end (the try's start).
+    pub fn get(
+        &self,
+        storage: &mut PeerStorage,
+        peers: &PeersView<'_>,
+        start: Instant,
+    ) -> (GetResult, Instant) {
         // SAFETY: storage was initialised by a successful init_peer.
-        let (result, end) = timed_from(&self.module, "get", clock::read(), || unsafe {
+        let (result, end) = timed_from(&self.module, "get", start, || unsafe {
             (self.object.vtable.get)(self.this(), storage, peers)
         });
         self.count(matches!(result, GetResult::Error(_)));
@@ -111,19 +117,18 @@ impl Balancer {
     }
 
     /// Runs `free`; `now` is a clock reading taken just before (the try's
-    /// end).
+    /// end). Also returns the reading at its end.
     pub fn free(
         &self,
         storage: &mut PeerStorage,
         peers: &PeersView<'_>,
         outcome: TryOutcome,
         now: Instant,
-    ) -> FreeAction {
+    ) -> (FreeAction, Instant) {
         // SAFETY: as for get.
         timed_from(&self.module, "free", now, || unsafe {
             (self.object.vtable.free)(self.this(), storage, peers, outcome)
         })
-        .0
     }
 
     /// # Safety
@@ -148,6 +153,11 @@ pub struct PeerState<'b> {
     balancer: &'b Balancer,
     pub storage: PeerStorage,
     ready: bool,
+    /// The clock reading at the end of the last hook (`init_peer` or
+    /// `free`), while no await came since: the next `get`'s start. The
+    /// work between is the core's own, microseconds against the slow-hook
+    /// threshold of a millisecond.
+    hook_end: Option<Instant>,
 }
 
 impl<'b> PeerState<'b> {
@@ -156,21 +166,35 @@ impl<'b> PeerState<'b> {
             balancer,
             storage: PeerStorage::new(),
             ready: false,
+            hook_end: None,
         }
     }
 
     pub fn init(&mut self, request: &RequestView<'_>, peers: &PeersView<'_>) -> InitPeerResult {
-        let result = self.balancer.init_peer(request, peers, &mut self.storage);
+        let (result, end) = self.balancer.init_peer(request, peers, &mut self.storage);
         self.ready = matches!(result, InitPeerResult::Ready);
+        self.hook_end = Some(end);
         result
     }
 
+    /// Runs `get`, timed from the end of the hook before it if nothing
+    /// waited since (a clock reading fewer), and returns the try's start.
     pub fn get(&mut self, peers: &PeersView<'_>) -> (GetResult, Instant) {
-        self.balancer.get(&mut self.storage, peers)
+        let start = self.hook_end.take().unwrap_or_else(clock::read);
+        self.balancer.get(&mut self.storage, peers, start)
     }
 
     pub fn free(&mut self, peers: &PeersView<'_>, outcome: TryOutcome, now: Instant) -> FreeAction {
-        self.balancer.free(&mut self.storage, peers, outcome, now)
+        let (action, end) = self.balancer.free(&mut self.storage, peers, outcome, now);
+        self.hook_end = Some(end);
+        action
+    }
+
+    /// The request waited (a delay, a body read) since the last hook:
+    /// the next `get` reads the clock rather than count the wait as its
+    /// own.
+    pub fn waited(&mut self) {
+        self.hook_end = None;
     }
 }
 
