@@ -701,14 +701,23 @@ pub async fn run(
     // was read whole.
     let replayable = body_empty || buffered.is_some();
     let mut tries_left = p.tries;
-    let uri = upstream_uri(&parts, cx.head, p, location);
+    // Made only when `proxy_pass` has a URI part; otherwise the request's
+    // own target (no `Uri` built, no reference count taken).
+    let rewritten = p
+        .uri
+        .is_some()
+        .then(|| upstream_uri(&parts, cx.head, p, location));
     let framing = match (&buffered, length) {
         _ if body_empty => Framing::None,
         (Some(b), _) => Framing::Length(b.len() as u64),
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::Chunked,
     };
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = rewritten
+        .as_ref()
+        .unwrap_or(&parts.uri)
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str());
     let req_head = upstream_head(&parts, p, &vars(), target, framing);
 
     loop {
@@ -725,7 +734,7 @@ pub async fn run(
                     cx,
                     &parts,
                     record,
-                    &format!("{scheme}://{}{}", up.name, uri),
+                    &format!("{scheme}://{}{}", up.name, target),
                     &up.name,
                 );
             }
@@ -809,7 +818,7 @@ pub async fn run(
                     peer: i,
                 };
                 if let Some(upgraded) = upgraded {
-                    let upstream = format!("{scheme}://{}{}", up.addrs[i], uri);
+                    let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
                     return switched(upgraded, head, &passed, hold, cx, &parts, &upstream);
                 }
                 let mut resp =
@@ -827,7 +836,7 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
                 }
-                log_failure(cx, &parts, &failure.message, scheme, &up.addrs[i], &uri);
+                log_failure(cx, &parts, &failure.message, scheme, &up.addrs[i], &target);
                 release(
                     up,
                     &mut state,
