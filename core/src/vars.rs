@@ -546,12 +546,24 @@ pub fn arg<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     if name.is_empty() {
         return None;
     }
-    for pair in query.split('&') {
-        if pair.len() > name.len()
-            && pair.as_bytes()[name.len()] == b'='
-            && pair[..name.len()].eq_ignore_ascii_case(name)
-        {
-            return Some(&pair[name.len() + 1..]);
+    // On bytes (`&` and `=` are ASCII, so the value's ends are character
+    // boundaries): splitting the `str` by a `char` cost ~130 instructions
+    // per request with `limit_req` keyed on an argument.
+    let (q, n) = (query.as_bytes(), name.as_bytes());
+    let mut start = 0;
+    while start + n.len() < q.len() {
+        let pair = &q[start..];
+        if pair[n.len()] == b'=' && pair[..n.len()].eq_ignore_ascii_case(n) {
+            let from = start + n.len() + 1;
+            let end = q[from..]
+                .iter()
+                .position(|&c| c == b'&')
+                .map_or(q.len(), |i| from + i);
+            return query.get(from..end);
+        }
+        match pair.iter().position(|&c| c == b'&') {
+            Some(i) => start += i + 1,
+            None => break,
         }
     }
     None
@@ -1018,6 +1030,13 @@ mod tests {
         assert_eq!(arg("a&a=2", "a"), Some("2"));
         assert_eq!(arg("xa=1&a=3", "a"), Some("3"));
         assert_eq!(arg("", "a"), None);
+        // A pair shorter than the name, then the name; a value up to the
+        // next `&` only; a name at the very end without a value.
+        assert_eq!(arg("a&ab=1", "ab"), Some("1"));
+        assert_eq!(arg("ab=1&c=2", "ab"), Some("1"));
+        assert_eq!(arg("c=2&ab", "ab"), None);
+        assert_eq!(arg("c=2&ab=", "ab"), Some(""));
+        assert_eq!(arg("k=\u{e9}t\u{e9}&x=1", "k"), Some("\u{e9}t\u{e9}"));
     }
 
     #[test]

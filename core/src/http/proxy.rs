@@ -484,8 +484,10 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
 }
 
 /// The location's filter modules, in order: the longest delay they ask
-/// for, or the answer one gave instead. Out of line: most locations have
-/// none, and the request path's code stays compact without it.
+/// for and the clock reading at the last one's end (each hook is timed
+/// from the previous one's end), or the answer one gave instead. Out of
+/// line: most locations have none, and the request path's code stays
+/// compact without it.
 #[inline(never)]
 fn filters<'a>(
     p: &'a Proxy,
@@ -494,8 +496,9 @@ fn filters<'a>(
     hook_cx: &HookCx<'a>,
     request_view: &RequestView<'_>,
     mut module_values: Option<&mut &mut Vec<(usize, &'static str)>>,
-) -> Result<u64, Box<Response<RespBody>>> {
+) -> Result<(u64, Instant), Box<Response<RespBody>>> {
     let mut delay = 0;
+    let mut at = clock::read();
     let request_context = |line: &mut String| request_context(cx, parts, line);
     let log_cx = LogContext {
         conn: cx.conn,
@@ -503,7 +506,8 @@ fn filters<'a>(
     };
     for run in &p.filters {
         hook_cx.templates.set(&run.filter.templates);
-        let result = run.filter.check(run.scope, request_view, &log_cx);
+        let (result, end) = run.filter.check(run.scope, request_view, &log_cx, at);
+        at = end;
         if let (false, Some(values)) = (result.variable.is_empty(), module_values.as_mut()) {
             values.push((run.index, result.variable.as_str()));
         }
@@ -516,7 +520,7 @@ fn filters<'a>(
             }
         }
     }
-    Ok(delay)
+    Ok((delay, at))
 }
 
 /// The answer a module gave instead of proxying.
@@ -608,22 +612,27 @@ pub async fn run(
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
-        let filter_delay = if p.filters.is_empty() {
-            0
+        let (filter_delay, filters_end) = if p.filters.is_empty() {
+            (0, None)
         } else {
-            filters(
+            let (delay, end) = filters(
                 p,
                 cx,
                 &parts,
                 &hook_cx,
                 &request_view,
                 module_values.as_mut(),
-            )?
+            )?;
+            (delay, Some(end))
         };
         hook_cx.templates.set(&up.templates);
 
         let delay_ms = filter_delay.max(
-            match state.init(&request_view, &peers_view(up, &tried, clock::unix_secs())) {
+            match state.init(
+                &request_view,
+                &peers_view(up, &tried, clock::unix_secs()),
+                filters_end,
+            ) {
                 InitPeerResult::Ready => 0,
                 InitPeerResult::Delay(ms) => ms,
                 InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),

@@ -15,16 +15,11 @@ use crate::modules::loader::LoadedModule;
 /// A hook slower than this is counted and logged.
 pub const SLOW_HOOK: Duration = Duration::from_millis(1);
 
-/// Runs `f`, a call of `module`'s hook `hook`, and reports it if slow.
-#[inline]
-pub fn timed<R>(module: &LoadedModule, hook: &'static str, f: impl FnOnce() -> R) -> R {
-    timed_from(module, hook, clock::read(), f).0
-}
-
-/// [`timed`] from `start`, a clock reading the caller took just before
-/// (and needs itself); returns the reading at the hook's end too, so a
-/// caller that needs the time after the hook does not read the clock
-/// again.
+/// Runs `f`, a call of `module`'s hook `hook`, timed from `start`, a
+/// clock reading the caller took just before (often the end of the hook
+/// before), and reports it if slow; returns the reading at the hook's end
+/// too, so the next hook or a caller that needs the time after this one
+/// does not read the clock again.
 #[inline]
 pub fn timed_from<R>(
     module: &LoadedModule,

@@ -89,17 +89,19 @@ unsafe impl Send for Filter {}
 unsafe impl Sync for Filter {}
 
 impl Filter {
-    /// Runs the module's `check`; what it logs meanwhile is `log`'s
-    /// request's line.
+    /// Runs the module's `check`, timed from `start` (a clock reading
+    /// taken just before); what it logs meanwhile is `log`'s request's
+    /// line. Also returns the reading at its end.
     pub fn check(
         &self,
         scope: u32,
         request: &RequestView<'_>,
         log: &LogContext<'_>,
-    ) -> FilterResult {
+        start: std::time::Instant,
+    ) -> (FilterResult, std::time::Instant) {
         let _current = Current::set(log);
         // SAFETY: `this` belongs to this vtable; the view lives for the call.
-        crate::modules::watch::timed(&self.module, "check", || unsafe {
+        crate::modules::watch::timed_from(&self.module, "check", start, || unsafe {
             (self.object.vtable.check)(self.object.this, scope, request)
         })
     }

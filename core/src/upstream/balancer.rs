@@ -86,10 +86,11 @@ impl Balancer {
         request: &RequestView<'_>,
         peers: &PeersView<'_>,
         storage: &mut PeerStorage,
+        start: Instant,
     ) -> (InitPeerResult, Instant) {
         // SAFETY: `this` is the object this vtable belongs to; storage is
         // exclusively ours for the request.
-        let (result, end) = timed_from(&self.module, "init_peer", clock::read(), || unsafe {
+        let (result, end) = timed_from(&self.module, "init_peer", start, || unsafe {
             (self.object.vtable.init_peer)(self.this(), request, peers, storage)
         });
         // Only `get` ends a run of failures: a request whose init_peer
@@ -170,8 +171,18 @@ impl<'b> PeerState<'b> {
         }
     }
 
-    pub fn init(&mut self, request: &RequestView<'_>, peers: &PeersView<'_>) -> InitPeerResult {
-        let (result, end) = self.balancer.init_peer(request, peers, &mut self.storage);
+    /// Runs `init_peer`, timed from `start` when a hook just ended (the
+    /// location's filters').
+    pub fn init(
+        &mut self,
+        request: &RequestView<'_>,
+        peers: &PeersView<'_>,
+        start: Option<Instant>,
+    ) -> InitPeerResult {
+        let start = start.unwrap_or_else(clock::read);
+        let (result, end) = self
+            .balancer
+            .init_peer(request, peers, &mut self.storage, start);
         self.ready = matches!(result, InitPeerResult::Ready);
         self.hook_end = Some(end);
         result
