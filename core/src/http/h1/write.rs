@@ -200,11 +200,8 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
                 Poll::Ready(polled) => polled,
                 Poll::Pending => {
                     // Flush before waiting, as for frames below.
-                    if !buf.is_empty() {
-                        if io::write_all(io, &buf, ask.send).await.is_err() {
-                            return Written::Close;
-                        }
-                        buf.clear();
+                    if !flush(io, &mut buf, ask.send).await {
+                        return Written::Close;
                     }
                     std::future::poll_fn(|cx| body.poll_append(cx, &mut buf, left)).await
                 }
@@ -232,11 +229,8 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
             let frame = match polled {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
-                    if !buf.is_empty() {
-                        if io::write_all(io, &buf, ask.send).await.is_err() {
-                            return Written::Close;
-                        }
-                        buf.clear();
+                    if !flush(io, &mut buf, ask.send).await {
+                        return Written::Close;
                     }
                     body.frame().await
                 }
@@ -293,6 +287,18 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
         _ => {}
     }
     written(io::write_all(io, &buf, ask.send).await.is_ok() && keep)
+}
+
+/// Writes what the buffer holds, before waiting for the body (nothing
+/// waits in the buffer while the upstream is slow); false if the client
+/// is gone.
+async fn flush<I: Io>(io: &I, buf: &mut Buf, send: Duration) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    let written = io::write_all(io, buf, send).await.is_ok();
+    buf.clear();
+    written
 }
 
 thread_local! {
