@@ -207,12 +207,9 @@ fn get(c: &mut Criterion) {
     // All three must pick the same sequence, or they do not do the same work.
     let mut state = PeerState::new(&up.balancer);
     let mut linked_state = PeerState::new(&linked);
+    assert!(matches!(state.init(&request, &view), InitPeerResult::Ready));
     assert!(matches!(
-        state.init(&request, &view, None),
-        InitPeerResult::Ready
-    ));
-    assert!(matches!(
-        linked_state.init(&request, &view, None),
+        linked_state.init(&request, &view),
         InitPeerResult::Ready
     ));
     for _ in 0..2 * PEERS {
@@ -248,7 +245,7 @@ fn get(c: &mut Criterion) {
         b.iter(|| {
             let mut state = PeerState::new(&up.balancer);
             let view = black_box(&view);
-            black_box(state.init(black_box(&request), view, None));
+            black_box(state.init(black_box(&request), view));
             let (chosen, started) = state.get(view);
             let peer = index(chosen);
             black_box(state.free(view, outcome(peer as u32), started))

@@ -612,8 +612,8 @@ pub async fn run(
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
-        let (filter_delay, filters_end) = if p.filters.is_empty() {
-            (0, None)
+        let filter_delay = if p.filters.is_empty() {
+            0
         } else {
             let (delay, end) = filters(
                 p,
@@ -623,16 +623,13 @@ pub async fn run(
                 &request_view,
                 module_values.as_mut(),
             )?;
-            (delay, Some(end))
+            state.hook_ended(end);
+            delay
         };
         hook_cx.templates.set(&up.templates);
 
         let delay_ms = filter_delay.max(
-            match state.init(
-                &request_view,
-                &peers_view(up, &tried, clock::unix_secs()),
-                filters_end,
-            ) {
+            match state.init(&request_view, &peers_view(up, &tried, clock::unix_secs())) {
                 InitPeerResult::Ready => 0,
                 InitPeerResult::Delay(ms) => ms,
                 InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),

@@ -227,9 +227,7 @@ impl Tracker {
         let idle = h1::idle::count();
         if idle > 0 {
             h1::idle::ask_to_close(idle.min(REUSE_AT_ONCE));
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::clock::unix_secs();
             if self.reuse_logged.swap(now, Ordering::Relaxed) != now {
                 log::write(
                     Level::Warn,

@@ -154,8 +154,9 @@ pub struct PeerState<'b> {
     balancer: &'b Balancer,
     pub storage: PeerStorage,
     ready: bool,
-    /// The clock reading at the end of the last hook (`init_peer` or
-    /// `free`), while no await came since: the next `get`'s start. The
+    /// The clock reading at the end of the last hook (a filter's `check`,
+    /// `init_peer` or `free`), while no await came since: the next hook's
+    /// start. The
     /// work between is the core's own, microseconds against the slow-hook
     /// threshold of a millisecond.
     hook_end: Option<Instant>,
@@ -171,15 +172,10 @@ impl<'b> PeerState<'b> {
         }
     }
 
-    /// Runs `init_peer`, timed from `start` when a hook just ended (the
-    /// location's filters').
-    pub fn init(
-        &mut self,
-        request: &RequestView<'_>,
-        peers: &PeersView<'_>,
-        start: Option<Instant>,
-    ) -> InitPeerResult {
-        let start = start.unwrap_or_else(clock::read);
+    /// Runs `init_peer`, timed from the end of the hook before it (the
+    /// location's filters', see [`PeerState::hook_ended`]) if there was one.
+    pub fn init(&mut self, request: &RequestView<'_>, peers: &PeersView<'_>) -> InitPeerResult {
+        let start = self.hook_end.take().unwrap_or_else(clock::read);
         let (result, end) = self
             .balancer
             .init_peer(request, peers, &mut self.storage, start);
@@ -199,6 +195,11 @@ impl<'b> PeerState<'b> {
         let (action, end) = self.balancer.free(&mut self.storage, peers, outcome, now);
         self.hook_end = Some(end);
         action
+    }
+
+    /// A hook outside the balancer (a filter's `check`) ended at `at`.
+    pub fn hook_ended(&mut self, at: Instant) {
+        self.hook_end = Some(at);
     }
 
     /// The request waited (a delay, a body read) since the last hook:
