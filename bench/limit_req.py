@@ -18,6 +18,16 @@ the proxy's CPU time per request (user + system over the run, less
 sensitive to other load on the machine). nginx runs the same two configs
 for reference.
 
+`--paired` measures the ratio another way, for both proxies: the plain
+and the limit_req config run at the same time, both pinned to CPU 0 (the
+scheduler shares it), one wrk each on CPU 1, for `--rounds` rounds after a
+2 s warm-up. On this shared machine one config's req/s swings by tens of
+percent from round to round, but whatever slows a round slows both
+configs alike, so the per-round ratios of req/s and of CPU time per
+request (user + system, read from /proc) hold within a few percent. The
+two processes also share the core's caches; if anything that counts
+against limit_req, whose 100,000 keys are the larger working set.
+
 Memory per key: a fresh proxy with limit_req gets 1 s of traffic on one
 key (connections and buffers warmed), VmRSS, then the 100,000 keys (every
 key at least once, checked), VmRSS again; the same for the plain config,
@@ -30,7 +40,7 @@ the next, so the script also counts waypost's instructions under callgrind
 5 s of traffic are counted, for each config.
 
 Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
-    cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind]
+    cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind | --paired]
 
 `--cluster` (needs redis-server too: apt-get install -y redis-server)
 measures `cluster=` instead, for `--cluster-mode window`, `leaky` or
@@ -75,27 +85,32 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-def http_conf(limit):
+def http_conf(limit, port=None):
+    port = port or PROXY
     zone = "  limit_req_zone $arg_app_id zone=apps:16m rate=100r/s;\n" if limit else ""
     lim = "limit_req zone=apps; " if limit else ""
     return f"""events {{ worker_connections 4096; }}
 http {{ access_log off;
 {zone}  upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests 1000000;
     location / {{ {lim}proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}"""
 
 
-def commands(d):
+def commands(d, ports=None):
+    """Each proxy with each config; `ports` gives each config's port (by
+    default both listen on PROXY)."""
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
     modules = os.path.join(ROOT, "target/release")
+    ports = ports or {}
     cmds = {}
     for limit in (False, True):
         tag = "limit" if limit else "plain"
+        conf = http_conf(limit, ports.get(tag))
         nx = write(d, f"nginx-{tag}.conf",
-                   f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx-{tag}.err;\n" + http_conf(limit))
+                   f"daemon off; worker_processes 1; pid {d}/nx-{tag}.pid; error_log {d}/nx-{tag}.err;\n" + conf)
         wp = write(d, f"waypost-{tag}.conf",
-                   f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{tag}.err;\n" + http_conf(limit))
+                   f"worker_processes 1; pid {d}/wp-{tag}.pid; error_log {d}/wp-{tag}.err;\n" + conf)
         cmds[("nginx", tag)] = ["nginx", "-p", d + "/", "-c", nx]
         cmds[("waypost", tag)] = [binary, "-p", d + "/", "-c", wp, "--modules-dir", modules]
     return cmds
@@ -111,9 +126,17 @@ end
 """)
 
 
-def wrk(d, secs, conns, keys):
-    out = subprocess.run(f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s -s {script(d, keys)} http://127.0.0.1:{PROXY}/",
+def wrk_command(d, secs, conns, keys, port=None):
+    return f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s -s {script(d, keys)} http://127.0.0.1:{port or PROXY}/"
+
+
+def wrk(d, secs, conns, keys, port=None):
+    out = subprocess.run(wrk_command(d, secs, conns, keys, port),
                          shell=True, capture_output=True, text=True).stdout
+    return wrk_result(out)
+
+
+def wrk_result(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -122,19 +145,76 @@ def wrk(d, secs, conns, keys):
     return rps, reqs, bad
 
 
-def start(cmd):
+def start(cmd, port=None):
     p = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_port(PROXY), f"{cmd[0]} did not listen"
+    assert wait_port(port or PROXY), f"{cmd[0]} did not listen"
     return p
+
+
+def proc_pids(p):
+    """The process and its children (nginx's master forks its worker)."""
+    kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+    return [p.pid] + [int(k) for k in kids]
+
+
+def user_system(pids):
+    """User and system CPU seconds of the processes."""
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        user += int(parts[11])
+        system += int(parts[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def paired(d, rounds, secs, conns):
+    """Both configs of one proxy at once, on CPU 0, one wrk each on CPU 1:
+    whatever slows the machine during a round slows both alike, so the
+    per-round ratios hold steady where alternating runs swing."""
+    ports = {"plain": PROXY, "limit": PROXY + 1}
+    cmds = commands(d, ports)
+    print("paired: plain and limit_req at once, both on CPU 0 (req/s and CPU us/req, user + system)")
+    for proxy in ("waypost", "nginx"):
+        procs = {tag: start(cmds[(proxy, tag)], port) for tag, port in ports.items()}
+        try:
+            ratios, cpu_ratios = [], []
+            for r in range(rounds + 1):
+                clients = {tag: subprocess.Popen(wrk_command(d, 2 if r == 0 else secs, conns, KEYS, port),
+                                                 shell=True, stdout=subprocess.PIPE, text=True)
+                           for tag, port in ports.items()}
+                before = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
+                outs = {tag: c.communicate()[0] for tag, c in clients.items()}
+                after = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
+                if r == 0:
+                    continue  # warm-up: fills the zone
+                res = {}
+                for tag in ports:
+                    _, reqs, bad = wrk_result(outs[tag])
+                    assert bad == 0, f"{proxy} {tag}: {bad} errors"
+                    user = (after[tag][0] - before[tag][0]) * 1e6 / reqs
+                    system = (after[tag][1] - before[tag][1]) * 1e6 / reqs
+                    res[tag] = (reqs / secs, user, system)
+                ratios.append(res["limit"][0] / res["plain"][0])
+                cpu_ratios.append(sum(res["plain"][1:]) / sum(res["limit"][1:]))
+                print(f"  {proxy} round {r}: plain {res['plain'][0]:.0f} req/s, "
+                      f"{res['plain'][1]:.2f} + {res['plain'][2]:.2f} us/req; limit_req {res['limit'][0]:.0f} req/s, "
+                      f"{res['limit'][1]:.2f} + {res['limit'][2]:.2f} us/req; "
+                      f"req/s {ratios[-1]:.3f}, CPU {cpu_ratios[-1]:.3f}", flush=True)
+            print(f"{proxy} paired: limit_req/plain req/s {statistics.median(ratios):.3f} "
+                  f"(per round {min(ratios):.3f}-{max(ratios):.3f}), plain/limit_req CPU per request "
+                  f"{statistics.median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})", flush=True)
+        finally:
+            for p in procs.values():
+                stop(p)
 
 
 def measure(d, cmd, secs, conns):
     p = start(cmd)
     try:
         wrk(d, 2, conns, KEYS)  # warm up, and fill the zone
-        # nginx's master forks a worker; count the worker's CPU too.
-        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-        pids = [p.pid] + [int(k) for k in kids]
+        pids = proc_pids(p)
         c0 = cpu_seconds(pids)
         rps, reqs, bad = wrk(d, secs, conns, KEYS)
         c1 = cpu_seconds(pids)
@@ -373,6 +453,8 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--callgrind", action="store_true", help="also count instructions per request")
+    ap.add_argument("--paired", action="store_true",
+                    help="only the paired measure: plain and limit_req at once on one CPU")
     ap.add_argument("--cluster", action="store_true", help="measure cluster= (needs redis-server)")
     ap.add_argument("--cluster-secs", type=int, default=10, help="windows of the sharing measure")
     ap.add_argument("--cluster-keys", type=int, default=KEYS, help="keys of the cluster throughput measure")
@@ -394,6 +476,9 @@ def main():
                     cluster_throughput(d, a, mode)
                 if not a.no_sharing:
                     cluster_sharing(d, a, mode)
+            return
+        if a.paired:
+            paired(d, a.rounds, a.secs, a.conns)
             return
         cmds = commands(d)
         runs = {k: [] for k in cmds}

@@ -545,8 +545,14 @@ pub struct MetricCell {
     pub value: AtomicU64,
 }
 
-/// Host services added in ABI 1.1. A prefix type: later minors append
-/// fields, which a module reads through accessors returning `Option`.
+/// Host services added in ABI 1.1.
+///
+/// A prefix type, but one the core builds and the module reads: it cannot
+/// grow. abi_stable checks the module's layout of it as it checks a table
+/// the module provides, and refuses a module built with fewer fields than
+/// the core has ("too many fields", tried with a `loop_ns` field added in
+/// a 1.2 draft). A later minor adds a new entry point in [`Module`] with a
+/// table of its own instead.
 ///
 /// Modules use it through [`crate::sdk::now_ns`], [`crate::sdk::random`]
 /// and [`crate::sdk::UpstreamConfig::counter`].

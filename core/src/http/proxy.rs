@@ -177,6 +177,9 @@ extern "C" fn hook_eval(ctx: *const c_void, id: u32) -> RStr<'static> {
     let Some(template) = cx.templates.get().get(id as usize) else {
         return RStr::from_str("");
     };
+    if let Some(s) = template.as_str(&cx.vars) {
+        return RStr::from_str(s);
+    }
     if let Some(slice) = template.as_slice(&cx.vars) {
         if let Ok(s) = std::str::from_utf8(slice) {
             return RStr::from_str(s);

@@ -58,16 +58,11 @@ impl RequestResult {
     }
 
     /// The result of `decision` with `limit_req_dry_run` `dry_run`, and the
-    /// index of the limit it is counted under; `passed_by` is the last
-    /// limit that accounted the request (for a pass). `None`: not counted.
-    pub fn of(
-        decision: &Decision,
-        dry_run: bool,
-        passed_by: Option<usize>,
-    ) -> Option<(usize, RequestResult)> {
+    /// index of the limit it is counted under. `None`: not counted.
+    pub fn of(decision: &Decision, dry_run: bool) -> Option<(usize, RequestResult)> {
         let (limit, result) = match *decision {
             Decision::Declined => return None,
-            Decision::Passed => (passed_by?, RequestResult::Passed),
+            Decision::Passed { limit } => (limit, RequestResult::Passed),
             Decision::Delayed { limit, .. } if dry_run => (limit, RequestResult::DelayedDryRun),
             Decision::Delayed { limit, .. } => (limit, RequestResult::Delayed),
             Decision::Rejected { limit, .. }

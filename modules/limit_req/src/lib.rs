@@ -96,35 +96,14 @@ impl Filter for LimitReq {
         let mut log = |level: LogLevel, message: &str| {
             waypost_module_api::sdk::log::<LimitReqModule>(level, message)
         };
-        // The last zone whose key applied: a pass is counted under it.
-        let mut keyed: Option<*const Zone> = None;
         let decision = limits.decide(
             limits.now(),
-            |zone| {
-                let key = request.eval(zone.template()).as_bytes();
-                if !key.is_empty() && key.len() <= MAX_KEY {
-                    keyed = Some(zone);
-                }
-                key
-            },
+            |zone| request.eval(zone.template()).as_bytes(),
             &mut log,
         );
-        if let Some(counters) = self.counters.get(scope) {
-            let passed_by = match decision {
-                Decision::Passed => keyed.and_then(|z| {
-                    limits
-                        .limits
-                        .iter()
-                        .position(|l| std::ptr::eq(Arc::as_ptr(&l.zone), z))
-                }),
-                _ => None,
-            };
-            if let Some((limit, result)) =
-                RequestResult::of(&decision, limits.settings.dry_run, passed_by)
-            {
-                if let Some(c) = counters.get(limit) {
-                    c.count(result);
-                }
+        if let Some((limit, result)) = RequestResult::of(&decision, limits.settings.dry_run) {
+            if let Some(c) = self.counters.get(scope).and_then(|c| c.get(limit)) {
+                c.count(result);
             }
         }
         limits.verdict(&decision, &mut log)

@@ -110,8 +110,12 @@ impl Settings {
 pub enum Decision {
     /// No limit applied: every key was empty (or too long).
     Declined,
-    /// Admitted at once.
-    Passed,
+    /// Admitted at once; `limit` is the last limit that accounted it
+    /// (the one the request is counted under).
+    Passed {
+        /// That limit.
+        limit: usize,
+    },
     /// Admitted after `ms`; `limit` had the longest delay, at `excess`.
     Delayed {
         /// The wait.
@@ -199,11 +203,14 @@ impl ScopeLimits {
         log: &mut dyn FnMut(LogLevel, &str),
     ) -> Decision {
         let n = self.limits.len();
-        let mut held = HeldSet::default();
+        // Made at the first held limit: a scope with one limit (most)
+        // never builds, nor drops, the set.
+        let mut held: Option<HeldSet> = None;
         // nginx's rc: None is NGX_DECLINED; Some(None) NGX_AGAIN (the
         // checked limits are held); Some(Some(excess)) NGX_OK.
         let mut rc: Option<Option<u64>> = None;
         let mut at = 0;
+        let mut accounted = 0;
         for (i, limit) in self.limits.iter().enumerate() {
             at = i;
             let zone = &*limit.zone;
@@ -225,9 +232,10 @@ impl ScopeLimits {
                 );
                 continue;
             }
+            accounted = i;
             match zone.lookup(key, zone.clock(now), limit.burst, i == n - 1) {
                 Outcome::Held { pin, .. } => {
-                    held.push(Held {
+                    held.get_or_insert_with(HeldSet::default).push(Held {
                         zone,
                         pin: Some(pin),
                         limit: i,
@@ -270,7 +278,7 @@ impl ScopeLimits {
         let mut excess = saved.unwrap_or(0);
         let mut limit = at;
         let mut max = self.limits[at].delay_ms(excess);
-        while let Some(mut h) = held.pop() {
+        while let Some(mut h) = held.as_mut().and_then(HeldSet::pop) {
             let pin = h.pin.take().expect("held limits keep their pin");
             let e = h.zone.commit(pin, h.zone.clock(now));
             let d = self.limits[h.limit].delay_ms(e);
@@ -281,7 +289,7 @@ impl ScopeLimits {
             }
         }
         if max == 0 {
-            Decision::Passed
+            Decision::Passed { limit: accounted }
         } else {
             Decision::Delayed {
                 ms: max,
@@ -293,12 +301,24 @@ impl ScopeLimits {
 
     /// The answer for `decision` under the scope's settings, logging as
     /// nginx does.
+    #[inline]
     pub fn verdict(&self, decision: &Decision, log: &mut dyn FnMut(LogLevel, &str)) -> Check {
+        match *decision {
+            Decision::Declined => Check::pass(""),
+            Decision::Passed { .. } => Check::pass(status::PASSED),
+            _ => self.verdict_limited(decision, log),
+        }
+    }
+
+    /// [`Self::verdict`] of a request a limit delayed or rejected: out of
+    /// line, most requests pass.
+    #[inline(never)]
+    fn verdict_limited(&self, decision: &Decision, log: &mut dyn FnMut(LogLevel, &str)) -> Check {
         let s = &self.settings;
         let dry = if s.dry_run { ", dry run" } else { "" };
         match *decision {
             Decision::Declined => Check::pass(""),
-            Decision::Passed => Check::pass(status::PASSED),
+            Decision::Passed { .. } => Check::pass(status::PASSED),
             Decision::Delayed { ms, excess, limit } => {
                 log(
                     s.delay_log_level(),

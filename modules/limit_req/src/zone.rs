@@ -526,7 +526,33 @@ impl Zone {
 
     /// nginx's `ngx_http_limit_req_lookup`: with `save` false (a limit
     /// other than the last) an admitted request is held, not saved.
+    ///
+    /// nginx's own case, a local bucket whose key is known, stays in this
+    /// short function; a new key, windows and cluster zones are out of
+    /// line. With `limit_req` in front of a fast proxy path, the check's
+    /// instruction-cache footprint costs more than its instructions.
     pub fn lookup(&self, key: &[u8], now: u64, burst: u64, save: bool) -> Outcome {
+        if self.spec.cluster.is_some() {
+            return self.lookup_cluster(key, now, burst, save);
+        }
+        let hash = self.store.hasher.hash_one(key);
+        let s = self.store.shard_of(hash);
+        let mut guard = self.store.lock(s);
+        let shard = &mut *guard;
+        match shard.find(hash, key) {
+            Some(slot) if self.algo.mode == Mode::Leaky => {
+                shard.touch(slot);
+                self.algo
+                    .leaky(&mut shard.nodes[slot as usize], now, burst, save, s, slot)
+                    .0
+            }
+            found => self.lookup_rest(shard, s, hash, key, found, now, save, None),
+        }
+    }
+
+    /// [`Zone::lookup`] for a zone shared through a cluster store.
+    #[inline(never)]
+    fn lookup_cluster(&self, key: &[u8], now: u64, burst: u64, save: bool) -> Outcome {
         let algo = self.algo;
         let cluster = self.cluster_view();
         if let (Mode::Leaky, Some(view)) = (algo.mode, cluster) {
@@ -556,92 +582,82 @@ impl Zone {
         let s = self.store.shard_of(hash);
         let mut guard = self.store.lock(s);
         let shard = &mut *guard;
+        let found = shard.find(hash, key);
+        if let (Some(slot), Mode::Leaky, Some(view)) = (found, algo.mode, cluster) {
+            shard.touch(slot);
+            shard.cover_sync(slot);
+            // A cluster bucket's additions are shared while Redis answers;
+            // while it fails (`local`), they stay local.
+            mark(&mut shard.sync[slot as usize], &mut shard.dirty, slot);
+            let (outcome, added) =
+                algo.leaky(&mut shard.nodes[slot as usize], now, burst, save, s, slot);
+            if view.up && matches!(outcome, Outcome::Admitted { .. }) {
+                let sync = &mut shard.sync[slot as usize];
+                sync.added = sync.added.saturating_add(added);
+            }
+            return outcome;
+        }
+        self.lookup_rest(shard, s, hash, key, found, now, save, cluster)
+    }
 
-        if let Some(slot) = shard.find(hash, key) {
+    /// The rest of [`Zone::lookup`], with the shard locked: a known key of
+    /// a window, or a new key.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn lookup_rest(
+        &self,
+        shard: &mut Shard,
+        s: usize,
+        hash: u64,
+        key: &[u8],
+        found: Option<u32>,
+        now: u64,
+        save: bool,
+        cluster: Option<ClusterView>,
+    ) -> Outcome {
+        let algo = self.algo;
+        if let Some(slot) = found {
             shard.touch(slot);
             if cluster.is_some() {
                 shard.cover_sync(slot);
             }
             let node = &mut shard.nodes[slot as usize];
-            return match algo.mode {
-                Mode::Leaky => {
-                    // A cluster bucket's additions are shared while Redis
-                    // answers; while it fails (`local`), they stay local.
-                    let shared = match cluster {
-                        Some(view) => {
-                            mark(&mut shard.sync[slot as usize], &mut shard.dirty, slot);
-                            view.up
-                        }
-                        None => false,
-                    };
-                    let (ms, excess) = algo.leak(node.excess, node.last, now);
-                    if excess > burst {
-                        return Outcome::Rejected {
-                            excess,
-                            retry_after: algo.leaky_retry(node.excess, ms, burst),
-                        };
-                    }
-                    if save {
-                        let added = excess - algo.level(node.excess, node.last, now);
-                        node.excess = excess;
-                        if ms != 0 {
-                            node.last = now;
-                        }
-                        if shared {
-                            let sync = &mut shard.sync[slot as usize];
-                            sync.added = sync.added.saturating_add(added);
-                        }
-                        return Outcome::Admitted { excess };
-                    }
-                    node.count += 1;
-                    Outcome::Held {
-                        excess,
-                        pin: Pin {
-                            shard: s as u32,
-                            slot,
-                            window: NEVER,
-                        },
-                    }
-                }
-                Mode::Window => {
-                    let window = now / algo.period_ms;
-                    let used = if node.last == window { node.excess } else { 0 };
-                    let admission = match cluster {
-                        None if used >= algo.requests => Admission::Full {
-                            over: used + 1 - algo.requests,
-                        },
-                        None => Admission::Admit,
-                        Some(view) => decide(
-                            &mut shard.sync[slot as usize],
-                            &mut shard.dirty,
-                            slot,
-                            window,
-                            used,
-                            algo.requests,
-                            view,
-                        ),
-                    };
-                    if let Some(rejected) = algo.window_rejection(admission, now) {
-                        return rejected;
-                    }
-                    // A held request reserves its place in the window, so
-                    // that concurrent requests never exceed N; a release
-                    // gives it back.
-                    node.last = window;
-                    node.excess = used.saturating_add(1);
-                    if save {
-                        return Outcome::Admitted { excess: 0 };
-                    }
-                    node.count += 1;
-                    Outcome::Held {
-                        excess: 0,
-                        pin: Pin {
-                            shard: s as u32,
-                            slot,
-                            window,
-                        },
-                    }
-                }
+            let window = now / algo.period_ms;
+            let used = if node.last == window { node.excess } else { 0 };
+            let admission = match cluster {
+                None if used >= algo.requests => Admission::Full {
+                    over: used + 1 - algo.requests,
+                },
+                None => Admission::Admit,
+                Some(view) => decide(
+                    &mut shard.sync[slot as usize],
+                    &mut shard.dirty,
+                    slot,
+                    window,
+                    used,
+                    algo.requests,
+                    view,
+                ),
+            };
+            if let Some(rejected) = algo.window_rejection(admission, now) {
+                return rejected;
+            }
+            // A held request reserves its place in the window, so that
+            // concurrent requests never exceed N; a release gives it back.
+            let node = &mut shard.nodes[slot as usize];
+            node.last = window;
+            node.excess = used.saturating_add(1);
+            if save {
+                return Outcome::Admitted { excess: 0 };
+            }
+            node.count += 1;
+            return Outcome::Held {
+                excess: 0,
+                pin: Pin {
+                    shard: s as u32,
+                    slot,
+                    window,
+                },
             };
         }
 
@@ -770,6 +786,48 @@ impl Zone {
 }
 
 impl Algo {
+    /// nginx's check of a known bucket, `node` at `slot` of shard `s`:
+    /// rejected when the level after this request is over `burst`, else
+    /// saved (`save`) or held. Also returns what a save added to the
+    /// level (a cluster bucket shares it).
+    #[inline(always)]
+    fn leaky(
+        &self,
+        node: &mut Node,
+        now: u64,
+        burst: u64,
+        save: bool,
+        s: usize,
+        slot: u32,
+    ) -> (Outcome, u64) {
+        let (ms, excess) = self.leak(node.excess, node.last, now);
+        if excess > burst {
+            let retry_after = self.leaky_retry(node.excess, ms, burst);
+            return (
+                Outcome::Rejected {
+                    excess,
+                    retry_after,
+                },
+                0,
+            );
+        }
+        if save {
+            let added = excess - self.level(node.excess, node.last, now);
+            node.excess = excess;
+            if ms != 0 {
+                node.last = now;
+            }
+            return (Outcome::Admitted { excess }, added);
+        }
+        node.count += 1;
+        let pin = Pin {
+            shard: s as u32,
+            slot,
+            window: NEVER,
+        };
+        (Outcome::Held { excess, pin }, 0)
+    }
+
     /// The leaky bucket after `now - last` ms plus this request:
     /// `excess - rate * ms / 1000 + 1000`, at least 0, with nginx's clamp
     /// of a clock that went back. Returns the ms used and the level.
