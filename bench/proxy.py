@@ -10,7 +10,12 @@ Upstream connection reuse: the backend's stub_status counts the
 connections each proxy opened during a run, reported per 1,000 requests.
 
 Needs nginx and wrk (apt-get install -y nginx wrk [haproxy]) and a release build:
-    cargo build --release && python3 bench/proxy.py [--rounds 5] [--secs 5] [--conns 50]
+    cargo build --release && python3 bench/proxy.py [--rounds 5] [--secs 5] [--conns 50] [--paired]
+
+`--paired` runs every proxy at the same time instead, all on CPU 0, one
+wrk each on CPU 1, and reports the per-round ratios to nginx of req/s and
+of CPU time per request: on a shared machine whose speed swings from one
+round to the next, they hold within a few percent (see `paired`).
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
 
@@ -20,22 +25,30 @@ BACK, PROXY, STATUS = 19101, 19180, 19102
 from common import accepts, backend, cpu_seconds, stop, wait_port, write
 
 
-PROXY_HTTP = f"""events {{ worker_connections 4096; }}
+def proxy_http(port):
+    return f"""events {{ worker_connections 4096; }}
 http {{ access_log off;
   upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests 100000;
     location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}"""
 
 
-def proxies(d, access_log=False):
-    http = PROXY_HTTP
-    if access_log:
-        # nginx's default: the combined format, unbuffered, one file each.
-        http = http.replace("access_log off;", "access_log {d}/{name}-access.log;")
+def proxies(d, access_log=False, ports=None):
+    """The proxies' commands; `ports` gives each its port (by default all
+    listen on PROXY, one at a time)."""
+    ports = ports or {"nginx": PROXY, "waypost": PROXY, "haproxy": PROXY}
+
+    def http(name):
+        text = proxy_http(ports[name])
+        if access_log:
+            # nginx's default: the combined format, unbuffered, one file each.
+            text = text.replace("access_log off;", f"access_log {d}/{name}-access.log;")
+        return text
+
     nginx = write(d, "nginx.conf", f"daemon off; worker_processes 1; pid {d}/nx.pid; error_log {d}/nx.err;\n"
-                  + http.replace("{d}", d).replace("{name}", "nginx"))
+                  + http("nginx"))
     waypost = write(d, "waypost.conf", f"worker_processes 1; pid {d}/wp.pid; error_log {d}/wp.err;\n"
-                    + http.replace("{d}", d).replace("{name}", "waypost"))
+                    + http("waypost"))
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
     cands = {
@@ -55,7 +68,7 @@ defaults
   timeout server 60s
   http-reuse always
 frontend f
-  bind 127.0.0.1:{PROXY}
+  bind 127.0.0.1:{ports["haproxy"]}
   default_backend b
 backend b
   server s1 127.0.0.1:{BACK}
@@ -64,9 +77,16 @@ backend b
     return cands
 
 
+def wrk_command(secs, conns, port=None):
+    return f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s --latency http://127.0.0.1:{port or PROXY}/"
+
+
 def wrk(secs, conns):
-    out = subprocess.run(f"taskset -c 1 wrk -t1 -c{conns} -d{secs}s --latency http://127.0.0.1:{PROXY}/",
-                         shell=True, capture_output=True, text=True).stdout
+    out = subprocess.run(wrk_command(secs, conns), shell=True, capture_output=True, text=True).stdout
+    return wrk_result(out)
+
+
+def wrk_result(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out)
@@ -97,6 +117,56 @@ def measure(cmd, secs, conns):
         stop(p)
 
 
+def paired(d, a):
+    """Every proxy at once, all pinned to CPU 0 (the scheduler shares it),
+    one wrk each on CPU 1: whatever slows the shared machine during a
+    round slows them alike, so the per-round ratios to nginx hold steady
+    where alternating runs swing by tens of percent. Latency here includes
+    waiting for the other proxies' turns on the CPU, so p99 is left to the
+    alternating runs."""
+    ports = {"nginx": PROXY, "waypost": PROXY + 1, "haproxy": PROXY + 2}
+    cands = proxies(d, a.access_log, ports)
+    procs = {}
+    try:
+        for name, cmd in cands.items():
+            procs[name] = subprocess.Popen(["taskset", "-c", "0"] + cmd,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            assert wait_port(ports[name]), f"{name} did not listen"
+        pids = {}
+        for name, p in procs.items():
+            kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+            pids[name] = [p.pid] + [int(k) for k in kids]
+        ratios = {k: [] for k in cands if k != "nginx"}
+        cpu_ratios = {k: [] for k in cands if k != "nginx"}
+        print(f"paired: {', '.join(cands)} at once on CPU 0, {a.rounds} rounds of {a.secs}s after 1 s of warm-up")
+        for r in range(a.rounds + 1):
+            secs = 1 if r == 0 else a.secs
+            clients = {k: subprocess.Popen(wrk_command(secs, a.conns, ports[k]), shell=True,
+                                           stdout=subprocess.PIPE, text=True) for k in cands}
+            c0 = {k: cpu_seconds(pids[k]) for k in cands}
+            outs = {k: c.communicate()[0] for k, c in clients.items()}
+            c1 = {k: cpu_seconds(pids[k]) for k in cands}
+            if r == 0:
+                continue
+            res = {}
+            for k in cands:
+                rps, _, reqs, bad = wrk_result(outs[k])
+                assert bad == 0, f"{k}: {bad} errors"
+                res[k] = (rps, (c1[k] - c0[k]) * 1e6 / max(reqs, 1))
+            for k in ratios:
+                ratios[k].append(res[k][0] / res["nginx"][0])
+                cpu_ratios[k].append(res[k][1] / res["nginx"][1])
+            print("  round", r, "  ".join(f"{k} {v[0]:.0f} req/s {v[1]:.2f} us/req" for k, v in res.items()),
+                  flush=True)
+        for k in ratios:
+            print(f"{k}/nginx paired: req/s {statistics.median(ratios[k]):.3f} "
+                  f"(per round {min(ratios[k]):.3f}-{max(ratios[k]):.3f}), CPU/req "
+                  f"{statistics.median(cpu_ratios[k]):.3f} ({min(cpu_ratios[k]):.3f}-{max(cpu_ratios[k]):.3f})")
+    finally:
+        for p in procs.values():
+            stop(p)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -104,10 +174,15 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--access-log", action="store_true",
                     help="nginx and waypost log every request (combined format); haproxy runs without")
+    ap.add_argument("--paired", action="store_true",
+                    help="only the paired measure: every proxy at once on one CPU")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
     back = backend(d, BACK, status_port=STATUS)
     try:
+        if a.paired:
+            paired(d, a)
+            return
         cands = proxies(d, a.access_log)
         runs = {k: [] for k in cands}
         for _ in range(a.rounds):

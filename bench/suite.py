@@ -24,10 +24,16 @@ def parts(quick):
     out = [
         ("proxy throughput, CPU/request, p99, upstream reuse",
          [sys.executable, f"{HERE}/proxy.py", "--rounds", r, "--secs", s], ("/nginx:", "nginx ", "waypost ", "haproxy ")),
+        ("proxy req/s and CPU/request vs nginx, paired (every proxy at once)",
+         [sys.executable, f"{HERE}/proxy.py", "--paired", "--rounds", "3" if quick else "7", "--secs", "4"],
+         ("paired:",)),
         ("hash consistent over 1,000 servers vs round robin",
          [sys.executable, f"{HERE}/hash1000.py", "--rounds", "2" if quick else "3", "--secs", s], ("round robin",)),
         ("limit_req on 100,000 keys vs none",
          [sys.executable, f"{HERE}/limit_req.py"], ("/local", "/none", "ratio")),
+        ("limit_req on 100,000 keys vs none, paired (both configs at once)",
+         [sys.executable, f"{HERE}/limit_req.py", "--paired", "--rounds", "3" if quick else "7", "--secs", "4"],
+         ("paired:",)),
         ("slow clients", [sys.executable, f"{HERE}/slowloris.py", "--seconds", "4" if quick else "10"], ("2000",)),
         ("reload time", [sys.executable, f"{HERE}/reload.py"], ("SIGHUP", "waypost/nginx")),
     ]
