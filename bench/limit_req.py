@@ -42,6 +42,11 @@ the next, so the script also counts waypost's instructions under callgrind
 Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
     cargo build --release && python3 bench/limit_req.py [--rounds 5] [--secs 5] [--callgrind | --paired]
 
+`--cluster --paired` runs the two configs of the cluster throughput
+measure (below) at once instead, both on CPU 0 with redis-server on
+`--redis-cpu` (1, the load generator's, is the fair place: on 0 its work,
+which only the cluster config causes, would slow both alike).
+
 `--cluster` (needs redis-server too: apt-get install -y redis-server)
 measures `cluster=` instead, for `--cluster-mode window`, `leaky` or
 `both` (the default):
@@ -169,45 +174,56 @@ def user_system(pids):
     return user / tick, system / tick
 
 
+def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=None):
+    """Two configs at once, both on CPU 0, one wrk each on CPU 1, for
+    `rounds` rounds after a 2 s warm-up: whatever slows the machine during
+    a round slows both alike, so the per-round ratios hold steady where
+    alternating runs swing. `base` is the config the other is compared
+    with. Prints each round and the medians; `check` runs after the
+    last round, the proxies still up."""
+    other = next(t for t in ports if t != base)
+    procs = {tag: start(cmds[tag], port) for tag, port in ports.items()}
+    try:
+        ratios, cpu_ratios = [], []
+        for r in range(rounds + 1):
+            clients = {tag: subprocess.Popen(wrk_command(d, 2 if r == 0 else secs, conns, keys, port),
+                                             shell=True, stdout=subprocess.PIPE, text=True)
+                       for tag, port in ports.items()}
+            before = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
+            outs = {tag: c.communicate()[0] for tag, c in clients.items()}
+            after = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
+            if r == 0:
+                continue  # warm-up: fills the zone
+            res = {}
+            for tag in ports:
+                _, reqs, bad = wrk_result(outs[tag])
+                assert bad == 0, f"{label} {tag}: {bad} errors"
+                user = (after[tag][0] - before[tag][0]) * 1e6 / reqs
+                system = (after[tag][1] - before[tag][1]) * 1e6 / reqs
+                res[tag] = (reqs / secs, user, system)
+            ratios.append(res[other][0] / res[base][0])
+            cpu_ratios.append(sum(res[base][1:]) / sum(res[other][1:]))
+            print(f"  {label} round {r}: " + "; ".join(
+                f"{tag} {v[0]:.0f} req/s, {v[1]:.2f} + {v[2]:.2f} us/req" for tag, v in res.items())
+                + f"; req/s {ratios[-1]:.3f}, CPU {cpu_ratios[-1]:.3f}", flush=True)
+        if check:
+            check()
+        print(f"{label} paired: {other}/{base} req/s {statistics.median(ratios):.3f} "
+              f"(per round {min(ratios):.3f}-{max(ratios):.3f}), {base}/{other} CPU per request "
+              f"{statistics.median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})", flush=True)
+    finally:
+        for p in procs.values():
+            stop(p)
+
+
 def paired(d, rounds, secs, conns):
-    """Both configs of one proxy at once, on CPU 0, one wrk each on CPU 1:
-    whatever slows the machine during a round slows both alike, so the
-    per-round ratios hold steady where alternating runs swing."""
+    """limit_req against none, for each proxy, paired (`run_paired`)."""
     ports = {"plain": PROXY, "limit": PROXY + 1}
     cmds = commands(d, ports)
     print("paired: plain and limit_req at once, both on CPU 0 (req/s and CPU us/req, user + system)")
     for proxy in ("waypost", "nginx"):
-        procs = {tag: start(cmds[(proxy, tag)], port) for tag, port in ports.items()}
-        try:
-            ratios, cpu_ratios = [], []
-            for r in range(rounds + 1):
-                clients = {tag: subprocess.Popen(wrk_command(d, 2 if r == 0 else secs, conns, KEYS, port),
-                                                 shell=True, stdout=subprocess.PIPE, text=True)
-                           for tag, port in ports.items()}
-                before = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
-                outs = {tag: c.communicate()[0] for tag, c in clients.items()}
-                after = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
-                if r == 0:
-                    continue  # warm-up: fills the zone
-                res = {}
-                for tag in ports:
-                    _, reqs, bad = wrk_result(outs[tag])
-                    assert bad == 0, f"{proxy} {tag}: {bad} errors"
-                    user = (after[tag][0] - before[tag][0]) * 1e6 / reqs
-                    system = (after[tag][1] - before[tag][1]) * 1e6 / reqs
-                    res[tag] = (reqs / secs, user, system)
-                ratios.append(res["limit"][0] / res["plain"][0])
-                cpu_ratios.append(sum(res["plain"][1:]) / sum(res["limit"][1:]))
-                print(f"  {proxy} round {r}: plain {res['plain'][0]:.0f} req/s, "
-                      f"{res['plain'][1]:.2f} + {res['plain'][2]:.2f} us/req; limit_req {res['limit'][0]:.0f} req/s, "
-                      f"{res['limit'][1]:.2f} + {res['limit'][2]:.2f} us/req; "
-                      f"req/s {ratios[-1]:.3f}, CPU {cpu_ratios[-1]:.3f}", flush=True)
-            print(f"{proxy} paired: limit_req/plain req/s {statistics.median(ratios):.3f} "
-                  f"(per round {min(ratios):.3f}-{max(ratios):.3f}), plain/limit_req CPU per request "
-                  f"{statistics.median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})", flush=True)
-        finally:
-            for p in procs.values():
-                stop(p)
+        run_paired(d, proxy, {tag: cmds[(proxy, tag)] for tag in ports}, ports, "plain",
+                   rounds, secs, conns, KEYS)
 
 
 def measure(d, cmd, secs, conns):
@@ -274,17 +290,19 @@ def redis_start(cpu="0"):
     return p
 
 
-def cluster_commands(d, mode):
+def cluster_commands(d, mode, ports=None):
     binary = os.path.join(ROOT, "target/release/waypost")
     assert os.path.exists(binary), "build first: cargo build --release"
+    ports = ports or {}
     cmds = {}
     for tag, extra in (("local", ""), ("cluster", f" cluster=redis://127.0.0.1:{REDIS} sync=100ms")):
-        conf = f"""worker_processes 1; pid {d}/wp.pid; error_log {d}/wp-{mode}-{tag}.err;
+        port = ports.get(tag, PROXY)
+        conf = f"""worker_processes 1; pid {d}/wp-{tag}.pid; error_log {d}/wp-{mode}-{tag}.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off;
   limit_req_zone $arg_app_id zone=apps:16m rate=100r/s mode={mode}{extra};
   upstream u {{ server 127.0.0.1:{BACK}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{PROXY} backlog=4096; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests 1000000;
     location / {{ limit_req zone=apps; proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }}
     location = /metrics {{ metrics; }} }} }}"""
         cmds[tag] = [binary, "-p", d + "/", "-c", write(d, f"waypost-{mode}-{tag}.conf", conf),
@@ -305,12 +323,12 @@ def metric(port, name):
     return None
 
 
-def cluster_up(errlog, secs=3):
+def cluster_up(errlog, secs=3, port=None):
     """The zone exchanges: its `cluster_up` gauge is 1, or back to 1 within
     `secs` (an exchange that timed out while the machine was saturated is
     retried at the next interval; the run prints how many failed)."""
     deadline = time.time() + secs
-    while (up := metric(PROXY, "waypost_module_limit_req_cluster_up")) != 1 and time.time() < deadline:
+    while (up := metric(port or PROXY, "waypost_module_limit_req_cluster_up")) != 1 and time.time() < deadline:
         time.sleep(0.05)
     if up != 1:
         with open(errlog) as f:
@@ -372,6 +390,33 @@ def cluster_throughput(d, a, mode):
                                 lambda: cluster_up(f"{d}/wp-{mode}-cluster.err"))
             print(f"waypost instructions per request, mode={mode}: {local:.0f} local, {cluster:.0f} cluster "
                   f"(+{cluster - local:.0f}): local/cluster {local / cluster:.3f}", flush=True)
+    finally:
+        redis.send_signal(signal.SIGKILL)
+        redis.wait()
+
+
+def cluster_paired(d, a, mode):
+    """`cluster=` against the same zone without it, paired (`run_paired`):
+    both proxies on CPU 0, redis-server on `--redis-cpu`. Redis's own
+    work is not the proxy's: the CPU ratio is what `cluster=` costs the
+    proxy (its sync thread included)."""
+    ports = {"local": PROXY, "cluster": PROXY + 1}
+    cmds = cluster_commands(d, mode, ports)
+    redis = redis_start(cpu=a.redis_cpu)
+    try:
+        print(f"paired: mode={mode}, {a.cluster_keys} keys, local and cluster= at once on CPU 0, "
+              f"redis-server on CPU {a.redis_cpu}", flush=True)
+        t0 = time.time()
+
+        def check():
+            cluster_up(f"{d}/wp-{mode}-cluster.err", port=ports["cluster"])
+            synced = metric(ports["cluster"], "waypost_module_limit_req_cluster_synced_keys_total") or 0
+            failed = metric(ports["cluster"], "waypost_module_limit_req_cluster_sync_errors_total") or 0
+            print(f"  keys exchanged with redis: {synced:.0f} ({synced / (time.time() - t0):.0f}/s), "
+                  f"failed exchanges {failed:.0f}", flush=True)
+
+        run_paired(d, f"cluster mode={mode}", cmds, ports, "local", a.rounds, a.secs, a.conns,
+                   a.cluster_keys, check)
     finally:
         redis.send_signal(signal.SIGKILL)
         redis.wait()
@@ -472,7 +517,9 @@ def main():
         if a.cluster:
             modes = ["window", "leaky"] if a.cluster_mode == "both" else [a.cluster_mode]
             for mode in modes:
-                if not a.no_throughput:
+                if a.paired and not a.no_throughput:
+                    cluster_paired(d, a, mode)
+                elif not a.no_throughput:
                     cluster_throughput(d, a, mode)
                 if not a.no_sharing:
                     cluster_sharing(d, a, mode)

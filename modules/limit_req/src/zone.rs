@@ -617,6 +617,9 @@ impl Zone {
     ) -> Outcome {
         let algo = self.algo;
         if let Some(slot) = found {
+            // A known bucket never comes here: `lookup` and
+            // `lookup_cluster` check it themselves.
+            debug_assert!(algo.mode == Mode::Window, "a known bucket in lookup_rest");
             shard.touch(slot);
             if cluster.is_some() {
                 shard.cover_sync(slot);
