@@ -21,7 +21,7 @@ for reference.
 `--paired` measures the ratio another way, for both proxies: the plain
 and the limit_req config run at the same time, both pinned to CPU 0 (the
 scheduler shares it), one wrk each on CPU 1, for `--rounds` rounds after a
-2 s warm-up. On this shared machine one config's req/s swings by tens of
+warm-up that sends every key to both. On this shared machine one config's req/s swings by tens of
 percent from round to round, but whatever slows a round slows both
 configs alike, so the per-round ratios of req/s and of CPU time per
 request (user + system, read from /proc) hold within a few percent. The
@@ -44,7 +44,7 @@ Needs nginx and wrk (apt-get install -y nginx wrk) and a release build:
 
 `--cluster --paired` runs the two configs of the cluster throughput
 measure (below) at once instead, both on CPU 0 with redis-server on
-`--redis-cpu` (1, the load generator's, is the fair place: on 0 its work,
+`--redis-cpu` (by default 1, the load generator's, the fair place: on 0 its work,
 which only the cluster config causes, would slow both alike).
 
 `--cluster` (needs redis-server too: apt-get install -y redis-server)
@@ -174,32 +174,43 @@ def user_system(pids):
     return user / tick, system / tick
 
 
-def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=None):
+def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=None, measured=None):
     """Two configs at once, both on CPU 0, one wrk each on CPU 1, for
-    `rounds` rounds after a 2 s warm-up: whatever slows the machine during
-    a round slows both alike, so the per-round ratios hold steady where
-    alternating runs swing. `base` is the config the other is compared
-    with. Prints each round and the medians; `check` runs after the
+    `rounds` rounds after a warm-up that sends every key to both:
+    whatever slows the machine during a round slows both alike, so the
+    per-round ratios hold steady where alternating runs swing. `base` is
+    the config the other is compared with. Prints each round and the
+    medians; `measured` runs when the warm-up is over, `check` after the
     last round, the proxies still up."""
     other = next(t for t in ports if t != base)
-    procs = {tag: start(cmds[tag], port) for tag, port in ports.items()}
+    procs = {}
     try:
+        for tag, port in ports.items():
+            procs[tag] = start(cmds[tag], port)
+        # Warm-up: every key at least once on each side (the zone full).
+        sent = dict.fromkeys(ports, 0)
+        while min(sent.values()) < keys:
+            clients = {tag: subprocess.Popen(wrk_command(d, 2, conns, keys, port),
+                                             shell=True, stdout=subprocess.PIPE, text=True)
+                       for tag, port in ports.items()}
+            for tag, c in clients.items():
+                sent[tag] += wrk_result(c.communicate()[0])[1]
+        if measured:
+            measured()
         ratios, cpu_ratios = [], []
-        for r in range(rounds + 1):
-            clients = {tag: subprocess.Popen(wrk_command(d, 2 if r == 0 else secs, conns, keys, port),
+        for r in range(1, rounds + 1):
+            clients = {tag: subprocess.Popen(wrk_command(d, secs, conns, keys, port),
                                              shell=True, stdout=subprocess.PIPE, text=True)
                        for tag, port in ports.items()}
             before = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
             outs = {tag: c.communicate()[0] for tag, c in clients.items()}
             after = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
-            if r == 0:
-                continue  # warm-up: fills the zone
             res = {}
             for tag in ports:
                 _, reqs, bad = wrk_result(outs[tag])
                 assert bad == 0, f"{label} {tag}: {bad} errors"
-                user = (after[tag][0] - before[tag][0]) * 1e6 / reqs
-                system = (after[tag][1] - before[tag][1]) * 1e6 / reqs
+                user = (after[tag][0] - before[tag][0]) * 1e6 / max(reqs, 1)
+                system = (after[tag][1] - before[tag][1]) * 1e6 / max(reqs, 1)
                 res[tag] = (reqs / secs, user, system)
             ratios.append(res[other][0] / res[base][0])
             cpu_ratios.append(sum(res[base][1:]) / sum(res[other][1:]))
@@ -338,7 +349,7 @@ def cluster_up(errlog, secs=3, port=None):
 
 def cluster_throughput(d, a, mode):
     cmds = cluster_commands(d, mode)
-    redis = redis_start(cpu=a.redis_cpu)
+    redis = redis_start(cpu=a.redis_cpu or "0")
     try:
         runs = {k: [] for k in cmds}
         keys = {k: [] for k in cmds}
@@ -368,7 +379,7 @@ def cluster_throughput(d, a, mode):
         med = {k: statistics.median(r["rps"] for r in rs) for k, rs in runs.items()}
         cpu = {k: statistics.median(r["cpu_us"] for r in rs) for k, rs in runs.items()}
         bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
-        print(f"mode={mode}, {a.cluster_keys} keys, redis-server on CPU {a.redis_cpu}")
+        print(f"mode={mode}, {a.cluster_keys} keys, redis-server on CPU {a.redis_cpu or '0'}")
         print(f"{'waypost':18} {'req/s':>10} {'CPU us/req':>11} {'errors':>7} {'keys exchanged/s':>17}")
         for k in cmds:
             print(f"{k:18} {med[k]:10.0f} {cpu[k]:11.2f} {bad[k]:7d} {statistics.median(keys[k]):17.0f}")
@@ -402,21 +413,27 @@ def cluster_paired(d, a, mode):
     proxy (its sync thread included)."""
     ports = {"local": PROXY, "cluster": PROXY + 1}
     cmds = cluster_commands(d, mode, ports)
-    redis = redis_start(cpu=a.redis_cpu)
+    cpu = a.redis_cpu or "1"
+    redis = redis_start(cpu=cpu)
     try:
         print(f"paired: mode={mode}, {a.cluster_keys} keys, local and cluster= at once on CPU 0, "
-              f"redis-server on CPU {a.redis_cpu}", flush=True)
-        t0 = time.time()
+              f"redis-server on CPU {cpu}", flush=True)
+        synced_metric = "waypost_module_limit_req_cluster_synced_keys_total"
+        start_at = {}
+
+        def measured():
+            start_at["t"] = time.time()
+            start_at["synced"] = metric(ports["cluster"], synced_metric) or 0
 
         def check():
             cluster_up(f"{d}/wp-{mode}-cluster.err", port=ports["cluster"])
-            synced = metric(ports["cluster"], "waypost_module_limit_req_cluster_synced_keys_total") or 0
+            synced = (metric(ports["cluster"], synced_metric) or 0) - start_at["synced"]
             failed = metric(ports["cluster"], "waypost_module_limit_req_cluster_sync_errors_total") or 0
-            print(f"  keys exchanged with redis: {synced:.0f} ({synced / (time.time() - t0):.0f}/s), "
-                  f"failed exchanges {failed:.0f}", flush=True)
+            print(f"  keys exchanged with redis over the rounds: {synced:.0f} "
+                  f"({synced / (time.time() - start_at['t']):.0f}/s), failed exchanges {failed:.0f}", flush=True)
 
         run_paired(d, f"cluster mode={mode}", cmds, ports, "local", a.rounds, a.secs, a.conns,
-                   a.cluster_keys, check)
+                   a.cluster_keys, check, measured)
     finally:
         redis.send_signal(signal.SIGKILL)
         redis.wait()
@@ -506,7 +523,8 @@ def main():
     ap.add_argument("--no-sharing", action="store_true", help="cluster throughput only")
     ap.add_argument("--no-throughput", action="store_true", help="cluster sharing only")
     ap.add_argument("--cluster-mode", choices=["window", "leaky", "both"], default="both")
-    ap.add_argument("--redis-cpu", default="0", help="CPU list redis-server is pinned to (wrk is on 1)")
+    ap.add_argument("--redis-cpu", default=None,
+                    help="CPU list redis-server is pinned to (wrk is on 1); default 0, with --paired 1")
     ap.add_argument("--port-offset", type=int, default=0, help="added to every port (another program on one)")
     a = ap.parse_args()
     global BACK, PROXY, REDIS
