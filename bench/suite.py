@@ -30,7 +30,7 @@ def parts(quick):
         ("hash consistent over 1,000 servers vs round robin",
          [sys.executable, f"{HERE}/hash1000.py", "--rounds", "2" if quick else "3", "--secs", s], ("round robin",)),
         ("limit_req on 100,000 keys vs none",
-         [sys.executable, f"{HERE}/limit_req.py"], ("/local", "/none", "ratio")),
+         [sys.executable, f"{HERE}/limit_req.py"], ("limit_req/plain", "bytes per key")),
         ("limit_req on 100,000 keys vs none, paired (both configs at once)",
          [sys.executable, f"{HERE}/limit_req.py", "--paired", "--rounds", "3" if quick else "7", "--secs", "4"],
          ("paired:",)),
