@@ -1,6 +1,6 @@
 """Helpers shared by the bench scripts: waiting for a port, CPU accounting,
 and the one-worker nginx backend pinned to CPU 1."""
-import os, socket, subprocess, time
+import os, socket, statistics, subprocess, time
 
 
 def wait_port(port, timeout=10):
@@ -29,6 +29,43 @@ def cpu_seconds(pids):
             parts = f.read().rsplit(")", 1)[1].split()
         total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def proc_pids(p):
+    """The process and its children (nginx's master forks its worker),
+    whose CPU a run counts."""
+    kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+    return [p.pid] + [int(k) for k in kids]
+
+
+def user_system(pids):
+    """User and system CPU seconds of the processes (all their threads)."""
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        user += int(parts[11])
+        system += int(parts[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def at_once(commands, pids):
+    """The paired measures' round: every shell command of `commands`
+    (name -> command, a load generator each) run at the same time. Returns,
+    per name, its output and the user and system CPU seconds the processes
+    `pids[name]` spent meanwhile."""
+    clients = {k: subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, text=True)
+               for k, cmd in commands.items()}
+    before = {k: user_system(pids[k]) for k in commands}
+    outs = {k: c.communicate()[0] for k, c in clients.items()}
+    after = {k: user_system(pids[k]) for k in commands}
+    return {k: (outs[k], after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in commands}
+
+
+def spread(ratios):
+    """Per-round ratios as the paired measures print them."""
+    return f"{statistics.median(ratios):.3f} (per round {min(ratios):.3f}-{max(ratios):.3f})"
 
 
 def backend(d, port, keepalive_requests=100000, status_port=None):

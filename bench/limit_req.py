@@ -79,7 +79,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY = 19201, 19280
 KEYS = 100_000
 
-from common import backend, cpu_seconds, stop, wait_port, write
+from common import at_once, backend, cpu_seconds, proc_pids, spread, stop, wait_port, write
 
 
 def rss_kib(pid):
@@ -156,24 +156,6 @@ def start(cmd, port=None):
     return p
 
 
-def proc_pids(p):
-    """The process and its children (nginx's master forks its worker)."""
-    kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-    return [p.pid] + [int(k) for k in kids]
-
-
-def user_system(pids):
-    """User and system CPU seconds of the processes."""
-    user = system = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        user += int(parts[11])
-        system += int(parts[12])
-    tick = os.sysconf("SC_CLK_TCK")
-    return user / tick, system / tick
-
-
 def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=None, measured=None):
     """Two configs at once, both on CPU 0, one wrk each on CPU 1, for
     `rounds` rounds after a warm-up that sends every key to both:
@@ -187,31 +169,23 @@ def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=Non
     try:
         for tag, port in ports.items():
             procs[tag] = start(cmds[tag], port)
+        pids = {tag: proc_pids(p) for tag, p in procs.items()}
         # Warm-up: every key at least once on each side (the zone full).
         sent = dict.fromkeys(ports, 0)
         while min(sent.values()) < keys:
-            clients = {tag: subprocess.Popen(wrk_command(d, 2, conns, keys, port),
-                                             shell=True, stdout=subprocess.PIPE, text=True)
-                       for tag, port in ports.items()}
-            for tag, c in clients.items():
-                sent[tag] += wrk_result(c.communicate()[0])[1]
+            warm = at_once({tag: wrk_command(d, 2, conns, keys, port) for tag, port in ports.items()}, pids)
+            for tag, (out, _, _) in warm.items():
+                sent[tag] += wrk_result(out)[1]
         if measured:
             measured()
         ratios, cpu_ratios = [], []
         for r in range(1, rounds + 1):
-            clients = {tag: subprocess.Popen(wrk_command(d, secs, conns, keys, port),
-                                             shell=True, stdout=subprocess.PIPE, text=True)
-                       for tag, port in ports.items()}
-            before = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
-            outs = {tag: c.communicate()[0] for tag, c in clients.items()}
-            after = {tag: user_system(proc_pids(p)) for tag, p in procs.items()}
+            ran = at_once({tag: wrk_command(d, secs, conns, keys, port) for tag, port in ports.items()}, pids)
             res = {}
-            for tag in ports:
-                _, reqs, bad = wrk_result(outs[tag])
+            for tag, (out, user, system) in ran.items():
+                _, reqs, bad = wrk_result(out)
                 assert bad == 0, f"{label} {tag}: {bad} errors"
-                user = (after[tag][0] - before[tag][0]) * 1e6 / max(reqs, 1)
-                system = (after[tag][1] - before[tag][1]) * 1e6 / max(reqs, 1)
-                res[tag] = (reqs / secs, user, system)
+                res[tag] = (reqs / secs, user * 1e6 / max(reqs, 1), system * 1e6 / max(reqs, 1))
             ratios.append(res[other][0] / res[base][0])
             cpu_ratios.append(sum(res[base][1:]) / sum(res[other][1:]))
             print(f"  {label} round {r}: " + "; ".join(
@@ -219,9 +193,8 @@ def run_paired(d, label, cmds, ports, base, rounds, secs, conns, keys, check=Non
                 + f"; req/s {ratios[-1]:.3f}, CPU {cpu_ratios[-1]:.3f}", flush=True)
         if check:
             check()
-        print(f"{label} paired: {other}/{base} req/s {statistics.median(ratios):.3f} "
-              f"(per round {min(ratios):.3f}-{max(ratios):.3f}), {base}/{other} CPU per request "
-              f"{statistics.median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})", flush=True)
+        print(f"{label} paired: {other}/{base} req/s {spread(ratios)}, "
+              f"{base}/{other} CPU per request {spread(cpu_ratios)}", flush=True)
     finally:
         for p in procs.values():
             stop(p)

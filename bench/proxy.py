@@ -22,7 +22,7 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY, STATUS = 19101, 19180, 19102
 
-from common import accepts, backend, cpu_seconds, stop, wait_port, write
+from common import accepts, at_once, backend, cpu_seconds, proc_pids, spread, stop, wait_port, write
 
 
 def proxy_http(port):
@@ -102,10 +102,7 @@ def measure(cmd, secs, conns):
     try:
         assert wait_port(PROXY), f"{cmd[0]} did not listen"
         subprocess.run(f"wrk -t1 -c{conns} -d1s http://127.0.0.1:{PROXY}/", shell=True, capture_output=True)
-        pid = p.pid
-        # nginx's master forks a worker; measure the worker's CPU.
-        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-        pids = [pid] + [int(k) for k in kids]
+        pids = proc_pids(p)
         a0 = accepts(STATUS)
         c0 = cpu_seconds(pids)
         rps, p99, reqs, bad = wrk(secs, conns)
@@ -132,36 +129,27 @@ def paired(d, a):
             procs[name] = subprocess.Popen(["taskset", "-c", "0"] + cmd,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             assert wait_port(ports[name]), f"{name} did not listen"
-        pids = {}
-        for name, p in procs.items():
-            kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-            pids[name] = [p.pid] + [int(k) for k in kids]
+        pids = {name: proc_pids(p) for name, p in procs.items()}
         ratios = {k: [] for k in cands if k != "nginx"}
         cpu_ratios = {k: [] for k in cands if k != "nginx"}
         print(f"paired: {', '.join(cands)} at once on CPU 0, {a.rounds} rounds of {a.secs}s after 1 s of warm-up")
         for r in range(a.rounds + 1):
             secs = 1 if r == 0 else a.secs
-            clients = {k: subprocess.Popen(wrk_command(secs, a.conns, ports[k]), shell=True,
-                                           stdout=subprocess.PIPE, text=True) for k in cands}
-            c0 = {k: cpu_seconds(pids[k]) for k in cands}
-            outs = {k: c.communicate()[0] for k, c in clients.items()}
-            c1 = {k: cpu_seconds(pids[k]) for k in cands}
+            ran = at_once({k: wrk_command(secs, a.conns, ports[k]) for k in cands}, pids)
             if r == 0:
                 continue
             res = {}
-            for k in cands:
-                rps, _, reqs, bad = wrk_result(outs[k])
+            for k, (out, user, system) in ran.items():
+                rps, _, reqs, bad = wrk_result(out)
                 assert bad == 0, f"{k}: {bad} errors"
-                res[k] = (rps, (c1[k] - c0[k]) * 1e6 / max(reqs, 1))
+                res[k] = (rps, (user + system) * 1e6 / max(reqs, 1))
             for k in ratios:
                 ratios[k].append(res[k][0] / res["nginx"][0])
                 cpu_ratios[k].append(res[k][1] / res["nginx"][1])
             print("  round", r, "  ".join(f"{k} {v[0]:.0f} req/s {v[1]:.2f} us/req" for k, v in res.items()),
                   flush=True)
         for k in ratios:
-            print(f"{k}/nginx paired: req/s {statistics.median(ratios[k]):.3f} "
-                  f"(per round {min(ratios[k]):.3f}-{max(ratios[k]):.3f}), CPU/req "
-                  f"{statistics.median(cpu_ratios[k]):.3f} ({min(cpu_ratios[k]):.3f}-{max(cpu_ratios[k]):.3f})")
+            print(f"{k}/nginx paired: req/s {spread(ratios[k])}, CPU/req {spread(cpu_ratios[k])}")
     finally:
         for p in procs.values():
             stop(p)

@@ -27,7 +27,7 @@ import argparse, os, re, shutil, signal, statistics, subprocess, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, HANDSHAKE, H2 = 19291, 19493, 19494
 
-from common import backend, cpu_seconds, stop, wait_port, write
+from common import backend, cpu_seconds, proc_pids, stop, wait_port, write
 
 
 def http_block(d):
@@ -73,10 +73,7 @@ def measure(cmd, a):
         assert wait_port(HANDSHAKE) and wait_port(H2), f"{cmd[0]} did not listen"
         # Warm-up.
         h2load(f"-n 2000 -c 10 -m 10 https://127.0.0.1:{H2}/")
-        pid = p.pid
-        # nginx's master forks a worker; measure the worker's CPU too.
-        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-        pids = [pid] + [int(k) for k in kids]
+        pids = proc_pids(p)
         out = {}
         c0 = cpu_seconds(pids)
         out["hs"], ok, bad = h2load(f"--h1 -n {a.handshakes} -c {a.clients} https://127.0.0.1:{HANDSHAKE}/")
