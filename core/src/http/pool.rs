@@ -167,9 +167,11 @@ pub async fn checkout(
     i: usize,
     timeouts: Timeouts,
     tls: Option<TlsTarget<'_>>,
-    now: Instant,
 ) -> Result<Conn, ConnectError> {
-    let mut conn = match up.pool.take(i as u32, tls, up.keepalive_timeout, now) {
+    let mut conn = match up
+        .pool
+        .take(i as u32, tls, up.keepalive_timeout, clock::now())
+    {
         Some(mut conn) => {
             conn.reused = true;
             conn

@@ -19,7 +19,7 @@ use waypost_module_api::{
     TryState,
 };
 
-use crate::clock;
+use crate::clock::{self, Mono};
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
@@ -381,7 +381,6 @@ async fn attempt(
     with: TryWith<'_>,
     head: &RequestHead,
     body: &mut Option<ReqBody>,
-    started: Instant,
     mut connected: Option<&mut Option<Instant>>,
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
@@ -393,7 +392,7 @@ async fn attempt(
         if let Some(c) = connected.as_deref_mut() {
             *c = None;
         }
-        let conn = pool::checkout(up, i, timeouts, with.tls, started)
+        let conn = pool::checkout(up, i, timeouts, with.tls)
             .await
             .map_err(|e| connect_failure(e, with))?;
         if let Some(c) = connected.as_deref_mut() {
@@ -499,9 +498,9 @@ fn filters<'a>(
     hook_cx: &HookCx<'a>,
     request_view: &RequestView<'_>,
     mut module_values: Option<&mut &mut Vec<(usize, &'static str)>>,
-) -> Result<(u64, Instant), Box<Response<RespBody>>> {
+) -> Result<(u64, Mono), Box<Response<RespBody>>> {
     let mut delay = 0;
-    let mut at = clock::read();
+    let mut at = Mono::read();
     let request_context = |line: &mut String| request_context(cx, parts, line);
     let log_cx = LogContext {
         conn: cx.conn,
@@ -590,10 +589,7 @@ pub async fn run(
             scratch: UnsafeCell::new(Vec::new()),
         };
         let mut client_text = [0u8; 48];
-        let client_addr = {
-            let n = NgxIp(cx.client.ip()).write_to(&mut client_text);
-            std::str::from_utf8(&client_text[..n]).unwrap_or("")
-        };
+        let client_addr = NgxIp(cx.client.ip()).text(&mut client_text);
         let client_octets: ([u8; 16], usize) = match cx.client.ip() {
             IpAddr::V4(v4) => {
                 let mut b = [0; 16];
@@ -759,7 +755,7 @@ pub async fn run(
 
         let mut connected = None;
         let timed = record.is_some().then_some(&mut connected);
-        let result = attempt(up, i, p, with, &req_head, &mut body, try_started, timed).await;
+        let result = attempt(up, i, p, with, &req_head, &mut body, timed).await;
         let now = clock::unix_secs();
         let timed_out = started
             .is_some_and(|s| clock::now().saturating_duration_since(s) >= p.next_upstream_timeout);
@@ -991,7 +987,7 @@ fn release(
     i: usize,
     try_state: TryState,
     status: u16,
-    try_started: Instant,
+    try_started: Mono,
     now: u64,
     tries_left: &mut u32,
 ) {
@@ -1002,8 +998,8 @@ fn release(
     }
     up.on_release(i, try_state, now);
     // Read, not the loop's time: modules weigh peers by microseconds.
-    let end = clock::read();
-    let elapsed_us = end.saturating_duration_since(try_started).as_micros() as u64;
+    let end = Mono::read();
+    let elapsed_us = end.nanos_since(try_started) / 1000;
     if status != 0 {
         up.on_response(i, status, elapsed_us);
     }

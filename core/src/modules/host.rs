@@ -2,9 +2,9 @@
 //! clock, a fast per-thread random source and module metrics. One
 //! process-wide table of function pointers, built once.
 
+use crate::clock::Mono;
 use std::cell::Cell;
 use std::sync::LazyLock;
-use std::time::Instant;
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, Tuple2};
@@ -23,7 +23,7 @@ pub static HOST_EXT: LazyLock<HostExtRef> = LazyLock::new(|| {
     .leak_into_prefix()
 });
 
-static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+static START: LazyLock<Mono> = LazyLock::new(Mono::read);
 
 extern "C" fn monotonic_ns() -> u64 {
     now_ns()
@@ -32,7 +32,7 @@ extern "C" fn monotonic_ns() -> u64 {
 /// The clock modules read through `sdk::now_ns`, for the core's own use
 /// (slow start's recovery time).
 pub fn now_ns() -> u64 {
-    START.elapsed().as_nanos() as u64
+    Mono::read().nanos_since(*START)
 }
 
 extern "C" fn random() -> u64 {

@@ -5,9 +5,9 @@
 //! an operator can find a bad module.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::clock;
+use crate::clock::Mono;
 
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
@@ -24,12 +24,12 @@ pub const SLOW_HOOK: Duration = Duration::from_millis(1);
 pub fn timed_from<R>(
     module: &LoadedModule,
     hook: &'static str,
-    start: Instant,
+    start: Mono,
     f: impl FnOnce() -> R,
-) -> (R, Instant) {
+) -> (R, Mono) {
     let result = f();
-    let end = clock::read();
-    let took = end.saturating_duration_since(start);
+    let end = Mono::read();
+    let took = end.since(start);
     if took >= SLOW_HOOK {
         slow(module, hook, took);
     }

@@ -97,8 +97,8 @@ impl Filter {
         scope: u32,
         request: &RequestView<'_>,
         log: &LogContext<'_>,
-        start: std::time::Instant,
-    ) -> (FilterResult, std::time::Instant) {
+        start: crate::clock::Mono,
+    ) -> (FilterResult, crate::clock::Mono) {
         let _current = Current::set(log);
         // SAFETY: `this` belongs to this vtable; the view lives for the call.
         crate::modules::watch::timed_from(&self.module, "check", start, || unsafe {

@@ -4,14 +4,13 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use waypost_module_api::{
     FreeAction, GetResult, InitPeerResult, PeerStorage, PeersView, RequestView, TryOutcome,
     UpstreamObject,
 };
 
-use crate::clock;
+use crate::clock::Mono;
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
 use crate::modules::watch::timed_from;
@@ -86,8 +85,8 @@ impl Balancer {
         request: &RequestView<'_>,
         peers: &PeersView<'_>,
         storage: &mut PeerStorage,
-        start: Instant,
-    ) -> (InitPeerResult, Instant) {
+        start: Mono,
+    ) -> (InitPeerResult, Mono) {
         // SAFETY: `this` is the object this vtable belongs to; storage is
         // exclusively ours for the request.
         let (result, end) = timed_from(&self.module, "init_peer", start, || unsafe {
@@ -107,8 +106,8 @@ impl Balancer {
         &self,
         storage: &mut PeerStorage,
         peers: &PeersView<'_>,
-        start: Instant,
-    ) -> (GetResult, Instant) {
+        start: Mono,
+    ) -> (GetResult, Mono) {
         // SAFETY: storage was initialised by a successful init_peer.
         let (result, end) = timed_from(&self.module, "get", start, || unsafe {
             (self.object.vtable.get)(self.this(), storage, peers)
@@ -124,8 +123,8 @@ impl Balancer {
         storage: &mut PeerStorage,
         peers: &PeersView<'_>,
         outcome: TryOutcome,
-        now: Instant,
-    ) -> (FreeAction, Instant) {
+        now: Mono,
+    ) -> (FreeAction, Mono) {
         // SAFETY: as for get.
         timed_from(&self.module, "free", now, || unsafe {
             (self.object.vtable.free)(self.this(), storage, peers, outcome)
@@ -159,7 +158,7 @@ pub struct PeerState<'b> {
     /// start. The
     /// work between is the core's own, microseconds against the slow-hook
     /// threshold of a millisecond.
-    hook_end: Option<Instant>,
+    hook_end: Option<Mono>,
 }
 
 impl<'b> PeerState<'b> {
@@ -175,7 +174,7 @@ impl<'b> PeerState<'b> {
     /// Runs `init_peer`, timed from the end of the hook before it (the
     /// location's filters', see [`PeerState::hook_ended`]) if there was one.
     pub fn init(&mut self, request: &RequestView<'_>, peers: &PeersView<'_>) -> InitPeerResult {
-        let start = self.hook_end.take().unwrap_or_else(clock::read);
+        let start = self.hook_end.take().unwrap_or_else(Mono::read);
         let (result, end) = self
             .balancer
             .init_peer(request, peers, &mut self.storage, start);
@@ -186,19 +185,19 @@ impl<'b> PeerState<'b> {
 
     /// Runs `get`, timed from the end of the hook before it if nothing
     /// waited since (a clock reading fewer), and returns the try's start.
-    pub fn get(&mut self, peers: &PeersView<'_>) -> (GetResult, Instant) {
-        let start = self.hook_end.take().unwrap_or_else(clock::read);
+    pub fn get(&mut self, peers: &PeersView<'_>) -> (GetResult, Mono) {
+        let start = self.hook_end.take().unwrap_or_else(Mono::read);
         self.balancer.get(&mut self.storage, peers, start)
     }
 
-    pub fn free(&mut self, peers: &PeersView<'_>, outcome: TryOutcome, now: Instant) -> FreeAction {
+    pub fn free(&mut self, peers: &PeersView<'_>, outcome: TryOutcome, now: Mono) -> FreeAction {
         let (action, end) = self.balancer.free(&mut self.storage, peers, outcome, now);
         self.hook_end = Some(end);
         action
     }
 
     /// A hook outside the balancer (a filter's `check`) ended at `at`.
-    pub fn hook_ended(&mut self, at: Instant) {
+    pub fn hook_ended(&mut self, at: Mono) {
         self.hook_end = Some(at);
     }
 
