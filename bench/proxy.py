@@ -22,7 +22,7 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACK, PROXY, STATUS = 19101, 19180, 19102
 
-from common import accepts, at_once, backend, cpu_seconds, proc_pids, spread, stop, wait_port, write
+from common import accepts, at_once, backend, proc_pids, spread, stop, user_system, wait_port, write
 
 
 def proxy_http(port):
@@ -104,12 +104,12 @@ def measure(cmd, secs, conns):
         subprocess.run(f"wrk -t1 -c{conns} -d1s http://127.0.0.1:{PROXY}/", shell=True, capture_output=True)
         pids = proc_pids(p)
         a0 = accepts(STATUS)
-        c0 = cpu_seconds(pids)
+        u0, s0 = user_system(pids)
         rps, p99, reqs, bad = wrk(secs, conns)
-        c1 = cpu_seconds(pids)
+        u1, s1 = user_system(pids)
         new = accepts(STATUS) - a0
-        return dict(rps=rps, p99=p99, cpu_us=(c1 - c0) * 1e6 / max(reqs, 1), bad=bad,
-                    new_per_1k=new * 1000 / max(reqs, 1))
+        return dict(rps=rps, p99=p99, cpu_us=(u1 - u0 + s1 - s0) * 1e6 / max(reqs, 1),
+                    user_us=(u1 - u0) * 1e6 / max(reqs, 1), bad=bad, new_per_1k=new * 1000 / max(reqs, 1))
     finally:
         stop(p)
 
@@ -132,6 +132,7 @@ def paired(d, a):
         pids = {name: proc_pids(p) for name, p in procs.items()}
         ratios = {k: [] for k in cands if k != "nginx"}
         cpu_ratios = {k: [] for k in cands if k != "nginx"}
+        split = {k: [] for k in cands}
         print(f"paired: {', '.join(cands)} at once on CPU 0, {a.rounds} rounds of {a.secs}s after 1 s of warm-up")
         for r in range(a.rounds + 1):
             secs = 1 if r == 0 else a.secs
@@ -142,14 +143,22 @@ def paired(d, a):
             for k, (out, user, system) in ran.items():
                 rps, _, reqs, bad = wrk_result(out)
                 assert bad == 0, f"{k}: {bad} errors"
-                res[k] = (rps, (user + system) * 1e6 / max(reqs, 1))
+                res[k] = (rps, (user + system) * 1e6 / max(reqs, 1), user * 1e6 / max(reqs, 1))
+                split[k].append(res[k][1:])
             for k in ratios:
                 ratios[k].append(res[k][0] / res["nginx"][0])
                 cpu_ratios[k].append(res[k][1] / res["nginx"][1])
-            print("  round", r, "  ".join(f"{k} {v[0]:.0f} req/s {v[1]:.2f} us/req" for k, v in res.items()),
-                  flush=True)
+            print("  round", r, "  ".join(f"{k} {v[0]:.0f} req/s {v[1]:.2f} us/req (user {v[2]:.2f})"
+                                          for k, v in res.items()), flush=True)
         for k in ratios:
             print(f"{k}/nginx paired: req/s {spread(ratios[k])}, CPU/req {spread(cpu_ratios[k])}")
+        # Where each proxy's time goes: the kernel's share (the same
+        # loopback TCP work for every proxy) bounds what user-space work
+        # can win.
+        for k, rounds in split.items():
+            cpu = statistics.median(c for c, _ in rounds)
+            user = statistics.median(u for _, u in rounds)
+            print(f"{k}: CPU per request {cpu:.2f} us, user {user:.2f} us, system {cpu - user:.2f} us (medians)")
     finally:
         for p in procs.values():
             stop(p)
@@ -176,12 +185,14 @@ def main():
         for _ in range(a.rounds):
             for name, cmd in cands.items():
                 runs[name].append(measure(cmd, a.secs, a.conns))
-        fields = ("rps", "p99", "cpu_us", "new_per_1k")
+        fields = ("rps", "p99", "cpu_us", "user_us", "new_per_1k")
         med = {k: {f: statistics.median(r[f] for r in rs) for f in fields} for k, rs in runs.items()}
         bad = {k: sum(r["bad"] for r in rs) for k, rs in runs.items()}
-        print(f"{'':8} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>11} {'new upstream conns/1k req':>26} {'errors':>7}")
+        print(f"{'':8} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>11} {'of it user':>11} "
+              f"{'new upstream conns/1k req':>26} {'errors':>7}")
         for k, m in med.items():
-            print(f"{k:8} {m['rps']:10.0f} {m['p99']:8.2f} {m['cpu_us']:11.2f} {m['new_per_1k']:26.3f} {bad[k]:7d}")
+            print(f"{k:8} {m['rps']:10.0f} {m['p99']:8.2f} {m['cpu_us']:11.2f} {m['user_us']:11.2f} "
+                  f"{m['new_per_1k']:26.3f} {bad[k]:7d}")
         n = med["nginx"]
         for k, m in med.items():
             if k != "nginx":
