@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod realip;
 pub mod response;
 pub mod server;
+pub mod timer;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream_h1;

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use crate::clock;
 use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
+use crate::http::timer;
 pub use body::ClientBody;
 use body::{Pump, Step};
 pub use io::Io;
@@ -147,20 +148,16 @@ pub fn serve<I: Io + Send, S: Service + Send>(
         // first head, however the bytes come; later heads get it from
         // their first byte (the keep-alive wait comes before).
         let mut head_deadline = Some(clock::tokio_now() + settings.head_timeout());
-        // The connection's one timer between requests, moved on at each
-        // wait: a later deadline is a compare-and-swap on the registered
-        // timer (tokio's `extend_expiration`) where a new timer per wait
-        // took the time driver's lock to insert and again to remove it.
-        // Busy, it stays where it was and may fire for nothing once per
-        // `keepalive_timeout`.
+        // The connection's one timer between requests, left where it is
+        // while the connection keeps busy (see [`timer`]): it may fire
+        // for nothing once per `keepalive_timeout`, and moves on then.
         let mut sleep = pin!(tokio::time::sleep_until(
             head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive())
         ));
+        let mut polled = false;
         loop {
             // Idle: no buffer, only a readiness wait.
-            sleep
-                .as_mut()
-                .reset(head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive()));
+            let due = head_deadline.unwrap_or_else(|| clock::tokio_now() + settings.keepalive());
             let mut waiting = idle::Waiting::idle();
             // Only a connection that was idle when the worker ran short
             // closes for it (not one accepted since).
@@ -177,7 +174,7 @@ pub fn serve<I: Io + Send, S: Service + Send>(
                     if let Poll::Ready(r) = io.poll_read_ready(cx) {
                         return Poll::Ready(Some(r.is_ok()));
                     }
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    if timer::passed(sleep.as_mut(), due, &mut polled, cx) {
                         return Poll::Ready(Some(false));
                     }
                     if Pin::new(&mut waiting).poll(cx).is_ready() {

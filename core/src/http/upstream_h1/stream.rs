@@ -4,7 +4,6 @@
 //! wait between two successive operations, not the whole transfer, so a
 //! large body that keeps moving never times out.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,9 +11,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::clock;
+use crate::http::timer::{self, PolledBy};
 
 /// An upstream connection's transport. An enum rather than a type
 /// parameter so that the per-worker idle pool and the response body hold
@@ -149,21 +149,25 @@ fn timed_out(which: Timeout) -> io::Error {
 
 /// One timer of [`TimedIo`] (and of the client side of a tunnel): armed
 /// when an operation first has to wait, disarmed when it makes progress.
+/// The timer itself moves only when it must (see [`timer`]).
 pub(crate) struct Deadline {
     sleep: Pin<Box<Sleep>>,
-    armed: bool,
+    /// When the armed wait times out; `None`: disarmed.
+    due: Option<Instant>,
+    polled_by: PolledBy,
 }
 
 impl Deadline {
     /// The operation made progress.
     pub(crate) fn disarm(&mut self) {
-        self.armed = false;
+        self.due = None;
     }
 
     pub(crate) fn new() -> Deadline {
         Deadline {
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: false,
+            due: None,
+            polled_by: PolledBy::default(),
         }
     }
 
@@ -171,14 +175,11 @@ impl Deadline {
     /// longer than `timeout`.
     fn expired(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
         let Some(timeout) = timeout else {
-            self.armed = false;
+            self.due = None;
             return false;
         };
-        if !self.armed {
-            self.sleep.as_mut().reset(clock::tokio_now() + timeout);
-            self.armed = true;
-        }
-        self.sleep.as_mut().poll(cx).is_ready()
+        let due = *self.due.get_or_insert_with(|| clock::tokio_now() + timeout);
+        timer::passed(self.sleep.as_mut(), due, &mut self.polled_by, cx)
     }
 
     /// An operation that is pending: `Pending` while within `timeout`,
@@ -190,7 +191,7 @@ impl Deadline {
         timed_out: impl FnOnce() -> io::Error,
     ) -> Poll<io::Result<T>> {
         if self.expired(timeout, cx) {
-            self.armed = false;
+            self.due = None;
             Poll::Ready(Err(timed_out()))
         } else {
             Poll::Pending
@@ -200,12 +201,11 @@ impl Deadline {
     /// Starts (or starts over) the wait now, registering the task to be
     /// woken when it runs out.
     fn restart(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) {
-        let Some(timeout) = timeout else {
-            return;
-        };
-        self.sleep.as_mut().reset(clock::tokio_now() + timeout);
-        self.armed = true;
-        let _ = self.sleep.as_mut().poll(cx);
+        if timeout.is_some() {
+            self.due = None;
+            // A deadline from now has not passed.
+            let _ = self.expired(timeout, cx);
+        }
     }
 }
 
@@ -254,7 +254,7 @@ impl<S> TimedIo<S> {
     /// must answer within the read timeout, counted from here.
     pub fn request_sent(&mut self) {
         self.reading = true;
-        self.read_timer.armed = false;
+        self.read_timer.disarm();
     }
 
     /// The exchange is over; the connection goes idle, untimed.
@@ -284,7 +284,7 @@ impl<S> TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         match polled {
             Poll::Ready(r) => {
-                self.write_timer.armed = false;
+                self.write_timer.disarm();
                 if matches!(r, Ok(n) if n > 0) {
                     let timeout = self.read_timeout();
                     self.read_timer.restart(timeout, cx);
@@ -309,7 +309,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.read_timer.armed = false;
+                this.read_timer.disarm();
                 Poll::Ready(r)
             }
             Poll::Pending => {
