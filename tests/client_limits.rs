@@ -540,6 +540,46 @@ fn keepalive_requests_and_timeout_as_nginx() {
     }
 }
 
+/// `keepalive_timeout` counts from a connection's last answer: a
+/// connection busy again before the first idle period ran out is closed a
+/// whole timeout after its second answer, not at the first period's end
+/// (waypost leaves the connection's timer where it was while the
+/// connection is busy, and moves it on when it fires early).
+#[test]
+fn keepalive_timeout_counts_from_the_last_answer_as_nginx() {
+    let ports = free_ports(2);
+    for (port, nginx) in [(ports[0], true), (ports[1], false)] {
+        let conf = wrap_http(
+            &format!(
+                "\x20   keepalive_timeout 500ms;\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location / {{ return 200 ok; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut s = keep_alive_request(port)
+            .unwrap_or_else(|| panic!("nginx {nginx}: closed before the first answer"));
+        // Not a wait for anything: the second request comes 300 ms into
+        // the first idle period, which would end 200 ms into the second.
+        std::thread::sleep(Duration::from_millis(300));
+        request_on(&mut s)
+            .unwrap_or_else(|| panic!("nginx {nginx}: closed before the second answer"));
+        let answered = Instant::now();
+        assert!(
+            closed_within(&s, Duration::from_secs(5)),
+            "nginx {nginx}: kept open"
+        );
+        let idle = answered.elapsed();
+        assert!(
+            idle >= Duration::from_millis(450),
+            "nginx {nginx}: closed {idle:?} after the second answer"
+        );
+    }
+}
+
 /// One request on a new keep-alive connection; `None` if the server
 /// closed it instead of answering.
 fn keep_alive_request(port: u16) -> Option<TcpStream> {

@@ -808,7 +808,8 @@ fn status_retries_match_nginx() {
 }
 
 /// A keep-alive backend for requests without a body: answers `ka` to each
-/// request on a connection, and counts the connections it accepted.
+/// request on a connection (but never to `GET /stall`), and counts the
+/// connections it accepted.
 struct KeepAlive {
     port: u16,
     connections: Arc<AtomicU32>,
@@ -828,10 +829,12 @@ impl KeepAlive {
                     let mut buf = [0u8; 4096];
                     loop {
                         while let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let stall = pending.starts_with(b"GET /stall ");
                             pending.drain(..i + 4);
-                            if stream
-                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nka\n")
-                                .is_err()
+                            if !stall
+                                && stream
+                                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nka\n")
+                                    .is_err()
                             {
                                 return;
                             }
@@ -877,5 +880,45 @@ fn idle_pooled_connections_outlive_the_read_timeout() {
             assert_eq!((r.status, r.body.as_str()), (200, "ka\n"));
         }
     }
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn read_timeout_on_a_reused_connection_counts_from_its_own_request() {
+    // A pooled connection's read timer was last set for an earlier
+    // request (the proxy leaves it there while the connection keeps
+    // busy); a later request that gets no answer still has the whole
+    // proxy_read_timeout from when it was sent, and is not kept longer.
+    let backend = KeepAlive::start();
+    let proxy = free_port();
+    let _wp = Server::waypost(
+        &conf(&format!(
+            "    upstream ka {{ server {}; keepalive 4; }}\n\
+             \x20   server {{ listen 127.0.0.1:{proxy}; location / {{\n\
+             \x20       proxy_pass http://ka;\n\
+             \x20       proxy_http_version 1.1;\n\
+             \x20       proxy_set_header Connection \"\";\n\
+             \x20       proxy_read_timeout 500ms;\n\
+             \x20   }} }}\n",
+            addr(backend.port)
+        )),
+        &[proxy],
+    );
+    let r = get(proxy, "/");
+    assert_eq!((r.status, r.body.as_str()), (200, "ka\n"));
+    // Not a wait for anything: the gap puts the first request's deadline
+    // inside the second one's wait, where a timer not moved on would end
+    // it 200 ms in.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let r = get(proxy, "/stall");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(
+        took >= Duration::from_millis(500),
+        "timed out after {took:?}, before proxy_read_timeout"
+    );
+    assert!(took < Duration::from_secs(5), "timed out after {took:?}");
+    // Both requests went over the one connection.
     assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
 }
