@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::clock::Mono;
+use crate::clock::{self, Mono};
 
 use crate::log::{self, Level};
 use crate::modules::loader::LoadedModule;
@@ -31,6 +31,8 @@ pub fn timed_from<R>(
     let end = Mono::read();
     let took = end.since(start);
     if took >= SLOW_HOOK {
+        // The worker's cached time is a millisecond or more behind now.
+        clock::refresh();
         slow(module, hook, took);
     }
     (result, end)

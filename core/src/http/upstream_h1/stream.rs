@@ -198,8 +198,10 @@ impl Deadline {
         }
     }
 
-    /// Starts (or starts over) the wait now, registering the task to be
-    /// woken when it runs out.
+    /// Starts (or starts over) the wait now: it runs out `timeout` from
+    /// here. The task is registered with the timer, which may still be
+    /// set for an earlier deadline: it then wakes the task early, and the
+    /// next `wait` moves it on (see [`timer::passed`]).
     fn restart(&mut self, timeout: Option<Duration>, cx: &mut Context<'_>) {
         if timeout.is_some() {
             self.due = None;
