@@ -138,6 +138,37 @@ impl ParsedHead {
 
 /// `ngx_http_validate_host`: the host without port or trailing dot; no
 /// `..`, `/`, `\`, NUL or control characters; not empty.
+/// What [`host`] does with a byte (nginx's `ngx_http_validate_host`
+/// switch as a table): most bytes of a host name need nothing, and the
+/// loop tests that with one load and one comparison per byte, where the
+/// chain of cases cost about 20 instructions per byte of every request's
+/// Host.
+const PLAIN: u8 = 0;
+const DOT: u8 = 1;
+const COLON: u8 = 2;
+const OPEN: u8 = 3;
+const CLOSE: u8 = 4;
+const UPPER: u8 = 5;
+const BAD: u8 = 6;
+
+static HOST_BYTES: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'.' => DOT,
+            b':' => COLON,
+            b'[' => OPEN,
+            b']' => CLOSE,
+            b'/' | b'\\' | 0..=0x20 | 0x7f => BAD,
+            b'A'..=b'Z' => UPPER,
+            _ => PLAIN,
+        };
+        c += 1;
+    }
+    t
+};
+
 fn host(h: &[u8], at: fn(usize) -> Host) -> Result<Host, BadRequest> {
     #[derive(PartialEq)]
     enum State {
@@ -149,40 +180,42 @@ fn host(h: &[u8], at: fn(usize) -> Host) -> Result<Host, BadRequest> {
     let mut dot_pos = h.len();
     let mut host_len = h.len();
     let mut upper = false;
-    for (i, &c) in h.iter().enumerate() {
-        match c {
-            b'.' => {
+    // From one byte that needs something to the next: the search for it
+    // is a tight loop, where one `match` over every byte was a jump
+    // through a table per byte.
+    let mut from = 0;
+    while let Some(n) = h[from..]
+        .iter()
+        .position(|&c| HOST_BYTES[usize::from(c)] != PLAIN)
+    {
+        let i = from + n;
+        from = i + 1;
+        match HOST_BYTES[usize::from(h[i])] {
+            DOT => {
                 if i > 0 && dot_pos == i - 1 {
                     return Err(BadRequest);
                 }
                 dot_pos = i;
             }
-            b':' => {
+            COLON => {
                 if state == State::Usual {
                     host_len = i;
                     state = State::Rest;
                 }
             }
-            b'[' => {
+            OPEN => {
                 if i == 0 {
                     state = State::Literal;
                 }
             }
-            b']' => {
+            CLOSE => {
                 if state == State::Literal {
                     host_len = i + 1;
                     state = State::Rest;
                 }
             }
-            b'\0' | b'/' | b'\\' => return Err(BadRequest),
-            _ => {
-                if c <= 0x20 || c == 0x7f {
-                    return Err(BadRequest);
-                }
-                if c.is_ascii_uppercase() {
-                    upper = true;
-                }
-            }
+            UPPER => upper = true,
+            _ => return Err(BadRequest),
         }
     }
     if host_len > 0 && dot_pos == host_len - 1 {
@@ -473,5 +506,27 @@ mod tests {
         assert_eq!(h("."), Err(BadRequest));
         assert_eq!(h("a..b"), Err(BadRequest));
         assert_eq!(h("a/b"), Err(BadRequest));
+    }
+
+    #[test]
+    fn every_byte_of_a_host_is_taken_as_nginx_takes_it() {
+        // nginx's cases, byte by byte: which end a host name, which are
+        // refused, which are lowercased; the rest pass as they are.
+        for c in 0..=255u8 {
+            let name = [b'a', c, b'b'];
+            let got = match host(&name, Host::Header) {
+                Ok(Host::Header(n)) => Ok(name[..n].to_vec()),
+                Ok(Host::Owned(b)) => Ok(b.into_vec()),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e),
+            };
+            let want = match c {
+                0..=0x20 | 0x7f | b'/' | b'\\' => Err(BadRequest),
+                b':' => Ok(b"a".to_vec()),
+                b'A'..=b'Z' => Ok(vec![b'a', c.to_ascii_lowercase(), b'b']),
+                _ => Ok(name.to_vec()),
+            };
+            assert_eq!(got, want, "byte {c:#04x}");
+        }
     }
 }
