@@ -2,6 +2,8 @@
 //! into `http` types and decides the body's framing as RFC 9112 and nginx
 //! do, refusing what could be read two ways (request smuggling).
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING,
@@ -86,9 +88,11 @@ impl Refusal {
 /// Parses the head at the start of `buf`: `Ok(None)` when it is not
 /// complete yet (the caller reads more, up to `limits.head`).
 pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<Head>, Refusal> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    match req.parse(buf) {
+    // Uninitialised: zeroing 100 slots wrote 3.2 KB per request (~170
+    // instructions, 50 cache lines) for the few a head fills.
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => build(buf, len, &req, limits).map(Some),
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -97,9 +101,9 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<Head>, Refusal> {
         Err(httparse::Error::TooManyHeaders) => {
             // Rare: as many slots as the head has lines.
             let lines = buf.iter().filter(|&&c| c == b'\n').count();
-            let mut slots = vec![httparse::EMPTY_HEADER; lines];
-            let mut req = httparse::Request::new(&mut slots);
-            match req.parse(buf) {
+            let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines];
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(buf, &mut slots) {
                 Ok(httparse::Status::Complete(len)) => build(buf, len, &req, limits).map(Some),
                 Ok(httparse::Status::Partial) => {
                     check_partial(buf, limits)?;
@@ -312,17 +316,47 @@ fn framing(seen: &Seen<'_>, version: Version) -> Result<Framing, Refusal> {
 /// nginx's `ngx_atoof`: digits only, no sign, no list, no overflow (a
 /// Content-Length value, both ways through the proxy).
 pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return None;
     }
     v.iter().try_fold(0u64, |n, &c| {
-        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_lengths_as_ngx_atoof_reads_them() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"18"), Some(18));
+        assert_eq!(content_length(b"007"), Some(7));
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"+5",
+            b"-5",
+            b"5 ",
+            b"1,1",
+            b"0x10",
+            b"5/",
+            b"5:",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     fn framing_of(raw: &str) -> Result<Framing, Refusal> {
         parse(raw.as_bytes(), Limits::default()).map(|h| h.map_or(Framing::None, |h| h.framing))
