@@ -188,6 +188,7 @@ fn requests() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("host with two dots", get11("/h", "a..b", "")),
         ("host with a slash", get11("/h", "a/b", "")),
+        ("host with a backslash", get11("/h", "A\\b", "")),
         ("empty host", get11("/h", "", "")),
         (
             "two hosts",
