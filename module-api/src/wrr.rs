@@ -147,6 +147,11 @@ impl SmoothWeights {
     /// assert_eq!(weights.pick_with_backup(&set.view()), Some(1));
     /// ```
     pub fn pick_with_backup(&self, peers: &Peers<'_>) -> Option<usize> {
+        // nginx's `single` upstream (one server, no backup): the server if
+        // it may take the try, no weights stepped (nor their lock taken).
+        if peers.len() == 1 {
+            return peers.is_eligible(0).then_some(0);
+        }
         self.pick(peers, 0..peers.primary())
             .or_else(|| self.pick(peers, peers.primary()..peers.len()))
     }
@@ -189,7 +194,9 @@ impl SmoothWeights {
         peers: &Peers<'_>,
         outcome: &crate::abi::TryOutcome,
     ) -> crate::abi::FreeAction {
-        if outcome.state == crate::abi::TryState::Failed {
+        // A single server's weights are never stepped (see
+        // `pick_with_backup`), as nginx leaves them.
+        if outcome.state == crate::abi::TryState::Failed && peers.len() > 1 {
             self.failed(peers, outcome.peer as usize);
         }
         crate::abi::FreeAction::Continue
@@ -200,6 +207,19 @@ impl SmoothWeights {
 mod tests {
     use super::*;
     use crate::testing::PeerSet;
+
+    #[test]
+    fn a_single_server_is_chosen_while_it_may_take_the_try() {
+        let mut set = PeerSet::new(&[3]);
+        let weights = SmoothWeights::new(set.configs(), 1);
+        assert_eq!(weights.pick_with_backup(&set.view()), Some(0));
+        assert_eq!(weights.pick_with_backup(&set.view()), Some(0));
+        set.mark_tried(0);
+        assert_eq!(weights.pick_with_backup(&set.view()), None);
+        set.new_request();
+        set.config_mut(0).down = true;
+        assert_eq!(weights.pick_with_backup(&set.view()), None);
+    }
 
     fn picks(set: &PeerSet, weights: &SmoothWeights, n: usize) -> [usize; 2] {
         let mut count = [0; 2];
