@@ -410,17 +410,8 @@ fn two_thousand_slow_clients_are_closed_at_the_header_timeout_as_nginx() {
     let head = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n\r\n";
     let ports = free_ports(2);
     for (port, nginx) in [(ports[0], true), (ports[1], false)] {
-        let conf = wrap_http(
-            &format!(
-                "\x20   client_header_timeout 3s;\n\
-                 \x20   server {{\n\
-                 \x20       listen 127.0.0.1:{port};\n\
-                 \x20       location / {{ return 200 ok; }}\n\
-                 \x20   }}\n"
-            ),
-            nginx,
-        )
-        .replace("worker_connections 256;", "worker_connections 4096;");
+        let conf = ok_server("\x20   client_header_timeout 3s;\n", port, nginx)
+            .replace("worker_connections 256;", "worker_connections 4096;");
         let _server = Server::either(nginx, &conf, &[port]);
         let mut slow: Vec<Option<TcpStream>> = (0..SLOW)
             .map(|_| {
@@ -499,15 +490,9 @@ fn closed_within(mut s: &TcpStream, within: Duration) -> bool {
 fn keepalive_requests_and_timeout_as_nginx() {
     let ports = free_ports(2);
     for (port, nginx) in [(ports[0], true), (ports[1], false)] {
-        let conf = wrap_http(
-            &format!(
-                "\x20   keepalive_requests 3;\n\
-                 \x20   keepalive_timeout 1s;\n\
-                 \x20   server {{\n\
-                 \x20       listen 127.0.0.1:{port};\n\
-                 \x20       location / {{ return 200 ok; }}\n\
-                 \x20   }}\n"
-            ),
+        let conf = ok_server(
+            "\x20   keepalive_requests 3;\n\x20   keepalive_timeout 1s;\n",
+            port,
             nginx,
         );
         let _server = Server::either(nginx, &conf, &[port]);
@@ -549,16 +534,7 @@ fn keepalive_requests_and_timeout_as_nginx() {
 fn keepalive_timeout_counts_from_the_last_answer_as_nginx() {
     let ports = free_ports(2);
     for (port, nginx) in [(ports[0], true), (ports[1], false)] {
-        let conf = wrap_http(
-            &format!(
-                "\x20   keepalive_timeout 500ms;\n\
-                 \x20   server {{\n\
-                 \x20       listen 127.0.0.1:{port};\n\
-                 \x20       location / {{ return 200 ok; }}\n\
-                 \x20   }}\n"
-            ),
-            nginx,
-        );
+        let conf = ok_server("\x20   keepalive_timeout 500ms;\n", port, nginx);
         let _server = Server::either(nginx, &conf, &[port]);
         let mut s = keep_alive_request(port)
             .unwrap_or_else(|| panic!("nginx {nginx}: closed before the first answer"));
@@ -578,6 +554,20 @@ fn keepalive_timeout_counts_from_the_last_answer_as_nginx() {
             "nginx {nginx}: closed {idle:?} after the second answer"
         );
     }
+}
+
+/// The configuration of one server on `port` answering `200 ok`, with
+/// `directives` at the http level, for nginx or waypost.
+fn ok_server(directives: &str, port: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "{directives}\x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{ return 200 ok; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
 }
 
 /// One request on a new keep-alive connection; `None` if the server
@@ -626,20 +616,12 @@ fn wait_log(server: &Server, text: &str) -> String {
 fn connections_past_worker_connections_as_nginx() {
     let ports = free_ports(2);
     for (port, nginx) in [(ports[0], true), (ports[1], false)] {
-        let conf = wrap_http(
-            &format!(
-                "\x20   server {{\n\
-                 \x20       listen 127.0.0.1:{port};\n\
-                 \x20       location / {{ return 200 ok; }}\n\
-                 \x20   }}\n"
-            ),
-            nginx,
-        )
-        .replace("worker_connections 256;", "worker_connections 8;")
-        .replace(
-            "error_log logs/error.log;",
-            "error_log logs/error.log warn;",
-        );
+        let conf = ok_server("", port, nginx)
+            .replace("worker_connections 256;", "worker_connections 8;")
+            .replace(
+                "error_log logs/error.log;",
+                "error_log logs/error.log warn;",
+            );
         let server = Server::either(nginx, &conf, &[port]);
         // Twelve keep-alive clients one after another: all served, the
         // oldest idle ones closed for the newer.

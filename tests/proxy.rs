@@ -807,6 +807,21 @@ fn status_retries_match_nginx() {
     );
 }
 
+/// waypost proxying `proxy` to `backend` over keep-alive upstream
+/// connections, with `read_timeout`.
+fn keepalive_conf(backend: u16, proxy: u16, read_timeout: &str) -> String {
+    conf(&format!(
+        "    upstream ka {{ server {}; keepalive 4; }}\n\
+         \x20   server {{ listen 127.0.0.1:{proxy}; location / {{\n\
+         \x20       proxy_pass http://ka;\n\
+         \x20       proxy_http_version 1.1;\n\
+         \x20       proxy_set_header Connection \"\";\n\
+         \x20       proxy_read_timeout {read_timeout};\n\
+         \x20   }} }}\n",
+        addr(backend)
+    ))
+}
+
 /// A keep-alive backend for requests without a body: answers `ka` to each
 /// request on a connection (but never to `GET /stall`), and counts the
 /// connections it accepted.
@@ -857,19 +872,7 @@ fn idle_pooled_connections_outlive_the_read_timeout() {
     // connection sits in the keepalive pool.
     let backend = KeepAlive::start();
     let proxy = free_port();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    upstream ka {{ server {}; keepalive 4; }}\n\
-             \x20   server {{ listen 127.0.0.1:{proxy}; location / {{\n\
-             \x20       proxy_pass http://ka;\n\
-             \x20       proxy_http_version 1.1;\n\
-             \x20       proxy_set_header Connection \"\";\n\
-             \x20       proxy_read_timeout 200ms;\n\
-             \x20   }} }}\n",
-            addr(backend.port)
-        )),
-        &[proxy],
-    );
+    let _wp = Server::waypost(&keepalive_conf(backend.port, proxy, "200ms"), &[proxy]);
     for round in 0..2 {
         if round > 0 {
             // Idle for longer than the read timeout.
@@ -891,19 +894,7 @@ fn read_timeout_on_a_reused_connection_counts_from_its_own_request() {
     // proxy_read_timeout from when it was sent, and is not kept longer.
     let backend = KeepAlive::start();
     let proxy = free_port();
-    let _wp = Server::waypost(
-        &conf(&format!(
-            "    upstream ka {{ server {}; keepalive 4; }}\n\
-             \x20   server {{ listen 127.0.0.1:{proxy}; location / {{\n\
-             \x20       proxy_pass http://ka;\n\
-             \x20       proxy_http_version 1.1;\n\
-             \x20       proxy_set_header Connection \"\";\n\
-             \x20       proxy_read_timeout 500ms;\n\
-             \x20   }} }}\n",
-            addr(backend.port)
-        )),
-        &[proxy],
-    );
+    let _wp = Server::waypost(&keepalive_conf(backend.port, proxy, "500ms"), &[proxy]);
     let r = get(proxy, "/");
     assert_eq!((r.status, r.body.as_str()), (200, "ka\n"));
     // Not a wait for anything: the gap puts the first request's deadline
