@@ -996,35 +996,6 @@ struct RedisServer {
     dir: std::path::PathBuf,
 }
 
-/// A port for a test's redis-server, below the kernel's ephemeral range
-/// when it leaves room (as the tests' harness picks its ports): a
-/// `bind(:0)` port is one the kernel also gives outgoing connections, and
-/// once, under a busy full test run, the first exchange with a test's
-/// redis was reset. Each port is offered once per process.
-fn redis_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|&low| low >= 12000);
-    if let Some(low) = low {
-        let span = u32::from(low - 10000);
-        // Elsewhere in the range than the harness's start for this process.
-        let base = std::process::id().wrapping_mul(7919).wrapping_add(span / 2) % span;
-        for _ in 0..span {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let port = 10000 + ((base + n) % span) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl RedisServer {
     fn start() -> RedisServer {
         let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
@@ -1033,7 +1004,10 @@ impl RedisServer {
             .unwrap_or_else(|| {
                 panic!("redis-server is not installed: apt-get install -y redis-server (the .ci/run script does)")
             });
-        let port = redis_port();
+        // Below the kernel's ephemeral range (a `bind(:0)` port is one
+        // outgoing connections take too: once, under a busy full run, the
+        // first exchange with a test's redis was reset).
+        let port = waypost_tests::free_port();
         let dir = std::env::temp_dir().join(format!(
             "waypost-limit-req-redis-{}-{port}",
             std::process::id()
@@ -1331,10 +1305,7 @@ fn a_cluster_zone_is_parsed_and_a_reload_keeps_its_state_and_thread() {
     for mode in ["window", "leaky"] {
         // A port nothing listens on: the exchanges fail, which is beside
         // the point here.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a port");
+        let port = waypost_tests::free_port();
         let zone: &'static str = Box::leak(
             format!("limit_req_zone $k zone=c:1m rate=100r/s mode={mode} cluster=redis://127.0.0.1:{port}/3 sync=50ms on_cluster_error=deny")
                 .into_boxed_str(),
