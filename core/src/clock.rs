@@ -75,6 +75,18 @@ impl Mono {
         Mono((ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
     }
 
+    /// The reading as nanoseconds (never 0 on a running system).
+    #[inline]
+    pub fn nanos(self) -> u64 {
+        self.0
+    }
+
+    /// A reading from [`Mono::nanos`].
+    #[inline]
+    pub fn from_nanos(nanos: u64) -> Mono {
+        Mono(nanos)
+    }
+
     /// Nanoseconds since `earlier` (zero if `earlier` is later).
     #[inline]
     pub fn nanos_since(self, earlier: Mono) -> u64 {

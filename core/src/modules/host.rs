@@ -25,8 +25,13 @@ pub static HOST_EXT: LazyLock<HostExtRef> = LazyLock::new(|| {
 
 static START: LazyLock<Mono> = LazyLock::new(Mono::read);
 
+/// Inside a hook, the time the hook was called (see
+/// `watch::hook_start`); elsewhere (a module's own thread) a reading.
 extern "C" fn monotonic_ns() -> u64 {
-    now_ns()
+    match crate::modules::watch::hook_start() {
+        Some(at) => at.nanos_since(*START),
+        None => now_ns(),
+    }
 }
 
 /// The clock modules read through `sdk::now_ns`, for the core's own use

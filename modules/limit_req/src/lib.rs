@@ -66,7 +66,6 @@ impl FilterModule for LimitReqModule {
         config: &FilterConfig<'_>,
         previous: Option<&LimitReq>,
     ) -> Result<LimitReq, ConfigError> {
-        zone::start_clock();
         LimitReq::from_config(config, previous)
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
-use waypost_module_api::Template;
+use waypost_module_api::{sdk, Template};
 
 use crate::cluster::{
     decide, mark, Admission, Batch, ClusterMetrics, ClusterSpec, ClusterView, OnClusterError,
@@ -921,7 +921,8 @@ fn elapsed(last: u64, now: u64) -> u64 {
 /// The clocks a request is checked at, in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
-    /// Monotonic time since the module started (the leaky bucket's).
+    /// Monotonic time on the core's clock ([`mono_ms`]; the leaky
+    /// bucket's).
     pub mono_ms: u64,
     /// Wall-clock time since the Unix epoch (windows').
     pub wall_ms: u64,
@@ -945,21 +946,13 @@ impl Now {
     }
 }
 
-static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-/// Starts the monotonic clock (at the first configuration load).
-pub fn start_clock() {
-    START.get_or_init(std::time::Instant::now);
-}
-
-/// Monotonic ms since the module was first used. The library is never
-/// unloaded, so the origin is the same across reloads and the `last` of
-/// handed-over nodes stays comparable.
+/// Monotonic ms on the core's clock ([`sdk::now_ns`]: in a request's
+/// check, the time the core called it, as nginx's `ngx_current_msec`).
+/// Its origin is the same across reloads, so the `last` of handed-over
+/// nodes stays comparable: the core sets its clock before the first
+/// `init_filter`, so no zone reads the module's own clock first.
 pub fn mono_ms() -> u64 {
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
+    sdk::now_ns() / 1_000_000
 }
 
 /// Wall-clock ms since the Unix epoch.
