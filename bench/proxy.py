@@ -16,6 +16,10 @@ Needs nginx and wrk (apt-get install -y nginx wrk [haproxy]) and a release build
 wrk each on CPU 1, and reports the per-round ratios to nginx of req/s and
 of CPU time per request: on a shared machine whose speed swings from one
 round to the next, they hold within a few percent (see `paired`).
+
+`--latency` measures latency at the same moderate load for every proxy
+instead of at saturation (see `latency`): `--latency-conns` connections,
+each waiting `--delay-ms` after every response before its next request.
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, tempfile, time
 
@@ -164,6 +168,68 @@ def paired(d, a):
             stop(p)
 
 
+def latency(d, a):
+    """Latency at one offered load below saturation, the same for every
+    proxy: wrk's connections each wait `--delay-ms` after a response before
+    the next request, so the proxy is never the bottleneck and a request's
+    latency is its own path through the proxy (and the kernel), not a queue
+    behind the others. At saturation p99 is mostly queueing, and moves with
+    whatever else the shared machine runs that round. Rounds alternate
+    nginx, waypost, haproxy, ...; each proxy's percentile is compared with
+    nginx's in the same round (seconds apart), and the medians of those
+    ratios are reported. A proxy that answered fewer requests than nginx
+    in a round (more than 2% fewer) would have been slower to answer: it
+    is reported too."""
+    script = write(d, "delay.lua", f"""function delay() return {a.delay_ms} end
+function done(summary, latency, requests)
+  for _, p in ipairs({{50, 90, 99, 99.9}}) do
+    io.write(string.format("latency p%g %d\\n", p, latency:percentile(p)))
+  end
+end
+""")
+    cands = proxies(d)
+    names = list(cands)
+    cols = ("p50", "p90", "p99", "p99.9")
+    ratios = {k: {c: [] for c in cols} for k in names if k != "nginx"}
+    rates = {k: [] for k in names}
+    print(f"latency: {a.latency_conns} connections, {a.delay_ms} ms between a response and the next "
+          f"request, {a.rounds} rounds of {a.secs}s per proxy, alternating")
+    for r in range(a.rounds):
+        res = {}
+        for name in names:
+            p = subprocess.Popen(["taskset", "-c", "0"] + cands[name],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                assert wait_port(PROXY), f"{name} did not listen"
+                warm = f"taskset -c 1 wrk -t1 -c{a.latency_conns} -d1s -s {script} http://127.0.0.1:{PROXY}/"
+                subprocess.run(warm, shell=True, capture_output=True)
+                out = subprocess.run(warm.replace("-d1s", f"-d{a.secs}s --latency"), shell=True,
+                                     capture_output=True, text=True).stdout
+            finally:
+                stop(p)
+            rps, _, _, bad = wrk_result(out)
+            assert bad == 0, f"{name}: {bad} errors"
+            res[name] = dict(rps=rps, **percentiles(out))
+            rates[name].append(rps)
+        for k in ratios:
+            for c in cols:
+                ratios[k][c].append(res[k][c] / res["nginx"][c])
+        print(f"  round {r + 1}", "  ".join(
+            f"{k} {v['rps']:.0f} req/s p50 {v['p50'] * 1000:.0f} p99 {v['p99'] * 1000:.0f} "
+            f"p99.9 {v['p99.9'] * 1000:.0f} us" for k, v in res.items()), flush=True)
+    for k, rs in rates.items():
+        print(f"{k}: {statistics.median(rs):.0f} req/s (median)")
+    for k in ratios:
+        print(f"{k}/nginx at the same load: " + ", ".join(f"{c} {spread(ratios[k][c])}" for c in cols))
+
+
+def percentiles(out):
+    """The percentiles the latency script prints (wrk's histogram, in us),
+    in ms."""
+    got = dict(re.findall(r"^latency (p[\d.]+) ([\d.]+)$", out, re.M))
+    return {c: float(v) / 1000 for c, v in got.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -173,12 +239,20 @@ def main():
                     help="nginx and waypost log every request (combined format); haproxy runs without")
     ap.add_argument("--paired", action="store_true",
                     help="only the paired measure: every proxy at once on one CPU")
+    ap.add_argument("--latency", action="store_true",
+                    help="only the latency measure, at one load below saturation")
+    ap.add_argument("--latency-conns", type=int, default=32)
+    ap.add_argument("--delay-ms", type=int, default=1,
+                    help="each connection's wait between a response and its next request")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="waypost-bench")
     back = backend(d, BACK, status_port=STATUS)
     try:
         if a.paired:
             paired(d, a)
+            return
+        if a.latency:
+            latency(d, a)
             return
         cands = proxies(d, a.access_log)
         runs = {k: [] for k in cands}
