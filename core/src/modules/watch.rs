@@ -28,6 +28,24 @@ std::thread_local! {
     static HOOK_AT: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Sets [`HOOK_AT`] for a hook's call; puts back what was there when
+/// dropped, also if the call unwinds.
+struct HookAt(u64);
+
+impl HookAt {
+    #[inline]
+    fn set(start: Mono) -> HookAt {
+        HookAt(HOOK_AT.with(|at| at.replace(start.nanos())))
+    }
+}
+
+impl Drop for HookAt {
+    #[inline]
+    fn drop(&mut self) {
+        HOOK_AT.with(|at| at.set(self.0));
+    }
+}
+
 /// The reading the running hook on this thread was timed from, if a hook
 /// is running.
 #[inline]
@@ -50,9 +68,10 @@ pub fn timed_from<R>(
     start: Mono,
     f: impl FnOnce() -> R,
 ) -> (R, Mono) {
-    HOOK_AT.with(|at| at.set(start.nanos()));
-    let result = f();
-    HOOK_AT.with(|at| at.set(0));
+    let result = {
+        let _at = HookAt::set(start);
+        f()
+    };
     let end = Mono::read();
     let took = end.nanos_since(start);
     if took >= SLOW_HOOK_NS {
@@ -98,6 +117,9 @@ mod tests {
         let module = LoadedModule::linked(Shims::<RoundRobinModule>::root_module());
         let module_clock = crate::modules::host::HOST_EXT.monotonic_ns();
         assert_eq!(hook_start(), None);
+        // The clock's origin is set at its first reading: before `start`,
+        // so that readings inside the hook are not all clamped to 0.
+        let before = module_clock();
         let start = Mono::read();
         let ((at, first, second), end) = timed_from(&module, "get", start, || {
             let first = module_clock();
@@ -107,6 +129,8 @@ mod tests {
         assert_eq!(at, Some(start));
         // The hook's time does not advance during the call...
         assert_eq!(first, second);
+        assert!(first >= before);
+        assert!(first > 0);
         // ...and the hook was timed from it: end is 2 ms or more later.
         assert!(end.nanos_since(start) >= 2_000_000);
         // Outside hooks, a fresh reading.
