@@ -177,6 +177,34 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
     assert_eq!(scrape(proxy)[seen], before + 1.0);
 }
 
+/// A balancer's per-request state is dropped through the module when the
+/// request ends, also when `init_peer` asked for a delay (its state is
+/// written then too): the `panicky` fixture counts the drops.
+#[test]
+fn request_states_are_dropped_also_after_an_init_peer_delay() {
+    let so = bin_dir().join("libpanicky_module.so");
+    assert!(so.is_file(), "run `cargo build --workspace` first");
+    let [proxy, a, b] = free_ports(3)[..] else {
+        unreachable!()
+    };
+    let module_line = format!("load_module {};\n", so.display());
+    let _server = Server::waypost(
+        &conf(proxy, [a, b], &module_line, "panicky;"),
+        &[proxy, a, b],
+    );
+    let seen = "waypost_module_requests_seen_total{module=\"panicky\",upstream=\"app\"}";
+    let done = "waypost_module_requests_done_total{module=\"panicky\",upstream=\"app\"}";
+    for path in ["/", "/?delay=20", "/", "/?delay=20", "/?delay=1"] {
+        assert_eq!(get(proxy, path).status, 200);
+    }
+    // The scrape itself goes to the metrics location, not through the
+    // balancer.
+    eventually("every request state dropped", || {
+        let m = scrape(proxy);
+        m[seen] == 5.0 && m[done] == 5.0
+    });
+}
+
 // ------------------------------------------- responses, failures, states
 
 /// Polls until `check` holds; fails the test after ten seconds.

@@ -178,7 +178,8 @@ impl<'b> PeerState<'b> {
         let (result, end) = self
             .balancer
             .init_peer(request, peers, &mut self.storage, start);
-        self.ready = matches!(result, InitPeerResult::Ready);
+        // A delay comes with state written as well: it is dropped too.
+        self.ready = matches!(result, InitPeerResult::Ready | InitPeerResult::Delay(_));
         self.hook_end = Some(end);
         result
     }
