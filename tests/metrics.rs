@@ -93,14 +93,7 @@ fn peer_counters_match_the_requests_sent() {
 
 #[test]
 fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_alert() {
-    let so = bin_dir().join("libpanicky_module.so");
-    assert!(so.is_file(), "run `cargo build --workspace` first");
-    let [proxy, a, b] = free_ports(3)[..] else {
-        unreachable!()
-    };
-    let module_line = format!("load_module {};\n", so.display());
-    let text = conf(proxy, [a, b], &module_line, "panicky;");
-    let server = Server::waypost(&text, &[proxy, a, b]);
+    let (server, proxy, text) = panicky_proxy();
     let seen = "waypost_module_requests_seen_total{module=\"panicky\",upstream=\"app\"}";
     let panics = "waypost_module_panics_total{module=\"panicky\"}";
 
@@ -177,21 +170,25 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
     assert_eq!(scrape(proxy)[seen], before + 1.0);
 }
 
-/// A balancer's per-request state is dropped through the module when the
-/// request ends, also when `init_peer` asked for a delay (its state is
-/// written then too): the `panicky` fixture counts the drops.
-#[test]
-fn request_states_are_dropped_also_after_an_init_peer_delay() {
+/// waypost with upstream `app` balanced by the `panicky` fixture over two
+/// backends; its port and configuration text.
+fn panicky_proxy() -> (Server, u16, String) {
     let so = bin_dir().join("libpanicky_module.so");
     assert!(so.is_file(), "run `cargo build --workspace` first");
     let [proxy, a, b] = free_ports(3)[..] else {
         unreachable!()
     };
     let module_line = format!("load_module {};\n", so.display());
-    let _server = Server::waypost(
-        &conf(proxy, [a, b], &module_line, "panicky;"),
-        &[proxy, a, b],
-    );
+    let text = conf(proxy, [a, b], &module_line, "panicky;");
+    (Server::waypost(&text, &[proxy, a, b]), proxy, text)
+}
+
+/// A balancer's per-request state is dropped through the module when the
+/// request ends, also when `init_peer` asked for a delay (its state is
+/// written then too): the `panicky` fixture counts the drops.
+#[test]
+fn request_states_are_dropped_also_after_an_init_peer_delay() {
+    let (_server, proxy, _) = panicky_proxy();
     let seen = "waypost_module_requests_seen_total{module=\"panicky\",upstream=\"app\"}";
     let done = "waypost_module_requests_done_total{module=\"panicky\",upstream=\"app\"}";
     for path in ["/", "/?delay=20", "/", "/?delay=20", "/?delay=1"] {
