@@ -118,8 +118,9 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
         "{}",
         alerts[0]
     );
-    // A hook that takes 5 ms (the fixture spins in `get`) is counted and
-    // logged with the module's name.
+    // A hook that takes 5 ms (the fixture spins in `get`; the `init_peer`
+    // right before it is timed with it) is counted and logged with the
+    // module's name.
     assert_eq!(
         scrape(proxy)["waypost_module_slow_hooks_total{module=\"panicky\"}"],
         0.0
@@ -132,11 +133,12 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
     let log = server.read("logs/error.log");
     let slow: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("hook get took"))
+        .filter(|l| l.contains("hook init_peer+get took"))
         .collect();
     assert_eq!(slow.len(), 1, "{log}");
     assert!(
-        slow[0].contains("[warn]") && slow[0].contains("module \"panicky\" hook get took "),
+        slow[0].contains("[warn]")
+            && slow[0].contains("module \"panicky\" hook init_peer+get took "),
         "{}",
         slow[0]
     );
@@ -181,6 +183,68 @@ fn panicky_proxy() -> (Server, u16, String) {
     let module_line = format!("load_module {};\n", so.display());
     let text = conf(proxy, [a, b], &module_line, "panicky;");
     (Server::waypost(&text, &[proxy, a, b]), proxy, text)
+}
+
+/// A slow `init_peer` is reported whether the `get` after it is timed
+/// with it or not: alone when the request waits in between (here the
+/// module's own delay), with its `get` otherwise.
+#[test]
+fn a_slow_init_peer_is_counted_alone_or_with_its_get() {
+    let (server, proxy, _) = panicky_proxy();
+    let slow = || scrape(proxy)["waypost_module_slow_hooks_total{module=\"panicky\"}"];
+    assert_eq!(slow(), 0.0);
+    assert_eq!(get(proxy, "/?spin_init=5&delay=1").status, 200);
+    assert_eq!(slow(), 1.0);
+    let log = server.read("logs/error.log");
+    assert!(
+        log.contains("module \"panicky\" hook init_peer took "),
+        "{log}"
+    );
+    assert_eq!(get(proxy, "/?spin_init=5").status, 200);
+    assert_eq!(slow(), 2.0);
+    // A fast request adds nothing.
+    assert_eq!(get(proxy, "/").status, 200);
+    assert_eq!(slow(), 2.0);
+}
+
+/// A request that waits between `init_peer` and `get` (here limit_req's
+/// delay of about 100 ms) does not count the wait as a hook's time.
+#[test]
+fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
+    let [panicky, limit_req] = ["libpanicky_module.so", "libwaypost_limit_req.so"].map(|f| {
+        let so = bin_dir().join(f);
+        assert!(so.is_file(), "run `cargo build --workspace` first");
+        so
+    });
+    let [proxy, a, b] = free_ports(3)[..] else {
+        unreachable!()
+    };
+    let modules = format!(
+        "load_module {};\nload_module {};\n",
+        panicky.display(),
+        limit_req.display()
+    );
+    let text = conf(
+        proxy,
+        [a, b],
+        &modules,
+        "panicky; limit_req zone=z burst=5;",
+    )
+    .replace(
+        "http {\n",
+        "http {\n    limit_req_zone $arg_k zone=z:1m rate=10r/s;\n",
+    );
+    let _server = Server::waypost(&text, &[proxy, a, b]);
+    for _ in 0..2 {
+        assert_eq!(get(proxy, "/?k=one").status, 200);
+    }
+    let m = scrape(proxy);
+    let delayed = "waypost_module_limit_req_requests_total{module=\"limit_req\",result=\"delayed\",zone=\"z\"}";
+    assert_eq!(m[delayed], 1.0);
+    assert_eq!(
+        m["waypost_module_slow_hooks_total{module=\"panicky\"}"],
+        0.0
+    );
 }
 
 /// A balancer's per-request state is dropped through the module when the

@@ -655,11 +655,11 @@ pub async fn run(
             // this future.
             // Boxed, as the body read below: rare paths kept out of the
             // size of every request's future.
+            state.waiting();
             Box::pin(tokio::time::sleep(std::time::Duration::from_millis(
                 delay_ms,
             )))
             .await;
-            state.waited();
             name
         }
         Err(resp) => return *resp,
@@ -688,8 +688,8 @@ pub async fn run(
     // enforces while it is read).
     let chunked_to_http10 = !p.http11 && !body_empty && length.is_none();
     let (buffered, mut body) = if chunked_to_http10 {
+        state.waiting();
         let collected = Box::pin(body.collect()).await;
-        state.waited();
         match collected {
             Ok(collected) => (Some(collected.to_bytes()), None),
             // The connection answers a body it could not read (400, 413)

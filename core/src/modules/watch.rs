@@ -68,18 +68,31 @@ pub fn timed_from<R>(
     start: Mono,
     f: impl FnOnce() -> R,
 ) -> (R, Mono) {
-    let result = {
-        let _at = HookAt::set(start);
-        f()
-    };
+    let result = called_at(start, f);
     let end = Mono::read();
+    ended(module, hook, start, end);
+    (result, end)
+}
+
+/// Runs `f`, a hook call, with `start` as the time modules read during it,
+/// without reading the clock at its end: for a hook timed together with
+/// the next one (see `PeerState::init`), or by [`ended`] later.
+#[inline]
+pub fn called_at<R>(start: Mono, f: impl FnOnce() -> R) -> R {
+    let _at = HookAt::set(start);
+    f()
+}
+
+/// Reports `module`'s `hook` (or hooks) if slow: they ran from `start` to
+/// `end`.
+#[inline]
+pub fn ended(module: &LoadedModule, hook: &'static str, start: Mono, end: Mono) {
     let took = end.nanos_since(start);
     if took >= SLOW_HOOK_NS {
         // The worker's cached time is a millisecond or more behind now.
         clock::refresh();
         slow(module, hook, Duration::from_nanos(took));
     }
-    (result, end)
 }
 
 #[cold]
