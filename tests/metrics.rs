@@ -207,10 +207,10 @@ fn a_slow_init_peer_is_counted_alone_or_with_its_get() {
     assert_eq!(slow(), 2.0);
 }
 
-/// A request that waits between `init_peer` and `get` (here limit_req's
-/// delay of about 100 ms) does not count the wait as a hook's time.
-#[test]
-fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
+/// The `panicky` balancer behind `limit_req zone=z burst=5` keyed on
+/// `$arg_k` at 2 requests a second: a key's second request within half a
+/// second is delayed, between `init_peer` and `get`.
+fn panicky_behind_limit_req() -> (Server, u16) {
     let [panicky, limit_req] = ["libpanicky_module.so", "libwaypost_limit_req.so"].map(|f| {
         let so = bin_dir().join(f);
         assert!(so.is_file(), "run `cargo build --workspace` first");
@@ -232,18 +232,42 @@ fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
     )
     .replace(
         "http {\n",
-        "http {\n    limit_req_zone $arg_k zone=z:1m rate=10r/s;\n",
+        "http {\n    limit_req_zone $arg_k zone=z:1m rate=2r/s;\n",
     );
-    let _server = Server::waypost(&text, &[proxy, a, b]);
+    (Server::waypost(&text, &[proxy, a, b]), proxy)
+}
+
+const DELAYED: &str =
+    "waypost_module_limit_req_requests_total{module=\"limit_req\",result=\"delayed\",zone=\"z\"}";
+const PANICKY_SLOW: &str = "waypost_module_slow_hooks_total{module=\"panicky\"}";
+
+/// A request that waits between `init_peer` and `get` (limit_req's delay,
+/// up to half a second) does not count the wait as a hook's time.
+#[test]
+fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
+    let (_server, proxy) = panicky_behind_limit_req();
     for _ in 0..2 {
         assert_eq!(get(proxy, "/?k=one").status, 200);
     }
     let m = scrape(proxy);
-    let delayed = "waypost_module_limit_req_requests_total{module=\"limit_req\",result=\"delayed\",zone=\"z\"}";
-    assert_eq!(m[delayed], 1.0);
-    assert_eq!(
-        m["waypost_module_slow_hooks_total{module=\"panicky\"}"],
-        0.0
+    assert_eq!(m[DELAYED], 1.0);
+    assert_eq!(m[PANICKY_SLOW], 0.0);
+}
+
+/// A slow `init_peer` that answers Ready and is then held by limit_req's
+/// delay is counted, alone, before the wait.
+#[test]
+fn a_slow_init_peer_before_a_filter_delay_is_counted_alone() {
+    let (server, proxy) = panicky_behind_limit_req();
+    assert_eq!(get(proxy, "/?k=one").status, 200);
+    assert_eq!(get(proxy, "/?k=one&spin_init=5").status, 200);
+    let m = scrape(proxy);
+    assert_eq!(m[DELAYED], 1.0);
+    assert_eq!(m[PANICKY_SLOW], 1.0);
+    let log = server.read("logs/error.log");
+    assert!(
+        log.contains("module \"panicky\" hook init_peer took "),
+        "{log}"
     );
 }
 

@@ -568,8 +568,9 @@ pub struct MetricCell {
 pub struct HostExt {
     /// Nanoseconds on a monotonic clock since an arbitrary start, the same
     /// for every module and worker in the process. Called inside a hook,
-    /// the reading the core timed the hook from (it does not advance
-    /// during the call, as nginx's cached time); elsewhere, a fresh one.
+    /// the reading the core timed the hook from (for the `get` right after
+    /// `init_peer`, `init_peer`'s; it does not advance during the call, as
+    /// nginx's cached time); elsewhere, a fresh one.
     pub monotonic_ns: extern "C" fn() -> u64,
     /// 64 random bits from the calling worker's generator: fast, not
     /// cryptographic.

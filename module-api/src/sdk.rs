@@ -1193,10 +1193,11 @@ pub(crate) static HOST_EXT: OnceLock<HostExtRef> = OnceLock::new();
 /// worker (before the core loaded the module, a clock of the module's own).
 ///
 /// Inside a hook it is the time the core called the hook, read once for
-/// the hook's timing, as an nginx module reads the worker's cached
-/// `ngx_current_msec`: it does not advance during the call, so it cannot
-/// time work inside one hook. On a thread of the module's own it is a
-/// fresh reading.
+/// the hook's timing (in the `get` right after `init_peer`, the time
+/// `init_peer` was called: the core times the two together), as an nginx
+/// module reads the worker's cached `ngx_current_msec`: it does not
+/// advance during the call, so it cannot time work inside one hook. On a
+/// thread of the module's own it is a fresh reading.
 ///
 /// ```
 /// let a = waypost_module_api::sdk::now_ns();

@@ -155,11 +155,11 @@ pub struct PeerState<'b> {
     balancer: &'b Balancer,
     pub storage: PeerStorage,
     ready: bool,
-    /// The clock reading at the end of the last hook (a filter's `check`,
-    /// `init_peer` or `free`), while no await came since: the next hook's
-    /// start. The
-    /// work between is the core's own, microseconds against the slow-hook
-    /// threshold of a millisecond.
+    /// The next hook's start while no await came since: the reading at the
+    /// end of the last hook (a filter's `check`, `init_peer` when it did
+    /// not answer Ready, `free`), or the start of an open `init_peer` (see
+    /// `init_open`). The work between is the core's own, microseconds
+    /// against the slow-hook threshold of a millisecond.
     hook_end: Option<Mono>,
     /// The start of an `init_peer` whose end was not read: the `get` right
     /// after it is timed from there, both hooks at once, which saves a
@@ -200,8 +200,9 @@ impl<'b> PeerState<'b> {
         result
     }
 
-    /// Runs `get`, timed from the end of the hook before it if nothing
-    /// waited since (a clock reading fewer), and returns the try's start.
+    /// Runs `get`, timed from the end of the hook before it, or with the
+    /// open `init_peer` from that one's start, if nothing waited since (a
+    /// clock reading fewer); returns the try's start.
     pub fn get(&mut self, peers: &PeersView<'_>) -> (GetResult, Mono) {
         let hook = match self.init_open.take() {
             Some(_) => "init_peer+get",
