@@ -9,7 +9,7 @@ use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING,
 };
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{Method, Request, Uri, Version};
 
 /// nginx's `large_client_header_buffers`: a request line or a header
 /// line must fit in `line` bytes, the whole head in `head` (the number of
@@ -182,7 +182,10 @@ fn build(
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Filled in place: the empty map `Parts` came with costs 60
+    // instructions to drop once replaced.
+    let headers = &mut parts.headers;
+    headers.reserve(req.headers.len());
     // The headers the framing and persistence rules read are noted on the
     // way into the map: no lookups after.
     let mut seen = Seen::default();
@@ -218,7 +221,6 @@ fn build(
     } else {
         seen.keep_alive
     };
-    parts.headers = headers;
     Ok(Head {
         parts,
         len,
