@@ -180,11 +180,49 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
 /// differences.)
 #[test]
 fn a_peer_is_given_back_when_a_try_whose_client_left_times_out() {
-    use std::io::{Read, Write};
+    use std::io::Write;
+    let (_server, proxy, requests, active) = stalled_upstream("proxy_read_timeout 2s;");
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the backend");
+    assert_eq!(scrape(proxy)[&active], 1.0);
+    drop(client);
+    eventually("the peer given back", || scrape(proxy)[&active] == 0.0);
+}
+
+/// An HTTP/2 client that gives up on a request (curl's `--max-time`: it
+/// resets the stream and closes) while the request waits for the
+/// upstream: the stream's request is dropped mid-try, and the peer's
+/// in-use count must come back with it.
+#[test]
+fn a_cancelled_http2_request_gives_the_peer_back() {
+    let (_server, proxy, requests, active) = stalled_upstream("proxy_read_timeout 60s;");
+    let url = format!("http://127.0.0.1:{proxy}/");
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "1", &url])
+        .output()
+        .expect("run curl (apt-get install curl)");
+    assert!(!curl.status.success(), "curl got an answer");
+    requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the backend");
+    eventually("the peer given back", || scrape(proxy)[&active] == 0.0);
+}
+
+/// waypost (HTTP/1.1 and h2c on one port) in front of a backend that reads
+/// requests and never answers, then one that answers; `location /` gets
+/// `extra`. Returns the server, its port, a channel that hears of each
+/// request the stalling backend read, and the name of that peer's in-use
+/// gauge.
+fn stalled_upstream(extra: &str) -> (Server, u16, std::sync::mpsc::Receiver<()>, String) {
+    use std::io::Read;
     let [proxy, b] = free_ports(2)[..] else {
         unreachable!()
     };
-    // A backend that reads requests and never answers.
     let stall = waypost_tests::unclaimed_listener();
     let a = stall.local_addr().expect("addr").port();
     let (got, requests) = std::sync::mpsc::channel();
@@ -208,24 +246,16 @@ fn a_peer_is_given_back_when_a_try_whose_client_left_times_out() {
          \x20   upstream app {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}\n\
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{proxy};\n\
-         \x20       location / {{ proxy_pass http://app; proxy_read_timeout 2s; }}\n\
+         \x20       http2 on;\n\
+         \x20       location / {{ proxy_pass http://app; {extra} }}\n\
          \x20       location = /metrics {{ metrics; }}\n\
          \x20   }}\n\
          \x20   server {{ listen 127.0.0.1:{b}; location / {{ return 200 b; }} }}\n\
          }}\n"
     );
-    let _server = Server::waypost(&text, &[proxy, b]);
+    let server = Server::waypost(&text, &[proxy, b]);
     let active = format!("waypost_upstream_peer_active{{peer=\"127.0.0.1:{a}\",upstream=\"app\"}}");
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send");
-    requests
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the request reached the backend");
-    assert_eq!(scrape(proxy)[&active], 1.0);
-    drop(client);
-    eventually("the peer given back", || scrape(proxy)[&active] == 0.0);
+    (server, proxy, requests, active)
 }
 
 /// waypost with upstream `app` balanced by the `panicky` fixture over two

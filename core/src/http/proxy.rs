@@ -747,6 +747,7 @@ pub async fn run(
         };
         tried.set(i);
         up.on_select(i, now);
+        let in_use = InUse { up, peer: i };
         if let Some(r) = record.as_deref_mut() {
             // The peer's address as text, made at config load.
             push_list(&mut r.upstream_addr, up.configs[i].addr.as_str());
@@ -756,6 +757,8 @@ pub async fn run(
         let mut connected = None;
         let timed = record.is_some().then_some(&mut connected);
         let result = attempt(up, i, p, with, &req_head, &mut body, timed).await;
+        // From here `release` or the response's `PeerHold` gives it back.
+        in_use.handed_on();
         let now = clock::unix_secs();
         let timed_out = started
             .is_some_and(|s| clock::now().saturating_duration_since(s) >= p.next_upstream_timeout);
@@ -975,6 +978,30 @@ fn push_list(list: &mut String, item: &str) {
         list.push_str(", ");
     }
     list.push_str(item);
+}
+
+/// The chosen peer's connection counted as in use (`on_select`) while the
+/// try waits for the upstream: given back if the request is dropped then
+/// (an HTTP/2 stream the client reset, its connection closed), as nginx
+/// frees the peer when it finalizes the request. Without it each such
+/// request left the peer counted busy for good (`least_conn`, `max_conns`).
+struct InUse<'a> {
+    up: &'a Upstream,
+    peer: usize,
+}
+
+impl InUse<'_> {
+    /// The try ended: [`release`] or the response's `PeerHold` gives the
+    /// connection back.
+    fn handed_on(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.up.release_conn(self.peer);
+    }
 }
 
 /// The end of a try: the core's failure accounting, then the module's
