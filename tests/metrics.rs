@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{bin_dir, free_ports, get, Server};
+use waypost_tests::{built_module, free_ports, get, Server};
 
 /// Parses the exposition as a scraper would and returns every sample as
 /// `name{label="v",...}` (labels sorted) -> value.
@@ -261,8 +261,7 @@ fn stalled_upstream(extra: &str) -> (Server, u16, std::sync::mpsc::Receiver<()>,
 /// waypost with upstream `app` balanced by the `panicky` fixture over two
 /// backends; its port and configuration text.
 fn panicky_proxy() -> (Server, u16, String) {
-    let so = bin_dir().join("libpanicky_module.so");
-    assert!(so.is_file(), "run `cargo build --workspace` first");
+    let so = built_module("libpanicky_module.so");
     let [proxy, a, b] = free_ports(3)[..] else {
         unreachable!()
     };
@@ -297,11 +296,8 @@ fn a_slow_init_peer_is_counted_alone_or_with_its_get() {
 /// `$arg_k` at 2 requests a second: a key's second request within half a
 /// second is delayed, between `init_peer` and `get`.
 fn panicky_behind_limit_req() -> (Server, u16) {
-    let [panicky, limit_req] = ["libpanicky_module.so", "libwaypost_limit_req.so"].map(|f| {
-        let so = bin_dir().join(f);
-        assert!(so.is_file(), "run `cargo build --workspace` first");
-        so
-    });
+    let [panicky, limit_req] =
+        ["libpanicky_module.so", "libwaypost_limit_req.so"].map(built_module);
     let [proxy, a, b] = free_ports(3)[..] else {
         unreachable!()
     };

@@ -12,21 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use waypost_tests::{bin_dir, free_ports, get, waypost_bin, Server, TempDir};
-
-fn fixture(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
+use waypost_tests::{built_module, free_ports, get, waypost_bin, Server, TempDir};
 
 #[test]
 fn panicking_balancer_fails_the_request_and_the_server_lives() {
-    let so = fixture("libpanicky_module.so");
+    let so = built_module("libpanicky_module.so");
     let [proxy, good] = free_ports(2)[..] else {
         unreachable!()
     };
@@ -110,7 +100,7 @@ fn run_isolated(dir: &TempDir, args: &[&str]) -> Output {
     if !modules.exists() {
         std::fs::create_dir(&modules).expect("mkdir modules");
         std::os::unix::fs::symlink(
-            fixture("libwaypost_round_robin.so"),
+            built_module("libwaypost_round_robin.so"),
             modules.join("libwaypost_round_robin.so"),
         )
         .expect("link round_robin");
@@ -128,7 +118,7 @@ fn run_isolated(dir: &TempDir, args: &[&str]) -> Output {
 
 #[test]
 fn module_of_another_abi_is_refused_in_one_line() {
-    let so = fixture("libabi2_fixture.so");
+    let so = built_module("libabi2_fixture.so");
     let dir = TempDir::new("abi2");
     let conf = dir.write(
         "waypost.conf",
@@ -239,7 +229,7 @@ fn good_module_copy(dir: &TempDir) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&lib).expect("mkdir lib");
     chmod(&lib, 0o755);
     let so = lib.join("libpanicky.so");
-    std::fs::copy(fixture("libpanicky_module.so"), &so).expect("copy module");
+    std::fs::copy(built_module("libpanicky_module.so"), &so).expect("copy module");
     chmod(&so, 0o644);
     (lib, so)
 }
@@ -376,7 +366,7 @@ fn bad_modules_on_reload_keep_the_old_config_serving() {
     let no_symbol = dir.path.join("libm.so");
     std::fs::copy(libm(), &no_symbol).expect("copy libm");
     let missing = dir.path.join("libnothere.so");
-    let abi2 = fixture("libabi2_fixture.so");
+    let abi2 = built_module("libabi2_fixture.so");
     let bad: [(&Path, String); 5] = [
         (
             &insecure,
@@ -451,7 +441,7 @@ fn bad_modules_on_reload_keep_the_old_config_serving() {
 /// The `panicky` fixture behind a proxy on the first port, with one
 /// backend answering "good" on the second.
 fn fixture_proxy() -> (Server, u16) {
-    let so = fixture("libpanicky_module.so");
+    let so = built_module("libpanicky_module.so");
     let [proxy, good] = free_ports(2)[..] else {
         unreachable!()
     };

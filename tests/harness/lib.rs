@@ -26,6 +26,18 @@ pub fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
+/// A module library of the workspace's build (`libNAME.so`); fails the
+/// test with a hint when it was not built.
+pub fn built_module(file: &str) -> PathBuf {
+    let path = bin_dir().join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
 /// The `waypost` binary; fails the test with a hint when it was not built.
 pub fn waypost_bin() -> PathBuf {
     let bin = bin_dir().join("waypost");

@@ -28,10 +28,9 @@ static START: LazyLock<Mono> = LazyLock::new(Mono::read);
 /// Inside a hook, the time the hook was called (see
 /// `watch::hook_start`); elsewhere (a module's own thread) a reading.
 extern "C" fn monotonic_ns() -> u64 {
-    match crate::modules::watch::hook_start() {
-        Some(at) => at.nanos_since(*START),
-        None => now_ns(),
-    }
+    crate::modules::watch::hook_start()
+        .unwrap_or_else(Mono::read)
+        .nanos_since(*START)
 }
 
 /// The clock modules read through `sdk::now_ns`, for the core's own use
