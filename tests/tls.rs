@@ -738,3 +738,44 @@ fn a_graceful_stop_ends_idle_http2_connections() {
     assert!(types.contains(&7), "no GOAWAY before the close: {types:?}");
     eventually("waypost exits", || !wp.alive());
 }
+
+/// An HTTPS client that gives up while its request waits for the
+/// upstream (curl's `--max-time`) is noticed through its TLS records at
+/// once, as over plain HTTP/1 (tests/client_abort.rs): the upstream
+/// connection is closed and the request logged 499, long before
+/// `proxy_read_timeout`.
+#[test]
+fn an_https_client_that_leaves_is_logged_499() {
+    let t = ATest::new();
+    // Reads the request and never answers; says when the proxy closes.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = listener.local_addr().expect("addr").port();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let closed_tx = closed_tx.clone();
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let wp = t.waypost(
+        "ssl",
+        &format!(
+            "        access_log logs/t.log t;\n\
+             \x20       proxy_read_timeout 60s;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n"
+        ),
+    );
+    let (ok, out) = t.https("/gone", &["--http1.1", "--max-time", "1"]);
+    assert!(!ok, "{out}");
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream connection closed");
+    assert_eq!(
+        wp.wait_lines("logs/t.log", 1),
+        ["https|on|HTTP/1.1|GET /gone HTTP/1.1|499"]
+    );
+}

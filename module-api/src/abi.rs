@@ -855,7 +855,9 @@ pub enum GetResult {
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryState {
-    /// The response was passed on, or will be.
+    /// The response was passed on, or will be. Also a try whose client
+    /// left while it waited (`status` 0): not the peer's fault, and
+    /// nginx frees it with state 0 too.
     Ok,
     /// The peer failed (error, timeout, invalid header, or a listed 5xx that
     /// led to a retry); the core has counted the failure.

@@ -370,6 +370,68 @@ impl AccessLogs {
     }
 }
 
+thread_local! {
+    /// The status a request's log line shows when its handler is dropped
+    /// before answering: 499, nginx's "client closed request" (the client
+    /// went away, or reset its HTTP/2 stream), unless the connection says
+    /// otherwise as it drops one ([`Dropping`]).
+    static UNANSWERED: std::cell::Cell<u16> = const { std::cell::Cell::new(499) };
+}
+
+/// Gives the status a request's log line shows if its handler is dropped
+/// unfinished (a request body the connection could not read: 400, 408,
+/// 413) while this lives. Declared before the handler so that it is
+/// dropped after it, and [`Dropping::set`] with no await between it and
+/// the drop: nothing else runs on the thread meanwhile.
+#[derive(Default)]
+pub struct Dropping {
+    set: std::cell::Cell<bool>,
+}
+
+impl Dropping {
+    pub fn new() -> Dropping {
+        Dropping::default()
+    }
+
+    pub fn set(&self, status: u16) {
+        let _ = UNANSWERED.try_with(|s| s.set(status));
+        self.set.set(true);
+    }
+}
+
+impl Drop for Dropping {
+    fn drop(&mut self) {
+        if self.set.get() {
+            let _ = UNANSWERED.try_with(|s| s.set(499));
+        }
+    }
+}
+
+/// The status a request dropped now is logged with (499: its client
+/// left; 500 while a panic unwinds it).
+pub fn unanswered_status() -> u16 {
+    if std::thread::panicking() {
+        return 500;
+    }
+    UNANSWERED.try_with(|s| s.get()).unwrap_or(499)
+}
+
+/// A request's record while its answer is made: if the request is
+/// dropped first, its line is still written, with 499 (or the status
+/// [`Dropping`] gave), as nginx logs a request it finalizes because the
+/// client went away.
+pub struct Unanswered(pub Option<Box<Record>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.0.take() {
+            record.status = unanswered_status();
+            record.finish(0, 0);
+            record.recycle();
+        }
+    }
+}
+
 /// Records a worker keeps for its next requests.
 const SPARES: usize = 64;
 

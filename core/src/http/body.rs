@@ -40,6 +40,9 @@ enum Kind {
     /// The upstream switched protocols: the client connection runs the
     /// tunnel once the 101 head is written (`crate::http::tunnel`).
     Tunnel(Option<Box<crate::http::tunnel::Tunnel>>),
+    /// No answer at all: the connection closes (an HTTP/2 stream is
+    /// reset), as nginx's `return 444` (and 408, 499) does.
+    Close,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -69,6 +72,24 @@ impl RespBody {
 
     pub fn empty() -> RespBody {
         RespBody::full(Bytes::new())
+    }
+
+    /// Not an answer: the client's connection is closed instead (its
+    /// HTTP/2 stream reset), as nginx finalizes a request with 444, 408
+    /// or 499. The response's status is what the access log shows.
+    pub fn close() -> RespBody {
+        RespBody {
+            kind: Kind::Close,
+            sent: 0,
+            head: 0,
+            record: None,
+            hold: None,
+        }
+    }
+
+    /// Whether this is [`RespBody::close`]: nothing is to be sent.
+    pub fn is_close(&self) -> bool {
+        matches!(self.kind, Kind::Close)
     }
 
     pub fn upstream(body: UpstreamBody, passed: Box<Passed>, hold: PeerHold) -> RespBody {
@@ -193,7 +214,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Tunnel(_) => Poll::Ready(None),
+            Kind::Tunnel(_) | Kind::Close => Poll::Ready(None),
             Kind::Upstream(body, _) => {
                 let polled = body.poll_data(cx);
                 // The connection is free as soon as the last piece is read.
@@ -213,7 +234,7 @@ impl Body for RespBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b, _) => b.is_end_stream(),
-            Kind::Tunnel(_) => true,
+            Kind::Tunnel(_) | Kind::Close => true,
         }
     }
 
@@ -223,7 +244,7 @@ impl Body for RespBody {
             Kind::Upstream(b, _) => b
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
-            Kind::Tunnel(_) => SizeHint::with_exact(0),
+            Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
         }
     }
 }

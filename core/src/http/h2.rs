@@ -241,15 +241,30 @@ pub fn request(req: Request<Incoming>, https: bool) -> (Request<ClientBody>, Arc
     )
 }
 
+/// No answer for a stream (`return 444`): hyper resets it
+/// (`INTERNAL_ERROR`), as nginx does when it closes a stream's request
+/// without one.
+#[derive(Debug)]
+pub struct NoAnswer;
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request closed without an answer")
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
 /// The handler's response as the stream sends it: connection headers
 /// out (a `close` becomes GOAWAY), or the refusal the body's end called
-/// for.
+/// for; [`NoAnswer`] for a response that is none (its log line is
+/// written as it is dropped).
 pub fn response(
     resp: Response<RespBody>,
     outcome: &Outcome,
     active: Active,
     streams: &Streams,
-) -> Response<H2Resp> {
+) -> Result<Response<H2Resp>, NoAnswer> {
     let refusal = match outcome.0.load(Ordering::Relaxed) {
         TOO_LARGE => 413,
         TIMED_OUT => 408,
@@ -269,6 +284,9 @@ pub fn response(
         }
         refused
     };
+    if resp.body().is_close() {
+        return Err(NoAnswer);
+    }
     // An upstream's header lines into the map, which is what hyper sends,
     // and our name, which the HTTP/1 writer adds itself.
     if let Some(passed) = resp.body_mut().take_passed() {
@@ -291,10 +309,10 @@ pub fn response(
         resp.headers_mut().remove(name);
     }
     resp.headers_mut().remove(header::TRANSFER_ENCODING);
-    resp.map(|body| H2Resp {
+    Ok(resp.map(|body| H2Resp {
         body,
         _active: active,
-    })
+    }))
 }
 
 /// A response body on a stream, which counts the stream active until it

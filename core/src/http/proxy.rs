@@ -6,6 +6,8 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use abi_stable::std_types::{RSlice, RStr};
@@ -371,9 +373,7 @@ struct TryWith<'a> {
 /// or the request never left (nothing of it was written), the body stays
 /// for the next try (nginx retries even a POST that never left).
 ///
-/// `connected` gets the time the connection was there, when it is
-/// `Some` (an access log wants `$upstream_connect_time`).
-#[allow(clippy::too_many_arguments)]
+/// `progress` tells how far it got.
 async fn attempt(
     up: &Upstream,
     i: usize,
@@ -381,7 +381,7 @@ async fn attempt(
     with: TryWith<'_>,
     head: &RequestHead,
     body: &mut Option<ReqBody>,
-    mut connected: Option<&mut Option<Instant>>,
+    progress: &Progress,
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -389,15 +389,11 @@ async fn attempt(
         read: p.read_timeout,
     };
     loop {
-        if let Some(c) = connected.as_deref_mut() {
-            *c = None;
-        }
+        progress.connecting();
         let conn = pool::checkout(up, i, timeouts, with.tls)
             .await
             .map_err(|e| connect_failure(e, with))?;
-        if let Some(c) = connected.as_deref_mut() {
-            *c = Some(clock::now());
-        }
+        progress.connected_now();
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
         let e = match upstream_h1::exchange(conn, head, &mut req_body).await {
@@ -652,14 +648,16 @@ pub async fn run(
         Ok((delay_ms, name)) => {
             // A module's delay (limit_req): the request waits on a timer;
             // if the client goes away meanwhile, the connection drops
-            // this future.
+            // this future (and `delayed` logs it).
             // Boxed, as the body read below: rare paths kept out of the
             // size of every request's future.
             state.waiting();
+            let delayed = Delayed { cx, parts: &parts };
             Box::pin(tokio::time::sleep(std::time::Duration::from_millis(
                 delay_ms,
             )))
             .await;
+            std::mem::forget(delayed);
             name
         }
         Err(resp) => return *resp,
@@ -747,18 +745,30 @@ pub async fn run(
         };
         tried.set(i);
         up.on_select(i, now);
-        let in_use = InUse { up, peer: i };
+        let timed = record.is_some();
         if let Some(r) = record.as_deref_mut() {
             // The peer's address as text, made at config load.
             push_list(&mut r.upstream_addr, up.configs[i].addr.as_str());
             r.try_start();
         }
 
-        let mut connected = None;
-        let timed = record.is_some().then_some(&mut connected);
-        let result = attempt(up, i, p, with, &req_head, &mut body, timed).await;
+        let progress = Progress::new(timed);
+        let in_flight = InFlight {
+            up,
+            peer: i,
+            state: &mut state,
+            tried: &tried,
+            started: try_started,
+            record: record.as_deref_mut(),
+            progress: &progress,
+            cx,
+            parts: &parts,
+            upstream: (scheme, target),
+        };
+        let result = attempt(up, i, p, with, &req_head, &mut body, &progress).await;
         // From here `release` or the response's `PeerHold` gives it back.
-        in_use.handed_on();
+        in_flight.handed_on();
+        let connected = progress.connected();
         let now = clock::unix_secs();
         let timed_out = started
             .is_some_and(|s| clock::now().saturating_duration_since(s) >= p.next_upstream_timeout);
@@ -980,17 +990,78 @@ fn push_list(list: &mut String, item: &str) {
     list.push_str(item);
 }
 
-/// The chosen peer's connection counted as in use (`on_select`) while the
-/// try waits for the upstream: given back if the request is dropped then
-/// (an HTTP/2 stream the client reset, its connection closed), as nginx
-/// frees the peer when it finalizes the request. Without it each such
-/// request left the peer counted busy for good (`least_conn`, `max_conns`).
-struct InUse<'a> {
-    up: &'a Upstream,
-    peer: usize,
+/// How far a try got, shared by the try and its [`InFlight`] guard
+/// (atomics only because a future's shared parts must be `Sync`: one
+/// request's future touches them, on one thread at a time).
+struct Progress {
+    /// The try's start, when an access log wants `$upstream_connect_time`.
+    base: Option<Instant>,
+    /// When the connection was there: nanoseconds after `base`, plus one
+    /// (0: not yet).
+    connected: AtomicU64,
+    /// Connected: the request is being sent, or its answer awaited.
+    sending: AtomicBool,
 }
 
-impl InUse<'_> {
+impl Progress {
+    fn new(timed: bool) -> Progress {
+        Progress {
+            base: timed.then(clock::now),
+            connected: AtomicU64::new(0),
+            sending: AtomicBool::new(false),
+        }
+    }
+
+    /// A new connection is being made (again).
+    fn connecting(&self) {
+        self.connected.store(0, Relaxed);
+        self.sending.store(false, Relaxed);
+    }
+
+    fn connected_now(&self) {
+        self.sending.store(true, Relaxed);
+        if let Some(base) = self.base {
+            let nanos = clock::now().saturating_duration_since(base).as_nanos();
+            self.connected
+                .store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
+        }
+    }
+
+    fn connected(&self) -> Option<Instant> {
+        match (self.base, self.connected.load(Relaxed)) {
+            (Some(base), n) if n > 0 => Some(base + std::time::Duration::from_nanos(n - 1)),
+            _ => None,
+        }
+    }
+
+    fn sending(&self) -> bool {
+        self.sending.load(Relaxed)
+    }
+}
+
+/// A try waiting for the upstream. If the request is dropped then (the
+/// client closed its connection, or reset its HTTP/2 stream), this ends
+/// the try as nginx finalizes a request with 499: the peer is given back
+/// (`on_select`'s count: `least_conn`, `max_conns`), the module's `free`
+/// runs as for a success without a status (nginx's state 0), the access
+/// log's `$upstream_status` gets `-`, and the upstream connection, in the
+/// try's future, is closed. Without it each such request left the peer
+/// counted busy for good.
+struct InFlight<'a, 's> {
+    up: &'a Upstream,
+    peer: usize,
+    state: &'a mut PeerState<'s>,
+    tried: &'a Tried,
+    started: Mono,
+    record: Option<&'a mut Record>,
+    progress: &'a Progress,
+    cx: &'a ClientCx<'a>,
+    parts: &'a Parts,
+    /// The scheme and the request's target upstream, for the log.
+    upstream: (&'a str, &'a str),
+}
+
+impl InFlight<'_, '_> {
     /// The try ended: [`release`] or the response's `PeerHold` gives the
     /// connection back.
     fn handed_on(self) {
@@ -998,9 +1069,78 @@ impl InUse<'_> {
     }
 }
 
-impl Drop for InUse<'_> {
+impl Drop for InFlight<'_, '_> {
+    #[cold]
     fn drop(&mut self) {
         self.up.release_conn(self.peer);
+        if let Some(r) = self.record.as_deref_mut() {
+            push_list(&mut r.upstream_status, "-");
+            r.try_reached(self.progress.connected(), false);
+        }
+        let mut tries_left = 0;
+        release(
+            self.up,
+            self.state,
+            self.tried,
+            self.peer,
+            TryState::Ok,
+            0,
+            self.started,
+            clock::unix_secs(),
+            &mut tries_left,
+        );
+        if !client_left(self.parts) {
+            return;
+        }
+        let action = if self.progress.sending() {
+            "sending request to upstream"
+        } else {
+            "connecting to upstream"
+        };
+        let (scheme, target) = self.upstream;
+        log::write(
+            Level::Info,
+            Some(self.cx.conn),
+            &format!(
+                "epoll_wait() reported that client prematurely closed connection, so upstream connection is closed too while {action}{}",
+                context(
+                    self.cx,
+                    self.parts,
+                    &format!("{scheme}://{}{target}", self.up.addrs[self.peer])
+                )
+            ),
+        );
+    }
+}
+
+/// Whether a request dropped now is to be logged at `info` as one whose
+/// client left: over HTTP/1 (an HTTP/2 stream's end is the connection's
+/// business: nginx logs the RST_STREAM it got there), not for a body the
+/// connection could not read, nor while a panic unwinds.
+fn client_left(parts: &Parts) -> bool {
+    parts.version != Version::HTTP_2
+        && log::enabled(Level::Info)
+        && crate::http::access::unanswered_status() == 499
+        && !std::thread::panicking()
+}
+
+/// A request a module delayed (limit_req): if it is dropped while it
+/// waits, the client left, which nginx logs at `info` (the 499 is the
+/// access log's, [`crate::http::access::Unanswered`]).
+struct Delayed<'a> {
+    cx: &'a ClientCx<'a>,
+    parts: &'a Parts,
+}
+
+impl Drop for Delayed<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        if !client_left(self.parts) {
+            return;
+        }
+        let mut line = String::from("client prematurely closed connection");
+        request_context(self.cx, self.parts, &mut line);
+        log::write(Level::Info, Some(self.cx.conn), &line);
     }
 }
 

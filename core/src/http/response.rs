@@ -9,10 +9,12 @@ use crate::runtime::{Reply, ReplyText};
 use crate::vars::VarCtx;
 
 /// A `return`, as nginx's `ngx_http_script_return_code` and
-/// `ngx_http_send_response`: without text (or with an empty fixed one) a
-/// 4xx or 5xx sends nginx's page; a redirect sends the text as Location
-/// (made absolute when it starts with `/`) with nginx's page for the
-/// status; anything else sends the text as a `text/plain` body.
+/// `ngx_http_send_response`: without text (or with an empty fixed one)
+/// 444, 408 and 499 close the connection without an answer (nginx
+/// finalizes the request with them), any other 4xx or 5xx sends nginx's
+/// page; a redirect sends the text as Location (made absolute when it
+/// starts with `/`) with nginx's page for the status; anything else sends
+/// the text as a `text/plain` body.
 pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     let empty_fixed = match &r.text {
         None => true,
@@ -20,7 +22,10 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
         Some(ReplyText::Template(_)) => false,
     };
     if r.status >= 400 && empty_fixed {
-        return error_page(r.status);
+        return match r.status {
+            408 | 444 | 499 => unanswered(r.status),
+            status => error_page(status),
+        };
     }
     let text = match &r.text {
         None => Bytes::new(),
@@ -64,6 +69,15 @@ fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
     }
     out.extend_from_slice(path);
     Bytes::from(out)
+}
+
+/// No answer: the connection closes, and the access log shows `status`
+/// (nginx's 444 "close", 408 "request timed out", 499 "client closed
+/// request").
+pub fn unanswered(status: u16) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::close());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    resp
 }
 
 /// nginx's built-in error page for `status`, with our name in the footer.

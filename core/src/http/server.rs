@@ -12,6 +12,7 @@ use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::http::access::Unanswered;
 use crate::http::body::RespBody;
 use crate::http::h1::{self, ClientBody};
 use crate::http::h2;
@@ -599,7 +600,7 @@ where
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
                 let (resp, _) = Box::pin(handle(req, &conn, local)).await;
-                Ok::<_, std::convert::Infallible>(h2::response(resp, &outcome, active, &streams))
+                h2::response(resp, &outcome, active, &streams)
             }
         })
     };
@@ -768,10 +769,13 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
                     Action::Proxy(p) => p.host.as_str(),
                     _ => "",
                 };
-                let mut record = location
+                let record = location
                     .access_log
                     .as_ref()
                     .map(|logs| logs.start(&vars(client, 0, proxy_host), crate::clock::now()));
+                // Written with 499 should the request be dropped before
+                // it has its answer (the client went away).
+                let mut record = Unanswered(record);
                 let mut resp = match &location.action {
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
                     Action::NotFound => error_page(404),
@@ -788,9 +792,10 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
                             server,
                         };
                         let req = Request::from_parts(parts, body);
-                        proxy::run(req, p, location, &cx, record.as_deref_mut()).await
+                        proxy::run(req, p, location, &cx, record.0.as_deref_mut()).await
                     }
                 };
+                let mut record = record.0.take();
                 if let Some(r) = record.as_deref_mut() {
                     r.status = resp.status().as_u16();
                 }

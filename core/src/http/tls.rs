@@ -234,6 +234,28 @@ impl Io for TlsIo {
         }
         let _ = socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
     }
+
+    /// The records that came, decrypted: a close_notify (or the socket's
+    /// end, or a broken record) is the end; plaintext is a pipelined
+    /// request, kept for the loop. Records are read rather than peeked:
+    /// in TLS 1.3 an alert looks like data from outside.
+    fn try_closed(&self) -> io::Result<bool> {
+        let mut tls = self.lock();
+        loop {
+            match tls.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => return Ok(false),
+                Ok(state) if state.peer_has_closed() => return Ok(true),
+                Ok(_) => {}
+                Err(_) => return Ok(true),
+            }
+            match tls.read_tls(&mut Tcp(&self.tcp)) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(_) => return Ok(true),
+            }
+        }
+    }
 }
 
 impl Drop for TlsIo {

@@ -199,9 +199,12 @@ pub enum Step {
     Gone,
     /// The client sent a body that cannot be read (bad chunk): 400.
     Invalid,
-    /// The client closed, the socket failed, or `client_body_timeout`
-    /// passed between two reads: the connection closes without answer.
+    /// The client closed, or the socket failed: the connection closes
+    /// without answer (logged as 400, as nginx).
     Closed,
+    /// `client_body_timeout` passed between two reads: the same, logged
+    /// as 408.
+    TimedOut,
     /// A chunked body past `client_max_body_size`: 413.
     TooLarge,
 }
@@ -441,7 +444,7 @@ impl Pump {
             match read {
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.fail(BodyError("client timed out"));
-                    return Step::Closed;
+                    return Step::TimedOut;
                 }
                 Ok((0, _)) | Err(_) => {
                     self.fail(BodyError("client prematurely closed connection"));

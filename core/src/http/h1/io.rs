@@ -40,6 +40,11 @@ pub trait Io: Sync {
     fn try_flush(&self) -> io::Result<()>;
     /// Ends the sending side (after a TLS close_notify).
     fn shutdown_write(&self);
+    /// After a readiness event: whether the client has closed its side
+    /// (`true`), or sent more (`false`: a pipelined request, left where
+    /// it is for the loop). `WouldBlock` when neither, with the readiness
+    /// cleared.
+    fn try_closed(&self) -> io::Result<bool>;
 }
 
 impl Io for TcpStream {
@@ -113,6 +118,44 @@ impl Io for TcpStream {
     fn shutdown_write(&self) {
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
     }
+
+    /// A one-byte `MSG_PEEK`, as nginx's broken-connection check without
+    /// EPOLLRDHUP: 0 is the end, an error (a reset) too.
+    fn try_closed(&self) -> io::Result<bool> {
+        let peeked = self.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+            socket2::SockRef::from(self).peek(&mut byte)
+        });
+        match peeked {
+            Ok(n) => Ok(n == 0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(_) => Ok(true),
+        }
+    }
+}
+
+/// nginx's broken-connection check (`proxy_ignore_client_abort off`):
+/// whether the client closed while its request waits for an answer.
+/// Registers for the next readiness event otherwise. `watching` turns
+/// off when the client sent more instead (a pipelined request: nginx
+/// reads it once the answer is out), so the event is not looked at again.
+pub fn poll_closed<I: Io>(io: &I, cx: &mut Context<'_>, watching: &mut bool) -> bool {
+    // Each WouldBlock cleared the readiness, so the next poll registers;
+    // the bound only guards against a transport that keeps reporting it.
+    for _ in 0..4 {
+        match io.poll_read_ready(cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) => match io.try_closed() {
+                Ok(true) => return true,
+                Ok(false) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return true,
+            },
+        }
+    }
+    *watching = false;
+    false
 }
 
 /// A pooled read buffer: unconsumed bytes are `buf[pos..]`.

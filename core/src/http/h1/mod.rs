@@ -39,6 +39,7 @@ use http::{Method, Request, Response, Version};
 use tokio::time::Instant;
 
 use crate::clock;
+use crate::http::access;
 use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
 use crate::http::timer;
@@ -284,16 +285,35 @@ async fn busy<I: Io, S: Service>(
         }
         let req = Request::from_parts(head.parts, body);
 
-        // The handler runs while the body streams to it.
-        let (resp, send) = {
+        // The handler runs while the body streams to it, and while the
+        // client is watched for leaving (nginx's broken-connection check).
+        let driven = {
+            // Declared first, dropped last: the handler, if unfinished,
+            // is dropped at the end of this block with the status its
+            // log line shows set, and nothing else runs in between.
+            let dropping = access::Dropping::new();
             let answer = pin!(svc.call(req));
-            match drive(answer, &mut pump, io, &mut buf).await {
-                Ok(answer) => answer,
-                Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
-                Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
-                Err(_) => return End::Close,
+            let driven = drive(answer, &mut pump, io, &mut buf, true).await;
+            if let Err(step) = driven {
+                dropping.set(match step {
+                    Step::Invalid | Step::Closed => 400,
+                    Step::TimedOut => 408,
+                    Step::TooLarge => 413,
+                    _ => 499,
+                });
             }
+            driven
         };
+        let (resp, send) = match driven {
+            Ok(answer) => answer,
+            Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
+            Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
+            Err(_) => return End::Close,
+        };
+        // `return 444` and the like: no answer, the connection closes.
+        if resp.body().is_close() {
+            return End::Close;
+        }
 
         // The response, while the body may still stream.
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
@@ -311,7 +331,7 @@ async fn busy<I: Io, S: Service>(
         }
         let written = {
             let written = pin!(write::respond(io, resp, &ask));
-            match drive(written, &mut pump, io, &mut buf).await {
+            match drive(written, &mut pump, io, &mut buf, false).await {
                 Ok(written) => written,
                 Err(_) => return End::Close,
             }
@@ -366,16 +386,34 @@ async fn busy<I: Io, S: Service>(
 /// Runs `fut` while handing the request body to it, until `fut` is done.
 /// Fails when the body does (the step that failed): the answer is not
 /// wanted any more.
+///
+/// With `watch`, once no body is left to read: fails with
+/// [`Step::Gone`] if the client closes before `fut` is done, as nginx
+/// (`proxy_ignore_client_abort off`) ends a request whose client left,
+/// and logs 499.
 async fn drive<F: Future, I: Io>(
     mut fut: Pin<&mut F>,
     pump: &mut Option<Pump>,
     io: &I,
     buf: &mut ReadBuf,
+    mut watch: bool,
 ) -> Result<F::Output, Step> {
     let mut active = pump.as_ref().is_some_and(|p| !p.finished());
     loop {
         let Some(p) = pump.as_mut().filter(|_| active) else {
-            return Ok(fut.await);
+            if !watch {
+                return Ok(fut.await);
+            }
+            return std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(out));
+                }
+                if watch && io::poll_closed(io, cx, &mut watch) {
+                    return Poll::Ready(Err(Step::Gone));
+                }
+                Poll::Pending
+            })
+            .await;
         };
         tokio::select! {
             biased;
@@ -383,7 +421,7 @@ async fn drive<F: Future, I: Io>(
             step = p.step(io, buf) => match step {
                 Step::Delivered => {}
                 Step::Finished | Step::Gone => active = false,
-                Step::Invalid | Step::Closed | Step::TooLarge => return Err(step),
+                Step::Invalid | Step::Closed | Step::TimedOut | Step::TooLarge => return Err(step),
             }
         }
     }
