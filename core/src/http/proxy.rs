@@ -13,7 +13,7 @@ use std::time::Instant;
 use abi_stable::std_types::{RSlice, RStr};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use waypost_module_api::{
@@ -542,14 +542,17 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
     resp
 }
 
+/// Proxies one request (its head `parts`, borrowed from the handler's
+/// frame rather than moved in: a head is a few hundred bytes, copied
+/// with each move) to `p`'s upstream.
 pub async fn run(
-    req: Request<ClientBody>,
+    parts: &Parts,
+    body: ClientBody,
     p: &Proxy,
     location: &Location,
     cx: &ClientCx<'_>,
     mut record: Option<&mut Record>,
 ) -> Response<RespBody> {
-    let (parts, body) = req.into_parts();
     let up: &Upstream = &p.upstream;
     let mut tried = Tried::new(up.configs.len());
     // Peers down by health checks count as tried, so no balancer, whatever
@@ -567,7 +570,7 @@ pub async fn run(
     // allocation when nothing is logged).
     let mut module_values = record.as_deref_mut().map(|r| &mut r.module_values);
     let vars = || VarCtx {
-        req: &parts,
+        req: parts,
         head: cx.head,
         client: cx.client,
         peer: cx.peer,
@@ -613,7 +616,7 @@ pub async fn run(
             let (delay, end) = filters(
                 p,
                 cx,
-                &parts,
+                parts,
                 &hook_cx,
                 &request_view,
                 module_values.as_mut(),
@@ -629,7 +632,7 @@ pub async fn run(
                 InitPeerResult::Delay(ms) => ms,
                 InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
                 InitPeerResult::Error(msg) => {
-                    return Err(Box::new(hook_error(cx, &parts, &up.name, &msg, 502)))
+                    return Err(Box::new(hook_error(cx, parts, &up.name, &msg, 502)))
                 }
             },
         );
@@ -652,7 +655,7 @@ pub async fn run(
             // Boxed, as the body read below: rare paths kept out of the
             // size of every request's future.
             state.waiting();
-            let delayed = Delayed { cx, parts: &parts };
+            let delayed = Delayed { cx, parts };
             Box::pin(tokio::time::sleep(std::time::Duration::from_millis(
                 delay_ms,
             )))
@@ -709,7 +712,7 @@ pub async fn run(
     let rewritten = p
         .uri
         .is_some()
-        .then(|| upstream_uri(&parts, cx.head, p, location));
+        .then(|| upstream_uri(parts, cx.head, p, location));
     let framing = match (&buffered, length) {
         _ if body_empty => Framing::None,
         (Some(b), _) => Framing::Length(b.len() as u64),
@@ -721,7 +724,7 @@ pub async fn run(
         .unwrap_or(&parts.uri)
         .path_and_query()
         .map_or("/", |pq| pq.as_str());
-    let req_head = upstream_head(&parts, p, &vars(), target, framing);
+    let req_head = upstream_head(parts, p, &vars(), target, framing);
 
     loop {
         if let Some(b) = &buffered {
@@ -735,13 +738,13 @@ pub async fn run(
             GetResult::Busy => {
                 return no_live_upstreams(
                     cx,
-                    &parts,
+                    parts,
                     record,
                     &format!("{scheme}://{}{}", up.name, target),
                     &up.name,
                 );
             }
-            GetResult::Error(msg) => return hook_error(cx, &parts, &up.name, &msg, 502),
+            GetResult::Error(msg) => return hook_error(cx, parts, &up.name, &msg, 502),
         };
         tried.set(i);
         up.on_select(i, now);
@@ -762,7 +765,7 @@ pub async fn run(
             record: record.as_deref_mut(),
             progress: &progress,
             cx,
-            parts: &parts,
+            parts,
             upstream: (scheme, target),
         };
         let result = attempt(up, i, p, with, &req_head, &mut body, &progress).await;
@@ -837,7 +840,7 @@ pub async fn run(
                 };
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
-                    return switched(upgraded, head, &passed, hold, cx, &parts, &upstream);
+                    return switched(upgraded, head, &passed, hold, cx, parts, &upstream);
                 }
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
@@ -854,7 +857,7 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
                 }
-                log_failure(cx, &parts, &failure.message, scheme, &up.addrs[i], &target);
+                log_failure(cx, parts, &failure.message, scheme, &up.addrs[i], &target);
                 release(
                     up,
                     &mut state,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONNECTION};
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -391,18 +392,18 @@ impl<const HTTPS: bool> Client<HTTPS> {
 }
 
 impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
-    fn call(
-        &self,
-        req: Request<ClientBody>,
-    ) -> impl std::future::Future<Output = h1::Answer> + Send + '_ {
-        let mut req = req;
+    fn call<'a>(
+        &'a self,
+        parts: &'a mut Parts,
+        body: ClientBody,
+    ) -> impl std::future::Future<Output = h1::Answer> + Send + 'a {
         if HTTPS {
-            req.extensions_mut().insert(Https);
+            parts.extensions.insert(Https);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,
         // not in every idle connection's task.
-        handle(req, &self.conn, self.local())
+        handle(parts, body, &self.conn, self.local())
     }
 
     fn repin(&self) -> bool {
@@ -599,7 +600,8 @@ where
                 // Boxed: hyper spawns each stream's future as a task,
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
-                let (resp, _) = Box::pin(handle(req, &conn, local)).await;
+                let (parts, body) = req.into_parts();
+                let (resp, _) = Box::pin(handle(&parts, body, &conn, local)).await;
                 h2::response(resp, &outcome, active, &streams)
             }
         })
@@ -652,7 +654,7 @@ where
     }
 }
 
-async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1::Answer {
+async fn handle(parts: &Parts, mut body: ClientBody, conn: &Conn, local: SocketAddr) -> h1::Answer {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
@@ -663,10 +665,9 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
         return (error_page(500), None);
     };
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let (parts, mut body) = req.into_parts();
     // What nginx checks while reading the head: a bad request line, URI
     // or Host is a 400, and the connection closes.
-    let Ok(head) = ParsedHead::parse(&parts) else {
+    let Ok(head) = ParsedHead::parse(parts) else {
         let mut resp = error_page(400);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -692,7 +693,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
         client = real;
     }
     let vars = |client: SocketAddr, status: u16, proxy_host| VarCtx {
-        req: &parts,
+        req: parts,
         head: &head,
         client,
         peer: conn.client,
@@ -791,8 +792,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn, local: SocketAddr) -> h1:
                             head: &head,
                             server,
                         };
-                        let req = Request::from_parts(parts, body);
-                        proxy::run(req, p, location, &cx, record.0.as_deref_mut()).await
+                        proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
                     }
                 };
                 let mut record = record.0.take();

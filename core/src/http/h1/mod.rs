@@ -35,7 +35,8 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{Method, Request, Response, Version};
+use http::request::Parts;
+use http::{Method, Response, Version};
 use tokio::time::Instant;
 
 use crate::clock;
@@ -52,9 +53,15 @@ use parse::Refusal;
 
 /// What a connection asks of the server.
 pub trait Service: Sync {
-    /// Answers one request. The future lives inside the busy period's
-    /// (one allocation per request, not two).
-    fn call(&self, req: Request<ClientBody>) -> impl Future<Output = Answer> + Send + '_;
+    /// Answers one request: its head, which the busy period holds (a
+    /// head is a few hundred bytes, copied with each move), and its body.
+    /// The future lives inside the busy period's (one allocation per
+    /// request, not two).
+    fn call<'a>(
+        &'a self,
+        parts: &'a mut Parts,
+        body: ClientBody,
+    ) -> impl Future<Output = Answer> + Send + 'a;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
@@ -283,7 +290,7 @@ async fn busy<I: Io, S: Service>(
                 return refuse(io, settings, Refusal::Bad).await;
             }
         }
-        let req = Request::from_parts(head.parts, body);
+        let mut parts = head.parts;
 
         // The handler runs while the body streams to it, and while the
         // client is watched for leaving (nginx's broken-connection check).
@@ -292,7 +299,7 @@ async fn busy<I: Io, S: Service>(
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
-            let answer = pin!(svc.call(req));
+            let answer = pin!(svc.call(&mut parts, body));
             let driven = drive(answer, &mut pump, io, &mut buf, true).await;
             if let Err(step) = driven {
                 dropping.set(match step {
