@@ -269,9 +269,9 @@ fn http2_and_http11_over_tls_reach_the_backend() {
         out.starts_with("backend\nGET /h2?x=1 HTTP/1.0\r\n"),
         "{out}"
     );
-    assert!(out.contains("x-scheme: https\r\n"), "{out}");
-    assert!(out.contains("x-https: on\r\n"), "{out}");
-    assert!(out.contains("x-protocol: HTTP/2.0\r\n"), "{out}");
+    assert!(out.contains("X-Scheme: https\r\n"), "{out}");
+    assert!(out.contains("X-Https: on\r\n"), "{out}");
+    assert!(out.contains("X-Protocol: HTTP/2.0\r\n"), "{out}");
     assert!(
         out.to_ascii_lowercase().contains("host: 127.0.0.1:"),
         "{out}"
@@ -281,8 +281,8 @@ fn http2_and_http11_over_tls_reach_the_backend() {
     let (ok, out) = t.https("/h1", &["--http1.1"]);
     assert!(ok, "{out}");
     assert!(out.starts_with("backend\nGET /h1 HTTP/1.0\r\n"), "{out}");
-    assert!(out.contains("x-protocol: HTTP/1.1\r\n"), "{out}");
-    assert!(out.contains("x-scheme: https\r\n"), "{out}");
+    assert!(out.contains("X-Protocol: HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("X-Scheme: https\r\n"), "{out}");
     assert!(out.ends_with("\n1.1"), "HTTP/1.1 expected: {out}");
 
     // Request bodies, and a response far larger than TLS records and
@@ -348,14 +348,14 @@ fn h2c_by_prior_knowledge_beside_http11_on_one_port() {
     let (ok, out) = curl(&["--http2-prior-knowledge", "-w", "\n%{http_version}", &url]);
     assert!(ok, "{out}");
     assert!(out.starts_with("backend\nGET /c HTTP/1.0\r\n"), "{out}");
-    assert!(out.contains("x-scheme: http\r\n"), "{out}");
+    assert!(out.contains("X-Scheme: http\r\n"), "{out}");
     // An empty value: no header, as nginx sends none.
     assert!(!out.contains("x-https"), "{out}");
-    assert!(out.contains("x-protocol: HTTP/2.0\r\n"), "{out}");
+    assert!(out.contains("X-Protocol: HTTP/2.0\r\n"), "{out}");
     assert!(out.ends_with("\n2"), "{out}");
     let (ok, out) = curl(&["--http1.1", "-w", "\n%{http_version}", &url]);
     assert!(ok, "{out}");
-    assert!(out.contains("x-protocol: HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("X-Protocol: HTTP/1.1\r\n"), "{out}");
     assert!(out.ends_with("\n1.1"), "{out}");
     let lines = wp.wait_lines("logs/t.log", 2);
     assert_eq!(lines[0], "http||HTTP/2.0|GET /c HTTP/2.0|200");

@@ -399,3 +399,87 @@ fn a_response_before_the_whole_body_is_passed_on() {
         "the connection was kept"
     );
 }
+
+/// The request heads a backend gets for `requests` through a proxy with
+/// a few `proxy_set_header`s: one connection per request, answered 204.
+fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = listener.local_addr().expect("addr").port();
+    let (tx, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head and the short bodies sent here come in one piece
+            // or a few; up to the blank line, and the 3-byte body if any.
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let want = if head.contains("Content-Length: 3") {
+                        3
+                    } else {
+                        0
+                    };
+                    if body.len() >= want {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+        }
+    });
+    let conf = wrap_http(
+        &format!(
+            "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       proxy_set_header X-Set \"v\";\n\
+             \x20       proxy_set_header accept-encoding \"\";\n\
+             \x20       proxy_set_header X-Real-IP $remote_addr;\n\
+             \x20       location / {{ proxy_pass http://up; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    );
+    let _server = Server::either(nginx, &conf, &[port]);
+    requests
+        .iter()
+        .map(|request| {
+            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            client.write_all(request).expect("send");
+            assert!(read_head(&mut client).is_some(), "no answer");
+            heads
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the backend got a request")
+        })
+        .collect()
+}
+
+/// The upstream request's head, byte for byte as nginx writes it: the
+/// configured headers as the config spells them, then `Host` and
+/// `Connection`, then the body's `Content-Length` (0 too when the client
+/// announced it), then the client's headers (sent lowercase here, as
+/// waypost passes them on), without those set or hop-by-hop.
+#[test]
+fn the_upstream_request_head_is_written_as_nginx_writes_it() {
+    let requests: [&[u8]; 3] = [
+        b"GET /x HTTP/1.1\r\nHost: a\r\nuser-agent: t\r\nx-mixed: 1\r\naccept-encoding: gzip\r\nConnection: keep-alive\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nx-a: 1\r\nConnection: close\r\n\r\nabc",
+        b"POST /z HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\nx-a: 1\r\nConnection: close\r\n\r\n",
+    ];
+    let theirs = upstream_heads(true, &requests);
+    assert_eq!(
+        theirs[0],
+        "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nHost: up\r\nConnection: close\r\nuser-agent: t\r\nx-mixed: 1\r\n\r\n",
+        "nginx's, the reference"
+    );
+    assert_eq!(upstream_heads(false, &requests), theirs);
+}

@@ -265,12 +265,13 @@ impl Harness {
             }
             if headers.contains_key(*name) {
                 assert!(
-                    p.headers.iter().any(|(n, _)| n.as_str() == *name),
+                    p.headers.iter().any(|set| set.name.as_str() == *name),
                     "{name} passed upstream as the client sent it"
                 );
             }
         }
-        for (name, _) in &p.headers {
+        for set in &p.headers {
+            let name = &set.name;
             assert!(headers.get_all(name).iter().count() <= 1, "{name} twice");
         }
         Some((uri, headers))

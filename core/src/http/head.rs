@@ -23,6 +23,8 @@ pub struct ParsedHead {
     host: Host,
     /// The request has an `Upgrade` header (a WebSocket handshake).
     pub upgrade: bool,
+    /// The request has a `Content-Length` (nginx passes a 0 on).
+    pub content_length: bool,
 }
 
 /// Where the validated host is, as the prefix of its source that is the
@@ -105,6 +107,7 @@ impl ParsedHead {
         if lengths > 1 {
             return Err(BadRequest);
         }
+        head.content_length = lengths == 1;
         let bytes = path.as_bytes();
         head.quoted = bytes.contains(&b'%');
         if head.quoted || complex(bytes) {

@@ -274,11 +274,12 @@ fn dropped(name: &header::HeaderName) -> bool {
     )
 }
 
-/// The upstream request's head: the request line with `target`, the
-/// client's headers but those [`dropped`] or set by `proxy_set_header`,
-/// then those (one with an empty value left out, as nginx), then the
-/// body's framing. Written once, straight into a pooled buffer, and sent
-/// as is on every try.
+/// The upstream request's head, in nginx's order: the request line with
+/// `target`, the headers `proxy_set_header` sets (one with an empty value
+/// left out, as nginx) and nginx's `Host` and `Connection`, the body's
+/// framing, then the client's headers but those [`dropped`] or set.
+/// Written once, straight into a pooled buffer, and sent as is on every
+/// try.
 ///
 /// Public (hidden) for the fuzz targets (`crate::fuzzing`).
 #[doc(hidden)]
@@ -290,18 +291,19 @@ pub fn upstream_head(
     framing: Framing,
 ) -> RequestHead {
     let mut w = HeadWriter::new(&parts.method, target, p.http11, framing);
-    for (name, value) in &parts.headers {
-        if !dropped(name) && !p.headers.iter().any(|(n, _)| n == name) {
-            w.header(name, value.as_bytes());
+    for set in &p.headers {
+        match &set.source {
+            HeaderSource::Fixed(None) => {}
+            HeaderSource::Fixed(Some(value)) => w.set(&set.spelled, &set.name, value.as_bytes()),
+            HeaderSource::Template(template) => {
+                w.set_with(&set.spelled, &set.name, |out| template.eval_into(vars, out));
+            }
         }
     }
-    for (name, source) in &p.headers {
-        match source {
-            HeaderSource::Fixed(None) => {}
-            HeaderSource::Fixed(Some(value)) => w.header(name, value.as_bytes()),
-            HeaderSource::Template(template) => {
-                w.header_with(name, |out| template.eval_into(vars, out));
-            }
+    w.framing(vars.head.content_length);
+    for (name, value) in &parts.headers {
+        if !dropped(name) && !p.headers.iter().any(|set| set.name == name) {
+            w.header(name, value.as_bytes());
         }
     }
     w.finish()

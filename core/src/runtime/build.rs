@@ -435,27 +435,30 @@ fn proxy_tls(
     Ok(Some(ProxyTls { client, name }))
 }
 
-/// nginx's default proxy headers, then the configured ones by name.
+/// The configured proxy headers, then nginx's defaults not configured
+/// (`ngx_http_proxy_init_headers`: its order, in which they are sent).
 fn proxy(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
     upstreams: &[Arc<Upstream>],
     tls: &mut TlsClients,
 ) -> Result<Proxy, ConfError> {
-    let mut set: Vec<(String, String)> = vec![
-        ("Host".into(), "$proxy_host".into()),
-        ("Connection".into(), "close".into()),
-    ];
+    let mut set: Vec<(String, String)> = Vec::new();
     for (name, value) in &conf.set_headers {
         match set.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some(slot) => slot.1 = value.clone(),
             None => set.push((name.clone(), value.clone())),
         }
     }
+    for (name, value) in [("Host", "$proxy_host"), ("Connection", "close")] {
+        if !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            set.push((name.into(), value.into()));
+        }
+    }
     let mut headers = Vec::with_capacity(set.len());
-    for (name, value) in set {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfError::bare(format!("invalid header name \"{name}\"")))?;
+    for (spelled, value) in set {
+        let name = HeaderName::from_bytes(spelled.as_bytes())
+            .map_err(|_| ConfError::bare(format!("invalid header name \"{spelled}\"")))?;
         // `$proxy_host` is known now; with it substituted most values are
         // fixed and cost nothing per request.
         let value = value
@@ -470,7 +473,11 @@ fn proxy(
             })?)),
             None => HeaderSource::Template(template),
         };
-        headers.push((name, source));
+        headers.push(SetHeader {
+            name,
+            spelled: spelled.into(),
+            source,
+        });
     }
     let upstream = upstreams[p.upstream].clone();
     let mut tries = upstream.tries;

@@ -174,6 +174,15 @@ pub enum HeaderSource {
     Template(Template),
 }
 
+/// A header set on the upstream request (`proxy_set_header`, or nginx's
+/// default `Host` and `Connection`).
+pub struct SetHeader {
+    pub name: HeaderName,
+    /// The name as the config spelled it, which is how nginx sends it.
+    pub spelled: Box<str>,
+    pub source: HeaderSource,
+}
+
 /// A filter a proxied request runs: the filter, the scope its `check`
 /// expects, and its index in `Runtime::filters` (for its log variable).
 pub struct FilterRun {
@@ -190,8 +199,10 @@ pub struct Proxy {
     pub host: String,
     /// `proxy_pass http://u/uri`: the matched prefix is replaced by `uri`.
     pub uri: Option<String>,
-    /// Headers set on the upstream request; an empty value removes one.
-    pub headers: Vec<(HeaderName, HeaderSource)>,
+    /// Headers set on the upstream request, in nginx's order (the
+    /// configured ones, then the defaults not configured); an empty value
+    /// removes one.
+    pub headers: Vec<SetHeader>,
     pub http11: bool,
     pub next_upstream: NextUpstream,
     pub tries: u32,

@@ -63,15 +63,19 @@ impl RequestHead {
     }
 }
 
-/// Writes a request head: the request line first, then each header, then
-/// [`HeadWriter::finish`] adds the body's framing. Header names are
-/// written as the `http` crate keeps them (lowercase), as hyper did.
+/// Writes a request head in nginx's order: the request line, the headers
+/// the proxy sets ([`HeadWriter::set`], as the config spells them), the
+/// body's framing ([`HeadWriter::framing`]: `Content-Length` or
+/// `Transfer-Encoding`), then the client's headers ([`HeadWriter::header`],
+/// lowercase: the `http` crate keeps names so).
 pub struct HeadWriter {
     buf: Buf,
     framing: Framing,
     http11: bool,
     close: bool,
     length_written: bool,
+    /// The framing headers are written.
+    framed: bool,
     method: Ask,
 }
 
@@ -99,33 +103,43 @@ impl HeadWriter {
             http11,
             close: false,
             length_written: false,
+            framed: false,
             method,
         }
     }
 
-    /// Adds a header whose value is known valid (an `http::HeaderValue`'s
-    /// bytes). The body's framing headers are this writer's: a
-    /// Transfer-Encoding never passes, and a Content-Length only when it
-    /// is the body's own.
+    /// Adds a client's header whose value is known valid (an
+    /// `http::HeaderValue`'s bytes). The body's framing headers are this
+    /// writer's: the client's never pass.
     pub fn header(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            return;
+        }
+        self.set(name.as_str(), name, value);
+    }
+
+    /// Adds a header the proxy sets, `spelled` so, whose value is known
+    /// valid. A Transfer-Encoding never passes, and a Content-Length only
+    /// when it is the body's own.
+    pub fn set(&mut self, spelled: &str, name: &HeaderName, value: &[u8]) {
         if !self.framing_allows(name, value) {
             return;
         }
         self.length_written |= name == CONTENT_LENGTH;
         self.close |= asks_close(name, value);
-        self.buf.extend_from_slice(name.as_str().as_bytes());
+        self.buf.extend_from_slice(spelled.as_bytes());
         self.buf.extend_from_slice(b": ");
         self.buf.extend_from_slice(value);
         self.buf.extend_from_slice(b"\r\n");
     }
 
-    /// Adds a header whose value `fill` appends to the head in place (a
-    /// template's, evaluated with no buffer of its own). An empty value
-    /// drops the header, as nginx does, and so does a value that is not
-    /// a valid header value (a control character).
-    pub fn header_with(&mut self, name: &HeaderName, fill: impl FnOnce(&mut Vec<u8>)) {
+    /// [`HeadWriter::set`] with a value `fill` appends to the head in
+    /// place (a template's, evaluated with no buffer of its own). An
+    /// empty value drops the header, as nginx does, and so does a value
+    /// that is not a valid header value (a control character).
+    pub fn set_with(&mut self, spelled: &str, name: &HeaderName, fill: impl FnOnce(&mut Vec<u8>)) {
         let line = self.buf.len();
-        self.buf.extend_from_slice(name.as_str().as_bytes());
+        self.buf.extend_from_slice(spelled.as_bytes());
         self.buf.extend_from_slice(b": ");
         let start = self.buf.len();
         fill(&mut self.buf);
@@ -159,16 +173,34 @@ impl HeadWriter {
         }
     }
 
-    pub fn finish(mut self) -> RequestHead {
+    /// The body's framing, where nginx writes it (its default headers
+    /// after the configured ones): `Content-Length` for a body of known
+    /// length (`announced`: also `Content-Length: 0` for a bodiless
+    /// request that said so), `Transfer-Encoding: chunked` for one of
+    /// unknown length to an HTTP/1.1 upstream.
+    pub fn framing(&mut self, announced: bool) {
         match self.framing {
             Framing::Length(n) if !self.length_written => {
                 use std::io::Write as _;
-                let _ = write!(&mut *self.buf, "content-length: {n}\r\n");
+                let _ = write!(&mut *self.buf, "Content-Length: {n}\r\n");
             }
-            Framing::Chunked => self
+            Framing::None if announced && !self.length_written => {
+                self.buf.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+            Framing::Chunked if !self.framed => self
                 .buf
-                .extend_from_slice(b"transfer-encoding: chunked\r\n"),
+                .extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             _ => {}
+        }
+        self.length_written = true;
+        self.framed = true;
+    }
+
+    /// The head's end, after the framing if [`HeadWriter::framing`] was
+    /// not called.
+    pub fn finish(mut self) -> RequestHead {
+        if !self.framed {
+            self.framing(false);
         }
         self.buf.extend_from_slice(b"\r\n");
         RequestHead {
@@ -198,49 +230,69 @@ mod tests {
     }
 
     #[test]
-    fn heads_carry_the_body_framing() {
+    fn heads_carry_the_body_framing_where_nginx_puts_it() {
+        // Set headers as spelled, the framing, then the client's (whose
+        // own framing headers never pass).
         let mut w = HeadWriter::new(&Method::POST, "/a?b", true, Framing::Length(3));
-        w.header(&HOST, b"u");
+        w.set("Host", &HOST, b"u");
+        w.framing(false);
+        w.header(&HeaderName::from_static("x-a"), b"1");
         w.header(&CONTENT_LENGTH, b"3");
         w.header(&TRANSFER_ENCODING, b"chunked");
         let head = w.finish();
         assert_eq!(
             text(&head),
-            "POST /a?b HTTP/1.1\r\nhost: u\r\ncontent-length: 3\r\n\r\n"
+            "POST /a?b HTTP/1.1\r\nHost: u\r\nContent-Length: 3\r\nx-a: 1\r\n\r\n"
         );
         assert!(head.keep_alive);
 
         let mut w = HeadWriter::new(&Method::POST, "/", true, Framing::Chunked);
-        w.header(&CONTENT_LENGTH, b"3");
-        w.header(&CONNECTION, b"close");
+        w.set("Connection", &CONNECTION, b"close");
+        w.set("content-length", &CONTENT_LENGTH, b"3");
+        w.framing(false);
         let head = w.finish();
         assert_eq!(
             text(&head),
-            "POST / HTTP/1.1\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+            "POST / HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
         assert!(!head.keep_alive);
 
-        // A length that is not the body's never goes up.
+        // A set length that is not the body's never goes up.
         let mut w = HeadWriter::new(&Method::PUT, "/", false, Framing::Length(5));
-        w.header(&CONTENT_LENGTH, b"4");
+        w.set("Content-Length", &CONTENT_LENGTH, b"4");
+        w.framing(false);
         let head = w.finish();
-        assert_eq!(text(&head), "PUT / HTTP/1.0\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(text(&head), "PUT / HTTP/1.0\r\nContent-Length: 5\r\n\r\n");
         assert!(!head.keep_alive);
         assert_eq!(head.method, Ask::Other);
+
+        // A bodiless request that announced its length of 0 keeps it.
+        for (announced, expected) in [
+            (true, "POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+            (false, "POST / HTTP/1.0\r\n\r\n"),
+        ] {
+            let mut w = HeadWriter::new(&Method::POST, "/", false, Framing::None);
+            w.framing(announced);
+            assert_eq!(text(&w.finish()), expected);
+        }
     }
 
     #[test]
     fn template_values_are_checked_in_place() {
         let name = HeaderName::from_static("x-v");
         let mut w = HeadWriter::new(&Method::HEAD, "/", true, Framing::None);
-        w.header_with(&name, |b| b.extend_from_slice(b"ok\tvalue"));
-        w.header_with(&name, |_| {});
-        w.header_with(&name, |b| b.extend_from_slice(b"bad\r\nx-injected: 1"));
-        w.header_with(&CONNECTION, |b| b.extend_from_slice(b"keep-alive, Close"));
+        w.set_with("X-V", &name, |b| b.extend_from_slice(b"ok\tvalue"));
+        w.set_with("X-V", &name, |_| {});
+        w.set_with("X-V", &name, |b| {
+            b.extend_from_slice(b"bad\r\nx-injected: 1")
+        });
+        w.set_with("Connection", &CONNECTION, |b| {
+            b.extend_from_slice(b"keep-alive, Close")
+        });
         let head = w.finish();
         assert_eq!(
             text(&head),
-            "HEAD / HTTP/1.1\r\nx-v: ok\tvalue\r\nconnection: keep-alive, Close\r\n\r\n"
+            "HEAD / HTTP/1.1\r\nX-V: ok\tvalue\r\nConnection: keep-alive, Close\r\n\r\n"
         );
         assert!(!head.keep_alive);
         assert_eq!(head.method, Ask::Head);

@@ -324,7 +324,7 @@ mod tests {
         let head = HeadWriter::new(&http::Method::POST, "/", false, Framing::Length(5)).finish();
         let mut body = ReqBody::Buffered(Bytes::from_static(b"hello"));
         let out = send(&head, &mut body, 3);
-        assert_eq!(out, b"POST / HTTP/1.0\r\ncontent-length: 5\r\n\r\nhello");
+        assert_eq!(out, b"POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello");
     }
 
     #[test]
