@@ -864,8 +864,7 @@ impl<'a> Interp<'a> {
             "proxy_set_header" => {
                 self.check_header_value(d)?;
                 let headers = layer.set_headers.get_or_insert_with(Vec::new);
-                // Set twice in one level: the last value is sent, in place.
-                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&d.args[0]));
+                // Set twice in one level: nginx sends both lines.
                 headers.push((d.args[0].clone(), d.args[1].clone()));
             }
             "proxy_http_version" => {

@@ -443,13 +443,8 @@ fn proxy(
     upstreams: &[Arc<Upstream>],
     tls: &mut TlsClients,
 ) -> Result<Proxy, ConfError> {
-    let mut set: Vec<(String, String)> = Vec::new();
-    for (name, value) in &conf.set_headers {
-        match set.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some(slot) => slot.1 = value.clone(),
-            None => set.push((name.clone(), value.clone())),
-        }
-    }
+    // Each line, a name set twice too (nginx sends both).
+    let mut set: Vec<(String, String)> = conf.set_headers.clone();
     for (name, value) in [("Host", "$proxy_host"), ("Connection", "close")] {
         if !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             set.push((name.into(), value.into()));

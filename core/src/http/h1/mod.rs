@@ -217,8 +217,7 @@ pub fn serve<I: Io + Send, S: Service + Send>(
 /// largest state (kilobytes here) and `Box::pin` builds it on the stack
 /// then copies all of it into the box; written into the allocation, only
 /// its arguments are stored. (It works for `busy`, whose arguments are
-/// references; the handler's future, which takes the request by value,
-/// is still copied.)
+/// references, as the handler's are: the head is borrowed from `busy`.)
 #[inline(always)]
 pub(crate) fn boxed<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))

@@ -166,8 +166,11 @@ impl HeadWriter {
             return true;
         }
         match self.framing {
-            // A bodiless request's length passes as the client sent it.
-            Framing::None => true,
+            // A bodiless request's only length is 0: any other (a
+            // `proxy_set_header Content-Length $http_x` the client fills)
+            // would make a kept upstream connection read the next request
+            // as this one's body. nginx sends whatever is set.
+            Framing::None => !self.length_written && content_length(value) == Some(0),
             Framing::Length(n) => !self.length_written && content_length(value) == Some(n),
             Framing::Chunked => false,
         }
@@ -257,7 +260,12 @@ mod tests {
         );
         assert!(!head.keep_alive);
 
-        // A set length that is not the body's never goes up.
+        // A set length that is not the body's never goes up, nor one
+        // other than 0 without a body.
+        let mut w = HeadWriter::new(&Method::GET, "/", true, Framing::None);
+        w.set("Content-Length", &CONTENT_LENGTH, b"7");
+        w.framing(false);
+        assert_eq!(text(&w.finish()), "GET / HTTP/1.1\r\n\r\n");
         let mut w = HeadWriter::new(&Method::PUT, "/", false, Framing::Length(5));
         w.set("Content-Length", &CONTENT_LENGTH, b"4");
         w.framing(false);
