@@ -469,19 +469,19 @@ fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
 /// configured headers as the config spells them (a name set twice, twice),
 /// then `Host` and
 /// `Connection`, then the body's `Content-Length` (0 too when the client
-/// announced it), then the client's headers (sent lowercase here, as
-/// waypost passes them on), without those set or hop-by-hop.
+/// announced it), then the client's headers as it spelled them, without
+/// those set or hop-by-hop.
 #[test]
 fn the_upstream_request_head_is_written_as_nginx_writes_it() {
     let requests: [&[u8]; 3] = [
-        b"GET /x HTTP/1.1\r\nHost: a\r\nuser-agent: t\r\nx-mixed: 1\r\naccept-encoding: gzip\r\nx-dup: c\r\nConnection: keep-alive\r\n\r\n",
-        b"POST /p HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nx-a: 1\r\nConnection: close\r\n\r\nabc",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nX-MiXed:  1\r\naccept-encoding: gzip\r\nX-DUP: c\r\nConnection: keep-alive\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nX-A: 1\r\nConnection: close\r\n\r\nabc",
         b"POST /z HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\nx-a: 1\r\nConnection: close\r\n\r\n",
     ];
     let theirs = upstream_heads(true, &requests);
     assert_eq!(
         theirs[0],
-        "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nX-Dup: a\r\nx-dup: b\r\nHost: up\r\nConnection: close\r\nuser-agent: t\r\nx-mixed: 1\r\n\r\n",
+        "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nX-Dup: a\r\nx-dup: b\r\nHost: up\r\nConnection: close\r\nUser-Agent: t\r\nX-MiXed: 1\r\n\r\n",
         "nginx's, the reference"
     );
     assert_eq!(upstream_heads(false, &requests), theirs);

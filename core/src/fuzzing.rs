@@ -151,7 +151,7 @@ impl Harness {
         };
         let text = String::from_utf8_lossy(text);
         let compiled = Template::compile(&text);
-        let (parts, extra, _) = request(rest)?;
+        let (parts, _, extra, _) = request(rest)?;
         let head = ParsedHead::parse(&parts).ok()?;
         let mut bytes = Bytes(extra);
         let addrs = [bytes.addr(), bytes.addr(), bytes.addr()];
@@ -205,7 +205,7 @@ impl Harness {
     /// (httparse) with the body framed once. Returns its target and
     /// headers, for a request the server takes.
     pub fn upstream_headers(&self, data: &[u8]) -> Option<(Uri, HeaderMap)> {
-        let (parts, extra, framing) = request(data)?;
+        let (parts, raw, extra, framing) = request(data)?;
         let head = ParsedHead::parse(&parts).ok()?;
         let server = self.proxy.listens.first()?.server(None);
         let location = server.locations.find(head.uri(&parts.uri))?;
@@ -245,7 +245,7 @@ impl Harness {
             Framing::Chunked if !p.http11 => Framing::Length(0),
             f => f,
         };
-        let written = proxy::upstream_head(&parts, p, &cx, target, framing);
+        let written = proxy::upstream_head(&parts, &raw, p, &cx, target, framing);
         let headers = read_back(written.bytes(), target);
         let lengths = headers.get_all("content-length").iter().count();
         let codings = headers.get_all("transfer-encoding").iter().count();
@@ -335,7 +335,7 @@ fn reaches_out(text: &str) -> bool {
 /// The request of a head as the server's connection loop makes it
 /// (`http::h1::parse`), and the bytes after the head; `None` for a head it
 /// refuses or that is not complete.
-fn request(data: &[u8]) -> Option<(Parts, &[u8], Framing)> {
+fn request(data: &[u8]) -> Option<(Parts, bytes::Bytes, &[u8], Framing)> {
     use crate::http::h1::parse;
     let head = parse::parse(data, Default::default()).ok()??;
     let framing = match head.framing {
@@ -343,7 +343,7 @@ fn request(data: &[u8]) -> Option<(Parts, &[u8], Framing)> {
         parse::Framing::Length(n) => Framing::Length(n),
         parse::Framing::Chunked => Framing::Chunked,
     };
-    Some((head.parts, &data[head.len..], framing))
+    Some((head.parts, head.raw, &data[head.len..], framing))
 }
 
 /// The headers of a request head written for an upstream, which must

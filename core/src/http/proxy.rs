@@ -25,6 +25,7 @@ use crate::clock::{self, Mono};
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
+use crate::http::h1::parse::spelled;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
 use crate::http::pool::{self, Timeouts, TlsTarget};
@@ -52,6 +53,9 @@ pub struct ClientCx<'a> {
     pub requests: u64,
     /// The request's normalized URI and validated host.
     pub head: &'a ParsedHead,
+    /// The head's bytes as an HTTP/1 client sent them (empty over
+    /// HTTP/2): its header names' spelling, for the upstream request.
+    pub raw: &'a [u8],
     pub server: &'a Server,
 }
 
@@ -277,7 +281,8 @@ fn dropped(name: &header::HeaderName) -> bool {
 /// The upstream request's head, in nginx's order: the request line with
 /// `target`, the headers `proxy_set_header` sets (one with an empty value
 /// left out, as nginx) and nginx's `Host` and `Connection`, the body's
-/// framing, then the client's headers but those [`dropped`] or set.
+/// framing, then the client's headers but those [`dropped`] or set, as
+/// the client spelled their names (read back from `raw`).
 /// Written once, straight into a pooled buffer, and sent as is on every
 /// try.
 ///
@@ -285,6 +290,7 @@ fn dropped(name: &header::HeaderName) -> bool {
 #[doc(hidden)]
 pub fn upstream_head(
     parts: &Parts,
+    raw: &[u8],
     p: &Proxy,
     vars: &VarCtx<'_>,
     target: &str,
@@ -303,7 +309,9 @@ pub fn upstream_head(
     w.framing(vars.head.content_length);
     for (name, value) in &parts.headers {
         if !dropped(name) && !p.headers.iter().any(|set| set.name == name) {
-            w.header(name, value.as_bytes());
+            let value = value.as_bytes();
+            let spelled = spelled(raw, name, value).unwrap_or(name.as_str().as_bytes());
+            w.header(spelled, name, value);
         }
     }
     w.finish()
@@ -726,7 +734,7 @@ pub async fn run(
         .unwrap_or(&parts.uri)
         .path_and_query()
         .map_or("/", |pq| pq.as_str());
-    let req_head = upstream_head(parts, p, &vars(), target, framing);
+    let req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
 
     loop {
         if let Some(b) = &buffered {

@@ -395,6 +395,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     fn call<'a>(
         &'a self,
         parts: &'a mut Parts,
+        raw: &'a [u8],
         body: ClientBody,
     ) -> impl std::future::Future<Output = h1::Answer> + Send + 'a {
         if HTTPS {
@@ -403,7 +404,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,
         // not in every idle connection's task.
-        handle(parts, body, &self.conn, self.local())
+        handle(parts, raw, body, &self.conn, self.local())
     }
 
     fn repin(&self) -> bool {
@@ -601,7 +602,7 @@ where
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
                 let (parts, body) = req.into_parts();
-                let (resp, _) = Box::pin(handle(&parts, body, &conn, local)).await;
+                let (resp, _) = Box::pin(handle(&parts, &[], body, &conn, local)).await;
                 h2::response(resp, &outcome, active, &streams)
             }
         })
@@ -654,7 +655,15 @@ where
     }
 }
 
-async fn handle(parts: &Parts, mut body: ClientBody, conn: &Conn, local: SocketAddr) -> h1::Answer {
+/// One request: its head, the head's bytes as an HTTP/1 client sent
+/// them (`raw`: empty over HTTP/2), its body.
+async fn handle(
+    parts: &Parts,
+    raw: &[u8],
+    mut body: ClientBody,
+    conn: &Conn,
+    local: SocketAddr,
+) -> h1::Answer {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
@@ -790,6 +799,7 @@ async fn handle(parts: &Parts, mut body: ClientBody, conn: &Conn, local: SocketA
                             conn: conn.id,
                             requests,
                             head: &head,
+                            raw,
                             server,
                         };
                         proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await

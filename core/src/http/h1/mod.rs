@@ -54,12 +54,14 @@ use parse::Refusal;
 /// What a connection asks of the server.
 pub trait Service: Sync {
     /// Answers one request: its head, which the busy period holds (a
-    /// head is a few hundred bytes, copied with each move), and its body.
+    /// head is a few hundred bytes, copied with each move), the head's
+    /// bytes as they came (`parse::Head::raw`), and its body.
     /// The future lives inside the busy period's (one allocation per
     /// request, not two).
     fn call<'a>(
         &'a self,
         parts: &'a mut Parts,
+        raw: &'a [u8],
         body: ClientBody,
     ) -> impl Future<Output = Answer> + Send + 'a;
     /// After a reload: whether the connection may carry on (its listening
@@ -290,6 +292,7 @@ async fn busy<I: Io, S: Service>(
             }
         }
         let mut parts = head.parts;
+        let raw = head.raw;
 
         // The handler runs while the body streams to it, and while the
         // client is watched for leaving (nginx's broken-connection check).
@@ -298,7 +301,7 @@ async fn busy<I: Io, S: Service>(
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
-            let answer = pin!(svc.call(&mut parts, body));
+            let answer = pin!(svc.call(&mut parts, &raw, body));
             let driven = drive(answer, &mut pump, io, &mut buf, true).await;
             if let Err(step) = driven {
                 dropping.set(match step {

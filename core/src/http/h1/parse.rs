@@ -45,6 +45,10 @@ pub enum Framing {
 /// A parsed head.
 pub struct Head {
     pub parts: Parts,
+    /// The head's copy, which the URI and the header values are slices
+    /// of: the header names as the client spelled them are read back from
+    /// it for the upstream request ([`spelled`]).
+    pub raw: Bytes,
     /// Bytes of the head in the buffer.
     pub len: usize,
     pub framing: Framing,
@@ -223,11 +227,31 @@ fn build(
     };
     Ok(Head {
         parts,
+        raw: head,
         len,
         framing,
         expect_continue,
         keep_alive,
     })
+}
+
+/// A header's name as the client spelled it, read back from `raw`, the
+/// head its `value` is a slice of ([`Head::raw`]): the bytes before the
+/// value, past the whitespace and the colon, when they are `name` but for
+/// case. `None` when the value is not in `raw` (an empty one, a header
+/// set since, an HTTP/2 request's).
+pub fn spelled<'r>(raw: &'r [u8], name: &HeaderName, value: &[u8]) -> Option<&'r [u8]> {
+    // Addresses compared, never followed: the value's place in `raw`.
+    let at = (value.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    if value.is_empty() || at + value.len() > raw.len() {
+        return None;
+    }
+    let before = raw[..at].trim_ascii_end().strip_suffix(b":")?;
+    let n = name.as_str().len();
+    let spelled = before.get(before.len().checked_sub(n)?..)?;
+    spelled
+        .eq_ignore_ascii_case(name.as_str().as_bytes())
+        .then_some(spelled)
 }
 
 /// A head's copy, made for slicing: most heads fit an [`Inline`] copy,
@@ -489,5 +513,34 @@ mod tests {
         // The same heads pass nginx's default buffers.
         assert!(parse(line.as_bytes(), Limits::default()).is_ok_and(|h| h.is_some()));
         assert!(parse(many.as_bytes(), Limits::default()).is_ok_and(|h| h.is_some()));
+    }
+
+    #[test]
+    fn header_names_are_read_back_as_the_client_spelled_them() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Mixed-CASE:\t v\r\nEmpty:\r\nx-low:w\r\n\r\n";
+        let head = parse(raw, Limits::default())
+            .expect("valid")
+            .expect("complete");
+        let got: Vec<Option<String>> = head
+            .parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                spelled(&head.raw, name, value.as_bytes())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Some("Host".to_owned()),
+                Some("X-Mixed-CASE".to_owned()),
+                None,
+                Some("x-low".to_owned())
+            ]
+        );
+        // A value from elsewhere is not read back.
+        let name = HeaderName::from_static("host");
+        assert_eq!(spelled(&head.raw, &name, b"a"), None);
     }
 }

@@ -67,7 +67,7 @@ impl RequestHead {
 /// the proxy sets ([`HeadWriter::set`], as the config spells them), the
 /// body's framing ([`HeadWriter::framing`]: `Content-Length` or
 /// `Transfer-Encoding`), then the client's headers ([`HeadWriter::header`],
-/// lowercase: the `http` crate keeps names so).
+/// as the client spelled them).
 pub struct HeadWriter {
     buf: Buf,
     framing: Framing,
@@ -108,14 +108,24 @@ impl HeadWriter {
         }
     }
 
-    /// Adds a client's header whose value is known valid (an
-    /// `http::HeaderValue`'s bytes). The body's framing headers are this
-    /// writer's: the client's never pass.
-    pub fn header(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Adds a client's header, its name `spelled` as the client did,
+    /// whose value is known valid (an `http::HeaderValue`'s bytes). The
+    /// body's framing headers are this writer's: the client's never pass.
+    pub fn header(&mut self, spelled: &[u8], name: &HeaderName, value: &[u8]) {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             return;
         }
-        self.set(name.as_str(), name, value);
+        self.close |= asks_close(name, value);
+        self.line(spelled, value);
+    }
+
+    // Inlined: its small fixed pieces are then stores, not memcpy calls.
+    #[inline(always)]
+    fn line(&mut self, spelled: &[u8], value: &[u8]) {
+        self.buf.extend_from_slice(spelled);
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
     }
 
     /// Adds a header the proxy sets, `spelled` so, whose value is known
@@ -127,10 +137,7 @@ impl HeadWriter {
         }
         self.length_written |= name == CONTENT_LENGTH;
         self.close |= asks_close(name, value);
-        self.buf.extend_from_slice(spelled.as_bytes());
-        self.buf.extend_from_slice(b": ");
-        self.buf.extend_from_slice(value);
-        self.buf.extend_from_slice(b"\r\n");
+        self.line(spelled.as_bytes(), value);
     }
 
     /// [`HeadWriter::set`] with a value `fill` appends to the head in
@@ -239,13 +246,13 @@ mod tests {
         let mut w = HeadWriter::new(&Method::POST, "/a?b", true, Framing::Length(3));
         w.set("Host", &HOST, b"u");
         w.framing(false);
-        w.header(&HeaderName::from_static("x-a"), b"1");
-        w.header(&CONTENT_LENGTH, b"3");
-        w.header(&TRANSFER_ENCODING, b"chunked");
+        w.header(b"X-a", &HeaderName::from_static("x-a"), b"1");
+        w.header(b"content-length", &CONTENT_LENGTH, b"3");
+        w.header(b"Transfer-Encoding", &TRANSFER_ENCODING, b"chunked");
         let head = w.finish();
         assert_eq!(
             text(&head),
-            "POST /a?b HTTP/1.1\r\nHost: u\r\nContent-Length: 3\r\nx-a: 1\r\n\r\n"
+            "POST /a?b HTTP/1.1\r\nHost: u\r\nContent-Length: 3\r\nX-a: 1\r\n\r\n"
         );
         assert!(head.keep_alive);
 
