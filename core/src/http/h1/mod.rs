@@ -264,7 +264,7 @@ async fn busy<I: Io, S: Service>(
         let deadline = first_deadline
             .take()
             .unwrap_or_else(|| clock::tokio_now() + settings.head_timeout());
-        let head = loop {
+        let mut head = loop {
             match parse::parse(buf.data(), limits) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
@@ -291,8 +291,6 @@ async fn busy<I: Io, S: Service>(
                 return refuse(io, settings, Refusal::Bad).await;
             }
         }
-        let mut parts = head.parts;
-        let raw = head.raw;
 
         // The handler runs while the body streams to it, and while the
         // client is watched for leaving (nginx's broken-connection check).
@@ -301,7 +299,7 @@ async fn busy<I: Io, S: Service>(
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
-            let answer = pin!(svc.call(&mut parts, &raw, body));
+            let answer = pin!(svc.call(&mut head.parts, &head.raw, body));
             let driven = drive(answer, &mut pump, io, &mut buf, true).await;
             if let Err(step) = driven {
                 dropping.set(match step {
