@@ -294,14 +294,17 @@ async fn busy<I: Io, S: Service>(
 
         // The handler runs while the body streams to it, and while the
         // client is watched for leaving (nginx's broken-connection check).
-        let driven = {
+        // The answer is written into `answered` where it stays (an answer
+        // is a few hundred bytes, copied with each move).
+        let mut answered = None;
+        let failed = {
             // Declared first, dropped last: the handler, if unfinished,
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
             let answer = pin!(svc.call(&mut head.parts, &head.raw, body));
-            let driven = drive(answer, &mut pump, io, &mut buf, true).await;
-            if let Err(step) = driven {
+            let failed = drive(answer, &mut answered, &mut pump, io, &mut buf, true).await;
+            if let Some(step) = failed {
                 dropping.set(match step {
                     Step::Invalid | Step::Closed => 400,
                     Step::TimedOut => 408,
@@ -309,13 +312,16 @@ async fn busy<I: Io, S: Service>(
                     _ => 499,
                 });
             }
-            driven
+            failed
         };
-        let (resp, send) = match driven {
-            Ok(answer) => answer,
-            Err(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
-            Err(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
-            Err(_) => return End::Close,
+        match failed {
+            None => {}
+            Some(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
+            Some(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
+            Some(_) => return End::Close,
+        }
+        let Some((resp, send)) = answered else {
+            return End::Close;
         };
         // `return 444` and the like: no answer, the connection closes.
         if resp.body().is_close() {
@@ -338,9 +344,16 @@ async fn busy<I: Io, S: Service>(
         }
         let written = {
             let written = pin!(write::respond(io, resp, &ask));
-            match drive(written, &mut pump, io, &mut buf, false).await {
-                Ok(written) => written,
-                Err(_) => return End::Close,
+            let mut out = None;
+            if drive(written, &mut out, &mut pump, io, &mut buf, false)
+                .await
+                .is_some()
+            {
+                return End::Close;
+            }
+            match out {
+                Some(written) => written,
+                None => return End::Close,
             }
         };
         let keep = match written {
@@ -390,9 +403,10 @@ async fn busy<I: Io, S: Service>(
     }
 }
 
-/// Runs `fut` while handing the request body to it, until `fut` is done.
-/// Fails when the body does (the step that failed): the answer is not
-/// wanted any more.
+/// Runs `fut` while handing the request body to it, until `fut` is done
+/// and its output is in `out` (written there, not returned: an answer is
+/// a few hundred bytes, copied with each move). Fails when the body does
+/// (the step that failed): the answer is not wanted any more.
 ///
 /// With `watch`, once no body is left to read: fails with
 /// [`Step::Gone`] if the client closes before `fut` is done, as nginx
@@ -400,35 +414,46 @@ async fn busy<I: Io, S: Service>(
 /// and logs 499.
 async fn drive<F: Future, I: Io>(
     mut fut: Pin<&mut F>,
+    out: &mut Option<F::Output>,
     pump: &mut Option<Pump>,
     io: &I,
     buf: &mut ReadBuf,
     mut watch: bool,
-) -> Result<F::Output, Step> {
+) -> Option<Step> {
     let mut active = pump.as_ref().is_some_and(|p| !p.finished());
     loop {
         let Some(p) = pump.as_mut().filter(|_| active) else {
-            if !watch {
-                return Ok(fut.await);
-            }
             return std::future::poll_fn(|cx| {
-                if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                    return Poll::Ready(Ok(out));
+                if let Poll::Ready(done) = fut.as_mut().poll(cx) {
+                    *out = Some(done);
+                    return Poll::Ready(None);
                 }
                 if watch && io::poll_closed(io, cx, &mut watch) {
-                    return Poll::Ready(Err(Step::Gone));
+                    return Poll::Ready(Some(Step::Gone));
                 }
                 Poll::Pending
             })
             .await;
         };
-        tokio::select! {
-            biased;
-            out = fut.as_mut() => return Ok(out),
-            step = p.step(io, buf) => match step {
-                Step::Delivered => {}
-                Step::Finished | Step::Gone => active = false,
-                Step::Invalid | Step::Closed | Step::TimedOut | Step::TooLarge => return Err(step),
+        // `fut` first (as a biased select), then one step of the body,
+        // whose future lives until it is done or `fut` is.
+        let step = {
+            let mut step = pin!(p.step(io, buf));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = fut.as_mut().poll(cx) {
+                    *out = Some(done);
+                    return Poll::Ready(None);
+                }
+                step.as_mut().poll(cx).map(Some)
+            })
+            .await
+        };
+        match step {
+            None => return None,
+            Some(Step::Delivered) => {}
+            Some(Step::Finished | Step::Gone) => active = false,
+            Some(step @ (Step::Invalid | Step::Closed | Step::TimedOut | Step::TooLarge)) => {
+                return Some(step)
             }
         }
     }
