@@ -264,10 +264,14 @@ async fn busy<I: Io, S: Service>(
         let deadline = first_deadline
             .take()
             .unwrap_or_else(|| clock::tokio_now() + settings.head_timeout());
-        let mut head = loop {
-            match parse::parse(buf.data(), limits) {
-                Ok(Some(head)) => break head,
-                Ok(None) => {}
+        let mut parsed = None;
+        let head = loop {
+            match parse::parse_into(buf.data(), limits, &mut parsed) {
+                Ok(true) => match parsed.as_mut() {
+                    Some(head) => break head,
+                    None => return End::Close,
+                },
+                Ok(false) => {}
                 Err(refusal) => return refuse(io, settings, refusal).await,
             }
             match buf.fill(io, limits.head, Some(deadline)).await {
