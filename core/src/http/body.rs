@@ -249,11 +249,26 @@ impl Body for RespBody {
     }
 }
 
-impl Drop for RespBody {
-    fn drop(&mut self) {
+impl RespBody {
+    /// What dropping it does, now, leaving an empty body: the access log
+    /// line is written, an upstream body's connection closed or pooled,
+    /// then its peer given back. (The writer finishes a body it borrows.)
+    pub fn finish(&mut self) {
+        self.log();
+        self.kind = Kind::Full(None);
+        self.hold = None;
+    }
+
+    fn log(&mut self) {
         if let Some(record) = self.record.take() {
             record.finish(self.sent, u64::from(self.head));
             record.recycle();
         }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        self.log();
     }
 }

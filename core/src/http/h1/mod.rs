@@ -324,9 +324,11 @@ async fn busy<I: Io, S: Service>(
             Some(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
             Some(_) => return End::Close,
         }
-        let Some((resp, send)) = answered else {
+        // Borrowed where it is, written from there.
+        let Some((resp, send)) = answered.as_mut() else {
             return End::Close;
         };
+        let send = *send;
         // `return 444` and the like: no answer, the connection closes.
         if resp.body().is_close() {
             return End::Close;
@@ -480,7 +482,7 @@ async fn refuse<I: Io>(io: &I, settings: &Settings, refusal: Refusal) -> End {
         interim: false,
         send: settings.send_timeout(),
     };
-    write::respond(io, resp, &ask).await;
+    write::respond(io, &mut resp, &ask).await;
     End::Linger
 }
 

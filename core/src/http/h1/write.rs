@@ -58,13 +58,16 @@ pub enum Written {
 }
 
 /// Writes `resp`, and says what the connection is good for afterwards.
-pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Written {
+///
+/// Borrowed, not taken (a response is a few hundred bytes, copied with
+/// each move): the body is finished in place ([`RespBody::finish`]) where
+/// it used to be dropped, and handed out for a tunnel.
+pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) -> Written {
     let written = |kept: bool| if kept { Written::Keep } else { Written::Close };
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    let status = resp.status();
     // A switch the proxy will carry out: nginx's header filter says
     // `Connection: upgrade` for it, whatever else was asked.
-    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS && body.has_tunnel();
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS && resp.body().has_tunnel();
     let bodiless = ask.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -82,7 +85,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     // Written here for every response rather than put in each response's
     // map (a map allocated and hashed per proxied response).
     buf.extend_from_slice(b"Server: waypost\r\n");
-    if parts.headers.is_empty() || !parts.headers.contains_key(DATE) {
+    if resp.headers().is_empty() || !resp.headers().contains_key(DATE) {
         buf.extend_from_slice(b"Date: ");
         date(&mut buf);
         buf.extend_from_slice(b"\r\n");
@@ -95,14 +98,14 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     let mut close_asked = false;
     // An upstream's lines first, as they came (no Date, Connection or
     // Transfer-Encoding among them).
-    if let Some(passed) = body.passed() {
+    if let Some(passed) = resp.body().passed() {
         buf.extend_from_slice(&passed.lines);
         if passed.length.is_some() {
             declared = passed.length;
             length_seen = true;
         }
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in resp.headers() {
         if name == TRANSFER_ENCODING || name == SERVER || (upgrade && name == CONNECTION) {
             continue;
         }
@@ -124,7 +127,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
-    let exact = body.size_hint().exact();
+    let exact = resp.body().size_hint().exact();
     let out = if bodiless {
         Out::None
     } else if let Some(n) = declared {
@@ -166,16 +169,17 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     }
     buf.extend_from_slice(b"\r\n");
     // `$bytes_sent` counts the head too, as nginx's.
+    let body = resp.body_mut();
     body.head_sent(buf.len() as u64);
 
     if upgrade {
         return match io::write_all(io, &buf, ask.send).await {
-            Ok(()) => Written::Upgrade(body),
+            Ok(()) => Written::Upgrade(std::mem::replace(body, RespBody::empty())),
             Err(_) => Written::Close,
         };
     }
     if out == Out::None {
-        drop(body);
+        body.finish();
         return written(io::write_all(io, &buf, ask.send).await.is_ok() && keep);
     }
     // A small body from an upstream, all of it within the buffer: copied
@@ -211,7 +215,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
                 Some(Ok(n)) => sent += n as u64,
                 Some(Err(_)) => {
                     // Cut short: as a broken frame below.
-                    drop(body);
+                    body.finish();
                     let _ = io::write_all(io, &buf, ask.send).await;
                     return Written::Close;
                 }
@@ -241,7 +245,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
                     // The body broke (an upstream cut it short): what came
                     // goes out, then the close tells the client it is not
                     // complete (no last chunk, or fewer bytes than announced).
-                    drop(body);
+                    body.finish();
                     let _ = io::write_all(io, &buf, ask.send).await;
                     return Written::Close;
                 }
@@ -280,7 +284,7 @@ pub async fn respond<I: Io>(io: &I, resp: Response<RespBody>, ask: &Ask) -> Writ
     // The body is done: dropping it now, before the last write, writes
     // the access log line before the client can see the answer (and send
     // its next request, perhaps to another worker).
-    drop(body);
+    body.finish();
     match out {
         Out::Chunked => buf.extend_from_slice(b"0\r\n\r\n"),
         Out::Length(n) if sent != n => keep = false,
