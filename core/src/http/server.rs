@@ -397,14 +397,15 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         parts: &'a mut Parts,
         raw: &'a [u8],
         body: ClientBody,
-    ) -> impl std::future::Future<Output = h1::Answer> + Send + 'a {
+        answer: &'a mut Option<h1::Answer>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
         if HTTPS {
             parts.extensions.insert(Https);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,
         // not in every idle connection's task.
-        handle(parts, raw, body, &self.conn, self.local())
+        handle(parts, raw, body, &self.conn, self.local(), answer)
     }
 
     fn repin(&self) -> bool {
@@ -602,7 +603,12 @@ where
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
                 let (parts, body) = req.into_parts();
-                let (resp, _) = Box::pin(handle(&parts, &[], body, &conn, local)).await;
+                let mut answer = None;
+                Box::pin(handle(&parts, &[], body, &conn, local, &mut answer)).await;
+                let resp = match answer {
+                    Some((resp, _)) => resp,
+                    None => error_page(500),
+                };
                 h2::response(resp, &outcome, active, &streams)
             }
         })
@@ -657,13 +663,18 @@ where
 
 /// One request: its head, the head's bytes as an HTTP/1 client sent
 /// them (`raw`: empty over HTTP/2), its body.
+///
+/// The answer goes into `answer`, the connection's slot for it, rather
+/// than out as the future's output (it is a few hundred bytes, copied
+/// with each move).
 async fn handle(
     parts: &Parts,
     raw: &[u8],
     mut body: ClientBody,
     conn: &Conn,
     local: SocketAddr,
-) -> h1::Answer {
+    answer: &mut Option<h1::Answer>,
+) {
     let current = conn.state.runtime.load_full();
     let rt = if current.listens.iter().any(|g| g.addr == conn.listen) {
         current
@@ -671,7 +682,8 @@ async fn handle(
         conn.accepted_with.load_full()
     };
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
-        return (error_page(500), None);
+        *answer = Some((error_page(500), None));
+        return;
     };
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     // What nginx checks while reading the head: a bad request line, URI
@@ -680,7 +692,8 @@ async fn handle(
         let mut resp = error_page(400);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return (resp, None);
+        *answer = Some((resp, None));
+        return;
     };
     // Most listening addresses have one server: no Host to look at then.
     let server = if group.servers.len() == 1 {
@@ -818,5 +831,5 @@ async fn handle(
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    (resp, Some(send))
+    *answer = Some((resp, Some(send)));
 }

@@ -55,7 +55,9 @@ use parse::Refusal;
 pub trait Service: Sync {
     /// Answers one request: its head, which the busy period holds (a
     /// head is a few hundred bytes, copied with each move), the head's
-    /// bytes as they came (`parse::Head::raw`), and its body.
+    /// bytes as they came (`parse::Head::raw`), and its body; the answer
+    /// goes into `answer` (a few hundred bytes: not moved out through the
+    /// future's output).
     /// The future lives inside the busy period's (one allocation per
     /// request, not two).
     fn call<'a>(
@@ -63,7 +65,8 @@ pub trait Service: Sync {
         parts: &'a mut Parts,
         raw: &'a [u8],
         body: ClientBody,
-    ) -> impl Future<Output = Answer> + Send + 'a;
+        answer: &'a mut Option<Answer>,
+    ) -> impl Future<Output = ()> + Send + 'a;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
@@ -298,16 +301,16 @@ async fn busy<I: Io, S: Service>(
 
         // The handler runs while the body streams to it, and while the
         // client is watched for leaving (nginx's broken-connection check).
-        // The answer is written into `answered` where it stays (an answer
-        // is a few hundred bytes, copied with each move).
+        // The handler writes its answer into `answered`, where it stays
+        // (an answer is a few hundred bytes, copied with each move).
         let mut answered = None;
         let failed = {
             // Declared first, dropped last: the handler, if unfinished,
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
-            let answer = pin!(svc.call(&mut head.parts, &head.raw, body));
-            let failed = drive(answer, &mut answered, &mut pump, io, &mut buf, true).await;
+            let answer = pin!(svc.call(&mut head.parts, &head.raw, body, &mut answered));
+            let failed = drive(answer, &mut None, &mut pump, io, &mut buf, true).await;
             if let Some(step) = failed {
                 dropping.set(match step {
                     Step::Invalid | Step::Closed => 400,
