@@ -377,6 +377,10 @@ async fn busy<I: Io, S: Service>(
                 }
                 let early = buf.data().to_vec();
                 drop(buf);
+                // The request and the 101's husk are not kept for the
+                // tunnel's life (hours, for a WebSocket).
+                drop(answered);
+                drop(parsed);
                 Box::pin(crate::http::tunnel::run(body, io, early, ask.send)).await;
                 return End::Close;
             }
