@@ -179,7 +179,7 @@ fn module_metrics_are_exported_and_survive_a_reload_and_failing_hooks_raise_an_a
 #[test]
 fn a_peer_is_given_back_when_the_client_of_its_try_leaves() {
     use std::io::Write;
-    let (_server, proxy, requests, active) = stalled_upstream("proxy_read_timeout 60s;");
+    let (_server, proxy, requests, active) = stalled_upstream();
     let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -198,7 +198,7 @@ fn a_peer_is_given_back_when_the_client_of_its_try_leaves() {
 /// in-use count must come back with it.
 #[test]
 fn a_cancelled_http2_request_gives_the_peer_back() {
-    let (_server, proxy, requests, active) = stalled_upstream("proxy_read_timeout 60s;");
+    let (_server, proxy, requests, active) = stalled_upstream();
     let url = format!("http://127.0.0.1:{proxy}/");
     let curl = std::process::Command::new("curl")
         .args(["-sS", "--http2-prior-knowledge", "--max-time", "1", &url])
@@ -212,11 +212,11 @@ fn a_cancelled_http2_request_gives_the_peer_back() {
 }
 
 /// waypost (HTTP/1.1 and h2c on one port) in front of a backend that reads
-/// requests and never answers, then one that answers; `location /` gets
-/// `extra`. Returns the server, its port, a channel that hears of each
-/// request the stalling backend read, and the name of that peer's in-use
-/// gauge.
-fn stalled_upstream(extra: &str) -> (Server, u16, std::sync::mpsc::Receiver<()>, String) {
+/// requests and never answers, then one that answers; `location /` waits
+/// up to 60 s for an answer. Returns the server, its port, a channel that
+/// hears of each request the stalling backend read, and the name of that
+/// peer's in-use gauge.
+fn stalled_upstream() -> (Server, u16, std::sync::mpsc::Receiver<()>, String) {
     use std::io::Read;
     let [proxy, b] = free_ports(2)[..] else {
         unreachable!()
@@ -245,7 +245,7 @@ fn stalled_upstream(extra: &str) -> (Server, u16, std::sync::mpsc::Receiver<()>,
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{proxy};\n\
          \x20       http2 on;\n\
-         \x20       location / {{ proxy_pass http://app; {extra} }}\n\
+         \x20       location / {{ proxy_pass http://app; proxy_read_timeout 60s; }}\n\
          \x20       location = /metrics {{ metrics; }}\n\
          \x20   }}\n\
          \x20   server {{ listen 127.0.0.1:{b}; location / {{ return 200 b; }} }}\n\
