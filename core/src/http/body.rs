@@ -201,6 +201,22 @@ impl RespBody {
     pub fn head_sent(&mut self, bytes: u64) {
         self.head = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
+
+    /// What dropping it does, now, leaving an empty body: the access log
+    /// line is written, an upstream body's connection closed or pooled,
+    /// then its peer given back. (The writer finishes a body it borrows.)
+    pub fn finish(&mut self) {
+        self.log();
+        self.kind = Kind::Full(None);
+        self.hold = None;
+    }
+
+    fn log(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(self.sent, u64::from(self.head));
+            record.recycle();
+        }
+    }
 }
 
 impl Body for RespBody {
@@ -245,24 +261,6 @@ impl Body for RespBody {
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
-        }
-    }
-}
-
-impl RespBody {
-    /// What dropping it does, now, leaving an empty body: the access log
-    /// line is written, an upstream body's connection closed or pooled,
-    /// then its peer given back. (The writer finishes a body it borrows.)
-    pub fn finish(&mut self) {
-        self.log();
-        self.kind = Kind::Full(None);
-        self.hold = None;
-    }
-
-    fn log(&mut self) {
-        if let Some(record) = self.record.take() {
-            record.finish(self.sent, u64::from(self.head));
-            record.recycle();
         }
     }
 }

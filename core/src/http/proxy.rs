@@ -6,8 +6,8 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use abi_stable::std_types::{RSlice, RStr};
@@ -867,7 +867,8 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
                 }
-                log_failure(cx, parts, &failure.message, scheme, &up.addrs[i], &target);
+                let (message, addr) = (&failure.message, &up.addrs[i]);
+                log_try(Level::Error, cx, parts, message, scheme, addr, &target);
                 release(
                     up,
                     &mut state,
@@ -962,10 +963,12 @@ fn hook_error(
     error_page(status)
 }
 
-/// A failed try, logged as nginx does.
+/// A try's end, logged as nginx does: a failure (`error`), or a client
+/// that left (`info`).
 #[cold]
 #[inline(never)]
-fn log_failure(
+fn log_try(
+    level: Level,
     cx: &ClientCx<'_>,
     parts: &Parts,
     message: &str,
@@ -974,7 +977,7 @@ fn log_failure(
     uri: &impl std::fmt::Display,
 ) {
     log::write(
-        Level::Error,
+        level,
         Some(cx.conn),
         &format!(
             "{}{}",
@@ -1004,16 +1007,14 @@ fn push_list(list: &mut String, item: &str) {
 }
 
 /// How far a try got, shared by the try and its [`InFlight`] guard
-/// (atomics only because a future's shared parts must be `Sync`: one
-/// request's future touches them, on one thread at a time).
+/// (an atomic only because a future's shared parts must be `Sync`: one
+/// request's future touches it, on one thread at a time).
 struct Progress {
     /// The try's start, when an access log wants `$upstream_connect_time`.
     base: Option<Instant>,
-    /// When the connection was there: nanoseconds after `base`, plus one
-    /// (0: not yet).
+    /// 0 while connecting; once connected, nanoseconds after `base` plus
+    /// one (1 without `base`).
     connected: AtomicU64,
-    /// Connected: the request is being sent, or its answer awaited.
-    sending: AtomicBool,
 }
 
 impl Progress {
@@ -1021,25 +1022,23 @@ impl Progress {
         Progress {
             base: timed.then(clock::now),
             connected: AtomicU64::new(0),
-            sending: AtomicBool::new(false),
         }
     }
 
     /// A new connection is being made (again).
     fn connecting(&self) {
         self.connected.store(0, Relaxed);
-        self.sending.store(false, Relaxed);
     }
 
     fn connected_now(&self) {
-        self.sending.store(true, Relaxed);
-        if let Some(base) = self.base {
-            let nanos = clock::now().saturating_duration_since(base).as_nanos();
-            self.connected
-                .store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
-        }
+        let nanos = self.base.map_or(0, |base| {
+            clock::now().saturating_duration_since(base).as_nanos()
+        });
+        let mark = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        self.connected.store(mark, Relaxed);
     }
 
+    /// When the connection was there, if an access log wants it.
     fn connected(&self) -> Option<Instant> {
         match (self.base, self.connected.load(Relaxed)) {
             (Some(base), n) if n > 0 => Some(base + std::time::Duration::from_nanos(n - 1)),
@@ -1047,8 +1046,9 @@ impl Progress {
         }
     }
 
+    /// Connected: the request is being sent, or its answer awaited.
     fn sending(&self) -> bool {
-        self.sending.load(Relaxed)
+        self.connected.load(Relaxed) != 0
     }
 }
 
@@ -1106,22 +1106,23 @@ impl Drop for InFlight<'_, '_> {
             return;
         }
         let action = if self.progress.sending() {
-            "sending request to upstream"
+            "sending request to"
         } else {
-            "connecting to upstream"
+            "connecting to"
         };
+        let message = format!(
+            "epoll_wait() reported that client prematurely closed connection, so upstream connection is closed too while {action} upstream"
+        );
         let (scheme, target) = self.upstream;
-        log::write(
+        let addr = &self.up.addrs[self.peer];
+        log_try(
             Level::Info,
-            Some(self.cx.conn),
-            &format!(
-                "epoll_wait() reported that client prematurely closed connection, so upstream connection is closed too while {action}{}",
-                context(
-                    self.cx,
-                    self.parts,
-                    &format!("{scheme}://{}{target}", self.up.addrs[self.peer])
-                )
-            ),
+            self.cx,
+            self.parts,
+            &message,
+            scheme,
+            addr,
+            &target,
         );
     }
 }
