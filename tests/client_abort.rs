@@ -12,47 +12,10 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{built_module, free_ports, get, read_head, wrap_http, Server};
-
-/// A backend that reads each request head and never answers. `heads`
-/// gets each head as it arrives, `closed` a message when the proxy closes
-/// a connection.
-struct Stalled {
-    port: u16,
-    heads: Receiver<String>,
-    closed: Receiver<()>,
-}
-
-fn stalled() -> Stalled {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (head_tx, heads) = channel();
-    let (closed_tx, closed) = channel();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let (head_tx, closed_tx) = (head_tx.clone(), closed_tx.clone());
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut stream) else {
-                    return;
-                };
-                let _ = head_tx.send(String::from_utf8_lossy(&head).into_owned());
-                // Whatever else comes, until the proxy closes.
-                let _ = stream.set_read_timeout(None);
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                let _ = closed_tx.send(());
-            });
-        }
-    });
-    Stalled {
-        port,
-        heads,
-        closed,
-    }
-}
+use waypost_tests::{built_module, free_ports, get, stalled, wrap_http, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -216,24 +216,12 @@ fn a_cancelled_http2_request_gives_the_peer_back() {
 /// up to 60 s for an answer. Returns the server, its port, a channel that
 /// hears of each request the stalling backend read, and the name of that
 /// peer's in-use gauge.
-fn stalled_upstream() -> (Server, u16, std::sync::mpsc::Receiver<()>, String) {
-    use std::io::Read;
+fn stalled_upstream() -> (Server, u16, std::sync::mpsc::Receiver<String>, String) {
     let [proxy, b] = free_ports(2)[..] else {
         unreachable!()
     };
-    let stall = waypost_tests::unclaimed_listener();
-    let a = stall.local_addr().expect("addr").port();
-    let (got, requests) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut stream in stall.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            if stream.read(&mut buf).unwrap_or(0) > 0 {
-                let _ = got.send(());
-            }
-            held.push(stream);
-        }
-    });
+    let stalled = waypost_tests::stalled();
+    let (a, requests) = (stalled.port, stalled.heads);
     // The stalling backend first: round robin sends it the first request.
     let text = format!(
         "worker_processes 1;\n\

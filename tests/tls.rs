@@ -747,20 +747,8 @@ fn a_graceful_stop_ends_idle_http2_connections() {
 #[test]
 fn an_https_client_that_leaves_is_logged_499() {
     let t = ATest::new();
-    // Reads the request and never answers; says when the proxy closes.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let up = listener.local_addr().expect("addr").port();
-    let (closed_tx, closed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let closed_tx = closed_tx.clone();
-            std::thread::spawn(move || {
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                let _ = closed_tx.send(());
-            });
-        }
-    });
+    let backend = waypost_tests::stalled();
+    let up = backend.port;
     let wp = t.waypost(
         "ssl",
         &format!(
@@ -771,7 +759,8 @@ fn an_https_client_that_leaves_is_logged_499() {
     );
     let (ok, out) = t.https("/gone", &["--http1.1", "--max-time", "1"]);
     assert!(!ok, "{out}");
-    closed
+    backend
+        .closed
         .recv_timeout(Duration::from_secs(10))
         .expect("the upstream connection closed");
     assert_eq!(

@@ -557,6 +557,44 @@ pub fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// A backend that reads each request head and never answers: `heads`
+/// gets each head as it arrives, `closed` a message when the proxy closes
+/// a connection (a try ended, or given up).
+pub struct Stalled {
+    pub port: u16,
+    pub heads: std::sync::mpsc::Receiver<String>,
+    pub closed: std::sync::mpsc::Receiver<()>,
+}
+
+/// Starts a [`Stalled`] backend.
+pub fn stalled() -> Stalled {
+    let listener = unclaimed_listener();
+    let port = listener.local_addr().expect("addr").port();
+    let (head_tx, heads) = std::sync::mpsc::channel();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let (head_tx, closed_tx) = (head_tx.clone(), closed_tx.clone());
+            std::thread::spawn(move || {
+                let Some(head) = read_head(&mut stream) else {
+                    return;
+                };
+                let _ = head_tx.send(String::from_utf8_lossy(&head).into_owned());
+                // Whatever else comes, until the proxy closes.
+                let _ = stream.set_read_timeout(None);
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    Stalled {
+        port,
+        heads,
+        closed,
+    }
+}
+
 /// Reads one request head from `stream` into `buf`, for a test backend
 /// that keeps its connection: the head with its last line's CRLF, what
 /// was read past the blank line left in `buf`. `None` when the peer
