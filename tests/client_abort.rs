@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{built_module, free_ports, get, stalled, wrap_http, Server};
+use waypost_tests::{built_module, free_ports, get, info_log, stalled, wrap_http, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -50,10 +50,7 @@ fn conf(proxy: u16, backend: u16, nginx: bool) -> String {
         ),
         nginx,
     );
-    conf.replace(
-        "error_log logs/error.log;",
-        "error_log logs/error.log info;",
-    )
+    info_log(&conf)
 }
 
 fn send(proxy: u16, request: &str) -> TcpStream {
@@ -74,14 +71,9 @@ fn rest(client: &mut TcpStream) -> Vec<u8> {
 /// connection number, and with the backend's port as `PORT`.
 fn left_lines(server: &Server, backend: u16) -> Vec<String> {
     server
-        .read("logs/error.log")
-        .lines()
-        .filter(|l| l.contains("[info]") && l.contains("prematurely"))
-        .filter_map(|l| {
-            l.split_once(" *")
-                .and_then(|(_, rest)| rest.split_once(' '))
-        })
-        .map(|(_, message)| message.replace(&backend.to_string(), "PORT"))
+        .log_messages("prematurely")
+        .iter()
+        .map(|message| message.replace(&backend.to_string(), "PORT"))
         .collect()
 }
 

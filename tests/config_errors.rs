@@ -349,6 +349,16 @@ fn cases() -> Vec<Case> {
             Emerg("the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\" in {conf}:9"),
         ),
         Case::head(
+            "underscores_in_headers in a location",
+            "http {\n    server {\n        location / {\n            underscores_in_headers on;\n        }\n    }\n}\n",
+            Emerg("\"underscores_in_headers\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
+            "ignore_invalid_headers not a flag",
+            "http {\n    ignore_invalid_headers yes;\n}\n",
+            Emerg("invalid value \"yes\" in \"ignore_invalid_headers\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
             "invalid enum value",
             "http {\n    proxy_http_version 2.0;\n}\n",
             Emerg("invalid value \"2.0\" in {conf}:5"),

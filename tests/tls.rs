@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use waypost_tests::{free_port, nginx_bin, run_waypost, Server, TempDir};
+use waypost_tests::{free_port, info_log, nginx_bin, run_waypost, wrap_http, Server, TempDir};
 
 /// A test certificate authority.
 struct Ca {
@@ -360,6 +360,61 @@ fn h2c_by_prior_knowledge_beside_http11_on_one_port() {
     let lines = wp.wait_lines("logs/t.log", 2);
     assert_eq!(lines[0], "http||HTTP/2.0|GET /c HTTP/2.0|200");
     assert_eq!(lines[1], "http||HTTP/1.1|GET /c HTTP/1.1|200");
+}
+
+/// Header names over HTTP/2 as nginx takes them, side by side (h2c by
+/// prior knowledge): `_` and `.` in a name drop the header, logged at
+/// `info` with nginx's words.
+#[test]
+fn h2_header_names_nginx_does_not_take_are_dropped_as_nginx_drops_them() {
+    let run = |nginx: bool| {
+        let (port, up) = (free_port(), backend());
+        let conf = info_log(&wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port} http2;\n\
+                 \x20       location / {{ proxy_pass http://127.0.0.1:{up}; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        ));
+        let server = Server::either(nginx, &conf, &[port]);
+        let url = format!("http://127.0.0.1:{port}/n");
+        let (ok, out) = curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "X_Under: 1",
+            "-H",
+            "X.Dot: 2",
+            "-H",
+            "X-Ok: 3",
+            &url,
+        ]);
+        assert!(ok, "{out}");
+        assert!(out.contains("\r\nx-ok: 3\r\n"), "nginx {nginx}: {out}");
+        assert!(!out.contains("x_under") && !out.contains("x.dot"), "{out}");
+        // Logged before the request goes upstream.
+        server
+            .read("logs/error.log")
+            .lines()
+            .filter(|l| l.contains("client sent"))
+            .filter_map(|l| {
+                l.split_once(" *")
+                    .and_then(|(_, rest)| rest.split_once(' '))
+            })
+            .map(|(_, message)| message.replace(&port.to_string(), "PORT"))
+            .collect::<Vec<_>>()
+    };
+    let theirs = run(true);
+    assert_eq!(
+        theirs,
+        [
+            "client sent invalid header: \"x_under\" while reading client request headers, client: 127.0.0.1, server: , host: \"127.0.0.1:PORT\"",
+            "client sent invalid header: \"x.dot\" while reading client request headers, client: 127.0.0.1, server: , host: \"127.0.0.1:PORT\"",
+        ],
+        "nginx's, the reference"
+    );
+    assert_eq!(run(false), theirs);
 }
 
 #[test]

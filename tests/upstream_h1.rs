@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{free_ports, read_head, wrap_http, Server};
+use waypost_tests::{free_ports, info_log, read_head, wrap_http, Server};
 
 /// What the backend answers to `METHOD PATH`, and whether it closes after.
 fn script(method: &str, path: &str) -> (&'static [u8], bool) {
@@ -401,8 +401,10 @@ fn a_response_before_the_whole_body_is_passed_on() {
 }
 
 /// The request heads a backend gets for `requests` through a proxy with
-/// a few `proxy_set_header`s: one connection per request, answered 204.
-fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
+/// a few `proxy_set_header`s and the server's `extra` lines: one
+/// connection per request, answered 204; and the error log's `info`
+/// lines, without their time, pid and connection number.
+fn upstream_heads(nginx: bool, extra: &str, requests: &[&[u8]]) -> (Vec<String>, Vec<String>) {
     let [port] = free_ports(1)[..] else {
         unreachable!()
     };
@@ -436,7 +438,7 @@ fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
             let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
         }
     });
-    let conf = wrap_http(
+    let conf = info_log(&wrap_http(
         &format!(
             "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
              \x20   server {{\n\
@@ -446,13 +448,14 @@ fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
              \x20       proxy_set_header X-Real-IP $remote_addr;\n\
              \x20       proxy_set_header X-Dup a;\n\
              \x20       proxy_set_header x-dup b;\n\
+             \x20       {extra}\n\
              \x20       location / {{ proxy_pass http://up; }}\n\
              \x20   }}\n"
         ),
         nginx,
-    );
-    let _server = Server::either(nginx, &conf, &[port]);
-    requests
+    ));
+    let server = Server::either(nginx, &conf, &[port]);
+    let heads = requests
         .iter()
         .map(|request| {
             let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -462,7 +465,19 @@ fn upstream_heads(nginx: bool, requests: &[&[u8]]) -> Vec<String> {
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the backend got a request")
         })
-        .collect()
+        .collect();
+    // Both log a dropped line before the request goes upstream.
+    let info = server
+        .read("logs/error.log")
+        .lines()
+        .filter(|l| l.contains("[info]") && l.contains("client sent"))
+        .filter_map(|l| {
+            l.split_once(" *")
+                .and_then(|(_, rest)| rest.split_once(' '))
+        })
+        .map(|(_, message)| message.to_owned())
+        .collect();
+    (heads, info)
 }
 
 /// The upstream request's head, byte for byte as nginx writes it: the
@@ -478,11 +493,40 @@ fn the_upstream_request_head_is_written_as_nginx_writes_it() {
         b"POST /p HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nX-A: 1\r\nConnection: close\r\n\r\nabc",
         b"POST /z HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\nx-a: 1\r\nConnection: close\r\n\r\n",
     ];
-    let theirs = upstream_heads(true, &requests);
+    let (theirs, _) = upstream_heads(true, "", &requests);
     assert_eq!(
         theirs[0],
         "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nX-Dup: a\r\nx-dup: b\r\nHost: up\r\nConnection: close\r\nUser-Agent: t\r\nX-MiXed: 1\r\n\r\n",
         "nginx's, the reference"
     );
-    assert_eq!(upstream_heads(false, &requests), theirs);
+    assert_eq!(upstream_heads(false, "", &requests).0, theirs);
+}
+
+/// Header names as nginx takes them (`underscores_in_headers off`,
+/// `ignore_invalid_headers on`): a name with a byte other than a letter,
+/// a digit or `-` is dropped and logged at `info`, whether httparse
+/// takes it (`_`, `.`) or not (`@`, `{`, UTF-8); with
+/// `underscores_in_headers on`, `_` is a name's byte.
+#[test]
+fn header_lines_with_names_nginx_does_not_take_are_dropped_as_nginx_drops_them() {
+    let requests: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nX_Under: 1\r\nHost: h\r\nX.Dot: 2\r\nX@At: 3\r\nX-Ok: 4\r\n\xc3\xa9: 5\r\nX{B: 6  \r\nConnection: close\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: h\r\n_X: 1\r\nConnection: close\r\n\r\n",
+    ];
+    for extra in ["", "underscores_in_headers on;"] {
+        let theirs = upstream_heads(true, extra, &requests);
+        assert!(
+            theirs.0[0].ends_with("Host: up\r\nConnection: close\r\nX-Ok: 4\r\n\r\n")
+                || !extra.is_empty(),
+            "nginx's, the reference: {}",
+            theirs.0[0]
+        );
+        assert_eq!(
+            theirs.1.len(),
+            if extra.is_empty() { 6 } else { 4 },
+            "nginx's info lines: {:?}",
+            theirs.1
+        );
+        assert_eq!(upstream_heads(false, extra, &requests), theirs, "{extra}");
+    }
 }

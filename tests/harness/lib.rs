@@ -322,6 +322,21 @@ impl Server {
         }
     }
 
+    /// The messages of the error log's lines that contain `needle`,
+    /// without their time, level, pid and connection number (which
+    /// differ between nginx and waypost).
+    pub fn log_messages(&self, needle: &str) -> Vec<String> {
+        self.read("logs/error.log")
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                l.split_once(" *")
+                    .and_then(|(_, rest)| rest.split_once(' '))
+            })
+            .map(|(_, message)| message.to_owned())
+            .collect()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -402,6 +417,15 @@ pub fn wrap_http(http: &str, nginx: bool) -> String {
     };
     format!(
         "worker_processes 1;\nerror_log logs/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n{http}{extra}}}\n{main}"
+    )
+}
+
+/// `conf` (from [`wrap_http`]) with its error log at `info`, for tests
+/// that compare nginx's `info` lines.
+pub fn info_log(conf: &str) -> String {
+    conf.replace(
+        "error_log logs/error.log;",
+        "error_log logs/error.log info;",
     )
 }
 

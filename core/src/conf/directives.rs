@@ -115,6 +115,8 @@ pub const CORE: &[Spec] = &[
     d("client_max_body_size", PROXY, 1, 1),
     d("client_header_timeout", HTTP | SRV, 1, 1),
     d("large_client_header_buffers", HTTP | SRV, 2, 2),
+    f("underscores_in_headers", HTTP | SRV),
+    f("ignore_invalid_headers", HTTP | SRV),
     d("client_body_timeout", PROXY, 1, 1),
     d("send_timeout", PROXY, 1, 1),
     f("sendfile", PROXY),

@@ -28,6 +28,7 @@ use crate::conf::syntax::{self, Directive, Loc};
 use crate::conf::values::{parse_number, parse_offset, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
 use crate::http::access;
+use crate::http::head::HeaderNames;
 use crate::http::realip::{self, RealIp, Source, Trusted};
 use crate::log::access::Buffering;
 use crate::log::Level;
@@ -198,6 +199,8 @@ struct Layer {
     /// `send_timeout` (to the client; `send_timeout` above is the proxy's).
     client_send_timeout: Option<Duration>,
     header_buffers: Option<HeaderBuffers>,
+    underscores: Option<bool>,
+    ignore_invalid: Option<bool>,
     /// `access_log`: `Some` at a level with any, which replaces the
     /// parent's whole list (nginx's merge).
     access_log: Option<AccessLogs>,
@@ -262,6 +265,8 @@ impl Layer {
             body_timeout: self.body_timeout.or(parent.body_timeout),
             client_send_timeout: self.client_send_timeout.or(parent.client_send_timeout),
             header_buffers: self.header_buffers.or(parent.header_buffers),
+            underscores: self.underscores.or(parent.underscores),
+            ignore_invalid: self.ignore_invalid.or(parent.ignore_invalid),
             access_log: self
                 .access_log
                 .clone()
@@ -335,6 +340,10 @@ impl Layer {
             body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
             send_timeout: self.client_send_timeout.unwrap_or(d.send_timeout),
             header_buffers: self.header_buffers.unwrap_or(d.header_buffers),
+            names: HeaderNames {
+                underscores: self.underscores.unwrap_or(d.names.underscores),
+                ignore_invalid: self.ignore_invalid.unwrap_or(d.names.ignore_invalid),
+            },
         }
     }
 
@@ -927,6 +936,12 @@ impl<'a> Interp<'a> {
                     }
                     _ => return err("\"large_client_header_buffers\" directive invalid value", d),
                 }
+            }
+            "underscores_in_headers" => {
+                layer.underscores = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "ignore_invalid_headers" => {
+                layer.ignore_invalid = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "access_log" => {
                 let log = self.access_log(d)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::syntax::Loc;
+use crate::http::head::HeaderNames;
 use crate::http::realip::RealIp;
 use crate::log::Level;
 use crate::modules::loader::LoadedModule;
@@ -328,7 +329,8 @@ impl Default for ProxyConf {
 }
 
 /// `client_max_body_size`, `client_header_timeout`,
-/// `client_body_timeout`, `send_timeout`, `large_client_header_buffers`.
+/// `client_body_timeout`, `send_timeout`, `large_client_header_buffers`,
+/// `underscores_in_headers`, `ignore_invalid_headers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// Bytes; 0 disables the check.
@@ -337,6 +339,7 @@ pub struct ClientLimits {
     pub body_timeout: Duration,
     pub send_timeout: Duration,
     pub header_buffers: HeaderBuffers,
+    pub names: HeaderNames,
 }
 
 /// `large_client_header_buffers NUMBER SIZE`: a request line or header
@@ -364,6 +367,7 @@ impl Default for ClientLimits {
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             header_buffers: HeaderBuffers::default(),
+            names: HeaderNames::default(),
         }
     }
 }

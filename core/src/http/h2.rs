@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioExecutor;
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use crate::http::body::RespBody;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
+use crate::http::head::HeaderNames;
 use crate::http::response::error_page;
 use crate::http::tls::Https;
 
@@ -194,10 +195,26 @@ async fn discard(mut body: Incoming) {
 
 use std::future::Future as _;
 
-/// A stream's request as the handler takes it, and where its body
-/// reports how it ended.
-pub fn request(req: Request<Incoming>, https: bool) -> (Request<ClientBody>, Arc<Outcome>) {
+/// A stream's request as the handler takes it, where its body reports
+/// how it ended, and the headers dropped for their names
+/// (`ignore_invalid_headers`, which nginx logs).
+pub fn request(
+    req: Request<Incoming>,
+    https: bool,
+    names: HeaderNames,
+) -> (Request<ClientBody>, Arc<Outcome>, Vec<HeaderName>) {
     let (mut parts, body) = req.into_parts();
+    // The h2 crate has refused names with capitals or bytes outside the
+    // token set already (nginx refuses those streams too).
+    let mut ignored = Vec::new();
+    for name in parts.headers.keys() {
+        if names.drops(name.as_str().as_bytes()) {
+            ignored.push(name.clone());
+        }
+    }
+    for name in &ignored {
+        parts.headers.remove(name);
+    }
     // `:authority` is the Host, as nginx makes a Host header of it.
     if !parts.headers.contains_key(header::HOST) {
         if let Some(authority) = parts.uri.authority() {
@@ -238,6 +255,7 @@ pub fn request(req: Request<Incoming>, https: bool) -> (Request<ClientBody>, Arc
     (
         Request::from_parts(parts, ClientBody::h2(Box::new(body))),
         outcome,
+        ignored,
     )
 }
 

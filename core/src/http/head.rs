@@ -139,6 +139,66 @@ impl ParsedHead {
     }
 }
 
+/// `underscores_in_headers` and `ignore_invalid_headers`: which request
+/// header names nginx takes (`ngx_http_parse_header_line`'s `lowcase`
+/// table; `ngx_http_v2_validate_header` over HTTP/2). A name of letters,
+/// digits and `-` is valid, with `_` too when `underscores`; a header
+/// with another name is dropped, and logged at `info`, when
+/// `ignore_invalid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub underscores: bool,
+    pub ignore_invalid: bool,
+}
+
+impl Default for HeaderNames {
+    /// nginx's: `underscores_in_headers off`, `ignore_invalid_headers on`.
+    fn default() -> Self {
+        HeaderNames {
+            underscores: false,
+            ignore_invalid: true,
+        }
+    }
+}
+
+/// What a byte of a header name is to nginx, by table: one load and a
+/// test per byte of every header name of every request.
+const NAME_CHAR: u8 = 1;
+const NAME_UNDERSCORE: u8 = 2;
+
+static NAME_BYTES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => NAME_CHAR,
+            b'_' => NAME_UNDERSCORE,
+            _ => 0,
+        };
+        c += 1;
+    }
+    t
+};
+
+impl HeaderNames {
+    /// Whether the header named `name` is dropped: an invalid name, with
+    /// `ignore_invalid_headers on`.
+    pub fn drops(self, name: &[u8]) -> bool {
+        self.ignore_invalid && !self.valid(name)
+    }
+
+    /// Whether nginx takes `name` as a valid header name.
+    pub fn valid(self, name: &[u8]) -> bool {
+        let allowed = if self.underscores {
+            NAME_CHAR | NAME_UNDERSCORE
+        } else {
+            NAME_CHAR
+        };
+        name.iter()
+            .all(|&c| NAME_BYTES[usize::from(c)] & allowed != 0)
+    }
+}
+
 /// `ngx_http_validate_host`: the host without port or trailing dot; no
 /// `..`, `/`, `\`, NUL or control characters; not empty.
 /// What [`host`] does with a byte (nginx's `ngx_http_validate_host`

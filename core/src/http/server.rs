@@ -396,11 +396,15 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         &'a self,
         parts: &'a mut Parts,
         raw: &'a [u8],
+        ignored: &'a [std::ops::Range<usize>],
         body: ClientBody,
         answer: &'a mut Option<h1::Answer>,
     ) -> impl std::future::Future<Output = ()> + Send + 'a {
         if HTTPS {
             parts.extensions.insert(Https);
+        }
+        if !ignored.is_empty() {
+            log_ignored_lines(&self.conn, parts, raw, ignored);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,
@@ -414,6 +418,80 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
 
     fn quitting(&self) -> bool {
         self.conn.state.quitting()
+    }
+}
+
+/// nginx's `info` line for each header line dropped for its name
+/// (`ignore_invalid_headers`). The server is the address's default one
+/// (nginx reads the head before it picks the virtual server), and the
+/// host shows when its line came before the dropped one.
+fn log_ignored_lines(conn: &Conn, parts: &Parts, raw: &[u8], ignored: &[std::ops::Range<usize>]) {
+    if !log::enabled(Level::Info) {
+        return;
+    }
+    let server = default_server_name(conn);
+    let request_line = raw
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    // Addresses compared, never followed: where the Host value is in `raw`.
+    let host_at = parts.headers.get(http::header::HOST).map(|v| {
+        (
+            (v.as_bytes().as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize),
+            v,
+        )
+    });
+    for line in ignored {
+        let Some(text) = raw.get(line.clone()) else {
+            continue;
+        };
+        let mut message = format!(
+            "client sent invalid header line: \"{}\" while reading client request headers, client: {}, server: {}, request: \"{}\"",
+            String::from_utf8_lossy(text),
+            crate::vars::NgxIp(conn.client.ip()),
+            server,
+            String::from_utf8_lossy(request_line),
+        );
+        if let Some((_, host)) = host_at.filter(|(at, _)| *at < line.start) {
+            message.push_str(&format!(
+                ", host: \"{}\"",
+                String::from_utf8_lossy(host.as_bytes())
+            ));
+        }
+        log::write(Level::Info, Some(conn.id), &message);
+    }
+}
+
+/// The name of the default server of `conn`'s address: the server of
+/// what nginx logs while it reads a head.
+fn default_server_name(conn: &Conn) -> String {
+    let rt = conn.state.runtime.load();
+    rt.listens
+        .iter()
+        .find(|g| g.addr == conn.listen)
+        .map_or_else(String::new, |g| g.servers[g.default].name.clone())
+}
+
+/// [`log_ignored_lines`] over HTTP/2, where nginx names the header only
+/// and has no request line yet.
+fn log_ignored_names<B>(conn: &Conn, req: &http::Request<B>, ignored: &[http::HeaderName]) {
+    if !log::enabled(Level::Info) {
+        return;
+    }
+    let server = default_server_name(conn);
+    for name in ignored {
+        let mut message = format!(
+            "client sent invalid header: \"{name}\" while reading client request headers, client: {}, server: {server}",
+            crate::vars::NgxIp(conn.client.ip()),
+        );
+        if let Some(host) = req.headers().get(http::header::HOST) {
+            message.push_str(&format!(
+                ", host: \"{}\"",
+                String::from_utf8_lossy(host.as_bytes())
+            ));
+        }
+        log::write(Level::Info, Some(conn.id), &message);
     }
 }
 
@@ -446,6 +524,7 @@ fn h1_settings(group: Option<&crate::runtime::ListenGroup>) -> h1::Settings {
         h1::Limits {
             line: buffers.size as usize,
             head: (buffers.number as usize).saturating_mul(buffers.size as usize),
+            names: limits.names,
         },
     )
 }
@@ -598,7 +677,10 @@ where
             let streams = streams.clone();
             async move {
                 let active = streams.start();
-                let (req, outcome) = h2::request(req, https);
+                let (req, outcome, ignored) = h2::request(req, https, limits.names);
+                if !ignored.is_empty() {
+                    log_ignored_names(&conn, &req, &ignored);
+                }
                 // Boxed: hyper spawns each stream's future as a task,
                 // which tokio moves several times; the handler's state is
                 // kilobytes.

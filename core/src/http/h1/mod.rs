@@ -55,7 +55,8 @@ use parse::Refusal;
 pub trait Service: Sync {
     /// Answers one request: its head, which the busy period holds (a
     /// head is a few hundred bytes, copied with each move), the head's
-    /// bytes as they came (`parse::Head::raw`), and its body; the answer
+    /// bytes as they came (`parse::Head::raw`), the header lines dropped
+    /// for their names (`parse::Head::ignored`), and its body; the answer
     /// goes into `answer` (a few hundred bytes: not moved out through the
     /// future's output).
     /// The future lives inside the busy period's (one allocation per
@@ -64,6 +65,7 @@ pub trait Service: Sync {
         &'a self,
         parts: &'a mut Parts,
         raw: &'a [u8],
+        ignored: &'a [std::ops::Range<usize>],
         body: ClientBody,
         answer: &'a mut Option<Answer>,
     ) -> impl Future<Output = ()> + Send + 'a;
@@ -98,6 +100,8 @@ pub struct Settings {
     /// `large_client_header_buffers`: the longest line and head.
     line_max: u32,
     head_max: u32,
+    /// `underscores_in_headers`, `ignore_invalid_headers`.
+    names: crate::http::head::HeaderNames,
 }
 
 impl Settings {
@@ -109,6 +113,7 @@ impl Settings {
             send_ms: millis(send),
             line_max: clamp(limits.line),
             head_max: clamp(limits.head),
+            names: limits.names,
         }
     }
 
@@ -116,6 +121,7 @@ impl Settings {
         Limits {
             line: self.line_max as usize,
             head: self.head_max as usize,
+            names: self.names,
         }
     }
 
@@ -309,7 +315,13 @@ async fn busy<I: Io, S: Service>(
             // is dropped at the end of this block with the status its
             // log line shows set, and nothing else runs in between.
             let dropping = access::Dropping::new();
-            let answer = pin!(svc.call(&mut head.parts, &head.raw, body, &mut answered));
+            let answer = pin!(svc.call(
+                &mut head.parts,
+                &head.raw,
+                &head.ignored,
+                body,
+                &mut answered,
+            ));
             let failed = drive(answer, &mut None, &mut pump, io, &mut buf, true).await;
             if let Some(step) = failed {
                 dropping.set(match step {

@@ -3,6 +3,7 @@
 //! do, refusing what could be read two ways (request smuggling).
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use bytes::Bytes;
 use http::header::{
@@ -11,21 +12,26 @@ use http::header::{
 use http::request::Parts;
 use http::{Method, Request, Uri, Version};
 
-/// nginx's `large_client_header_buffers`: a request line or a header
-/// line must fit in `line` bytes, the whole head in `head` (the number of
-/// buffers times their size).
+use crate::http::head::HeaderNames;
+
+/// What nginx takes in a head: `large_client_header_buffers` (a request
+/// line or a header line must fit in `line` bytes, the whole head in
+/// `head`, the number of buffers times their size), and the header names
+/// of `underscores_in_headers` and `ignore_invalid_headers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub line: usize,
     pub head: usize,
+    pub names: HeaderNames,
 }
 
 impl Default for Limits {
-    /// nginx's default, `4 8k`.
+    /// nginx's defaults: `4 8k`, no underscores, invalid names dropped.
     fn default() -> Limits {
         Limits {
             line: 8192,
             head: 4 * 8192,
+            names: HeaderNames::default(),
         }
     }
 }
@@ -52,6 +58,9 @@ pub struct Head {
     /// Bytes of the head in the buffer.
     pub len: usize,
     pub framing: Framing,
+    /// The header lines dropped for their names (`ignore_invalid_headers`),
+    /// as places in `raw`, in order: nginx logs each at `info`.
+    pub ignored: Vec<Range<usize>>,
     /// HTTP/1.1 with `Expect: 100-continue`.
     pub expect_continue: bool,
     /// The client asked to keep the connection (HTTP/1.1 without
@@ -106,29 +115,120 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => build(buf, len, &req, limits, slot).map(|()| true),
+        Ok(httparse::Status::Complete(len)) => {
+            build(buf, len, &req, limits, Vec::new(), slot).map(|()| true)
+        }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
             Ok(false)
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            // Rare: as many slots as the head has lines.
-            let lines = buf.iter().filter(|&&c| c == b'\n').count();
-            let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines];
-            let mut req = httparse::Request::new(&mut []);
-            match req.parse_with_uninit_headers(buf, &mut slots) {
-                Ok(httparse::Status::Complete(len)) => {
-                    build(buf, len, &req, limits, slot).map(|()| true)
-                }
-                Ok(httparse::Status::Partial) => {
-                    check_partial(buf, limits)?;
-                    Ok(false)
-                }
-                Err(e) => Err(refusal(e)),
-            }
+        // Rare: a head with more lines than slots, or a line httparse
+        // refuses that nginx may ignore.
+        Err(httparse::Error::TooManyHeaders) => parse_slowly(buf, limits, false, slot),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue)
+            if limits.names.ignore_invalid =>
+        {
+            parse_slowly(buf, limits, true, slot)
         }
         Err(e) => Err(refusal(e)),
     }
+}
+
+/// [`parse_into`] with as many header slots as the head has lines and,
+/// with `skipping`, httparse skipping the lines it refuses, each then
+/// judged as nginx judges it ([`skipped_line`]).
+fn parse_slowly(
+    buf: &[u8],
+    limits: Limits,
+    skipping: bool,
+    slot: &mut Option<Head>,
+) -> Result<bool, Refusal> {
+    let lines = buf.iter().filter(|&&c| c == b'\n').count();
+    let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines];
+    let mut req = httparse::Request::new(&mut []);
+    let mut config = httparse::ParserConfig::default();
+    config.ignore_invalid_headers_in_requests(skipping);
+    match config.parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => {
+            let ignored = if skipping {
+                skipped_lines(buf, len, &req)?
+            } else {
+                Vec::new()
+            };
+            build(buf, len, &req, limits, ignored, slot).map(|()| true)
+        }
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits)?;
+            Ok(false)
+        }
+        Err(e) => Err(refusal(e)),
+    }
+}
+
+/// The lines httparse skipped in the complete head `buf[..len]`: those
+/// that are not the start of a header it returned. Each is judged by
+/// [`skipped_line`].
+fn skipped_lines(
+    buf: &[u8],
+    len: usize,
+    req: &httparse::Request<'_, '_>,
+) -> Result<Vec<Range<usize>>, Refusal> {
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| s.as_ptr() as usize - base;
+    let head = &buf[..len];
+    // The request line ends at the first line end after the target.
+    let Some(path) = req.path else {
+        return Err(Refusal::Bad);
+    };
+    let target_end = at(path.as_bytes()) + path.len();
+    let Some(mut start) = head[target_end..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|i| target_end + i + 1)
+    else {
+        return Err(Refusal::Bad);
+    };
+    let mut taken = req.headers.iter().map(|h| at(h.name.as_bytes())).peekable();
+    let mut skipped = Vec::new();
+    while let Some(end) = head[start..].iter().position(|&c| c == b'\n') {
+        let line_end = start + end;
+        let line = head[start..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&head[start..line_end]);
+        if line.is_empty() {
+            break;
+        }
+        if taken.peek() == Some(&start) {
+            taken.next();
+        } else {
+            skipped_line(line)?;
+            let shown = line.len() - line.iter().rev().take_while(|&&c| c == b' ').count();
+            skipped.push(start..start + shown);
+        }
+        start = line_end + 1;
+    }
+    Ok(skipped)
+}
+
+/// A header line httparse refuses, as nginx takes it
+/// (`ngx_http_parse_header_line`): ignored when its name has a byte
+/// outside the token set (`X@Y`, `é`), a 400 when the name is empty or
+/// has a space or a control character. Two lines nginx takes get 400
+/// here (README): one without a colon (nginx: a header with an empty
+/// value), and one whose name is a token but whose value has a control
+/// character.
+fn skipped_line(line: &[u8]) -> Result<(), Refusal> {
+    let Some(colon) = line.iter().position(|&c| c == b':') else {
+        return Err(Refusal::Bad);
+    };
+    let name = &line[..colon];
+    if name.is_empty() || name.iter().any(|&c| c <= 0x20 || c == 0x7f) {
+        return Err(Refusal::Bad);
+    }
+    if HeaderName::from_bytes(name).is_ok() {
+        return Err(Refusal::Bad);
+    }
+    Ok(())
 }
 
 fn refusal(e: httparse::Error) -> Refusal {
@@ -170,6 +270,7 @@ fn build(
     len: usize,
     req: &httparse::Request<'_, '_>,
     limits: Limits,
+    mut ignored: Vec<Range<usize>>,
     slot: &mut Option<Head>,
 ) -> Result<(), Refusal> {
     if len > limits.line {
@@ -205,7 +306,14 @@ fn build(
     // The headers the framing and persistence rules read are noted on the
     // way into the map: no lookups after.
     let mut seen = Seen::default();
+    let skipped = !ignored.is_empty();
     for h in req.headers.iter() {
+        if limits.names.drops(h.name.as_bytes()) {
+            let start = h.name.as_ptr() as usize - base;
+            let end = h.value.as_ptr() as usize - base + h.value.len();
+            ignored.push(start..end.max(start + h.name.len()));
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Bad)?;
         if name == CONTENT_LENGTH {
             seen.lengths = seen.lengths.saturating_add(1);
@@ -227,6 +335,9 @@ fn build(
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(slice(h.value)) };
         headers.append(name, value);
     }
+    if skipped {
+        ignored.sort_unstable_by_key(|r| r.start);
+    }
     let framing = framing(&seen, parts.version)?;
     let expect_continue = parts.version == Version::HTTP_11
         && seen
@@ -242,6 +353,7 @@ fn build(
         raw: head,
         len,
         framing,
+        ignored,
         expect_continue,
         keep_alive,
     });
@@ -507,6 +619,7 @@ mod tests {
         let limits = Limits {
             line: 1024,
             head: 2 * 1024,
+            ..Limits::default()
         };
         let line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1100));
         assert_eq!(
@@ -555,5 +668,98 @@ mod tests {
         // A value from elsewhere is not read back.
         let name = HeaderName::from_static("host");
         assert_eq!(spelled(&head.raw, &name, b"a"), None);
+    }
+
+    /// The header lines of `raw`'s head that were dropped, as text, and
+    /// the names kept.
+    fn dropped(raw: &[u8], names: HeaderNames) -> Result<(Vec<String>, Vec<String>), Refusal> {
+        let limits = Limits {
+            names,
+            ..Limits::default()
+        };
+        let head = parse(raw, limits)?.expect("complete");
+        let lines = head
+            .ignored
+            .iter()
+            .map(|r| String::from_utf8_lossy(&head.raw[r.clone()]).into_owned())
+            .collect();
+        let kept = head.parts.headers.keys().map(|n| n.to_string()).collect();
+        Ok((lines, kept))
+    }
+
+    #[test]
+    fn header_names_nginx_does_not_take_are_dropped_as_nginx_drops_them() {
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX_U: 1\r\nX.D: 2  \r\nX@A: 3\r\nX-Ok: 4\r\n\xc3\xa9: 5\r\nE_:\r\n\r\n";
+        assert_eq!(
+            dropped(raw, HeaderNames::default()),
+            Ok((
+                ["X_U: 1", "X.D: 2", "X@A: 3", "\u{e9}: 5", "E_:"]
+                    .map(String::from)
+                    .to_vec(),
+                ["host", "x-ok"].map(String::from).to_vec()
+            ))
+        );
+        // `underscores_in_headers on`: `_` is a name's byte.
+        let underscores = HeaderNames {
+            underscores: true,
+            ignore_invalid: true,
+        };
+        assert_eq!(
+            dropped(raw, underscores).map(|(_, kept)| kept),
+            Ok(["host", "x_u", "x-ok", "e_"].map(String::from).to_vec())
+        );
+        // `ignore_invalid_headers off`: every name httparse takes is kept;
+        // one outside the token set is refused (nginx takes it).
+        let keep = HeaderNames {
+            underscores: false,
+            ignore_invalid: false,
+        };
+        let tokens = b"GET / HTTP/1.1\r\nHost: h\r\nX_U: 1\r\nX.D: 2\r\n\r\n";
+        assert_eq!(
+            dropped(tokens, keep).map(|(_, kept)| kept),
+            Ok(["host", "x_u", "x.d"].map(String::from).to_vec())
+        );
+        assert_eq!(dropped(raw, keep).err(), Some(Refusal::Bad));
+    }
+
+    #[test]
+    fn header_lines_nginx_refuses_are_refused() {
+        for line in [
+            &b"X Y: 1"[..],
+            b"XY : 1",
+            b": 1",
+            b" folded",
+            b"X\x01Y: 1",
+            // Taken by nginx, refused here (README).
+            b"NoColon",
+            b"X-Ctl: a\x01b",
+            b"X-Del: a\x7fb",
+        ] {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+            raw.extend_from_slice(line);
+            raw.extend_from_slice(b"\r\nX-After: 1\r\n\r\n");
+            assert_eq!(
+                dropped(&raw, HeaderNames::default()).err(),
+                Some(Refusal::Bad),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn dropped_lines_are_found_in_a_head_still_arriving_and_past_the_slots() {
+        // Partial: the refused line comes before the head is whole.
+        let partial = b"GET / HTTP/1.1\r\nX@A: 1\r\nHost: h\r\n";
+        assert!(matches!(parse(partial, Limits::default()), Ok(None)));
+        // More lines than the stack's slots, one of them dropped.
+        let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\nX{A: 1\r\n".to_vec();
+        for i in 0..150 {
+            raw.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"X_B: 2\r\n\r\n");
+        let (lines, kept) = dropped(&raw, HeaderNames::default()).expect("valid");
+        assert_eq!(lines, ["X{A: 1", "X_B: 2"]);
+        assert_eq!(kept.len(), 151);
     }
 }
