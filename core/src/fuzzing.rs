@@ -167,6 +167,7 @@ impl Harness {
             requests: bytes.u64(),
             // A `return` code: 0 to 999.
             status: bytes.u16() % 1000,
+            request_line: b"",
         };
         let value = compiled.ok().map(|template| {
             let value = template.eval(&cx);
@@ -224,6 +225,7 @@ impl Harness {
             conn: bytes.u64(),
             requests: bytes.u64(),
             status: 0,
+            request_line: b"",
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location);
         assert!(
@@ -334,10 +336,18 @@ fn reaches_out(text: &str) -> bool {
 
 /// The request of a head as the server's connection loop makes it
 /// (`http::h1::parse`), and the bytes after the head; `None` for a head it
-/// refuses or that is not complete.
+/// refuses (explained without a panic) or that is not complete.
 fn request(data: &[u8]) -> Option<(Parts, bytes::Bytes, &[u8], Framing)> {
     use crate::http::h1::parse;
-    let head = parse::parse(data, Default::default()).ok()??;
+    let head = match parse::parse(data, Default::default()) {
+        Ok(head) => head?,
+        Err(refusal) => {
+            // Its log line is worked out from the same bytes.
+            let why = crate::http::h1::explain::explain(data, Default::default(), refusal);
+            assert!(why.message.starts_with("client "), "{}", why.message);
+            return None;
+        }
+    };
     let framing = match head.framing {
         parse::Framing::None => Framing::None,
         parse::Framing::Length(n) => Framing::Length(n),

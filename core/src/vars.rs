@@ -37,6 +37,9 @@ pub struct VarCtx<'a> {
     /// `$status` while the request is handled: the `return` code, else 0
     /// (printed `000`, as nginx does before a status is known).
     pub status: u16,
+    /// `$request` as the client sent it, for a head refused before it
+    /// could be a request (`GET / HTTP/1.1x`); empty: from `req`.
+    pub request_line: &'a [u8],
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +330,9 @@ impl Var {
                 if let Some(user) = remote_user(&req.headers) {
                     out.extend_from_slice(&user);
                 }
+            }
+            Var::Request if !cx.request_line.is_empty() => {
+                out.extend_from_slice(cx.request_line);
             }
             Var::Request => {
                 out.extend_from_slice(req.method.as_str().as_bytes());

@@ -938,6 +938,7 @@ mod tests {
             conn: 1,
             requests: 1,
             status: 0,
+            request_line: b"",
         };
         let log = |format: &[&str], condition: Option<&str>| {
             let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)

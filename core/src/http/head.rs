@@ -42,8 +42,52 @@ enum Host {
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadRequest;
 
+/// Why nginx answers a head 400 before any phase: each its own `info`
+/// line ([`BadHead::message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHead {
+    /// Not `A-Z`, `_` and `-`.
+    Method,
+    /// The target: not `/` or an absolute URI, a bad escape, `..` above
+    /// the root.
+    Request,
+    /// The host of an absolute URI.
+    UriHost,
+    Host,
+    DuplicateHost,
+    NoHost,
+    DuplicateLength,
+}
+
+impl BadHead {
+    /// nginx's words, before the line's context; a repeated line's are
+    /// [`BadHead::DuplicateHost`] and [`BadHead::DuplicateLength`]'s,
+    /// which name both lines.
+    pub fn message(self) -> &'static str {
+        match self {
+            BadHead::Method => "client sent invalid method while reading client request line",
+            BadHead::Request => "client sent invalid request while reading client request line",
+            BadHead::UriHost => {
+                "client sent invalid host in request line while reading client request line"
+            }
+            BadHead::Host => "client sent invalid host header while reading client request headers",
+            BadHead::DuplicateHost | BadHead::DuplicateLength => {
+                "client sent duplicate header line while reading client request headers"
+            }
+            BadHead::NoHost => {
+                "client sent HTTP/1.1 request without \"Host\" header while reading client request headers"
+            }
+        }
+    }
+
+    /// Whether nginx had read the headers (its line shows the host).
+    pub fn in_headers(self) -> bool {
+        !matches!(self, BadHead::Method | BadHead::Request | BadHead::UriHost)
+    }
+}
+
 impl ParsedHead {
-    pub fn parse(req: &Parts) -> Result<ParsedHead, BadRequest> {
+    pub fn parse(req: &Parts) -> Result<ParsedHead, BadHead> {
         // nginx's request line: an uppercase method (`A-Z`, `_`, `-`) and
         // a target starting with `/` or an absolute URI.
         if !req
@@ -52,16 +96,16 @@ impl ParsedHead {
             .bytes()
             .all(|c| c.is_ascii_uppercase() || c == b'_' || c == b'-')
         {
-            return Err(BadRequest);
+            return Err(BadHead::Method);
         }
         let path = req.uri.path();
         if !path.starts_with('/') {
-            return Err(BadRequest);
+            return Err(BadHead::Request);
         }
         let mut head = ParsedHead::default();
         if let Some(authority) = req.uri.authority() {
             if authority.as_str().contains('@') {
-                return Err(BadRequest);
+                return Err(BadHead::UriHost);
             }
             // After the host (and port) nginx takes `/`, `?` or the end
             // of the target, no `#`. The `http` crate drops the fragment
@@ -72,9 +116,10 @@ impl ParsedHead {
                 .path_and_query()
                 .is_some_and(|pq| Uri::from(pq.clone()).path().is_empty())
             {
-                return Err(BadRequest);
+                return Err(BadHead::Request);
             }
-            head.host = host(authority.as_str().as_bytes(), Host::Uri)?;
+            head.host =
+                host(authority.as_str().as_bytes(), Host::Uri).map_err(|_| BadHead::UriHost)?;
         }
         // One pass over the headers for the few this looks at: cheaper
         // than a lookup each for the heads clients send.
@@ -90,28 +135,29 @@ impl ParsedHead {
             }
         }
         match (host_line, hosts) {
-            (Some(_), 2..) => return Err(BadRequest),
+            (Some(_), 2..) => return Err(BadHead::DuplicateHost),
             (Some(value), _) => {
                 // Checked even when the request line named the host.
-                let from_header = host(value.as_bytes(), Host::Header)?;
+                let from_header =
+                    host(value.as_bytes(), Host::Header).map_err(|_| BadHead::Host)?;
                 if matches!(head.host, Host::None) {
                     head.host = from_header;
                 }
             }
             (None, _) => {
                 if req.version > Version::HTTP_10 {
-                    return Err(BadRequest);
+                    return Err(BadHead::NoHost);
                 }
             }
         }
         if lengths > 1 {
-            return Err(BadRequest);
+            return Err(BadHead::DuplicateLength);
         }
         head.content_length = lengths == 1;
         let bytes = path.as_bytes();
         head.quoted = bytes.contains(&b'%');
         if head.quoted || complex(bytes) {
-            let normalized = normalize(bytes)?;
+            let normalized = normalize(bytes).map_err(|_| BadHead::Request)?;
             if normalized != bytes {
                 head.uri = Some(normalized.into_boxed_slice());
             }
@@ -548,8 +594,8 @@ mod tests {
         assert_eq!(parse("/x#y"), Ok("/x".into()));
         // Found by the `upstream_headers` fuzz target: the upstream
         // request target was empty.
-        assert_eq!(parse("http://h#x"), Err(BadRequest));
-        assert_eq!(parse("http://h:80#"), Err(BadRequest));
+        assert_eq!(parse("http://h#x"), Err(BadHead::Request));
+        assert_eq!(parse("http://h:80#"), Err(BadHead::Request));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `h2`: HTTP/2 streams (hyper's server) turned into the same requests
 //! - `tls`: the TLS handshake, and TLS as the h1 loop's transport
 //! - `head`: the request head as nginx checks it (normalized URI, host)
+//! - `refused`: what is logged of a head refused or cleaned while read
 //! - `realip`: the client address from trusted proxies' headers
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
@@ -22,6 +23,7 @@ pub mod head;
 pub mod pool;
 pub mod proxy;
 pub mod realip;
+pub mod refused;
 pub mod response;
 pub mod server;
 pub mod timer;

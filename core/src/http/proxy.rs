@@ -590,6 +590,7 @@ pub async fn run(
         conn: cx.conn,
         requests: cx.requests,
         status: 0,
+        request_line: b"",
     };
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {

@@ -19,6 +19,7 @@ use crate::http::h1::{self, ClientBody};
 use crate::http::h2;
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{self, ClientCx};
+use crate::http::refused::{self, HeadCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
@@ -338,6 +339,17 @@ struct Conn {
 }
 
 impl Conn {
+    /// What is logged of a head that came on the connection at `local`.
+    fn head_cx<'r>(&self, rt: &'r Runtime, local: SocketAddr) -> HeadCx<'r> {
+        HeadCx {
+            client: self.client,
+            local,
+            conn: self.id,
+            requests: self.requests.load(Ordering::Relaxed),
+            server: default_server(rt, self.listen),
+        }
+    }
+
     /// Between requests, and after a reload: if the running configuration
     /// still has the connection's listening address, hold that one
     /// (dropping an older one) and say so. Otherwise keep the old one for
@@ -389,6 +401,10 @@ impl<const HTTPS: bool> Client<HTTPS> {
     fn local(&self) -> SocketAddr {
         self.local.as_deref().copied().unwrap_or(self.conn.listen)
     }
+
+    fn head_cx<'r>(&self, rt: &'r Runtime) -> HeadCx<'r> {
+        self.conn.head_cx(rt, self.local())
+    }
 }
 
 impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
@@ -404,12 +420,23 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
             parts.extensions.insert(Https);
         }
         if !ignored.is_empty() {
-            log_ignored_lines(&self.conn, parts, raw, ignored);
+            let rt = self.conn.state.runtime.load();
+            refused::ignored_lines(&self.head_cx(&rt), parts, raw, ignored);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,
         // not in every idle connection's task.
         handle(parts, raw, body, &self.conn, self.local(), answer)
+    }
+
+    fn refused(
+        &self,
+        head: &[u8],
+        refusal: h1::Refusal,
+        limits: h1::Limits,
+    ) -> Option<Box<crate::http::access::Record>> {
+        let rt = self.conn.state.runtime.load();
+        refused::head(&self.head_cx(&rt), head, refusal, limits)
     }
 
     fn repin(&self) -> bool {
@@ -421,78 +448,13 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     }
 }
 
-/// nginx's `info` line for each header line dropped for its name
-/// (`ignore_invalid_headers`). The server is the address's default one
-/// (nginx reads the head before it picks the virtual server), and the
-/// host shows when its line came before the dropped one.
-fn log_ignored_lines(conn: &Conn, parts: &Parts, raw: &[u8], ignored: &[std::ops::Range<usize>]) {
-    if !log::enabled(Level::Info) {
-        return;
-    }
-    let server = default_server_name(conn);
-    let request_line = raw
-        .split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .find(|l| !l.is_empty())
-        .unwrap_or_default();
-    // Addresses compared, never followed: where the Host value is in `raw`.
-    let host_at = parts.headers.get(http::header::HOST).map(|v| {
-        (
-            (v.as_bytes().as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize),
-            v,
-        )
-    });
-    for line in ignored {
-        let Some(text) = raw.get(line.clone()) else {
-            continue;
-        };
-        let mut message = format!(
-            "client sent invalid header line: \"{}\" while reading client request headers, client: {}, server: {}, request: \"{}\"",
-            String::from_utf8_lossy(text),
-            crate::vars::NgxIp(conn.client.ip()),
-            server,
-            String::from_utf8_lossy(request_line),
-        );
-        if let Some((_, host)) = host_at.filter(|(at, _)| *at < line.start) {
-            message.push_str(&format!(
-                ", host: \"{}\"",
-                String::from_utf8_lossy(host.as_bytes())
-            ));
-        }
-        log::write(Level::Info, Some(conn.id), &message);
-    }
-}
-
-/// The name of the default server of `conn`'s address: the server of
-/// what nginx logs while it reads a head.
-fn default_server_name(conn: &Conn) -> String {
-    let rt = conn.state.runtime.load();
+/// The address's default server: the server of what nginx logs while
+/// it reads a head.
+fn default_server(rt: &Runtime, listen: SocketAddr) -> Option<&crate::runtime::Server> {
     rt.listens
         .iter()
-        .find(|g| g.addr == conn.listen)
-        .map_or_else(String::new, |g| g.servers[g.default].name.clone())
-}
-
-/// [`log_ignored_lines`] over HTTP/2, where nginx names the header only
-/// and has no request line yet.
-fn log_ignored_names<B>(conn: &Conn, req: &http::Request<B>, ignored: &[http::HeaderName]) {
-    if !log::enabled(Level::Info) {
-        return;
-    }
-    let server = default_server_name(conn);
-    for name in ignored {
-        let mut message = format!(
-            "client sent invalid header: \"{name}\" while reading client request headers, client: {}, server: {server}",
-            crate::vars::NgxIp(conn.client.ip()),
-        );
-        if let Some(host) = req.headers().get(http::header::HOST) {
-            message.push_str(&format!(
-                ", host: \"{}\"",
-                String::from_utf8_lossy(host.as_bytes())
-            ));
-        }
-        log::write(Level::Info, Some(conn.id), &message);
-    }
+        .find(|g| g.addr == listen)
+        .map(|g| &*g.servers[g.default])
 }
 
 /// The default server's `keepalive_timeout` and client limits of a
@@ -679,7 +641,8 @@ where
                 let active = streams.start();
                 let (req, outcome, ignored) = h2::request(req, https, limits.names);
                 if !ignored.is_empty() {
-                    log_ignored_names(&conn, &req, &ignored);
+                    let rt = conn.state.runtime.load();
+                    refused::ignored_names(&conn.head_cx(&rt, local), req.headers(), &ignored);
                 }
                 // Boxed: hyper spawns each stream's future as a task,
                 // which tokio moves several times; the handler's state is
@@ -770,12 +733,23 @@ async fn handle(
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     // What nginx checks while reading the head: a bad request line, URI
     // or Host is a 400, and the connection closes.
-    let Ok(head) = ParsedHead::parse(parts) else {
-        let mut resp = error_page(400);
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        *answer = Some((resp, None));
-        return;
+    let head = match ParsedHead::parse(parts) {
+        Ok(head) => head,
+        Err(bad) => {
+            let mut resp = error_page(400);
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            let cx = HeadCx {
+                server: Some(&group.servers[group.default]),
+                ..conn.head_cx(&rt, local)
+            };
+            if let Some(mut record) = refused::parsed(&cx, parts, raw, bad) {
+                record.status = 400;
+                resp.body_mut().set_record(Some(record));
+            }
+            *answer = Some((resp, None));
+            return;
+        }
     };
     // Most listening addresses have one server: no Host to look at then.
     let server = if group.servers.len() == 1 {
@@ -807,6 +781,7 @@ async fn handle(
         conn: conn.id,
         requests,
         status,
+        request_line: b"",
     };
 
     // What no location answers is logged with the server's access logs.

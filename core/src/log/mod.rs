@@ -126,6 +126,10 @@ pub fn enabled(level: Level) -> bool {
     level as u8 >= MIN_LEVEL.load(Ordering::Relaxed)
 }
 
+/// The longest error log line, its line feed included (nginx's
+/// `NGX_MAX_ERROR_STR`).
+const MAX_LINE: usize = 2048;
+
 /// Writes one line at an nginx level.
 pub fn write(level: Level, conn: Option<u64>, message: &str) {
     if !enabled(level) {
@@ -144,6 +148,16 @@ pub fn write(level: Level, conn: Option<u64>, message: &str) {
         let _ = write!(line, "*{c} ");
     }
     line.push_str(message);
+    // nginx's NGX_MAX_ERROR_STR: a line is cut at 2048 bytes with its
+    // line feed (a 9,000-byte URI in a message does not make one line of
+    // 9 KB).
+    if line.len() > MAX_LINE - 1 {
+        let mut cut = MAX_LINE - 1;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
     line.push('\n');
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     match sink.file.as_mut() {

@@ -24,6 +24,7 @@
 
 pub mod body;
 pub(crate) mod decode;
+pub mod explain;
 pub mod idle;
 pub(crate) mod io;
 pub mod parse;
@@ -49,7 +50,7 @@ use body::{Pump, Step};
 pub use io::Io;
 use io::ReadBuf;
 pub use parse::Limits;
-use parse::Refusal;
+pub use parse::Refusal;
 
 /// What a connection asks of the server.
 pub trait Service: Sync {
@@ -69,6 +70,16 @@ pub trait Service: Sync {
         body: ClientBody,
         answer: &'a mut Option<Answer>,
     ) -> impl Future<Output = ()> + Send + 'a;
+    /// A head refused before any handler ran (`head`: its bytes, or all
+    /// that came of it): logged as nginx logs it ([`explain`]), and the
+    /// access log record for its error page, if the address's default
+    /// server has an access log.
+    fn refused(
+        &self,
+        head: &[u8],
+        refusal: Refusal,
+        limits: Limits,
+    ) -> Option<Box<crate::http::access::Record>>;
     /// After a reload: whether the connection may carry on (its listening
     /// address is still configured).
     fn repin(&self) -> bool;
@@ -281,13 +292,18 @@ async fn busy<I: Io, S: Service>(
                     None => return End::Close,
                 },
                 Ok(false) => {}
-                Err(refusal) => return refuse(io, settings, refusal).await,
+                Err(refusal) => {
+                    let record = svc.refused(buf.data(), refusal, limits);
+                    return refuse(io, settings, refusal, record).await;
+                }
             }
             match buf.fill(io, limits.head, Some(deadline)).await {
                 Ok(0) => return End::Close,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                    return refuse(io, settings, Refusal::HeaderTooLarge).await
+                    let refusal = Refusal::HeaderTooLarge;
+                    let record = svc.refused(buf.data(), refusal, limits);
+                    return refuse(io, settings, refusal, record).await;
                 }
                 // A timeout closes without an answer, as hyper and nginx
                 // do for a head that does not come.
@@ -301,7 +317,9 @@ async fn busy<I: Io, S: Service>(
         let (body, mut pump) = Pump::new(head.framing, head.expect_continue);
         if let Some(p) = &pump {
             if p.precheck(&buf).is_err() {
-                return refuse(io, settings, Refusal::Bad).await;
+                // The head is fine: its chunked body's first bytes are not.
+                let record = svc.refused(&head.raw, Refusal::Bad, limits);
+                return refuse(io, settings, Refusal::Bad, record).await;
             }
         }
 
@@ -335,8 +353,9 @@ async fn busy<I: Io, S: Service>(
         };
         match failed {
             None => {}
-            Some(Step::Invalid) => return refuse(io, settings, Refusal::Bad).await,
-            Some(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge).await,
+            // The handler's access log guard logged these.
+            Some(Step::Invalid) => return refuse(io, settings, Refusal::Bad, None).await,
+            Some(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge, None).await,
             Some(_) => return End::Close,
         }
         // Borrowed where it is, written from there.
@@ -484,12 +503,22 @@ async fn drive<F: Future, I: Io>(
     }
 }
 
-/// Answers a request nginx refuses while reading it, then closes.
-async fn refuse<I: Io>(io: &I, settings: &Settings, refusal: Refusal) -> End {
+/// Answers a request nginx refuses while reading it, then closes; the
+/// access log line, if any, is written with the answer.
+async fn refuse<I: Io>(
+    io: &I,
+    settings: &Settings,
+    refusal: Refusal,
+    record: Option<Box<crate::http::access::Record>>,
+) -> End {
     let mut resp = match refusal {
         Refusal::HeaderTooLarge => error_page_with(400, "Request Header Or Cookie Too Large"),
         r => error_page(r.status()),
     };
+    if let Some(mut record) = record {
+        record.status = resp.status().as_u16();
+        resp.body_mut().set_record(Some(record));
+    }
     resp.headers_mut().insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),

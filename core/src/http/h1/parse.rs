@@ -130,7 +130,7 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
         {
             parse_slowly(buf, limits, true, slot)
         }
-        Err(e) => Err(refusal(e)),
+        Err(e) => Err(refusal(e, buf, &req)),
     }
 }
 
@@ -161,7 +161,7 @@ fn parse_slowly(
             check_partial(buf, limits)?;
             Ok(false)
         }
-        Err(e) => Err(refusal(e)),
+        Err(e) => Err(refusal(e, buf, &req)),
     }
 }
 
@@ -217,7 +217,7 @@ fn skipped_lines(
 /// here (README): one without a colon (nginx: a header with an empty
 /// value), and one whose name is a token but whose value has a control
 /// character.
-fn skipped_line(line: &[u8]) -> Result<(), Refusal> {
+pub(crate) fn skipped_line(line: &[u8]) -> Result<(), Refusal> {
     let Some(colon) = line.iter().position(|&c| c == b':') else {
         return Err(Refusal::Bad);
     };
@@ -231,9 +231,16 @@ fn skipped_line(line: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn refusal(e: httparse::Error) -> Refusal {
-    match e {
-        httparse::Error::Version => Refusal::Version,
+/// nginx's status for a head httparse refuses: 505 for a version from
+/// `HTTP/2` on (nginx stops at the major digit), 400 for the rest
+/// (`HTTP/1.1x`, `FOO/1.1`, a space in the target).
+fn refusal(e: httparse::Error, buf: &[u8], req: &httparse::Request<'_, '_>) -> Refusal {
+    let major = req.path.and_then(|path| {
+        let after = path.as_ptr() as usize - buf.as_ptr() as usize + path.len() + 1;
+        buf.get(after..)?.strip_prefix(b"HTTP/")?.first().copied()
+    });
+    match (e, major) {
+        (httparse::Error::Version, Some(b'2'..=b'9')) => Refusal::Version,
         _ => Refusal::Bad,
     }
 }

@@ -1,0 +1,353 @@
+//! Why a request head was refused, in nginx's words: the line nginx logs
+//! for each refusal while it reads a head (`ngx_http_process_request_line`,
+//! `ngx_http_process_request_headers`, `ngx_http_process_request_header`),
+//! worked out again from the head's bytes, only for a head refused.
+
+use std::ops::Range;
+
+use super::parse::{self, Limits, Refusal};
+
+/// A refusal as nginx logs it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Explained {
+    /// The line's text before its context, e.g. `client sent invalid
+    /// method while reading client request line`.
+    pub message: String,
+    /// nginx logs a bad chunked body at `error`, the rest at `info`.
+    pub error: bool,
+    /// The request line (`$request` and the context's `request:`), in
+    /// the bytes explained.
+    pub line: Range<usize>,
+    /// The header lines read before the failure, without their line
+    /// ends (`$http_user_agent` and the like in the access log).
+    pub read: Vec<Range<usize>>,
+    /// The Host value among them (the context's `host:`).
+    pub host: Option<Range<usize>>,
+}
+
+const REQUEST_LINE: &str = " while reading client request line";
+const HEADERS: &str = " while reading client request headers";
+
+/// nginx's `NGX_MAX_ERROR_STR - 300`: how much of a too long header
+/// line its message shows.
+const SHOWN: usize = 1748;
+
+/// Why `buf`, the head (and what came with it) that `refusal` refused,
+/// was refused.
+pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
+    // httparse skips empty lines before the request line, as nginx does.
+    let start = buf
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(buf.len());
+    let end = buf[start..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(buf.len(), |i| start + i);
+    let mut line = start..trim_cr(buf, start, end);
+    if refusal == Refusal::UriTooLong {
+        // What nginx had of it: one large buffer.
+        line.end = line.end.min(start + limits.line);
+    }
+    let lines = header_lines(buf, end);
+    let (message, at) = match refusal {
+        Refusal::UriTooLong => (format!("client sent too long URI{REQUEST_LINE}"), None),
+        Refusal::Version => (format!("client sent invalid version{REQUEST_LINE}"), None),
+        Refusal::HeaderTooLarge => {
+            // The first line past the limit, else the one being read
+            // when the head passed its limit.
+            let long = lines
+                .iter()
+                .find(|l| l.len() + 1 > limits.line)
+                .or(lines.last())
+                .cloned()
+                .unwrap_or(end..end);
+            let shown = &buf[long.start..long.end.min(long.start + SHOWN)];
+            (
+                format!(
+                    "client sent too long header line: \"{}...\"{HEADERS}",
+                    String::from_utf8_lossy(shown)
+                ),
+                Some(long.start),
+            )
+        }
+        Refusal::NotImplemented => {
+            let coding = lines
+                .iter()
+                .find_map(|l| value_of(&buf[l.clone()], b"transfer-encoding"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "client sent unknown \"Transfer-Encoding\": \"{}\"{HEADERS}",
+                    String::from_utf8_lossy(coding)
+                ),
+                None,
+            )
+        }
+        Refusal::TooLarge | Refusal::Bad => bad(buf, &line, &lines),
+    };
+    let error = message.starts_with("client sent invalid chunked body");
+    // The header lines nginx had read: those before the failing line,
+    // or all once the head was read whole.
+    let read: Vec<Range<usize>> = if message.ends_with(REQUEST_LINE) {
+        Vec::new()
+    } else {
+        lines
+            .into_iter()
+            .take_while(|l| at.is_none_or(|at| l.start < at))
+            .collect()
+    };
+    let host = read.iter().find_map(|l| {
+        let value = value_of(&buf[l.clone()], b"host")?;
+        let from = value.as_ptr() as usize - buf.as_ptr() as usize;
+        Some(from..from + value.len())
+    });
+    Explained {
+        message,
+        error,
+        line,
+        read,
+        host,
+    }
+}
+
+/// A `Refusal::Bad`: the request line, a header line, the framing rules
+/// or, the head being fine, the chunked body's first bytes; with where
+/// the failing header line starts.
+fn bad(buf: &[u8], line: &Range<usize>, lines: &[Range<usize>]) -> (String, Option<usize>) {
+    let mut slots = vec![httparse::EMPTY_HEADER; lines.len() + 1];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(buf) {
+        Ok(_) => framing(buf, lines, req.version == Some(0)),
+        Err(_) => {
+            // A header line nginx refuses, or else the request line.
+            if let Some(refused) = invalid_header_line(buf, lines) {
+                return refused;
+            }
+            // nginx's method: `A-Z`, `_` and `-` up to a space.
+            let text = &buf[line.clone()];
+            let method = text.iter().position(|&c| c == b' ').map(|i| &text[..i]);
+            let what = match method {
+                Some(m)
+                    if !m.is_empty()
+                        && m.iter()
+                            .all(|&c| c.is_ascii_uppercase() || c == b'_' || c == b'-') =>
+                {
+                    "request"
+                }
+                _ => "method",
+            };
+            (format!("client sent invalid {what}{REQUEST_LINE}"), None)
+        }
+    }
+}
+
+/// nginx's words for the first header line it refuses: the line up to
+/// the byte that ended it, that byte escaped, then `...`.
+fn invalid_header_line(buf: &[u8], lines: &[Range<usize>]) -> Option<(String, Option<usize>)> {
+    let l = lines.iter().find(|l| {
+        // Taken, or ignored for its name: not the one refused.
+        let text = &buf[(*l).clone()];
+        !taken_whole(text) && parse::skipped_line(text).is_err()
+    })?;
+    let text = &buf[l.clone()];
+    let name = match text.iter().position(|&c| c == b':') {
+        Some(0) => &text[..1],
+        Some(n) => &text[..n],
+        None => text,
+    };
+    let stop = if name == b":" {
+        Some(0)
+    } else {
+        name.iter().position(|&c| c <= 0x20 || c == 0x7f)
+    };
+    let shown = match stop {
+        Some(i) => format!(
+            "{}\\x{:02x}...",
+            String::from_utf8_lossy(&text[..i]),
+            text[i]
+        ),
+        None => String::from_utf8_lossy(text).into_owned(),
+    };
+    Some((
+        format!("client sent invalid header line: \"{shown}\"{HEADERS}"),
+        Some(l.start),
+    ))
+}
+
+/// A header line httparse takes as it is.
+fn taken_whole(line: &[u8]) -> bool {
+    let mut slots = [httparse::EMPTY_HEADER; 1];
+    let mut with_end = line.to_vec();
+    with_end.extend_from_slice(b"\r\n\r\n");
+    matches!(
+        httparse::parse_headers(&with_end, &mut slots),
+        Ok(httparse::Status::Complete(_))
+    )
+}
+
+/// The framing rules nginx applies once the head is read
+/// (`parse::framing`'s refusals), in its order: a repeated line as it
+/// comes, then the length, then the coding. A head they all take was
+/// refused for its chunked body's first bytes.
+fn framing(buf: &[u8], lines: &[Range<usize>], http10: bool) -> (String, Option<usize>) {
+    let mut length: Option<&[u8]> = None;
+    let mut coding: Option<&[u8]> = None;
+    for l in lines {
+        let text = &buf[l.clone()];
+        for (name, seen) in [
+            (&b"content-length"[..], &mut length),
+            (b"transfer-encoding", &mut coding),
+        ] {
+            if value_of(text, name).is_some() {
+                if let Some(previous) = seen {
+                    return (
+                        format!(
+                            "client sent duplicate header line: \"{}\", previous value: \"{}\"{HEADERS}",
+                            as_logged(text),
+                            as_logged(previous)
+                        ),
+                        None,
+                    );
+                }
+                *seen = Some(text);
+            }
+        }
+    }
+    let length_value = length.and_then(|l| value_of(l, b"content-length"));
+    if length_value.is_some_and(|v| parse::content_length(v).is_none()) {
+        return (
+            format!("client sent invalid \"Content-Length\" header{HEADERS}"),
+            None,
+        );
+    }
+    if coding.is_some() && http10 {
+        return (
+            format!("client sent HTTP/1.0 request with \"Transfer-Encoding\" header{HEADERS}"),
+            None,
+        );
+    }
+    if coding.is_some() && length.is_some() {
+        return (
+            format!("client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time{HEADERS}"),
+            None,
+        );
+    }
+    ("client sent invalid chunked body".to_owned(), None)
+}
+
+/// The value of `line` when it is a `name` header line (any case).
+pub fn value_of<'b>(line: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+    let (n, value) = line.split_at(line.iter().position(|&c| c == b':')?);
+    n.eq_ignore_ascii_case(name)
+        .then(|| value[1..].trim_ascii())
+}
+
+/// A header line as nginx prints one: `Name: value`.
+fn as_logged(line: &[u8]) -> String {
+    match line.iter().position(|&c| c == b':') {
+        Some(i) => format!(
+            "{}: {}",
+            String::from_utf8_lossy(&line[..i]),
+            String::from_utf8_lossy(line[i + 1..].trim_ascii())
+        ),
+        None => String::from_utf8_lossy(line).into_owned(),
+    }
+}
+
+/// The header lines after the request line that ends at `end`, up to the
+/// empty line or the end of `buf`, without their line ends.
+fn header_lines(buf: &[u8], end: usize) -> Vec<Range<usize>> {
+    let mut lines = Vec::new();
+    let mut start = end + 1;
+    while start < buf.len() {
+        let stop = buf[start..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(buf.len(), |i| start + i);
+        let line = start..trim_cr(buf, start, stop);
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+        start = stop + 1;
+    }
+    lines
+}
+
+fn trim_cr(buf: &[u8], start: usize, end: usize) -> usize {
+    if end > start && buf.get(end - 1) == Some(&b'\r') {
+        end - 1
+    } else {
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any bytes, with any refusal, are explained without a panic, and
+    /// the request line and host are places in them.
+    #[test]
+    fn any_bytes_are_explained() {
+        let pieces: [&[u8]; 12] = [
+            b"GET",
+            b" ",
+            b"/",
+            b"\r\n",
+            b"\n",
+            b":",
+            b"Host",
+            b"a",
+            b"\x01",
+            b"\xc3",
+            b"HTTP/1.1",
+            b"Transfer-Encoding: chunked\r\n",
+        ];
+        let refusals = [
+            Refusal::Bad,
+            Refusal::HeaderTooLarge,
+            Refusal::UriTooLong,
+            Refusal::NotImplemented,
+            Refusal::Version,
+            Refusal::TooLarge,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut pick = seed;
+            for _ in 0..(pick % 16) {
+                buf.extend_from_slice(pieces[(pick % 12) as usize]);
+                pick = pick.rotate_right(5);
+            }
+            let limits = Limits {
+                line: 8,
+                ..Limits::default()
+            };
+            let refusal = refusals[(seed % 6) as usize];
+            let why = explain(&buf, limits, refusal);
+            assert!(why.message.starts_with("client sent"), "{}", why.message);
+            assert!(why.line.end <= buf.len());
+            assert!(why.host.is_none_or(|h| h.end <= buf.len()));
+        }
+    }
+
+    #[test]
+    fn the_line_nginx_refuses_is_shown_up_to_its_bad_byte() {
+        let why = explain(
+            b"GET / HTTP/1.1\r\nHost: h\r\nX_Ok: 1\r\nX Y: 2\r\n\r\n",
+            Limits::default(),
+            Refusal::Bad,
+        );
+        assert_eq!(
+            why.message,
+            "client sent invalid header line: \"X\\x20...\" while reading client request headers"
+        );
+        assert_eq!(why.line, 0..14);
+        assert_eq!(why.host, Some(22..23));
+    }
+}

@@ -1,0 +1,212 @@
+//! What nginx logs about a request head it refuses or cleans while it
+//! reads it, before it knows the virtual server: the `info` line (`error`
+//! for a bad chunked body) with the context `, client: ..., server: ...,
+//! request: "...", host: "..."`, and the access log line of a refusal,
+//! both the address's default server's.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+use http::request::Parts;
+use http::Request;
+
+use crate::http::access::Record;
+use crate::http::h1::explain::{self, Explained};
+use crate::http::h1::{Limits, Refusal};
+use crate::http::head::{BadHead, ParsedHead};
+use crate::log::{self, Level};
+use crate::runtime::Server;
+use crate::vars::{NgxIp, VarCtx};
+
+/// The connection a head came on, and its address's default server.
+pub struct HeadCx<'a> {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub conn: u64,
+    pub requests: u64,
+    pub server: Option<&'a Server>,
+}
+
+impl HeadCx<'_> {
+    fn server_name(&self) -> &str {
+        self.server.map_or("", |s| s.name.as_str())
+    }
+
+    /// nginx's context of a line logged while it reads a head.
+    fn context(&self, request_line: &[u8], host: Option<&[u8]>) -> String {
+        let mut context = format!(
+            ", client: {}, server: {}, request: \"{}\"",
+            NgxIp(self.client.ip()),
+            self.server_name(),
+            String::from_utf8_lossy(request_line)
+        );
+        if let Some(host) = host {
+            context.push_str(&format!(", host: \"{}\"", String::from_utf8_lossy(host)));
+        }
+        context
+    }
+
+    /// The access log record of a refused head, whose request is `parts`
+    /// as far as it was read and, over HTTP/1, `request_line` as it came.
+    fn record(&self, parts: &Parts, request_line: Option<&[u8]>) -> Option<Box<Record>> {
+        let server = self.server?;
+        let logs = server.access_log.as_ref()?;
+        let head = ParsedHead::default();
+        let vars = VarCtx {
+            req: parts,
+            head: &head,
+            client: self.client,
+            peer: self.client,
+            local: self.local,
+            server_name: &server.name,
+            proxy_host: "",
+            conn: self.conn,
+            requests: self.requests,
+            status: 0,
+            // nginx's `$request` is `-` when no request line came.
+            request_line: match request_line {
+                Some([]) => b"-",
+                Some(line) => line,
+                None => b"",
+            },
+        };
+        Some(logs.start(&vars, crate::clock::now()))
+    }
+}
+
+/// A head the HTTP/1 loop refused ([`explain`]): its line in the error
+/// log, and its access log record.
+pub fn head(
+    cx: &HeadCx<'_>,
+    bytes: &[u8],
+    refusal: Refusal,
+    limits: Limits,
+) -> Option<Box<Record>> {
+    let Explained {
+        message,
+        error,
+        line,
+        read,
+        host,
+    } = explain::explain(bytes, limits, refusal);
+    let level = if error { Level::Error } else { Level::Info };
+    let request_line = &bytes[line];
+    if log::enabled(level) {
+        let host = host.map(|h| &bytes[h]);
+        let context = cx.context(request_line, host);
+        log::write(level, Some(cx.conn), &format!("{message}{context}"));
+    }
+    // The headers read, for `$http_user_agent` and the like.
+    let (mut parts, ()) = Request::new(()).into_parts();
+    for l in read {
+        let text = &bytes[l];
+        let Some(colon) = text.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&text[..colon]),
+            HeaderValue::from_bytes(text[colon + 1..].trim_ascii()),
+        ) {
+            parts.headers.append(name, value);
+        }
+    }
+    cx.record(&parts, Some(request_line))
+}
+
+/// A head refused after it was read whole, for `bad` ([`ParsedHead::parse`]):
+/// its line in the error log, and its access log record. `raw` is the
+/// head as an HTTP/1 client sent it (empty over HTTP/2).
+pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Option<Box<Record>> {
+    let request_line = request_line(raw);
+    if log::enabled(Level::Info) {
+        let hosts = parts.headers.get_all(HOST);
+        let mut values = hosts.iter();
+        let first = values.next().map(HeaderValue::as_bytes);
+        let message = match (bad, first, values.next()) {
+            (BadHead::DuplicateHost, Some(first), Some(second)) => format!(
+                "client sent duplicate host header: \"Host: {}\", previous value: \"Host: {}\" while reading client request headers",
+                String::from_utf8_lossy(second.as_bytes()),
+                String::from_utf8_lossy(first)
+            ),
+            _ => bad.message().to_owned(),
+        };
+        let host = first.filter(|_| bad.in_headers());
+        let shown = if raw.is_empty() {
+            format!(
+                "{} {} {:?}",
+                parts.method,
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                parts.version
+            )
+            .into_bytes()
+        } else {
+            request_line.to_vec()
+        };
+        let context = cx.context(&shown, host);
+        log::write(Level::Info, Some(cx.conn), &format!("{message}{context}"));
+    }
+    cx.record(parts, (!raw.is_empty()).then_some(request_line))
+}
+
+/// nginx's `info` line for each header line dropped for its name
+/// (`ignore_invalid_headers`): the host shows when its line came before
+/// the dropped one.
+pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], ignored: &[Range<usize>]) {
+    if !log::enabled(Level::Info) {
+        return;
+    }
+    let request_line = request_line(raw);
+    // Addresses compared, never followed: where the Host value is in `raw`.
+    let host_at = parts.headers.get(HOST).map(|v| {
+        (
+            (v.as_bytes().as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize),
+            v.as_bytes(),
+        )
+    });
+    for line in ignored {
+        let Some(text) = raw.get(line.clone()) else {
+            continue;
+        };
+        let host = host_at.filter(|(at, _)| *at < line.start).map(|(_, h)| h);
+        log::write(
+            Level::Info,
+            Some(cx.conn),
+            &format!(
+                "client sent invalid header line: \"{}\" while reading client request headers{}",
+                String::from_utf8_lossy(text),
+                cx.context(request_line, host)
+            ),
+        );
+    }
+}
+
+/// [`ignored_lines`] over HTTP/2, where nginx names the header only and
+/// has no request line yet.
+pub fn ignored_names(cx: &HeadCx<'_>, headers: &HeaderMap, ignored: &[HeaderName]) {
+    if !log::enabled(Level::Info) {
+        return;
+    }
+    for name in ignored {
+        let mut message = format!(
+            "client sent invalid header: \"{name}\" while reading client request headers, client: {}, server: {}",
+            NgxIp(cx.client.ip()),
+            cx.server_name()
+        );
+        if let Some(host) = headers.get(HOST) {
+            message.push_str(&format!(
+                ", host: \"{}\"",
+                String::from_utf8_lossy(host.as_bytes())
+            ));
+        }
+        log::write(Level::Info, Some(cx.conn), &message);
+    }
+}
+
+/// The request line of an HTTP/1 head (after any empty lines).
+fn request_line(raw: &[u8]) -> &[u8] {
+    raw.split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
