@@ -16,6 +16,21 @@ fn requests() -> Vec<(Vec<u8>, u16)> {
         (&b"GET / HTTP/1.1\r\nHost: h\r\nX Foo: a\r\n\r\n"[..], 400),
         (b"GET / HTTP/1.1\r\nXFoo : a\r\nHost: h\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nUser-Agent: ua\r\nHost: a\r\n: a\r\n\r\n", 400),
+        // A line ignored, then one refused: both logged; the ignored
+        // one's header is not in the access log line.
+        (
+            b"GET / HTTP/1.1\r\nX_Under: 1\r\nX@Y: 2\r\nHost: a\r\nX Y: 3\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nX@Y: 1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+            501,
+        ),
+        (b"GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX\x01Y: 1\r\n\r\n", 400),
         (b"get / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
@@ -61,7 +76,7 @@ fn run(nginx: bool) -> (Vec<u16>, Vec<String>, Vec<String>) {
     };
     let conf = info_log(&wrap_http(
         &format!(
-            "    log_format t '$request|$status|$http_user_agent';\n\
+            "    log_format t '$request|$status|$http_user_agent|$http_x_under|$connection_requests';\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
              \x20       access_log logs/access.log t;\n\
@@ -101,7 +116,8 @@ fn refused_heads_are_answered_and_logged_as_nginx_does() {
     let theirs = run(true);
     let expected: Vec<u16> = requests().iter().map(|(_, status)| *status).collect();
     assert_eq!(theirs.0, expected, "nginx's statuses, the reference");
-    assert_eq!(theirs.2.len(), expected.len(), "{:#?}", theirs.2);
+    // One line each, and one more for each ignored line.
+    assert_eq!(theirs.2.len(), expected.len() + 4, "{:#?}", theirs.2);
     assert!(
         theirs.2[0].starts_with(
             "client sent invalid header line: \"X\\x20...\" while reading client request headers, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", host: \"h\""

@@ -395,14 +395,9 @@ fn h2_header_names_nginx_does_not_take_are_dropped_as_nginx_drops_them() {
         assert!(!out.contains("x_under") && !out.contains("x.dot"), "{out}");
         // Logged before the request goes upstream.
         server
-            .read("logs/error.log")
-            .lines()
-            .filter(|l| l.contains("client sent"))
-            .filter_map(|l| {
-                l.split_once(" *")
-                    .and_then(|(_, rest)| rest.split_once(' '))
-            })
-            .map(|(_, message)| message.replace(&port.to_string(), "PORT"))
+            .log_messages("client sent")
+            .iter()
+            .map(|message| message.replace(&port.to_string(), "PORT"))
             .collect::<Vec<_>>()
     };
     let theirs = run(true);

@@ -204,8 +204,9 @@ pub fn request(
     names: HeaderNames,
 ) -> (Request<ClientBody>, Arc<Outcome>, Vec<HeaderName>) {
     let (mut parts, body) = req.into_parts();
-    // The h2 crate has refused names with capitals or bytes outside the
-    // token set already (nginx refuses those streams too).
+    // Names with capitals or bytes outside the token set never get here:
+    // the h2 crate fails the connection's header decoding (nginx refuses
+    // a stream for capitals, ignores `x@y`: README).
     let mut ignored = Vec::new();
     for name in parts.headers.keys() {
         if names.drops(name.as_str().as_bytes()) {

@@ -60,9 +60,9 @@ pub enum BadHead {
 }
 
 impl BadHead {
-    /// nginx's words, before the line's context; a repeated line's are
-    /// [`BadHead::DuplicateHost`] and [`BadHead::DuplicateLength`]'s,
-    /// which name both lines.
+    /// nginx's words, before the line's context. nginx's line for
+    /// [`BadHead::DuplicateHost`] also names both lines, which the
+    /// caller adds (they are in the request).
     pub fn message(self) -> &'static str {
         match self {
             BadHead::Method => "client sent invalid method while reading client request line",

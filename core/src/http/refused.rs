@@ -13,6 +13,7 @@ use http::Request;
 
 use crate::http::access::Record;
 use crate::http::h1::explain::{self, Explained};
+use crate::http::h1::parse::{self, Bad};
 use crate::http::h1::{Limits, Refusal};
 use crate::http::head::{BadHead, ParsedHead};
 use crate::log::{self, Level};
@@ -83,27 +84,47 @@ pub fn head(
     refusal: Refusal,
     limits: Limits,
 ) -> Option<Box<Record>> {
+    let level = match refusal {
+        Refusal::Bad(Bad::ChunkedBody) => Level::Error,
+        _ => Level::Info,
+    };
+    // Worked out only for a line or a record that is written: a client
+    // sending bad heads costs no more than it must.
+    let logged = cx.server.is_some_and(|s| s.access_log.is_some());
+    if !logged && !log::enabled(level) {
+        return None;
+    }
     let Explained {
         message,
-        error,
         line,
         read,
         host,
+        ignored,
+        ..
     } = explain::explain(bytes, limits, refusal);
-    let level = if error { Level::Error } else { Level::Info };
     let request_line = &bytes[line];
     if log::enabled(level) {
-        let host = host.map(|h| &bytes[h]);
-        let context = cx.context(request_line, host);
+        let host_at = host.as_ref().map(|h| h.start);
+        for dropped in ignored {
+            let host = host.clone().filter(|_| host_at < Some(dropped.start));
+            ignored_line(cx, request_line, &bytes[dropped], host.map(|h| &bytes[h]));
+        }
+        let context = cx.context(request_line, host.map(|h| &bytes[h]));
         log::write(level, Some(cx.conn), &format!("{message}{context}"));
     }
-    // The headers read, for `$http_user_agent` and the like.
+    if !logged {
+        return None;
+    }
+    // The headers read and taken, for `$http_user_agent` and the like.
     let (mut parts, ()) = Request::new(()).into_parts();
     for l in read {
         let text = &bytes[l];
         let Some(colon) = text.iter().position(|&c| c == b':') else {
             continue;
         };
+        if limits.names.drops(&text[..colon]) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&text[..colon]),
             HeaderValue::from_bytes(text[colon + 1..].trim_ascii()),
@@ -123,11 +144,20 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
         let hosts = parts.headers.get_all(HOST);
         let mut values = hosts.iter();
         let first = values.next().map(HeaderValue::as_bytes);
+        // Each line as the client spelled its name.
+        let line = |value: &[u8]| {
+            let name = parse::spelled(raw, &HOST, value).unwrap_or(b"Host");
+            format!(
+                "{}: {}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value)
+            )
+        };
         let message = match (bad, first, values.next()) {
             (BadHead::DuplicateHost, Some(first), Some(second)) => format!(
-                "client sent duplicate host header: \"Host: {}\", previous value: \"Host: {}\" while reading client request headers",
-                String::from_utf8_lossy(second.as_bytes()),
-                String::from_utf8_lossy(first)
+                "client sent duplicate host header: \"{}\", previous value: \"{}\" while reading client request headers",
+                line(second.as_bytes()),
+                line(first)
             ),
             _ => bad.message().to_owned(),
         };
@@ -169,16 +199,21 @@ pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], ignored: &[Rang
             continue;
         };
         let host = host_at.filter(|(at, _)| *at < line.start).map(|(_, h)| h);
-        log::write(
-            Level::Info,
-            Some(cx.conn),
-            &format!(
-                "client sent invalid header line: \"{}\" while reading client request headers{}",
-                String::from_utf8_lossy(text),
-                cx.context(request_line, host)
-            ),
-        );
+        ignored_line(cx, request_line, text, host);
     }
+}
+
+/// nginx's `info` line for a header line it ignored for its name.
+fn ignored_line(cx: &HeadCx<'_>, request_line: &[u8], text: &[u8], host: Option<&[u8]>) {
+    log::write(
+        Level::Info,
+        Some(cx.conn),
+        &format!(
+            "client sent invalid header line: \"{}\" while reading client request headers{}",
+            String::from_utf8_lossy(text),
+            cx.context(request_line, host)
+        ),
+    );
 }
 
 /// [`ignored_lines`] over HTTP/2, where nginx names the header only and

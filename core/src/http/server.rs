@@ -435,6 +435,8 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         refusal: h1::Refusal,
         limits: h1::Limits,
     ) -> Option<Box<crate::http::access::Record>> {
+        // Counted as nginx counts it (`$connection_requests`).
+        self.conn.requests.fetch_add(1, Ordering::Relaxed);
         let rt = self.conn.state.runtime.load();
         refused::head(&self.head_cx(&rt), head, refusal, limits)
     }
@@ -740,8 +742,11 @@ async fn handle(
             resp.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
             let cx = HeadCx {
+                client: conn.client,
+                local,
+                conn: conn.id,
+                requests,
                 server: Some(&group.servers[group.default]),
-                ..conn.head_cx(&rt, local)
             };
             if let Some(mut record) = refused::parsed(&cx, parts, raw, bad) {
                 record.status = 400;

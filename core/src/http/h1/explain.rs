@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::parse::{self, Limits, Refusal};
+use super::parse::{self, Bad, Limits, Refusal};
 
 /// A refusal as nginx logs it.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct Explained {
     pub read: Vec<Range<usize>>,
     /// The Host value among them (the context's `host:`).
     pub host: Option<Range<usize>>,
+    /// Those nginx ignored for their names (`ignore_invalid_headers`),
+    /// each logged before the refusal's line.
+    pub ignored: Vec<Range<usize>>,
 }
 
 const REQUEST_LINE: &str = " while reading client request line";
@@ -84,12 +87,21 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
                 None,
             )
         }
-        Refusal::TooLarge | Refusal::Bad => bad(buf, &line, &lines),
+        Refusal::Bad(Bad::RequestLine) => (request_line(&buf[line.clone()]), None),
+        Refusal::Bad(Bad::HeaderLine) => invalid_header_line(buf, &lines, limits),
+        Refusal::Bad(why) => (framing(buf, &lines, why), None),
+        Refusal::TooLarge => (
+            "client intended to send too large chunked body".to_owned(),
+            None,
+        ),
     };
-    let error = message.starts_with("client sent invalid chunked body");
+    let error = matches!(refusal, Refusal::Bad(Bad::ChunkedBody));
     // The header lines nginx had read: those before the failing line,
     // or all once the head was read whole.
-    let read: Vec<Range<usize>> = if message.ends_with(REQUEST_LINE) {
+    let read: Vec<Range<usize>> = if matches!(
+        refusal,
+        Refusal::Bad(Bad::RequestLine) | Refusal::UriTooLong | Refusal::Version
+    ) {
         Vec::new()
     } else {
         lines
@@ -97,6 +109,19 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
             .take_while(|l| at.is_none_or(|at| l.start < at))
             .collect()
     };
+    let ignored = read
+        .iter()
+        .filter(|l| {
+            let text = &buf[(*l).clone()];
+            let name = text.split(|&c| c == b':').next().unwrap_or_default();
+            if taken_whole(text) {
+                limits.names.drops(name)
+            } else {
+                limits.names.ignore_invalid && parse::nginx_ignores(text)
+            }
+        })
+        .map(|l| l.start..l.start + buf[l.clone()].trim_ascii_end().len())
+        .collect();
     let host = read.iter().find_map(|l| {
         let value = value_of(&buf[l.clone()], b"host")?;
         let from = value.as_ptr() as usize - buf.as_ptr() as usize;
@@ -108,48 +133,44 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
         line,
         read,
         host,
+        ignored,
     }
 }
 
-/// A `Refusal::Bad`: the request line, a header line, the framing rules
-/// or, the head being fine, the chunked body's first bytes; with where
-/// the failing header line starts.
-fn bad(buf: &[u8], line: &Range<usize>, lines: &[Range<usize>]) -> (String, Option<usize>) {
-    let mut slots = vec![httparse::EMPTY_HEADER; lines.len() + 1];
-    let mut req = httparse::Request::new(&mut slots);
-    match req.parse(buf) {
-        Ok(_) => framing(buf, lines, req.version == Some(0)),
-        Err(_) => {
-            // A header line nginx refuses, or else the request line.
-            if let Some(refused) = invalid_header_line(buf, lines) {
-                return refused;
-            }
-            // nginx's method: `A-Z`, `_` and `-` up to a space.
-            let text = &buf[line.clone()];
-            let method = text.iter().position(|&c| c == b' ').map(|i| &text[..i]);
-            let what = match method {
-                Some(m)
-                    if !m.is_empty()
-                        && m.iter()
-                            .all(|&c| c.is_ascii_uppercase() || c == b'_' || c == b'-') =>
-                {
-                    "request"
-                }
-                _ => "method",
-            };
-            (format!("client sent invalid {what}{REQUEST_LINE}"), None)
+/// nginx's words for a request line it refuses: its method is `A-Z`,
+/// `_` and `-` up to a space, or else the method is what it refuses.
+fn request_line(text: &[u8]) -> String {
+    let method = text.iter().position(|&c| c == b' ').map(|i| &text[..i]);
+    let what = match method {
+        Some(m)
+            if !m.is_empty()
+                && m.iter()
+                    .all(|&c| c.is_ascii_uppercase() || c == b'_' || c == b'-') =>
+        {
+            "request"
         }
-    }
+        _ => "method",
+    };
+    format!("client sent invalid {what}{REQUEST_LINE}")
 }
 
 /// nginx's words for the first header line it refuses: the line up to
-/// the byte that ended it, that byte escaped, then `...`.
-fn invalid_header_line(buf: &[u8], lines: &[Range<usize>]) -> Option<(String, Option<usize>)> {
-    let l = lines.iter().find(|l| {
+/// the byte that ended it, that byte escaped, then `...`; and where the
+/// line starts.
+fn invalid_header_line(
+    buf: &[u8],
+    lines: &[Range<usize>],
+    limits: Limits,
+) -> (String, Option<usize>) {
+    let refused = lines.iter().find(|l| {
         // Taken, or ignored for its name: not the one refused.
         let text = &buf[(*l).clone()];
-        !taken_whole(text) && parse::skipped_line(text).is_err()
-    })?;
+        let ignored = limits.names.ignore_invalid && parse::nginx_ignores(text);
+        !(taken_whole(text) || ignored)
+    });
+    let Some(l) = refused else {
+        return (format!("client sent invalid header line{HEADERS}"), None);
+    };
     let text = &buf[l.clone()];
     let name = match text.iter().position(|&c| c == b':') {
         Some(0) => &text[..1],
@@ -169,10 +190,10 @@ fn invalid_header_line(buf: &[u8], lines: &[Range<usize>]) -> Option<(String, Op
         ),
         None => String::from_utf8_lossy(text).into_owned(),
     };
-    Some((
+    (
         format!("client sent invalid header line: \"{shown}\"{HEADERS}"),
         Some(l.start),
-    ))
+    )
 }
 
 /// A header line httparse takes as it is.
@@ -186,54 +207,35 @@ fn taken_whole(line: &[u8]) -> bool {
     )
 }
 
-/// The framing rules nginx applies once the head is read
-/// (`parse::framing`'s refusals), in its order: a repeated line as it
-/// comes, then the length, then the coding. A head they all take was
-/// refused for its chunked body's first bytes.
-fn framing(buf: &[u8], lines: &[Range<usize>], http10: bool) -> (String, Option<usize>) {
-    let mut length: Option<&[u8]> = None;
-    let mut coding: Option<&[u8]> = None;
-    for l in lines {
-        let text = &buf[l.clone()];
-        for (name, seen) in [
-            (&b"content-length"[..], &mut length),
-            (b"transfer-encoding", &mut coding),
-        ] {
-            if value_of(text, name).is_some() {
-                if let Some(previous) = seen {
-                    return (
-                        format!(
-                            "client sent duplicate header line: \"{}\", previous value: \"{}\"{HEADERS}",
-                            as_logged(text),
-                            as_logged(previous)
-                        ),
-                        None,
-                    );
-                }
-                *seen = Some(text);
-            }
+/// nginx's words for the framing rule `why` the head broke, naming
+/// the lines of a repeated header (the second, then the first).
+fn framing(buf: &[u8], lines: &[Range<usize>], why: Bad) -> String {
+    let repeated = |name: &[u8]| {
+        let mut found = lines
+            .iter()
+            .map(|l| &buf[l.clone()])
+            .filter(|text| value_of(text, name).is_some());
+        let first = found.next().unwrap_or_default();
+        let second = found.next().unwrap_or_default();
+        format!(
+            "client sent duplicate header line: \"{}\", previous value: \"{}\"{HEADERS}",
+            as_logged(second),
+            as_logged(first)
+        )
+    };
+    match why {
+        Bad::DuplicateLength => repeated(b"content-length"),
+        Bad::DuplicateCoding => repeated(b"transfer-encoding"),
+        Bad::InvalidLength => format!("client sent invalid \"Content-Length\" header{HEADERS}"),
+        Bad::CodingInHttp10 => {
+            format!("client sent HTTP/1.0 request with \"Transfer-Encoding\" header{HEADERS}")
         }
+        Bad::LengthAndCoding => format!(
+            "client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time{HEADERS}"
+        ),
+        Bad::ChunkedBody => "client sent invalid chunked body".to_owned(),
+        Bad::RequestLine | Bad::HeaderLine => format!("client sent invalid request{REQUEST_LINE}"),
     }
-    let length_value = length.and_then(|l| value_of(l, b"content-length"));
-    if length_value.is_some_and(|v| parse::content_length(v).is_none()) {
-        return (
-            format!("client sent invalid \"Content-Length\" header{HEADERS}"),
-            None,
-        );
-    }
-    if coding.is_some() && http10 {
-        return (
-            format!("client sent HTTP/1.0 request with \"Transfer-Encoding\" header{HEADERS}"),
-            None,
-        );
-    }
-    if coding.is_some() && length.is_some() {
-        return (
-            format!("client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time{HEADERS}"),
-            None,
-        );
-    }
-    ("client sent invalid chunked body".to_owned(), None)
 }
 
 /// The value of `line` when it is a `name` header line (any case).
@@ -306,7 +308,11 @@ mod tests {
             b"Transfer-Encoding: chunked\r\n",
         ];
         let refusals = [
-            Refusal::Bad,
+            Refusal::Bad(Bad::RequestLine),
+            Refusal::Bad(Bad::HeaderLine),
+            Refusal::Bad(Bad::DuplicateLength),
+            Refusal::Bad(Bad::DuplicateCoding),
+            Refusal::Bad(Bad::ChunkedBody),
             Refusal::HeaderTooLarge,
             Refusal::UriTooLong,
             Refusal::NotImplemented,
@@ -328,9 +334,9 @@ mod tests {
                 line: 8,
                 ..Limits::default()
             };
-            let refusal = refusals[(seed % 6) as usize];
+            let refusal = refusals[(seed % 10) as usize];
             let why = explain(&buf, limits, refusal);
-            assert!(why.message.starts_with("client sent"), "{}", why.message);
+            assert!(why.message.starts_with("client "), "{}", why.message);
             assert!(why.line.end <= buf.len());
             assert!(why.host.is_none_or(|h| h.end <= buf.len()));
         }
@@ -341,7 +347,7 @@ mod tests {
         let why = explain(
             b"GET / HTTP/1.1\r\nHost: h\r\nX_Ok: 1\r\nX Y: 2\r\n\r\n",
             Limits::default(),
-            Refusal::Bad,
+            Refusal::Bad(Bad::HeaderLine),
         );
         assert_eq!(
             why.message,

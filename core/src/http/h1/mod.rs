@@ -318,8 +318,9 @@ async fn busy<I: Io, S: Service>(
         if let Some(p) = &pump {
             if p.precheck(&buf).is_err() {
                 // The head is fine: its chunked body's first bytes are not.
-                let record = svc.refused(&head.raw, Refusal::Bad, limits);
-                return refuse(io, settings, Refusal::Bad, record).await;
+                let refusal = Refusal::Bad(parse::Bad::ChunkedBody);
+                let record = svc.refused(&head.raw, refusal, limits);
+                return refuse(io, settings, refusal, record).await;
             }
         }
 
@@ -336,7 +337,7 @@ async fn busy<I: Io, S: Service>(
             let answer = pin!(svc.call(
                 &mut head.parts,
                 &head.raw,
-                &head.ignored,
+                head.ignored.as_deref().unwrap_or_default(),
                 body,
                 &mut answered,
             ));
@@ -354,7 +355,10 @@ async fn busy<I: Io, S: Service>(
         match failed {
             None => {}
             // The handler's access log guard logged these.
-            Some(Step::Invalid) => return refuse(io, settings, Refusal::Bad, None).await,
+            Some(Step::Invalid) => {
+                let refusal = Refusal::Bad(parse::Bad::ChunkedBody);
+                return refuse(io, settings, refusal, None).await;
+            }
             Some(Step::TooLarge) => return refuse(io, settings, Refusal::TooLarge, None).await,
             Some(_) => return End::Close,
         }

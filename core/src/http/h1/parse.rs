@@ -60,7 +60,9 @@ pub struct Head {
     pub framing: Framing,
     /// The header lines dropped for their names (`ignore_invalid_headers`),
     /// as places in `raw`, in order: nginx logs each at `info`.
-    pub ignored: Vec<Range<usize>>,
+    /// (Boxed: one word to move and to test on drop, the head being
+    /// built for every request and almost never dropping a line.)
+    pub ignored: Option<Box<[Range<usize>]>>,
     /// HTTP/1.1 with `Expect: 100-continue`.
     pub expect_continue: bool,
     /// The client asked to keep the connection (HTTP/1.1 without
@@ -72,8 +74,8 @@ pub struct Head {
 /// error page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// 400
-    Bad,
+    /// 400, for the reason nginx logs ([`super::explain`]).
+    Bad(Bad),
     /// 400 "Request Header Or Cookie Too Large"
     HeaderTooLarge,
     /// 414: the request line does not fit a large buffer.
@@ -86,10 +88,27 @@ pub enum Refusal {
     TooLarge,
 }
 
+/// Why a head is a 400: each has its own line in nginx's error log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// The method, the target or the version.
+    RequestLine,
+    /// A header line nginx does not take (a space in its name, ...).
+    HeaderLine,
+    DuplicateLength,
+    InvalidLength,
+    DuplicateCoding,
+    /// Transfer-Encoding from HTTP/1.0.
+    CodingInHttp10,
+    LengthAndCoding,
+    /// The first bytes of a chunked body (the head is fine).
+    ChunkedBody,
+}
+
 impl Refusal {
     pub fn status(self) -> u16 {
         match self {
-            Refusal::Bad | Refusal::HeaderTooLarge => 400,
+            Refusal::Bad(_) | Refusal::HeaderTooLarge => 400,
             Refusal::UriTooLong => 414,
             Refusal::NotImplemented => 501,
             Refusal::Version => 505,
@@ -116,7 +135,7 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            build(buf, len, &req, limits, Vec::new(), slot).map(|()| true)
+            build(buf, len, &req, limits, None, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -124,7 +143,9 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
         }
         // Rare: a head with more lines than slots, or a line httparse
         // refuses that nginx may ignore.
-        Err(httparse::Error::TooManyHeaders) => parse_slowly(buf, limits, false, slot),
+        Err(httparse::Error::TooManyHeaders) => {
+            parse_slowly(buf, limits, limits.names.ignore_invalid, slot)
+        }
         Err(httparse::Error::HeaderName | httparse::Error::HeaderValue)
             if limits.names.ignore_invalid =>
         {
@@ -150,12 +171,12 @@ fn parse_slowly(
     config.ignore_invalid_headers_in_requests(skipping);
     match config.parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            let ignored = if skipping {
-                skipped_lines(buf, len, &req)?
+            let skipped = if skipping {
+                Some(skipped_lines(buf, len, &req)?)
             } else {
-                Vec::new()
+                None
             };
-            build(buf, len, &req, limits, ignored, slot).map(|()| true)
+            build(buf, len, &req, limits, skipped, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -178,7 +199,7 @@ fn skipped_lines(
     let head = &buf[..len];
     // The request line ends at the first line end after the target.
     let Some(path) = req.path else {
-        return Err(Refusal::Bad);
+        return Err(Refusal::Bad(Bad::RequestLine));
     };
     let target_end = at(path.as_bytes()) + path.len();
     let Some(mut start) = head[target_end..]
@@ -186,7 +207,7 @@ fn skipped_lines(
         .position(|&c| c == b'\n')
         .map(|i| target_end + i + 1)
     else {
-        return Err(Refusal::Bad);
+        return Err(Refusal::Bad(Bad::RequestLine));
     };
     let mut taken = req.headers.iter().map(|h| at(h.name.as_bytes())).peekable();
     let mut skipped = Vec::new();
@@ -200,48 +221,55 @@ fn skipped_lines(
         }
         if taken.peek() == Some(&start) {
             taken.next();
-        } else {
-            skipped_line(line)?;
-            let shown = line.len() - line.iter().rev().take_while(|&&c| c == b' ').count();
+        } else if nginx_ignores(line) {
+            // Shown as nginx shows it: without the spaces after the value.
+            let shown = line.trim_ascii_end().len();
             skipped.push(start..start + shown);
+        } else {
+            return Err(Refusal::Bad(Bad::HeaderLine));
         }
         start = line_end + 1;
     }
     Ok(skipped)
 }
 
-/// A header line httparse refuses, as nginx takes it
-/// (`ngx_http_parse_header_line`): ignored when its name has a byte
-/// outside the token set (`X@Y`, `é`), a 400 when the name is empty or
-/// has a space or a control character. Two lines nginx takes get 400
-/// here (README): one without a colon (nginx: a header with an empty
-/// value), and one whose name is a token but whose value has a control
-/// character.
-pub(crate) fn skipped_line(line: &[u8]) -> Result<(), Refusal> {
+/// Whether nginx ignores a header line httparse refuses
+/// (`ngx_http_parse_header_line`, `ignore_invalid_headers on`): one
+/// whose name has a byte outside the token set (`X@Y`, `é`). It refuses
+/// one whose name is empty or has a space or a control character. Two
+/// lines nginx takes are refused here (README): one without a colon
+/// (nginx: a header with an empty value), and one whose name is a token
+/// but whose value has a control character.
+pub(crate) fn nginx_ignores(line: &[u8]) -> bool {
     let Some(colon) = line.iter().position(|&c| c == b':') else {
-        return Err(Refusal::Bad);
+        return false;
     };
     let name = &line[..colon];
-    if name.is_empty() || name.iter().any(|&c| c <= 0x20 || c == 0x7f) {
-        return Err(Refusal::Bad);
-    }
-    if HeaderName::from_bytes(name).is_ok() {
-        return Err(Refusal::Bad);
-    }
-    Ok(())
+    !name.is_empty()
+        && !name.iter().any(|&c| c <= 0x20 || c == 0x7f)
+        && HeaderName::from_bytes(name).is_err()
 }
 
-/// nginx's status for a head httparse refuses: 505 for a version from
-/// `HTTP/2` on (nginx stops at the major digit), 400 for the rest
-/// (`HTTP/1.1x`, `FOO/1.1`, a space in the target).
+/// nginx's refusal of a head httparse refuses: 505 for a version from
+/// `HTTP/2` on (nginx stops at the major digit), else 400 for the request
+/// line (`HTTP/1.1x`, `FOO/1.1`, a space in the target) or for a header
+/// line, when the request line was whole.
 fn refusal(e: httparse::Error, buf: &[u8], req: &httparse::Request<'_, '_>) -> Refusal {
-    let major = req.path.and_then(|path| {
+    let version = req.path.and_then(|path| {
         let after = path.as_ptr() as usize - buf.as_ptr() as usize + path.len() + 1;
-        buf.get(after..)?.strip_prefix(b"HTTP/")?.first().copied()
+        buf.get(after..)
     });
-    match (e, major) {
-        (httparse::Error::Version, Some(b'2'..=b'9')) => Refusal::Version,
-        _ => Refusal::Bad,
+    let line_whole = version.is_some_and(|v| {
+        let rest = v.get(b"HTTP/1.1".len()..).unwrap_or_default();
+        req.version.is_some() && (rest.starts_with(b"\r\n") || rest.starts_with(b"\n"))
+    });
+    match (e, version.and_then(|v| v.strip_prefix(b"HTTP/"))) {
+        (httparse::Error::Version, Some([b'2'..=b'9', ..])) => Refusal::Version,
+        (
+            httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine,
+            _,
+        ) if line_whole => Refusal::Bad(Bad::HeaderLine),
+        _ => Refusal::Bad(Bad::RequestLine),
     }
 }
 
@@ -277,7 +305,7 @@ fn build(
     len: usize,
     req: &httparse::Request<'_, '_>,
     limits: Limits,
-    mut ignored: Vec<Range<usize>>,
+    skipped: Option<Vec<Range<usize>>>,
     slot: &mut Option<Head>,
 ) -> Result<(), Refusal> {
     if len > limits.line {
@@ -296,11 +324,12 @@ fn build(
         head.slice(start..start + s.len())
     };
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(Refusal::Bad);
+        return Err(Refusal::Bad(Bad::RequestLine));
     };
+    let line = Refusal::Bad(Bad::RequestLine);
     let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Bad)?;
-    parts.uri = Uri::from_maybe_shared(slice(path.as_bytes())).map_err(|_| Refusal::Bad)?;
+    parts.method = Method::from_bytes(method.as_bytes()).map_err(|_| line)?;
+    parts.uri = Uri::from_maybe_shared(slice(path.as_bytes())).map_err(|_| line)?;
     parts.version = if version == 0 {
         Version::HTTP_10
     } else {
@@ -313,7 +342,8 @@ fn build(
     // The headers the framing and persistence rules read are noted on the
     // way into the map: no lookups after.
     let mut seen = Seen::default();
-    let skipped = !ignored.is_empty();
+    let sort = skipped.is_some();
+    let mut ignored = skipped.unwrap_or_default();
     for h in req.headers.iter() {
         if limits.names.drops(h.name.as_bytes()) {
             let start = h.name.as_ptr() as usize - base;
@@ -321,7 +351,8 @@ fn build(
             ignored.push(start..end.max(start + h.name.len()));
             continue;
         }
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Bad)?;
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Bad(Bad::HeaderLine))?;
         if name == CONTENT_LENGTH {
             seen.lengths = seen.lengths.saturating_add(1);
             seen.length.get_or_insert(h.value);
@@ -342,9 +373,10 @@ fn build(
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(slice(h.value)) };
         headers.append(name, value);
     }
-    if skipped {
+    if sort {
         ignored.sort_unstable_by_key(|r| r.start);
     }
+    let ignored = (!ignored.is_empty()).then(|| ignored.into_boxed_slice());
     let framing = framing(&seen, parts.version)?;
     let expect_continue = parts.version == Version::HTTP_11
         && seen
@@ -450,29 +482,32 @@ fn lists(value: &[u8], token: &[u8]) -> bool {
 /// HTTP/1.1, never with Content-Length, only `chunked`; one
 /// Content-Length of digits.
 fn framing(seen: &Seen<'_>, version: Version) -> Result<Framing, Refusal> {
-    let length = match (seen.lengths, seen.length) {
-        (1, Some(v)) => Some(content_length(v).ok_or(Refusal::Bad)?),
-        (0, _) => None,
-        _ => return Err(Refusal::Bad),
+    // nginx's order: a repeated line as the headers are read, then the
+    // length, then the coding.
+    if seen.lengths > 1 {
+        return Err(Refusal::Bad(Bad::DuplicateLength));
+    }
+    if seen.codings > 1 {
+        return Err(Refusal::Bad(Bad::DuplicateCoding));
+    }
+    let length = match seen.length {
+        Some(v) => Some(content_length(v).ok_or(Refusal::Bad(Bad::InvalidLength))?),
+        None => None,
     };
-    match (seen.codings, seen.coding) {
-        (0, _) => Ok(length.map_or(Framing::None, |n| {
+    match seen.coding {
+        None => Ok(length.map_or(Framing::None, |n| {
             if n == 0 {
                 Framing::None
             } else {
                 Framing::Length(n)
             }
         })),
-        (1, Some(te)) => {
-            if version < Version::HTTP_11 || length.is_some() {
-                Err(Refusal::Bad)
-            } else if te.eq_ignore_ascii_case(b"chunked") {
-                Ok(Framing::Chunked)
-            } else {
-                Err(Refusal::NotImplemented)
-            }
-        }
-        _ => Err(Refusal::Bad),
+        Some(_) if version < Version::HTTP_11 => Err(Refusal::Bad(Bad::CodingInHttp10)),
+        Some(te) if te.eq_ignore_ascii_case(b"chunked") => match length {
+            Some(_) => Err(Refusal::Bad(Bad::LengthAndCoding)),
+            None => Ok(Framing::Chunked),
+        },
+        Some(_) => Err(Refusal::NotImplemented),
     }
 }
 
@@ -561,19 +596,41 @@ mod tests {
             ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
             Ok(Framing::Chunked)
         );
-        for bad in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
-            "GET / HTTP/1.1\rHost: x\r\n\r\n",
+        for (bad, why) in [
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Bad::LengthAndCoding,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Bad::DuplicateLength,
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", Bad::InvalidLength),
+            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", Bad::InvalidLength),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                Bad::InvalidLength,
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Bad::CodingInHttp10,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Bad::DuplicateCoding,
+            ),
+            ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", Bad::HeaderLine),
+            ("GET / HTTP/1.1\rHost: x\r\n\r\n", Bad::RequestLine),
+            ("GET / HTTP/1.1x\r\nHost: x\r\n\r\n", Bad::RequestLine),
+            ("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", Bad::RequestLine),
         ] {
-            assert_eq!(ok(bad), Err(Refusal::Bad), "{bad:?}");
+            assert_eq!(ok(bad), Err(Refusal::Bad(why)), "{bad:?}");
         }
+        // nginx: a coding it does not know is 501 even beside a length.
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Err(Refusal::NotImplemented)
+        );
         assert_eq!(
             ok("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             Err(Refusal::NotImplemented)
@@ -688,6 +745,7 @@ mod tests {
         let lines = head
             .ignored
             .iter()
+            .flatten()
             .map(|r| String::from_utf8_lossy(&head.raw[r.clone()]).into_owned())
             .collect();
         let kept = head.parts.headers.keys().map(|n| n.to_string()).collect();
@@ -726,7 +784,10 @@ mod tests {
             dropped(tokens, keep).map(|(_, kept)| kept),
             Ok(["host", "x_u", "x.d"].map(String::from).to_vec())
         );
-        assert_eq!(dropped(raw, keep).err(), Some(Refusal::Bad));
+        assert_eq!(
+            dropped(raw, keep).err(),
+            Some(Refusal::Bad(Bad::HeaderLine))
+        );
     }
 
     #[test]
@@ -747,7 +808,7 @@ mod tests {
             raw.extend_from_slice(b"\r\nX-After: 1\r\n\r\n");
             assert_eq!(
                 dropped(&raw, HeaderNames::default()).err(),
-                Some(Refusal::Bad),
+                Some(Refusal::Bad(Bad::HeaderLine)),
                 "{}",
                 String::from_utf8_lossy(line)
             );
@@ -759,14 +820,15 @@ mod tests {
         // Partial: the refused line comes before the head is whole.
         let partial = b"GET / HTTP/1.1\r\nX@A: 1\r\nHost: h\r\n";
         assert!(matches!(parse(partial, Limits::default()), Ok(None)));
-        // More lines than the stack's slots, one of them dropped.
+        // More lines than the stack's slots, lines dropped before and
+        // past them.
         let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\nX{A: 1\r\n".to_vec();
         for i in 0..150 {
             raw.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
         }
-        raw.extend_from_slice(b"X_B: 2\r\n\r\n");
+        raw.extend_from_slice(b"X@C: 3\r\nX_B: 2\r\n\r\n");
         let (lines, kept) = dropped(&raw, HeaderNames::default()).expect("valid");
-        assert_eq!(lines, ["X{A: 1", "X_B: 2"]);
+        assert_eq!(lines, ["X{A: 1", "X@C: 3", "X_B: 2"]);
         assert_eq!(kept.len(), 151);
     }
 }
