@@ -5,7 +5,6 @@
 //! both the address's default server's.
 
 use std::net::SocketAddr;
-use std::ops::Range;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use http::request::Parts;
@@ -15,7 +14,7 @@ use crate::http::access::Record;
 use crate::http::h1::explain::{self, Explained};
 use crate::http::h1::parse::{self, Bad};
 use crate::http::h1::{Limits, Refusal};
-use crate::http::head::{BadHead, ParsedHead};
+use crate::http::head::{BadHead, HeaderNames, ParsedHead};
 use crate::log::{self, Level};
 use crate::runtime::Server;
 use crate::vars::{NgxIp, VarCtx};
@@ -182,10 +181,11 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
 /// nginx's `info` line for each header line dropped for its name
 /// (`ignore_invalid_headers`): the host shows when its line came before
 /// the dropped one.
-pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], ignored: &[Range<usize>]) {
+pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], names: HeaderNames) {
     if !log::enabled(Level::Info) {
         return;
     }
+    let ignored = explain::dropped_lines(raw, names);
     let request_line = request_line(raw);
     // Addresses compared, never followed: where the Host value is in `raw`.
     let host_at = parts.headers.get(HOST).map(|v| {
@@ -194,7 +194,7 @@ pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], ignored: &[Rang
             v.as_bytes(),
         )
     });
-    for line in ignored {
+    for line in &ignored {
         let Some(text) = raw.get(line.clone()) else {
             continue;
         };

@@ -412,16 +412,16 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         &'a self,
         parts: &'a mut Parts,
         raw: &'a [u8],
-        ignored: &'a [std::ops::Range<usize>],
+        dropped: Option<crate::http::head::HeaderNames>,
         body: ClientBody,
         answer: &'a mut Option<h1::Answer>,
     ) -> impl std::future::Future<Output = ()> + Send + 'a {
         if HTTPS {
             parts.extensions.insert(Https);
         }
-        if !ignored.is_empty() {
+        if let Some(names) = dropped {
             let rt = self.conn.state.runtime.load();
-            refused::ignored_lines(&self.head_cx(&rt), parts, raw, ignored);
+            refused::ignored_lines(&self.head_cx(&rt), parts, raw, names);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,

@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use super::parse::{self, Bad, Limits, Refusal};
+use crate::http::head::HeaderNames;
 
 /// A refusal as nginx logs it.
 #[derive(Debug, PartialEq, Eq)]
@@ -111,16 +112,8 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
     };
     let ignored = read
         .iter()
-        .filter(|l| {
-            let text = &buf[(*l).clone()];
-            let name = text.split(|&c| c == b':').next().unwrap_or_default();
-            if taken_whole(text) {
-                limits.names.drops(name)
-            } else {
-                limits.names.ignore_invalid && parse::nginx_ignores(text)
-            }
-        })
-        .map(|l| l.start..l.start + buf[l.clone()].trim_ascii_end().len())
+        .filter(|l| is_dropped(&buf[(*l).clone()], limits.names))
+        .map(|l| shown(buf, l))
         .collect();
     let host = read.iter().find_map(|l| {
         let value = value_of(&buf[l.clone()], b"host")?;
@@ -135,6 +128,41 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
         host,
         ignored,
     }
+}
+
+/// The header lines of the head `raw` that were dropped for their names
+/// (`ignore_invalid_headers`), as nginx shows them in its `info` line
+/// (without the spaces after the value), in order.
+pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<Range<usize>> {
+    let start = raw
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(raw.len());
+    let end = raw[start..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(raw.len(), |i| start + i);
+    header_lines(raw, end)
+        .iter()
+        .filter(|l| is_dropped(&raw[(*l).clone()], names))
+        .map(|l| shown(raw, l))
+        .collect()
+}
+
+/// Whether nginx drops the header line `text` for its name: one httparse
+/// takes whose name `names` drops, or one it refuses that nginx ignores.
+fn is_dropped(text: &[u8], names: HeaderNames) -> bool {
+    if taken_whole(text) {
+        let name = text.split(|&c| c == b':').next().unwrap_or_default();
+        names.drops(name)
+    } else {
+        names.ignore_invalid && parse::nginx_ignores(text)
+    }
+}
+
+/// A line as nginx shows it: without the whitespace after its value.
+fn shown(buf: &[u8], line: &Range<usize>) -> Range<usize> {
+    line.start..line.start + buf[line.clone()].trim_ascii_end().len()
 }
 
 /// nginx's words for a request line it refuses: its method is `A-Z`,

@@ -56,8 +56,9 @@ pub use parse::Refusal;
 pub trait Service: Sync {
     /// Answers one request: its head, which the busy period holds (a
     /// head is a few hundred bytes, copied with each move), the head's
-    /// bytes as they came (`parse::Head::raw`), the header lines dropped
-    /// for their names (`parse::Head::ignored`), and its body; the answer
+    /// bytes as they came (`parse::Head::raw`), the rules header lines
+    /// were dropped by if any were (`parse::Head::dropped`), and its
+    /// body; the answer
     /// goes into `answer` (a few hundred bytes: not moved out through the
     /// future's output).
     /// The future lives inside the busy period's (one allocation per
@@ -66,7 +67,7 @@ pub trait Service: Sync {
         &'a self,
         parts: &'a mut Parts,
         raw: &'a [u8],
-        ignored: &'a [std::ops::Range<usize>],
+        dropped: Option<crate::http::head::HeaderNames>,
         body: ClientBody,
         answer: &'a mut Option<Answer>,
     ) -> impl Future<Output = ()> + Send + 'a;
@@ -337,7 +338,7 @@ async fn busy<I: Io, S: Service>(
             let answer = pin!(svc.call(
                 &mut head.parts,
                 &head.raw,
-                head.ignored.as_deref().unwrap_or_default(),
+                head.dropped.then_some(limits.names),
                 body,
                 &mut answered,
             ));

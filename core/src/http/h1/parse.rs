@@ -3,7 +3,6 @@
 //! do, refusing what could be read two ways (request smuggling).
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use bytes::Bytes;
 use http::header::{
@@ -58,11 +57,11 @@ pub struct Head {
     /// Bytes of the head in the buffer.
     pub len: usize,
     pub framing: Framing,
-    /// The header lines dropped for their names (`ignore_invalid_headers`),
-    /// as places in `raw`, in order: nginx logs each at `info`.
-    /// (Boxed: one word to move and to test on drop, the head being
-    /// built for every request and almost never dropping a line.)
-    pub ignored: Option<Box<[Range<usize>]>>,
+    /// Header lines were dropped for their names (`ignore_invalid_headers`):
+    /// [`super::explain::dropped_lines`] finds them in `raw` for the log.
+    /// (A flag: the head is built for every request and almost never
+    /// drops a line.)
+    pub dropped: bool,
     /// HTTP/1.1 with `Expect: 100-continue`.
     pub expect_continue: bool,
     /// The client asked to keep the connection (HTTP/1.1 without
@@ -135,7 +134,7 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            build(buf, len, &req, limits, None, slot).map(|()| true)
+            build(buf, len, &req, limits, false, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -157,7 +156,7 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
 
 /// [`parse_into`] with as many header slots as the head has lines and,
 /// with `skipping`, httparse skipping the lines it refuses, each then
-/// judged as nginx judges it ([`skipped_line`]).
+/// judged as nginx judges it ([`nginx_ignores`]).
 fn parse_slowly(
     buf: &[u8],
     limits: Limits,
@@ -171,11 +170,7 @@ fn parse_slowly(
     config.ignore_invalid_headers_in_requests(skipping);
     match config.parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            let skipped = if skipping {
-                Some(skipped_lines(buf, len, &req)?)
-            } else {
-                None
-            };
+            let skipped = skipping && skipped_lines(buf, len, &req)?;
             build(buf, len, &req, limits, skipped, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
@@ -186,14 +181,10 @@ fn parse_slowly(
     }
 }
 
-/// The lines httparse skipped in the complete head `buf[..len]`: those
-/// that are not the start of a header it returned. Each is judged by
-/// [`skipped_line`].
-fn skipped_lines(
-    buf: &[u8],
-    len: usize,
-    req: &httparse::Request<'_, '_>,
-) -> Result<Vec<Range<usize>>, Refusal> {
+/// Whether httparse skipped lines in the complete head `buf[..len]`
+/// (lines that are not the start of a header it returned), each judged
+/// by [`nginx_ignores`].
+fn skipped_lines(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> Result<bool, Refusal> {
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| s.as_ptr() as usize - base;
     let head = &buf[..len];
@@ -210,7 +201,7 @@ fn skipped_lines(
         return Err(Refusal::Bad(Bad::RequestLine));
     };
     let mut taken = req.headers.iter().map(|h| at(h.name.as_bytes())).peekable();
-    let mut skipped = Vec::new();
+    let mut skipped = false;
     while let Some(end) = head[start..].iter().position(|&c| c == b'\n') {
         let line_end = start + end;
         let line = head[start..line_end]
@@ -222,9 +213,7 @@ fn skipped_lines(
         if taken.peek() == Some(&start) {
             taken.next();
         } else if nginx_ignores(line) {
-            // Shown as nginx shows it: without the spaces after the value.
-            let shown = line.trim_ascii_end().len();
-            skipped.push(start..start + shown);
+            skipped = true;
         } else {
             return Err(Refusal::Bad(Bad::HeaderLine));
         }
@@ -305,7 +294,7 @@ fn build(
     len: usize,
     req: &httparse::Request<'_, '_>,
     limits: Limits,
-    skipped: Option<Vec<Range<usize>>>,
+    skipped: bool,
     slot: &mut Option<Head>,
 ) -> Result<(), Refusal> {
     if len > limits.line {
@@ -342,13 +331,10 @@ fn build(
     // The headers the framing and persistence rules read are noted on the
     // way into the map: no lookups after.
     let mut seen = Seen::default();
-    let sort = skipped.is_some();
-    let mut ignored = skipped.unwrap_or_default();
+    let mut dropped = skipped;
     for h in req.headers.iter() {
         if limits.names.drops(h.name.as_bytes()) {
-            let start = h.name.as_ptr() as usize - base;
-            let end = h.value.as_ptr() as usize - base + h.value.len();
-            ignored.push(start..end.max(start + h.name.len()));
+            dropped = true;
             continue;
         }
         let name =
@@ -373,10 +359,6 @@ fn build(
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(slice(h.value)) };
         headers.append(name, value);
     }
-    if sort {
-        ignored.sort_unstable_by_key(|r| r.start);
-    }
-    let ignored = (!ignored.is_empty()).then(|| ignored.into_boxed_slice());
     let framing = framing(&seen, parts.version)?;
     let expect_continue = parts.version == Version::HTTP_11
         && seen
@@ -392,7 +374,7 @@ fn build(
         raw: head,
         len,
         framing,
-        ignored,
+        dropped,
         expect_continue,
         keep_alive,
     });
@@ -742,10 +724,10 @@ mod tests {
             ..Limits::default()
         };
         let head = parse(raw, limits)?.expect("complete");
-        let lines = head
-            .ignored
+        let found = super::super::explain::dropped_lines(&head.raw, names);
+        assert_eq!(head.dropped, !found.is_empty());
+        let lines = found
             .iter()
-            .flatten()
             .map(|r| String::from_utf8_lossy(&head.raw[r.clone()]).into_owned())
             .collect();
         let kept = head.parts.headers.keys().map(|n| n.to_string()).collect();
