@@ -181,25 +181,13 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
 /// nginx's `info` line for each header line dropped for its name
 /// (`ignore_invalid_headers`): the host shows when its line came before
 /// the dropped one.
-pub fn ignored_lines(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], names: HeaderNames) {
+pub fn ignored_lines(cx: &HeadCx<'_>, raw: &[u8], names: HeaderNames) {
     if !log::enabled(Level::Info) {
         return;
     }
-    let ignored = explain::dropped_lines(raw, names);
     let request_line = request_line(raw);
-    // Addresses compared, never followed: where the Host value is in `raw`.
-    let host_at = parts.headers.get(HOST).map(|v| {
-        (
-            (v.as_bytes().as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize),
-            v.as_bytes(),
-        )
-    });
-    for line in &ignored {
-        let Some(text) = raw.get(line.clone()) else {
-            continue;
-        };
-        let host = host_at.filter(|(at, _)| *at < line.start).map(|(_, h)| h);
-        ignored_line(cx, request_line, text, host);
+    for (line, host) in explain::dropped_lines(raw, names) {
+        ignored_line(cx, request_line, &raw[line], host.map(|h| &raw[h]));
     }
 }
 

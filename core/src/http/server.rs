@@ -421,7 +421,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         }
         if let Some(names) = dropped {
             let rt = self.conn.state.runtime.load();
-            refused::ignored_lines(&self.head_cx(&rt), parts, raw, names);
+            refused::ignored_lines(&self.head_cx(&rt), raw, names);
         }
         // Not boxed: it lives in the h1 loop's busy future, itself boxed
         // so that the request's state is held only while it is in flight,

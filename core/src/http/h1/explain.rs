@@ -112,7 +112,7 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
     };
     let ignored = read
         .iter()
-        .filter(|l| is_dropped(&buf[(*l).clone()], limits.names))
+        .filter(|l| parse::nginx_drops(&buf[(*l).clone()], limits.names))
         .map(|l| shown(buf, l))
         .collect();
     let host = read.iter().find_map(|l| {
@@ -131,9 +131,11 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
 }
 
 /// The header lines of the head `raw` that were dropped for their names
-/// (`ignore_invalid_headers`), as nginx shows them in its `info` line
-/// (without the spaces after the value), in order.
-pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<Range<usize>> {
+/// (`ignore_invalid_headers`), in order, as nginx shows them in its `info`
+/// line (without the spaces after the value), each with the Host value
+/// read before it (the line's `host:`). A head re-read without them has
+/// its lines as they came after its blank line (`parse::set_aside`).
+pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<(Range<usize>, Option<Range<usize>>)> {
     let start = raw
         .iter()
         .position(|&c| c != b'\r' && c != b'\n')
@@ -142,22 +144,32 @@ pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<Range<usize>> {
         .iter()
         .position(|&c| c == b'\n')
         .map_or(raw.len(), |i| start + i);
-    header_lines(raw, end)
+    let kept = header_lines(raw, end);
+    // The blank line's line feed, the second from the last header line's
+    // end (or the request line's).
+    let blank = kept.last().map_or(end, |l| l.end);
+    let blank = raw[blank..]
         .iter()
-        .filter(|l| is_dropped(&raw[(*l).clone()], names))
-        .map(|l| shown(raw, l))
-        .collect()
-}
-
-/// Whether nginx drops the header line `text` for its name: one httparse
-/// takes whose name `names` drops, or one it refuses that nginx ignores.
-fn is_dropped(text: &[u8], names: HeaderNames) -> bool {
-    if taken_whole(text) {
-        let name = text.split(|&c| c == b':').next().unwrap_or_default();
-        names.drops(name)
-    } else {
-        names.ignore_invalid && parse::nginx_ignores(text)
+        .enumerate()
+        .filter(|&(_, &c)| c == b'\n')
+        .nth(1)
+        .map_or(raw.len(), |(i, _)| blank + i);
+    let sent = header_lines(raw, blank);
+    let lines = if sent.is_empty() { kept } else { sent };
+    let mut host = None;
+    let mut dropped = Vec::new();
+    for l in &lines {
+        let text = &raw[l.clone()];
+        if parse::nginx_drops(text, names) {
+            dropped.push((shown(raw, l), host.clone()));
+        } else if host.is_none() {
+            host = value_of(text, b"host").map(|v| {
+                let from = v.as_ptr() as usize - raw.as_ptr() as usize;
+                from..from + v.len()
+            });
+        }
     }
+    dropped
 }
 
 /// A line as nginx shows it: without the whitespace after its value.
@@ -193,8 +205,7 @@ fn invalid_header_line(
     let refused = lines.iter().find(|l| {
         // Taken, or ignored for its name: not the one refused.
         let text = &buf[(*l).clone()];
-        let ignored = limits.names.ignore_invalid && parse::nginx_ignores(text);
-        !(taken_whole(text) || ignored)
+        !(taken_whole(text) || parse::nginx_drops(text, limits.names))
     });
     let Some(l) = refused else {
         return (format!("client sent invalid header line{HEADERS}"), None);

@@ -154,9 +154,11 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     }
 }
 
-/// [`parse_into`] with as many header slots as the head has lines and,
-/// with `skipping`, httparse skipping the lines it refuses, each then
-/// judged as nginx judges it ([`nginx_ignores`]).
+/// [`parse_into`] for a head httparse cannot take as it comes: with as
+/// many header slots as it has lines and, with `skipping`, re-read from a
+/// copy without the lines nginx drops for their names ([`set_aside`]).
+/// httparse is called as for every request: with one configuration, its
+/// parser is compiled for it.
 fn parse_slowly(
     buf: &[u8],
     limits: Limits,
@@ -166,77 +168,98 @@ fn parse_slowly(
     let lines = buf.iter().filter(|&&c| c == b'\n').count();
     let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines];
     let mut req = httparse::Request::new(&mut []);
-    let mut config = httparse::ParserConfig::default();
-    config.ignore_invalid_headers_in_requests(skipping);
-    match config.parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
+    let copy;
+    let (head, set_aside) = match skipping.then(|| set_aside(buf, limits.names)) {
+        Some(None) => {
+            check_partial(buf, limits)?;
+            return Ok(false);
+        }
+        Some(Some(set)) if set.dropped => {
+            copy = set;
+            (&copy.head[..], Some(copy.len))
+        }
+        _ => (buf, None),
+    };
+    match req.parse_with_uninit_headers(head, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            let skipped = skipping && skipped_lines(buf, len, &req)?;
-            build(buf, len, &req, limits, skipped, slot).map(|()| true)
+            // The copy is all the head's bytes (and its lines again).
+            let len = if set_aside.is_some() { head.len() } else { len };
+            build(head, len, &req, limits, set_aside.is_some(), slot)?;
+            if let (Some(head), Some(len)) = (slot.as_mut(), set_aside) {
+                head.len = len;
+            }
+            Ok(true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
             Ok(false)
         }
-        Err(e) => Err(refusal(e, buf, &req)),
+        Err(e) => Err(refusal(e, head, &req)),
     }
 }
 
-/// Whether httparse skipped lines in the complete head `buf[..len]`
-/// (lines that are not the start of a header it returned), each judged
-/// by [`nginx_ignores`].
-fn skipped_lines(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> Result<bool, Refusal> {
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| s.as_ptr() as usize - base;
-    let head = &buf[..len];
-    // The request line ends at the first line end after the target.
-    let Some(path) = req.path else {
-        return Err(Refusal::Bad(Bad::RequestLine));
-    };
-    let target_end = at(path.as_bytes()) + path.len();
-    let Some(mut start) = head[target_end..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|i| target_end + i + 1)
-    else {
-        return Err(Refusal::Bad(Bad::RequestLine));
-    };
-    let mut taken = req.headers.iter().map(|h| at(h.name.as_bytes())).peekable();
-    let mut skipped = false;
-    while let Some(end) = head[start..].iter().position(|&c| c == b'\n') {
-        let line_end = start + end;
-        let line = head[start..line_end]
-            .strip_suffix(b"\r")
-            .unwrap_or(&head[start..line_end]);
-        if line.is_empty() {
-            break;
+/// A head re-read without the lines nginx drops.
+struct SetAside {
+    /// The request line, the header lines nginx keeps, the blank line,
+    /// then all the header lines as they came, where the log finds the
+    /// dropped ones in their order ([`super::explain::dropped_lines`]).
+    head: Vec<u8>,
+    /// The head's length in the connection's buffer.
+    len: usize,
+    /// Lines were dropped (else the head is read as it came).
+    dropped: bool,
+}
+
+/// The whole head at the start of `buf` without the header lines nginx
+/// drops for their names ([`nginx_drops`]); `None` while the head is not
+/// whole.
+fn set_aside(buf: &[u8], names: HeaderNames) -> Option<SetAside> {
+    // The request line, after any empty lines (httparse skips them).
+    let start = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let first = start + buf[start..].iter().position(|&c| c == b'\n')? + 1;
+    let mut head = buf[..first].to_vec();
+    let mut at = first;
+    let mut dropped = false;
+    loop {
+        let end = at + buf[at..].iter().position(|&c| c == b'\n')? + 1;
+        let line = &buf[at..end];
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() {
+            head.extend_from_slice(line);
+            head.extend_from_slice(&buf[first..at]);
+            return Some(SetAside {
+                head,
+                len: end,
+                dropped,
+            });
         }
-        if taken.peek() == Some(&start) {
-            taken.next();
-        } else if nginx_ignores(line) {
-            skipped = true;
+        if nginx_drops(text, names) {
+            dropped = true;
         } else {
-            return Err(Refusal::Bad(Bad::HeaderLine));
+            head.extend_from_slice(line);
         }
-        start = line_end + 1;
+        at = end;
     }
-    Ok(skipped)
 }
 
-/// Whether nginx ignores a header line httparse refuses
-/// (`ngx_http_parse_header_line`, `ignore_invalid_headers on`): one
-/// whose name has a byte outside the token set (`X@Y`, `é`). It refuses
-/// one whose name is empty or has a space or a control character. Two
-/// lines nginx takes are refused here (README): one without a colon
-/// (nginx: a header with an empty value), and one whose name is a token
-/// but whose value has a control character.
-pub(crate) fn nginx_ignores(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|&c| c == b':') else {
+/// Whether nginx drops the header line `text` for its name
+/// (`ngx_http_parse_header_line` and `ignore_invalid_headers`): a name
+/// `names` does not take (`X_Y` without `underscores_in_headers`, `X.Y`,
+/// `X@Y`, `é`). It refuses a line whose name is empty or has a space or a
+/// control character, or that has a NUL. Two lines nginx takes are
+/// refused here (README): one without a colon (nginx: a header with an
+/// empty value), and one whose name is a token but whose value has a
+/// control character.
+pub(crate) fn nginx_drops(text: &[u8], names: HeaderNames) -> bool {
+    let Some(colon) = text.iter().position(|&c| c == b':') else {
         return false;
     };
-    let name = &line[..colon];
+    let name = &text[..colon];
     !name.is_empty()
         && !name.iter().any(|&c| c <= 0x20 || c == 0x7f)
-        && HeaderName::from_bytes(name).is_err()
+        && !text.contains(&0)
+        && names.drops(name)
 }
 
 /// nginx's refusal of a head httparse refuses: 505 for a version from
@@ -728,7 +751,7 @@ mod tests {
         assert_eq!(head.dropped, !found.is_empty());
         let lines = found
             .iter()
-            .map(|r| String::from_utf8_lossy(&head.raw[r.clone()]).into_owned())
+            .map(|(r, _)| String::from_utf8_lossy(&head.raw[r.clone()]).into_owned())
             .collect();
         let kept = head.parts.headers.keys().map(|n| n.to_string()).collect();
         Ok((lines, kept))
