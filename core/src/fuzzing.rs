@@ -348,6 +348,13 @@ fn request(data: &[u8]) -> Option<(Parts, bytes::Bytes, &[u8], Framing)> {
             return None;
         }
     };
+    // The head's length is the head's as it came (a re-read one's copy
+    // is longer), and the lines it dropped are found again for the log.
+    assert!(data[..head.len].ends_with(b"\n"), "head length");
+    if head.dropped {
+        let names = crate::http::head::HeaderNames::default();
+        assert!(!crate::http::h1::explain::dropped_lines(&head.raw, names).is_empty());
+    }
     let framing = match head.framing {
         parse::Framing::None => Framing::None,
         parse::Framing::Length(n) => Framing::Length(n),

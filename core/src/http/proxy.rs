@@ -53,7 +53,7 @@ pub struct ClientCx<'a> {
     pub requests: u64,
     /// The request's normalized URI and validated host.
     pub head: &'a ParsedHead,
-    /// The head's bytes as an HTTP/1 client sent them (empty over
+    /// The head's bytes from an HTTP/1 client (`parse::Head::raw`; empty over
     /// HTTP/2): its header names' spelling, for the upstream request.
     pub raw: &'a [u8],
     pub server: &'a Server,

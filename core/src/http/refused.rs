@@ -103,9 +103,7 @@ pub fn head(
     } = explain::explain(bytes, limits, refusal);
     let request_line = &bytes[line];
     if log::enabled(level) {
-        let host_at = host.as_ref().map(|h| h.start);
-        for dropped in ignored {
-            let host = host.clone().filter(|_| host_at < Some(dropped.start));
+        for (dropped, host) in ignored {
             ignored_line(cx, request_line, &bytes[dropped], host.map(|h| &bytes[h]));
         }
         let context = cx.context(request_line, host.map(|h| &bytes[h]));
@@ -136,7 +134,8 @@ pub fn head(
 
 /// A head refused after it was read whole, for `bad` ([`ParsedHead::parse`]):
 /// its line in the error log, and its access log record. `raw` is the
-/// head as an HTTP/1 client sent it (empty over HTTP/2).
+/// head's bytes from an HTTP/1 client (`parse::Head::raw`; empty over
+/// HTTP/2).
 pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Option<Box<Record>> {
     let request_line = request_line(raw);
     if log::enabled(Level::Info) {

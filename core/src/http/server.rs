@@ -708,8 +708,8 @@ where
     }
 }
 
-/// One request: its head, the head's bytes as an HTTP/1 client sent
-/// them (`raw`: empty over HTTP/2), its body.
+/// One request: its head, the head's bytes from an HTTP/1 client
+/// (`raw`, `parse::Head::raw`: empty over HTTP/2), its body.
 ///
 /// The answer goes into `answer`, the connection's slot for it, rather
 /// than out as the future's output (it is a few hundred bytes, copied

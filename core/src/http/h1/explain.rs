@@ -25,8 +25,9 @@ pub struct Explained {
     /// The Host value among them (the context's `host:`).
     pub host: Option<Range<usize>>,
     /// Those nginx ignored for their names (`ignore_invalid_headers`),
-    /// each logged before the refusal's line.
-    pub ignored: Vec<Range<usize>>,
+    /// each logged before the refusal's line, with the Host value read
+    /// before it.
+    pub ignored: Vec<(Range<usize>, Option<Range<usize>>)>,
 }
 
 const REQUEST_LINE: &str = " while reading client request line";
@@ -110,11 +111,11 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
             .take_while(|l| at.is_none_or(|at| l.start < at))
             .collect()
     };
-    let ignored = read
-        .iter()
-        .filter(|l| parse::nginx_drops(&buf[(*l).clone()], limits.names))
-        .map(|l| shown(buf, l))
-        .collect();
+    let ignored = match refusal {
+        // The head as read, perhaps re-read without its dropped lines.
+        Refusal::Bad(Bad::ChunkedBody) => dropped_lines(buf, limits.names),
+        _ => dropped_among(buf, &read, limits.names),
+    };
     let host = read.iter().find_map(|l| {
         let value = value_of(&buf[l.clone()], b"host")?;
         let from = value.as_ptr() as usize - buf.as_ptr() as usize;
@@ -155,16 +156,25 @@ pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<(Range<usize>, Optio
         .nth(1)
         .map_or(raw.len(), |(i, _)| blank + i);
     let sent = header_lines(raw, blank);
-    let lines = if sent.is_empty() { kept } else { sent };
+    dropped_among(raw, if sent.is_empty() { &kept } else { &sent }, names)
+}
+
+/// Of the header `lines` of `buf`, those nginx drops for their names,
+/// each with the Host value read before it.
+fn dropped_among(
+    buf: &[u8],
+    lines: &[Range<usize>],
+    names: HeaderNames,
+) -> Vec<(Range<usize>, Option<Range<usize>>)> {
     let mut host = None;
     let mut dropped = Vec::new();
-    for l in &lines {
-        let text = &raw[l.clone()];
+    for l in lines {
+        let text = &buf[l.clone()];
         if parse::nginx_drops(text, names) {
-            dropped.push((shown(raw, l), host.clone()));
+            dropped.push((shown(buf, l), host.clone()));
         } else if host.is_none() {
             host = value_of(text, b"host").map(|v| {
-                let from = v.as_ptr() as usize - raw.as_ptr() as usize;
+                let from = v.as_ptr() as usize - buf.as_ptr() as usize;
                 from..from + v.len()
             });
         }

@@ -56,9 +56,9 @@ pub use parse::Refusal;
 pub trait Service: Sync {
     /// Answers one request: its head, which the busy period holds (a
     /// head is a few hundred bytes, copied with each move), the head's
-    /// bytes as they came (`parse::Head::raw`), the rules header lines
-    /// were dropped by if any were (`parse::Head::dropped`), and its
-    /// body; the answer
+    /// bytes (`parse::Head::raw`, which says how they are laid out), the
+    /// rules header lines were dropped by if any were
+    /// (`parse::Head::dropped`), and its body; the answer
     /// goes into `answer` (a few hundred bytes: not moved out through the
     /// future's output).
     /// The future lives inside the busy period's (one allocation per

@@ -52,7 +52,10 @@ pub struct Head {
     pub parts: Parts,
     /// The head's copy, which the URI and the header values are slices
     /// of: the header names as the client spelled them are read back from
-    /// it for the upstream request ([`spelled`]).
+    /// it for the upstream request ([`spelled`]). The head as it came,
+    /// unless lines were dropped by a re-read ([`set_aside`]): then the
+    /// request line and the kept lines up to the blank line, followed by
+    /// all the header lines as they came.
     pub raw: Bytes,
     /// Bytes of the head in the buffer.
     pub len: usize,
@@ -134,7 +137,8 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            build(buf, len, &req, limits, false, slot).map(|()| true)
+            check_whole(&buf[..len], limits)?;
+            build(buf, len, len, &req, limits, false, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -182,13 +186,12 @@ fn parse_slowly(
     };
     match req.parse_with_uninit_headers(head, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
-            // The copy is all the head's bytes (and its lines again).
-            let len = if set_aside.is_some() { head.len() } else { len };
-            build(head, len, &req, limits, set_aside.is_some(), slot)?;
-            if let (Some(head), Some(len)) = (slot.as_mut(), set_aside) {
-                head.len = len;
-            }
-            Ok(true)
+            // The limits are the head's as it came; the copy is its bytes
+            // and its lines again, all kept as the head's.
+            let (raw, consumed) = set_aside.map_or((len, len), |came| (head.len(), came));
+            check_whole(&buf[..consumed], limits)?;
+            let dropped = set_aside.is_some();
+            build(head, raw, consumed, &req, limits, dropped, slot).map(|()| true)
         }
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;
@@ -249,16 +252,20 @@ fn set_aside(buf: &[u8], names: HeaderNames) -> Option<SetAside> {
 /// `X@Y`, `é`). It refuses a line whose name is empty or has a space or a
 /// control character, or that has a NUL. Two lines nginx takes are
 /// refused here (README): one without a colon (nginx: a header with an
-/// empty value), and one whose name is a token but whose value has a
+/// empty value), and one whose name nginx keeps but whose value has a
 /// control character.
 pub(crate) fn nginx_drops(text: &[u8], names: HeaderNames) -> bool {
     let Some(colon) = text.iter().position(|&c| c == b':') else {
         return false;
     };
     let name = &text[..colon];
+    // A bare CR (the line's own was taken off) or a NUL anywhere is
+    // nginx's 400: left in, httparse refuses the line. Dropped, a line
+    // `X@Y: a\rContent-Length: 5` would hide a length another reader of
+    // the stream sees.
     !name.is_empty()
         && !name.iter().any(|&c| c <= 0x20 || c == 0x7f)
-        && !text.contains(&0)
+        && !text.iter().any(|&c| c == 0 || c == b'\r')
         && names.drops(name)
 }
 
@@ -312,22 +319,29 @@ fn check_lines(buf: &[u8], max: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn build(
-    buf: &[u8],
-    len: usize,
-    req: &httparse::Request<'_, '_>,
-    limits: Limits,
-    skipped: bool,
-    slot: &mut Option<Head>,
-) -> Result<(), Refusal> {
-    if len > limits.line {
-        check_lines(&buf[..len], limits.line)?;
-        // A head read in one go can be past the limit without ever being
-        // seen partial.
-        if len > limits.head {
+/// nginx's size rules on a whole head: a head read in one go can be past
+/// a limit without ever being seen partial.
+fn check_whole(head: &[u8], limits: Limits) -> Result<(), Refusal> {
+    if head.len() > limits.line {
+        check_lines(head, limits.line)?;
+        if head.len() > limits.head {
             return Err(Refusal::HeaderTooLarge);
         }
     }
+    Ok(())
+}
+
+/// The head parsed in `req` from `buf[..len]`, `consumed` bytes of the
+/// connection's buffer, into `slot`.
+fn build(
+    buf: &[u8],
+    len: usize,
+    consumed: usize,
+    req: &httparse::Request<'_, '_>,
+    limits: Limits,
+    dropped: bool,
+    slot: &mut Option<Head>,
+) -> Result<(), Refusal> {
     // One copy of the head; the URI and header values are slices of it.
     let head = head_bytes(&buf[..len]);
     let base = buf.as_ptr() as usize;
@@ -354,7 +368,7 @@ fn build(
     // The headers the framing and persistence rules read are noted on the
     // way into the map: no lookups after.
     let mut seen = Seen::default();
-    let mut dropped = skipped;
+    let mut dropped = dropped;
     for h in req.headers.iter() {
         if limits.names.drops(h.name.as_bytes()) {
             dropped = true;
@@ -395,7 +409,7 @@ fn build(
     *slot = Some(Head {
         parts,
         raw: head,
-        len,
+        len: consumed,
         framing,
         dropped,
         expect_continue,
@@ -803,6 +817,11 @@ mod tests {
             b": 1",
             b" folded",
             b"X\x01Y: 1",
+            // A bare CR in a line nginx would drop: its 400, and no
+            // hidden length or coding.
+            b"X_Y: a\rContent-Length: 5",
+            b"X@Y: a\rTransfer-Encoding: chunked",
+            b"X@Y: a\x00",
             // Taken by nginx, refused here (README).
             b"NoColon",
             b"X-Ctl: a\x01b",
@@ -821,6 +840,59 @@ mod tests {
     }
 
     #[test]
+    fn a_head_re_read_without_its_dropped_lines_is_the_head_as_it_came() {
+        let first = b"GET / HTTP/1.1\r\nX@A: 1\r\nHost: h\r\nX_B: 2\r\nX-Ok: 3\r\n\r\n";
+        let mut buf = first.to_vec();
+        buf.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        let head = parse(&buf, Limits::default())
+            .expect("valid")
+            .expect("complete");
+        // What follows it (a pipelined request, a body) is left as it is.
+        assert_eq!(head.len, first.len());
+        let names: Vec<String> = head.parts.headers.keys().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["host", "x-ok"]);
+        let raw = &head.raw;
+        let found: Vec<(String, Option<String>)> =
+            super::super::explain::dropped_lines(raw, HeaderNames::default())
+                .into_iter()
+                .map(|(l, h)| {
+                    let text =
+                        |r: std::ops::Range<usize>| String::from_utf8_lossy(&raw[r]).into_owned();
+                    (text(l), h.map(text))
+                })
+                .collect();
+        assert_eq!(
+            found,
+            [
+                ("X@A: 1".to_owned(), None),
+                ("X_B: 2".to_owned(), Some("h".to_owned()))
+            ]
+        );
+        // The same without the line httparse refuses: read as it came.
+        let fast = b"GET / HTTP/1.1\nX_B: 2\nHost: h\nX_C: 3\n\n";
+        let head = parse(fast, Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.len, fast.len());
+        let found: Vec<Option<bool>> =
+            super::super::explain::dropped_lines(&head.raw, HeaderNames::default())
+                .into_iter()
+                .map(|(_, h)| h.map(|h| &head.raw[h] == b"h"))
+                .collect();
+        assert_eq!(found, [None, Some(true)]);
+        // The size limits are the head's as it came, not its copy's.
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX@Y: 1\r\n".to_vec();
+        for _ in 0..3 {
+            big.extend_from_slice(format!("X-Big: {}\r\n", "a".repeat(8000)).as_bytes());
+        }
+        big.extend_from_slice(b"\r\n");
+        let head = parse(&big, Limits::default())
+            .expect("within 4 8k")
+            .expect("complete");
+        assert_eq!(head.len, big.len());
+    }
+
+    #[test]
     fn dropped_lines_are_found_in_a_head_still_arriving_and_past_the_slots() {
         // Partial: the refused line comes before the head is whole.
         let partial = b"GET / HTTP/1.1\r\nX@A: 1\r\nHost: h\r\n";
@@ -835,5 +907,55 @@ mod tests {
         let (lines, kept) = dropped(&raw, HeaderNames::default()).expect("valid");
         assert_eq!(lines, ["X{A: 1", "X@C: 3", "X_B: 2"]);
         assert_eq!(kept.len(), 151);
+    }
+
+    /// Heads made of pieces that take every path (lines httparse refuses
+    /// that nginx drops or refuses, bare CR and LF, framing headers,
+    /// more lines than the slots) parse without a panic; a head taken is
+    /// the head as it came, and nothing dropped is a framing header.
+    #[test]
+    fn any_head_is_read_or_refused() {
+        let pieces: [&[u8]; 14] = [
+            b"GET / HTTP/1.1\r\n",
+            b"Host: h\r\n",
+            b"X@Y: 1\r\n",
+            b"X_Y: 2\r\n",
+            b"Content-Length: 3\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b" ",
+            b":",
+            b"a",
+            b"\xc3\xa9",
+            b"\x00",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..50_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut pick = seed;
+            let mut buf = pieces[0].to_vec();
+            // Now and then more lines than the slots.
+            let extra = if round % 97 == 0 { 120 } else { 0 };
+            for i in 0..(pick % 12 + extra) {
+                buf.extend_from_slice(pieces[((pick >> (i % 8)) % 14) as usize]);
+                pick = pick.rotate_right(7) ^ i;
+            }
+            buf.extend_from_slice(b"\r\n\r\n");
+            if let Ok(Some(head)) = parse(&buf, Limits::default()) {
+                assert!(head.len <= buf.len());
+                assert!(buf[..head.len].ends_with(b"\n"));
+                if head.dropped {
+                    let names = HeaderNames::default();
+                    for (l, _) in super::super::explain::dropped_lines(&head.raw, names) {
+                        let text = &head.raw[l];
+                        assert!(nginx_drops(text, names), "{text:?}");
+                    }
+                }
+            }
+        }
     }
 }
