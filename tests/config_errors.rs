@@ -348,6 +348,28 @@ fn cases() -> Vec<Case> {
             "http {\n    server {\n        listen 127.0.0.1:{port};\n        large_client_header_buffers 4 511;\n    }\n}\n",
             Emerg("the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\" in {conf}:9"),
         ),
+        // Debian's stock http block, less `gzip on` (compression is not
+        // done), with the hash sizes nginx configs often set.
+        Case::head(
+            "Debian's http block",
+            "http {\n    sendfile on;\n    tcp_nopush on;\n    types_hash_max_size 2048;\n    server_names_hash_bucket_size 64;\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\n    ssl_prefer_server_ciphers on;\n    gzip off;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_headers_hash_max_size 1024;\n        location / { types_hash_bucket_size 128; proxy_pass http://127.0.0.1:1; include /etc/nginx/proxy_params; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "a hash size not a number",
+            "http {\n    types_hash_max_size big;\n}\n",
+            Emerg("\"types_hash_max_size\" directive invalid number in {conf}:5"),
+        ),
+        Case::head(
+            "a hash size twice",
+            "http {\n    variables_hash_bucket_size 64;\n    variables_hash_bucket_size 128;\n}\n",
+            Emerg("\"variables_hash_bucket_size\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "server_names_hash_max_size in a server",
+            "http {\n    server {\n        server_names_hash_max_size 512;\n    }\n}\n",
+            Emerg("\"server_names_hash_max_size\" directive is not allowed here in {conf}:6"),
+        ),
         Case::head(
             "underscores_in_headers in a location",
             "http {\n    server {\n        location / {\n            underscores_in_headers on;\n        }\n    }\n}\n",
@@ -825,4 +847,34 @@ fn signal_errors_match_nginx() {
     ));
     assert_eq!(nginx, bad, "nginx, bad config");
     assert_eq!(waypost, bad, "waypost, bad config");
+}
+
+/// `gzip on` is refused by name at `-t` (nginx compresses; waypost does
+/// not), never ignored; `gzip off` loads.
+#[test]
+fn gzip_on_is_refused_by_name() {
+    let dir = TempDir::new("conf-gzip");
+    let conf = |gzip: &str| {
+        dir.write(
+            "test.conf",
+            &format!("error_log logs/error.log;\nevents {{}}\nhttp {{\n    gzip {gzip};\n}}\n"),
+        )
+        .display()
+        .to_string()
+    };
+    let on = run_waypost(&dir, &["-t", "-c", &conf("on")]);
+    let err = String::from_utf8_lossy(&on.stderr);
+    assert_eq!(on.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "[emerg] \"gzip on\" is not supported: waypost does not compress responses in "
+        ),
+        "{err}"
+    );
+    let off = run_waypost(&dir, &["-t", "-c", &conf("off")]);
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
 }

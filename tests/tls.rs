@@ -438,6 +438,37 @@ fn ssl_protocols_limit_the_versions() {
     assert!(!ok, "TLS 1.3 is off: {out}");
 }
 
+/// `ssl_prefer_server_ciphers`: off (nginx's default), the client's first
+/// cipher suite it shares with the server is used; on, the server's.
+#[test]
+fn ssl_prefer_server_ciphers_picks_whose_order_counts() {
+    let t = ATest::new();
+    // The client lists ChaCha20 first; rustls (the server) AES first.
+    let suites = [
+        "--tls13-ciphers",
+        "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
+        "-v",
+    ];
+    for (prefer, used) in [
+        ("off", "TLS_CHACHA20_POLY1305_SHA256"),
+        ("on", "TLS_AES_256_GCM_SHA384"),
+    ] {
+        let _wp = t.waypost(
+            "ssl",
+            &format!(
+                "        ssl_prefer_server_ciphers {prefer};\n\
+                 \x20       location / {{ return 200 \"ok\\n\"; }}\n"
+            ),
+        );
+        let (ok, out) = t.https("/", &suites);
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("SSL connection using TLSv1.3 / {used}")),
+            "prefer {prefer}: {out}"
+        );
+    }
+}
+
 #[test]
 fn sni_picks_the_server_and_its_certificate() {
     let files = TempDir::new("tls-files");

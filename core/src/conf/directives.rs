@@ -117,6 +117,17 @@ pub const CORE: &[Spec] = &[
     d("large_client_header_buffers", HTTP | SRV, 2, 2),
     f("underscores_in_headers", HTTP | SRV),
     f("ignore_invalid_headers", HTTP | SRV),
+    // Accepted so that nginx files load: waypost has no such hash tables.
+    d("types_hash_max_size", PROXY, 1, 1),
+    d("types_hash_bucket_size", PROXY, 1, 1),
+    d("server_names_hash_max_size", HTTP, 1, 1),
+    d("server_names_hash_bucket_size", HTTP, 1, 1),
+    d("variables_hash_max_size", HTTP, 1, 1),
+    d("variables_hash_bucket_size", HTTP, 1, 1),
+    d("proxy_headers_hash_max_size", PROXY, 1, 1),
+    d("proxy_headers_hash_bucket_size", PROXY, 1, 1),
+    // Compression is not done: only `gzip off` is taken.
+    f("gzip", PROXY),
     d("client_body_timeout", PROXY, 1, 1),
     d("send_timeout", PROXY, 1, 1),
     f("sendfile", PROXY),
@@ -135,6 +146,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_certificate_key", HTTP | SRV, 1, 1),
     d("ssl_protocols", HTTP | SRV, 1, MORE),
     d("ssl_session_timeout", HTTP | SRV, 1, 1),
+    f("ssl_prefer_server_ciphers", HTTP | SRV),
     f("http2", HTTP | SRV),
     // location and inherited proxy settings
     d("proxy_pass", LOC, 1, 1),

@@ -215,6 +215,7 @@ struct Layer {
     /// `ssl_protocols`, as nginx's bitmask (repeated lines add up).
     ssl_protocols: Option<u32>,
     ssl_session_timeout: Option<Duration>,
+    ssl_prefer_server: Option<bool>,
     http2: Option<bool>,
 }
 
@@ -287,6 +288,7 @@ impl Layer {
             ssl_keys: self.ssl_keys.clone().or_else(|| parent.ssl_keys.clone()),
             ssl_protocols: self.ssl_protocols.or(parent.ssl_protocols),
             ssl_session_timeout: self.ssl_session_timeout.or(parent.ssl_session_timeout),
+            ssl_prefer_server: self.ssl_prefer_server.or(parent.ssl_prefer_server),
             http2: self.http2.or(parent.http2),
         }
     }
@@ -317,6 +319,7 @@ impl Layer {
             tls12: protocols & TLS12 != 0,
             tls13: protocols & TLS13 != 0,
             session_timeout: self.ssl_session_timeout.unwrap_or(d.session_timeout),
+            prefer_server_ciphers: self.ssl_prefer_server.unwrap_or(d.prefer_server_ciphers),
         })
     }
 
@@ -936,6 +939,22 @@ impl<'a> Interp<'a> {
                     }
                     _ => return err("\"large_client_header_buffers\" directive invalid value", d),
                 }
+            }
+            // No hash tables to size here: the value is checked as nginx
+            // checks it, and the file loads.
+            name if HASH_SIZES.contains(&name) => {
+                number_arg(d, 0)?;
+            }
+            "gzip" => {
+                if d.args[0].eq_ignore_ascii_case("on") {
+                    return err(
+                        "\"gzip on\" is not supported: waypost does not compress responses",
+                        d,
+                    );
+                }
+            }
+            "ssl_prefer_server_ciphers" => {
+                layer.ssl_prefer_server = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "underscores_in_headers" => {
                 layer.underscores = Some(d.args[0].eq_ignore_ascii_case("on"))
@@ -1926,6 +1945,19 @@ fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
 }
 
+/// nginx's hash table sizes, accepted with their values checked: waypost
+/// has no such tables.
+const HASH_SIZES: &[&str] = &[
+    "types_hash_max_size",
+    "types_hash_bucket_size",
+    "server_names_hash_max_size",
+    "server_names_hash_bucket_size",
+    "variables_hash_max_size",
+    "variables_hash_bucket_size",
+    "proxy_headers_hash_max_size",
+    "proxy_headers_hash_bucket_size",
+];
+
 /// Directives nginx refuses to see twice in one block (besides flags,
 /// which all are).
 fn is_single(name: &str) -> bool {
@@ -1959,7 +1991,7 @@ fn is_single(name: &str) -> bool {
             | "proxy_ssl_name"
             | "real_ip_header"
             | "ssl_session_timeout"
-    )
+    ) || HASH_SIZES.contains(&name)
 }
 
 /// `user USER [GROUP]`: nginx looks both up, but only when it runs as root

@@ -166,6 +166,9 @@ pub struct TlsConf {
     pub tls13: bool,
     /// `ssl_session_timeout`: how long a session ticket resumes.
     pub session_timeout: Duration,
+    /// `ssl_prefer_server_ciphers`: the server's order of cipher suites
+    /// over the client's.
+    pub prefer_server_ciphers: bool,
 }
 
 impl Default for TlsConf {
@@ -175,6 +178,7 @@ impl Default for TlsConf {
             tls12: true,
             tls13: true,
             session_timeout: Duration::from_secs(300),
+            prefer_server_ciphers: false,
         }
     }
 }

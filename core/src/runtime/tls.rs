@@ -169,6 +169,7 @@ fn server_config(
         .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(certs.clone());
+    config.ignore_client_order = tls.prefer_server_ciphers;
     config.alpn_protocols = if h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
