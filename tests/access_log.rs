@@ -172,7 +172,7 @@ fn escape_conf(port: u16, nginx: bool) -> String {
         &format!(
             "    log_format j escape=json '{{\"uri\":\"$uri\",\"x\":\"$http_x\",\"ua\":\"$http_user_agent\",\
 \"a\":\"$arg_a\",\"up\":\"$upstream_addr\",\"s\":$status,\"r\":\"$request\"}}';\n\
-             \x20   log_format d '$uri|$http_x|$http_user_agent|$arg_a|$upstream_addr|$status|$request';\n\
+             \x20   log_format d '$uri|$http_x|$http_user_agent|$arg_a|$upstream_addr|$status|$request|$args|$cookie_k|$content_type|$remote_user|$proxy_host';\n\
              \x20   log_format n escape=none '$uri|$http_x|$http_user_agent|$arg_a|$upstream_addr|$status';\n\
              \x20   log_format c '$request_uri';\n\
              \x20   server {{\n\
@@ -207,7 +207,8 @@ fn escaping_and_conditions_match_nginx() {
                 .into_bytes(),
                 // Missing header and argument, an empty argument.
                 format!("GET /{loc}/plain HTTP/1.0\r\nUser-Agent: \r\n\r\n").into_bytes(),
-                format!("GET /{loc}/x?a= HTTP/1.0\r\nX: \\\\\r\n\r\n").into_bytes(),
+                // Found but empty (nginx prints nothing), or not found (`-`).
+                format!("GET /{loc}/x?a= HTTP/1.0\r\nX: \\\\\r\nCookie: k=\r\nContent-Type:\r\nAuthorization: Basic Og==\r\n\r\n").into_bytes(),
             ]
         })
         .chain(

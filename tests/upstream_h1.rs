@@ -479,14 +479,14 @@ fn upstream_heads(nginx: bool, extra: &str, requests: &[&[u8]]) -> (Vec<String>,
 #[test]
 fn the_upstream_request_head_is_written_as_nginx_writes_it() {
     let requests: [&[u8]; 3] = [
-        b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nX-MiXed:  1\r\naccept-encoding: gzip\r\nX-DUP: c\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nX-MiXed:  1\r\naccept-encoding: gzip\r\nX-DUP: c\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\nConnection: keep-alive\r\n\r\n",
         b"POST /p HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nX-A: 1\r\nConnection: close\r\n\r\nabc",
         b"POST /z HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\nx-a: 1\r\nConnection: close\r\n\r\n",
     ];
     let (theirs, _) = upstream_heads(true, "", &requests);
     assert_eq!(
         theirs[0],
-        "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nX-Dup: a\r\nx-dup: b\r\nHost: up\r\nConnection: close\r\nUser-Agent: t\r\nX-MiXed: 1\r\n\r\n",
+        "GET /x HTTP/1.0\r\nX-Set: v\r\nX-Real-IP: 127.0.0.1\r\nX-Dup: a\r\nx-dup: b\r\nHost: up\r\nConnection: close\r\nUser-Agent: t\r\nX-MiXed: 1\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\n\r\n",
         "nginx's, the reference"
     );
     assert_eq!(upstream_heads(false, "", &requests).0, theirs);

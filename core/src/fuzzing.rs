@@ -85,9 +85,7 @@ const DROPPED: &[&str] = &[
     "te",
     "expect",
     "upgrade",
-    "proxy-connection",
     "transfer-encoding",
-    "trailer",
     "host",
 ];
 

@@ -261,20 +261,13 @@ fn escape_uri(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Request headers that never go upstream as the client sent them:
-/// hop-by-hop ones, and those nginx's proxy defaults replace or clear.
+/// Request headers that never go upstream as the client sent them: those
+/// nginx's proxy defaults replace or clear (`Proxy-Connection` and
+/// `Trailer`, hop-by-hop too, go up as nginx sends them).
 fn dropped(name: &header::HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "te"
-            | "expect"
-            | "upgrade"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "trailer"
-            | "host"
+        "connection" | "keep-alive" | "te" | "expect" | "upgrade" | "transfer-encoding" | "host"
     )
 }
 
