@@ -438,6 +438,20 @@ fn ssl_protocols_limit_the_versions() {
     assert!(!ok, "TLS 1.3 is off: {out}");
 }
 
+/// A redirect to a path is made absolute with the connection's scheme,
+/// as nginx's header filter makes it: `https://` over TLS (and no port
+/// for 443).
+#[test]
+fn a_relative_redirect_over_tls_is_https() {
+    let t = ATest::new();
+    let _wp = t.waypost("ssl", "        location / { return 301 /x; }\n");
+    let (ok, out) = t.https("/", &["-o", "/dev/null", "-w", "%{redirect_url}"]);
+    assert!(ok, "{out}");
+    // The request's host, and the listening port (not 443).
+    assert!(out.starts_with("https://a.test:"), "{out}");
+    assert!(out.ends_with("/x"), "{out}");
+}
+
 /// `ssl_prefer_server_ciphers`: off (nginx's default), the client's first
 /// cipher suite it shares with the server is used; on, the server's.
 #[test]

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, LOCATION};
+
+use crate::http::tls::Https;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::http::body::RespBody;
@@ -52,20 +54,23 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
 }
 
 /// nginx's header filter with `absolute_redirect on`: a Location starting
-/// with `/` gets `http://`, the request's host (else the local address)
-/// and the local port unless it is 80.
+/// with `/` gets the connection's scheme, the request's host (else the
+/// local address) and the local port unless it is the scheme's (80, or
+/// 443 over TLS).
 fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
     use std::io::Write as _;
+    let https = vars.req.extensions.get::<Https>().is_some();
     let mut out = Vec::with_capacity(path.len() + 40);
-    out.extend_from_slice(b"http://");
+    out.extend_from_slice(if https { b"https://" } else { b"http://" });
     match vars.head.host(&vars.req.uri, &vars.req.headers) {
         Some(host) => out.extend_from_slice(host),
         None => {
             let _ = write!(out, "{}", crate::vars::NgxIp(vars.local.ip()));
         }
     }
-    if vars.local.port() != 80 {
-        let _ = write!(out, ":{}", vars.local.port());
+    let port = vars.local.port();
+    if port != if https { 443 } else { 80 } {
+        let _ = write!(out, ":{port}");
     }
     out.extend_from_slice(path);
     Bytes::from(out)
