@@ -356,6 +356,26 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "proxy_redirect with one unknown word",
+            "http {\n    proxy_redirect somewhere;\n}\n",
+            Emerg("invalid parameter \"somewhere\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_redirect after off",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; proxy_redirect off; proxy_redirect http://a/ /b/; }\n    }\n}\n",
+            Emerg("\"proxy_redirect\" directive is duplicate in {conf}:7"),
+        ),
+        Case::head(
+            "proxy_redirect off after rules",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; proxy_redirect http://a/ /b/; proxy_redirect default; proxy_redirect off; }\n    }\n}\n",
+            Emerg("\"proxy_redirect\" directive is duplicate in {conf}:7"),
+        ),
+        Case::head(
+            "proxy_redirect rules and default",
+            "http {\n    proxy_redirect off;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; proxy_redirect http://a/ /b/; proxy_redirect default; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "a hash size not a number",
             "http {\n    types_hash_max_size big;\n}\n",
             Emerg("\"types_hash_max_size\" directive invalid number in {conf}:5"),

@@ -517,3 +517,112 @@ fn header_lines_with_names_nginx_does_not_take_are_dropped_as_nginx_drops_them()
         assert_eq!(upstream_heads(false, extra, &requests), theirs, "{extra}");
     }
 }
+
+/// A backend that answers every request 302 with the Location (and the
+/// Refresh URL) its query `?l=` gives in hex.
+fn redirecting_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let Some(head) = read_head(&mut stream) else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head.split(' ').nth(1).unwrap_or("/");
+            let hex = target.split_once("?l=").map_or("", |(_, h)| h);
+            let location: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            let mut answer = b"HTTP/1.1 302 Found\r\nLocation: ".to_vec();
+            answer.extend_from_slice(&location);
+            answer.extend_from_slice(b"\r\nRefresh: 5; url=");
+            answer.extend_from_slice(&location);
+            answer.extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(&answer);
+        }
+    });
+    port
+}
+
+/// The Location and Refresh lines a client gets through each location
+/// for each Location the backend sends, the proxy's port as `PORT`.
+fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> {
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let conf = wrap_http(
+        &format!(
+            "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{ proxy_pass http://up; }}\n\
+             \x20       location /one/ {{ proxy_pass http://127.0.0.1:{backend}/two/; }}\n\
+             \x20       location /off/ {{ proxy_pass http://up; proxy_redirect off; }}\n\
+             \x20       location /y {{ proxy_pass http://up/z; }}\n\
+             \x20       location /m/ {{\n\
+             \x20           proxy_pass http://up;\n\
+             \x20           proxy_redirect http://up/ /new/;\n\
+             \x20           proxy_redirect http://up/ /second/;\n\
+             \x20           proxy_redirect /rel http://abs.example/r;\n\
+             \x20       }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    );
+    let _server = Server::either(nginx, &conf, &[port]);
+    let mut seen = Vec::new();
+    for path in ["/", "/one/", "/off/", "/y", "/m/"] {
+        for location in locations {
+            let location = location.replace("BACKEND", &backend.to_string());
+            let hex: String = location.bytes().map(|b| format!("{b:02x}")).collect();
+            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            client
+                .write_all(
+                    format!("GET {path}?l={hex} HTTP/1.1\r\nHost: ex.com:8080\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .expect("send");
+            let head = read_head(&mut client).expect("an answer");
+            for line in String::from_utf8_lossy(&head).split("\r\n") {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("location:") || lower.starts_with("refresh:") {
+                    seen.push(format!(
+                        "{path} {location} -> {}",
+                        line.replace(&port.to_string(), "PORT")
+                            .replace(&backend.to_string(), "BACKEND")
+                    ));
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// `proxy_redirect`: by default the `proxy_pass` URL in an upstream's
+/// Location or Refresh becomes the location's path (`/` without a URI
+/// part), and a Location so made a path gets the scheme, host and port;
+/// `off`; explicit rules, the first that matches; a backend's own relative
+/// Location left as it is.
+#[test]
+fn redirects_are_rewritten_as_nginx_rewrites_them() {
+    let backend = redirecting_backend();
+    let locations = [
+        "http://up/login",
+        "http://up",
+        "http://UP/x",
+        "/rel/x",
+        "http://127.0.0.1:BACKEND/two/a",
+        "http://127.0.0.1:BACKEND/other",
+        "https://up/x",
+        "http://up/z/q",
+        "http://up/zz",
+    ];
+    let theirs = redirects_seen(true, backend, &locations);
+    assert!(
+        theirs.contains(&"/ http://up/login -> Location: http://ex.com:PORT/login".to_owned()),
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(theirs.len(), 2 * 5 * locations.len());
+    assert_eq!(redirects_seen(false, backend, &locations), theirs);
+}

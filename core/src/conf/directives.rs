@@ -156,6 +156,7 @@ pub const CORE: &[Spec] = &[
     d("status", LOC, 0, 0),
     d("proxy_set_header", PROXY, 2, 2),
     d("proxy_http_version", PROXY, 1, 1),
+    d("proxy_redirect", PROXY, 1, 2),
     d("proxy_next_upstream", PROXY, 1, MORE),
     d("proxy_next_upstream_tries", PROXY, 1, 1),
     d("proxy_next_upstream_timeout", PROXY, 1, 1),

@@ -179,6 +179,9 @@ struct Layer {
     filters: Vec<ModuleDirective>,
     set_headers: Option<Vec<(String, String)>>,
     http11: Option<bool>,
+    /// `proxy_redirect` lines: a level that has any replaces its parent's;
+    /// `off` is the only one at its level.
+    redirects: Option<(bool, Vec<Redirect>)>,
     next_upstream: Option<NextUpstream>,
     tries: Option<u32>,
     next_timeout: Option<Duration>,
@@ -246,6 +249,7 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.set_headers.clone()),
             http11: self.http11.or(parent.http11),
+            redirects: self.redirects.clone().or_else(|| parent.redirects.clone()),
             next_upstream: self.next_upstream.or(parent.next_upstream),
             tries: self.tries.or(parent.tries),
             next_timeout: self.next_timeout.or(parent.next_timeout),
@@ -354,6 +358,10 @@ impl Layer {
         let d = ProxyConf::default();
         ProxyConf {
             set_headers: self.set_headers.clone().unwrap_or_default(),
+            redirects: self
+                .redirects
+                .as_ref()
+                .map_or(d.redirects, |(_, r)| r.clone()),
             http11: self.http11.unwrap_or(d.http11),
             next_upstream: self.next_upstream.unwrap_or(d.next_upstream),
             next_upstream_tries: self.tries.unwrap_or(d.next_upstream_tries),
@@ -890,6 +898,42 @@ impl<'a> Interp<'a> {
                 // A bitmask: set twice in one level, the values add up.
                 let mask = next_upstream(d)?.0 | layer.next_upstream.map_or(0, |m| m.0);
                 layer.next_upstream = Some(NextUpstream(mask));
+            }
+            "proxy_redirect" => {
+                let (off, rules) = layer.redirects.get_or_insert_with(|| (false, Vec::new()));
+                match &d.args[..] {
+                    // nginx takes no line at a level after `off`.
+                    _ if *off => return err("\"proxy_redirect\" directive is duplicate", d),
+                    [one] if one == "off" => {
+                        if !rules.is_empty() {
+                            return err("\"proxy_redirect\" directive is duplicate", d);
+                        }
+                        *off = true;
+                    }
+                    [one] if one == "default" => rules.push(Redirect::Default),
+                    [one] => return err(format!("invalid parameter \"{one}\""), d),
+                    [from, to] => {
+                        if from.starts_with('~') {
+                            return err(
+                                "regular expressions in \"proxy_redirect\" are not supported",
+                                d,
+                            );
+                        }
+                        if from.contains('$') || to.contains('$') {
+                            return err("variables in \"proxy_redirect\" are not supported", d);
+                        }
+                        rules.push(Redirect::Replace {
+                            from: from.clone(),
+                            to: to.clone(),
+                        });
+                    }
+                    _ => {
+                        return err(
+                            "invalid number of arguments in \"proxy_redirect\" directive",
+                            d,
+                        )
+                    }
+                }
             }
             "proxy_next_upstream_tries" => {
                 layer.tries = Some(u32::try_from(number_arg(d, 0)?).unwrap_or(u32::MAX))

@@ -292,6 +292,8 @@ impl NextUpstream {
 pub struct ProxyConf {
     /// Headers set on the upstream request, after nginx's defaults.
     pub set_headers: Vec<(String, String)>,
+    /// `proxy_redirect`, in order (empty: `off`).
+    pub redirects: Vec<Redirect>,
     pub http11: bool,
     pub next_upstream: NextUpstream,
     pub next_upstream_tries: u32,
@@ -300,6 +302,17 @@ pub struct ProxyConf {
     pub send_timeout: Duration,
     pub read_timeout: Duration,
     pub ssl: ProxySsl,
+}
+
+/// One `proxy_redirect`: the start of an upstream's Location or Refresh
+/// URL that is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// `default`: the `proxy_pass` URL by the location's path (by `/`
+    /// without a URI part), worked out with the location.
+    Default,
+    /// `proxy_redirect REDIRECT REPLACEMENT`.
+    Replace { from: String, to: String },
 }
 
 /// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
@@ -320,6 +333,7 @@ impl Default for ProxyConf {
     fn default() -> Self {
         ProxyConf {
             set_headers: Vec::new(),
+            redirects: vec![Redirect::Default],
             http11: false,
             next_upstream: NextUpstream(NextUpstream::ERROR | NextUpstream::TIMEOUT),
             next_upstream_tries: 0,

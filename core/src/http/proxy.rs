@@ -834,10 +834,13 @@ pub async fn run(
                 );
                 let upstream_h1::Response {
                     parts: head,
-                    passed,
+                    mut passed,
                     body: upstream_body,
                     upgraded,
                 } = resp;
+                if passed.redirect && !p.redirects.is_empty() {
+                    redirect(&mut passed, p, cx, parts);
+                }
                 let hold = PeerHold {
                     upstream: p.upstream.clone(),
                     peer: i,
@@ -882,6 +885,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `proxy_redirect` on a response with a Location or Refresh line (cold:
+/// out of the request path's code).
+#[cold]
+#[inline(never)]
+fn redirect(passed: &mut upstream_h1::Passed, p: &Proxy, cx: &ClientCx<'_>, parts: &Parts) {
+    let host = cx.head.host(&parts.uri, &parts.headers);
+    passed.rewrite(&p.redirects, |path| {
+        crate::http::response::absolute_url(path, host, parts, cx.local)
+    });
 }
 
 /// A `101 Switching Protocols` passed on: the response that carries the

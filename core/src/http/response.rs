@@ -58,22 +58,34 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
 /// local address) and the local port unless it is the scheme's (80, or
 /// 443 over TLS).
 fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
+    let host = vars.head.host(&vars.req.uri, &vars.req.headers);
+    Bytes::from(absolute_url(path, host, vars.req, vars.local))
+}
+
+/// [`absolute`] for the request `req` whose validated host is `host`, on
+/// the connection's local address `local`.
+pub fn absolute_url(
+    path: &[u8],
+    host: Option<&[u8]>,
+    req: &http::request::Parts,
+    local: std::net::SocketAddr,
+) -> Vec<u8> {
     use std::io::Write as _;
-    let https = vars.req.extensions.get::<Https>().is_some();
+    let https = req.extensions.get::<Https>().is_some();
     let mut out = Vec::with_capacity(path.len() + 40);
     out.extend_from_slice(if https { b"https://" } else { b"http://" });
-    match vars.head.host(&vars.req.uri, &vars.req.headers) {
+    match host {
         Some(host) => out.extend_from_slice(host),
         None => {
-            let _ = write!(out, "{}", crate::vars::NgxIp(vars.local.ip()));
+            let _ = write!(out, "{}", crate::vars::NgxIp(local.ip()));
         }
     }
-    let port = vars.local.port();
+    let port = local.port();
     if port != if https { 443 } else { 80 } {
         let _ = write!(out, ":{port}");
     }
     out.extend_from_slice(path);
-    Bytes::from(out)
+    out
 }
 
 /// No answer: the connection closes, and the access log shows `status`

@@ -212,6 +212,15 @@ pub struct Proxy {
     pub read_timeout: Duration,
     /// `proxy_pass https://`: how connections to the upstream do TLS.
     pub tls: Option<ProxyTls>,
+    /// `proxy_redirect`, in order; empty for `off`.
+    pub redirects: Box<[Rewrite]>,
+}
+
+/// One `proxy_redirect`: an upstream's Location (or Refresh URL) that
+/// starts with `from` gets `to` instead.
+pub struct Rewrite {
+    pub from: Box<[u8]>,
+    pub to: Box<[u8]>,
 }
 
 /// The TLS side of an `https://` proxy_pass.

@@ -7,6 +7,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::runtime::Rewrite;
 use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{HeaderMap, StatusCode, Version};
@@ -46,6 +47,8 @@ pub struct Passed {
     pub lines: Vec<u8>,
     /// The value of the Content-Length line among them.
     pub length: Option<u64>,
+    /// A Location or Refresh line is among them (`proxy_redirect`).
+    pub redirect: bool,
 }
 
 impl Passed {
@@ -63,6 +66,42 @@ impl Passed {
             let colon = line.iter().position(|&c| c == b':')?;
             Some((&line[..colon], &line[colon + 2..]))
         })
+    }
+
+    /// nginx's `proxy_redirect`: a Location line, or a Refresh line's URL
+    /// after `url=`, that starts with a rule's `from` gets the first such
+    /// rule's `to` instead; a Location that this makes a path goes through
+    /// `absolute` (nginx's header filter with `absolute_redirect on`).
+    pub fn rewrite(&mut self, rules: &[Rewrite], absolute: impl Fn(&[u8]) -> Vec<u8>) {
+        let mut lines = Vec::with_capacity(self.lines.len() + 64);
+        for (name, value) in self.iter() {
+            let location = name.eq_ignore_ascii_case(b"location");
+            let at = if location {
+                Some(0)
+            } else if name.eq_ignore_ascii_case(b"refresh") {
+                value
+                    .windows(4)
+                    .position(|w| w.eq_ignore_ascii_case(b"url="))
+                    .map(|i| i + 4)
+            } else {
+                None
+            };
+            let rewritten = at.and_then(|at| {
+                let tail = &value[at..];
+                let rule = rules.iter().find(|r| tail.starts_with(&r.from))?;
+                let new = [&value[..at], &rule.to[..], &tail[rule.from.len()..]].concat();
+                Some(if location && new.first() == Some(&b'/') {
+                    absolute(&new)
+                } else {
+                    new
+                })
+            });
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(rewritten.as_deref().unwrap_or(value));
+            lines.extend_from_slice(b"\r\n");
+        }
+        self.lines = lines;
     }
 
     /// Adds the lines to `map` (names lowercased, as HTTP/2 needs).
@@ -110,6 +149,8 @@ enum Class {
     Upgrade,
     /// Hop-by-hop, or Server and Date, which the proxy writes itself.
     Skipped,
+    /// Location and Refresh, which `proxy_redirect` may rewrite.
+    Redirect,
     Passed,
 }
 
@@ -125,6 +166,8 @@ fn class(name: &[u8]) -> Class {
         6 if is(b"server") => Class::Skipped,
         7 if is(b"upgrade") => Class::Upgrade,
         7 if is(b"trailer") => Class::Skipped,
+        7 if is(b"refresh") => Class::Redirect,
+        8 if is(b"location") => Class::Redirect,
         10 if is(b"connection") => Class::Connection,
         10 if is(b"keep-alive") => Class::Skipped,
         14 if is(b"content-length") => Class::ContentLength,
@@ -184,6 +227,7 @@ fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parse
     let mut passed = Box::new(Passed {
         lines: Vec::with_capacity(len),
         length: None,
+        redirect: false,
     });
     // Where the Content-Length line passed on is in `passed.lines`.
     let mut length_line = None;
@@ -234,6 +278,7 @@ fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parse
             // speaks.
             Class::Upgrade if upgrade => {}
             Class::Upgrade | Class::Skipped => continue,
+            Class::Redirect => passed.redirect = true,
             Class::Passed => {}
         }
         let start = passed.lines.len();
