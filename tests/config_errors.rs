@@ -361,6 +361,16 @@ fn cases() -> Vec<Case> {
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),
         ),
         Case::head(
+            "proxy_redirect default before proxy_pass",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / {\n            proxy_redirect default;\n            proxy_pass http://127.0.0.1:1;\n        }\n    }\n}\n",
+            Emerg("\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive in {conf}:8"),
+        ),
+        Case::head(
+            "proxy_redirect default in http",
+            "http {\n    proxy_redirect default;\n}\n",
+            Emerg("\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive in {conf}:5"),
+        ),
+        Case::head(
             "proxy_redirect after off",
             "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; proxy_redirect off; proxy_redirect http://a/ /b/; }\n    }\n}\n",
             Emerg("\"proxy_redirect\" directive is duplicate in {conf}:7"),

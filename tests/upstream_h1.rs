@@ -560,6 +560,10 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
              \x20       location /one/ {{ proxy_pass http://127.0.0.1:{backend}/two/; }}\n\
              \x20       location /off/ {{ proxy_pass http://up; proxy_redirect off; }}\n\
              \x20       location /y {{ proxy_pass http://up/z; }}\n\
+             \x20       location /api/ {{\n\
+             \x20           proxy_pass http://up/;\n\
+             \x20           location /api/in/ {{ proxy_pass http://127.0.0.1:{backend}/; }}\n\
+             \x20       }}\n\
              \x20       location /m/ {{\n\
              \x20           proxy_pass http://up;\n\
              \x20           proxy_redirect http://up/ /new/;\n\
@@ -572,7 +576,7 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
     );
     let _server = Server::either(nginx, &conf, &[port]);
     let mut seen = Vec::new();
-    for path in ["/", "/one/", "/off/", "/y", "/m/"] {
+    for path in ["/", "/one/", "/off/", "/y", "/m/", "/api/", "/api/in/"] {
         for location in locations {
             let location = location.replace("BACKEND", &backend.to_string());
             let hex: String = location.bytes().map(|b| format!("{b:02x}")).collect();
@@ -603,7 +607,7 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
 /// Location or Refresh becomes the location's path (`/` without a URI
 /// part), and a Location so made a path gets the scheme, host and port;
 /// `off`; explicit rules, the first that matches; a backend's own relative
-/// Location left as it is.
+/// Location left as it is; a nested location's inherited `default`.
 #[test]
 fn redirects_are_rewritten_as_nginx_rewrites_them() {
     let backend = redirecting_backend();
@@ -623,6 +627,13 @@ fn redirects_are_rewritten_as_nginx_rewrites_them() {
         theirs.contains(&"/ http://up/login -> Location: http://ex.com:PORT/login".to_owned()),
         "nginx's, the reference: {theirs:#?}"
     );
-    assert_eq!(theirs.len(), 2 * 5 * locations.len());
+    // A nested location inherits its parent's `default`, URL and all.
+    assert!(
+        theirs.contains(
+            &"/api/in/ http://up/login -> Location: http://ex.com:PORT/api/login".to_owned()
+        ),
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(theirs.len(), 2 * 7 * locations.len());
     assert_eq!(redirects_seen(false, backend, &locations), theirs);
 }

@@ -439,6 +439,8 @@ struct LocationInfo {
     index: usize,
     parent: Option<usize>,
     own: Layer,
+    /// `proxy_redirect default` of the location's `proxy_pass`.
+    default_redirect: Option<Redirect>,
     name: String,
     exact: bool,
     named: bool,
@@ -910,7 +912,14 @@ impl<'a> Interp<'a> {
                         }
                         *off = true;
                     }
-                    [one] if one == "default" => rules.push(Redirect::Default),
+                    // A location's `default` after its `proxy_pass` is taken
+                    // in `location_block`, which knows the URL.
+                    [one] if one == "default" => {
+                        return err(
+                            "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive",
+                            d,
+                        );
+                    }
                     [one] => return err(format!("invalid parameter \"{one}\""), d),
                     [from, to] => {
                         if from.starts_with('~') {
@@ -922,7 +931,7 @@ impl<'a> Interp<'a> {
                         if from.contains('$') || to.contains('$') {
                             return err("variables in \"proxy_redirect\" are not supported", d);
                         }
-                        rules.push(Redirect::Replace {
+                        rules.push(Redirect {
                             from: from.clone(),
                             to: to.clone(),
                         });
@@ -1645,6 +1654,7 @@ impl<'a> Interp<'a> {
             index,
             parent,
             own: Layer::default(),
+            default_redirect: None,
             name,
             exact,
             named,
@@ -1662,14 +1672,32 @@ impl<'a> Interp<'a> {
         let mut content = None;
         let mut seen = HashSet::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
+        // nginx's `proxy_redirect default` for this location, once its
+        // `proxy_pass` is read.
+        let mut default_redirect = None;
         for item in items {
             self.enter(item, Ctx::Location, &mut seen)?;
+            if let (Some(default), "proxy_redirect", [arg]) =
+                (&default_redirect, item.name.as_str(), &item.args[..])
+            {
+                if arg == "default" {
+                    let (off, rules) = own.redirects.get_or_insert_with(|| (false, Vec::new()));
+                    if *off {
+                        return err("\"proxy_redirect\" directive is duplicate", item);
+                    }
+                    rules.push(Redirect::clone(default));
+                    continue;
+                }
+            }
             if self.layer_directive(item, &mut own)? {
                 continue;
             }
             match item.name.as_str() {
                 "proxy_pass" => {
                     let (authority, url, tls) = proxy_pass_url(item)?;
+                    let path = &self.locations[me].name;
+                    default_redirect =
+                        Some(default_redirect_of(&item.args[0], url.uri.is_some(), path));
                     let entry = self.pass_entry(&authority, &url, item)?;
                     if named && url.uri.is_some() {
                         return err(
@@ -1707,6 +1735,7 @@ impl<'a> Interp<'a> {
             }
         }
         self.locations[me].own = own;
+        self.locations[me].default_redirect = default_redirect;
         self.http.servers[server].locations[index].action = match (ret, content, proxy) {
             (Some(r), _, _) => Action::Return(r),
             (None, Some(content), _) => content,
@@ -1866,7 +1895,13 @@ impl<'a> Interp<'a> {
                 Some(p) => &merged[p],
                 None => &server_layers[info.server],
             };
-            let layer = info.own.merged(parent);
+            let mut layer = info.own.merged(parent);
+            // nginx's merge: a location with a `proxy_pass` and no
+            // `proxy_redirect` in effect gets `default`, which its nested
+            // locations inherit as it is.
+            if let (None, Some(default)) = (&layer.redirects, &info.default_redirect) {
+                layer.redirects = Some((false, vec![default.clone()]));
+            }
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
             if matches!(&location.action, Action::Proxy(p) if p.tls) && proxy.ssl.verify {
@@ -2578,6 +2613,23 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 /// `ngx_http_proxy_pass` (the host is resolved at the end of `http`).
 /// Returns the authority as written (`$proxy_host`), the parsed URL and
 /// whether it is `https://`.
+/// nginx's `proxy_redirect default` for `proxy_pass URL` (as written) in
+/// the location `path`: the URL by the path, or the URL and `/` by `/`
+/// when it has no URI part.
+fn default_redirect_of(url: &str, has_uri: bool, path: &str) -> Redirect {
+    if has_uri {
+        Redirect {
+            from: url.to_owned(),
+            to: path.to_owned(),
+        }
+    } else {
+        Redirect {
+            from: format!("{url}/"),
+            to: "/".to_owned(),
+        }
+    }
+}
+
 fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError> {
     let url = &d.args[0];
     if url.contains('$') {

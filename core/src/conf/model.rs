@@ -292,7 +292,7 @@ impl NextUpstream {
 pub struct ProxyConf {
     /// Headers set on the upstream request, after nginx's defaults.
     pub set_headers: Vec<(String, String)>,
-    /// `proxy_redirect`, in order (empty: `off`).
+    /// `proxy_redirect`, in order (empty: `off`, or none in effect).
     pub redirects: Vec<Redirect>,
     pub http11: bool,
     pub next_upstream: NextUpstream,
@@ -304,15 +304,13 @@ pub struct ProxyConf {
     pub ssl: ProxySsl,
 }
 
-/// One `proxy_redirect`: the start of an upstream's Location or Refresh
-/// URL that is replaced.
+/// One `proxy_redirect`: an upstream's Location or Refresh URL that
+/// starts with `from` gets `to` instead (`default` is worked out with the
+/// location whose `proxy_pass` it follows, and inherited as such).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redirect {
-    /// `default`: the `proxy_pass` URL by the location's path (by `/`
-    /// without a URI part), worked out with the location.
-    Default,
-    /// `proxy_redirect REDIRECT REPLACEMENT`.
-    Replace { from: String, to: String },
+pub struct Redirect {
+    pub from: String,
+    pub to: String,
 }
 
 /// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
@@ -333,7 +331,7 @@ impl Default for ProxyConf {
     fn default() -> Self {
         ProxyConf {
             set_headers: Vec::new(),
-            redirects: vec![Redirect::Default],
+            redirects: Vec::new(),
             http11: false,
             next_upstream: NextUpstream(NextUpstream::ERROR | NextUpstream::TIMEOUT),
             next_upstream_tries: 0,

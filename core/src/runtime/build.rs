@@ -344,7 +344,7 @@ fn server(
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
-                let mut proxy = proxy(p, &l.proxy, &l.path, upstreams, tls)?;
+                let mut proxy = proxy(p, &l.proxy, upstreams, tls)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));
                 Action::Proxy(proxy)
             }
@@ -440,7 +440,6 @@ fn proxy_tls(
 fn proxy(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
-    location: &str,
     upstreams: &[Arc<Upstream>],
     tls: &mut TlsClients,
 ) -> Result<Proxy, ConfError> {
@@ -494,32 +493,17 @@ fn proxy(
         send_timeout: conf.send_timeout,
         read_timeout: conf.read_timeout,
         tls: proxy_tls(p, conf, tls)?,
-        redirects: redirects(p, conf, location),
+        redirects: redirects(conf),
     })
 }
 
-/// The location's `proxy_redirect` rules as (start, replacement) pairs;
-/// nginx's `default` is the `proxy_pass` URL by the location's path, or,
-/// without a URI part, the URL and `/` by `/`.
-fn redirects(p: &model::ProxyPass, conf: &model::ProxyConf, location: &str) -> Box<[Rewrite]> {
-    let scheme = if p.tls { "https" } else { "http" };
+/// The location's `proxy_redirect` rules, in order.
+fn redirects(conf: &model::ProxyConf) -> Box<[Rewrite]> {
     conf.redirects
         .iter()
-        .map(|r| match r {
-            model::Redirect::Default => match &p.uri {
-                Some(uri) => Rewrite {
-                    from: format!("{scheme}://{}{uri}", p.host).into_bytes().into(),
-                    to: location.as_bytes().into(),
-                },
-                None => Rewrite {
-                    from: format!("{scheme}://{}/", p.host).into_bytes().into(),
-                    to: b"/"[..].into(),
-                },
-            },
-            model::Redirect::Replace { from, to } => Rewrite {
-                from: from.as_bytes().into(),
-                to: to.as_bytes().into(),
-            },
+        .map(|r| Rewrite {
+            from: r.from.as_bytes().into(),
+            to: r.to.as_bytes().into(),
         })
         .collect()
 }

@@ -64,7 +64,8 @@ impl Passed {
         self.lines.split(|&c| c == b'\n').filter_map(|line| {
             let line = line.strip_suffix(b"\r")?;
             let colon = line.iter().position(|&c| c == b':')?;
-            Some((&line[..colon], &line[colon + 2..]))
+            // A value `proxy_redirect` wrote may hold a line end of its own.
+            Some((&line[..colon], line.get(colon + 2..).unwrap_or_default()))
         })
     }
 
@@ -154,7 +155,7 @@ enum Class {
     Passed,
 }
 
-/// One length check, then at most two comparisons, per header.
+/// One length check, then at most three comparisons, per header.
 fn class(name: &[u8]) -> Class {
     // `lower` is lowercase letters and `-`: a name byte with the 0x20 bit
     // set equals its byte only if it is that letter in either case, or
