@@ -227,8 +227,5 @@ pub fn ignored_names(cx: &HeadCx<'_>, headers: &HeaderMap, ignored: &[HeaderName
 
 /// The request line of an HTTP/1 head (after any empty lines).
 fn request_line(raw: &[u8]) -> &[u8] {
-    raw.split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .find(|l| !l.is_empty())
-        .unwrap_or_default()
+    &raw[explain::request_line(raw).0]
 }

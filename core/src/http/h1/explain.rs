@@ -40,16 +40,8 @@ const SHOWN: usize = 1748;
 /// Why `buf`, the head (and what came with it) that `refusal` refused,
 /// was refused.
 pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
-    // httparse skips empty lines before the request line, as nginx does.
-    let start = buf
-        .iter()
-        .position(|&c| c != b'\r' && c != b'\n')
-        .unwrap_or(buf.len());
-    let end = buf[start..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(buf.len(), |i| start + i);
-    let mut line = start..trim_cr(buf, start, end);
+    let (mut line, end) = request_line(buf);
+    let start = line.start;
     if refusal == Refusal::UriTooLong {
         // What nginx had of it: one large buffer.
         line.end = line.end.min(start + limits.line);
@@ -89,7 +81,7 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
                 None,
             )
         }
-        Refusal::Bad(Bad::RequestLine) => (request_line(&buf[line.clone()]), None),
+        Refusal::Bad(Bad::RequestLine) => (invalid_request_line(&buf[line.clone()]), None),
         Refusal::Bad(Bad::HeaderLine) => invalid_header_line(buf, &lines, limits),
         Refusal::Bad(why) => (framing(buf, &lines, why), None),
         Refusal::TooLarge => (
@@ -137,14 +129,7 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
 /// read before it (the line's `host:`). A head re-read without them has
 /// its lines as they came after its blank line (`parse::set_aside`).
 pub fn dropped_lines(raw: &[u8], names: HeaderNames) -> Vec<(Range<usize>, Option<Range<usize>>)> {
-    let start = raw
-        .iter()
-        .position(|&c| c != b'\r' && c != b'\n')
-        .unwrap_or(raw.len());
-    let end = raw[start..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(raw.len(), |i| start + i);
+    let (_, end) = request_line(raw);
     let kept = header_lines(raw, end);
     // The blank line's line feed, the second from the last header line's
     // end (or the request line's).
@@ -189,7 +174,7 @@ fn shown(buf: &[u8], line: &Range<usize>) -> Range<usize> {
 
 /// nginx's words for a request line it refuses: its method is `A-Z`,
 /// `_` and `-` up to a space, or else the method is what it refuses.
-fn request_line(text: &[u8]) -> String {
+fn invalid_request_line(text: &[u8]) -> String {
     let method = text.iter().position(|&c| c == b' ').map(|i| &text[..i]);
     let what = match method {
         Some(m)
@@ -324,6 +309,21 @@ fn header_lines(buf: &[u8], end: usize) -> Vec<Range<usize>> {
         start = stop + 1;
     }
     lines
+}
+
+/// The request line of the head at the start of `buf` (after any empty
+/// lines, which httparse skips as nginx does), without its line end, and
+/// where its line feed is (the end of `buf` without one).
+pub fn request_line(buf: &[u8]) -> (Range<usize>, usize) {
+    let start = buf
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(buf.len());
+    let end = buf[start..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(buf.len(), |i| start + i);
+    (start..trim_cr(buf, start, end), end)
 }
 
 fn trim_cr(buf: &[u8], start: usize, end: usize) -> usize {
