@@ -356,6 +356,16 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "add_header with an unknown third word",
+            "http {\n    add_header X a sometimes;\n}\n",
+            Emerg("invalid parameter \"sometimes\" in {conf}:5"),
+        ),
+        Case::head(
+            "add_header at every level",
+            "http {\n    add_header X-A a;\n    server {\n        listen 127.0.0.1:{port};\n        add_header X-B \"$host b\" always;\n        location / { add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always; return 200; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -545,9 +545,9 @@ fn redirecting_backend() -> u16 {
     port
 }
 
-/// The Location and Refresh lines a client gets through each location
-/// for each Location the backend sends, the proxy's port as `PORT`.
-fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> {
+/// nginx or waypost with upstream `up` (the backend) and a server of the
+/// `locations` lines (`BACKEND`: the backend's port).
+fn up_server(nginx: bool, backend: u16, locations: &str) -> (Server, u16) {
     let [port] = free_ports(1)[..] else {
         unreachable!()
     };
@@ -556,39 +556,56 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
             "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
-             \x20       location / {{ proxy_pass http://up; }}\n\
-             \x20       location /one/ {{ proxy_pass http://127.0.0.1:{backend}/two/; }}\n\
-             \x20       location /off/ {{ proxy_pass http://up; proxy_redirect off; }}\n\
-             \x20       location /y {{ proxy_pass http://up/z; }}\n\
-             \x20       location /api/ {{\n\
-             \x20           proxy_pass http://up/;\n\
-             \x20           location /api/in/ {{ proxy_pass http://127.0.0.1:{backend}/; }}\n\
-             \x20       }}\n\
-             \x20       location /m/ {{\n\
-             \x20           proxy_pass http://up;\n\
-             \x20           proxy_redirect http://up/ /new/;\n\
-             \x20           proxy_redirect http://up/ /second/;\n\
-             \x20           proxy_redirect /rel http://abs.example/r;\n\
-             \x20       }}\n\
-             \x20   }}\n"
+             \x20       {}\
+             \x20   }}\n",
+            locations
+                .replace("BACKEND", &backend.to_string())
+                .trim_start()
         ),
         nginx,
     );
-    let _server = Server::either(nginx, &conf, &[port]);
+    (Server::either(nginx, &conf, &[port]), port)
+}
+
+/// The head of the answer to `GET path` with `Host: host`.
+fn ask(port: u16, path: &str, host: &str) -> String {
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .expect("send");
+    String::from_utf8_lossy(&read_head(&mut client).expect("an answer")).into_owned()
+}
+
+/// The Location and Refresh lines a client gets through each location
+/// for each Location the backend sends, the proxy's port as `PORT`.
+fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> {
+    let (_server, port) = up_server(
+        nginx,
+        backend,
+        "        location / { proxy_pass http://up; }\n\
+         \x20       location /one/ { proxy_pass http://127.0.0.1:BACKEND/two/; }\n\
+         \x20       location /off/ { proxy_pass http://up; proxy_redirect off; }\n\
+         \x20       location /y { proxy_pass http://up/z; }\n\
+         \x20       location /api/ {\n\
+         \x20           proxy_pass http://up/;\n\
+         \x20           location /api/in/ { proxy_pass http://127.0.0.1:BACKEND/; }\n\
+         \x20       }\n\
+         \x20       location /m/ {\n\
+         \x20           proxy_pass http://up;\n\
+         \x20           proxy_redirect http://up/ /new/;\n\
+         \x20           proxy_redirect http://up/ /second/;\n\
+         \x20           proxy_redirect /rel http://abs.example/r;\n\
+         \x20       }\n",
+    );
     let mut seen = Vec::new();
     for path in ["/", "/one/", "/off/", "/y", "/m/", "/api/", "/api/in/"] {
         for location in locations {
             let location = location.replace("BACKEND", &backend.to_string());
             let hex: String = location.bytes().map(|b| format!("{b:02x}")).collect();
-            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            client
-                .write_all(
-                    format!("GET {path}?l={hex} HTTP/1.1\r\nHost: ex.com:8080\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .expect("send");
-            let head = read_head(&mut client).expect("an answer");
-            for line in String::from_utf8_lossy(&head).split("\r\n") {
+            let head = ask(port, &format!("{path}?l={hex}"), "ex.com:8080");
+            for line in head.split("\r\n") {
                 let lower = line.to_ascii_lowercase();
                 if lower.starts_with("location:") || lower.starts_with("refresh:") {
                     seen.push(format!(
@@ -636,4 +653,48 @@ fn redirects_are_rewritten_as_nginx_rewrites_them() {
     );
     assert_eq!(theirs.len(), 2 * 7 * locations.len());
     assert_eq!(redirects_seen(false, backend, &locations), theirs);
+}
+
+/// The headers `add_header` adds to the answers of `paths`, and the
+/// statuses, through nginx or waypost.
+fn added_headers(nginx: bool, backend: u16, paths: &[&str]) -> Vec<String> {
+    let (_server, port) = up_server(
+        nginx,
+        backend,
+        "        add_header X-Server s;\n\
+         \x20       add_header X-Server-Always s always;\n\
+         \x20       location / { return 200 \"ok\"; }\n\
+         \x20       location /own/ {\n\
+         \x20           add_header X-Own \"o $arg_v\";\n\
+         \x20           add_header X-Empty $arg_none;\n\
+         \x20           add_header X-Always a always;\n\
+         \x20           location /own/missing { return 404; }\n\
+         \x20           location /own/up { proxy_pass http://up; }\n\
+         \x20           return 201 \"made\";\n\
+         \x20       }\n\
+         \x20       location /err { return 500; }\n",
+    );
+    let mut seen = Vec::new();
+    for path in paths {
+        let head = ask(port, path, "h");
+        let status = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let added: Vec<&str> = head.split("\r\n").filter(|l| l.starts_with("X-")).collect();
+        seen.push(format!("{path} {status} {added:?}"));
+    }
+    seen
+}
+
+/// `add_header`: a level with any replaces the levels above; added to
+/// 2xx and 3xx answers (the listed ones), to any with `always`; values
+/// with variables, none when empty; after the upstream's headers.
+#[test]
+fn headers_are_added_as_nginx_adds_them() {
+    let backend = redirecting_backend();
+    let paths = ["/", "/own/?v=1", "/own/missing", "/own/up?l=2f78", "/err"];
+    let theirs = added_headers(true, backend, &paths);
+    assert_eq!(
+        theirs[1], "/own/?v=1 201 [\"X-Own: o 1\", \"X-Always: a\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(added_headers(false, backend, &paths), theirs);
 }

@@ -155,6 +155,7 @@ pub const CORE: &[Spec] = &[
     // waypost: the same data as JSON
     d("status", LOC, 0, 0),
     d("proxy_set_header", PROXY, 2, 2),
+    d("add_header", PROXY, 2, 3),
     d("proxy_http_version", PROXY, 1, 1),
     d("proxy_redirect", PROXY, 1, 2),
     d("proxy_next_upstream", PROXY, 1, MORE),

@@ -179,6 +179,8 @@ struct Layer {
     filters: Vec<ModuleDirective>,
     set_headers: Option<Vec<(String, String)>>,
     http11: Option<bool>,
+    /// `add_header` lines: a level that has any replaces its parent's.
+    add_headers: Option<Vec<AddHeader>>,
     /// `proxy_redirect` lines: a level that has any replaces its parent's;
     /// `off` is the only one at its level.
     redirects: Option<(bool, Vec<Redirect>)>,
@@ -250,6 +252,10 @@ impl Layer {
                 .or_else(|| parent.set_headers.clone()),
             http11: self.http11.or(parent.http11),
             redirects: self.redirects.clone().or_else(|| parent.redirects.clone()),
+            add_headers: self
+                .add_headers
+                .clone()
+                .or_else(|| parent.add_headers.clone()),
             next_upstream: self.next_upstream.or(parent.next_upstream),
             tries: self.tries.or(parent.tries),
             next_timeout: self.next_timeout.or(parent.next_timeout),
@@ -901,6 +907,25 @@ impl<'a> Interp<'a> {
                 let mask = next_upstream(d)?.0 | layer.next_upstream.map_or(0, |m| m.0);
                 layer.next_upstream = Some(NextUpstream(mask));
             }
+            "add_header" => {
+                let always = match d.args.get(2) {
+                    None => false,
+                    Some(a) if a == "always" => true,
+                    Some(a) => return err(format!("invalid parameter \"{a}\""), d),
+                };
+                self.check_vars(Template::compile(&d.args[1]).map(|_| ()), d)?;
+                if http::HeaderName::from_bytes(d.args[0].as_bytes()).is_err() {
+                    return err(format!("invalid header name \"{}\"", d.args[0]), d);
+                }
+                layer
+                    .add_headers
+                    .get_or_insert_with(Vec::new)
+                    .push(AddHeader {
+                        name: d.args[0].clone(),
+                        value: d.args[1].clone(),
+                        always,
+                    });
+            }
             "proxy_redirect" => {
                 let (off, rules) = layer.redirects.get_or_insert_with(|| (false, Vec::new()));
                 match &d.args[..] {
@@ -1456,6 +1481,7 @@ impl<'a> Interp<'a> {
             locations: Vec::new(),
             ret: None,
             realip: None,
+            add_headers: Vec::new(),
             access_log: Vec::new(),
             tls: TlsConf::default(),
             http2: false,
@@ -1647,6 +1673,7 @@ impl<'a> Interp<'a> {
             client: ClientLimits::default(),
             access_log: Vec::new(),
             realip: None,
+            add_headers: Vec::new(),
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -1883,6 +1910,7 @@ impl<'a> Interp<'a> {
             }
             server.client = layer.client();
             server.realip = layer.realip();
+            server.add_headers = layer.add_headers.clone().unwrap_or_default();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -1911,6 +1939,7 @@ impl<'a> Interp<'a> {
             location.proxy = proxy;
             location.client = layer.client();
             location.realip = layer.realip();
+            location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;

@@ -130,6 +130,8 @@ pub struct ServerConf {
     pub ret: Option<Return>,
     /// realip with the server's settings (nginx's post-read phase).
     pub realip: Option<RealIp>,
+    /// `add_header` in effect at the server level.
+    pub add_headers: Vec<AddHeader>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     /// The server level's client limits: the head's timeout, and the
@@ -205,6 +207,8 @@ pub struct LocationConf {
     pub access_log: Vec<AccessLogConf>,
     /// realip with the location's settings (nginx's pre-access phase).
     pub realip: Option<RealIp>,
+    /// `add_header` in effect here.
+    pub add_headers: Vec<AddHeader>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
 }
@@ -302,6 +306,16 @@ pub struct ProxyConf {
     pub send_timeout: Duration,
     pub read_timeout: Duration,
     pub ssl: ProxySsl,
+}
+
+/// `add_header NAME VALUE [always]`: added to a response of status 200,
+/// 201, 204, 206, 301, 302, 303, 304, 307 or 308, or of any with `always`;
+/// not when VALUE (with variables) is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddHeader {
+    pub name: String,
+    pub value: String,
+    pub always: bool,
 }
 
 /// One `proxy_redirect`: an upstream's Location or Refresh URL that

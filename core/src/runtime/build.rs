@@ -360,6 +360,7 @@ fn server(
             action,
             access_log,
             realip: l.realip.clone(),
+            add_headers: add_headers(&l.add_headers)?,
             client: l.client,
         });
     }
@@ -370,6 +371,7 @@ fn server(
         name: s.names.first().cloned().unwrap_or_default(),
         ret: s.ret.as_ref().map(reply).transpose()?,
         realip: s.realip.clone(),
+        add_headers: add_headers(&s.add_headers)?,
         locations: Locations {
             exact,
             prefixes,
@@ -495,6 +497,33 @@ fn proxy(
         tls: proxy_tls(p, conf, tls)?,
         redirects: redirects(conf),
     })
+}
+
+/// A level's `add_header` lines, their values compiled (most fixed).
+fn add_headers(lines: &[model::AddHeader]) -> Result<Box<[AddHeader]>, ConfError> {
+    lines
+        .iter()
+        .map(|a| {
+            let name = HeaderName::from_bytes(a.name.as_bytes())
+                .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
+            let template = crate::vars::Template::compile(&a.value)
+                .map_err(|e| ConfError::bare(e.to_string()))?;
+            let value = match template.as_literal() {
+                Some("") => HeaderSource::Fixed(None),
+                Some(text) => {
+                    HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
+                        ConfError::bare(format!("invalid value \"{text}\" of header \"{name}\""))
+                    })?))
+                }
+                None => HeaderSource::Template(template),
+            };
+            Ok(AddHeader {
+                name,
+                value,
+                always: a.always,
+            })
+        })
+        .collect()
 }
 
 /// The location's `proxy_redirect` rules, in order.

@@ -93,6 +93,8 @@ pub struct Server {
     pub ret: Option<Reply>,
     /// realip with the server's settings, applied before anything else.
     pub realip: Option<RealIp>,
+    /// `add_header` for what the server level answers.
+    pub add_headers: Box<[AddHeader]>,
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
@@ -137,6 +139,8 @@ pub struct Location {
     /// realip with the location's settings, for requests the server's
     /// settings left alone (nginx's pre-access phase: proxied ones).
     pub realip: Option<RealIp>,
+    /// `add_header` in effect.
+    pub add_headers: Box<[AddHeader]>,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
     pub client: crate::conf::model::ClientLimits,
 }
@@ -172,6 +176,14 @@ pub enum ReplyText {
 pub enum HeaderSource {
     Fixed(Option<HeaderValue>),
     Template(Template),
+}
+
+/// One `add_header`, its value compiled.
+pub struct AddHeader {
+    pub name: HeaderName,
+    pub value: HeaderSource,
+    /// Added whatever the status (`always`).
+    pub always: bool,
 }
 
 /// A header set on the upstream request (`proxy_set_header`, or nginx's
