@@ -359,9 +359,11 @@ fn share_and_survive_a_redis_restart(mode: Mode) {
                 "instance {i} admitted {w} in a second: {per_instance:?}"
             );
         }
+        // The span's first window can gain answers from the window before
+        // it as any window can: the same tolerance over the two.
         let both: u64 = windows.iter().sum();
         assert!(
-            both <= 2 * LIMIT + 1 + slack,
+            both <= 2 * LIMIT + LIMIT / 20 + slack,
             "instance {i} admitted {both} in two seconds: {per_instance:?}"
         );
     }

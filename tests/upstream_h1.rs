@@ -698,3 +698,38 @@ fn headers_are_added_as_nginx_adds_them() {
     );
     assert_eq!(added_headers(false, backend, &paths), theirs);
 }
+
+/// nginx's hidden upstream headers (`proxy_hide_header`'s defaults):
+/// X-Pad and the X-Accel-* headers it reads do not reach the client; other
+/// X-Accel-* names do.
+#[test]
+fn headers_nginx_hides_are_hidden() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if read_head(&mut stream).is_some() {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Pad: p\r\nX-Accel-Buffering: no\r\nX-Accel-Expires: 10\r\n\
+                      X-Accel-Limit-Rate: 100000\r\nX-Accel-Charset: utf-8\r\nX-Other: 1\r\n\
+                      X-Accel-Other: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        }
+    });
+    let seen = |nginx: bool| {
+        let (_server, port) = up_server(nginx, backend, "location / { proxy_pass http://up; }\n");
+        let head = ask(port, "/", "h");
+        head.split("\r\n")
+            .filter(|l| l.starts_with("X-"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let theirs = seen(true);
+    assert_eq!(
+        theirs,
+        ["X-Other: 1", "X-Accel-Other: 2"],
+        "nginx's, the reference"
+    );
+    assert_eq!(seen(false), theirs);
+}

@@ -148,7 +148,8 @@ enum Class {
     TransferEncoding,
     Connection,
     Upgrade,
-    /// Hop-by-hop, or Server and Date, which the proxy writes itself.
+    /// Hop-by-hop, Server and Date, which the proxy writes itself, and
+    /// those nginx hides by default.
     Skipped,
     /// Location and Refresh, which `proxy_redirect` may rewrite.
     Redirect,
@@ -163,6 +164,13 @@ fn class(name: &[u8]) -> Class {
     let is = |lower: &[u8]| name.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l);
     match name.len() {
         2 if is(b"te") => Class::Skipped,
+        // nginx's `proxy_hide_header` defaults: X-Pad and the X-Accel-*
+        // headers it reads (waypost does not act on them).
+        5 if is(b"x-pad") => Class::Skipped,
+        15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Class::Skipped,
+        16 if is(b"x-accel-redirect") => Class::Skipped,
+        17 if is(b"x-accel-buffering") => Class::Skipped,
+        18 if is(b"x-accel-limit-rate") => Class::Skipped,
         4 if is(b"date") => Class::Skipped,
         6 if is(b"server") => Class::Skipped,
         7 if is(b"upgrade") => Class::Upgrade,
