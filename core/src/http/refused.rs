@@ -33,14 +33,17 @@ impl HeadCx<'_> {
         self.server.map_or("", |s| s.name.as_str())
     }
 
-    /// nginx's context of a line logged while it reads a head.
-    fn context(&self, request_line: &[u8], host: Option<&[u8]>) -> String {
+    /// nginx's context of a line logged while it reads a head (an
+    /// HTTP/2 stream's has no request line yet).
+    fn context(&self, request_line: Option<&[u8]>, host: Option<&[u8]>) -> String {
         let mut context = format!(
-            ", client: {}, server: {}, request: \"{}\"",
+            ", client: {}, server: {}",
             NgxIp(self.client.ip()),
-            self.server_name(),
-            String::from_utf8_lossy(request_line)
+            self.server_name()
         );
+        if let Some(line) = request_line {
+            context.push_str(&format!(", request: \"{}\"", String::from_utf8_lossy(line)));
+        }
         if let Some(host) = host {
             context.push_str(&format!(", host: \"{}\"", String::from_utf8_lossy(host)));
         }
@@ -106,7 +109,7 @@ pub fn head(
         for (dropped, host) in ignored {
             ignored_line(cx, request_line, &bytes[dropped], host.map(|h| &bytes[h]));
         }
-        let context = cx.context(request_line, host.map(|h| &bytes[h]));
+        let context = cx.context(Some(request_line), host.map(|h| &bytes[h]));
         log::write(level, Some(cx.conn), &format!("{message}{context}"));
     }
     if !logged {
@@ -171,7 +174,7 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
         } else {
             request_line.to_vec()
         };
-        let context = cx.context(&shown, host);
+        let context = cx.context(Some(&shown), host);
         log::write(Level::Info, Some(cx.conn), &format!("{message}{context}"));
     }
     cx.record(parts, (!raw.is_empty()).then_some(request_line))
@@ -198,7 +201,7 @@ fn ignored_line(cx: &HeadCx<'_>, request_line: &[u8], text: &[u8], host: Option<
         &format!(
             "client sent invalid header line: \"{}\" while reading client request headers{}",
             String::from_utf8_lossy(text),
-            cx.context(request_line, host)
+            cx.context(Some(request_line), host)
         ),
     );
 }
@@ -209,19 +212,15 @@ pub fn ignored_names(cx: &HeadCx<'_>, headers: &HeaderMap, ignored: &[HeaderName
     if !log::enabled(Level::Info) {
         return;
     }
+    let context = cx.context(None, headers.get(HOST).map(HeaderValue::as_bytes));
     for name in ignored {
-        let mut message = format!(
-            "client sent invalid header: \"{name}\" while reading client request headers, client: {}, server: {}",
-            NgxIp(cx.client.ip()),
-            cx.server_name()
+        log::write(
+            Level::Info,
+            Some(cx.conn),
+            &format!(
+                "client sent invalid header: \"{name}\" while reading client request headers{context}"
+            ),
         );
-        if let Some(host) = headers.get(HOST) {
-            message.push_str(&format!(
-                ", host: \"{}\"",
-                String::from_utf8_lossy(host.as_bytes())
-            ));
-        }
-        log::write(Level::Info, Some(cx.conn), &message);
     }
 }
 

@@ -461,15 +461,7 @@ fn proxy(
         let value = value
             .replace("$proxy_host", &p.host)
             .replace("${proxy_host}", &p.host);
-        let template =
-            crate::vars::Template::compile(&value).map_err(|e| ConfError::bare(e.to_string()))?;
-        let source = match template.as_literal() {
-            Some("") => HeaderSource::Fixed(None),
-            Some(text) => HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
-                ConfError::bare(format!("invalid value \"{text}\" of header \"{name}\""))
-            })?)),
-            None => HeaderSource::Template(template),
-        };
+        let source = header_source(&name, &value)?;
         headers.push(SetHeader {
             name,
             spelled: spelled.into(),
@@ -499,6 +491,20 @@ fn proxy(
     })
 }
 
+/// A header's configured value, compiled: most are fixed, and cost
+/// nothing per request; an empty one means no header.
+fn header_source(name: &HeaderName, value: &str) -> Result<HeaderSource, ConfError> {
+    let template =
+        crate::vars::Template::compile(value).map_err(|e| ConfError::bare(e.to_string()))?;
+    Ok(match template.as_literal() {
+        Some("") => HeaderSource::Fixed(None),
+        Some(text) => HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
+            ConfError::bare(format!("invalid value \"{text}\" of header \"{name}\""))
+        })?)),
+        None => HeaderSource::Template(template),
+    })
+}
+
 /// A level's `add_header` lines, their values compiled (most fixed).
 fn add_headers(lines: &[model::AddHeader]) -> Result<Box<[AddHeader]>, ConfError> {
     lines
@@ -506,17 +512,7 @@ fn add_headers(lines: &[model::AddHeader]) -> Result<Box<[AddHeader]>, ConfError
         .map(|a| {
             let name = HeaderName::from_bytes(a.name.as_bytes())
                 .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
-            let template = crate::vars::Template::compile(&a.value)
-                .map_err(|e| ConfError::bare(e.to_string()))?;
-            let value = match template.as_literal() {
-                Some("") => HeaderSource::Fixed(None),
-                Some(text) => {
-                    HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
-                        ConfError::bare(format!("invalid value \"{text}\" of header \"{name}\""))
-                    })?))
-                }
-                None => HeaderSource::Template(template),
-            };
+            let value = header_source(&name, &a.value)?;
             Ok(AddHeader {
                 name,
                 value,
