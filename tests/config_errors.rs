@@ -366,6 +366,41 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "allow with a host name",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        allow localhost;\n    }\n}\n",
+            Emerg("invalid parameter \"localhost\" in {conf}:7"),
+        ),
+        Case::head(
+            "deny with a prefix too long",
+            "http {\n    deny 10.0.0.0/33;\n}\n",
+            Emerg("invalid parameter \"10.0.0.0/33\" in {conf}:5"),
+        ),
+        Case::head(
+            "deny ALL in capitals",
+            "http {\n    server {\n        location / { deny ALL; }\n    }\n}\n",
+            Emerg("invalid parameter \"ALL\" in {conf}:6"),
+        ),
+        Case::head(
+            "allow with a bracketed address",
+            "http {\n    allow [::1];\n}\n",
+            Emerg("invalid parameter \"[::1]\" in {conf}:5"),
+        ),
+        Case::head(
+            "deny with two addresses",
+            "http {\n    deny 10.0.0.1 10.0.0.2;\n}\n",
+            Emerg("invalid number of arguments in \"deny\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "allow in an upstream",
+            "http {\n    upstream u {\n        server 127.0.0.1:1;\n        allow all;\n    }\n}\n",
+            Emerg("\"allow\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
+            "allow and deny at every level",
+            "http {\n    allow 127.0.0.1;\n    server {\n        listen 127.0.0.1:{port};\n        allow ::1;\n        allow unix:;\n        deny 10.0.0.0/8;\n        location / { allow 192.168.0.0/16; allow fe80::/10; deny all; return 200; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

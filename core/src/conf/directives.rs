@@ -173,6 +173,9 @@ pub const CORE: &[Spec] = &[
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),
     f("real_ip_recursive", PROXY),
+    // access
+    d("allow", PROXY, 1, 1),
+    d("deny", PROXY, 1, 1),
     // upstream
     d("server", UPS, 1, MORE),
     d("keepalive", UPS, 1, 1),

@@ -28,8 +28,9 @@ use crate::conf::syntax::{self, Directive, Loc};
 use crate::conf::values::{parse_number, parse_offset, parse_size, parse_time, parse_time_sec};
 use crate::conf::ConfError;
 use crate::http::access;
+use crate::http::allow::{self, Rule, Rules};
 use crate::http::head::HeaderNames;
-use crate::http::realip::{self, RealIp, Source, Trusted};
+use crate::http::realip::{self, Cidr, RealIp, Source};
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
@@ -210,9 +211,12 @@ struct Layer {
     /// parent's whole list (nginx's merge).
     access_log: Option<AccessLogs>,
     /// `set_real_ip_from`: a level that sets any replaces its parent's.
-    realip_from: Option<Vec<Trusted>>,
+    realip_from: Option<Vec<Cidr>>,
     realip_source: Option<Source>,
     realip_recursive: Option<bool>,
+    /// `allow` and `deny`, in order: a level that has any replaces its
+    /// parent's.
+    access: Option<Vec<Rule>>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
     /// that has any replaces its parent's, and so for the keys.
     ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
@@ -291,6 +295,7 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.realip_source.clone()),
             realip_recursive: self.realip_recursive.or(parent.realip_recursive),
+            access: self.access.clone().or_else(|| parent.access.clone()),
             ssl_certificates: self
                 .ssl_certificates
                 .clone()
@@ -1053,6 +1058,11 @@ impl<'a> Interp<'a> {
                 layer.realip_from.get_or_insert_with(Vec::new).extend(from);
             }
             "real_ip_header" => layer.realip_source = Some(Source::parse(&d.args[0])),
+            "allow" | "deny" => {
+                let allow = d.name == "allow";
+                let rules = access_rule(d)?.into_iter().map(|cidr| Rule { allow, cidr });
+                layer.access.get_or_insert_with(Vec::new).extend(rules);
+            }
             "real_ip_recursive" => {
                 layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -1481,6 +1491,7 @@ impl<'a> Interp<'a> {
             locations: Vec::new(),
             ret: None,
             realip: None,
+            access: Rules::default(),
             add_headers: Vec::new(),
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -1673,6 +1684,7 @@ impl<'a> Interp<'a> {
             client: ClientLimits::default(),
             access_log: Vec::new(),
             realip: None,
+            access: Rules::default(),
             add_headers: Vec::new(),
         });
         let me = self.locations.len();
@@ -1910,6 +1922,7 @@ impl<'a> Interp<'a> {
             }
             server.client = layer.client();
             server.realip = layer.realip();
+            server.access = Rules::new(layer.access.clone().unwrap_or_default());
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
@@ -1939,6 +1952,7 @@ impl<'a> Interp<'a> {
             location.proxy = proxy;
             location.client = layer.client();
             location.realip = layer.realip();
+            location.access = Rules::new(layer.access.clone().unwrap_or_default());
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
@@ -2129,10 +2143,10 @@ fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
 
 /// `set_real_ip_from ADDR|CIDR|HOST|unix:`, as `ngx_http_realip_from`: a
 /// host name stands for each of its addresses.
-fn real_ip_from(d: &Directive) -> Result<Vec<Trusted>, ConfError> {
+fn real_ip_from(d: &Directive) -> Result<Vec<Cidr>, ConfError> {
     let value = &d.args[0];
     if value == "unix:" {
-        return Ok(vec![Trusted::Unix]);
+        return Ok(vec![Cidr::Unix]);
     }
     if let Some((trusted, exact)) = realip::parse_cidr(value) {
         if !exact {
@@ -2149,6 +2163,20 @@ fn real_ip_from(d: &Directive) -> Result<Vec<Trusted>, ConfError> {
     match resolved {
         Some(addrs) => Ok(addrs.iter().map(|a| realip::exact(a.ip())).collect()),
         None => err(format!("host not found in set_real_ip_from \"{value}\""), d),
+    }
+}
+
+/// `allow`/`deny ADDR|CIDR|unix:|all`, as `ngx_http_access_rule`.
+fn access_rule(d: &Directive) -> Result<Vec<Cidr>, ConfError> {
+    let value = &d.args[0];
+    match allow::parse(value) {
+        Ok((cidrs, exact)) => {
+            if !exact {
+                tracing::warn!("low address bits of {value} are meaningless in {}", d.loc);
+            }
+            Ok(cidrs)
+        }
+        Err(allow::InvalidParameter) => err(format!("invalid parameter \"{value}\""), d),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::syntax::Loc;
+use crate::http::allow::Rules;
 use crate::http::head::HeaderNames;
 use crate::http::realip::RealIp;
 use crate::log::Level;
@@ -130,6 +131,9 @@ pub struct ServerConf {
     pub ret: Option<Return>,
     /// realip with the server's settings (nginx's post-read phase).
     pub realip: Option<RealIp>,
+    /// `allow`/`deny` in effect at the server level: for requests no
+    /// location takes.
+    pub access: Rules,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
     pub keepalive_timeout: Duration,
@@ -207,6 +211,8 @@ pub struct LocationConf {
     pub access_log: Vec<AccessLogConf>,
     /// realip with the location's settings (nginx's pre-access phase).
     pub realip: Option<RealIp>,
+    /// `allow`/`deny` in effect here.
+    pub access: Rules,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
     /// Filter modules' directives in effect here, after inheritance.

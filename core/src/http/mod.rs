@@ -7,6 +7,7 @@
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `refused`: what is logged of a head refused or cleaned while read
 //! - `realip`: the client address from trusted proxies' headers
+//! - `allow`: `allow`/`deny` rules on the client address
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
@@ -16,6 +17,7 @@
 //! - `access`: access log lines
 
 pub mod access;
+pub mod allow;
 pub mod body;
 pub mod h1;
 pub mod h2;

@@ -80,7 +80,7 @@ fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
 /// nginx's context of a line logged before the upstream is chosen (a
 /// filter's): `, client: ..., server: ..., request: "...", host: "..."`
 /// and `, referrer: "..."` when the request has one.
-fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
+pub(crate) fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
     use std::fmt::Write as _;
     let _ = write!(
         line,
@@ -568,6 +568,8 @@ pub async fn run(
         }
     }
     let mut state = PeerState::new(&up.balancer);
+    // `deny`: known once the filters ran, answered after their delay.
+    let mut denied = false;
     // The module's view of the request lives only for init_peer (it is not
     // Send). Filters' variables go straight to the access log's record (no
     // allocation when nothing is logged).
@@ -628,6 +630,10 @@ pub async fn run(
             state.hook_ended(end);
             delay
         };
+        if !location.access.is_empty() && !location.access.allows(cx.client.ip()) {
+            denied = true;
+            return Ok((filter_delay, None));
+        }
         hook_cx.templates.set(&up.templates);
 
         let delay_ms = filter_delay.max(
@@ -669,6 +675,9 @@ pub async fn run(
         }
         Err(resp) => return *resp,
     };
+    if denied {
+        return crate::http::allow::forbidden(cx, parts);
+    }
     let with = TryWith {
         tls: p.tls.as_ref().map(|t| TlsTarget {
             client: &t.client,

@@ -13,9 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName};
 
-/// One `set_real_ip_from` address or network.
+/// An address or network, as nginx's `ngx_cidr_t`: one
+/// `set_real_ip_from`, or the address of an `allow` or `deny` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trusted {
+pub enum Cidr {
     V4 {
         addr: u32,
         mask: u32,
@@ -26,6 +27,22 @@ pub enum Trusted {
     },
     /// `unix:`, which no TCP connection matches.
     Unix,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the network; an address of the other family
+    /// never is (callers map IPv4-mapped IPv6 addresses first, each as its
+    /// nginx module does).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (Cidr::V4 { addr, mask }, IpAddr::V4(v4)) => u32::from(v4) & mask == *addr,
+            (Cidr::V6 { addr, mask }, IpAddr::V6(v6)) => {
+                let o = v6.octets();
+                (0..16).all(|i| o[i] & mask[i] == addr[i])
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where the address comes from (`real_ip_header`).
@@ -60,7 +77,7 @@ impl Source {
 /// The merged realip settings of a server or location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealIp {
-    pub from: Vec<Trusted>,
+    pub from: Vec<Cidr>,
     pub source: Source,
     pub recursive: bool,
 }
@@ -116,14 +133,7 @@ impl RealIp {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        self.from.iter().any(|t| match (t, ip) {
-            (Trusted::V4 { addr, mask }, IpAddr::V4(v4)) => u32::from(v4) & mask == *addr,
-            (Trusted::V6 { addr, mask }, IpAddr::V6(v6)) => {
-                let o = v6.octets();
-                (0..16).all(|i| o[i] & mask[i] == addr[i])
-            }
-            _ => false,
-        })
+        self.from.iter().any(|t| t.contains(ip))
     }
 
     /// `ngx_http_get_forwarded_addr_internal`: the last address of one
@@ -304,7 +314,7 @@ pub fn parse_addr_port(text: &[u8]) -> Option<SocketAddr> {
 /// `ngx_ptocidr`: `ADDR` or `ADDR/BITS`. `Ok((trusted, exact))`: `exact`
 /// is false when the address had bits outside the mask (nginx warns "low
 /// address bits of ... are meaningless" and clears them).
-pub fn parse_cidr(text: &str) -> Option<(Trusted, bool)> {
+pub fn parse_cidr(text: &str) -> Option<(Cidr, bool)> {
     let (addr, bits) = match text.split_once('/') {
         Some((a, b)) => (a, Some(b)),
         None => (text, None),
@@ -328,7 +338,7 @@ pub fn parse_cidr(text: &str) -> Option<(Trusted, bool)> {
         };
         let a = u32::from(v4);
         return Some((
-            Trusted::V4 {
+            Cidr::V4 {
                 addr: a & mask,
                 mask,
             },
@@ -348,17 +358,17 @@ pub fn parse_cidr(text: &str) -> Option<(Trusted, bool)> {
         mask[i] = if s == 0 { 0 } else { 0xffu8 << (8 - s) };
         addr[i] &= mask[i];
     }
-    Some((Trusted::V6 { addr, mask }, addr == v6))
+    Some((Cidr::V6 { addr, mask }, addr == v6))
 }
 
 /// A resolved `set_real_ip_from` host: the address itself.
-pub fn exact(ip: IpAddr) -> Trusted {
+pub fn exact(ip: IpAddr) -> Cidr {
     match ip {
-        IpAddr::V4(v4) => Trusted::V4 {
+        IpAddr::V4(v4) => Cidr::V4 {
             addr: u32::from(v4),
             mask: u32::MAX,
         },
-        IpAddr::V6(v6) => Trusted::V6 {
+        IpAddr::V6(v6) => Cidr::V6 {
             addr: v6.octets(),
             mask: [0xff; 16],
         },
@@ -455,7 +465,7 @@ mod tests {
         assert_eq!(
             parse_cidr("1.2.3.4/8"),
             Some((
-                Trusted::V4 {
+                Cidr::V4 {
                     addr: 0x0100_0000,
                     mask: 0xff00_0000
                 },
@@ -464,7 +474,7 @@ mod tests {
         );
         assert_eq!(
             parse_cidr("1.2.3.4/0"),
-            Some((Trusted::V4 { addr: 0, mask: 0 }, false))
+            Some((Cidr::V4 { addr: 0, mask: 0 }, false))
         );
         assert!(matches!(parse_cidr("::1/128"), Some((_, true))));
         assert!(matches!(parse_cidr("2001:db8::1/32"), Some((_, false))));

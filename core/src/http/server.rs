@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::access::Unanswered;
+use crate::http::allow;
 use crate::http::body::RespBody;
 use crate::http::h1::{self, ClientBody};
 use crate::http::h2;
@@ -789,6 +790,17 @@ async fn handle(
         request_line: b"",
     };
 
+    let client_cx = |client: SocketAddr| ClientCx {
+        client,
+        peer: conn.client,
+        local,
+        conn: conn.id,
+        requests,
+        head: &head,
+        raw,
+        server,
+    };
+
     // What no location answers is logged with the server's access logs.
     let server_logged = |resp: Response<RespBody>| {
         let mut resp = resp;
@@ -836,6 +848,10 @@ async fn handle(
         }
     } else {
         match location {
+            // nginx's access phase runs with the server level's rules.
+            None if !server.access.allows(client.ip()) => {
+                server_logged(allow::forbidden(&client_cx(client), parts))
+            }
             None => server_logged(error_page(404)),
             Some(location) => {
                 // realip again in the pre-access phase, with the location's
@@ -861,24 +877,18 @@ async fn handle(
                 // Written with 499 should the request be dropped before
                 // it has its answer (the client went away).
                 let mut record = Unanswered(record);
+                let cx = client_cx(client);
                 let mut resp = match &location.action {
                     Action::Reply(r) => reply(r, &vars(client, r.status, "")),
+                    // A proxied location checks `allow`/`deny` once its
+                    // filter modules ran (nginx's pre-access phase).
+                    Action::Proxy(p) => {
+                        proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
+                    }
+                    _ if !location.access.allows(client.ip()) => allow::forbidden(&cx, parts),
                     Action::NotFound => error_page(404),
                     Action::Metrics => metrics_page(&conn.state.runtime.load()),
                     Action::Status => status_page(&conn.state.runtime.load()),
-                    Action::Proxy(p) => {
-                        let cx = ClientCx {
-                            client,
-                            peer: conn.client,
-                            local,
-                            conn: conn.id,
-                            requests,
-                            head: &head,
-                            raw,
-                            server,
-                        };
-                        proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
-                    }
                 };
                 let mut record = record.0.take();
                 if let Some(r) = record.as_deref_mut() {

@@ -360,6 +360,7 @@ fn server(
             action,
             access_log,
             realip: l.realip.clone(),
+            access: l.access.clone(),
             add_headers: add_headers(&l.add_headers)?,
             client: l.client,
         });
@@ -371,6 +372,7 @@ fn server(
         name: s.names.first().cloned().unwrap_or_default(),
         ret: s.ret.as_ref().map(reply).transpose()?,
         realip: s.realip.clone(),
+        access: s.access.clone(),
         add_headers: add_headers(&s.add_headers)?,
         locations: Locations {
             exact,

@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::conf::model::{MainConf, NextUpstream};
 use crate::http::access::AccessLogs;
+use crate::http::allow::Rules;
 use crate::http::realip::RealIp;
 use crate::upstream::Upstream;
 use crate::vars::Template;
@@ -93,6 +94,8 @@ pub struct Server {
     pub ret: Option<Reply>,
     /// realip with the server's settings, applied before anything else.
     pub realip: Option<RealIp>,
+    /// `allow`/`deny` for requests no location takes.
+    pub access: Rules,
     /// `add_header` for what the server level answers.
     pub add_headers: Box<[AddHeader]>,
     pub locations: Locations,
@@ -139,6 +142,8 @@ pub struct Location {
     /// realip with the location's settings, for requests the server's
     /// settings left alone (nginx's pre-access phase: proxied ones).
     pub realip: Option<RealIp>,
+    /// `allow`/`deny`, checked after a `return` and the filter modules.
+    pub access: Rules,
     /// `add_header` in effect.
     pub add_headers: Box<[AddHeader]>,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
