@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use waypost_tests::{connect_from, free_ports, wrap_http, Server};
+use waypost_tests::{assert_same_answers, connect_from, free_ports, wrap_http, Server};
 
 /// The config both run: server `ex` on `port` with rules at each level,
 /// server `two` on `port2` inheriting the http level's, and the backend.
@@ -124,18 +124,7 @@ fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
 fn rules_match_nginx() {
     let (ours, our_access, our_errors) = run(false);
     let (theirs, their_access, their_errors) = run(true);
-    let diffs: Vec<String> = ours
-        .iter()
-        .zip(&theirs)
-        .filter(|(o, t)| o != t)
-        .map(|(o, t)| format!("\n  waypost: {o}\n  nginx:   {t}"))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{} answers differ:{}",
-        diffs.len(),
-        diffs.concat()
-    );
+    assert_same_answers(&ours, &theirs);
     assert_eq!(our_access, their_access, "access log (left: waypost)");
     assert_eq!(our_errors, their_errors, "error log (left: waypost)");
     // The comparison means something only if both outcomes occur.

@@ -401,6 +401,71 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "map: default twice",
+            "http {\n    map $uri $m {\n        default a;\n        default b;\n    }\n}\n",
+            Emerg("duplicate default map parameter in {conf}:7"),
+        ),
+        Case::head(
+            "map: a key twice, without case",
+            "http {\n    map $uri $m {\n        K 1;\n        k 2;\n    }\n}\n",
+            Emerg("conflicting parameter \"k\" in {conf}:7"),
+        ),
+        Case::head(
+            "map: a line of one word",
+            "http {\n    map $uri $m {\n        key;\n    }\n}\n",
+            Emerg("invalid number of the map parameters in {conf}:6"),
+        ),
+        Case::head(
+            "map: a line of three words",
+            "http {\n    map $uri $m {\n        a b c;\n    }\n}\n",
+            Emerg("invalid number of the map parameters in {conf}:6"),
+        ),
+        Case::head(
+            "map: a name without $",
+            "http {\n    map $uri m {\n    }\n}\n",
+            Emerg("invalid variable name \"m\" in {conf}:5"),
+        ),
+        Case::head(
+            "map: a built-in variable",
+            "http {\n    map $uri $Host {\n    }\n}\n",
+            Emerg("the duplicate \"Host\" variable in {conf}:5"),
+        ),
+        Case::head(
+            "map: in a server",
+            "http {\n    server {\n        map $uri $m { }\n    }\n}\n",
+            Emerg("\"map\" directive is not allowed here in {conf}:6"),
+        ),
+        Case::head(
+            "map: three arguments",
+            "http {\n    map $uri $m $n { }\n}\n",
+            Emerg("invalid number of arguments in \"map\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "map: no block",
+            "http {\n    map $uri $m;\n}\n",
+            Emerg("directive \"map\" has no opening \"{\" in {conf}:5"),
+        ),
+        Case::head(
+            "map: a wildcard in the middle",
+            "http {\n    map $host $m {\n        hostnames;\n        a.*.com 1;\n    }\n}\n",
+            Emerg("invalid hostname or wildcard \"a.*.com\" in {conf}:7"),
+        ),
+        Case::head(
+            "map: .name after *.name",
+            "http {\n    map $host $m {\n        hostnames;\n        *.a.com 1;\n        .a.com 2;\n    }\n}\n",
+            Emerg("conflicting parameter \".a.com\" in {conf}:8"),
+        ),
+        Case::head(
+            "map: .name after the name",
+            "http {\n    map $host $m {\n        hostnames;\n        a.com 1;\n        .a.com 2;\n    }\n}\n",
+            Emerg("conflicting parameter \".a.com\" in {conf}:8"),
+        ),
+        Case::head(
+            "map: what nginx takes",
+            "http {\n    map $uri $arg_x { default 1; }\n    map $host $m {\n        hostnames;\n        volatile;\n        *.a.com 1;\n        www.a.* 2;\n        ~^(?<sub>.+)\\.b\\.com$ $sub;\n        ~*^C 3;\n        \\hostnames 4;\n        '' 5;\n        *.x $n;\n    }\n    map $uri $m { default $n; }\n    map $uri $n { }\n    server {\n        listen 127.0.0.1:{port};\n        location / { return 200 \"$m $n $arg_x\"; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

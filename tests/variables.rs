@@ -651,6 +651,12 @@ fn unknown_variables_as_nginx() {
             Some(5),
         ),
         (
+            "a map's value",
+            "http {\n  map $uri $m { default $nosuch; }\n  server { listen 127.0.0.1:{port}; location / { return 200 $m; } }\n}\n",
+            "unknown \"nosuch\" variable",
+            Some(5),
+        ),
+        (
             "the first in file order",
             "http {\n  server {\n    listen 127.0.0.1:{port};\n    location /b { return 200 $second; }\n  }\n  log_format f '$third';\n}\n",
             "unknown \"second\" variable",

@@ -103,7 +103,8 @@ fn abi_upstream() -> Upstream {
         implicit: false,
         health: None,
     };
-    build::upstream(&conf, module, 1).unwrap_or_else(|e| panic!("init_upstream: {e}"))
+    build::upstream(&conf, module, 1, &waypost::map::MapNames::default())
+        .unwrap_or_else(|e| panic!("init_upstream: {e}"))
 }
 
 /// The view `http::proxy` hands every hook (its `peers_view`), nothing

@@ -166,6 +166,8 @@ impl Harness {
             // A `return` code: 0 to 999.
             status: bytes.u16() % 1000,
             request_line: b"",
+            maps: &[],
+            captures: None,
         };
         let value = compiled.ok().map(|template| {
             let value = template.eval(&cx);
@@ -224,6 +226,8 @@ impl Harness {
             requests: bytes.u64(),
             status: 0,
             request_line: b"",
+            maps: &[],
+            captures: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location);
         assert!(

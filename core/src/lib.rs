@@ -16,6 +16,7 @@ pub mod control;
 pub mod fuzzing;
 pub mod http;
 pub mod log;
+pub mod map;
 pub mod metrics;
 pub mod modules;
 pub mod runtime;

@@ -15,8 +15,10 @@ use http::request::Parts;
 
 use crate::http::head::ParsedHead;
 use crate::http::tls::Https;
+use crate::map::Map;
 
 /// What a variable can read: the request head and the connection.
+#[derive(Clone, Copy)]
 pub struct VarCtx<'a> {
     pub req: &'a Parts,
     /// The normalized URI and validated Host of the request.
@@ -40,6 +42,10 @@ pub struct VarCtx<'a> {
     /// `$request` as the client sent it, for a head refused before it
     /// could be a request (`GET / HTTP/1.1x`); empty: from `req`.
     pub request_line: &'a [u8],
+    /// The configuration's `map` variables (`Var::Map` indexes them).
+    pub maps: &'a [Map],
+    /// A `map` regex's groups, while the value of its entry is evaluated.
+    pub captures: Option<&'a regex::bytes::Captures<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,9 +93,12 @@ pub enum Var {
     BytesSent,
     ProxyHost,
     ProxyAddXForwardedFor,
-    /// `$1`..`$9`: regex captures; waypost has no regex locations, so
-    /// these are always empty, as in nginx without a match.
-    Capture,
+    /// `$1`..`$9`, or a named group of a `map` entry's regex in the
+    /// entry's value: the group of that regex; elsewhere empty (waypost
+    /// has no regex locations), as in nginx without a match.
+    Capture(u8),
+    /// A `map` variable: the index of its map in [`VarCtx::maps`].
+    Map(u32),
 }
 
 /// Why a variable name was refused.
@@ -193,7 +202,31 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
     "upstream_cookie_",
 ];
 
+/// Whether nginx 1.22 has a variable of exactly this name (lowercase), not
+/// one of a prefixed family (`arg_*`, `http_*`, ...): a `map` may not
+/// define it (`the duplicate "host" variable`).
+pub fn builtin(name: &str) -> bool {
+    match Var::parse(name) {
+        Ok(Var::Arg(_) | Var::Http(_) | Var::NoHeader | Var::Cookie(_)) => false,
+        Ok(_) => true,
+        Err(NameError::Unsupported) => UNSUPPORTED.contains(&name),
+        Err(NameError::Unknown) => false,
+    }
+}
+
+/// Variables a configuration defines, by lowercase name: `map`'s, and a
+/// regex's named groups in its entry's value.
+pub type Scope<'a> = &'a dyn Fn(&str) -> Option<Var>;
+
 impl Var {
+    /// [`Self::parse`], with the configuration's own variables first.
+    pub fn parse_in(name: &str, scope: Scope<'_>) -> Result<Var, NameError> {
+        match scope(&name.to_ascii_lowercase()) {
+            Some(var) => Ok(var),
+            None => Var::parse(name),
+        }
+    }
+
     /// The variable called `name` (without `$`). Names are case-insensitive,
     /// as in nginx.
     pub fn parse(name: &str) -> Result<Var, NameError> {
@@ -305,7 +338,11 @@ impl Var {
                 Some(_) => b"on",
                 None => b"",
             },
-            Var::NoHeader | Var::Capture => b"",
+            Var::NoHeader => b"",
+            Var::Capture(n) => cx
+                .captures
+                .and_then(|c| c.get(usize::from(*n)))
+                .map_or(&b""[..], |m| m.as_bytes()),
             _ => return None,
         })
     }
@@ -384,6 +421,11 @@ impl Var {
                 let _ = write!(out, "{:03}", cx.status);
             }
             Var::BytesSent => out.push(b'0'),
+            Var::Map(i) => {
+                if let Some(map) = cx.maps.get(*i as usize) {
+                    map.eval(cx, out);
+                }
+            }
             Var::ProxyAddXForwardedFor => {
                 for v in req.headers.get_all("x-forwarded-for") {
                     out.extend_from_slice(v.as_bytes());
@@ -407,7 +449,7 @@ impl Var {
             | Var::ContentLength
             | Var::ContentType
             | Var::ProxyHost
-            | Var::Capture => {}
+            | Var::Capture(_) => {}
         }
     }
 
@@ -885,7 +927,7 @@ pub fn scan(text: &str) -> Result<Vec<Piece<'_>>, CompileError> {
                 return Err(CompileError::Syntax("invalid variable name".into()));
             }
             if (b'1'..=b'9').contains(&b[i]) {
-                pieces.push(Piece::Capture);
+                pieces.push(Piece::Capture(b[i] - b'0'));
                 i += 1;
                 continue;
             }
@@ -918,7 +960,7 @@ pub fn scan(text: &str) -> Result<Vec<Piece<'_>>, CompileError> {
 pub enum Piece<'a> {
     Text(&'a str),
     Var(&'a str),
-    Capture,
+    Capture(u8),
 }
 
 /// A compiled template.
@@ -930,6 +972,13 @@ pub struct Template {
 impl Template {
     /// Compiles `text` with nginx's rules and messages.
     pub fn compile(text: &str) -> Result<Template, CompileError> {
+        Template::compile_with(text, &|_| None)
+    }
+
+    /// [`Self::compile`], where `scope` names variables of the
+    /// configuration (`map`'s, a regex's named groups) before the built-in
+    /// ones.
+    pub fn compile_with(text: &str, scope: Scope<'_>) -> Result<Template, CompileError> {
         let mut parts = Vec::new();
         for piece in scan(text)? {
             match piece {
@@ -937,17 +986,27 @@ impl Template {
                     Some(Part::Text(prev)) => prev.push_str(t),
                     _ => parts.push(Part::Text(t.to_owned())),
                 },
-                Piece::Capture => parts.push(Part::Var(Var::Capture)),
-                Piece::Var(name) => parts.push(Part::Var(Var::parse(name).map_err(|e| {
-                    let name = name.to_ascii_lowercase();
-                    match e {
-                        NameError::Unknown => CompileError::Unknown(name),
-                        NameError::Unsupported => CompileError::Unsupported(name),
-                    }
-                })?)),
+                Piece::Capture(n) => parts.push(Part::Var(Var::Capture(n))),
+                Piece::Var(name) => {
+                    parts.push(Part::Var(Var::parse_in(name, scope).map_err(|e| {
+                        let name = name.to_ascii_lowercase();
+                        match e {
+                            NameError::Unknown => CompileError::Unknown(name),
+                            NameError::Unsupported => CompileError::Unsupported(name),
+                        }
+                    })?))
+                }
             }
         }
         Ok(Template { parts })
+    }
+
+    /// The `map` variables the template uses.
+    pub fn maps(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(Var::Map(i)) => Some(*i),
+            _ => None,
+        })
     }
 
     /// The template's text if it has no variables.
@@ -1011,7 +1070,7 @@ mod tests {
             t.parts,
             vec![
                 Part::Var(Var::Arg("a".into())),
-                Part::Var(Var::Capture),
+                Part::Var(Var::Capture(1)),
                 Part::Text("x".into())
             ]
         );

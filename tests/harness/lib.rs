@@ -429,6 +429,24 @@ pub fn info_log(conf: &str) -> String {
     )
 }
 
+/// Asserts that waypost's answers (`ours`) are nginx's (`theirs`), one by
+/// one, listing every pair that differs.
+pub fn assert_same_answers(ours: &[String], theirs: &[String]) {
+    assert_eq!(ours.len(), theirs.len(), "as many answers");
+    let diffs: Vec<String> = ours
+        .iter()
+        .zip(theirs)
+        .filter(|(o, t)| o != t)
+        .map(|(o, t)| format!("\n  waypost: {o}\n  nginx:   {t}"))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} answers differ:{}",
+        diffs.len(),
+        diffs.concat()
+    );
+}
+
 /// A TCP connection to 127.0.0.1:`port` from `src`, any address of
 /// 127.0.0.0/8, for tests that need many client addresses (ip_hash,
 /// realip).

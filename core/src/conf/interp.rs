@@ -34,7 +34,7 @@ use crate::http::realip::{self, Cidr, RealIp, Source};
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
-use crate::vars::{CompileError, Template};
+use crate::vars::{CompileError, Template, Var};
 
 /// What the interpreter needs from outside: where relative paths start,
 /// where shipped modules live, and the module loader.
@@ -501,6 +501,9 @@ struct Interp<'a> {
     /// order. nginx compiles those as it reads them but reports an unknown
     /// variable only once the whole `http` block is read.
     unknown_var: Option<ConfError>,
+    /// The variables the `http` block's `map`s define (read before the
+    /// block, as nginx knows them all when it reports unknown variables).
+    map_vars: HashSet<String>,
     /// The same for `proxy_set_header` values, which nginx compiles when
     /// it merges the levels, after the others.
     unknown_header_var: Option<ConfError>,
@@ -586,6 +589,7 @@ impl<'a> Interp<'a> {
             listens: Vec::new(),
             zones: Vec::new(),
             unknown_var: None,
+            map_vars: HashSet::new(),
             unknown_header_var: None,
             header_error: None,
             log_buffers: HashMap::new(),
@@ -863,12 +867,19 @@ impl<'a> Interp<'a> {
     fn http_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
         let mut own = Layer::default();
         let mut seen = HashSet::new();
+        self.map_vars = items
+            .iter()
+            .filter(|d| d.name == "map" && d.args.len() == 2)
+            .filter_map(|d| d.args[1].strip_prefix('$'))
+            .map(str::to_ascii_lowercase)
+            .collect();
         for d in items {
             self.enter(d, Ctx::Http, &mut seen)?;
             if self.layer_directive(d, &mut own)? {
                 continue;
             }
             match d.name.as_str() {
+                "map" => self.map_block(d)?,
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
                 "log_format" => {
@@ -918,7 +929,7 @@ impl<'a> Interp<'a> {
                     Some(a) if a == "always" => true,
                     Some(a) => return err(format!("invalid parameter \"{a}\""), d),
                 };
-                self.check_vars(Template::compile(&d.args[1]).map(|_| ()), d)?;
+                self.check_vars(self.compile_check(&d.args[1]), d)?;
                 if http::HeaderName::from_bytes(d.args[0].as_bytes()).is_err() {
                     return err(format!("invalid header name \"{}\"", d.args[0]), d);
                 }
@@ -990,7 +1001,7 @@ impl<'a> Interp<'a> {
             "proxy_ssl_trusted_certificate" => layer.ssl_trusted = Some(self.conf_path(&d.args[0])),
             // A complex value, compiled as it is read.
             "proxy_ssl_name" => {
-                self.check_vars(Template::compile(&d.args[0]).map(|_| ()), d)?;
+                self.check_vars(self.compile_check(&d.args[0]), d)?;
                 layer.ssl_name = Some(d.args[0].clone());
             }
             "keepalive_timeout" => {
@@ -1275,7 +1286,7 @@ impl<'a> Interp<'a> {
     ) -> Result<(), CompileError> {
         let first = {
             let vars = self.module_variables();
-            check(&|n| vars.iter().any(|v| v == n).then_some(0))
+            check(&|n| self.log_var(&vars, n))
         };
         if matches!(
             first,
@@ -1284,9 +1295,26 @@ impl<'a> Interp<'a> {
         {
             self.scan_modules();
             let vars = self.module_variables();
-            return check(&|n| vars.iter().any(|v| v == n).then_some(0));
+            return check(&|n| self.log_var(&vars, n));
         }
         first
+    }
+
+    /// A variable a log format may use beyond nginx's: a filter module's
+    /// (among `modules`) or a map's.
+    fn log_var(&self, modules: &[String], name: &str) -> Option<access::ConfVar> {
+        if modules.iter().any(|v| v == name) {
+            return Some(access::ConfVar::Module(0));
+        }
+        self.map_vars
+            .contains(name)
+            .then_some(access::ConfVar::Var(Var::Map(0)))
+    }
+
+    /// Compiles a template to check it, with the `map` variables.
+    fn compile_check(&self, text: &str) -> Result<(), CompileError> {
+        let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
+        Template::compile_with(text, &maps).map(|_| ())
     }
 
     fn module_variables(&self) -> Vec<String> {
@@ -1299,7 +1327,7 @@ impl<'a> Interp<'a> {
     /// `return`'s text (the body, or the redirect's URL) is a template.
     fn check_return(&mut self, ret: &Return, d: &Directive) -> Result<(), ConfError> {
         match &ret.text {
-            Some(text) => self.check_vars(Template::compile(text).map(|_| ()), d),
+            Some(text) => self.check_vars(self.compile_check(text), d),
             None => Ok(()),
         }
     }
@@ -1308,8 +1336,8 @@ impl<'a> Interp<'a> {
     /// the levels: a malformed `$` and an unknown variable are reported at
     /// the end of `http`, the first of each kind.
     fn check_header_value(&mut self, d: &Directive) -> Result<(), ConfError> {
-        match Template::compile(&d.args[1]) {
-            Ok(_) => Ok(()),
+        match self.compile_check(&d.args[1]) {
+            Ok(()) => Ok(()),
             Err(e @ CompileError::Unknown(_)) => {
                 self.unknown_header_var
                     .get_or_insert_with(|| ConfError::at(e.to_string(), d.loc.clone()));
@@ -1321,6 +1349,130 @@ impl<'a> Interp<'a> {
             }
             Err(e) => err(e.to_string(), d),
         }
+    }
+
+    /// `map SOURCE $NAME { ... }`, as `ngx_http_map_block`: `default`,
+    /// `hostnames`, `volatile` (every map is evaluated where used: there
+    /// is no cache to turn off), `include` (read by the parser), and
+    /// `KEY VALUE` lines.
+    fn map_block(&mut self, d: &Directive) -> Result<(), ConfError> {
+        self.check_vars(self.compile_check(&d.args[0]), d)?;
+        let Some(name) = d.args[1].strip_prefix('$') else {
+            return err(format!("invalid variable name \"{}\"", d.args[1]), d);
+        };
+        if crate::vars::builtin(&name.to_ascii_lowercase()) {
+            return err(format!("the duplicate \"{name}\" variable"), d);
+        }
+        let name = name.to_ascii_lowercase();
+        let mut map = MapConf {
+            name,
+            source: d.args[0].clone(),
+            hostnames: false,
+            default: None,
+            entries: Vec::new(),
+            loc: d.loc.clone(),
+        };
+        let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
+        for item in items {
+            let one = item.args.is_empty() && item.block.is_none();
+            if one && item.name == "hostnames" {
+                map.hostnames = true;
+                continue;
+            }
+            if one && item.name == "volatile" {
+                continue;
+            }
+            let [value] = &item.args[..] else {
+                return err("invalid number of the map parameters", item);
+            };
+            if item.block.is_some() {
+                return err("invalid number of the map parameters", item);
+            }
+            let key = item.name.as_str();
+            if key == "default" {
+                if map.default.is_some() {
+                    return err("duplicate default map parameter", item);
+                }
+                self.check_vars(self.compile_check(value), item)?;
+                map.default = Some(value.clone());
+                continue;
+            }
+            let key = if let Some(pattern) = key.strip_prefix('~') {
+                let (pattern, caseless) = match pattern.strip_prefix('*') {
+                    Some(p) => (p, true),
+                    None => (pattern, false),
+                };
+                let re = crate::map::regex(pattern, caseless).map_err(|e| {
+                    ConfError::at(
+                        format!(
+                            "regular expression \"{pattern}\" is not valid or not supported: {e}"
+                        ),
+                        item.loc.clone(),
+                    )
+                })?;
+                // Its named groups are variables of the value.
+                let groups: HashSet<String> = re
+                    .capture_names()
+                    .flatten()
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let scope = |n: &str| {
+                    (groups.contains(n) || self.map_vars.contains(n)).then_some(Var::Map(0))
+                };
+                let checked = Template::compile_with(value, &scope).map(|_| ());
+                self.check_vars(checked, item)?;
+                MapKey::Regex {
+                    pattern: pattern.to_owned(),
+                    caseless,
+                }
+            } else {
+                let key = key.strip_prefix('\\').unwrap_or(key);
+                let lower = key.to_ascii_lowercase();
+                let parsed = if !map.hostnames {
+                    MapKey::Exact(lower)
+                } else if let Some(suffix) = lower.strip_prefix("*.") {
+                    MapKey::Head {
+                        suffix: suffix.to_owned(),
+                        dot: false,
+                    }
+                } else if let Some(suffix) = lower.strip_prefix('.') {
+                    MapKey::Head {
+                        suffix: suffix.to_owned(),
+                        dot: true,
+                    }
+                } else if let Some(prefix) = lower.strip_suffix(".*") {
+                    MapKey::Tail(prefix.to_owned())
+                } else {
+                    MapKey::Exact(lower)
+                };
+                let wildcard = |text: &str| text.contains('*') || text.is_empty();
+                let bad = match &parsed {
+                    MapKey::Head { suffix, .. } => wildcard(suffix),
+                    MapKey::Tail(prefix) => wildcard(prefix),
+                    MapKey::Exact(k) => map.hostnames && k.contains('*'),
+                    MapKey::Regex { .. } => false,
+                };
+                if bad {
+                    return err(format!("invalid hostname or wildcard \"{key}\""), item);
+                }
+                if map
+                    .entries
+                    .iter()
+                    .any(|e| map_keys_conflict(&e.key, &parsed))
+                {
+                    return err(format!("conflicting parameter \"{key}\""), item);
+                }
+                self.check_vars(self.compile_check(value), item)?;
+                parsed
+            };
+            map.entries.push(MapEntry {
+                key,
+                value: value.clone(),
+                loc: item.loc.clone(),
+            });
+        }
+        self.http.maps.push(map);
+        Ok(())
     }
 
     fn upstream_block(&mut self, d: &Directive) -> Result<(), ConfError> {
@@ -2163,6 +2315,31 @@ fn real_ip_from(d: &Directive) -> Result<Vec<Cidr>, ConfError> {
     match resolved {
         Some(addrs) => Ok(addrs.iter().map(|a| realip::exact(a.ip())).collect()),
         None => err(format!("host not found in set_real_ip_from \"{value}\""), d),
+    }
+}
+
+/// Whether two `map` keys are the same key of nginx's combined hash: a
+/// `.example.com` is `example.com` and `*.example.com` both.
+fn map_keys_conflict(a: &MapKey, b: &MapKey) -> bool {
+    use MapKey::*;
+    match (a, b) {
+        (Exact(x), Exact(y)) | (Tail(x), Tail(y)) => x == y,
+        (Head { suffix: x, .. }, Head { suffix: y, .. }) => x == y,
+        (
+            Exact(x),
+            Head {
+                suffix: y,
+                dot: true,
+            },
+        )
+        | (
+            Head {
+                suffix: y,
+                dot: true,
+            },
+            Exact(x),
+        ) => x == y,
+        _ => false,
     }
 }
 

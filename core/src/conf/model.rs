@@ -48,6 +48,51 @@ pub struct HttpConf {
     pub servers: Vec<ServerConf>,
     /// `log_format` arguments after the name, by name.
     pub log_formats: HashMap<String, Vec<String>>,
+    /// `map` blocks, in order.
+    pub maps: Vec<MapConf>,
+}
+
+/// A checked `map` block (`crate::map` builds it).
+#[derive(Debug, Clone)]
+pub struct MapConf {
+    /// The variable, lowercase, without `$`.
+    pub name: String,
+    /// The source template, as written.
+    pub source: String,
+    pub hostnames: bool,
+    /// `default`'s value, as written.
+    pub default: Option<String>,
+    pub entries: Vec<MapEntry>,
+    /// The `map` line.
+    pub loc: Loc,
+}
+
+/// One `KEY VALUE;` line of a `map`.
+#[derive(Debug, Clone)]
+pub struct MapEntry {
+    pub key: MapKey,
+    /// The value template, as written.
+    pub value: String,
+    pub loc: Loc,
+}
+
+/// A `map` key, lowercased unless a regex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapKey {
+    Exact(String),
+    /// `*.example.com` (`dot: false`) or `.example.com` (`dot: true`, which
+    /// matches `example.com` too), by `example.com`; with `hostnames` only.
+    Head {
+        suffix: String,
+        dot: bool,
+    },
+    /// `www.example.*`, by `www.example`; with `hostnames` only.
+    Tail(String),
+    /// `~PATTERN`, or `~*PATTERN` (`caseless`).
+    Regex {
+        pattern: String,
+        caseless: bool,
+    },
 }
 
 #[derive(Debug)]

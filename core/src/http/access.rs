@@ -46,8 +46,17 @@ enum Field {
     Module(usize),
 }
 
-/// Resolves a filter module's variable name to its filter's index.
-pub type ModuleVars<'a> = &'a dyn Fn(&str) -> Option<usize>;
+/// Resolves the variables a configuration adds to nginx's (lowercase
+/// names): a filter module's, to its filter's index, and `map`'s.
+pub type ModuleVars<'a> = &'a dyn Fn(&str) -> Option<ConfVar>;
+
+/// A variable the configuration adds.
+pub enum ConfVar {
+    /// A filter module's (`$limit_req_status`), by the filter's index.
+    Module(usize),
+    /// A `map`'s.
+    Var(Var),
+}
 
 /// `log_format`'s `escape=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +69,10 @@ pub enum Escape {
 
 /// What a `log_format` name resolves to.
 fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
-    if let Some(i) = module_vars(&name.to_ascii_lowercase()) {
-        return Ok(Field::Module(i));
+    match module_vars(&name.to_ascii_lowercase()) {
+        Some(ConfVar::Module(i)) => return Ok(Field::Module(i)),
+        Some(ConfVar::Var(v)) => return Ok(Field::Var(v, 0)),
+        None => {}
     }
     Ok(match name.to_ascii_lowercase().as_str() {
         "time_local" => Field::TimeLocal,
@@ -190,7 +201,7 @@ fn compile_condition(
         match piece {
             crate::vars::Piece::Text(t) => fields.push(Field::Text(t.to_owned())),
             // `$1`..`$9`: always empty here.
-            crate::vars::Piece::Capture => {}
+            crate::vars::Piece::Capture(_) => {}
             crate::vars::Piece::Var(name) => match field(name, module_vars) {
                 Ok(Field::Var(v, _)) => {
                     fields.push(Field::Var(v, *vars));
@@ -939,6 +950,8 @@ mod tests {
             requests: 1,
             status: 0,
             request_line: b"",
+            maps: &[],
+            captures: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {
             let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)

@@ -57,6 +57,8 @@ pub struct ClientCx<'a> {
     /// HTTP/2): its header names' spelling, for the upstream request.
     pub raw: &'a [u8],
     pub server: &'a Server,
+    /// The configuration's `map`s.
+    pub maps: &'a [crate::map::Map],
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
@@ -165,7 +167,12 @@ extern "C" fn hook_variable(ctx: *const c_void, name: RStr<'_>) -> RStr<'static>
     // SAFETY: as in hook_header. Values are pushed to scratch and never
     // removed, and a String's heap buffer does not move when the Vec grows.
     let cx = unsafe { &*(ctx as *const HookCx<'static>) };
-    let Ok(var) = Var::parse(name.as_str()) else {
+    // A map's variable too; the last map of a name is the one in effect.
+    let maps = |n: &str| {
+        let i = cx.vars.maps.iter().rposition(|m| m.name == n)?;
+        Some(Var::Map(u32::try_from(i).ok()?))
+    };
+    let Ok(var) = Var::parse_in(name.as_str(), &maps) else {
         return RStr::from_str("");
     };
     let mut bytes = Vec::new();
@@ -586,6 +593,8 @@ pub async fn run(
         requests: cx.requests,
         status: 0,
         request_line: b"",
+        maps: cx.maps,
+        captures: None,
     };
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {

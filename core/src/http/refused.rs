@@ -26,6 +26,8 @@ pub struct HeadCx<'a> {
     pub conn: u64,
     pub requests: u64,
     pub server: Option<&'a Server>,
+    /// The configuration's `map`s, for the access log's variables.
+    pub maps: &'a [crate::map::Map],
 }
 
 impl HeadCx<'_> {
@@ -73,6 +75,8 @@ impl HeadCx<'_> {
                 Some(line) => line,
                 None => b"",
             },
+            maps: self.maps,
+            captures: None,
         };
         Some(logs.start(&vars, crate::clock::now()))
     }

@@ -348,6 +348,7 @@ impl Conn {
             conn: self.id,
             requests: self.requests.load(Ordering::Relaxed),
             server: default_server(rt, self.listen),
+            maps: &rt.maps,
         }
     }
 
@@ -748,6 +749,7 @@ async fn handle(
                 conn: conn.id,
                 requests,
                 server: Some(&group.servers[group.default]),
+                maps: &rt.maps,
             };
             if let Some(mut record) = refused::parsed(&cx, parts, raw, bad) {
                 record.status = 400;
@@ -788,6 +790,8 @@ async fn handle(
         requests,
         status,
         request_line: b"",
+        maps: &rt.maps,
+        captures: None,
     };
 
     let client_cx = |client: SocketAddr| ClientCx {
@@ -799,6 +803,7 @@ async fn handle(
         head: &head,
         raw,
         server,
+        maps: &rt.maps,
     };
 
     // What no location answers is logged with the server's access logs.

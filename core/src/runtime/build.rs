@@ -16,9 +16,10 @@ use super::*;
 use crate::conf::model::{self, Config, UpstreamConf};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
-use crate::http::access::{AccessLog, AccessLogs};
+use crate::http::access::{AccessLog, AccessLogs, ConfVar};
 use crate::log::access::Buffering;
 use crate::log::Level;
+use crate::map::MapNames;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::{Balancer, PeerSpec, PeerTable, UpstreamParams};
 
@@ -34,8 +35,11 @@ pub(crate) extern "C" fn host_log(level: LogLevel, module: RStr<'_>, message: RS
 }
 
 /// What `compile` writes into while a module builds one upstream.
-pub(crate) struct TemplateBuilder {
+pub(crate) struct TemplateBuilder<'a> {
     pub(crate) templates: Vec<crate::vars::Template>,
+    /// The configuration's `map` variables, which a module's templates
+    /// may use (`hash $mapped`).
+    pub(crate) maps: &'a MapNames,
 }
 
 pub(crate) extern "C" fn host_compile(
@@ -44,8 +48,8 @@ pub(crate) extern "C" fn host_compile(
 ) -> RResult<u32, abi_stable::std_types::RString> {
     // SAFETY: builder is the TemplateBuilder that `upstream` passes for the
     // duration of this init_upstream call, and nothing else touches it then.
-    let builder = unsafe { &mut *(builder as *mut TemplateBuilder) };
-    match crate::vars::Template::compile(text.as_str()) {
+    let builder = unsafe { &mut *(builder as *mut TemplateBuilder<'_>) };
+    match crate::vars::Template::compile_with(text.as_str(), &|n| builder.maps.var(n)) {
         Ok(t) => {
             builder.templates.push(t);
             RResult::ROk(builder.templates.len() as u32 - 1)
@@ -63,6 +67,8 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         .iter()
         .find(|m| m.name == "round_robin")
         .cloned();
+    let maps = crate::map::build_all(&config.http.maps)?;
+    let map_names = MapNames::new(&config.http.maps);
     let mut upstreams = Vec::with_capacity(config.http.upstreams.len());
     for up in &config.http.upstreams {
         let module = match up.balancer {
@@ -75,7 +81,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
                 )
             })?,
         };
-        upstreams.push(Arc::new(upstream(up, module, workers)?));
+        upstreams.push(Arc::new(upstream(up, module, workers, &map_names)?));
     }
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
@@ -84,6 +90,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         let cx = FilterCx {
             built: &filters,
             first_location: flat,
+            maps: &map_names,
         };
         servers.push(Arc::new(server(
             s,
@@ -112,6 +119,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         g.tls = tls;
     }
     Ok(Runtime {
+        maps,
         filters: filters.filters,
         main: config.main,
         upstreams,
@@ -128,6 +136,7 @@ pub fn upstream(
     up: &UpstreamConf,
     module: Arc<LoadedModule>,
     workers: usize,
+    maps: &MapNames,
 ) -> Result<Upstream, ConfError> {
     let specs: Vec<PeerSpec> = up
         .peers
@@ -170,6 +179,7 @@ pub fn upstream(
         .collect();
     let mut templates = TemplateBuilder {
         templates: Vec::new(),
+        maps,
     };
     let args = InitUpstreamArgs {
         upstream: RStr::from_str(&up.name),
@@ -179,7 +189,7 @@ pub fn upstream(
         directives: RSlice::from_slice(&directives),
         workers: workers as u32,
         host: HostApi { log: host_log },
-        builder: &mut templates as *mut TemplateBuilder as *mut std::ffi::c_void,
+        builder: &mut templates as *mut TemplateBuilder<'_> as *mut std::ffi::c_void,
         compile: host_compile,
     };
     let scope = crate::modules::host::MetricScope {
@@ -227,12 +237,12 @@ pub fn upstream(
 }
 
 /// A `return`, its text compiled (the interpreter checked it).
-fn reply(r: &model::Return) -> Result<Reply, ConfError> {
+fn reply(r: &model::Return, maps: &MapNames) -> Result<Reply, ConfError> {
     let text = match &r.text {
         None => None,
         Some(text) => {
-            let template =
-                crate::vars::Template::compile(text).map_err(|e| ConfError::bare(e.to_string()))?;
+            let template = crate::vars::Template::compile_with(text, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?;
             Some(match template.as_literal() {
                 Some(fixed) => ReplyText::Fixed(Bytes::from(fixed.to_owned())),
                 None => ReplyText::Template(template),
@@ -251,15 +261,20 @@ struct FilterCx<'a> {
     built: &'a super::filter::Built,
     /// The flat index of the server's first location.
     first_location: usize,
+    /// The configuration's `map` variables.
+    maps: &'a MapNames,
 }
 
 impl FilterCx<'_> {
-    /// A filter module's variable name, as the index of its filter.
-    fn variable(&self, name: &str) -> Option<usize> {
+    /// A variable a log format may use beyond nginx's: a filter module's
+    /// (as the index of its filter), or a map's.
+    fn variable(&self, name: &str) -> Option<ConfVar> {
         self.built
             .filters
             .iter()
             .position(|f| f.module.variables.first().is_some_and(|v| v == name))
+            .map(ConfVar::Module)
+            .or_else(|| self.maps.var(name).map(ConfVar::Var))
     }
 
     /// The filters a request to location `i` (of this server) runs: the
@@ -339,12 +354,12 @@ fn server(
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
-            model::Action::Return(r) => Action::Reply(reply(r)?),
+            model::Action::Return(r) => Action::Reply(reply(r, filters.maps)?),
             model::Action::None => Action::NotFound,
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
-                let mut proxy = proxy(p, &l.proxy, upstreams, tls)?;
+                let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
                 proxy.filters = filters.applies(i, Some(p.upstream));
                 Action::Proxy(proxy)
             }
@@ -361,7 +376,7 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
-            add_headers: add_headers(&l.add_headers)?,
+            add_headers: add_headers(&l.add_headers, filters.maps)?,
             client: l.client,
         });
     }
@@ -370,10 +385,10 @@ fn server(
     Ok(Server {
         access_log,
         name: s.names.first().cloned().unwrap_or_default(),
-        ret: s.ret.as_ref().map(reply).transpose()?,
+        ret: s.ret.as_ref().map(|r| reply(r, filters.maps)).transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
-        add_headers: add_headers(&s.add_headers)?,
+        add_headers: add_headers(&s.add_headers, filters.maps)?,
         locations: Locations {
             exact,
             prefixes,
@@ -424,14 +439,15 @@ fn proxy_tls(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
     clients: &mut TlsClients,
+    maps: &MapNames,
 ) -> Result<Option<ProxyTls>, ConfError> {
     if !p.tls {
         return Ok(None);
     }
     let client = clients.get(&conf.ssl)?;
     let written = conf.ssl.name.as_deref().unwrap_or(&p.host);
-    let template =
-        crate::vars::Template::compile(written).map_err(|e| ConfError::bare(e.to_string()))?;
+    let template = crate::vars::Template::compile_with(written, &|n| maps.var(n))
+        .map_err(|e| ConfError::bare(e.to_string()))?;
     let name = match template.as_literal() {
         Some(text) => TlsName::Fixed(Arc::from(crate::upstream::tls::strip_port(text))),
         None => TlsName::Template(template),
@@ -446,6 +462,7 @@ fn proxy(
     conf: &model::ProxyConf,
     upstreams: &[Arc<Upstream>],
     tls: &mut TlsClients,
+    maps: &MapNames,
 ) -> Result<Proxy, ConfError> {
     // Each line, a name set twice too (nginx sends both).
     let mut set: Vec<(String, String)> = conf.set_headers.clone();
@@ -463,7 +480,7 @@ fn proxy(
         let value = value
             .replace("$proxy_host", &p.host)
             .replace("${proxy_host}", &p.host);
-        let source = header_source(&name, &value)?;
+        let source = header_source(&name, &value, maps)?;
         headers.push(SetHeader {
             name,
             spelled: spelled.into(),
@@ -488,16 +505,20 @@ fn proxy(
         connect_timeout: conf.connect_timeout,
         send_timeout: conf.send_timeout,
         read_timeout: conf.read_timeout,
-        tls: proxy_tls(p, conf, tls)?,
+        tls: proxy_tls(p, conf, tls, maps)?,
         redirects: redirects(conf),
     })
 }
 
 /// A header's configured value, compiled: most are fixed, and cost
 /// nothing per request; an empty one means no header.
-fn header_source(name: &HeaderName, value: &str) -> Result<HeaderSource, ConfError> {
-    let template =
-        crate::vars::Template::compile(value).map_err(|e| ConfError::bare(e.to_string()))?;
+fn header_source(
+    name: &HeaderName,
+    value: &str,
+    maps: &MapNames,
+) -> Result<HeaderSource, ConfError> {
+    let template = crate::vars::Template::compile_with(value, &|n| maps.var(n))
+        .map_err(|e| ConfError::bare(e.to_string()))?;
     Ok(match template.as_literal() {
         Some("") => HeaderSource::Fixed(None),
         Some(text) => HeaderSource::Fixed(Some(HeaderValue::from_str(text).map_err(|_| {
@@ -508,13 +529,13 @@ fn header_source(name: &HeaderName, value: &str) -> Result<HeaderSource, ConfErr
 }
 
 /// A level's `add_header` lines, their values compiled (most fixed).
-fn add_headers(lines: &[model::AddHeader]) -> Result<Box<[AddHeader]>, ConfError> {
+fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHeader]>, ConfError> {
     lines
         .iter()
         .map(|a| {
             let name = HeaderName::from_bytes(a.name.as_bytes())
                 .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
-            let value = header_source(&name, &a.value)?;
+            let value = header_source(&name, &a.value, maps)?;
             Ok(AddHeader {
                 name,
                 value,

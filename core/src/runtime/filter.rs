@@ -200,6 +200,7 @@ impl<'a> Owned<'a> {
 
 /// Runs `init_filter` of every filter module the configuration uses.
 pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfError> {
+    let maps = crate::map::MapNames::new(&config.http.maps);
     let locations: Vec<&[ModuleDirective]> = config
         .http
         .servers
@@ -286,6 +287,7 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         let prev = previous.iter().find(|f| f.same_library(module));
         let mut templates = TemplateBuilder {
             templates: Vec::new(),
+            maps: &maps,
         };
         let init_args = InitFilterArgs {
             http: RSlice::from_slice(&http_args),
@@ -293,7 +295,7 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
             previous: prev.map_or(std::ptr::null(), |f| f.object.this as *const c_void),
             workers,
             host: HostApi { log: filter_log },
-            builder: &mut templates as *mut TemplateBuilder as *mut c_void,
+            builder: &mut templates as *mut TemplateBuilder<'_> as *mut c_void,
             compile: host_compile,
         };
         let scope = crate::modules::host::MetricScope {

@@ -23,6 +23,8 @@ use crate::upstream::Upstream;
 use crate::vars::Template;
 
 pub struct Runtime {
+    /// The `map` variables, which every request's variables read.
+    pub maps: Box<[crate::map::Map]>,
     /// Filter modules' objects (rate limiting), one per module.
     pub filters: Vec<Arc<filter::Filter>>,
     pub main: MainConf,

@@ -1,0 +1,236 @@
+//! `map`: nginx's `ngx_http_map_module`. A variable whose value is looked
+//! up from another value (the source, a template such as `$http_upgrade`
+//! or `"$arg_a:$arg_b"`), evaluated where it is used.
+//!
+//! The lookup is nginx's: the source, lowercased, against the exact keys
+//! (lowercased when read); with `hostnames`, a trailing dot dropped first,
+//! then the most specific `*.example.com`/`.example.com` key, then the most
+//! specific `www.example.*` key; then the `~` (and `~*`, without case)
+//! regular expressions in order, against the source as it is; then
+//! `default`, else the empty value. A value is a template: text and
+//! variables, and, after a regex, its groups (`$1`, `$name`).
+//!
+//! Built at config load from the checked [`MapConf`]s; one map's source or
+//! values may use another's variable, in any order, but not in a cycle.
+
+use std::collections::HashMap;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::conf::model::{MapConf, MapKey};
+use crate::conf::ConfError;
+use crate::vars::{Template, Var, VarCtx};
+
+/// The map variables of a configuration, by lowercase name (a later `map`
+/// of a name replaces an earlier one, as in nginx).
+#[derive(Default)]
+pub struct MapNames(HashMap<String, u32>);
+
+impl MapNames {
+    pub fn new(maps: &[MapConf]) -> MapNames {
+        let mut names = HashMap::new();
+        for (i, m) in maps.iter().enumerate() {
+            names.insert(m.name.clone(), i as u32);
+        }
+        MapNames(names)
+    }
+
+    /// The variable `name` (lowercase, without `$`) if a map defines it.
+    pub fn var(&self, name: &str) -> Option<Var> {
+        self.0.get(name).map(|&i| Var::Map(i))
+    }
+}
+
+/// A `~`/`~*` key's pattern, compiled as nginx's PCRE would match it:
+/// bytes, not UTF-8 characters (`.` is one byte, `\w` ASCII).
+pub fn regex(pattern: &str, caseless: bool) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(caseless)
+        .unicode(false)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::Syntax(text) => text
+                .lines()
+                .last()
+                .unwrap_or("invalid regular expression")
+                .trim_start_matches("error: ")
+                .to_owned(),
+            other => other.to_string(),
+        })
+}
+
+/// One compiled `map` block.
+#[derive(Debug)]
+pub struct Map {
+    /// The variable, lowercase, without `$`.
+    pub name: String,
+    source: Template,
+    hostnames: bool,
+    values: Vec<Template>,
+    /// Lowercased key -> index in `values`.
+    exact: HashMap<Box<[u8]>, usize>,
+    /// `*.example.com` and `.example.com` by `example.com`; the flag says
+    /// whether the name itself matches too (the `.` form).
+    head: HashMap<Box<[u8]>, (usize, bool)>,
+    /// `www.example.*` by `www.example`.
+    tail: HashMap<Box<[u8]>, usize>,
+    regexes: Vec<(Regex, usize)>,
+    default: Option<Template>,
+}
+
+fn compile(text: &str, scope: &dyn Fn(&str) -> Option<Var>) -> Result<Template, ConfError> {
+    Template::compile_with(text, scope).map_err(|e| ConfError::bare(e.to_string()))
+}
+
+impl Map {
+    /// Builds `conf`; `names` resolves the other maps' variables.
+    pub fn build(conf: &MapConf, names: &MapNames) -> Result<Map, ConfError> {
+        let scope = |n: &str| names.var(n);
+        let mut map = Map {
+            name: conf.name.clone(),
+            source: compile(&conf.source, &scope)?,
+            hostnames: conf.hostnames,
+            values: Vec::with_capacity(conf.entries.len()),
+            exact: HashMap::new(),
+            head: HashMap::new(),
+            tail: HashMap::new(),
+            regexes: Vec::new(),
+            default: conf
+                .default
+                .as_deref()
+                .map(|d| compile(d, &scope))
+                .transpose()?,
+        };
+        for entry in &conf.entries {
+            let i = map.values.len();
+            let value = match &entry.key {
+                MapKey::Regex { pattern, caseless } => {
+                    let re = regex(pattern, *caseless)
+                        .map_err(|e| ConfError::at(e, entry.loc.clone()))?;
+                    // The regex's named groups are variables of its value.
+                    let groups: Vec<(String, u8)> = re
+                        .capture_names()
+                        .enumerate()
+                        .filter_map(|(g, n)| Some((n?.to_ascii_lowercase(), u8::try_from(g).ok()?)))
+                        .collect();
+                    let scope = |n: &str| {
+                        groups
+                            .iter()
+                            .find(|(name, _)| name == n)
+                            .map(|&(_, g)| Var::Capture(g))
+                            .or_else(|| names.var(n))
+                    };
+                    let value = compile(&entry.value, &scope)?;
+                    map.regexes.push((re, i));
+                    value
+                }
+                MapKey::Exact(key) => {
+                    map.exact.insert(key.as_bytes().into(), i);
+                    compile(&entry.value, &scope)?
+                }
+                MapKey::Head { suffix, dot } => {
+                    map.head.insert(suffix.as_bytes().into(), (i, *dot));
+                    compile(&entry.value, &scope)?
+                }
+                MapKey::Tail(prefix) => {
+                    map.tail.insert(prefix.as_bytes().into(), i);
+                    compile(&entry.value, &scope)?
+                }
+            };
+            map.values.push(value);
+        }
+        Ok(map)
+    }
+
+    /// The maps whose variables this one's templates use.
+    pub fn uses(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(&self.source)
+            .chain(&self.values)
+            .chain(&self.default)
+            .flat_map(Template::maps)
+    }
+
+    /// Appends the value for the request to `out`.
+    pub fn eval(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
+        let mut source = Vec::new();
+        self.source.eval_into(cx, &mut source);
+        if self.hostnames && source.last() == Some(&b'.') {
+            source.pop();
+        }
+        if let Some(value) = self.find(&source) {
+            return value.eval_into(cx, out);
+        }
+        for (re, i) in &self.regexes {
+            if let Some(groups) = re.captures(&source) {
+                let with_groups = VarCtx {
+                    captures: Some(&groups),
+                    ..*cx
+                };
+                return self.values[*i].eval_into(&with_groups, out);
+            }
+        }
+        if let Some(d) = &self.default {
+            d.eval_into(cx, out);
+        }
+    }
+
+    /// The exact and wildcard keys (nginx's combined hash).
+    fn find(&self, source: &[u8]) -> Option<&Template> {
+        let lower = source.to_ascii_lowercase();
+        if let Some(&i) = self.exact.get(&lower[..]) {
+            return Some(&self.values[i]);
+        }
+        if !self.hostnames {
+            return None;
+        }
+        if let Some(&(i, true)) = self.head.get(&lower[..]) {
+            return Some(&self.values[i]);
+        }
+        // The longest suffix after a dot is the most specific key.
+        for (at, _) in lower.iter().enumerate().filter(|(_, &c)| c == b'.') {
+            if let Some(&(i, _)) = self.head.get(&lower[at + 1..]) {
+                return Some(&self.values[i]);
+            }
+        }
+        for (at, _) in lower.iter().enumerate().rev().filter(|(_, &c)| c == b'.') {
+            if let Some(&i) = self.tail.get(&lower[..at]) {
+                return Some(&self.values[i]);
+            }
+        }
+        None
+    }
+}
+
+/// Builds every map, refusing a cycle of map variables (nginx finds one
+/// only when a request evaluates it, and answers 500).
+pub fn build_all(confs: &[MapConf]) -> Result<Box<[Map]>, ConfError> {
+    let names = MapNames::new(confs);
+    let maps = confs
+        .iter()
+        .map(|c| Map::build(c, &names))
+        .collect::<Result<Vec<_>, _>>()?;
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; maps.len()];
+    fn visit(i: usize, maps: &[Map], state: &mut [u8], confs: &[MapConf]) -> Result<(), ConfError> {
+        match state[i] {
+            1 => {
+                return Err(ConfError::at(
+                    format!("cycle in the \"{}\" map variable", confs[i].name),
+                    confs[i].loc.clone(),
+                ))
+            }
+            2 => return Ok(()),
+            _ => {}
+        }
+        state[i] = 1;
+        for j in maps[i].uses() {
+            visit(j as usize, maps, state, confs)?;
+        }
+        state[i] = 2;
+        Ok(())
+    }
+    for i in 0..maps.len() {
+        visit(i, &maps, &mut state, confs)?;
+    }
+    Ok(maps.into_boxed_slice())
+}
