@@ -518,9 +518,9 @@ fn header_lines_with_names_nginx_does_not_take_are_dropped_as_nginx_drops_them()
     }
 }
 
-/// A backend that answers every request 302 with the Location (and the
-/// Refresh URL) its query `?l=` gives in hex.
-fn redirecting_backend() -> u16 {
+/// A backend that answers each request with `answer(target)`, then
+/// closes the connection.
+fn answering_backend(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -530,19 +530,27 @@ fn redirecting_backend() -> u16 {
             };
             let head = String::from_utf8_lossy(&head).into_owned();
             let target = head.split(' ').nth(1).unwrap_or("/");
-            let hex = target.split_once("?l=").map_or("", |(_, h)| h);
-            let location: Vec<u8> = (0..hex.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            let mut answer = b"HTTP/1.1 302 Found\r\nLocation: ".to_vec();
-            answer.extend_from_slice(&location);
-            answer.extend_from_slice(b"\r\nRefresh: 5; url=");
-            answer.extend_from_slice(&location);
-            answer.extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = stream.write_all(&answer);
+            let _ = stream.write_all(&answer(target));
         }
     });
     port
+}
+
+/// A backend that answers every request 302 with the Location (and the
+/// Refresh URL) its query `?l=` gives in hex.
+fn redirecting_backend() -> u16 {
+    answering_backend(|target| {
+        let hex = target.split_once("?l=").map_or("", |(_, h)| h);
+        let location: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        let mut answer = b"HTTP/1.1 302 Found\r\nLocation: ".to_vec();
+        answer.extend_from_slice(&location);
+        answer.extend_from_slice(b"\r\nRefresh: 5; url=");
+        answer.extend_from_slice(&location);
+        answer.extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        answer
+    })
 }
 
 /// nginx or waypost with upstream `up` (the backend) and a server of the
@@ -732,4 +740,60 @@ fn headers_nginx_hides_are_hidden() {
         "nginx's, the reference"
     );
     assert_eq!(seen(false), theirs);
+}
+
+/// A backend answering `GET /NNN-REASON` with the status line `HTTP/1.1
+/// NNN REASON` (`_` for a space; no reason after `NNN-` at all).
+fn status_backend() -> u16 {
+    answering_backend(|target| {
+        let (code, reason) = target[1..].split_once('-').unwrap_or(("200", "OK"));
+        let line = match reason {
+            "" => format!("HTTP/1.1 {code}"),
+            r => format!("HTTP/1.1 {code} {}", r.replace('_', " ")),
+        };
+        format!("{line}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes()
+    })
+}
+
+/// The status line of a proxied answer is the upstream's, as nginx passes
+/// it; of an answer the proxy makes, nginx's (`302 Moved Temporarily`).
+#[test]
+fn status_lines_are_nginx_status_lines() {
+    let backend = status_backend();
+    let lines = |nginx: bool| {
+        let (_server, port) = up_server(
+            nginx,
+            backend,
+            "        location / { proxy_pass http://up; }\n\
+             \x20       location /made/ { return 302 /x; }\n\
+             \x20       location /made/401 { return 401; }\n\
+             \x20       location /made/405 { return 405; }\n\
+             \x20       location /made/299 { return 299; }\n\
+             \x20       location /made/504 { return 504; }\n",
+        );
+        [
+            "/200-OK",
+            "/200-Fine",
+            "/302-Found",
+            "/302-Moved_Temporarily",
+            "/418-I'm_a_teapot",
+            "/404-Not_Found",
+            "/204-",
+            "/made/",
+            "/made/401",
+            "/made/405",
+            "/made/299",
+            "/made/504",
+        ]
+        .iter()
+        .map(|path| {
+            let head = ask(port, path, "h");
+            format!("{path} {}", head.lines().next().unwrap_or(""))
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = lines(false);
+    assert_eq!(ours, lines(true), "left: waypost, right: nginx");
+    assert!(ours.iter().any(|l| l.ends_with("302 Found")));
+    assert!(ours.iter().any(|l| l.ends_with("302 Moved Temporarily")));
 }

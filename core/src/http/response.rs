@@ -147,6 +147,54 @@ pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
 
 /// The reason nginx prints in its error pages: mostly the standard one, but
 /// nginx keeps some older wordings (`ngx_http_special_response.c`).
+/// The reason phrase of nginx's status line (`ngx_http_status_lines`) for
+/// an answer waypost makes; empty where nginx has none, which then writes
+/// the code and a space. (Its error pages' titles differ for 302 and 401:
+/// [`reason`].)
+pub fn status_text(code: StatusCode) -> &'static str {
+    match code.as_u16() {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Time-out",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Requested Range Not Satisfiable",
+        421 => "Misdirected Request",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "",
+    }
+}
+
+/// The title of nginx's page for a status.
 pub fn reason(code: StatusCode) -> &'static str {
     match code.as_u16() {
         401 => "Authorization Required",

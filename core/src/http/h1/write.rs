@@ -78,8 +78,18 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     }
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(crate::http::response::reason(status).as_bytes());
+    // A proxied answer keeps its upstream's reason phrase, as nginx's.
+    match resp.body().passed().and_then(|p| p.reason.as_deref()) {
+        Some([]) => {}
+        Some(reason) => {
+            buf.push(b' ');
+            buf.extend_from_slice(reason);
+        }
+        None => {
+            buf.push(b' ');
+            buf.extend_from_slice(crate::http::response::status_text(status).as_bytes());
+        }
+    }
     buf.extend_from_slice(b"\r\n");
     // As nginx's header filter: Server and Date first, in its spelling.
     // Written here for every response rather than put in each response's

@@ -49,6 +49,9 @@ pub struct Passed {
     pub length: Option<u64>,
     /// A Location or Refresh line is among them (`proxy_redirect`).
     pub redirect: bool,
+    /// The upstream's reason phrase, which nginx passes on, where it is
+    /// not the one waypost would write.
+    pub reason: Option<Box<[u8]>>,
 }
 
 impl Passed {
@@ -237,6 +240,10 @@ fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parse
         lines: Vec::with_capacity(len),
         length: None,
         redirect: false,
+        reason: match res.reason {
+            Some(r) if r == crate::http::response::status_text(status) => None,
+            r => Some(r.unwrap_or("").as_bytes().into()),
+        },
     });
     // Where the Content-Length line passed on is in `passed.lines`.
     let mut length_line = None;
