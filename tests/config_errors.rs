@@ -466,6 +466,21 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "regex location: proxy_pass with a URI",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location ~ ^/x {\n            proxy_pass http://127.0.0.1:1/y;\n        }\n    }\n}\n",
+            Emerg("\"proxy_pass\" cannot have URI part in location given by regular expression, or inside named location, or inside \"if\" statement, or inside \"limit_except\" block in {conf}:8"),
+        ),
+        Case::head(
+            "regex location: a prefix inside",
+            "http {\n    server {\n        location ~ x {\n            location /y { }\n        }\n    }\n}\n",
+            Emerg("location \"/y\" is outside location \"x\" in {conf}:7"),
+        ),
+        Case::head(
+            "regex locations nginx takes",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location ~* \\.(gif|jpg)$ { return 204; }\n        location ~\\.php$ { return 204; }\n        location ~*\\.TXT$ { return 204; }\n        location ~ \\.php$ { return 204; }\n        location /a { location ~ ^/a/(?<rest>.*) { return 200 $1; } }\n        location ^~ /static/ { return 204; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use waypost_tests::{assert_same_answers, free_ports, run_waypost, wrap_http, Server, TempDir};
+use waypost_tests::{assert_same_answers, first_report, free_ports, wrap_http, Server, TempDir};
 
 /// The `http` block lines both run: maps, a proxy on `port` with its
 /// backend on `back`, and an upstream balanced by a map's value over the
@@ -205,28 +205,12 @@ fn maps_match_nginx() {
     );
 }
 
-/// `waypost -t`'s first error line for `http`.
-fn refused(http: &str) -> String {
-    let dir = TempDir::new("map-refused");
-    let conf = dir.write(
-        "t.conf",
-        &format!("error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n{http}}}\n"),
-    );
-    let out = run_waypost(&dir, &["-t", "-c", &conf.display().to_string()]);
-    assert!(!out.status.success(), "{http} was taken");
-    let err = String::from_utf8_lossy(&out.stderr);
-    err.lines()
-        .next()
-        .unwrap_or("")
-        .replace(&conf.display().to_string(), "CONF")
-}
-
 /// Where waypost refuses a config nginx takes: a regex the `regex` crate
 /// does not have (nginx's PCRE does), and a cycle of map variables, which
 /// nginx finds only when a request evaluates it (and answers 500).
 #[test]
 fn refused_where_nginx_would_fail_later() {
-    let lookbehind = refused("  map $uri $m { ~(?<=a)b 1; }\n");
+    let lookbehind = first_report("  map $uri $m { ~(?<=a)b 1; }\n");
     assert!(
         lookbehind.starts_with(
             "waypost: [emerg] regular expression \"(?<=a)b\" is not valid or not supported: "
@@ -234,7 +218,7 @@ fn refused_where_nginx_would_fail_later() {
         "{lookbehind}"
     );
     assert_eq!(
-        refused("  map $uri $a { default $b; }\n  map $a $b { x y; }\n"),
+        first_report("  map $uri $a { default $b; }\n  map $a $b { x y; }\n"),
         "waypost: [emerg] cycle in the \"a\" map variable in CONF:5"
     );
 }

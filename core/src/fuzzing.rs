@@ -209,7 +209,7 @@ impl Harness {
         let (parts, raw, extra, framing) = request(data)?;
         let head = ParsedHead::parse(&parts).ok()?;
         let server = self.proxy.listens.first()?.server(None);
-        let location = server.locations.find(head.uri(&parts.uri))?;
+        let (location, _) = server.locations.find(head.uri(&parts.uri))?;
         let Action::Proxy(p) = &location.action else {
             return None;
         };

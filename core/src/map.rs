@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use regex::bytes::{Regex, RegexBuilder};
+use regex::bytes::Regex;
 
 use crate::conf::model::{MapConf, MapKey};
 use crate::conf::ConfError;
@@ -39,24 +39,6 @@ impl MapNames {
     pub fn var(&self, name: &str) -> Option<Var> {
         self.0.get(name).map(|&i| Var::Map(i))
     }
-}
-
-/// A `~`/`~*` key's pattern, compiled as nginx's PCRE would match it:
-/// bytes, not UTF-8 characters (`.` is one byte, `\w` ASCII).
-pub fn regex(pattern: &str, caseless: bool) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(caseless)
-        .unicode(false)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::Syntax(text) => text
-                .lines()
-                .last()
-                .unwrap_or("invalid regular expression")
-                .trim_start_matches("error: ")
-                .to_owned(),
-            other => other.to_string(),
-        })
 }
 
 /// One compiled `map` block.
@@ -105,7 +87,7 @@ impl Map {
             let i = map.values.len();
             let value = match &entry.key {
                 MapKey::Regex { pattern, caseless } => {
-                    let re = regex(pattern, *caseless)
+                    let re = crate::vars::regex(pattern, *caseless)
                         .map_err(|e| ConfError::at(e, entry.loc.clone()))?;
                     // The regex's named groups are variables of its value.
                     let groups: Vec<(String, u8)> = re

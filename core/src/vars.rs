@@ -202,6 +202,25 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
     "upstream_cookie_",
 ];
 
+/// A `~`/`~*` pattern (a regex `location`, a `map` key), compiled as
+/// nginx's PCRE would match it: bytes, not UTF-8 characters (`.` is one
+/// byte, `\w` ASCII).
+pub fn regex(pattern: &str, caseless: bool) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .case_insensitive(caseless)
+        .unicode(false)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::Syntax(text) => text
+                .lines()
+                .last()
+                .unwrap_or("invalid regular expression")
+                .trim_start_matches("error: ")
+                .to_owned(),
+            other => other.to_string(),
+        })
+}
+
 /// Whether nginx 1.22 has a variable of exactly this name (lowercase), not
 /// one of a prefixed family (`arg_*`, `http_*`, ...): a `map` may not
 /// define it (`the duplicate "host" variable`).

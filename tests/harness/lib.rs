@@ -181,6 +181,22 @@ pub fn run_waypost(dir: &TempDir, args: &[&str]) -> Output {
         .expect("run waypost")
 }
 
+/// The first line `waypost -t` prints for a config of the `http` block's
+/// lines `http` (from line 5), the file named `CONF`.
+pub fn first_report(http: &str) -> String {
+    let dir = TempDir::new("report");
+    let conf = dir.write(
+        "t.conf",
+        &format!("error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n{http}}}\n"),
+    );
+    let out = run_waypost(&dir, &["-t", "-c", &conf.display().to_string()]);
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .replace(&conf.display().to_string(), "CONF")
+}
+
 /// The server's stderr goes to `stderr.log` in its directory: a pipe that
 /// nobody reads would block the server once full.
 fn stderr_file(dir: &TempDir) -> Stdio {

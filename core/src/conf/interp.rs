@@ -455,6 +455,8 @@ struct LocationInfo {
     name: String,
     exact: bool,
     named: bool,
+    /// `~`/`~*`: not in nginx's static tree (no duplicates checked).
+    regex: bool,
     loc: Loc,
     children: Vec<usize>,
 }
@@ -1402,14 +1404,7 @@ impl<'a> Interp<'a> {
                     Some(p) => (p, true),
                     None => (pattern, false),
                 };
-                let re = crate::map::regex(pattern, caseless).map_err(|e| {
-                    ConfError::at(
-                        format!(
-                            "regular expression \"{pattern}\" is not valid or not supported: {e}"
-                        ),
-                        item.loc.clone(),
-                    )
-                })?;
+                let re = compile_regex(pattern, caseless, item)?;
                 // Its named groups are variables of the value.
                 let groups: HashSet<String> = re
                     .capture_names()
@@ -1780,24 +1775,53 @@ impl<'a> Interp<'a> {
     ) -> Result<usize, ConfError> {
         // nginx's forms: `= P`, `^~ P`, `~ R`, `~* R`, and the same modifiers
         // glued to the name; a name starting with `@` is a named location.
-        let (exact, named, name) = match (d.args[0].as_str(), d.args.get(1)) {
-            ("=", Some(p)) => (true, false, p.clone()),
-            ("^~", Some(p)) => (false, false, p.clone()),
-            ("~" | "~*", Some(_)) => {
-                return err("regular expression locations are not supported", d);
+        let (mut exact, mut named, mut noregex, mut regex) = (false, false, false, None);
+        let name = match (d.args[0].as_str(), d.args.get(1)) {
+            ("=", Some(p)) => {
+                exact = true;
+                p.clone()
+            }
+            ("^~", Some(p)) => {
+                noregex = true;
+                p.clone()
+            }
+            ("~", Some(p)) => {
+                regex = Some(false);
+                p.clone()
+            }
+            ("~*", Some(p)) => {
+                regex = Some(true);
+                p.clone()
             }
             (m, Some(_)) => return err(format!("invalid location modifier \"{m}\""), d),
             (p, None) => {
                 if let Some(rest) = p.strip_prefix('=') {
-                    (true, false, rest.to_owned())
+                    exact = true;
+                    rest.to_owned()
                 } else if let Some(rest) = p.strip_prefix("^~") {
-                    (false, false, rest.to_owned())
-                } else if p.starts_with('~') {
-                    return err("regular expression locations are not supported", d);
+                    noregex = true;
+                    rest.to_owned()
+                } else if let Some(rest) = p.strip_prefix("~*") {
+                    regex = Some(true);
+                    rest.to_owned()
+                } else if let Some(rest) = p.strip_prefix('~') {
+                    regex = Some(false);
+                    rest.to_owned()
                 } else {
-                    (false, p.starts_with('@'), p.to_owned())
+                    named = p.starts_with('@');
+                    p.to_owned()
                 }
             }
+        };
+        let regex = match regex {
+            Some(caseless) => {
+                compile_regex(&name, caseless, d)?;
+                Some(LocationRegex {
+                    pattern: name.clone(),
+                    caseless,
+                })
+            }
+            None => None,
         };
         if let Some(p) = parent {
             let outer = &self.locations[p];
@@ -1815,7 +1839,7 @@ impl<'a> Interp<'a> {
                     )
                 } else if named {
                     format!("named location \"{name}\" can be on the server level only")
-                } else if !name.starts_with(outer.name.as_str()) {
+                } else if regex.is_none() && !name.starts_with(outer.name.as_str()) {
                     format!("location \"{name}\" is outside location \"{}\"", outer.name)
                 } else {
                     String::new()
@@ -1825,12 +1849,17 @@ impl<'a> Interp<'a> {
                 }
             }
         }
+        let parent_index = parent.map(|p| self.locations[p].index);
         let locations = &mut self.http.servers[server].locations;
         let index = locations.len();
+        let is_regex = regex.is_some();
         locations.push(LocationConf {
             filters: Vec::new(),
             path: name.clone(),
             exact,
+            noregex,
+            regex,
+            parent: parent_index,
             action: Action::None,
             proxy: ProxyConf::default(),
             client: ClientLimits::default(),
@@ -1849,6 +1878,7 @@ impl<'a> Interp<'a> {
             name,
             exact,
             named,
+            regex: is_regex,
             loc: d.loc.clone(),
             children: Vec::new(),
         });
@@ -1890,7 +1920,7 @@ impl<'a> Interp<'a> {
                     default_redirect =
                         Some(default_redirect_of(&item.args[0], url.uri.is_some(), path));
                     let entry = self.pass_entry(&authority, &url, item)?;
-                    if named && url.uri.is_some() {
+                    if (named || is_regex) && url.uri.is_some() {
                         return err(
                             "\"proxy_pass\" cannot have URI part in location given by regular expression, \
                              or inside named location, or inside \"if\" statement, or inside \"limit_except\" block",
@@ -2164,7 +2194,7 @@ impl<'a> Interp<'a> {
         let mut sorted: Vec<&LocationInfo> = level
             .iter()
             .map(|&i| &self.locations[i])
-            .filter(|l| !l.named)
+            .filter(|l| !l.named && !l.regex)
             .collect();
         // Stable, so equal names keep their file order; exact ones first.
         sorted.sort_by(|a, b| a.name.cmp(&b.name).then(b.exact.cmp(&a.exact)));
@@ -2316,6 +2346,22 @@ fn real_ip_from(d: &Directive) -> Result<Vec<Cidr>, ConfError> {
         Some(addrs) => Ok(addrs.iter().map(|a| realip::exact(a.ip())).collect()),
         None => err(format!("host not found in set_real_ip_from \"{value}\""), d),
     }
+}
+
+/// A `~`/`~*` pattern of `d` (a `location`, a `map` line). nginx's PCRE
+/// takes a few patterns the `regex` crate does not (look-around,
+/// backreferences), which are refused by name here.
+fn compile_regex(
+    pattern: &str,
+    caseless: bool,
+    d: &Directive,
+) -> Result<regex::bytes::Regex, ConfError> {
+    crate::vars::regex(pattern, caseless).map_err(|e| {
+        ConfError::at(
+            format!("regular expression \"{pattern}\" is not valid or not supported: {e}"),
+            d.loc.clone(),
+        )
+    })
 }
 
 /// Whether two `map` keys are the same key of nginx's combined hash: a

@@ -246,8 +246,15 @@ pub struct CertificateConf {
 
 #[derive(Debug)]
 pub struct LocationConf {
+    /// The path, or a regex location's pattern.
     pub path: String,
     pub exact: bool,
+    /// `^~`: a match stops the regex locations of the level above.
+    pub noregex: bool,
+    /// `~ PATTERN` or `~* PATTERN`.
+    pub regex: Option<LocationRegex>,
+    /// The enclosing location, by index in the server's list.
+    pub parent: Option<usize>,
     pub action: Action,
     pub proxy: ProxyConf,
     pub client: ClientLimits,
@@ -262,6 +269,14 @@ pub struct LocationConf {
     pub add_headers: Vec<AddHeader>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
+}
+
+/// A regex location's pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationRegex {
+    pub pattern: String,
+    /// `~*`
+    pub caseless: bool,
 }
 
 #[derive(Debug, Clone)]

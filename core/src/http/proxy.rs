@@ -59,6 +59,8 @@ pub struct ClientCx<'a> {
     pub server: &'a Server,
     /// The configuration's `map`s.
     pub maps: &'a [crate::map::Map],
+    /// The groups of the regex location that took the request.
+    pub captures: Option<&'a regex::bytes::Captures<'a>>,
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
@@ -594,7 +596,7 @@ pub async fn run(
         status: 0,
         request_line: b"",
         maps: cx.maps,
-        captures: None,
+        captures: cx.captures,
     };
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {

@@ -778,6 +778,14 @@ async fn handle(
     if let Some(real) = server_realip {
         client = real;
     }
+    // A regex location's groups are `$1`..`$9` for the request.
+    let (location, groups) = match server.ret {
+        Some(_) => (None, None),
+        None => match server.locations.find(head.uri(&parts.uri)) {
+            Some((location, groups)) => (Some(location), groups),
+            None => (None, None),
+        },
+    };
     let vars = |client: SocketAddr, status: u16, proxy_host| VarCtx {
         req: parts,
         head: &head,
@@ -791,7 +799,7 @@ async fn handle(
         status,
         request_line: b"",
         maps: &rt.maps,
-        captures: None,
+        captures: groups.as_ref(),
     };
 
     let client_cx = |client: SocketAddr| ClientCx {
@@ -804,6 +812,7 @@ async fn handle(
         raw,
         server,
         maps: &rt.maps,
+        captures: groups.as_ref(),
     };
 
     // What no location answers is logged with the server's access logs.
@@ -816,11 +825,6 @@ async fn handle(
             resp.body_mut().set_record(Some(record));
         }
         resp
-    };
-    let location = if server.ret.is_some() {
-        None
-    } else {
-        server.locations.find(head.uri(&parts.uri))
     };
     // nginx's find-config phase: the location's `client_max_body_size`
     // against the announced length (the server level's where no location

@@ -351,6 +351,7 @@ fn server(
     let mut list = Vec::with_capacity(s.locations.len());
     let mut exact = HashMap::new();
     let mut prefixes = Vec::new();
+    let mut server_regexes = Vec::new();
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
@@ -365,12 +366,39 @@ fn server(
             }
         };
         let access_log = access_logs(&l.access_log, &mut logs, formats, filters)?;
-        if l.exact {
-            exact.insert(l.path.clone(), i);
-        } else {
-            prefixes.push((l.path.clone(), i));
+        // A location inside a regex one is reached only through it.
+        let mut in_regex = false;
+        let mut up = l.parent;
+        while let Some(p) = up {
+            in_regex |= s.locations[p].regex.is_some();
+            up = s.locations[p].parent;
         }
+        let regex = match &l.regex {
+            Some(r) => Some(crate::vars::regex(&r.pattern, r.caseless).map_err(ConfError::bare)?),
+            None => None,
+        };
+        match (&regex, l.parent) {
+            (Some(_), None) => server_regexes.push(i),
+            // Its parent lists it.
+            (Some(_), Some(_)) => {}
+            (None, _) if in_regex => {}
+            (None, _) if l.exact => {
+                exact.insert(l.path.clone(), i);
+            }
+            (None, _) => prefixes.push((l.path.clone(), i)),
+        }
+        let regexes = s
+            .locations
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.parent == Some(i) && c.regex.is_some())
+            .map(|(j, _)| j)
+            .collect();
         list.push(Location {
+            regex,
+            regexes,
+            noregex: l.noregex,
+            parent: l.parent,
             prefix: l.path.clone(),
             action,
             access_log,
@@ -392,6 +420,8 @@ fn server(
         locations: Locations {
             exact,
             prefixes,
+            any_regex: !list.iter().all(|l| l.regex.is_none()),
+            regexes: server_regexes.into_boxed_slice(),
             list,
         },
         keepalive_timeout: s.keepalive_timeout,

@@ -112,31 +112,97 @@ pub struct Server {
     pub http2: bool,
 }
 
-/// Locations of a server: exact matches, and prefixes longest first.
+/// Locations of a server: exact matches, prefixes longest first, and
+/// regex locations by the level they are written at.
 pub struct Locations {
-    exact: HashMap<String, usize>,
-    prefixes: Vec<(String, usize)>,
+    pub(crate) exact: HashMap<String, usize>,
+    pub(crate) prefixes: Vec<(String, usize)>,
+    /// The regex locations written at the server level, in order.
+    pub(crate) regexes: Box<[usize]>,
+    /// Whether the server has regex locations at all.
+    pub(crate) any_regex: bool,
     pub list: Vec<Location>,
 }
 
+/// A location found for a request, and the groups of the regex that chose
+/// it (`$1`..`$9` for the request).
+pub type Found<'a, 'u> = (&'a Location, Option<regex::bytes::Captures<'u>>);
+
 impl Locations {
-    /// The location for a normalized URI (`$uri`).
-    pub fn find(&self, uri: &[u8]) -> Option<&Location> {
+    /// The location for a normalized URI (`$uri`), as nginx's
+    /// `ngx_http_core_find_location`: an exact match; else the regex
+    /// locations (see `find_regex`); else the longest prefix.
+    pub fn find<'u>(&self, uri: &'u [u8]) -> Option<Found<'_, 'u>> {
         if let Some(&i) = std::str::from_utf8(uri)
             .ok()
             .and_then(|u| self.exact.get(u))
         {
-            return Some(&self.list[i]);
+            return Some((&self.list[i], None));
         }
-        self.prefixes
+        let prefix = self
+            .prefixes
             .iter()
             .find(|(p, _)| uri.starts_with(p.as_bytes()))
-            .map(|&(_, i)| &self.list[i])
+            .map(|&(_, i)| i);
+        if self.any_regex {
+            if let Some(found) = self.find_regex(uri, prefix) {
+                return Some(found);
+            }
+        }
+        prefix.map(|i| (&self.list[i], None))
+    }
+
+    /// The regex locations nginx tries after the longest prefix: those
+    /// nested in it first, then those of each level out to the server's,
+    /// in the order written; a `^~` prefix keeps the level above it from
+    /// being tried. Out of line: most servers have none.
+    #[inline(never)]
+    fn find_regex<'u>(&self, uri: &'u [u8], prefix: Option<usize>) -> Option<Found<'_, 'u>> {
+        let mut level = prefix;
+        let mut skip = false;
+        loop {
+            let list = match level {
+                Some(i) => &self.list[i].regexes[..],
+                None => &self.regexes[..],
+            };
+            if !skip {
+                if let Some(found) = self.first_regex(list, uri) {
+                    return Some(found);
+                }
+            }
+            let i = level?;
+            skip = self.list[i].noregex;
+            level = self.list[i].parent;
+        }
+    }
+
+    /// The first of `list` whose regex matches, or the first of its own
+    /// nested regex locations that does.
+    fn first_regex<'u>(&self, list: &[usize], uri: &'u [u8]) -> Option<Found<'_, 'u>> {
+        for &i in list {
+            let location = &self.list[i];
+            let Some(groups) = location.regex.as_ref().and_then(|re| re.captures(uri)) else {
+                continue;
+            };
+            return Some(
+                self.first_regex(&location.regexes, uri)
+                    .unwrap_or((location, Some(groups))),
+            );
+        }
+        None
     }
 }
 
 pub struct Location {
     pub prefix: String,
+    /// `~`/`~*`: the pattern, matched against `$uri`.
+    pub regex: Option<regex::bytes::Regex>,
+    /// The regex locations written inside this one, in order.
+    pub regexes: Box<[usize]>,
+    /// `^~`
+    pub noregex: bool,
+    /// The enclosing location, by index in [`Locations::list`].
+    pub parent: Option<usize>,
     pub action: Action,
     /// The location's logs, each written once per request, in order;
     /// `None` with `access_log off`.

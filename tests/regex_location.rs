@@ -1,0 +1,158 @@
+//! Regex locations side by side with nginx: the same URIs reach the same
+//! locations (exact first, then the regexes nested in the longest prefix,
+//! then those of each level out to the server's, `^~` stopping the level
+//! above it, `~*` without case, regexes nested in regexes), with the same
+//! `$1`.. groups in `return`, `proxy_set_header` and the access log, and
+//! `allow`/`deny` and proxying in regex locations. Then the config errors.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use waypost_tests::{assert_same_answers, first_report, free_ports, wrap_http, Server};
+
+fn conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format groups '$uri $status $request_uri';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/groups.log groups;\n\
+             \x20       location / {{ return 200 \"root\\n\"; }}\n\
+             \x20       location /a {{\n\
+             \x20           return 200 \"a\\n\";\n\
+             \x20           location ~ x$ {{ return 200 \"a-regex-x\\n\"; }}\n\
+             \x20           location ^~ /a/b {{\n\
+             \x20               return 200 \"a/b-noregex\\n\";\n\
+             \x20               location ~ y$ {{ return 200 \"ab-regex-y\\n\"; }}\n\
+             \x20           }}\n\
+             \x20           location /a/c {{ return 200 \"a/c\\n\"; }}\n\
+             \x20       }}\n\
+             \x20       location ^~ /n {{ return 200 \"n-noregex\\n\"; location ~ z$ {{ return 200 \"n-regex-z\\n\"; }} }}\n\
+             \x20       location = /exact.php {{ return 200 \"exact\\n\"; }}\n\
+             \x20       location ~ \\.(php|x)$ {{\n\
+             \x20           return 200 \"php $1\\n\";\n\
+             \x20           location ~ /deep/ {{ return 200 \"deep $1\\n\"; }}\n\
+             \x20       }}\n\
+             \x20       location ~* \\.JPG$ {{ return 200 \"jpg\\n\"; }}\n\
+             \x20       location ~ ^/cap/(\\w+)/(\\d+) {{ return 200 \"cap $1 $2\\n\"; }}\n\
+             \x20       location ~ /\\. {{ deny all; }}\n\
+             \x20       location ~ ^/api/(v\\d)/ {{\n\
+             \x20           proxy_pass http://127.0.0.1:{back};\n\
+             \x20           proxy_set_header X-Version $1;\n\
+             \x20       }}\n\
+             \x20       location ~* ^/S/(.*) {{ return 302 /moved/$1; }}\n\
+             \x20   }}\n\
+             \x20   server {{ listen 127.0.0.1:{back}; location / {{ return 200 \"back $request_uri $http_x_version\\n\"; }} }}\n"
+        ),
+        nginx,
+    )
+}
+
+const URIS: &[&str] = &[
+    "/",
+    "/x",
+    "/a",
+    "/ax",
+    "/a/b",
+    "/a/bx",
+    "/a/by",
+    "/a/b.php",
+    "/a/c",
+    "/a/c.php",
+    "/a/cx",
+    "/a.php",
+    "/n",
+    "/nz",
+    "/n.php",
+    "/exact.php",
+    "/exact.PHP",
+    "/q.php",
+    "/deep/q.php",
+    "/q.jpg",
+    "/Q.JpG",
+    "/cap/ab/12",
+    "/cap/ab/x",
+    "/a/b/y",
+    "/a/b/x.x",
+    "/.git/config",
+    "/a/.htaccess",
+    "/api/v2/users?id=1",
+    "/api/x/users",
+    "/s/old/page?q=1",
+    "/S/Other",
+    "/x/../y.php",
+];
+
+/// The status line, Location and body of `GET uri`.
+fn ask(port: u16, uri: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let request = format!("GET {uri} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or("");
+    let location = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("location:"))
+        .unwrap_or("");
+    let location = location.replace(&format!(":{port}/"), ":PORT/");
+    let body = if status.contains(" 200 ") {
+        body.trim_end()
+    } else {
+        ""
+    };
+    format!("{status} {location} {body}")
+}
+
+fn run(nginx: bool) -> (Vec<String>, Vec<String>, usize) {
+    let ports = free_ports(2);
+    let server = Server::either(nginx, &conf(ports[0], ports[1], nginx), &ports);
+    let answers = URIS
+        .iter()
+        .map(|uri| format!("{uri} -> {}", ask(ports[0], uri)))
+        .collect();
+    let log = server.wait_lines("logs/groups.log", URIS.len());
+    let denied = server.log_messages("access forbidden by rule").len();
+    (answers, log, denied)
+}
+
+#[test]
+fn regex_locations_match_nginx() {
+    let (ours, our_log, our_denied) = run(false);
+    let (theirs, their_log, their_denied) = run(true);
+    assert_same_answers(&ours, &theirs);
+    assert_eq!(our_log, their_log, "access log (left: waypost)");
+    assert_eq!((our_denied, their_denied), (2, 2), "denied dot files");
+    for seen in [
+        "ab-regex-y",
+        "a-regex-x",
+        "n-regex-z",
+        "OK  deep",
+        "jpg",
+        "cap ab 12",
+        "back /api/v2/users?id=1 v2",
+        "/moved/old/page",
+    ] {
+        assert!(
+            ours.iter().any(|a| a.contains(seen)),
+            "{seen} never answered"
+        );
+    }
+}
+
+/// A pattern the `regex` crate lacks (nginx's PCRE has it) is refused at
+/// `-t`, at its line, rather than matching nothing.
+#[test]
+fn unsupported_patterns_are_refused_by_line() {
+    let report = first_report(
+        "  server {\n    listen 127.0.0.1:1;\n    location ~ ^/(?!api) { return 404; }\n  }\n",
+    );
+    assert!(
+        report.starts_with(
+            "waypost: [emerg] regular expression \"^/(?!api)\" is not valid or not supported: "
+        ) && report.ends_with(" in CONF:7"),
+        "{report}"
+    );
+}
