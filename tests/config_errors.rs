@@ -481,6 +481,41 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "ssl_session_cache: an unknown word",
+            "http {\n    ssl_session_cache foo;\n}\n",
+            Emerg("invalid session cache \"foo\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_cache: shared without a size",
+            "http {\n    ssl_session_cache shared:X;\n}\n",
+            Emerg("invalid session cache \"shared:X\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_cache: too small",
+            "http {\n    server {\n        ssl_session_cache shared:X:1k;\n    }\n}\n",
+            Emerg("session cache \"shared:X:1k\" is too small in {conf}:6"),
+        ),
+        Case::head(
+            "ssl_session_cache: builtin with a bad number",
+            "http {\n    ssl_session_cache builtin:abc;\n}\n",
+            Emerg("invalid session cache \"builtin:abc\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_session_tickets: not a flag",
+            "http {\n    ssl_session_tickets maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"ssl_session_tickets\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_ciphers twice",
+            "http {\n    ssl_ciphers HIGH;\n    ssl_ciphers HIGH;\n}\n",
+            Emerg("\"ssl_ciphers\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "certbot's TLS lines",
+            "http {\n    ssl_session_cache shared:le_nginx_SSL:10m;\n    ssl_session_timeout 1440m;\n    ssl_session_tickets off;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_prefer_server_ciphers off;\n    ssl_ciphers \"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384\";\n    server {\n        listen 127.0.0.1:{port};\n        ssl_session_cache off builtin;\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

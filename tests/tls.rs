@@ -15,7 +15,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use waypost_tests::{free_port, info_log, nginx_bin, run_waypost, wrap_http, Server, TempDir};
+use waypost_tests::{
+    free_port, info_log, nginx_bin, run_waypost, wrap_http, Server, TempDir, NGINX_TEMP_PATHS,
+};
 
 /// A test certificate authority.
 struct Ca {
@@ -217,6 +219,22 @@ impl ATest {
     /// waypost running [`ATest::conf`].
     fn waypost(&self, listen: &str, directives: &str) -> Server {
         Server::waypost(&self.conf(listen, directives), &[self.port])
+    }
+
+    /// nginx (one process, its temporary files in its directory) or
+    /// waypost running [`ATest::conf`].
+    fn either(&self, nginx: bool, listen: &str, directives: &str) -> Server {
+        let conf = self.conf(listen, directives);
+        let conf = if nginx {
+            let http = format!("http {{\n{NGINX_TEMP_PATHS}");
+            format!(
+                "master_process off;\n{}",
+                conf.replacen("http {\n", &http, 1)
+            )
+        } else {
+            conf
+        };
+        Server::either(nginx, &conf, &[self.port])
     }
 
     /// [`https`] to `a.test` on the test's server.
@@ -861,5 +879,153 @@ fn an_https_client_that_leaves_is_logged_499() {
     assert_eq!(
         wp.wait_lines("logs/t.log", 1),
         ["https|on|HTTP/1.1|GET /gone HTTP/1.1|499"]
+    );
+}
+
+/// `ssl_ciphers` beside nginx: which TLS 1.2 suites a client offering one
+/// of them gets a handshake with (certbot's list, keywords, `+` joins and
+/// `!` removals; the certificate is ECDSA).
+#[test]
+fn ssl_ciphers_choose_tls12_suites_as_nginx() {
+    let t = ATest::new();
+    let lists = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",
+        "HIGH:!aNULL:!MD5",
+        "EECDH+AESGCM:EDH+AESGCM",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "HIGH:!CHACHA20:!SHA384",
+    ];
+    let offers = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ];
+    let seen = |nginx: bool| {
+        let mut seen = Vec::new();
+        for list in lists {
+            let _server = t.either(
+                nginx,
+                "ssl",
+                &format!(
+                    "        ssl_ciphers \"{list}\";\n\
+                     \x20       location / {{ return 200 \"ok\\n\"; }}\n"
+                ),
+            );
+            for offer in offers {
+                let (ok, _) = t.https("/", &["--tls-max", "1.2", "--ciphers", offer]);
+                seen.push(format!("{list} / {offer}: {ok}"));
+            }
+        }
+        seen
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(ours.iter().any(|l| l.ends_with("true")) && ours.iter().any(|l| l.ends_with("false")));
+}
+
+/// How many of `openssl s_client -reconnect`'s five reconnections resumed
+/// the session (TLS 1.2; by session ID only with `no_ticket`).
+fn resumed(port: u16, no_ticket: bool) -> usize {
+    let connect = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        "a.test",
+        "-tls1_2",
+        "-reconnect",
+    ];
+    if no_ticket {
+        args.push("-no_ticket");
+    }
+    let out = Command::new("openssl")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Reused,"))
+        .count()
+}
+
+/// `ssl_session_cache` and `ssl_session_tickets` beside nginx: whether a
+/// client resumes by session ID or by ticket.
+#[test]
+fn session_resumption_as_nginx() {
+    let t = ATest::new();
+    let cases = [
+        ("", true),
+        ("", false),
+        ("ssl_session_cache shared:SSL:1m;", true),
+        ("ssl_session_cache builtin:1000 shared:SSL:1m;", true),
+        (
+            "ssl_session_cache shared:SSL:1m; ssl_session_timeout 0;",
+            true,
+        ),
+        ("ssl_session_cache off;", true),
+        ("ssl_session_cache none;", true),
+        ("ssl_session_tickets off;", false),
+        (
+            "ssl_session_tickets off; ssl_session_cache shared:SSL:10m;",
+            false,
+        ),
+    ];
+    let seen = |nginx: bool| {
+        cases
+            .iter()
+            .map(|(directives, no_ticket)| {
+                let _server = t.either(
+                    nginx,
+                    "ssl",
+                    &format!(
+                        "        {directives}\n\
+                         \x20       location / {{ return 200 \"ok\\n\"; }}\n"
+                    ),
+                );
+                format!(
+                    "{directives} no_ticket={no_ticket}: {}",
+                    resumed(t.port, *no_ticket)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(ours.iter().any(|l| l.ends_with(": 5")) && ours.iter().any(|l| l.ends_with(": 0")));
+}
+
+/// What waypost refuses where nginx's OpenSSL would take it: an
+/// `ssl_ciphers` list with no TLS 1.2 suite rustls has (TLS 1.2 clients
+/// could not connect); and, as nginx, an `ssl_dhparam` file that is not
+/// there (rustls does not use it: no finite-field DH suites).
+#[test]
+fn ssl_ciphers_and_dhparam_refused_by_line() {
+    let t = ATest::new();
+    let check = |directives: &str, want: &str| {
+        let conf = t.files.write(
+            "t.conf",
+            &t.conf("ssl", directives)
+                .replace("error_log logs/error.log;", "error_log stderr;"),
+        );
+        let conf = conf.display().to_string();
+        let out = run_waypost(&t.files, &["-t", "-c", &conf]);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let want = format!("waypost: [emerg] {}", want.replace("{conf}", &conf));
+        assert!(text.lines().any(|l| l == want), "want {want:?} in:\n{text}");
+    };
+    check(
+        "        ssl_ciphers AES128-SHA:DHE-RSA-AES128-GCM-SHA256;\n",
+        "\"ssl_ciphers\" \"AES128-SHA:DHE-RSA-AES128-GCM-SHA256\" names no TLS 1.2 cipher suite waypost has (ECDHE with AES-GCM or ChaCha20-Poly1305) in {conf}:14",
+    );
+    let missing = t.files.path.join("none.pem");
+    check(
+        &format!("        ssl_dhparam {};\n", missing.display()),
+        &format!(
+            "cannot load DH parameters \"{}\": open() failed (2: No such file or directory) in {{conf}}:14",
+            missing.display()
+        ),
     );
 }

@@ -225,6 +225,12 @@ struct Layer {
     ssl_protocols: Option<u32>,
     ssl_session_timeout: Option<Duration>,
     ssl_prefer_server: Option<bool>,
+    /// `ssl_ciphers`, as written, with where.
+    ssl_ciphers: Option<(String, Loc)>,
+    /// `ssl_session_cache`: the sessions kept (0: none).
+    ssl_session_cache: Option<usize>,
+    ssl_session_tickets: Option<bool>,
+    ssl_dhparam: Option<(PathBuf, Loc)>,
     http2: Option<bool>,
 }
 
@@ -304,6 +310,16 @@ impl Layer {
             ssl_protocols: self.ssl_protocols.or(parent.ssl_protocols),
             ssl_session_timeout: self.ssl_session_timeout.or(parent.ssl_session_timeout),
             ssl_prefer_server: self.ssl_prefer_server.or(parent.ssl_prefer_server),
+            ssl_ciphers: self
+                .ssl_ciphers
+                .clone()
+                .or_else(|| parent.ssl_ciphers.clone()),
+            ssl_session_cache: self.ssl_session_cache.or(parent.ssl_session_cache),
+            ssl_session_tickets: self.ssl_session_tickets.or(parent.ssl_session_tickets),
+            ssl_dhparam: self
+                .ssl_dhparam
+                .clone()
+                .or_else(|| parent.ssl_dhparam.clone()),
             http2: self.http2.or(parent.http2),
         }
     }
@@ -320,7 +336,29 @@ impl Layer {
             )));
         }
         let protocols = self.ssl_protocols.unwrap_or(TLS12 | TLS13);
+        let ciphers = match &self.ssl_ciphers {
+            None => None,
+            Some((text, loc)) => {
+                let suites = crate::runtime::tls::tls12_suites(text);
+                // With TLS 1.2 on, a list without a suite rustls has would
+                // leave TLS 1.2 clients with no handshake at all.
+                if suites.is_empty() && protocols & TLS12 != 0 && !certs.is_empty() {
+                    return Err(ConfError::at(
+                        format!(
+                            "\"ssl_ciphers\" \"{text}\" names no TLS 1.2 cipher suite waypost has \
+                             (ECDHE with AES-GCM or ChaCha20-Poly1305)"
+                        ),
+                        loc.clone(),
+                    ));
+                }
+                Some(suites)
+            }
+        };
         Ok(TlsConf {
+            ciphers,
+            session_cache: self.ssl_session_cache.unwrap_or(d.session_cache),
+            session_tickets: self.ssl_session_tickets.unwrap_or(d.session_tickets),
+            dhparam: self.ssl_dhparam.clone(),
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -1115,6 +1153,12 @@ impl<'a> Interp<'a> {
                 }
                 layer.ssl_protocols = Some(mask);
             }
+            "ssl_ciphers" => layer.ssl_ciphers = Some((d.args[0].clone(), d.loc.clone())),
+            "ssl_session_cache" => layer.ssl_session_cache = Some(session_cache(d)?),
+            "ssl_session_tickets" => {
+                layer.ssl_session_tickets = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
             "ssl_session_timeout" => {
                 layer.ssl_session_timeout = Some(
                     parse_time_sec(&d.args[0])
@@ -2295,6 +2339,8 @@ fn is_single(name: &str) -> bool {
             | "proxy_ssl_name"
             | "real_ip_header"
             | "ssl_session_timeout"
+            | "ssl_ciphers"
+            | "ssl_dhparam"
     ) || HASH_SIZES.contains(&name)
 }
 
@@ -2362,6 +2408,56 @@ fn compile_regex(
             d.loc.clone(),
         )
     })
+}
+
+/// `ssl_session_cache off|none|[builtin[:N]] [shared:NAME:SIZE]`, as
+/// `ngx_http_ssl_session_cache`: the sessions to keep. One cache serves
+/// the process's worker threads, so `builtin` and `shared` are the same
+/// here: N sessions, or about 4,000 per megabyte (nginx's figure).
+fn session_cache(d: &Directive) -> Result<usize, ConfError> {
+    // nginx's default builtin size, in sessions.
+    const BUILTIN: usize = 20480;
+    let (mut builtin, mut shared): (Option<usize>, Option<usize>) = (None, None);
+    let mut off = false;
+    for value in &d.args {
+        let invalid = || err(format!("invalid session cache \"{value}\""), d);
+        match value.as_str() {
+            "off" => (off, builtin) = (true, None),
+            "none" => (off, builtin) = (false, Some(0)),
+            "builtin" => (off, builtin) = (false, Some(BUILTIN)),
+            v => {
+                if let Some(n) = v.strip_prefix("builtin:").filter(|n| !n.is_empty()) {
+                    let Some(n) = n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|_| n.bytes().all(|c| c.is_ascii_digit()))
+                    else {
+                        return invalid();
+                    };
+                    (off, builtin) = (false, Some(n));
+                } else if let Some(rest) = v.strip_prefix("shared:").filter(|r| !r.is_empty()) {
+                    let Some((name, size)) = rest.split_once(':').filter(|(n, _)| !n.is_empty())
+                    else {
+                        return invalid();
+                    };
+                    let _ = name;
+                    let Some(bytes) = parse_size(size) else {
+                        return invalid();
+                    };
+                    if bytes < 8 * page_size() {
+                        return err(format!("session cache \"{value}\" is too small"), d);
+                    }
+                    shared = Some(usize::try_from(bytes / 256).unwrap_or(usize::MAX));
+                } else {
+                    return invalid();
+                }
+            }
+        }
+    }
+    if off {
+        return Ok(0);
+    }
+    Ok(builtin.unwrap_or(0).max(shared.unwrap_or(0)))
 }
 
 /// Whether two `map` keys are the same key of nginx's combined hash: a

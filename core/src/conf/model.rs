@@ -220,6 +220,17 @@ pub struct TlsConf {
     /// `ssl_prefer_server_ciphers`: the server's order of cipher suites
     /// over the client's.
     pub prefer_server_ciphers: bool,
+    /// `ssl_ciphers`: the TLS 1.2 cipher suites, by rustls's names, in
+    /// order (`None`: all of rustls's).
+    pub ciphers: Option<Vec<&'static str>>,
+    /// `ssl_session_cache`: how many sessions the server keeps for
+    /// resumption by session ID (0: none, nginx's default `none`).
+    pub session_cache: usize,
+    /// `ssl_session_tickets`
+    pub session_tickets: bool,
+    /// `ssl_dhparam`: read (it must be there, as for nginx), not used:
+    /// rustls has no finite-field Diffie-Hellman suites.
+    pub dhparam: Option<(PathBuf, Loc)>,
 }
 
 impl Default for TlsConf {
@@ -230,6 +241,10 @@ impl Default for TlsConf {
             tls13: true,
             session_timeout: Duration::from_secs(300),
             prefer_server_ciphers: false,
+            ciphers: None,
+            session_cache: 0,
+            session_tickets: true,
+            dhparam: None,
         }
     }
 }

@@ -10,7 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
+    ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
@@ -41,6 +44,91 @@ impl ResolvesServerCert for ServerCerts {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// rustls's TLS 1.2 suites by their OpenSSL names (which `ssl_ciphers`
+/// uses), in the order OpenSSL 3 lists them for `HIGH`, with what its
+/// cipher-list keywords say of them: the authentication and the cipher.
+/// All are ECDHE and AEAD.
+const TLS12_SUITES: [(&str, &str, &str); 6] = [
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", "ECDSA", "AES256"),
+    ("ECDHE-RSA-AES256-GCM-SHA384", "RSA", "AES256"),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305", "ECDSA", "CHACHA20"),
+    ("ECDHE-RSA-CHACHA20-POLY1305", "RSA", "CHACHA20"),
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDSA", "AES128"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "RSA", "AES128"),
+];
+
+/// Whether an OpenSSL cipher-list word (one of a `+` join) covers a suite
+/// of [`TLS12_SUITES`], as `openssl ciphers` (OpenSSL 3) lists them. Words
+/// for what rustls does not have (RC4, DHE, PSK, CBC suites' `SHA256` and
+/// `SHA384` MACs, `RSA` key exchange, ...) and unknown ones cover nothing.
+fn covers(word: &str, (_, auth, cipher): (&str, &str, &str)) -> bool {
+    match word {
+        "ALL" | "DEFAULT" | "HIGH" | "TLSv1.2" | "kECDHE" | "kEECDH" | "ECDHE" | "EECDH"
+        | "ECDH" => true,
+        "aECDSA" | "ECDSA" => auth == "ECDSA",
+        "aRSA" => auth == "RSA",
+        "AES" | "AESGCM" | "FIPS" => cipher != "CHACHA20",
+        "AES128" | "AES256" | "CHACHA20" => cipher == word,
+        _ => false,
+    }
+}
+
+/// The TLS 1.2 suites (OpenSSL names) an `ssl_ciphers` list leaves, in
+/// its order: each word a suite's name or `+`-joined keywords that cover
+/// it (`EECDH+AESGCM`); `!` or `-` before a word takes what it covers out
+/// for good, as OpenSSL does; `+WORD` (moving) and `@STRENGTH` change
+/// nothing here. TLS 1.3 suites are not set by `ssl_ciphers`, as in nginx.
+pub fn tls12_suites(list: &str) -> Vec<&'static str> {
+    let mut chosen: Vec<&'static str> = Vec::new();
+    let mut removed: Vec<&'static str> = Vec::new();
+    for word in list.split([':', ',', ' ']).filter(|w| !w.is_empty()) {
+        let (remove, word) = match word.as_bytes()[0] {
+            b'!' | b'-' => (true, &word[1..]),
+            b'+' | b'@' => continue,
+            _ => (false, word),
+        };
+        for suite in TLS12_SUITES {
+            let named = suite.0 == word;
+            if !named && !word.split('+').all(|w| covers(w, suite)) {
+                continue;
+            }
+            if remove {
+                removed.push(suite.0);
+            } else if !chosen.contains(&suite.0) {
+                chosen.push(suite.0);
+            }
+        }
+    }
+    chosen.retain(|s| !removed.contains(s));
+    chosen
+}
+
+/// The provider with only `names` (OpenSSL names) among its TLS 1.2
+/// suites, in that order; its TLS 1.3 suites as they are.
+fn with_tls12_suites(provider: &CryptoProvider, names: &[&str]) -> CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let by_name = |name: &str| match name {
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => Some(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => Some(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => Some(cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        "ECDHE-RSA-AES256-GCM-SHA384" => Some(cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+        "ECDHE-RSA-AES128-GCM-SHA256" => Some(cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+        "ECDHE-RSA-CHACHA20-POLY1305" => Some(cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+        _ => None,
+    };
+    let mut suites: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .copied()
+        .collect();
+    suites.extend(names.iter().filter_map(|n| by_name(n)));
+    CryptoProvider {
+        cipher_suites: suites,
+        ..provider.clone()
+    }
 }
 
 /// The errno and text of an I/O error, as nginx prints a system error.
@@ -149,8 +237,48 @@ impl ProducesTickets for Tickets {
     }
 }
 
-/// One server's rustls config: its certificates, protocols and session
-/// lifetime (`tls`), and ALPN with `h2` first when HTTP/2 is on.
+/// Sessions kept for resumption by session ID (`ssl_session_cache`), each
+/// resuming for `ssl_session_timeout` from when it was stored, as in
+/// OpenSSL's cache; rustls's cache (least recently stored out first) with
+/// the time in front of each value.
+#[derive(Debug)]
+struct Sessions {
+    inner: Arc<dyn StoresServerSessions>,
+    timeout: u64,
+}
+
+impl Sessions {
+    fn fresh(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
+        let (at, value) = stored.split_first_chunk::<8>()?;
+        let age = now_secs().saturating_sub(u64::from_be_bytes(*at));
+        (age <= self.timeout).then(|| value.to_vec())
+    }
+}
+
+impl StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let mut stored = Vec::with_capacity(8 + value.len());
+        stored.extend_from_slice(&now_secs().to_be_bytes());
+        stored.extend_from_slice(&value);
+        self.inner.put(key, stored)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.fresh(self.inner.get(key)?)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.fresh(self.inner.take(key)?)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// One server's rustls config: its certificates, protocols, cipher
+/// suites and session resumption (`tls`), and ALPN with `h2` first when
+/// HTTP/2 is on.
 fn server_config(
     certs: &Arc<ServerCerts>,
     tls: &TlsConf,
@@ -164,7 +292,11 @@ fn server_config(
     if tls.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
+    let provider = match &tls.ciphers {
+        Some(names) => Arc::new(with_tls12_suites(provider, names)),
+        None => provider.clone(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?
         .with_no_client_auth()
@@ -177,9 +309,17 @@ fn server_config(
     };
     // nginx's default `ssl_session_cache none`: no server-side cache;
     // resumption is by tickets (`ssl_session_tickets on`).
-    config.session_storage = Arc::new(NoServerSessionStorage {});
+    // A timeout of 0 keeps nothing, as nginx's.
+    config.session_storage = if tls.session_cache > 0 && !tls.session_timeout.is_zero() {
+        Arc::new(Sessions {
+            inner: ServerSessionMemoryCache::new(tls.session_cache),
+            timeout: tls.session_timeout.as_secs(),
+        })
+    } else {
+        Arc::new(NoServerSessionStorage {})
+    };
     let timeout = u32::try_from(tls.session_timeout.as_secs()).unwrap_or(u32::MAX);
-    if timeout > 0 {
+    if timeout > 0 && tls.session_tickets {
         let inner = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| ConfError::bare(format!("cannot make TLS session tickets: {e}")))?;
         config.ticketer = Arc::new(Tickets { inner, timeout });
@@ -217,6 +357,20 @@ pub fn build(
             .iter()
             .map(|c| load_pair(c, &provider).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // nginx reads the file where a server has certificates; rustls
+        // has no use for it (no finite-field DH suites).
+        if let Some((path, loc)) = &s.tls.dhparam {
+            if let Err(e) = std::fs::read(path) {
+                return Err(ConfError::at(
+                    format!(
+                        "cannot load DH parameters \"{}\": {}",
+                        path.display(),
+                        os_error(&e)
+                    ),
+                    loc.clone(),
+                ));
+            }
+        }
         certs.push(Some(Arc::new(ServerCerts(keys))));
     }
     // Servers on several addresses share their configs.
@@ -262,6 +416,57 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_ciphers_lists_as_openssl_reads_them() {
+        let certbot = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+                       ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
+                       DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+        assert_eq!(
+            tls12_suites(certbot),
+            [
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ]
+        );
+        assert_eq!(tls12_suites("HIGH:!aNULL:!MD5").len(), 6);
+        assert_eq!(
+            tls12_suites("EECDH+AESGCM:EDH+AESGCM"),
+            [
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+            ]
+        );
+        assert_eq!(
+            tls12_suites("!ECDSA:ALL:-CHACHA20:+AES128:@STRENGTH"),
+            ["ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256"]
+        );
+        assert_eq!(tls12_suites("HIGH:!SHA384:!AEAD").len(), 6);
+        assert!(tls12_suites("AES128-SHA:DHE-RSA-AES128-GCM-SHA256:RC4").is_empty());
+    }
+
+    #[test]
+    fn cached_sessions_expire_after_the_session_timeout() {
+        let sessions = Sessions {
+            inner: ServerSessionMemoryCache::new(4),
+            timeout: 300,
+        };
+        assert!(sessions.put(b"id".to_vec(), b"state".to_vec()));
+        assert_eq!(sessions.get(b"id").as_deref(), Some(&b"state"[..]));
+        let mut old = (now_secs() - 301).to_be_bytes().to_vec();
+        old.extend_from_slice(b"state");
+        sessions.inner.put(b"old".to_vec(), old);
+        assert_eq!(sessions.get(b"old"), None);
+        assert_eq!(sessions.take(b"id").as_deref(), Some(&b"state"[..]));
+        assert_eq!(sessions.get(b"id"), None);
+    }
 
     #[test]
     fn tickets_expire_after_the_session_timeout() {
