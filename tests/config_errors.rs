@@ -516,6 +516,61 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "proxy_buffering: not a flag",
+            "http {\n    proxy_buffering maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"proxy_buffering\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_buffer_size: not a size",
+            "http {\n    proxy_buffer_size 1g;\n}\n",
+            Emerg("\"proxy_buffer_size\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_buffers: one argument",
+            "http {\n    proxy_buffers 8;\n}\n",
+            Emerg("invalid number of arguments in \"proxy_buffers\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_buffers: none",
+            "http {\n    proxy_buffers 0 4k;\n}\n",
+            Emerg("\"proxy_buffers\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_temp_path: a level of 0",
+            "http {\n    proxy_temp_path /tmp/x 0;\n}\n",
+            Emerg("\"proxy_temp_path\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_buffer_size twice",
+            "http {\n    proxy_buffer_size 4k;\n    proxy_buffer_size 8k;\n}\n",
+            Emerg("\"proxy_buffer_size\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_busy_buffers_size past the buffers",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / {\n            proxy_busy_buffers_size 1m;\n            proxy_pass http://127.0.0.1:1;\n        }\n    }\n}\n",
+            Emerg("\"proxy_busy_buffers_size\" must be less than the size of all \"proxy_buffers\" minus one buffer in {conf}:12"),
+        ),
+        Case::head(
+            "proxy_buffer_size past the buffers' room",
+            "http {\n    proxy_buffers 3 4k;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_buffer_size 8k;\n    }\n}\n",
+            Emerg("\"proxy_busy_buffers_size\" must be less than the size of all \"proxy_buffers\" minus one buffer in {conf}:10"),
+        ),
+        Case::head(
+            "proxy_temp_file_write_size below a buffer",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        proxy_temp_file_write_size 2k;\n    }\n}\n",
+            Emerg("\"proxy_temp_file_write_size\" must be equal to or greater than the maximum of the value of \"proxy_buffer_size\" and one of the \"proxy_buffers\" in {conf}:9"),
+        ),
+        Case::head(
+            "proxy_max_temp_file_size below a buffer",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_max_temp_file_size 2k; }\n    }\n}\n",
+            Emerg("\"proxy_max_temp_file_size\" must be equal to zero to disable temporary files usage or must be equal to or greater than the maximum of the value of \"proxy_buffer_size\" and one of the \"proxy_buffers\" in {conf}:9"),
+        ),
+        Case::head(
+            "proxy buffering lines nginx takes",
+            "http {\n    proxy_buffering off;\n    proxy_request_buffering off;\n    client_body_buffer_size 128k;\n    client_body_temp_path /tmp/body 1 2;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_buffer_size 16k;\n        proxy_buffers 4 32k;\n        proxy_busy_buffers_size 64k;\n        location / {\n            proxy_buffering on;\n            proxy_max_temp_file_size 0;\n            proxy_temp_file_write_size 64k;\n            proxy_temp_path /tmp/proxy 1 2;\n            proxy_pass http://127.0.0.1:1;\n        }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -169,6 +169,19 @@ pub const CORE: &[Spec] = &[
     d("proxy_connect_timeout", PROXY, 1, 1),
     d("proxy_send_timeout", PROXY, 1, 1),
     d("proxy_read_timeout", PROXY, 1, 1),
+    // Accepted so that nginx files load: waypost streams bodies both
+    // ways, as nginx with `proxy_buffering off` and
+    // `proxy_request_buffering off`; sizes and paths are checked, unused.
+    f("proxy_buffering", PROXY),
+    f("proxy_request_buffering", PROXY),
+    d("proxy_buffer_size", PROXY, 1, 1),
+    d("proxy_buffers", PROXY, 2, 2),
+    d("proxy_busy_buffers_size", PROXY, 1, 1),
+    d("proxy_max_temp_file_size", PROXY, 1, 1),
+    d("proxy_temp_file_write_size", PROXY, 1, 1),
+    d("proxy_temp_path", PROXY, 1, 4),
+    d("client_body_buffer_size", PROXY, 1, 1),
+    d("client_body_temp_path", PROXY, 1, 4),
     // `proxy_pass https://`
     f("proxy_ssl_verify", PROXY),
     d("proxy_ssl_trusted_certificate", PROXY, 1, 1),

@@ -231,6 +231,9 @@ struct Layer {
     ssl_session_cache: Option<usize>,
     ssl_session_tickets: Option<bool>,
     ssl_dhparam: Option<(PathBuf, Loc)>,
+    /// The proxy buffer sizes nginx checks against each other when it
+    /// merges the levels (waypost has no such buffers).
+    buffers: ProxyBuffers,
     http2: Option<bool>,
 }
 
@@ -320,6 +323,13 @@ impl Layer {
                 .ssl_dhparam
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
+            buffers: ProxyBuffers {
+                size: self.buffers.size.or(parent.buffers.size),
+                bufs: self.buffers.bufs.or(parent.buffers.bufs),
+                busy: self.buffers.busy.or(parent.buffers.busy),
+                temp_write: self.buffers.temp_write.or(parent.buffers.temp_write),
+                max_temp: self.buffers.max_temp.or(parent.buffers.max_temp),
+            },
             http2: self.http2.or(parent.http2),
         }
     }
@@ -581,6 +591,54 @@ fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 }
 
 /// nginx's `num` slots: `"X" directive invalid number`.
+/// A size argument (`8k`, `1m`), as nginx's `ngx_conf_set_size_slot`.
+fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
+    parse_size(&d.args[i]).map_or_else(
+        || err(format!("\"{}\" directive invalid value", d.name), d),
+        Ok,
+    )
+}
+
+/// A level's `proxy_buffer_size`, `proxy_buffers` (number, size),
+/// `proxy_busy_buffers_size`, `proxy_temp_file_write_size` and
+/// `proxy_max_temp_file_size`.
+#[derive(Clone, Copy, Default)]
+struct ProxyBuffers {
+    size: Option<u64>,
+    bufs: Option<(u64, u64)>,
+    busy: Option<u64>,
+    temp_write: Option<u64>,
+    max_temp: Option<u64>,
+}
+
+impl ProxyBuffers {
+    /// `ngx_http_proxy_merge_loc_conf`'s checks of a merged level, with
+    /// nginx's defaults (`4k`, `8 4k`, twice the larger buffer, 1024m).
+    fn check(&self) -> Result<(), &'static str> {
+        let page = page_size();
+        let (num, buf) = self.bufs.unwrap_or((8, page));
+        if num < 2 {
+            return Err("there must be at least 2 \"proxy_buffers\"");
+        }
+        let size = self.size.unwrap_or(page).max(buf);
+        let busy = self.busy.unwrap_or(2 * size);
+        if busy < size {
+            return Err("\"proxy_busy_buffers_size\" must be equal to or greater than the maximum of the value of \"proxy_buffer_size\" and one of the \"proxy_buffers\"");
+        }
+        if busy > (num - 1) * buf {
+            return Err("\"proxy_busy_buffers_size\" must be less than the size of all \"proxy_buffers\" minus one buffer");
+        }
+        if self.temp_write.unwrap_or(2 * size) < size {
+            return Err("\"proxy_temp_file_write_size\" must be equal to or greater than the maximum of the value of \"proxy_buffer_size\" and one of the \"proxy_buffers\"");
+        }
+        let max = self.max_temp.unwrap_or(1024 * 1024 * 1024);
+        if max != 0 && max < size {
+            return Err("\"proxy_max_temp_file_size\" must be equal to zero to disable temporary files usage or must be equal to or greater than the maximum of the value of \"proxy_buffer_size\" and one of the \"proxy_buffers\"");
+        }
+        Ok(())
+    }
+}
+
 fn number_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
     parse_number(&d.args[i]).map_or_else(
         || err(format!("\"{}\" directive invalid number", d.name), d),
@@ -1072,6 +1130,29 @@ impl<'a> Interp<'a> {
                         layer.header_buffers = Some(HeaderBuffers { number, size })
                     }
                     _ => return err("\"large_client_header_buffers\" directive invalid value", d),
+                }
+            }
+            "proxy_buffer_size" => layer.buffers.size = Some(size_arg(d, 0)?),
+            "proxy_busy_buffers_size" => layer.buffers.busy = Some(size_arg(d, 0)?),
+            "proxy_temp_file_write_size" => layer.buffers.temp_write = Some(size_arg(d, 0)?),
+            "proxy_max_temp_file_size" => layer.buffers.max_temp = Some(size_arg(d, 0)?),
+            "client_body_buffer_size" => {
+                size_arg(d, 0)?;
+            }
+            "proxy_buffers" => {
+                let number = parse_number(&d.args[0]).filter(|&n| n > 0);
+                match (number, parse_size(&d.args[1]).filter(|&s| s > 0)) {
+                    (Some(n), Some(s)) => layer.buffers.bufs = Some((n, s)),
+                    _ => return err(format!("\"{}\" directive invalid value", d.name), d),
+                }
+            }
+            // `PATH [LEVEL [LEVEL [LEVEL]]]`: levels are positive numbers.
+            "proxy_temp_path" | "client_body_temp_path" => {
+                if d.args[1..]
+                    .iter()
+                    .any(|l| parse_number(l).is_none_or(|n| n == 0))
+                {
+                    return err(format!("\"{}\" directive invalid value", d.name), d);
                 }
             }
             // No hash tables to size here: the value is checked as nginx
@@ -2077,7 +2158,7 @@ impl<'a> Interp<'a> {
         }
         // nginx's proxy module merges each location's TLS settings
         // before it compiles its headers.
-        self.merge()?;
+        self.merge(&end)?;
         if let Some(message) = self.header_error.take() {
             return Err(ConfError::at(message, end));
         }
@@ -2133,10 +2214,17 @@ impl<'a> Interp<'a> {
 
     /// nginx's merge: each server inherits from http, each location from
     /// its parent, whatever the order of the directives.
-    fn merge(&mut self) -> Result<(), ConfError> {
+    fn merge(&mut self, end: &Loc) -> Result<(), ConfError> {
+        let buffers = |layer: &Layer| {
+            layer
+                .buffers
+                .check()
+                .map_err(|m| ConfError::at(m.to_owned(), end.clone()))
+        };
         let mut server_layers = Vec::with_capacity(self.servers.len());
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
+            buffers(&layer)?;
             let server = &mut self.http.servers[i];
             server.tls = layer.tls()?;
             server.http2 = layer.http2.unwrap_or(false);
@@ -2169,6 +2257,7 @@ impl<'a> Interp<'a> {
             if let (None, Some(default)) = (&layer.redirects, &info.default_redirect) {
                 layer.redirects = Some((false, vec![default.clone()]));
             }
+            buffers(&layer)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
             if matches!(&location.action, Action::Proxy(p) if p.tls) && proxy.ssl.verify {
@@ -2341,6 +2430,14 @@ fn is_single(name: &str) -> bool {
             | "ssl_session_timeout"
             | "ssl_ciphers"
             | "ssl_dhparam"
+            | "proxy_buffer_size"
+            | "proxy_buffers"
+            | "proxy_busy_buffers_size"
+            | "proxy_max_temp_file_size"
+            | "proxy_temp_file_write_size"
+            | "proxy_temp_path"
+            | "client_body_buffer_size"
+            | "client_body_temp_path"
     ) || HASH_SIZES.contains(&name)
 }
 
