@@ -41,6 +41,11 @@ fn requests() -> Vec<(Vec<u8>, u16)> {
         (b"GET / FOO/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET /../x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /%2E%2e/q.php?a=1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /a%00b?x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /a/./b/../c?x=1 HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        (b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400),
+        (b"GET /p?q=1 HTTP/1.1x\r\nHost: a\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
@@ -80,7 +85,7 @@ fn run(nginx: bool) -> (Vec<u16>, Vec<String>, Vec<String>) {
     };
     let conf = info_log(&wrap_http(
         &format!(
-            "    log_format t '$request|$status|$http_user_agent|$http_x_under|$connection_requests';\n\
+            "    log_format t '$request|$status|$http_user_agent|$http_x_under|$connection_requests|$uri|$request_uri|$args|$is_args';\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
              \x20       access_log logs/access.log t;\n\

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use http::header::{self, HeaderName};
 use http::request::Parts;
 
-use crate::http::head::ParsedHead;
+use crate::http::head::{ParsedHead, Unparsed};
 use crate::http::tls::Https;
 use crate::map::Map;
 
@@ -309,6 +309,11 @@ impl Var {
     /// UTF-8 check.
     pub fn str_slice<'r>(&self, cx: &VarCtx<'r>) -> Option<&'r str> {
         let req = cx.req;
+        if cx.head.unparsed != Unparsed::No
+            && matches!(self, Var::RequestUri | Var::Args | Var::Arg(_))
+        {
+            return Some("");
+        }
         Some(match self {
             Var::RequestUri => request_uri(req),
             Var::Args => req.uri.query().unwrap_or(""),
@@ -325,9 +330,12 @@ impl Var {
             Var::RequestUri | Var::Args | Var::Arg(_) | Var::RequestMethod => {
                 return self.str_slice(cx).map(str::as_bytes)
             }
+            Var::Uri if cx.head.unparsed != Unparsed::No => b"",
             Var::Uri => cx.head.uri(&req.uri),
             Var::IsArgs => {
-                if req.uri.query().is_some_and(|q| !q.is_empty()) {
+                if cx.head.unparsed == Unparsed::No
+                    && req.uri.query().is_some_and(|q| !q.is_empty())
+                {
                     b"?"
                 } else {
                     b""
@@ -476,7 +484,11 @@ impl Var {
     /// (an access log line shows `-` for it; an empty value found is empty).
     pub fn missing(&self, cx: &VarCtx<'_>) -> bool {
         let req = cx.req;
+        let unparsed = cx.head.unparsed;
         match self {
+            // What nginx had not read of a refused head's target.
+            Var::Uri => unparsed == Unparsed::Line,
+            Var::RequestUri | Var::Args | Var::Arg(_) if unparsed != Unparsed::No => true,
             Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name).is_none(),
             Var::Cookie(name) => cookie(&req.headers, name).is_none(),
             Var::Http(name) => !req.headers.contains_key(name),

@@ -25,6 +25,22 @@ pub struct ParsedHead {
     pub upgrade: bool,
     /// The request has a `Content-Length` (nginx passes a 0 on).
     pub content_length: bool,
+    /// How much of the target a refused head had, for its access log line.
+    pub unparsed: Unparsed,
+}
+
+/// What nginx had of the target of a head it refused, which its `$uri`,
+/// `$request_uri` and `$args` show.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Unparsed {
+    /// All of it (a request, or a head refused for its headers).
+    #[default]
+    No,
+    /// The request line, but a path it could not normalize: `$uri` is
+    /// empty, `$request_uri` and `$args` not found.
+    Path,
+    /// No request line: none of them is found.
+    Line,
 }
 
 /// Where the validated host is, as the prefix of its source that is the
@@ -166,6 +182,35 @@ impl ParsedHead {
             }
         }
         Ok(head)
+    }
+
+    /// A head refused for its request line: nginx has none of its target.
+    pub fn no_request_line() -> ParsedHead {
+        ParsedHead {
+            unparsed: Unparsed::Line,
+            ..ParsedHead::default()
+        }
+    }
+
+    /// The target of a head refused for another reason than its request
+    /// line, as nginx had it when it refused the head: normalized, or
+    /// [`Unparsed::Path`] when it could not be.
+    #[cold]
+    pub fn of_refused(req: &Parts) -> ParsedHead {
+        let mut head = ParsedHead::default();
+        let bytes = req.uri.path().as_bytes();
+        if !bytes.starts_with(b"/") {
+            head.unparsed = Unparsed::Line;
+        } else if bytes.contains(&b'%') || complex(bytes) {
+            match normalize(bytes) {
+                Ok(normalized) if normalized != bytes => {
+                    head.uri = Some(normalized.into_boxed_slice())
+                }
+                Ok(_) => {}
+                Err(_) => head.unparsed = Unparsed::Path,
+            }
+        }
+        head
     }
 
     /// `$uri`

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use http::request::Parts;
-use http::Request;
+use http::{Method, Request, Uri};
 
 use crate::http::access::Record;
 use crate::http::h1::explain::{self, Explained};
@@ -54,13 +54,17 @@ impl HeadCx<'_> {
 
     /// The access log record of a refused head, whose request is `parts`
     /// as far as it was read and, over HTTP/1, `request_line` as it came.
-    fn record(&self, parts: &Parts, request_line: Option<&[u8]>) -> Option<Box<Record>> {
+    fn record(
+        &self,
+        parts: &Parts,
+        head: &ParsedHead,
+        request_line: Option<&[u8]>,
+    ) -> Option<Box<Record>> {
         let server = self.server?;
         let logs = server.access_log.as_ref()?;
-        let head = ParsedHead::default();
         let vars = VarCtx {
             req: parts,
-            head: &head,
+            head,
             client: self.client,
             peer: self.client,
             local: self.local,
@@ -136,7 +140,24 @@ pub fn head(
             parts.headers.append(name, value);
         }
     }
-    cx.record(&parts, Some(request_line))
+    // nginx has the target of a head refused for its headers (`$uri`,
+    // `$request_uri`, `$args`), none of one refused for its request line.
+    let head = match refusal {
+        Refusal::Bad(Bad::RequestLine) | Refusal::UriTooLong | Refusal::Version => {
+            ParsedHead::no_request_line()
+        }
+        _ => {
+            let mut words = request_line.split(|&c| c == b' ');
+            if let Some(method) = words.next().and_then(|m| Method::from_bytes(m).ok()) {
+                parts.method = method;
+            }
+            if let Some(uri) = words.next().and_then(|t| Uri::try_from(t).ok()) {
+                parts.uri = uri;
+            }
+            ParsedHead::of_refused(&parts)
+        }
+    };
+    cx.record(&parts, &head, Some(request_line))
 }
 
 /// A head refused after it was read whole, for `bad` ([`ParsedHead::parse`]):
@@ -181,7 +202,12 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
         let context = cx.context(Some(&shown), host);
         log::write(Level::Info, Some(cx.conn), &format!("{message}{context}"));
     }
-    cx.record(parts, (!raw.is_empty()).then_some(request_line))
+    // A lowercase method is a bad request line to nginx.
+    let head = match bad {
+        BadHead::Method => ParsedHead::no_request_line(),
+        _ => ParsedHead::of_refused(parts),
+    };
+    cx.record(parts, &head, (!raw.is_empty()).then_some(request_line))
 }
 
 /// nginx's `info` line for each header line dropped for its name
