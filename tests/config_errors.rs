@@ -348,11 +348,11 @@ fn cases() -> Vec<Case> {
             "http {\n    server {\n        listen 127.0.0.1:{port};\n        large_client_header_buffers 4 511;\n    }\n}\n",
             Emerg("the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\" in {conf}:9"),
         ),
-        // Debian's stock http block, less `gzip on` (compression is not
-        // done), with the hash sizes nginx configs often set.
+        // Debian's stock http block, with the hash sizes nginx configs
+        // often set.
         Case::head(
             "Debian's http block",
-            "http {\n    sendfile on;\n    tcp_nopush on;\n    types_hash_max_size 2048;\n    server_names_hash_bucket_size 64;\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\n    ssl_prefer_server_ciphers on;\n    gzip off;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_headers_hash_max_size 1024;\n        location / { types_hash_bucket_size 128; proxy_pass http://127.0.0.1:1; include /etc/nginx/proxy_params; }\n    }\n}\n",
+            "http {\n    sendfile on;\n    tcp_nopush on;\n    types_hash_max_size 2048;\n    server_names_hash_bucket_size 64;\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\n    ssl_prefer_server_ciphers on;\n    gzip on;\n    gzip_vary on;\n    gzip_proxied any;\n    gzip_comp_level 6;\n    gzip_buffers 16 8k;\n    gzip_http_version 1.1;\n    gzip_types text/plain text/css application/json application/javascript text/xml application/xml application/xml+rss text/javascript;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_headers_hash_max_size 1024;\n        location / { types_hash_bucket_size 128; proxy_pass http://127.0.0.1:1; include /etc/nginx/proxy_params; }\n    }\n}\n",
             Expect::Ok,
         ),
         Case::head(
@@ -568,6 +568,51 @@ fn cases() -> Vec<Case> {
         Case::head(
             "proxy buffering lines nginx takes",
             "http {\n    proxy_buffering off;\n    proxy_request_buffering off;\n    client_body_buffer_size 128k;\n    client_body_temp_path /tmp/body 1 2;\n    server {\n        listen 127.0.0.1:{port};\n        proxy_buffer_size 16k;\n        proxy_buffers 4 32k;\n        proxy_busy_buffers_size 64k;\n        location / {\n            proxy_buffering on;\n            proxy_max_temp_file_size 0;\n            proxy_temp_file_write_size 64k;\n            proxy_temp_path /tmp/proxy 1 2;\n            proxy_pass http://127.0.0.1:1;\n        }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "gzip_comp_level out of range",
+            "http {\n    gzip_comp_level 10;\n}\n",
+            Emerg("value must be between 1 and 9 in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_comp_level not a number",
+            "http {\n    gzip_comp_level x;\n}\n",
+            Emerg("\"gzip_comp_level\" directive invalid number in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_min_length not a size",
+            "http {\n    gzip_min_length x;\n}\n",
+            Emerg("\"gzip_min_length\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_proxied: an unknown word",
+            "http {\n    gzip_proxied expired foo;\n}\n",
+            Emerg("invalid value \"foo\" in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_http_version 2.0",
+            "http {\n    gzip_http_version 2.0;\n}\n",
+            Emerg("invalid value \"2.0\" in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_buffers: one argument",
+            "http {\n    gzip_buffers 16;\n}\n",
+            Emerg("invalid number of arguments in \"gzip_buffers\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_vary: not a flag",
+            "http {\n    gzip_vary maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"gzip_vary\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_comp_level twice",
+            "http {\n    gzip_comp_level 2;\n    gzip_comp_level 3;\n}\n",
+            Emerg("\"gzip_comp_level\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "gzip lines nginx takes",
+            "http {\n    gzip on;\n    gzip_types text/css;\n    gzip_types text/xml *;\n    gzip_proxied any;\n    gzip_proxied off;\n    gzip_disable msie6 \"MSIE [1-6]\\.\";\n    gzip_disable \"^curl\";\n    server {\n        listen 127.0.0.1:{port};\n        location / { gzip off; gzip_min_length 1k; }\n    }\n}\n",
             Expect::Ok,
         ),
         Case::head(
@@ -1092,34 +1137,4 @@ fn signal_errors_match_nginx() {
     ));
     assert_eq!(nginx, bad, "nginx, bad config");
     assert_eq!(waypost, bad, "waypost, bad config");
-}
-
-/// `gzip on` is refused by name at `-t` (nginx compresses; waypost does
-/// not), never ignored; `gzip off` loads.
-#[test]
-fn gzip_on_is_refused_by_name() {
-    let dir = TempDir::new("conf-gzip");
-    let conf = |gzip: &str| {
-        dir.write(
-            "test.conf",
-            &format!("error_log logs/error.log;\nevents {{}}\nhttp {{\n    gzip {gzip};\n}}\n"),
-        )
-        .display()
-        .to_string()
-    };
-    let on = run_waypost(&dir, &["-t", "-c", &conf("on")]);
-    let err = String::from_utf8_lossy(&on.stderr);
-    assert_eq!(on.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(
-            "[emerg] \"gzip on\" is not supported: waypost does not compress responses in "
-        ),
-        "{err}"
-    );
-    let off = run_waypost(&dir, &["-t", "-c", &conf("off")]);
-    assert!(
-        off.status.success(),
-        "{}",
-        String::from_utf8_lossy(&off.stderr)
-    );
 }

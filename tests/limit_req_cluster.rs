@@ -367,13 +367,22 @@ fn share_and_survive_a_redis_restart(mode: Mode) {
             "instance {i} admitted {both} in two seconds: {per_instance:?}"
         );
     }
+    // Per window, the same tolerance as an instance's: a window can gain
+    // a few answers from the one before (seen once: [305, 295] for 300);
+    // over the outage, no more than the windows' limits allow.
     for &w in &outage {
         assert!(
-            w <= 3 * (LIMIT + 1 + slack) && w > LIMIT + LIMIT / 10,
+            w <= 3 * (LIMIT + LIMIT / 20 + 1 + slack) && w > LIMIT + LIMIT / 10,
             "Redis down: {outage:?} (limited per instance: at most {} a window, more than one instance's share)",
             3 * LIMIT
         );
     }
+    let outage_total: u64 = outage.iter().sum();
+    assert!(
+        outage_total <= outage.len() as u64 * 3 * (LIMIT + 1 + slack) + 3 * (LIMIT / 20),
+        "Redis down: {outage:?} over {} windows",
+        outage.len()
+    );
     let resumed_total: u64 = resumed.iter().sum();
     assert!(
         within(resumed_total, 2 * LIMIT, 10),

@@ -127,8 +127,16 @@ pub const CORE: &[Spec] = &[
     d("variables_hash_bucket_size", HTTP, 1, 1),
     d("proxy_headers_hash_max_size", PROXY, 1, 1),
     d("proxy_headers_hash_bucket_size", PROXY, 1, 1),
-    // Compression is not done: only `gzip off` is taken.
+    // gzip
     f("gzip", PROXY),
+    d("gzip_types", PROXY, 1, MORE),
+    d("gzip_min_length", PROXY, 1, 1),
+    d("gzip_comp_level", PROXY, 1, 1),
+    f("gzip_vary", PROXY),
+    d("gzip_proxied", PROXY, 1, MORE),
+    d("gzip_http_version", PROXY, 1, 1),
+    d("gzip_disable", PROXY, 1, MORE),
+    d("gzip_buffers", PROXY, 2, 2),
     d("client_body_timeout", PROXY, 1, 1),
     d("send_timeout", PROXY, 1, 1),
     f("sendfile", PROXY),

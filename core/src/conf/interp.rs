@@ -234,6 +234,7 @@ struct Layer {
     /// The proxy buffer sizes nginx checks against each other when it
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
+    gzip: GzipLayer,
     http2: Option<bool>,
 }
 
@@ -323,6 +324,7 @@ impl Layer {
                 .ssl_dhparam
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
+            gzip: self.gzip.merged(&parent.gzip),
             buffers: ProxyBuffers {
                 size: self.buffers.size.or(parent.buffers.size),
                 bufs: self.buffers.bufs.or(parent.buffers.bufs),
@@ -597,6 +599,55 @@ fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
         || err(format!("\"{}\" directive invalid value", d.name), d),
         Ok,
     )
+}
+
+/// A level's `gzip` settings, each `None` where the level has none.
+#[derive(Clone, Default)]
+struct GzipLayer {
+    on: Option<bool>,
+    types: Option<Vec<String>>,
+    min_length: Option<u64>,
+    level: Option<u32>,
+    vary: Option<bool>,
+    proxied: Option<u16>,
+    http10: Option<bool>,
+    disable: Option<Vec<String>>,
+}
+
+impl GzipLayer {
+    fn merged(&self, parent: &GzipLayer) -> GzipLayer {
+        GzipLayer {
+            on: self.on.or(parent.on),
+            types: self.types.clone().or_else(|| parent.types.clone()),
+            min_length: self.min_length.or(parent.min_length),
+            level: self.level.or(parent.level),
+            vary: self.vary.or(parent.vary),
+            proxied: self.proxied.or(parent.proxied),
+            http10: self.http10.or(parent.http10),
+            disable: self.disable.clone().or_else(|| parent.disable.clone()),
+        }
+    }
+
+    /// The settings where `gzip on`, with nginx's defaults.
+    fn conf(&self) -> Option<GzipConf> {
+        if self.on != Some(true) {
+            return None;
+        }
+        let disable = self.disable.clone().unwrap_or_default();
+        Some(GzipConf {
+            types: self
+                .types
+                .clone()
+                .unwrap_or_else(|| vec!["text/html".to_owned()]),
+            min_length: self.min_length.unwrap_or(20),
+            level: self.level.unwrap_or(1),
+            vary: self.vary.unwrap_or(false),
+            proxied: self.proxied.unwrap_or(GZIP_PROXIED_OFF),
+            http10: self.http10.unwrap_or(false),
+            msie6: disable.iter().any(|d| d == "msie6"),
+            disable: disable.into_iter().filter(|d| d != "msie6").collect(),
+        })
+    }
 }
 
 /// A level's `proxy_buffer_size`, `proxy_buffers` (number, size),
@@ -1160,12 +1211,74 @@ impl<'a> Interp<'a> {
             name if HASH_SIZES.contains(&name) => {
                 number_arg(d, 0)?;
             }
-            "gzip" => {
-                if d.args[0].eq_ignore_ascii_case("on") {
-                    return err(
-                        "\"gzip on\" is not supported: waypost does not compress responses",
-                        d,
-                    );
+            "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "gzip_vary" => layer.gzip.vary = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "gzip_min_length" => layer.gzip.min_length = Some(size_arg(d, 0)?),
+            "gzip_comp_level" => {
+                let level = number_arg(d, 0)?;
+                if !(1..=9).contains(&level) {
+                    return err("value must be between 1 and 9", d);
+                }
+                layer.gzip.level = Some(level as u32);
+            }
+            "gzip_http_version" => {
+                layer.gzip.http10 = Some(match d.args[0].as_str() {
+                    "1.0" => true,
+                    "1.1" => false,
+                    v => return err(format!("invalid value \"{v}\""), d),
+                })
+            }
+            // Repeated at a level, the values add up (nginx's bitmask and
+            // arrays).
+            "gzip_proxied" => {
+                let mut mask = layer.gzip.proxied.unwrap_or(0);
+                for v in &d.args {
+                    mask |= match v.as_str() {
+                        "off" => GZIP_PROXIED_OFF,
+                        "expired" => GZIP_PROXIED_EXPIRED,
+                        "no-cache" => GZIP_PROXIED_NO_CACHE,
+                        "no-store" => GZIP_PROXIED_NO_STORE,
+                        "private" => GZIP_PROXIED_PRIVATE,
+                        "no_last_modified" => GZIP_PROXIED_NO_LM,
+                        "no_etag" => GZIP_PROXIED_NO_ETAG,
+                        "auth" => GZIP_PROXIED_AUTH,
+                        "any" => GZIP_PROXIED_ANY,
+                        _ => return err(format!("invalid value \"{v}\""), d),
+                    };
+                }
+                layer.gzip.proxied = Some(mask);
+            }
+            "gzip_types" => {
+                // text/html is always one of them.
+                let mut types = layer
+                    .gzip
+                    .types
+                    .take()
+                    .unwrap_or_else(|| vec!["text/html".to_owned()]);
+                for t in &d.args {
+                    let t = t.to_ascii_lowercase();
+                    if types.contains(&t) {
+                        tracing::warn!("duplicate MIME type \"{t}\" in {}", d.loc);
+                    } else {
+                        types.push(t);
+                    }
+                }
+                layer.gzip.types = Some(types);
+            }
+            "gzip_disable" => {
+                let mut patterns = layer.gzip.disable.take().unwrap_or_default();
+                for p in &d.args {
+                    if p != "msie6" {
+                        compile_regex(p, true, d)?;
+                    }
+                    patterns.push(p.clone());
+                }
+                layer.gzip.disable = Some(patterns);
+            }
+            "gzip_buffers" => {
+                let number = parse_number(&d.args[0]).filter(|&n| n > 0);
+                if number.is_none() || parse_size(&d.args[1]).is_none_or(|s| s == 0) {
+                    return err(format!("\"{}\" directive invalid value", d.name), d);
                 }
             }
             "ssl_prefer_server_ciphers" => {
@@ -1765,6 +1878,7 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             add_headers: Vec::new(),
+            gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
             http2: false,
@@ -1992,6 +2106,7 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             add_headers: Vec::new(),
+            gzip: None,
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -2238,6 +2353,7 @@ impl<'a> Interp<'a> {
             server.realip = layer.realip();
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
+            server.gzip = layer.gzip.conf();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2269,6 +2385,7 @@ impl<'a> Interp<'a> {
             location.realip = layer.realip();
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
+            location.gzip = layer.gzip.conf();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
@@ -2438,6 +2555,10 @@ fn is_single(name: &str) -> bool {
             | "proxy_temp_path"
             | "client_body_buffer_size"
             | "client_body_temp_path"
+            | "gzip_min_length"
+            | "gzip_comp_level"
+            | "gzip_http_version"
+            | "gzip_buffers"
     ) || HASH_SIZES.contains(&name)
 }
 

@@ -181,6 +181,8 @@ pub struct ServerConf {
     pub access: Rules,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
+    /// `gzip on` at the server level: for what no location answers.
+    pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     /// The server level's client limits: the head's timeout, and the
@@ -282,9 +284,40 @@ pub struct LocationConf {
     pub access: Rules,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
+    /// `gzip on` here.
+    pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
 }
+
+/// `gzip on` and its settings at a level, after inheritance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GzipConf {
+    /// `gzip_types`, lowercase, `text/html` among them; `*`: any.
+    pub types: Vec<String>,
+    pub min_length: u64,
+    /// `gzip_comp_level`, 1 to 9.
+    pub level: u32,
+    pub vary: bool,
+    /// `gzip_proxied`, as nginx's bitmask (`GZIP_PROXIED_*`).
+    pub proxied: u16,
+    /// `gzip_http_version 1.0`: HTTP/1.0 requests too.
+    pub http10: bool,
+    /// `gzip_disable` regular expressions (matched without case); and
+    /// whether `msie6` was among them.
+    pub disable: Vec<String>,
+    pub msie6: bool,
+}
+
+pub const GZIP_PROXIED_OFF: u16 = 0x0002;
+pub const GZIP_PROXIED_EXPIRED: u16 = 0x0004;
+pub const GZIP_PROXIED_NO_CACHE: u16 = 0x0008;
+pub const GZIP_PROXIED_NO_STORE: u16 = 0x0010;
+pub const GZIP_PROXIED_PRIVATE: u16 = 0x0020;
+pub const GZIP_PROXIED_NO_LM: u16 = 0x0040;
+pub const GZIP_PROXIED_NO_ETAG: u16 = 0x0080;
+pub const GZIP_PROXIED_AUTH: u16 = 0x0100;
+pub const GZIP_PROXIED_ANY: u16 = 0x0200;
 
 /// A regex location's pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::io::Write as _;
+
 use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::http::access::Record;
@@ -43,6 +47,16 @@ enum Kind {
     /// No answer at all: the connection closes (an HTTP/2 stream is
     /// reset), as nginx's `return 444` (and 408, 499) does.
     Close,
+    /// A full or upstream body compressed as it goes (`gzip on`).
+    Gzip(Box<Gzipped>),
+}
+
+/// What `gzip on` wraps: the body, the upstream's header lines (without
+/// their Content-Length), the encoder until the end is written.
+struct Gzipped {
+    inner: Kind,
+    passed: Option<Box<Passed>>,
+    encoder: Option<GzEncoder<Vec<u8>>>,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -67,6 +81,14 @@ impl RespBody {
             head: 0,
             record: None,
             hold: None,
+        }
+    }
+
+    /// A fixed body with `extra` after it (nginx's `msie_padding`).
+    pub fn pad(&mut self, extra: &[u8]) {
+        if let Kind::Full(bytes) = &mut self.kind {
+            let body = bytes.as_deref().unwrap_or_default();
+            *bytes = Some(Bytes::from([body, extra].concat()));
         }
     }
 
@@ -106,9 +128,28 @@ impl RespBody {
         resp
     }
 
+    /// Compresses the body as it is sent, at `level` (1 to 9); the
+    /// upstream's header lines are `passed` from now on.
+    pub fn gzip(&mut self, level: u32, passed: Option<Box<Passed>>) {
+        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let inner = match inner {
+            Kind::Upstream(body, _) => Kind::Upstream(body, None),
+            other => other,
+        };
+        self.kind = Kind::Gzip(Box::new(Gzipped {
+            inner,
+            passed,
+            encoder: Some(GzEncoder::new(Vec::new(), Compression::new(level))),
+        }));
+    }
+
     /// An upstream body's connection, once free, back to the pool.
     fn release_idle(&mut self) {
-        if let (Kind::Upstream(body, _), Some(hold)) = (&mut self.kind, &self.hold) {
+        let kind = match &mut self.kind {
+            Kind::Gzip(g) => &mut g.inner,
+            kind => kind,
+        };
+        if let (Kind::Upstream(body, _), Some(hold)) = (kind, &self.hold) {
             if let Some(conn) = body.take_idle() {
                 crate::http::pool::release(&hold.upstream, hold.peer as u32, conn);
             }
@@ -130,6 +171,7 @@ impl RespBody {
     pub fn passed(&self) -> Option<&Passed> {
         match &self.kind {
             Kind::Upstream(_, passed) => passed.as_deref(),
+            Kind::Gzip(g) => g.passed.as_deref(),
             _ => None,
         }
     }
@@ -138,6 +180,7 @@ impl RespBody {
     pub fn take_passed(&mut self) -> Option<Box<Passed>> {
         match &mut self.kind {
             Kind::Upstream(_, passed) => passed.take(),
+            Kind::Gzip(g) => g.passed.take(),
             _ => None,
         }
     }
@@ -237,6 +280,7 @@ impl Body for RespBody {
                 this.release_idle();
                 polled.map(|piece| piece.map(|r| r.map(Frame::data)))
             }
+            Kind::Gzip(_) => this.poll_gzip(cx),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
@@ -251,6 +295,7 @@ impl Body for RespBody {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Tunnel(_) | Kind::Close => true,
+            Kind::Gzip(g) => g.encoder.is_none(),
         }
     }
 
@@ -261,6 +306,49 @@ impl Body for RespBody {
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
+            Kind::Gzip(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl RespBody {
+    /// The next compressed piece: the body read and fed to the encoder
+    /// until it has output, then, at the body's end, the rest and the
+    /// gzip trailer.
+    fn poll_gzip(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Kind::Gzip(g) = &mut self.kind else {
+                return Poll::Ready(None);
+            };
+            if g.encoder.is_none() {
+                return Poll::Ready(None);
+            }
+            let piece = match &mut g.inner {
+                Kind::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
+                Kind::Upstream(body, _) => body.poll_data(cx),
+                _ => Poll::Ready(None),
+            };
+            self.release_idle();
+            let Kind::Gzip(g) = &mut self.kind else {
+                return Poll::Ready(None);
+            };
+            let out = match (piece, &mut g.encoder) {
+                (Poll::Pending, _) => return Poll::Pending,
+                (Poll::Ready(Some(Err(e))), _) => return Poll::Ready(Some(Err(e))),
+                (_, None) => return Poll::Ready(None),
+                (Poll::Ready(Some(Ok(data))), Some(encoder)) => {
+                    // Writing into a Vec does not fail.
+                    let _ = encoder.write_all(&data);
+                    std::mem::take(encoder.get_mut())
+                }
+                (Poll::Ready(None), encoder) => match encoder.take().map(GzEncoder::finish) {
+                    Some(Ok(rest)) => rest,
+                    _ => Vec::new(),
+                },
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
         }
     }
 }

@@ -108,7 +108,36 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp.extensions_mut().insert(ErrorPage);
     resp
+}
+
+/// Marks an answer made by [`error_page`]: nginx's special response, which
+/// `msie_padding` pads.
+#[derive(Clone, Copy)]
+pub struct ErrorPage;
+
+/// nginx's `msie_padding` (on by default): a 4xx or 5xx page it makes
+/// gets six comment lines more for MSIE (not Opera) and Chrome, whose
+/// "friendly" error pages replace a short one.
+pub fn msie_padding(resp: &mut Response<RespBody>, req: &http::HeaderMap) {
+    const PADDING: &[u8] = b"<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
+<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
+<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
+<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
+<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
+<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n";
+    if resp.status().as_u16() < 400 || resp.extensions().get::<ErrorPage>().is_none() {
+        return;
+    }
+    let Some(agent) = req.get(http::header::USER_AGENT).map(HeaderValue::as_bytes) else {
+        return;
+    };
+    let has = |s: &[u8]| agent.windows(s.len()).position(|w| w == s);
+    let msie = has(b"MSIE ").is_some_and(|at| at + 7 < agent.len()) && has(b"Opera").is_none();
+    if msie || has(b"Chrome/").is_some() {
+        resp.body_mut().pad(PADDING);
+    }
 }
 
 /// nginx's page for a 400 with a reason below the title, as for
@@ -124,6 +153,7 @@ pub fn error_page_with(status: u16, detail: &str) -> Response<RespBody> {
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp.extensions_mut().insert(ErrorPage);
     resp
 }
 

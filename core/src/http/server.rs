@@ -917,6 +917,11 @@ async fn handle(
         let status = resp.status().as_u16();
         add_headers(&mut resp, added, &vars(client, status, proxy_host));
     }
+    crate::http::response::msie_padding(&mut resp, &parts.headers);
+    // After add_header, as nginx's filters run.
+    if let Some(gzip) = location.map_or(&server.gzip, |l| &l.gzip) {
+        gzip.apply(parts, &mut resp);
+    }
     if close {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -404,6 +404,7 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
+            gzip: gzip(l.gzip.as_ref())?,
             add_headers: add_headers(&l.add_headers, filters.maps)?,
             client: l.client,
         });
@@ -416,6 +417,7 @@ fn server(
         ret: s.ret.as_ref().map(|r| reply(r, filters.maps)).transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
+        gzip: gzip(s.gzip.as_ref())?,
         add_headers: add_headers(&s.add_headers, filters.maps)?,
         locations: Locations {
             exact,
@@ -573,6 +575,12 @@ fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHe
             })
         })
         .collect()
+}
+
+/// A level's `gzip on` settings, compiled.
+fn gzip(conf: Option<&model::GzipConf>) -> Result<Option<Box<crate::http::gzip::Gzip>>, ConfError> {
+    conf.map(|c| crate::http::gzip::Gzip::build(c).map(Box::new))
+        .transpose()
 }
 
 /// The location's `proxy_redirect` rules, in order.

@@ -98,6 +98,8 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
+    /// `gzip on` for what no location answers.
+    pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` for what the server level answers.
     pub add_headers: Box<[AddHeader]>,
     pub locations: Locations,
@@ -212,6 +214,8 @@ pub struct Location {
     pub realip: Option<RealIp>,
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
+    /// `gzip on` here.
+    pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` in effect.
     pub add_headers: Box<[AddHeader]>,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.

@@ -1,0 +1,364 @@
+//! `gzip on`: nginx's gzip filter. A response is compressed as it streams
+//! when nginx would compress it: a 200, 403 or 404 with a body (no HEAD),
+//! to a request that accepts gzip (`Accept-Encoding`, its `q` not 0), over
+//! HTTP/1.1 or later (`gzip_http_version`), from a client `gzip_disable`
+//! does not name, not through a proxy unless `gzip_proxied` says so (a
+//! request with `Via`), not encoded already, of a `gzip_types` type, and
+//! not known to be shorter than `gzip_min_length`. Its Content-Length and
+//! Accept-Ranges go, its ETag is made weak (or goes, if it is not a
+//! quoted one), `Content-Encoding: gzip` is added, and
+//! `Vary: Accept-Encoding` with `gzip_vary on`.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, Version};
+use regex::bytes::Regex;
+
+use crate::conf::model::{self, GzipConf};
+use crate::conf::ConfError;
+use crate::http::body::RespBody;
+use crate::http::upstream_h1::Passed;
+
+/// A level's compiled `gzip` settings.
+#[derive(Debug)]
+pub struct Gzip {
+    /// Lowercase MIME types; `None`: any (`gzip_types *`).
+    types: Option<Box<[String]>>,
+    min_length: u64,
+    level: u32,
+    vary: bool,
+    proxied: u16,
+    http10: bool,
+    disable: Box<[Regex]>,
+    msie6: bool,
+}
+
+impl Gzip {
+    pub fn build(conf: &GzipConf) -> Result<Gzip, ConfError> {
+        let disable = conf
+            .disable
+            .iter()
+            .map(|p| crate::vars::regex(p, true).map_err(ConfError::bare))
+            .collect::<Result<Box<[_]>, _>>()?;
+        Ok(Gzip {
+            types: (!conf.types.iter().any(|t| t == "*")).then(|| conf.types.clone().into()),
+            min_length: conf.min_length,
+            level: conf.level,
+            vary: conf.vary,
+            proxied: conf.proxied,
+            http10: conf.http10,
+            disable,
+            msie6: conf.msie6,
+        })
+    }
+
+    /// Compresses `resp` to `req` where nginx would: first what the
+    /// response must be (which earns it `Vary` with `gzip_vary on`), then
+    /// what the request must be (`ngx_http_gzip_ok`).
+    pub fn apply(&self, req: &Parts, resp: &mut Response<RespBody>) {
+        if !self.compressible(resp) {
+            return;
+        }
+        if self.vary {
+            resp.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        if (req.version < Version::HTTP_11 && !self.http10)
+            || !accepts_gzip(&req.headers)
+            || (req.headers.contains_key(header::VIA) && !self.proxied_ok(req, resp))
+            || self.disabled(&req.headers)
+        {
+            return;
+        }
+        let passed = resp
+            .body_mut()
+            .take_passed()
+            .map(|p| Box::new(for_gzip(&p)));
+        resp.body_mut().gzip(self.level, passed);
+        let headers = resp.headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::ACCEPT_RANGES);
+        weaken_etag(headers);
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+
+    /// The response's side: a 200, 403 or 404, not encoded, of a
+    /// `gzip_types` type, not known to be shorter than `gzip_min_length`.
+    fn compressible(&self, resp: &Response<RespBody>) -> bool {
+        if !matches!(resp.status().as_u16(), 200 | 403 | 404) {
+            return false;
+        }
+        let passed = resp.body().passed();
+        let found = |name: &[u8]| -> Option<Vec<u8>> {
+            passed
+                .and_then(|p| p.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+                .map(|(_, v)| v.to_vec())
+                .or_else(|| {
+                    let name = std::str::from_utf8(name).ok()?;
+                    resp.headers().get(name).map(|v| v.as_bytes().to_vec())
+                })
+        };
+        if found(b"content-encoding").is_some_and(|v| !v.is_empty()) {
+            return false;
+        }
+        let Some(content_type) = found(b"content-type") else {
+            return false;
+        };
+        if let Some(types) = &self.types {
+            let mime = content_type
+                .split(|&c| c == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+                .to_ascii_lowercase();
+            if !types.iter().any(|t| t.as_bytes() == mime) {
+                return false;
+            }
+        }
+        // An upstream's Content-Length (none for chunked), else the length
+        // of a body made here.
+        let length = match passed {
+            Some(p) => p.length,
+            None => http_body::Body::size_hint(resp.body()).exact(),
+        };
+        length.is_none_or(|n| n >= self.min_length)
+    }
+
+    /// `gzip_disable`: the User-Agent matches one of the expressions, or
+    /// is MSIE 4 to 6 (`msie6`, as nginx tells it: not with `SV1`).
+    fn disabled(&self, headers: &HeaderMap) -> bool {
+        let Some(agent) = headers.get(header::USER_AGENT).map(HeaderValue::as_bytes) else {
+            return false;
+        };
+        if self.msie6 {
+            if let Some(at) = agent.windows(5).position(|w| w == b"MSIE ") {
+                let version = &agent[at + 5..];
+                if version.len() >= 2
+                    && (b'4'..=b'6').contains(&version[0])
+                    && version[1] == b'.'
+                    && !agent.windows(3).any(|w| w == b"SV1")
+                {
+                    return true;
+                }
+            }
+        }
+        self.disable.iter().any(|re| re.is_match(agent))
+    }
+
+    /// `gzip_proxied`, for a request that came through a proxy (`Via`), as
+    /// `ngx_http_gzip_ok` decides from the response.
+    fn proxied_ok(&self, req: &Parts, resp: &Response<RespBody>) -> bool {
+        let p = self.proxied;
+        if p & model::GZIP_PROXIED_OFF != 0 {
+            return false;
+        }
+        if p & model::GZIP_PROXIED_ANY != 0 {
+            return true;
+        }
+        if p & model::GZIP_PROXIED_AUTH != 0 && req.headers.contains_key(header::AUTHORIZATION) {
+            return true;
+        }
+        let passed = resp.body().passed();
+        let found = |name: &str| -> Option<Vec<u8>> {
+            passed
+                .and_then(|p| {
+                    p.iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                })
+                .map(|(_, v)| v.to_vec())
+                .or_else(|| resp.headers().get(name).map(|v| v.as_bytes().to_vec()))
+        };
+        if let Some(expires) = found("expires") {
+            if p & model::GZIP_PROXIED_EXPIRED == 0 {
+                return false;
+            }
+            let time = |v: &[u8]| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|t| httpdate::parse_http_date(t).ok())
+            };
+            let Some(expires) = time(&expires) else {
+                return false;
+            };
+            let date = match found("date") {
+                Some(d) => match time(&d) {
+                    Some(d) => d,
+                    None => return false,
+                },
+                None => std::time::SystemTime::now(),
+            };
+            return expires < date;
+        }
+        if let Some(cc) = found("cache-control") {
+            let has = |token: &[u8]| {
+                cc.split(|&c| c == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            };
+            return (p & model::GZIP_PROXIED_NO_CACHE != 0 && has(b"no-cache"))
+                || (p & model::GZIP_PROXIED_NO_STORE != 0 && has(b"no-store"))
+                || (p & model::GZIP_PROXIED_PRIVATE != 0 && has(b"private"));
+        }
+        if p & model::GZIP_PROXIED_NO_LM != 0 && found("last-modified").is_some() {
+            return false;
+        }
+        if p & model::GZIP_PROXIED_NO_ETAG != 0 && found("etag").is_some() {
+            return false;
+        }
+        true
+    }
+}
+
+/// `ngx_http_gzip_accept_encoding` on the first Accept-Encoding: a `gzip`
+/// token (at the start or after `,` or a space, ending there or at `,`, a
+/// space or `;`) whose `q` is not 0.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT_ENCODING).is_some_and(|v| {
+        let v = v.as_bytes();
+        let mut from = 0;
+        while let Some(at) = v[from..]
+            .windows(4)
+            .position(|w| w.eq_ignore_ascii_case(b"gzip"))
+            .map(|i| from + i)
+        {
+            let before = at == 0 || matches!(v[at - 1], b',' | b' ');
+            let rest = &v[at + 4..];
+            let after = rest.first().is_none_or(|c| matches!(c, b',' | b' ' | b';'));
+            if before && after {
+                return quantity(rest) != 0;
+            }
+            from = at + 4;
+        }
+        false
+    })
+}
+
+/// The `q` after a token (nginx's `ngx_http_gzip_quantity`, in
+/// thousandths): 1000 without one; 0 for a `q` of zero or one it cannot
+/// read.
+fn quantity(rest: &[u8]) -> u32 {
+    let item = rest.split(|&c| c == b',').next().unwrap_or_default();
+    let Some(q) = item
+        .split(|&c| c == b';')
+        .skip(1)
+        .map(<[u8]>::trim_ascii)
+        .find_map(|p| p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")))
+    else {
+        return 1000;
+    };
+    match q {
+        [b'1', rest @ ..] if rest.is_empty() || rest.iter().all(|&c| c == b'.' || c == b'0') => {
+            1000
+        }
+        [b'0'] => 0,
+        [b'0', b'.', digits @ ..] if digits.len() <= 3 && digits.iter().all(u8::is_ascii_digit) => {
+            digits
+                .iter()
+                .chain(std::iter::repeat(&b'0'))
+                .take(3)
+                .fold(0, |n, &d| n * 10 + u32::from(d - b'0'))
+        }
+        _ => 0,
+    }
+}
+
+/// nginx's `ngx_http_weak_etag`: `W/` before a quoted ETag; one that is
+/// not quoted goes.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).map(|v| v.as_bytes().to_vec()) else {
+        return;
+    };
+    if let Some(weak) = weak(&etag) {
+        if let Ok(v) = HeaderValue::from_bytes(&weak) {
+            headers.insert(header::ETAG, v);
+            return;
+        }
+    }
+    if !etag.starts_with(b"W/") {
+        headers.remove(header::ETAG);
+    }
+}
+
+/// The weak form of an ETag: `None` when it is weak already or goes.
+fn weak(etag: &[u8]) -> Option<Vec<u8>> {
+    if etag.starts_with(b"W/") || etag.first() != Some(&b'"') {
+        return None;
+    }
+    Some([&b"W/"[..], etag].concat())
+}
+
+/// An upstream's header lines for a compressed answer: without
+/// Content-Length and Accept-Ranges, the ETag weak.
+fn for_gzip(passed: &Passed) -> Passed {
+    let mut lines = Vec::with_capacity(passed.lines.len() + 2);
+    for (name, value) in passed.iter() {
+        let value = if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"accept-ranges")
+        {
+            continue;
+        } else if name.eq_ignore_ascii_case(b"etag") {
+            match weak(value) {
+                Some(weak) => weak,
+                None if value.starts_with(b"W/") => value.to_vec(),
+                None => continue,
+            }
+        } else {
+            value.to_vec()
+        };
+        lines.extend_from_slice(name);
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(&value);
+        lines.extend_from_slice(b"\r\n");
+    }
+    Passed {
+        lines,
+        length: None,
+        redirect: passed.redirect,
+        reason: passed.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(value: &str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).expect("value"),
+        );
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn accept_encoding_as_nginx_reads_it() {
+        for yes in [
+            "gzip",
+            "deflate, gzip",
+            "gzip;q=0.5",
+            "br,gzip ; q=1",
+            "GZIP",
+            "gzip;q=0.001",
+        ] {
+            assert!(accepts(yes), "{yes}");
+        }
+        for no in [
+            "deflate",
+            "x-gzip",
+            "gzip;q=0",
+            "gzip;q=0.0",
+            "gzip;q=0.000",
+            "gzipx",
+            "gzip;q=x",
+        ] {
+            assert!(!accepts(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn etags_weakened_or_dropped() {
+        assert_eq!(weak(b"\"abc\""), Some(b"W/\"abc\"".to_vec()));
+        assert_eq!(weak(b"W/\"abc\""), None);
+        assert_eq!(weak(b"abc"), None);
+    }
+}

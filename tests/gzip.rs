@@ -1,0 +1,313 @@
+//! `gzip on` side by side with nginx: for each backend answer (types,
+//! lengths, statuses, encodings, ETags, caching headers) and each request
+//! (Accept-Encoding forms, HEAD, HTTP/1.0, through a proxy with `Via`, an
+//! old MSIE), whether the answer is compressed, the headers that change
+//! with it (Content-Encoding, Vary, ETag, Accept-Ranges, Content-Length,
+//! Transfer-Encoding) and the body once decompressed are nginx's; error
+//! pages included, with nginx's `msie_padding` for MSIE and Chrome.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use flate2::read::GzDecoder;
+use waypost_tests::{
+    assert_same_answers, free_ports, read_head, serve_numbered, wrap_http, Server,
+};
+
+/// The backend's answer to `path`.
+fn answer(path: &str) -> Vec<u8> {
+    let text = "the quick brown fox jumps over the lazy dog\n".repeat(20);
+    let (status, headers, body): (&str, &str, &str) = match path {
+        "/html" => (
+            "200 OK",
+            "Content-Type: text/html\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\n",
+            &text,
+        ),
+        "/small" => ("200 OK", "Content-Type: text/html\r\n", "tiny body"),
+        "/json" => ("200 OK", "Content-Type: application/json\r\n", &text),
+        "/plain" => ("200 OK", "Content-Type: Text/Plain; charset=utf-8\r\n", &text),
+        "/css" => ("200 OK", "Content-Type: text/css\r\n", &text),
+        "/enc" => (
+            "200 OK",
+            "Content-Type: text/html\r\nContent-Encoding: identity-ish\r\n",
+            &text,
+        ),
+        "/weak" => ("200 OK", "Content-Type: text/html\r\nETag: W/\"w\"\r\n", &text),
+        "/bare" => ("200 OK", "Content-Type: text/html\r\nETag: bare\r\n", &text),
+        "/missing" => ("404 Not Found", "Content-Type: text/html\r\n", &text),
+        "/created" => ("201 Created", "Content-Type: text/html\r\n", &text),
+        "/expired" => (
+            "200 OK",
+            "Content-Type: text/html\r\nDate: Wed, 01 Jan 2025 00:00:00 GMT\r\nExpires: Tue, 31 Dec 2024 00:00:00 GMT\r\n",
+            &text,
+        ),
+        "/fresh" => (
+            "200 OK",
+            "Content-Type: text/html\r\nDate: Wed, 01 Jan 2025 00:00:00 GMT\r\nExpires: Thu, 02 Jan 2025 00:00:00 GMT\r\n",
+            &text,
+        ),
+        "/nocache" => ("200 OK", "Content-Type: text/html\r\nCache-Control: private, no-cache\r\n", &text),
+        "/public" => ("200 OK", "Content-Type: text/html\r\nCache-Control: public\r\n", &text),
+        _ => ("200 OK", "Content-Type: text/html\r\n", &text),
+    };
+    if path == "/chunked" {
+        let half = text.len() / 2;
+        return format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            half,
+            &text[..half],
+            text.len() - half,
+            &text[half..]
+        )
+        .into_bytes();
+    }
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, |mut stream, _| {
+        let Some(head) = read_head(&mut stream) else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        let path = path
+            .rsplit('/')
+            .next()
+            .map_or("/", |p| &path[path.len() - p.len() - 1..]);
+        let mut answer = answer(path);
+        // A HEAD gets the head alone.
+        if head.starts_with("HEAD ") {
+            let end = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(answer.len(), |e| e + 4);
+            answer.truncate(end);
+        }
+        let _ = stream.write_all(&answer);
+    });
+    port
+}
+
+fn conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    gzip on;\n\
+             \x20   gzip_types text/plain application/json;\n\
+             \x20   gzip_min_length 100;\n\
+             \x20   gzip_vary on;\n\
+             \x20   gzip_proxied expired no-cache auth;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       gzip_disable msie6;\n\
+             \x20       location / {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /any/ {{ gzip_proxied any; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /off/ {{ gzip off; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /all/ {{ gzip_types *; gzip_comp_level 9; gzip_vary off; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /v10/ {{ gzip_http_version 1.0; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location = /page404 {{ return 404; }}\n\
+             \x20       location = /text {{ return 200 \"returned text returned text returned text returned text returned text returned text returned text\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// Decodes a chunked body.
+fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 4 + size..];
+    }
+}
+
+/// What a client sees of `request`: the status, the headers gzip changes,
+/// and the body decompressed (the server's name made neutral).
+fn ask(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let raw = answer.get(split + 4..).unwrap_or_default();
+    let header = |name: &str| {
+        head.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|l| l[name.len() + 1..].trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let chunked = header("transfer-encoding") == "chunked";
+    let body = if chunked { unchunk(raw) } else { raw.to_vec() };
+    let gzipped = header("content-encoding") == "gzip";
+    let body = if gzipped {
+        let mut text = String::new();
+        GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .map_or_else(|e| format!("<bad gzip: {e}>"), |_| text)
+    } else {
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    let body = body
+        .replace("nginx/1.22.1", "SERVER")
+        .replace("waypost", "SERVER");
+    format!(
+        "{} | enc={} vary={} etag={} ranges={} length={} te={} | {}",
+        head.lines().next().unwrap_or(""),
+        header("content-encoding"),
+        header("vary"),
+        header("etag"),
+        header("accept-ranges"),
+        !header("content-length").is_empty(),
+        header("transfer-encoding"),
+        body.len()
+    ) + if gzipped {
+        &body[..body.len().min(40)]
+    } else {
+        ""
+    }
+}
+
+fn requests() -> Vec<String> {
+    let paths = [
+        "/html",
+        "/small",
+        "/json",
+        "/plain",
+        "/css",
+        "/enc",
+        "/weak",
+        "/bare",
+        "/missing",
+        "/created",
+        "/chunked",
+        "/expired",
+        "/fresh",
+        "/nocache",
+        "/public",
+        "/any/public",
+        "/off/html",
+        "/all/css",
+        "/v10/html",
+        "/page404",
+        "/text",
+    ];
+    let asks = [
+        "Accept-Encoding: gzip\r\n",
+        "",
+        "Accept-Encoding: gzip;q=0\r\n",
+        "Accept-Encoding: deflate, x-gzip\r\n",
+        "Accept-Encoding: br, GZIP;q=0.5\r\n",
+        "Accept-Encoding: gzip\r\nVia: 1.1 cache\r\n",
+        "Accept-Encoding: gzip\r\nVia: 1.1 cache\r\nAuthorization: Basic eDp5\r\n",
+        "Accept-Encoding: gzip\r\nUser-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0)\r\n",
+        "Accept-Encoding: gzip\r\nUser-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1)\r\n",
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36\r\n",
+        "User-Agent: Opera/9.80 (compatible; MSIE 6.0)\r\n",
+    ];
+    let mut all = Vec::new();
+    for path in paths {
+        for extra in asks {
+            all.push(format!(
+                "GET {path} HTTP/1.1\r\nHost: h\r\n{extra}Connection: close\r\n\r\n"
+            ));
+        }
+        // (A chunked answer to HEAD has nginx send a gzip body with it.)
+        if path != "/chunked" {
+            all.push(format!("HEAD {path} HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"));
+        }
+        all.push(format!(
+            "GET {path} HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n"
+        ));
+    }
+    all
+}
+
+fn run(nginx: bool) -> Vec<String> {
+    let back = backend();
+    let ports = free_ports(1);
+    let _server = Server::either(nginx, &conf(ports[0], back, nginx), &ports);
+    requests()
+        .iter()
+        .map(|r| format!("{} -> {}", r.replace("\r\n", " "), ask(ports[0], r)))
+        .collect()
+}
+
+#[test]
+fn responses_are_compressed_as_nginx_compresses_them() {
+    let ours = run(false);
+    let theirs = run(true);
+    assert_same_answers(&ours, &theirs);
+    assert!(ours.iter().any(|a| a.contains("enc=gzip")));
+    assert!(ours.iter().any(|a| a.contains("enc= ")));
+}
+
+/// Over HTTP/2 (h2c) as over HTTP/1.1: curl's headers and decompressed
+/// body, beside nginx's.
+#[test]
+fn http2_answers_are_compressed_too() {
+    let fetch = |nginx: bool| {
+        let back = backend();
+        let ports = free_ports(1);
+        let conf = conf(ports[0], back, nginx).replace(
+            &format!("listen 127.0.0.1:{};", ports[0]),
+            &format!("listen 127.0.0.1:{} http2;", ports[0]),
+        );
+        let _server = Server::either(nginx, &conf, &ports);
+        ["/html", "/json", "/small", "/page404"]
+            .iter()
+            .map(|path| {
+                let out = std::process::Command::new("curl")
+                    .args(["-sS", "--http2-prior-knowledge", "--compressed", "-D", "-"])
+                    .arg(format!("http://127.0.0.1:{}{path}", ports[0]))
+                    .output()
+                    .expect("run curl");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+                let mut kept: Vec<&str> = head
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        l.starts_with("content-encoding")
+                            || l.starts_with("vary")
+                            || l.starts_with("etag")
+                    })
+                    .collect();
+                kept.sort_unstable();
+                let body = body
+                    .replace("nginx/1.22.1", "SERVER")
+                    .replace("waypost", "SERVER");
+                format!(
+                    "{path}: {} {kept:?} {}",
+                    head.lines().next().unwrap_or(""),
+                    body.len()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ours = fetch(false);
+    assert_eq!(ours, fetch(true), "left: waypost, right: nginx");
+    assert!(
+        ours.iter().any(|l| l.contains("content-encoding: gzip")),
+        "{ours:?}"
+    );
+}
