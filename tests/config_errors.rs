@@ -8,8 +8,8 @@
 //!
 //! nginx runs with `-e logs/early.log` so that it prints `nginx: [emerg] ...`
 //! on stderr (this build logs to stderr by default, in the log file format).
-//! Lines nginx prints that waypost has no equivalent for (warnings such as
-//! `conflicting server name`) are not compared.
+//! `[warn]` lines are compared too (`low address bits ...`, `duplicate
+//! MIME type ...`); nginx's `[notice]` and `[info]` lines are not.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -32,6 +32,8 @@ enum Expect {
     Emerg(&'static str),
     /// An error nginx finds after parsing: `syntax is ok` comes first.
     EmergAfterParse(&'static str),
+    /// A `[warn]` line while parsing, then success.
+    Warn(&'static str),
 }
 
 struct Case {
@@ -82,7 +84,7 @@ impl Case {
     }
 }
 
-use Expect::{Emerg, EmergAfterParse};
+use Expect::{Emerg, EmergAfterParse, Warn};
 
 fn cases() -> Vec<Case> {
     vec![
@@ -615,6 +617,23 @@ fn cases() -> Vec<Case> {
             "http {\n    gzip on;\n    gzip_types text/css;\n    gzip_types text/xml *;\n    gzip_proxied any;\n    gzip_proxied off;\n    gzip_disable msie6 \"MSIE [1-6]\\.\";\n    gzip_disable \"^curl\";\n    server {\n        listen 127.0.0.1:{port};\n        location / { gzip off; gzip_min_length 1k; }\n    }\n}\n",
             Expect::Ok,
         ),
+        // Warnings while parsing: `nginx: [warn] ...` on stderr, as
+        // waypost prints them before its error log is open.
+        Case::head(
+            "deny with low address bits",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        deny 10.0.0.1/8;\n    }\n}\n",
+            Warn("low address bits of 10.0.0.1/8 are meaningless in {conf}:7"),
+        ),
+        Case::head(
+            "set_real_ip_from with low address bits",
+            "http {\n    set_real_ip_from 192.168.1.1/16;\n}\n",
+            Warn("low address bits of 192.168.1.1/16 are meaningless in {conf}:5"),
+        ),
+        Case::head(
+            "gzip_types naming text/html",
+            "http {\n    gzip_types text/css TEXT/HTML;\n}\n",
+            Warn("duplicate MIME type \"text/html\" in {conf}:5"),
+        ),
         Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
@@ -980,6 +999,7 @@ fn report(out: &Output, program: &str) -> Report {
         .filter_map(|l| l.strip_prefix(&prefix))
         .filter(|l| {
             l.starts_with("[emerg]")
+                || l.starts_with("[warn]")
                 || l.starts_with("[alert]")
                 || l.starts_with("[error]")
                 || l.starts_with("the configuration file ")
@@ -1024,6 +1044,14 @@ fn expected(expect: Expect, conf: &Path, fill: &dyn Fn(&str) -> String) -> Repor
         ),
         Expect::Emerg(m) => (vec![emerg(m), failed], 1),
         Expect::EmergAfterParse(m) => (vec![ok, emerg(m), failed], 1),
+        Expect::Warn(m) => (
+            vec![
+                format!("X: [warn] {}", fill(m)),
+                ok,
+                format!("X: configuration file {conf} test is successful"),
+            ],
+            0,
+        ),
     };
     Report {
         lines,

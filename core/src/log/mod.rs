@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
@@ -87,6 +87,10 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
     file: None,
 });
 static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
+/// Whether a configuration's `error_log` is in place. Before (the first
+/// load, `-t`), nginx prints what is `warn` or worse on stderr as
+/// `nginx: [warn] message`; so does waypost.
+static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the error log; lines go to stderr until [`set_target`].
 pub fn init() {
@@ -108,6 +112,7 @@ pub fn set_target(target: &LogTarget, level: Level) -> std::io::Result<()> {
     sink.target = target.clone();
     sink.file = file;
     MIN_LEVEL.store(level as u8, Ordering::Relaxed);
+    CONFIGURED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -132,6 +137,10 @@ const MAX_LINE: usize = 2048;
 
 /// Writes one line at an nginx level.
 pub fn write(level: Level, conn: Option<u64>, message: &str) {
+    if !CONFIGURED.load(Ordering::Relaxed) && level as u8 >= Level::Warn as u8 {
+        let _ = writeln!(std::io::stderr(), "waypost: [{}] {message}", level.as_str());
+        return;
+    }
     if !enabled(level) {
         return;
     }
