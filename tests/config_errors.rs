@@ -635,6 +635,16 @@ fn cases() -> Vec<Case> {
             Warn("duplicate MIME type \"text/html\" in {conf}:5"),
         ),
         Case::head(
+            "client_header_buffer_size: not a size",
+            "http {\n    server {\n        client_header_buffer_size x;\n    }\n}\n",
+            Emerg("\"client_header_buffer_size\" directive invalid value in {conf}:6"),
+        ),
+        Case::head(
+            "client_header_buffer_size in a location",
+            "http {\n    server {\n        location / { client_header_buffer_size 1k; }\n    }\n}\n",
+            Emerg("\"client_header_buffer_size\" directive is not allowed here in {conf}:6"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

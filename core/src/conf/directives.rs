@@ -116,6 +116,9 @@ pub const CORE: &[Spec] = &[
     d("client_max_body_size", PROXY, 1, 1),
     d("client_header_timeout", HTTP | SRV, 1, 1),
     d("large_client_header_buffers", HTTP | SRV, 2, 2),
+    // Accepted, checked: waypost reads heads into pooled buffers of its
+    // own; the limits are large_client_header_buffers'.
+    d("client_header_buffer_size", HTTP | SRV, 1, 1),
     f("underscores_in_headers", HTTP | SRV),
     f("ignore_invalid_headers", HTTP | SRV),
     // Accepted so that nginx files load: waypost has no such hash tables.

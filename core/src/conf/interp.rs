@@ -1187,7 +1187,7 @@ impl<'a> Interp<'a> {
             "proxy_busy_buffers_size" => layer.buffers.busy = Some(size_arg(d, 0)?),
             "proxy_temp_file_write_size" => layer.buffers.temp_write = Some(size_arg(d, 0)?),
             "proxy_max_temp_file_size" => layer.buffers.max_temp = Some(size_arg(d, 0)?),
-            "client_body_buffer_size" => {
+            "client_body_buffer_size" | "client_header_buffer_size" => {
                 size_arg(d, 0)?;
             }
             "proxy_buffers" => {
@@ -2554,6 +2554,7 @@ fn is_single(name: &str) -> bool {
             | "proxy_temp_file_write_size"
             | "proxy_temp_path"
             | "client_body_buffer_size"
+            | "client_header_buffer_size"
             | "client_body_temp_path"
             | "gzip_min_length"
             | "gzip_comp_level"
