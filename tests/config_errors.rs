@@ -645,6 +645,16 @@ fn cases() -> Vec<Case> {
             Emerg("\"client_header_buffer_size\" directive is not allowed here in {conf}:6"),
         ),
         Case::head(
+            "proxy_hide_header with two names",
+            "http {\n    proxy_hide_header X-A X-B;\n}\n",
+            Emerg("invalid number of arguments in \"proxy_hide_header\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_pass_header in an upstream",
+            "http {\n    upstream u {\n        server 127.0.0.1:1;\n        proxy_pass_header Server;\n    }\n}\n",
+            Emerg("\"proxy_pass_header\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -797,3 +797,74 @@ fn status_lines_are_nginx_status_lines() {
     assert!(ours.iter().any(|l| l.ends_with("302 Found")));
     assert!(ours.iter().any(|l| l.ends_with("302 Moved Temporarily")));
 }
+
+/// `proxy_hide_header` and `proxy_pass_header` beside nginx: which of an
+/// upstream's headers a client gets, through locations that hide more,
+/// pass some of nginx's default hidden ones (Server and Date then are the
+/// upstream's, and the proxy adds none), or inherit the lists, each on
+/// its own.
+#[test]
+fn hidden_and_passed_headers_as_nginx() {
+    let backend = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\nServer: backend/1.0\r\nDate: Wed, 01 Jan 2025 00:00:00 GMT\r\n\
+          X-Powered-By: PHP/8\r\nX-Pad: avoid browser bug\r\nX-Accel-Expires: 10\r\n\
+          X-Custom: 1\r\nX-Other: 2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec()
+    });
+    let seen = |nginx: bool| {
+        let (_server, port) = up_server(
+            nginx,
+            backend,
+            "        proxy_hide_header X-Powered-By;\n\
+             \x20       location / { proxy_pass http://up; }\n\
+             \x20       location /more/ {\n\
+             \x20           proxy_pass http://up;\n\
+             \x20           proxy_hide_header X-Custom;\n\
+             \x20           proxy_hide_header x-other;\n\
+             \x20           location /more/in/ { proxy_pass http://up; proxy_hide_header X-Nothing; }\n\
+             \x20       }\n\
+             \x20       location /pass/ {\n\
+             \x20           proxy_pass http://up;\n\
+             \x20           proxy_pass_header Server;\n\
+             \x20           proxy_pass_header date;\n\
+             \x20           proxy_pass_header X-Pad;\n\
+             \x20           location /pass/in/ { proxy_pass http://up; proxy_hide_header X-Custom; }\n\
+             \x20       }\n",
+        );
+        ["/", "/more/", "/more/in/", "/pass/", "/pass/in/"]
+            .iter()
+            .map(|path| {
+                let head = ask(port, path, "h");
+                let mut lines: Vec<String> = head
+                    .lines()
+                    .skip(1)
+                    .filter(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("Connection")
+                            && !l.starts_with("Content-Length")
+                    })
+                    .map(|l| {
+                        let l = l
+                            .replace("nginx/1.22.1", "PROXY")
+                            .replace("waypost", "PROXY");
+                        // The proxy's own Date is now; an upstream's is fixed.
+                        if l.starts_with("Date:") && !l.contains("2025") {
+                            "Date: (the proxy's)".to_owned()
+                        } else {
+                            l
+                        }
+                    })
+                    .collect();
+                lines.sort();
+                format!("{path}: {}", lines.join(" | "))
+            })
+            .collect::<Vec<_>>()
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(
+        ours.iter().any(|l| l.contains("Server: backend/1.0")),
+        "{ours:?}"
+    );
+    assert!(ours.iter().any(|l| l.contains("X-Powered-By")), "{ours:?}");
+}

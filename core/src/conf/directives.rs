@@ -174,6 +174,8 @@ pub const CORE: &[Spec] = &[
     d("add_header", PROXY, 2, 3),
     d("proxy_http_version", PROXY, 1, 1),
     d("proxy_redirect", PROXY, 1, 2),
+    d("proxy_hide_header", PROXY, 1, 1),
+    d("proxy_pass_header", PROXY, 1, 1),
     d("proxy_next_upstream", PROXY, 1, MORE),
     d("proxy_next_upstream_tries", PROXY, 1, 1),
     d("proxy_next_upstream_timeout", PROXY, 1, 1),

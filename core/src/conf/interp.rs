@@ -235,6 +235,10 @@ struct Layer {
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
     gzip: GzipLayer,
+    /// `proxy_hide_header` and `proxy_pass_header`: each list inherited
+    /// on its own, a level with any line replacing its parent's list.
+    hide_headers: Option<Vec<String>>,
+    pass_headers: Option<Vec<String>>,
     http2: Option<bool>,
 }
 
@@ -325,6 +329,14 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
             gzip: self.gzip.merged(&parent.gzip),
+            hide_headers: self
+                .hide_headers
+                .clone()
+                .or_else(|| parent.hide_headers.clone()),
+            pass_headers: self
+                .pass_headers
+                .clone()
+                .or_else(|| parent.pass_headers.clone()),
             buffers: ProxyBuffers {
                 size: self.buffers.size.or(parent.buffers.size),
                 bufs: self.buffers.bufs.or(parent.buffers.bufs),
@@ -418,6 +430,8 @@ impl Layer {
     fn proxy(&self) -> ProxyConf {
         let d = ProxyConf::default();
         ProxyConf {
+            hide_headers: self.hide_headers.clone().unwrap_or_default(),
+            pass_headers: self.pass_headers.clone().unwrap_or_default(),
             set_headers: self.set_headers.clone().unwrap_or_default(),
             redirects: self
                 .redirects
@@ -1183,6 +1197,14 @@ impl<'a> Interp<'a> {
                     _ => return err("\"large_client_header_buffers\" directive invalid value", d),
                 }
             }
+            "proxy_hide_header" => layer
+                .hide_headers
+                .get_or_insert_with(Vec::new)
+                .push(d.args[0].to_ascii_lowercase()),
+            "proxy_pass_header" => layer
+                .pass_headers
+                .get_or_insert_with(Vec::new)
+                .push(d.args[0].to_ascii_lowercase()),
             "proxy_buffer_size" => layer.buffers.size = Some(size_arg(d, 0)?),
             "proxy_busy_buffers_size" => layer.buffers.busy = Some(size_arg(d, 0)?),
             "proxy_temp_file_write_size" => layer.buffers.temp_write = Some(size_arg(d, 0)?),

@@ -420,6 +420,9 @@ pub struct ProxyConf {
     pub send_timeout: Duration,
     pub read_timeout: Duration,
     pub ssl: ProxySsl,
+    /// `proxy_hide_header` and `proxy_pass_header` names, lowercase.
+    pub hide_headers: Vec<String>,
+    pub pass_headers: Vec<String>,
 }
 
 /// `add_header NAME VALUE [always]`: added to a response of status 200,
@@ -468,6 +471,8 @@ impl Default for ProxyConf {
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
             ssl: ProxySsl::default(),
+            hide_headers: Vec::new(),
+            pass_headers: Vec::new(),
         }
     }
 }

@@ -314,6 +314,8 @@ fn for_gzip(passed: &Passed) -> Passed {
         length: None,
         redirect: passed.redirect,
         reason: passed.reason.clone(),
+        server: passed.server,
+        date: passed.date,
     }
 }
 

@@ -311,8 +311,10 @@ pub fn response(
     if let Some(passed) = resp.body_mut().take_passed() {
         passed.append_to(resp.headers_mut());
     }
+    // An upstream's own Server (`proxy_pass_header Server`) stays.
     resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("waypost"));
+        .entry(header::SERVER)
+        .or_insert(HeaderValue::from_static("waypost"));
     let close = resp
         .headers_mut()
         .remove(header::CONNECTION)

@@ -309,6 +309,7 @@ pub fn upstream_head(
         }
     }
     w.framing(vars.head.content_length);
+    let keep_hidden = p.header_rules.as_ref().is_some_and(|r| r.keeps_hidden());
     for (name, value) in &parts.headers {
         if !dropped(name) && !p.headers.iter().any(|set| set.name == name) {
             let value = value.as_bytes();
@@ -316,7 +317,11 @@ pub fn upstream_head(
             w.header(spelled, name, value);
         }
     }
-    w.finish()
+    let mut head = w.finish();
+    if keep_hidden {
+        head.keep_hidden();
+    }
+    head
 }
 
 fn timed_out_failure(while_: &str) -> Failure {
@@ -858,6 +863,9 @@ pub async fn run(
                     body: upstream_body,
                     upgraded,
                 } = resp;
+                if let Some(rules) = &p.header_rules {
+                    rules.apply(&mut passed);
+                }
                 if passed.redirect && !p.redirects.is_empty() {
                     redirect(&mut passed, p, cx, parts);
                 }

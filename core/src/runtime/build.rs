@@ -539,6 +539,11 @@ fn proxy(
         read_timeout: conf.read_timeout,
         tls: proxy_tls(p, conf, tls, maps)?,
         redirects: redirects(conf),
+        header_rules: crate::http::upstream_h1::HeaderRules::new(
+            &conf.hide_headers,
+            &conf.pass_headers,
+        )
+        .map(Box::new),
     })
 }
 

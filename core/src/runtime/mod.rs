@@ -303,6 +303,8 @@ pub struct Proxy {
     pub tls: Option<ProxyTls>,
     /// `proxy_redirect`, in order; empty for `off`.
     pub redirects: Box<[Rewrite]>,
+    /// `proxy_hide_header` and `proxy_pass_header`; `None` with neither.
+    pub header_rules: Option<Box<crate::http::upstream_h1::HeaderRules>>,
 }
 
 /// One `proxy_redirect`: an upstream's Location (or Refresh URL) that

@@ -94,8 +94,13 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     // As nginx's header filter: Server and Date first, in its spelling.
     // Written here for every response rather than put in each response's
     // map (a map allocated and hashed per proxied response).
-    buf.extend_from_slice(b"Server: waypost\r\n");
-    if resp.headers().is_empty() || !resp.headers().contains_key(DATE) {
+    let passed = resp.body().passed();
+    if !passed.is_some_and(|p| p.server) {
+        buf.extend_from_slice(b"Server: waypost\r\n");
+    }
+    if !passed.is_some_and(|p| p.date)
+        && (resp.headers().is_empty() || !resp.headers().contains_key(DATE))
+    {
         buf.extend_from_slice(b"Date: ");
         date(&mut buf);
         buf.extend_from_slice(b"\r\n");

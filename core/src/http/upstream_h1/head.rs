@@ -13,7 +13,7 @@ use http::response::Parts;
 use http::{HeaderMap, StatusCode, Version};
 
 use crate::http::h1::parse::content_length;
-use crate::http::upstream_h1::request::Ask;
+use crate::http::upstream_h1::request::{Ask, Reading};
 
 /// Header slots on the stack; a head with more is parsed again with as
 /// many as it has lines.
@@ -52,6 +52,66 @@ pub struct Passed {
     /// The upstream's reason phrase, which nginx passes on, where it is
     /// not the one waypost would write.
     pub reason: Option<Box<[u8]>>,
+    /// The upstream's Server and Date lines are among them
+    /// (`proxy_pass_header`): the proxy writes none of its own.
+    pub server: bool,
+    pub date: bool,
+}
+
+/// `proxy_hide_header` and `proxy_pass_header` of a location.
+#[derive(Debug, Default)]
+pub struct HeaderRules {
+    /// Lowercase names hidden besides nginx's defaults.
+    hide: Box<[Box<[u8]>]>,
+    /// Lowercase names among nginx's defaults passed all the same.
+    pass: Box<[Box<[u8]>]>,
+}
+
+impl HeaderRules {
+    /// The rules of `hide` and `pass` (lowercase names); `None` with
+    /// neither.
+    pub fn new(hide: &[String], pass: &[String]) -> Option<HeaderRules> {
+        if hide.is_empty() && pass.is_empty() {
+            return None;
+        }
+        let names = |list: &[String]| list.iter().map(|n| n.as_bytes().into()).collect();
+        Some(HeaderRules {
+            hide: names(hide),
+            pass: names(pass),
+        })
+    }
+
+    /// Whether the response must keep nginx's default hidden headers for
+    /// [`HeaderRules::apply`] to choose from.
+    pub fn keeps_hidden(&self) -> bool {
+        !self.pass.is_empty()
+    }
+
+    /// The upstream's lines without the hidden ones: `proxy_hide_header`'s,
+    /// and nginx's defaults (Date, Server, X-Pad, X-Accel-*) but those
+    /// `proxy_pass_header` names.
+    pub fn apply(&self, passed: &mut Passed) {
+        let listed =
+            |list: &[Box<[u8]>], name: &[u8]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+        let mut lines = Vec::with_capacity(passed.lines.len());
+        let (mut server, mut date) = (false, false);
+        for (name, value) in passed.iter() {
+            if listed(&self.hide, name)
+                || (class(name) == Class::Hidden && !listed(&self.pass, name))
+            {
+                continue;
+            }
+            server |= name.eq_ignore_ascii_case(b"server");
+            date |= name.eq_ignore_ascii_case(b"date");
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value);
+            lines.extend_from_slice(b"\r\n");
+        }
+        passed.lines = lines;
+        passed.server = server;
+        passed.date = date;
+    }
 }
 
 impl Passed {
@@ -151,9 +211,12 @@ enum Class {
     TransferEncoding,
     Connection,
     Upgrade,
-    /// Hop-by-hop, Server and Date, which the proxy writes itself, and
-    /// those nginx hides by default.
+    /// Hop-by-hop headers.
     Skipped,
+    /// Server and Date, which the proxy writes itself, and the others
+    /// nginx hides by default: skipped unless `proxy_pass_header` may
+    /// want them.
+    Hidden,
     /// Location and Refresh, which `proxy_redirect` may rewrite.
     Redirect,
     Passed,
@@ -169,13 +232,13 @@ fn class(name: &[u8]) -> Class {
         2 if is(b"te") => Class::Skipped,
         // nginx's `proxy_hide_header` defaults: X-Pad and the X-Accel-*
         // headers it reads (waypost does not act on them).
-        5 if is(b"x-pad") => Class::Skipped,
-        15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Class::Skipped,
-        16 if is(b"x-accel-redirect") => Class::Skipped,
-        17 if is(b"x-accel-buffering") => Class::Skipped,
-        18 if is(b"x-accel-limit-rate") => Class::Skipped,
-        4 if is(b"date") => Class::Skipped,
-        6 if is(b"server") => Class::Skipped,
+        5 if is(b"x-pad") => Class::Hidden,
+        15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Class::Hidden,
+        16 if is(b"x-accel-redirect") => Class::Hidden,
+        17 if is(b"x-accel-buffering") => Class::Hidden,
+        18 if is(b"x-accel-limit-rate") => Class::Hidden,
+        4 if is(b"date") => Class::Hidden,
+        6 if is(b"server") => Class::Hidden,
         7 if is(b"upgrade") => Class::Upgrade,
         7 if is(b"trailer") => Class::Skipped,
         7 if is(b"refresh") => Class::Redirect,
@@ -192,12 +255,25 @@ fn class(name: &[u8]) -> Class {
 /// Parses the response head at the start of `buf`, for a request whose
 /// method is `ask`.
 pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
+    parse_reading(
+        buf,
+        Reading {
+            ask,
+            keep_hidden: false,
+        },
+    )
+}
+
+/// [`parse`], keeping the headers nginx hides by default if `reading`
+/// says so.
+pub fn parse_reading(buf: &[u8], reading: Reading) -> Result<Parsed, Invalid> {
+    let Reading { ask, keep_hidden } = reading;
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
     match parsed {
-        Ok(httparse::Status::Complete(len)) => build(len, &res, ask),
+        Ok(httparse::Status::Complete(len)) => build(len, &res, ask, keep_hidden),
         Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => {
             // Rare: as many slots as the head has lines (nginx has no count
@@ -208,7 +284,7 @@ pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
             match httparse::ParserConfig::default()
                 .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
             {
-                Ok(httparse::Status::Complete(len)) => build(len, &res, ask),
+                Ok(httparse::Status::Complete(len)) => build(len, &res, ask, keep_hidden),
                 Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
                 Err(_) => Err(Invalid),
             }
@@ -218,7 +294,12 @@ pub fn parse(buf: &[u8], ask: Ask) -> Result<Parsed, Invalid> {
 }
 
 /// The head of `len` bytes that httparse read into `res`.
-fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parsed, Invalid> {
+fn build(
+    len: usize,
+    res: &httparse::Response<'_, '_>,
+    ask: Ask,
+    keep_hidden: bool,
+) -> Result<Parsed, Invalid> {
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(Invalid);
     };
@@ -240,6 +321,8 @@ fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parse
         lines: Vec::with_capacity(len),
         length: None,
         redirect: false,
+        server: false,
+        date: false,
         reason: match res.reason {
             Some(r) if r == crate::http::response::status_text(status) => None,
             r => Some(r.unwrap_or("").as_bytes().into()),
@@ -293,7 +376,8 @@ fn build(len: usize, res: &httparse::Response<'_, '_>, ask: Ask) -> Result<Parse
             // An upgrade keeps its Upgrade header: it says what the tunnel
             // speaks.
             Class::Upgrade if upgrade => {}
-            Class::Upgrade | Class::Skipped => continue,
+            Class::Hidden if keep_hidden => {}
+            Class::Upgrade | Class::Skipped | Class::Hidden => continue,
             Class::Redirect => passed.redirect = true,
             Class::Passed => {}
         }
@@ -499,8 +583,8 @@ mod tests {
     fn header_names_are_classed_in_any_case() {
         let names: [(&[u8], _); 10] = [
             (b"te", Class::Skipped),
-            (b"date", Class::Skipped),
-            (b"server", Class::Skipped),
+            (b"date", Class::Hidden),
+            (b"server", Class::Hidden),
             (b"upgrade", Class::Upgrade),
             (b"trailer", Class::Skipped),
             (b"connection", Class::Connection),

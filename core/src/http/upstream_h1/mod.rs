@@ -36,9 +36,9 @@ use crate::http::h1::decode::Decoder;
 use crate::http::h1::io::ReadBuf;
 pub use body::UpstreamBody;
 pub use conn::{Conn, ConnectError};
-pub use head::Passed;
 use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
-pub use request::{Ask, Framing, HeadWriter, ReqBody, RequestHead};
+pub use head::{HeaderRules, Passed};
+pub use request::{Ask, Framing, HeadWriter, Reading, ReqBody, RequestHead};
 use send::{SendError, Sender};
 pub(crate) use stream::Deadline;
 pub use stream::{Stream, TimedIo, Timeout};
@@ -112,7 +112,7 @@ pub async fn exchange(
     // one per phase (it lives inside every proxied request's future).
     let parsed = poll_fn(|cx| {
         if sending {
-            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, head.method) {
+            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, head.reading()) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(kind)) => return Poll::Ready(Err(kind)),
                 Poll::Ready(Ok(early)) => {
@@ -126,7 +126,7 @@ pub async fn exchange(
                 }
             }
         }
-        read_head(cx, &mut conn, &mut buf, head.method)
+        read_head(cx, &mut conn, &mut buf, head.reading())
     })
     .await;
     let sent = sender.written != 0;
@@ -150,7 +150,7 @@ fn send_phase(
     sender: &mut Sender<'_>,
     body: &mut ReqBody,
     buf: &mut ReadBuf,
-    ask: Ask,
+    ask: Reading,
 ) -> Poll<Result<Option<Head>, ErrorKind>> {
     loop {
         match sender.poll(cx, &mut conn.io, body) {
@@ -177,7 +177,7 @@ fn read_head(
     cx: &mut Context<'_>,
     conn: &mut Conn,
     buf: &mut ReadBuf,
-    ask: Ask,
+    ask: Reading,
 ) -> Poll<Result<Head, ErrorKind>> {
     loop {
         if let Some(h) = parse(buf, ask)? {
@@ -194,9 +194,9 @@ fn read_head(
 
 /// The final head in `buf`, if it is there, interim ones skipped (and
 /// consumed with it).
-fn parse(buf: &mut ReadBuf, ask: Ask) -> Result<Option<Head>, ErrorKind> {
+fn parse(buf: &mut ReadBuf, ask: Reading) -> Result<Option<Head>, ErrorKind> {
     while !buf.is_empty() {
-        match head::parse(buf.data(), ask).map_err(|_| ErrorKind::Invalid)? {
+        match head::parse_reading(buf.data(), ask).map_err(|_| ErrorKind::Invalid)? {
             Parsed::Partial => return Ok(None),
             Parsed::Interim(len) => buf.consume(len),
             Parsed::Final(h) => {

@@ -47,6 +47,16 @@ pub struct RequestHead {
     /// The method says the response has no body (HEAD), or is a tunnel
     /// when successful (CONNECT).
     pub(super) method: Ask,
+    /// Keep the headers nginx hides by default (`proxy_pass_header`).
+    pub(super) keep_hidden: bool,
+}
+
+/// How to read the response to a request: its method's say, and whether
+/// the headers nginx hides by default are kept for `proxy_pass_header`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub ask: Ask,
+    pub keep_hidden: bool,
 }
 
 /// What the request's method says about its response.
@@ -60,6 +70,19 @@ pub enum Ask {
 impl RequestHead {
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Keep the headers nginx hides by default in the response (Date,
+    /// Server, X-Pad, X-Accel-*), for `proxy_pass_header` to choose from.
+    pub fn keep_hidden(&mut self) {
+        self.keep_hidden = true;
+    }
+
+    pub(super) fn reading(&self) -> Reading {
+        Reading {
+            ask: self.method,
+            keep_hidden: self.keep_hidden,
+        }
     }
 }
 
@@ -218,6 +241,7 @@ impl HeadWriter {
             framing: self.framing,
             keep_alive: self.http11 && !self.close,
             method: self.method,
+            keep_hidden: false,
         }
     }
 }
