@@ -655,6 +655,11 @@ fn cases() -> Vec<Case> {
             Emerg("\"proxy_pass_header\" directive is not allowed here in {conf}:7"),
         ),
         Case::head(
+            "types: an extension twice",
+            "http {\n    types { text/html html; text/plain HTML; }\n}\n",
+            Warn("duplicate extension \"html\", content type: \"text/plain\", previous content type: \"text/html\" in {conf}:5"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -235,6 +235,10 @@ struct Layer {
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
     gzip: GzipLayer,
+    /// `types {}` lines (every block of the level, in order; a later
+    /// extension replaces an earlier one) and `default_type`.
+    types: Option<Arc<HashMap<String, String>>>,
+    default_type: Option<String>,
     /// `proxy_hide_header` and `proxy_pass_header`: each list inherited
     /// on its own, a level with any line replacing its parent's list.
     hide_headers: Option<Vec<String>>,
@@ -329,6 +333,11 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
             gzip: self.gzip.merged(&parent.gzip),
+            types: self.types.clone().or_else(|| parent.types.clone()),
+            default_type: self
+                .default_type
+                .clone()
+                .or_else(|| parent.default_type.clone()),
             hide_headers: self
                 .hide_headers
                 .clone()
@@ -398,6 +407,15 @@ impl Layer {
             session_timeout: self.ssl_session_timeout.unwrap_or(d.session_timeout),
             prefer_server_ciphers: self.ssl_prefer_server.unwrap_or(d.prefer_server_ciphers),
         })
+    }
+
+    /// The `return` text's MIME types of a merged level.
+    fn content_types(&self) -> ContentTypes {
+        let d = ContentTypes::default();
+        ContentTypes {
+            by_ext: self.types.clone().unwrap_or(d.by_ext),
+            default: self.default_type.clone().unwrap_or(d.default),
+        }
     }
 
     /// The realip settings of a merged level; `None` without
@@ -1197,6 +1215,23 @@ impl<'a> Interp<'a> {
                     _ => return err("\"large_client_header_buffers\" directive invalid value", d),
                 }
             }
+            "default_type" => layer.default_type = Some(d.args[0].clone()),
+            "types" => {
+                let types = layer.types.get_or_insert_with(Default::default);
+                let types = Arc::make_mut(types);
+                for item in d.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
+                    for ext in &item.args {
+                        let ext = ext.to_ascii_lowercase();
+                        if let Some(old) = types.insert(ext.clone(), item.name.clone()) {
+                            tracing::warn!(
+                                "duplicate extension \"{ext}\", content type: \"{}\", previous content type: \"{old}\" in {}",
+                                item.name,
+                                item.loc
+                            );
+                        }
+                    }
+                }
+            }
             "proxy_hide_header" => layer
                 .hide_headers
                 .get_or_insert_with(Vec::new)
@@ -1900,6 +1935,7 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             add_headers: Vec::new(),
+            types: ContentTypes::default(),
             gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -2128,6 +2164,7 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             add_headers: Vec::new(),
+            types: ContentTypes::default(),
             gzip: None,
         });
         let me = self.locations.len();
@@ -2376,6 +2413,7 @@ impl<'a> Interp<'a> {
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
+            server.types = layer.content_types();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2408,6 +2446,7 @@ impl<'a> Interp<'a> {
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
+            location.types = layer.content_types();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;

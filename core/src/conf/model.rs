@@ -181,6 +181,8 @@ pub struct ServerConf {
     pub access: Rules,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
+    /// `types {}` and `default_type` at the server level.
+    pub types: ContentTypes,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
@@ -284,6 +286,8 @@ pub struct LocationConf {
     pub access: Rules,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
+    /// `types {}` and `default_type` here.
+    pub types: ContentTypes,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
@@ -367,6 +371,50 @@ pub struct ProxyPass {
 pub struct Return {
     pub code: u16,
     pub text: Option<String>,
+}
+
+/// `types {}` and `default_type` in effect at a level: the MIME type of
+/// a text `return` sends, by the extension of `$uri`'s last segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentTypes {
+    /// Lowercase extension to type.
+    pub by_ext: Arc<HashMap<String, String>>,
+    pub default: String,
+}
+
+impl Default for ContentTypes {
+    /// nginx's without a `types` block (`ngx_http_core_default_types`)
+    /// and `default_type text/plain`.
+    fn default() -> Self {
+        let by_ext = [
+            ("html", "text/html"),
+            ("gif", "image/gif"),
+            ("jpg", "image/jpeg"),
+        ]
+        .into_iter()
+        .map(|(e, t)| (e.to_owned(), t.to_owned()))
+        .collect();
+        ContentTypes {
+            by_ext: Arc::new(by_ext),
+            default: "text/plain".to_owned(),
+        }
+    }
+}
+
+impl ContentTypes {
+    /// nginx's `ngx_http_set_content_type`: the type of the extension
+    /// after the last `.` of the URI's last segment, without case; else
+    /// the default.
+    pub fn for_uri(&self, uri: &[u8]) -> &str {
+        let last = uri.rsplit(|&c| c == b'/').next().unwrap_or_default();
+        let ext = last
+            .iter()
+            .rposition(|&c| c == b'.')
+            .map(|dot| &last[dot + 1..]);
+        ext.and_then(|e| std::str::from_utf8(e).ok())
+            .and_then(|e| self.by_ext.get(&e.to_ascii_lowercase()))
+            .unwrap_or(&self.default)
+    }
 }
 
 /// `proxy_next_upstream` conditions, as nginx's NGX_HTTP_UPSTREAM_FT_* bits.

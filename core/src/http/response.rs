@@ -16,7 +16,8 @@ use crate::vars::VarCtx;
 /// finalizes the request with them), any other 4xx or 5xx sends nginx's
 /// page; a redirect sends the text as Location (made absolute when it
 /// starts with `/`) with nginx's page for the status; anything else sends
-/// the text as a `text/plain` body.
+/// the text as a body of the level's type for the URI (`types`,
+/// `default_type`).
 pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     let empty_fixed = match &r.text {
         None => true,
@@ -48,8 +49,10 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     }
     let mut resp = Response::new(RespBody::full(text));
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let content_type = r.types.for_uri(vars.head.uri(&vars.req.uri));
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(CONTENT_TYPE, v);
+    }
     resp
 }
 

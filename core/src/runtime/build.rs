@@ -237,7 +237,11 @@ pub fn upstream(
 }
 
 /// A `return`, its text compiled (the interpreter checked it).
-fn reply(r: &model::Return, maps: &MapNames) -> Result<Reply, ConfError> {
+fn reply(
+    r: &model::Return,
+    types: &model::ContentTypes,
+    maps: &MapNames,
+) -> Result<Reply, ConfError> {
     let text = match &r.text {
         None => None,
         Some(text) => {
@@ -253,6 +257,7 @@ fn reply(r: &model::Return, maps: &MapNames) -> Result<Reply, ConfError> {
         status: r.code,
         text,
         redirect: matches!(r.code, 301 | 302 | 303 | 307 | 308),
+        types: types.clone(),
     })
 }
 
@@ -355,7 +360,7 @@ fn server(
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
-            model::Action::Return(r) => Action::Reply(reply(r, filters.maps)?),
+            model::Action::Return(r) => Action::Reply(reply(r, &l.types, filters.maps)?),
             model::Action::None => Action::NotFound,
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
@@ -414,7 +419,11 @@ fn server(
     Ok(Server {
         access_log,
         name: s.names.first().cloned().unwrap_or_default(),
-        ret: s.ret.as_ref().map(|r| reply(r, filters.maps)).transpose()?,
+        ret: s
+            .ret
+            .as_ref()
+            .map(|r| reply(r, &s.types, filters.maps))
+            .transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
         gzip: gzip(s.gzip.as_ref())?,

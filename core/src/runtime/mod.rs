@@ -240,6 +240,8 @@ pub struct Reply {
     /// 301, 302, 303, 307, 308: the text is the Location and the body
     /// nginx's page for the status.
     pub redirect: bool,
+    /// The level's `types` and `default_type`, for a text body.
+    pub types: crate::conf::model::ContentTypes,
 }
 
 /// A `return` text: fixed at config load, or evaluated per request.

@@ -1,0 +1,89 @@
+//! The Content-Type of a text `return`, side by side with nginx: the
+//! `types {}` entry for the extension of the URI's last segment (without
+//! case), else `default_type`, each inherited level by level, nginx's
+//! built-in three types without a `types` block; and the duplicate
+//! extension warning.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use waypost_tests::{assert_same_answers, free_ports, wrap_http, Server};
+
+fn conf(port: u16, port2: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    default_type application/octet-stream;\n\
+             \x20   types {{ text/html html htm; application/json json; }}\n\
+             \x20   types {{ image/png png; text/css css; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{ return 200 \"text\"; }}\n\
+             \x20       location /own/ {{ default_type text/plain; return 200 \"text\"; }}\n\
+             \x20       location /none/ {{ types {{ }} return 200 \"text\"; }}\n\
+             \x20       location /nested/ {{\n\
+             \x20           types {{ application/x-custom html; }}\n\
+             \x20           location /nested/in/ {{ return 200 \"text\"; }}\n\
+             \x20           return 200 \"text\";\n\
+             \x20       }}\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port2};\n\
+             \x20       types {{ }}\n\
+             \x20       default_type text/x-server;\n\
+             \x20       return 200 \"server level\";\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+fn content_type(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let ct = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap_or("no Content-Type");
+    format!("{path}: {ct}")
+}
+
+#[test]
+fn return_text_types_match_nginx() {
+    let paths = [
+        "/",
+        "/a",
+        "/x.html",
+        "/x.HTM",
+        "/x.json",
+        "/x.css",
+        "/x.png",
+        "/x.unknown",
+        "/dir.json/file",
+        "/x.",
+        "/own/x.html",
+        "/own/x",
+        "/none/x.html",
+        "/nested/x.html",
+        "/nested/in/x.html",
+        "/nested/in/x.json",
+    ];
+    let run = |nginx: bool| {
+        let [port, port2] = free_ports(2)[..] else {
+            unreachable!()
+        };
+        let _server = Server::either(nginx, &conf(port, port2, nginx), &[port, port2]);
+        let mut seen: Vec<String> = paths.iter().map(|p| content_type(port, p)).collect();
+        seen.push(content_type(port2, "/x.html"));
+        seen
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(ours.iter().any(|l| l.ends_with("text/html")), "{ours:?}");
+    assert!(
+        ours.iter().any(|l| l.ends_with("application/octet-stream")),
+        "{ours:?}"
+    );
+}
