@@ -660,6 +660,21 @@ fn cases() -> Vec<Case> {
             Warn("duplicate extension \"html\", content type: \"text/plain\", previous content type: \"text/html\" in {conf}:5"),
         ),
         Case::head(
+            "charset from another source_charset",
+            "http {\n    charset utf-8;\n    server {\n        listen 127.0.0.1:{port};\n        source_charset koi8-r;\n    }\n}\n",
+            Emerg("no \"charset_map\" between the charsets \"koi8-r\" and \"utf-8\""),
+        ),
+        Case::head(
+            "charset twice",
+            "http {\n    charset utf-8;\n    charset utf-8;\n}\n",
+            Emerg("\"charset\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "charset lines nginx takes",
+            "http {\n    charset utf-8;\n    source_charset utf-8;\n    override_charset off;\n    charset_types text/css application/json;\n    server {\n        listen 127.0.0.1:{port};\n        location / { charset off; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

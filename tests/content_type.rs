@@ -87,3 +87,80 @@ fn return_text_types_match_nginx() {
         "{ours:?}"
     );
 }
+
+/// A backend answering `/NAME` with the Content-Type (and other header)
+/// lines of that case.
+fn typed_backend() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    waypost_tests::serve_numbered(listener, |mut stream, _| {
+        let Some(head) = waypost_tests::read_head(&mut stream) else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        let name = path.rsplit('/').next().unwrap_or("");
+        let lines = match name {
+            "html" => "Content-Type: text/html\r\n",
+            "latin" => "Content-Type: text/html; charset=iso-8859-1\r\n",
+            "upper" => "Content-Type: text/html; CHARSET=UTF-8\r\n",
+            "params" => "Content-Type: Text/HTML; foo=bar\r\n",
+            "json" => "Content-Type: application/json\r\n",
+            "js" => "Content-Type: application/javascript\r\n",
+            "enc" => "Content-Type: text/html\r\nContent-Encoding: br\r\n",
+            _ => "",
+        };
+        let _ = stream.write_all(
+            format!("HTTP/1.1 200 OK\r\n{lines}Content-Length: 2\r\nConnection: close\r\n\r\nok")
+                .as_bytes(),
+        );
+    });
+    port
+}
+
+/// `charset` beside nginx: added where the answer's type is one of
+/// `charset_types` and it names no charset, not to encoded answers, off
+/// where a level says so; on proxied answers, `return` texts and error
+/// pages.
+#[test]
+fn charset_matches_nginx() {
+    let back = typed_backend();
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    charset utf-8;\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /p/ {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /t/ {{ charset_types application/json; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /all/ {{ charset_types *; charset windows-1251; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /off/ {{ charset off; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location = /r {{ return 200 \"text\"; }}\n\
+                 \x20       location = /e {{ return 404; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut seen = Vec::new();
+        for level in ["/p/", "/t/", "/all/", "/off/"] {
+            for name in [
+                "html", "latin", "upper", "params", "json", "js", "enc", "none",
+            ] {
+                seen.push(content_type(port, &format!("{level}{name}")));
+            }
+        }
+        seen.push(content_type(port, "/r"));
+        seen.push(content_type(port, "/e"));
+        seen
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(
+        ours.iter().any(|l| l.ends_with("text/html; charset=utf-8")),
+        "{ours:?}"
+    );
+}

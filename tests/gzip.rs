@@ -27,6 +27,7 @@ fn answer(path: &str) -> Vec<u8> {
         "/json" => ("200 OK", "Content-Type: application/json\r\n", &text),
         "/plain" => ("200 OK", "Content-Type: Text/Plain; charset=utf-8\r\n", &text),
         "/css" => ("200 OK", "Content-Type: text/css\r\n", &text),
+        "/params" => ("200 OK", "Content-Type: text/html; foo=bar\r\n", &text),
         "/enc" => (
             "200 OK",
             "Content-Type: text/html\r\nContent-Encoding: identity-ish\r\n",
@@ -191,6 +192,7 @@ fn requests() -> Vec<String> {
     let paths = [
         "/html",
         "/small",
+        "/params",
         "/json",
         "/plain",
         "/css",

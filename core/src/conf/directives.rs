@@ -130,6 +130,11 @@ pub const CORE: &[Spec] = &[
     d("variables_hash_bucket_size", HTTP, 1, 1),
     d("proxy_headers_hash_max_size", PROXY, 1, 1),
     d("proxy_headers_hash_bucket_size", PROXY, 1, 1),
+    // charset (no recoding: charset_map is not supported)
+    d("charset", PROXY, 1, 1),
+    d("charset_types", PROXY, 1, MORE),
+    d("source_charset", PROXY, 1, 1),
+    f("override_charset", PROXY),
     // gzip
     f("gzip", PROXY),
     d("gzip_types", PROXY, 1, MORE),

@@ -239,6 +239,10 @@ struct Layer {
     /// extension replaces an earlier one) and `default_type`.
     types: Option<Arc<HashMap<String, String>>>,
     default_type: Option<String>,
+    /// `charset` (`off` as written), `charset_types`, `source_charset`.
+    charset: Option<String>,
+    charset_types: Option<Vec<String>>,
+    source_charset: Option<String>,
     /// `proxy_hide_header` and `proxy_pass_header`: each list inherited
     /// on its own, a level with any line replacing its parent's list.
     hide_headers: Option<Vec<String>>,
@@ -334,6 +338,15 @@ impl Layer {
                 .or_else(|| parent.ssl_dhparam.clone()),
             gzip: self.gzip.merged(&parent.gzip),
             types: self.types.clone().or_else(|| parent.types.clone()),
+            charset: self.charset.clone().or_else(|| parent.charset.clone()),
+            charset_types: self
+                .charset_types
+                .clone()
+                .or_else(|| parent.charset_types.clone()),
+            source_charset: self
+                .source_charset
+                .clone()
+                .or_else(|| parent.source_charset.clone()),
             default_type: self
                 .default_type
                 .clone()
@@ -407,6 +420,33 @@ impl Layer {
             session_timeout: self.ssl_session_timeout.unwrap_or(d.session_timeout),
             prefer_server_ciphers: self.ssl_prefer_server.unwrap_or(d.prefer_server_ciphers),
         })
+    }
+
+    /// `charset` of a merged level; `None` with `off` or none. A
+    /// `source_charset` other than the charset would need recoding, which
+    /// nginx does with a `charset_map` (waypost has none).
+    fn charset(&self) -> Result<Option<CharsetConf>, ConfError> {
+        let Some(name) = self
+            .charset
+            .as_ref()
+            .filter(|c| !c.eq_ignore_ascii_case("off"))
+        else {
+            return Ok(None);
+        };
+        if let Some(source) = &self.source_charset {
+            if !source.eq_ignore_ascii_case("off") && !source.eq_ignore_ascii_case(name) {
+                return Err(ConfError::bare(format!(
+                    "no \"charset_map\" between the charsets \"{source}\" and \"{name}\""
+                )));
+            }
+        }
+        Ok(Some(CharsetConf {
+            name: name.clone(),
+            types: self
+                .charset_types
+                .clone()
+                .unwrap_or_else(|| CHARSET_TYPES.iter().map(|t| (*t).to_owned()).collect()),
+        }))
     }
 
     /// The `return` text's MIME types of a merged level.
@@ -625,6 +665,22 @@ fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 }
 
 /// nginx's `num` slots: `"X" directive invalid number`.
+/// A `gzip_types` or `charset_types` line added to the level's list
+/// (`ngx_http_types_slot`): text/html first, then each type once, lowercase,
+/// a repeated one warned about.
+fn mime_types(level: Option<Vec<String>>, d: &Directive) -> Vec<String> {
+    let mut types = level.unwrap_or_else(|| vec!["text/html".to_owned()]);
+    for t in &d.args {
+        let t = t.to_ascii_lowercase();
+        if types.contains(&t) {
+            tracing::warn!("duplicate MIME type \"{t}\" in {}", d.loc);
+        } else {
+            types.push(t);
+        }
+    }
+    types
+}
+
 /// A size argument (`8k`, `1m`), as nginx's `ngx_conf_set_size_slot`.
 fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
     parse_size(&d.args[i]).map_or_else(
@@ -1216,6 +1272,21 @@ impl<'a> Interp<'a> {
                 }
             }
             "default_type" => layer.default_type = Some(d.args[0].clone()),
+            "charset" => layer.charset = Some(d.args[0].clone()),
+            "source_charset" => layer.source_charset = Some(d.args[0].clone()),
+            "override_charset" => {
+                if d.args[0].eq_ignore_ascii_case("on") {
+                    return err(
+                        "\"override_charset on\" is not supported: waypost does not recode",
+                        d,
+                    );
+                }
+            }
+            // Set at a level, the list is text/html and its own (the six
+            // defaults are for levels without one).
+            "charset_types" => {
+                layer.charset_types = Some(mime_types(layer.charset_types.take(), d))
+            }
             "types" => {
                 let types = layer.types.get_or_insert_with(Default::default);
                 let types = Arc::make_mut(types);
@@ -1305,23 +1376,7 @@ impl<'a> Interp<'a> {
                 }
                 layer.gzip.proxied = Some(mask);
             }
-            "gzip_types" => {
-                // text/html is always one of them.
-                let mut types = layer
-                    .gzip
-                    .types
-                    .take()
-                    .unwrap_or_else(|| vec!["text/html".to_owned()]);
-                for t in &d.args {
-                    let t = t.to_ascii_lowercase();
-                    if types.contains(&t) {
-                        tracing::warn!("duplicate MIME type \"{t}\" in {}", d.loc);
-                    } else {
-                        types.push(t);
-                    }
-                }
-                layer.gzip.types = Some(types);
-            }
+            "gzip_types" => layer.gzip.types = Some(mime_types(layer.gzip.types.take(), d)),
             "gzip_disable" => {
                 let mut patterns = layer.gzip.disable.take().unwrap_or_default();
                 for p in &d.args {
@@ -1936,6 +1991,7 @@ impl<'a> Interp<'a> {
             access: Rules::default(),
             add_headers: Vec::new(),
             types: ContentTypes::default(),
+            charset: None,
             gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -2165,6 +2221,7 @@ impl<'a> Interp<'a> {
             access: Rules::default(),
             add_headers: Vec::new(),
             types: ContentTypes::default(),
+            charset: None,
             gzip: None,
         });
         let me = self.locations.len();
@@ -2414,6 +2471,7 @@ impl<'a> Interp<'a> {
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
             server.types = layer.content_types();
+            server.charset = layer.charset()?;
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2447,6 +2505,7 @@ impl<'a> Interp<'a> {
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
             location.types = layer.content_types();
+            location.charset = layer.charset()?;
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
@@ -2617,6 +2676,8 @@ fn is_single(name: &str) -> bool {
             | "client_body_buffer_size"
             | "client_header_buffer_size"
             | "client_body_temp_path"
+            | "charset"
+            | "source_charset"
             | "gzip_min_length"
             | "gzip_comp_level"
             | "gzip_http_version"

@@ -183,6 +183,8 @@ pub struct ServerConf {
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` at the server level.
     pub types: ContentTypes,
+    /// `charset` at the server level.
+    pub charset: Option<CharsetConf>,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
@@ -288,11 +290,32 @@ pub struct LocationConf {
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` here.
     pub types: ContentTypes,
+    /// `charset` here (not `off`).
+    pub charset: Option<CharsetConf>,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
 }
+
+/// `charset NAME` at a level, after inheritance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharsetConf {
+    pub name: String,
+    /// `charset_types`, lowercase (text/html and the level's own, else
+    /// nginx's six defaults); `*`: any.
+    pub types: Vec<String>,
+}
+
+/// nginx's `ngx_http_charset_default_types`, where no `charset_types` is.
+pub const CHARSET_TYPES: [&str; 6] = [
+    "text/html",
+    "text/xml",
+    "text/plain",
+    "text/vnd.wap.wml",
+    "application/javascript",
+    "application/rss+xml",
+];
 
 /// `gzip on` and its settings at a level, after inheritance.
 #[derive(Debug, Clone, PartialEq)]

@@ -176,6 +176,15 @@ impl RespBody {
         }
     }
 
+    /// The upstream's header lines back, after [`RespBody::take_passed`].
+    pub fn put_passed(&mut self, lines: Box<Passed>) {
+        match &mut self.kind {
+            Kind::Upstream(_, passed) => *passed = Some(lines),
+            Kind::Gzip(g) => g.passed = Some(lines),
+            _ => {}
+        }
+    }
+
     /// The upstream's header lines, taken (to put them in the map).
     pub fn take_passed(&mut self) -> Option<Box<Passed>> {
         match &mut self.kind {
@@ -309,6 +318,39 @@ impl Body for RespBody {
             Kind::Gzip(_) => SizeHint::default(),
         }
     }
+}
+
+/// A response header's value, from the upstream's lines first, then the
+/// map (`name` lowercase): what nginx's filters see as `headers_out`.
+pub fn header_of(resp: &http::Response<RespBody>, name: &str) -> Option<Vec<u8>> {
+    resp.body()
+        .passed()
+        .and_then(|p| {
+            p.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        })
+        .map(|(_, v)| v.to_vec())
+        .or_else(|| resp.headers().get(name).map(|v| v.as_bytes().to_vec()))
+}
+
+/// What nginx's filters compare of a Content-Type
+/// (`ngx_http_upstream_copy_content_type`): the value before a `charset=`
+/// parameter (after `;` and spaces), else all of it; and whether there was
+/// such a parameter.
+pub fn type_of(content_type: &[u8]) -> (&[u8], bool) {
+    let mut at = 0;
+    while let Some(semi) = content_type[at..].iter().position(|&c| c == b';') {
+        let semi = at + semi;
+        let param = content_type[semi + 1..].trim_ascii_start();
+        if param
+            .get(..8)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"charset="))
+        {
+            return (&content_type[..semi], true);
+        }
+        at = semi + 1;
+    }
+    (content_type, false)
 }
 
 impl RespBody {

@@ -16,7 +16,7 @@ use regex::bytes::Regex;
 
 use crate::conf::model::{self, GzipConf};
 use crate::conf::ConfError;
-use crate::http::body::RespBody;
+use crate::http::body::{header_of, type_of, RespBody};
 use crate::http::upstream_h1::Passed;
 
 /// A level's compiled `gzip` settings.
@@ -89,28 +89,17 @@ impl Gzip {
             return false;
         }
         let passed = resp.body().passed();
-        let found = |name: &[u8]| -> Option<Vec<u8>> {
-            passed
-                .and_then(|p| p.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
-                .map(|(_, v)| v.to_vec())
-                .or_else(|| {
-                    let name = std::str::from_utf8(name).ok()?;
-                    resp.headers().get(name).map(|v| v.as_bytes().to_vec())
-                })
-        };
-        if found(b"content-encoding").is_some_and(|v| !v.is_empty()) {
+        let found = |name: &str| header_of(resp, name);
+        if found("content-encoding").is_some_and(|v| !v.is_empty()) {
             return false;
         }
-        let Some(content_type) = found(b"content-type") else {
+        let Some(content_type) = found("content-type") else {
             return false;
         };
         if let Some(types) = &self.types {
-            let mime = content_type
-                .split(|&c| c == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii()
-                .to_ascii_lowercase();
+            // As nginx, the value before a charset, else the whole of it:
+            // `text/html; foo=bar` is not `text/html`.
+            let mime = type_of(&content_type).0.to_ascii_lowercase();
             if !types.iter().any(|t| t.as_bytes() == mime) {
                 return false;
             }
@@ -158,16 +147,7 @@ impl Gzip {
         if p & model::GZIP_PROXIED_AUTH != 0 && req.headers.contains_key(header::AUTHORIZATION) {
             return true;
         }
-        let passed = resp.body().passed();
-        let found = |name: &str| -> Option<Vec<u8>> {
-            passed
-                .and_then(|p| {
-                    p.iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-                })
-                .map(|(_, v)| v.to_vec())
-                .or_else(|| resp.headers().get(name).map(|v| v.as_bytes().to_vec()))
-        };
+        let found = |name: &str| header_of(resp, name);
         if let Some(expires) = found("expires") {
             if p & model::GZIP_PROXIED_EXPIRED == 0 {
                 return false;

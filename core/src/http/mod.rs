@@ -14,12 +14,14 @@
 //! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
+//! - `charset`: `charset NAME` added to Content-Type
 //! - `gzip`: `gzip on`, responses compressed as they stream
 //! - `access`: access log lines
 
 pub mod access;
 pub mod allow;
 pub mod body;
+pub mod charset;
 pub mod gzip;
 pub mod h1;
 pub mod h2;

@@ -918,6 +918,9 @@ async fn handle(
         add_headers(&mut resp, added, &vars(client, status, proxy_host));
     }
     crate::http::response::msie_padding(&mut resp, &parts.headers);
+    if let Some(charset) = location.map_or(&server.charset, |l| &l.charset) {
+        charset.apply(&mut resp);
+    }
     // After add_header, as nginx's filters run.
     if let Some(gzip) = location.map_or(&server.gzip, |l| &l.gzip) {
         gzip.apply(parts, &mut resp);

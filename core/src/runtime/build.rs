@@ -17,6 +17,7 @@ use crate::conf::model::{self, Config, UpstreamConf};
 use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
 use crate::http::access::{AccessLog, AccessLogs, ConfVar};
+use crate::http::charset::Charset;
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::map::MapNames;
@@ -410,6 +411,7 @@ fn server(
             realip: l.realip.clone(),
             access: l.access.clone(),
             gzip: gzip(l.gzip.as_ref())?,
+            charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
             add_headers: add_headers(&l.add_headers, filters.maps)?,
             client: l.client,
         });
@@ -427,6 +429,7 @@ fn server(
         realip: s.realip.clone(),
         access: s.access.clone(),
         gzip: gzip(s.gzip.as_ref())?,
+        charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
         add_headers: add_headers(&s.add_headers, filters.maps)?,
         locations: Locations {
             exact,

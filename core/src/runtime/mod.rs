@@ -98,6 +98,8 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
+    /// `charset` for what no location answers.
+    pub charset: Option<Box<crate::http::charset::Charset>>,
     /// `gzip on` for what no location answers.
     pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` for what the server level answers.
@@ -214,6 +216,8 @@ pub struct Location {
     pub realip: Option<RealIp>,
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
+    /// `charset` here.
+    pub charset: Option<Box<crate::http::charset::Charset>>,
     /// `gzip on` here.
     pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` in effect.

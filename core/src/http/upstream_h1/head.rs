@@ -115,6 +115,27 @@ impl HeaderRules {
 }
 
 impl Passed {
+    /// The first line named `name` (lowercase) gets `value`; whether
+    /// there was one.
+    pub fn replace(&mut self, name: &[u8], value: &[u8]) -> bool {
+        let mut lines = Vec::with_capacity(self.lines.len() + value.len());
+        let mut done = false;
+        for (n, v) in self.iter() {
+            let v = if !done && n.eq_ignore_ascii_case(name) {
+                done = true;
+                value
+            } else {
+                v
+            };
+            lines.extend_from_slice(n);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(v);
+            lines.extend_from_slice(b"\r\n");
+        }
+        self.lines = lines;
+        done
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         self.lines.extend_from_slice(name);
         self.lines.extend_from_slice(b": ");
