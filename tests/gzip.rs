@@ -112,6 +112,7 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       location /off/ {{ gzip off; proxy_pass http://127.0.0.1:{back}; }}\n\
              \x20       location /all/ {{ gzip_types *; gzip_comp_level 9; gzip_vary off; proxy_pass http://127.0.0.1:{back}; }}\n\
              \x20       location /v10/ {{ gzip_http_version 1.0; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /dis/ {{ gzip_disable \"^curl\"; proxy_pass http://127.0.0.1:{back}; }}\n\
              \x20       location = /page404 {{ return 404; }}\n\
              \x20       location = /text {{ return 200 \"returned text returned text returned text returned text returned text returned text returned text\"; }}\n\
              \x20   }}\n"
@@ -210,6 +211,7 @@ fn requests() -> Vec<String> {
         "/off/html",
         "/all/css",
         "/v10/html",
+        "/dis/html",
         "/page404",
         "/text",
     ];
@@ -225,6 +227,12 @@ fn requests() -> Vec<String> {
         "Accept-Encoding: gzip\r\nUser-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1)\r\n",
         "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36\r\n",
         "User-Agent: Opera/9.80 (compatible; MSIE 6.0)\r\n",
+        "Accept-Encoding: gzip\r\nUser-Agent: Opera/9.80 (compatible; MSIE 6.0)\r\n",
+        "User-Agent: Mozilla/5.0 (X11; rv:120.0) Gecko/20100101 Firefox/120.0 Chrome/1\r\n",
+        "Accept-Encoding: gzipx, gzip\r\n",
+        "Accept-Encoding: gzip;q=0.001\r\n",
+        "Accept-Encoding: gzip;level=1\r\n",
+        "Accept-Encoding: gzip; q = 1\r\n",
     ];
     let mut all = Vec::new();
     for path in paths {
@@ -275,36 +283,54 @@ fn http2_answers_are_compressed_too() {
             &format!("listen 127.0.0.1:{} http2;", ports[0]),
         );
         let _server = Server::either(nginx, &conf, &ports);
-        ["/html", "/json", "/small", "/page404"]
-            .iter()
-            .map(|path| {
-                let out = std::process::Command::new("curl")
-                    .args(["-sS", "--http2-prior-knowledge", "--compressed", "-D", "-"])
-                    .arg(format!("http://127.0.0.1:{}{path}", ports[0]))
-                    .output()
-                    .expect("run curl");
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-                let mut kept: Vec<&str> = head
-                    .lines()
-                    .filter(|l| {
-                        let l = l.to_ascii_lowercase();
-                        l.starts_with("content-encoding")
-                            || l.starts_with("vary")
-                            || l.starts_with("etag")
-                    })
-                    .collect();
-                kept.sort_unstable();
-                let body = body
-                    .replace("nginx/1.22.1", "SERVER")
-                    .replace("waypost", "SERVER");
-                format!(
-                    "{path}: {} {kept:?} {}",
-                    head.lines().next().unwrap_or(""),
-                    body.len()
-                )
-            })
-            .collect::<Vec<_>>()
+        [
+            ("/html", "GET"),
+            ("/json", "GET"),
+            ("/small", "GET"),
+            ("/page404", "GET"),
+            ("/html", "HEAD"),
+            ("/page404", "HEAD"),
+            ("/text", "HEAD"),
+        ]
+        .iter()
+        .map(|(path, method)| {
+            let head = if *method == "HEAD" { "-I" } else { "-sS" };
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    head,
+                    "--http2-prior-knowledge",
+                    "--compressed",
+                    "-D",
+                    "-",
+                ])
+                .arg(format!("http://127.0.0.1:{}{path}", ports[0]))
+                .output()
+                .expect("run curl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let mut kept: Vec<&str> = head
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.starts_with("content-encoding")
+                        || l.starts_with("vary")
+                        || l.starts_with("etag")
+                        || l.starts_with("content-length")
+                })
+                .collect();
+            kept.sort_unstable();
+            let body = body
+                .replace("nginx/1.22.1", "SERVER")
+                .replace("waypost", "SERVER");
+            format!(
+                "{method} {path}: {} {kept:?} {} {}",
+                head.lines().next().unwrap_or(""),
+                body.len(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .collect::<Vec<_>>()
     };
     let ours = fetch(false);
     assert_eq!(ours, fetch(true), "left: waypost, right: nginx");
@@ -312,4 +338,95 @@ fn http2_answers_are_compressed_too() {
         ours.iter().any(|l| l.contains("content-encoding: gzip")),
         "{ours:?}"
     );
+}
+
+/// A compressed answer streams: what the upstream sent so far reaches the
+/// client, decompressible, while the upstream waits (nginx's sync flush
+/// of an unbuffered stream). The backend sends its second part only once
+/// the client has read the first.
+#[test]
+fn a_compressed_stream_is_flushed_as_it_comes() {
+    use std::sync::mpsc;
+    let (first_seen, wait) = mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let back = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, move |mut stream, _| {
+        if read_head(&mut stream).is_none() {
+            return;
+        }
+        let part = "streamed text, first part\n".repeat(10);
+        let _ = stream.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{part}\r\n",
+                part.len()
+            )
+            .as_bytes(),
+        );
+        // The rest only once the client has the first part: without it,
+        // the answer is cut short.
+        let seen = wait
+            .lock()
+            .is_ok_and(|w| w.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
+        if seen {
+            let _ = stream.write_all(b"5\r\nlast\n\r\n0\r\n\r\n");
+        }
+    });
+    let ports = free_ports(1);
+    let _server = Server::waypost(&conf(ports[0], back, false), &ports);
+    let mut client = TcpStream::connect(("127.0.0.1", ports[0])).expect("connect");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    client
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut raw = Vec::new();
+    let mut text = Vec::new();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut fed = 0;
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&text).contains("first part") {
+        let n = client
+            .read(&mut buf)
+            .expect("the first part, before the backend sends more");
+        assert!(n > 0, "closed before the first part");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(start) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let body = unchunk_partial(&raw[start + 4..]);
+        decoder.write_all(&body[fed..]).expect("gzip");
+        decoder.flush().expect("gzip");
+        fed = body.len();
+        text = decoder.get_ref().clone();
+    }
+    let _ = first_seen.send(());
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    raw.extend_from_slice(&rest);
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+    let mut all = String::new();
+    GzDecoder::new(&unchunk(&raw[start + 4..])[..])
+        .read_to_string(&mut all)
+        .expect("the whole answer decompresses");
+    assert!(all.ends_with("first part\nlast\n"), "{all:?}");
+}
+
+/// The chunks of a chunked body received so far, joined.
+fn unchunk_partial(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
+        let Some(chunk) = body.get(end + 2..end + 2 + size) else {
+            break;
+        };
+        out.extend_from_slice(chunk);
+        if size == 0 || body.len() < end + 4 + size {
+            break;
+        }
+        body = &body[end + 4 + size..];
+    }
+    out
 }

@@ -46,10 +46,11 @@ fn conf(ports: &[u16], nginx: bool) -> String {
              \x20   map \"$arg_a:$arg_b\" $m4 {{ \"1:2\" onetwo; default $m5-$arg_a; }}\n\
              \x20   map $m1 $m5 {{ exact from-exact; default $m1; }}\n\
              \x20   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
+             \x20   map $arg_e $m6 {{ ~^\\d*$ num; default other; }}\n\
              \x20   upstream hashed {{ hash $m3$m1; server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; }}\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
-             \x20       location / {{ return 200 \"m1=$m1 m2=$m2 m3=$m3 m4=$m4 m5=$m5\\n\"; }}\n\
+             \x20       location / {{ return 200 \"m1=$m1 m2=$m2 m3=$m3 m4=$m4 m5=$m5 m6=$m6\\n\"; }}\n\
              \x20       location /p {{\n\
              \x20           proxy_pass http://127.0.0.1:{back};\n\
              \x20           proxy_set_header Connection $connection_upgrade;\n\
@@ -108,6 +109,8 @@ fn requests() -> Vec<(String, String)> {
         "k=n1",
         "a=1&b=2",
         "a=3&k=abc",
+        "e=12",
+        "e=x",
     ] {
         for path in ["/", "/p", "/h"] {
             all.push((format!("{path}?{q}"), "Host: h\r\n".to_owned()));
@@ -194,6 +197,8 @@ fn maps_match_nginx() {
         "m5=from-exact",
         "conn=close",
         "conn=upgrade",
+        "m6=num",
+        "m6=other",
     ] {
         assert!(
             ours.iter().any(|a| a.contains(seen)),

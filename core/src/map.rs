@@ -142,7 +142,8 @@ impl Map {
         if let Some(value) = self.find(&source) {
             return value.eval_into(cx, out);
         }
-        for (re, i) in &self.regexes {
+        // nginx tries the regexes only on a source that is not empty.
+        for (re, i) in self.regexes.iter().filter(|_| !source.is_empty()) {
             if let Some(groups) = re.captures(&source) {
                 let with_groups = VarCtx {
                     captures: Some(&groups),

@@ -700,6 +700,7 @@ struct GzipLayer {
     proxied: Option<u16>,
     http10: Option<bool>,
     disable: Option<Vec<String>>,
+    msie6: Option<bool>,
 }
 
 impl GzipLayer {
@@ -713,6 +714,7 @@ impl GzipLayer {
             proxied: self.proxied.or(parent.proxied),
             http10: self.http10.or(parent.http10),
             disable: self.disable.clone().or_else(|| parent.disable.clone()),
+            msie6: self.msie6.or(parent.msie6),
         }
     }
 
@@ -721,7 +723,6 @@ impl GzipLayer {
         if self.on != Some(true) {
             return None;
         }
-        let disable = self.disable.clone().unwrap_or_default();
         Some(GzipConf {
             types: self
                 .types
@@ -732,8 +733,8 @@ impl GzipLayer {
             vary: self.vary.unwrap_or(false),
             proxied: self.proxied.unwrap_or(GZIP_PROXIED_OFF),
             http10: self.http10.unwrap_or(false),
-            msie6: disable.iter().any(|d| d == "msie6"),
-            disable: disable.into_iter().filter(|d| d != "msie6").collect(),
+            msie6: self.msie6.unwrap_or(false),
+            disable: self.disable.clone().unwrap_or_default(),
         })
     }
 }
@@ -1378,12 +1379,16 @@ impl<'a> Interp<'a> {
             }
             "gzip_types" => layer.gzip.types = Some(mime_types(layer.gzip.types.take(), d)),
             "gzip_disable" => {
+                // As nginx: `msie6` is a flag inherited on its own; the
+                // expressions are a list a level with any line replaces.
                 let mut patterns = layer.gzip.disable.take().unwrap_or_default();
                 for p in &d.args {
-                    if p != "msie6" {
+                    if p == "msie6" {
+                        layer.gzip.msie6 = Some(true);
+                    } else {
                         compile_regex(p, true, d)?;
+                        patterns.push(p.clone());
                     }
-                    patterns.push(p.clone());
                 }
                 layer.gzip.disable = Some(patterns);
             }

@@ -57,6 +57,9 @@ struct Gzipped {
     inner: Kind,
     passed: Option<Box<Passed>>,
     encoder: Option<GzEncoder<Vec<u8>>>,
+    /// Bytes went in since output last came out: when the body waits,
+    /// they are flushed, so a stream reaches the client as it comes.
+    fed: bool,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -140,6 +143,7 @@ impl RespBody {
             inner,
             passed,
             encoder: Some(GzEncoder::new(Vec::new(), Compression::new(level))),
+            fed: false,
         }));
     }
 
@@ -174,6 +178,24 @@ impl RespBody {
             Kind::Gzip(g) => g.passed.as_deref(),
             _ => None,
         }
+    }
+
+    /// An answer to HEAD over HTTP/2: no body goes out (the stream would
+    /// carry it as DATA), the length of the one there was announced.
+    pub fn head_only(resp: &mut http::Response<RespBody>) {
+        use http::header::CONTENT_LENGTH;
+        if !matches!(resp.body().kind, Kind::Full(Some(_))) {
+            return;
+        }
+        // (A compressed answer has no length to say.)
+        let length = http_body::Body::size_hint(resp.body()).exact();
+        let encoded = resp.headers().contains_key(http::header::CONTENT_ENCODING);
+        if let (Some(n), false, false) =
+            (length, encoded, resp.headers().contains_key(CONTENT_LENGTH))
+        {
+            resp.headers_mut().insert(CONTENT_LENGTH, n.into());
+        }
+        resp.body_mut().kind = Kind::Full(None);
     }
 
     /// The upstream's header lines back, after [`RespBody::take_passed`].
@@ -375,10 +397,23 @@ impl RespBody {
                 return Poll::Ready(None);
             };
             let out = match (piece, &mut g.encoder) {
+                // The body waits: what went in goes out now (a sync
+                // flush, as nginx's gzip filter flushes what it streams
+                // unbuffered).
+                (Poll::Pending, Some(encoder)) if g.fed => {
+                    g.fed = false;
+                    let _ = encoder.flush();
+                    let out = std::mem::take(encoder.get_mut());
+                    if out.is_empty() {
+                        return Poll::Pending;
+                    }
+                    out
+                }
                 (Poll::Pending, _) => return Poll::Pending,
                 (Poll::Ready(Some(Err(e))), _) => return Poll::Ready(Some(Err(e))),
                 (_, None) => return Poll::Ready(None),
                 (Poll::Ready(Some(Ok(data))), Some(encoder)) => {
+                    g.fed = true;
                     // Writing into a Vec does not fail.
                     let _ = encoder.write_all(&data);
                     std::mem::take(encoder.get_mut())

@@ -11,7 +11,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Response, Version};
+use http::{Method, Response, Version};
 use regex::bytes::Regex;
 
 use crate::conf::model::{self, GzipConf};
@@ -74,7 +74,15 @@ impl Gzip {
             .body_mut()
             .take_passed()
             .map(|p| Box::new(for_gzip(&p)));
-        resp.body_mut().gzip(self.level, passed);
+        // A HEAD gets the headers of the compressed answer, and no body
+        // to compress.
+        if req.method == Method::HEAD {
+            if let Some(passed) = passed {
+                resp.body_mut().put_passed(passed);
+            }
+        } else {
+            resp.body_mut().gzip(self.level, passed);
+        }
         let headers = resp.headers_mut();
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::ACCEPT_RANGES);
@@ -114,22 +122,13 @@ impl Gzip {
     }
 
     /// `gzip_disable`: the User-Agent matches one of the expressions, or
-    /// is MSIE 4 to 6 (`msie6`, as nginx tells it: not with `SV1`).
+    /// is MSIE 4 to 6 (`msie6`, as nginx tells it).
     fn disabled(&self, headers: &HeaderMap) -> bool {
         let Some(agent) = headers.get(header::USER_AGENT).map(HeaderValue::as_bytes) else {
             return false;
         };
-        if self.msie6 {
-            if let Some(at) = agent.windows(5).position(|w| w == b"MSIE ") {
-                let version = &agent[at + 5..];
-                if version.len() >= 2
-                    && (b'4'..=b'6').contains(&version[0])
-                    && version[1] == b'.'
-                    && !agent.windows(3).any(|w| w == b"SV1")
-                {
-                    return true;
-                }
-            }
+        if self.msie6 && crate::http::head::UserAgent::of(agent).msie6 {
+            return true;
         }
         self.disable.iter().any(|re| re.is_match(agent))
     }
@@ -188,57 +187,82 @@ impl Gzip {
     }
 }
 
-/// `ngx_http_gzip_accept_encoding` on the first Accept-Encoding: a `gzip`
-/// token (at the start or after `,` or a space, ending there or at `,`, a
-/// space or `;`) whose `q` is not 0.
+/// `ngx_http_gzip_accept_encoding` on the first Accept-Encoding, as
+/// nginx reads it: the first `gzip` at the start or after `,` or a space;
+/// then spaces, and `,` or the end (yes), or `;` then spaces and a `q=`
+/// whose value is not 0 (`ngx_http_gzip_quantity`); anything else, no.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT_ENCODING).is_some_and(|v| {
-        let v = v.as_bytes();
-        let mut from = 0;
-        while let Some(at) = v[from..]
+    let Some(v) = headers
+        .get(header::ACCEPT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    else {
+        return false;
+    };
+    let mut from = 0;
+    let at = loop {
+        let Some(i) = v[from..]
             .windows(4)
             .position(|w| w.eq_ignore_ascii_case(b"gzip"))
-            .map(|i| from + i)
-        {
-            let before = at == 0 || matches!(v[at - 1], b',' | b' ');
-            let rest = &v[at + 4..];
-            let after = rest.first().is_none_or(|c| matches!(c, b',' | b' ' | b';'));
-            if before && after {
-                return quantity(rest) != 0;
-            }
-            from = at + 4;
+        else {
+            return false;
+        };
+        let at = from + i;
+        if at == 0 || matches!(v[at - 1], b',' | b' ') {
+            break at;
         }
-        false
-    })
+        from = at + 4;
+    };
+    let mut rest = v[at + 4..].iter();
+    loop {
+        match rest.next() {
+            None | Some(b',') => return true,
+            Some(b' ') => {}
+            Some(b';') => break,
+            Some(_) => return false,
+        }
+    }
+    loop {
+        match rest.next() {
+            None => return true,
+            Some(b'q' | b'Q') => break,
+            Some(b' ') => {}
+            Some(_) => return false,
+        }
+    }
+    match rest.as_slice() {
+        [b'=', _, ..] => quantity(&rest.as_slice()[1..]) != 0,
+        _ => false,
+    }
 }
 
-/// The `q` after a token (nginx's `ngx_http_gzip_quantity`, in
-/// thousandths): 1000 without one; 0 for a `q` of zero or one it cannot
-/// read.
-fn quantity(rest: &[u8]) -> u32 {
-    let item = rest.split(|&c| c == b',').next().unwrap_or_default();
-    let Some(q) = item
-        .split(|&c| c == b';')
-        .skip(1)
-        .map(<[u8]>::trim_ascii)
-        .find_map(|p| p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")))
-    else {
-        return 1000;
+/// nginx's `ngx_http_gzip_quantity`, in hundredths as nginx counts them
+/// (the digits after the point are added as they are, at most three).
+fn quantity(p: &[u8]) -> u32 {
+    let mut p = p.iter();
+    let q = match p.next() {
+        Some(&c @ (b'0' | b'1')) => u32::from(c - b'0') * 100,
+        _ => return 0,
     };
-    match q {
-        [b'1', rest @ ..] if rest.is_empty() || rest.iter().all(|&c| c == b'.' || c == b'0') => {
-            1000
-        }
-        [b'0'] => 0,
-        [b'0', b'.', digits @ ..] if digits.len() <= 3 && digits.iter().all(u8::is_ascii_digit) => {
-            digits
-                .iter()
-                .chain(std::iter::repeat(&b'0'))
-                .take(3)
-                .fold(0, |n, &d| n * 10 + u32::from(d - b'0'))
-        }
-        _ => 0,
+    match p.next() {
+        None | Some(b',' | b' ') => return q,
+        Some(b'.') => {}
+        Some(_) => return 0,
     }
+    let (mut q, mut n) = (q, 0);
+    for &c in p {
+        match c {
+            b',' | b' ' => break,
+            b'0'..=b'9' => {
+                q += u32::from(c - b'0');
+                n += 1;
+            }
+            _ => return 0,
+        }
+    }
+    if q > 100 || n > 3 {
+        return 0;
+    }
+    q
 }
 
 /// nginx's `ngx_http_weak_etag`: `W/` before a quoted ETag; one that is
@@ -320,7 +344,10 @@ mod tests {
             "gzip;q=0.5",
             "br,gzip ; q=1",
             "GZIP",
+            "gzip;q=0.01",
             "gzip;q=0.001",
+            "gzip  , br",
+            "gzip;",
         ] {
             assert!(accepts(yes), "{yes}");
         }
@@ -330,8 +357,11 @@ mod tests {
             "gzip;q=0",
             "gzip;q=0.0",
             "gzip;q=0.000",
-            "gzipx",
+            "gzipx, gzip",
             "gzip;q=x",
+            "gzip;level=1",
+            "gzip; q = 1",
+            "gzip;q=1.0000",
         ] {
             assert!(!accepts(no), "{no}");
         }

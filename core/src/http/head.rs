@@ -29,6 +29,47 @@ pub struct ParsedHead {
     pub unparsed: Unparsed,
 }
 
+/// What nginx reads of a User-Agent (`ngx_http_user_agent`), for
+/// `gzip_disable msie6` and `msie_padding`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UserAgent {
+    pub msie: bool,
+    /// MSIE 4 or 5, or 6 without `SV1` after its version.
+    pub msie6: bool,
+    pub chrome: bool,
+}
+
+impl UserAgent {
+    pub fn of(agent: &[u8]) -> UserAgent {
+        let find = |s: &[u8], from: usize| {
+            agent
+                .get(from..)
+                .and_then(|a| a.windows(s.len()).position(|w| w == s))
+                .map(|i| from + i)
+        };
+        let mut ua = UserAgent::default();
+        if let Some(at) = find(b"MSIE ", 0).filter(|&at| at + 7 < agent.len()) {
+            ua.msie = true;
+            if agent[at + 6] == b'.' {
+                ua.msie6 = match agent[at + 5] {
+                    b'4' | b'5' => true,
+                    b'6' => find(b"SV1", at + 8).is_none(),
+                    _ => false,
+                };
+            }
+        }
+        let opera = find(b"Opera", 0).is_some();
+        if opera {
+            ua.msie = false;
+            ua.msie6 = false;
+        }
+        if !ua.msie && !opera && find(b"Gecko/", 0).is_none() {
+            ua.chrome = find(b"Chrome/", 0).is_some();
+        }
+        ua
+    }
+}
+
 /// What nginx had of the target of a head it refused, which its `$uri`,
 /// `$request_uri` and `$args` show.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

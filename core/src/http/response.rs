@@ -121,8 +121,9 @@ pub fn error_page(status: u16) -> Response<RespBody> {
 pub struct ErrorPage;
 
 /// nginx's `msie_padding` (on by default): a 4xx or 5xx page it makes
-/// gets six comment lines more for MSIE (not Opera) and Chrome, whose
-/// "friendly" error pages replace a short one.
+/// gets six comment lines more for MSIE and Chrome (as nginx tells them:
+/// not Opera, not `Gecko/`), whose "friendly" error pages replace a short
+/// one.
 pub fn msie_padding(resp: &mut Response<RespBody>, req: &http::HeaderMap) {
     const PADDING: &[u8] = b"<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
 <!-- a padding to disable MSIE and Chrome friendly error page -->\r\n\
@@ -136,9 +137,8 @@ pub fn msie_padding(resp: &mut Response<RespBody>, req: &http::HeaderMap) {
     let Some(agent) = req.get(http::header::USER_AGENT).map(HeaderValue::as_bytes) else {
         return;
     };
-    let has = |s: &[u8]| agent.windows(s.len()).position(|w| w == s);
-    let msie = has(b"MSIE ").is_some_and(|at| at + 7 < agent.len()) && has(b"Opera").is_none();
-    if msie || has(b"Chrome/").is_some() {
+    let ua = crate::http::head::UserAgent::of(agent);
+    if ua.msie || ua.chrome {
         resp.body_mut().pad(PADDING);
     }
 }

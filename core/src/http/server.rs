@@ -654,10 +654,13 @@ where
                 let (parts, body) = req.into_parts();
                 let mut answer = None;
                 Box::pin(handle(&parts, &[], body, &conn, local, &mut answer)).await;
-                let resp = match answer {
+                let mut resp = match answer {
                     Some((resp, _)) => resp,
                     None => error_page(500),
                 };
+                if parts.method == http::Method::HEAD {
+                    RespBody::head_only(&mut resp);
+                }
                 h2::response(resp, &outcome, active, &streams)
             }
         })

@@ -160,10 +160,14 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
         }
         Out::None if ask.head && declared.is_none() && !status.is_informational() => {
-            // A HEAD answered by a fixed body: its length, as nginx says it.
-            if let (Some(n), false) = (
+            // A HEAD answered by a fixed body: its length, as nginx says it
+            // (none for one it compresses, none for an upstream's).
+            let fixed = !resp.body().from_upstream()
+                && !resp.headers().contains_key(http::header::CONTENT_ENCODING);
+            if let (Some(n), false, true) = (
                 exact,
                 status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED,
+                fixed,
             ) {
                 let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
             }
