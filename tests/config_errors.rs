@@ -675,6 +675,11 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "ssl_session_cache: three words",
+            "http {\n    ssl_session_cache builtin none shared:A:1m;\n}\n",
+            Emerg("invalid number of arguments in \"ssl_session_cache\" directive in {conf}:5"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

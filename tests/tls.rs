@@ -966,6 +966,10 @@ fn session_resumption_as_nginx() {
         ),
         ("ssl_session_cache off;", true),
         ("ssl_session_cache none;", true),
+        ("ssl_session_cache none shared:SSL:1m;", true),
+        ("ssl_session_cache shared:SSL:1m off;", true),
+        ("ssl_session_cache builtin:0;", true),
+        ("ssl_session_cache builtin:10 shared:SSL:1m;", true),
         ("ssl_session_tickets off;", false),
         (
             "ssl_session_tickets off; ssl_session_cache shared:SSL:10m;",

@@ -165,7 +165,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_session_timeout", HTTP | SRV, 1, 1),
     f("ssl_prefer_server_ciphers", HTTP | SRV),
     d("ssl_ciphers", HTTP | SRV, 1, 1),
-    d("ssl_session_cache", HTTP | SRV, 1, MORE),
+    d("ssl_session_cache", HTTP | SRV, 1, 2),
     f("ssl_session_tickets", HTTP | SRV),
     d("ssl_dhparam", HTTP | SRV, 1, 1),
     f("http2", HTTP | SRV),

@@ -227,8 +227,9 @@ struct Layer {
     ssl_prefer_server: Option<bool>,
     /// `ssl_ciphers`, as written, with where.
     ssl_ciphers: Option<(String, Loc)>,
-    /// `ssl_session_cache`: the sessions kept (0: none).
-    ssl_session_cache: Option<usize>,
+    /// `ssl_session_cache`: the sessions kept (0: none), and the shared
+    /// zone's name.
+    ssl_session_cache: Option<(usize, Option<String>)>,
     ssl_session_tickets: Option<bool>,
     ssl_dhparam: Option<(PathBuf, Loc)>,
     /// The proxy buffer sizes nginx checks against each other when it
@@ -330,7 +331,10 @@ impl Layer {
                 .ssl_ciphers
                 .clone()
                 .or_else(|| parent.ssl_ciphers.clone()),
-            ssl_session_cache: self.ssl_session_cache.or(parent.ssl_session_cache),
+            ssl_session_cache: self
+                .ssl_session_cache
+                .clone()
+                .or_else(|| parent.ssl_session_cache.clone()),
             ssl_session_tickets: self.ssl_session_tickets.or(parent.ssl_session_tickets),
             ssl_dhparam: self
                 .ssl_dhparam
@@ -402,7 +406,11 @@ impl Layer {
         };
         Ok(TlsConf {
             ciphers,
-            session_cache: self.ssl_session_cache.unwrap_or(d.session_cache),
+            session_cache: self
+                .ssl_session_cache
+                .as_ref()
+                .map_or(d.session_cache, |c| c.0),
+            session_zone: self.ssl_session_cache.as_ref().and_then(|c| c.1.clone()),
             session_tickets: self.ssl_session_tickets.unwrap_or(d.session_tickets),
             dhparam: self.ssl_dhparam.clone(),
             certificates: certs
@@ -2757,20 +2765,31 @@ fn compile_regex(
 }
 
 /// `ssl_session_cache off|none|[builtin[:N]] [shared:NAME:SIZE]`, as
-/// `ngx_http_ssl_session_cache`: the sessions to keep. One cache serves
-/// the process's worker threads, so `builtin` and `shared` are the same
-/// here: N sessions, or about 4,000 per megabyte (nginx's figure).
-fn session_cache(d: &Directive) -> Result<usize, ConfError> {
+/// `ngx_http_ssl_session_cache` and `ngx_ssl_session_cache` read it: the
+/// last of `off`, `none` and `builtin` decides (the first two keep
+/// nothing, whatever zone is named), else the sessions of `builtin` (N;
+/// 0 is OpenSSL's unlimited) and of the zone (about 4,000 a megabyte,
+/// nginx's figure), in one cache that every server naming the zone
+/// shares. Capped at [`MAX_SESSIONS`], since rustls reserves room for all
+/// of them at once.
+fn session_cache(d: &Directive) -> Result<(usize, Option<String>), ConfError> {
     // nginx's default builtin size, in sessions.
     const BUILTIN: usize = 20480;
-    let (mut builtin, mut shared): (Option<usize>, Option<usize>) = (None, None);
-    let mut off = false;
+    #[derive(PartialEq)]
+    enum Builtin {
+        Unset,
+        Off,
+        None,
+        Sessions(usize),
+    }
+    let mut builtin = Builtin::Unset;
+    let mut zone: Option<(String, usize)> = None;
     for value in &d.args {
         let invalid = || err(format!("invalid session cache \"{value}\""), d);
         match value.as_str() {
-            "off" => (off, builtin) = (true, None),
-            "none" => (off, builtin) = (false, Some(0)),
-            "builtin" => (off, builtin) = (false, Some(BUILTIN)),
+            "off" => builtin = Builtin::Off,
+            "none" => builtin = Builtin::None,
+            "builtin" => builtin = Builtin::Sessions(BUILTIN),
             v => {
                 if let Some(n) = v.strip_prefix("builtin:").filter(|n| !n.is_empty()) {
                     let Some(n) = n
@@ -2780,31 +2799,37 @@ fn session_cache(d: &Directive) -> Result<usize, ConfError> {
                     else {
                         return invalid();
                     };
-                    (off, builtin) = (false, Some(n));
+                    builtin = Builtin::Sessions(if n == 0 { MAX_SESSIONS } else { n });
                 } else if let Some(rest) = v.strip_prefix("shared:").filter(|r| !r.is_empty()) {
                     let Some((name, size)) = rest.split_once(':').filter(|(n, _)| !n.is_empty())
                     else {
                         return invalid();
                     };
-                    let _ = name;
                     let Some(bytes) = parse_size(size) else {
                         return invalid();
                     };
                     if bytes < 8 * page_size() {
                         return err(format!("session cache \"{value}\" is too small"), d);
                     }
-                    shared = Some(usize::try_from(bytes / 256).unwrap_or(usize::MAX));
+                    let sessions = usize::try_from(bytes / 256).unwrap_or(usize::MAX);
+                    zone = Some((name.to_owned(), sessions));
                 } else {
                     return invalid();
                 }
             }
         }
     }
-    if off {
-        return Ok(0);
-    }
-    Ok(builtin.unwrap_or(0).max(shared.unwrap_or(0)))
+    let sessions = match (&builtin, &zone) {
+        (Builtin::Off | Builtin::None, _) | (Builtin::Unset, None) => return Ok((0, None)),
+        (Builtin::Unset, Some((_, z))) => *z,
+        (Builtin::Sessions(n), z) => (*n).max(z.as_ref().map_or(0, |z| z.1)),
+    };
+    Ok((sessions.min(MAX_SESSIONS), zone.map(|z| z.0)))
 }
+
+/// The most sessions one cache keeps (a 64 MB shared zone's, by nginx's
+/// 4,000 a megabyte).
+const MAX_SESSIONS: usize = 262_144;
 
 /// Whether two `map` keys are the same key of nginx's combined hash: a
 /// `.example.com` is `example.com` and `*.example.com` both.

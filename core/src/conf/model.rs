@@ -230,8 +230,10 @@ pub struct TlsConf {
     /// order (`None`: all of rustls's).
     pub ciphers: Option<Vec<&'static str>>,
     /// `ssl_session_cache`: how many sessions the server keeps for
-    /// resumption by session ID (0: none, nginx's default `none`).
+    /// resumption by session ID (0: none, nginx's default `none`), and
+    /// the `shared:NAME` zone whose one cache the servers naming it share.
     pub session_cache: usize,
+    pub session_zone: Option<String>,
     /// `ssl_session_tickets`
     pub session_tickets: bool,
     /// `ssl_dhparam`: read (it must be there, as for nginx), not used:
@@ -249,6 +251,7 @@ impl Default for TlsConf {
             prefer_server_ciphers: false,
             ciphers: None,
             session_cache: 0,
+            session_zone: None,
             session_tickets: true,
             dhparam: None,
         }

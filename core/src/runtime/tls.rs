@@ -284,6 +284,7 @@ fn server_config(
     tls: &TlsConf,
     h2: bool,
     provider: &Arc<CryptoProvider>,
+    zones: &mut HashMap<String, Arc<dyn StoresServerSessions>>,
 ) -> Result<ServerConfig, ConfError> {
     let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::with_capacity(2);
     if tls.tls13 {
@@ -311,10 +312,17 @@ fn server_config(
     // resumption is by tickets (`ssl_session_tickets on`).
     // A timeout of 0 keeps nothing, as nginx's.
     config.session_storage = if tls.session_cache > 0 && !tls.session_timeout.is_zero() {
-        Arc::new(Sessions {
-            inner: ServerSessionMemoryCache::new(tls.session_cache),
-            timeout: tls.session_timeout.as_secs(),
-        })
+        let made = || -> Arc<dyn StoresServerSessions> {
+            Arc::new(Sessions {
+                inner: ServerSessionMemoryCache::new(tls.session_cache),
+                timeout: tls.session_timeout.as_secs(),
+            })
+        };
+        match &tls.session_zone {
+            // One cache per zone name, as nginx's shared memory zone.
+            Some(zone) => zones.entry(zone.clone()).or_insert_with(made).clone(),
+            None => made(),
+        }
     } else {
         Arc::new(NoServerSessionStorage {})
     };
@@ -375,6 +383,7 @@ pub fn build(
     }
     // Servers on several addresses share their configs.
     let mut made: HashMap<(usize, bool), Arc<ServerConfig>> = HashMap::new();
+    let mut zones: HashMap<String, Arc<dyn StoresServerSessions>> = HashMap::new();
     let mut out = Vec::with_capacity(groups.len());
     for (group, ssl) in groups {
         if !*ssl {
@@ -401,7 +410,13 @@ pub fn build(
             let config = match made.get(&(holder, h2)) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Arc::new(server_config(c, &servers[holder].tls, h2, &provider)?);
+                    let c = Arc::new(server_config(
+                        c,
+                        &servers[holder].tls,
+                        h2,
+                        &provider,
+                        &mut zones,
+                    )?);
                     made.insert((holder, h2), c.clone());
                     c
                 }
