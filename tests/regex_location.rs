@@ -156,3 +156,16 @@ fn unsupported_patterns_are_refused_by_line() {
         "{report}"
     );
 }
+
+/// nginx looks a prefix location up inside a regex location once the
+/// regex matched; waypost refuses one at `-t` rather than never use it.
+#[test]
+fn a_prefix_inside_a_regex_location_is_refused() {
+    let report = first_report(
+        "  server {\n    listen 127.0.0.1:1;\n    location ~ /img/ {\n      location /img/thumbs/ { return 204; }\n    }\n  }\n",
+    );
+    assert_eq!(
+        report,
+        "waypost: [emerg] location \"/img/thumbs/\" inside the regular expression location \"/img/\" is not supported in CONF:8"
+    );
+}

@@ -2207,6 +2207,13 @@ impl<'a> Interp<'a> {
                     format!("named location \"{name}\" can be on the server level only")
                 } else if regex.is_none() && !name.starts_with(outer.name.as_str()) {
                     format!("location \"{name}\" is outside location \"{}\"", outer.name)
+                } else if regex.is_none() && outer.regex {
+                    // nginx looks such a location up once the regex
+                    // matched; waypost tries only regexes inside one.
+                    format!(
+                        "location \"{name}\" inside the regular expression location \"{}\" is not supported",
+                        outer.name
+                    )
                 } else {
                     String::new()
                 };

@@ -188,6 +188,8 @@ impl Locations {
             let Some(groups) = location.regex.as_ref().and_then(|re| re.captures(uri)) else {
                 continue;
             };
+            // The groups are the last match's, even one without groups
+            // (`$1` is then empty, as nginx's after a nested regex).
             return Some(
                 self.first_regex(&location.regexes, uri)
                     .unwrap_or((location, Some(groups))),
