@@ -680,6 +680,36 @@ fn cases() -> Vec<Case> {
             Emerg("invalid number of arguments in \"ssl_session_cache\" directive in {conf}:5"),
         ),
         Case::head(
+            "expires: a word",
+            "http {\n    expires foo;\n}\n",
+            Emerg("\"expires\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "expires modified with a daily time",
+            "http {\n    expires modified @1h;\n}\n",
+            Emerg("\"expires\" directive daily time cannot be used with \"modified\" parameter in {conf}:5"),
+        ),
+        Case::head(
+            "expires: a daily time past a day",
+            "http {\n    expires @25h;\n}\n",
+            Emerg("\"expires\" directive daily time value must be less than 24 hours in {conf}:5"),
+        ),
+        Case::head(
+            "expires modified epoch",
+            "http {\n    expires modified epoch;\n}\n",
+            Emerg("\"expires\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "expires twice",
+            "http {\n    expires 1h;\n    expires 2h;\n}\n",
+            Emerg("\"expires\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "expires lines nginx takes",
+            "http {\n    expires +1h;\n    server {\n        listen 127.0.0.1:{port};\n        expires @15h30m;\n        location / { expires modified -1d; }\n        location /x { expires off; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

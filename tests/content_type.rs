@@ -164,3 +164,140 @@ fn charset_matches_nginx() {
         "{ours:?}"
     );
 }
+
+/// `expires` beside nginx: Expires and Cache-Control for the statuses it
+/// applies to, the upstream's own lines replaced (one Cache-Control
+/// left), `modified` from the upstream's Last-Modified. An Expires that
+/// follows the clock is shown as its distance from Date, which agrees
+/// with max-age.
+#[test]
+fn expires_matches_nginx() {
+    let back = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        waypost_tests::serve_numbered(listener, |mut stream, _| {
+            let Some(head) = waypost_tests::read_head(&mut stream) else {
+                return;
+            };
+            let lm = if String::from_utf8_lossy(&head).contains("/nolm") {
+                ""
+            } else {
+                "Last-Modified: Wed, 01 Jan 2025 00:00:00 GMT\r\n"
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nCache-Control: private, max-age=5\r\nCache-Control: no-transform\r\n\
+                     Expires: Thu, 01 Jan 2026 00:00:00 GMT\r\n{lm}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                )
+                .as_bytes(),
+            );
+        });
+        port
+    };
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       expires 1h;\n\
+                 \x20       location /a {{ expires 30d; return 200 \"x\"; }}\n\
+                 \x20       location /b {{ expires epoch; return 200 \"x\"; }}\n\
+                 \x20       location /c {{ expires max; return 200 \"x\"; }}\n\
+                 \x20       location /d {{ expires -1; return 200 \"x\"; }}\n\
+                 \x20       location /e {{ expires off; return 200 \"x\"; }}\n\
+                 \x20       location /f {{ return 404; }}\n\
+                 \x20       location /g {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /h {{ expires 0; return 200 \"x\"; }}\n\
+                 \x20       location /j {{ expires modified 1h; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /k {{ return 302 /x; }}\n\
+                 \x20       location /m {{ expires modified +2h; proxy_pass http://127.0.0.1:{back}/nolm; }}\n\
+                 \x20       location /n {{ expires modified -5m; return 204; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        [
+            "/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h", "/j", "/k", "/m", "/n",
+        ]
+        .iter()
+        .map(|path| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .expect("send");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).expect("read");
+            let values = |name: &str| -> Vec<String> {
+                answer
+                    .lines()
+                    .filter_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                    })
+                    .collect()
+            };
+            let time = |v: &str| httpdate_parse(v);
+            let date = values("date").first().and_then(|d| time(d));
+            let expires: Vec<String> = values("expires")
+                .iter()
+                .map(|e| match (time(e), date) {
+                    // Near the clock (`expires 30d` at most here): its
+                    // distance from Date; a fixed one as it is.
+                    (Some(e), Some(d)) if (e - d).abs() <= 31 * 86_400 => {
+                        format!("Date{:+}", e - d)
+                    }
+                    _ => e.clone(),
+                })
+                .collect();
+            let status = answer.lines().next().unwrap_or("").to_owned();
+            format!(
+                "{path}: {status} expires={expires:?} cc={:?}",
+                values("cache-control")
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(ours.iter().any(|l| l.contains("max-age=3600")), "{ours:?}");
+}
+
+/// Seconds since the epoch of an HTTP date (`Thu, 01 Jan 1970 00:00:01
+/// GMT`).
+fn httpdate_parse(v: &str) -> Option<i64> {
+    let parts: Vec<&str> = v.split([' ', ':']).collect();
+    let [_, day, month, year, h, m, s, _] = parts[..] else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|&n| n == month)? as i64
+        + 1;
+    let (y, d): (i64, i64) = (year.parse().ok()?, day.parse().ok()?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 {
+        (y - 1, month + 9)
+    } else {
+        (y, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(
+        days * 86_400
+            + h.parse::<i64>().ok()? * 3600
+            + m.parse::<i64>().ok()? * 60
+            + s.parse::<i64>().ok()?,
+    )
+}

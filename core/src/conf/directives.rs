@@ -177,6 +177,7 @@ pub const CORE: &[Spec] = &[
     d("status", LOC, 0, 0),
     d("proxy_set_header", PROXY, 2, 2),
     d("add_header", PROXY, 2, 3),
+    d("expires", PROXY, 1, 2),
     d("proxy_http_version", PROXY, 1, 1),
     d("proxy_redirect", PROXY, 1, 2),
     d("proxy_hide_header", PROXY, 1, 1),

@@ -240,6 +240,8 @@ struct Layer {
     /// extension replaces an earlier one) and `default_type`.
     types: Option<Arc<HashMap<String, String>>>,
     default_type: Option<String>,
+    /// `expires` (`Some(None)`: off).
+    expires: Option<Option<Expires>>,
     /// `charset` (`off` as written), `charset_types`, `source_charset`.
     charset: Option<String>,
     charset_types: Option<Vec<String>>,
@@ -343,6 +345,7 @@ impl Layer {
             gzip: self.gzip.merged(&parent.gzip),
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
+            expires: self.expires.or(parent.expires),
             charset_types: self
                 .charset_types
                 .clone()
@@ -673,6 +676,44 @@ fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 }
 
 /// nginx's `num` slots: `"X" directive invalid number`.
+/// `expires [modified] TIME|@TIME|epoch|max|off`, as
+/// `ngx_http_headers_expires`; `None` for `off`.
+fn expires(d: &Directive) -> Result<Option<Expires>, ConfError> {
+    let invalid = |why: &str| err(format!("\"expires\" directive {why}"), d);
+    let (modified, value) = match &d.args[..] {
+        [one] => match one.as_str() {
+            "epoch" => return Ok(Some(Expires::Epoch)),
+            "max" => return Ok(Some(Expires::Max)),
+            "off" => return Ok(None),
+            _ => (false, one.as_str()),
+        },
+        [word, value] if word == "modified" => (true, value.as_str()),
+        _ => return invalid("invalid value"),
+    };
+    let (daily, negative, value) = if let Some(v) = value.strip_prefix('@') {
+        if modified {
+            return invalid("daily time cannot be used with \"modified\" parameter");
+        }
+        (true, false, v)
+    } else if let Some(v) = value.strip_prefix('-') {
+        (false, true, v)
+    } else {
+        (false, false, value.strip_prefix('+').unwrap_or(value))
+    };
+    let Some(seconds) = parse_time_sec(value).and_then(|s| i64::try_from(s).ok()) else {
+        return invalid("invalid value");
+    };
+    if daily && seconds > 24 * 60 * 60 {
+        return invalid("daily time value must be less than 24 hours");
+    }
+    let seconds = if negative { -seconds } else { seconds };
+    Ok(Some(match (daily, modified) {
+        (true, _) => Expires::Daily(seconds),
+        (false, true) => Expires::Modified(seconds),
+        (false, false) => Expires::Access(seconds),
+    }))
+}
+
 /// A `gzip_types` or `charset_types` line added to the level's list
 /// (`ngx_http_types_slot`): text/html first, then each type once, lowercase,
 /// a repeated one warned about.
@@ -1282,6 +1323,7 @@ impl<'a> Interp<'a> {
             }
             "default_type" => layer.default_type = Some(d.args[0].clone()),
             "charset" => layer.charset = Some(d.args[0].clone()),
+            "expires" => layer.expires = Some(expires(d)?),
             "source_charset" => layer.source_charset = Some(d.args[0].clone()),
             "override_charset" => {
                 if d.args[0].eq_ignore_ascii_case("on") {
@@ -2005,6 +2047,7 @@ impl<'a> Interp<'a> {
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
+            expires: None,
             gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -2242,6 +2285,7 @@ impl<'a> Interp<'a> {
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
+            expires: None,
             gzip: None,
         });
         let me = self.locations.len();
@@ -2492,6 +2536,7 @@ impl<'a> Interp<'a> {
             server.gzip = layer.gzip.conf();
             server.types = layer.content_types();
             server.charset = layer.charset()?;
+            server.expires = layer.expires.flatten();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2526,6 +2571,7 @@ impl<'a> Interp<'a> {
             location.gzip = layer.gzip.conf();
             location.types = layer.content_types();
             location.charset = layer.charset()?;
+            location.expires = layer.expires.flatten();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
@@ -2698,6 +2744,7 @@ fn is_single(name: &str) -> bool {
             | "client_body_temp_path"
             | "charset"
             | "source_charset"
+            | "expires"
             | "gzip_min_length"
             | "gzip_comp_level"
             | "gzip_http_version"

@@ -185,6 +185,8 @@ pub struct ServerConf {
     pub types: ContentTypes,
     /// `charset` at the server level.
     pub charset: Option<CharsetConf>,
+    /// `expires` at the server level.
+    pub expires: Option<Expires>,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
@@ -295,10 +297,25 @@ pub struct LocationConf {
     pub types: ContentTypes,
     /// `charset` here (not `off`).
     pub charset: Option<CharsetConf>,
+    /// `expires` here (not `off`).
+    pub expires: Option<Expires>,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
+}
+
+/// `expires` at a level (none: `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expires {
+    Epoch,
+    Max,
+    /// Seconds from the request (negative: in the past).
+    Access(i64),
+    /// `modified`: seconds from the answer's Last-Modified.
+    Modified(i64),
+    /// `@TIME`: seconds after midnight, local time.
+    Daily(i64),
 }
 
 /// `charset NAME` at a level, after inheritance.

@@ -15,6 +15,7 @@
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `charset`: `charset NAME` added to Content-Type
+//! - `expires`: `expires`, Expires and Cache-Control
 //! - `gzip`: `gzip on`, responses compressed as they stream
 //! - `access`: access log lines
 
@@ -22,6 +23,7 @@ pub mod access;
 pub mod allow;
 pub mod body;
 pub mod charset;
+pub mod expires;
 pub mod gzip;
 pub mod h1;
 pub mod h2;

@@ -911,6 +911,10 @@ async fn handle(
             }
         }
     };
+    // nginx's headers filter: expires, then add_header.
+    if let Some(expires) = location.map_or(server.expires, |l| l.expires) {
+        crate::http::expires::apply(expires, &mut resp);
+    }
     let added = location.map_or(&server.add_headers, |l| &l.add_headers);
     if !added.is_empty() {
         let proxy_host = match location.map(|l| &l.action) {

@@ -412,6 +412,7 @@ fn server(
             access: l.access.clone(),
             gzip: gzip(l.gzip.as_ref())?,
             charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
+            expires: l.expires,
             add_headers: add_headers(&l.add_headers, filters.maps)?,
             client: l.client,
         });
@@ -430,6 +431,7 @@ fn server(
         access: s.access.clone(),
         gzip: gzip(s.gzip.as_ref())?,
         charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
+        expires: s.expires,
         add_headers: add_headers(&s.add_headers, filters.maps)?,
         locations: Locations {
             exact,

@@ -98,6 +98,8 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
+    /// `expires` for what no location answers.
+    pub expires: Option<crate::conf::model::Expires>,
     /// `charset` for what no location answers.
     pub charset: Option<Box<crate::http::charset::Charset>>,
     /// `gzip on` for what no location answers.
@@ -220,6 +222,8 @@ pub struct Location {
     pub access: Rules,
     /// `charset` here.
     pub charset: Option<Box<crate::http::charset::Charset>>,
+    /// `expires` here.
+    pub expires: Option<crate::conf::model::Expires>,
     /// `gzip on` here.
     pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` in effect.

@@ -118,14 +118,27 @@ impl Passed {
     /// The first line named `name` (lowercase) gets `value`; whether
     /// there was one.
     pub fn replace(&mut self, name: &[u8], value: &[u8]) -> bool {
+        self.set(name, value, true)
+    }
+
+    /// [`Passed::replace`], the other lines of the name dropped.
+    pub fn replace_all(&mut self, name: &[u8], value: &[u8]) -> bool {
+        self.set(name, value, false)
+    }
+
+    fn set(&mut self, name: &[u8], value: &[u8], keep_others: bool) -> bool {
         let mut lines = Vec::with_capacity(self.lines.len() + value.len());
         let mut done = false;
         for (n, v) in self.iter() {
-            let v = if !done && n.eq_ignore_ascii_case(name) {
+            let v = if !n.eq_ignore_ascii_case(name) {
+                v
+            } else if !done {
                 done = true;
                 value
-            } else {
+            } else if keep_others {
                 v
+            } else {
+                continue;
             };
             lines.extend_from_slice(n);
             lines.extend_from_slice(b": ");
