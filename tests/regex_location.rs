@@ -169,3 +169,67 @@ fn a_prefix_inside_a_regex_location_is_refused() {
         "waypost: [emerg] location \"/img/thumbs/\" inside the regular expression location \"/img/\" is not supported in CONF:8"
     );
 }
+
+/// Regex server names beside nginx: tried after the exact and wildcard
+/// names, in the order written, on the lowercase host; their groups are
+/// `$1`.. unless a regex location sets its own.
+#[test]
+fn regex_server_names_match_nginx() {
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    server {{ listen 127.0.0.1:{port}; server_name ~^(www\\\\.)?(?<dom>[a-z]+)\\\\.test$; return 200 \"regex [$1] [$2] $server_name\"; }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port}; server_name exact.test; return 200 \"exact\"; }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port}; server_name *.wild.test ~^x; return 200 \"wild [$1]\"; }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port} default_server; return 200 \"default [$1]\"; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       server_name ~^api-(\\\\d+)\\\\.;\n\
+                 \x20       location ~ ^/v(\\\\d+)/ {{ return 200 \"loc [$1]\"; }}\n\
+                 \x20       location / {{ return 200 \"srv [$1]\"; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        [
+            ("www.abc.test", "/"),
+            ("abc.test", "/"),
+            ("ABC.Test", "/"),
+            ("exact.test", "/"),
+            ("x.wild.test", "/"),
+            ("xyz.other", "/"),
+            ("www.abc.test.", "/"),
+            ("api-42.example", "/"),
+            ("api-42.example", "/v3/x"),
+            ("other", "/"),
+        ]
+        .iter()
+        .map(|(host, path)| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .expect("send");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).expect("read");
+            let body = answer
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, b)| b)
+                .to_owned();
+            format!("{host}{path} -> {body}")
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(
+        ours.iter().any(|a| a.contains("regex [www.] [abc]")),
+        "{ours:?}"
+    );
+}

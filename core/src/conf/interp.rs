@@ -2076,13 +2076,12 @@ impl<'a> Interp<'a> {
                 }
                 "server_name" => {
                     for name in &item.args {
-                        if name.starts_with('~') {
-                            return err(
-                                format!(
-                                    "regular expression server names are not supported: \"{name}\""
-                                ),
-                                item,
-                            );
+                        // A regex as written (lowercasing `\D` would make
+                        // it `\d`); hosts are matched lowercase.
+                        if let Some(pattern) = name.strip_prefix('~') {
+                            compile_regex(pattern, true, item)?;
+                            self.http.servers[index].names.push(name.clone());
+                            continue;
                         }
                         self.http.servers[index]
                             .names

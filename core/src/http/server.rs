@@ -763,13 +763,11 @@ async fn handle(
         }
     };
     // Most listening addresses have one server: no Host to look at then.
-    let server = if group.servers.len() == 1 {
-        &group.servers[0]
+    let (server, server_groups) = if group.by_host() {
+        let (index, groups) = group.server_match(head.host(&parts.uri, &parts.headers));
+        (&group.servers[index], groups)
     } else {
-        group.server(
-            head.host(&parts.uri, &parts.headers)
-                .and_then(|h| std::str::from_utf8(h).ok()),
-        )
+        (&group.servers[0], None)
     };
     let close = requests >= server.keepalive_requests;
     // realip in nginx's post-read phase, with the server's settings.
@@ -782,11 +780,12 @@ async fn handle(
         client = real;
     }
     // A regex location's groups are `$1`..`$9` for the request.
+    // A regex location's groups, else a regex server name's.
     let (location, groups) = match server.ret {
-        Some(_) => (None, None),
+        Some(_) => (None, server_groups),
         None => match server.locations.find(head.uri(&parts.uri)) {
-            Some((location, groups)) => (Some(location), groups),
-            None => (None, None),
+            Some((location, groups)) => (Some(location), groups.or(server_groups)),
+            None => (None, server_groups),
         },
     };
     let vars = |client: SocketAddr, status: u16, proxy_host| VarCtx {

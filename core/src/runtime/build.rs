@@ -638,6 +638,7 @@ fn group_listens(
                         exact: HashMap::new(),
                         leading: Vec::new(),
                         trailing: Vec::new(),
+                        regexes: Vec::new(),
                     });
                     members.push((Vec::new(), false));
                     groups.len() - 1
@@ -664,7 +665,10 @@ fn group_listens(
                 group.default = index;
             }
             for name in &s.names {
-                if let Some(suffix) = name.strip_prefix('*') {
+                if let Some(pattern) = name.strip_prefix('~') {
+                    let re = crate::vars::regex(pattern, true).map_err(ConfError::bare)?;
+                    group.regexes.push((re, index));
+                } else if let Some(suffix) = name.strip_prefix('*') {
                     group.leading.push((suffix.to_owned(), index));
                 } else if name.starts_with('.') {
                     group.leading.push((name.clone(), index));

@@ -49,11 +49,14 @@ pub struct ListenGroup {
     leading: Vec<(String, usize)>,
     /// `www.example.*` as (prefix with trailing dot, server).
     trailing: Vec<(String, usize)>,
+    /// `~REGEX` names, in the order written, and their servers.
+    regexes: Vec<(regex::bytes::Regex, usize)>,
 }
 
 impl ListenGroup {
     /// nginx's order: exact name, longest leading wildcard, longest
-    /// trailing wildcard, then the default server.
+    /// trailing wildcard, the first regex that matches, then the default
+    /// server.
     pub fn server(&self, host: Option<&str>) -> &Arc<Server> {
         &self.servers[self.server_index(host)]
     }
@@ -64,9 +67,49 @@ impl ListenGroup {
         self.http2 || self.servers[index].http2
     }
 
+    /// The server for a request's host, and, where a `~REGEX` name chose
+    /// it, the regex's groups (`$1`..`$9` unless a regex location sets
+    /// them).
+    pub fn server_match<'h>(
+        &self,
+        host: Option<&'h [u8]>,
+    ) -> (usize, Option<regex::bytes::Captures<'h>>) {
+        let text = host.and_then(|h| std::str::from_utf8(h).ok());
+        let index = self.named(text);
+        if let (None, Some(h)) = (index, host) {
+            for (re, i) in &self.regexes {
+                if let Some(groups) = re.captures(h) {
+                    return (*i, Some(groups));
+                }
+            }
+        }
+        (index.unwrap_or(self.default), None)
+    }
+
+    /// Whether a request to any server of the address may need its host
+    /// matched: more than one server, or a regex name.
+    pub fn by_host(&self) -> bool {
+        self.servers.len() > 1 || !self.regexes.is_empty()
+    }
+
     /// [`ListenGroup::server`] as an index into `servers` (SNI picks a
     /// certificate with it).
     pub fn server_index(&self, host: Option<&str>) -> usize {
+        match self.named(host) {
+            Some(i) => i,
+            None => host
+                .and_then(|h| {
+                    self.regexes
+                        .iter()
+                        .find(|(re, _)| re.is_match(h.as_bytes()))
+                })
+                .map_or(self.default, |&(_, i)| i),
+        }
+    }
+
+    /// nginx's order without the regexes: exact name, longest leading
+    /// wildcard, longest trailing wildcard.
+    fn named(&self, host: Option<&str>) -> Option<usize> {
         host.and_then(|h| {
             self.exact
                 .get(h)
@@ -86,7 +129,6 @@ impl ListenGroup {
                         .map(|&(_, i)| i)
                 })
         })
-        .unwrap_or(self.default)
     }
 }
 
