@@ -868,3 +868,53 @@ fn hidden_and_passed_headers_as_nginx() {
     );
     assert!(ours.iter().any(|l| l.contains("X-Powered-By")), "{ours:?}");
 }
+
+/// `absolute_redirect`, `port_in_redirect` and `server_name_in_redirect`
+/// beside nginx: the Location of a `return` redirect, and of one
+/// `proxy_redirect` made a path.
+#[test]
+fn redirect_styles_as_nginx() {
+    let backend = redirecting_backend();
+    // `/b` in hex: the backend's Location.
+    let to = "http://up/b"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let seen = |nginx: bool| {
+        let (_server, port) = up_server(
+            nginx,
+            backend,
+            "        location /r { return 302 /x; }\n\
+             \x20       location /abs { absolute_redirect off; return 302 /x; }\n\
+             \x20       location /port { port_in_redirect off; return 302 /x; }\n\
+             \x20       location /sn { server_name_in_redirect on; return 302 /x; }\n\
+             \x20       location /p/ { proxy_pass http://up; proxy_redirect http://up/ /new/; port_in_redirect off; }\n\
+             \x20       location /pa/ { proxy_pass http://up; proxy_redirect http://up/ /new/; absolute_redirect off; }\n",
+        );
+        let mut lines = Vec::new();
+        for path in ["/r", "/abs", "/port", "/sn"] {
+            for host in ["h", "h:81"] {
+                let head = ask(port, path, host);
+                let location = head
+                    .lines()
+                    .find(|l| l.starts_with("Location:"))
+                    .unwrap_or("none")
+                    .replace(&format!(":{port}"), ":PORT");
+                lines.push(format!("{path} {host}: {location}"));
+            }
+        }
+        for path in ["/p/", "/pa/"] {
+            let head = ask(port, &format!("{path}?l={to}"), "h");
+            let location = head
+                .lines()
+                .find(|l| l.starts_with("Location:"))
+                .unwrap_or("none")
+                .replace(&format!(":{port}"), ":PORT");
+            lines.push(format!("{path}: {location}"));
+        }
+        lines
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(ours.iter().any(|l| l.ends_with("Location: /x")), "{ours:?}");
+}

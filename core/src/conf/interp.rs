@@ -242,6 +242,9 @@ struct Layer {
     default_type: Option<String>,
     /// `expires` (`Some(None)`: off).
     expires: Option<Option<Expires>>,
+    absolute_redirect: Option<bool>,
+    port_in_redirect: Option<bool>,
+    server_name_in_redirect: Option<bool>,
     /// `charset` (`off` as written), `charset_types`, `source_charset`.
     charset: Option<String>,
     charset_types: Option<Vec<String>>,
@@ -346,6 +349,11 @@ impl Layer {
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
             expires: self.expires.or(parent.expires),
+            absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
+            port_in_redirect: self.port_in_redirect.or(parent.port_in_redirect),
+            server_name_in_redirect: self
+                .server_name_in_redirect
+                .or(parent.server_name_in_redirect),
             charset_types: self
                 .charset_types
                 .clone()
@@ -458,6 +466,16 @@ impl Layer {
                 .clone()
                 .unwrap_or_else(|| CHARSET_TYPES.iter().map(|t| (*t).to_owned()).collect()),
         }))
+    }
+
+    /// How a merged level makes a Location absolute.
+    fn redirect_style(&self) -> RedirectStyle {
+        let d = RedirectStyle::default();
+        RedirectStyle {
+            absolute: self.absolute_redirect.unwrap_or(d.absolute),
+            port: self.port_in_redirect.unwrap_or(d.port),
+            server_name: self.server_name_in_redirect.unwrap_or(d.server_name),
+        }
     }
 
     /// The `return` text's MIME types of a merged level.
@@ -1324,6 +1342,15 @@ impl<'a> Interp<'a> {
             "default_type" => layer.default_type = Some(d.args[0].clone()),
             "charset" => layer.charset = Some(d.args[0].clone()),
             "expires" => layer.expires = Some(expires(d)?),
+            "absolute_redirect" => {
+                layer.absolute_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "port_in_redirect" => {
+                layer.port_in_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "server_name_in_redirect" => {
+                layer.server_name_in_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             "source_charset" => layer.source_charset = Some(d.args[0].clone()),
             "override_charset" => {
                 if d.args[0].eq_ignore_ascii_case("on") {
@@ -2048,6 +2075,7 @@ impl<'a> Interp<'a> {
             types: ContentTypes::default(),
             charset: None,
             expires: None,
+            redirect_style: RedirectStyle::default(),
             gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -2285,6 +2313,7 @@ impl<'a> Interp<'a> {
             types: ContentTypes::default(),
             charset: None,
             expires: None,
+            redirect_style: RedirectStyle::default(),
             gzip: None,
         });
         let me = self.locations.len();
@@ -2536,6 +2565,7 @@ impl<'a> Interp<'a> {
             server.types = layer.content_types();
             server.charset = layer.charset()?;
             server.expires = layer.expires.flatten();
+            server.redirect_style = layer.redirect_style();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2571,6 +2601,7 @@ impl<'a> Interp<'a> {
             location.types = layer.content_types();
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
+            location.redirect_style = layer.redirect_style();
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;

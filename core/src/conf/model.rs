@@ -187,6 +187,8 @@ pub struct ServerConf {
     pub charset: Option<CharsetConf>,
     /// `expires` at the server level.
     pub expires: Option<Expires>,
+    /// `absolute_redirect` and its kin at the server level.
+    pub redirect_style: RedirectStyle,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
@@ -299,10 +301,32 @@ pub struct LocationConf {
     pub charset: Option<CharsetConf>,
     /// `expires` here (not `off`).
     pub expires: Option<Expires>,
+    /// `absolute_redirect` and its kin here.
+    pub redirect_style: RedirectStyle,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
+}
+
+/// How a Location that is a path is made absolute (nginx's header
+/// filter): `absolute_redirect`, `port_in_redirect`,
+/// `server_name_in_redirect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectStyle {
+    pub absolute: bool,
+    pub port: bool,
+    pub server_name: bool,
+}
+
+impl Default for RedirectStyle {
+    fn default() -> Self {
+        RedirectStyle {
+            absolute: true,
+            port: true,
+            server_name: false,
+        }
+    }
 }
 
 /// `expires` at a level (none: `off`).

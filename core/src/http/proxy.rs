@@ -922,7 +922,7 @@ pub async fn run(
 fn redirect(passed: &mut upstream_h1::Passed, p: &Proxy, cx: &ClientCx<'_>, parts: &Parts) {
     let host = cx.head.host(&parts.uri, &parts.headers);
     passed.rewrite(&p.redirects, |path| {
-        crate::http::response::absolute_url(path, host, parts, cx.local)
+        crate::http::response::absolute_url(path, host, parts, cx.local, p.style, &cx.server.name)
     });
 }
 

@@ -6,6 +6,7 @@ use http::header::{CONTENT_TYPE, LOCATION};
 use crate::http::tls::Https;
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::conf::model::RedirectStyle;
 use crate::http::body::RespBody;
 use crate::runtime::{Reply, ReplyText};
 use crate::vars::VarCtx;
@@ -38,7 +39,7 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     if r.redirect {
         let mut resp = error_page(r.status);
         let location = if text.first() == Some(&b'/') {
-            absolute(&text, vars)
+            absolute(&text, vars, r.style)
         } else {
             text
         };
@@ -56,13 +57,21 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     resp
 }
 
-/// nginx's header filter with `absolute_redirect on`: a Location starting
-/// with `/` gets the connection's scheme, the request's host (else the
-/// local address) and the local port unless it is the scheme's (80, or
-/// 443 over TLS).
-fn absolute(path: &[u8], vars: &VarCtx<'_>) -> Bytes {
+/// nginx's header filter: a Location starting with `/` gets, with
+/// `absolute_redirect on` (the default), the connection's scheme, the
+/// request's host (the server's first name with `server_name_in_redirect
+/// on`; else the local address) and, with `port_in_redirect on`, the local
+/// port unless it is the scheme's (80, or 443 over TLS).
+fn absolute(path: &[u8], vars: &VarCtx<'_>, style: RedirectStyle) -> Bytes {
     let host = vars.head.host(&vars.req.uri, &vars.req.headers);
-    Bytes::from(absolute_url(path, host, vars.req, vars.local))
+    Bytes::from(absolute_url(
+        path,
+        host,
+        vars.req,
+        vars.local,
+        style,
+        vars.server_name,
+    ))
 }
 
 /// [`absolute`] for the request `req` whose validated host is `host`, on
@@ -72,19 +81,25 @@ pub fn absolute_url(
     host: Option<&[u8]>,
     req: &http::request::Parts,
     local: std::net::SocketAddr,
+    style: RedirectStyle,
+    server_name: &str,
 ) -> Vec<u8> {
     use std::io::Write as _;
+    if !style.absolute {
+        return path.to_vec();
+    }
     let https = req.extensions.get::<Https>().is_some();
     let mut out = Vec::with_capacity(path.len() + 40);
     out.extend_from_slice(if https { b"https://" } else { b"http://" });
     match host {
+        _ if style.server_name => out.extend_from_slice(server_name.as_bytes()),
         Some(host) => out.extend_from_slice(host),
         None => {
             let _ = write!(out, "{}", crate::vars::NgxIp(local.ip()));
         }
     }
     let port = local.port();
-    if port != if https { 443 } else { 80 } {
+    if style.port && port != if https { 443 } else { 80 } {
         let _ = write!(out, ":{port}");
     }
     out.extend_from_slice(path);

@@ -241,6 +241,7 @@ pub fn upstream(
 fn reply(
     r: &model::Return,
     types: &model::ContentTypes,
+    style: model::RedirectStyle,
     maps: &MapNames,
 ) -> Result<Reply, ConfError> {
     let text = match &r.text {
@@ -259,6 +260,7 @@ fn reply(
         text,
         redirect: matches!(r.code, 301 | 302 | 303 | 307 | 308),
         types: types.clone(),
+        style,
     })
 }
 
@@ -361,12 +363,15 @@ fn server(
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
-            model::Action::Return(r) => Action::Reply(reply(r, &l.types, filters.maps)?),
+            model::Action::Return(r) => {
+                Action::Reply(reply(r, &l.types, l.redirect_style, filters.maps)?)
+            }
             model::Action::None => Action::NotFound,
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::Proxy(p) => {
                 let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
+                proxy.style = l.redirect_style;
                 proxy.filters = filters.applies(i, Some(p.upstream));
                 Action::Proxy(proxy)
             }
@@ -425,7 +430,7 @@ fn server(
         ret: s
             .ret
             .as_ref()
-            .map(|r| reply(r, &s.types, filters.maps))
+            .map(|r| reply(r, &s.types, s.redirect_style, filters.maps))
             .transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
@@ -553,6 +558,7 @@ fn proxy(
         read_timeout: conf.read_timeout,
         tls: proxy_tls(p, conf, tls, maps)?,
         redirects: redirects(conf),
+        style: model::RedirectStyle::default(),
         header_rules: crate::http::upstream_h1::HeaderRules::new(
             &conf.hide_headers,
             &conf.pass_headers,

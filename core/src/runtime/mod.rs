@@ -294,6 +294,8 @@ pub struct Reply {
     pub redirect: bool,
     /// The level's `types` and `default_type`, for a text body.
     pub types: crate::conf::model::ContentTypes,
+    /// How a Location that is a path is made absolute.
+    pub style: crate::conf::model::RedirectStyle,
 }
 
 /// A `return` text: fixed at config load, or evaluated per request.
@@ -357,6 +359,8 @@ pub struct Proxy {
     pub tls: Option<ProxyTls>,
     /// `proxy_redirect`, in order; empty for `off`.
     pub redirects: Box<[Rewrite]>,
+    /// How `proxy_redirect` makes a rewritten Location absolute.
+    pub style: crate::conf::model::RedirectStyle,
     /// `proxy_hide_header` and `proxy_pass_header`; `None` with neither.
     pub header_rules: Option<Box<crate::http::upstream_h1::HeaderRules>>,
 }
