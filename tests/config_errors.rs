@@ -710,6 +710,16 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "ssl_session_cache: a zone of two sizes",
+            "http {\n    ssl_session_cache shared:A:1m;\n    server {\n        listen 127.0.0.1:{port};\n        ssl_session_cache none shared:A:2m;\n    }\n}\n",
+            Emerg("the size 2097152 of shared memory zone \"A\" conflicts with already declared size 1048576 in {conf}:8"),
+        ),
+        Case::head(
+            "ssl_session_cache: an upstream's zone",
+            "http {\n    upstream u {\n        zone A 1m;\n        server 127.0.0.1:1;\n    }\n    ssl_session_cache shared:A:1m;\n}\n",
+            Emerg("the shared memory zone \"A\" is already declared for a different use in {conf}:9"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

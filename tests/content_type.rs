@@ -140,6 +140,8 @@ fn charset_matches_nginx() {
                  \x20       location /off/ {{ charset off; proxy_pass http://127.0.0.1:{back}; }}\n\
                  \x20       location = /r {{ return 200 \"text\"; }}\n\
                  \x20       location = /e {{ return 404; }}\n\
+                 \x20       location = /r301 {{ return 301 /x; }}\n\
+                 \x20       location = /r307 {{ return 307 /x; }}\n\
                  \x20   }}\n"
             ),
             nginx,
@@ -153,8 +155,9 @@ fn charset_matches_nginx() {
                 seen.push(content_type(port, &format!("{level}{name}")));
             }
         }
-        seen.push(content_type(port, "/r"));
-        seen.push(content_type(port, "/e"));
+        for path in ["/r", "/e", "/r301", "/r307"] {
+            seen.push(content_type(port, path));
+        }
         seen
     };
     let ours = run(false);

@@ -829,36 +829,42 @@ fn hidden_and_passed_headers_as_nginx() {
              \x20           proxy_pass_header date;\n\
              \x20           proxy_pass_header X-Pad;\n\
              \x20           location /pass/in/ { proxy_pass http://up; proxy_hide_header X-Custom; }\n\
-             \x20       }\n",
+             \x20       }\n\
+             \x20       location /both/ { proxy_pass http://up; proxy_pass_header X-Powered-By; proxy_hide_header Server; proxy_pass_header Server; }\n\
+             \x20       location /cl/ { proxy_pass http://up; proxy_hide_header Content-Length; }\n",
         );
-        ["/", "/more/", "/more/in/", "/pass/", "/pass/in/"]
-            .iter()
-            .map(|path| {
-                let head = ask(port, path, "h");
-                let mut lines: Vec<String> = head
-                    .lines()
-                    .skip(1)
-                    .filter(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("Connection")
-                            && !l.starts_with("Content-Length")
-                    })
-                    .map(|l| {
-                        let l = l
-                            .replace("nginx/1.22.1", "PROXY")
-                            .replace("waypost", "PROXY");
-                        // The proxy's own Date is now; an upstream's is fixed.
-                        if l.starts_with("Date:") && !l.contains("2025") {
-                            "Date: (the proxy's)".to_owned()
-                        } else {
-                            l
-                        }
-                    })
-                    .collect();
-                lines.sort();
-                format!("{path}: {}", lines.join(" | "))
-            })
-            .collect::<Vec<_>>()
+        [
+            "/",
+            "/more/",
+            "/more/in/",
+            "/pass/",
+            "/pass/in/",
+            "/both/",
+            "/cl/",
+        ]
+        .iter()
+        .map(|path| {
+            let head = ask(port, path, "h");
+            let mut lines: Vec<String> = head
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty() && !l.starts_with("Connection"))
+                .map(|l| {
+                    let l = l
+                        .replace("nginx/1.22.1", "PROXY")
+                        .replace("waypost", "PROXY");
+                    // The proxy's own Date is now; an upstream's is fixed.
+                    if l.starts_with("Date:") && !l.contains("2025") {
+                        "Date: (the proxy's)".to_owned()
+                    } else {
+                        l
+                    }
+                })
+                .collect();
+            lines.sort();
+            format!("{path}: {}", lines.join(" | "))
+        })
+        .collect::<Vec<_>>()
     };
     let ours = seen(false);
     assert_eq!(ours, seen(true), "left: waypost, right: nginx");

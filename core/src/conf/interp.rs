@@ -650,6 +650,8 @@ struct Interp<'a> {
     entries: Vec<UpstreamEntry>,
     listens: Vec<ListenAddr>,
     zones: Vec<(String, u64)>,
+    /// `ssl_session_cache shared:` zones and their sizes.
+    ssl_zones: Vec<(String, u64)>,
     /// The first unknown variable of a `return` or `log_format`, in file
     /// order. nginx compiles those as it reads them but reports an unknown
     /// variable only once the whole `http` block is read.
@@ -893,6 +895,7 @@ impl<'a> Interp<'a> {
             entries: Vec::new(),
             listens: Vec::new(),
             zones: Vec::new(),
+            ssl_zones: Vec::new(),
             unknown_var: None,
             map_vars: HashSet::new(),
             unknown_header_var: None,
@@ -1340,7 +1343,12 @@ impl<'a> Interp<'a> {
                 }
             }
             "default_type" => layer.default_type = Some(d.args[0].clone()),
-            "charset" => layer.charset = Some(d.args[0].clone()),
+            "charset" => {
+                if d.args[0].starts_with('$') {
+                    return err("variables in \"charset\" are not supported", d);
+                }
+                layer.charset = Some(d.args[0].clone())
+            }
             "expires" => layer.expires = Some(expires(d)?),
             "absolute_redirect" => {
                 layer.absolute_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
@@ -1542,7 +1550,14 @@ impl<'a> Interp<'a> {
                 layer.ssl_protocols = Some(mask);
             }
             "ssl_ciphers" => layer.ssl_ciphers = Some((d.args[0].clone(), d.loc.clone())),
-            "ssl_session_cache" => layer.ssl_session_cache = Some(session_cache(d)?),
+            "ssl_session_cache" => {
+                let (sessions, zone) = session_cache(d)?;
+                if let Some((name, bytes)) = &zone {
+                    self.ssl_zone(name, *bytes, d)?;
+                }
+                let shared = zone.filter(|_| sessions > 0).map(|z| z.0);
+                layer.ssl_session_cache = Some((sessions, shared));
+            }
             "ssl_session_tickets" => {
                 layer.ssl_session_tickets = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -2060,6 +2075,32 @@ impl<'a> Interp<'a> {
             None => self.zones.push((name.clone(), size)),
         }
         Ok(())
+    }
+
+    /// A `shared:NAME:SIZE` session cache zone, as `ngx_shared_memory_add`
+    /// checks it against the zones declared before.
+    fn ssl_zone(&mut self, name: &str, bytes: u64, d: &Directive) -> Result<(), ConfError> {
+        if self.zones.iter().any(|(n, _)| n == name) {
+            return err(
+                format!(
+                    "the shared memory zone \"{name}\" is already declared for a different use"
+                ),
+                d,
+            );
+        }
+        match self.ssl_zones.iter().find(|(n, _)| n == name) {
+            Some(&(_, declared)) if declared != bytes => err(
+                format!(
+                    "the size {bytes} of shared memory zone \"{name}\" conflicts with already declared size {declared}"
+                ),
+                d,
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.ssl_zones.push((name.to_owned(), bytes));
+                Ok(())
+            }
+        }
     }
 
     fn server_block(&mut self, d: &Directive) -> Result<(), ConfError> {
@@ -2856,7 +2897,7 @@ fn compile_regex(
 /// nginx's figure), in one cache that every server naming the zone
 /// shares. Capped at [`MAX_SESSIONS`], since rustls reserves room for all
 /// of them at once.
-fn session_cache(d: &Directive) -> Result<(usize, Option<String>), ConfError> {
+fn session_cache(d: &Directive) -> Result<(usize, Option<(String, u64)>), ConfError> {
     // nginx's default builtin size, in sessions.
     const BUILTIN: usize = 20480;
     #[derive(PartialEq)]
@@ -2867,7 +2908,7 @@ fn session_cache(d: &Directive) -> Result<(usize, Option<String>), ConfError> {
         Sessions(usize),
     }
     let mut builtin = Builtin::Unset;
-    let mut zone: Option<(String, usize)> = None;
+    let mut zone: Option<(String, usize, u64)> = None;
     for value in &d.args {
         let invalid = || err(format!("invalid session cache \"{value}\""), d);
         match value.as_str() {
@@ -2896,19 +2937,20 @@ fn session_cache(d: &Directive) -> Result<(usize, Option<String>), ConfError> {
                         return err(format!("session cache \"{value}\" is too small"), d);
                     }
                     let sessions = usize::try_from(bytes / 256).unwrap_or(usize::MAX);
-                    zone = Some((name.to_owned(), sessions));
+                    zone = Some((name.to_owned(), sessions, bytes));
                 } else {
                     return invalid();
                 }
             }
         }
     }
+    // The zone is declared even when `off` or `none` keep nothing.
     let sessions = match (&builtin, &zone) {
-        (Builtin::Off | Builtin::None, _) | (Builtin::Unset, None) => return Ok((0, None)),
-        (Builtin::Unset, Some((_, z))) => *z,
+        (Builtin::Off | Builtin::None, _) | (Builtin::Unset, None) => 0,
+        (Builtin::Unset, Some((_, z, _))) => *z,
         (Builtin::Sessions(n), z) => (*n).max(z.as_ref().map_or(0, |z| z.1)),
     };
-    Ok((sessions.min(MAX_SESSIONS), zone.map(|z| z.0)))
+    Ok((sessions.min(MAX_SESSIONS), zone.map(|z| (z.0, z.2))))
 }
 
 /// The most sessions one cache keeps (a 64 MB shared zone's, by nginx's

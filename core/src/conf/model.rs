@@ -468,22 +468,6 @@ impl Default for ContentTypes {
     }
 }
 
-impl ContentTypes {
-    /// nginx's `ngx_http_set_content_type`: the type of the extension
-    /// after the last `.` of the URI's last segment, without case; else
-    /// the default.
-    pub fn for_uri(&self, uri: &[u8]) -> &str {
-        let last = uri.rsplit(|&c| c == b'/').next().unwrap_or_default();
-        let ext = last
-            .iter()
-            .rposition(|&c| c == b'.')
-            .map(|dot| &last[dot + 1..]);
-        ext.and_then(|e| std::str::from_utf8(e).ok())
-            .and_then(|e| self.by_ext.get(&e.to_ascii_lowercase()))
-            .unwrap_or(&self.default)
-    }
-}
-
 /// `proxy_next_upstream` conditions, as nginx's NGX_HTTP_UPSTREAM_FT_* bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextUpstream(pub u32);

@@ -27,6 +27,11 @@ impl Charset {
     }
 
     pub fn apply(&self, resp: &mut Response<RespBody>) {
+        // nginx sets none on a redirect (old browsers took it for the
+        // next page's).
+        if matches!(resp.status().as_u16(), 301 | 302) {
+            return;
+        }
         let Some(content_type) = header_of(resp, "content-type") else {
             return;
         };

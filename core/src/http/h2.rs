@@ -276,10 +276,11 @@ impl std::error::Error for NoAnswer {}
 
 /// The handler's response as the stream sends it: connection headers
 /// out (a `close` becomes GOAWAY), or the refusal the body's end called
-/// for; [`NoAnswer`] for a response that is none (its log line is
-/// written as it is dropped).
+/// for; no body to a HEAD (`head`); [`NoAnswer`] for a response that is
+/// none (its log line is written as it is dropped).
 pub fn response(
     resp: Response<RespBody>,
+    head: bool,
     outcome: &Outcome,
     active: Active,
     streams: &Streams,
@@ -305,6 +306,9 @@ pub fn response(
     };
     if resp.body().is_close() {
         return Err(NoAnswer);
+    }
+    if head {
+        RespBody::head_only(&mut resp);
     }
     // An upstream's header lines into the map, which is what hyper sends,
     // and our name, which the HTTP/1 writer adds itself.

@@ -50,11 +50,55 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     }
     let mut resp = Response::new(RespBody::full(text));
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let content_type = r.types.for_uri(vars.head.uri(&vars.req.uri));
-    if let Ok(v) = HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(CONTENT_TYPE, v);
-    }
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, r.types.for_uri(vars.head.uri(&vars.req.uri)));
     resp
+}
+
+/// A level's `types {}` and `default_type` for a text `return`, as header
+/// values made at load (a `return 200 "ok"` allocates nothing for them).
+pub struct ReplyTypes {
+    by_ext: std::collections::HashMap<String, HeaderValue>,
+    default: HeaderValue,
+}
+
+impl ReplyTypes {
+    pub fn new(types: &crate::conf::model::ContentTypes) -> ReplyTypes {
+        let value =
+            |t: &str| HeaderValue::from_str(t).unwrap_or(HeaderValue::from_static("text/plain"));
+        ReplyTypes {
+            by_ext: types
+                .by_ext
+                .iter()
+                .map(|(e, t)| (e.clone(), value(t)))
+                .collect(),
+            default: value(&types.default),
+        }
+    }
+
+    /// nginx's `ngx_http_set_content_type`: the type of the extension
+    /// after the last `.` of the URI's last segment, without case; else
+    /// the default.
+    pub fn for_uri(&self, uri: &[u8]) -> HeaderValue {
+        let last = uri.rsplit(|&c| c == b'/').next().unwrap_or_default();
+        let Some(dot) = last.iter().rposition(|&c| c == b'.') else {
+            return self.default.clone();
+        };
+        let ext = &last[dot + 1..];
+        // Lowercased on the stack (an extension longer than this is no
+        // type's).
+        let mut lower = [0u8; 32];
+        let Some(slot) = lower.get_mut(..ext.len()) else {
+            return self.default.clone();
+        };
+        slot.copy_from_slice(ext);
+        slot.make_ascii_lowercase();
+        std::str::from_utf8(slot)
+            .ok()
+            .and_then(|e| self.by_ext.get(e))
+            .unwrap_or(&self.default)
+            .clone()
+    }
 }
 
 /// nginx's header filter: a Location starting with `/` gets, with

@@ -654,14 +654,12 @@ where
                 let (parts, body) = req.into_parts();
                 let mut answer = None;
                 Box::pin(handle(&parts, &[], body, &conn, local, &mut answer)).await;
-                let mut resp = match answer {
+                let resp = match answer {
                     Some((resp, _)) => resp,
                     None => error_page(500),
                 };
-                if parts.method == http::Method::HEAD {
-                    RespBody::head_only(&mut resp);
-                }
-                h2::response(resp, &outcome, active, &streams)
+                let head = parts.method == http::Method::HEAD;
+                h2::response(resp, head, &outcome, active, &streams)
             }
         })
     };

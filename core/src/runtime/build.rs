@@ -259,7 +259,7 @@ fn reply(
         status: r.code,
         text,
         redirect: matches!(r.code, 301 | 302 | 303 | 307 | 308),
-        types: types.clone(),
+        types: crate::http::response::ReplyTypes::new(types),
         style,
     })
 }

@@ -293,7 +293,7 @@ pub struct Reply {
     /// nginx's page for the status.
     pub redirect: bool,
     /// The level's `types` and `default_type`, for a text body.
-    pub types: crate::conf::model::ContentTypes,
+    pub types: crate::http::response::ReplyTypes,
     /// How a Location that is a path is made absolute.
     pub style: crate::conf::model::RedirectStyle,
 }

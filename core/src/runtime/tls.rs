@@ -238,9 +238,10 @@ impl ProducesTickets for Tickets {
 }
 
 /// Sessions kept for resumption by session ID (`ssl_session_cache`), each
-/// resuming for `ssl_session_timeout` from when it was stored, as in
-/// OpenSSL's cache; rustls's cache (least recently stored out first) with
-/// the time in front of each value.
+/// resuming for the `ssl_session_timeout` of the server that stored it,
+/// as in OpenSSL's cache (a shared zone's servers may have different
+/// ones); rustls's cache (least recently stored out first) with the
+/// session's deadline in front of each value.
 #[derive(Debug)]
 struct Sessions {
     inner: Arc<dyn StoresServerSessions>,
@@ -249,16 +250,15 @@ struct Sessions {
 
 impl Sessions {
     fn fresh(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
-        let (at, value) = stored.split_first_chunk::<8>()?;
-        let age = now_secs().saturating_sub(u64::from_be_bytes(*at));
-        (age <= self.timeout).then(|| value.to_vec())
+        let (deadline, value) = stored.split_first_chunk::<8>()?;
+        (now_secs() <= u64::from_be_bytes(*deadline)).then(|| value.to_vec())
     }
 }
 
 impl StoresServerSessions for Sessions {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         let mut stored = Vec::with_capacity(8 + value.len());
-        stored.extend_from_slice(&now_secs().to_be_bytes());
+        stored.extend_from_slice(&now_secs().saturating_add(self.timeout).to_be_bytes());
         stored.extend_from_slice(&value);
         self.inner.put(key, stored)
     }
@@ -313,16 +313,18 @@ fn server_config(
     // A timeout of 0 keeps nothing, as nginx's.
     config.session_storage = if tls.session_cache > 0 && !tls.session_timeout.is_zero() {
         let made = || -> Arc<dyn StoresServerSessions> {
-            Arc::new(Sessions {
-                inner: ServerSessionMemoryCache::new(tls.session_cache),
-                timeout: tls.session_timeout.as_secs(),
-            })
+            ServerSessionMemoryCache::new(tls.session_cache)
         };
-        match &tls.session_zone {
-            // One cache per zone name, as nginx's shared memory zone.
+        let inner = match &tls.session_zone {
+            // One cache per zone name, as nginx's shared memory zone;
+            // each server stores with its own timeout.
             Some(zone) => zones.entry(zone.clone()).or_insert_with(made).clone(),
             None => made(),
-        }
+        };
+        Arc::new(Sessions {
+            inner,
+            timeout: tls.session_timeout.as_secs(),
+        })
     } else {
         Arc::new(NoServerSessionStorage {})
     };
@@ -475,7 +477,8 @@ mod tests {
         };
         assert!(sessions.put(b"id".to_vec(), b"state".to_vec()));
         assert_eq!(sessions.get(b"id").as_deref(), Some(&b"state"[..]));
-        let mut old = (now_secs() - 301).to_be_bytes().to_vec();
+        // Stored 301 seconds ago: its deadline passed a second ago.
+        let mut old = (now_secs() - 1).to_be_bytes().to_vec();
         old.extend_from_slice(b"state");
         sessions.inner.put(b"old".to_vec(), old);
         assert_eq!(sessions.get(b"old"), None);

@@ -87,18 +87,22 @@ impl HeaderRules {
         !self.pass.is_empty()
     }
 
-    /// The upstream's lines without the hidden ones: `proxy_hide_header`'s,
-    /// and nginx's defaults (Date, Server, X-Pad, X-Accel-*) but those
-    /// `proxy_pass_header` names.
+    /// The upstream's lines without the hidden ones: nginx's defaults
+    /// (Date, Server, X-Pad, X-Accel-*) and `proxy_hide_header`'s, but
+    /// those `proxy_pass_header` names.
     pub fn apply(&self, passed: &mut Passed) {
         let listed =
             |list: &[Box<[u8]>], name: &[u8]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
         let mut lines = Vec::with_capacity(passed.lines.len());
         let (mut server, mut date) = (false, false);
         for (name, value) in passed.iter() {
-            if listed(&self.hide, name)
-                || (class(name) == Class::Hidden && !listed(&self.pass, name))
-            {
+            // nginx's hidden set: its defaults and the hidden names, less
+            // the passed ones; the length is never hidden (nginx writes
+            // it from the body it sends).
+            let hidden = (class(name) == Class::Hidden || listed(&self.hide, name))
+                && !listed(&self.pass, name)
+                && class(name) != Class::ContentLength;
+            if hidden {
                 continue;
             }
             server |= name.eq_ignore_ascii_case(b"server");
