@@ -310,16 +310,33 @@ const DELAYED: &str =
 const PANICKY_SLOW: &str = "waypost_module_slow_hooks_total{module=\"panicky\"}";
 
 /// A request that waits between `init_peer` and `get` (limit_req's delay,
-/// up to half a second) does not count the wait as a hook's time.
+/// up to half a second) does not count the wait as a hook's time. A hook
+/// may still pass the 1 ms mark when a loaded machine pre-empts it (the
+/// full suite runs beside it): what must not be there is a hook of the
+/// delay's length, which the first slow hook's warning would show.
 #[test]
 fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
-    let (_server, proxy) = panicky_behind_limit_req();
+    let (server, proxy) = panicky_behind_limit_req();
     for _ in 0..2 {
         assert_eq!(get(proxy, "/?k=one").status, 200);
     }
     let m = scrape(proxy);
     assert_eq!(m[DELAYED], 1.0);
-    assert_eq!(m[PANICKY_SLOW], 0.0);
+    if m[PANICKY_SLOW] > 0.0 {
+        let log = server.read("logs/error.log");
+        for line in log
+            .lines()
+            .filter(|l| l.contains("module \"panicky\" hook"))
+        {
+            let ms: f64 = line
+                .split(" took ")
+                .nth(1)
+                .and_then(|t| t.split(" ms").next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::MAX);
+            assert!(ms < 100.0, "the delay counted as a hook's time: {line}");
+        }
+    }
 }
 
 /// A slow `init_peer` that answers Ready and is then held by limit_req's
