@@ -720,6 +720,16 @@ fn cases() -> Vec<Case> {
             Emerg("the shared memory zone \"A\" is already declared for a different use in {conf}:9"),
         ),
         Case::head(
+            "proxy_cookie_domain with one word",
+            "http {\n    proxy_cookie_domain a;\n}\n",
+            Emerg("invalid parameter \"a\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_cookie_path after off",
+            "http {\n    proxy_cookie_path off;\n    proxy_cookie_path /a /b;\n}\n",
+            Emerg("\"proxy_cookie_path\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

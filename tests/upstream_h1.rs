@@ -924,3 +924,55 @@ fn redirect_styles_as_nginx() {
     assert_eq!(ours, seen(true), "left: waypost, right: nginx");
     assert!(ours.iter().any(|l| l.ends_with("Location: /x")), "{ours:?}");
 }
+
+/// `proxy_cookie_domain` and `proxy_cookie_path` beside nginx: which
+/// Set-Cookie attributes are rewritten (domains whole, without case or
+/// leading dot; paths by their start; regexes with their groups;
+/// variables), and how a rewritten line is written again.
+#[test]
+fn cookie_attributes_rewritten_as_nginx() {
+    let backend = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\n\
+          Set-Cookie: a=1; Domain=backend.internal; Path=/app/x\r\n\
+          Set-Cookie: b=2; path=/APP/; domain=.backend.internal; HttpOnly\r\n\
+          Set-Cookie: c=3; Path=/other\r\n\
+          Set-Cookie: d=4;Domain=BACKEND.internal;path=/app/\r\n\
+          Set-Cookie: e=5; domain=notbackend.internal\r\n\
+          Set-Cookie: f=6;Path=/nomatch;Secure\r\n\
+          Set-Cookie: g=7 ;  domain = backend.internal ; Path=/app/\r\n\
+          Set-Cookie: h=8; Path=/app\r\n\
+          Content-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec()
+    });
+    let seen = |nginx: bool| {
+        let (_server, port) = up_server(
+            nginx,
+            backend,
+            "        location / { proxy_pass http://up; proxy_cookie_domain backend.internal example.com; proxy_cookie_path /app/ /; }\n\
+             \x20       location /two/ { proxy_pass http://up; proxy_cookie_domain ~\\.internal$ .example.org; proxy_cookie_path off; }\n\
+             \x20       location /three/ {\n\
+             \x20           proxy_pass http://up;\n\
+             \x20           proxy_cookie_domain .Backend.Internal $host;\n\
+             \x20           proxy_cookie_path ~^/app/(.*)$ /new/$1;\n\
+             \x20           proxy_cookie_path /APP /z;\n\
+             \x20       }\n",
+        );
+        let mut lines = Vec::new();
+        for path in ["/x", "/two/x", "/three/x"] {
+            let head = ask(port, path, "front.test");
+            for l in head
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+            {
+                lines.push(format!("{path}: {l}"));
+            }
+        }
+        lines
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(
+        ours.iter().any(|l| l.contains("Domain=example.com")),
+        "{ours:?}"
+    );
+}

@@ -253,6 +253,10 @@ struct Layer {
     /// on its own, a level with any line replacing its parent's list.
     hide_headers: Option<Vec<String>>,
     pass_headers: Option<Vec<String>>,
+    /// `proxy_cookie_domain` and `proxy_cookie_path`: (`off` at the level,
+    /// the rules); a level with any line replaces its parent's.
+    cookie_domains: Option<(bool, Vec<CookieRule>)>,
+    cookie_paths: Option<(bool, Vec<CookieRule>)>,
     http2: Option<bool>,
 }
 
@@ -374,6 +378,14 @@ impl Layer {
                 .pass_headers
                 .clone()
                 .or_else(|| parent.pass_headers.clone()),
+            cookie_domains: self
+                .cookie_domains
+                .clone()
+                .or_else(|| parent.cookie_domains.clone()),
+            cookie_paths: self
+                .cookie_paths
+                .clone()
+                .or_else(|| parent.cookie_paths.clone()),
             buffers: ProxyBuffers {
                 size: self.buffers.size.or(parent.buffers.size),
                 bufs: self.buffers.bufs.or(parent.buffers.bufs),
@@ -518,6 +530,8 @@ impl Layer {
         let d = ProxyConf::default();
         ProxyConf {
             hide_headers: self.hide_headers.clone().unwrap_or_default(),
+            cookie_domains: self.cookie_domains.clone().map(|c| c.1).unwrap_or_default(),
+            cookie_paths: self.cookie_paths.clone().map(|c| c.1).unwrap_or_default(),
             pass_headers: self.pass_headers.clone().unwrap_or_default(),
             set_headers: self.set_headers.clone().unwrap_or_default(),
             redirects: self
@@ -1387,6 +1401,42 @@ impl<'a> Interp<'a> {
                             );
                         }
                     }
+                }
+            }
+            "proxy_cookie_domain" | "proxy_cookie_path" => {
+                let level = if d.name == "proxy_cookie_domain" {
+                    &mut layer.cookie_domains
+                } else {
+                    &mut layer.cookie_paths
+                };
+                let (off, rules) = level.get_or_insert_with(|| (false, Vec::new()));
+                match &d.args[..] {
+                    // nginx takes no line at a level after `off`, nor
+                    // `off` after rules.
+                    _ if *off => return err(format!("\"{}\" directive is duplicate", d.name), d),
+                    [one] if one == "off" => {
+                        if !rules.is_empty() {
+                            return err(format!("\"{}\" directive is duplicate", d.name), d);
+                        }
+                        *off = true;
+                    }
+                    [one] => return err(format!("invalid parameter \"{one}\""), d),
+                    [from, to] => {
+                        if let Some(p) = from.strip_prefix('~') {
+                            let (p, caseless) = match p.strip_prefix('*') {
+                                Some(p) => (p, true),
+                                None => (p, false),
+                            };
+                            compile_regex(p, caseless, d)?;
+                        }
+                        let checked = self.compile_check(to);
+                        self.check_vars(checked, d)?;
+                        rules.push(CookieRule {
+                            from: from.clone(),
+                            to: to.clone(),
+                        });
+                    }
+                    _ => {}
                 }
             }
             "proxy_hide_header" => layer

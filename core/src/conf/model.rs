@@ -522,6 +522,16 @@ pub struct ProxyConf {
     /// `proxy_hide_header` and `proxy_pass_header` names, lowercase.
     pub hide_headers: Vec<String>,
     pub pass_headers: Vec<String>,
+    /// `proxy_cookie_domain` and `proxy_cookie_path` rules, in order.
+    pub cookie_domains: Vec<CookieRule>,
+    pub cookie_paths: Vec<CookieRule>,
+}
+
+/// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieRule {
+    pub from: String,
+    pub to: String,
 }
 
 /// `add_header NAME VALUE [always]`: added to a response of status 200,
@@ -572,6 +582,8 @@ impl Default for ProxyConf {
             ssl: ProxySsl::default(),
             hide_headers: Vec::new(),
             pass_headers: Vec::new(),
+            cookie_domains: Vec::new(),
+            cookie_paths: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `charset`: `charset NAME` added to Content-Type
+//! - `cookie`: `proxy_cookie_domain` and `proxy_cookie_path`
 //! - `expires`: `expires`, Expires and Cache-Control
 //! - `gzip`: `gzip on`, responses compressed as they stream
 //! - `access`: access log lines
@@ -23,6 +24,7 @@ pub mod access;
 pub mod allow;
 pub mod body;
 pub mod charset;
+pub mod cookie;
 pub mod expires;
 pub mod gzip;
 pub mod h1;

@@ -869,6 +869,9 @@ pub async fn run(
                 if passed.redirect && !p.redirects.is_empty() {
                     redirect(&mut passed, p, cx, parts);
                 }
+                if let Some(cookies) = &p.cookies {
+                    cookies.apply(&mut passed, &vars());
+                }
                 let hold = PeerHold {
                     upstream: p.upstream.clone(),
                     peer: i,

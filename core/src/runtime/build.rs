@@ -559,6 +559,12 @@ fn proxy(
         tls: proxy_tls(p, conf, tls, maps)?,
         redirects: redirects(conf),
         style: model::RedirectStyle::default(),
+        cookies: crate::http::cookie::CookieRules::new(
+            &conf.cookie_domains,
+            &conf.cookie_paths,
+            maps,
+        )?
+        .map(Box::new),
         header_rules: crate::http::upstream_h1::HeaderRules::new(
             &conf.hide_headers,
             &conf.pass_headers,

@@ -359,6 +359,8 @@ pub struct Proxy {
     pub tls: Option<ProxyTls>,
     /// `proxy_redirect`, in order; empty for `off`.
     pub redirects: Box<[Rewrite]>,
+    /// `proxy_cookie_domain` and `proxy_cookie_path`; `None` without.
+    pub cookies: Option<Box<crate::http::cookie::CookieRules>>,
     /// How `proxy_redirect` makes a rewritten Location absolute.
     pub style: crate::conf::model::RedirectStyle,
     /// `proxy_hide_header` and `proxy_pass_header`; `None` with neither.

@@ -1,0 +1,162 @@
+//! `proxy_cookie_domain` and `proxy_cookie_path`: nginx's rewriting of the
+//! `domain=` and `path=` attributes of an upstream's Set-Cookie lines
+//! (`ngx_http_proxy_rewrite_cookie`). The first rule that matches an
+//! attribute replaces it: a domain compared whole, without case and
+//! without a leading dot (which the new value keeps); a path by its
+//! start; a regex on the whole value, its groups `$1`.. in the
+//! replacement. A line with a rewritten attribute is written again with
+//! `; ` between its parts, as nginx writes it; others stay as they came.
+
+use regex::bytes::Regex;
+
+use crate::conf::model::CookieRule;
+use crate::conf::ConfError;
+use crate::http::upstream_h1::Passed;
+use crate::map::MapNames;
+use crate::vars::{Template, VarCtx};
+
+enum Match {
+    /// A domain without its leading dot, lowercase; or a path's start.
+    Plain(Vec<u8>),
+    Regex(Regex),
+}
+
+struct Rule {
+    matches: Match,
+    to: Template,
+}
+
+/// A location's cookie rules.
+pub struct CookieRules {
+    domains: Vec<Rule>,
+    paths: Vec<Rule>,
+}
+
+fn rules(confs: &[CookieRule], domain: bool, maps: &MapNames) -> Result<Vec<Rule>, ConfError> {
+    confs
+        .iter()
+        .map(|r| {
+            let matches = match r.from.strip_prefix('~') {
+                Some(p) => {
+                    let (pattern, caseless) = match p.strip_prefix('*') {
+                        Some(p) => (p, true),
+                        None => (p, false),
+                    };
+                    Match::Regex(crate::vars::regex(pattern, caseless).map_err(ConfError::bare)?)
+                }
+                None if domain => {
+                    let d = r.from.strip_prefix('.').unwrap_or(&r.from);
+                    Match::Plain(d.to_ascii_lowercase().into_bytes())
+                }
+                None => Match::Plain(r.from.clone().into_bytes()),
+            };
+            let to = Template::compile_with(&r.to, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?;
+            Ok(Rule { matches, to })
+        })
+        .collect()
+}
+
+impl CookieRules {
+    /// The rules of a location; `None` with neither directive in effect.
+    pub fn new(
+        domains: &[CookieRule],
+        paths: &[CookieRule],
+        maps: &MapNames,
+    ) -> Result<Option<CookieRules>, ConfError> {
+        if domains.is_empty() && paths.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CookieRules {
+            domains: rules(domains, true, maps)?,
+            paths: rules(paths, false, maps)?,
+        }))
+    }
+
+    /// Rewrites the Set-Cookie lines among `passed`.
+    pub fn apply(&self, passed: &mut Passed, vars: &VarCtx<'_>) {
+        let mut lines = Vec::with_capacity(passed.lines.len());
+        let mut changed = false;
+        for (name, value) in passed.iter() {
+            let new = if name.eq_ignore_ascii_case(b"set-cookie") {
+                self.cookie(value, vars)
+            } else {
+                None
+            };
+            changed |= new.is_some();
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(new.as_deref().unwrap_or(value));
+            lines.extend_from_slice(b"\r\n");
+        }
+        if changed {
+            passed.lines = lines;
+        }
+    }
+
+    /// One Set-Cookie value rewritten, or `None` when no rule applies.
+    fn cookie(&self, value: &[u8], vars: &VarCtx<'_>) -> Option<Vec<u8>> {
+        let parts: Vec<&[u8]> = value
+            .split(|&c| c == b';')
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
+        let mut changed = false;
+        for (i, part) in parts.iter().enumerate() {
+            let (key, val) = match part.iter().position(|&c| c == b'=') {
+                Some(eq) if i > 0 => (part[..eq].trim_ascii(), Some(part[eq + 1..].trim_ascii())),
+                _ => (*part, None),
+            };
+            let rewritten = match val {
+                Some(v) if key.eq_ignore_ascii_case(b"domain") => {
+                    rewrite(&self.domains, v, true, vars)
+                }
+                Some(v) if key.eq_ignore_ascii_case(b"path") => {
+                    rewrite(&self.paths, v, false, vars)
+                }
+                _ => None,
+            };
+            changed |= rewritten.is_some();
+            out.push(match (rewritten, val) {
+                (Some(new), _) => [key, b"=", &new].concat(),
+                (None, Some(v)) => [key, b"=", v].concat(),
+                (None, None) => part.to_vec(),
+            });
+        }
+        changed.then(|| out.join(&b"; "[..]))
+    }
+}
+
+/// The first rule of `rules` that matches `value`, applied.
+fn rewrite(rules: &[Rule], value: &[u8], domain: bool, vars: &VarCtx<'_>) -> Option<Vec<u8>> {
+    for rule in rules {
+        match &rule.matches {
+            Match::Regex(re) => {
+                if let Some(groups) = re.captures(value) {
+                    let with_groups = VarCtx {
+                        captures: Some(&groups),
+                        ..*vars
+                    };
+                    return Some(rule.to.eval(&with_groups));
+                }
+            }
+            Match::Plain(from) if domain => {
+                let dot = value.first() == Some(&b'.');
+                let bare = if dot { &value[1..] } else { value };
+                if bare.eq_ignore_ascii_case(from) {
+                    let mut new = if dot { b".".to_vec() } else { Vec::new() };
+                    rule.to.eval_into(vars, &mut new);
+                    return Some(new);
+                }
+            }
+            Match::Plain(from) => {
+                if let Some(rest) = value.strip_prefix(&from[..]) {
+                    let mut new = rule.to.eval(vars);
+                    new.extend_from_slice(rest);
+                    return Some(new);
+                }
+            }
+        }
+    }
+    None
+}
