@@ -5,10 +5,7 @@
 //! `$1`.. groups in `return`, `proxy_set_header` and the access log, and
 //! `allow`/`deny` and proxying in regex locations. Then the config errors.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use waypost_tests::{assert_same_answers, first_report, free_ports, wrap_http, Server};
+use waypost_tests::{assert_same_answers, exchange, first_report, free_ports, wrap_http, Server};
 
 fn conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
@@ -85,12 +82,10 @@ const URIS: &[&str] = &[
 
 /// The status line, Location and body of `GET uri`.
 fn ask(port: u16, uri: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let request = format!("GET {uri} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read");
-    let text = String::from_utf8_lossy(&answer).into_owned();
+    let text = exchange(
+        port,
+        &format!("GET {uri} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    );
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.lines().next().unwrap_or("");
     let location = head
@@ -209,15 +204,10 @@ fn regex_server_names_match_nginx() {
         ]
         .iter()
         .map(|(host, path)| {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .expect("send");
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).expect("read");
+            let answer = exchange(
+                port,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
             let body = answer
                 .split_once("\r\n\r\n")
                 .map_or("", |(_, b)| b)
@@ -232,4 +222,55 @@ fn regex_server_names_match_nginx() {
         ours.iter().any(|a| a.contains("regex [www.] [abc]")),
         "{ours:?}"
     );
+}
+
+/// `merge_slashes off` beside nginx: the address's default server's
+/// setting decides for every server of it (the URI is read before the
+/// server is known); `$uri` and the location chosen keep the slashes.
+#[test]
+fn merge_slashes_off_as_nginx() {
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       merge_slashes off;\n\
+                 \x20       location / {{ return 200 \"$uri|$request_uri\"; }}\n\
+                 \x20       location /a/b {{ return 200 \"ab $uri\"; }}\n\
+                 \x20   }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port}; server_name other; merge_slashes on; location / {{ return 200 \"other $uri\"; }} }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut seen = Vec::new();
+        for path in [
+            "//a//b",
+            "/a//b",
+            "/a/b",
+            "/a/./b/../c//d",
+            "/x%2F%2Fy",
+            "/a/b//../c",
+        ] {
+            for host in ["h", "other"] {
+                let answer = exchange(
+                    port,
+                    &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+                );
+                let status = answer.lines().next().unwrap_or("").to_owned();
+                let body = answer
+                    .split_once("\r\n\r\n")
+                    .map_or("", |(_, b)| b)
+                    .to_owned();
+                seen.push(format!("{host} {path} -> {status} {body}"));
+            }
+        }
+        seen
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(ours.iter().any(|a| a.contains("//a//b|//a//b")), "{ours:?}");
 }

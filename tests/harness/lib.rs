@@ -445,6 +445,17 @@ pub fn info_log(conf: &str) -> String {
     )
 }
 
+/// Sends `request` (a whole request, usually with `Connection: close`) to
+/// 127.0.0.1:`port` and returns all that comes back until the server
+/// closes.
+pub fn exchange(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Asserts that waypost's answers (`ours`) are nginx's (`theirs`), one by
 /// one, listing every pair that differs.
 pub fn assert_same_answers(ours: &[String], theirs: &[String]) {

@@ -120,6 +120,8 @@ pub const CORE: &[Spec] = &[
     // own; the limits are large_client_header_buffers'.
     d("client_header_buffer_size", HTTP | SRV, 1, 1),
     f("underscores_in_headers", HTTP | SRV),
+    f("merge_slashes", HTTP | SRV),
+    f("msie_padding", PROXY),
     f("ignore_invalid_headers", HTTP | SRV),
     // Accepted so that nginx files load: waypost has no such hash tables.
     d("types_hash_max_size", PROXY, 1, 1),

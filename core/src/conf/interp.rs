@@ -243,6 +243,8 @@ struct Layer {
     /// `expires` (`Some(None)`: off).
     expires: Option<Option<Expires>>,
     absolute_redirect: Option<bool>,
+    msie_padding: Option<bool>,
+    merge_slashes: Option<bool>,
     port_in_redirect: Option<bool>,
     server_name_in_redirect: Option<bool>,
     /// `charset` (`off` as written), `charset_types`, `source_charset`.
@@ -354,6 +356,8 @@ impl Layer {
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
             expires: self.expires.or(parent.expires),
             absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
+            msie_padding: self.msie_padding.or(parent.msie_padding),
+            merge_slashes: self.merge_slashes.or(parent.merge_slashes),
             port_in_redirect: self.port_in_redirect.or(parent.port_in_redirect),
             server_name_in_redirect: self
                 .server_name_in_redirect
@@ -1364,6 +1368,8 @@ impl<'a> Interp<'a> {
                 layer.charset = Some(d.args[0].clone())
             }
             "expires" => layer.expires = Some(expires(d)?),
+            "msie_padding" => layer.msie_padding = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "merge_slashes" => layer.merge_slashes = Some(d.args[0].eq_ignore_ascii_case("on")),
             "absolute_redirect" => {
                 layer.absolute_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -2167,6 +2173,8 @@ impl<'a> Interp<'a> {
             charset: None,
             expires: None,
             redirect_style: RedirectStyle::default(),
+            msie_padding: true,
+            merge_slashes: true,
             gzip: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -2405,6 +2413,7 @@ impl<'a> Interp<'a> {
             charset: None,
             expires: None,
             redirect_style: RedirectStyle::default(),
+            msie_padding: true,
             gzip: None,
         });
         let me = self.locations.len();
@@ -2657,6 +2666,8 @@ impl<'a> Interp<'a> {
             server.charset = layer.charset()?;
             server.expires = layer.expires.flatten();
             server.redirect_style = layer.redirect_style();
+            server.msie_padding = layer.msie_padding.unwrap_or(true);
+            server.merge_slashes = layer.merge_slashes.unwrap_or(true);
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -2693,6 +2704,7 @@ impl<'a> Interp<'a> {
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
             location.redirect_style = layer.redirect_style();
+            location.msie_padding = layer.msie_padding.unwrap_or(true);
             location.filters = layer.filters.clone();
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;

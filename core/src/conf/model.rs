@@ -189,6 +189,11 @@ pub struct ServerConf {
     pub expires: Option<Expires>,
     /// `absolute_redirect` and its kin at the server level.
     pub redirect_style: RedirectStyle,
+    /// `msie_padding` at the server level.
+    pub msie_padding: bool,
+    /// `merge_slashes`: the address's default server's applies to its
+    /// requests, as their URI is read before the server is known.
+    pub merge_slashes: bool,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
@@ -303,6 +308,8 @@ pub struct LocationConf {
     pub expires: Option<Expires>,
     /// `absolute_redirect` and its kin here.
     pub redirect_style: RedirectStyle,
+    /// `msie_padding` here.
+    pub msie_padding: bool,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.

@@ -148,6 +148,12 @@ impl ParsedHead {
     // reason was built, then copied out (31 instructions a request).
     #[inline(always)]
     pub fn parse(req: &Parts) -> Result<ParsedHead, BadHead> {
+        ParsedHead::parse_merging(req, true)
+    }
+
+    /// [`ParsedHead::parse`] with the address's `merge_slashes`.
+    #[inline(always)]
+    pub fn parse_merging(req: &Parts, merge_slashes: bool) -> Result<ParsedHead, BadHead> {
         // nginx's request line: an uppercase method (`A-Z`, `_`, `-`) and
         // a target starting with `/` or an absolute URI.
         if !req
@@ -217,7 +223,7 @@ impl ParsedHead {
         let bytes = path.as_bytes();
         head.quoted = bytes.contains(&b'%');
         if head.quoted || complex(bytes) {
-            let normalized = normalize(bytes).map_err(|_| BadHead::Request)?;
+            let normalized = normalize_with(bytes, merge_slashes).map_err(|_| BadHead::Request)?;
             if normalized != bytes {
                 head.uri = Some(normalized.into_boxed_slice());
             }
@@ -448,6 +454,11 @@ fn usual(c: u8) -> bool {
 /// `.` and `..` segments resolved. Refused: a bad escape, a decoded NUL,
 /// `..` above the root.
 pub fn normalize(path: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    normalize_with(path, true)
+}
+
+/// [`normalize`], slashes merged or not (`merge_slashes`).
+pub fn normalize_with(path: &[u8], merge: bool) -> Result<Vec<u8>, BadRequest> {
     #[derive(Clone, Copy, PartialEq)]
     enum S {
         Usual,
@@ -517,6 +528,7 @@ pub fn normalize(path: &[u8]) -> Result<Vec<u8>, BadRequest> {
                     continue;
                 }
                 match ch {
+                    b'/' if !merge => u.push(ch),
                     b'/' => {}
                     b'.' => {
                         state = S::Dot;

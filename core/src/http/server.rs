@@ -738,7 +738,8 @@ async fn handle(
     let requests = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     // What nginx checks while reading the head: a bad request line, URI
     // or Host is a 400, and the connection closes.
-    let head = match ParsedHead::parse(parts) {
+    let merge = group.servers[group.default].merge_slashes;
+    let head = match ParsedHead::parse_merging(parts, merge) {
         Ok(head) => head,
         Err(bad) => {
             let mut resp = error_page(400);
@@ -921,7 +922,9 @@ async fn handle(
         let status = resp.status().as_u16();
         add_headers(&mut resp, added, &vars(client, status, proxy_host));
     }
-    crate::http::response::msie_padding(&mut resp, &parts.headers);
+    if location.map_or(server.msie_padding, |l| l.msie_padding) {
+        crate::http::response::msie_padding(&mut resp, &parts.headers);
+    }
     if let Some(charset) = location.map_or(&server.charset, |l| &l.charset) {
         charset.apply(&mut resp);
     }

@@ -418,6 +418,7 @@ fn server(
             gzip: gzip(l.gzip.as_ref())?,
             charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
             expires: l.expires,
+            msie_padding: l.msie_padding,
             add_headers: add_headers(&l.add_headers, filters.maps)?,
             client: l.client,
         });
@@ -437,6 +438,8 @@ fn server(
         gzip: gzip(s.gzip.as_ref())?,
         charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
         expires: s.expires,
+        msie_padding: s.msie_padding,
+        merge_slashes: s.merge_slashes,
         add_headers: add_headers(&s.add_headers, filters.maps)?,
         locations: Locations {
             exact,

@@ -140,6 +140,10 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
+    /// `msie_padding` for what no location answers.
+    pub msie_padding: bool,
+    /// `merge_slashes` (the default server's applies to an address).
+    pub merge_slashes: bool,
     /// `expires` for what no location answers.
     pub expires: Option<crate::conf::model::Expires>,
     /// `charset` for what no location answers.
@@ -266,6 +270,8 @@ pub struct Location {
     pub charset: Option<Box<crate::http::charset::Charset>>,
     /// `expires` here.
     pub expires: Option<crate::conf::model::Expires>,
+    /// `msie_padding` here.
+    pub msie_padding: bool,
     /// `gzip on` here.
     pub gzip: Option<Box<crate::http::gzip::Gzip>>,
     /// `add_header` in effect.
