@@ -14,6 +14,8 @@
 //! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
+//! - `outbound`: an answer's header filters, in nginx's order (expires,
+//!   add_header, msie_padding, charset, gzip)
 //! - `charset`: `charset NAME` added to Content-Type
 //! - `cookie`: `proxy_cookie_domain` and `proxy_cookie_path`
 //! - `expires`: `expires`, Expires and Cache-Control
@@ -30,6 +32,7 @@ pub mod gzip;
 pub mod h1;
 pub mod h2;
 pub mod head;
+pub mod outbound;
 pub mod pool;
 pub mod proxy;
 pub mod realip;

@@ -24,7 +24,7 @@ use crate::http::refused::{self, HeadCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
-use crate::runtime::{Action, AddHeader, HeaderSource, Runtime};
+use crate::runtime::{Action, Runtime};
 use crate::vars::VarCtx;
 
 /// The listening sockets the workers accept on. Replaced as a whole on
@@ -909,52 +909,16 @@ async fn handle(
             }
         }
     };
-    // nginx's headers filter: expires, then add_header.
-    if let Some(expires) = location.map_or(server.expires, |l| l.expires) {
-        crate::http::expires::apply(expires, &mut resp);
-    }
-    let added = location.map_or(&server.add_headers, |l| &l.add_headers);
-    if !added.is_empty() {
-        let proxy_host = match location.map(|l| &l.action) {
-            Some(Action::Proxy(p)) => p.host.as_str(),
-            _ => "",
-        };
-        let status = resp.status().as_u16();
-        add_headers(&mut resp, added, &vars(client, status, proxy_host));
-    }
-    if location.map_or(server.msie_padding, |l| l.msie_padding) {
-        crate::http::response::msie_padding(&mut resp, &parts.headers);
-    }
-    if let Some(charset) = location.map_or(&server.charset, |l| &l.charset) {
-        charset.apply(&mut resp);
-    }
-    // After add_header, as nginx's filters run.
-    if let Some(gzip) = location.map_or(&server.gzip, |l| &l.gzip) {
-        gzip.apply(parts, &mut resp);
-    }
+    let proxy_host = match location.map(|l| &l.action) {
+        Some(Action::Proxy(p)) => p.host.as_str(),
+        _ => "",
+    };
+    location
+        .map_or(&server.outbound, |l| &l.outbound)
+        .apply(&mut resp, parts, |status| vars(client, status, proxy_host));
     if close {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     *answer = Some((resp, Some(send)));
-}
-
-/// nginx's `add_header`: each line whose status it applies to (or
-/// `always`), unless its value is empty.
-fn add_headers(resp: &mut Response<RespBody>, added: &[AddHeader], vars: &VarCtx<'_>) {
-    let listed = matches!(
-        resp.status().as_u16(),
-        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
-    );
-    for a in added.iter().filter(|a| listed || a.always) {
-        let value = match &a.value {
-            HeaderSource::Fixed(Some(v)) => v.clone(),
-            HeaderSource::Fixed(None) => continue,
-            HeaderSource::Template(t) => match HeaderValue::from_bytes(&t.eval(vars)) {
-                Ok(v) if !v.is_empty() => v,
-                _ => continue,
-            },
-        };
-        resp.headers_mut().append(a.name.clone(), value);
-    }
 }

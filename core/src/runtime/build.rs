@@ -18,6 +18,7 @@ use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
 use crate::http::access::{AccessLog, AccessLogs, ConfVar};
 use crate::http::charset::Charset;
+use crate::http::outbound::Outbound;
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::map::MapNames;
@@ -415,11 +416,13 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
-            gzip: gzip(l.gzip.as_ref())?,
-            charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
-            expires: l.expires,
-            msie_padding: l.msie_padding,
-            add_headers: add_headers(&l.add_headers, filters.maps)?,
+            outbound: Outbound {
+                expires: l.expires,
+                add_headers: add_headers(&l.add_headers, filters.maps)?,
+                msie_padding: l.msie_padding,
+                charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
+                gzip: gzip(l.gzip.as_ref())?,
+            },
             client: l.client,
         });
     }
@@ -435,12 +438,14 @@ fn server(
             .transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
-        gzip: gzip(s.gzip.as_ref())?,
-        charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
-        expires: s.expires,
-        msie_padding: s.msie_padding,
         merge_slashes: s.merge_slashes,
-        add_headers: add_headers(&s.add_headers, filters.maps)?,
+        outbound: Outbound {
+            expires: s.expires,
+            add_headers: add_headers(&s.add_headers, filters.maps)?,
+            msie_padding: s.msie_padding,
+            charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
+            gzip: gzip(s.gzip.as_ref())?,
+        },
         locations: Locations {
             exact,
             prefixes,

@@ -140,18 +140,10 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
-    /// `msie_padding` for what no location answers.
-    pub msie_padding: bool,
     /// `merge_slashes` (the default server's applies to an address).
     pub merge_slashes: bool,
-    /// `expires` for what no location answers.
-    pub expires: Option<crate::conf::model::Expires>,
-    /// `charset` for what no location answers.
-    pub charset: Option<Box<crate::http::charset::Charset>>,
-    /// `gzip on` for what no location answers.
-    pub gzip: Option<Box<crate::http::gzip::Gzip>>,
-    /// `add_header` for what the server level answers.
-    pub add_headers: Box<[AddHeader]>,
+    /// The header filters of what the server level answers.
+    pub outbound: crate::http::outbound::Outbound,
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
@@ -266,16 +258,8 @@ pub struct Location {
     pub realip: Option<RealIp>,
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
-    /// `charset` here.
-    pub charset: Option<Box<crate::http::charset::Charset>>,
-    /// `expires` here.
-    pub expires: Option<crate::conf::model::Expires>,
-    /// `msie_padding` here.
-    pub msie_padding: bool,
-    /// `gzip on` here.
-    pub gzip: Option<Box<crate::http::gzip::Gzip>>,
-    /// `add_header` in effect.
-    pub add_headers: Box<[AddHeader]>,
+    /// The header filters of the location's answers.
+    pub outbound: crate::http::outbound::Outbound,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
     pub client: crate::conf::model::ClientLimits,
 }

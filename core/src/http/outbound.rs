@@ -1,0 +1,71 @@
+//! What happens to an answer on its way out, in nginx's filter order:
+//! the headers filter (`expires`, then `add_header`), the special
+//! response's `msie_padding`, the charset filter, the gzip filter. One
+//! level's settings (the location's, else the server's) apply.
+
+use http::request::Parts;
+use http::Response;
+
+use crate::conf::model::Expires;
+use crate::http::body::RespBody;
+use crate::http::charset::Charset;
+use crate::http::gzip::Gzip;
+use crate::runtime::{AddHeader, HeaderSource};
+use crate::vars::VarCtx;
+
+/// A level's header filters.
+pub struct Outbound {
+    pub expires: Option<Expires>,
+    pub add_headers: Box<[AddHeader]>,
+    pub msie_padding: bool,
+    pub charset: Option<Box<Charset>>,
+    pub gzip: Option<Box<Gzip>>,
+}
+
+impl Outbound {
+    /// Runs the filters on `resp`, the answer to `req`; `vars` gives the
+    /// request's variables with the answer's status, for `add_header`.
+    pub fn apply<'v>(
+        &self,
+        resp: &mut Response<RespBody>,
+        req: &Parts,
+        vars: impl Fn(u16) -> VarCtx<'v>,
+    ) {
+        if let Some(expires) = self.expires {
+            crate::http::expires::apply(expires, resp);
+        }
+        if !self.add_headers.is_empty() {
+            let status = resp.status().as_u16();
+            add_headers(resp, &self.add_headers, &vars(status));
+        }
+        if self.msie_padding {
+            crate::http::response::msie_padding(resp, &req.headers);
+        }
+        if let Some(charset) = &self.charset {
+            charset.apply(resp);
+        }
+        if let Some(gzip) = &self.gzip {
+            gzip.apply(req, resp);
+        }
+    }
+}
+
+/// nginx's `add_header`: each line whose status it applies to (or
+/// `always`), unless its value is empty.
+fn add_headers(resp: &mut Response<RespBody>, added: &[AddHeader], vars: &VarCtx<'_>) {
+    let listed = matches!(
+        resp.status().as_u16(),
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    );
+    for a in added.iter().filter(|a| listed || a.always) {
+        let value = match &a.value {
+            HeaderSource::Fixed(Some(v)) => v.clone(),
+            HeaderSource::Fixed(None) => continue,
+            HeaderSource::Template(t) => match http::HeaderValue::from_bytes(&t.eval(vars)) {
+                Ok(v) if !v.is_empty() => v,
+                _ => continue,
+            },
+        };
+        resp.headers_mut().append(a.name.clone(), value);
+    }
+}
