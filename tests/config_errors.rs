@@ -730,6 +730,16 @@ fn cases() -> Vec<Case> {
             Emerg("\"proxy_cookie_path\" directive is duplicate in {conf}:6"),
         ),
         Case::head(
+            "server_name: an empty regex",
+            "http {\n    server {\n        server_name ~;\n    }\n}\n",
+            Emerg("empty regex in server name \"~\" in {conf}:6"),
+        ),
+        Case::head(
+            "upstream zone after a session cache's",
+            "http {\n    ssl_session_cache shared:A:1m;\n    upstream u {\n        zone A 64k;\n        server 127.0.0.1:1;\n    }\n}\n",
+            Emerg("the shared memory zone \"A\" is already declared for a different use in {conf}:7"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -61,6 +61,8 @@ fn return_text_types_match_nginx() {
         "/x.unknown",
         "/dir.json/file",
         "/x.",
+        "/.html",
+        "/dir/.json",
         "/own/x.html",
         "/own/x",
         "/none/x.html",

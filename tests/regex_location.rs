@@ -180,6 +180,8 @@ fn regex_server_names_match_nginx() {
                  \x20   server {{ listen 127.0.0.1:{port}; server_name exact.test; return 200 \"exact\"; }}\n\
                  \x20   server {{ listen 127.0.0.1:{port}; server_name *.wild.test ~^x; return 200 \"wild [$1]\"; }}\n\
                  \x20   server {{ listen 127.0.0.1:{port} default_server; return 200 \"default [$1]\"; }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port}; server_name *.star.test; return 200 \"star\"; }}\n\
+                 \x20   server {{ listen 127.0.0.1:{port}; server_name ~^star\\.test$; return 200 \"star regex\"; }}\n\
                  \x20   server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       server_name ~^api-(\\\\d+)\\\\.;\n\
@@ -201,6 +203,8 @@ fn regex_server_names_match_nginx() {
             ("api-42.example", "/"),
             ("api-42.example", "/v3/x"),
             ("other", "/"),
+            ("star.test", "/"),
+            ("a.star.test", "/"),
         ]
         .iter()
         .map(|(host, path)| {

@@ -941,6 +941,9 @@ fn cookie_attributes_rewritten_as_nginx() {
           Set-Cookie: f=6;Path=/nomatch;Secure\r\n\
           Set-Cookie: g=7 ;  domain = backend.internal ; Path=/app/\r\n\
           Set-Cookie: h=8; Path=/app\r\n\
+          Set-Cookie: sess; Path=/app/x\r\n\
+          Set-Cookie: a2 = b ; Path=/app/y\r\n\
+          Set-Cookie: i=9; Domain=.Backend.INTERNAL\r\n\
           Content-Length: 0\r\nConnection: close\r\n\r\n"
             .to_vec()
     });
@@ -955,10 +958,11 @@ fn cookie_attributes_rewritten_as_nginx() {
              \x20           proxy_cookie_domain .Backend.Internal $host;\n\
              \x20           proxy_cookie_path ~^/app/(.*)$ /new/$1;\n\
              \x20           proxy_cookie_path /APP /z;\n\
-             \x20       }\n",
+             \x20       }\n\
+             \x20       location /four/ { proxy_pass http://up; proxy_cookie_domain backend.internal .example.net; }\n",
         );
         let mut lines = Vec::new();
-        for path in ["/x", "/two/x", "/three/x"] {
+        for path in ["/x", "/two/x", "/three/x", "/four/x"] {
             let head = ask(port, path, "front.test");
             for l in head
                 .lines()

@@ -718,6 +718,9 @@ fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 /// `ngx_http_headers_expires`; `None` for `off`.
 fn expires(d: &Directive) -> Result<Option<Expires>, ConfError> {
     let invalid = |why: &str| err(format!("\"expires\" directive {why}"), d);
+    if d.args.iter().any(|a| a.contains('$')) {
+        return err("variables in \"expires\" are not supported", d);
+    }
     let (modified, value) = match &d.args[..] {
         [one] => match one.as_str() {
             "epoch" => return Ok(Some(Expires::Epoch)),
@@ -1428,10 +1431,23 @@ impl<'a> Interp<'a> {
                     }
                     [one] => return err(format!("invalid parameter \"{one}\""), d),
                     [from, to] => {
+                        // A regex's `$` is its own; a plain pattern's is a
+                        // variable, which waypost does not evaluate there.
+                        if !from.starts_with('~') && from.contains('$') {
+                            return err(
+                                format!(
+                                    "variables in the pattern of \"{}\" are not supported",
+                                    d.name
+                                ),
+                                d,
+                            );
+                        }
                         if let Some(p) = from.strip_prefix('~') {
+                            // A domain regex is always without case in
+                            // nginx (`~*` is no modifier there).
                             let (p, caseless) = match p.strip_prefix('*') {
-                                Some(p) => (p, true),
-                                None => (p, false),
+                                Some(p) if d.name == "proxy_cookie_path" => (p, true),
+                                _ => (p, d.name == "proxy_cookie_domain"),
                             };
                             compile_regex(p, caseless, d)?;
                         }
@@ -2102,6 +2118,14 @@ impl<'a> Interp<'a> {
         if name.is_empty() {
             return err(format!("invalid zone name \"{name}\""), d);
         }
+        if self.ssl_zones.iter().any(|(n, _)| n == name) {
+            return err(
+                format!(
+                    "the shared memory zone \"{name}\" is already declared for a different use"
+                ),
+                d,
+            );
+        }
         let size = match d.args.get(1) {
             None => 0,
             Some(s) => {
@@ -2206,6 +2230,9 @@ impl<'a> Interp<'a> {
                         // A regex as written (lowercasing `\D` would make
                         // it `\d`); hosts are matched lowercase.
                         if let Some(pattern) = name.strip_prefix('~') {
+                            if pattern.is_empty() {
+                                return err(format!("empty regex in server name \"{name}\""), item);
+                            }
                             compile_regex(pattern, true, item)?;
                             self.http.servers[index].names.push(name.clone());
                             continue;

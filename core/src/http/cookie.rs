@@ -37,6 +37,10 @@ fn rules(confs: &[CookieRule], domain: bool, maps: &MapNames) -> Result<Vec<Rule
         .iter()
         .map(|r| {
             let matches = match r.from.strip_prefix('~') {
+                // A domain regex is always without case, as nginx's.
+                Some(p) if domain => {
+                    Match::Regex(crate::vars::regex(p, true).map_err(ConfError::bare)?)
+                }
                 Some(p) => {
                     let (pattern, caseless) = match p.strip_prefix('*') {
                         Some(p) => (p, true),
@@ -50,7 +54,13 @@ fn rules(confs: &[CookieRule], domain: bool, maps: &MapNames) -> Result<Vec<Rule
                 }
                 None => Match::Plain(r.from.clone().into_bytes()),
             };
-            let to = Template::compile_with(&r.to, &|n| maps.var(n))
+            // A plain domain rule's replacement loses its leading dot: the
+            // cookie's own is kept (nginx's ngx_http_proxy_cookie_domain).
+            let to = match (&matches, domain) {
+                (Match::Plain(_), true) => r.to.strip_prefix('.').unwrap_or(&r.to),
+                _ => &r.to,
+            };
+            let to = Template::compile_with(to, &|n| maps.var(n))
                 .map_err(|e| ConfError::bare(e.to_string()))?;
             Ok(Rule { matches, to })
         })
@@ -96,18 +106,25 @@ impl CookieRules {
 
     /// One Set-Cookie value rewritten, or `None` when no rule applies.
     fn cookie(&self, value: &[u8], vars: &VarCtx<'_>) -> Option<Vec<u8>> {
-        let parts: Vec<&[u8]> = value
-            .split(|&c| c == b';')
-            .map(<[u8]>::trim_ascii)
-            .collect();
+        // nginx trims spaces only, and leaves alone a cookie whose first
+        // part is no `name=value`.
+        let trim = |s: &[u8]| -> Vec<u8> {
+            let start = s.iter().position(|&c| c != b' ').unwrap_or(s.len());
+            let end = s.iter().rposition(|&c| c != b' ').map_or(start, |e| e + 1);
+            s[start..end].to_vec()
+        };
+        let parts: Vec<&[u8]> = value.split(|&c| c == b';').collect();
+        if !parts.first().is_some_and(|p| p.contains(&b'=')) {
+            return None;
+        }
         let mut out: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
         let mut changed = false;
-        for (i, part) in parts.iter().enumerate() {
+        for part in parts {
             let (key, val) = match part.iter().position(|&c| c == b'=') {
-                Some(eq) if i > 0 => (part[..eq].trim_ascii(), Some(part[eq + 1..].trim_ascii())),
-                _ => (*part, None),
+                Some(eq) => (trim(&part[..eq]), Some(trim(&part[eq + 1..]))),
+                None => (trim(part), None),
             };
-            let rewritten = match val {
+            let rewritten = match &val {
                 Some(v) if key.eq_ignore_ascii_case(b"domain") => {
                     rewrite(&self.domains, v, true, vars)
                 }
@@ -118,9 +135,9 @@ impl CookieRules {
             };
             changed |= rewritten.is_some();
             out.push(match (rewritten, val) {
-                (Some(new), _) => [key, b"=", &new].concat(),
-                (None, Some(v)) => [key, b"=", v].concat(),
-                (None, None) => part.to_vec(),
+                (Some(new), _) => [&key[..], b"=", &new].concat(),
+                (None, Some(v)) => [&key[..], b"=", &v].concat(),
+                (None, None) => key,
             });
         }
         changed.then(|| out.join(&b"; "[..]))

@@ -31,13 +31,16 @@ pub fn apply(expires: Expires, resp: &mut Response<RespBody>) {
             let (at, max_age, negative) = match other {
                 Expires::Daily(seconds) => {
                     let at = next_time(now, seconds);
-                    (at, at - now, false)
+                    (at, at.saturating_sub(now), false)
                 }
                 Expires::Modified(t) => match last_modified(resp) {
-                    Some(modified) => (modified + t, modified + t - now, t < 0),
-                    None => (now + t, t, t < 0),
+                    Some(modified) => {
+                        let at = modified.saturating_add(t);
+                        (at, at.saturating_sub(now), t < 0)
+                    }
+                    None => (now.saturating_add(t), t, t < 0),
                 },
-                Expires::Access(t) => (now + t, t, t < 0),
+                Expires::Access(t) => (now.saturating_add(t), t, t < 0),
                 _ => (now, 0, false),
             };
             let cc = if negative || max_age < 0 {

@@ -81,7 +81,9 @@ impl ReplyTypes {
     /// the default.
     pub fn for_uri(&self, uri: &[u8]) -> HeaderValue {
         let last = uri.rsplit(|&c| c == b'/').next().unwrap_or_default();
-        let Some(dot) = last.iter().rposition(|&c| c == b'.') else {
+        // A dot that starts the segment is no extension's (nginx's
+        // ngx_http_set_exten: `/.gif` has none).
+        let Some(dot) = last.iter().rposition(|&c| c == b'.').filter(|&d| d > 0) else {
             return self.default.clone();
         };
         let ext = &last[dot + 1..];

@@ -430,7 +430,13 @@ fn server(
     let access_log = access_logs(&s.access_log, &mut logs, formats, filters)?;
     Ok(Server {
         access_log,
-        name: s.names.first().cloned().unwrap_or_default(),
+        // nginx's `server_name` variable and redirect host: the first
+        // name, without the leading dot of a `.example.com`.
+        name: s
+            .names
+            .first()
+            .map(|n| n.strip_prefix('.').unwrap_or(n).to_owned())
+            .unwrap_or_default(),
         ret: s
             .ret
             .as_ref()
@@ -689,9 +695,9 @@ fn group_listens(
                     let re = crate::vars::regex(pattern, true).map_err(ConfError::bare)?;
                     group.regexes.push((re, index));
                 } else if let Some(suffix) = name.strip_prefix('*') {
-                    group.leading.push((suffix.to_owned(), index));
+                    group.leading.push((suffix.to_owned(), index, false));
                 } else if name.starts_with('.') {
-                    group.leading.push((name.clone(), index));
+                    group.leading.push((name.clone(), index, true));
                 } else if let Some(prefix) = name.strip_suffix('*') {
                     group.trailing.push((prefix.to_owned(), index));
                 } else {

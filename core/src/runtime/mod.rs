@@ -45,8 +45,9 @@ pub struct ListenGroup {
     /// `listen ... http2`, for every server of the address.
     pub http2: bool,
     exact: HashMap<String, usize>,
-    /// `*.example.com` and `.example.com` as (suffix with leading dot, server).
-    leading: Vec<(String, usize)>,
+    /// `*.example.com` and `.example.com` as (suffix with leading dot,
+    /// server, whether the bare name matches too: the `.` form).
+    leading: Vec<(String, usize, bool)>,
     /// `www.example.*` as (prefix with trailing dot, server).
     trailing: Vec<(String, usize)>,
     /// `~REGEX` names, in the order written, and their servers.
@@ -117,9 +118,9 @@ impl ListenGroup {
                 .or_else(|| {
                     self.leading
                         .iter()
-                        .filter(|(s, _)| h.ends_with(s.as_str()) || h == &s[1..])
-                        .max_by_key(|(s, _)| s.len())
-                        .map(|&(_, i)| i)
+                        .filter(|(s, _, bare)| h.ends_with(s.as_str()) || (*bare && h == &s[1..]))
+                        .max_by_key(|(s, _, _)| s.len())
+                        .map(|&(_, i, _)| i)
                 })
                 .or_else(|| {
                     self.trailing
