@@ -6,10 +6,12 @@
 //! nested locations and inherited rules. Then what nginx's phase order
 //! means with `limit_req`, and a guarded `status` page.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
-use waypost_tests::{assert_same_answers, connect_from, free_ports, wrap_http, Server};
+use waypost_tests::{
+    assert_same_answers, connect_from, free_ports, status_and_page, wrap_http, Server,
+};
 
 /// The config both run: server `ex` on `port` with rules at each level,
 /// server `two` on `port2` inheriting the http level's, and the backend.
@@ -58,15 +60,7 @@ fn ask(port: u16, src: [u8; 4], path: &str, headers: &str) -> String {
     let mut stream: TcpStream = connect_from(src, port);
     let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.lines().next().unwrap_or("").to_owned();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let body = body
-        .replace("nginx/1.22.1", "SERVER")
-        .replace("waypost", "SERVER");
-    format!("{status} | {body}")
+    status_and_page(stream)
 }
 
 /// Every request of the comparison: (port index, source, path, headers).

@@ -474,6 +474,23 @@ pub fn assert_same_answers(ours: &[String], theirs: &[String]) {
     );
 }
 
+/// The answer on `stream`, read until the server closes: its status line
+/// and body, the server's name in nginx's pages made neutral (`SERVER`).
+pub fn status_and_page(mut stream: TcpStream) -> String {
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.lines().next().unwrap_or("").to_owned();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    format!("{status} | {}", neutral_server(body))
+}
+
+/// `text` with nginx's and waypost's names (in pages) as `SERVER`.
+pub fn neutral_server(text: &str) -> String {
+    text.replace("nginx/1.22.1", "SERVER")
+        .replace("waypost", "SERVER")
+}
+
 /// A TCP connection to 127.0.0.1:`port` from `src`, any address of
 /// 127.0.0.0/8, for tests that need many client addresses (ip_hash,
 /// realip).

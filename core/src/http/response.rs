@@ -161,10 +161,52 @@ pub fn unanswered(status: u16) -> Response<RespBody> {
     resp
 }
 
-/// nginx's built-in error page for `status`, with our name in the footer.
+/// nginx's special response for `status` (`ngx_http_special_response_handler`),
+/// with our name in the footer: its page where nginx has one, else no body
+/// and no type (`return 418`, `limit_conn_status 599`); 494 to 497 as the
+/// 400 pages nginx makes of them, 498 with the 404 page. After 400, 413,
+/// 414, 495 to 497, 500 and 501 nginx closes the connection.
 pub fn error_page(status: u16) -> Response<RespBody> {
+    let detail = match status {
+        494 => Some("Request Header Or Cookie Too Large"),
+        495 => Some("The SSL certificate error"),
+        496 => Some("No required SSL certificate was sent"),
+        497 => Some("The plain HTTP request was sent to HTTPS port"),
+        _ => None,
+    };
+    let mut resp = match detail {
+        Some(detail) => error_page_with(400, detail),
+        None => page(status),
+    };
+    if matches!(status, 400 | 413 | 414 | 495..=497 | 500 | 501) {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Whether nginx 1.22 has a page of its own for `status`.
+fn has_page(status: u16) -> bool {
+    matches!(
+        status,
+        301..=303 | 307 | 308 | 400..=406 | 408..=416 | 421 | 429 | 498 | 500..=505 | 507
+    )
+}
+
+fn page(status: u16) -> Response<RespBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let title = format!("{} {}", code.as_u16(), reason(code));
+    if !has_page(code.as_u16()) {
+        let mut resp = Response::new(RespBody::full(Bytes::new()));
+        *resp.status_mut() = code;
+        return resp;
+    }
+    // 498 (nginx's "canceled") shows the 404 page.
+    let shown = if status == 498 {
+        StatusCode::NOT_FOUND
+    } else {
+        code
+    };
+    let title = format!("{} {}", shown.as_u16(), reason(shown));
     let body = format!(
         "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>waypost</center>\r\n</body>\r\n</html>\r\n"
     );

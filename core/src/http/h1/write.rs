@@ -111,6 +111,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     let mut declared = None;
     let mut length_seen = false;
     let mut close_asked = false;
+    let mut close_mark = false;
     // An upstream's lines first, as they came (no Date, Connection or
     // Transfer-Encoding among them).
     if let Some(passed) = resp.body().passed() {
@@ -136,6 +137,11 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
                 .as_bytes()
                 .split(|&c| c == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            // The proxy's own mark: written last, where nginx writes it.
+            if value == "close" {
+                close_mark = true;
+                continue;
+            }
         }
         title_case(name.as_str().as_bytes(), &mut buf);
         buf.extend_from_slice(b": ");
@@ -177,6 +183,8 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     }
     if upgrade {
         buf.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if close_mark {
+        buf.extend_from_slice(b"Connection: close\r\n");
     } else if !close_asked {
         // As nginx, whatever the version: `close` when the connection
         // ends, `keep-alive` when it stays.
