@@ -740,6 +740,106 @@ fn cases() -> Vec<Case> {
             Emerg("the shared memory zone \"A\" is already declared for a different use in {conf}:7"),
         ),
         Case::head(
+            "limit_conn_zone without a zone",
+            "http {\n    limit_conn_zone $binary_remote_addr;\n}\n",
+            Emerg("invalid number of arguments in \"limit_conn_zone\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone with a word",
+            "http {\n    limit_conn_zone $binary_remote_addr foo;\n}\n",
+            Emerg("invalid parameter \"foo\" in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone without a size",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a;\n}\n",
+            Emerg("invalid zone size \"zone=a\" in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone with a bad size",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:1x;\n}\n",
+            Emerg("invalid zone size \"zone=a:1x\" in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone too small",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:1k;\n}\n",
+            Emerg("zone \"zone=a:1k\" is too small in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone without a name",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=:32k;\n}\n",
+            Emerg("\"limit_conn_zone\" must have \"zone\" parameter in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_zone bound twice",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    limit_conn_zone $remote_addr zone=a:32k;\n}\n",
+            Emerg("limit_conn_zone \"a\" is already bound to key \"$binary_remote_addr\" in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn_zone sizes differ",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    limit_conn_zone $remote_addr zone=a:64k;\n}\n",
+            Emerg("the size 65536 of shared memory zone \"a\" conflicts with already declared size 32768 in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn zero",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    limit_conn a 0;\n}\n",
+            Emerg("invalid number of connections \"0\" in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn too many",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    limit_conn a 65536;\n}\n",
+            Emerg("connection limit must be less 65536 in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn twice a zone",
+            "http {\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    server {\n        limit_conn a 1;\n        limit_conn a 2;\n    }\n}\n",
+            Emerg("\"limit_conn\" directive is duplicate in {conf}:8"),
+        ),
+        Case::head(
+            "limit_conn of no zone",
+            "http {\n    server {\n        location / {\n            limit_conn b 1;\n        }\n    }\n}\n",
+            EmergAfterParse("zero size shared memory zone \"b\""),
+        ),
+        Case::head(
+            "limit_conn_zone named by a session cache",
+            "http {\n    ssl_session_cache shared:a:1m;\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n}\n",
+            Emerg("the shared memory zone \"a\" is already declared for a different use in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn naming an upstream zone",
+            "http {\n    upstream u {\n        zone a 64k;\n        server 127.0.0.1:1;\n    }\n    limit_conn a 1;\n}\n",
+            Emerg("the shared memory zone \"a\" is already declared for a different use in {conf}:9"),
+        ),
+        Case::head(
+            "limit_conn_status out of range",
+            "http {\n    limit_conn_status 600;\n}\n",
+            Emerg("value must be between 400 and 599 in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_status not a number",
+            "http {\n    limit_conn_status x;\n}\n",
+            Emerg("\"limit_conn_status\" directive invalid number in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_status twice",
+            "http {\n    limit_conn_status 429;\n    limit_conn_status 503;\n}\n",
+            Emerg("\"limit_conn_status\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "limit_conn_log_level crit",
+            "http {\n    limit_conn_log_level crit;\n}\n",
+            Emerg("invalid value \"crit\" in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn_dry_run maybe",
+            "http {\n    limit_conn_dry_run maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"limit_conn_dry_run\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "limit_conn at every level",
+            "http {\n    limit_conn_zone \"\" zone=e:32k;\n    limit_conn_zone $binary_remote_addr zone=a:32k;\n    limit_conn a 10;\n    limit_conn_log_level info;\n    server {\n        limit_conn a 5;\n        limit_conn_status 429;\n        location / {\n            limit_conn e 1;\n            limit_conn_dry_run on;\n        }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -657,6 +657,12 @@ fn unknown_variables_as_nginx() {
             Some(5),
         ),
         (
+            "limit_conn_zone's key",
+            "http {\n  limit_conn_zone $nosuch zone=a:32k;\n  server { listen 127.0.0.1:{port}; }\n}\n",
+            "unknown \"nosuch\" variable",
+            Some(5),
+        ),
+        (
             "the first in file order",
             "http {\n  server {\n    listen 127.0.0.1:{port};\n    location /b { return 200 $second; }\n  }\n  log_format f '$third';\n}\n",
             "unknown \"second\" variable",

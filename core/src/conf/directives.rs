@@ -220,6 +220,12 @@ pub const CORE: &[Spec] = &[
     // access
     d("allow", PROXY, 1, 1),
     d("deny", PROXY, 1, 1),
+    // limit_conn
+    d("limit_conn_zone", HTTP, 2, 2),
+    d("limit_conn", PROXY, 2, 2),
+    d("limit_conn_status", PROXY, 1, 1),
+    d("limit_conn_log_level", PROXY, 1, 1),
+    f("limit_conn_dry_run", PROXY),
     // upstream
     d("server", UPS, 1, MORE),
     d("keepalive", UPS, 1, 1),

@@ -158,7 +158,11 @@ fn interpret(
     let post = PostChecks {
         events: interp.seen_events,
         listening: interp.listening_sockets(),
-        zones: interp.zones,
+        zones: interp
+            .zones
+            .into_iter()
+            .map(|(n, size, _)| (n, size))
+            .collect(),
     };
     Ok(Checked {
         config: Config {
@@ -217,6 +221,12 @@ struct Layer {
     /// `allow` and `deny`, in order: a level that has any replaces its
     /// parent's.
     access: Option<Vec<Rule>>,
+    /// `limit_conn` lines (zone, number): a level that has any replaces
+    /// its parent's.
+    limit_conn: Option<Vec<(String, u16)>>,
+    limit_conn_status: Option<u16>,
+    limit_conn_level: Option<Level>,
+    limit_conn_dry_run: Option<bool>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
     /// that has any replaces its parent's, and so for the keys.
     ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
@@ -330,6 +340,13 @@ impl Layer {
                 .or_else(|| parent.realip_source.clone()),
             realip_recursive: self.realip_recursive.or(parent.realip_recursive),
             access: self.access.clone().or_else(|| parent.access.clone()),
+            limit_conn: self
+                .limit_conn
+                .clone()
+                .or_else(|| parent.limit_conn.clone()),
+            limit_conn_status: self.limit_conn_status.or(parent.limit_conn_status),
+            limit_conn_level: self.limit_conn_level.or(parent.limit_conn_level),
+            limit_conn_dry_run: self.limit_conn_dry_run.or(parent.limit_conn_dry_run),
             ssl_certificates: self
                 .ssl_certificates
                 .clone()
@@ -399,6 +416,17 @@ impl Layer {
             },
             http2: self.http2.or(parent.http2),
         }
+    }
+
+    /// `limit_conn` in effect at a merged level, with nginx's defaults.
+    fn limit_conn_conf(&self) -> Option<LimitConnConf> {
+        let limits = self.limit_conn.clone().filter(|l| !l.is_empty())?;
+        Some(LimitConnConf {
+            limits,
+            status: self.limit_conn_status.unwrap_or(503),
+            level: self.limit_conn_level.unwrap_or(Level::Error),
+            dry_run: self.limit_conn_dry_run.unwrap_or(false),
+        })
     }
 
     /// The TLS settings of a merged server level (nginx's
@@ -645,6 +673,14 @@ struct ListenAddr {
     set: bool,
 }
 
+/// What a shared memory zone is for (nginx's tag): one name, one use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ZoneUse {
+    Upstream,
+    Ssl,
+    LimitConn,
+}
+
 struct Interp<'a> {
     env: &'a Env<'a>,
     /// The main file's directory, where relative certificate paths start.
@@ -667,9 +703,9 @@ struct Interp<'a> {
     pending: Vec<PendingPass>,
     entries: Vec<UpstreamEntry>,
     listens: Vec<ListenAddr>,
-    zones: Vec<(String, u64)>,
-    /// `ssl_session_cache shared:` zones and their sizes.
-    ssl_zones: Vec<(String, u64)>,
+    /// Shared memory zones, as `ngx_shared_memory_add` keeps them: name,
+    /// size (0: not given yet) and what uses them.
+    zones: Vec<(String, u64, ZoneUse)>,
     /// The first unknown variable of a `return` or `log_format`, in file
     /// order. nginx compiles those as it reads them but reports an unknown
     /// variable only once the whole `http` block is read.
@@ -916,7 +952,6 @@ impl<'a> Interp<'a> {
             entries: Vec::new(),
             listens: Vec::new(),
             zones: Vec::new(),
-            ssl_zones: Vec::new(),
             unknown_var: None,
             map_vars: HashSet::new(),
             unknown_header_var: None,
@@ -1211,6 +1246,7 @@ impl<'a> Interp<'a> {
                 "map" => self.map_block(d)?,
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
+                "limit_conn_zone" => self.limit_conn_zone(d)?,
                 "log_format" => {
                     let name = d.args[0].clone();
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
@@ -1581,6 +1617,44 @@ impl<'a> Interp<'a> {
                 let allow = d.name == "allow";
                 let rules = access_rule(d)?.into_iter().map(|cidr| Rule { allow, cidr });
                 layer.access.get_or_insert_with(Vec::new).extend(rules);
+            }
+            "limit_conn" => {
+                let zone = &d.args[0];
+                self.shared_memory_add(zone, 0, ZoneUse::LimitConn, d)?;
+                let limits = layer.limit_conn.get_or_insert_with(Vec::new);
+                if limits.iter().any(|(z, _)| z == zone) {
+                    return err("\"limit_conn\" directive is duplicate", d);
+                }
+                let n = &d.args[1];
+                let number = match parse_number(n) {
+                    Some(n) if n > 0 => n,
+                    _ => return err(format!("invalid number of connections \"{n}\""), d),
+                };
+                let Ok(number) = u16::try_from(number) else {
+                    return err("connection limit must be less 65536", d);
+                };
+                limits.push((zone.clone(), number));
+            }
+            "limit_conn_status" => {
+                let Some(code) = parse_number(&d.args[0]) else {
+                    return err("\"limit_conn_status\" directive invalid number", d);
+                };
+                if !(400..=599).contains(&code) {
+                    return err("value must be between 400 and 599", d);
+                }
+                layer.limit_conn_status = Some(code as u16);
+            }
+            "limit_conn_log_level" => {
+                layer.limit_conn_level = Some(match d.args[0].as_str() {
+                    "info" => Level::Info,
+                    "notice" => Level::Notice,
+                    "warn" => Level::Warn,
+                    "error" => Level::Error,
+                    v => return err(format!("invalid value \"{v}\""), d),
+                });
+            }
+            "limit_conn_dry_run" => {
+                layer.limit_conn_dry_run = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "real_ip_recursive" => {
                 layer.realip_recursive = Some(d.args[0].eq_ignore_ascii_case("on"))
@@ -2118,14 +2192,6 @@ impl<'a> Interp<'a> {
         if name.is_empty() {
             return err(format!("invalid zone name \"{name}\""), d);
         }
-        if self.ssl_zones.iter().any(|(n, _)| n == name) {
-            return err(
-                format!(
-                    "the shared memory zone \"{name}\" is already declared for a different use"
-                ),
-                d,
-            );
-        }
         let size = match d.args.get(1) {
             None => 0,
             Some(s) => {
@@ -2138,8 +2204,26 @@ impl<'a> Interp<'a> {
                 size
             }
         };
-        match self.zones.iter_mut().find(|(n, _)| n == name) {
-            Some((_, declared)) => {
+        self.shared_memory_add(name, size, ZoneUse::Upstream, d)
+    }
+
+    /// `ngx_shared_memory_add`: a zone's name is one use's, and its size,
+    /// once given, is the size of every mention.
+    fn shared_memory_add(
+        &mut self,
+        name: &str,
+        size: u64,
+        tag: ZoneUse,
+        d: &Directive,
+    ) -> Result<(), ConfError> {
+        match self.zones.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, _, used)) if *used != tag => err(
+                format!(
+                    "the shared memory zone \"{name}\" is already declared for a different use"
+                ),
+                d,
+            ),
+            Some((_, declared, _)) => {
                 if *declared == 0 {
                     *declared = size;
                 }
@@ -2151,36 +2235,57 @@ impl<'a> Interp<'a> {
                         d,
                     );
                 }
+                Ok(())
             }
-            None => self.zones.push((name.clone(), size)),
+            None => {
+                self.zones.push((name.to_owned(), size, tag));
+                Ok(())
+            }
         }
-        Ok(())
     }
 
-    /// A `shared:NAME:SIZE` session cache zone, as `ngx_shared_memory_add`
-    /// checks it against the zones declared before.
+    /// A `shared:NAME:SIZE` session cache zone.
     fn ssl_zone(&mut self, name: &str, bytes: u64, d: &Directive) -> Result<(), ConfError> {
-        if self.zones.iter().any(|(n, _)| n == name) {
+        self.shared_memory_add(name, bytes, ZoneUse::Ssl, d)
+    }
+
+    /// `limit_conn_zone KEY zone=NAME:SIZE`, as
+    /// `ngx_http_limit_conn_zone`.
+    fn limit_conn_zone(&mut self, d: &Directive) -> Result<(), ConfError> {
+        let checked = self.compile_check(&d.args[0]);
+        self.check_vars(checked, d)?;
+        let arg = &d.args[1];
+        let Some(zone) = arg.strip_prefix("zone=") else {
+            return err(format!("invalid parameter \"{arg}\""), d);
+        };
+        let Some((name, size)) = zone.split_once(':') else {
+            return err(format!("invalid zone size \"{arg}\""), d);
+        };
+        let Some(size) = parse_size(size) else {
+            return err(format!("invalid zone size \"{arg}\""), d);
+        };
+        if size < 8 * page_size() {
+            return err(format!("zone \"{arg}\" is too small"), d);
+        }
+        if name.is_empty() {
+            return err("\"limit_conn_zone\" must have \"zone\" parameter", d);
+        }
+        self.shared_memory_add(name, size, ZoneUse::LimitConn, d)?;
+        if let Some(bound) = self.http.limit_conn_zones.iter().find(|z| z.name == name) {
             return err(
                 format!(
-                    "the shared memory zone \"{name}\" is already declared for a different use"
+                    "limit_conn_zone \"{name}\" is already bound to key \"{}\"",
+                    bound.key
                 ),
                 d,
             );
         }
-        match self.ssl_zones.iter().find(|(n, _)| n == name) {
-            Some(&(_, declared)) if declared != bytes => err(
-                format!(
-                    "the size {bytes} of shared memory zone \"{name}\" conflicts with already declared size {declared}"
-                ),
-                d,
-            ),
-            Some(_) => Ok(()),
-            None => {
-                self.ssl_zones.push((name.to_owned(), bytes));
-                Ok(())
-            }
-        }
+        self.http.limit_conn_zones.push(LimitConnZone {
+            name: name.to_owned(),
+            key: d.args[0].clone(),
+            size,
+        });
+        Ok(())
     }
 
     fn server_block(&mut self, d: &Directive) -> Result<(), ConfError> {
@@ -2192,6 +2297,7 @@ impl<'a> Interp<'a> {
             ret: None,
             realip: None,
             access: Rules::default(),
+            limit_conn: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -2435,6 +2541,7 @@ impl<'a> Interp<'a> {
             access_log: Vec::new(),
             realip: None,
             access: Rules::default(),
+            limit_conn: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -2687,6 +2794,7 @@ impl<'a> Interp<'a> {
             server.client = layer.client();
             server.realip = layer.realip();
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
+            server.limit_conn = layer.limit_conn_conf();
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
             server.types = layer.content_types();
@@ -2725,6 +2833,7 @@ impl<'a> Interp<'a> {
             location.client = layer.client();
             location.realip = layer.realip();
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
+            location.limit_conn = layer.limit_conn_conf();
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
             location.types = layer.content_types();
@@ -2890,6 +2999,8 @@ fn is_single(name: &str) -> bool {
             | "proxy_ssl_trusted_certificate"
             | "proxy_ssl_name"
             | "real_ip_header"
+            | "limit_conn_status"
+            | "limit_conn_log_level"
             | "ssl_session_timeout"
             | "ssl_ciphers"
             | "ssl_dhparam"

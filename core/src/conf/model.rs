@@ -50,6 +50,27 @@ pub struct HttpConf {
     pub log_formats: HashMap<String, Vec<String>>,
     /// `map` blocks, in order.
     pub maps: Vec<MapConf>,
+    /// `limit_conn_zone` lines, in order.
+    pub limit_conn_zones: Vec<LimitConnZone>,
+}
+
+/// One `limit_conn_zone`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitConnZone {
+    pub name: String,
+    /// The key, as written.
+    pub key: String,
+    pub size: u64,
+}
+
+/// The `limit_conn` lines in effect at a level, and their settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitConnConf {
+    /// (zone, number), in the order written.
+    pub limits: Vec<(String, u16)>,
+    pub status: u16,
+    pub level: crate::log::Level,
+    pub dry_run: bool,
 }
 
 /// A checked `map` block (`crate::map` builds it).
@@ -179,6 +200,8 @@ pub struct ServerConf {
     /// `allow`/`deny` in effect at the server level: for requests no
     /// location takes.
     pub access: Rules,
+    /// `limit_conn` in effect at the server level (none: `None`).
+    pub limit_conn: Option<LimitConnConf>,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` at the server level.
@@ -298,6 +321,8 @@ pub struct LocationConf {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` in effect here.
     pub access: Rules,
+    /// `limit_conn` in effect here (none: `None`).
+    pub limit_conn: Option<LimitConnConf>,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` here.

@@ -38,6 +38,8 @@ enum Field {
     UpstreamResponseTime,
     UpstreamConnectTime,
     UpstreamHeaderTime,
+    /// `$limit_conn_status`, set while the request is handled.
+    LimitConnStatus,
     /// A request variable, captured at the start (index into the
     /// record's values).
     Var(Var, usize),
@@ -84,6 +86,7 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "request_time" => Field::RequestTime,
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_status" => Field::UpstreamStatus,
+        "limit_conn_status" => Field::LimitConnStatus,
         "upstream_response_time" => Field::UpstreamResponseTime,
         "upstream_connect_time" => Field::UpstreamConnectTime,
         "upstream_header_time" => Field::UpstreamHeaderTime,
@@ -372,6 +375,7 @@ impl AccessLogs {
                 upstream_status: String::new(),
                 tries: Vec::new(),
                 module_values: Vec::new(),
+                limit_conn: 0,
             }),
         };
         for log in self.logs.iter() {
@@ -561,6 +565,9 @@ pub struct Record {
     tries: Vec<TryTimes>,
     /// Filter modules' variable values: (filter index, value).
     pub module_values: Vec<(usize, &'static str)>,
+    /// `$limit_conn_status` (`crate::http::limit_conn::PASSED`, ...; 0:
+    /// no limit applied).
+    pub limit_conn: u8,
 }
 
 impl Record {
@@ -662,6 +669,10 @@ impl Record {
             }
             Field::UpstreamAddr => variable(out, self.upstream_addr.as_bytes(), escape_mode),
             Field::UpstreamStatus => variable(out, self.upstream_status.as_bytes(), escape_mode),
+            Field::LimitConnStatus => {
+                let text = crate::http::limit_conn::status_text(self.limit_conn);
+                variable(out, text.as_bytes(), escape_mode);
+            }
             Field::UpstreamResponseTime => {
                 self.times(&mut text, now, |t, now| {
                     Some(t.response.unwrap_or(now.saturating_duration_since(t.start)))
@@ -702,6 +713,7 @@ impl Record {
         self.upstream_status.clear();
         self.tries.clear();
         self.module_values.clear();
+        self.limit_conn = 0;
         let _ = SPARE.try_with(|s| {
             if let Ok(mut spare) = s.try_borrow_mut() {
                 if spare.len() < SPARES {
@@ -857,6 +869,7 @@ mod tests {
             upstream_status: String::new(),
             tries,
             module_values: Vec::new(),
+            limit_conn: 0,
         }
     }
 

@@ -67,6 +67,8 @@ struct Gzipped {
 pub struct PeerHold {
     pub upstream: std::sync::Arc<crate::upstream::Upstream>,
     pub peer: usize,
+    /// The request's `limit_conn` counts, given back with the peer.
+    pub limits: Option<crate::http::limit_conn::Hold>,
 }
 
 impl Drop for PeerHold {

@@ -7,6 +7,7 @@
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `refused`: what is logged of a head refused or cleaned while read
 //! - `realip`: the client address from trusted proxies' headers
+//! - `limit_conn`: requests in progress per key (`limit_conn`)
 //! - `allow`: `allow`/`deny` rules on the client address
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
@@ -32,6 +33,7 @@ pub mod gzip;
 pub mod h1;
 pub mod h2;
 pub mod head;
+pub mod limit_conn;
 pub mod outbound;
 pub mod pool;
 pub mod proxy;

@@ -538,6 +538,26 @@ fn filters<'a>(
     Ok((delay, at))
 }
 
+/// `limit_conn` for a proxied request: the counts it holds, or nginx's
+/// answer for a refusal.
+fn limit_conn(
+    limits: &crate::http::limit_conn::Limits,
+    vars: &VarCtx<'_>,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    status: &mut u8,
+) -> Result<Option<crate::http::limit_conn::Hold>, Box<Response<RespBody>>> {
+    crate::http::limit_conn::check(limits, vars, cx, parts, status)
+        .map_err(|code| Box::new(error_page(code)))
+}
+
+/// `$limit_conn_status` into the access log's record, when a limit applied.
+fn set_conn_status(record: Option<&mut Record>, status: u8) {
+    if let (Some(r), true) = (record, status != 0) {
+        r.limit_conn = status;
+    }
+}
+
 /// The answer a module gave instead of proxying.
 fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(r.body.into_string()));
@@ -603,6 +623,10 @@ pub async fn run(
         maps: cx.maps,
         captures: cx.captures,
     };
+    // `limit_conn`'s counts, held until the answer is done.
+    let mut conn_hold = None;
+    let mut conn_status = 0;
+    let mut filter_delayed = false;
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {
             vars: vars(),
@@ -646,6 +670,14 @@ pub async fn run(
             state.hook_ended(end);
             delay
         };
+        // limit_conn after limit_req: a request it delays is counted
+        // once its delay is over (below).
+        filter_delayed = filter_delay > 0;
+        if !filter_delayed {
+            if let Some(limits) = &location.limit_conn {
+                conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
+            }
+        }
         if !location.access.is_empty() && !location.access.allows(cx.client.ip()) {
             denied = true;
             return Ok((filter_delay, None));
@@ -687,10 +719,23 @@ pub async fn run(
             )))
             .await;
             std::mem::forget(delayed);
+            if let (Some(limits), true) = (&location.limit_conn, filter_delayed) {
+                match limit_conn(limits, &vars(), cx, parts, &mut conn_status) {
+                    Ok(hold) => conn_hold = hold,
+                    Err(resp) => {
+                        set_conn_status(record, conn_status);
+                        return *resp;
+                    }
+                }
+            }
             name
         }
-        Err(resp) => return *resp,
+        Err(resp) => {
+            set_conn_status(record, conn_status);
+            return *resp;
+        }
     };
+    set_conn_status(record.as_deref_mut(), conn_status);
     if denied {
         return crate::http::allow::forbidden(cx, parts);
     }
@@ -875,6 +920,7 @@ pub async fn run(
                 let hold = PeerHold {
                     upstream: p.upstream.clone(),
                     peer: i,
+                    limits: conn_hold.take(),
                 };
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);

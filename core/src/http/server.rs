@@ -19,6 +19,7 @@ use crate::http::body::RespBody;
 use crate::http::h1::{self, ClientBody};
 use crate::http::h2;
 use crate::http::head::ParsedHead;
+use crate::http::limit_conn;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::refused::{self, HeadCx};
 use crate::http::response::{error_page, metrics_page, reply, status_page};
@@ -817,12 +818,14 @@ async fn handle(
     };
 
     // What no location answers is logged with the server's access logs.
-    let server_logged = |resp: Response<RespBody>| {
+    // `conn`: `$limit_conn_status`.
+    let server_logged = |resp: Response<RespBody>, conn: u8| {
         let mut resp = resp;
         if let Some(logs) = &server.access_log {
             let status = resp.status().as_u16();
             let mut record = logs.start(&vars(client, status, ""), crate::clock::now());
             record.status = status;
+            record.limit_conn = conn;
             resp.body_mut().set_record(Some(record));
         }
         resp
@@ -841,7 +844,7 @@ async fn handle(
             .exact()
             .is_some_and(|n| n > limits.max_body);
     let mut resp = if let Some(r) = &server.ret {
-        server_logged(reply(r, &vars(client, r.status, "")))
+        server_logged(reply(r, &vars(client, r.status, "")), 0)
     } else if too_large {
         let mut resp = error_page(413);
         resp.headers_mut()
@@ -854,15 +857,30 @@ async fn handle(
                 resp
             }
             None if location.is_some() => resp,
-            None => server_logged(resp),
+            None => server_logged(resp, 0),
         }
     } else {
         match location {
-            // nginx's access phase runs with the server level's rules.
-            None if !server.access.allows(client.ip()) => {
-                server_logged(allow::forbidden(&client_cx(client), parts))
+            // nginx's pre-access and access phases run with the server
+            // level's settings.
+            None => {
+                let mut conn = 0;
+                let checked = match &server.limit_conn {
+                    Some(limits) => {
+                        let cx = client_cx(client);
+                        limit_conn::check(limits, &vars(client, 0, ""), &cx, parts, &mut conn)
+                    }
+                    None => Ok(None),
+                };
+                let resp = match checked {
+                    Err(code) => error_page(code),
+                    Ok(_) if !server.access.allows(client.ip()) => {
+                        allow::forbidden(&client_cx(client), parts)
+                    }
+                    Ok(_) => error_page(404),
+                };
+                server_logged(resp, conn)
             }
-            None => server_logged(error_page(404)),
             Some(location) => {
                 // realip again in the pre-access phase, with the location's
                 // settings, if the server's left the address alone. A
@@ -895,10 +913,33 @@ async fn handle(
                     Action::Proxy(p) => {
                         proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
                     }
-                    _ if !location.access.allows(client.ip()) => allow::forbidden(&cx, parts),
-                    Action::NotFound => error_page(404),
-                    Action::Metrics => metrics_page(&conn.state.runtime.load()),
-                    Action::Status => status_page(&conn.state.runtime.load()),
+                    // The pre-access phase (`limit_conn`), then access;
+                    // the counts are given back once the answer is made.
+                    action => {
+                        let mut status = 0;
+                        let checked = match &location.limit_conn {
+                            Some(limits) => limit_conn::check(
+                                limits,
+                                &vars(client, 0, proxy_host),
+                                &cx,
+                                parts,
+                                &mut status,
+                            ),
+                            None => Ok(None),
+                        };
+                        if let Some(r) = record.0.as_deref_mut() {
+                            r.limit_conn = status;
+                        }
+                        match (checked, action) {
+                            (Err(code), _) => error_page(code),
+                            (Ok(_), _) if !location.access.allows(client.ip()) => {
+                                allow::forbidden(&cx, parts)
+                            }
+                            (Ok(_), Action::Metrics) => metrics_page(&conn.state.runtime.load()),
+                            (Ok(_), Action::Status) => status_page(&conn.state.runtime.load()),
+                            (Ok(_), _) => error_page(404),
+                        }
+                    }
                 };
                 let mut record = record.0.take();
                 if let Some(r) = record.as_deref_mut() {

@@ -18,6 +18,7 @@ use crate::conf::syntax::Loc;
 use crate::conf::ConfError;
 use crate::http::access::{AccessLog, AccessLogs, ConfVar};
 use crate::http::charset::Charset;
+use crate::http::limit_conn::{Limits, Zone, ZoneState};
 use crate::http::outbound::Outbound;
 use crate::log::access::Buffering;
 use crate::log::Level;
@@ -71,6 +72,11 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         .cloned();
     let maps = crate::map::build_all(&config.http.maps)?;
     let map_names = MapNames::new(&config.http.maps);
+    let limit_zones = limit_conn_zones(
+        &config.http.limit_conn_zones,
+        previous.map_or(&[][..], |r| &r.limit_conn_zones[..]),
+        &map_names,
+    )?;
     let mut upstreams = Vec::with_capacity(config.http.upstreams.len());
     for up in &config.http.upstreams {
         let module = match up.balancer {
@@ -93,6 +99,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
             built: &filters,
             first_location: flat,
             maps: &map_names,
+            limit_zones: &limit_zones,
         };
         servers.push(Arc::new(server(
             s,
@@ -127,7 +134,63 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         upstreams,
         listens,
         files: config.files,
+        limit_conn_zones: limit_zones.iter().map(|z| z.state.clone()).collect(),
     })
+}
+
+/// The `limit_conn_zone`s, each with the counts of the running
+/// configuration's zone of the same name and size (nginx keeps a shared
+/// memory zone across a reload), which must then have the same key.
+fn limit_conn_zones(
+    confs: &[model::LimitConnZone],
+    previous: &[Arc<ZoneState>],
+    maps: &MapNames,
+) -> Result<Vec<Arc<Zone>>, ConfError> {
+    confs
+        .iter()
+        .map(|z| {
+            let kept = previous
+                .iter()
+                .find(|p| p.name == z.name && p.size == z.size);
+            let state = match kept {
+                Some(p) if p.key_text != z.key => {
+                    return Err(ConfError::bare(format!(
+                        "limit_conn_zone \"{}\" uses the \"{}\" key while previously it used the \"{}\" key",
+                        z.name, z.key, p.key_text
+                    )))
+                }
+                Some(p) => p.clone(),
+                None => Arc::new(ZoneState::new(&z.name, z.size, &z.key)),
+            };
+            let key = crate::vars::Template::compile_with(&z.key, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?;
+            Ok(Arc::new(Zone { state, key }))
+        })
+        .collect()
+}
+
+/// A level's `limit_conn`, its zones found. A zone no `limit_conn_zone`
+/// declares is nginx's "zero size shared memory zone", which
+/// [`crate::conf::interp::Checked::post_check`] reports (after `-t` has
+/// built the runtime, as nginx prints "syntax is ok" first).
+fn limits(conf: Option<&model::LimitConnConf>, zones: &[Arc<Zone>]) -> Option<Arc<Limits>> {
+    let conf = conf?;
+    let list = conf
+        .limits
+        .iter()
+        .filter_map(|(name, n)| {
+            zones
+                .iter()
+                .find(|z| z.state.name == *name)
+                .map(|z| (z.clone(), *n))
+        })
+        .collect();
+    Some(Arc::new(Limits {
+        list,
+        status: conf.status,
+        level: conf.level,
+        dry_run: conf.dry_run,
+    }))
 }
 
 /// One upstream's balancer and peer table. Public (hidden) for
@@ -272,6 +335,8 @@ struct FilterCx<'a> {
     first_location: usize,
     /// The configuration's `map` variables.
     maps: &'a MapNames,
+    /// The `limit_conn_zone`s.
+    limit_zones: &'a [Arc<Zone>],
 }
 
 impl FilterCx<'_> {
@@ -416,6 +481,7 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
+            limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
             outbound: Outbound {
                 expires: l.expires,
                 add_headers: add_headers(&l.add_headers, filters.maps)?,
@@ -444,6 +510,7 @@ fn server(
             .transpose()?,
         realip: s.realip.clone(),
         access: s.access.clone(),
+        limit_conn: limits(s.limit_conn.as_ref(), filters.limit_zones),
         merge_slashes: s.merge_slashes,
         outbound: Outbound {
             expires: s.expires,

@@ -32,6 +32,8 @@ pub struct Runtime {
     pub listens: Vec<ListenGroup>,
     /// Every file of the configuration, for `-T`.
     pub files: Vec<(std::path::PathBuf, String)>,
+    /// `limit_conn_zone`s' counts, which a reload keeps by name and size.
+    pub limit_conn_zones: Vec<Arc<crate::http::limit_conn::ZoneState>>,
 }
 
 /// The servers sharing one listening address, and how a Host picks one.
@@ -141,6 +143,8 @@ pub struct Server {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` for requests no location takes.
     pub access: Rules,
+    /// `limit_conn` for requests no location takes.
+    pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
     /// `merge_slashes` (the default server's applies to an address).
     pub merge_slashes: bool,
     /// The header filters of what the server level answers.
@@ -259,6 +263,9 @@ pub struct Location {
     pub realip: Option<RealIp>,
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
+    /// `limit_conn`, checked after a `return` and the filter modules,
+    /// before `allow`/`deny`.
+    pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
     /// The header filters of the location's answers.
     pub outbound: crate::http::outbound::Outbound,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
