@@ -1,9 +1,10 @@
 //! nginx's special responses side by side: `return CODE` for every code
-//! from 300 to 599 gets the same status line, Content-Type, Content-Length
-//! (the server's name aside), Connection and page as nginx's — its page
-//! where nginx has one, no body and no type where it has none, 494 to 497
-//! as 400 pages, 498 with the 404 page, and the connection closed after
-//! 400, 413, 414, 495 to 497, 500 and 501.
+//! from 400 to 599 (but 408, 444 and 499, which answer nothing) gets the
+//! same status line, Content-Type, Content-Length (the server's name
+//! aside), Connection and page as nginx's — its page where nginx has one,
+//! no body and no type where it has none, 494 to 497 as 400 pages, 498
+//! with the 404 page, and the connection closed after 400, 413, 414, 495
+//! to 497, 500 and 501. Over HTTP/2 no such page ends the connection.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,12 +16,15 @@ fn codes() -> impl Iterator<Item = u16> {
     (400..=599).filter(|c| !matches!(c, 408 | 444 | 499))
 }
 
-fn conf(port: u16, nginx: bool) -> String {
+fn conf(port: u16, h2: u16, nginx: bool) -> String {
     let locations: String = codes()
         .map(|c| format!("        location = /{c} {{ return {c}; }}\n"))
         .collect();
     wrap_http(
-        &format!("    server {{\n        listen 127.0.0.1:{port};\n{locations}    }}\n"),
+        &format!(
+            "    server {{\n        listen 127.0.0.1:{port};\n{locations}    }}\n\
+             \x20   server {{\n        listen 127.0.0.1:{h2} http2;\n{locations}    }}\n"
+        ),
         nginx,
     )
 }
@@ -68,12 +72,54 @@ fn ask(port: u16, code: u16) -> String {
     format!("{status} | {} | {body}", kept.join(" | "))
 }
 
+/// Over HTTP/2 (h2c), one connection: the statuses of `/500`, `/400`,
+/// `/414`, `/404` asked one after the other, each answer read whole (an
+/// error where the connection was gone).
+fn h2(port: u16) -> String {
+    use http_body_util::{BodyExt, Empty};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut seen = Vec::new();
+        for code in ["500", "400", "414", "404"] {
+            let req = hyper::Request::get(format!("http://127.0.0.1:{port}/{code}"))
+                .body(Empty::<hyper::body::Bytes>::new())
+                .expect("request");
+            let answer = match send.send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.into_body().collect().await {
+                        Ok(_) => status.to_string(),
+                        Err(e) => format!("body error {e}"),
+                    }
+                }
+                Err(e) => format!("error {e}"),
+            };
+            seen.push(answer);
+        }
+        seen.join(" ")
+    })
+}
+
 fn run(nginx: bool) -> Vec<String> {
-    let port = free_ports(1)[0];
-    let _server = Server::either(nginx, &conf(port, nginx), &[port]);
-    codes()
-        .map(|c| format!("/{c} -> {}", ask(port, c)))
-        .collect()
+    let ports = free_ports(2);
+    let _server = Server::either(nginx, &conf(ports[0], ports[1], nginx), &ports);
+    let mut answers: Vec<String> = codes()
+        .map(|c| format!("/{c} -> {}", ask(ports[0], c)))
+        .collect();
+    answers.push(format!("h2 -> {}", h2(ports[1])));
+    answers
 }
 
 #[test]
@@ -81,7 +127,7 @@ fn special_responses_match_nginx() {
     let ours = run(false);
     let theirs = run(true);
     assert_same_answers(&ours, &theirs);
-    // Both kinds occur: pages, empty answers, closes.
+    // Both kinds occur: pages, empty answers, closes; HTTP/2 goes on.
     assert!(ours
         .iter()
         .any(|a| a.contains("429 Too Many Requests</h1>")));
@@ -91,4 +137,8 @@ fn special_responses_match_nginx() {
     assert!(ours
         .iter()
         .any(|a| a.starts_with("/500 ") && a.contains("Connection: close")));
+    assert_eq!(
+        ours.last().map(String::as_str),
+        Some("h2 -> 500 400 414 404")
+    );
 }

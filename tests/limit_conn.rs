@@ -1,7 +1,8 @@
 //! `limit_conn` side by side with nginx: while a client's request is held
 //! by the backend, its other requests meet the limits of each location —
 //! inherited from the server, replaced by a location's own, in dry run,
-//! with another status, keyed on an argument (an empty key is not
+//! with another status (444 and 408 close without an answer), keyed on an
+//! argument (an empty key is not
 //! limited, one over 255 bytes is logged and not limited), two limits in
 //! a row (a refusal gives back what the first took), a `return` (answered
 //! before the limits), a location without a handler and a request no
@@ -41,6 +42,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           limit_conn_log_level warn;\n\
              \x20           proxy_pass http://b;\n\
              \x20       }}\n\
+             \x20       location /close/ {{ limit_conn_status 444; proxy_pass http://b; }}\n\
+             \x20       location /late/ {{ limit_conn_status 408; }}\n\
              \x20       location /key/ {{ limit_conn bykey 1; proxy_pass http://b; }}\n\
              \x20       location /both/ {{ limit_conn bykey 5; limit_conn addr 1; proxy_pass http://b; }}\n\
              \x20       location /ret {{ return 200 \"ret\\n\"; }}\n\
@@ -126,6 +129,8 @@ fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
         "/two/x",
         "/dry/x",
         "/status/x",
+        "/close/x",
+        "/late/x",
         "/key/x",
         "/key/x?k=a",
         "/both/x?k=a",

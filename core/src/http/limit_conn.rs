@@ -117,8 +117,9 @@ impl ZoneState {
         }
     }
 
-    /// The requests counted now, over all keys (for tests and metrics).
-    pub fn in_progress(&self) -> u64 {
+    /// The requests counted now, over all keys.
+    #[cfg(test)]
+    fn in_progress(&self) -> u64 {
         self.shards
             .iter()
             .map(|s| {
@@ -255,7 +256,7 @@ fn refuse(limits: &Limits, zone: &Zone, refused: Refused, cx: &ClientCx<'_>, par
             Level::Crit,
             None,
             &format!(
-                "ngx_slab_alloc() failed: no memory in limit_conn zone \"{}\"",
+                "ngx_slab_alloc() failed: no memory in limit_conn_zone \"{}\"",
                 zone.state.name
             ),
         ),

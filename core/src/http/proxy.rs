@@ -548,7 +548,7 @@ fn limit_conn(
     status: &mut u8,
 ) -> Result<Option<crate::http::limit_conn::Hold>, Box<Response<RespBody>>> {
     crate::http::limit_conn::check(limits, vars, cx, parts, status)
-        .map_err(|code| Box::new(error_page(code)))
+        .map_err(|code| Box::new(crate::http::response::finalized(code)))
 }
 
 /// `$limit_conn_status` into the access log's record, when a limit applied.

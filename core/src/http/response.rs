@@ -161,11 +161,21 @@ pub fn unanswered(status: u16) -> Response<RespBody> {
     resp
 }
 
+/// What nginx makes of a request it finalizes with `status` (a
+/// `limit_conn_status`): 408, 444 and 499 end it without an answer, any
+/// other its special response.
+pub fn finalized(status: u16) -> Response<RespBody> {
+    match status {
+        408 | 444 | 499 => unanswered(status),
+        _ => error_page(status),
+    }
+}
+
 /// nginx's special response for `status` (`ngx_http_special_response_handler`),
 /// with our name in the footer: its page where nginx has one, else no body
 /// and no type (`return 418`, `limit_conn_status 599`); 494 to 497 as the
 /// 400 pages nginx makes of them, 498 with the 404 page. After 400, 413,
-/// 414, 495 to 497, 500 and 501 nginx closes the connection.
+/// 414, 495 to 497, 500 and 501 nginx closes an HTTP/1 connection.
 pub fn error_page(status: u16) -> Response<RespBody> {
     let detail = match status {
         494 => Some("Request Header Or Cookie Too Large"),
@@ -178,6 +188,8 @@ pub fn error_page(status: u16) -> Response<RespBody> {
         Some(detail) => error_page_with(400, detail),
         None => page(status),
     };
+    // HTTP/1 only: over HTTP/2 nginx ignores it, and so does h2.rs for
+    // an answer marked `ErrorPage`.
     if matches!(status, 400 | 413 | 414 | 495..=497 | 500 | 501) {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -22,7 +22,7 @@ use crate::http::head::ParsedHead;
 use crate::http::limit_conn;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::refused::{self, HeadCx};
-use crate::http::response::{error_page, metrics_page, reply, status_page};
+use crate::http::response::{error_page, finalized, metrics_page, reply, status_page};
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Runtime};
@@ -873,7 +873,7 @@ async fn handle(
                     None => Ok(None),
                 };
                 let resp = match checked {
-                    Err(code) => error_page(code),
+                    Err(code) => finalized(code),
                     Ok(_) if !server.access.allows(client.ip()) => {
                         allow::forbidden(&client_cx(client), parts)
                     }
@@ -931,7 +931,7 @@ async fn handle(
                             r.limit_conn = status;
                         }
                         match (checked, action) {
-                            (Err(code), _) => error_page(code),
+                            (Err(code), _) => finalized(code),
                             (Ok(_), _) if !location.access.allows(client.ip()) => {
                                 allow::forbidden(&cx, parts)
                             }
