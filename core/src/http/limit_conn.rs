@@ -164,9 +164,8 @@ pub fn status_text(status: u8) -> &'static str {
     }
 }
 
-/// What a request holds: one count in each zone it passed (a boxed
-/// slice: it rides in every proxied response's body). Dropping it gives
-/// them back.
+/// What a request holds: one count in each zone it passed. Dropping it
+/// gives them back.
 pub struct Hold {
     taken: Box<[Taken]>,
 }

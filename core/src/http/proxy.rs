@@ -539,7 +539,9 @@ fn filters<'a>(
 }
 
 /// `limit_conn` for a proxied request: the counts it holds, or nginx's
-/// answer for a refusal.
+/// answer for a refusal. Out of line: most locations have none, and the
+/// request path's code stays compact without it.
+#[inline(never)]
 fn limit_conn(
     limits: &crate::http::limit_conn::Limits,
     vars: &VarCtx<'_>,
@@ -917,11 +919,7 @@ pub async fn run(
                 if let Some(cookies) = &p.cookies {
                     cookies.apply(&mut passed, &vars());
                 }
-                let hold = PeerHold {
-                    upstream: p.upstream.clone(),
-                    peer: i,
-                    limits: conn_hold.take(),
-                };
+                let hold = PeerHold::new(p.upstream.clone(), i, conn_hold.take());
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
                     return switched(upgraded, head, &passed, hold, cx, parts, &upstream);

@@ -190,6 +190,7 @@ impl ReadBuf {
 
     /// Makes room to read into, keeping at most `max` unconsumed bytes:
     /// an `OutOfMemory` error when `max` bytes are already waiting.
+    #[inline(always)]
     fn room(&mut self, max: usize) -> io::Result<()> {
         let spare = self.buf.capacity() - self.buf.len();
         if self.pos > 0 && spare < 1024 {
@@ -215,7 +216,9 @@ impl ReadBuf {
     }
 
     /// [`ReadBuf::try_fill`] from any reader, as a poll: `Ok(0)` at end of
-    /// stream.
+    /// stream. Inlined: it is the upstream read of every response, and
+    /// LLVM otherwise keeps it out of line as `proxy::run` grows.
+    #[inline(always)]
     pub fn poll_fill<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
