@@ -840,6 +840,61 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "resolver with its parameters",
+            "http {\n    resolver 127.0.0.1 [::1]:5353 127.0.0.2:53 valid=30s ipv6=off;\n    resolver_timeout 5s;\n    server {\n        resolver localhost;\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "resolver with a bad valid=",
+            "http {\n    resolver 127.0.0.1 valid=x;\n}\n",
+            Emerg("invalid parameter: valid=x in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a bad ipv6=",
+            "http {\n    resolver 127.0.0.1 ipv6=maybe;\n}\n",
+            Emerg("invalid parameter: ipv6=maybe in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with nginx 1.23's ipv4=",
+            "http {\n    resolver 127.0.0.1 ipv4=off;\n}\n",
+            Emerg("host not found in resolver \"ipv4=off\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a bad port",
+            "http {\n    resolver 127.0.0.1:0;\n}\n",
+            Emerg("invalid port in resolver \"127.0.0.1:0\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a bare IPv6 address",
+            "http {\n    resolver ::1;\n}\n",
+            Emerg("invalid port in resolver \"::1\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with an open bracket",
+            "http {\n    resolver [::1;\n}\n",
+            Emerg("invalid host in resolver \"[::1\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver twice",
+            "http {\n    resolver 127.0.0.1;\n    resolver 127.0.0.2;\n}\n",
+            Emerg("\"resolver\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "resolver_timeout not a time",
+            "http {\n    resolver_timeout x;\n}\n",
+            Emerg("\"resolver_timeout\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_stapling not a flag",
+            "http {\n    ssl_stapling maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"ssl_stapling\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "ssl_stapling in a location",
+            "http {\n    server {\n        location / {\n            ssl_stapling on;\n        }\n    }\n}\n",
+            Emerg("\"ssl_stapling\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -1033,3 +1033,86 @@ fn ssl_ciphers_and_dhparam_refused_by_line() {
         ),
     );
 }
+
+/// `ssl_stapling`, `ssl_stapling_verify`, `ssl_trusted_certificate`,
+/// `resolver` and `resolver_timeout` (Mozilla's recommended TLS lines)
+/// load as in nginx: both pass `-t`, the trusted file is read (a missing
+/// one fails both), and where nginx warns that it cannot staple for a
+/// certificate (this one has no OCSP responder), waypost warns that it
+/// does not staple.
+#[test]
+fn stapling_and_resolver_lines_load() {
+    let ca = Ca::new("waypost test CA");
+    let (cert, key) = ca.issue(&["a.test"], false);
+    let dir = TempDir::new("tls-staple");
+    let d = dir.path.display().to_string();
+    dir.write("a.pem", &format!("{cert}{}", ca.cert.pem()));
+    dir.write("a.key", &key);
+    ca.write(&dir, "ca.pem");
+    let conf = |trusted: &str| {
+        format!(
+            "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n\
+             \x20   resolver 127.0.0.1 [::1]:5353 valid=30s ipv6=off;\n\
+             \x20   resolver_timeout 5s;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:1 ssl;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       ssl_stapling on;\n\
+             \x20       ssl_stapling_verify on;\n\
+             \x20       ssl_trusted_certificate {d}/{trusted};\n\
+             \x20   }}\n}}\n"
+        )
+    };
+    let run = |text: &str| {
+        let path = dir.write("t.conf", text);
+        let args = ["-t", "-c", path.to_str().expect("utf-8 path")];
+        let nginx = Command::new(nginx_bin())
+            .args(["-p", &format!("{d}/"), "-e", "logs/early.log"])
+            .args(args)
+            .current_dir(&dir.path)
+            .output()
+            .expect("run nginx");
+        let waypost = run_waypost(&dir, &args);
+        let lines = |out: &Output, level: &str| -> Vec<String> {
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.contains(level))
+                .map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_owned())
+                .collect()
+        };
+        (
+            (
+                nginx.status.code(),
+                lines(&nginx, "[warn]"),
+                lines(&nginx, "[emerg]"),
+            ),
+            (
+                waypost.status.code(),
+                lines(&waypost, "[warn]"),
+                lines(&waypost, "[emerg]"),
+            ),
+        )
+    };
+    let (nginx, waypost) = run(&conf("ca.pem"));
+    assert_eq!(nginx.0, Some(0), "{nginx:?}");
+    assert_eq!(waypost.0, Some(0), "{waypost:?}");
+    assert_eq!(
+        nginx.1,
+        [format!(
+            "\"ssl_stapling\" ignored, no OCSP responder URL in the certificate \"{d}/a.pem\""
+        )]
+    );
+    assert_eq!(
+        waypost.1,
+        [format!("\"ssl_stapling\" ignored, OCSP stapling is not supported for certificate \"{d}/a.pem\"")]
+    );
+    let (nginx, waypost) = run(&conf("none.pem"));
+    assert_eq!((nginx.0, waypost.0), (Some(1), Some(1)));
+    let start = format!("SSL_CTX_load_verify_locations(\"{d}/none.pem\") failed (");
+    assert!(nginx.2.iter().any(|l| l.starts_with(&start)), "{nginx:?}");
+    assert!(
+        waypost.2.iter().any(|l| l.starts_with(&start)),
+        "{waypost:?}"
+    );
+}

@@ -170,6 +170,15 @@ pub const CORE: &[Spec] = &[
     d("ssl_session_cache", HTTP | SRV, 1, 2),
     f("ssl_session_tickets", HTTP | SRV),
     d("ssl_dhparam", HTTP | SRV, 1, 1),
+    // Read and checked, not acted on (README: OCSP stapling).
+    f("ssl_stapling", HTTP | SRV),
+    f("ssl_stapling_verify", HTTP | SRV),
+    d("ssl_stapling_file", HTTP | SRV, 1, 1),
+    d("ssl_stapling_responder", HTTP | SRV, 1, 1),
+    d("ssl_trusted_certificate", HTTP | SRV, 1, 1),
+    // No name is resolved after load: checked and kept.
+    d("resolver", PROXY, 1, MORE),
+    d("resolver_timeout", PROXY, 1, 1),
     f("http2", HTTP | SRV),
     // location and inherited proxy settings
     d("proxy_pass", LOC, 1, 1),

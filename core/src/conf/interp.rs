@@ -242,6 +242,10 @@ struct Layer {
     ssl_session_cache: Option<(usize, Option<String>)>,
     ssl_session_tickets: Option<bool>,
     ssl_dhparam: Option<(PathBuf, Loc)>,
+    /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
+    /// as nginx loads it).
+    ssl_stapling: Option<bool>,
+    ssl_trusted_certificate: Option<PathBuf>,
     /// The proxy buffer sizes nginx checks against each other when it
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
@@ -368,6 +372,11 @@ impl Layer {
                 .ssl_dhparam
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
+            ssl_stapling: self.ssl_stapling.or(parent.ssl_stapling),
+            ssl_trusted_certificate: self
+                .ssl_trusted_certificate
+                .clone()
+                .or_else(|| parent.ssl_trusted_certificate.clone()),
             gzip: self.gzip.merged(&parent.gzip),
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
@@ -1708,6 +1717,18 @@ impl<'a> Interp<'a> {
                 layer.ssl_session_tickets = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
+            "ssl_stapling" => layer.ssl_stapling = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "ssl_trusted_certificate" => {
+                layer.ssl_trusted_certificate = Some(self.conf_path(&d.args[0]))
+            }
+            // Only used for stapling, which waypost does not do.
+            "ssl_stapling_verify" | "ssl_stapling_file" | "ssl_stapling_responder" => {}
+            "resolver" => resolver(d)?,
+            "resolver_timeout" => {
+                if parse_time(&d.args[0]).is_none() {
+                    return err("\"resolver_timeout\" directive invalid value", d);
+                }
+            }
             "ssl_session_timeout" => {
                 layer.ssl_session_timeout = Some(
                     parse_time_sec(&d.args[0])
@@ -2784,6 +2805,20 @@ impl<'a> Interp<'a> {
             buffers(&layer)?;
             let server = &mut self.http.servers[i];
             server.tls = layer.tls()?;
+            // nginx loads these for a server with certificates only.
+            if !server.tls.certificates.is_empty() {
+                if let Some(path) = &layer.ssl_trusted_certificate {
+                    trusted(&mut self.trusted, Some(path))?;
+                }
+                if layer.ssl_stapling == Some(true) {
+                    for c in &server.tls.certificates {
+                        tracing::warn!(
+                            "\"ssl_stapling\" ignored, OCSP stapling is not supported for certificate \"{}\"",
+                            c.cert.display()
+                        );
+                    }
+                }
+            }
             server.http2 = layer.http2.unwrap_or(false);
             if let Some(t) = layer.keepalive_timeout {
                 server.keepalive_timeout = t;
@@ -2949,6 +2984,51 @@ fn trusted(
     Ok(roots)
 }
 
+/// `resolver ADDRESS ... [valid=TIME] [ipv6=on|off]`, checked as
+/// `ngx_resolver_create` checks it (addresses resolved now, port 53 by
+/// default). waypost resolves names at load only, so it keeps nothing.
+fn resolver(d: &Directive) -> Result<(), ConfError> {
+    for arg in &d.args {
+        if let Some(v) = arg.strip_prefix("valid=") {
+            if parse_time_sec(v).is_none() {
+                return err(format!("invalid parameter: {arg}"), d);
+            }
+            continue;
+        }
+        if let Some(v) = arg.strip_prefix("ipv6=") {
+            if v != "on" && v != "off" {
+                return err(format!("invalid parameter: {arg}"), d);
+            }
+            continue;
+        }
+        let (host, port) = match arg.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                None => return err(format!("invalid host in resolver \"{arg}\""), d),
+                Some((v6, "")) => (format!("[{v6}]"), None),
+                Some((v6, after)) => match after.strip_prefix(':') {
+                    Some(port) => (format!("[{v6}]"), Some(port)),
+                    None => return err(format!("invalid host in resolver \"{arg}\""), d),
+                },
+            },
+            None => match arg.split_once(':') {
+                Some((host, port)) => (host.to_owned(), Some(port)),
+                None => (arg.clone(), None),
+            },
+        };
+        let port = match port {
+            None => 53,
+            Some(p) => match parse_number(p) {
+                Some(n @ 1..=65535) => n as u16,
+                _ => return err(format!("invalid port in resolver \"{arg}\""), d),
+            },
+        };
+        if resolve_host(&host, port).is_none() {
+            return err(format!("host not found in resolver \"{arg}\""), d);
+        }
+    }
+    Ok(())
+}
+
 /// `on`/`off` in any case, as nginx's flag slot compares.
 fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
@@ -3001,6 +3081,11 @@ fn is_single(name: &str) -> bool {
             | "real_ip_header"
             | "limit_conn_status"
             | "limit_conn_log_level"
+            | "resolver"
+            | "resolver_timeout"
+            | "ssl_trusted_certificate"
+            | "ssl_stapling_file"
+            | "ssl_stapling_responder"
             | "ssl_session_timeout"
             | "ssl_ciphers"
             | "ssl_dhparam"
