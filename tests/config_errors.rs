@@ -895,6 +895,31 @@ fn cases() -> Vec<Case> {
             Emerg("\"ssl_stapling\" directive is not allowed here in {conf}:7"),
         ),
         Case::head(
+            "auth_basic twice",
+            "http {\n    auth_basic a;\n    auth_basic b;\n}\n",
+            Emerg("\"auth_basic\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "auth_basic_user_file twice",
+            "http {\n    auth_basic_user_file a;\n    auth_basic_user_file b;\n}\n",
+            Emerg("\"auth_basic_user_file\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "satisfy maybe",
+            "http {\n    satisfy maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in {conf}:5"),
+        ),
+        Case::head(
+            "satisfy twice",
+            "http {\n    server {\n        satisfy any;\n        satisfy all;\n    }\n}\n",
+            Emerg("\"satisfy\" directive is duplicate in {conf}:7"),
+        ),
+        Case::head(
+            "auth_basic at every level",
+            "http {\n    auth_basic \"a $host\";\n    auth_basic_user_file users;\n    server {\n        satisfy any;\n        location / {\n            auth_basic off;\n        }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -491,6 +491,26 @@ pub fn neutral_server(text: &str) -> String {
         .replace("waypost", "SERVER")
 }
 
+/// What a side-by-side run saw: the answers, the access log's lines and
+/// the error log's lines of interest.
+pub type Run = (Vec<String>, Vec<String>, Vec<String>);
+
+/// Asserts that waypost's run is nginx's, and that each of `needles`
+/// occurs among its answers (the comparison means something only if
+/// each outcome happened).
+pub fn assert_same_runs(ours: &Run, theirs: &Run, needles: &[&str]) {
+    assert_same_answers(&ours.0, &theirs.0);
+    assert_eq!(ours.1, theirs.1, "access log (left: waypost)");
+    assert_eq!(ours.2, theirs.2, "error log (left: waypost)");
+    for needle in needles {
+        assert!(
+            ours.0.iter().any(|a| a.contains(needle)),
+            "{needle}: {:#?}",
+            ours.0
+        );
+    }
+}
+
 /// A TCP connection to 127.0.0.1:`port` from `src`, any address of
 /// 127.0.0.0/8, for tests that need many client addresses (ip_hash,
 /// realip).

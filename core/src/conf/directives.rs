@@ -229,6 +229,10 @@ pub const CORE: &[Spec] = &[
     // access
     d("allow", PROXY, 1, 1),
     d("deny", PROXY, 1, 1),
+    // auth_basic
+    d("auth_basic", PROXY, 1, 1),
+    d("auth_basic_user_file", PROXY, 1, 1),
+    d("satisfy", PROXY, 1, 1),
     // limit_conn
     d("limit_conn_zone", HTTP, 2, 2),
     d("limit_conn", PROXY, 2, 2),

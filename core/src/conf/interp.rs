@@ -227,6 +227,11 @@ struct Layer {
     limit_conn_status: Option<u16>,
     limit_conn_level: Option<Level>,
     limit_conn_dry_run: Option<bool>,
+    /// `auth_basic`, `auth_basic_user_file` (resolved) and `satisfy any`,
+    /// each inherited on its own.
+    auth_realm: Option<String>,
+    auth_file: Option<PathBuf>,
+    satisfy_any: Option<bool>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
     /// that has any replaces its parent's, and so for the keys.
     ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
@@ -351,6 +356,12 @@ impl Layer {
             limit_conn_status: self.limit_conn_status.or(parent.limit_conn_status),
             limit_conn_level: self.limit_conn_level.or(parent.limit_conn_level),
             limit_conn_dry_run: self.limit_conn_dry_run.or(parent.limit_conn_dry_run),
+            auth_realm: self
+                .auth_realm
+                .clone()
+                .or_else(|| parent.auth_realm.clone()),
+            auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
+            satisfy_any: self.satisfy_any.or(parent.satisfy_any),
             ssl_certificates: self
                 .ssl_certificates
                 .clone()
@@ -425,6 +436,14 @@ impl Layer {
             },
             http2: self.http2.or(parent.http2),
         }
+    }
+
+    /// `auth_basic` in effect at a merged level: a realm and a file.
+    fn auth_basic(&self) -> Option<AuthBasicConf> {
+        Some(AuthBasicConf {
+            realm: self.auth_realm.clone()?,
+            file: self.auth_file.clone()?,
+        })
     }
 
     /// `limit_conn` in effect at a merged level, with nginx's defaults.
@@ -1627,6 +1646,24 @@ impl<'a> Interp<'a> {
                 let rules = access_rule(d)?.into_iter().map(|cidr| Rule { allow, cidr });
                 layer.access.get_or_insert_with(Vec::new).extend(rules);
             }
+            "auth_basic" => {
+                let checked = self.compile_check(&d.args[0]);
+                self.check_vars(checked, d)?;
+                layer.auth_realm = Some(d.args[0].clone());
+            }
+            "auth_basic_user_file" => {
+                if d.args[0].contains('$') {
+                    return err("variables in \"auth_basic_user_file\" are not supported", d);
+                }
+                layer.auth_file = Some(self.conf_path(&d.args[0]));
+            }
+            "satisfy" => {
+                layer.satisfy_any = Some(match d.args[0].as_str() {
+                    "all" => false,
+                    "any" => true,
+                    v => return err(format!("invalid value \"{v}\""), d),
+                })
+            }
             "limit_conn" => {
                 let zone = &d.args[0];
                 self.shared_memory_add(zone, 0, ZoneUse::LimitConn, d)?;
@@ -2319,6 +2356,8 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             limit_conn: None,
+            auth_basic: None,
+            satisfy_any: false,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -2563,6 +2602,8 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             limit_conn: None,
+            auth_basic: None,
+            satisfy_any: false,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -2830,6 +2871,8 @@ impl<'a> Interp<'a> {
             server.realip = layer.realip();
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
             server.limit_conn = layer.limit_conn_conf();
+            server.auth_basic = layer.auth_basic();
+            server.satisfy_any = layer.satisfy_any.unwrap_or(false);
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
             server.types = layer.content_types();
@@ -2869,6 +2912,8 @@ impl<'a> Interp<'a> {
             location.realip = layer.realip();
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
             location.limit_conn = layer.limit_conn_conf();
+            location.auth_basic = layer.auth_basic();
+            location.satisfy_any = layer.satisfy_any.unwrap_or(false);
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
             location.types = layer.content_types();
@@ -3083,6 +3128,9 @@ fn is_single(name: &str) -> bool {
             | "limit_conn_log_level"
             | "resolver"
             | "resolver_timeout"
+            | "auth_basic"
+            | "auth_basic_user_file"
+            | "satisfy"
             | "ssl_trusted_certificate"
             | "ssl_stapling_file"
             | "ssl_stapling_responder"

@@ -63,6 +63,14 @@ pub struct LimitConnZone {
     pub size: u64,
 }
 
+/// `auth_basic` with its `auth_basic_user_file`, in effect at a level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthBasicConf {
+    /// The realm as written (variables allowed; `off` turns it off).
+    pub realm: String,
+    pub file: std::path::PathBuf,
+}
+
 /// The `limit_conn` lines in effect at a level, and their settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitConnConf {
@@ -202,6 +210,9 @@ pub struct ServerConf {
     pub access: Rules,
     /// `limit_conn` in effect at the server level (none: `None`).
     pub limit_conn: Option<LimitConnConf>,
+    /// `auth_basic` and `satisfy` at the server level.
+    pub auth_basic: Option<AuthBasicConf>,
+    pub satisfy_any: bool,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` at the server level.
@@ -323,6 +334,9 @@ pub struct LocationConf {
     pub access: Rules,
     /// `limit_conn` in effect here (none: `None`).
     pub limit_conn: Option<LimitConnConf>,
+    /// `auth_basic` and `satisfy` here.
+    pub auth_basic: Option<AuthBasicConf>,
+    pub satisfy_any: bool,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` here.

@@ -16,11 +16,13 @@ use std::net::IpAddr;
 
 use http::request::Parts;
 
+use crate::http::auth_basic::{AuthBasic, Verdict};
 use crate::http::body::RespBody;
 use crate::http::proxy::{request_context, ClientCx};
 use crate::http::realip::{self, Cidr};
 use crate::http::response::error_page;
 use crate::log::{self, Level};
+use crate::vars::VarCtx;
 
 /// One `allow` or `deny` line's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,13 @@ impl Rules {
 
     /// Whether a client at `ip` may go on.
     pub fn allows(&self, ip: IpAddr) -> bool {
+        self.decide(ip).unwrap_or(true)
+    }
+
+    /// The first rule that matches `ip`: allowed or not; `None` when no
+    /// rule matches (nginx's `NGX_DECLINED`, which `satisfy any` does not
+    /// count as a grant).
+    pub fn decide(&self, ip: IpAddr) -> Option<bool> {
         let ip = match ip {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) if self.0.iter().any(|r| matches!(r.cidr, Cidr::V4 { .. })) => {
@@ -80,10 +89,51 @@ impl Rules {
             },
             v4 => v4,
         };
-        self.0
-            .iter()
-            .find(|r| r.cidr.contains(ip))
-            .is_none_or(|r| r.allow)
+        self.0.iter().find(|r| r.cidr.contains(ip)).map(|r| r.allow)
+    }
+}
+
+/// nginx's access phase for a request: `allow`/`deny`, then `auth_basic`,
+/// with `satisfy all` (both must let it in; the first refusal answers)
+/// or `satisfy any` (either may; an explicit `allow` skips the password,
+/// and of two refusals the 401 is answered). `None`: the request goes on.
+pub async fn access_phase(
+    rules: &Rules,
+    auth: Option<&AuthBasic>,
+    satisfy_any: bool,
+    parts: &Parts,
+    vars: &VarCtx<'_>,
+    cx: &ClientCx<'_>,
+) -> Option<http::Response<RespBody>> {
+    let ruled = if rules.is_empty() {
+        None
+    } else {
+        rules.decide(cx.client.ip())
+    };
+    if !satisfy_any {
+        if ruled == Some(false) {
+            return Some(forbidden(cx, parts));
+        }
+        return match auth?.check(parts, vars, cx).await {
+            Verdict::Refused(resp) => Some(*resp),
+            _ => None,
+        };
+    }
+    if ruled == Some(true) {
+        return None;
+    }
+    let verdict = match auth {
+        Some(auth) => auth.check(parts, vars, cx).await,
+        None => Verdict::Declined,
+    };
+    match verdict {
+        Verdict::Pass => None,
+        Verdict::Refused(resp) if resp.status() != http::StatusCode::FORBIDDEN => Some(*resp),
+        // A 403 of the password file, or only the rules': nginx's
+        // post-access phase logs it as the rules' refusal.
+        Verdict::Refused(_) => Some(forbidden(cx, parts)),
+        Verdict::Declined if ruled == Some(false) => Some(forbidden(cx, parts)),
+        Verdict::Declined => None,
     }
 }
 

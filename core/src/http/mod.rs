@@ -8,7 +8,9 @@
 //! - `refused`: what is logged of a head refused or cleaned while read
 //! - `realip`: the client address from trusted proxies' headers
 //! - `limit_conn`: requests in progress per key (`limit_conn`)
-//! - `allow`: `allow`/`deny` rules on the client address
+//! - `allow`: `allow`/`deny` rules on the client address, and the access
+//!   phase with `satisfy`
+//! - `auth_basic`: `auth_basic` and its user file
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod allow;
+pub mod auth_basic;
 pub mod body;
 pub mod charset;
 pub mod cookie;

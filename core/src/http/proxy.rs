@@ -680,7 +680,12 @@ pub async fn run(
                 conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
             }
         }
-        if !location.access.is_empty() && !location.access.allows(cx.client.ip()) {
+        // Without `auth_basic` the rules alone decide, now; with it,
+        // the access phase runs below, as `satisfy` says.
+        if location.auth_basic.is_none()
+            && !location.access.is_empty()
+            && !location.access.allows(cx.client.ip())
+        {
             denied = true;
             return Ok((filter_delay, None));
         }
@@ -740,6 +745,22 @@ pub async fn run(
     set_conn_status(record.as_deref_mut(), conn_status);
     if denied {
         return crate::http::allow::forbidden(cx, parts);
+    }
+    if let Some(auth) = &location.auth_basic {
+        // Boxed: most requests have no password to check, and the
+        // request's future stays their size.
+        let refused = Box::pin(crate::http::allow::access_phase(
+            &location.access,
+            Some(auth),
+            location.satisfy_any,
+            parts,
+            &vars(),
+            cx,
+        ))
+        .await;
+        if let Some(resp) = refused {
+            return resp;
+        }
     }
     let with = TryWith {
         tls: p.tls.as_ref().map(|t| TlsTarget {

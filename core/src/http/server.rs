@@ -874,10 +874,19 @@ async fn handle(
                 };
                 let resp = match checked {
                     Err(code) => finalized(code),
-                    Ok(_) if !server.access.allows(client.ip()) => {
-                        allow::forbidden(&client_cx(client), parts)
+                    Ok(_hold) => {
+                        let cx = client_cx(client);
+                        let refused = access(
+                            &server.access,
+                            server.auth_basic.as_deref(),
+                            server.satisfy_any,
+                            parts,
+                            &vars(client, 0, ""),
+                            &cx,
+                        )
+                        .await;
+                        refused.unwrap_or_else(|| error_page(404))
                     }
-                    Ok(_) => error_page(404),
                 };
                 server_logged(resp, conn)
             }
@@ -930,14 +939,29 @@ async fn handle(
                         if let Some(r) = record.0.as_deref_mut() {
                             r.limit_conn = status;
                         }
-                        match (checked, action) {
-                            (Err(code), _) => finalized(code),
-                            (Ok(_), _) if !location.access.allows(client.ip()) => {
-                                allow::forbidden(&cx, parts)
+                        match checked {
+                            Err(code) => finalized(code),
+                            Ok(_hold) => {
+                                let refused = access(
+                                    &location.access,
+                                    location.auth_basic.as_deref(),
+                                    location.satisfy_any,
+                                    parts,
+                                    &vars(client, 0, proxy_host),
+                                    &cx,
+                                )
+                                .await;
+                                match (refused, action) {
+                                    (Some(resp), _) => resp,
+                                    (None, Action::Metrics) => {
+                                        metrics_page(&conn.state.runtime.load())
+                                    }
+                                    (None, Action::Status) => {
+                                        status_page(&conn.state.runtime.load())
+                                    }
+                                    (None, _) => error_page(404),
+                                }
                             }
-                            (Ok(_), Action::Metrics) => metrics_page(&conn.state.runtime.load()),
-                            (Ok(_), Action::Status) => status_page(&conn.state.runtime.load()),
-                            (Ok(_), _) => error_page(404),
                         }
                     }
                 };
@@ -962,4 +986,30 @@ async fn handle(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     *answer = Some((resp, Some(send)));
+}
+
+/// nginx's access phase for an answer the server makes itself: the rules
+/// alone at once, or with `auth_basic` (boxed: it reads a file).
+async fn access(
+    rules: &allow::Rules,
+    auth: Option<&crate::http::auth_basic::AuthBasic>,
+    satisfy_any: bool,
+    parts: &Parts,
+    vars: &crate::vars::VarCtx<'_>,
+    cx: &ClientCx<'_>,
+) -> Option<Response<RespBody>> {
+    match auth {
+        None => (!rules.allows(cx.client.ip())).then(|| allow::forbidden(cx, parts)),
+        Some(auth) => {
+            Box::pin(allow::access_phase(
+                rules,
+                Some(auth),
+                satisfy_any,
+                parts,
+                vars,
+                cx,
+            ))
+            .await
+        }
+    }
 }

@@ -169,6 +169,22 @@ fn limit_conn_zones(
         .collect()
 }
 
+/// A level's `auth_basic`, its realm compiled.
+fn auth_basic(
+    conf: Option<&model::AuthBasicConf>,
+    maps: &MapNames,
+) -> Result<Option<Arc<crate::http::auth_basic::AuthBasic>>, ConfError> {
+    let Some(conf) = conf else {
+        return Ok(None);
+    };
+    let realm = crate::vars::Template::compile_with(&conf.realm, &|n| maps.var(n))
+        .map_err(|e| ConfError::bare(e.to_string()))?;
+    Ok(Some(Arc::new(crate::http::auth_basic::AuthBasic {
+        realm,
+        file: Arc::new(conf.file.clone()),
+    })))
+}
+
 /// A level's `limit_conn`, its zones found. A zone no `limit_conn_zone`
 /// declares is nginx's "zero size shared memory zone", which
 /// [`crate::conf::interp::Checked::post_check`] reports (after `-t` has
@@ -482,6 +498,8 @@ fn server(
             realip: l.realip.clone(),
             access: l.access.clone(),
             limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
+            auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
+            satisfy_any: l.satisfy_any,
             outbound: Outbound {
                 expires: l.expires,
                 add_headers: add_headers(&l.add_headers, filters.maps)?,
@@ -511,6 +529,8 @@ fn server(
         realip: s.realip.clone(),
         access: s.access.clone(),
         limit_conn: limits(s.limit_conn.as_ref(), filters.limit_zones),
+        auth_basic: auth_basic(s.auth_basic.as_ref(), filters.maps)?,
+        satisfy_any: s.satisfy_any,
         merge_slashes: s.merge_slashes,
         outbound: Outbound {
             expires: s.expires,

@@ -145,6 +145,9 @@ pub struct Server {
     pub access: Rules,
     /// `limit_conn` for requests no location takes.
     pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
+    /// `auth_basic` and `satisfy any` for requests no location takes.
+    pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
+    pub satisfy_any: bool,
     /// `merge_slashes` (the default server's applies to an address).
     pub merge_slashes: bool,
     /// The header filters of what the server level answers.
@@ -266,6 +269,9 @@ pub struct Location {
     /// `limit_conn`, checked after a `return` and the filter modules,
     /// before `allow`/`deny`.
     pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
+    /// `auth_basic`, checked after `allow`/`deny` as `satisfy` says.
+    pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
+    pub satisfy_any: bool,
     /// The header filters of the location's answers.
     pub outbound: crate::http::outbound::Outbound,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.

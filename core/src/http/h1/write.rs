@@ -340,6 +340,11 @@ thread_local! {
 /// A header name from a map (stored lowercase) as nginx spells the
 /// headers it writes: `Content-Type`, `Location`, `X-Custom`.
 fn title_case(name: &[u8], out: &mut Vec<u8>) {
+    // nginx's own spelling of the one it makes (auth_basic's challenge).
+    if name == b"www-authenticate" {
+        out.extend_from_slice(b"WWW-Authenticate");
+        return;
+    }
     let mut start = true;
     for &c in name {
         out.push(if start { c.to_ascii_uppercase() } else { c });
@@ -374,7 +379,7 @@ mod tests {
             ("content-type", "Content-Type"),
             ("location", "Location"),
             ("x-cache-status", "X-Cache-Status"),
-            ("www-authenticate", "Www-Authenticate"),
+            ("www-authenticate", "WWW-Authenticate"),
         ] {
             let mut out = Vec::new();
             title_case(name.as_bytes(), &mut out);
