@@ -920,6 +920,21 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "proxy_method twice",
+            "http {\n    proxy_method GET;\n    proxy_method POST;\n}\n",
+            Emerg("\"proxy_method\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_set_body twice",
+            "http {\n    proxy_set_body a;\n    proxy_set_body b;\n}\n",
+            Emerg("\"proxy_set_body\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_pass_request_body not a flag",
+            "http {\n    proxy_pass_request_body maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"proxy_pass_request_body\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
             "proxy_redirect with one unknown word",
             "http {\n    proxy_redirect somewhere;\n}\n",
             Emerg("invalid parameter \"somewhere\" in {conf}:5"),

@@ -229,6 +229,11 @@ pub const CORE: &[Spec] = &[
     // access
     d("allow", PROXY, 1, 1),
     d("deny", PROXY, 1, 1),
+    // the upstream request's method, headers and body
+    d("proxy_method", PROXY, 1, 1),
+    f("proxy_pass_request_headers", PROXY),
+    f("proxy_pass_request_body", PROXY),
+    d("proxy_set_body", PROXY, 1, 1),
     // auth_basic
     d("auth_basic", PROXY, 1, 1),
     d("auth_basic_user_file", PROXY, 1, 1),

@@ -230,6 +230,12 @@ struct Layer {
     /// `auth_basic`, `auth_basic_user_file` (resolved) and `satisfy any`,
     /// each inherited on its own.
     auth_realm: Option<String>,
+    /// `proxy_method`, `proxy_set_body`, `proxy_pass_request_headers`,
+    /// `proxy_pass_request_body`.
+    proxy_method: Option<String>,
+    proxy_set_body: Option<String>,
+    pass_request_headers: Option<bool>,
+    pass_request_body: Option<bool>,
     auth_file: Option<PathBuf>,
     satisfy_any: Option<bool>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
@@ -360,6 +366,16 @@ impl Layer {
                 .auth_realm
                 .clone()
                 .or_else(|| parent.auth_realm.clone()),
+            proxy_method: self
+                .proxy_method
+                .clone()
+                .or_else(|| parent.proxy_method.clone()),
+            proxy_set_body: self
+                .proxy_set_body
+                .clone()
+                .or_else(|| parent.proxy_set_body.clone()),
+            pass_request_headers: self.pass_request_headers.or(parent.pass_request_headers),
+            pass_request_body: self.pass_request_body.or(parent.pass_request_body),
             auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
             satisfy_any: self.satisfy_any.or(parent.satisfy_any),
             ssl_certificates: self
@@ -594,6 +610,10 @@ impl Layer {
             cookie_paths: self.cookie_paths.clone().map(|c| c.1).unwrap_or_default(),
             pass_headers: self.pass_headers.clone().unwrap_or_default(),
             set_headers: self.set_headers.clone().unwrap_or_default(),
+            method: self.proxy_method.clone(),
+            set_body: self.proxy_set_body.clone(),
+            pass_request_headers: self.pass_request_headers.unwrap_or(true),
+            pass_request_body: self.pass_request_body.unwrap_or(true),
             redirects: self
                 .redirects
                 .as_ref()
@@ -1645,6 +1665,21 @@ impl<'a> Interp<'a> {
                 let allow = d.name == "allow";
                 let rules = access_rule(d)?.into_iter().map(|cidr| Rule { allow, cidr });
                 layer.access.get_or_insert_with(Vec::new).extend(rules);
+            }
+            "proxy_method" | "proxy_set_body" => {
+                let checked = self.compile_check(&d.args[0]);
+                self.check_vars(checked, d)?;
+                let value = Some(d.args[0].clone());
+                match d.name.as_str() {
+                    "proxy_method" => layer.proxy_method = value,
+                    _ => layer.proxy_set_body = value,
+                }
+            }
+            "proxy_pass_request_headers" => {
+                layer.pass_request_headers = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "proxy_pass_request_body" => {
+                layer.pass_request_body = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "auth_basic" => {
                 let checked = self.compile_check(&d.args[0]);
@@ -3130,6 +3165,8 @@ fn is_single(name: &str) -> bool {
             | "resolver_timeout"
             | "auth_basic"
             | "auth_basic_user_file"
+            | "proxy_method"
+            | "proxy_set_body"
             | "satisfy"
             | "ssl_trusted_certificate"
             | "ssl_stapling_file"

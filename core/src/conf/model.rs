@@ -571,6 +571,12 @@ pub struct ProxyConf {
     /// `proxy_cookie_domain` and `proxy_cookie_path` rules, in order.
     pub cookie_domains: Vec<CookieRule>,
     pub cookie_paths: Vec<CookieRule>,
+    /// `proxy_method` and `proxy_set_body`, as written.
+    pub method: Option<String>,
+    pub set_body: Option<String>,
+    /// `proxy_pass_request_headers`, `proxy_pass_request_body` (on).
+    pub pass_request_headers: bool,
+    pub pass_request_body: bool,
 }
 
 /// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
@@ -630,6 +636,10 @@ impl Default for ProxyConf {
             pass_headers: Vec::new(),
             cookie_domains: Vec::new(),
             cookie_paths: Vec::new(),
+            method: None,
+            set_body: None,
+            pass_request_headers: true,
+            pass_request_body: true,
         }
     }
 }

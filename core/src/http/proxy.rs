@@ -298,7 +298,17 @@ pub fn upstream_head(
     target: &str,
     framing: Framing,
 ) -> RequestHead {
-    let mut w = HeadWriter::new(&parts.method, target, p.http11, framing);
+    let shape = p.shape.as_deref();
+    // `proxy_method`: a value that is no method leaves the client's.
+    let method = shape
+        .and_then(|s| s.method.as_ref())
+        .and_then(|t| Method::from_bytes(&t.eval(vars)).ok());
+    let mut w = HeadWriter::new(
+        method.as_ref().unwrap_or(&parts.method),
+        target,
+        p.http11,
+        framing,
+    );
     for set in &p.headers {
         match &set.source {
             HeaderSource::Fixed(None) => {}
@@ -308,9 +318,13 @@ pub fn upstream_head(
             }
         }
     }
-    w.framing(vars.head.content_length);
+    // The client's Content-Length is announced as 0 without a body only
+    // when the body is the client's to pass.
+    let own_body = shape.is_none_or(|s| s.body && s.set_body.is_none());
+    w.framing(vars.head.content_length && own_body);
     let keep_hidden = p.header_rules.as_ref().is_some_and(|r| r.keeps_hidden());
-    for (name, value) in &parts.headers {
+    let pass_headers = shape.is_none_or(|s| s.headers);
+    for (name, value) in parts.headers.iter().filter(|_| pass_headers) {
         if !dropped(name) && !p.headers.iter().any(|set| set.name == name) {
             let value = value.as_bytes();
             let spelled = spelled(raw, name, value).unwrap_or(name.as_str().as_bytes());
@@ -778,14 +792,31 @@ pub async fn run(
     let started = (!p.next_upstream_timeout.is_zero()).then(clock::now);
     let non_idempotent =
         matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
-    let body_empty = body.is_end_stream();
-    let length = body.size_hint().exact();
+    // `proxy_set_body` replaces the client's body, `proxy_pass_request_body
+    // off` drops it (the connection discards what it left unread).
+    let shape = p.shape.as_deref();
+    let set_body = shape
+        .and_then(|s| s.set_body.as_ref())
+        .map(|t| bytes::Bytes::from(t.eval(&vars())));
+    let pass_body = set_body.is_none() && shape.is_none_or(|s| s.body);
+    let body_empty = match &set_body {
+        Some(b) => b.is_empty(),
+        None => !pass_body || body.is_end_stream(),
+    };
+    let length = match &set_body {
+        Some(b) => Some(b.len() as u64),
+        None => body.size_hint().exact(),
+    };
     // An HTTP/1.0 upstream needs the length before the body: a chunked
     // body is read whole first, as nginx's request buffering does (within
     // client_max_body_size and client_body_timeout, which the connection
     // enforces while it is read).
-    let chunked_to_http10 = !p.http11 && !body_empty && length.is_none();
-    let (buffered, mut body) = if chunked_to_http10 {
+    let chunked_to_http10 = pass_body && !p.http11 && !body_empty && length.is_none();
+    let (buffered, mut body) = if let Some(set) = set_body {
+        (Some(set), None)
+    } else if !pass_body {
+        (None, None)
+    } else if chunked_to_http10 {
         state.waiting();
         let collected = Box::pin(body.collect()).await;
         match collected {

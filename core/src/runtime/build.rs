@@ -671,7 +671,34 @@ fn proxy(
             &conf.pass_headers,
         )
         .map(Box::new),
+        shape: shape(conf, maps)?,
     })
+}
+
+/// `proxy_method` and the other request-shaping settings, compiled;
+/// `None` at nginx's defaults.
+fn shape(conf: &model::ProxyConf, maps: &MapNames) -> Result<Option<Box<RequestShape>>, ConfError> {
+    if conf.method.is_none()
+        && conf.set_body.is_none()
+        && conf.pass_request_headers
+        && conf.pass_request_body
+    {
+        return Ok(None);
+    }
+    let compile = |text: &Option<String>| {
+        text.as_deref()
+            .map(|t| {
+                crate::vars::Template::compile_with(t, &|n| maps.var(n))
+                    .map_err(|e| ConfError::bare(e.to_string()))
+            })
+            .transpose()
+    };
+    Ok(Some(Box::new(RequestShape {
+        method: compile(&conf.method)?,
+        headers: conf.pass_request_headers,
+        body: conf.pass_request_body,
+        set_body: compile(&conf.set_body)?,
+    })))
 }
 
 /// A header's configured value, compiled: most are fixed, and cost

@@ -369,6 +369,22 @@ pub struct Proxy {
     pub style: crate::conf::model::RedirectStyle,
     /// `proxy_hide_header` and `proxy_pass_header`; `None` with neither.
     pub header_rules: Option<Box<crate::http::upstream_h1::HeaderRules>>,
+    /// `proxy_method`, `proxy_pass_request_headers`,
+    /// `proxy_pass_request_body`, `proxy_set_body`; `None` when all are
+    /// nginx's defaults (the request as it came).
+    pub shape: Option<Box<RequestShape>>,
+}
+
+/// How the upstream request differs from the client's.
+pub struct RequestShape {
+    /// `proxy_method`
+    pub method: Option<Template>,
+    /// `proxy_pass_request_headers off`: only the proxy's own headers.
+    pub headers: bool,
+    /// `proxy_pass_request_body off`: no body.
+    pub body: bool,
+    /// `proxy_set_body`: this body instead of the client's.
+    pub set_body: Option<Template>,
 }
 
 /// One `proxy_redirect`: an upstream's Location (or Refresh URL) that
