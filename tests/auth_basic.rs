@@ -1,11 +1,13 @@
 //! `auth_basic`, `auth_basic_user_file` and `satisfy` side by side with
 //! nginx: one user file with every password scheme waypost reads
 //! (`{PLAIN}`, `{SHA}`, `{SSHA}`, `$apr1$`, `$1$`, `$5$` with and without
-//! rounds, `$6$`, bcrypt), right and wrong passwords, unknown users,
-//! malformed `Authorization` headers; the realm inherited, with
+//! rounds, `$6$`, bcrypt, DES, yescrypt), right and wrong passwords,
+//! unknown users, an empty hash, a CR inside a line, a password with a
+//! NUL, malformed `Authorization` headers; the realm inherited, with
 //! variables, and `off`; `return` (answered before the access phase), a
 //! location without a handler and a request no location takes; `satisfy
-//! any` and `all` with `allow`/`deny`; a missing user file. Answers (with
+//! any` (in capitals too) and `all` with `allow`/`deny`; a missing user
+//! file (403) and one that cannot be read (a directory: 500). Answers (with
 //! `WWW-Authenticate`), access log lines with `$remote_user` and error log
 //! lines are nginx's.
 
@@ -26,6 +28,11 @@ erin:$6$s4ltS4lt$9uHOi55laf.sEEL.nTAfniTJjMMs7SDbYU5h7LVlO0kOSmOWxbm5Xz5q3kpep0H
 fred:$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a\n\
 gina:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n\
 hank:{SSHA}dj2lH1ocucmj5OQsjP6mQrVx6FhOYUNs\n\
+ivan:abNANd1rDfiNc\n\
+yara:$y$j9T$s4ltS4ltS4ltS4ltS4ltS/$z8A0Us6RfSHBsZoqopIzsSXI7eMmp6i9XMezPeTY/K2\n\
+empty:\n\
+crmid:{PLAIN}zz\rcrnext:{PLAIN}secret\n\
+\r#cr:{PLAIN}secret\n\
 alice:{PLAIN}second\n";
 
 fn conf(port: u16, back: u16, users: &str, nginx: bool) -> String {
@@ -48,6 +55,8 @@ fn conf(port: u16, back: u16, users: &str, nginx: bool) -> String {
              \x20       location /anyopen/ {{ satisfy any; proxy_pass http://b; }}\n\
              \x20       location /all/ {{ deny 127.0.0.2; proxy_pass http://b; }}\n\
              \x20       location /missing/ {{ auth_basic_user_file {users}/nosuch; proxy_pass http://b; }}\n\
+             \x20       location /dir/ {{ auth_basic_user_file {users}; proxy_pass http://b; }}\n\
+             \x20       location /capital/ {{ satisfy ANY; allow 127.0.0.2; deny all; proxy_pass http://b; }}\n\
              \x20   }}\n\
              \x20   server {{ listen 127.0.0.1:{back}; location / {{ return 200 \"ok\\n\"; }} }}\n"
         ),
@@ -84,7 +93,8 @@ fn requests() -> Vec<(u8, String, String)> {
     let mut add = |src: u8, path: &str, auth: String| all.push((src, path.to_owned(), auth));
     add(1, "/p/x", String::new());
     for user in [
-        "alice", "bob", "carol", "dave", "dora", "erin", "fred", "gina", "hank",
+        "alice", "bob", "carol", "dave", "dora", "erin", "fred", "gina", "hank", "ivan", "yara",
+        "empty", "crnext", "crmid",
     ] {
         add(1, "/p/x", basic(&format!("{user}:secret")));
         add(1, "/p/x", basic(&format!("{user}:wrong")));
@@ -108,6 +118,14 @@ fn requests() -> Vec<(u8, String, String)> {
         basic("bob:secret").trim_end_matches('=').to_owned(),
     );
     add(1, "/p/x", "Basic !!!!".to_owned());
+    add(1, "/p/x", basic("alice:secret\0junk"));
+    add(1, "/p/x", basic("crmid:zz"));
+    add(1, "/p/x", basic("\r#cr:secret"));
+    add(
+        1,
+        "/p/x",
+        basic("alice:secret").replace("Basic ", "Basic \t"),
+    );
     add(1, "/open/x", String::new());
     add(1, "/own/x", String::new());
     add(1, "/own/x", basic("gina:secret"));
@@ -125,6 +143,10 @@ fn requests() -> Vec<(u8, String, String)> {
     add(1, "/all/x", basic("alice:secret"));
     add(1, "/missing/x", String::new());
     add(1, "/missing/x", basic("alice:secret"));
+    add(1, "/dir/x", basic("alice:secret"));
+    add(2, "/capital/x", String::new());
+    add(1, "/capital/x", basic("alice:secret"));
+    add(1, "/capital/x", basic("alice:wrong"));
     all
 }
 
@@ -175,6 +197,7 @@ fn run(nginx: bool, users: &TempDir) -> Run {
         // (nginx's 404s log `open()` of its html directory too: waypost
         // serves no files.)
         "/nosuch\" failed",
+        "(21: Is a directory)",
         "forbidden by rule",
     ] {
         errors.extend(server.log_messages(needle));
@@ -198,12 +221,20 @@ fn auth_basic_matches_nginx() {
             "200 OK | ok",
             "403 Forbidden",
             "404 Not Found",
+            "500 Internal Server Error",
         ],
+    );
+    assert!(
+        ours.2
+            .iter()
+            .any(|l| l.starts_with("pread() \"") && l.contains("(21: Is a directory)")),
+        "{:#?}",
+        ours.2
     );
     let our_access = &ours.1;
     // Every scheme let its user in.
     for user in [
-        "bob", "carol", "dave", "dora", "erin", "fred", "gina", "hank",
+        "bob", "carol", "dave", "dora", "erin", "fred", "gina", "hank", "ivan", "yara",
     ] {
         assert!(
             our_access

@@ -875,6 +875,36 @@ fn cases() -> Vec<Case> {
             Emerg("invalid host in resolver \"[::1\" in {conf}:5"),
         ),
         Case::head(
+            "resolver without a server",
+            "http {\n    resolver valid=30s;\n}\n",
+            Emerg("no name servers defined in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a URI part",
+            "http {\n    resolver 127.0.0.1/x;\n}\n",
+            Emerg("invalid host in resolver \"127.0.0.1/x\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a query",
+            "http {\n    resolver 127.0.0.1?x;\n}\n",
+            Emerg("invalid host in resolver \"127.0.0.1?x\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with a scheme",
+            "http {\n    resolver http://127.0.0.1;\n}\n",
+            Emerg("invalid host in resolver \"http://127.0.0.1\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with no host",
+            "http {\n    resolver :53;\n}\n",
+            Emerg("no host in resolver \":53\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with an empty socket path",
+            "http {\n    resolver unix:;\n}\n",
+            Emerg("no path in the unix domain socket in resolver \"unix:\" in {conf}:5"),
+        ),
+        Case::head(
             "resolver twice",
             "http {\n    resolver 127.0.0.1;\n    resolver 127.0.0.2;\n}\n",
             Emerg("\"resolver\" directive is duplicate in {conf}:6"),
@@ -908,6 +938,11 @@ fn cases() -> Vec<Case> {
             "satisfy maybe",
             "http {\n    satisfy maybe;\n}\n",
             Emerg("invalid value \"maybe\" in {conf}:5"),
+        ),
+        Case::head(
+            "satisfy and limit_conn_log_level without case",
+            "http {\n    satisfy ANY;\n    limit_conn_log_level WARN;\n    server {\n        resolver unix:/tmp/r.sock;\n    }\n}\n",
+            Expect::Ok,
         ),
         Case::head(
             "satisfy twice",

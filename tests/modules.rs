@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use waypost_tests::{built_module, free_ports, get, waypost_bin, Server, TempDir};
+use waypost_tests::{built_module, free_ports, get, get_with, waypost_bin, Server, TempDir};
 
 #[test]
 fn panicking_balancer_fails_the_request_and_the_server_lives() {
@@ -441,6 +441,11 @@ fn bad_modules_on_reload_keep_the_old_config_serving() {
 /// The `panicky` fixture behind a proxy on the first port, with one
 /// backend answering "good" on the second.
 fn fixture_proxy() -> (Server, u16) {
+    fixture_proxy_with("location / { proxy_pass http://p; }")
+}
+
+/// The same, with `locations` in the proxy's server (upstream `p`).
+fn fixture_proxy_with(locations: &str) -> (Server, u16) {
     let so = built_module("libpanicky_module.so");
     let [proxy, good] = free_ports(2)[..] else {
         unreachable!()
@@ -453,7 +458,7 @@ fn fixture_proxy() -> (Server, u16) {
          http {{\n\
          \x20   access_log off;\n\
          \x20   upstream p {{ panicky; server 127.0.0.1:{good}; }}\n\
-         \x20   server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass http://p; }} }}\n\
+         \x20   server {{ listen 127.0.0.1:{proxy}; {locations} }}\n\
          \x20   server {{ listen 127.0.0.1:{good}; location / {{ return 200 \"good\\n\"; }} }}\n\
          }}\n",
         so = so.display()
@@ -500,4 +505,39 @@ fn init_peer_delay_holds_the_request_without_blocking_the_worker() {
         slow >= Duration::from_millis(700),
         "answered after {slow:?}"
     );
+}
+
+/// `auth_basic` is nginx's access phase: it decides before the balancer's
+/// `init_peer` runs (nginx's content phase), so a refused client never
+/// reaches the module, and the password check's wait is not the hook's.
+#[test]
+fn auth_basic_refuses_before_init_peer_runs() {
+    let dir = TempDir::new("auth-init");
+    let users = dir.write("users", "alice:{PLAIN}secret\n");
+    let (_wp, proxy) = fixture_proxy_with(&format!(
+        "location / {{ auth_basic on; auth_basic_user_file {}; proxy_pass http://p; }} \
+         location = /metrics {{ metrics; }}",
+        users.display()
+    ));
+    // "alice:secret" and "alice:wrong".
+    let right = [("Authorization", "Basic YWxpY2U6c2VjcmV0")];
+    let wrong = [("Authorization", "Basic YWxpY2U6d3Jvbmc=")];
+    assert_eq!(get(proxy, "/?reject=1").status, 401);
+    assert_eq!(get_with(proxy, "/?reject=1", &wrong).status, 401);
+    let seen = |port| {
+        get(port, "/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with("waypost_module_requests_seen_total"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+    };
+    assert_eq!(
+        seen(proxy).as_deref(),
+        Some("0"),
+        "refused before init_peer"
+    );
+    assert_eq!(get_with(proxy, "/?reject=1", &right).status, 429);
+    let r = get_with(proxy, "/", &right);
+    assert_eq!((r.status, r.body.as_str()), (200, "good\n"));
+    assert_eq!(seen(proxy).as_deref(), Some("2"));
 }

@@ -1064,36 +1064,7 @@ fn stapling_and_resolver_lines_load() {
              \x20   }}\n}}\n"
         )
     };
-    let run = |text: &str| {
-        let path = dir.write("t.conf", text);
-        let args = ["-t", "-c", path.to_str().expect("utf-8 path")];
-        let nginx = Command::new(nginx_bin())
-            .args(["-p", &format!("{d}/"), "-e", "logs/early.log"])
-            .args(args)
-            .current_dir(&dir.path)
-            .output()
-            .expect("run nginx");
-        let waypost = run_waypost(&dir, &args);
-        let lines = |out: &Output, level: &str| -> Vec<String> {
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .filter(|l| l.contains(level))
-                .map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_owned())
-                .collect()
-        };
-        (
-            (
-                nginx.status.code(),
-                lines(&nginx, "[warn]"),
-                lines(&nginx, "[emerg]"),
-            ),
-            (
-                waypost.status.code(),
-                lines(&waypost, "[warn]"),
-                lines(&waypost, "[emerg]"),
-            ),
-        )
-    };
+    let run = |text: &str| test_both(&dir, text);
     let (nginx, waypost) = run(&conf("ca.pem"));
     assert_eq!(nginx.0, Some(0), "{nginx:?}");
     assert_eq!(waypost.0, Some(0), "{waypost:?}");
@@ -1115,4 +1086,85 @@ fn stapling_and_resolver_lines_load() {
         waypost.2.iter().any(|l| l.starts_with(&start)),
         "{waypost:?}"
     );
+}
+
+/// What `-t` of `text` gives with nginx and with waypost: the exit code,
+/// the `[warn]` and the `[emerg]` messages.
+type TestRun = (Option<i32>, Vec<String>, Vec<String>);
+
+fn test_both(dir: &TempDir, text: &str) -> (TestRun, TestRun) {
+    let d = dir.path.display().to_string();
+    let path = dir.write("t.conf", text);
+    let args = ["-t", "-c", path.to_str().expect("utf-8 path")];
+    let nginx = Command::new(nginx_bin())
+        .args(["-p", &format!("{d}/"), "-e", "logs/early.log"])
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .expect("run nginx");
+    let waypost = run_waypost(dir, &args);
+    let lines = |out: &Output, level: &str| -> Vec<String> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(level))
+            .map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_owned())
+            .collect()
+    };
+    (
+        (
+            nginx.status.code(),
+            lines(&nginx, "[warn]"),
+            lines(&nginx, "[emerg]"),
+        ),
+        (
+            waypost.status.code(),
+            lines(&waypost, "[warn]"),
+            lines(&waypost, "[emerg]"),
+        ),
+    )
+}
+
+/// `ssl_stapling_file` is read as nginx reads it, for a server with
+/// certificates and `ssl_stapling on`: a missing file, a directory and
+/// files that are no DER OCSP response fail `-t` with nginx's lines; a
+/// response (a bare `malformedRequest`, trailing bytes or not) passes.
+#[test]
+fn stapling_file_is_read_as_nginx_reads_it() {
+    let ca = Ca::new("waypost test CA");
+    let (cert, key) = ca.issue(&["a.test"], false);
+    let dir = TempDir::new("tls-staple-file");
+    let d = dir.path.display().to_string();
+    dir.write("a.pem", &format!("{cert}{}", ca.cert.pem()));
+    dir.write("a.key", &key);
+    let files: &[(&str, &[u8])] = &[
+        ("ok.der", b"\x30\x03\x0a\x01\x01"),
+        ("extra.der", b"\x30\x03\x0a\x01\x01extra"),
+        ("garbage.der", b"garbage"),
+        ("empty.der", b""),
+        ("wrongtag.der", b"\x02\x01\x01"),
+        ("int.der", b"\x30\x03\x02\x01\x01"),
+        ("short.der", b"\x30\x05\x0a\x01\x01"),
+        ("long.der", b"\x30\x82\x01\x00\x0a\x01\x01"),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.path.join(name), bytes).expect("write");
+    }
+    std::fs::create_dir(dir.path.join("dir.der")).expect("mkdir");
+    let mut failed = 0;
+    for name in files.iter().map(|f| f.0).chain(["dir.der", "missing.der"]) {
+        let conf = format!(
+            "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:1 ssl;\n\
+             \x20       ssl_certificate {d}/a.pem;\n\
+             \x20       ssl_certificate_key {d}/a.key;\n\
+             \x20       ssl_stapling on;\n\
+             \x20       ssl_stapling_file {name};\n\
+             \x20   }}\n}}\n"
+        );
+        let (nginx, waypost) = test_both(&dir, &conf);
+        assert_eq!((&waypost.0, &waypost.2), (&nginx.0, &nginx.2), "{name}");
+        failed += usize::from(nginx.0 == Some(1));
+    }
+    assert_eq!(failed, 8, "every file but the two responses fails");
 }

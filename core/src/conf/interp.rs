@@ -257,6 +257,8 @@ struct Layer {
     /// as nginx loads it).
     ssl_stapling: Option<bool>,
     ssl_trusted_certificate: Option<PathBuf>,
+    /// `ssl_stapling_file`: read and checked as nginx loads it.
+    ssl_stapling_file: Option<PathBuf>,
     /// The proxy buffer sizes nginx checks against each other when it
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
@@ -400,6 +402,10 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_dhparam.clone()),
             ssl_stapling: self.ssl_stapling.or(parent.ssl_stapling),
+            ssl_stapling_file: self
+                .ssl_stapling_file
+                .clone()
+                .or_else(|| parent.ssl_stapling_file.clone()),
             ssl_trusted_certificate: self
                 .ssl_trusted_certificate
                 .clone()
@@ -1693,7 +1699,8 @@ impl<'a> Interp<'a> {
                 layer.auth_file = Some(self.conf_path(&d.args[0]));
             }
             "satisfy" => {
-                layer.satisfy_any = Some(match d.args[0].as_str() {
+                // nginx's enum slots compare without case.
+                layer.satisfy_any = Some(match d.args[0].to_ascii_lowercase().as_str() {
                     "all" => false,
                     "any" => true,
                     v => return err(format!("invalid value \"{v}\""), d),
@@ -1726,7 +1733,7 @@ impl<'a> Interp<'a> {
                 layer.limit_conn_status = Some(code as u16);
             }
             "limit_conn_log_level" => {
-                layer.limit_conn_level = Some(match d.args[0].as_str() {
+                layer.limit_conn_level = Some(match d.args[0].to_ascii_lowercase().as_str() {
                     "info" => Level::Info,
                     "notice" => Level::Notice,
                     "warn" => Level::Warn,
@@ -1793,8 +1800,9 @@ impl<'a> Interp<'a> {
             "ssl_trusted_certificate" => {
                 layer.ssl_trusted_certificate = Some(self.conf_path(&d.args[0]))
             }
+            "ssl_stapling_file" => layer.ssl_stapling_file = Some(self.conf_path(&d.args[0])),
             // Only used for stapling, which waypost does not do.
-            "ssl_stapling_verify" | "ssl_stapling_file" | "ssl_stapling_responder" => {}
+            "ssl_stapling_verify" | "ssl_stapling_responder" => {}
             "resolver" => resolver(d)?,
             "resolver_timeout" => {
                 if parse_time(&d.args[0]).is_none() {
@@ -2887,6 +2895,10 @@ impl<'a> Interp<'a> {
                     trusted(&mut self.trusted, Some(path))?;
                 }
                 if layer.ssl_stapling == Some(true) {
+                    if let Some(file) = &layer.ssl_stapling_file {
+                        // nginx reads it for each certificate; once tells.
+                        crate::conf::ocsp::check_response_file(file).map_err(ConfError::bare)?;
+                    }
                     for c in &server.tls.certificates {
                         tracing::warn!(
                             "\"ssl_stapling\" ignored, OCSP stapling is not supported for certificate \"{}\"",
@@ -3068,6 +3080,7 @@ fn trusted(
 /// `ngx_resolver_create` checks it (addresses resolved now, port 53 by
 /// default). waypost resolves names at load only, so it keeps nothing.
 fn resolver(d: &Directive) -> Result<(), ConfError> {
+    let mut servers = 0;
     for arg in &d.args {
         if let Some(v) = arg.strip_prefix("valid=") {
             if parse_time_sec(v).is_none() {
@@ -3080,6 +3093,21 @@ fn resolver(d: &Directive) -> Result<(), ConfError> {
                 return err(format!("invalid parameter: {arg}"), d);
             }
             continue;
+        }
+        servers += 1;
+        // `ngx_parse_url`'s order: a socket path, a URI part (none
+        // allowed here), the host, the port.
+        if let Some(path) = arg.strip_prefix("unix:") {
+            if path.is_empty() {
+                return err(
+                    format!("no path in the unix domain socket in resolver \"{arg}\""),
+                    d,
+                );
+            }
+            continue;
+        }
+        if arg.contains(['/', '?']) {
+            return err(format!("invalid host in resolver \"{arg}\""), d);
         }
         let (host, port) = match arg.strip_prefix('[') {
             Some(rest) => match rest.split_once(']') {
@@ -3102,9 +3130,15 @@ fn resolver(d: &Directive) -> Result<(), ConfError> {
                 _ => return err(format!("invalid port in resolver \"{arg}\""), d),
             },
         };
+        if host.is_empty() {
+            return err(format!("no host in resolver \"{arg}\""), d);
+        }
         if resolve_host(&host, port).is_none() {
             return err(format!("host not found in resolver \"{arg}\""), d);
         }
+    }
+    if servers == 0 {
+        return err("no name servers defined", d);
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod directives;
 pub mod interp;
 pub mod lexer;
 pub mod model;
+pub mod ocsp;
 pub mod syntax;
 pub mod values;
 

@@ -54,9 +54,11 @@ enum Found {
     Match,
     Mismatch,
     NoUser,
-    /// A password scheme waypost cannot check.
-    Unsupported,
+    /// crypt_r() gave no answer (not a refused setting: libxcrypt answers
+    /// those with a failure token, which mismatches).
+    CryptFailed(std::io::Error),
     Open(std::io::Error),
+    Read(std::io::Error),
 }
 
 impl AuthBasic {
@@ -88,13 +90,6 @@ impl AuthBasic {
                 log_line(Level::Error, line, cx, parts);
                 Verdict::Refused(Box::new(unauthorized(&realm)))
             }
-            Found::Unsupported => {
-                let line = format!(
-                    "user \"{user_text}\": the password's scheme is not supported by waypost"
-                );
-                log_line(Level::Error, line, cx, parts);
-                Verdict::Refused(Box::new(unauthorized(&realm)))
-            }
             Found::NoUser => {
                 let line = format!(
                     "user \"{user_text}\" was not found in \"{}\"",
@@ -103,26 +98,44 @@ impl AuthBasic {
                 log_line(Level::Error, line, cx, parts);
                 Verdict::Refused(Box::new(unauthorized(&realm)))
             }
-            Found::Open(e) => {
-                // A missing or unreadable file forbids; anything else is
-                // the server's fault.
-                let (level, status) = match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        (Level::Error, 403)
-                    }
-                    _ => (Level::Crit, 500),
-                };
-                let line = format!(
-                    "open() \"{}\" failed ({}: {})",
-                    self.file.display(),
-                    e.raw_os_error().unwrap_or(0),
-                    strerror(&e)
-                );
-                log_line(level, line, cx, parts);
-                Verdict::Refused(Box::new(error_page(status)))
+            // As nginx: a missing file forbids; any other failure is the
+            // server's.
+            Found::Open(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.failed(Level::Error, "open()", &e, cx, parts, 403)
+            }
+            Found::Open(e) => self.failed(Level::Crit, "open()", &e, cx, parts, 500),
+            Found::Read(e) => self.failed(Level::Crit, "pread()", &e, cx, parts, 500),
+            Found::CryptFailed(e) => {
+                let line = format!("crypt_r() failed ({}: {})", errno(&e), strerror(&e));
+                log_line(Level::Crit, line, cx, parts);
+                Verdict::Refused(Box::new(error_page(500)))
             }
         }
     }
+
+    /// nginx's line for a user file it could not read, and its answer.
+    fn failed(
+        &self,
+        level: Level,
+        call: &str,
+        e: &std::io::Error,
+        cx: &ClientCx<'_>,
+        parts: &Parts,
+        status: u16,
+    ) -> Verdict {
+        let line = format!(
+            "{call} \"{}\" failed ({}: {})",
+            self.file.display(),
+            errno(e),
+            strerror(e)
+        );
+        log_line(level, line, cx, parts);
+        Verdict::Refused(Box::new(error_page(status)))
+    }
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
 }
 
 fn log_line(level: Level, mut line: String, cx: &ClientCx<'_>, parts: &Parts) {
@@ -151,7 +164,10 @@ fn credentials(parts: &Parts) -> Option<(Vec<u8>, Vec<u8>)> {
     if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"Basic ") {
         return None;
     }
-    let encoded = value[6..].trim_ascii_start();
+    let mut encoded = &value[6..];
+    while let [b' ', rest @ ..] = encoded {
+        encoded = rest;
+    }
     let encoded = match encoded.iter().position(|&c| c == b'=') {
         Some(end) => &encoded[..end],
         None => encoded,
@@ -173,81 +189,116 @@ fn credentials(parts: &Parts) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
 }
 
-/// The user's line of `file` (`user:hash`, the hash ending at a `:` or
-/// the line's end; `#` lines skipped), checked against `password`.
+/// The user's line of `file`, checked against `password`, as nginx reads
+/// it: lines end at LF; a line that starts with `#` or CR is skipped; the
+/// hash follows `user:` and ends at `:`, CR or the line's end.
 fn find(file: &std::path::Path, user: &[u8], password: &[u8]) -> Found {
-    let text = match std::fs::read(file) {
-        Ok(t) => t,
+    use std::io::Read as _;
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
         Err(e) => return Found::Open(e),
     };
-    for line in text.split(|&c| c == b'\n' || c == b'\r') {
-        if line.first() == Some(&b'#') {
+    let mut text = Vec::new();
+    if let Err(e) = f.read_to_end(&mut text) {
+        return Found::Read(e);
+    }
+    for line in text.split(|&c| c == b'\n') {
+        if matches!(line.first(), Some(b'#' | b'\r')) {
             continue;
         }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+        let Some(rest) = line
+            .strip_prefix(user)
+            .and_then(|rest| rest.strip_prefix(b":"))
+        else {
             continue;
         };
-        if &line[..colon] != user {
-            continue;
-        }
-        let rest = &line[colon + 1..];
-        let hash = match rest.iter().position(|&c| c == b':') {
+        let hash = match rest.iter().position(|&c| c == b':' || c == b'\r') {
             Some(end) => &rest[..end],
             None => rest,
         };
         return match verify(password, hash) {
-            Some(true) => Found::Match,
-            Some(false) => Found::Mismatch,
-            None => Found::Unsupported,
+            Ok(true) => Found::Match,
+            Ok(false) => Found::Mismatch,
+            Err(e) => Found::CryptFailed(e),
         };
     }
     Found::NoUser
 }
 
-/// Whether `password` is the one `hash` stands for, in the schemes nginx
-/// checks itself (`$apr1$`, `{PLAIN}`, `{SHA}`, `{SSHA}`) and those of
-/// glibc's crypt() on Debian that waypost has (`$1$`, `$5$`, `$6$`,
-/// `$2a$`/`$2b$`/`$2y$`); `None` for another scheme.
-pub fn verify(password: &[u8], hash: &[u8]) -> Option<bool> {
+/// Whether `password` is the one `hash` stands for, as nginx's
+/// `ngx_crypt`: its own `{PLAIN}`, `{SHA}`, `{SSHA}` and `$apr1$`, and
+/// crypt_r() of the system's libcrypt for any other (`$1$`, `$5$`, `$6$`,
+/// bcrypt, yescrypt, DES ...). Both are C strings there: each ends at its
+/// first NUL. An error when crypt_r() gave no answer.
+pub fn verify(password: &[u8], hash: &[u8]) -> std::io::Result<bool> {
+    let password = c_str(password);
+    let hash = c_str(hash);
     if let Some(plain) = hash.strip_prefix(b"{PLAIN}") {
-        return Some(plain == password);
+        return Ok(plain == password);
     }
     if let Some(encoded) = hash.strip_prefix(b"{SHA}") {
         let digest = Sha1::digest(password);
         let mine = base64::engine::general_purpose::STANDARD.encode(digest);
-        return Some(mine.as_bytes() == encoded);
+        return Ok(mine.as_bytes() == encoded);
     }
     if let Some(encoded) = hash.strip_prefix(b"{SSHA}") {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return Some(false);
+            return Ok(false);
         };
         if decoded.len() < 20 {
-            return Some(false);
+            return Ok(false);
         }
         let (digest, salt) = decoded.split_at(20);
         let mut h = Sha1::new();
         h.update(password);
         h.update(salt);
-        return Some(h.finalize().as_slice() == digest);
+        return Ok(h.finalize().as_slice() == digest);
     }
     if hash.starts_with(b"$apr1$") {
-        return Some(md5_crypt(password, hash, b"$apr1$") == hash);
+        return Ok(md5_crypt(password, hash, b"$apr1$") == hash);
     }
-    if hash.starts_with(b"$1$") {
-        return Some(md5_crypt(password, hash, b"$1$") == hash);
+    libc_crypt(password, hash).map(|out| out == hash)
+}
+
+/// `bytes` up to its first NUL.
+fn c_str(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().position(|&c| c == 0) {
+        Some(end) => &bytes[..end],
+        None => bytes,
     }
-    let text = std::str::from_utf8(hash).ok()?;
-    let password_text = std::str::from_utf8(password);
-    if hash.starts_with(b"$5$") {
-        return Some(password_text.is_ok_and(|p| sha_crypt::sha256_check(p, text).is_ok()));
+}
+
+#[link(name = "crypt")]
+extern "C" {
+    fn crypt_r(
+        phrase: *const std::ffi::c_char,
+        setting: *const std::ffi::c_char,
+        data: *mut std::ffi::c_void,
+    ) -> *mut std::ffi::c_char;
+}
+
+/// The system's crypt_r() of `password` with `setting` (a stored hash),
+/// as nginx's `ngx_libc_crypt`.
+fn libc_crypt(password: &[u8], setting: &[u8]) -> std::io::Result<Vec<u8>> {
+    // Neither holds a NUL (`c_str`).
+    let (Ok(phrase), Ok(setting)) = (
+        std::ffi::CString::new(password),
+        std::ffi::CString::new(setting),
+    ) else {
+        return Ok(Vec::new());
+    };
+    // `struct crypt_data`, zeroed (its `initialized` too): 32 KiB in
+    // libxcrypt, 128 KiB in glibc's former libcrypt; this covers both.
+    let mut data = vec![0u64; 256 * 1024 / 8];
+    // SAFETY: two C strings and a zeroed `crypt_data` that outlive the
+    // call; the result points into `data`, copied out before it goes.
+    unsafe {
+        let out = crypt_r(phrase.as_ptr(), setting.as_ptr(), data.as_mut_ptr().cast());
+        if out.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::ffi::CStr::from_ptr(out).to_bytes().to_vec())
     }
-    if hash.starts_with(b"$6$") {
-        return Some(password_text.is_ok_and(|p| sha_crypt::sha512_check(p, text).is_ok()));
-    }
-    if hash.starts_with(b"$2a$") || hash.starts_with(b"$2b$") || hash.starts_with(b"$2y$") {
-        return Some(bcrypt::verify(password, text).unwrap_or(false));
-    }
-    None
 }
 
 /// The MD5 crypt of FreeBSD (`$1$`) and Apache (`$apr1$`): `magic`, the
@@ -346,16 +397,21 @@ mod tests {
             ("$5$s4ltS4lt$otHY8zraxtaCKGf0hfJz4dCZx1srkBZUKuuZ6avPxc2", "secret"),
             ("$5$rounds=1000$abcdefgh$XIppta5rT8zJUu4vAOKQXrwq9uY4Ijlz6VjyOmkx5i4", "secret"),
             ("$6$s4ltS4lt$9uHOi55laf.sEEL.nTAfniTJjMMs7SDbYU5h7LVlO0kOSmOWxbm5Xz5q3kpep0HjBmO3KiwhbIAtD0zuw5Z8w0", "secret"),
-            ("$2b$12$dxGhkGQrGdQRB6RL8Wsbtu4pf7UXM/TSzK4Udu/WVf4g0XqVbTARW", "secret"),
+            ("$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a", "secret"),
+            ("abNANd1rDfiNc", "secret"),
+            ("$y$j9T$s4ltS4ltS4ltS4ltS4ltS/$z8A0Us6RfSHBsZoqopIzsSXI7eMmp6i9XMezPeTY/K2", "secret"),
         ];
         for (hash, password) in cases {
-            assert_eq!(
-                verify(password.as_bytes(), hash.as_bytes()),
-                Some(true),
+            assert!(
+                verify(password.as_bytes(), hash.as_bytes()).unwrap(),
                 "{hash}"
             );
-            assert_eq!(verify(b"wrong", hash.as_bytes()), Some(false), "{hash}");
+            assert!(!verify(b"wrong", hash.as_bytes()).unwrap(), "{hash}");
         }
-        assert_eq!(verify(b"secret", b"$y$j9T$abc$def"), None);
+        // A setting crypt() refuses, or none, is a mismatch.
+        assert!(!verify(b"secret", b"").unwrap());
+        assert!(!verify(b"secret", b"$9$what").unwrap());
+        // C strings: the password ends at its NUL.
+        assert!(verify(b"secret\0junk", b"{PLAIN}secret").unwrap());
     }
 }

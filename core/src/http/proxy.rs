@@ -318,10 +318,15 @@ pub fn upstream_head(
             }
         }
     }
-    // The client's Content-Length is announced as 0 without a body only
-    // when the body is the client's to pass.
-    let own_body = shape.is_none_or(|s| s.body && s.set_body.is_none());
-    w.framing(vars.head.content_length && own_body);
+    // An empty body is announced as `Content-Length: 0` when the client
+    // announced one and the body is its to pass, or when `proxy_set_body`
+    // made it (as nginx's `$proxy_internal_body_length`).
+    let announced = match shape {
+        Some(s) if s.set_body.is_some() => true,
+        Some(s) if !s.body => false,
+        _ => vars.head.content_length,
+    };
+    w.framing(announced);
     let keep_hidden = p.header_rules.as_ref().is_some_and(|r| r.keeps_hidden());
     let pass_headers = shape.is_none_or(|s| s.headers);
     for (name, value) in parts.headers.iter().filter(|_| pass_headers) {
@@ -595,6 +600,129 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
     resp
 }
 
+/// Reads a client body to its end and lets it go.
+async fn drain(mut body: ClientBody) -> Result<(), ()> {
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// The client's address as the module's view of a request shows it, in
+/// buffers that live as long as the view.
+struct ClientAddr {
+    text: [u8; 48],
+    octets: [u8; 16],
+}
+
+impl ClientAddr {
+    fn new() -> ClientAddr {
+        ClientAddr {
+            text: [0; 48],
+            octets: [0; 16],
+        }
+    }
+}
+
+/// The module's view of the request, for filters' `check` and the
+/// balancer's `init_peer`. Inlined: it is on every proxied request's
+/// path, and a call costs more than it.
+#[inline(always)]
+fn request_view<'a>(
+    parts: &'a Parts,
+    cx: &ClientCx<'_>,
+    hook_cx: &'a HookCx<'_>,
+    addr: &'a mut ClientAddr,
+) -> RequestView<'a> {
+    let client_addr = NgxIp(cx.client.ip()).text(&mut addr.text);
+    let octets = match cx.client.ip() {
+        IpAddr::V4(v4) => {
+            addr.octets[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            addr.octets = v6.octets();
+            16
+        }
+    };
+    RequestView {
+        method: RStr::from_str(parts.method.as_str()),
+        uri: RStr::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        client_addr: RStr::from_str(client_addr),
+        client_ip: RSlice::from_slice(&addr.octets[..octets]),
+        ctx: hook_cx as *const HookCx<'_> as *const c_void,
+        header: hook_header,
+        variable: hook_variable,
+        eval: hook_eval,
+    }
+}
+
+/// The balancer's `init_peer` for a request: the delay it asks for, and
+/// the TLS name of `proxy_ssl_name` with variables; or the answer it
+/// gave instead.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn init_peer<'a>(
+    state: &mut PeerState<'_>,
+    p: &Proxy,
+    up: &'a Upstream,
+    tried: &Tried,
+    request_view: &RequestView<'_>,
+    hook_cx: &HookCx<'a>,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+) -> Result<(u64, Option<String>), Box<Response<RespBody>>> {
+    hook_cx.templates.set(&up.templates);
+    let delay_ms = match state.init(request_view, &peers_view(up, tried, clock::unix_secs())) {
+        InitPeerResult::Ready => 0,
+        InitPeerResult::Delay(ms) => ms,
+        InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
+        InitPeerResult::Error(msg) => {
+            return Err(Box::new(hook_error(cx, parts, &up.name, &msg, 502)))
+        }
+    };
+    // `proxy_ssl_name` with variables: this request's name.
+    let tls_name = match p.tls.as_ref().map(|t| &t.name) {
+        Some(TlsName::Template(t)) => {
+            let name = text(t.eval(&hook_cx.vars));
+            Some(crate::upstream::tls::strip_port(&name).to_owned())
+        }
+        _ => None,
+    };
+    Ok((delay_ms, tls_name))
+}
+
+/// `init_peer` once the access phase let the request in (`auth_basic`),
+/// and the delay it asks for.
+#[inline(never)]
+async fn init_after_access<'a>(
+    state: &mut PeerState<'_>,
+    p: &Proxy,
+    up: &'a Upstream,
+    tried: &Tried,
+    vars: VarCtx<'a>,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+) -> Result<Option<String>, Box<Response<RespBody>>> {
+    let (delay_ms, tls_name) = {
+        let hook_cx = HookCx {
+            vars,
+            templates: std::cell::Cell::new(&up.templates),
+            scratch: UnsafeCell::new(Vec::new()),
+        };
+        let mut addr = ClientAddr::new();
+        let view = request_view(parts, cx, &hook_cx, &mut addr);
+        init_peer(state, p, up, tried, &view, &hook_cx, cx, parts)?
+    };
+    if delay_ms > 0 {
+        state.waiting();
+        let delayed = Delayed { cx, parts };
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        std::mem::forget(delayed);
+    }
+    Ok(tls_name)
+}
+
 /// Proxies one request (its head `parts`, borrowed from the handler's
 /// frame rather than moved in: a head is a few hundred bytes, copied
 /// with each move) to `p`'s upstream.
@@ -649,26 +777,8 @@ pub async fn run(
             templates: std::cell::Cell::new(&up.templates),
             scratch: UnsafeCell::new(Vec::new()),
         };
-        let mut client_text = [0u8; 48];
-        let client_addr = NgxIp(cx.client.ip()).text(&mut client_text);
-        let client_octets: ([u8; 16], usize) = match cx.client.ip() {
-            IpAddr::V4(v4) => {
-                let mut b = [0; 16];
-                b[..4].copy_from_slice(&v4.octets());
-                (b, 4)
-            }
-            IpAddr::V6(v6) => (v6.octets(), 16),
-        };
-        let request_view = RequestView {
-            method: RStr::from_str(parts.method.as_str()),
-            uri: RStr::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
-            client_addr: RStr::from_str(client_addr),
-            client_ip: RSlice::from_slice(&client_octets.0[..client_octets.1]),
-            ctx: &hook_cx as *const HookCx<'_> as *const c_void,
-            header: hook_header,
-            variable: hook_variable,
-            eval: hook_eval,
-        };
+        let mut addr = ClientAddr::new();
+        let request_view = request_view(parts, cx, &hook_cx, &mut addr);
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
@@ -703,27 +813,23 @@ pub async fn run(
             denied = true;
             return Ok((filter_delay, None));
         }
-        hook_cx.templates.set(&up.templates);
-
-        let delay_ms = filter_delay.max(
-            match state.init(&request_view, &peers_view(up, &tried, clock::unix_secs())) {
-                InitPeerResult::Ready => 0,
-                InitPeerResult::Delay(ms) => ms,
-                InitPeerResult::Reject(r) => return Err(Box::new(rejection(r))),
-                InitPeerResult::Error(msg) => {
-                    return Err(Box::new(hook_error(cx, parts, &up.name, &msg, 502)))
-                }
-            },
-        );
-        // `proxy_ssl_name` with variables: this request's name.
-        let tls_name = match p.tls.as_ref().map(|t| &t.name) {
-            Some(TlsName::Template(t)) => {
-                let name = text(t.eval(&hook_cx.vars));
-                Some(crate::upstream::tls::strip_port(&name).to_owned())
-            }
-            _ => None,
-        };
-        Ok((delay_ms, tls_name))
+        if location.auth_basic.is_some() {
+            // The password check waits on a file and a hash: the
+            // balancer's `init_peer` runs once it let the request in, as
+            // nginx's content phase follows its access phase.
+            return Ok((filter_delay, None));
+        }
+        let (init_delay, tls_name) = init_peer(
+            &mut state,
+            p,
+            up,
+            &tried,
+            &request_view,
+            &hook_cx,
+            cx,
+            parts,
+        )?;
+        Ok((filter_delay.max(init_delay), tls_name))
     })();
     let tls_name = match prepared {
         Ok((0, name)) => name,
@@ -760,22 +866,40 @@ pub async fn run(
     if denied {
         return crate::http::allow::forbidden(cx, parts);
     }
-    if let Some(auth) = &location.auth_basic {
-        // Boxed: most requests have no password to check, and the
-        // request's future stays their size.
-        let refused = Box::pin(crate::http::allow::access_phase(
-            &location.access,
-            Some(auth),
-            location.satisfy_any,
-            parts,
-            &vars(),
-            cx,
-        ))
-        .await;
-        if let Some(resp) = refused {
-            return resp;
+    let tls_name = match &location.auth_basic {
+        None => tls_name,
+        Some(auth) => {
+            state.waiting();
+            // Boxed: most requests have no password to check, and the
+            // request's future stays their size.
+            let refused = Box::pin(crate::http::allow::access_phase(
+                &location.access,
+                Some(auth),
+                location.satisfy_any,
+                parts,
+                &vars(),
+                cx,
+            ))
+            .await;
+            if let Some(resp) = refused {
+                return resp;
+            }
+            match Box::pin(init_after_access(
+                &mut state,
+                p,
+                up,
+                &tried,
+                vars(),
+                cx,
+                parts,
+            ))
+            .await
+            {
+                Ok(name) => name,
+                Err(resp) => return *resp,
+            }
         }
-    }
+    };
     let with = TryWith {
         tls: p.tls.as_ref().map(|t| TlsTarget {
             client: &t.client,
@@ -812,10 +936,17 @@ pub async fn run(
     // client_max_body_size and client_body_timeout, which the connection
     // enforces while it is read).
     let chunked_to_http10 = pass_body && !p.http11 && !body_empty && length.is_none();
-    let (buffered, mut body) = if let Some(set) = set_body {
-        (Some(set), None)
-    } else if !pass_body {
-        (None, None)
+    let (buffered, mut body) = if !pass_body {
+        // nginx reads the body it does not send: client_max_body_size and
+        // client_body_timeout apply to it as to any other.
+        if !body.is_end_stream() {
+            state.waiting();
+            if Box::pin(drain(body)).await.is_err() {
+                // The connection answers (413, 400) or closes.
+                return error_page(400);
+            }
+        }
+        (set_body, None)
     } else if chunked_to_http10 {
         state.waiting();
         let collected = Box::pin(body.collect()).await;
