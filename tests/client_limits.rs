@@ -525,6 +525,34 @@ fn keepalive_requests_and_timeout_as_nginx() {
     }
 }
 
+/// `keepalive_time 1s`: answers on a connection younger than that keep
+/// it; the first answer after it says `Connection: close` and the
+/// connection ends, as nginx.
+#[test]
+fn keepalive_time_ends_an_old_connection_as_nginx() {
+    let ports = free_ports(2);
+    for (port, nginx) in [(ports[0], true), (ports[1], false)] {
+        let conf = ok_server("\x20   keepalive_time 1s;\n", port, nginx);
+        let _server = Server::either(nginx, &conf, &[port]);
+        let opened = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let out = request_on(&mut s).unwrap_or_else(|| panic!("nginx {nginx}: closed"));
+        assert_eq!(header(&out, "connection").as_deref(), Some("keep-alive"));
+        // The connection's age is what is tested: the next request comes
+        // once it is past keepalive_time.
+        std::thread::sleep(Duration::from_millis(1200).saturating_sub(opened.elapsed()));
+        let out = request_on(&mut s).unwrap_or_else(|| panic!("nginx {nginx}: closed early"));
+        assert_eq!(
+            header(&out, "connection").as_deref(),
+            Some("close"),
+            "nginx {nginx}"
+        );
+        assert!(closed_within(&s, Duration::from_secs(5)), "nginx {nginx}");
+    }
+}
+
 /// `keepalive_timeout` counts from a connection's last answer: a
 /// connection busy again before the first idle period ran out is closed a
 /// whole timeout after its second answer, not at the first period's end

@@ -326,6 +326,11 @@ fn cases() -> Vec<Case> {
             Emerg("\"keepalive_timeout\" directive invalid value in {conf}:5"),
         ),
         Case::head(
+            "keepalive_time not a time",
+            "http {\n    keepalive_time x;\n}\n",
+            Emerg("\"keepalive_time\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
             "invalid number",
             "http {\n    keepalive_requests many;\n}\n",
             Emerg("\"keepalive_requests\" directive invalid number in {conf}:5"),

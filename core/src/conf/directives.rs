@@ -113,6 +113,7 @@ pub const CORE: &[Spec] = &[
     d("log_format", HTTP, 2, MORE),
     d("keepalive_timeout", PROXY, 1, 2),
     d("keepalive_requests", PROXY, 1, 1),
+    d("keepalive_time", PROXY, 1, 1),
     d("client_max_body_size", PROXY, 1, 1),
     d("client_header_timeout", HTTP | SRV, 1, 1),
     d("large_client_header_buffers", HTTP | SRV, 2, 2),

@@ -202,6 +202,7 @@ struct Layer {
     ssl_name: Option<String>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
+    keepalive_time: Option<Duration>,
     /// `client_max_body_size`; 0 disables the check.
     max_body: Option<u64>,
     header_timeout: Option<Duration>,
@@ -336,6 +337,7 @@ impl Layer {
             ssl_name: self.ssl_name.clone().or_else(|| parent.ssl_name.clone()),
             keepalive_timeout: self.keepalive_timeout.or(parent.keepalive_timeout),
             keepalive_requests: self.keepalive_requests.or(parent.keepalive_requests),
+            keepalive_time: self.keepalive_time.or(parent.keepalive_time),
             max_body: self.max_body.or(parent.max_body),
             header_timeout: self.header_timeout.or(parent.header_timeout),
             body_timeout: self.body_timeout.or(parent.body_timeout),
@@ -1433,6 +1435,7 @@ impl<'a> Interp<'a> {
                 }
             }
             "keepalive_requests" => layer.keepalive_requests = Some(number_arg(d, 0)?),
+            "keepalive_time" => layer.keepalive_time = Some(time_arg(d, 0)?),
             "client_max_body_size" => {
                 layer.max_body = Some(parse_offset(&d.args[0]).map_or_else(
                     || err("\"client_max_body_size\" directive invalid value", d),
@@ -2414,6 +2417,7 @@ impl<'a> Interp<'a> {
             http2: false,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
+            keepalive_time: Duration::from_secs(3600),
             client: ClientLimits::default(),
         });
         self.servers.push(ServerInfo {
@@ -2914,6 +2918,9 @@ impl<'a> Interp<'a> {
             if let Some(n) = layer.keepalive_requests {
                 server.keepalive_requests = n;
             }
+            if let Some(t) = layer.keepalive_time {
+                server.keepalive_time = t;
+            }
             server.client = layer.client();
             server.realip = layer.realip();
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
@@ -3178,6 +3185,7 @@ fn is_single(name: &str) -> bool {
             | "keepalive"
             | "keepalive_timeout"
             | "keepalive_requests"
+            | "keepalive_time"
             | "client_max_body_size"
             | "client_header_timeout"
             | "large_client_header_buffers"

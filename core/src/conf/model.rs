@@ -232,6 +232,9 @@ pub struct ServerConf {
     pub gzip: Option<GzipConf>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    /// `keepalive_time`: a connection older than this is closed after the
+    /// request it serves.
+    pub keepalive_time: Duration,
     /// The server level's client limits: the head's timeout, and the
     /// others for requests no location takes.
     pub client: ClientLimits,

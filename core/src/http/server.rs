@@ -298,6 +298,7 @@ async fn accept_loop(
             client,
             id,
             requests: AtomicU64::new(0),
+            start: crate::clock::now(),
             accepted_with: ArcSwap::new(rt.clone()),
             generation: AtomicU64::new(generation),
         };
@@ -331,6 +332,8 @@ struct Conn {
     client: SocketAddr,
     id: u64,
     requests: AtomicU64,
+    /// When it was accepted, for `keepalive_time`.
+    start: std::time::Instant,
     /// The latest configuration that has the connection's listening
     /// address, used if a reload removed it. Moved on at every reload that
     /// keeps the address (see [`Conn::repin`]), so a long keep-alive
@@ -769,7 +772,11 @@ async fn handle(
     } else {
         (&group.servers[0], None)
     };
-    let close = requests >= server.keepalive_requests;
+    // nginx's keep-alive limits: requests, and the connection's age
+    // (`keepalive_time`, against the loop's clock as nginx's
+    // `ngx_current_msec`).
+    let close = requests >= server.keepalive_requests
+        || crate::clock::now().saturating_duration_since(conn.start) > server.keepalive_time;
     // realip in nginx's post-read phase, with the server's settings.
     let mut client = conn.client;
     let server_realip = server

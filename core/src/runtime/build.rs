@@ -548,6 +548,7 @@ fn server(
         },
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
+        keepalive_time: s.keepalive_time,
         client: s.client,
         http2: s.http2,
     })

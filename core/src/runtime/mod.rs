@@ -155,6 +155,7 @@ pub struct Server {
     pub locations: Locations,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
+    pub keepalive_time: Duration,
     /// The server level's client limits (the head's timeout; the others
     /// for what no location takes).
     pub client: crate::conf::model::ClientLimits,
