@@ -622,6 +622,82 @@ fn cases() -> Vec<Case> {
             "http {\n    gzip on;\n    gzip_types text/css;\n    gzip_types text/xml *;\n    gzip_proxied any;\n    gzip_proxied off;\n    gzip_disable msie6 \"MSIE [1-6]\\.\";\n    gzip_disable \"^curl\";\n    server {\n        listen 127.0.0.1:{port};\n        location / { gzip off; gzip_min_length 1k; }\n    }\n}\n",
             Expect::Ok,
         ),
+        Case::head(
+            "geo networks and proxies",
+            "http {\n    geo $g { default a; 10.0.0.0/8 b; ::1 c; 255.255.255.255 d; proxy 10.0.0.0/8; proxy_recursive; delete ::1; include geo_extra.conf; }\n    geo $arg_ip $h { }\n}\n",
+            Expect::Ok,
+        )
+        .files(&[("geo_extra.conf", "192.168.0.0/16 e;\n")]),
+        Case::head(
+            "geo without a $",
+            "http {\n    geo g { }\n}\n",
+            Emerg("invalid variable name \"g\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo with three arguments",
+            "http {\n    geo $a $b $c { }\n}\n",
+            Emerg("invalid number of arguments in \"geo\" directive in {conf}:5"),
+        ),
+        Case::head(
+            "geo of a builtin variable",
+            "http {\n    geo $remote_addr { }\n}\n",
+            Emerg("the duplicate \"remote_addr\" variable in {conf}:5"),
+        ),
+        Case::head(
+            "geo with a bad network",
+            "http {\n    geo $g { x a; }\n}\n",
+            Emerg("invalid network \"x\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo with a bad prefix",
+            "http {\n    geo $g { 10.0.0.0/33 a; }\n}\n",
+            Emerg("invalid network \"10.0.0.0/33\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo deleting default",
+            "http {\n    geo $g { delete default; }\n}\n",
+            Emerg("invalid network \"default\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo line with two values",
+            "http {\n    geo $g { 10.0.0.0/8 a b; }\n}\n",
+            Emerg("invalid number of the geo parameters in {conf}:5"),
+        ),
+        Case::head(
+            "geo line without a value",
+            "http {\n    geo $g { 10.0.0.0/8; }\n}\n",
+            Emerg("invalid number of the geo parameters in {conf}:5"),
+        ),
+        Case::head(
+            "geo with a block inside",
+            "http {\n    geo $g { 10.0.0.0/8 { } }\n}\n",
+            Emerg("unexpected \"{\" in {conf}:5"),
+        ),
+        Case::head(
+            "map with a block inside",
+            "http {\n    map $a $m { x { } }\n}\n",
+            Emerg("unexpected \"{\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo with a bad proxy",
+            "http {\n    geo $g { proxy x; }\n}\n",
+            Emerg("invalid network \"x\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo with low address bits",
+            "http {\n    geo $g { 10.0.0.1/8 a; }\n}\n",
+            Warn("low address bits of 10.0.0.1/8 are meaningless in {conf}:5"),
+        ),
+        Case::head(
+            "geo with a repeated network",
+            "http {\n    geo $g { 10.0.0.0/8 a; 10.0.0.0/8 b; }\n}\n",
+            Warn("duplicate network \"10.0.0.0/8\", value: \"b\", old value: \"a\" in {conf}:5"),
+        ),
+        Case::head(
+            "geo deleting what is not there",
+            "http {\n    geo $g { delete 10.0.0.0/8; }\n}\n",
+            Warn("no network \"10.0.0.0/8\" to delete in {conf}:5"),
+        ),
         // Warnings while parsing: `nginx: [warn] ...` on stderr, as
         // waypost prints them before its error log is open.
         Case::head(

@@ -14,6 +14,7 @@ pub mod conf;
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod geo;
 pub mod http;
 pub mod log;
 pub mod map;

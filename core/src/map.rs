@@ -58,6 +58,8 @@ pub struct Map {
     tail: HashMap<Box<[u8]>, usize>,
     regexes: Vec<(Regex, usize)>,
     default: Option<Template>,
+    /// A `geo` block's networks (boxed: maps are the usual kind).
+    geo: Option<Box<crate::geo::Geo>>,
 }
 
 fn compile(text: &str, scope: &dyn Fn(&str) -> Option<Var>) -> Result<Template, ConfError> {
@@ -82,6 +84,10 @@ impl Map {
                 .as_deref()
                 .map(|d| compile(d, &scope))
                 .transpose()?,
+            geo: conf
+                .geo
+                .as_ref()
+                .map(|g| Box::new(crate::geo::Geo::build(g))),
         };
         for entry in &conf.entries {
             let i = map.values.len();
@@ -135,6 +141,15 @@ impl Map {
     /// Appends the value for the request to `out`.
     pub fn eval(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
         let mut source = Vec::new();
+        if let Some(geo) = &self.geo {
+            let ip = if geo.has_source {
+                self.source.eval_into(cx, &mut source);
+                crate::geo::Geo::parse(&source)
+            } else {
+                geo.client(cx)
+            };
+            return out.extend_from_slice(geo.find(ip));
+        }
         self.source.eval_into(cx, &mut source);
         if self.hostnames && source.last() == Some(&b'.') {
             source.pop();

@@ -1287,10 +1287,11 @@ impl<'a> Interp<'a> {
     fn http_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
         let mut own = Layer::default();
         let mut seen = HashSet::new();
+        // A `map`'s variable is its second argument, a `geo`'s its last.
         self.map_vars = items
             .iter()
-            .filter(|d| d.name == "map" && d.args.len() == 2)
-            .filter_map(|d| d.args[1].strip_prefix('$'))
+            .filter(|d| (d.name == "map" && d.args.len() == 2) || d.name == "geo")
+            .filter_map(|d| d.args.last()?.strip_prefix('$'))
             .map(str::to_ascii_lowercase)
             .collect();
         for d in items {
@@ -1300,6 +1301,7 @@ impl<'a> Interp<'a> {
             }
             match d.name.as_str() {
                 "map" => self.map_block(d)?,
+                "geo" => self.geo_block(d)?,
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
                 "limit_conn_zone" => self.limit_conn_zone(d)?,
@@ -2070,6 +2072,7 @@ impl<'a> Interp<'a> {
             default: None,
             entries: Vec::new(),
             loc: d.loc.clone(),
+            geo: None,
         };
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
@@ -2081,12 +2084,12 @@ impl<'a> Interp<'a> {
             if one && item.name == "volatile" {
                 continue;
             }
+            if item.block.is_some() {
+                return err("unexpected \"{\"", item);
+            }
             let [value] = &item.args[..] else {
                 return err("invalid number of the map parameters", item);
             };
-            if item.block.is_some() {
-                return err("invalid number of the map parameters", item);
-            }
             let key = item.name.as_str();
             if key == "default" {
                 if map.default.is_some() {
@@ -2164,6 +2167,74 @@ impl<'a> Interp<'a> {
             });
         }
         self.http.maps.push(map);
+        Ok(())
+    }
+
+    /// `geo [$address] $variable { ... }`, as `ngx_http_geo_block` reads
+    /// it (networks; `ranges` is refused as not supported).
+    fn geo_block(&mut self, d: &Directive) -> Result<(), ConfError> {
+        let (source, var) = match &d.args[..] {
+            [var] => (None, var),
+            [source, var] => (Some(source), var),
+            _ => return err("invalid number of arguments in \"geo\" directive", d),
+        };
+        if let Some(source) = source {
+            if !source.starts_with('$') {
+                return err(format!("invalid variable name \"{source}\""), d);
+            }
+            self.check_vars(self.compile_check(source), d)?;
+        }
+        let Some(name) = var.strip_prefix('$') else {
+            return err(format!("invalid variable name \"{var}\""), d);
+        };
+        if crate::vars::builtin(&name.to_ascii_lowercase()) {
+            return err(format!("the duplicate \"{name}\" variable"), d);
+        }
+        let mut geo = GeoConf {
+            has_source: source.is_some(),
+            ..GeoConf::default()
+        };
+        // Insertion order does not matter: the most specific network wins.
+        let mut nets: HashMap<Cidr, String> = HashMap::new();
+        let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
+        for item in items {
+            if item.block.is_some() {
+                return err("unexpected \"{\"", item);
+            }
+            match (item.name.as_str(), &item.args[..]) {
+                ("ranges", []) => {
+                    return err("\"ranges\" in \"geo\" is not supported", item);
+                }
+                ("proxy_recursive", []) => geo.proxy_recursive = true,
+                ("proxy", [net]) => geo.proxies.push(geo_network(net, item)?),
+                ("delete", [net]) => {
+                    if nets.remove(&geo_network(net, item)?).is_none() {
+                        tracing::warn!("no network \"{net}\" to delete in {}", item.loc);
+                    }
+                }
+                (net, [value]) => {
+                    for cidr in geo_networks(net, item)? {
+                        if let Some(old) = nets.insert(cidr, value.clone()) {
+                            tracing::warn!(
+                                "duplicate network \"{net}\", value: \"{value}\", old value: \"{old}\" in {}",
+                                item.loc
+                            );
+                        }
+                    }
+                }
+                _ => return err("invalid number of the geo parameters", item),
+            }
+        }
+        geo.networks = nets.into_iter().collect();
+        self.http.maps.push(MapConf {
+            name: name.to_ascii_lowercase(),
+            source: source.cloned().unwrap_or_default(),
+            hostnames: false,
+            default: None,
+            entries: Vec::new(),
+            loc: d.loc.clone(),
+            geo: Some(geo),
+        });
         Ok(())
     }
 
@@ -3258,6 +3329,40 @@ fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
         return err(format!("getgrnam(\"{group}\") failed"), d);
     }
     Ok(())
+}
+
+/// A `geo` network, as `ngx_http_geo_cidr_value`: `255.255.255.255` (which
+/// `ngx_ptocidr` cannot read), else an address or CIDR.
+fn geo_network(net: &str, d: &Directive) -> Result<Cidr, ConfError> {
+    if net == "255.255.255.255" {
+        return Ok(Cidr::V4 {
+            addr: u32::MAX,
+            mask: u32::MAX,
+        });
+    }
+    match realip::parse_cidr(net) {
+        Some((cidr, exact)) => {
+            if !exact {
+                tracing::warn!("low address bits of {net} are meaningless in {}", d.loc);
+            }
+            Ok(cidr)
+        }
+        None => err(format!("invalid network \"{net}\""), d),
+    }
+}
+
+/// The networks a `geo` line names: `default` is both 0.0.0.0/0 and ::/0.
+fn geo_networks(net: &str, d: &Directive) -> Result<Vec<Cidr>, ConfError> {
+    if net == "default" {
+        return Ok(vec![
+            Cidr::V4 { addr: 0, mask: 0 },
+            Cidr::V6 {
+                addr: [0; 16],
+                mask: [0; 16],
+            },
+        ]);
+    }
+    Ok(vec![geo_network(net, d)?])
 }
 
 /// `set_real_ip_from ADDR|CIDR|HOST|unix:`, as `ngx_http_realip_from`: a

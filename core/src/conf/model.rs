@@ -94,6 +94,22 @@ pub struct MapConf {
     pub entries: Vec<MapEntry>,
     /// The `map` line.
     pub loc: Loc,
+    /// A `geo` block: its networks instead of keys (`source` is its
+    /// `$address`, empty without one).
+    pub geo: Option<GeoConf>,
+}
+
+/// A checked `geo` block (`crate::geo` builds it).
+#[derive(Debug, Clone, Default)]
+pub struct GeoConf {
+    /// `geo $address $var`.
+    pub has_source: bool,
+    /// Each network once (a repeated one's last value; `delete`d ones
+    /// gone), `default` as 0.0.0.0/0 and ::/0.
+    pub networks: Vec<(crate::http::realip::Cidr, String)>,
+    /// `proxy` addresses: X-Forwarded-For is believed from them.
+    pub proxies: Vec<crate::http::realip::Cidr>,
+    pub proxy_recursive: bool,
 }
 
 /// One `KEY VALUE;` line of a `map`.

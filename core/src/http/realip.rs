@@ -15,7 +15,7 @@ use http::header::{HeaderMap, HeaderName};
 
 /// An address or network, as nginx's `ngx_cidr_t`: one
 /// `set_real_ip_from`, or the address of an `allow` or `deny` rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cidr {
     V4 {
         addr: u32,

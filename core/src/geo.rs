@@ -1,0 +1,118 @@
+//! `geo`: nginx's `ngx_http_geo_module` (networks, not `ranges`). A
+//! variable whose value depends on the client address: the value of the
+//! most specific network (`CIDR VALUE;`) that holds it, else `default`'s,
+//! else the empty value. Values are literal text.
+//!
+//! The address is the client's after realip (`$remote_addr`), then, when
+//! it is one of the block's `proxy` addresses, the one X-Forwarded-For
+//! gives (`proxy_recursive` walks past trusted proxies), as nginx's
+//! `ngx_http_geo_real_addr`; or, with `geo $address $var`, the variable's
+//! value, and 255.255.255.255 when that is no address. An IPv4-mapped IPv6
+//! address is looked up among the IPv4 networks.
+//!
+//! Built at config load into one hash table per prefix length, searched
+//! from the longest: a handful of lookups for the usual few lengths.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::conf::model::GeoConf;
+use crate::http::realip::{self, Cidr, RealIp, Source};
+use crate::vars::VarCtx;
+
+/// One compiled `geo` block's networks.
+#[derive(Debug)]
+pub struct Geo {
+    /// `geo $address $var`: the address comes from the map's source.
+    pub has_source: bool,
+    proxies: Option<RealIp>,
+    /// (mask, network -> value index), longest prefix first.
+    v4: Box<[(u32, HashMap<u32, u32>)]>,
+    v6: Box<[(u128, HashMap<u128, u32>)]>,
+    values: Box<[Box<[u8]>]>,
+}
+
+impl Geo {
+    pub fn build(conf: &GeoConf) -> Geo {
+        // Each value text once.
+        let mut values: Vec<Box<[u8]>> = Vec::new();
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        for (_, text) in &conf.networks {
+            index.entry(text.as_str()).or_insert_with(|| {
+                values.push(text.as_bytes().into());
+                (values.len() - 1) as u32
+            });
+        }
+        let mut v4: HashMap<u32, HashMap<u32, u32>> = HashMap::new();
+        let mut v6: HashMap<u128, HashMap<u128, u32>> = HashMap::new();
+        for (net, value) in &conf.networks {
+            let Some(&i) = index.get(value.as_str()) else {
+                continue;
+            };
+            match *net {
+                Cidr::V4 { addr, mask } => {
+                    v4.entry(mask).or_default().insert(addr, i);
+                }
+                Cidr::V6 { addr, mask } => {
+                    let (addr, mask) = (u128::from_be_bytes(addr), u128::from_be_bytes(mask));
+                    v6.entry(mask).or_default().insert(addr, i);
+                }
+                Cidr::Unix => {}
+            }
+        }
+        let mut v4: Vec<_> = v4.into_iter().collect();
+        v4.sort_by_key(|(mask, _)| std::cmp::Reverse(mask.count_ones()));
+        let mut v6: Vec<_> = v6.into_iter().collect();
+        v6.sort_by_key(|(mask, _)| std::cmp::Reverse(mask.count_ones()));
+        Geo {
+            has_source: conf.has_source,
+            proxies: (!conf.proxies.is_empty()).then(|| RealIp {
+                from: conf.proxies.clone(),
+                source: Source::XForwardedFor,
+                recursive: conf.proxy_recursive,
+            }),
+            v4: v4.into_boxed_slice(),
+            v6: v6.into_boxed_slice(),
+            values: values.into_boxed_slice(),
+        }
+    }
+
+    /// The address of the request, when the block has no `$address`.
+    pub fn client(&self, cx: &VarCtx<'_>) -> IpAddr {
+        match &self.proxies {
+            Some(proxies) => proxies
+                .apply(cx.client, &cx.req.headers)
+                .unwrap_or(cx.client)
+                .ip(),
+            None => cx.client.ip(),
+        }
+    }
+
+    /// The address `$address` gave: nginx's INADDR_NONE when it is none.
+    pub fn parse(text: &[u8]) -> IpAddr {
+        realip::parse_addr(text).unwrap_or(IpAddr::V4(Ipv4Addr::BROADCAST))
+    }
+
+    /// The value for `ip`.
+    pub fn find(&self, ip: IpAddr) -> &[u8] {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let found = match ip {
+            IpAddr::V4(v4) => {
+                let a = u32::from(v4);
+                self.v4
+                    .iter()
+                    .find_map(|(mask, nets)| nets.get(&(a & mask)))
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                self.v6
+                    .iter()
+                    .find_map(|(mask, nets)| nets.get(&(a & mask)))
+            }
+        };
+        found.map_or(&[], |&i| &self.values[i as usize])
+    }
+}
