@@ -629,6 +629,46 @@ fn cases() -> Vec<Case> {
         )
         .files(&[("geo_extra.conf", "192.168.0.0/16 e;\n")]),
         Case::head(
+            "split_clients shares nginx takes",
+            "http {\n    split_clients $remote_addr $s { .5% a; 5.% b; 10% c d; 50% e; * f; }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "split_clients without a $",
+            "http {\n    split_clients $remote_addr s { }\n}\n",
+            Emerg("invalid variable name \"s\" in {conf}:5"),
+        ),
+        Case::head(
+            "split_clients of a builtin variable",
+            "http {\n    split_clients $remote_addr $remote_addr { }\n}\n",
+            Emerg("the duplicate \"remote_addr\" variable in {conf}:5"),
+        ),
+        Case::head(
+            "split_clients with three decimals",
+            "http {\n    split_clients $remote_addr $s { 0.555% a; }\n}\n",
+            Emerg("invalid percent value \"0.555%\" in {conf}:5"),
+        ),
+        Case::head(
+            "split_clients with no percent sign",
+            "http {\n    split_clients $remote_addr $s { 50 a; }\n}\n",
+            Emerg("invalid percent value \"50\" in {conf}:5"),
+        ),
+        Case::head(
+            "split_clients with 0%",
+            "http {\n    split_clients $remote_addr $s { 0% a; }\n}\n",
+            Emerg("invalid percent value \"0%\" in {conf}:5"),
+        ),
+        Case::head(
+            "split_clients over 100%",
+            "http {\n    split_clients $remote_addr $s {\n        60% a;\n        50% b;\n    }\n}\n",
+            Emerg("percent total is greater than 100% in {conf}:8"),
+        ),
+        Case::head(
+            "split_clients with a share after *",
+            "http {\n    split_clients $remote_addr $s { * a; 10% b; }\n}\n",
+            Emerg("percent total is greater than 100% in {conf}:5"),
+        ),
+        Case::head(
             "geo without a $",
             "http {\n    geo g { }\n}\n",
             Emerg("invalid variable name \"g\" in {conf}:5"),

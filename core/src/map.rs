@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use regex::bytes::Regex;
 
-use crate::conf::model::{MapConf, MapKey};
+use crate::conf::model::{MapConf, MapKey, MapKind};
 use crate::conf::ConfError;
 use crate::vars::{Template, Var, VarCtx};
 
@@ -58,8 +58,17 @@ pub struct Map {
     tail: HashMap<Box<[u8]>, usize>,
     regexes: Vec<(Regex, usize)>,
     default: Option<Template>,
-    /// A `geo` block's networks (boxed: maps are the usual kind).
-    geo: Option<Box<crate::geo::Geo>>,
+    /// A `geo` or `split_clients` block's table (boxed: maps are the
+    /// usual kind).
+    other: Option<Box<Other>>,
+}
+
+/// The tables of the map-like variables of other modules.
+#[derive(Debug)]
+enum Other {
+    Geo(crate::geo::Geo),
+    /// Each share's upper bound (0: the rest) and value.
+    Split(Box<[(u32, Box<[u8]>)]>),
 }
 
 fn compile(text: &str, scope: &dyn Fn(&str) -> Option<Var>) -> Result<Template, ConfError> {
@@ -84,10 +93,16 @@ impl Map {
                 .as_deref()
                 .map(|d| compile(d, &scope))
                 .transpose()?,
-            geo: conf
-                .geo
-                .as_ref()
-                .map(|g| Box::new(crate::geo::Geo::build(g))),
+            other: match &conf.kind {
+                MapKind::Map => None,
+                MapKind::Geo(g) => Some(Box::new(Other::Geo(crate::geo::Geo::build(g)))),
+                MapKind::Split(shares) => Some(Box::new(Other::Split(
+                    shares
+                        .iter()
+                        .map(|(bound, value)| (*bound, value.as_bytes().into()))
+                        .collect(),
+                ))),
+            },
         };
         for entry in &conf.entries {
             let i = map.values.len();
@@ -141,14 +156,28 @@ impl Map {
     /// Appends the value for the request to `out`.
     pub fn eval(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
         let mut source = Vec::new();
-        if let Some(geo) = &self.geo {
-            let ip = if geo.has_source {
+        match self.other.as_deref() {
+            None => {}
+            Some(Other::Geo(geo)) => {
+                let ip = if geo.has_source {
+                    self.source.eval_into(cx, &mut source);
+                    crate::geo::Geo::parse(&source)
+                } else {
+                    geo.client(cx)
+                };
+                return out.extend_from_slice(geo.find(ip));
+            }
+            Some(Other::Split(shares)) => {
                 self.source.eval_into(cx, &mut source);
-                crate::geo::Geo::parse(&source)
-            } else {
-                geo.client(cx)
-            };
-            return out.extend_from_slice(geo.find(ip));
+                let hash = murmur_hash2(&source);
+                if let Some((_, value)) = shares
+                    .iter()
+                    .find(|(bound, _)| hash < *bound || *bound == 0)
+                {
+                    out.extend_from_slice(value);
+                }
+                return;
+            }
         }
         self.source.eval_into(cx, &mut source);
         if self.hostnames && source.last() == Some(&b'.') {
@@ -197,6 +226,32 @@ impl Map {
         }
         None
     }
+}
+
+/// nginx's `ngx_murmur_hash2`, which `split_clients` uses.
+fn murmur_hash2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h = data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, &b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }
 
 /// Builds every map, refusing a cycle of map variables (nginx finds one

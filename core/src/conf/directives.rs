@@ -109,6 +109,7 @@ pub const CORE: &[Spec] = &[
     b("upstream", HTTP, 1, 1),
     b("map", HTTP, 2, 2),
     b("geo", HTTP, 1, 2),
+    b("split_clients", HTTP, 2, 2),
     b("server", HTTP, 0, 0),
     d("access_log", PROXY, 1, MORE),
     d("log_format", HTTP, 2, MORE),

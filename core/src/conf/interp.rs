@@ -1287,10 +1287,14 @@ impl<'a> Interp<'a> {
     fn http_block(&mut self, items: &[Directive]) -> Result<(), ConfError> {
         let mut own = Layer::default();
         let mut seen = HashSet::new();
-        // A `map`'s variable is its second argument, a `geo`'s its last.
+        // A `map`'s or `split_clients`'s variable is its second argument,
+        // a `geo`'s its last.
         self.map_vars = items
             .iter()
-            .filter(|d| (d.name == "map" && d.args.len() == 2) || d.name == "geo")
+            .filter(|d| {
+                (matches!(d.name.as_str(), "map" | "split_clients") && d.args.len() == 2)
+                    || d.name == "geo"
+            })
             .filter_map(|d| d.args.last()?.strip_prefix('$'))
             .map(str::to_ascii_lowercase)
             .collect();
@@ -1302,6 +1306,7 @@ impl<'a> Interp<'a> {
             match d.name.as_str() {
                 "map" => self.map_block(d)?,
                 "geo" => self.geo_block(d)?,
+                "split_clients" => self.split_clients_block(d)?,
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
                 "limit_conn_zone" => self.limit_conn_zone(d)?,
@@ -2072,7 +2077,7 @@ impl<'a> Interp<'a> {
             default: None,
             entries: Vec::new(),
             loc: d.loc.clone(),
-            geo: None,
+            kind: MapKind::Map,
         };
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
@@ -2233,7 +2238,72 @@ impl<'a> Interp<'a> {
             default: None,
             entries: Vec::new(),
             loc: d.loc.clone(),
-            geo: Some(geo),
+            kind: MapKind::Geo(geo),
+        });
+        Ok(())
+    }
+
+    /// `split_clients STRING $variable { PERCENT% VALUE; ... * VALUE; }`,
+    /// as `ngx_http_split_clients_block` reads it.
+    fn split_clients_block(&mut self, d: &Directive) -> Result<(), ConfError> {
+        self.check_vars(self.compile_check(&d.args[0]), d)?;
+        let var = &d.args[1];
+        let Some(name) = var.strip_prefix('$') else {
+            return err(format!("invalid variable name \"{var}\""), d);
+        };
+        if crate::vars::builtin(&name.to_ascii_lowercase()) {
+            return err(format!("the duplicate \"{name}\" variable"), d);
+        }
+        let block = d.block.as_ref();
+        let items = block.map_or(&[][..], |b| &b.items[..]);
+        let mut shares = Vec::with_capacity(items.len());
+        // Hundredths of a percent.
+        let mut sum: u64 = 0;
+        let mut last: u64 = 0;
+        for item in items {
+            if item.block.is_some() {
+                return err("unexpected \"{\"", item);
+            }
+            let percent = item.name.as_str();
+            let hundredths = if percent == "*" {
+                0
+            } else {
+                match percent.strip_suffix('%').and_then(fixed_point_2) {
+                    Some(n) if n > 0 => n,
+                    _ => return err(format!("invalid percent value \"{percent}\""), item),
+                }
+            };
+            sum = if hundredths == 0 {
+                10_000
+            } else {
+                sum + hundredths
+            };
+            if sum > 10_000 {
+                // Found once the block is read: nginx reports it at its `}`.
+                let mut at = d.loc.clone();
+                at.line = block.map_or(at.line, |b| b.end_line);
+                return Err(ConfError::at(
+                    "percent total is greater than 100%".into(),
+                    at,
+                ));
+            }
+            let bound = if hundredths == 0 {
+                0
+            } else {
+                last += hundredths * u64::from(u32::MAX) / 10_000;
+                last as u32
+            };
+            // nginx takes the second word, whatever follows it.
+            shares.push((bound, item.args.first().cloned().unwrap_or_default()));
+        }
+        self.http.maps.push(MapConf {
+            name: name.to_ascii_lowercase(),
+            source: d.args[0].clone(),
+            hostnames: false,
+            default: None,
+            entries: Vec::new(),
+            loc: d.loc.clone(),
+            kind: MapKind::Split(shares),
         });
         Ok(())
     }
@@ -3329,6 +3399,23 @@ fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
         return err(format!("getgrnam(\"{group}\") failed"), d);
     }
     Ok(())
+}
+
+/// `ngx_atofp(text, 2)`: a decimal with at most two digits after the
+/// point, in hundredths.
+fn fixed_point_2(text: &str) -> Option<u64> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 2
+        || (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(n * 10u64.pow(2 - frac.len() as u32))
 }
 
 /// A `geo` network, as `ngx_http_geo_cidr_value`: `255.255.255.255` (which

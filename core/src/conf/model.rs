@@ -94,9 +94,21 @@ pub struct MapConf {
     pub entries: Vec<MapEntry>,
     /// The `map` line.
     pub loc: Loc,
-    /// A `geo` block: its networks instead of keys (`source` is its
-    /// `$address`, empty without one).
-    pub geo: Option<GeoConf>,
+    /// What the block is: a `map`'s keys (`entries`), or another module's
+    /// table over the same kind of variable.
+    pub kind: MapKind,
+}
+
+/// The block a map-like variable comes from.
+#[derive(Debug, Clone)]
+pub enum MapKind {
+    Map,
+    /// `geo`: networks instead of keys (`source` is its `$address`, empty
+    /// without one).
+    Geo(GeoConf),
+    /// `split_clients`: the source's MurmurHash2 against each share's
+    /// upper bound, in order; a `*` share (bound 0) takes the rest.
+    Split(Vec<(u32, String)>),
 }
 
 /// A checked `geo` block (`crate::geo` builds it).
