@@ -629,6 +629,21 @@ fn cases() -> Vec<Case> {
         )
         .files(&[("geo_extra.conf", "192.168.0.0/16 e;\n")]),
         Case::head(
+            "proxy_ssl_protocols with a bad value",
+            "http {\n    proxy_ssl_protocols TLSv1.3 bogus;\n}\n",
+            Emerg("invalid value \"bogus\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_ssl_session_reuse not a flag",
+            "http {\n    proxy_ssl_session_reuse maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"proxy_ssl_session_reuse\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_ssl_certificate where no TLS is used",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_pass http://127.0.0.1:1; proxy_ssl_certificate nokey.pem; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "split_clients shares nginx takes",
             "http {\n    split_clients $remote_addr $s { .5% a; 5.% b; 10% c d; 50% e; * f; }\n}\n",
             Expect::Ok,

@@ -225,6 +225,10 @@ pub const CORE: &[Spec] = &[
     d("proxy_ssl_trusted_certificate", PROXY, 1, 1),
     f("proxy_ssl_server_name", PROXY),
     d("proxy_ssl_name", PROXY, 1, 1),
+    d("proxy_ssl_certificate", PROXY, 1, 1),
+    d("proxy_ssl_certificate_key", PROXY, 1, 1),
+    d("proxy_ssl_protocols", PROXY, 1, MORE),
+    f("proxy_ssl_session_reuse", PROXY),
     // realip
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),

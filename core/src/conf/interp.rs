@@ -200,6 +200,11 @@ struct Layer {
     ssl_trusted: Option<PathBuf>,
     ssl_server_name: Option<bool>,
     ssl_name: Option<String>,
+    /// `proxy_ssl_certificate` (as written, resolved) and its key.
+    proxy_ssl_cert: Option<(String, PathBuf, Loc)>,
+    proxy_ssl_key: Option<(PathBuf, Loc)>,
+    proxy_ssl_protocols: Option<u32>,
+    proxy_ssl_session_reuse: Option<bool>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
     keepalive_time: Option<Duration>,
@@ -329,6 +334,18 @@ impl Layer {
             send_timeout: self.send_timeout.or(parent.send_timeout),
             read_timeout: self.read_timeout.or(parent.read_timeout),
             ssl_verify: self.ssl_verify.or(parent.ssl_verify),
+            proxy_ssl_cert: self
+                .proxy_ssl_cert
+                .clone()
+                .or_else(|| parent.proxy_ssl_cert.clone()),
+            proxy_ssl_key: self
+                .proxy_ssl_key
+                .clone()
+                .or_else(|| parent.proxy_ssl_key.clone()),
+            proxy_ssl_protocols: self.proxy_ssl_protocols.or(parent.proxy_ssl_protocols),
+            proxy_ssl_session_reuse: self
+                .proxy_ssl_session_reuse
+                .or(parent.proxy_ssl_session_reuse),
             ssl_trusted: self
                 .ssl_trusted
                 .clone()
@@ -638,6 +655,11 @@ impl Layer {
                 trusted: None,
                 server_name: self.ssl_server_name.unwrap_or(false),
                 name: self.ssl_name.clone(),
+                // Set where an `https://` proxy_pass needs it.
+                client_cert: None,
+                tls12: self.proxy_ssl_protocols.is_none_or(|m| m & TLS12 != 0),
+                tls13: self.proxy_ssl_protocols.is_none_or(|m| m & TLS13 != 0),
+                session_reuse: self.proxy_ssl_session_reuse.unwrap_or(true),
             },
         }
     }
@@ -1427,6 +1449,19 @@ impl<'a> Interp<'a> {
             // nginx reads the file only where a location verifies, when
             // the levels are merged (`ngx_http_proxy_set_ssl`).
             "proxy_ssl_trusted_certificate" => layer.ssl_trusted = Some(self.conf_path(&d.args[0])),
+            "proxy_ssl_certificate" => {
+                let path = self.conf_path(&d.args[0]);
+                layer.proxy_ssl_cert = Some((d.args[0].clone(), path, d.loc.clone()));
+            }
+            "proxy_ssl_certificate_key" => {
+                layer.proxy_ssl_key = Some((self.conf_path(&d.args[0]), d.loc.clone()));
+            }
+            "proxy_ssl_protocols" => {
+                layer.proxy_ssl_protocols = Some(protocols(d, "proxy_ssl_protocols")?);
+            }
+            "proxy_ssl_session_reuse" => {
+                layer.proxy_ssl_session_reuse = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             // A complex value, compiled as it is read.
             "proxy_ssl_name" => {
                 self.check_vars(self.compile_check(&d.args[0]), d)?;
@@ -1773,24 +1808,7 @@ impl<'a> Interp<'a> {
                     .push((path, d.loc.clone()));
             }
             "ssl_protocols" => {
-                let mut mask = layer.ssl_protocols.unwrap_or(0);
-                for v in &d.args {
-                    mask |= match v.to_ascii_lowercase().as_str() {
-                        "sslv2" | "sslv3" | "tlsv1" | "tlsv1.1" => 0,
-                        "tlsv1.2" => TLS12,
-                        "tlsv1.3" => TLS13,
-                        _ => return err(format!("invalid value \"{v}\""), d),
-                    };
-                }
-                // rustls has TLS 1.2 and 1.3 only: a list without either
-                // would leave the server with no protocol at all.
-                if mask == 0 {
-                    return err(
-                        "\"ssl_protocols\" enables neither TLSv1.2 nor TLSv1.3, \
-                         the only versions waypost supports",
-                        d,
-                    );
-                }
+                let mask = layer.ssl_protocols.unwrap_or(0) | protocols(d, "ssl_protocols")?;
                 layer.ssl_protocols = Some(mask);
             }
             "ssl_ciphers" => layer.ssl_ciphers = Some((d.args[0].clone(), d.loc.clone())),
@@ -3098,8 +3116,24 @@ impl<'a> Interp<'a> {
             buffers(&layer)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
-            if matches!(&location.action, Action::Proxy(p) if p.tls) && proxy.ssl.verify {
+            let https = matches!(&location.action, Action::Proxy(p) if p.tls);
+            if https && proxy.ssl.verify {
                 proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
+            }
+            // nginx's `ngx_http_proxy_set_ssl`: where TLS is used, a
+            // certificate needs its key.
+            if let (true, Some((written, cert, cert_loc))) = (https, &layer.proxy_ssl_cert) {
+                let Some((key, key_loc)) = &layer.proxy_ssl_key else {
+                    return Err(ConfError::bare(format!(
+                        "no \"proxy_ssl_certificate_key\" is defined for certificate \"{written}\""
+                    )));
+                };
+                proxy.ssl.client_cert = Some(CertificateConf {
+                    cert: cert.clone(),
+                    cert_loc: cert_loc.clone(),
+                    key: key.clone(),
+                    key_loc: key_loc.clone(),
+                });
             }
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = proxy;
@@ -3340,6 +3374,9 @@ fn is_single(name: &str) -> bool {
             | "proxy_send_timeout"
             | "proxy_read_timeout"
             | "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_certificate"
+            | "proxy_ssl_certificate_key"
+            | "proxy_ssl_protocols"
             | "proxy_ssl_name"
             | "real_ip_header"
             | "limit_conn_status"
@@ -3399,6 +3436,32 @@ fn user(d: &Directive, seen: &mut HashSet<String>) -> Result<(), ConfError> {
         return err(format!("getgrnam(\"{group}\") failed"), d);
     }
     Ok(())
+}
+
+/// `ssl_protocols` and `proxy_ssl_protocols`: the TLS versions named,
+/// those rustls has (1.2, 1.3) as bits; older ones are accepted and never
+/// used.
+fn protocols(d: &Directive, name: &str) -> Result<u32, ConfError> {
+    let mut mask = 0;
+    for v in &d.args {
+        mask |= match v.to_ascii_lowercase().as_str() {
+            "sslv2" | "sslv3" | "tlsv1" | "tlsv1.1" => 0,
+            "tlsv1.2" => TLS12,
+            "tlsv1.3" => TLS13,
+            _ => return err(format!("invalid value \"{v}\""), d),
+        };
+    }
+    // rustls has TLS 1.2 and 1.3 only: a list without either would leave
+    // no protocol at all.
+    if mask == 0 {
+        return err(
+            format!(
+                "\"{name}\" enables neither TLSv1.2 nor TLSv1.3, the only versions waypost supports"
+            ),
+            d,
+        );
+    }
+    Ok(mask)
 }
 
 /// `ngx_atofp(text, 2)`: a decimal with at most two digits after the

@@ -637,7 +637,7 @@ pub struct Redirect {
 }
 
 /// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProxySsl {
     /// `proxy_ssl_verify` (default off, as nginx).
     pub verify: bool,
@@ -648,6 +648,29 @@ pub struct ProxySsl {
     pub server_name: bool,
     /// `proxy_ssl_name`, as written; `None`: the upstream's host.
     pub name: Option<String>,
+    /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`: what the
+    /// proxy shows an upstream that asks for a client certificate.
+    pub client_cert: Option<CertificateConf>,
+    /// `proxy_ssl_protocols`: TLS 1.2, TLS 1.3 (nginx's default has both).
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `proxy_ssl_session_reuse` (default on).
+    pub session_reuse: bool,
+}
+
+impl Default for ProxySsl {
+    fn default() -> Self {
+        ProxySsl {
+            verify: false,
+            trusted: None,
+            server_name: false,
+            name: None,
+            client_cert: None,
+            tls12: true,
+            tls13: true,
+            session_reuse: true,
+        }
+    }
 }
 
 impl Default for ProxyConf {

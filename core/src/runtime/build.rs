@@ -560,8 +560,24 @@ fn server(
 /// and with it its session cache.
 #[derive(Default)]
 struct TlsClients {
-    built: HashMap<(usize, bool, bool), Arc<crate::upstream::tls::TlsClient>>,
+    built: HashMap<TlsClientKey, Arc<crate::upstream::tls::TlsClient>>,
+    /// `proxy_ssl_certificate` pairs read, each once.
+    certificates:
+        HashMap<(std::path::PathBuf, std::path::PathBuf), Arc<rustls::sign::CertifiedKey>>,
 }
+
+/// The settings that make one client configuration: the trusted
+/// certificates (by identity), verification, SNI, the client certificate
+/// (by its files), TLS 1.2, TLS 1.3 and session reuse.
+type TlsClientKey = (
+    usize,
+    bool,
+    bool,
+    Option<(std::path::PathBuf, std::path::PathBuf)>,
+    bool,
+    bool,
+    bool,
+);
 
 impl TlsClients {
     fn get(
@@ -569,16 +585,42 @@ impl TlsClients {
         ssl: &model::ProxySsl,
     ) -> Result<Arc<crate::upstream::tls::TlsClient>, ConfError> {
         let trusted = ssl.trusted.as_ref().filter(|_| ssl.verify);
+        let files = ssl
+            .client_cert
+            .as_ref()
+            .map(|c| (c.cert.clone(), c.key.clone()));
         let key = (
             trusted.map_or(0, |t| Arc::as_ptr(t) as usize),
             ssl.verify,
             ssl.server_name,
+            files.clone(),
+            ssl.tls12,
+            ssl.tls13,
+            ssl.session_reuse,
         );
         if let Some(client) = self.built.get(&key) {
             return Ok(client.clone());
         }
+        let certificate = match (&ssl.client_cert, files) {
+            (Some(conf), Some(files)) => Some(match self.certificates.get(&files) {
+                Some(c) => c.clone(),
+                None => {
+                    let provider = rustls::crypto::ring::default_provider();
+                    let pair = Arc::new(crate::runtime::tls::load_pair(conf, &provider)?);
+                    self.certificates.insert(files, pair.clone());
+                    pair
+                }
+            }),
+            _ => None,
+        };
+        let options = crate::upstream::tls::ClientOptions {
+            certificate,
+            tls12: ssl.tls12,
+            tls13: ssl.tls13,
+            session_reuse: ssl.session_reuse,
+        };
         let client = Arc::new(
-            crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name)
+            crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name, options)
                 .map_err(ConfError::bare)?,
         );
         self.built.insert(key, client.clone());

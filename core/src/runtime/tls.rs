@@ -150,7 +150,10 @@ fn pem_error(e: pem::Error, what: &str) -> String {
 
 /// Reads one `ssl_certificate` (the chain, leaf first) and its key, and
 /// checks that they belong together.
-fn load_pair(c: &CertificateConf, provider: &CryptoProvider) -> Result<CertifiedKey, ConfError> {
+pub(crate) fn load_pair(
+    c: &CertificateConf,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, ConfError> {
     let cert_error = |cause: String| {
         ConfError::at(
             format!("cannot load certificate \"{}\": {cause}", c.cert.display()),

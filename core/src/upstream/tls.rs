@@ -240,12 +240,46 @@ impl std::fmt::Debug for TlsClient {
     }
 }
 
+/// What a client configuration is made of besides verification and SNI.
+pub struct ClientOptions {
+    /// `proxy_ssl_certificate` and its key: shown to an upstream that asks.
+    pub certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// `proxy_ssl_protocols`.
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `proxy_ssl_session_reuse`.
+    pub session_reuse: bool,
+}
+
+/// The one certificate a client configuration shows.
+#[derive(Debug)]
+struct ClientCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        // nginx sends its certificate whatever CAs the server names.
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 impl TlsClient {
     /// `trusted`: the anchors to verify against (`proxy_ssl_verify on`),
     /// or `None` to accept any certificate; `sni`: whether to send the
     /// name (`proxy_ssl_server_name`). The name is checked against the
     /// certificate whenever it is verified, SNI or not, as nginx does.
-    pub fn new(trusted: Option<Arc<RootCertStore>>, sni: bool) -> Result<TlsClient, String> {
+    pub fn new(
+        trusted: Option<Arc<RootCertStore>>,
+        sni: bool,
+        options: ClientOptions,
+    ) -> Result<TlsClient, String> {
         // Unique in the process, not only in one configuration: pools are
         // rebuilt on reload, but an id must never name two settings.
         static IDS: AtomicU32 = AtomicU32::new(1);
@@ -259,13 +293,28 @@ impl TlsClient {
             }),
             None => Arc::new(AcceptAnyCertificate(provider.clone())),
         };
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::with_capacity(2);
+        if options.tls13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        if options.tls12 {
+            versions.push(&rustls::version::TLS12);
+        }
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
             .map_err(|e| format!("TLS client: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match options.certificate {
+            Some(certified) => {
+                builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified)))
+            }
+            None => builder.with_no_client_auth(),
+        };
         config.enable_sni = sni;
+        if !options.session_reuse {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(TlsClient {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
