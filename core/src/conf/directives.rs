@@ -189,6 +189,9 @@ pub const CORE: &[Spec] = &[
     d("metrics", LOC, 0, 0),
     // waypost: the same data as JSON
     d("status", LOC, 0, 0),
+    // An argument (`stub_status on;`, before nginx 1.7.5) is taken and
+    // ignored, as nginx does.
+    d("stub_status", LOC, 0, 1),
     d("proxy_set_header", PROXY, 2, 2),
     d("add_header", PROXY, 2, 3),
     d("expires", PROXY, 1, 2),

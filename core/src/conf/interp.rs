@@ -2899,6 +2899,7 @@ impl<'a> Interp<'a> {
                 // Like stub_status: the location's content handler.
                 "metrics" => content = Some(Action::Metrics),
                 "status" => content = Some(Action::Status),
+                "stub_status" => content = Some(Action::StubStatus),
                 "location" => {
                     self.location_block(item, server, Some(me))?;
                 }

@@ -494,6 +494,8 @@ pub enum Action {
     Metrics,
     /// `status;`: the same data as JSON.
     Status,
+    /// `stub_status;`: nginx's connection and request counts.
+    StubStatus,
     /// No handler: nginx would serve static files; we answer 404.
     None,
 }

@@ -44,6 +44,7 @@ pub mod realip;
 pub mod refused;
 pub mod response;
 pub mod server;
+pub mod stats;
 pub mod timer;
 pub mod tls;
 pub mod tunnel;

@@ -283,6 +283,17 @@ pub fn status_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
     resp
 }
 
+/// `stub_status;`: nginx's counts as its page (GET and HEAD only).
+pub fn stub_status_page(parts: &http::request::Parts) -> Response<RespBody> {
+    if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
+        return error_page(405);
+    }
+    let mut resp = Response::new(RespBody::full(Bytes::from(crate::http::stats::page())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
 /// `metrics;`: the running configuration's metrics, Prometheus text format.
 pub fn metrics_page(runtime: &crate::runtime::Runtime) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(Bytes::from(crate::metrics::render(runtime))));

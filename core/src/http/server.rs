@@ -22,7 +22,9 @@ use crate::http::head::ParsedHead;
 use crate::http::limit_conn;
 use crate::http::proxy::{self, ClientCx};
 use crate::http::refused::{self, HeadCx};
-use crate::http::response::{error_page, finalized, metrics_page, reply, status_page};
+use crate::http::response::{
+    error_page, finalized, metrics_page, reply, status_page, stub_status_page,
+};
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Runtime};
@@ -246,8 +248,9 @@ impl Tracker {
     }
 }
 
-/// A connection counted open until dropped.
-struct Open(Arc<Tracker>);
+/// A connection counted open until dropped (by the worker, and for
+/// `stub_status`).
+struct Open(Arc<Tracker>, crate::http::stats::Active);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -284,9 +287,11 @@ async fn accept_loop(
                 None,
                 &format!("{max} worker_connections are not enough"),
             );
+            crate::http::stats::accepted(false);
             drop(stream);
             continue;
         }
+        crate::http::stats::accepted(true);
         let id = state.conn_ids.fetch_add(1, Ordering::Relaxed);
         // The count before the configuration: a reload in between is seen
         // at the first repin.
@@ -303,7 +308,7 @@ async fn accept_loop(
             generation: AtomicU64::new(generation),
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
-        let open = Open(tracker.clone());
+        let open = Open(tracker.clone(), crate::http::stats::Active::open());
         // The protocol is settled once per connection, here: TLS, or
         // cleartext with HTTP/2 on, each get a task of their own; a plain
         // HTTP/1 connection's task is the h1 loop as it always was.
@@ -657,7 +662,11 @@ where
                 // kilobytes.
                 let (parts, body) = req.into_parts();
                 let mut answer = None;
+                // `stub_status`: a stream is a request, writing while
+                // handled.
+                let phase = crate::http::stats::Phase::request();
                 Box::pin(handle(&parts, &[], body, &conn, local, &mut answer)).await;
+                drop(phase);
                 let resp = match answer {
                     Some((resp, _)) => resp,
                     None => error_page(500),
@@ -966,6 +975,7 @@ async fn handle(
                                     (None, Action::Status) => {
                                         status_page(&conn.state.runtime.load())
                                     }
+                                    (None, Action::StubStatus) => stub_status_page(parts),
                                     (None, _) => error_page(404),
                                 }
                             }

@@ -451,6 +451,7 @@ fn server(
             model::Action::None => Action::NotFound,
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
+            model::Action::StubStatus => Action::StubStatus,
             model::Action::Proxy(p) => {
                 let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
                 proxy.style = l.redirect_style;

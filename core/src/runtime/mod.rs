@@ -286,6 +286,8 @@ pub enum Action {
     Metrics,
     /// `status;`
     Status,
+    /// `stub_status;`
+    StubStatus,
     NotFound,
 }
 

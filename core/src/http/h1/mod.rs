@@ -44,6 +44,7 @@ use crate::clock;
 use crate::http::access;
 use crate::http::body::RespBody;
 use crate::http::response::{error_page, error_page_with};
+use crate::http::stats;
 use crate::http::timer;
 pub use body::ClientBody;
 use body::{Pump, Step};
@@ -280,6 +281,9 @@ async fn busy<I: Io, S: Service>(
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return End::Nothing,
         Err(_) => return End::Close,
     }
+    // `stub_status`: reading from the first byte, writing once the head
+    // is in; dropped on every way out.
+    let mut phase = stats::Phase::reading();
     loop {
         // The head.
         let deadline = first_deadline
@@ -312,6 +316,7 @@ async fn busy<I: Io, S: Service>(
             }
         };
         buf.consume(head.len);
+        phase.writing();
         let ask_head = head.parts.method == Method::HEAD;
         let http11 = head.parts.version == Version::HTTP_11;
         let keep_alive = head.keep_alive && settings.keepalive_ms != 0;
@@ -449,6 +454,7 @@ async fn busy<I: Io, S: Service>(
             return End::Idle;
         }
         // Pipelined: the next request is already here.
+        phase.next();
     }
 }
 
