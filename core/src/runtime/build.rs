@@ -442,6 +442,7 @@ fn server(
     let mut exact = HashMap::new();
     let mut prefixes = Vec::new();
     let mut server_regexes = Vec::new();
+    let mut named: Vec<(Box<str>, usize)> = Vec::new();
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
@@ -455,6 +456,7 @@ fn server(
                 let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
                 proxy.style = l.redirect_style;
                 proxy.filters = filters.applies(i, Some(p.upstream));
+                proxy.intercept = l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
                 Action::Proxy(proxy)
             }
         };
@@ -471,6 +473,8 @@ fn server(
             None => None,
         };
         match (&regex, l.parent) {
+            // Never matched by a URI: `error_page` names it.
+            _ if l.named => named.push((l.path.as_str().into(), i)),
             (Some(_), None) => server_regexes.push(i),
             // Its parent lists it.
             (Some(_), Some(_)) => {}
@@ -508,6 +512,8 @@ fn server(
                 gzip: gzip(l.gzip.as_ref())?,
             },
             client: l.client,
+            error_pages: error_pages(&l.error_pages)?,
+            internal: l.internal,
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -544,12 +550,14 @@ fn server(
             prefixes,
             any_regex: !list.iter().all(|l| l.regex.is_none()),
             regexes: server_regexes.into_boxed_slice(),
+            named: named.into_boxed_slice(),
             list,
         },
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
         client: s.client,
         http2: s.http2,
+        error_pages: error_pages(&s.error_pages)?,
     })
 }
 
@@ -672,7 +680,44 @@ fn proxy(
         )
         .map(Box::new),
         shape: shape(conf, maps)?,
+        intercept: false,
     })
+}
+
+/// A level's `error_page` lines; `None` for none.
+fn error_pages(conf: &model::ErrorPagesConf) -> Result<Option<Box<ErrorPages>>, ConfError> {
+    if conf.pages.is_empty() {
+        return Ok(None);
+    }
+    let mut pages = Vec::with_capacity(conf.pages.len());
+    for p in &conf.pages {
+        let unsupported = || {
+            ConfError::bare(format!(
+                "the \"error_page\" URI \"{}\" is not supported",
+                p.uri
+            ))
+        };
+        let target = if p.uri.starts_with('/') {
+            let target = match &p.args {
+                Some(args) => format!("{}?{args}", p.uri),
+                None => p.uri.clone(),
+            };
+            ErrorTarget::Uri(http::uri::PathAndQuery::try_from(target).map_err(|_| unsupported())?)
+        } else if p.uri.starts_with('@') {
+            ErrorTarget::Named(p.uri.as_str().into())
+        } else {
+            ErrorTarget::Redirect(HeaderValue::from_str(&p.uri).map_err(|_| unsupported())?)
+        };
+        pages.push(ErrorPage {
+            status: p.status,
+            overwrite: p.overwrite,
+            target,
+        });
+    }
+    Ok(Some(Box::new(ErrorPages {
+        pages: pages.into_boxed_slice(),
+        recursive: conf.recursive,
+    })))
 }
 
 /// `proxy_method` and the other request-shaping settings, compiled;
