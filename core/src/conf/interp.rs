@@ -3907,7 +3907,7 @@ fn error_page(d: &Directive, pages: &mut Vec<ErrorPageConf>) -> Result<(), ConfE
     let (overwrite, codes) = match codes.split_last() {
         Some((last, rest)) if last.starts_with('=') => {
             if rest.is_empty() {
-                return invalid_value(d, last);
+                return err(format!("invalid value \"{last}\""), d);
             }
             let overwrite = match &last[1..] {
                 "" => 0,
@@ -3915,7 +3915,7 @@ fn error_page(d: &Directive, pages: &mut Vec<ErrorPageConf>) -> Result<(), ConfE
                 // refused here (an `http` status has three digits).
                 n => match atoi(n).filter(|&n| n <= 999) {
                     Some(n) => n as u16,
-                    None => return invalid_value(d, last),
+                    None => return err(format!("invalid value \"{last}\""), d),
                 },
             };
             (Some(overwrite), rest)
@@ -3931,7 +3931,7 @@ fn error_page(d: &Directive, pages: &mut Vec<ErrorPageConf>) -> Result<(), ConfE
     };
     for code in codes {
         let status = match atoi(code) {
-            Some(499) | None => return invalid_value(d, code),
+            Some(499) | None => return err(format!("invalid value \"{code}\""), d),
             Some(n) => n,
         };
         if !(300..=599).contains(&status) {

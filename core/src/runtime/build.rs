@@ -460,6 +460,11 @@ fn server(
                 Action::Proxy(proxy)
             }
         };
+        let action = if l.internal {
+            Action::Internal(Box::new(action))
+        } else {
+            action
+        };
         let access_log = access_logs(&l.access_log, &mut logs, formats, filters)?;
         // A location inside a regex one is reached only through it.
         let mut in_regex = false;

@@ -332,6 +332,9 @@ pub enum Action {
     /// `status;`
     Status,
     NotFound,
+    /// `internal`: a client's request gets 404; an internal redirect's
+    /// gets the location's own action.
+    Internal(Box<Action>),
 }
 
 /// A `return`: the status, and the text (a template) that is the body, or
