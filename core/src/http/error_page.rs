@@ -62,10 +62,7 @@ pub(crate) fn apply<'a>(
         let mut current: Option<(Parts, ParsedHead)> = None;
         let mut changes = MAX_URI_CHANGES + 1;
         let mut used = false;
-        loop {
-            let Some(level) = pages.filter(|_| !used && changes != 0) else {
-                break;
-            };
+        while let Some(level) = pages.filter(|_| !used && changes != 0) {
             if !level.recursive {
                 used = true;
             }
@@ -75,10 +72,10 @@ pub(crate) fn apply<'a>(
             };
             let (path, name) = match &page.target {
                 ErrorTarget::Redirect(url) => {
-                    let code = match page.overwrite {
-                        Some(code @ (301 | 302 | 303 | 307 | 308)) => code,
-                        _ => 302,
-                    };
+                    let code = page
+                        .overwrite
+                        .filter(|c| matches!(c, 301 | 302 | 303 | 307 | 308))
+                        .unwrap_or(302);
                     let mut moved = error_page(code);
                     moved.headers_mut().insert(LOCATION, url.clone());
                     carry(&resp, &mut moved, &[CONNECTION, WWW_AUTHENTICATE]);
