@@ -1451,6 +1451,86 @@ fn cases() -> Vec<Case> {
             "http {\n    server {\n        listen 127.0.0.1:{port} http2 ssl;\n    }\n}\n",
             Emerg("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {conf}:5"),
         ),
+        Case::head(
+            "error_page: no URI",
+            "http {\n    server {\n        error_page 404;\n    }\n}\n",
+            Emerg("invalid number of arguments in \"error_page\" directive in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: = without a code",
+            "http {\n    server {\n        error_page = /x;\n    }\n}\n",
+            Emerg("invalid value \"=\" in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: =NNN not a number",
+            "http {\n    server {\n        error_page 404 =abc /x;\n    }\n}\n",
+            Emerg("invalid value \"=abc\" in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: = between codes",
+            "http {\n    server {\n        error_page 404 = 500 /x;\n    }\n}\n",
+            Emerg("invalid value \"=\" in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: code not a number",
+            "http {\n    server {\n        error_page x /x;\n    }\n}\n",
+            Emerg("invalid value \"x\" in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: code below 300",
+            "http {\n    server {\n        error_page 299 /x;\n    }\n}\n",
+            Emerg("value \"299\" must be between 300 and 599 in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: code above 599",
+            "http {\n    server {\n        error_page 404 600 /x;\n    }\n}\n",
+            Emerg("value \"600\" must be between 300 and 599 in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: 499",
+            "http {\n    server {\n        error_page 499 /x;\n    }\n}\n",
+            Emerg("invalid value \"499\" in {conf}:6"),
+        ),
+        Case::head(
+            "recursive_error_pages: not a flag",
+            "http {\n    server {\n        recursive_error_pages maybe;\n    }\n}\n",
+            Emerg("invalid value \"maybe\" in \"recursive_error_pages\" directive, it must be \"on\" or \"off\" in {conf}:6"),
+        ),
+        Case::head(
+            "internal: at the server level",
+            "http {\n    server {\n        internal;\n    }\n}\n",
+            Emerg("\"internal\" directive is not allowed here in {conf}:6"),
+        ),
+        Case::head(
+            "internal: twice",
+            "http {\n    server {\n        location /x { internal; internal; }\n    }\n}\n",
+            Emerg("\"internal\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "internal: an argument",
+            "http {\n    server {\n        location /x { internal on; }\n    }\n}\n",
+            Emerg("invalid number of arguments in \"internal\" directive in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_intercept_errors: twice",
+            "http {\n    server {\n        location /x { proxy_intercept_errors on; proxy_intercept_errors off; }\n    }\n}\n",
+            Emerg("\"proxy_intercept_errors\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "named location: inside a location",
+            "http {\n    server {\n        location /x { location @a { return 204; } }\n    }\n}\n",
+            Emerg("named location \"@a\" can be on the server level only in {conf}:6"),
+        ),
+        Case::head(
+            "named location: a location inside",
+            "http {\n    server {\n        location @a { location /y { } }\n    }\n}\n",
+            Emerg("location \"/y\" cannot be inside the named location \"@a\" in {conf}:6"),
+        ),
+        Case::head(
+            "error_page: every form, named locations of one name",
+            "http {\n    error_page 404 /nf;\n    recursive_error_pages on;\n    server {\n        listen 127.0.0.1:{port};\n        error_page 500 502 =200 /50x?a=b;\n        error_page 403 = @a;\n        error_page 401 =301 http://example.com/;\n        error_page 495 https://example.com/;\n        location @a { return 204; }\n        location @a { return 205; }\n        location /i { internal; proxy_intercept_errors on; error_page 404 @a; }\n    }\n}\n",
+            Expect::Ok,
+        ),
     ]
 }
 

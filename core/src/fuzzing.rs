@@ -166,6 +166,7 @@ impl Harness {
             // A `return` code: 0 to 999.
             status: bytes.u16() % 1000,
             request_line: b"",
+            original: None,
             maps: &[],
             captures: None,
         };
@@ -226,6 +227,7 @@ impl Harness {
             requests: bytes.u64(),
             status: 0,
             request_line: b"",
+            original: None,
             maps: &[],
             captures: None,
         };

@@ -42,6 +42,9 @@ pub struct VarCtx<'a> {
     /// `$request` as the client sent it, for a head refused before it
     /// could be a request (`GET / HTTP/1.1x`); empty: from `req`.
     pub request_line: &'a [u8],
+    /// The client's request where an internal redirect (`error_page`)
+    /// made `req`: `$request` and `$request_uri` are its.
+    pub original: Option<&'a Parts>,
     /// The configuration's `map` variables (`Var::Map` indexes them).
     pub maps: &'a [Map],
     /// A `map` regex's groups, while the value of its entry is evaluated.
@@ -315,7 +318,7 @@ impl Var {
             return Some("");
         }
         Some(match self {
-            Var::RequestUri => request_uri(req),
+            Var::RequestUri => request_uri(cx.original.unwrap_or(req)),
             Var::Args => req.uri.query().unwrap_or(""),
             Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name).unwrap_or(""),
             Var::RequestMethod => req.method.as_str(),
@@ -399,6 +402,7 @@ impl Var {
                 out.extend_from_slice(cx.request_line);
             }
             Var::Request => {
+                let req = cx.original.unwrap_or(req);
                 out.extend_from_slice(req.method.as_str().as_bytes());
                 out.push(b' ');
                 if req.uri.scheme().is_some() {

@@ -163,6 +163,9 @@ pub const CORE: &[Spec] = &[
     d("server_name", SRV, 1, MORE),
     b("location", SRV | LOC, 1, 2),
     d("return", SRV | LOC, 1, 2),
+    d("error_page", PROXY, 2, MORE),
+    f("recursive_error_pages", PROXY),
+    d("internal", LOC, 0, 0),
     // TLS and HTTP/2 to clients
     d("ssl_certificate", HTTP | SRV, 1, 1),
     d("ssl_certificate_key", HTTP | SRV, 1, 1),
@@ -210,6 +213,7 @@ pub const CORE: &[Spec] = &[
     d("proxy_connect_timeout", PROXY, 1, 1),
     d("proxy_send_timeout", PROXY, 1, 1),
     d("proxy_read_timeout", PROXY, 1, 1),
+    f("proxy_intercept_errors", PROXY),
     // Accepted so that nginx files load: waypost streams bodies both
     // ways, as nginx with `proxy_buffering off` and
     // `proxy_request_buffering off`; sizes and paths are checked, unused.

@@ -293,6 +293,12 @@ struct Layer {
     cookie_domains: Option<(bool, Vec<CookieRule>)>,
     cookie_paths: Option<(bool, Vec<CookieRule>)>,
     http2: Option<bool>,
+    /// `error_page` lines: a level that has any replaces its parent's.
+    error_pages: Option<Vec<ErrorPageConf>>,
+    recursive_error_pages: Option<bool>,
+    intercept_errors: Option<bool>,
+    /// `internal` (location only; nested locations inherit it).
+    internal: Option<bool>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -476,6 +482,21 @@ impl Layer {
                 max_temp: self.buffers.max_temp.or(parent.buffers.max_temp),
             },
             http2: self.http2.or(parent.http2),
+            error_pages: self
+                .error_pages
+                .clone()
+                .or_else(|| parent.error_pages.clone()),
+            recursive_error_pages: self.recursive_error_pages.or(parent.recursive_error_pages),
+            intercept_errors: self.intercept_errors.or(parent.intercept_errors),
+            internal: self.internal.or(parent.internal),
+        }
+    }
+
+    /// `error_page` and `recursive_error_pages` in effect at a merged level.
+    fn error_pages(&self) -> ErrorPagesConf {
+        ErrorPagesConf {
+            pages: self.error_pages.clone().unwrap_or_default(),
+            recursive: self.recursive_error_pages.unwrap_or(false),
         }
     }
 
@@ -639,6 +660,7 @@ impl Layer {
             set_body: self.proxy_set_body.clone(),
             pass_request_headers: self.pass_request_headers.unwrap_or(true),
             pass_request_body: self.pass_request_body.unwrap_or(true),
+            intercept_errors: self.intercept_errors.unwrap_or(false),
             redirects: self
                 .redirects
                 .as_ref()
@@ -1507,6 +1529,17 @@ impl<'a> Interp<'a> {
             }
             "expires" => layer.expires = Some(expires(d)?),
             "msie_padding" => layer.msie_padding = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "error_page" => {
+                let pages = layer.error_pages.get_or_insert_with(Vec::new);
+                error_page(d, pages)?;
+            }
+            "recursive_error_pages" => {
+                layer.recursive_error_pages = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "proxy_intercept_errors" => {
+                layer.intercept_errors = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "internal" => layer.internal = Some(true),
             "merge_slashes" => layer.merge_slashes = Some(d.args[0].eq_ignore_ascii_case("on")),
             "absolute_redirect" => {
                 layer.absolute_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
@@ -2578,6 +2611,7 @@ impl<'a> Interp<'a> {
             keepalive_requests: 1000,
             keepalive_time: Duration::from_secs(3600),
             client: ClientLimits::default(),
+            error_pages: ErrorPagesConf::default(),
         });
         self.servers.push(ServerInfo {
             loc: Some(d.loc.clone()),
@@ -2817,6 +2851,9 @@ impl<'a> Interp<'a> {
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
             gzip: None,
+            named,
+            internal: false,
+            error_pages: ErrorPagesConf::default(),
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -3095,6 +3132,7 @@ impl<'a> Interp<'a> {
             server.redirect_style = layer.redirect_style();
             server.msie_padding = layer.msie_padding.unwrap_or(true);
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
+            server.error_pages = layer.error_pages();
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -3152,6 +3190,8 @@ impl<'a> Interp<'a> {
             location.redirect_style = layer.redirect_style();
             location.msie_padding = layer.msie_padding.unwrap_or(true);
             location.filters = layer.filters.clone();
+            location.error_pages = layer.error_pages();
+            location.internal = layer.internal.unwrap_or(false);
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
@@ -3388,6 +3428,7 @@ fn is_single(name: &str) -> bool {
             | "auth_basic_user_file"
             | "proxy_method"
             | "proxy_set_body"
+            | "internal"
             | "satisfy"
             | "ssl_trusted_certificate"
             | "ssl_stapling_file"
@@ -4117,6 +4158,69 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
         }
     }
     Ok(listen)
+}
+
+/// nginx's `ngx_http_core_error_page`: `CODE ... [=[RESPONSE]] URI`, each
+/// code 300 to 599 but 499; the URI's `?args` kept apart when it is a
+/// path. Codes 494 to 497 answer 400 unless `=` says otherwise.
+fn error_page(d: &Directive, pages: &mut Vec<ErrorPageConf>) -> Result<(), ConfError> {
+    let (uri, codes) = match d.args.split_last() {
+        Some(split) => split,
+        None => return err("invalid number of arguments in \"error_page\" directive", d),
+    };
+    let (overwrite, codes) = match codes.split_last() {
+        Some((last, rest)) if last.starts_with('=') => {
+            if rest.is_empty() {
+                return err(format!("invalid value \"{last}\""), d);
+            }
+            let overwrite = match &last[1..] {
+                "" => 0,
+                // Past 999 nginx writes a status line no client reads;
+                // refused here (an `http` status has three digits).
+                n => match atoi(n).filter(|&n| n <= 999) {
+                    Some(n) => n as u16,
+                    None => return err(format!("invalid value \"{last}\""), d),
+                },
+            };
+            (Some(overwrite), rest)
+        }
+        _ => (None, codes),
+    };
+    if uri.contains('$') {
+        return err("variables in \"error_page\" are not supported", d);
+    }
+    let (path, args) = match uri.split_once('?') {
+        Some((path, args)) if uri.starts_with('/') => (path.to_owned(), Some(args.to_owned())),
+        _ => (uri.clone(), None),
+    };
+    for code in codes {
+        let status = match atoi(code) {
+            Some(499) | None => return err(format!("invalid value \"{code}\""), d),
+            Some(n) => n,
+        };
+        if !(300..=599).contains(&status) {
+            return err(format!("value \"{code}\" must be between 300 and 599"), d);
+        }
+        let overwrite = match (overwrite, status) {
+            (None, 494..=497) => Some(400),
+            (o, _) => o,
+        };
+        pages.push(ErrorPageConf {
+            status: status as u16,
+            overwrite,
+            uri: path.clone(),
+            args: args.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// nginx's `ngx_atoi`: digits only, not empty, no overflow.
+fn atoi(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 fn return_args(d: &Directive) -> Result<Return, ConfError> {

@@ -274,6 +274,8 @@ pub struct ServerConf {
     pub tls: TlsConf,
     /// `http2 on`
     pub http2: bool,
+    /// `error_page` and `recursive_error_pages` at the server level.
+    pub error_pages: ErrorPagesConf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -384,6 +386,11 @@ pub struct LocationConf {
     pub gzip: Option<GzipConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
+    /// `location @name`: reached only by an `error_page`.
+    pub named: bool,
+    /// `internal` here or in an enclosing location.
+    pub internal: bool,
+    pub error_pages: ErrorPagesConf,
 }
 
 /// How a Location that is a path is made absolute (nginx's header
@@ -513,6 +520,26 @@ pub struct ProxyPass {
     pub tls: bool,
 }
 
+/// One status of an `error_page` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPageConf {
+    pub status: u16,
+    /// `=CODE`: the answer's status; `Some(0)`: `=` alone (the target's
+    /// own); `None`: the error's.
+    pub overwrite: Option<u16>,
+    /// The URI (its `?args` apart), `@name`, or a redirect's URL.
+    pub uri: String,
+    pub args: Option<String>,
+}
+
+/// The `error_page` lines in effect at a level (a level with any replaces
+/// its parent's) and `recursive_error_pages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorPagesConf {
+    pub pages: Vec<ErrorPageConf>,
+    pub recursive: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Return {
     pub code: u16,
@@ -610,6 +637,9 @@ pub struct ProxyConf {
     /// `proxy_pass_request_headers`, `proxy_pass_request_body` (on).
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
+    /// `proxy_intercept_errors on`: an upstream's answer of 300 or more
+    /// with an `error_page` for its status is replaced.
+    pub intercept_errors: bool,
 }
 
 /// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
@@ -696,6 +726,7 @@ impl Default for ProxyConf {
             set_body: None,
             pass_request_headers: true,
             pass_request_body: true,
+            intercept_errors: false,
         }
     }
 }

@@ -571,6 +571,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// When the request started (`$request_time`).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// An upstream try starts (nginx's `ngx_http_upstream_connect`): the
     /// previous try's response time ends here.
     pub fn try_start(&mut self) {
@@ -963,6 +968,7 @@ mod tests {
             requests: 1,
             status: 0,
             request_line: b"",
+            original: None,
             maps: &[],
             captures: None,
         };

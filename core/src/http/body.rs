@@ -231,6 +231,16 @@ impl RespBody {
         }
     }
 
+    /// [`RespBody::passed`], to change (an `error_page` answer's status
+    /// line drops the upstream's reason).
+    pub fn passed_mut(&mut self) -> Option<&mut Passed> {
+        match &mut self.kind {
+            Kind::Upstream(_, passed) => passed.as_deref_mut(),
+            Kind::Gzip(g) => g.passed.as_deref_mut(),
+            _ => None,
+        }
+    }
+
     /// An answer to HEAD over HTTP/2: no body goes out (the stream would
     /// carry it as DATA), the length of the one there was announced.
     pub fn head_only(resp: &mut http::Response<RespBody>) {
@@ -315,6 +325,15 @@ impl RespBody {
 
     pub fn set_record(&mut self, record: Option<Box<Record>>) {
         self.record = record;
+    }
+
+    /// The access log record, if the answer is logged.
+    pub fn record(&self) -> Option<&Record> {
+        self.record.as_deref()
+    }
+
+    pub fn record_mut(&mut self) -> Option<&mut Record> {
+        self.record.as_deref_mut()
     }
 
     /// The access log record, for an answer sent in this one's place.

@@ -17,6 +17,7 @@
 //! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
+//! - `error_page`: `error_page` (internal redirects, named locations)
 //! - `outbound`: an answer's header filters, in nginx's order (expires,
 //!   add_header, msie_padding, charset, gzip)
 //! - `charset`: `charset NAME` added to Content-Type
@@ -31,6 +32,7 @@ pub mod auth_basic;
 pub mod body;
 pub mod charset;
 pub mod cookie;
+pub mod error_page;
 pub mod expires;
 pub mod gzip;
 pub mod h1;

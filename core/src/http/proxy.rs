@@ -61,10 +61,18 @@ pub struct ClientCx<'a> {
     pub maps: &'a [crate::map::Map],
     /// The groups of the regex location that took the request.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// The client's request where an internal redirect (`error_page`)
+    /// made the one handled: error log lines show its request line.
+    pub original: Option<&'a Parts>,
+    /// Reached by an internal redirect: `limit_conn` and the filter
+    /// modules (`limit_req`), which nginx applies once per request, are
+    /// not applied again.
+    pub internal: bool,
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
 fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
+    let parts = cx.original.unwrap_or(parts);
     format!(
         ", client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{}\", host: \"{}\"",
         NgxIp(cx.client.ip()),
@@ -86,6 +94,7 @@ fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
 /// and `, referrer: "..."` when the request has one.
 pub(crate) fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
     use std::fmt::Write as _;
+    let parts = cx.original.unwrap_or(parts);
     let _ = write!(
         line,
         ", client: {}, server: {}, request: \"{} {} {:?}\"",
@@ -597,6 +606,8 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
             resp.headers_mut().append(n, v);
         }
     }
+    // nginx's limit_req finalizes the request with the status.
+    resp.extensions_mut().insert(crate::http::response::Special);
     resp
 }
 
@@ -764,6 +775,7 @@ pub async fn run(
         requests: cx.requests,
         status: 0,
         request_line: b"",
+        original: cx.original,
         maps: cx.maps,
         captures: cx.captures,
     };
@@ -782,7 +794,7 @@ pub async fn run(
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
-        let filter_delay = if p.filters.is_empty() {
+        let filter_delay = if p.filters.is_empty() || cx.internal {
             0
         } else {
             let (delay, end) = filters(
@@ -799,7 +811,7 @@ pub async fn run(
         // limit_conn after limit_req: a request it delays is counted
         // once its delay is over (below).
         filter_delayed = filter_delay > 0;
-        if !filter_delayed {
+        if !filter_delayed && !cx.internal {
             if let Some(limits) = &location.limit_conn {
                 conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
             }
@@ -1087,6 +1099,11 @@ pub async fn run(
                     now,
                     &mut tries_left,
                 );
+                if p.intercept && status >= 300 {
+                    if let Some(page) = intercepted(location, status, &resp.passed) {
+                        return page;
+                    }
+                }
                 let upstream_h1::Response {
                     parts: head,
                     mut passed,
@@ -1143,6 +1160,31 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `proxy_intercept_errors on`: an upstream's answer whose status has an
+/// `error_page` becomes nginx's special response for it (its body and
+/// headers dropped, but a 401's `WWW-Authenticate`), which the
+/// `error_page` then replaces.
+#[cold]
+#[inline(never)]
+fn intercepted(
+    location: &Location,
+    status: u16,
+    passed: &upstream_h1::Passed,
+) -> Option<Response<RespBody>> {
+    location.error_pages.as_ref()?.find(status)?;
+    let mut page = crate::http::response::error_page(status);
+    if status == 401 {
+        let challenge = passed
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(b"www-authenticate"))
+            .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
+        if let Some(value) = challenge {
+            page.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    Some(page)
 }
 
 /// `proxy_redirect` on a response with a Location or Refresh line (cold:

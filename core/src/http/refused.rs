@@ -79,6 +79,7 @@ impl HeadCx<'_> {
                 Some(line) => line,
                 None => b"",
             },
+            original: None,
             maps: self.maps,
             captures: None,
         };

@@ -194,8 +194,14 @@ pub fn error_page(status: u16) -> Response<RespBody> {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp.extensions_mut().insert(Special);
     resp
 }
+
+/// Marks nginx's special response (a request finalized with a status):
+/// what `error_page` replaces. An upstream's own answer is not one.
+#[derive(Clone, Copy)]
+pub struct Special;
 
 /// Whether nginx 1.22 has a page of its own for `status`.
 fn has_page(status: u16) -> bool {

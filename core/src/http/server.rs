@@ -27,7 +27,7 @@ use crate::http::response::{
 };
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
-use crate::runtime::{Action, Runtime};
+use crate::runtime::{Action, Location, Runtime};
 use crate::vars::VarCtx;
 
 /// The listening sockets the workers accept on. Replaced as a whole on
@@ -331,11 +331,11 @@ async fn accept_loop(
 }
 
 /// One client connection.
-struct Conn {
+pub(crate) struct Conn {
     state: Arc<State>,
     listen: SocketAddr,
     client: SocketAddr,
-    id: u64,
+    pub(crate) id: u64,
     requests: AtomicU64,
     /// When it was accepted, for `keepalive_time`.
     start: std::time::Instant,
@@ -804,30 +804,14 @@ async fn handle(
             None => (None, server_groups),
         },
     };
-    let vars = |client: SocketAddr, status: u16, proxy_host| VarCtx {
-        req: parts,
-        head: &head,
-        client,
-        peer: conn.client,
-        local,
-        server_name: &server.name,
-        proxy_host,
-        conn: conn.id,
-        requests,
-        status,
-        request_line: b"",
-        maps: &rt.maps,
-        captures: groups.as_ref(),
-    };
-
-    let client_cx = |client: SocketAddr| ClientCx {
-        client,
-        peer: conn.client,
-        local,
-        conn: conn.id,
-        requests,
+    let req = Req {
+        parts,
+        original: None,
         head: &head,
         raw,
+        conn,
+        local,
+        requests,
         server,
         maps: &rt.maps,
         captures: groups.as_ref(),
@@ -839,7 +823,7 @@ async fn handle(
         let mut resp = resp;
         if let Some(logs) = &server.access_log {
             let status = resp.status().as_u16();
-            let mut record = logs.start(&vars(client, status, ""), crate::clock::now());
+            let mut record = logs.start(&req.vars(client, status, ""), crate::clock::now());
             record.status = status;
             record.limit_conn = conn;
             resp.body_mut().set_record(Some(record));
@@ -858,16 +842,18 @@ async fn handle(
         && limits.max_body != 0
         && http_body::Body::size_hint(&body)
             .exact()
-            .is_some_and(|n| n > limits.max_body);
+            .is_some_and(|n| n > limits.max_body)
+        // nginx refuses a client's request for an `internal` location first.
+        && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
     let mut resp = if let Some(r) = &server.ret {
-        server_logged(reply(r, &vars(client, r.status, "")), 0)
+        server_logged(reply(r, &req.vars(client, r.status, "")), 0)
     } else if too_large {
         let mut resp = error_page(413);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         match location.and_then(|l| l.access_log.as_ref()) {
             Some(logs) => {
-                let mut record = logs.start(&vars(client, 413, ""), crate::clock::now());
+                let mut record = logs.start(&req.vars(client, 413, ""), crate::clock::now());
                 record.status = 413;
                 resp.body_mut().set_record(Some(record));
                 resp
@@ -883,21 +869,21 @@ async fn handle(
                 let mut conn = 0;
                 let checked = match &server.limit_conn {
                     Some(limits) => {
-                        let cx = client_cx(client);
-                        limit_conn::check(limits, &vars(client, 0, ""), &cx, parts, &mut conn)
+                        let cx = req.client_cx(client);
+                        limit_conn::check(limits, &req.vars(client, 0, ""), &cx, parts, &mut conn)
                     }
                     None => Ok(None),
                 };
                 let resp = match checked {
                     Err(code) => finalized(code),
                     Ok(_hold) => {
-                        let cx = client_cx(client);
+                        let cx = req.client_cx(client);
                         let refused = access(
                             &server.access,
                             server.auth_basic.as_deref(),
                             server.satisfy_any,
                             parts,
-                            &vars(client, 0, ""),
+                            &req.vars(client, 0, ""),
                             &cx,
                         )
                         .await;
@@ -907,102 +893,187 @@ async fn handle(
                 server_logged(resp, conn)
             }
             Some(location) => {
-                // realip again in the pre-access phase, with the location's
-                // settings, if the server's left the address alone. A
-                // `return` answers before that phase.
-                if server_realip.is_none() && !matches!(location.action, Action::Reply(_)) {
-                    if let Some(real) = location
-                        .realip
-                        .as_ref()
-                        .and_then(|r| r.apply(conn.client, &parts.headers))
-                    {
-                        client = real;
-                    }
-                }
-                let proxy_host = match &location.action {
-                    Action::Proxy(p) => p.host.as_str(),
-                    _ => "",
-                };
-                let record = location
-                    .access_log
-                    .as_ref()
-                    .map(|logs| logs.start(&vars(client, 0, proxy_host), crate::clock::now()));
-                // Written with 499 should the request be dropped before
-                // it has its answer (the client went away).
-                let mut record = Unanswered(record);
-                let cx = client_cx(client);
-                let mut resp = match &location.action {
-                    Action::Reply(r) => reply(r, &vars(client, r.status, "")),
-                    // A proxied location checks `allow`/`deny` once its
-                    // filter modules ran (nginx's pre-access phase).
-                    Action::Proxy(p) => {
-                        proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
-                    }
-                    // The pre-access phase (`limit_conn`), then access;
-                    // the counts are given back once the answer is made.
-                    action => {
-                        let mut status = 0;
-                        let checked = match &location.limit_conn {
-                            Some(limits) => limit_conn::check(
-                                limits,
-                                &vars(client, 0, proxy_host),
-                                &cx,
-                                parts,
-                                &mut status,
-                            ),
-                            None => Ok(None),
-                        };
-                        if let Some(r) = record.0.as_deref_mut() {
-                            r.limit_conn = status;
-                        }
-                        match checked {
-                            Err(code) => finalized(code),
-                            Ok(_hold) => {
-                                let refused = access(
-                                    &location.access,
-                                    location.auth_basic.as_deref(),
-                                    location.satisfy_any,
-                                    parts,
-                                    &vars(client, 0, proxy_host),
-                                    &cx,
-                                )
-                                .await;
-                                match (refused, action) {
-                                    (Some(resp), _) => resp,
-                                    (None, Action::Metrics) => {
-                                        metrics_page(&conn.state.runtime.load())
-                                    }
-                                    (None, Action::Status) => {
-                                        status_page(&conn.state.runtime.load())
-                                    }
-                                    (None, Action::StubStatus) => stub_status_page(parts),
-                                    (None, _) => error_page(404),
-                                }
-                            }
-                        }
-                    }
-                };
-                let mut record = record.0.take();
-                if let Some(r) = record.as_deref_mut() {
-                    r.status = resp.status().as_u16();
-                }
-                resp.body_mut().set_record(record);
-                resp
+                let realip = server_realip.is_none();
+                at_location(&req, body, location, &location.action, client, realip, None).await
             }
         }
     };
+    // nginx's special response handler: the level in effect may have an
+    // `error_page` for the status (out of line, boxed: most answers are
+    // not errors, and most levels have none).
+    let mut outbound = location.map_or(&server.outbound, |l| &l.outbound);
+    if let Some(pages) = location.map_or(&server.error_pages, |l| &l.error_pages) {
+        if crate::http::error_page::special(&resp) {
+            let (redirected, last) =
+                crate::http::error_page::apply(&req, pages, client, resp).await;
+            resp = redirected;
+            if let Some(last) = last {
+                outbound = &last.outbound;
+            }
+        }
+    }
     let proxy_host = match location.map(|l| &l.action) {
         Some(Action::Proxy(p)) => p.host.as_str(),
         _ => "",
     };
-    location
-        .map_or(&server.outbound, |l| &l.outbound)
-        .apply(&mut resp, parts, |status| vars(client, status, proxy_host));
+    outbound.apply(&mut resp, parts, |status| {
+        req.vars(client, status, proxy_host)
+    });
     if close {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     *answer = Some((resp, Some(send)));
+}
+
+/// What a request's answer is made from once its server is known. An
+/// internal redirect (`error_page`) makes another one for the new target.
+pub(crate) struct Req<'a> {
+    pub(crate) parts: &'a Parts,
+    /// The client's request, where an internal redirect made `parts`.
+    pub(crate) original: Option<&'a Parts>,
+    pub(crate) head: &'a ParsedHead,
+    pub(crate) raw: &'a [u8],
+    pub(crate) conn: &'a Conn,
+    pub(crate) local: SocketAddr,
+    pub(crate) requests: u64,
+    pub(crate) server: &'a crate::runtime::Server,
+    pub(crate) maps: &'a [crate::map::Map],
+    pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
+}
+
+impl<'a> Req<'a> {
+    pub(crate) fn vars(&self, client: SocketAddr, status: u16, proxy_host: &'a str) -> VarCtx<'a> {
+        VarCtx {
+            req: self.parts,
+            head: self.head,
+            client,
+            peer: self.conn.client,
+            local: self.local,
+            server_name: &self.server.name,
+            proxy_host,
+            conn: self.conn.id,
+            requests: self.requests,
+            status,
+            request_line: b"",
+            original: self.original,
+            maps: self.maps,
+            captures: self.captures,
+        }
+    }
+
+    pub(crate) fn client_cx(&self, client: SocketAddr) -> ClientCx<'a> {
+        ClientCx {
+            client,
+            peer: self.conn.client,
+            local: self.local,
+            conn: self.conn.id,
+            requests: self.requests,
+            head: self.head,
+            raw: self.raw,
+            server: self.server,
+            maps: self.maps,
+            captures: self.captures,
+            original: self.original,
+            internal: self.original.is_some(),
+        }
+    }
+}
+
+/// A location's answer, from realip's second pass (`realip`: the
+/// server's settings left the address alone) to the content handler,
+/// with its access log record. `started`: when a request that an
+/// internal redirect brought here started.
+pub(crate) async fn at_location(
+    req: &Req<'_>,
+    body: ClientBody,
+    location: &Location,
+    action: &Action,
+    mut client: SocketAddr,
+    realip: bool,
+    started: Option<std::time::Instant>,
+) -> Response<RespBody> {
+    let parts = req.parts;
+    // realip again in the pre-access phase, with the location's
+    // settings, if the server's left the address alone. A
+    // `return` answers before that phase.
+    if realip && !matches!(action, Action::Reply(_)) {
+        if let Some(real) = location
+            .realip
+            .as_ref()
+            .and_then(|r| r.apply(req.conn.client, &parts.headers))
+        {
+            client = real;
+        }
+    }
+    let proxy_host = match action {
+        Action::Proxy(p) => p.host.as_str(),
+        _ => "",
+    };
+    let record = location.access_log.as_ref().map(|logs| {
+        let started = started.unwrap_or_else(crate::clock::now);
+        logs.start(&req.vars(client, 0, proxy_host), started)
+    });
+    // Written with 499 should the request be dropped before
+    // it has its answer (the client went away).
+    let mut record = Unanswered(record);
+    let cx = req.client_cx(client);
+    let mut resp = match action {
+        Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
+        // A proxied location checks `allow`/`deny` once its
+        // filter modules ran (nginx's pre-access phase).
+        Action::Proxy(p) => {
+            proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
+        }
+        // nginx's find-config phase: a client's request for an
+        // `internal` location.
+        Action::Internal(_) => error_page(404),
+        // The pre-access phase (`limit_conn`, once per request), then
+        // access; the counts are given back once the answer is made.
+        action => {
+            let mut status = 0;
+            let checked = match &location.limit_conn {
+                Some(limits) if !cx.internal => limit_conn::check(
+                    limits,
+                    &req.vars(client, 0, proxy_host),
+                    &cx,
+                    parts,
+                    &mut status,
+                ),
+                _ => Ok(None),
+            };
+            if let Some(r) = record.0.as_deref_mut() {
+                r.limit_conn = status;
+            }
+            match checked {
+                Err(code) => finalized(code),
+                Ok(_hold) => {
+                    let refused = access(
+                        &location.access,
+                        location.auth_basic.as_deref(),
+                        location.satisfy_any,
+                        parts,
+                        &req.vars(client, 0, proxy_host),
+                        &cx,
+                    )
+                    .await;
+                    match (refused, action) {
+                        (Some(resp), _) => resp,
+                        (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
+                        (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
+                        (None, Action::StubStatus) => stub_status_page(req.parts),
+                        (None, _) => error_page(404),
+                    }
+                }
+            }
+        }
+    };
+    let mut record = record.0.take();
+    if let Some(r) = record.as_deref_mut() {
+        r.status = resp.status().as_u16();
+    }
+    resp.body_mut().set_record(record);
+    resp
 }
 
 /// nginx's access phase for an answer the server makes itself: the rules

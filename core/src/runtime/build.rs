@@ -442,6 +442,7 @@ fn server(
     let mut exact = HashMap::new();
     let mut prefixes = Vec::new();
     let mut server_regexes = Vec::new();
+    let mut named: Vec<(Box<str>, usize)> = Vec::new();
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
@@ -456,8 +457,14 @@ fn server(
                 let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
                 proxy.style = l.redirect_style;
                 proxy.filters = filters.applies(i, Some(p.upstream));
+                proxy.intercept = l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
                 Action::Proxy(proxy)
             }
+        };
+        let action = if l.internal {
+            Action::Internal(Box::new(action))
+        } else {
+            action
         };
         let access_log = access_logs(&l.access_log, &mut logs, formats, filters)?;
         // A location inside a regex one is reached only through it.
@@ -472,6 +479,8 @@ fn server(
             None => None,
         };
         match (&regex, l.parent) {
+            // Never matched by a URI: `error_page` names it.
+            _ if l.named => named.push((l.path.as_str().into(), i)),
             (Some(_), None) => server_regexes.push(i),
             // Its parent lists it.
             (Some(_), Some(_)) => {}
@@ -509,6 +518,8 @@ fn server(
                 gzip: gzip(l.gzip.as_ref())?,
             },
             client: l.client,
+            error_pages: error_pages(&l.error_pages)?,
+            internal: l.internal,
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -545,6 +556,7 @@ fn server(
             prefixes,
             any_regex: !list.iter().all(|l| l.regex.is_none()),
             regexes: server_regexes.into_boxed_slice(),
+            named: named.into_boxed_slice(),
             list,
         },
         keepalive_timeout: s.keepalive_timeout,
@@ -552,6 +564,7 @@ fn server(
         keepalive_time: s.keepalive_time,
         client: s.client,
         http2: s.http2,
+        error_pages: error_pages(&s.error_pages)?,
     })
 }
 
@@ -716,7 +729,44 @@ fn proxy(
         )
         .map(Box::new),
         shape: shape(conf, maps)?,
+        intercept: false,
     })
+}
+
+/// A level's `error_page` lines; `None` for none.
+fn error_pages(conf: &model::ErrorPagesConf) -> Result<Option<Box<ErrorPages>>, ConfError> {
+    if conf.pages.is_empty() {
+        return Ok(None);
+    }
+    let mut pages = Vec::with_capacity(conf.pages.len());
+    for p in &conf.pages {
+        let unsupported = || {
+            ConfError::bare(format!(
+                "the \"error_page\" URI \"{}\" is not supported",
+                p.uri
+            ))
+        };
+        let target = if p.uri.starts_with('/') {
+            let target = match &p.args {
+                Some(args) => format!("{}?{args}", p.uri),
+                None => p.uri.clone(),
+            };
+            ErrorTarget::Uri(http::uri::PathAndQuery::try_from(target).map_err(|_| unsupported())?)
+        } else if p.uri.starts_with('@') {
+            ErrorTarget::Named(p.uri.as_str().into())
+        } else {
+            ErrorTarget::Redirect(HeaderValue::from_str(&p.uri).map_err(|_| unsupported())?)
+        };
+        pages.push(ErrorPage {
+            status: p.status,
+            overwrite: p.overwrite,
+            target,
+        });
+    }
+    Ok(Some(Box::new(ErrorPages {
+        pages: pages.into_boxed_slice(),
+        recursive: conf.recursive,
+    })))
 }
 
 /// `proxy_method` and the other request-shaping settings, compiled;

@@ -163,6 +163,39 @@ pub struct Server {
     pub access_log: Option<Arc<crate::http::access::AccessLogs>>,
     /// `http2 on`
     pub http2: bool,
+    /// `error_page` at the server level: for a server-level `return` and
+    /// what no location takes.
+    pub error_pages: Option<Box<ErrorPages>>,
+}
+
+/// A level's `error_page` lines, made at load; `None` where it has none.
+pub struct ErrorPages {
+    pub pages: Box<[ErrorPage]>,
+    /// `recursive_error_pages on`
+    pub recursive: bool,
+}
+
+impl ErrorPages {
+    /// The first line for `status`, as nginx looks them up.
+    pub fn find(&self, status: u16) -> Option<&ErrorPage> {
+        self.pages.iter().find(|p| p.status == status)
+    }
+}
+
+pub struct ErrorPage {
+    pub status: u16,
+    /// `=CODE`; `Some(0)`: `=` alone, the target's own status.
+    pub overwrite: Option<u16>,
+    pub target: ErrorTarget,
+}
+
+pub enum ErrorTarget {
+    /// An internal redirect to this path and query.
+    Uri(http::uri::PathAndQuery),
+    /// `@name`
+    Named(Box<str>),
+    /// Anything else: a redirect with this Location.
+    Redirect(HeaderValue),
 }
 
 /// Locations of a server: exact matches, prefixes longest first, and
@@ -174,6 +207,8 @@ pub struct Locations {
     pub(crate) regexes: Box<[usize]>,
     /// Whether the server has regex locations at all.
     pub(crate) any_regex: bool,
+    /// `location @name`s, the first of a name written first.
+    pub(crate) named: Box<[(Box<str>, usize)]>,
     pub list: Vec<Location>,
 }
 
@@ -203,6 +238,14 @@ impl Locations {
             }
         }
         prefix.map(|i| (&self.list[i], None))
+    }
+
+    /// The named location `name` (`@...`).
+    pub fn named(&self, name: &str) -> Option<&Location> {
+        self.named
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|&(_, i)| &self.list[i])
     }
 
     /// The regex locations nginx tries after the longest prefix: those
@@ -277,6 +320,9 @@ pub struct Location {
     pub outbound: crate::http::outbound::Outbound,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
     pub client: crate::conf::model::ClientLimits,
+    pub error_pages: Option<Box<ErrorPages>>,
+    /// `internal`: a client's request that ends here gets 404.
+    pub internal: bool,
 }
 
 pub enum Action {
@@ -289,6 +335,9 @@ pub enum Action {
     /// `stub_status;`
     StubStatus,
     NotFound,
+    /// `internal`: a client's request gets 404; an internal redirect's
+    /// gets the location's own action.
+    Internal(Box<Action>),
 }
 
 /// A `return`: the status, and the text (a template) that is the body, or
@@ -376,6 +425,9 @@ pub struct Proxy {
     /// `proxy_pass_request_body`, `proxy_set_body`; `None` when all are
     /// nginx's defaults (the request as it came).
     pub shape: Option<Box<RequestShape>>,
+    /// `proxy_intercept_errors on` where the location has `error_page`s:
+    /// an upstream answer with a status they list is replaced.
+    pub intercept: bool,
 }
 
 /// How the upstream request differs from the client's.
