@@ -23,7 +23,7 @@ fn conf(port: u16, h2: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
             "    server {{\n        listen 127.0.0.1:{port};\n{locations}    }}\n\
-             \x20   server {{\n        listen 127.0.0.1:{h2} http2;\n{locations}    }}\n"
+             \x20   server {{\n        listen 127.0.0.1:{h2} http2;\n        error_page 500 /nf;\n        location = /nf {{ return 200 \"nf\\n\"; }}\n{locations}    }}\n"
         ),
         nginx,
     )
@@ -72,9 +72,10 @@ fn ask(port: u16, code: u16) -> String {
     format!("{status} | {} | {body}", kept.join(" | "))
 }
 
-/// Over HTTP/2 (h2c), one connection: the statuses of `/500`, `/400`,
-/// `/414`, `/404` asked one after the other, each answer read whole (an
-/// error where the connection was gone).
+/// Over HTTP/2 (h2c), one connection: the statuses of `/500` (whose
+/// `error_page` answers with another location's body, keeping the 500's
+/// HTTP/1-only close), `/400`, `/414`, `/404` asked one after the other,
+/// each answer read whole (an error where the connection was gone).
 fn h2(port: u16) -> String {
     use http_body_util::{BodyExt, Empty};
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -2,7 +2,8 @@
 //! from clients of several loopback addresses and over IPv6, with the
 //! most specific network winning, `default`, `delete`, a repeated network
 //! (the last value), `$address` from a variable (an invalid one is
-//! 255.255.255.255, an IPv4-mapped one is looked up as IPv4), `proxy` with
+//! 255.255.255.255, an IPv4-mapped one is looked up as IPv4, and one from
+//! a `proxy` gives way to X-Forwarded-For), `proxy` with
 //! X-Forwarded-For, with and without `proxy_recursive`, realip before it,
 //! and a geo value as a `limit_req` key through a `map` (the allowlist
 //! pattern: an empty key is not limited). A missing `$address` value is
@@ -44,6 +45,7 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20       192.168.0.0/16 p;\n\
              \x20   }}\n\
              \x20   geo $gd {{ 10.0.0.0/8 a; delete 10.0.0.0/8; 127.0.0.0/16 b; }}\n\
+             \x20   geo $arg_ip $g6 {{ proxy 10.0.0.0/8; 1.2.3.4 one; 10.0.0.0/8 ten; }}\n\
              \x20   geo $limited {{ default 1; 127.0.0.2 0; }}\n\
              \x20   map $limited $key {{ 0 \"\"; 1 $binary_remote_addr; }}\n\
              \x20   limit_req_zone $key zone=z:1m rate=1r/m;\n\
@@ -51,6 +53,7 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20       listen 127.0.0.1:{port};\n\
              \x20       listen [::1]:{port};\n\
              \x20       location / {{ return 200 \"g=$g gi=$gi gp=$gp gr=$gr gd=$gd\\n\"; }}\n\
+             \x20       location /six {{ return 200 \"g6=$g6\\n\"; }}\n\
              \x20       location /real {{\n\
              \x20           set_real_ip_from 127.0.0.5;\n\
              \x20           real_ip_header X-Real-IP;\n\
@@ -113,6 +116,9 @@ fn run(nginx: bool) -> Vec<String> {
             "/real".into(),
             "X-Real-IP: 127.0.0.3\r\nX-Forwarded-For: 192.168.5.5\r\n".into(),
         ),
+        (1, "/six?ip=10.1.1.1".into(), xff("1.2.3.4")),
+        (1, "/six?ip=10.1.1.1".into(), String::new()),
+        (1, "/six?ip=192.168.1.1".into(), xff("1.2.3.4")),
         (2, "/limited".into(), String::new()),
         (2, "/limited".into(), String::new()),
         (6, "/limited".into(), String::new()),
@@ -151,6 +157,8 @@ fn geo_matches_nginx() {
         "gp=ten",
         "gr=p",
         "gd=b",
+        "g6=one",
+        "g6=ten",
         "g=v6lo",
         "429",
     ] {

@@ -21,7 +21,7 @@ use waypost_tests::{
     wrap_http, Run, Server,
 };
 
-fn conf(port: u16, back: u16, nginx: bool) -> String {
+fn conf(port: u16, back: u16, dead: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
             "    log_format lc '$remote_addr \"$request\" $status $limit_conn_status';\n\
@@ -49,6 +49,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       location /ret {{ return 200 \"ret\\n\"; }}\n\
              \x20       location /none/ {{ }}\n\
              \x20       location /deny/ {{ deny 127.0.0.2; proxy_pass http://b; }}\n\
+             \x20       location /fall/ {{ error_page 502 = @fb; proxy_pass http://127.0.0.1:{dead}; }}\n\
+             \x20       location @fb {{ proxy_pass http://b; }}\n\
              \x20       location /nest/ {{\n\
              \x20           limit_conn_status 418;\n\
              \x20           location /nest/in/ {{ proxy_pass http://b; }}\n\
@@ -112,9 +114,10 @@ fn ask(port: u16, src: u8, path: &str) -> String {
 /// Answers, access log lines and error log lines of one server.
 fn run(nginx: bool) -> Run {
     let backend = gated();
-    let ports = free_ports(1);
+    let ports = free_ports(2);
     let port = ports[0];
-    let server = Server::either(nginx, &conf(port, backend.port, nginx), &ports);
+    let conf = conf(port, backend.port, ports[1], nginx);
+    let server = Server::either(nginx, &conf, &ports[..1]);
     let long_key = format!("/key/x?k={}", "k".repeat(300));
     let mut answers = Vec::new();
 
@@ -163,7 +166,15 @@ fn run(nginx: bool) -> Run {
     answers.push(ask(port, 1, "/one/x"));
     backend.release.send(()).expect("release");
 
-    let access = server.wait_lines("logs/acc.log", lines + 1);
+    // A request an `error_page` sent to a named location keeps its count
+    // until it ends there.
+    let fallen = send(port, 3, "/fall/hold");
+    backend.heads.recv().expect("the fallen request");
+    answers.push(ask(port, 3, "/one/x"));
+    backend.release.send(()).expect("release");
+    answers.push(format!("fallen -> {}", status_and_page(fallen)));
+
+    let access = server.wait_lines("logs/acc.log", lines + 3);
     let mut errors = server.log_messages("limiting connections");
     errors.extend(server.log_messages("more than 255 bytes"));
     (answers, access, errors)
@@ -178,6 +189,8 @@ fn limits_match_nginx() {
         &theirs,
         &[
             "503 Service Temporarily Unavailable",
+            "3 /one/x -> HTTP/1.1 503",
+            "fallen -> HTTP/1.1 200",
             "429 Too Many Requests",
             "418",
             "200 OK | ok",

@@ -7,7 +7,8 @@
 //! it is one of the block's `proxy` addresses, the one X-Forwarded-For
 //! gives (`proxy_recursive` walks past trusted proxies), as nginx's
 //! `ngx_http_geo_real_addr`; or, with `geo $address $var`, the variable's
-//! value, and 255.255.255.255 when that is no address. An IPv4-mapped IPv6
+//! value (through the `proxy` addresses as well), and 255.255.255.255
+//! when that is no address. An IPv4-mapped IPv6
 //! address is looked up among the IPv4 networks.
 //!
 //! Built at config load into one hash table per prefix length, searched
@@ -79,18 +80,24 @@ impl Geo {
 
     /// The address of the request, when the block has no `$address`.
     pub fn client(&self, cx: &VarCtx<'_>) -> IpAddr {
-        match &self.proxies {
-            Some(proxies) => proxies
-                .apply(cx.client, &cx.req.headers)
-                .unwrap_or(cx.client)
-                .ip(),
-            None => cx.client.ip(),
+        self.forwarded(cx.client, cx)
+    }
+
+    /// The address `$address` gave (from a `proxy`, the one
+    /// X-Forwarded-For gives, as for the client's); nginx's INADDR_NONE
+    /// when it is none.
+    pub fn address(&self, text: &[u8], cx: &VarCtx<'_>) -> IpAddr {
+        match realip::parse_addr(text) {
+            Some(ip) => self.forwarded(std::net::SocketAddr::new(ip, 0), cx),
+            None => IpAddr::V4(Ipv4Addr::BROADCAST),
         }
     }
 
-    /// The address `$address` gave: nginx's INADDR_NONE when it is none.
-    pub fn parse(text: &[u8]) -> IpAddr {
-        realip::parse_addr(text).unwrap_or(IpAddr::V4(Ipv4Addr::BROADCAST))
+    fn forwarded(&self, from: std::net::SocketAddr, cx: &VarCtx<'_>) -> IpAddr {
+        match &self.proxies {
+            Some(proxies) => proxies.apply(from, &cx.req.headers).unwrap_or(from).ip(),
+            None => from.ip(),
+        }
     }
 
     /// The value for `ip`.

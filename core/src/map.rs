@@ -161,7 +161,7 @@ impl Map {
             Some(Other::Geo(geo)) => {
                 let ip = if geo.has_source {
                     self.source.eval_into(cx, &mut source);
-                    crate::geo::Geo::parse(&source)
+                    geo.address(&source, cx)
                 } else {
                     geo.client(cx)
                 };

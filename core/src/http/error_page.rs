@@ -17,7 +17,7 @@ use crate::http::body::RespBody;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
 use crate::http::proxy::request_context;
-use crate::http::response::{error_page, Special};
+use crate::http::response::{error_page, Http1Close, Special};
 use crate::http::server::{at_location, Req};
 use crate::log::{self, Level};
 use crate::runtime::{Action, ErrorPages, ErrorTarget, Location};
@@ -29,9 +29,13 @@ const MAX_URI_CHANGES: u8 = 10;
 type Redirected<'a> =
     Pin<Box<dyn Future<Output = (Response<RespBody>, Option<&'a Location>)> + Send + 'a>>;
 
-/// Whether `resp` is a special response `error_page` may replace.
-pub fn special(resp: &Response<RespBody>) -> bool {
-    resp.status().as_u16() >= 300 && resp.extensions().get::<Special>().is_some()
+/// The code of the special response `resp` (the one a request was
+/// finalized with: 494 to 497 answer 400), if `error_page` may replace it.
+pub fn special(resp: &Response<RespBody>) -> Option<u16> {
+    resp.extensions()
+        .get::<Special>()
+        .map(|s| s.0)
+        .filter(|&code| code >= 300)
 }
 
 /// The answer for the special response `resp` of a level whose
@@ -50,6 +54,10 @@ pub(crate) fn apply<'a>(
 ) -> Redirected<'a> {
     Box::pin(async move {
         let mut resp = resp;
+        // The request's `limit_conn` counts, given back when it ends.
+        let held = resp
+            .extensions_mut()
+            .remove::<crate::http::limit_conn::Kept>();
         let mut pages = Some(pages);
         let mut last = None;
         // nginx keeps these in the main request: `$request_time` counts
@@ -66,7 +74,9 @@ pub(crate) fn apply<'a>(
             if !level.recursive {
                 used = true;
             }
-            let status = resp.status().as_u16();
+            let Some(status) = special(&resp) else {
+                break;
+            };
             let Some(page) = level.find(status) else {
                 break;
             };
@@ -90,6 +100,14 @@ pub(crate) fn apply<'a>(
             };
             changes -= 1;
             let base = current.as_ref().map_or(req.parts, |(p, _)| p);
+            // A server-level `return` answers in the server's rewrite
+            // phase, which nginx runs again for the new URI.
+            if let (Some(ret), Some(_)) = (&req.server.ret, path) {
+                let again = crate::http::response::reply(ret, &req.vars(client, ret.status, ""));
+                resp = replaced(resp, again);
+                pages = req.server.error_pages.as_deref();
+                continue;
+            }
             if changes == 0 {
                 let what = match (path, name) {
                     (Some(path), _) => {
@@ -141,6 +159,12 @@ pub(crate) fn apply<'a>(
                 server: req.server,
                 maps: req.maps,
                 captures: groups.as_ref().or(req.captures),
+                // What `$status` shows at the target.
+                err_status: match page.overwrite {
+                    Some(0) => 0,
+                    Some(code) => code,
+                    None => status,
+                },
             };
             // The client's request reaches an `internal` location here.
             let action = match &location.action {
@@ -173,7 +197,7 @@ pub(crate) fn apply<'a>(
             resp = answer;
             last = Some(location);
             pages = location.error_pages.as_deref();
-            if special(&resp) {
+            if special(&resp).is_some() {
                 continue;
             }
             // The target's answer goes out with the error's status, the
@@ -185,13 +209,16 @@ pub(crate) fn apply<'a>(
             }
             break;
         }
+        if let Some(held) = held {
+            resp.extensions_mut().insert(held);
+        }
         (resp, last)
     })
 }
 
 /// The request an internal redirect makes of `base`: to `path` with the
 /// method GET (HEAD stays HEAD), or for a named location as it was. Its
-/// body is discarded, so the lines that framed it go.
+/// body is discarded.
 fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
     let mut next = http::Request::new(());
     *next.version_mut() = base.version;
@@ -209,9 +236,8 @@ fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
             *next.method_mut() = base.method.clone();
         }
     }
-    let headers = next.headers_mut();
-    headers.remove(http::header::CONTENT_LENGTH);
-    headers.remove(http::header::TRANSFER_ENCODING);
+    // The lines that framed the body stay (`$content_length`), as in
+    // nginx; the body itself is gone.
     next.into_parts().0
 }
 
@@ -223,6 +249,11 @@ fn carry(from: &Response<RespBody>, to: &mut Response<RespBody>, names: &[Header
         if let Some(value) = from.headers().get(name) {
             if !to.headers().contains_key(name) {
                 to.headers_mut().insert(name.clone(), value.clone());
+                if name == CONNECTION {
+                    if let Some(&mark) = from.extensions().get::<Http1Close>() {
+                        to.extensions_mut().insert(mark);
+                    }
+                }
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::http::body::RespBody;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
 use crate::http::head::HeaderNames;
-use crate::http::response::{error_page, ErrorPage};
+use crate::http::response::{error_page, ErrorPage, Http1Close};
 use crate::http::tls::Https;
 
 /// The client preface of HTTP/2 (RFC 9113, 3.4).
@@ -329,7 +329,10 @@ pub fn response(
         });
     // An error page's close is HTTP/1's: nginx keeps an HTTP/2
     // connection after any stream's answer.
-    if close && resp.extensions().get::<ErrorPage>().is_none() {
+    if close
+        && resp.extensions().get::<ErrorPage>().is_none()
+        && resp.extensions().get::<Http1Close>().is_none()
+    {
         streams.goaway.notify_one();
     }
     for name in ["keep-alive", "proxy-connection", "upgrade"] {

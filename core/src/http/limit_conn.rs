@@ -170,6 +170,23 @@ pub struct Hold {
     taken: Box<[Taken]>,
 }
 
+/// The counts of a request whose answer an `error_page` may replace: kept
+/// with the answer (in its extensions), so that they are given back when
+/// the request ends, as nginx's are, not when its first answer is made.
+#[derive(Clone)]
+pub struct Kept(pub std::sync::Arc<Hold>);
+
+impl Kept {
+    /// `hold`, kept with `resp` if any.
+    #[cold]
+    pub fn attach(resp: &mut http::Response<crate::http::body::RespBody>, hold: Option<Hold>) {
+        if let Some(hold) = hold {
+            resp.extensions_mut()
+                .insert(Kept(std::sync::Arc::new(hold)));
+        }
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
         release(&self.taken);

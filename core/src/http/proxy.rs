@@ -68,6 +68,9 @@ pub struct ClientCx<'a> {
     /// modules (`limit_req`), which nginx applies once per request, are
     /// not applied again.
     pub internal: bool,
+    /// The status an `error_page` redirect answers with (nginx's
+    /// `err_status`, what `$status` shows meanwhile); 0 otherwise.
+    pub err_status: u16,
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
@@ -607,7 +610,9 @@ fn rejection(r: waypost_module_api::Rejection) -> Response<RespBody> {
         }
     }
     // nginx's limit_req finalizes the request with the status.
-    resp.extensions_mut().insert(crate::http::response::Special);
+    let status = resp.status().as_u16();
+    resp.extensions_mut()
+        .insert(crate::http::response::Special(status));
     resp
 }
 
@@ -744,6 +749,7 @@ pub async fn run(
     location: &Location,
     cx: &ClientCx<'_>,
     mut record: Option<&mut Record>,
+    conn_hold: &mut Option<crate::http::limit_conn::Hold>,
 ) -> Response<RespBody> {
     let up: &Upstream = &p.upstream;
     let mut tried = Tried::new(up.configs.len());
@@ -773,14 +779,15 @@ pub async fn run(
         proxy_host: &p.host,
         conn: cx.conn,
         requests: cx.requests,
-        status: 0,
+        status: cx.err_status,
         request_line: b"",
         original: cx.original,
         maps: cx.maps,
         captures: cx.captures,
     };
-    // `limit_conn`'s counts, held until the answer is done.
-    let mut conn_hold = None;
+    // `limit_conn`'s counts (`conn_hold`), held until the answer is done:
+    // with a response from the upstream, or, on any other answer, by the
+    // caller.
     let mut conn_status = 0;
     let mut filter_delayed = false;
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
@@ -813,7 +820,7 @@ pub async fn run(
         filter_delayed = filter_delay > 0;
         if !filter_delayed && !cx.internal {
             if let Some(limits) = &location.limit_conn {
-                conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
+                *conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
             }
         }
         // Without `auth_basic` the rules alone decide, now; with it,
@@ -860,7 +867,7 @@ pub async fn run(
             std::mem::forget(delayed);
             if let (Some(limits), true) = (&location.limit_conn, filter_delayed) {
                 match limit_conn(limits, &vars(), cx, parts, &mut conn_status) {
-                    Ok(hold) => conn_hold = hold,
+                    Ok(hold) => *conn_hold = hold,
                     Err(resp) => {
                         set_conn_status(record, conn_status);
                         return *resp;

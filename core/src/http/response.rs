@@ -193,15 +193,22 @@ pub fn error_page(status: u16) -> Response<RespBody> {
     if matches!(status, 400 | 413 | 414 | 495..=497 | 500 | 501) {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp.extensions_mut().insert(Http1Close);
     }
-    resp.extensions_mut().insert(Special);
+    resp.extensions_mut().insert(Special(status));
     resp
 }
 
 /// Marks nginx's special response (a request finalized with a status):
-/// what `error_page` replaces. An upstream's own answer is not one.
+/// what `error_page` replaces, by the code it was finalized with (494 to
+/// 497 answer 400). An upstream's own answer is not one.
 #[derive(Clone, Copy)]
-pub struct Special;
+pub struct Special(pub u16);
+
+/// Marks a `Connection: close` nginx sends over HTTP/1 only (after a 400,
+/// 413 ...): over HTTP/2 the connection goes on.
+#[derive(Clone, Copy)]
+pub struct Http1Close;
 
 /// Whether nginx 1.22 has a page of its own for `status`.
 fn has_page(status: u16) -> bool {

@@ -724,6 +724,123 @@ where
     }
 }
 
+/// A location's answer (a macro: expanded in `handle`'s own future, the
+/// plain path pays for no nested future and no copy of its answer;
+/// [`at_location`] wraps it for `error_page`'s internal redirects), from realip's second pass (`realip`: the
+/// server's settings left the address alone) to the content handler,
+/// with its access log record. `started`: when a request that an
+/// internal redirect brought here started.
+macro_rules! location_answer {
+    ($req:expr, $body:expr, $location:expr, $action:expr, $client:expr, $realip:expr, $started:expr) => {{
+        let req: &Req<'_> = $req;
+        let body: ClientBody = $body;
+        let location: &Location = $location;
+        let action: &Action = $action;
+        #[allow(unused_mut)]
+        let mut client: SocketAddr = $client;
+        let realip: bool = $realip;
+        let started: Option<std::time::Instant> = $started;
+        let parts = req.parts;
+        // realip again in the pre-access phase, with the location's
+        // settings, if the server's left the address alone. A
+        // `return` answers before that phase.
+        if realip && !matches!(action, Action::Reply(_)) {
+            if let Some(real) = location
+                .realip
+                .as_ref()
+                .and_then(|r| r.apply(req.conn.client, &parts.headers))
+            {
+                client = real;
+            }
+        }
+        let proxy_host = match action {
+            Action::Proxy(p) => p.host.as_str(),
+            _ => "",
+        };
+        let record = location.access_log.as_ref().map(|logs| {
+            let started = started.unwrap_or_else(crate::clock::now);
+            logs.start(&req.vars(client, 0, proxy_host), started)
+        });
+        // Written with 499 should the request be dropped before
+        // it has its answer (the client went away).
+        let mut record = Unanswered(record);
+        let cx = req.client_cx(client);
+        let mut resp = match action {
+            Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
+            // A proxied location checks `allow`/`deny` once its
+            // filter modules ran (nginx's pre-access phase).
+            Action::Proxy(p) => {
+                let mut held = None;
+                let mut resp = proxy::run(
+                    parts,
+                    body,
+                    p,
+                    location,
+                    &cx,
+                    record.0.as_deref_mut(),
+                    &mut held,
+                )
+                .await;
+                // An answer not from the upstream: its counts stay with it.
+                if held.is_some() {
+                    limit_conn::Kept::attach(&mut resp, held);
+                }
+                resp
+            }
+            // nginx's find-config phase: a client's request for an
+            // `internal` location.
+            Action::Internal(_) => error_page(404),
+            // The pre-access phase (`limit_conn`, once per request), then
+            // access; the counts are given back once the answer is made.
+            action => {
+                let mut status = 0;
+                let checked = match &location.limit_conn {
+                    Some(limits) if !cx.internal => limit_conn::check(
+                        limits,
+                        &req.vars(client, 0, proxy_host),
+                        &cx,
+                        parts,
+                        &mut status,
+                    ),
+                    _ => Ok(None),
+                };
+                if let Some(r) = record.0.as_deref_mut() {
+                    r.limit_conn = status;
+                }
+                match checked {
+                    Err(code) => finalized(code),
+                    Ok(hold) => {
+                        let refused = access(
+                            &location.access,
+                            location.auth_basic.as_deref(),
+                            location.satisfy_any,
+                            parts,
+                            &req.vars(client, 0, proxy_host),
+                            &cx,
+                        )
+                        .await;
+                        let mut resp = match (refused, action) {
+                            (Some(resp), _) => resp,
+                            (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
+                            (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
+                            (None, Action::StubStatus) => stub_status_page(req.parts),
+                            (None, _) => error_page(404),
+                        };
+                        limit_conn::Kept::attach(&mut resp, hold);
+                        resp
+                    }
+                }
+            }
+        };
+        let mut record = record.0.take();
+        if let Some(r) = record.as_deref_mut() {
+            r.status = resp.status().as_u16();
+        }
+        resp.body_mut().set_record(record);
+        resp
+    }};
+}
+
 /// One request: its head, the head's bytes from an HTTP/1 client
 /// (`raw`, `parse::Head::raw`: empty over HTTP/2), its body.
 ///
@@ -784,8 +901,13 @@ async fn handle(
     // nginx's keep-alive limits: requests, and the connection's age
     // (`keepalive_time`, against the loop's clock as nginx's
     // `ngx_current_msec`).
+    // (An `Instant` sum and comparison: a difference of two costs ~50
+    // instructions more.)
     let close = requests >= server.keepalive_requests
-        || crate::clock::now().saturating_duration_since(conn.start) > server.keepalive_time;
+        || conn
+            .start
+            .checked_add(server.keepalive_time)
+            .is_some_and(|end| crate::clock::now() > end);
     // realip in nginx's post-read phase, with the server's settings.
     let mut client = conn.client;
     let server_realip = server
@@ -815,6 +937,7 @@ async fn handle(
         server,
         maps: &rt.maps,
         captures: groups.as_ref(),
+        err_status: 0,
     };
 
     // What no location answers is logged with the server's access logs.
@@ -894,7 +1017,7 @@ async fn handle(
             }
             Some(location) => {
                 let realip = server_realip.is_none();
-                at_location(&req, body, location, &location.action, client, realip, None).await
+                location_answer!(&req, body, location, &location.action, client, realip, None)
             }
         }
     };
@@ -903,7 +1026,8 @@ async fn handle(
     // not errors, and most levels have none).
     let mut outbound = location.map_or(&server.outbound, |l| &l.outbound);
     if let Some(pages) = location.map_or(&server.error_pages, |l| &l.error_pages) {
-        if crate::http::error_page::special(&resp) {
+        // Only a status the level lists goes out of line.
+        if crate::http::error_page::special(&resp).is_some_and(|code| pages.find(code).is_some()) {
             let (redirected, last) =
                 crate::http::error_page::apply(&req, pages, client, resp).await;
             resp = redirected;
@@ -940,6 +1064,9 @@ pub(crate) struct Req<'a> {
     pub(crate) server: &'a crate::runtime::Server,
     pub(crate) maps: &'a [crate::map::Map],
     pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// nginx's `err_status` while an `error_page` target answers: what
+    /// `$status` shows there (0: none).
+    pub(crate) err_status: u16,
 }
 
 impl<'a> Req<'a> {
@@ -954,7 +1081,11 @@ impl<'a> Req<'a> {
             proxy_host,
             conn: self.conn.id,
             requests: self.requests,
-            status,
+            status: if self.err_status != 0 {
+                self.err_status
+            } else {
+                status
+            },
             request_line: b"",
             original: self.original,
             maps: self.maps,
@@ -976,104 +1107,22 @@ impl<'a> Req<'a> {
             captures: self.captures,
             original: self.original,
             internal: self.original.is_some(),
+            err_status: self.err_status,
         }
     }
 }
 
-/// A location's answer, from realip's second pass (`realip`: the
-/// server's settings left the address alone) to the content handler,
-/// with its access log record. `started`: when a request that an
-/// internal redirect brought here started.
+/// [`location_answer!`] as a function, for an internal redirect's target.
 pub(crate) async fn at_location(
     req: &Req<'_>,
     body: ClientBody,
     location: &Location,
     action: &Action,
-    mut client: SocketAddr,
+    client: SocketAddr,
     realip: bool,
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
-    let parts = req.parts;
-    // realip again in the pre-access phase, with the location's
-    // settings, if the server's left the address alone. A
-    // `return` answers before that phase.
-    if realip && !matches!(action, Action::Reply(_)) {
-        if let Some(real) = location
-            .realip
-            .as_ref()
-            .and_then(|r| r.apply(req.conn.client, &parts.headers))
-        {
-            client = real;
-        }
-    }
-    let proxy_host = match action {
-        Action::Proxy(p) => p.host.as_str(),
-        _ => "",
-    };
-    let record = location.access_log.as_ref().map(|logs| {
-        let started = started.unwrap_or_else(crate::clock::now);
-        logs.start(&req.vars(client, 0, proxy_host), started)
-    });
-    // Written with 499 should the request be dropped before
-    // it has its answer (the client went away).
-    let mut record = Unanswered(record);
-    let cx = req.client_cx(client);
-    let mut resp = match action {
-        Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
-        // A proxied location checks `allow`/`deny` once its
-        // filter modules ran (nginx's pre-access phase).
-        Action::Proxy(p) => {
-            proxy::run(parts, body, p, location, &cx, record.0.as_deref_mut()).await
-        }
-        // nginx's find-config phase: a client's request for an
-        // `internal` location.
-        Action::Internal(_) => error_page(404),
-        // The pre-access phase (`limit_conn`, once per request), then
-        // access; the counts are given back once the answer is made.
-        action => {
-            let mut status = 0;
-            let checked = match &location.limit_conn {
-                Some(limits) if !cx.internal => limit_conn::check(
-                    limits,
-                    &req.vars(client, 0, proxy_host),
-                    &cx,
-                    parts,
-                    &mut status,
-                ),
-                _ => Ok(None),
-            };
-            if let Some(r) = record.0.as_deref_mut() {
-                r.limit_conn = status;
-            }
-            match checked {
-                Err(code) => finalized(code),
-                Ok(_hold) => {
-                    let refused = access(
-                        &location.access,
-                        location.auth_basic.as_deref(),
-                        location.satisfy_any,
-                        parts,
-                        &req.vars(client, 0, proxy_host),
-                        &cx,
-                    )
-                    .await;
-                    match (refused, action) {
-                        (Some(resp), _) => resp,
-                        (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
-                        (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
-                        (None, Action::StubStatus) => stub_status_page(req.parts),
-                        (None, _) => error_page(404),
-                    }
-                }
-            }
-        }
-    };
-    let mut record = record.0.take();
-    if let Some(r) = record.as_deref_mut() {
-        r.status = resp.status().as_u16();
-    }
-    resp.body_mut().set_record(record);
-    resp
+    location_answer!(req, body, location, action, client, realip, started)
 }
 
 /// nginx's access phase for an answer the server makes itself: the rules
