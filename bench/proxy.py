@@ -9,6 +9,9 @@ haproxy, nginx, ... and the medians are reported with the ratios to nginx.
 Upstream connection reuse: the backend's stub_status counts the
 connections each proxy opened during a run, reported per 1,000 requests.
 
+With `--paired`, `WAYPOST_B=/path/to/other/waypost` runs another build
+beside the first (an A/B of two builds in the same rounds).
+
 Needs nginx and wrk (apt-get install -y nginx wrk [haproxy]) and a release build:
     cargo build --release && python3 bench/proxy.py [--rounds 5] [--secs 5] [--conns 50] [--paired]
 
@@ -78,6 +81,14 @@ backend b
   server s1 127.0.0.1:{BACK}
 """)
         cands["haproxy"] = ["haproxy", "-db", "-f", cfg]
+    # `WAYPOST_B=/path/to/waypost`: another build beside the first (a
+    # paired A/B; its modules come from its own directory).
+    other = os.environ.get("WAYPOST_B")
+    if other and "waypost_b" in ports:
+        conf_b = write(d, "waypost-b.conf", f"worker_processes 1; pid {d}/wpb.pid; error_log {d}/wpb.err;\n"
+                       + proxy_http(ports["waypost_b"]))
+        cands["waypost_b"] = [other, "-p", d + "/", "-c", conf_b,
+                              "--modules-dir", os.path.dirname(other)]
     return cands
 
 
@@ -125,7 +136,7 @@ def paired(d, a):
     where alternating runs swing by tens of percent. Latency here includes
     waiting for the other proxies' turns on the CPU, so p99 is left to the
     alternating runs."""
-    ports = {"nginx": PROXY, "waypost": PROXY + 1, "haproxy": PROXY + 2}
+    ports = {"nginx": PROXY, "waypost": PROXY + 1, "haproxy": PROXY + 2, "waypost_b": PROXY + 3}
     cands = proxies(d, a.access_log, ports)
     procs = {}
     try:

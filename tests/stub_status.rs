@@ -2,7 +2,7 @@
 //! numbers aside), the request count after requests on a keep-alive
 //! connection, a connection that sent part of a head counted as reading,
 //! one that sent nothing as waiting, the page's own request as writing,
-//! and 405 for a POST.
+//! the same in the `$connections_*` variables, and 405 for a POST.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,6 +18,9 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20       location / {{ return 200 \"ok\\n\"; }}\n\
              \x20       location = /s {{ stub_status; }}\n\
              \x20       location = /old {{ stub_status on; }}\n\
+             \x20       location = /vars {{\n\
+             \x20           return 200 \"$connections_active $connections_reading $connections_writing $connections_waiting\\n\";\n\
+             \x20       }}\n\
              \x20   }}\n"
         ),
         nginx,
@@ -102,7 +105,13 @@ fn run(nginx: bool) -> (String, Vec<u64>, String) {
             break;
         }
     }
-    let states = format!("active={} rww={:?}", seen[0], &seen[4..]);
+    let vars = get(&mut c, "GET", "/vars").1;
+    let states = format!(
+        "active={} rww={:?} vars={}",
+        seen[0],
+        &seen[4..],
+        vars.trim()
+    );
     drop((idle, partial));
     let (head, _) = get(&mut c, "POST", "/s");
     let post = head.lines().next().unwrap_or("").to_owned();
@@ -130,6 +139,6 @@ fn stub_status_as_nginx() {
     assert_eq!(our_states, their_states);
     assert_eq!(
         our_states,
-        "active=3 rww=[1, 1, 1] post=HTTP/1.1 405 Not Allowed"
+        "active=3 rww=[1, 1, 1] vars=3 1 1 1 post=HTTP/1.1 405 Not Allowed"
     );
 }

@@ -87,6 +87,9 @@ pub enum Var {
     ContentType,
     Connection,
     ConnectionRequests,
+    /// `$connections_active` and the others of `stub_status`: index into
+    /// [`crate::http::stats::totals`].
+    Connections(u8),
     Pid,
     Msec,
     TimeLocal,
@@ -119,10 +122,6 @@ pub enum NameError {
 const UNSUPPORTED: &[&str] = &[
     "ancient_browser",
     "connection_time",
-    "connections_active",
-    "connections_reading",
-    "connections_waiting",
-    "connections_writing",
     "date_gmt",
     "date_local",
     "document_root",
@@ -278,6 +277,10 @@ impl Var {
             "content_type" => Var::ContentType,
             "connection" => Var::Connection,
             "connection_requests" => Var::ConnectionRequests,
+            "connections_active" => Var::Connections(0),
+            "connections_reading" => Var::Connections(4),
+            "connections_writing" => Var::Connections(5),
+            "connections_waiting" => Var::Connections(6),
             "pid" => Var::Pid,
             "msec" => Var::Msec,
             "time_local" => Var::TimeLocal,
@@ -441,6 +444,10 @@ impl Var {
             }
             Var::ConnectionRequests => {
                 let _ = write!(out, "{}", cx.requests);
+            }
+            Var::Connections(i) => {
+                let n = crate::http::stats::totals()[usize::from(*i)];
+                let _ = write!(out, "{n}");
             }
             Var::Pid => {
                 let _ = write!(out, "{}", std::process::id());

@@ -8,8 +8,7 @@
 //! request behind, as nginx's are.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
 
 /// One worker's counts (a cache line of its own).
 #[repr(align(64))]
@@ -21,10 +20,13 @@ pub struct Shard {
     requests: AtomicI64,
     reading: AtomicI64,
     writing: AtomicI64,
+    /// The shard made before this one (a list read without a lock: the
+    /// `$connections_*` variables may be read by every request).
+    next: AtomicPtr<Shard>,
 }
 
-/// Every shard made, for the page.
-static SHARDS: Mutex<Vec<&'static Shard>> = Mutex::new(Vec::new());
+/// The last shard made; each links to the one before.
+static SHARDS: AtomicPtr<Shard> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static MINE: Cell<Option<&'static Shard>> = const { Cell::new(None) };
@@ -37,11 +39,17 @@ fn mine() -> &'static Shard {
     MINE.with(|m| match m.get() {
         Some(s) => s,
         None => {
-            let s: &'static Shard = Box::leak(Box::default());
-            SHARDS
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(s);
+            let s: &'static mut Shard = Box::leak(Box::default());
+            let ptr: *mut Shard = s;
+            let mut head = SHARDS.load(Ordering::Acquire);
+            loop {
+                s.next.store(head, Relaxed);
+                match SHARDS.compare_exchange(head, ptr, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(now) => head = now,
+                }
+            }
+            let s: &'static Shard = s;
             m.set(Some(s));
             s
         }
@@ -150,9 +158,12 @@ impl Drop for Phase {
 /// The sums: (active, accepted, handled, requests, reading, writing,
 /// waiting).
 pub fn totals() -> [i64; 7] {
-    let shards = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
     let mut t = [0i64; 6];
-    for s in shards.iter() {
+    let mut at = SHARDS.load(Ordering::Acquire);
+    // SAFETY: shards are leaked (never freed) and linked once, fully made,
+    // before they are published.
+    while let Some(s) = unsafe { at.as_ref() } {
+        at = s.next.load(Relaxed);
         for (i, c) in [
             &s.active,
             &s.accepted,
