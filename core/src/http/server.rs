@@ -968,7 +968,7 @@ async fn handle(
             .is_some_and(|n| n > limits.max_body)
         // nginx refuses a client's request for an `internal` location first.
         && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
-    let mut resp = if let Some(r) = &server.ret {
+    let resp = if let Some(r) = &server.ret {
         server_logged(reply(r, &req.vars(client, r.status, "")), 0)
     } else if too_large {
         let mut resp = error_page(413);
@@ -1024,29 +1024,34 @@ async fn handle(
     // nginx's special response handler: the level in effect may have an
     // `error_page` for the status (out of line, boxed: most answers are
     // not errors, and most levels have none).
-    let mut outbound = location.map_or(&server.outbound, |l| &l.outbound);
-    if let Some(pages) = location.map_or(&server.error_pages, |l| &l.error_pages) {
-        // Only a status the level lists goes out of line.
-        if crate::http::error_page::special(&resp).is_some_and(|code| pages.find(code).is_some()) {
-            let (redirected, last) =
-                crate::http::error_page::apply(&req, pages, client, resp).await;
-            resp = redirected;
-            if let Some(last) = last {
-                outbound = &last.outbound;
-            }
-        }
-    }
+    let outbound = location.map_or(&server.outbound, |l| &l.outbound);
     let proxy_host = match location.map(|l| &l.action) {
         Some(Action::Proxy(p)) => p.host.as_str(),
         _ => "",
     };
-    outbound.apply(&mut resp, parts, |status| {
-        req.vars(client, status, proxy_host)
-    });
-    if close {
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+    // The header filters of the location that made the answer, and the
+    // keep-alive decision (in place: an answer is a few hundred bytes).
+    let filters = |resp: &mut Response<RespBody>, outbound: &crate::http::outbound::Outbound| {
+        outbound.apply(resp, parts, |status| req.vars(client, status, proxy_host));
+        if close {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+    };
+    if let Some(pages) = location.map_or(&server.error_pages, |l| &l.error_pages) {
+        // Only a status the level lists goes out of line. `resp` is moved
+        // in and not used after the wait, so a plain answer is never kept
+        // in this future's state (a copy of it each way).
+        if crate::http::error_page::special(&resp).is_some_and(|code| pages.find(code).is_some()) {
+            let (mut redirected, last) =
+                crate::http::error_page::apply(&req, pages, client, resp).await;
+            filters(&mut redirected, last.map_or(outbound, |l| &l.outbound));
+            *answer = Some((redirected, Some(send)));
+            return;
+        }
     }
+    let mut resp = resp;
+    filters(&mut resp, outbound);
     *answer = Some((resp, Some(send)));
 }
 
@@ -1070,6 +1075,7 @@ pub(crate) struct Req<'a> {
 }
 
 impl<'a> Req<'a> {
+    #[inline]
     pub(crate) fn vars(&self, client: SocketAddr, status: u16, proxy_host: &'a str) -> VarCtx<'a> {
         VarCtx {
             req: self.parts,
@@ -1093,6 +1099,7 @@ impl<'a> Req<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn client_cx(&self, client: SocketAddr) -> ClientCx<'a> {
         ClientCx {
             client,
