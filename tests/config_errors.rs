@@ -644,6 +644,26 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "proxy_bind forms nginx takes",
+            "http {\n    proxy_bind 127.0.0.1 transparent;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_bind $arg_x; proxy_socket_keepalive on; }\n        location /o { proxy_bind off; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "proxy_bind not an address",
+            "http {\n    proxy_bind x;\n}\n",
+            Emerg("invalid address \"x\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_bind with a bad parameter",
+            "http {\n    proxy_bind 127.0.0.1 bogus;\n}\n",
+            Emerg("invalid parameter \"bogus\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_socket_keepalive not a flag",
+            "http {\n    proxy_socket_keepalive maybe;\n}\n",
+            Emerg("invalid value \"maybe\" in \"proxy_socket_keepalive\" directive, it must be \"on\" or \"off\" in {conf}:5"),
+        ),
+        Case::head(
             "split_clients shares nginx takes",
             "http {\n    split_clients $remote_addr $s { .5% a; 5.% b; 10% c d; 50% e; * f; }\n}\n",
             Expect::Ok,

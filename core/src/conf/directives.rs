@@ -236,6 +236,8 @@ pub const CORE: &[Spec] = &[
     d("proxy_ssl_certificate_key", PROXY, 1, 1),
     d("proxy_ssl_protocols", PROXY, 1, MORE),
     f("proxy_ssl_session_reuse", PROXY),
+    d("proxy_bind", PROXY, 1, 2),
+    f("proxy_socket_keepalive", PROXY),
     // realip
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),

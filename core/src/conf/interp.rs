@@ -242,6 +242,9 @@ struct Layer {
     proxy_set_body: Option<String>,
     pass_request_headers: Option<bool>,
     pass_request_body: Option<bool>,
+    /// `proxy_bind` (`Some(None)`: `off`), `proxy_socket_keepalive`.
+    proxy_bind: Option<Option<(String, bool)>>,
+    proxy_socket_keepalive: Option<bool>,
     auth_file: Option<PathBuf>,
     satisfy_any: Option<bool>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
@@ -403,6 +406,13 @@ impl Layer {
                 .or_else(|| parent.proxy_set_body.clone()),
             pass_request_headers: self.pass_request_headers.or(parent.pass_request_headers),
             pass_request_body: self.pass_request_body.or(parent.pass_request_body),
+            proxy_bind: self
+                .proxy_bind
+                .clone()
+                .or_else(|| parent.proxy_bind.clone()),
+            proxy_socket_keepalive: self
+                .proxy_socket_keepalive
+                .or(parent.proxy_socket_keepalive),
             auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
             satisfy_any: self.satisfy_any.or(parent.satisfy_any),
             ssl_certificates: self
@@ -661,6 +671,8 @@ impl Layer {
             pass_request_headers: self.pass_request_headers.unwrap_or(true),
             pass_request_body: self.pass_request_body.unwrap_or(true),
             intercept_errors: self.intercept_errors.unwrap_or(false),
+            bind: self.proxy_bind.clone().flatten(),
+            socket_keepalive: self.proxy_socket_keepalive.unwrap_or(false),
             redirects: self
                 .redirects
                 .as_ref()
@@ -1765,6 +1777,10 @@ impl<'a> Interp<'a> {
             "proxy_pass_request_body" => {
                 layer.pass_request_body = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
+            "proxy_socket_keepalive" => {
+                layer.proxy_socket_keepalive = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "proxy_bind" => layer.proxy_bind = Some(self.proxy_bind(d)?),
             "auth_basic" => {
                 let checked = self.compile_check(&d.args[0]);
                 self.check_vars(checked, d)?;
@@ -2292,6 +2308,26 @@ impl<'a> Interp<'a> {
             kind: MapKind::Geo(geo),
         });
         Ok(())
+    }
+
+    /// `proxy_bind ADDRESS [transparent] | off`, as
+    /// `ngx_http_upstream_bind_set_slot` reads it.
+    fn proxy_bind(&mut self, d: &Directive) -> Result<Option<(String, bool)>, ConfError> {
+        let value = &d.args[0];
+        if value == "off" {
+            return Ok(None);
+        }
+        if value.contains('$') {
+            self.check_vars(self.compile_check(value), d)?;
+        } else if realip::parse_addr_port(value.as_bytes()).is_none() {
+            return err(format!("invalid address \"{value}\""), d);
+        }
+        let transparent = match d.args.get(1).map(String::as_str) {
+            None => false,
+            Some("transparent") => true,
+            Some(other) => return err(format!("invalid parameter \"{other}\""), d),
+        };
+        Ok(Some((value.clone(), transparent)))
     }
 
     /// `split_clients STRING $variable { PERCENT% VALUE; ... * VALUE; }`,
@@ -3427,6 +3463,7 @@ fn is_single(name: &str) -> bool {
             | "auth_basic"
             | "auth_basic_user_file"
             | "proxy_method"
+            | "proxy_bind"
             | "proxy_set_body"
             | "internal"
             | "satisfy"

@@ -640,6 +640,11 @@ pub struct ProxyConf {
     /// `proxy_intercept_errors on`: an upstream's answer of 300 or more
     /// with an `error_page` for its status is replaced.
     pub intercept_errors: bool,
+    /// `proxy_bind ADDRESS [transparent]` (the address as written, with
+    /// variables maybe); `None`: off.
+    pub bind: Option<(String, bool)>,
+    /// `proxy_socket_keepalive on`: SO_KEEPALIVE on upstream sockets.
+    pub socket_keepalive: bool,
 }
 
 /// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
@@ -727,6 +732,8 @@ impl Default for ProxyConf {
             pass_request_headers: true,
             pass_request_body: true,
             intercept_errors: false,
+            bind: None,
+            socket_keepalive: false,
         }
     }
 }

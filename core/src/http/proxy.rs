@@ -127,6 +127,10 @@ pub fn strerror(e: &std::io::Error) -> String {
     }
 }
 
+/// A failure of the proxy's own making (`proxy_bind`'s address), not the
+/// upstream's: 500, and no other try (nginx finalizes the request).
+const FT_LOCAL: u32 = 1 << 31;
+
 /// A try that produced no usable response head.
 struct Failure {
     ft: u32,
@@ -140,6 +144,7 @@ struct Failure {
 /// after it was sent still answers 504.
 fn final_status(ft: u32) -> u16 {
     match ft & !NextUpstream::NON_IDEMPOTENT {
+        FT_LOCAL => 500,
         NextUpstream::TIMEOUT | NextUpstream::HTTP_504 => 504,
         NextUpstream::HTTP_500 => 500,
         NextUpstream::HTTP_503 => 503,
@@ -369,6 +374,15 @@ fn timed_out_failure(while_: &str) -> Failure {
 #[inline(never)]
 fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
     match e {
+        ConnectError::Bind(e, name) => Failure {
+            ft: FT_LOCAL,
+            sent: false,
+            message: format!(
+                "bind({name}) failed ({}: {}) while connecting to upstream",
+                e.raw_os_error().unwrap_or(0),
+                strerror(&e)
+            ),
+        },
         ConnectError::Timeout => Failure {
             ft: NextUpstream::TIMEOUT,
             sent: false,
@@ -422,6 +436,7 @@ struct TryWith<'a> {
 /// for the next try (nginx retries even a POST that never left).
 ///
 /// `progress` tells how far it got.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     up: &Upstream,
     i: usize,
@@ -430,6 +445,7 @@ async fn attempt(
     head: &RequestHead,
     body: &mut Option<ReqBody>,
     progress: &Progress,
+    local: Option<&upstream_h1::Local>,
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -438,7 +454,7 @@ async fn attempt(
     };
     loop {
         progress.connecting();
-        let conn = pool::checkout(up, i, timeouts, with.tls)
+        let conn = pool::checkout(up, i, timeouts, with.tls, local)
             .await
             .map_err(|e| connect_failure(e, with))?;
         progress.connected_now();
@@ -622,6 +638,44 @@ async fn drain(mut body: ClientBody) -> Result<(), ()> {
         frame.map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// How this request's upstream sockets are made: `proxy_bind`'s address
+/// (with variables, evaluated now: empty binds nothing, and one that is
+/// no address is nginx's `invalid local address` and binds nothing).
+#[cold]
+#[inline(never)]
+fn socket_settings(
+    s: &crate::runtime::SocketSettings,
+    vars: &VarCtx<'_>,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+) -> upstream_h1::Local {
+    let bind = match &s.bind {
+        None => None,
+        Some(crate::runtime::Bind::Fixed(addr, name)) => Some((*addr, name.clone())),
+        Some(crate::runtime::Bind::Template(t)) => {
+            let value = t.eval(vars);
+            if value.is_empty() {
+                None
+            } else if let Some(addr) = crate::http::realip::parse_addr_port(&value) {
+                Some((addr, String::from_utf8_lossy(&value).into()))
+            } else {
+                let mut line = format!(
+                    "invalid local address \"{}\"",
+                    String::from_utf8_lossy(&value)
+                );
+                request_context(cx, parts, &mut line);
+                log::write(Level::Error, Some(cx.conn), &line);
+                None
+            }
+        }
+    };
+    upstream_h1::Local {
+        bind,
+        transparent: s.transparent,
+        keepalive: s.keepalive,
+    }
 }
 
 /// The client's address as the module's view of a request shows it, in
@@ -1003,6 +1057,12 @@ pub async fn run(
         .path_and_query()
         .map_or("/", |pq| pq.as_str());
     let req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
+    // `proxy_bind` and `proxy_socket_keepalive`, once per request as
+    // nginx's `ngx_http_upstream_set_local`.
+    let local = p
+        .socket
+        .as_deref()
+        .map(|s| socket_settings(s, &vars(), cx, parts));
 
     loop {
         if let Some(b) = &buffered {
@@ -1046,7 +1106,17 @@ pub async fn run(
             parts,
             upstream: (scheme, target),
         };
-        let result = attempt(up, i, p, with, &req_head, &mut body, &progress).await;
+        let result = attempt(
+            up,
+            i,
+            p,
+            with,
+            &req_head,
+            &mut body,
+            &progress,
+            local.as_ref(),
+        )
+        .await;
         // From here `release` or the response's `PeerHold` gives it back.
         in_flight.handed_on();
         let connected = progress.connected();
@@ -1135,6 +1205,32 @@ pub async fn run(
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
                 *resp.version_mut() = Version::HTTP_11;
                 return resp;
+            }
+            Err(failure) if failure.ft == FT_LOCAL => {
+                // The upstream is not at fault: nginx logs it at `crit`
+                // and answers 500 with no other try.
+                let addr = &up.addrs[i];
+                log_try(
+                    Level::Crit,
+                    cx,
+                    parts,
+                    &failure.message,
+                    scheme,
+                    addr,
+                    &target,
+                );
+                release(
+                    up,
+                    &mut state,
+                    &tried,
+                    i,
+                    TryState::Ok,
+                    0,
+                    try_started,
+                    now,
+                    &mut tries_left,
+                );
+                return error_page(500);
             }
             Err(failure) => {
                 let status = final_status(failure.ft);

@@ -730,7 +730,38 @@ fn proxy(
         .map(Box::new),
         shape: shape(conf, maps)?,
         intercept: false,
+        socket: socket(conf, maps)?,
     })
+}
+
+/// `proxy_bind` and `proxy_socket_keepalive`; `None` at nginx's defaults.
+fn socket(
+    conf: &model::ProxyConf,
+    maps: &MapNames,
+) -> Result<Option<Box<crate::runtime::SocketSettings>>, ConfError> {
+    if conf.bind.is_none() && !conf.socket_keepalive {
+        return Ok(None);
+    }
+    let bind = match &conf.bind {
+        None => None,
+        Some((text, _)) => {
+            let template = crate::vars::Template::compile_with(text, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?;
+            Some(match template.as_literal() {
+                Some(fixed) => {
+                    let addr = crate::http::realip::parse_addr_port(fixed.as_bytes())
+                        .ok_or_else(|| ConfError::bare(format!("invalid address \"{fixed}\"")))?;
+                    crate::runtime::Bind::Fixed(addr, fixed.into())
+                }
+                None => crate::runtime::Bind::Template(template),
+            })
+        }
+    };
+    Ok(Some(Box::new(crate::runtime::SocketSettings {
+        bind,
+        transparent: conf.bind.as_ref().is_some_and(|b| b.1),
+        keepalive: conf.socket_keepalive,
+    })))
 }
 
 /// A level's `error_page` lines; `None` for none.

@@ -428,6 +428,24 @@ pub struct Proxy {
     /// `proxy_intercept_errors on` where the location has `error_page`s:
     /// an upstream answer with a status they list is replaced.
     pub intercept: bool,
+    /// `proxy_bind` and `proxy_socket_keepalive`: how upstream sockets
+    /// are made; `None` as the system makes them.
+    pub socket: Option<Box<SocketSettings>>,
+}
+
+/// `proxy_bind` and `proxy_socket_keepalive`.
+pub struct SocketSettings {
+    /// The local address: fixed, or a template evaluated per request;
+    /// `None` without `proxy_bind`.
+    pub bind: Option<Bind>,
+    pub transparent: bool,
+    pub keepalive: bool,
+}
+
+pub enum Bind {
+    /// The address and its text as written (nginx's log names it so).
+    Fixed(std::net::SocketAddr, Box<str>),
+    Template(crate::vars::Template),
 }
 
 /// How the upstream request differs from the client's.

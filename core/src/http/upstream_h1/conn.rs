@@ -28,9 +28,20 @@ pub struct Conn {
     pub(crate) tls: Option<TlsKey>,
 }
 
+/// How the socket of a new connection is made (`proxy_bind`,
+/// `proxy_socket_keepalive`).
+pub struct Local {
+    /// The address to bind to, and its text for the log.
+    pub bind: Option<(SocketAddr, Box<str>)>,
+    pub transparent: bool,
+    pub keepalive: bool,
+}
+
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
+    /// `proxy_bind`'s address could not be taken (the address's text).
+    Bind(std::io::Error, Box<str>),
     /// The TLS handshake took longer than `proxy_connect_timeout`.
     TlsTimeout,
     /// The TLS handshake failed (certificate refused included).
@@ -46,10 +57,27 @@ impl Conn {
         addr: SocketAddr,
         timeout: Duration,
         tls: Option<TlsTarget<'_>>,
+        local: Option<&Local>,
     ) -> Result<Conn, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let connecting = async {
+            match local {
+                None => TcpStream::connect(addr).await,
+                Some(local) => local_socket(addr, local)?.connect(addr).await,
+            }
+        };
+        let stream = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => return Err(ConnectError::Timeout),
-            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Err(e)) => {
+                return Err(
+                    match e.get_ref().and_then(|i| i.downcast_ref::<BindFailed>()) {
+                        Some(failed) => ConnectError::Bind(
+                            std::io::Error::from_raw_os_error(failed.errno),
+                            failed.name.clone(),
+                        ),
+                        None => ConnectError::Io(e),
+                    },
+                )
+            }
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
@@ -92,4 +120,46 @@ impl Conn {
         self.io.idle();
         self.requests = self.requests.saturating_add(1);
     }
+}
+
+/// A bind that failed, carried through the connect's `io::Error`.
+#[derive(Debug)]
+struct BindFailed {
+    errno: i32,
+    name: Box<str>,
+}
+
+impl std::fmt::Display for BindFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bind({}) failed", self.name)
+    }
+}
+
+impl std::error::Error for BindFailed {}
+
+/// A socket for `addr`'s family with `local`'s options, bound to its
+/// address if it has one (nginx's `ngx_event_connect_peer`:
+/// SO_KEEPALIVE, IP_TRANSPARENT, then bind).
+fn local_socket(addr: SocketAddr, local: &Local) -> std::io::Result<tokio::net::TcpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if local.keepalive {
+        socket.set_keepalive(true)?;
+    }
+    if let Some((bind, name)) = &local.bind {
+        if local.transparent {
+            // As nginx, a failure here is not the connection's end: the
+            // bind below says whether the address can be used.
+            let _ = socket.set_ip_transparent(true);
+        }
+        if let Err(e) = socket.bind(&(*bind).into()) {
+            let failed = BindFailed {
+                errno: e.raw_os_error().unwrap_or(0),
+                name: name.clone(),
+            };
+            return Err(std::io::Error::other(failed));
+        }
+    }
+    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
 }

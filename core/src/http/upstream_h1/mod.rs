@@ -35,7 +35,7 @@ use http::response::Parts;
 use crate::http::h1::decode::Decoder;
 use crate::http::h1::io::ReadBuf;
 pub use body::UpstreamBody;
-pub use conn::{Conn, ConnectError};
+pub use conn::{Conn, ConnectError, Local};
 use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
 pub use head::{HeaderRules, Passed};
 pub use request::{Ask, Framing, HeadWriter, Reading, ReqBody, RequestHead};
