@@ -1059,10 +1059,11 @@ pub async fn run(
     let req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
     // `proxy_bind` and `proxy_socket_keepalive`, once per request as
     // nginx's `ngx_http_upstream_set_local`.
+    // (Boxed: one word in this future's state where it is not used.)
     let local = p
         .socket
         .as_deref()
-        .map(|s| socket_settings(s, &vars(), cx, parts));
+        .map(|s| Box::new(socket_settings(s, &vars(), cx, parts)));
 
     loop {
         if let Some(b) = &buffered {
@@ -1114,7 +1115,7 @@ pub async fn run(
             &req_head,
             &mut body,
             &progress,
-            local.as_ref(),
+            local.as_deref(),
         )
         .await;
         // From here `release` or the response's `PeerHold` gives it back.
