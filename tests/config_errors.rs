@@ -664,6 +664,26 @@ fn cases() -> Vec<Case> {
             Emerg("invalid value \"maybe\" in \"proxy_socket_keepalive\" directive, it must be \"on\" or \"off\" in {conf}:5"),
         ),
         Case::head(
+            "limit_rate at every level",
+            "http {\n    limit_rate 1k;\n    limit_rate_after 1m;\n    server {\n        listen 127.0.0.1:{port};\n        limit_rate 0;\n        location / { limit_rate 512; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "limit_rate not a size",
+            "http {\n    limit_rate x;\n}\n",
+            Emerg("\"limit_rate\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "limit_rate_after not a size",
+            "http {\n    limit_rate_after 1g;\n}\n",
+            Emerg("\"limit_rate_after\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "limit_rate twice",
+            "http {\n    limit_rate 1k;\n    limit_rate 2k;\n}\n",
+            Emerg("\"limit_rate\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
             "split_clients shares nginx takes",
             "http {\n    split_clients $remote_addr $s { .5% a; 5.% b; 10% c d; 50% e; * f; }\n}\n",
             Expect::Ok,

@@ -278,6 +278,9 @@ struct Layer {
     default_type: Option<String>,
     /// `expires` (`Some(None)`: off).
     expires: Option<Option<Expires>>,
+    /// `limit_rate` and `limit_rate_after`, in bytes.
+    limit_rate: Option<u64>,
+    limit_rate_after: Option<u64>,
     absolute_redirect: Option<bool>,
     msie_padding: Option<bool>,
     merge_slashes: Option<bool>,
@@ -449,6 +452,8 @@ impl Layer {
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
             expires: self.expires.or(parent.expires),
+            limit_rate: self.limit_rate.or(parent.limit_rate),
+            limit_rate_after: self.limit_rate_after.or(parent.limit_rate_after),
             absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
             msie_padding: self.msie_padding.or(parent.msie_padding),
             merge_slashes: self.merge_slashes.or(parent.merge_slashes),
@@ -515,6 +520,15 @@ impl Layer {
         Some(AuthBasicConf {
             realm: self.auth_realm.clone()?,
             file: self.auth_file.clone()?,
+        })
+    }
+
+    /// `limit_rate` in effect at a merged level (none for 0, the default).
+    fn limit_rate(&self) -> Option<crate::http::h1::LimitRate> {
+        let rate = self.limit_rate.filter(|&r| r > 0)?;
+        Some(crate::http::h1::LimitRate {
+            rate,
+            after: self.limit_rate_after.unwrap_or(0),
         })
     }
 
@@ -1540,6 +1554,16 @@ impl<'a> Interp<'a> {
                 layer.charset = Some(d.args[0].clone())
             }
             "expires" => layer.expires = Some(expires(d)?),
+            "limit_rate" | "limit_rate_after" => {
+                let Some(n) = parse_size(&d.args[0]) else {
+                    return err(format!("\"{}\" directive invalid value", d.name), d);
+                };
+                if d.name == "limit_rate" {
+                    layer.limit_rate = Some(n);
+                } else {
+                    layer.limit_rate_after = Some(n);
+                }
+            }
             "msie_padding" => layer.msie_padding = Some(d.args[0].eq_ignore_ascii_case("on")),
             "error_page" => {
                 let pages = layer.error_pages.get_or_insert_with(Vec::new);
@@ -2636,6 +2660,7 @@ impl<'a> Interp<'a> {
             types: ContentTypes::default(),
             charset: None,
             expires: None,
+            limit_rate: None,
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
             merge_slashes: true,
@@ -2884,6 +2909,7 @@ impl<'a> Interp<'a> {
             types: ContentTypes::default(),
             charset: None,
             expires: None,
+            limit_rate: None,
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
             gzip: None,
@@ -3165,6 +3191,7 @@ impl<'a> Interp<'a> {
             server.types = layer.content_types();
             server.charset = layer.charset()?;
             server.expires = layer.expires.flatten();
+            server.limit_rate = layer.limit_rate();
             server.redirect_style = layer.redirect_style();
             server.msie_padding = layer.msie_padding.unwrap_or(true);
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
@@ -3223,6 +3250,7 @@ impl<'a> Interp<'a> {
             location.types = layer.content_types();
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
+            location.limit_rate = layer.limit_rate();
             location.redirect_style = layer.redirect_style();
             location.msie_padding = layer.msie_padding.unwrap_or(true);
             location.filters = layer.filters.clone();
@@ -3464,6 +3492,8 @@ fn is_single(name: &str) -> bool {
             | "auth_basic_user_file"
             | "proxy_method"
             | "proxy_bind"
+            | "limit_rate"
+            | "limit_rate_after"
             | "proxy_set_body"
             | "internal"
             | "satisfy"

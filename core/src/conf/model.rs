@@ -249,6 +249,7 @@ pub struct ServerConf {
     pub charset: Option<CharsetConf>,
     /// `expires` at the server level.
     pub expires: Option<Expires>,
+    pub limit_rate: Option<crate::http::h1::LimitRate>,
     /// `absolute_redirect` and its kin at the server level.
     pub redirect_style: RedirectStyle,
     /// `msie_padding` at the server level.
@@ -378,6 +379,8 @@ pub struct LocationConf {
     pub charset: Option<CharsetConf>,
     /// `expires` here (not `off`).
     pub expires: Option<Expires>,
+    /// `limit_rate` (not 0) and `limit_rate_after` here.
+    pub limit_rate: Option<crate::http::h1::LimitRate>,
     /// `absolute_redirect` and its kin here.
     pub redirect_style: RedirectStyle,
     /// `msie_padding` here.

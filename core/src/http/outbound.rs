@@ -20,6 +20,8 @@ pub struct Outbound {
     pub msie_padding: bool,
     pub charset: Option<Box<Charset>>,
     pub gzip: Option<Box<Gzip>>,
+    /// `limit_rate` (not 0) and `limit_rate_after`: the writer's pace.
+    pub limit_rate: Option<crate::http::h1::LimitRate>,
 }
 
 impl Outbound {
@@ -33,6 +35,9 @@ impl Outbound {
     ) {
         if let Some(expires) = self.expires {
             crate::http::expires::apply(expires, resp);
+        }
+        if let Some(limit) = self.limit_rate {
+            resp.extensions_mut().insert(limit);
         }
         if !self.add_headers.is_empty() {
             let status = resp.status().as_u16();

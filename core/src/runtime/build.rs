@@ -511,6 +511,7 @@ fn server(
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,
             outbound: Outbound {
+                limit_rate: l.limit_rate,
                 expires: l.expires,
                 add_headers: add_headers(&l.add_headers, filters.maps)?,
                 msie_padding: l.msie_padding,
@@ -545,6 +546,7 @@ fn server(
         satisfy_any: s.satisfy_any,
         merge_slashes: s.merge_slashes,
         outbound: Outbound {
+            limit_rate: s.limit_rate,
             expires: s.expires,
             add_headers: add_headers(&s.add_headers, filters.maps)?,
             msie_padding: s.msie_padding,

@@ -30,6 +30,7 @@ pub(crate) mod io;
 pub mod parse;
 pub(crate) mod pool;
 mod write;
+pub use write::LimitRate;
 
 use std::future::Future;
 use std::pin::{pin, Pin};

@@ -46,6 +46,84 @@ enum Out {
     Close,
 }
 
+/// `limit_rate` and `limit_rate_after` of the location that answered:
+/// bytes per second, and how many go out before the pace applies. Carried
+/// in the answer's extensions (only where configured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRate {
+    pub rate: u64,
+    pub after: u64,
+}
+
+/// nginx's write filter pacing (`ngx_http_write_filter`): before a write,
+/// `rate * (seconds since the request's start + 1) - (sent - after)`
+/// bytes may go, else the writer waits until one more may; after it, a
+/// wait of the time those bytes take at the rate. `sent` counts the head
+/// too, as nginx's `c->sent`.
+struct Pace {
+    limit: LimitRate,
+    start_secs: u64,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(limit: LimitRate) -> Pace {
+        Pace {
+            limit,
+            start_secs: clock::unix_secs(),
+            sent: 0,
+        }
+    }
+
+    /// Writes `a` then `b`, paced (boxed: only paced answers have it).
+    fn write<'a, I: Io>(
+        &'a mut self,
+        io: &'a I,
+        a: &'a [u8],
+        b: &'a [u8],
+        send: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let rate = self.limit.rate.max(1);
+            let (mut a, mut b) = (a, b);
+            while !a.is_empty() || !b.is_empty() {
+                let secs = clock::unix_secs().saturating_sub(self.start_secs);
+                let allowed = i128::from(rate) * i128::from(secs + 1)
+                    - (i128::from(self.sent) - i128::from(self.limit.after));
+                if allowed <= 0 {
+                    let ms = (-allowed * 1000 / i128::from(rate) + 1) as u64;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    continue;
+                }
+                let n = usize::try_from(allowed).unwrap_or(usize::MAX);
+                let from_a = n.min(a.len());
+                let from_b = (n - from_a).min(b.len());
+                io::write_two(io, &a[..from_a], &b[..from_b], send).await?;
+                a = &a[from_a..];
+                b = &b[from_b..];
+                let before = self.sent.saturating_sub(self.limit.after);
+                self.sent += (from_a + from_b) as u64;
+                let after = self.sent.saturating_sub(self.limit.after);
+                let ms = (after - before) * 1000 / rate;
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Writes `a` then `b`, at `pace` if the answer has one.
+macro_rules! put {
+    ($pace:expr, $io:expr, $a:expr, $b:expr, $send:expr) => {
+        match $pace.as_mut() {
+            None => io::write_two($io, $a, $b, $send).await,
+            Some(pace) => pace.write($io, $a, $b, $send).await,
+        }
+    };
+}
+
 /// What became of the connection once a response was written.
 pub enum Written {
     /// The response was complete and delimited, and nobody asked to
@@ -195,6 +273,12 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
         }
     }
     buf.extend_from_slice(b"\r\n");
+    // `limit_rate`: its pace, for the body's writes (none for most).
+    let mut pace = resp
+        .extensions()
+        .get::<LimitRate>()
+        .filter(|l| l.rate > 0)
+        .map(|&l| Pace::new(l));
     // `$bytes_sent` counts the head too, as nginx's.
     let body = resp.body_mut();
     body.head_sent(buf.len() as u64);
@@ -214,7 +298,10 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     // and no `Bytes` per piece).
     let append = match out {
         Out::Length(n) => {
-            body.from_upstream() && exact == Some(n) && buf.len() as u64 + n <= SIZE as u64
+            body.from_upstream()
+                && exact == Some(n)
+                && buf.len() as u64 + n <= SIZE as u64
+                && pace.is_none()
         }
         _ => false,
     };
@@ -260,8 +347,12 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             let frame = match polled {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
-                    if !flush(io, &mut buf, ask.send).await {
-                        return Written::Close;
+                    if !buf.is_empty() {
+                        let flushed = put!(pace, io, &buf, &[], ask.send).is_ok();
+                        buf.clear();
+                        if !flushed {
+                            return Written::Close;
+                        }
                     }
                     body.frame().await
                 }
@@ -298,7 +389,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             if buf.len() + data.len() + 2 <= SIZE {
                 buf.extend_from_slice(&data);
             } else {
-                if io::write_two(io, &buf, &data, ask.send).await.is_err() {
+                if put!(pace, io, &buf, &data, ask.send).is_err() {
                     return Written::Close;
                 }
                 buf.clear();
@@ -317,7 +408,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
         Out::Length(n) if sent != n => keep = false,
         _ => {}
     }
-    written(io::write_all(io, &buf, ask.send).await.is_ok() && keep)
+    written(put!(pace, io, &buf, &[], ask.send).is_ok() && keep)
 }
 
 /// Writes what the buffer holds, before waiting for the body (nothing

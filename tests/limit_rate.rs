@@ -1,0 +1,86 @@
+//! `limit_rate` and `limit_rate_after` side by side with nginx: a
+//! 150,000-byte answer at 50k a second takes two seconds or more with
+//! both (nginx's pace: a second's worth at once, then one more a second),
+//! arrives whole, and goes at once when `limit_rate_after` covers it; a
+//! bad size is nginx's error.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use waypost_tests::{free_ports, next_head, serve_numbered, wrap_http, Server};
+
+const SIZE: usize = 150_000;
+
+/// A backend answering every request with SIZE bytes of `x`.
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, |mut stream, _| {
+        let mut buf = Vec::new();
+        while next_head(&mut stream, &mut buf).is_some() {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n");
+            if stream.write_all(head.as_bytes()).is_err()
+                || stream.write_all(&vec![b'x'; SIZE]).is_err()
+            {
+                return;
+            }
+        }
+    });
+    port
+}
+
+fn conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location /slow {{ limit_rate 50k; proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /after {{\n\
+             \x20           limit_rate 50k;\n\
+             \x20           limit_rate_after 200k;\n\
+             \x20           proxy_pass http://127.0.0.1:{back};\n\
+             \x20       }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// `GET path`: the bytes of the body and how long the whole answer took.
+fn fetch(port: u16, path: &str) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read");
+    let body = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |end| got.len() - end - 4);
+    (body, started.elapsed())
+}
+
+#[test]
+fn limit_rate_paces_as_nginx() {
+    let back = backend();
+    for nginx in [true, false] {
+        let port = free_ports(1)[0];
+        let _server = Server::either(nginx, &conf(port, back, nginx), &[port]);
+        let (slow, took) = fetch(port, "/slow");
+        assert_eq!(slow, SIZE, "nginx {nginx}");
+        // Two seconds at least: 50k at once, then 50k more each second.
+        assert!(
+            took >= Duration::from_millis(1900),
+            "nginx {nginx}: {took:?}"
+        );
+        let (fast, quick) = fetch(port, "/after");
+        assert_eq!(fast, SIZE, "nginx {nginx}");
+        // Far below the paced time: nothing waited.
+        assert!(
+            quick < took / 2,
+            "nginx {nginx}: {quick:?} against {took:?}"
+        );
+    }
+}
