@@ -1,6 +1,7 @@
 //! `limit_rate` and `limit_rate_after` side by side with nginx: a
-//! 150,000-byte answer at 50k a second takes two seconds or more with
-//! both (nginx's pace: a second's worth at once, then one more a second),
+//! 150,000-byte answer at 50k a second takes more than a second with both
+//! (nginx's pace: 50k for each whole second of the clock the request has
+//! seen, counting the one it started in),
 //! arrives whole, and goes at once when `limit_rate_after` covers it; a
 //! bad size is nginx's error.
 
@@ -70,11 +71,10 @@ fn limit_rate_paces_as_nginx() {
         let _server = Server::either(nginx, &conf(port, back, nginx), &[port]);
         let (slow, took) = fetch(port, "/slow");
         assert_eq!(slow, SIZE, "nginx {nginx}");
-        // Two seconds at least: 50k at once, then 50k more each second.
-        assert!(
-            took >= Duration::from_millis(1900),
-            "nginx {nginx}: {took:?}"
-        );
+        // 50k in the request's first second (by the clock's whole
+        // seconds, as nginx counts), 50k more in each next one: the third
+        // second must have begun, more than a second after the start.
+        assert!(took > Duration::from_secs(1), "nginx {nginx}: {took:?}");
         let (fast, quick) = fetch(port, "/after");
         assert_eq!(fast, SIZE, "nginx {nginx}");
         // Far below the paced time: nothing waited.
