@@ -510,14 +510,15 @@ fn server(
             limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,
-            outbound: Outbound {
-                limit_rate: l.limit_rate,
-                expires: l.expires,
-                add_headers: add_headers(&l.add_headers, filters.maps)?,
-                msie_padding: l.msie_padding,
-                charset: l.charset.as_ref().map(|c| Box::new(Charset::build(c))),
-                gzip: gzip(l.gzip.as_ref())?,
-            },
+            outbound: outbound(
+                l.limit_rate,
+                l.expires,
+                &l.add_headers,
+                l.msie_padding,
+                l.charset.as_ref(),
+                l.gzip.as_ref(),
+                filters.maps,
+            )?,
             client: l.client,
             error_pages: error_pages(&l.error_pages)?,
             internal: l.internal,
@@ -545,14 +546,15 @@ fn server(
         auth_basic: auth_basic(s.auth_basic.as_ref(), filters.maps)?,
         satisfy_any: s.satisfy_any,
         merge_slashes: s.merge_slashes,
-        outbound: Outbound {
-            limit_rate: s.limit_rate,
-            expires: s.expires,
-            add_headers: add_headers(&s.add_headers, filters.maps)?,
-            msie_padding: s.msie_padding,
-            charset: s.charset.as_ref().map(|c| Box::new(Charset::build(c))),
-            gzip: gzip(s.gzip.as_ref())?,
-        },
+        outbound: outbound(
+            s.limit_rate,
+            s.expires,
+            &s.add_headers,
+            s.msie_padding,
+            s.charset.as_ref(),
+            s.gzip.as_ref(),
+            filters.maps,
+        )?,
         locations: Locations {
             exact,
             prefixes,
@@ -847,6 +849,26 @@ fn header_source(
 }
 
 /// A level's `add_header` lines, their values compiled (most fixed).
+/// A level's header filters and pace (a server's, or a location's).
+fn outbound(
+    limit_rate: Option<crate::http::h1::LimitRate>,
+    expires: Option<model::Expires>,
+    lines: &[model::AddHeader],
+    msie_padding: bool,
+    charset: Option<&model::CharsetConf>,
+    gzip_conf: Option<&model::GzipConf>,
+    maps: &MapNames,
+) -> Result<Outbound, ConfError> {
+    Ok(Outbound {
+        limit_rate,
+        expires,
+        add_headers: add_headers(lines, maps)?,
+        msie_padding,
+        charset: charset.map(|c| Box::new(Charset::build(c))),
+        gzip: gzip(gzip_conf)?,
+    })
+}
+
 fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHeader]>, ConfError> {
     lines
         .iter()
