@@ -529,6 +529,7 @@ impl Layer {
         Some(crate::http::h1::LimitRate {
             rate,
             after: self.limit_rate_after.unwrap_or(0),
+            start_secs: 0,
         })
     }
 

@@ -374,11 +374,11 @@ fn timed_out_failure(while_: &str) -> Failure {
 #[inline(never)]
 fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
     match e {
-        ConnectError::Bind(e, name) => Failure {
+        ConnectError::Bind(e, call) => Failure {
             ft: FT_LOCAL,
             sent: false,
             message: format!(
-                "bind({name}) failed ({}: {}) while connecting to upstream",
+                "{call} failed ({}: {}) while connecting to upstream",
                 e.raw_os_error().unwrap_or(0),
                 strerror(&e)
             ),
@@ -1208,18 +1208,16 @@ pub async fn run(
                 return resp;
             }
             Err(failure) if failure.ft == FT_LOCAL => {
-                // The upstream is not at fault: nginx logs it at `crit`
-                // and answers 500 with no other try.
+                // The upstream is not at fault: nginx logs it (a bind at
+                // `crit`, the socket option before it at `alert`) and
+                // answers 500 with no other try.
                 let addr = &up.addrs[i];
-                log_try(
-                    Level::Crit,
-                    cx,
-                    parts,
-                    &failure.message,
-                    scheme,
-                    addr,
-                    &target,
-                );
+                let level = if failure.message.starts_with("setsockopt(") {
+                    Level::Alert
+                } else {
+                    Level::Crit
+                };
+                log_try(level, cx, parts, &failure.message, scheme, addr, &target);
                 release(
                     up,
                     &mut state,

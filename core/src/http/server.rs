@@ -926,6 +926,12 @@ async fn handle(
             None => (None, server_groups),
         },
     };
+    // `limit_rate` paces from the request's start (nginx's `r->start_sec`),
+    // read only where the level has one.
+    let rate_start = location
+        .map_or(&server.outbound, |l| &l.outbound)
+        .limit_rate
+        .map(|_| crate::clock::unix_secs());
     let req = Req {
         parts,
         original: None,
@@ -1033,6 +1039,14 @@ async fn handle(
     // keep-alive decision (in place: an answer is a few hundred bytes).
     let filters = |resp: &mut Response<RespBody>, outbound: &crate::http::outbound::Outbound| {
         outbound.apply(resp, parts, |status| req.vars(client, status, proxy_host));
+        if let Some(start) = rate_start {
+            if let Some(limit) = resp
+                .extensions_mut()
+                .get_mut::<crate::http::h1::LimitRate>()
+            {
+                limit.start_secs = start;
+            }
+        }
         if close {
             resp.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));

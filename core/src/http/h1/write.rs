@@ -53,6 +53,9 @@ enum Out {
 pub struct LimitRate {
     pub rate: u64,
     pub after: u64,
+    /// The request's start, in Unix seconds (0: unknown, the answer's
+    /// start then).
+    pub start_secs: u64,
 }
 
 /// nginx's write filter pacing (`ngx_http_write_filter`): before a write,
@@ -70,7 +73,11 @@ impl Pace {
     fn new(limit: LimitRate) -> Pace {
         Pace {
             limit,
-            start_secs: clock::unix_secs(),
+            start_secs: if limit.start_secs != 0 {
+                limit.start_secs
+            } else {
+                clock::unix_secs()
+            },
             sent: 0,
         }
     }

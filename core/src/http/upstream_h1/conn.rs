@@ -40,7 +40,8 @@ pub struct Local {
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
-    /// `proxy_bind`'s address could not be taken (the address's text).
+    /// `proxy_bind`'s socket could not be made: the call that failed, as
+    /// nginx logs it (`bind(ADDR)`, `setsockopt(IP_TRANSPARENT)`).
     Bind(std::io::Error, Box<str>),
     /// The TLS handshake took longer than `proxy_connect_timeout`.
     TlsTimeout,
@@ -122,7 +123,8 @@ impl Conn {
     }
 }
 
-/// A bind that failed, carried through the connect's `io::Error`.
+/// A bind (or the socket option before it) that failed, carried through
+/// the connect's `io::Error`: the call as nginx's log names it.
 #[derive(Debug)]
 struct BindFailed {
     errno: i32,
@@ -131,7 +133,26 @@ struct BindFailed {
 
 impl std::fmt::Display for BindFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bind({}) failed", self.name)
+        write!(f, "{} failed", self.name)
+    }
+}
+
+/// IP_BIND_ADDRESS_NO_PORT, as nginx sets it for a bind without a port:
+/// the local port is chosen at connect, per destination, so bound sockets
+/// do not use up the ephemeral ports. Its failure is ignored, as nginx's.
+fn no_port_until_connect(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and an int option value that outlives the
+    // call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -145,20 +166,38 @@ fn local_socket(addr: SocketAddr, local: &Local) -> std::io::Result<tokio::net::
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     if local.keepalive {
-        socket.set_keepalive(true)?;
+        // As nginx: "setsockopt(SO_KEEPALIVE) failed, ignored".
+        if let Err(e) = socket.set_keepalive(true) {
+            crate::log::write(
+                crate::log::Level::Alert,
+                None,
+                &format!(
+                    "setsockopt(SO_KEEPALIVE) failed, ignored ({}: {})",
+                    e.raw_os_error().unwrap_or(0),
+                    crate::http::proxy::strerror(&e)
+                ),
+            );
+        }
     }
     if let Some((bind, name)) = &local.bind {
+        let failed = |what: String, e: std::io::Error| {
+            std::io::Error::other(BindFailed {
+                errno: e.raw_os_error().unwrap_or(0),
+                name: what.into(),
+            })
+        };
         if local.transparent {
-            // As nginx, a failure here is not the connection's end: the
-            // bind below says whether the address can be used.
-            let _ = socket.set_ip_transparent(true);
+            // As nginx, a socket that cannot be made transparent fails the
+            // request (500).
+            if let Err(e) = socket.set_ip_transparent(true) {
+                return Err(failed("setsockopt(IP_TRANSPARENT)".into(), e));
+            }
+        }
+        if bind.port() == 0 {
+            no_port_until_connect(&socket);
         }
         if let Err(e) = socket.bind(&(*bind).into()) {
-            let failed = BindFailed {
-                errno: e.raw_os_error().unwrap_or(0),
-                name: name.clone(),
-            };
-            return Err(std::io::Error::other(failed));
+            return Err(failed(format!("bind({name})"), e));
         }
     }
     Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
