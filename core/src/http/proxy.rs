@@ -130,6 +130,8 @@ pub fn strerror(e: &std::io::Error) -> String {
 /// A failure of the proxy's own making (`proxy_bind`'s address), not the
 /// upstream's: 500, and no other try (nginx finalizes the request).
 const FT_LOCAL: u32 = 1 << 31;
+/// The same, of a kind nginx logs at `alert` (a socket option), not `crit`.
+const FT_LOCAL_ALERT: u32 = 1 << 29;
 
 /// A try that produced no usable response head.
 struct Failure {
@@ -144,7 +146,7 @@ struct Failure {
 /// after it was sent still answers 504.
 fn final_status(ft: u32) -> u16 {
     match ft & !NextUpstream::NON_IDEMPOTENT {
-        FT_LOCAL => 500,
+        FT_LOCAL | FT_LOCAL_ALERT => 500,
         NextUpstream::TIMEOUT | NextUpstream::HTTP_504 => 504,
         NextUpstream::HTTP_500 => 500,
         NextUpstream::HTTP_503 => 503,
@@ -374,8 +376,8 @@ fn timed_out_failure(while_: &str) -> Failure {
 #[inline(never)]
 fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
     match e {
-        ConnectError::Bind(e, call) => Failure {
-            ft: FT_LOCAL,
+        ConnectError::Bind(e, call, alert) => Failure {
+            ft: if alert { FT_LOCAL_ALERT } else { FT_LOCAL },
             sent: false,
             message: format!(
                 "{call} failed ({}: {}) while connecting to upstream",
@@ -1207,12 +1209,12 @@ pub async fn run(
                 *resp.version_mut() = Version::HTTP_11;
                 return resp;
             }
-            Err(failure) if failure.ft == FT_LOCAL => {
+            Err(failure) if matches!(failure.ft, FT_LOCAL | FT_LOCAL_ALERT) => {
                 // The upstream is not at fault: nginx logs it (a bind at
                 // `crit`, the socket option before it at `alert`) and
                 // answers 500 with no other try.
                 let addr = &up.addrs[i];
-                let level = if failure.message.starts_with("setsockopt(") {
+                let level = if failure.ft == FT_LOCAL_ALERT {
                     Level::Alert
                 } else {
                     Level::Crit

@@ -41,8 +41,9 @@ pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
     /// `proxy_bind`'s socket could not be made: the call that failed, as
-    /// nginx logs it (`bind(ADDR)`, `setsockopt(IP_TRANSPARENT)`).
-    Bind(std::io::Error, Box<str>),
+    /// nginx logs it (`bind(ADDR)`, `setsockopt(IP_TRANSPARENT)`), and
+    /// whether nginx logs it at `alert` (else `crit`).
+    Bind(std::io::Error, Box<str>, bool),
     /// The TLS handshake took longer than `proxy_connect_timeout`.
     TlsTimeout,
     /// The TLS handshake failed (certificate refused included).
@@ -74,6 +75,7 @@ impl Conn {
                         Some(failed) => ConnectError::Bind(
                             std::io::Error::from_raw_os_error(failed.errno),
                             failed.name.clone(),
+                            failed.alert,
                         ),
                         None => ConnectError::Io(e),
                     },
@@ -129,6 +131,8 @@ impl Conn {
 struct BindFailed {
     errno: i32,
     name: Box<str>,
+    /// nginx logs a socket option's failure at `alert`, a bind's at `crit`.
+    alert: bool,
 }
 
 impl std::fmt::Display for BindFailed {
@@ -180,24 +184,25 @@ fn local_socket(addr: SocketAddr, local: &Local) -> std::io::Result<tokio::net::
         }
     }
     if let Some((bind, name)) = &local.bind {
-        let failed = |what: String, e: std::io::Error| {
+        let failed = |what: String, e: std::io::Error, alert: bool| {
             std::io::Error::other(BindFailed {
                 errno: e.raw_os_error().unwrap_or(0),
                 name: what.into(),
+                alert,
             })
         };
         if local.transparent {
             // As nginx, a socket that cannot be made transparent fails the
             // request (500).
             if let Err(e) = socket.set_ip_transparent(true) {
-                return Err(failed("setsockopt(IP_TRANSPARENT)".into(), e));
+                return Err(failed("setsockopt(IP_TRANSPARENT)".into(), e, true));
             }
         }
         if bind.port() == 0 {
             no_port_until_connect(&socket);
         }
         if let Err(e) = socket.bind(&(*bind).into()) {
-            return Err(failed(format!("bind({name})"), e));
+            return Err(failed(format!("bind({name})"), e, false));
         }
     }
     Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
