@@ -6,7 +6,9 @@
 
 use std::io::Write;
 
-use waypost_tests::{assert_same_answers, exchange, free_ports, wrap_http, Server};
+use waypost_tests::{
+    assert_same_answers, either_on_a_port, exchange, free_ports, wrap_http, Server,
+};
 
 fn conf(port: u16, port2: u16, nginx: bool) -> String {
     wrap_http(
@@ -126,11 +128,8 @@ fn typed_backend() -> u16 {
 fn charset_matches_nginx() {
     let back = typed_backend();
     let run = |nginx: bool| {
-        let [port] = free_ports(1)[..] else {
-            unreachable!()
-        };
-        let conf = wrap_http(
-            &format!(
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
                 "    charset utf-8;\n\
                  \x20   server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\
@@ -143,10 +142,8 @@ fn charset_matches_nginx() {
                  \x20       location = /r301 {{ return 301 /x; }}\n\
                  \x20       location = /r307 {{ return 307 /x; }}\n\
                  \x20   }}\n"
-            ),
-            nginx,
-        );
-        let _server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         let mut seen = Vec::new();
         for level in ["/p/", "/t/", "/all/", "/off/"] {
             for name in [
@@ -198,11 +195,8 @@ fn expires_matches_nginx() {
         port
     };
     let run = |nginx: bool| {
-        let [port] = free_ports(1)[..] else {
-            unreachable!()
-        };
-        let conf = wrap_http(
-            &format!(
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
                 "    server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       expires 1h;\n\
@@ -219,10 +213,8 @@ fn expires_matches_nginx() {
                  \x20       location /m {{ expires modified +2h; proxy_pass http://127.0.0.1:{back}/nolm; }}\n\
                  \x20       location /n {{ expires modified -5m; return 204; }}\n\
                  \x20   }}\n"
-            ),
-            nginx,
-        );
-        let _server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         [
             "/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h", "/j", "/k", "/m", "/n",
         ]
@@ -305,21 +297,16 @@ fn httpdate_parse(v: &str) -> Option<i64> {
 #[test]
 fn msie_padding_off_as_nginx() {
     let run = |nginx: bool| {
-        let [port] = free_ports(1)[..] else {
-            unreachable!()
-        };
-        let conf = wrap_http(
-            &format!(
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
                 "    server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       msie_padding off;\n\
                  \x20       location /a {{ return 404; }}\n\
                  \x20       location /b {{ msie_padding on; return 404; }}\n\
                  \x20   }}\n"
-            ),
-            nginx,
-        );
-        let _server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         ["/a", "/b", "/none"]
             .iter()
             .map(|path| {

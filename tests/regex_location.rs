@@ -5,7 +5,9 @@
 //! `$1`.. groups in `return`, `proxy_set_header` and the access log, and
 //! `allow`/`deny` and proxying in regex locations. Then the config errors.
 
-use waypost_tests::{assert_same_answers, exchange, first_report, free_ports, wrap_http, Server};
+use waypost_tests::{
+    assert_same_answers, either_on_a_port, exchange, first_report, free_ports, wrap_http, Server,
+};
 
 fn conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
@@ -171,11 +173,8 @@ fn a_prefix_inside_a_regex_location_is_refused() {
 #[test]
 fn regex_server_names_match_nginx() {
     let run = |nginx: bool| {
-        let [port] = free_ports(1)[..] else {
-            unreachable!()
-        };
-        let conf = wrap_http(
-            &format!(
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
                 "    server {{ listen 127.0.0.1:{port}; server_name ~^(www\\\\.)?(?<dom>[a-z]+)\\\\.test$; return 200 \"regex [$1] [$2] $server_name\"; }}\n\
                  \x20   server {{ listen 127.0.0.1:{port}; server_name exact.test; return 200 \"exact\"; }}\n\
                  \x20   server {{ listen 127.0.0.1:{port}; server_name *.wild.test ~^x; return 200 \"wild [$1]\"; }}\n\
@@ -188,10 +187,8 @@ fn regex_server_names_match_nginx() {
                  \x20       location ~ ^/v(\\\\d+)/ {{ return 200 \"loc [$1]\"; }}\n\
                  \x20       location / {{ return 200 \"srv [$1]\"; }}\n\
                  \x20   }}\n"
-            ),
-            nginx,
-        );
-        let _server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         [
             ("www.abc.test", "/"),
             ("abc.test", "/"),
@@ -234,11 +231,8 @@ fn regex_server_names_match_nginx() {
 #[test]
 fn merge_slashes_off_as_nginx() {
     let run = |nginx: bool| {
-        let [port] = free_ports(1)[..] else {
-            unreachable!()
-        };
-        let conf = wrap_http(
-            &format!(
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
                 "    server {{\n\
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       merge_slashes off;\n\
@@ -246,10 +240,8 @@ fn merge_slashes_off_as_nginx() {
                  \x20       location /a/b {{ return 200 \"ab $uri\"; }}\n\
                  \x20   }}\n\
                  \x20   server {{ listen 127.0.0.1:{port}; server_name other; merge_slashes on; location / {{ return 200 \"other $uri\"; }} }}\n"
-            ),
-            nginx,
-        );
-        let _server = Server::either(nginx, &conf, &[port]);
+            )
+        });
         let mut seen = Vec::new();
         for path in [
             "//a//b",

@@ -932,3 +932,13 @@ impl KeepAlive {
         self.try_recv()
     }
 }
+
+/// A configuration's `http` lines made for a free port (`http(port)`),
+/// run by nginx or waypost listening there: the server and the port.
+pub fn either_on_a_port(nginx: bool, http: impl Fn(u16) -> String) -> (Server, u16) {
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let server = Server::either(nginx, &wrap_http(&http(port), nginx), &[port]);
+    (server, port)
+}
