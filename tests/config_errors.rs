@@ -12,9 +12,9 @@
 //! MIME type ...`); nginx's `[notice]` and `[info]` lines are not.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use waypost_tests::{free_port, nginx_bin, run_waypost, TempDir};
+use waypost_tests::{free_port, run_nginx, run_waypost, TempDir};
 
 /// The main file's name in each case's directory.
 const CONF: &str = "test.conf";
@@ -1602,22 +1602,6 @@ fn report(out: &Output, program: &str) -> Report {
         lines,
         code: out.status.code(),
     }
-}
-
-/// Runs nginx with its files under `dir` (`-e` makes it print
-/// `nginx: [level] ...` on stderr).
-fn run_nginx(dir: &TempDir, args: &[&str]) -> Output {
-    Command::new(nginx_bin())
-        .args([
-            "-p",
-            &format!("{}/", dir.path.display()),
-            "-e",
-            "logs/early.log",
-        ])
-        .args(args)
-        .current_dir(&dir.path)
-        .output()
-        .expect("run nginx")
 }
 
 fn expected(expect: Expect, conf: &Path, fill: &dyn Fn(&str) -> String) -> Report {

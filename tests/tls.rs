@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use waypost_tests::{
-    free_port, info_log, nginx_bin, run_waypost, wrap_http, Server, TempDir, NGINX_TEMP_PATHS,
+    free_port, info_log, nginx_bin, run_nginx, run_waypost, wrap_http, Server, TempDir,
+    NGINX_TEMP_PATHS,
 };
 
 /// A test certificate authority.
@@ -656,17 +657,7 @@ fn both_t(conf: &str) -> [(String, Option<i32>); 2] {
         &conf.replace("{dir}", &dir.path.display().to_string()),
     );
     let args = ["-t", "-c", conf_path.to_str().expect("utf-8 path")];
-    let nginx = Command::new(nginx_bin())
-        .args([
-            "-p",
-            &format!("{}/", dir.path.display()),
-            "-e",
-            "logs/early.log",
-        ])
-        .args(args)
-        .current_dir(&dir.path)
-        .output()
-        .expect("run nginx");
+    let nginx = run_nginx(&dir, &args);
     let waypost = run_waypost(&dir, &args);
     let emerg = |out: &Output| {
         let text = String::from_utf8_lossy(&out.stderr).into_owned();

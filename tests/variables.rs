@@ -13,10 +13,9 @@
 //! name in error pages.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::Duration;
 
-use waypost_tests::{connect_from, free_ports, nginx_bin, run_waypost, wrap_http, Server, TempDir};
+use waypost_tests::{connect_from, free_ports, run_nginx, run_waypost, wrap_http, Server, TempDir};
 
 /// A response as compared: status, Location, body.
 #[derive(Debug, PartialEq, Eq)]
@@ -582,18 +581,7 @@ fn check(http: &str) -> (String, String, String) {
         &format!("error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\n{http}"),
     );
     let conf = conf.display().to_string();
-    let nginx = Command::new(nginx_bin())
-        .args([
-            "-p",
-            &format!("{}/", dir.path.display()),
-            "-e",
-            "logs/early.log",
-            "-t",
-            "-c",
-            &conf,
-        ])
-        .output()
-        .expect("run nginx");
+    let nginx = run_nginx(&dir, &["-t", "-c", &conf]);
     let waypost = run_waypost(&dir, &["-t", "-c", &conf]);
     let emerg = |out: &std::process::Output, prog: &str| {
         String::from_utf8_lossy(&out.stderr)

@@ -181,6 +181,22 @@ pub fn run_waypost(dir: &TempDir, args: &[&str]) -> Output {
         .expect("run waypost")
 }
 
+/// Runs `nginx ARGS` in `dir` to completion, `dir` its prefix (`-e`
+/// makes it print `nginx: [level] ...` on stderr).
+pub fn run_nginx(dir: &TempDir, args: &[&str]) -> Output {
+    Command::new(nginx_bin())
+        .args([
+            "-p",
+            &format!("{}/", dir.path.display()),
+            "-e",
+            "logs/early.log",
+        ])
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .expect("run nginx")
+}
+
 /// The first line `waypost -t` prints for a config of the `http` block's
 /// lines `http` (from line 5), the file named `CONF`.
 pub fn first_report(http: &str) -> String {

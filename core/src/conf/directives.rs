@@ -166,6 +166,14 @@ pub const CORE: &[Spec] = &[
     d("error_page", PROXY, 2, MORE),
     f("recursive_error_pages", PROXY),
     d("internal", LOC, 0, 0),
+    // static files
+    d("root", PROXY, 1, 1),
+    d("alias", LOC, 1, 1),
+    d("index", PROXY, 1, MORE),
+    d("try_files", SRV | LOC, 2, MORE),
+    f("log_not_found", PROXY),
+    f("etag", PROXY),
+    d("if_modified_since", PROXY, 1, 1),
     // TLS and HTTP/2 to clients
     d("ssl_certificate", HTTP | SRV, 1, 1),
     d("ssl_certificate_key", HTTP | SRV, 1, 1),

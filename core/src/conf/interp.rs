@@ -305,6 +305,16 @@ struct Layer {
     intercept_errors: Option<bool>,
     /// `internal` (location only; nested locations inherit it).
     internal: Option<bool>,
+    /// `root` or `alias` as nginx keeps it, and an alias's length (set
+    /// by the location that has it).
+    root: Option<(String, Option<usize>)>,
+    /// `index` lines: a level that has any replaces its parent's.
+    index: Option<Vec<String>>,
+    /// `try_files`: the level's own, never inherited.
+    try_files: Option<Vec<String>>,
+    log_not_found: Option<bool>,
+    etag: Option<bool>,
+    if_modified_since: Option<IfModifiedSince>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -502,8 +512,31 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.error_pages.clone()),
             recursive_error_pages: self.recursive_error_pages.or(parent.recursive_error_pages),
+            root: self.root.clone().or_else(|| parent.root.clone()),
+            index: self.index.clone().or_else(|| parent.index.clone()),
+            try_files: self.try_files.clone(),
+            log_not_found: self.log_not_found.or(parent.log_not_found),
+            etag: self.etag.or(parent.etag),
+            if_modified_since: self.if_modified_since.or(parent.if_modified_since),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
             internal: self.internal.or(parent.internal),
+        }
+    }
+
+    /// The static modules' settings of a merged level, nginx's defaults
+    /// (`root html` under `prefix`) where unset.
+    fn statics(&self, prefix: &Path) -> StaticConf {
+        let default = StaticConf::new(prefix);
+        let (root, alias) = self.root.clone().unwrap_or((default.root, None));
+        StaticConf {
+            root,
+            alias,
+            index: self.index.clone().unwrap_or(default.index),
+            try_files: self.try_files.clone(),
+            log_not_found: self.log_not_found.unwrap_or(true),
+            etag: self.etag.unwrap_or(true),
+            if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
+            prefix: default.prefix,
         }
     }
 
@@ -1134,6 +1167,51 @@ impl<'a> Interp<'a> {
         }
     }
 
+    /// `root` and `alias`, as nginx's `ngx_http_core_root`: one of them
+    /// per level; a root loses one trailing `/`; a value that does not
+    /// start with a variable is made absolute against the prefix. The
+    /// location that has an alias sets its length afterwards.
+    fn root(&mut self, d: &Directive, layer: &mut Layer) -> Result<(), ConfError> {
+        let alias = d.name == "alias";
+        if let Some((_, earlier)) = &layer.root {
+            if earlier.is_some() == alias {
+                return err(format!("\"{}\" directive is duplicate", d.name), d);
+            }
+            let earlier = if earlier.is_some() { "alias" } else { "root" };
+            return err(
+                format!(
+                    "\"{}\" directive is duplicate, \"{earlier}\" directive was specified earlier",
+                    d.name
+                ),
+                d,
+            );
+        }
+        let value = &d.args[0];
+        for var in ["document_root", "realpath_root"] {
+            if value.contains(&format!("${var}")) || value.contains(&format!("${{{var}}}")) {
+                return err(
+                    format!(
+                        "the ${var} variable cannot be used in the \"{}\" directive",
+                        d.name
+                    ),
+                    d,
+                );
+            }
+        }
+        self.check_vars(self.compile_check(value), d)?;
+        let mut root = value.as_str();
+        if !alias {
+            root = root.strip_suffix('/').unwrap_or(root);
+        }
+        let root = if value.starts_with('$') || value.starts_with('/') {
+            root.to_owned()
+        } else {
+            self.env.prefix.join(root).display().to_string()
+        };
+        layer.root = Some((root, alias.then_some(0)));
+        Ok(())
+    }
+
     fn resolve_path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -1577,6 +1655,54 @@ impl<'a> Interp<'a> {
                 layer.intercept_errors = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "internal" => layer.internal = Some(true),
+            "root" | "alias" => self.root(d, layer)?,
+            "index" => {
+                let list = layer.index.get_or_insert_with(Vec::new);
+                for (i, name) in d.args.iter().enumerate() {
+                    if name.starts_with('/') && i + 1 != d.args.len() {
+                        tracing::warn!(
+                            "only the last index in \"index\" directive should be absolute in {}",
+                            d.loc
+                        );
+                    }
+                    if name.is_empty() {
+                        return err(
+                            format!("index \"{}\" in \"index\" directive is invalid", d.args[0]),
+                            d,
+                        );
+                    }
+                    self.check_vars(self.compile_check(name), d)?;
+                    list.push(name.clone());
+                }
+            }
+            "try_files" => {
+                if layer.try_files.is_some() {
+                    return err("\"try_files\" directive is duplicate", d);
+                }
+                for arg in &d.args {
+                    self.check_vars(self.compile_check(arg), d)?;
+                }
+                let last = &d.args[d.args.len() - 1];
+                if let Some(code) = last.strip_prefix('=') {
+                    if !code.bytes().all(|c| c.is_ascii_digit())
+                        || code.is_empty()
+                        || code.parse::<u32>().map_or(true, |c| c > 999)
+                    {
+                        return err(format!("invalid code \"{last}\""), d);
+                    }
+                }
+                layer.try_files = Some(d.args.clone());
+            }
+            "log_not_found" => layer.log_not_found = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "etag" => layer.etag = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "if_modified_since" => {
+                layer.if_modified_since = Some(match d.args[0].to_ascii_lowercase().as_str() {
+                    "off" => IfModifiedSince::Off,
+                    "exact" => IfModifiedSince::Exact,
+                    "before" => IfModifiedSince::Before,
+                    _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
+                })
+            }
             "merge_slashes" => layer.merge_slashes = Some(d.args[0].eq_ignore_ascii_case("on")),
             "absolute_redirect" => {
                 layer.absolute_redirect = Some(d.args[0].eq_ignore_ascii_case("on"))
@@ -2674,6 +2800,7 @@ impl<'a> Interp<'a> {
             keepalive_time: Duration::from_secs(3600),
             client: ClientLimits::default(),
             error_pages: ErrorPagesConf::default(),
+            statics: StaticConf::new(self.env.prefix),
         });
         self.servers.push(ServerInfo {
             loc: Some(d.loc.clone()),
@@ -2917,6 +3044,7 @@ impl<'a> Interp<'a> {
             named,
             internal: false,
             error_pages: ErrorPagesConf::default(),
+            statics: StaticConf::new(self.env.prefix),
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -2960,7 +3088,22 @@ impl<'a> Interp<'a> {
                     continue;
                 }
             }
+            if item.name == "alias" && named && own.root.is_none() {
+                return err(
+                    "the \"alias\" directive cannot be used inside the named location",
+                    item,
+                );
+            }
             if self.layer_directive(item, &mut own)? {
+                // An alias replaces the location's name in the URI; in a
+                // regex location it is the whole path.
+                if let ("alias", Some((_, alias))) = (item.name.as_str(), &mut own.root) {
+                    *alias = Some(if is_regex {
+                        ALIAS_WHOLE
+                    } else {
+                        self.locations[me].name.len()
+                    });
+                }
                 continue;
             }
             match item.name.as_str() {
@@ -3197,6 +3340,7 @@ impl<'a> Interp<'a> {
             server.msie_padding = layer.msie_padding.unwrap_or(true);
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
             server.error_pages = layer.error_pages();
+            server.statics = layer.statics(self.env.prefix);
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -3257,6 +3401,7 @@ impl<'a> Interp<'a> {
             location.filters = layer.filters.clone();
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);
+            location.statics = layer.statics(self.env.prefix);
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);

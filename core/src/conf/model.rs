@@ -277,6 +277,59 @@ pub struct ServerConf {
     pub http2: bool,
     /// `error_page` and `recursive_error_pages` at the server level.
     pub error_pages: ErrorPagesConf,
+    /// `root`, `index`, `try_files` and their kin at the server level: for
+    /// requests no location takes.
+    pub statics: StaticConf,
+}
+
+/// What nginx's static, index and try_files modules do at a level:
+/// `root` or `alias`, `index`, `try_files`, `log_not_found`, `etag`,
+/// `if_modified_since`, after inheritance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticConf {
+    /// The root or alias as nginx keeps it: one trailing `/` of a root
+    /// removed, a path without variables made absolute against the prefix.
+    pub root: String,
+    /// `alias`: how many bytes of the URI it replaces (the location's
+    /// name); [`ALIAS_WHOLE`] in a regex location, where the alias is the
+    /// whole path. `None`: `root`.
+    pub alias: Option<usize>,
+    /// `index` files, in order (`index.html` by default).
+    pub index: Vec<String>,
+    /// `try_files` of the level itself (nginx does not inherit it).
+    pub try_files: Option<Vec<String>>,
+    pub log_not_found: bool,
+    pub etag: bool,
+    pub if_modified_since: IfModifiedSince,
+    /// Where a root made of variables that is relative starts.
+    pub prefix: std::path::PathBuf,
+}
+
+/// An alias that is the whole path (a regex location's).
+pub const ALIAS_WHOLE: usize = usize::MAX;
+
+impl StaticConf {
+    /// nginx's defaults: `root html` under `prefix`.
+    pub fn new(prefix: &std::path::Path) -> StaticConf {
+        StaticConf {
+            root: prefix.join("html").display().to_string(),
+            alias: None,
+            index: vec!["index.html".to_owned()],
+            try_files: None,
+            log_not_found: true,
+            etag: true,
+            if_modified_since: IfModifiedSince::Exact,
+            prefix: prefix.to_path_buf(),
+        }
+    }
+}
+
+/// `if_modified_since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfModifiedSince {
+    Off,
+    Exact,
+    Before,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -391,6 +444,8 @@ pub struct LocationConf {
     pub filters: Vec<ModuleDirective>,
     /// `location @name`: reached only by an `error_page`.
     pub named: bool,
+    /// `root`, `alias`, `index`, `try_files` and their kin here.
+    pub statics: StaticConf,
     /// `internal` here or in an enclosing location.
     pub internal: bool,
     pub error_pages: ErrorPagesConf,
@@ -506,7 +561,7 @@ pub enum Action {
     Status,
     /// `stub_status;`: nginx's connection and request counts.
     StubStatus,
-    /// No handler: nginx would serve static files; we answer 404.
+    /// No other handler: nginx's static and index modules serve files.
     None,
 }
 

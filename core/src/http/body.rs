@@ -49,6 +49,8 @@ enum Kind {
     Close,
     /// A full or upstream body compressed as it goes (`gzip on`).
     Gzip(Box<Gzipped>),
+    /// A file, or ranges of one, read as it is sent (static files).
+    File(Box<crate::http::static_files::FileBody>),
 }
 
 /// What `gzip on` wraps: the body, the upstream's header lines (without
@@ -179,6 +181,17 @@ impl RespBody {
         // its connection now: nobody may poll it.
         resp.release_idle();
         resp
+    }
+
+    /// A file's pieces, read on the blocking pool as they are sent.
+    pub fn file(body: crate::http::static_files::FileBody) -> RespBody {
+        RespBody {
+            kind: Kind::File(Box::new(body)),
+            sent: 0,
+            head: 0,
+            record: None,
+            hold: None,
+        }
     }
 
     /// Compresses the body as it is sent, at `level` (1 to 9); the
@@ -382,6 +395,7 @@ impl Body for RespBody {
                 polled.map(|piece| piece.map(|r| r.map(Frame::data)))
             }
             Kind::Gzip(_) => this.poll_gzip(cx),
+            Kind::File(file) => file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data))),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
@@ -397,6 +411,7 @@ impl Body for RespBody {
             Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Tunnel(_) | Kind::Close => true,
             Kind::Gzip(g) => g.encoder.is_none(),
+            Kind::File(f) => f.is_end(),
         }
     }
 
@@ -408,6 +423,7 @@ impl Body for RespBody {
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
             Kind::Gzip(_) => SizeHint::default(),
+            Kind::File(f) => SizeHint::with_exact(f.left()),
         }
     }
 }
@@ -460,6 +476,7 @@ impl RespBody {
             let piece = match &mut g.inner {
                 Kind::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
                 Kind::Upstream(body, _) => body.poll_data(cx),
+                Kind::File(file) => file.poll_data(cx),
                 _ => Poll::Ready(None),
             };
             self.release_idle();

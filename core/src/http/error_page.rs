@@ -24,7 +24,7 @@ use crate::runtime::{Action, ErrorPages, ErrorTarget, Location};
 
 /// nginx's `NGX_HTTP_MAX_URI_CHANGES`: internal redirects a request may
 /// make before it is answered 500.
-const MAX_URI_CHANGES: u8 = 10;
+pub(crate) const MAX_URI_CHANGES: u8 = 10;
 
 type Redirected<'a> =
     Pin<Box<dyn Future<Output = (Response<RespBody>, Option<&'a Location>)> + Send + 'a>>;
@@ -68,7 +68,7 @@ pub(crate) fn apply<'a>(
         let kept = first.map(|r| (r.limit_conn, r.module_values.clone()));
         // The request as the last internal redirect made it.
         let mut current: Option<(Parts, ParsedHead)> = None;
-        let mut changes = MAX_URI_CHANGES + 1;
+        let mut changes = req.changes;
         let mut used = false;
         while let Some(level) = pages.filter(|_| !used && changes != 0) {
             if !level.recursive {
@@ -142,46 +142,63 @@ pub(crate) fn apply<'a>(
                 },
                 None => req.server.locations.find(head.uri(&parts.uri)),
             };
-            let Some((location, groups)) = found else {
-                // No location takes the URI: the server level's 404.
-                resp = replaced(resp, error_page(404));
-                pages = req.server.error_pages.as_deref();
-                continue;
+            let (location, groups) = match found {
+                Some((location, groups)) => (Some(location), groups),
+                None => (None, None),
             };
-            let next_req = Req {
-                parts,
-                original: Some(req.original.unwrap_or(req.parts)),
-                head,
-                raw: req.raw,
-                conn: req.conn,
-                local: req.local,
-                requests: req.requests,
-                server: req.server,
-                maps: req.maps,
-                captures: groups.as_ref().or(req.captures),
-                // What `$status` shows at the target.
-                err_status: match page.overwrite {
-                    Some(0) => 0,
-                    Some(code) => code,
-                    None => status,
-                },
+            // What `$status` shows at the target.
+            let err_status = match page.overwrite {
+                Some(0) => 0,
+                Some(code) => code,
+                None => status,
             };
-            // The client's request reaches an `internal` location here.
-            let action = match &location.action {
-                Action::Internal(action) => action,
-                action => action,
+            let next_req = req.redirected(parts, head, groups.as_ref(), err_status, changes);
+            let mut answer = match location {
+                Some(location) => {
+                    // The client's request reaches an `internal` location here.
+                    let action = match &location.action {
+                        Action::Internal(action) => action,
+                        action => action,
+                    };
+                    let answer = at_location(
+                        &next_req,
+                        ClientBody::empty(),
+                        location,
+                        action,
+                        client,
+                        false,
+                        Some(started),
+                    );
+                    Box::pin(answer).await
+                }
+                // No location takes the URI: the server level's files,
+                // logged with its logs.
+                None => {
+                    let mut answer = crate::http::static_files::serve(
+                        &next_req,
+                        ClientBody::empty(),
+                        &req.server.statics,
+                        client,
+                        Some(started),
+                    )
+                    .await;
+                    if let Some(logs) = &req.server.access_log {
+                        let status = answer.status().as_u16();
+                        let mut record = logs.start(&next_req.vars(client, status, ""), started);
+                        record.status = status;
+                        answer.body_mut().set_record(Some(record));
+                    }
+                    answer
+                }
             };
-            let body = ClientBody::empty();
-            let answer = at_location(
-                &next_req,
-                body,
-                location,
-                action,
-                client,
-                false,
-                Some(started),
-            );
-            let mut answer = Box::pin(answer).await;
+            // `index` or `try_files` took it further.
+            let location = match answer
+                .extensions()
+                .get::<crate::http::static_files::AnsweredAt>()
+            {
+                Some(at) => at.0.map(|i| &req.server.locations.list[i]),
+                None => location,
+            };
             carry(
                 &resp,
                 &mut answer,
@@ -195,8 +212,10 @@ pub(crate) fn apply<'a>(
                 record.module_values.clone_from(values);
             }
             resp = answer;
-            last = Some(location);
-            pages = location.error_pages.as_deref();
+            last = location;
+            pages = location.map_or(req.server.error_pages.as_deref(), |l| {
+                l.error_pages.as_deref()
+            });
             if special(&resp).is_some() {
                 continue;
             }

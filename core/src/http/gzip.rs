@@ -114,9 +114,14 @@ impl Gzip {
         }
         // An upstream's Content-Length (none for chunked), else the length
         // of a body made here.
+        // (A file answering HEAD says its length in the map.)
         let length = match passed {
             Some(p) => p.length,
-            None => http_body::Body::size_hint(resp.body()).exact(),
+            None => resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or_else(|| http_body::Body::size_hint(resp.body()).exact()),
         };
         length.is_none_or(|n| n >= self.min_length)
     }

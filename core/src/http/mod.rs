@@ -18,6 +18,8 @@
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `error_page`: `error_page` (internal redirects, named locations)
+//! - `static_files`: `root`/`alias`, `index`, `try_files`: files, their
+//!   conditional and range requests
 //! - `outbound`: an answer's header filters, in nginx's order (expires,
 //!   add_header, msie_padding, charset, gzip)
 //! - `charset`: `charset NAME` added to Content-Type
@@ -46,6 +48,7 @@ pub mod realip;
 pub mod refused;
 pub mod response;
 pub mod server;
+pub mod static_files;
 pub mod stats;
 pub mod timer;
 pub mod tls;

@@ -824,6 +824,10 @@ macro_rules! location_answer {
                             (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
                             (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
                             (None, Action::StubStatus) => stub_status_page(req.parts),
+                            (None, Action::Static(st)) => {
+                                crate::http::static_files::serve(req, body, st, client, started)
+                                    .await
+                            }
                             (None, _) => error_page(404),
                         };
                         limit_conn::Kept::attach(&mut resp, hold);
@@ -944,6 +948,7 @@ async fn handle(
         maps: &rt.maps,
         captures: groups.as_ref(),
         err_status: 0,
+        changes: crate::http::error_page::MAX_URI_CHANGES + 1,
     };
 
     // What no location answers is logged with the server's access logs.
@@ -1016,7 +1021,19 @@ async fn handle(
                             &cx,
                         )
                         .await;
-                        refused.unwrap_or_else(|| error_page(404))
+                        match refused {
+                            Some(resp) => resp,
+                            None => {
+                                crate::http::static_files::serve(
+                                    &req,
+                                    body,
+                                    &server.statics,
+                                    client,
+                                    None,
+                                )
+                                .await
+                            }
+                        }
                     }
                 };
                 server_logged(resp, conn)
@@ -1026,6 +1043,18 @@ async fn handle(
                 location_answer!(&req, body, location, &location.action, client, realip, None)
             }
         }
+    };
+    // An internal redirect (`index`, `try_files`) answered at another
+    // level: its header filters and `error_page`s apply.
+    let location = match location.map(|l| &l.action) {
+        Some(Action::Proxy(_)) => location,
+        _ => match resp
+            .extensions()
+            .get::<crate::http::static_files::AnsweredAt>()
+        {
+            Some(at) => at.0.map(|i| &server.locations.list[i]),
+            None => location,
+        },
     };
     // nginx's special response handler: the level in effect may have an
     // `error_page` for the status (out of line, boxed: most answers are
@@ -1086,6 +1115,9 @@ pub(crate) struct Req<'a> {
     /// nginx's `err_status` while an `error_page` target answers: what
     /// `$status` shows there (0: none).
     pub(crate) err_status: u16,
+    /// Internal redirects left before nginx's cycle error (its
+    /// `uri_changes`).
+    pub(crate) changes: u8,
 }
 
 impl<'a> Req<'a> {
@@ -1110,6 +1142,36 @@ impl<'a> Req<'a> {
             original: self.original,
             maps: self.maps,
             captures: self.captures,
+        }
+    }
+
+    /// The request an internal redirect makes of this one: `parts` and
+    /// `head` the new target's, `captures` its location's groups (else
+    /// these), the client's request kept as the original.
+    pub(crate) fn redirected<'b>(
+        &'b self,
+        parts: &'b Parts,
+        head: &'b ParsedHead,
+        captures: Option<&'b regex::bytes::Captures<'b>>,
+        err_status: u16,
+        changes: u8,
+    ) -> Req<'b>
+    where
+        'a: 'b,
+    {
+        Req {
+            parts,
+            original: Some(self.original.unwrap_or(self.parts)),
+            head,
+            raw: self.raw,
+            conn: self.conn,
+            local: self.local,
+            requests: self.requests,
+            server: self.server,
+            maps: self.maps,
+            captures: captures.or(self.captures),
+            err_status,
+            changes,
         }
     }
 

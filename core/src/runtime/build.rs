@@ -449,7 +449,14 @@ fn server(
             model::Action::Return(r) => {
                 Action::Reply(reply(r, &l.types, l.redirect_style, filters.maps)?)
             }
-            model::Action::None => Action::NotFound,
+            model::Action::None => {
+                Action::Static(Box::new(crate::http::static_files::Static::new(
+                    &l.statics,
+                    &l.types,
+                    l.redirect_style,
+                    filters.maps,
+                )?))
+            }
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::StubStatus => Action::StubStatus,
@@ -563,6 +570,12 @@ fn server(
             named: named.into_boxed_slice(),
             list,
         },
+        statics: crate::http::static_files::Static::new(
+            &s.statics,
+            &s.types,
+            s.redirect_style,
+            filters.maps,
+        )?,
         keepalive_timeout: s.keepalive_timeout,
         keepalive_requests: s.keepalive_requests,
         keepalive_time: s.keepalive_time,

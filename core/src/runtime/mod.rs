@@ -153,6 +153,8 @@ pub struct Server {
     /// The header filters of what the server level answers.
     pub outbound: crate::http::outbound::Outbound,
     pub locations: Locations,
+    /// The static modules' settings for requests no location takes.
+    pub statics: crate::http::static_files::Static,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     pub keepalive_time: Duration,
@@ -334,7 +336,8 @@ pub enum Action {
     Status,
     /// `stub_status;`
     StubStatus,
-    NotFound,
+    /// Files: nginx's static, index and try_files modules.
+    Static(Box<crate::http::static_files::Static>),
     /// `internal`: a client's request gets 404; an internal redirect's
     /// gets the location's own action.
     Internal(Box<Action>),

@@ -438,10 +438,12 @@ thread_local! {
 /// A header name from a map (stored lowercase) as nginx spells the
 /// headers it writes: `Content-Type`, `Location`, `X-Custom`.
 fn title_case(name: &[u8], out: &mut Vec<u8>) {
-    // nginx's own spelling of the one it makes (auth_basic's challenge).
-    if name == b"www-authenticate" {
-        out.extend_from_slice(b"WWW-Authenticate");
-        return;
+    // nginx's own spelling of those it makes (auth_basic's challenge,
+    // a file's tag).
+    match name {
+        b"www-authenticate" => return out.extend_from_slice(b"WWW-Authenticate"),
+        b"etag" => return out.extend_from_slice(b"ETag"),
+        _ => {}
     }
     let mut start = true;
     for &c in name {

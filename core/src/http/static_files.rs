@@ -1,0 +1,1173 @@
+//! nginx's static, index and try_files modules: what a location (or a
+//! server, for requests no location takes) without another content
+//! handler answers. The URI maps to a path under `root` (or `alias`);
+//! a file is sent with its length, Last-Modified and ETag, a directory
+//! without its `/` is redirected to it, and a URI ending in `/` is served
+//! by its `index` file through an internal redirect. `try_files` checks
+//! files first and falls back to a URI, a named location or a code.
+//! Conditional requests (nginx's not_modified filter) and byte ranges
+//! (its range filter) are answered here too.
+//!
+//! File system calls run on tokio's blocking pool, never on a worker.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION,
+    RANGE,
+};
+use http::{Method, Response, StatusCode};
+use tokio::task::JoinHandle;
+
+use crate::conf::model::{ContentTypes, IfModifiedSince, RedirectStyle, StaticConf, ALIAS_WHOLE};
+use crate::conf::ConfError;
+use crate::http::body::RespBody;
+use crate::http::h1::body::BodyError;
+use crate::http::h1::ClientBody;
+use crate::http::head::ParsedHead;
+use crate::http::proxy::{request_context, strerror};
+use crate::http::response::{absolute_url, error_page, finalized, ReplyTypes};
+use crate::http::server::{at_location, Req};
+use crate::log::{self, Level};
+use crate::map::MapNames;
+use crate::runtime::Action;
+use crate::vars::{Template, VarCtx};
+
+/// Files up to this size are read whole with their opening; larger ones
+/// (and their ranges) are read piece by piece as they are sent.
+const READ_WHOLE: u64 = 256 * 1024;
+
+/// A piece read from a large file at a time.
+const PIECE: u64 = 64 * 1024;
+
+/// A location's (or server's) static settings, compiled.
+pub struct Static {
+    root: Text,
+    /// Where a relative root made of variables starts.
+    prefix: PathBuf,
+    alias: Option<usize>,
+    index: Box<[Text]>,
+    try_files: Option<TryFiles>,
+    log_not_found: bool,
+    etag: bool,
+    if_modified_since: IfModifiedSince,
+    types: ReplyTypes,
+    style: RedirectStyle,
+}
+
+/// `try_files`: the paths to check (a trailing `/` checks a directory),
+/// then the fallback.
+struct TryFiles {
+    tries: Box<[(Text, bool)]>,
+    last: Last,
+}
+
+enum Last {
+    /// `=CODE`
+    Code(u16),
+    /// A URI (with arguments after `?`), or `@name`.
+    Uri(Text),
+}
+
+/// A value that may have variables.
+enum Text {
+    Fixed(Box<[u8]>),
+    Template(Template),
+}
+
+impl Text {
+    fn compile(text: &str, maps: &MapNames) -> Result<Text, ConfError> {
+        let template = Template::compile_with(text, &|n| maps.var(n))
+            .map_err(|e| ConfError::bare(e.to_string()))?;
+        Ok(match template.as_literal() {
+            Some(fixed) => Text::Fixed(fixed.as_bytes().into()),
+            None => Text::Template(template),
+        })
+    }
+
+    fn eval(&self, vars: &VarCtx<'_>) -> Cow<'_, [u8]> {
+        match self {
+            Text::Fixed(b) => Cow::Borrowed(b),
+            Text::Template(t) => Cow::Owned(t.eval(vars)),
+        }
+    }
+}
+
+/// The location whose handlers made an answer, when an internal redirect
+/// (`index`, `try_files`) took the request elsewhere: its header filters
+/// and `error_page`s apply. An index in the server's locations; `None`:
+/// the server level.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AnsweredAt(pub(crate) Option<usize>);
+
+impl Static {
+    pub fn new(
+        conf: &StaticConf,
+        types: &ContentTypes,
+        style: RedirectStyle,
+        maps: &MapNames,
+    ) -> Result<Static, ConfError> {
+        let try_files = match &conf.try_files {
+            None => None,
+            Some(args) => {
+                let (last, tries) = args
+                    .split_last()
+                    .ok_or_else(|| ConfError::bare("try_files without arguments".to_owned()))?;
+                let tries = tries
+                    .iter()
+                    .map(|t| {
+                        let (t, dir) = match t.strip_suffix('/') {
+                            Some(t) => (t, true),
+                            None => (t.as_str(), false),
+                        };
+                        Ok((Text::compile(t, maps)?, dir))
+                    })
+                    .collect::<Result<Vec<_>, ConfError>>()?;
+                let last = match last.strip_prefix('=') {
+                    // Checked at load: at most 999.
+                    Some(code) => Last::Code(code.parse().unwrap_or(404)),
+                    None => Last::Uri(Text::compile(last, maps)?),
+                };
+                Some(TryFiles {
+                    tries: tries.into(),
+                    last,
+                })
+            }
+        };
+        Ok(Static {
+            root: Text::compile(&conf.root, maps)?,
+            prefix: conf.prefix.clone(),
+            alias: conf.alias,
+            index: conf
+                .index
+                .iter()
+                .map(|i| Text::compile(i, maps))
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
+            try_files,
+            log_not_found: conf.log_not_found,
+            etag: conf.etag,
+            if_modified_since: conf.if_modified_since,
+            types: ReplyTypes::new(types),
+            style,
+        })
+    }
+
+    /// nginx's `ngx_http_map_uri_to_path`: the root (or alias) and the
+    /// URI (an alias's location name taken off it), and the root's length.
+    fn map(&self, uri: &[u8], vars: &VarCtx<'_>, add_uri: bool) -> (Vec<u8>, usize) {
+        let root = self.root.eval(vars);
+        let mut path = Vec::with_capacity(root.len() + uri.len() + 16);
+        // A root made of variables is made absolute as it is used.
+        if matches!(self.root, Text::Template(_)) && root.first() != Some(&b'/') {
+            path.extend_from_slice(self.prefix.as_os_str().as_bytes());
+            if path.last() != Some(&b'/') {
+                path.push(b'/');
+            }
+        }
+        path.extend_from_slice(&root);
+        let root_len = path.len();
+        match self.alias {
+            None => path.extend_from_slice(uri),
+            Some(ALIAS_WHOLE) if !add_uri => {}
+            Some(ALIAS_WHOLE) => path.extend_from_slice(uri),
+            Some(n) => path.extend_from_slice(uri.get(n..).unwrap_or_default()),
+        }
+        (path, root_len)
+    }
+}
+
+/// What a request gets from the static handlers of `st` (the level
+/// `location` is, `None` for the server's).
+pub(crate) fn serve<'a>(
+    req: &'a Req<'a>,
+    body: ClientBody,
+    st: &'a Static,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + 'a>> {
+    Box::pin(async move {
+        let vars = req.vars(client, 0, "");
+        let mut uri: Cow<'_, [u8]> = Cow::Borrowed(req.head.uri(&req.parts.uri));
+        let mut add_uri = false;
+        if let Some(tf) = &st.try_files {
+            match try_files(req, st, tf, &vars, client, &uri).await {
+                Tried::Found(found, add) => {
+                    uri = Cow::Owned(found);
+                    add_uri = add;
+                }
+                Tried::Answer(resp) => return *resp,
+                Tried::Redirect(target) => {
+                    return redirect(req, body, target, client, started).await;
+                }
+            }
+        }
+        let method = &req.parts.method;
+        let readable = *method == Method::GET || *method == Method::HEAD || *method == Method::POST;
+        if uri.last() == Some(&b'/') {
+            if readable {
+                match index(req, st, &vars, client, &uri).await {
+                    Indexed::Declined => {}
+                    Indexed::Answer(resp) => return *resp,
+                    Indexed::Redirect(target) => {
+                        return redirect(req, body, target, client, started).await;
+                    }
+                }
+            } else {
+                return error_page(405);
+            }
+            // nginx's content phase with no handler for a directory.
+            let (path, _) = st.map(&uri, &vars, add_uri);
+            let line = format!(
+                "directory index of \"{}\" is forbidden",
+                String::from_utf8_lossy(&path)
+            );
+            log_line(req, client, Level::Error, line);
+            return finalized(403);
+        }
+        if !readable {
+            return error_page(405);
+        }
+        file(req, st, &vars, client, &uri, add_uri).await
+    })
+}
+
+/// Where an internal redirect goes: a URI and its arguments, or a named
+/// location.
+enum Target {
+    Uri(Vec<u8>, Option<Vec<u8>>),
+    Named(String),
+}
+
+enum Tried {
+    /// A file (or directory) was there: the URI becomes this one.
+    Found(Vec<u8>, bool),
+    Answer(Box<Response<RespBody>>),
+    Redirect(Target),
+}
+
+/// nginx's `ngx_http_core_try_files_phase`.
+async fn try_files(
+    req: &Req<'_>,
+    st: &Static,
+    tf: &TryFiles,
+    vars: &VarCtx<'_>,
+    client: SocketAddr,
+    uri: &[u8],
+) -> Tried {
+    for (text, dir) in tf.tries.iter() {
+        let value = text.eval(vars);
+        let (mut path, root_len) = st.map(b"", vars, false);
+        // The location's name at the start of an alias's value is what
+        // the alias replaces.
+        let mut value: &[u8] = &value;
+        if let Some(n) = st.alias.filter(|&n| n != ALIAS_WHOLE) {
+            if value.len() >= n && uri.len() >= n && value[..n] == uri[..n] {
+                value = &value[n..];
+            }
+        }
+        path.truncate(root_len);
+        path.extend_from_slice(value);
+        let owned = path.clone();
+        let tested = blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await;
+        let meta = match tested {
+            Ok(meta) => meta,
+            Err(e) => {
+                if !matches!(errno(&e), libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) {
+                    failed(req, client, Level::Crit, "stat()", &path, &e);
+                }
+                continue;
+            }
+        };
+        if meta.is_dir() != *dir {
+            continue;
+        }
+        let found = match st.alias {
+            None => value.to_vec(),
+            Some(ALIAS_WHOLE) if *dir => uri.to_vec(),
+            Some(ALIAS_WHOLE) => return Tried::Found(value.to_vec(), true),
+            Some(n) => [uri.get(..n).unwrap_or(uri), value].concat(),
+        };
+        return Tried::Found(found, false);
+    }
+    match &tf.last {
+        Last::Code(code) => Tried::Answer(Box::new(finalized(*code))),
+        Last::Uri(text) => {
+            let value = text.eval(vars);
+            if let Some(name) = value.strip_prefix(b"@") {
+                let _ = name;
+                return Tried::Redirect(Target::Named(String::from_utf8_lossy(&value).into()));
+            }
+            // nginx's `ngx_http_split_args`: the arguments are the ones
+            // after `?`, none without.
+            let (path, args) = match value.iter().position(|&c| c == b'?') {
+                Some(q) => (value[..q].to_vec(), Some(value[q + 1..].to_vec())),
+                None => (value.to_vec(), None),
+            };
+            Tried::Redirect(Target::Uri(path, args))
+        }
+    }
+}
+
+enum Indexed {
+    Declined,
+    Answer(Box<Response<RespBody>>),
+    Redirect(Target),
+}
+
+/// nginx's `ngx_http_index_handler`: the first `index` file that opens
+/// is served through an internal redirect.
+async fn index(
+    req: &Req<'_>,
+    st: &Static,
+    vars: &VarCtx<'_>,
+    client: SocketAddr,
+    uri: &[u8],
+) -> Indexed {
+    let args = req.parts.uri.query().map(|q| q.as_bytes().to_vec());
+    let mut dir_tested = false;
+    for text in st.index.iter() {
+        let name = text.eval(vars);
+        if name.first() == Some(&b'/') {
+            return Indexed::Redirect(Target::Uri(name.to_vec(), args));
+        }
+        let (mut path, root_len) = st.map(uri, vars, false);
+        let dir_end = path.len();
+        path.extend_from_slice(&name);
+        let owned = path.clone();
+        let opened = blocking(move || open(&owned).map(|_| ())).await;
+        let Err(e) = opened else {
+            return Indexed::Redirect(Target::Uri([uri, &name[..]].concat(), args));
+        };
+        let code = errno(&e);
+        if matches!(code, libc::ENOTDIR | libc::ENAMETOOLONG | libc::EACCES) {
+            return Indexed::Answer(Box::new(index_error(req, st, client, &path, &e)));
+        }
+        if !dir_tested {
+            // The directory itself, without its last `/` (an alias
+            // without one keeps its last byte).
+            let mut dir = path[..dir_end].to_vec();
+            if dir.len() > root_len.max(1) && dir.last() == Some(&b'/') {
+                dir.pop();
+            }
+            let owned = dir.clone();
+            match blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    let line = format!("\"{}\" is not a directory", String::from_utf8_lossy(&dir));
+                    log_line(req, client, Level::Alert, line);
+                    return Indexed::Answer(Box::new(finalized(500)));
+                }
+                Err(e) if errno(&e) == libc::ENOENT => {
+                    return Indexed::Answer(Box::new(index_error(req, st, client, &path, &e)));
+                }
+                Err(e) if errno(&e) == libc::EACCES => {}
+                Err(e) => {
+                    failed(req, client, Level::Crit, "stat()", &dir, &e);
+                    return Indexed::Answer(Box::new(finalized(500)));
+                }
+            }
+            dir_tested = true;
+        }
+        if code == libc::ENOENT {
+            continue;
+        }
+        failed(req, client, Level::Crit, "open()", &path, &e);
+        return Indexed::Answer(Box::new(finalized(500)));
+    }
+    Indexed::Declined
+}
+
+/// nginx's `ngx_http_index_error`.
+fn index_error(
+    req: &Req<'_>,
+    st: &Static,
+    client: SocketAddr,
+    path: &[u8],
+    e: &io::Error,
+) -> Response<RespBody> {
+    let path = String::from_utf8_lossy(path);
+    if errno(e) == libc::EACCES {
+        let line = format!("\"{path}\" is forbidden ({}: {})", errno(e), strerror(e));
+        log_line(req, client, Level::Error, line);
+        return finalized(403);
+    }
+    if st.log_not_found {
+        let line = format!("\"{path}\" is not found ({}: {})", errno(e), strerror(e));
+        log_line(req, client, Level::Error, line);
+    }
+    finalized(404)
+}
+
+/// What opening a path gave.
+struct Opened {
+    file: std::fs::File,
+    size: u64,
+    mtime: i64,
+    dir: bool,
+    regular: bool,
+    /// The whole file, when it was small enough and wanted.
+    bytes: Option<Bytes>,
+}
+
+/// `open()` as nginx's static module: read only, non-blocking (a FIFO
+/// does not hang the open), then `fstat()`.
+fn open(path: &[u8]) -> io::Result<Opened> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(OsStr::from_bytes(path))?;
+    let meta = file.metadata()?;
+    Ok(Opened {
+        size: meta.len(),
+        mtime: meta.mtime(),
+        dir: meta.is_dir(),
+        regular: meta.is_file(),
+        file,
+        bytes: None,
+    })
+}
+
+/// nginx's `ngx_http_static_handler` for a URI not ending in `/`.
+async fn file(
+    req: &Req<'_>,
+    st: &Static,
+    vars: &VarCtx<'_>,
+    client: SocketAddr,
+    uri: &[u8],
+    add_uri: bool,
+) -> Response<RespBody> {
+    let (path, _) = st.map(uri, vars, add_uri);
+    let head = req.parts.method == Method::HEAD;
+    let owned = path.clone();
+    let opened = blocking(move || {
+        let mut opened = open(&owned)?;
+        if opened.regular && !head && opened.size <= READ_WHOLE {
+            let mut buf = vec![0; opened.size as usize];
+            let mut at = 0;
+            while at < buf.len() {
+                match opened.file.read_at(&mut buf[at..], at as u64)? {
+                    0 => break,
+                    n => at += n,
+                }
+            }
+            buf.truncate(at);
+            opened.bytes = Some(Bytes::from(buf));
+        }
+        Ok(opened)
+    })
+    .await;
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let (level, status) = match errno(&e) {
+                libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => (Level::Error, 404),
+                libc::EACCES => (Level::Error, 403),
+                _ => (Level::Crit, 500),
+            };
+            if status != 404 || st.log_not_found {
+                failed(req, client, level, "open()", &path, &e);
+            }
+            return finalized(status);
+        }
+    };
+    if opened.dir {
+        return moved(req, st, uri);
+    }
+    if !opened.regular {
+        let line = format!(
+            "\"{}\" is not a regular file",
+            String::from_utf8_lossy(&path)
+        );
+        log_line(req, client, Level::Crit, line);
+        return finalized(404);
+    }
+    if req.parts.method == Method::POST {
+        return error_page(405);
+    }
+    respond(req, st, uri, opened)
+}
+
+/// A directory asked for without its `/`: 301 to it, with the arguments.
+fn moved(req: &Req<'_>, st: &Static, uri: &[u8]) -> Response<RespBody> {
+    // nginx's NGX_ESCAPE_URI: controls, space, `#`, `%`, `?` and bytes
+    // past ASCII.
+    let mut location = Vec::with_capacity(uri.len() + 2);
+    for &c in uri {
+        if c <= b' ' || c >= 0x7f || matches!(c, b'#' | b'%' | b'?') {
+            location.extend_from_slice(format!("%{c:02X}").as_bytes());
+        } else {
+            location.push(c);
+        }
+    }
+    location.push(b'/');
+    if let Some(args) = req.parts.uri.query().filter(|a| !a.is_empty()) {
+        location.push(b'?');
+        location.extend_from_slice(args.as_bytes());
+    }
+    let host = req.head.host(&req.parts.uri, &req.parts.headers);
+    let location = absolute_url(
+        &location,
+        host,
+        req.parts,
+        req.local,
+        st.style,
+        &req.server.name,
+    );
+    let mut resp = finalized(301);
+    if let Ok(v) = HeaderValue::from_bytes(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// The file's answer, through nginx's not_modified and range filters.
+fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<RespBody> {
+    let headers = &req.parts.headers;
+    let mtime = opened.mtime;
+    let size = opened.size;
+    let etag = st
+        .etag
+        .then(|| format!("\"{:x}-{:x}\"", mtime.max(0), size));
+    let last_modified =
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64));
+    let content_type = st.types.for_uri(uri);
+    let mut resp = Response::new(RespBody::empty());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, content_type.clone());
+    h.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&last_modified) {
+        h.insert(LAST_MODIFIED, v);
+    }
+    if let Some(Ok(v)) = etag.as_deref().map(HeaderValue::from_str) {
+        h.insert(ETAG, v);
+    }
+
+    // An `error_page` target goes out with the error's status (nginx's
+    // `err_status`): no conditional or range answer then, and
+    // Last-Modified only with 200, 206 and 304 (its header filter).
+    match req.err_status {
+        0 | 200 => {}
+        status => {
+            if !matches!(status, 206 | 304) {
+                resp.headers_mut().remove(LAST_MODIFIED);
+            }
+            if req.parts.method != Method::HEAD {
+                *resp.body_mut() = match opened.bytes {
+                    Some(bytes) => RespBody::full(bytes),
+                    None => RespBody::file(FileBody::new(
+                        Arc::new(opened.file),
+                        vec![Piece::Range(0, size)],
+                    )),
+                };
+            }
+            return resp;
+        }
+    }
+
+    // nginx's not_modified filter.
+    if let Some(iums) = headers.get(IF_UNMODIFIED_SINCE) {
+        if http_time(iums.as_bytes()).is_none_or(|t| t < mtime) {
+            return finalized(412);
+        }
+    }
+    if let Some(im) = headers.get(IF_MATCH) {
+        if !matches(im.as_bytes(), etag.as_deref(), false) {
+            return finalized(412);
+        }
+    }
+    let ims = headers.get(IF_MODIFIED_SINCE);
+    let inm = headers.get(IF_NONE_MATCH);
+    if ims.is_some() || inm.is_some() {
+        let modified =
+            ims.is_some_and(|v| modified_since(st.if_modified_since, v.as_bytes(), mtime));
+        let changed = inm.is_some_and(|v| !matches(v.as_bytes(), etag.as_deref(), true));
+        if !modified && !changed {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            resp.headers_mut().remove(CONTENT_TYPE);
+            resp.headers_mut().remove(CONTENT_LENGTH);
+            return resp;
+        }
+    }
+
+    // nginx's range filter.
+    let ranges = match headers.get(RANGE) {
+        Some(range) if if_range(headers.get(IF_RANGE), etag.as_deref(), mtime) => {
+            parse_ranges(range.as_bytes(), size)
+        }
+        _ => Ranges::None,
+    };
+    let head = req.parts.method == Method::HEAD;
+    let file = Arc::new(opened.file);
+    match ranges {
+        Ranges::None => {
+            resp.headers_mut()
+                .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if !head {
+                *resp.body_mut() = match opened.bytes {
+                    Some(bytes) => RespBody::full(bytes),
+                    None => RespBody::file(FileBody::new(file, vec![Piece::Range(0, size)])),
+                };
+            }
+            resp
+        }
+        Ranges::Unsatisfiable => {
+            let mut resp = finalized(416);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            resp
+        }
+        Ranges::Some(list) if list.len() == 1 => {
+            let (start, end) = list[0];
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+                h.insert(CONTENT_RANGE, v);
+            }
+            if !head {
+                *resp.body_mut() = match &opened.bytes {
+                    Some(bytes) => RespBody::full(bytes.slice(start as usize..end as usize)),
+                    None => {
+                        RespBody::file(FileBody::new(file, vec![Piece::Range(start, end - start)]))
+                    }
+                };
+            }
+            resp
+        }
+        Ranges::Some(list) => multipart(resp, &content_type, &list, size, opened.bytes, file, head),
+    }
+}
+
+/// Counts multipart boundaries, as nginx's `ngx_next_temp_number(0)`.
+static BOUNDARY: AtomicU64 = AtomicU64::new(0);
+
+/// nginx's `ngx_http_range_multipart_header`: each range after its
+/// boundary, type and Content-Range lines.
+fn multipart(
+    mut resp: Response<RespBody>,
+    content_type: &HeaderValue,
+    list: &[(u64, u64)],
+    size: u64,
+    bytes: Option<Bytes>,
+    file: Arc<std::fs::File>,
+    head: bool,
+) -> Response<RespBody> {
+    let boundary = BOUNDARY.fetch_add(1, Ordering::Relaxed) + 1;
+    let part_type = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: {}\r\n",
+            String::from_utf8_lossy(content_type.as_bytes())
+        )
+    };
+    let mut pieces = Vec::with_capacity(list.len() * 2 + 1);
+    let mut length = 0;
+    for &(start, end) in list {
+        let header = format!(
+            "\r\n--{boundary:020}\r\n{part_type}Content-Range: bytes {start}-{}/{size}\r\n\r\n",
+            end - 1
+        );
+        length += header.len() as u64 + (end - start);
+        pieces.push(Piece::Bytes(Bytes::from(header)));
+        pieces.push(match &bytes {
+            Some(b) => Piece::Bytes(b.slice(start as usize..end as usize)),
+            None => Piece::Range(start, end - start),
+        });
+    }
+    let last = format!("\r\n--{boundary:020}--\r\n");
+    length += last.len() as u64;
+    pieces.push(Piece::Bytes(Bytes::from(last)));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary:020}"))
+    {
+        h.insert(CONTENT_TYPE, v);
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    if !head {
+        *resp.body_mut() = RespBody::file(FileBody::new(file, pieces));
+    }
+    resp
+}
+
+/// nginx's `ngx_http_test_if_modified`: whether `If-Modified-Since`
+/// says the file changed.
+fn modified_since(mode: IfModifiedSince, value: &[u8], mtime: i64) -> bool {
+    if mode == IfModifiedSince::Off {
+        return true;
+    }
+    let ims = http_time(value);
+    if ims == Some(mtime) {
+        return false;
+    }
+    mode == IfModifiedSince::Exact || ims.is_none_or(|t| t < mtime)
+}
+
+/// nginx's `ngx_http_test_if_match`: whether the list of entity tags
+/// `value` has `etag` (`*` matches any file; `weak`: `W/` prefixes are
+/// skipped, for If-None-Match).
+fn matches(value: &[u8], etag: Option<&str>, weak: bool) -> bool {
+    if value == b"*" {
+        return true;
+    }
+    let Some(etag) = etag.map(str::as_bytes) else {
+        return false;
+    };
+    let mut rest = value;
+    loop {
+        while let Some((&c, tail)) = rest.split_first() {
+            if c == b' ' || c == b',' {
+                rest = tail;
+            } else {
+                break;
+            }
+        }
+        if rest.is_empty() {
+            return false;
+        }
+        if weak && rest.len() > 2 && rest.starts_with(b"W/") {
+            rest = &rest[2..];
+        }
+        if etag.len() > rest.len() {
+            return false;
+        }
+        if rest.starts_with(etag) {
+            let mut after = &rest[etag.len()..];
+            while let Some((&c, tail)) = after.split_first() {
+                if c == b' ' || c == b'\t' {
+                    after = tail;
+                } else {
+                    break;
+                }
+            }
+            if after.is_empty() || after[0] == b',' {
+                return true;
+            }
+        }
+        match rest.iter().position(|&c| c == b',') {
+            Some(i) => rest = &rest[i + 1..],
+            None => return false,
+        }
+    }
+}
+
+/// nginx's If-Range check: an entity tag (ending in `"`) must be the
+/// file's, a date its Last-Modified.
+fn if_range(value: Option<&HeaderValue>, etag: Option<&str>, mtime: i64) -> bool {
+    let Some(value) = value.map(HeaderValue::as_bytes) else {
+        return true;
+    };
+    if value.len() >= 2 && value.last() == Some(&b'"') {
+        return etag.is_some_and(|e| e.as_bytes() == value);
+    }
+    http_time(value) == Some(mtime)
+}
+
+/// An HTTP date in seconds since the epoch (nginx's `ngx_parse_http_time`
+/// takes the same three formats).
+fn http_time(value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let time = httpdate::parse_http_date(text.trim()).ok()?;
+    time.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+}
+
+/// The byte at the start of `p` (nginx's strings end in a NUL).
+fn at(p: &[u8]) -> u8 {
+    p.first().copied().unwrap_or(0)
+}
+
+fn skip_spaces(mut p: &[u8]) -> &[u8] {
+    while at(p) == b' ' {
+        p = &p[1..];
+    }
+    p
+}
+
+/// Digits at the start of `p`, and what follows; `None` past `off_t`.
+fn number(mut p: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n: u64 = 0;
+    while at(p).is_ascii_digit() {
+        n = n.checked_mul(10)?.checked_add(u64::from(at(p) - b'0'))?;
+        if n > i64::MAX as u64 {
+            return None;
+        }
+        p = &p[1..];
+    }
+    Some((n, p))
+}
+
+enum Ranges {
+    /// No Range to honour: the whole file.
+    None,
+    Unsatisfiable,
+    /// `[start, end)` of each.
+    Some(Vec<(u64, u64)>),
+}
+
+/// nginx's `ngx_http_range_parse`, on the header `value` for a file of
+/// `size` bytes.
+fn parse_ranges(value: &[u8], size: u64) -> Ranges {
+    if value.len() < 7 || !value[..6].eq_ignore_ascii_case(b"bytes=") {
+        return Ranges::None;
+    }
+    let mut p = &value[6..];
+    let mut list = Vec::new();
+    let mut total: u64 = 0;
+    loop {
+        p = skip_spaces(p);
+        // `[start, end)`, an end past the file cut to it.
+        let (start, end, rest) = if at(p) == b'-' {
+            let Some((n, rest)) = last_number(&p[1..]) else {
+                return Ranges::Unsatisfiable;
+            };
+            (size.saturating_sub(n), size, rest)
+        } else {
+            let Some((start, rest)) = at(p).is_ascii_digit().then(|| number(p)).flatten() else {
+                return Ranges::Unsatisfiable;
+            };
+            p = skip_spaces(rest);
+            if at(p) != b'-' {
+                return Ranges::Unsatisfiable;
+            }
+            p = skip_spaces(&p[1..]);
+            if at(p) == b',' || p.is_empty() {
+                (start, size, p)
+            } else {
+                let Some((n, rest)) = last_number(p) else {
+                    return Ranges::Unsatisfiable;
+                };
+                (start, n.saturating_add(1).min(size), rest)
+            }
+        };
+        p = rest;
+        if start < end {
+            list.push((start, end));
+            total += end - start;
+        } else if start == 0 {
+            return Ranges::None;
+        }
+        if at(p) != b',' {
+            break;
+        }
+        p = &p[1..];
+    }
+    if list.is_empty() {
+        return Ranges::Unsatisfiable;
+    }
+    if total > size {
+        return Ranges::None;
+    }
+    Ranges::Some(list)
+}
+
+/// A range's last number: digits, spaces, then `,` or the end.
+fn last_number(p: &[u8]) -> Option<(u64, &[u8])> {
+    if !at(p).is_ascii_digit() {
+        return None;
+    }
+    let (n, rest) = number(p)?;
+    let rest = skip_spaces(rest);
+    (at(rest) == b',' || rest.is_empty()).then_some((n, rest))
+}
+
+/// A piece of a file body: bytes made here, or `(offset, length)` of the
+/// file.
+pub enum Piece {
+    Bytes(Bytes),
+    Range(u64, u64),
+}
+
+/// A file body read as it is sent: each piece of the file with `pread()`
+/// on the blocking pool.
+pub struct FileBody {
+    file: Arc<std::fs::File>,
+    pieces: VecDeque<Piece>,
+    reading: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    left: u64,
+}
+
+impl FileBody {
+    fn new(file: Arc<std::fs::File>, pieces: Vec<Piece>) -> FileBody {
+        let left = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Range(_, len) => *len,
+            })
+            .sum();
+        FileBody {
+            file,
+            pieces: pieces.into(),
+            reading: None,
+            left,
+        }
+    }
+
+    /// Bytes still to send.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub fn is_end(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The next piece; an error if the file got shorter meanwhile.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            if let Some(reading) = &mut self.reading {
+                let read = match Pin::new(reading).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                self.reading = None;
+                let data = match read {
+                    Ok(Ok(data)) if !data.is_empty() => data,
+                    _ => return Poll::Ready(Some(Err(BodyError("file was truncated")))),
+                };
+                if let Some(Piece::Range(offset, len)) = self.pieces.front_mut() {
+                    let n = data.len() as u64;
+                    *offset += n;
+                    *len = len.saturating_sub(n);
+                    if *len == 0 {
+                        self.pieces.pop_front();
+                    }
+                }
+                self.left = self.left.saturating_sub(data.len() as u64);
+                return Poll::Ready(Some(Ok(Bytes::from(data))));
+            }
+            match self.pieces.front() {
+                None => return Poll::Ready(None),
+                Some(Piece::Bytes(_)) => {
+                    let Some(Piece::Bytes(b)) = self.pieces.pop_front() else {
+                        return Poll::Ready(None);
+                    };
+                    self.left = self.left.saturating_sub(b.len() as u64);
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Some(&Piece::Range(offset, len)) => {
+                    if len == 0 {
+                        self.pieces.pop_front();
+                        continue;
+                    }
+                    let file = Arc::clone(&self.file);
+                    let want = len.min(PIECE) as usize;
+                    self.reading = Some(tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0; want];
+                        let n = file.read_at(&mut buf, offset)?;
+                        buf.truncate(n);
+                        Ok(buf)
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// An internal redirect (nginx's `ngx_http_internal_redirect` and
+/// `ngx_http_named_location`): the request starts over at the location
+/// the target finds, with its body.
+fn redirect<'a>(
+    req: &'a Req<'a>,
+    body: ClientBody,
+    target: Target,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + 'a>> {
+    Box::pin(async move {
+        let changes = req.changes.saturating_sub(1);
+        if changes == 0 {
+            let what = match &target {
+                Target::Uri(path, _) => format!(
+                    "while internally redirecting to \"{}\"",
+                    String::from_utf8_lossy(path)
+                ),
+                Target::Named(name) => format!("while redirect to named location \"{name}\""),
+            };
+            log_line(
+                req,
+                client,
+                Level::Error,
+                format!("rewrite or internal redirection cycle {what}"),
+            );
+            return finalized(500);
+        }
+        let mut next = http::Request::new(());
+        *next.version_mut() = req.parts.version;
+        *next.headers_mut() = req.parts.headers.clone();
+        *next.extensions_mut() = req.parts.extensions.clone();
+        *next.method_mut() = req.parts.method.clone();
+        match &target {
+            Target::Uri(path, args) => match uri_of(path, args.as_deref()) {
+                Some(uri) => *next.uri_mut() = uri,
+                None => return finalized(500),
+            },
+            Target::Named(_) => *next.uri_mut() = req.parts.uri.clone(),
+        }
+        let parts = next.into_parts().0;
+        let head = ParsedHead::parse(&parts).unwrap_or_default();
+        let found = match &target {
+            Target::Named(name) => match req.server.locations.named(name) {
+                Some(location) => Some((location, None)),
+                None => {
+                    let line = format!("could not find named location \"{name}\"");
+                    log_line(req, client, Level::Error, line);
+                    return finalized(500);
+                }
+            },
+            Target::Uri(..) => req.server.locations.find(head.uri(&parts.uri)),
+        };
+        let groups = found.as_ref().and_then(|(_, groups)| groups.as_ref());
+        let next_req = req.redirected(&parts, &head, groups, req.err_status, changes);
+        let Some((location, _)) = found else {
+            // No location takes it: the server level's files.
+            let mut resp =
+                Box::pin(serve(&next_req, body, &req.server.statics, client, started)).await;
+            if resp.extensions().get::<AnsweredAt>().is_none() {
+                resp.extensions_mut().insert(AnsweredAt(None));
+            }
+            return resp;
+        };
+        let action = match &location.action {
+            Action::Internal(action) => action,
+            action => action,
+        };
+        let mut resp = Box::pin(at_location(
+            &next_req, body, location, action, client, false, started,
+        ))
+        .await;
+        if resp.extensions().get::<AnsweredAt>().is_none() {
+            let index = req
+                .server
+                .locations
+                .list
+                .iter()
+                .position(|l| std::ptr::eq(l, location));
+            resp.extensions_mut().insert(AnsweredAt(index));
+        }
+        resp
+    })
+}
+
+/// The request target of an internal redirect: nginx keeps the URI as
+/// bytes; here it is percent-encoded where a request line could not carry
+/// it, so that parsing it again gives the same `$uri`.
+fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
+    let mut text = String::with_capacity(path.len() + args.map_or(0, |a| a.len() + 1));
+    encode(path, &mut text, |c| {
+        c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
+    });
+    if let Some(args) = args {
+        text.push('?');
+        encode(args, &mut text, |c| c.is_ascii_graphic() && c != b'#');
+    }
+    http::Uri::try_from(text).ok()
+}
+
+fn encode(bytes: &[u8], out: &mut String, keep: impl Fn(u8) -> bool) {
+    use std::fmt::Write as _;
+    for &c in bytes {
+        if keep(c) {
+            out.push(c as char);
+        } else {
+            let _ = write!(out, "%{c:02X}");
+        }
+    }
+}
+
+/// Runs `f` (file system calls) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// nginx's `CALL "PATH" failed (ERRNO: TEXT)` line.
+fn failed(req: &Req<'_>, client: SocketAddr, level: Level, call: &str, path: &[u8], e: &io::Error) {
+    let line = format!(
+        "{call} \"{}\" failed ({}: {})",
+        String::from_utf8_lossy(path),
+        errno(e),
+        strerror(e)
+    );
+    log_line(req, client, level, line);
+}
+
+fn log_line(req: &Req<'_>, client: SocketAddr, level: Level, mut line: String) {
+    if log::enabled(level) {
+        request_context(&req.client_cx(client), req.parts, &mut line);
+        log::write(level, Some(req.conn.id), &line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(value: &str, size: u64) -> Option<Vec<(u64, u64)>> {
+        match parse_ranges(value.as_bytes(), size) {
+            Ranges::Some(list) => Some(list),
+            Ranges::None => Some(Vec::new()),
+            Ranges::Unsatisfiable => None,
+        }
+    }
+
+    #[test]
+    fn ranges_as_nginx_parses_them() {
+        assert_eq!(ranges("bytes=0-3", 10), Some(vec![(0, 4)]));
+        assert_eq!(ranges("bytes=-3", 10), Some(vec![(7, 10)]));
+        assert_eq!(ranges("bytes=4-", 10), Some(vec![(4, 10)]));
+        assert_eq!(ranges("bytes=4-100", 10), Some(vec![(4, 10)]));
+        assert_eq!(ranges("bytes=0-1, 4-5", 10), Some(vec![(0, 2), (4, 6)]));
+        assert_eq!(ranges("bytes=-20", 10), Some(vec![(0, 10)]));
+        assert_eq!(ranges("bytes=10-", 10), None);
+        assert_eq!(ranges("bytes=x", 10), None);
+        // Overlapping ranges longer than the file: the whole file.
+        assert_eq!(ranges("bytes=0-9,0-9", 10), Some(Vec::new()));
+        assert_eq!(ranges("items=0-3", 10), Some(Vec::new()));
+    }
+
+    #[test]
+    fn entity_tags_as_nginx_matches_them() {
+        let tag = Some("\"5f-a\"");
+        assert!(matches(b"\"5f-a\"", tag, false));
+        assert!(matches(b"\"x\", \"5f-a\"", tag, false));
+        assert!(matches(b"*", tag, false));
+        assert!(!matches(b"\"5f-b\"", tag, false));
+        assert!(matches(b"W/\"5f-a\"", tag, true));
+        assert!(!matches(b"W/\"5f-a\"", tag, false));
+        assert!(!matches(b"\"5f-a\"", None, false));
+    }
+
+    #[test]
+    fn redirect_targets_keep_their_bytes() {
+        let uri = uri_of(b"/a b/%x?y", Some(b"k=v w")).map(|u| u.to_string());
+        assert_eq!(uri.as_deref(), Some("/a%20b/%25x%3Fy?k=v%20w"));
+    }
+}
