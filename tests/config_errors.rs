@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use waypost_tests::{free_port, run_nginx, run_waypost, TempDir};
+use waypost_tests::{assert_no_failures, free_port, run_nginx, run_waypost, TempDir};
 
 /// The main file's name in each case's directory.
 const CONF: &str = "test.conf";
@@ -1690,13 +1690,7 @@ fn config_errors_match_nginx() {
             .filter_map(|h| h.join().expect("case thread").err())
             .collect()
     });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert_no_failures(&failures, cases.len());
 }
 
 /// `-s reload`: the configuration is read first (a bad one sends nothing),

@@ -16,12 +16,11 @@
 //! multipart/byteranges answer (`BOUNDARY`).
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use waypost_tests::{
-    assert_same_runs, either_on_a_port, exchange, free_port, neutral_server, run_nginx,
-    run_waypost, Run, Server, TempDir,
+    assert_no_failures, assert_runs_as_nginx, assert_same_runs, either_on_a_port, exchange,
+    free_port, neutral_server, request_lines, t_reports, Neutral, Run, Server, TempDir,
 };
 
 /// Every file's modification time, so that Last-Modified and ETag are
@@ -172,21 +171,6 @@ const SHOWN: &[&str] = &[
     "Transfer-Encoding",
 ];
 
-/// `text` with what differs between the runs made neutral.
-struct Neutral<'a> {
-    port: u16,
-    tree: &'a Path,
-    prefix: &'a Path,
-}
-
-impl Neutral<'_> {
-    fn apply(&self, text: &str) -> String {
-        text.replace(&self.prefix.display().to_string(), "PREFIX")
-            .replace(&self.tree.display().to_string(), "DIR")
-            .replace(&format!(":{}", self.port), ":PORT")
-    }
-}
-
 /// The body of an answer.
 fn body_of(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, body)| body)
@@ -269,11 +253,10 @@ fn run(nginx: bool, tree: &Path, server: &str, asks: &[Ask]) -> Run {
         format!("{TYPES}    server {{\n        listen 127.0.0.1:{port};\n{lines}    }}\n")
     });
     write_files(&server.dir.path, PREFIX_FILES);
-    let neutral = Neutral {
-        port,
-        tree,
-        prefix: &server.dir.path,
-    };
+    let neutral = Neutral::default()
+        .path(&server.dir.path, "PREFIX")
+        .path(tree, "DIR")
+        .port(port, "PORT");
     let answers = asks
         .iter()
         .map(|a| {
@@ -299,21 +282,9 @@ fn run(nginx: bool, tree: &Path, server: &str, asks: &[Ask]) -> Run {
 /// level, without the time, pid and connection number (as
 /// [`Server::log_messages`]).
 fn logged(server: &Server) -> Vec<String> {
-    server
-        .read("logs/error.log")
-        .lines()
+    request_lines(&server.read("logs/error.log"))
+        .into_iter()
         .filter(|l| LOGGED.iter().any(|n| l.contains(n)))
-        .map(|l| {
-            let level = l
-                .split_once(" [")
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .map_or("?", |(level, _)| level);
-            let message = l
-                .split_once(" *")
-                .and_then(|(_, rest)| rest.split_once(' '))
-                .map_or(l, |(_, message)| message);
-            format!("[{level}] {message}")
-        })
         .collect()
 }
 
@@ -324,15 +295,7 @@ fn check(server: &str, asks: &[Ask], needles: &[&str], log: &[String]) {
     let tree = tree();
     let theirs = run(true, &tree.path, server, asks);
     let ours = run(false, &tree.path, server, asks);
-    for needle in needles {
-        assert!(
-            theirs.0.iter().any(|a| a.contains(needle)),
-            "nginx gives no {needle:?}: {:#?}",
-            theirs.0
-        );
-    }
-    assert_eq!(theirs.2, log, "nginx's error log");
-    assert_same_runs(&ours, &theirs, needles);
+    assert_runs_as_nginx(&ours, &theirs, needles, log);
 }
 
 /// An `[error]` line of the error log: `message`, then the request
@@ -775,41 +738,6 @@ fn server_root_and_50x_page_match_nginx() {
     );
 }
 
-/// The first lines of a config error case: the error log and pid file in
-/// the case's directory (lines 1 and 2), then `events` (line 3).
-const CONF_HEAD: &str = "error_log logs/error.log;\npid logs/t.pid;\nevents {}\n";
-
-/// A program's `-t` report: its `[emerg]` line (or `ok`), the file named
-/// `CONF`, and the exit code.
-fn report(out: &Output, program: &str, conf: &Path) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let prefix = format!("{program}: ");
-    let line = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .find(|l| l.starts_with("[emerg]"))
-        .unwrap_or("ok")
-        .replace(&conf.display().to_string(), "CONF");
-    format!("{line} (exit {:?})", out.status.code())
-}
-
-/// `-t` on `CONF_HEAD` + `rest` by nginx and waypost: nginx's report, then
-/// waypost's.
-fn config_test(rest: &str) -> (String, String) {
-    let dir = TempDir::new("static-conf");
-    let conf = dir.write(
-        "test.conf",
-        &format!("{CONF_HEAD}{rest}").replace("{port}", &free_port().to_string()),
-    );
-    let conf_text = conf.display().to_string();
-    let args = ["-t", "-c", conf_text.as_str()];
-    let nginx = run_nginx(&dir, &args);
-    (
-        report(&nginx, "nginx", &conf),
-        report(&run_waypost(&dir, &args), "waypost", &conf),
-    )
-}
-
 /// A location's lines in a server of the http block: its first line is
 /// line 7.
 fn in_location(location: &str, lines: &str) -> String {
@@ -898,7 +826,7 @@ fn config_errors_match_nginx() {
     let failures: Vec<String> = std::thread::scope(|s| {
         let runs: Vec<_> = cases
             .iter()
-            .map(|(conf, want)| s.spawn(move || (conf, want, config_test(conf))))
+            .map(|(conf, want)| s.spawn(move || (conf, want, t_reports("static-conf", conf))))
             .collect();
         runs.into_iter()
             .map(|h| h.join().expect("case thread"))
@@ -908,13 +836,7 @@ fn config_errors_match_nginx() {
             })
             .collect()
     });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert_no_failures(&failures, cases.len());
 }
 
 /// An answer of [`shown`] with its body as its length and a digest: a

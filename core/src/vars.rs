@@ -1086,6 +1086,29 @@ impl Template {
         }
     }
 
+    /// [`Self::eval_into`] with each regex group's value written by
+    /// `capture` (nginx escapes a rewrite's groups in places).
+    pub fn eval_capturing(
+        &self,
+        cx: &VarCtx<'_>,
+        out: &mut Vec<u8>,
+        capture: &dyn Fn(&[u8], &mut Vec<u8>),
+    ) {
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
+                Part::Var(Var::Capture(n)) => {
+                    let group = cx
+                        .captures
+                        .and_then(|c| c.get(usize::from(*n)))
+                        .map_or(&b""[..], |m| m.as_bytes());
+                    capture(group, out);
+                }
+                Part::Var(v) => v.eval(cx, out),
+            }
+        }
+    }
+
     /// The value as a new buffer.
     pub fn eval(&self, cx: &VarCtx<'_>) -> Vec<u8> {
         let mut out = Vec::new();

@@ -197,6 +197,86 @@ pub fn run_nginx(dir: &TempDir, args: &[&str]) -> Output {
         .expect("run nginx")
 }
 
+/// What differs between the runs of a side-by-side test, as names: paths
+/// (a test tree, a server's prefix) and ports (`:PORT`).
+#[derive(Default)]
+pub struct Neutral(Vec<(String, String)>);
+
+impl Neutral {
+    /// `path` written as `name`.
+    pub fn path(mut self, path: &Path, name: &str) -> Neutral {
+        self.0.push((path.display().to_string(), name.to_owned()));
+        self
+    }
+
+    /// `:PORT` written as `:NAME`.
+    pub fn port(mut self, port: u16, name: &str) -> Neutral {
+        self.0.push((format!(":{port}"), format!(":{name}")));
+        self
+    }
+
+    pub fn apply(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_owned(), |t, (from, to)| t.replace(from, to))
+    }
+}
+
+/// The error log lines of requests (with a connection number), in order,
+/// as `[level] message`: no time, pid or connection number.
+pub fn request_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            let level = l.split_once(" [")?.1.split_once(']')?.0;
+            let message = l.split_once(" *")?.1.split_once(' ')?.1;
+            Some(format!("[{level}] {message}"))
+        })
+        .collect()
+}
+
+/// Asserts that none of `cases` cases failed (`failures` their reports).
+pub fn assert_no_failures(failures: &[String], cases: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases differ:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// A program's `-t` report: its `[emerg]` line (or `ok`), the file
+/// named `CONF`, and the exit code.
+pub fn t_report(out: &Output, program: &str, conf: &Path) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{program}: ");
+    let line = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find(|l| l.starts_with("[emerg]"))
+        .unwrap_or("ok")
+        .replace(&conf.display().to_string(), "CONF");
+    format!("{line} (exit {:?})", out.status.code())
+}
+
+/// `-t` by nginx and waypost on a config of the error log and pid file
+/// in a new directory (lines 1 and 2), `events` (line 3), then `rest`
+/// (`{port}` a free port): nginx's [`t_report`], then waypost's.
+pub fn t_reports(tag: &str, rest: &str) -> (String, String) {
+    let dir = TempDir::new(tag);
+    let head = "error_log logs/error.log;\npid logs/t.pid;\nevents {}\n";
+    let conf = dir.write(
+        "test.conf",
+        &format!("{head}{rest}").replace("{port}", &free_port().to_string()),
+    );
+    let conf_text = conf.display().to_string();
+    let args = ["-t", "-c", conf_text.as_str()];
+    let nginx = run_nginx(&dir, &args);
+    (
+        t_report(&nginx, "nginx", &conf),
+        t_report(&run_waypost(&dir, &args), "waypost", &conf),
+    )
+}
+
 /// The first line `waypost -t` prints for a config of the `http` block's
 /// lines `http` (from line 5), the file named `CONF`.
 pub fn first_report(http: &str) -> String {
@@ -525,6 +605,21 @@ pub fn assert_same_runs(ours: &Run, theirs: &Run, needles: &[&str]) {
             ours.0
         );
     }
+}
+
+/// Asserts that nginx's run gives each of `needles` among its answers and
+/// exactly `log` as its error log lines (so that the comparison means
+/// something), then that waypost's run is nginx's.
+pub fn assert_runs_as_nginx(ours: &Run, theirs: &Run, needles: &[&str], log: &[String]) {
+    for needle in needles {
+        assert!(
+            theirs.0.iter().any(|a| a.contains(needle)),
+            "nginx gives no {needle:?}: {:#?}",
+            theirs.0
+        );
+    }
+    assert_eq!(theirs.2, log, "nginx's error log");
+    assert_same_runs(ours, theirs, needles);
 }
 
 /// A TCP connection to 127.0.0.1:`port` from `src`, any address of

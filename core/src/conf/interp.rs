@@ -314,6 +314,7 @@ struct Layer {
     try_files: Option<Vec<String>>,
     log_not_found: Option<bool>,
     etag: Option<bool>,
+    rewrite_log: Option<bool>,
     if_modified_since: Option<IfModifiedSince>,
 }
 
@@ -517,6 +518,7 @@ impl Layer {
             try_files: self.try_files.clone(),
             log_not_found: self.log_not_found.or(parent.log_not_found),
             etag: self.etag.or(parent.etag),
+            rewrite_log: self.rewrite_log.or(parent.rewrite_log),
             if_modified_since: self.if_modified_since.or(parent.if_modified_since),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
             internal: self.internal.or(parent.internal),
@@ -1695,6 +1697,7 @@ impl<'a> Interp<'a> {
             }
             "log_not_found" => layer.log_not_found = Some(d.args[0].eq_ignore_ascii_case("on")),
             "etag" => layer.etag = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
             "if_modified_since" => {
                 layer.if_modified_since = Some(match d.args[0].to_ascii_lowercase().as_str() {
                     "off" => IfModifiedSince::Off,
@@ -2236,6 +2239,28 @@ impl<'a> Interp<'a> {
     }
 
     /// Compiles a template to check it, with the `map` variables.
+    /// A `rewrite` or `break` line, its replacement checked with the
+    /// regex's named groups as variables.
+    fn rewrite_line(&mut self, d: &Directive) -> Result<RewriteOp, ConfError> {
+        let op = rewrite_op(d)?;
+        if let RewriteOp::Rewrite(r) = &op {
+            let groups = compile_regex(&r.pattern, false, d)?;
+            let groups = crate::http::rewrite::named_groups(&groups);
+            let checked = {
+                let scope = |n: &str| {
+                    groups
+                        .iter()
+                        .any(|(name, _)| name == n)
+                        .then_some(Var::Capture(0))
+                        .or_else(|| self.map_vars.contains(n).then_some(Var::Map(0)))
+                };
+                Template::compile_with(&r.replacement, &scope).map(|_| ())
+            };
+            self.check_vars(checked, d)?;
+        }
+        Ok(op)
+    }
+
     fn compile_check(&self, text: &str) -> Result<(), CompileError> {
         let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
         Template::compile_with(text, &maps).map(|_| ())
@@ -2801,6 +2826,8 @@ impl<'a> Interp<'a> {
             client: ClientLimits::default(),
             error_pages: ErrorPagesConf::default(),
             statics: StaticConf::new(self.env.prefix),
+            script: Vec::new(),
+            rewrite_log: false,
         });
         self.servers.push(ServerInfo {
             loc: Some(d.loc.clone()),
@@ -2808,6 +2835,7 @@ impl<'a> Interp<'a> {
         });
         let mut own = Layer::default();
         let mut seen = HashSet::new();
+        let mut script = Vec::new();
         let items = d.block.as_ref().map_or(&[][..], |b| &b.items[..]);
         for item in items {
             self.enter(item, Ctx::Server, &mut seen)?;
@@ -2840,9 +2868,11 @@ impl<'a> Interp<'a> {
                 "return" => {
                     let ret = return_args(item)?;
                     self.check_return(&ret, item)?;
+                    script.push(RewriteOp::Return(ret.clone()));
                     // The first `return` runs; later ones are never reached.
                     self.http.servers[index].ret.get_or_insert(ret);
                 }
+                "rewrite" | "break" => script.push(self.rewrite_line(item)?),
                 "location" => {
                     let location = self.location_block(item, index, None)?;
                     self.servers[index].locations.push(location);
@@ -2851,6 +2881,12 @@ impl<'a> Interp<'a> {
             }
         }
         self.servers[index].own = own;
+        // With a `rewrite` or `break`, the lines run in order; else the
+        // first `return` answers.
+        if script.iter().any(|op| !matches!(op, RewriteOp::Return(_))) {
+            self.http.servers[index].ret = None;
+            self.http.servers[index].script = script;
+        }
         if self.http.servers[index].listens.is_empty() {
             let conf = ListenConf {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_listen_port()),
@@ -3045,6 +3081,8 @@ impl<'a> Interp<'a> {
             internal: false,
             error_pages: ErrorPagesConf::default(),
             statics: StaticConf::new(self.env.prefix),
+            script: Vec::new(),
+            rewrite_log: false,
         });
         let me = self.locations.len();
         self.locations.push(LocationInfo {
@@ -3066,6 +3104,7 @@ impl<'a> Interp<'a> {
 
         let mut own = Layer::default();
         let mut ret = None;
+        let mut script = Vec::new();
         let mut proxy = None;
         // `metrics;` or `status;`: the last one written is the handler.
         let mut content = None;
@@ -3135,10 +3174,12 @@ impl<'a> Interp<'a> {
                 "return" => {
                     let parsed = return_args(item)?;
                     self.check_return(&parsed, item)?;
+                    script.push(RewriteOp::Return(parsed.clone()));
                     // The first `return` runs (rewrite phase), before any
                     // proxy_pass (content phase).
                     ret.get_or_insert(parsed);
                 }
+                "rewrite" | "break" => script.push(self.rewrite_line(item)?),
                 // Like stub_status: the location's content handler.
                 "metrics" => content = Some(Action::Metrics),
                 "status" => content = Some(Action::Status),
@@ -3151,6 +3192,12 @@ impl<'a> Interp<'a> {
         }
         self.locations[me].own = own;
         self.locations[me].default_redirect = default_redirect;
+        // With a `rewrite` or `break`, the lines run in order before the
+        // content handler; else the first `return` is the handler.
+        if script.iter().any(|op| !matches!(op, RewriteOp::Return(_))) {
+            ret = None;
+            self.http.servers[server].locations[index].script = script;
+        }
         self.http.servers[server].locations[index].action = match (ret, content, proxy) {
             (Some(r), _, _) => Action::Return(r),
             (None, Some(content), _) => content,
@@ -3341,6 +3388,7 @@ impl<'a> Interp<'a> {
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
             server.error_pages = layer.error_pages();
             server.statics = layer.statics(self.env.prefix);
+            server.rewrite_log = layer.rewrite_log.unwrap_or(false);
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
             server_layers.push(layer);
@@ -3402,6 +3450,7 @@ impl<'a> Interp<'a> {
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);
             location.statics = layer.statics(self.env.prefix);
+            location.rewrite_log = layer.rewrite_log.unwrap_or(false);
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;
             merged.push(layer);
@@ -4434,6 +4483,45 @@ fn atoi(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` or
+/// `break`, as nginx's `ngx_http_rewrite`: a replacement starting with
+/// `http://`, `https://` or `$scheme` is a redirect.
+fn rewrite_op(d: &Directive) -> Result<RewriteOp, ConfError> {
+    if d.name == "break" {
+        return Ok(RewriteOp::Break);
+    }
+    let pattern = &d.args[0];
+    compile_regex(pattern, false, d)?;
+    let replacement = &d.args[1];
+    if replacement.is_empty() {
+        return err("empty replacement", d);
+    }
+    let url = ["http://", "https://", "$scheme"]
+        .iter()
+        .any(|p| replacement.starts_with(p));
+    let mut flag = if url {
+        RewriteFlag::Redirect(302)
+    } else {
+        RewriteFlag::Next
+    };
+    if let Some(f) = d.args.get(2) {
+        flag = match f.as_str() {
+            "last" if url => flag,
+            "break" if url => flag,
+            "last" => RewriteFlag::Last,
+            "break" => RewriteFlag::Break,
+            "redirect" => RewriteFlag::Redirect(302),
+            "permanent" => RewriteFlag::Redirect(301),
+            other => return err(format!("invalid parameter \"{other}\""), d),
+        };
+    }
+    Ok(RewriteOp::Rewrite(RewriteConf {
+        pattern: pattern.clone(),
+        replacement: replacement.clone(),
+        flag,
+    }))
 }
 
 fn return_args(d: &Directive) -> Result<Return, ConfError> {

@@ -280,6 +280,43 @@ pub struct ServerConf {
     /// `root`, `index`, `try_files` and their kin at the server level: for
     /// requests no location takes.
     pub statics: StaticConf,
+    /// The server level's `rewrite`, `return` and `break` lines in order,
+    /// where it has a `rewrite` or `break` (else `ret` answers alone).
+    pub script: Vec<RewriteOp>,
+    /// `rewrite_log` at the server level.
+    pub rewrite_log: bool,
+}
+
+/// One line of a level's rewrite phase (nginx's rewrite module), run in
+/// the order written.
+#[derive(Debug, Clone)]
+pub enum RewriteOp {
+    Rewrite(RewriteConf),
+    Return(Return),
+    Break,
+}
+
+/// `rewrite REGEX REPLACEMENT [FLAG]`.
+#[derive(Debug, Clone)]
+pub struct RewriteConf {
+    pub pattern: String,
+    pub replacement: String,
+    pub flag: RewriteFlag,
+}
+
+/// What a matching `rewrite` does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteFlag {
+    /// No flag: the level's next lines run, then the location is found
+    /// again for the new URI.
+    Next,
+    /// `last`: the location is found again at once.
+    Last,
+    /// `break`: the request stays in the location with the new URI.
+    Break,
+    /// `redirect` (302), `permanent` (301), or a replacement that is a
+    /// URL (302).
+    Redirect(u16),
 }
 
 /// What nginx's static, index and try_files modules do at a level:
@@ -446,6 +483,12 @@ pub struct LocationConf {
     pub named: bool,
     /// `root`, `alias`, `index`, `try_files` and their kin here.
     pub statics: StaticConf,
+    /// The location's `rewrite`, `return` and `break` lines in order,
+    /// where it has a `rewrite` or `break` (else a `return` is its
+    /// action).
+    pub script: Vec<RewriteOp>,
+    /// `rewrite_log` here.
+    pub rewrite_log: bool,
     /// `internal` here or in an enclosing location.
     pub internal: bool,
     pub error_pages: ErrorPagesConf,

@@ -153,7 +153,23 @@ pub(crate) fn apply<'a>(
                 None => status,
             };
             let next_req = req.redirected(parts, head, groups.as_ref(), err_status, changes);
+            // nginx runs the rewrite phases again for the new request
+            // (a named location's only).
+            let scripted =
+                req.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
             let mut answer = match location {
+                _ if scripted => {
+                    crate::http::rewrite::serve(
+                        &next_req,
+                        ClientBody::empty(),
+                        location,
+                        client,
+                        false,
+                        Some(started),
+                        name.is_some(),
+                    )
+                    .await
+                }
                 Some(location) => {
                     // The client's request reaches an `internal` location here.
                     let action = match &location.action {

@@ -18,6 +18,8 @@
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
 //! - `error_page`: `error_page` (internal redirects, named locations)
+//! - `rewrite`: `rewrite`, `return` and `break` in order (nginx's rewrite
+//!   phases)
 //! - `static_files`: `root`/`alias`, `index`, `try_files`: files, their
 //!   conditional and range requests
 //! - `outbound`: an answer's header filters, in nginx's order (expires,
@@ -47,6 +49,7 @@ pub mod proxy;
 pub mod realip;
 pub mod refused;
 pub mod response;
+pub mod rewrite;
 pub mod server;
 pub mod static_files;
 pub mod stats;

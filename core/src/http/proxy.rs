@@ -260,10 +260,20 @@ pub fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Loca
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     };
     let uri = head.uri(&parts.uri);
-    let rest = uri.get(location.prefix.len()..).unwrap_or(b"");
+    // After `rewrite ... break` nginx sends the whole URI (its location
+    // no longer valid), escaped, without the replacement.
+    let broken = parts
+        .extensions
+        .get::<crate::http::rewrite::Broken>()
+        .is_some();
+    let (replacement, skip) = match broken {
+        true => ("", 0),
+        false => (replacement.as_str(), location.prefix.len()),
+    };
+    let rest = uri.get(skip..).unwrap_or(b"");
     let mut target = Vec::with_capacity(replacement.len() + rest.len() + 16);
     target.extend_from_slice(replacement.as_bytes());
-    if head.quoted {
+    if head.quoted || broken {
         escape_uri(rest, &mut target);
     } else {
         target.extend_from_slice(rest);

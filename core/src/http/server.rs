@@ -949,6 +949,7 @@ async fn handle(
         captures: groups.as_ref(),
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
+        limited: false,
     };
 
     // What no location answers is logged with the server's access logs.
@@ -979,6 +980,7 @@ async fn handle(
             .is_some_and(|n| n > limits.max_body)
         // nginx refuses a client's request for an `internal` location first.
         && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
+    let rewritten = server.script.is_some() || location.is_some_and(|l| l.script.is_some());
     let resp = if let Some(r) = &server.ret {
         server_logged(reply(r, &req.vars(client, r.status, "")), 0)
     } else if too_large {
@@ -995,6 +997,11 @@ async fn handle(
             None if location.is_some() => resp,
             None => server_logged(resp, 0),
         }
+    } else if rewritten {
+        // nginx's rewrite phases (out of line: most servers and locations
+        // have no `rewrite`).
+        let realip = server_realip.is_none();
+        crate::http::rewrite::serve(&req, body, location, client, realip, None, false).await
     } else {
         match location {
             // nginx's pre-access and access phases run with the server
@@ -1047,7 +1054,7 @@ async fn handle(
     // An internal redirect (`index`, `try_files`) answered at another
     // level: its header filters and `error_page`s apply.
     let location = match location.map(|l| &l.action) {
-        Some(Action::Proxy(_)) => location,
+        Some(Action::Proxy(_)) if !rewritten => location,
         _ => match resp
             .extensions()
             .get::<crate::http::static_files::AnsweredAt>()
@@ -1118,6 +1125,10 @@ pub(crate) struct Req<'a> {
     /// Internal redirects left before nginx's cycle error (its
     /// `uri_changes`).
     pub(crate) changes: u8,
+    /// The pre-access phase (`limit_conn`, filter modules) ran already:
+    /// an internal redirect's target does not run it again. (A `rewrite`
+    /// comes before that phase.)
+    pub(crate) limited: bool,
 }
 
 impl<'a> Req<'a> {
@@ -1172,6 +1183,7 @@ impl<'a> Req<'a> {
             captures: captures.or(self.captures),
             err_status,
             changes,
+            limited: true,
         }
     }
 
@@ -1189,7 +1201,7 @@ impl<'a> Req<'a> {
             maps: self.maps,
             captures: self.captures,
             original: self.original,
-            internal: self.original.is_some(),
+            internal: self.limited,
             err_status: self.err_status,
         }
     }

@@ -42,10 +42,9 @@ use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
 use crate::http::proxy::{request_context, strerror};
 use crate::http::response::{absolute_url, error_page, finalized, ReplyTypes};
-use crate::http::server::{at_location, Req};
+use crate::http::server::Req;
 use crate::log::{self, Level};
 use crate::map::MapNames;
-use crate::runtime::Action;
 use crate::vars::{Template, VarCtx};
 
 /// Files up to this size are read whole with their opening; larger ones
@@ -1039,40 +1038,24 @@ fn redirect<'a>(
         };
         let groups = found.as_ref().and_then(|(_, groups)| groups.as_ref());
         let next_req = req.redirected(&parts, &head, groups, req.err_status, changes);
-        let Some((location, _)) = found else {
-            // No location takes it: the server level's files.
-            let mut resp =
-                Box::pin(serve(&next_req, body, &req.server.statics, client, started)).await;
-            if resp.extensions().get::<AnsweredAt>().is_none() {
-                resp.extensions_mut().insert(AnsweredAt(None));
-            }
-            return resp;
-        };
-        let action = match &location.action {
-            Action::Internal(action) => action,
-            action => action,
-        };
-        let mut resp = Box::pin(at_location(
-            &next_req, body, location, action, client, false, started,
-        ))
-        .await;
-        if resp.extensions().get::<AnsweredAt>().is_none() {
-            let index = req
-                .server
-                .locations
-                .list
-                .iter()
-                .position(|l| std::ptr::eq(l, location));
-            resp.extensions_mut().insert(AnsweredAt(index));
-        }
-        resp
+        let named = matches!(target, Target::Named(_));
+        crate::http::rewrite::serve(
+            &next_req,
+            body,
+            found.as_ref().map(|(location, _)| *location),
+            client,
+            false,
+            started,
+            named,
+        )
+        .await
     })
 }
 
 /// The request target of an internal redirect: nginx keeps the URI as
 /// bytes; here it is percent-encoded where a request line could not carry
 /// it, so that parsing it again gives the same `$uri`.
-fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
+pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
     let mut text = String::with_capacity(path.len() + args.map_or(0, |a| a.len() + 1));
     encode(path, &mut text, |c| {
         c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)

@@ -529,6 +529,20 @@ fn server(
             client: l.client,
             error_pages: error_pages(&l.error_pages)?,
             internal: l.internal,
+            script: crate::http::rewrite::Script::new(
+                &l.script,
+                l.rewrite_log,
+                l.redirect_style,
+                filters.maps,
+                &|r| {
+                    Ok(Action::Reply(reply(
+                        r,
+                        &l.types,
+                        l.redirect_style,
+                        filters.maps,
+                    )?))
+                },
+            )?,
         });
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -570,6 +584,20 @@ fn server(
             named: named.into_boxed_slice(),
             list,
         },
+        script: crate::http::rewrite::Script::new(
+            &s.script,
+            s.rewrite_log,
+            s.redirect_style,
+            filters.maps,
+            &|r| {
+                Ok(Action::Reply(reply(
+                    r,
+                    &s.types,
+                    s.redirect_style,
+                    filters.maps,
+                )?))
+            },
+        )?,
         statics: crate::http::static_files::Static::new(
             &s.statics,
             &s.types,

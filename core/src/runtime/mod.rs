@@ -155,6 +155,9 @@ pub struct Server {
     pub locations: Locations,
     /// The static modules' settings for requests no location takes.
     pub statics: crate::http::static_files::Static,
+    /// The server's `rewrite` lines (with its `return`s), run before a
+    /// location is found.
+    pub script: Option<Box<crate::http::rewrite::Script>>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     pub keepalive_time: Duration,
@@ -325,6 +328,9 @@ pub struct Location {
     pub error_pages: Option<Box<ErrorPages>>,
     /// `internal`: a client's request that ends here gets 404.
     pub internal: bool,
+    /// The location's `rewrite` lines (with its `return`s), run before
+    /// its action.
+    pub script: Option<Box<crate::http::rewrite::Script>>,
 }
 
 pub enum Action {

@@ -1,0 +1,580 @@
+//! nginx's rewrite module: a server's and a location's `rewrite`,
+//! `return` and `break` lines, run in the order written (its server
+//! rewrite and rewrite phases). A `rewrite` whose regex matches `$uri`
+//! replaces it (and maybe the arguments): `last` finds the location again,
+//! no flag runs the level's next lines first, `break` stays in the
+//! location, `redirect` and `permanent` (or a replacement that is a URL)
+//! answer with a redirect. Only levels with a `rewrite` or `break` come
+//! here; a lone `return` is its location's action.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use http::header::{HeaderValue, LOCATION};
+use http::request::Parts;
+use http::Response;
+
+use crate::conf::model::{RewriteConf, RewriteFlag, RewriteOp};
+use crate::conf::ConfError;
+use crate::http::body::RespBody;
+use crate::http::h1::ClientBody;
+use crate::http::head::ParsedHead;
+use crate::http::proxy::request_context;
+use crate::http::response::{absolute_url, finalized};
+use crate::http::server::{at_location, Req};
+use crate::http::static_files::{uri_of, AnsweredAt};
+use crate::log::{self, Level};
+use crate::map::MapNames;
+use crate::runtime::{Action, Location};
+use crate::vars::Template;
+
+/// A level's rewrite lines, compiled.
+pub struct Script {
+    ops: Box<[Op]>,
+    /// `rewrite_log on`: each regex's match and each rewrite, at notice.
+    log: bool,
+    /// How a redirect's Location that is a path is made absolute.
+    style: crate::conf::model::RedirectStyle,
+}
+
+enum Op {
+    Rewrite(Box<Rewrite>),
+    /// `return`, as a location's action would answer it.
+    Return(Box<Action>),
+    Break,
+}
+
+struct Rewrite {
+    pattern: String,
+    regex: regex::bytes::Regex,
+    /// The replacement up to its first `?`, and what follows it.
+    uri: Template,
+    args: Option<Template>,
+    /// The request's arguments are kept (the replacement does not end
+    /// with `?`).
+    add_args: bool,
+    flag: RewriteFlag,
+}
+
+/// Marks a request a `rewrite ... break` changed: `proxy_pass` with a URI
+/// then puts the whole URI after it (nginx's `valid_location = 0`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Broken;
+
+impl Script {
+    /// The script of `ops`, `None` when there is none; a `return` is
+    /// compiled as the level's `return` would be (`reply`).
+    pub fn new(
+        ops: &[RewriteOp],
+        log: bool,
+        style: crate::conf::model::RedirectStyle,
+        maps: &MapNames,
+        reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
+    ) -> Result<Option<Box<Script>>, ConfError> {
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let ops = ops
+            .iter()
+            .map(|op| {
+                Ok(match op {
+                    RewriteOp::Break => Op::Break,
+                    RewriteOp::Return(r) => Op::Return(Box::new(reply(r)?)),
+                    RewriteOp::Rewrite(r) => Op::Rewrite(Box::new(Rewrite::new(r, maps)?)),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfError>>()?;
+        Ok(Some(Box::new(Script {
+            ops: ops.into(),
+            log,
+            style,
+        })))
+    }
+}
+
+impl Rewrite {
+    fn new(r: &RewriteConf, maps: &MapNames) -> Result<Rewrite, ConfError> {
+        let regex = crate::vars::regex(&r.pattern, false).map_err(|e| {
+            ConfError::bare(format!(
+                "regular expression \"{}\" is not valid or not supported: {e}",
+                r.pattern
+            ))
+        })?;
+        let (text, add_args) = match r.replacement.strip_suffix('?') {
+            Some(text) => (text, false),
+            None => (r.replacement.as_str(), true),
+        };
+        let groups = named_groups(&regex);
+        let scope = |n: &str| {
+            groups
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|&(_, g)| crate::vars::Var::Capture(g))
+                .or_else(|| maps.var(n))
+        };
+        let compile =
+            |t: &str| Template::compile_with(t, &scope).map_err(|e| ConfError::bare(e.to_string()));
+        let (uri, args) = match text.split_once('?') {
+            Some((uri, args)) => (compile(uri)?, Some(compile(args)?)),
+            None => (compile(text)?, None),
+        };
+        Ok(Rewrite {
+            pattern: r.pattern.clone(),
+            regex,
+            uri,
+            args,
+            add_args,
+            flag: r.flag,
+        })
+    }
+}
+
+/// A regex's named groups, lowercase, and their numbers: variables of
+/// its `rewrite`'s replacement.
+pub(crate) fn named_groups(regex: &regex::bytes::Regex) -> Vec<(String, u8)> {
+    regex
+        .capture_names()
+        .enumerate()
+        .filter_map(|(g, n)| Some((n?.to_ascii_lowercase(), u8::try_from(g).ok()?)))
+        .collect()
+}
+
+/// What a level's script did.
+enum Ran<'s> {
+    /// It ran to its end (or a `break`, then `broken`); the URI is
+    /// `changed` if a `rewrite` without flag replaced it.
+    End {
+        changed: Option<Target>,
+        broken: bool,
+    },
+    /// A `rewrite ... last`, or one without flag, replaced the URI: the
+    /// location is found again.
+    Again(Target),
+    /// A `rewrite ... break` replaced the URI: the location stays.
+    Stay(Target),
+    /// A `return`, after the URI `changed`, if it did.
+    Return(&'s Action, Option<Target>),
+    /// An answer of its own (a redirect, a 500).
+    Answer(Response<RespBody>),
+}
+
+/// A URI and its arguments.
+type Target = (Vec<u8>, Option<Vec<u8>>);
+
+/// The request as the rewrites so far left it.
+struct Current {
+    parts: Parts,
+    head: ParsedHead,
+}
+
+impl Current {
+    fn new(base: &Parts, (uri, args): &Target, broken: bool) -> Option<Current> {
+        let mut next = http::Request::new(());
+        *next.version_mut() = base.version;
+        *next.headers_mut() = base.headers.clone();
+        *next.extensions_mut() = base.extensions.clone();
+        *next.method_mut() = base.method.clone();
+        *next.uri_mut() = uri_of(uri, args.as_deref())?;
+        if broken {
+            next.extensions_mut().insert(Broken);
+        }
+        let parts = next.into_parts().0;
+        let head = ParsedHead::parse(&parts).ok()?;
+        Some(Current { parts, head })
+    }
+}
+
+/// Runs `script` for `req`.
+fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'s> {
+    let mut own: Option<Current> = None;
+    let mut changed: Option<Target> = None;
+    for op in script.ops.iter() {
+        // (`redirected` keeps the client's request as the original, for
+        // the log lines.)
+        let now = match &own {
+            Some(c) => req.redirected(&c.parts, &c.head, None, req.err_status, req.changes),
+            None => req.redirected(req.parts, req.head, None, req.err_status, req.changes),
+        };
+        let rewrite = match op {
+            // nginx's break code: a changed URI stays, in this location.
+            Op::Break => {
+                let broken = changed.is_some();
+                return Ran::End { changed, broken };
+            }
+            Op::Return(action) => return Ran::Return(action, changed),
+            Op::Rewrite(r) => r,
+        };
+        let uri = now.head.uri(&now.parts.uri);
+        let caps = rewrite.regex.captures(uri);
+        if script.log {
+            let line = format!(
+                "\"{}\" {} \"{}\"",
+                rewrite.pattern,
+                if caps.is_some() {
+                    "matches"
+                } else {
+                    "does not match"
+                },
+                String::from_utf8_lossy(uri)
+            );
+            log_line(&now, client, Level::Notice, line);
+        }
+        let Some(caps) = caps else {
+            continue;
+        };
+        let mut vars = now.vars(client, 0, "");
+        vars.captures = Some(&caps);
+        // nginx escapes the groups (as arguments) in the arguments and in
+        // a redirect, when the request's path had `%` or `+`.
+        let escape = now.head.quoted || now.parts.uri.path().contains('+');
+        let redirect_to = matches!(rewrite.flag, RewriteFlag::Redirect(_));
+        let plain = |group: &[u8], out: &mut Vec<u8>| out.extend_from_slice(group);
+        let escaped = |group: &[u8], out: &mut Vec<u8>| escape_args(group, out);
+        let mut new_uri = Vec::new();
+        rewrite.uri.eval_capturing(
+            &vars,
+            &mut new_uri,
+            if escape && redirect_to {
+                &escaped
+            } else {
+                &plain
+            },
+        );
+        let new_args = rewrite.args.as_ref().map(|a| {
+            let mut out = Vec::new();
+            a.eval_capturing(&vars, &mut out, if escape { &escaped } else { &plain });
+            out
+        });
+        let old_args = now.parts.uri.query().filter(|q| !q.is_empty());
+        let args = match (new_args, rewrite.add_args.then_some(old_args).flatten()) {
+            (Some(mut new), Some(old)) => {
+                new.push(b'&');
+                new.extend_from_slice(old.as_bytes());
+                Some(new)
+            }
+            (Some(new), None) => Some(new),
+            (None, Some(old)) => Some(old.as_bytes().to_vec()),
+            (None, None) => None,
+        };
+        if let RewriteFlag::Redirect(status) = rewrite.flag {
+            return Ran::Answer(redirect(&now, status, new_uri, args, client, script));
+        }
+        if script.log {
+            let line = format!(
+                "rewritten data: \"{}\", args: \"{}\"",
+                String::from_utf8_lossy(&new_uri),
+                String::from_utf8_lossy(args.as_deref().unwrap_or_default())
+            );
+            log_line(&now, client, Level::Notice, line);
+        }
+        if new_uri.is_empty() {
+            log_line(
+                &now,
+                client,
+                Level::Error,
+                "the rewritten URI has a zero length".into(),
+            );
+            return Ran::Answer(finalized(500));
+        }
+        let target = (new_uri, args);
+        match rewrite.flag {
+            RewriteFlag::Last => return Ran::Again(target),
+            RewriteFlag::Break => return Ran::Stay(target),
+            _ => {}
+        }
+        match Current::new(now.parts, &target, false) {
+            Some(c) => own = Some(c),
+            None => return Ran::Answer(finalized(500)),
+        }
+        changed = Some(target);
+    }
+    Ran::End {
+        changed,
+        broken: false,
+    }
+}
+
+/// A `rewrite ... redirect|permanent`: the replacement (and arguments) as
+/// Location, made absolute when it is a path.
+fn redirect(
+    req: &Req<'_>,
+    status: u16,
+    uri: Vec<u8>,
+    args: Option<Vec<u8>>,
+    client: SocketAddr,
+    script: &Script,
+) -> Response<RespBody> {
+    let mut location = unescape_redirect(&uri);
+    if let Some(args) = args {
+        location.push(b'?');
+        location.extend_from_slice(&args);
+    }
+    if script.log {
+        let line = format!(
+            "rewritten redirect: \"{}\"",
+            String::from_utf8_lossy(&location)
+        );
+        log_line(req, client, Level::Notice, line);
+    }
+    if location.first() == Some(&b'/') {
+        let host = req.head.host(&req.parts.uri, &req.parts.headers);
+        location = absolute_url(
+            &location,
+            host,
+            req.parts,
+            req.local,
+            script.style,
+            &req.server.name,
+        );
+    }
+    let mut resp = finalized(status);
+    if let Ok(v) = HeaderValue::from_bytes(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// nginx's `ngx_escape_uri` with `NGX_ESCAPE_ARGS`: controls, space,
+/// `#`, `%`, `&`, `+`, `;`, `?`, DEL and bytes past it.
+fn escape_args(src: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in src {
+        if c <= b' ' || c >= 0x7f || b"#%&+;?".contains(&c) {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// nginx's `ngx_unescape_uri` with `NGX_UNESCAPE_REDIRECT`, on a
+/// redirect's path: `%XX` of a character past `%` and before DEL is
+/// decoded, any other kept; nothing after a `?`.
+fn unescape_redirect(src: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(src.len());
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
+        if c == b'?' {
+            out.extend_from_slice(&src[i..]);
+            break;
+        }
+        if let (b'%', Some(&h), Some(&l)) = (c, src.get(i + 1), src.get(i + 2)) {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                let ch = h << 4 | l;
+                if ch > b'%' && ch < 0x7f {
+                    out.push(ch);
+                } else {
+                    out.extend_from_slice(&src[i..i + 3]);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// A request whose server or first location has rewrite lines, or an
+/// internal redirect's (`error_page`, `index`, `try_files`): the
+/// server's lines run (unless `named`), then the location's, the location
+/// found again as they say (at most 10 times in all), then the location
+/// answers. `first` is the location found for the request's URI;
+/// `realip`: whether the location's realip settings may apply; `started`:
+/// when a redirected request started.
+pub(crate) fn serve<'a>(
+    req: &'a Req<'a>,
+    body: ClientBody,
+    first: Option<&'a Location>,
+    client: SocketAddr,
+    realip: bool,
+    started: Option<std::time::Instant>,
+    named: bool,
+) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + 'a>> {
+    Box::pin(async move {
+        let server = req.server;
+        let mut current: Option<Current> = None;
+        let mut location = first;
+        // The server's rewrite phase, before any location is found.
+        if let (Some(script), false) = (&server.script, named) {
+            let target = match run(script, req, client) {
+                Ran::Return(action, changed) => {
+                    let c = changed.and_then(|t| Current::new(req.parts, &t, false));
+                    let now = at_current(req, c.as_ref(), req.changes);
+                    let resp = match action {
+                        Action::Reply(r) => {
+                            crate::http::response::reply(r, &now.vars(client, r.status, ""))
+                        }
+                        _ => finalized(500),
+                    };
+                    return logged(&now, client, server.access_log.as_ref(), resp, started);
+                }
+                Ran::Answer(resp) => {
+                    return logged(req, client, server.access_log.as_ref(), resp, started)
+                }
+                Ran::End { changed, .. } => changed,
+                Ran::Again(target) | Ran::Stay(target) => Some(target),
+            };
+            if let Some(target) = target {
+                let Some(c) = Current::new(req.parts, &target, false) else {
+                    return finalized(500);
+                };
+                location = server.locations.find(c.head.uri(&c.parts.uri)).map(|f| f.0);
+                current = Some(c);
+            }
+        }
+        let mut changes = req.changes;
+        loop {
+            let now = at_current(req, current.as_ref(), changes);
+            let Some(at) = location else {
+                // No location takes the URI: the server level's files.
+                let resp =
+                    crate::http::static_files::serve(&now, body, &server.statics, client, started)
+                        .await;
+                let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
+                return answered_at(resp, server, None);
+            };
+            let rewritten = current.is_some() || req.original.is_some();
+            let ran = match &at.script {
+                Some(script) => run(script, &now, client),
+                None => Ran::End {
+                    changed: None,
+                    broken: false,
+                },
+            };
+            let (target, again) = match ran {
+                Ran::End { changed: None, .. } => {
+                    let action = reached(&at.action, rewritten);
+                    let answer = at_location(&now, body, at, action, client, realip, started);
+                    let resp = Box::pin(answer).await;
+                    return answered_at(resp, server, Some(at));
+                }
+                Ran::Return(action, changed) => {
+                    let c = changed.and_then(|t| Current::new(now.parts, &t, false));
+                    let now = at_current(&now, c.as_ref(), changes);
+                    let answer = at_location(&now, body, at, action, client, realip, started);
+                    let resp = Box::pin(answer).await;
+                    return answered_at(resp, server, Some(at));
+                }
+                Ran::Answer(resp) => {
+                    let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
+                    return answered_at(resp, server, Some(at));
+                }
+                Ran::End {
+                    changed: Some(target),
+                    broken,
+                } => (target, !broken),
+                Ran::Again(target) => (target, true),
+                Ran::Stay(target) => (target, false),
+            };
+            let Some(next) = Current::new(now.parts, &target, !again) else {
+                return finalized(500);
+            };
+            if !again {
+                // `break`: the location answers with the new URI.
+                let now = at_current(req, Some(&next), changes);
+                let action = reached(&at.action, true);
+                let answer = at_location(&now, body, at, action, client, realip, started);
+                let resp = Box::pin(answer).await;
+                return answered_at(resp, server, Some(at));
+            }
+            changes = changes.saturating_sub(1);
+            if changes == 0 {
+                let line = format!(
+                    "rewrite or internal redirection cycle while processing \"{}\"",
+                    String::from_utf8_lossy(&target.0)
+                );
+                log_line(&now, client, Level::Error, line);
+                let resp = logged(
+                    &now,
+                    client,
+                    at.access_log.as_ref(),
+                    finalized(500),
+                    started,
+                );
+                return answered_at(resp, server, Some(at));
+            }
+            location = server
+                .locations
+                .find(next.head.uri(&next.parts.uri))
+                .map(|f| f.0);
+            current = Some(next);
+        }
+    })
+}
+
+/// `req` as the rewrites left it (`current`), the client's request kept
+/// as the original once it changed; the pre-access phase still to come
+/// unless it ran before the rewrites.
+fn at_current<'r>(req: &'r Req<'r>, current: Option<&'r Current>, changes: u8) -> Req<'r> {
+    match current {
+        Some(c) => Req {
+            limited: req.limited,
+            ..req.redirected(&c.parts, &c.head, None, req.err_status, changes)
+        },
+        None => Req {
+            original: req.original,
+            limited: req.limited,
+            ..req.redirected(req.parts, req.head, req.captures, req.err_status, changes)
+        },
+    }
+}
+
+/// A location's action for a request that reached it: a rewritten one
+/// may be served by an `internal` location.
+fn reached(action: &Action, rewritten: bool) -> &Action {
+    match action {
+        Action::Internal(inner) if rewritten => inner,
+        action => action,
+    }
+}
+
+/// `resp` with the location that answered it, for its header filters and
+/// `error_page`s, unless a later redirect said another.
+fn answered_at(
+    mut resp: Response<RespBody>,
+    server: &crate::runtime::Server,
+    at: Option<&Location>,
+) -> Response<RespBody> {
+    if resp.extensions().get::<AnsweredAt>().is_none() {
+        let index = at.and_then(|at| {
+            server
+                .locations
+                .list
+                .iter()
+                .position(|l| std::ptr::eq(l, at))
+        });
+        resp.extensions_mut().insert(AnsweredAt(index));
+    }
+    resp
+}
+
+/// `resp`, an answer the rewrite phase made, with its access log record
+/// (of `logs`, the level's).
+fn logged(
+    req: &Req<'_>,
+    client: SocketAddr,
+    logs: Option<&std::sync::Arc<crate::http::access::AccessLogs>>,
+    mut resp: Response<RespBody>,
+    started: Option<std::time::Instant>,
+) -> Response<RespBody> {
+    if let Some(logs) = logs {
+        let status = resp.status().as_u16();
+        let started = started.unwrap_or_else(crate::clock::now);
+        let mut record = logs.start(&req.vars(client, status, ""), started);
+        record.status = status;
+        resp.body_mut().set_record(Some(record));
+    }
+    resp
+}
+
+fn log_line(req: &Req<'_>, client: SocketAddr, level: Level, mut line: String) {
+    if log::enabled(level) {
+        request_context(&req.client_cx(client), req.parts, &mut line);
+        log::write(level, Some(req.conn.id), &line);
+    }
+}
