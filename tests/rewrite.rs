@@ -20,8 +20,8 @@
 use std::path::Path;
 
 use waypost_tests::{
-    assert_no_failures, assert_runs_as_nginx, exchange, free_ports, neutral_server, request_lines,
-    t_reports, wrap_http, Neutral, Run, Server, TempDir,
+    assert_runs_as_nginx, assert_t_cases, exchange, port_server, request_lines, shown,
+    side_by_side, Run, SideBySide, TempDir, Waypost,
 };
 
 /// The files a rewrite may lead to, under the tree's directory (`DIR`).
@@ -51,7 +51,7 @@ const BACKEND: &str = r#"    server {
 
 /// A server block on the tested port, of `lines`, with [`TARGETS`] first.
 fn server(lines: &str) -> String {
-    format!("    server {{\n        listen 127.0.0.1:{{port}};\n{TARGETS}{lines}    }}\n")
+    port_server(&format!("{TARGETS}{lines}"))
 }
 
 /// A server block on the tested port named `name`, of `lines` (no targets).
@@ -97,55 +97,31 @@ impl Ask {
 /// The headers of an answer that are compared, in this order.
 const SHOWN: &[&str] = &["Content-Type", "Location"];
 
-/// An answer as compared: the status line, the [`SHOWN`] headers and the
-/// body (the server's name in pages made neutral).
-fn shown(answer: &str, neutral: &Neutral) -> String {
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
-    let mut lines = head.split("\r\n");
-    let mut out = vec![lines.next().unwrap_or("").to_owned()];
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    for name in SHOWN {
-        if let Some((_, value)) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            out.push(format!("{name}: {value}"));
-        }
-    }
-    out.push(format!("body: {:?}", neutral_server(body)));
-    neutral.apply(&out.join(" | "))
-}
-
 /// Runs `http` (the http block's server blocks; `{port}` is the tested
 /// port, `{back}` the backend's, `{dir}` the tree) with [`BACKEND`], under
 /// nginx or waypost, the error log at `notice` when `notice`, and sends
 /// `asks`: the answers and the requests' error log lines.
 fn run(nginx: bool, tree: &Path, http: &str, notice: bool, asks: &[Ask]) -> Run {
-    let [port, back] = free_ports(2)[..] else {
-        unreachable!()
-    };
-    let lines = format!("{http}{BACKEND}")
-        .replace("{port}", &port.to_string())
-        .replace("{back}", &back.to_string())
-        .replace("{dir}", &tree.display().to_string());
-    let mut conf = wrap_http(&lines, nginx);
-    if notice {
-        conf = conf.replace(
-            "error_log logs/error.log;",
-            "error_log logs/error.log notice;",
-        );
-    }
-    let server = Server::either(nginx, &conf, &[port, back]);
-    let neutral = Neutral::default()
-        .path(&server.dir.path, "PREFIX")
-        .path(tree, "DIR")
-        .port(port, "PORT")
-        .port(back, "BACK");
+    let SideBySide {
+        server,
+        port,
+        neutral,
+        ..
+    } = side_by_side(nginx, &format!("{http}{BACKEND}"), tree, |conf| {
+        if notice {
+            conf.replace(
+                "error_log logs/error.log;",
+                "error_log logs/error.log notice;",
+            )
+        } else {
+            conf
+        }
+    });
     let answers = asks
         .iter()
         .map(|a| {
             let answer = exchange(port, &a.request());
-            format!("{} -> {}", a.label(), shown(&answer, &neutral))
+            format!("{} -> {}", a.label(), shown(&answer, SHOWN, &neutral))
         })
         .collect();
     let errors = request_lines(&server.read("logs/error.log"))
@@ -313,9 +289,9 @@ fn redirects_and_captures_match_nginx() {
 }
 
 /// In a regex location, a rewrite's groups are its replacement's, the
-/// location's are its `return`'s. (nginx also empties `$1` for the lines
-/// after a rewrite that does not match, and keeps a regex location's named
-/// groups as variables; waypost does neither: README.)
+/// location's its `return`'s unless a rewrite that did not match emptied
+/// them. (nginx also keeps a regex location's named groups as variables;
+/// waypost does not: README.)
 #[test]
 fn captures_after_a_rewrite_match_nginx() {
     let http = server(
@@ -323,12 +299,13 @@ fn captures_after_a_rewrite_match_nginx() {
         location ~ ^/loc3/(\w+)$ { return 200 "loc3 [$1]\n"; }
 "#,
     );
-    let asks = [get("/loc2/ab"), get("/loc3/abc")];
+    let asks = [get("/loc2/ab"), get("/loc2/abc"), get("/loc3/abc")];
     check(
         &http,
         &asks,
         &[
             "GET /loc2/ab -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"t uri=/t/a-b args= req=/loc2/ab\\n\"",
+            "GET /loc2/abc -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"loc2 []\\n\"",
             "GET /loc3/abc -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"loc3 [abc]\\n\"",
         ],
         &[],
@@ -586,14 +563,16 @@ fn rewrite_cycles_match_nginx() {
 
 /// `last` into an `internal` location (which a client cannot ask for),
 /// a static location and proxy locations (with a URI part: the location's
-/// prefix replaced as for any request). (A replacement that does not
-/// start with `/`, such as `@named`, is a URI no location matches for
-/// nginx; waypost answers it 500: README.)
+/// prefix replaced as for any request). A named location is no target: a
+/// replacement `@named` is a URI that no location matches (the server's
+/// static files answer).
 #[test]
 fn rewrite_targets_match_nginx() {
     let http = server(
         r#"        root html;
         location /toin/ { rewrite ^/toin/(.*)$ /in/$1 last; }
+        location /nm/ { rewrite ^ @named last; }
+        location @named { return 200 "named\n"; }
         location /in/ { internal; return 200 "internal uri=$uri\n"; }
         location /st/ { rewrite ^/st/(.*)$ /files/$1 last; }
         location /files/ { root {dir}; }
@@ -606,6 +585,7 @@ fn rewrite_targets_match_nginx() {
     let asks = [
         get("/toin/x"),
         get("/in/x"),
+        get("/nm/x"),
         get("/st/x.txt"),
         get("/st/nope"),
         get("/px/a?b"),
@@ -618,6 +598,7 @@ fn rewrite_targets_match_nginx() {
         &[
             "GET /toin/x -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"internal uri=/in/x\\n\"",
             "GET /in/x -> HTTP/1.1 404 Not Found",
+            "GET /nm/x -> HTTP/1.1 404 Not Found",
             "GET /st/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"file x\\n\"",
             "GET /st/nope -> HTTP/1.1 404 Not Found",
             "GET /px/a?b -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /back/a?b\\n\"",
@@ -625,6 +606,10 @@ fn rewrite_targets_match_nginx() {
             "GET /pu/a -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /v2/a\\n\"",
         ],
         &[
+            error(
+                &format!("open() \"PREFIX/html@named\" failed ({ENOENT})"),
+                "/nm/x",
+            ),
             error(
                 &format!("open() \"DIR/files/nope\" failed ({ENOENT})"),
                 "/st/nope",
@@ -784,18 +769,6 @@ fn emerg(message: &str, line: u32) -> String {
     format!("[emerg] {message} in CONF:{line} (exit Some(1))")
 }
 
-/// What waypost is to report where it differs from nginx on purpose
-/// (README): a regex the `regex` crate refuses, with its own reason; an
-/// unknown variable, with its place.
-enum Waypost {
-    /// nginx's report.
-    Same,
-    /// The report, up to the reason, then the rest.
-    Around(String, String),
-    /// This report.
-    Exactly(String),
-}
-
 #[test]
 fn config_errors_match_nginx() {
     let cases: Vec<(String, String, Waypost)> = vec![
@@ -926,29 +899,5 @@ fn config_errors_match_nginx() {
             Waypost::Same,
         ),
     ];
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = cases
-            .iter()
-            .map(|(conf, want, ours)| {
-                s.spawn(move || (conf, want, ours, t_reports("rewrite-conf", conf)))
-            })
-            .collect();
-        runs.into_iter()
-            .map(|h| h.join().expect("case thread"))
-            .filter(|(_, want, ours, (nginx, waypost))| {
-                let waypost_ok = match ours {
-                    Waypost::Same => waypost == *want,
-                    Waypost::Around(start, end) => {
-                        waypost.starts_with(start.as_str()) && waypost.ends_with(end.as_str())
-                    }
-                    Waypost::Exactly(report) => waypost == report,
-                };
-                nginx != *want || !waypost_ok
-            })
-            .map(|(conf, want, _, (nginx, waypost))| {
-                format!("{conf}  expected: {want}\n  nginx:    {nginx}\n  waypost:  {waypost}")
-            })
-            .collect()
-    });
-    assert_no_failures(&failures, cases.len());
+    assert_t_cases("rewrite-conf", &cases);
 }

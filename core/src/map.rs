@@ -24,20 +24,25 @@ use crate::vars::{Template, Var, VarCtx};
 /// The map variables of a configuration, by lowercase name (a later `map`
 /// of a name replaces an earlier one, as in nginx).
 #[derive(Default)]
-pub struct MapNames(HashMap<String, u32>);
+pub struct MapNames(HashMap<String, Var>);
 
 impl MapNames {
-    pub fn new(maps: &[MapConf]) -> MapNames {
+    /// The variables of `maps`, and of `set` (`user`, by index).
+    pub fn new(maps: &[MapConf], user: &[String]) -> MapNames {
         let mut names = HashMap::new();
+        for (i, name) in user.iter().enumerate() {
+            names.insert(name.clone(), Var::User(i as u32));
+        }
         for (i, m) in maps.iter().enumerate() {
-            names.insert(m.name.clone(), i as u32);
+            names.insert(m.name.clone(), Var::Map(i as u32));
         }
         MapNames(names)
     }
 
-    /// The variable `name` (lowercase, without `$`) if a map defines it.
+    /// The variable `name` (lowercase, without `$`) if a map or `set`
+    /// defines it.
     pub fn var(&self, name: &str) -> Option<Var> {
-        self.0.get(name).map(|&i| Var::Map(i))
+        self.0.get(name).cloned()
     }
 }
 
@@ -256,8 +261,8 @@ fn murmur_hash2(data: &[u8]) -> u32 {
 
 /// Builds every map, refusing a cycle of map variables (nginx finds one
 /// only when a request evaluates it, and answers 500).
-pub fn build_all(confs: &[MapConf]) -> Result<Box<[Map]>, ConfError> {
-    let names = MapNames::new(confs);
+pub fn build_all(confs: &[MapConf], user: &[String]) -> Result<Box<[Map]>, ConfError> {
+    let names = MapNames::new(confs, user);
     let maps = confs
         .iter()
         .map(|c| Map::build(c, &names))

@@ -105,6 +105,53 @@ pub enum Var {
     Capture(u8),
     /// A `map` variable: the index of its map in [`VarCtx::maps`].
     Map(u32),
+    /// A `set` variable: its index in the request's [`UserVars`].
+    User(u32),
+}
+
+/// The values `set` gave a request's variables, kept with its head (an
+/// extension of its `Parts`): `None` where none was set.
+#[derive(Clone, Debug, Default)]
+pub struct UserVars(pub Vec<Option<bytes::Bytes>>);
+
+/// The groups of the regex that ran last for a request in its rewrite
+/// phases (a `rewrite`'s or an `if`'s), kept with its head: `$1`..`$9`
+/// are theirs from then on.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub subject: bytes::Bytes,
+    pub groups: std::sync::Arc<[Option<(usize, usize)>]>,
+}
+
+impl Captured {
+    pub fn new(subject: &[u8], caps: &regex::bytes::Captures<'_>) -> Captured {
+        Captured {
+            subject: bytes::Bytes::copy_from_slice(subject),
+            groups: caps
+                .iter()
+                .map(|m| m.map(|m| (m.start(), m.end())))
+                .collect(),
+        }
+    }
+
+    /// A regex that did not match: no groups.
+    pub fn none() -> Captured {
+        Captured {
+            subject: bytes::Bytes::new(),
+            groups: std::sync::Arc::from(Vec::new()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn group(&self, n: u8) -> &[u8] {
+        match self.groups.get(usize::from(n)) {
+            Some(Some((start, end))) => self.subject.get(*start..*end).unwrap_or_default(),
+            _ => b"",
+        }
+    }
 }
 
 /// Why a variable name was refused.
@@ -372,10 +419,18 @@ impl Var {
                 None => b"",
             },
             Var::NoHeader => b"",
-            Var::Capture(n) => cx
-                .captures
-                .and_then(|c| c.get(usize::from(*n)))
-                .map_or(&b""[..], |m| m.as_bytes()),
+            // The groups of the regex at hand (a location's, a map
+            // entry's), else of the rewrite phases' last one.
+            Var::Capture(n) => match (cx.captures, req.extensions.get::<Captured>()) {
+                (Some(c), _) => c.get(usize::from(*n)).map_or(&b""[..], |m| m.as_bytes()),
+                (None, Some(c)) => c.group(*n),
+                (None, None) => b"",
+            },
+            Var::User(i) => req
+                .extensions
+                .get::<UserVars>()
+                .and_then(|v| v.0.get(*i as usize)?.as_deref())
+                .unwrap_or_default(),
             _ => return None,
         })
     }
@@ -487,7 +542,8 @@ impl Var {
             | Var::ContentLength
             | Var::ContentType
             | Var::ProxyHost
-            | Var::Capture(_) => {}
+            | Var::Capture(_)
+            | Var::User(_) => {}
         }
     }
 

@@ -222,6 +222,71 @@ impl Neutral {
     }
 }
 
+/// An answer as compared: the status line, each header named in
+/// `names` (in that order, every line of it), and the body, with the
+/// server's name in pages and what `neutral` names made neutral.
+pub fn shown(answer: &str, names: &[&str], neutral: &Neutral) -> String {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let mut lines = head.split("\r\n");
+    let mut out = vec![lines.next().unwrap_or("").to_owned()];
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    for name in names {
+        for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            out.push(format!("{name}: {value}"));
+        }
+    }
+    out.push(format!("body: {:?}", neutral_server(body)));
+    neutral.apply(&out.join(" | "))
+}
+
+/// A server block listening on the tested port (`{port}`, see
+/// [`side_by_side`]), of `lines`.
+pub fn port_server(lines: &str) -> String {
+    format!("    server {{\n        listen 127.0.0.1:{{port}};\n{lines}    }}\n")
+}
+
+/// A side-by-side test's server: the tested port and a backend's, and
+/// what differs between the runs made neutral.
+pub struct SideBySide {
+    pub server: Server,
+    pub port: u16,
+    pub back: u16,
+    pub neutral: Neutral,
+}
+
+/// Starts nginx or waypost on `http` (the http block's lines; `{port}` a
+/// free port to test, `{back}` another, `{dir}` the test tree `tree`),
+/// the whole config passed through `edit` first.
+pub fn side_by_side(
+    nginx: bool,
+    http: &str,
+    tree: &Path,
+    edit: impl Fn(String) -> String,
+) -> SideBySide {
+    let [port, back] = free_ports(2)[..] else {
+        unreachable!("two ports")
+    };
+    let lines = http
+        .replace("{port}", &port.to_string())
+        .replace("{back}", &back.to_string())
+        .replace("{dir}", &tree.display().to_string());
+    let server = Server::either(nginx, &edit(wrap_http(&lines, nginx)), &[port, back]);
+    let neutral = Neutral::default()
+        .path(&server.dir.path, "PREFIX")
+        .path(tree, "DIR")
+        .port(port, "PORT")
+        .port(back, "BACK");
+    SideBySide {
+        server,
+        port,
+        back,
+        neutral,
+    }
+}
+
 /// The error log lines of requests (with a connection number), in order,
 /// as `[level] message`: no time, pid or connection number.
 pub fn request_lines(log: &str) -> Vec<String> {
@@ -232,6 +297,46 @@ pub fn request_lines(log: &str) -> Vec<String> {
             Some(format!("[{level}] {message}"))
         })
         .collect()
+}
+
+/// What waypost is to report for a `-t` case: nginx's report, or where
+/// it differs on purpose (README), its own.
+pub enum Waypost {
+    /// nginx's report.
+    Same,
+    /// A report starting and ending so (its own reason in between).
+    Around(String, String),
+    /// This report.
+    Exactly(String),
+}
+
+/// Runs `-t` by both programs on each case's config (`rest` of
+/// [`t_reports`], in parallel) and asserts that nginx reports what the
+/// case expects, and waypost what its [`Waypost`] says.
+pub fn assert_t_cases(tag: &str, cases: &[(String, String, Waypost)]) {
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|(conf, want, ours)| s.spawn(move || (conf, want, ours, t_reports(tag, conf))))
+            .collect();
+        runs.into_iter()
+            .map(|h| h.join().expect("case thread"))
+            .filter(|(_, want, ours, (nginx, waypost))| {
+                let waypost_ok = match ours {
+                    Waypost::Same => waypost == *want,
+                    Waypost::Around(start, end) => {
+                        waypost.starts_with(start.as_str()) && waypost.ends_with(end.as_str())
+                    }
+                    Waypost::Exactly(report) => waypost == report,
+                };
+                nginx != *want || !waypost_ok
+            })
+            .map(|(conf, want, _, (nginx, waypost))| {
+                format!("{conf}  expected: {want}\n  nginx:    {nginx}\n  waypost:  {waypost}")
+            })
+            .collect()
+    });
+    assert_no_failures(&failures, cases.len());
 }
 
 /// Asserts that none of `cases` cases failed (`failures` their reports).

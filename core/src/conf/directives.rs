@@ -165,6 +165,8 @@ pub const CORE: &[Spec] = &[
     d("return", SRV | LOC, 1, 2),
     d("rewrite", SRV | LOC, 2, 3),
     d("break", SRV | LOC, 0, 0),
+    d("set", SRV | LOC, 2, 2),
+    b("if", SRV | LOC, 1, MORE),
     f("rewrite_log", PROXY),
     d("error_page", PROXY, 2, MORE),
     f("recursive_error_pages", PROXY),

@@ -1449,6 +1449,12 @@ impl<'a> Interp<'a> {
             .filter_map(|d| d.args.last()?.strip_prefix('$'))
             .map(str::to_ascii_lowercase)
             .collect();
+        // `set`'s variables are known everywhere, wherever it is written.
+        let mut user = Vec::new();
+        set_names(items, &mut user);
+        user.retain(|n| !self.map_vars.contains(n) && Var::parse(n).is_err());
+        self.map_vars.extend(user.iter().cloned());
+        self.http.user_vars = user;
         for d in items {
             self.enter(d, Ctx::Http, &mut seen)?;
             if self.layer_directive(d, &mut own)? {
@@ -2239,9 +2245,15 @@ impl<'a> Interp<'a> {
     }
 
     /// Compiles a template to check it, with the `map` variables.
-    /// A `rewrite` or `break` line, its replacement checked with the
-    /// regex's named groups as variables.
-    fn rewrite_line(&mut self, d: &Directive) -> Result<RewriteOp, ConfError> {
+    /// A line of the rewrite module: `rewrite` (its replacement checked
+    /// with the regex's named groups as variables), `break`, `set`, or an
+    /// `if` block of such lines and `return`s.
+    fn rewrite_line(&mut self, d: &Directive, server_level: bool) -> Result<RewriteOp, ConfError> {
+        match d.name.as_str() {
+            "set" => return self.set_line(d),
+            "if" => return self.if_block(d, server_level),
+            _ => {}
+        }
         let op = rewrite_op(d)?;
         if let RewriteOp::Rewrite(r) = &op {
             let groups = compile_regex(&r.pattern, false, d)?;
@@ -2259,6 +2271,103 @@ impl<'a> Interp<'a> {
             self.check_vars(checked, d)?;
         }
         Ok(op)
+    }
+
+    /// `set $VAR VALUE`, as nginx's `ngx_http_rewrite_set`.
+    fn set_line(&mut self, d: &Directive) -> Result<RewriteOp, ConfError> {
+        let Some(name) = d.args[0].strip_prefix('$').filter(|n| !n.is_empty()) else {
+            return err(format!("invalid variable name \"{}\"", d.args[0]), d);
+        };
+        let name = name.to_ascii_lowercase();
+        let Some(index) = self.http.user_vars.iter().position(|n| *n == name) else {
+            // A built-in or `map` variable: nginx changes a few of them
+            // (`$args`, `$limit_rate`, a map's), refuses the others.
+            let prefixed = ["arg_", "http_", "cookie_", "sent_http_", "upstream_http_"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            return match name.as_str() {
+                "args" | "query_string" | "limit_rate" => err(
+                    format!("\"set\" of the \"${name}\" variable is not supported"),
+                    d,
+                ),
+                _ if prefixed => err(
+                    format!("\"set\" of the \"${name}\" variable is not supported"),
+                    d,
+                ),
+                _ if self.map_vars.contains(&name) => err(
+                    format!("\"set\" of the \"${name}\" variable is not supported"),
+                    d,
+                ),
+                _ => err(format!("the duplicate \"{name}\" variable"), d),
+            };
+        };
+        self.check_vars(self.compile_check(&d.args[1]), d)?;
+        Ok(RewriteOp::Set(index, d.args[1].clone()))
+    }
+
+    /// `if (CONDITION) { ... }` with rewrite module lines, as nginx's
+    /// `ngx_http_rewrite_if` reads it.
+    fn if_block(&mut self, d: &Directive, server_level: bool) -> Result<RewriteOp, ConfError> {
+        let cond = if_condition(d)?;
+        match &cond {
+            // One variable's name, all of the token (`$1`, `$a~b` are no
+            // variables nginx knows).
+            IfCond::Var(v) | IfCond::Equal { var: v, .. } | IfCond::Regex { var: v, .. }
+                if !is_variable_name(v) =>
+            {
+                let name = v[1..].to_ascii_lowercase();
+                self.check_vars(Err(CompileError::Unknown(name)), d)?;
+            }
+            _ => {}
+        }
+        match &cond {
+            IfCond::Var(v) => self.check_vars(self.compile_check(v), d)?,
+            IfCond::Equal { var, value, .. } => {
+                self.check_vars(self.compile_check(var), d)?;
+                self.check_vars(self.compile_check(value), d)?;
+            }
+            IfCond::Regex {
+                var,
+                pattern,
+                caseless,
+                ..
+            } => {
+                self.check_vars(self.compile_check(var), d)?;
+                compile_regex(pattern, *caseless, d)?;
+            }
+            IfCond::File { path, .. } => self.check_vars(self.compile_check(path), d)?,
+        }
+        let mut ops = Vec::new();
+        let mut seen = HashSet::new();
+        for item in d.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
+            match item.name.as_str() {
+                "rewrite" | "break" | "set" | "return" => {
+                    self.enter(item, Ctx::Location, &mut seen)?;
+                }
+                // What nginx refuses in an `if` (a server's takes the
+                // rewrite module's lines only; a location's no `location`,
+                // `if` or module directive), then what waypost does not
+                // take there.
+                other if server_level || !NGINX_IN_LOCATION_IF.contains(&other) => {
+                    return err(format!("\"{other}\" directive is not allowed here"), item)
+                }
+                other => {
+                    return err(
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set and break)"),
+                        item,
+                    )
+                }
+            }
+            ops.push(match item.name.as_str() {
+                "return" => {
+                    let ret = return_args(item)?;
+                    self.check_return(&ret, item)?;
+                    RewriteOp::Return(ret)
+                }
+                _ => self.rewrite_line(item, server_level)?,
+            });
+        }
+        Ok(RewriteOp::If(cond, ops))
     }
 
     fn compile_check(&self, text: &str) -> Result<(), CompileError> {
@@ -2872,7 +2981,7 @@ impl<'a> Interp<'a> {
                     // The first `return` runs; later ones are never reached.
                     self.http.servers[index].ret.get_or_insert(ret);
                 }
-                "rewrite" | "break" => script.push(self.rewrite_line(item)?),
+                "rewrite" | "break" | "set" | "if" => script.push(self.rewrite_line(item, true)?),
                 "location" => {
                     let location = self.location_block(item, index, None)?;
                     self.servers[index].locations.push(location);
@@ -3179,7 +3288,7 @@ impl<'a> Interp<'a> {
                     // proxy_pass (content phase).
                     ret.get_or_insert(parsed);
                 }
-                "rewrite" | "break" => script.push(self.rewrite_line(item)?),
+                "rewrite" | "break" | "set" | "if" => script.push(self.rewrite_line(item, false)?),
                 // Like stub_status: the location's content handler.
                 "metrics" => content = Some(Action::Metrics),
                 "status" => content = Some(Action::Status),
@@ -4483,6 +4592,148 @@ fn atoi(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// The variables `set` names in `items` and the blocks inside them, in
+/// order, each once.
+fn set_names(items: &[Directive], out: &mut Vec<String>) {
+    for d in items {
+        if let (true, Some(name)) = (
+            d.name == "set",
+            d.args.first().and_then(|a| a.strip_prefix('$')),
+        ) {
+            let name = name.to_ascii_lowercase();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        // An `if` regex's named groups are variables too.
+        if let (
+            true,
+            Ok(IfCond::Regex {
+                pattern, caseless, ..
+            }),
+        ) = (d.name == "if", if_condition(d))
+        {
+            if let Ok(regex) = crate::vars::regex(&pattern, caseless) {
+                for (name, _) in crate::http::rewrite::named_groups(&regex) {
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        if let Some(block) = &d.block {
+            set_names(&block.items, out);
+        }
+    }
+}
+
+/// Directives nginx takes in a location's `if` (besides the rewrite
+/// module's), which waypost refuses there as not supported; any other is
+/// "not allowed here", as nginx says.
+const NGINX_IN_LOCATION_IF: &[&str] = &[
+    "root",
+    "limit_rate",
+    "limit_rate_after",
+    "access_log",
+    "error_page",
+    "expires",
+    "add_header",
+    "add_trailer",
+    "proxy_pass",
+    "rewrite_log",
+    "gzip",
+    "charset",
+    "source_charset",
+    "override_charset",
+    "sendfile",
+    "aio",
+    "directio",
+    "proxy_store",
+];
+
+/// Whether `token` is `$` and one variable's name (nginx reads all of
+/// an `if`'s token as the name).
+fn is_variable_name(token: &str) -> bool {
+    let name = token.strip_prefix('$').unwrap_or_default();
+    let name = name
+        .strip_prefix('{')
+        .and_then(|n| n.strip_suffix('}'))
+        .unwrap_or(name);
+    !name.is_empty()
+        && !name.bytes().all(|c| c.is_ascii_digit())
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// An `if`'s condition, as nginx's `ngx_http_rewrite_if_condition`: the
+/// arguments between `(` and `)` (glued to the first and last or apart).
+fn if_condition(d: &Directive) -> Result<IfCond, ConfError> {
+    let invalid = |arg: &str| err(format!("invalid condition \"{arg}\""), d);
+    let mut args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    match args.first().copied() {
+        Some("(") => {
+            args.remove(0);
+        }
+        Some(a) if a.starts_with('(') => args[0] = &a[1..],
+        Some(a) => return invalid(a),
+        None => return invalid(""),
+    }
+    match args.last().copied() {
+        Some(")") => {
+            args.pop();
+        }
+        Some(a) if a.ends_with(')') => {
+            let n = args.len() - 1;
+            args[n] = &a[..a.len() - 1];
+        }
+        Some(a) => return invalid(a),
+        None => return invalid(""),
+    }
+    let Some(&first) = args.first().filter(|a| !a.is_empty()) else {
+        return invalid(")");
+    };
+    if first.len() > 1 && first.starts_with('$') {
+        if args.len() != 1 && args.len() != 3 {
+            return invalid(first);
+        }
+        let var = first.to_owned();
+        let Some((&op, &value)) = args.get(1).zip(args.get(2)) else {
+            return Ok(IfCond::Var(var));
+        };
+        let value = value.to_owned();
+        return match op {
+            "=" | "!=" => Ok(IfCond::Equal {
+                var,
+                value,
+                negate: op == "!=",
+            }),
+            "~" | "~*" | "!~" | "!~*" => Ok(IfCond::Regex {
+                var,
+                pattern: value,
+                caseless: op.ends_with('*'),
+                negate: op.starts_with('!'),
+            }),
+            _ => err(format!("unexpected \"{op}\" in condition"), d),
+        };
+    }
+    let negate = first.starts_with('!');
+    let test = first.strip_prefix('!').unwrap_or(first);
+    if test.len() == 2 && test.starts_with('-') {
+        if args.len() != 2 {
+            return invalid(first);
+        }
+        let letter = test.as_bytes()[1];
+        if !matches!(letter, b'f' | b'd' | b'e' | b'x') {
+            return invalid(first);
+        }
+        return Ok(IfCond::File {
+            path: args[1].to_owned(),
+            test: letter,
+            negate,
+        });
+    }
+    invalid(first)
 }
 
 /// `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` or

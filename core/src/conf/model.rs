@@ -50,6 +50,8 @@ pub struct HttpConf {
     pub log_formats: HashMap<String, Vec<String>>,
     /// `map` blocks, in order.
     pub maps: Vec<MapConf>,
+    /// The variables `set` names anywhere, lowercase, without `$`.
+    pub user_vars: Vec<String>,
     /// `limit_conn_zone` lines, in order.
     pub limit_conn_zones: Vec<LimitConnZone>,
 }
@@ -294,6 +296,36 @@ pub enum RewriteOp {
     Rewrite(RewriteConf),
     Return(Return),
     Break,
+    /// `set $VAR VALUE`: the index of VAR in `HttpConf::user_vars`.
+    Set(usize, String),
+    /// `if (CONDITION) { ... }`: its lines run when it holds.
+    If(IfCond, Vec<RewriteOp>),
+}
+
+/// An `if`'s condition, as nginx's rewrite module reads it.
+#[derive(Debug, Clone)]
+pub enum IfCond {
+    /// `$VAR`: true unless empty or `0`.
+    Var(String),
+    /// `$VAR = VALUE`, `$VAR != VALUE` (`negate`).
+    Equal {
+        var: String,
+        value: String,
+        negate: bool,
+    },
+    /// `$VAR ~ REGEX`, `~*` (`caseless`), `!~`, `!~*` (`negate`).
+    Regex {
+        var: String,
+        pattern: String,
+        caseless: bool,
+        negate: bool,
+    },
+    /// `-f`, `-d`, `-e`, `-x` (the letter), `!-f` ... (`negate`).
+    File {
+        path: String,
+        test: u8,
+        negate: bool,
+    },
 }
 
 /// `rewrite REGEX REPLACEMENT [FLAG]`.

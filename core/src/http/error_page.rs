@@ -239,6 +239,9 @@ pub(crate) fn apply<'a>(
             // one `=CODE` gives, or its own with `=` alone.
             match page.overwrite {
                 Some(0) => {}
+                // nginx sets the status before its filters: a file's 304
+                // or 206 under `=200` stays.
+                Some(200) if matches!(resp.status().as_u16(), 206 | 304) => {}
                 Some(code) => set_status(&mut resp, code),
                 None => set_status(&mut resp, status),
             }
@@ -259,6 +262,7 @@ fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
     *next.version_mut() = base.version;
     *next.headers_mut() = base.headers.clone();
     *next.extensions_mut() = base.extensions.clone();
+    next.extensions_mut().remove::<crate::http::rewrite::InIf>();
     match path {
         Some(path) => {
             *next.uri_mut() = http::Uri::from(path.clone());

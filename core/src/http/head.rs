@@ -14,7 +14,7 @@ use http::request::Parts;
 use http::{Uri, Version};
 
 /// The request's normalized URI and validated host.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ParsedHead {
     /// `$uri` when normalizing changed the path; `None`: the path as sent.
     uri: Option<Box<[u8]>>,
@@ -86,7 +86,7 @@ pub enum Unparsed {
 
 /// Where the validated host is, as the prefix of its source that is the
 /// host (without port or trailing dot), or a lowercased copy.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 enum Host {
     #[default]
     None,
@@ -144,6 +144,15 @@ impl BadHead {
 }
 
 impl ParsedHead {
+    /// The head of an internal redirect's request: nginx takes its URI as
+    /// given (not decoded or normalized again), which `$uri` and the
+    /// location choice then see.
+    pub fn redirected(req: &Parts, uri: &[u8]) -> ParsedHead {
+        let mut head = ParsedHead::parse(req).unwrap_or_default();
+        head.uri = Some(uri.into());
+        head
+    }
+
     // Inlined into its one caller on the request path: a `Result` with a
     // reason was built, then copied out (31 instructions a request).
     #[inline(always)]

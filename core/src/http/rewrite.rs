@@ -15,7 +15,7 @@ use http::header::{HeaderValue, LOCATION};
 use http::request::Parts;
 use http::Response;
 
-use crate::conf::model::{RewriteConf, RewriteFlag, RewriteOp};
+use crate::conf::model::{IfCond, RewriteConf, RewriteFlag, RewriteOp};
 use crate::conf::ConfError;
 use crate::http::body::RespBody;
 use crate::http::h1::ClientBody;
@@ -23,11 +23,13 @@ use crate::http::head::ParsedHead;
 use crate::http::proxy::request_context;
 use crate::http::response::{absolute_url, finalized};
 use crate::http::server::{at_location, Req};
-use crate::http::static_files::{uri_of, AnsweredAt};
+use crate::http::static_files::{uri_of, AnsweredAt, Final};
 use crate::log::{self, Level};
 use crate::map::MapNames;
 use crate::runtime::{Action, Location};
 use crate::vars::Template;
+use crate::vars::{Captured, UserVars};
+use std::os::unix::ffi::OsStrExt;
 
 /// A level's rewrite lines, compiled.
 pub struct Script {
@@ -43,6 +45,24 @@ enum Op {
     /// `return`, as a location's action would answer it.
     Return(Box<Action>),
     Break,
+    /// `set`: the variable's index, its value.
+    Set(u32, Template),
+    /// `if`: when the condition does not hold, the next `skip` lines
+    /// (its block's) do not run.
+    If(Box<Cond>, usize),
+}
+
+/// An `if`'s condition.
+enum Cond {
+    /// True unless empty or `0`.
+    Var(Template),
+    /// Equal (or not, when `negate`).
+    Equal(Template, Template, bool),
+    /// Matches (or not); its named groups set these variables (group,
+    /// index).
+    Regex(Template, regex::bytes::Regex, bool, Box<[(u8, u32)]>),
+    /// `-f`, `-d`, `-e` or `-x` (its letter) holds for the path (or not).
+    File(Template, u8, bool),
 }
 
 struct Rewrite {
@@ -56,6 +76,11 @@ struct Rewrite {
     add_args: bool,
     flag: RewriteFlag,
 }
+
+/// Marks a request a location's `if` matched for: nginx serves it with
+/// the `if` block's own location, to which `try_files` is not inherited.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InIf;
 
 /// Marks a request a `rewrite ... break` changed: `proxy_pass` with a URI
 /// then puts the whole URI after it (nginx's `valid_location = 0`).
@@ -75,22 +100,73 @@ impl Script {
         if ops.is_empty() {
             return Ok(None);
         }
-        let ops = ops
-            .iter()
-            .map(|op| {
-                Ok(match op {
-                    RewriteOp::Break => Op::Break,
-                    RewriteOp::Return(r) => Op::Return(Box::new(reply(r)?)),
-                    RewriteOp::Rewrite(r) => Op::Rewrite(Box::new(Rewrite::new(r, maps)?)),
-                })
-            })
-            .collect::<Result<Vec<_>, ConfError>>()?;
+        let mut flat = Vec::new();
+        flatten(ops, &mut flat, maps, reply)?;
+        let ops = flat;
         Ok(Some(Box::new(Script {
             ops: ops.into(),
             log,
             style,
         })))
     }
+}
+
+/// `ops` in order into `out`, an `if`'s block after it.
+fn flatten(
+    ops: &[RewriteOp],
+    out: &mut Vec<Op>,
+    maps: &MapNames,
+    reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
+) -> Result<(), ConfError> {
+    let compile = |t: &str| {
+        Template::compile_with(t, &|n| maps.var(n)).map_err(|e| ConfError::bare(e.to_string()))
+    };
+    for op in ops {
+        match op {
+            RewriteOp::Break => out.push(Op::Break),
+            RewriteOp::Return(r) => out.push(Op::Return(Box::new(reply(r)?))),
+            RewriteOp::Rewrite(r) => out.push(Op::Rewrite(Box::new(Rewrite::new(r, maps)?))),
+            RewriteOp::Set(i, value) => out.push(Op::Set(*i as u32, compile(value)?)),
+            RewriteOp::If(cond, block) => {
+                let cond = match cond {
+                    IfCond::Var(v) => Cond::Var(compile(v)?),
+                    IfCond::Equal { var, value, negate } => {
+                        Cond::Equal(compile(var)?, compile(value)?, *negate)
+                    }
+                    IfCond::Regex {
+                        var,
+                        pattern,
+                        caseless,
+                        negate,
+                    } => {
+                        let regex = crate::vars::regex(pattern, *caseless)
+                            .map_err(|e| ConfError::bare(e.to_string()))?;
+                        // nginx makes a named group a variable.
+                        let named = named_groups(&regex)
+                            .into_iter()
+                            .filter_map(|(name, g)| match maps.var(&name) {
+                                Some(crate::vars::Var::User(i)) => Some((g, i)),
+                                _ => None,
+                            })
+                            .collect();
+                        Cond::Regex(compile(var)?, regex, *negate, named)
+                    }
+                    IfCond::File { path, test, negate } => {
+                        Cond::File(compile(path)?, *test, *negate)
+                    }
+                };
+                let at = out.len();
+                out.push(Op::If(Box::new(cond), 0));
+                flatten(block, out, maps, reply)?;
+                let skip = out.len() - at - 1;
+                out[at] = match std::mem::replace(&mut out[at], Op::Break) {
+                    Op::If(cond, _) => Op::If(cond, skip),
+                    other => other,
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Rewrite {
@@ -142,19 +218,20 @@ pub(crate) fn named_groups(regex: &regex::bytes::Regex) -> Vec<(String, u8)> {
 
 /// What a level's script did.
 enum Ran<'s> {
-    /// It ran to its end (or a `break`, then `broken`); the URI is
-    /// `changed` if a `rewrite` without flag replaced it.
+    /// It ran to its end, or to a `break` (`broken` if the URI had
+    /// changed then); `state` is the request as `rewrite`s without flag
+    /// and `set`s left it.
     End {
-        changed: Option<Target>,
+        state: Option<Current>,
         broken: bool,
     },
-    /// A `rewrite ... last`, or one without flag, replaced the URI: the
+    /// A `rewrite ... last`, or the end after one without flag: the
     /// location is found again.
-    Again(Target),
-    /// A `rewrite ... break` replaced the URI: the location stays.
-    Stay(Target),
-    /// A `return`, after the URI `changed`, if it did.
-    Return(&'s Action, Option<Target>),
+    Again(Current),
+    /// A `rewrite ... break`: the location stays.
+    Stay(Current),
+    /// A `return`, for the request as it is then.
+    Return(&'s Action, Option<Current>),
     /// An answer of its own (a redirect, a 500).
     Answer(Response<RespBody>),
 }
@@ -162,47 +239,126 @@ enum Ran<'s> {
 /// A URI and its arguments.
 type Target = (Vec<u8>, Option<Vec<u8>>);
 
-/// The request as the rewrites so far left it.
+/// The request as the rewrite lines so far left it: its head (a new URI,
+/// `set`'s values and the last regex's groups in its extensions), and
+/// whether its URI changed.
 struct Current {
     parts: Parts,
     head: ParsedHead,
+    moved: bool,
 }
 
 impl Current {
+    /// `base` with the URI and arguments of `target` (`broken`: by a
+    /// `rewrite ... break`).
     fn new(base: &Parts, (uri, args): &Target, broken: bool) -> Option<Current> {
+        let mut c = Current::copy(base, uri_of(uri, args.as_deref())?, Some(uri))?;
+        if broken {
+            c.parts.extensions.insert(Broken);
+        }
+        c.moved = true;
+        Some(c)
+    }
+
+    /// `base` with the URI `uri`; `raw`: the URI as `$uri` shows it (a
+    /// rewrite's, taken as it is), else `uri`'s path decoded.
+    fn copy(base: &Parts, uri: http::Uri, raw: Option<&[u8]>) -> Option<Current> {
         let mut next = http::Request::new(());
         *next.version_mut() = base.version;
         *next.headers_mut() = base.headers.clone();
         *next.extensions_mut() = base.extensions.clone();
         *next.method_mut() = base.method.clone();
-        *next.uri_mut() = uri_of(uri, args.as_deref())?;
-        if broken {
-            next.extensions_mut().insert(Broken);
-        }
+        *next.uri_mut() = uri;
         let parts = next.into_parts().0;
-        let head = ParsedHead::parse(&parts).ok()?;
-        Some(Current { parts, head })
+        let head = match raw {
+            Some(raw) => ParsedHead::redirected(&parts, raw),
+            None => ParsedHead::parse(&parts).ok()?,
+        };
+        Some(Current {
+            parts,
+            head,
+            moved: false,
+        })
     }
 }
 
+/// The request `own` holds, made from `base` (the script's request)
+/// first if need be: `set` and
+/// an `if`'s regex change it.
+fn owned<'c>(own: &'c mut Option<Current>, base: &Req<'_>) -> Option<&'c mut Current> {
+    if own.is_none() {
+        let uri = base.head.uri(&base.parts.uri);
+        *own = Some(Current::copy(
+            base.parts,
+            base.parts.uri.clone(),
+            Some(uri),
+        )?);
+    }
+    own.as_mut()
+}
+
 /// Runs `script` for `req`.
-fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'s> {
+async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'s> {
     let mut own: Option<Current> = None;
-    let mut changed: Option<Target> = None;
-    for op in script.ops.iter() {
+    let mut i = 0;
+    while let Some(op) = script.ops.get(i) {
+        i += 1;
         // (`redirected` keeps the client's request as the original, for
         // the log lines.)
         let now = match &own {
-            Some(c) => req.redirected(&c.parts, &c.head, None, req.err_status, req.changes),
+            Some(c) => state_req(req, c, req.changes),
             None => req.redirected(req.parts, req.head, None, req.err_status, req.changes),
         };
         let rewrite = match op {
             // nginx's break code: a changed URI stays, in this location.
             Op::Break => {
-                let broken = changed.is_some();
-                return Ran::End { changed, broken };
+                let broken = own.as_ref().is_some_and(|c| c.moved);
+                return Ran::End { state: own, broken };
             }
-            Op::Return(action) => return Ran::Return(action, changed),
+            Op::Return(action) => return Ran::Return(action, own),
+            Op::Set(index, value) => {
+                let value = bytes::Bytes::from(value.eval(&now.vars(client, 0, "")));
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
+                let index = *index as usize;
+                if vars.0.len() <= index {
+                    vars.0.resize(index + 1, None);
+                }
+                vars.0[index] = Some(value);
+                continue;
+            }
+            Op::If(cond, skip) => {
+                let (held, regex) = holds(cond, &now, client).await;
+                // A regex's groups are `$1`..`$9` from now on (none when
+                // it did not match, which only matters where there were).
+                let hides =
+                    now.captures.is_some() || now.parts.extensions.get::<Captured>().is_some();
+                if let Some((captured, named)) = regex.filter(|(c, _)| !c.is_empty() || hides) {
+                    let Some(c) = owned(&mut own, req) else {
+                        return Ran::Answer(finalized(500));
+                    };
+                    let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
+                    for (index, value) in named {
+                        let index = index as usize;
+                        if vars.0.len() <= index {
+                            vars.0.resize(index + 1, None);
+                        }
+                        vars.0[index] = Some(value);
+                    }
+                    c.parts.extensions.insert(captured);
+                }
+                if held {
+                    let Some(c) = owned(&mut own, req) else {
+                        return Ran::Answer(finalized(500));
+                    };
+                    c.parts.extensions.insert(InIf);
+                } else {
+                    i += skip;
+                }
+                continue;
+            }
             Op::Rewrite(r) => r,
         };
         let uri = now.head.uri(&now.parts.uri);
@@ -221,6 +377,13 @@ fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'s> {
             log_line(&now, client, Level::Notice, line);
         }
         let Some(caps) = caps else {
+            // nginx empties the groups a regex location gave.
+            if now.captures.is_some() || now.parts.extensions.get::<Captured>().is_some() {
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                c.parts.extensions.insert(Captured::none());
+            }
             continue;
         };
         let mut vars = now.vars(client, 0, "");
@@ -278,20 +441,80 @@ fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'s> {
             return Ran::Answer(finalized(500));
         }
         let target = (new_uri, args);
+        let broken = rewrite.flag == RewriteFlag::Break;
+        let Some(mut next) = Current::new(now.parts, &target, broken) else {
+            return Ran::Answer(finalized(500));
+        };
         match rewrite.flag {
-            RewriteFlag::Last => return Ran::Again(target),
-            RewriteFlag::Break => return Ran::Stay(target),
+            RewriteFlag::Last => return Ran::Again(next),
+            RewriteFlag::Break => return Ran::Stay(next),
             _ => {}
         }
-        match Current::new(now.parts, &target, false) {
-            Some(c) => own = Some(c),
-            None => return Ran::Answer(finalized(500)),
-        }
-        changed = Some(target);
+        // Without flag the lines go on, with this regex's groups.
+        next.parts.extensions.insert(Captured::new(uri, &caps));
+        own = Some(next);
     }
-    Ran::End {
-        changed,
-        broken: false,
+    match own {
+        Some(c) if c.moved => Ran::Again(c),
+        state => Ran::End {
+            state,
+            broken: false,
+        },
+    }
+}
+
+/// Whether an `if`'s condition holds, and for a regex its groups (none
+/// when it did not match) and its named groups' values (variable index,
+/// value).
+async fn holds(
+    cond: &Cond,
+    req: &Req<'_>,
+    client: SocketAddr,
+) -> (bool, Option<(Captured, Vec<(u32, bytes::Bytes)>)>) {
+    let vars = req.vars(client, 0, "");
+    match cond {
+        Cond::Var(v) => {
+            let value = v.eval(&vars);
+            (!value.is_empty() && value != b"0", None)
+        }
+        Cond::Equal(var, value, negate) => {
+            ((var.eval(&vars) == value.eval(&vars)) != *negate, None)
+        }
+        Cond::Regex(var, regex, negate, named) => {
+            let subject = var.eval(&vars);
+            match regex.captures(&subject) {
+                Some(caps) => {
+                    let values = named
+                        .iter()
+                        .map(|&(g, i)| {
+                            let value = caps.get(usize::from(g)).map_or(&b""[..], |m| m.as_bytes());
+                            (i, bytes::Bytes::copy_from_slice(value))
+                        })
+                        .collect();
+                    (!*negate, Some((Captured::new(&subject, &caps), values)))
+                }
+                None => (*negate, Some((Captured::none(), Vec::new()))),
+            }
+        }
+        Cond::File(path, test, negate) => {
+            let path = path.eval(&vars);
+            let test = *test;
+            let found = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::PermissionsExt;
+                let meta = std::fs::metadata(std::ffi::OsStr::from_bytes(&path)).ok()?;
+                Some(match test {
+                    b'f' => meta.is_file(),
+                    b'd' => meta.is_dir(),
+                    b'x' => meta.permissions().mode() & 0o100 != 0,
+                    _ => true,
+                })
+            })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            (found != *negate, None)
+        }
     }
 }
 
@@ -401,10 +624,9 @@ pub(crate) fn serve<'a>(
         let mut location = first;
         // The server's rewrite phase, before any location is found.
         if let (Some(script), false) = (&server.script, named) {
-            let target = match run(script, req, client) {
-                Ran::Return(action, changed) => {
-                    let c = changed.and_then(|t| Current::new(req.parts, &t, false));
-                    let now = at_current(req, c.as_ref(), req.changes);
+            let state = match run(script, req, client).await {
+                Ran::Return(action, state) => {
+                    let now = at_current(req, state.as_ref(), req.changes);
                     let resp = match action {
                         Action::Reply(r) => {
                             crate::http::response::reply(r, &now.vars(client, r.status, ""))
@@ -416,14 +638,17 @@ pub(crate) fn serve<'a>(
                 Ran::Answer(resp) => {
                     return logged(req, client, server.access_log.as_ref(), resp, started)
                 }
-                Ran::End { changed, .. } => changed,
-                Ran::Again(target) | Ran::Stay(target) => Some(target),
+                Ran::End { state, .. } => state,
+                Ran::Again(state) | Ran::Stay(state) => Some(state),
             };
-            if let Some(target) = target {
-                let Some(c) = Current::new(req.parts, &target, false) else {
-                    return finalized(500);
-                };
-                location = server.locations.find(c.head.uri(&c.parts.uri)).map(|f| f.0);
+            if let Some(mut c) = state {
+                // The location is found (again) for the new URI; a
+                // server's `if` leaves the location's settings alone.
+                c.parts.extensions.remove::<Broken>();
+                c.parts.extensions.remove::<InIf>();
+                if c.moved {
+                    location = server.locations.find(c.head.uri(&c.parts.uri)).map(|f| f.0);
+                }
                 current = Some(c);
             }
         }
@@ -436,57 +661,71 @@ pub(crate) fn serve<'a>(
                     crate::http::static_files::serve(&now, body, &server.statics, client, started)
                         .await;
                 let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
-                return answered_at(resp, server, None);
+                return answered_at(resp, server, None, current.as_ref());
             };
-            let rewritten = current.is_some() || req.original.is_some();
+            let moved = current.as_ref().is_some_and(|c| c.moved);
+            let rewritten = moved || req.original.is_some();
             let ran = match &at.script {
-                Some(script) => run(script, &now, client),
+                Some(script) => run(script, &now, client).await,
                 None => Ran::End {
-                    changed: None,
+                    state: None,
                     broken: false,
                 },
             };
-            let (target, again) = match ran {
-                Ran::End { changed: None, .. } => {
+            let (next, again) = match ran {
+                Ran::End { state: None, .. } => {
                     let action = reached(&at.action, rewritten);
                     let answer = at_location(&now, body, at, action, client, realip, started);
                     let resp = Box::pin(answer).await;
-                    return answered_at(resp, server, Some(at));
+                    return answered_at(resp, server, Some(at), current.as_ref());
                 }
-                Ran::Return(action, changed) => {
-                    let c = changed.and_then(|t| Current::new(now.parts, &t, false));
-                    let now = at_current(&now, c.as_ref(), changes);
+                Ran::Return(action, state) => {
+                    let now = at_current(&now, state.as_ref(), changes);
                     let answer = at_location(&now, body, at, action, client, realip, started);
                     let resp = Box::pin(answer).await;
-                    return answered_at(resp, server, Some(at));
+                    return answered_at(
+                        resp,
+                        server,
+                        Some(at),
+                        state.as_ref().or(current.as_ref()),
+                    );
                 }
                 Ran::Answer(resp) => {
                     let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
-                    return answered_at(resp, server, Some(at));
+                    return answered_at(resp, server, Some(at), current.as_ref());
                 }
                 Ran::End {
-                    changed: Some(target),
+                    state: Some(mut state),
                     broken,
-                } => (target, !broken),
-                Ran::Again(target) => (target, true),
-                Ran::Stay(target) => (target, false),
-            };
-            let Some(next) = Current::new(now.parts, &target, !again) else {
-                return finalized(500);
+                } => {
+                    // A `break` after a rewrite without flag stays, as
+                    // one with `break` does.
+                    if broken {
+                        state.parts.extensions.insert(Broken);
+                    }
+                    state.moved |= moved;
+                    (state, false)
+                }
+                Ran::Again(state) => (state, true),
+                Ran::Stay(mut state) => {
+                    state.moved = true;
+                    (state, false)
+                }
             };
             if !again {
-                // `break`: the location answers with the new URI.
+                // The location answers with the request as it is now.
+                let rewritten = rewritten || next.moved;
                 let now = at_current(req, Some(&next), changes);
-                let action = reached(&at.action, true);
+                let action = reached(&at.action, rewritten);
                 let answer = at_location(&now, body, at, action, client, realip, started);
                 let resp = Box::pin(answer).await;
-                return answered_at(resp, server, Some(at));
+                return answered_at(resp, server, Some(at), Some(&next));
             }
             changes = changes.saturating_sub(1);
             if changes == 0 {
                 let line = format!(
                     "rewrite or internal redirection cycle while processing \"{}\"",
-                    String::from_utf8_lossy(&target.0)
+                    String::from_utf8_lossy(next.head.uri(&next.parts.uri))
                 );
                 log_line(&now, client, Level::Error, line);
                 let resp = logged(
@@ -496,8 +735,11 @@ pub(crate) fn serve<'a>(
                     finalized(500),
                     started,
                 );
-                return answered_at(resp, server, Some(at));
+                return answered_at(resp, server, Some(at), None);
             }
+            // The new location's own settings apply.
+            let mut next = next;
+            next.parts.extensions.remove::<InIf>();
             location = server
                 .locations
                 .find(next.head.uri(&next.parts.uri))
@@ -514,13 +756,26 @@ fn at_current<'r>(req: &'r Req<'r>, current: Option<&'r Current>, changes: u8) -
     match current {
         Some(c) => Req {
             limited: req.limited,
-            ..req.redirected(&c.parts, &c.head, None, req.err_status, changes)
+            ..state_req(req, c, changes)
         },
         None => Req {
             original: req.original,
             limited: req.limited,
             ..req.redirected(req.parts, req.head, req.captures, req.err_status, changes)
         },
+    }
+}
+
+/// `req` as `c` left it: once a rewrite-phase regex ran, its groups
+/// (in `c`) are `$1`..`$9`, not the location's.
+fn state_req<'r>(req: &'r Req<'r>, c: &'r Current, changes: u8) -> Req<'r> {
+    let next = req.redirected(&c.parts, &c.head, None, req.err_status, changes);
+    match c.parts.extensions.get::<Captured>() {
+        Some(_) => Req {
+            captures: None,
+            ..next
+        },
+        None => next,
     }
 }
 
@@ -539,6 +794,7 @@ fn answered_at(
     mut resp: Response<RespBody>,
     server: &crate::runtime::Server,
     at: Option<&Location>,
+    state: Option<&Current>,
 ) -> Response<RespBody> {
     if resp.extensions().get::<AnsweredAt>().is_none() {
         let index = at.and_then(|at| {
@@ -548,7 +804,13 @@ fn answered_at(
                 .iter()
                 .position(|l| std::ptr::eq(l, at))
         });
-        resp.extensions_mut().insert(AnsweredAt(index));
+        let state = state.map(|c| {
+            std::sync::Arc::new(Final {
+                parts: c.parts.clone(),
+                head: c.head.clone(),
+            })
+        });
+        resp.extensions_mut().insert(AnsweredAt(index, state));
     }
     resp
 }

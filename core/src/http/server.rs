@@ -837,10 +837,18 @@ macro_rules! location_answer {
             }
         };
         let mut record = record.0.take();
-        if let Some(r) = record.as_deref_mut() {
-            r.status = resp.status().as_u16();
+        // An internal redirect's target (`index`, `try_files`) logged the
+        // request at its own level.
+        if resp.body().record().is_some() {
+            if let Some(r) = record {
+                r.recycle();
+            }
+        } else {
+            if let Some(r) = record.as_deref_mut() {
+                r.status = resp.status().as_u16();
+            }
+            resp.body_mut().set_record(record);
         }
-        resp.body_mut().set_record(record);
         resp
     }};
 }
@@ -1053,15 +1061,24 @@ async fn handle(
     };
     // An internal redirect (`index`, `try_files`) answered at another
     // level: its header filters and `error_page`s apply.
-    let location = match location.map(|l| &l.action) {
-        Some(Action::Proxy(_)) if !rewritten => location,
-        _ => match resp
+    // Its variables are the request's as the redirect or the rewrite
+    // lines left it (`set`'s, a new `$uri`).
+    let answered = match location.map(|l| &l.action) {
+        Some(Action::Proxy(_)) if !rewritten => None,
+        _ => resp
             .extensions()
             .get::<crate::http::static_files::AnsweredAt>()
-        {
-            Some(at) => at.0.map(|i| &server.locations.list[i]),
-            None => location,
-        },
+            .cloned(),
+    };
+    let location = match &answered {
+        Some(at) => at.0.map(|i| &server.locations.list[i]),
+        None => location,
+    };
+    let last = answered.as_ref().and_then(|a| a.1.as_deref());
+    let last = last.map(|f| req.redirected(&f.parts, &f.head, None, req.err_status, req.changes));
+    let (parts, req) = match &last {
+        Some(last) => (last.parts, last),
+        None => (parts, &req),
     };
     // nginx's special response handler: the level in effect may have an
     // `error_page` for the status (out of line, boxed: most answers are
@@ -1094,7 +1111,7 @@ async fn handle(
         // in this future's state (a copy of it each way).
         if crate::http::error_page::special(&resp).is_some_and(|code| pages.find(code).is_some()) {
             let (mut redirected, last) =
-                crate::http::error_page::apply(&req, pages, client, resp).await;
+                crate::http::error_page::apply(req, pages, client, resp).await;
             filters(&mut redirected, last.map_or(outbound, |l| &l.outbound));
             *answer = Some((redirected, Some(send)));
             return;

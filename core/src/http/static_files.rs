@@ -49,7 +49,7 @@ use crate::vars::{Template, VarCtx};
 
 /// Files up to this size are read whole with their opening; larger ones
 /// (and their ranges) are read piece by piece as they are sent.
-const READ_WHOLE: u64 = 256 * 1024;
+const READ_WHOLE: u64 = 64 * 1024;
 
 /// A piece read from a large file at a time.
 const PIECE: u64 = 64 * 1024;
@@ -111,8 +111,16 @@ impl Text {
 /// (`index`, `try_files`) took the request elsewhere: its header filters
 /// and `error_page`s apply. An index in the server's locations; `None`:
 /// the server level.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AnsweredAt(pub(crate) Option<usize>);
+#[derive(Clone, Debug)]
+pub(crate) struct AnsweredAt(pub(crate) Option<usize>, pub(crate) Option<Arc<Final>>);
+
+/// The request as an internal redirect or the rewrite lines left it, when
+/// it changed: the final level's header filters read its variables.
+#[derive(Debug)]
+pub(crate) struct Final {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) head: ParsedHead,
+}
 
 impl Static {
     pub fn new(
@@ -204,7 +212,12 @@ pub(crate) fn serve<'a>(
         let vars = req.vars(client, 0, "");
         let mut uri: Cow<'_, [u8]> = Cow::Borrowed(req.head.uri(&req.parts.uri));
         let mut add_uri = false;
-        if let Some(tf) = &st.try_files {
+        let in_if = req
+            .parts
+            .extensions
+            .get::<crate::http::rewrite::InIf>()
+            .is_some();
+        if let Some(tf) = st.try_files.as_ref().filter(|_| !in_if) {
             match try_files(req, st, tf, &vars, client, &uri).await {
                 Tried::Found(found, add) => {
                     uri = Cow::Owned(found);
@@ -348,12 +361,16 @@ async fn index(
         let (mut path, root_len) = st.map(uri, vars, false);
         let dir_end = path.len();
         path.extend_from_slice(&name);
+        // Tested as nginx's index module does (a `stat()`, not an open).
         let owned = path.clone();
-        let opened = blocking(move || open(&owned).map(|_| ())).await;
-        let Err(e) = opened else {
+        let tested = blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await;
+        let Err(e) = tested else {
             return Indexed::Redirect(Target::Uri([uri, &name[..]].concat(), args));
         };
         let code = errno(&e);
+        if matches!(code, libc::ELOOP | libc::EMLINK) {
+            return Indexed::Answer(Box::new(finalized(403)));
+        }
         if matches!(code, libc::ENOTDIR | libc::ENAMETOOLONG | libc::EACCES) {
             return Indexed::Answer(Box::new(index_error(req, st, client, &path, &e)));
         }
@@ -465,8 +482,11 @@ async fn file(
                     n => at += n,
                 }
             }
-            buf.truncate(at);
-            opened.bytes = Some(Bytes::from(buf));
+            // A file shorter than it said (rewritten meanwhile, or of
+            // /sys) is read piece by piece, and its body ends early.
+            if at == buf.len() {
+                opened.bytes = Some(Bytes::from(buf));
+            }
         }
         Ok(opened)
     })
@@ -476,7 +496,7 @@ async fn file(
         Err(e) => {
             let (level, status) = match errno(&e) {
                 libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => (Level::Error, 404),
-                libc::EACCES => (Level::Error, 403),
+                libc::EACCES | libc::ELOOP | libc::EMLINK => (Level::Error, 403),
                 _ => (Level::Crit, 500),
             };
             if status != 404 || st.log_not_found {
@@ -504,11 +524,11 @@ async fn file(
 
 /// A directory asked for without its `/`: 301 to it, with the arguments.
 fn moved(req: &Req<'_>, st: &Static, uri: &[u8]) -> Response<RespBody> {
-    // nginx's NGX_ESCAPE_URI: controls, space, `#`, `%`, `?` and bytes
-    // past ASCII.
+    // nginx's NGX_ESCAPE_URI: controls, space, the characters of
+    // `"#%<>?\^`{|}` and bytes past ASCII.
     let mut location = Vec::with_capacity(uri.len() + 2);
     for &c in uri {
-        if c <= b' ' || c >= 0x7f || matches!(c, b'#' | b'%' | b'?') {
+        if c <= b' ' || c >= 0x7f || b"\"#%<>?\\^`{|}".contains(&c) {
             location.extend_from_slice(format!("%{c:02X}").as_bytes());
         } else {
             location.push(c);
@@ -1015,6 +1035,7 @@ fn redirect<'a>(
         *next.version_mut() = req.parts.version;
         *next.headers_mut() = req.parts.headers.clone();
         *next.extensions_mut() = req.parts.extensions.clone();
+        next.extensions_mut().remove::<crate::http::rewrite::InIf>();
         *next.method_mut() = req.parts.method.clone();
         match &target {
             Target::Uri(path, args) => match uri_of(path, args.as_deref()) {
@@ -1024,7 +1045,10 @@ fn redirect<'a>(
             Target::Named(_) => *next.uri_mut() = req.parts.uri.clone(),
         }
         let parts = next.into_parts().0;
-        let head = ParsedHead::parse(&parts).unwrap_or_default();
+        let head = match &target {
+            Target::Uri(path, _) => ParsedHead::redirected(&parts, path),
+            Target::Named(_) => ParsedHead::parse(&parts).unwrap_or_default(),
+        };
         let found = match &target {
             Target::Named(name) => match req.server.locations.named(name) {
                 Some(location) => Some((location, None)),
@@ -1056,7 +1080,12 @@ fn redirect<'a>(
 /// bytes; here it is percent-encoded where a request line could not carry
 /// it, so that parsing it again gives the same `$uri`.
 pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
-    let mut text = String::with_capacity(path.len() + args.map_or(0, |a| a.len() + 1));
+    let mut text = String::with_capacity(path.len() + args.map_or(0, |a| a.len() + 2));
+    // Always a path (`http://host/x` as a URI would name another host):
+    // a URI not starting with `/` keeps its text in the head only.
+    if path.first() != Some(&b'/') {
+        text.push('/');
+    }
     encode(path, &mut text, |c| {
         c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
     });

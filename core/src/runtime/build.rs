@@ -70,8 +70,8 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         .iter()
         .find(|m| m.name == "round_robin")
         .cloned();
-    let maps = crate::map::build_all(&config.http.maps)?;
-    let map_names = MapNames::new(&config.http.maps);
+    let maps = crate::map::build_all(&config.http.maps, &config.http.user_vars)?;
+    let map_names = MapNames::new(&config.http.maps, &config.http.user_vars);
     let limit_zones = limit_conn_zones(
         &config.http.limit_conn_zones,
         previous.map_or(&[][..], |r| &r.limit_conn_zones[..]),

@@ -200,7 +200,7 @@ impl<'a> Owned<'a> {
 
 /// Runs `init_filter` of every filter module the configuration uses.
 pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfError> {
-    let maps = crate::map::MapNames::new(&config.http.maps);
+    let maps = crate::map::MapNames::new(&config.http.maps, &config.http.user_vars);
     let locations: Vec<&[ModuleDirective]> = config
         .http
         .servers
