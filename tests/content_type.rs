@@ -21,6 +21,7 @@ fn conf(port: u16, port2: u16, nginx: bool) -> String {
              \x20       location / {{ return 200 \"text\"; }}\n\
              \x20       location /own/ {{ default_type text/plain; return 200 \"text\"; }}\n\
              \x20       location /none/ {{ types {{ }} return 200 \"text\"; }}\n\
+             \x20       location /empty/ {{ return 204; }}\n\
              \x20       location /nested/ {{\n\
              \x20           types {{ application/x-custom html; }}\n\
              \x20           location /nested/in/ {{ return 200 \"text\"; }}\n\
@@ -71,6 +72,8 @@ fn return_text_types_match_nginx() {
         "/nested/x.html",
         "/nested/in/x.html",
         "/nested/in/x.json",
+        // A 204 goes without a type.
+        "/empty/x.html",
     ];
     let run = |nginx: bool| {
         let [port, port2] = free_ports(2)[..] else {

@@ -50,8 +50,11 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     }
     let mut resp = Response::new(RespBody::full(text));
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, r.types.for_uri(vars.head.uri(&vars.req.uri)));
+    // nginx's header filter sends a 204 without type or length.
+    if r.status != 204 {
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, r.types.for_uri(vars.head.uri(&vars.req.uri)));
+    }
     resp
 }
 
