@@ -95,7 +95,7 @@ impl Ask {
 }
 
 /// The headers of an answer that are compared, in this order.
-const SHOWN: &[&str] = &["Content-Type", "Location"];
+const SHOWN: &[&str] = &["Content-Type", "Location", "X-S"];
 
 /// Runs `http` (the http block's server blocks; `{port}` is the tested
 /// port, `{back}` the backend's, `{dir}` the tree) with [`BACKEND`], under
@@ -685,6 +685,7 @@ fn rewrite_log_matches_nginx() {
         location /quiet/ { rewrite_log off; rewrite ^/quiet/(.*)$ /t/$1 last; }
         location /r/ { rewrite ^/r/(.*)$ /t/$1 permanent; }
         location /abs/ { rewrite ^/abs/(.*)$ http://example.com/$1?x=1; }
+        location /ifre/ { if ($uri ~ ^/ifre/(bot|crawl)$) { return 403; } return 200 "ifre\n"; }
 "#
         )
     );
@@ -694,6 +695,8 @@ fn rewrite_log_matches_nginx() {
         get("/quiet/x"),
         get("/r/x?q"),
         get("/abs/a%20b?y"),
+        get("/ifre/bot"),
+        get("/ifre/human"),
     ];
     let req = |target: &str, lines: &[&str]| -> Vec<String> {
         lines.iter().map(|m| notice(m, target)).collect()
@@ -742,6 +745,23 @@ fn rewrite_log_matches_nginx() {
                 "rewritten redirect: \"http://example.com/a%20b?x=1&y\"",
             ],
         ),
+        // An `if`'s regex is logged too.
+        req(
+            "/ifre/bot",
+            &[
+                "\"^/srv/(.*)$\" does not match \"/ifre/bot\"",
+                "\"^/nomatch$\" does not match \"/ifre/bot\"",
+                "\"^/ifre/(bot|crawl)$\" matches \"/ifre/bot\"",
+            ],
+        ),
+        req(
+            "/ifre/human",
+            &[
+                "\"^/srv/(.*)$\" does not match \"/ifre/human\"",
+                "\"^/nomatch$\" does not match \"/ifre/human\"",
+                "\"^/ifre/(bot|crawl)$\" does not match \"/ifre/human\"",
+            ],
+        ),
     ]
     .concat();
     check_with(
@@ -754,6 +774,8 @@ fn rewrite_log_matches_nginx() {
             "GET /quiet/x -> HTTP/1.1 200 OK",
             "GET /r/x?q -> HTTP/1.1 301 Moved Permanently | Content-Type: text/html | Location: http://h:PORT/t/x?q |",
             "GET /abs/a%20b?y -> HTTP/1.1 302 Moved Temporarily | Content-Type: text/html | Location: http://example.com/a%20b?x=1&y |",
+            "GET /ifre/bot -> HTTP/1.1 403 Forbidden",
+            "GET /ifre/human -> HTTP/1.1 200 OK",
         ],
         &log,
     );
@@ -900,4 +922,118 @@ fn config_errors_match_nginx() {
         ),
     ];
     assert_t_cases("rewrite-conf", &cases);
+}
+
+/// Edges a review found: a server's access rules with rewrite lines, its
+/// header filters on its own answers, the regex groups a rewrite leaves
+/// (and a regex location found again sets), arguments escaped as nginx
+/// 1.22 escapes them, no bare `?` upstream, an absolute-form request's
+/// host, and a rewrite cycle's 500 that no `error_page` takes.
+#[test]
+fn review_edges_match_nginx() {
+    let main = server(
+        r#"        location ~ ^/old/(.*)$ { rewrite ^/old/(.*)$ /new/$1/zz last; }
+        location ~ ^/new/(\w+)/(\w+)$ { return 200 "new [$1] [$2]\n"; }
+        location /p/ { rewrite ^/p/(.)(.*)$ /q/$2 last; }
+        location /q/ { return 200 "q [$1] [$2]\n"; }
+        location /search/ { rewrite ^/search/(.*)$ /search.php?q=$1 last; }
+        location = /search.php { return 200 "q=$arg_q args=$args\n"; }
+        location /e/ { rewrite ^/e/(.*)$ /up/$1?$arg_z break; proxy_pass http://127.0.0.1:{back}; }
+        location /a/ { rewrite ^ /host/ last; }
+        location /host/ { return 200 "host=$host\n"; }
+        location /cyc/ { error_page 500 /t/page; rewrite ^ /cyc/ last; }
+"#,
+    );
+    let guarded = named_server(
+        "guarded",
+        r#"        deny all;
+        add_header X-S server-level always;
+        if ($arg_t) { return 200 "early\n"; }
+        location /open/ { allow all; return 200 "open\n"; }
+"#,
+    );
+    let asks = [
+        get("/old/a"),
+        get("/p/abc"),
+        get("/search/a%22b%7Bc%20d"),
+        get("/e/x"),
+        get("/e/x?z=1"),
+        on("hdr.test", "http://abs.test/a/x"),
+        get("/cyc/x"),
+        on("guarded", "/secret"),
+        on("guarded", "/secret?t=1"),
+        on("guarded", "/open/x"),
+    ];
+    check(
+        &format!("{main}{guarded}"),
+        &asks,
+        &[
+            "GET /old/a -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"new [a] [zz]\\n\"",
+            "GET /p/abc -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"q [a] [bc]\\n\"",
+            "body: \"q=a%22b%7Bc%20d args=q=a%22b%7Bc%20d\\n\"",
+            "GET /e/x -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /up/x\\n\"",
+            "GET /e/x?z=1 -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /up/x?1&z=1\\n\"",
+            "body: \"host=abs.test\\n\"",
+            "GET /cyc/x -> HTTP/1.1 500 Internal Server Error",
+            "GET /secret [Host: guarded] -> HTTP/1.1 403 Forbidden",
+            "GET /secret?t=1 [Host: guarded] -> HTTP/1.1 200 OK | Content-Type: text/plain | X-S: server-level | body: \"early\\n\"",
+            "GET /open/x [Host: guarded] -> HTTP/1.1 200 OK",
+        ],
+        &[
+            "[error] rewrite or internal redirection cycle while processing \"/cyc/\", client: 127.0.0.1, server: , request: \"GET /cyc/x HTTP/1.1\", host: \"h\"".into(),
+            "[error] access forbidden by rule, client: 127.0.0.1, server: guarded, request: \"GET /secret HTTP/1.1\", host: \"guarded\"".into(),
+        ],
+    );
+}
+
+/// The body's limit is the one of the location a request ends in, checked
+/// after the server's rewrite lines (which may answer first).
+#[test]
+fn body_limits_after_rewrites_match_nginx() {
+    let http = port_server(
+        r#"        client_max_body_size 10;
+        if ($arg_away) { return 301 https://elsewhere.test/; }
+        location /big/ { client_max_body_size 100k; rewrite ^/big/(.*)$ /small/$1 last; }
+        location /small/ { return 200 "small\n"; }
+        location /tiny/ { rewrite ^/tiny/(.*)$ /roomy/$1 last; }
+        location /roomy/ { client_max_body_size 1m; return 200 "roomy\n"; }
+"#,
+    );
+    // A Content-Length is checked at each location found; a chunked
+    // body as it is read, against the final one's.
+    let post = |target: &str| {
+        if let Some(path) = target.strip_prefix("chunked ") {
+            format!(
+                "POST {} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nd\r\n0123456789abc\r\n0\r\n\r\n",
+                path
+            )
+        } else {
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 13\r\nConnection: close\r\n\r\n0123456789abc"
+            )
+        }
+    };
+    let tree = tree();
+    let answers = |nginx: bool| -> Vec<String> {
+        let sbs = side_by_side(nginx, &format!("{http}{BACKEND}"), &tree.path, |conf| conf);
+        ["/big/x", "/tiny/x", "chunked /tiny/x", "/small/x?away=1"]
+            .iter()
+            .map(|t| {
+                let answer = exchange(sbs.port, &post(t));
+                format!("POST {t} -> {}", answer.lines().next().unwrap_or(""))
+            })
+            .collect()
+    };
+    let theirs = answers(true);
+    assert_eq!(
+        theirs,
+        [
+            "POST /big/x -> HTTP/1.1 413 Request Entity Too Large",
+            "POST /tiny/x -> HTTP/1.1 413 Request Entity Too Large",
+            "POST chunked /tiny/x -> HTTP/1.1 200 OK",
+            "POST /small/x?away=1 -> HTTP/1.1 301 Moved Permanently",
+        ],
+        "nginx's answers"
+    );
+    assert_eq!(answers(false), theirs);
 }

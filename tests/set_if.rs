@@ -806,6 +806,12 @@ fn config_errors_match_nginx() {
             emerg("the duplicate \"uri\" variable", 7),
             Waypost::Same,
         ),
+        // One nginx knows and waypost does not compute is no new one.
+        (
+            in_location("set $document_root 1;"),
+            emerg("the duplicate \"document_root\" variable", 7),
+            Waypost::Same,
+        ),
         (
             in_location("set $host 1;"),
             emerg("the duplicate \"host\" variable", 7),

@@ -1452,7 +1452,11 @@ impl<'a> Interp<'a> {
         // `set`'s variables are known everywhere, wherever it is written.
         let mut user = Vec::new();
         set_names(items, &mut user);
-        user.retain(|n| !self.map_vars.contains(n) && Var::parse(n).is_err());
+        // (A variable nginx knows, supported here or not, is no new one.)
+        user.retain(|n| {
+            !self.map_vars.contains(n)
+                && matches!(Var::parse(n), Err(crate::vars::NameError::Unknown))
+        });
         self.map_vars.extend(user.iter().cloned());
         self.http.user_vars = user;
         for d in items {

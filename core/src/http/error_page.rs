@@ -29,6 +29,11 @@ pub(crate) const MAX_URI_CHANGES: u8 = 10;
 type Redirected<'a> =
     Pin<Box<dyn Future<Output = (Response<RespBody>, Option<&'a Location>)> + Send + 'a>>;
 
+/// Marks the 500 of a request that made nginx's 10 internal redirects:
+/// no `error_page` applies to it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutOfRedirects;
+
 /// The code of the special response `resp` (the one a request was
 /// finalized with: 494 to 497 answer 400), if `error_page` may replace it.
 pub fn special(resp: &Response<RespBody>) -> Option<u16> {
@@ -68,7 +73,11 @@ pub(crate) fn apply<'a>(
         let kept = first.map(|r| (r.limit_conn, r.module_values.clone()));
         // The request as the last internal redirect made it.
         let mut current: Option<(Parts, ParsedHead)> = None;
-        let mut changes = req.changes;
+        // A request out of redirects (a rewrite cycle) gets nginx's page.
+        let mut changes = match resp.extensions().get::<OutOfRedirects>() {
+            Some(_) => 0,
+            None => req.changes,
+        };
         let mut used = false;
         while let Some(level) = pages.filter(|_| !used && changes != 0) {
             if !level.recursive {
@@ -187,24 +196,16 @@ pub(crate) fn apply<'a>(
                     );
                     Box::pin(answer).await
                 }
-                // No location takes the URI: the server level's files,
-                // logged with its logs.
+                // No location takes the URI: the server level's access
+                // phase and files, logged with its logs.
                 None => {
-                    let mut answer = crate::http::static_files::serve(
+                    crate::http::server::server_level(
                         &next_req,
                         ClientBody::empty(),
-                        &req.server.statics,
                         client,
                         Some(started),
                     )
-                    .await;
-                    if let Some(logs) = &req.server.access_log {
-                        let status = answer.status().as_u16();
-                        let mut record = logs.start(&next_req.vars(client, status, ""), started);
-                        record.status = status;
-                        answer.body_mut().set_record(Some(record));
-                    }
-                    answer
+                    .await
                 }
             };
             // `index` or `try_files` took it further.
@@ -263,6 +264,8 @@ fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
     *next.headers_mut() = base.headers.clone();
     *next.extensions_mut() = base.extensions.clone();
     next.extensions_mut().remove::<crate::http::rewrite::InIf>();
+    next.extensions_mut()
+        .remove::<crate::http::rewrite::Broken>();
     match path {
         Some(path) => {
             *next.uri_mut() = http::Uri::from(path.clone());

@@ -147,8 +147,13 @@ impl ParsedHead {
     /// The head of an internal redirect's request: nginx takes its URI as
     /// given (not decoded or normalized again), which `$uri` and the
     /// location choice then see.
-    pub fn redirected(req: &Parts, uri: &[u8]) -> ParsedHead {
-        let mut head = ParsedHead::parse(req).unwrap_or_default();
+    /// It is the client's head otherwise: its host (an absolute-form
+    /// request's too) and whether its path had escapes.
+    pub fn redirected(base: &ParsedHead, base_req: &Parts, uri: &[u8]) -> ParsedHead {
+        let mut head = base.clone();
+        if let Some(host) = base.host(&base_req.uri, &base_req.headers) {
+            head.host = Host::Owned(host.into());
+        }
         head.uri = Some(uri.into());
         head
     }

@@ -60,7 +60,13 @@ enum Cond {
     Equal(Template, Template, bool),
     /// Matches (or not); its named groups set these variables (group,
     /// index).
-    Regex(Template, regex::bytes::Regex, bool, Box<[(u8, u32)]>),
+    Regex(
+        Template,
+        regex::bytes::Regex,
+        bool,
+        Box<[(u8, u32)]>,
+        Box<str>,
+    ),
     /// `-f`, `-d`, `-e` or `-x` (its letter) holds for the path (or not).
     File(Template, u8, bool),
 }
@@ -149,7 +155,13 @@ fn flatten(
                                 _ => None,
                             })
                             .collect();
-                        Cond::Regex(compile(var)?, regex, *negate, named)
+                        Cond::Regex(
+                            compile(var)?,
+                            regex,
+                            *negate,
+                            named,
+                            pattern.as_str().into(),
+                        )
                     }
                     IfCond::File { path, test, negate } => {
                         Cond::File(compile(path)?, *test, *negate)
@@ -251,8 +263,8 @@ struct Current {
 impl Current {
     /// `base` with the URI and arguments of `target` (`broken`: by a
     /// `rewrite ... break`).
-    fn new(base: &Parts, (uri, args): &Target, broken: bool) -> Option<Current> {
-        let mut c = Current::copy(base, uri_of(uri, args.as_deref())?, Some(uri))?;
+    fn new(base: &Req<'_>, (uri, args): &Target, broken: bool) -> Option<Current> {
+        let mut c = Current::copy(base, uri_of(uri, args.as_deref())?, uri)?;
         if broken {
             c.parts.extensions.insert(Broken);
         }
@@ -261,19 +273,17 @@ impl Current {
     }
 
     /// `base` with the URI `uri`; `raw`: the URI as `$uri` shows it (a
-    /// rewrite's, taken as it is), else `uri`'s path decoded.
-    fn copy(base: &Parts, uri: http::Uri, raw: Option<&[u8]>) -> Option<Current> {
+    /// rewrite's is taken as it is).
+    fn copy(base: &Req<'_>, uri: http::Uri, raw: &[u8]) -> Option<Current> {
+        let from = base.parts;
         let mut next = http::Request::new(());
-        *next.version_mut() = base.version;
-        *next.headers_mut() = base.headers.clone();
-        *next.extensions_mut() = base.extensions.clone();
-        *next.method_mut() = base.method.clone();
+        *next.version_mut() = from.version;
+        *next.headers_mut() = from.headers.clone();
+        *next.extensions_mut() = from.extensions.clone();
+        *next.method_mut() = from.method.clone();
         *next.uri_mut() = uri;
         let parts = next.into_parts().0;
-        let head = match raw {
-            Some(raw) => ParsedHead::redirected(&parts, raw),
-            None => ParsedHead::parse(&parts).ok()?,
-        };
+        let head = ParsedHead::redirected(base.head, from, raw);
         Some(Current {
             parts,
             head,
@@ -288,11 +298,7 @@ impl Current {
 fn owned<'c>(own: &'c mut Option<Current>, base: &Req<'_>) -> Option<&'c mut Current> {
     if own.is_none() {
         let uri = base.head.uri(&base.parts.uri);
-        *own = Some(Current::copy(
-            base.parts,
-            base.parts.uri.clone(),
-            Some(uri),
-        )?);
+        *own = Some(Current::copy(base, base.parts.uri.clone(), uri)?);
     }
     own.as_mut()
 }
@@ -330,7 +336,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 continue;
             }
             Op::If(cond, skip) => {
-                let (held, regex) = holds(cond, &now, client).await;
+                let (held, regex) = holds(cond, &now, client, script.log).await;
                 // A regex's groups are `$1`..`$9` from now on (none when
                 // it did not match, which only matters where there were).
                 let hides =
@@ -390,7 +396,8 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
         vars.captures = Some(&caps);
         // nginx escapes the groups (as arguments) in the arguments and in
         // a redirect, when the request's path had `%` or `+`.
-        let escape = now.head.quoted || now.parts.uri.path().contains('+');
+        let client_path = now.original.unwrap_or(now.parts).uri.path();
+        let escape = now.head.quoted || client_path.contains('+');
         let redirect_to = matches!(rewrite.flag, RewriteFlag::Redirect(_));
         let plain = |group: &[u8], out: &mut Vec<u8>| out.extend_from_slice(group);
         let escaped = |group: &[u8], out: &mut Vec<u8>| escape_args(group, out);
@@ -442,16 +449,16 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
         }
         let target = (new_uri, args);
         let broken = rewrite.flag == RewriteFlag::Break;
-        let Some(mut next) = Current::new(now.parts, &target, broken) else {
+        let Some(mut next) = Current::new(&now, &target, broken) else {
             return Ran::Answer(finalized(500));
         };
+        // This regex's groups are `$1`..`$9` from now on.
+        next.parts.extensions.insert(Captured::new(uri, &caps));
         match rewrite.flag {
             RewriteFlag::Last => return Ran::Again(next),
             RewriteFlag::Break => return Ran::Stay(next),
             _ => {}
         }
-        // Without flag the lines go on, with this regex's groups.
-        next.parts.extensions.insert(Captured::new(uri, &caps));
         own = Some(next);
     }
     match own {
@@ -470,6 +477,7 @@ async fn holds(
     cond: &Cond,
     req: &Req<'_>,
     client: SocketAddr,
+    log: bool,
 ) -> (bool, Option<(Captured, Vec<(u32, bytes::Bytes)>)>) {
     let vars = req.vars(client, 0, "");
     match cond {
@@ -480,9 +488,22 @@ async fn holds(
         Cond::Equal(var, value, negate) => {
             ((var.eval(&vars) == value.eval(&vars)) != *negate, None)
         }
-        Cond::Regex(var, regex, negate, named) => {
+        Cond::Regex(var, regex, negate, named, pattern) => {
             let subject = var.eval(&vars);
-            match regex.captures(&subject) {
+            let caps = regex.captures(&subject);
+            if log {
+                let line = format!(
+                    "\"{pattern}\" {} \"{}\"",
+                    if caps.is_some() {
+                        "matches"
+                    } else {
+                        "does not match"
+                    },
+                    String::from_utf8_lossy(&subject)
+                );
+                log_line(req, client, Level::Notice, line);
+            }
+            match caps {
                 Some(caps) => {
                     let values = named
                         .iter()
@@ -558,12 +579,12 @@ fn redirect(
     resp
 }
 
-/// nginx's `ngx_escape_uri` with `NGX_ESCAPE_ARGS`: controls, space,
-/// `#`, `%`, `&`, `+`, `;`, `?`, DEL and bytes past it.
+/// nginx 1.22's `ngx_escape_uri` with `NGX_ESCAPE_ARGS`: controls,
+/// space, the characters of `"#%&+;<>?\^`{|}`, DEL and bytes past it.
 fn escape_args(src: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &c in src {
-        if c <= b' ' || c >= 0x7f || b"#%&+;?".contains(&c) {
+        if c <= b' ' || c >= 0x7f || b"\"#%&+;<>?\\^`{|}".contains(&c) {
             out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
         } else {
             out.push(c);
@@ -633,10 +654,13 @@ pub(crate) fn serve<'a>(
                         }
                         _ => finalized(500),
                     };
-                    return logged(&now, client, server.access_log.as_ref(), resp, started);
+                    let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
+                    // The server level's header filters and pages apply.
+                    return answered_at(resp, server, None, state.as_ref());
                 }
                 Ran::Answer(resp) => {
-                    return logged(req, client, server.access_log.as_ref(), resp, started)
+                    let resp = logged(req, client, server.access_log.as_ref(), resp, started);
+                    return answered_at(resp, server, None, None);
                 }
                 Ran::End { state, .. } => state,
                 Ran::Again(state) | Ran::Stay(state) => Some(state),
@@ -647,20 +671,30 @@ pub(crate) fn serve<'a>(
                 c.parts.extensions.remove::<Broken>();
                 c.parts.extensions.remove::<InIf>();
                 if c.moved {
-                    location = server.locations.find(c.head.uri(&c.parts.uri)).map(|f| f.0);
+                    location = find(server, &mut c);
                 }
                 current = Some(c);
             }
         }
         let mut changes = req.changes;
+        let mut body = body;
         loop {
             let now = at_current(req, current.as_ref(), changes);
+            // nginx's find-config phase: the body's limits are the level's
+            // the request is at (a Content-Length past them is 413).
+            let limits = location.map_or(&server.client, |l| &l.client);
+            if too_large(&mut body, limits) {
+                let mut resp = crate::http::response::error_page(413);
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                let logs = location.map_or(server.access_log.as_ref(), |l| l.access_log.as_ref());
+                let resp = logged(&now, client, logs, resp, started);
+                return answered_at(resp, server, location, current.as_ref());
+            }
             let Some(at) = location else {
-                // No location takes the URI: the server level's files.
-                let resp =
-                    crate::http::static_files::serve(&now, body, &server.statics, client, started)
-                        .await;
-                let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
+                // No location takes the URI: the server level's access
+                // phase and files.
+                let resp = crate::http::server::server_level(&now, body, client, started).await;
                 return answered_at(resp, server, None, current.as_ref());
             };
             let moved = current.as_ref().is_some_and(|c| c.moved);
@@ -728,25 +762,43 @@ pub(crate) fn serve<'a>(
                     String::from_utf8_lossy(next.head.uri(&next.parts.uri))
                 );
                 log_line(&now, client, Level::Error, line);
-                let resp = logged(
-                    &now,
-                    client,
-                    at.access_log.as_ref(),
-                    finalized(500),
-                    started,
-                );
+                let mut out = finalized(500);
+                out.extensions_mut()
+                    .insert(crate::http::error_page::OutOfRedirects);
+                let resp = logged(&now, client, at.access_log.as_ref(), out, started);
                 return answered_at(resp, server, Some(at), None);
             }
             // The new location's own settings apply.
             let mut next = next;
             next.parts.extensions.remove::<InIf>();
-            location = server
-                .locations
-                .find(next.head.uri(&next.parts.uri))
-                .map(|f| f.0);
+            location = find(server, &mut next);
             current = Some(next);
         }
     })
+}
+
+/// The location for `c`'s URI; a regex location's groups become `c`'s
+/// `$1`..`$9`.
+fn find<'s>(server: &'s crate::runtime::Server, c: &mut Current) -> Option<&'s Location> {
+    let uri = c.head.uri(&c.parts.uri);
+    let (location, groups) = match server.locations.find(uri) {
+        Some((location, groups)) => (Some(location), groups.map(|g| Captured::new(uri, &g))),
+        None => (None, None),
+    };
+    if let Some(groups) = groups {
+        c.parts.extensions.insert(groups);
+    }
+    location
+}
+
+/// Sets `body`'s limits to `limits`; whether its announced length is
+/// past them.
+fn too_large(body: &mut ClientBody, limits: &crate::conf::model::ClientLimits) -> bool {
+    body.set_limits(limits.max_body, limits.body_timeout);
+    limits.max_body != 0
+        && http_body::Body::size_hint(body)
+            .exact()
+            .is_some_and(|n| n > limits.max_body)
 }
 
 /// `req` as the rewrites left it (`current`), the client's request kept

@@ -981,14 +981,16 @@ async fn handle(
     body.set_limits(limits.max_body, limits.body_timeout);
     // The announced length is the body's exact size (the connection
     // framed it by its Content-Length): no header lookup.
+    let rewritten = server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+    // (With rewrite lines, the location the request ends in checks it.)
     let too_large = server.ret.is_none()
+        && !rewritten
         && limits.max_body != 0
         && http_body::Body::size_hint(&body)
             .exact()
             .is_some_and(|n| n > limits.max_body)
         // nginx refuses a client's request for an `internal` location first.
         && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
-    let rewritten = server.script.is_some() || location.is_some_and(|l| l.script.is_some());
     let resp = if let Some(r) = &server.ret {
         server_logged(reply(r, &req.vars(client, r.status, "")), 0)
     } else if too_large {
@@ -1014,45 +1016,7 @@ async fn handle(
         match location {
             // nginx's pre-access and access phases run with the server
             // level's settings.
-            None => {
-                let mut conn = 0;
-                let checked = match &server.limit_conn {
-                    Some(limits) => {
-                        let cx = req.client_cx(client);
-                        limit_conn::check(limits, &req.vars(client, 0, ""), &cx, parts, &mut conn)
-                    }
-                    None => Ok(None),
-                };
-                let resp = match checked {
-                    Err(code) => finalized(code),
-                    Ok(_hold) => {
-                        let cx = req.client_cx(client);
-                        let refused = access(
-                            &server.access,
-                            server.auth_basic.as_deref(),
-                            server.satisfy_any,
-                            parts,
-                            &req.vars(client, 0, ""),
-                            &cx,
-                        )
-                        .await;
-                        match refused {
-                            Some(resp) => resp,
-                            None => {
-                                crate::http::static_files::serve(
-                                    &req,
-                                    body,
-                                    &server.statics,
-                                    client,
-                                    None,
-                                )
-                                .await
-                            }
-                        }
-                    }
-                };
-                server_logged(resp, conn)
-            }
+            None => server_level(&req, body, client, None).await,
             Some(location) => {
                 let realip = server_realip.is_none();
                 location_answer!(&req, body, location, &location.action, client, realip, None)
@@ -1222,6 +1186,61 @@ impl<'a> Req<'a> {
             err_status: self.err_status,
         }
     }
+}
+
+/// What no location takes: nginx's pre-access and access phases with the
+/// server level's settings (`limit_conn` once per request), then its
+/// files, logged with the server's access logs.
+pub(crate) async fn server_level(
+    req: &Req<'_>,
+    body: ClientBody,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+) -> Response<RespBody> {
+    let server = req.server;
+    let parts = req.parts;
+    let mut conn = 0;
+    let checked = match &server.limit_conn {
+        Some(limits) if !req.limited => {
+            let cx = req.client_cx(client);
+            limit_conn::check(limits, &req.vars(client, 0, ""), &cx, parts, &mut conn)
+        }
+        _ => Ok(None),
+    };
+    let mut resp = match checked {
+        Err(code) => finalized(code),
+        Ok(hold) => {
+            let cx = req.client_cx(client);
+            let refused = access(
+                &server.access,
+                server.auth_basic.as_deref(),
+                server.satisfy_any,
+                parts,
+                &req.vars(client, 0, ""),
+                &cx,
+            )
+            .await;
+            let mut resp = match refused {
+                Some(resp) => resp,
+                None => {
+                    crate::http::static_files::serve(req, body, &server.statics, client, started)
+                        .await
+                }
+            };
+            limit_conn::Kept::attach(&mut resp, hold);
+            resp
+        }
+    };
+    // An internal redirect's target logged the request at its own level.
+    if let (Some(logs), None) = (&server.access_log, resp.body().record()) {
+        let status = resp.status().as_u16();
+        let started = started.unwrap_or_else(crate::clock::now);
+        let mut record = logs.start(&req.vars(client, status, ""), started);
+        record.status = status;
+        record.limit_conn = conn;
+        resp.body_mut().set_record(Some(record));
+    }
+    resp
 }
 
 /// [`location_answer!`] as a function, for an internal redirect's target.

@@ -1029,13 +1029,19 @@ fn redirect<'a>(
                 Level::Error,
                 format!("rewrite or internal redirection cycle {what}"),
             );
-            return finalized(500);
+            let mut resp = finalized(500);
+            resp.extensions_mut()
+                .insert(crate::http::error_page::OutOfRedirects);
+            return resp;
         }
         let mut next = http::Request::new(());
         *next.version_mut() = req.parts.version;
         *next.headers_mut() = req.parts.headers.clone();
         *next.extensions_mut() = req.parts.extensions.clone();
+        // A new location, valid for it (no `break` mark), its own settings.
         next.extensions_mut().remove::<crate::http::rewrite::InIf>();
+        next.extensions_mut()
+            .remove::<crate::http::rewrite::Broken>();
         *next.method_mut() = req.parts.method.clone();
         match &target {
             Target::Uri(path, args) => match uri_of(path, args.as_deref()) {
@@ -1046,7 +1052,7 @@ fn redirect<'a>(
         }
         let parts = next.into_parts().0;
         let head = match &target {
-            Target::Uri(path, _) => ParsedHead::redirected(&parts, path),
+            Target::Uri(path, _) => ParsedHead::redirected(req.head, req.parts, path),
             Target::Named(_) => ParsedHead::parse(&parts).unwrap_or_default(),
         };
         let found = match &target {
@@ -1089,9 +1095,13 @@ pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
     encode(path, &mut text, |c| {
         c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
     });
-    if let Some(args) = args {
+    // Arguments as given (none when empty: no bare `?` upstream), but
+    // what a request line cannot carry.
+    if let Some(args) = args.filter(|a| !a.is_empty()) {
         text.push('?');
-        encode(args, &mut text, |c| c.is_ascii_graphic() && c != b'#');
+        encode(args, &mut text, |c| {
+            c.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&c)
+        });
     }
     http::Uri::try_from(text).ok()
 }
