@@ -1081,3 +1081,42 @@ fn config_errors_match_nginx() {
     ];
     assert_t_cases("set-if", &cases);
 }
+
+/// `$document_root` and `$request_filename`: the level's root (or alias)
+/// and the path the URI maps to there, as the WordPress-style
+/// `if (!-e $request_filename)` reads them.
+#[test]
+fn document_root_and_request_filename_match_nginx() {
+    let http = server(
+        r#"        root {dir};
+        location /f/ { return 200 "[$document_root] [$request_filename]\n"; }
+        location /al/ { alias {dir}/f/; return 200 "[$document_root] [$request_filename]\n"; }
+        location /rel/ { root html; return 200 "[$document_root] [$request_filename]\n"; }
+        location /wp/ {
+            alias {dir}/f/;
+            if (!-e $request_filename) { rewrite ^ /front last; }
+            return 200 "exists $request_filename\n";
+        }
+        location = /front { return 200 "front controller for $request_uri\n"; }
+"#,
+    );
+    let asks = [
+        get("/f/x.txt"),
+        get("/al/x.txt"),
+        get("/rel/y"),
+        get("/wp/x.txt"),
+        get("/wp/nope"),
+    ];
+    check(
+        &http,
+        &asks,
+        &[
+            "GET /f/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[DIR] [DIR/f/x.txt]\\n\"",
+            "GET /al/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[DIR/f/] [DIR/f/x.txt]\\n\"",
+            "GET /rel/y -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[PREFIX/html] [PREFIX/html/rel/y]\\n\"",
+            "GET /wp/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"exists DIR/f/x.txt\\n\"",
+            "GET /wp/nope -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"front controller for /wp/nope\\n\"",
+        ],
+        &[],
+    );
+}

@@ -169,6 +169,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
+            statics: None,
         };
         let value = compiled.ok().map(|template| {
             let value = template.eval(&cx);
@@ -230,6 +231,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
+            statics: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location);
         assert!(

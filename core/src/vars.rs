@@ -49,6 +49,9 @@ pub struct VarCtx<'a> {
     pub maps: &'a [Map],
     /// A `map` regex's groups, while the value of its entry is evaluated.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// The static settings of the level the request is at, for
+    /// `$document_root` and `$request_filename`.
+    pub statics: Option<&'a crate::http::static_files::Static>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +110,10 @@ pub enum Var {
     Map(u32),
     /// A `set` variable: its index in the request's [`UserVars`].
     User(u32),
+    /// `$document_root`: the level's root or alias.
+    DocumentRoot,
+    /// `$request_filename`: the path the URI maps to there.
+    RequestFilename,
 }
 
 /// The values `set` gave a request's variables, kept with its head (an
@@ -171,7 +178,6 @@ const UNSUPPORTED: &[&str] = &[
     "connection_time",
     "date_gmt",
     "date_local",
-    "document_root",
     "fastcgi_path_info",
     "fastcgi_script_name",
     "gzip_ratio",
@@ -195,7 +201,6 @@ const UNSUPPORTED: &[&str] = &[
     "request_body",
     "request_body_file",
     "request_completion",
-    "request_filename",
     "request_id",
     "request_length",
     "request_time",
@@ -309,6 +314,8 @@ impl Var {
             "request" => Var::Request,
             "request_uri" => Var::RequestUri,
             "uri" | "document_uri" => Var::Uri,
+            "document_root" => Var::DocumentRoot,
+            "request_filename" => Var::RequestFilename,
             "args" | "query_string" => Var::Args,
             "is_args" => Var::IsArgs,
             "host" => Var::Host,
@@ -514,6 +521,18 @@ impl Var {
                 let _ = write!(out, "{:03}", cx.status);
             }
             Var::BytesSent => out.push(b'0'),
+            Var::DocumentRoot | Var::RequestFilename => {
+                if let Some(st) = cx.statics {
+                    let uri = cx.head.uri(&req.uri);
+                    let (path, root) = st.path(uri, cx);
+                    let end = if *self == Var::DocumentRoot {
+                        root
+                    } else {
+                        path.len()
+                    };
+                    out.extend_from_slice(&path[..end]);
+                }
+            }
             Var::Map(i) => {
                 if let Some(map) = cx.maps.get(*i as usize) {
                     map.eval(cx, out);

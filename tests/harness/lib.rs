@@ -238,7 +238,8 @@ pub fn shown(answer: &str, names: &[&str], neutral: &Neutral) -> String {
             out.push(format!("{name}: {value}"));
         }
     }
-    out.push(format!("body: {:?}", neutral_server(body)));
+    // (Paths first: a test directory's name holds the program's.)
+    out.push(format!("body: {:?}", neutral_server(&neutral.apply(body))));
     neutral.apply(&out.join(" | "))
 }
 

@@ -971,6 +971,7 @@ mod tests {
             original: None,
             maps: &[],
             captures: None,
+            statics: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {
             let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)

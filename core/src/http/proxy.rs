@@ -71,6 +71,8 @@ pub struct ClientCx<'a> {
     /// The status an `error_page` redirect answers with (nginx's
     /// `err_status`, what `$status` shows meanwhile); 0 otherwise.
     pub err_status: u16,
+    /// The static settings of the level (`$document_root`).
+    pub statics: Option<&'a crate::http::static_files::Static>,
 }
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
@@ -850,6 +852,7 @@ pub async fn run(
         original: cx.original,
         maps: cx.maps,
         captures: cx.captures,
+        statics: cx.statics,
     };
     // `limit_conn`'s counts (`conn_hold`), held until the answer is done:
     // with a response from the upstream, or, on any other answer, by the

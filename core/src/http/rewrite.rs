@@ -697,6 +697,11 @@ pub(crate) fn serve<'a>(
                 let resp = crate::http::server::server_level(&now, body, client, started).await;
                 return answered_at(resp, server, None, current.as_ref());
             };
+            // The location's root for `$document_root` and kin.
+            let now = Req {
+                statics: Some(&at.statics),
+                ..now
+            };
             let moved = current.as_ref().is_some_and(|c| c.moved);
             let rewritten = moved || req.original.is_some();
             let ran = match &at.script {

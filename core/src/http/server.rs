@@ -958,6 +958,8 @@ async fn handle(
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
         limited: false,
+        // `$document_root` and kin: the level's.
+        statics: Some(location.map_or(&server.statics, |l| &l.statics)),
     };
 
     // What no location answers is logged with the server's access logs.
@@ -1088,6 +1090,7 @@ async fn handle(
 
 /// What a request's answer is made from once its server is known. An
 /// internal redirect (`error_page`) makes another one for the new target.
+#[derive(Clone, Copy)]
 pub(crate) struct Req<'a> {
     pub(crate) parts: &'a Parts,
     /// The client's request, where an internal redirect made `parts`.
@@ -1110,6 +1113,9 @@ pub(crate) struct Req<'a> {
     /// an internal redirect's target does not run it again. (A `rewrite`
     /// comes before that phase.)
     pub(crate) limited: bool,
+    /// The static settings of the level the request is at
+    /// (`$document_root`, `$request_filename`).
+    pub(crate) statics: Option<&'a crate::http::static_files::Static>,
 }
 
 impl<'a> Req<'a> {
@@ -1134,6 +1140,7 @@ impl<'a> Req<'a> {
             original: self.original,
             maps: self.maps,
             captures: self.captures,
+            statics: self.statics,
         }
     }
 
@@ -1165,6 +1172,7 @@ impl<'a> Req<'a> {
             err_status,
             changes,
             limited: true,
+            statics: self.statics,
         }
     }
 
@@ -1184,6 +1192,7 @@ impl<'a> Req<'a> {
             original: self.original,
             internal: self.limited,
             err_status: self.err_status,
+            statics: self.statics,
         }
     }
 }
@@ -1198,6 +1207,10 @@ pub(crate) async fn server_level(
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
     let server = req.server;
+    let req = &Req {
+        statics: Some(&server.statics),
+        ..*req
+    };
     let parts = req.parts;
     let mut conn = 0;
     let checked = match &server.limit_conn {
@@ -1253,6 +1266,11 @@ pub(crate) async fn at_location(
     realip: bool,
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
+    // `$document_root` and kin are the new location's.
+    let req = &Req {
+        statics: Some(&location.statics),
+        ..*req
+    };
     location_answer!(req, body, location, action, client, realip, started)
 }
 

@@ -175,6 +175,12 @@ impl Static {
         })
     }
 
+    /// The path `uri` maps to and the length of its root part
+    /// (`$request_filename`, `$document_root`).
+    pub fn path(&self, uri: &[u8], vars: &VarCtx<'_>) -> (Vec<u8>, usize) {
+        self.map(uri, vars, false)
+    }
+
     /// nginx's `ngx_http_map_uri_to_path`: the root (or alias) and the
     /// URI (an alias's location name taken off it), and the root's length.
     fn map(&self, uri: &[u8], vars: &VarCtx<'_>, add_uri: bool) -> (Vec<u8>, usize) {

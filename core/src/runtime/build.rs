@@ -529,6 +529,12 @@ fn server(
             client: l.client,
             error_pages: error_pages(&l.error_pages)?,
             internal: l.internal,
+            statics: crate::http::static_files::Static::new(
+                &l.statics,
+                &l.types,
+                l.redirect_style,
+                filters.maps,
+            )?,
             script: crate::http::rewrite::Script::new(
                 &l.script,
                 l.rewrite_log,

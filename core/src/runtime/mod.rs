@@ -331,6 +331,8 @@ pub struct Location {
     /// The location's `rewrite` lines (with its `return`s), run before
     /// its action.
     pub script: Option<Box<crate::http::rewrite::Script>>,
+    /// Its root (or alias), for `$document_root` and `$request_filename`.
+    pub statics: crate::http::static_files::Static,
 }
 
 pub enum Action {
