@@ -131,7 +131,7 @@ impl Ask {
 }
 
 /// The headers of an answer that are compared, in this order.
-const SHOWN: &[&str] = &["Content-Type", "Location", "X-A"];
+const SHOWN: &[&str] = &["Content-Type", "Location", "X-A", "X-B", "Cache-Control"];
 
 /// The access log a test's config may write (`access_log logs/set.log
 /// FORMAT;`): one line per request, compared in order.
@@ -1033,9 +1033,9 @@ fn config_errors_match_nginx() {
             inside_if("proxy_pass", 8),
         ),
         (
-            in_location("if ($host) { add_header X y; }"),
+            in_location("if ($host) { add_header X y; expires 1h; }"),
             OK.into(),
-            inside_if("add_header", 7),
+            Waypost::Same,
         ),
         (
             in_location("if ($host) { set $a 1;\n                root /x; }"),
@@ -1116,6 +1116,52 @@ fn document_root_and_request_filename_match_nginx() {
             "GET /rel/y -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[PREFIX/html] [PREFIX/html/rel/y]\\n\"",
             "GET /wp/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"exists DIR/f/x.txt\\n\"",
             "GET /wp/nope -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"front controller for /wp/nope\\n\"",
+        ],
+        &[],
+    );
+}
+
+/// A location `if` that holds answers with its block's `add_header`
+/// (replacing the location's) and `expires`: the CORS preflight pattern.
+/// A rewrite out of it leaves them behind.
+#[test]
+fn if_header_filters_match_nginx() {
+    let http = server(
+        r#"        location /api/ {
+            add_header X-A loc;
+            if ($request_method = OPTIONS) {
+                add_header X-A preflight;
+                add_header X-B "$request_method-ok";
+                return 204;
+            }
+            proxy_pass http://127.0.0.1:{back};
+        }
+        location /exp/ { if ($arg_e) { expires 1h; } return 200 "exp\n"; }
+        location /mv/ { add_header X-B mv; if ($arg_m) { add_header X-A moved; rewrite ^ /plain/ last; } return 200 "mv\n"; }
+        location /plain/ { return 200 "plain\n"; }
+"#,
+    );
+    let asks = [
+        Ask {
+            method: "OPTIONS",
+            ..get("/api/x")
+        },
+        get("/api/x"),
+        get("/exp/?e=1"),
+        get("/exp/"),
+        get("/mv/?m=1"),
+        get("/mv/"),
+    ];
+    check(
+        &http,
+        &asks,
+        &[
+            "OPTIONS /api/x -> HTTP/1.1 204 No Content | X-A: preflight | X-B: OPTIONS-ok",
+            "GET /api/x -> HTTP/1.1 200 OK | Content-Type: text/plain | X-A: loc | body: \"back /api/x x-val=[]\\n\"",
+            "GET /exp/?e=1 -> HTTP/1.1 200 OK | Content-Type: text/plain | Cache-Control: max-age=3600",
+            "GET /exp/ -> HTTP/1.1 200 OK | Content-Type: text/plain | body:",
+            "GET /mv/?m=1 -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"plain\\n\"",
+            "GET /mv/ -> HTTP/1.1 200 OK | Content-Type: text/plain | X-B: mv | body: \"mv\\n\"",
         ],
         &[],
     );

@@ -2343,10 +2343,17 @@ impl<'a> Interp<'a> {
         }
         let mut ops = Vec::new();
         let mut seen = HashSet::new();
+        // A location `if`'s own header filters.
+        let mut own = Layer::default();
         for item in d.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
             match item.name.as_str() {
                 "rewrite" | "break" | "set" | "return" => {
                     self.enter(item, Ctx::Location, &mut seen)?;
+                }
+                "add_header" | "expires" if !server_level => {
+                    self.enter(item, Ctx::Location, &mut seen)?;
+                    self.layer_directive(item, &mut own)?;
+                    continue;
                 }
                 // What nginx refuses in an `if` (a server's takes the
                 // rewrite module's lines only; a location's no `location`,
@@ -2370,6 +2377,15 @@ impl<'a> Interp<'a> {
                 }
                 _ => self.rewrite_line(item, server_level)?,
             });
+        }
+        if own.add_headers.is_some() || own.expires.is_some() {
+            ops.insert(
+                0,
+                RewriteOp::Headers(IfHeaders {
+                    add_headers: own.add_headers,
+                    expires: own.expires,
+                }),
+            );
         }
         Ok(RewriteOp::If(cond, ops))
     }

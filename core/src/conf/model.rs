@@ -300,6 +300,17 @@ pub enum RewriteOp {
     Set(usize, String),
     /// `if (CONDITION) { ... }`: its lines run when it holds.
     If(IfCond, Vec<RewriteOp>),
+    /// A location `if` block's `add_header` and `expires` (first in its
+    /// lines).
+    Headers(IfHeaders),
+}
+
+/// A location `if` block's header filters: its `add_header` lines (which
+/// replace the location's), its `expires`.
+#[derive(Debug, Clone)]
+pub struct IfHeaders {
+    pub add_headers: Option<Vec<AddHeader>>,
+    pub expires: Option<Option<Expires>>,
 }
 
 /// An `if`'s condition, as nginx's rewrite module reads it.

@@ -263,9 +263,7 @@ fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
     *next.version_mut() = base.version;
     *next.headers_mut() = base.headers.clone();
     *next.extensions_mut() = base.extensions.clone();
-    next.extensions_mut().remove::<crate::http::rewrite::InIf>();
-    next.extensions_mut()
-        .remove::<crate::http::rewrite::Broken>();
+    crate::http::rewrite::new_level(next.extensions_mut());
     match path {
         Some(path) => {
             *next.uri_mut() = http::Uri::from(path.clone());

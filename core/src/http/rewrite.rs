@@ -15,7 +15,7 @@ use http::header::{HeaderValue, LOCATION};
 use http::request::Parts;
 use http::Response;
 
-use crate::conf::model::{IfCond, RewriteConf, RewriteFlag, RewriteOp};
+use crate::conf::model::{IfCond, IfHeaders, RewriteConf, RewriteFlag, RewriteOp};
 use crate::conf::ConfError;
 use crate::http::body::RespBody;
 use crate::http::h1::ClientBody;
@@ -30,6 +30,7 @@ use crate::runtime::{Action, Location};
 use crate::vars::Template;
 use crate::vars::{Captured, UserVars};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 /// A level's rewrite lines, compiled.
 pub struct Script {
@@ -50,6 +51,9 @@ enum Op {
     /// `if`: when the condition does not hold, the next `skip` lines
     /// (its block's) do not run.
     If(Box<Cond>, usize),
+    /// A location `if` block's `add_header` and `expires`: the answer's
+    /// header filters from then on.
+    Outbound(Arc<crate::http::outbound::Outbound>),
 }
 
 /// An `if`'s condition.
@@ -83,6 +87,19 @@ struct Rewrite {
     flag: RewriteFlag,
 }
 
+/// A request going to another location (or level) leaves the marks of
+/// the one it was at: its `if`'s settings, a `break`'s invalid location.
+pub(crate) fn new_level(extensions: &mut http::Extensions) {
+    extensions.remove::<InIf>();
+    extensions.remove::<Broken>();
+    extensions.remove::<IfOutbound>();
+}
+
+/// The header filters (`add_header`, `expires`) of a location's `if`
+/// that held: nginx answers with the `if` block's settings.
+#[derive(Clone)]
+pub(crate) struct IfOutbound(pub(crate) Arc<crate::http::outbound::Outbound>);
+
 /// Marks a request a location's `if` matched for: nginx serves it with
 /// the `if` block's own location, to which `try_files` is not inherited.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +119,13 @@ impl Script {
         style: crate::conf::model::RedirectStyle,
         maps: &MapNames,
         reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
+        outbound: &dyn Fn(&IfHeaders) -> Result<crate::http::outbound::Outbound, ConfError>,
     ) -> Result<Option<Box<Script>>, ConfError> {
         if ops.is_empty() {
             return Ok(None);
         }
         let mut flat = Vec::new();
-        flatten(ops, &mut flat, maps, reply)?;
+        flatten(ops, &mut flat, maps, reply, outbound)?;
         let ops = flat;
         Ok(Some(Box::new(Script {
             ops: ops.into(),
@@ -123,6 +141,7 @@ fn flatten(
     out: &mut Vec<Op>,
     maps: &MapNames,
     reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
+    outbound: &dyn Fn(&IfHeaders) -> Result<crate::http::outbound::Outbound, ConfError>,
 ) -> Result<(), ConfError> {
     let compile = |t: &str| {
         Template::compile_with(t, &|n| maps.var(n)).map_err(|e| ConfError::bare(e.to_string()))
@@ -133,6 +152,7 @@ fn flatten(
             RewriteOp::Return(r) => out.push(Op::Return(Box::new(reply(r)?))),
             RewriteOp::Rewrite(r) => out.push(Op::Rewrite(Box::new(Rewrite::new(r, maps)?))),
             RewriteOp::Set(i, value) => out.push(Op::Set(*i as u32, compile(value)?)),
+            RewriteOp::Headers(h) => out.push(Op::Outbound(Arc::new(outbound(h)?))),
             RewriteOp::If(cond, block) => {
                 let cond = match cond {
                     IfCond::Var(v) => Cond::Var(compile(v)?),
@@ -169,7 +189,7 @@ fn flatten(
                 };
                 let at = out.len();
                 out.push(Op::If(Box::new(cond), 0));
-                flatten(block, out, maps, reply)?;
+                flatten(block, out, maps, reply, outbound)?;
                 let skip = out.len() - at - 1;
                 out[at] = match std::mem::replace(&mut out[at], Op::Break) {
                     Op::If(cond, _) => Op::If(cond, skip),
@@ -363,6 +383,13 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 } else {
                     i += skip;
                 }
+                continue;
+            }
+            Op::Outbound(o) => {
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                c.parts.extensions.insert(IfOutbound(Arc::clone(o)));
                 continue;
             }
             Op::Rewrite(r) => r,
@@ -668,8 +695,7 @@ pub(crate) fn serve<'a>(
             if let Some(mut c) = state {
                 // The location is found (again) for the new URI; a
                 // server's `if` leaves the location's settings alone.
-                c.parts.extensions.remove::<Broken>();
-                c.parts.extensions.remove::<InIf>();
+                new_level(&mut c.parts.extensions);
                 if c.moved {
                     location = find(server, &mut c);
                 }
@@ -775,7 +801,7 @@ pub(crate) fn serve<'a>(
             }
             // The new location's own settings apply.
             let mut next = next;
-            next.parts.extensions.remove::<InIf>();
+            new_level(&mut next.parts.extensions);
             location = find(server, &mut next);
             current = Some(next);
         }

@@ -1050,6 +1050,11 @@ async fn handle(
     // `error_page` for the status (out of line, boxed: most answers are
     // not errors, and most levels have none).
     let outbound = location.map_or(&server.outbound, |l| &l.outbound);
+    // A location `if` that held answers with its own header filters.
+    let if_outbound = last
+        .as_ref()
+        .and_then(|l| l.parts.extensions.get::<crate::http::rewrite::IfOutbound>());
+    let outbound = if_outbound.map_or(outbound, |o| &*o.0);
     let proxy_host = match location.map(|l| &l.action) {
         Some(Action::Proxy(p)) => p.host.as_str(),
         _ => "",

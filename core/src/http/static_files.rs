@@ -1045,9 +1045,7 @@ fn redirect<'a>(
         *next.headers_mut() = req.parts.headers.clone();
         *next.extensions_mut() = req.parts.extensions.clone();
         // A new location, valid for it (no `break` mark), its own settings.
-        next.extensions_mut().remove::<crate::http::rewrite::InIf>();
-        next.extensions_mut()
-            .remove::<crate::http::rewrite::Broken>();
+        crate::http::rewrite::new_level(next.extensions_mut());
         *next.method_mut() = req.parts.method.clone();
         match &target {
             Target::Uri(path, args) => match uri_of(path, args.as_deref()) {

@@ -548,6 +548,18 @@ fn server(
                         filters.maps,
                     )?))
                 },
+                // A location `if`'s own header filters over the location's.
+                &|h| {
+                    outbound(
+                        l.limit_rate,
+                        h.expires.unwrap_or(l.expires),
+                        h.add_headers.as_deref().unwrap_or(&l.add_headers),
+                        l.msie_padding,
+                        l.charset.as_ref(),
+                        l.gzip.as_ref(),
+                        filters.maps,
+                    )
+                },
             )?,
         });
     }
@@ -602,6 +614,12 @@ fn server(
                     s.redirect_style,
                     filters.maps,
                 )?))
+            },
+            // (A server's `if` takes no header filters.)
+            &|_| {
+                Err(ConfError::bare(
+                    "header filters in a server's \"if\"".to_owned(),
+                ))
             },
         )?,
         statics: crate::http::static_files::Static::new(
