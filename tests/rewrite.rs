@@ -1037,3 +1037,60 @@ fn body_limits_after_rewrites_match_nginx() {
     );
     assert_eq!(answers(false), theirs);
 }
+
+/// Edges a second review found: a server's rewrite lines see no
+/// location's groups (and leave a regex location its own), a client's
+/// request for an `internal` location with rewrite lines is 404, a
+/// rewritten URI goes upstream escaped, the server's phase reads the
+/// server's root, an `error_page` redirect keeps an absolute-form
+/// request's host, and a root that reads `$request_filename` back through
+/// a `map` is a cycle, not a crash.
+#[test]
+fn second_review_edges_match_nginx() {
+    let main = server(
+        r#"        location /int3/ { internal; rewrite ^ /t/x last; }
+        location /pu/ { proxy_pass http://127.0.0.1:{back}/u/; }
+        location /l/ { rewrite ^/l/(.*)$ /pu/$1 last; }
+        location /sp/ { rewrite ^ "/pu/a b" last; }
+        location /ep/ { error_page 404 /host/; return 404; }
+        location /host/ { return 200 "host=$host\n"; }
+        location /c/ { root $m; return 200 "c\n"; }
+"#,
+    );
+    let srv = named_server(
+        "srv",
+        r#"        root {dir}/files;
+        rewrite ^/old/(.*)$ /new/$1 permanent;
+        if (-f $request_filename) { return 200 "server root has it\n"; }
+        location ~ ^/go/(.+)$ { return 200 "go [$1]\n"; }
+        location / { root {dir}/nothing; return 200 "location\n"; }
+"#,
+    );
+    let http =
+        format!("    map $request_filename $m {{ default \"/x$request_filename\"; }}\n{main}{srv}");
+    let asks = [
+        get("/int3/"),
+        get("/l/a%22x"),
+        get("/sp/"),
+        on("other", "http://abs.example/ep/x"),
+        get("/c/a"),
+        on("srv", "/go/xyz"),
+        on("srv", "/x.txt"),
+        on("srv", "/nope"),
+    ];
+    check(
+        &http,
+        &asks,
+        &[
+            "GET /int3/ -> HTTP/1.1 404 Not Found",
+            "GET /l/a%22x -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /u/a%22x\\n\"",
+            "GET /sp/ -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /u/a%20b\\n\"",
+            "body: \"host=abs.example\\n\"",
+            "GET /c/a -> HTTP/1.1 200 OK",
+            "GET /go/xyz [Host: srv] -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"go [xyz]\\n\"",
+            "GET /x.txt [Host: srv] -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"server root has it\\n\"",
+            "GET /nope [Host: srv] -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"location\\n\"",
+        ],
+        &[],
+    );
+}

@@ -233,7 +233,7 @@ impl Harness {
             captures: None,
             statics: None,
         };
-        let uri = proxy::upstream_uri(&parts, &head, p, location);
+        let uri = proxy::upstream_uri(&parts, &head, p, location, false);
         assert!(
             uri.path().starts_with('/'),
             "upstream target {uri} for {}",

@@ -116,6 +116,28 @@ pub enum Var {
     RequestFilename,
 }
 
+thread_local! {
+    /// Whether `$document_root` or `$request_filename` is being evaluated
+    /// on this thread.
+    static IN_ROOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks an evaluation of the root as under way until dropped; `None`
+/// when one already is (a cycle).
+struct RootGuard;
+
+impl RootGuard {
+    fn enter() -> Option<RootGuard> {
+        (!IN_ROOT.replace(true)).then_some(RootGuard)
+    }
+}
+
+impl Drop for RootGuard {
+    fn drop(&mut self) {
+        IN_ROOT.set(false);
+    }
+}
+
 /// The values `set` gave a request's variables, kept with its head (an
 /// extension of its `Parts`): `None` where none was set.
 #[derive(Clone, Debug, Default)]
@@ -522,6 +544,11 @@ impl Var {
             }
             Var::BytesSent => out.push(b'0'),
             Var::DocumentRoot | Var::RequestFilename => {
+                // A root made of a variable that reads these again (through
+                // a `map`) is a cycle: nginx's value is then none.
+                let Some(_inside) = RootGuard::enter() else {
+                    return;
+                };
                 if let Some(st) = cx.statics {
                     let uri = cx.head.uri(&req.uri);
                     let (path, root) = st.path(uri, cx);

@@ -137,7 +137,12 @@ pub(crate) fn apply<'a>(
                 break;
             }
             let next = discarded(base, path);
-            let head = ParsedHead::parse(&next).unwrap_or_default();
+            // The new URI as given, the client's host and escapes.
+            let base_head = current.as_ref().map_or(req.head, |(_, h)| h);
+            let head = match path {
+                Some(path) => ParsedHead::redirected(base_head, base, path.path().as_bytes()),
+                None => ParsedHead::parse(&next).unwrap_or_default(),
+            };
             let (parts, head) = current.insert((next, head));
             let found = match name {
                 Some(name) => match req.server.locations.named(name) {

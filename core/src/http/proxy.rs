@@ -254,7 +254,13 @@ fn peers_view<'a>(up: &'a Upstream, tried: &'a Tried, now: u64) -> PeersView<'a>
 ///
 /// Public (hidden) for the fuzz targets (`crate::fuzzing`).
 #[doc(hidden)]
-pub fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Location) -> Uri {
+pub fn upstream_uri(
+    parts: &Parts,
+    head: &ParsedHead,
+    p: &Proxy,
+    location: &Location,
+    internal: bool,
+) -> Uri {
     let Some(replacement) = &p.uri else {
         return parts
             .uri
@@ -275,7 +281,9 @@ pub fn upstream_uri(parts: &Parts, head: &ParsedHead, p: &Proxy, location: &Loca
     let rest = uri.get(skip..).unwrap_or(b"");
     let mut target = Vec::with_capacity(replacement.len() + rest.len() + 16);
     target.extend_from_slice(replacement.as_bytes());
-    if head.quoted || broken {
+    // nginx escapes the URI again when the client's had escapes or an
+    // internal redirect (a rewrite) made it.
+    if head.quoted || broken || internal {
         escape_uri(rest, &mut target);
     } else {
         target.extend_from_slice(rest);
@@ -1059,7 +1067,7 @@ pub async fn run(
     let rewritten = p
         .uri
         .is_some()
-        .then(|| upstream_uri(parts, cx.head, p, location));
+        .then(|| upstream_uri(parts, cx.head, p, location, cx.original.is_some()));
     let framing = match (&buffered, length) {
         _ if body_empty => Framing::None,
         (Some(b), _) => Framing::Length(b.len() as u64),

@@ -672,9 +672,15 @@ pub(crate) fn serve<'a>(
         let mut location = first;
         // The server's rewrite phase, before any location is found.
         if let (Some(script), false) = (&server.script, named) {
-            let state = match run(script, req, client).await {
+            // The server's level: its root, no location's groups yet.
+            let at_server = Req {
+                statics: Some(&server.statics),
+                captures: None,
+                ..*req
+            };
+            let state = match run(script, &at_server, client).await {
                 Ran::Return(action, state) => {
-                    let now = at_current(req, state.as_ref(), req.changes);
+                    let now = at_current(&at_server, state.as_ref(), req.changes);
                     let resp = match action {
                         Action::Reply(r) => {
                             crate::http::response::reply(r, &now.vars(client, r.status, ""))
@@ -686,19 +692,24 @@ pub(crate) fn serve<'a>(
                     return answered_at(resp, server, None, state.as_ref());
                 }
                 Ran::Answer(resp) => {
-                    let resp = logged(req, client, server.access_log.as_ref(), resp, started);
+                    let resp = logged(
+                        &at_server,
+                        client,
+                        server.access_log.as_ref(),
+                        resp,
+                        started,
+                    );
                     return answered_at(resp, server, None, None);
                 }
                 Ran::End { state, .. } => state,
                 Ran::Again(state) | Ran::Stay(state) => Some(state),
             };
             if let Some(mut c) = state {
-                // The location is found (again) for the new URI; a
-                // server's `if` leaves the location's settings alone.
+                // The location is found (again) for the URI (a regex
+                // location's groups then being `$1`..`$9`); a server's
+                // `if` leaves the location's settings alone.
                 new_level(&mut c.parts.extensions);
-                if c.moved {
-                    location = find(server, &mut c);
-                }
+                location = find(server, &mut c);
                 current = Some(c);
             }
         }
@@ -706,6 +717,16 @@ pub(crate) fn serve<'a>(
         let mut body = body;
         loop {
             let now = at_current(req, current.as_ref(), changes);
+            // nginx's find-config phase: a client's own request for an
+            // `internal` location is 404, before anything else there.
+            let rewritten = current.as_ref().is_some_and(|c| c.moved) || req.original.is_some();
+            if let (Some(at), false) = (location, rewritten) {
+                if matches!(at.action, Action::Internal(_)) {
+                    let resp = crate::http::response::error_page(404);
+                    let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
+                    return answered_at(resp, server, Some(at), current.as_ref());
+                }
+            }
             // nginx's find-config phase: the body's limits are the level's
             // the request is at (a Content-Length past them is 413).
             let limits = location.map_or(&server.client, |l| &l.client);

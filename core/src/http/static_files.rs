@@ -65,7 +65,7 @@ pub struct Static {
     log_not_found: bool,
     etag: bool,
     if_modified_since: IfModifiedSince,
-    types: ReplyTypes,
+    types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
 
@@ -107,6 +107,23 @@ impl Text {
     }
 }
 
+/// The `types` tables made for a configuration's levels, by the table
+/// they are made of: every location keeps its static settings, and most
+/// share one (`include mime.types` at `http`).
+#[derive(Default)]
+pub struct TypesCache(std::collections::HashMap<(usize, String), Arc<ReplyTypes>>);
+
+impl TypesCache {
+    pub fn get(&mut self, types: &ContentTypes) -> Arc<ReplyTypes> {
+        let key = (Arc::as_ptr(&types.by_ext) as usize, types.default.clone());
+        Arc::clone(
+            self.0
+                .entry(key)
+                .or_insert_with(|| Arc::new(ReplyTypes::new(types))),
+        )
+    }
+}
+
 /// The location whose handlers made an answer, when an internal redirect
 /// (`index`, `try_files`) took the request elsewhere: its header filters
 /// and `error_page`s apply. An index in the server's locations; `None`:
@@ -123,9 +140,11 @@ pub(crate) struct Final {
 }
 
 impl Static {
+    /// `types` are the level's, made once for the levels that share them
+    /// ([`TypesCache`]).
     pub fn new(
         conf: &StaticConf,
-        types: &ContentTypes,
+        types: Arc<ReplyTypes>,
         style: RedirectStyle,
         maps: &MapNames,
     ) -> Result<Static, ConfError> {
@@ -170,7 +189,7 @@ impl Static {
             log_not_found: conf.log_not_found,
             etag: conf.etag,
             if_modified_since: conf.if_modified_since,
-            types: ReplyTypes::new(types),
+            types,
             style,
         })
     }

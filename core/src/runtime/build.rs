@@ -444,6 +444,7 @@ fn server(
     let mut server_regexes = Vec::new();
     let mut named: Vec<(Box<str>, usize)> = Vec::new();
     let mut logs: HashMap<LogKey, Arc<AccessLog>> = HashMap::new();
+    let mut types = crate::http::static_files::TypesCache::default();
     for (i, l) in s.locations.iter().enumerate() {
         let action = match &l.action {
             model::Action::Return(r) => {
@@ -452,7 +453,7 @@ fn server(
             model::Action::None => {
                 Action::Static(Box::new(crate::http::static_files::Static::new(
                     &l.statics,
-                    &l.types,
+                    types.get(&l.types),
                     l.redirect_style,
                     filters.maps,
                 )?))
@@ -531,7 +532,7 @@ fn server(
             internal: l.internal,
             statics: crate::http::static_files::Static::new(
                 &l.statics,
-                &l.types,
+                types.get(&l.types),
                 l.redirect_style,
                 filters.maps,
             )?,
@@ -624,7 +625,7 @@ fn server(
         )?,
         statics: crate::http::static_files::Static::new(
             &s.statics,
-            &s.types,
+            types.get(&s.types),
             s.redirect_style,
             filters.maps,
         )?,
