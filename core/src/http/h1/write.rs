@@ -67,6 +67,10 @@ struct Pace {
     limit: LimitRate,
     start_secs: u64,
     sent: u64,
+    /// A write took the allowance: the next one waits until then (nginx's
+    /// delayed write event). None follows the answer's last write, which
+    /// is done at once (its request's counts, as limit_conn's, go back).
+    wait_until: Option<tokio::time::Instant>,
 }
 
 impl Pace {
@@ -79,6 +83,7 @@ impl Pace {
                 clock::unix_secs()
             },
             sent: 0,
+            wait_until: None,
         }
     }
 
@@ -94,6 +99,9 @@ impl Pace {
             let rate = self.limit.rate.max(1);
             let (mut a, mut b) = (a, b);
             while !a.is_empty() || !b.is_empty() {
+                if let Some(until) = self.wait_until.take() {
+                    tokio::time::sleep_until(until).await;
+                }
                 let secs = clock::unix_secs().saturating_sub(self.start_secs);
                 let allowed = i128::from(rate) * i128::from(secs + 1)
                     - (i128::from(self.sent) - i128::from(self.limit.after));
@@ -111,9 +119,15 @@ impl Pace {
                 let before = self.sent.saturating_sub(self.limit.after);
                 self.sent += (from_a + from_b) as u64;
                 let after = self.sent.saturating_sub(self.limit.after);
-                let ms = (after - before) * 1000 / rate;
-                if ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                // nginx's write filter delays the next write when this one
+                // took the allowance to within two pages.
+                let wrote = (from_a + from_b) as i128;
+                if wrote >= allowed - 2 * 4096 {
+                    let ms = (after - before) * 1000 / rate;
+                    if ms > 0 {
+                        self.wait_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(ms));
+                    }
                 }
             }
             Ok(())
