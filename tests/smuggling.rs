@@ -246,6 +246,7 @@ fn conf(proxy: u16, backend: u16) -> String {
              \x20       listen 127.0.0.1:{proxy};\n\
              \x20       location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
              \x20       location /ret {{ return 200 \"ret\\n\"; }}\n\
+             \x20       location /gone {{ return 404; }}\n\
              \x20   }}\n"
         ),
         false,
@@ -386,6 +387,16 @@ fn expect_100_continue() {
     assert_eq!(c.response(false).expect("interim").status, 100);
     let resp = c.response(false).expect("response");
     assert_eq!((resp.status, resp.body.as_str()), (200, "ret\n"));
+    c.send(b"body");
+    c.send(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = c.response(false).expect("next");
+    assert_eq!((resp.status, resp.body.as_str()), (200, "GET /next "));
+    // An error answer (nginx's special response) goes without 100
+    // Continue; a body sent anyway is read and dropped, and the
+    // connection carries on.
+    let mut c = Client::new(port);
+    c.send(b"POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.response(false).expect("answer").status, 404);
     c.send(b"body");
     c.send(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let resp = c.response(false).expect("next");

@@ -385,7 +385,14 @@ async fn busy<I: Io, S: Service>(
             head: ask_head,
             http11,
             keep_alive: keep_alive && !svc.quitting(),
-            interim: unread && pump.as_ref().is_some_and(|p| p.continue_pending),
+            // nginx's special responses (errors it finalizes with) mark
+            // the expectation tested: no `100 Continue` before them.
+            interim: unread
+                && pump.as_ref().is_some_and(|p| p.continue_pending)
+                && resp
+                    .extensions()
+                    .get::<crate::http::response::Special>()
+                    .is_none(),
             send: send.unwrap_or_else(|| settings.send_timeout()),
         };
         if ask.interim {
