@@ -813,6 +813,10 @@ fn proxied_uri_matches_nginx() {
         "/x//y/../z%41?q",
         "/one",
         "/one?a=1",
+        // An empty query: no bare `?` after a replaced prefix (kept as
+        // sent without one).
+        "/api/e?",
+        "/e?",
     ]
     .iter()
     .map(|p| (*p, [127, 0, 0, 1], get10(p, "")))

@@ -288,7 +288,8 @@ pub fn upstream_uri(
     } else {
         target.extend_from_slice(rest);
     }
-    if let Some(q) = parts.uri.query() {
+    // (nginx adds `?` only before arguments.)
+    if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
         target.push(b'?');
         target.extend_from_slice(q.as_bytes());
     }
