@@ -676,6 +676,8 @@ fn added_headers(nginx: bool, backend: u16, paths: &[&str]) -> Vec<String> {
          \x20           add_header X-Own \"o $arg_v\";\n\
          \x20           add_header X-Empty $arg_none;\n\
          \x20           add_header X-Always a always;\n\
+         \x20           add_header X-XSS-Protection \"1; mode=block\";\n\
+         \x20           add_header x-lower l;\n\
          \x20           location /own/missing { return 404; }\n\
          \x20           location /own/up { proxy_pass http://up; }\n\
          \x20           return 201 \"made\";\n\
@@ -686,7 +688,11 @@ fn added_headers(nginx: bool, backend: u16, paths: &[&str]) -> Vec<String> {
     for path in paths {
         let head = ask(port, path, "h");
         let status = head.split(' ').nth(1).unwrap_or("").to_owned();
-        let added: Vec<&str> = head.split("\r\n").filter(|l| l.starts_with("X-")).collect();
+        // (Names as written: nginx spells them as the config does.)
+        let added: Vec<&str> = head
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-"))
+            .collect();
         seen.push(format!("{path} {status} {added:?}"));
     }
     seen
@@ -701,7 +707,8 @@ fn headers_are_added_as_nginx_adds_them() {
     let paths = ["/", "/own/?v=1", "/own/missing", "/own/up?l=2f78", "/err"];
     let theirs = added_headers(true, backend, &paths);
     assert_eq!(
-        theirs[1], "/own/?v=1 201 [\"X-Own: o 1\", \"X-Always: a\"]",
+        theirs[1],
+        "/own/?v=1 201 [\"X-Own: o 1\", \"X-Always: a\", \"X-XSS-Protection: 1; mode=block\", \"x-lower: l\"]",
         "nginx's, the reference: {theirs:#?}"
     );
     assert_eq!(added_headers(false, backend, &paths), theirs);

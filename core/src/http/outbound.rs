@@ -71,6 +71,14 @@ fn add_headers(resp: &mut Response<RespBody>, added: &[AddHeader], vars: &VarCtx
                 _ => continue,
             },
         };
+        if let Some(spelled) = &a.spelled {
+            let names = resp
+                .extensions_mut()
+                .get_or_insert_default::<crate::http::h1::Spellings>();
+            names
+                .0
+                .push((a.name.clone(), std::sync::Arc::clone(spelled)));
+        }
         resp.headers_mut().append(a.name.clone(), value);
     }
 }

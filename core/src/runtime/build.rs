@@ -942,8 +942,12 @@ fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHe
             let name = HeaderName::from_bytes(a.name.as_bytes())
                 .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
             let value = header_source(&name, &a.value, maps)?;
+            // nginx writes the name as the config spells it.
+            let spelled = (crate::http::h1::spelled(name.as_str()) != a.name)
+                .then(|| std::sync::Arc::from(a.name.as_str()));
             Ok(AddHeader {
                 name,
+                spelled,
                 value,
                 always: a.always,
             })

@@ -381,6 +381,9 @@ pub enum HeaderSource {
 /// One `add_header`, its value compiled.
 pub struct AddHeader {
     pub name: HeaderName,
+    /// The name as the config spelled it, where the writer's spelling of
+    /// the lowercase name would differ (`X-XSS-Protection`).
+    pub spelled: Option<std::sync::Arc<str>>,
     pub value: HeaderSource,
     /// Added whatever the status (`always`).
     pub always: bool,

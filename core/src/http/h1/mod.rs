@@ -30,7 +30,7 @@ pub(crate) mod io;
 pub mod parse;
 pub(crate) mod pool;
 mod write;
-pub use write::LimitRate;
+pub use write::{spelled, LimitRate, Spellings};
 
 use std::future::Future;
 use std::pin::{pin, Pin};

@@ -220,6 +220,8 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             length_seen = true;
         }
     }
+    // Names `add_header` spelled otherwise than the writer would.
+    let spellings = resp.extensions().get::<Spellings>();
     for (name, value) in resp.headers() {
         if name == TRANSFER_ENCODING || name == SERVER || (upgrade && name == CONNECTION) {
             continue;
@@ -242,7 +244,10 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
                 continue;
             }
         }
-        title_case(name.as_str().as_bytes(), &mut buf);
+        match spellings.and_then(|s| s.of(name)) {
+            Some(spelled) => buf.extend_from_slice(spelled.as_bytes()),
+            None => title_case(name.as_str().as_bytes(), &mut buf),
+        }
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
@@ -447,6 +452,25 @@ async fn flush<I: Io>(io: &I, buf: &mut Buf, send: Duration) -> bool {
 thread_local! {
     /// The Date header's text, made once per second per worker.
     static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Header names the config spelled otherwise than [`title_case`] does
+/// (`add_header X-XSS-Protection`), for the writer: nginx writes them as
+/// given.
+#[derive(Clone, Default)]
+pub struct Spellings(pub Vec<(http::header::HeaderName, std::sync::Arc<str>)>);
+
+impl Spellings {
+    fn of(&self, name: &http::header::HeaderName) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, s)| &**s)
+    }
+}
+
+/// How the writer spells the lowercase header name `name`.
+pub fn spelled(name: &str) -> String {
+    let mut out = Vec::with_capacity(name.len());
+    title_case(name.as_bytes(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A header name from a map (stored lowercase) as nginx spells the
