@@ -1094,3 +1094,28 @@ fn second_review_edges_match_nginx() {
         &[],
     );
 }
+
+/// An alias does not map a URI that `rewrite ... break` made: nginx's
+/// alert and 500. (`$request_filename` is then empty; nginx writes the
+/// alert again for it, waypost does not.)
+#[test]
+fn alias_after_a_rewrite_break_matches_nginx() {
+    let http = server(
+        r#"        location /al/ {
+            alias {dir}/files/;
+            rewrite ^/al/(.*)$ /al/$1 break;
+        }
+        location /ok/ { alias {dir}/files/; add_header X-S "[$request_filename]" always; }
+"#,
+    );
+    let asks = [get("/al/x.txt"), get("/ok/x.txt")];
+    check(
+        &http,
+        &asks,
+        &[
+            "GET /al/x.txt -> HTTP/1.1 500 Internal Server Error | Content-Type: text/html",
+            "GET /ok/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | X-S: [DIR/files/x.txt] | body: \"file x\\n\"",
+        ],
+        &["[alert] \"alias\" cannot be used in location \"/al/\" where URI was rewritten, client: 127.0.0.1, server: , request: \"GET /al/x.txt HTTP/1.1\", host: \"h\"".into()],
+    );
+}

@@ -549,9 +549,9 @@ impl Var {
                 let Some(_inside) = RootGuard::enter() else {
                     return;
                 };
-                if let Some(st) = cx.statics {
-                    let uri = cx.head.uri(&req.uri);
-                    let (path, root) = st.path(uri, cx);
+                if let Some((path, root)) =
+                    cx.statics.and_then(|st| st.path(cx.head.uri(&req.uri), cx))
+                {
                     let end = if *self == Var::DocumentRoot {
                         root
                     } else {

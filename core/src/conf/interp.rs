@@ -539,6 +539,7 @@ impl Layer {
             etag: self.etag.unwrap_or(true),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             prefix: default.prefix,
+            location: String::new(),
         }
     }
 
@@ -3579,6 +3580,7 @@ impl<'a> Interp<'a> {
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);
             location.statics = layer.statics(self.env.prefix);
+            location.statics.location = info.name.clone();
             location.rewrite_log = layer.rewrite_log.unwrap_or(false);
             let logs = self.access_logs(&layer);
             self.http.servers[info.server].locations[info.index].access_log = logs;

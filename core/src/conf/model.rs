@@ -383,6 +383,9 @@ pub struct StaticConf {
     pub if_modified_since: IfModifiedSince,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
+    /// The location's name (empty at the server level), for nginx's
+    /// `"alias" cannot be used in location` alert.
+    pub location: String,
 }
 
 /// An alias that is the whole path (a regex location's).
@@ -400,6 +403,7 @@ impl StaticConf {
             etag: true,
             if_modified_since: IfModifiedSince::Exact,
             prefix: prefix.to_path_buf(),
+            location: String::new(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Static {
     /// Where a relative root made of variables starts.
     prefix: PathBuf,
     alias: Option<usize>,
+    /// The location's name, for the alert of an alias after a rewrite.
+    location: Box<str>,
     index: Box<[Text]>,
     try_files: Option<TryFiles>,
     log_not_found: bool,
@@ -179,6 +181,7 @@ impl Static {
             root: Text::compile(&conf.root, maps)?,
             prefix: conf.prefix.clone(),
             alias: conf.alias,
+            location: conf.location.as_str().into(),
             index: conf
                 .index
                 .iter()
@@ -195,9 +198,19 @@ impl Static {
     }
 
     /// The path `uri` maps to and the length of its root part
-    /// (`$request_filename`, `$document_root`).
-    pub fn path(&self, uri: &[u8], vars: &VarCtx<'_>) -> (Vec<u8>, usize) {
-        self.map(uri, vars, false)
+    /// (`$request_filename`, `$document_root`); `None` where nginx maps
+    /// none (an alias after `rewrite ... break`).
+    pub fn path(&self, uri: &[u8], vars: &VarCtx<'_>) -> Option<(Vec<u8>, usize)> {
+        (!self.alias_broken(vars.req)).then(|| self.map(uri, vars, false))
+    }
+
+    /// Whether this is an alias and `req`'s URI a `rewrite ... break` made.
+    fn alias_broken(&self, req: &http::request::Parts) -> bool {
+        self.alias.is_some()
+            && req
+                .extensions
+                .get::<crate::http::rewrite::Broken>()
+                .is_some()
     }
 
     /// nginx's `ngx_http_map_uri_to_path`: the root (or alias) and the
@@ -234,6 +247,16 @@ pub(crate) fn serve<'a>(
     started: Option<std::time::Instant>,
 ) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send + 'a>> {
     Box::pin(async move {
+        // nginx's `ngx_http_map_uri_to_path`: an alias does not map a URI
+        // a `rewrite ... break` made.
+        if st.alias_broken(req.parts) {
+            let line = format!(
+                "\"alias\" cannot be used in location \"{}\" where URI was rewritten",
+                st.location
+            );
+            log_line(req, client, Level::Alert, line);
+            return finalized(500);
+        }
         let vars = req.vars(client, 0, "");
         let mut uri: Cow<'_, [u8]> = Cow::Borrowed(req.head.uri(&req.parts.uri));
         let mut add_uri = false;
