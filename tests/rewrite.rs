@@ -1119,3 +1119,36 @@ fn alias_after_a_rewrite_break_matches_nginx() {
         &["[alert] \"alias\" cannot be used in location \"/al/\" where URI was rewritten, client: 127.0.0.1, server: , request: \"GET /al/x.txt HTTP/1.1\", host: \"h\"".into()],
     );
 }
+
+/// `error_page` counts its redirects on from the rewrites before it: nine
+/// `last` rewrites, an `error_page` redirect and one more rewrite make
+/// nginx's cycle.
+#[test]
+fn error_page_after_rewrites_counts_on_as_nginx() {
+    let mut lines: String = (1..10)
+        .map(|i| {
+            format!(
+                "        location /a{i}/ {{ rewrite ^ /a{}/ last; }}\n",
+                i + 1
+            )
+        })
+        .collect();
+    lines.push_str(
+        r#"        location /a10/ { error_page 404 /e1/; return 404; }
+        location /e1/ { rewrite ^ /e2/ last; }
+        location /e2/ { return 200 "e2\n"; }
+        location /b1/ { rewrite ^ /a10/ last; }
+"#,
+    );
+    let http = server(&lines);
+    let asks = [get("/a1/"), get("/b1/")];
+    check(
+        &http,
+        &asks,
+        &[
+            "GET /a1/ -> HTTP/1.1 500 Internal Server Error",
+            "GET /b1/ -> HTTP/1.1 404 Not Found | Content-Type: text/plain | body: \"e2\\n\"",
+        ],
+        &["[error] rewrite or internal redirection cycle while processing \"/e2/\", client: 127.0.0.1, server: , request: \"GET /a1/ HTTP/1.1\", host: \"h\"".into()],
+    );
+}

@@ -689,7 +689,7 @@ pub(crate) fn serve<'a>(
                     };
                     let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
                     // The server level's header filters and pages apply.
-                    return answered_at(resp, server, None, state.as_ref());
+                    return answered_at(resp, server, None, state.as_ref(), req.changes);
                 }
                 Ran::Answer(resp) => {
                     let resp = logged(
@@ -699,7 +699,7 @@ pub(crate) fn serve<'a>(
                         resp,
                         started,
                     );
-                    return answered_at(resp, server, None, None);
+                    return answered_at(resp, server, None, None, req.changes);
                 }
                 Ran::End { state, .. } => state,
                 Ran::Again(state) | Ran::Stay(state) => Some(state),
@@ -724,7 +724,7 @@ pub(crate) fn serve<'a>(
                 if matches!(at.action, Action::Internal(_)) {
                     let resp = crate::http::response::error_page(404);
                     let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
-                    return answered_at(resp, server, Some(at), current.as_ref());
+                    return answered_at(resp, server, Some(at), current.as_ref(), changes);
                 }
             }
             // nginx's find-config phase: the body's limits are the level's
@@ -736,13 +736,13 @@ pub(crate) fn serve<'a>(
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 let logs = location.map_or(server.access_log.as_ref(), |l| l.access_log.as_ref());
                 let resp = logged(&now, client, logs, resp, started);
-                return answered_at(resp, server, location, current.as_ref());
+                return answered_at(resp, server, location, current.as_ref(), changes);
             }
             let Some(at) = location else {
                 // No location takes the URI: the server level's access
                 // phase and files.
                 let resp = crate::http::server::server_level(&now, body, client, started).await;
-                return answered_at(resp, server, None, current.as_ref());
+                return answered_at(resp, server, None, current.as_ref(), changes);
             };
             // The location's root for `$document_root` and kin.
             let now = Req {
@@ -763,7 +763,7 @@ pub(crate) fn serve<'a>(
                     let action = reached(&at.action, rewritten);
                     let answer = at_location(&now, body, at, action, client, realip, started);
                     let resp = Box::pin(answer).await;
-                    return answered_at(resp, server, Some(at), current.as_ref());
+                    return answered_at(resp, server, Some(at), current.as_ref(), changes);
                 }
                 Ran::Return(action, state) => {
                     let now = at_current(&now, state.as_ref(), changes);
@@ -774,11 +774,12 @@ pub(crate) fn serve<'a>(
                         server,
                         Some(at),
                         state.as_ref().or(current.as_ref()),
+                        changes,
                     );
                 }
                 Ran::Answer(resp) => {
                     let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
-                    return answered_at(resp, server, Some(at), current.as_ref());
+                    return answered_at(resp, server, Some(at), current.as_ref(), changes);
                 }
                 Ran::End {
                     state: Some(mut state),
@@ -805,7 +806,7 @@ pub(crate) fn serve<'a>(
                 let action = reached(&at.action, rewritten);
                 let answer = at_location(&now, body, at, action, client, realip, started);
                 let resp = Box::pin(answer).await;
-                return answered_at(resp, server, Some(at), Some(&next));
+                return answered_at(resp, server, Some(at), Some(&next), changes);
             }
             changes = changes.saturating_sub(1);
             if changes == 0 {
@@ -818,7 +819,7 @@ pub(crate) fn serve<'a>(
                 out.extensions_mut()
                     .insert(crate::http::error_page::OutOfRedirects);
                 let resp = logged(&now, client, at.access_log.as_ref(), out, started);
-                return answered_at(resp, server, Some(at), None);
+                return answered_at(resp, server, Some(at), None, 0);
             }
             // The new location's own settings apply.
             let mut next = next;
@@ -899,6 +900,7 @@ fn answered_at(
     server: &crate::runtime::Server,
     at: Option<&Location>,
     state: Option<&Current>,
+    changes: u8,
 ) -> Response<RespBody> {
     if resp.extensions().get::<AnsweredAt>().is_none() {
         let index = at.and_then(|at| {
@@ -914,7 +916,8 @@ fn answered_at(
                 head: c.head.clone(),
             })
         });
-        resp.extensions_mut().insert(AnsweredAt(index, state));
+        resp.extensions_mut()
+            .insert(AnsweredAt(index, state, changes));
     }
     resp
 }

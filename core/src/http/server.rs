@@ -1040,11 +1040,24 @@ async fn handle(
         Some(at) => at.0.map(|i| &server.locations.list[i]),
         None => location,
     };
+    // (With the internal redirects left, for `error_page`; a copy only
+    // where a redirect or rewrite answered.)
+    let counted;
+    let req = match &answered {
+        Some(a) if a.2 != req.changes => {
+            counted = Req {
+                changes: a.2,
+                ..req
+            };
+            &counted
+        }
+        _ => &req,
+    };
     let last = answered.as_ref().and_then(|a| a.1.as_deref());
     let last = last.map(|f| req.redirected(&f.parts, &f.head, None, req.err_status, req.changes));
     let (parts, req) = match &last {
         Some(last) => (last.parts, last),
-        None => (parts, &req),
+        None => (parts, req),
     };
     // nginx's special response handler: the level in effect may have an
     // `error_page` for the status (out of line, boxed: most answers are

@@ -131,7 +131,12 @@ impl TypesCache {
 /// and `error_page`s apply. An index in the server's locations; `None`:
 /// the server level.
 #[derive(Clone, Debug)]
-pub(crate) struct AnsweredAt(pub(crate) Option<usize>, pub(crate) Option<Arc<Final>>);
+pub(crate) struct AnsweredAt(
+    pub(crate) Option<usize>,
+    pub(crate) Option<Arc<Final>>,
+    /// Internal redirects left (nginx's `uri_changes`), for `error_page`.
+    pub(crate) u8,
+);
 
 /// The request as an internal redirect or the rewrite lines left it, when
 /// it changed: the final level's header filters read its variables.
