@@ -140,3 +140,45 @@ fn paced_answers_free_their_limit_conn_count_at_once_as_nginx() {
     assert_eq!(theirs, vec!["HTTP/1.1 200 OK"; 3], "nginx's answers");
     assert_eq!(statuses(false), theirs);
 }
+
+/// `limit_rate` over HTTP/2 (h2c, `listen ... http2`): the stream's DATA
+/// at the same pace, as nginx's.
+#[test]
+fn limit_rate_paces_http2_streams_as_nginx() {
+    let back = backend();
+    for nginx in [true, false] {
+        let port = free_ports(1)[0];
+        let conf = conf(port, back, nginx).replace(
+            &format!("listen 127.0.0.1:{port};"),
+            &format!("listen 127.0.0.1:{port} http2;"),
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let fetch_h2 = |path: &str| {
+            let started = Instant::now();
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--http2-prior-knowledge",
+                    "-o",
+                    "-",
+                    "-w",
+                    "%{http_version}",
+                ])
+                .arg(format!("http://127.0.0.1:{port}{path}"))
+                .output()
+                .expect("curl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let body = text.bytes().filter(|&b| b == b'x').count();
+            (body, text.ends_with('2'), started.elapsed())
+        };
+        let (slow, h2, took) = fetch_h2("/slow");
+        assert_eq!((slow, h2), (SIZE, true), "nginx {nginx}");
+        assert!(took > Duration::from_secs(1), "nginx {nginx}: {took:?}");
+        let (fast, _, quick) = fetch_h2("/after");
+        assert_eq!(fast, SIZE, "nginx {nginx}");
+        assert!(
+            quick < took / 2,
+            "nginx {nginx}: {quick:?} against {took:?}"
+        );
+    }
+}

@@ -339,8 +339,15 @@ pub fn response(
         resp.headers_mut().remove(name);
     }
     resp.headers_mut().remove(header::TRANSFER_ENCODING);
+    // `limit_rate`: the stream's DATA at nginx's pace.
+    let pace = resp
+        .extensions()
+        .get::<crate::http::h1::LimitRate>()
+        .filter(|l| l.rate > 0)
+        .map(|&limit| Box::new(Pace::new(limit)));
     Ok(resp.map(|body| H2Resp {
         body,
+        pace,
         _active: active,
     }))
 }
@@ -349,7 +356,88 @@ pub fn response(
 /// is done.
 pub struct H2Resp {
     body: RespBody,
+    /// `limit_rate`'s pace (boxed: most answers have none).
+    pace: Option<Box<Pace>>,
     _active: Active,
+}
+
+/// nginx's write filter pace for a stream's DATA (as the HTTP/1 writer's):
+/// `rate * (seconds since the request's start + 1) - (sent - after)`
+/// bytes may go; a piece that took the allowance to within two pages
+/// delays the next one by the time it takes at the rate.
+struct Pace {
+    limit: crate::http::h1::LimitRate,
+    start_secs: u64,
+    sent: u64,
+    /// Bytes of a piece past what could go yet.
+    pending: Option<Bytes>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pace {
+    fn new(limit: crate::http::h1::LimitRate) -> Pace {
+        Pace {
+            start_secs: if limit.start_secs != 0 {
+                limit.start_secs
+            } else {
+                crate::clock::unix_secs()
+            },
+            limit,
+            sent: 0,
+            pending: None,
+            wait: None,
+        }
+    }
+
+    fn wait_ms(&mut self, ms: u64) {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        self.wait = Some(Box::pin(tokio::time::sleep_until(until)));
+    }
+
+    /// The next DATA of `body`, paced.
+    fn poll(
+        &mut self,
+        body: &mut RespBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            if let Some(wait) = &mut self.wait {
+                std::task::ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
+            let data = match self.pending.take() {
+                Some(data) => data,
+                None => match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    },
+                    other => return Poll::Ready(other),
+                },
+            };
+            let allowed = self.limit.allowance(self.start_secs, self.sent);
+            if allowed <= 0 {
+                self.pending = Some(data);
+                self.wait_ms(self.limit.until_allowed(allowed));
+                continue;
+            }
+            let n = usize::try_from(allowed)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let mut now = data;
+            let rest = now.split_off(n);
+            if !rest.is_empty() {
+                self.pending = Some(rest);
+            }
+            let before = self.sent;
+            self.sent += n as u64;
+            let ms = self.limit.delay_after(n, allowed, before, self.sent);
+            if ms > 0 {
+                self.wait_ms(ms);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(now))));
+        }
+    }
 }
 
 impl Body for H2Resp {
@@ -360,14 +448,31 @@ impl Body for H2Resp {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        match &mut this.pace {
+            None => Pin::new(&mut this.body).poll_frame(cx),
+            Some(pace) => pace.poll(&mut this.body, cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.is_end_stream() && self.pace.as_ref().is_none_or(|p| p.pending.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let held = self
+            .pace
+            .as_ref()
+            .and_then(|p| p.pending.as_ref())
+            .map_or(0, |b| b.len() as u64);
+        let inner = self.body.size_hint();
+        match inner.exact() {
+            Some(n) => SizeHint::with_exact(n + held),
+            None => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + held);
+                hint
+            }
+        }
     }
 }

@@ -63,6 +63,41 @@ pub struct LimitRate {
 /// bytes may go, else the writer waits until one more may; after it, a
 /// wait of the time those bytes take at the rate. `sent` counts the head
 /// too, as nginx's `c->sent`.
+impl LimitRate {
+    /// Bytes that may go now, `sent` having gone since `start_secs`
+    /// (nginx's `limit_rate * (ngx_time() - start_sec + 1) - (sent -
+    /// limit_rate_after)`); none or less when the pace is ahead.
+    pub fn allowance(&self, start_secs: u64, sent: u64) -> i128 {
+        let secs = clock::unix_secs().saturating_sub(start_secs);
+        i128::from(self.rate.max(1)) * i128::from(secs + 1)
+            - (i128::from(sent) - i128::from(self.after))
+    }
+
+    /// Milliseconds until one more byte may go, the allowance being
+    /// `allowed` (at most 0).
+    pub fn until_allowed(&self, allowed: i128) -> u64 {
+        (-allowed * 1000 / i128::from(self.rate.max(1)) + 1) as u64
+    }
+
+    /// nginx's delay of the next write after one of `wrote` bytes out of
+    /// `allowed`, the count having gone from `sent_before` to
+    /// `sent_after`: the time they take at the rate, when the write took
+    /// the allowance to within two pages.
+    pub fn delay_after(
+        &self,
+        wrote: usize,
+        allowed: i128,
+        sent_before: u64,
+        sent_after: u64,
+    ) -> u64 {
+        if (wrote as i128) < allowed - 2 * 4096 {
+            return 0;
+        }
+        let paced = |sent: u64| sent.saturating_sub(self.after);
+        (paced(sent_after) - paced(sent_before)) * 1000 / self.rate.max(1)
+    }
+}
+
 struct Pace {
     limit: LimitRate,
     start_secs: u64,
@@ -96,17 +131,14 @@ impl Pace {
         send: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            let rate = self.limit.rate.max(1);
             let (mut a, mut b) = (a, b);
             while !a.is_empty() || !b.is_empty() {
                 if let Some(until) = self.wait_until.take() {
                     tokio::time::sleep_until(until).await;
                 }
-                let secs = clock::unix_secs().saturating_sub(self.start_secs);
-                let allowed = i128::from(rate) * i128::from(secs + 1)
-                    - (i128::from(self.sent) - i128::from(self.limit.after));
+                let allowed = self.limit.allowance(self.start_secs, self.sent);
                 if allowed <= 0 {
-                    let ms = (-allowed * 1000 / i128::from(rate) + 1) as u64;
+                    let ms = self.limit.until_allowed(allowed);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     continue;
                 }
@@ -116,18 +148,13 @@ impl Pace {
                 io::write_two(io, &a[..from_a], &b[..from_b], send).await?;
                 a = &a[from_a..];
                 b = &b[from_b..];
-                let before = self.sent.saturating_sub(self.limit.after);
+                let before = self.sent;
                 self.sent += (from_a + from_b) as u64;
-                let after = self.sent.saturating_sub(self.limit.after);
-                // nginx's write filter delays the next write when this one
-                // took the allowance to within two pages.
-                let wrote = (from_a + from_b) as i128;
-                if wrote >= allowed - 2 * 4096 {
-                    let ms = (after - before) * 1000 / rate;
-                    if ms > 0 {
-                        self.wait_until =
-                            Some(tokio::time::Instant::now() + Duration::from_millis(ms));
-                    }
+                let ms = self
+                    .limit
+                    .delay_after(from_a + from_b, allowed, before, self.sent);
+                if ms > 0 {
+                    self.wait_until = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
                 }
             }
             Ok(())
