@@ -20,11 +20,10 @@ use crate::conf::ConfError;
 use crate::http::body::RespBody;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
-use crate::http::proxy::request_context;
 use crate::http::response::{absolute_url, finalized};
 use crate::http::server::{at_location, Req};
 use crate::http::static_files::{uri_of, AnsweredAt, Final};
-use crate::log::{self, Level};
+use crate::log::Level;
 use crate::map::MapNames;
 use crate::runtime::{Action, Location};
 use crate::vars::Template;
@@ -407,7 +406,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 },
                 String::from_utf8_lossy(uri)
             );
-            log_line(&now, client, Level::Notice, line);
+            now.log_line(client, Level::Notice, line);
         }
         let Some(caps) = caps else {
             // nginx empties the groups a regex location gave.
@@ -463,11 +462,10 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 String::from_utf8_lossy(&new_uri),
                 String::from_utf8_lossy(args.as_deref().unwrap_or_default())
             );
-            log_line(&now, client, Level::Notice, line);
+            now.log_line(client, Level::Notice, line);
         }
         if new_uri.is_empty() {
-            log_line(
-                &now,
+            now.log_line(
                 client,
                 Level::Error,
                 "the rewritten URI has a zero length".into(),
@@ -528,7 +526,7 @@ async fn holds(
                     },
                     String::from_utf8_lossy(&subject)
                 );
-                log_line(req, client, Level::Notice, line);
+                req.log_line(client, Level::Notice, line);
             }
             match caps {
                 Some(caps) => {
@@ -547,10 +545,10 @@ async fn holds(
         Cond::File(path, test, negate) => {
             let path = path.eval(&vars);
             let test = *test;
-            let found = tokio::task::spawn_blocking(move || {
+            let found = crate::http::static_files::blocking(move || {
                 use std::os::unix::fs::PermissionsExt;
-                let meta = std::fs::metadata(std::ffi::OsStr::from_bytes(&path)).ok()?;
-                Some(match test {
+                let meta = std::fs::metadata(std::ffi::OsStr::from_bytes(&path))?;
+                Ok(match test {
                     b'f' => meta.is_file(),
                     b'd' => meta.is_dir(),
                     b'x' => meta.permissions().mode() & 0o100 != 0,
@@ -558,8 +556,6 @@ async fn holds(
                 })
             })
             .await
-            .ok()
-            .flatten()
             .unwrap_or(false);
             (found != *negate, None)
         }
@@ -586,7 +582,7 @@ fn redirect(
             "rewritten redirect: \"{}\"",
             String::from_utf8_lossy(&location)
         );
-        log_line(req, client, Level::Notice, line);
+        req.log_line(client, Level::Notice, line);
     }
     if location.first() == Some(&b'/') {
         let host = req.head.host(&req.parts.uri, &req.parts.headers);
@@ -814,7 +810,7 @@ pub(crate) fn serve<'a>(
                     "rewrite or internal redirection cycle while processing \"{}\"",
                     String::from_utf8_lossy(next.head.uri(&next.parts.uri))
                 );
-                log_line(&now, client, Level::Error, line);
+                now.log_line(client, Level::Error, line);
                 let mut out = finalized(500);
                 out.extensions_mut()
                     .insert(crate::http::error_page::OutOfRedirects);
@@ -939,11 +935,4 @@ fn logged(
         resp.body_mut().set_record(Some(record));
     }
     resp
-}
-
-fn log_line(req: &Req<'_>, client: SocketAddr, level: Level, mut line: String) {
-    if log::enabled(level) {
-        request_context(&req.client_cx(client), req.parts, &mut line);
-        log::write(level, Some(req.conn.id), &line);
-    }
 }

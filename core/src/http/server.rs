@@ -824,7 +824,8 @@ macro_rules! location_answer {
                             (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
                             (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
                             (None, Action::StubStatus) => stub_status_page(req.parts),
-                            (None, Action::Static(st)) => {
+                            (None, Action::Static) => {
+                                let st = &location.statics;
                                 crate::http::static_files::serve(req, body, st, client, started)
                                     .await
                             }
@@ -1191,6 +1192,15 @@ impl<'a> Req<'a> {
             changes,
             limited: true,
             statics: self.statics,
+        }
+    }
+
+    /// Writes `line` to the error log at `level` as the request's line
+    /// (nginx's `, client: ..., request: "..."` after it).
+    pub(crate) fn log_line(&self, client: SocketAddr, level: crate::log::Level, mut line: String) {
+        if crate::log::enabled(level) {
+            proxy::request_context(&self.client_cx(client), self.parts, &mut line);
+            crate::log::write(level, Some(self.conn.id), &line);
         }
     }
 

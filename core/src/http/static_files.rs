@@ -40,10 +40,10 @@ use crate::http::body::RespBody;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
-use crate::http::proxy::{request_context, strerror};
+use crate::http::proxy::strerror;
 use crate::http::response::{absolute_url, error_page, finalized, ReplyTypes};
 use crate::http::server::Req;
-use crate::log::{self, Level};
+use crate::log::Level;
 use crate::map::MapNames;
 use crate::vars::{Template, VarCtx};
 
@@ -259,7 +259,7 @@ pub(crate) fn serve<'a>(
                 "\"alias\" cannot be used in location \"{}\" where URI was rewritten",
                 st.location
             );
-            log_line(req, client, Level::Alert, line);
+            req.log_line(client, Level::Alert, line);
             return finalized(500);
         }
         let vars = req.vars(client, 0, "");
@@ -302,7 +302,7 @@ pub(crate) fn serve<'a>(
                 "directory index of \"{}\" is forbidden",
                 String::from_utf8_lossy(&path)
             );
-            log_line(req, client, Level::Error, line);
+            req.log_line(client, Level::Error, line);
             return finalized(403);
         }
         if !readable {
@@ -439,7 +439,7 @@ async fn index(
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
                     let line = format!("\"{}\" is not a directory", String::from_utf8_lossy(&dir));
-                    log_line(req, client, Level::Alert, line);
+                    req.log_line(client, Level::Alert, line);
                     return Indexed::Answer(Box::new(finalized(500)));
                 }
                 Err(e) if errno(&e) == libc::ENOENT => {
@@ -473,12 +473,12 @@ fn index_error(
     let path = String::from_utf8_lossy(path);
     if errno(e) == libc::EACCES {
         let line = format!("\"{path}\" is forbidden ({}: {})", errno(e), strerror(e));
-        log_line(req, client, Level::Error, line);
+        req.log_line(client, Level::Error, line);
         return finalized(403);
     }
     if st.log_not_found {
         let line = format!("\"{path}\" is not found ({}: {})", errno(e), strerror(e));
-        log_line(req, client, Level::Error, line);
+        req.log_line(client, Level::Error, line);
     }
     finalized(404)
 }
@@ -566,7 +566,7 @@ async fn file(
             "\"{}\" is not a regular file",
             String::from_utf8_lossy(&path)
         );
-        log_line(req, client, Level::Crit, line);
+        req.log_line(client, Level::Crit, line);
         return finalized(404);
     }
     if req.parts.method == Method::POST {
@@ -1076,8 +1076,7 @@ fn redirect<'a>(
                 ),
                 Target::Named(name) => format!("while redirect to named location \"{name}\""),
             };
-            log_line(
-                req,
+            req.log_line(
                 client,
                 Level::Error,
                 format!("rewrite or internal redirection cycle {what}"),
@@ -1111,7 +1110,7 @@ fn redirect<'a>(
                 Some(location) => Some((location, None)),
                 None => {
                     let line = format!("could not find named location \"{name}\"");
-                    log_line(req, client, Level::Error, line);
+                    req.log_line(client, Level::Error, line);
                     return finalized(500);
                 }
             },
@@ -1169,7 +1168,7 @@ fn encode(bytes: &[u8], out: &mut String, keep: impl Fn(u8) -> bool) {
 }
 
 /// Runs `f` (file system calls) on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
@@ -1189,14 +1188,7 @@ fn failed(req: &Req<'_>, client: SocketAddr, level: Level, call: &str, path: &[u
         errno(e),
         strerror(e)
     );
-    log_line(req, client, level, line);
-}
-
-fn log_line(req: &Req<'_>, client: SocketAddr, level: Level, mut line: String) {
-    if log::enabled(level) {
-        request_context(&req.client_cx(client), req.parts, &mut line);
-        log::write(level, Some(req.conn.id), &line);
-    }
+    req.log_line(client, level, line);
 }
 
 #[cfg(test)]

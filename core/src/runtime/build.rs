@@ -450,14 +450,7 @@ fn server(
             model::Action::Return(r) => {
                 Action::Reply(reply(r, &l.types, l.redirect_style, filters.maps)?)
             }
-            model::Action::None => {
-                Action::Static(Box::new(crate::http::static_files::Static::new(
-                    &l.statics,
-                    types.get(&l.types),
-                    l.redirect_style,
-                    filters.maps,
-                )?))
-            }
+            model::Action::None => Action::Static,
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::StubStatus => Action::StubStatus,

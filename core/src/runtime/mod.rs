@@ -344,8 +344,9 @@ pub enum Action {
     Status,
     /// `stub_status;`
     StubStatus,
-    /// Files: nginx's static, index and try_files modules.
-    Static(Box<crate::http::static_files::Static>),
+    /// Files: nginx's static, index and try_files modules, with the
+    /// location's settings (`Location::statics`).
+    Static,
     /// `internal`: a client's request gets 404; an internal redirect's
     /// gets the location's own action.
     Internal(Box<Action>),
