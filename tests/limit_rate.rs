@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use waypost_tests::{free_ports, next_head, serve_numbered, wrap_http, Server};
+use waypost_tests::{free_ports, next_head, serve_numbered, wrap_http, KeepAlive, Server};
 
 const SIZE: usize = 150_000;
 
@@ -92,7 +92,7 @@ fn limit_rate_paces_as_nginx() {
 #[test]
 fn paced_answers_free_their_limit_conn_count_at_once_as_nginx() {
     let back = backend();
-    let statuses = |nginx: bool| -> Vec<String> {
+    let statuses = |nginx: bool| -> Vec<u16> {
         let [port] = free_ports(1)[..] else {
             unreachable!()
         };
@@ -104,40 +104,19 @@ fn paced_answers_free_their_limit_conn_count_at_once_as_nginx() {
              \x20   }}\n"
         );
         let _server = Server::either(nginx, &wrap_http(&http, nginx), &[port]);
+        // Each answer read to the end of its body, its connection kept.
         let mut open = Vec::new();
         (0..3)
             .map(|_| {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-                s.write_all(b"GET /paced HTTP/1.1\r\nHost: r\r\n\r\n")
-                    .expect("send");
-                let mut got = Vec::new();
-                let mut buf = [0u8; 65536];
-                // To the end of the body (its Content-Length), not the
-                // connection's close.
-                let status = loop {
-                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..end]).into_owned();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .and_then(|n| n.trim().parse().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + length {
-                            break head.lines().next().unwrap_or("").to_owned();
-                        }
-                    }
-                    match s.read(&mut buf) {
-                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                        _ => break String::from_utf8_lossy(&got[..got.len().min(40)]).into_owned(),
-                    }
-                };
-                open.push(s);
+                let mut c = KeepAlive::connect(port);
+                let status = c.get("/paced").status;
+                open.push(c);
                 status
             })
             .collect()
     };
     let theirs = statuses(true);
-    assert_eq!(theirs, vec!["HTTP/1.1 200 OK"; 3], "nginx's answers");
+    assert_eq!(theirs, vec![200; 3], "nginx's answers");
     assert_eq!(statuses(false), theirs);
 }
 
