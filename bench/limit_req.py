@@ -28,6 +28,11 @@ request (user + system, read from /proc) hold within a few percent. The
 two processes also share the core's caches; if anything that counts
 against limit_req, whose 100,000 keys are the larger working set.
 
+`--paired --modules-b DIR` is an A/B of the module itself: two waypost
+processes with the limit_req config, one loading this build's modules
+(target/release), the other DIR's (another build's target/release),
+paired as above; the ratios are this build's over DIR's.
+
 Memory per key: a fresh proxy with limit_req gets 1 s of traffic on one
 key (connections and buffers warmed), VmRSS, then the 100,000 keys (every
 key at least once, checked), VmRSS again; the same for the plain config,
@@ -208,6 +213,23 @@ def paired(d, rounds, secs, conns):
     for proxy in ("waypost", "nginx"):
         run_paired(d, proxy, {tag: cmds[(proxy, tag)] for tag in ports}, ports, "plain",
                    rounds, secs, conns, KEYS)
+
+
+def paired_ab(d, rounds, secs, conns, modules_b):
+    """The limit_req config with this build's modules against the same
+    config with those of `modules_b` (another build's target/release),
+    paired (`run_paired`): what a change to the module is worth."""
+    binary = os.path.join(ROOT, "target/release/waypost")
+    ports = {"b": PROXY, "now": PROXY + 1}
+    dirs = {"b": modules_b, "now": os.path.join(ROOT, "target/release")}
+    cmds = {}
+    for tag, port in ports.items():
+        conf = write(d, f"waypost-ab-{tag}.conf",
+                     f"worker_processes 1; pid {d}/wp-ab-{tag}.pid; error_log {d}/wp-ab-{tag}.err;\n"
+                     + http_conf(True, port))
+        cmds[tag] = [binary, "-p", d + "/", "-c", conf, "--modules-dir", dirs[tag]]
+    print(f"paired A/B: limit_req with this build's module (now) and with {modules_b}'s (b), both on CPU 0")
+    run_paired(d, "waypost limit_req", cmds, ports, "b", rounds, secs, conns, KEYS)
 
 
 def measure(d, cmd, secs, conns):
@@ -490,6 +512,8 @@ def main():
     ap.add_argument("--callgrind", action="store_true", help="also count instructions per request")
     ap.add_argument("--paired", action="store_true",
                     help="only the paired measure: plain and limit_req at once on one CPU")
+    ap.add_argument("--modules-b", metavar="DIR",
+                    help="with --paired: limit_req with this build's module against DIR's (an A/B)")
     ap.add_argument("--cluster", action="store_true", help="measure cluster= (needs redis-server)")
     ap.add_argument("--cluster-secs", type=int, default=10, help="windows of the sharing measure")
     ap.add_argument("--cluster-keys", type=int, default=KEYS, help="keys of the cluster throughput measure")
@@ -514,6 +538,9 @@ def main():
                     cluster_throughput(d, a, mode)
                 if not a.no_sharing:
                     cluster_sharing(d, a, mode)
+            return
+        if a.paired and a.modules_b:
+            paired_ab(d, a.rounds, a.secs, a.conns, a.modules_b)
             return
         if a.paired:
             paired(d, a.rounds, a.secs, a.conns)
