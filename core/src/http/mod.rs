@@ -57,3 +57,16 @@ pub mod timer;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream_h1;
+
+/// Appends `src` to `out` with each byte that `escaped` picks (by its
+/// index and value) as `%XX` in nginx's upper-case hex (`ngx_escape_uri`).
+pub fn escape_into(src: &[u8], out: &mut Vec<u8>, escaped: impl Fn(usize, u8) -> bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for (i, &c) in src.iter().enumerate() {
+        if escaped(i, c) {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+        } else {
+            out.push(c);
+        }
+    }
+}

@@ -300,14 +300,9 @@ pub fn upstream_uri(
 /// the characters of `"#%<>?\^{|}` and the backquote, DEL and bytes above
 /// it as `%XX`.
 fn escape_uri(src: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in src {
-        if c <= 0x20 || c >= 0x7f || b"\"#%<>?\\^`{|}".contains(&c) {
-            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
-        } else {
-            out.push(c);
-        }
-    }
+    crate::http::escape_into(src, out, |_, c| {
+        c <= 0x20 || c >= 0x7f || b"\"#%<>?\\^`{|}".contains(&c)
+    });
 }
 
 /// Request headers that never go upstream as the client sent them: those

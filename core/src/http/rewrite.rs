@@ -605,14 +605,9 @@ fn redirect(
 /// nginx 1.22's `ngx_escape_uri` with `NGX_ESCAPE_ARGS`: controls,
 /// space, the characters of `"#%&+;<>?\^`{|}`, DEL and bytes past it.
 fn escape_args(src: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in src {
-        if c <= b' ' || c >= 0x7f || b"\"#%&+;<>?\\^`{|}".contains(&c) {
-            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
-        } else {
-            out.push(c);
-        }
-    }
+    crate::http::escape_into(src, out, |_, c| {
+        c <= b' ' || c >= 0x7f || b"\"#%&+;<>?\\^`{|}".contains(&c)
+    });
 }
 
 /// nginx's `ngx_unescape_uri` with `NGX_UNESCAPE_REDIRECT`, on a

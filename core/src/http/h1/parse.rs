@@ -135,7 +135,7 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     // instructions, 50 cache lines) for the few a head fills.
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut slots) {
+    match config().parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
             check_whole(&buf[..len], limits)?;
             build(buf, len, len, &req, limits, false, slot).map(|()| true)
@@ -154,8 +154,58 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
         {
             parse_slowly(buf, limits, true, slot)
         }
+        Err(httparse::Error::Token) => match high_bytes_encoded(buf) {
+            Some(copy) => parse_copy(buf, &copy, limits, slot),
+            None => Err(refusal(httparse::Error::Token, buf, &req)),
+        },
         Err(e) => Err(refusal(e, buf, &req)),
     }
+}
+
+/// A copy of `buf` with the bytes from 0x80 of its request target
+/// percent-encoded, when they are not UTF-8: httparse refuses such a
+/// target, nginx takes it (`$uri` has the bytes, decoded again). None
+/// when the target has no such bytes.
+#[cold]
+#[inline(never)]
+fn high_bytes_encoded(buf: &[u8]) -> Option<Vec<u8>> {
+    let line = &buf[..buf.iter().position(|&c| c == b'\n')?];
+    let start = line.iter().position(|&c| c == b' ')?;
+    let start = start + line[start..].iter().position(|&c| c != b' ')?;
+    let end = start + line[start..].iter().position(|&c| c == b' ')?;
+    let target = &line[start..end];
+    if std::str::from_utf8(target).is_ok() {
+        return None;
+    }
+    let mut copy = Vec::with_capacity(buf.len() + 2 * target.len());
+    copy.extend_from_slice(&buf[..start]);
+    crate::http::escape_into(target, &mut copy, |_, c| c >= 0x80);
+    copy.extend_from_slice(&buf[end..]);
+    Some(copy)
+}
+
+/// [`parse_into`] of `copy`, a copy of `buf` whose request line is
+/// longer: the head's length is given back in `buf`'s bytes.
+fn parse_copy(
+    buf: &[u8],
+    copy: &[u8],
+    limits: Limits,
+    slot: &mut Option<Head>,
+) -> Result<bool, Refusal> {
+    let longer = copy.len() - buf.len();
+    let done = parse_into(copy, limits, slot)?;
+    if let Some(head) = slot.as_mut().filter(|_| done) {
+        head.len -= longer;
+    }
+    Ok(done)
+}
+
+/// httparse's settings: spaces between the request line's parts as
+/// nginx takes them (`GET  /a  HTTP/1.1`).
+fn config() -> httparse::ParserConfig {
+    let mut config = httparse::ParserConfig::default();
+    config.allow_multiple_spaces_in_request_line_delimiters(true);
+    config
 }
 
 /// [`parse_into`] for a head httparse cannot take as it comes: with as
@@ -184,7 +234,7 @@ fn parse_slowly(
         }
         _ => (buf, None),
     };
-    match req.parse_with_uninit_headers(head, &mut slots) {
+    match config().parse_request_with_uninit_headers(&mut req, head, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
             // The limits are the head's as it came; the copy is its bytes
             // and its lines again, all kept as the head's.
@@ -355,7 +405,10 @@ fn build(
     let line = Refusal::Bad(Bad::RequestLine);
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = Method::from_bytes(method.as_bytes()).map_err(|_| line)?;
-    parts.uri = Uri::from_maybe_shared(slice(path.as_bytes())).map_err(|_| line)?;
+    parts.uri = match Uri::from_maybe_shared(slice(path.as_bytes())) {
+        Ok(uri) => uri,
+        Err(_) => encoded_target(path.as_bytes()).ok_or(line)?,
+    };
     parts.version = if version == 0 {
         Version::HTTP_10
     } else {
@@ -416,6 +469,37 @@ fn build(
         keep_alive,
     });
     Ok(())
+}
+
+/// An origin-form target with bytes nginx takes and `http`'s `Uri`
+/// refuses, with those bytes percent-encoded: `<`, `>` and a backquote
+/// in the path, `"`, `<` and `>` in the query, and bytes from 0x80 when
+/// they are not UTF-8 (`curl 'http://h/caf\xe9'`, JSON in a query). A
+/// client's 400 would be worse than the one difference left: `$uri` is
+/// decoded as nginx's, but `$request_uri`, `$args` and the upstream
+/// request line show those bytes as `%XX` where nginx passes them raw.
+/// A fragment (`#...`) stays out of the URI, as for any target.
+#[cold]
+#[inline(never)]
+fn encoded_target(target: &[u8]) -> Option<Uri> {
+    if !target.starts_with(b"/") {
+        return None;
+    }
+    let end = target
+        .iter()
+        .position(|&c| c == b'#')
+        .unwrap_or(target.len());
+    let high = std::str::from_utf8(&target[..end]).is_err();
+    let query = target[..end].iter().position(|&c| c == b'?').unwrap_or(end);
+    let mut out = Vec::with_capacity(end + 32);
+    crate::http::escape_into(&target[..end], &mut out, |i, c| match c {
+        b'<' | b'>' => true,
+        b'`' => i < query,
+        b'"' => i > query,
+        0x80.. => high,
+        _ => false,
+    });
+    Uri::from_maybe_shared(Bytes::from(out)).ok()
 }
 
 /// A header's name as the client spelled it, read back from `raw`, the
@@ -548,6 +632,33 @@ pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_nginx_takes_and_http_refuses_are_percent_encoded() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/a?x=\"<>`", "/a?x=%22%3C%3E`"),
+            (b"/a<b>`\"{|}", "/a%3Cb%3E%60\"{|}"),
+            (b"/a\x80b?c=\xe6", "/a%80b?c=%E6"),
+            // UTF-8 is taken as it is, as before.
+            ("/caf\u{e9}?q=\u{e9}<".as_bytes(), "/caf\u{e9}?q=\u{e9}%3C"),
+            (b"/a<b#fr<ag", "/a%3Cb"),
+        ];
+        for &(target, want) in cases {
+            let mut raw = b"GET ".to_vec();
+            raw.extend_from_slice(target);
+            raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+            let head = parse(&raw, Limits::default());
+            let uri = head.map(|h| h.map(|h| h.parts.uri.to_string()));
+            assert_eq!(uri.ok().flatten().as_deref(), Some(want), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn spaces_around_the_target_as_nginx() {
+        let head = parse(b"GET  /a   HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
+        let uri = head.map(|h| h.map(|h| h.parts.uri.to_string()));
+        assert_eq!(uri.ok().flatten().as_deref(), Some("/a"));
+    }
 
     #[test]
     fn header_values_httparse_takes_are_the_ones_header_value_allows() {
