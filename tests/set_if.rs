@@ -1166,3 +1166,61 @@ fn if_header_filters_match_nginx() {
         &[],
     );
 }
+
+/// The named groups of a regex server name, a regex location and a
+/// `rewrite` are variables, as nginx makes them: in `return`, `alias`,
+/// `add_header`,
+/// `proxy_set_header` and the access log; the location's through a
+/// `rewrite ... last` to it and after a `rewrite` in it; the server
+/// name's in a regex location with groups of its own; a `set` of the same
+/// name replaces one; one no regex of the request set is `-` in the log
+/// (a `set` variable is empty).
+#[test]
+fn named_groups_are_variables_as_nginx_makes_them() {
+    let http = r#"    log_format named '$request_uri sub=[$sub] id=[$id] v=[$v] s=[$s]';
+    server {
+        listen 127.0.0.1:{port};
+        server_name ~^(?<sub>[a-z]+)\.example\.com$;
+        access_log logs/set.log named;
+        location ~ ^/u/(?<id>\d+)$ { return 200 "u sub=[$sub] id=[$id]\n"; }
+        location ~ ^/f/(?<name>[a-z]+)\.txt$ { alias {dir}/f/$name.txt; add_header X-A "$sub/$name"; }
+        location ~ ^/p/(?<id>\d+) { proxy_set_header X-Val "$sub/$id"; proxy_pass http://127.0.0.1:{back}; }
+        location /r/ { rewrite ^/r/(?<v>\w+)$ /u/$v last; }
+        location /in/ { rewrite ^/in/(?<v>\w+)$ /in/x break; proxy_set_header X-Val "v=$v"; proxy_pass http://127.0.0.1:{back}; }
+        location ~ ^/s/(?<id>\d+)$ { set $id "set-$id"; set $s on; return 200 "s id=[$id]\n"; }
+        location / { return 200 "root sub=[$sub] id=[$id] v=[$v] s=[$s]\n"; }
+    }
+"#;
+    let asks = [
+        on("abc.example.com", "/u/12"),
+        on("abc.example.com", "/f/x.txt"),
+        on("abc.example.com", "/p/34?q=1"),
+        on("abc.example.com", "/r/56"),
+        on("abc.example.com", "/in/78"),
+        on("abc.example.com", "/s/9"),
+        on("abc.example.com", "/"),
+        on("other", "/u/1"),
+    ];
+    check_logged(
+        http,
+        Some(&[
+            "/u/12 sub=[abc] id=[12] v=[-] s=[]",
+            "/f/x.txt sub=[abc] id=[-] v=[-] s=[]",
+            "/p/34?q=1 sub=[abc] id=[34] v=[-] s=[]",
+            "/r/56 sub=[abc] id=[56] v=[56] s=[]",
+            "/in/78 sub=[abc] id=[-] v=[78] s=[]",
+            "/s/9 sub=[abc] id=[set-9] v=[-] s=[on]",
+            "/ sub=[abc] id=[-] v=[-] s=[]",
+            "/u/1 sub=[-] id=[1] v=[-] s=[]",
+        ]),
+        &asks,
+        &[
+            "u sub=[abc] id=[12]",
+            "back /p/34?q=1 x-val=[abc/34]",
+            "back /in/x x-val=[v=78]",
+            "X-A: abc/x | body: \"file x\\n\"",
+            "s id=[set-9]",
+        ],
+        &[],
+    );
+}

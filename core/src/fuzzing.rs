@@ -169,6 +169,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
+            named: [None; 2],
             statics: None,
         };
         let value = compiled.ok().map(|template| {
@@ -231,6 +232,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
+            named: [None; 2],
             statics: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location, false);

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use regex::bytes::Regex;
 
-use crate::conf::model::{MapConf, MapKey, MapKind};
+use crate::conf::model::{MapConf, MapKey, MapKind, UserVar};
 use crate::conf::ConfError;
 use crate::vars::{Template, Var, VarCtx};
 
@@ -28,10 +28,11 @@ pub struct MapNames(HashMap<String, Var>);
 
 impl MapNames {
     /// The variables of `maps`, and of `set` (`user`, by index).
-    pub fn new(maps: &[MapConf], user: &[String]) -> MapNames {
+    pub fn new(maps: &[MapConf], user: &[UserVar]) -> MapNames {
         let mut names = HashMap::new();
-        for (i, name) in user.iter().enumerate() {
-            names.insert(name.clone(), Var::User(i as u32));
+        for (i, v) in user.iter().enumerate() {
+            let var = Var::User(i as u32, v.name.as_str().into(), v.group);
+            names.insert(v.name.clone(), var);
         }
         for (i, m) in maps.iter().enumerate() {
             names.insert(m.name.clone(), Var::Map(i as u32));
@@ -261,7 +262,7 @@ fn murmur_hash2(data: &[u8]) -> u32 {
 
 /// Builds every map, refusing a cycle of map variables (nginx finds one
 /// only when a request evaluates it, and answers 500).
-pub fn build_all(confs: &[MapConf], user: &[String]) -> Result<Box<[Map]>, ConfError> {
+pub fn build_all(confs: &[MapConf], user: &[UserVar]) -> Result<Box<[Map]>, ConfError> {
     let names = MapNames::new(confs, user);
     let maps = confs
         .iter()

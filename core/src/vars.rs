@@ -49,6 +49,9 @@ pub struct VarCtx<'a> {
     pub maps: &'a [Map],
     /// A `map` regex's groups, while the value of its entry is evaluated.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// The groups whose named ones are variables where nothing set them:
+    /// the request's regex location's, then its regex server name's.
+    pub named: [Option<&'a regex::bytes::Captures<'a>>; 2],
     /// The static settings of the level the request is at, for
     /// `$document_root` and `$request_filename`.
     pub statics: Option<&'a crate::http::static_files::Static>,
@@ -108,8 +111,13 @@ pub enum Var {
     Capture(u8),
     /// A `map` variable: the index of its map in [`VarCtx::maps`].
     Map(u32),
-    /// A `set` variable: its index in the request's [`UserVars`].
-    User(u32),
+    /// A `set` variable or a regex's named group (nginx's variables of
+    /// one kind): its index in the request's [`UserVars`], its name, and
+    /// whether a regex's group has the name. Where nothing set it, the
+    /// group of that name of the request's regex location, else of its
+    /// regex server name; else empty, and "not found" (`-` in a log
+    /// line) if a group has the name ([`crate::conf::model::UserVar`]).
+    User(u32, Box<str>, bool),
     /// `$document_root`: the level's root or alias.
     DocumentRoot,
     /// `$request_filename`: the path the URI maps to there.
@@ -142,6 +150,29 @@ impl Drop for RootGuard {
 /// extension of its `Parts`): `None` where none was set.
 #[derive(Clone, Debug, Default)]
 pub struct UserVars(pub Vec<Option<bytes::Bytes>>);
+
+impl UserVars {
+    /// Variable `index` is `value` from now on.
+    pub fn set(&mut self, index: u32, value: bytes::Bytes) {
+        let index = index as usize;
+        if self.0.len() <= index {
+            self.0.resize(index + 1, None);
+        }
+        self.0[index] = Some(value);
+    }
+
+    /// A regex's named groups, `named` (group, variable), from its match
+    /// `caps`: an unmatched group is empty, as nginx's.
+    pub fn set_groups(&mut self, named: &[(u8, u32)], caps: &regex::bytes::Captures<'_>) {
+        for &(group, index) in named {
+            let value = caps.get(usize::from(group)).map(|m| m.as_bytes());
+            self.set(
+                index,
+                bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
+            );
+        }
+    }
+}
 
 /// The groups of the regex that ran last for a request in its rewrite
 /// phases (a `rewrite`'s or an `if`'s), kept with its head: `$1`..`$9`
@@ -455,11 +486,7 @@ impl Var {
                 (None, Some(c)) => c.group(*n),
                 (None, None) => b"",
             },
-            Var::User(i) => req
-                .extensions
-                .get::<UserVars>()
-                .and_then(|v| v.0.get(*i as usize)?.as_deref())
-                .unwrap_or_default(),
+            Var::User(i, name, _) => user(cx, *i, name).unwrap_or_default(),
             _ => return None,
         })
     }
@@ -589,7 +616,7 @@ impl Var {
             | Var::ContentType
             | Var::ProxyHost
             | Var::Capture(_)
-            | Var::User(_) => {}
+            | Var::User(..) => {}
         }
     }
 
@@ -612,8 +639,26 @@ impl Var {
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),
             Var::ProxyHost => cx.proxy_host.is_empty(),
+            // Never set, nor a group of the request's regexes.
+            Var::User(i, name, true) => user(cx, *i, name).is_none(),
             _ => false,
         }
+    }
+}
+
+/// A `set` variable's or a named group's value: what the request's
+/// rewrite lines set, else the group of that name of its regex location,
+/// else of its regex server name.
+fn user<'r>(cx: &VarCtx<'r>, index: u32, name: &str) -> Option<&'r [u8]> {
+    let set = cx.req.extensions.get::<UserVars>();
+    match set.and_then(|v| v.0.get(index as usize)?.as_deref()) {
+        Some(value) => Some(value),
+        None => cx
+            .named
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.name(name))
+            .map(|m| m.as_bytes()),
     }
 }
 

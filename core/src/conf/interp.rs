@@ -1454,11 +1454,11 @@ impl<'a> Interp<'a> {
         let mut user = Vec::new();
         set_names(items, &mut user);
         // (A variable nginx knows, supported here or not, is no new one.)
-        user.retain(|n| {
-            !self.map_vars.contains(n)
-                && matches!(Var::parse(n), Err(crate::vars::NameError::Unknown))
+        user.retain(|v| {
+            !self.map_vars.contains(&v.name)
+                && matches!(Var::parse(&v.name), Err(crate::vars::NameError::Unknown))
         });
-        self.map_vars.extend(user.iter().cloned());
+        self.map_vars.extend(user.iter().map(|v| v.name.clone()));
         self.http.user_vars = user;
         for d in items {
             self.enter(d, Ctx::Http, &mut seen)?;
@@ -2284,7 +2284,7 @@ impl<'a> Interp<'a> {
             return err(format!("invalid variable name \"{}\"", d.args[0]), d);
         };
         let name = name.to_ascii_lowercase();
-        let Some(index) = self.http.user_vars.iter().position(|n| *n == name) else {
+        let Some(index) = self.http.user_vars.iter().position(|v| v.name == name) else {
             // A built-in or `map` variable: nginx changes a few of them
             // (`$args`, `$limit_rate`, a map's), refuses the others.
             let prefixed = ["arg_", "http_", "cookie_", "sent_http_", "upstream_http_"]
@@ -4618,36 +4618,64 @@ fn atoi(s: &str) -> Option<u64> {
 
 /// The variables `set` names in `items` and the blocks inside them, in
 /// order, each once.
-fn set_names(items: &[Directive], out: &mut Vec<String>) {
+fn set_names(items: &[Directive], out: &mut Vec<UserVar>) {
+    fn add(out: &mut Vec<UserVar>, name: String, group: bool) {
+        match out.iter_mut().find(|v| v.name == name) {
+            Some(v) => v.group |= group,
+            None => out.push(UserVar { name, group }),
+        }
+    }
     for d in items {
         if let (true, Some(name)) = (
             d.name == "set",
             d.args.first().and_then(|a| a.strip_prefix('$')),
         ) {
-            let name = name.to_ascii_lowercase();
-            if !out.contains(&name) {
-                out.push(name);
-            }
+            add(out, name.to_ascii_lowercase(), false);
         }
-        // An `if` regex's named groups are variables too.
-        if let (
-            true,
-            Ok(IfCond::Regex {
-                pattern, caseless, ..
-            }),
-        ) = (d.name == "if", if_condition(d))
-        {
+        // The named groups of a regex are variables too (nginx's
+        // `ngx_http_regex_compile`): an `if`'s, a regex location's, a
+        // regex server name's and a `rewrite`'s.
+        for (pattern, caseless) in regexes_of(d) {
             if let Ok(regex) = crate::vars::regex(&pattern, caseless) {
                 for (name, _) in crate::http::rewrite::named_groups(&regex) {
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
+                    add(out, name, true);
                 }
             }
         }
         if let Some(block) = &d.block {
             set_names(&block.items, out);
         }
+    }
+}
+
+/// The regexes a directive has, with whether each ignores case: an
+/// `if`'s, a regex location's, a regex server name's (hosts are matched
+/// without case), a `rewrite`'s.
+fn regexes_of(d: &Directive) -> Vec<(String, bool)> {
+    let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    match (d.name.as_str(), &args[..]) {
+        ("if", _) => match if_condition(d) {
+            Ok(IfCond::Regex {
+                pattern, caseless, ..
+            }) => vec![(pattern, caseless)],
+            _ => Vec::new(),
+        },
+        ("location", ["~", p, ..]) => vec![((*p).to_owned(), false)],
+        ("location", ["~*", p, ..]) => vec![((*p).to_owned(), true)],
+        ("location", [p]) => match p.strip_prefix("~*") {
+            Some(rest) => vec![(rest.to_owned(), true)],
+            None => p
+                .strip_prefix('~')
+                .map(|rest| vec![(rest.to_owned(), false)])
+                .unwrap_or_default(),
+        },
+        ("server_name", names) => names
+            .iter()
+            .filter_map(|n| n.strip_prefix('~'))
+            .map(|p| (p.to_owned(), true))
+            .collect(),
+        ("rewrite", [p, ..]) => vec![((*p).to_owned(), false)],
+        _ => Vec::new(),
     }
 }
 

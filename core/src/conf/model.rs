@@ -50,10 +50,22 @@ pub struct HttpConf {
     pub log_formats: HashMap<String, Vec<String>>,
     /// `map` blocks, in order.
     pub maps: Vec<MapConf>,
-    /// The variables `set` names anywhere, lowercase, without `$`.
-    pub user_vars: Vec<String>,
+    /// The variables `set` names anywhere and the named groups of the
+    /// configuration's regexes, lowercase, without `$`.
+    pub user_vars: Vec<UserVar>,
     /// `limit_conn_zone` lines, in order.
     pub limit_conn_zones: Vec<LimitConnZone>,
+}
+
+/// A variable `set` or a regex's named group makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserVar {
+    pub name: String,
+    /// A regex's named group: where nothing set it, it is "not found"
+    /// (`-` in a log line), as nginx's `ngx_http_regex_compile` makes it
+    /// even when `set` names it too; a `set` variable alone is empty
+    /// (nginx's `ngx_http_rewrite_var`).
+    pub group: bool,
 }
 
 /// One `limit_conn_zone`.

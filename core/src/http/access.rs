@@ -971,6 +971,7 @@ mod tests {
             original: None,
             maps: &[],
             captures: None,
+            named: [None; 2],
             statics: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {

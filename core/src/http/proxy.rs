@@ -61,6 +61,8 @@ pub struct ClientCx<'a> {
     pub maps: &'a [crate::map::Map],
     /// The groups of the regex location that took the request.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// The groups whose named ones are variables ([`VarCtx::named`]).
+    pub named: [Option<&'a regex::bytes::Captures<'a>>; 2],
     /// The client's request where an internal redirect (`error_page`)
     /// made the one handled: error log lines show its request line.
     pub original: Option<&'a Parts>,
@@ -856,6 +858,7 @@ pub async fn run(
         original: cx.original,
         maps: cx.maps,
         captures: cx.captures,
+        named: cx.named,
         statics: cx.statics,
     };
     // `limit_conn`'s counts (`conn_hold`), held until the answer is done:

@@ -84,6 +84,8 @@ struct Rewrite {
     /// with `?`).
     add_args: bool,
     flag: RewriteFlag,
+    /// The regex's named groups and the variables they set.
+    named: Box<[(u8, u32)]>,
 }
 
 /// A request going to another location (or level) leaves the marks of
@@ -167,13 +169,7 @@ fn flatten(
                         let regex = crate::vars::regex(pattern, *caseless)
                             .map_err(|e| ConfError::bare(e.to_string()))?;
                         // nginx makes a named group a variable.
-                        let named = named_groups(&regex)
-                            .into_iter()
-                            .filter_map(|(name, g)| match maps.var(&name) {
-                                Some(crate::vars::Var::User(i)) => Some((g, i)),
-                                _ => None,
-                            })
-                            .collect();
+                        let named = crate::runtime::build::named_vars(&regex, maps);
                         Cond::Regex(
                             compile(var)?,
                             regex,
@@ -228,6 +224,7 @@ impl Rewrite {
         };
         Ok(Rewrite {
             pattern: r.pattern.clone(),
+            named: crate::runtime::build::named_vars(&regex, maps),
             regex,
             uri,
             args,
@@ -347,11 +344,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     return Ran::Answer(finalized(500));
                 };
                 let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
-                let index = *index as usize;
-                if vars.0.len() <= index {
-                    vars.0.resize(index + 1, None);
-                }
-                vars.0[index] = Some(value);
+                vars.set(*index, value);
                 continue;
             }
             Op::If(cond, skip) => {
@@ -366,11 +359,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     };
                     let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
                     for (index, value) in named {
-                        let index = index as usize;
-                        if vars.0.len() <= index {
-                            vars.0.resize(index + 1, None);
-                        }
-                        vars.0[index] = Some(value);
+                        vars.set(index, value);
                     }
                     c.parts.extensions.insert(captured);
                 }
@@ -477,7 +466,12 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
         let Some(mut next) = Current::new(&now, &target, broken) else {
             return Ran::Answer(finalized(500));
         };
-        // This regex's groups are `$1`..`$9` from now on.
+        // This regex's groups are `$1`..`$9` from now on, its named ones
+        // variables.
+        if !rewrite.named.is_empty() {
+            let vars = next.parts.extensions.get_or_insert_default::<UserVars>();
+            vars.set_groups(&rewrite.named, &caps);
+        }
         next.parts.extensions.insert(Captured::new(uri, &caps));
         match rewrite.flag {
             RewriteFlag::Last => return Ran::Again(next),
@@ -825,14 +819,17 @@ pub(crate) fn serve<'a>(
 /// `$1`..`$9`.
 fn find<'s>(server: &'s crate::runtime::Server, c: &mut Current) -> Option<&'s Location> {
     let uri = c.head.uri(&c.parts.uri);
-    let (location, groups) = match server.locations.find(uri) {
-        Some((location, groups)) => (Some(location), groups.map(|g| Captured::new(uri, &g))),
-        None => (None, None),
-    };
+    let (location, groups) = server.locations.find(uri)?;
     if let Some(groups) = groups {
-        c.parts.extensions.insert(groups);
+        // Its named groups are variables from now on.
+        if !location.named.is_empty() {
+            let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
+            vars.set_groups(&location.named, &groups);
+        }
+        let captured = Captured::new(uri, &groups);
+        c.parts.extensions.insert(captured);
     }
-    location
+    Some(location)
 }
 
 /// Sets `body`'s limits to `limits`; whether its announced length is

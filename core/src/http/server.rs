@@ -933,10 +933,10 @@ async fn handle(
     // A regex location's groups are `$1`..`$9` for the request.
     // A regex location's groups, else a regex server name's.
     let (location, groups) = match server.ret {
-        Some(_) => (None, server_groups),
+        Some(_) => (None, None),
         None => match server.locations.find(head.uri(&parts.uri)) {
-            Some((location, groups)) => (Some(location), groups.or(server_groups)),
-            None => (None, server_groups),
+            Some((location, groups)) => (Some(location), groups),
+            None => (None, None),
         },
     };
     // `limit_rate` paces from the request's start (nginx's `r->start_sec`),
@@ -955,7 +955,8 @@ async fn handle(
         requests,
         server,
         maps: &rt.maps,
-        captures: groups.as_ref(),
+        captures: groups.as_ref().or(server_groups.as_ref()),
+        named: [groups.as_ref(), server_groups.as_ref()],
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
         limited: false,
@@ -1122,6 +1123,9 @@ pub(crate) struct Req<'a> {
     pub(crate) server: &'a crate::runtime::Server,
     pub(crate) maps: &'a [crate::map::Map],
     pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
+    /// The groups whose named ones are variables: the regex location's,
+    /// then the regex server name's ([`VarCtx::named`]).
+    pub(crate) named: [Option<&'a regex::bytes::Captures<'a>>; 2],
     /// nginx's `err_status` while an `error_page` target answers: what
     /// `$status` shows there (0: none).
     pub(crate) err_status: u16,
@@ -1159,6 +1163,7 @@ impl<'a> Req<'a> {
             original: self.original,
             maps: self.maps,
             captures: self.captures,
+            named: self.named,
             statics: self.statics,
         }
     }
@@ -1188,6 +1193,7 @@ impl<'a> Req<'a> {
             server: self.server,
             maps: self.maps,
             captures: captures.or(self.captures),
+            named: [captures.or(self.named[0]), self.named[1]],
             err_status,
             changes,
             limited: true,
@@ -1217,6 +1223,7 @@ impl<'a> Req<'a> {
             server: self.server,
             maps: self.maps,
             captures: self.captures,
+            named: self.named,
             original: self.original,
             internal: self.limited,
             err_status: self.err_status,

@@ -431,6 +431,18 @@ fn access_logs(
     Ok(AccessLogs::new(list).map(Arc::new))
 }
 
+/// A regex's named groups and the variables they set (the group number,
+/// the variable's index): every named group is one (`set_names`).
+pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> Box<[(u8, u32)]> {
+    crate::http::rewrite::named_groups(regex)
+        .into_iter()
+        .filter_map(|(name, group)| match maps.var(&name) {
+            Some(crate::vars::Var::User(index, ..)) => Some((group, index)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn server(
     s: &model::ServerConf,
     upstreams: &[Arc<Upstream>],
@@ -498,7 +510,12 @@ fn server(
             .filter(|(_, c)| c.parent == Some(i) && c.regex.is_some())
             .map(|(j, _)| j)
             .collect();
+        let named = regex
+            .as_ref()
+            .map(|re| named_vars(re, filters.maps))
+            .unwrap_or_default();
         list.push(Location {
+            named,
             regex,
             regexes,
             noregex: l.noregex,

@@ -300,6 +300,10 @@ pub struct Location {
     pub prefix: String,
     /// `~`/`~*`: the pattern, matched against `$uri`.
     pub regex: Option<regex::bytes::Regex>,
+    /// The regex's named groups and the variables they set, where a
+    /// rewrite made the request find this location
+    /// ([`crate::vars::UserVars::set_groups`]).
+    pub named: Box<[(u8, u32)]>,
     /// The regex locations written inside this one, in order.
     pub regexes: Box<[usize]>,
     /// `^~`

@@ -201,7 +201,9 @@ fn parse_copy(
 }
 
 /// httparse's settings: spaces between the request line's parts as
-/// nginx takes them (`GET  /a  HTTP/1.1`).
+/// nginx takes them (`GET  /a  HTTP/1.1`). Inlined: its settings are
+/// then constants in httparse's code.
+#[inline(always)]
 fn config() -> httparse::ParserConfig {
     let mut config = httparse::ParserConfig::default();
     config.allow_multiple_spaces_in_request_line_delimiters(true);
