@@ -827,13 +827,11 @@ fn config_errors_match_nginx() {
                 7,
             )),
         ),
+        (in_location("set $args a=1;"), OK.into(), Waypost::Same),
         (
-            in_location("set $args a=1;"),
-            OK.into(),
-            Waypost::Exactly(emerg(
-                "\"set\" of the \"$args\" variable is not supported",
-                7,
-            )),
+            in_location("set $query_string a=1;"),
+            emerg("the duplicate \"query_string\" variable", 7),
+            Waypost::Same,
         ),
         (
             in_location("set $a \"${b\";"),
@@ -1220,6 +1218,48 @@ fn named_groups_are_variables_as_nginx_makes_them() {
             "back /in/x x-val=[v=78]",
             "X-A: abc/x | body: \"file x\\n\"",
             "s id=[set-9]",
+        ],
+        &[],
+    );
+}
+
+/// `set $args` as nginx's: the arguments from then
+/// on, in `$args`, `$arg_*`, `$is_args`, the upstream request (with and
+/// without a URI in `proxy_pass`) and after a `rewrite ... last`; the path,
+/// the location and `$request_uri` stay; an empty value drops them (and
+/// `$args` is then empty, not `-`, in a log line).
+#[test]
+fn set_args_as_nginx() {
+    let http = port_server(
+        r#"        access_log logs/set.log args;
+        location /p/ { set $args "x=1&$args"; proxy_pass http://127.0.0.1:{back}; }
+        location /q/ { set $args "x=2"; proxy_pass http://127.0.0.1:{back}/z/; }
+        location /r/ { set $args ""; return 200 "args=[$args] is=[$is_args] x=[$arg_x] uri=$uri ru=$request_uri\n"; }
+        location /s/ { set $args "a=1"; rewrite ^ /t/ last; }
+        location /t/ { return 200 "t args=[$args] a=[$arg_a]\n"; }
+"#,
+    );
+    let http = format!("    log_format args '$request_uri|$uri|$args|$is_args|$arg_x';\n{http}");
+    let asks = [
+        get("/p/a?y=2"),
+        get("/q/a?y=2"),
+        get("/r/a?x=5"),
+        get("/s/a?y=3"),
+    ];
+    check_logged(
+        &http,
+        Some(&[
+            "/p/a?y=2|/p/a|x=1&y=2|?|1",
+            "/q/a?y=2|/q/a|x=2|?|2",
+            "/r/a?x=5|/r/a|||-",
+            "/s/a?y=3|/t/|a=1|?|-",
+        ]),
+        &asks,
+        &[
+            "back /p/a?x=1&y=2 x-val=[]",
+            "back /z/a?x=2 x-val=[]",
+            "args=[] is=[] x=[] uri=/r/a ru=/r/a?x=5",
+            "t args=[a=1] a=[1]",
         ],
         &[],
     );

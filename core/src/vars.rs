@@ -146,6 +146,10 @@ impl Drop for RootGuard {
     }
 }
 
+/// The request's arguments are a `set $args`'s: found, even empty.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgsSet;
+
 /// The values `set` gave a request's variables, kept with its head (an
 /// extension of its `Parts`): `None` where none was set.
 #[derive(Clone, Debug, Default)]
@@ -633,8 +637,12 @@ impl Var {
             Var::Cookie(name) => cookie(&req.headers, name).is_none(),
             Var::Http(name) => !req.headers.contains_key(name),
             Var::NoHeader => true,
-            // nginx sets no args for an empty query (`/x?`).
-            Var::Args => req.uri.query().is_none_or(str::is_empty),
+            // nginx sets no args for an empty query (`/x?`), but a `set
+            // $args ""` sets empty ones.
+            Var::Args => {
+                req.uri.query().is_none_or(str::is_empty)
+                    && req.extensions.get::<ArgsSet>().is_none()
+            }
             Var::ContentLength => !req.headers.contains_key(header::CONTENT_LENGTH),
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),

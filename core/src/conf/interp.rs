@@ -2291,7 +2291,12 @@ impl<'a> Interp<'a> {
                 .iter()
                 .any(|p| name.starts_with(p));
             return match name.as_str() {
-                "args" | "query_string" | "limit_rate" => err(
+                // (`$query_string` is nginx's duplicate of `$args`.)
+                "args" => {
+                    self.check_vars(self.compile_check(&d.args[1]), d)?;
+                    Ok(RewriteOp::SetArgs(d.args[1].clone()))
+                }
+                "limit_rate" => err(
                     format!("\"set\" of the \"${name}\" variable is not supported"),
                     d,
                 ),

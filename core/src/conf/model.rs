@@ -310,6 +310,8 @@ pub enum RewriteOp {
     Break,
     /// `set $VAR VALUE`: the index of VAR in `HttpConf::user_vars`.
     Set(usize, String),
+    /// `set $args VALUE`: the request's arguments.
+    SetArgs(String),
     /// `if (CONDITION) { ... }`: its lines run when it holds.
     If(IfCond, Vec<RewriteOp>),
     /// A location `if` block's `add_header` and `expires` (first in its

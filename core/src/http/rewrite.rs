@@ -47,6 +47,8 @@ enum Op {
     Break,
     /// `set`: the variable's index, its value.
     Set(u32, Template),
+    /// `set $args`: the request's arguments from now on.
+    SetArgs(Template),
     /// `if`: when the condition does not hold, the next `skip` lines
     /// (its block's) do not run.
     If(Box<Cond>, usize),
@@ -153,6 +155,7 @@ fn flatten(
             RewriteOp::Return(r) => out.push(Op::Return(Box::new(reply(r)?))),
             RewriteOp::Rewrite(r) => out.push(Op::Rewrite(Box::new(Rewrite::new(r, maps)?))),
             RewriteOp::Set(i, value) => out.push(Op::Set(*i as u32, compile(value)?)),
+            RewriteOp::SetArgs(value) => out.push(Op::SetArgs(compile(value)?)),
             RewriteOp::Headers(h) => out.push(Op::Outbound(Arc::new(outbound(h)?))),
             RewriteOp::If(cond, block) => {
                 let cond = match cond {
@@ -345,6 +348,20 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 };
                 let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
                 vars.set(*index, value);
+                continue;
+            }
+            Op::SetArgs(value) => {
+                // The path stays as it came (or as a rewrite made it), and
+                // the location too; `$request_uri` stays the client's.
+                let args = value.eval(&now.vars(client, 0, ""));
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                match crate::http::static_files::with_args(c.parts.uri.path(), &args) {
+                    Some(uri) => c.parts.uri = uri,
+                    None => return Ran::Answer(finalized(500)),
+                }
+                c.parts.extensions.insert(crate::vars::ArgsSet);
                 continue;
             }
             Op::If(cond, skip) => {

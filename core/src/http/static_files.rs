@@ -1145,15 +1145,27 @@ pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
     encode(path, &mut text, |c| {
         c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
     });
-    // Arguments as given (none when empty: no bare `?` upstream), but
-    // what a request line cannot carry.
+    push_args(&mut text, args);
+    http::Uri::try_from(text).ok()
+}
+
+/// `path` (a URI's path, valid as it is) with the arguments `args`.
+pub(crate) fn with_args(path: &str, args: &[u8]) -> Option<http::Uri> {
+    let mut text = String::with_capacity(path.len() + args.len() + 1);
+    text.push_str(path);
+    push_args(&mut text, Some(args));
+    http::Uri::try_from(text).ok()
+}
+
+/// Arguments as given (none when empty: no bare `?` upstream), but what
+/// a request line cannot carry.
+fn push_args(text: &mut String, args: Option<&[u8]>) {
     if let Some(args) = args.filter(|a| !a.is_empty()) {
         text.push('?');
-        encode(args, &mut text, |c| {
+        encode(args, text, |c| {
             c.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&c)
         });
     }
-    http::Uri::try_from(text).ok()
 }
 
 fn encode(bytes: &[u8], out: &mut String, keep: impl Fn(u8) -> bool) {
