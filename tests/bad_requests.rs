@@ -149,13 +149,15 @@ fn refused_heads_are_answered_and_logged_as_nginx_does() {
 
 /// Request targets nginx takes though `http`'s URI type refuses their
 /// bytes (`<`, `>`, a backquote in the path, `"` in the query, bytes from
-/// 0x80 that are not UTF-8), and spaces nginx skips around the target.
-const TAKEN: [&[u8]; 5] = [
+/// 0x80 that are not UTF-8), and spaces nginx skips around the target and
+/// after the version.
+const TAKEN: [&[u8]; 6] = [
     b"GET /a?x=\"<>` HTTP/1.1\r\n",
     b"GET /a<b>`c HTTP/1.1\r\n",
     b"GET /caf\xe9?q=\xe6 HTTP/1.1\r\n",
     b"GET /caf\xc3\xa9/%3C?q=\xc3\xa9< HTTP/1.1\r\n",
     b"GET  /spaced   HTTP/1.1\r\n",
+    b"GET /trailing HTTP/1.1  \r\n",
 ];
 
 /// Each of [`TAKEN`]'s answers, status and body (`$uri|$request_uri`).
@@ -205,19 +207,21 @@ fn targets_nginx_takes_are_taken_with_nginx_uri() {
     let ours = taken(false);
     // nginx passes the bytes on raw; waypost's `$request_uri` has them
     // percent-encoded (the README's difference), `$uri` is nginx's.
-    let expected: [&[u8]; 5] = [
+    let expected: [&[u8]; 6] = [
         b"HTTP/1.1 200 OK /a|/a?x=\"<>`",
         b"HTTP/1.1 200 OK /a<b>`c|/a<b>`c",
         b"HTTP/1.1 200 OK /caf\xe9|/caf\xe9?q=\xe6",
         "HTTP/1.1 200 OK /café/<|/café/%3C?q=é<".as_bytes(),
         b"HTTP/1.1 200 OK /spaced|/spaced",
+        b"HTTP/1.1 200 OK /trailing|/trailing",
     ];
-    let waypost: [&[u8]; 5] = [
+    let waypost: [&[u8]; 6] = [
         b"HTTP/1.1 200 OK /a|/a?x=%22%3C%3E`",
         b"HTTP/1.1 200 OK /a<b>`c|/a%3Cb%3E%60c",
         b"HTTP/1.1 200 OK /caf\xe9|/caf%E9?q=%E6",
         "HTTP/1.1 200 OK /café/<|/café/%3C?q=é%3C".as_bytes(),
         b"HTTP/1.1 200 OK /spaced|/spaced",
+        b"HTTP/1.1 200 OK /trailing|/trailing",
     ];
     for (i, line) in TAKEN.iter().enumerate() {
         // Bytes compared: a lossy text would make \xe9 and \xe6 alike.

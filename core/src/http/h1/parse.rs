@@ -158,6 +158,10 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
             Some(copy) => parse_copy(buf, &copy, limits, slot),
             None => Err(refusal(httparse::Error::Token, buf, &req)),
         },
+        Err(httparse::Error::NewLine) => match version_spaces_dropped(buf) {
+            Some(copy) => parse_copy(buf, &copy, limits, slot),
+            None => Err(refusal(httparse::Error::NewLine, buf, &req)),
+        },
         Err(e) => Err(refusal(e, buf, &req)),
     }
 }
@@ -184,18 +188,35 @@ fn high_bytes_encoded(buf: &[u8]) -> Option<Vec<u8>> {
     Some(copy)
 }
 
-/// [`parse_into`] of `copy`, a copy of `buf` whose request line is
-/// longer: the head's length is given back in `buf`'s bytes.
+/// A copy of `buf` without the spaces after its request line's version
+/// (`GET / HTTP/1.1 `): nginx takes them, httparse does not. None when
+/// the request line does not end so.
+#[cold]
+#[inline(never)]
+fn version_spaces_dropped(buf: &[u8]) -> Option<Vec<u8>> {
+    let end = buf.iter().position(|&c| c == b'\n')?;
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    let kept = line.trim_ascii_end();
+    let version = kept.get(kept.len().checked_sub(8)?..)?;
+    let spaced = kept.len() < line.len() && line[kept.len()..].iter().all(|&c| c == b' ');
+    if !spaced || !version.starts_with(b"HTTP/") || version[6] != b'.' {
+        return None;
+    }
+    Some([kept, &buf[line.len()..]].concat())
+}
+
+/// [`parse_into`] of `copy`, a copy of `buf` whose request line is longer
+/// or shorter: the head's length is given back in `buf`'s bytes.
 fn parse_copy(
     buf: &[u8],
     copy: &[u8],
     limits: Limits,
     slot: &mut Option<Head>,
 ) -> Result<bool, Refusal> {
-    let longer = copy.len() - buf.len();
     let done = parse_into(copy, limits, slot)?;
     if let Some(head) = slot.as_mut().filter(|_| done) {
-        head.len -= longer;
+        // The copies differ in the request line only, inside the head.
+        head.len = head.len + buf.len() - copy.len();
     }
     Ok(done)
 }
@@ -656,10 +677,29 @@ mod tests {
     }
 
     #[test]
-    fn spaces_around_the_target_as_nginx() {
-        let head = parse(b"GET  /a   HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
-        let uri = head.map(|h| h.map(|h| h.parts.uri.to_string()));
-        assert_eq!(uri.ok().flatten().as_deref(), Some("/a"));
+    fn spaces_around_the_target_and_after_the_version_as_nginx() {
+        for raw in [
+            &b"GET  /a   HTTP/1.1\r\nHost: x\r\n\r\nGET"[..],
+            b"GET /a HTTP/1.1  \r\nHost: x\r\n\r\nGET",
+            b"GET /a HTTP/1.1 \nHost: x\n\nGET",
+        ] {
+            let head = parse(raw, Limits::default());
+            let head = head.ok().flatten();
+            let uri = head.as_ref().map(|h| h.parts.uri.to_string());
+            assert_eq!(uri.as_deref(), Some("/a"), "{raw:?}");
+            // The head's length is counted in the bytes that came.
+            assert_eq!(head.map(|h| h.len), Some(raw.len() - 3), "{raw:?}");
+        }
+        // A longer copy (a target's bytes encoded) is counted so too.
+        let raw = b"GET /a\xe6 HTTP/1.1\r\nHost: x\r\n\r\nGET";
+        let head = parse(raw, Limits::default()).ok().flatten();
+        assert_eq!(head.map(|h| h.len), Some(raw.len() - 3));
+        for raw in [
+            &b"GET /a HTTP/1.1 x\r\nHost: x\r\n\r\n"[..],
+            b"GET /a \r\n\r\n",
+        ] {
+            assert!(parse(raw, Limits::default()).is_err(), "{raw:?}");
+        }
     }
 
     #[test]
