@@ -149,15 +149,17 @@ fn refused_heads_are_answered_and_logged_as_nginx_does() {
 
 /// Request targets nginx takes though `http`'s URI type refuses their
 /// bytes (`<`, `>`, a backquote in the path, `"` in the query, bytes from
-/// 0x80 that are not UTF-8), and spaces nginx skips around the target and
-/// after the version.
-const TAKEN: [&[u8]; 6] = [
+/// 0x80 that are not UTF-8), in origin and absolute form, after empty
+/// lines, and spaces nginx skips around the target and after the version.
+const TAKEN: [&[u8]; 8] = [
     b"GET /a?x=\"<>` HTTP/1.1\r\n",
     b"GET /a<b>`c HTTP/1.1\r\n",
     b"GET /caf\xe9?q=\xe6 HTTP/1.1\r\n",
     b"GET /caf\xc3\xa9/%3C?q=\xc3\xa9< HTTP/1.1\r\n",
     b"GET  /spaced   HTTP/1.1\r\n",
     b"GET /trailing HTTP/1.1  \r\n",
+    b"GET http://x/a<b?c=\"d\" HTTP/1.1\r\n",
+    b"\r\nGET /b\xe9 HTTP/1.1\r\n",
 ];
 
 /// Each of [`TAKEN`]'s answers, status and body (`$uri|$request_uri`).
@@ -207,21 +209,25 @@ fn targets_nginx_takes_are_taken_with_nginx_uri() {
     let ours = taken(false);
     // nginx passes the bytes on raw; waypost's `$request_uri` has them
     // percent-encoded (the README's difference), `$uri` is nginx's.
-    let expected: [&[u8]; 6] = [
+    let expected: [&[u8]; 8] = [
         b"HTTP/1.1 200 OK /a|/a?x=\"<>`",
         b"HTTP/1.1 200 OK /a<b>`c|/a<b>`c",
         b"HTTP/1.1 200 OK /caf\xe9|/caf\xe9?q=\xe6",
         "HTTP/1.1 200 OK /café/<|/café/%3C?q=é<".as_bytes(),
         b"HTTP/1.1 200 OK /spaced|/spaced",
         b"HTTP/1.1 200 OK /trailing|/trailing",
+        b"HTTP/1.1 200 OK /a<b|/a<b?c=\"d\"",
+        b"HTTP/1.1 200 OK /b\xe9|/b\xe9",
     ];
-    let waypost: [&[u8]; 6] = [
+    let waypost: [&[u8]; 8] = [
         b"HTTP/1.1 200 OK /a|/a?x=%22%3C%3E`",
         b"HTTP/1.1 200 OK /a<b>`c|/a%3Cb%3E%60c",
         b"HTTP/1.1 200 OK /caf\xe9|/caf%E9?q=%E6",
         "HTTP/1.1 200 OK /café/<|/café/%3C?q=é%3C".as_bytes(),
         b"HTTP/1.1 200 OK /spaced|/spaced",
         b"HTTP/1.1 200 OK /trailing|/trailing",
+        b"HTTP/1.1 200 OK /a<b|/a%3Cb?c=%22d%22",
+        b"HTTP/1.1 200 OK /b\xe9|/b%E9",
     ];
     for (i, line) in TAKEN.iter().enumerate() {
         // Bytes compared: a lossy text would make \xe9 and \xe6 alike.

@@ -828,6 +828,22 @@ fn config_errors_match_nginx() {
             )),
         ),
         (in_location("set $args a=1;"), OK.into(), Waypost::Same),
+        // A regex's named group may not be one of nginx's variables.
+        (
+            in_location("location ~ ^/(?<host>.+)$ { return 204; }"),
+            emerg("the duplicate \"host\" variable", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("rewrite ^/(?<URI>.+)$ /x;"),
+            emerg("the duplicate \"URI\" variable", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("location ~ ^/(?<args>.+)$ { return 204; }"),
+            OK.into(),
+            Waypost::Same,
+        ),
         (
             in_location("set $query_string a=1;"),
             emerg("the duplicate \"query_string\" variable", 7),
@@ -1260,6 +1276,57 @@ fn set_args_as_nginx() {
             "back /z/a?x=2 x-val=[]",
             "args=[] is=[] x=[] uri=/r/a ru=/r/a?x=5",
             "t args=[a=1] a=[1]",
+        ],
+        &[],
+    );
+}
+
+/// Named groups through internal redirects and in odd shapes, as nginx:
+/// a group that took no part in the match is empty (not `-`); names are
+/// without case; an `error_page`, `try_files` or `index` redirect into a
+/// regex location sets its groups over a value set before, and keeps
+/// the first location's.
+#[test]
+fn named_groups_through_redirects_as_nginx() {
+    let http = r#"    log_format named '$request_uri w=[$w] d=[$d] opt=[$opt] id=[$id] name=[$name]';
+    server {
+        listen 127.0.0.1:{port};
+        server_name ~^(?<w>www\.)?(?<d>[a-z]+)\.test$;
+        access_log logs/set.log named;
+        root {dir};
+        location ~ ^/u/(?<id>\d+)(?<opt>-x)?$ { return 200 "u id=[$id] opt=[$opt] d=[$d]\n"; }
+        location ~ ^/C/(?<Name>\w+)$ { return 200 "name=[$name]\n"; }
+        location /es/ { set $id foo; error_page 404 /u/5; return 404; }
+        location /ts/ { set $id foo; try_files /nonexist /u/6; }
+        location ~ ^/epr/(?<name>\d+)$ { error_page 404 /u/7; return 404; }
+    }
+"#;
+    let asks = [
+        on("a.test", "/u/1"),
+        on("www.a.test", "/u/2-x"),
+        on("a.test", "/C/Direct"),
+        on("a.test", "/es/"),
+        on("a.test", "/ts/"),
+        on("a.test", "/epr/8"),
+    ];
+    check_logged(
+        http,
+        Some(&[
+            "/u/1 w=[] d=[a] opt=[] id=[1] name=[-]",
+            "/u/2-x w=[www.] d=[a] opt=[-x] id=[2] name=[-]",
+            "/C/Direct w=[] d=[a] opt=[-] id=[-] name=[Direct]",
+            "/es/ w=[] d=[a] opt=[] id=[5] name=[-]",
+            "/ts/ w=[] d=[a] opt=[] id=[6] name=[-]",
+            "/epr/8 w=[] d=[a] opt=[] id=[7] name=[8]",
+        ]),
+        &asks,
+        &[
+            "u id=[1] opt=[] d=[a]",
+            "u id=[2] opt=[-x] d=[a]",
+            "name=[Direct]",
+            "u id=[5] opt=[] d=[a]",
+            "u id=[6] opt=[] d=[a]",
+            "u id=[7] opt=[] d=[a]",
         ],
         &[],
     );

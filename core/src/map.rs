@@ -31,7 +31,7 @@ impl MapNames {
     pub fn new(maps: &[MapConf], user: &[UserVar]) -> MapNames {
         let mut names = HashMap::new();
         for (i, v) in user.iter().enumerate() {
-            let var = Var::User(i as u32, v.name.as_str().into(), v.group);
+            let var = Var::User(i as u32, v.group);
             names.insert(v.name.clone(), var);
         }
         for (i, m) in maps.iter().enumerate() {

@@ -49,9 +49,9 @@ pub struct VarCtx<'a> {
     pub maps: &'a [Map],
     /// A `map` regex's groups, while the value of its entry is evaluated.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
-    /// The groups whose named ones are variables where nothing set them:
-    /// the request's regex location's, then its regex server name's.
-    pub named: [Option<&'a regex::bytes::Captures<'a>>; 2],
+    /// The matches whose named groups are variables where nothing set
+    /// them: the request's regex location's, then its regex server name's.
+    pub named: [Named<'a>; 2],
     /// The static settings of the level the request is at, for
     /// `$document_root` and `$request_filename`.
     pub statics: Option<&'a crate::http::static_files::Static>,
@@ -112,12 +112,12 @@ pub enum Var {
     /// A `map` variable: the index of its map in [`VarCtx::maps`].
     Map(u32),
     /// A `set` variable or a regex's named group (nginx's variables of
-    /// one kind): its index in the request's [`UserVars`], its name, and
-    /// whether a regex's group has the name. Where nothing set it, the
-    /// group of that name of the request's regex location, else of its
-    /// regex server name; else empty, and "not found" (`-` in a log
-    /// line) if a group has the name ([`crate::conf::model::UserVar`]).
-    User(u32, Box<str>, bool),
+    /// one kind): its index in the request's [`UserVars`], and whether a
+    /// regex's group has its name. Where nothing set it, the group of that
+    /// name of the request's regex location, else of its regex server
+    /// name ([`VarCtx::named`]); else empty, and "not found" (`-` in a
+    /// log line) if a group has the name ([`crate::conf::model::UserVar`]).
+    User(u32, bool),
     /// `$document_root`: the level's root or alias.
     DocumentRoot,
     /// `$request_filename`: the path the URI maps to there.
@@ -145,6 +145,14 @@ impl Drop for RootGuard {
         IN_ROOT.set(false);
     }
 }
+
+/// A regex's named groups and the variables they set (group number,
+/// variable index).
+pub type GroupVars = Box<[(u8, u32)]>;
+
+/// A regex's match and its named groups' variables (group number,
+/// variable index): the group's value is the variable's.
+pub type Named<'a> = Option<(&'a regex::bytes::Captures<'a>, &'a [(u8, u32)])>;
 
 /// The request's arguments are a `set $args`'s: found, even empty.
 #[derive(Clone, Copy, Debug)]
@@ -490,7 +498,7 @@ impl Var {
                 (None, Some(c)) => c.group(*n),
                 (None, None) => b"",
             },
-            Var::User(i, name, _) => user(cx, *i, name).unwrap_or_default(),
+            Var::User(i, ..) => user(cx, *i).unwrap_or_default(),
             _ => return None,
         })
     }
@@ -648,7 +656,7 @@ impl Var {
             Var::RemoteUser => remote_user(&req.headers).is_none(),
             Var::ProxyHost => cx.proxy_host.is_empty(),
             // Never set, nor a group of the request's regexes.
-            Var::User(i, name, true) => user(cx, *i, name).is_none(),
+            Var::User(i, true) => user(cx, *i).is_none(),
             _ => false,
         }
     }
@@ -657,16 +665,18 @@ impl Var {
 /// A `set` variable's or a named group's value: what the request's
 /// rewrite lines set, else the group of that name of its regex location,
 /// else of its regex server name.
-fn user<'r>(cx: &VarCtx<'r>, index: u32, name: &str) -> Option<&'r [u8]> {
+fn user<'r>(cx: &VarCtx<'r>, index: u32) -> Option<&'r [u8]> {
     let set = cx.req.extensions.get::<UserVars>();
     match set.and_then(|v| v.0.get(index as usize)?.as_deref()) {
         Some(value) => Some(value),
-        None => cx
-            .named
-            .into_iter()
-            .flatten()
-            .find_map(|c| c.name(name))
-            .map(|m| m.as_bytes()),
+        // A group that took no part in the match is empty, as nginx's.
+        None => cx.named.into_iter().flatten().find_map(|(caps, named)| {
+            let &(group, _) = named.iter().find(|&&(_, i)| i == index)?;
+            Some(
+                caps.get(usize::from(group))
+                    .map_or(&b""[..], |m| m.as_bytes()),
+            )
+        }),
     }
 }
 

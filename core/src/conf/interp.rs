@@ -1452,7 +1452,7 @@ impl<'a> Interp<'a> {
             .collect();
         // `set`'s variables are known everywhere, wherever it is written.
         let mut user = Vec::new();
-        set_names(items, &mut user);
+        set_names(items, &mut user)?;
         // (A variable nginx knows, supported here or not, is no new one.)
         user.retain(|v| {
             !self.map_vars.contains(&v.name)
@@ -4623,7 +4623,7 @@ fn atoi(s: &str) -> Option<u64> {
 
 /// The variables `set` names in `items` and the blocks inside them, in
 /// order, each once.
-fn set_names(items: &[Directive], out: &mut Vec<UserVar>) {
+fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfError> {
     fn add(out: &mut Vec<UserVar>, name: String, group: bool) {
         match out.iter_mut().find(|v| v.name == name) {
             Some(v) => v.group |= group,
@@ -4642,15 +4642,24 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) {
         // regex server name's and a `rewrite`'s.
         for (pattern, caseless) in regexes_of(d) {
             if let Ok(regex) = crate::vars::regex(&pattern, caseless) {
-                for (name, _) in crate::http::rewrite::named_groups(&regex) {
+                for written in regex.capture_names().flatten() {
+                    let name = written.to_ascii_lowercase();
+                    // nginx's variables a group may not be (those it may:
+                    // `$args`, `$limit_rate`, `$arg_*`, `$http_*`, ...).
+                    if crate::vars::builtin(&name)
+                        && !matches!(name.as_str(), "args" | "limit_rate")
+                    {
+                        return err(format!("the duplicate \"{written}\" variable"), d);
+                    }
                     add(out, name, true);
                 }
             }
         }
         if let Some(block) = &d.block {
-            set_names(&block.items, out);
+            set_names(&block.items, out)?;
         }
     }
+    Ok(())
 }
 
 /// The regexes a directive has, with whether each ignores case: an

@@ -136,13 +136,16 @@ pub(crate) fn apply<'a>(
                 resp = replaced(resp, error_page(500));
                 break;
             }
-            let next = discarded(base, path);
+            let mut next = discarded(base, path);
             // The new URI as given, the client's host and escapes.
             let base_head = current.as_ref().map_or(req.head, |(_, h)| h);
             let head = match path {
                 Some(path) => ParsedHead::redirected(base_head, base, path.path().as_bytes()),
                 None => ParsedHead::parse(&next).unwrap_or_default(),
             };
+            if path.is_some() {
+                crate::http::rewrite::set_location_groups(req.server, &head, &mut next);
+            }
             let (parts, head) = current.insert((next, head));
             let found = match name {
                 Some(name) => match req.server.locations.named(name) {

@@ -87,7 +87,7 @@ struct Rewrite {
     add_args: bool,
     flag: RewriteFlag,
     /// The regex's named groups and the variables they set.
-    named: Box<[(u8, u32)]>,
+    named: crate::vars::GroupVars,
 }
 
 /// A request going to another location (or level) leaves the marks of
@@ -830,6 +830,34 @@ pub(crate) fn serve<'a>(
             current = Some(next);
         }
     })
+}
+
+/// The named groups of the regex location the URI of `head` finds, as
+/// variables of `parts`: an internal redirect's new location sets them,
+/// over what was set before (nginx matches it after the first's lines).
+pub(crate) fn set_location_groups(
+    server: &crate::runtime::Server,
+    head: &crate::http::head::ParsedHead,
+    parts: &mut http::request::Parts,
+) {
+    let values: Vec<(u32, bytes::Bytes)> = match server.locations.find(head.uri(&parts.uri)) {
+        Some((location, Some(groups))) if !location.named.is_empty() => location
+            .named
+            .iter()
+            .map(|&(group, index)| {
+                let value = groups.get(usize::from(group)).map(|m| m.as_bytes());
+                (
+                    index,
+                    bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
+                )
+            })
+            .collect(),
+        _ => return,
+    };
+    let vars = parts.extensions.get_or_insert_default::<UserVars>();
+    for (index, value) in values {
+        vars.set(index, value);
+    }
 }
 
 /// The location for `c`'s URI; a regex location's groups become `c`'s

@@ -955,8 +955,11 @@ async fn handle(
         requests,
         server,
         maps: &rt.maps,
-        captures: groups.as_ref().or(server_groups.as_ref()),
-        named: [groups.as_ref(), server_groups.as_ref()],
+        captures: groups.as_ref().or(server_groups.as_ref().map(|(c, _)| c)),
+        named: [
+            groups.as_ref().zip(location.map(|l| &l.named[..])),
+            server_groups.as_ref().map(|(c, named)| (c, *named)),
+        ],
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
         limited: false,
@@ -1125,7 +1128,7 @@ pub(crate) struct Req<'a> {
     pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The groups whose named ones are variables: the regex location's,
     /// then the regex server name's ([`VarCtx::named`]).
-    pub(crate) named: [Option<&'a regex::bytes::Captures<'a>>; 2],
+    pub(crate) named: [crate::vars::Named<'a>; 2],
     /// nginx's `err_status` while an `error_page` target answers: what
     /// `$status` shows there (0: none).
     pub(crate) err_status: u16,
@@ -1193,7 +1196,8 @@ impl<'a> Req<'a> {
             server: self.server,
             maps: self.maps,
             captures: captures.or(self.captures),
-            named: [captures.or(self.named[0]), self.named[1]],
+            // (A redirect's new location sets its groups' variables.)
+            named: self.named,
             err_status,
             changes,
             limited: true,

@@ -1100,11 +1100,14 @@ fn redirect<'a>(
             },
             Target::Named(_) => *next.uri_mut() = req.parts.uri.clone(),
         }
-        let parts = next.into_parts().0;
+        let mut parts = next.into_parts().0;
         let head = match &target {
             Target::Uri(path, _) => ParsedHead::redirected(req.head, req.parts, path),
             Target::Named(_) => ParsedHead::parse(&parts).unwrap_or_default(),
         };
+        if let Target::Uri(..) = target {
+            crate::http::rewrite::set_location_groups(req.server, &head, &mut parts);
+        }
         let found = match &target {
             Target::Named(name) => match req.server.locations.named(name) {
                 Some(location) => Some((location, None)),

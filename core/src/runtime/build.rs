@@ -110,7 +110,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         )?));
         flat += s.locations.len();
     }
-    let (mut listens, members) = group_listens(&config.http.servers, &servers)?;
+    let (mut listens, members) = group_listens(&config.http.servers, &servers, &map_names)?;
     let tls_groups: Vec<_> = listens
         .iter()
         .zip(&members)
@@ -433,7 +433,7 @@ fn access_logs(
 
 /// A regex's named groups and the variables they set (the group number,
 /// the variable's index): every named group is one (`set_names`).
-pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> Box<[(u8, u32)]> {
+pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> crate::vars::GroupVars {
     crate::http::rewrite::named_groups(regex)
         .into_iter()
         .filter_map(|(name, group)| match maps.var(&name) {
@@ -989,6 +989,7 @@ type Members = Vec<(Vec<usize>, bool)>;
 fn group_listens(
     confs: &[model::ServerConf],
     servers: &[Arc<Server>],
+    maps: &MapNames,
 ) -> Result<(Vec<ListenGroup>, Members), ConfError> {
     let mut groups: Vec<ListenGroup> = Vec::new();
     let mut members: Members = Vec::new();
@@ -1036,7 +1037,8 @@ fn group_listens(
             for name in &s.names {
                 if let Some(pattern) = name.strip_prefix('~') {
                     let re = crate::vars::regex(pattern, true).map_err(ConfError::bare)?;
-                    group.regexes.push((re, index));
+                    let named = named_vars(&re, maps);
+                    group.regexes.push((re, index, named));
                 } else if let Some(suffix) = name.strip_prefix('*') {
                     group.leading.push((suffix.to_owned(), index, false));
                 } else if name.starts_with('.') {

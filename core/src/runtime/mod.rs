@@ -52,9 +52,13 @@ pub struct ListenGroup {
     leading: Vec<(String, usize, bool)>,
     /// `www.example.*` as (prefix with trailing dot, server).
     trailing: Vec<(String, usize)>,
-    /// `~REGEX` names, in the order written, and their servers.
-    regexes: Vec<(regex::bytes::Regex, usize)>,
+    /// `~REGEX` names, in the order written, their servers and their
+    /// named groups' variables.
+    regexes: Vec<(regex::bytes::Regex, usize, crate::vars::GroupVars)>,
 }
+
+/// A regex server name's match and its named groups' variables.
+pub type ServerGroups<'g, 'h> = (regex::bytes::Captures<'h>, &'g [(u8, u32)]);
 
 impl ListenGroup {
     /// nginx's order: exact name, longest leading wildcard, longest
@@ -76,13 +80,13 @@ impl ListenGroup {
     pub fn server_match<'h>(
         &self,
         host: Option<&'h [u8]>,
-    ) -> (usize, Option<regex::bytes::Captures<'h>>) {
+    ) -> (usize, Option<ServerGroups<'_, 'h>>) {
         let text = host.and_then(|h| std::str::from_utf8(h).ok());
         let index = self.named(text);
         if let (None, Some(h)) = (index, host) {
-            for (re, i) in &self.regexes {
+            for (re, i, named) in &self.regexes {
                 if let Some(groups) = re.captures(h) {
-                    return (*i, Some(groups));
+                    return (*i, Some((groups, &named[..])));
                 }
             }
         }
@@ -104,9 +108,9 @@ impl ListenGroup {
                 .and_then(|h| {
                     self.regexes
                         .iter()
-                        .find(|(re, _)| re.is_match(h.as_bytes()))
+                        .find(|(re, ..)| re.is_match(h.as_bytes()))
                 })
-                .map_or(self.default, |&(_, i)| i),
+                .map_or(self.default, |&(_, i, _)| i),
         }
     }
 
@@ -303,7 +307,7 @@ pub struct Location {
     /// The regex's named groups and the variables they set, where a
     /// rewrite made the request find this location
     /// ([`crate::vars::UserVars::set_groups`]).
-    pub named: Box<[(u8, u32)]>,
+    pub named: crate::vars::GroupVars,
     /// The regex locations written inside this one, in order.
     pub regexes: Box<[usize]>,
     /// `^~`

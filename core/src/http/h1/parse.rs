@@ -173,8 +173,12 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
 #[cold]
 #[inline(never)]
 fn high_bytes_encoded(buf: &[u8]) -> Option<Vec<u8>> {
-    let line = &buf[..buf.iter().position(|&c| c == b'\n')?];
-    let start = line.iter().position(|&c| c == b' ')?;
+    // (Empty lines before a request line are skipped, as httparse and
+    // nginx skip them.)
+    let first = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let end = first + buf[first..].iter().position(|&c| c == b'\n')?;
+    let line = &buf[..end];
+    let start = first + line[first..].iter().position(|&c| c == b' ')?;
     let start = start + line[start..].iter().position(|&c| c != b' ')?;
     let end = start + line[start..].iter().position(|&c| c == b' ')?;
     let target = &line[start..end];
@@ -194,7 +198,8 @@ fn high_bytes_encoded(buf: &[u8]) -> Option<Vec<u8>> {
 #[cold]
 #[inline(never)]
 fn version_spaces_dropped(buf: &[u8]) -> Option<Vec<u8>> {
-    let end = buf.iter().position(|&c| c == b'\n')?;
+    let first = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let end = first + buf[first..].iter().position(|&c| c == b'\n')?;
     let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
     let kept = line.trim_ascii_end();
     let version = kept.get(kept.len().checked_sub(8)?..)?;
@@ -213,6 +218,14 @@ fn parse_copy(
     limits: Limits,
     slot: &mut Option<Head>,
 ) -> Result<bool, Refusal> {
+    // nginx's size limits are the bytes that came: a longer copy has as
+    // much more room.
+    let grown = copy.len().saturating_sub(buf.len());
+    let limits = Limits {
+        line: limits.line + grown,
+        head: limits.head + grown,
+        ..limits
+    };
     let done = parse_into(copy, limits, slot)?;
     if let Some(head) = slot.as_mut().filter(|_| done) {
         // The copies differ in the request line only, inside the head.
@@ -505,16 +518,24 @@ fn build(
 #[cold]
 #[inline(never)]
 fn encoded_target(target: &[u8]) -> Option<Uri> {
-    if !target.starts_with(b"/") {
-        return None;
-    }
+    // An absolute-form target's path is taken so after its authority.
+    let path_at = match target.first() {
+        Some(b'/') => 0,
+        _ => {
+            let scheme = target.iter().position(|&c| c == b':')?;
+            let rest = target.get(scheme..)?.strip_prefix(b"://")?;
+            scheme + 3 + rest.iter().position(|&c| c == b'/')?
+        }
+    };
+    let (authority, target) = target.split_at(path_at);
     let end = target
         .iter()
         .position(|&c| c == b'#')
         .unwrap_or(target.len());
     let high = std::str::from_utf8(&target[..end]).is_err();
     let query = target[..end].iter().position(|&c| c == b'?').unwrap_or(end);
-    let mut out = Vec::with_capacity(end + 32);
+    let mut out = Vec::with_capacity(authority.len() + end + 32);
+    out.extend_from_slice(authority);
     crate::http::escape_into(&target[..end], &mut out, |i, c| match c {
         b'<' | b'>' => true,
         b'`' => i < query,
@@ -665,6 +686,8 @@ mod tests {
             // UTF-8 is taken as it is, as before.
             ("/caf\u{e9}?q=\u{e9}<".as_bytes(), "/caf\u{e9}?q=\u{e9}%3C"),
             (b"/a<b#fr<ag", "/a%3Cb"),
+            (b"http://x/a<b?c=\"d\"", "http://x/a%3Cb?c=%22d%22"),
+            (b"http://x/caf\xe9?a=\"b\"", "http://x/caf%E9?a=%22b%22"),
         ];
         for &(target, want) in cases {
             let mut raw = b"GET ".to_vec();
@@ -690,10 +713,25 @@ mod tests {
             // The head's length is counted in the bytes that came.
             assert_eq!(head.map(|h| h.len), Some(raw.len() - 3), "{raw:?}");
         }
-        // A longer copy (a target's bytes encoded) is counted so too.
-        let raw = b"GET /a\xe6 HTTP/1.1\r\nHost: x\r\n\r\nGET";
-        let head = parse(raw, Limits::default()).ok().flatten();
-        assert_eq!(head.map(|h| h.len), Some(raw.len() - 3));
+        // A longer copy (a target's bytes encoded) is counted so too, and
+        // after empty lines.
+        for raw in [
+            &b"GET /a\xe6 HTTP/1.1\r\nHost: x\r\n\r\nGET"[..],
+            b"\r\n\nGET /a\xe6 HTTP/1.1\r\nHost: x\r\n\r\nGET",
+        ] {
+            let head = parse(raw, Limits::default()).ok().flatten();
+            assert_eq!(head.map(|h| h.len), Some(raw.len() - 3), "{raw:?}");
+        }
+        // The size limit is the line that came, not its longer copy.
+        let mut raw = b"GET /".to_vec();
+        raw.extend(std::iter::repeat_n(0xe9, 400));
+        raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+        let limits = Limits {
+            line: 1024,
+            head: 4096,
+            ..Limits::default()
+        };
+        assert!(matches!(parse(&raw, limits), Ok(Some(_))));
         for raw in [
             &b"GET /a HTTP/1.1 x\r\nHost: x\r\n\r\n"[..],
             b"GET /a \r\n\r\n",
