@@ -1073,3 +1073,64 @@ fn limits_in_an_upstream_block_apply_to_requests_proxied_to_it() {
     );
     assert_eq!(of("/ret "), ["/ret - 200", "/ret - 200", "/ret - 200"]);
 }
+
+/// limit_req limits requests a location answers itself, as nginx's
+/// pre-access phase does: files (`try_files ... =204`, a file, a 404),
+/// `stub_status`; a `return` answers before it, never limited. Logged
+/// with `$limit_req_status`.
+#[test]
+fn limits_apply_to_answers_that_are_not_proxied() {
+    let [wp, nx] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let tree = waypost_tests::TempDir::new("limit-req-static");
+    tree.write("f/x.txt", "file x\n");
+    let body = |port: u16| {
+        format!(
+            "    access_log off;\n\
+             \x20   log_format lr '$uri $status $limit_req_status';\n\
+             \x20   limit_req_zone $arg_k zone=z:1m rate=1r/m;\n\
+             \x20   limit_req_status 503;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/lr.log lr;\n\
+             \x20       root {dir};\n\
+             \x20       limit_req zone=z burst=1 nodelay;\n\
+             \x20       location /t/ {{ try_files /none =204; }}\n\
+             \x20       location /f/ {{ }}\n\
+             \x20       location /st {{ stub_status; }}\n\
+             \x20       location /r/ {{ return 200 \"r\\n\"; }}\n\
+             \x20   }}\n",
+            dir = tree.path.display()
+        )
+    };
+    let w = Server::waypost(&waypost_conf(&body(wp)), &[wp]);
+    let n = Server::nginx(&nginx_conf(&body(nx)), &[nx]);
+    let run = |port: u16, server: &Server| -> (Vec<u16>, Vec<String>) {
+        let mut statuses = Vec::new();
+        for path in [
+            "/t/?k=1",
+            "/f/x.txt?k=2",
+            "/f/none?k=3",
+            "/st?k=4",
+            "/r/?k=5",
+        ] {
+            let mut c = Client::connect(port);
+            for _ in 0..3 {
+                statuses.push(c.get(path).status);
+            }
+        }
+        // (A line is written as its answer ends: sorted, the order of
+        // two connections' lines is not compared.)
+        let mut lines = server.wait_lines("logs/lr.log", 15);
+        lines.sort();
+        (statuses, lines)
+    };
+    let (ours, theirs) = (run(wp, &w), run(nx, &n));
+    assert_eq!(
+        theirs.0,
+        [204, 204, 503, 200, 200, 503, 404, 404, 503, 200, 200, 503, 200, 200, 200],
+        "nginx"
+    );
+    assert_eq!(ours, theirs);
+}

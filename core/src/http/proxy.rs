@@ -572,7 +572,8 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
 /// compact without it.
 #[inline(never)]
 fn filters<'a>(
-    p: &'a Proxy,
+    runs: &'a [crate::runtime::FilterRun],
+    upstream: Option<&str>,
     cx: &ClientCx<'_>,
     parts: &Parts,
     hook_cx: &HookCx<'a>,
@@ -586,7 +587,7 @@ fn filters<'a>(
         conn: cx.conn,
         context: &request_context,
     };
-    for run in &p.filters {
+    for run in runs {
         hook_cx.templates.set(&run.filter.templates);
         let (result, end) = run.filter.check(run.scope, request_view, &log_cx, at);
         at = end;
@@ -598,11 +599,62 @@ fn filters<'a>(
             FilterAction::Delay(ms) => delay = delay.max(ms),
             FilterAction::Reject(r) => return Err(Box::new(rejection(r))),
             FilterAction::Error(msg) => {
-                return Err(Box::new(hook_error(cx, parts, &p.upstream.name, &msg, 500)))
+                return Err(Box::new(match upstream {
+                    Some(name) => hook_error(cx, parts, name, &msg, 500),
+                    None => {
+                        let mut line = msg.into_string();
+                        request_context(&mut line);
+                        log::write(Level::Error, Some(cx.conn), &line);
+                        error_page(500)
+                    }
+                }))
             }
         }
     }
     Ok((delay, at))
+}
+
+/// The filter modules (`limit_req`) of a location that does not proxy:
+/// nginx's pre-access phase comes before every content handler (files,
+/// `stub_status`, a 404). The answer one gave instead, else none once the
+/// delay they asked for is over.
+pub(crate) async fn location_filters(
+    runs: &[crate::runtime::FilterRun],
+    parts: &Parts,
+    cx: &ClientCx<'_>,
+    vars: VarCtx<'_>,
+    record: Option<&mut Record>,
+) -> Option<Response<RespBody>> {
+    let mut module_values = record.map(|r| &mut r.module_values);
+    // The module's view holds pointers (not Send): gone before the wait.
+    let decided = {
+        let hook_cx = HookCx {
+            vars,
+            templates: std::cell::Cell::new(&[]),
+            scratch: UnsafeCell::new(Vec::new()),
+        };
+        let mut addr = ClientAddr::new();
+        let view = request_view(parts, cx, &hook_cx, &mut addr);
+        filters(
+            runs,
+            None,
+            cx,
+            parts,
+            &hook_cx,
+            &view,
+            module_values.as_mut(),
+        )
+    };
+    match decided {
+        Err(resp) => Some(*resp),
+        Ok((0, _)) => None,
+        Ok((delay_ms, _)) => {
+            let delayed = Delayed { cx, parts };
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            std::mem::forget(delayed);
+            None
+        }
+    }
 }
 
 /// `limit_conn` for a proxied request: the counts it holds, or nginx's
@@ -881,7 +933,8 @@ pub async fn run(
             0
         } else {
             let (delay, end) = filters(
-                p,
+                &p.filters,
+                Some(&p.upstream.name),
                 cx,
                 parts,
                 &hook_cx,

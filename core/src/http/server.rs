@@ -790,9 +790,23 @@ macro_rules! location_answer {
             // nginx's find-config phase: a client's request for an
             // `internal` location.
             Action::Internal(_) => error_page(404),
-            // The pre-access phase (`limit_conn`, once per request), then
-            // access; the counts are given back once the answer is made.
-            action => {
+            // The pre-access phase (filter modules such as `limit_req`,
+            // then `limit_conn`, once per request), then access; the
+            // counts are given back once the answer is made.
+            action => 'answer: {
+                if !location.filters.is_empty() && !cx.internal {
+                    let refused = Box::pin(proxy::location_filters(
+                        &location.filters,
+                        parts,
+                        &cx,
+                        req.vars(client, 0, proxy_host),
+                        record.0.as_deref_mut(),
+                    ))
+                    .await;
+                    if let Some(resp) = refused {
+                        break 'answer resp;
+                    }
+                }
                 let mut status = 0;
                 let checked = match &location.limit_conn {
                     Some(limits) if !cx.internal => limit_conn::check(

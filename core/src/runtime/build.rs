@@ -515,6 +515,7 @@ fn server(
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
         list.push(Location {
+            filters: filters.applies(i, None).into_boxed_slice(),
             named,
             regex,
             regexes,

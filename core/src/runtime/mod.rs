@@ -304,6 +304,9 @@ pub struct Location {
     pub prefix: String,
     /// `~`/`~*`: the pattern, matched against `$uri`.
     pub regex: Option<regex::bytes::Regex>,
+    /// Filter modules (`limit_req`) in effect here, for an answer that is
+    /// not proxied (a proxied one runs its `Proxy`'s, the upstream's too).
+    pub filters: Box<[FilterRun]>,
     /// The regex's named groups and the variables they set, where a
     /// rewrite made the request find this location
     /// ([`crate::vars::UserVars::set_groups`]).
