@@ -1037,14 +1037,25 @@ fn config_errors_match_nginx() {
             emerg("\"if\" directive is not allowed here", 4),
             Waypost::Same,
         ),
-        // What nginx takes inside a location's `if` and waypost refuses on
-        // purpose, naming the directive's own line.
+        // `proxy_pass` inside a location's `if`: taken, without a URI part.
         (
             in_location(
                 "if ($host) {\n                proxy_pass http://127.0.0.1:1;\n            }",
             ),
             OK.into(),
-            inside_if("proxy_pass", 8),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) {\n                proxy_pass http://127.0.0.1:1/x;\n            }"),
+            emerg("\"proxy_pass\" cannot have URI part in location given by regular expression, or inside named location, or inside \"if\" statement, or inside \"limit_except\" block", 8),
+            Waypost::Same,
+        ),
+        // What nginx takes inside a location's `if` and waypost refuses on
+        // purpose, naming the directive's own line.
+        (
+            in_location("if ($host) {\n                limit_rate 1k;\n            }"),
+            OK.into(),
+            inside_if("limit_rate", 8),
         ),
         (
             in_location("if ($host) { add_header X y; expires 1h; }"),
@@ -1327,6 +1338,54 @@ fn named_groups_through_redirects_as_nginx() {
             "u id=[5] opt=[] d=[a]",
             "u id=[6] opt=[] d=[a]",
             "u id=[7] opt=[] d=[a]",
+        ],
+        &[],
+    );
+}
+
+/// `proxy_pass` inside a location's `if`, the pattern of older configs
+/// (`if (!-f $request_filename) { proxy_pass ...; break; }`): when the
+/// `if` holds its `proxy_pass` answers, with the location's proxy
+/// settings; otherwise the location's own handler does; a `return` after
+/// the `if` still answers first.
+#[test]
+fn proxy_pass_inside_if_as_nginx() {
+    let http = r#"    upstream app { server 127.0.0.1:{back}; }
+    server {
+        listen 127.0.0.1:{port};
+        root {dir};
+        location /f/ {
+            if (!-f $request_filename) { proxy_pass http://app; break; }
+        }
+        location /m/ {
+            proxy_set_header X-Val "m-$request_method";
+            if ($request_method = POST) { proxy_pass http://127.0.0.1:{back}; }
+            return 200 "get\n";
+        }
+        location /a/ {
+            if ($arg_up) { proxy_pass http://app; add_header X-A up; }
+            add_header X-A loc;
+            proxy_pass http://127.0.0.1:{back};
+        }
+    }
+"#;
+    let asks = [
+        get("/f/x.txt"),
+        get("/f/missing?q=1"),
+        get("/m/x"),
+        post("/m/x"),
+        get("/a/1"),
+        get("/a/2?up=1"),
+    ];
+    check(
+        http,
+        &asks,
+        &[
+            "body: \"file x\\n\"",
+            "back /f/missing?q=1 x-val=[]",
+            "body: \"get\\n\"",
+            "back /a/1 x-val=[]",
+            "X-A: up | body: \"back /a/2?up=1 x-val=[]\\n\"",
         ],
         &[],
     );

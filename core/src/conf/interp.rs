@@ -2349,8 +2349,9 @@ impl<'a> Interp<'a> {
         }
         let mut ops = Vec::new();
         let mut seen = HashSet::new();
-        // A location `if`'s own header filters.
+        // A location `if`'s own header filters and handler.
         let mut own = Layer::default();
+        let mut proxy = None;
         for item in d.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
             match item.name.as_str() {
                 "rewrite" | "break" | "set" | "return" => {
@@ -2359,6 +2360,11 @@ impl<'a> Interp<'a> {
                 "add_header" | "expires" if !server_level => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                     self.layer_directive(item, &mut own)?;
+                    continue;
+                }
+                "proxy_pass" if !server_level => {
+                    self.enter(item, Ctx::Location, &mut seen)?;
+                    proxy = Some(self.if_proxy_pass(item)?);
                     continue;
                 }
                 // What nginx refuses in an `if` (a server's takes the
@@ -2370,7 +2376,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set and break)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires and proxy_pass)"),
                         item,
                     )
                 }
@@ -2384,16 +2390,37 @@ impl<'a> Interp<'a> {
                 _ => self.rewrite_line(item, server_level)?,
             });
         }
-        if own.add_headers.is_some() || own.expires.is_some() {
+        if own.add_headers.is_some() || own.expires.is_some() || proxy.is_some() {
             ops.insert(
                 0,
                 RewriteOp::Headers(IfHeaders {
                     add_headers: own.add_headers,
                     expires: own.expires,
+                    proxy,
                 }),
             );
         }
         Ok(RewriteOp::If(cond, ops))
+    }
+
+    /// A location `if`'s `proxy_pass`: nginx's messages for a URI part.
+    fn if_proxy_pass(&mut self, d: &Directive) -> Result<IfProxy, ConfError> {
+        let (authority, url, tls) = proxy_pass_url(d)?;
+        let entry = self.pass_entry(&authority, &url, d)?;
+        if url.uri.is_some() {
+            return err(
+                "\"proxy_pass\" cannot have URI part in location given by regular expression, \
+                 or inside named location, or inside \"if\" statement, or inside \"limit_except\" block",
+                d,
+            );
+        }
+        let pass = ProxyPass {
+            upstream: usize::MAX,
+            host: authority,
+            uri: None,
+            tls,
+        };
+        Ok(IfProxy { pass, entry })
     }
 
     fn compile_check(&self, text: &str) -> Result<(), CompileError> {
@@ -3397,14 +3424,27 @@ impl<'a> Interp<'a> {
             }
         }
         for pass in std::mem::take(&mut self.pending) {
-            let index = match &self.entries[pass.entry] {
-                UpstreamEntry::Block { index, .. } => *index,
-                UpstreamEntry::Implicit { index, .. } => index.unwrap_or(usize::MAX),
-            };
+            let index = self.entry_upstream(pass.entry);
             if let Action::Proxy(p) =
                 &mut self.http.servers[pass.server].locations[pass.location].action
             {
                 p.upstream = index;
+            }
+        }
+        // And the `proxy_pass` lines of locations' `if` blocks.
+        let mut scripts: Vec<Vec<RewriteOp>> = Vec::new();
+        for server in &mut self.http.servers {
+            for location in &mut server.locations {
+                scripts.push(std::mem::take(&mut location.script));
+            }
+        }
+        for script in &mut scripts {
+            self.resolve_if_passes(script);
+        }
+        let mut scripts = scripts.into_iter();
+        for server in &mut self.http.servers {
+            for location in &mut server.locations {
+                location.script = scripts.next().unwrap_or_default();
             }
         }
         // nginx's proxy module merges each location's TLS settings
@@ -3423,6 +3463,28 @@ impl<'a> Interp<'a> {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The upstream an entry became (`usize::MAX` for an implicit one not
+    /// yet initialised).
+    fn entry_upstream(&self, entry: usize) -> usize {
+        match &self.entries[entry] {
+            UpstreamEntry::Block { index, .. } => *index,
+            UpstreamEntry::Implicit { index, .. } => index.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Sets the upstream of each `if` block's `proxy_pass` in `ops`.
+    fn resolve_if_passes(&self, ops: &mut [RewriteOp]) {
+        for op in ops {
+            match op {
+                RewriteOp::Headers(IfHeaders {
+                    proxy: Some(proxy), ..
+                }) => proxy.pass.upstream = self.entry_upstream(proxy.entry),
+                RewriteOp::If(_, block) => self.resolve_if_passes(block),
+                _ => {}
+            }
+        }
     }
 
     /// nginx's `ngx_http_upstream_init_main_conf`, entry by entry: a block

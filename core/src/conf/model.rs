@@ -319,12 +319,22 @@ pub enum RewriteOp {
     Headers(IfHeaders),
 }
 
-/// A location `if` block's header filters: its `add_header` lines (which
-/// replace the location's), its `expires`.
+/// A location `if` block's own settings: its `add_header` lines (which
+/// replace the location's), its `expires`, its `proxy_pass`.
 #[derive(Debug, Clone)]
 pub struct IfHeaders {
     pub add_headers: Option<Vec<AddHeader>>,
     pub expires: Option<Option<Expires>>,
+    pub proxy: Option<IfProxy>,
+}
+
+/// A location `if`'s `proxy_pass` (no URI part, as nginx requires there).
+#[derive(Debug, Clone)]
+pub struct IfProxy {
+    pub pass: ProxyPass,
+    /// The upstream entry the reader made for it; `pass.upstream` is set
+    /// from it at the end of `http`.
+    pub entry: usize,
 }
 
 /// An `if`'s condition, as nginx's rewrite module reads it.

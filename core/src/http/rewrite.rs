@@ -55,6 +55,8 @@ enum Op {
     /// A location `if` block's `add_header` and `expires`: the answer's
     /// header filters from then on.
     Outbound(Arc<crate::http::outbound::Outbound>),
+    /// A location `if` block's `proxy_pass`: the answer's handler.
+    Handler(Arc<Action>),
 }
 
 /// An `if`'s condition.
@@ -96,6 +98,20 @@ pub(crate) fn new_level(extensions: &mut http::Extensions) {
     extensions.remove::<InIf>();
     extensions.remove::<Broken>();
     extensions.remove::<IfOutbound>();
+    extensions.remove::<IfHandler>();
+}
+
+/// The handler (`proxy_pass`) of a location's `if` that held: nginx
+/// answers with the `if` block's, which takes the location's place.
+#[derive(Clone)]
+pub(crate) struct IfHandler(pub(crate) Arc<Action>);
+
+/// What a location `if` block sets besides its rewrite lines.
+pub struct IfLevel {
+    /// Its header filters over the location's, when it has any.
+    pub outbound: Option<crate::http::outbound::Outbound>,
+    /// Its `proxy_pass`.
+    pub handler: Option<Action>,
 }
 
 /// The header filters (`add_header`, `expires`) of a location's `if`
@@ -122,7 +138,7 @@ impl Script {
         style: crate::conf::model::RedirectStyle,
         maps: &MapNames,
         reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
-        outbound: &dyn Fn(&IfHeaders) -> Result<crate::http::outbound::Outbound, ConfError>,
+        outbound: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
     ) -> Result<Option<Box<Script>>, ConfError> {
         if ops.is_empty() {
             return Ok(None);
@@ -144,7 +160,7 @@ fn flatten(
     out: &mut Vec<Op>,
     maps: &MapNames,
     reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
-    outbound: &dyn Fn(&IfHeaders) -> Result<crate::http::outbound::Outbound, ConfError>,
+    outbound: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
 ) -> Result<(), ConfError> {
     let compile = |t: &str| {
         Template::compile_with(t, &|n| maps.var(n)).map_err(|e| ConfError::bare(e.to_string()))
@@ -156,7 +172,15 @@ fn flatten(
             RewriteOp::Rewrite(r) => out.push(Op::Rewrite(Box::new(Rewrite::new(r, maps)?))),
             RewriteOp::Set(i, value) => out.push(Op::Set(*i as u32, compile(value)?)),
             RewriteOp::SetArgs(value) => out.push(Op::SetArgs(compile(value)?)),
-            RewriteOp::Headers(h) => out.push(Op::Outbound(Arc::new(outbound(h)?))),
+            RewriteOp::Headers(h) => {
+                let level = outbound(h)?;
+                if let Some(o) = level.outbound {
+                    out.push(Op::Outbound(Arc::new(o)));
+                }
+                if let Some(action) = level.handler {
+                    out.push(Op::Handler(Arc::new(action)));
+                }
+            }
             RewriteOp::If(cond, block) => {
                 let cond = match cond {
                     IfCond::Var(v) => Cond::Var(compile(v)?),
@@ -395,6 +419,13 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     return Ran::Answer(finalized(500));
                 };
                 c.parts.extensions.insert(IfOutbound(Arc::clone(o)));
+                continue;
+            }
+            Op::Handler(action) => {
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                c.parts.extensions.insert(IfHandler(Arc::clone(action)));
                 continue;
             }
             Op::Rewrite(r) => r,
@@ -802,10 +833,14 @@ pub(crate) fn serve<'a>(
                 }
             };
             if !again {
-                // The location answers with the request as it is now.
+                // The location answers with the request as it is now (by
+                // its `if`'s handler if one held).
                 let rewritten = rewritten || next.moved;
                 let now = at_current(req, Some(&next), changes);
-                let action = reached(&at.action, rewritten);
+                let action = match next.parts.extensions.get::<IfHandler>() {
+                    Some(handler) => &*handler.0,
+                    None => reached(&at.action, rewritten),
+                };
                 let answer = at_location(&now, body, at, action, client, realip, started);
                 let resp = Box::pin(answer).await;
                 return answered_at(resp, server, Some(at), Some(&next), changes);

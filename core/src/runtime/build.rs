@@ -514,6 +514,9 @@ fn server(
             .as_ref()
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
+        // (The `if` blocks' `proxy_pass` lines make their TLS clients
+        // from inside the script's builder.)
+        let if_tls = std::cell::RefCell::new(&mut *tls);
         list.push(Location {
             filters: filters.applies(i, None).into_boxed_slice(),
             named,
@@ -560,17 +563,35 @@ fn server(
                         filters.maps,
                     )?))
                 },
-                // A location `if`'s own header filters over the location's.
+                // A location `if`'s own header filters over the location's,
+                // and its `proxy_pass` with the location's proxy settings.
                 &|h| {
-                    outbound(
-                        l.limit_rate,
-                        h.expires.unwrap_or(l.expires),
-                        h.add_headers.as_deref().unwrap_or(&l.add_headers),
-                        l.msie_padding,
-                        l.charset.as_ref(),
-                        l.gzip.as_ref(),
-                        filters.maps,
-                    )
+                    let headed = h.add_headers.is_some() || h.expires.is_some();
+                    let outbound = match headed {
+                        true => Some(outbound(
+                            l.limit_rate,
+                            h.expires.unwrap_or(l.expires),
+                            h.add_headers.as_deref().unwrap_or(&l.add_headers),
+                            l.msie_padding,
+                            l.charset.as_ref(),
+                            l.gzip.as_ref(),
+                            filters.maps,
+                        )?),
+                        false => None,
+                    };
+                    let handler = match &h.proxy {
+                        Some(p) => {
+                            let tls = &mut **if_tls.borrow_mut();
+                            let mut proxy = proxy(&p.pass, &l.proxy, upstreams, tls, filters.maps)?;
+                            proxy.style = l.redirect_style;
+                            proxy.filters = filters.applies(i, Some(p.pass.upstream));
+                            proxy.intercept =
+                                l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
+                            Some(Action::Proxy(proxy))
+                        }
+                        None => None,
+                    };
+                    Ok(crate::http::rewrite::IfLevel { outbound, handler })
                 },
             )?,
         });
@@ -627,7 +648,7 @@ fn server(
                     filters.maps,
                 )?))
             },
-            // (A server's `if` takes no header filters.)
+            // (A server's `if` takes no header filters nor handler.)
             &|_| {
                 Err(ConfError::bare(
                     "header filters in a server's \"if\"".to_owned(),
