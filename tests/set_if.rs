@@ -1367,6 +1367,10 @@ fn proxy_pass_inside_if_as_nginx() {
             add_header X-A loc;
             proxy_pass http://127.0.0.1:{back};
         }
+        location /i/ {
+            if ($arg_go) { proxy_pass http://127.0.0.1:{back}; break; }
+            return 200 "stay\n";
+        }
     }
 "#;
     let asks = [
@@ -1376,6 +1380,8 @@ fn proxy_pass_inside_if_as_nginx() {
         post("/m/x"),
         get("/a/1"),
         get("/a/2?up=1"),
+        get("/i/"),
+        get("/i/?go=1"),
     ];
     check(
         http,
@@ -1386,6 +1392,8 @@ fn proxy_pass_inside_if_as_nginx() {
             "body: \"get\\n\"",
             "back /a/1 x-val=[]",
             "X-A: up | body: \"back /a/2?up=1 x-val=[]\\n\"",
+            "body: \"stay\\n\"",
+            "back /i/?go=1 x-val=[]",
         ],
         &[],
     );
