@@ -805,10 +805,20 @@ fn config_errors_match_nginx() {
             in_location("/", "            etag maybe;\n"),
             "[emerg] invalid value \"maybe\" in \"etag\" directive, it must be \"on\" or \"off\" in CONF:7 (exit Some(1))".into(),
         ),
+        (
+            in_location("/", "            autoindex_format yaml;\n"),
+            "[emerg] invalid value \"yaml\" in CONF:7 (exit Some(1))".into(),
+        ),
+        (
+            in_location("/", "            autoindex maybe;\n"),
+            "[emerg] invalid value \"maybe\" in \"autoindex\" directive, it must be \"on\" or \"off\" in CONF:7 (exit Some(1))".into(),
+        ),
         // Every directive where it may be.
         (
             "http {\n\
              \x20   root /srv;\n\
+             \x20   autoindex on;\n\
+             \x20   autoindex_localtime on;\n\
              \x20   index index.html index.htm;\n\
              \x20   log_not_found off;\n\
              \x20   etag off;\n\
@@ -818,7 +828,7 @@ fn config_errors_match_nginx() {
              \x20       root /srv/www;\n\
              \x20       try_files $uri $uri/ =404;\n\
              \x20       location / { root html; index a b /c; try_files $uri @n; }\n\
-             \x20       location /s/ { alias /srv/s/; if_modified_since exact; etag on; }\n\
+             \x20       location /s/ { alias /srv/s/; if_modified_since exact; etag on; autoindex_exact_size off; autoindex_format html; }\n\
              \x20       location ~ ^/r/(.*)$ { alias /srv/r/$1; }\n\
              \x20       location @n { root /srv/n; log_not_found on; }\n\
              \x20   }\n\
@@ -941,4 +951,118 @@ fn redirect_edges_match_nginx() {
             ),
         ],
     );
+}
+
+/// `autoindex on` as nginx's, to the byte: a directory without an index
+/// file is listed (`../`, directories then files by name, hidden names
+/// left out, names escaped in the link and the text, cut at 50 bytes,
+/// a broken link as itself), with `autoindex_exact_size off` sizes
+/// rounded; POST still gets 403, and a directory with an index file its
+/// index.
+#[test]
+fn autoindex_matches_nginx() {
+    let tree = TempDir::new("autoindex");
+    let long = format!("{}.txt", "l".repeat(56));
+    let edge = format!("{}.txt", "e".repeat(46));
+    let files: Vec<(String, &str)> = vec![
+        ("auto/a.txt".into(), "a\n"),
+        ("auto/B.txt".into(), "bee\n"),
+        ("auto/.hidden".into(), "no\n"),
+        ("auto/d\"q&<x>.txt".into(), "special\n"),
+        ("auto/with space.txt".into(), "space\n"),
+        ("auto/caf\u{e9}.txt".into(), "utf-8\n"),
+        (format!("auto/{long}"), "long\n"),
+        (format!("auto/{edge}"), "fifty\n"),
+        ("auto/sub/f.txt".into(), "in sub\n"),
+        ("auto/idx/index.html".into(), "<p>index</p>\n"),
+        (format!("auto/{}/f", "D".repeat(52)), "deep\n"),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    write_files(&tree.path, &files);
+    let auto = tree.path.join("auto");
+    std::fs::create_dir_all(auto.join("empty dir")).expect("mkdir");
+    // Sizes at nginx's rounding edges (sparse files), listed rounded in
+    // `sub/`.
+    for (name, size) in [
+        ("big.bin", 5 * 1024 * 1024 + 700 * 1024),
+        ("sub/g.bin", 3 * 1024 * 1024 * 1024 + 512 * 1024 * 1024),
+        ("sub/m.bin", 1024 * 1024 + 511 * 1024),
+        ("sub/k.bin", 10_000),
+        ("sub/j.bin", 9_999),
+        ("sub/h.bin", 20 * 1024 + 512),
+    ] {
+        std::fs::File::create(auto.join(name))
+            .and_then(|f| f.set_len(size))
+            .expect("sparse file");
+    }
+    std::os::unix::fs::symlink(auto.join("nowhere"), auto.join("broken")).expect("symlink");
+    // Every entry's time, links and directories too, as the files'.
+    let times = [libc::timespec {
+        tv_sec: MTIME as libc::time_t,
+        tv_nsec: 0,
+    }; 2];
+    let entries = std::fs::read_dir(&auto).expect("read_dir");
+    let in_sub = std::fs::read_dir(auto.join("sub")).expect("read_dir");
+    for entry in entries.chain(in_sub).flatten() {
+        let path =
+            std::ffi::CString::new(entry.path().as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid path and two timespecs, as utimensat(2) takes.
+        let set = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(set, 0, "utimensat {}", entry.path().display());
+    }
+    let http = |port: u16| {
+        format!(
+            "    server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       root {dir};\n\
+             \x20       location /auto/ {{ autoindex on; }}\n\
+             \x20       location /auto/sub/ {{ autoindex on; autoindex_exact_size off; }}\n\
+             \x20   }}\n",
+            dir = tree.path.display()
+        )
+    };
+    let run = |nginx: bool| -> Vec<String> {
+        let (_server, port) = either_on_a_port(nginx, http);
+        let mut answers: Vec<String> = ["/auto/", "/auto/sub/", "/auto/empty%20dir/", "/auto/idx/"]
+            .iter()
+            .map(|path| {
+                let reply = waypost_tests::KeepAlive::connect(port).get(path);
+                format!(
+                    "{path} -> {} {:?}\n{}",
+                    reply.status,
+                    reply.header("Content-Type"),
+                    reply.body
+                )
+            })
+            .collect();
+        for method in ["HEAD", "POST"] {
+            let answer = exchange(
+                port,
+                &format!("{method} /auto/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            );
+            let status = answer.lines().next().unwrap_or_default().to_owned();
+            let body = neutral_server(body_of(&answer));
+            answers.push(format!("{method} /auto/ -> {status} {body:?}"));
+        }
+        answers
+    };
+    let theirs = run(true);
+    assert!(
+        theirs[0].contains("<a href=\"d%22q%26%3Cx%3E.txt\">d&quot;q&amp;&lt;x&gt;.txt</a>"),
+        "{}",
+        theirs[0]
+    );
+    assert!(theirs[0].contains("..&gt;</a>"), "{}", theirs[0]);
+    let ours = run(false);
+    for (ours, theirs) in ours.iter().zip(&theirs) {
+        assert_eq!(ours, theirs);
+    }
+    assert_eq!(ours.len(), theirs.len());
 }

@@ -178,6 +178,10 @@ pub const CORE: &[Spec] = &[
     d("try_files", SRV | LOC, 2, MORE),
     f("log_not_found", PROXY),
     f("etag", PROXY),
+    f("autoindex", PROXY),
+    f("autoindex_exact_size", PROXY),
+    f("autoindex_localtime", PROXY),
+    d("autoindex_format", PROXY, 1, 1),
     d("if_modified_since", PROXY, 1, 1),
     // TLS and HTTP/2 to clients
     d("ssl_certificate", HTTP | SRV, 1, 1),

@@ -316,6 +316,9 @@ struct Layer {
     etag: Option<bool>,
     rewrite_log: Option<bool>,
     if_modified_since: Option<IfModifiedSince>,
+    autoindex: Option<bool>,
+    autoindex_exact_size: Option<bool>,
+    autoindex_localtime: Option<bool>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -518,6 +521,9 @@ impl Layer {
             try_files: self.try_files.clone(),
             log_not_found: self.log_not_found.or(parent.log_not_found),
             etag: self.etag.or(parent.etag),
+            autoindex: self.autoindex.or(parent.autoindex),
+            autoindex_exact_size: self.autoindex_exact_size.or(parent.autoindex_exact_size),
+            autoindex_localtime: self.autoindex_localtime.or(parent.autoindex_localtime),
             rewrite_log: self.rewrite_log.or(parent.rewrite_log),
             if_modified_since: self.if_modified_since.or(parent.if_modified_since),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
@@ -537,6 +543,10 @@ impl Layer {
             try_files: self.try_files.clone(),
             log_not_found: self.log_not_found.unwrap_or(true),
             etag: self.etag.unwrap_or(true),
+            autoindex: self.autoindex.unwrap_or(false).then(|| AutoindexConf {
+                exact_size: self.autoindex_exact_size.unwrap_or(true),
+                localtime: self.autoindex_localtime.unwrap_or(false),
+            }),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             prefix: default.prefix,
             location: String::new(),
@@ -1708,6 +1718,26 @@ impl<'a> Interp<'a> {
             }
             "log_not_found" => layer.log_not_found = Some(d.args[0].eq_ignore_ascii_case("on")),
             "etag" => layer.etag = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "autoindex" => layer.autoindex = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "autoindex_exact_size" => {
+                layer.autoindex_exact_size = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "autoindex_localtime" => {
+                layer.autoindex_localtime = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "autoindex_format" => match d.args[0].to_ascii_lowercase().as_str() {
+                "html" => {}
+                "xml" | "json" | "jsonp" => {
+                    return err(
+                        format!(
+                            "\"autoindex_format {}\" is not supported (only html)",
+                            d.args[0]
+                        ),
+                        d,
+                    )
+                }
+                _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
+            },
             "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
             "if_modified_since" => {
                 layer.if_modified_since = Some(match d.args[0].to_ascii_lowercase().as_str() {

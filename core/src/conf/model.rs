@@ -405,11 +405,21 @@ pub struct StaticConf {
     pub log_not_found: bool,
     pub etag: bool,
     pub if_modified_since: IfModifiedSince,
+    /// `autoindex on` and its settings.
+    pub autoindex: Option<AutoindexConf>,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
     /// The location's name (empty at the server level), for nginx's
     /// `"alias" cannot be used in location` alert.
     pub location: String,
+}
+
+/// `autoindex on`: `autoindex_exact_size` (default on) and
+/// `autoindex_localtime` (default off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoindexConf {
+    pub exact_size: bool,
+    pub localtime: bool,
 }
 
 /// An alias that is the whole path (a regex location's).
@@ -426,6 +436,7 @@ impl StaticConf {
             log_not_found: true,
             etag: true,
             if_modified_since: IfModifiedSince::Exact,
+            autoindex: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),
         }

@@ -22,6 +22,7 @@
 //!   phases)
 //! - `static_files`: `root`/`alias`, `index`, `try_files`: files, their
 //!   conditional and range requests
+//! - `autoindex`: a directory's listing where it has no index file
 //! - `outbound`: an answer's header filters, in nginx's order (expires,
 //!   add_header, msie_padding, charset, gzip)
 //! - `charset`: `charset NAME` added to Content-Type
@@ -33,6 +34,7 @@
 pub mod access;
 pub mod allow;
 pub mod auth_basic;
+pub mod autoindex;
 pub mod body;
 pub mod charset;
 pub mod cookie;

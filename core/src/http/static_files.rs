@@ -34,7 +34,9 @@ use http::header::{
 use http::{Method, Response, StatusCode};
 use tokio::task::JoinHandle;
 
-use crate::conf::model::{ContentTypes, IfModifiedSince, RedirectStyle, StaticConf, ALIAS_WHOLE};
+use crate::conf::model::{
+    AutoindexConf, ContentTypes, IfModifiedSince, RedirectStyle, StaticConf, ALIAS_WHOLE,
+};
 use crate::conf::ConfError;
 use crate::http::body::RespBody;
 use crate::http::h1::body::BodyError;
@@ -67,6 +69,7 @@ pub struct Static {
     log_not_found: bool,
     etag: bool,
     if_modified_since: IfModifiedSince,
+    autoindex: Option<AutoindexConf>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
@@ -197,6 +200,7 @@ impl Static {
             log_not_found: conf.log_not_found,
             etag: conf.etag,
             if_modified_since: conf.if_modified_since,
+            autoindex: conf.autoindex,
             types,
             style,
         })
@@ -296,8 +300,12 @@ pub(crate) fn serve<'a>(
             } else {
                 return error_page(405);
             }
-            // nginx's content phase with no handler for a directory.
             let (path, _) = st.map(&uri, &vars, add_uri);
+            // nginx's autoindex handler (GET and HEAD).
+            if let (Some(conf), true) = (st.autoindex, *method != Method::POST) {
+                return listing(req, client, conf, &path, &uri).await;
+            }
+            // nginx's content phase with no handler for a directory.
             let line = format!(
                 "directory index of \"{}\" is forbidden",
                 String::from_utf8_lossy(&path)
@@ -310,6 +318,44 @@ pub(crate) fn serve<'a>(
         }
         file(req, st, &vars, client, &uri, add_uri).await
     })
+}
+
+/// `autoindex on`: the listing of the directory at `path` (its URI
+/// `uri`), read on the blocking pool; nginx's lines for what it cannot
+/// read.
+async fn listing(
+    req: &Req<'_>,
+    client: SocketAddr,
+    conf: AutoindexConf,
+    path: &[u8],
+    uri: &[u8],
+) -> Response<RespBody> {
+    let dir = match path.strip_suffix(b"/") {
+        Some(dir) if !dir.is_empty() => dir.to_vec(),
+        _ => path.to_vec(),
+    };
+    let owned = dir.clone();
+    match blocking(move || crate::http::autoindex::list(&owned)).await {
+        Ok(listed) => {
+            for (entry, e) in &listed.unreadable {
+                failed(req, client, Level::Crit, "stat()", entry, e);
+            }
+            let page = crate::http::autoindex::page(uri, &listed.entries, conf);
+            let mut resp = Response::new(RespBody::full(page));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            resp
+        }
+        Err(e) => {
+            let (level, status) = match errno(&e) {
+                libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => (Level::Error, 404),
+                libc::EACCES => (Level::Error, 403),
+                _ => (Level::Crit, 500),
+            };
+            failed(req, client, level, "opendir()", &dir, &e);
+            finalized(status)
+        }
+    }
 }
 
 /// Where an internal redirect goes: a URI and its arguments, or a named

@@ -1,0 +1,247 @@
+//! nginx's autoindex module (`ngx_http_autoindex_module.c`): where a
+//! directory is asked for and no `index` file is there, `autoindex on`
+//! answers with its listing in nginx's HTML, to the byte: `../` first,
+//! then the directories and the files, each by name, names starting with
+//! `.` left out; a name cut at 50 bytes (`..&gt;`), padded to them; the
+//! modification time (GMT unless `autoindex_localtime on`) and the size
+//! (in bytes, or with `autoindex_exact_size off` rounded to K, M or G).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use crate::conf::model::AutoindexConf;
+
+/// A name's width in the listing (nginx's `NGX_HTTP_AUTOINDEX_NAME_LEN`).
+const NAME_LEN: usize = 50;
+
+/// One entry of the directory.
+pub(crate) struct Entry {
+    name: Vec<u8>,
+    dir: bool,
+    mtime: i64,
+    size: u64,
+}
+
+/// What listing a directory found: its entries, and those it could not
+/// look at (nginx's `stat() "..." failed` at `crit`, the entry left out).
+pub(crate) struct Listed {
+    pub entries: Vec<Entry>,
+    pub unreadable: Vec<(Vec<u8>, io::Error)>,
+}
+
+/// The entries of directory `dir` (a path without its trailing `/`), in
+/// nginx's order. Blocking: run it on the blocking pool.
+pub(crate) fn list(dir: &[u8]) -> io::Result<Listed> {
+    let mut listed = Listed {
+        entries: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for entry in std::fs::read_dir(OsStr::from_bytes(dir))? {
+        let entry = entry?;
+        let name = entry.file_name().as_bytes().to_vec();
+        if name.first() == Some(&b'.') {
+            continue;
+        }
+        let mut path = dir.to_vec();
+        path.push(b'/');
+        path.extend_from_slice(&name);
+        let path = OsStr::from_bytes(&path);
+        // A link is listed as what it points to; a broken one (or a
+        // loop) as the link itself, as nginx's `ngx_de_link_info`.
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                std::fs::symlink_metadata(path)?
+            }
+            Err(e) => {
+                listed.unreadable.push((path.as_bytes().to_vec(), e));
+                continue;
+            }
+        };
+        listed.entries.push(Entry {
+            name,
+            dir: meta.is_dir(),
+            mtime: meta.mtime(),
+            size: meta.len(),
+        });
+    }
+    // Directories first, then by name, bytewise (nginx's `ngx_strcmp`).
+    listed
+        .entries
+        .sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+    Ok(listed)
+}
+
+/// The page listing `entries` of the directory whose URI is `uri`.
+pub(crate) fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + entries.len() * 120);
+    out.extend_from_slice(b"<html>\r\n<head><title>Index of ");
+    escape_html(uri, &mut out);
+    out.extend_from_slice(b"</title></head>\r\n<body>\r\n<h1>Index of ");
+    escape_html(uri, &mut out);
+    out.extend_from_slice(b"</h1><hr><pre><a href=\"../\">../</a>\r\n");
+    for e in entries {
+        out.extend_from_slice(b"<a href=\"");
+        crate::http::escape_into(&e.name, &mut out, |_, c| {
+            !(c.is_ascii_alphanumeric() || b"-._~".contains(&c))
+        });
+        if e.dir {
+            out.push(b'/');
+        }
+        out.extend_from_slice(b"\">");
+        let mut len = e.name.len();
+        let shown = &e.name[..len.min(NAME_LEN - 3)];
+        if len > NAME_LEN {
+            escape_html(shown, &mut out);
+            out.extend_from_slice(b"..&gt;</a>");
+        } else {
+            escape_html(&e.name, &mut out);
+            if e.dir && len < NAME_LEN {
+                out.push(b'/');
+                len += 1;
+            }
+            out.extend_from_slice(b"</a>");
+            out.resize(out.len() + (NAME_LEN - len), b' ');
+        }
+        out.push(b' ');
+        date(e.mtime, conf.localtime, &mut out);
+        size(e, conf.exact_size, &mut out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"</pre><hr></body>\r\n</html>\r\n");
+    out
+}
+
+/// nginx's `ngx_escape_html`: `<`, `>`, `&` and `"` as entities.
+fn escape_html(text: &[u8], out: &mut Vec<u8>) {
+    for &c in text {
+        match c {
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `27-Nov-2026 21:05 `: GMT, or the local time.
+fn date(mtime: i64, local: bool, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    // SAFETY: `tm` is plain data that the libc call fills in; `time` lives
+    // for the call.
+    let tm = unsafe {
+        let time: libc::time_t = mtime;
+        let mut tm: libc::tm = std::mem::zeroed();
+        let filled = if local {
+            libc::localtime_r(&time, &mut tm)
+        } else {
+            libc::gmtime_r(&time, &mut tm)
+        };
+        if filled.is_null() {
+            return out.extend_from_slice(b"01-Jan-1970 00:00 ");
+        }
+        tm
+    };
+    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("Jan");
+    let _ = write!(
+        out,
+        "{:02}-{month}-{} {:02}:{:02} ",
+        tm.tm_mday,
+        tm.tm_year + 1900,
+        tm.tm_hour,
+        tm.tm_min
+    );
+}
+
+/// The size column: bytes in 19 places, or nginx's rounded form.
+fn size(e: &Entry, exact: bool, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    const K: u64 = 1024;
+    let _ = match (e.dir, exact) {
+        (true, true) => write!(out, "{:>19}", "-"),
+        (true, false) => write!(out, "{:>7}", "-"),
+        (false, true) => write!(out, "{:>19}", e.size),
+        (false, false) => {
+            let length = e.size;
+            let rounded = |unit: u64| length / unit + u64::from(length % unit > unit / 2 - 1);
+            if length > K * K * K - 1 {
+                write!(out, "{:>6}G", rounded(K * K * K))
+            } else if length > K * K - 1 {
+                write!(out, "{:>6}M", rounded(K * K))
+            } else if length > 9999 {
+                write!(out, "{:>6}K", rounded(K))
+            } else {
+                write!(out, " {length:>6}")
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, dir: bool, size: u64) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            dir,
+            mtime: 1_795_900_000,
+            size,
+        }
+    }
+
+    #[test]
+    fn long_names_are_cut_and_short_ones_padded_as_nginx() {
+        let conf = AutoindexConf {
+            exact_size: true,
+            localtime: false,
+        };
+        let long = "a".repeat(60);
+        let page = page(
+            b"/d/",
+            &[entry("sub", true, 4096), entry(&long, false, 7)],
+            conf,
+        );
+        let text = String::from_utf8(page).expect("text");
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(
+            lines[3],
+            "<h1>Index of /d/</h1><hr><pre><a href=\"../\">../</a>"
+        );
+        assert_eq!(
+            lines[4],
+            format!(
+                "<a href=\"sub/\">sub/</a>{} 28-Nov-2026 21:06                   -",
+                " ".repeat(46)
+            )
+        );
+        assert_eq!(
+            lines[5],
+            format!(
+                "<a href=\"{long}\">{}..&gt;</a> 28-Nov-2026 21:06                   7",
+                "a".repeat(47)
+            )
+        );
+    }
+
+    #[test]
+    fn sizes_round_as_nginx() {
+        let shown = |size: u64| {
+            let mut out = Vec::new();
+            super::size(&entry("f", false, size), false, &mut out);
+            String::from_utf8(out).expect("text")
+        };
+        assert_eq!(shown(9999), "   9999");
+        assert_eq!(shown(10_000), "    10K");
+        assert_eq!(shown(1536), "   1536");
+        assert_eq!(shown(1024 * 1024 + 600 * 1024), "     2M");
+        assert_eq!(shown(3 * 1024 * 1024 * 1024), "     3G");
+    }
+}
