@@ -1134,3 +1134,60 @@ fn limits_apply_to_answers_that_are_not_proxied() {
     );
     assert_eq!(ours, theirs);
 }
+
+/// limit_req at the target of an internal redirect (`try_files ... @app`,
+/// `error_page ... = @app`, an `index` file's location) limits, as nginx's
+/// does where the first location had none; a request limited at the
+/// first location is counted once.
+#[test]
+fn limits_apply_at_an_internal_redirect_target_once() {
+    let [wp, nx] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let tree = waypost_tests::TempDir::new("limit-req-redirect");
+    tree.write("f/x.txt", "file x\n");
+    tree.write("ix/index.html", "index\n");
+    let body = |port: u16| {
+        format!(
+            "    access_log off;\n\
+             \x20   log_format lr '$uri $status $limit_req_status';\n\
+             \x20   limit_req_zone $arg_k zone=z:1m rate=1r/m;\n\
+             \x20   limit_req_status 503;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/lr.log lr;\n\
+             \x20       root {dir};\n\
+             \x20       location /tf/ {{ try_files /none @lim; }}\n\
+             \x20       location /ep/ {{ error_page 404 = @lim; }}\n\
+             \x20       location /lt/ {{ limit_req zone=z burst=1 nodelay; try_files /none @lim; }}\n\
+             \x20       location = /ix/index.html {{ limit_req zone=z burst=1 nodelay; }}\n\
+             \x20       location @lim {{ limit_req zone=z burst=1 nodelay; try_files /f/x.txt =404; }}\n\
+             \x20   }}\n",
+            dir = tree.path.display()
+        )
+    };
+    let w = Server::waypost(&waypost_conf(&body(wp)), &[wp]);
+    let n = Server::nginx(&nginx_conf(&body(nx)), &[nx]);
+    // (The access log lines after a redirect differ: see the module's
+    // README. The index redirect's are compared.)
+    let run = |port: u16, server: &Server| -> (Vec<u16>, Vec<String>) {
+        let mut statuses = Vec::new();
+        for path in ["/tf/?k=1", "/ep/?k=2", "/lt/?k=3", "/ix/?k=4"] {
+            let mut c = Client::connect(port);
+            for _ in 0..3 {
+                statuses.push(c.get(path).status);
+            }
+        }
+        let mut lines = server.wait_lines("logs/lr.log", 12);
+        lines.retain(|l| l.starts_with("/ix/"));
+        lines.sort();
+        (statuses, lines)
+    };
+    let (ours, theirs) = (run(wp, &w), run(nx, &n));
+    assert_eq!(
+        theirs.0,
+        [200, 200, 503, 200, 200, 503, 200, 200, 503, 200, 200, 503],
+        "nginx"
+    );
+    assert_eq!(ours, theirs);
+}

@@ -169,7 +169,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
-            named: [None; 2],
+            named: None,
             statics: None,
         };
         let value = compiled.ok().map(|template| {
@@ -232,7 +232,7 @@ impl Harness {
             original: None,
             maps: &[],
             captures: None,
-            named: [None; 2],
+            named: None,
             statics: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location, false);

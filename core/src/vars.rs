@@ -51,7 +51,7 @@ pub struct VarCtx<'a> {
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The matches whose named groups are variables where nothing set
     /// them: the request's regex location's, then its regex server name's.
-    pub named: [Named<'a>; 2],
+    pub named: NamedPair<'a>,
     /// The static settings of the level the request is at, for
     /// `$document_root` and `$request_filename`.
     pub statics: Option<&'a crate::http::static_files::Static>,
@@ -153,6 +153,11 @@ pub type GroupVars = Box<[(u8, u32)]>;
 /// A regex's match and its named groups' variables (group number,
 /// variable index): the group's value is the variable's.
 pub type Named<'a> = Option<(&'a regex::bytes::Captures<'a>, &'a [(u8, u32)])>;
+
+/// The regex location's and the regex server name's [`Named`], kept
+/// where the request's server and location were chosen: a reference, so
+/// that the contexts copied along a request stay small.
+pub type NamedPair<'a> = Option<&'a [Named<'a>; 2]>;
 
 /// The request's arguments are a `set $args`'s: found, even empty.
 #[derive(Clone, Copy, Debug)]
@@ -670,7 +675,7 @@ fn user<'r>(cx: &VarCtx<'r>, index: u32) -> Option<&'r [u8]> {
     match set.and_then(|v| v.0.get(index as usize)?.as_deref()) {
         Some(value) => Some(value),
         // A group that took no part in the match is empty, as nginx's.
-        None => cx.named.into_iter().flatten().find_map(|(caps, named)| {
+        None => cx.named?.iter().flatten().find_map(|(caps, named)| {
             let &(group, _) = named.iter().find(|&&(_, i)| i == index)?;
             Some(
                 caps.get(usize::from(group))

@@ -971,7 +971,7 @@ mod tests {
             original: None,
             maps: &[],
             captures: None,
-            named: [None; 2],
+            named: None,
             statics: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {

@@ -62,14 +62,14 @@ pub struct ClientCx<'a> {
     /// The groups of the regex location that took the request.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The groups whose named ones are variables ([`VarCtx::named`]).
-    pub named: [crate::vars::Named<'a>; 2],
+    pub named: crate::vars::NamedPair<'a>,
     /// The client's request where an internal redirect (`error_page`)
     /// made the one handled: error log lines show its request line.
     pub original: Option<&'a Parts>,
-    /// Reached by an internal redirect: `limit_conn` and the filter
-    /// modules (`limit_req`), which nginx applies once per request, are
-    /// not applied again.
-    pub internal: bool,
+    /// Which limits of nginx's pre-access phase the request met already:
+    /// `limit_conn` and the filter modules (`limit_req`) apply once per
+    /// request, where an internal redirect may meet them again.
+    pub pre_access: &'a PreAccess,
     /// The status an `error_page` redirect answers with (nginx's
     /// `err_status`, what `$status` shows meanwhile); 0 otherwise.
     pub err_status: u16,
@@ -591,8 +591,13 @@ fn filters<'a>(
         hook_cx.templates.set(&run.filter.templates);
         let (result, end) = run.filter.check(run.scope, request_view, &log_cx, at);
         at = end;
-        if let (false, Some(values)) = (result.variable.is_empty(), module_values.as_mut()) {
-            values.push((run.index, result.variable.as_str()));
+        if !result.variable.is_empty() {
+            // A limit applied here (`$limit_req_status` set): an internal
+            // redirect's target does not apply the module's again.
+            cx.pre_access.meet(PreAccess::REQ);
+            if let Some(values) = module_values.as_mut() {
+                values.push((run.index, result.variable.as_str()));
+            }
         }
         match result.action {
             FilterAction::Pass => {}
@@ -655,6 +660,35 @@ pub(crate) async fn location_filters(
             None
         }
     }
+}
+
+/// The limits of nginx's pre-access phase a request met already (its
+/// `r->main->limit_req_status` and `limit_conn_set`): each applies once
+/// per request, at the first level that has it, an internal redirect's
+/// target included. Shared by the request's redirects.
+#[derive(Debug, Default)]
+pub struct PreAccess(std::sync::atomic::AtomicU8);
+
+impl PreAccess {
+    /// The filter modules (`limit_req`).
+    pub const REQ: u8 = 1;
+    /// `limit_conn`.
+    pub const CONN: u8 = 2;
+
+    /// Marks `which` met; whether it was before.
+    pub fn meet(&self, which: u8) -> bool {
+        self.0.fetch_or(which, Relaxed) & which != 0
+    }
+
+    /// Whether `which` was met.
+    pub fn met(&self, which: u8) -> bool {
+        self.0.load(Relaxed) & which != 0
+    }
+}
+
+/// Whether the request meets `limit_conn` here for the first time.
+fn conn_first(cx: &ClientCx<'_>) -> bool {
+    !cx.pre_access.meet(PreAccess::CONN)
 }
 
 /// `limit_conn` for a proxied request: the counts it holds, or nginx's
@@ -929,7 +963,7 @@ pub async fn run(
 
         // Filter modules first (limit_req), each once, in order: a
         // rejection answers now, delays add up to the longest.
-        let filter_delay = if p.filters.is_empty() || cx.internal {
+        let filter_delay = if p.filters.is_empty() || cx.pre_access.met(PreAccess::REQ) {
             0
         } else {
             let (delay, end) = filters(
@@ -947,8 +981,8 @@ pub async fn run(
         // limit_conn after limit_req: a request it delays is counted
         // once its delay is over (below).
         filter_delayed = filter_delay > 0;
-        if !filter_delayed && !cx.internal {
-            if let Some(limits) = &location.limit_conn {
+        if !filter_delayed {
+            if let Some(limits) = location.limit_conn.as_ref().filter(|_| conn_first(cx)) {
                 *conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
             }
         }
@@ -994,7 +1028,8 @@ pub async fn run(
             )))
             .await;
             std::mem::forget(delayed);
-            if let (Some(limits), true) = (&location.limit_conn, filter_delayed) {
+            let limits = location.limit_conn.as_ref().filter(|_| filter_delayed);
+            if let Some(limits) = limits.filter(|_| conn_first(cx)) {
                 match limit_conn(limits, &vars(), cx, parts, &mut conn_status) {
                     Ok(hold) => *conn_hold = hold,
                     Err(resp) => {

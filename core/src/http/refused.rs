@@ -82,7 +82,7 @@ impl HeadCx<'_> {
             original: None,
             maps: self.maps,
             captures: None,
-            named: [None; 2],
+            named: None,
             statics: None,
         };
         Some(logs.start(&vars, crate::clock::now()))

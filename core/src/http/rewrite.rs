@@ -928,12 +928,12 @@ fn too_large(body: &mut ClientBody, limits: &crate::conf::model::ClientLimits) -
 fn at_current<'r>(req: &'r Req<'r>, current: Option<&'r Current>, changes: u8) -> Req<'r> {
     match current {
         Some(c) => Req {
-            limited: req.limited,
+            pre_access: req.pre_access,
             ..state_req(req, c, changes)
         },
         None => Req {
             original: req.original,
-            limited: req.limited,
+            pre_access: req.pre_access,
             ..req.redirected(req.parts, req.head, req.captures, req.err_status, changes)
         },
     }

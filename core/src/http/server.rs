@@ -794,7 +794,7 @@ macro_rules! location_answer {
             // then `limit_conn`, once per request), then access; the
             // counts are given back once the answer is made.
             action => 'answer: {
-                if !location.filters.is_empty() && !cx.internal {
+                if !location.filters.is_empty() && !cx.pre_access.met(proxy::PreAccess::REQ) {
                     let refused = Box::pin(proxy::location_filters(
                         &location.filters,
                         parts,
@@ -809,13 +809,15 @@ macro_rules! location_answer {
                 }
                 let mut status = 0;
                 let checked = match &location.limit_conn {
-                    Some(limits) if !cx.internal => limit_conn::check(
-                        limits,
-                        &req.vars(client, 0, proxy_host),
-                        &cx,
-                        parts,
-                        &mut status,
-                    ),
+                    Some(limits) if !cx.pre_access.meet(proxy::PreAccess::CONN) => {
+                        limit_conn::check(
+                            limits,
+                            &req.vars(client, 0, proxy_host),
+                            &cx,
+                            parts,
+                            &mut status,
+                        )
+                    }
                     _ => Ok(None),
                 };
                 if let Some(r) = record.0.as_deref_mut() {
@@ -959,6 +961,13 @@ async fn handle(
         .map_or(&server.outbound, |l| &l.outbound)
         .limit_rate
         .map(|_| crate::clock::unix_secs());
+    // The limits the request met, for its internal redirects too.
+    let pre_access = proxy::PreAccess::default();
+    // The matches whose named groups are variables.
+    let named = [
+        groups.as_ref().zip(location.map(|l| &l.named[..])),
+        server_groups.as_ref().map(|(c, named)| (c, *named)),
+    ];
     let req = Req {
         parts,
         original: None,
@@ -970,13 +979,10 @@ async fn handle(
         server,
         maps: &rt.maps,
         captures: groups.as_ref().or(server_groups.as_ref().map(|(c, _)| c)),
-        named: [
-            groups.as_ref().zip(location.map(|l| &l.named[..])),
-            server_groups.as_ref().map(|(c, named)| (c, *named)),
-        ],
+        named: (named[0].is_some() || named[1].is_some()).then_some(&named),
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
-        limited: false,
+        pre_access: &pre_access,
         // `$document_root` and kin: the level's.
         statics: Some(location.map_or(&server.statics, |l| &l.statics)),
     };
@@ -1142,17 +1148,16 @@ pub(crate) struct Req<'a> {
     pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The groups whose named ones are variables: the regex location's,
     /// then the regex server name's ([`VarCtx::named`]).
-    pub(crate) named: [crate::vars::Named<'a>; 2],
+    pub(crate) named: crate::vars::NamedPair<'a>,
     /// nginx's `err_status` while an `error_page` target answers: what
     /// `$status` shows there (0: none).
     pub(crate) err_status: u16,
     /// Internal redirects left before nginx's cycle error (its
     /// `uri_changes`).
     pub(crate) changes: u8,
-    /// The pre-access phase (`limit_conn`, filter modules) ran already:
-    /// an internal redirect's target does not run it again. (A `rewrite`
-    /// comes before that phase.)
-    pub(crate) limited: bool,
+    /// The limits of the pre-access phase (`limit_conn`, filter modules)
+    /// the request met, at this level or before an internal redirect.
+    pub(crate) pre_access: &'a proxy::PreAccess,
     /// The static settings of the level the request is at
     /// (`$document_root`, `$request_filename`).
     pub(crate) statics: Option<&'a crate::http::static_files::Static>,
@@ -1214,7 +1219,7 @@ impl<'a> Req<'a> {
             named: self.named,
             err_status,
             changes,
-            limited: true,
+            pre_access: self.pre_access,
             statics: self.statics,
         }
     }
@@ -1243,7 +1248,7 @@ impl<'a> Req<'a> {
             captures: self.captures,
             named: self.named,
             original: self.original,
-            internal: self.limited,
+            pre_access: self.pre_access,
             err_status: self.err_status,
             statics: self.statics,
         }
@@ -1267,7 +1272,7 @@ pub(crate) async fn server_level(
     let parts = req.parts;
     let mut conn = 0;
     let checked = match &server.limit_conn {
-        Some(limits) if !req.limited => {
+        Some(limits) if !req.pre_access.meet(proxy::PreAccess::CONN) => {
             let cx = req.client_cx(client);
             limit_conn::check(limits, &req.vars(client, 0, ""), &cx, parts, &mut conn)
         }
