@@ -1074,17 +1074,21 @@ fn limits_in_an_upstream_block_apply_to_requests_proxied_to_it() {
     assert_eq!(of("/ret "), ["/ret - 200", "/ret - 200", "/ret - 200"]);
 }
 
-/// limit_req limits requests a location answers itself, as nginx's
-/// pre-access phase does: files (`try_files ... =204`, a file, a 404),
-/// `stub_status`; a `return` answers before it, never limited. Logged
-/// with `$limit_req_status`.
-#[test]
-fn limits_apply_to_answers_that_are_not_proxied() {
+/// Both proxies on `locations` (a server's lines under `root` the test
+/// tree, with a `1r/m` zone on `$arg_k`, `limit_req_status 503` and an
+/// access log of `$uri $status $limit_req_status`), each of `paths` asked
+/// three times on one connection: the statuses, and the access log lines
+/// `logged` keeps, sorted (a line is written as its answer ends: the
+/// order of two connections' lines is not compared). nginx's first.
+fn three_each(
+    tree: &std::path::Path,
+    locations: &str,
+    paths: &[&str],
+    logged: &dyn Fn(&str) -> bool,
+) -> [(Vec<u16>, Vec<String>); 2] {
     let [wp, nx] = free_ports(2)[..] else {
         unreachable!()
     };
-    let tree = waypost_tests::TempDir::new("limit-req-static");
-    tree.write("f/x.txt", "file x\n");
     let body = |port: u16| {
         format!(
             "    access_log off;\n\
@@ -1095,38 +1099,55 @@ fn limits_apply_to_answers_that_are_not_proxied() {
              \x20       listen 127.0.0.1:{port};\n\
              \x20       access_log logs/lr.log lr;\n\
              \x20       root {dir};\n\
-             \x20       limit_req zone=z burst=1 nodelay;\n\
-             \x20       location /t/ {{ try_files /none =204; }}\n\
-             \x20       location /f/ {{ }}\n\
-             \x20       location /st {{ stub_status; }}\n\
-             \x20       location /r/ {{ return 200 \"r\\n\"; }}\n\
+             {locations}\
              \x20   }}\n",
-            dir = tree.path.display()
+            dir = tree.display()
         )
     };
-    let w = Server::waypost(&waypost_conf(&body(wp)), &[wp]);
-    let n = Server::nginx(&nginx_conf(&body(nx)), &[nx]);
     let run = |port: u16, server: &Server| -> (Vec<u16>, Vec<String>) {
         let mut statuses = Vec::new();
-        for path in [
-            "/t/?k=1",
-            "/f/x.txt?k=2",
-            "/f/none?k=3",
-            "/st?k=4",
-            "/r/?k=5",
-        ] {
+        for path in paths {
             let mut c = Client::connect(port);
             for _ in 0..3 {
                 statuses.push(c.get(path).status);
             }
         }
-        // (A line is written as its answer ends: sorted, the order of
-        // two connections' lines is not compared.)
-        let mut lines = server.wait_lines("logs/lr.log", 15);
+        let mut lines = server.wait_lines("logs/lr.log", 3 * paths.len());
+        lines.retain(|l| logged(l));
         lines.sort();
         (statuses, lines)
     };
-    let (ours, theirs) = (run(wp, &w), run(nx, &n));
+    let n = Server::nginx(&nginx_conf(&body(nx)), &[nx]);
+    let theirs = run(nx, &n);
+    let w = Server::waypost(&waypost_conf(&body(wp)), &[wp]);
+    let ours = run(wp, &w);
+    [theirs, ours]
+}
+
+/// limit_req limits requests a location answers itself, as nginx's
+/// pre-access phase does: files (`try_files ... =204`, a file, a 404),
+/// `stub_status`; a `return` answers before it, never limited. Logged
+/// with `$limit_req_status`.
+#[test]
+fn limits_apply_to_answers_that_are_not_proxied() {
+    let tree = waypost_tests::TempDir::new("limit-req-static");
+    tree.write("f/x.txt", "file x\n");
+    let [theirs, ours] = three_each(
+        &tree.path,
+        "        limit_req zone=z burst=1 nodelay;\n\
+         \x20       location /t/ { try_files /none =204; }\n\
+         \x20       location /f/ { }\n\
+         \x20       location /st { stub_status; }\n\
+         \x20       location /r/ { return 200 \"r\\n\"; }\n",
+        &[
+            "/t/?k=1",
+            "/f/x.txt?k=2",
+            "/f/none?k=3",
+            "/st?k=4",
+            "/r/?k=5",
+        ],
+        &|_| true,
+    );
     assert_eq!(
         theirs.0,
         [204, 204, 503, 200, 200, 503, 404, 404, 503, 200, 200, 503, 200, 200, 200],
@@ -1138,52 +1159,24 @@ fn limits_apply_to_answers_that_are_not_proxied() {
 /// limit_req at the target of an internal redirect (`try_files ... @app`,
 /// `error_page ... = @app`, an `index` file's location) limits, as nginx's
 /// does where the first location had none; a request limited at the
-/// first location is counted once.
+/// first location is counted once. (The access log lines after a
+/// redirect differ, as the module's README says: the index redirect's
+/// are compared.)
 #[test]
 fn limits_apply_at_an_internal_redirect_target_once() {
-    let [wp, nx] = free_ports(2)[..] else {
-        unreachable!()
-    };
     let tree = waypost_tests::TempDir::new("limit-req-redirect");
     tree.write("f/x.txt", "file x\n");
     tree.write("ix/index.html", "index\n");
-    let body = |port: u16| {
-        format!(
-            "    access_log off;\n\
-             \x20   log_format lr '$uri $status $limit_req_status';\n\
-             \x20   limit_req_zone $arg_k zone=z:1m rate=1r/m;\n\
-             \x20   limit_req_status 503;\n\
-             \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
-             \x20       access_log logs/lr.log lr;\n\
-             \x20       root {dir};\n\
-             \x20       location /tf/ {{ try_files /none @lim; }}\n\
-             \x20       location /ep/ {{ error_page 404 = @lim; }}\n\
-             \x20       location /lt/ {{ limit_req zone=z burst=1 nodelay; try_files /none @lim; }}\n\
-             \x20       location = /ix/index.html {{ limit_req zone=z burst=1 nodelay; }}\n\
-             \x20       location @lim {{ limit_req zone=z burst=1 nodelay; try_files /f/x.txt =404; }}\n\
-             \x20   }}\n",
-            dir = tree.path.display()
-        )
-    };
-    let w = Server::waypost(&waypost_conf(&body(wp)), &[wp]);
-    let n = Server::nginx(&nginx_conf(&body(nx)), &[nx]);
-    // (The access log lines after a redirect differ: see the module's
-    // README. The index redirect's are compared.)
-    let run = |port: u16, server: &Server| -> (Vec<u16>, Vec<String>) {
-        let mut statuses = Vec::new();
-        for path in ["/tf/?k=1", "/ep/?k=2", "/lt/?k=3", "/ix/?k=4"] {
-            let mut c = Client::connect(port);
-            for _ in 0..3 {
-                statuses.push(c.get(path).status);
-            }
-        }
-        let mut lines = server.wait_lines("logs/lr.log", 12);
-        lines.retain(|l| l.starts_with("/ix/"));
-        lines.sort();
-        (statuses, lines)
-    };
-    let (ours, theirs) = (run(wp, &w), run(nx, &n));
+    let [theirs, ours] = three_each(
+        &tree.path,
+        "        location /tf/ { try_files /none @lim; }\n\
+         \x20       location /ep/ { error_page 404 = @lim; }\n\
+         \x20       location /lt/ { limit_req zone=z burst=1 nodelay; try_files /none @lim; }\n\
+         \x20       location = /ix/index.html { limit_req zone=z burst=1 nodelay; }\n\
+         \x20       location @lim { limit_req zone=z burst=1 nodelay; try_files /f/x.txt =404; }\n",
+        &["/tf/?k=1", "/ep/?k=2", "/lt/?k=3", "/ix/?k=4"],
+        &|l| l.starts_with("/ix/"),
+    );
     assert_eq!(
         theirs.0,
         [200, 200, 503, 200, 200, 503, 200, 200, 503, 200, 200, 503],
