@@ -835,6 +835,16 @@ fn config_errors_match_nginx() {
             Waypost::Same,
         ),
         (
+            in_location("location ~ ^/(?<http_host>.+)$ { return 204; }"),
+            emerg("the duplicate \"http_host\" variable", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("location ~ ^/(?<proxy_host>.+)$ { return 204; }"),
+            OK.into(),
+            Waypost::Same,
+        ),
+        (
             in_location("rewrite ^/(?<URI>.+)$ /x;"),
             emerg("the duplicate \"URI\" variable", 7),
             Waypost::Same,
@@ -1264,6 +1274,8 @@ fn set_args_as_nginx() {
         location /r/ { set $args ""; return 200 "args=[$args] is=[$is_args] x=[$arg_x] uri=$uri ru=$request_uri\n"; }
         location /s/ { set $args "a=1"; rewrite ^ /t/ last; }
         location /t/ { return 200 "t args=[$args] a=[$arg_a]\n"; }
+        location /v/ { set $args "a=%41&d=é&e={|}"; return 200 "v args=[$args] d=[$arg_d]\n"; }
+        location /e/ { set $args "x=e1"; error_page 404 = /t/; }
 "#,
     );
     let http = format!("    log_format args '$request_uri|$uri|$args|$is_args|$arg_x';\n{http}");
@@ -1272,6 +1284,8 @@ fn set_args_as_nginx() {
         get("/q/a?y=2"),
         get("/r/a?x=5"),
         get("/s/a?y=3"),
+        get("/v/"),
+        get("/e/?o=1"),
     ];
     check_logged(
         &http,
@@ -1280,6 +1294,8 @@ fn set_args_as_nginx() {
             "/q/a?y=2|/q/a|x=2|?|2",
             "/r/a?x=5|/r/a|||-",
             "/s/a?y=3|/t/|a=1|?|-",
+            "/v/|/v/|a=%41&d=\\xC3\\xA9&e={|}|?|-",
+            "/e/?o=1|/t/|-||-",
         ]),
         &asks,
         &[
@@ -1287,8 +1303,13 @@ fn set_args_as_nginx() {
             "back /z/a?x=2 x-val=[]",
             "args=[] is=[] x=[] uri=/r/a ru=/r/a?x=5",
             "t args=[a=1] a=[1]",
+            "v args=[a=%41&d=\u{e9}&e={|}] d=[\u{e9}]",
+            "t args=[] a=[]",
         ],
-        &[],
+        &[error(
+            &format!("\"PREFIX/html/e/index.html\" is not found ({ENOENT})"),
+            "/e/?o=1",
+        )],
     );
 }
 

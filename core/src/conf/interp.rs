@@ -4737,10 +4737,9 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
                 for written in regex.capture_names().flatten() {
                     let name = written.to_ascii_lowercase();
                     // nginx's variables a group may not be (those it may:
-                    // `$args`, `$limit_rate`, `$arg_*`, `$http_*`, ...).
-                    if crate::vars::builtin(&name)
-                        && !matches!(name.as_str(), "args" | "limit_rate")
-                    {
+                    // the changeable ones, `$arg_*`, most `$http_*`, ...).
+                    let declared = crate::vars::builtin(&name) || NGINX_DECLARED.contains(&&*name);
+                    if declared && !NGINX_CHANGEABLE.contains(&&*name) {
                         return err(format!("the duplicate \"{written}\" variable"), d);
                     }
                     add(out, name, true);
@@ -4753,6 +4752,40 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
     }
     Ok(())
 }
+
+/// Variables nginx's core declares under the `http_` and `sent_http_`
+/// prefixes: a regex's named group may not take their names.
+const NGINX_DECLARED: &[&str] = &[
+    "http_host",
+    "http_user_agent",
+    "http_referer",
+    "http_via",
+    "http_x_forwarded_for",
+    "http_cookie",
+    "sent_http_content_type",
+    "sent_http_content_length",
+    "sent_http_location",
+    "sent_http_last_modified",
+    "sent_http_connection",
+    "sent_http_keep_alive",
+    "sent_http_transfer_encoding",
+    "sent_http_cache_control",
+    "sent_http_link",
+];
+
+/// nginx's variables a regex's named group may take the name of.
+const NGINX_CHANGEABLE: &[&str] = &[
+    "args",
+    "limit_rate",
+    "proxy_host",
+    "proxy_port",
+    "invalid_referer",
+    "ssl_protocol",
+    "ssl_cipher",
+    "msie",
+    "modern_browser",
+    "ancient_browser",
+];
 
 /// The regexes a directive has, with whether each ignores case: an
 /// `if`'s, a regex location's, a regex server name's (hosts are matched

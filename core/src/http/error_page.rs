@@ -275,6 +275,8 @@ fn discarded(base: &Parts, path: Option<&http::uri::PathAndQuery>) -> Parts {
     match path {
         Some(path) => {
             *next.uri_mut() = http::Uri::from(path.clone());
+            // The new URI's arguments, not a `set $args`'s.
+            next.extensions_mut().remove::<crate::vars::ArgsSet>();
             if base.method == Method::HEAD {
                 *next.method_mut() = Method::HEAD;
             }

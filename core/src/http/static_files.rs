@@ -1141,7 +1141,11 @@ fn redirect<'a>(
         *next.method_mut() = req.parts.method.clone();
         match &target {
             Target::Uri(path, args) => match uri_of(path, args.as_deref()) {
-                Some(uri) => *next.uri_mut() = uri,
+                Some(uri) => {
+                    *next.uri_mut() = uri;
+                    // The new URI's arguments, not a `set $args`'s.
+                    next.extensions_mut().remove::<crate::vars::ArgsSet>();
+                }
                 None => return finalized(500),
             },
             Target::Named(_) => *next.uri_mut() = req.parts.uri.clone(),
@@ -1198,12 +1202,21 @@ pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
     http::Uri::try_from(text).ok()
 }
 
-/// `path` (a URI's path, valid as it is) with the arguments `args`.
+/// `path` (a URI's path, valid as it is) with the arguments `args`
+/// (`set $args`): as they are, but the bytes the `http` crate's URI
+/// refuses in a query (space, controls, `"`, `#`, `<`, `>`, bytes from
+/// 0x80 when not UTF-8), percent-encoded.
 pub(crate) fn with_args(path: &str, args: &[u8]) -> Option<http::Uri> {
-    let mut text = String::with_capacity(path.len() + args.len() + 1);
-    text.push_str(path);
-    push_args(&mut text, Some(args));
-    http::Uri::try_from(text).ok()
+    let mut text = Vec::with_capacity(path.len() + args.len() + 1);
+    text.extend_from_slice(path.as_bytes());
+    if !args.is_empty() {
+        text.push(b'?');
+        let utf8 = std::str::from_utf8(args).is_ok();
+        crate::http::escape_into(args, &mut text, |_, c| {
+            c <= b' ' || c == 0x7f || b"\"#<>".contains(&c) || (c >= 0x80 && !utf8)
+        });
+    }
+    http::Uri::from_maybe_shared(Bytes::from(text)).ok()
 }
 
 /// Arguments as given (none when empty: no bare `?` upstream), but what

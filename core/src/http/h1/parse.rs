@@ -154,60 +154,108 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
         {
             parse_slowly(buf, limits, true, slot)
         }
-        Err(httparse::Error::Token) => match high_bytes_encoded(buf) {
-            Some(copy) => parse_copy(buf, &copy, limits, slot),
-            None => Err(refusal(httparse::Error::Token, buf, &req)),
-        },
-        Err(httparse::Error::NewLine) => match version_spaces_dropped(buf) {
-            Some(copy) => parse_copy(buf, &copy, limits, slot),
-            None => Err(refusal(httparse::Error::NewLine, buf, &req)),
-        },
+        Err(e @ (httparse::Error::Token | httparse::Error::NewLine)) => {
+            let lenient = match e {
+                httparse::Error::Token => high_bytes_encoded(buf),
+                _ => version_spaces_dropped(buf),
+            };
+            match lenient {
+                Lenient::Copy(copy) => parse_copy(buf, &copy, limits, slot),
+                Lenient::More => {
+                    check_partial(buf, limits)?;
+                    Ok(false)
+                }
+                Lenient::No => Err(refusal(e, buf, &req)),
+            }
+        }
         Err(e) => Err(refusal(e, buf, &req)),
     }
 }
 
+/// What a head httparse refused may still be, as nginx reads it.
+enum Lenient {
+    /// A copy of the head it takes as it is.
+    Copy(Vec<u8>),
+    /// Its request line is not all there yet, and may be so.
+    More,
+    /// Refused.
+    No,
+}
+
+/// The request line of `buf` after the empty lines before it (httparse
+/// and nginx skip them): its start, and its end (the `\n`) if it came.
+fn request_line(buf: &[u8]) -> Option<(usize, Option<usize>)> {
+    let first = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let end = buf[first..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|n| first + n);
+    Some((first, end))
+}
+
 /// A copy of `buf` with the bytes from 0x80 of its request target
 /// percent-encoded, when they are not UTF-8: httparse refuses such a
-/// target, nginx takes it (`$uri` has the bytes, decoded again). None
-/// when the target has no such bytes.
+/// target, nginx takes it (`$uri` has the bytes, decoded again).
 #[cold]
 #[inline(never)]
-fn high_bytes_encoded(buf: &[u8]) -> Option<Vec<u8>> {
-    // (Empty lines before a request line are skipped, as httparse and
-    // nginx skip them.)
-    let first = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
-    let end = first + buf[first..].iter().position(|&c| c == b'\n')?;
-    let line = &buf[..end];
-    let start = first + line[first..].iter().position(|&c| c == b' ')?;
-    let start = start + line[start..].iter().position(|&c| c != b' ')?;
-    let end = start + line[start..].iter().position(|&c| c == b' ')?;
-    let target = &line[start..end];
-    if std::str::from_utf8(target).is_ok() {
-        return None;
+fn high_bytes_encoded(buf: &[u8]) -> Lenient {
+    let Some((first, end)) = request_line(buf) else {
+        return Lenient::No;
+    };
+    let line = &buf[..end.unwrap_or(buf.len())];
+    let target = || {
+        let start = first + line[first..].iter().position(|&c| c == b' ')?;
+        let start = start + line[start..].iter().position(|&c| c != b' ')?;
+        let len = line[start..].iter().position(|&c| c == b' ');
+        Some((start, len.map(|n| start + n)))
+    };
+    match (target(), end) {
+        (Some((start, Some(stop))), Some(_)) => {
+            let target = &line[start..stop];
+            if std::str::from_utf8(target).is_ok() {
+                return Lenient::No;
+            }
+            let mut copy = Vec::with_capacity(buf.len() + 2 * target.len());
+            copy.extend_from_slice(&buf[..start]);
+            crate::http::escape_into(target, &mut copy, |_, c| c >= 0x80);
+            copy.extend_from_slice(&buf[stop..]);
+            Lenient::Copy(copy)
+        }
+        // The line is still coming: more if its target has such bytes.
+        (Some((start, stop)), None)
+            if line[start..stop.unwrap_or(line.len())]
+                .iter()
+                .any(|&c| c >= 0x80) =>
+        {
+            Lenient::More
+        }
+        _ => Lenient::No,
     }
-    let mut copy = Vec::with_capacity(buf.len() + 2 * target.len());
-    copy.extend_from_slice(&buf[..start]);
-    crate::http::escape_into(target, &mut copy, |_, c| c >= 0x80);
-    copy.extend_from_slice(&buf[end..]);
-    Some(copy)
 }
 
 /// A copy of `buf` without the spaces after its request line's version
-/// (`GET / HTTP/1.1 `): nginx takes them, httparse does not. None when
-/// the request line does not end so.
+/// (`GET / HTTP/1.1 `): nginx takes them, httparse does not.
 #[cold]
 #[inline(never)]
-fn version_spaces_dropped(buf: &[u8]) -> Option<Vec<u8>> {
-    let first = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
-    let end = first + buf[first..].iter().position(|&c| c == b'\n')?;
-    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+fn version_spaces_dropped(buf: &[u8]) -> Lenient {
+    let Some((first, end)) = request_line(buf) else {
+        return Lenient::No;
+    };
+    let line = &buf[first..end.unwrap_or(buf.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let kept = line.trim_ascii_end();
-    let version = kept.get(kept.len().checked_sub(8)?..)?;
     let spaced = kept.len() < line.len() && line[kept.len()..].iter().all(|&c| c == b' ');
-    if !spaced || !version.starts_with(b"HTTP/") || version[6] != b'.' {
-        return None;
+    let version = kept.len().checked_sub(8).and_then(|at| kept.get(at..));
+    let versioned = version.is_some_and(|v| v.starts_with(b"HTTP/") && v[6] == b'.');
+    match (spaced && versioned, end) {
+        (false, _) => Lenient::No,
+        (true, None) => Lenient::More,
+        (true, Some(_)) => {
+            let cut = first + kept.len();
+            let rest = first + line.len();
+            Lenient::Copy([&buf[..cut], &buf[rest..]].concat())
+        }
     }
-    Some([kept, &buf[line.len()..]].concat())
 }
 
 /// [`parse_into`] of `copy`, a copy of `buf` whose request line is longer
@@ -219,11 +267,11 @@ fn parse_copy(
     slot: &mut Option<Head>,
 ) -> Result<bool, Refusal> {
     // nginx's size limits are the bytes that came: a longer copy has as
-    // much more room.
-    let grown = copy.len().saturating_sub(buf.len());
+    // much more room, a shorter one as much less.
+    let resized = |n: usize| (n + copy.len()).saturating_sub(buf.len());
     let limits = Limits {
-        line: limits.line + grown,
-        head: limits.head + grown,
+        line: resized(limits.line),
+        head: resized(limits.head),
         ..limits
     };
     let done = parse_into(copy, limits, slot)?;
@@ -524,7 +572,7 @@ fn encoded_target(target: &[u8]) -> Option<Uri> {
         _ => {
             let scheme = target.iter().position(|&c| c == b':')?;
             let rest = target.get(scheme..)?.strip_prefix(b"://")?;
-            scheme + 3 + rest.iter().position(|&c| c == b'/')?
+            scheme + 3 + rest.iter().position(|&c| c == b'/' || c == b'?')?
         }
     };
     let (authority, target) = target.split_at(path_at);
@@ -688,6 +736,7 @@ mod tests {
             (b"/a<b#fr<ag", "/a%3Cb"),
             (b"http://x/a<b?c=\"d\"", "http://x/a%3Cb?c=%22d%22"),
             (b"http://x/caf\xe9?a=\"b\"", "http://x/caf%E9?a=%22b%22"),
+            (b"http://x?c=\"d\"<", "http://x/?c=%22d%22%3C"),
         ];
         for &(target, want) in cases {
             let mut raw = b"GET ".to_vec();
@@ -732,6 +781,16 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(parse(&raw, limits), Ok(Some(_))));
+        // A line still coming is waited for.
+        for raw in [
+            &b"GET /a HTTP/1.1 "[..],
+            b"GET /a HTTP/1.1 \r",
+            b"GET /a\xe9 HTTP/1.1",
+            b"GET /a\xe9 HT",
+            b"\r\nGET /a\xe9",
+        ] {
+            assert!(matches!(parse(raw, Limits::default()), Ok(None)), "{raw:?}");
+        }
         for raw in [
             &b"GET /a HTTP/1.1 x\r\nHost: x\r\n\r\n"[..],
             b"GET /a \r\n\r\n",
