@@ -963,11 +963,19 @@ async fn handle(
         .map(|_| crate::clock::unix_secs());
     // The limits the request met, for its internal redirects too.
     let pre_access = proxy::PreAccess::default();
-    // The matches whose named groups are variables.
-    let named = [
-        groups.as_ref().zip(location.map(|l| &l.named[..])),
-        server_groups.as_ref().map(|(c, named)| (c, *named)),
-    ];
+    // The matches whose named groups are variables (most requests have
+    // none).
+    let named_store;
+    let named = match (&groups, &server_groups) {
+        (None, None) => None,
+        _ => {
+            named_store = [
+                groups.as_ref().zip(location.map(|l| &l.named[..])),
+                server_groups.as_ref().map(|(c, named)| (c, *named)),
+            ];
+            Some(&named_store)
+        }
+    };
     let req = Req {
         parts,
         original: None,
@@ -979,7 +987,7 @@ async fn handle(
         server,
         maps: &rt.maps,
         captures: groups.as_ref().or(server_groups.as_ref().map(|(c, _)| c)),
-        named: (named[0].is_some() || named[1].is_some()).then_some(&named),
+        named,
         err_status: 0,
         changes: crate::http::error_page::MAX_URI_CHANGES + 1,
         pre_access: &pre_access,

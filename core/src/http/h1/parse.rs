@@ -135,7 +135,9 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
     // instructions, 50 cache lines) for the few a head fills.
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    match config().parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
+    // httparse's own settings on the way of every head: the lenient ones
+    // (`config`) only where a head needs them.
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => {
             check_whole(&buf[..len], limits)?;
             build(buf, len, len, &req, limits, false, slot).map(|()| true)
@@ -165,6 +167,10 @@ pub fn parse_into(buf: &[u8], limits: Limits, slot: &mut Option<Head>) -> Result
                     check_partial(buf, limits)?;
                     Ok(false)
                 }
+                // More than one space between the line's parts.
+                Lenient::No if spaced(buf) => {
+                    parse_slowly(buf, limits, limits.names.ignore_invalid, slot)
+                }
                 Lenient::No => Err(refusal(e, buf, &req)),
             }
         }
@@ -191,6 +197,16 @@ fn request_line(buf: &[u8]) -> Option<(usize, Option<usize>)> {
         .position(|&c| c == b'\n')
         .map(|n| first + n);
     Some((first, end))
+}
+
+/// Whether the request line has two spaces in a row (nginx skips them
+/// around the target; [`config`] has httparse skip them too).
+fn spaced(buf: &[u8]) -> bool {
+    request_line(buf).is_some_and(|(first, end)| {
+        buf[first..end.unwrap_or(buf.len())]
+            .windows(2)
+            .any(|w| w == b"  ")
+    })
 }
 
 /// A copy of `buf` with the bytes from 0x80 of its request target
@@ -282,10 +298,9 @@ fn parse_copy(
     Ok(done)
 }
 
-/// httparse's settings: spaces between the request line's parts as
-/// nginx takes them (`GET  /a  HTTP/1.1`). Inlined: its settings are
-/// then constants in httparse's code.
-#[inline(always)]
+/// httparse's settings for a head it refused as it came
+/// ([`parse_slowly`]): spaces between the request line's parts as nginx
+/// takes them (`GET  /a  HTTP/1.1`).
 fn config() -> httparse::ParserConfig {
     let mut config = httparse::ParserConfig::default();
     config.allow_multiple_spaces_in_request_line_delimiters(true);
