@@ -232,9 +232,15 @@ pub(crate) fn apply<'a>(
             if let Some(record) = resp.body_mut().take_record() {
                 record.recycle();
             }
+            // (Limits apply once per request: the first level's values
+            // where it met them, else the target's own.)
             if let (Some((conn, values)), Some(record)) = (&kept, answer.body_mut().record_mut()) {
-                record.limit_conn = *conn;
-                record.module_values.clone_from(values);
+                if *conn != 0 {
+                    record.limit_conn = *conn;
+                }
+                if !values.is_empty() {
+                    record.module_values.clone_from(values);
+                }
             }
             resp = answer;
             last = location;

@@ -855,9 +855,18 @@ macro_rules! location_answer {
         };
         let mut record = record.0.take();
         // An internal redirect's target (`index`, `try_files`) logged the
-        // request at its own level.
+        // request at its own level, with the limits' variables of this
+        // one when it met them here (nginx keeps them for the request).
         if resp.body().record().is_some() {
             if let Some(r) = record {
+                if let Some(target) = resp.body_mut().record_mut() {
+                    if target.module_values.is_empty() {
+                        target.module_values.clone_from(&r.module_values);
+                    }
+                    if target.limit_conn == 0 {
+                        target.limit_conn = r.limit_conn;
+                    }
+                }
                 r.recycle();
             }
         } else {
