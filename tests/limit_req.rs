@@ -1183,3 +1183,20 @@ fn limits_apply_at_an_internal_redirect_target_once() {
     );
     assert_eq!(ours, theirs);
 }
+
+/// A request no location takes is limited by the server's `limit_req`
+/// lines, as nginx's (a static-only server without `location` blocks),
+/// and logged with `$limit_req_status`.
+#[test]
+fn limits_apply_where_no_location_takes_the_request() {
+    let tree = waypost_tests::TempDir::new("limit-req-server");
+    tree.write("a.txt", "a\n");
+    let [theirs, ours] = three_each(
+        &tree.path,
+        "        limit_req zone=z burst=1 nodelay;\n",
+        &["/a.txt?k=1", "/none?k=2"],
+        &|l| Some(l.to_owned()),
+    );
+    assert_eq!(theirs.0, [200, 200, 503, 404, 404, 503], "nginx");
+    assert_eq!(ours, theirs);
+}

@@ -2998,6 +2998,7 @@ impl<'a> Interp<'a> {
             realip: None,
             access: Rules::default(),
             limit_conn: None,
+            filters: Vec::new(),
             auth_basic: None,
             satisfy_any: false,
             add_headers: Vec::new(),
@@ -3602,6 +3603,7 @@ impl<'a> Interp<'a> {
             server.realip = layer.realip();
             server.access = Rules::new(layer.access.clone().unwrap_or_default());
             server.limit_conn = layer.limit_conn_conf();
+            server.filters = layer.filters.clone();
             server.auth_basic = layer.auth_basic();
             server.satisfy_any = layer.satisfy_any.unwrap_or(false);
             server.add_headers = layer.add_headers.clone().unwrap_or_default();

@@ -252,6 +252,9 @@ pub struct ServerConf {
     pub access: Rules,
     /// `limit_conn` in effect at the server level (none: `None`).
     pub limit_conn: Option<LimitConnConf>,
+    /// Filter modules' directives in effect at the server level, for the
+    /// requests no location takes.
+    pub filters: Vec<ModuleDirective>,
     /// `auth_basic` and `satisfy` at the server level.
     pub auth_basic: Option<AuthBasicConf>,
     pub satisfy_any: bool,

@@ -628,9 +628,8 @@ pub(crate) async fn location_filters(
     parts: &Parts,
     cx: &ClientCx<'_>,
     vars: VarCtx<'_>,
-    record: Option<&mut Record>,
+    mut module_values: Option<&mut Vec<(usize, &'static str)>>,
 ) -> Option<Response<RespBody>> {
-    let mut module_values = record.map(|r| &mut r.module_values);
     // The module's view holds pointers (not Send): gone before the wait.
     let decided = {
         let hook_cx = HookCx {

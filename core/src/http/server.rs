@@ -800,7 +800,7 @@ macro_rules! location_answer {
                         parts,
                         &cx,
                         req.vars(client, 0, proxy_host),
-                        record.0.as_deref_mut(),
+                        record.0.as_deref_mut().map(|r| &mut r.module_values),
                     ))
                     .await;
                     if let Some(resp) = refused {
@@ -1287,6 +1287,23 @@ pub(crate) async fn server_level(
         ..*req
     };
     let parts = req.parts;
+    // The pre-access phase with the server's settings: filter modules
+    // (`limit_req`), then `limit_conn`.
+    let mut module_values = Vec::new();
+    if !server.filters.is_empty() && !req.pre_access.met(proxy::PreAccess::REQ) {
+        let cx = req.client_cx(client);
+        let refused = Box::pin(proxy::location_filters(
+            &server.filters,
+            parts,
+            &cx,
+            req.vars(client, 0, ""),
+            Some(&mut module_values),
+        ))
+        .await;
+        if let Some(resp) = refused {
+            return server_logged(req, resp, client, started, 0, module_values);
+        }
+    }
     let mut conn = 0;
     let checked = match &server.limit_conn {
         Some(limits) if !req.pre_access.meet(proxy::PreAccess::CONN) => {
@@ -1295,7 +1312,7 @@ pub(crate) async fn server_level(
         }
         _ => Ok(None),
     };
-    let mut resp = match checked {
+    let resp = match checked {
         Err(code) => finalized(code),
         Ok(hold) => {
             let cx = req.client_cx(client);
@@ -1319,13 +1336,27 @@ pub(crate) async fn server_level(
             resp
         }
     };
-    // An internal redirect's target logged the request at its own level.
-    if let (Some(logs), None) = (&server.access_log, resp.body().record()) {
+    server_logged(req, resp, client, started, conn, module_values)
+}
+
+/// `resp` of a request no location took, with its record for the
+/// server's access logs (unless an internal redirect's target logged the
+/// request at its own level).
+fn server_logged(
+    req: &Req<'_>,
+    mut resp: Response<RespBody>,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+    conn: u8,
+    module_values: Vec<(usize, &'static str)>,
+) -> Response<RespBody> {
+    if let (Some(logs), None) = (&req.server.access_log, resp.body().record()) {
         let status = resp.status().as_u16();
         let started = started.unwrap_or_else(crate::clock::now);
         let mut record = logs.start(&req.vars(client, status, ""), started);
         record.status = status;
         record.limit_conn = conn;
+        record.module_values = module_values;
         resp.body_mut().set_record(Some(record));
     }
     resp

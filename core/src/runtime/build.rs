@@ -94,9 +94,10 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
     let mut tls = TlsClients::default();
-    for s in &config.http.servers {
+    for (index, s) in config.http.servers.iter().enumerate() {
         let cx = FilterCx {
             built: &filters,
+            server: index,
             first_location: flat,
             maps: &map_names,
             limit_zones: &limit_zones,
@@ -347,6 +348,8 @@ fn reply(
 /// What a server's locations need to know about the filters.
 struct FilterCx<'a> {
     built: &'a super::filter::Built,
+    /// The server's index.
+    server: usize,
     /// The flat index of the server's first location.
     first_location: usize,
     /// The configuration's `map` variables.
@@ -383,6 +386,14 @@ impl FilterCx<'_> {
             }
         }
         runs
+    }
+
+    /// The filters a request no location takes runs: the server level's.
+    fn at_server(&self) -> Vec<FilterRun> {
+        self.built.servers[self.server]
+            .iter()
+            .map(|a| self.run(a))
+            .collect()
     }
 
     fn run(&self, a: &super::filter::Applies) -> FilterRun {
@@ -615,6 +626,7 @@ fn server(
         realip: s.realip.clone(),
         access: s.access.clone(),
         limit_conn: limits(s.limit_conn.as_ref(), filters.limit_zones),
+        filters: filters.at_server().into_boxed_slice(),
         auth_basic: auth_basic(s.auth_basic.as_ref(), filters.maps)?,
         satisfy_any: s.satisfy_any,
         merge_slashes: s.merge_slashes,

@@ -136,6 +136,8 @@ pub struct Built {
     pub locations: Vec<Vec<Applies>>,
     /// Indexed as `Config::http.upstreams`.
     pub upstreams: Vec<Vec<Applies>>,
+    /// Indexed as `Config::http.servers`: for requests no location takes.
+    pub servers: Vec<Vec<Applies>>,
 }
 
 fn args<'a>(
@@ -229,6 +231,7 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         filters: Vec::new(),
         locations: vec![Vec::new(); locations.len()],
         upstreams: vec![Vec::new(); upstreams.len()],
+        servers: vec![Vec::new(); config.http.servers.len()],
     };
     let workers = config.main.worker_processes as u32;
     for (m, module) in config.modules.iter().enumerate() {
@@ -268,6 +271,14 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
                     ScopeKind::Upstream,
                     u.name.clone(),
                     Owned::new(&u.filters, m),
+                )
+            }))
+            // A server's level, as a location with its settings.
+            .chain(config.http.servers.iter().map(|s| {
+                (
+                    ScopeKind::Location,
+                    String::new(),
+                    Owned::new(&s.filters, m),
                 )
             }))
             .collect();
@@ -345,6 +356,15 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
                 built.upstreams[u].push(Applies {
                     filter: index,
                     scope: (n_locations + u) as u32,
+                });
+            }
+        }
+        let first_server = n_locations + upstreams.len();
+        for (s, server) in config.http.servers.iter().enumerate() {
+            if used(&server.filters) {
+                built.servers[s].push(Applies {
+                    filter: index,
+                    scope: (first_server + s) as u32,
                 });
             }
         }

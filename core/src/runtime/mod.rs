@@ -149,6 +149,8 @@ pub struct Server {
     pub access: Rules,
     /// `limit_conn` for requests no location takes.
     pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
+    /// Filter modules (`limit_req`) for requests no location takes.
+    pub filters: Box<[FilterRun]>,
     /// `auth_basic` and `satisfy any` for requests no location takes.
     pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
     pub satisfy_any: bool,
