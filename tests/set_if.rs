@@ -1368,7 +1368,8 @@ fn named_groups_through_redirects_as_nginx() {
 /// (`if (!-f $request_filename) { proxy_pass ...; break; }`): when the
 /// `if` holds its `proxy_pass` answers, with the location's proxy
 /// settings; otherwise the location's own handler does; a `return` after
-/// the `if` still answers first.
+/// the `if` still answers first; a later `if` that holds takes the
+/// request back to the location's settings (nginx's last `if`'s).
 #[test]
 fn proxy_pass_inside_if_as_nginx() {
     let http = r#"    upstream app { server 127.0.0.1:{back}; }
@@ -1392,6 +1393,11 @@ fn proxy_pass_inside_if_as_nginx() {
             if ($arg_go) { proxy_pass http://127.0.0.1:{back}; break; }
             return 200 "stay\n";
         }
+        location /two/ {
+            proxy_pass http://127.0.0.1:{back};
+            if ($arg_x) { proxy_pass http://app; add_header X-A if1; }
+            if ($arg_y) { set $zz 1; }
+        }
     }
 "#;
     let asks = [
@@ -1403,6 +1409,8 @@ fn proxy_pass_inside_if_as_nginx() {
         get("/a/2?up=1"),
         get("/i/"),
         get("/i/?go=1"),
+        get("/two/?x=1"),
+        get("/two/?x=1&y=1"),
     ];
     check(
         http,
@@ -1415,6 +1423,8 @@ fn proxy_pass_inside_if_as_nginx() {
             "X-A: up | body: \"back /a/2?up=1 x-val=[]\\n\"",
             "body: \"stay\\n\"",
             "back /i/?go=1 x-val=[]",
+            "X-A: if1 | body: \"back /two/?x=1 x-val=[]\\n\"",
+            "HTTP/1.1 200 OK | Content-Type: text/plain | body: \"back /two/?x=1&y=1 x-val=[]\\n\"",
         ],
         &[],
     );

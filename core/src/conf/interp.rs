@@ -738,6 +738,7 @@ impl Layer {
                 .redirects
                 .as_ref()
                 .map_or(d.redirects, |(_, r)| r.clone()),
+            redirects_set: self.redirects.is_some(),
             http11: self.http11.unwrap_or(d.http11),
             next_upstream: self.next_upstream.unwrap_or(d.next_upstream),
             next_upstream_tries: self.tries.unwrap_or(d.next_upstream_tries),
@@ -2450,7 +2451,12 @@ impl<'a> Interp<'a> {
             uri: None,
             tls,
         };
-        Ok(IfProxy { pass, entry })
+        let default_redirect = default_redirect_of(&d.args[0], false, "");
+        Ok(IfProxy {
+            pass,
+            default_redirect,
+            entry,
+        })
     }
 
     fn compile_check(&self, text: &str) -> Result<(), CompileError> {

@@ -335,6 +335,8 @@ pub struct IfHeaders {
 #[derive(Debug, Clone)]
 pub struct IfProxy {
     pub pass: ProxyPass,
+    /// Its `proxy_redirect default`, where none is in effect.
+    pub default_redirect: Redirect,
     /// The upstream entry the reader made for it; `pass.upstream` is set
     /// from it at the end of `http`.
     pub entry: usize,
@@ -803,6 +805,8 @@ pub struct ProxyConf {
     pub set_headers: Vec<(String, String)>,
     /// `proxy_redirect`, in order (empty: `off`, or none in effect).
     pub redirects: Vec<Redirect>,
+    /// A `proxy_redirect` (or the location's default) is in effect.
+    pub redirects_set: bool,
     pub http11: bool,
     pub next_upstream: NextUpstream,
     pub next_upstream_tries: u32,
@@ -901,6 +905,7 @@ impl Default for ProxyConf {
         ProxyConf {
             set_headers: Vec::new(),
             redirects: Vec::new(),
+            redirects_set: false,
             http11: false,
             next_upstream: NextUpstream(NextUpstream::ERROR | NextUpstream::TIMEOUT),
             next_upstream_tries: 0,

@@ -131,20 +131,23 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// `27-Nov-2026 21:05 `: GMT, or the local time.
+/// `27-Nov-2026 21:05 `: GMT, or with `local` the time shifted by the
+/// local zone's offset now (nginx's `tp->gmtoff`, whatever the offset
+/// was at `mtime`); nothing before 1970, as nginx.
 fn date(mtime: i64, local: bool, out: &mut Vec<u8>) {
     use std::io::Write as _;
-    // SAFETY: `tm` is plain data that the libc call fills in; `time` lives
-    // for the call.
+    // SAFETY: `tm` is plain data that the libc calls fill in; the times
+    // live for the calls.
     let tm = unsafe {
-        let time: libc::time_t = mtime;
         let mut tm: libc::tm = std::mem::zeroed();
-        let filled = if local {
-            libc::localtime_r(&time, &mut tm)
-        } else {
-            libc::gmtime_r(&time, &mut tm)
-        };
-        if filled.is_null() {
+        let mut time: libc::time_t = mtime.max(0);
+        if local {
+            let now = libc::time(std::ptr::null_mut());
+            if !libc::localtime_r(&now, &mut tm).is_null() {
+                time = time.saturating_add(tm.tm_gmtoff);
+            }
+        }
+        if libc::gmtime_r(&time, &mut tm).is_null() {
             return out.extend_from_slice(b"01-Jan-1970 00:00 ");
         }
         tm
@@ -229,6 +232,13 @@ mod tests {
                 "a".repeat(47)
             )
         );
+    }
+
+    #[test]
+    fn times_before_1970_are_nginx_s_epoch() {
+        let mut out = Vec::new();
+        date(-300_000_000, false, &mut out);
+        assert_eq!(out, b"01-Jan-1970 00:00 ");
     }
 
     #[test]

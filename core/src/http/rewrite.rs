@@ -408,6 +408,11 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     let Some(c) = owned(&mut own, req) else {
                         return Ran::Answer(finalized(500));
                     };
+                    // The request takes this block's settings, over the
+                    // location's, not an earlier `if`'s (nginx's
+                    // `r->loc_conf` of the last `if` that held).
+                    c.parts.extensions.remove::<IfHandler>();
+                    c.parts.extensions.remove::<IfOutbound>();
                     c.parts.extensions.insert(InIf);
                 } else {
                     i += skip;

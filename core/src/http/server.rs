@@ -1286,6 +1286,8 @@ pub(crate) async fn server_level(
         statics: Some(&server.statics),
         ..*req
     };
+    // (`$request_time` counts from here, before any delay.)
+    let started = Some(started.unwrap_or_else(crate::clock::now));
     let parts = req.parts;
     // The pre-access phase with the server's settings: filter modules
     // (`limit_req`), then `limit_conn`.

@@ -593,7 +593,13 @@ fn server(
                     let handler = match &h.proxy {
                         Some(p) => {
                             let tls = &mut **if_tls.borrow_mut();
-                            let mut proxy = proxy(&p.pass, &l.proxy, upstreams, tls, filters.maps)?;
+                            // Its own `proxy_redirect default` where the
+                            // location has none in effect.
+                            let mut conf = std::borrow::Cow::Borrowed(&l.proxy);
+                            if !l.proxy.redirects_set {
+                                conf.to_mut().redirects = vec![p.default_redirect.clone()];
+                            }
+                            let mut proxy = proxy(&p.pass, &conf, upstreams, tls, filters.maps)?;
                             proxy.style = l.redirect_style;
                             proxy.filters = filters.applies(i, Some(p.pass.upstream));
                             proxy.intercept =
