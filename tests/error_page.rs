@@ -16,7 +16,7 @@ use waypost_tests::{assert_same_runs, free_ports, neutral_server, wrap_http, Run
 fn conf(port: u16, port2: u16, back: u16, dead: u16, port3: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
-            "    log_format ep '\"$request\" $status $uri \"$args\" $request_method';\n\
+            "    log_format ep '\"$request\" $status $uri \"$args\" $request_method $upstream_status';\n\
              \x20   error_page 418 /http418;\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{back};\n\

@@ -529,6 +529,7 @@ fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
 
 /// One upstream try's times, from its start (nginx's
 /// `ngx_http_upstream_state_t`): `None` for a point never reached.
+#[derive(Clone)]
 struct TryTimes {
     start: Instant,
     connect: Option<Duration>,
@@ -570,7 +571,36 @@ pub struct Record {
     pub limit_conn: u8,
 }
 
+/// A record's upstream tries (`$upstream_addr`, `$upstream_status` and
+/// the times), kept across an internal redirect.
+#[derive(Clone, Default)]
+pub struct UpstreamTries {
+    addr: String,
+    status: String,
+    tries: Vec<TryTimes>,
+}
+
 impl Record {
+    /// Its upstream tries, for the record of an internal redirect's target.
+    pub fn upstream_tries(&self) -> UpstreamTries {
+        UpstreamTries {
+            addr: self.upstream_addr.clone(),
+            status: self.upstream_status.clone(),
+            tries: self.tries.clone(),
+        }
+    }
+
+    /// `earlier`'s tries where this record has none: nginx keeps a
+    /// request's upstream states through an internal redirect to a level
+    /// that proxies nothing.
+    pub fn keep_upstream_tries(&mut self, earlier: &UpstreamTries) {
+        if self.tries.is_empty() && self.upstream_addr.is_empty() {
+            self.upstream_addr.clone_from(&earlier.addr);
+            self.upstream_status.clone_from(&earlier.status);
+            self.tries.clone_from(&earlier.tries);
+        }
+    }
+
     /// When the request started (`$request_time`).
     pub fn started(&self) -> Instant {
         self.started

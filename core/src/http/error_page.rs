@@ -70,7 +70,7 @@ pub(crate) fn apply<'a>(
         // values stay.
         let first = resp.body().record();
         let started = first.map_or_else(crate::clock::now, |r| r.started());
-        let kept = first.map(|r| (r.limit_conn, r.module_values.clone()));
+        let kept = first.map(|r| (r.limit_conn, r.module_values.clone(), r.upstream_tries()));
         // The request as the last internal redirect made it.
         let mut current: Option<(Parts, ParsedHead)> = None;
         // A request out of redirects (a rewrite cycle) gets nginx's page.
@@ -234,13 +234,16 @@ pub(crate) fn apply<'a>(
             }
             // (Limits apply once per request: the first level's values
             // where it met them, else the target's own.)
-            if let (Some((conn, values)), Some(record)) = (&kept, answer.body_mut().record_mut()) {
+            if let (Some((conn, values, tries)), Some(record)) =
+                (&kept, answer.body_mut().record_mut())
+            {
                 if *conn != 0 {
                     record.limit_conn = *conn;
                 }
                 if !values.is_empty() {
                     record.module_values.clone_from(values);
                 }
+                record.keep_upstream_tries(tries);
             }
             resp = answer;
             last = location;
