@@ -976,6 +976,8 @@ fn autoindex_matches_nginx() {
         ("auto/sub/f.txt".into(), "in sub\n"),
         ("auto/idx/index.html".into(), "<p>index</p>\n"),
         (format!("auto/{}/f", "D".repeat(52)), "deep\n"),
+        (format!("auto/{}", "\u{e9}".repeat(50)), "fifty\n"),
+        (format!("auto/{}", "\u{e9}".repeat(52)), "fifty-two\n"),
     ];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     write_files(&tree.path, &files);
@@ -1024,24 +1026,31 @@ fn autoindex_matches_nginx() {
              \x20       root {dir};\n\
              \x20       location /auto/ {{ autoindex on; }}\n\
              \x20       location /auto/sub/ {{ autoindex on; autoindex_exact_size off; }}\n\
+             \x20       location /utf8/ {{ alias {dir}/auto/; charset utf-8; autoindex on; }}\n\
              \x20   }}\n",
             dir = tree.path.display()
         )
     };
     let run = |nginx: bool| -> Vec<String> {
         let (_server, port) = either_on_a_port(nginx, http);
-        let mut answers: Vec<String> = ["/auto/", "/auto/sub/", "/auto/empty%20dir/", "/auto/idx/"]
-            .iter()
-            .map(|path| {
-                let reply = waypost_tests::KeepAlive::connect(port).get(path);
-                format!(
-                    "{path} -> {} {:?}\n{}",
-                    reply.status,
-                    reply.header("Content-Type"),
-                    reply.body
-                )
-            })
-            .collect();
+        let mut answers: Vec<String> = [
+            "/auto/",
+            "/auto/sub/",
+            "/auto/empty%20dir/",
+            "/auto/idx/",
+            "/utf8/",
+        ]
+        .iter()
+        .map(|path| {
+            let reply = waypost_tests::KeepAlive::connect(port).get(path);
+            format!(
+                "{path} -> {} {:?}\n{}",
+                reply.status,
+                reply.header("Content-Type"),
+                reply.body
+            )
+        })
+        .collect();
         for method in ["HEAD", "POST"] {
             let answer = exchange(
                 port,

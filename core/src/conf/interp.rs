@@ -546,6 +546,7 @@ impl Layer {
             autoindex: self.autoindex.unwrap_or(false).then(|| AutoindexConf {
                 exact_size: self.autoindex_exact_size.unwrap_or(true),
                 localtime: self.autoindex_localtime.unwrap_or(false),
+                utf8: false,
             }),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             prefix: default.prefix,
@@ -3685,6 +3686,11 @@ impl<'a> Interp<'a> {
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);
             location.statics = layer.statics(self.env.prefix);
+            if let (Some(auto), Some(charset)) =
+                (&mut location.statics.autoindex, &location.charset)
+            {
+                auto.utf8 = charset.name.eq_ignore_ascii_case("utf-8");
+            }
             location.statics.location = info.name.clone();
             location.rewrite_log = layer.rewrite_log.unwrap_or(false);
             let logs = self.access_logs(&layer);

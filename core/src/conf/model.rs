@@ -425,6 +425,8 @@ pub struct StaticConf {
 pub struct AutoindexConf {
     pub exact_size: bool,
     pub localtime: bool,
+    /// `charset utf-8` is in effect: names are counted in characters.
+    pub utf8: bool,
 }
 
 /// An alias that is the whole path (a regex location's).

@@ -91,8 +91,17 @@ pub(crate) fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8
             out.push(b'/');
         }
         out.extend_from_slice(b"\">");
-        let mut len = e.name.len();
-        let shown = &e.name[..len.min(NAME_LEN - 3)];
+        // With `charset utf-8`, a name's width is its characters (nginx's
+        // `ngx_utf8_length`: its bytes when it is not UTF-8).
+        let text = std::str::from_utf8(&e.name).ok().filter(|_| conf.utf8);
+        let mut len = text.map_or(e.name.len(), |t| t.chars().count());
+        let shown = match text {
+            Some(t) => t
+                .char_indices()
+                .nth(NAME_LEN - 3)
+                .map_or(&e.name[..], |(at, _)| &e.name[..at]),
+            None => &e.name[..len.min(NAME_LEN - 3)],
+        };
         if len > NAME_LEN {
             escape_html(shown, &mut out);
             out.extend_from_slice(b"..&gt;</a>");
@@ -205,6 +214,7 @@ mod tests {
         let conf = AutoindexConf {
             exact_size: true,
             localtime: false,
+            utf8: false,
         };
         let long = "a".repeat(60);
         let page = page(
