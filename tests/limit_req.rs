@@ -1159,7 +1159,8 @@ fn limits_apply_to_answers_that_are_not_proxied() {
 /// limit_req at the target of an internal redirect (`try_files ... @app`,
 /// `error_page ... = @app`, an `index` file's location) limits, as nginx's
 /// does where the first location had none; a request limited at the
-/// first location is counted once, and its `$limit_req_status` logged.
+/// first location is counted once, and its `$limit_req_status` logged
+/// (with `$uri` as `try_files` left it, the file it found).
 #[test]
 fn limits_apply_at_an_internal_redirect_target_once() {
     let tree = waypost_tests::TempDir::new("limit-req-redirect");
@@ -1173,8 +1174,7 @@ fn limits_apply_at_an_internal_redirect_target_once() {
          \x20       location = /ix/index.html { limit_req zone=z burst=1 nodelay; }\n\
          \x20       location @lim { limit_req zone=z burst=1 nodelay; try_files /f/x.txt =404; }\n",
         &["/tf/?k=1", "/ep/?k=2", "/lt/?k=3", "/ix/?k=4"],
-        // (Without `$uri`: after `try_files` nginx's is the file's.)
-        &|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()),
+        &|l| Some(l.to_owned()),
     );
     assert_eq!(
         theirs.0,

@@ -581,6 +581,17 @@ pub struct UpstreamTries {
 }
 
 impl Record {
+    /// The request's variables captured again from `vars` (the request
+    /// as the handler left it: a `try_files` that changed `$uri`).
+    pub fn recapture(&mut self, vars: &VarCtx<'_>) {
+        self.values.clear();
+        self.ends.clear();
+        let logs = Arc::clone(&self.logs);
+        for log in logs.logs.iter() {
+            log.capture(vars, &mut self.values, &mut self.ends);
+        }
+    }
+
     /// Its upstream tries, for the record of an internal redirect's target.
     pub fn upstream_tries(&self) -> UpstreamTries {
         UpstreamTries {

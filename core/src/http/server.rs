@@ -872,11 +872,38 @@ macro_rules! location_answer {
         } else {
             if let Some(r) = record.as_deref_mut() {
                 r.status = resp.status().as_u16();
+                let tried = resp
+                    .extensions()
+                    .get::<crate::http::static_files::TriedUri>();
+                if let Some(tried) = tried {
+                    tried_uri(&tried.0, r.status, r, req, client, proxy_host);
+                }
             }
             resp.body_mut().set_record(record);
         }
         resp
     }};
+}
+
+/// A `try_files` that found another path changed `$uri` (nginx's
+/// `r->uri`): the record's variables are captured again with it. Out of
+/// line: rare.
+#[cold]
+#[inline(never)]
+fn tried_uri(
+    uri: &[u8],
+    status: u16,
+    record: &mut crate::http::access::Record,
+    req: &Req<'_>,
+    client: SocketAddr,
+    proxy_host: &str,
+) {
+    let head = ParsedHead::redirected(req.head, req.parts, uri);
+    let vars = crate::vars::VarCtx {
+        head: &head,
+        ..req.vars(client, status, proxy_host)
+    };
+    record.recapture(&vars);
 }
 
 /// One request: its head, the head's bytes from an HTTP/1 client

@@ -316,7 +316,14 @@ pub(crate) fn serve<'a>(
         if !readable {
             return error_page(405);
         }
-        file(req, st, &vars, client, &uri, add_uri).await
+        let mut resp = file(req, st, &vars, client, &uri, add_uri).await;
+        // `try_files` found another path: nginx's `$uri` is it from now
+        // on (the access log shows it).
+        if let (Cow::Owned(found), None) = (&uri, st.alias) {
+            resp.extensions_mut()
+                .insert(TriedUri(Bytes::copy_from_slice(found)));
+        }
+        resp
     })
 }
 
@@ -357,6 +364,11 @@ async fn listing(
         }
     }
 }
+
+/// The URI `try_files` found a file at, on the answer it made: `$uri`
+/// in the access log line.
+#[derive(Clone)]
+pub(crate) struct TriedUri(pub(crate) Bytes);
 
 /// Where an internal redirect goes: a URI and its arguments, or a named
 /// location.
