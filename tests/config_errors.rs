@@ -363,6 +363,21 @@ fn cases() -> Vec<Case> {
             Expect::Ok,
         ),
         Case::head(
+            "tuning directives nginx files carry",
+            "http {\n    open_file_cache max=1000 inactive=20s;\n    open_file_cache_valid 30s;\n    open_file_cache_min_uses 2;\n    open_file_cache_errors on;\n    open_log_file_cache max=10;\n    output_buffers 1 32k;\n    postpone_output 1460;\n    server {\n        listen 127.0.0.1:{port};\n        send_lowat 0;\n        read_ahead 0;\n        sendfile_max_chunk 1m;\n        location / { directio 4m; directio_alignment 512; open_file_cache off; return 204; }\n    }\n}\n",
+            Warn("\"send_lowat\" is not supported, ignored in {conf}:14"),
+        ),
+        Case::head(
+            "a tuning directive's bad value",
+            "http {\n    postpone_output abc;\n}\n",
+            Emerg("\"postpone_output\" directive invalid value in {conf}:5"),
+        ),
+        Case::head(
+            "open_file_cache's unknown parameter",
+            "http {\n    open_file_cache foo;\n}\n",
+            Emerg("invalid \"open_file_cache\" parameter \"foo\" in {conf}:5"),
+        ),
+        Case::head(
             "add_header with an unknown third word",
             "http {\n    add_header X a sometimes;\n}\n",
             Emerg("invalid parameter \"sometimes\" in {conf}:5"),

@@ -1926,10 +1926,39 @@ impl<'a> Interp<'a> {
                 }
                 layer.gzip.disable = Some(patterns);
             }
-            "gzip_buffers" => {
+            "gzip_buffers" | "output_buffers" => {
                 let number = parse_number(&d.args[0]).filter(|&n| n > 0);
                 if number.is_none() || parse_size(&d.args[1]).is_none_or(|s| s == 0) {
                     return err(format!("\"{}\" directive invalid value", d.name), d);
+                }
+            }
+            // Accepted so that nginx files load, their values checked as
+            // nginx checks them; nothing here to tune.
+            "postpone_output" | "send_lowat" | "read_ahead" | "sendfile_max_chunk"
+            | "directio_alignment" => {
+                size_arg(d, 0)?;
+                // (nginx has no SO_SNDLOWAT on Linux either.)
+                if d.name == "send_lowat" {
+                    tracing::warn!("\"send_lowat\" is not supported, ignored in {}", d.loc);
+                }
+            }
+            "directio" if !d.args[0].eq_ignore_ascii_case("off") => {
+                size_arg(d, 0)?;
+            }
+            "open_file_cache_valid" => {
+                time_arg(d, 0)?;
+            }
+            "open_file_cache_min_uses" => {
+                number_arg(d, 0)?;
+            }
+            "open_file_cache" | "open_log_file_cache" if d.args[0] != "off" => {
+                for arg in &d.args {
+                    let known = ["max=", "inactive=", "min_uses=", "valid="]
+                        .iter()
+                        .any(|p| arg.starts_with(p));
+                    if !known {
+                        return err(format!("invalid \"{}\" parameter \"{arg}\"", d.name), d);
+                    }
                 }
             }
             "ssl_prefer_server_ciphers" => {
