@@ -828,6 +828,15 @@ fn config_errors_match_nginx() {
             )),
         ),
         (in_location("set $args a=1;"), OK.into(), Waypost::Same),
+        // An nginx directive waypost does not implement is named so.
+        (
+            in_location("proxy_cache_valid 200 1m;"),
+            OK.into(),
+            Waypost::Exactly(emerg(
+                "\"proxy_cache_valid\" is an nginx directive waypost does not support",
+                7,
+            )),
+        ),
         // A regex's named group may not be one of nginx's variables.
         (
             in_location("location ~ ^/(?<host>.+)$ { return 204; }"),
