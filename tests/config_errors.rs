@@ -364,8 +364,8 @@ fn cases() -> Vec<Case> {
         ),
         Case::head(
             "tuning directives nginx files carry",
-            "http {\n    open_file_cache max=1000 inactive=20s;\n    open_file_cache_valid 30s;\n    open_file_cache_min_uses 2;\n    open_file_cache_errors on;\n    open_log_file_cache max=10;\n    output_buffers 1 32k;\n    postpone_output 1460;\n    server {\n        listen 127.0.0.1:{port};\n        send_lowat 0;\n        read_ahead 0;\n        sendfile_max_chunk 1m;\n        location / { directio 4m; directio_alignment 512; open_file_cache off; return 204; }\n    }\n}\n",
-            Warn("\"send_lowat\" is not supported, ignored in {conf}:14"),
+            "http {\n    open_file_cache max=1000 inactive=20s;\n    open_file_cache_valid 30s;\n    open_file_cache_min_uses 2;\n    open_file_cache_errors on;\n    open_log_file_cache max=10;\n    output_buffers 1 32k;\n    proxy_ignore_client_abort off;\n    chunked_transfer_encoding on;\n    log_subrequest off;\n    postpone_output 1460;\n    server {\n        listen 127.0.0.1:{port};\n        send_lowat 0;\n        read_ahead 0;\n        sendfile_max_chunk 1m;\n        location / { directio 4m; directio_alignment 512; open_file_cache off; return 204; }\n    }\n}\n",
+            Warn("\"send_lowat\" is not supported, ignored in {conf}:17"),
         ),
         Case::head(
             "a tuning directive's bad value",

@@ -167,6 +167,11 @@ pub const CORE: &[Spec] = &[
     d("sendfile_max_chunk", PROXY, 1, 1),
     d("directio", PROXY, 1, 1),
     d("directio_alignment", PROXY, 1, 1),
+    // Accepted at nginx's default value, which is waypost's behaviour;
+    // the other value is refused as not supported.
+    f("proxy_ignore_client_abort", PROXY),
+    f("chunked_transfer_encoding", PROXY),
+    f("log_subrequest", PROXY),
     f("tcp_nopush", PROXY),
     f("tcp_nodelay", PROXY),
     f("server_tokens", PROXY),

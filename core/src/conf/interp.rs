@@ -1959,6 +1959,12 @@ impl<'a> Interp<'a> {
             "open_file_cache_valid" => {
                 time_arg(d, 0)?;
             }
+            "proxy_ignore_client_abort" | "log_subrequest" | "chunked_transfer_encoding" => {
+                let default = d.name == "chunked_transfer_encoding";
+                if d.args[0].eq_ignore_ascii_case("on") != default {
+                    return err(format!("\"{} {}\" is not supported", d.name, d.args[0]), d);
+                }
+            }
             "open_file_cache_min_uses" => {
                 number_arg(d, 0)?;
             }
@@ -4823,7 +4829,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "proxy_cache_background_update",
     "proxy_no_cache",
     "proxy_store",
-    "proxy_ignore_client_abort",
     "proxy_ignore_headers",
     "fastcgi_pass",
     "fastcgi_param",
@@ -4857,8 +4862,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "lingering_time",
     "lingering_timeout",
     "reset_timedout_connection",
-    "chunked_transfer_encoding",
-    "log_subrequest",
     "subrequest_output_buffer_size",
     "http2_push",
     "http2_push_preload",
