@@ -192,3 +192,57 @@ fn status_page_behind_rules() {
         ]
     );
 }
+
+/// `limit_except` as nginx's: a request whose method the block does not
+/// list (GET takes HEAD along) is checked against the block's `allow` and
+/// `deny` lines instead of the location's; a listed one against the
+/// location's. Proxied and static answers alike.
+#[test]
+fn limit_except_matches_nginx() {
+    let run = |nginx: bool| -> Vec<String> {
+        let ports = free_ports(2);
+        let (port, back) = (ports[0], ports[1]);
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /ro/ {{ limit_except GET {{ deny all; }} proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /loc/ {{ deny all; limit_except GET {{ allow all; }} proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /two/ {{ limit_except GET POST {{ allow 127.0.0.3; deny all; }} proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /st/ {{ limit_except GET {{ deny all; }} }}\n\
+                 \x20   }}\n\
+                 \x20   server {{ listen 127.0.0.1:{back}; location / {{ return 200 \"back\\n\"; }} }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &ports);
+        let mut answers = Vec::new();
+        for (src, method, path) in [
+            (1, "GET", "/ro/x"),
+            (1, "HEAD", "/ro/x"),
+            (1, "POST", "/ro/x"),
+            (1, "GET", "/loc/x"),
+            (1, "DELETE", "/loc/x"),
+            (1, "PUT", "/two/x"),
+            (3, "PUT", "/two/x"),
+            (1, "POST", "/two/x"),
+            (1, "GET", "/st/none"),
+            (1, "POST", "/st/none"),
+        ] {
+            let mut stream: TcpStream = connect_from([127, 0, 0, src], port);
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).expect("send");
+            let seen = status_and_page(stream);
+            answers.push(format!(
+                "{src} {method} {path} -> {}",
+                seen.lines().next().unwrap_or("")
+            ));
+        }
+        answers
+    };
+    let theirs = run(true);
+    assert!(theirs.iter().any(|a| a.contains("403")), "{theirs:#?}");
+    assert_eq!(run(false), theirs);
+}

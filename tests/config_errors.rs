@@ -368,6 +368,16 @@ fn cases() -> Vec<Case> {
             Warn("\"send_lowat\" is not supported, ignored in {conf}:17"),
         ),
         Case::head(
+            "limit_except with a method nginx does not know",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { limit_except GET FETCH { deny all; } }\n    }\n}\n",
+            Emerg("invalid method \"FETCH\" in {conf}:7"),
+        ),
+        Case::head(
+            "limit_except twice in a location",
+            "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / {\n            limit_except GET { deny all; }\n            limit_except POST { deny all; }\n        }\n    }\n}\n",
+            Emerg("\"limit_except\" directive is duplicate in {conf}:9"),
+        ),
+        Case::head(
             "a tuning directive's bad value",
             "http {\n    postpone_output abc;\n}\n",
             Emerg("\"postpone_output\" directive invalid value in {conf}:5"),

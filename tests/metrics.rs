@@ -323,26 +323,36 @@ fn a_delay_between_init_peer_and_get_is_not_a_slow_hook() {
     let m = scrape(proxy);
     assert_eq!(m[DELAYED], 1.0);
     if m[PANICKY_SLOW] > 0.0 {
-        let log = server.read("logs/error.log");
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("module \"panicky\" hook"))
-            .collect();
+        let lines = slow_hook_lines(&server);
         assert!(!lines.is_empty(), "a slow hook counted and none logged");
-        for line in lines {
-            let ms: f64 = line
-                .split(" took ")
-                .nth(1)
-                .and_then(|t| t.split(" ms").next())
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::MAX);
-            assert!(ms < 100.0, "the delay counted as a hook's time: {line}");
-        }
     }
 }
 
+/// The slow-hook lines the panicky module's hooks logged, each checked to
+/// hold no limit_req delay (under 100 ms).
+fn slow_hook_lines(server: &Server) -> Vec<String> {
+    let log = server.read("logs/error.log");
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("module \"panicky\" hook"))
+        .map(str::to_owned)
+        .collect();
+    for line in &lines {
+        let ms: f64 = line
+            .split(" took ")
+            .nth(1)
+            .and_then(|t| t.split(" ms").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::MAX);
+        assert!(ms < 100.0, "the delay counted as a hook's time: {line}");
+    }
+    lines
+}
+
 /// A slow `init_peer` that answers Ready and is then held by limit_req's
-/// delay is counted, alone, before the wait.
+/// delay is counted, alone, before the wait: its line is there, and no
+/// hook's time holds the delay. (Another hook may pass the 1 ms mark
+/// when a loaded machine pre-empts it, as above: not counted against.)
 #[test]
 fn a_slow_init_peer_before_a_filter_delay_is_counted_alone() {
     let (server, proxy) = panicky_behind_limit_req();
@@ -350,11 +360,11 @@ fn a_slow_init_peer_before_a_filter_delay_is_counted_alone() {
     assert_eq!(get(proxy, "/?k=one&spin_init=5").status, 200);
     let m = scrape(proxy);
     assert_eq!(m[DELAYED], 1.0);
-    assert_eq!(m[PANICKY_SLOW], 1.0);
-    let log = server.read("logs/error.log");
+    assert!(m[PANICKY_SLOW] >= 1.0, "{}", m[PANICKY_SLOW]);
+    let lines = slow_hook_lines(&server);
     assert!(
-        log.contains("module \"panicky\" hook init_peer took "),
-        "{log}"
+        lines.iter().any(|l| l.contains("hook init_peer took ")),
+        "{lines:?}"
     );
 }
 

@@ -181,6 +181,7 @@ pub const CORE: &[Spec] = &[
     d("listen", SRV, 1, MORE),
     d("server_name", SRV, 1, MORE),
     b("location", SRV | LOC, 1, 2),
+    b("limit_except", LOC, 1, MORE),
     d("return", SRV | LOC, 1, 2),
     d("rewrite", SRV | LOC, 2, 3),
     d("break", SRV | LOC, 0, 0),

@@ -831,6 +831,8 @@ struct LocationInfo {
     regex: bool,
     loc: Loc,
     children: Vec<usize>,
+    /// `limit_except`: its methods and its own `allow`/`deny` lines.
+    limit_except: Option<(Vec<String>, Option<Vec<Rule>>)>,
 }
 
 /// One listening address and the servers on it, as nginx's
@@ -3312,6 +3314,7 @@ impl<'a> Interp<'a> {
             access_log: Vec::new(),
             realip: None,
             access: Rules::default(),
+            limit_except: None,
             limit_conn: None,
             auth_basic: None,
             satisfy_any: false,
@@ -3343,6 +3346,7 @@ impl<'a> Interp<'a> {
             regex: is_regex,
             loc: d.loc.clone(),
             children: Vec::new(),
+            limit_except: None,
         });
         if let Some(p) = parent {
             self.locations[p].children.push(me);
@@ -3432,6 +3436,12 @@ impl<'a> Interp<'a> {
                 "stub_status" => content = Some(Action::StubStatus),
                 "location" => {
                     self.location_block(item, server, Some(me))?;
+                }
+                "limit_except" => {
+                    if self.locations[me].limit_except.is_some() {
+                        return err("\"limit_except\" directive is duplicate", item);
+                    }
+                    self.locations[me].limit_except = Some(limit_except(item)?);
                 }
                 _ => {}
             }
@@ -3717,6 +3727,17 @@ impl<'a> Interp<'a> {
             location.client = layer.client();
             location.realip = layer.realip();
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
+            // `limit_except`'s rules, else the location's (its block
+            // inherits them).
+            location.limit_except =
+                info.limit_except
+                    .as_ref()
+                    .map(|(methods, rules)| LimitExceptConf {
+                        methods: methods.clone(),
+                        access: rules
+                            .clone()
+                            .map_or_else(|| location.access.clone(), Rules::new),
+                    });
             location.limit_conn = layer.limit_conn_conf();
             location.auth_basic = layer.auth_basic();
             location.satisfy_any = layer.satisfy_any.unwrap_or(false);
@@ -4813,6 +4834,56 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
     Ok(())
 }
 
+/// `limit_except METHOD ... { allow ...; deny ...; }`, as nginx reads it:
+/// the methods (GET takes HEAD along) and the block's access lines.
+fn limit_except(d: &Directive) -> Result<(Vec<String>, Option<Vec<Rule>>), ConfError> {
+    const METHODS: &[&str] = &[
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "MKCOL",
+        "COPY",
+        "MOVE",
+        "OPTIONS",
+        "PROPFIND",
+        "PROPPATCH",
+        "LOCK",
+        "UNLOCK",
+        "PATCH",
+    ];
+    let mut methods = Vec::new();
+    for m in &d.args {
+        let upper = m.to_ascii_uppercase();
+        if !METHODS.contains(&upper.as_str()) {
+            return err(format!("invalid method \"{m}\""), d);
+        }
+        if upper == "GET" {
+            methods.push("HEAD".to_owned());
+        }
+        methods.push(upper);
+    }
+    let mut rules: Option<Vec<Rule>> = None;
+    for item in d.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
+        match item.name.as_str() {
+            "allow" | "deny" => {
+                let allow = item.name == "allow";
+                let cidrs = access_rule(item)?;
+                let list = rules.get_or_insert_with(Vec::new);
+                list.extend(cidrs.into_iter().map(|cidr| Rule { allow, cidr }));
+            }
+            other => return err(
+                format!(
+                    "\"{other}\" inside \"limit_except\" is not supported (only allow and deny)"
+                ),
+                item,
+            ),
+        }
+    }
+    Ok((methods, rules))
+}
+
 /// Directives of nginx's stock http modules that waypost does not
 /// implement: refused by name rather than as unknown.
 const NGINX_NOT_SUPPORTED: &[&str] = &[
@@ -4847,7 +4918,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "auth_request_set",
     "mirror",
     "slice",
-    "limit_except",
     "secure_link",
     "secure_link_md5",
     "random_index",

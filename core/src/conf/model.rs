@@ -429,6 +429,15 @@ pub struct AutoindexConf {
     pub utf8: bool,
 }
 
+/// `limit_except METHOD ... { ... }`: requests with another method are
+/// checked against `access` instead of the location's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceptConf {
+    /// Upper case; `GET` brings `HEAD`.
+    pub methods: Vec<String>,
+    pub access: Rules,
+}
+
 /// An alias that is the whole path (a regex location's).
 pub const ALIAS_WHOLE: usize = usize::MAX;
 
@@ -545,6 +554,8 @@ pub struct LocationConf {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` in effect here.
     pub access: Rules,
+    /// `limit_except`: the rules for the methods it does not list.
+    pub limit_except: Option<LimitExceptConf>,
     /// `limit_conn` in effect here (none: `None`).
     pub limit_conn: Option<LimitConnConf>,
     /// `auth_basic` and `satisfy` here.

@@ -987,10 +987,8 @@ pub async fn run(
         }
         // Without `auth_basic` the rules alone decide, now; with it,
         // the access phase runs below, as `satisfy` says.
-        if location.auth_basic.is_none()
-            && !location.access.is_empty()
-            && !location.access.allows(cx.client.ip())
-        {
+        let rules = location.access_for(&parts.method);
+        if location.auth_basic.is_none() && !rules.is_empty() && !rules.allows(cx.client.ip()) {
             denied = true;
             return Ok((filter_delay, None));
         }
@@ -1055,7 +1053,7 @@ pub async fn run(
             // Boxed: most requests have no password to check, and the
             // request's future stays their size.
             let refused = Box::pin(crate::http::allow::access_phase(
-                &location.access,
+                location.access_for(&parts.method),
                 Some(auth),
                 location.satisfy_any,
                 parts,

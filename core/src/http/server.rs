@@ -827,7 +827,7 @@ macro_rules! location_answer {
                     Err(code) => finalized(code),
                     Ok(hold) => {
                         let refused = access(
-                            &location.access,
+                            location.access_for(&parts.method),
                             location.auth_basic.as_deref(),
                             location.satisfy_any,
                             parts,

@@ -302,6 +302,17 @@ impl Locations {
     }
 }
 
+impl Location {
+    /// The `allow`/`deny` rules for a request with `method`: the
+    /// location's, or `limit_except`'s for a method it does not list.
+    pub fn access_for(&self, method: &http::Method) -> &Rules {
+        match &self.limit_except {
+            Some(le) if !le.0.contains(method) => &le.1,
+            _ => &self.access,
+        }
+    }
+}
+
 pub struct Location {
     pub prefix: String,
     /// `~`/`~*`: the pattern, matched against `$uri`.
@@ -328,6 +339,9 @@ pub struct Location {
     pub realip: Option<RealIp>,
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
+    /// `limit_except`: requests with a method it does not list are
+    /// checked against its rules.
+    pub limit_except: Option<Box<(Box<[http::Method]>, Rules)>>,
     /// `limit_conn`, checked after a `return` and the filter modules,
     /// before `allow`/`deny`.
     pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
