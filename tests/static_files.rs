@@ -1027,6 +1027,9 @@ fn autoindex_matches_nginx() {
              \x20       location /auto/ {{ autoindex on; }}\n\
              \x20       location /auto/sub/ {{ autoindex on; autoindex_exact_size off; }}\n\
              \x20       location /utf8/ {{ alias {dir}/auto/; charset utf-8; autoindex on; }}\n\
+             \x20       location /js/ {{ alias {dir}/auto/; autoindex on; autoindex_format json; }}\n\
+             \x20       location /xm/ {{ alias {dir}/auto/; autoindex on; autoindex_format xml; }}\n\
+             \x20       location /jp/ {{ alias {dir}/auto/; autoindex on; autoindex_format jsonp; }}\n\
              \x20   }}\n",
             dir = tree.path.display()
         )
@@ -1039,6 +1042,11 @@ fn autoindex_matches_nginx() {
             "/auto/empty%20dir/",
             "/auto/idx/",
             "/utf8/",
+            "/js/",
+            "/xm/",
+            "/jp/?callback=cb.x_1",
+            "/jp/",
+            "/jp/?callback=a-b",
         ]
         .iter()
         .map(|path| {
@@ -1047,7 +1055,7 @@ fn autoindex_matches_nginx() {
                 "{path} -> {} {:?}\n{}",
                 reply.status,
                 reply.header("Content-Type"),
-                reply.body
+                neutral_server(&reply.body)
             )
         })
         .collect();

@@ -974,7 +974,7 @@ pub fn msec() -> String {
     format!("{}.{:03}", now.as_secs(), now.subsec_millis())
 }
 
-const MONTHS: [&str; 12] = [
+pub(crate) const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 

@@ -319,6 +319,7 @@ struct Layer {
     autoindex: Option<bool>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
+    autoindex_format: Option<AutoindexFormat>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -524,6 +525,7 @@ impl Layer {
             autoindex: self.autoindex.or(parent.autoindex),
             autoindex_exact_size: self.autoindex_exact_size.or(parent.autoindex_exact_size),
             autoindex_localtime: self.autoindex_localtime.or(parent.autoindex_localtime),
+            autoindex_format: self.autoindex_format.or(parent.autoindex_format),
             rewrite_log: self.rewrite_log.or(parent.rewrite_log),
             if_modified_since: self.if_modified_since.or(parent.if_modified_since),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
@@ -547,6 +549,7 @@ impl Layer {
                 exact_size: self.autoindex_exact_size.unwrap_or(true),
                 localtime: self.autoindex_localtime.unwrap_or(false),
                 utf8: false,
+                format: self.autoindex_format.unwrap_or_default(),
             }),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             prefix: default.prefix,
@@ -1740,19 +1743,15 @@ impl<'a> Interp<'a> {
             "autoindex_localtime" => {
                 layer.autoindex_localtime = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
-            "autoindex_format" => match d.args[0].to_ascii_lowercase().as_str() {
-                "html" => {}
-                "xml" | "json" | "jsonp" => {
-                    return err(
-                        format!(
-                            "\"autoindex_format {}\" is not supported (only html)",
-                            d.args[0]
-                        ),
-                        d,
-                    )
-                }
-                _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
-            },
+            "autoindex_format" => {
+                layer.autoindex_format = Some(match d.args[0].to_ascii_lowercase().as_str() {
+                    "html" => AutoindexFormat::Html,
+                    "xml" => AutoindexFormat::Xml,
+                    "json" => AutoindexFormat::Json,
+                    "jsonp" => AutoindexFormat::Jsonp,
+                    _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
+                })
+            }
             "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
             "if_modified_since" => {
                 layer.if_modified_since = Some(match d.args[0].to_ascii_lowercase().as_str() {
@@ -4873,12 +4872,14 @@ fn limit_except(d: &Directive) -> Result<(Vec<String>, Option<Vec<Rule>>), ConfE
                 let list = rules.get_or_insert_with(Vec::new);
                 list.extend(cidrs.into_iter().map(|cidr| Rule { allow, cidr }));
             }
-            other => return err(
-                format!(
+            other => {
+                return err(
+                    format!(
                     "\"{other}\" inside \"limit_except\" is not supported (only allow and deny)"
                 ),
-                item,
-            ),
+                    item,
+                )
+            }
         }
     }
     Ok((methods, rules))

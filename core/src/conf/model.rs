@@ -427,6 +427,18 @@ pub struct AutoindexConf {
     pub localtime: bool,
     /// `charset utf-8` is in effect: names are counted in characters.
     pub utf8: bool,
+    /// `autoindex_format`.
+    pub format: AutoindexFormat,
+}
+
+/// `autoindex_format html|xml|json|jsonp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoindexFormat {
+    #[default]
+    Html,
+    Xml,
+    Json,
+    Jsonp,
 }
 
 /// `limit_except METHOD ... { ... }`: requests with another method are

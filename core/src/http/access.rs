@@ -487,7 +487,7 @@ fn needs(mode: Escape, c: u8) -> bool {
 
 /// Escapes `buf[from..]` in place, as `ngx_http_log_escape` or
 /// `ngx_escape_json`.
-fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
+pub(crate) fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
     // A value with nothing to escape (nearly all) is scanned by a loop of
     // its mode: no mode test per byte.
     let clean = match mode {

@@ -20,6 +20,8 @@ const NAME_LEN: usize = 50;
 pub(crate) struct Entry {
     name: Vec<u8>,
     dir: bool,
+    /// A regular file (else, and not a directory, "other": a broken link).
+    file: bool,
     mtime: i64,
     size: u64,
 }
@@ -63,6 +65,7 @@ pub(crate) fn list(dir: &[u8]) -> io::Result<Listed> {
         listed.entries.push(Entry {
             name,
             dir: meta.is_dir(),
+            file: meta.is_file(),
             mtime: meta.mtime(),
             size: meta.len(),
         });
@@ -123,6 +126,79 @@ pub(crate) fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8
     out
 }
 
+/// The listing as JSON (nginx's `ngx_http_autoindex_json`): one object
+/// a line, `name`, `type` (`directory`, `file` or `other`), `mtime` as an
+/// HTTP date and a file's `size`.
+pub(crate) fn json(entries: &[Entry], out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    use std::time::{Duration, UNIX_EPOCH};
+    out.push(b'[');
+    for (i, e) in entries.iter().enumerate() {
+        out.extend_from_slice(b"\r\n{ \"name\":\"");
+        let start = out.len();
+        out.extend_from_slice(&e.name);
+        crate::http::access::escape(crate::http::access::Escape::Json, out, start);
+        let time = UNIX_EPOCH + Duration::from_secs(e.mtime.max(0) as u64);
+        let _ = write!(
+            out,
+            "\", \"type\":\"{}\", \"mtime\":\"{}\"",
+            kind(e),
+            httpdate::fmt_http_date(time)
+        );
+        if e.file {
+            let _ = write!(out, ", \"size\":{}", e.size);
+        }
+        out.extend_from_slice(b" }");
+        if i + 1 < entries.len() {
+            out.push(b',');
+        }
+    }
+    out.extend_from_slice(b"\r\n]");
+}
+
+/// The listing as XML (nginx's `ngx_http_autoindex_xml`).
+pub(crate) fn xml(entries: &[Entry]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = b"<?xml version=\"1.0\"?>\r\n<list>\r\n".to_vec();
+    for e in entries {
+        let kind = kind(e);
+        // SAFETY: `tm` is plain data gmtime_r fills in; `time` lives for
+        // the call.
+        let tm = unsafe {
+            let time: libc::time_t = e.mtime.max(0);
+            let mut tm: libc::tm = std::mem::zeroed();
+            libc::gmtime_r(&time, &mut tm);
+            tm
+        };
+        let _ = write!(
+            out,
+            "<{kind} mtime=\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z\"",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        );
+        if e.file {
+            let _ = write!(out, " size=\"{}\"", e.size);
+        }
+        out.push(b'>');
+        escape_html(&e.name, &mut out);
+        let _ = write!(out, "</{kind}>\r\n");
+    }
+    out.extend_from_slice(b"</list>\r\n");
+    out
+}
+
+fn kind(e: &Entry) -> &'static str {
+    match (e.dir, e.file) {
+        (true, _) => "directory",
+        (false, true) => "file",
+        (false, false) => "other",
+    }
+}
+
 /// nginx's `ngx_escape_html`: `<`, `>`, `&` and `"` as entities.
 fn escape_html(text: &[u8], out: &mut Vec<u8>) {
     for &c in text {
@@ -136,9 +212,7 @@ fn escape_html(text: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+use crate::vars::MONTHS;
 
 /// `27-Nov-2026 21:05 `: GMT, or with `local` the time shifted by the
 /// local zone's offset now (nginx's `tp->gmtoff`, whatever the offset
@@ -204,6 +278,7 @@ mod tests {
         Entry {
             name: name.as_bytes().to_vec(),
             dir,
+            file: !dir,
             mtime: 1_795_900_000,
             size,
         }
@@ -215,6 +290,7 @@ mod tests {
             exact_size: true,
             localtime: false,
             utf8: false,
+            format: Default::default(),
         };
         let long = "a".repeat(60);
         let page = page(
