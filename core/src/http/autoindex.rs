@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use crate::conf::model::AutoindexConf;
+use crate::vars::MONTHS;
 
 /// A name's width in the listing (nginx's `NGX_HTTP_AUTOINDEX_NAME_LEN`).
 const NAME_LEN: usize = 50;
@@ -211,8 +212,6 @@ fn escape_html(text: &[u8], out: &mut Vec<u8>) {
         }
     }
 }
-
-use crate::vars::MONTHS;
 
 /// `27-Nov-2026 21:05 `: GMT, or with `local` the time shifted by the
 /// local zone's offset now (nginx's `tp->gmtoff`, whatever the offset
