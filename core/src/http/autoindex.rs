@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-use crate::conf::model::AutoindexConf;
+use crate::conf::model::{AutoindexConf, AutoindexFormat};
 use crate::vars::MONTHS;
 
 /// A name's width in the listing (nginx's `NGX_HTTP_AUTOINDEX_NAME_LEN`).
@@ -78,8 +78,47 @@ pub(crate) fn list(dir: &[u8]) -> io::Result<Listed> {
     Ok(listed)
 }
 
+/// The listing of `entries` (the directory's URI `uri`, the request's
+/// arguments `query`) in the level's `autoindex_format`, and its
+/// Content-Type; `Err` with a `jsonp` callback nginx refuses (anything
+/// but letters, digits, `_` and `.`: 400).
+pub(crate) fn render<'q>(
+    uri: &[u8],
+    entries: &[Entry],
+    conf: AutoindexConf,
+    query: &'q str,
+) -> Result<(Vec<u8>, &'static str), &'q str> {
+    let mut out = Vec::new();
+    Ok(match conf.format {
+        AutoindexFormat::Html => (page(uri, entries, conf), "text/html"),
+        AutoindexFormat::Xml => (xml(entries), "text/xml; charset=utf-8"),
+        AutoindexFormat::Json => {
+            json(entries, &mut out);
+            (out, "application/json")
+        }
+        AutoindexFormat::Jsonp => {
+            let callback = crate::vars::arg(query, "callback").unwrap_or_default();
+            let valid = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'.';
+            if !callback.bytes().all(valid) {
+                return Err(callback);
+            }
+            // (Without a callback, the JSON as it is.)
+            if callback.is_empty() {
+                json(entries, &mut out);
+                return Ok((out, "application/json"));
+            }
+            out.extend_from_slice(b"/* callback */\r\n");
+            out.extend_from_slice(callback.as_bytes());
+            out.push(b'(');
+            json(entries, &mut out);
+            out.extend_from_slice(b");");
+            (out, "application/javascript")
+        }
+    })
+}
+
 /// The page listing `entries` of the directory whose URI is `uri`.
-pub(crate) fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8> {
+fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + entries.len() * 120);
     out.extend_from_slice(b"<html>\r\n<head><title>Index of ");
     escape_html(uri, &mut out);
@@ -130,7 +169,7 @@ pub(crate) fn page(uri: &[u8], entries: &[Entry], conf: AutoindexConf) -> Vec<u8
 /// The listing as JSON (nginx's `ngx_http_autoindex_json`): one object
 /// a line, `name`, `type` (`directory`, `file` or `other`), `mtime` as an
 /// HTTP date and a file's `size`.
-pub(crate) fn json(entries: &[Entry], out: &mut Vec<u8>) {
+fn json(entries: &[Entry], out: &mut Vec<u8>) {
     use std::io::Write as _;
     use std::time::{Duration, UNIX_EPOCH};
     out.push(b'[');
@@ -158,19 +197,12 @@ pub(crate) fn json(entries: &[Entry], out: &mut Vec<u8>) {
 }
 
 /// The listing as XML (nginx's `ngx_http_autoindex_xml`).
-pub(crate) fn xml(entries: &[Entry]) -> Vec<u8> {
+fn xml(entries: &[Entry]) -> Vec<u8> {
     use std::io::Write as _;
     let mut out = b"<?xml version=\"1.0\"?>\r\n<list>\r\n".to_vec();
     for e in entries {
         let kind = kind(e);
-        // SAFETY: `tm` is plain data gmtime_r fills in; `time` lives for
-        // the call.
-        let tm = unsafe {
-            let time: libc::time_t = e.mtime.max(0);
-            let mut tm: libc::tm = std::mem::zeroed();
-            libc::gmtime_r(&time, &mut tm);
-            tm
-        };
+        let tm = gmtime(e.mtime);
         let _ = write!(
             out,
             "<{kind} mtime=\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z\"",
@@ -190,6 +222,21 @@ pub(crate) fn xml(entries: &[Entry]) -> Vec<u8> {
     }
     out.extend_from_slice(b"</list>\r\n");
     out
+}
+
+/// `secs` since the epoch (none before it, as nginx) in UTC.
+fn gmtime(secs: i64) -> libc::tm {
+    // SAFETY: `tm` is plain data that gmtime_r fills in (all zero, 1900,
+    // where it cannot); `time` lives for the call.
+    unsafe {
+        let time: libc::time_t = secs.max(0);
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::gmtime_r(&time, &mut tm).is_null() {
+            tm.tm_year = 70;
+            tm.tm_mday = 1;
+        }
+        tm
+    }
 }
 
 fn kind(e: &Entry) -> &'static str {
@@ -218,22 +265,12 @@ fn escape_html(text: &[u8], out: &mut Vec<u8>) {
 /// was at `mtime`); nothing before 1970, as nginx.
 fn date(mtime: i64, local: bool, out: &mut Vec<u8>) {
     use std::io::Write as _;
-    // SAFETY: `tm` is plain data that the libc calls fill in; the times
-    // live for the calls.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        let mut time: libc::time_t = mtime.max(0);
-        if local {
-            let now = libc::time(std::ptr::null_mut());
-            if !libc::localtime_r(&now, &mut tm).is_null() {
-                time = time.saturating_add(tm.tm_gmtoff);
-            }
-        }
-        if libc::gmtime_r(&time, &mut tm).is_null() {
-            return out.extend_from_slice(b"01-Jan-1970 00:00 ");
-        }
-        tm
+    let offset = if local {
+        crate::log::local_now().0.tm_gmtoff
+    } else {
+        0
     };
+    let tm = gmtime(mtime.max(0).saturating_add(offset));
     let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("Jan");
     let _ = write!(
         out,

@@ -347,46 +347,16 @@ async fn listing(
             for (entry, e) in &listed.unreadable {
                 failed(req, client, Level::Crit, "stat()", entry, e);
             }
-            use crate::conf::model::AutoindexFormat;
-            use crate::http::autoindex;
-            let (page, content_type) = match conf.format {
-                AutoindexFormat::Html => (autoindex::page(uri, &listed.entries, conf), "text/html"),
-                AutoindexFormat::Xml => {
-                    (autoindex::xml(&listed.entries), "text/xml; charset=utf-8")
-                }
-                AutoindexFormat::Json => {
-                    let mut out = Vec::new();
-                    autoindex::json(&listed.entries, &mut out);
-                    (out, "application/json")
-                }
-                AutoindexFormat::Jsonp => {
-                    let query = req.parts.uri.query().unwrap_or("");
-                    let callback = crate::vars::arg(query, "callback").unwrap_or_default();
-                    let valid = callback
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
-                    if !valid {
+            let query = req.parts.uri.query().unwrap_or("");
+            let (page, content_type) =
+                match crate::http::autoindex::render(uri, &listed.entries, conf, query) {
+                    Ok(rendered) => rendered,
+                    Err(callback) => {
                         let line = format!("client sent invalid callback \"{callback}\"");
                         req.log_line(client, Level::Info, line);
                         return finalized(400);
                     }
-                    let mut out = Vec::new();
-                    if !callback.is_empty() {
-                        out.extend_from_slice(b"/* callback */\r\n");
-                        out.extend_from_slice(callback.as_bytes());
-                        out.push(b'(');
-                    }
-                    autoindex::json(&listed.entries, &mut out);
-                    match callback.is_empty() {
-                        // (Without a callback, the JSON as it is.)
-                        true => (out, "application/json"),
-                        false => {
-                            out.extend_from_slice(b");");
-                            (out, "application/javascript")
-                        }
-                    }
-                }
-            };
+                };
             let mut resp = Response::new(RespBody::full(page));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
