@@ -138,13 +138,13 @@ impl Script {
         style: crate::conf::model::RedirectStyle,
         maps: &MapNames,
         reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
-        outbound: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
+        if_level: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
     ) -> Result<Option<Box<Script>>, ConfError> {
         if ops.is_empty() {
             return Ok(None);
         }
         let mut flat = Vec::new();
-        flatten(ops, &mut flat, maps, reply, outbound)?;
+        flatten(ops, &mut flat, maps, reply, if_level)?;
         let ops = flat;
         Ok(Some(Box::new(Script {
             ops: ops.into(),
@@ -160,7 +160,7 @@ fn flatten(
     out: &mut Vec<Op>,
     maps: &MapNames,
     reply: &dyn Fn(&crate::conf::model::Return) -> Result<Action, ConfError>,
-    outbound: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
+    if_level: &dyn Fn(&IfHeaders) -> Result<IfLevel, ConfError>,
 ) -> Result<(), ConfError> {
     let compile = |t: &str| {
         Template::compile_with(t, &|n| maps.var(n)).map_err(|e| ConfError::bare(e.to_string()))
@@ -173,7 +173,7 @@ fn flatten(
             RewriteOp::Set(i, value) => out.push(Op::Set(*i as u32, compile(value)?)),
             RewriteOp::SetArgs(value) => out.push(Op::SetArgs(compile(value)?)),
             RewriteOp::Headers(h) => {
-                let level = outbound(h)?;
+                let level = if_level(h)?;
                 if let Some(o) = level.outbound {
                     out.push(Op::Outbound(Arc::new(o)));
                 }
@@ -211,7 +211,7 @@ fn flatten(
                 };
                 let at = out.len();
                 out.push(Op::If(Box::new(cond), 0));
-                flatten(block, out, maps, reply, outbound)?;
+                flatten(block, out, maps, reply, if_level)?;
                 let skip = out.len() - at - 1;
                 out[at] = match std::mem::replace(&mut out[at], Op::Break) {
                     Op::If(cond, _) => Op::If(cond, skip),

@@ -1210,17 +1210,24 @@ fn redirect<'a>(
 /// bytes; here it is percent-encoded where a request line could not carry
 /// it, so that parsing it again gives the same `$uri`.
 pub(crate) fn uri_of(path: &[u8], args: Option<&[u8]>) -> Option<http::Uri> {
-    let mut text = String::with_capacity(path.len() + args.map_or(0, |a| a.len() + 2));
+    let mut text = Vec::with_capacity(path.len() + args.map_or(0, |a| a.len() + 2));
     // Always a path (`http://host/x` as a URI would name another host):
     // a URI not starting with `/` keeps its text in the head only.
     if path.first() != Some(&b'/') {
-        text.push('/');
+        text.push(b'/');
     }
-    encode(path, &mut text, |c| {
-        c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
+    crate::http::escape_into(path, &mut text, |_, c| {
+        !(c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c))
     });
-    push_args(&mut text, args);
-    http::Uri::try_from(text).ok()
+    // Arguments as given (none when empty: no bare `?` upstream), but
+    // what a request line cannot carry.
+    if let Some(args) = args.filter(|a| !a.is_empty()) {
+        text.push(b'?');
+        crate::http::escape_into(args, &mut text, |_, c| {
+            !c.is_ascii_graphic() || b"\"#<>\\^`{|}".contains(&c)
+        });
+    }
+    http::Uri::from_maybe_shared(Bytes::from(text)).ok()
 }
 
 /// `path` (a URI's path, valid as it is) with the arguments `args`
@@ -1238,28 +1245,6 @@ pub(crate) fn with_args(path: &str, args: &[u8]) -> Option<http::Uri> {
         });
     }
     http::Uri::from_maybe_shared(Bytes::from(text)).ok()
-}
-
-/// Arguments as given (none when empty: no bare `?` upstream), but what
-/// a request line cannot carry.
-fn push_args(text: &mut String, args: Option<&[u8]>) {
-    if let Some(args) = args.filter(|a| !a.is_empty()) {
-        text.push('?');
-        encode(args, text, |c| {
-            c.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&c)
-        });
-    }
-}
-
-fn encode(bytes: &[u8], out: &mut String, keep: impl Fn(u8) -> bool) {
-    use std::fmt::Write as _;
-    for &c in bytes {
-        if keep(c) {
-            out.push(c as char);
-        } else {
-            let _ = write!(out, "%{c:02X}");
-        }
-    }
 }
 
 /// Runs `f` (file system calls) on the blocking pool.

@@ -454,6 +454,25 @@ pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> crate:
         .collect()
 }
 
+/// The `proxy_pass` of location `i` (`l`), or of an `if` in it, with
+/// the proxy settings `conf`: the location's redirects style, filters and
+/// intercepted errors.
+fn location_proxy(
+    pass: &model::ProxyPass,
+    conf: &model::ProxyConf,
+    l: &model::LocationConf,
+    i: usize,
+    upstreams: &[Arc<Upstream>],
+    tls: &mut TlsClients,
+    filters: &FilterCx<'_>,
+) -> Result<Action, ConfError> {
+    let mut proxy = proxy(pass, conf, upstreams, tls, filters.maps)?;
+    proxy.style = l.redirect_style;
+    proxy.filters = filters.applies(i, Some(pass.upstream));
+    proxy.intercept = l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
+    Ok(Action::Proxy(proxy))
+}
+
 fn server(
     s: &model::ServerConf,
     upstreams: &[Arc<Upstream>],
@@ -477,13 +496,7 @@ fn server(
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::StubStatus => Action::StubStatus,
-            model::Action::Proxy(p) => {
-                let mut proxy = proxy(p, &l.proxy, upstreams, tls, filters.maps)?;
-                proxy.style = l.redirect_style;
-                proxy.filters = filters.applies(i, Some(p.upstream));
-                proxy.intercept = l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
-                Action::Proxy(proxy)
-            }
+            model::Action::Proxy(p) => location_proxy(p, &l.proxy, l, i, upstreams, tls, filters)?,
         };
         let action = if l.internal {
             Action::Internal(Box::new(action))
@@ -607,12 +620,9 @@ fn server(
                             if !l.proxy.redirects_set {
                                 conf.to_mut().redirects = vec![p.default_redirect.clone()];
                             }
-                            let mut proxy = proxy(&p.pass, &conf, upstreams, tls, filters.maps)?;
-                            proxy.style = l.redirect_style;
-                            proxy.filters = filters.applies(i, Some(p.pass.upstream));
-                            proxy.intercept =
-                                l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
-                            Some(Action::Proxy(proxy))
+                            Some(location_proxy(
+                                &p.pass, &conf, l, i, upstreams, tls, filters,
+                            )?)
                         }
                         None => None,
                     };
