@@ -3213,46 +3213,17 @@ impl<'a> Interp<'a> {
         server: usize,
         parent: Option<usize>,
     ) -> Result<usize, ConfError> {
-        // nginx's forms: `= P`, `^~ P`, `~ R`, `~* R`, and the same modifiers
-        // glued to the name; a name starting with `@` is a named location.
-        let (mut exact, mut named, mut noregex, mut regex) = (false, false, false, None);
-        let name = match (d.args[0].as_str(), d.args.get(1)) {
-            ("=", Some(p)) => {
-                exact = true;
-                p.clone()
-            }
-            ("^~", Some(p)) => {
-                noregex = true;
-                p.clone()
-            }
-            ("~", Some(p)) => {
-                regex = Some(false);
-                p.clone()
-            }
-            ("~*", Some(p)) => {
-                regex = Some(true);
-                p.clone()
-            }
-            (m, Some(_)) => return err(format!("invalid location modifier \"{m}\""), d),
-            (p, None) => {
-                if let Some(rest) = p.strip_prefix('=') {
-                    exact = true;
-                    rest.to_owned()
-                } else if let Some(rest) = p.strip_prefix("^~") {
-                    noregex = true;
-                    rest.to_owned()
-                } else if let Some(rest) = p.strip_prefix("~*") {
-                    regex = Some(true);
-                    rest.to_owned()
-                } else if let Some(rest) = p.strip_prefix('~') {
-                    regex = Some(false);
-                    rest.to_owned()
-                } else {
-                    named = p.starts_with('@');
-                    p.to_owned()
-                }
-            }
+        let (modifier, name) = match location_modifier(&d.args) {
+            Ok(parsed) => parsed,
+            Err(m) => return err(format!("invalid location modifier \"{m}\""), d),
         };
+        let name = name.to_owned();
+        let (exact, noregex) = (modifier == Modifier::Exact, modifier == Modifier::NoRegex);
+        let regex = match modifier {
+            Modifier::Regex { caseless } => Some(caseless),
+            _ => None,
+        };
+        let named = modifier == Modifier::Prefix && name.starts_with('@');
         let regex = match regex {
             Some(caseless) => {
                 compile_regex(&name, caseless, d)?;
@@ -4975,6 +4946,42 @@ const NGINX_CHANGEABLE: &[&str] = &[
     "ancient_browser",
 ];
 
+/// How a `location` matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Modifier {
+    Prefix,
+    /// `=`
+    Exact,
+    /// `^~`
+    NoRegex,
+    /// `~`, `~*`
+    Regex {
+        caseless: bool,
+    },
+}
+
+/// A `location`'s modifier and name or pattern, in nginx's forms: `= P`,
+/// `^~ P`, `~ R`, `~* R`, and the same modifiers glued to the name; the
+/// modifier nginx does not know is the error.
+fn location_modifier(args: &[String]) -> Result<(Modifier, &str), &str> {
+    let glued = [
+        ("=", Modifier::Exact),
+        ("^~", Modifier::NoRegex),
+        ("~*", Modifier::Regex { caseless: true }),
+        ("~", Modifier::Regex { caseless: false }),
+    ];
+    match (args[0].as_str(), args.get(1)) {
+        (m, Some(p)) => match glued.iter().find(|(g, _)| *g == m) {
+            Some(&(_, modifier)) => Ok((modifier, p.as_str())),
+            None => Err(m),
+        },
+        (p, None) => Ok(glued
+            .iter()
+            .find_map(|&(g, modifier)| Some((modifier, p.strip_prefix(g)?)))
+            .unwrap_or((Modifier::Prefix, p))),
+    }
+}
+
 /// The regexes a directive has, with whether each ignores case: an
 /// `if`'s, a regex location's, a regex server name's (hosts are matched
 /// without case), a `rewrite`'s.
@@ -4987,14 +4994,9 @@ fn regexes_of(d: &Directive) -> Vec<(String, bool)> {
             }) => vec![(pattern, caseless)],
             _ => Vec::new(),
         },
-        ("location", ["~", p, ..]) => vec![((*p).to_owned(), false)],
-        ("location", ["~*", p, ..]) => vec![((*p).to_owned(), true)],
-        ("location", [p]) => match p.strip_prefix("~*") {
-            Some(rest) => vec![(rest.to_owned(), true)],
-            None => p
-                .strip_prefix('~')
-                .map(|rest| vec![(rest.to_owned(), false)])
-                .unwrap_or_default(),
+        ("location", _) => match location_modifier(&d.args) {
+            Ok((Modifier::Regex { caseless }, pattern)) => vec![(pattern.to_owned(), caseless)],
+            _ => Vec::new(),
         },
         ("server_name", names) => names
             .iter()
