@@ -368,6 +368,11 @@ fn cases() -> Vec<Case> {
             Warn("\"send_lowat\" is not supported, ignored in {conf}:17"),
         ),
         Case::head(
+            "an obsolete HTTP/2 directive",
+            "http {\n    http2_idle_timeout 3m;\n}\n",
+            Warn("the \"http2_idle_timeout\" directive is obsolete, use the \"keepalive_timeout\" directive instead in {conf}:5"),
+        ),
+        Case::head(
             "limit_except with a method nginx does not know",
             "http {\n    server {\n        listen 127.0.0.1:{port};\n        location / { limit_except GET FETCH { deny all; } }\n    }\n}\n",
             Emerg("invalid method \"FETCH\" in {conf}:7"),

@@ -707,6 +707,46 @@ fn ranges_match_nginx() {
     );
 }
 
+/// `max_ranges`: 0 turns ranges off (no Accept-Ranges either); past the
+/// limit of satisfiable ranges, the whole file.
+#[test]
+fn max_ranges_match_nginx() {
+    let server = "        root {dir}/files;\n\
+                  \x20       max_ranges 2;\n\
+                  \x20       location / { }\n\
+                  \x20       location /off/ { alias {dir}/files/; max_ranges 0; }\n\
+                  \x20       location /one/ { alias {dir}/files/; max_ranges 1; }\n";
+    let range = |r: &str| format!("Range: {r}");
+    let asks = [
+        get("/digits.txt").with(range("bytes=0-1,4-5")),
+        get("/digits.txt").with(range("bytes=0-1,4-5,8-9")),
+        get("/off/digits.txt"),
+        get("/off/digits.txt").with(range("bytes=0-3")),
+        get("/off/digits.txt").with(range("bytes=1000-")),
+        get("/one/digits.txt").with(range("bytes=0-3")),
+        get("/one/digits.txt").with(range("bytes=0-1,4-5")),
+        // An unsatisfiable range does not count.
+        get("/one/digits.txt").with(range("bytes=1000-,0-1")),
+        get("/one/digits.txt").with(range("bytes=1000-")),
+    ];
+    check(
+        server,
+        &asks,
+        &[
+            "GET /digits.txt [Range: bytes=0-1,4-5] -> HTTP/1.1 206",
+            "GET /digits.txt [Range: bytes=0-1,4-5,8-9] -> HTTP/1.1 200 OK",
+            "GET /off/digits.txt [] -> HTTP/1.1 200 OK | Content-Type: text/plain | Content-Length: 17 | Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT | ETag: \"6553f100-11\" | body:",
+            "GET /off/digits.txt [Range: bytes=0-3] -> HTTP/1.1 200 OK",
+            "GET /off/digits.txt [Range: bytes=1000-] -> HTTP/1.1 200 OK",
+            "GET /one/digits.txt [Range: bytes=0-3] -> HTTP/1.1 206",
+            "GET /one/digits.txt [Range: bytes=0-1,4-5] -> HTTP/1.1 200 OK | Content-Type: text/plain | Content-Length: 17 | Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT | ETag: \"6553f100-11\" | Accept-Ranges: bytes",
+            "GET /one/digits.txt [Range: bytes=1000-,0-1] -> HTTP/1.1 206",
+            "GET /one/digits.txt [Range: bytes=1000-] -> HTTP/1.1 416",
+        ],
+        &[],
+    );
+}
+
 #[test]
 fn server_root_and_50x_page_match_nginx() {
     let dead = free_port();
@@ -808,6 +848,10 @@ fn config_errors_match_nginx() {
         (
             in_location("/", "            autoindex_format yaml;\n"),
             "[emerg] invalid value \"yaml\" in CONF:7 (exit Some(1))".into(),
+        ),
+        (
+            in_location("/", "            max_ranges -1;\n"),
+            "[emerg] \"max_ranges\" directive invalid number in CONF:7 (exit Some(1))".into(),
         ),
         (
             in_location("/", "            autoindex maybe;\n"),

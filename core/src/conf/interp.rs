@@ -316,6 +316,7 @@ struct Layer {
     etag: Option<bool>,
     rewrite_log: Option<bool>,
     if_modified_since: Option<IfModifiedSince>,
+    max_ranges: Option<u32>,
     autoindex: Option<bool>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
@@ -528,6 +529,7 @@ impl Layer {
             autoindex_format: self.autoindex_format.or(parent.autoindex_format),
             rewrite_log: self.rewrite_log.or(parent.rewrite_log),
             if_modified_since: self.if_modified_since.or(parent.if_modified_since),
+            max_ranges: self.max_ranges.or(parent.max_ranges),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
             internal: self.internal.or(parent.internal),
         }
@@ -552,6 +554,7 @@ impl Layer {
                 format: self.autoindex_format.unwrap_or_default(),
             }),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
+            max_ranges: self.max_ranges.unwrap_or(MAX_RANGES),
             prefix: default.prefix,
             location: String::new(),
         }
@@ -910,7 +913,7 @@ struct Interp<'a> {
 const TLS12: u32 = 1;
 const TLS13: u32 = 2;
 
-fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
+pub(super) fn err<T>(message: impl Into<String>, d: &Directive) -> Result<T, ConfError> {
     Err(ConfError::at(message.into(), d.loc.clone()))
 }
 
@@ -922,7 +925,7 @@ fn invalid_value<T>(d: &Directive, value: &str) -> Result<T, ConfError> {
 }
 
 /// nginx's `msec` slots: `"X" directive invalid value`.
-fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
+pub(super) fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
     parse_time(&d.args[i]).map_or_else(
         || err(format!("\"{}\" directive invalid value", d.name), d),
         Ok,
@@ -988,7 +991,7 @@ fn mime_types(level: Option<Vec<String>>, d: &Directive) -> Vec<String> {
 }
 
 /// A size argument (`8k`, `1m`), as nginx's `ngx_conf_set_size_slot`.
-fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
+pub(super) fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
     parse_size(&d.args[i]).map_or_else(
         || err(format!("\"{}\" directive invalid value", d.name), d),
         Ok,
@@ -1085,7 +1088,7 @@ impl ProxyBuffers {
     }
 }
 
-fn number_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
+pub(super) fn number_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
     parse_number(&d.args[i]).map_or_else(
         || err(format!("\"{}\" directive invalid number", d.name), d),
         Ok,
@@ -1753,6 +1756,11 @@ impl<'a> Interp<'a> {
                 })
             }
             "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "max_ranges" => {
+                // (nginx's `num` slot takes up to `NGX_MAX_INT_T_VALUE`,
+                // kept in a 32-bit field.)
+                layer.max_ranges = Some(u32::try_from(number_arg(d, 0)?).unwrap_or(u32::MAX));
+            }
             "if_modified_since" => {
                 layer.if_modified_since = Some(match d.args[0].to_ascii_lowercase().as_str() {
                     "off" => IfModifiedSince::Off,
@@ -1885,6 +1893,15 @@ impl<'a> Interp<'a> {
             // checks it, and the file loads.
             name if HASH_SIZES.contains(&name) => {
                 number_arg(d, 0)?;
+            }
+            name if crate::conf::tuning::TUNING.contains(&name) => {
+                crate::conf::tuning::check(d)?;
+            }
+            "proxy_cache_bypass" | "proxy_no_cache" => {
+                for arg in &d.args {
+                    let checked = self.compile_check(arg);
+                    self.check_vars(checked, d)?;
+                }
             }
             "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_vary" => layer.gzip.vary = Some(d.args[0].eq_ignore_ascii_case("on")),
@@ -3918,6 +3935,8 @@ const HASH_SIZES: &[&str] = &[
     "server_names_hash_bucket_size",
     "variables_hash_max_size",
     "variables_hash_bucket_size",
+    "map_hash_max_size",
+    "map_hash_bucket_size",
     "proxy_headers_hash_max_size",
     "proxy_headers_hash_bucket_size",
 ];
@@ -4865,14 +4884,11 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "proxy_cache_key",
     "proxy_cache_use_stale",
     "proxy_cache_lock",
-    "proxy_cache_bypass",
     "proxy_cache_methods",
     "proxy_cache_min_uses",
     "proxy_cache_revalidate",
     "proxy_cache_background_update",
-    "proxy_no_cache",
     "proxy_store",
-    "proxy_ignore_headers",
     "fastcgi_pass",
     "fastcgi_param",
     "fastcgi_index",
@@ -4899,17 +4915,20 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "add_trailer",
     "gzip_static",
     "gunzip",
-    "keepalive_disable",
-    "lingering_close",
-    "lingering_time",
-    "lingering_timeout",
-    "reset_timedout_connection",
-    "subrequest_output_buffer_size",
-    "http2_push",
-    "http2_push_preload",
     "image_filter",
     "xslt_stylesheet",
     "perl",
+    "ssl_client_certificate",
+    "ssl_crl",
+    "ssl_ocsp",
+    "ssl_ocsp_responder",
+    "ssl_ocsp_cache",
+    "ssl_password_file",
+    "ssl_conf_command",
+    "proxy_ssl_password_file",
+    "proxy_ssl_crl",
+    "proxy_ssl_conf_command",
+    "proxy_cookie_flags",
 ];
 
 /// Variables nginx's core declares under the `http_` and `sent_http_`

@@ -12,6 +12,7 @@ pub mod lexer;
 pub mod model;
 pub mod ocsp;
 pub mod syntax;
+mod tuning;
 pub mod values;
 
 use std::fmt;

@@ -410,6 +410,9 @@ pub struct StaticConf {
     pub log_not_found: bool,
     pub etag: bool,
     pub if_modified_since: IfModifiedSince,
+    /// `max_ranges`: how many ranges a request may ask for (0: ranges
+    /// are off, and no `Accept-Ranges`); [`MAX_RANGES`] by default.
+    pub max_ranges: u32,
     /// `autoindex on` and its settings.
     pub autoindex: Option<AutoindexConf>,
     /// Where a root made of variables that is relative starts.
@@ -450,6 +453,9 @@ pub struct LimitExceptConf {
     pub access: Rules,
 }
 
+/// nginx's default `max_ranges`: no limit (its `NGX_MAX_INT32_VALUE`).
+pub const MAX_RANGES: u32 = i32::MAX as u32;
+
 /// An alias that is the whole path (a regex location's).
 pub const ALIAS_WHOLE: usize = usize::MAX;
 
@@ -464,6 +470,7 @@ impl StaticConf {
             log_not_found: true,
             etag: true,
             if_modified_since: IfModifiedSince::Exact,
+            max_ranges: MAX_RANGES,
             autoindex: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),

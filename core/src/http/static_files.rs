@@ -69,6 +69,7 @@ pub struct Static {
     log_not_found: bool,
     etag: bool,
     if_modified_since: IfModifiedSince,
+    max_ranges: u32,
     autoindex: Option<AutoindexConf>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
@@ -200,6 +201,7 @@ impl Static {
             log_not_found: conf.log_not_found,
             etag: conf.etag,
             if_modified_since: conf.if_modified_since,
+            max_ranges: conf.max_ranges,
             autoindex: conf.autoindex,
             types,
             style,
@@ -747,7 +749,7 @@ fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<R
     // nginx's range filter.
     let ranges = match headers.get(RANGE) {
         Some(range) if if_range(headers.get(IF_RANGE), etag.as_deref(), mtime) => {
-            parse_ranges(range.as_bytes(), size)
+            parse_ranges(range.as_bytes(), size, st.max_ranges)
         }
         _ => Ranges::None,
     };
@@ -755,8 +757,11 @@ fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<R
     let file = Arc::new(opened.file);
     match ranges {
         Ranges::None => {
-            resp.headers_mut()
-                .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            // (`max_ranges 0` turns ranges off, the header with them.)
+            if st.max_ranges != 0 {
+                resp.headers_mut()
+                    .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
             if !head {
                 *resp.body_mut() = match opened.bytes {
                     Some(bytes) => RespBody::full(bytes),
@@ -964,8 +969,13 @@ enum Ranges {
 }
 
 /// nginx's `ngx_http_range_parse`, on the header `value` for a file of
-/// `size` bytes.
-fn parse_ranges(value: &[u8], size: u64) -> Ranges {
+/// `size` bytes: more than `max` satisfiable ranges (`max_ranges`) get
+/// the whole file.
+fn parse_ranges(value: &[u8], size: u64, max: u32) -> Ranges {
+    if max == 0 {
+        return Ranges::None;
+    }
+    let mut left = max;
     if value.len() < 7 || !value[..6].eq_ignore_ascii_case(b"bytes=") {
         return Ranges::None;
     }
@@ -1000,6 +1010,10 @@ fn parse_ranges(value: &[u8], size: u64) -> Ranges {
         };
         p = rest;
         if start < end {
+            if left == 0 {
+                return Ranges::None;
+            }
+            left -= 1;
             list.push((start, end));
             total += end - start;
         } else if start == 0 {
@@ -1276,7 +1290,7 @@ mod tests {
     use super::*;
 
     fn ranges(value: &str, size: u64) -> Option<Vec<(u64, u64)>> {
-        match parse_ranges(value.as_bytes(), size) {
+        match parse_ranges(value.as_bytes(), size, crate::conf::model::MAX_RANGES) {
             Ranges::Some(list) => Some(list),
             Ranges::None => Some(Vec::new()),
             Ranges::Unsatisfiable => None,
