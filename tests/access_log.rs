@@ -46,6 +46,19 @@ fn send(port: u16, request: &[u8]) -> Vec<u8> {
     response
 }
 
+/// Sends each request on its own connection; each must be answered 200.
+fn send_ok<'r>(port: u16, requests: impl IntoIterator<Item = &'r [u8]>) {
+    for r in requests {
+        let response = send(port, r);
+        assert!(
+            response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"),
+            "{:?} -> {:?}",
+            String::from_utf8_lossy(r),
+            String::from_utf8_lossy(&response)
+        );
+    }
+}
+
 fn get10(port: u16, path: &str) -> Vec<u8> {
     send(port, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
 }
@@ -227,15 +240,7 @@ fn escaping_and_conditions_match_nginx() {
     ];
     let mut results = Vec::new();
     for (server, port) in [(&waypost, ports[0]), (&nginx, ports[1])] {
-        for r in &requests {
-            let response = send(port, r);
-            assert!(
-                response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"),
-                "{:?} -> {:?}",
-                String::from_utf8_lossy(r),
-                String::from_utf8_lossy(&response)
-            );
-        }
+        send_ok(port, requests.iter().map(Vec::as_slice));
         let mut files = Vec::new();
         for (log, n) in logs {
             server.wait_lines(log, n);
@@ -691,6 +696,122 @@ fn a_fast_stop_under_load_loses_no_line_as_nginx() {
             "nginx {nginx}: {} answered requests have no line, first {:?}",
             missing.len(),
             &missing[..missing.len().min(5)]
+        );
+    }
+}
+
+fn heads_conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format h '$request_length $pipe $upstream_cache_status [$sent_http_content_type] [$sent_http_x_a] [$sent_http_cache_control] [$sent_http_connection] [$sent_http_content_length] [$upstream_http_x_u] [$upstream_http_set_cookie] [$upstream_cookie_sid] [$upstream_cookie_none] [$sent_http_none] [$ssl_protocol] [$ssl_cipher] $status';\n\
+             \x20   log_format j escape=json '{{\"t\":\"$sent_http_x_a\",\"u\":\"$upstream_http_x_u\",\"n\":\"$sent_http_none\",\"s\":\"$ssl_protocol\"}}';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/h.log h;\n\
+             \x20       access_log logs/j.log j;\n\
+             \x20       location / {{ add_header X-A a1; add_header X-A a2; add_header Cache-Control no-cache; add_header Cache-Control private; return 200 \"ok\\n\"; }}\n\
+             \x20       location /p {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{back};\n\
+             \x20       add_header X-U u1;\n\
+             \x20       add_header X-U u2;\n\
+             \x20       add_header Set-Cookie \"a=1; Path=/\";\n\
+             \x20       add_header Set-Cookie \"SID = x y ; HttpOnly\";\n\
+             \x20       return 200 \"up\\n\";\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// `$request_length` (the head without the empty lines before it, and
+/// the body as it came: chunk framing counted, a body left unread not),
+/// `$pipe`, `$sent_http_*` (repeated lines: the first, Cache-Control
+/// joined; Connection as nginx logs it), `$upstream_http_*` and
+/// `$upstream_cookie_*` (spaces around `=` skipped), and the TLS and
+/// cache variables not found on a plain connection without a cache: the
+/// same lines as nginx's, byte for byte.
+#[test]
+fn request_and_head_variables_match_nginx() {
+    let ports = free_ports(4);
+    let waypost = Server::waypost(&heads_conf(ports[0], ports[1], false), &[ports[0]]);
+    let nginx = Server::nginx(&heads_conf(ports[2], ports[3], true), &[ports[2]]);
+    let requests: [&[u8]; 6] = [
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nX-Long: aaaaaaaaaa\r\nConnection: close\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhello12",
+        b"\r\nGET /d HTTP/1.0\r\n\r\n",
+        b"GET /p/x?y HTTP/1.0\r\nCookie: sid=1\r\n\r\n",
+    ];
+    let mut results = Vec::new();
+    for (server, port) in [(&waypost, ports[0]), (&nginx, ports[2])] {
+        send_ok(port, requests);
+        results.push((
+            server.wait_lines("logs/h.log", 8),
+            server.wait_lines("logs/j.log", 8),
+        ));
+    }
+    assert_eq!(results[0], results[1], "waypost (left) and nginx (right)");
+    // What nginx wrote, to show what was compared.
+    let (h, j) = &results[1];
+    assert_eq!(
+        h[0],
+        "28 . - [text/plain] [a1] [no-cache, private] [close] [3] [-] [-] [-] [-] [-] [-] [-] 200"
+    );
+    assert!(h[1].starts_with("67 p "), "{}", h[1]);
+    assert!(h[4].starts_with("91 . "), "{}", h[4]);
+    assert_eq!(
+        h[7],
+        "38 . - [text/plain] [-] [-] [close] [3] [u1] [a=1; Path=/] [x y ] [-] [-] [-] [-] 200"
+    );
+    assert_eq!(j[7], "{\"t\":\"\",\"u\":\"u1\",\"n\":\"\",\"s\":\"\"}");
+}
+
+/// `$request_id`: 32 lowercase hex digits, as nginx's, one value per
+/// request wherever the request reads it (a header to the upstream, an
+/// internal redirect's target, its log line), and a new one for every
+/// request.
+#[test]
+fn request_id_is_one_per_request_as_nginx() {
+    for nginx in [false, true] {
+        let ports = free_ports(2);
+        let (port, back) = (ports[0], ports[1]);
+        let conf = wrap_http(
+            &format!(
+                "    log_format id '$request_id';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/id.log id;\n\
+                 \x20       error_page 404 = @fallback;\n\
+                 \x20       location / {{ proxy_set_header X-Request-Id $request_id; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /missing {{ return 404; }}\n\
+                 \x20       location @fallback {{ return 200 \"$request_id\"; }}\n\
+                 \x20   }}\n\
+                 \x20   server {{ listen 127.0.0.1:{back}; return 200 \"$http_x_request_id\"; }}\n"
+            ),
+            nginx,
+        );
+        let server = Server::either(nginx, &conf, &[port]);
+        let mut bodies = Vec::new();
+        for path in ["/a", "/b", "/missing"] {
+            let response = String::from_utf8(get10(port, path)).expect("text");
+            let body = response.rsplit("\r\n\r\n").next().unwrap_or("").to_owned();
+            assert!(
+                body.len() == 32
+                    && body
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "nginx: {nginx}: {response}"
+            );
+            bodies.push(body);
+        }
+        let logged = server.wait_lines("logs/id.log", 3);
+        assert_eq!(logged, bodies, "nginx: {nginx}");
+        assert!(
+            bodies[0] != bodies[1] && bodies[1] != bodies[2],
+            "{bodies:?}"
         );
     }
 }

@@ -1276,3 +1276,53 @@ fn client_certificate_to_an_upstream_as_nginx() {
     );
     assert!(text.lines().any(|l| l == want), "want {want:?} in:\n{text}");
 }
+
+/// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` and
+/// `$ssl_session_reused` as nginx gives them, for a TLS 1.3 suite and a
+/// TLS 1.2 suite the client asks for, and a client that sends no SNI.
+#[test]
+fn ssl_variables_match_nginx() {
+    let t = ATest::new();
+    let mut seen = Vec::new();
+    for nginx in [false, true] {
+        let _server = t.either(
+            nginx,
+            "ssl",
+            // (nginx 1.22 has no TLS 1.3 by default.)
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n\
+             \x20       location / { return 200 \"$ssl_protocol|$ssl_cipher|$ssl_server_name|$ssl_session_reused|$https\\n\"; }\n",
+        );
+        let mut got = Vec::new();
+        let asks: [&[&str]; 2] = [
+            &["--tls13-ciphers", "TLS_AES_256_GCM_SHA384"],
+            &[
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+        ];
+        for extra in asks {
+            let (ok, out) = t.https("/", extra);
+            assert!(ok, "{out}");
+            got.push(out);
+        }
+        // An address in the URL: curl sends no SNI.
+        let url = format!("https://127.0.0.1:{}/", t.port);
+        let (ok, out) = curl(&["-k", &url]);
+        assert!(ok, "{out}");
+        got.push(out);
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "waypost (left) and nginx (right)");
+    assert_eq!(
+        seen[1][0],
+        "TLSv1.3|TLS_AES_256_GCM_SHA384|a.test|.|on\n\n1.1"
+    );
+    assert_eq!(
+        seen[1][1],
+        "TLSv1.2|ECDHE-ECDSA-AES128-GCM-SHA256|a.test|.|on\n\n1.1"
+    );
+    assert!(seen[1][2].starts_with("TLSv1.3|TLS_"), "{}", seen[1][2]);
+    assert!(seen[1][2].ends_with("||.|on\n"), "{}", seen[1][2]);
+}

@@ -122,6 +122,18 @@ pub enum Var {
     DocumentRoot,
     /// `$request_filename`: the path the URI maps to there.
     RequestFilename,
+    /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name`,
+    /// `$ssl_session_reused`: the TLS session's (not found on a plain
+    /// connection).
+    SslProtocol,
+    SslCipher,
+    SslServerName,
+    SslSessionReused,
+    /// `$request_id`: 32 hex digits, the same for the whole request.
+    RequestId,
+    /// `$upstream_cache_status`: waypost caches nothing, so it is never
+    /// found, as in nginx without `proxy_cache`.
+    UpstreamCacheStatus,
 }
 
 thread_local! {
@@ -271,14 +283,12 @@ const UNSUPPORTED: &[&str] = &[
     "request_body",
     "request_body_file",
     "request_completion",
-    "request_id",
     "request_length",
     "request_time",
     "secure_link",
     "secure_link_expires",
     "slice_range",
     "ssl_alpn_protocol",
-    "ssl_cipher",
     "ssl_ciphers",
     "ssl_client_cert",
     "ssl_client_escaped_cert",
@@ -295,10 +305,7 @@ const UNSUPPORTED: &[&str] = &[
     "ssl_client_verify",
     "ssl_curves",
     "ssl_early_data",
-    "ssl_protocol",
-    "ssl_server_name",
     "ssl_session_id",
-    "ssl_session_reused",
     "tcpinfo_rcv_space",
     "tcpinfo_rtt",
     "tcpinfo_rttvar",
@@ -309,7 +316,6 @@ const UNSUPPORTED: &[&str] = &[
     "upstream_addr",
     "upstream_bytes_received",
     "upstream_bytes_sent",
-    "upstream_cache_status",
     "upstream_connect_time",
     "upstream_header_time",
     "upstream_response_length",
@@ -413,6 +419,12 @@ impl Var {
             "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
+            "ssl_protocol" => Var::SslProtocol,
+            "ssl_cipher" => Var::SslCipher,
+            "ssl_server_name" => Var::SslServerName,
+            "ssl_session_reused" => Var::SslSessionReused,
+            "request_id" => Var::RequestId,
+            "upstream_cache_status" => Var::UpstreamCacheStatus,
             n if UNSUPPORTED.contains(&n) => return Err(NameError::Unsupported),
             n if UNSUPPORTED_PREFIXES.iter().any(|p| n.starts_with(p)) => {
                 return Err(NameError::Unsupported)
@@ -495,7 +507,17 @@ impl Var {
                 Some(_) => b"on",
                 None => b"",
             },
-            Var::NoHeader => b"",
+            Var::NoHeader | Var::UpstreamCacheStatus => b"",
+            Var::SslProtocol => tls(req).map_or(&b""[..], |s| s.protocol.as_bytes()),
+            Var::SslCipher => tls(req).map_or(&b""[..], |s| s.cipher.as_bytes()),
+            Var::SslServerName => tls(req)
+                .and_then(|s| s.server_name.as_deref())
+                .map_or(&b""[..], str::as_bytes),
+            Var::SslSessionReused => match tls(req) {
+                Some(s) if s.reused => b"r",
+                Some(_) => b".",
+                None => b"",
+            },
             // The groups of the regex at hand (a location's, a map
             // entry's), else of the rewrite phases' last one.
             Var::Capture(n) => match (cx.captures, req.extensions.get::<Captured>()) {
@@ -609,6 +631,7 @@ impl Var {
                     map.eval(cx, out);
                 }
             }
+            Var::RequestId => request_id(cx.conn, cx.requests, out),
             Var::ProxyAddXForwardedFor => {
                 for v in req.headers.get_all("x-forwarded-for") {
                     out.extend_from_slice(v.as_bytes());
@@ -633,7 +656,12 @@ impl Var {
             | Var::ContentType
             | Var::ProxyHost
             | Var::Capture(_)
-            | Var::User(..) => {}
+            | Var::User(..)
+            | Var::SslProtocol
+            | Var::SslCipher
+            | Var::SslServerName
+            | Var::SslSessionReused
+            | Var::UpstreamCacheStatus => {}
         }
     }
 
@@ -662,8 +690,32 @@ impl Var {
             Var::ProxyHost => cx.proxy_host.is_empty(),
             // Never set, nor a group of the request's regexes.
             Var::User(i, true) => user(cx, *i).is_none(),
+            Var::SslProtocol | Var::SslCipher | Var::SslSessionReused => tls(req).is_none(),
+            Var::SslServerName => tls(req).is_none_or(|s| s.server_name.is_none()),
+            Var::UpstreamCacheStatus => true,
             _ => false,
         }
+    }
+}
+
+/// The request's TLS session, if it came over TLS.
+fn tls(req: &Parts) -> Option<&crate::http::tls::Session> {
+    req.extensions.get::<Https>().map(|h| &*h.0)
+}
+
+/// `$request_id`: 128 bits made from the request's connection and number
+/// under a key drawn once per process, as 32 lowercase hex digits. The
+/// pair names one request of the process, so the value is the same
+/// wherever the request evaluates it (a header, the log line), and no two
+/// requests share one; without the key it cannot be predicted, as
+/// nginx's random bytes cannot.
+fn request_id(conn: u64, requests: u64, out: &mut Vec<u8>) {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(std::hash::RandomState::new);
+    for half in 0u8..2 {
+        let bits = key.hash_one((conn, requests, half));
+        let _ = write!(out, "{bits:016x}");
     }
 }
 

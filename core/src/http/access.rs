@@ -40,6 +40,17 @@ enum Field {
     UpstreamHeaderTime,
     /// `$limit_conn_status`, set while the request is handled.
     LimitConnStatus,
+    /// `$request_length`: the head and the body bytes read.
+    RequestLength,
+    /// `$pipe`: `p` for a pipelined request, else `.`.
+    Pipe,
+    /// `$sent_http_NAME`: the response head's line (the name lowercase,
+    /// `_` as `-`).
+    SentHttp(Box<[u8]>),
+    /// `$upstream_http_NAME`: the last upstream response's line.
+    UpstreamHttp(Box<[u8]>),
+    /// `$upstream_cookie_NAME`: a cookie the last upstream response set.
+    UpstreamCookie(Box<[u8]>),
     /// A request variable, captured at the start (index into the
     /// record's values).
     Var(Var, usize),
@@ -87,10 +98,23 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_status" => Field::UpstreamStatus,
         "limit_conn_status" => Field::LimitConnStatus,
+        "request_length" => Field::RequestLength,
+        "pipe" => Field::Pipe,
         "upstream_response_time" => Field::UpstreamResponseTime,
         "upstream_connect_time" => Field::UpstreamConnectTime,
         "upstream_header_time" => Field::UpstreamHeaderTime,
-        _ => Field::Var(Var::parse(name)?, 0),
+        n => {
+            let header = |h: &str| h.replace('_', "-").into_bytes().into_boxed_slice();
+            if let Some(h) = n.strip_prefix("sent_http_") {
+                Field::SentHttp(header(h))
+            } else if let Some(h) = n.strip_prefix("upstream_http_") {
+                Field::UpstreamHttp(header(h))
+            } else if let Some(c) = n.strip_prefix("upstream_cookie_") {
+                Field::UpstreamCookie(c.as_bytes().into())
+            } else {
+                Field::Var(Var::parse(name)?, 0)
+            }
+        }
     })
 }
 
@@ -341,6 +365,17 @@ pub struct AccessLogs {
     logs: Box<[Arc<AccessLog>]>,
     /// How many request variables a record captures for all of them.
     vars: usize,
+    /// Some log reads the response head (`$sent_http_*`), or the
+    /// upstream's (`$upstream_http_*`, `$upstream_cookie_*`): the record
+    /// keeps a copy of it.
+    heads: Heads,
+}
+
+/// Which heads a request's record keeps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Heads {
+    sent: bool,
+    upstream: bool,
 }
 
 impl AccessLogs {
@@ -350,9 +385,21 @@ impl AccessLogs {
             return None;
         }
         let vars = logs.iter().map(|l| l.vars).sum();
+        let mut heads = Heads::default();
+        for f in logs
+            .iter()
+            .flat_map(|l| l.fields.iter().chain(l.condition.iter().flatten()))
+        {
+            match f {
+                Field::SentHttp(_) => heads.sent = true,
+                Field::UpstreamHttp(_) | Field::UpstreamCookie(_) => heads.upstream = true,
+                _ => {}
+            }
+        }
         Some(AccessLogs {
             logs: logs.into_boxed_slice(),
             vars,
+            heads,
         })
     }
 
@@ -376,6 +423,10 @@ impl AccessLogs {
                 tries: Vec::new(),
                 module_values: Vec::new(),
                 limit_conn: 0,
+                request_length: 0,
+                pipelined: false,
+                sent_head: Vec::new(),
+                upstream_head: Vec::new(),
             }),
         };
         for log in self.logs.iter() {
@@ -569,6 +620,15 @@ pub struct Record {
     /// `$limit_conn_status` (`crate::http::limit_conn::PASSED`, ...; 0:
     /// no limit applied).
     pub limit_conn: u8,
+    /// `$request_length`, `$pipe`: set by the connection as it answers.
+    pub request_length: u64,
+    pub pipelined: bool,
+    /// The response head as sent, where a log reads `$sent_http_*`.
+    sent_head: Vec<u8>,
+    /// The last upstream response's header lines (as the upstream sent
+    /// them, before `proxy_redirect` and the cookie rewrites), where a log
+    /// reads `$upstream_http_*` or `$upstream_cookie_*`.
+    upstream_head: Vec<u8>,
 }
 
 /// A record's upstream tries (`$upstream_addr`, `$upstream_status` and
@@ -609,6 +669,27 @@ impl Record {
             self.upstream_addr.clone_from(&earlier.addr);
             self.upstream_status.clone_from(&earlier.status);
             self.tries.clone_from(&earlier.tries);
+        }
+    }
+
+    /// Keeps the response head as it was sent, `Name: value` lines after
+    /// the status line, if a log reads `$sent_http_*`.
+    pub fn head_sent(&mut self, head: &[u8]) {
+        if self.logs.heads.sent {
+            self.sent_head.clear();
+            self.sent_head.extend_from_slice(head);
+        }
+    }
+
+    /// Keeps an upstream response's header lines (`Name: value\r\n`), if
+    /// a log reads them; `None` for a try that got no response, which
+    /// leaves none (nginx's variables are the last try's).
+    pub fn upstream_head(&mut self, lines: Option<&[u8]>) {
+        if self.logs.heads.upstream {
+            self.upstream_head.clear();
+            if let Some(lines) = lines {
+                self.upstream_head.extend_from_slice(lines);
+            }
         }
     }
 
@@ -708,6 +789,33 @@ impl Record {
             Field::BytesSent => {
                 out.extend_from_slice(crate::vars::decimal(sent.body + sent.head, &mut digits));
             }
+            Field::RequestLength => {
+                out.extend_from_slice(crate::vars::decimal(self.request_length, &mut digits));
+            }
+            Field::Pipe => out.push(if self.pipelined { b'p' } else { b'.' }),
+            // nginx 1.22 clears the keep-alive flag before it logs: its
+            // `$sent_http_connection` in a log line is `close` whatever
+            // the response said, but for a switch of protocols.
+            Field::SentHttp(name) if &**name == b"connection" => {
+                let value: &[u8] = if self.status == 101 {
+                    b"upgrade"
+                } else {
+                    b"close"
+                };
+                found(out, Some(value), escape_mode);
+            }
+            Field::SentHttp(name) => {
+                // (The status line is no `Name: value` line.)
+                let value = header_value(&self.sent_head, name, joined_when_sent(name));
+                found(out, value.as_deref(), escape_mode);
+            }
+            Field::UpstreamHttp(name) => {
+                let value = header_value(&self.upstream_head, name, false);
+                found(out, value.as_deref(), escape_mode);
+            }
+            Field::UpstreamCookie(name) => {
+                found(out, set_cookie(&self.upstream_head, name), escape_mode);
+            }
             Field::RequestTime => {
                 let t = now.saturating_duration_since(self.started);
                 let _ = write!(text, "{}.{:03}", t.as_secs(), t.subsec_millis());
@@ -760,6 +868,10 @@ impl Record {
         self.tries.clear();
         self.module_values.clear();
         self.limit_conn = 0;
+        self.request_length = 0;
+        self.pipelined = false;
+        self.sent_head.clear();
+        self.upstream_head.clear();
         let _ = SPARE.try_with(|s| {
             if let Ok(mut spare) = s.try_borrow_mut() {
                 if spare.len() < SPARES {
@@ -842,6 +954,75 @@ fn variable(out: &mut Vec<u8>, value: &[u8], mode: Escape) {
     escape(mode, out, before);
 }
 
+/// A variable's value, or nginx's "not found" (`-`, or nothing with
+/// `json` and `none`) without one; an empty value found is empty.
+fn found(out: &mut Vec<u8>, value: Option<&[u8]>, mode: Escape) {
+    match value {
+        None if mode == Escape::Default => out.push(b'-'),
+        None => {}
+        Some(value) => {
+            let before = out.len();
+            out.extend_from_slice(value);
+            escape(mode, out, before);
+        }
+    }
+}
+
+/// Each `Name: value` line of a head waypost wrote (lines that are not,
+/// such as the status line, are skipped).
+fn lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.split(|&c| c == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&c| c == b':')?;
+        let value = &line[colon + 1..];
+        let start = value.iter().position(|&c| c != b' ').unwrap_or(value.len());
+        Some((&line[..colon], &value[start..]))
+    })
+}
+
+/// The value of header `name` (lowercase) in `head`: the first line's,
+/// or with `join` every line's, `, `-separated (nginx 1.22 joins
+/// `$sent_http_cache_control` and `$sent_http_link` so).
+fn header_value<'h>(head: &'h [u8], name: &[u8], join: bool) -> Option<std::borrow::Cow<'h, [u8]>> {
+    let mut matching = lines(head)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v);
+    let first = matching.next()?;
+    if !join {
+        return Some(first.into());
+    }
+    let mut all = first.to_vec();
+    for v in matching {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(v);
+    }
+    Some(all.into())
+}
+
+/// Whether nginx 1.22 joins the repeated lines of a sent header.
+fn joined_when_sent(name: &[u8]) -> bool {
+    name == b"cache-control" || name == b"link"
+}
+
+/// `$upstream_cookie_NAME`: the value of the first Set-Cookie line that
+/// sets NAME (compared without case; spaces around `=` skipped), up to
+/// its `;`, as nginx 1.22 reads it.
+fn set_cookie<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    let spaces = |s: &'h [u8]| &s[s.iter().position(|&c| c != b' ').unwrap_or(s.len())..];
+    lines(head)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"set-cookie"))
+        .find_map(|(_, v)| {
+            let v = spaces(v);
+            let rest = spaces(v.get(name.len()..)?);
+            if !v[..name.len()].eq_ignore_ascii_case(name) || rest.first() != Some(&b'=') {
+                return None;
+            }
+            let value = spaces(&rest[1..]);
+            let end = value.iter().position(|&c| c == b';').unwrap_or(value.len());
+            Some(&value[..end])
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,8 +1063,8 @@ mod tests {
         );
         assert_eq!(e("$nosuch"), Err("unknown \"nosuch\" variable".to_owned()));
         assert_eq!(
-            e("$sent_http_x"),
-            Err("the \"$sent_http_x\" variable is not supported".to_owned())
+            e("$sent_trailer_x"),
+            Err("the \"$sent_trailer_x\" variable is not supported".to_owned())
         );
         for ok in [
             "",
@@ -916,6 +1097,10 @@ mod tests {
             tries,
             module_values: Vec::new(),
             limit_conn: 0,
+            request_length: 0,
+            pipelined: false,
+            sent_head: Vec::new(),
+            upstream_head: Vec::new(),
         }
     }
 

@@ -354,9 +354,22 @@ impl RespBody {
         self.record.take()
     }
 
-    /// The connection wrote the response head, `bytes` long.
-    pub fn head_sent(&mut self, bytes: u64) {
-        self.head = u32::try_from(bytes).unwrap_or(u32::MAX);
+    /// What the connection read of the request (`$request_length`) and
+    /// whether it came pipelined (`$pipe`), for the log line.
+    pub fn request_read(&mut self, bytes: u64, pipelined: bool) {
+        if let Some(record) = self.record.as_deref_mut() {
+            record.request_length = bytes;
+            record.pipelined = pipelined;
+        }
+    }
+
+    /// The connection wrote the response head, `head` (`$bytes_sent`
+    /// counts it, `$sent_http_*` reads it).
+    pub fn head_sent(&mut self, head: &[u8]) {
+        self.head = u32::try_from(head.len()).unwrap_or(u32::MAX);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.head_sent(head);
+        }
     }
 
     /// What dropping it does, now, leaving an empty body: the access log

@@ -200,7 +200,7 @@ use std::future::Future as _;
 /// (`ignore_invalid_headers`, which nginx logs).
 pub fn request(
     req: Request<Incoming>,
-    https: bool,
+    https: Option<Arc<crate::http::tls::Session>>,
     names: HeaderNames,
 ) -> (Request<ClientBody>, Arc<Outcome>, Vec<HeaderName>) {
     let (mut parts, body) = req.into_parts();
@@ -241,8 +241,8 @@ pub fn request(
             parts.headers.insert(header::COOKIE, v);
         }
     }
-    if https {
-        parts.extensions.insert(Https);
+    if let Some(session) = https {
+        parts.extensions.insert(Https(session));
     }
     let outcome = Arc::new(Outcome::default());
     let body = H2Body {

@@ -1238,6 +1238,7 @@ pub async fn run(
                 if let Some(r) = record.as_deref_mut() {
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, true);
+                    r.upstream_head(Some(&resp.passed.lines));
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
@@ -1347,6 +1348,7 @@ pub async fn run(
                 if let Some(r) = record.as_deref_mut() {
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
+                    r.upstream_head(None);
                 }
                 let (message, addr) = (&failure.message, &up.addrs[i]);
                 log_try(Level::Error, cx, parts, message, scheme, addr, &target);

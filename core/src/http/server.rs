@@ -390,27 +390,36 @@ impl Conn {
 /// parameter, not a field, so a plain connection's idle task is no larger).
 struct Client<const HTTPS: bool> {
     conn: Conn,
-    /// The connection's own address where it is not the listening one (a
-    /// wildcard `listen`). Boxed: every idle task holds this, and an idle
-    /// future past 408 bytes puts the task in a larger allocation (1,075
-    /// bytes per idle connection instead of 852, bench/README.md).
-    local: Option<Box<SocketAddr>>,
+    /// What few connections have: boxed, since every idle task holds this,
+    /// and an idle future past 408 bytes puts the task in a larger
+    /// allocation (1,075 bytes per idle connection instead of 852,
+    /// bench/README.md).
+    rare: Option<Box<Rare>>,
     /// Counts the connection open until it ends.
     _open: Open,
 }
 
+/// A connection's [`Client::rare`] part.
+struct Rare {
+    /// The connection's own address (where it is not the listening one:
+    /// a wildcard `listen`).
+    local: SocketAddr,
+    /// The TLS session (`$ssl_protocol`, ...).
+    tls: Option<Arc<tls::Session>>,
+}
+
 impl<const HTTPS: bool> Client<HTTPS> {
-    fn new(conn: Conn, local: SocketAddr, open: Open) -> Self {
-        let local = (local != conn.listen).then(|| Box::new(local));
+    fn new(conn: Conn, local: SocketAddr, open: Open, tls: Option<Arc<tls::Session>>) -> Self {
+        let rare = (local != conn.listen || tls.is_some()).then(|| Box::new(Rare { local, tls }));
         Client {
             conn,
-            local,
+            rare,
             _open: open,
         }
     }
 
     fn local(&self) -> SocketAddr {
-        self.local.as_deref().copied().unwrap_or(self.conn.listen)
+        self.rare.as_deref().map_or(self.conn.listen, |r| r.local)
     }
 
     fn head_cx<'r>(&self, rt: &'r Runtime) -> HeadCx<'r> {
@@ -428,7 +437,9 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
         answer: &'a mut Option<h1::Answer>,
     ) -> impl std::future::Future<Output = ()> + Send + 'a {
         if HTTPS {
-            parts.extensions.insert(Https);
+            if let Some(session) = self.rare.as_ref().and_then(|r| r.tls.clone()) {
+                parts.extensions.insert(Https(session));
+            }
         }
         if let Some(names) = dropped {
             let rt = self.conn.state.runtime.load();
@@ -520,7 +531,7 @@ fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
-    let client = Client::<false>::new(conn, local, open);
+    let client = Client::<false>::new(conn, local, open, None);
     h1::serve(stream, client, settings)
 }
 
@@ -570,19 +581,20 @@ async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) 
     };
     drop(rt);
     match accepted {
-        tls::Accepted::H2(stream) => {
+        tls::Accepted::H2(stream, session) => {
             serve_h2(
                 hyper_util::rt::TokioIo::new(stream),
                 conn,
                 local,
                 open,
-                true,
+                Some(session),
             )
             .await
         }
-        tls::Accepted::Http1(io) => {
+        tls::Accepted::Http1(io, session) => {
             let settings = conn_settings(&conn);
-            h1::serve(io, Client::<true>::new(conn, local, open), settings).await
+            let client = Client::<true>::new(conn, local, open, Some(session));
+            h1::serve(io, client, settings).await
         }
     }
 }
@@ -623,12 +635,17 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
             conn,
             local,
             open,
-            false,
+            None,
         )
         .await
     } else {
         let settings = conn_settings(&conn);
-        h1::serve(stream, Client::<false>::new(conn, local, open), settings).await
+        h1::serve(
+            stream,
+            Client::<false>::new(conn, local, open, None),
+            settings,
+        )
+        .await
     }
 }
 
@@ -637,8 +654,13 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
 /// when idle past `keepalive_timeout` (`client_header_timeout` before the
 /// first stream), at a graceful stop, after a reload that removed its
 /// address, or once a response asked to close (`keepalive_requests`).
-async fn serve_h2<T>(io: T, conn: Conn, local: SocketAddr, _open: Open, https: bool)
-where
+async fn serve_h2<T>(
+    io: T,
+    conn: Conn,
+    local: SocketAddr,
+    _open: Open,
+    https: Option<Arc<tls::Session>>,
+) where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (keepalive, limits) = defaults(&conn);
@@ -650,6 +672,7 @@ where
         hyper::service::service_fn(move |req| {
             let conn = conn.clone();
             let streams = streams.clone();
+            let https = https.clone();
             async move {
                 let active = streams.start();
                 let (req, outcome, ignored) = h2::request(req, https, limits.names);

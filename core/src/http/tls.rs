@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
@@ -22,16 +22,51 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::http::h1::Io;
 use crate::runtime::ListenGroup;
 
-/// A request that came over TLS (`$scheme`, `$https`), as a request
-/// extension.
-#[derive(Clone, Copy, Debug)]
-pub struct Https;
+/// A request that came over TLS (`$scheme`, `$https`, `$ssl_*`), as a
+/// request extension: its connection's session.
+#[derive(Clone, Debug)]
+pub struct Https(pub Arc<Session>);
 
-/// What a handshake gave.
+/// What a connection's handshake settled, as nginx's `$ssl_*` variables
+/// show it.
+#[derive(Debug)]
+pub struct Session {
+    /// `$ssl_protocol`: `TLSv1.3`, `TLSv1.2`.
+    pub protocol: &'static str,
+    /// `$ssl_cipher`: the suite's OpenSSL name.
+    pub cipher: &'static str,
+    /// `$ssl_server_name`: the ClientHello's SNI, if any.
+    pub server_name: Option<Box<str>>,
+    /// `$ssl_session_reused`: the handshake resumed a session.
+    pub reused: bool,
+}
+
+impl Session {
+    /// The session of a finished handshake.
+    pub fn of(conn: &ServerConnection) -> Arc<Session> {
+        use rustls::{HandshakeKind, ProtocolVersion};
+        let protocol = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map_or("", |s| crate::runtime::tls::suite_name(s.suite()));
+        Arc::new(Session {
+            protocol,
+            cipher,
+            server_name: conn.server_name().map(Box::from),
+            reused: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+        })
+    }
+}
+
+/// What a handshake gave, and the session it settled.
 pub enum Accepted {
     /// ALPN chose `h2`.
-    H2(TlsStream<TcpStream>),
-    Http1(TlsIo),
+    H2(TlsStream<TcpStream>, Arc<Session>),
+    Http1(TlsIo, Arc<Session>),
 }
 
 /// The TLS handshake on a new connection: the ClientHello's SNI picks the
@@ -53,14 +88,18 @@ pub async fn accept(stream: TcpStream, group: &ListenGroup) -> io::Result<Accept
     };
     let config = tls.configs[index].clone();
     let stream = start.into_stream(config).await?;
+    let session = Session::of(stream.get_ref().1);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        return Ok(Accepted::H2(stream));
+        return Ok(Accepted::H2(stream, session));
     }
     let (tcp, conn) = stream.into_inner();
-    Ok(Accepted::Http1(TlsIo {
-        tcp,
-        tls: Mutex::new(conn),
-    }))
+    Ok(Accepted::Http1(
+        TlsIo {
+            tcp,
+            tls: Mutex::new(conn),
+        },
+        session,
+    ))
 }
 
 /// A TLS connection as the h1 loop's [`Io`].

@@ -59,6 +59,23 @@ const TLS12_SUITES: [(&str, &str, &str); 6] = [
     ("ECDHE-RSA-AES128-GCM-SHA256", "RSA", "AES128"),
 ];
 
+/// A suite's OpenSSL name (`$ssl_cipher`), for the suites rustls speaks.
+pub fn suite_name(suite: rustls::CipherSuite) -> &'static str {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        S::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        S::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => TLS12_SUITES[0].0,
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => TLS12_SUITES[1].0,
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => TLS12_SUITES[2].0,
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => TLS12_SUITES[3].0,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => TLS12_SUITES[4].0,
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => TLS12_SUITES[5].0,
+        _ => "",
+    }
+}
+
 /// Whether an OpenSSL cipher-list word (one of a `+` join) covers a suite
 /// of [`TLS12_SUITES`], as `openssl ciphers` (OpenSSL 3) lists them. Words
 /// for what rustls does not have (RC4, DHE, PSK, CBC suites' `SHA256` and

@@ -223,6 +223,9 @@ pub struct Pump {
     decoder: Decoder,
     /// Body bytes handed over so far.
     received: u64,
+    /// Body bytes read so far as they came, chunk framing included
+    /// (`$request_length`).
+    raw: u64,
     /// `Expect: 100-continue` not answered yet.
     pub continue_pending: bool,
 }
@@ -247,9 +250,16 @@ impl Pump {
             shared,
             decoder,
             received: 0,
+            raw: 0,
             continue_pending: expect_continue,
         };
         (body, Some(pump))
+    }
+
+    /// Body bytes read so far as they came on the wire (chunk sizes
+    /// and line ends included, as nginx counts them).
+    pub fn read_raw(&self) -> u64 {
+        self.raw
     }
 
     /// Whether the body was polled: someone started reading it.
@@ -382,7 +392,9 @@ impl Pump {
         timeout: Duration,
     ) -> Step {
         loop {
+            let before = buf.data().len();
             let decoded = self.decoder.decode(buf);
+            self.raw += (before - buf.data().len()) as u64;
             // A Content-Length body past the limit was refused before the
             // handler read it; a chunked one is cut when it gets there.
             let piece = match &decoded {
@@ -427,6 +439,7 @@ impl Pump {
                 }
                 .map(|n| {
                     if n > 0 {
+                        self.raw += n as u64;
                         self.decoder.took_raw(n as u64);
                         self.deliver(Some(direct.freeze()));
                         if self.finished() {

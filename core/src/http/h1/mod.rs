@@ -285,6 +285,8 @@ async fn busy<I: Io, S: Service>(
     // `stub_status`: reading from the first byte, writing once the head
     // is in; dropped on every way out.
     let mut phase = stats::Phase::reading();
+    // `$pipe`: the request was in the buffer when the one before ended.
+    let mut pipelined = false;
     loop {
         // The head.
         let deadline = first_deadline
@@ -379,6 +381,15 @@ async fn busy<I: Io, S: Service>(
             return End::Close;
         }
 
+        // `$request_length`: the head (not the empty lines before it, as
+        // nginx counts) and the body bytes read so far.
+        let blank = head
+            .raw
+            .iter()
+            .take_while(|&&c| c == b'\r' || c == b'\n')
+            .count();
+        let read = (head.raw.len() - blank) as u64 + pump.as_ref().map_or(0, |p| p.read_raw());
+        resp.body_mut().request_read(read, pipelined);
         // The response, while the body may still stream.
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
         let ask = write::Ask {
@@ -463,6 +474,7 @@ async fn busy<I: Io, S: Service>(
         }
         // Pipelined: the next request is already here.
         phase.next();
+        pipelined = true;
     }
 }
 

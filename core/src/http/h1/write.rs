@@ -334,7 +334,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
         .map(|&l| Pace::new(l));
     // `$bytes_sent` counts the head too, as nginx's.
     let body = resp.body_mut();
-    body.head_sent(buf.len() as u64);
+    body.head_sent(&buf);
 
     if upgrade {
         return match io::write_all(io, &buf, ask.send).await {
