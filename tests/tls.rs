@@ -1326,3 +1326,116 @@ fn ssl_variables_match_nginx() {
     assert!(seen[1][2].starts_with("TLSv1.3|TLS_"), "{}", seen[1][2]);
     assert!(seen[1][2].ends_with("||.|on\n"), "{}", seen[1][2]);
 }
+
+/// `ssl_ecdh_curve`: a name OpenSSL does not know fails as in nginx (for
+/// a server with certificates, listening on TLS or not); known names load;
+/// the list is what a handshake can use: with only P-384, a client
+/// offering X25519 alone is refused and one offering P-384 served.
+#[test]
+fn ssl_ecdh_curve_as_nginx() {
+    let ca = Ca::new("waypost test CA");
+    let dir = TempDir::new("tls-t");
+    write_pair(&dir.path, "a", &ca.issue(&["a.test"], false));
+    let d = dir.path.display();
+    let server = |listen: &str, curves: &str| {
+        format!(
+            "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n    server {{\n        listen 127.0.0.1:1{listen};\n        ssl_certificate {d}/a.pem;\n        ssl_certificate_key {d}/a.key;\n        ssl_ecdh_curve {curves};\n    }}\n}}\n"
+        )
+    };
+    for listen in [" ssl", ""] {
+        let [nginx, waypost] = both_t(&server(listen, "X25519:x99:bogus"));
+        let want = "[emerg] SSL_CTX_set1_curves_list(\"X25519:x99:bogus\") failed (SSL: error:0A080106:SSL routines::passed invalid argument:group 'x99' cannot be set)";
+        assert_eq!(nginx, (want.to_owned(), Some(1)));
+        assert_eq!(waypost, nginx);
+    }
+    for curves in [
+        "auto",
+        "X25519:prime256v1:secp384r1",
+        "x25519",
+        "P-256:X448:secp521r1",
+    ] {
+        let [nginx, waypost] = both_t(&server(" ssl", curves));
+        assert_eq!(nginx, (String::new(), Some(0)), "{curves}");
+        assert_eq!(waypost, nginx, "{curves}");
+    }
+    // Only groups rustls lacks: no handshake could succeed.
+    let [_, waypost] = both_t(&server(" ssl", "X448:ffdhe2048"));
+    assert_eq!(
+        waypost.0,
+        "[emerg] \"ssl_ecdh_curve\" \"X448:ffdhe2048\" names no key exchange group waypost has (X25519, P-256, P-384)"
+    );
+
+    let t = ATest::new();
+    for nginx in [false, true] {
+        let _server = t.either(
+            nginx,
+            "ssl",
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n\
+             \x20       ssl_ecdh_curve secp384r1;\n\
+             \x20       location / { return 200 \"ok\\n\"; }\n",
+        );
+        let (ok, out) = t.https("/", &["--curves", "X25519"]);
+        assert!(!ok, "nginx {nginx}: {out}");
+        let (ok, out) = t.https("/", &["--curves", "P-384"]);
+        assert!(ok, "nginx {nginx}: {out}");
+    }
+}
+
+/// `proxy_ssl_ciphers` chooses the TLS 1.2 suites offered to an `https://`
+/// upstream, as nginx's: the upstream (a TLS server of the same program)
+/// answers with the suite it got. (No session reuse: nginx keeps one
+/// session per upstream peer and would offer /chacha's to /aes.)
+#[test]
+fn proxy_ssl_ciphers_choose_the_upstream_suite_as_nginx() {
+    let t = ATest::new();
+    let front = free_port();
+    let d = t.files.path.display();
+    let (back, ca) = (t.port, &t.ca_file);
+    let servers = format!(
+        "    server {{\n\
+         \x20       listen 127.0.0.1:{back} ssl;\n\
+         \x20       ssl_certificate {d}/a.pem;\n\
+         \x20       ssl_certificate_key {d}/a.key;\n\
+         \x20       ssl_protocols TLSv1.2 TLSv1.3;\n\
+         \x20       return 200 \"$ssl_protocol $ssl_cipher\";\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{front};\n\
+         \x20       proxy_ssl_trusted_certificate {ca};\n\
+         \x20       proxy_ssl_verify on;\n\
+         \x20       proxy_ssl_name a.test;\n\
+         \x20       proxy_ssl_session_reuse off;\n\
+         \x20       location /chacha {{ proxy_pass https://127.0.0.1:{back}; proxy_ssl_protocols TLSv1.2; proxy_ssl_ciphers ECDHE-ECDSA-CHACHA20-POLY1305; }}\n\
+         \x20       location /aes {{ proxy_pass https://127.0.0.1:{back}; proxy_ssl_protocols TLSv1.2; proxy_ssl_ciphers 'ECDHE+AES256:!CHACHA20'; }}\n\
+         \x20       location /tls13 {{ proxy_pass https://127.0.0.1:{back}; proxy_ssl_protocols TLSv1.3; proxy_ssl_ciphers ECDHE-ECDSA-CHACHA20-POLY1305; }}\n\
+         \x20   }}\n"
+    );
+    let mut seen = Vec::new();
+    for nginx in [false, true] {
+        let conf = conf(&servers);
+        let conf = if nginx {
+            let http = format!("http {{\n{NGINX_TEMP_PATHS}");
+            format!(
+                "master_process off;\npid logs/nginx.pid;\n{}",
+                conf.replacen("http {\n", &http, 1)
+            )
+        } else {
+            conf
+        };
+        let _server = Server::either(nginx, &conf, &[front, back]);
+        let got: Vec<String> = ["/chacha", "/aes", "/tls13"]
+            .iter()
+            .map(|path| curl(&[&format!("http://127.0.0.1:{front}{path}")]).1)
+            .collect();
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "waypost (left) and nginx (right)");
+    assert_eq!(
+        seen[1],
+        [
+            "TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305",
+            "TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384",
+            "TLSv1.3 TLS_AES_256_GCM_SHA384"
+        ]
+    );
+}

@@ -258,6 +258,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_session_cache", HTTP | SRV, 1, 2),
     f("ssl_session_tickets", HTTP | SRV),
     d("ssl_dhparam", HTTP | SRV, 1, 1),
+    d("ssl_ecdh_curve", HTTP | SRV, 1, 1),
     // Read and checked, not acted on (README: OCSP stapling).
     f("ssl_stapling", HTTP | SRV),
     f("ssl_stapling_verify", HTTP | SRV),
@@ -319,6 +320,7 @@ pub const CORE: &[Spec] = &[
     d("proxy_ssl_certificate", PROXY, 1, 1),
     d("proxy_ssl_certificate_key", PROXY, 1, 1),
     d("proxy_ssl_protocols", PROXY, 1, MORE),
+    d("proxy_ssl_ciphers", PROXY, 1, 1),
     f("proxy_ssl_session_reuse", PROXY),
     d("proxy_bind", PROXY, 1, 2),
     f("proxy_socket_keepalive", PROXY),

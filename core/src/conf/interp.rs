@@ -204,6 +204,8 @@ struct Layer {
     proxy_ssl_cert: Option<(String, PathBuf, Loc)>,
     proxy_ssl_key: Option<(PathBuf, Loc)>,
     proxy_ssl_protocols: Option<u32>,
+    /// `proxy_ssl_ciphers`, as written, with where.
+    proxy_ssl_ciphers: Option<(String, Loc)>,
     proxy_ssl_session_reuse: Option<bool>,
     keepalive_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
@@ -262,6 +264,8 @@ struct Layer {
     ssl_session_cache: Option<(usize, Option<String>)>,
     ssl_session_tickets: Option<bool>,
     ssl_dhparam: Option<(PathBuf, Loc)>,
+    /// `ssl_ecdh_curve`, as written.
+    ssl_ecdh_curve: Option<String>,
     /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
     /// as nginx loads it).
     ssl_stapling: Option<bool>,
@@ -371,6 +375,10 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.proxy_ssl_key.clone()),
             proxy_ssl_protocols: self.proxy_ssl_protocols.or(parent.proxy_ssl_protocols),
+            proxy_ssl_ciphers: self
+                .proxy_ssl_ciphers
+                .clone()
+                .or_else(|| parent.proxy_ssl_ciphers.clone()),
             proxy_ssl_session_reuse: self
                 .proxy_ssl_session_reuse
                 .or(parent.proxy_ssl_session_reuse),
@@ -451,6 +459,10 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_session_cache.clone()),
             ssl_session_tickets: self.ssl_session_tickets.or(parent.ssl_session_tickets),
+            ssl_ecdh_curve: self
+                .ssl_ecdh_curve
+                .clone()
+                .or_else(|| parent.ssl_ecdh_curve.clone()),
             ssl_dhparam: self
                 .ssl_dhparam
                 .clone()
@@ -636,6 +648,7 @@ impl Layer {
             session_zone: self.ssl_session_cache.as_ref().and_then(|c| c.1.clone()),
             session_tickets: self.ssl_session_tickets.unwrap_or(d.session_tickets),
             dhparam: self.ssl_dhparam.clone(),
+            ecdh_curve: self.ssl_ecdh_curve.clone().filter(|c| c != "auto"),
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -763,6 +776,10 @@ impl Layer {
                 tls12: self.proxy_ssl_protocols.is_none_or(|m| m & TLS12 != 0),
                 tls13: self.proxy_ssl_protocols.is_none_or(|m| m & TLS13 != 0),
                 session_reuse: self.proxy_ssl_session_reuse.unwrap_or(true),
+                ciphers: self
+                    .proxy_ssl_ciphers
+                    .as_ref()
+                    .map(|(text, _)| crate::runtime::tls::tls12_suites(text)),
             },
         }
     }
@@ -1630,6 +1647,9 @@ impl<'a> Interp<'a> {
             "proxy_ssl_protocols" => {
                 layer.proxy_ssl_protocols = Some(protocols(d, "proxy_ssl_protocols")?);
             }
+            "proxy_ssl_ciphers" => {
+                layer.proxy_ssl_ciphers = Some((d.args[0].clone(), d.loc.clone()))
+            }
             "proxy_ssl_session_reuse" => {
                 layer.proxy_ssl_session_reuse = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -2134,6 +2154,7 @@ impl<'a> Interp<'a> {
                 layer.ssl_session_tickets = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
+            "ssl_ecdh_curve" => layer.ssl_ecdh_curve = Some(d.args[0].clone()),
             "ssl_stapling" => layer.ssl_stapling = Some(d.args[0].eq_ignore_ascii_case("on")),
             "ssl_trusted_certificate" => {
                 layer.ssl_trusted_certificate = Some(self.conf_path(&d.args[0]))
@@ -3995,7 +4016,9 @@ fn is_single(name: &str) -> bool {
             | "ssl_stapling_responder"
             | "ssl_session_timeout"
             | "ssl_ciphers"
+            | "proxy_ssl_ciphers"
             | "ssl_dhparam"
+            | "ssl_ecdh_curve"
             | "proxy_buffer_size"
             | "proxy_buffers"
             | "proxy_busy_buffers_size"

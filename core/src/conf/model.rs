@@ -523,6 +523,9 @@ pub struct TlsConf {
     /// `ssl_dhparam`: read (it must be there, as for nginx), not used:
     /// rustls has no finite-field Diffie-Hellman suites.
     pub dhparam: Option<(PathBuf, Loc)>,
+    /// `ssl_ecdh_curve`: the key exchange groups, `:`-separated, in
+    /// order (`None`: `auto`, rustls's own).
+    pub ecdh_curve: Option<String>,
 }
 
 impl Default for TlsConf {
@@ -538,6 +541,7 @@ impl Default for TlsConf {
             session_zone: None,
             session_tickets: true,
             dhparam: None,
+            ecdh_curve: None,
         }
     }
 }
@@ -915,6 +919,9 @@ pub struct ProxySsl {
     pub tls13: bool,
     /// `proxy_ssl_session_reuse` (default on).
     pub session_reuse: bool,
+    /// `proxy_ssl_ciphers`: the TLS 1.2 suites it leaves, by OpenSSL
+    /// names, in order (`None`: nginx's `DEFAULT`, all of rustls's).
+    pub ciphers: Option<Vec<&'static str>>,
 }
 
 impl Default for ProxySsl {
@@ -928,6 +935,7 @@ impl Default for ProxySsl {
             tls12: true,
             tls13: true,
             session_reuse: true,
+            ciphers: None,
         }
     }
 }

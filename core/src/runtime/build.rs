@@ -729,6 +729,7 @@ type TlsClientKey = (
     bool,
     bool,
     bool,
+    Option<Vec<&'static str>>,
 );
 
 impl TlsClients {
@@ -749,6 +750,7 @@ impl TlsClients {
             ssl.tls12,
             ssl.tls13,
             ssl.session_reuse,
+            ssl.ciphers.clone(),
         );
         if let Some(client) = self.built.get(&key) {
             return Ok(client.clone());
@@ -770,6 +772,7 @@ impl TlsClients {
             tls12: ssl.tls12,
             tls13: ssl.tls13,
             session_reuse: ssl.session_reuse,
+            ciphers: ssl.ciphers.clone(),
         };
         let client = Arc::new(
             crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name, options)

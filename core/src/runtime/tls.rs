@@ -122,9 +122,72 @@ pub fn tls12_suites(list: &str) -> Vec<&'static str> {
     chosen
 }
 
+/// OpenSSL's names of the key exchange groups (`ssl_ecdh_curve`, compared
+/// without case) and rustls's group for each it has; the others are
+/// known to OpenSSL, taken and left out.
+const GROUPS: &[(&str, Option<rustls::NamedGroup>)] = {
+    use rustls::NamedGroup as G;
+    &[
+        ("X25519", Some(G::X25519)),
+        ("P-256", Some(G::secp256r1)),
+        ("prime256v1", Some(G::secp256r1)),
+        ("secp256r1", Some(G::secp256r1)),
+        ("P-384", Some(G::secp384r1)),
+        ("secp384r1", Some(G::secp384r1)),
+        ("X448", None),
+        ("P-521", None),
+        ("secp521r1", None),
+        ("P-224", None),
+        ("secp224r1", None),
+        ("P-192", None),
+        ("prime192v1", None),
+        ("secp192r1", None),
+        ("ffdhe2048", None),
+        ("ffdhe3072", None),
+        ("ffdhe4096", None),
+        ("ffdhe6144", None),
+        ("ffdhe8192", None),
+        ("brainpoolP256r1", None),
+        ("brainpoolP384r1", None),
+        ("brainpoolP512r1", None),
+        ("brainpoolP256r1tls13", None),
+        ("brainpoolP384r1tls13", None),
+        ("brainpoolP512r1tls13", None),
+    ]
+};
+
+/// The provider with the key exchange groups of an `ssl_ecdh_curve` list,
+/// in its order. A name OpenSSL does not know fails as it fails in nginx;
+/// a list of groups rustls has none of would leave no handshake.
+fn with_groups(provider: &CryptoProvider, list: &str) -> Result<CryptoProvider, ConfError> {
+    let mut groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup> = Vec::new();
+    for name in list.split(':').map(str::trim) {
+        let Some((_, known)) = GROUPS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) else {
+            return Err(ConfError::bare(format!(
+                "SSL_CTX_set1_curves_list(\"{list}\") failed (SSL: error:0A080106:SSL routines::passed invalid argument:group '{name}' cannot be set)"
+            )));
+        };
+        let found = known.and_then(|g| provider.kx_groups.iter().find(|k| k.name() == g));
+        if let Some(&group) = found {
+            if !groups.iter().any(|k| k.name() == group.name()) {
+                groups.push(group);
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err(ConfError::bare(format!(
+            "\"ssl_ecdh_curve\" \"{list}\" names no key exchange group waypost has (X25519, P-256, P-384)"
+        )));
+    }
+    Ok(CryptoProvider {
+        kx_groups: groups,
+        ..provider.clone()
+    })
+}
+
 /// The provider with only `names` (OpenSSL names) among its TLS 1.2
 /// suites, in that order; its TLS 1.3 suites as they are.
-fn with_tls12_suites(provider: &CryptoProvider, names: &[&str]) -> CryptoProvider {
+pub fn with_tls12_suites(provider: &CryptoProvider, names: &[&str]) -> CryptoProvider {
     use rustls::crypto::ring::cipher_suite as cs;
     let by_name = |name: &str| match name {
         "ECDHE-ECDSA-AES256-GCM-SHA384" => Some(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
@@ -317,6 +380,10 @@ fn server_config(
         Some(names) => Arc::new(with_tls12_suites(provider, names)),
         None => provider.clone(),
     };
+    let provider = match &tls.ecdh_curve {
+        Some(list) => Arc::new(with_groups(&provider, list)?),
+        None => provider,
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?
@@ -400,6 +467,10 @@ pub fn build(
                     loc.clone(),
                 ));
             }
+        }
+        // nginx sets the groups where a server has certificates.
+        if let Some(list) = &s.tls.ecdh_curve {
+            with_groups(&provider, list)?;
         }
         certs.push(Some(Arc::new(ServerCerts(keys))));
     }

@@ -249,6 +249,9 @@ pub struct ClientOptions {
     pub tls13: bool,
     /// `proxy_ssl_session_reuse`.
     pub session_reuse: bool,
+    /// `proxy_ssl_ciphers`: the TLS 1.2 suites by OpenSSL names, in
+    /// order (`None`: all of rustls's).
+    pub ciphers: Option<Vec<&'static str>>,
 }
 
 /// The one certificate a client configuration shows.
@@ -300,6 +303,18 @@ impl TlsClient {
         if options.tls12 {
             versions.push(&rustls::version::TLS12);
         }
+        let provider = match &options.ciphers {
+            // With TLS 1.3 off, no suite would leave no handshake at all.
+            Some(names) if names.is_empty() && !options.tls13 => {
+                return Err(
+                    "\"proxy_ssl_ciphers\" names no TLS 1.2 cipher suite waypost has \
+                     (ECDHE with AES-GCM or ChaCha20-Poly1305) and TLS 1.3 is off"
+                        .to_owned(),
+                )
+            }
+            Some(names) => Arc::new(crate::runtime::tls::with_tls12_suites(&provider, names)),
+            None => provider,
+        };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
             .map_err(|e| format!("TLS client: {e}"))?
