@@ -225,16 +225,7 @@ impl ATest {
     /// nginx (one process, its temporary files in its directory) or
     /// waypost running [`ATest::conf`].
     fn either(&self, nginx: bool, listen: &str, directives: &str) -> Server {
-        let conf = self.conf(listen, directives);
-        let conf = if nginx {
-            let http = format!("http {{\n{NGINX_TEMP_PATHS}");
-            format!(
-                "master_process off;\n{}",
-                conf.replacen("http {\n", &http, 1)
-            )
-        } else {
-            conf
-        };
+        let conf = for_either(nginx, self.conf(listen, directives), "");
         Server::either(nginx, &conf, &[self.port])
     }
 
@@ -259,6 +250,19 @@ impl ATest {
         args.extend(urls.iter().map(String::as_str));
         curl(&args)
     }
+}
+
+/// `conf` as nginx runs it in a test (one process, `main` lines first,
+/// its temporary files in its directory), or as it is for waypost.
+fn for_either(nginx: bool, conf: String, main: &str) -> String {
+    if !nginx {
+        return conf;
+    }
+    let http = format!("http {{\n{NGINX_TEMP_PATHS}");
+    format!(
+        "master_process off;\n{main}{}",
+        conf.replacen("http {\n", &http, 1)
+    )
 }
 
 /// Writes a whole file at once (a reload never reads half of it).
@@ -1413,15 +1417,7 @@ fn proxy_ssl_ciphers_choose_the_upstream_suite_as_nginx() {
     let mut seen = Vec::new();
     for nginx in [false, true] {
         let conf = conf(&servers);
-        let conf = if nginx {
-            let http = format!("http {{\n{NGINX_TEMP_PATHS}");
-            format!(
-                "master_process off;\npid logs/nginx.pid;\n{}",
-                conf.replacen("http {\n", &http, 1)
-            )
-        } else {
-            conf
-        };
+        let conf = for_either(nginx, conf, "pid logs/nginx.pid;\n");
         let _server = Server::either(nginx, &conf, &[front, back]);
         let got: Vec<String> = ["/chacha", "/aes", "/tls13"]
             .iter()
@@ -1438,4 +1434,47 @@ fn proxy_ssl_ciphers_choose_the_upstream_suite_as_nginx() {
             "TLSv1.3 TLS_AES_256_GCM_SHA384"
         ]
     );
+}
+
+/// `ssl_reject_handshake on` in a default server without certificates,
+/// the usual guard against giving a name's certificate to whoever asks
+/// for another: a name with its own server is served, another name and a
+/// client without SNI get no handshake, logged as nginx logs them.
+#[test]
+fn ssl_reject_handshake_as_nginx() {
+    let t = ATest::new();
+    let port = t.port;
+    let d = t.files.path.display();
+    let servers = format!(
+        "    server {{\n\
+         \x20       listen 127.0.0.1:{port} ssl default_server;\n\
+         \x20       ssl_reject_handshake on;\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port} ssl;\n\
+         \x20       server_name a.test;\n\
+         \x20       ssl_certificate {d}/a.pem;\n\
+         \x20       ssl_certificate_key {d}/a.key;\n\
+         \x20       location / {{ return 200 \"A\\n\"; }}\n\
+         \x20   }}\n"
+    );
+    for nginx in [false, true] {
+        let conf = info_log(&conf(&servers));
+        let conf = for_either(nginx, conf, "pid logs/nginx.pid;\n");
+        let server = Server::either(nginx, &conf, &[port]);
+        let (ok, out) = t.https("/", &[]);
+        assert!(ok, "nginx {nginx}: {out}");
+        assert_eq!(out, "A\n\n1.1", "nginx {nginx}");
+        let (ok, out) = https("b.test", port, "/", &t.ca_file, &[]);
+        assert!(!ok, "nginx {nginx}: {out}");
+        let url = format!("https://127.0.0.1:{port}/");
+        let (ok, out) = curl(&["-k", &url]);
+        assert!(!ok, "nginx {nginx}: {out}");
+        let rejected = format!(
+            "handshake rejected while SSL handshaking, client: 127.0.0.1, server: 127.0.0.1:{port}"
+        );
+        eventually("two rejections logged", || {
+            server.read("logs/error.log").matches(&rejected).count() == 2
+        });
+    }
 }

@@ -259,6 +259,7 @@ pub const CORE: &[Spec] = &[
     f("ssl_session_tickets", HTTP | SRV),
     d("ssl_dhparam", HTTP | SRV, 1, 1),
     d("ssl_ecdh_curve", HTTP | SRV, 1, 1),
+    f("ssl_reject_handshake", HTTP | SRV),
     // Read and checked, not acted on (README: OCSP stapling).
     f("ssl_stapling", HTTP | SRV),
     f("ssl_stapling_verify", HTTP | SRV),

@@ -266,6 +266,7 @@ struct Layer {
     ssl_dhparam: Option<(PathBuf, Loc)>,
     /// `ssl_ecdh_curve`, as written.
     ssl_ecdh_curve: Option<String>,
+    ssl_reject_handshake: Option<bool>,
     /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
     /// as nginx loads it).
     ssl_stapling: Option<bool>,
@@ -463,6 +464,7 @@ impl Layer {
                 .ssl_ecdh_curve
                 .clone()
                 .or_else(|| parent.ssl_ecdh_curve.clone()),
+            ssl_reject_handshake: self.ssl_reject_handshake.or(parent.ssl_reject_handshake),
             ssl_dhparam: self
                 .ssl_dhparam
                 .clone()
@@ -649,6 +651,7 @@ impl Layer {
             session_tickets: self.ssl_session_tickets.unwrap_or(d.session_tickets),
             dhparam: self.ssl_dhparam.clone(),
             ecdh_curve: self.ssl_ecdh_curve.clone().filter(|c| c != "auto"),
+            reject_handshake: self.ssl_reject_handshake.unwrap_or(false),
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -2155,6 +2158,9 @@ impl<'a> Interp<'a> {
             }
             "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
             "ssl_ecdh_curve" => layer.ssl_ecdh_curve = Some(d.args[0].clone()),
+            "ssl_reject_handshake" => {
+                layer.ssl_reject_handshake = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             "ssl_stapling" => layer.ssl_stapling = Some(d.args[0].eq_ignore_ascii_case("on")),
             "ssl_trusted_certificate" => {
                 layer.ssl_trusted_certificate = Some(self.conf_path(&d.args[0]))
@@ -3780,7 +3786,8 @@ impl<'a> Interp<'a> {
     fn check_ssl_listens(&self) -> Result<(), ConfError> {
         for l in self.listens.iter().filter(|l| l.ssl) {
             let default = l.default.unwrap_or(l.servers[0]);
-            if self.http.servers[default].tls.certificates.is_empty() {
+            let tls = &self.http.servers[default].tls;
+            if tls.certificates.is_empty() && !tls.reject_handshake {
                 let message = match &self.servers[default].loc {
                     Some(loc) => format!(
                         "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in {loc}"

@@ -526,6 +526,9 @@ pub struct TlsConf {
     /// `ssl_ecdh_curve`: the key exchange groups, `:`-separated, in
     /// order (`None`: `auto`, rustls's own).
     pub ecdh_curve: Option<String>,
+    /// `ssl_reject_handshake`: TLS connections for this server close
+    /// in the handshake.
+    pub reject_handshake: bool,
 }
 
 impl Default for TlsConf {
@@ -542,6 +545,7 @@ impl Default for TlsConf {
             session_tickets: true,
             dhparam: None,
             ecdh_curve: None,
+            reject_handshake: false,
         }
     }
 }

@@ -550,13 +550,19 @@ async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) 
     {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
-            // nginx logs a failed handshake at `info`.
+            // nginx logs a failed handshake at `info`, a rejected one as
+            // its `handshake rejected`.
             if log::enabled(Level::Info) {
+                let what = if e.get_ref().is_some_and(|e| e.is::<tls::Rejected>()) {
+                    "handshake rejected".to_owned()
+                } else {
+                    format!("TLS handshake failed ({e})")
+                };
                 log::write(
                     Level::Info,
                     Some(conn.id),
                     &format!(
-                        "TLS handshake failed ({e}) while SSL handshaking, client: {}, server: {}",
+                        "{what} while SSL handshaking, client: {}, server: {}",
                         crate::vars::NgxIp(conn.client.ip()),
                         conn.listen
                     ),

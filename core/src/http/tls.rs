@@ -62,6 +62,18 @@ impl Session {
     }
 }
 
+/// The handshake was rejected (`ssl_reject_handshake on`).
+#[derive(Debug)]
+pub struct Rejected;
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("handshake rejected")
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 /// What a handshake gave, and the session it settled.
 pub enum Accepted {
     /// ALPN chose `h2`.
@@ -86,7 +98,11 @@ pub async fn accept(stream: TcpStream, group: &ListenGroup) -> io::Result<Accept
             name => group.server_index(name),
         }
     };
-    let config = tls.configs[index].clone();
+    // `ssl_reject_handshake on`: the connection closes (nginx sends an
+    // `unrecognized_name` alert first; rustls offers no way to).
+    let Some(config) = tls.configs[index].clone() else {
+        return Err(io::Error::other(Rejected));
+    };
     let stream = start.into_stream(config).await?;
     let session = Session::of(stream.get_ref().1);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {

@@ -23,7 +23,10 @@ use crate::conf::ConfError;
 /// The TLS side of one listening address: a config per server of its
 /// group (same index as `ListenGroup::servers`).
 pub struct TlsListen {
-    pub configs: Vec<Arc<ServerConfig>>,
+    /// By server, in the group's order; `None`: the server rejects
+    /// handshakes (`ssl_reject_handshake on`, or no certificate to answer
+    /// with).
+    pub configs: Vec<Option<Arc<ServerConfig>>>,
 }
 
 /// A server's certificates (`ssl_certificate` may be given more than once,
@@ -486,18 +489,20 @@ pub fn build(
         let default = group.members[group.default];
         let mut configs = Vec::with_capacity(group.members.len());
         for &si in group.members {
+            if servers[si].tls.reject_handshake {
+                configs.push(None);
+                continue;
+            }
             // A server without a certificate answers with the default
-            // server's, and its TLS settings (nginx keeps that SSL_CTX).
+            // server's, and its TLS settings (nginx keeps that SSL_CTX);
+            // one whose default server has none (it rejects handshakes)
+            // gets no handshake either.
             let (holder, Some(c)) = (match &certs[si] {
                 Some(c) => (si, Some(c)),
                 None => (default, certs[default].as_ref()),
             }) else {
-                // The interpreter refused a TLS address whose default
-                // server has no certificate.
-                return Err(ConfError::bare(
-                    "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive"
-                        .to_owned(),
-                ));
+                configs.push(None);
+                continue;
             };
             let h2 = group.http2 || servers[si].http2;
             let config = match made.get(&(holder, h2)) {
@@ -514,7 +519,7 @@ pub fn build(
                     c
                 }
             };
-            configs.push(config);
+            configs.push(Some(config));
         }
         out.push(Some(Arc::new(TlsListen { configs })));
     }
