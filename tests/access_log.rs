@@ -13,7 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use waypost_tests::{
-    addr, free_ports, nginx_bin, read_head, run_waypost, tries, wrap_http, Server, TempDir,
+    addr, free_ports, nginx_bin, read_head, run_waypost, serve_numbered, tries, wrap_http, Server,
+    TempDir,
 };
 
 /// A backend outside both programs, so both proxy to the same address:
@@ -814,4 +815,111 @@ fn request_id_is_one_per_request_as_nginx() {
             "{bodies:?}"
         );
     }
+}
+
+/// A backend for the byte counts: keeps connections, reads each request's
+/// Content-Length body, and answers `/chunked` with two chunks (in one
+/// write), `/one` with one chunk, `/e502` with a 502 and a body,
+/// anything else 11 bytes.
+fn counting_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, |mut stream, _| {
+        while let Some(head) = read_head(&mut stream) {
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = text
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+            let mut body = head.len() - end;
+            let mut chunk = [0u8; 1024];
+            while body < length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => body += n,
+                }
+            }
+            let line = text.split("\r\n").next().unwrap_or("");
+            let answer: &[u8] = if line.contains("/chunked ") {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            } else if line.contains("/one ") {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n"
+            } else if line.contains("/e502 ") {
+                b"HTTP/1.1 502 Bad\r\nContent-Length: 4\r\n\r\nnope"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world"
+            };
+            if stream.write_all(answer).is_err() {
+                return;
+            }
+        }
+    });
+    port
+}
+
+fn counts_conf(port: u16, dead: u16, live: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format c '$upstream_status|$upstream_response_length|$upstream_bytes_received|$upstream_bytes_sent|$body_bytes_sent';\n\
+             \x20   upstream u {{ server 127.0.0.1:{dead}; server 127.0.0.1:{live}; }}\n\
+             \x20   upstream k {{ server 127.0.0.1:{live}; keepalive 4; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/c.log c;\n\
+             \x20       location / {{ proxy_pass http://u; proxy_next_upstream error http_502; }}\n\
+             \x20       location /k/ {{ proxy_pass http://k; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+             \x20       location /local {{ return 200 \"local\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// `$upstream_bytes_sent`, `$upstream_bytes_received` and
+/// `$upstream_response_length`, one number per try, as nginx counts them:
+/// a try that never connected 0s; a chunked body with its framing (and
+/// `$body_bytes_sent` with the framing of a chunked answer); a
+/// response retried on its status with its head (and what came with it)
+/// received and no body passed on; a body sent upstream; no upstream `-`.
+#[test]
+fn upstream_byte_counts_match_nginx() {
+    let ports = free_ports(3);
+    let (dead, wp_port, ngx_port) = (ports[0], ports[1], ports[2]);
+    let live = counting_backend();
+    let waypost = Server::waypost(&counts_conf(wp_port, dead, live, false), &[wp_port]);
+    let nginx = Server::nginx(&counts_conf(ngx_port, dead, live, true), &[ngx_port]);
+    let requests: [&[u8]; 8] = [
+        b"GET /a HTTP/1.0\r\n\r\n",
+        b"GET /chunked HTTP/1.0\r\n\r\n",
+        b"POST /k/x HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /k/chunked HTTP/1.0\r\n\r\n",
+        b"GET /k/e502 HTTP/1.0\r\n\r\n",
+        b"GET /local HTTP/1.0\r\n\r\n",
+        b"GET /k/y HTTP/1.0\r\nX-Long: 0123456789\r\n\r\n",
+        // Chunked to the client too: its framing is in $body_bytes_sent.
+        b"GET /k/one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ];
+    let mut logged = Vec::new();
+    for (server, port) in [(&waypost, wp_port), (&nginx, ngx_port)] {
+        for r in requests {
+            send(port, r);
+        }
+        logged.push(server.wait_lines("logs/c.log", requests.len()));
+    }
+    assert_eq!(logged[0], logged[1], "waypost (left) and nginx (right)");
+    assert_eq!(
+        logged[1],
+        [
+            "502, 200|0, 11|0, 50|0, 47|11",
+            "200|26|81|53|11",
+            "200|11|50|53|11",
+            "200|26|81|36|11",
+            "502|4|43|33|4",
+            "-|-|-|-|6",
+            "200|11|50|50|11",
+            "200|21|68|32|21",
+        ]
+    );
 }

@@ -44,6 +44,11 @@ enum Field {
     RequestLength,
     /// `$pipe`: `p` for a pipelined request, else `.`.
     Pipe,
+    /// `$upstream_bytes_sent`, `$upstream_bytes_received`,
+    /// `$upstream_response_length`: one number per try.
+    UpstreamBytesSent,
+    UpstreamBytesReceived,
+    UpstreamResponseLength,
     /// `$sent_http_NAME`: the response head's line (the name lowercase,
     /// `_` as `-`).
     SentHttp(Box<[u8]>),
@@ -100,6 +105,9 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "limit_conn_status" => Field::LimitConnStatus,
         "request_length" => Field::RequestLength,
         "pipe" => Field::Pipe,
+        "upstream_bytes_sent" => Field::UpstreamBytesSent,
+        "upstream_bytes_received" => Field::UpstreamBytesReceived,
+        "upstream_response_length" => Field::UpstreamResponseLength,
         "upstream_response_time" => Field::UpstreamResponseTime,
         "upstream_connect_time" => Field::UpstreamConnectTime,
         "upstream_header_time" => Field::UpstreamHeaderTime,
@@ -587,6 +595,12 @@ struct TryTimes {
     header: Option<Duration>,
     /// Set when the next try starts; the last try's ends with the line.
     response: Option<Duration>,
+    /// Bytes written to the upstream and read from it, and of those the
+    /// body's (`$upstream_bytes_sent`, `$upstream_bytes_received`,
+    /// `$upstream_response_length`).
+    sent: u64,
+    received: u64,
+    length: u64,
 }
 
 /// One request's access log lines in progress: what each log captured,
@@ -711,7 +725,25 @@ impl Record {
             connect: None,
             header: None,
             response: None,
+            sent: 0,
+            received: 0,
+            length: 0,
         });
+    }
+
+    /// What the current try wrote and read, and of it the body passed on.
+    pub fn try_bytes(&mut self, sent: u64, received: u64, length: u64) {
+        if let Some(t) = self.tries.last_mut() {
+            (t.sent, t.received, t.length) = (sent, received, length);
+        }
+    }
+
+    /// The last try's response body is over (or dropped): what the try
+    /// read in all, and of it the body's.
+    pub fn body_read(&mut self, received: u64, length: u64) {
+        if let Some(t) = self.tries.last_mut() {
+            (t.received, t.length) = (received, length);
+        }
     }
 
     /// What the current try reached: a connection at `connected`, and,
@@ -723,6 +755,21 @@ impl Record {
             if header {
                 t.header = Some(now.saturating_duration_since(t.start));
             }
+        }
+    }
+
+    /// A number per try, `, `-separated (not found without tries).
+    fn numbers(&self, out: &mut Vec<u8>, escape_mode: Escape, pick: fn(&TryTimes) -> u64) {
+        if self.tries.is_empty() {
+            found(out, None, escape_mode);
+            return;
+        }
+        let mut digits = [0u8; 20];
+        for (i, t) in self.tries.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(crate::vars::decimal(pick(t), &mut digits));
         }
     }
 
@@ -841,6 +888,9 @@ impl Record {
                 self.times(&mut text, now, |t, _| t.header);
                 variable(out, text.as_bytes(), escape_mode);
             }
+            Field::UpstreamBytesSent => self.numbers(out, escape_mode, |t| t.sent),
+            Field::UpstreamBytesReceived => self.numbers(out, escape_mode, |t| t.received),
+            Field::UpstreamResponseLength => self.numbers(out, escape_mode, |t| t.length),
             // Captured, escaped (or `-`) already.
             Field::Var(_, i) => out.extend_from_slice(self.value(base + *i)),
             Field::Module(f) => {
@@ -1125,6 +1175,9 @@ mod tests {
                 connect: None,
                 header: None,
                 response: Some(ms(2)),
+                sent: 0,
+                received: 0,
+                length: 0,
             },
             // The last try: its response time runs until the line.
             TryTimes {
@@ -1132,6 +1185,9 @@ mod tests {
                 connect: Some(ms(1)),
                 header: Some(ms(1500)),
                 response: None,
+                sent: 0,
+                received: 0,
+                length: 0,
             },
         ];
         let now = start + ms(2) + ms(12_345);
@@ -1247,6 +1303,9 @@ mod tests {
             connect: None,
             header: None,
             response: None,
+            sent: 0,
+            received: 0,
+            length: 0,
         });
         r.recycle();
         let again = logs.start(&vars, Instant::now());

@@ -218,6 +218,11 @@ impl RespBody {
         };
         if let (Kind::Upstream(body, _), Some(hold)) = (kind, &self.hold) {
             if let Some(conn) = body.take_idle() {
+                // The body is whole: what its exchange read, for the log.
+                if let Some(record) = self.record.as_deref_mut() {
+                    let (received, length) = conn.exchange_read();
+                    record.body_read(received, length);
+                }
                 let (upstream, peer) = hold.parts();
                 crate::http::pool::release(upstream, peer, conn);
             }
@@ -331,7 +336,8 @@ impl RespBody {
         }
     }
 
-    /// Bytes the tunnel passed to the client, for `$body_bytes_sent`.
+    /// Bytes the tunnel passed to the client, or a chunked body's
+    /// framing, for `$body_bytes_sent`.
     pub fn tunnelled(&mut self, bytes: u64) {
         self.sent += bytes;
     }
@@ -382,7 +388,16 @@ impl RespBody {
     }
 
     fn log(&mut self) {
-        if let Some(record) = self.record.take() {
+        if let Some(mut record) = self.record.take() {
+            let kind = match &self.kind {
+                Kind::Gzip(g) => &g.inner,
+                kind => kind,
+            };
+            if let Kind::Upstream(body, _) = kind {
+                if let Some((received, length)) = body.read() {
+                    record.body_read(received, length);
+                }
+            }
             record.finish(self.sent, u64::from(self.head));
             record.recycle();
         }

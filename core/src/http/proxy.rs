@@ -466,6 +466,7 @@ async fn attempt(
     body: &mut Option<ReqBody>,
     progress: &Progress,
     local: Option<&upstream_h1::Local>,
+    bytes: &mut (u64, u64),
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -473,6 +474,7 @@ async fn attempt(
         read: p.read_timeout,
     };
     loop {
+        *bytes = (0, 0);
         progress.connecting();
         let conn = pool::checkout(up, i, timeouts, with.tls, local)
             .await
@@ -491,7 +493,10 @@ async fn attempt(
                 return Err(unsolicited_switch());
             }
             Ok(resp) => return Ok(resp),
-            Err(e) => e,
+            Err(e) => {
+                *bytes = e.bytes;
+                e
+            }
         };
         if !e.sent {
             // The request never left: keep its body.
@@ -1214,6 +1219,7 @@ pub async fn run(
             parts,
             upstream: (scheme, target),
         };
+        let mut bytes = (0, 0);
         let result = attempt(
             up,
             i,
@@ -1223,6 +1229,7 @@ pub async fn run(
             &mut body,
             &progress,
             local.as_deref(),
+            &mut bytes,
         )
         .await;
         // From here `release` or the response's `PeerHold` gives it back.
@@ -1239,6 +1246,8 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, true);
                     r.upstream_head(Some(&resp.passed.lines));
+                    let (read, _) = resp.body.read().unwrap_or_default();
+                    r.try_bytes(resp.sent, read, 0);
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
@@ -1295,6 +1304,7 @@ pub async fn run(
                     mut passed,
                     body: upstream_body,
                     upgraded,
+                    ..
                 } = resp;
                 if let Some(rules) = &p.header_rules {
                     rules.apply(&mut passed);
@@ -1349,6 +1359,7 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, false);
                     r.upstream_head(None);
+                    r.try_bytes(bytes.0, bytes.1, 0);
                 }
                 let (message, addr) = (&failure.message, &up.addrs[i]);
                 log_try(Level::Error, cx, parts, message, scheme, addr, &target);

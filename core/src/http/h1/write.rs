@@ -437,7 +437,10 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
                 }
             }
             if out == Out::Chunked {
+                let before = buf.len();
                 let _ = write!(&mut *buf, "{:x}\r\n", data.len());
+                // `$body_bytes_sent` counts the chunks' framing, as nginx's.
+                body.tunnelled((buf.len() - before + 2) as u64);
             }
             if buf.len() + data.len() + 2 <= SIZE {
                 buf.extend_from_slice(&data);
@@ -455,14 +458,20 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
     // The body is done: dropping it now, before the last write, writes
     // the access log line before the client can see the answer (and send
     // its next request, perhaps to another worker).
+    if out == Out::Chunked {
+        body.tunnelled(LAST_CHUNK.len() as u64);
+    }
     body.finish();
     match out {
-        Out::Chunked => buf.extend_from_slice(b"0\r\n\r\n"),
+        Out::Chunked => buf.extend_from_slice(LAST_CHUNK),
         Out::Length(n) if sent != n => keep = false,
         _ => {}
     }
     written(put!(pace, io, &buf, &[], ask.send).is_ok() && keep)
 }
+
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Writes what the buffer holds, before waiting for the body (nothing
 /// waits in the buffer while the upstream is slow); false if the client

@@ -76,10 +76,18 @@ impl UpstreamBody {
         }
     }
 
+    /// Bytes the exchange read so far, and of them the body's, as they
+    /// came (chunk framing included): `$upstream_bytes_received` and
+    /// `$upstream_response_length`, as nginx counts them. `None` once the
+    /// connection is gone (back to the pool, or closed).
+    pub fn read(&self) -> Option<(u64, u64)> {
+        self.conn.as_ref().map(Conn::exchange_read)
+    }
+
     /// The connection, once the body ended cleanly and the connection can
     /// carry another request (taken once).
     pub fn take_idle(&mut self) -> Option<Conn> {
-        if self.buf.is_some() {
+        if self.buf.is_some() || !self.reusable {
             return None;
         }
         self.conn.take()
@@ -100,12 +108,14 @@ impl UpstreamBody {
 
     /// The body is over: the buffer goes back to the worker's pool, and
     /// the connection stays for [`UpstreamBody::take_idle`] if it can
-    /// carry another request and nothing unexpected is left on it.
+    /// carry another request and nothing unexpected is left on it. One
+    /// that cannot closes with the body (its counts read for the log line
+    /// first).
     fn end(&mut self) {
         let clean = self.buf.take().is_some_and(|buf| buf.is_empty());
-        match self.conn.as_mut() {
-            Some(conn) if clean && self.reusable => conn.idle(),
-            _ => self.conn = None,
+        self.reusable &= clean;
+        if let (Some(conn), true) = (self.conn.as_mut(), self.reusable) {
+            conn.idle();
         }
     }
 

@@ -51,6 +51,12 @@ pub enum ConnectError {
 }
 
 impl Conn {
+    /// Bytes read in the current exchange, and of them the response
+    /// body's (`$upstream_bytes_received`, `$upstream_response_length`).
+    pub fn exchange_read(&self) -> (u64, u64) {
+        self.io.exchange_read()
+    }
+
     /// Opens a connection to `addr` within `timeout`
     /// (`proxy_connect_timeout`), then, for TLS, shakes hands within
     /// `timeout` again (nginx arms `proxy_connect_timeout` anew for the

@@ -53,6 +53,8 @@ pub struct Response {
     /// After `101 Switching Protocols` (or a successful CONNECT): the
     /// connection, for a tunnel. The body is empty then.
     pub upgraded: Option<Box<Upgraded>>,
+    /// Bytes of the request written (`$upstream_bytes_sent`).
+    pub sent: u64,
 }
 
 /// A connection switched to another protocol: the transport (its timers
@@ -83,6 +85,9 @@ pub struct Error {
     /// Some of the request was written: without it the request never
     /// left, and its body is intact for another try.
     pub sent: bool,
+    /// Bytes written and read in the exchange (`$upstream_bytes_sent`,
+    /// `$upstream_bytes_received`).
+    pub bytes: (u64, u64),
 }
 
 fn kind_of(e: io::Error) -> ErrorKind {
@@ -107,6 +112,7 @@ pub async fn exchange(
 ) -> Result<Response, Error> {
     let mut sender = Sender::new(head);
     let mut buf = ReadBuf::new();
+    let start = conn.io.received();
     let mut sending = true;
     // Both phases in one poll function: the future holds one state, not
     // one per phase (it lives inside every proxied request's future).
@@ -133,11 +139,12 @@ pub async fn exchange(
     match parsed {
         Ok(h) => {
             let reusable = head.keep_alive && sender.done();
-            Ok(response(conn, buf, h, reusable))
+            Ok(response(conn, buf, h, reusable, start, sender.written))
         }
         Err(kind) => {
+            let bytes = (sender.written, conn.io.received() - start);
             sender.give_back(body);
-            Err(Error { kind, sent })
+            Err(Error { kind, sent, bytes })
         }
     }
 }
@@ -208,7 +215,19 @@ fn parse(buf: &mut ReadBuf, ask: Reading) -> Result<Option<Head>, ErrorKind> {
     Ok(None)
 }
 
-fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Response {
+/// The response of an exchange that started with `start` bytes read on
+/// the connection and wrote `sent`.
+fn response(
+    mut conn: Conn,
+    mut buf: ReadBuf,
+    head: Head,
+    reusable: bool,
+    start: u64,
+    sent: u64,
+) -> Response {
+    // What was read is the head and the start of the body.
+    let read = conn.io.received() - start;
+    conn.io.exchange(start, read - buf.data().len() as u64);
     if head.upgrade {
         let leftover = buf.take_all();
         return Response {
@@ -219,6 +238,7 @@ fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Respons
                 stream: conn.io,
                 leftover,
             })),
+            sent,
         };
     }
     let decode = match head.framing {
@@ -232,5 +252,6 @@ fn response(conn: Conn, mut buf: ReadBuf, head: Head, reusable: bool) -> Respons
         passed: head.passed,
         body: UpstreamBody::new(conn, buf, decode, reusable && head.keep_alive),
         upgraded: None,
+        sent,
     }
 }

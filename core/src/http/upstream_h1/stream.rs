@@ -229,6 +229,12 @@ pub struct TimedIo<S> {
     reading: bool,
     read_timer: Deadline,
     write_timer: Deadline,
+    /// Bytes read over the connection's life (`$upstream_bytes_received`
+    /// counts an exchange's share).
+    received: u64,
+    /// The current exchange's start (`received` then) and its response
+    /// head's bytes.
+    exchange: (u64, u64),
 }
 
 impl<S> TimedIo<S> {
@@ -240,7 +246,26 @@ impl<S> TimedIo<S> {
             reading: false,
             read_timer: Deadline::new(),
             write_timer: Deadline::new(),
+            received: 0,
+            exchange: (0, 0),
         }
+    }
+
+    /// Bytes read so far on the connection.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The exchange that started when `start` bytes had been read has a
+    /// response head `head` bytes long.
+    pub fn exchange(&mut self, start: u64, head: u64) {
+        self.exchange = (start, head);
+    }
+
+    /// Bytes read in the current exchange, and of them the body's.
+    pub fn exchange_read(&self) -> (u64, u64) {
+        let read = self.received - self.exchange.0;
+        (read, read.saturating_sub(self.exchange.1))
     }
 
     /// A request is about to be sent with these timeouts (locations
@@ -309,9 +334,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 this.read_timer.disarm();
+                this.received += (buf.filled().len() - before) as u64;
                 Poll::Ready(r)
             }
             Poll::Pending => {
