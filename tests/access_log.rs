@@ -923,3 +923,71 @@ fn upstream_byte_counts_match_nginx() {
         ]
     );
 }
+
+fn ratio_conf(port: u16, root: &str, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    log_format g '$status|$gzip_ratio|$request_completion';\n\
+             \x20   gzip on;\n\
+             \x20   gzip_types text/plain;\n\
+             \x20   gzip_min_length 1;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/g.log g;\n\
+             \x20       root {root};\n\
+             \x20       location /r {{ return 200 \"short text body\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// `$gzip_ratio` (nginx's two decimals, of the bytes before and after
+/// compression, gzip's header and trailer counted; not found for an answer
+/// not compressed, a HEAD's included) and `$request_completion` (`OK` for
+/// a whole answer) as nginx logs them. The compressed bytes themselves
+/// differ (another deflate implementation), so the ratio of a large body
+/// is compared by its shape.
+#[test]
+fn gzip_ratio_and_request_completion_as_nginx() {
+    let files = TempDir::new("ratio");
+    std::fs::write(files.path.join("a.txt"), "hello world ".repeat(200)).expect("write");
+    let root = files.path.display().to_string();
+    let requests: [&[u8]; 5] = [
+        b"GET /a.txt HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        b"GET /a.txt HTTP/1.0\r\n\r\n",
+        b"HEAD /a.txt HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        b"GET /r HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        b"GET /none HTTP/1.0\r\n\r\n",
+    ];
+    let mut logged = Vec::new();
+    for nginx in [false, true] {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let server = Server::either(nginx, &ratio_conf(port, &root, nginx), &[port]);
+        for r in requests {
+            send(port, r);
+        }
+        logged.push(server.wait_lines("logs/g.log", requests.len()));
+    }
+    let large = |lines: &[String]| -> String {
+        let (status, rest) = lines[0].split_once('|').unwrap_or_default();
+        let (ratio, completion) = rest.split_once('|').unwrap_or_default();
+        let shaped = ratio
+            .split_once('.')
+            .is_some_and(|(i, f)| i.parse::<u32>().is_ok_and(|i| i > 10) && f.len() == 2);
+        format!("{status}|{shaped}|{completion}")
+    };
+    assert_eq!(large(&logged[0]), large(&logged[1]));
+    assert_eq!(large(&logged[1]), "200|true|OK");
+    assert_eq!(
+        logged[0][1..],
+        logged[1][1..],
+        "waypost (left) and nginx (right)"
+    );
+    assert_eq!(
+        logged[1][1..],
+        ["200|-|OK", "200|-|OK", "200|0.44|OK", "404|-|OK"]
+    );
+}

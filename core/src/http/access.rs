@@ -44,6 +44,10 @@ enum Field {
     RequestLength,
     /// `$pipe`: `p` for a pipelined request, else `.`.
     Pipe,
+    /// `$gzip_ratio`: the body's bytes before and after compression.
+    GzipRatio,
+    /// `$request_completion`: `OK` for a whole answer, else empty.
+    RequestCompletion,
     /// `$upstream_bytes_sent`, `$upstream_bytes_received`,
     /// `$upstream_response_length`: one number per try.
     UpstreamBytesSent,
@@ -105,6 +109,8 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "limit_conn_status" => Field::LimitConnStatus,
         "request_length" => Field::RequestLength,
         "pipe" => Field::Pipe,
+        "gzip_ratio" => Field::GzipRatio,
+        "request_completion" => Field::RequestCompletion,
         "upstream_bytes_sent" => Field::UpstreamBytesSent,
         "upstream_bytes_received" => Field::UpstreamBytesReceived,
         "upstream_response_length" => Field::UpstreamResponseLength,
@@ -433,6 +439,8 @@ impl AccessLogs {
                 limit_conn: 0,
                 request_length: 0,
                 pipelined: false,
+                gzip: None,
+                completed: false,
                 sent_head: Vec::new(),
                 upstream_head: Vec::new(),
             }),
@@ -637,6 +645,10 @@ pub struct Record {
     /// `$request_length`, `$pipe`: set by the connection as it answers.
     pub request_length: u64,
     pub pipelined: bool,
+    /// `$gzip_ratio`'s counts, once a compressed body was whole.
+    pub gzip: Option<(u64, u64)>,
+    /// `$request_completion`
+    pub completed: bool,
     /// The response head as sent, where a log reads `$sent_http_*`.
     sent_head: Vec<u8>,
     /// The last upstream response's header lines (as the upstream sent
@@ -840,6 +852,28 @@ impl Record {
                 out.extend_from_slice(crate::vars::decimal(self.request_length, &mut digits));
             }
             Field::Pipe => out.push(if self.pipelined { b'p' } else { b'.' }),
+            Field::RequestCompletion => {
+                if self.completed {
+                    out.extend_from_slice(b"OK");
+                }
+            }
+            Field::GzipRatio => match self.gzip {
+                Some((zin, zout)) if zout > 0 => {
+                    // nginx's `%ui.%02ui`, its last digit rounded half up.
+                    let mut int = zin / zout;
+                    let mut frac = (zin * 100 / zout) % 100;
+                    if (zin * 1000 / zout) % 10 > 4 {
+                        frac += 1;
+                        if frac > 99 {
+                            int += 1;
+                            frac = 0;
+                        }
+                    }
+                    let _ = write!(text, "{int}.{frac:02}");
+                    out.extend_from_slice(text.as_bytes());
+                }
+                _ => found(out, None, escape_mode),
+            },
             // nginx 1.22 clears the keep-alive flag before it logs: its
             // `$sent_http_connection` in a log line is `close` whatever
             // the response said, but for a switch of protocols.
@@ -920,6 +954,8 @@ impl Record {
         self.limit_conn = 0;
         self.request_length = 0;
         self.pipelined = false;
+        self.gzip = None;
+        self.completed = false;
         self.sent_head.clear();
         self.upstream_head.clear();
         let _ = SPARE.try_with(|s| {
@@ -1149,6 +1185,8 @@ mod tests {
             limit_conn: 0,
             request_length: 0,
             pipelined: false,
+            gzip: None,
+            completed: false,
             sent_head: Vec::new(),
             upstream_head: Vec::new(),
         }

@@ -62,6 +62,11 @@ struct Gzipped {
     /// Bytes went in since output last came out: when the body waits,
     /// they are flushed, so a stream reaches the client as it comes.
     fed: bool,
+    /// Bytes in and out (`$gzip_ratio`), and whether the trailer went
+    /// out.
+    zin: u64,
+    zout: u64,
+    finished: bool,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -207,6 +212,9 @@ impl RespBody {
             passed,
             encoder: Some(GzEncoder::new(Vec::new(), Compression::new(level))),
             fed: false,
+            zin: 0,
+            zout: 0,
+            finished: false,
         }));
     }
 
@@ -317,10 +325,20 @@ impl RespBody {
         let polled = body.poll_append(cx, out, max);
         // The connection is free as soon as the last piece is read.
         self.release_idle();
-        if let Poll::Ready(Some(Ok(n))) = &polled {
-            self.sent += *n as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(n))) => self.sent += *n as u64,
+            Poll::Ready(None) => self.complete(),
+            _ => {}
         }
         polled
+    }
+
+    /// The whole answer was made (`$request_completion`): its body reached
+    /// its end, or it has none.
+    pub fn complete(&mut self) {
+        if let Some(record) = self.record.as_deref_mut() {
+            record.completed = true;
+        }
     }
 
     pub fn has_tunnel(&self) -> bool {
@@ -398,6 +416,11 @@ impl RespBody {
                     record.body_read(received, length);
                 }
             }
+            if let Kind::Gzip(g) = &self.kind {
+                if g.finished {
+                    record.gzip = Some((g.zin, g.zout));
+                }
+            }
             record.finish(self.sent, u64::from(self.head));
             record.recycle();
         }
@@ -425,10 +448,14 @@ impl Body for RespBody {
             Kind::Gzip(_) => this.poll_gzip(cx),
             Kind::File(file) => file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data))),
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.sent += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
             }
+            Poll::Ready(None) => this.complete(),
+            _ => {}
         }
         polled
     }
@@ -529,15 +556,20 @@ impl RespBody {
                 (_, None) => return Poll::Ready(None),
                 (Poll::Ready(Some(Ok(data))), Some(encoder)) => {
                     g.fed = true;
+                    g.zin += data.len() as u64;
                     // Writing into a Vec does not fail.
                     let _ = encoder.write_all(&data);
                     std::mem::take(encoder.get_mut())
                 }
                 (Poll::Ready(None), encoder) => match encoder.take().map(GzEncoder::finish) {
-                    Some(Ok(rest)) => rest,
+                    Some(Ok(rest)) => {
+                        g.finished = true;
+                        rest
+                    }
                     _ => Vec::new(),
                 },
             };
+            g.zout += out.len() as u64;
             if !out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
             }

@@ -343,6 +343,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
         };
     }
     if out == Out::None {
+        body.complete();
         body.finish();
         return written(io::write_all(io, &buf, ask.send).await.is_ok() && keep);
     }
