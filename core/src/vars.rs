@@ -460,7 +460,11 @@ impl Var {
             Var::RequestUri => request_uri(cx.original.unwrap_or(req)),
             Var::Args => req.uri.query().unwrap_or(""),
             Var::Arg(name) => arg(req.uri.query().unwrap_or(""), name).unwrap_or(""),
-            Var::RequestMethod => req.method.as_str(),
+            // A subrequest's is its main request's (it is itself a GET).
+            Var::RequestMethod => req
+                .extensions
+                .get::<crate::http::auth_request::Subrequest>()
+                .map_or(req.method.as_str(), |s| s.0.as_str()),
             _ => return None,
         })
     }

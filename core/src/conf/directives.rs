@@ -341,6 +341,9 @@ pub const CORE: &[Spec] = &[
     d("auth_basic", PROXY, 1, 1),
     d("auth_basic_user_file", PROXY, 1, 1),
     d("satisfy", PROXY, 1, 1),
+    // auth_request
+    d("auth_request", PROXY, 1, 1),
+    d("auth_request_set", PROXY, 2, 2),
     // limit_conn
     d("limit_conn_zone", HTTP, 2, 2),
     d("limit_conn", PROXY, 2, 2),

@@ -249,6 +249,11 @@ struct Layer {
     proxy_socket_keepalive: Option<bool>,
     auth_file: Option<PathBuf>,
     satisfy_any: Option<bool>,
+    /// `auth_request URI` (`Some(None)`: `off`), with where.
+    auth_request: Option<Option<(String, Loc)>>,
+    /// `auth_request_set` lines (variable index, value): a level that has
+    /// any replaces its parent's.
+    auth_request_set: Option<Vec<(u32, String)>>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
     /// that has any replaces its parent's, and so for the keys.
     ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
@@ -443,6 +448,14 @@ impl Layer {
                 .or(parent.proxy_socket_keepalive),
             auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
             satisfy_any: self.satisfy_any.or(parent.satisfy_any),
+            auth_request: self
+                .auth_request
+                .clone()
+                .or_else(|| parent.auth_request.clone()),
+            auth_request_set: self
+                .auth_request_set
+                .clone()
+                .or_else(|| parent.auth_request_set.clone()),
             ssl_certificates: self
                 .ssl_certificates
                 .clone()
@@ -580,6 +593,26 @@ impl Layer {
             pages: self.error_pages.clone().unwrap_or_default(),
             recursive: self.recursive_error_pages.unwrap_or(false),
         }
+    }
+
+    /// `auth_request` in effect at a merged level. With `auth_basic` and
+    /// `satisfy any` too it is refused: which grants and which refusal
+    /// answers is not what waypost decides as nginx does there.
+    fn auth_request(&self) -> Result<Option<AuthRequestConf>, ConfError> {
+        let Some(Some((uri, loc))) = &self.auth_request else {
+            return Ok(None);
+        };
+        if self.satisfy_any == Some(true) && self.auth_basic().is_some() {
+            return Err(ConfError::at(
+                "\"auth_request\" with \"auth_basic\" and \"satisfy any\" is not supported"
+                    .to_owned(),
+                loc.clone(),
+            ));
+        }
+        Ok(Some(AuthRequestConf {
+            uri: uri.clone(),
+            sets: self.auth_request_set.clone().unwrap_or_default(),
+        }))
     }
 
     /// `auth_basic` in effect at a merged level: a realm and a file.
@@ -2076,6 +2109,20 @@ impl<'a> Interp<'a> {
                 }
                 layer.auth_file = Some(self.conf_path(&d.args[0]));
             }
+            "auth_request" => {
+                let uri = d.args[0].clone();
+                layer.auth_request = Some((uri != "off").then(|| (uri, d.loc.clone())));
+            }
+            "auth_request_set" => {
+                let index = self.user_var_target(d)?;
+                let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
+                let checked = crate::http::auth_request::compile(&d.args[1], &maps).map(|_| ());
+                self.check_vars(checked, d)?;
+                layer
+                    .auth_request_set
+                    .get_or_insert_with(Vec::new)
+                    .push((index, d.args[1].clone()));
+            }
             "satisfy" => {
                 // nginx's enum slots compare without case.
                 layer.satisfy_any = Some(match d.args[0].to_ascii_lowercase().as_str() {
@@ -2399,6 +2446,35 @@ impl<'a> Interp<'a> {
             self.check_vars(checked, d)?;
         }
         Ok(op)
+    }
+
+    /// `auth_request_set $VAR VALUE`'s variable: its index among the user
+    /// variables, or nginx's refusal (waypost's for one nginx changes and
+    /// waypost does not).
+    fn user_var_target(&self, d: &Directive) -> Result<u32, ConfError> {
+        let Some(name) = d.args[0].strip_prefix('$').filter(|n| !n.is_empty()) else {
+            return err(format!("invalid variable name \"{}\"", d.args[0]), d);
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(index) = self.http.user_vars.iter().position(|v| v.name == name) {
+            return Ok(index as u32);
+        }
+        let prefixed = ["arg_", "http_", "cookie_", "sent_http_", "upstream_http_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if prefixed
+            || matches!(name.as_str(), "args" | "limit_rate")
+            || self.map_vars.contains(&name)
+        {
+            return err(
+                format!(
+                    "\"{}\" of the \"${name}\" variable is not supported",
+                    d.name
+                ),
+                d,
+            );
+        }
+        err(format!("the duplicate \"{name}\" variable"), d)
     }
 
     /// `set $VAR VALUE`, as nginx's `ngx_http_rewrite_set`.
@@ -3099,6 +3175,7 @@ impl<'a> Interp<'a> {
             filters: Vec::new(),
             auth_basic: None,
             satisfy_any: false,
+            auth_request: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -3332,6 +3409,7 @@ impl<'a> Interp<'a> {
             limit_conn: None,
             auth_basic: None,
             satisfy_any: false,
+            auth_request: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -3683,6 +3761,7 @@ impl<'a> Interp<'a> {
             server.filters = layer.filters.clone();
             server.auth_basic = layer.auth_basic();
             server.satisfy_any = layer.satisfy_any.unwrap_or(false);
+            server.auth_request = layer.auth_request()?;
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
             server.types = layer.content_types();
@@ -3755,6 +3834,7 @@ impl<'a> Interp<'a> {
             location.limit_conn = layer.limit_conn_conf();
             location.auth_basic = layer.auth_basic();
             location.satisfy_any = layer.satisfy_any.unwrap_or(false);
+            location.auth_request = layer.auth_request()?;
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
             location.types = layer.content_types();
@@ -4824,10 +4904,12 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
     }
     for d in items {
         if let (true, Some(name)) = (
-            d.name == "set",
+            d.name == "set" || d.name == "auth_request_set",
             d.args.first().and_then(|a| a.strip_prefix('$')),
         ) {
-            add(out, name.to_ascii_lowercase(), false);
+            // nginx's `auth_request_set` variable is "not found" where the
+            // subrequest did not set it, as a regex's named group is.
+            add(out, name.to_ascii_lowercase(), d.name == "auth_request_set");
         }
         // The named groups of a regex are variables too (nginx's
         // `ngx_http_regex_compile`): an `if`'s, a regex location's, a
@@ -4932,8 +5014,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "sub_filter_once",
     "sub_filter_types",
     "ssi",
-    "auth_request",
-    "auth_request_set",
     "mirror",
     "slice",
     "secure_link",

@@ -61,10 +61,11 @@ pub struct HttpConf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserVar {
     pub name: String,
-    /// A regex's named group: where nothing set it, it is "not found"
-    /// (`-` in a log line), as nginx's `ngx_http_regex_compile` makes it
-    /// even when `set` names it too; a `set` variable alone is empty
-    /// (nginx's `ngx_http_rewrite_var`).
+    /// A regex's named group or an `auth_request_set` variable: where
+    /// nothing set it, it is "not found" (`-` in a log line), as nginx's
+    /// `ngx_http_regex_compile` and auth request module make it even when
+    /// `set` names it too; a `set` variable alone is empty (nginx's
+    /// `ngx_http_rewrite_var`).
     pub group: bool,
 }
 
@@ -83,6 +84,17 @@ pub struct AuthBasicConf {
     /// The realm as written (variables allowed; `off` turns it off).
     pub realm: String,
     pub file: std::path::PathBuf,
+}
+
+/// `auth_request URI` and the `auth_request_set` lines in effect at a
+/// level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthRequestConf {
+    /// The subrequest's URI, as written.
+    pub uri: String,
+    /// `auth_request_set $VAR VALUE`: the variable's index among the user
+    /// variables ([`UserVar`]) and the value as written.
+    pub sets: Vec<(u32, String)>,
 }
 
 /// The `limit_conn` lines in effect at a level, and their settings.
@@ -258,6 +270,8 @@ pub struct ServerConf {
     /// `auth_basic` and `satisfy` at the server level.
     pub auth_basic: Option<AuthBasicConf>,
     pub satisfy_any: bool,
+    /// `auth_request` at the server level.
+    pub auth_request: Option<AuthRequestConf>,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` at the server level.
@@ -588,6 +602,8 @@ pub struct LocationConf {
     /// `auth_basic` and `satisfy` here.
     pub auth_basic: Option<AuthBasicConf>,
     pub satisfy_any: bool,
+    /// `auth_request` here.
+    pub auth_request: Option<AuthRequestConf>,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` here.

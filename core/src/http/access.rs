@@ -1094,8 +1094,17 @@ fn joined_when_sent(name: &[u8]) -> bool {
 /// sets NAME (compared without case; spaces around `=` skipped), up to
 /// its `;`, as nginx 1.22 reads it.
 fn set_cookie<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    cookie_set(lines(head), name)
+}
+
+/// The value of the first Set-Cookie among header `lines` (name, value)
+/// that sets `name`, as [`set_cookie`] reads it.
+pub(crate) fn cookie_set<'h>(
+    lines: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    name: &[u8],
+) -> Option<&'h [u8]> {
     let spaces = |s: &'h [u8]| &s[s.iter().position(|&c| c != b' ').unwrap_or(s.len())..];
-    lines(head)
+    lines
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"set-cookie"))
         .find_map(|(_, v)| {
             let v = spaces(v);

@@ -11,6 +11,8 @@
 //! - `allow`: `allow`/`deny` rules on the client address, and the access
 //!   phase with `satisfy`
 //! - `auth_basic`: `auth_basic` and its user file
+//! - `auth_request`: the access check by a subrequest (`auth_request`,
+//!   `auth_request_set`)
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
@@ -34,6 +36,7 @@
 pub mod access;
 pub mod allow;
 pub mod auth_basic;
+pub mod auth_request;
 pub mod autoindex;
 pub mod body;
 pub mod charset;

@@ -75,32 +75,34 @@ pub struct ClientCx<'a> {
     pub err_status: u16,
     /// The static settings of the level (`$document_root`).
     pub statics: Option<&'a crate::http::static_files::Static>,
+    /// The access phase let the request in already (an `auth_request`
+    /// subrequest has none; `satisfy any` and its subrequest granted it).
+    pub granted: bool,
 }
 
-/// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
+/// nginx's `, client: ..., server: ..., request: "...", upstream: "..."`,
+/// and the host and referrer the request has.
 fn context(cx: &ClientCx<'_>, parts: &Parts, upstream: &str) -> String {
-    let parts = cx.original.unwrap_or(parts);
-    format!(
-        ", client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{}\", host: \"{}\"",
-        NgxIp(cx.client.ip()),
-        cx.server.name,
-        parts.method,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.version,
-        upstream,
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-    )
+    let mut line = String::new();
+    write_context(cx, parts, Some(upstream), &mut line);
+    line
 }
 
 /// nginx's context of a line logged before the upstream is chosen (a
-/// filter's): `, client: ..., server: ..., request: "...", host: "..."`
-/// and `, referrer: "..."` when the request has one.
+/// filter's): `, client: ..., server: ..., request: "..."`, and `, host:
+/// "..."` and `, referrer: "..."` when the request has them.
 pub(crate) fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut String) {
+    write_context(cx, parts, None, line);
+}
+
+/// nginx's `ngx_http_log_error_handler`: the client's request line, an
+/// `auth_request` subrequest's URI, the upstream, the host and referrer.
+fn write_context(cx: &ClientCx<'_>, parts: &Parts, upstream: Option<&str>, line: &mut String) {
     use std::fmt::Write as _;
+    let subrequest = parts
+        .extensions
+        .get::<crate::http::auth_request::Subrequest>()
+        .map(|_| parts.uri.path());
     let parts = cx.original.unwrap_or(parts);
     let _ = write!(
         line,
@@ -111,6 +113,12 @@ pub(crate) fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut Strin
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         parts.version,
     );
+    if let Some(uri) = subrequest {
+        let _ = write!(line, ", subrequest: \"{uri}\"");
+    }
+    if let Some(upstream) = upstream {
+        let _ = write!(line, ", upstream: \"{upstream}\"");
+    }
     for (name, label) in [(header::HOST, "host"), (header::REFERER, "referrer")] {
         if let Some(v) = parts.headers.get(name) {
             let _ = write!(
@@ -993,11 +1001,13 @@ pub async fn run(
         // Without `auth_basic` the rules alone decide, now; with it,
         // the access phase runs below, as `satisfy` says.
         let rules = location.access_for(&parts.method);
-        if location.auth_basic.is_none() && !rules.is_empty() && !rules.allows(cx.client.ip()) {
+        let auth_basic = location.auth_basic.as_ref().filter(|_| !cx.granted);
+        if auth_basic.is_none() && !cx.granted && !rules.is_empty() && !rules.allows(cx.client.ip())
+        {
             denied = true;
             return Ok((filter_delay, None));
         }
-        if location.auth_basic.is_some() {
+        if auth_basic.is_some() {
             // The password check waits on a file and a hash: the
             // balancer's `init_peer` runs once it let the request in, as
             // nginx's content phase follows its access phase.
@@ -1051,7 +1061,7 @@ pub async fn run(
     if denied {
         return crate::http::allow::forbidden(cx, parts);
     }
-    let tls_name = match &location.auth_basic {
+    let tls_name = match location.auth_basic.as_ref().filter(|_| !cx.granted) {
         None => tls_name,
         Some(auth) => {
             state.waiting();

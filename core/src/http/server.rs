@@ -334,7 +334,7 @@ async fn accept_loop(
 pub(crate) struct Conn {
     state: Arc<State>,
     listen: SocketAddr,
-    client: SocketAddr,
+    pub(crate) client: SocketAddr,
     pub(crate) id: u64,
     requests: AtomicU64,
     /// When it was accepted, for `keepalive_time`.
@@ -762,6 +762,29 @@ async fn serve_h2<T>(
 macro_rules! location_answer {
     ($req:expr, $body:expr, $location:expr, $action:expr, $client:expr, $realip:expr, $started:expr) => {{
         let req: &Req<'_> = $req;
+        let location: &Location = $location;
+        let action: &Action = $action;
+        // `auth_request` (out of line: few locations have it) answers, or
+        // comes back here with the variables it set.
+        if location.auth_request.is_some()
+            && !req.auth_done
+            && !req.subrequest
+            && !matches!(action, Action::Reply(_) | Action::Internal(_))
+        {
+            Box::pin(crate::http::auth_request::at(
+                req, $body, location, action, $client, $realip, $started,
+            ))
+            .await
+        } else {
+            location_answer_plain!(req, $body, location, action, $client, $realip, $started)
+        }
+    }};
+}
+
+/// [`location_answer!`] once `auth_request` had its say.
+macro_rules! location_answer_plain {
+    ($req:expr, $body:expr, $location:expr, $action:expr, $client:expr, $realip:expr, $started:expr) => {{
+        let req: &Req<'_> = $req;
         let body: ClientBody = $body;
         let location: &Location = $location;
         let action: &Action = $action;
@@ -1058,6 +1081,9 @@ async fn handle(
         pre_access: &pre_access,
         // `$document_root` and kin: the level's.
         statics: Some(location.map_or(&server.statics, |l| &l.statics)),
+        subrequest: false,
+        auth_done: false,
+        granted: false,
     };
 
     // What no location answers is logged with the server's access logs.
@@ -1234,6 +1260,14 @@ pub(crate) struct Req<'a> {
     /// The static settings of the level the request is at
     /// (`$document_root`, `$request_filename`).
     pub(crate) statics: Option<&'a crate::http::static_files::Static>,
+    /// An `auth_request` subrequest: no access phase, not logged.
+    pub(crate) subrequest: bool,
+    /// The level's `auth_request` ran for the request (its answer, with
+    /// the variables it set, is this).
+    pub(crate) auth_done: bool,
+    /// `satisfy any` and the subrequest let the request in: the level's
+    /// other access checks do not refuse it.
+    pub(crate) granted: bool,
 }
 
 impl<'a> Req<'a> {
@@ -1294,6 +1328,11 @@ impl<'a> Req<'a> {
             changes,
             pre_access: self.pre_access,
             statics: self.statics,
+            // A redirect's target has its own access phase, but in a
+            // subrequest, which has none.
+            subrequest: self.subrequest,
+            auth_done: false,
+            granted: self.subrequest,
         }
     }
 
@@ -1324,6 +1363,7 @@ impl<'a> Req<'a> {
             pre_access: self.pre_access,
             err_status: self.err_status,
             statics: self.statics,
+            granted: self.granted || self.subrequest,
         }
     }
 }
@@ -1338,6 +1378,12 @@ pub(crate) async fn server_level(
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
     let server = req.server;
+    if server.auth_request.is_some() && !req.auth_done && !req.subrequest {
+        return Box::pin(crate::http::auth_request::at_server(
+            req, body, client, started,
+        ))
+        .await;
+    }
     let req = &Req {
         statics: Some(&server.statics),
         ..*req
@@ -1448,6 +1494,9 @@ async fn access(
     vars: &crate::vars::VarCtx<'_>,
     cx: &ClientCx<'_>,
 ) -> Option<Response<RespBody>> {
+    if cx.granted {
+        return None;
+    }
     match auth {
         None => (!rules.allows(cx.client.ip())).then(|| allow::forbidden(cx, parts)),
         Some(auth) => {

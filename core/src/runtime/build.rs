@@ -186,6 +186,15 @@ fn auth_basic(
     })))
 }
 
+/// A level's `auth_request`, its values compiled.
+fn auth_request(
+    conf: Option<&model::AuthRequestConf>,
+    maps: &MapNames,
+) -> Result<Option<Arc<crate::http::auth_request::AuthRequest>>, ConfError> {
+    conf.map(|c| crate::http::auth_request::AuthRequest::new(c, &|n| maps.var(n)).map(Arc::new))
+        .transpose()
+}
+
 /// A level's `limit_conn`, its zones found. A zone no `limit_conn_zone`
 /// declares is nginx's "zero size shared memory zone", which
 /// [`crate::conf::interp::Checked::post_check`] reports (after `-t` has
@@ -564,6 +573,7 @@ fn server(
             limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,
+            auth_request: auth_request(l.auth_request.as_ref(), filters.maps)?,
             outbound: outbound(
                 l.limit_rate,
                 l.expires,
@@ -653,6 +663,7 @@ fn server(
         filters: filters.at_server().into_boxed_slice(),
         auth_basic: auth_basic(s.auth_basic.as_ref(), filters.maps)?,
         satisfy_any: s.satisfy_any,
+        auth_request: auth_request(s.auth_request.as_ref(), filters.maps)?,
         merge_slashes: s.merge_slashes,
         outbound: outbound(
             s.limit_rate,

@@ -154,6 +154,8 @@ pub struct Server {
     /// `auth_basic` and `satisfy any` for requests no location takes.
     pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
     pub satisfy_any: bool,
+    /// `auth_request` for requests no location takes.
+    pub auth_request: Option<Arc<crate::http::auth_request::AuthRequest>>,
     /// `merge_slashes` (the default server's applies to an address).
     pub merge_slashes: bool,
     /// The header filters of what the server level answers.
@@ -348,6 +350,8 @@ pub struct Location {
     /// `auth_basic`, checked after `allow`/`deny` as `satisfy` says.
     pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
     pub satisfy_any: bool,
+    /// `auth_request`, last of the access phase.
+    pub auth_request: Option<Arc<crate::http::auth_request::AuthRequest>>,
     /// The header filters of the location's answers.
     pub outbound: crate::http::outbound::Outbound,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.

@@ -1,0 +1,467 @@
+//! `auth_request`: nginx's access check by a subrequest
+//! (`ngx_http_auth_request_module`). The subrequest goes to the URI as a
+//! GET with the client's headers and no body, through the server's
+//! locations (an `internal` one included) and their handlers, skipping
+//! their access phase; it is not logged. Its answer decides: 2xx lets the
+//! request in, 401 (with the subrequest's first WWW-Authenticate) and 403
+//! are the request's answer, anything else is a 500 with nginx's `auth
+//! request unexpected status` line. `auth_request_set` variables take
+//! their values from the subrequest (`$upstream_http_*` its upstream's
+//! headers) whatever it answered.
+//!
+//! Off the request path: a location with `auth_request` is answered here
+//! (boxed), then by the location's own handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::WWW_AUTHENTICATE;
+use http::request::Parts;
+use http::{Method, Response};
+
+use crate::conf::model::AuthRequestConf;
+use crate::conf::ConfError;
+use crate::http::allow::Rules;
+use crate::http::body::RespBody;
+use crate::http::h1::ClientBody;
+use crate::http::head::ParsedHead;
+use crate::http::response::error_page;
+use crate::http::server::{at_location, server_level, Req};
+use crate::log::Level;
+use crate::runtime::{Action, Location};
+use crate::vars::{CompileError, NameError, Scope, UserVars, Var, VarCtx};
+
+/// A level's `auth_request` and its `auth_request_set` lines, compiled.
+#[derive(Debug)]
+pub struct AuthRequest {
+    /// The subrequest's URI.
+    uri: http::uri::PathAndQuery,
+    /// Each variable's index and its value's pieces.
+    sets: Box<[(u32, Box<[Piece]>)]>,
+}
+
+/// A piece of an `auth_request_set` value: nginx evaluates it in the
+/// subrequest, so the upstream's variables are the subrequest's.
+#[derive(Debug)]
+pub enum Piece {
+    Text(Box<[u8]>),
+    Var(Var),
+    /// `$upstream_http_NAME` (lowercase, `_` as `-`).
+    UpstreamHttp(Box<[u8]>),
+    /// `$upstream_cookie_NAME`
+    UpstreamCookie(Box<[u8]>),
+    /// `$upstream_status`
+    UpstreamStatus,
+    /// `$sent_http_NAME`: the subrequest's answer's header.
+    SentHttp(Box<[u8]>),
+}
+
+/// Compiles an `auth_request_set` value: nginx's variables, the
+/// configuration's (`scope`), and the subrequest's answer's.
+pub fn compile(text: &str, scope: Scope<'_>) -> Result<Vec<Piece>, CompileError> {
+    let mut pieces = Vec::new();
+    for piece in crate::vars::scan(text)? {
+        pieces.push(match piece {
+            crate::vars::Piece::Text(t) => Piece::Text(t.as_bytes().into()),
+            crate::vars::Piece::Capture(n) => Piece::Var(Var::Capture(n)),
+            crate::vars::Piece::Var(name) => {
+                let lower = name.to_ascii_lowercase();
+                let header = |h: &str| h.replace('_', "-").into_bytes().into_boxed_slice();
+                if let Some(h) = lower.strip_prefix("upstream_http_") {
+                    Piece::UpstreamHttp(header(h))
+                } else if let Some(c) = lower.strip_prefix("upstream_cookie_") {
+                    Piece::UpstreamCookie(c.as_bytes().into())
+                } else if let Some(h) = lower.strip_prefix("sent_http_") {
+                    Piece::SentHttp(header(h))
+                } else if lower == "upstream_status" {
+                    Piece::UpstreamStatus
+                } else {
+                    Piece::Var(Var::parse_in(name, scope).map_err(|e| match e {
+                        NameError::Unknown => CompileError::Unknown(lower),
+                        NameError::Unsupported => CompileError::Unsupported(lower),
+                    })?)
+                }
+            }
+        });
+    }
+    Ok(pieces)
+}
+
+impl AuthRequest {
+    pub fn new(conf: &AuthRequestConf, scope: Scope<'_>) -> Result<AuthRequest, ConfError> {
+        let uri = http::uri::PathAndQuery::try_from(conf.uri.as_str()).map_err(|_| {
+            ConfError::bare(format!("invalid URI \"{}\" in \"auth_request\"", conf.uri))
+        })?;
+        let sets = conf
+            .sets
+            .iter()
+            .map(|(index, value)| {
+                compile(value, scope)
+                    .map(|p| (*index, p.into_boxed_slice()))
+                    .map_err(|e| ConfError::bare(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AuthRequest {
+            uri,
+            sets: sets.into(),
+        })
+    }
+}
+
+/// Marks a subrequest's head: `$request_method` is its main request's
+/// method (the subrequest itself is a GET), as nginx's.
+#[derive(Clone, Debug)]
+pub struct Subrequest(pub Method);
+
+/// What the access phase decided for a request that has `auth_request`.
+enum Decision {
+    /// Neither asked nor refused: another check decides (`deny` with
+    /// `satisfy all`, `allow` with `satisfy any`).
+    Skip,
+    /// The subrequest let it in; the request's variables as it left them.
+    Granted(Option<Box<Parts>>),
+    /// The answer, and the variables as the subrequest left them.
+    Refused(Box<Response<RespBody>>, Option<Box<Parts>>),
+}
+
+/// A location's answer where `auth_request` is in effect: nginx's access
+/// phase (`allow`/`deny`, `auth_basic`, then the subrequest, as `satisfy`
+/// says), then the location's own answer with the variables the
+/// subrequest set.
+pub(crate) async fn at(
+    req: &Req<'_>,
+    body: ClientBody,
+    location: &Location,
+    action: &Action,
+    client: SocketAddr,
+    realip: bool,
+    started: Option<std::time::Instant>,
+) -> Response<RespBody> {
+    let Some(ar) = location.auth_request.as_deref() else {
+        return at_location(req, body, location, action, client, realip, started).await;
+    };
+    // realip's location pass first, as the handler's (it runs once).
+    let mut client = client;
+    if realip {
+        if let Some(real) = location
+            .realip
+            .as_ref()
+            .and_then(|r| r.apply(req.conn.client, &req.parts.headers))
+        {
+            client = real;
+        }
+    }
+    let rules = location.access_for(&req.parts.method);
+    let level = Access {
+        rules,
+        auth_basic: location.auth_basic.as_deref(),
+        satisfy_any: location.satisfy_any,
+        logs: location.access_log.as_ref(),
+    };
+    let passed = match checked(req, ar, &level, client, started).await {
+        Ok(passed) => passed,
+        Err(resp) => return *resp,
+    };
+    let next = passed.req(req);
+    at_location(&next, body, location, action, client, false, started).await
+}
+
+/// A request no location takes, where the server has `auth_request`:
+/// as [`at`], with the server's settings.
+pub(crate) async fn at_server(
+    req: &Req<'_>,
+    body: ClientBody,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+) -> Response<RespBody> {
+    let server = req.server;
+    let Some(ar) = server.auth_request.as_deref() else {
+        return server_level(req, body, client, started).await;
+    };
+    let level = Access {
+        rules: &server.access,
+        auth_basic: server.auth_basic.as_deref(),
+        satisfy_any: server.satisfy_any,
+        logs: server.access_log.as_ref(),
+    };
+    let passed = match checked(req, ar, &level, client, started).await {
+        Ok(passed) => passed,
+        Err(resp) => return *resp,
+    };
+    let next = passed.req(req);
+    server_level(&next, body, client, started).await
+}
+
+/// The access settings of the level `auth_request` is at.
+struct Access<'a> {
+    rules: &'a Rules,
+    auth_basic: Option<&'a crate::http::auth_basic::AuthBasic>,
+    satisfy_any: bool,
+    logs: Option<&'a Arc<crate::http::access::AccessLogs>>,
+}
+
+/// A request the access phase let go on: as the subrequest left it, and
+/// whether it is let in already (`satisfy any`).
+struct Passed {
+    parts: Option<Box<Parts>>,
+    granted: bool,
+}
+
+impl Passed {
+    /// The request for the level's own answer.
+    fn req<'a>(&'a self, req: &Req<'a>) -> Req<'a> {
+        Req {
+            parts: self.parts.as_deref().unwrap_or(req.parts),
+            auth_done: true,
+            granted: self.granted,
+            ..*req
+        }
+    }
+}
+
+/// The access phase's verdict, or its answer, logged with the level's
+/// logs.
+async fn checked(
+    req: &Req<'_>,
+    ar: &AuthRequest,
+    level: &Access<'_>,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+) -> Result<Passed, Box<Response<RespBody>>> {
+    match decide(req, ar, level, client).await {
+        Decision::Skip => Ok(Passed {
+            parts: None,
+            granted: false,
+        }),
+        Decision::Granted(parts) => Ok(Passed {
+            parts,
+            granted: level.satisfy_any,
+        }),
+        Decision::Refused(mut resp, parts) => {
+            if let Some(logs) = level.logs {
+                let next = Req {
+                    parts: parts.as_deref().unwrap_or(req.parts),
+                    ..*req
+                };
+                let status = resp.status().as_u16();
+                let started = started.unwrap_or_else(crate::clock::now);
+                let mut record = logs.start(&next.vars(client, status, ""), started);
+                record.status = status;
+                resp.body_mut().set_record(Some(record));
+            }
+            Err(resp)
+        }
+    }
+}
+
+/// nginx's access phase with `auth_request` last: `allow`/`deny` and
+/// `auth_basic` first decide whether the subrequest is made.
+async fn decide(
+    req: &Req<'_>,
+    ar: &AuthRequest,
+    level: &Access<'_>,
+    client: SocketAddr,
+) -> Decision {
+    let ruled = if level.rules.is_empty() {
+        None
+    } else {
+        level.rules.decide(client.ip())
+    };
+    match (level.satisfy_any, ruled) {
+        // `allow` is enough; `deny` refuses before anything is asked.
+        (true, Some(true)) | (false, Some(false)) => return Decision::Skip,
+        _ => {}
+    }
+    if let (false, Some(auth)) = (level.satisfy_any, level.auth_basic) {
+        let cx = req.client_cx(client);
+        let refused = crate::http::allow::access_phase(
+            &Rules::default(),
+            Some(auth),
+            false,
+            req.parts,
+            &req.vars(client, 0, ""),
+            &cx,
+        )
+        .await;
+        if let Some(resp) = refused {
+            return Decision::Refused(Box::new(resp), None);
+        }
+    }
+    let (status, answer, parts) = subrequest(req, ar, client).await;
+    match status {
+        200..=299 => Decision::Granted(parts),
+        401 => {
+            let mut resp = error_page(401);
+            let challenge = answer.headers().get(WWW_AUTHENTICATE).cloned().or_else(|| {
+                answer.body().passed().and_then(|p| {
+                    p.iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(b"www-authenticate"))
+                        .and_then(|(_, v)| http::HeaderValue::from_bytes(v).ok())
+                })
+            });
+            if let Some(challenge) = challenge {
+                resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+            }
+            Decision::Refused(Box::new(resp), parts)
+        }
+        403 => Decision::Refused(Box::new(error_page(403)), parts),
+        _ => {
+            req.log_line(
+                client,
+                Level::Error,
+                format!("auth request unexpected status: {status} while sending to client"),
+            );
+            Decision::Refused(Box::new(error_page(500)), parts)
+        }
+    }
+}
+
+/// Makes the subrequest: its status, its answer (its body not read), and
+/// the main request with the `auth_request_set` variables set.
+async fn subrequest(
+    req: &Req<'_>,
+    ar: &AuthRequest,
+    client: SocketAddr,
+) -> (u16, Response<RespBody>, Option<Box<Parts>>) {
+    let mut next = http::Request::new(());
+    *next.method_mut() = Method::GET;
+    *next.version_mut() = req.parts.version;
+    *next.headers_mut() = req.parts.headers.clone();
+    *next.extensions_mut() = req.parts.extensions.clone();
+    crate::http::rewrite::new_level(next.extensions_mut());
+    next.extensions_mut().remove::<crate::vars::ArgsSet>();
+    next.extensions_mut()
+        .insert(Subrequest(req.parts.method.clone()));
+    *next.uri_mut() = http::Uri::from(ar.uri.clone());
+    let mut parts = next.into_parts().0;
+    let head = ParsedHead::redirected(req.head, req.parts, ar.uri.path().as_bytes());
+    crate::http::rewrite::set_location_groups(req.server, &head, &mut parts);
+    let found = req.server.locations.find(head.uri(&parts.uri));
+    let (location, groups) = match found {
+        Some((location, groups)) => (Some(location), groups),
+        None => (None, None),
+    };
+    // Its own limits' marks: the main request's limits were met, or are
+    // the main request's to meet (nginx checks them once per request).
+    let pre_access = crate::http::proxy::PreAccess::default();
+    pre_access.meet(crate::http::proxy::PreAccess::REQ | crate::http::proxy::PreAccess::CONN);
+    let sub = Req {
+        pre_access: &pre_access,
+        subrequest: true,
+        auth_done: true,
+        granted: true,
+        ..req.redirected(&parts, &head, groups.as_ref(), 0, req.changes)
+    };
+    let started = Some(crate::clock::now());
+    let scripted = req.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+    let mut answer = if let Some(ret) = &req.server.ret {
+        crate::http::response::reply(ret, &sub.vars(client, ret.status, ""))
+    } else if scripted {
+        crate::http::rewrite::serve(
+            &sub,
+            ClientBody::empty(),
+            location,
+            client,
+            false,
+            started,
+            false,
+        )
+        .await
+    } else {
+        match location {
+            Some(location) => {
+                let action = match &location.action {
+                    Action::Internal(action) => action,
+                    action => action,
+                };
+                Box::pin(at_location(
+                    &sub,
+                    ClientBody::empty(),
+                    location,
+                    action,
+                    client,
+                    false,
+                    started,
+                ))
+                .await
+            }
+            None => Box::pin(server_level(&sub, ClientBody::empty(), client, started)).await,
+        }
+    };
+    // Subrequests are not logged (nginx's `log_subrequest off`).
+    if let Some(record) = answer.body_mut().take_record() {
+        record.recycle();
+    }
+    let status = answer.status().as_u16();
+    let main = if ar.sets.is_empty() {
+        None
+    } else {
+        let vars = sub.vars(client, status, "");
+        let mut values = req
+            .parts
+            .extensions
+            .get::<UserVars>()
+            .cloned()
+            .unwrap_or_default();
+        for (index, pieces) in ar.sets.iter() {
+            values.set(*index, evaluate(pieces, &vars, &answer));
+        }
+        let mut main = http::Request::new(());
+        *main.method_mut() = req.parts.method.clone();
+        *main.uri_mut() = req.parts.uri.clone();
+        *main.version_mut() = req.parts.version;
+        *main.headers_mut() = req.parts.headers.clone();
+        *main.extensions_mut() = req.parts.extensions.clone();
+        main.extensions_mut().insert(values);
+        Some(Box::new(main.into_parts().0))
+    };
+    (status, answer, main)
+}
+
+/// An `auth_request_set` value, in the subrequest: its variables, and its
+/// answer's (`$upstream_*` where an upstream answered it).
+fn evaluate(pieces: &[Piece], vars: &VarCtx<'_>, answer: &Response<RespBody>) -> Bytes {
+    let passed = answer.body().passed();
+    let upstream = answer.body().from_upstream();
+    let line = |name: &[u8]| {
+        passed.and_then(|p| {
+            p.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_vec())
+        })
+    };
+    let mut out = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.extend_from_slice(t),
+            Piece::Var(v) => v.eval(vars, &mut out),
+            Piece::UpstreamHttp(name) => {
+                if let Some(v) = line(name) {
+                    out.extend_from_slice(&v);
+                }
+            }
+            Piece::UpstreamCookie(name) => {
+                if let Some(v) =
+                    passed.and_then(|p| crate::http::access::cookie_set(p.iter(), name))
+                {
+                    out.extend_from_slice(v);
+                }
+            }
+            Piece::UpstreamStatus if upstream => {
+                out.extend_from_slice(answer.status().as_str().as_bytes());
+            }
+            Piece::UpstreamStatus => {}
+            Piece::SentHttp(name) => {
+                let sent = std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| answer.headers().get(n))
+                    .map(|v| v.as_bytes().to_vec());
+                if let Some(v) = sent.or_else(|| line(name)) {
+                    out.extend_from_slice(&v);
+                }
+            }
+        }
+    }
+    Bytes::from(out)
+}
