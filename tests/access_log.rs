@@ -819,8 +819,8 @@ fn request_id_is_one_per_request_as_nginx() {
 
 /// A backend for the byte counts: keeps connections, reads each request's
 /// Content-Length body, and answers `/chunked` with two chunks (in one
-/// write), `/one` with one chunk, `/e502` with a 502 and a body,
-/// anything else 11 bytes.
+/// write), `/one` with one chunk, `/close` with a body the close ends,
+/// `/e502` with a 502 and a body, anything else 11 bytes.
 fn counting_backend() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -846,6 +846,11 @@ fn counting_backend() -> u16 {
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
             } else if line.contains("/one ") {
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n"
+            } else if line.contains("/close ") {
+                // Its end is the close.
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world");
+                return;
             } else if line.contains("/e502 ") {
                 b"HTTP/1.1 502 Bad\r\nContent-Length: 4\r\n\r\nnope"
             } else {
@@ -890,7 +895,7 @@ fn upstream_byte_counts_match_nginx() {
     let live = counting_backend();
     let waypost = Server::waypost(&counts_conf(wp_port, dead, live, false), &[wp_port]);
     let nginx = Server::nginx(&counts_conf(ngx_port, dead, live, true), &[ngx_port]);
-    let requests: [&[u8]; 8] = [
+    let requests: [&[u8]; 9] = [
         b"GET /a HTTP/1.0\r\n\r\n",
         b"GET /chunked HTTP/1.0\r\n\r\n",
         b"POST /k/x HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
@@ -900,6 +905,7 @@ fn upstream_byte_counts_match_nginx() {
         b"GET /k/y HTTP/1.0\r\nX-Long: 0123456789\r\n\r\n",
         // Chunked to the client too: its framing is in $body_bytes_sent.
         b"GET /k/one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /k/close HTTP/1.0\r\n\r\n",
     ];
     let mut logged = Vec::new();
     for (server, port) in [(&waypost, wp_port), (&nginx, ngx_port)] {
@@ -920,6 +926,7 @@ fn upstream_byte_counts_match_nginx() {
             "-|-|-|-|6",
             "200|11|50|50|11",
             "200|21|68|32|21",
+            "200|11|49|34|11",
         ]
     );
 }

@@ -81,8 +81,9 @@ fn backend(seen: Arc<Mutex<Vec<String>>>) -> u16 {
 fn conf(port: u16, second: u16, back: u16, dead: u16, files: &str, nginx: bool) -> String {
     info_log(&wrap_http(
         &format!(
-            "    log_format ar '$status \"$request\" $user [$upstream_status]';\n\
+            "    log_format ar '$status \"$request\" $user [$upstream_status] $limit_req_status';\n\
              \x20   upstream b {{ server 127.0.0.1:{back}; }}\n\
+             \x20   limit_req_zone $binary_remote_addr zone=few:1m rate=1r/m;\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
              \x20       server_name ar;\n\
@@ -99,8 +100,10 @@ fn conf(port: u16, second: u16, back: u16, dead: u16, files: &str, nginx: bool) 
              \x20       location /files/ {{ auth_request /auth; alias {files}/; }}\n\
              \x20       location /any/ {{ satisfy any; allow 127.0.0.2; deny all; auth_request /auth; proxy_pass http://b; }}\n\
              \x20       location /all/ {{ deny 127.0.0.2; auth_request /auth; proxy_pass http://b; }}\n\
-             \x20       location /page/ {{ auth_request /auth; error_page 401 = @login; proxy_pass http://b; }}\n\
-             \x20       location @login {{ return 302 /login?from=$request_uri; }}\n\
+             \x20       location /page/ {{ auth_request /auth; auth_request_set $www $upstream_http_www_authenticate; error_page 401 = @login; proxy_pass http://b; }}\n\
+             \x20       location @login {{ return 302 \"/login?from=$request_uri&www=$www\"; }}\n\
+             \x20       location /hdr/ {{ auth_request /auth; auth_request_set $user $upstream_http_x_user; add_header X-Seen-User $user; proxy_pass http://b; }}\n\
+             \x20       location /limited/ {{ limit_req zone=few nodelay; limit_req_status 503; auth_request /auth; proxy_pass http://b; }}\n\
              \x20       location /down/ {{ auth_request /dead; proxy_pass http://b; }}\n\
              \x20       location /s204/ {{ auth_request /quick; proxy_pass http://b; }}\n\
              \x20       location = /quick {{ internal; return 204; }}\n\
@@ -153,9 +156,20 @@ const ASKS: &[([u8; 4], &str)] = &[
     ([127, 0, 0, 1], "GET /any/ HTTP/1.0\r\nX-Code: 401\r\n\r\n"),
     ([127, 0, 0, 2], "GET /all/ HTTP/1.0\r\nX-Code: 200\r\n\r\n"),
     ([127, 0, 0, 1], "GET /all/ HTTP/1.0\r\nX-Code: 200\r\n\r\n"),
+    ([127, 0, 0, 1], "GET /any/ HTTP/1.0\r\nX-Code: 403\r\n\r\n"),
     (
         [127, 0, 0, 1],
         "GET /page/x HTTP/1.0\r\nX-Code: 401\r\n\r\n",
+    ),
+    ([127, 0, 0, 1], "GET /hdr/ HTTP/1.0\r\nX-Code: 200\r\n\r\n"),
+    // limit_req before the subrequest: the second is refused without one.
+    (
+        [127, 0, 0, 1],
+        "GET /limited/ HTTP/1.0\r\nX-Code: 401\r\n\r\n",
+    ),
+    (
+        [127, 0, 0, 1],
+        "GET /limited/ HTTP/1.0\r\nX-Code: 401\r\n\r\n",
     ),
     ([127, 0, 0, 1], "GET /down/ HTTP/1.0\r\n\r\n"),
     ([127, 0, 0, 1], "GET /s204/ HTTP/1.0\r\n\r\n"),
@@ -181,6 +195,7 @@ fn shown(answer: &str) -> String {
                 let l = l.to_ascii_lowercase();
                 l.starts_with("www-authenticate")
                     || l.starts_with("location")
+                    || l.starts_with("x-seen-user")
                     || l.starts_with("content-type")
             })
             .map(str::to_owned),
@@ -211,7 +226,12 @@ fn run(nginx: bool, files: &str) -> [Vec<String>; 5] {
     let mut answers: Vec<String> = ASKS
         .iter()
         .map(|(from, request)| {
-            shown(&send(*from, port, request)).replace(&port.to_string(), "PORT")
+            let answer = shown(&send(*from, port, request)).replace(&port.to_string(), "PORT");
+            // (limit_req's refusal page is waypost's own: README.)
+            match request.starts_with("GET /limited/") {
+                true => answer.split(" | ").next().unwrap_or("").to_owned(),
+                false => answer,
+            }
         })
         .collect();
     answers.extend(
@@ -270,18 +290,25 @@ fn auth_request_matches_nginx() {
         "HTTP/1.1 401 Unauthorized | Content-Type: text/html | WWW-Authenticate: Basic realm=\"in\" | <html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n<center><h1>401 Authorization Required</h1></center>\r\n<hr><center>SERVER</center>\r\n</body>\r\n</html>\r\n"
     );
     assert!(
-        answers[14].starts_with("HTTP/1.1 302 Moved Temporarily | Content-Type: text/html | Location: http://127.0.0.1:PORT/login?from=/page/x | WWW-Authenticate: Basic realm=\"in\""),
+        answers[15].starts_with("HTTP/1.1 302 Moved Temporarily | Content-Type: text/html | Location: http://127.0.0.1:PORT/login?from=/page/x&www=Basic realm=\"in\" | WWW-Authenticate: Basic realm=\"in\""),
         "{}",
-        answers[14]
+        answers[15]
     );
+    assert!(
+        answers[16].contains("X-Seen-User: alice"),
+        "{}",
+        answers[16]
+    );
+    assert!(answers[17].starts_with("HTTP/1.1 401"), "{}", answers[17]);
+    assert!(answers[18].starts_with("HTTP/1.1 503"), "{}", answers[18]);
     assert!(
         seen[0].starts_with("GET /auth HTTP/1.0 | X-Original-URI: /a?x=1 | X-Method: GET | Host: b | Connection: close | X-Code: 200"),
         "{}",
         seen[0]
     );
     assert!(seen[2].contains("X-Method: POST"), "{}", seen[2]);
-    assert_eq!(logged[0], "200 \"GET /a?x=1 HTTP/1.0\" alice [200]");
-    assert_eq!(logged[6], "200 \"GET /ret HTTP/1.0\" - [-]");
+    assert_eq!(logged[0], "200 \"GET /a?x=1 HTTP/1.0\" alice [200] -");
+    assert_eq!(logged[6], "200 \"GET /ret HTTP/1.0\" - [-] -");
     assert_eq!(
         errors[0],
         "auth request unexpected status: 302 while sending to client, client: 127.0.0.1, server: ar, request: \"GET /e HTTP/1.0\""

@@ -84,6 +84,12 @@ fn tuning_directives_load_and_are_checked_as_nginx_checks_them() {
             OK.into(),
             Waypost::Same,
         ),
+        // Enum and bitmask values in any case, as nginx's slots read them.
+        (
+            in_http("client_body_in_file_only OFF; lingering_close ON; keepalive_disable MSIE6; ssl_verify_client OFF;"),
+            OK.into(),
+            Waypost::Same,
+        ),
         // nginx's checks of the values.
         (
             in_http("map_hash_max_size x;"),

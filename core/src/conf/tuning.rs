@@ -85,6 +85,8 @@ pub(super) fn check(d: &Directive) -> Result<(), ConfError> {
     let unsupported = || err(format!("\"{} {arg}\" is not supported", d.name), d);
     let invalid = |v: &str| err(format!("invalid value \"{v}\""), d);
     let is_on = arg.eq_ignore_ascii_case("on");
+    // nginx's enum and bitmask slots compare without case.
+    let lower = arg.to_ascii_lowercase();
     match d.name.as_str() {
         "connection_pool_size" | "request_pool_size" => {
             let size = size_arg(d, 0)?;
@@ -98,26 +100,25 @@ pub(super) fn check(d: &Directive) -> Result<(), ConfError> {
                 );
             }
         }
-        "client_body_in_file_only" => match arg {
+        "client_body_in_file_only" => match lower.as_str() {
             "off" => {}
             "on" | "clean" => return unsupported(),
             v => return invalid(v),
         },
         "lingering_close" => {
-            if !matches!(arg, "off" | "on" | "always") {
+            if !matches!(lower.as_str(), "off" | "on" | "always") {
                 return invalid(arg);
             }
         }
         "keepalive_disable" => {
-            if let Some(v) = d
-                .args
-                .iter()
-                .find(|v| !matches!(v.as_str(), "none" | "msie6" | "safari"))
-            {
+            if let Some(v) = d.args.iter().find(|v| {
+                let v = v.to_ascii_lowercase();
+                !matches!(v.as_str(), "none" | "msie6" | "safari")
+            }) {
                 return invalid(v);
             }
         }
-        "ssl_verify_client" => match arg {
+        "ssl_verify_client" => match lower.as_str() {
             "off" => {}
             "on" | "optional" | "optional_no_ca" => return unsupported(),
             v => return invalid(v),

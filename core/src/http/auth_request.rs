@@ -125,10 +125,11 @@ enum Decision {
     Refused(Box<Response<RespBody>>, Option<Box<Parts>>),
 }
 
-/// A location's answer where `auth_request` is in effect: nginx's access
-/// phase (`allow`/`deny`, `auth_basic`, then the subrequest, as `satisfy`
-/// says), then the location's own answer with the variables the
-/// subrequest set.
+/// A location's answer where `auth_request` is in effect: nginx's
+/// pre-access phase (the filter modules such as `limit_req`, then
+/// `limit_conn`), its access phase (`allow`/`deny`, `auth_basic`, then the
+/// subrequest, as `satisfy` says), then the location's own answer with
+/// the variables the subrequest set.
 pub(crate) async fn at(
     req: &Req<'_>,
     body: ClientBody,
@@ -141,6 +142,8 @@ pub(crate) async fn at(
     let Some(ar) = location.auth_request.as_deref() else {
         return at_location(req, body, location, action, client, realip, started).await;
     };
+    // `$request_time` counts the subrequest too.
+    let started = Some(started.unwrap_or_else(crate::clock::now));
     // realip's location pass first, as the handler's (it runs once).
     let mut client = client;
     if realip {
@@ -152,19 +155,30 @@ pub(crate) async fn at(
             client = real;
         }
     }
-    let rules = location.access_for(&req.parts.method);
     let level = Access {
-        rules,
+        rules: location.access_for(&req.parts.method),
         auth_basic: location.auth_basic.as_deref(),
         satisfy_any: location.satisfy_any,
         logs: location.access_log.as_ref(),
+        filters: match action {
+            Action::Proxy(p) => &p.filters,
+            _ => &location.filters,
+        },
+        limit_conn: location.limit_conn.as_deref(),
+        at: req
+            .server
+            .locations
+            .list
+            .iter()
+            .position(|l| std::ptr::eq(l, location)),
     };
     let passed = match checked(req, ar, &level, client, started).await {
         Ok(passed) => passed,
         Err(resp) => return *resp,
     };
     let next = passed.req(req);
-    at_location(&next, body, location, action, client, false, started).await
+    let resp = at_location(&next, body, location, action, client, false, started).await;
+    passed.kept(resp, req, &level)
 }
 
 /// A request no location takes, where the server has `auth_request`:
@@ -179,37 +193,59 @@ pub(crate) async fn at_server(
     let Some(ar) = server.auth_request.as_deref() else {
         return server_level(req, body, client, started).await;
     };
+    let started = Some(started.unwrap_or_else(crate::clock::now));
     let level = Access {
         rules: &server.access,
         auth_basic: server.auth_basic.as_deref(),
         satisfy_any: server.satisfy_any,
         logs: server.access_log.as_ref(),
+        filters: &server.filters,
+        limit_conn: server.limit_conn.as_deref(),
+        at: None,
     };
     let passed = match checked(req, ar, &level, client, started).await {
         Ok(passed) => passed,
         Err(resp) => return *resp,
     };
     let next = passed.req(req);
-    server_level(&next, body, client, started).await
+    let resp = server_level(&next, body, client, started).await;
+    passed.kept(resp, req, &level)
 }
 
-/// The access settings of the level `auth_request` is at.
+/// The settings of the level `auth_request` is at.
 struct Access<'a> {
     rules: &'a Rules,
     auth_basic: Option<&'a crate::http::auth_basic::AuthBasic>,
     satisfy_any: bool,
     logs: Option<&'a Arc<crate::http::access::AccessLogs>>,
+    filters: &'a [crate::runtime::FilterRun],
+    limit_conn: Option<&'a crate::http::limit_conn::Limits>,
+    /// The location's index in the server's (`None`: the server level).
+    at: Option<usize>,
 }
 
-/// A request the access phase let go on: as the subrequest left it, and
-/// whether it is let in already (`satisfy any`).
+/// What the pre-access phase left: the filter modules' variables,
+/// `$limit_conn_status` and the counts held until the answer is done.
+#[derive(Default)]
+struct PreAccess {
+    module_values: Vec<(usize, &'static str)>,
+    conn_status: u8,
+    hold: Option<crate::http::limit_conn::Hold>,
+}
+
+/// A request the access phase let go on: as the subrequest left it,
+/// whether it is let in (else the level's own checks decide: `deny` with
+/// `satisfy all`, `allow` with `satisfy any`), and the pre-access phase's
+/// results.
 struct Passed {
     parts: Option<Box<Parts>>,
     granted: bool,
+    pre: PreAccess,
 }
 
 impl Passed {
-    /// The request for the level's own answer.
+    /// The request for the level's own answer (its access checks do not
+    /// run again once the request is let in).
     fn req<'a>(&'a self, req: &Req<'a>) -> Req<'a> {
         Req {
             parts: self.parts.as_deref().unwrap_or(req.parts),
@@ -218,10 +254,55 @@ impl Passed {
             ..*req
         }
     }
+
+    /// The level's answer with what the access phases left: the counts
+    /// held, the limits' variables in its log line, and the request as
+    /// the subrequest left it for the header filters and `error_page`.
+    fn kept(
+        self,
+        mut resp: Response<RespBody>,
+        req: &Req<'_>,
+        level: &Access<'_>,
+    ) -> Response<RespBody> {
+        let pre = self.pre;
+        crate::http::limit_conn::Kept::attach(&mut resp, pre.hold);
+        if let Some(record) = resp.body_mut().record_mut() {
+            if record.module_values.is_empty() {
+                record.module_values = pre.module_values;
+            }
+            if record.limit_conn == 0 {
+                record.limit_conn = pre.conn_status;
+            }
+        }
+        answered_with(&mut resp, self.parts, req, level.at);
+        resp
+    }
 }
 
-/// The access phase's verdict, or its answer, logged with the level's
-/// logs.
+/// Marks `resp` as made with `parts` (the variables the subrequest set),
+/// unless an internal redirect already marked it.
+fn answered_with(
+    resp: &mut Response<RespBody>,
+    parts: Option<Box<Parts>>,
+    req: &Req<'_>,
+    at: Option<usize>,
+) {
+    use crate::http::static_files::{AnsweredAt, Final};
+    let Some(parts) = parts else {
+        return;
+    };
+    if resp.extensions().get::<AnsweredAt>().is_none() {
+        let last = Final {
+            parts: *parts,
+            head: req.head.clone(),
+        };
+        resp.extensions_mut()
+            .insert(AnsweredAt(at, Some(Arc::new(last)), req.changes));
+    }
+}
+
+/// The pre-access and access phases' verdict, or the answer, logged
+/// with the level's logs.
 async fn checked(
     req: &Req<'_>,
     ar: &AuthRequest,
@@ -229,30 +310,73 @@ async fn checked(
     client: SocketAddr,
     started: Option<std::time::Instant>,
 ) -> Result<Passed, Box<Response<RespBody>>> {
-    match decide(req, ar, level, client).await {
-        Decision::Skip => Ok(Passed {
-            parts: None,
-            granted: false,
-        }),
-        Decision::Granted(parts) => Ok(Passed {
-            parts,
-            granted: level.satisfy_any,
-        }),
-        Decision::Refused(mut resp, parts) => {
-            if let Some(logs) = level.logs {
-                let next = Req {
-                    parts: parts.as_deref().unwrap_or(req.parts),
-                    ..*req
-                };
-                let status = resp.status().as_u16();
-                let started = started.unwrap_or_else(crate::clock::now);
-                let mut record = logs.start(&next.vars(client, status, ""), started);
-                record.status = status;
-                resp.body_mut().set_record(Some(record));
+    use crate::http::proxy::PreAccess as Met;
+    let cx = req.client_cx(client);
+    let mut pre = PreAccess::default();
+    let refused = 'phases: {
+        if !level.filters.is_empty() && !req.pre_access.met(Met::REQ) {
+            let refused = crate::http::proxy::location_filters(
+                level.filters,
+                req.parts,
+                &cx,
+                req.vars(client, 0, ""),
+                Some(&mut pre.module_values),
+            )
+            .await;
+            if let Some(resp) = refused {
+                break 'phases (Box::new(resp), None);
             }
-            Err(resp)
         }
+        if let Some(limits) = level.limit_conn.filter(|_| !req.pre_access.meet(Met::CONN)) {
+            let vars = req.vars(client, 0, "");
+            match crate::http::limit_conn::check(
+                limits,
+                &vars,
+                &cx,
+                req.parts,
+                &mut pre.conn_status,
+            ) {
+                Ok(hold) => pre.hold = hold,
+                Err(code) => {
+                    break 'phases (Box::new(crate::http::response::finalized(code)), None)
+                }
+            }
+        }
+        match decide(req, ar, level, client).await {
+            Decision::Skip => {
+                return Ok(Passed {
+                    parts: None,
+                    granted: false,
+                    pre,
+                })
+            }
+            Decision::Granted(parts) => {
+                return Ok(Passed {
+                    parts,
+                    granted: true,
+                    pre,
+                })
+            }
+            Decision::Refused(resp, parts) => (resp, parts),
+        }
+    };
+    let (mut resp, parts) = refused;
+    if let Some(logs) = level.logs {
+        let next = Req {
+            parts: parts.as_deref().unwrap_or(req.parts),
+            ..*req
+        };
+        let status = resp.status().as_u16();
+        let started = started.unwrap_or_else(crate::clock::now);
+        let mut record = logs.start(&next.vars(client, status, ""), started);
+        record.status = status;
+        record.module_values = std::mem::take(&mut pre.module_values);
+        record.limit_conn = pre.conn_status;
+        resp.body_mut().set_record(Some(record));
     }
+    crate::http::limit_conn::Kept::attach(&mut resp, pre.hold.take());
+    answered_with(&mut resp, parts, req, level.at);
+    Err(resp)
 }
 
 /// nginx's access phase with `auth_request` last: `allow`/`deny` and
@@ -304,6 +428,16 @@ async fn decide(
                 resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
             }
             Decision::Refused(Box::new(resp), parts)
+        }
+        // With `satisfy any` and a `deny` that held too, nginx's
+        // post-access phase logs the rules' refusal.
+        403 if level.satisfy_any && ruled == Some(false) => {
+            req.log_line(
+                client,
+                Level::Error,
+                "access forbidden by rule while sending to client".to_owned(),
+            );
+            Decision::Refused(Box::new(error_page(403)), parts)
         }
         403 => Decision::Refused(Box::new(error_page(403)), parts),
         _ => {

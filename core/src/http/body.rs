@@ -224,15 +224,18 @@ impl RespBody {
             Kind::Gzip(g) => &mut g.inner,
             kind => kind,
         };
-        if let (Kind::Upstream(body, _), Some(hold)) = (kind, &self.hold) {
-            if let Some(conn) = body.take_idle() {
-                // The body is whole: what its exchange read, for the log.
+        if let Kind::Upstream(body, _) = kind {
+            if let Some((conn, reusable)) = body.take_done() {
+                // The body is over: what its exchange read, for the log;
+                // then the connection is pooled, or closed.
                 if let Some(record) = self.record.as_deref_mut() {
                     let (received, length) = conn.exchange_read();
                     record.body_read(received, length);
                 }
-                let (upstream, peer) = hold.parts();
-                crate::http::pool::release(upstream, peer, conn);
+                if let (true, Some(hold)) = (reusable, &self.hold) {
+                    let (upstream, peer) = hold.parts();
+                    crate::http::pool::release(upstream, peer, conn);
+                }
             }
         }
     }
@@ -452,6 +455,11 @@ impl Body for RespBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                }
+                // HTTP/2 (hyper) polls no more once the body says it is
+                // over.
+                if this.record.is_some() && this.is_end_stream() {
+                    this.complete();
                 }
             }
             Poll::Ready(None) => this.complete(),

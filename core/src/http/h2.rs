@@ -310,6 +310,10 @@ pub fn response(
     if head {
         RespBody::head_only(&mut resp);
     }
+    // hyper polls no body that is over already (`$request_completion`).
+    if http_body::Body::is_end_stream(resp.body()) {
+        resp.body_mut().complete();
+    }
     // An upstream's header lines into the map, which is what hyper sends,
     // and our name, which the HTTP/1 writer adds itself.
     if let Some(passed) = resp.body_mut().take_passed() {

@@ -809,10 +809,15 @@ macro_rules! location_answer_plain {
             Action::Proxy(p) => p.host.as_str(),
             _ => "",
         };
-        let record = location.access_log.as_ref().map(|logs| {
-            let started = started.unwrap_or_else(crate::clock::now);
-            logs.start(&req.vars(client, 0, proxy_host), started)
-        });
+        // (A subrequest is not logged.)
+        let record = location
+            .access_log
+            .as_ref()
+            .filter(|_| !req.subrequest)
+            .map(|logs| {
+                let started = started.unwrap_or_else(crate::clock::now);
+                logs.start(&req.vars(client, 0, proxy_host), started)
+            });
         // Written with 499 should the request be dropped before
         // it has its answer (the client went away).
         let mut record = Unanswered(record);
@@ -1153,8 +1158,13 @@ async fn handle(
     // level: its header filters and `error_page`s apply.
     // Its variables are the request's as the redirect or the rewrite
     // lines left it (`set`'s, a new `$uri`).
-    let answered = match location.map(|l| &l.action) {
-        Some(Action::Proxy(_)) if !rewritten => None,
+    // (`auth_request` may mark a proxied answer with the variables it set.)
+    let answered = match location {
+        Some(l)
+            if matches!(l.action, Action::Proxy(_)) && !rewritten && l.auth_request.is_none() =>
+        {
+            None
+        }
         _ => resp
             .extensions()
             .get::<crate::http::static_files::AnsweredAt>()

@@ -84,13 +84,15 @@ impl UpstreamBody {
         self.conn.as_ref().map(Conn::exchange_read)
     }
 
-    /// The connection, once the body ended cleanly and the connection can
-    /// carry another request (taken once).
-    pub fn take_idle(&mut self) -> Option<Conn> {
-        if self.buf.is_some() || !self.reusable {
+    /// The connection once the body is over (taken once), and whether it
+    /// can carry another request: the body ended cleanly on a connection
+    /// the upstream keeps. One that cannot is to be closed, once what it
+    /// read is counted.
+    pub fn take_done(&mut self) -> Option<(Conn, bool)> {
+        if self.buf.is_some() {
             return None;
         }
-        self.conn.take()
+        self.conn.take().map(|conn| (conn, self.reusable))
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -107,10 +109,8 @@ impl UpstreamBody {
     }
 
     /// The body is over: the buffer goes back to the worker's pool, and
-    /// the connection stays for [`UpstreamBody::take_idle`] if it can
-    /// carry another request and nothing unexpected is left on it. One
-    /// that cannot closes with the body (its counts read for the log line
-    /// first).
+    /// the connection waits for [`UpstreamBody::take_done`], reusable if
+    /// it can carry another request and nothing unexpected is left on it.
     fn end(&mut self) {
         let clean = self.buf.take().is_some_and(|buf| buf.is_empty());
         self.reusable &= clean;
@@ -119,10 +119,11 @@ impl UpstreamBody {
         }
     }
 
-    /// The body failed: the connection closes.
+    /// The body failed: the connection is to be closed (by whoever takes
+    /// it with [`UpstreamBody::take_done`], once what it read is counted).
     fn fail(&mut self) {
         self.buf = None;
-        self.conn = None;
+        self.reusable = false;
     }
 
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
