@@ -385,11 +385,16 @@ pub struct AccessLogs {
     heads: Heads,
 }
 
-/// Which heads a request's record keeps.
+/// What a request's record keeps beyond the usual fields, where a log
+/// reads it (the plain path does none of this work).
 #[derive(Debug, Clone, Copy, Default)]
 struct Heads {
     sent: bool,
     upstream: bool,
+    /// `$request_length`, `$pipe`.
+    request: bool,
+    /// `$upstream_bytes_*`, `$upstream_response_length`.
+    bytes: bool,
 }
 
 impl AccessLogs {
@@ -407,6 +412,10 @@ impl AccessLogs {
             match f {
                 Field::SentHttp(_) => heads.sent = true,
                 Field::UpstreamHttp(_) | Field::UpstreamCookie(_) => heads.upstream = true,
+                Field::RequestLength | Field::Pipe => heads.request = true,
+                Field::UpstreamBytesSent
+                | Field::UpstreamBytesReceived
+                | Field::UpstreamResponseLength => heads.bytes = true,
                 _ => {}
             }
         }
@@ -696,6 +705,18 @@ impl Record {
             self.upstream_status.clone_from(&earlier.status);
             self.tries.clone_from(&earlier.tries);
         }
+    }
+
+    /// Whether a log reads `$request_length` or `$pipe`.
+    #[inline]
+    pub fn wants_request(&self) -> bool {
+        self.logs.heads.request
+    }
+
+    /// Whether a log reads the upstream byte counts.
+    #[inline]
+    pub fn wants_bytes(&self) -> bool {
+        self.logs.heads.bytes
     }
 
     /// Keeps the response head as it was sent, `Name: value` lines after

@@ -228,7 +228,7 @@ impl RespBody {
             if let Some((conn, reusable)) = body.take_done() {
                 // The body is over: what its exchange read, for the log;
                 // then the connection is pooled, or closed.
-                if let Some(record) = self.record.as_deref_mut() {
+                if let Some(record) = self.record.as_deref_mut().filter(|r| r.wants_bytes()) {
                     let (received, length) = conn.exchange_read();
                     record.body_read(received, length);
                 }
@@ -383,9 +383,9 @@ impl RespBody {
 
     /// What the connection read of the request (`$request_length`) and
     /// whether it came pipelined (`$pipe`), for the log line.
-    pub fn request_read(&mut self, bytes: u64, pipelined: bool) {
-        if let Some(record) = self.record.as_deref_mut() {
-            record.request_length = bytes;
+    pub fn request_read(&mut self, bytes: impl FnOnce() -> u64, pipelined: bool) {
+        if let Some(record) = self.record.as_deref_mut().filter(|r| r.wants_request()) {
+            record.request_length = bytes();
             record.pipelined = pipelined;
         }
     }
@@ -414,7 +414,7 @@ impl RespBody {
                 Kind::Gzip(g) => &g.inner,
                 kind => kind,
             };
-            if let Kind::Upstream(body, _) = kind {
+            if let (Kind::Upstream(body, _), true) = (kind, record.wants_bytes()) {
                 if let Some((received, length)) = body.read() {
                     record.body_read(received, length);
                 }

@@ -1256,8 +1256,10 @@ pub async fn run(
                     push_status(&mut r.upstream_status, status);
                     r.try_reached(connected, true);
                     r.upstream_head(Some(&resp.passed.lines));
-                    let (read, _) = resp.body.read().unwrap_or_default();
-                    r.try_bytes(resp.sent, read, 0);
+                    if r.wants_bytes() {
+                        let (read, _) = resp.body.read().unwrap_or_default();
+                        r.try_bytes(resp.sent, read, 0);
+                    }
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status

@@ -383,12 +383,14 @@ async fn busy<I: Io, S: Service>(
 
         // `$request_length`: the head (not the empty lines before it, as
         // nginx counts) and the body bytes read so far.
-        let blank = head
-            .raw
-            .iter()
-            .take_while(|&&c| c == b'\r' || c == b'\n')
-            .count();
-        let read = (head.raw.len() - blank) as u64 + pump.as_ref().map_or(0, |p| p.read_raw());
+        let read = || {
+            let blank = head
+                .raw
+                .iter()
+                .take_while(|&&c| c == b'\r' || c == b'\n')
+                .count();
+            (head.raw.len() - blank) as u64 + pump.as_ref().map_or(0, |p| p.read_raw())
+        };
         resp.body_mut().request_read(read, pipelined);
         // The response, while the body may still stream.
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
