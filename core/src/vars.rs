@@ -134,6 +134,9 @@ pub enum Var {
     /// `$upstream_cache_status`: waypost caches nothing, so it is never
     /// found, as in nginx without `proxy_cache`.
     UpstreamCacheStatus,
+    /// `$invalid_referer`: `1` where the level's `valid_referers` refuse
+    /// the Referer, else empty.
+    InvalidReferer,
 }
 
 thread_local! {
@@ -264,7 +267,6 @@ const UNSUPPORTED: &[&str] = &[
     "fastcgi_script_name",
     "gzip_ratio",
     "http2",
-    "invalid_referer",
     "limit_conn_status",
     "limit_rate",
     "limit_req_status",
@@ -425,6 +427,7 @@ impl Var {
             "ssl_session_reused" => Var::SslSessionReused,
             "request_id" => Var::RequestId,
             "upstream_cache_status" => Var::UpstreamCacheStatus,
+            "invalid_referer" => Var::InvalidReferer,
             n if UNSUPPORTED.contains(&n) => return Err(NameError::Unsupported),
             n if UNSUPPORTED_PREFIXES.iter().any(|p| n.starts_with(p)) => {
                 return Err(NameError::Unsupported)
@@ -512,6 +515,10 @@ impl Var {
                 None => b"",
             },
             Var::NoHeader | Var::UpstreamCacheStatus => b"",
+            Var::InvalidReferer => match cx.statics.and_then(|s| s.referers()) {
+                Some(r) if !r.valid(req.headers.get(header::REFERER).map(|v| v.as_bytes())) => b"1",
+                _ => b"",
+            },
             Var::SslProtocol => tls(req).map_or(&b""[..], |s| s.protocol.as_bytes()),
             Var::SslCipher => tls(req).map_or(&b""[..], |s| s.cipher.as_bytes()),
             Var::SslServerName => tls(req)
@@ -665,7 +672,8 @@ impl Var {
             | Var::SslCipher
             | Var::SslServerName
             | Var::SslSessionReused
-            | Var::UpstreamCacheStatus => {}
+            | Var::UpstreamCacheStatus
+            | Var::InvalidReferer => {}
         }
     }
 

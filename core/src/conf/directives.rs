@@ -248,6 +248,10 @@ pub const CORE: &[Spec] = &[
     d("autoindex_format", PROXY, 1, 1),
     d("if_modified_since", PROXY, 1, 1),
     d("max_ranges", PROXY, 1, 1),
+    // referer
+    d("valid_referers", SRV | LOC, 1, MORE),
+    d("referer_hash_max_size", SRV | LOC, 1, 1),
+    d("referer_hash_bucket_size", SRV | LOC, 1, 1),
     // TLS and HTTP/2 to clients
     d("ssl_certificate", HTTP | SRV, 1, 1),
     d("ssl_certificate_key", HTTP | SRV, 1, 1),

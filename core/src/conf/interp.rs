@@ -327,6 +327,9 @@ struct Layer {
     rewrite_log: Option<bool>,
     if_modified_since: Option<IfModifiedSince>,
     max_ranges: Option<u32>,
+    /// `valid_referers` words: a level with the directive replaces its
+    /// parent's.
+    valid_referers: Option<Vec<String>>,
     autoindex: Option<bool>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
@@ -557,6 +560,10 @@ impl Layer {
             rewrite_log: self.rewrite_log.or(parent.rewrite_log),
             if_modified_since: self.if_modified_since.or(parent.if_modified_since),
             max_ranges: self.max_ranges.or(parent.max_ranges),
+            valid_referers: self
+                .valid_referers
+                .clone()
+                .or_else(|| parent.valid_referers.clone()),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
             internal: self.internal.or(parent.internal),
         }
@@ -574,6 +581,7 @@ impl Layer {
             try_files: self.try_files.clone(),
             log_not_found: self.log_not_found.unwrap_or(true),
             etag: self.etag.unwrap_or(true),
+            referers: self.valid_referers.clone().map(|w| (w, Vec::new())),
             autoindex: self.autoindex.unwrap_or(false).then(|| AutoindexConf {
                 exact_size: self.autoindex_exact_size.unwrap_or(true),
                 localtime: self.autoindex_localtime.unwrap_or(false),
@@ -1812,6 +1820,24 @@ impl<'a> Interp<'a> {
                 })
             }
             "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "valid_referers" => {
+                for word in &d.args {
+                    if let Some(pattern) = word.strip_prefix('~') {
+                        compile_regex(pattern, true, d)?;
+                    }
+                }
+                crate::http::referer::Referers::new(&d.args, &[])
+                    .map_err(|e| err::<()>(e, d).unwrap_err())?;
+                if d.args.iter().all(|w| w == "none" || w == "blocked") {
+                    tracing::warn!(
+                        "the \"none\" or \"blocked\" referers are specified in the \"valid_referers\" directive without any valid referer"
+                    );
+                }
+                layer
+                    .valid_referers
+                    .get_or_insert_with(Vec::new)
+                    .extend(d.args.iter().cloned());
+            }
             "max_ranges" => {
                 // (nginx's `num` slot takes up to `NGX_MAX_INT_T_VALUE`,
                 // kept in a 32-bit field.)
@@ -3773,6 +3799,9 @@ impl<'a> Interp<'a> {
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
             server.error_pages = layer.error_pages();
             server.statics = layer.statics(self.env.prefix);
+            if let Some((_, names)) = &mut server.statics.referers {
+                names.clone_from(&server.names);
+            }
             server.rewrite_log = layer.rewrite_log.unwrap_or(false);
             let logs = self.access_logs(&layer);
             self.http.servers[i].access_log = logs;
@@ -3815,6 +3844,11 @@ impl<'a> Interp<'a> {
                     key_loc: key_loc.clone(),
                 });
             }
+            // (`valid_referers server_names`.)
+            let server_names = layer
+                .valid_referers
+                .is_some()
+                .then(|| self.http.servers[info.server].names.clone());
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = proxy;
             location.client = layer.client();
@@ -3847,6 +3881,9 @@ impl<'a> Interp<'a> {
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);
             location.statics = layer.statics(self.env.prefix);
+            if let (Some(names), Some((_, all))) = (server_names, &mut location.statics.referers) {
+                *all = names;
+            }
             if let (Some(auto), Some(charset)) =
                 (&mut location.statics.autoindex, &location.charset)
             {
@@ -4045,6 +4082,8 @@ const HASH_SIZES: &[&str] = &[
     "variables_hash_bucket_size",
     "map_hash_max_size",
     "map_hash_bucket_size",
+    "referer_hash_max_size",
+    "referer_hash_bucket_size",
     "proxy_headers_hash_max_size",
     "proxy_headers_hash_bucket_size",
 ];

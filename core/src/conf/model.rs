@@ -429,6 +429,9 @@ pub struct StaticConf {
     pub max_ranges: u32,
     /// `autoindex on` and its settings.
     pub autoindex: Option<AutoindexConf>,
+    /// `valid_referers` words (`$invalid_referer`), and the server's names
+    /// for `server_names`.
+    pub referers: Option<(Vec<String>, Vec<String>)>,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
     /// The location's name (empty at the server level), for nginx's
@@ -486,6 +489,7 @@ impl StaticConf {
             if_modified_since: IfModifiedSince::Exact,
             max_ranges: MAX_RANGES,
             autoindex: None,
+            referers: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),
         }

@@ -13,6 +13,7 @@
 //! - `auth_basic`: `auth_basic` and its user file
 //! - `auth_request`: the access check by a subrequest (`auth_request`,
 //!   `auth_request_set`)
+//! - `referer`: `valid_referers` and `$invalid_referer`
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
@@ -52,6 +53,7 @@ pub mod outbound;
 pub mod pool;
 pub mod proxy;
 pub mod realip;
+pub mod referer;
 pub mod refused;
 pub mod response;
 pub mod rewrite;

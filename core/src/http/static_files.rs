@@ -71,6 +71,8 @@ pub struct Static {
     if_modified_since: IfModifiedSince,
     max_ranges: u32,
     autoindex: Option<AutoindexConf>,
+    /// `valid_referers` (`$invalid_referer`).
+    referers: Option<crate::http::referer::Referers>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
@@ -203,9 +205,20 @@ impl Static {
             if_modified_since: conf.if_modified_since,
             max_ranges: conf.max_ranges,
             autoindex: conf.autoindex,
+            referers: conf
+                .referers
+                .as_ref()
+                .map(|(words, names)| crate::http::referer::Referers::new(words, names))
+                .transpose()
+                .map_err(ConfError::bare)?,
             types,
             style,
         })
+    }
+
+    /// The level's `valid_referers`, if it has any.
+    pub fn referers(&self) -> Option<&crate::http::referer::Referers> {
+        self.referers.as_ref()
     }
 
     /// The path `uri` maps to and the length of its root part
