@@ -490,16 +490,10 @@ fn unsupported_parameters_are_refused() {
         ("combined gzip", "\"gzip\" is not supported"),
         ("combined buffer=8k gzip=5", "\"gzip=5\" is not supported"),
     ];
-    let paths = [
-        (
-            "logs/$host.log",
-            "variables in the \"access_log\" path are not supported",
-        ),
-        (
-            "syslog:server=127.0.0.1",
-            "logging to syslog is not supported",
-        ),
-    ];
+    let paths = [(
+        "logs/$host.log",
+        "variables in the \"access_log\" path are not supported",
+    )];
     let all = cases
         .iter()
         .map(|(params, msg)| (format!("logs/a.log {params}"), *msg))
@@ -996,5 +990,55 @@ fn gzip_ratio_and_request_completion_as_nginx() {
     assert_eq!(
         logged[1][1..],
         ["200|-|OK", "200|-|OK", "200|0.44|OK", "404|-|OK"]
+    );
+}
+
+/// `access_log syslog:...`: each line one UDP message in nginx's form
+/// (`<PRI>Mmm dd hh:mm:ss HOST TAG: LINE`), with the facility, severity,
+/// tag and `nohostname` as written; and nginx's messages for bad ones.
+#[test]
+fn syslog_messages_as_nginx_sends_them() {
+    let mut got = Vec::new();
+    for nginx in [false, true] {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sink.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let at = sink.local_addr().expect("addr").port();
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    log_format s '$request $status';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /a {{ access_log syslog:server=127.0.0.1:{at} s; return 200; }}\n\
+                 \x20       location /b {{ access_log syslog:server=127.0.0.1:{at},facility=local0,severity=notice,tag=web_1,nohostname s; return 204; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut messages = Vec::new();
+        for path in ["/a", "/b"] {
+            get10(port, path);
+            let mut buf = [0u8; 2048];
+            let n = sink.recv(&mut buf).expect("a syslog message");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            // The time (`Mmm dd hh:mm:ss`) differs between the runs.
+            let (pri, rest) = text.split_once('>').unwrap_or(("", ""));
+            let after_time = rest.get(16..).unwrap_or("");
+            messages.push(format!("{pri}> {after_time}"));
+        }
+        got.push(messages);
+    }
+    assert_eq!(got[0], got[1], "waypost (left) and nginx (right)");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert_eq!(
+        got[1],
+        [
+            format!("<190> {} nginx: GET /a HTTP/1.0 200", host.trim()),
+            "<133> web_1: GET /b HTTP/1.0 204".to_owned(),
+        ]
     );
 }

@@ -1015,8 +1015,8 @@ fn decode_base64(src: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `$hostname`, read once.
-fn hostname() -> &'static str {
+/// `$hostname`, read once (syslog messages carry it too).
+pub(crate) fn hostname() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
         let mut buf = [0u8; 256];

@@ -2274,7 +2274,7 @@ impl<'a> Interp<'a> {
     /// `access_log PATH [FORMAT [buffer=SIZE] [flush=TIME] [gzip[=N]]
     /// [if=COND]] | off`, checked as nginx's `ngx_http_log_set_log`, in its
     /// order and with its messages; then what waypost does not do (`gzip`,
-    /// variables in PATH, syslog) is refused.
+    /// variables in PATH) is refused.
     fn access_log(&mut self, d: &Directive) -> Result<Option<AccessLogConf>, ConfError> {
         let path = &d.args[0];
         if path == "off" {
@@ -2341,7 +2341,14 @@ impl<'a> Interp<'a> {
         if flush.is_some() && size == 0 {
             return err(format!("no buffer is defined for access_log \"{path}\""), d);
         }
-        let full = self.resolve_path(path);
+        let full = match path.strip_prefix("syslog:") {
+            Some(args) => {
+                crate::log::syslog::Target::parse(args)
+                    .map_err(|e| err::<()>(e, d).unwrap_err())?;
+                PathBuf::from(path)
+            }
+            None => self.resolve_path(path),
+        };
         let buffer = (size > 0).then_some(Buffering { size, flush });
         if let Some(b) = buffer {
             if !syslog && path.contains('$') {
@@ -2369,9 +2376,6 @@ impl<'a> Interp<'a> {
         // What nginx accepts and waypost does not do.
         if let Some((_, v)) = gzip {
             return err(format!("\"{v}\" is not supported"), d);
-        }
-        if syslog {
-            return err("logging to syslog is not supported", d);
         }
         if path.contains('$') {
             return err("variables in the \"access_log\" path are not supported", d);

@@ -103,11 +103,27 @@ struct Out {
     pending: Vec<u8>,
     /// When the oldest pending line came.
     since: Option<Instant>,
+    /// A `syslog:` destination's socket, made at the first line.
+    syslog: Option<crate::log::syslog::Sender>,
 }
 
 impl Out {
-    /// Writes `bytes`, opening the file first if needed.
+    /// Writes `bytes`, opening the file first if needed; to a `syslog:`
+    /// destination, sends them (one line: such a log is never buffered).
     fn write(&mut self, path: &PathBuf, bytes: &[u8]) {
+        if let Some(args) = path.to_str().and_then(|p| p.strip_prefix("syslog:")) {
+            if self.syslog.is_none() {
+                // Checked when the configuration was read.
+                match crate::log::syslog::Target::parse(args) {
+                    Ok(target) => self.syslog = Some(crate::log::syslog::Sender::new(target)),
+                    Err(_) => return,
+                }
+            }
+            if let Some(sender) = self.syslog.as_mut() {
+                sender.send(bytes);
+            }
+            return;
+        }
         if self.file.is_none() {
             match OpenOptions::new().create(true).append(true).open(path) {
                 Ok(f) => self.file = Some(BufWriter::new(f)),

@@ -6,6 +6,7 @@
 //! maps to the nginx level of the same name (INFO is `info`).
 
 pub mod access;
+pub mod syslog;
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
