@@ -993,6 +993,25 @@ fn gzip_ratio_and_request_completion_as_nginx() {
     );
 }
 
+/// A UDP socket for syslog messages, and its port.
+fn syslog_sink() -> (std::net::UdpSocket, u16) {
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sink.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let at = sink.local_addr().expect("addr").port();
+    (sink, at)
+}
+
+/// The next syslog message: its `<PRI` and what follows its time
+/// (`Mmm dd hh:mm:ss `, which differs between runs).
+fn syslog_message(sink: &std::net::UdpSocket) -> (String, String) {
+    let mut buf = [0u8; 2048];
+    let n = sink.recv(&mut buf).expect("a syslog message");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let (pri, rest) = text.split_once('>').unwrap_or(("", ""));
+    (pri.to_owned(), rest.get(16..).unwrap_or("").to_owned())
+}
+
 /// `access_log syslog:...`: each line one UDP message in nginx's form
 /// (`<PRI>Mmm dd hh:mm:ss HOST TAG: LINE`), with the facility, severity,
 /// tag and `nohostname` as written; and nginx's messages for bad ones.
@@ -1000,10 +1019,7 @@ fn gzip_ratio_and_request_completion_as_nginx() {
 fn syslog_messages_as_nginx_sends_them() {
     let mut got = Vec::new();
     for nginx in [false, true] {
-        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        sink.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let at = sink.local_addr().expect("addr").port();
+        let (sink, at) = syslog_sink();
         let [port] = free_ports(1)[..] else {
             unreachable!()
         };
@@ -1022,12 +1038,7 @@ fn syslog_messages_as_nginx_sends_them() {
         let mut messages = Vec::new();
         for path in ["/a", "/b"] {
             get10(port, path);
-            let mut buf = [0u8; 2048];
-            let n = sink.recv(&mut buf).expect("a syslog message");
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            // The time (`Mmm dd hh:mm:ss`) differs between the runs.
-            let (pri, rest) = text.split_once('>').unwrap_or(("", ""));
-            let after_time = rest.get(16..).unwrap_or("");
+            let (pri, after_time) = syslog_message(&sink);
             messages.push(format!("{pri}> {after_time}"));
         }
         got.push(messages);
@@ -1040,5 +1051,46 @@ fn syslog_messages_as_nginx_sends_them() {
             format!("<190> {} nginx: GET /a HTTP/1.0 200", host.trim()),
             "<133> web_1: GET /b HTTP/1.0 204".to_owned(),
         ]
+    );
+}
+
+/// `error_log syslog:...`: each error line a message whose severity is
+/// the line's level, with the whole line after nginx's syslog header.
+#[test]
+fn error_log_to_syslog_as_nginx() {
+    let mut got = Vec::new();
+    for nginx in [false, true] {
+        let (sink, at) = syslog_sink();
+        let ports = free_ports(2);
+        let (port, dead) = (ports[0], ports[1]);
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location / {{ proxy_pass http://127.0.0.1:{dead}; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        )
+        .replace(
+            "error_log logs/error.log;",
+            &format!("error_log syslog:server=127.0.0.1:{at},facility=local1,tag=tg warn;"),
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        get10(port, "/x");
+        // The line's time and its process differ too.
+        let (pri, after_time) = syslog_message(&sink);
+        let (head, line) = after_time.split_once(": ").unwrap_or(("", ""));
+        let message = line.split_once("*").map_or("", |(_, m)| m);
+        got.push(format!(
+            "{pri}> {head}: [..] *{}",
+            message.replace(&dead.to_string(), "DEAD")
+        ));
+    }
+    assert_eq!(got[0], got[1], "waypost (left) and nginx (right)");
+    assert!(
+        got[1].starts_with("<139> ") && got[1].ends_with(" tg: [..] *2 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: , request: \"GET /x HTTP/1.0\", upstream: \"http://127.0.0.1:DEAD/x\""),
+        "{}",
+        got[1]
     );
 }

@@ -132,7 +132,7 @@ pub fn main(cli: Cli) -> i32 {
     if let Err(e) = log::set_target(&target, level) {
         let msg = match &target {
             LogTarget::File(p) => open_failed(p, &e),
-            LogTarget::Stderr => e.to_string(),
+            LogTarget::Stderr | LogTarget::Syslog(_) => e.to_string(),
         };
         emerg(&msg);
         return 1;
@@ -426,7 +426,9 @@ fn reopen(state: &State) {
     if let Err(e) = log::reopen() {
         let msg = match &state.runtime.load().main.error_log.0 {
             LogTarget::File(p) => open_failed(p, &e),
-            LogTarget::Stderr => format!("reopening the error log failed: {e}"),
+            LogTarget::Stderr | LogTarget::Syslog(_) => {
+                format!("reopening the error log failed: {e}")
+            }
         };
         log::write(Level::Alert, None, &msg);
     }
@@ -489,7 +491,7 @@ fn reload(paths: &Paths, loader: &Loader, state: &Arc<State>) {
     if let Err(e) = log::set_target(&target, level) {
         let msg = match &target {
             LogTarget::File(p) => open_failed(p, &e),
-            LogTarget::Stderr => e.to_string(),
+            LogTarget::Stderr | LogTarget::Syslog(_) => e.to_string(),
         };
         log::write(Level::Emerg, None, &msg);
         if pid_moved {

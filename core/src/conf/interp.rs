@@ -1508,7 +1508,13 @@ impl<'a> Interp<'a> {
         ];
         let target = match d.args[0].as_str() {
             "stderr" => LogTarget::Stderr,
-            p => LogTarget::File(self.resolve_path(p)),
+            p => match p.strip_prefix("syslog:") {
+                Some(args) => LogTarget::Syslog(
+                    crate::log::syslog::Target::parse(args)
+                        .map_err(|e| err::<()>(e, d).unwrap_err())?,
+                ),
+                None => LogTarget::File(self.resolve_path(p)),
+            },
         };
         let mut level = None;
         let mut debug = false;

@@ -28,6 +28,9 @@ pub struct Config {
 pub enum LogTarget {
     Stderr,
     File(PathBuf),
+    /// `syslog:...`: each line a syslog message, its severity the line's
+    /// level.
+    Syslog(crate::log::syslog::Target),
 }
 
 #[derive(Debug, Clone)]

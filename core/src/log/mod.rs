@@ -49,6 +49,20 @@ impl Level {
         })
     }
 
+    /// The syslog severity of a line at this level.
+    pub fn severity(self) -> u8 {
+        match self {
+            Level::Emerg => 0,
+            Level::Alert => 1,
+            Level::Crit => 2,
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Notice => 5,
+            Level::Info => 6,
+            Level::Debug => 7,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "debug",
@@ -81,11 +95,13 @@ impl From<waypost_module_api::LogLevel> for Level {
 struct Sink {
     target: LogTarget,
     file: Option<File>,
+    syslog: Option<syslog::Sender>,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     target: LogTarget::Stderr,
     file: None,
+    syslog: None,
 });
 static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
 /// Whether a configuration's `error_log` is in place. Before (the first
@@ -106,12 +122,16 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 /// On error the previous target stays.
 pub fn set_target(target: &LogTarget, level: Level) -> std::io::Result<()> {
     let file = match target {
-        LogTarget::Stderr => None,
+        LogTarget::Stderr | LogTarget::Syslog(_) => None,
         LogTarget::File(p) => Some(open(p)?),
     };
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     sink.target = target.clone();
     sink.file = file;
+    sink.syslog = match target {
+        LogTarget::Syslog(t) => Some(syslog::Sender::new(t.clone())),
+        _ => None,
+    };
     MIN_LEVEL.store(level as u8, Ordering::Relaxed);
     CONFIGURED.store(true, Ordering::Relaxed);
     Ok(())
@@ -170,6 +190,11 @@ pub fn write(level: Level, conn: Option<u64>, message: &str) {
     }
     line.push('\n');
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(syslog) = sink.syslog.as_mut() {
+        // (The non-blocking socket's send: no wait under the lock.)
+        syslog.send_at(level.severity(), line.as_bytes());
+        return;
+    }
     match sink.file.as_mut() {
         Some(f) => {
             let _ = f.write_all(line.as_bytes());

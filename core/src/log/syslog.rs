@@ -107,6 +107,13 @@ impl Sender {
 
     /// Sends `line` (its newline left out) as one message.
     pub fn send(&mut self, line: &[u8]) {
+        let severity = self.target.pri % 8;
+        self.send_at(severity, line);
+    }
+
+    /// [`Sender::send`] at `severity` (an error log line's level), with
+    /// the target's facility.
+    pub fn send_at(&mut self, severity: u8, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         if self.socket.is_none() {
             let local: SocketAddr = if self.target.server.is_ipv4() {
@@ -132,7 +139,8 @@ impl Sender {
             }
         }
         self.message.clear();
-        header(&self.target, &mut self.message);
+        let pri = self.target.pri - self.target.pri % 8 + severity;
+        header(&self.target, pri, &mut self.message);
         self.message.extend_from_slice(line);
         if let Some(socket) = &self.socket {
             // (Refused or full: the message is lost, as nginx's.)
@@ -142,7 +150,7 @@ impl Sender {
 }
 
 /// `<PRI>Mmm dd hh:mm:ss HOST TAG: `, nginx's header with local time.
-fn header(target: &Target, out: &mut Vec<u8>) {
+fn header(target: &Target, pri: u8, out: &mut Vec<u8>) {
     use std::io::Write as _;
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -151,8 +159,8 @@ fn header(target: &Target, out: &mut Vec<u8>) {
     let month = MONTHS[usize::try_from(tm.tm_mon).unwrap_or(0) % 12];
     let _ = write!(
         out,
-        "<{}>{month} {:2} {:02}:{:02}:{:02} ",
-        target.pri, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec
+        "<{pri}>{month} {:2} {:02}:{:02}:{:02} ",
+        tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec
     );
     if target.hostname {
         out.extend_from_slice(crate::vars::hostname().as_bytes());
