@@ -7,7 +7,9 @@
 //! X-Forwarded-For, with and without `proxy_recursive`, realip before it,
 //! and a geo value as a `limit_req` key through a `map` (the allowlist
 //! pattern: an empty key is not limited). A missing `$address` value is
-//! no address: 255.255.255.255, as in nginx.
+//! no address: 255.255.255.255, as in nginx. `ranges`: IPv4 ranges, one
+//! inside another splitting it, `delete`, `default` for IPv6 and
+//! addresses in no range.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -47,6 +49,19 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20   geo $gd {{ 10.0.0.0/8 a; delete 10.0.0.0/8; 127.0.0.0/16 b; }}\n\
              \x20   geo $arg_ip $g6 {{ proxy 10.0.0.0/8; 1.2.3.4 one; 10.0.0.0/8 ten; }}\n\
              \x20   geo $limited {{ default 1; 127.0.0.2 0; }}\n\
+             \x20   geo $arg_ip $rg {{\n\
+             \x20       ranges;\n\
+             \x20       default out;\n\
+             \x20       10.0.0.0-10.0.0.255 a;\n\
+             \x20       10.0.0.5-10.0.0.9 inner;\n\
+             \x20       10.0.0.0-10.0.0.1 first;\n\
+             \x20       10.0.0.250-10.0.0.255 last;\n\
+             \x20       10.0.1.0-10.0.255.255 big;\n\
+             \x20       10.0.2.0-10.0.2.9 hole;\n\
+             \x20       192.168.0.0-192.168.0.9 gone;\n\
+             \x20       delete 192.168.0.0-192.168.0.9;\n\
+             \x20       10.9.9.9-10.9.9.9 one;\n\
+             \x20   }}\n\
              \x20   map $limited $key {{ 0 \"\"; 1 $binary_remote_addr; }}\n\
              \x20   limit_req_zone $key zone=z:1m rate=1r/m;\n\
              \x20   server {{\n\
@@ -54,6 +69,7 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20       listen [::1]:{port};\n\
              \x20       location / {{ return 200 \"g=$g gi=$gi gp=$gp gr=$gr gd=$gd\\n\"; }}\n\
              \x20       location /six {{ return 200 \"g6=$g6\\n\"; }}\n\
+             \x20       location /ranges {{ return 200 \"rg=$rg\\n\"; }}\n\
              \x20       location /real {{\n\
              \x20           set_real_ip_from 127.0.0.5;\n\
              \x20           real_ip_header X-Real-IP;\n\
@@ -119,6 +135,21 @@ fn run(nginx: bool) -> Vec<String> {
         (1, "/six?ip=10.1.1.1".into(), xff("1.2.3.4")),
         (1, "/six?ip=10.1.1.1".into(), String::new()),
         (1, "/six?ip=192.168.1.1".into(), xff("1.2.3.4")),
+        (1, "/ranges?ip=10.0.0.0".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.1".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.2".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.5".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.9".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.10".into(), String::new()),
+        (1, "/ranges?ip=10.0.0.255".into(), String::new()),
+        (1, "/ranges?ip=10.0.2.5".into(), String::new()),
+        (1, "/ranges?ip=10.0.3.5".into(), String::new()),
+        (1, "/ranges?ip=10.1.0.0".into(), String::new()),
+        (1, "/ranges?ip=192.168.0.5".into(), String::new()),
+        (1, "/ranges?ip=10.9.9.9".into(), String::new()),
+        (1, "/ranges?ip=::ffff:10.0.0.7".into(), String::new()),
+        (1, "/ranges?ip=2001:db8::1".into(), String::new()),
+        (1, "/ranges?ip=junk".into(), String::new()),
         (2, "/limited".into(), String::new()),
         (2, "/limited".into(), String::new()),
         (6, "/limited".into(), String::new()),
@@ -147,6 +178,15 @@ fn geo_matches_nginx() {
     let theirs = run(true);
     assert_same_answers(&ours, &theirs);
     for needle in [
+        "/ranges?ip=10.0.0.1 [] -> HTTP/1.1 200 OK | rg=first",
+        "/ranges?ip=10.0.0.2 [] -> HTTP/1.1 200 OK | rg=a",
+        "/ranges?ip=10.0.0.9 [] -> HTTP/1.1 200 OK | rg=inner",
+        "/ranges?ip=10.0.0.255 [] -> HTTP/1.1 200 OK | rg=last",
+        "/ranges?ip=10.0.2.5 [] -> HTTP/1.1 200 OK | rg=hole",
+        "/ranges?ip=10.0.3.5 [] -> HTTP/1.1 200 OK | rg=big",
+        "/ranges?ip=192.168.0.5 [] -> HTTP/1.1 200 OK | rg=out",
+        "/ranges?ip=::ffff:10.0.0.7 [] -> HTTP/1.1 200 OK | rg=inner",
+        "/ranges?ip=2001:db8::1 [] -> HTTP/1.1 200 OK | rg=out",
         "g=two gi=bad",
         "g=four-again",
         "gi=tenone",
@@ -167,4 +207,49 @@ fn geo_matches_nginx() {
             "{needle}: {ours:#?}"
         );
     }
+}
+
+#[test]
+fn geo_ranges_errors_as_nginx() {
+    use waypost_tests::{assert_t_cases, Waypost};
+    let geo = |lines: &str| format!("http {{\n    geo $g {{\n        {lines}\n    }}\n}}\n");
+    let emerg = |m: &str| format!("[emerg] {m} in CONF:6 (exit Some(1))");
+    let cases = vec![
+        (
+            geo("ranges; 10.0.0.0-10.0.0.255 a; 10.0.0.200-10.0.1.5 b;"),
+            emerg("range \"10.0.0.200-10.0.1.5\" overlaps \"10.0.0.0-10.0.0.255\""),
+            Waypost::Same,
+        ),
+        (
+            geo("ranges; 10.0.0.5-10.0.0.9 b; 10.0.0.0-10.0.0.255 a;"),
+            emerg("range \"10.0.0.0-10.0.0.255\" overlaps \"10.0.0.5-10.0.0.9\""),
+            Waypost::Same,
+        ),
+        (
+            geo("10.0.0.0/8 a; ranges;"),
+            emerg("the \"ranges\" directive must be the first directive inside \"geo\" block"),
+            Waypost::Same,
+        ),
+        (
+            geo("ranges; 10.0.0.0/8 a;"),
+            emerg("invalid range \"10.0.0.0/8\""),
+            Waypost::Same,
+        ),
+        (
+            geo("ranges; 10.0.0.9-10.0.0.1 a;"),
+            emerg("invalid range \"10.0.0.9-10.0.0.1\""),
+            Waypost::Same,
+        ),
+        (
+            geo("ranges; ::1-::2 a;"),
+            emerg("invalid range \"::1-::2\""),
+            Waypost::Same,
+        ),
+        (
+            geo("ranges; default d; 10.0.0.0-10.0.0.255 a; 10.0.0.5-10.0.0.9 b; 10.0.0.0-10.0.0.1 c; proxy 127.0.0.1; proxy_recursive;"),
+            "ok (exit Some(0))".to_owned(),
+            Waypost::Same,
+        ),
+    ];
+    assert_t_cases("geo-ranges", &cases);
 }

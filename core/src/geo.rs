@@ -1,7 +1,8 @@
-//! `geo`: nginx's `ngx_http_geo_module` (networks, not `ranges`). A
-//! variable whose value depends on the client address: the value of the
-//! most specific network (`CIDR VALUE;`) that holds it, else `default`'s,
-//! else the empty value. Values are literal text.
+//! `geo`: nginx's `ngx_http_geo_module`. A variable whose value depends
+//! on the client address: the value of the most specific network (`CIDR
+//! VALUE;`) that holds it, else `default`'s, else the empty value; or with
+//! `ranges`, of the IPv4 range (`A-B VALUE;`) that holds it, found by
+//! binary search. Values are literal text.
 //!
 //! The address is the client's after realip (`$remote_addr`), then, when
 //! it is one of the block's `proxy` addresses, the one X-Forwarded-For
@@ -31,6 +32,8 @@ pub struct Geo {
     v4: Box<[(u32, HashMap<u32, u32>)]>,
     v6: Box<[(u128, HashMap<u128, u32>)]>,
     values: Box<[Box<[u8]>]>,
+    /// `ranges`: (first, last, value) in order, and the default value.
+    ranges: Option<(Box<[(u32, u32, Box<[u8]>)]>, Box<[u8]>)>,
 }
 
 impl Geo {
@@ -75,6 +78,14 @@ impl Geo {
             v4: v4.into_boxed_slice(),
             v6: v6.into_boxed_slice(),
             values: values.into_boxed_slice(),
+            ranges: conf.ranges.as_ref().map(|(list, default)| {
+                let list = list
+                    .iter()
+                    .map(|(s, e, v)| (*s, *e, v.as_bytes().into()))
+                    .collect();
+                let default = default.as_deref().unwrap_or("").as_bytes().into();
+                (list, default)
+            }),
         }
     }
 
@@ -106,6 +117,18 @@ impl Geo {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
+        if let Some((ranges, default)) = &self.ranges {
+            // IPv4 only, as nginx's ranges.
+            let IpAddr::V4(v4) = ip else {
+                return default;
+            };
+            let a = u32::from(v4);
+            let at = ranges.partition_point(|r| r.1 < a);
+            return match ranges.get(at) {
+                Some((s, _, value)) if *s <= a => value,
+                _ => default,
+            };
+        }
         let found = match ip {
             IpAddr::V4(v4) => {
                 let a = u32::from(v4);

@@ -2851,9 +2851,24 @@ impl<'a> Interp<'a> {
             if item.block.is_some() {
                 return err("unexpected \"{\"", item);
             }
+            if let Some(ranges) = geo.ranges.as_mut() {
+                match (item.name.as_str(), &item.args[..]) {
+                    ("proxy_recursive", []) => geo.proxy_recursive = true,
+                    ("proxy", [net]) => geo.proxies.push(geo_network(net, item)?),
+                    (name, [value]) => geo_range(ranges, name, value, item)?,
+                    _ => return err("invalid number of the geo parameters", item),
+                }
+                continue;
+            }
             match (item.name.as_str(), &item.args[..]) {
                 ("ranges", []) => {
-                    return err("\"ranges\" in \"geo\" is not supported", item);
+                    if !nets.is_empty() {
+                        return err(
+                            "the \"ranges\" directive must be the first directive inside \"geo\" block",
+                            item,
+                        );
+                    }
+                    geo.ranges = Some((Vec::new(), None));
                 }
                 ("proxy_recursive", []) => geo.proxy_recursive = true,
                 ("proxy", [net]) => geo.proxies.push(geo_network(net, item)?),
@@ -4260,6 +4275,84 @@ fn geo_network(net: &str, d: &Directive) -> Result<Cidr, ConfError> {
         }
         None => err(format!("invalid network \"{net}\""), d),
     }
+}
+
+/// One line of a `geo` block in `ranges` mode, as nginx's
+/// `ngx_http_geo_range` and `ngx_http_geo_add_range`: `default VALUE`,
+/// `delete A-B`, or `A-B VALUE`; a range inside one already there splits
+/// it (an equal one replaces its value, with a warning), any other
+/// overlap is an error.
+fn geo_range(
+    (ranges, default): &mut (Vec<(u32, u32, String)>, Option<String>),
+    name: &str,
+    value: &str,
+    d: &Directive,
+) -> Result<(), ConfError> {
+    if name == "default" {
+        if let Some(old) = default.replace(value.to_owned()) {
+            tracing::warn!(
+                "duplicate default geo range value: \"{value}\", old value: \"{old}\" in {}",
+                d.loc
+            );
+        }
+        return Ok(());
+    }
+    let (net, delete) = if name == "delete" {
+        (value, true)
+    } else {
+        (name, false)
+    };
+    let parsed = net.split_once('-').and_then(|(a, b)| {
+        let a: std::net::Ipv4Addr = a.parse().ok()?;
+        let b: std::net::Ipv4Addr = b.parse().ok()?;
+        (u32::from(a) <= u32::from(b)).then_some((u32::from(a), u32::from(b)))
+    });
+    let Some((s, e)) = parsed else {
+        return err(format!("invalid range \"{net}\""), d);
+    };
+    if delete {
+        match ranges.iter().position(|r| (r.0, r.1) == (s, e)) {
+            Some(i) => {
+                ranges.remove(i);
+            }
+            None => tracing::warn!("no address range \"{net}\" to delete in {}", d.loc),
+        }
+        return Ok(());
+    }
+    let value = value.to_owned();
+    let at = ranges.partition_point(|r| r.1 < s);
+    match ranges.get(at).cloned() {
+        // No overlap: in its place.
+        None => ranges.push((s, e, value)),
+        Some((rs, _, _)) if e < rs => ranges.insert(at, (s, e, value)),
+        Some((rs, re, old)) if (rs, re) == (s, e) => {
+            tracing::warn!(
+                "duplicate range \"{net}\", value: \"{value}\", old value: \"{old}\" in {}",
+                d.loc
+            );
+            ranges[at].2 = value;
+        }
+        // Inside one: it splits it.
+        Some((rs, re, old)) if rs <= s && e <= re => {
+            let mut parts = Vec::with_capacity(3);
+            if rs < s {
+                parts.push((rs, s - 1, old.clone()));
+            }
+            parts.push((s, e, value));
+            if e < re {
+                parts.push((e + 1, re, old));
+            }
+            ranges.splice(at..=at, parts);
+        }
+        Some((rs, re, _)) => {
+            let ip = |n: u32| std::net::Ipv4Addr::from(n);
+            return err(
+                format!("range \"{net}\" overlaps \"{}-{}\"", ip(rs), ip(re)),
+                d,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The networks a `geo` line names: `default` is both 0.0.0.0/0 and ::/0.
