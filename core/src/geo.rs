@@ -78,12 +78,13 @@ impl Geo {
             v4: v4.into_boxed_slice(),
             v6: v6.into_boxed_slice(),
             values: values.into_boxed_slice(),
-            ranges: conf.ranges.as_ref().map(|(list, default)| {
-                let list = list
+            ranges: conf.ranges.as_ref().map(|r| {
+                let list = r
+                    .list
                     .iter()
                     .map(|(s, e, v)| (*s, *e, v.as_bytes().into()))
                     .collect();
-                let default = default.as_deref().unwrap_or("").as_bytes().into();
+                let default = r.default.as_deref().unwrap_or("").as_bytes().into();
                 (list, default)
             }),
         }

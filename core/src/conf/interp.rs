@@ -2868,7 +2868,7 @@ impl<'a> Interp<'a> {
                             item,
                         );
                     }
-                    geo.ranges = Some((Vec::new(), None));
+                    geo.ranges = Some(GeoRanges::default());
                 }
                 ("proxy_recursive", []) => geo.proxy_recursive = true,
                 ("proxy", [net]) => geo.proxies.push(geo_network(net, item)?),
@@ -4283,7 +4283,10 @@ fn geo_network(net: &str, d: &Directive) -> Result<Cidr, ConfError> {
 /// it (an equal one replaces its value, with a warning), any other
 /// overlap is an error.
 fn geo_range(
-    (ranges, default): &mut (Vec<(u32, u32, String)>, Option<String>),
+    GeoRanges {
+        list: ranges,
+        default,
+    }: &mut GeoRanges,
     name: &str,
     value: &str,
     d: &Directive,

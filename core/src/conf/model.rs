@@ -151,9 +151,16 @@ pub struct GeoConf {
     /// `proxy` addresses: X-Forwarded-For is believed from them.
     pub proxies: Vec<crate::http::realip::Cidr>,
     pub proxy_recursive: bool,
-    /// `ranges`: IPv4 ranges (first, last, value) in order, none
-    /// overlapping, and the `default` value, in place of `networks`.
-    pub ranges: Option<(Vec<(u32, u32, String)>, Option<String>)>,
+    /// `ranges`, in place of `networks`.
+    pub ranges: Option<GeoRanges>,
+}
+
+/// A `geo` block's `ranges`: IPv4 ranges (first, last, value) in order,
+/// none overlapping, and the `default` value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GeoRanges {
+    pub list: Vec<(u32, u32, String)>,
+    pub default: Option<String>,
 }
 
 /// One `KEY VALUE;` line of a `map`.
