@@ -32,8 +32,14 @@ pub struct Geo {
     v4: Box<[(u32, HashMap<u32, u32>)]>,
     v6: Box<[(u128, HashMap<u128, u32>)]>,
     values: Box<[Box<[u8]>]>,
-    /// `ranges`: (first, last, value) in order, and the default value.
-    ranges: Option<(Box<[(u32, u32, Box<[u8]>)]>, Box<[u8]>)>,
+    ranges: Option<Ranges>,
+}
+
+/// `ranges`: (first, last, value) in order, and the default value.
+#[derive(Debug)]
+struct Ranges {
+    list: Box<[(u32, u32, Box<[u8]>)]>,
+    default: Box<[u8]>,
 }
 
 impl Geo {
@@ -85,7 +91,7 @@ impl Geo {
                     .map(|(s, e, v)| (*s, *e, v.as_bytes().into()))
                     .collect();
                 let default = r.default.as_deref().unwrap_or("").as_bytes().into();
-                (list, default)
+                Ranges { list, default }
             }),
         }
     }
@@ -118,7 +124,11 @@ impl Geo {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        if let Some((ranges, default)) = &self.ranges {
+        if let Some(Ranges {
+            list: ranges,
+            default,
+        }) = &self.ranges
+        {
             // IPv4 only, as nginx's ranges.
             let IpAddr::V4(v4) = ip else {
                 return default;
