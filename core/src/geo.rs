@@ -35,10 +35,13 @@ pub struct Geo {
     ranges: Option<Ranges>,
 }
 
-/// `ranges`: (first, last, value) in order, and the default value.
+/// One IPv4 range: its first and last address, and its value.
+type Range = (u32, u32, Box<[u8]>);
+
+/// `ranges`: in order, and the default value.
 #[derive(Debug)]
 struct Ranges {
-    list: Box<[(u32, u32, Box<[u8]>)]>,
+    list: Box<[Range]>,
     default: Box<[u8]>,
 }
 
