@@ -936,6 +936,21 @@ fn cases() -> Vec<Case> {
             Emerg("\"proxy_cookie_path\" directive is duplicate in {conf}:6"),
         ),
         Case::head(
+            "proxy_cookie_flags with one word",
+            "http {\n    proxy_cookie_flags a;\n}\n",
+            Emerg("invalid parameter \"a\" in {conf}:5"),
+        ),
+        Case::head(
+            "proxy_cookie_flags off after a line",
+            "http {\n    proxy_cookie_flags a secure;\n    proxy_cookie_flags off;\n}\n",
+            Emerg("\"proxy_cookie_flags\" directive is duplicate in {conf}:6"),
+        ),
+        Case::head(
+            "proxy_cookie_flags as common configs write it",
+            "http {\n    proxy_cookie_flags ~ secure httponly samesite=lax;\n    server {\n        listen 127.0.0.1:{port};\n        location / { proxy_cookie_flags $arg_c nosecure; proxy_cookie_flags session samesite=strict; }\n        location /off { proxy_cookie_flags off; }\n    }\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
             "server_name: an empty regex",
             "http {\n    server {\n        server_name ~;\n    }\n}\n",
             Emerg("empty regex in server name \"~\" in {conf}:6"),

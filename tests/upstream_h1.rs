@@ -987,3 +987,53 @@ fn cookie_attributes_rewritten_as_nginx() {
         "{ours:?}"
     );
 }
+
+/// `proxy_cookie_flags` beside nginx: `secure`, `httponly` and
+/// `samesite=` added where missing (in that order), a SameSite of another
+/// value replaced, `no...` flags removing them; the cookie named without
+/// case, by a regex (without case too) or by a variable; the first
+/// matching line only; with `proxy_cookie_path`; and `off`.
+#[test]
+fn cookie_flags_set_as_nginx() {
+    let backend = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\n\
+          Set-Cookie: a=1; Path=/\r\n\
+          Set-Cookie: b=2; secure; HttpOnly; SameSite=None\r\n\
+          Set-Cookie: c=3;Path=/x;samesite=lax\r\n\
+          Set-Cookie: d=4\r\n\
+          Set-Cookie: e=5; Secure\r\n\
+          Set-Cookie: ids=6; path=/; HTTPONLY\r\n\
+          Content-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec()
+    });
+    let seen = |nginx: bool| {
+        let (_server, port) = up_server(
+            nginx,
+            backend,
+            "        location /1 { proxy_pass http://up; proxy_cookie_flags ~ secure httponly samesite=strict; }\n\
+             \x20       location /2 { proxy_pass http://up; proxy_cookie_flags B nosecure nohttponly nosamesite; proxy_cookie_flags ~^I secure; }\n\
+             \x20       location /3 { proxy_pass http://up; proxy_cookie_flags c samesite=none; proxy_cookie_flags ~ samesite=lax bogus; }\n\
+             \x20       location /4 { proxy_pass http://up; proxy_cookie_flags ~ secure; proxy_cookie_path / /p/; }\n\
+             \x20       location /5 { proxy_pass http://up; proxy_cookie_flags $arg_n secure; }\n\
+             \x20       location /6 { proxy_pass http://up; proxy_cookie_flags off; }\n",
+        );
+        let mut lines = Vec::new();
+        for path in ["/1", "/2", "/3", "/4", "/5?n=D", "/6"] {
+            let head = ask(port, path, "front.test");
+            for l in head
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+            {
+                lines.push(format!("{path}: {l}"));
+            }
+        }
+        lines
+    };
+    let ours = seen(false);
+    assert_eq!(ours, seen(true), "left: waypost, right: nginx");
+    assert!(
+        ours.iter()
+            .any(|l| l == "/1: Set-Cookie: c=3; Path=/x; SameSite=Strict; Secure; HttpOnly"),
+        "{ours:?}"
+    );
+}

@@ -296,6 +296,7 @@ pub const CORE: &[Spec] = &[
     d("proxy_hide_header", PROXY, 1, 1),
     d("proxy_cookie_domain", PROXY, 1, 2),
     d("proxy_cookie_path", PROXY, 1, 2),
+    d("proxy_cookie_flags", PROXY, 1, MORE),
     d("proxy_pass_header", PROXY, 1, 1),
     d("proxy_next_upstream", PROXY, 1, MORE),
     d("proxy_next_upstream_tries", PROXY, 1, 1),

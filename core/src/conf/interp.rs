@@ -308,6 +308,8 @@ struct Layer {
     /// the rules); a level with any line replaces its parent's.
     cookie_domains: Option<(bool, Vec<CookieRule>)>,
     cookie_paths: Option<(bool, Vec<CookieRule>)>,
+    /// `proxy_cookie_flags` lines (cookie, flags); `off`: none.
+    cookie_flags: Option<(bool, Vec<(String, Vec<String>)>)>,
     http2: Option<bool>,
     /// `error_page` lines: a level that has any replaces its parent's.
     error_pages: Option<Vec<ErrorPageConf>>,
@@ -531,6 +533,10 @@ impl Layer {
                 .cookie_domains
                 .clone()
                 .or_else(|| parent.cookie_domains.clone()),
+            cookie_flags: self
+                .cookie_flags
+                .clone()
+                .or_else(|| parent.cookie_flags.clone()),
             cookie_paths: self
                 .cookie_paths
                 .clone()
@@ -789,6 +795,7 @@ impl Layer {
             hide_headers: self.hide_headers.clone().unwrap_or_default(),
             cookie_domains: self.cookie_domains.clone().map(|c| c.1).unwrap_or_default(),
             cookie_paths: self.cookie_paths.clone().map(|c| c.1).unwrap_or_default(),
+            cookie_flags: self.cookie_flags.clone().map(|c| c.1).unwrap_or_default(),
             pass_headers: self.pass_headers.clone().unwrap_or_default(),
             set_headers: self.set_headers.clone().unwrap_or_default(),
             method: self.proxy_method.clone(),
@@ -1894,6 +1901,39 @@ impl<'a> Interp<'a> {
                                 item.loc
                             );
                         }
+                    }
+                }
+            }
+            "proxy_cookie_flags" => {
+                let (off, rules) = layer
+                    .cookie_flags
+                    .get_or_insert_with(|| (false, Vec::new()));
+                match &d.args[..] {
+                    _ if *off => return err("\"proxy_cookie_flags\" directive is duplicate", d),
+                    [one, ..] if one == "off" => {
+                        if !rules.is_empty() {
+                            return err("\"proxy_cookie_flags\" directive is duplicate", d);
+                        }
+                        *off = true;
+                    }
+                    [one] => return err(format!("invalid parameter \"{one}\""), d),
+                    [cookie, flags @ ..] => {
+                        match cookie.strip_prefix('~') {
+                            Some(p) => {
+                                compile_regex(p, true, d)?;
+                            }
+                            None => {
+                                let checked = self.compile_check(cookie);
+                                self.check_vars(checked, d)?;
+                            }
+                        }
+                        rules.push((cookie.clone(), flags.to_vec()));
+                    }
+                    [] => {
+                        return err(
+                            "invalid number of arguments in \"proxy_cookie_flags\" directive",
+                            d,
+                        )
                     }
                 }
             }
@@ -5183,7 +5223,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "proxy_ssl_password_file",
     "proxy_ssl_crl",
     "proxy_ssl_conf_command",
-    "proxy_cookie_flags",
 ];
 
 /// Variables nginx's core declares under the `http_` and `sent_http_`

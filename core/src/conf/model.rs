@@ -894,6 +894,8 @@ pub struct ProxyConf {
     /// `proxy_cookie_domain` and `proxy_cookie_path` rules, in order.
     pub cookie_domains: Vec<CookieRule>,
     pub cookie_paths: Vec<CookieRule>,
+    /// `proxy_cookie_flags COOKIE FLAG...` lines, in order.
+    pub cookie_flags: Vec<(String, Vec<String>)>,
     /// `proxy_method` and `proxy_set_body`, as written.
     pub method: Option<String>,
     pub set_body: Option<String>,
@@ -995,6 +997,7 @@ impl Default for ProxyConf {
             pass_headers: Vec::new(),
             cookie_domains: Vec::new(),
             cookie_paths: Vec::new(),
+            cookie_flags: Vec::new(),
             method: None,
             set_body: None,
             pass_request_headers: true,

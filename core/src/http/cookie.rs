@@ -1,11 +1,14 @@
-//! `proxy_cookie_domain` and `proxy_cookie_path`: nginx's rewriting of the
-//! `domain=` and `path=` attributes of an upstream's Set-Cookie lines
+//! `proxy_cookie_domain`, `proxy_cookie_path` and `proxy_cookie_flags`:
+//! nginx's rewriting of an upstream's Set-Cookie lines
 //! (`ngx_http_proxy_rewrite_cookie`). The first rule that matches an
 //! attribute replaces it: a domain compared whole, without case and
 //! without a leading dot (which the new value keeps); a path by its
 //! start; a regex on the whole value, its groups `$1`.. in the
-//! replacement. A line with a rewritten attribute is written again with
-//! `; ` between its parts, as nginx writes it; others stay as they came.
+//! replacement. The first flags rule whose cookie matches the cookie's
+//! name (without case; `~` a regex, without case too) sets or removes its
+//! `Secure`, `HttpOnly` and `SameSite`, the missing ones added in that
+//! order. A line a rule applied to is written again with `; ` between its
+//! parts, as nginx writes it; others stay as they came.
 
 use regex::bytes::Regex;
 
@@ -30,6 +33,56 @@ struct Rule {
 pub struct CookieRules {
     domains: Vec<Rule>,
     paths: Vec<Rule>,
+    flags: Vec<Flags>,
+}
+
+/// One `proxy_cookie_flags` line.
+struct Flags {
+    /// The cookie's name: a template compared without case, or a regex.
+    cookie: Result<Template, Regex>,
+    /// `secure`/`nosecure`, `httponly`/`nohttponly`: set or removed.
+    secure: Option<bool>,
+    httponly: Option<bool>,
+    /// `samesite=strict|lax|none` (`Some(Some(..))`), `nosamesite`.
+    samesite: Option<Option<&'static str>>,
+}
+
+impl Flags {
+    fn new(cookie: &str, flags: &[String], maps: &MapNames) -> Result<Flags, ConfError> {
+        let cookie = match cookie.strip_prefix('~') {
+            Some(p) => Err(crate::vars::regex(p, true).map_err(ConfError::bare)?),
+            None => Ok(Template::compile_with(cookie, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?),
+        };
+        let mut f = Flags {
+            cookie,
+            secure: None,
+            httponly: None,
+            samesite: None,
+        };
+        // Flags nginx does not know do nothing, as in nginx.
+        for flag in flags {
+            match flag.to_ascii_lowercase().as_str() {
+                "secure" => f.secure = Some(true),
+                "nosecure" => f.secure = Some(false),
+                "httponly" => f.httponly = Some(true),
+                "nohttponly" => f.httponly = Some(false),
+                "samesite=strict" => f.samesite = Some(Some("Strict")),
+                "samesite=lax" => f.samesite = Some(Some("Lax")),
+                "samesite=none" => f.samesite = Some(Some("None")),
+                "nosamesite" => f.samesite = Some(None),
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, name: &[u8], vars: &VarCtx<'_>) -> bool {
+        match &self.cookie {
+            Ok(template) => template.eval(vars).eq_ignore_ascii_case(name),
+            Err(regex) => regex.is_match(name),
+        }
+    }
 }
 
 fn rules(confs: &[CookieRule], domain: bool, maps: &MapNames) -> Result<Vec<Rule>, ConfError> {
@@ -68,18 +121,23 @@ fn rules(confs: &[CookieRule], domain: bool, maps: &MapNames) -> Result<Vec<Rule
 }
 
 impl CookieRules {
-    /// The rules of a location; `None` with neither directive in effect.
+    /// The rules of a location; `None` with no directive in effect.
     pub fn new(
         domains: &[CookieRule],
         paths: &[CookieRule],
+        flags: &[(String, Vec<String>)],
         maps: &MapNames,
     ) -> Result<Option<CookieRules>, ConfError> {
-        if domains.is_empty() && paths.is_empty() {
+        if domains.is_empty() && paths.is_empty() && flags.is_empty() {
             return Ok(None);
         }
         Ok(Some(CookieRules {
             domains: rules(domains, true, maps)?,
             paths: rules(paths, false, maps)?,
+            flags: flags
+                .iter()
+                .map(|(cookie, f)| Flags::new(cookie, f, maps))
+                .collect::<Result<_, _>>()?,
         }))
     }
 
@@ -117,13 +175,44 @@ impl CookieRules {
         if !parts.first().is_some_and(|p| p.contains(&b'=')) {
             return None;
         }
-        let mut out: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
-        let mut changed = false;
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(parts.len() + 3);
+        let name = trim(parts[0].split(|&c| c == b'=').next().unwrap_or_default());
+        let flags = self.flags.iter().find(|f| f.matches(&name, vars));
+        let mut changed = flags.is_some();
+        let (mut secure, mut httponly, mut samesite) = (false, false, false);
         for part in parts {
             let (key, val) = match part.iter().position(|&c| c == b'=') {
                 Some(eq) => (trim(&part[..eq]), Some(trim(&part[eq + 1..]))),
                 None => (trim(part), None),
             };
+            if let Some(f) = flags {
+                let is = |k: &[u8]| key.eq_ignore_ascii_case(k);
+                if is(b"secure") {
+                    secure = true;
+                    if f.secure == Some(false) {
+                        continue;
+                    }
+                } else if is(b"httponly") {
+                    httponly = true;
+                    if f.httponly == Some(false) {
+                        continue;
+                    }
+                } else if is(b"samesite") {
+                    samesite = true;
+                    match f.samesite {
+                        Some(None) => continue,
+                        Some(Some(to))
+                            if !val
+                                .as_deref()
+                                .is_some_and(|v| v.eq_ignore_ascii_case(to.as_bytes())) =>
+                        {
+                            out.push([&b"SameSite="[..], to.as_bytes()].concat());
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+            }
             let rewritten = match &val {
                 Some(v) if key.eq_ignore_ascii_case(b"domain") => {
                     rewrite(&self.domains, v, true, vars)
@@ -139,6 +228,17 @@ impl CookieRules {
                 (None, Some(v)) => [&key[..], b"=", &v].concat(),
                 (None, None) => key,
             });
+        }
+        if let Some(f) = flags {
+            if f.secure == Some(true) && !secure {
+                out.push(b"Secure".to_vec());
+            }
+            if f.httponly == Some(true) && !httponly {
+                out.push(b"HttpOnly".to_vec());
+            }
+            if let (Some(Some(to)), false) = (f.samesite, samesite) {
+                out.push([&b"SameSite="[..], to.as_bytes()].concat());
+            }
         }
         changed.then(|| out.join(&b"; "[..]))
     }

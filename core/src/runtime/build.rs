@@ -872,6 +872,7 @@ fn proxy(
         cookies: crate::http::cookie::CookieRules::new(
             &conf.cookie_domains,
             &conf.cookie_paths,
+            &conf.cookie_flags,
             maps,
         )?
         .map(Box::new),
