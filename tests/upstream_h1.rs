@@ -932,6 +932,21 @@ fn redirect_styles_as_nginx() {
     assert!(ours.iter().any(|l| l.ends_with("Location: /x")), "{ours:?}");
 }
 
+/// The Set-Cookie lines of the answers to `paths`, each with its path.
+fn set_cookies(port: u16, paths: &[&str]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for path in paths {
+        let head = ask(port, path, "front.test");
+        for l in head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+        {
+            lines.push(format!("{path}: {l}"));
+        }
+    }
+    lines
+}
+
 /// `proxy_cookie_domain` and `proxy_cookie_path` beside nginx: which
 /// Set-Cookie attributes are rewritten (domains whole, without case or
 /// leading dot; paths by their start; regexes with their groups;
@@ -968,17 +983,7 @@ fn cookie_attributes_rewritten_as_nginx() {
              \x20       }\n\
              \x20       location /four/ { proxy_pass http://up; proxy_cookie_domain backend.internal .example.net; }\n",
         );
-        let mut lines = Vec::new();
-        for path in ["/x", "/two/x", "/three/x", "/four/x"] {
-            let head = ask(port, path, "front.test");
-            for l in head
-                .lines()
-                .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
-            {
-                lines.push(format!("{path}: {l}"));
-            }
-        }
-        lines
+        set_cookies(port, &["/x", "/two/x", "/three/x", "/four/x"])
     };
     let ours = seen(false);
     assert_eq!(ours, seen(true), "left: waypost, right: nginx");
@@ -1017,17 +1022,7 @@ fn cookie_flags_set_as_nginx() {
              \x20       location /5 { proxy_pass http://up; proxy_cookie_flags $arg_n secure; }\n\
              \x20       location /6 { proxy_pass http://up; proxy_cookie_flags off; }\n",
         );
-        let mut lines = Vec::new();
-        for path in ["/1", "/2", "/3", "/4", "/5?n=D", "/6"] {
-            let head = ask(port, path, "front.test");
-            for l in head
-                .lines()
-                .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
-            {
-                lines.push(format!("{path}: {l}"));
-            }
-        }
-        lines
+        set_cookies(port, &["/1", "/2", "/3", "/4", "/5?n=D", "/6"])
     };
     let ours = seen(false);
     assert_eq!(ours, seen(true), "left: waypost, right: nginx");

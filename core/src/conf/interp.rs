@@ -309,7 +309,7 @@ struct Layer {
     cookie_domains: Option<(bool, Vec<CookieRule>)>,
     cookie_paths: Option<(bool, Vec<CookieRule>)>,
     /// `proxy_cookie_flags` lines (cookie, flags); `off`: none.
-    cookie_flags: Option<(bool, Vec<(String, Vec<String>)>)>,
+    cookie_flags: Option<(bool, Vec<CookieFlags>)>,
     http2: Option<bool>,
     /// `error_page` lines: a level that has any replaces its parent's.
     error_pages: Option<Vec<ErrorPageConf>>,

@@ -895,7 +895,7 @@ pub struct ProxyConf {
     pub cookie_domains: Vec<CookieRule>,
     pub cookie_paths: Vec<CookieRule>,
     /// `proxy_cookie_flags COOKIE FLAG...` lines, in order.
-    pub cookie_flags: Vec<(String, Vec<String>)>,
+    pub cookie_flags: Vec<CookieFlags>,
     /// `proxy_method` and `proxy_set_body`, as written.
     pub method: Option<String>,
     pub set_body: Option<String>,
@@ -913,6 +913,9 @@ pub struct ProxyConf {
 }
 
 /// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
+/// One `proxy_cookie_flags` line: the cookie and its flags, as written.
+pub type CookieFlags = (String, Vec<String>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieRule {
     pub from: String,

@@ -125,7 +125,7 @@ impl CookieRules {
     pub fn new(
         domains: &[CookieRule],
         paths: &[CookieRule],
-        flags: &[(String, Vec<String>)],
+        flags: &[crate::conf::model::CookieFlags],
         maps: &MapNames,
     ) -> Result<Option<CookieRules>, ConfError> {
         if domains.is_empty() && paths.is_empty() && flags.is_empty() {
