@@ -912,10 +912,10 @@ pub struct ProxyConf {
     pub socket_keepalive: bool,
 }
 
-/// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
 /// One `proxy_cookie_flags` line: the cookie and its flags, as written.
 pub type CookieFlags = (String, Vec<String>);
 
+/// One `proxy_cookie_domain` or `proxy_cookie_path` line, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieRule {
     pub from: String,
