@@ -379,3 +379,46 @@ fn auth_request_config_errors_as_nginx() {
     ];
     assert_t_cases("auth-request-conf", &cases);
 }
+
+/// A client that leaves while the subrequest waits on a slow auth
+/// backend is logged with 499, as nginx logs it, and the subrequest's
+/// connection is closed.
+#[test]
+fn a_client_leaving_during_the_subrequest_is_logged_as_nginx() {
+    let mut lines = Vec::new();
+    for nginx in [false, true] {
+        let slow = waypost_tests::stalled();
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    log_format w '$status \"$request\"';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/w.log w;\n\
+                 \x20       location / {{ auth_request /auth; }}\n\
+                 \x20       location = /auth {{ internal; proxy_pass http://127.0.0.1:{}; }}\n\
+                 \x20   }}\n",
+                slow.port
+            ),
+            nginx,
+        );
+        let server = Server::either(nginx, &conf, &[port]);
+        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("send");
+        // The subrequest is at the auth backend: now the client goes.
+        slow.heads
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the subrequest");
+        drop(client);
+        slow.closed
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the subrequest's connection closed");
+        lines.push(server.wait_lines("logs/w.log", 1));
+    }
+    assert_eq!(lines[0], lines[1], "waypost (left) and nginx (right)");
+    assert_eq!(lines[1], ["499 \"GET /x HTTP/1.1\""]);
+}

@@ -116,6 +116,26 @@ fn valid_referers_errors_as_nginx() {
             Waypost::Same,
         ),
         (
+            in_location("valid_referers a.com A.com/x;"),
+            emerg("conflicting parameter \"a.com\""),
+            Waypost::Same,
+        ),
+        (
+            in_location("valid_referers *.a.com .a.com;"),
+            emerg("conflicting parameter \".a.com\""),
+            Waypost::Same,
+        ),
+        (
+            in_location("valid_referers ~;"),
+            emerg("empty regex in \"~\""),
+            Waypost::Same,
+        ),
+        (
+            in_location("valid_referers none blocked;"),
+            "[emerg] the \"none\" or \"blocked\" referers are specified in the \"valid_referers\" directive without any valid referer (exit Some(1))".to_owned(),
+            Waypost::Same,
+        ),
+        (
             "http {\n    valid_referers none;\n}\n".to_owned(),
             "[emerg] \"valid_referers\" directive is not allowed here in CONF:5 (exit Some(1))".to_owned(),
             Waypost::Same,

@@ -1841,11 +1841,6 @@ impl<'a> Interp<'a> {
                 }
                 crate::http::referer::Referers::new(&d.args, &[])
                     .map_err(|e| err::<()>(e, d).unwrap_err())?;
-                if d.args.iter().all(|w| w == "none" || w == "blocked") {
-                    tracing::warn!(
-                        "the \"none\" or \"blocked\" referers are specified in the \"valid_referers\" directive without any valid referer"
-                    );
-                }
                 layer
                     .valid_referers
                     .get_or_insert_with(Vec::new)

@@ -265,7 +265,12 @@ impl Passed {
         level: &Access<'_>,
     ) -> Response<RespBody> {
         let pre = self.pre;
-        crate::http::limit_conn::Kept::attach(&mut resp, pre.hold);
+        // With the upstream's answer, the counts go with its peer (as the
+        // proxy keeps them); else with the answer.
+        let left = pre
+            .hold
+            .and_then(|hold| resp.body_mut().keep_limits(hold).err());
+        crate::http::limit_conn::Kept::attach(&mut resp, left);
         if let Some(record) = resp.body_mut().record_mut() {
             if record.module_values.is_empty() {
                 record.module_values = pre.module_values;
@@ -313,6 +318,15 @@ async fn checked(
     use crate::http::proxy::PreAccess as Met;
     let cx = req.client_cx(client);
     let mut pre = PreAccess::default();
+    // Logged with 499 should the client leave meanwhile (a delay, a slow
+    // auth backend), as nginx logs it; else it is the refusal's record,
+    // or none (the level's answer has its own).
+    let started = started.unwrap_or_else(crate::clock::now);
+    let mut waiting = crate::http::access::Unanswered(
+        level
+            .logs
+            .map(|logs| logs.start(&req.vars(client, 0, ""), started)),
+    );
     let refused = 'phases: {
         if !level.filters.is_empty() && !req.pre_access.met(Met::REQ) {
             let refused = crate::http::proxy::location_filters(
@@ -344,31 +358,37 @@ async fn checked(
         }
         match decide(req, ar, level, client).await {
             Decision::Skip => {
+                if let Some(record) = waiting.0.take() {
+                    record.recycle();
+                }
                 return Ok(Passed {
                     parts: None,
                     granted: false,
                     pre,
-                })
+                });
             }
             Decision::Granted(parts) => {
+                if let Some(record) = waiting.0.take() {
+                    record.recycle();
+                }
                 return Ok(Passed {
                     parts,
                     granted: true,
                     pre,
-                })
+                });
             }
             Decision::Refused(resp, parts) => (resp, parts),
         }
     };
     let (mut resp, parts) = refused;
-    if let Some(logs) = level.logs {
+    if let Some(mut record) = waiting.0.take() {
+        // The variables as the subrequest left them.
         let next = Req {
             parts: parts.as_deref().unwrap_or(req.parts),
             ..*req
         };
         let status = resp.status().as_u16();
-        let started = started.unwrap_or_else(crate::clock::now);
-        let mut record = logs.start(&next.vars(client, status, ""), started);
+        record.recapture(&next.vars(client, status, ""));
         record.status = status;
         record.module_values = std::mem::take(&mut pre.module_values);
         record.limit_conn = pre.conn_status;
@@ -476,12 +496,10 @@ async fn subrequest(
         Some((location, groups)) => (Some(location), groups),
         None => (None, None),
     };
-    // Its own limits' marks: the main request's limits were met, or are
-    // the main request's to meet (nginx checks them once per request).
-    let pre_access = crate::http::proxy::PreAccess::default();
-    pre_access.meet(crate::http::proxy::PreAccess::REQ | crate::http::proxy::PreAccess::CONN);
+    // The main request's limits' marks: nginx checks them once per
+    // request, the subrequest's location's where the main request met
+    // none.
     let sub = Req {
-        pre_access: &pre_access,
         subrequest: true,
         auth_done: true,
         granted: true,

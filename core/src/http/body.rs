@@ -75,32 +75,51 @@ struct Gzipped {
 /// boxed: a response moves several times and is copied whole, and a word
 /// more would take it past memcpy's largest unlooped size.
 pub enum PeerHold {
-    Plain {
-        upstream: std::sync::Arc<crate::upstream::Upstream>,
-        peer: u32,
-    },
+    Plain(PeerRef),
     Limited(Box<Limited>),
+}
+
+/// A peer counted as in use: given back when dropped.
+pub struct PeerRef {
+    upstream: std::sync::Arc<crate::upstream::Upstream>,
+    peer: u32,
 }
 
 /// A peer hold and the `limit_conn` counts of its request.
 pub struct Limited {
-    upstream: std::sync::Arc<crate::upstream::Upstream>,
-    peer: u32,
+    peer: PeerRef,
     _limits: crate::http::limit_conn::Hold,
 }
 
 impl PeerHold {
+    /// `limits` held with the peer (until the answer's body is done), or
+    /// given back when this already holds some.
+    fn with_limits(
+        self,
+        limits: crate::http::limit_conn::Hold,
+    ) -> Result<PeerHold, (PeerHold, crate::http::limit_conn::Hold)> {
+        match self {
+            PeerHold::Plain(peer) => Ok(PeerHold::Limited(Box::new(Limited {
+                peer,
+                _limits: limits,
+            }))),
+            held => Err((held, limits)),
+        }
+    }
+
     pub fn new(
         upstream: std::sync::Arc<crate::upstream::Upstream>,
         peer: usize,
         limits: Option<crate::http::limit_conn::Hold>,
     ) -> PeerHold {
         // Peer indexes come from a table built at load, far below 2^32.
-        let peer = peer as u32;
+        let peer = PeerRef {
+            upstream,
+            peer: peer as u32,
+        };
         match limits {
-            None => PeerHold::Plain { upstream, peer },
+            None => PeerHold::Plain(peer),
             Some(limits) => PeerHold::Limited(Box::new(Limited {
-                upstream,
                 peer,
                 _limits: limits,
             })),
@@ -110,7 +129,7 @@ impl PeerHold {
     #[inline(always)]
     fn parts(&self) -> (&std::sync::Arc<crate::upstream::Upstream>, u32) {
         match self {
-            PeerHold::Plain { upstream, peer } => (upstream, *peer),
+            PeerHold::Plain(p) => (&p.upstream, p.peer),
             PeerHold::Limited(l) => l.parts(),
         }
     }
@@ -120,15 +139,14 @@ impl Limited {
     #[cold]
     #[inline(never)]
     fn parts(&self) -> (&std::sync::Arc<crate::upstream::Upstream>, u32) {
-        (&self.upstream, self.peer)
+        (&self.peer.upstream, self.peer.peer)
     }
 }
 
-impl Drop for PeerHold {
+impl Drop for PeerRef {
     #[inline(always)]
     fn drop(&mut self) {
-        let (upstream, peer) = self.parts();
-        upstream.release_conn(peer as usize);
+        self.upstream.release_conn(self.peer as usize);
     }
 }
 
@@ -248,6 +266,29 @@ impl RespBody {
             sent: 0,
             head: 0,
             record: None,
+        }
+    }
+
+    /// Keeps a request's `limit_conn` counts with the upstream peer this
+    /// body holds, so they are given back with it, when the body is done
+    /// (a tunnel's end included); `Err` gives them back when it holds
+    /// none.
+    pub fn keep_limits(
+        &mut self,
+        limits: crate::http::limit_conn::Hold,
+    ) -> Result<(), crate::http::limit_conn::Hold> {
+        match self.hold.take() {
+            None => Err(limits),
+            Some(hold) => match hold.with_limits(limits) {
+                Ok(held) => {
+                    self.hold = Some(held);
+                    Ok(())
+                }
+                Err((held, limits)) => {
+                    self.hold = Some(held);
+                    Err(limits)
+                }
+            },
         }
     }
 

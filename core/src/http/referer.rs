@@ -27,6 +27,8 @@ pub struct Referers {
     /// `www.example.*` as `www.example.`, longest first.
     tail: Vec<Name>,
     regexes: Vec<regex::bytes::Regex>,
+    /// The server's regex names (`server_names`), tried on the host.
+    host_regexes: Vec<regex::bytes::Regex>,
 }
 
 /// nginx's shortest Referer it reads a scheme in: `http://i.ru`.
@@ -41,14 +43,20 @@ impl Referers {
     /// is no valid name or wildcard is nginx's error.
     pub fn new(words: &[String], server_names: &[String]) -> Result<Referers, String> {
         let mut r = Referers::default();
-        let add = |r: &mut Referers, word: &str| -> Result<(), String> {
+        let add = |r: &mut Referers, word: &str, server_name: bool| -> Result<(), String> {
             if let Some(pattern) = word.strip_prefix('~') {
+                if pattern.is_empty() {
+                    return Err(format!("empty regex in \"{word}\""));
+                }
                 let regex = regex::bytes::RegexBuilder::new(pattern)
-                    .case_insensitive(true)
+                    .case_insensitive(!server_name)
                     .unicode(false)
                     .build()
                     .map_err(|e| format!("{e}"))?;
-                r.regexes.push(regex);
+                match server_name {
+                    true => r.host_regexes.push(regex),
+                    false => r.regexes.push(regex),
+                }
                 return Ok(());
             }
             let (host, uri) = match word.find('/') {
@@ -62,15 +70,33 @@ impl Referers {
             if host.is_empty() || stars > usize::from(wild) {
                 return Err(format!("invalid hostname or wildcard \"{word}\""));
             }
+            // A name given twice (`.a.com` is `a.com` and `*.a.com`) is
+            // nginx's conflict.
+            let conflict = || Err(format!("conflicting parameter \"{host}\""));
+            let head_has = |r: &Referers, suffix: &[u8]| r.head.iter().any(|(s, _)| &**s == suffix);
             if let Some(rest) = host.strip_prefix("*.") {
-                r.head.push((format!(".{rest}").into_bytes().into(), uri));
+                let suffix = format!(".{rest}").into_bytes();
+                if head_has(r, &suffix) {
+                    return conflict();
+                }
+                r.head.push((suffix.into(), uri));
             } else if let Some(rest) = host.strip_prefix('.') {
+                if r.exact.contains_key(rest.as_bytes()) || head_has(r, host.as_bytes()) {
+                    return conflict();
+                }
                 r.exact.insert(rest.as_bytes().into(), uri.clone());
                 r.head.push((host.clone().into_bytes().into(), uri));
             } else if let Some(rest) = host.strip_suffix(".*") {
-                r.tail.push((format!("{rest}.").into_bytes().into(), uri));
+                let prefix = format!("{rest}.").into_bytes();
+                if r.tail.iter().any(|(p, _)| **p == *prefix) {
+                    return conflict();
+                }
+                r.tail.push((prefix.into(), uri));
             } else {
-                r.exact.insert(host.into_bytes().into(), uri);
+                if r.exact.contains_key(host.as_bytes()) {
+                    return conflict();
+                }
+                r.exact.insert(host.clone().into_bytes().into(), uri);
             }
             Ok(())
         };
@@ -80,10 +106,10 @@ impl Referers {
                 "blocked" => r.blocked = true,
                 "server_names" => {
                     for name in server_names.iter().filter(|n| !n.is_empty()) {
-                        add(&mut r, name)?;
+                        add(&mut r, name, true)?;
                     }
                 }
-                word => add(&mut r, word)?,
+                word => add(&mut r, word, false)?,
             }
         }
         r.head
@@ -118,7 +144,7 @@ impl Referers {
             .iter()
             .position(|&c| c == b'/' || c == b':')
             .unwrap_or(rest.len());
-        if host_end >= HOST_MAX {
+        if host_end > HOST_MAX {
             return false;
         }
         let host = rest[..host_end].to_ascii_lowercase();
@@ -144,7 +170,18 @@ impl Referers {
                 .map_or(&b""[..], |i| &rest[host_end + i..]);
             return path.starts_with(uri);
         }
-        self.regexes.iter().any(|re| re.is_match(rest))
+        self.host_regexes.iter().any(|re| re.is_match(&host))
+            || self.regexes.iter().any(|re| re.is_match(rest))
+    }
+
+    /// `none` or `blocked` without a name or regex: nginx refuses it.
+    pub fn lacks_names(&self) -> bool {
+        (self.none || self.blocked)
+            && self.exact.is_empty()
+            && self.head.is_empty()
+            && self.tail.is_empty()
+            && self.regexes.is_empty()
+            && self.host_regexes.is_empty()
     }
 }
 
@@ -186,5 +223,20 @@ mod tests {
         assert!(!strict.valid(Some(b"http://example.com?x")));
         assert!(Referers::new(&["ex*ample.com".into()], &[]).is_err());
         assert!(Referers::new(&["*.a.*".into()], &[]).is_err());
+        let twice = |w: &[&str]| {
+            Referers::new(&w.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]).err()
+        };
+        assert_eq!(
+            twice(&["a.com", "A.com/x"]),
+            Some("conflicting parameter \"a.com\"".into())
+        );
+        assert_eq!(
+            twice(&["*.a.com", ".a.com"]),
+            Some("conflicting parameter \".a.com\"".into())
+        );
+        assert_eq!(twice(&["~"]), Some("empty regex in \"~\"".into()));
+        let regex_server =
+            Referers::new(&["server_names".into()], &["~^www\\.ex\\.com$".into()]).expect("valid");
+        assert!(regex_server.valid(Some(b"http://www.ex.com/page")));
     }
 }

@@ -208,7 +208,13 @@ impl Static {
             referers: conf
                 .referers
                 .as_ref()
-                .map(|(words, names)| crate::http::referer::Referers::new(words, names))
+                .map(|(words, names)| {
+                    let r = crate::http::referer::Referers::new(words, names)?;
+                    if r.lacks_names() {
+                        return Err("the \"none\" or \"blocked\" referers are specified in the \"valid_referers\" directive without any valid referer".to_owned());
+                    }
+                    Ok(r)
+                })
                 .transpose()
                 .map_err(ConfError::bare)?,
             types,

@@ -103,8 +103,9 @@ struct Out {
     pending: Vec<u8>,
     /// When the oldest pending line came.
     since: Option<Instant>,
-    /// A `syslog:` destination's socket, made at the first line.
-    syslog: Option<crate::log::syslog::Sender>,
+    /// A `syslog:` destination's socket, made at the first line (`Err`:
+    /// its address is no longer found; its lines are dropped).
+    syslog: Option<Result<crate::log::syslog::Sender, ()>>,
 }
 
 impl Out {
@@ -112,14 +113,13 @@ impl Out {
     /// destination, sends them (one line: such a log is never buffered).
     fn write(&mut self, path: &PathBuf, bytes: &[u8]) {
         if let Some(args) = path.to_str().and_then(|p| p.strip_prefix("syslog:")) {
-            if self.syslog.is_none() {
-                // Checked when the configuration was read.
-                match crate::log::syslog::Target::parse(args) {
-                    Ok(target) => self.syslog = Some(crate::log::syslog::Sender::new(target)),
-                    Err(_) => return,
-                }
-            }
-            if let Some(sender) = self.syslog.as_mut() {
+            // Read once (checked when the configuration was read).
+            let sender = self.syslog.get_or_insert_with(|| {
+                crate::log::syslog::Target::parse(args)
+                    .map(crate::log::syslog::Sender::new)
+                    .map_err(|_| ())
+            });
+            if let Ok(sender) = sender {
                 sender.send(bytes);
             }
             return;

@@ -29,6 +29,9 @@ const SEVERITIES: &[&str] = &[
 impl Target {
     /// Reads the text after `syslog:`, with nginx's messages.
     pub fn parse(args: &str) -> Result<Target, String> {
+        if args.starts_with("server=unix:") {
+            return Err("syslog to a unix socket is not supported".to_owned());
+        }
         let mut server = None;
         let mut facility = 23; // local7
         let mut severity = 6; // info
@@ -36,6 +39,10 @@ impl Target {
         let mut hostname = true;
         for arg in args.split(',') {
             if let Some(addr) = arg.strip_prefix("server=") {
+                // An IPv6 address is bracketed, as nginx's URL parser wants.
+                if addr.matches(':').count() > 1 && !addr.starts_with('[') {
+                    return Err(format!("invalid port in syslog server \"{addr}\""));
+                }
                 let with_port = if addr.contains(':') && !addr.ends_with(']') {
                     addr.to_owned()
                 } else {
@@ -94,7 +101,12 @@ pub struct Sender {
     target: Target,
     socket: Option<UdpSocket>,
     message: Vec<u8>,
+    /// A socket that could not be made is tried again after this.
+    retry: Option<std::time::Instant>,
 }
+
+/// How long a socket that could not be made is not tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Sender {
     pub fn new(target: Target) -> Sender {
@@ -102,6 +114,7 @@ impl Sender {
             target,
             socket: None,
             message: Vec::with_capacity(1024),
+            retry: None,
         }
     }
 
@@ -116,6 +129,9 @@ impl Sender {
     pub fn send_at(&mut self, severity: u8, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         if self.socket.is_none() {
+            if self.retry.is_some_and(|at| std::time::Instant::now() < at) {
+                return;
+            }
             let local: SocketAddr = if self.target.server.is_ipv4() {
                 ([0, 0, 0, 0], 0).into()
             } else {
@@ -129,11 +145,14 @@ impl Sender {
             match socket {
                 Ok(s) => self.socket = Some(s),
                 Err(e) => {
-                    crate::log::write(
-                        crate::log::Level::Alert,
-                        None,
-                        &format!("socket() failed ({e})"),
+                    // Not through the error log: it may be this sender,
+                    // under its lock.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "waypost: [alert] socket() failed ({e}) while sending to syslog"
                     );
+                    self.retry = Some(std::time::Instant::now() + RETRY);
                     return;
                 }
             }
