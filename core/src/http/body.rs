@@ -75,19 +75,17 @@ struct Gzipped {
 /// boxed: a response moves several times and is copied whole, and a word
 /// more would take it past memcpy's largest unlooped size.
 pub enum PeerHold {
-    Plain(PeerRef),
+    Plain {
+        upstream: std::sync::Arc<crate::upstream::Upstream>,
+        peer: u32,
+    },
     Limited(Box<Limited>),
-}
-
-/// A peer counted as in use: given back when dropped.
-pub struct PeerRef {
-    upstream: std::sync::Arc<crate::upstream::Upstream>,
-    peer: u32,
 }
 
 /// A peer hold and the `limit_conn` counts of its request.
 pub struct Limited {
-    peer: PeerRef,
+    /// A `Plain` hold: it gives the peer back when the counts go.
+    hold: PeerHold,
     _limits: crate::http::limit_conn::Hold,
 }
 
@@ -98,12 +96,13 @@ impl PeerHold {
         self,
         limits: crate::http::limit_conn::Hold,
     ) -> Result<PeerHold, (PeerHold, crate::http::limit_conn::Hold)> {
-        match self {
-            PeerHold::Plain(peer) => Ok(PeerHold::Limited(Box::new(Limited {
-                peer,
+        if matches!(self, PeerHold::Plain { .. }) {
+            Ok(PeerHold::Limited(Box::new(Limited {
+                hold: self,
                 _limits: limits,
-            }))),
-            held => Err((held, limits)),
+            })))
+        } else {
+            Err((self, limits))
         }
     }
 
@@ -113,14 +112,14 @@ impl PeerHold {
         limits: Option<crate::http::limit_conn::Hold>,
     ) -> PeerHold {
         // Peer indexes come from a table built at load, far below 2^32.
-        let peer = PeerRef {
+        let hold = PeerHold::Plain {
             upstream,
             peer: peer as u32,
         };
         match limits {
-            None => PeerHold::Plain(peer),
+            None => hold,
             Some(limits) => PeerHold::Limited(Box::new(Limited {
-                peer,
+                hold,
                 _limits: limits,
             })),
         }
@@ -129,7 +128,7 @@ impl PeerHold {
     #[inline(always)]
     fn parts(&self) -> (&std::sync::Arc<crate::upstream::Upstream>, u32) {
         match self {
-            PeerHold::Plain(p) => (&p.upstream, p.peer),
+            PeerHold::Plain { upstream, peer } => (upstream, *peer),
             PeerHold::Limited(l) => l.parts(),
         }
     }
@@ -139,14 +138,18 @@ impl Limited {
     #[cold]
     #[inline(never)]
     fn parts(&self) -> (&std::sync::Arc<crate::upstream::Upstream>, u32) {
-        (&self.peer.upstream, self.peer.peer)
+        self.hold.parts()
     }
 }
 
-impl Drop for PeerRef {
+impl Drop for PeerHold {
+    /// A `Plain` hold gives its peer back; a `Limited` one through the
+    /// `Plain` hold it keeps.
     #[inline(always)]
     fn drop(&mut self) {
-        self.upstream.release_conn(self.peer as usize);
+        if let PeerHold::Plain { upstream, peer } = self {
+            upstream.release_conn(*peer as usize);
+        }
     }
 }
 
