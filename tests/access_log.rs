@@ -698,7 +698,7 @@ fn a_fast_stop_under_load_loses_no_line_as_nginx() {
 fn heads_conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
-            "    log_format h '$request_length $pipe $upstream_cache_status [$sent_http_content_type] [$sent_http_x_a] [$sent_http_cache_control] [$sent_http_connection] [$sent_http_content_length] [$upstream_http_x_u] [$upstream_http_set_cookie] [$upstream_cookie_sid] [$upstream_cookie_none] [$sent_http_none] [$ssl_protocol] [$ssl_cipher] $status';\n\
+            "    log_format h '$request_length $pipe $upstream_cache_status [$sent_http_content_type] [$sent_http_x_a] [$sent_http_cache_control] [$sent_http_connection] [$sent_http_content_length] [$upstream_http_x_u] [$upstream_http_x_pad] [$sent_http_x_pad] [$upstream_http_x_accel_buffering] [$upstream_http_set_cookie] [$upstream_cookie_sid] [$upstream_cookie_none] [$sent_http_none] [$ssl_protocol] [$ssl_cipher] $status';\n\
              \x20   log_format j escape=json '{{\"t\":\"$sent_http_x_a\",\"u\":\"$upstream_http_x_u\",\"n\":\"$sent_http_none\",\"s\":\"$ssl_protocol\"}}';\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
@@ -711,6 +711,8 @@ fn heads_conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       listen 127.0.0.1:{back};\n\
              \x20       add_header X-U u1;\n\
              \x20       add_header X-U u2;\n\
+             \x20       add_header X-Pad pad;\n\
+             \x20       add_header X-Accel-Buffering yes;\n\
              \x20       add_header Set-Cookie \"a=1; Path=/\";\n\
              \x20       add_header Set-Cookie \"SID = x y ; HttpOnly\";\n\
              \x20       return 200 \"up\\n\";\n\
@@ -723,8 +725,9 @@ fn heads_conf(port: u16, back: u16, nginx: bool) -> String {
 /// `$request_length` (the head without the empty lines before it, and
 /// the body as it came: chunk framing counted, a body left unread not),
 /// `$pipe`, `$sent_http_*` (repeated lines: the first, Cache-Control
-/// joined; Connection as nginx logs it), `$upstream_http_*` and
-/// `$upstream_cookie_*` (spaces around `=` skipped), and the TLS and
+/// joined; Connection as nginx logs it), `$upstream_http_*` (the
+/// headers hidden from the client too) and `$upstream_cookie_*` (spaces
+/// around `=` skipped), and the TLS and
 /// cache variables not found on a plain connection without a cache: the
 /// same lines as nginx's, byte for byte.
 #[test]
@@ -753,13 +756,13 @@ fn request_and_head_variables_match_nginx() {
     let (h, j) = &results[1];
     assert_eq!(
         h[0],
-        "28 . - [text/plain] [a1] [no-cache, private] [close] [3] [-] [-] [-] [-] [-] [-] [-] 200"
+        "28 . - [text/plain] [a1] [no-cache, private] [close] [3] [-] [-] [-] [-] [-] [-] [-] [-] [-] [-] 200"
     );
     assert!(h[1].starts_with("67 p "), "{}", h[1]);
     assert!(h[4].starts_with("91 . "), "{}", h[4]);
     assert_eq!(
         h[7],
-        "38 . - [text/plain] [-] [-] [close] [3] [u1] [a=1; Path=/] [x y ] [-] [-] [-] [-] 200"
+        "38 . - [text/plain] [-] [-] [close] [3] [u1] [pad] [-] [yes] [a=1; Path=/] [x y ] [-] [-] [-] [-] 200"
     );
     assert_eq!(j[7], "{\"t\":\"\",\"u\":\"u1\",\"n\":\"\",\"s\":\"\"}");
 }

@@ -713,6 +713,13 @@ impl Record {
         self.logs.heads.request
     }
 
+    /// Whether a log reads the upstream's headers (`$upstream_http_*`,
+    /// `$upstream_cookie_*`).
+    #[inline]
+    pub fn wants_upstream_head(&self) -> bool {
+        self.logs.heads.upstream
+    }
+
     /// Whether a log reads the upstream byte counts.
     #[inline]
     pub fn wants_bytes(&self) -> bool {

@@ -1178,7 +1178,14 @@ pub async fn run(
         .unwrap_or(&parts.uri)
         .path_and_query()
         .map_or("/", |pq| pq.as_str());
-    let req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
+    let mut req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
+    // nginx's `$upstream_http_*` reads every line the upstream sent, the
+    // ones it hides from the client (Server, Date, X-Accel-*) too: they
+    // are kept for the record and dropped after it took its copy.
+    let log_hidden = record.as_deref().is_some_and(Record::wants_upstream_head);
+    if log_hidden {
+        req_head.keep_hidden();
+    }
     // `proxy_bind` and `proxy_socket_keepalive`, once per request as
     // nginx's `ngx_http_upstream_set_local`.
     // (Boxed: one word in this future's state where it is not used.)
@@ -1318,8 +1325,10 @@ pub async fn run(
                     upgraded,
                     ..
                 } = resp;
-                if let Some(rules) = &p.header_rules {
-                    rules.apply(&mut passed);
+                match &p.header_rules {
+                    Some(rules) => rules.apply(&mut passed),
+                    None if log_hidden => upstream_h1::HeaderRules::default().apply(&mut passed),
+                    None => {}
                 }
                 if passed.redirect && !p.redirects.is_empty() {
                     redirect(&mut passed, p, cx, parts);
