@@ -1002,7 +1002,8 @@ fn redirect_edges_match_nginx() {
 /// left out, names escaped in the link and the text, cut at 50 bytes,
 /// a broken link as itself), with `autoindex_exact_size off` sizes
 /// rounded; POST still gets 403, and a directory with an index file its
-/// index.
+/// index. The page goes without a length, as nginx's: chunked, or up to
+/// the close for HTTP/1.0.
 #[test]
 fn autoindex_matches_nginx() {
     let tree = TempDir::new("autoindex");
@@ -1096,21 +1097,55 @@ fn autoindex_matches_nginx() {
         .map(|path| {
             let reply = waypost_tests::KeepAlive::connect(port).get(path);
             format!(
-                "{path} -> {} {:?}\n{}",
+                "{path} -> {} {:?} length {:?} {:?}\n{}",
                 reply.status,
                 reply.header("Content-Type"),
+                // (An error page's length names the server.)
+                reply
+                    .header("Content-Length")
+                    .filter(|_| reply.status == 200),
+                reply.header("Transfer-Encoding"),
                 neutral_server(&reply.body)
             )
         })
         .collect();
-        for method in ["HEAD", "POST"] {
+        // The framing as written: the page has no length, so it is
+        // chunked for HTTP/1.1, sent up to the close for HTTP/1.0, and a
+        // HEAD gets neither.
+        let framing = |answer: &str| -> Vec<String> {
+            let head = answer.split_once("\r\n\r\n").map_or(answer, |(h, _)| h);
+            head.lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.starts_with("content-length")
+                        || l.starts_with("transfer-encoding")
+                        || l.starts_with("connection")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        for (method, version, body) in [
+            ("HEAD", "1.1", "Content-Length: 0\r\n"),
+            ("POST", "1.1", "Content-Length: 0\r\n"),
+            ("GET", "1.1", ""),
+            ("GET", "1.0", ""),
+        ] {
             let answer = exchange(
                 port,
-                &format!("{method} /auto/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                &format!(
+                    "{method} /auto/ HTTP/{version}\r\nHost: h\r\n{body}Connection: close\r\n\r\n"
+                ),
             );
             let status = answer.lines().next().unwrap_or_default().to_owned();
             let body = neutral_server(body_of(&answer));
-            answers.push(format!("{method} /auto/ -> {status} {body:?}"));
+            let framing = if status.contains(" 200 ") {
+                framing(&answer)
+            } else {
+                Vec::new()
+            };
+            answers.push(format!(
+                "{method} /auto/ HTTP/{version} -> {status} {framing:?} {body:?}"
+            ));
         }
         answers
     };

@@ -37,6 +37,9 @@ pub struct RespBody {
 
 enum Kind {
     Full(Option<Bytes>),
+    /// A whole body sent without its length: chunked, or up to the close
+    /// for HTTP/1.0, as nginx sends a page it makes as it goes (autoindex).
+    Unsized(Option<Bytes>),
     /// With the upstream's header lines, written before the map's (boxed:
     /// a response moves several times on its way out, and is copied
     /// whole each time).
@@ -158,6 +161,19 @@ impl RespBody {
         let bytes = bytes.into();
         RespBody {
             kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+            sent: 0,
+            head: 0,
+            record: None,
+            hold: None,
+        }
+    }
+
+    /// `bytes`, sent as nginx sends a body whose length it does not set:
+    /// chunked, or up to the close for HTTP/1.0; a HEAD gets no length.
+    pub fn without_length(bytes: impl Into<Bytes>) -> RespBody {
+        let bytes = bytes.into();
+        RespBody {
+            kind: Kind::Unsized(Some(bytes).filter(|b| !b.is_empty())),
             sent: 0,
             head: 0,
             record: None,
@@ -318,6 +334,10 @@ impl RespBody {
     /// carry it as DATA), the length of the one there was announced.
     pub fn head_only(resp: &mut http::Response<RespBody>) {
         use http::header::CONTENT_LENGTH;
+        if let Kind::Unsized(bytes) = &mut resp.body_mut().kind {
+            *bytes = None;
+            return;
+        }
         if !matches!(resp.body().kind, Kind::Full(Some(_))) {
             return;
         }
@@ -484,7 +504,9 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(bytes) | Kind::Unsized(bytes) => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
             Kind::Tunnel(_) | Kind::Close => Poll::Ready(None),
             Kind::Upstream(body, _) => {
                 let polled = body.poll_data(cx);
@@ -514,7 +536,7 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(b) => b.is_none(),
+            Kind::Full(b) | Kind::Unsized(b) => b.is_none(),
             Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Tunnel(_) | Kind::Close => true,
             Kind::Gzip(g) => g.encoder.is_none(),
@@ -525,6 +547,7 @@ impl Body for RespBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Unsized(_) => SizeHint::default(),
             Kind::Upstream(b, _) => b
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
@@ -581,7 +604,7 @@ impl RespBody {
                 return Poll::Ready(None);
             }
             let piece = match &mut g.inner {
-                Kind::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
+                Kind::Full(bytes) | Kind::Unsized(bytes) => Poll::Ready(bytes.take().map(Ok)),
                 Kind::Upstream(body, _) => body.poll_data(cx),
                 Kind::File(file) => file.poll_data(cx),
                 _ => Poll::Ready(None),

@@ -378,7 +378,8 @@ async fn listing(
                         return finalized(400);
                     }
                 };
-            let mut resp = Response::new(RespBody::full(page));
+            // nginx sets no length on the listing it writes as it goes.
+            let mut resp = Response::new(RespBody::without_length(page));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
