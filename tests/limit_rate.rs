@@ -42,6 +42,12 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           limit_rate_after 200k;\n\
              \x20           proxy_pass http://127.0.0.1:{back};\n\
              \x20       }}\n\
+             \x20       location /cond {{ if ($arg_slow) {{ limit_rate 50k; }} proxy_pass http://127.0.0.1:{back}; }}\n\
+             \x20       location /cond_after {{\n\
+             \x20           limit_rate_after 200k;\n\
+             \x20           if ($arg_slow) {{ limit_rate 50k; }}\n\
+             \x20           proxy_pass http://127.0.0.1:{back};\n\
+             \x20       }}\n\
              \x20   }}\n"
         ),
         nginx,
@@ -82,6 +88,29 @@ fn limit_rate_paces_as_nginx() {
             quick < took / 2,
             "nginx {nginx}: {quick:?} against {took:?}"
         );
+    }
+}
+
+/// `limit_rate` inside a location's `if`: the answer is paced only when
+/// the condition holds, and the location's `limit_rate_after` still
+/// applies under the block's rate, as nginx merges the block's level.
+#[test]
+fn limit_rate_inside_if_as_nginx() {
+    let back = backend();
+    for nginx in [true, false] {
+        let port = free_ports(1)[0];
+        let _server = Server::either(nginx, &conf(port, back, nginx), &[port]);
+        let (slow, took) = fetch(port, "/cond?slow=1");
+        assert_eq!(slow, SIZE, "nginx {nginx}");
+        assert!(took > Duration::from_secs(1), "nginx {nginx}: {took:?}");
+        for path in ["/cond", "/cond_after?slow=1"] {
+            let (fast, quick) = fetch(port, path);
+            assert_eq!(fast, SIZE, "nginx {nginx} {path}");
+            assert!(
+                quick < took / 2,
+                "nginx {nginx} {path}: {quick:?} against {took:?}"
+            );
+        }
     }
 }
 

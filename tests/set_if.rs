@@ -1072,9 +1072,14 @@ fn config_errors_match_nginx() {
         // What nginx takes inside a location's `if` and waypost refuses on
         // purpose, naming the directive's own line.
         (
-            in_location("if ($host) {\n                limit_rate 1k;\n            }"),
+            in_location("if ($host) {\n                limit_rate 1k; limit_rate_after 2k;\n            }"),
             OK.into(),
-            inside_if("limit_rate", 8),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) {\n                limit_rate x;\n            }"),
+            emerg("\"limit_rate\" directive invalid value", 8),
+            Waypost::Same,
         ),
         (
             in_location("if ($host) { add_header X y; expires 1h; }"),

@@ -2627,7 +2627,7 @@ impl<'a> Interp<'a> {
                 "rewrite" | "break" | "set" | "return" => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                 }
-                "add_header" | "expires" if !server_level => {
+                "add_header" | "expires" | "limit_rate" | "limit_rate_after" if !server_level => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                     self.layer_directive(item, &mut own)?;
                     continue;
@@ -2646,7 +2646,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires and proxy_pass)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after and proxy_pass)"),
                         item,
                     )
                 }
@@ -2660,12 +2660,19 @@ impl<'a> Interp<'a> {
                 _ => self.rewrite_line(item, server_level)?,
             });
         }
-        if own.add_headers.is_some() || own.expires.is_some() || proxy.is_some() {
+        let limit_rate = (own.limit_rate.is_some() || own.limit_rate_after.is_some())
+            .then_some((own.limit_rate, own.limit_rate_after));
+        if own.add_headers.is_some()
+            || own.expires.is_some()
+            || limit_rate.is_some()
+            || proxy.is_some()
+        {
             ops.insert(
                 0,
                 RewriteOp::Headers(IfHeaders {
                     add_headers: own.add_headers,
                     expires: own.expires,
+                    limit_rate,
                     proxy,
                 }),
             );
@@ -3935,6 +3942,7 @@ impl<'a> Interp<'a> {
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
             location.limit_rate = layer.limit_rate();
+            if_limit_rates(&mut location.script, &layer);
             location.redirect_style = layer.redirect_style();
             location.msie_padding = layer.msie_padding.unwrap_or(true);
             location.filters = layer.filters.clone();
@@ -5426,6 +5434,25 @@ fn if_condition(d: &Directive) -> Result<IfCond, ConfError> {
 /// `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` or
 /// `break`, as nginx's `ngx_http_rewrite`: a replacement starting with
 /// `http://`, `https://` or `$scheme` is a redirect.
+/// The `limit_rate` of each `if` block in a location's `script` that has
+/// its own: nginx merges the block's level over the location's, so a
+/// `limit_rate_after` of the location applies under the block's rate.
+fn if_limit_rates(script: &mut [RewriteOp], location: &Layer) {
+    for op in script {
+        match op {
+            RewriteOp::Headers(IfHeaders {
+                limit_rate: Some((rate, after)),
+                ..
+            }) => {
+                *rate = rate.or(location.limit_rate);
+                *after = after.or(location.limit_rate_after);
+            }
+            RewriteOp::If(_, block) => if_limit_rates(block, location),
+            _ => {}
+        }
+    }
+}
+
 fn rewrite_op(d: &Directive) -> Result<RewriteOp, ConfError> {
     if d.name == "break" {
         return Ok(RewriteOp::Break);

@@ -350,12 +350,32 @@ pub enum RewriteOp {
 }
 
 /// A location `if` block's own settings: its `add_header` lines (which
-/// replace the location's), its `expires`, its `proxy_pass`.
+/// replace the location's), its `expires`, its `limit_rate`, its
+/// `proxy_pass`.
 #[derive(Debug, Clone)]
 pub struct IfHeaders {
     pub add_headers: Option<Vec<AddHeader>>,
     pub expires: Option<Option<Expires>>,
+    /// Its `limit_rate` and `limit_rate_after` lines, each over the
+    /// location's, as nginx merges the `if` block's level: the block's
+    /// own until the location's level is merged, then those in effect.
+    pub limit_rate: Option<(Option<u64>, Option<u64>)>,
     pub proxy: Option<IfProxy>,
+}
+
+impl IfHeaders {
+    /// The `limit_rate` in effect in the block, where it has its own.
+    pub fn limit_rate(&self) -> Option<Option<crate::http::h1::LimitRate>> {
+        let (rate, after) = self.limit_rate?;
+        Some(
+            rate.filter(|&r| r > 0)
+                .map(|rate| crate::http::h1::LimitRate {
+                    rate,
+                    after: after.unwrap_or(0),
+                    start_secs: 0,
+                }),
+        )
+    }
 }
 
 /// A location `if`'s `proxy_pass` (no URI part, as nginx requires there).

@@ -608,10 +608,11 @@ fn server(
                 // A location `if`'s own header filters over the location's,
                 // and its `proxy_pass` with the location's proxy settings.
                 &|h| {
-                    let headed = h.add_headers.is_some() || h.expires.is_some();
+                    let headed =
+                        h.add_headers.is_some() || h.expires.is_some() || h.limit_rate.is_some();
                     let outbound = match headed {
                         true => Some(outbound(
-                            l.limit_rate,
+                            h.limit_rate().unwrap_or(l.limit_rate),
                             h.expires.unwrap_or(l.expires),
                             h.add_headers.as_deref().unwrap_or(&l.add_headers),
                             l.msie_padding,
