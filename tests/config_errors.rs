@@ -319,6 +319,46 @@ fn cases() -> Vec<Case> {
             "http {\n    server { listen 127.0.0.1:{port} backlog=-1; }\n}\n",
             Emerg("invalid backlog \"backlog=-1\" in {conf}:5"),
         ),
+        Case::head(
+            "so_keepalive not a time",
+            "http {\n    server { listen 127.0.0.1:{port} so_keepalive=1x:2:3; }\n}\n",
+            Emerg("invalid so_keepalive value: \"1x:2:3\" in {conf}:5"),
+        ),
+        Case::head(
+            "so_keepalive all empty",
+            "http {\n    server { listen 127.0.0.1:{port} so_keepalive=::; }\n}\n",
+            Emerg("invalid so_keepalive value: \"::\" in {conf}:5"),
+        ),
+        Case::head(
+            "so_keepalive count not a number",
+            "http {\n    server { listen 127.0.0.1:{port} so_keepalive=30s::x; }\n}\n",
+            Emerg("invalid so_keepalive value: \"30s::x\" in {conf}:5"),
+        ),
+        Case::head(
+            "invalid rcvbuf",
+            "http {\n    server { listen 127.0.0.1:{port} rcvbuf=1q; }\n}\n",
+            Emerg("invalid rcvbuf \"rcvbuf=1q\" in {conf}:5"),
+        ),
+        Case::head(
+            "invalid sndbuf",
+            "http {\n    server { listen 127.0.0.1:{port} sndbuf=x; }\n}\n",
+            Emerg("invalid sndbuf \"sndbuf=x\" in {conf}:5"),
+        ),
+        Case::head(
+            "invalid fastopen",
+            "http {\n    server { listen 127.0.0.1:{port} fastopen=-1; }\n}\n",
+            Emerg("invalid fastopen \"fastopen=-1\" in {conf}:5"),
+        ),
+        Case::head(
+            "invalid ipv6only",
+            "http {\n    server { listen 127.0.0.1:{port} ipv6only=ox; }\n}\n",
+            Emerg("invalid ipv6only flags \"ox\" in {conf}:5"),
+        ),
+        Case::head(
+            "ipv6only without o",
+            "http {\n    server { listen 127.0.0.1:{port} ipv6only=yes; }\n}\n",
+            Emerg("invalid parameter \"ipv6only=yes\" in {conf}:5"),
+        ),
         // Values.
         Case::head(
             "invalid time",

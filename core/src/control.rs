@@ -284,10 +284,21 @@ fn bind_all(rt: &Runtime, old: &ListenerSet) -> Result<ListenerSet, String> {
     let mut set = ListenerSet::default();
     for group in &rt.listens {
         if let Some((addr, socket)) = old.items.iter().find(|(a, _)| *a == group.addr) {
+            // As nginx, the new `listen` options (and backlog) apply to a
+            // socket kept across the reload.
+            let kept = socket2::SockRef::from(&**socket);
+            if let Err(e) = kept.listen(group.backlog) {
+                let line = format!(
+                    "listen() to {addr}, backlog {} failed, ignored ({e})",
+                    group.backlog
+                );
+                crate::log::write(crate::log::Level::Alert, None, &line);
+            }
+            server::configure(&kept, group);
             set.items.push((*addr, socket.clone()));
             continue;
         }
-        let socket = server::bind(group.addr, group.backlog).map_err(|e| {
+        let socket = server::bind(group).map_err(|e| {
             format!(
                 "bind() to {} failed ({}: {})",
                 group.addr,

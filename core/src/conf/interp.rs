@@ -3355,6 +3355,7 @@ impl<'a> Interp<'a> {
                 backlog: 511,
                 ssl: false,
                 http2: false,
+                sockopts: SocketOpts::default(),
             };
             let listen = Listen { conf, set: false };
             self.add_listen(index, &listen, d)?;
@@ -4984,9 +4985,11 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
             backlog: 511,
             ssl: false,
             http2: false,
+            sockopts: SocketOpts::default(),
         },
         set: false,
     };
+    let opts = &mut listen.conf.sockopts;
     for p in &d.args[1..] {
         if p == "default_server" || p == "default" {
             listen.conf.default_server = true;
@@ -5000,22 +5003,84 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
                 Some(n) if n != 0 => listen.conf.backlog = n,
                 _ => return err(format!("invalid backlog \"{p}\""), d),
             }
-        } else if p == "bind"
-            || p == "reuseport"
-            || p == "deferred"
-            || p.starts_with("ipv6only=")
-            || p.starts_with("so_keepalive=")
-            || p.starts_with("rcvbuf=")
-            || p.starts_with("sndbuf=")
-        {
-            // Accepted so that nginx files load; the socket options that
-            // matter here are set by the listener itself.
+        } else if p == "bind" {
+            // (Every address is bound on its own here.)
+            listen.set = true;
+        } else if p == "reuseport" {
+            opts.reuseport = true;
+            listen.set = true;
+        } else if p == "deferred" {
+            opts.deferred = true;
+            listen.set = true;
+        } else if let Some(flag) = p.strip_prefix("ipv6only=o") {
+            opts.ipv6only = Some(match flag {
+                "n" => true,
+                "ff" => false,
+                _ => return err(format!("invalid ipv6only flags \"{}\"", &p[9..]), d),
+            });
+            listen.set = true;
+        } else if let Some(value) = p.strip_prefix("so_keepalive=") {
+            opts.keepalive = Some(so_keepalive(value).ok_or_else(|| {
+                ConfError::at(
+                    format!("invalid so_keepalive value: \"{value}\""),
+                    d.loc.clone(),
+                )
+            })?);
+            listen.set = true;
+        } else if let Some(size) = p.strip_prefix("rcvbuf=").or(p.strip_prefix("sndbuf=")) {
+            let Some(n) = parse_size(size).and_then(|n| i32::try_from(n).ok()) else {
+                return err(format!("invalid {} \"{p}\"", &p[..6]), d);
+            };
+            if p.starts_with('r') {
+                opts.rcvbuf = Some(n);
+            } else {
+                opts.sndbuf = Some(n);
+            }
+            listen.set = true;
+        } else if let Some(n) = p.strip_prefix("fastopen=") {
+            let Some(n) = atoi(n).and_then(|n| i32::try_from(n).ok()) else {
+                return err(format!("invalid fastopen \"{p}\""), d);
+            };
+            opts.fastopen = Some(n);
             listen.set = true;
         } else {
             return err(format!("invalid parameter \"{p}\""), d);
         }
     }
     Ok(listen)
+}
+
+/// `so_keepalive=`'s value, as nginx reads it: `on`, `off`, or
+/// `[IDLE]:[INTERVAL]:[COUNT]` (times and a number), not all empty.
+fn so_keepalive(value: &str) -> Option<SoKeepalive> {
+    match value {
+        "on" | "off" => {
+            return Some(SoKeepalive {
+                on: value == "on",
+                idle: 0,
+                interval: 0,
+                count: 0,
+            })
+        }
+        _ => {}
+    }
+    let mut parts = value.splitn(3, ':');
+    let time = |part: Option<&str>| match part {
+        None | Some("") => Some(0),
+        Some(t) => parse_time_sec(t).and_then(|s| u32::try_from(s).ok()),
+    };
+    let idle = time(parts.next())?;
+    let interval = time(parts.next())?;
+    let count = match parts.next() {
+        None | Some("") => 0,
+        Some(n) => u32::try_from(atoi(n)?).ok()?,
+    };
+    (idle != 0 || interval != 0 || count != 0).then_some(SoKeepalive {
+        on: true,
+        idle,
+        interval,
+        count,
+    })
 }
 
 /// nginx's `ngx_http_core_error_page`: `CODE ... [=[RESPONSE]] URI`, each

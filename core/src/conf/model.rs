@@ -546,6 +546,37 @@ pub struct ListenConf {
     pub ssl: bool,
     /// `http2` (nginx before 1.25.1): HTTP/2 for every server of the address.
     pub http2: bool,
+    pub sockopts: SocketOpts,
+}
+
+/// The socket options of a `listen` line, set on the listening socket as
+/// nginx sets them (the accepted connections inherit them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SocketOpts {
+    /// `reuseport`: SO_REUSEPORT.
+    pub reuseport: bool,
+    /// `deferred`: TCP_DEFER_ACCEPT.
+    pub deferred: bool,
+    /// `ipv6only=on|off` (on where it is not said, as nginx).
+    pub ipv6only: Option<bool>,
+    /// `so_keepalive=on|off|[IDLE]:[INTERVAL]:[COUNT]`.
+    pub keepalive: Option<SoKeepalive>,
+    /// `rcvbuf=SIZE`, `sndbuf=SIZE`: SO_RCVBUF, SO_SNDBUF.
+    pub rcvbuf: Option<i32>,
+    pub sndbuf: Option<i32>,
+    /// `fastopen=N`: TCP_FASTOPEN's queue.
+    pub fastopen: Option<i32>,
+}
+
+/// `so_keepalive=`: SO_KEEPALIVE on or off; with `IDLE:INTERVAL:COUNT`,
+/// those of them given (0: the system's), as TCP_KEEPIDLE, TCP_KEEPINTVL
+/// and TCP_KEEPCNT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoKeepalive {
+    pub on: bool,
+    pub idle: u32,
+    pub interval: u32,
+    pub count: u32,
 }
 
 /// A server's TLS settings.

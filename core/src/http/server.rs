@@ -99,17 +99,104 @@ impl State {
 
 /// Binds a listening socket as nginx does: SO_REUSEADDR, the configured
 /// backlog, non-blocking for the event loops.
-pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(group: &crate::runtime::ListenGroup) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
+    let (addr, opts) = (group.addr, &group.sockopts);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if opts.reuseport {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(opts.ipv6only.unwrap_or(true))?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
+    socket.listen(group.backlog)?;
+    configure(&socket, group);
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// The options nginx's `ngx_configure_listening_sockets` sets on a
+/// listening socket, a new one or one a reload keeps (accepted
+/// connections inherit them); as nginx, an option the kernel refuses is
+/// logged and left.
+pub fn configure(socket: &socket2::Socket, group: &crate::runtime::ListenGroup) {
+    use socket2::TcpKeepalive;
+    let opts = &group.sockopts;
+    let failed = |what: String, e: std::io::Error| {
+        let line = format!(
+            "setsockopt({what}) {} failed, ignored ({}: {})",
+            group.addr,
+            e.raw_os_error().unwrap_or(0),
+            crate::http::proxy::strerror(&e)
+        );
+        log::write(Level::Alert, None, &line);
+    };
+    if let Some(n) = opts.rcvbuf {
+        if let Err(e) = socket.set_recv_buffer_size(n as usize) {
+            failed(format!("SO_RCVBUF, {n}"), e);
+        }
+    }
+    if let Some(n) = opts.sndbuf {
+        if let Err(e) = socket.set_send_buffer_size(n as usize) {
+            failed(format!("SO_SNDBUF, {n}"), e);
+        }
+    }
+    if let Some(k) = opts.keepalive {
+        if let Err(e) = socket.set_keepalive(k.on) {
+            failed(format!("SO_KEEPALIVE, {}", u8::from(k.on)), e);
+        }
+        let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+        let mut tune = TcpKeepalive::new();
+        if k.idle != 0 {
+            tune = tune.with_time(secs(k.idle));
+        }
+        if k.interval != 0 {
+            tune = tune.with_interval(secs(k.interval));
+        }
+        if k.count != 0 {
+            tune = tune.with_retries(k.count);
+        }
+        if k.idle != 0 || k.interval != 0 || k.count != 0 {
+            if let Err(e) = socket.set_tcp_keepalive(&tune) {
+                failed("TCP_KEEPIDLE".into(), e);
+            }
+        }
+    }
+    if opts.deferred {
+        // nginx's 1 second: how long a connection waited in the queue
+        // cannot be known, so the header timeout is not what to give.
+        if let Err(e) = setsockopt_int(socket, libc::TCP_DEFER_ACCEPT, 1) {
+            failed("TCP_DEFER_ACCEPT, 1".into(), e);
+        }
+    }
+    if let Some(n) = opts.fastopen {
+        if let Err(e) = setsockopt_int(socket, libc::TCP_FASTOPEN, n) {
+            failed(format!("TCP_FASTOPEN, {n}"), e);
+        }
+    }
+}
+
+/// An IPPROTO_TCP option socket2 has no setter for.
+fn setsockopt_int(socket: &socket2::Socket, name: libc::c_int, value: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and an int of the size given, as
+    // setsockopt(2) takes for these options.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Starts `n` worker threads, each with its own event loop.

@@ -1075,6 +1075,7 @@ fn group_listens(
                     groups.push(ListenGroup {
                         addr: l.addr,
                         backlog: l.backlog,
+                        sockopts: l.sockopts,
                         servers: Vec::new(),
                         default: 0,
                         tls: None,
@@ -1094,6 +1095,11 @@ fn group_listens(
             members[at].1 |= l.ssl;
             let group = &mut groups[at];
             group.http2 |= l.http2;
+            // The one `listen` of the address with options (nginx refuses
+            // a second) sets them, whichever server it is in.
+            if l.sockopts != crate::conf::model::SocketOpts::default() {
+                group.sockopts = l.sockopts;
+            }
             let index = group.servers.len();
             group.servers.push(servers[si].clone());
             if l.default_server {

@@ -40,6 +40,8 @@ pub struct Runtime {
 pub struct ListenGroup {
     pub addr: SocketAddr,
     pub backlog: i32,
+    /// `listen`'s socket options.
+    pub sockopts: crate::conf::model::SocketOpts,
     pub servers: Vec<Arc<Server>>,
     pub default: usize,
     /// `listen ... ssl`: the handshake's config for each server.
