@@ -137,6 +137,9 @@ pub enum Var {
     /// `$invalid_referer`: `1` where the level's `valid_referers` refuse
     /// the Referer, else empty.
     InvalidReferer,
+    /// `$secure_link`, `$secure_link_expires`: the level's secure_link.
+    SecureLink,
+    SecureLinkExpires,
 }
 
 thread_local! {
@@ -287,8 +290,6 @@ const UNSUPPORTED: &[&str] = &[
     "request_completion",
     "request_length",
     "request_time",
-    "secure_link",
-    "secure_link_expires",
     "slice_range",
     "ssl_alpn_protocol",
     "ssl_ciphers",
@@ -428,6 +429,8 @@ impl Var {
             "request_id" => Var::RequestId,
             "upstream_cache_status" => Var::UpstreamCacheStatus,
             "invalid_referer" => Var::InvalidReferer,
+            "secure_link" => Var::SecureLink,
+            "secure_link_expires" => Var::SecureLinkExpires,
             n if UNSUPPORTED.contains(&n) => return Err(NameError::Unsupported),
             n if UNSUPPORTED_PREFIXES.iter().any(|p| n.starts_with(p)) => {
                 return Err(NameError::Unsupported)
@@ -643,6 +646,16 @@ impl Var {
                 }
             }
             Var::RequestId => request_id(cx.conn, cx.requests, out),
+            Var::SecureLink => {
+                if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
+                    link.value(cx, out);
+                }
+            }
+            Var::SecureLinkExpires => {
+                if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
+                    link.expires(cx, out);
+                }
+            }
             Var::ProxyAddXForwardedFor => {
                 for v in req.headers.get_all("x-forwarded-for") {
                     out.extend_from_slice(v.as_bytes());
@@ -705,6 +718,14 @@ impl Var {
             Var::SslProtocol | Var::SslCipher | Var::SslSessionReused => tls(req).is_none(),
             Var::SslServerName => tls(req).is_none_or(|s| s.server_name.is_none()),
             Var::UpstreamCacheStatus => true,
+            Var::SecureLink => cx
+                .statics
+                .and_then(|s| s.secure_link())
+                .is_none_or(|l| !l.value(cx, &mut Vec::new())),
+            Var::SecureLinkExpires => cx
+                .statics
+                .and_then(|s| s.secure_link())
+                .is_none_or(|l| !l.expires(cx, &mut Vec::new())),
             _ => false,
         }
     }

@@ -250,6 +250,9 @@ pub const CORE: &[Spec] = &[
     d("max_ranges", PROXY, 1, 1),
     // referer
     d("valid_referers", SRV | LOC, 1, MORE),
+    d("secure_link", HTTP | SRV | LOC, 1, 1),
+    d("secure_link_md5", HTTP | SRV | LOC, 1, 1),
+    d("secure_link_secret", HTTP | SRV | LOC, 1, 1),
     d("referer_hash_max_size", SRV | LOC, 1, 1),
     d("referer_hash_bucket_size", SRV | LOC, 1, 1),
     // TLS and HTTP/2 to clients

@@ -332,6 +332,10 @@ struct Layer {
     /// `valid_referers` words: a level with the directive replaces its
     /// parent's.
     valid_referers: Option<Vec<String>>,
+    /// `secure_link`, `secure_link_md5`, `secure_link_secret`.
+    secure_link: Option<String>,
+    secure_link_md5: Option<String>,
+    secure_link_secret: Option<String>,
     autoindex: Option<bool>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
@@ -572,6 +576,33 @@ impl Layer {
                 .or_else(|| parent.valid_referers.clone()),
             intercept_errors: self.intercept_errors.or(parent.intercept_errors),
             internal: self.internal.or(parent.internal),
+            // nginx's merge: a level's `secure_link_secret` stands alone;
+            // a level with neither of the others takes its parent's.
+            secure_link: self.secure_link.clone().or_else(|| {
+                self.secure_link_secret
+                    .is_none()
+                    .then(|| parent.secure_link.clone())
+                    .flatten()
+            }),
+            secure_link_md5: self.secure_link_md5.clone().or_else(|| {
+                self.secure_link_secret
+                    .is_none()
+                    .then(|| parent.secure_link_md5.clone())
+                    .flatten()
+            }),
+            secure_link_secret: match (
+                &self.secure_link_secret,
+                &self.secure_link,
+                &self.secure_link_md5,
+            ) {
+                (Some(secret), _, _) => Some(secret.clone()),
+                (None, None, None)
+                    if parent.secure_link.is_none() && parent.secure_link_md5.is_none() =>
+                {
+                    parent.secure_link_secret.clone()
+                }
+                _ => None,
+            },
         }
     }
 
@@ -588,6 +619,18 @@ impl Layer {
             log_not_found: self.log_not_found.unwrap_or(true),
             etag: self.etag.unwrap_or(true),
             referers: self.valid_referers.clone().map(|w| (w, Vec::new())),
+            secure_link: match (
+                &self.secure_link_secret,
+                &self.secure_link,
+                &self.secure_link_md5,
+            ) {
+                (Some(secret), _, _) => Some(SecureLinkConf::Secret(secret.clone())),
+                (None, None, None) => None,
+                (None, link, md5) => Some(SecureLinkConf::Md5 {
+                    link: link.clone(),
+                    md5: md5.clone(),
+                }),
+            },
             autoindex: self.autoindex.unwrap_or(false).then(|| AutoindexConf {
                 exact_size: self.autoindex_exact_size.unwrap_or(true),
                 localtime: self.autoindex_localtime.unwrap_or(false),
@@ -1833,6 +1876,16 @@ impl<'a> Interp<'a> {
                 })
             }
             "rewrite_log" => layer.rewrite_log = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "secure_link" | "secure_link_md5" => {
+                self.check_vars(self.compile_check(&d.args[0]), d)?;
+                let slot = if d.name == "secure_link" {
+                    &mut layer.secure_link
+                } else {
+                    &mut layer.secure_link_md5
+                };
+                *slot = Some(d.args[0].clone());
+            }
+            "secure_link_secret" => layer.secure_link_secret = Some(d.args[0].clone()),
             "valid_referers" => {
                 for word in &d.args {
                     if let Some(pattern) = word.strip_prefix('~') {
@@ -3818,6 +3871,7 @@ impl<'a> Interp<'a> {
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
             buffers(&layer)?;
+            secure_link_alone(&info.own, end)?;
             let server = &mut self.http.servers[i];
             server.tls = layer.tls()?;
             // nginx loads these for a server with certificates only.
@@ -3891,6 +3945,7 @@ impl<'a> Interp<'a> {
                 layer.redirects = Some((false, vec![default.clone()]));
             }
             buffers(&layer)?;
+            secure_link_alone(&info.own, end)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
             let https = matches!(&location.action, Action::Proxy(p) if p.tls);
@@ -4181,6 +4236,9 @@ fn is_single(name: &str) -> bool {
             | "client_body_timeout"
             | "send_timeout"
             | "proxy_pass"
+            | "secure_link"
+            | "secure_link_md5"
+            | "secure_link_secret"
             | "proxy_http_version"
             | "proxy_next_upstream_tries"
             | "proxy_next_upstream_timeout"
@@ -5050,6 +5108,22 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
     Ok(listen)
 }
 
+/// nginx's secure_link merge of a server or location level: its
+/// `secure_link_secret` is not to be with the other two, which it is
+/// told at the end of `http`.
+fn secure_link_alone(own: &Layer, end: &Loc) -> Result<(), ConfError> {
+    if own.secure_link_secret.is_some()
+        && (own.secure_link.is_some() || own.secure_link_md5.is_some())
+    {
+        return Err(ConfError::at(
+            "\"secure_link_secret\" cannot be mixed with \"secure_link\" and \"secure_link_md5\""
+                .into(),
+            end.clone(),
+        ));
+    }
+    Ok(())
+}
+
 /// `so_keepalive=`'s value, as nginx reads it: `on`, `off`, or
 /// `[IDLE]:[INTERVAL]:[COUNT]` (times and a number), not all empty.
 fn so_keepalive(value: &str) -> Option<SoKeepalive> {
@@ -5269,8 +5343,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "ssi",
     "mirror",
     "slice",
-    "secure_link",
-    "secure_link_md5",
     "random_index",
     "empty_gif",
     "dav_methods",

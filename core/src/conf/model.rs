@@ -465,6 +465,8 @@ pub struct StaticConf {
     /// `valid_referers` words (`$invalid_referer`), and the server's names
     /// for `server_names`.
     pub referers: Option<(Vec<String>, Vec<String>)>,
+    /// `secure_link`, `secure_link_md5`, `secure_link_secret`.
+    pub secure_link: Option<SecureLinkConf>,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
     /// The location's name (empty at the server level), for nginx's
@@ -523,6 +525,7 @@ impl StaticConf {
             max_ranges: MAX_RANGES,
             autoindex: None,
             referers: None,
+            secure_link: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),
         }
@@ -535,6 +538,18 @@ pub enum IfModifiedSince {
     Off,
     Exact,
     Before,
+}
+
+/// A level's secure_link settings in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecureLinkConf {
+    /// `secure_link` and `secure_link_md5`, either may be missing.
+    Md5 {
+        link: Option<String>,
+        md5: Option<String>,
+    },
+    /// `secure_link_secret`.
+    Secret(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -57,6 +57,7 @@ pub mod referer;
 pub mod refused;
 pub mod response;
 pub mod rewrite;
+pub mod secure_link;
 pub mod server;
 pub mod static_files;
 pub mod stats;

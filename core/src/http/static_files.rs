@@ -73,6 +73,8 @@ pub struct Static {
     autoindex: Option<AutoindexConf>,
     /// `valid_referers` (`$invalid_referer`).
     referers: Option<crate::http::referer::Referers>,
+    /// `$secure_link`'s settings.
+    secure_link: Option<crate::http::secure_link::SecureLink>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
@@ -217,9 +219,34 @@ impl Static {
                 })
                 .transpose()
                 .map_err(ConfError::bare)?,
+            secure_link: match &conf.secure_link {
+                None => None,
+                Some(crate::conf::model::SecureLinkConf::Secret(s)) => Some(
+                    crate::http::secure_link::SecureLink::Secret(s.as_bytes().into()),
+                ),
+                Some(crate::conf::model::SecureLinkConf::Md5 { link, md5 }) => {
+                    let compile = |t: &Option<String>| {
+                        t.as_deref()
+                            .map(|t| {
+                                Template::compile_with(t, &|n| maps.var(n))
+                                    .map_err(|e| ConfError::bare(e.to_string()))
+                            })
+                            .transpose()
+                    };
+                    Some(crate::http::secure_link::SecureLink::Md5 {
+                        link: compile(link)?,
+                        md5: compile(md5)?,
+                    })
+                }
+            },
             types,
             style,
         })
+    }
+
+    /// The level's secure_link settings, if it has any.
+    pub fn secure_link(&self) -> Option<&crate::http::secure_link::SecureLink> {
+        self.secure_link.as_ref()
     }
 
     /// The level's `valid_referers`, if it has any.
