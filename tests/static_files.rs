@@ -173,6 +173,8 @@ const SHOWN: &[&str] = &[
     "Location",
     "Content-Range",
     "Transfer-Encoding",
+    "Content-Encoding",
+    "Vary",
 ];
 
 /// The body of an answer.
@@ -854,6 +856,14 @@ fn config_errors_match_nginx() {
             "[emerg] \"max_ranges\" directive invalid number in CONF:7 (exit Some(1))".into(),
         ),
         (
+            in_location("/", "            gzip_static maybe;\n"),
+            "[emerg] invalid value \"maybe\" in CONF:7 (exit Some(1))".into(),
+        ),
+        (
+            in_location("/", "            gzip_static on; gzip_static off;\n"),
+            "[emerg] \"gzip_static\" directive is duplicate in CONF:7 (exit Some(1))".into(),
+        ),
+        (
             in_location("/", "            autoindex maybe;\n"),
             "[emerg] invalid value \"maybe\" in \"autoindex\" directive, it must be \"on\" or \"off\" in CONF:7 (exit Some(1))".into(),
         ),
@@ -862,6 +872,7 @@ fn config_errors_match_nginx() {
             "http {\n\
              \x20   root /srv;\n\
              \x20   autoindex on;\n\
+             \x20   gzip_static always;\n\
              \x20   autoindex_localtime on;\n\
              \x20   index index.html index.htm;\n\
              \x20   log_not_found off;\n\
@@ -902,6 +913,82 @@ fn digested(answer: &str) -> String {
         body.len(),
         hasher.finish()
     )
+}
+
+/// `gzip_static on|always` as nginx's: `PATH.gz` as it is, with
+/// `Content-Encoding: gzip`, the URI's type and the `.gz` file's length,
+/// time and ETag, to a request that takes gzip (its version, `Via` under
+/// `gzip_proxied`), or to any with `always`; `Vary` with `gzip_vary on`,
+/// on the plain file too where a `.gz` was there for a client that did
+/// not take it; conditions on the `.gz`, and no ranges (nginx allows
+/// none there); a `.gz` alone; a `.gz` that is a directory is passed
+/// over.
+#[test]
+fn gzip_static_matches_nginx() {
+    let tree = tree();
+    write_files(
+        &tree.path,
+        &[
+            ("files/app.js", "var plain = 1;\n"),
+            ("files/app.js.gz", "not really gzip, nginx does not look\n"),
+            ("files/only.css.gz", "gz alone\n"),
+            ("files/d.txt", "dee\n"),
+            ("files/d.txt.gz/inside", "a directory named .gz\n"),
+        ],
+    );
+    let server = "        root {dir}/files;\n\
+                  \x20       location /on/ { alias {dir}/files/; gzip_static on; }\n\
+                  \x20       location /vary/ { alias {dir}/files/; gzip_static on; gzip_vary on; }\n\
+                  \x20       location /always/ { alias {dir}/files/; gzip_static always; gzip_vary on; }\n\
+                  \x20       location /v10/ { alias {dir}/files/; gzip_static on; gzip_http_version 1.0; }\n\
+                  \x20       location /px/ { alias {dir}/files/; gzip_static on; gzip_proxied any; }\n\
+                  \x20       location /ua/ { alias {dir}/files/; gzip_static on; gzip_disable \"curl\"; }\n";
+    let gz = "Accept-Encoding: gzip, deflate";
+    let asks = [
+        get("/on/app.js").with(gz),
+        get("/on/app.js"),
+        get("/on/app.js").with("Accept-Encoding: gzip;q=0"),
+        head("/on/app.js").with(gz),
+        get("/vary/app.js").with(gz),
+        get("/vary/app.js"),
+        get("/vary/b.txt").with(gz),
+        get("/always/app.js"),
+        get("/on/only.css").with(gz),
+        get("/on/only.css"),
+        get("/on/d.txt").with(gz),
+        get("/on/app.js").with(gz).with("Range: bytes=0-2"),
+        get("/on/app.js")
+            .with(gz)
+            .with(format!("If-Modified-Since: {LAST_MODIFIED}")),
+        get("/on/app.js")
+            .with(gz)
+            .with("If-None-Match: \"6553f100-25\""),
+        get("/vary/app.js")
+            .with(gz)
+            .with("If-None-Match: \"6553f100-25\""),
+        get("/vary/app.js").with("If-None-Match: \"6553f100-f\""),
+        get("/on/app.js").with(gz).with("If-Match: \"nope\""),
+        get("/on/app.js").with(gz).http10(),
+        get("/v10/app.js").with(gz).http10(),
+        get("/on/app.js").with(gz).with("Via: 1.1 cache"),
+        get("/px/app.js").with(gz).with("Via: 1.1 cache"),
+        get("/ua/app.js").with(gz).with("User-Agent: curl/8"),
+        ask("POST", "/on/app.js").with(gz),
+    ];
+    let theirs = run(true, &tree.path, server, &asks);
+    let ours = run(false, &tree.path, server, &asks);
+    assert_runs_as_nginx(
+        &ours,
+        &theirs,
+        &[
+            "Content-Length: 37 | Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT | ETag: \"6553f100-25\" | Content-Encoding: gzip | body: \"not really gzip",
+            "Vary: Accept-Encoding | body: \"var plain",
+            "GET /on/only.css [] -> HTTP/1.1 404",
+            "Range: bytes=0-2] -> HTTP/1.1 200 OK",
+            "HTTP/1.1 304 Not Modified",
+        ],
+        &["[error] open() \"DIR/files/only.css\" failed (2: No such file or directory), client: 127.0.0.1, server: , request: \"GET /on/only.css HTTP/1.1\", host: \"h\"".to_owned()],
+    );
 }
 
 /// A file past what is read whole with its opening (256 KB): sent in

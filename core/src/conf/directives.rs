@@ -148,6 +148,7 @@ pub const CORE: &[Spec] = &[
     d("gzip_min_length", PROXY, 1, 1),
     d("gzip_comp_level", PROXY, 1, 1),
     f("gzip_vary", PROXY),
+    d("gzip_static", PROXY, 1, 1),
     d("gzip_proxied", PROXY, 1, MORE),
     d("gzip_http_version", PROXY, 1, 1),
     d("gzip_disable", PROXY, 1, MORE),

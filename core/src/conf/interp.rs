@@ -619,6 +619,7 @@ impl Layer {
             log_not_found: self.log_not_found.unwrap_or(true),
             etag: self.etag.unwrap_or(true),
             referers: self.valid_referers.clone().map(|w| (w, Vec::new())),
+            gzip_static: self.gzip.static_conf(),
             secure_link: match (
                 &self.secure_link_secret,
                 &self.secure_link,
@@ -1113,6 +1114,9 @@ pub(super) fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
 #[derive(Clone, Default)]
 struct GzipLayer {
     on: Option<bool>,
+    /// `gzip_static`: `Some(true)` for `always`, `Some(false)` for `on`;
+    /// `None` inside for `off`.
+    static_: Option<Option<bool>>,
     types: Option<Vec<String>>,
     min_length: Option<u64>,
     level: Option<u32>,
@@ -1127,6 +1131,7 @@ impl GzipLayer {
     fn merged(&self, parent: &GzipLayer) -> GzipLayer {
         GzipLayer {
             on: self.on.or(parent.on),
+            static_: self.static_.or(parent.static_),
             types: self.types.clone().or_else(|| parent.types.clone()),
             min_length: self.min_length.or(parent.min_length),
             level: self.level.or(parent.level),
@@ -1143,7 +1148,20 @@ impl GzipLayer {
         if self.on != Some(true) {
             return None;
         }
-        Some(GzipConf {
+        Some(self.settings())
+    }
+
+    /// `gzip_static` where it is on (`true`: `always`), with the
+    /// settings that decide whether a request takes gzip (which apply
+    /// whether `gzip` is on or not).
+    fn static_conf(&self) -> Option<(bool, GzipConf)> {
+        let always = self.static_.flatten()?;
+        Some((always, self.settings()))
+    }
+
+    /// The level's settings, with nginx's defaults.
+    fn settings(&self) -> GzipConf {
+        GzipConf {
             types: self
                 .types
                 .clone()
@@ -1155,7 +1173,7 @@ impl GzipLayer {
             http10: self.http10.unwrap_or(false),
             msie6: self.msie6.unwrap_or(false),
             disable: self.disable.clone().unwrap_or_default(),
-        })
+        }
     }
 }
 
@@ -2081,6 +2099,14 @@ impl<'a> Interp<'a> {
             }
             "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_vary" => layer.gzip.vary = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "gzip_static" => {
+                layer.gzip.static_ = Some(match d.args[0].as_str() {
+                    "off" => None,
+                    "on" => Some(false),
+                    "always" => Some(true),
+                    v => return err(format!("invalid value \"{v}\""), d),
+                })
+            }
             "gzip_min_length" => layer.gzip.min_length = Some(size_arg(d, 0)?),
             "gzip_comp_level" => {
                 let level = number_arg(d, 0)?;
@@ -4237,6 +4263,7 @@ fn is_single(name: &str) -> bool {
             | "send_timeout"
             | "proxy_pass"
             | "secure_link"
+            | "gzip_static"
             | "secure_link_md5"
             | "secure_link_secret"
             | "proxy_http_version"
@@ -5348,7 +5375,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "dav_methods",
     "userid",
     "add_trailer",
-    "gzip_static",
     "gunzip",
     "image_filter",
     "xslt_stylesheet",

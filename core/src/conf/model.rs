@@ -467,6 +467,9 @@ pub struct StaticConf {
     pub referers: Option<(Vec<String>, Vec<String>)>,
     /// `secure_link`, `secure_link_md5`, `secure_link_secret`.
     pub secure_link: Option<SecureLinkConf>,
+    /// `gzip_static on|always` (`true`: always) and the gzip settings
+    /// that decide whether a request takes gzip.
+    pub gzip_static: Option<(bool, GzipConf)>,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
     /// The location's name (empty at the server level), for nginx's
@@ -526,6 +529,7 @@ impl StaticConf {
             autoindex: None,
             referers: None,
             secure_link: None,
+            gzip_static: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),
         }
@@ -773,7 +777,7 @@ pub const CHARSET_TYPES: [&str; 6] = [
 ];
 
 /// `gzip on` and its settings at a level, after inheritance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GzipConf {
     /// `gzip_types`, lowercase, `text/html` among them; `*`: any.
     pub types: Vec<String>,

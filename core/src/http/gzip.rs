@@ -90,6 +90,22 @@ impl Gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
 
+    /// The request's side alone (`ngx_http_gzip_ok` before there is a
+    /// response, as `gzip_static` asks it): the version, Accept-Encoding,
+    /// a proxy's `Via` under `gzip_proxied`, `gzip_disable`.
+    pub fn takes_gzip(&self, req: &Parts) -> bool {
+        let nothing = Response::new(RespBody::empty());
+        (req.version >= Version::HTTP_11 || self.http10)
+            && accepts_gzip(&req.headers)
+            && (!req.headers.contains_key(header::VIA) || self.proxied_ok(req, &nothing))
+            && !self.disabled(&req.headers)
+    }
+
+    /// `gzip_vary on`.
+    pub fn vary(&self) -> bool {
+        self.vary
+    }
+
     /// The response's side: a 200, 403 or 404, not encoded, of a
     /// `gzip_types` type, not known to be shorter than `gzip_min_length`.
     fn compressible(&self, resp: &Response<RespBody>) -> bool {

@@ -27,9 +27,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION,
-    RANGE,
+    HeaderValue, ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    LOCATION, RANGE, VARY,
 };
 use http::{Method, Response, StatusCode};
 use tokio::task::JoinHandle;
@@ -75,6 +75,8 @@ pub struct Static {
     referers: Option<crate::http::referer::Referers>,
     /// `$secure_link`'s settings.
     secure_link: Option<crate::http::secure_link::SecureLink>,
+    /// `gzip_static on|always` (`true`: always).
+    gzip_static: Option<(bool, crate::http::gzip::Gzip)>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
@@ -239,6 +241,11 @@ impl Static {
                     })
                 }
             },
+            gzip_static: conf
+                .gzip_static
+                .as_ref()
+                .map(|(always, gzip)| Ok::<_, ConfError>((*always, crate::http::gzip::Gzip::build(gzip)?)))
+                .transpose()?,
             types,
             style,
         })
@@ -639,9 +646,95 @@ async fn file(
 ) -> Response<RespBody> {
     let (path, _) = st.map(uri, vars, add_uri);
     let head = req.parts.method == Method::HEAD;
-    let owned = path.clone();
-    let opened = blocking(move || {
-        let mut opened = open(&owned)?;
+    // nginx's gzip_static handler comes first in the content phase.
+    let mut vary = false;
+    if let (Some((always, gzip)), true) = (&st.gzip_static, head || req.parts.method == Method::GET)
+    {
+        match gzip_static(req, st, (*always, gzip), &path, uri, client).await {
+            GzipStatic::Served(resp) => return *resp,
+            GzipStatic::Declined { vary: v } => vary = v,
+        }
+    }
+    let mut resp = plain_file(req, st, client, uri, path, head).await;
+    if vary {
+        // (nginx's `r->gzip_vary`: the answer says it could have been
+        // another.)
+        resp.headers_mut()
+            .append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    resp
+}
+
+/// What nginx's gzip_static handler did.
+enum GzipStatic {
+    Served(Box<Response<RespBody>>),
+    /// Declined: the static handler answers, with `Vary` when a `.gz`
+    /// was there for a client that did not take it (`gzip_vary on`).
+    Declined {
+        vary: bool,
+    },
+}
+
+/// nginx's `ngx_http_gzip_static_handler`: `PATH.gz`, as it is, with
+/// `Content-Encoding: gzip`, to a request that takes gzip (`on`) or to
+/// any (`always`); the type is the URI's, the length, time and ETag the
+/// `.gz` file's.
+async fn gzip_static(
+    req: &Req<'_>,
+    st: &Static,
+    (always, gzip): (bool, &crate::http::gzip::Gzip),
+    path: &[u8],
+    uri: &[u8],
+    client: SocketAddr,
+) -> GzipStatic {
+    let ok = always || gzip.takes_gzip(req.parts);
+    if !ok && !gzip.vary() {
+        return GzipStatic::Declined { vary: false };
+    }
+    let mut gz = Vec::with_capacity(path.len() + 3);
+    gz.extend_from_slice(path);
+    gz.extend_from_slice(b".gz");
+    let opened = match read_file(gz.clone(), req.parts.method == Method::HEAD || !ok).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            match errno(&e) {
+                libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => {}
+                libc::EACCES | libc::ELOOP | libc::EMLINK => {
+                    failed(req, client, Level::Error, "open()", &gz, &e);
+                }
+                _ => failed(req, client, Level::Crit, "open()", &gz, &e),
+            }
+            return GzipStatic::Declined { vary: false };
+        }
+    };
+    let vary = !always && gzip.vary();
+    if !ok || opened.dir {
+        return GzipStatic::Declined { vary };
+    }
+    if !opened.regular {
+        let line = format!("\"{}\" is not a regular file", String::from_utf8_lossy(&gz));
+        req.log_line(client, Level::Crit, line);
+        return GzipStatic::Served(Box::new(finalized(404)));
+    }
+    // (nginx's gzip_static leaves ranges off.)
+    let mut resp = respond(req, st, uri, opened, false);
+    let status = resp.status().as_u16();
+    let h = resp.headers_mut();
+    if vary {
+        h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    // (nginx's not_modified filter takes it off a 304; a 412 is a page.)
+    if !matches!(status, 304 | 412) {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    GzipStatic::Served(Box::new(resp))
+}
+
+/// Opens `path` on the blocking pool, reading a small regular file whole
+/// unless `head`.
+async fn read_file(path: Vec<u8>, head: bool) -> io::Result<Opened> {
+    blocking(move || {
+        let mut opened = open(&path)?;
         if opened.regular && !head && opened.size <= READ_WHOLE {
             let mut buf = vec![0; opened.size as usize];
             let mut at = 0;
@@ -659,7 +752,19 @@ async fn file(
         }
         Ok(opened)
     })
-    .await;
+    .await
+}
+
+/// nginx's `ngx_http_static_handler` proper, for the file at `path`.
+async fn plain_file(
+    req: &Req<'_>,
+    st: &Static,
+    client: SocketAddr,
+    uri: &[u8],
+    path: Vec<u8>,
+    head: bool,
+) -> Response<RespBody> {
+    let opened = read_file(path.clone(), head).await;
     let opened = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -688,7 +793,7 @@ async fn file(
     if req.parts.method == Method::POST {
         return error_page(405);
     }
-    respond(req, st, uri, opened)
+    respond(req, st, uri, opened, true)
 }
 
 /// A directory asked for without its `/`: 301 to it, with the arguments.
@@ -724,8 +829,15 @@ fn moved(req: &Req<'_>, st: &Static, uri: &[u8]) -> Response<RespBody> {
     resp
 }
 
-/// The file's answer, through nginx's not_modified and range filters.
-fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<RespBody> {
+/// The file's answer, through nginx's not_modified and range filters
+/// (`allow_ranges`: the range filter's say).
+fn respond(
+    req: &Req<'_>,
+    st: &Static,
+    uri: &[u8],
+    opened: Opened,
+    allow_ranges: bool,
+) -> Response<RespBody> {
     let headers = &req.parts.headers;
     let mtime = opened.mtime;
     let size = opened.size;
@@ -795,7 +907,7 @@ fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<R
 
     // nginx's range filter.
     let ranges = match headers.get(RANGE) {
-        Some(range) if if_range(headers.get(IF_RANGE), etag.as_deref(), mtime) => {
+        Some(range) if allow_ranges && if_range(headers.get(IF_RANGE), etag.as_deref(), mtime) => {
             parse_ranges(range.as_bytes(), size, st.max_ranges)
         }
         _ => Ranges::None,
@@ -805,7 +917,7 @@ fn respond(req: &Req<'_>, st: &Static, uri: &[u8], opened: Opened) -> Response<R
     match ranges {
         Ranges::None => {
             // (`max_ranges 0` turns ranges off, the header with them.)
-            if st.max_ranges != 0 {
+            if st.max_ranges != 0 && allow_ranges {
                 resp.headers_mut()
                     .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             }
