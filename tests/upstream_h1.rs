@@ -605,10 +605,23 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
          \x20           proxy_redirect http://up/ /new/;\n\
          \x20           proxy_redirect http://up/ /second/;\n\
          \x20           proxy_redirect /rel http://abs.example/r;\n\
+         \x20       }\n\
+         \x20       location /rx/ {\n\
+         \x20           proxy_pass http://up;\n\
+         \x20           proxy_redirect ~^/nomatch /never;\n\
+         \x20           proxy_redirect ~*^HTTP://UP/(.*)$ /from-regex/$1?h=$host;\n\
+         \x20           proxy_redirect ~(\\d+)/ /digits/$1;\n\
+         \x20       }\n\
+         \x20       location /var/ {\n\
+         \x20           proxy_pass http://up;\n\
+         \x20           proxy_redirect http://$proxy_host/ $scheme://$host/v/;\n\
+         \x20           proxy_redirect $arg_from /q/;\n\
          \x20       }\n",
     );
     let mut seen = Vec::new();
-    for path in ["/", "/one/", "/off/", "/y", "/m/", "/api/", "/api/in/"] {
+    for path in [
+        "/", "/one/", "/off/", "/y", "/m/", "/api/", "/api/in/", "/rx/", "/var/",
+    ] {
         for location in locations {
             let location = location.replace("BACKEND", &backend.to_string());
             let hex: String = location.bytes().map(|b| format!("{b:02x}")).collect();
@@ -631,8 +644,9 @@ fn redirects_seen(nginx: bool, backend: u16, locations: &[&str]) -> Vec<String> 
 /// `proxy_redirect`: by default the `proxy_pass` URL in an upstream's
 /// Location or Refresh becomes the location's path (`/` without a URI
 /// part), and a Location so made a path gets the scheme, host and port;
-/// `off`; explicit rules, the first that matches; a backend's own relative
-/// Location left as it is; a nested location's inherited `default`.
+/// `off`; explicit rules, the first that matches, plain, with variables
+/// or regexes; a backend's own relative Location left as it is; a nested
+/// location's inherited `default`.
 #[test]
 fn redirects_are_rewritten_as_nginx_rewrites_them() {
     let backend = redirecting_backend();
@@ -659,7 +673,20 @@ fn redirects_are_rewritten_as_nginx_rewrites_them() {
         ),
         "nginx's, the reference: {theirs:#?}"
     );
-    assert_eq!(theirs.len(), 2 * 7 * locations.len());
+    // Regexes (`~`, `~*`; the whole value replaced, groups in the
+    // replacement) and variables on both sides.
+    assert!(
+        theirs.contains(
+            &"/rx/ http://up/login -> Location: http://ex.com:PORT/from-regex/login?h=ex.com"
+                .to_owned()
+        ),
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert!(
+        theirs.contains(&"/var/ http://up/login -> Location: http://ex.com/v/login".to_owned()),
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(theirs.len(), 2 * 9 * locations.len());
     assert_eq!(redirects_seen(false, backend, &locations), theirs);
 }
 

@@ -1719,15 +1719,18 @@ impl<'a> Interp<'a> {
                     }
                     [one] => return err(format!("invalid parameter \"{one}\""), d),
                     [from, to] => {
-                        if from.starts_with('~') {
-                            return err(
-                                "regular expressions in \"proxy_redirect\" are not supported",
-                                d,
-                            );
+                        match from.strip_prefix('~') {
+                            Some(pattern) => {
+                                let (pattern, caseless) = match pattern.strip_prefix('*') {
+                                    Some(p) => (p, true),
+                                    None => (pattern, false),
+                                };
+                                compile_regex(pattern, caseless, d)?;
+                            }
+                            None => self.check_vars(self.compile_check(from), d)?,
                         }
-                        if from.contains('$') || to.contains('$') {
-                            return err("variables in \"proxy_redirect\" are not supported", d);
-                        }
+                        self.check_vars(self.compile_check(to), d)?;
+                        let (_, rules) = layer.redirects.get_or_insert_with(|| (false, Vec::new()));
                         rules.push(Redirect {
                             from: from.clone(),
                             to: to.clone(),

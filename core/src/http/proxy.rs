@@ -1331,7 +1331,7 @@ pub async fn run(
                     None => {}
                 }
                 if passed.redirect && !p.redirects.is_empty() {
-                    redirect(&mut passed, p, cx, parts);
+                    redirect(&mut passed, p, cx, parts, &vars());
                 }
                 if let Some(cookies) = &p.cookies {
                     cookies.apply(&mut passed, &vars());
@@ -1434,9 +1434,16 @@ fn intercepted(
 /// out of the request path's code).
 #[cold]
 #[inline(never)]
-fn redirect(passed: &mut upstream_h1::Passed, p: &Proxy, cx: &ClientCx<'_>, parts: &Parts) {
+fn redirect(
+    passed: &mut upstream_h1::Passed,
+    p: &Proxy,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    vars: &VarCtx<'_>,
+) {
     let host = cx.head.host(&parts.uri, &parts.headers);
-    passed.rewrite(&p.redirects, |path| {
+    let rule = |value: &[u8]| p.redirects.iter().find_map(|r| r.apply(value, vars));
+    passed.rewrite(rule, |path| {
         crate::http::response::absolute_url(path, host, parts, cx.local, p.style, &cx.server.name)
     });
 }

@@ -868,7 +868,7 @@ fn proxy(
         send_timeout: conf.send_timeout,
         read_timeout: conf.read_timeout,
         tls: proxy_tls(p, conf, tls, maps)?,
-        redirects: redirects(conf),
+        redirects: redirects(conf, maps)?,
         style: model::RedirectStyle::default(),
         cookies: crate::http::cookie::CookieRules::new(
             &conf.cookie_domains,
@@ -1045,13 +1045,32 @@ fn gzip(conf: Option<&model::GzipConf>) -> Result<Option<Box<crate::http::gzip::
         .transpose()
 }
 
-/// The location's `proxy_redirect` rules, in order.
-fn redirects(conf: &model::ProxyConf) -> Box<[Rewrite]> {
+/// The location's `proxy_redirect` rules, in order (checked when read).
+fn redirects(conf: &model::ProxyConf, maps: &MapNames) -> Result<Box<[Rewrite]>, ConfError> {
+    let template = |t: &str| {
+        crate::vars::Template::compile_with(t, &|n| maps.var(n))
+            .map_err(|e| ConfError::bare(e.to_string()))
+    };
     conf.redirects
         .iter()
-        .map(|r| Rewrite {
-            from: r.from.as_bytes().into(),
-            to: r.to.as_bytes().into(),
+        .map(|r| {
+            let to = template(&r.to)?;
+            if let Some(pattern) = r.from.strip_prefix('~') {
+                let (pattern, caseless) = match pattern.strip_prefix('*') {
+                    Some(p) => (p, true),
+                    None => (pattern, false),
+                };
+                let re = crate::vars::regex(pattern, caseless).map_err(ConfError::bare)?;
+                return Ok(Rewrite::Regex { re, to });
+            }
+            let from = template(&r.from)?;
+            Ok(match (from.as_literal(), to.as_literal()) {
+                (Some(from), Some(to)) => Rewrite::Plain {
+                    from: from.as_bytes().into(),
+                    to: to.as_bytes().into(),
+                },
+                _ => Rewrite::Complex { from, to },
+            })
         })
         .collect()
 }

@@ -508,11 +508,51 @@ pub struct RequestShape {
     pub set_body: Option<Template>,
 }
 
-/// One `proxy_redirect`: an upstream's Location (or Refresh URL) that
-/// starts with `from` gets `to` instead.
-pub struct Rewrite {
-    pub from: Box<[u8]>,
-    pub to: Box<[u8]>,
+/// One `proxy_redirect`, as nginx's three handlers: an upstream's
+/// Location (or Refresh URL) that starts with the pattern gets the
+/// replacement in its place; a regex that finds a match there replaces
+/// the whole value, its groups `$1`... in the replacement.
+pub enum Rewrite {
+    /// Without variables: the usual case, nothing evaluated.
+    Plain {
+        from: Box<[u8]>,
+        to: Box<[u8]>,
+    },
+    Complex {
+        from: Template,
+        to: Template,
+    },
+    /// `~` (`~*` without case).
+    Regex {
+        re: regex::bytes::Regex,
+        to: Template,
+    },
+}
+
+impl Rewrite {
+    /// What replaces the start of `value` (the length it takes, the new
+    /// bytes), if the rule applies.
+    pub fn apply(&self, value: &[u8], vars: &crate::vars::VarCtx<'_>) -> Option<(usize, Vec<u8>)> {
+        match self {
+            Rewrite::Plain { from, to } => {
+                value.starts_with(from).then(|| (from.len(), to.to_vec()))
+            }
+            Rewrite::Complex { from, to } => {
+                let from = from.eval(vars);
+                value
+                    .starts_with(&from)
+                    .then(|| (from.len(), to.eval(vars)))
+            }
+            Rewrite::Regex { re, to } => {
+                let caps = re.captures(value)?;
+                let vars = crate::vars::VarCtx {
+                    captures: Some(&caps),
+                    ..*vars
+                };
+                Some((value.len(), to.eval(&vars)))
+            }
+        }
+    }
 }
 
 /// The TLS side of an `https://` proxy_pass.

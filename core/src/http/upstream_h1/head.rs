@@ -7,7 +7,6 @@
 
 use std::mem::MaybeUninit;
 
-use crate::runtime::Rewrite;
 use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{HeaderMap, StatusCode, Version};
@@ -174,7 +173,11 @@ impl Passed {
     /// after `url=`, that starts with a rule's `from` gets the first such
     /// rule's `to` instead; a Location that this makes a path goes through
     /// `absolute` (nginx's header filter with `absolute_redirect on`).
-    pub fn rewrite(&mut self, rules: &[Rewrite], absolute: impl Fn(&[u8]) -> Vec<u8>) {
+    pub fn rewrite(
+        &mut self,
+        rule: impl Fn(&[u8]) -> Option<(usize, Vec<u8>)>,
+        absolute: impl Fn(&[u8]) -> Vec<u8>,
+    ) {
         let mut lines = Vec::with_capacity(self.lines.len() + 64);
         for (name, value) in self.iter() {
             let location = name.eq_ignore_ascii_case(b"location");
@@ -190,8 +193,8 @@ impl Passed {
             };
             let rewritten = at.and_then(|at| {
                 let tail = &value[at..];
-                let rule = rules.iter().find(|r| tail.starts_with(&r.from))?;
-                let new = [&value[..at], &rule.to[..], &tail[rule.from.len()..]].concat();
+                let (taken, to) = rule(tail)?;
+                let new = [&value[..at], &to[..], &tail[taken..]].concat();
                 Some(if location && new.first() == Some(&b'/') {
                     absolute(&new)
                 } else {
