@@ -741,6 +741,88 @@ fn headers_are_added_as_nginx_adds_them() {
     assert_eq!(added_headers(false, backend, &paths), theirs);
 }
 
+/// `add_header` with what the upstream answered: `$upstream_addr` and
+/// `$upstream_status` of every try (a refused one too), a header of the
+/// last answer (`$upstream_http_*`, one nginx hides from the client
+/// too), a cookie it set (`$upstream_cookie_*`); in an `if` block's
+/// lines; and nothing where no upstream answered.
+#[test]
+fn upstream_variables_in_add_header_as_nginx() {
+    let backend = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\nServer: back/1\r\nX-U: u1\r\nX-U: u2\r\n\
+          Set-Cookie: sid=abc; Path=/\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            .to_vec()
+    });
+    let [dead] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let seen = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
+                 \x20   upstream two {{ server 127.0.0.1:{dead}; server 127.0.0.1:{backend}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /u/ {{\n\
+                 \x20           proxy_pass http://up;\n\
+                 \x20           add_header X-A $upstream_addr;\n\
+                 \x20           add_header X-S $upstream_status;\n\
+                 \x20           add_header X-H \"[$upstream_http_x_u] [$upstream_http_server] [$upstream_http_none]\";\n\
+                 \x20           add_header X-C \"[$upstream_cookie_sid] [$upstream_cookie_none]\";\n\
+                 \x20       }}\n\
+                 \x20       location /r/ {{\n\
+                 \x20           proxy_pass http://two;\n\
+                 \x20           add_header X-A $upstream_addr always;\n\
+                 \x20           add_header X-S $upstream_status always;\n\
+                 \x20       }}\n\
+                 \x20       location /dead/ {{\n\
+                 \x20           proxy_pass http://127.0.0.1:{dead};\n\
+                 \x20           add_header X-A $upstream_addr always;\n\
+                 \x20           add_header X-S $upstream_status always;\n\
+                 \x20       }}\n\
+                 \x20       location /if/ {{\n\
+                 \x20           proxy_pass http://up;\n\
+                 \x20           if ($arg_a) {{ add_header X-If $upstream_status; }}\n\
+                 \x20       }}\n\
+                 \x20       location /local/ {{ add_header X-A \"[$upstream_addr]\"; return 200; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut lines = Vec::new();
+        for path in ["/u/", "/r/", "/dead/", "/if/?a=1", "/local/"] {
+            let head = ask(port, path, "h");
+            let status = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let added: Vec<String> = head
+                .split("\r\n")
+                // (The backend's own X-U lines are passed on.)
+                .filter(|l| l.starts_with("X-") && !l.starts_with("X-U:"))
+                .map(|l| {
+                    l.replace(&backend.to_string(), "BACKEND")
+                        .replace(&dead.to_string(), "DEAD")
+                })
+                .collect();
+            lines.push(format!("{path} {status} {added:?}"));
+        }
+        lines
+    };
+    let theirs = seen(true);
+    assert_eq!(
+        theirs[0],
+        "/u/ 200 [\"X-A: 127.0.0.1:BACKEND\", \"X-S: 200\", \"X-H: [u1] [back/1] []\", \"X-C: [abc] []\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(
+        theirs[1], "/r/ 200 [\"X-A: 127.0.0.1:DEAD, 127.0.0.1:BACKEND\", \"X-S: 502, 200\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(seen(false), theirs);
+}
+
 /// nginx's hidden upstream headers (`proxy_hide_header`'s defaults):
 /// X-Pad and the X-Accel-* headers it reads do not reach the client; other
 /// X-Accel-* names do.

@@ -171,6 +171,7 @@ impl Harness {
             captures: None,
             named: None,
             statics: None,
+            upstream: None,
         };
         let value = compiled.ok().map(|template| {
             let value = template.eval(&cx);
@@ -234,6 +235,7 @@ impl Harness {
             captures: None,
             named: None,
             statics: None,
+            upstream: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location, false);
         assert!(

@@ -55,6 +55,20 @@ pub struct VarCtx<'a> {
     /// The static settings of the level the request is at, for
     /// `$document_root` and `$request_filename`.
     pub statics: Option<&'a crate::http::static_files::Static>,
+    /// What the upstream said, once it answered (`$upstream_addr`,
+    /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*` in
+    /// `add_header`); `None` before, where nginx has them not found.
+    pub upstream: Option<&'a UpstreamSeen>,
+}
+
+/// A request's upstream tries as `add_header` reads them: the addresses
+/// and statuses, `, `-separated, and the last response's header lines as
+/// the upstream sent them.
+#[derive(Debug, Default, Clone)]
+pub struct UpstreamSeen {
+    pub addr: String,
+    pub status: String,
+    pub head: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +154,12 @@ pub enum Var {
     /// `$secure_link`, `$secure_link_expires`: the level's secure_link.
     SecureLink,
     SecureLinkExpires,
+    /// `$upstream_addr`, `$upstream_status`, `$upstream_http_NAME` (the
+    /// name lowercase, `-` for `_`), `$upstream_cookie_NAME`.
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamHttp(Box<[u8]>),
+    UpstreamCookie(Box<[u8]>),
 }
 
 thread_local! {
@@ -335,6 +355,20 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
     "upstream_cookie_",
 ];
 
+/// The variables of the upstream's answer `add_header` reads (`name`
+/// lowercase). Elsewhere nginx reads them at times waypost does not (a
+/// `map` of them in a log line), so they are refused there.
+pub fn upstream_var(name: &str) -> Option<Var> {
+    Some(match name {
+        "upstream_addr" => Var::UpstreamAddr,
+        "upstream_status" => Var::UpstreamStatus,
+        n => match n.strip_prefix("upstream_http_") {
+            Some(h) => Var::UpstreamHttp(h.replace('_', "-").into_bytes().into()),
+            None => Var::UpstreamCookie(n.strip_prefix("upstream_cookie_")?.as_bytes().into()),
+        },
+    })
+}
+
 /// A `~`/`~*` pattern (a regex `location`, a `map` key), compiled as
 /// nginx's PCRE would match it: bytes, not UTF-8 characters (`.` is one
 /// byte, `\w` ASCII).
@@ -432,6 +466,7 @@ impl Var {
             "secure_link" => Var::SecureLink,
             "secure_link_expires" => Var::SecureLinkExpires,
             n if UNSUPPORTED.contains(&n) => return Err(NameError::Unsupported),
+
             n if UNSUPPORTED_PREFIXES.iter().any(|p| n.starts_with(p)) => {
                 return Err(NameError::Unsupported)
             }
@@ -646,6 +681,32 @@ impl Var {
                 }
             }
             Var::RequestId => request_id(cx.conn, cx.requests, out),
+            Var::UpstreamAddr => {
+                if let Some(u) = cx.upstream {
+                    out.extend_from_slice(u.addr.as_bytes());
+                }
+            }
+            Var::UpstreamStatus => {
+                if let Some(u) = cx.upstream {
+                    out.extend_from_slice(u.status.as_bytes());
+                }
+            }
+            Var::UpstreamHttp(name) => {
+                if let Some(v) = cx
+                    .upstream
+                    .and_then(|u| crate::http::access::header_value(&u.head, name, false))
+                {
+                    out.extend_from_slice(&v);
+                }
+            }
+            Var::UpstreamCookie(name) => {
+                if let Some(v) = cx
+                    .upstream
+                    .and_then(|u| crate::http::access::set_cookie(&u.head, name))
+                {
+                    out.extend_from_slice(v);
+                }
+            }
             Var::SecureLink => {
                 if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
                     link.value(cx, out);
@@ -718,6 +779,17 @@ impl Var {
             Var::SslProtocol | Var::SslCipher | Var::SslSessionReused => tls(req).is_none(),
             Var::SslServerName => tls(req).is_none_or(|s| s.server_name.is_none()),
             Var::UpstreamCacheStatus => true,
+            Var::UpstreamAddr | Var::UpstreamStatus => {
+                cx.upstream.is_none_or(|u| u.addr.is_empty())
+            }
+            Var::UpstreamHttp(name) => cx
+                .upstream
+                .and_then(|u| crate::http::access::header_value(&u.head, name, false))
+                .is_none(),
+            Var::UpstreamCookie(name) => cx
+                .upstream
+                .and_then(|u| crate::http::access::set_cookie(&u.head, name))
+                .is_none(),
             Var::SecureLink => cx
                 .statics
                 .and_then(|s| s.secure_link())
@@ -1306,6 +1378,22 @@ impl Template {
         })
     }
 
+    /// Whether it reads what the upstream answered (`$upstream_addr`,
+    /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*`).
+    pub fn reads_upstream(&self) -> bool {
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Var(
+                    Var::UpstreamAddr
+                        | Var::UpstreamStatus
+                        | Var::UpstreamHttp(_)
+                        | Var::UpstreamCookie(_)
+                )
+            )
+        })
+    }
+
     /// The template's text if it has no variables.
     pub fn as_literal(&self) -> Option<&str> {
         match self.parts.as_slice() {
@@ -1407,8 +1495,10 @@ mod tests {
             Err(CompileError::Unknown("0x".to_owned()))
         );
         assert_eq!(
-            Template::compile("$upstream_addr"),
-            Err(CompileError::Unsupported("upstream_addr".to_owned()))
+            Template::compile("$upstream_response_time"),
+            Err(CompileError::Unsupported(
+                "upstream_response_time".to_owned()
+            ))
         );
         assert_eq!(
             Template::compile("plain").expect("compiles").as_literal(),

@@ -1685,7 +1685,15 @@ impl<'a> Interp<'a> {
                     Some(a) if a == "always" => true,
                     Some(a) => return err(format!("invalid parameter \"{a}\""), d),
                 };
-                self.check_vars(self.compile_check(&d.args[1]), d)?;
+                // (The upstream's answer is there to read.)
+                let maps = |n: &str| {
+                    self.map_vars
+                        .contains(n)
+                        .then_some(Var::Map(0))
+                        .or_else(|| crate::vars::upstream_var(n))
+                };
+                let checked = Template::compile_with(&d.args[1], &maps).map(|_| ());
+                self.check_vars(checked, d)?;
                 if http::HeaderName::from_bytes(d.args[0].as_bytes()).is_err() {
                     return err(format!("invalid header name \"{}\"", d.args[0]), d);
                 }

@@ -1097,7 +1097,11 @@ fn lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 /// The value of header `name` (lowercase) in `head`: the first line's,
 /// or with `join` every line's, `, `-separated (nginx 1.22 joins
 /// `$sent_http_cache_control` and `$sent_http_link` so).
-fn header_value<'h>(head: &'h [u8], name: &[u8], join: bool) -> Option<std::borrow::Cow<'h, [u8]>> {
+pub(crate) fn header_value<'h>(
+    head: &'h [u8],
+    name: &[u8],
+    join: bool,
+) -> Option<std::borrow::Cow<'h, [u8]>> {
     let mut matching = lines(head)
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v);
@@ -1121,7 +1125,7 @@ fn joined_when_sent(name: &[u8]) -> bool {
 /// `$upstream_cookie_NAME`: the value of the first Set-Cookie line that
 /// sets NAME (compared without case; spaces around `=` skipped), up to
 /// its `;`, as nginx 1.22 reads it.
-fn set_cookie<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+pub(crate) fn set_cookie<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
     cookie_set(lines(head), name)
 }
 
@@ -1330,6 +1334,7 @@ mod tests {
             captures: None,
             named: None,
             statics: None,
+            upstream: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {
             let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)

@@ -25,6 +25,15 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// Whether an `add_header` value reads what the upstream answered.
+    pub fn reads_upstream(&self) -> bool {
+        self.add_headers
+            .iter()
+            .any(|a| matches!(&a.value, HeaderSource::Template(t) if t.reads_upstream()))
+    }
+}
+
+impl Outbound {
     /// Runs the filters on `resp`, the answer to `req`; `vars` gives the
     /// request's variables with the answer's status, for `add_header`.
     pub fn apply<'v>(
@@ -41,7 +50,14 @@ impl Outbound {
         }
         if !self.add_headers.is_empty() {
             let status = resp.status().as_u16();
-            add_headers(resp, &self.add_headers, &vars(status));
+            // What the upstream answered, kept by the proxy where a
+            // line reads it.
+            let seen = resp.extensions_mut().remove::<UpstreamSeenExt>();
+            let vars = VarCtx {
+                upstream: seen.as_ref().map(|s| &*s.0),
+                ..vars(status)
+            };
+            add_headers(resp, &self.add_headers, &vars);
         }
         if self.msie_padding {
             crate::http::response::msie_padding(resp, &req.headers);
@@ -54,6 +70,11 @@ impl Outbound {
         }
     }
 }
+
+/// The response extension that carries a proxied request's
+/// [`crate::vars::UpstreamSeen`] to the header filters.
+#[derive(Clone)]
+pub struct UpstreamSeenExt(pub Box<crate::vars::UpstreamSeen>);
 
 /// nginx's `add_header`: each line whose status it applies to (or
 /// `always`), unless its value is empty.

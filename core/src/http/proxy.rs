@@ -39,6 +39,7 @@ use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
 use crate::upstream::balancer::PeerState;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
+use crate::vars::UpstreamSeen;
 use crate::vars::{NgxIp, Var, VarCtx};
 
 /// What the request path knows about the client connection.
@@ -911,6 +912,17 @@ async fn init_after_access<'a>(
     Ok(tls_name)
 }
 
+/// What [`run`] leaves its caller besides the answer.
+#[derive(Default)]
+pub struct Carried {
+    /// `limit_conn`'s counts, where the answer is not the upstream's
+    /// (they go with an upstream's answer).
+    pub conn_hold: Option<crate::http::limit_conn::Hold>,
+    /// What the upstream answered, where `add_header` reads it (the
+    /// caller makes it, for the location's `upstream_vars`).
+    pub seen: Option<Box<UpstreamSeen>>,
+}
+
 /// Proxies one request (its head `parts`, borrowed from the handler's
 /// frame rather than moved in: a head is a few hundred bytes, copied
 /// with each move) to `p`'s upstream.
@@ -921,8 +933,10 @@ pub async fn run(
     location: &Location,
     cx: &ClientCx<'_>,
     mut record: Option<&mut Record>,
-    conn_hold: &mut Option<crate::http::limit_conn::Hold>,
+    carried: &mut Carried,
 ) -> Response<RespBody> {
+    let conn_hold = &mut carried.conn_hold;
+    let mut seen = carried.seen.as_deref_mut();
     let up: &Upstream = &p.upstream;
     let mut tried = Tried::new(up.configs.len());
     // Peers down by health checks count as tried, so no balancer, whatever
@@ -958,6 +972,7 @@ pub async fn run(
         captures: cx.captures,
         named: cx.named,
         statics: cx.statics,
+        upstream: None,
     };
     // `limit_conn`'s counts (`conn_hold`), held until the answer is done:
     // with a response from the upstream, or, on any other answer, by the
@@ -1182,7 +1197,7 @@ pub async fn run(
     // nginx's `$upstream_http_*` reads every line the upstream sent, the
     // ones it hides from the client (Server, Date, X-Accel-*) too: they
     // are kept for the record and dropped after it took its copy.
-    let log_hidden = record.as_deref().is_some_and(Record::wants_upstream_head);
+    let log_hidden = record.as_deref().is_some_and(Record::wants_upstream_head) || seen.is_some();
     if log_hidden {
         req_head.keep_hidden();
     }
@@ -1204,6 +1219,10 @@ pub async fn run(
         let i = match chosen {
             GetResult::Peer(i) => i as usize,
             GetResult::Busy => {
+                if let Some(s) = seen.as_deref_mut() {
+                    push_list(&mut s.addr, &up.name);
+                    push_list(&mut s.status, "502");
+                }
                 return no_live_upstreams(
                     cx,
                     parts,
@@ -1222,6 +1241,9 @@ pub async fn run(
             push_list(&mut r.upstream_addr, up.configs[i].addr.as_str());
             r.try_start();
         }
+        if let Some(s) = seen.as_deref_mut() {
+            push_list(&mut s.addr, up.configs[i].addr.as_str());
+        }
 
         let progress = Progress::new(timed);
         let in_flight = InFlight {
@@ -1231,6 +1253,7 @@ pub async fn run(
             tried: &tried,
             started: try_started,
             record: record.as_deref_mut(),
+            seen: seen.as_deref_mut(),
             progress: &progress,
             cx,
             parts,
@@ -1267,6 +1290,10 @@ pub async fn run(
                         let (read, _) = resp.body.read().unwrap_or_default();
                         r.try_bytes(resp.sent, read, 0);
                     }
+                }
+                if let Some(s) = seen.as_deref_mut() {
+                    push_status(&mut s.status, status);
+                    s.head.clone_from(&resp.passed.lines);
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
@@ -1381,6 +1408,10 @@ pub async fn run(
                     r.try_reached(connected, false);
                     r.upstream_head(None);
                     r.try_bytes(bytes.0, bytes.1, 0);
+                }
+                if let Some(s) = seen.as_deref_mut() {
+                    push_status(&mut s.status, status);
+                    s.head.clear();
                 }
                 let (message, addr) = (&failure.message, &up.addrs[i]);
                 log_try(Level::Error, cx, parts, message, scheme, addr, &target);
@@ -1625,6 +1656,7 @@ struct InFlight<'a, 's> {
     tried: &'a Tried,
     started: Mono,
     record: Option<&'a mut Record>,
+    seen: Option<&'a mut UpstreamSeen>,
     progress: &'a Progress,
     cx: &'a ClientCx<'a>,
     parts: &'a Parts,
@@ -1647,6 +1679,9 @@ impl Drop for InFlight<'_, '_> {
         if let Some(r) = self.record.as_deref_mut() {
             push_list(&mut r.upstream_status, "-");
             r.try_reached(self.progress.connected(), false);
+        }
+        if let Some(s) = self.seen.as_deref_mut() {
+            push_list(&mut s.status, "-");
         }
         let mut tries_left = 0;
         release(

@@ -84,6 +84,7 @@ impl HeadCx<'_> {
             captures: None,
             named: None,
             statics: None,
+            upstream: None,
         };
         Some(logs.start(&vars, crate::clock::now()))
     }

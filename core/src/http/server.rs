@@ -914,7 +914,12 @@ macro_rules! location_answer_plain {
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
             Action::Proxy(p) => {
-                let mut held = None;
+                let mut carried = proxy::Carried {
+                    conn_hold: None,
+                    seen: location
+                        .upstream_vars
+                        .then(|| Box::new(crate::vars::UpstreamSeen::default())),
+                };
                 let mut resp = proxy::run(
                     parts,
                     body,
@@ -922,9 +927,14 @@ macro_rules! location_answer_plain {
                     location,
                     &cx,
                     record.0.as_deref_mut(),
-                    &mut held,
+                    &mut carried,
                 )
                 .await;
+                let held = carried.conn_hold;
+                if let Some(seen) = carried.seen {
+                    resp.extensions_mut()
+                        .insert(crate::http::outbound::UpstreamSeenExt(seen));
+                }
                 // An answer not from the upstream: its counts stay with it.
                 if held.is_some() {
                     limit_conn::Kept::attach(&mut resp, held);
@@ -1391,6 +1401,7 @@ impl<'a> Req<'a> {
             captures: self.captures,
             named: self.named,
             statics: self.statics,
+            upstream: None,
         }
     }
 

@@ -550,6 +550,9 @@ fn server(
         // (The `if` blocks' `proxy_pass` lines make their TLS clients
         // from inside the script's builder.)
         let if_tls = std::cell::RefCell::new(&mut *tls);
+        // An `if` block's `add_header` lines that read the upstream's
+        // answer.
+        let if_upstream_vars = std::cell::Cell::new(false);
         list.push(Location {
             filters: filters.applies(i, None).into_boxed_slice(),
             named,
@@ -637,10 +640,18 @@ fn server(
                         }
                         None => None,
                     };
+                    if_upstream_vars.set(
+                        if_upstream_vars.get()
+                            || outbound.as_ref().is_some_and(|o| o.reads_upstream()),
+                    );
                     Ok(crate::http::rewrite::IfLevel { outbound, handler })
                 },
             )?,
+            upstream_vars: false,
         });
+        if let Some(location) = list.last_mut() {
+            location.upstream_vars = location.outbound.reads_upstream() || if_upstream_vars.get();
+        }
     }
     prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     let access_log = access_logs(&s.access_log, &mut logs, formats, filters)?;
@@ -842,7 +853,7 @@ fn proxy(
         let value = value
             .replace("$proxy_host", &p.host)
             .replace("${proxy_host}", &p.host);
-        let source = header_source(&name, &value, maps)?;
+        let source = header_source(&name, &value, &|n| maps.var(n))?;
         headers.push(SetHeader {
             name,
             spelled: spelled.into(),
@@ -985,9 +996,9 @@ fn shape(conf: &model::ProxyConf, maps: &MapNames) -> Result<Option<Box<RequestS
 fn header_source(
     name: &HeaderName,
     value: &str,
-    maps: &MapNames,
+    scope: crate::vars::Scope<'_>,
 ) -> Result<HeaderSource, ConfError> {
-    let template = crate::vars::Template::compile_with(value, &|n| maps.var(n))
+    let template = crate::vars::Template::compile_with(value, scope)
         .map_err(|e| ConfError::bare(e.to_string()))?;
     Ok(match template.as_literal() {
         Some("") => HeaderSource::Fixed(None),
@@ -1025,7 +1036,9 @@ fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHe
         .map(|a| {
             let name = HeaderName::from_bytes(a.name.as_bytes())
                 .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
-            let value = header_source(&name, &a.value, maps)?;
+            let value = header_source(&name, &a.value, &|n| {
+                maps.var(n).or_else(|| crate::vars::upstream_var(n))
+            })?;
             // nginx writes the name as the config spells it.
             let spelled = (crate::http::h1::spelled(name.as_str()) != a.name)
                 .then(|| std::sync::Arc::from(a.name.as_str()));

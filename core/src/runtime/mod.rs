@@ -356,6 +356,9 @@ pub struct Location {
     pub auth_request: Option<Arc<crate::http::auth_request::AuthRequest>>,
     /// The header filters of the location's answers.
     pub outbound: crate::http::outbound::Outbound,
+    /// Its `add_header` lines (or its `if` blocks') read what the
+    /// upstream answered: a proxied request keeps it for them.
+    pub upstream_vars: bool,
     /// `client_max_body_size`, `client_body_timeout`, `send_timeout` here.
     pub client: crate::conf::model::ClientLimits,
     pub error_pages: Option<Box<ErrorPages>>,
