@@ -149,6 +149,11 @@ pub const CORE: &[Spec] = &[
     d("gzip_comp_level", PROXY, 1, 1),
     f("gzip_vary", PROXY),
     d("gzip_static", PROXY, 1, 1),
+    // sub_filter
+    d("sub_filter", PROXY, 2, 2),
+    f("sub_filter_once", PROXY),
+    f("sub_filter_last_modified", PROXY),
+    d("sub_filter_types", PROXY, 1, MORE),
     d("gzip_proxied", PROXY, 1, MORE),
     d("gzip_http_version", PROXY, 1, 1),
     d("gzip_disable", PROXY, 1, MORE),

@@ -293,6 +293,12 @@ struct Layer {
     limit_rate_after: Option<u64>,
     absolute_redirect: Option<bool>,
     msie_padding: Option<bool>,
+    /// `sub_filter` lines (a level with any replaces its parent's), and
+    /// `sub_filter_once`, `sub_filter_last_modified`, `sub_filter_types`.
+    sub_filters: Option<Vec<(String, String)>>,
+    sub_once: Option<bool>,
+    sub_last_modified: Option<bool>,
+    sub_types: Option<Vec<String>>,
     merge_slashes: Option<bool>,
     port_in_redirect: Option<bool>,
     server_name_in_redirect: Option<bool>,
@@ -508,6 +514,13 @@ impl Layer {
             limit_rate_after: self.limit_rate_after.or(parent.limit_rate_after),
             absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
             msie_padding: self.msie_padding.or(parent.msie_padding),
+            sub_filters: self
+                .sub_filters
+                .clone()
+                .or_else(|| parent.sub_filters.clone()),
+            sub_once: self.sub_once.or(parent.sub_once),
+            sub_last_modified: self.sub_last_modified.or(parent.sub_last_modified),
+            sub_types: self.sub_types.clone().or_else(|| parent.sub_types.clone()),
             merge_slashes: self.merge_slashes.or(parent.merge_slashes),
             port_in_redirect: self.port_in_redirect.or(parent.port_in_redirect),
             server_name_in_redirect: self
@@ -678,6 +691,19 @@ impl Layer {
         Some(AuthBasicConf {
             realm: self.auth_realm.clone()?,
             file: self.auth_file.clone()?,
+        })
+    }
+
+    /// `sub_filter` in effect at a merged level, with nginx's defaults.
+    fn sub_filter(&self) -> Option<SubFilterConf> {
+        Some(SubFilterConf {
+            pairs: self.sub_filters.clone()?,
+            once: self.sub_once.unwrap_or(true),
+            last_modified: self.sub_last_modified.unwrap_or(false),
+            types: self
+                .sub_types
+                .clone()
+                .unwrap_or_else(|| vec!["text/html".to_owned()]),
         })
     }
 
@@ -2154,6 +2180,23 @@ impl<'a> Interp<'a> {
                 layer.gzip.proxied = Some(mask);
             }
             "gzip_types" => layer.gzip.types = Some(mime_types(layer.gzip.types.take(), d)),
+            "sub_filter" => {
+                if d.args[0].is_empty() {
+                    return err("empty search pattern", d);
+                }
+                let pairs = layer.sub_filters.get_or_insert_with(Vec::new);
+                if pairs.len() == 255 {
+                    return err("number of search patterns exceeds 255", d);
+                }
+                pairs.push((d.args[0].clone(), d.args[1].clone()));
+                self.check_vars(self.compile_check(&d.args[0]), d)?;
+                self.check_vars(self.compile_check(&d.args[1]), d)?;
+            }
+            "sub_filter_once" => layer.sub_once = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "sub_filter_last_modified" => {
+                layer.sub_last_modified = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "sub_filter_types" => layer.sub_types = Some(mime_types(layer.sub_types.take(), d)),
             "gzip_disable" => {
                 // As nginx: `msie6` is a flag inherited on its own; the
                 // expressions are a list a level with any line replaces.
@@ -3368,6 +3411,7 @@ impl<'a> Interp<'a> {
             msie_padding: true,
             merge_slashes: true,
             gzip: None,
+            sub_filter: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
             http2: false,
@@ -3602,6 +3646,7 @@ impl<'a> Interp<'a> {
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
             gzip: None,
+            sub_filter: None,
             named,
             internal: false,
             error_pages: ErrorPagesConf::default(),
@@ -3949,6 +3994,7 @@ impl<'a> Interp<'a> {
             server.auth_request = layer.auth_request()?;
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
+            server.sub_filter = layer.sub_filter();
             server.types = layer.content_types();
             server.charset = layer.charset()?;
             server.expires = layer.expires.flatten();
@@ -4031,6 +4077,7 @@ impl<'a> Interp<'a> {
             location.auth_request = layer.auth_request()?;
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
+            location.sub_filter = layer.sub_filter();
             location.types = layer.content_types();
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
@@ -5375,9 +5422,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "scgi_pass",
     "grpc_pass",
     "memcached_pass",
-    "sub_filter",
-    "sub_filter_once",
-    "sub_filter_types",
     "ssi",
     "mirror",
     "slice",

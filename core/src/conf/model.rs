@@ -303,6 +303,8 @@ pub struct ServerConf {
     pub merge_slashes: bool,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
+    /// `sub_filter` at the server level, likewise.
+    pub sub_filter: Option<SubFilterConf>,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u64,
     /// `keepalive_time`: a connection older than this is closed after the
@@ -707,6 +709,8 @@ pub struct LocationConf {
     pub msie_padding: bool,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
+    /// `sub_filter` lines in effect here, and their settings.
+    pub sub_filter: Option<SubFilterConf>,
     /// Filter modules' directives in effect here, after inheritance.
     pub filters: Vec<ModuleDirective>,
     /// `location @name`: reached only by an `error_page`.
@@ -775,6 +779,17 @@ pub const CHARSET_TYPES: [&str; 6] = [
     "application/javascript",
     "application/rss+xml",
 ];
+
+/// A level's `sub_filter` lines and settings, after inheritance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubFilterConf {
+    /// Each string and its replacement, in order.
+    pub pairs: Vec<(String, String)>,
+    pub once: bool,
+    pub last_modified: bool,
+    /// Lowercase MIME types, `text/html` among them; `*`: any.
+    pub types: Vec<String>,
+}
 
 /// `gzip on` and its settings at a level, after inheritance.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,6 +52,8 @@ enum Kind {
     Close,
     /// A full or upstream body compressed as it goes (`gzip on`).
     Gzip(Box<Gzipped>),
+    /// A body whose strings `sub_filter` replaces as it goes.
+    Sub(Box<Substituted>),
     /// A file, or ranges of one, read as it is sent (static files).
     File(Box<crate::http::static_files::FileBody>),
 }
@@ -70,6 +72,15 @@ struct Gzipped {
     zin: u64,
     zout: u64,
     finished: bool,
+}
+
+/// What `sub_filter` wraps: the body, the upstream's header lines, the
+/// replacing.
+struct Substituted {
+    inner: Kind,
+    passed: Option<Box<Passed>>,
+    matcher: crate::http::sub_filter::Matcher,
+    done: bool,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -255,12 +266,25 @@ impl RespBody {
         }));
     }
 
+    /// Has `sub_filter` replace the body's strings as it is sent; the
+    /// upstream's header lines are kept beside it.
+    pub fn substitute(&mut self, matcher: crate::http::sub_filter::Matcher) {
+        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let (inner, passed) = match inner {
+            Kind::Upstream(body, passed) => (Kind::Upstream(body, None), passed),
+            other => (other, None),
+        };
+        self.kind = Kind::Sub(Box::new(Substituted {
+            inner,
+            passed,
+            matcher,
+            done: false,
+        }));
+    }
+
     /// An upstream body's connection, once free, back to the pool.
     fn release_idle(&mut self) {
-        let kind = match &mut self.kind {
-            Kind::Gzip(g) => &mut g.inner,
-            kind => kind,
-        };
+        let kind = innermost_mut(&mut self.kind);
         if let Kind::Upstream(body, _) = kind {
             if let Some((conn, reusable)) = body.take_done() {
                 // The body is over: what its exchange read, for the log;
@@ -316,6 +340,7 @@ impl RespBody {
         match &self.kind {
             Kind::Upstream(_, passed) => passed.as_deref(),
             Kind::Gzip(g) => g.passed.as_deref(),
+            Kind::Sub(s) => s.passed.as_deref(),
             _ => None,
         }
     }
@@ -326,6 +351,7 @@ impl RespBody {
         match &mut self.kind {
             Kind::Upstream(_, passed) => passed.as_deref_mut(),
             Kind::Gzip(g) => g.passed.as_deref_mut(),
+            Kind::Sub(s) => s.passed.as_deref_mut(),
             _ => None,
         }
     }
@@ -357,6 +383,7 @@ impl RespBody {
         match &mut self.kind {
             Kind::Upstream(_, passed) => *passed = Some(lines),
             Kind::Gzip(g) => g.passed = Some(lines),
+            Kind::Sub(s) => s.passed = Some(lines),
             _ => {}
         }
     }
@@ -366,6 +393,7 @@ impl RespBody {
         match &mut self.kind {
             Kind::Upstream(_, passed) => passed.take(),
             Kind::Gzip(g) => g.passed.take(),
+            Kind::Sub(s) => s.passed.take(),
             _ => None,
         }
     }
@@ -474,11 +502,7 @@ impl RespBody {
 
     fn log(&mut self) {
         if let Some(mut record) = self.record.take() {
-            let kind = match &self.kind {
-                Kind::Gzip(g) => &g.inner,
-                kind => kind,
-            };
-            if let (Kind::Upstream(body, _), true) = (kind, record.wants_bytes()) {
+            if let (Kind::Upstream(body, _), true) = (innermost(&self.kind), record.wants_bytes()) {
                 if let Some((received, length)) = body.read() {
                     record.body_read(received, length);
                 }
@@ -515,6 +539,7 @@ impl Body for RespBody {
                 polled.map(|piece| piece.map(|r| r.map(Frame::data)))
             }
             Kind::Gzip(_) => this.poll_gzip(cx),
+            Kind::Sub(_) => this.poll_sub(cx),
             Kind::File(file) => file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data))),
         };
         match &polled {
@@ -540,6 +565,7 @@ impl Body for RespBody {
             Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Tunnel(_) | Kind::Close => true,
             Kind::Gzip(g) => g.encoder.is_none(),
+            Kind::Sub(s) => s.done,
             Kind::File(f) => f.is_end(),
         }
     }
@@ -552,7 +578,7 @@ impl Body for RespBody {
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
-            Kind::Gzip(_) => SizeHint::default(),
+            Kind::Gzip(_) | Kind::Sub(_) => SizeHint::default(),
             Kind::File(f) => SizeHint::with_exact(f.left()),
         }
     }
@@ -603,12 +629,7 @@ impl RespBody {
             if g.encoder.is_none() {
                 return Poll::Ready(None);
             }
-            let piece = match &mut g.inner {
-                Kind::Full(bytes) | Kind::Unsized(bytes) => Poll::Ready(bytes.take().map(Ok)),
-                Kind::Upstream(body, _) => body.poll_data(cx),
-                Kind::File(file) => file.poll_data(cx),
-                _ => Poll::Ready(None),
-            };
+            let piece = poll_piece(&mut g.inner, cx);
             self.release_idle();
             let Kind::Gzip(g) = &mut self.kind else {
                 return Poll::Ready(None);
@@ -649,6 +670,75 @@ impl RespBody {
                 return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
             }
         }
+    }
+}
+
+impl RespBody {
+    /// `sub_filter`'s body: each piece of the inner one with its strings
+    /// replaced, the held end let go when it ends.
+    fn poll_sub(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Kind::Sub(s) = &mut self.kind else {
+                return Poll::Ready(None);
+            };
+            if s.done {
+                return Poll::Ready(None);
+            }
+            let piece = poll_piece(&mut s.inner, cx);
+            self.release_idle();
+            let Kind::Sub(s) = &mut self.kind else {
+                return Poll::Ready(None);
+            };
+            let out = match piece {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(data))) => s.matcher.feed(&data, false),
+                Poll::Ready(None) => {
+                    s.done = true;
+                    s.matcher.feed(&[], true)
+                }
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
+        }
+    }
+}
+
+/// The next piece of a body a filter wraps (`gzip`, `sub_filter`).
+fn poll_piece(kind: &mut Kind, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    match kind {
+        Kind::Full(bytes) | Kind::Unsized(bytes) => Poll::Ready(bytes.take().map(Ok)),
+        Kind::Upstream(body, _) => body.poll_data(cx),
+        Kind::File(file) => file.poll_data(cx),
+        Kind::Sub(s) if !s.done => match poll_piece(&mut s.inner, cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                Poll::Ready(Some(Ok(Bytes::from(s.matcher.feed(&data, false)))))
+            }
+            Poll::Ready(None) => {
+                s.done = true;
+                Poll::Ready(Some(Ok(Bytes::from(s.matcher.feed(&[], true)))))
+            }
+            other => other,
+        },
+        _ => Poll::Ready(None),
+    }
+}
+
+/// The body inside the filters' wrappers.
+fn innermost(kind: &Kind) -> &Kind {
+    match kind {
+        Kind::Gzip(g) => innermost(&g.inner),
+        Kind::Sub(s) => innermost(&s.inner),
+        kind => kind,
+    }
+}
+
+fn innermost_mut(kind: &mut Kind) -> &mut Kind {
+    match kind {
+        Kind::Gzip(g) => innermost_mut(&mut g.inner),
+        Kind::Sub(s) => innermost_mut(&mut s.inner),
+        kind => kind,
     }
 }
 

@@ -61,6 +61,7 @@ pub mod secure_link;
 pub mod server;
 pub mod static_files;
 pub mod stats;
+pub mod sub_filter;
 pub mod timer;
 pub mod tls;
 pub mod tunnel;

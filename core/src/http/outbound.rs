@@ -22,6 +22,8 @@ pub struct Outbound {
     pub gzip: Option<Box<Gzip>>,
     /// `limit_rate` (not 0) and `limit_rate_after`: the writer's pace.
     pub limit_rate: Option<crate::http::h1::LimitRate>,
+    /// `sub_filter`: before charset and gzip, as nginx's filter order.
+    pub sub: Option<Box<crate::http::sub_filter::SubFilter>>,
 }
 
 impl Outbound {
@@ -61,6 +63,9 @@ impl Outbound {
         }
         if self.msie_padding {
             crate::http::response::msie_padding(resp, &req.headers);
+        }
+        if let Some(sub) = &self.sub {
+            sub.apply(resp, &vars(resp.status().as_u16()));
         }
         if let Some(charset) = &self.charset {
             charset.apply(resp);

@@ -582,8 +582,11 @@ fn server(
                 l.expires,
                 &l.add_headers,
                 l.msie_padding,
-                l.charset.as_ref(),
-                l.gzip.as_ref(),
+                BodyFilters {
+                    charset: l.charset.as_ref(),
+                    gzip: l.gzip.as_ref(),
+                    sub: l.sub_filter.as_ref(),
+                },
                 filters.maps,
             )?,
             client: l.client,
@@ -619,8 +622,11 @@ fn server(
                             h.expires.unwrap_or(l.expires),
                             h.add_headers.as_deref().unwrap_or(&l.add_headers),
                             l.msie_padding,
-                            l.charset.as_ref(),
-                            l.gzip.as_ref(),
+                            BodyFilters {
+                                charset: l.charset.as_ref(),
+                                gzip: l.gzip.as_ref(),
+                                sub: l.sub_filter.as_ref(),
+                            },
                             filters.maps,
                         )?),
                         false => None,
@@ -682,8 +688,11 @@ fn server(
             s.expires,
             &s.add_headers,
             s.msie_padding,
-            s.charset.as_ref(),
-            s.gzip.as_ref(),
+            BodyFilters {
+                charset: s.charset.as_ref(),
+                gzip: s.gzip.as_ref(),
+                sub: s.sub_filter.as_ref(),
+            },
             filters.maps,
         )?,
         locations: Locations {
@@ -1016,18 +1025,25 @@ fn outbound(
     expires: Option<model::Expires>,
     lines: &[model::AddHeader],
     msie_padding: bool,
-    charset: Option<&model::CharsetConf>,
-    gzip_conf: Option<&model::GzipConf>,
+    body: BodyFilters<'_>,
     maps: &MapNames,
 ) -> Result<Outbound, ConfError> {
     Ok(Outbound {
+        sub: body.sub.map(|c| sub_filter(c, maps)).transpose()?,
         limit_rate,
         expires,
         add_headers: add_headers(lines, maps)?,
         msie_padding,
-        charset: charset.map(|c| Box::new(Charset::build(c))),
-        gzip: gzip(gzip_conf)?,
+        charset: body.charset.map(|c| Box::new(Charset::build(c))),
+        gzip: gzip(body.gzip)?,
     })
+}
+
+/// A level's filters that change the body (or its type's charset).
+struct BodyFilters<'a> {
+    charset: Option<&'a model::CharsetConf>,
+    gzip: Option<&'a model::GzipConf>,
+    sub: Option<&'a model::SubFilterConf>,
 }
 
 fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHeader]>, ConfError> {
@@ -1050,6 +1066,29 @@ fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHe
             })
         })
         .collect()
+}
+
+/// A level's `sub_filter` lines, compiled.
+fn sub_filter(
+    conf: &model::SubFilterConf,
+    maps: &MapNames,
+) -> Result<Box<crate::http::sub_filter::SubFilter>, ConfError> {
+    let template = |t: &str| {
+        crate::vars::Template::compile_with(t, &|n| maps.var(n))
+            .map_err(|e| ConfError::bare(e.to_string()))
+    };
+    let pairs = conf
+        .pairs
+        .iter()
+        .map(|(find, with)| Ok((template(find)?, template(with)?)))
+        .collect::<Result<Box<[_]>, ConfError>>()?;
+    let types = (!conf.types.iter().any(|t| t == "*")).then(|| conf.types.clone().into());
+    Ok(Box::new(crate::http::sub_filter::SubFilter::new(
+        pairs,
+        conf.once,
+        conf.last_modified,
+        types,
+    )))
 }
 
 /// A level's `gzip on` settings, compiled.

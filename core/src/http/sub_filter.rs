@@ -1,0 +1,301 @@
+//! `sub_filter`: nginx's sub filter. An answer of a `sub_filter_types`
+//! type (`text/html` always) whose length is not known to be 0 has each
+//! string replaced as it streams: the strings are matched without ASCII
+//! case, at each place the first in the configuration's order that
+//! matches wins, and the text after a replacement is looked at anew; with
+//! `sub_filter_once on` (the default) each string is replaced once. The
+//! answer loses its Content-Length, and its Last-Modified and ETag unless
+//! `sub_filter_last_modified on` (which makes the ETag weak).
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::Response;
+
+use crate::http::body::{type_of, RespBody};
+use crate::http::upstream_h1::Passed;
+use crate::vars::{Template, VarCtx};
+
+/// A level's compiled `sub_filter` settings.
+#[derive(Debug)]
+pub struct SubFilter {
+    /// Each string and its replacement, in the configuration's order.
+    pairs: Box<[(Template, Template)]>,
+    once: bool,
+    last_modified: bool,
+    /// Lowercase MIME types; `None`: any (`sub_filter_types *`).
+    types: Option<Box<[String]>>,
+}
+
+impl SubFilter {
+    pub fn new(
+        pairs: Box<[(Template, Template)]>,
+        once: bool,
+        last_modified: bool,
+        types: Option<Box<[String]>>,
+    ) -> SubFilter {
+        SubFilter {
+            pairs,
+            once,
+            last_modified,
+            types,
+        }
+    }
+
+    /// nginx's header filter: where the answer is one to change, its
+    /// strings and replacements are evaluated, its headers changed, and
+    /// its body wrapped.
+    pub fn apply(&self, resp: &mut Response<RespBody>, vars: &VarCtx<'_>) {
+        let length = match resp.body().passed() {
+            Some(p) => p.length,
+            None => resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or_else(|| http_body::Body::size_hint(resp.body()).exact()),
+        };
+        if length == Some(0) {
+            return;
+        }
+        let Some(content_type) = crate::http::body::header_of(resp, "content-type") else {
+            return;
+        };
+        if let Some(types) = &self.types {
+            let mime = type_of(&content_type).0.to_ascii_lowercase();
+            if !types.iter().any(|t| t.as_bytes() == mime) {
+                return;
+            }
+        }
+        let patterns: Vec<Pattern> = self
+            .pairs
+            .iter()
+            .filter_map(|(find, with)| {
+                let find = find.eval(vars).to_ascii_lowercase();
+                (!find.is_empty()).then(|| Pattern {
+                    find,
+                    with: Bytes::from(with.eval(vars)),
+                    applied: false,
+                })
+            })
+            .collect();
+        if patterns.is_empty() {
+            return;
+        }
+        let headers = resp.headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
+        if self.last_modified {
+            weaken_etag(headers);
+        } else {
+            headers.remove(header::LAST_MODIFIED);
+            headers.remove(header::ETAG);
+        }
+        let last_modified = self.last_modified;
+        if let Some(passed) = resp.body_mut().passed_mut() {
+            without_validators(passed, last_modified);
+        }
+        // (A HEAD gets the changed headers, and no body to change.)
+        if vars.req.method == http::Method::HEAD {
+            return;
+        }
+        resp.body_mut().substitute(Matcher {
+            patterns,
+            once: self.once,
+            applied: 0,
+            held: Vec::new(),
+        });
+    }
+}
+
+/// One string to find (lowercase) and its replacement.
+#[derive(Debug)]
+struct Pattern {
+    find: Vec<u8>,
+    with: Bytes,
+    applied: bool,
+}
+
+/// The replacing of one answer's body, piece by piece: the end of a piece
+/// that may begin a string is held until the next piece tells.
+#[derive(Debug)]
+pub struct Matcher {
+    patterns: Vec<Pattern>,
+    once: bool,
+    applied: usize,
+    held: Vec<u8>,
+}
+
+/// What the first string that can still match at a place does there.
+enum At {
+    /// The string at this index matches.
+    Match(usize),
+    /// None can.
+    None,
+    /// One before any match could, if more bytes came.
+    Undecided,
+}
+
+impl Matcher {
+    /// `data`, the next piece of the body, with its strings replaced; the
+    /// bytes that could begin one are held back unless `last` (the body
+    /// ended).
+    pub fn feed(&mut self, data: &[u8], last: bool) -> Vec<u8> {
+        let mut text = std::mem::take(&mut self.held);
+        text.extend_from_slice(data);
+        let mut out = Vec::with_capacity(text.len());
+        let mut pos = 0;
+        // Bytes up to here go out as they are.
+        let mut plain = 0;
+        while pos < text.len() {
+            if self.once && self.applied == self.patterns.len() {
+                break;
+            }
+            match self.at(&text[pos..], last) {
+                At::Match(i) => {
+                    out.extend_from_slice(&text[plain..pos]);
+                    let p = &mut self.patterns[i];
+                    out.extend_from_slice(&p.with);
+                    pos += p.find.len();
+                    plain = pos;
+                    if !p.applied {
+                        p.applied = true;
+                        self.applied += 1;
+                    }
+                }
+                At::None => pos += 1,
+                At::Undecided => {
+                    out.extend_from_slice(&text[plain..pos]);
+                    self.held.extend_from_slice(&text[pos..]);
+                    return out;
+                }
+            }
+        }
+        out.extend_from_slice(&text[plain..]);
+        out
+    }
+
+    /// The strings' say at the start of `rest`: the first in order that
+    /// matches, unless one before it cannot tell yet.
+    fn at(&self, rest: &[u8], last: bool) -> At {
+        for (i, p) in self.patterns.iter().enumerate() {
+            if self.once && p.applied {
+                continue;
+            }
+            let n = p.find.len().min(rest.len());
+            if !rest[..n].eq_ignore_ascii_case(&p.find[..n]) {
+                continue;
+            }
+            if n == p.find.len() {
+                return At::Match(i);
+            }
+            if !last {
+                return At::Undecided;
+            }
+        }
+        At::None
+    }
+}
+
+/// The upstream's lines for a changed body: no Content-Length, and no
+/// Last-Modified or ETag unless they are kept (the ETag then weak).
+fn without_validators(passed: &mut Passed, keep: bool) {
+    let mut lines = Vec::with_capacity(passed.lines.len());
+    for (name, value) in passed.iter() {
+        let gone = name.eq_ignore_ascii_case(b"content-length")
+            || (name.eq_ignore_ascii_case(b"last-modified") && !keep);
+        let value = if gone {
+            continue;
+        } else if name.eq_ignore_ascii_case(b"etag") {
+            match weak(value) {
+                Some(weak) if keep => weak,
+                None if keep && value.starts_with(b"W/") => value.to_vec(),
+                _ => continue,
+            }
+        } else {
+            value.to_vec()
+        };
+        lines.extend_from_slice(name);
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(&value);
+        lines.extend_from_slice(b"\r\n");
+    }
+    passed.lines = lines;
+    passed.length = None;
+}
+
+/// nginx's `ngx_http_weak_etag` on the map's ETag.
+fn weaken_etag(headers: &mut http::HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).map(|v| v.as_bytes().to_vec()) else {
+        return;
+    };
+    match weak(&etag).map(|w| HeaderValue::from_bytes(&w)) {
+        Some(Ok(v)) => {
+            headers.insert(header::ETAG, v);
+        }
+        _ if etag.starts_with(b"W/") => {}
+        _ => {
+            headers.remove(header::ETAG);
+        }
+    }
+}
+
+/// The weak form of a strong quoted ETag.
+fn weak(etag: &[u8]) -> Option<Vec<u8>> {
+    if etag.starts_with(b"W/") || etag.first() != Some(&b'"') {
+        return None;
+    }
+    Some([&b"W/"[..], etag].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(pairs: &[(&str, &str)], once: bool) -> Matcher {
+        Matcher {
+            patterns: pairs
+                .iter()
+                .map(|(f, w)| Pattern {
+                    find: f.as_bytes().to_ascii_lowercase(),
+                    with: Bytes::copy_from_slice(w.as_bytes()),
+                    applied: false,
+                })
+                .collect(),
+            once,
+            applied: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// The whole body fed in pieces of `size` bytes.
+    fn run(m: &mut Matcher, body: &str, size: usize) -> String {
+        let mut out = Vec::new();
+        for piece in body.as_bytes().chunks(size) {
+            out.extend(m.feed(piece, false));
+        }
+        out.extend(m.feed(b"", true));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn the_first_string_in_order_wins_at_each_place() {
+        for size in [1, 2, 3, 100] {
+            let mut m = matcher(&[("abc", "X"), ("abcd", "Y"), ("cd", "Z")], false);
+            assert_eq!(run(&mut m, "abcd ABCD cd", size), "Xd XD Z", "{size}");
+            let mut m = matcher(&[("abcd", "Y"), ("abc", "X")], false);
+            assert_eq!(run(&mut m, "abcd abc ab", size), "Y X ab", "{size}");
+        }
+    }
+
+    #[test]
+    fn once_replaces_each_string_once() {
+        for size in [1, 4, 100] {
+            let mut m = matcher(&[("a", "1"), ("b", "2")], true);
+            assert_eq!(run(&mut m, "xaxbxaxb", size), "x1x2xaxb", "{size}");
+        }
+    }
+
+    #[test]
+    fn a_string_cut_at_the_end_goes_out_as_it_is() {
+        let mut m = matcher(&[("hello", "bye")], false);
+        assert_eq!(run(&mut m, "say hell", 3), "say hell");
+    }
+}

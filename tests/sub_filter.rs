@@ -1,0 +1,224 @@
+//! `sub_filter` side by side with nginx: strings replaced without case,
+//! the first in order at each place, once or every time, with variables
+//! in the string and the replacement; across the pieces a body comes in
+//! (sent in several writes, chunked or with a length); `sub_filter_types`
+//! (`text/html` always); the headers it changes (Content-Length,
+//! Last-Modified, ETag, or a weak ETag with `sub_filter_last_modified`);
+//! answers waypost makes; then the directives' errors.
+
+use std::io::Write;
+use std::net::TcpListener;
+
+use waypost_tests::{
+    assert_t_cases, exchange, free_ports, next_head, serve_numbered, wrap_http, Server, Waypost,
+};
+
+/// The body the backend sends, in these pieces.
+const PIECES: [&str; 4] = [
+    "<p>Hello world, hello HELLO abcab",
+    "cabc wor",
+    "ld hel",
+    "lo and world</p>\n",
+];
+
+/// A backend that answers each request with [`PIECES`] in separate
+/// writes: with a Content-Length, or chunked for a target with `chunked`;
+/// of the type `?t=` names (`text/html` by default).
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, |mut stream, _| {
+        let mut buf = Vec::new();
+        while let Some(head) = next_head(&mut stream, &mut buf) {
+            let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            let kind = target
+                .split_once("t=")
+                .map_or("text/html", |(_, t)| t.split('&').next().unwrap_or(""));
+            let kind = kind.replace("%2F", "/");
+            let chunked = target.contains("chunked");
+            let body: String = PIECES.concat();
+            let framing = if chunked {
+                "Transfer-Encoding: chunked".to_owned()
+            } else {
+                format!("Content-Length: {}", body.len())
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n{framing}\r\n\
+                 Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nETag: \"abc-1\"\r\n\r\n"
+            );
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for piece in PIECES {
+                let piece = if chunked {
+                    format!("{:x}\r\n{piece}\r\n", piece.len())
+                } else {
+                    piece.to_owned()
+                };
+                if stream
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stream.flush())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if chunked && stream.write_all(b"0\r\n\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    port
+}
+
+fn conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    upstream back {{ server 127.0.0.1:{back}; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location /all/ {{ proxy_pass http://back; sub_filter hello bye; sub_filter_once off; }}\n\
+             \x20       location /once/ {{ proxy_pass http://back; sub_filter hello bye; sub_filter World Earth; }}\n\
+             \x20       location /order/ {{\n\
+             \x20           proxy_pass http://back;\n\
+             \x20           sub_filter abc 1;\n\
+             \x20           sub_filter abcab 2;\n\
+             \x20           sub_filter cab 3;\n\
+             \x20           sub_filter_once off;\n\
+             \x20       }}\n\
+             \x20       location /vars/ {{\n\
+             \x20           proxy_pass http://back;\n\
+             \x20           sub_filter $arg_f \"[$arg_r]\";\n\
+             \x20           sub_filter_once off;\n\
+             \x20           sub_filter_last_modified on;\n\
+             \x20       }}\n\
+             \x20       location /types/ {{ proxy_pass http://back; sub_filter hello bye; sub_filter_types text/plain; }}\n\
+             \x20       location /made/ {{ default_type text/html; sub_filter hello bye; return 200 \"hello there, Hello\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+const TARGETS: &[&str] = &[
+    "/all/",
+    "/all/chunked",
+    "/once/",
+    "/order/",
+    "/order/chunked",
+    "/vars/?f=WORLD&r=x",
+    "/vars/?r=nothing-to-find",
+    "/types/?t=text/plain",
+    "/types/?t=text/html",
+    "/types/?t=text/css",
+    "/all/?t=application/json",
+    "/made/",
+];
+
+/// The answer's status, the headers the filter decides, and the body
+/// (chunked ones joined).
+fn answer(port: u16, target: &str) -> String {
+    let raw = exchange(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    );
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).unwrap_or("").to_owned();
+    // (In name order: nginx writes Transfer-Encoding before an upstream's
+    // lines, waypost after them.)
+    let mut shown: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            [
+                "content-length",
+                "transfer-encoding",
+                "last-modified",
+                "etag",
+                "content-type",
+            ]
+            .iter()
+            .any(|h| l.starts_with(h))
+        })
+        .collect();
+    shown.sort_unstable();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    format!("{target} -> {status} {shown:?} {body:?}")
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[test]
+fn sub_filter_matches_nginx() {
+    let back = backend();
+    let ports = free_ports(2);
+    let waypost = Server::waypost(&conf(ports[0], back, false), &[ports[0]]);
+    let nginx = Server::nginx(&conf(ports[1], back, true), &[ports[1]]);
+    let ours: Vec<String> = TARGETS.iter().map(|t| answer(ports[0], t)).collect();
+    let theirs: Vec<String> = TARGETS.iter().map(|t| answer(ports[1], t)).collect();
+    drop((waypost, nginx));
+    waypost_tests::assert_same_answers(&ours, &theirs);
+    // What nginx answered, so that a change in either program shows.
+    assert!(
+        theirs[0].ends_with("\"<p>bye world, bye bye abcabcabc world bye and world</p>\\n\""),
+        "{}",
+        theirs[0]
+    );
+    assert!(theirs[5].contains("W/\\\"abc-1\\\""), "{}", theirs[5]);
+}
+
+fn in_location(line: &str) -> String {
+    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
+}
+
+#[test]
+fn sub_filter_errors_as_nginx() {
+    let emerg = |m: &str| format!("[emerg] {m} in CONF:7 (exit Some(1))");
+    let many: String = (0..256).map(|i| format!("sub_filter a{i} b; ")).collect();
+    let cases = vec![
+        (
+            in_location("sub_filter '' x;"),
+            emerg("empty search pattern"),
+            Waypost::Same,
+        ),
+        (
+            in_location("sub_filter a;"),
+            emerg("invalid number of arguments in \"sub_filter\" directive"),
+            Waypost::Same,
+        ),
+        (
+            in_location(&many),
+            emerg("number of search patterns exceeds 255"),
+            Waypost::Same,
+        ),
+        (
+            in_location("sub_filter_once maybe;"),
+            emerg("invalid value \"maybe\" in \"sub_filter_once\" directive, it must be \"on\" or \"off\""),
+            Waypost::Same,
+        ),
+        (
+            "http {\n    sub_filter a b;\n    sub_filter_types text/css *;\n    sub_filter_once off;\n    sub_filter_last_modified on;\n    server {\n        sub_filter $host $uri;\n    }\n}\n".to_owned(),
+            "ok (exit Some(0))".to_owned(),
+            Waypost::Same,
+        ),
+    ];
+    assert_t_cases("sub-filter", &cases);
+}
