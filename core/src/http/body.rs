@@ -584,6 +584,20 @@ impl Body for RespBody {
     }
 }
 
+/// The answer's length where it is known: an upstream's Content-Length
+/// (none for chunked), else the map's (a file answering HEAD says it
+/// there), else the length of a body made here.
+pub fn known_length(resp: &http::Response<RespBody>) -> Option<u64> {
+    match resp.body().passed() {
+        Some(p) => p.length,
+        None => resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| http_body::Body::size_hint(resp.body()).exact()),
+    }
+}
+
 /// A response header's value, from the upstream's lines first, then the
 /// map (`name` lowercase): what nginx's filters see as `headers_out`.
 pub fn header_of(resp: &http::Response<RespBody>, name: &str) -> Option<Vec<u8>> {

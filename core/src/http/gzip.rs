@@ -16,8 +16,8 @@ use regex::bytes::Regex;
 
 use crate::conf::model::{self, GzipConf};
 use crate::conf::ConfError;
-use crate::http::body::{header_of, type_of, RespBody};
-use crate::http::upstream_h1::Passed;
+use crate::http::body::{header_of, known_length, type_of, RespBody};
+use crate::http::upstream_h1::{LineEdit, Passed};
 
 /// A level's compiled `gzip` settings.
 #[derive(Debug)]
@@ -112,7 +112,6 @@ impl Gzip {
         if !matches!(resp.status().as_u16(), 200 | 403 | 404) {
             return false;
         }
-        let passed = resp.body().passed();
         let found = |name: &str| header_of(resp, name);
         if found("content-encoding").is_some_and(|v| !v.is_empty()) {
             return false;
@@ -128,18 +127,7 @@ impl Gzip {
                 return false;
             }
         }
-        // An upstream's Content-Length (none for chunked), else the length
-        // of a body made here.
-        // (A file answering HEAD says its length in the map.)
-        let length = match passed {
-            Some(p) => p.length,
-            None => resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .or_else(|| http_body::Body::size_hint(resp.body()).exact()),
-        };
-        length.is_none_or(|n| n >= self.min_length)
+        known_length(resp).is_none_or(|n| n >= self.min_length)
     }
 
     /// `gzip_disable`: the User-Agent matches one of the expressions, or
@@ -288,7 +276,7 @@ fn quantity(p: &[u8]) -> u32 {
 
 /// nginx's `ngx_http_weak_etag`: `W/` before a quoted ETag; one that is
 /// not quoted goes.
-fn weaken_etag(headers: &mut HeaderMap) {
+pub(crate) fn weaken_etag(headers: &mut HeaderMap) {
     let Some(etag) = headers.get(header::ETAG).map(|v| v.as_bytes().to_vec()) else {
         return;
     };
@@ -304,7 +292,7 @@ fn weaken_etag(headers: &mut HeaderMap) {
 }
 
 /// The weak form of an ETag: `None` when it is weak already or goes.
-fn weak(etag: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn weak(etag: &[u8]) -> Option<Vec<u8>> {
     if etag.starts_with(b"W/") || etag.first() != Some(&b'"') {
         return None;
     }
@@ -314,33 +302,29 @@ fn weak(etag: &[u8]) -> Option<Vec<u8>> {
 /// An upstream's header lines for a compressed answer: without
 /// Content-Length and Accept-Ranges, the ETag weak.
 fn for_gzip(passed: &Passed) -> Passed {
-    let mut lines = Vec::with_capacity(passed.lines.len() + 2);
-    for (name, value) in passed.iter() {
-        let value = if name.eq_ignore_ascii_case(b"content-length")
+    let mut passed = passed.clone();
+    passed.edit_lines(|name, value| {
+        if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"accept-ranges")
         {
-            continue;
+            LineEdit::Drop
         } else if name.eq_ignore_ascii_case(b"etag") {
-            match weak(value) {
-                Some(weak) => weak,
-                None if value.starts_with(b"W/") => value.to_vec(),
-                None => continue,
-            }
+            etag_weakened(value)
         } else {
-            value.to_vec()
-        };
-        lines.extend_from_slice(name);
-        lines.extend_from_slice(b": ");
-        lines.extend_from_slice(&value);
-        lines.extend_from_slice(b"\r\n");
-    }
-    Passed {
-        lines,
-        length: None,
-        redirect: passed.redirect,
-        reason: passed.reason.clone(),
-        server: passed.server,
-        date: passed.date,
+            LineEdit::Keep
+        }
+    });
+    passed.length = None;
+    passed
+}
+
+/// An upstream's ETag line for a changed body, as `ngx_http_weak_etag`:
+/// weak, or gone where it is not a quoted one.
+pub(crate) fn etag_weakened(value: &[u8]) -> LineEdit {
+    match weak(value) {
+        Some(weak) => LineEdit::Set(weak),
+        None if value.starts_with(b"W/") => LineEdit::Keep,
+        None => LineEdit::Drop,
     }
 }
 

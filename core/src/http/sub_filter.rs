@@ -8,11 +8,12 @@
 //! `sub_filter_last_modified on` (which makes the ETag weak).
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::Response;
 
-use crate::http::body::{type_of, RespBody};
-use crate::http::upstream_h1::Passed;
+use crate::http::body::{known_length, type_of, RespBody};
+use crate::http::gzip::{etag_weakened, weaken_etag};
+use crate::http::upstream_h1::{LineEdit, Passed};
 use crate::vars::{Template, VarCtx};
 
 /// A level's compiled `sub_filter` settings.
@@ -45,15 +46,7 @@ impl SubFilter {
     /// strings and replacements are evaluated, its headers changed, and
     /// its body wrapped.
     pub fn apply(&self, resp: &mut Response<RespBody>, vars: &VarCtx<'_>) {
-        let length = match resp.body().passed() {
-            Some(p) => p.length,
-            None => resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .or_else(|| http_body::Body::size_hint(resp.body()).exact()),
-        };
-        if length == Some(0) {
+        if known_length(resp) == Some(0) {
             return;
         }
         let Some(content_type) = crate::http::body::header_of(resp, "content-type") else {
@@ -197,52 +190,21 @@ impl Matcher {
 /// The upstream's lines for a changed body: no Content-Length, and no
 /// Last-Modified or ETag unless they are kept (the ETag then weak).
 fn without_validators(passed: &mut Passed, keep: bool) {
-    let mut lines = Vec::with_capacity(passed.lines.len());
-    for (name, value) in passed.iter() {
-        let gone = name.eq_ignore_ascii_case(b"content-length")
-            || (name.eq_ignore_ascii_case(b"last-modified") && !keep);
-        let value = if gone {
-            continue;
-        } else if name.eq_ignore_ascii_case(b"etag") {
-            match weak(value) {
-                Some(weak) if keep => weak,
-                None if keep && value.starts_with(b"W/") => value.to_vec(),
-                _ => continue,
+    passed.edit_lines(|name, value| {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            LineEdit::Drop
+        } else if name.eq_ignore_ascii_case(b"last-modified") || name.eq_ignore_ascii_case(b"etag")
+        {
+            match keep {
+                false => LineEdit::Drop,
+                true if name.eq_ignore_ascii_case(b"etag") => etag_weakened(value),
+                true => LineEdit::Keep,
             }
         } else {
-            value.to_vec()
-        };
-        lines.extend_from_slice(name);
-        lines.extend_from_slice(b": ");
-        lines.extend_from_slice(&value);
-        lines.extend_from_slice(b"\r\n");
-    }
-    passed.lines = lines;
+            LineEdit::Keep
+        }
+    });
     passed.length = None;
-}
-
-/// nginx's `ngx_http_weak_etag` on the map's ETag.
-fn weaken_etag(headers: &mut http::HeaderMap) {
-    let Some(etag) = headers.get(header::ETAG).map(|v| v.as_bytes().to_vec()) else {
-        return;
-    };
-    match weak(&etag).map(|w| HeaderValue::from_bytes(&w)) {
-        Some(Ok(v)) => {
-            headers.insert(header::ETAG, v);
-        }
-        _ if etag.starts_with(b"W/") => {}
-        _ => {
-            headers.remove(header::ETAG);
-        }
-    }
-}
-
-/// The weak form of a strong quoted ETag.
-fn weak(etag: &[u8]) -> Option<Vec<u8>> {
-    if etag.starts_with(b"W/") || etag.first() != Some(&b'"') {
-        return None;
-    }
-    Some([&b"W/"[..], etag].concat())
 }
 
 #[cfg(test)]

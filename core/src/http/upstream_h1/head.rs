@@ -117,7 +117,36 @@ impl HeaderRules {
     }
 }
 
+/// What [`Passed::edit_lines`] does with a line.
+pub enum LineEdit {
+    Keep,
+    Drop,
+    Set(Vec<u8>),
+}
+
 impl Passed {
+    /// Each line again as `edit` has it: kept, dropped, or with a new
+    /// value.
+    pub fn edit_lines(&mut self, edit: impl Fn(&[u8], &[u8]) -> LineEdit) {
+        let mut lines = Vec::with_capacity(self.lines.len());
+        for (name, value) in self.iter() {
+            let set;
+            let value = match edit(name, value) {
+                LineEdit::Keep => value,
+                LineEdit::Drop => continue,
+                LineEdit::Set(v) => {
+                    set = v;
+                    &set[..]
+                }
+            };
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value);
+            lines.extend_from_slice(b"\r\n");
+        }
+        self.lines = lines;
+    }
+
     /// The first line named `name` (lowercase) gets `value`; whether
     /// there was one.
     pub fn replace(&mut self, name: &[u8], value: &[u8]) -> bool {

@@ -37,7 +37,7 @@ use crate::http::h1::io::ReadBuf;
 pub use body::UpstreamBody;
 pub use conn::{Conn, ConnectError, Local};
 use head::{Framing as BodyFraming, Head, Parsed, HEAD_MAX};
-pub use head::{HeaderRules, Passed};
+pub use head::{HeaderRules, LineEdit, Passed};
 pub use request::{Ask, Framing, HeadWriter, Reading, ReqBody, RequestHead};
 use send::{SendError, Sender};
 pub(crate) use stream::Deadline;
