@@ -131,39 +131,68 @@ fn listen_socket_options_match_nginx() {
 
 /// A reload applies the new `listen` options to the socket it keeps, as
 /// nginx's master does (`ngx_configure_listening_sockets` runs over every
-/// socket of the new cycle): the buffer size changes, the socket stays.
-/// (waypost alone: the tests run nginx without a master process, whose
-/// reload is not the one operators use.)
+/// socket of the new cycle): the buffer size changes, `deferred` taken
+/// away goes, `reuseport` added comes, the socket stays; a reload that
+/// fails (an address it cannot bind) changes nothing. (waypost alone: the
+/// tests run nginx without a master process, whose reload is not the one
+/// operators use.)
 #[test]
 fn a_reload_applies_new_options_to_the_kept_socket() {
     let port = free_ports(1)[0];
-    let conf = |rcvbuf: &str, text: &str| {
+    let conf = |options: &str, text: &str, extra: &str| {
         wrap_http(
             &format!(
                 "    server {{\n\
-                 \x20       listen 127.0.0.1:{port} rcvbuf={rcvbuf};\n\
+                 \x20       listen 127.0.0.1:{port} {options};\n\
+                 {extra}\
                  \x20       return 200 \"{text}\";\n\
                  \x20   }}\n"
             ),
             false,
         )
     };
-    let server = Server::waypost(&conf("48k", "one"), &[port]);
+    let server = Server::waypost(&conf("rcvbuf=48k deferred", "one", ""), &[port]);
     let socket = listening_socket(server.pid(), port);
-    assert_eq!(options(&socket)[0], ("SO_RCVBUF", 2 * 48 * 1024));
-    server.reload_with(&conf("24k", "two"));
-    // The reload is done when the new config answers.
+    let value = |name: &str| {
+        options(&socket)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    };
+    assert_eq!(value("SO_RCVBUF"), Some(2 * 48 * 1024));
+    assert_eq!(value("TCP_DEFER_ACCEPT"), Some(1));
+    assert_eq!(value("SO_REUSEPORT"), Some(0));
+    let answers = |text: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while waypost_tests::KeepAlive::connect(port)
+            .try_get("/")
+            .is_none_or(|r| r.body != text)
+        {
+            assert!(std::time::Instant::now() < deadline, "no {text:?}");
+        }
+    };
+    server.reload_with(&conf("rcvbuf=24k reuseport", "two", ""));
+    answers("two");
+    // The same socket (the copy taken before reads it), its new options.
+    assert_eq!(value("SO_RCVBUF"), Some(2 * 24 * 1024));
+    assert_eq!(value("TCP_DEFER_ACCEPT"), Some(0));
+    assert_eq!(value("SO_REUSEPORT"), Some(1));
+    // A reload that cannot bind another address leaves the socket as it
+    // was.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    server.reload_with(&conf(
+        "rcvbuf=12k",
+        "three",
+        &format!("        listen 127.0.0.1:{taken_port};\n"),
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while waypost_tests::KeepAlive::connect(port)
-        .try_get("/")
-        .is_none_or(|r| r.body != "two")
+    while !server
+        .read("logs/error.log")
+        .contains("Address already in use")
     {
-        assert!(std::time::Instant::now() < deadline, "no reload");
+        assert!(std::time::Instant::now() < deadline, "no bind error logged");
     }
-    // The same socket (the copy taken before reads it), its new size.
-    assert_eq!(options(&socket)[0], ("SO_RCVBUF", 2 * 24 * 1024));
-    assert_eq!(
-        options(&listening_socket(server.pid(), port))[0],
-        ("SO_RCVBUF", 2 * 24 * 1024)
-    );
+    answers("two");
+    assert_eq!(value("SO_RCVBUF"), Some(2 * 24 * 1024));
 }

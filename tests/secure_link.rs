@@ -33,6 +33,11 @@ fn conf(port: u16, nginx: bool) -> String {
              \x20           return 200 \"link $secure_link\\n\";\n\
              \x20       }}\n\
              \x20       location /inherits/ {{ return 200 \"[$secure_link]\\n\"; }}\n\
+             \x20       location /cycle/ {{\n\
+             \x20           secure_link \"$arg_h,$secure_link_expires\";\n\
+             \x20           secure_link_md5 x;\n\
+             \x20           return 200 \"[$secure_link] [$secure_link_expires]\\n\";\n\
+             \x20       }}\n\
              \x20   }}\n"
         ),
         nginx,
@@ -93,6 +98,8 @@ fn targets() -> Vec<String> {
             "/inherits/x?md5={}&expires=99999999999",
             hash("99999999999/inherits/x secret")
         ),
+        // `secure_link`'s value reading `$secure_link_expires`: a cycle.
+        "/cycle/?h=a".into(),
     ]
 }
 
@@ -129,7 +136,7 @@ fn secure_links_match_nginx() {
         statuses,
         [
             "200", "410", "403", "403", "403", "403", "403", "200", "200", "200", "200", "200",
-            "200", "200", "403", "403", "200", "403", "200", "200"
+            "200", "200", "403", "403", "200", "403", "200", "200", "200"
         ]
     );
     assert!(theirs[7].ends_with("[1] []"), "{}", theirs[7]);
@@ -137,6 +144,7 @@ fn secure_links_match_nginx() {
     // The server's settings, inherited by a location without its own.
     assert!(theirs[18].ends_with("200 []"), "{}", theirs[18]);
     assert!(theirs[19].ends_with("200 [1]"), "{}", theirs[19]);
+    assert!(theirs[20].ends_with("200 [] []"), "{}", theirs[20]);
 }
 
 fn in_location(line: &str) -> String {

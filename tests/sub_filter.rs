@@ -2,15 +2,17 @@
 //! the first in order at each place, once or every time, with variables
 //! in the string and the replacement; across the pieces a body comes in
 //! (sent in several writes, chunked or with a length); `sub_filter_types`
-//! (`text/html` always); the headers it changes (Content-Length,
-//! Last-Modified, ETag, or a weak ETag with `sub_filter_last_modified`);
-//! answers waypost makes; then the directives' errors.
+//! (`text/html` always, `*` an answer without a type too); the headers it
+//! changes (Content-Length, Last-Modified, ETag, or a weak ETag with
+//! `sub_filter_last_modified`), on HEAD too; answers waypost makes, and
+//! files, whose ranges go; then the directives' errors.
 
 use std::io::Write;
 use std::net::TcpListener;
 
 use waypost_tests::{
-    assert_t_cases, exchange, free_ports, next_head, serve_numbered, wrap_http, Server, Waypost,
+    assert_t_cases, exchange, free_ports, next_head, serve_numbered, wrap_http, Server, TempDir,
+    Waypost,
 };
 
 /// The body the backend sends, in these pieces.
@@ -22,8 +24,10 @@ const PIECES: [&str; 4] = [
 ];
 
 /// A backend that answers each request with [`PIECES`] in separate
-/// writes: with a Content-Length, or chunked for a target with `chunked`;
-/// of the type `?t=` names (`text/html` by default).
+/// writes, a moment apart so that the proxy reads them apart (the
+/// matcher's unit tests cut bodies at every byte): with a Content-Length,
+/// or chunked for a target with `chunked`; of the type `?t=` names
+/// (`text/html` by default, none for `none`).
 fn backend() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -42,8 +46,12 @@ fn backend() -> u16 {
             } else {
                 format!("Content-Length: {}", body.len())
             };
+            let kind = match kind.as_str() {
+                "none" => String::new(),
+                kind => format!("Content-Type: {kind}\r\n"),
+            };
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n{framing}\r\n\
+                "HTTP/1.1 200 OK\r\n{kind}{framing}\r\n\
                  Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nETag: \"abc-1\"\r\n\r\n"
             );
             if stream.write_all(head.as_bytes()).is_err() {
@@ -62,6 +70,7 @@ fn backend() -> u16 {
                 {
                     return;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             if chunked && stream.write_all(b"0\r\n\r\n").is_err() {
                 return;
@@ -71,7 +80,7 @@ fn backend() -> u16 {
     port
 }
 
-fn conf(port: u16, back: u16, nginx: bool) -> String {
+fn conf(port: u16, back: u16, root: &std::path::Path, nginx: bool) -> String {
     wrap_http(
         &format!(
             "    upstream back {{ server 127.0.0.1:{back}; }}\n\
@@ -94,7 +103,11 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       }}\n\
              \x20       location /types/ {{ proxy_pass http://back; sub_filter hello bye; sub_filter_types text/plain; }}\n\
              \x20       location /made/ {{ default_type text/html; sub_filter hello bye; return 200 \"hello there, Hello\"; }}\n\
-             \x20   }}\n"
+             \x20       location /star/ {{ proxy_pass http://back; sub_filter hello bye; sub_filter_types *; }}\n\
+             \x20       location /file/ {{ alias {root}/; sub_filter hello bye; }}\n\
+             \x20       location /plain/ {{ alias {root}/; sub_filter hello bye; sub_filter_types text/css; }}\n\
+             \x20   }}\n",
+            root = root.display()
         ),
         nginx,
     )
@@ -113,14 +126,27 @@ const TARGETS: &[&str] = &[
     "/types/?t=text/css",
     "/all/?t=application/json",
     "/made/",
+    "/star/?t=none",
+    "/file/a.html",
+    "HEAD /file/a.html",
+    "RANGE /file/a.html",
+    "RANGE /plain/a.txt",
+    "HEAD /made/",
+    "HEAD /all/",
 ];
 
 /// The answer's status, the headers the filter decides, and the body
 /// (chunked ones joined).
+/// (`HEAD /x` asks with HEAD, `RANGE /x` for bytes 0-4.)
 fn answer(port: u16, target: &str) -> String {
+    let (method, path, range) = match target.split_once(' ') {
+        Some(("HEAD", path)) => ("HEAD", path, ""),
+        Some(("RANGE", path)) => ("GET", path, "Range: bytes=0-4\r\n"),
+        _ => ("GET", target, ""),
+    };
     let raw = exchange(
         port,
-        &format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+        &format!("{method} {path} HTTP/1.1\r\nHost: h\r\n{range}Connection: close\r\n\r\n"),
     );
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split(' ').nth(1).unwrap_or("").to_owned();
@@ -136,6 +162,8 @@ fn answer(port: u16, target: &str) -> String {
                 "last-modified",
                 "etag",
                 "content-type",
+                "accept-ranges",
+                "content-range",
             ]
             .iter()
             .any(|h| l.starts_with(h))
@@ -169,9 +197,20 @@ fn unchunk(mut body: &str) -> String {
 #[test]
 fn sub_filter_matches_nginx() {
     let back = backend();
+    let files = TempDir::new("sub-files");
+    files.write("a.html", "<p>hello file</p>\n");
+    files.write("a.txt", "hello text\n");
+    let mtime = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for name in ["a.html", "a.txt"] {
+        std::fs::File::options()
+            .write(true)
+            .open(files.path.join(name))
+            .and_then(|f| f.set_modified(mtime))
+            .expect("mtime");
+    }
     let ports = free_ports(2);
-    let waypost = Server::waypost(&conf(ports[0], back, false), &[ports[0]]);
-    let nginx = Server::nginx(&conf(ports[1], back, true), &[ports[1]]);
+    let waypost = Server::waypost(&conf(ports[0], back, &files.path, false), &[ports[0]]);
+    let nginx = Server::nginx(&conf(ports[1], back, &files.path, true), &[ports[1]]);
     let ours: Vec<String> = TARGETS.iter().map(|t| answer(ports[0], t)).collect();
     let theirs: Vec<String> = TARGETS.iter().map(|t| answer(ports[1], t)).collect();
     drop((waypost, nginx));

@@ -282,19 +282,10 @@ fn send_signal(paths: &Paths, loader: &Loader, name: &str) -> i32 {
 /// is still configured.
 fn bind_all(rt: &Runtime, old: &ListenerSet) -> Result<ListenerSet, String> {
     let mut set = ListenerSet::default();
+    let mut kept = Vec::new();
     for group in &rt.listens {
         if let Some((addr, socket)) = old.items.iter().find(|(a, _)| *a == group.addr) {
-            // As nginx, the new `listen` options (and backlog) apply to a
-            // socket kept across the reload.
-            let kept = socket2::SockRef::from(&**socket);
-            if let Err(e) = kept.listen(group.backlog) {
-                let line = format!(
-                    "listen() to {addr}, backlog {} failed, ignored ({e})",
-                    group.backlog
-                );
-                crate::log::write(crate::log::Level::Alert, None, &line);
-            }
-            server::configure(&kept, group);
+            kept.push((group, socket.clone()));
             set.items.push((*addr, socket.clone()));
             continue;
         }
@@ -307,6 +298,20 @@ fn bind_all(rt: &Runtime, old: &ListenerSet) -> Result<ListenerSet, String> {
             )
         })?;
         set.items.push((group.addr, Arc::new(socket)));
+    }
+    // As nginx, once every new socket is open (a reload that fails leaves
+    // the old ones as they were), the new `listen` options and backlog
+    // apply to the sockets kept.
+    for (group, socket) in kept {
+        let socket = socket2::SockRef::from(&*socket);
+        if let Err(e) = socket.listen(group.backlog) {
+            let line = format!(
+                "listen() to {}, backlog {} failed, ignored ({e})",
+                group.addr, group.backlog
+            );
+            crate::log::write(crate::log::Level::Alert, None, &line);
+        }
+        server::configure(&socket, group);
     }
     Ok(set)
 }

@@ -633,6 +633,7 @@ impl Layer {
             etag: self.etag.unwrap_or(true),
             referers: self.valid_referers.clone().map(|w| (w, Vec::new())),
             gzip_static: self.gzip.static_conf(),
+            sub_filter_types: self.sub_filter().map(|s| s.types),
             secure_link: match (
                 &self.secure_link_secret,
                 &self.secure_link,
@@ -2137,11 +2138,12 @@ impl<'a> Interp<'a> {
             "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_vary" => layer.gzip.vary = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_static" => {
-                layer.gzip.static_ = Some(match d.args[0].as_str() {
+                // (nginx's enum slot takes the words without case.)
+                layer.gzip.static_ = Some(match d.args[0].to_ascii_lowercase().as_str() {
                     "off" => None,
                     "on" => Some(false),
                     "always" => Some(true),
-                    v => return err(format!("invalid value \"{v}\""), d),
+                    _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
                 })
             }
             "gzip_min_length" => layer.gzip.min_length = Some(size_arg(d, 0)?),

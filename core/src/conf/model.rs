@@ -472,6 +472,10 @@ pub struct StaticConf {
     /// `gzip_static on|always` (`true`: always) and the gzip settings
     /// that decide whether a request takes gzip.
     pub gzip_static: Option<(bool, GzipConf)>,
+    /// `sub_filter_types` where the level has `sub_filter` lines: a file
+    /// of those types is answered without ranges, as nginx's range filter
+    /// finds no length after the sub filter.
+    pub sub_filter_types: Option<Vec<String>>,
     /// Where a root made of variables that is relative starts.
     pub prefix: std::path::PathBuf,
     /// The location's name (empty at the server level), for nginx's
@@ -532,6 +536,7 @@ impl StaticConf {
             referers: None,
             secure_link: None,
             gzip_static: None,
+            sub_filter_types: None,
             prefix: prefix.to_path_buf(),
             location: String::new(),
         }

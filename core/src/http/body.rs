@@ -266,6 +266,14 @@ impl RespBody {
         }));
     }
 
+    /// A body made here goes without a length (`sub_filter` on a HEAD:
+    /// there is no body to change, and the length would be the old one's).
+    pub fn forget_length(&mut self) {
+        if let Kind::Full(bytes) = &mut self.kind {
+            self.kind = Kind::Unsized(bytes.take());
+        }
+    }
+
     /// Has `sub_filter` replace the body's strings as it is sent; the
     /// upstream's header lines are kept beside it.
     pub fn substitute(&mut self, matcher: crate::http::sub_filter::Matcher) {
@@ -706,14 +714,14 @@ impl RespBody {
             let out = match piece {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(data))) => s.matcher.feed(&data, false),
+                Poll::Ready(Some(Ok(data))) => s.matcher.feed(data, false),
                 Poll::Ready(None) => {
                     s.done = true;
-                    s.matcher.feed(&[], true)
+                    s.matcher.feed(Bytes::new(), true)
                 }
             };
             if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                return Poll::Ready(Some(Ok(Frame::data(out))));
             }
         }
     }
@@ -726,12 +734,10 @@ fn poll_piece(kind: &mut Kind, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes
         Kind::Upstream(body, _) => body.poll_data(cx),
         Kind::File(file) => file.poll_data(cx),
         Kind::Sub(s) if !s.done => match poll_piece(&mut s.inner, cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                Poll::Ready(Some(Ok(Bytes::from(s.matcher.feed(&data, false)))))
-            }
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(s.matcher.feed(data, false)))),
             Poll::Ready(None) => {
                 s.done = true;
-                Poll::Ready(Some(Ok(Bytes::from(s.matcher.feed(&[], true)))))
+                Poll::Ready(Some(Ok(s.matcher.feed(Bytes::new(), true))))
             }
             other => other,
         },

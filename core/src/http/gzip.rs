@@ -19,6 +19,17 @@ use crate::conf::ConfError;
 use crate::http::body::{header_of, known_length, type_of, RespBody};
 use crate::http::upstream_h1::{LineEdit, Passed};
 
+/// An answer gzip_static marked as one that could have been another (a
+/// `.gz` was there): `Vary: Accept-Encoding` goes with it once, from the
+/// gzip filter or after it.
+#[derive(Clone, Copy)]
+pub struct GzipVary;
+
+/// gzip_static's answer to whether the request takes gzip, which the gzip
+/// filter keeps (nginx's `r->gzip_tested`).
+#[derive(Clone, Copy)]
+pub struct GzipTested(pub bool);
+
 /// A level's compiled `gzip` settings.
 #[derive(Debug)]
 pub struct Gzip {
@@ -56,24 +67,25 @@ impl Gzip {
     /// response must be (which earns it `Vary` with `gzip_vary on`), then
     /// what the request must be (`ngx_http_gzip_ok`).
     pub fn apply(&self, req: &Parts, resp: &mut Response<RespBody>) {
+        let tested = resp.extensions_mut().remove::<GzipTested>();
         if !self.compressible(resp) {
             return;
         }
         if self.vary {
+            // (One line, gzip_static's mark or not.)
+            resp.extensions_mut().remove::<GzipVary>();
             resp.headers_mut()
                 .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
-        if (req.version < Version::HTTP_11 && !self.http10)
-            || !accepts_gzip(&req.headers)
-            || (req.headers.contains_key(header::VIA) && !self.proxied_ok(req, resp))
-            || self.disabled(&req.headers)
-        {
+        let takes = match tested {
+            // gzip_static asked already, before the answer had headers.
+            Some(GzipTested(ok)) => ok,
+            None => self.takes(req, resp),
+        };
+        if !takes {
             return;
         }
-        let passed = resp
-            .body_mut()
-            .take_passed()
-            .map(|p| Box::new(for_gzip(&p)));
+        let passed = resp.body_mut().take_passed().map(for_gzip);
         // A HEAD gets the headers of the compressed answer, and no body
         // to compress.
         if req.method == Method::HEAD {
@@ -94,10 +106,15 @@ impl Gzip {
     /// response, as `gzip_static` asks it): the version, Accept-Encoding,
     /// a proxy's `Via` under `gzip_proxied`, `gzip_disable`.
     pub fn takes_gzip(&self, req: &Parts) -> bool {
-        let nothing = Response::new(RespBody::empty());
+        self.takes(req, &Response::new(RespBody::empty()))
+    }
+
+    /// `ngx_http_gzip_ok`: the version, Accept-Encoding, a proxy's `Via`
+    /// under `gzip_proxied` (which reads `resp`), `gzip_disable`.
+    fn takes(&self, req: &Parts, resp: &Response<RespBody>) -> bool {
         (req.version >= Version::HTTP_11 || self.http10)
             && accepts_gzip(&req.headers)
-            && (!req.headers.contains_key(header::VIA) || self.proxied_ok(req, &nothing))
+            && (!req.headers.contains_key(header::VIA) || self.proxied_ok(req, resp))
             && !self.disabled(&req.headers)
     }
 
@@ -301,8 +318,7 @@ pub(crate) fn weak(etag: &[u8]) -> Option<Vec<u8>> {
 
 /// An upstream's header lines for a compressed answer: without
 /// Content-Length and Accept-Ranges, the ETag weak.
-fn for_gzip(passed: &Passed) -> Passed {
-    let mut passed = passed.clone();
+fn for_gzip(mut passed: Box<Passed>) -> Box<Passed> {
     passed.edit_lines(|name, value| {
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"accept-ranges")

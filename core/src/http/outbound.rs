@@ -73,6 +73,16 @@ impl Outbound {
         if let Some(gzip) = &self.gzip {
             gzip.apply(req, resp);
         }
+        if resp
+            .extensions_mut()
+            .remove::<crate::http::gzip::GzipVary>()
+            .is_some()
+        {
+            resp.headers_mut().append(
+                http::header::VARY,
+                http::HeaderValue::from_static("Accept-Encoding"),
+            );
+        }
     }
 }
 

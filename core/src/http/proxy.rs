@@ -1354,7 +1354,9 @@ pub async fn run(
                 } = resp;
                 match &p.header_rules {
                     Some(rules) => rules.apply(&mut passed),
-                    None if log_hidden => upstream_h1::HeaderRules::default().apply(&mut passed),
+                    None if log_hidden && passed.has_hidden() => {
+                        upstream_h1::HeaderRules::default().apply(&mut passed)
+                    }
                     None => {}
                 }
                 if passed.redirect && !p.redirects.is_empty() {

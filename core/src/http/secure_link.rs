@@ -25,22 +25,25 @@ pub enum SecureLink {
 }
 
 thread_local! {
-    /// An evaluation of `$secure_link` is under way: one its own values
-    /// read again is a cycle, which nginx answers with no value.
+    /// An evaluation of `$secure_link`, and one of `$secure_link_expires`,
+    /// is under way: one of them its own value reads again is a cycle,
+    /// which has no value (nginx has none there either).
     static CHECKING: Cell<bool> = const { Cell::new(false) };
+    static EXPIRING: Cell<bool> = const { Cell::new(false) };
 }
 
-struct Guard;
+/// Marks an evaluation under way until dropped; `None` where one is.
+struct Guard(&'static std::thread::LocalKey<Cell<bool>>);
 
 impl Guard {
-    fn enter() -> Option<Guard> {
-        (!CHECKING.replace(true)).then_some(Guard)
+    fn enter(key: &'static std::thread::LocalKey<Cell<bool>>) -> Option<Guard> {
+        (!key.replace(true)).then_some(Guard(key))
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        CHECKING.set(false);
+        self.0.set(false);
     }
 }
 
@@ -49,7 +52,7 @@ impl SecureLink {
     /// (a hash that does not match), `"0"` for a link past its expiry,
     /// `"1"` for a good one; with `secure_link_secret`, the link itself.
     pub fn value(&self, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
-        let Some(_checking) = Guard::enter() else {
+        let Some(_checking) = Guard::enter(&CHECKING) else {
             return false;
         };
         match self {
@@ -91,6 +94,9 @@ impl SecureLink {
             md5: Some(_),
         } = self
         else {
+            return false;
+        };
+        let Some(_expiring) = Guard::enter(&EXPIRING) else {
             return false;
         };
         let value = link.eval(cx);

@@ -164,11 +164,20 @@ pub fn configure(socket: &socket2::Socket, group: &crate::runtime::ListenGroup) 
             }
         }
     }
-    if opts.deferred {
-        // nginx's 1 second: how long a connection waited in the queue
-        // cannot be known, so the header timeout is not what to give.
-        if let Err(e) = setsockopt_int(socket, libc::TCP_DEFER_ACCEPT, 1) {
-            failed("TCP_DEFER_ACCEPT, 1".into(), e);
+    // nginx's 1 second: how long a connection waited in the queue cannot
+    // be known, so the header timeout is not what to give. A socket kept
+    // by a reload that dropped `deferred` has it taken off, as nginx's.
+    let deferred = i32::from(opts.deferred);
+    if opts.deferred || getsockopt_int(socket, libc::TCP_DEFER_ACCEPT).is_some_and(|v| v != 0) {
+        if let Err(e) = setsockopt_int(socket, libc::TCP_DEFER_ACCEPT, deferred) {
+            failed(format!("TCP_DEFER_ACCEPT, {deferred}"), e);
+        }
+    }
+    // (A new socket has it already; one a reload keeps gets it, as
+    // nginx's `add_reuseport`.)
+    if opts.reuseport && !socket.reuse_port().unwrap_or(false) {
+        if let Err(e) = socket.set_reuse_port(true) {
+            failed("SO_REUSEPORT, 1".into(), e);
         }
     }
     if let Some(n) = opts.fastopen {
@@ -176,6 +185,25 @@ pub fn configure(socket: &socket2::Socket, group: &crate::runtime::ListenGroup) 
             failed(format!("TCP_FASTOPEN, {n}"), e);
         }
     }
+}
+
+/// An IPPROTO_TCP option socket2 has no getter for.
+fn getsockopt_int(socket: &socket2::Socket, name: libc::c_int) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a valid socket, an int and its size, as getsockopt(2) takes
+    // for these options.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    (done == 0).then_some(value)
 }
 
 /// An IPPROTO_TCP option socket2 has no setter for.

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::header::{
     HeaderValue, ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
-    LOCATION, RANGE, VARY,
+    LOCATION, RANGE,
 };
 use http::{Method, Response, StatusCode};
 use tokio::task::JoinHandle;
@@ -77,6 +77,8 @@ pub struct Static {
     secure_link: Option<crate::http::secure_link::SecureLink>,
     /// `gzip_static on|always` (`true`: always).
     gzip_static: Option<(bool, crate::http::gzip::Gzip)>,
+    /// The types `sub_filter` changes here (`None` inside: any).
+    sub_types: Option<Option<Box<[String]>>>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
 }
@@ -246,9 +248,26 @@ impl Static {
                 .as_ref()
                 .map(|(always, gzip)| Ok::<_, ConfError>((*always, crate::http::gzip::Gzip::build(gzip)?)))
                 .transpose()?,
+            sub_types: conf.sub_filter_types.as_ref().map(|types| {
+                (!types.iter().any(|t| t == "*")).then(|| types.clone().into())
+            }),
             types,
             style,
         })
+    }
+
+    /// Whether `sub_filter` changes a file of `content_type` here.
+    fn substituted(&self, content_type: &HeaderValue) -> bool {
+        match &self.sub_types {
+            None => false,
+            Some(None) => true,
+            Some(Some(types)) => {
+                let mime = crate::http::body::type_of(content_type.as_bytes())
+                    .0
+                    .to_ascii_lowercase();
+                types.iter().any(|t| t.as_bytes() == mime)
+            }
+        }
     }
 
     /// The level's secure_link settings, if it has any.
@@ -647,32 +666,40 @@ async fn file(
     let (path, _) = st.map(uri, vars, add_uri);
     let head = req.parts.method == Method::HEAD;
     // nginx's gzip_static handler comes first in the content phase.
-    let mut vary = false;
+    let mut vary = (false, None);
     if let (Some((always, gzip)), true) = (&st.gzip_static, head || req.parts.method == Method::GET)
     {
         match gzip_static(req, st, (*always, gzip), &path, uri, client).await {
             GzipStatic::Served(resp) => return *resp,
-            GzipStatic::Declined { vary: v } => vary = v,
+            GzipStatic::Declined(marks) => vary = marks,
         }
     }
     let mut resp = plain_file(req, st, client, uri, path, head).await;
-    if vary {
-        // (nginx's `r->gzip_vary`: the answer says it could have been
-        // another.)
-        resp.headers_mut()
-            .append(VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
+    mark(&mut resp, vary);
     resp
+}
+
+/// What gzip_static decided, for the gzip filter: whether the request
+/// takes gzip (nginx keeps `ngx_http_gzip_ok`'s first answer), and
+/// whether the answer says it could have been another (`r->gzip_vary`:
+/// one `Vary` line, whoever asks for it).
+fn mark(resp: &mut Response<RespBody>, (vary, tested): (bool, Option<bool>)) {
+    if vary {
+        resp.extensions_mut().insert(crate::http::gzip::GzipVary);
+    }
+    if let Some(ok) = tested {
+        resp.extensions_mut()
+            .insert(crate::http::gzip::GzipTested(ok));
+    }
 }
 
 /// What nginx's gzip_static handler did.
 enum GzipStatic {
     Served(Box<Response<RespBody>>),
-    /// Declined: the static handler answers, with `Vary` when a `.gz`
-    /// was there for a client that did not take it (`gzip_vary on`).
-    Declined {
-        vary: bool,
-    },
+    /// Declined: the static handler answers, marked (see [`mark`]): with
+    /// `Vary` when a `.gz` was there for a client that did not take it
+    /// (`gzip_vary on`).
+    Declined((bool, Option<bool>)),
 }
 
 /// nginx's `ngx_http_gzip_static_handler`: `PATH.gz`, as it is, with
@@ -687,9 +714,10 @@ async fn gzip_static(
     uri: &[u8],
     client: SocketAddr,
 ) -> GzipStatic {
-    let ok = always || gzip.takes_gzip(req.parts);
+    let tested = (!always).then(|| gzip.takes_gzip(req.parts));
+    let ok = always || tested == Some(true);
     if !ok && !gzip.vary() {
-        return GzipStatic::Declined { vary: false };
+        return GzipStatic::Declined((false, tested));
     }
     let mut gz = Vec::with_capacity(path.len() + 3);
     gz.extend_from_slice(path);
@@ -704,12 +732,12 @@ async fn gzip_static(
                 }
                 _ => failed(req, client, Level::Crit, "open()", &gz, &e),
             }
-            return GzipStatic::Declined { vary: false };
+            return GzipStatic::Declined((false, tested));
         }
     };
     let vary = !always && gzip.vary();
     if !ok || opened.dir {
-        return GzipStatic::Declined { vary };
+        return GzipStatic::Declined((vary, tested));
     }
     if !opened.regular {
         let line = format!("\"{}\" is not a regular file", String::from_utf8_lossy(&gz));
@@ -718,15 +746,12 @@ async fn gzip_static(
     }
     // (nginx's gzip_static leaves ranges off.)
     let mut resp = respond(req, st, uri, opened, false);
-    let status = resp.status().as_u16();
-    let h = resp.headers_mut();
-    if vary {
-        h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
     // (nginx's not_modified filter takes it off a 304; a 412 is a page.)
-    if !matches!(status, 304 | 412) {
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if !matches!(resp.status().as_u16(), 304 | 412) {
+        resp.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    mark(&mut resp, (vary, tested));
     GzipStatic::Served(Box::new(resp))
 }
 
@@ -847,6 +872,8 @@ fn respond(
     let last_modified =
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64));
     let content_type = st.types.for_uri(uri);
+    // (nginx's range filter, after the sub filter, finds no length.)
+    let allow_ranges = allow_ranges && !st.substituted(&content_type);
     let mut resp = Response::new(RespBody::empty());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, content_type.clone());

@@ -16,11 +16,38 @@ use crate::http::gzip::{etag_weakened, weaken_etag};
 use crate::http::upstream_h1::{LineEdit, Passed};
 use crate::vars::{Template, VarCtx};
 
+/// A string or replacement: fixed at load (lowercased there for a
+/// string), or evaluated for each answer.
+#[derive(Debug)]
+pub enum Text {
+    Fixed(Bytes),
+    Template(Template),
+}
+
+impl Text {
+    /// `template` as a string to find (`lower`) or a replacement.
+    pub fn new(template: Template, lower: bool) -> Text {
+        match template.as_literal() {
+            Some(t) if lower => Text::Fixed(Bytes::from(t.to_ascii_lowercase())),
+            Some(t) => Text::Fixed(Bytes::copy_from_slice(t.as_bytes())),
+            None => Text::Template(template),
+        }
+    }
+
+    fn value(&self, vars: &VarCtx<'_>, lower: bool) -> Bytes {
+        match self {
+            Text::Fixed(b) => b.clone(),
+            Text::Template(t) if lower => Bytes::from(t.eval(vars).to_ascii_lowercase()),
+            Text::Template(t) => Bytes::from(t.eval(vars)),
+        }
+    }
+}
+
 /// A level's compiled `sub_filter` settings.
 #[derive(Debug)]
 pub struct SubFilter {
     /// Each string and its replacement, in the configuration's order.
-    pairs: Box<[(Template, Template)]>,
+    pairs: Box<[(Text, Text)]>,
     once: bool,
     last_modified: bool,
     /// Lowercase MIME types; `None`: any (`sub_filter_types *`).
@@ -29,7 +56,7 @@ pub struct SubFilter {
 
 impl SubFilter {
     pub fn new(
-        pairs: Box<[(Template, Template)]>,
+        pairs: Box<[(Text, Text)]>,
         once: bool,
         last_modified: bool,
         types: Option<Box<[String]>>,
@@ -49,10 +76,11 @@ impl SubFilter {
         if known_length(resp) == Some(0) {
             return;
         }
-        let Some(content_type) = crate::http::body::header_of(resp, "content-type") else {
-            return;
-        };
+        // (`*` takes an answer without a type too, as nginx's.)
         if let Some(types) = &self.types {
+            let Some(content_type) = crate::http::body::header_of(resp, "content-type") else {
+                return;
+            };
             let mime = type_of(&content_type).0.to_ascii_lowercase();
             if !types.iter().any(|t| t.as_bytes() == mime) {
                 return;
@@ -62,10 +90,10 @@ impl SubFilter {
             .pairs
             .iter()
             .filter_map(|(find, with)| {
-                let find = find.eval(vars).to_ascii_lowercase();
+                let find = find.value(vars, true);
                 (!find.is_empty()).then(|| Pattern {
                     find,
-                    with: Bytes::from(with.eval(vars)),
+                    with: with.value(vars, false),
                     applied: false,
                 })
             })
@@ -85,12 +113,20 @@ impl SubFilter {
         if let Some(passed) = resp.body_mut().passed_mut() {
             without_validators(passed, last_modified);
         }
-        // (A HEAD gets the changed headers, and no body to change.)
+        // A HEAD gets the changed headers, no length, and no body to
+        // change.
         if vars.req.method == http::Method::HEAD {
+            resp.body_mut().forget_length();
             return;
+        }
+        let mut starts = [false; 256];
+        for p in &patterns {
+            starts[usize::from(p.find[0])] = true;
+            starts[usize::from(p.find[0].to_ascii_uppercase())] = true;
         }
         resp.body_mut().substitute(Matcher {
             patterns,
+            starts,
             once: self.once,
             applied: 0,
             held: Vec::new(),
@@ -101,7 +137,7 @@ impl SubFilter {
 /// One string to find (lowercase) and its replacement.
 #[derive(Debug)]
 struct Pattern {
-    find: Vec<u8>,
+    find: Bytes,
     with: Bytes,
     applied: bool,
 }
@@ -111,6 +147,9 @@ struct Pattern {
 #[derive(Debug)]
 pub struct Matcher {
     patterns: Vec<Pattern>,
+    /// The bytes a string starts with, either case: a place that starts
+    /// with another is passed at once.
+    starts: [bool; 256],
     once: bool,
     applied: usize,
     held: Vec<u8>,
@@ -129,17 +168,32 @@ enum At {
 impl Matcher {
     /// `data`, the next piece of the body, with its strings replaced; the
     /// bytes that could begin one are held back unless `last` (the body
-    /// ended).
-    pub fn feed(&mut self, data: &[u8], last: bool) -> Vec<u8> {
-        let mut text = std::mem::take(&mut self.held);
-        text.extend_from_slice(data);
+    /// ended). Once every string is replaced under `once`, pieces pass as
+    /// they are.
+    pub fn feed(&mut self, data: Bytes, last: bool) -> Bytes {
+        if self.finished() && self.held.is_empty() {
+            return data;
+        }
+        let joined;
+        let text: &[u8] = if self.held.is_empty() {
+            &data
+        } else {
+            let mut held = std::mem::take(&mut self.held);
+            held.extend_from_slice(&data);
+            joined = held;
+            &joined
+        };
         let mut out = Vec::with_capacity(text.len());
         let mut pos = 0;
         // Bytes up to here go out as they are.
         let mut plain = 0;
         while pos < text.len() {
-            if self.once && self.applied == self.patterns.len() {
+            if self.finished() {
                 break;
+            }
+            if !self.starts[usize::from(text[pos])] {
+                pos += 1;
+                continue;
             }
             match self.at(&text[pos..], last) {
                 At::Match(i) => {
@@ -157,12 +211,17 @@ impl Matcher {
                 At::Undecided => {
                     out.extend_from_slice(&text[plain..pos]);
                     self.held.extend_from_slice(&text[pos..]);
-                    return out;
+                    return Bytes::from(out);
                 }
             }
         }
         out.extend_from_slice(&text[plain..]);
-        out
+        Bytes::from(out)
+    }
+
+    /// Every string was replaced under `sub_filter_once`.
+    fn finished(&self) -> bool {
+        self.once && self.applied == self.patterns.len()
     }
 
     /// The strings' say at the start of `rest`: the first in order that
@@ -212,15 +271,22 @@ mod tests {
     use super::*;
 
     fn matcher(pairs: &[(&str, &str)], once: bool) -> Matcher {
+        let mut starts = [false; 256];
+        for (f, _) in pairs {
+            let c = f.as_bytes()[0];
+            starts[usize::from(c.to_ascii_lowercase())] = true;
+            starts[usize::from(c.to_ascii_uppercase())] = true;
+        }
         Matcher {
             patterns: pairs
                 .iter()
                 .map(|(f, w)| Pattern {
-                    find: f.as_bytes().to_ascii_lowercase(),
+                    find: Bytes::from(f.as_bytes().to_ascii_lowercase()),
                     with: Bytes::copy_from_slice(w.as_bytes()),
                     applied: false,
                 })
                 .collect(),
+            starts,
             once,
             applied: 0,
             held: Vec::new(),
@@ -231,9 +297,9 @@ mod tests {
     fn run(m: &mut Matcher, body: &str, size: usize) -> String {
         let mut out = Vec::new();
         for piece in body.as_bytes().chunks(size) {
-            out.extend(m.feed(piece, false));
+            out.extend(m.feed(Bytes::copy_from_slice(piece), false));
         }
-        out.extend(m.feed(b"", true));
+        out.extend(m.feed(Bytes::new(), true));
         String::from_utf8_lossy(&out).into_owned()
     }
 

@@ -1080,7 +1080,13 @@ fn sub_filter(
     let pairs = conf
         .pairs
         .iter()
-        .map(|(find, with)| Ok((template(find)?, template(with)?)))
+        .map(|(find, with)| {
+            use crate::http::sub_filter::Text;
+            Ok((
+                Text::new(template(find)?, true),
+                Text::new(template(with)?, false),
+            ))
+        })
         .collect::<Result<Box<[_]>, ConfError>>()?;
     let types = (!conf.types.iter().any(|t| t == "*")).then(|| conf.types.clone().into());
     Ok(Box::new(crate::http::sub_filter::SubFilter::new(
@@ -1168,8 +1174,9 @@ fn group_listens(
             group.http2 |= l.http2;
             // The one `listen` of the address with options (nginx refuses
             // a second) sets them, whichever server it is in.
-            if l.sockopts != crate::conf::model::SocketOpts::default() {
+            if l.sockopts != crate::conf::model::SocketOpts::default() || l.backlog != 511 {
                 group.sockopts = l.sockopts;
+                group.backlog = l.backlog;
             }
             let index = group.servers.len();
             group.servers.push(servers[si].clone());

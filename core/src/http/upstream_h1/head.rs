@@ -125,6 +125,12 @@ pub enum LineEdit {
 }
 
 impl Passed {
+    /// Whether a line nginx hides by default is among them (kept for a
+    /// log, or for `proxy_pass_header`).
+    pub fn has_hidden(&self) -> bool {
+        self.iter().any(|(name, _)| class(name) == Class::Hidden)
+    }
+
     /// Each line again as `edit` has it: kept, dropped, or with a new
     /// value.
     pub fn edit_lines(&mut self, edit: impl Fn(&[u8], &[u8]) -> LineEdit) {
