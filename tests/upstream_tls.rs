@@ -204,6 +204,8 @@ impl Setup {
                  \x20       location /sni {{ proxy_pass https://backend.test; proxy_ssl_server_name on; }}\n\
                  \x20       location /sni-named {{ proxy_pass https://other; proxy_ssl_server_name on; proxy_ssl_name named.test:8443; }}\n\
                  \x20       location /sni-ip {{ proxy_pass https://127.0.0.1:{good}; proxy_ssl_server_name on; }}\n\
+                 \x20       location /var-sni {{ set $u backend.test; proxy_pass https://$u; proxy_ssl_server_name on; }}\n\
+                 \x20       location /var-verified {{ set $u backend.test; proxy_pass https://$u; proxy_ssl_verify on; }}\n\
                  \x20       location /kept/ {{\n\
                  \x20           proxy_pass https://backend.test;\n\
                  \x20           proxy_http_version 1.1;\n\
@@ -332,15 +334,18 @@ fn server_name_as_nginx() {
                 .map(str::to_owned)
                 .expect("sni in the body")
         };
+        // With variables in `proxy_pass`, the name is the value's host.
         let got = [
             sni("/sni"),
             sni("/sni-named"),
             sni("/sni-ip"),
             sni("/verified"),
+            sni("/var-sni"),
+            sni("/var-verified"),
         ];
         assert_eq!(
             got,
-            ["backend.test", "named.test", "-", "-"],
+            ["backend.test", "named.test", "-", "-", "backend.test", "-"],
             "nginx={nginx}"
         );
         runs.push(got);

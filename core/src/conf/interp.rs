@@ -151,8 +151,9 @@ fn interpret(
         return Err(ConfError::at(e.message, e.loc));
     }
     // The modules directory is read when a directive is not the core's, or
-    // here for the default balancer of the upstreams.
-    if !interp.http.upstreams.is_empty() {
+    // here for the default balancer of the upstreams, and of those a
+    // `proxy_pass` with variables makes.
+    if !interp.http.upstreams.is_empty() || interp.dynamic_passes {
         interp.scan_modules();
     }
     let post = PostChecks {
@@ -247,6 +248,9 @@ struct Layer {
     /// `proxy_bind` (`Some(None)`: `off`), `proxy_socket_keepalive`.
     proxy_bind: Option<Option<(String, bool)>>,
     proxy_socket_keepalive: Option<bool>,
+    /// `resolver` and `resolver_timeout`.
+    resolver: Option<ResolverConf>,
+    resolver_timeout: Option<Duration>,
     auth_file: Option<PathBuf>,
     satisfy_any: Option<bool>,
     /// `auth_request URI` (`Some(None)`: `off`), with where.
@@ -448,6 +452,8 @@ impl Layer {
                 .proxy_method
                 .clone()
                 .or_else(|| parent.proxy_method.clone()),
+            resolver: self.resolver.clone().or_else(|| parent.resolver.clone()),
+            resolver_timeout: self.resolver_timeout.or(parent.resolver_timeout),
             proxy_set_body: self
                 .proxy_set_body
                 .clone()
@@ -885,6 +891,8 @@ impl Layer {
             next_upstream: self.next_upstream.unwrap_or(d.next_upstream),
             next_upstream_tries: self.tries.unwrap_or(d.next_upstream_tries),
             next_upstream_timeout: self.next_timeout.unwrap_or(d.next_upstream_timeout),
+            resolver: self.resolver.clone(),
+            resolver_timeout: self.resolver_timeout.unwrap_or(d.resolver_timeout),
             connect_timeout: self.connect_timeout.unwrap_or(d.connect_timeout),
             send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
             read_timeout: self.read_timeout.unwrap_or(d.read_timeout),
@@ -1014,6 +1022,8 @@ struct Interp<'a> {
     module_directives: HashMap<String, (usize, waypost_module_api::DirectiveSpec)>,
     /// The modules directory was read.
     scanned: bool,
+    /// A `proxy_pass` with variables was read.
+    dynamic_passes: bool,
     /// Main-context directives seen, `-g` included (nginx's "is duplicate").
     main_seen: HashSet<String>,
     seen_events: bool,
@@ -1281,6 +1291,7 @@ impl<'a> Interp<'a> {
             modules: Vec::new(),
             module_directives: HashMap::new(),
             scanned: false,
+            dynamic_passes: false,
             main_seen: HashSet::new(),
             seen_events: false,
             modules_used: false,
@@ -2417,12 +2428,11 @@ impl<'a> Interp<'a> {
             "ssl_stapling_file" => layer.ssl_stapling_file = Some(self.conf_path(&d.args[0])),
             // Only used for stapling, which waypost does not do.
             "ssl_stapling_verify" | "ssl_stapling_responder" => {}
-            "resolver" => resolver(d)?,
-            "resolver_timeout" => {
-                if parse_time(&d.args[0]).is_none() {
-                    return err("\"resolver_timeout\" directive invalid value", d);
-                }
-            }
+            "resolver" => layer.resolver = Some(resolver(d)?),
+            "resolver_timeout" => match parse_time(&d.args[0]) {
+                Some(t) => layer.resolver_timeout = Some(t),
+                None => return err("\"resolver_timeout\" directive invalid value", d),
+            },
             "ssl_session_timeout" => {
                 layer.ssl_session_timeout = Some(
                     parse_time_sec(&d.args[0])
@@ -2817,6 +2827,15 @@ impl<'a> Interp<'a> {
 
     /// A location `if`'s `proxy_pass`: nginx's messages for a URI part.
     fn if_proxy_pass(&mut self, d: &Directive) -> Result<IfProxy, ConfError> {
+        if d.args[0].contains('$') {
+            self.check_vars(self.compile_check(&d.args[0]), d)?;
+            self.dynamic_passes = true;
+            return Ok(IfProxy {
+                pass: ProxyPass::dynamic(&d.args[0]),
+                default_redirect: None,
+                entry: usize::MAX,
+            });
+        }
         let (authority, url, tls) = proxy_pass_url(d)?;
         let entry = self.pass_entry(&authority, &url, d)?;
         if url.uri.is_some() {
@@ -2831,11 +2850,12 @@ impl<'a> Interp<'a> {
             host: authority,
             uri: None,
             tls,
+            url: None,
         };
         let default_redirect = default_redirect_of(&d.args[0], false, "");
         Ok(IfProxy {
             pass,
-            default_redirect,
+            default_redirect: Some(default_redirect),
             entry,
         })
     }
@@ -3686,8 +3706,17 @@ impl<'a> Interp<'a> {
         // nginx's `proxy_redirect default` for this location, once its
         // `proxy_pass` is read.
         let mut default_redirect = None;
+        // nginx makes no default for a `proxy_pass` with variables, and
+        // refuses one written after it.
+        let mut dynamic_pass = false;
         for item in items {
             self.enter(item, Ctx::Location, &mut seen)?;
+            if dynamic_pass && item.name == "proxy_redirect" && item.args == ["default"] {
+                return err(
+                    "\"proxy_redirect default\" cannot be used with \"proxy_pass\" directive with variables",
+                    item,
+                );
+            }
             if let (Some(default), "proxy_redirect", [arg]) =
                 (&default_redirect, item.name.as_str(), &item.args[..])
             {
@@ -3719,6 +3748,12 @@ impl<'a> Interp<'a> {
                 continue;
             }
             match item.name.as_str() {
+                "proxy_pass" if item.args[0].contains('$') => {
+                    self.check_vars(self.compile_check(&item.args[0]), item)?;
+                    dynamic_pass = true;
+                    self.dynamic_passes = true;
+                    proxy = Some(ProxyPass::dynamic(&item.args[0]));
+                }
                 "proxy_pass" => {
                     let (authority, url, tls) = proxy_pass_url(item)?;
                     let path = &self.locations[me].name;
@@ -3737,6 +3772,7 @@ impl<'a> Interp<'a> {
                         host: authority.clone(),
                         uri: url.uri.clone(),
                         tls,
+                        url: None,
                     });
                     self.pending.push(PendingPass {
                         server,
@@ -3897,7 +3933,9 @@ impl<'a> Interp<'a> {
             match op {
                 RewriteOp::Headers(IfHeaders {
                     proxy: Some(proxy), ..
-                }) => proxy.pass.upstream = self.entry_upstream(proxy.entry),
+                }) if proxy.pass.url.is_none() => {
+                    proxy.pass.upstream = self.entry_upstream(proxy.entry)
+                }
                 RewriteOp::If(_, block) => self.resolve_if_passes(block),
                 _ => {}
             }
@@ -3939,6 +3977,22 @@ impl<'a> Interp<'a> {
                 }
             }
         }
+        self.http.upstream_names = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let port = match entry {
+                    UpstreamEntry::Block { .. } => 0,
+                    UpstreamEntry::Implicit { port, .. } => *port,
+                };
+                (
+                    entry.host().to_ascii_lowercase(),
+                    port,
+                    self.entry_upstream(i),
+                )
+            })
+            .collect();
         Ok(())
     }
 
@@ -4212,12 +4266,18 @@ fn trusted(
 /// `resolver ADDRESS ... [valid=TIME] [ipv6=on|off]`, checked as
 /// `ngx_resolver_create` checks it (addresses resolved now, port 53 by
 /// default). waypost resolves names at load only, so it keeps nothing.
-fn resolver(d: &Directive) -> Result<(), ConfError> {
+fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
     let mut servers = 0;
+    let mut conf = ResolverConf {
+        servers: Vec::new(),
+        valid: None,
+        ipv6: true,
+    };
     for arg in &d.args {
         if let Some(v) = arg.strip_prefix("valid=") {
-            if parse_time_sec(v).is_none() {
-                return err(format!("invalid parameter: {arg}"), d);
+            match parse_time_sec(v) {
+                Some(secs) => conf.valid = Some(Duration::from_secs(secs)),
+                None => return err(format!("invalid parameter: {arg}"), d),
             }
             continue;
         }
@@ -4225,6 +4285,7 @@ fn resolver(d: &Directive) -> Result<(), ConfError> {
             if v != "on" && v != "off" {
                 return err(format!("invalid parameter: {arg}"), d);
             }
+            conf.ipv6 = v == "on";
             continue;
         }
         servers += 1;
@@ -4266,14 +4327,15 @@ fn resolver(d: &Directive) -> Result<(), ConfError> {
         if host.is_empty() {
             return err(format!("no host in resolver \"{arg}\""), d);
         }
-        if resolve_host(&host, port).is_none() {
-            return err(format!("host not found in resolver \"{arg}\""), d);
+        match resolve_host(&host, port) {
+            Some(addrs) => conf.servers.extend(addrs),
+            None => return err(format!("host not found in resolver \"{arg}\""), d),
         }
     }
     if servers == 0 {
         return err("no name servers defined", d);
     }
-    Ok(())
+    Ok(conf)
 }
 
 /// `on`/`off` in any case, as nginx's flag slot compares.
@@ -4901,20 +4963,24 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
 
 /// An address as nginx's `ngx_parse_url` splits it (inet and inet6 forms).
 #[derive(Debug, Clone, PartialEq)]
-struct ParsedUrl {
+pub(crate) struct ParsedUrl {
     /// The host as written (an IPv6 address keeps its brackets).
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// No port was written (`port` is the default).
-    no_port: bool,
+    pub(crate) no_port: bool,
     /// The URI part, from the first `/` (or `?`), when allowed.
-    uri: Option<String>,
+    pub(crate) uri: Option<String>,
 }
 
 /// nginx's `ngx_parse_inet_url`/`ngx_parse_inet6_url` without resolving:
 /// the error is nginx's `u->err` ("invalid host", "invalid port", "no host",
 /// "invalid IPv6 address").
-fn parse_url(url: &str, default_port: u16, uri_part: bool) -> Result<ParsedUrl, &'static str> {
+pub(crate) fn parse_url(
+    url: &str,
+    default_port: u16,
+    uri_part: bool,
+) -> Result<ParsedUrl, &'static str> {
     // (host as written, the address inside brackets, port text, URI)
     let (host, v6, port, uri) = if let Some(inner) = url.strip_prefix('[') {
         let close = inner.find(']').ok_or("invalid host")?;
@@ -4963,7 +5029,7 @@ fn parse_url(url: &str, default_port: u16, uri_part: bool) -> Result<ParsedUrl, 
 }
 
 /// nginx's `ngx_inet_addr`: a dotted quad, leading zeros allowed.
-fn inet_addr(s: &str) -> Option<Ipv4Addr> {
+pub(crate) fn inet_addr(s: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut n = 0;
     let mut octet: u32 = 0;
@@ -5033,7 +5099,11 @@ fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
 }
 
 /// The upstream `proxy_pass http://AUTHORITY` makes without a block.
-fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<SocketAddr>) -> UpstreamConf {
+pub(crate) fn implicit_upstream(
+    authority: &str,
+    loc: &Loc,
+    addrs: Vec<SocketAddr>,
+) -> UpstreamConf {
     UpstreamConf {
         filters: Vec::new(),
         name: authority.to_owned(),
@@ -5763,9 +5833,6 @@ fn default_redirect_of(url: &str, has_uri: bool, path: &str) -> Redirect {
 
 fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError> {
     let url = &d.args[0];
-    if url.contains('$') {
-        return err("variables in \"proxy_pass\" are not supported", d);
-    }
     let (rest, tls) = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
         (rest, false)
     } else if let Some(rest) = strip_prefix_ignore_case(url, "https://") {

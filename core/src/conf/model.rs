@@ -58,6 +58,10 @@ pub struct HttpConf {
     pub user_vars: Vec<UserVar>,
     /// `limit_conn_zone` lines, in order.
     pub limit_conn_zones: Vec<LimitConnZone>,
+    /// nginx's list of upstreams, which a `proxy_pass` with variables
+    /// searches: each one's host (lowercase), port (0 for an `upstream`
+    /// block) and index into `upstreams`, in the order they were made.
+    pub upstream_names: Vec<(String, u16, usize)>,
 }
 
 /// A variable `set` or a regex's named group makes.
@@ -384,8 +388,9 @@ impl IfHeaders {
 #[derive(Debug, Clone)]
 pub struct IfProxy {
     pub pass: ProxyPass,
-    /// Its `proxy_redirect default`, where none is in effect.
-    pub default_redirect: Redirect,
+    /// Its `proxy_redirect default`, where none is in effect (none for a
+    /// `proxy_pass` with variables, as nginx).
+    pub default_redirect: Option<Redirect>,
     /// The upstream entry the reader made for it; `pass.upstream` is set
     /// from it at the end of `http`.
     pub entry: usize,
@@ -869,6 +874,23 @@ pub struct ProxyPass {
     pub uri: Option<String>,
     /// `proxy_pass https://`: TLS to the upstream.
     pub tls: bool,
+    /// `proxy_pass` with variables: the URL as written, evaluated for
+    /// each request (`upstream`, `host` and `uri` then unused; `tls` set,
+    /// as nginx readies TLS for it, each request's scheme deciding).
+    pub url: Option<String>,
+}
+
+impl ProxyPass {
+    /// A `proxy_pass` with variables in `url`.
+    pub fn dynamic(url: &str) -> ProxyPass {
+        ProxyPass {
+            upstream: usize::MAX,
+            host: String::new(),
+            uri: None,
+            tls: true,
+            url: Some(url.to_owned()),
+        }
+    }
 }
 
 /// One status of an `error_page` line.
@@ -974,6 +996,10 @@ pub struct ProxyConf {
     pub next_upstream: NextUpstream,
     pub next_upstream_tries: u32,
     pub next_upstream_timeout: Duration,
+    /// `resolver`, for the names a `proxy_pass` with variables gives.
+    pub resolver: Option<ResolverConf>,
+    /// `resolver_timeout` (default 30 s).
+    pub resolver_timeout: Duration,
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub read_timeout: Duration,
@@ -1031,6 +1057,17 @@ pub struct Redirect {
     pub to: String,
 }
 
+/// `resolver ADDRESS ... [valid=TIME] [ipv6=on|off]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResolverConf {
+    /// The name servers' addresses (`unix:` ones left out).
+    pub servers: Vec<SocketAddr>,
+    /// `valid=`: how long an answer is kept, instead of its TTL.
+    pub valid: Option<Duration>,
+    /// `ipv6=on` (the default) asks for IPv6 addresses too.
+    pub ipv6: bool,
+}
+
 /// The `proxy_ssl_*` settings of a level, used by an `https://` proxy_pass.
 #[derive(Debug, Clone)]
 pub struct ProxySsl {
@@ -1082,6 +1119,8 @@ impl Default for ProxyConf {
             next_upstream: NextUpstream(NextUpstream::ERROR | NextUpstream::TIMEOUT),
             next_upstream_tries: 0,
             next_upstream_timeout: Duration::ZERO,
+            resolver: None,
+            resolver_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),

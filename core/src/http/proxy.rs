@@ -37,6 +37,7 @@ use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
 use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
 use crate::upstream::balancer::PeerState;
+use crate::upstream::dynamic::Chosen;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
 use crate::vars::UpstreamSeen;
@@ -926,10 +927,12 @@ pub struct Carried {
 /// Proxies one request (its head `parts`, borrowed from the handler's
 /// frame rather than moved in: a head is a few hundred bytes, copied
 /// with each move) to `p`'s upstream.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     parts: &Parts,
     body: ClientBody,
     p: &Proxy,
+    chosen: Option<&Chosen>,
     location: &Location,
     cx: &ClientCx<'_>,
     mut record: Option<&mut Record>,
@@ -937,7 +940,19 @@ pub async fn run(
 ) -> Response<RespBody> {
     let conn_hold = &mut carried.conn_hold;
     let mut seen = carried.seen.as_deref_mut();
-    let up: &Upstream = &p.upstream;
+    // The location's upstream, or the one its `proxy_pass` with variables
+    // named for this request.
+    let (upstream, proxy_host, tries) = match (chosen, &p.upstream) {
+        (Some(c), _) => (
+            &c.upstream,
+            &*c.host,
+            crate::runtime::capped_tries(c.upstream.tries, p.tries_cap),
+        ),
+        (None, Some(u)) => (u, p.host.as_str(), p.tries),
+        (None, None) => return error_page(500),
+    };
+    let up: &Upstream = upstream;
+    let proxy_tls = p.tls.as_ref().filter(|_| chosen.is_none_or(|c| c.tls));
     let mut tried = Tried::new(up.configs.len());
     // Peers down by health checks count as tried, so no balancer, whatever
     // ABI it was built for, picks one.
@@ -962,7 +977,7 @@ pub async fn run(
         peer: cx.peer,
         local: cx.local,
         server_name: &cx.server.name,
-        proxy_host: &p.host,
+        proxy_host,
         conn: cx.conn,
         requests: cx.requests,
         status: cx.err_status,
@@ -995,7 +1010,7 @@ pub async fn run(
         } else {
             let (delay, end) = filters(
                 &p.filters,
-                Some(&p.upstream.name),
+                Some(&up.name),
                 cx,
                 parts,
                 &hook_cx,
@@ -1111,7 +1126,7 @@ pub async fn run(
         }
     };
     let with = TryWith {
-        tls: p.tls.as_ref().map(|t| TlsTarget {
+        tls: proxy_tls.map(|t| TlsTarget {
             client: &t.client,
             name: match (&t.name, &tls_name) {
                 (TlsName::Fixed(name), _) => name,
@@ -1121,7 +1136,7 @@ pub async fn run(
         }),
         upgrade: cx.head.upgrade,
     };
-    let scheme = if p.tls.is_some() { "https" } else { "http" };
+    let scheme = if proxy_tls.is_some() { "https" } else { "http" };
     // Read only when `proxy_next_upstream_timeout` needs it.
     let started = (!p.next_upstream_timeout.is_zero()).then(clock::now);
     let non_idempotent =
@@ -1175,7 +1190,7 @@ pub async fn run(
     // The body can be sent again on another try when there is none or it
     // was read whole.
     let replayable = body_empty || buffered.is_some();
-    let mut tries_left = p.tries;
+    let mut tries_left = tries;
     // Made only when `proxy_pass` has a URI part; otherwise the request's
     // own target (no `Uri` built, no reference count taken).
     let rewritten = p
@@ -1188,11 +1203,15 @@ pub async fn run(
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::Chunked,
     };
-    let target = rewritten
-        .as_ref()
-        .unwrap_or(&parts.uri)
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
+    // A `proxy_pass` with variables sends its value's URI part as it is.
+    let target = match chosen.and_then(|c| c.uri.as_deref()) {
+        Some(uri) => uri,
+        None => rewritten
+            .as_ref()
+            .unwrap_or(&parts.uri)
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str()),
+    };
     let mut req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
     // nginx's `$upstream_http_*` reads every line the upstream sent, the
     // ones it hides from the client (Server, Date, X-Accel-*) too: they
@@ -1365,7 +1384,7 @@ pub async fn run(
                 if let Some(cookies) = &p.cookies {
                     cookies.apply(&mut passed, &vars());
                 }
-                let hold = PeerHold::new(p.upstream.clone(), i, conn_hold.take());
+                let hold = PeerHold::new(upstream.clone(), i, conn_hold.take());
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
                     return switched(upgraded, head, &passed, hold, cx, parts, &upstream);
@@ -1534,6 +1553,20 @@ fn no_live_upstreams(
         ),
     );
     error_page(502)
+}
+
+/// A `proxy_pass` with variables whose value named no upstream: nginx's
+/// line for it, and its answer.
+#[cold]
+pub(crate) fn not_chosen(
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    e: &crate::upstream::dynamic::NotChosen,
+) -> Response<RespBody> {
+    let mut line = e.message.clone();
+    request_context(cx, parts, &mut line);
+    log::write(Level::Error, Some(cx.conn), &line);
+    error_page(e.status)
 }
 
 /// A module hook's error: logged with the request, answered `status`.

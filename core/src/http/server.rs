@@ -28,6 +28,7 @@ use crate::http::response::{
 use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Location, Runtime};
+use crate::upstream::dynamic::Choice;
 use crate::vars::VarCtx;
 
 /// The listening sockets the workers accept on. Replaced as a whole on
@@ -920,8 +921,23 @@ macro_rules! location_answer_plain {
                 client = real;
             }
         }
-        let proxy_host = match action {
-            Action::Proxy(p) => p.host.as_str(),
+        // A `proxy_pass` with variables: the upstream its value names.
+        let chosen = match action {
+            Action::Proxy(p) => match &p.dynamic {
+                Some(d) => Some(match d.choose(&req.vars(client, 0, "")) {
+                    Choice::Chosen(c) => Ok(c),
+                    Choice::Failed(e) => Err(e),
+                    // Out of line: few requests wait for a name.
+                    Choice::Resolve(lookup) => Box::pin(d.resolve(lookup)).await,
+                }),
+                None => None,
+            },
+            _ => None,
+        };
+        let proxy_host = match (action, &chosen) {
+            (Action::Proxy(_), Some(Ok(c))) => &*c.host,
+            (Action::Proxy(_), Some(Err(e))) => &*e.host,
+            (Action::Proxy(p), None) => p.host.as_str(),
             _ => "",
         };
         // (A subrequest is not logged.)
@@ -941,6 +957,10 @@ macro_rules! location_answer_plain {
             Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
+            Action::Proxy(_) if matches!(chosen, Some(Err(_))) => match &chosen {
+                Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
+                _ => error_page(500),
+            },
             Action::Proxy(p) => {
                 let mut carried = proxy::Carried {
                     conn_hold: None,
@@ -952,6 +972,7 @@ macro_rules! location_answer_plain {
                     parts,
                     body,
                     p,
+                    chosen.as_ref().and_then(|c| c.as_ref().ok()),
                     location,
                     &cx,
                     record.0.as_deref_mut(),

@@ -91,6 +91,21 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         };
         upstreams.push(Arc::new(upstream(up, module, workers, &map_names)?));
     }
+    let known = Upstreams {
+        names: config
+            .http
+            .upstream_names
+            .iter()
+            .filter_map(|(host, port, i)| {
+                Some((host.as_str().into(), *port, upstreams.get(*i)?.clone()))
+            })
+            .collect(),
+        list: &upstreams,
+        balancer: default_balancer.clone(),
+        workers,
+        conf_file: config.files.first().map(|f| f.0.clone()),
+        resolvers: Default::default(),
+    };
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
     let mut tls = TlsClients::default();
@@ -104,7 +119,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         };
         servers.push(Arc::new(server(
             s,
-            &upstreams,
+            &known,
             &config.http.log_formats,
             &cx,
             &mut tls,
@@ -463,6 +478,24 @@ pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> crate:
         .collect()
 }
 
+/// The configuration's upstreams, for the `proxy_pass` lines.
+struct Upstreams<'a> {
+    list: &'a [Arc<Upstream>],
+    /// What a `proxy_pass` with variables may name.
+    names: crate::upstream::dynamic::Names,
+    /// Builds the upstreams such a `proxy_pass` makes for addresses.
+    balancer: Option<Arc<crate::modules::loader::LoadedModule>>,
+    workers: usize,
+    conf_file: Option<std::path::PathBuf>,
+    /// One per `resolver` line and timeout, shared by the locations.
+    resolvers: std::cell::RefCell<
+        HashMap<
+            (model::ResolverConf, std::time::Duration),
+            Arc<crate::upstream::resolver::Resolver>,
+        >,
+    >,
+}
+
 /// The `proxy_pass` of location `i` (`l`), or of an `if` in it, with
 /// the proxy settings `conf`: the location's redirects style, filters and
 /// intercepted errors.
@@ -471,20 +504,22 @@ fn location_proxy(
     conf: &model::ProxyConf,
     l: &model::LocationConf,
     i: usize,
-    upstreams: &[Arc<Upstream>],
+    upstreams: &Upstreams<'_>,
     tls: &mut TlsClients,
     filters: &FilterCx<'_>,
 ) -> Result<Action, ConfError> {
     let mut proxy = proxy(pass, conf, upstreams, tls, filters.maps)?;
     proxy.style = l.redirect_style;
-    proxy.filters = filters.applies(i, Some(pass.upstream));
+    // The filters of an upstream block apply where it is named as it is.
+    let upstream = pass.url.is_none().then_some(pass.upstream);
+    proxy.filters = filters.applies(i, upstream);
     proxy.intercept = l.proxy.intercept_errors && !l.error_pages.pages.is_empty();
     Ok(Action::Proxy(proxy))
 }
 
 fn server(
     s: &model::ServerConf,
-    upstreams: &[Arc<Upstream>],
+    upstreams: &Upstreams<'_>,
     formats: &HashMap<String, Vec<String>>,
     filters: &FilterCx<'_>,
     tls: &mut TlsClients,
@@ -638,7 +673,8 @@ fn server(
                             // location has none in effect.
                             let mut conf = std::borrow::Cow::Borrowed(&l.proxy);
                             if !l.proxy.redirects_set {
-                                conf.to_mut().redirects = vec![p.default_redirect.clone()];
+                                conf.to_mut().redirects =
+                                    p.default_redirect.iter().cloned().collect();
                             }
                             Some(location_proxy(
                                 &p.pass, &conf, l, i, upstreams, tls, filters,
@@ -827,7 +863,12 @@ fn proxy_tls(
         return Ok(None);
     }
     let client = clients.get(&conf.ssl)?;
-    let written = conf.ssl.name.as_deref().unwrap_or(&p.host);
+    // With variables in `proxy_pass`, the host each request's value gives.
+    let host = match p.url {
+        None => p.host.as_str(),
+        Some(_) => "$proxy_host",
+    };
+    let written = conf.ssl.name.as_deref().unwrap_or(host);
     let template = crate::vars::Template::compile_with(written, &|n| maps.var(n))
         .map_err(|e| ConfError::bare(e.to_string()))?;
     let name = match template.as_literal() {
@@ -842,7 +883,7 @@ fn proxy_tls(
 fn proxy(
     p: &model::ProxyPass,
     conf: &model::ProxyConf,
-    upstreams: &[Arc<Upstream>],
+    upstreams: &Upstreams<'_>,
     tls: &mut TlsClients,
     maps: &MapNames,
 ) -> Result<Proxy, ConfError> {
@@ -857,11 +898,14 @@ fn proxy(
     for (spelled, value) in set {
         let name = HeaderName::from_bytes(spelled.as_bytes())
             .map_err(|_| ConfError::bare(format!("invalid header name \"{spelled}\"")))?;
-        // `$proxy_host` is known now; with it substituted most values are
-        // fixed and cost nothing per request.
-        let value = value
-            .replace("$proxy_host", &p.host)
-            .replace("${proxy_host}", &p.host);
+        // `$proxy_host` is known now, unless variables make it; with it
+        // substituted most values are fixed and cost nothing per request.
+        let value = match p.url {
+            None => value
+                .replace("$proxy_host", &p.host)
+                .replace("${proxy_host}", &p.host),
+            Some(_) => value,
+        };
         let source = header_source(&name, &value, &|n| maps.var(n))?;
         headers.push(SetHeader {
             name,
@@ -869,14 +913,26 @@ fn proxy(
             source,
         });
     }
-    let upstream = upstreams[p.upstream].clone();
-    let mut tries = upstream.tries;
-    if conf.next_upstream_tries > 0 && conf.next_upstream_tries < tries {
-        tries = conf.next_upstream_tries;
-    }
+    let (upstream, dynamic) = match &p.url {
+        None => {
+            let upstream = upstreams.list.get(p.upstream).ok_or_else(|| {
+                ConfError::bare(format!("no upstream for \"proxy_pass\" to \"{}\"", p.host))
+            })?;
+            (Some(upstream.clone()), None)
+        }
+        Some(url) => (
+            None,
+            Some(Box::new(dynamic_pass(url, conf, upstreams, maps)?)),
+        ),
+    };
+    let tries = upstream.as_ref().map_or(0, |u| {
+        crate::runtime::capped_tries(u.tries, conf.next_upstream_tries)
+    });
     Ok(Proxy {
         filters: Vec::new(),
         upstream,
+        dynamic,
+        tries_cap: conf.next_upstream_tries,
         host: p.host.clone(),
         uri: p.uri.clone(),
         headers,
@@ -906,6 +962,51 @@ fn proxy(
         intercept: false,
         socket: socket(conf, maps)?,
     })
+}
+
+/// A `proxy_pass` with variables.
+fn dynamic_pass(
+    url: &str,
+    conf: &model::ProxyConf,
+    upstreams: &Upstreams<'_>,
+    maps: &MapNames,
+) -> Result<crate::upstream::dynamic::DynamicPass, ConfError> {
+    let resolver = conf.resolver.as_ref().map(|r| {
+        let key = (r.clone(), conf.resolver_timeout);
+        upstreams
+            .resolvers
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(crate::upstream::resolver::Resolver::new(
+                    r.clone(),
+                    conf.resolver_timeout,
+                    upstreams.workers,
+                ))
+            })
+            .clone()
+    });
+    let template = crate::vars::Template::compile_with(url, &|n| maps.var(n))
+        .map_err(|e| ConfError::bare(e.to_string()))?;
+    let balancer = upstreams.balancer.clone().ok_or_else(|| {
+        ConfError::bare(
+            "the default balancer module \"round_robin\" (libwaypost_round_robin.so) was not found; \
+             put it in the modules directory or name it with load_module"
+                .to_owned(),
+        )
+    })?;
+    let loc = crate::conf::syntax::Loc {
+        file: Arc::new(upstreams.conf_file.clone().unwrap_or_default()),
+        line: 0,
+    };
+    Ok(crate::upstream::dynamic::DynamicPass::new(
+        template,
+        resolver,
+        upstreams.names.clone(),
+        balancer,
+        upstreams.workers,
+        loc,
+    ))
 }
 
 /// `proxy_bind` and `proxy_socket_keepalive`; `None` at nginx's defaults.

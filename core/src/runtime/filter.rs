@@ -222,7 +222,8 @@ pub fn build(config: &Config, previous: &[Arc<Filter>]) -> Result<Built, ConfErr
         .iter()
         .flat_map(|s| {
             s.locations.iter().map(|l| match &l.action {
-                Action::Proxy(p) => Some(p.upstream),
+                // (One with variables names its upstream per request.)
+                Action::Proxy(p) if p.url.is_none() => Some(p.upstream),
                 _ => None,
             })
         })

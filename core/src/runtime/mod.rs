@@ -443,10 +443,25 @@ pub struct FilterRun {
     pub index: usize,
 }
 
+/// A request's tries: the upstream's, at most `proxy_next_upstream_tries`
+/// (0: no limit).
+pub fn capped_tries(tries: u32, cap: u32) -> u32 {
+    match cap {
+        0 => tries,
+        cap => tries.min(cap),
+    }
+}
+
 pub struct Proxy {
     /// Filters to run before the balancer, in order.
     pub filters: Vec<FilterRun>,
-    pub upstream: Arc<Upstream>,
+    /// `None` with variables in `proxy_pass` (`dynamic`).
+    pub upstream: Option<Arc<Upstream>>,
+    /// `proxy_pass` with variables: each request's value names the
+    /// upstream.
+    pub dynamic: Option<Box<crate::upstream::dynamic::DynamicPass>>,
+    /// `proxy_next_upstream_tries`, for an upstream `dynamic` names.
+    pub tries_cap: u32,
     /// `$proxy_host`
     pub host: String,
     /// `proxy_pass http://u/uri`: the matched prefix is replaced by `uri`.

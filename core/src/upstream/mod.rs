@@ -3,8 +3,10 @@
 //! upstream object, and the per-worker connection pools.
 
 pub mod balancer;
+pub mod dynamic;
 pub mod health;
 pub mod peers;
+pub mod resolver;
 pub mod tls;
 
 use std::net::SocketAddr;

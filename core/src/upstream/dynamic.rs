@@ -1,0 +1,250 @@
+//! `proxy_pass` with variables (`proxy_pass http://$backend;`): the URL
+//! is evaluated for each request and names its upstream, as nginx's
+//! `ngx_http_proxy_eval` and `ngx_http_upstream_init_request` find it:
+//!
+//! 1. an upstream of the configuration whose host is the value's (without
+//!    case) and whose port is the value's — an `upstream` block has none,
+//!    so the value must not give one;
+//! 2. else an address (`127.0.0.1:8080`, `[::1]`): one peer, as nginx's
+//!    round-robin peer made for the request, with no kept connections;
+//! 3. else a name to resolve, which needs a `resolver`.
+//!
+//! What an address makes is kept (up to [`MADE`] addresses), so the
+//! balancer's `init_upstream` does not run for every request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::conf::interp::{implicit_upstream, inet_addr, parse_url};
+use crate::conf::syntax::Loc;
+use crate::modules::loader::LoadedModule;
+use crate::upstream::resolver::Resolver;
+use crate::upstream::Upstream;
+use crate::vars::{Template, VarCtx};
+
+/// Addresses whose upstreams are kept; past it the list starts again.
+const MADE: usize = 64;
+
+/// The upstreams of a configuration a value can name, in nginx's order:
+/// host (lowercase), port (0 for an `upstream` block) and the upstream.
+pub type Names = Arc<[(Box<str>, u16, Arc<Upstream>)]>;
+
+/// A location's `proxy_pass` with variables.
+pub struct DynamicPass {
+    url: Template,
+    /// `resolver` in effect at the location, for names.
+    resolver: Option<Arc<Resolver>>,
+    names: Names,
+    /// What upstreams made for addresses are built with.
+    balancer: Arc<LoadedModule>,
+    workers: usize,
+    loc: Loc,
+    made: ArcSwap<Vec<Made>>,
+}
+
+/// An upstream made for addresses a value gave (or a name resolved to).
+type Made = (Box<[SocketAddr]>, Arc<Upstream>);
+
+/// Where this request goes.
+pub struct Chosen {
+    pub upstream: Arc<Upstream>,
+    /// `$proxy_host`: the host, and the port unless it is the scheme's.
+    pub host: Box<str>,
+    /// The URI part of the value: sent as it is (`None`: the request's).
+    pub uri: Option<Box<str>>,
+    /// `https://`.
+    pub tls: bool,
+}
+
+/// What a value named.
+pub enum Choice {
+    Chosen(Chosen),
+    /// A name to ask the `resolver` for.
+    Resolve(Lookup),
+    Failed(NotChosen),
+}
+
+/// A name [`DynamicPass::resolve`] looks up.
+pub struct Lookup {
+    name: String,
+    port: u16,
+    authority: String,
+    host: Box<str>,
+    uri: Option<Box<str>>,
+    tls: bool,
+}
+
+/// Why a value names no upstream: nginx's line (logged at `error`), the
+/// status the request is answered with, and `$proxy_host` when known.
+#[derive(Debug)]
+pub struct NotChosen {
+    pub message: String,
+    pub status: u16,
+    pub host: Box<str>,
+}
+
+impl DynamicPass {
+    pub fn new(
+        url: Template,
+        resolver: Option<Arc<Resolver>>,
+        names: Names,
+        balancer: Arc<LoadedModule>,
+        workers: usize,
+        loc: Loc,
+    ) -> DynamicPass {
+        DynamicPass {
+            url,
+            resolver,
+            names,
+            balancer,
+            workers,
+            loc,
+            made: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// The upstream this request's value names, or the name to resolve.
+    pub fn choose(&self, vars: &VarCtx<'_>) -> Choice {
+        let value = self.url.eval(vars);
+        let value = String::from_utf8_lossy(&value);
+        let failed = |message: String, status: u16, host: &str| {
+            Choice::Failed(NotChosen {
+                message,
+                status,
+                host: host.into(),
+            })
+        };
+        // nginx wants a byte after the prefix (`proxy.len > 7`).
+        let (rest, port, tls) = match (value.get(..7), value.get(..8)) {
+            (Some(p), _) if p.eq_ignore_ascii_case("http://") && value.len() > 7 => {
+                (&value[7..], 80, false)
+            }
+            (_, Some(p)) if p.eq_ignore_ascii_case("https://") && value.len() > 8 => {
+                (&value[8..], 443, true)
+            }
+            _ => return failed(format!("invalid URL prefix in \"{value}\""), 500, ""),
+        };
+        let url = match parse_url(rest, port, true) {
+            Ok(url) => url,
+            Err(e) => return failed(format!("{e} in upstream \"{rest}\""), 500, ""),
+        };
+        let authority = &rest[..rest.len() - url.uri.as_ref().map_or(0, String::len)];
+        let host: Box<str> = match url.no_port || url.port == port {
+            true => url.host.as_str().into(),
+            false => authority.into(),
+        };
+        // nginx sends `/?a` for a URI part that is only `?a`.
+        let uri = url.uri.as_deref().map(|u| match u.starts_with('?') {
+            true => format!("/{u}").into_boxed_str(),
+            false => u.into(),
+        });
+        let chosen = |upstream: Arc<Upstream>| Chosen {
+            upstream,
+            host: host.clone(),
+            uri: uri.clone(),
+            tls,
+        };
+        for (name, port, upstream) in self.names.iter() {
+            let port_matches = match *port {
+                0 => url.no_port,
+                p => p == url.port,
+            };
+            if port_matches && name.eq_ignore_ascii_case(&url.host) {
+                return Choice::Chosen(chosen(upstream.clone()));
+            }
+        }
+        let ip = match url.host.strip_prefix('[') {
+            Some(v6) => v6
+                .strip_suffix(']')
+                .and_then(|a| a.parse().ok())
+                .map(IpAddr::V6),
+            None => inet_addr(&url.host).map(IpAddr::V4),
+        };
+        let Some(ip) = ip else {
+            if self.resolver.is_none() {
+                let message = format!("no resolver defined to resolve {}", url.host);
+                return failed(message, 502, &host);
+            }
+            // The upstream is made once the addresses are known.
+            return Choice::Resolve(Lookup {
+                name: url.host.clone(),
+                port: url.port,
+                authority: authority.to_owned(),
+                host,
+                uri,
+                tls,
+            });
+        };
+        match self.made_for(authority, &[SocketAddr::new(ip, url.port)]) {
+            Ok(up) => Choice::Chosen(chosen(up)),
+            Err(e) => failed(e, 500, &host),
+        }
+    }
+
+    /// A name's upstream, once the `resolver` gave its addresses.
+    pub async fn resolve(&self, lookup: Lookup) -> Result<Chosen, NotChosen> {
+        let Lookup {
+            name,
+            port,
+            authority,
+            host,
+            uri,
+            tls,
+        } = lookup;
+        let failed = |message: String, status: u16| NotChosen {
+            message,
+            status,
+            host: host.clone(),
+        };
+        let Some(resolver) = &self.resolver else {
+            return Err(failed(
+                format!("no resolver defined to resolve {name}"),
+                502,
+            ));
+        };
+        let addrs: Vec<SocketAddr> = match resolver.resolve(&name).await {
+            Ok(ips) => ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            Err(why) => return Err(failed(format!("{name} could not be resolved {why}"), 502)),
+        };
+        let upstream = self
+            .made_for(&authority, &addrs)
+            .map_err(|e| failed(e, 500))?;
+        Ok(Chosen {
+            upstream,
+            host,
+            uri,
+            tls,
+        })
+    }
+
+    /// The upstream of `addrs`: kept from an earlier request, or made.
+    fn made_for(&self, authority: &str, addrs: &[SocketAddr]) -> Result<Arc<Upstream>, String> {
+        if let Some((_, up)) = self.made.load().iter().find(|(a, _)| **a == *addrs) {
+            return Ok(up.clone());
+        }
+        let up = self.make(authority, addrs.to_vec())?;
+        self.made.rcu(|made| {
+            let mut made = match made.len() >= MADE {
+                true => Vec::new(),
+                false => Vec::clone(made),
+            };
+            made.push((addrs.into(), up.clone()));
+            made
+        });
+        Ok(up)
+    }
+
+    /// nginx's `ngx_http_upstream_create_round_robin_peer`: one peer.
+    fn make(&self, authority: &str, addrs: Vec<SocketAddr>) -> Result<Arc<Upstream>, String> {
+        let conf = implicit_upstream(authority, &self.loc, addrs);
+        let maps = crate::map::MapNames::new(&[], &[]);
+        crate::runtime::build::upstream(&conf, self.balancer.clone(), self.workers, &maps)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+}
