@@ -143,6 +143,8 @@ pub enum Var {
     SslCipher,
     SslServerName,
     SslSessionReused,
+    /// `$ssl_client_*`: the client's certificate (`ssl_verify_client`).
+    SslClient(ClientVar),
     /// `$request_id`: 32 hex digits, the same for the whole request.
     RequestId,
     /// `$upstream_cache_status`: waypost caches nothing, so it is never
@@ -313,19 +315,8 @@ const UNSUPPORTED: &[&str] = &[
     "slice_range",
     "ssl_alpn_protocol",
     "ssl_ciphers",
-    "ssl_client_cert",
-    "ssl_client_escaped_cert",
-    "ssl_client_fingerprint",
-    "ssl_client_i_dn",
     "ssl_client_i_dn_legacy",
-    "ssl_client_raw_cert",
-    "ssl_client_s_dn",
     "ssl_client_s_dn_legacy",
-    "ssl_client_serial",
-    "ssl_client_v_end",
-    "ssl_client_v_remain",
-    "ssl_client_v_start",
-    "ssl_client_verify",
     "ssl_curves",
     "ssl_early_data",
     "ssl_session_id",
@@ -460,6 +451,17 @@ impl Var {
             "ssl_cipher" => Var::SslCipher,
             "ssl_server_name" => Var::SslServerName,
             "ssl_session_reused" => Var::SslSessionReused,
+            "ssl_client_verify" => Var::SslClient(ClientVar::Verify),
+            "ssl_client_s_dn" => Var::SslClient(ClientVar::Subject),
+            "ssl_client_i_dn" => Var::SslClient(ClientVar::Issuer),
+            "ssl_client_serial" => Var::SslClient(ClientVar::Serial),
+            "ssl_client_fingerprint" => Var::SslClient(ClientVar::Fingerprint),
+            "ssl_client_raw_cert" => Var::SslClient(ClientVar::RawCert),
+            "ssl_client_escaped_cert" => Var::SslClient(ClientVar::EscapedCert),
+            "ssl_client_cert" => Var::SslClient(ClientVar::Cert),
+            "ssl_client_v_start" => Var::SslClient(ClientVar::Start),
+            "ssl_client_v_end" => Var::SslClient(ClientVar::End),
+            "ssl_client_v_remain" => Var::SslClient(ClientVar::Remain),
             "request_id" => Var::RequestId,
             "upstream_cache_status" => Var::UpstreamCacheStatus,
             "invalid_referer" => Var::InvalidReferer,
@@ -575,6 +577,21 @@ impl Var {
                 (None, None) => b"",
             },
             Var::User(i, ..) => user(cx, *i).unwrap_or_default(),
+            Var::SslClient(ClientVar::Verify) => {
+                tls(req).map_or(&b""[..], |s| s.client_verify().as_bytes())
+            }
+            Var::SslClient(field) => match (field, tls(req).and_then(|s| s.client.as_deref())) {
+                (_, None) => b"",
+                (ClientVar::Subject, Some(c)) => c.subject.as_bytes(),
+                (ClientVar::Issuer, Some(c)) => c.issuer.as_bytes(),
+                (ClientVar::Serial, Some(c)) => c.serial.as_bytes(),
+                (ClientVar::Fingerprint, Some(c)) => c.fingerprint.as_bytes(),
+                (ClientVar::RawCert, Some(c)) => c.pem.as_bytes(),
+                (ClientVar::Start, Some(c)) => c.start.as_bytes(),
+                (ClientVar::End, Some(c)) => c.end.as_bytes(),
+                // Made below.
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -681,6 +698,18 @@ impl Var {
                 }
             }
             Var::RequestId => request_id(cx.conn, cx.requests, out),
+            Var::SslClient(field) => {
+                if let Some(c) = tls(req).and_then(|s| s.client.as_deref()) {
+                    match field {
+                        ClientVar::EscapedCert => c.escaped(out),
+                        ClientVar::Cert => c.tabbed(out),
+                        ClientVar::Remain => {
+                            let _ = write!(out, "{}", c.remain(crate::clock::unix_secs() as i64));
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Var::UpstreamAddr => {
                 if let Some(u) = cx.upstream {
                     out.extend_from_slice(u.addr.as_bytes());
@@ -778,6 +807,8 @@ impl Var {
             Var::User(i, true) => user(cx, *i).is_none(),
             Var::SslProtocol | Var::SslCipher | Var::SslSessionReused => tls(req).is_none(),
             Var::SslServerName => tls(req).is_none_or(|s| s.server_name.is_none()),
+            Var::SslClient(ClientVar::Verify) => tls(req).is_none(),
+            Var::SslClient(_) => tls(req).is_none_or(|s| s.client.is_none()),
             Var::UpstreamCacheStatus => true,
             Var::UpstreamAddr | Var::UpstreamStatus => {
                 cx.upstream.is_none_or(|u| u.addr.is_empty())
@@ -806,6 +837,22 @@ impl Var {
 /// The request's TLS session, if it came over TLS.
 fn tls(req: &Parts) -> Option<&crate::http::tls::Session> {
     req.extensions.get::<Https>().map(|h| &*h.0)
+}
+
+/// Which `$ssl_client_*` variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVar {
+    Verify,
+    Subject,
+    Issuer,
+    Serial,
+    Fingerprint,
+    RawCert,
+    EscapedCert,
+    Cert,
+    Start,
+    End,
+    Remain,
 }
 
 /// `$request_id`: 128 bits made from the request's connection and number

@@ -279,6 +279,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_stapling_file", HTTP | SRV, 1, 1),
     d("ssl_stapling_responder", HTTP | SRV, 1, 1),
     d("ssl_trusted_certificate", HTTP | SRV, 1, 1),
+    d("ssl_client_certificate", HTTP | SRV, 1, 1),
     // No name is resolved after load: checked and kept.
     d("resolver", PROXY, 1, MORE),
     d("resolver_timeout", PROXY, 1, 1),

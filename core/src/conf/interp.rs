@@ -276,8 +276,11 @@ struct Layer {
     /// `ssl_ecdh_curve`, as written.
     ssl_ecdh_curve: Option<String>,
     ssl_reject_handshake: Option<bool>,
+    /// `ssl_verify_client` and `ssl_client_certificate`.
+    ssl_verify_client: Option<VerifyClient>,
+    ssl_client_certificate: Option<PathBuf>,
     /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
-    /// as nginx loads it).
+    /// as nginx loads it; a client's certificate is checked against it).
     ssl_stapling: Option<bool>,
     ssl_trusted_certificate: Option<PathBuf>,
     /// `ssl_stapling_file`: read and checked as nginx loads it.
@@ -499,6 +502,11 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_ecdh_curve.clone()),
             ssl_reject_handshake: self.ssl_reject_handshake.or(parent.ssl_reject_handshake),
+            ssl_verify_client: self.ssl_verify_client.or(parent.ssl_verify_client),
+            ssl_client_certificate: self
+                .ssl_client_certificate
+                .clone()
+                .or_else(|| parent.ssl_client_certificate.clone()),
             ssl_dhparam: self
                 .ssl_dhparam
                 .clone()
@@ -776,6 +784,9 @@ impl Layer {
             dhparam: self.ssl_dhparam.clone(),
             ecdh_curve: self.ssl_ecdh_curve.clone().filter(|c| c != "auto"),
             reject_handshake: self.ssl_reject_handshake.unwrap_or(false),
+            verify_client: self.ssl_verify_client.unwrap_or_default(),
+            client_certificate: self.ssl_client_certificate.clone(),
+            trusted_certificate: self.ssl_trusted_certificate.clone(),
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -2418,6 +2429,18 @@ impl<'a> Interp<'a> {
             }
             "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
             "ssl_ecdh_curve" => layer.ssl_ecdh_curve = Some(d.args[0].clone()),
+            "ssl_verify_client" => {
+                layer.ssl_verify_client = Some(match d.args[0].to_ascii_lowercase().as_str() {
+                    "off" => VerifyClient::Off,
+                    "on" => VerifyClient::On,
+                    "optional" => VerifyClient::Optional,
+                    "optional_no_ca" => VerifyClient::OptionalNoCa,
+                    _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
+                })
+            }
+            "ssl_client_certificate" => {
+                layer.ssl_client_certificate = Some(self.conf_path(&d.args[0]))
+            }
             "ssl_reject_handshake" => {
                 layer.ssl_reject_handshake = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -5506,7 +5529,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "image_filter",
     "xslt_stylesheet",
     "perl",
-    "ssl_client_certificate",
     "ssl_crl",
     "ssl_ocsp",
     "ssl_ocsp_responder",

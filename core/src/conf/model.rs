@@ -642,6 +642,27 @@ pub struct TlsConf {
     /// `ssl_reject_handshake`: TLS connections for this server close
     /// in the handshake.
     pub reject_handshake: bool,
+    /// `ssl_verify_client`.
+    pub verify_client: VerifyClient,
+    /// `ssl_client_certificate`: the CAs a client's certificate is checked
+    /// against, named to the client in the handshake.
+    pub client_certificate: Option<PathBuf>,
+    /// `ssl_trusted_certificate`: more CAs to check against, not named.
+    pub trusted_certificate: Option<PathBuf>,
+}
+
+/// `ssl_verify_client`: whether a client is asked for a certificate, and
+/// what a request of a connection without a good one gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyClient {
+    #[default]
+    Off,
+    /// Without a certificate, or with one that fails: 400.
+    On,
+    /// Without one the request goes on; one that fails: 400.
+    Optional,
+    /// Any certificate, or none: `$ssl_client_verify` tells.
+    OptionalNoCa,
 }
 
 impl Default for TlsConf {
@@ -659,6 +680,9 @@ impl Default for TlsConf {
             dhparam: None,
             ecdh_curve: None,
             reject_handshake: false,
+            verify_client: VerifyClient::Off,
+            client_certificate: None,
+            trusted_certificate: None,
         }
     }
 }

@@ -46,7 +46,6 @@ pub(super) const TUNING: &[&str] = &[
     "http2_recv_timeout",
     "ssl_buffer_size",
     "ssl_early_data",
-    "ssl_verify_client",
     "ssl_verify_depth",
     "proxy_ssl_verify_depth",
 ];
@@ -118,11 +117,6 @@ pub(super) fn check(d: &Directive) -> Result<(), ConfError> {
                 return invalid(v);
             }
         }
-        "ssl_verify_client" => match lower.as_str() {
-            "off" => {}
-            "on" | "optional" | "optional_no_ca" => return unsupported(),
-            v => return invalid(v),
-        },
         "aio" => match arg {
             "off" => {}
             // Debian's nginx is built without file AIO and says so.

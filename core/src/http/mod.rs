@@ -41,6 +41,7 @@ pub mod auth_request;
 pub mod autoindex;
 pub mod body;
 pub mod charset;
+pub mod client_cert;
 pub mod cookie;
 pub mod error_page;
 pub mod expires;

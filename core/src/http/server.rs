@@ -1268,7 +1268,18 @@ async fn handle(
             .is_some_and(|n| n > limits.max_body)
         // nginx refuses a client's request for an `internal` location first.
         && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
-    let resp = if let Some(r) = &server.ret {
+    // `ssl_verify_client`: a connection without the certificate it needs
+    // has its requests refused (nginx's 495 and 496, 400 pages).
+    let refused = match parts.extensions.get::<Https>() {
+        Some(https) => https.0.refusal(),
+        None => None,
+    };
+    let resp = if let Some((status, mut line)) = refused {
+        line.push_str(" while reading client request headers");
+        proxy::request_context(&req.client_cx(client), parts, &mut line);
+        log::write(Level::Info, Some(conn.id), &line);
+        server_logged(error_page(status), 0)
+    } else if let Some(r) = &server.ret {
         server_logged(reply(r, &req.vars(client, r.status, "")), 0)
     } else if too_large {
         let mut resp = error_page(413);

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use crate::conf::model::VerifyClient;
+use crate::http::client_cert::{ClientAuth, ClientCert};
 use crate::http::h1::Io;
 use crate::runtime::ListenGroup;
 
@@ -39,11 +41,16 @@ pub struct Session {
     pub server_name: Option<Box<str>>,
     /// `$ssl_session_reused`: the handshake resumed a session.
     pub reused: bool,
+    /// `ssl_verify_client` of the handshake's server.
+    pub verify: VerifyClient,
+    /// The client's certificate, checked (`$ssl_client_*`).
+    pub client: Option<Box<ClientCert>>,
 }
 
 impl Session {
-    /// The session of a finished handshake.
-    pub fn of(conn: &ServerConnection) -> Arc<Session> {
+    /// The session of a finished handshake, with the client's
+    /// certificate checked as `auth` says.
+    pub fn of(conn: &ServerConnection, auth: Option<&ClientAuth>) -> Arc<Session> {
         use rustls::{HandshakeKind, ProtocolVersion};
         let protocol = match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -58,7 +65,41 @@ impl Session {
             cipher,
             server_name: conn.server_name().map(Box::from),
             reused: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+            verify: auth.map_or(VerifyClient::Off, |a| a.mode),
+            client: auth.and_then(|a| a.examine(conn.peer_certificates())),
         })
+    }
+
+    /// What a request of this connection is refused with, as nginx's
+    /// `ngx_http_process_request` checks (495, 496), and its line (at
+    /// `info`); `None` where it goes on.
+    pub fn refusal(&self) -> Option<(u16, String)> {
+        match (&self.client, self.verify) {
+            (_, VerifyClient::Off) => None,
+            // nginx's `ngx_ssl_verify_error_optional`: the errors of an
+            // unknown issuer are let through.
+            (Some(c), VerifyClient::OptionalNoCa)
+                if c.failure
+                    .is_none_or(|(code, _)| matches!(code, 2 | 18 | 19 | 20 | 21 | 27)) =>
+            {
+                None
+            }
+            (None, VerifyClient::On) => {
+                Some((496, "client sent no required SSL certificate".to_owned()))
+            }
+            (None, _) => None,
+            (Some(c), _) => c.failure.map(|(code, why)| {
+                (
+                    495,
+                    format!("client SSL certificate verify error: ({code}:{why})"),
+                )
+            }),
+        }
+    }
+
+    /// `$ssl_client_verify`: `NONE` without a certificate.
+    pub fn client_verify(&self) -> &str {
+        self.client.as_ref().map_or("NONE", |c| &c.verify)
     }
 }
 
@@ -104,7 +145,8 @@ pub async fn accept(stream: TcpStream, group: &ListenGroup) -> io::Result<Accept
         return Err(io::Error::other(Rejected));
     };
     let stream = start.into_stream(config).await?;
-    let session = Session::of(stream.get_ref().1);
+    let auth = tls.client_auth.get(index).and_then(Option::as_deref);
+    let session = Session::of(stream.get_ref().1, auth);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         return Ok(Accepted::H2(stream, session));
     }

@@ -19,6 +19,7 @@ use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::conf::model::{CertificateConf, ServerConf, TlsConf};
 use crate::conf::ConfError;
+use crate::http::client_cert::ClientAuth;
 
 /// The TLS side of one listening address: a config per server of its
 /// group (same index as `ListenGroup::servers`).
@@ -27,6 +28,8 @@ pub struct TlsListen {
     /// handshakes (`ssl_reject_handshake on`, or no certificate to answer
     /// with).
     pub configs: Vec<Option<Arc<ServerConfig>>>,
+    /// By server too: `ssl_verify_client` of the config's holder.
+    pub client_auth: Vec<Option<Arc<ClientAuth>>>,
 }
 
 /// A server's certificates (`ssl_certificate` may be given more than once,
@@ -371,6 +374,7 @@ fn server_config(
     h2: bool,
     provider: &Arc<CryptoProvider>,
     zones: &mut HashMap<String, Arc<dyn StoresServerSessions>>,
+    auth: Option<&ClientAuth>,
 ) -> Result<ServerConfig, ConfError> {
     let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::with_capacity(2);
     if tls.tls13 {
@@ -387,11 +391,14 @@ fn server_config(
         Some(list) => Arc::new(with_groups(&provider, list)?),
         None => provider,
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs.clone());
+        .map_err(|e| ConfError::bare(format!("cannot set up TLS: {e}")))?;
+    let builder = match auth {
+        Some(auth) => builder.with_client_cert_verifier(auth.ask.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certs.clone());
     config.ignore_client_order = tls.prefer_server_ciphers;
     config.alpn_protocols = if h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -479,6 +486,15 @@ pub fn build(
     }
     // Servers on several addresses share their configs.
     let mut made: HashMap<(usize, bool), Arc<ServerConfig>> = HashMap::new();
+    // nginx's `ssl_verify_client` of each server with certificates.
+    let auths = servers
+        .iter()
+        .zip(&certs)
+        .map(|(s, c)| match c {
+            Some(_) => ClientAuth::new(&s.tls, &provider).map(|a| a.map(Arc::new)),
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut zones: HashMap<String, Arc<dyn StoresServerSessions>> = HashMap::new();
     let mut out = Vec::with_capacity(groups.len());
     for (group, ssl) in groups {
@@ -488,9 +504,11 @@ pub fn build(
         }
         let default = group.members[group.default];
         let mut configs = Vec::with_capacity(group.members.len());
+        let mut client_auth = Vec::with_capacity(group.members.len());
         for &si in group.members {
             if servers[si].tls.reject_handshake {
                 configs.push(None);
+                client_auth.push(None);
                 continue;
             }
             // A server without a certificate answers with the default
@@ -502,8 +520,10 @@ pub fn build(
                 None => (default, certs[default].as_ref()),
             }) else {
                 configs.push(None);
+                client_auth.push(None);
                 continue;
             };
+            client_auth.push(auths[holder].clone());
             let h2 = group.http2 || servers[si].http2;
             let config = match made.get(&(holder, h2)) {
                 Some(c) => c.clone(),
@@ -514,6 +534,7 @@ pub fn build(
                         h2,
                         &provider,
                         &mut zones,
+                        auths[holder].as_deref(),
                     )?);
                     made.insert((holder, h2), c.clone());
                     c
@@ -521,7 +542,10 @@ pub fn build(
             };
             configs.push(Some(config));
         }
-        out.push(Some(Arc::new(TlsListen { configs })));
+        out.push(Some(Arc::new(TlsListen {
+            configs,
+            client_auth,
+        })));
     }
     Ok(out)
 }
