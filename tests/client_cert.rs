@@ -61,9 +61,34 @@ fn certificates(dir: &TempDir) {
     old.not_after = rcgen::date_time_ymd(2021, 1, 1);
     write("old", old, true);
     write("self", client("self"), false);
+    let mut utf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    utf.distinguished_name
+        .push(DnType::OrganizationName, "M\u{fc}ller GmbH");
+    utf.distinguished_name
+        .push(DnType::CommonName, "J\u{fc}rgen Wei\u{df}");
+    utf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    write("utf", utf, true);
+    // An intermediate CA under the authority, and a client certificate
+    // it issued (sent alone, without the intermediate).
+    let int_key = KeyPair::generate().expect("key");
+    let mut int = CertificateParams::new(Vec::<String>::new()).expect("params");
+    int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    int.distinguished_name
+        .push(DnType::CommonName, "test intermediate");
+    let int = int.signed_by(&int_key, &ca, &ca_key).expect("intermediate");
+    dir.write("int.pem", &int.pem());
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = client("leaf")
+        .signed_by(&leaf_key, &int, &int_key)
+        .expect("leaf");
+    dir.write("leaf.pem", &leaf.pem());
+    dir.write("leaf.key", &leaf_key.serialize_pem());
 }
 
-fn conf(ports: &[u16], nginx: bool) -> String {
+/// Servers on `ports[..4]`: `on` with the authority, `optional` with it
+/// (named and trusted), `optional_no_ca` with none, `on` with only the
+/// intermediate; `raw` the port of a backend that shows what it got.
+fn conf(ports: &[u16], raw: u16, nginx: bool) -> String {
     let server = |port: u16, verify: &str, ca: &str| {
         format!(
             "    server {{\n\
@@ -74,7 +99,8 @@ fn conf(ports: &[u16], nginx: bool) -> String {
              \x20       ssl_verify_client {verify};\n\
              \x20       access_log logs/cc.log cc;\n\
              \x20       location / {{ return 200 \"[$ssl_client_verify] [$ssl_client_s_dn]\\n\"; }}\n\
-             \x20       location /pem {{ return 200 \"$ssl_client_escaped_cert|$ssl_client_raw_cert|$ssl_client_cert\"; }}\n\
+             \x20       location /pem {{ return 200 \"$ssl_client_escaped_cert|$ssl_client_raw_cert|$ssl_client_cert|\"; }}\n\
+             \x20       location /fwd {{ proxy_set_header X-Cert $ssl_client_cert; proxy_pass http://127.0.0.1:{raw}; }}\n\
              \x20   }}\n"
         )
     };
@@ -83,16 +109,51 @@ fn conf(ports: &[u16], nginx: bool) -> String {
             "    log_format cc '$server_port $status [$ssl_client_verify] [$ssl_client_s_dn] [$ssl_client_i_dn] \
              [$ssl_client_serial] [$ssl_client_fingerprint] [$ssl_client_v_start] [$ssl_client_v_end] \
              [$ssl_client_v_remain]';\n\
-             {}{}{}",
+             {}{}{}{}",
             server(ports[0], "on", "ssl_client_certificate ca.pem;"),
             server(ports[1], "optional", "ssl_trusted_certificate ca.pem;\n        ssl_client_certificate ca.pem;"),
             server(ports[2], "optional_no_ca", ""),
+            server(ports[3], "on", "ssl_client_certificate int.pem;"),
         ),
         nginx,
     )
 }
 
-const CLIENTS: &[&str] = &["", "client", "old", "self"];
+const CLIENTS: &[&str] = &["", "client", "old", "self", "utf", "leaf"];
+
+/// A backend that answers with the number of lines of the request's head
+/// that start with a tab (a folded header's), for `$ssl_client_cert`.
+fn raw_backend() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind raw");
+    let port = listener.local_addr().expect("raw addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let folded = head
+                .split(|&b| b == b'\n')
+                .filter(|l| l.first() == Some(&b'\t'))
+                .count();
+            let body = format!("folded={folded}");
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
 
 /// curl to `port` with the client certificate `cert` (none if empty):
 /// the status and body, or curl's failure.
@@ -137,9 +198,11 @@ struct Run {
 fn run(nginx: bool) -> Run {
     let dir = TempDir::new("client-certs");
     certificates(&dir);
-    let ports = free_ports(3);
-    let conf = conf(&ports, nginx).replace("srv.", &format!("{}/srv.", dir.path.display()));
+    let ports = free_ports(4);
+    let raw = raw_backend();
+    let conf = conf(&ports, raw, nginx).replace("srv.", &format!("{}/srv.", dir.path.display()));
     let conf = conf.replace(" ca.pem", &format!(" {}/ca.pem", dir.path.display()));
+    let conf = conf.replace(" int.pem", &format!(" {}/int.pem", dir.path.display()));
     let server = Server::either(nginx, &conf, &ports);
     let mut answers = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -147,7 +210,10 @@ fn run(nginx: bool) -> Run {
             answers.push(format!("{i} {cert}: {}", ask(&dir, port, cert, "/")));
         }
     }
-    let pems = vec![ask(&dir, ports[1], "client", "/pem")];
+    let pems = vec![
+        ask(&dir, ports[1], "client", "/pem"),
+        ask(&dir, ports[1], "client", "/fwd"),
+    ];
     let log = server
         .wait_lines("logs/cc.log", answers.len() + pems.len())
         .iter()
@@ -217,31 +283,54 @@ fn client_certificates_as_nginx() {
             "0 client: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
             "0 old: 400 The SSL certificate error 400",
             "0 self: 400 The SSL certificate error 400",
+            "0 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            "0 leaf: 400 The SSL certificate error 400",
             "1 : [NONE] []\n 200",
             "1 client: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
             "1 old: 400 The SSL certificate error 400",
             "1 self: 400 The SSL certificate error 400",
+            "1 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            "1 leaf: 400 The SSL certificate error 400",
             "2 : [NONE] []\n 200",
             "2 client: [FAILED:unable to verify the first certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
             "2 old: 400 The SSL certificate error 400",
             "2 self: [FAILED:self-signed certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=self]\n 200",
+            "2 utf: [FAILED:unable to verify the first certificate] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            "2 leaf: [FAILED:unable to verify the first certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
+            "3 : 400 No required SSL certificate was sent 400",
+            "3 client: 400 The SSL certificate error 400",
+            "3 old: 400 The SSL certificate error 400",
+            "3 self: 400 The SSL certificate error 400",
+            "3 utf: 400 The SSL certificate error 400",
+            "3 leaf: 400 The SSL certificate error 400",
         ],
         "nginx's answers"
     );
-    // The PEM, escaped, raw and tabbed, of the same certificate.
-    let pem = |run: &Run| -> (usize, bool, bool) {
-        let text = &run.pems[0];
-        let parts: Vec<&str> = text.split('|').collect();
+    // The PEM, escaped, raw and tabbed (its last line break left out), of
+    // the same certificate; and the tabbed one as a folded header.
+    let pem = |run: &Run| -> (usize, bool, bool, bool, String) {
+        let parts: Vec<&str> = run.pems[0].split('|').collect();
         (
             parts.len(),
             parts
                 .first()
                 .is_some_and(|p| p.starts_with("-----BEGIN%20CERTIFICATE-----%0A")),
             parts.get(2).is_some_and(|p| p.contains("\n\t")),
+            parts
+                .get(2)
+                .is_some_and(|p| p.ends_with("-----END CERTIFICATE-----")),
+            run.pems[1].clone(),
         )
     };
     assert_eq!(pem(&ours), pem(&theirs));
-    assert_eq!(pem(&theirs), (3, true, true));
+    let (parts, escaped, tabbed, unbroken, folded) = pem(&theirs);
+    assert_eq!((parts, escaped, tabbed, unbroken), (4, true, true, true));
+    let lines: usize = folded
+        .strip_prefix("folded=")
+        .and_then(|n| n.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(lines >= 8, "{folded}");
 }
 
 #[test]

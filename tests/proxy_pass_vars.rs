@@ -79,8 +79,19 @@ struct Seen {
 
 /// Sends `targets` to the server on `port` and reads what it logged.
 fn observe(server: &Server, port: u16, back: u16, targets: &[&str]) -> Seen {
+    let answers = send(port, back, targets);
+    let (log, errors) = logged(server, back, targets.len());
+    Seen {
+        answers,
+        log,
+        errors,
+    }
+}
+
+/// Each target's status, Location and body.
+fn send(port: u16, back: u16, targets: &[&str]) -> Vec<String> {
     let back = back.to_string();
-    let answers = targets
+    targets
         .iter()
         .map(|t| {
             let answer = exchange(
@@ -98,11 +109,16 @@ fn observe(server: &Server, port: u16, back: u16, targets: &[&str]) -> Seen {
             let body = if status == "200" { body } else { "" };
             format!("{t} -> {status} {location} {body}").replace(&back, "BACK")
         })
-        .collect();
+        .collect()
+}
+
+/// The access log's `lines` lines and the error log's `[error]` lines.
+fn logged(server: &Server, back: u16, lines: usize) -> (Vec<String>, Vec<String>) {
+    let back = back.to_string();
     // The README's difference: after a value that named nothing (500),
     // waypost's `$proxy_host` is not found, where nginx's is empty.
     let log = server
-        .wait_lines("logs/pv.log", targets.len())
+        .wait_lines("logs/pv.log", lines)
         .iter()
         .map(|l| l.replace(&back, "BACK").replace(" 500 [-]", " 500 []"))
         .collect();
@@ -111,11 +127,7 @@ fn observe(server: &Server, port: u16, back: u16, targets: &[&str]) -> Seen {
         .filter(|l| l.starts_with("[error]"))
         .map(|l| l.replace(&back, "BACK"))
         .collect();
-    Seen {
-        answers,
-        log,
-        errors,
-    }
+    (log, errors)
 }
 
 fn run(nginx: bool) -> Seen {
@@ -276,6 +288,8 @@ fn dns_answer(query: &[u8]) -> Option<((String, u16), Vec<u8>)> {
     let name = labels.join(".");
     let (rcode, found): (u8, &[[u8; 4]]) = match (name.as_str(), qtype) {
         ("app.test", 1) => (0, &[[127, 0, 0, 1]]),
+        ("two.test", 1) => (0, &[[127, 0, 0, 1], [127, 0, 0, 2]]),
+        ("two.test", _) => (0, &[]),
         ("app.test", _) => (0, &[]),
         _ => (3, &[]),
     };
@@ -289,7 +303,7 @@ fn dns_answer(query: &[u8]) -> Option<((String, u16), Vec<u8>)> {
     Some(((name, qtype), out))
 }
 
-fn resolver_conf(port: u16, back: u16, dns: u16, silent: u16, nginx: bool) -> String {
+fn resolver_conf(port: u16, back: u16, dns: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
             "    log_format pv '$request_uri $status [$proxy_host] [$upstream_addr]';\n\
@@ -299,12 +313,6 @@ fn resolver_conf(port: u16, back: u16, dns: u16, silent: u16, nginx: bool) -> St
              \x20       access_log logs/pv.log pv;\n\
              \x20       location /d/ {{ set $b app.test:{back}; proxy_pass http://$b; }}\n\
              \x20       location /dx/ {{ set $b nothere.test:{back}; proxy_pass http://$b; }}\n\
-             \x20       location /dt/ {{\n\
-             \x20           resolver 127.0.0.1:{silent} ipv6=off;\n\
-             \x20           resolver_timeout 1s;\n\
-             \x20           set $b app.test;\n\
-             \x20           proxy_pass http://$b:{back};\n\
-             \x20       }}\n\
              \x20   }}\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{back};\n\
@@ -315,16 +323,13 @@ fn resolver_conf(port: u16, back: u16, dns: u16, silent: u16, nginx: bool) -> St
     )
 }
 
-const RESOLVED: &[&str] = &["/d/x", "/d/y?a=1", "/dx/", "/dx/again", "/dt/"];
+const RESOLVED: &[&str] = &["/d/x", "/d/y?a=1", "/dx/", "/dx/again"];
 
 /// What a run of [`resolver_conf`] shows, and the questions asked.
 fn run_resolver(nginx: bool) -> (Seen, Vec<(String, u16)>) {
     let ports = free_ports(2);
     let dns = Dns::start();
-    // A name server that never answers.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind silent");
-    let silent_port = silent.local_addr().expect("silent addr").port();
-    let conf = resolver_conf(ports[0], ports[1], dns.port, silent_port, nginx);
+    let conf = resolver_conf(ports[0], ports[1], dns.port, nginx);
     let server = Server::either(nginx, &conf, &ports);
     let seen = observe(&server, ports[0], ports[1], RESOLVED);
     (seen, dns.asked())
@@ -356,13 +361,150 @@ fn resolver_as_nginx() {
             "/d/y?a=1 -> 200  [/d/y?a=1] [app.test:BACK]",
             "/dx/ -> 502  ",
             "/dx/again -> 502  ",
-            "/dt/ -> 502  ",
         ]
     );
-    for want in [
-        "[error] nothere.test could not be resolved (3: Host not found), client: 127.0.0.1, server: , request: \"GET /dx/ HTTP/1.1\", host: \"front\"",
-        "[error] app.test could not be resolved (110: Operation timed out), client: 127.0.0.1, server: , request: \"GET /dt/ HTTP/1.1\", host: \"front\"",
-    ] {
-        assert!(theirs.errors.iter().any(|l| l == want), "{want}\n{:#?}", theirs.errors);
+    let want = "[error] nothere.test could not be resolved (3: Host not found), client: 127.0.0.1, server: , request: \"GET /dx/ HTTP/1.1\", host: \"front\"";
+    assert!(
+        theirs.errors.iter().any(|l| l == want),
+        "{want}\n{:#?}",
+        theirs.errors
+    );
+}
+
+/// A backend that starts late on 127.0.0.1 and 127.0.0.2, `port`: each
+/// connection gets one small answer.
+fn late_backend(port: u16) {
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let listener = std::net::TcpListener::bind((ip, port)).expect("bind late backend");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut buf);
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlate\n",
+                );
+            }
+        });
     }
+}
+
+fn resolver_conf2(ports: &[u16], dns: u16, silent: u16, nginx: bool) -> String {
+    let [port, back, late] = ports[..] else {
+        unreachable!("three ports")
+    };
+    wrap_http(
+        &format!(
+            "    log_format pv '$request_uri $status [$proxy_host]';\n\
+             \x20   log_format rt '$request_uri $request_time';\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       access_log logs/pv.log pv;\n\
+             \x20       access_log logs/rt.log rt;\n\
+             \x20       location /d6/ {{ resolver 127.0.0.1:{dns} valid=30s; set $b app.test:{back}; proxy_pass http://$b; }}\n\
+             \x20       location /d2/ {{\n\
+             \x20           resolver 127.0.0.1:{silent} 127.0.0.1:{dns} ipv6=off;\n\
+             \x20           resolver_timeout 8s;\n\
+             \x20           set $b app.test:{back};\n\
+             \x20           proxy_pass http://$b;\n\
+             \x20       }}\n\
+             \x20       location /dd/ {{ resolver 127.0.0.1:{dns} ipv6=off; set $b two.test:{late}; proxy_pass http://$b; }}\n\
+             \x20       location /dt/ {{\n\
+             \x20           resolver 127.0.0.1:{silent} ipv6=off;\n\
+             \x20           resolver_timeout 1s;\n\
+             \x20           set $b app.test;\n\
+             \x20           proxy_pass http://$b:{back};\n\
+             \x20       }}\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{back};\n\
+             \x20       location / {{ return 200 \"[$request_uri]\\n\"; }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+struct Resolved2 {
+    answers: Vec<String>,
+    log: Vec<String>,
+    questions: Vec<(String, u16)>,
+    /// `$request_time` of the request whose name timed out.
+    timed_out_after: f64,
+    /// The error line of that request.
+    timed_out: Option<String>,
+}
+
+fn run_resolver2(nginx: bool) -> Resolved2 {
+    let ports = free_ports(3);
+    let dns = Dns::start();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind silent");
+    let silent_port = silent.local_addr().expect("silent addr").port();
+    let conf = resolver_conf2(&ports, dns.port, silent_port, nginx);
+    let server = Server::either(nginx, &conf, &ports[..2]);
+    let mut answers = send(
+        ports[0],
+        ports[1],
+        &["/d6/a", "/d6/b", "/d2/", "/dd/a", "/dt/"],
+    );
+    // Both of `two.test`'s addresses failed; the backend starts, and the
+    // next request gets it.
+    late_backend(ports[2]);
+    answers.extend(send(ports[0], ports[1], &["/dd/b"]));
+    let (log, errors) = logged(&server, ports[1], answers.len());
+    let timed_out = errors.into_iter().find(|l| l.contains("GET /dt/"));
+    let log = log
+        .iter()
+        .map(|l| l.replace(&ports[2].to_string(), "LATE"))
+        .collect();
+    let timed_out_after = server
+        .wait_lines("logs/rt.log", answers.len())
+        .iter()
+        .find_map(|l| l.strip_prefix("/dt/ "))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.0);
+    let mut questions = dns.asked();
+    // Asked at once, A and AAAA come in either order.
+    questions.sort();
+    Resolved2 {
+        answers,
+        log,
+        questions,
+        timed_out_after,
+        timed_out,
+    }
+}
+
+/// IPv6 questions kept like the others, a name server that does not
+/// answer passed over for the next, failed addresses not remembered from
+/// one request to the next, and the time spent resolving counted in
+/// `$request_time`.
+#[test]
+fn resolver_retries_and_forgets_as_nginx() {
+    let ours = run_resolver2(false);
+    let theirs = run_resolver2(true);
+    let what = "waypost (left) and nginx (right)";
+    assert_eq!(ours.answers, theirs.answers, "answers: {what}");
+    assert_eq!(ours.log, theirs.log, "access log: {what}");
+    assert_eq!(ours.questions, theirs.questions, "questions: {what}");
+    assert_eq!(
+        theirs.answers,
+        [
+            "/d6/a -> 200  [/d6/a]",
+            "/d6/b -> 200  [/d6/b]",
+            "/d2/ -> 200  [/d2/]",
+            "/dd/a -> 502  ",
+            "/dt/ -> 502  ",
+            "/dd/b -> 200  late",
+        ]
+    );
+    for run in [&ours, &theirs] {
+        assert!(run.timed_out_after >= 0.9, "{}", run.timed_out_after);
+    }
+    assert_eq!(ours.timed_out, theirs.timed_out, "{what}");
+    assert_eq!(
+        theirs.timed_out.as_deref(),
+        Some("[error] app.test could not be resolved (110: Operation timed out), client: 127.0.0.1, server: , request: \"GET /dt/ HTTP/1.1\", host: \"front\"")
+    );
 }

@@ -4288,7 +4288,7 @@ fn trusted(
 
 /// `resolver ADDRESS ... [valid=TIME] [ipv6=on|off]`, checked as
 /// `ngx_resolver_create` checks it (addresses resolved now, port 53 by
-/// default). waypost resolves names at load only, so it keeps nothing.
+/// default); kept for the names a `proxy_pass` with variables gives.
 fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
     let mut servers = 0;
     let mut conf = ResolverConf {

@@ -21,8 +21,10 @@ use crate::conf::ConfError;
 /// A server's `ssl_verify_client` with its CAs.
 pub struct ClientAuth {
     pub mode: VerifyClient,
-    /// The check against the CAs; `None` without any (`optional_no_ca`).
+    /// The check against the self-signed CAs; `None` without any.
     check: Option<Arc<dyn ClientCertVerifier>>,
+    /// The CAs of the files that are not self-signed: links of a chain.
+    links: Vec<CertificateDer<'static>>,
     /// What the handshake uses: asks, takes any certificate.
     pub ask: Arc<dyn ClientCertVerifier>,
 }
@@ -38,23 +40,40 @@ impl ClientAuth {
         if tls.verify_client == VerifyClient::Off {
             return Ok(None);
         }
+        let load = |path: &std::path::Path| {
+            crate::upstream::tls::load_certs(path).map_err(ConfError::bare)
+        };
         let named = match &tls.client_certificate {
-            Some(path) => Some(crate::upstream::tls::load_trusted(path).map_err(ConfError::bare)?),
-            None if tls.verify_client == VerifyClient::OptionalNoCa => None,
+            Some(path) => load(path)?,
+            None if tls.verify_client == VerifyClient::OptionalNoCa => Vec::new(),
             None => {
                 return Err(ConfError::bare(
                     "no ssl_client_certificate for ssl_verify_client".to_owned(),
                 ))
             }
         };
-        let hints = named.as_ref().map_or_else(Vec::new, |r| r.subjects());
-        let mut roots = named
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(rustls::RootCertStore::empty);
-        if let Some(path) = &tls.trusted_certificate {
-            let more = crate::upstream::tls::load_trusted(path).map_err(ConfError::bare)?;
-            roots.roots.extend(more.roots.iter().cloned());
+        let trusted = match &tls.trusted_certificate {
+            Some(path) => load(path)?,
+            None => Vec::new(),
+        };
+        // Every CA of `ssl_client_certificate` is named to the client;
+        // as OpenSSL, only a self-signed one is trusted as it is, the
+        // others being links of a chain up to one.
+        let mut hints = Vec::new();
+        let mut roots = rustls::RootCertStore::empty();
+        let mut links = Vec::new();
+        for (i, cert) in named.iter().chain(&trusted).enumerate() {
+            let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+                continue;
+            };
+            if i < named.len() {
+                hints.push(DistinguishedName::from(parsed.subject().as_raw().to_vec()));
+            }
+            if parsed.subject().as_raw() == parsed.issuer().as_raw() {
+                let _ = roots.add(cert.clone());
+            } else {
+                links.push(cert.clone());
+            }
         }
         let check = match roots.is_empty() {
             true => None,
@@ -69,6 +88,7 @@ impl ClientAuth {
         Ok(Some(ClientAuth {
             mode: tls.verify_client,
             check,
+            links,
             ask: Arc::new(Ask {
                 hints,
                 algorithms: provider.signature_verification_algorithms,
@@ -87,6 +107,24 @@ impl ClientAuth {
             .as_ref()
             .is_some_and(|c| c.subject().as_raw() == c.issuer().as_raw());
         let now = UnixTime::now().as_secs() as i64;
+        // Where the client's issuer is, as OpenSSL's reasons tell it: not
+        // found (the chain is the certificate alone), in the chain the
+        // client sent, or among the files' CAs.
+        let issued = |certs: &[CertificateDer<'_>]| {
+            parsed.as_ref().is_some_and(|leaf| {
+                certs.iter().any(|c| {
+                    x509_parser::parse_x509_certificate(c)
+                        .is_ok_and(|(_, c)| c.subject().as_raw() == leaf.issuer().as_raw())
+                })
+            })
+        };
+        let issuer = match (issued(&self.links), issued(chain)) {
+            (true, _) => Issuer::Files,
+            (false, true) => Issuer::Sent,
+            (false, false) => Issuer::Missing,
+        };
+        // The client's chain and the files' links, to find the issuers in.
+        let chain: Vec<CertificateDer<'_>> = chain.iter().chain(&self.links).cloned().collect();
         let failure = match &self.check {
             // nginx's OpenSSL, with no CA to look in: the dates are checked
             // after the issuer, and their error is the one that stays.
@@ -94,19 +132,38 @@ impl ClientAuth {
                 Some(v) if v.not_after.timestamp() < now => (10, "certificate has expired"),
                 Some(v) if v.not_before.timestamp() > now => (9, "certificate is not yet valid"),
                 _ if self_signed => (18, "self-signed certificate"),
-                _ => (21, "unable to verify the first certificate"),
+                _ => issuer.unknown(),
             }),
             Some(check) => check
-                .verify_client_cert(leaf, chain, UnixTime::now())
+                .verify_client_cert(leaf, &chain, UnixTime::now())
                 .err()
-                .map(|e| openssl_reason(&e, self_signed)),
+                .map(|e| openssl_reason(&e, self_signed, issuer)),
         };
         Some(Box::new(ClientCert::new(leaf, parsed.as_ref(), failure)))
     }
 }
 
+/// Where the issuer of a client's certificate was found.
+#[derive(Clone, Copy)]
+enum Issuer {
+    Missing,
+    Sent,
+    Files,
+}
+
+impl Issuer {
+    /// OpenSSL's reason when no trusted root is above the certificate.
+    fn unknown(self) -> (u32, &'static str) {
+        match self {
+            Issuer::Missing => (21, "unable to verify the first certificate"),
+            Issuer::Sent => (20, "unable to get local issuer certificate"),
+            Issuer::Files => (2, "unable to get issuer certificate"),
+        }
+    }
+}
+
 /// OpenSSL's code and text for a failed check (`X509_verify_cert_error_string`).
-fn openssl_reason(e: &rustls::Error, self_signed: bool) -> (u32, &'static str) {
+fn openssl_reason(e: &rustls::Error, self_signed: bool, issuer: Issuer) -> (u32, &'static str) {
     // OpenSSL finds that first: the certificate is its own issuer, and
     // not a CA it trusts.
     if self_signed {
@@ -114,7 +171,7 @@ fn openssl_reason(e: &rustls::Error, self_signed: bool) -> (u32, &'static str) {
     }
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => (20, "unable to get local issuer certificate"),
+            CertificateError::UnknownIssuer => issuer.unknown(),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 (10, "certificate has expired")
             }
@@ -274,8 +331,8 @@ impl ClientCert {
         });
     }
 
-    /// `$ssl_client_cert`: the PEM with a tab before every line but the
-    /// first (nginx's old form, for a header value).
+    /// `$ssl_client_cert`: the PEM without its last line break, a tab
+    /// after each other (nginx's old form: a folded header value).
     pub fn tabbed(&self, out: &mut Vec<u8>) {
         let pem = self.pem.trim_end_matches('\n');
         for (i, line) in pem.split('\n').enumerate() {
@@ -284,7 +341,6 @@ impl ClientCert {
             }
             out.extend_from_slice(line.as_bytes());
         }
-        out.push(b'\n');
     }
 
     /// `$ssl_client_v_remain`: whole days left, 0 once past.
@@ -353,7 +409,8 @@ fn short_name(oid: &str) -> Option<&'static str> {
 }
 
 /// RFC 2253's escapes: `,+"\<>;` anywhere, `#` and a space first, a
-/// space last; control characters as `\XX`.
+/// space last; control characters and the bytes of other than ASCII as
+/// `\XX`.
 fn escape_2253(value: &str, out: &mut String) {
     let last = value.len().saturating_sub(1);
     for (i, c) in value.char_indices() {
@@ -365,6 +422,13 @@ fn escape_2253(value: &str, out: &mut String) {
             '#' if i == 0 => out.push_str("\\#"),
             ' ' if i == 0 || i == last => out.push_str("\\ "),
             c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\{:02X}", c as u32)),
+            // OpenSSL's ESC_MSB: each byte of a character beyond ASCII.
+            c if !c.is_ascii() => {
+                let mut bytes = [0u8; 4];
+                for b in c.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }

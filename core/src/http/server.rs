@@ -921,22 +921,18 @@ macro_rules! location_answer_plain {
                 client = real;
             }
         }
-        // A `proxy_pass` with variables: the upstream its value names.
-        let chosen = match action {
-            Action::Proxy(p) => match &p.dynamic {
-                Some(d) => Some(match d.choose(&req.vars(client, 0, "")) {
-                    Choice::Chosen(c) => Ok(c),
-                    Choice::Failed(e) => Err(e),
-                    // Out of line: few requests wait for a name.
-                    Choice::Resolve(lookup) => Box::pin(d.resolve(lookup)).await,
-                }),
-                None => None,
-            },
+        // A `proxy_pass` with variables: the upstream its value names (a
+        // name is resolved below, once the request's log line is begun).
+        let choice = match action {
+            Action::Proxy(p) => p
+                .dynamic
+                .as_ref()
+                .map(|d| (d, d.choose(&req.vars(client, 0, "")))),
             _ => None,
         };
-        let proxy_host = match (action, &chosen) {
-            (Action::Proxy(_), Some(Ok(c))) => &*c.host,
-            (Action::Proxy(_), Some(Err(e))) => &*e.host,
+        let dynamic_host: Option<Box<str>> = choice.as_ref().map(|(_, c)| c.host().into());
+        let proxy_host = match (action, &dynamic_host) {
+            (Action::Proxy(_), Some(host)) => host,
             (Action::Proxy(p), None) => p.host.as_str(),
             _ => "",
         };
@@ -952,6 +948,13 @@ macro_rules! location_answer_plain {
         // Written with 499 should the request be dropped before
         // it has its answer (the client went away).
         let mut record = Unanswered(record);
+        let chosen = match choice {
+            None => None,
+            Some((_, Choice::Chosen(c))) => Some(Ok(c)),
+            Some((_, Choice::Failed(e))) => Some(Err(e)),
+            // Out of line: few requests wait for a name.
+            Some((d, Choice::Resolve(lookup))) => Some(Box::pin(d.resolve(lookup)).await),
+        };
         let cx = req.client_cx(client);
         let mut resp = match action {
             Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),

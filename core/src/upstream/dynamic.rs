@@ -66,6 +66,17 @@ pub enum Choice {
     Failed(NotChosen),
 }
 
+impl Choice {
+    /// `$proxy_host` of the request: known before any name is resolved.
+    pub fn host(&self) -> &str {
+        match self {
+            Choice::Chosen(c) => &c.host,
+            Choice::Resolve(l) => &l.host,
+            Choice::Failed(e) => &e.host,
+        }
+    }
+}
+
 /// A name [`DynamicPass::resolve`] looks up.
 pub struct Lookup {
     name: String,
@@ -224,7 +235,10 @@ impl DynamicPass {
 
     /// The upstream of `addrs`: kept from an earlier request, or made.
     fn made_for(&self, authority: &str, addrs: &[SocketAddr]) -> Result<Arc<Upstream>, String> {
-        if let Some((_, up)) = self.made.load().iter().find(|(a, _)| **a == *addrs) {
+        // One entry whatever order the name server gave them in.
+        let mut key = addrs.to_vec();
+        key.sort_unstable();
+        if let Some((_, up)) = self.made.load().iter().find(|(a, _)| **a == *key) {
             return Ok(up.clone());
         }
         let up = self.make(authority, addrs.to_vec())?;
@@ -233,7 +247,7 @@ impl DynamicPass {
                 true => Vec::new(),
                 false => Vec::clone(made),
             };
-            made.push((addrs.into(), up.clone()));
+            made.push((key.clone().into(), up.clone()));
             made
         });
         Ok(up)
@@ -241,7 +255,13 @@ impl DynamicPass {
 
     /// nginx's `ngx_http_upstream_create_round_robin_peer`: one peer.
     fn make(&self, authority: &str, addrs: Vec<SocketAddr>) -> Result<Arc<Upstream>, String> {
-        let conf = implicit_upstream(authority, &self.loc, addrs);
+        let mut conf = implicit_upstream(authority, &self.loc, addrs);
+        // nginx makes these peers for each request: a failure is not
+        // remembered for the next one (a restarted backend is tried at
+        // once), so none is counted here.
+        for peer in &mut conf.peers {
+            peer.max_fails = 0;
+        }
         let maps = crate::map::MapNames::new(&[], &[]);
         crate::runtime::build::upstream(&conf, self.balancer.clone(), self.workers, &maps)
             .map(Arc::new)

@@ -9,13 +9,22 @@ use std::time::Duration;
 
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ServerOrderingStrategy,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::TokioResolver;
 
 use crate::conf::model::ResolverConf;
+
+/// How often nginx's resolver sends a question again (`resend_timeout`).
+const RESEND: Duration = Duration::from_secs(5);
+
+/// How long an empty answer of one record type is kept without `valid=`
+/// (the servers give it no TTL of its own without an SOA).
+const EMPTY_TTL: Duration = Duration::from_secs(30);
 
 /// The resolver of a `resolver` line (with its `resolver_timeout`).
 pub struct Resolver {
@@ -47,7 +56,15 @@ impl Resolver {
         let name = format!("{}.", host.trim_end_matches('.'));
         match tokio::time::timeout(self.timeout, resolver.lookup_ip(name.as_str())).await {
             Err(_) => Err("(110: Operation timed out)".to_owned()),
-            Ok(Err(e)) => Err(reason(&e).to_owned()),
+            Ok(Err(e)) => {
+                // nginx asks again for a name that does not exist (an empty
+                // answer of one type is kept with the other's, below).
+                if e.is_nx_domain() {
+                    resolver.clear_lookup_cache(name.as_str(), RecordType::A);
+                    resolver.clear_lookup_cache(name.as_str(), RecordType::AAAA);
+                }
+                Err(reason(&e).to_owned())
+            }
             Ok(Ok(found)) => {
                 let addrs: Vec<IpAddr> = found.iter().collect();
                 match addrs.is_empty() {
@@ -73,9 +90,12 @@ impl Resolver {
             .collect();
         let config = ResolverConfig::from_parts(None, Vec::new(), servers);
         let mut opts = ResolverOpts::default();
-        opts.timeout = self.timeout;
-        opts.attempts = 1;
+        // nginx sends the question again, to the next server, every 5 s
+        // until `resolver_timeout` (the bound around the whole lookup).
+        opts.timeout = self.timeout.min(RESEND);
+        opts.attempts = (self.timeout.as_secs() / RESEND.as_secs()) as usize + 1;
         opts.num_concurrent_reqs = 1;
+        opts.server_ordering_strategy = ServerOrderingStrategy::RoundRobin;
         opts.edns0 = false;
         opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
@@ -87,9 +107,10 @@ impl Resolver {
             opts.positive_min_ttl = Some(valid);
             opts.positive_max_ttl = Some(valid);
         }
-        // nginx asks again for a name that did not exist.
-        opts.negative_min_ttl = Some(Duration::ZERO);
-        opts.negative_max_ttl = Some(Duration::ZERO);
+        // An empty answer (no AAAA record beside the A ones) is kept as
+        // long as an answer; a name that does not exist is asked again.
+        opts.negative_min_ttl = Some(self.conf.valid.unwrap_or(EMPTY_TTL));
+        opts.negative_max_ttl = Some(self.conf.valid.unwrap_or(EMPTY_TTL));
         TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()

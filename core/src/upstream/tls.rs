@@ -32,30 +32,41 @@ fn provider() -> Arc<CryptoProvider> {
 /// as trust anchors. Errors read as nginx's (whose reason is OpenSSL's
 /// text; this one says what was wrong in our words).
 pub fn load_trusted(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let failed = |why: String| {
-        format!(
-            "SSL_CTX_load_verify_locations(\"{}\") failed ({why})",
-            path.display()
-        )
-    };
-    let pem = std::fs::read(path).map_err(|e| {
-        failed(format!(
-            "{}: {}",
-            e.raw_os_error().unwrap_or(0),
-            crate::http::proxy::strerror(&e)
-        ))
-    })?;
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| failed(format!("invalid PEM: {e}")))?;
+    for cert in load_certs(path)? {
         roots
             .add(cert)
-            .map_err(|e| failed(format!("invalid certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(failed("no certificate found".to_owned()));
+            .map_err(|e| load_failed(path, format!("invalid certificate: {e}")))?;
     }
     Ok(Arc::new(roots))
+}
+
+/// The certificates of a PEM file (one at least), with nginx's error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| {
+        load_failed(
+            path,
+            format!(
+                "{}: {}",
+                e.raw_os_error().unwrap_or(0),
+                crate::http::proxy::strerror(&e)
+            ),
+        )
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| load_failed(path, format!("invalid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(load_failed(path, "no certificate found".to_owned()));
+    }
+    Ok(certs)
+}
+
+fn load_failed(path: &Path, why: String) -> String {
+    format!(
+        "SSL_CTX_load_verify_locations(\"{}\") failed ({why})",
+        path.display()
+    )
 }
 
 /// What `proxy_ssl_verify off` (nginx's default) checks of the upstream's

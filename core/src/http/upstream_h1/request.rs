@@ -174,10 +174,15 @@ impl HeadWriter {
         let start = self.buf.len();
         fill(&mut self.buf);
         let value = &self.buf[start..];
-        // `http::HeaderValue`'s rule: visible ASCII, obs-text and tab.
-        let valid = value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        // `http::HeaderValue`'s rule: visible ASCII, obs-text and tab;
+        // and a line break that folds the value onto a line starting with
+        // a tab or space, as nginx sends `$ssl_client_cert` (no break can
+        // end the header or start another).
+        let valid = value.iter().enumerate().all(|(i, &b)| {
+            b == b'\t'
+                || (b >= 0x20 && b != 0x7f)
+                || (b == b'\n' && matches!(value.get(i + 1), Some(b'\t' | b' ')))
+        });
         if value.is_empty() || !valid || !self.framing_allows(name, value) {
             self.buf.truncate(line);
             return;
