@@ -588,6 +588,25 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     }
 }
 
+/// What a `proxy_pass` with variables named for a request (the pass and
+/// its choice), and `$proxy_host`.
+type DynamicChoice<'p> = (
+    Option<(&'p crate::upstream::dynamic::DynamicPass, Box<Choice>)>,
+    Option<Box<str>>,
+);
+
+/// What a `proxy_pass` with variables names for a request, and its host.
+#[cold]
+#[inline(never)]
+fn dynamic_choice<'p>(p: &'p crate::runtime::Proxy, vars: &VarCtx<'_>) -> DynamicChoice<'p> {
+    let Some(d) = p.dynamic.as_deref() else {
+        return (None, None);
+    };
+    let choice = Box::new(d.choose(vars));
+    let host = choice.host().into();
+    (Some((d, choice)), Some(host))
+}
+
 /// The address's default server: the server of what nginx logs while
 /// it reads a head.
 fn default_server(rt: &Runtime, listen: SocketAddr) -> Option<&crate::runtime::Server> {
@@ -923,14 +942,12 @@ macro_rules! location_answer_plain {
         }
         // A `proxy_pass` with variables: the upstream its value names (a
         // name is resolved below, once the request's log line is begun).
-        let choice = match action {
-            Action::Proxy(p) => p
-                .dynamic
-                .as_ref()
-                .map(|d| (d, d.choose(&req.vars(client, 0, "")))),
-            _ => None,
+        // (Boxed and out of line: the plain proxy path only tests and
+        // keeps `None`s.)
+        let (choice, dynamic_host) = match action {
+            Action::Proxy(p) if p.dynamic.is_some() => dynamic_choice(p, &req.vars(client, 0, "")),
+            _ => (None, None),
         };
-        let dynamic_host: Option<Box<str>> = choice.as_ref().map(|(_, c)| c.host().into());
         let proxy_host = match (action, &dynamic_host) {
             (Action::Proxy(_), Some(host)) => host,
             (Action::Proxy(p), None) => p.host.as_str(),
@@ -950,20 +967,24 @@ macro_rules! location_answer_plain {
         let mut record = Unanswered(record);
         let chosen = match choice {
             None => None,
-            Some((_, Choice::Chosen(c))) => Some(Ok(c)),
-            Some((_, Choice::Failed(e))) => Some(Err(e)),
-            // Out of line: few requests wait for a name.
-            Some((d, Choice::Resolve(lookup))) => Some(Box::pin(d.resolve(lookup)).await),
+            Some((d, choice)) => Some(Box::new(match *choice {
+                Choice::Chosen(c) => Ok(c),
+                Choice::Failed(e) => Err(e),
+                // Out of line: few requests wait for a name.
+                Choice::Resolve(lookup) => Box::pin(d.resolve(lookup)).await,
+            })),
         };
         let cx = req.client_cx(client);
         let mut resp = match action {
             Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
-            Action::Proxy(_) if matches!(chosen, Some(Err(_))) => match &chosen {
-                Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
-                _ => error_page(500),
-            },
+            Action::Proxy(_) if chosen.as_deref().is_some_and(Result::is_err) => {
+                match chosen.as_deref() {
+                    Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
+                    _ => error_page(500),
+                }
+            }
             Action::Proxy(p) => {
                 let mut carried = proxy::Carried {
                     conn_hold: None,
@@ -975,7 +996,7 @@ macro_rules! location_answer_plain {
                     parts,
                     body,
                     p,
-                    chosen.as_ref().and_then(|c| c.as_ref().ok()),
+                    chosen.as_deref().and_then(|c| c.as_ref().ok()),
                     location,
                     &cx,
                     record.0.as_deref_mut(),
@@ -1273,10 +1294,13 @@ async fn handle(
         && !location.is_some_and(|l| matches!(l.action, Action::Internal(_)));
     // `ssl_verify_client`: a connection without the certificate it needs
     // has its requests refused (nginx's 495 and 496, 400 pages).
-    let refused = match parts.extensions.get::<Https>() {
-        Some(https) => https.0.refusal(),
-        None => None,
-    };
+    // (Looked for only where a server of the address asks for one.)
+    let refused = group
+        .tls
+        .as_ref()
+        .filter(|tls| tls.verifies)
+        .and_then(|_| parts.extensions.get::<Https>())
+        .and_then(|https| https.0.refusal());
     let resp = if let Some((status, mut line)) = refused {
         line.push_str(" while reading client request headers");
         proxy::request_context(&req.client_cx(client), parts, &mut line);

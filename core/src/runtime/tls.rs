@@ -30,6 +30,8 @@ pub struct TlsListen {
     pub configs: Vec<Option<Arc<ServerConfig>>>,
     /// By server too: `ssl_verify_client` of the config's holder.
     pub client_auth: Vec<Option<Arc<ClientAuth>>>,
+    /// Whether any server here asks for client certificates.
+    pub verifies: bool,
 }
 
 /// A server's certificates (`ssl_certificate` may be given more than once,
@@ -542,9 +544,11 @@ pub fn build(
             };
             configs.push(Some(config));
         }
+        let verifies = client_auth.iter().any(Option::is_some);
         out.push(Some(Arc::new(TlsListen {
             configs,
             client_auth,
+            verifies,
         })));
     }
     Ok(out)
