@@ -2795,7 +2795,9 @@ impl<'a> Interp<'a> {
                 "rewrite" | "break" | "set" | "return" => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                 }
-                "add_header" | "expires" | "limit_rate" | "limit_rate_after" if !server_level => {
+                "add_header" | "expires" | "limit_rate" | "limit_rate_after" | "access_log"
+                    if !server_level =>
+                {
                     self.enter(item, Ctx::Location, &mut seen)?;
                     self.layer_directive(item, &mut own)?;
                     continue;
@@ -2814,7 +2816,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after and proxy_pass)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log and proxy_pass)"),
                         item,
                     )
                 }
@@ -2830,10 +2832,16 @@ impl<'a> Interp<'a> {
         }
         let limit_rate = (own.limit_rate.is_some() || own.limit_rate_after.is_some())
             .then_some((own.limit_rate, own.limit_rate_after));
+        // Its `access_log` lines (their buffers are set at the end of
+        // `http`, once every line of a file is known).
+        let access_log = own
+            .access_log
+            .map(|level| if level.off { Vec::new() } else { level.logs });
         if own.add_headers.is_some()
             || own.expires.is_some()
             || limit_rate.is_some()
             || proxy.is_some()
+            || access_log.is_some()
         {
             ops.insert(
                 0,
@@ -2842,6 +2850,7 @@ impl<'a> Interp<'a> {
                     expires: own.expires,
                     limit_rate,
                     proxy,
+                    access_log,
                 }),
             );
         }
@@ -3950,14 +3959,18 @@ impl<'a> Interp<'a> {
         }
     }
 
-    /// Sets the upstream of each `if` block's `proxy_pass` in `ops`.
+    /// Sets the upstream of each `if` block's `proxy_pass` in `ops`, and
+    /// its `access_log` lines' buffers.
     fn resolve_if_passes(&self, ops: &mut [RewriteOp]) {
         for op in ops {
             match op {
-                RewriteOp::Headers(IfHeaders {
-                    proxy: Some(proxy), ..
-                }) if proxy.pass.url.is_none() => {
-                    proxy.pass.upstream = self.entry_upstream(proxy.entry)
+                RewriteOp::Headers(h) => {
+                    if let Some(proxy) = h.proxy.as_mut().filter(|p| p.pass.url.is_none()) {
+                        proxy.pass.upstream = self.entry_upstream(proxy.entry);
+                    }
+                    for a in h.access_log.iter_mut().flatten() {
+                        a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
+                    }
                 }
                 RewriteOp::If(_, block) => self.resolve_if_passes(block),
                 _ => {}

@@ -367,6 +367,8 @@ pub struct IfHeaders {
     /// own until the location's level is merged, then those in effect.
     pub limit_rate: Option<(Option<u64>, Option<u64>)>,
     pub proxy: Option<IfProxy>,
+    /// Its `access_log` lines, which replace the location's (none: `off`).
+    pub access_log: Option<Vec<AccessLogConf>>,
 }
 
 impl IfHeaders {

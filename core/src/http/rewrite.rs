@@ -57,6 +57,8 @@ enum Op {
     Outbound(Arc<crate::http::outbound::Outbound>),
     /// A location `if` block's `proxy_pass`: the answer's handler.
     Handler(Arc<Action>),
+    /// A location `if` block's `access_log` lines: the request's logs.
+    AccessLog(IfAccessLog),
 }
 
 /// An `if`'s condition.
@@ -99,6 +101,7 @@ pub(crate) fn new_level(extensions: &mut http::Extensions) {
     extensions.remove::<Broken>();
     extensions.remove::<IfOutbound>();
     extensions.remove::<IfHandler>();
+    extensions.remove::<IfAccessLog>();
 }
 
 /// The handler (`proxy_pass`) of a location's `if` that held: nginx
@@ -112,7 +115,14 @@ pub struct IfLevel {
     pub outbound: Option<crate::http::outbound::Outbound>,
     /// Its `proxy_pass`.
     pub handler: Option<Action>,
+    /// Its `access_log` lines, when it has any (`Some(None)`: `off`).
+    pub access_log: Option<Option<Arc<crate::http::access::AccessLogs>>>,
 }
+
+/// The access logs of a location's `if` that held: nginx logs the
+/// request with the `if` block's (`None`: none).
+#[derive(Clone)]
+pub(crate) struct IfAccessLog(pub(crate) Option<Arc<crate::http::access::AccessLogs>>);
 
 /// The header filters (`add_header`, `expires`) of a location's `if`
 /// that held: nginx answers with the `if` block's settings.
@@ -179,6 +189,9 @@ fn flatten(
                 }
                 if let Some(action) = level.handler {
                     out.push(Op::Handler(Arc::new(action)));
+                }
+                if let Some(logs) = level.access_log {
+                    out.push(Op::AccessLog(IfAccessLog(logs)));
                 }
             }
             RewriteOp::If(cond, block) => {
@@ -413,6 +426,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     // `r->loc_conf` of the last `if` that held).
                     c.parts.extensions.remove::<IfHandler>();
                     c.parts.extensions.remove::<IfOutbound>();
+                    c.parts.extensions.remove::<IfAccessLog>();
                     c.parts.extensions.insert(InIf);
                 } else {
                     i += skip;
@@ -431,6 +445,13 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     return Ran::Answer(finalized(500));
                 };
                 c.parts.extensions.insert(IfHandler(Arc::clone(action)));
+                continue;
+            }
+            Op::AccessLog(logs) => {
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                c.parts.extensions.insert(logs.clone());
                 continue;
             }
             Op::Rewrite(r) => r,

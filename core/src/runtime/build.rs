@@ -686,7 +686,18 @@ fn server(
                         if_upstream_vars.get()
                             || outbound.as_ref().is_some_and(|o| o.reads_upstream()),
                     );
-                    Ok(crate::http::rewrite::IfLevel { outbound, handler })
+                    // (Files the location also writes are opened once
+                    // more: the writer keeps one per path.)
+                    let access_log = h
+                        .access_log
+                        .as_ref()
+                        .map(|confs| access_logs(confs, &mut HashMap::new(), formats, filters))
+                        .transpose()?;
+                    Ok(crate::http::rewrite::IfLevel {
+                        outbound,
+                        handler,
+                        access_log,
+                    })
                 },
             )?,
             upstream_vars: false,
