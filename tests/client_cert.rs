@@ -83,11 +83,15 @@ fn certificates(dir: &TempDir) {
         .expect("leaf");
     dir.write("leaf.pem", &leaf.pem());
     dir.write("leaf.key", &leaf_key.serialize_pem());
+    // The same, sent with the intermediate.
+    dir.write("chain.pem", &(leaf.pem() + &int.pem()));
+    dir.write("chain.key", &leaf_key.serialize_pem());
 }
 
-/// Servers on `ports[..4]`: `on` with the authority, `optional` with it
+/// Servers on `ports`: `on` with the authority, `optional` with it
 /// (named and trusted), `optional_no_ca` with none, `on` with only the
-/// intermediate; `raw` the port of a backend that shows what it got.
+/// intermediate, `optional` with the authority at the default depth (1)
+/// and at depth 0; `raw` the port of a backend that shows what it got.
 fn conf(ports: &[u16], raw: u16, nginx: bool) -> String {
     let server = |port: u16, verify: &str, ca: &str| {
         format!(
@@ -109,17 +113,19 @@ fn conf(ports: &[u16], raw: u16, nginx: bool) -> String {
             "    log_format cc '$server_port $status [$ssl_client_verify] [$ssl_client_s_dn] [$ssl_client_i_dn] \
              [$ssl_client_serial] [$ssl_client_fingerprint] [$ssl_client_v_start] [$ssl_client_v_end] \
              [$ssl_client_v_remain]';\n\
-             {}{}{}{}",
+             {}{}{}{}{}{}",
             server(ports[0], "on", "ssl_client_certificate ca.pem;"),
             server(ports[1], "optional", "ssl_trusted_certificate ca.pem;\n        ssl_client_certificate ca.pem;"),
             server(ports[2], "optional_no_ca", ""),
             server(ports[3], "on", "ssl_client_certificate int.pem;"),
+            server(ports[4], "optional", "ssl_client_certificate ca.pem;"),
+            server(ports[5], "optional", "ssl_client_certificate ca.pem;\n        ssl_verify_depth 0;"),
         ),
         nginx,
     )
 }
 
-const CLIENTS: &[&str] = &["", "client", "old", "self", "utf", "leaf"];
+const CLIENTS: &[&str] = &["", "client", "old", "self", "utf", "leaf", "chain"];
 
 /// A backend that answers with the number of lines of the request's head
 /// that start with a tab (a folded header's), for `$ssl_client_cert`.
@@ -198,7 +204,7 @@ struct Run {
 fn run(nginx: bool) -> Run {
     let dir = TempDir::new("client-certs");
     certificates(&dir);
-    let ports = free_ports(4);
+    let ports = free_ports(6);
     let raw = raw_backend();
     let conf = conf(&ports, raw, nginx).replace("srv.", &format!("{}/srv.", dir.path.display()));
     let conf = conf.replace(" ca.pem", &format!(" {}/ca.pem", dir.path.display()));
@@ -285,24 +291,42 @@ fn client_certificates_as_nginx() {
             "0 self: 400 The SSL certificate error 400",
             "0 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
             "0 leaf: 400 The SSL certificate error 400",
+            "0 chain: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
             "1 : [NONE] []\n 200",
             "1 client: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
             "1 old: 400 The SSL certificate error 400",
             "1 self: 400 The SSL certificate error 400",
             "1 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
             "1 leaf: 400 The SSL certificate error 400",
+            "1 chain: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
             "2 : [NONE] []\n 200",
             "2 client: [FAILED:unable to verify the first certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
             "2 old: 400 The SSL certificate error 400",
             "2 self: [FAILED:self-signed certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=self]\n 200",
             "2 utf: [FAILED:unable to verify the first certificate] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
             "2 leaf: [FAILED:unable to verify the first certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
+            "2 chain: [FAILED:unable to get local issuer certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
             "3 : 400 No required SSL certificate was sent 400",
             "3 client: 400 The SSL certificate error 400",
             "3 old: 400 The SSL certificate error 400",
             "3 self: 400 The SSL certificate error 400",
             "3 utf: 400 The SSL certificate error 400",
             "3 leaf: 400 The SSL certificate error 400",
+            "3 chain: 400 The SSL certificate error 400",
+            "4 : [NONE] []\n 200",
+            "4 client: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
+            "4 old: 400 The SSL certificate error 400",
+            "4 self: 400 The SSL certificate error 400",
+            "4 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            "4 leaf: 400 The SSL certificate error 400",
+            "4 chain: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=leaf]\n 200",
+            "5 : [NONE] []\n 200",
+            "5 client: [SUCCESS] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
+            "5 old: 400 The SSL certificate error 400",
+            "5 self: 400 The SSL certificate error 400",
+            "5 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            "5 leaf: 400 The SSL certificate error 400",
+            "5 chain: 400 The SSL certificate error 400",
         ],
         "nginx's answers"
     );

@@ -279,6 +279,7 @@ struct Layer {
     /// `ssl_verify_client` and `ssl_client_certificate`.
     ssl_verify_client: Option<VerifyClient>,
     ssl_client_certificate: Option<PathBuf>,
+    ssl_verify_depth: Option<u32>,
     /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
     /// as nginx loads it; a client's certificate is checked against it).
     ssl_stapling: Option<bool>,
@@ -503,6 +504,7 @@ impl Layer {
                 .or_else(|| parent.ssl_ecdh_curve.clone()),
             ssl_reject_handshake: self.ssl_reject_handshake.or(parent.ssl_reject_handshake),
             ssl_verify_client: self.ssl_verify_client.or(parent.ssl_verify_client),
+            ssl_verify_depth: self.ssl_verify_depth.or(parent.ssl_verify_depth),
             ssl_client_certificate: self
                 .ssl_client_certificate
                 .clone()
@@ -785,6 +787,7 @@ impl Layer {
             ecdh_curve: self.ssl_ecdh_curve.clone().filter(|c| c != "auto"),
             reject_handshake: self.ssl_reject_handshake.unwrap_or(false),
             verify_client: self.ssl_verify_client.unwrap_or_default(),
+            verify_depth: self.ssl_verify_depth.unwrap_or(d.verify_depth),
             client_certificate: self.ssl_client_certificate.clone(),
             trusted_certificate: self.ssl_trusted_certificate.clone(),
             certificates: certs
@@ -2437,6 +2440,11 @@ impl<'a> Interp<'a> {
                     "optional_no_ca" => VerifyClient::OptionalNoCa,
                     _ => return err(format!("invalid value \"{}\"", d.args[0]), d),
                 })
+            }
+            "ssl_verify_depth" => {
+                crate::conf::tuning::check(d)?;
+                layer.ssl_verify_depth =
+                    parse_number(&d.args[0]).map(|n| n.min(u64::from(u32::MAX)) as u32);
             }
             "ssl_client_certificate" => {
                 layer.ssl_client_certificate = Some(self.conf_path(&d.args[0]))

@@ -651,6 +651,9 @@ pub struct TlsConf {
     pub client_certificate: Option<PathBuf>,
     /// `ssl_trusted_certificate`: more CAs to check against, not named.
     pub trusted_certificate: Option<PathBuf>,
+    /// `ssl_verify_depth` (default 1): how many CAs may stand between a
+    /// client's certificate and the root.
+    pub verify_depth: u32,
 }
 
 /// `ssl_verify_client`: whether a client is asked for a certificate, and
@@ -685,6 +688,7 @@ impl Default for TlsConf {
             verify_client: VerifyClient::Off,
             client_certificate: None,
             trusted_certificate: None,
+            verify_depth: 1,
         }
     }
 }

@@ -46,7 +46,6 @@ pub(super) const TUNING: &[&str] = &[
     "http2_recv_timeout",
     "ssl_buffer_size",
     "ssl_early_data",
-    "ssl_verify_depth",
     "proxy_ssl_verify_depth",
 ];
 

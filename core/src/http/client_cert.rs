@@ -25,6 +25,8 @@ pub struct ClientAuth {
     check: Option<Arc<dyn ClientCertVerifier>>,
     /// The CAs of the files that are not self-signed: links of a chain.
     links: Vec<CertificateDer<'static>>,
+    /// `ssl_verify_depth`.
+    depth: u32,
     /// What the handshake uses: asks, takes any certificate.
     pub ask: Arc<dyn ClientCertVerifier>,
 }
@@ -89,6 +91,7 @@ impl ClientAuth {
             mode: tls.verify_client,
             check,
             links,
+            depth: tls.verify_depth,
             ask: Arc::new(Ask {
                 hints,
                 algorithms: provider.signature_verification_algorithms,
@@ -134,13 +137,46 @@ impl ClientAuth {
                 _ if self_signed => (18, "self-signed certificate"),
                 _ => issuer.unknown(),
             }),
-            Some(check) => check
-                .verify_client_cert(leaf, &chain, UnixTime::now())
-                .err()
-                .map(|e| openssl_reason(&e, self_signed, issuer)),
+            Some(check) => match check.verify_client_cert(leaf, &chain, UnixTime::now()) {
+                Err(e) => Some(openssl_reason(&e, self_signed, issuer)),
+                // OpenSSL stops looking for issuers at the depth, so the
+                // root above is not found.
+                Ok(_) if intermediates(parsed.as_ref(), &chain) > self.depth => {
+                    Some(Issuer::Sent.unknown())
+                }
+                Ok(_) => None,
+            },
         };
         Some(Box::new(ClientCert::new(leaf, parsed.as_ref(), failure)))
     }
+}
+
+/// How many CAs stand between a verified certificate and its root, which
+/// `ssl_verify_depth` limits (OpenSSL's levels 1 to depth; the root
+/// above them): the issuers found in `chain` that are not self-signed.
+fn intermediates(
+    leaf: Option<&x509_parser::certificate::X509Certificate<'_>>,
+    chain: &[CertificateDer<'_>],
+) -> u32 {
+    let parsed: Vec<_> = chain
+        .iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c))
+        .collect();
+    let Some(mut issuer) = leaf.map(|l| l.issuer().as_raw()) else {
+        return 0;
+    };
+    let mut between = 0;
+    // (Bounded: a chain of links that loops is not followed forever.)
+    for _ in 0..parsed.len() {
+        match parsed.iter().find(|c| c.subject().as_raw() == issuer) {
+            Some(ca) if ca.subject().as_raw() != ca.issuer().as_raw() => {
+                between += 1;
+                issuer = ca.issuer().as_raw();
+            }
+            _ => break,
+        }
+    }
+    between
 }
 
 /// Where the issuer of a client's certificate was found.
