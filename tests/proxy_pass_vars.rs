@@ -30,6 +30,7 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       location /m/ {{ proxy_pass http://$mapped; }}\n\
              \x20       location /h/ {{ set $b nohost.invalid; proxy_pass http://$b; }}\n\
              \x20       location /p/ {{ set $b ftp://x; proxy_pass $b; }}\n\
+             \x20       location /pd/ {{ deny all; set $b ftp://x; proxy_pass $b; }}\n\
              \x20       location /n/ {{ set $b http://127.0.0.1:99999; proxy_pass $b; }}\n\
              \x20       location /e/ {{ set $b \"\"; proxy_pass http://$b; }}\n\
              \x20       location /r/ {{ rewrite ^/r/(.*)$ /moved/$1 break; proxy_pass http://$addr; }}\n\
@@ -61,6 +62,7 @@ const TARGETS: &[&str] = &[
     "/m/y",
     "/h/",
     "/p/",
+    "/pd/",
     "/n/",
     "/e/",
     "/r/a%20b?k=v",
@@ -163,6 +165,8 @@ fn proxy_pass_with_variables_as_nginx() {
         "/m/y -> 200  [/m/y] [127.0.0.1:BACK]",
         "/h/ -> 502  ",
         "/p/ -> 500  ",
+        // Access is decided first, as nginx's phases go.
+        "/pd/ -> 403  ",
         "/r/a%20b?k=v -> 200  [/moved/a%20b?k=v] [127.0.0.1:BACK]",
         "/i/x?go=1 -> 200  [/i/x?go=1] [127.0.0.1:BACK]",
         "/i/x -> 200  [/other/x] [127.0.0.1:BACK]",

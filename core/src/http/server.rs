@@ -986,13 +986,9 @@ macro_rules! location_answer_plain {
             Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
-            Action::Proxy(_) if chosen.as_deref().is_some_and(Result::is_err) => {
-                match chosen.as_deref() {
-                    Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
-                    _ => error_page(500),
-                }
-            }
-            Action::Proxy(p) => {
+            // (A `proxy_pass` whose value named nothing answers below, in
+            // nginx's content phase, after the pre-access and access ones.)
+            Action::Proxy(p) if chosen.as_deref().is_none_or(Result::is_ok) => {
                 let mut carried = proxy::Carried {
                     conn_hold: None,
                     seen: location
@@ -1079,6 +1075,10 @@ macro_rules! location_answer_plain {
                                 crate::http::static_files::serve(req, body, st, client, started)
                                     .await
                             }
+                            (None, Action::Proxy(_)) => match chosen.as_deref() {
+                                Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
+                                _ => error_page(500),
+                            },
                             (None, _) => error_page(404),
                         };
                         limit_conn::Kept::attach(&mut resp, hold);
