@@ -263,3 +263,74 @@ fn a_user_file_with_variables_is_refused() {
     );
     assert!(text.lines().any(|l| l == want), "want {want:?} in:\n{text}");
 }
+
+/// `auth_basic` inside `limit_except`: a request with a method the block
+/// does not list is checked with the block's settings (its own lines
+/// over the location's), others with the location's.
+#[test]
+fn limit_except_takes_auth_basic_as_nginx() {
+    let users = TempDir::new("auth-le-users");
+    users.write("users", USERS);
+    let dir = users.path.display().to_string();
+    let conf = |port: u16, back: u16, nginx: bool| {
+        wrap_http(
+            &format!(
+                "    upstream b {{ server 127.0.0.1:{back}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /w/ {{\n\
+                 \x20           limit_except GET {{ auth_basic \"Writers\"; auth_basic_user_file {dir}/users; }}\n\
+                 \x20           proxy_pass http://b;\n\
+                 \x20       }}\n\
+                 \x20       location /r/ {{\n\
+                 \x20           auth_basic \"Readers\";\n\
+                 \x20           auth_basic_user_file {dir}/users;\n\
+                 \x20           limit_except GET {{ auth_basic off; }}\n\
+                 \x20           proxy_pass http://b;\n\
+                 \x20       }}\n\
+                 \x20       location /a/ {{\n\
+                 \x20           auth_basic \"All\";\n\
+                 \x20           auth_basic_user_file {dir}/users;\n\
+                 \x20           limit_except GET {{ deny all; }}\n\
+                 \x20           proxy_pass http://b;\n\
+                 \x20       }}\n\
+                 \x20   }}\n\
+                 \x20   server {{ listen 127.0.0.1:{back}; location / {{ return 200 \"ok\\n\"; }} }}\n"
+            ),
+            nginx,
+        )
+    };
+    let run = |nginx: bool| {
+        let ports = free_ports(2);
+        let _server = Server::either(nginx, &conf(ports[0], ports[1], nginx), &ports[..1]);
+        let mut answers = Vec::new();
+        for path in ["/w/x", "/r/x", "/a/x"] {
+            for method in ["GET", "POST"] {
+                for auth in [String::new(), basic("alice:secret")] {
+                    let seen = status_and_page(send(ports[0], 1, method, path, &auth));
+                    let head = challenge(ports[0], 1, path, &auth);
+                    let seen = seen.lines().next().unwrap_or("").to_owned();
+                    answers.push(format!("{method} {path} [{auth}] -> {seen} | {head}"));
+                }
+            }
+        }
+        answers
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    assert_eq!(ours, theirs, "waypost (left) and nginx (right)");
+    let statuses: Vec<&str> = theirs
+        .iter()
+        .map(|a| {
+            a.split(" -> ")
+                .nth(1)
+                .unwrap_or("")
+                .get(9..12)
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200", "200", "401", "200", "401", "200", "200", "200", "401", "200", "403", "403"]
+    );
+}

@@ -998,8 +998,9 @@ struct LocationInfo {
     regex: bool,
     loc: Loc,
     children: Vec<usize>,
-    /// `limit_except`: its methods and its own `allow`/`deny` lines.
-    limit_except: Option<(Vec<String>, Option<Vec<Rule>>)>,
+    /// `limit_except`: its methods, its own `allow`/`deny` lines, and its
+    /// own `auth_basic` and `auth_basic_user_file`.
+    limit_except: Option<LimitExcept>,
 }
 
 /// One listening address and the servers on it, as nginx's
@@ -3840,7 +3841,26 @@ impl<'a> Interp<'a> {
                     if self.locations[me].limit_except.is_some() {
                         return err("\"limit_except\" directive is duplicate", item);
                     }
-                    self.locations[me].limit_except = Some(limit_except(item)?);
+                    let mut le = limit_except(item)?;
+                    for line in item.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
+                        match line.name.as_str() {
+                            "auth_basic" => {
+                                self.check_vars(self.compile_check(&line.args[0]), line)?;
+                                le.realm = Some(line.args[0].clone());
+                            }
+                            "auth_basic_user_file" if line.args[0].contains('$') => {
+                                return err(
+                                    "variables in \"auth_basic_user_file\" are not supported",
+                                    line,
+                                );
+                            }
+                            "auth_basic_user_file" => {
+                                le.file = Some(self.conf_path(&line.args[0]));
+                            }
+                            _ => {}
+                        }
+                    }
+                    self.locations[me].limit_except = Some(le);
                 }
                 _ => {}
             }
@@ -4162,15 +4182,20 @@ impl<'a> Interp<'a> {
             location.access = Rules::new(layer.access.clone().unwrap_or_default());
             // `limit_except`'s rules, else the location's (its block
             // inherits them).
-            location.limit_except =
-                info.limit_except
-                    .as_ref()
-                    .map(|(methods, rules)| LimitExceptConf {
-                        methods: methods.clone(),
-                        access: rules
-                            .clone()
-                            .map_or_else(|| location.access.clone(), Rules::new),
-                    });
+            location.limit_except = info.limit_except.as_ref().map(|le| LimitExceptConf {
+                methods: le.methods.clone(),
+                access: le
+                    .rules
+                    .clone()
+                    .map_or_else(|| location.access.clone(), Rules::new),
+                // Its own lines over the location's, each.
+                auth_basic: le
+                    .realm
+                    .clone()
+                    .or_else(|| layer.auth_realm.clone())
+                    .zip(le.file.clone().or_else(|| layer.auth_file.clone()))
+                    .map(|(realm, file)| AuthBasicConf { realm, file }),
+            });
             location.limit_conn = layer.limit_conn_conf();
             location.auth_basic = layer.auth_basic();
             location.satisfy_any = layer.satisfy_any.unwrap_or(false);
@@ -5465,7 +5490,17 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
 
 /// `limit_except METHOD ... { allow ...; deny ...; }`, as nginx reads it:
 /// the methods (GET takes HEAD along) and the block's access lines.
-fn limit_except(d: &Directive) -> Result<(Vec<String>, Option<Vec<Rule>>), ConfError> {
+/// A `limit_except` block as read: its methods, `allow`/`deny` lines, and
+/// `auth_basic`/`auth_basic_user_file` (set by the caller, which knows
+/// the configuration's directory).
+struct LimitExcept {
+    methods: Vec<String>,
+    rules: Option<Vec<Rule>>,
+    realm: Option<String>,
+    file: Option<PathBuf>,
+}
+
+fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
     const METHODS: &[&str] = &[
         "GET",
         "HEAD",
@@ -5502,17 +5537,23 @@ fn limit_except(d: &Directive) -> Result<(Vec<String>, Option<Vec<Rule>>), ConfE
                 let list = rules.get_or_insert_with(Vec::new);
                 list.extend(cidrs.into_iter().map(|cidr| Rule { allow, cidr }));
             }
+            "auth_basic" | "auth_basic_user_file" => {}
             other => {
                 return err(
                     format!(
-                    "\"{other}\" inside \"limit_except\" is not supported (only allow and deny)"
+                    "\"{other}\" inside \"limit_except\" is not supported (only allow, deny, auth_basic and auth_basic_user_file)"
                 ),
                     item,
                 )
             }
         }
     }
-    Ok((methods, rules))
+    Ok(LimitExcept {
+        methods,
+        rules,
+        realm: None,
+        file: None,
+    })
 }
 
 /// Directives of nginx's stock http modules that waypost does not

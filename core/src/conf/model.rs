@@ -514,11 +514,14 @@ pub enum AutoindexFormat {
 
 /// `limit_except METHOD ... { ... }`: requests with another method are
 /// checked against `access` instead of the location's rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LimitExceptConf {
     /// Upper case; `GET` brings `HEAD`.
     pub methods: Vec<String>,
     pub access: Rules,
+    /// `auth_basic` in effect for those requests (the block's own lines
+    /// over the location's).
+    pub auth_basic: Option<AuthBasicConf>,
 }
 
 /// nginx's default `max_ranges`: no limit (its `NGX_MAX_INT32_VALUE`).

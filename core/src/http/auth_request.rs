@@ -157,7 +157,7 @@ pub(crate) async fn at(
     }
     let level = Access {
         rules: location.access_for(&req.parts.method),
-        auth_basic: location.auth_basic.as_deref(),
+        auth_basic: location.auth_basic_for(&req.parts.method).map(|a| &**a),
         satisfy_any: location.satisfy_any,
         logs: location.access_log.as_ref(),
         filters: match action {

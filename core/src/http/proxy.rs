@@ -1031,7 +1031,9 @@ pub async fn run(
         // Without `auth_basic` the rules alone decide, now; with it,
         // the access phase runs below, as `satisfy` says.
         let rules = location.access_for(&parts.method);
-        let auth_basic = location.auth_basic.as_ref().filter(|_| !cx.granted);
+        let auth_basic = location
+            .auth_basic_for(&parts.method)
+            .filter(|_| !cx.granted);
         if auth_basic.is_none() && !cx.granted && !rules.is_empty() && !rules.allows(cx.client.ip())
         {
             denied = true;
@@ -1091,7 +1093,10 @@ pub async fn run(
     if denied {
         return crate::http::allow::forbidden(cx, parts);
     }
-    let tls_name = match location.auth_basic.as_ref().filter(|_| !cx.granted) {
+    let tls_name = match location
+        .auth_basic_for(&parts.method)
+        .filter(|_| !cx.granted)
+    {
         None => tls_name,
         Some(auth) => {
             state.waiting();

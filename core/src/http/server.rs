@@ -1058,7 +1058,7 @@ macro_rules! location_answer_plain {
                     Ok(hold) => {
                         let refused = access(
                             location.access_for(&parts.method),
-                            location.auth_basic.as_deref(),
+                            location.auth_basic_for(&parts.method).map(|a| &**a),
                             location.satisfy_any,
                             parts,
                             &req.vars(client, 0, proxy_host),

@@ -600,14 +600,18 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
-            limit_except: l.limit_except.as_ref().map(|le| {
-                let methods = le
-                    .methods
-                    .iter()
-                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                    .collect();
-                Box::new((methods, le.access.clone()))
-            }),
+            limit_except: match &l.limit_except {
+                Some(le) => Some(Box::new(crate::runtime::LimitExcept {
+                    methods: le
+                        .methods
+                        .iter()
+                        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    access: le.access.clone(),
+                    auth_basic: auth_basic(le.auth_basic.as_ref(), filters.maps)?,
+                })),
+                None => None,
+            },
             limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,

@@ -311,10 +311,30 @@ impl Location {
     /// location's, or `limit_except`'s for a method it does not list.
     pub fn access_for(&self, method: &http::Method) -> &Rules {
         match &self.limit_except {
-            Some(le) if !le.0.contains(method) => &le.1,
+            Some(le) if !le.methods.contains(method) => &le.access,
             _ => &self.access,
         }
     }
+
+    /// `auth_basic` for a request with `method`: the location's, or
+    /// `limit_except`'s for a method it does not list.
+    pub fn auth_basic_for(
+        &self,
+        method: &http::Method,
+    ) -> Option<&Arc<crate::http::auth_basic::AuthBasic>> {
+        match &self.limit_except {
+            Some(le) if !le.methods.contains(method) => le.auth_basic.as_ref(),
+            _ => self.auth_basic.as_ref(),
+        }
+    }
+}
+
+/// A location's `limit_except`.
+pub struct LimitExcept {
+    /// The methods it lets through with the location's settings.
+    pub methods: Box<[http::Method]>,
+    pub access: Rules,
+    pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
 }
 
 pub struct Location {
@@ -344,8 +364,8 @@ pub struct Location {
     /// `allow`/`deny`, checked after a `return` and the filter modules.
     pub access: Rules,
     /// `limit_except`: requests with a method it does not list are
-    /// checked against its rules.
-    pub limit_except: Option<Box<(Box<[http::Method]>, Rules)>>,
+    /// checked against its rules and `auth_basic`.
+    pub limit_except: Option<Box<LimitExcept>>,
     /// `limit_conn`, checked after a `return` and the filter modules,
     /// before `allow`/`deny`.
     pub limit_conn: Option<Arc<crate::http::limit_conn::Limits>>,
