@@ -91,7 +91,8 @@ fn certificates(dir: &TempDir) {
 /// Servers on `ports`: `on` with the authority, `optional` with it
 /// (named and trusted), `optional_no_ca` with none, `on` with only the
 /// intermediate, `optional` with the authority at the default depth (1)
-/// and at depth 0; `raw` the port of a backend that shows what it got.
+/// and at depth 0, `optional_no_ca` with only the intermediate; `raw` the
+/// port of a backend that shows what it got.
 fn conf(ports: &[u16], raw: u16, nginx: bool) -> String {
     let server = |port: u16, verify: &str, ca: &str| {
         format!(
@@ -113,13 +114,14 @@ fn conf(ports: &[u16], raw: u16, nginx: bool) -> String {
             "    log_format cc '$server_port $status [$ssl_client_verify] [$ssl_client_s_dn] [$ssl_client_i_dn] \
              [$ssl_client_serial] [$ssl_client_fingerprint] [$ssl_client_v_start] [$ssl_client_v_end] \
              [$ssl_client_v_remain]';\n\
-             {}{}{}{}{}{}",
+             {}{}{}{}{}{}{}",
             server(ports[0], "on", "ssl_client_certificate ca.pem;"),
             server(ports[1], "optional", "ssl_trusted_certificate ca.pem;\n        ssl_client_certificate ca.pem;"),
             server(ports[2], "optional_no_ca", ""),
             server(ports[3], "on", "ssl_client_certificate int.pem;"),
             server(ports[4], "optional", "ssl_client_certificate ca.pem;"),
             server(ports[5], "optional", "ssl_client_certificate ca.pem;\n        ssl_verify_depth 0;"),
+            server(ports[6], "optional_no_ca", "ssl_client_certificate int.pem;"),
         ),
         nginx,
     )
@@ -204,7 +206,7 @@ struct Run {
 fn run(nginx: bool) -> Run {
     let dir = TempDir::new("client-certs");
     certificates(&dir);
-    let ports = free_ports(6);
+    let ports = free_ports(7);
     let raw = raw_backend();
     let conf = conf(&ports, raw, nginx).replace("srv.", &format!("{}/srv.", dir.path.display()));
     let conf = conf.replace(" ca.pem", &format!(" {}/ca.pem", dir.path.display()));
@@ -327,6 +329,15 @@ fn client_certificates_as_nginx() {
             "5 utf: [SUCCESS] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
             "5 leaf: 400 The SSL certificate error 400",
             "5 chain: 400 The SSL certificate error 400",
+            "6 : [NONE] []\n 200",
+            "6 client: [FAILED:unable to verify the first certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=client one]\n 200",
+            "6 old: 400 The SSL certificate error 400",
+            "6 self: [FAILED:self-signed certificate] [OU=Eng,O=Acme\\, Inc.,C=US,CN=self]\n 200",
+            "6 utf: [FAILED:unable to verify the first certificate] [O=M\\C3\\BCller GmbH,CN=J\\C3\\BCrgen Wei\\C3\\9F]\n 200",
+            // An issuer from the files whose root is missing: refused
+            // even by `optional_no_ca`.
+            "6 leaf: 400 The SSL certificate error 400",
+            "6 chain: 400 The SSL certificate error 400",
         ],
         "nginx's answers"
     );

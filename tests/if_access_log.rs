@@ -23,6 +23,11 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           if ($arg_both) {{ access_log logs/bots.log f; access_log logs/main.log f; }}\n\
              \x20           proxy_pass http://127.0.0.1:{back};\n\
              \x20       }}\n\
+             \x20       location /red/ {{\n\
+             \x20           if ($arg_quiet) {{ access_log off; rewrite ^ /elsewhere redirect; }}\n\
+             \x20           if ($arg_bot) {{ access_log logs/bots.log f; rewrite ^ /elsewhere redirect; }}\n\
+             \x20           return 204;\n\
+             \x20       }}\n\
              \x20       location /r/ {{\n\
              \x20           if ($arg_bot) {{ access_log logs/bots.log f; return 403; }}\n\
              \x20           return 204;\n\
@@ -44,6 +49,9 @@ const TARGETS: &[&str] = &[
     "/p/x?both=1",
     "/r/x",
     "/r/x?bot=1",
+    "/red/x",
+    "/red/x?quiet=1",
+    "/red/x?bot=1",
 ];
 
 fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
@@ -60,8 +68,8 @@ fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
     // there when it is.
     exchange(ports[0], "GET /a/last HTTP/1.0\r\n\r\n");
     exchange(ports[0], "GET /a/last?bot=1 HTTP/1.0\r\n\r\n");
-    let main = server.wait_lines("logs/main.log", 5);
-    let bots = server.wait_lines("logs/bots.log", 5);
+    let main = server.wait_lines("logs/main.log", 6);
+    let bots = server.wait_lines("logs/bots.log", 6);
     (answers, main, bots)
 }
 
@@ -80,6 +88,7 @@ fn access_log_in_if_as_nginx() {
             "/p/x 200",
             "/p/x?both=1 200",
             "/r/x 204",
+            "/red/x 204",
             "/a/last 200"
         ]
     );
@@ -91,6 +100,7 @@ fn access_log_in_if_as_nginx() {
             "/a/x?quiet=1&bot=1 200",
             "/p/x?both=1 200",
             "/r/x?bot=1 403",
+            "/red/x?bot=1 302",
             "/a/last?bot=1 200"
         ]
     );

@@ -414,6 +414,12 @@ fn resolver_conf2(ports: &[u16], dns: u16, silent: u16, nginx: bool) -> String {
              \x20           proxy_pass http://$b;\n\
              \x20       }}\n\
              \x20       location /dd/ {{ resolver 127.0.0.1:{dns} ipv6=off; set $b two.test:{late}; proxy_pass http://$b; }}\n\
+             \x20       location /dn/ {{\n\
+             \x20           deny all;\n\
+             \x20           resolver 127.0.0.1:{silent};\n\
+             \x20           resolver_timeout 3s;\n\
+             \x20           proxy_pass http://$arg_h;\n\
+             \x20       }}\n\
              \x20       location /dt/ {{\n\
              \x20           resolver 127.0.0.1:{silent} ipv6=off;\n\
              \x20           resolver_timeout 1s;\n\
@@ -438,6 +444,8 @@ struct Resolved2 {
     timed_out_after: f64,
     /// The error line of that request.
     timed_out: Option<String>,
+    /// `$request_time` of a denied request whose name nobody answers.
+    denied_after: f64,
 }
 
 fn run_resolver2(nginx: bool) -> Resolved2 {
@@ -450,7 +458,7 @@ fn run_resolver2(nginx: bool) -> Resolved2 {
     let mut answers = send(
         ports[0],
         ports[1],
-        &["/d6/a", "/d6/b", "/d2/", "/dd/a", "/dt/"],
+        &["/d6/a", "/d6/b", "/d2/", "/dd/a", "/dt/", "/dn/?h=x.test"],
     );
     // Both of `two.test`'s addresses failed; the backend starts, and the
     // next request gets it.
@@ -458,16 +466,25 @@ fn run_resolver2(nginx: bool) -> Resolved2 {
     answers.extend(send(ports[0], ports[1], &["/dd/b"]));
     let (log, errors) = logged(&server, ports[1], answers.len());
     let timed_out = errors.into_iter().find(|l| l.contains("GET /dt/"));
+    // The README's difference: a request refused before nginx's content
+    // phase logs the value's host as `$proxy_host`, where nginx has none.
     let log = log
         .iter()
-        .map(|l| l.replace(&ports[2].to_string(), "LATE"))
+        .map(|l| {
+            l.replace(&ports[2].to_string(), "LATE")
+                .replace(" 403 [x.test]", " 403 [-]")
+        })
         .collect();
-    let timed_out_after = server
-        .wait_lines("logs/rt.log", answers.len())
-        .iter()
-        .find_map(|l| l.strip_prefix("/dt/ "))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0.0);
+    let times = server.wait_lines("logs/rt.log", answers.len());
+    let time_of = |uri: &str| -> f64 {
+        times
+            .iter()
+            .find_map(|l| l.strip_prefix(uri))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let timed_out_after = time_of("/dt/ ");
+    let denied_after = time_of("/dn/?h=x.test ");
     let mut questions = dns.asked();
     // Asked at once, A and AAAA come in either order.
     questions.sort();
@@ -477,6 +494,7 @@ fn run_resolver2(nginx: bool) -> Resolved2 {
         questions,
         timed_out_after,
         timed_out,
+        denied_after,
     }
 }
 
@@ -500,11 +518,18 @@ fn resolver_retries_and_forgets_as_nginx() {
             "/d2/ -> 200  [/d2/]",
             "/dd/a -> 502  ",
             "/dt/ -> 502  ",
+            "/dn/?h=x.test -> 403  ",
             "/dd/b -> 200  late",
         ]
     );
     for run in [&ours, &theirs] {
         assert!(run.timed_out_after >= 0.9, "{}", run.timed_out_after);
+        // Access is decided before the name is asked for: no wait.
+        assert!(
+            (0.0..1.0).contains(&run.denied_after),
+            "{}",
+            run.denied_after
+        );
     }
     assert_eq!(ours.timed_out, theirs.timed_out, "{what}");
     assert_eq!(

@@ -110,22 +110,10 @@ impl ClientAuth {
             .as_ref()
             .is_some_and(|c| c.subject().as_raw() == c.issuer().as_raw());
         let now = UnixTime::now().as_secs() as i64;
-        // Where the client's issuer is, as OpenSSL's reasons tell it: not
-        // found (the chain is the certificate alone), in the chain the
-        // client sent, or among the files' CAs.
-        let issued = |certs: &[CertificateDer<'_>]| {
-            parsed.as_ref().is_some_and(|leaf| {
-                certs.iter().any(|c| {
-                    x509_parser::parse_x509_certificate(c)
-                        .is_ok_and(|(_, c)| c.subject().as_raw() == leaf.issuer().as_raw())
-                })
-            })
-        };
-        let issuer = match (issued(&self.links), issued(chain)) {
-            (true, _) => Issuer::Files,
-            (false, true) => Issuer::Sent,
-            (false, false) => Issuer::Missing,
-        };
+        // The CAs above the certificate, as OpenSSL builds its chain:
+        // each issuer looked for among the files' first, then among those
+        // the client sent (`true`: from the files).
+        let above = walk(parsed.as_ref(), &self.links, chain);
         // The client's chain and the files' links, to find the issuers in.
         let chain: Vec<CertificateDer<'_>> = chain.iter().chain(&self.links).cloned().collect();
         let failure = match &self.check {
@@ -135,14 +123,14 @@ impl ClientAuth {
                 Some(v) if v.not_after.timestamp() < now => (10, "certificate has expired"),
                 Some(v) if v.not_before.timestamp() > now => (9, "certificate is not yet valid"),
                 _ if self_signed => (18, "self-signed certificate"),
-                _ => issuer.unknown(),
+                _ => no_root(&above),
             }),
             Some(check) => match check.verify_client_cert(leaf, &chain, UnixTime::now()) {
-                Err(e) => Some(openssl_reason(&e, self_signed, issuer)),
-                // OpenSSL stops looking for issuers at the depth, so the
+                Err(e) => Some(openssl_reason(&e, self_signed, &above)),
+                // OpenSSL stops looking for issuers past the depth, so the
                 // root above is not found.
-                Ok(_) if intermediates(parsed.as_ref(), &chain) > self.depth => {
-                    Some(Issuer::Sent.unknown())
+                Ok(_) if above.len() > self.depth as usize => {
+                    Some(no_root(&above[..=self.depth as usize]))
                 }
                 Ok(_) => None,
             },
@@ -151,55 +139,53 @@ impl ClientAuth {
     }
 }
 
-/// How many CAs stand between a verified certificate and its root, which
-/// `ssl_verify_depth` limits (OpenSSL's levels 1 to depth; the root
-/// above them): the issuers found in `chain` that are not self-signed.
-fn intermediates(
+/// The CAs above `leaf` up to its root (not included), each issuer found
+/// among `files` first, then among `sent`; `true` for one from the files.
+fn walk(
     leaf: Option<&x509_parser::certificate::X509Certificate<'_>>,
-    chain: &[CertificateDer<'_>],
-) -> u32 {
-    let parsed: Vec<_> = chain
+    files: &[CertificateDer<'_>],
+    sent: &[CertificateDer<'_>],
+) -> Vec<bool> {
+    let cas: Vec<_> = files
         .iter()
-        .filter_map(|c| x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c))
+        .map(|c| (c, true))
+        .chain(sent.iter().map(|c| (c, false)))
+        .filter_map(|(c, file)| {
+            x509_parser::parse_x509_certificate(c)
+                .ok()
+                .map(|(_, c)| (c, file))
+        })
         .collect();
+    let mut above = Vec::new();
     let Some(mut issuer) = leaf.map(|l| l.issuer().as_raw()) else {
-        return 0;
+        return above;
     };
-    let mut between = 0;
-    // (Bounded: a chain of links that loops is not followed forever.)
-    for _ in 0..parsed.len() {
-        match parsed.iter().find(|c| c.subject().as_raw() == issuer) {
-            Some(ca) if ca.subject().as_raw() != ca.issuer().as_raw() => {
-                between += 1;
+    // (Bounded: a chain of CAs that loops is not followed forever.)
+    for _ in 0..cas.len() {
+        match cas.iter().find(|(c, _)| c.subject().as_raw() == issuer) {
+            Some((ca, file)) if ca.subject().as_raw() != ca.issuer().as_raw() => {
+                above.push(*file);
                 issuer = ca.issuer().as_raw();
             }
             _ => break,
         }
     }
-    between
+    above
 }
 
-/// Where the issuer of a client's certificate was found.
-#[derive(Clone, Copy)]
-enum Issuer {
-    Missing,
-    Sent,
-    Files,
-}
-
-impl Issuer {
-    /// OpenSSL's reason when no trusted root is above the certificate.
-    fn unknown(self) -> (u32, &'static str) {
-        match self {
-            Issuer::Missing => (21, "unable to verify the first certificate"),
-            Issuer::Sent => (20, "unable to get local issuer certificate"),
-            Issuer::Files => (2, "unable to get issuer certificate"),
-        }
+/// OpenSSL's reason when no trusted root is above the CAs found: none
+/// (the certificate alone), one from the files among them, or none from
+/// the files.
+fn no_root(above: &[bool]) -> (u32, &'static str) {
+    match above {
+        [] => (21, "unable to verify the first certificate"),
+        _ if above.contains(&true) => (2, "unable to get issuer certificate"),
+        _ => (20, "unable to get local issuer certificate"),
     }
 }
 
 /// OpenSSL's code and text for a failed check (`X509_verify_cert_error_string`).
-fn openssl_reason(e: &rustls::Error, self_signed: bool, issuer: Issuer) -> (u32, &'static str) {
+fn openssl_reason(e: &rustls::Error, self_signed: bool, above: &[bool]) -> (u32, &'static str) {
     // OpenSSL finds that first: the certificate is its own issuer, and
     // not a CA it trusts.
     if self_signed {
@@ -207,7 +193,7 @@ fn openssl_reason(e: &rustls::Error, self_signed: bool, issuer: Issuer) -> (u32,
     }
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => issuer.unknown(),
+            CertificateError::UnknownIssuer => no_root(above),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 (10, "certificate has expired")
             }

@@ -517,7 +517,15 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             (None, None) => None,
         };
         if let RewriteFlag::Redirect(status) = rewrite.flag {
-            return Ran::Answer(redirect(&now, status, new_uri, args, client, script));
+            let mut resp = redirect(&now, status, new_uri, args, client, script);
+            // Logged with the lines of the `if` that held, if any.
+            if let Some(logs) = own
+                .as_ref()
+                .and_then(|c| c.parts.extensions.get::<IfAccessLog>())
+            {
+                resp.extensions_mut().insert(logs.clone());
+            }
+            return Ran::Answer(resp);
         }
         if script.log {
             let line = format!(
@@ -837,7 +845,11 @@ pub(crate) fn serve<'a>(
                     );
                 }
                 Ran::Answer(resp) => {
-                    let resp = logged(&now, client, at.access_log.as_ref(), resp, started);
+                    let logs = match resp.extensions().get::<IfAccessLog>() {
+                        Some(l) => l.0.clone(),
+                        None => at.access_log.clone(),
+                    };
+                    let resp = logged(&now, client, logs.as_ref(), resp, started);
                     return answered_at(resp, server, Some(at), current.as_ref(), changes);
                 }
                 Ran::End {
@@ -881,7 +893,12 @@ pub(crate) fn serve<'a>(
                 let mut out = finalized(500);
                 out.extensions_mut()
                     .insert(crate::http::error_page::OutOfRedirects);
-                let resp = logged(&now, client, at.access_log.as_ref(), out, started);
+                // (With the lines of the `if` that held, if any.)
+                let logs = match next.parts.extensions.get::<IfAccessLog>() {
+                    Some(l) => l.0.as_ref(),
+                    None => at.access_log.as_ref(),
+                };
+                let resp = logged(&now, client, logs, out, started);
                 return answered_at(resp, server, Some(at), None, 0);
             }
             // The new location's own settings apply.

@@ -588,6 +588,37 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
     }
 }
 
+/// A proxied answer (`proxy::run`) with what it carries attached: the
+/// `limit_conn` counts of an answer not from the upstream, and what
+/// `add_header` reads of the upstream's.
+async fn proxied(
+    parts: &Parts,
+    body: ClientBody,
+    p: &crate::runtime::Proxy,
+    chosen: Option<&crate::upstream::dynamic::Chosen>,
+    location: &Location,
+    cx: &ClientCx<'_>,
+    record: Option<&mut crate::http::access::Record>,
+) -> Response<RespBody> {
+    let mut carried = proxy::Carried {
+        conn_hold: None,
+        seen: location
+            .upstream_vars
+            .then(|| Box::new(crate::vars::UpstreamSeen::default())),
+    };
+    let mut resp = proxy::run(parts, body, p, chosen, location, cx, record, &mut carried).await;
+    let held = carried.conn_hold;
+    if let Some(seen) = carried.seen {
+        resp.extensions_mut()
+            .insert(crate::http::outbound::UpstreamSeenExt(seen));
+    }
+    // An answer not from the upstream: its counts stay with it.
+    if held.is_some() {
+        limit_conn::Kept::attach(&mut resp, held);
+    }
+    resp
+}
+
 /// What a `proxy_pass` with variables named for a request (the pass and
 /// its choice), and `$proxy_host`.
 type DynamicChoice<'p> = (
@@ -972,14 +1003,19 @@ macro_rules! location_answer_plain {
         // Written with 499 should the request be dropped before
         // it has its answer (the client went away).
         let mut record = Unanswered(record);
-        let chosen = match choice {
+        // A name is resolved in nginx's content phase, once the
+        // pre-access and access phases let the request in (below).
+        let mut pending = None;
+        let mut chosen = match choice {
             None => None,
-            Some((d, choice)) => Some(Box::new(match *choice {
-                Choice::Chosen(c) => Ok(c),
-                Choice::Failed(e) => Err(e),
-                // Out of line: few requests wait for a name.
-                Choice::Resolve(lookup) => Box::pin(d.resolve(lookup)).await,
-            })),
+            Some((d, choice)) => match *choice {
+                Choice::Chosen(c) => Some(Box::new(Ok(c))),
+                Choice::Failed(e) => Some(Box::new(Err(e))),
+                Choice::Resolve(lookup) => {
+                    pending = Some((d, lookup));
+                    None
+                }
+            },
         };
         let cx = req.client_cx(client);
         let mut resp = match action {
@@ -988,34 +1024,20 @@ macro_rules! location_answer_plain {
             // filter modules ran (nginx's pre-access phase).
             // (A `proxy_pass` whose value named nothing answers below, in
             // nginx's content phase, after the pre-access and access ones.)
-            Action::Proxy(p) if chosen.as_deref().is_none_or(Result::is_ok) => {
-                let mut carried = proxy::Carried {
-                    conn_hold: None,
-                    seen: location
-                        .upstream_vars
-                        .then(|| Box::new(crate::vars::UpstreamSeen::default())),
-                };
-                let mut resp = proxy::run(
+            Action::Proxy(p)
+                if pending.is_none() && chosen.as_deref().is_none_or(Result::is_ok) =>
+            {
+                let chosen = chosen.as_deref().and_then(|c| c.as_ref().ok());
+                proxied(
                     parts,
                     body,
                     p,
-                    chosen.as_deref().and_then(|c| c.as_ref().ok()),
+                    chosen,
                     location,
                     &cx,
                     record.0.as_deref_mut(),
-                    &mut carried,
                 )
-                .await;
-                let held = carried.conn_hold;
-                if let Some(seen) = carried.seen {
-                    resp.extensions_mut()
-                        .insert(crate::http::outbound::UpstreamSeenExt(seen));
-                }
-                // An answer not from the upstream: its counts stay with it.
-                if held.is_some() {
-                    limit_conn::Kept::attach(&mut resp, held);
-                }
-                resp
+                .await
             }
             // nginx's find-config phase: a client's request for an
             // `internal` location.
@@ -1075,10 +1097,28 @@ macro_rules! location_answer_plain {
                                 crate::http::static_files::serve(req, body, st, client, started)
                                     .await
                             }
-                            (None, Action::Proxy(_)) => match chosen.as_deref() {
-                                Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
-                                _ => error_page(500),
-                            },
+                            (None, Action::Proxy(p)) => {
+                                if let Some((d, lookup)) = pending.take() {
+                                    chosen = Some(Box::new(Box::pin(d.resolve(lookup)).await));
+                                }
+                                match chosen.as_deref() {
+                                    Some(Err(e)) => proxy::not_chosen(&cx, parts, e),
+                                    Some(Ok(c)) => {
+                                        let record = record.0.as_deref_mut();
+                                        Box::pin(proxied(
+                                            parts,
+                                            body,
+                                            p,
+                                            Some(c),
+                                            location,
+                                            &cx,
+                                            record,
+                                        ))
+                                        .await
+                                    }
+                                    None => error_page(500),
+                                }
+                            }
                             (None, _) => error_page(404),
                         };
                         limit_conn::Kept::attach(&mut resp, hold);

@@ -77,10 +77,11 @@ impl Session {
         match (&self.client, self.verify) {
             (_, VerifyClient::Off) => None,
             // nginx's `ngx_ssl_verify_error_optional`: the errors of an
-            // unknown issuer are let through.
+            // unknown issuer are let through (not 2: a CA of the files
+            // whose own issuer is missing).
             (Some(c), VerifyClient::OptionalNoCa)
                 if c.failure
-                    .is_none_or(|(code, _)| matches!(code, 2 | 18 | 19 | 20 | 21 | 27)) =>
+                    .is_none_or(|(code, _)| matches!(code, 18 | 19 | 20 | 21 | 27)) =>
             {
                 None
             }
