@@ -18,13 +18,20 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::conf::model::{TlsConf, VerifyClient};
 use crate::conf::ConfError;
 
+/// A CA of the files that is not self-signed, its names read at load.
+struct Link {
+    der: CertificateDer<'static>,
+    subject: Box<[u8]>,
+    issuer: Box<[u8]>,
+}
+
 /// A server's `ssl_verify_client` with its CAs.
 pub struct ClientAuth {
     pub mode: VerifyClient,
     /// The check against the self-signed CAs; `None` without any.
     check: Option<Arc<dyn ClientCertVerifier>>,
     /// The CAs of the files that are not self-signed: links of a chain.
-    links: Vec<CertificateDer<'static>>,
+    links: Vec<Link>,
     /// `ssl_verify_depth`.
     depth: u32,
     /// What the handshake uses: asks, takes any certificate.
@@ -74,7 +81,11 @@ impl ClientAuth {
             if parsed.subject().as_raw() == parsed.issuer().as_raw() {
                 let _ = roots.add(cert.clone());
             } else {
-                links.push(cert.clone());
+                links.push(Link {
+                    der: cert.clone(),
+                    subject: parsed.subject().as_raw().into(),
+                    issuer: parsed.issuer().as_raw().into(),
+                });
             }
         }
         let check = match roots.is_empty() {
@@ -113,9 +124,28 @@ impl ClientAuth {
         // The CAs above the certificate, as OpenSSL builds its chain:
         // each issuer looked for among the files' first, then among those
         // the client sent (`true`: from the files).
-        let above = walk(parsed.as_ref(), &self.links, chain);
+        let sent: Vec<_> = chain
+            .iter()
+            .filter_map(|c| x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c))
+            .collect();
+        let cas: Vec<Ca<'_>> = self
+            .links
+            .iter()
+            .map(|l| (&*l.subject, &*l.issuer, true))
+            .chain(
+                sent.iter()
+                    .map(|c| (c.subject().as_raw(), c.issuer().as_raw(), false)),
+            )
+            .collect();
+        let above = parsed
+            .as_ref()
+            .map_or_else(Vec::new, |leaf| walk(leaf.issuer().as_raw(), &cas));
         // The client's chain and the files' links, to find the issuers in.
-        let chain: Vec<CertificateDer<'_>> = chain.iter().chain(&self.links).cloned().collect();
+        let chain: Vec<CertificateDer<'_>> = chain
+            .iter()
+            .cloned()
+            .chain(self.links.iter().map(|l| l.der.clone()))
+            .collect();
         let failure = match &self.check {
             // nginx's OpenSSL, with no CA to look in: the dates are checked
             // after the issuer, and their error is the one that stays.
@@ -139,33 +169,21 @@ impl ClientAuth {
     }
 }
 
-/// The CAs above `leaf` up to its root (not included), each issuer found
-/// among `files` first, then among `sent`; `true` for one from the files.
-fn walk(
-    leaf: Option<&x509_parser::certificate::X509Certificate<'_>>,
-    files: &[CertificateDer<'_>],
-    sent: &[CertificateDer<'_>],
-) -> Vec<bool> {
-    let cas: Vec<_> = files
-        .iter()
-        .map(|c| (c, true))
-        .chain(sent.iter().map(|c| (c, false)))
-        .filter_map(|(c, file)| {
-            x509_parser::parse_x509_certificate(c)
-                .ok()
-                .map(|(_, c)| (c, file))
-        })
-        .collect();
+/// A CA to look issuers up in: its subject and issuer (DER), and whether
+/// it is one of the files'.
+type Ca<'a> = (&'a [u8], &'a [u8], bool);
+
+/// The CAs above a certificate issued by `issuer` up to its root (not
+/// included), each found among `cas` in order (the files' first);
+/// `true` for one from the files.
+fn walk<'a>(mut issuer: &'a [u8], cas: &[Ca<'a>]) -> Vec<bool> {
     let mut above = Vec::new();
-    let Some(mut issuer) = leaf.map(|l| l.issuer().as_raw()) else {
-        return above;
-    };
     // (Bounded: a chain of CAs that loops is not followed forever.)
     for _ in 0..cas.len() {
-        match cas.iter().find(|(c, _)| c.subject().as_raw() == issuer) {
-            Some((ca, file)) if ca.subject().as_raw() != ca.issuer().as_raw() => {
+        match cas.iter().find(|(subject, _, _)| *subject == issuer) {
+            Some((subject, ca_issuer, file)) if subject != ca_issuer => {
                 above.push(*file);
-                issuer = ca.issuer().as_raw();
+                issuer = ca_issuer;
             }
             _ => break,
         }

@@ -151,47 +151,50 @@ impl DynamicPass {
             true => format!("/{u}").into_boxed_str(),
             false => u.into(),
         });
-        let chosen = |upstream: Arc<Upstream>| Chosen {
-            upstream,
-            host: host.clone(),
-            uri: uri.clone(),
-            tls,
-        };
-        for (name, port, upstream) in self.names.iter() {
+        let named = self.names.iter().find(|(name, port, _)| {
             let port_matches = match *port {
                 0 => url.no_port,
                 p => p == url.port,
             };
-            if port_matches && name.eq_ignore_ascii_case(&url.host) {
-                return Choice::Chosen(chosen(upstream.clone()));
+            port_matches && name.eq_ignore_ascii_case(&url.host)
+        });
+        let upstream = match named {
+            Some((_, _, upstream)) => upstream.clone(),
+            None => {
+                let ip = match url.host.strip_prefix('[') {
+                    Some(v6) => v6
+                        .strip_suffix(']')
+                        .and_then(|a| a.parse().ok())
+                        .map(IpAddr::V6),
+                    None => inet_addr(&url.host).map(IpAddr::V4),
+                };
+                let Some(ip) = ip else {
+                    if self.resolver.is_none() {
+                        let message = format!("no resolver defined to resolve {}", url.host);
+                        return failed(message, 502, &host);
+                    }
+                    // The upstream is made once the addresses are known.
+                    return Choice::Resolve(Lookup {
+                        name: url.host,
+                        port: url.port,
+                        authority: authority.to_owned(),
+                        host,
+                        uri,
+                        tls,
+                    });
+                };
+                match self.made_for(authority, &[SocketAddr::new(ip, url.port)]) {
+                    Ok(up) => up,
+                    Err(e) => return failed(e, 500, &host),
+                }
             }
-        }
-        let ip = match url.host.strip_prefix('[') {
-            Some(v6) => v6
-                .strip_suffix(']')
-                .and_then(|a| a.parse().ok())
-                .map(IpAddr::V6),
-            None => inet_addr(&url.host).map(IpAddr::V4),
         };
-        let Some(ip) = ip else {
-            if self.resolver.is_none() {
-                let message = format!("no resolver defined to resolve {}", url.host);
-                return failed(message, 502, &host);
-            }
-            // The upstream is made once the addresses are known.
-            return Choice::Resolve(Lookup {
-                name: url.host.clone(),
-                port: url.port,
-                authority: authority.to_owned(),
-                host,
-                uri,
-                tls,
-            });
-        };
-        match self.made_for(authority, &[SocketAddr::new(ip, url.port)]) {
-            Ok(up) => Choice::Chosen(chosen(up)),
-            Err(e) => failed(e, 500, &host),
-        }
+        Choice::Chosen(Chosen {
+            upstream,
+            host,
+            uri,
+            tls,
+        })
     }
 
     /// A name's upstream, once the `resolver` gave its addresses.
