@@ -160,14 +160,7 @@ pub(crate) async fn at(
         auth_basic: location.auth_basic_for(&req.parts.method).map(|a| &**a),
         satisfy_any: location.satisfy_any,
         // A location `if` that held logs with its own lines.
-        logs: match location.script {
-            Some(_) => req
-                .parts
-                .extensions
-                .get::<crate::http::rewrite::IfAccessLog>()
-                .map_or(location.access_log.as_ref(), |l| l.0.as_ref()),
-            None => location.access_log.as_ref(),
-        },
+        logs: location.access_log_for(req.parts),
         filters: match action {
             Action::Proxy(p) => &p.filters,
             _ => &location.filters,

@@ -894,10 +894,7 @@ pub(crate) fn serve<'a>(
                 out.extensions_mut()
                     .insert(crate::http::error_page::OutOfRedirects);
                 // (With the lines of the `if` that held, if any.)
-                let logs = match next.parts.extensions.get::<IfAccessLog>() {
-                    Some(l) => l.0.as_ref(),
-                    None => at.access_log.as_ref(),
-                };
+                let logs = at.access_log_for(&next.parts);
                 let resp = logged(&now, client, logs, out, started);
                 return answered_at(resp, server, Some(at), None, 0);
             }

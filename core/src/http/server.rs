@@ -992,15 +992,8 @@ macro_rules! location_answer_plain {
         };
         // (A subrequest is not logged.) A location `if` that held logs
         // with its own lines, where it has any.
-        let if_logs = match location.script {
-            Some(_) => parts
-                .extensions
-                .get::<crate::http::rewrite::IfAccessLog>()
-                .map(|l| l.0.as_ref()),
-            None => None,
-        };
-        let record = if_logs
-            .unwrap_or(location.access_log.as_ref())
+        let record = location
+            .access_log_for(parts)
             .filter(|_| !req.subrequest)
             .map(|logs| {
                 let started = started.unwrap_or_else(crate::clock::now);

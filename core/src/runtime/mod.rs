@@ -316,6 +316,21 @@ impl Location {
         }
     }
 
+    /// The access logs of a request answered here: those of a location
+    /// `if` that held (`None` for `off`), else the location's.
+    pub fn access_log_for<'a>(
+        &'a self,
+        parts: &'a http::request::Parts,
+    ) -> Option<&'a Arc<crate::http::access::AccessLogs>> {
+        match self.script {
+            Some(_) => parts
+                .extensions
+                .get::<crate::http::rewrite::IfAccessLog>()
+                .map_or(self.access_log.as_ref(), |l| l.0.as_ref()),
+            None => self.access_log.as_ref(),
+        }
+    }
+
     /// `auth_basic` for a request with `method`: the location's, or
     /// `limit_except`'s for a method it does not list.
     pub fn auth_basic_for(
