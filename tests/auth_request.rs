@@ -15,8 +15,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use waypost_tests::{
-    connect_from, free_ports, info_log, neutral_server, read_head, serve_numbered, wrap_http,
-    Server, TempDir,
+    connect_from, emerg, free_ports, in_location, info_log, neutral_server, read_head,
+    serve_numbered, wrap_http, Server, TempDir,
 };
 
 /// A backend: `/auth...` answers with the status the request's `X-Code`
@@ -313,15 +313,6 @@ fn auth_request_matches_nginx() {
         errors[0],
         "auth request unexpected status: 302 while sending to client, client: 127.0.0.1, server: ar, request: \"GET /e HTTP/1.0\""
     );
-}
-
-/// A line in a location: it is line 7.
-fn in_location(line: &str) -> String {
-    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
-}
-
-fn emerg(message: &str, line: u32) -> String {
-    format!("[emerg] {message} in CONF:{line} (exit Some(1))")
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! scheme and length rules, a level without the directive, and the usual
 //! `if ($invalid_referer) { return 403; }`; then the directive's errors.
 
-use waypost_tests::{assert_t_cases, exchange, free_ports, wrap_http, Server, Waypost};
+use waypost_tests::{
+    assert_t_cases, exchange, free_ports, in_location, wrap_http, Server, Waypost,
+};
 
 fn conf(port: u16, nginx: bool) -> String {
     wrap_http(
@@ -85,10 +87,6 @@ fn invalid_referer_matches_nginx() {
         theirs[6],
         "200 [1] | 200 [1] | 200 [] | 403  | <= Referer: http://a.example.com/"
     );
-}
-
-fn in_location(line: &str) -> String {
-    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
 }
 
 #[test]

@@ -20,8 +20,8 @@
 use std::path::Path;
 
 use waypost_tests::{
-    assert_runs_as_nginx, assert_t_cases, exchange, port_server, request_lines, shown,
-    side_by_side, Run, SideBySide, TempDir, Waypost,
+    assert_runs_as_nginx, assert_t_cases, emerg, exchange, in_location, port_server, request_lines,
+    shown, side_by_side, Run, SideBySide, TempDir, Waypost,
 };
 
 /// The files of the tree both servers see, under its directory (`DIR`):
@@ -751,19 +751,9 @@ fn if_keeps_the_location_as_nginx() {
     );
 }
 
-/// A location's line in a server of the http block: it is line 7.
-fn in_location(line: &str) -> String {
-    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
-}
-
 /// A server's line in the http block: it is line 6.
 fn in_server(line: &str) -> String {
     format!("http {{\n    server {{\n        {line}\n    }}\n}}\n")
-}
-
-/// An `[emerg]` report of `message` at `line`, exit code 1.
-fn emerg(message: &str, line: u32) -> String {
-    format!("[emerg] {message} in CONF:{line} (exit Some(1))")
 }
 
 /// nginx's report for a config it accepts.

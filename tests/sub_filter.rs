@@ -11,8 +11,8 @@ use std::io::Write;
 use std::net::TcpListener;
 
 use waypost_tests::{
-    assert_t_cases, exchange, free_ports, next_head, serve_numbered, wrap_http, Server, TempDir,
-    Waypost,
+    assert_t_cases, exchange, free_ports, in_location, next_head, serve_numbered, wrap_http,
+    Server, TempDir, Waypost,
 };
 
 /// The body the backend sends, in these pieces.
@@ -222,10 +222,6 @@ fn sub_filter_matches_nginx() {
         theirs[0]
     );
     assert!(theirs[5].contains("W/\\\"abc-1\\\""), "{}", theirs[5]);
-}
-
-fn in_location(line: &str) -> String {
-    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
 }
 
 #[test]

@@ -5,20 +5,11 @@
 //! messages, and a value asking for what waypost lacks is refused by name
 //! (README) where nginx takes it.
 
-use waypost_tests::{assert_t_cases, Waypost};
+use waypost_tests::{assert_t_cases, emerg, in_location, Waypost};
 
 /// A line at the http level: it is line 5.
 fn in_http(line: &str) -> String {
     format!("http {{\n    {line}\n}}\n")
-}
-
-/// A line in a location: it is line 7.
-fn in_location(line: &str) -> String {
-    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
-}
-
-fn emerg(message: &str, line: u32) -> String {
-    format!("[emerg] {message} in CONF:{line} (exit Some(1))")
 }
 
 const OK: &str = "ok (exit Some(0))";

@@ -311,6 +311,17 @@ pub enum Waypost {
     Exactly(String),
 }
 
+/// A configuration with `line` in `location /` of one server: it is line
+/// 7 of the file `assert_t_cases` writes.
+pub fn in_location(line: &str) -> String {
+    format!("http {{\n    server {{\n        location / {{\n            {line}\n        }}\n    }}\n}}\n")
+}
+
+/// What `assert_t_cases` shows for a configuration refused at `line`.
+pub fn emerg(message: &str, line: u32) -> String {
+    format!("[emerg] {message} in CONF:{line} (exit Some(1))")
+}
+
 /// Runs `-t` by both programs on each case's config (`rest` of
 /// [`t_reports`], in parallel) and asserts that nginx reports what the
 /// case expects, and waypost what its [`Waypost`] says.

@@ -359,6 +359,9 @@ pub const CORE: &[Spec] = &[
     // auth_request
     d("auth_request", PROXY, 1, 1),
     d("auth_request_set", PROXY, 2, 2),
+    // mirror
+    d("mirror", PROXY, 1, 1),
+    f("mirror_request_body", PROXY),
     // limit_conn
     d("limit_conn_zone", HTTP, 2, 2),
     d("limit_conn", PROXY, 2, 2),

@@ -258,6 +258,10 @@ struct Layer {
     /// `auth_request_set` lines (variable index, value): a level that has
     /// any replaces its parent's.
     auth_request_set: Option<Vec<(u32, String)>>,
+    /// `mirror` lines (`Some(None)`: `off`): a level that has any
+    /// replaces its parent's; `mirror_request_body`.
+    mirror: Option<Option<Vec<String>>>,
+    mirror_request_body: Option<bool>,
     /// `ssl_certificate` lines (as written, resolved, where): a level
     /// that has any replaces its parent's, and so for the keys.
     ssl_certificates: Option<Vec<(String, PathBuf, Loc)>>,
@@ -481,6 +485,8 @@ impl Layer {
                 .auth_request_set
                 .clone()
                 .or_else(|| parent.auth_request_set.clone()),
+            mirror: self.mirror.clone().or_else(|| parent.mirror.clone()),
+            mirror_request_body: self.mirror_request_body.or(parent.mirror_request_body),
             ssl_certificates: self
                 .ssl_certificates
                 .clone()
@@ -701,6 +707,15 @@ impl Layer {
             uri: uri.clone(),
             sets: self.auth_request_set.clone().unwrap_or_default(),
         }))
+    }
+
+    /// `mirror` in effect at a merged level.
+    fn mirror(&self) -> Option<MirrorConf> {
+        let uris = self.mirror.clone().flatten()?;
+        Some(MirrorConf {
+            uris,
+            body: self.mirror_request_body.unwrap_or(true),
+        })
     }
 
     /// `auth_basic` in effect at a merged level: a realm and a file.
@@ -2341,6 +2356,20 @@ impl<'a> Interp<'a> {
                 let uri = d.args[0].clone();
                 layer.auth_request = Some((uri != "off").then(|| (uri, d.loc.clone())));
             }
+            // nginx's `ngx_http_mirror`: `off` alone at a level, URIs
+            // taken as written (no variables).
+            "mirror" => {
+                let uri = &d.args[0];
+                match &mut layer.mirror {
+                    Some(_) if uri == "off" => return err("\"mirror\" directive is duplicate", d),
+                    Some(None) => return err("\"mirror\" directive is duplicate", d),
+                    Some(Some(uris)) => uris.push(uri.clone()),
+                    None => layer.mirror = Some((uri != "off").then(|| vec![uri.clone()])),
+                }
+            }
+            "mirror_request_body" => {
+                layer.mirror_request_body = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             "auth_request_set" => {
                 let index = self.user_var_target(d)?;
                 let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
@@ -3465,6 +3494,7 @@ impl<'a> Interp<'a> {
             auth_basic: None,
             satisfy_any: false,
             auth_request: None,
+            mirror: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -3701,6 +3731,7 @@ impl<'a> Interp<'a> {
             auth_basic: None,
             satisfy_any: false,
             auth_request: None,
+            mirror: None,
             add_headers: Vec::new(),
             types: ContentTypes::default(),
             charset: None,
@@ -4112,6 +4143,7 @@ impl<'a> Interp<'a> {
             server.auth_basic = layer.auth_basic();
             server.satisfy_any = layer.satisfy_any.unwrap_or(false);
             server.auth_request = layer.auth_request()?;
+            server.mirror = layer.mirror();
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
             server.sub_filter = layer.sub_filter();
@@ -4200,6 +4232,7 @@ impl<'a> Interp<'a> {
             location.auth_basic = layer.auth_basic();
             location.satisfy_any = layer.satisfy_any.unwrap_or(false);
             location.auth_request = layer.auth_request()?;
+            location.mirror = layer.mirror();
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
             location.sub_filter = layer.sub_filter();
@@ -5580,7 +5613,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "grpc_pass",
     "memcached_pass",
     "ssi",
-    "mirror",
     "slice",
     "random_index",
     "empty_gif",

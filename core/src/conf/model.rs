@@ -104,6 +104,16 @@ pub struct AuthRequestConf {
     pub sets: Vec<(u32, String)>,
 }
 
+/// The `mirror` lines in effect at a level and `mirror_request_body`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConf {
+    /// The subrequests' URIs, as written, in order.
+    pub uris: Vec<String>,
+    /// `mirror_request_body` (on: the client's body is read whole first
+    /// and sent with each mirror).
+    pub body: bool,
+}
+
 /// The `limit_conn` lines in effect at a level, and their settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitConnConf {
@@ -289,6 +299,8 @@ pub struct ServerConf {
     pub satisfy_any: bool,
     /// `auth_request` at the server level.
     pub auth_request: Option<AuthRequestConf>,
+    /// `mirror` at the server level.
+    pub mirror: Option<MirrorConf>,
     /// `add_header` in effect at the server level.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` at the server level.
@@ -736,6 +748,8 @@ pub struct LocationConf {
     pub satisfy_any: bool,
     /// `auth_request` here.
     pub auth_request: Option<AuthRequestConf>,
+    /// `mirror` here.
+    pub mirror: Option<MirrorConf>,
     /// `add_header` in effect here.
     pub add_headers: Vec<AddHeader>,
     /// `types {}` and `default_type` here.

@@ -10,7 +10,9 @@
 //! headers) whatever it answered.
 //!
 //! Off the request path: a location with `auth_request` is answered here
-//! (boxed), then by the location's own handler.
+//! (boxed), then by the location's own handler. A level with `mirror`
+//! comes here too: its pre-access and access phases run here, then its
+//! mirrors start ([`crate::http::mirror`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,9 +141,11 @@ pub(crate) async fn at(
     realip: bool,
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
-    let Some(ar) = location.auth_request.as_deref() else {
+    let ar = location.auth_request.as_deref();
+    let mirror = location.mirror.as_deref();
+    if ar.is_none() && mirror.is_none() {
         return at_location(req, body, location, action, client, realip, started).await;
-    };
+    }
     // `$request_time` counts the subrequest too.
     let started = Some(started.unwrap_or_else(crate::clock::now));
     // realip's location pass first, as the handler's (it runs once).
@@ -177,9 +181,18 @@ pub(crate) async fn at(
         Ok(passed) => passed,
         Err(resp) => return *resp,
     };
-    let next = passed.req(req);
+    let mut next = passed.req(req);
+    let mut body = body;
+    let mirror = mirror.filter(|_| passed.allowed);
+    // A static location's `try_files` runs first (it may redirect).
+    let after_try = matches!(action, Action::Static) && location.statics.has_try_files();
+    let Ok(mirrored) = pre_content(&mut next, mirror, after_try, &mut body, client).await else {
+        // The connection answers a body it could not read (400, 413) or
+        // closes; this answer is not used.
+        return error_page(400);
+    };
     let resp = at_location(&next, body, location, action, client, false, started).await;
-    passed.kept(resp, req, &level)
+    crate::http::mirror::attach(passed.kept(resp, req, &level), mirrored)
 }
 
 /// A request no location takes, where the server has `auth_request`:
@@ -191,9 +204,11 @@ pub(crate) async fn at_server(
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
     let server = req.server;
-    let Some(ar) = server.auth_request.as_deref() else {
+    let ar = server.auth_request.as_deref();
+    let mirror = server.mirror.as_deref();
+    if ar.is_none() && mirror.is_none() {
         return server_level(req, body, client, started).await;
-    };
+    }
     let started = Some(started.unwrap_or_else(crate::clock::now));
     let level = Access {
         rules: &server.access,
@@ -208,9 +223,35 @@ pub(crate) async fn at_server(
         Ok(passed) => passed,
         Err(resp) => return *resp,
     };
-    let next = passed.req(req);
+    let mut next = passed.req(req);
+    let mut body = body;
+    let mirror = mirror.filter(|_| passed.allowed);
+    let after_try = server.statics.has_try_files();
+    let Ok(mirrored) = pre_content(&mut next, mirror, after_try, &mut body, client).await else {
+        return error_page(400);
+    };
     let resp = server_level(&next, body, client, started).await;
-    passed.kept(resp, req, &level)
+    crate::http::mirror::attach(passed.kept(resp, req, &level), mirrored)
+}
+
+/// nginx's pre-content phase for the level's `mirror` (`None`: none, or
+/// the request was not let in): the mirrors start now, or once
+/// `try_files` (`after_try`) let the request stay at the level.
+async fn pre_content<'a>(
+    next: &mut Req<'a>,
+    mirror: Option<&'a crate::http::mirror::Mirror>,
+    after_try: bool,
+    body: &mut ClientBody,
+    client: SocketAddr,
+) -> Result<Option<crate::http::mirror::Mirrored>, ()> {
+    match mirror {
+        Some(m) if after_try => {
+            next.mirror_after_try = Some(m);
+            Ok(None)
+        }
+        Some(m) => crate::http::mirror::start(next, m, body, client).await,
+        None => Ok(None),
+    }
 }
 
 /// The settings of the level `auth_request` is at.
@@ -241,6 +282,9 @@ struct PreAccess {
 struct Passed {
     parts: Option<Box<Parts>>,
     granted: bool,
+    /// Let in, by the subrequest or by the rules (`allow` with `satisfy
+    /// any`): nginx's pre-content phase (`mirror`) runs.
+    allowed: bool,
     pre: PreAccess,
 }
 
@@ -311,7 +355,7 @@ fn answered_with(
 /// with the level's logs.
 async fn checked(
     req: &Req<'_>,
-    ar: &AuthRequest,
+    ar: Option<&AuthRequest>,
     level: &Access<'_>,
     client: SocketAddr,
     started: Option<std::time::Instant>,
@@ -365,6 +409,7 @@ async fn checked(
                 return Ok(Passed {
                     parts: None,
                     granted: false,
+                    allowed: level.satisfy_any,
                     pre,
                 });
             }
@@ -375,6 +420,7 @@ async fn checked(
                 return Ok(Passed {
                     parts,
                     granted: true,
+                    allowed: true,
                     pre,
                 });
             }
@@ -404,10 +450,29 @@ async fn checked(
 /// `auth_basic` first decide whether the subrequest is made.
 async fn decide(
     req: &Req<'_>,
-    ar: &AuthRequest,
+    ar: Option<&AuthRequest>,
     level: &Access<'_>,
     client: SocketAddr,
 ) -> Decision {
+    // Without `auth_request` (a level with `mirror`): the level's own
+    // access phase decides, here.
+    let Some(ar) = ar else {
+        let cx = req.client_cx(client);
+        let vars = req.vars(client, 0, "");
+        let refused = crate::http::server::access(
+            level.rules,
+            level.auth_basic,
+            level.satisfy_any,
+            req.parts,
+            &vars,
+            &cx,
+        )
+        .await;
+        return match refused {
+            Some(resp) => Decision::Refused(Box::new(resp), None),
+            None => Decision::Granted(None),
+        };
+    };
     let ruled = if level.rules.is_empty() {
         None
     } else {
@@ -506,46 +571,7 @@ async fn subrequest(
         granted: true,
         ..req.redirected(&parts, &head, groups.as_ref(), 0, req.changes)
     };
-    let started = Some(crate::clock::now());
-    let scripted = req.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
-    let mut answer = if let Some(ret) = &req.server.ret {
-        crate::http::response::reply(ret, &sub.vars(client, ret.status, ""))
-    } else if scripted {
-        crate::http::rewrite::serve(
-            &sub,
-            ClientBody::empty(),
-            location,
-            client,
-            false,
-            started,
-            false,
-        )
-        .await
-    } else {
-        match location {
-            Some(location) => {
-                let action = match &location.action {
-                    Action::Internal(action) => action,
-                    action => action,
-                };
-                Box::pin(at_location(
-                    &sub,
-                    ClientBody::empty(),
-                    location,
-                    action,
-                    client,
-                    false,
-                    started,
-                ))
-                .await
-            }
-            None => Box::pin(server_level(&sub, ClientBody::empty(), client, started)).await,
-        }
-    };
-    // Subrequests are not logged (nginx's `log_subrequest off`).
-    if let Some(record) = answer.body_mut().take_record() {
-        record.recycle();
-    }
+    let answer = dispatch(&sub, location, ClientBody::empty(), client).await;
     let status = answer.status().as_u16();
     let main = if ar.sets.is_empty() {
         None
@@ -570,6 +596,42 @@ async fn subrequest(
         Some(Box::new(main.into_parts().0))
     };
     (status, answer, main)
+}
+
+/// A subrequest's answer (`sub`, for the location found for it, an
+/// `internal` one included), as its server and location make it; not
+/// logged (nginx's `log_subrequest off`).
+pub(crate) async fn dispatch(
+    sub: &Req<'_>,
+    location: Option<&Location>,
+    body: ClientBody,
+    client: SocketAddr,
+) -> Response<RespBody> {
+    let started = Some(crate::clock::now());
+    let scripted = sub.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+    let mut answer = if let Some(ret) = &sub.server.ret {
+        crate::http::response::reply(ret, &sub.vars(client, ret.status, ""))
+    } else if scripted {
+        crate::http::rewrite::serve(sub, body, location, client, false, started, false).await
+    } else {
+        match location {
+            Some(location) => {
+                let action = match &location.action {
+                    Action::Internal(action) => action,
+                    action => action,
+                };
+                Box::pin(at_location(
+                    sub, body, location, action, client, false, started,
+                ))
+                .await
+            }
+            None => Box::pin(server_level(sub, body, client, started)).await,
+        }
+    };
+    if let Some(record) = answer.body_mut().take_record() {
+        record.recycle();
+    }
+    answer
 }
 
 /// An `auth_request_set` value, in the subrequest: its variables, and its

@@ -13,6 +13,8 @@
 //! - `auth_basic`: `auth_basic` and its user file
 //! - `auth_request`: the access check by a subrequest (`auth_request`,
 //!   `auth_request_set`)
+//! - `mirror`: copies of a request sent by subrequests whose answers are
+//!   dropped (`mirror`, `mirror_request_body`)
 //! - `referer`: `valid_referers` and `$invalid_referer`
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
@@ -50,6 +52,7 @@ pub mod h1;
 pub mod h2;
 pub mod head;
 pub mod limit_conn;
+pub mod mirror;
 pub mod outbound;
 pub mod pool;
 pub mod proxy;

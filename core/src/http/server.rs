@@ -465,6 +465,40 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The connection as a subrequest that outlives its request sees it
+    /// (`mirror`): the same client, id and count, with the configuration
+    /// `server` belongs to (its index in it: listening group, server).
+    pub(crate) fn detached(
+        &self,
+        server: &crate::runtime::Server,
+    ) -> Option<(Conn, Arc<Runtime>, usize, usize)> {
+        for rt in [
+            self.state.runtime.load_full(),
+            self.accepted_with.load_full(),
+        ] {
+            for (g, group) in rt.listens.iter().enumerate() {
+                if let Some(s) = group
+                    .servers
+                    .iter()
+                    .position(|s| std::ptr::eq(&**s, server))
+                {
+                    let conn = Conn {
+                        state: self.state.clone(),
+                        listen: self.listen,
+                        client: self.client,
+                        id: self.id,
+                        requests: AtomicU64::new(self.requests.load(Ordering::Relaxed)),
+                        start: self.start,
+                        accepted_with: ArcSwap::new(rt.clone()),
+                        generation: AtomicU64::new(self.generation.load(Ordering::Relaxed)),
+                    };
+                    return Some((conn, rt, g, s));
+                }
+            }
+        }
+        None
+    }
+
     /// What is logged of a head that came on the connection at `local`.
     fn head_cx<'r>(&self, rt: &'r Runtime, local: SocketAddr) -> HeadCx<'r> {
         HeadCx {
@@ -938,7 +972,7 @@ macro_rules! location_answer {
         let action: &Action = $action;
         // `auth_request` (out of line: few locations have it) answers, or
         // comes back here with the variables it set.
-        if location.auth_request.is_some()
+        if (location.auth_request.is_some() || location.mirror.is_some())
             && !req.auth_done
             && !req.subrequest
             && !matches!(action, Action::Reply(_) | Action::Internal(_))
@@ -1298,6 +1332,7 @@ async fn handle(
         subrequest: false,
         auth_done: false,
         granted: false,
+        mirror_after_try: None,
     };
 
     // What no location answers is logged with the server's access logs.
@@ -1501,6 +1536,10 @@ pub(crate) struct Req<'a> {
     /// `satisfy any` and the subrequest let the request in: the level's
     /// other access checks do not refuse it.
     pub(crate) granted: bool,
+    /// The level's `mirror`, where `try_files` comes first (nginx's
+    /// pre-content phase runs it before the mirrors): started once it
+    /// found a file, not before an internal redirect or its `=code`.
+    pub(crate) mirror_after_try: Option<&'a crate::http::mirror::Mirror>,
 }
 
 impl<'a> Req<'a> {
@@ -1567,6 +1606,7 @@ impl<'a> Req<'a> {
             subrequest: self.subrequest,
             auth_done: false,
             granted: self.subrequest,
+            mirror_after_try: None,
         }
     }
 
@@ -1612,7 +1652,10 @@ pub(crate) async fn server_level(
     started: Option<std::time::Instant>,
 ) -> Response<RespBody> {
     let server = req.server;
-    if server.auth_request.is_some() && !req.auth_done && !req.subrequest {
+    if (server.auth_request.is_some() || server.mirror.is_some())
+        && !req.auth_done
+        && !req.subrequest
+    {
         return Box::pin(crate::http::auth_request::at_server(
             req, body, client, started,
         ))
@@ -1720,7 +1763,7 @@ pub(crate) async fn at_location(
 
 /// nginx's access phase for an answer the server makes itself: the rules
 /// alone at once, or with `auth_basic` (boxed: it reads a file).
-async fn access(
+pub(crate) async fn access(
     rules: &allow::Rules,
     auth: Option<&crate::http::auth_basic::AuthBasic>,
     satisfy_any: bool,

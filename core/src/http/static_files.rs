@@ -159,6 +159,11 @@ pub(crate) struct Final {
 }
 
 impl Static {
+    /// `try_files` is set here (it runs before `mirror`).
+    pub(crate) fn has_try_files(&self) -> bool {
+        self.try_files.is_some()
+    }
+
     /// `types` are the level's, made once for the levels that share them
     /// ([`TypesCache`]).
     pub fn new(
@@ -348,6 +353,8 @@ pub(crate) fn serve<'a>(
             .extensions
             .get::<crate::http::rewrite::InIf>()
             .is_some();
+        let mut body = body;
+        let mut mirrored = None;
         if let Some(tf) = st.try_files.as_ref().filter(|_| !in_if) {
             match try_files(req, st, tf, &vars, client, &uri).await {
                 Tried::Found(found, add) => {
@@ -360,45 +367,72 @@ pub(crate) fn serve<'a>(
                 }
             }
         }
-        let method = &req.parts.method;
-        let readable = *method == Method::GET || *method == Method::HEAD || *method == Method::POST;
-        if uri.last() == Some(&b'/') {
-            if readable {
-                match index(req, st, &vars, client, &uri).await {
-                    Indexed::Declined => {}
-                    Indexed::Answer(resp) => return *resp,
-                    Indexed::Redirect(target) => {
-                        return redirect(req, body, target, client, started).await;
-                    }
-                }
-            } else {
-                return error_page(405);
+        // nginx's pre-content phase: the mirrors, once `try_files` let the
+        // request stay here.
+        if let Some(m) = req.mirror_after_try {
+            match crate::http::mirror::start(req, m, &mut body, client).await {
+                Ok(m) => mirrored = m,
+                Err(()) => return error_page(400),
             }
-            let (path, _) = st.map(&uri, &vars, add_uri);
-            // nginx's autoindex handler (GET and HEAD).
-            if let (Some(conf), true) = (st.autoindex, *method != Method::POST) {
-                return listing(req, client, conf, &path, &uri).await;
-            }
-            // nginx's content phase with no handler for a directory.
-            let line = format!(
-                "directory index of \"{}\" is forbidden",
-                String::from_utf8_lossy(&path)
-            );
-            req.log_line(client, Level::Error, line);
-            return finalized(403);
         }
-        if !readable {
+        let tried = matches!(uri, Cow::Owned(_));
+        let resp = found(req, body, st, &vars, client, started, &uri, tried, add_uri).await;
+        crate::http::mirror::attach(resp, mirrored)
+    })
+}
+
+/// The static handlers once `try_files` is done: `uri` the path it found
+/// (with whether an alias adds the URI to it).
+#[allow(clippy::too_many_arguments)]
+async fn found(
+    req: &Req<'_>,
+    body: ClientBody,
+    st: &Static,
+    vars: &VarCtx<'_>,
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+    uri: &[u8],
+    tried: bool,
+    add_uri: bool,
+) -> Response<RespBody> {
+    let method = &req.parts.method;
+    let readable = *method == Method::GET || *method == Method::HEAD || *method == Method::POST;
+    if uri.last() == Some(&b'/') {
+        if readable {
+            match index(req, st, vars, client, uri).await {
+                Indexed::Declined => {}
+                Indexed::Answer(resp) => return *resp,
+                Indexed::Redirect(target) => {
+                    return redirect(req, body, target, client, started).await;
+                }
+            }
+        } else {
             return error_page(405);
         }
-        let mut resp = file(req, st, &vars, client, &uri, add_uri).await;
-        // `try_files` found another path: nginx's `$uri` is it from now
-        // on (the access log shows it).
-        if let (Cow::Owned(found), None) = (&uri, st.alias) {
-            resp.extensions_mut()
-                .insert(TriedUri(Bytes::copy_from_slice(found)));
+        let (path, _) = st.map(uri, vars, add_uri);
+        // nginx's autoindex handler (GET and HEAD).
+        if let (Some(conf), true) = (st.autoindex, *method != Method::POST) {
+            return listing(req, client, conf, &path, uri).await;
         }
-        resp
-    })
+        // nginx's content phase with no handler for a directory.
+        let line = format!(
+            "directory index of \"{}\" is forbidden",
+            String::from_utf8_lossy(&path)
+        );
+        req.log_line(client, Level::Error, line);
+        return finalized(403);
+    }
+    if !readable {
+        return error_page(405);
+    }
+    let mut resp = file(req, st, vars, client, uri, add_uri).await;
+    // `try_files` found another path: nginx's `$uri` is it from now
+    // on (the access log shows it).
+    if tried && st.alias.is_none() {
+        resp.extensions_mut()
+            .insert(TriedUri(Bytes::copy_from_slice(uri)));
+    }
+    resp
 }
 
 /// `autoindex on`: the listing of the directory at `path` (its URI

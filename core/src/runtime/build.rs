@@ -616,6 +616,10 @@ fn server(
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,
             auth_request: auth_request(l.auth_request.as_ref(), filters.maps)?,
+            mirror: l
+                .mirror
+                .as_ref()
+                .map(|m| Arc::new(crate::http::mirror::Mirror::new(m))),
             outbound: outbound(
                 l.limit_rate,
                 l.expires,
@@ -733,6 +737,10 @@ fn server(
         auth_basic: auth_basic(s.auth_basic.as_ref(), filters.maps)?,
         satisfy_any: s.satisfy_any,
         auth_request: auth_request(s.auth_request.as_ref(), filters.maps)?,
+        mirror: s
+            .mirror
+            .as_ref()
+            .map(|m| Arc::new(crate::http::mirror::Mirror::new(m))),
         merge_slashes: s.merge_slashes,
         outbound: outbound(
             s.limit_rate,

@@ -158,6 +158,8 @@ pub struct Server {
     pub satisfy_any: bool,
     /// `auth_request` for requests no location takes.
     pub auth_request: Option<Arc<crate::http::auth_request::AuthRequest>>,
+    /// `mirror` for requests no location takes.
+    pub mirror: Option<Arc<crate::http::mirror::Mirror>>,
     /// `merge_slashes` (the default server's applies to an address).
     pub merge_slashes: bool,
     /// The header filters of what the server level answers.
@@ -389,6 +391,8 @@ pub struct Location {
     pub satisfy_any: bool,
     /// `auth_request`, last of the access phase.
     pub auth_request: Option<Arc<crate::http::auth_request::AuthRequest>>,
+    /// `mirror`, once the access phase let the request in.
+    pub mirror: Option<Arc<crate::http::mirror::Mirror>>,
     /// The header filters of the location's answers.
     pub outbound: crate::http::outbound::Outbound,
     /// Its `add_header` lines (or its `if` blocks') read what the

@@ -96,6 +96,23 @@ impl ClientBody {
         }
     }
 
+    /// A body read whole before its handler runs (`mirror_request_body`):
+    /// one piece, then the end, with its exact length.
+    pub fn full(bytes: Bytes) -> ClientBody {
+        let remaining = Some(bytes.len() as u64);
+        let state = State {
+            chunk: (!bytes.is_empty()).then_some(bytes),
+            end: true,
+            ..State::default()
+        };
+        ClientBody {
+            shared: Some(Arc::new(Shared(Mutex::new(state)))),
+            remaining,
+            done: false,
+            h2: None,
+        }
+    }
+
     /// An HTTP/2 stream's body.
     pub fn h2(body: Box<H2Body>) -> ClientBody {
         ClientBody {

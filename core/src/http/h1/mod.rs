@@ -447,6 +447,17 @@ async fn busy<I: Io, S: Service>(
                 return End::Close;
             }
         };
+        // `mirror`: the next request waits for the mirror subrequests,
+        // as nginx finalizes a request after them. (Most answers carry
+        // no extensions: one test.)
+        if !resp.extensions().is_empty() {
+            if let Some(mirrored) = resp
+                .extensions_mut()
+                .remove::<crate::http::mirror::Mirrored>()
+            {
+                mirrored.wait().await;
+            }
+        }
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
         if !keep {
             return if unread || !buf.is_empty() {
