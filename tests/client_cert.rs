@@ -2,14 +2,14 @@
 //! `optional` and `optional_no_ca`, with no client certificate, one the
 //! test authority issued, one it did not (self-signed) and an expired
 //! one; the 400 pages and the `info` lines of refused requests; the
-//! `$ssl_client_*` variables in answers and in the access log; then the
-//! configuration's errors.
+//! `$ssl_client_*` variables in answers and in the access log; revocation
+//! lists (`ssl_crl`); then the configuration's errors.
 
 use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use waypost_tests::{
-    assert_t_cases, free_ports, request_lines, wrap_http, Server, TempDir, Waypost,
+    assert_t_cases, free_ports, info_log, request_lines, wrap_http, Server, TempDir, Waypost,
 };
 
 /// The certificates of a run, written into a directory: the authority
@@ -381,6 +381,7 @@ fn client_certificate_errors_as_nginx() {
         conf.replace("CERT", &dir.path.join("srv.pem").display().to_string())
             .replace("KEY", &dir.path.join("srv.key").display().to_string())
             .replace("CA_FILE", &dir.path.join("ca.pem").display().to_string())
+            .replace("MISSING", &dir.path.join("none.crl").display().to_string())
     };
     let cases = vec![
         (
@@ -406,6 +407,27 @@ fn client_certificate_errors_as_nginx() {
             Waypost::Same,
         ),
         (
+            files(server("ssl_crl MISSING;")),
+            files("[emerg] X509_LOOKUP_load_file(\"MISSING\") failed (SSL: error:80000002:system library::No such file or directory:calling fopen(MISSING, r) error:10000080:BIO routines::no such file error:05880002:x509 certificate routines::system lib) (exit Some(1))".to_owned()),
+            Waypost::Around(
+                files("[emerg] X509_LOOKUP_load_file(\"MISSING\") failed (".to_owned()),
+                "2: No such file or directory) (exit Some(1))".to_owned(),
+            ),
+        ),
+        (
+            files(server("ssl_crl KEY;")),
+            files("[emerg] X509_LOOKUP_load_file(\"KEY\") failed (SSL: error:05800088:x509 certificate routines::no certificate or crl found) (exit Some(1))".to_owned()),
+            Waypost::Exactly(
+                files("[emerg] X509_LOOKUP_load_file(\"KEY\") failed (no certificate or crl found) (exit Some(1))".to_owned()),
+            ),
+        ),
+        (
+            // nginx loads the certificates of a file that has no list.
+            files(server("ssl_crl CA_FILE;")),
+            "ok (exit Some(0))".to_owned(),
+            Waypost::Same,
+        ),
+        (
             // Without certificates the server does no TLS: nothing to check.
             "http {\n    ssl_verify_client on;\n    server {\n        listen {port};\n    }\n}\n"
                 .to_owned(),
@@ -414,4 +436,177 @@ fn client_certificate_errors_as_nginx() {
         ),
     ];
     assert_t_cases("client-cert", &cases);
+}
+
+/// The certificates and revocation lists of the `ssl_crl` runs: an
+/// authority (`ca.pem`) with an intermediate under it, the server's; a
+/// client certificate the authority issued (`good`), one it revoked
+/// (`revoked`); one the intermediate issued (`chain`, sent with the
+/// intermediate) and one it revoked (`chain2`). Lists: the authority's
+/// (`ca.crl`, revoking `revoked`), with the intermediate's too
+/// (`both.crl`, revoking `chain2`), the authority's past its next update
+/// (`old.crl`), and another authority's (`other.crl`).
+fn revocations(dir: &TempDir) {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    let authority = |cn: &str| {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        (params, key)
+    };
+    let (ca_params, ca_key) = authority("crl ca");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    dir.write("ca.pem", &ca.pem());
+    let srv_key = KeyPair::generate().expect("key");
+    let srv = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&srv_key, &ca, &ca_key)
+        .expect("server");
+    dir.write("srv.pem", &srv.pem());
+    dir.write("srv.key", &srv_key.serialize_pem());
+    let (mut int_params, int_key) = authority("crl intermediate");
+    int_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    int_params.serial_number = Some(SerialNumber::from(50u64));
+    let int = int_params.signed_by(&int_key, &ca, &ca_key).expect("int");
+    let client = |name: &str, serial: u64, by: (&rcgen::Certificate, &KeyPair), with: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, by.0, by.1).expect("client");
+        dir.write(&format!("{name}.pem"), &(cert.pem() + with));
+        dir.write(&format!("{name}.key"), &key.serialize_pem());
+    };
+    client("good", 100, (&ca, &ca_key), "");
+    client("revoked", 101, (&ca, &ca_key), "");
+    client("chain", 200, (&int, &int_key), &int.pem());
+    client("chain2", 201, (&int, &int_key), &int.pem());
+    let list = |issuer: (&rcgen::Certificate, &KeyPair), serial: u64, next: i32| {
+        CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(next, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer.0, issuer.1)
+        .expect("CRL")
+        .pem()
+        .expect("CRL PEM")
+    };
+    let ca_list = list((&ca, &ca_key), 101, 2090);
+    dir.write("ca.crl", &ca_list);
+    dir.write("both.crl", &(ca_list + &list((&int, &int_key), 201, 2090)));
+    dir.write("old.crl", &list((&ca, &ca_key), 101, 2021));
+    let (other_params, other_key) = authority("other ca");
+    let other = other_params.self_signed(&other_key).expect("other CA");
+    dir.write("other.crl", &list((&other, &other_key), 101, 2090));
+}
+
+/// `ssl_crl` side by side with nginx: each certificate of the client's
+/// chain is checked against its issuer's list (OpenSSL's `CRL_CHECK_ALL`,
+/// as nginx asks for): revoked, no list for an issuer, an expired list,
+/// another authority's list; `$ssl_client_verify` and the `info` lines.
+#[test]
+fn revoked_client_certificates_as_nginx() {
+    let run = |nginx: bool| {
+        let dir = TempDir::new("client-crl");
+        revocations(&dir);
+        let ports = free_ports(4);
+        let server = |port: u16, crl: &str| {
+            format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port} ssl;\n\
+                 \x20       ssl_certificate DIR/srv.pem;\n\
+                 \x20       ssl_certificate_key DIR/srv.key;\n\
+                 \x20       ssl_client_certificate DIR/ca.pem;\n\
+                 \x20       ssl_crl DIR/{crl};\n\
+                 \x20       ssl_verify_client optional;\n\
+                 \x20       ssl_verify_depth 2;\n\
+                 \x20       location / {{ return 200 \"[$ssl_client_verify]\\n\"; }}\n\
+                 \x20       location /on {{ if ($ssl_client_verify != SUCCESS) {{ return 403; }} return 200 \"in\\n\"; }}\n\
+                 \x20   }}\n"
+            )
+        };
+        let conf = info_log(&wrap_http(
+            &format!(
+                "{}{}{}{}",
+                server(ports[0], "ca.crl"),
+                server(ports[1], "both.crl"),
+                server(ports[2], "old.crl"),
+                server(ports[3], "other.crl"),
+            ),
+            nginx,
+        ))
+        .replace("DIR", &dir.path.display().to_string());
+        let server = Server::either(nginx, &conf, &ports);
+        let mut answers = Vec::new();
+        for (i, &port) in ports.iter().enumerate() {
+            for cert in ["good", "revoked", "chain", "chain2"] {
+                answers.push(format!("{i} {cert}: {}", ask(&dir, port, cert, "/")));
+            }
+        }
+        answers.push(ask(&dir, ports[0], "revoked", "/on"));
+        // The reasons, in order.
+        let info: Vec<String> = request_lines(&server.read("logs/error.log"))
+            .into_iter()
+            .filter(|l| l.contains("certificate"))
+            .map(|l| l.split(" while ").next().unwrap_or("").to_owned())
+            .collect();
+        (answers, info)
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    assert_eq!(ours, theirs, "waypost (left) and nginx (right)");
+    let refused = "400 The SSL certificate error 400";
+    let reason = |r: &str| format!("[info] client SSL certificate verify error: ({r})");
+    let (revoked, no_list, expired) = (
+        reason("23:certificate revoked"),
+        reason("3:unable to get certificate CRL"),
+        reason("12:CRL has expired"),
+    );
+    assert_eq!(
+        theirs,
+        (
+            vec![
+                "0 good: [SUCCESS]\n 200".to_owned(),
+                format!("0 revoked: {refused}"),
+                format!("0 chain: {refused}"),
+                format!("0 chain2: {refused}"),
+                "1 good: [SUCCESS]\n 200".to_owned(),
+                format!("1 revoked: {refused}"),
+                "1 chain: [SUCCESS]\n 200".to_owned(),
+                format!("1 chain2: {refused}"),
+                format!("2 good: {refused}"),
+                format!("2 revoked: {refused}"),
+                format!("2 chain: {refused}"),
+                format!("2 chain2: {refused}"),
+                format!("3 good: {refused}"),
+                format!("3 revoked: {refused}"),
+                format!("3 chain: {refused}"),
+                format!("3 chain2: {refused}"),
+                refused.to_owned(),
+            ],
+            [
+                vec![revoked.clone(), no_list.clone(), no_list.clone()],
+                vec![revoked.clone(); 2],
+                vec![expired; 4],
+                vec![no_list; 4],
+                vec![revoked],
+            ]
+            .concat()
+        ),
+        "nginx's answers and reasons"
+    );
 }

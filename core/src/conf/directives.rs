@@ -280,6 +280,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_stapling_responder", HTTP | SRV, 1, 1),
     d("ssl_trusted_certificate", HTTP | SRV, 1, 1),
     d("ssl_client_certificate", HTTP | SRV, 1, 1),
+    d("ssl_crl", HTTP | SRV, 1, 1),
     // For the names a `proxy_pass` with variables gives.
     d("resolver", PROXY, 1, MORE),
     d("resolver_timeout", PROXY, 1, 1),

@@ -284,6 +284,8 @@ struct Layer {
     ssl_verify_client: Option<VerifyClient>,
     ssl_client_certificate: Option<PathBuf>,
     ssl_verify_depth: Option<u32>,
+    /// `ssl_crl`, from the configuration's directory.
+    ssl_crl: Option<PathBuf>,
     /// `ssl_stapling on`, and `ssl_trusted_certificate` (read to check it,
     /// as nginx loads it; a client's certificate is checked against it).
     ssl_stapling: Option<bool>,
@@ -511,6 +513,7 @@ impl Layer {
             ssl_reject_handshake: self.ssl_reject_handshake.or(parent.ssl_reject_handshake),
             ssl_verify_client: self.ssl_verify_client.or(parent.ssl_verify_client),
             ssl_verify_depth: self.ssl_verify_depth.or(parent.ssl_verify_depth),
+            ssl_crl: self.ssl_crl.clone().or_else(|| parent.ssl_crl.clone()),
             ssl_client_certificate: self
                 .ssl_client_certificate
                 .clone()
@@ -805,6 +808,7 @@ impl Layer {
             verify_depth: self.ssl_verify_depth.unwrap_or(d.verify_depth),
             client_certificate: self.ssl_client_certificate.clone(),
             trusted_certificate: self.ssl_trusted_certificate.clone(),
+            crl: self.ssl_crl.clone(),
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -2479,6 +2483,7 @@ impl<'a> Interp<'a> {
             "ssl_client_certificate" => {
                 layer.ssl_client_certificate = Some(self.conf_path(&d.args[0]))
             }
+            "ssl_crl" => layer.ssl_crl = Some(self.conf_path(&d.args[0])),
             "ssl_reject_handshake" => {
                 layer.ssl_reject_handshake = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -4112,6 +4117,9 @@ impl<'a> Interp<'a> {
                 if let Some(path) = &layer.ssl_trusted_certificate {
                     trusted(&mut self.trusted, Some(path))?;
                 }
+                if let Some(path) = &layer.ssl_crl {
+                    crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
+                }
                 if layer.ssl_stapling == Some(true) {
                     if let Some(file) = &layer.ssl_stapling_file {
                         // nginx reads it for each certificate; once tells.
@@ -5623,7 +5631,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "image_filter",
     "xslt_stylesheet",
     "perl",
-    "ssl_crl",
     "ssl_ocsp",
     "ssl_ocsp_responder",
     "ssl_ocsp_cache",

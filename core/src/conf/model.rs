@@ -666,6 +666,9 @@ pub struct TlsConf {
     pub client_certificate: Option<PathBuf>,
     /// `ssl_trusted_certificate`: more CAs to check against, not named.
     pub trusted_certificate: Option<PathBuf>,
+    /// `ssl_crl`: the revocation lists every certificate of a client's
+    /// chain is checked against (OpenSSL's `CRL_CHECK_ALL`, as nginx).
+    pub crl: Option<PathBuf>,
     /// `ssl_verify_depth` (default 1): how many CAs may stand between a
     /// client's certificate and the root.
     pub verify_depth: u32,
@@ -703,6 +706,7 @@ impl Default for TlsConf {
             verify_client: VerifyClient::Off,
             client_certificate: None,
             trusted_certificate: None,
+            crl: None,
             verify_depth: 1,
         }
     }

@@ -3,8 +3,9 @@
 //! `ssl_client_certificate`) and takes whatever comes, its signatures
 //! checked; the certificate is then checked against the CAs, and a request
 //! of the connection is refused with 400 where the setting says so, as
-//! nginx does it at the HTTP level rather than in the handshake. What the
-//! certificate says is the `$ssl_client_*` variables.
+//! nginx does it at the HTTP level rather than in the handshake, against
+//! the revocation lists of `ssl_crl` too. What the certificate says is the
+//! `$ssl_client_*` variables.
 
 use std::sync::Arc;
 
@@ -90,13 +91,24 @@ impl ClientAuth {
         }
         let check = match roots.is_empty() {
             true => None,
-            false => Some(
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| {
-                        ConfError::bare(format!("cannot check client certificates: {e}"))
-                    })?,
-            ),
+            false => {
+                let builder =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                // nginx's `ssl_crl` asks OpenSSL for `CRL_CHECK_ALL`: each
+                // certificate of the chain needs its issuer's list, and
+                // an expired list fails. (webpki never checks the trust
+                // anchor itself, which OpenSSL does against its own list:
+                // the same list any certificate it issued needs.)
+                let builder = match &tls.crl {
+                    Some(path) => builder
+                        .with_crls(crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?)
+                        .enforce_revocation_expiration(),
+                    None => builder,
+                };
+                Some(builder.build().map_err(|e| {
+                    ConfError::bare(format!("cannot check client certificates: {e}"))
+                })?)
+            }
         };
         Ok(Some(ClientAuth {
             mode: tls.verify_client,
@@ -220,11 +232,17 @@ fn openssl_reason(e: &rustls::Error, self_signed: bool, above: &[bool]) -> (u32,
             }
             CertificateError::BadSignature => (7, "certificate signature failure"),
             CertificateError::Revoked => (23, "certificate revoked"),
+            CertificateError::UnknownRevocationStatus => (3, "unable to get certificate CRL"),
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => (12, "CRL has expired"),
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 (26, "unsupported certificate purpose")
             }
             _ => (1, "unspecified certificate verification error"),
         },
+        rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::BadSignature) => {
+            (8, "CRL signature failure")
+        }
         _ => (1, "unspecified certificate verification error"),
     }
 }

@@ -14,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -60,6 +60,33 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(load_failed(path, "no certificate found".to_owned()));
     }
     Ok(certs)
+}
+
+/// The revocation lists of a PEM file (`ssl_crl`), as nginx loads them
+/// with `X509_LOOKUP_load_file`: a file with neither a list nor a
+/// certificate is refused.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let failed = |why: String| {
+        format!(
+            "X509_LOOKUP_load_file(\"{}\") failed ({why})",
+            path.display()
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        failed(format!(
+            "{}: {}",
+            e.raw_os_error().unwrap_or(0),
+            crate::http::proxy::strerror(&e)
+        ))
+    })?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(format!("invalid PEM: {e}")))?;
+    // OpenSSL takes a file with certificates but no list as loaded.
+    if crls.is_empty() && CertificateDer::pem_slice_iter(&pem).next().is_none() {
+        return Err(failed("no certificate or crl found".to_owned()));
+    }
+    Ok(crls)
 }
 
 fn load_failed(path: &Path, why: String) -> String {
