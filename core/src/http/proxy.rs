@@ -721,6 +721,20 @@ fn limit_conn(
 }
 
 /// `$limit_conn_status` into the access log's record, when a limit applied.
+/// A request refused before nginx's content phase: its log line shows
+/// `$proxy_host` not found, as the proxy module had not set it yet.
+/// (Out of line: only refusals pay for capturing the line again.)
+#[cold]
+#[inline(never)]
+pub(crate) fn not_proxied(record: Option<&mut Record>, vars: &VarCtx<'_>) {
+    if let Some(r) = record {
+        r.recapture(&VarCtx {
+            proxy_host: "",
+            ..*vars
+        });
+    }
+}
+
 fn set_conn_status(record: Option<&mut Record>, status: u8) {
     if let (Some(r), true) = (record, status != 0) {
         r.limit_conn = status;
@@ -994,6 +1008,8 @@ pub async fn run(
     // caller.
     let mut conn_status = 0;
     let mut filter_delayed = false;
+    // A refusal of the pre-access phase (not one of `init_peer`).
+    let mut refused_before = false;
     let prepared: Result<(u64, Option<String>), Box<Response<RespBody>>> = (|| {
         let hook_cx = HookCx {
             vars: vars(),
@@ -1016,7 +1032,8 @@ pub async fn run(
                 &hook_cx,
                 &request_view,
                 module_values.as_mut(),
-            )?;
+            )
+            .inspect_err(|_| refused_before = true)?;
             state.hook_ended(end);
             delay
         };
@@ -1025,7 +1042,8 @@ pub async fn run(
         filter_delayed = filter_delay > 0;
         if !filter_delayed {
             if let Some(limits) = location.limit_conn.as_ref().filter(|_| conn_first(cx)) {
-                *conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)?;
+                *conn_hold = limit_conn(limits, &vars(), cx, parts, &mut conn_status)
+                    .inspect_err(|_| refused_before = true)?;
             }
         }
         // Without `auth_basic` the rules alone decide, now; with it,
@@ -1077,7 +1095,8 @@ pub async fn run(
                 match limit_conn(limits, &vars(), cx, parts, &mut conn_status) {
                     Ok(hold) => *conn_hold = hold,
                     Err(resp) => {
-                        set_conn_status(record, conn_status);
+                        set_conn_status(record.as_deref_mut(), conn_status);
+                        not_proxied(record, &vars());
                         return *resp;
                     }
                 }
@@ -1085,12 +1104,16 @@ pub async fn run(
             name
         }
         Err(resp) => {
-            set_conn_status(record, conn_status);
+            set_conn_status(record.as_deref_mut(), conn_status);
+            if refused_before {
+                not_proxied(record, &vars());
+            }
             return *resp;
         }
     };
     set_conn_status(record.as_deref_mut(), conn_status);
     if denied {
+        not_proxied(record, &vars());
         return crate::http::allow::forbidden(cx, parts);
     }
     let tls_name = match location
@@ -1112,6 +1135,7 @@ pub async fn run(
             ))
             .await;
             if let Some(resp) = refused {
+                not_proxied(record, &vars());
                 return resp;
             }
             match Box::pin(init_after_access(

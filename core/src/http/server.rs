@@ -1088,6 +1088,7 @@ macro_rules! location_answer_plain {
                     ))
                     .await;
                     if let Some(resp) = refused {
+                        proxy::not_proxied(record.0.as_deref_mut(), &req.vars(client, 0, ""));
                         break 'answer resp;
                     }
                 }
@@ -1108,7 +1109,10 @@ macro_rules! location_answer_plain {
                     r.limit_conn = status;
                 }
                 match checked {
-                    Err(code) => finalized(code),
+                    Err(code) => {
+                        proxy::not_proxied(record.0.as_deref_mut(), &req.vars(client, 0, ""));
+                        finalized(code)
+                    }
                     Ok(hold) => {
                         let refused = access(
                             location.access_for(&parts.method),
@@ -1120,7 +1124,13 @@ macro_rules! location_answer_plain {
                         )
                         .await;
                         let mut resp = match (refused, action) {
-                            (Some(resp), _) => resp,
+                            (Some(resp), _) => {
+                                proxy::not_proxied(
+                                    record.0.as_deref_mut(),
+                                    &req.vars(client, 0, ""),
+                                );
+                                resp
+                            }
                             (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
                             (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
                             (None, Action::StubStatus) => stub_status_page(req.parts),
