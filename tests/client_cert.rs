@@ -447,10 +447,7 @@ fn client_certificate_errors_as_nginx() {
 /// (`both.crl`, revoking `chain2`), the authority's past its next update
 /// (`old.crl`), and another authority's (`other.crl`).
 fn revocations(dir: &TempDir) {
-    use rcgen::{
-        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
-        SerialNumber,
-    };
+    use rcgen::SerialNumber;
     let authority = |cn: &str| {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -487,23 +484,7 @@ fn revocations(dir: &TempDir) {
     client("chain", 200, (&int, &int_key), &int.pem());
     client("chain2", 201, (&int, &int_key), &int.pem());
     let list = |issuer: (&rcgen::Certificate, &KeyPair), serial: u64, next: i32| {
-        CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2020, 1, 1),
-            next_update: rcgen::date_time_ymd(next, 1, 1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: vec![RevokedCertParams {
-                serial_number: SerialNumber::from(serial),
-                revocation_time: rcgen::date_time_ymd(2020, 1, 1),
-                reason_code: Some(RevocationReason::KeyCompromise),
-                invalidity_date: None,
-            }],
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(issuer.0, issuer.1)
-        .expect("CRL")
-        .pem()
-        .expect("CRL PEM")
+        waypost_tests::revocation_list(issuer.0, issuer.1, serial, next)
     };
     let ca_list = list((&ca, &ca_key), 101, 2090);
     dir.write("ca.crl", &ca_list);

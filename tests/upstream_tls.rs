@@ -4,7 +4,7 @@
 //! 502 with the reason in the error log, and a failed peer is retried and
 //! counted as nginx does; without verification a self-signed certificate
 //! is fine; `proxy_ssl_server_name` sends the name; TLS connections are
-//! kept alive.
+//! kept alive; revocation lists (`proxy_ssl_crl`).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -501,4 +501,106 @@ fn trusted_certificate_errors() {
     );
     let (code, stderr) = check("missing.pem", "off");
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// `proxy_ssl_crl` side by side with nginx: a backend whose certificate
+/// (serial 7, from the trusted CA) is on the CA's list is refused with
+/// OpenSSL's reason 23, one not on it passes; a list past its next update
+/// (12), another CA's list (3: no list from the backend's issuer); and a
+/// list file that does not exist, read only where a location verifies.
+/// (Without session reuse: nginx resumes a peer's session for every
+/// location, and a resumed session is not checked again.)
+#[test]
+fn revocation_lists_as_nginx() {
+    use rcgen::SerialNumber;
+    let ca = Ca::new("crl test CA");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["backend.test".to_owned()]).expect("params");
+    params.serial_number = Some(SerialNumber::from(7u64));
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("sign");
+    let backend = TlsBackend::start(&Identity {
+        cert: cert.der().clone(),
+        key: key.serialize_der(),
+    });
+    let list = |issuer: &Ca, serial: u64, next: i32| {
+        waypost_tests::revocation_list(&issuer.cert, &issuer.key, serial, next)
+    };
+    let files = TempDir::new("tls-crl");
+    files.write("ca.pem", &ca.cert.pem());
+    files.write("revoked.crl", &list(&ca, 7, 2090));
+    files.write("clean.crl", &list(&ca, 8, 2090));
+    files.write("old.crl", &list(&ca, 8, 2021));
+    files.write("other.crl", &list(&Ca::new("another CA"), 7, 2090));
+    let cases = [
+        ("/clean", 200),
+        ("/revoked", 502),
+        ("/old", 502),
+        ("/other", 502),
+        ("/unverified", 200),
+    ];
+    let mut reasons = Vec::new();
+    for nginx in [true, false] {
+        let port = free_ports(1)[0];
+        let location = |name: &str| {
+            format!(
+                "        location /{name} {{ proxy_pass https://backend.test; proxy_ssl_verify on; proxy_ssl_crl {}/{name}.crl; }}\n",
+                files.path.display()
+            )
+        };
+        let conf = wrap_http(
+            &format!(
+                "    upstream backend.test {{ server 127.0.0.1:{}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       proxy_ssl_trusted_certificate {}/ca.pem;\n\
+                 \x20       proxy_ssl_session_reuse off;\n\
+                 {}{}{}{}\
+                 \x20       location /unverified {{ proxy_pass https://backend.test; proxy_ssl_crl {}/missing.crl; }}\n\
+                 \x20   }}\n",
+                backend.port,
+                files.path.display(),
+                location("clean"),
+                location("revoked"),
+                location("old"),
+                location("other"),
+                files.path.display(),
+            ),
+            nginx,
+        );
+        let server = Server::either(nginx, &conf, &[port]);
+        let statuses: Vec<(&str, u16)> = cases
+            .iter()
+            .map(|&(path, _)| (path, get(port, path).status))
+            .collect();
+        assert_eq!(statuses, cases, "nginx={nginx}");
+        reasons.push(
+            ["(23:", "(12:", "(3:"]
+                .iter()
+                .map(|code| {
+                    let line = error_line(
+                        &server,
+                        &format!("upstream SSL certificate verify error: {code}"),
+                    );
+                    line.split(" while ").next().unwrap_or("").to_owned()
+                        + " "
+                        + line
+                            .split("request: ")
+                            .nth(1)
+                            .unwrap_or("")
+                            .split(',')
+                            .next()
+                            .unwrap_or("")
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(reasons[0], reasons[1], "nginx (left) and waypost (right)");
+    assert_eq!(
+        reasons[0],
+        [
+            "upstream SSL certificate verify error: (23:certificate revoked) \"GET /revoked HTTP/1.1\"",
+            "upstream SSL certificate verify error: (12:CRL has expired) \"GET /old HTTP/1.1\"",
+            "upstream SSL certificate verify error: (3:unable to get certificate CRL) \"GET /other HTTP/1.1\"",
+        ]
+    );
 }

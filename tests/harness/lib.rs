@@ -1170,3 +1170,34 @@ pub fn either_on_a_port(nginx: bool, http: impl Fn(u16) -> String) -> (Server, u
     let server = Server::either(nginx, &wrap_http(&http(port), nginx), &[port]);
     (server, port)
 }
+
+/// A PEM revocation list by `issuer` (and its key), revoking `serial`,
+/// issued in 2020 and next updated in `next_year`.
+pub fn revocation_list(
+    issuer: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    serial: u64,
+    next_year: i32,
+) -> String {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(next_year, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(serial),
+            revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer, key)
+    .expect("CRL")
+    .pem()
+    .expect("CRL PEM")
+}

@@ -332,6 +332,7 @@ pub const CORE: &[Spec] = &[
     // `proxy_pass https://`
     f("proxy_ssl_verify", PROXY),
     d("proxy_ssl_trusted_certificate", PROXY, 1, 1),
+    d("proxy_ssl_crl", PROXY, 1, 1),
     f("proxy_ssl_server_name", PROXY),
     d("proxy_ssl_name", PROXY, 1, 1),
     d("proxy_ssl_certificate", PROXY, 1, 1),

@@ -199,6 +199,8 @@ struct Layer {
     ssl_verify: Option<bool>,
     /// `proxy_ssl_trusted_certificate`, from the configuration's directory.
     ssl_trusted: Option<PathBuf>,
+    /// `proxy_ssl_crl`, from the configuration's directory.
+    proxy_ssl_crl: Option<PathBuf>,
     ssl_server_name: Option<bool>,
     ssl_name: Option<String>,
     /// `proxy_ssl_certificate` (as written, resolved) and its key.
@@ -417,6 +419,10 @@ impl Layer {
             proxy_ssl_session_reuse: self
                 .proxy_ssl_session_reuse
                 .or(parent.proxy_ssl_session_reuse),
+            proxy_ssl_crl: self
+                .proxy_ssl_crl
+                .clone()
+                .or_else(|| parent.proxy_ssl_crl.clone()),
             ssl_trusted: self
                 .ssl_trusted
                 .clone()
@@ -932,6 +938,7 @@ impl Layer {
             ssl: ProxySsl {
                 verify: self.ssl_verify.unwrap_or(false),
                 trusted: None,
+                crl: None,
                 server_name: self.ssl_server_name.unwrap_or(false),
                 name: self.ssl_name.clone(),
                 // Set where an `https://` proxy_pass needs it.
@@ -1838,6 +1845,7 @@ impl<'a> Interp<'a> {
             // nginx reads the file only where a location verifies, when
             // the levels are merged (`ngx_http_proxy_set_ssl`).
             "proxy_ssl_trusted_certificate" => layer.ssl_trusted = Some(self.conf_path(&d.args[0])),
+            "proxy_ssl_crl" => layer.proxy_ssl_crl = Some(self.conf_path(&d.args[0])),
             "proxy_ssl_certificate" => {
                 let path = self.conf_path(&d.args[0]);
                 layer.proxy_ssl_cert = Some((d.args[0].clone(), path, d.loc.clone()));
@@ -4194,6 +4202,12 @@ impl<'a> Interp<'a> {
             let https = matches!(&location.action, Action::Proxy(p) if p.tls);
             if https && proxy.ssl.verify {
                 proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
+                // nginx's `ngx_http_proxy_set_ssl` reads it where it
+                // verifies, after the trusted certificates.
+                if let Some(path) = &layer.proxy_ssl_crl {
+                    let crls = crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
+                    proxy.ssl.crl = Some((path.clone(), Arc::new(crls)));
+                }
             }
             // nginx's `ngx_http_proxy_set_ssl`: where TLS is used, a
             // certificate needs its key.
@@ -5637,7 +5651,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "ssl_password_file",
     "ssl_conf_command",
     "proxy_ssl_password_file",
-    "proxy_ssl_crl",
     "proxy_ssl_conf_command",
 ];
 

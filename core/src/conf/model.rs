@@ -1127,6 +1127,11 @@ pub struct ProxySsl {
     /// `proxy_ssl_trusted_certificate`, read while the configuration was
     /// checked (only where it verifies, as nginx reads it).
     pub trusted: Option<Arc<rustls::RootCertStore>>,
+    /// `proxy_ssl_crl` (its path and lists), read where it verifies.
+    pub crl: Option<(
+        PathBuf,
+        Arc<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>>,
+    )>,
     /// `proxy_ssl_server_name` (default off): send SNI.
     pub server_name: bool,
     /// `proxy_ssl_name`, as written; `None`: the upstream's host.
@@ -1149,6 +1154,7 @@ impl Default for ProxySsl {
         ProxySsl {
             verify: false,
             trusted: None,
+            crl: None,
             server_name: false,
             name: None,
             client_cert: None,

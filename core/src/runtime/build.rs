@@ -814,6 +814,7 @@ struct TlsClients {
 /// (by its files), TLS 1.2, TLS 1.3 and session reuse.
 type TlsClientKey = (
     usize,
+    Option<std::path::PathBuf>,
     bool,
     bool,
     Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -833,8 +834,10 @@ impl TlsClients {
             .client_cert
             .as_ref()
             .map(|c| (c.cert.clone(), c.key.clone()));
+        let crl = ssl.crl.as_ref().filter(|_| ssl.verify);
         let key = (
             trusted.map_or(0, |t| Arc::as_ptr(t) as usize),
+            crl.map(|(path, _)| path.clone()),
             ssl.verify,
             ssl.server_name,
             files.clone(),
@@ -864,6 +867,7 @@ impl TlsClients {
             tls13: ssl.tls13,
             session_reuse: ssl.session_reuse,
             ciphers: ssl.ciphers.clone(),
+            crls: crl.map(|(_, lists)| lists.to_vec()).unwrap_or_default(),
         };
         let client = Arc::new(
             crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name, options)

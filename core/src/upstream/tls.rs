@@ -290,6 +290,9 @@ pub struct ClientOptions {
     /// `proxy_ssl_ciphers`: the TLS 1.2 suites by OpenSSL names, in
     /// order (`None`: all of rustls's).
     pub ciphers: Option<Vec<&'static str>>,
+    /// `proxy_ssl_crl`: every certificate of the upstream's chain needs
+    /// its issuer's list (OpenSSL's `CRL_CHECK_ALL`, as nginx asks).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 /// The one certificate a client configuration shows.
@@ -327,9 +330,18 @@ impl TlsClient {
         let provider = provider();
         let verifier: Arc<dyn ServerCertVerifier> = match trusted {
             Some(roots) => Arc::new(Verify {
-                webpki: WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                webpki: {
+                    let builder =
+                        WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+                    match options.crls.is_empty() {
+                        true => builder,
+                        false => builder
+                            .with_crls(options.crls.iter().cloned())
+                            .enforce_revocation_expiration(),
+                    }
                     .build()
-                    .map_err(|e| format!("proxy_ssl_trusted_certificate: {e}"))?,
+                    .map_err(|e| format!("proxy_ssl_trusted_certificate: {e}"))?
+                },
                 provider: provider.clone(),
             }),
             None => Arc::new(AcceptAnyCertificate(provider.clone())),
@@ -445,6 +457,9 @@ fn certificate_error(e: &CertificateError, name: &str) -> String {
             verify(9, "certificate is not yet valid")
         }
         CertificateError::Revoked => verify(23, "certificate revoked"),
+        CertificateError::UnknownRevocationStatus => verify(3, "unable to get certificate CRL"),
+        CertificateError::ExpiredRevocationList
+        | CertificateError::ExpiredRevocationListContext { .. } => verify(12, "CRL has expired"),
         CertificateError::BadSignature => verify(7, "certificate signature failure"),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             verify(26, "unsupported certificate purpose")
