@@ -116,7 +116,10 @@ impl Geo {
 
     fn forwarded(&self, from: std::net::SocketAddr, cx: &VarCtx<'_>) -> IpAddr {
         match &self.proxies {
-            Some(proxies) => proxies.apply(from, &cx.req.headers).unwrap_or(from).ip(),
+            Some(proxies) => proxies
+                .apply(from, &cx.req.headers, &cx.req.extensions)
+                .unwrap_or(from)
+                .ip(),
             None => from.ip(),
         }
     }

@@ -119,6 +119,9 @@ pub enum Var {
     BytesSent,
     ProxyHost,
     ProxyAddXForwardedFor,
+    /// `$proxy_protocol_addr` (0), `_port` (1), `_server_addr` (2),
+    /// `_server_port` (3): the connection's PROXY protocol header.
+    ProxyProtocol(u8),
     /// `$1`..`$9`, or a named group of a `map` entry's regex in the
     /// entry's value: the group of that regex; elsewhere empty (waypost
     /// has no regex locations), as in nginx without a match.
@@ -302,10 +305,6 @@ const UNSUPPORTED: &[&str] = &[
     "proxy_internal_body_length",
     "proxy_internal_chunked",
     "proxy_port",
-    "proxy_protocol_addr",
-    "proxy_protocol_port",
-    "proxy_protocol_server_addr",
-    "proxy_protocol_server_port",
     "realpath_root",
     "request_body",
     "request_body_file",
@@ -447,6 +446,10 @@ impl Var {
             "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
+            "proxy_protocol_addr" => Var::ProxyProtocol(0),
+            "proxy_protocol_port" => Var::ProxyProtocol(1),
+            "proxy_protocol_server_addr" => Var::ProxyProtocol(2),
+            "proxy_protocol_server_port" => Var::ProxyProtocol(3),
             "ssl_protocol" => Var::SslProtocol,
             "ssl_cipher" => Var::SslCipher,
             "ssl_server_name" => Var::SslServerName,
@@ -559,6 +562,8 @@ impl Var {
                 Some(r) if !r.valid(req.headers.get(header::REFERER).map(|v| v.as_bytes())) => b"1",
                 _ => b"",
             },
+            Var::ProxyProtocol(0) => proxied(req).map_or(&b""[..], |p| p.src_addr.as_bytes()),
+            Var::ProxyProtocol(2) => proxied(req).map_or(&b""[..], |p| p.dst_addr.as_bytes()),
             Var::SslProtocol => tls(req).map_or(&b""[..], |s| s.protocol.as_bytes()),
             Var::SslCipher => tls(req).map_or(&b""[..], |s| s.cipher.as_bytes()),
             Var::SslServerName => tls(req)
@@ -610,6 +615,11 @@ impl Var {
                 IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
                 IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
             },
+            Var::ProxyProtocol(n) => {
+                if let Some(p) = proxied(req) {
+                    write_port(out, if *n == 1 { p.src_port } else { p.dst_port });
+                }
+            }
             Var::RealipRemoteAddr => NgxIp(cx.peer.ip()).append_to(out),
             Var::RealipRemotePort => write_port(out, cx.peer.port()),
             Var::RemoteUser => {
@@ -803,6 +813,7 @@ impl Var {
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),
             Var::ProxyHost => cx.proxy_host.is_empty(),
+            Var::ProxyProtocol(_) => proxied(req).is_none(),
             // Never set, nor a group of the request's regexes.
             Var::User(i, true) => user(cx, *i).is_none(),
             Var::SslProtocol | Var::SslCipher | Var::SslSessionReused => tls(req).is_none(),
@@ -835,6 +846,13 @@ impl Var {
 }
 
 /// The request's TLS session, if it came over TLS.
+/// What the connection's PROXY protocol header said, if it had one.
+fn proxied(req: &Parts) -> Option<&crate::http::proxy_protocol::Addrs> {
+    req.extensions
+        .get::<crate::http::proxy_protocol::ProxyProtocol>()
+        .map(|p| &*p.0)
+}
+
 fn tls(req: &Parts) -> Option<&crate::http::tls::Session> {
     req.extensions.get::<Https>().map(|h| &*h.0)
 }

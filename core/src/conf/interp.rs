@@ -3595,6 +3595,7 @@ impl<'a> Interp<'a> {
                 backlog: 511,
                 ssl: false,
                 http2: false,
+                proxy_protocol: false,
                 sockopts: SocketOpts::default(),
             };
             let listen = Listen { conf, set: false };
@@ -5324,6 +5325,7 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
             backlog: 511,
             ssl: false,
             http2: false,
+            proxy_protocol: false,
             sockopts: SocketOpts::default(),
         },
         set: false,
@@ -5336,6 +5338,8 @@ fn listen(d: &Directive) -> Result<Listen, ConfError> {
             listen.conf.ssl = true;
         } else if p == "http2" {
             listen.conf.http2 = true;
+        } else if p == "proxy_protocol" {
+            listen.conf.proxy_protocol = true;
         } else if let Some(n) = p.strip_prefix("backlog=") {
             listen.set = true;
             match parse_number(n).and_then(|n| i32::try_from(n).ok()) {

@@ -594,6 +594,9 @@ pub struct ListenConf {
     pub ssl: bool,
     /// `http2` (nginx before 1.25.1): HTTP/2 for every server of the address.
     pub http2: bool,
+    /// `proxy_protocol`: for nginx too, one makes the whole address read
+    /// the PROXY protocol header first.
+    pub proxy_protocol: bool,
     pub sockopts: SocketOpts,
 }
 

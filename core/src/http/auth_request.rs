@@ -154,7 +154,7 @@ pub(crate) async fn at(
         if let Some(real) = location
             .realip
             .as_ref()
-            .and_then(|r| r.apply(req.conn.client, &req.parts.headers))
+            .and_then(|r| r.apply(req.conn.client, &req.parts.headers, &req.parts.extensions))
         {
             client = real;
         }

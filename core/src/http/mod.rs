@@ -4,6 +4,8 @@
 //! - `h1`: the client connection loop (HTTP/1.x on httparse, pooled buffers)
 //! - `h2`: HTTP/2 streams (hyper's server) turned into the same requests
 //! - `tls`: the TLS handshake, and TLS as the h1 loop's transport
+//! - `proxy_protocol`: the PROXY protocol header before a connection's
+//!   bytes (`listen ... proxy_protocol`)
 //! - `head`: the request head as nginx checks it (normalized URI, host)
 //! - `refused`: what is logged of a head refused or cleaned while read
 //! - `realip`: the client address from trusted proxies' headers
@@ -56,6 +58,7 @@ pub mod mirror;
 pub mod outbound;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod realip;
 pub mod referer;
 pub mod refused;

@@ -55,8 +55,9 @@ pub enum Source {
     /// Another header, by name without case (the first one); `None` for a
     /// name no header can have.
     Header(Option<HeaderName>),
-    /// `proxy_protocol`: waypost does not accept the PROXY protocol, so
-    /// this never applies (as in nginx on a listener without it).
+    /// `proxy_protocol`: the client address of the connection's PROXY
+    /// protocol header, with its port (none without one: nginx's
+    /// declined).
     ProxyProtocol,
 }
 
@@ -94,10 +95,20 @@ impl RealIp {
     /// The client address the module sets for a connection from `peer`,
     /// or `None` when it leaves it alone. The port is the header's, 0 when
     /// it gave none (nginx's `$remote_port` is then empty).
-    pub fn apply(&self, peer: SocketAddr, headers: &HeaderMap) -> Option<SocketAddr> {
+    pub fn apply(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<SocketAddr> {
         let mut addr = peer;
         let rc = match &self.source {
-            Source::ProxyProtocol => return None,
+            Source::ProxyProtocol => {
+                let pp = extensions.get::<crate::http::proxy_protocol::ProxyProtocol>()?;
+                let rc = self.internal(&mut addr, pp.0.src_addr.as_bytes());
+                addr.set_port(pp.0.src_port);
+                rc
+            }
             Source::XForwardedFor => {
                 let values = headers.get_all("x-forwarded-for");
                 let mut rc = Rc::Declined;
@@ -396,7 +407,7 @@ mod tests {
             );
         }
         let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        match r.apply(peer, &h) {
+        match r.apply(peer, &h, &http::Extensions::new()) {
             Some(a) => format!("{}:{}", crate::vars::NgxIp(a.ip()), a.port()),
             None => "-".into(),
         }

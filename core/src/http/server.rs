@@ -21,6 +21,7 @@ use crate::http::h2;
 use crate::http::head::ParsedHead;
 use crate::http::limit_conn;
 use crate::http::proxy::{self, ClientCx};
+use crate::http::proxy_protocol::ProxyProtocol;
 use crate::http::refused::{self, HeadCx};
 use crate::http::response::{
     error_page, finalized, metrics_page, reply, status_page, stub_status_page,
@@ -422,6 +423,7 @@ async fn accept_loop(
             start: crate::clock::now(),
             accepted_with: ArcSwap::new(rt.clone()),
             generation: AtomicU64::new(generation),
+            proxy: None,
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
         let open = Open(tracker.clone(), crate::http::stats::Active::open());
@@ -430,6 +432,10 @@ async fn accept_loop(
         // HTTP/1 connection's task is the h1 loop as it always was.
         let group = rt.listens.iter().find(|g| g.addr == addr);
         match group {
+            // The PROXY protocol header first (few addresses have it).
+            Some(g) if g.proxy_protocol => {
+                tokio::spawn(proxied_start(stream, conn, open, rt));
+            }
             Some(g) if g.tls.is_some() => {
                 tokio::spawn(serve_tls(stream, conn, open, rt));
             }
@@ -443,6 +449,61 @@ async fn accept_loop(
                 tokio::spawn(serve(stream, conn, open, settings));
             }
         }
+    }
+}
+
+/// A connection of a `listen ... proxy_protocol` address: its PROXY
+/// header within `client_header_timeout`, then TLS, HTTP/2 or HTTP/1 as
+/// on any connection. nginx's lines for a header that does not come or
+/// is broken.
+async fn proxied_start(stream: TcpStream, mut conn: Conn, open: Open, rt: Arc<Runtime>) {
+    use crate::http::proxy_protocol::{read, Failed};
+    let (_, limits) = defaults(&conn);
+    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+    let (level, line) = match read(&stream, deadline).await {
+        Ok(addrs) => {
+            conn.proxy = addrs.map(Arc::new);
+            let group = rt.listens.iter().find(|g| g.addr == conn.listen);
+            match group {
+                Some(g) if g.tls.is_some() => serve_tls(stream, conn, open, rt).await,
+                Some(g) if g.http2(g.default) => {
+                    drop(rt);
+                    serve_h2c(stream, conn, open).await
+                }
+                _ => {
+                    let settings = h1_settings(group);
+                    drop(rt);
+                    serve(stream, conn, open, settings).await
+                }
+            }
+            return;
+        }
+        Err(Failed::Broken(line)) => (Level::Error, line),
+        Err(Failed::TimedOut) => (
+            Level::Info,
+            "client timed out (110: Connection timed out)".to_owned(),
+        ),
+        // nginx peeks on a TLS address, and reads nothing as a header.
+        Err(Failed::Closed)
+            if rt
+                .listens
+                .iter()
+                .any(|g| g.addr == conn.listen && g.tls.is_some()) =>
+        {
+            (Level::Error, "broken header: \"\"".to_owned())
+        }
+        Err(Failed::Closed) => (Level::Info, "client closed connection".to_owned()),
+    };
+    if log::enabled(level) {
+        log::write(
+            level,
+            Some(conn.id),
+            &format!(
+                "{line} while reading PROXY protocol, client: {}, server: {}",
+                crate::vars::NgxIp(conn.client.ip()),
+                conn.listen
+            ),
+        );
     }
 }
 
@@ -462,6 +523,8 @@ pub(crate) struct Conn {
     accepted_with: ArcSwap<Runtime>,
     /// `State::generation` when `accepted_with` was last found current.
     generation: AtomicU64,
+    /// What the PROXY protocol header said (`listen ... proxy_protocol`).
+    pub(crate) proxy: Option<Arc<crate::http::proxy_protocol::Addrs>>,
 }
 
 impl Conn {
@@ -491,6 +554,7 @@ impl Conn {
                         start: self.start,
                         accepted_with: ArcSwap::new(rt.clone()),
                         generation: AtomicU64::new(self.generation.load(Ordering::Relaxed)),
+                        proxy: self.proxy.clone(),
                     };
                     return Some((conn, rt, g, s));
                 }
@@ -590,6 +654,9 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
             if let Some(session) = self.rare.as_ref().and_then(|r| r.tls.clone()) {
                 parts.extensions.insert(Https(session));
             }
+        }
+        if let Some(addrs) = &self.conn.proxy {
+            parts.extensions.insert(ProxyProtocol(addrs.clone()));
         }
         if let Some(names) = dropped {
             let rt = self.conn.state.runtime.load();
@@ -895,7 +962,10 @@ async fn serve_h2<T>(
                 // Boxed: hyper spawns each stream's future as a task,
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
+                if let Some(addrs) = &conn.proxy {
+                    parts.extensions.insert(ProxyProtocol(addrs.clone()));
+                }
                 let mut answer = None;
                 // `stub_status`: a stream is a request, writing while
                 // handled.
@@ -1006,7 +1076,7 @@ macro_rules! location_answer_plain {
             if let Some(real) = location
                 .realip
                 .as_ref()
-                .and_then(|r| r.apply(req.conn.client, &parts.headers))
+                .and_then(|r| r.apply(req.conn.client, &parts.headers, &parts.extensions))
             {
                 client = real;
             }
@@ -1288,7 +1358,7 @@ async fn handle(
     let server_realip = server
         .realip
         .as_ref()
-        .and_then(|r| r.apply(conn.client, &parts.headers));
+        .and_then(|r| r.apply(conn.client, &parts.headers, &parts.extensions));
     if let Some(real) = server_realip {
         client = real;
     }

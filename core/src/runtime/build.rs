@@ -1285,6 +1285,7 @@ fn group_listens(
                         default: 0,
                         tls: None,
                         http2: false,
+                        proxy_protocol: false,
                         exact: HashMap::new(),
                         leading: Vec::new(),
                         trailing: Vec::new(),
@@ -1300,6 +1301,7 @@ fn group_listens(
             members[at].1 |= l.ssl;
             let group = &mut groups[at];
             group.http2 |= l.http2;
+            group.proxy_protocol |= l.proxy_protocol;
             // The one `listen` of the address with options (nginx refuses
             // a second) sets them, whichever server it is in.
             if l.sockopts != crate::conf::model::SocketOpts::default() || l.backlog != 511 {

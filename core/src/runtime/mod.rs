@@ -48,6 +48,9 @@ pub struct ListenGroup {
     pub tls: Option<Arc<tls::TlsListen>>,
     /// `listen ... http2`, for every server of the address.
     pub http2: bool,
+    /// `listen ... proxy_protocol`: a connection starts with the PROXY
+    /// protocol header.
+    pub proxy_protocol: bool,
     exact: HashMap<String, usize>,
     /// `*.example.com` and `.example.com` as (suffix with leading dot,
     /// server, whether the bare name matches too: the `.` form).
