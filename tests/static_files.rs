@@ -1272,3 +1272,79 @@ fn autoindex_matches_nginx() {
     }
     assert_eq!(ours.len(), theirs.len());
 }
+
+/// `empty_gif` side by side with nginx: the same 43 bytes with its type,
+/// length and Last-Modified; HEAD; 405 for a POST; 304 and 412 for the
+/// conditions nginx's not_modified filter takes; `expires` and
+/// `add_header` on it; `error_page` to it.
+#[test]
+fn empty_gif_as_nginx() {
+    use waypost_tests::{exchange, free_ports, wrap_http, Server};
+    let asks = [
+        "GET /pixel.gif HTTP/1.0\r\n\r\n",
+        "HEAD /pixel.gif HTTP/1.0\r\n\r\n",
+        "POST /pixel.gif HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        "GET /pixel.gif HTTP/1.0\r\nIf-Modified-Since: Mon, 28 Sep 1970 06:00:00 GMT\r\n\r\n",
+        "GET /pixel.gif HTTP/1.0\r\nIf-Modified-Since: Sun, 27 Sep 1970 06:00:00 GMT\r\n\r\n",
+        "GET /pixel.gif HTTP/1.0\r\nIf-Unmodified-Since: Sun, 27 Sep 1970 06:00:00 GMT\r\n\r\n",
+        "GET /pixel.gif HTTP/1.0\r\nIf-None-Match: *\r\n\r\n",
+        "GET /pixel.gif HTTP/1.0\r\nIf-Match: \"x\"\r\n\r\n",
+        "GET /missing HTTP/1.0\r\n\r\n",
+    ];
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location = /pixel.gif {{ empty_gif; expires 1h; add_header X-Pixel 1; }}\n\
+                 \x20       location / {{ error_page 404 = /pixel.gif; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        asks.iter()
+            .map(|ask| {
+                let answer = exchange(port, ask);
+                let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+                // (An error page's length has the server's name in it.)
+                let page = head.contains("text/html");
+                let mut lines: Vec<&str> = head
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        let hidden = ["server:", "date:", "expires:", "connection:"];
+                        !(hidden.iter().any(|h| l.starts_with(h))
+                            || page && l.starts_with("content-length:"))
+                    })
+                    .collect();
+                lines.sort();
+                format!("{} | {body:?}", lines.join(" | ")).replace("nginx/1.22.1", "SERVER")
+            })
+            .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    // (The 405 page names the server.)
+    let neutral = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .map(|a| a.replace("waypost", "SERVER").replace("nginx", "SERVER"))
+            .collect()
+    };
+    let (ours, theirs) = (neutral(ours), neutral(theirs));
+    assert_eq!(ours, theirs, "waypost (left), nginx (right)");
+    assert!(
+        theirs[0].starts_with("Cache-Control: max-age=3600 | Content-Length: 43 | Content-Type: image/gif | HTTP/1.1 200 OK | Last-Modified: Mon, 28 Sep 1970 06:00:00 GMT | X-Pixel: 1 | \"GIF89a"),
+        "{}",
+        theirs[0]
+    );
+    assert!(theirs[3].contains("304 Not Modified"), "{}", theirs[3]);
+    assert!(
+        theirs[5].contains("412 Precondition Failed"),
+        "{}",
+        theirs[5]
+    );
+}

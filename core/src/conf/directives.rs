@@ -294,6 +294,7 @@ pub const CORE: &[Spec] = &[
     // An argument (`stub_status on;`, before nginx 1.7.5) is taken and
     // ignored, as nginx does.
     d("stub_status", LOC, 0, 1),
+    d("empty_gif", LOC, 0, 0),
     d("limit_rate", PROXY, 1, 1),
     d("limit_rate_after", PROXY, 1, 1),
     d("proxy_set_header", PROXY, 2, 2),

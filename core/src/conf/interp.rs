@@ -3879,6 +3879,7 @@ impl<'a> Interp<'a> {
                 "metrics" => content = Some(Action::Metrics),
                 "status" => content = Some(Action::Status),
                 "stub_status" => content = Some(Action::StubStatus),
+                "empty_gif" => content = Some(Action::EmptyGif),
                 "location" => {
                     self.location_block(item, server, Some(me))?;
                 }
@@ -5641,7 +5642,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "ssi",
     "slice",
     "random_index",
-    "empty_gif",
     "dav_methods",
     "userid",
     "add_trailer",

@@ -913,6 +913,8 @@ pub enum Action {
     Status,
     /// `stub_status;`: nginx's connection and request counts.
     StubStatus,
+    /// `empty_gif`.
+    EmptyGif,
     /// No other handler: nginx's static and index modules serve files.
     None,
 }

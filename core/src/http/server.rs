@@ -1204,6 +1204,9 @@ macro_rules! location_answer_plain {
                             (None, Action::Metrics) => metrics_page(&req.conn.state.runtime.load()),
                             (None, Action::Status) => status_page(&req.conn.state.runtime.load()),
                             (None, Action::StubStatus) => stub_status_page(req.parts),
+                            (None, Action::EmptyGif) => {
+                                crate::http::static_files::empty_gif(req, &location.statics)
+                            }
                             (None, Action::Static) => {
                                 let st = &location.statics;
                                 crate::http::static_files::serve(req, body, st, client, started)

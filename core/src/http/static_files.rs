@@ -941,29 +941,8 @@ fn respond(
         }
     }
 
-    // nginx's not_modified filter.
-    if let Some(iums) = headers.get(IF_UNMODIFIED_SINCE) {
-        if http_time(iums.as_bytes()).is_none_or(|t| t < mtime) {
-            return finalized(412);
-        }
-    }
-    if let Some(im) = headers.get(IF_MATCH) {
-        if !matches(im.as_bytes(), etag.as_deref(), false) {
-            return finalized(412);
-        }
-    }
-    let ims = headers.get(IF_MODIFIED_SINCE);
-    let inm = headers.get(IF_NONE_MATCH);
-    if ims.is_some() || inm.is_some() {
-        let modified =
-            ims.is_some_and(|v| modified_since(st.if_modified_since, v.as_bytes(), mtime));
-        let changed = inm.is_some_and(|v| !matches(v.as_bytes(), etag.as_deref(), true));
-        if !modified && !changed {
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            resp.headers_mut().remove(CONTENT_TYPE);
-            resp.headers_mut().remove(CONTENT_LENGTH);
-            return resp;
-        }
+    if let Some(answer) = conditional(headers, st, mtime, etag.as_deref(), &mut resp) {
+        return answer;
     }
 
     // nginx's range filter.
@@ -1068,6 +1047,97 @@ fn multipart(
     h.insert(CONTENT_LENGTH, HeaderValue::from(length));
     if !head {
         *resp.body_mut() = RespBody::file(FileBody::new(file, pieces));
+    }
+    resp
+}
+
+/// What nginx's not_modified filter makes of a request's conditions.
+enum Conditional {
+    /// 412: `If-Unmodified-Since` or `If-Match` failed.
+    Failed,
+    /// 304.
+    NotModified,
+}
+
+/// nginx's not_modified filter for an answer last modified at `mtime`
+/// (with `etag`, if any); `None`: the answer goes out as it is.
+fn not_modified(
+    headers: &http::HeaderMap,
+    mode: IfModifiedSince,
+    mtime: i64,
+    etag: Option<&str>,
+) -> Option<Conditional> {
+    if let Some(iums) = headers.get(IF_UNMODIFIED_SINCE) {
+        if http_time(iums.as_bytes()).is_none_or(|t| t < mtime) {
+            return Some(Conditional::Failed);
+        }
+    }
+    if let Some(im) = headers.get(IF_MATCH) {
+        if !matches(im.as_bytes(), etag, false) {
+            return Some(Conditional::Failed);
+        }
+    }
+    let ims = headers.get(IF_MODIFIED_SINCE);
+    let inm = headers.get(IF_NONE_MATCH);
+    if ims.is_some() || inm.is_some() {
+        let modified = ims.is_some_and(|v| modified_since(mode, v.as_bytes(), mtime));
+        let changed = inm.is_some_and(|v| !matches(v.as_bytes(), etag, true));
+        if !modified && !changed {
+            return Some(Conditional::NotModified);
+        }
+    }
+    None
+}
+
+/// [`not_modified`]'s answer in place of `resp` (its headers kept for a
+/// 304, without its type and length), if any.
+fn conditional(
+    headers: &http::HeaderMap,
+    st: &Static,
+    mtime: i64,
+    etag: Option<&str>,
+    resp: &mut Response<RespBody>,
+) -> Option<Response<RespBody>> {
+    match not_modified(headers, st.if_modified_since, mtime, etag)? {
+        Conditional::Failed => Some(finalized(412)),
+        Conditional::NotModified => {
+            let mut answer = std::mem::replace(resp, Response::new(RespBody::empty()));
+            *answer.status_mut() = StatusCode::NOT_MODIFIED;
+            answer.headers_mut().remove(CONTENT_TYPE);
+            answer.headers_mut().remove(CONTENT_LENGTH);
+            Some(answer)
+        }
+    }
+}
+
+/// `empty_gif`: nginx's 43-byte transparent GIF, last modified in 1970,
+/// for GET and HEAD (405 otherwise); its conditions as nginx's
+/// not_modified filter takes them.
+pub(crate) fn empty_gif(req: &Req<'_>, st: &Static) -> Response<RespBody> {
+    const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff\
+        \x21\xf9\x04\x01\x00\x00\x01\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\
+        \x02\x02\x4c\x01\x00\x3b";
+    /// nginx's `last_modified_time` for it.
+    const MTIME: i64 = 23_349_600;
+    let method = &req.parts.method;
+    if *method != Method::GET && *method != Method::HEAD {
+        return error_page(405);
+    }
+    let mut resp = Response::new(RespBody::empty());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(GIF.len()));
+    h.insert(
+        LAST_MODIFIED,
+        HeaderValue::from_static("Mon, 28 Sep 1970 06:00:00 GMT"),
+    );
+    if req.err_status == 0 {
+        if let Some(answer) = conditional(&req.parts.headers, st, MTIME, None, &mut resp) {
+            return answer;
+        }
+    }
+    if *method != Method::HEAD {
+        *resp.body_mut() = RespBody::full(Bytes::from_static(GIF));
     }
     resp
 }

@@ -540,6 +540,7 @@ fn server(
             model::Action::Metrics => Action::Metrics,
             model::Action::Status => Action::Status,
             model::Action::StubStatus => Action::StubStatus,
+            model::Action::EmptyGif => Action::EmptyGif,
             model::Action::Proxy(p) => location_proxy(p, &l.proxy, l, i, upstreams, tls, filters)?,
         };
         let action = if l.internal {

@@ -422,6 +422,8 @@ pub enum Action {
     Status,
     /// `stub_status;`
     StubStatus,
+    /// `empty_gif`.
+    EmptyGif,
     /// Files: nginx's static, index and try_files modules, with the
     /// location's settings (`Location::statics`).
     Static,
