@@ -1348,3 +1348,86 @@ fn empty_gif_as_nginx() {
         theirs[5]
     );
 }
+
+/// `random_index` side by side with nginx: a directory's one regular file
+/// (its dot files and subdirectories passed over) through an internal
+/// redirect (`$uri` in the log is the file's); a directory without any
+/// declines to `index`; a missing one is a 404 with nginx's error line;
+/// one of three files.
+#[test]
+fn random_index_as_nginx() {
+    use waypost_tests::{exchange, free_ports, request_lines, wrap_http, Server, TempDir};
+    let tree = TempDir::new("random-index");
+    for (path, text) in [
+        ("r/one/a.txt", "a\n"),
+        ("r/one/.hidden", "hidden\n"),
+        ("r/one/sub/b.txt", "b\n"),
+        ("r/empty/sub/c.txt", "c\n"),
+        ("r/three/x.txt", "x\n"),
+        ("r/three/y.txt", "y\n"),
+        ("r/three/z.txt", "z\n"),
+    ] {
+        let file = tree.path.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, text).expect("write");
+    }
+    let run = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    log_format ri '$request_uri $uri $status';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/ri.log ri;\n\
+                 \x20       root {};\n\
+                 \x20       location /r/ {{ random_index on; }}\n\
+                 \x20   }}\n",
+                tree.path.display()
+            ),
+            nginx,
+        );
+        let server = Server::either(nginx, &conf, &[port]);
+        let mut answers: Vec<String> = ["/r/one/", "/r/one/?q=1", "/r/empty/", "/r/missing/"]
+            .iter()
+            .map(|path| {
+                let answer = exchange(port, &format!("GET {path} HTTP/1.0\r\n\r\n"));
+                let status = answer.split(' ').nth(1).unwrap_or("").to_owned();
+                let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+                match status.as_str() {
+                    "200" => format!("{status} {body:?}"),
+                    _ => status,
+                }
+            })
+            .collect();
+        let three = exchange(port, "GET /r/three/ HTTP/1.0\r\n\r\n");
+        answers.push(
+            ["x\n", "y\n", "z\n"]
+                .iter()
+                .any(|b| three.ends_with(&format!("\r\n\r\n{b}")))
+                .to_string(),
+        );
+        let log = server.wait_lines("logs/ri.log", 5);
+        let errors: Vec<String> = request_lines(&server.read("logs/error.log"))
+            .into_iter()
+            .map(|l| l.replace(&tree.path.display().to_string(), "DIR"))
+            .collect();
+        (answers, log[..4].to_vec(), errors)
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    assert_eq!(ours, theirs, "waypost (left), nginx (right)");
+    assert_eq!(
+        theirs.0,
+        ["200 \"a\\n\"", "200 \"a\\n\"", "403", "404", "true"]
+    );
+    assert_eq!(theirs.1[0], "/r/one/ /r/one/a.txt 200");
+    assert!(
+        theirs.2.iter().any(|l| l.starts_with(
+            "[error] opendir() \"DIR/r/missing\" failed (2: No such file or directory)"
+        )),
+        "{:?}",
+        theirs.2
+    );
+}

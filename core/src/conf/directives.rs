@@ -249,6 +249,7 @@ pub const CORE: &[Spec] = &[
     f("log_not_found", PROXY),
     f("etag", PROXY),
     f("autoindex", PROXY),
+    f("random_index", LOC),
     f("autoindex_exact_size", PROXY),
     f("autoindex_localtime", PROXY),
     d("autoindex_format", PROXY, 1, 1),

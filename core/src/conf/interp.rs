@@ -359,6 +359,8 @@ struct Layer {
     secure_link_md5: Option<String>,
     secure_link_secret: Option<String>,
     autoindex: Option<bool>,
+    /// `random_index` (a location's only, as nginx's).
+    random_index: Option<bool>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
     autoindex_format: Option<AutoindexFormat>,
@@ -608,6 +610,7 @@ impl Layer {
             log_not_found: self.log_not_found.or(parent.log_not_found),
             etag: self.etag.or(parent.etag),
             autoindex: self.autoindex.or(parent.autoindex),
+            random_index: self.random_index.or(parent.random_index),
             autoindex_exact_size: self.autoindex_exact_size.or(parent.autoindex_exact_size),
             autoindex_localtime: self.autoindex_localtime.or(parent.autoindex_localtime),
             autoindex_format: self.autoindex_format.or(parent.autoindex_format),
@@ -683,6 +686,7 @@ impl Layer {
                 utf8: false,
                 format: self.autoindex_format.unwrap_or_default(),
             }),
+            random_index: self.random_index.unwrap_or(false),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             max_ranges: self.max_ranges.unwrap_or(MAX_RANGES),
             prefix: default.prefix,
@@ -1969,6 +1973,7 @@ impl<'a> Interp<'a> {
             "log_not_found" => layer.log_not_found = Some(d.args[0].eq_ignore_ascii_case("on")),
             "etag" => layer.etag = Some(d.args[0].eq_ignore_ascii_case("on")),
             "autoindex" => layer.autoindex = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "random_index" => layer.random_index = Some(d.args[0].eq_ignore_ascii_case("on")),
             "autoindex_exact_size" => {
                 layer.autoindex_exact_size = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
@@ -5641,7 +5646,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "memcached_pass",
     "ssi",
     "slice",
-    "random_index",
     "dav_methods",
     "userid",
     "add_trailer",

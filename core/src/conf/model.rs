@@ -483,6 +483,8 @@ pub struct StaticConf {
     pub max_ranges: u32,
     /// `autoindex on` and its settings.
     pub autoindex: Option<AutoindexConf>,
+    /// `random_index on`.
+    pub random_index: bool,
     /// `valid_referers` words (`$invalid_referer`), and the server's names
     /// for `server_names`.
     pub referers: Option<(Vec<String>, Vec<String>)>,
@@ -555,6 +557,7 @@ impl StaticConf {
             if_modified_since: IfModifiedSince::Exact,
             max_ranges: MAX_RANGES,
             autoindex: None,
+            random_index: false,
             referers: None,
             secure_link: None,
             gzip_static: None,

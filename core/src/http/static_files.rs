@@ -71,6 +71,8 @@ pub struct Static {
     if_modified_since: IfModifiedSince,
     max_ranges: u32,
     autoindex: Option<AutoindexConf>,
+    /// `random_index on`.
+    random_index: bool,
     /// `valid_referers` (`$invalid_referer`).
     referers: Option<crate::http::referer::Referers>,
     /// `$secure_link`'s settings.
@@ -216,6 +218,7 @@ impl Static {
             if_modified_since: conf.if_modified_since,
             max_ranges: conf.max_ranges,
             autoindex: conf.autoindex,
+            random_index: conf.random_index,
             referers: conf
                 .referers
                 .as_ref()
@@ -398,6 +401,15 @@ async fn found(
     let method = &req.parts.method;
     let readable = *method == Method::GET || *method == Method::HEAD || *method == Method::POST;
     if uri.last() == Some(&b'/') {
+        if readable && st.random_index {
+            match random_index(req, st, vars, client, uri).await {
+                Indexed::Declined => {}
+                Indexed::Answer(resp) => return *resp,
+                Indexed::Redirect(target) => {
+                    return redirect(req, body, target, client, started).await;
+                }
+            }
+        }
         if readable {
             match index(req, st, vars, client, uri).await {
                 Indexed::Declined => {}
@@ -569,6 +581,56 @@ enum Indexed {
     Declined,
     Answer(Box<Response<RespBody>>),
     Redirect(Target),
+}
+
+/// nginx's `ngx_http_random_index_handler`: a file of the directory, at
+/// random (regular files whose names do not start with `.`), served
+/// through an internal redirect with the request's arguments; declined
+/// for a directory without any.
+async fn random_index(
+    req: &Req<'_>,
+    st: &Static,
+    vars: &VarCtx<'_>,
+    client: SocketAddr,
+    uri: &[u8],
+) -> Indexed {
+    let (mut path, _) = st.map(uri, vars, false);
+    if path.last() == Some(&b'/') {
+        path.pop();
+    }
+    let owned = path.clone();
+    let listed = blocking(move || -> std::io::Result<Vec<Vec<u8>>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(OsStr::from_bytes(&owned))? {
+            let entry = entry?;
+            let name = std::os::unix::ffi::OsStringExt::into_vec(entry.file_name());
+            // (`metadata` follows a link, as nginx's `stat()` does.)
+            if name.first() != Some(&b'.') && entry.path().metadata().is_ok_and(|m| m.is_file()) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    })
+    .await;
+    let names = match listed {
+        Ok(names) => names,
+        Err(e) => {
+            let code = errno(&e);
+            let (level, status) = match code {
+                libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => (Level::Error, 404),
+                libc::EACCES => (Level::Error, 403),
+                _ => (Level::Crit, 500),
+            };
+            failed(req, client, level, "opendir()", &path, &e);
+            return Indexed::Answer(Box::new(finalized(status)));
+        }
+    };
+    if names.is_empty() {
+        return Indexed::Declined;
+    }
+    let pick = (crate::modules::host::random_u64() % names.len() as u64) as usize;
+    let args = req.parts.uri.query().map(|q| q.as_bytes().to_vec());
+    Indexed::Redirect(Target::Uri([uri, &names[pick][..]].concat(), args))
 }
 
 /// nginx's `ngx_http_index_handler`: the first `index` file that opens

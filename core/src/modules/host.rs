@@ -39,6 +39,12 @@ pub fn now_ns() -> u64 {
     Mono::read().nanos_since(*START)
 }
 
+/// A random number from the same generator, for the core's own use
+/// (`random_index`).
+pub fn random_u64() -> u64 {
+    random()
+}
+
 extern "C" fn random() -> u64 {
     thread_local! {
         // Seeded per thread from the clock and the thread's own address, so
