@@ -38,7 +38,7 @@ http {{ access_log off;
     location / {{ proxy_pass http://u; {proxied} }}
     location /lim/ {{ limit_req zone=z burst=1000000 nodelay; proxy_pass http://u/; {proxied} }}
     location /files/ {{ root {d}; }}
-    location /gz/ {{ gzip on; gzip_min_length 0; gzip_types *; root {d}; }}
+    location /gz/ {{ gzip on; gzip_min_length 0; gzip_types *; alias {d}/files/; }}
   }}
   server {{ listen 127.0.0.1:{TLS} ssl http2; keepalive_requests 1000000;
     ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
@@ -50,22 +50,28 @@ http {{ access_log off;
         assert wait_port(PLAIN) and wait_port(TLS), "waypost did not listen"
         loads = [(f"http://127.0.0.1:{PLAIN}/", 8), (f"http://127.0.0.1:{PLAIN}/lim/?k=1", 3),
                  (f"http://127.0.0.1:{PLAIN}/files/index.html", 2),
-                 (f"http://127.0.0.1:{PLAIN}/gz/files/index.html", 2),
+                 (f"http://127.0.0.1:{PLAIN}/gz/index.html", 2),
                  (f"https://127.0.0.1:{TLS}/", 3)]
         for url, secs in loads:
-            out = subprocess.run(f"taskset -c 1 wrk -t1 -c50 -d{secs}s '{url}'", shell=True,
-                                 capture_output=True, text=True).stdout
+            # (wrk asks for gzip so that the gzip location compresses.)
+            out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{secs}s",
+                                  "-H", "Accept-Encoding: gzip", url],
+                                 capture_output=True, text=True, check=True).stdout
             rate = [l.split()[-1] for l in out.splitlines() if l.startswith("Requests/sec")]
-            print(f"{url}: {rate[0] if rate else 'failed'} req/s")
+            bad = [l for l in out.splitlines() if "Non-2xx" in l or "Socket errors" in l]
+            assert rate and not bad, f"{url}: the load failed:\n{out}"
+            print(f"{url}: {rate[0]} req/s")
         # HTTP/2: curl's requests one after the other on one connection.
-        h2 = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}\\n",
+        h2 = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}\\n",
                              f"https://127.0.0.1:{TLS}/[1-3000]"], capture_output=True, text=True)
-        print(f"HTTP/2: {h2.stdout.count('2')} requests")
+        answered = h2.stdout.splitlines().count("2 200")
+        assert answered == 3000, f"HTTP/2: {answered} of 3000 answered"
+        print(f"HTTP/2: {answered} requests")
     finally:
-        p.send_signal(signal.SIGQUIT)
-        p.wait(timeout=60)
         back.send_signal(signal.SIGQUIT)
         back.wait()
+        p.send_signal(signal.SIGQUIT)
+        p.wait(timeout=60)
     assert p.returncode == 0, f"waypost exited with {p.returncode}"
 
 

@@ -504,7 +504,7 @@ fn revoked_client_certificates_as_nginx() {
     let run = |nginx: bool| {
         let dir = TempDir::new("client-crl");
         revocations(&dir);
-        let ports = free_ports(4);
+        let ports = free_ports(5);
         let server = |port: u16, crl: &str| {
             format!(
                 "    server {{\n\
@@ -522,11 +522,14 @@ fn revoked_client_certificates_as_nginx() {
         };
         let conf = info_log(&wrap_http(
             &format!(
-                "{}{}{}{}",
+                "{}{}{}{}{}",
                 server(ports[0], "ca.crl"),
                 server(ports[1], "both.crl"),
                 server(ports[2], "old.crl"),
                 server(ports[3], "other.crl"),
+                // Certificates and no list: OpenSSL looks for lists all
+                // the same.
+                server(ports[4], "ca.pem"),
             ),
             nginx,
         ))
@@ -577,13 +580,17 @@ fn revoked_client_certificates_as_nginx() {
                 format!("3 revoked: {refused}"),
                 format!("3 chain: {refused}"),
                 format!("3 chain2: {refused}"),
+                format!("4 good: {refused}"),
+                format!("4 revoked: {refused}"),
+                format!("4 chain: {refused}"),
+                format!("4 chain2: {refused}"),
                 refused.to_owned(),
             ],
             [
                 vec![revoked.clone(), no_list.clone(), no_list.clone()],
                 vec![revoked.clone(); 2],
                 vec![expired; 4],
-                vec![no_list; 4],
+                vec![no_list; 8],
                 vec![revoked],
             ]
             .concat()

@@ -1276,7 +1276,7 @@ fn autoindex_matches_nginx() {
 /// `empty_gif` side by side with nginx: the same 43 bytes with its type,
 /// length and Last-Modified; HEAD; 405 for a POST; 304 and 412 for the
 /// conditions nginx's not_modified filter takes; `expires` and
-/// `add_header` on it; `error_page` to it.
+/// `add_header` on it; `error_page` to it, with and without `=`.
 #[test]
 fn empty_gif_as_nginx() {
     use waypost_tests::{exchange, free_ports, wrap_http, Server};
@@ -1290,6 +1290,7 @@ fn empty_gif_as_nginx() {
         "GET /pixel.gif HTTP/1.0\r\nIf-None-Match: *\r\n\r\n",
         "GET /pixel.gif HTTP/1.0\r\nIf-Match: \"x\"\r\n\r\n",
         "GET /missing HTTP/1.0\r\n\r\n",
+        "GET /keep/missing HTTP/1.0\r\nIf-Modified-Since: Mon, 28 Sep 1970 06:00:00 GMT\r\n\r\n",
     ];
     let run = |nginx: bool| {
         let [port] = free_ports(1)[..] else {
@@ -1301,6 +1302,7 @@ fn empty_gif_as_nginx() {
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       location = /pixel.gif {{ empty_gif; expires 1h; add_header X-Pixel 1; }}\n\
                  \x20       location / {{ error_page 404 = /pixel.gif; }}\n\
+                 \x20       location /keep/ {{ error_page 404 /pixel.gif; }}\n\
                  \x20   }}\n"
             ),
             nginx,
@@ -1346,6 +1348,12 @@ fn empty_gif_as_nginx() {
         theirs[5].contains("412 Precondition Failed"),
         "{}",
         theirs[5]
+    );
+    // Its status kept (no `=`): no Last-Modified, no condition.
+    assert!(
+        theirs[9].contains("404 Not Found") && !theirs[9].contains("Last-Modified"),
+        "{}",
+        theirs[9]
     );
 }
 

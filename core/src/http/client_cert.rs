@@ -31,6 +31,9 @@ pub struct ClientAuth {
     pub mode: VerifyClient,
     /// The check against the self-signed CAs; `None` without any.
     check: Option<Arc<dyn ClientCertVerifier>>,
+    /// `ssl_crl` names a file without lists: every certificate fails
+    /// with OpenSSL's reason 3.
+    no_lists: bool,
     /// The CAs of the files that are not self-signed: links of a chain.
     links: Vec<Link>,
     /// `ssl_verify_depth`.
@@ -89,6 +92,7 @@ impl ClientAuth {
                 });
             }
         }
+        let mut no_lists = false;
         let check = match roots.is_empty() {
             true => None,
             false => {
@@ -99,11 +103,16 @@ impl ClientAuth {
                 // an expired list fails. (webpki never checks the trust
                 // anchor itself, which OpenSSL does against its own list:
                 // the same list any certificate it issued needs.)
-                let builder = match &tls.crl {
-                    Some(path) => builder
-                        .with_crls(crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?)
-                        .enforce_revocation_expiration(),
-                    None => builder,
+                let crls = match &tls.crl {
+                    Some(path) => crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?,
+                    None => Vec::new(),
+                };
+                // A file with certificates only: OpenSSL checks for lists
+                // all the same, and finds none.
+                no_lists = tls.crl.is_some() && crls.is_empty();
+                let builder = match crls.is_empty() {
+                    true => builder,
+                    false => builder.with_crls(crls).enforce_revocation_expiration(),
                 };
                 Some(builder.build().map_err(|e| {
                     ConfError::bare(format!("cannot check client certificates: {e}"))
@@ -113,6 +122,7 @@ impl ClientAuth {
         Ok(Some(ClientAuth {
             mode: tls.verify_client,
             check,
+            no_lists,
             links,
             depth: tls.verify_depth,
             ask: Arc::new(Ask {
@@ -174,6 +184,7 @@ impl ClientAuth {
                 Ok(_) if above.len() > self.depth as usize => {
                     Some(no_root(&above[..=self.depth as usize]))
                 }
+                Ok(_) if self.no_lists => Some((3, "unable to get certificate CRL")),
                 Ok(_) => None,
             },
         };

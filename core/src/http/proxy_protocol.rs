@@ -6,7 +6,8 @@
 //! proxy_protocol`'s source.
 //!
 //! The header is peeked, then only its bytes are read: what follows is
-//! the TLS handshake or the first request, read as on any connection.
+//! the TLS handshake or the first request, read as on any connection. As
+//! in nginx, the header must come whole with the first bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub enum Parsed {
     More,
     /// nginx's error line.
     Broken(String),
+    /// Not a header nginx takes, which it closes without a line (a v2
+    /// address block too short for its family).
+    Quiet,
 }
 
 /// The header at the start of `buf`.
@@ -203,7 +207,7 @@ fn v2(buf: &[u8]) -> Parsed {
             };
             Some((ip(0), ip(16), &body[32..36]))
         }
-        1 | 2 => return Parsed::Broken("header is too large".to_owned()),
+        1 | 2 => return Parsed::Quiet,
         _ => None,
     };
     Parsed::Done(
@@ -219,8 +223,12 @@ fn v2(buf: &[u8]) -> Parsed {
 
 /// Why no header was read.
 pub enum Failed {
-    /// The client closed first (or the socket failed).
+    /// The client closed first.
     Closed,
+    /// The socket failed (`recv()`'s error).
+    Io(std::io::Error),
+    /// A header nginx drops without a line.
+    Quiet,
     /// `client_header_timeout` passed.
     TimedOut,
     /// nginx's error line for it.
@@ -228,49 +236,47 @@ pub enum Failed {
 }
 
 /// Reads the header off `stream` (by `deadline`), leaving what follows.
+/// As nginx, from what the first read brings: a header cut short there is
+/// broken (nginx reads it into the request's first buffer, or peeks it on
+/// a TLS address).
 pub async fn read(stream: &TcpStream, deadline: Instant) -> Result<Option<Addrs>, Failed> {
     let mut buf = vec![0u8; V2_MAX];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Failed::Closed),
-            Err(_) => return Err(Failed::TimedOut),
+    let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+        Ok(Ok(0)) => return Err(Failed::Closed),
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err(Failed::Io(e)),
+        Err(_) => return Err(Failed::TimedOut),
+    };
+    let len = match parse(&buf[..n]) {
+        Parsed::Done(len, addrs) => (len, addrs),
+        Parsed::Broken(line) => return Err(Failed::Broken(line)),
+        Parsed::Quiet => return Err(Failed::Quiet),
+        // nginx's `ngx_proxy_protocol_v2_read` for a block not all there,
+        // its v1 reading for the rest.
+        Parsed::More if n >= 16 && buf.starts_with(V2_SIGNATURE) => {
+            return Err(Failed::Broken("header is too large".to_owned()))
         }
-        let n = match stream.peek(&mut buf).await {
-            Ok(0) | Err(_) => return Err(Failed::Closed),
-            Ok(n) => n,
-        };
-        match parse(&buf[..n]) {
-            Parsed::Done(len, addrs) => {
-                // Peeked: the bytes are there to be read at once.
-                let mut taken = 0;
-                while taken < len {
-                    match stream.try_read(&mut buf[taken..len]) {
-                        Ok(0) => return Err(Failed::Closed),
-                        Ok(k) => taken += k,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            if stream.readable().await.is_err() {
-                                return Err(Failed::Closed);
-                            }
-                        }
-                        Err(_) => return Err(Failed::Closed),
-                    }
-                }
-                return Ok(addrs);
-            }
+        Parsed::More => match broken(&buf[..n]) {
             Parsed::Broken(line) => return Err(Failed::Broken(line)),
-            Parsed::More if n == buf.len() => {
-                return Err(Failed::Broken("header is too large".to_owned()))
+            _ => return Err(Failed::Quiet),
+        },
+    };
+    let (len, addrs) = len;
+    // Peeked: the bytes are there to be read at once.
+    let mut taken = 0;
+    while taken < len {
+        match stream.try_read(&mut buf[taken..len]) {
+            Ok(0) => return Err(Failed::Closed),
+            Ok(k) => taken += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = stream.readable().await {
+                    return Err(Failed::Io(e));
+                }
             }
-            Parsed::More => {
-                // Peeking leaves the socket readable: its readiness is
-                // cleared by hand before waiting for more.
-                let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-                });
-            }
+            Err(e) => return Err(Failed::Io(e)),
         }
     }
+    Ok(addrs)
 }
 
 #[cfg(test)]

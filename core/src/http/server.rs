@@ -460,7 +460,13 @@ async fn proxied_start(stream: TcpStream, mut conn: Conn, open: Open, rt: Arc<Ru
     use crate::http::proxy_protocol::{read, Failed};
     let (_, limits) = defaults(&conn);
     let deadline = tokio::time::Instant::now() + limits.header_timeout;
-    let (level, line) = match read(&stream, deadline).await {
+    // A graceful stop does not wait for a header that does not come.
+    let mut quit = conn.state.quit_watch();
+    let read = tokio::select! {
+        read = read(&stream, deadline) => read,
+        _ = quit.wait_for(|q| *q) => return,
+    };
+    let (level, line) = match read {
         Ok(addrs) => {
             conn.proxy = addrs.map(Arc::new);
             let group = rt.listens.iter().find(|g| g.addr == conn.listen);
@@ -493,6 +499,15 @@ async fn proxied_start(stream: TcpStream, mut conn: Conn, open: Open, rt: Arc<Ru
             (Level::Error, "broken header: \"\"".to_owned())
         }
         Err(Failed::Closed) => (Level::Info, "client closed connection".to_owned()),
+        Err(Failed::Io(e)) => (
+            Level::Info,
+            format!(
+                "recv() failed ({}: {})",
+                e.raw_os_error().unwrap_or(0),
+                proxy::strerror(&e)
+            ),
+        ),
+        Err(Failed::Quiet) => return,
     };
     if log::enabled(level) {
         log::write(

@@ -604,8 +604,9 @@ async fn random_index(
         for entry in std::fs::read_dir(OsStr::from_bytes(&owned))? {
             let entry = entry?;
             let name = std::os::unix::ffi::OsStringExt::into_vec(entry.file_name());
-            // (`metadata` follows a link, as nginx's `stat()` does.)
-            if name.first() != Some(&b'.') && entry.path().metadata().is_ok_and(|m| m.is_file()) {
+            // The entry's own type, as nginx's `ngx_de_is_file` reads it
+            // (`d_type`: a link is not a file).
+            if name.first() != Some(&b'.') && entry.file_type().is_ok_and(|t| t.is_file()) {
                 names.push(name);
             }
         }
@@ -1193,9 +1194,17 @@ pub(crate) fn empty_gif(req: &Req<'_>, st: &Static) -> Response<RespBody> {
         LAST_MODIFIED,
         HeaderValue::from_static("Mon, 28 Sep 1970 06:00:00 GMT"),
     );
-    if req.err_status == 0 {
-        if let Some(answer) = conditional(&req.parts.headers, st, MTIME, None, &mut resp) {
-            return answer;
+    // As a file answered for an `error_page`: conditions only with 200,
+    // and Last-Modified only with 200, 206 and 304.
+    match req.err_status {
+        0 | 200 => {
+            if let Some(answer) = conditional(&req.parts.headers, st, MTIME, None, &mut resp) {
+                return answer;
+            }
+        }
+        206 | 304 => {}
+        _ => {
+            resp.headers_mut().remove(LAST_MODIFIED);
         }
     }
     if *method != Method::HEAD {

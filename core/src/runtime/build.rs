@@ -868,7 +868,7 @@ impl TlsClients {
             tls13: ssl.tls13,
             session_reuse: ssl.session_reuse,
             ciphers: ssl.ciphers.clone(),
-            crls: crl.map(|(_, lists)| lists.to_vec()).unwrap_or_default(),
+            crls: crl.map(|(_, lists)| lists.to_vec()),
         };
         let client = Arc::new(
             crate::upstream::tls::TlsClient::new(trusted.cloned(), ssl.server_name, options)

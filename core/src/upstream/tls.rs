@@ -157,6 +157,9 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 struct Verify {
     webpki: Arc<WebPkiServerVerifier>,
     provider: Arc<CryptoProvider>,
+    /// `proxy_ssl_crl` names a file without lists (OpenSSL's reason 3
+    /// for every certificate).
+    no_lists: bool,
 }
 
 /// OpenSSL's verify results that webpki reports as one `UnknownIssuer`.
@@ -236,6 +239,9 @@ impl ServerCertVerifier for Verify {
                     rustls::OtherError(Arc::new(why)),
                 )))
             }
+            Ok(_) if self.no_lists => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownRevocationStatus,
+            )),
             other => other,
         }
     }
@@ -291,8 +297,9 @@ pub struct ClientOptions {
     /// order (`None`: all of rustls's).
     pub ciphers: Option<Vec<&'static str>>,
     /// `proxy_ssl_crl`: every certificate of the upstream's chain needs
-    /// its issuer's list (OpenSSL's `CRL_CHECK_ALL`, as nginx asks).
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// its issuer's list (OpenSSL's `CRL_CHECK_ALL`, as nginx asks); a
+    /// file without lists fails every certificate (`Some` and empty).
+    pub crls: Option<Vec<CertificateRevocationListDer<'static>>>,
 }
 
 /// The one certificate a client configuration shows.
@@ -330,13 +337,14 @@ impl TlsClient {
         let provider = provider();
         let verifier: Arc<dyn ServerCertVerifier> = match trusted {
             Some(roots) => Arc::new(Verify {
+                no_lists: options.crls.as_ref().is_some_and(Vec::is_empty),
                 webpki: {
                     let builder =
                         WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
-                    match options.crls.is_empty() {
-                        true => builder,
-                        false => builder
-                            .with_crls(options.crls.iter().cloned())
+                    match options.crls.as_deref() {
+                        None | Some([]) => builder,
+                        Some(crls) => builder
+                            .with_crls(crls.iter().cloned())
                             .enforce_revocation_expiration(),
                     }
                     .build()
