@@ -1101,6 +1101,9 @@ struct Interp<'a> {
     log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
     /// `proxy_ssl_trusted_certificate` files read, each once.
     trusted: HashMap<PathBuf, Arc<rustls::RootCertStore>>,
+    /// `proxy_ssl_crl` files read, each once (a CA's list can run to
+    /// megabytes, and many locations name the same).
+    crls: HashMap<PathBuf, CrlLists>,
 }
 
 /// `ssl_protocols` bits of the versions rustls has.
@@ -1353,6 +1356,7 @@ impl<'a> Interp<'a> {
             header_error: None,
             log_buffers: HashMap::new(),
             trusted: HashMap::new(),
+            crls: HashMap::new(),
         }
     }
 
@@ -4212,8 +4216,17 @@ impl<'a> Interp<'a> {
                 // nginx's `ngx_http_proxy_set_ssl` reads it where it
                 // verifies, after the trusted certificates.
                 if let Some(path) = &layer.proxy_ssl_crl {
-                    let crls = crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
-                    proxy.ssl.crl = Some((path.clone(), Arc::new(crls)));
+                    let crls = match self.crls.get(path) {
+                        Some(crls) => crls.clone(),
+                        None => {
+                            let crls =
+                                crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
+                            let crls = Arc::new(crls);
+                            self.crls.insert(path.clone(), crls.clone());
+                            crls
+                        }
+                    };
+                    proxy.ssl.crl = Some((path.clone(), crls));
                 }
             }
             // nginx's `ngx_http_proxy_set_ssl`: where TLS is used, a
@@ -4473,6 +4486,9 @@ fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
 fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
 }
+
+/// A revocation list file's lists, shared by the locations that name it.
+type CrlLists = Arc<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>>;
 
 /// nginx's hash table sizes, accepted with their values checked: waypost
 /// has no such tables.
