@@ -544,8 +544,65 @@ async fn subrequest(
     ar: &AuthRequest,
     client: SocketAddr,
 ) -> (u16, Response<RespBody>, Option<Box<Parts>>) {
+    let (answer, vars) = run_subrequest(
+        req,
+        Method::GET,
+        ar.uri.clone(),
+        ClientBody::empty(),
+        client,
+        |sub, answer| {
+            (!ar.sets.is_empty()).then(|| {
+                let vars = sub.vars(client, answer.status().as_u16(), "");
+                ar.sets
+                    .iter()
+                    .map(|(index, pieces)| (*index, evaluate(pieces, &vars, answer)))
+                    .collect::<Vec<_>>()
+            })
+        },
+    )
+    .await;
+    let status = answer.status().as_u16();
+    let main = match vars {
+        None => None,
+        Some(set) => {
+            let mut values = req
+                .parts
+                .extensions
+                .get::<UserVars>()
+                .cloned()
+                .unwrap_or_default();
+            for (index, value) in set {
+                values.set(index, value);
+            }
+            let mut main = http::Request::new(());
+            *main.method_mut() = req.parts.method.clone();
+            *main.uri_mut() = req.parts.uri.clone();
+            *main.version_mut() = req.parts.version;
+            *main.headers_mut() = req.parts.headers.clone();
+            *main.extensions_mut() = req.parts.extensions.clone();
+            main.extensions_mut().insert(values);
+            Some(Box::new(main.into_parts().0))
+        }
+    };
+    (status, answer, main)
+}
+
+/// A subrequest of `req` (`auth_request`, `mirror`) to `target` with
+/// `method`: the request's headers and variables, a rewrite level of its
+/// own, `$request_method` the main request's; answered through the
+/// server's locations (an `internal` one included), without an access
+/// phase. `after` reads the subrequest with its answer, before the
+/// answer's body is read.
+pub(crate) async fn run_subrequest<T>(
+    req: &Req<'_>,
+    method: Method,
+    target: http::uri::PathAndQuery,
+    body: ClientBody,
+    client: SocketAddr,
+    after: impl FnOnce(&Req<'_>, &Response<RespBody>) -> T,
+) -> (Response<RespBody>, T) {
     let mut next = http::Request::new(());
-    *next.method_mut() = Method::GET;
+    *next.method_mut() = method;
     *next.version_mut() = req.parts.version;
     *next.headers_mut() = req.parts.headers.clone();
     *next.extensions_mut() = req.parts.extensions.clone();
@@ -553,9 +610,9 @@ async fn subrequest(
     next.extensions_mut().remove::<crate::vars::ArgsSet>();
     next.extensions_mut()
         .insert(Subrequest(req.parts.method.clone()));
-    *next.uri_mut() = http::Uri::from(ar.uri.clone());
+    let head = ParsedHead::redirected(req.head, req.parts, target.path().as_bytes());
+    *next.uri_mut() = http::Uri::from(target);
     let mut parts = next.into_parts().0;
-    let head = ParsedHead::redirected(req.head, req.parts, ar.uri.path().as_bytes());
     crate::http::rewrite::set_location_groups(req.server, &head, &mut parts);
     let found = req.server.locations.find(head.uri(&parts.uri));
     let (location, groups) = match found {
@@ -571,37 +628,15 @@ async fn subrequest(
         granted: true,
         ..req.redirected(&parts, &head, groups.as_ref(), 0, req.changes)
     };
-    let answer = dispatch(&sub, location, ClientBody::empty(), client).await;
-    let status = answer.status().as_u16();
-    let main = if ar.sets.is_empty() {
-        None
-    } else {
-        let vars = sub.vars(client, status, "");
-        let mut values = req
-            .parts
-            .extensions
-            .get::<UserVars>()
-            .cloned()
-            .unwrap_or_default();
-        for (index, pieces) in ar.sets.iter() {
-            values.set(*index, evaluate(pieces, &vars, &answer));
-        }
-        let mut main = http::Request::new(());
-        *main.method_mut() = req.parts.method.clone();
-        *main.uri_mut() = req.parts.uri.clone();
-        *main.version_mut() = req.parts.version;
-        *main.headers_mut() = req.parts.headers.clone();
-        *main.extensions_mut() = req.parts.extensions.clone();
-        main.extensions_mut().insert(values);
-        Some(Box::new(main.into_parts().0))
-    };
-    (status, answer, main)
+    let answer = dispatch(&sub, location, body, client).await;
+    let read = after(&sub, &answer);
+    (answer, read)
 }
 
 /// A subrequest's answer (`sub`, for the location found for it, an
 /// `internal` one included), as its server and location make it; not
 /// logged (nginx's `log_subrequest off`).
-pub(crate) async fn dispatch(
+async fn dispatch(
     sub: &Req<'_>,
     location: Option<&Location>,
     body: ClientBody,

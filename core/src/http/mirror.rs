@@ -214,29 +214,16 @@ async fn run(d: Arc<Detached>, uri: Box<str>, body: Option<Bytes>) {
     let Ok(target) = http::uri::PathAndQuery::try_from(target) else {
         return;
     };
-    let mut next = copy(&d.parts);
-    next.uri = http::Uri::from(target.clone());
-    crate::http::rewrite::new_level(&mut next.extensions);
-    next.extensions.remove::<crate::vars::ArgsSet>();
-    next.extensions
-        .insert(crate::http::auth_request::Subrequest(
-            d.parts.method.clone(),
-        ));
-    let head = ParsedHead::redirected(&d.head, &d.parts, target.path().as_bytes());
-    crate::http::rewrite::set_location_groups(server, &head, &mut next);
-    let found = server.locations.find(head.uri(&next.uri));
-    let (location, groups) = match found {
-        Some((location, groups)) => (Some(location), groups),
-        None => (None, None),
-    };
-    let sub = Req {
-        subrequest: true,
-        auth_done: true,
-        granted: true,
-        ..main.redirected(&next, &head, groups.as_ref(), 0, main.changes)
-    };
     let body = body.map_or_else(ClientBody::empty, ClientBody::full);
-    let answer = crate::http::auth_request::dispatch(&sub, location, body, d.client).await;
+    let (answer, ()) = crate::http::auth_request::run_subrequest(
+        &main,
+        d.parts.method.clone(),
+        target,
+        body,
+        d.client,
+        |_, _| (),
+    )
+    .await;
     let mut body = answer.into_body();
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
