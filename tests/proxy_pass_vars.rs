@@ -5,7 +5,7 @@
 //! no `resolver` (502), a bad scheme, port or an empty value (500) with
 //! nginx's error lines; no `proxy_redirect default` for it; `$proxy_host`
 //! (not found where `deny` refuses the request, a fixed `proxy_pass` too)
-//! and `$upstream_addr` in the access log. Then the configuration errors,
+//! and `$upstream_addr` in the access log; `$proxy_port`. Then the configuration errors,
 //! and a reload that changes the upstream block a value names.
 
 use waypost_tests::{
@@ -189,6 +189,85 @@ fn proxy_pass_with_variables_as_nginx() {
         "[error] invalid URL prefix in \"http://\", client: 127.0.0.1, server: , request: \"GET /e/ HTTP/1.1\", host: \"front\"",
     ] {
         assert!(theirs.errors.iter().any(|l| l == want), "{want}\n{:#?}", theirs.errors);
+    }
+}
+
+/// `$proxy_host` and `$proxy_port` as nginx sets them: the port as
+/// written, else the scheme's (and the host without a port that is the
+/// scheme's), for a fixed `proxy_pass` and one with variables; in the
+/// upstream request's headers and the access log.
+#[test]
+fn proxy_port_as_nginx() {
+    let conf = |port: u16, back: u16, nginx: bool| {
+        wrap_http(
+            &format!(
+                "    log_format pp '$request_uri $status [$proxy_host] [$proxy_port]';\n\
+                 \x20   upstream grp {{ server 127.0.0.1:{back}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log logs/pp.log pp;\n\
+                 \x20       proxy_set_header X-Port \"$proxy_host|$proxy_port|${{proxy_port}}x\";\n\
+                 \x20       location /s/ {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /u/ {{ proxy_pass http://grp; }}\n\
+                 \x20       location /d/ {{ set $b 127.0.0.1:{back}; proxy_pass http://$b; }}\n\
+                 \x20       location /dg/ {{ set $b grp; proxy_pass http://$b; }}\n\
+                 \x20       location /ds/ {{ set $b https://grp; proxy_pass $b; }}\n\
+                 \x20       location /p80/ {{ proxy_pass http://127.0.0.2:80; }}\n\
+                 \x20       location /d443/ {{ set $b https://127.0.0.2:443; proxy_pass $b; }}\n\
+                 \x20       location /no/ {{ deny all; proxy_pass http://grp; }}\n\
+                 \x20       location /r/ {{ return 200 \"[$proxy_host] [$proxy_port]\"; }}\n\
+                 \x20   }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{back};\n\
+                 \x20       location / {{ return 200 \"[$http_host] [$http_x_port]\"; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        )
+    };
+    let targets = [
+        "/s/", "/u/", "/d/", "/dg/", "/ds/", "/p80/", "/d443/", "/no/", "/r/",
+    ];
+    let run = |nginx: bool| {
+        let ports = free_ports(2);
+        let server = Server::either(nginx, &conf(ports[0], ports[1], nginx), &ports);
+        let answers = send(ports[0], ports[1], &targets);
+        let back = ports[1].to_string();
+        let log: Vec<String> = server
+            .wait_lines("logs/pp.log", targets.len())
+            .iter()
+            .map(|l| l.replace(&back, "BACK"))
+            .collect();
+        (answers, log)
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    assert_eq!(ours, theirs, "waypost (left) and nginx (right)");
+    for want in [
+        "/s/ -> 200  [127.0.0.1:BACK] [127.0.0.1:BACK|BACK|BACKx]",
+        "/u/ -> 200  [grp] [grp|80|80x]",
+        "/d/ -> 200  [127.0.0.1:BACK] [127.0.0.1:BACK|BACK|BACKx]",
+        "/dg/ -> 200  [grp] [grp|80|80x]",
+        "/r/ -> 200  [] []",
+    ] {
+        assert!(
+            theirs.0.iter().any(|a| a == want),
+            "{want}\n{:#?}",
+            theirs.0
+        );
+    }
+    for want in [
+        "/ds/ 502 [grp] [443]",
+        "/p80/ 502 [127.0.0.2] [80]",
+        "/d443/ 502 [127.0.0.2] [443]",
+        "/no/ 403 [-] [-]",
+        "/r/ 200 [-] [-]",
+    ] {
+        assert!(
+            theirs.1.iter().any(|l| l == want),
+            "{want}\n{:#?}",
+            theirs.1
+        );
     }
 }
 

@@ -160,7 +160,13 @@ impl Harness {
             peer: addrs[1],
             local: addrs[2],
             server_name: "fuzz.example.com",
-            proxy_host: if bytes.byte() & 1 == 0 { "" } else { "up" },
+            proxy: match bytes.byte() & 1 {
+                0 => crate::vars::ProxyName::default(),
+                _ => crate::vars::ProxyName {
+                    host: "up",
+                    port: "80",
+                },
+            },
             conn: bytes.u64(),
             requests: bytes.u64(),
             // A `return` code: 0 to 999.
@@ -225,7 +231,7 @@ impl Harness {
             peer: bytes.addr(),
             local: bytes.addr(),
             server_name: &server.name,
-            proxy_host: &p.host,
+            proxy: p.name(),
             conn: bytes.u64(),
             requests: bytes.u64(),
             status: 0,

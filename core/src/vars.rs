@@ -30,8 +30,8 @@ pub struct VarCtx<'a> {
     pub local: SocketAddr,
     /// `$server_name`: the server's first name.
     pub server_name: &'a str,
-    /// `$proxy_host`: empty outside a proxied location.
-    pub proxy_host: &'a str,
+    /// `$proxy_host` and `$proxy_port`: empty outside a proxied location.
+    pub proxy: ProxyName<'a>,
     /// `$connection`
     pub conn: u64,
     /// `$connection_requests`
@@ -59,6 +59,14 @@ pub struct VarCtx<'a> {
     /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*` in
     /// `add_header`); `None` before, where nginx has them not found.
     pub upstream: Option<&'a UpstreamSeen>,
+}
+
+/// nginx's `$proxy_host` (the host, and the port unless it is the
+/// scheme's) and `$proxy_port` (the port, the scheme's by default).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct ProxyName<'a> {
+    pub host: &'a str,
+    pub port: &'a str,
 }
 
 /// A request's upstream tries as `add_header` reads them: the addresses
@@ -118,6 +126,7 @@ pub enum Var {
     /// `$body_bytes_sent`, `$bytes_sent` before anything was sent: `0`.
     BytesSent,
     ProxyHost,
+    ProxyPort,
     ProxyAddXForwardedFor,
     /// `$proxy_protocol_addr` (0), `_port` (1), `_server_addr` (2),
     /// `_server_port` (3): the connection's PROXY protocol header.
@@ -304,7 +313,6 @@ const UNSUPPORTED: &[&str] = &[
     "pipe",
     "proxy_internal_body_length",
     "proxy_internal_chunked",
-    "proxy_port",
     "realpath_root",
     "request_body",
     "request_body_file",
@@ -445,6 +453,7 @@ impl Var {
             "status" => Var::Status,
             "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
+            "proxy_port" => Var::ProxyPort,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
             "proxy_protocol_addr" => Var::ProxyProtocol(0),
             "proxy_protocol_port" => Var::ProxyProtocol(1),
@@ -535,7 +544,8 @@ impl Var {
             }
             Var::Cookie(name) => cookie(&req.headers, name).unwrap_or(b""),
             Var::ServerName => cx.server_name.as_bytes(),
-            Var::ProxyHost => cx.proxy_host.as_bytes(),
+            Var::ProxyHost => cx.proxy.host.as_bytes(),
+            Var::ProxyPort => cx.proxy.port.as_bytes(),
             Var::Host => cx
                 .head
                 .host(&req.uri, &req.headers)
@@ -779,6 +789,7 @@ impl Var {
             | Var::ContentLength
             | Var::ContentType
             | Var::ProxyHost
+            | Var::ProxyPort
             | Var::Capture(_)
             | Var::User(..)
             | Var::SslProtocol
@@ -812,7 +823,8 @@ impl Var {
             Var::ContentLength => !req.headers.contains_key(header::CONTENT_LENGTH),
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),
-            Var::ProxyHost => cx.proxy_host.is_empty(),
+            // Both set by the proxy module, once it handles the request.
+            Var::ProxyHost | Var::ProxyPort => cx.proxy.host.is_empty(),
             Var::ProxyProtocol(_) => proxied(req).is_none(),
             // Never set, nor a group of the request's regexes.
             Var::User(i, true) => user(cx, *i).is_none(),

@@ -2937,9 +2937,11 @@ impl<'a> Interp<'a> {
                 d,
             );
         }
+        let (host, port) = proxy_name(&authority, &url, tls);
         let pass = ProxyPass {
             upstream: usize::MAX,
-            host: authority,
+            host,
+            port,
             uri: None,
             tls,
             url: None,
@@ -3862,9 +3864,11 @@ impl<'a> Interp<'a> {
                             item,
                         );
                     }
+                    let (host, port) = proxy_name(&authority, &url, tls);
                     proxy = Some(ProxyPass {
                         upstream: usize::MAX,
-                        host: authority.clone(),
+                        host,
+                        port,
                         uri: url.uri.clone(),
                         tls,
                         url: None,
@@ -5173,6 +5177,19 @@ pub(crate) fn parse_url(
         no_port,
         uri: uri.map(str::to_owned),
     })
+}
+
+/// nginx's `ngx_http_proxy_set_vars`: `$proxy_host`, the host and the
+/// port as written unless it is the scheme's, and `$proxy_port`, that
+/// port or the scheme's (`proxy_pass http://h:80` sends `Host: h`).
+pub(crate) fn proxy_name(authority: &str, url: &ParsedUrl, tls: bool) -> (String, String) {
+    let default = if tls { 443 } else { 80 };
+    if url.no_port || url.port == default {
+        return (url.host.clone(), default.to_string());
+    }
+    // The authority is the host, `:` and the port's text.
+    let port = authority.get(url.host.len() + 1..).unwrap_or_default();
+    (authority.to_owned(), port.to_owned())
 }
 
 /// nginx's `ngx_inet_addr`: a dotted quad, leading zeros allowed.

@@ -926,8 +926,11 @@ pub enum Action {
 pub struct ProxyPass {
     /// Index into `HttpConf::upstreams`.
     pub upstream: usize,
-    /// `$proxy_host`: the authority as written after `http://`.
+    /// `$proxy_host`: the host as written after `http://`, and its port
+    /// unless it is the scheme's.
     pub host: String,
+    /// `$proxy_port`: the port as written, else the scheme's.
+    pub port: String,
     /// The URI part of `proxy_pass http://u/uri`, replacing the matched
     /// location prefix; `None` passes the request URI unchanged.
     pub uri: Option<String>,
@@ -940,11 +943,20 @@ pub struct ProxyPass {
 }
 
 impl ProxyPass {
+    /// `$proxy_host` and `$proxy_port` of a `proxy_pass` without variables.
+    pub fn name(&self) -> crate::vars::ProxyName<'_> {
+        crate::vars::ProxyName {
+            host: &self.host,
+            port: &self.port,
+        }
+    }
+
     /// A `proxy_pass` with variables in `url`.
     pub fn dynamic(url: &str) -> ProxyPass {
         ProxyPass {
             upstream: usize::MAX,
             host: String::new(),
+            port: String::new(),
             uri: None,
             tls: true,
             url: Some(url.to_owned()),

@@ -367,18 +367,19 @@ async fn checked(
     // auth backend), as nginx logs it; else it is the refusal's record,
     // or none (the level's answer has its own).
     let started = started.unwrap_or_else(crate::clock::now);
-    let mut waiting = crate::http::access::Unanswered(
-        level
-            .logs
-            .map(|logs| logs.start(&req.vars(client, 0, ""), started)),
-    );
+    let mut waiting = crate::http::access::Unanswered(level.logs.map(|logs| {
+        logs.start(
+            &req.vars(client, 0, crate::vars::ProxyName::default()),
+            started,
+        )
+    }));
     let refused = 'phases: {
         if !level.filters.is_empty() && !req.pre_access.met(Met::REQ) {
             let refused = crate::http::proxy::location_filters(
                 level.filters,
                 req.parts,
                 &cx,
-                req.vars(client, 0, ""),
+                req.vars(client, 0, crate::vars::ProxyName::default()),
                 Some(&mut pre.module_values),
             )
             .await;
@@ -387,7 +388,7 @@ async fn checked(
             }
         }
         if let Some(limits) = level.limit_conn.filter(|_| !req.pre_access.meet(Met::CONN)) {
-            let vars = req.vars(client, 0, "");
+            let vars = req.vars(client, 0, crate::vars::ProxyName::default());
             match crate::http::limit_conn::check(
                 limits,
                 &vars,
@@ -435,7 +436,7 @@ async fn checked(
             ..*req
         };
         let status = resp.status().as_u16();
-        record.recapture(&next.vars(client, status, ""));
+        record.recapture(&next.vars(client, status, crate::vars::ProxyName::default()));
         record.status = status;
         record.module_values = std::mem::take(&mut pre.module_values);
         record.limit_conn = pre.conn_status;
@@ -458,7 +459,7 @@ async fn decide(
     // access phase decides, here.
     let Some(ar) = ar else {
         let cx = req.client_cx(client);
-        let vars = req.vars(client, 0, "");
+        let vars = req.vars(client, 0, crate::vars::ProxyName::default());
         let refused = crate::http::server::access(
             level.rules,
             level.auth_basic,
@@ -490,7 +491,7 @@ async fn decide(
             Some(auth),
             false,
             req.parts,
-            &req.vars(client, 0, ""),
+            &req.vars(client, 0, crate::vars::ProxyName::default()),
             &cx,
         )
         .await;
@@ -552,7 +553,11 @@ async fn subrequest(
         client,
         |sub, answer| {
             (!ar.sets.is_empty()).then(|| {
-                let vars = sub.vars(client, answer.status().as_u16(), "");
+                let vars = sub.vars(
+                    client,
+                    answer.status().as_u16(),
+                    crate::vars::ProxyName::default(),
+                );
                 ar.sets
                     .iter()
                     .map(|(index, pieces)| (*index, evaluate(pieces, &vars, answer)))
@@ -645,7 +650,10 @@ async fn dispatch(
     let started = Some(crate::clock::now());
     let scripted = sub.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
     let mut answer = if let Some(ret) = &sub.server.ret {
-        crate::http::response::reply(ret, &sub.vars(client, ret.status, ""))
+        crate::http::response::reply(
+            ret,
+            &sub.vars(client, ret.status, crate::vars::ProxyName::default()),
+        )
     } else if scripted {
         crate::http::rewrite::serve(sub, body, location, client, false, started, false).await
     } else {

@@ -112,7 +112,10 @@ pub(crate) fn apply<'a>(
             // A server-level `return` answers in the server's rewrite
             // phase, which nginx runs again for the new URI.
             if let (Some(ret), Some(_)) = (&req.server.ret, path) {
-                let again = crate::http::response::reply(ret, &req.vars(client, ret.status, ""));
+                let again = crate::http::response::reply(
+                    ret,
+                    &req.vars(client, ret.status, crate::vars::ProxyName::default()),
+                );
                 resp = replaced(resp, again);
                 pages = req.server.error_pages.as_deref();
                 continue;

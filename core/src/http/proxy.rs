@@ -41,7 +41,7 @@ use crate::upstream::dynamic::Chosen;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
 use crate::vars::UpstreamSeen;
-use crate::vars::{NgxIp, Var, VarCtx};
+use crate::vars::{NgxIp, ProxyName, Var, VarCtx};
 
 /// What the request path knows about the client connection.
 pub struct ClientCx<'a> {
@@ -729,7 +729,7 @@ fn limit_conn(
 pub(crate) fn not_proxied(record: Option<&mut Record>, vars: &VarCtx<'_>) {
     if let Some(r) = record {
         r.recapture(&VarCtx {
-            proxy_host: "",
+            proxy: ProxyName::default(),
             ..*vars
         });
     }
@@ -956,13 +956,16 @@ pub async fn run(
     let mut seen = carried.seen.as_deref_mut();
     // The location's upstream, or the one its `proxy_pass` with variables
     // named for this request.
-    let (upstream, proxy_host, tries) = match (chosen, &p.upstream) {
+    let (upstream, proxy, tries) = match (chosen, &p.upstream) {
         (Some(c), _) => (
             &c.upstream,
-            &*c.host,
+            ProxyName {
+                host: &c.host,
+                port: &c.port,
+            },
             crate::runtime::capped_tries(c.upstream.tries, p.tries_cap),
         ),
-        (None, Some(u)) => (u, p.host.as_str(), p.tries),
+        (None, Some(u)) => (u, p.name(), p.tries),
         (None, None) => return error_page(500),
     };
     let up: &Upstream = upstream;
@@ -991,7 +994,7 @@ pub async fn run(
         peer: cx.peer,
         local: cx.local,
         server_name: &cx.server.name,
-        proxy_host,
+        proxy,
         conn: cx.conn,
         requests: cx.requests,
         status: cx.err_status,

@@ -379,7 +379,11 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             }
             Op::Return(action) => return Ran::Return(action, own),
             Op::Set(index, value) => {
-                let value = bytes::Bytes::from(value.eval(&now.vars(client, 0, "")));
+                let value = bytes::Bytes::from(value.eval(&now.vars(
+                    client,
+                    0,
+                    crate::vars::ProxyName::default(),
+                )));
                 let Some(c) = owned(&mut own, req) else {
                     return Ran::Answer(finalized(500));
                 };
@@ -390,7 +394,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             Op::SetArgs(value) => {
                 // The path stays as it came (or as a rewrite made it), and
                 // the location too; `$request_uri` stays the client's.
-                let args = value.eval(&now.vars(client, 0, ""));
+                let args = value.eval(&now.vars(client, 0, crate::vars::ProxyName::default()));
                 let Some(c) = owned(&mut own, req) else {
                     return Ran::Answer(finalized(500));
                 };
@@ -481,7 +485,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             }
             continue;
         };
-        let mut vars = now.vars(client, 0, "");
+        let mut vars = now.vars(client, 0, crate::vars::ProxyName::default());
         vars.captures = Some(&caps);
         // nginx escapes the groups (as arguments) in the arguments and in
         // a redirect, when the request's path had `%` or `+`.
@@ -580,7 +584,7 @@ async fn holds(
     client: SocketAddr,
     log: bool,
 ) -> (bool, Option<(Captured, Vec<(u32, bytes::Bytes)>)>) {
-    let vars = req.vars(client, 0, "");
+    let vars = req.vars(client, 0, crate::vars::ProxyName::default());
     match cond {
         Cond::Var(v) => {
             let value = v.eval(&vars);
@@ -749,9 +753,10 @@ pub(crate) fn serve<'a>(
                 Ran::Return(action, state) => {
                     let now = at_current(&at_server, state.as_ref(), req.changes);
                     let resp = match action {
-                        Action::Reply(r) => {
-                            crate::http::response::reply(r, &now.vars(client, r.status, ""))
-                        }
+                        Action::Reply(r) => crate::http::response::reply(
+                            r,
+                            &now.vars(client, r.status, crate::vars::ProxyName::default()),
+                        ),
                         _ => finalized(500),
                     };
                     let resp = logged(&now, client, server.access_log.as_ref(), resp, started);
@@ -1042,7 +1047,10 @@ fn logged(
     if let Some(logs) = logs {
         let status = resp.status().as_u16();
         let started = started.unwrap_or_else(crate::clock::now);
-        let mut record = logs.start(&req.vars(client, status, ""), started);
+        let mut record = logs.start(
+            &req.vars(client, status, crate::vars::ProxyName::default()),
+            started,
+        );
         record.status = status;
         resp.body_mut().set_record(Some(record));
     }

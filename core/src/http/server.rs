@@ -30,7 +30,7 @@ use crate::http::tls::{self, Https};
 use crate::log::{self, Level};
 use crate::runtime::{Action, Location, Runtime};
 use crate::upstream::dynamic::Choice;
-use crate::vars::VarCtx;
+use crate::vars::{ProxyName, VarCtx};
 
 /// The listening sockets the workers accept on. Replaced as a whole on
 /// reload; a socket whose address stays keeps its `Arc`, so its accept
@@ -742,10 +742,10 @@ macro_rules! proxied {
 }
 
 /// What a `proxy_pass` with variables named for a request (the pass and
-/// its choice), and `$proxy_host`.
+/// its choice), and `$proxy_host` and `$proxy_port`.
 type DynamicChoice<'p> = (
     Option<(&'p crate::upstream::dynamic::DynamicPass, Box<Choice>)>,
-    Option<Box<str>>,
+    Option<(Box<str>, Box<str>)>,
 );
 
 /// What a `proxy_pass` with variables names for a request, and its host.
@@ -756,8 +756,9 @@ fn dynamic_choice<'p>(p: &'p crate::runtime::Proxy, vars: &VarCtx<'_>) -> Dynami
         return (None, None);
     };
     let choice = Box::new(d.choose(vars));
-    let host = choice.host().into();
-    (Some((d, choice)), Some(host))
+    let name = choice.name();
+    let name = (name.host.into(), name.port.into());
+    (Some((d, choice)), Some(name))
 }
 
 /// The address's default server: the server of what nginx logs while
@@ -1101,13 +1102,15 @@ macro_rules! location_answer_plain {
         // (Boxed and out of line: the plain proxy path only tests and
         // keeps `None`s.)
         let (choice, dynamic_host) = match action {
-            Action::Proxy(p) if p.dynamic.is_some() => dynamic_choice(p, &req.vars(client, 0, "")),
+            Action::Proxy(p) if p.dynamic.is_some() => {
+                dynamic_choice(p, &req.vars(client, 0, ProxyName::default()))
+            }
             _ => (None, None),
         };
         let proxy_host = match (action, &dynamic_host) {
-            (Action::Proxy(_), Some(host)) => host,
-            (Action::Proxy(p), None) => p.host.as_str(),
-            _ => "",
+            (Action::Proxy(_), Some((host, port))) => ProxyName { host, port },
+            (Action::Proxy(p), None) => p.name(),
+            _ => ProxyName::default(),
         };
         // (A subrequest is not logged.) A location `if` that held logs
         // with its own lines, where it has any.
@@ -1137,7 +1140,7 @@ macro_rules! location_answer_plain {
         };
         let cx = req.client_cx(client);
         let mut resp = match action {
-            Action::Reply(r) => reply(r, &req.vars(client, r.status, "")),
+            Action::Reply(r) => reply(r, &req.vars(client, r.status, ProxyName::default())),
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
             // (A `proxy_pass` whose value named nothing answers below, in
@@ -1173,7 +1176,10 @@ macro_rules! location_answer_plain {
                     ))
                     .await;
                     if let Some(resp) = refused {
-                        proxy::not_proxied(record.0.as_deref_mut(), &req.vars(client, 0, ""));
+                        proxy::not_proxied(
+                            record.0.as_deref_mut(),
+                            &req.vars(client, 0, ProxyName::default()),
+                        );
                         break 'answer resp;
                     }
                 }
@@ -1195,7 +1201,10 @@ macro_rules! location_answer_plain {
                 }
                 match checked {
                     Err(code) => {
-                        proxy::not_proxied(record.0.as_deref_mut(), &req.vars(client, 0, ""));
+                        proxy::not_proxied(
+                            record.0.as_deref_mut(),
+                            &req.vars(client, 0, ProxyName::default()),
+                        );
                         finalized(code)
                     }
                     Ok(hold) => {
@@ -1212,7 +1221,7 @@ macro_rules! location_answer_plain {
                             (Some(resp), _) => {
                                 proxy::not_proxied(
                                     record.0.as_deref_mut(),
-                                    &req.vars(client, 0, ""),
+                                    &req.vars(client, 0, ProxyName::default()),
                                 );
                                 resp
                             }
@@ -1294,7 +1303,7 @@ fn tried_uri(
     record: &mut crate::http::access::Record,
     req: &Req<'_>,
     client: SocketAddr,
-    proxy_host: &str,
+    proxy_host: ProxyName<'_>,
 ) {
     let head = ParsedHead::redirected(req.head, req.parts, uri);
     let vars = crate::vars::VarCtx {
@@ -1439,7 +1448,10 @@ async fn handle(
         let mut resp = resp;
         if let Some(logs) = &server.access_log {
             let status = resp.status().as_u16();
-            let mut record = logs.start(&req.vars(client, status, ""), crate::clock::now());
+            let mut record = logs.start(
+                &req.vars(client, status, ProxyName::default()),
+                crate::clock::now(),
+            );
             record.status = status;
             record.limit_conn = conn;
             resp.body_mut().set_record(Some(record));
@@ -1479,14 +1491,20 @@ async fn handle(
         log::write(Level::Info, Some(conn.id), &line);
         server_logged(error_page(status), 0)
     } else if let Some(r) = &server.ret {
-        server_logged(reply(r, &req.vars(client, r.status, "")), 0)
+        server_logged(
+            reply(r, &req.vars(client, r.status, ProxyName::default())),
+            0,
+        )
     } else if too_large {
         let mut resp = error_page(413);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         match location.and_then(|l| l.access_log.as_ref()) {
             Some(logs) => {
-                let mut record = logs.start(&req.vars(client, 413, ""), crate::clock::now());
+                let mut record = logs.start(
+                    &req.vars(client, 413, ProxyName::default()),
+                    crate::clock::now(),
+                );
                 record.status = 413;
                 resp.body_mut().set_record(Some(record));
                 resp
@@ -1559,8 +1577,8 @@ async fn handle(
         .and_then(|l| l.parts.extensions.get::<crate::http::rewrite::IfOutbound>());
     let outbound = if_outbound.map_or(outbound, |o| &*o.0);
     let proxy_host = match location.map(|l| &l.action) {
-        Some(Action::Proxy(p)) => p.host.as_str(),
-        _ => "",
+        Some(Action::Proxy(p)) => p.name(),
+        _ => ProxyName::default(),
     };
     // The header filters of the location that made the answer, and the
     // keep-alive decision (in place: an answer is a few hundred bytes).
@@ -1642,7 +1660,7 @@ pub(crate) struct Req<'a> {
 
 impl<'a> Req<'a> {
     #[inline]
-    pub(crate) fn vars(&self, client: SocketAddr, status: u16, proxy_host: &'a str) -> VarCtx<'a> {
+    pub(crate) fn vars(&self, client: SocketAddr, status: u16, proxy: ProxyName<'a>) -> VarCtx<'a> {
         VarCtx {
             req: self.parts,
             head: self.head,
@@ -1650,7 +1668,7 @@ impl<'a> Req<'a> {
             peer: self.conn.client,
             local: self.local,
             server_name: &self.server.name,
-            proxy_host,
+            proxy,
             conn: self.conn.id,
             requests: self.requests,
             status: if self.err_status != 0 {
@@ -1775,7 +1793,7 @@ pub(crate) async fn server_level(
             &server.filters,
             parts,
             &cx,
-            req.vars(client, 0, ""),
+            req.vars(client, 0, ProxyName::default()),
             Some(&mut module_values),
         ))
         .await;
@@ -1787,7 +1805,13 @@ pub(crate) async fn server_level(
     let checked = match &server.limit_conn {
         Some(limits) if !req.pre_access.meet(proxy::PreAccess::CONN) => {
             let cx = req.client_cx(client);
-            limit_conn::check(limits, &req.vars(client, 0, ""), &cx, parts, &mut conn)
+            limit_conn::check(
+                limits,
+                &req.vars(client, 0, ProxyName::default()),
+                &cx,
+                parts,
+                &mut conn,
+            )
         }
         _ => Ok(None),
     };
@@ -1800,7 +1824,7 @@ pub(crate) async fn server_level(
                 server.auth_basic.as_deref(),
                 server.satisfy_any,
                 parts,
-                &req.vars(client, 0, ""),
+                &req.vars(client, 0, ProxyName::default()),
                 &cx,
             )
             .await;
@@ -1832,7 +1856,7 @@ fn server_logged(
     if let (Some(logs), None) = (&req.server.access_log, resp.body().record()) {
         let status = resp.status().as_u16();
         let started = started.unwrap_or_else(crate::clock::now);
-        let mut record = logs.start(&req.vars(client, status, ""), started);
+        let mut record = logs.start(&req.vars(client, status, ProxyName::default()), started);
         record.status = status;
         record.limit_conn = conn;
         record.module_values = module_values;

@@ -906,6 +906,36 @@ fn proxy_tls(
     Ok(Some(ProxyTls { client, name }))
 }
 
+/// `value` with the variable `name` (`$name` not followed by a name's
+/// character, or `${name}`) replaced by `with`.
+fn substitute(value: &str, name: &str, with: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let braced = after
+            .strip_prefix('{')
+            .and_then(|a| a.strip_prefix(name))
+            .and_then(|a| a.strip_prefix('}'));
+        let bare = after
+            .strip_prefix(name)
+            .filter(|a| !a.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'));
+        match braced.or(bare) {
+            Some(tail) => {
+                out.push_str(with);
+                rest = tail;
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The configured proxy headers, then nginx's defaults not configured
 /// (`ngx_http_proxy_init_headers`: its order, in which they are sent).
 fn proxy(
@@ -929,9 +959,10 @@ fn proxy(
         // `$proxy_host` is known now, unless variables make it; with it
         // substituted most values are fixed and cost nothing per request.
         let value = match p.url {
-            None => value
-                .replace("$proxy_host", &p.host)
-                .replace("${proxy_host}", &p.host),
+            None => {
+                let value = substitute(&value, "proxy_host", &p.host);
+                substitute(&value, "proxy_port", &p.port)
+            }
             Some(_) => value,
         };
         let source = header_source(&name, &value, &|n| maps.var(n))?;
@@ -962,6 +993,7 @@ fn proxy(
         dynamic,
         tries_cap: conf.next_upstream_tries,
         host: p.host.clone(),
+        port: p.port.clone(),
         uri: p.uri.clone(),
         headers,
         http11: conf.http11,
@@ -1350,4 +1382,20 @@ fn default_marked(confs: &[model::ServerConf], addr: &std::net::SocketAddr, upto
             .iter()
             .any(|l| &l.addr == addr && l.default_server)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::substitute;
+
+    #[test]
+    fn substitutes_whole_names_only() {
+        assert_eq!(substitute("$proxy_host", "proxy_host", "u"), "u");
+        assert_eq!(
+            substitute("${proxy_host}x:$proxy_host_b$proxy_host", "proxy_host", "u"),
+            "ux:$proxy_host_bu"
+        );
+        assert_eq!(substitute("$$proxy_host$", "proxy_host", "u"), "$u$");
+        assert_eq!(substitute("a$host", "proxy_host", "u"), "a$host");
+    }
 }

@@ -496,6 +496,16 @@ pub fn capped_tries(tries: u32, cap: u32) -> u32 {
     }
 }
 
+impl Proxy {
+    /// `$proxy_host` and `$proxy_port` of a `proxy_pass` without variables.
+    pub fn name(&self) -> crate::vars::ProxyName<'_> {
+        crate::vars::ProxyName {
+            host: &self.host,
+            port: &self.port,
+        }
+    }
+}
+
 pub struct Proxy {
     /// Filters to run before the balancer, in order.
     pub filters: Vec<FilterRun>,
@@ -508,6 +518,8 @@ pub struct Proxy {
     pub tries_cap: u32,
     /// `$proxy_host`
     pub host: String,
+    /// `$proxy_port`
+    pub port: String,
     /// `proxy_pass http://u/uri`: the matched prefix is replaced by `uri`.
     pub uri: Option<String>,
     /// Headers set on the upstream request, in nginx's order (the

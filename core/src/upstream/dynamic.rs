@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::conf::interp::{implicit_upstream, inet_addr, parse_url};
+use crate::conf::interp::{implicit_upstream, inet_addr, parse_url, proxy_name};
 use crate::conf::syntax::Loc;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::resolver::Resolver;
 use crate::upstream::Upstream;
-use crate::vars::{Template, VarCtx};
+use crate::vars::{ProxyName, Template, VarCtx};
 
 /// Addresses whose upstreams are kept; past it the list starts again.
 const MADE: usize = 64;
@@ -52,6 +52,8 @@ pub struct Chosen {
     pub upstream: Arc<Upstream>,
     /// `$proxy_host`: the host, and the port unless it is the scheme's.
     pub host: Box<str>,
+    /// `$proxy_port`
+    pub port: Box<str>,
     /// The URI part of the value: sent as it is (`None`: the request's).
     pub uri: Option<Box<str>>,
     /// `https://`.
@@ -67,13 +69,15 @@ pub enum Choice {
 }
 
 impl Choice {
-    /// `$proxy_host` of the request: known before any name is resolved.
-    pub fn host(&self) -> &str {
-        match self {
-            Choice::Chosen(c) => &c.host,
-            Choice::Resolve(l) => &l.host,
-            Choice::Failed(e) => &e.host,
-        }
+    /// `$proxy_host` and `$proxy_port` of the request: known before any
+    /// name is resolved.
+    pub fn name(&self) -> ProxyName<'_> {
+        let (host, port) = match self {
+            Choice::Chosen(c) => (&c.host, &c.port),
+            Choice::Resolve(l) => (&l.host, &l.port_text),
+            Choice::Failed(e) => (&e.host, &e.port),
+        };
+        ProxyName { host, port }
     }
 }
 
@@ -83,6 +87,7 @@ pub struct Lookup {
     port: u16,
     authority: String,
     host: Box<str>,
+    port_text: Box<str>,
     uri: Option<Box<str>>,
     tls: bool,
 }
@@ -94,6 +99,7 @@ pub struct NotChosen {
     pub message: String,
     pub status: u16,
     pub host: Box<str>,
+    pub port: Box<str>,
 }
 
 impl DynamicPass {
@@ -120,11 +126,12 @@ impl DynamicPass {
     pub fn choose(&self, vars: &VarCtx<'_>) -> Choice {
         let value = self.url.eval(vars);
         let value = String::from_utf8_lossy(&value);
-        let failed = |message: String, status: u16, host: &str| {
+        let failed = |message: String, status: u16, host: &str, port: &str| {
             Choice::Failed(NotChosen {
                 message,
                 status,
                 host: host.into(),
+                port: port.into(),
             })
         };
         // nginx wants a byte after the prefix (`proxy.len > 7`).
@@ -135,17 +142,15 @@ impl DynamicPass {
             (_, Some(p)) if p.eq_ignore_ascii_case("https://") && value.len() > 8 => {
                 (&value[8..], 443, true)
             }
-            _ => return failed(format!("invalid URL prefix in \"{value}\""), 500, ""),
+            _ => return failed(format!("invalid URL prefix in \"{value}\""), 500, "", ""),
         };
         let url = match parse_url(rest, port, true) {
             Ok(url) => url,
-            Err(e) => return failed(format!("{e} in upstream \"{rest}\""), 500, ""),
+            Err(e) => return failed(format!("{e} in upstream \"{rest}\""), 500, "", ""),
         };
         let authority = &rest[..rest.len() - url.uri.as_ref().map_or(0, String::len)];
-        let host: Box<str> = match url.no_port || url.port == port {
-            true => url.host.as_str().into(),
-            false => authority.into(),
-        };
+        let (host, port_text) = proxy_name(authority, &url, tls);
+        let (host, port_text): (Box<str>, Box<str>) = (host.into(), port_text.into());
         // nginx sends `/?a` for a URI part that is only `?a`.
         let uri = url.uri.as_deref().map(|u| match u.starts_with('?') {
             true => format!("/{u}").into_boxed_str(),
@@ -171,7 +176,7 @@ impl DynamicPass {
                 let Some(ip) = ip else {
                     if self.resolver.is_none() {
                         let message = format!("no resolver defined to resolve {}", url.host);
-                        return failed(message, 502, &host);
+                        return failed(message, 502, &host, &port_text);
                     }
                     // The upstream is made once the addresses are known.
                     return Choice::Resolve(Lookup {
@@ -179,19 +184,21 @@ impl DynamicPass {
                         port: url.port,
                         authority: authority.to_owned(),
                         host,
+                        port_text,
                         uri,
                         tls,
                     });
                 };
                 match self.made_for(authority, &[SocketAddr::new(ip, url.port)]) {
                     Ok(up) => up,
-                    Err(e) => return failed(e, 500, &host),
+                    Err(e) => return failed(e, 500, &host, &port_text),
                 }
             }
         };
         Choice::Chosen(Chosen {
             upstream,
             host,
+            port: port_text,
             uri,
             tls,
         })
@@ -204,6 +211,7 @@ impl DynamicPass {
             port,
             authority,
             host,
+            port_text,
             uri,
             tls,
         } = lookup;
@@ -211,6 +219,7 @@ impl DynamicPass {
             message,
             status,
             host: host.clone(),
+            port: port_text.clone(),
         };
         let Some(resolver) = &self.resolver else {
             return Err(failed(
@@ -231,6 +240,7 @@ impl DynamicPass {
         Ok(Chosen {
             upstream,
             host,
+            port: port_text,
             uri,
             tls,
         })
