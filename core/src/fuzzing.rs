@@ -162,10 +162,7 @@ impl Harness {
             server_name: "fuzz.example.com",
             proxy: match bytes.byte() & 1 {
                 0 => crate::vars::ProxyName::default(),
-                _ => crate::vars::ProxyName {
-                    host: "up",
-                    port: "80",
-                },
+                _ => crate::vars::ProxyName::new("up", "80"),
             },
             conn: bytes.u64(),
             requests: bytes.u64(),

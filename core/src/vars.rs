@@ -63,10 +63,23 @@ pub struct VarCtx<'a> {
 
 /// nginx's `$proxy_host` (the host, and the port unless it is the
 /// scheme's) and `$proxy_port` (the port, the scheme's by default).
+/// Not found (`default()`) until the proxy handles the request; empty
+/// but found after a `proxy_pass` value that named nothing.
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
 pub struct ProxyName<'a> {
     pub host: &'a str,
     pub port: &'a str,
+    found: bool,
+}
+
+impl<'a> ProxyName<'a> {
+    pub fn new(host: &'a str, port: &'a str) -> ProxyName<'a> {
+        ProxyName {
+            host,
+            port,
+            found: true,
+        }
+    }
 }
 
 /// A request's upstream tries as `add_header` reads them: the addresses
@@ -824,7 +837,7 @@ impl Var {
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),
             // Both set by the proxy module, once it handles the request.
-            Var::ProxyHost | Var::ProxyPort => cx.proxy.host.is_empty(),
+            Var::ProxyHost | Var::ProxyPort => !cx.proxy.found,
             Var::ProxyProtocol(_) => proxied(req).is_none(),
             // Never set, nor a group of the request's regexes.
             Var::User(i, true) => user(cx, *i).is_none(),

@@ -945,10 +945,7 @@ pub struct ProxyPass {
 impl ProxyPass {
     /// `$proxy_host` and `$proxy_port` of a `proxy_pass` without variables.
     pub fn name(&self) -> crate::vars::ProxyName<'_> {
-        crate::vars::ProxyName {
-            host: &self.host,
-            port: &self.port,
-        }
+        crate::vars::ProxyName::new(&self.host, &self.port)
     }
 
     /// A `proxy_pass` with variables in `url`.

@@ -959,10 +959,7 @@ pub async fn run(
     let (upstream, proxy, tries) = match (chosen, &p.upstream) {
         (Some(c), _) => (
             &c.upstream,
-            ProxyName {
-                host: &c.host,
-                port: &c.port,
-            },
+            ProxyName::new(&c.host, &c.port),
             crate::runtime::capped_tries(c.upstream.tries, p.tries_cap),
         ),
         (None, Some(u)) => (u, p.name(), p.tries),

@@ -1108,7 +1108,7 @@ macro_rules! location_answer_plain {
             _ => (None, None),
         };
         let proxy_host = match (action, &dynamic_host) {
-            (Action::Proxy(_), Some((host, port))) => ProxyName { host, port },
+            (Action::Proxy(_), Some((host, port))) => ProxyName::new(host, port),
             (Action::Proxy(p), None) => p.name(),
             _ => ProxyName::default(),
         };

@@ -499,10 +499,7 @@ pub fn capped_tries(tries: u32, cap: u32) -> u32 {
 impl Proxy {
     /// `$proxy_host` and `$proxy_port` of a `proxy_pass` without variables.
     pub fn name(&self) -> crate::vars::ProxyName<'_> {
-        crate::vars::ProxyName {
-            host: &self.host,
-            port: &self.port,
-        }
+        crate::vars::ProxyName::new(&self.host, &self.port)
     }
 }
 

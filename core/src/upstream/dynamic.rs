@@ -77,7 +77,7 @@ impl Choice {
             Choice::Resolve(l) => (&l.host, &l.port_text),
             Choice::Failed(e) => (&e.host, &e.port),
         };
-        ProxyName { host, port }
+        ProxyName::new(host, port)
     }
 }
 
