@@ -1078,6 +1078,9 @@ struct Interp<'a> {
     servers: Vec<ServerInfo>,
     locations: Vec<LocationInfo>,
     pending: Vec<PendingPass>,
+    /// `limit_except` blocks' fixed `proxy_pass` lines: the location (in
+    /// `locations`) and the upstream entry.
+    pending_limit_except: Vec<(usize, usize)>,
     entries: Vec<UpstreamEntry>,
     listens: Vec<ListenAddr>,
     /// Shared memory zones, as `ngx_shared_memory_add` keeps them: name,
@@ -1347,6 +1350,7 @@ impl<'a> Interp<'a> {
             servers: Vec::new(),
             locations: Vec::new(),
             pending: Vec::new(),
+            pending_limit_except: Vec::new(),
             entries: Vec::new(),
             listens: Vec::new(),
             zones: Vec::new(),
@@ -2917,6 +2921,24 @@ impl<'a> Interp<'a> {
         Ok(RewriteOp::If(cond, ops))
     }
 
+    /// A `limit_except` block's `proxy_pass`: as an `if` block's, no URI
+    /// part; a fixed one's upstream is bound at the end of `http`.
+    fn limit_except_pass(
+        &mut self,
+        d: &Directive,
+        location: usize,
+    ) -> Result<(ProxyPass, Option<Redirect>), ConfError> {
+        let IfProxy {
+            pass,
+            default_redirect,
+            entry,
+        } = self.if_proxy_pass(d)?;
+        if pass.url.is_none() {
+            self.pending_limit_except.push((location, entry));
+        }
+        Ok((pass, default_redirect))
+    }
+
     /// A location `if`'s `proxy_pass`: nginx's messages for a URI part.
     fn if_proxy_pass(&mut self, d: &Directive) -> Result<IfProxy, ConfError> {
         if d.args[0].contains('$') {
@@ -3916,6 +3938,19 @@ impl<'a> Interp<'a> {
                             "auth_basic_user_file" => {
                                 le.file = Some(self.conf_path(&line.args[0]));
                             }
+                            "proxy_pass" if le.proxy.is_some() => {
+                                return err("\"proxy_pass\" directive is duplicate", line);
+                            }
+                            "proxy_pass" => le.proxy = Some(self.limit_except_pass(line, me)?),
+                            "access_log" => {
+                                let mut own = Layer::default();
+                                self.layer_directive(line, &mut own)?;
+                                let level = le.access_log.get_or_insert_with(AccessLogs::default);
+                                if let Some(own) = own.access_log {
+                                    level.logs.extend(own.logs);
+                                    level.off |= own.off;
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -3993,6 +4028,16 @@ impl<'a> Interp<'a> {
                     "the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\"".into(),
                     end,
                 ));
+            }
+        }
+        for (location, entry) in std::mem::take(&mut self.pending_limit_except) {
+            let index = self.entry_upstream(entry);
+            if let Some((pass, _)) = self.locations[location]
+                .limit_except
+                .as_mut()
+                .and_then(|le| le.proxy.as_mut())
+            {
+                pass.upstream = index;
             }
         }
         for pass in std::mem::take(&mut self.pending) {
@@ -4214,7 +4259,9 @@ impl<'a> Interp<'a> {
             secure_link_alone(&info.own, end)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
-            let https = matches!(&location.action, Action::Proxy(p) if p.tls);
+            let le_pass = info.limit_except.as_ref().and_then(|le| le.proxy.as_ref());
+            let https = matches!(&location.action, Action::Proxy(p) if p.tls)
+                || le_pass.is_some_and(|(p, _)| p.tls);
             if https && proxy.ssl.verify {
                 proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
                 // nginx's `ngx_http_proxy_set_ssl` reads it where it
@@ -4253,6 +4300,33 @@ impl<'a> Interp<'a> {
                 .valid_referers
                 .is_some()
                 .then(|| self.http.servers[info.server].names.clone());
+            // A `limit_except` block's `proxy_pass` in a location without
+            // one: its own `proxy_redirect default`, where none is in effect.
+            let le_proxy = match le_pass {
+                Some((_, Some(default))) if layer.redirects.is_none() => {
+                    let mut own = layer.clone();
+                    own.redirects = Some((false, vec![default.clone()]));
+                    let mut conf = own.proxy();
+                    conf.ssl = proxy.ssl.clone();
+                    conf
+                }
+                _ => proxy.clone(),
+            };
+            let le_logs = info
+                .limit_except
+                .as_ref()
+                .and_then(|le| le.access_log.as_ref())
+                .map(|level| {
+                    let mut logs = if level.off {
+                        Vec::new()
+                    } else {
+                        level.logs.clone()
+                    };
+                    for a in &mut logs {
+                        a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
+                    }
+                    logs
+                });
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = proxy;
             location.client = layer.client();
@@ -4273,6 +4347,11 @@ impl<'a> Interp<'a> {
                     .or_else(|| layer.auth_realm.clone())
                     .zip(le.file.clone().or_else(|| layer.auth_file.clone()))
                     .map(|(realm, file)| AuthBasicConf { realm, file }),
+                proxy: le
+                    .proxy
+                    .as_ref()
+                    .map(|(pass, _)| (pass.clone(), le_proxy.clone())),
+                access_log: le_logs.clone(),
             });
             location.limit_conn = layer.limit_conn_conf();
             location.auth_basic = layer.auth_basic();
@@ -5596,6 +5675,11 @@ struct LimitExcept {
     rules: Option<Vec<Rule>>,
     realm: Option<String>,
     file: Option<PathBuf>,
+    /// Its `proxy_pass` (a fixed one's upstream bound at the end of
+    /// `http`) and that line's `proxy_redirect default`.
+    proxy: Option<(ProxyPass, Option<Redirect>)>,
+    /// Its `access_log` lines, over the location's.
+    access_log: Option<AccessLogs>,
 }
 
 fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
@@ -5635,11 +5719,11 @@ fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
                 let list = rules.get_or_insert_with(Vec::new);
                 list.extend(cidrs.into_iter().map(|cidr| Rule { allow, cidr }));
             }
-            "auth_basic" | "auth_basic_user_file" => {}
+            "auth_basic" | "auth_basic_user_file" | "proxy_pass" | "access_log" => {}
             other => {
                 return err(
                     format!(
-                    "\"{other}\" inside \"limit_except\" is not supported (only allow, deny, auth_basic and auth_basic_user_file)"
+                    "\"{other}\" inside \"limit_except\" is not supported (only allow, deny, auth_basic, auth_basic_user_file, proxy_pass and access_log)"
                 ),
                     item,
                 )
@@ -5651,6 +5735,8 @@ fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
         rules,
         realm: None,
         file: None,
+        proxy: None,
+        access_log: None,
     })
 }
 

@@ -528,7 +528,7 @@ pub enum AutoindexFormat {
 
 /// `limit_except METHOD ... { ... }`: requests with another method are
 /// checked against `access` instead of the location's rules.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LimitExceptConf {
     /// Upper case; `GET` brings `HEAD`.
     pub methods: Vec<String>,
@@ -536,6 +536,11 @@ pub struct LimitExceptConf {
     /// `auth_basic` in effect for those requests (the block's own lines
     /// over the location's).
     pub auth_basic: Option<AuthBasicConf>,
+    /// Its `proxy_pass`, which answers those requests, with the location's
+    /// proxy settings (and its own `proxy_redirect default`).
+    pub proxy: Option<(ProxyPass, ProxyConf)>,
+    /// Its `access_log` lines (empty for `off`), over the location's.
+    pub access_log: Option<Vec<AccessLogConf>>,
 }
 
 /// nginx's default `max_ranges`: no limit (its `NGX_MAX_INT32_VALUE`).

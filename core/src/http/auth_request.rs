@@ -659,7 +659,7 @@ async fn dispatch(
     } else {
         match location {
             Some(location) => {
-                let action = match &location.action {
+                let action = match location.action_for(&sub.parts.method) {
                     Action::Internal(action) => action,
                     action => action,
                 };

@@ -192,7 +192,7 @@ pub(crate) fn apply<'a>(
                 }
                 Some(location) => {
                     // The client's request reaches an `internal` location here.
-                    let action = match &location.action {
+                    let action = match location.action_for(&next_req.parts.method) {
                         Action::Internal(action) => action,
                         action => action,
                     };

@@ -832,7 +832,7 @@ pub(crate) fn serve<'a>(
             };
             let (next, again) = match ran {
                 Ran::End { state: None, .. } => {
-                    let action = reached(&at.action, rewritten);
+                    let action = reached(at.action_for(&now.parts.method), rewritten);
                     let answer = at_location(&now, body, at, action, client, realip, started);
                     let resp = Box::pin(answer).await;
                     return answered_at(resp, server, Some(at), current.as_ref(), changes);
@@ -882,7 +882,7 @@ pub(crate) fn serve<'a>(
                 let now = at_current(req, Some(&next), changes);
                 let action = match next.parts.extensions.get::<IfHandler>() {
                     Some(handler) => &*handler.0,
-                    None => reached(&at.action, rewritten),
+                    None => reached(at.action_for(&now.parts.method), rewritten),
                 };
                 let answer = at_location(&now, body, at, action, client, realip, started);
                 let resp = Box::pin(answer).await;

@@ -1524,7 +1524,8 @@ async fn handle(
             None => server_level(&req, body, client, None).await,
             Some(location) => {
                 let realip = server_realip.is_none();
-                location_answer!(&req, body, location, &location.action, client, realip, None)
+                let action = location.action_for(&parts.method);
+                location_answer!(&req, body, location, action, client, realip, None)
             }
         }
     };
@@ -1535,7 +1536,9 @@ async fn handle(
     // (`auth_request` may mark a proxied answer with the variables it set.)
     let answered = match location {
         Some(l)
-            if matches!(l.action, Action::Proxy(_)) && !rewritten && l.auth_request.is_none() =>
+            if matches!(l.action_for(&parts.method), Action::Proxy(_))
+                && !rewritten
+                && l.auth_request.is_none() =>
         {
             None
         }
@@ -1576,7 +1579,7 @@ async fn handle(
         .as_ref()
         .and_then(|l| l.parts.extensions.get::<crate::http::rewrite::IfOutbound>());
     let outbound = if_outbound.map_or(outbound, |o| &*o.0);
-    let proxy_host = match location.map(|l| &l.action) {
+    let proxy_host = match location.map(|l| l.action_for(&parts.method)) {
         Some(Action::Proxy(p)) => p.name(),
         _ => ProxyName::default(),
     };

@@ -583,6 +583,36 @@ fn server(
             .as_ref()
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
+        let limit_except = match &l.limit_except {
+            Some(le) => {
+                let action = match &le.proxy {
+                    Some((pass, conf)) => {
+                        let action = location_proxy(pass, conf, l, i, upstreams, tls, filters)?;
+                        Some(match l.internal {
+                            true => Action::Internal(Box::new(action)),
+                            false => action,
+                        })
+                    }
+                    None => None,
+                };
+                let access_log = match &le.access_log {
+                    Some(confs) => Some(access_logs(confs, &mut logs, formats, filters)?),
+                    None => None,
+                };
+                Some(Box::new(crate::runtime::LimitExcept {
+                    methods: le
+                        .methods
+                        .iter()
+                        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    access: le.access.clone(),
+                    auth_basic: auth_basic(le.auth_basic.as_ref(), filters.maps)?,
+                    action,
+                    access_log,
+                }))
+            }
+            None => None,
+        };
         // (The `if` blocks' `proxy_pass` lines make their TLS clients
         // from inside the script's builder.)
         let if_tls = std::cell::RefCell::new(&mut *tls);
@@ -601,18 +631,7 @@ fn server(
             access_log,
             realip: l.realip.clone(),
             access: l.access.clone(),
-            limit_except: match &l.limit_except {
-                Some(le) => Some(Box::new(crate::runtime::LimitExcept {
-                    methods: le
-                        .methods
-                        .iter()
-                        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    access: le.access.clone(),
-                    auth_basic: auth_basic(le.auth_basic.as_ref(), filters.maps)?,
-                })),
-                None => None,
-            },
+            limit_except,
             limit_conn: limits(l.limit_conn.as_ref(), filters.limit_zones),
             auth_basic: auth_basic(l.auth_basic.as_ref(), filters.maps)?,
             satisfy_any: l.satisfy_any,

@@ -316,23 +316,44 @@ impl Location {
     /// location's, or `limit_except`'s for a method it does not list.
     pub fn access_for(&self, method: &http::Method) -> &Rules {
         match &self.limit_except {
-            Some(le) if !le.methods.contains(method) => &le.access,
+            Some(le) if le.limits(method) => &le.access,
             _ => &self.access,
         }
     }
 
+    /// The handler of a request with `method`: `limit_except`'s
+    /// `proxy_pass` for a method it does not list, else the location's.
+    #[inline]
+    pub fn action_for(&self, method: &http::Method) -> &Action {
+        match &self.limit_except {
+            Some(le) => match &le.action {
+                Some(action) if le.limits(method) => action,
+                _ => &self.action,
+            },
+            None => &self.action,
+        }
+    }
+
     /// The access logs of a request answered here: those of a location
-    /// `if` that held (`None` for `off`), else the location's.
+    /// `if` that held (`None` for `off`), else `limit_except`'s for a
+    /// method it does not list, else the location's.
     pub fn access_log_for<'a>(
         &'a self,
         parts: &'a http::request::Parts,
     ) -> Option<&'a Arc<crate::http::access::AccessLogs>> {
+        let own = match &self.limit_except {
+            Some(le) => match &le.access_log {
+                Some(logs) if le.limits(&parts.method) => logs.as_ref(),
+                _ => self.access_log.as_ref(),
+            },
+            None => self.access_log.as_ref(),
+        };
         match self.script {
             Some(_) => parts
                 .extensions
                 .get::<crate::http::rewrite::IfAccessLog>()
-                .map_or(self.access_log.as_ref(), |l| l.0.as_ref()),
-            None => self.access_log.as_ref(),
+                .map_or(own, |l| l.0.as_ref()),
+            None => own,
         }
     }
 
@@ -343,7 +364,7 @@ impl Location {
         method: &http::Method,
     ) -> Option<&Arc<crate::http::auth_basic::AuthBasic>> {
         match &self.limit_except {
-            Some(le) if !le.methods.contains(method) => le.auth_basic.as_ref(),
+            Some(le) if le.limits(method) => le.auth_basic.as_ref(),
             _ => self.auth_basic.as_ref(),
         }
     }
@@ -355,6 +376,17 @@ pub struct LimitExcept {
     pub methods: Box<[http::Method]>,
     pub access: Rules,
     pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
+    /// Its `proxy_pass`: the handler of the other methods.
+    pub action: Option<Action>,
+    /// Its `access_log` lines (`None` inside for `off`).
+    pub access_log: Option<Option<Arc<AccessLogs>>>,
+}
+
+impl LimitExcept {
+    /// Whether a request with `method` takes the block's settings.
+    fn limits(&self, method: &http::Method) -> bool {
+        !self.methods.contains(method)
+    }
 }
 
 pub struct Location {
