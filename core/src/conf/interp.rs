@@ -818,7 +818,8 @@ impl Layer {
             verify_depth: self.ssl_verify_depth.unwrap_or(d.verify_depth),
             client_certificate: self.ssl_client_certificate.clone(),
             trusted_certificate: self.ssl_trusted_certificate.clone(),
-            crl: self.ssl_crl.clone(),
+            // Read at the end of `http`, for a server with certificates.
+            crl: None,
             certificates: certs
                 .iter()
                 .zip(keys)
@@ -1104,7 +1105,7 @@ struct Interp<'a> {
     log_buffers: HashMap<PathBuf, (Buffering, Option<u32>)>,
     /// `proxy_ssl_trusted_certificate` files read, each once.
     trusted: HashMap<PathBuf, Arc<rustls::RootCertStore>>,
-    /// `proxy_ssl_crl` files read, each once (a CA's list can run to
+    /// `ssl_crl` and `proxy_ssl_crl` files read, each once (a CA's list can run to
     /// megabytes, and many locations name the same).
     crls: HashMap<PathBuf, CrlLists>,
 }
@@ -4186,7 +4187,7 @@ impl<'a> Interp<'a> {
                     trusted(&mut self.trusted, Some(path))?;
                 }
                 if let Some(path) = &layer.ssl_crl {
-                    crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
+                    server.tls.crl = Some((path.clone(), crl_lists(&mut self.crls, path)?));
                 }
                 if layer.ssl_stapling == Some(true) {
                     if let Some(file) = &layer.ssl_stapling_file {
@@ -4267,17 +4268,7 @@ impl<'a> Interp<'a> {
                 // nginx's `ngx_http_proxy_set_ssl` reads it where it
                 // verifies, after the trusted certificates.
                 if let Some(path) = &layer.proxy_ssl_crl {
-                    let crls = match self.crls.get(path) {
-                        Some(crls) => crls.clone(),
-                        None => {
-                            let crls =
-                                crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
-                            let crls = Arc::new(crls);
-                            self.crls.insert(path.clone(), crls.clone());
-                            crls
-                        }
-                    };
-                    proxy.ssl.crl = Some((path.clone(), crls));
+                    proxy.ssl.crl = Some((path.clone(), crl_lists(&mut self.crls, path)?));
                 }
             }
             // nginx's `ngx_http_proxy_set_ssl`: where TLS is used, a
@@ -4570,8 +4561,18 @@ fn is_on_off(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off")
 }
 
-/// A revocation list file's lists, shared by the locations that name it.
-type CrlLists = Arc<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>>;
+/// A revocation list file's lists: read once per configuration load,
+/// the servers and locations that name it sharing them (a CA's list can
+/// run to megabytes).
+fn crl_lists(read: &mut HashMap<PathBuf, CrlLists>, path: &Path) -> Result<CrlLists, ConfError> {
+    if let Some(lists) = read.get(path) {
+        return Ok(lists.clone());
+    }
+    let lists = crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?;
+    let lists = Arc::new(lists);
+    read.insert(path.to_owned(), lists.clone());
+    Ok(lists)
+}
 
 /// nginx's hash table sizes, accepted with their values checked: waypost
 /// has no such tables.

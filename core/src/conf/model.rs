@@ -638,6 +638,10 @@ pub struct SoKeepalive {
     pub count: u32,
 }
 
+/// A revocation list file's lists, read once per configuration load and
+/// shared by the servers and locations that name it.
+pub type CrlLists = Arc<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>>;
+
 /// A server's TLS settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConf {
@@ -678,8 +682,9 @@ pub struct TlsConf {
     /// `ssl_trusted_certificate`: more CAs to check against, not named.
     pub trusted_certificate: Option<PathBuf>,
     /// `ssl_crl`: the revocation lists every certificate of a client's
-    /// chain is checked against (OpenSSL's `CRL_CHECK_ALL`, as nginx).
-    pub crl: Option<PathBuf>,
+    /// chain is checked against (OpenSSL's `CRL_CHECK_ALL`, as nginx):
+    /// the file and its lists, read for a server with certificates.
+    pub crl: Option<(PathBuf, CrlLists)>,
     /// `ssl_verify_depth` (default 1): how many CAs may stand between a
     /// client's certificate and the root.
     pub verify_depth: u32,
@@ -1150,10 +1155,7 @@ pub struct ProxySsl {
     /// checked (only where it verifies, as nginx reads it).
     pub trusted: Option<Arc<rustls::RootCertStore>>,
     /// `proxy_ssl_crl` (its path and lists), read where it verifies.
-    pub crl: Option<(
-        PathBuf,
-        Arc<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>>,
-    )>,
+    pub crl: Option<(PathBuf, CrlLists)>,
     /// `proxy_ssl_server_name` (default off): send SNI.
     pub server_name: bool,
     /// `proxy_ssl_name`, as written; `None`: the upstream's host.

@@ -104,7 +104,7 @@ impl ClientAuth {
                 // anchor itself, which OpenSSL does against its own list:
                 // the same list any certificate it issued needs.)
                 let crls = match &tls.crl {
-                    Some(path) => crate::upstream::tls::load_crls(path).map_err(ConfError::bare)?,
+                    Some((_, lists)) => Vec::clone(lists),
                     None => Vec::new(),
                 };
                 // A file with certificates only: OpenSSL checks for lists
