@@ -1079,9 +1079,6 @@ struct Interp<'a> {
     servers: Vec<ServerInfo>,
     locations: Vec<LocationInfo>,
     pending: Vec<PendingPass>,
-    /// `limit_except` blocks' fixed `proxy_pass` lines: the location (in
-    /// `locations`) and the upstream entry.
-    pending_limit_except: Vec<(usize, usize)>,
     entries: Vec<UpstreamEntry>,
     listens: Vec<ListenAddr>,
     /// Shared memory zones, as `ngx_shared_memory_add` keeps them: name,
@@ -1351,7 +1348,6 @@ impl<'a> Interp<'a> {
             servers: Vec::new(),
             locations: Vec::new(),
             pending: Vec::new(),
-            pending_limit_except: Vec::new(),
             entries: Vec::new(),
             listens: Vec::new(),
             zones: Vec::new(),
@@ -2922,25 +2918,8 @@ impl<'a> Interp<'a> {
         Ok(RewriteOp::If(cond, ops))
     }
 
-    /// A `limit_except` block's `proxy_pass`: as an `if` block's, no URI
-    /// part; a fixed one's upstream is bound at the end of `http`.
-    fn limit_except_pass(
-        &mut self,
-        d: &Directive,
-        location: usize,
-    ) -> Result<(ProxyPass, Option<Redirect>), ConfError> {
-        let IfProxy {
-            pass,
-            default_redirect,
-            entry,
-        } = self.if_proxy_pass(d)?;
-        if pass.url.is_none() {
-            self.pending_limit_except.push((location, entry));
-        }
-        Ok((pass, default_redirect))
-    }
-
-    /// A location `if`'s `proxy_pass`: nginx's messages for a URI part.
+    /// A location `if`'s (or `limit_except`'s) `proxy_pass`: nginx's
+    /// messages for a URI part.
     fn if_proxy_pass(&mut self, d: &Directive) -> Result<IfProxy, ConfError> {
         if d.args[0].contains('$') {
             self.check_vars(self.compile_check(&d.args[0]), d)?;
@@ -3942,7 +3921,7 @@ impl<'a> Interp<'a> {
                             "proxy_pass" if le.proxy.is_some() => {
                                 return err("\"proxy_pass\" directive is duplicate", line);
                             }
-                            "proxy_pass" => le.proxy = Some(self.limit_except_pass(line, me)?),
+                            "proxy_pass" => le.proxy = Some(self.if_proxy_pass(line)?),
                             "access_log" => {
                                 let mut own = Layer::default();
                                 self.layer_directive(line, &mut own)?;
@@ -4029,16 +4008,6 @@ impl<'a> Interp<'a> {
                     "the \"large_client_header_buffers\" size must be equal to or greater than \"connection_pool_size\"".into(),
                     end,
                 ));
-            }
-        }
-        for (location, entry) in std::mem::take(&mut self.pending_limit_except) {
-            let index = self.entry_upstream(entry);
-            if let Some((pass, _)) = self.locations[location]
-                .limit_except
-                .as_mut()
-                .and_then(|le| le.proxy.as_mut())
-            {
-                pass.upstream = index;
             }
         }
         for pass in std::mem::take(&mut self.pending) {
@@ -4260,9 +4229,19 @@ impl<'a> Interp<'a> {
             secure_link_alone(&info.own, end)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
-            let le_pass = info.limit_except.as_ref().and_then(|le| le.proxy.as_ref());
+            // (A `limit_except` block's `proxy_pass` with its upstream.)
+            let le_pass = info
+                .limit_except
+                .as_ref()
+                .and_then(|le| le.proxy.clone())
+                .map(|mut p| {
+                    if p.pass.url.is_none() {
+                        p.pass.upstream = self.entry_upstream(p.entry);
+                    }
+                    p
+                });
             let https = matches!(&location.action, Action::Proxy(p) if p.tls)
-                || le_pass.is_some_and(|(p, _)| p.tls);
+                || le_pass.as_ref().is_some_and(|p| p.pass.tls);
             if https && proxy.ssl.verify {
                 proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
                 // nginx's `ngx_http_proxy_set_ssl` reads it where it
@@ -4291,18 +4270,6 @@ impl<'a> Interp<'a> {
                 .valid_referers
                 .is_some()
                 .then(|| self.http.servers[info.server].names.clone());
-            // A `limit_except` block's `proxy_pass` in a location without
-            // one: its own `proxy_redirect default`, where none is in effect.
-            let le_proxy = match le_pass {
-                Some((_, Some(default))) if layer.redirects.is_none() => {
-                    let mut own = layer.clone();
-                    own.redirects = Some((false, vec![default.clone()]));
-                    let mut conf = own.proxy();
-                    conf.ssl = proxy.ssl.clone();
-                    conf
-                }
-                _ => proxy.clone(),
-            };
             let le_logs = info
                 .limit_except
                 .as_ref()
@@ -4338,10 +4305,7 @@ impl<'a> Interp<'a> {
                     .or_else(|| layer.auth_realm.clone())
                     .zip(le.file.clone().or_else(|| layer.auth_file.clone()))
                     .map(|(realm, file)| AuthBasicConf { realm, file }),
-                proxy: le
-                    .proxy
-                    .as_ref()
-                    .map(|(pass, _)| (pass.clone(), le_proxy.clone())),
+                proxy: le_pass.clone(),
                 access_log: le_logs.clone(),
             });
             location.limit_conn = layer.limit_conn_conf();
@@ -5676,9 +5640,8 @@ struct LimitExcept {
     rules: Option<Vec<Rule>>,
     realm: Option<String>,
     file: Option<PathBuf>,
-    /// Its `proxy_pass` (a fixed one's upstream bound at the end of
-    /// `http`) and that line's `proxy_redirect default`.
-    proxy: Option<(ProxyPass, Option<Redirect>)>,
+    /// Its `proxy_pass`, read as an `if` block's.
+    proxy: Option<IfProxy>,
     /// Its `access_log` lines, over the location's.
     access_log: Option<AccessLogs>,
 }

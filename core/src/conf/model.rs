@@ -398,7 +398,8 @@ impl IfHeaders {
     }
 }
 
-/// A location `if`'s `proxy_pass` (no URI part, as nginx requires there).
+/// A location `if`'s or `limit_except`'s `proxy_pass` (no URI part, as
+/// nginx requires there).
 #[derive(Debug, Clone)]
 pub struct IfProxy {
     pub pass: ProxyPass,
@@ -536,9 +537,9 @@ pub struct LimitExceptConf {
     /// `auth_basic` in effect for those requests (the block's own lines
     /// over the location's).
     pub auth_basic: Option<AuthBasicConf>,
-    /// Its `proxy_pass`, which answers those requests, with the location's
-    /// proxy settings (and its own `proxy_redirect default`).
-    pub proxy: Option<(ProxyPass, ProxyConf)>,
+    /// Its `proxy_pass`, which answers those requests with the location's
+    /// proxy settings, as an `if` block's.
+    pub proxy: Option<IfProxy>,
     /// Its `access_log` lines (empty for `off`), over the location's.
     pub access_log: Option<Vec<AccessLogConf>>,
 }

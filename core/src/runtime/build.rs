@@ -517,6 +517,24 @@ fn location_proxy(
     Ok(Action::Proxy(proxy))
 }
 
+/// The `proxy_pass` of a location's `if` or `limit_except` block: with
+/// the location's proxy settings, and its own `proxy_redirect default`
+/// where the location has none in effect.
+fn block_proxy(
+    p: &model::IfProxy,
+    l: &model::LocationConf,
+    i: usize,
+    upstreams: &Upstreams<'_>,
+    tls: &mut TlsClients,
+    filters: &FilterCx<'_>,
+) -> Result<Action, ConfError> {
+    let mut conf = std::borrow::Cow::Borrowed(&l.proxy);
+    if !l.proxy.redirects_set {
+        conf.to_mut().redirects = p.default_redirect.iter().cloned().collect();
+    }
+    location_proxy(&p.pass, &conf, l, i, upstreams, tls, filters)
+}
+
 fn server(
     s: &model::ServerConf,
     upstreams: &Upstreams<'_>,
@@ -586,8 +604,8 @@ fn server(
         let limit_except = match &l.limit_except {
             Some(le) => {
                 let action = match &le.proxy {
-                    Some((pass, conf)) => {
-                        let action = location_proxy(pass, conf, l, i, upstreams, tls, filters)?;
+                    Some(p) => {
+                        let action = block_proxy(p, l, i, upstreams, tls, filters)?;
                         Some(match l.internal {
                             true => Action::Internal(Box::new(action)),
                             false => action,
@@ -697,16 +715,7 @@ fn server(
                     let handler = match &h.proxy {
                         Some(p) => {
                             let tls = &mut **if_tls.borrow_mut();
-                            // Its own `proxy_redirect default` where the
-                            // location has none in effect.
-                            let mut conf = std::borrow::Cow::Borrowed(&l.proxy);
-                            if !l.proxy.redirects_set {
-                                conf.to_mut().redirects =
-                                    p.default_redirect.iter().cloned().collect();
-                            }
-                            Some(location_proxy(
-                                &p.pass, &conf, l, i, upstreams, tls, filters,
-                            )?)
+                            Some(block_proxy(p, l, i, upstreams, tls, filters)?)
                         }
                         None => None,
                     };
