@@ -30,6 +30,11 @@ fn conf(port: u16, r: u16, w: u16, nginx: bool) -> String {
              \x20       location /st/ {{ limit_except GET HEAD {{ proxy_pass http://w; }} }}\n\
              \x20       location /var/ {{ proxy_pass http://r; limit_except GET {{ proxy_pass http://$dest; }} }}\n\
              \x20       location /off/ {{ proxy_pass http://r; limit_except GET {{ access_log off; }} }}\n\
+             \x20       location /big/ {{\n\
+             \x20           client_max_body_size 1;\n\
+             \x20           proxy_pass http://r;\n\
+             \x20           limit_except GET {{ access_log logs/le.log le; }}\n\
+             \x20       }}\n\
              \x20       location /two/ {{\n\
              \x20           proxy_pass http://r;\n\
              \x20           limit_except GET {{ access_log logs/le.log le; access_log logs/le2.log le; }}\n\
@@ -62,6 +67,7 @@ const REQUESTS: &[(&str, &str)] = &[
     ("PATCH", "/var/a"),
     ("GET", "/off/a"),
     ("POST", "/off/a"),
+    ("POST", "/big/a"),
     ("POST", "/two/a"),
 ];
 
@@ -79,9 +85,14 @@ fn run(nginx: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let answers = REQUESTS
         .iter()
         .map(|(method, target)| {
+            // (Past `/big/`'s `client_max_body_size`: 413.)
+            let body = if target.starts_with("/big/") { "hello" } else { "" };
             let answer = exchange(
                 port,
-                &format!("{method} {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                &format!(
+                    "{method} {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
             );
             let status = answer.lines().next().unwrap_or("").to_owned();
             let location = answer
@@ -97,10 +108,10 @@ fn run(nginx: bool) -> (Vec<String>, Vec<Vec<String>>) {
         })
         .collect();
     // main.log: every request but the four the blocks log elsewhere or
-    // not at all.
+    // not at all (the POSTs to /rw/, /off/, /big/ and /two/).
     let logs = [
         ("logs/main.log", REQUESTS.len() - 4),
-        ("logs/le.log", 2),
+        ("logs/le.log", 3),
         ("logs/le2.log", 1),
     ]
     .iter()
@@ -139,6 +150,7 @@ fn limit_except_proxy_pass_and_access_log_as_nginx() {
         theirs.1[1],
         [
             "POST /rw/a 200 [127.0.0.1:W] [w]",
+            "POST /big/a 413 [-] [-]",
             "POST /two/a 200 [127.0.0.1:R] [r]"
         ],
     );
@@ -155,6 +167,16 @@ fn limit_except_proxy_pass_errors_as_nginx() {
         (
             in_location("limit_except GET { proxy_pass http://127.0.0.1:9; proxy_pass http://127.0.0.1:9; }"),
             emerg("\"proxy_pass\" directive is duplicate", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("limit_except GET { proxy_pass; }"),
+            emerg("invalid number of arguments in \"proxy_pass\" directive", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("limit_except GET { access_log; }"),
+            emerg("invalid number of arguments in \"access_log\" directive", 7),
             Waypost::Same,
         ),
         (

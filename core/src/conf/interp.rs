@@ -1029,8 +1029,8 @@ struct LocationInfo {
     regex: bool,
     loc: Loc,
     children: Vec<usize>,
-    /// `limit_except`: its methods, its own `allow`/`deny` lines, and its
-    /// own `auth_basic` and `auth_basic_user_file`.
+    /// `limit_except`: its methods and its own lines (`allow`/`deny`,
+    /// `auth_basic`, `auth_basic_user_file`, `proxy_pass`, `access_log`).
     limit_except: Option<LimitExcept>,
 }
 
@@ -3902,8 +3902,15 @@ impl<'a> Interp<'a> {
                     if self.locations[me].limit_except.is_some() {
                         return err("\"limit_except\" directive is duplicate", item);
                     }
+                    // Its lines checked as a location's (arguments,
+                    // repeats), then what the block takes.
+                    let lines = item.block.as_ref().map_or(&[][..], |b| &b.items[..]);
+                    let mut block_seen = HashSet::new();
+                    for line in lines {
+                        self.enter(line, Ctx::Location, &mut block_seen)?;
+                    }
                     let mut le = limit_except(item)?;
-                    for line in item.block.as_ref().map_or(&[][..], |b| &b.items[..]) {
+                    for line in lines {
                         match line.name.as_str() {
                             "auth_basic" => {
                                 self.check_vars(self.compile_check(&line.args[0]), line)?;
@@ -3918,17 +3925,13 @@ impl<'a> Interp<'a> {
                             "auth_basic_user_file" => {
                                 le.file = Some(self.conf_path(&line.args[0]));
                             }
-                            "proxy_pass" if le.proxy.is_some() => {
-                                return err("\"proxy_pass\" directive is duplicate", line);
-                            }
                             "proxy_pass" => le.proxy = Some(self.if_proxy_pass(line)?),
                             "access_log" => {
-                                let mut own = Layer::default();
-                                self.layer_directive(line, &mut own)?;
+                                let log = self.access_log(line)?;
                                 let level = le.access_log.get_or_insert_with(AccessLogs::default);
-                                if let Some(own) = own.access_log {
-                                    level.logs.extend(own.logs);
-                                    level.off |= own.off;
+                                match log {
+                                    Some(log) => level.logs.push(log),
+                                    None => level.off = true,
                                 }
                             }
                             _ => {}
@@ -4274,17 +4277,7 @@ impl<'a> Interp<'a> {
                 .limit_except
                 .as_ref()
                 .and_then(|le| le.access_log.as_ref())
-                .map(|level| {
-                    let mut logs = if level.off {
-                        Vec::new()
-                    } else {
-                        level.logs.clone()
-                    };
-                    for a in &mut logs {
-                        a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
-                    }
-                    logs
-                });
+                .map(|level| self.level_logs(level));
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = proxy;
             location.client = layer.client();
@@ -4305,8 +4298,8 @@ impl<'a> Interp<'a> {
                     .or_else(|| layer.auth_realm.clone())
                     .zip(le.file.clone().or_else(|| layer.auth_file.clone()))
                     .map(|(realm, file)| AuthBasicConf { realm, file }),
-                proxy: le_pass.clone(),
-                access_log: le_logs.clone(),
+                proxy: le_pass,
+                access_log: le_logs,
             });
             location.limit_conn = layer.limit_conn_conf();
             location.auth_basic = layer.auth_basic();
@@ -4369,18 +4362,26 @@ impl<'a> Interp<'a> {
     /// The access logs a level writes: its own, or its parents', or
     /// nginx's default `logs/access.log combined`; none when `off`.
     fn access_logs(&self, layer: &Layer) -> Vec<AccessLogConf> {
-        let mut logs = match &layer.access_log {
-            Some(level) if level.off => Vec::new(),
-            Some(level) => level.logs.clone(),
+        match &layer.access_log {
+            Some(level) => self.level_logs(level),
             None => vec![AccessLogConf {
                 path: self.env.prefix.join("logs/access.log"),
                 format: "combined".to_owned(),
                 buffer: None,
                 condition: None,
             }],
+        }
+    }
+
+    /// One level's `access_log` lines (none for `off`), each with its
+    /// file's buffering: nginx's open file is the file's, so a line
+    /// without `buffer=` writes through another's.
+    fn level_logs(&self, level: &AccessLogs) -> Vec<AccessLogConf> {
+        let mut logs = if level.off {
+            Vec::new()
+        } else {
+            level.logs.clone()
         };
-        // Buffering is the file's, as nginx's open file: an `access_log`
-        // without `buffer=` writes through another's.
         for a in &mut logs {
             a.buffer = self.log_buffers.get(&a.path).map(|b| b.0);
         }
@@ -5630,11 +5631,10 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
     Ok(())
 }
 
-/// `limit_except METHOD ... { allow ...; deny ...; }`, as nginx reads it:
-/// the methods (GET takes HEAD along) and the block's access lines.
-/// A `limit_except` block as read: its methods, `allow`/`deny` lines, and
-/// `auth_basic`/`auth_basic_user_file` (set by the caller, which knows
-/// the configuration's directory).
+/// A `limit_except` block as read: its methods (GET takes HEAD along),
+/// `allow`/`deny` lines, and what the caller reads: `auth_basic` and
+/// `auth_basic_user_file` (it knows the configuration's directory),
+/// `proxy_pass` and `access_log`.
 struct LimitExcept {
     methods: Vec<String>,
     rules: Option<Vec<Rule>>,

@@ -527,8 +527,8 @@ pub enum AutoindexFormat {
     Jsonp,
 }
 
-/// `limit_except METHOD ... { ... }`: requests with another method are
-/// checked against `access` instead of the location's rules.
+/// `limit_except METHOD ... { ... }`: requests with another method take
+/// the block's settings where it has them, the location's where not.
 #[derive(Debug, Clone)]
 pub struct LimitExceptConf {
     /// Upper case; `GET` brings `HEAD`.
@@ -760,7 +760,7 @@ pub struct LocationConf {
     pub realip: Option<RealIp>,
     /// `allow`/`deny` in effect here.
     pub access: Rules,
-    /// `limit_except`: the rules for the methods it does not list.
+    /// `limit_except`: the settings for the methods it does not list.
     pub limit_except: Option<LimitExceptConf>,
     /// `limit_conn` in effect here (none: `None`).
     pub limit_conn: Option<LimitConnConf>,

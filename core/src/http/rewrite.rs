@@ -806,7 +806,9 @@ pub(crate) fn serve<'a>(
                 let mut resp = crate::http::response::error_page(413);
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                let logs = location.map_or(server.access_log.as_ref(), |l| l.access_log.as_ref());
+                let logs = location.map_or(server.access_log.as_ref(), |l| {
+                    l.logs_for(&now.parts.method)
+                });
                 let resp = logged(&now, client, logs, resp, started);
                 return answered_at(resp, server, location, current.as_ref(), changes);
             }
@@ -852,7 +854,7 @@ pub(crate) fn serve<'a>(
                 Ran::Answer(resp) => {
                     let logs = match resp.extensions().get::<IfAccessLog>() {
                         Some(l) => l.0.clone(),
-                        None => at.access_log.clone(),
+                        None => at.logs_for(&now.parts.method).cloned(),
                     };
                     let resp = logged(&now, client, logs.as_ref(), resp, started);
                     return answered_at(resp, server, Some(at), current.as_ref(), changes);

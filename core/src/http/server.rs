@@ -1303,12 +1303,12 @@ fn tried_uri(
     record: &mut crate::http::access::Record,
     req: &Req<'_>,
     client: SocketAddr,
-    proxy_host: ProxyName<'_>,
+    proxy: ProxyName<'_>,
 ) {
     let head = ParsedHead::redirected(req.head, req.parts, uri);
     let vars = crate::vars::VarCtx {
         head: &head,
-        ..req.vars(client, status, proxy_host)
+        ..req.vars(client, status, proxy)
     };
     record.recapture(&vars);
 }
@@ -1499,7 +1499,7 @@ async fn handle(
         let mut resp = error_page(413);
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        match location.and_then(|l| l.access_log.as_ref()) {
+        match location.and_then(|l| l.logs_for(&parts.method)) {
             Some(logs) => {
                 let mut record = logs.start(
                     &req.vars(client, 413, ProxyName::default()),

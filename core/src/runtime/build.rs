@@ -934,33 +934,31 @@ fn proxy_tls(
     Ok(Some(ProxyTls { client, name }))
 }
 
-/// `value` with the variable `name` (`$name` not followed by a name's
-/// character, or `${name}`) replaced by `with`.
-fn substitute(value: &str, name: &str, with: &str) -> String {
+/// A header value with `$proxy_host` and `$proxy_port` of a fixed
+/// `proxy_pass` written in (the value is checked already: one that does
+/// not scan stays as it is, for the compiler's message).
+fn with_proxy_name(value: &str, p: &model::ProxyPass) -> String {
+    use crate::vars::Piece;
+    let Ok(pieces) = crate::vars::scan(value) else {
+        return value.to_owned();
+    };
     let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let braced = after
-            .strip_prefix('{')
-            .and_then(|a| a.strip_prefix(name))
-            .and_then(|a| a.strip_prefix('}'));
-        let bare = after
-            .strip_prefix(name)
-            .filter(|a| !a.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'));
-        match braced.or(bare) {
-            Some(tail) => {
-                out.push_str(with);
-                rest = tail;
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Var("proxy_host") => out.push_str(&p.host),
+            Piece::Var("proxy_port") => out.push_str(&p.port),
+            Piece::Var(name) => {
+                out.push_str("${");
+                out.push_str(name);
+                out.push('}');
             }
-            None => {
+            Piece::Capture(n) => {
                 out.push('$');
-                rest = after;
+                out.push(char::from(b'0' + n));
             }
         }
     }
-    out.push_str(rest);
     out
 }
 
@@ -987,10 +985,7 @@ fn proxy(
         // `$proxy_host` is known now, unless variables make it; with it
         // substituted most values are fixed and cost nothing per request.
         let value = match p.url {
-            None => {
-                let value = substitute(&value, "proxy_host", &p.host);
-                substitute(&value, "proxy_port", &p.port)
-            }
+            None => with_proxy_name(&value, p),
             Some(_) => value,
         };
         let source = header_source(&name, &value, &|n| maps.var(n))?;
@@ -1414,16 +1409,21 @@ fn default_marked(confs: &[model::ServerConf], addr: &std::net::SocketAddr, upto
 
 #[cfg(test)]
 mod tests {
-    use super::substitute;
+    use super::with_proxy_name;
 
     #[test]
-    fn substitutes_whole_names_only() {
-        assert_eq!(substitute("$proxy_host", "proxy_host", "u"), "u");
+    fn proxy_name_written_in() {
+        let p = crate::conf::model::ProxyPass {
+            host: "u:81".into(),
+            port: "81".into(),
+            ..crate::conf::model::ProxyPass::dynamic("")
+        };
+        let p = crate::conf::model::ProxyPass { url: None, ..p };
+        assert_eq!(with_proxy_name("$proxy_host", &p), "u:81");
         assert_eq!(
-            substitute("${proxy_host}x:$proxy_host_b$proxy_host", "proxy_host", "u"),
-            "ux:$proxy_host_bu"
+            with_proxy_name("${proxy_host}x:$proxy_host_b$proxy_port$1a", &p),
+            "u:81x:${proxy_host_b}81$1a"
         );
-        assert_eq!(substitute("$$proxy_host$", "proxy_host", "u"), "$u$");
-        assert_eq!(substitute("a$host", "proxy_host", "u"), "a$host");
+        assert_eq!(with_proxy_name("a$host", &p), "a${host}");
     }
 }

@@ -315,39 +315,43 @@ impl Location {
     /// The `allow`/`deny` rules for a request with `method`: the
     /// location's, or `limit_except`'s for a method it does not list.
     pub fn access_for(&self, method: &http::Method) -> &Rules {
-        match &self.limit_except {
-            Some(le) if le.limits(method) => &le.access,
-            _ => &self.access,
-        }
+        self.limited(method).map_or(&self.access, |le| &le.access)
+    }
+
+    /// `limit_except`, where it takes a request with `method`.
+    #[inline]
+    fn limited(&self, method: &http::Method) -> Option<&LimitExcept> {
+        self.limit_except
+            .as_deref()
+            .filter(|le| !le.methods.contains(method))
     }
 
     /// The handler of a request with `method`: `limit_except`'s
     /// `proxy_pass` for a method it does not list, else the location's.
     #[inline]
     pub fn action_for(&self, method: &http::Method) -> &Action {
-        match &self.limit_except {
-            Some(le) => match &le.action {
-                Some(action) if le.limits(method) => action,
-                _ => &self.action,
-            },
-            None => &self.action,
+        self.limited(method)
+            .and_then(|le| le.action.as_ref())
+            .unwrap_or(&self.action)
+    }
+
+    /// The access logs of a request with `method` at this level:
+    /// `limit_except`'s for a method it does not list, else the
+    /// location's.
+    pub fn logs_for(&self, method: &http::Method) -> Option<&Arc<crate::http::access::AccessLogs>> {
+        match self.limited(method).and_then(|le| le.access_log.as_ref()) {
+            Some(logs) => logs.as_ref(),
+            None => self.access_log.as_ref(),
         }
     }
 
     /// The access logs of a request answered here: those of a location
-    /// `if` that held (`None` for `off`), else `limit_except`'s for a
-    /// method it does not list, else the location's.
+    /// `if` that held (`None` for `off`), else [`Location::logs_for`].
     pub fn access_log_for<'a>(
         &'a self,
         parts: &'a http::request::Parts,
     ) -> Option<&'a Arc<crate::http::access::AccessLogs>> {
-        let own = match &self.limit_except {
-            Some(le) => match &le.access_log {
-                Some(logs) if le.limits(&parts.method) => logs.as_ref(),
-                _ => self.access_log.as_ref(),
-            },
-            None => self.access_log.as_ref(),
-        };
+        let own = self.logs_for(&parts.method);
         match self.script {
             Some(_) => parts
                 .extensions
@@ -363,9 +367,9 @@ impl Location {
         &self,
         method: &http::Method,
     ) -> Option<&Arc<crate::http::auth_basic::AuthBasic>> {
-        match &self.limit_except {
-            Some(le) if le.limits(method) => le.auth_basic.as_ref(),
-            _ => self.auth_basic.as_ref(),
+        match self.limited(method) {
+            Some(le) => le.auth_basic.as_ref(),
+            None => self.auth_basic.as_ref(),
         }
     }
 }
@@ -380,13 +384,6 @@ pub struct LimitExcept {
     pub action: Option<Action>,
     /// Its `access_log` lines (`None` inside for `off`).
     pub access_log: Option<Option<Arc<AccessLogs>>>,
-}
-
-impl LimitExcept {
-    /// Whether a request with `method` takes the block's settings.
-    fn limits(&self, method: &http::Method) -> bool {
-        !self.methods.contains(method)
-    }
 }
 
 pub struct Location {
