@@ -4,8 +4,9 @@
 //! location with its own `proxy_pass` or with none) and logged by the
 //! block's `access_log` lines (or not, with `off`); a listed one keeps
 //! the location's handler and logs. The block's `proxy_redirect default`
-//! is its own `proxy_pass`'s. Then the configuration errors. (Its
-//! `allow`/`deny` and `auth_basic` are in tests/allow_deny.rs and
+//! is its own `proxy_pass`'s. Such a request skips the location's
+//! rewrite lines and `return`, as nginx's rewrite module gives the block
+//! none. Then the configuration errors. (Its `allow`/`deny` and `auth_basic` are in tests/allow_deny.rs and
 //! tests/auth_basic.rs.)
 
 use waypost_tests::{
@@ -30,6 +31,13 @@ fn conf(port: u16, r: u16, w: u16, nginx: bool) -> String {
              \x20       location /st/ {{ limit_except GET HEAD {{ proxy_pass http://w; }} }}\n\
              \x20       location /var/ {{ proxy_pass http://r; limit_except GET {{ proxy_pass http://$dest; }} }}\n\
              \x20       location /off/ {{ proxy_pass http://r; limit_except GET {{ access_log off; }} }}\n\
+             \x20       location /ret/ {{ limit_except GET {{ allow all; }} return 200 \"ret\\n\"; }}\n\
+             \x20       location /scr/ {{\n\
+             \x20           set $v 1;\n\
+             \x20           if ($v) {{ return 200 \"if\\n\"; }}\n\
+             \x20           limit_except GET {{ allow all; }}\n\
+             \x20           proxy_pass http://r;\n\
+             \x20       }}\n\
              \x20       location /big/ {{\n\
              \x20           client_max_body_size 1;\n\
              \x20           proxy_pass http://r;\n\
@@ -67,6 +75,10 @@ const REQUESTS: &[(&str, &str)] = &[
     ("PATCH", "/var/a"),
     ("GET", "/off/a"),
     ("POST", "/off/a"),
+    ("GET", "/ret/a"),
+    ("POST", "/ret/a"),
+    ("GET", "/scr/a"),
+    ("POST", "/scr/a"),
     ("POST", "/big/a"),
     ("POST", "/two/a"),
 ];
@@ -139,6 +151,12 @@ fn limit_except_proxy_pass_and_access_log_as_nginx() {
         "PUT /st/a -> HTTP/1.1 200 OK [] w PUT /st/a w",
         "PATCH /var/a -> HTTP/1.1 200 OK [] w PATCH /var/a 127.0.0.1:W",
         "DELETE /inh/a -> HTTP/1.1 200 OK [] r DELETE /inh/a r",
+        // A method the block takes skips the location's rewrite lines
+        // and `return`: the location's proxy, else the static module.
+        "GET /ret/a -> HTTP/1.1 200 OK [] ret",
+        "POST /ret/a -> HTTP/1.1 404 Not Found [] ",
+        "GET /scr/a -> HTTP/1.1 200 OK [] if",
+        "POST /scr/a -> HTTP/1.1 200 OK [] r POST /scr/a r",
     ] {
         assert!(
             theirs.0.iter().any(|a| a == want),

@@ -648,7 +648,8 @@ async fn dispatch(
     client: SocketAddr,
 ) -> Response<RespBody> {
     let started = Some(crate::clock::now());
-    let scripted = sub.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+    let scripted = sub.server.script.is_some()
+        || location.is_some_and(|l| l.script_for(&sub.parts.method).is_some());
     let mut answer = if let Some(ret) = &sub.server.ret {
         crate::http::response::reply(
             ret,

@@ -175,8 +175,8 @@ pub(crate) fn apply<'a>(
             let next_req = req.redirected(parts, head, groups.as_ref(), err_status, changes);
             // nginx runs the rewrite phases again for the new request
             // (a named location's only).
-            let scripted =
-                req.server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+            let scripted = req.server.script.is_some()
+                || location.is_some_and(|l| l.script_for(&next_req.parts.method).is_some());
             let mut answer = match location {
                 _ if scripted => {
                     crate::http::rewrite::serve(

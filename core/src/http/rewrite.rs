@@ -825,7 +825,7 @@ pub(crate) fn serve<'a>(
             };
             let moved = current.as_ref().is_some_and(|c| c.moved);
             let rewritten = moved || req.original.is_some();
-            let ran = match &at.script {
+            let ran = match at.script_for(&now.parts.method) {
                 Some(script) => run(script, &now, client).await,
                 None => Ran::End {
                     state: None,

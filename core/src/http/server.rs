@@ -1466,7 +1466,8 @@ async fn handle(
     body.set_limits(limits.max_body, limits.body_timeout);
     // The announced length is the body's exact size (the connection
     // framed it by its Content-Length): no header lookup.
-    let rewritten = server.script.is_some() || location.is_some_and(|l| l.script.is_some());
+    let rewritten =
+        server.script.is_some() || location.is_some_and(|l| l.script_for(&parts.method).is_some());
     // (With rewrite lines, the location the request ends in checks it.)
     let too_large = server.ret.is_none()
         && !rewritten

@@ -603,16 +603,15 @@ fn server(
             .unwrap_or_default();
         let limit_except = match &l.limit_except {
             Some(le) => {
-                let action = match &le.proxy {
-                    Some(p) => {
-                        let action = block_proxy(p, l, i, upstreams, tls, filters)?;
-                        Some(match l.internal {
-                            true => Action::Internal(Box::new(action)),
-                            false => action,
-                        })
-                    }
-                    None => None,
+                let action = match (&le.proxy, &l.action) {
+                    (Some(p), _) => Some(block_proxy(p, l, i, upstreams, tls, filters)?),
+                    (None, model::Action::Proxy(_)) => None,
+                    (None, _) => Some(Action::Static),
                 };
+                let action = action.map(|action| match l.internal {
+                    true => Action::Internal(Box::new(action)),
+                    false => action,
+                });
                 let access_log = match &le.access_log {
                     Some(confs) => Some(access_logs(confs, &mut logs, formats, filters)?),
                     None => None,

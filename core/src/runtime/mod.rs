@@ -326,8 +326,20 @@ impl Location {
             .filter(|le| !le.methods.contains(method))
     }
 
-    /// The handler of a request with `method`: `limit_except`'s
-    /// `proxy_pass` for a method it does not list, else the location's.
+    /// The location's rewrite lines for a request with `method`: none
+    /// for a method `limit_except` takes (nginx's rewrite module does not
+    /// pass a location's lines to the block's configuration).
+    #[inline]
+    pub fn script_for(&self, method: &http::Method) -> Option<&crate::http::rewrite::Script> {
+        match self.limited(method) {
+            Some(_) => None,
+            None => self.script.as_deref(),
+        }
+    }
+
+    /// The handler of a request with `method`: for a method
+    /// `limit_except` takes, the block's (see [`LimitExcept::action`]),
+    /// else the location's.
     #[inline]
     pub fn action_for(&self, method: &http::Method) -> &Action {
         self.limited(method)
@@ -380,7 +392,10 @@ pub struct LimitExcept {
     pub methods: Box<[http::Method]>,
     pub access: Rules,
     pub auth_basic: Option<Arc<crate::http::auth_basic::AuthBasic>>,
-    /// Its `proxy_pass`: the handler of the other methods.
+    /// The handler of the other methods: the block's `proxy_pass`, else
+    /// the location's (`None`: nginx's proxy module gives the block the
+    /// location's upstream), else the static module (no other handler,
+    /// `return` included, reaches the block).
     pub action: Option<Action>,
     /// Its `access_log` lines (`None` inside for `off`).
     pub access_log: Option<Option<Arc<AccessLogs>>>,
