@@ -31,7 +31,8 @@ pub struct VarCtx<'a> {
     /// `$server_name`: the server's first name.
     pub server_name: &'a str,
     /// `$proxy_host` and `$proxy_port`: empty outside a proxied location.
-    pub proxy: ProxyName<'a>,
+    /// (By reference: a request's contexts are copied about.)
+    pub proxy: &'a ProxyName<'a>,
     /// `$connection`
     pub conn: u64,
     /// `$connection_requests`
@@ -65,7 +66,7 @@ pub struct VarCtx<'a> {
 /// scheme's) and `$proxy_port` (the port, the scheme's by default).
 /// Not found (`default()`) until the proxy handles the request; empty
 /// but found after a `proxy_pass` value that named nothing.
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProxyName<'a> {
     pub host: &'a str,
     pub port: &'a str,
@@ -73,6 +74,13 @@ pub struct ProxyName<'a> {
 }
 
 impl<'a> ProxyName<'a> {
+    /// Not found: the proxy has not handled the request.
+    pub const NONE: ProxyName<'static> = ProxyName {
+        host: "",
+        port: "",
+        found: false,
+    };
+
     pub fn new(host: &'a str, port: &'a str) -> ProxyName<'a> {
         ProxyName {
             host,

@@ -1324,7 +1324,7 @@ mod tests {
             peer: addr,
             local: addr,
             server_name: "",
-            proxy: crate::vars::ProxyName::default(),
+            proxy: &crate::vars::ProxyName::NONE,
             conn: 1,
             requests: 1,
             status: 0,

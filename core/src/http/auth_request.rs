@@ -367,19 +367,18 @@ async fn checked(
     // auth backend), as nginx logs it; else it is the refusal's record,
     // or none (the level's answer has its own).
     let started = started.unwrap_or_else(crate::clock::now);
-    let mut waiting = crate::http::access::Unanswered(level.logs.map(|logs| {
-        logs.start(
-            &req.vars(client, 0, crate::vars::ProxyName::default()),
-            started,
-        )
-    }));
+    let mut waiting = crate::http::access::Unanswered(
+        level
+            .logs
+            .map(|logs| logs.start(&req.vars(client, 0, &crate::vars::ProxyName::NONE), started)),
+    );
     let refused = 'phases: {
         if !level.filters.is_empty() && !req.pre_access.met(Met::REQ) {
             let refused = crate::http::proxy::location_filters(
                 level.filters,
                 req.parts,
                 &cx,
-                req.vars(client, 0, crate::vars::ProxyName::default()),
+                req.vars(client, 0, &crate::vars::ProxyName::NONE),
                 Some(&mut pre.module_values),
             )
             .await;
@@ -388,7 +387,7 @@ async fn checked(
             }
         }
         if let Some(limits) = level.limit_conn.filter(|_| !req.pre_access.meet(Met::CONN)) {
-            let vars = req.vars(client, 0, crate::vars::ProxyName::default());
+            let vars = req.vars(client, 0, &crate::vars::ProxyName::NONE);
             match crate::http::limit_conn::check(
                 limits,
                 &vars,
@@ -436,7 +435,7 @@ async fn checked(
             ..*req
         };
         let status = resp.status().as_u16();
-        record.recapture(&next.vars(client, status, crate::vars::ProxyName::default()));
+        record.recapture(&next.vars(client, status, &crate::vars::ProxyName::NONE));
         record.status = status;
         record.module_values = std::mem::take(&mut pre.module_values);
         record.limit_conn = pre.conn_status;
@@ -459,7 +458,7 @@ async fn decide(
     // access phase decides, here.
     let Some(ar) = ar else {
         let cx = req.client_cx(client);
-        let vars = req.vars(client, 0, crate::vars::ProxyName::default());
+        let vars = req.vars(client, 0, &crate::vars::ProxyName::NONE);
         let refused = crate::http::server::access(
             level.rules,
             level.auth_basic,
@@ -491,7 +490,7 @@ async fn decide(
             Some(auth),
             false,
             req.parts,
-            &req.vars(client, 0, crate::vars::ProxyName::default()),
+            &req.vars(client, 0, &crate::vars::ProxyName::NONE),
             &cx,
         )
         .await;
@@ -556,7 +555,7 @@ async fn subrequest(
                 let vars = sub.vars(
                     client,
                     answer.status().as_u16(),
-                    crate::vars::ProxyName::default(),
+                    &crate::vars::ProxyName::NONE,
                 );
                 ar.sets
                     .iter()
@@ -653,7 +652,7 @@ async fn dispatch(
     let mut answer = if let Some(ret) = &sub.server.ret {
         crate::http::response::reply(
             ret,
-            &sub.vars(client, ret.status, crate::vars::ProxyName::default()),
+            &sub.vars(client, ret.status, &crate::vars::ProxyName::NONE),
         )
     } else if scripted {
         crate::http::rewrite::serve(sub, body, location, client, false, started, false).await

@@ -114,7 +114,7 @@ pub(crate) fn apply<'a>(
             if let (Some(ret), Some(_)) = (&req.server.ret, path) {
                 let again = crate::http::response::reply(
                     ret,
-                    &req.vars(client, ret.status, crate::vars::ProxyName::default()),
+                    &req.vars(client, ret.status, &crate::vars::ProxyName::NONE),
                 );
                 resp = replaced(resp, again);
                 pages = req.server.error_pages.as_deref();

@@ -729,7 +729,7 @@ fn limit_conn(
 pub(crate) fn not_proxied(record: Option<&mut Record>, vars: &VarCtx<'_>) {
     if let Some(r) = record {
         r.recapture(&VarCtx {
-            proxy: ProxyName::default(),
+            proxy: &ProxyName::NONE,
             ..*vars
         });
     }
@@ -991,7 +991,7 @@ pub async fn run(
         peer: cx.peer,
         local: cx.local,
         server_name: &cx.server.name,
-        proxy,
+        proxy: &proxy,
         conn: cx.conn,
         requests: cx.requests,
         status: cx.err_status,

@@ -69,7 +69,7 @@ impl HeadCx<'_> {
             peer: self.client,
             local: self.local,
             server_name: &server.name,
-            proxy: crate::vars::ProxyName::default(),
+            proxy: &crate::vars::ProxyName::NONE,
             conn: self.conn,
             requests: self.requests,
             status: 0,

@@ -382,7 +382,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                 let value = bytes::Bytes::from(value.eval(&now.vars(
                     client,
                     0,
-                    crate::vars::ProxyName::default(),
+                    &crate::vars::ProxyName::NONE,
                 )));
                 let Some(c) = owned(&mut own, req) else {
                     return Ran::Answer(finalized(500));
@@ -394,7 +394,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             Op::SetArgs(value) => {
                 // The path stays as it came (or as a rewrite made it), and
                 // the location too; `$request_uri` stays the client's.
-                let args = value.eval(&now.vars(client, 0, crate::vars::ProxyName::default()));
+                let args = value.eval(&now.vars(client, 0, &crate::vars::ProxyName::NONE));
                 let Some(c) = owned(&mut own, req) else {
                     return Ran::Answer(finalized(500));
                 };
@@ -485,7 +485,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
             }
             continue;
         };
-        let mut vars = now.vars(client, 0, crate::vars::ProxyName::default());
+        let mut vars = now.vars(client, 0, &crate::vars::ProxyName::NONE);
         vars.captures = Some(&caps);
         // nginx escapes the groups (as arguments) in the arguments and in
         // a redirect, when the request's path had `%` or `+`.
@@ -584,7 +584,7 @@ async fn holds(
     client: SocketAddr,
     log: bool,
 ) -> (bool, Option<(Captured, Vec<(u32, bytes::Bytes)>)>) {
-    let vars = req.vars(client, 0, crate::vars::ProxyName::default());
+    let vars = req.vars(client, 0, &crate::vars::ProxyName::NONE);
     match cond {
         Cond::Var(v) => {
             let value = v.eval(&vars);
@@ -755,7 +755,7 @@ pub(crate) fn serve<'a>(
                     let resp = match action {
                         Action::Reply(r) => crate::http::response::reply(
                             r,
-                            &now.vars(client, r.status, crate::vars::ProxyName::default()),
+                            &now.vars(client, r.status, &crate::vars::ProxyName::NONE),
                         ),
                         _ => finalized(500),
                     };
@@ -1050,7 +1050,7 @@ fn logged(
         let status = resp.status().as_u16();
         let started = started.unwrap_or_else(crate::clock::now);
         let mut record = logs.start(
-            &req.vars(client, status, crate::vars::ProxyName::default()),
+            &req.vars(client, status, &crate::vars::ProxyName::NONE),
             started,
         );
         record.status = status;

@@ -1103,14 +1103,14 @@ macro_rules! location_answer_plain {
         // keeps `None`s.)
         let (choice, dynamic_host) = match action {
             Action::Proxy(p) if p.dynamic.is_some() => {
-                dynamic_choice(p, &req.vars(client, 0, ProxyName::default()))
+                dynamic_choice(p, &req.vars(client, 0, &ProxyName::NONE))
             }
             _ => (None, None),
         };
         let proxy_host = match (action, &dynamic_host) {
             (Action::Proxy(_), Some((host, port))) => ProxyName::new(host, port),
             (Action::Proxy(p), None) => p.name(),
-            _ => ProxyName::default(),
+            _ => ProxyName::NONE,
         };
         // (A subrequest is not logged.) A location `if` that held logs
         // with its own lines, where it has any.
@@ -1119,7 +1119,7 @@ macro_rules! location_answer_plain {
             .filter(|_| !req.subrequest)
             .map(|logs| {
                 let started = started.unwrap_or_else(crate::clock::now);
-                logs.start(&req.vars(client, 0, proxy_host), started)
+                logs.start(&req.vars(client, 0, &proxy_host), started)
             });
         // Written with 499 should the request be dropped before
         // it has its answer (the client went away).
@@ -1140,7 +1140,7 @@ macro_rules! location_answer_plain {
         };
         let cx = req.client_cx(client);
         let mut resp = match action {
-            Action::Reply(r) => reply(r, &req.vars(client, r.status, ProxyName::default())),
+            Action::Reply(r) => reply(r, &req.vars(client, r.status, &ProxyName::NONE)),
             // A proxied location checks `allow`/`deny` once its
             // filter modules ran (nginx's pre-access phase).
             // (A `proxy_pass` whose value named nothing answers below, in
@@ -1171,14 +1171,14 @@ macro_rules! location_answer_plain {
                         &location.filters,
                         parts,
                         &cx,
-                        req.vars(client, 0, proxy_host),
+                        req.vars(client, 0, &proxy_host),
                         record.0.as_deref_mut().map(|r| &mut r.module_values),
                     ))
                     .await;
                     if let Some(resp) = refused {
                         proxy::not_proxied(
                             record.0.as_deref_mut(),
-                            &req.vars(client, 0, ProxyName::default()),
+                            &req.vars(client, 0, &ProxyName::NONE),
                         );
                         break 'answer resp;
                     }
@@ -1188,7 +1188,7 @@ macro_rules! location_answer_plain {
                     Some(limits) if !cx.pre_access.meet(proxy::PreAccess::CONN) => {
                         limit_conn::check(
                             limits,
-                            &req.vars(client, 0, proxy_host),
+                            &req.vars(client, 0, &proxy_host),
                             &cx,
                             parts,
                             &mut status,
@@ -1203,7 +1203,7 @@ macro_rules! location_answer_plain {
                     Err(code) => {
                         proxy::not_proxied(
                             record.0.as_deref_mut(),
-                            &req.vars(client, 0, ProxyName::default()),
+                            &req.vars(client, 0, &ProxyName::NONE),
                         );
                         finalized(code)
                     }
@@ -1213,7 +1213,7 @@ macro_rules! location_answer_plain {
                             location.auth_basic_for(&parts.method).map(|a| &**a),
                             location.satisfy_any,
                             parts,
-                            &req.vars(client, 0, proxy_host),
+                            &req.vars(client, 0, &proxy_host),
                             &cx,
                         )
                         .await;
@@ -1221,7 +1221,7 @@ macro_rules! location_answer_plain {
                             (Some(resp), _) => {
                                 proxy::not_proxied(
                                     record.0.as_deref_mut(),
-                                    &req.vars(client, 0, ProxyName::default()),
+                                    &req.vars(client, 0, &ProxyName::NONE),
                                 );
                                 resp
                             }
@@ -1283,7 +1283,7 @@ macro_rules! location_answer_plain {
                     .extensions()
                     .get::<crate::http::static_files::TriedUri>();
                 if let Some(tried) = tried {
-                    tried_uri(&tried.0, r.status, r, req, client, proxy_host);
+                    tried_uri(&tried.0, r.status, r, req, client, &proxy_host);
                 }
             }
             resp.body_mut().set_record(record);
@@ -1303,7 +1303,7 @@ fn tried_uri(
     record: &mut crate::http::access::Record,
     req: &Req<'_>,
     client: SocketAddr,
-    proxy: ProxyName<'_>,
+    proxy: &ProxyName<'_>,
 ) {
     let head = ParsedHead::redirected(req.head, req.parts, uri);
     let vars = crate::vars::VarCtx {
@@ -1449,7 +1449,7 @@ async fn handle(
         if let Some(logs) = &server.access_log {
             let status = resp.status().as_u16();
             let mut record = logs.start(
-                &req.vars(client, status, ProxyName::default()),
+                &req.vars(client, status, &ProxyName::NONE),
                 crate::clock::now(),
             );
             record.status = status;
@@ -1492,10 +1492,7 @@ async fn handle(
         log::write(Level::Info, Some(conn.id), &line);
         server_logged(error_page(status), 0)
     } else if let Some(r) = &server.ret {
-        server_logged(
-            reply(r, &req.vars(client, r.status, ProxyName::default())),
-            0,
-        )
+        server_logged(reply(r, &req.vars(client, r.status, &ProxyName::NONE)), 0)
     } else if too_large {
         let mut resp = error_page(413);
         resp.headers_mut()
@@ -1503,7 +1500,7 @@ async fn handle(
         match location.and_then(|l| l.logs_for(&parts.method)) {
             Some(logs) => {
                 let mut record = logs.start(
-                    &req.vars(client, 413, ProxyName::default()),
+                    &req.vars(client, 413, &ProxyName::NONE),
                     crate::clock::now(),
                 );
                 record.status = 413;
@@ -1582,12 +1579,12 @@ async fn handle(
     let outbound = if_outbound.map_or(outbound, |o| &*o.0);
     let proxy_host = match location.map(|l| l.action_for(&parts.method)) {
         Some(Action::Proxy(p)) => p.name(),
-        _ => ProxyName::default(),
+        _ => ProxyName::NONE,
     };
     // The header filters of the location that made the answer, and the
     // keep-alive decision (in place: an answer is a few hundred bytes).
     let filters = |resp: &mut Response<RespBody>, outbound: &crate::http::outbound::Outbound| {
-        outbound.apply(resp, parts, |status| req.vars(client, status, proxy_host));
+        outbound.apply(resp, parts, |status| req.vars(client, status, &proxy_host));
         if let Some(start) = rate_start {
             if let Some(limit) = resp
                 .extensions_mut()
@@ -1664,7 +1661,12 @@ pub(crate) struct Req<'a> {
 
 impl<'a> Req<'a> {
     #[inline]
-    pub(crate) fn vars(&self, client: SocketAddr, status: u16, proxy: ProxyName<'a>) -> VarCtx<'a> {
+    pub(crate) fn vars<'b>(
+        &'b self,
+        client: SocketAddr,
+        status: u16,
+        proxy: &'b ProxyName<'b>,
+    ) -> VarCtx<'b> {
         VarCtx {
             req: self.parts,
             head: self.head,
@@ -1797,7 +1799,7 @@ pub(crate) async fn server_level(
             &server.filters,
             parts,
             &cx,
-            req.vars(client, 0, ProxyName::default()),
+            req.vars(client, 0, &ProxyName::NONE),
             Some(&mut module_values),
         ))
         .await;
@@ -1811,7 +1813,7 @@ pub(crate) async fn server_level(
             let cx = req.client_cx(client);
             limit_conn::check(
                 limits,
-                &req.vars(client, 0, ProxyName::default()),
+                &req.vars(client, 0, &ProxyName::NONE),
                 &cx,
                 parts,
                 &mut conn,
@@ -1828,7 +1830,7 @@ pub(crate) async fn server_level(
                 server.auth_basic.as_deref(),
                 server.satisfy_any,
                 parts,
-                &req.vars(client, 0, ProxyName::default()),
+                &req.vars(client, 0, &ProxyName::NONE),
                 &cx,
             )
             .await;
@@ -1860,7 +1862,7 @@ fn server_logged(
     if let (Some(logs), None) = (&req.server.access_log, resp.body().record()) {
         let status = resp.status().as_u16();
         let started = started.unwrap_or_else(crate::clock::now);
-        let mut record = logs.start(&req.vars(client, status, ProxyName::default()), started);
+        let mut record = logs.start(&req.vars(client, status, &ProxyName::NONE), started);
         record.status = status;
         record.limit_conn = conn;
         record.module_values = module_values;

@@ -348,7 +348,7 @@ pub(crate) fn serve<'a>(
             req.log_line(client, Level::Alert, line);
             return finalized(500);
         }
-        let vars = req.vars(client, 0, crate::vars::ProxyName::default());
+        let vars = req.vars(client, 0, &crate::vars::ProxyName::NONE);
         let mut uri: Cow<'_, [u8]> = Cow::Borrowed(req.head.uri(&req.parts.uri));
         let mut add_uri = false;
         let in_if = req

@@ -314,22 +314,26 @@ impl Locations {
 impl Location {
     /// The `allow`/`deny` rules for a request with `method`: the
     /// location's, or `limit_except`'s for a method it does not list.
+    #[inline(always)]
     pub fn access_for(&self, method: &http::Method) -> &Rules {
         self.limited(method).map_or(&self.access, |le| &le.access)
     }
 
-    /// `limit_except`, where it takes a request with `method`.
-    #[inline]
+    /// `limit_except`, where it takes a request with `method`. (Inlined
+    /// to a test of the box on the plain path, which these accessors
+    /// take a few times per request; the method's check out of line.)
+    #[inline(always)]
     fn limited(&self, method: &http::Method) -> Option<&LimitExcept> {
-        self.limit_except
-            .as_deref()
-            .filter(|le| !le.methods.contains(method))
+        match &self.limit_except {
+            None => None,
+            Some(le) => le.takes(method),
+        }
     }
 
     /// The location's rewrite lines for a request with `method`: none
     /// for a method `limit_except` takes (nginx's rewrite module does not
     /// pass a location's lines to the block's configuration).
-    #[inline]
+    #[inline(always)]
     pub fn script_for(&self, method: &http::Method) -> Option<&crate::http::rewrite::Script> {
         match self.limited(method) {
             Some(_) => None,
@@ -340,7 +344,7 @@ impl Location {
     /// The handler of a request with `method`: for a method
     /// `limit_except` takes, the block's (see [`LimitExcept::action`]),
     /// else the location's.
-    #[inline]
+    #[inline(always)]
     pub fn action_for(&self, method: &http::Method) -> &Action {
         self.limited(method)
             .and_then(|le| le.action.as_ref())
@@ -350,6 +354,7 @@ impl Location {
     /// The access logs of a request with `method` at this level:
     /// `limit_except`'s for a method it does not list, else the
     /// location's.
+    #[inline(always)]
     pub fn logs_for(&self, method: &http::Method) -> Option<&Arc<crate::http::access::AccessLogs>> {
         match self.limited(method).and_then(|le| le.access_log.as_ref()) {
             Some(logs) => logs.as_ref(),
@@ -399,6 +404,15 @@ pub struct LimitExcept {
     pub action: Option<Action>,
     /// Its `access_log` lines (`None` inside for `off`).
     pub access_log: Option<Option<Arc<AccessLogs>>>,
+}
+
+impl LimitExcept {
+    /// Itself, where it takes a request with `method` (one it does not
+    /// list).
+    #[inline(never)]
+    fn takes(&self, method: &http::Method) -> Option<&LimitExcept> {
+        (!self.methods.contains(method)).then_some(self)
+    }
 }
 
 pub struct Location {
