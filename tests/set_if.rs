@@ -1086,6 +1086,26 @@ fn config_errors_match_nginx() {
             OK.into(),
             inside_if("rewrite_log", 7),
         ),
+        (
+            in_location("if ($host) { sendfile off; }"),
+            OK.into(),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { sendfile maybe; }"),
+            emerg("invalid value \"maybe\" in \"sendfile\" directive, it must be \"on\" or \"off\"", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { aio threads; }"),
+            emerg("\"aio\" directive is not allowed here", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { directio 4m; }"),
+            emerg("\"directio\" directive is not allowed here", 7),
+            Waypost::Same,
+        ),
         // Everything where it may be.
         (
             "http {\n\

@@ -2856,7 +2856,10 @@ impl<'a> Interp<'a> {
                 "rewrite" | "break" | "set" | "return" => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                 }
+                // (`sendfile` tunes what waypost does its own way: checked,
+                // as at a location's level.)
                 "add_header" | "expires" | "limit_rate" | "limit_rate_after" | "access_log"
+                | "sendfile"
                     if !server_level =>
                 {
                     self.enter(item, Ctx::Location, &mut seen)?;
@@ -2877,7 +2880,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log and proxy_pass)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass and sendfile)"),
                         item,
                     )
                 }
@@ -5841,9 +5844,10 @@ fn regexes_of(d: &Directive) -> Vec<(String, bool)> {
     }
 }
 
-/// Directives nginx takes in a location's `if` (besides the rewrite
-/// module's), which waypost refuses there as not supported; any other is
-/// "not allowed here", as nginx says.
+/// Directives nginx 1.22 takes in a location's `if` (besides the rewrite
+/// module's; checked against its `-t`), which waypost refuses there as
+/// not supported where it does not read them; any other is "not allowed
+/// here", as nginx says.
 const NGINX_IN_LOCATION_IF: &[&str] = &[
     "root",
     "limit_rate",
@@ -5860,9 +5864,7 @@ const NGINX_IN_LOCATION_IF: &[&str] = &[
     "source_charset",
     "override_charset",
     "sendfile",
-    "aio",
-    "directio",
-    "proxy_store",
+    "ssi",
 ];
 
 /// Whether `token` is `$` and one variable's name (nginx reads all of
