@@ -430,3 +430,69 @@ fn unchunk_partial(mut body: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// `gzip on|off` in a location's `if`: when the block holds, its switch
+/// decides, with the location's other gzip settings (`gzip_vary`,
+/// `gzip_types`, `gzip_min_length`), for proxied answers and `return`s.
+#[test]
+fn gzip_in_if_as_nginx() {
+    let run = |nginx: bool| {
+        let back = backend();
+        let ports = free_ports(1);
+        let port = ports[0];
+        let conf = wrap_http(
+            &format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /on/ {{\n\
+                 \x20           gzip_vary on;\n\
+                 \x20           gzip_types text/plain;\n\
+                 \x20           if ($arg_z) {{ gzip on; }}\n\
+                 \x20           proxy_pass http://127.0.0.1:{back}/;\n\
+                 \x20       }}\n\
+                 \x20       location /off/ {{\n\
+                 \x20           gzip on;\n\
+                 \x20           if ($arg_z) {{ gzip off; add_header X-If 1; }}\n\
+                 \x20           proxy_pass http://127.0.0.1:{back}/;\n\
+                 \x20       }}\n\
+                 \x20       location /ret/ {{\n\
+                 \x20           default_type text/html;\n\
+                 \x20           gzip_min_length 1;\n\
+                 \x20           if ($arg_z) {{ gzip on; }}\n\
+                 \x20           return 200 \"returned text returned text returned text\";\n\
+                 \x20       }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &ports);
+        let mut seen = Vec::new();
+        for path in [
+            "/on/html",
+            "/on/html?z=1",
+            "/on/plain?z=1",
+            "/on/small?z=1",
+            "/off/html",
+            "/off/html?z=1",
+            "/ret/",
+            "/ret/?z=1",
+        ] {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+            );
+            seen.push(format!("{path} -> {}", ask(port, &request)));
+        }
+        seen
+    };
+    let ours = run(false);
+    let theirs = run(true);
+    assert_same_answers(&ours, &theirs);
+    for path in ["/on/html?z=1", "/on/plain?z=1", "/off/html", "/ret/?z=1"] {
+        assert!(
+            theirs
+                .iter()
+                .any(|a| a.starts_with(&format!("{path} -> ")) && a.contains("enc=gzip")),
+            "{path}\n{theirs:#?}"
+        );
+    }
+}

@@ -2859,7 +2859,7 @@ impl<'a> Interp<'a> {
                 // (`sendfile` tunes what waypost does its own way: checked,
                 // as at a location's level.)
                 "add_header" | "expires" | "limit_rate" | "limit_rate_after" | "access_log"
-                | "sendfile"
+                | "gzip" | "sendfile"
                     if !server_level =>
                 {
                     self.enter(item, Ctx::Location, &mut seen)?;
@@ -2880,7 +2880,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass and sendfile)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass, gzip and sendfile)"),
                         item,
                     )
                 }
@@ -2901,8 +2901,15 @@ impl<'a> Interp<'a> {
         let access_log = own
             .access_log
             .map(|level| if level.off { Vec::new() } else { level.logs });
+        // Its `gzip on|off`: the location's other gzip settings are
+        // merged in at the end of `http`.
+        let gzip = own
+            .gzip
+            .on
+            .map(|on| on.then(|| Box::new(own.gzip.settings())));
         if own.add_headers.is_some()
             || own.expires.is_some()
+            || gzip.is_some()
             || limit_rate.is_some()
             || proxy.is_some()
             || access_log.is_some()
@@ -2912,6 +2919,7 @@ impl<'a> Interp<'a> {
                 RewriteOp::Headers(IfHeaders {
                     add_headers: own.add_headers,
                     expires: own.expires,
+                    gzip,
                     limit_rate,
                     proxy,
                     access_log,
@@ -4316,7 +4324,7 @@ impl<'a> Interp<'a> {
             location.charset = layer.charset()?;
             location.expires = layer.expires.flatten();
             location.limit_rate = layer.limit_rate();
-            if_limit_rates(&mut location.script, &layer);
+            merge_if_levels(&mut location.script, &layer);
             location.redirect_style = layer.redirect_style();
             location.msie_padding = layer.msie_padding.unwrap_or(true);
             location.filters = layer.filters.clone();
@@ -5950,28 +5958,32 @@ fn if_condition(d: &Directive) -> Result<IfCond, ConfError> {
     invalid(first)
 }
 
-/// `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` or
-/// `break`, as nginx's `ngx_http_rewrite`: a replacement starting with
-/// `http://`, `https://` or `$scheme` is a redirect.
-/// The `limit_rate` of each `if` block in a location's `script` that has
-/// its own: nginx merges the block's level over the location's, so a
-/// `limit_rate_after` of the location applies under the block's rate.
-fn if_limit_rates(script: &mut [RewriteOp], location: &Layer) {
+/// The settings of each `if` block in a location's `script` that has its
+/// own, merged over the location's as nginx merges the block's level: a
+/// `limit_rate_after` of the location applies under the block's rate,
+/// and the block's `gzip on` compresses with the location's gzip settings.
+fn merge_if_levels(script: &mut [RewriteOp], location: &Layer) {
     for op in script {
         match op {
-            RewriteOp::Headers(IfHeaders {
-                limit_rate: Some((rate, after)),
-                ..
-            }) => {
-                *rate = rate.or(location.limit_rate);
-                *after = after.or(location.limit_rate_after);
+            RewriteOp::Headers(h) => {
+                if let Some((rate, after)) = &mut h.limit_rate {
+                    *rate = rate.or(location.limit_rate);
+                    *after = after.or(location.limit_rate_after);
+                }
+                // `gzip on` in the block: the location's gzip settings.
+                if let Some(Some(conf)) = &mut h.gzip {
+                    **conf = location.gzip.settings();
+                }
             }
-            RewriteOp::If(_, block) => if_limit_rates(block, location),
+            RewriteOp::If(_, block) => merge_if_levels(block, location),
             _ => {}
         }
     }
 }
 
+/// `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` or
+/// `break`, as nginx's `ngx_http_rewrite`: a replacement starting with
+/// `http://`, `https://` or `$scheme` is a redirect.
 fn rewrite_op(d: &Directive) -> Result<RewriteOp, ConfError> {
     if d.name == "break" {
         return Ok(RewriteOp::Break);

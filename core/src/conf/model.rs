@@ -374,6 +374,9 @@ pub enum RewriteOp {
 pub struct IfHeaders {
     pub add_headers: Option<Vec<AddHeader>>,
     pub expires: Option<Option<Expires>>,
+    /// Its `gzip on|off` (`None` inside: off), with the location's other
+    /// gzip settings.
+    pub gzip: Option<Option<Box<GzipConf>>>,
     /// Its `limit_rate` and `limit_rate_after` lines, each over the
     /// location's, as nginx merges the `if` block's level: the block's
     /// own until the location's level is merged, then those in effect.

@@ -694,8 +694,10 @@ fn server(
                 // A location `if`'s own header filters over the location's,
                 // and its `proxy_pass` with the location's proxy settings.
                 &|h| {
-                    let headed =
-                        h.add_headers.is_some() || h.expires.is_some() || h.limit_rate.is_some();
+                    let headed = h.add_headers.is_some()
+                        || h.expires.is_some()
+                        || h.gzip.is_some()
+                        || h.limit_rate.is_some();
                     let outbound = match headed {
                         true => Some(outbound(
                             h.limit_rate().unwrap_or(l.limit_rate),
@@ -704,7 +706,7 @@ fn server(
                             l.msie_padding,
                             BodyFilters {
                                 charset: l.charset.as_ref(),
-                                gzip: l.gzip.as_ref(),
+                                gzip: h.gzip.as_ref().map_or(l.gzip.as_ref(), Option::as_deref),
                                 sub: l.sub_filter.as_ref(),
                             },
                             filters.maps,
