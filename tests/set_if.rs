@@ -688,6 +688,53 @@ fn if_flow_matches_nginx() {
     );
 }
 
+/// `root` in a location's `if`: when the block holds, files are served
+/// from it (over the location's `root` or `alias`), and `$document_root`
+/// and `$request_filename` are its, in a `return` after the block too.
+#[test]
+fn root_in_if_as_nginx() {
+    let http = server(
+        r#"        location /f/x { root {dir}/none; if ($arg_v) { root {dir}; } }
+        location /f/al/ { alias {dir}/f/; if ($arg_v) { root {dir}; } }
+        location /dr/ {
+            root {dir}/none;
+            if ($arg_v) { root {dir}; }
+            return 200 "[$document_root] [$request_filename]\n";
+        }
+"#,
+    );
+    let asks = [
+        get("/f/x.txt"),
+        get("/f/x.txt?v=1"),
+        get("/f/al/x.txt"),
+        get("/f/al/x.txt?v=1"),
+        get("/dr/a"),
+        get("/dr/a?v=1"),
+    ];
+    check(
+        &http,
+        &asks,
+        &[
+            "GET /f/x.txt -> HTTP/1.1 404 Not Found",
+            "GET /f/x.txt?v=1 -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"file x\\n\"",
+            "GET /f/al/x.txt -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"file x\\n\"",
+            "GET /f/al/x.txt?v=1 -> HTTP/1.1 404 Not Found",
+            "GET /dr/a -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[DIR/none] [DIR/none/dr/a]\\n\"",
+            "GET /dr/a?v=1 -> HTTP/1.1 200 OK | Content-Type: text/plain | body: \"[DIR] [DIR/dr/a]\\n\"",
+        ],
+        &[
+            error(
+                &format!("open() \"DIR/none/f/x.txt\" failed ({ENOENT})"),
+                "/f/x.txt",
+            ),
+            error(
+                &format!("open() \"DIR/f/al/x.txt\" failed ({ENOENT})"),
+                "/f/al/x.txt?v=1",
+            ),
+        ],
+    );
+}
+
 /// A matching `if` leaves the request in its location's settings:
 /// `add_header`, a `proxy_pass` with a URI part (the location's prefix
 /// replaced), `root` (a `break` then serves the file) and `alias` with a
@@ -1079,7 +1126,17 @@ fn config_errors_match_nginx() {
         (
             in_location("if ($host) { set $a 1;\n                root /x; }"),
             OK.into(),
-            inside_if("root", 8),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { alias /x; }"),
+            emerg("\"alias\" directive is not allowed here", 7),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { error_page 404 /x; }"),
+            OK.into(),
+            inside_if("error_page", 7),
         ),
         (
             in_location("if ($host) { rewrite_log on; }"),

@@ -722,8 +722,13 @@ impl Var {
                 let Some(_inside) = RootGuard::enter() else {
                     return;
                 };
+                // (A location `if` that held with a `root`: its.)
+                let statics = match req.extensions.get::<crate::http::rewrite::IfStatics>() {
+                    Some(own) => Some(&*own.0),
+                    None => cx.statics,
+                };
                 if let Some((path, root)) =
-                    cx.statics.and_then(|st| st.path(cx.head.uri(&req.uri), cx))
+                    statics.and_then(|st| st.path(cx.head.uri(&req.uri), cx))
                 {
                     let end = if *self == Var::DocumentRoot {
                         root

@@ -2859,7 +2859,7 @@ impl<'a> Interp<'a> {
                 // (`sendfile` tunes what waypost does its own way: checked,
                 // as at a location's level.)
                 "add_header" | "expires" | "limit_rate" | "limit_rate_after" | "access_log"
-                | "gzip" | "sendfile"
+                | "gzip" | "root" | "sendfile"
                     if !server_level =>
                 {
                     self.enter(item, Ctx::Location, &mut seen)?;
@@ -2880,7 +2880,7 @@ impl<'a> Interp<'a> {
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass, gzip and sendfile)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass, gzip, root and sendfile)"),
                         item,
                     )
                 }
@@ -2903,27 +2903,27 @@ impl<'a> Interp<'a> {
             .map(|level| if level.off { Vec::new() } else { level.logs });
         // Its `gzip on|off`: the location's other gzip settings are
         // merged in at the end of `http`.
-        let gzip = own
-            .gzip
-            .on
-            .map(|on| on.then(|| Box::new(own.gzip.settings())));
+        let gzip = own.gzip.on.map(|on| on.then(|| own.gzip.settings()));
+        let root = own.root.map(|(root, _)| root);
         if own.add_headers.is_some()
             || own.expires.is_some()
             || gzip.is_some()
+            || root.is_some()
             || limit_rate.is_some()
             || proxy.is_some()
             || access_log.is_some()
         {
             ops.insert(
                 0,
-                RewriteOp::Headers(IfHeaders {
+                RewriteOp::Headers(Box::new(IfHeaders {
                     add_headers: own.add_headers,
                     expires: own.expires,
                     gzip,
+                    root,
                     limit_rate,
                     proxy,
                     access_log,
-                }),
+                })),
             );
         }
         Ok(RewriteOp::If(cond, ops))
@@ -5972,7 +5972,7 @@ fn merge_if_levels(script: &mut [RewriteOp], location: &Layer) {
                 }
                 // `gzip on` in the block: the location's gzip settings.
                 if let Some(Some(conf)) = &mut h.gzip {
-                    **conf = location.gzip.settings();
+                    *conf = location.gzip.settings();
                 }
             }
             RewriteOp::If(_, block) => merge_if_levels(block, location),

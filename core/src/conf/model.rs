@@ -362,21 +362,23 @@ pub enum RewriteOp {
     SetArgs(String),
     /// `if (CONDITION) { ... }`: its lines run when it holds.
     If(IfCond, Vec<RewriteOp>),
-    /// A location `if` block's `add_header` and `expires` (first in its
-    /// lines).
-    Headers(IfHeaders),
+    /// A location `if` block's own settings (first in its lines).
+    Headers(Box<IfHeaders>),
 }
 
 /// A location `if` block's own settings: its `add_header` lines (which
-/// replace the location's), its `expires`, its `limit_rate`, its
-/// `proxy_pass`.
+/// replace the location's), its `expires`, `gzip`, `root`, `limit_rate`,
+/// `proxy_pass` and `access_log`.
 #[derive(Debug, Clone)]
 pub struct IfHeaders {
     pub add_headers: Option<Vec<AddHeader>>,
     pub expires: Option<Option<Expires>>,
     /// Its `gzip on|off` (`None` inside: off), with the location's other
     /// gzip settings.
-    pub gzip: Option<Option<Box<GzipConf>>>,
+    pub gzip: Option<Option<GzipConf>>,
+    /// Its `root` (as nginx keeps it), over the location's `root` or
+    /// `alias`.
+    pub root: Option<String>,
     /// Its `limit_rate` and `limit_rate_after` lines, each over the
     /// location's, as nginx merges the `if` block's level: the block's
     /// own until the location's level is merged, then those in effect.

@@ -59,6 +59,8 @@ enum Op {
     Handler(Arc<Action>),
     /// A location `if` block's `access_log` lines: the request's logs.
     AccessLog(IfAccessLog),
+    /// A location `if` block's `root`: where its files are.
+    Statics(IfStatics),
 }
 
 /// An `if`'s condition.
@@ -102,6 +104,7 @@ pub(crate) fn new_level(extensions: &mut http::Extensions) {
     extensions.remove::<IfOutbound>();
     extensions.remove::<IfHandler>();
     extensions.remove::<IfAccessLog>();
+    extensions.remove::<IfStatics>();
 }
 
 /// The handler (`proxy_pass`) of a location's `if` that held: nginx
@@ -117,7 +120,14 @@ pub struct IfLevel {
     pub handler: Option<Action>,
     /// Its `access_log` lines, when it has any (`Some(None)`: `off`).
     pub access_log: Option<Option<Arc<crate::http::access::AccessLogs>>>,
+    /// The location's static settings with its `root`, when it has one.
+    pub statics: Option<crate::http::static_files::Static>,
 }
+
+/// The static settings of a location's `if` that held with a `root`:
+/// nginx serves files (and `$document_root`) from the `if` block's.
+#[derive(Clone)]
+pub(crate) struct IfStatics(pub(crate) Arc<crate::http::static_files::Static>);
 
 /// The access logs of a location's `if` that held: nginx logs the
 /// request with the `if` block's (`None`: none).
@@ -192,6 +202,9 @@ fn flatten(
                 }
                 if let Some(logs) = level.access_log {
                     out.push(Op::AccessLog(IfAccessLog(logs)));
+                }
+                if let Some(statics) = level.statics {
+                    out.push(Op::Statics(IfStatics(Arc::new(statics))));
                 }
             }
             RewriteOp::If(cond, block) => {
@@ -431,6 +444,7 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     c.parts.extensions.remove::<IfHandler>();
                     c.parts.extensions.remove::<IfOutbound>();
                     c.parts.extensions.remove::<IfAccessLog>();
+                    c.parts.extensions.remove::<IfStatics>();
                     c.parts.extensions.insert(InIf);
                 } else {
                     i += skip;
@@ -456,6 +470,13 @@ async fn run<'s>(script: &'s Script, req: &Req<'_>, client: SocketAddr) -> Ran<'
                     return Ran::Answer(finalized(500));
                 };
                 c.parts.extensions.insert(logs.clone());
+                continue;
+            }
+            Op::Statics(statics) => {
+                let Some(c) = owned(&mut own, req) else {
+                    return Ran::Answer(finalized(500));
+                };
+                c.parts.extensions.insert(statics.clone());
                 continue;
             }
             Op::Rewrite(r) => r,

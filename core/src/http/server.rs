@@ -1232,7 +1232,12 @@ macro_rules! location_answer_plain {
                                 crate::http::static_files::empty_gif(req, &location.statics)
                             }
                             (None, Action::Static) => {
-                                let st = &location.statics;
+                                // (A location `if` that held with a `root`
+                                // serves from it.)
+                                let st = parts
+                                    .extensions
+                                    .get::<crate::http::rewrite::IfStatics>()
+                                    .map_or(&location.statics, |s| &*s.0);
                                 crate::http::static_files::serve(req, body, st, client, started)
                                     .await
                             }

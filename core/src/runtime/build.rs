@@ -630,6 +630,8 @@ fn server(
             }
             None => None,
         };
+        // (Its `if` blocks' `root`s type files as it does.)
+        let location_types = types.get(&l.types);
         // (The `if` blocks' `proxy_pass` lines make their TLS clients
         // from inside the script's builder.)
         let if_tls = std::cell::RefCell::new(&mut *tls);
@@ -674,7 +676,7 @@ fn server(
             internal: l.internal,
             statics: crate::http::static_files::Static::new(
                 &l.statics,
-                types.get(&l.types),
+                Arc::clone(&location_types),
                 l.redirect_style,
                 filters.maps,
             )?,
@@ -706,7 +708,7 @@ fn server(
                             l.msie_padding,
                             BodyFilters {
                                 charset: l.charset.as_ref(),
-                                gzip: h.gzip.as_ref().map_or(l.gzip.as_ref(), Option::as_deref),
+                                gzip: h.gzip.as_ref().map_or(l.gzip.as_ref(), Option::as_ref),
                                 sub: l.sub_filter.as_ref(),
                             },
                             filters.maps,
@@ -731,10 +733,27 @@ fn server(
                         .as_ref()
                         .map(|confs| access_logs(confs, &mut HashMap::new(), formats, filters))
                         .transpose()?;
+                    // Its `root` over the location's `root` or `alias`
+                    // (and without the location's `try_files`).
+                    let statics = match &h.root {
+                        Some(root) => Some(crate::http::static_files::Static::new(
+                            &model::StaticConf {
+                                root: root.clone(),
+                                alias: None,
+                                try_files: None,
+                                ..l.statics.clone()
+                            },
+                            Arc::clone(&location_types),
+                            l.redirect_style,
+                            filters.maps,
+                        )?),
+                        None => None,
+                    };
                     Ok(crate::http::rewrite::IfLevel {
                         outbound,
                         handler,
                         access_log,
+                        statics,
                     })
                 },
             )?,
