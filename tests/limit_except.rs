@@ -38,6 +38,7 @@ fn conf(port: u16, r: u16, w: u16, nginx: bool) -> String {
              \x20           limit_except GET {{ allow all; }}\n\
              \x20           proxy_pass http://r;\n\
              \x20       }}\n\
+             \x20       location /tf/ {{ try_files $uri /inh/fallback; limit_except GET {{ allow all; }} }}\n\
              \x20       location /big/ {{\n\
              \x20           client_max_body_size 1;\n\
              \x20           proxy_pass http://r;\n\
@@ -79,6 +80,8 @@ const REQUESTS: &[(&str, &str)] = &[
     ("POST", "/ret/a"),
     ("GET", "/scr/a"),
     ("POST", "/scr/a"),
+    ("GET", "/tf/a"),
+    ("POST", "/tf/a"),
     ("POST", "/big/a"),
     ("POST", "/two/a"),
 ];
@@ -157,6 +160,9 @@ fn limit_except_proxy_pass_and_access_log_as_nginx() {
         "POST /ret/a -> HTTP/1.1 404 Not Found [] ",
         "GET /scr/a -> HTTP/1.1 200 OK [] if",
         "POST /scr/a -> HTTP/1.1 200 OK [] r POST /scr/a r",
+        // Nor does it run the location's `try_files`.
+        "GET /tf/a -> HTTP/1.1 200 OK [] r GET /inh/fallback r",
+        "POST /tf/a -> HTTP/1.1 404 Not Found [] ",
     ] {
         assert!(
             theirs.0.iter().any(|a| a == want),

@@ -1159,6 +1159,31 @@ fn config_errors_match_nginx() {
             Waypost::Same,
         ),
         (
+            in_location("if ($host) { uninitialized_variable_warn off; }"),
+            OK.into(),
+            Waypost::Same,
+        ),
+        (
+            in_server("if ($host) { uninitialized_variable_warn off; }"),
+            OK.into(),
+            Waypost::Same,
+        ),
+        (
+            in_server("if ($host) { rewrite_log on; }"),
+            OK.into(),
+            inside_if("rewrite_log", 6),
+        ),
+        (
+            in_server("if ($host) { root /x; }"),
+            emerg("\"root\" directive is not allowed here", 6),
+            Waypost::Same,
+        ),
+        (
+            in_location("if ($host) { fastcgi_pass 127.0.0.1:9; }"),
+            OK.into(),
+            inside_if("fastcgi_pass", 7),
+        ),
+        (
             in_location("if ($host) { directio 4m; }"),
             emerg("\"directio\" directive is not allowed here", 7),
             Waypost::Same,

@@ -64,7 +64,7 @@ pub struct VarCtx<'a> {
 
 /// nginx's `$proxy_host` (the host, and the port unless it is the
 /// scheme's) and `$proxy_port` (the port, the scheme's by default).
-/// Not found (`default()`) until the proxy handles the request; empty
+/// Not found ([`ProxyName::NONE`]) until the proxy handles the request; empty
 /// but found after a `proxy_pass` value that named nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProxyName<'a> {

@@ -2871,11 +2871,19 @@ impl<'a> Interp<'a> {
                     proxy = Some(self.if_proxy_pass(item)?);
                     continue;
                 }
+                // (The rewrite module's; nothing for waypost to warn of.)
+                "uninitialized_variable_warn" => {
+                    self.enter(item, Ctx::Location, &mut seen)?;
+                    continue;
+                }
                 // What nginx refuses in an `if` (a server's takes the
                 // rewrite module's lines only; a location's no `location`,
                 // `if` or module directive), then what waypost does not
                 // take there.
-                other if server_level || !NGINX_IN_LOCATION_IF.contains(&other) => {
+                other
+                    if server_level && other != "rewrite_log"
+                        || !server_level && !NGINX_IN_LOCATION_IF.contains(&other) =>
+                {
                     return err(format!("\"{other}\" directive is not allowed here"), item)
                 }
                 other => {
@@ -5852,10 +5860,11 @@ fn regexes_of(d: &Directive) -> Vec<(String, bool)> {
     }
 }
 
-/// Directives nginx 1.22 takes in a location's `if` (besides the rewrite
-/// module's; checked against its `-t`), which waypost refuses there as
-/// not supported where it does not read them; any other is "not allowed
-/// here", as nginx says.
+/// Directives nginx 1.22 takes in a location's `if` (besides `rewrite`,
+/// `return`, `set`, `break` and `uninitialized_variable_warn`; checked
+/// against its `-t`), which waypost refuses there as not supported where
+/// it does not read them; any other is "not allowed here", as nginx says.
+/// (A server's `if` takes the rewrite module's lines and `rewrite_log`.)
 const NGINX_IN_LOCATION_IF: &[&str] = &[
     "root",
     "limit_rate",
@@ -5873,6 +5882,12 @@ const NGINX_IN_LOCATION_IF: &[&str] = &[
     "override_charset",
     "sendfile",
     "ssi",
+    "post_action",
+    "fastcgi_pass",
+    "uwsgi_pass",
+    "scgi_pass",
+    "grpc_pass",
+    "memcached_pass",
 ];
 
 /// Whether `token` is `$` and one variable's name (nginx reads all of

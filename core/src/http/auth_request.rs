@@ -185,7 +185,8 @@ pub(crate) async fn at(
     let mut body = body;
     let mirror = mirror.filter(|_| passed.allowed);
     // A static location's `try_files` runs first (it may redirect).
-    let after_try = matches!(action, Action::Static) && location.statics.has_try_files();
+    let after_try =
+        matches!(action, Action::Static) && location.statics_for(&req.parts.method).has_try_files();
     let Ok(mirrored) = pre_content(&mut next, mirror, after_try, &mut body, client).await else {
         // The connection answers a body it could not read (400, 413) or
         // closes; this answer is not used.

@@ -1234,10 +1234,12 @@ macro_rules! location_answer_plain {
                             (None, Action::Static) => {
                                 // (A location `if` that held with a `root`
                                 // serves from it.)
-                                let st = parts
-                                    .extensions
-                                    .get::<crate::http::rewrite::IfStatics>()
-                                    .map_or(&location.statics, |s| &*s.0);
+                                let st = match location.script.as_ref().and_then(|_| {
+                                    parts.extensions.get::<crate::http::rewrite::IfStatics>()
+                                }) {
+                                    Some(own) => &*own.0,
+                                    None => location.statics_for(&parts.method),
+                                };
                                 crate::http::static_files::serve(req, body, st, client, started)
                                     .await
                             }

@@ -601,6 +601,8 @@ fn server(
             .as_ref()
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
+        // (Its `if` and `limit_except` blocks' files are typed as its.)
+        let location_types = types.get(&l.types);
         let limit_except = match &l.limit_except {
             Some(le) => {
                 let action = match (&le.proxy, &l.action) {
@@ -616,7 +618,22 @@ fn server(
                     Some(confs) => Some(access_logs(confs, &mut logs, formats, filters)?),
                     None => None,
                 };
+                // Without the location's `try_files`, which nginx does not
+                // pass to the block.
+                let statics = match &l.statics.try_files {
+                    Some(_) => Some(crate::http::static_files::Static::new(
+                        &model::StaticConf {
+                            try_files: None,
+                            ..l.statics.clone()
+                        },
+                        Arc::clone(&location_types),
+                        l.redirect_style,
+                        filters.maps,
+                    )?),
+                    None => None,
+                };
                 Some(Box::new(crate::runtime::LimitExcept {
+                    statics,
                     methods: le
                         .methods
                         .iter()
@@ -630,8 +647,6 @@ fn server(
             }
             None => None,
         };
-        // (Its `if` blocks' `root`s type files as it does.)
-        let location_types = types.get(&l.types);
         // (The `if` blocks' `proxy_pass` lines make their TLS clients
         // from inside the script's builder.)
         let if_tls = std::cell::RefCell::new(&mut *tls);

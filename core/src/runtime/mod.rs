@@ -351,6 +351,15 @@ impl Location {
             .unwrap_or(&self.action)
     }
 
+    /// The static settings of a request with `method`: without the
+    /// location's `try_files` for a method `limit_except` takes.
+    #[inline(always)]
+    pub fn statics_for(&self, method: &http::Method) -> &crate::http::static_files::Static {
+        self.limited(method)
+            .and_then(|le| le.statics.as_ref())
+            .unwrap_or(&self.statics)
+    }
+
     /// The access logs of a request with `method` at this level:
     /// `limit_except`'s for a method it does not list, else the
     /// location's.
@@ -404,6 +413,9 @@ pub struct LimitExcept {
     pub action: Option<Action>,
     /// Its `access_log` lines (`None` inside for `off`).
     pub access_log: Option<Option<Arc<AccessLogs>>>,
+    /// The location's static settings without its `try_files`, where it
+    /// has one (nginx does not pass it to the block).
+    pub statics: Option<crate::http::static_files::Static>,
 }
 
 impl LimitExcept {
