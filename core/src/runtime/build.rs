@@ -601,8 +601,30 @@ fn server(
             .as_ref()
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
-        // (Its `if` and `limit_except` blocks' files are typed as its.)
+        // The static settings of its `if` and `limit_except` blocks: its
+        // own, without its `try_files` (nginx passes it to no block), with
+        // a block's `root`.
         let location_types = types.get(&l.types);
+        let block_statics = |root: Option<&String>| {
+            let conf = match root {
+                Some(root) => model::StaticConf {
+                    root: root.clone(),
+                    alias: None,
+                    try_files: None,
+                    ..l.statics.clone()
+                },
+                None => model::StaticConf {
+                    try_files: None,
+                    ..l.statics.clone()
+                },
+            };
+            crate::http::static_files::Static::new(
+                &conf,
+                Arc::clone(&location_types),
+                l.redirect_style,
+                filters.maps,
+            )
+        };
         let limit_except = match &l.limit_except {
             Some(le) => {
                 let action = match (&le.proxy, &l.action) {
@@ -618,18 +640,8 @@ fn server(
                     Some(confs) => Some(access_logs(confs, &mut logs, formats, filters)?),
                     None => None,
                 };
-                // Without the location's `try_files`, which nginx does not
-                // pass to the block.
                 let statics = match &l.statics.try_files {
-                    Some(_) => Some(crate::http::static_files::Static::new(
-                        &model::StaticConf {
-                            try_files: None,
-                            ..l.statics.clone()
-                        },
-                        Arc::clone(&location_types),
-                        l.redirect_style,
-                        filters.maps,
-                    )?),
+                    Some(_) => Some(block_statics(None)?),
                     None => None,
                 };
                 Some(Box::new(crate::runtime::LimitExcept {
@@ -748,22 +760,12 @@ fn server(
                         .as_ref()
                         .map(|confs| access_logs(confs, &mut HashMap::new(), formats, filters))
                         .transpose()?;
-                    // Its `root` over the location's `root` or `alias`
-                    // (and without the location's `try_files`).
-                    let statics = match &h.root {
-                        Some(root) => Some(crate::http::static_files::Static::new(
-                            &model::StaticConf {
-                                root: root.clone(),
-                                alias: None,
-                                try_files: None,
-                                ..l.statics.clone()
-                            },
-                            Arc::clone(&location_types),
-                            l.redirect_style,
-                            filters.maps,
-                        )?),
-                        None => None,
-                    };
+                    // Its `root` over the location's `root` or `alias`.
+                    let statics = h
+                        .root
+                        .as_ref()
+                        .map(|root| block_statics(Some(root)))
+                        .transpose()?;
                     Ok(crate::http::rewrite::IfLevel {
                         outbound,
                         handler,
