@@ -1141,7 +1141,7 @@ fn config_errors_match_nginx() {
         (
             in_location("if ($host) { rewrite_log on; }"),
             OK.into(),
-            inside_if("rewrite_log", 7),
+            Waypost::Same,
         ),
         (
             in_location("if ($host) { sendfile off; }"),
@@ -1171,7 +1171,12 @@ fn config_errors_match_nginx() {
         (
             in_server("if ($host) { rewrite_log on; }"),
             OK.into(),
-            inside_if("rewrite_log", 6),
+            Waypost::Same,
+        ),
+        (
+            in_server("if ($host) { rewrite_log maybe; }"),
+            emerg("invalid value \"maybe\" in \"rewrite_log\" directive, it must be \"on\" or \"off\"", 6),
+            Waypost::Same,
         ),
         (
             in_server("if ($host) { root /x; }"),

@@ -2871,8 +2871,11 @@ impl<'a> Interp<'a> {
                     proxy = Some(self.if_proxy_pass(item)?);
                     continue;
                 }
-                // (The rewrite module's; nothing for waypost to warn of.)
-                "uninitialized_variable_warn" => {
+                // The rewrite module's: nothing for waypost to warn of, and
+                // a block's `rewrite_log` changes nothing in nginx (its
+                // rewrite phase read the flag of the level it started at,
+                // and runs again only at another location).
+                "uninitialized_variable_warn" | "rewrite_log" => {
                     self.enter(item, Ctx::Location, &mut seen)?;
                     continue;
                 }
@@ -2880,15 +2883,12 @@ impl<'a> Interp<'a> {
                 // rewrite module's lines only; a location's no `location`,
                 // `if` or module directive), then what waypost does not
                 // take there.
-                other
-                    if server_level && other != "rewrite_log"
-                        || !server_level && !NGINX_IN_LOCATION_IF.contains(&other) =>
-                {
+                other if server_level || !NGINX_IN_LOCATION_IF.contains(&other) => {
                     return err(format!("\"{other}\" directive is not allowed here"), item)
                 }
                 other => {
                     return err(
-                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass, gzip, root and sendfile)"),
+                        format!("\"{other}\" inside \"if\" is not supported (only rewrite, return, set, break, add_header, expires, limit_rate, limit_rate_after, access_log, proxy_pass, gzip, root, sendfile, rewrite_log and uninitialized_variable_warn)"),
                         item,
                     )
                 }
@@ -5860,11 +5860,11 @@ fn regexes_of(d: &Directive) -> Vec<(String, bool)> {
     }
 }
 
-/// Directives nginx 1.22 takes in a location's `if` (besides `rewrite`,
-/// `return`, `set`, `break` and `uninitialized_variable_warn`; checked
+/// Directives nginx 1.22 takes in a location's `if` (besides the rewrite
+/// module's: `rewrite`, `return`, `set`, `break`, `rewrite_log`,
+/// `uninitialized_variable_warn`, which a server's `if` takes too; checked
 /// against its `-t`), which waypost refuses there as not supported where
 /// it does not read them; any other is "not allowed here", as nginx says.
-/// (A server's `if` takes the rewrite module's lines and `rewrite_log`.)
 const NGINX_IN_LOCATION_IF: &[&str] = &[
     "root",
     "limit_rate",
@@ -5875,7 +5875,6 @@ const NGINX_IN_LOCATION_IF: &[&str] = &[
     "add_header",
     "add_trailer",
     "proxy_pass",
-    "rewrite_log",
     "gzip",
     "charset",
     "source_charset",
