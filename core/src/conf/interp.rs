@@ -2326,14 +2326,7 @@ impl<'a> Interp<'a> {
             "ignore_invalid_headers" => {
                 layer.ignore_invalid = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
-            "access_log" => {
-                let log = self.access_log(d)?;
-                let level = layer.access_log.get_or_insert_with(AccessLogs::default);
-                match log {
-                    Some(log) => level.logs.push(log),
-                    None => level.off = true,
-                }
-            }
+            "access_log" => self.access_log_line(d, &mut layer.access_log)?,
             "set_real_ip_from" => {
                 let from = real_ip_from(d)?;
                 layer.realip_from.get_or_insert_with(Vec::new).extend(from);
@@ -2539,6 +2532,21 @@ impl<'a> Interp<'a> {
             },
         }
         Ok(true)
+    }
+
+    /// One `access_log` line into a level's (`off` marks the level).
+    fn access_log_line(
+        &mut self,
+        d: &Directive,
+        level: &mut Option<AccessLogs>,
+    ) -> Result<(), ConfError> {
+        let log = self.access_log(d)?;
+        let level = level.get_or_insert_with(AccessLogs::default);
+        match log {
+            Some(log) => level.logs.push(log),
+            None => level.off = true,
+        }
+        Ok(())
     }
 
     /// `access_log PATH [FORMAT [buffer=SIZE] [flush=TIME] [gzip[=N]]
@@ -2959,6 +2967,7 @@ impl<'a> Interp<'a> {
             );
         }
         let (host, port) = proxy_name(&authority, &url, tls);
+        let port = port.into_owned();
         let pass = ProxyPass {
             upstream: usize::MAX,
             host,
@@ -3886,6 +3895,7 @@ impl<'a> Interp<'a> {
                         );
                     }
                     let (host, port) = proxy_name(&authority, &url, tls);
+                    let port = port.into_owned();
                     proxy = Some(ProxyPass {
                         upstream: usize::MAX,
                         host,
@@ -3945,14 +3955,7 @@ impl<'a> Interp<'a> {
                                 le.file = Some(self.conf_path(&line.args[0]));
                             }
                             "proxy_pass" => le.proxy = Some(self.if_proxy_pass(line)?),
-                            "access_log" => {
-                                let log = self.access_log(line)?;
-                                let level = le.access_log.get_or_insert_with(AccessLogs::default);
-                                match log {
-                                    Some(log) => level.logs.push(log),
-                                    None => level.off = true,
-                                }
-                            }
+                            "access_log" => self.access_log_line(line, &mut le.access_log)?,
                             _ => {}
                         }
                     }
@@ -5246,14 +5249,18 @@ pub(crate) fn parse_url(
 /// nginx's `ngx_http_proxy_set_vars`: `$proxy_host`, the host and the
 /// port as written unless it is the scheme's, and `$proxy_port`, that
 /// port or the scheme's (`proxy_pass http://h:80` sends `Host: h`).
-pub(crate) fn proxy_name(authority: &str, url: &ParsedUrl, tls: bool) -> (String, String) {
-    let default = if tls { 443 } else { 80 };
+pub(crate) fn proxy_name(
+    authority: &str,
+    url: &ParsedUrl,
+    tls: bool,
+) -> (String, std::borrow::Cow<'static, str>) {
+    let (default, text) = if tls { (443, "443") } else { (80, "80") };
     if url.no_port || url.port == default {
-        return (url.host.clone(), default.to_string());
+        return (url.host.clone(), text.into());
     }
     // The authority is the host, `:` and the port's text.
     let port = authority.get(url.host.len() + 1..).unwrap_or_default();
-    (authority.to_owned(), port.to_owned())
+    (authority.to_owned(), port.to_owned().into())
 }
 
 /// nginx's `ngx_inet_addr`: a dotted quad, leading zeros allowed.

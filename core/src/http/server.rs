@@ -745,7 +745,7 @@ macro_rules! proxied {
 /// its choice), and `$proxy_host` and `$proxy_port`.
 type DynamicChoice<'p> = (
     Option<(&'p crate::upstream::dynamic::DynamicPass, Box<Choice>)>,
-    Option<(Box<str>, Box<str>)>,
+    Option<(Box<str>, crate::upstream::dynamic::Port)>,
 );
 
 /// What a `proxy_pass` with variables names for a request, and its host.
@@ -756,8 +756,7 @@ fn dynamic_choice<'p>(p: &'p crate::runtime::Proxy, vars: &VarCtx<'_>) -> Dynami
         return (None, None);
     };
     let choice = Box::new(d.choose(vars));
-    let name = choice.name();
-    let name = (name.host.into(), name.port.into());
+    let name = choice.owned_name();
     (Some((d, choice)), Some(name))
 }
 

@@ -22,7 +22,7 @@ use crate::conf::syntax::Loc;
 use crate::modules::loader::LoadedModule;
 use crate::upstream::resolver::Resolver;
 use crate::upstream::Upstream;
-use crate::vars::{ProxyName, Template, VarCtx};
+use crate::vars::{Template, VarCtx};
 
 /// Addresses whose upstreams are kept; past it the list starts again.
 const MADE: usize = 64;
@@ -44,6 +44,9 @@ pub struct DynamicPass {
     made: ArcSwap<Vec<Made>>,
 }
 
+/// `$proxy_port`'s text.
+pub type Port = std::borrow::Cow<'static, str>;
+
 /// An upstream made for addresses a value gave (or a name resolved to).
 type Made = (Box<[SocketAddr]>, Arc<Upstream>);
 
@@ -52,8 +55,8 @@ pub struct Chosen {
     pub upstream: Arc<Upstream>,
     /// `$proxy_host`: the host, and the port unless it is the scheme's.
     pub host: Box<str>,
-    /// `$proxy_port`
-    pub port: Box<str>,
+    /// `$proxy_port` (`80` or `443` without an allocation)
+    pub port: Port,
     /// The URI part of the value: sent as it is (`None`: the request's).
     pub uri: Option<Box<str>>,
     /// `https://`.
@@ -69,15 +72,16 @@ pub enum Choice {
 }
 
 impl Choice {
-    /// `$proxy_host` and `$proxy_port` of the request: known before any
-    /// name is resolved.
-    pub fn name(&self) -> ProxyName<'_> {
+    /// `$proxy_host` and `$proxy_port` of the request, known before any
+    /// name is resolved: owned, as the choice itself goes on to be
+    /// resolved.
+    pub fn owned_name(&self) -> (Box<str>, Port) {
         let (host, port) = match self {
             Choice::Chosen(c) => (&c.host, &c.port),
             Choice::Resolve(l) => (&l.host, &l.port_text),
             Choice::Failed(e) => (&e.host, &e.port),
         };
-        ProxyName::new(host, port)
+        (host.clone(), port.clone())
     }
 }
 
@@ -87,7 +91,7 @@ pub struct Lookup {
     port: u16,
     authority: String,
     host: Box<str>,
-    port_text: Box<str>,
+    port_text: Port,
     uri: Option<Box<str>>,
     tls: bool,
 }
@@ -99,7 +103,7 @@ pub struct NotChosen {
     pub message: String,
     pub status: u16,
     pub host: Box<str>,
-    pub port: Box<str>,
+    pub port: Port,
 }
 
 impl DynamicPass {
@@ -126,12 +130,12 @@ impl DynamicPass {
     pub fn choose(&self, vars: &VarCtx<'_>) -> Choice {
         let value = self.url.eval(vars);
         let value = String::from_utf8_lossy(&value);
-        let failed = |message: String, status: u16, host: &str, port: &str| {
+        let failed = |message: String, status: u16, host: &str, port: &Port| {
             Choice::Failed(NotChosen {
                 message,
                 status,
                 host: host.into(),
-                port: port.into(),
+                port: port.clone(),
             })
         };
         // nginx wants a byte after the prefix (`proxy.len > 7`).
@@ -142,15 +146,29 @@ impl DynamicPass {
             (_, Some(p)) if p.eq_ignore_ascii_case("https://") && value.len() > 8 => {
                 (&value[8..], 443, true)
             }
-            _ => return failed(format!("invalid URL prefix in \"{value}\""), 500, "", ""),
+            _ => {
+                return failed(
+                    format!("invalid URL prefix in \"{value}\""),
+                    500,
+                    "",
+                    &Port::Borrowed(""),
+                )
+            }
         };
         let url = match parse_url(rest, port, true) {
             Ok(url) => url,
-            Err(e) => return failed(format!("{e} in upstream \"{rest}\""), 500, "", ""),
+            Err(e) => {
+                return failed(
+                    format!("{e} in upstream \"{rest}\""),
+                    500,
+                    "",
+                    &Port::Borrowed(""),
+                )
+            }
         };
         let authority = &rest[..rest.len() - url.uri.as_ref().map_or(0, String::len)];
         let (host, port_text) = proxy_name(authority, &url, tls);
-        let (host, port_text): (Box<str>, Box<str>) = (host.into(), port_text.into());
+        let host: Box<str> = host.into();
         // nginx sends `/?a` for a URI part that is only `?a`.
         let uri = url.uri.as_deref().map(|u| match u.starts_with('?') {
             true => format!("/{u}").into_boxed_str(),
