@@ -669,6 +669,17 @@ pub fn exchange(port: u16, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Asserts that each of `wants` is one of the lines `seen` (what nginx
+/// answered or logged, so that a change in either program shows), listing
+/// those that are missing.
+pub fn assert_among(seen: &[String], wants: &[&str]) {
+    let missing: Vec<&&str> = wants
+        .iter()
+        .filter(|w| !seen.iter().any(|s| s == *w))
+        .collect();
+    assert!(missing.is_empty(), "missing {missing:#?}\namong {seen:#?}");
+}
+
 /// Asserts that waypost's answers (`ours`) are nginx's (`theirs`), one by
 /// one, listing every pair that differs.
 pub fn assert_same_answers(ours: &[String], theirs: &[String]) {
