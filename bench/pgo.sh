@@ -6,11 +6,26 @@
 # profile it wrote. The code is the same; the compiler lays out and
 # inlines the paths that load takes (bench/README.md has the figures).
 #
+# `--bolt` then lays the binary out again with LLVM's post-link optimizer
+# (BOLT): an instrumented copy of the PGO build runs the same training
+# load, and BOLT orders its functions and blocks by what it counted
+# (code of the standard library, tokio and mimalloc included, which the
+# compiler's profile reaches only as far as LTO inlined it).
+#
 # Needs rustup's llvm-tools (added here if missing), nginx, wrk, curl,
-# openssl and python3:
+# openssl and python3, and for `--bolt` Debian's bolt-19:
 #     apt-get install -y nginx wrk curl openssl python3 && bench/pgo.sh
+#     apt-get install -y bolt-19 && bench/pgo.sh --bolt
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bolt=""
+if [ "${1:-}" = "--bolt" ]; then
+    # Debian's llvm-bolt-19 link looks for its runtime beside /usr/bin;
+    # the binary in LLVM's own directory finds it.
+    bolt=$(command -v llvm-bolt || ls /usr/lib/llvm-*/bin/llvm-bolt 2>/dev/null | tail -n1 || true)
+    [ -n "$bolt" ] || { echo "--bolt needs llvm-bolt: apt-get install -y bolt-19" >&2; exit 1; }
+fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
@@ -26,6 +41,23 @@ RUSTFLAGS="-Cprofile-generate=$data" \
     cargo build --release --workspace --target "$host" --target-dir target/pgo-gen
 python3 bench/pgo_train.py "target/pgo-gen/$host/release"
 "$profdata" merge -o "$data/merged.profdata" "$data"/*.profraw
-RUSTFLAGS="-Cprofile-use=$data/merged.profdata" \
+# BOLT moves functions only in a binary that kept its relocations.
+relocs=${bolt:+-Clink-arg=-Wl,--emit-relocs}
+RUSTFLAGS="-Cprofile-use=$data/merged.profdata $relocs" \
     cargo build --release --workspace --target "$host" --target-dir target/pgo
-echo "built: target/pgo/$host/release/waypost (modules beside it)"
+out="target/pgo/$host/release"
+if [ -n "$bolt" ]; then
+    inst="target/pgo-bolt"
+    rm -rf "$inst"
+    mkdir -p "$inst"
+    "$bolt" "$out/waypost" -instrument -instrumentation-file="$data/bolt.fdata" \
+        -o "$inst/waypost"
+    ln -s "$PWD/$out"/lib*.so "$inst/"
+    python3 bench/pgo_train.py "$inst"
+    cp "$out/waypost" "$out/waypost.pgo"
+    "$bolt" "$out/waypost.pgo" -o "$out/waypost" -data="$data/bolt.fdata" \
+        -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions \
+        -split-all-cold -icf=1 -dyno-stats
+    echo "laid out by BOLT: $out/waypost (the PGO build before it: $out/waypost.pgo)"
+fi
+echo "built: $out/waypost (modules beside it)"
