@@ -823,6 +823,97 @@ fn upstream_variables_in_add_header_as_nginx() {
     assert_eq!(seen(false), theirs);
 }
 
+/// `add_header` with the tries' times and bytes, as nginx has them when
+/// the response head is in: the last try's response time is `-` and its
+/// bytes sent and response length 0 (nginx sets them when the try ends),
+/// its bytes received those read so far; an earlier try's (refused, or
+/// answered with a status `proxy_next_upstream` lists) as it ended. Times
+/// vary from run to run and are compared as `T`.
+#[test]
+fn upstream_times_and_bytes_in_add_header_as_nginx() {
+    let good = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec()
+    });
+    let bad = answering_backend(|_| {
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad".to_vec()
+    });
+    let [dead] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let added = "add_header X-T \"$upstream_response_time|$upstream_connect_time|$upstream_header_time\" always; \
+                 add_header X-B \"$upstream_bytes_sent|$upstream_bytes_received|$upstream_response_length\" always;";
+    let seen = |nginx: bool| {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "    upstream one {{ server 127.0.0.1:{good}; }}\n\
+                 \x20   upstream two {{ server 127.0.0.1:{dead}; server 127.0.0.1:{good}; }}\n\
+                 \x20   upstream st {{ server 127.0.0.1:{bad}; server 127.0.0.1:{good}; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /one/ {{ proxy_pass http://one; {added} }}\n\
+                 \x20       location /two/ {{ proxy_pass http://two; {added} }}\n\
+                 \x20       location /st/ {{ proxy_pass http://st; proxy_next_upstream error http_502; {added} }}\n\
+                 \x20       location /dead/ {{ proxy_pass http://127.0.0.1:{dead}; {added} }}\n\
+                 \x20       location /local/ {{ {added} return 200; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        ["/one/", "/two/", "/st/", "/dead/", "/local/"].map(|path| {
+            let head = ask(port, path, "h");
+            let status = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let added: Vec<String> = head
+                .split("\r\n")
+                .filter(|l| l.starts_with("X-"))
+                .map(times_as_t)
+                .collect();
+            format!("{path} {status} {added:?}")
+        })
+    };
+    let theirs = seen(true);
+    assert_eq!(
+        theirs[2], "/st/ 200 [\"X-T: T, -|T, T|T, T\", \"X-B: 50, 0|69, 59|0, 0\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(
+        theirs[1], "/two/ 200 [\"X-T: T, -|-, T|-, T\", \"X-B: 0, 0|0, 59|0, 0\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    // The proxy's own 502 ends the try before its headers.
+    assert_eq!(
+        theirs[3], "/dead/ 502 [\"X-T: T|-|-\", \"X-B: 0|0|0\"]",
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_eq!(seen(false), theirs);
+}
+
+/// `s` with each time (`0.001`) as `T`.
+fn times_as_t(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let fraction = b.get(i + digits + 1..i + digits + 4);
+        if digits > 0
+            && b.get(i + digits) == Some(&b'.')
+            && fraction.is_some_and(|f| f.iter().all(u8::is_ascii_digit))
+        {
+            out.push('T');
+            i += digits + 4;
+        } else {
+            let n = digits.max(1);
+            out.push_str(&s[i..i + n]);
+            i += n;
+        }
+    }
+    out
+}
+
 /// nginx's hidden upstream headers (`proxy_hide_header`'s defaults):
 /// X-Pad and the X-Accel-* headers it reads do not reach the client; other
 /// X-Accel-* names do.

@@ -98,6 +98,8 @@ pub struct UpstreamSeen {
     pub addr: String,
     pub status: String,
     pub head: Vec<u8>,
+    /// Each try's times and bytes so far.
+    pub tries: crate::http::access::Tries,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +197,8 @@ pub enum Var {
     UpstreamStatus,
     UpstreamHttp(Box<[u8]>),
     UpstreamCookie(Box<[u8]>),
+    /// `$upstream_response_time`, `$upstream_bytes_sent`, ...
+    UpstreamTry(crate::http::access::TryField),
 }
 
 thread_local! {
@@ -378,6 +382,9 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
 /// lowercase). Elsewhere nginx reads them at times waypost does not (a
 /// `map` of them in a log line), so they are refused there.
 pub fn upstream_var(name: &str) -> Option<Var> {
+    if let Some(field) = crate::http::access::TryField::named(name) {
+        return Some(Var::UpstreamTry(field));
+    }
     Some(match name {
         "upstream_addr" => Var::UpstreamAddr,
         "upstream_status" => Var::UpstreamStatus,
@@ -782,6 +789,11 @@ impl Var {
                     out.extend_from_slice(v);
                 }
             }
+            Var::UpstreamTry(field) => {
+                if let Some(u) = cx.upstream {
+                    u.tries.at_header(*field, out);
+                }
+            }
             Var::SecureLink => {
                 if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
                     link.value(cx, out);
@@ -870,6 +882,7 @@ impl Var {
                 .upstream
                 .and_then(|u| crate::http::access::set_cookie(&u.head, name))
                 .is_none(),
+            Var::UpstreamTry(_) => cx.upstream.is_none_or(|u| u.tries.is_empty()),
             Var::SecureLink => cx
                 .statics
                 .and_then(|s| s.secure_link())
@@ -1482,7 +1495,8 @@ impl Template {
     }
 
     /// Whether it reads what the upstream answered (`$upstream_addr`,
-    /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*`).
+    /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*`, the
+    /// tries' times and bytes).
     pub fn reads_upstream(&self) -> bool {
         self.parts.iter().any(|p| {
             matches!(
@@ -1492,6 +1506,7 @@ impl Template {
                         | Var::UpstreamStatus
                         | Var::UpstreamHttp(_)
                         | Var::UpstreamCookie(_)
+                        | Var::UpstreamTry(_)
                 )
             )
         })

@@ -443,7 +443,7 @@ impl AccessLogs {
                 status: 0,
                 upstream_addr: String::new(),
                 upstream_status: String::new(),
-                tries: Vec::new(),
+                tries: Tries::default(),
                 module_values: Vec::new(),
                 limit_conn: 0,
                 request_length: 0,
@@ -605,8 +605,8 @@ pub(crate) fn escape(mode: Escape, buf: &mut Vec<u8>, from: usize) {
 
 /// One upstream try's times, from its start (nginx's
 /// `ngx_http_upstream_state_t`): `None` for a point never reached.
-#[derive(Clone)]
-struct TryTimes {
+#[derive(Clone, Debug)]
+pub struct TryTimes {
     start: Instant,
     connect: Option<Duration>,
     header: Option<Duration>,
@@ -618,6 +618,148 @@ struct TryTimes {
     sent: u64,
     received: u64,
     length: u64,
+}
+
+/// The per-try figures `$upstream_*` variables print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryField {
+    ResponseTime,
+    ConnectTime,
+    HeaderTime,
+    BytesSent,
+    BytesReceived,
+    ResponseLength,
+}
+
+impl TryField {
+    /// The variable named `name` (lowercase, no `$`).
+    pub fn named(name: &str) -> Option<TryField> {
+        Some(match name {
+            "upstream_response_time" => TryField::ResponseTime,
+            "upstream_connect_time" => TryField::ConnectTime,
+            "upstream_header_time" => TryField::HeaderTime,
+            "upstream_bytes_sent" => TryField::BytesSent,
+            "upstream_bytes_received" => TryField::BytesReceived,
+            "upstream_response_length" => TryField::ResponseLength,
+            _ => return None,
+        })
+    }
+}
+
+/// A request's upstream tries so far (nginx's `r->upstream_states`), for
+/// the access log and for `add_header`.
+#[derive(Clone, Debug, Default)]
+pub struct Tries(Vec<TryTimes>);
+
+impl Tries {
+    /// A try starts (nginx's `ngx_http_upstream_connect`): the previous
+    /// try's response time ends here.
+    pub fn start(&mut self) {
+        let now = crate::clock::now();
+        self.end_at(now);
+        self.0.push(TryTimes {
+            start: now,
+            connect: None,
+            header: None,
+            response: None,
+            sent: 0,
+            received: 0,
+            length: 0,
+        });
+    }
+
+    /// What the current try wrote and read, and of it the body passed on.
+    pub fn bytes(&mut self, sent: u64, received: u64, length: u64) {
+        if let Some(t) = self.0.last_mut() {
+            (t.sent, t.received, t.length) = (sent, received, length);
+        }
+    }
+
+    /// What the current try reached: a connection at `connected`, and,
+    /// with `header`, a response head now.
+    pub fn reached(&mut self, connected: Option<Instant>, header: bool) {
+        let now = crate::clock::now();
+        if let Some(t) = self.0.last_mut() {
+            t.connect = connected.map(|c| c.saturating_duration_since(t.start));
+            if header {
+                t.header = Some(now.saturating_duration_since(t.start));
+            }
+        }
+    }
+
+    /// The current try ended without a response passed on (the proxy
+    /// answers the error itself, or tries the next peer): its response
+    /// time ends here, as nginx's `ngx_http_upstream_finalize_request`
+    /// ends it before the error's headers.
+    pub fn end(&mut self) {
+        self.end_at(crate::clock::now());
+    }
+
+    fn end_at(&mut self, now: Instant) {
+        if let Some(last) = self.0.last_mut() {
+            last.response
+                .get_or_insert(now.saturating_duration_since(last.start));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// A time per try, `, `-separated: seconds with milliseconds, `-` for
+    /// a point the try never reached, as nginx.
+    fn times(&self, out: &mut String, pick: impl Fn(&TryTimes) -> Option<Duration>) {
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match pick(t) {
+                Some(d) => {
+                    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
+                }
+                None => out.push('-'),
+            }
+        }
+    }
+
+    /// A number per try, `, `-separated; with `open_zero`, 0 for a try
+    /// that has not ended.
+    fn numbers(&self, out: &mut Vec<u8>, pick: fn(&TryTimes) -> u64, open_zero: bool) {
+        let mut digits = [0u8; 20];
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            let n = if open_zero && t.response.is_none() {
+                0
+            } else {
+                pick(t)
+            };
+            out.extend_from_slice(crate::vars::decimal(n, &mut digits));
+        }
+    }
+
+    /// `field` as `add_header` reads it, in the response's header filter:
+    /// a try whose response is being passed on has not ended, and nginx
+    /// sets a try's response time, bytes sent and response length only
+    /// when it ends, so there they read `-`, 0 and 0; its bytes received
+    /// are those read so far.
+    pub fn at_header(&self, field: TryField, out: &mut Vec<u8>) {
+        let mut text = String::new();
+        match field {
+            TryField::ResponseTime => self.times(&mut text, |t| t.response),
+            TryField::ConnectTime => self.times(&mut text, |t| t.connect),
+            TryField::HeaderTime => self.times(&mut text, |t| t.header),
+            TryField::BytesSent => self.numbers(out, |t| t.sent, true),
+            TryField::BytesReceived => self.numbers(out, |t| t.received, false),
+            TryField::ResponseLength => self.numbers(out, |t| t.length, true),
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
 }
 
 /// One request's access log lines in progress: what each log captured,
@@ -644,8 +786,8 @@ pub struct Record {
     pub upstream_addr: String,
     pub upstream_status: String,
     /// `$upstream_response_time`, `$upstream_connect_time`,
-    /// `$upstream_header_time`: one entry per try.
-    tries: Vec<TryTimes>,
+    /// `$upstream_header_time` and the bytes: one entry per try.
+    tries: Tries,
     /// Filter modules' variable values: (filter index, value).
     pub module_values: Vec<(usize, &'static str)>,
     /// `$limit_conn_status` (`crate::http::limit_conn::PASSED`, ...; 0:
@@ -672,7 +814,7 @@ pub struct Record {
 pub struct UpstreamTries {
     addr: String,
     status: String,
-    tries: Vec<TryTimes>,
+    tries: Tries,
 }
 
 impl Record {
@@ -755,33 +897,18 @@ impl Record {
     /// An upstream try starts (nginx's `ngx_http_upstream_connect`): the
     /// previous try's response time ends here.
     pub fn try_start(&mut self) {
-        let now = crate::clock::now();
-        if let Some(last) = self.tries.last_mut() {
-            last.response
-                .get_or_insert(now.saturating_duration_since(last.start));
-        }
-        self.tries.push(TryTimes {
-            start: now,
-            connect: None,
-            header: None,
-            response: None,
-            sent: 0,
-            received: 0,
-            length: 0,
-        });
+        self.tries.start();
     }
 
     /// What the current try wrote and read, and of it the body passed on.
     pub fn try_bytes(&mut self, sent: u64, received: u64, length: u64) {
-        if let Some(t) = self.tries.last_mut() {
-            (t.sent, t.received, t.length) = (sent, received, length);
-        }
+        self.tries.bytes(sent, received, length);
     }
 
     /// The last try's response body is over (or dropped): what the try
     /// read in all, and of it the body's.
     pub fn body_read(&mut self, received: u64, length: u64) {
-        if let Some(t) = self.tries.last_mut() {
+        if let Some(t) = self.tries.0.last_mut() {
             (t.received, t.length) = (received, length);
         }
     }
@@ -789,13 +916,7 @@ impl Record {
     /// What the current try reached: a connection at `connected`, and,
     /// with `header`, a response head now.
     pub fn try_reached(&mut self, connected: Option<Instant>, header: bool) {
-        let now = crate::clock::now();
-        if let Some(t) = self.tries.last_mut() {
-            t.connect = connected.map(|c| c.saturating_duration_since(t.start));
-            if header {
-                t.header = Some(now.saturating_duration_since(t.start));
-            }
-        }
+        self.tries.reached(connected, header);
     }
 
     /// A number per try, `, `-separated (not found without tries).
@@ -804,40 +925,13 @@ impl Record {
             found(out, None, escape_mode);
             return;
         }
-        let mut digits = [0u8; 20];
-        for (i, t) in self.tries.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(crate::vars::decimal(pick(t), &mut digits));
-        }
+        self.tries.numbers(out, pick, false);
     }
 
     /// A captured request variable.
     fn value(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.values[start..self.ends[i]]
-    }
-
-    /// One `$upstream_*_time`: seconds with milliseconds per try, `-` for
-    /// a point the try never reached, as nginx.
-    fn times(
-        &self,
-        out: &mut String,
-        now: Instant,
-        pick: fn(&TryTimes, Instant) -> Option<Duration>,
-    ) {
-        for (i, t) in self.tries.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            match pick(t, now) {
-                Some(d) => {
-                    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
-                }
-                None => out.push('-'),
-            }
-        }
     }
 
     /// Appends field `f` of the log whose captures start at `base` to
@@ -937,17 +1031,17 @@ impl Record {
                 variable(out, text.as_bytes(), escape_mode);
             }
             Field::UpstreamResponseTime => {
-                self.times(&mut text, now, |t, now| {
+                self.tries.times(&mut text, |t| {
                     Some(t.response.unwrap_or(now.saturating_duration_since(t.start)))
                 });
                 variable(out, text.as_bytes(), escape_mode);
             }
             Field::UpstreamConnectTime => {
-                self.times(&mut text, now, |t, _| t.connect);
+                self.tries.times(&mut text, |t| t.connect);
                 variable(out, text.as_bytes(), escape_mode);
             }
             Field::UpstreamHeaderTime => {
-                self.times(&mut text, now, |t, _| t.header);
+                self.tries.times(&mut text, |t| t.header);
                 variable(out, text.as_bytes(), escape_mode);
             }
             Field::UpstreamBytesSent => self.numbers(out, escape_mode, |t| t.sent),
@@ -1221,7 +1315,7 @@ mod tests {
             status: 502,
             upstream_addr: String::new(),
             upstream_status: String::new(),
-            tries,
+            tries: Tries(tries),
             module_values: Vec::new(),
             limit_conn: 0,
             request_length: 0,
@@ -1378,15 +1472,7 @@ mod tests {
         // request's captures are its own.
         let (values, ends, at) = (r.values.clone(), r.ends.clone(), &*r as *const Record);
         r.upstream_addr.push_str("127.0.0.1:80");
-        r.tries.push(TryTimes {
-            start: now,
-            connect: None,
-            header: None,
-            response: None,
-            sent: 0,
-            received: 0,
-            length: 0,
-        });
+        r.tries.start();
         r.recycle();
         let again = logs.start(&vars, Instant::now());
         assert_eq!(&*again as *const Record, at);

@@ -1270,6 +1270,8 @@ pub async fn run(
                 if let Some(s) = seen.as_deref_mut() {
                     push_list(&mut s.addr, &up.name);
                     push_list(&mut s.status, "502");
+                    s.tries.start();
+                    s.tries.end();
                 }
                 return no_live_upstreams(
                     cx,
@@ -1283,7 +1285,7 @@ pub async fn run(
         };
         tried.set(i);
         up.on_select(i, now);
-        let timed = record.is_some();
+        let timed = record.is_some() || seen.is_some();
         if let Some(r) = record.as_deref_mut() {
             // The peer's address as text, made at config load.
             push_list(&mut r.upstream_addr, up.configs[i].addr.as_str());
@@ -1291,6 +1293,7 @@ pub async fn run(
         }
         if let Some(s) = seen.as_deref_mut() {
             push_list(&mut s.addr, up.configs[i].addr.as_str());
+            s.tries.start();
         }
 
         let progress = Progress::new(timed);
@@ -1342,6 +1345,9 @@ pub async fn run(
                 if let Some(s) = seen.as_deref_mut() {
                     push_status(&mut s.status, status);
                     s.head.clone_from(&resp.passed.lines);
+                    s.tries.reached(connected, true);
+                    let (read, _) = resp.body.read().unwrap_or_default();
+                    s.tries.bytes(resp.sent, read, 0);
                 }
                 if let Some(bit) = NextUpstream::status_bit(status) {
                     // ngx_http_upstream_test_next: retry on a listed status
@@ -1371,6 +1377,9 @@ pub async fn run(
                             &mut tries_left,
                         );
                         drop(resp);
+                        if let Some(s) = seen.as_deref_mut() {
+                            s.tries.end();
+                        }
                         if tries_left == 0 {
                             return error_page(final_status(bit));
                         }
@@ -1434,6 +1443,9 @@ pub async fn run(
                     Level::Crit
                 };
                 log_try(level, cx, parts, &failure.message, scheme, addr, &target);
+                if let Some(s) = seen.as_deref_mut() {
+                    s.tries.end();
+                }
                 release(
                     up,
                     &mut state,
@@ -1462,6 +1474,9 @@ pub async fn run(
                 if let Some(s) = seen.as_deref_mut() {
                     push_status(&mut s.status, status);
                     s.head.clear();
+                    s.tries.reached(connected, false);
+                    s.tries.bytes(bytes.0, bytes.1, 0);
+                    s.tries.end();
                 }
                 let (message, addr) = (&failure.message, &up.addrs[i]);
                 log_try(Level::Error, cx, parts, message, scheme, addr, &target);
@@ -1746,6 +1761,7 @@ impl Drop for InFlight<'_, '_> {
         }
         if let Some(s) = self.seen.as_deref_mut() {
             push_list(&mut s.status, "-");
+            s.tries.reached(self.progress.connected(), false);
         }
         let mut tries_left = 0;
         release(
