@@ -43,9 +43,11 @@ python3 bench/pgo_train.py "target/pgo-gen/$host/release"
 "$profdata" merge -o "$data/merged.profdata" "$data"/*.profraw
 # BOLT moves functions only in a binary that kept its relocations.
 relocs=${bolt:+-Clink-arg=-Wl,--emit-relocs}
+out="target/pgo/$host/release"
+# A BOLT binary a run before left there: cargo links the build's again.
+rm -f "$out/waypost"
 RUSTFLAGS="-Cprofile-use=$data/merged.profdata $relocs" \
     cargo build --release --workspace --target "$host" --target-dir target/pgo
-out="target/pgo/$host/release"
 if [ -n "$bolt" ]; then
     inst="target/pgo-bolt"
     rm -rf "$inst"
@@ -55,9 +57,12 @@ if [ -n "$bolt" ]; then
     ln -s "$PWD/$out"/lib*.so "$inst/"
     python3 bench/pgo_train.py "$inst"
     cp "$out/waypost" "$out/waypost.pgo"
-    "$bolt" "$out/waypost.pgo" -o "$out/waypost" -data="$data/bolt.fdata" \
+    # Written beside it, then moved: `waypost` is a hard link to cargo's
+    # own copy, which BOLT would overwrite in place.
+    "$bolt" "$out/waypost.pgo" -o "$out/waypost.bolt" -data="$data/bolt.fdata" \
         -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions \
         -split-all-cold -icf=1 -dyno-stats
+    mv "$out/waypost.bolt" "$out/waypost"
     echo "laid out by BOLT: $out/waypost (the PGO build before it: $out/waypost.pgo)"
 fi
 echo "built: $out/waypost (modules beside it)"
