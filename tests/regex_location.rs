@@ -189,21 +189,88 @@ fn regex_server_names_match_nginx() {
                  \x20   }}\n"
             )
         });
-        [
-            ("www.abc.test", "/"),
-            ("abc.test", "/"),
-            ("ABC.Test", "/"),
-            ("exact.test", "/"),
-            ("x.wild.test", "/"),
-            ("xyz.other", "/"),
-            ("www.abc.test.", "/"),
-            ("api-42.example", "/"),
-            ("api-42.example", "/v3/x"),
-            ("other", "/"),
-            ("star.test", "/"),
-            ("a.star.test", "/"),
-        ]
-        .iter()
+        bodies(
+            port,
+            &[
+                ("www.abc.test", "/"),
+                ("abc.test", "/"),
+                ("ABC.Test", "/"),
+                ("exact.test", "/"),
+                ("x.wild.test", "/"),
+                ("xyz.other", "/"),
+                ("www.abc.test.", "/"),
+                ("api-42.example", "/"),
+                ("api-42.example", "/v3/x"),
+                ("other", "/"),
+                ("star.test", "/"),
+                ("a.star.test", "/"),
+            ],
+        )
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(
+        ours.iter().any(|a| a.contains("regex [www.] [abc]")),
+        "{ours:?}"
+    );
+}
+
+/// A regex location nested in regex locations: the named groups of each
+/// enclosing match are variables too (nginx set them as it matched), a
+/// nearer match's group of the same name over a farther one's and over
+/// the regex server name's; `$1`.. are the innermost match's. The same
+/// after `rewrite ... last` and after an `error_page` redirect, which find
+/// the location again.
+#[test]
+fn named_groups_of_enclosing_regex_locations_as_nginx() {
+    let run = |nginx: bool| {
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       server_name ~^(?<app>[a-z]+)\\.(?<dom>test)$;\n\
+                 \x20       location ~ ^/(?<app>[a-z]+)/ {{\n\
+                 \x20           location ~ \\.(?<ext>php|js)$ {{ return 200 \"inner [$app] [$ext] [$dom] [$1]\"; }}\n\
+                 \x20           location ~ /(?<app>x)/ {{ return 200 \"shadow [$app] [$1]\"; }}\n\
+                 \x20           location ~ /(?<b>[0-9]+)/ {{\n\
+                 \x20               location ~ (?<c>z)$ {{ return 200 \"deep [$app] [$b] [$c] [$1]\"; }}\n\
+                 \x20               return 200 \"middle [$app] [$b]\";\n\
+                 \x20           }}\n\
+                 \x20           return 200 \"outer [$app] [$1]\";\n\
+                 \x20       }}\n\
+                 \x20       location ^~ /re/ {{ rewrite ^/re(/.*)$ $1 last; }}\n\
+                 \x20       location = /missing {{ error_page 404 = /err/e.js; return 404; }}\n\
+                 \x20       location / {{ return 200 \"root [$app] [$dom]\"; }}\n\
+                 \x20   }}\n"
+            )
+        });
+        bodies(
+            port,
+            &[
+                ("srv.test", "/shop/a.php"),
+                ("srv.test", "/shop/b"),
+                ("srv.test", "/shop/x/y"),
+                ("srv.test", "/shop/x/y.js"),
+                ("srv.test", "/shop/42/z"),
+                ("srv.test", "/shop/42/y"),
+                ("srv.test", "/re/cart/c.js"),
+                ("srv.test", "/missing"),
+                ("srv.test", "/"),
+                ("other", "/shop/a.php"),
+            ],
+        )
+    };
+    let theirs = run(true);
+    assert!(
+        theirs.contains(&"srv.test/shop/a.php -> inner [shop] [php] [test] [php]".to_owned()),
+        "nginx's, the reference: {theirs:#?}"
+    );
+    assert_same_answers(&run(false), &theirs);
+}
+
+/// The body of the answer to each `(host, path)`, as `host/path -> body`.
+fn bodies(port: u16, asks: &[(&str, &str)]) -> Vec<String> {
+    asks.iter()
         .map(|(host, path)| {
             let answer = exchange(
                 port,
@@ -215,14 +282,7 @@ fn regex_server_names_match_nginx() {
                 .to_owned();
             format!("{host}{path} -> {body}")
         })
-        .collect::<Vec<_>>()
-    };
-    let ours = run(false);
-    assert_same_answers(&ours, &run(true));
-    assert!(
-        ours.iter().any(|a| a.contains("regex [www.] [abc]")),
-        "{ours:?}"
-    );
+        .collect()
 }
 
 /// `merge_slashes off` beside nginx: the address's default server's

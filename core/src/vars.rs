@@ -52,7 +52,7 @@ pub struct VarCtx<'a> {
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The matches whose named groups are variables where nothing set
     /// them: the request's regex location's, then its regex server name's.
-    pub named: NamedPair<'a>,
+    pub named: NamedRef<'a>,
     /// The static settings of the level the request is at, for
     /// `$document_root` and `$request_filename`.
     pub statics: Option<&'a crate::http::static_files::Static>,
@@ -231,10 +231,31 @@ pub type GroupVars = Box<[(u8, u32)]>;
 /// variable index): the group's value is the variable's.
 pub type Named<'a> = Option<(&'a regex::bytes::Captures<'a>, &'a [(u8, u32)])>;
 
-/// The regex location's and the regex server name's [`Named`], kept
-/// where the request's server and location were chosen: a reference, so
-/// that the contexts copied along a request stay small.
-pub type NamedPair<'a> = Option<&'a [Named<'a>; 2]>;
+/// The matches whose named groups are variables, kept where the
+/// request's server and location were chosen.
+pub struct NamedGroups<'a> {
+    /// The regex location's.
+    pub location: Named<'a>,
+    /// The regex locations it is nested in, nearest first: it was reached
+    /// through their matches, whose named groups nginx set then.
+    pub outer: &'a [Named<'a>],
+    /// The regex server name's.
+    pub server: Named<'a>,
+}
+
+impl<'a> NamedGroups<'a> {
+    /// The matches, the one whose group of a name counts first (nginx sets
+    /// them in the order it matches, the server name's first).
+    fn in_order(&self) -> impl Iterator<Item = &Named<'a>> {
+        std::iter::once(&self.location)
+            .chain(self.outer)
+            .chain(std::iter::once(&self.server))
+    }
+}
+
+/// A request's [`NamedGroups`], by reference: the contexts copied along a
+/// request stay small.
+pub type NamedRef<'a> = Option<&'a NamedGroups<'a>>;
 
 /// The request's arguments are a `set $args`'s: found, even empty.
 #[derive(Clone, Copy, Debug)]
@@ -948,7 +969,7 @@ fn user<'r>(cx: &VarCtx<'r>, index: u32) -> Option<&'r [u8]> {
     match set.and_then(|v| v.0.get(index as usize)?.as_deref()) {
         Some(value) => Some(value),
         // A group that took no part in the match is empty, as nginx's.
-        None => cx.named?.iter().flatten().find_map(|(caps, named)| {
+        None => cx.named?.in_order().flatten().find_map(|(caps, named)| {
             let &(group, _) = named.iter().find(|&&(_, i)| i == index)?;
             Some(
                 caps.get(usize::from(group))

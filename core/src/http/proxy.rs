@@ -64,7 +64,7 @@ pub struct ClientCx<'a> {
     /// The groups of the regex location that took the request.
     pub captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The groups whose named ones are variables ([`VarCtx::named`]).
-    pub named: crate::vars::NamedPair<'a>,
+    pub named: crate::vars::NamedRef<'a>,
     /// The client's request where an internal redirect (`error_page`)
     /// made the one handled: error log lines show its request line.
     pub original: Option<&'a Parts>,

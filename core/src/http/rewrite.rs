@@ -943,18 +943,30 @@ pub(crate) fn set_location_groups(
     head: &crate::http::head::ParsedHead,
     parts: &mut http::request::Parts,
 ) {
-    let values: Vec<(u32, bytes::Bytes)> = match server.locations.find(head.uri(&parts.uri)) {
-        Some((location, Some(groups))) if !location.named.is_empty() => location
-            .named
-            .iter()
-            .map(|&(group, index)| {
-                let value = groups.get(usize::from(group)).map(|m| m.as_bytes());
-                (
-                    index,
-                    bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
-                )
-            })
-            .collect(),
+    let uri = head.uri(&parts.uri);
+    let values: Vec<(u32, bytes::Bytes)> = match server.locations.find(uri) {
+        Some((location, Some(groups)))
+            if !location.named.is_empty() || !location.outer_named.is_empty() =>
+        {
+            // The enclosing regex locations' first, outermost first: a
+            // nearer match's group of the same name is set after.
+            let outer = server.locations.outer_groups(location, uri);
+            outer
+                .iter()
+                .rev()
+                .map(|(caps, named)| (caps, *named))
+                .chain(std::iter::once((&groups, &location.named[..])))
+                .flat_map(|(caps, named)| {
+                    named.iter().map(move |&(group, index)| {
+                        let value = caps.get(usize::from(group)).map(|m| m.as_bytes());
+                        (
+                            index,
+                            bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
+                        )
+                    })
+                })
+                .collect()
+        }
         _ => return,
     };
     let vars = parts.extensions.get_or_insert_default::<UserVars>();
@@ -969,9 +981,15 @@ fn find<'s>(server: &'s crate::runtime::Server, c: &mut Current) -> Option<&'s L
     let uri = c.head.uri(&c.parts.uri);
     let (location, groups) = server.locations.find(uri)?;
     if let Some(groups) = groups {
-        // Its named groups are variables from now on.
-        if !location.named.is_empty() {
+        // Its named groups are variables from now on, and those of the
+        // regex locations it is nested in (outermost first: a nearer
+        // match's group of the same name is set after).
+        if !location.named.is_empty() || !location.outer_named.is_empty() {
+            let outer = server.locations.outer_groups(location, uri);
             let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
+            for (caps, named) in outer.iter().rev() {
+                vars.set_groups(named, caps);
+            }
             vars.set_groups(&location.named, &groups);
         }
         let captured = Captured::new(uri, &groups);

@@ -1414,14 +1414,25 @@ async fn handle(
     let pre_access = proxy::PreAccess::default();
     // The matches whose named groups are variables (most requests have
     // none).
-    let named_store;
+    let (outer, outer_named, named_store);
     let named = match (&groups, &server_groups) {
         (None, None) => None,
         _ => {
-            named_store = [
-                groups.as_ref().zip(location.map(|l| &l.named[..])),
-                server_groups.as_ref().map(|(c, named)| (c, *named)),
-            ];
+            outer = match (location, &groups) {
+                (Some(l), Some(_)) if !l.outer_named.is_empty() => {
+                    server.locations.outer_groups(l, head.uri(&parts.uri))
+                }
+                _ => Vec::new(),
+            };
+            outer_named = outer
+                .iter()
+                .map(|(c, named)| Some((c, *named)))
+                .collect::<Vec<crate::vars::Named<'_>>>();
+            named_store = crate::vars::NamedGroups {
+                location: groups.as_ref().zip(location.map(|l| &l.named[..])),
+                outer: &outer_named,
+                server: server_groups.as_ref().map(|(c, named)| (c, *named)),
+            };
             Some(&named_store)
         }
     };
@@ -1638,7 +1649,7 @@ pub(crate) struct Req<'a> {
     pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
     /// The groups whose named ones are variables: the regex location's,
     /// then the regex server name's ([`VarCtx::named`]).
-    pub(crate) named: crate::vars::NamedPair<'a>,
+    pub(crate) named: crate::vars::NamedRef<'a>,
     /// nginx's `err_status` while an `error_page` target answers: what
     /// `$status` shows there (0: none).
     pub(crate) err_status: u16,

@@ -601,6 +601,15 @@ fn server(
             .as_ref()
             .map(|re| named_vars(re, filters.maps))
             .unwrap_or_default();
+        // (Enclosing locations are built before the ones inside them.)
+        let mut outer_named = Vec::new();
+        let mut up = l.parent;
+        while let Some(p) = up {
+            if list.get(p).is_some_and(|o: &Location| !o.named.is_empty()) {
+                outer_named.push(p);
+            }
+            up = s.locations[p].parent;
+        }
         // The static settings of its `if` and `limit_except` blocks: its
         // own, without its `try_files` (nginx passes it to no block), with
         // a block's `root`.
@@ -668,6 +677,7 @@ fn server(
         list.push(Location {
             filters: filters.applies(i, None).into_boxed_slice(),
             named,
+            outer_named: outer_named.into_boxed_slice(),
             regex,
             regexes,
             noregex: l.noregex,

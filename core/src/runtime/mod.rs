@@ -260,6 +260,28 @@ impl Locations {
         prefix.map(|i| (&self.list[i], None))
     }
 
+    /// The matches of the regex locations with named groups that
+    /// `location` is nested in, nearest first, with their groups'
+    /// variables: a nested regex location is tried only once they matched
+    /// `uri`, and nginx set their named groups then. Out of line: few
+    /// configurations nest regex locations.
+    #[inline(never)]
+    pub fn outer_groups<'s, 'u>(
+        &'s self,
+        location: &Location,
+        uri: &'u [u8],
+    ) -> Vec<(regex::bytes::Captures<'u>, &'s [(u8, u32)])> {
+        location
+            .outer_named
+            .iter()
+            .filter_map(|&i| {
+                let outer = &self.list[i];
+                let groups = outer.regex.as_ref()?.captures(uri)?;
+                Some((groups, &outer.named[..]))
+            })
+            .collect()
+    }
+
     /// The named location `name` (`@...`).
     pub fn named(&self, name: &str) -> Option<&Location> {
         self.named
@@ -440,6 +462,9 @@ pub struct Location {
     pub named: crate::vars::GroupVars,
     /// The regex locations written inside this one, in order.
     pub regexes: Box<[usize]>,
+    /// The regex locations with named groups this one is nested in,
+    /// nearest first (see [`Locations::outer_groups`]).
+    pub outer_named: Box<[usize]>,
     /// `^~`
     pub noregex: bool,
     /// The enclosing location, by index in [`Locations::list`].
