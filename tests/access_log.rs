@@ -735,20 +735,22 @@ fn request_and_head_variables_match_nginx() {
     let ports = free_ports(4);
     let waypost = Server::waypost(&heads_conf(ports[0], ports[1], false), &[ports[0]]);
     let nginx = Server::nginx(&heads_conf(ports[2], ports[3], true), &[ports[2]]);
-    let requests: [&[u8]; 6] = [
+    let requests: [&[u8]; 7] = [
         b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nX-Long: aaaaaaaaaa\r\nConnection: close\r\n\r\n",
         b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhello12",
         b"\r\nGET /d HTTP/1.0\r\n\r\n",
         b"GET /p/x?y HTTP/1.0\r\nCookie: sid=1\r\n\r\n",
+        // A line nginx ignores for its name still counts.
+        b"GET /e HTTP/1.0\r\nX@Y: 1\r\nHost: x\r\n\r\n",
     ];
     let mut results = Vec::new();
     for (server, port) in [(&waypost, ports[0]), (&nginx, ports[2])] {
         send_ok(port, requests);
         results.push((
-            server.wait_lines("logs/h.log", 8),
-            server.wait_lines("logs/j.log", 8),
+            server.wait_lines("logs/h.log", 9),
+            server.wait_lines("logs/j.log", 9),
         ));
     }
     assert_eq!(results[0], results[1], "waypost (left) and nginx (right)");
@@ -765,6 +767,7 @@ fn request_and_head_variables_match_nginx() {
         "38 . - [text/plain] [-] [-] [close] [3] [u1] [pad] [-] [yes] [a=1; Path=/] [x y ] [-] [-] [-] [-] 200"
     );
     assert_eq!(j[7], "{\"t\":\"\",\"u\":\"u1\",\"n\":\"\",\"s\":\"\"}");
+    assert!(h[8].starts_with("36 . "), "{}", h[8]);
 }
 
 /// `$request_id`: 32 lowercase hex digits, as nginx's, one value per

@@ -85,7 +85,7 @@ fn run(nginx: bool) -> (Vec<u16>, Vec<String>, Vec<String>) {
     };
     let conf = info_log(&wrap_http(
         &format!(
-            "    log_format t '$request|$status|$http_user_agent|$http_x_under|$connection_requests|$uri|$request_uri|$args|$is_args';\n\
+            "    log_format t '$request|$status|$http_user_agent|$http_x_under|$connection_requests|$uri|$request_uri|$args|$is_args|$request_length';\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
              \x20       access_log logs/access.log t;\n\

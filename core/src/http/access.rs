@@ -446,7 +446,7 @@ impl AccessLogs {
                 tries: Tries::default(),
                 module_values: Vec::new(),
                 limit_conn: 0,
-                request_length: 0,
+                request_length: None,
                 pipelined: false,
                 gzip: None,
                 completed: false,
@@ -793,8 +793,9 @@ pub struct Record {
     /// `$limit_conn_status` (`crate::http::limit_conn::PASSED`, ...; 0:
     /// no limit applied).
     pub limit_conn: u8,
-    /// `$request_length`, `$pipe`: set by the connection as it answers.
-    pub request_length: u64,
+    /// `$request_length`, `$pipe`: set by the connection as it answers,
+    /// or where a head was refused by how far nginx read it then.
+    pub request_length: Option<u64>,
     pub pipelined: bool,
     /// `$gzip_ratio`'s counts, once a compressed body was whole.
     pub gzip: Option<(u64, u64)>,
@@ -971,7 +972,10 @@ impl Record {
                 out.extend_from_slice(crate::vars::decimal(sent.body + sent.head, &mut digits));
             }
             Field::RequestLength => {
-                out.extend_from_slice(crate::vars::decimal(self.request_length, &mut digits));
+                out.extend_from_slice(crate::vars::decimal(
+                    self.request_length.unwrap_or(0),
+                    &mut digits,
+                ));
             }
             Field::Pipe => out.push(if self.pipelined { b'p' } else { b'.' }),
             Field::RequestCompletion => {
@@ -1074,7 +1078,7 @@ impl Record {
         self.tries.clear();
         self.module_values.clear();
         self.limit_conn = 0;
-        self.request_length = 0;
+        self.request_length = None;
         self.pipelined = false;
         self.gzip = None;
         self.completed = false;
@@ -1318,7 +1322,7 @@ mod tests {
             tries: Tries(tries),
             module_values: Vec::new(),
             limit_conn: 0,
-            request_length: 0,
+            request_length: None,
             pipelined: false,
             gzip: None,
             completed: false,

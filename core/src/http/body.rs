@@ -485,7 +485,10 @@ impl RespBody {
     /// whether it came pipelined (`$pipe`), for the log line.
     pub fn request_read(&mut self, bytes: impl FnOnce() -> u64, pipelined: bool) {
         if let Some(record) = self.record.as_deref_mut().filter(|r| r.wants_request()) {
-            record.request_length = bytes();
+            // A refused head's count stays (nginx's, where it stopped).
+            if record.request_length.is_none() {
+                record.request_length = Some(bytes());
+            }
             record.pipelined = pipelined;
         }
     }

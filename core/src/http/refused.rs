@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{Method, Request, Uri};
 
 use crate::http::access::Record;
-use crate::http::h1::explain::{self, Explained};
+use crate::http::h1::explain::{self, Explained, ReadTo};
 use crate::http::h1::parse::{self, Bad};
 use crate::http::h1::{Limits, Refusal};
 use crate::http::head::{BadHead, HeaderNames, ParsedHead};
@@ -114,6 +114,7 @@ pub fn head(
         read,
         host,
         ignored,
+        length,
         ..
     } = explain::explain(bytes, limits, refusal);
     let request_line = &bytes[line];
@@ -161,7 +162,9 @@ pub fn head(
             ParsedHead::of_refused(&parts)
         }
     };
-    cx.record(&parts, &head, Some(request_line))
+    let mut record = cx.record(&parts, &head, Some(request_line))?;
+    record.request_length = Some(length);
+    Some(record)
 }
 
 /// A head refused after it was read whole, for `bad` ([`ParsedHead::parse`]):
@@ -211,7 +214,38 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
         BadHead::Method => ParsedHead::no_request_line(),
         _ => ParsedHead::of_refused(parts),
     };
-    cx.record(parts, &head, (!raw.is_empty()).then_some(request_line))
+    let mut record = cx.record(parts, &head, (!raw.is_empty()).then_some(request_line))?;
+    if !raw.is_empty() {
+        let to = match bad {
+            BadHead::Method => ReadTo::Nothing,
+            // nginx's request line parser takes only a path or an
+            // absolute URI; it refuses the path's escapes and dots, and
+            // the URI's host, after it.
+            BadHead::Request if !parsed_target(request_line) => ReadTo::Nothing,
+            BadHead::Request | BadHead::UriHost => ReadTo::RequestLine,
+            BadHead::Host => ReadTo::Through(b"host", 0),
+            BadHead::DuplicateHost => ReadTo::Through(b"host", 1),
+            BadHead::DuplicateLength => ReadTo::Through(b"content-length", 1),
+            BadHead::NoHost => ReadTo::Head,
+        };
+        record.request_length = Some(explain::request_length(raw, to));
+    }
+    Some(record)
+}
+
+/// Whether nginx's request line parser takes the target of `line`: a
+/// path, or a URI with a scheme of letters.
+fn parsed_target(line: &[u8]) -> bool {
+    let target = line
+        .split(|&c| c == b' ')
+        .filter(|w| !w.is_empty())
+        .nth(1)
+        .unwrap_or_default();
+    match target.iter().position(|&c| !c.is_ascii_alphabetic()) {
+        _ if target.first() == Some(&b'/') => true,
+        Some(i) if i > 0 => target[i..].starts_with(b"://"),
+        _ => false,
+    }
 }
 
 /// nginx's `info` line for each header line dropped for its name

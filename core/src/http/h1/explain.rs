@@ -28,6 +28,56 @@ pub struct Explained {
     /// each logged before the refusal's line, with the Host value read
     /// before it.
     pub ignored: Vec<(Range<usize>, Option<Range<usize>>)>,
+    /// `$request_length`: what nginx had read when it refused.
+    pub length: u64,
+}
+
+/// How far nginx read a head it refused: `$request_length` counts the
+/// request line once it parsed it, then each header line it took (one
+/// it ignored for its name too), then the empty line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadTo {
+    /// Nothing: the request line itself was refused.
+    Nothing,
+    /// The request line, whose target or host was refused after it.
+    RequestLine,
+    /// The lines before the header line at this offset, which was refused.
+    Before(usize),
+    /// Through the `nth` (from 0) line of the header `name` (lowercase),
+    /// which that line's handler refused (a second Host, a bad Host).
+    Through(&'static [u8], usize),
+    /// The whole head: refused for what its lines said together.
+    Head,
+}
+
+/// nginx's `$request_length` for the head at the start of `buf`, refused
+/// once it had read `to` (empty lines before the request line are not
+/// counted).
+pub fn request_length(buf: &[u8], to: ReadTo) -> u64 {
+    let (line, end) = request_line(buf);
+    // Past the line feed at or after `from`.
+    let past = |from: usize| {
+        buf.get(from..)
+            .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
+            .map_or(buf.len(), |i| from + i + 1)
+    };
+    let lines = || header_lines(buf, end);
+    let head = || {
+        let last = lines().last().map_or(end, |l| past(l.end) - 1);
+        past(last + 1)
+    };
+    let stop = match to {
+        ReadTo::Nothing => return 0,
+        ReadTo::RequestLine => past(end),
+        ReadTo::Before(at) => at,
+        ReadTo::Through(name, nth) => lines()
+            .iter()
+            .filter(|l| value_of(&buf[(*l).clone()], name).is_some())
+            .nth(nth)
+            .map_or_else(head, |l| past(l.end)),
+        ReadTo::Head => head(),
+    };
+    stop.min(buf.len()).saturating_sub(line.start) as u64
 }
 
 const REQUEST_LINE: &str = " while reading client request line";
@@ -113,6 +163,17 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
         let from = value.as_ptr() as usize - buf.as_ptr() as usize;
         Some(from..from + value.len())
     });
+    let to = match refusal {
+        Refusal::Bad(Bad::RequestLine) | Refusal::UriTooLong | Refusal::Version => ReadTo::Nothing,
+        Refusal::Bad(Bad::HeaderLine) | Refusal::HeaderTooLarge => {
+            at.map_or(ReadTo::Head, ReadTo::Before)
+        }
+        // Content-Length and Transfer-Encoding take one line each: the
+        // second is refused as it is read.
+        Refusal::Bad(Bad::DuplicateLength) => ReadTo::Through(b"content-length", 1),
+        Refusal::Bad(Bad::DuplicateCoding) => ReadTo::Through(b"transfer-encoding", 1),
+        _ => ReadTo::Head,
+    };
     Explained {
         message,
         error,
@@ -120,6 +181,7 @@ pub fn explain(buf: &[u8], limits: Limits, refusal: Refusal) -> Explained {
         read,
         host,
         ignored,
+        length: request_length(buf, to),
     }
 }
 

@@ -248,6 +248,18 @@ pub(crate) fn boxed<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
+/// The head's length as it came, without the empty lines before it
+/// (nginx's count for `$request_length`). Not `raw`'s: that may be the
+/// head without the lines nginx ignored, followed by all of them.
+fn head_length(head: &parse::Head) -> usize {
+    let blank = head
+        .raw
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
+    head.len.saturating_sub(blank)
+}
+
 /// How a busy period ended.
 enum End {
     /// Requests answered, nothing buffered: wait for the next.
@@ -328,7 +340,12 @@ async fn busy<I: Io, S: Service>(
             if p.precheck(&buf).is_err() {
                 // The head is fine: its chunked body's first bytes are not.
                 let refusal = Refusal::Bad(parse::Bad::ChunkedBody);
-                let record = svc.refused(&head.raw, refusal, limits);
+                let mut record = svc.refused(&head.raw, refusal, limits);
+                if let Some(r) = record.as_deref_mut() {
+                    // The head as it came (`raw` may be without lines
+                    // nginx ignored).
+                    r.request_length = Some(head_length(head) as u64);
+                }
                 return refuse(io, settings, refusal, record).await;
             }
         }
@@ -383,14 +400,7 @@ async fn busy<I: Io, S: Service>(
 
         // `$request_length`: the head (not the empty lines before it, as
         // nginx counts) and the body bytes read so far.
-        let read = || {
-            let blank = head
-                .raw
-                .iter()
-                .take_while(|&&c| c == b'\r' || c == b'\n')
-                .count();
-            (head.raw.len() - blank) as u64 + pump.as_ref().map_or(0, |p| p.read_raw())
-        };
+        let read = || head_length(head) as u64 + pump.as_ref().map_or(0, |p| p.read_raw());
         resp.body_mut().request_read(read, pipelined);
         // The response, while the body may still stream.
         let unread = pump.as_ref().is_some_and(|p| !p.finished());
