@@ -31,6 +31,7 @@ fn requests() -> Vec<(Vec<u8>, u16)> {
             501,
         ),
         (b"GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX@Y: 1\r\nhost: a\r\nHOST: b\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX\x01Y: 1\r\n\r\n", 400),
         (b"get / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
@@ -130,7 +131,7 @@ fn refused_heads_are_answered_and_logged_as_nginx_does() {
     let expected: Vec<u16> = requests().iter().map(|(_, status)| *status).collect();
     assert_eq!(theirs.0, expected, "nginx's statuses, the reference");
     // One line each, and one more for each ignored line.
-    assert_eq!(theirs.2.len(), expected.len() + 5, "{:#?}", theirs.2);
+    assert_eq!(theirs.2.len(), expected.len() + 6, "{:#?}", theirs.2);
     assert!(
         theirs.2[0].starts_with(
             "client sent invalid header line: \"X\\x20...\" while reading client request headers, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", host: \"h\""

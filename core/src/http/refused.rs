@@ -228,7 +228,7 @@ pub fn parsed(cx: &HeadCx<'_>, parts: &Parts, raw: &[u8], bad: BadHead) -> Optio
             BadHead::DuplicateLength => ReadTo::Through(b"content-length", 1),
             BadHead::NoHost => ReadTo::Head,
         };
-        record.request_length = Some(explain::request_length(raw, to));
+        record.request_length = Some(explain::request_length(&explain::as_came(raw), to));
     }
     Some(record)
 }

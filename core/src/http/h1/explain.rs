@@ -50,6 +50,35 @@ pub enum ReadTo {
     Head,
 }
 
+/// The head `raw` as it came: a head read without the lines nginx ignores
+/// for their names is the request line, the lines kept, the empty line,
+/// then all the header lines as they came (`parse::set_aside`).
+pub fn as_came(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let (_, end) = request_line(raw);
+    let lf = |from: usize| {
+        raw.get(from..)
+            .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
+            .map(|i| from + i)
+    };
+    // The line feed that ends the last line kept, then the empty line's.
+    let kept_end = match header_lines(raw, end).last() {
+        Some(l) => lf(l.end),
+        None => Some(end),
+    };
+    let Some((kept_end, blank_end)) = kept_end.and_then(|k| Some((k, lf(k + 1)?))) else {
+        return raw.into();
+    };
+    let tail = blank_end + 1;
+    if tail >= raw.len() {
+        return raw.into();
+    }
+    let first = end + 1;
+    let mut head = raw[..first].to_vec();
+    head.extend_from_slice(&raw[tail..]);
+    head.extend_from_slice(&raw[kept_end + 1..tail]);
+    head.into()
+}
+
 /// nginx's `$request_length` for the head at the start of `buf`, refused
 /// once it had read `to` (empty lines before the request line are not
 /// counted).
@@ -399,6 +428,28 @@ fn trim_cr(buf: &[u8], start: usize, end: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head read without an ignored line is counted as it came.
+    #[test]
+    fn heads_as_they_came() {
+        let plain: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(&*as_came(plain), plain);
+        let set_aside =
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nX@Y: 1\r\nHost: a\r\nHost: b\r\n";
+        let came = b"GET / HTTP/1.1\r\nX@Y: 1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(&*as_came(set_aside), &came[..]);
+        assert_eq!(
+            request_length(&as_came(set_aside), ReadTo::Through(b"host", 1)),
+            42
+        );
+        assert_eq!(request_length(&as_came(set_aside), ReadTo::Head), 44);
+        assert_eq!(request_length(b"\r\nGET / HTTP/1.1\n\n", ReadTo::Head), 16);
+        assert_eq!(
+            request_length(b"GET / HTTP/1.1\r\n", ReadTo::RequestLine),
+            16
+        );
+        assert_eq!(request_length(b"GET / HTTP/1.1\r\nHost", ReadTo::Head), 20);
+    }
 
     /// Any bytes, with any refusal, are explained without a panic, and
     /// the request line and host are places in them.
