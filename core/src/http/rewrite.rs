@@ -944,35 +944,31 @@ pub(crate) fn set_location_groups(
     parts: &mut http::request::Parts,
 ) {
     let uri = head.uri(&parts.uri);
-    let values: Vec<(u32, bytes::Bytes)> = match server.locations.find(uri) {
-        Some((location, Some(groups)))
-            if !location.named.is_empty() || !location.outer_named.is_empty() =>
-        {
-            // The enclosing regex locations' first, outermost first: a
-            // nearer match's group of the same name is set after.
-            let outer = server.locations.outer_groups(location, uri);
-            outer
-                .iter()
-                .rev()
-                .map(|(caps, named)| (caps, *named))
-                .chain(std::iter::once((&groups, &location.named[..])))
-                .flat_map(|(caps, named)| {
-                    named.iter().map(move |&(group, index)| {
-                        let value = caps.get(usize::from(group)).map(|m| m.as_bytes());
-                        (
-                            index,
-                            bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
-                        )
-                    })
-                })
-                .collect()
-        }
-        _ => return,
-    };
-    let vars = parts.extensions.get_or_insert_default::<UserVars>();
-    for (index, value) in values {
-        vars.set(index, value);
+    if let Some((location, Some(groups))) = server.locations.find(uri) {
+        set_named_groups(server, location, &groups, uri, &mut parts.extensions);
     }
+}
+
+/// The named groups of the regex location `location`, which `groups`
+/// matched, as variables of the request, and those of the regex locations
+/// it is nested in (outermost first: a nearer match's group of the same
+/// name is set after).
+fn set_named_groups(
+    server: &crate::runtime::Server,
+    location: &Location,
+    groups: &regex::bytes::Captures<'_>,
+    uri: &[u8],
+    extensions: &mut http::Extensions,
+) {
+    if location.named.is_empty() && location.outer_named.is_empty() {
+        return;
+    }
+    let outer = server.locations.outer_groups(location, uri);
+    let vars = extensions.get_or_insert_default::<UserVars>();
+    for (caps, named) in outer.iter().rev() {
+        vars.set_groups(named, caps);
+    }
+    vars.set_groups(&location.named, groups);
 }
 
 /// The location for `c`'s URI; a regex location's groups become `c`'s
@@ -981,17 +977,8 @@ fn find<'s>(server: &'s crate::runtime::Server, c: &mut Current) -> Option<&'s L
     let uri = c.head.uri(&c.parts.uri);
     let (location, groups) = server.locations.find(uri)?;
     if let Some(groups) = groups {
-        // Its named groups are variables from now on, and those of the
-        // regex locations it is nested in (outermost first: a nearer
-        // match's group of the same name is set after).
-        if !location.named.is_empty() || !location.outer_named.is_empty() {
-            let outer = server.locations.outer_groups(location, uri);
-            let vars = c.parts.extensions.get_or_insert_default::<UserVars>();
-            for (caps, named) in outer.iter().rev() {
-                vars.set_groups(named, caps);
-            }
-            vars.set_groups(&location.named, &groups);
-        }
+        // Its named groups are variables from now on.
+        set_named_groups(server, location, &groups, uri, &mut c.parts.extensions);
         let captured = Captured::new(uri, &groups);
         c.parts.extensions.insert(captured);
     }
