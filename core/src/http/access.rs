@@ -35,9 +35,9 @@ enum Field {
     RequestTime,
     UpstreamAddr,
     UpstreamStatus,
-    UpstreamResponseTime,
-    UpstreamConnectTime,
-    UpstreamHeaderTime,
+    /// `$upstream_response_time`, `$upstream_bytes_sent`, ...: one
+    /// value per try.
+    UpstreamTry(TryField),
     /// `$limit_conn_status`, set while the request is handled.
     LimitConnStatus,
     /// `$request_length`: the head and the body bytes read.
@@ -48,11 +48,6 @@ enum Field {
     GzipRatio,
     /// `$request_completion`: `OK` for a whole answer, else empty.
     RequestCompletion,
-    /// `$upstream_bytes_sent`, `$upstream_bytes_received`,
-    /// `$upstream_response_length`: one number per try.
-    UpstreamBytesSent,
-    UpstreamBytesReceived,
-    UpstreamResponseLength,
     /// `$sent_http_NAME`: the response head's line (the name lowercase,
     /// `_` as `-`).
     SentHttp(Box<[u8]>),
@@ -96,7 +91,11 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         Some(ConfVar::Var(v)) => return Ok(Field::Var(v, 0)),
         None => {}
     }
-    Ok(match name.to_ascii_lowercase().as_str() {
+    let lower = name.to_ascii_lowercase();
+    if let Some(field) = TryField::named(&lower) {
+        return Ok(Field::UpstreamTry(field));
+    }
+    Ok(match lower.as_str() {
         "time_local" => Field::TimeLocal,
         "time_iso8601" => Field::TimeIso8601,
         "msec" => Field::Msec,
@@ -111,12 +110,6 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "pipe" => Field::Pipe,
         "gzip_ratio" => Field::GzipRatio,
         "request_completion" => Field::RequestCompletion,
-        "upstream_bytes_sent" => Field::UpstreamBytesSent,
-        "upstream_bytes_received" => Field::UpstreamBytesReceived,
-        "upstream_response_length" => Field::UpstreamResponseLength,
-        "upstream_response_time" => Field::UpstreamResponseTime,
-        "upstream_connect_time" => Field::UpstreamConnectTime,
-        "upstream_header_time" => Field::UpstreamHeaderTime,
         n => {
             let header = |h: &str| h.replace('_', "-").into_bytes().into_boxed_slice();
             if let Some(h) = n.strip_prefix("sent_http_") {
@@ -413,9 +406,9 @@ impl AccessLogs {
                 Field::SentHttp(_) => heads.sent = true,
                 Field::UpstreamHttp(_) | Field::UpstreamCookie(_) => heads.upstream = true,
                 Field::RequestLength | Field::Pipe => heads.request = true,
-                Field::UpstreamBytesSent
-                | Field::UpstreamBytesReceived
-                | Field::UpstreamResponseLength => heads.bytes = true,
+                Field::UpstreamTry(
+                    TryField::BytesSent | TryField::BytesReceived | TryField::ResponseLength,
+                ) => heads.bytes = true,
                 _ => {}
             }
         }
@@ -1034,23 +1027,20 @@ impl Record {
                 let text = crate::http::limit_conn::status_text(self.limit_conn);
                 variable(out, text.as_bytes(), escape_mode);
             }
-            Field::UpstreamResponseTime => {
-                self.tries.times(&mut text, |t| {
-                    Some(t.response.unwrap_or(now.saturating_duration_since(t.start)))
-                });
-                variable(out, text.as_bytes(), escape_mode);
-            }
-            Field::UpstreamConnectTime => {
-                self.tries.times(&mut text, |t| t.connect);
-                variable(out, text.as_bytes(), escape_mode);
-            }
-            Field::UpstreamHeaderTime => {
-                self.tries.times(&mut text, |t| t.header);
-                variable(out, text.as_bytes(), escape_mode);
-            }
-            Field::UpstreamBytesSent => self.numbers(out, escape_mode, |t| t.sent),
-            Field::UpstreamBytesReceived => self.numbers(out, escape_mode, |t| t.received),
-            Field::UpstreamResponseLength => self.numbers(out, escape_mode, |t| t.length),
+            Field::UpstreamTry(field) => match field {
+                TryField::BytesSent => self.numbers(out, escape_mode, |t| t.sent),
+                TryField::BytesReceived => self.numbers(out, escape_mode, |t| t.received),
+                TryField::ResponseLength => self.numbers(out, escape_mode, |t| t.length),
+                time => {
+                    self.tries.times(&mut text, |t| match time {
+                        TryField::ConnectTime => t.connect,
+                        TryField::HeaderTime => t.header,
+                        // At the log line the last try's response ends now.
+                        _ => Some(t.response.unwrap_or(now.saturating_duration_since(t.start))),
+                    });
+                    variable(out, text.as_bytes(), escape_mode);
+                }
+            },
             // Captured, escaped (or `-`) already.
             Field::Var(_, i) => out.extend_from_slice(self.value(base + *i)),
             Field::Module(f) => {
