@@ -55,11 +55,7 @@ pub enum ReadTo {
 /// then all the header lines as they came (`parse::set_aside`).
 pub fn as_came(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let (_, end) = request_line(raw);
-    let lf = |from: usize| {
-        raw.get(from..)
-            .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
-            .map(|i| from + i)
-    };
+    let lf = |from| line_feed(raw, from);
     // The line feed that ends the last line kept, then the empty line's.
     let kept_end = match header_lines(raw, end).last() {
         Some(l) => lf(l.end),
@@ -79,17 +75,19 @@ pub fn as_came(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     head.into()
 }
 
+/// Where the first line feed at or after `from` is.
+fn line_feed(buf: &[u8], from: usize) -> Option<usize> {
+    let at = buf.get(from..)?.iter().position(|&c| c == b'\n')?;
+    Some(from + at)
+}
+
 /// nginx's `$request_length` for the head at the start of `buf`, refused
 /// once it had read `to` (empty lines before the request line are not
 /// counted).
 pub fn request_length(buf: &[u8], to: ReadTo) -> u64 {
     let (line, end) = request_line(buf);
     // Past the line feed at or after `from`.
-    let past = |from: usize| {
-        buf.get(from..)
-            .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
-            .map_or(buf.len(), |i| from + i + 1)
-    };
+    let past = |from| line_feed(buf, from).map_or(buf.len(), |i| i + 1);
     let lines = || header_lines(buf, end);
     let head = || {
         let last = lines().last().map_or(end, |l| past(l.end) - 1);
