@@ -236,9 +236,10 @@ pub type Named<'a> = Option<(&'a regex::bytes::Captures<'a>, &'a [(u8, u32)])>;
 pub struct NamedGroups<'a> {
     /// The regex location's.
     pub location: Named<'a>,
-    /// The regex locations it is nested in, nearest first: it was reached
-    /// through their matches, whose named groups nginx set then.
-    pub outer: &'a [Named<'a>],
+    /// The matches of the regex locations it is nested in, nearest first
+    /// ([`crate::runtime::Locations::outer_groups`]): it was reached
+    /// through them, and nginx set their named groups then.
+    pub outer: &'a [(regex::bytes::Captures<'a>, &'a [(u8, u32)])],
     /// The regex server name's.
     pub server: Named<'a>,
 }
@@ -246,10 +247,11 @@ pub struct NamedGroups<'a> {
 impl<'a> NamedGroups<'a> {
     /// The matches, the one whose group of a name counts first (nginx sets
     /// them in the order it matches, the server name's first).
-    fn in_order(&self) -> impl Iterator<Item = &Named<'a>> {
-        std::iter::once(&self.location)
-            .chain(self.outer)
-            .chain(std::iter::once(&self.server))
+    fn in_order(&self) -> impl Iterator<Item = Named<'_>> {
+        let outer = self.outer.iter().map(|(caps, named)| Some((caps, *named)));
+        std::iter::once(self.location)
+            .chain(outer)
+            .chain(std::iter::once(self.server))
     }
 }
 

@@ -668,6 +668,14 @@ impl Tries {
         }
     }
 
+    /// The last try's response body is over (or dropped): what the try
+    /// read in all, and of it the body's.
+    pub fn body_read(&mut self, received: u64, length: u64) {
+        if let Some(t) = self.0.last_mut() {
+            (t.received, t.length) = (received, length);
+        }
+    }
+
     /// What the current try reached: a connection at `connected`, and,
     /// with `header`, a response head now.
     pub fn reached(&mut self, connected: Option<Instant>, header: bool) {
@@ -902,9 +910,7 @@ impl Record {
     /// The last try's response body is over (or dropped): what the try
     /// read in all, and of it the body's.
     pub fn body_read(&mut self, received: u64, length: u64) {
-        if let Some(t) = self.tries.0.last_mut() {
-            (t.received, t.length) = (received, length);
-        }
+        self.tries.body_read(received, length);
     }
 
     /// What the current try reached: a connection at `connected`, and,

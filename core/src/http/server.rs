@@ -1414,7 +1414,7 @@ async fn handle(
     let pre_access = proxy::PreAccess::default();
     // The matches whose named groups are variables (most requests have
     // none).
-    let (outer, outer_named, named_store);
+    let (outer, named_store);
     let named = match (&groups, &server_groups) {
         (None, None) => None,
         _ => {
@@ -1424,13 +1424,9 @@ async fn handle(
                 }
                 _ => Vec::new(),
             };
-            outer_named = outer
-                .iter()
-                .map(|(c, named)| Some((c, *named)))
-                .collect::<Vec<crate::vars::Named<'_>>>();
             named_store = crate::vars::NamedGroups {
                 location: groups.as_ref().zip(location.map(|l| &l.named[..])),
-                outer: &outer_named,
+                outer: &outer,
                 server: server_groups.as_ref().map(|(c, named)| (c, *named)),
             };
             Some(&named_store)
