@@ -1060,6 +1060,107 @@ fn syslog_messages_as_nginx_sends_them() {
     );
 }
 
+/// `syslog:server=unix:PATH` (`/dev/log`, journald's or rsyslog's
+/// socket): the same messages over a unix datagram socket, for the access
+/// log and the error log. When the syslog daemon restarts and makes its
+/// socket again, the message sent into the old one is lost and the next
+/// reaches the new one: nginx closes its socket on a failed send and
+/// connects anew at the next message.
+#[test]
+fn syslog_to_a_unix_socket_as_nginx() {
+    use std::os::unix::net::UnixDatagram;
+    let bind = |path: &std::path::Path| {
+        let sink = UnixDatagram::bind(path).expect("bind the syslog socket");
+        sink.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        sink
+    };
+    let next = |sink: &UnixDatagram| {
+        let mut buf = [0u8; 2048];
+        let n = sink.recv(&mut buf).expect("a syslog message");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // `<PRI>`, then what follows `Mmm dd hh:mm:ss `.
+        let (pri, rest) = text.split_once('>').unwrap_or(("", ""));
+        format!("{pri}> {}", rest.get(16..).unwrap_or(""))
+    };
+    let mut got = Vec::new();
+    for nginx in [false, true] {
+        let dir = TempDir::new("syslog-unix");
+        let (access, errors) = (dir.path.join("access.sock"), dir.path.join("error.sock"));
+        let mut sink = bind(&access);
+        let error_sink = bind(&errors);
+        let ports = free_ports(2);
+        let (port, dead) = (ports[0], ports[1]);
+        let conf = wrap_http(
+            &format!(
+                "    log_format s '$request $status';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       access_log syslog:server=unix:{},tag=web,nohostname s;\n\
+                 \x20       location / {{ return 200; }}\n\
+                 \x20       location /dead {{ proxy_pass http://127.0.0.1:{dead}; }}\n\
+                 \x20   }}\n",
+                access.display()
+            ),
+            nginx,
+        )
+        .replace(
+            "error_log logs/error.log;",
+            &format!(
+                "error_log syslog:server=unix:{},facility=local1,tag=tg,nohostname warn;",
+                errors.display()
+            ),
+        );
+        let _server = Server::either(nginx, &conf, &[port]);
+        let mut messages = Vec::new();
+        get10(port, "/a");
+        messages.push(next(&sink));
+        // The daemon restarts: its socket is made again at the same path.
+        drop(sink);
+        std::fs::remove_file(&access).expect("remove the socket");
+        sink = bind(&access);
+        get10(port, "/lost");
+        get10(port, "/c");
+        messages.push(next(&sink));
+        get10(port, "/dead");
+        messages.push(next(&sink));
+        // The failed send, then the request's error; their time and
+        // process differ. nginx also warns `send() to syslog failed` with
+        // the request's context, which waypost does not (the lines are
+        // sent by the log's writer thread, which has no request; the
+        // README says so).
+        loop {
+            let error = next(&error_sink);
+            let (head, line) = error.split_once(": ").unwrap_or(("", ""));
+            let level = line.split_once(" [").map_or("", |(_, l)| l);
+            let (level, rest) = level.split_once("] ").unwrap_or(("", ""));
+            let message = rest.split_once(": ").map_or("", |(_, m)| m);
+            if level == "warn" && message.contains(" send() to syslog failed while logging") {
+                continue;
+            }
+            messages.push(format!(
+                "{head}: [{level}] {}",
+                message.replace(&dead.to_string(), "DEAD")
+            ));
+            if message.contains("connect() failed") {
+                break;
+            }
+        }
+        got.push(messages);
+    }
+    assert_eq!(got[0], got[1], "waypost (left) and nginx (right)");
+    assert_eq!(
+        got[1],
+        [
+            "<190> web: GET /a HTTP/1.0 200",
+            "<190> web: GET /c HTTP/1.0 200",
+            "<190> web: GET /dead HTTP/1.0 502",
+            "<139> tg: [error] send() failed (111: Connection refused)",
+            "<139> tg: [error] *5 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: , request: \"GET /dead HTTP/1.0\", upstream: \"http://127.0.0.1:DEAD/dead\"",
+        ]
+    );
+}
+
 /// `error_log syslog:...`: each error line a message whose severity is
 /// the line's level, with the whole line after nginx's syslog header.
 #[test]

@@ -1520,6 +1520,36 @@ fn cases() -> Vec<Case> {
             Emerg("logs to syslog cannot be buffered in {conf}:5"),
         ),
         Case::head(
+            "syslog: a unix socket, and error_log to it",
+            "error_log syslog:server=unix:/dev/log,nohostname warn;\nhttp {\n    access_log syslog:server=unix:/run/waypost-test.sock,tag=web combined;\n}\n",
+            Expect::Ok,
+        ),
+        Case::head(
+            "syslog: a unix socket without a path",
+            "http {\n    access_log syslog:server=unix:;\n}\n",
+            Emerg("no path in the unix domain socket in syslog server \"unix:\" in {conf}:5"),
+        ),
+        Case::head(
+            "syslog: a unix socket path longer than sun_path",
+            "http {\n    access_log syslog:server=unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;\n}\n",
+            Emerg("too long path in the unix domain socket in syslog server \"unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" in {conf}:5"),
+        ),
+        Case::head(
+            "syslog: a port out of range",
+            "http {\n    access_log syslog:server=127.0.0.1:99999;\n}\n",
+            Emerg("invalid port in syslog server \"127.0.0.1:99999\" in {conf}:5"),
+        ),
+        Case::head(
+            "syslog: a bracket left open",
+            "http {\n    access_log syslog:server=[::1;\n}\n",
+            Emerg("invalid host in syslog server \"[::1\" in {conf}:5"),
+        ),
+        Case::head(
+            "syslog: a host not found",
+            "http {\n    access_log syslog:server=nosuchhost.invalid;\n}\n",
+            Emerg("host not found in syslog server \"nosuchhost.invalid\" in {conf}:5"),
+        ),
+        Case::head(
             "access_log: another buffer size for the same file",
             "http {\n    access_log logs/a.log combined buffer=4k;\n    server {\n        access_log {dir}/logs/a.log combined buffer=8k;\n    }\n}\n",
             Emerg("access_log \"{dir}/logs/a.log\" already defined with conflicting parameters in {conf}:7"),

@@ -4497,11 +4497,8 @@ fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
         // `ngx_parse_url`'s order: a socket path, a URI part (none
         // allowed here), the host, the port.
         if let Some(path) = arg.strip_prefix("unix:") {
-            if path.is_empty() {
-                return err(
-                    format!("no path in the unix domain socket in resolver \"{arg}\""),
-                    d,
-                );
+            if let Err(e) = unix_path(path) {
+                return err(format!("{e} in resolver \"{arg}\""), d);
             }
             continue;
         }
@@ -5191,6 +5188,17 @@ pub(crate) struct ParsedUrl {
     pub(crate) uri: Option<String>,
 }
 
+/// nginx's `ngx_parse_unix_domain_url`: the path after `unix:`, which
+/// must fit a socket address's `sun_path` with its closing NUL.
+pub(crate) fn unix_path(path: &str) -> Result<&str, &'static str> {
+    const SUN_PATH: usize = 108;
+    match path.len() {
+        0 => Err("no path in the unix domain socket"),
+        n if n + 1 > SUN_PATH => Err("too long path in the unix domain socket"),
+        _ => Ok(path),
+    }
+}
+
 /// nginx's `ngx_parse_inet_url`/`ngx_parse_inet6_url` without resolving:
 /// the error is nginx's `u->err` ("invalid host", "invalid port", "no host",
 /// "invalid IPv6 address").
@@ -5310,7 +5318,7 @@ pub fn offline<R>(f: impl FnOnce() -> R) -> R {
 
 /// The addresses of a host from [`parse_url`]: a literal as is, a name
 /// through the resolver (each address once). `None`: not found.
-fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+pub(crate) fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6
             .parse::<Ipv6Addr>()

@@ -120,7 +120,10 @@ impl Out {
                     .map_err(|_| ())
             });
             if let Ok(sender) = sender {
-                sender.send(bytes);
+                // Into the error log, as nginx logs its syslog failures.
+                if let Err(failed) = sender.send(bytes) {
+                    crate::log::write(failed.level, None, &failed.message);
+                }
             }
             return;
         }

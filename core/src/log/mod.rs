@@ -192,7 +192,15 @@ pub fn write(level: Level, conn: Option<u64>, message: &str) {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(syslog) = sink.syslog.as_mut() {
         // (The non-blocking socket's send: no wait under the lock.)
-        syslog.send_at(level.severity(), line.as_bytes());
+        if let Err(failed) = syslog.send_at(level.severity(), line.as_bytes()) {
+            // Not through the error log: this is it, under its lock.
+            let _ = writeln!(
+                std::io::stderr(),
+                "waypost: [{}] {} while sending to syslog",
+                failed.level.as_str(),
+                failed.message
+            );
+        }
         return;
     }
     match sink.file.as_mut() {
