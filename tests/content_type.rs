@@ -222,44 +222,96 @@ fn expires_matches_nginx() {
             "/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h", "/j", "/k", "/m", "/n",
         ]
         .iter()
-        .map(|path| {
-            let answer = exchange(
-                port,
-                &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
-            );
-            let values = |name: &str| -> Vec<String> {
-                answer
-                    .lines()
-                    .filter_map(|l| {
-                        let (n, v) = l.split_once(':')?;
-                        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                    })
-                    .collect()
-            };
-            let time = |v: &str| httpdate_parse(v);
-            let date = values("date").first().and_then(|d| time(d));
-            let expires: Vec<String> = values("expires")
-                .iter()
-                .map(|e| match (time(e), date) {
-                    // Near the clock (`expires 30d` at most here): its
-                    // distance from Date; a fixed one as it is.
-                    (Some(e), Some(d)) if (e - d).abs() <= 31 * 86_400 => {
-                        format!("Date{:+}", e - d)
-                    }
-                    _ => e.clone(),
-                })
-                .collect();
-            let status = answer.lines().next().unwrap_or("").to_owned();
-            format!(
-                "{path}: {status} expires={expires:?} cc={:?}",
-                values("cache-control")
-            )
-        })
+        .map(|path| expires_line(port, path))
         .collect::<Vec<_>>()
     };
     let ours = run(false);
     assert_same_answers(&ours, &run(true));
     assert!(ours.iter().any(|l| l.contains("max-age=3600")), "{ours:?}");
+}
+
+/// `expires` with variables beside nginx: the value read per answer, as
+/// the directive reads its word (`off`, `epoch`, `max`, `[+|-]TIME`,
+/// `modified TIME`); a value nginx would not take (`bogus`, an empty one,
+/// `epoch` after `modified`, a daily time past 24 hours) sets nothing.
+#[test]
+fn expires_with_variables_matches_nginx() {
+    let run = |nginx: bool| {
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
+                "    map $arg_e $by_map {{ default off; a 2h; b epoch; c -30s; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       location /q {{ expires $arg_e; return 200 \"x\"; }}\n\
+                 \x20       location /m {{ expires $by_map; return 200 \"x\"; }}\n\
+                 \x20       location /modified {{ expires modified $arg_e; return 200 \"x\"; }}\n\
+                 \x20       location /missing {{ expires $arg_e; return 404; }}\n\
+                 \x20   }}\n"
+            )
+        });
+        [
+            "/q?e=1h",
+            "/q?e=-1",
+            "/q?e=+30m",
+            "/q?e=epoch",
+            "/q?e=max",
+            "/q?e=off",
+            "/q",
+            "/q?e=bogus",
+            "/q?e=@25h",
+            "/m?e=a",
+            "/m?e=b",
+            "/m?e=c",
+            "/m?e=z",
+            "/modified?e=1h",
+            "/modified?e=epoch",
+            "/missing?e=1h",
+        ]
+        .iter()
+        .map(|path| expires_line(port, path))
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(ours[0].contains("max-age=3600"), "{ours:?}");
+    assert!(ours[7].contains("expires=[] cc=[]"), "{ours:?}");
+}
+
+/// An answer's status line, Expires and Cache-Control, for comparing: an
+/// Expires that follows the clock is shown as its distance from Date,
+/// which agrees with max-age.
+fn expires_line(port: u16, path: &str) -> String {
+    let answer = exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    );
+    let values = |name: &str| -> Vec<String> {
+        answer
+            .lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .collect()
+    };
+    let time = |v: &str| httpdate_parse(v);
+    let date = values("date").first().and_then(|d| time(d));
+    let expires: Vec<String> = values("expires")
+        .iter()
+        .map(|e| match (time(e), date) {
+            // Near the clock (`expires 30d` at most here): its
+            // distance from Date; a fixed one as it is.
+            (Some(e), Some(d)) if (e - d).abs() <= 31 * 86_400 => {
+                format!("Date{:+}", e - d)
+            }
+            _ => e.clone(),
+        })
+        .collect();
+    let status = answer.lines().next().unwrap_or("").to_owned();
+    format!(
+        "{path}: {status} expires={expires:?} cc={:?}",
+        values("cache-control")
+    )
 }
 
 /// Seconds since the epoch of an HTTP date (`Thu, 01 Jan 1970 00:00:01

@@ -303,7 +303,7 @@ struct Layer {
     types: Option<Arc<HashMap<String, String>>>,
     default_type: Option<String>,
     /// `expires` (`Some(None)`: off).
-    expires: Option<Option<Expires>>,
+    expires: Option<Option<ExpiresConf>>,
     /// `limit_rate` and `limit_rate_after`, in bytes.
     limit_rate: Option<u64>,
     limit_rate_after: Option<u64>,
@@ -542,7 +542,7 @@ impl Layer {
             gzip: self.gzip.merged(&parent.gzip),
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
-            expires: self.expires.or(parent.expires),
+            expires: self.expires.clone().or_else(|| parent.expires.clone()),
             limit_rate: self.limit_rate.or(parent.limit_rate),
             limit_rate_after: self.limit_rate_after.or(parent.limit_rate_after),
             absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
@@ -1132,44 +1132,24 @@ pub(super) fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 
 /// nginx's `num` slots: `"X" directive invalid number`.
 /// `expires [modified] TIME|@TIME|epoch|max|off`, as
-/// `ngx_http_headers_expires`; `None` for `off`.
-fn expires(d: &Directive) -> Result<Option<Expires>, ConfError> {
-    let invalid = |why: &str| err(format!("\"expires\" directive {why}"), d);
-    if d.args.iter().any(|a| a.contains('$')) {
-        return err("variables in \"expires\" are not supported", d);
-    }
+/// `ngx_http_headers_expires`; `None` for `off`. A value with variables
+/// is read per answer.
+fn expires(d: &Directive) -> Result<Option<ExpiresConf>, ConfError> {
     let (modified, value) = match &d.args[..] {
-        [one] => match one.as_str() {
-            "epoch" => return Ok(Some(Expires::Epoch)),
-            "max" => return Ok(Some(Expires::Max)),
-            "off" => return Ok(None),
-            _ => (false, one.as_str()),
-        },
+        [one] => (false, one.as_str()),
         [word, value] if word == "modified" => (true, value.as_str()),
-        _ => return invalid("invalid value"),
+        _ => return err("\"expires\" directive invalid value", d),
     };
-    let (daily, negative, value) = if let Some(v) = value.strip_prefix('@') {
-        if modified {
-            return invalid("daily time cannot be used with \"modified\" parameter");
-        }
-        (true, false, v)
-    } else if let Some(v) = value.strip_prefix('-') {
-        (false, true, v)
-    } else {
-        (false, false, value.strip_prefix('+').unwrap_or(value))
-    };
-    let Some(seconds) = parse_time_sec(value).and_then(|s| i64::try_from(s).ok()) else {
-        return invalid("invalid value");
-    };
-    if daily && seconds > 24 * 60 * 60 {
-        return invalid("daily time value must be less than 24 hours");
+    if value.contains('$') {
+        return Ok(Some(ExpiresConf::Var {
+            modified,
+            value: value.to_owned(),
+        }));
     }
-    let seconds = if negative { -seconds } else { seconds };
-    Ok(Some(match (daily, modified) {
-        (true, _) => Expires::Daily(seconds),
-        (false, true) => Expires::Modified(seconds),
-        (false, false) => Expires::Access(seconds),
-    }))
+    match Expires::parse(value, modified) {
+        Ok(e) => Ok(e.map(ExpiresConf::Fixed)),
+        Err(why) => err(format!("\"expires\" directive {why}"), d),
+    }
 }
 
 /// A `gzip_types` or `charset_types` line added to the level's list
@@ -1914,7 +1894,20 @@ impl<'a> Interp<'a> {
                 }
                 layer.charset = Some(d.args[0].clone())
             }
-            "expires" => layer.expires = Some(expires(d)?),
+            "expires" => {
+                let parsed = expires(d)?;
+                if let Some(ExpiresConf::Var { value, .. }) = &parsed {
+                    // (Read with the answer, as `add_header`'s values.)
+                    let maps = |n: &str| {
+                        self.map_vars
+                            .contains(n)
+                            .then_some(Var::Map(0))
+                            .or_else(|| crate::vars::upstream_var(n))
+                    };
+                    self.check_vars(Template::compile_with(value, &maps).map(|_| ()), d)?;
+                }
+                layer.expires = Some(parsed);
+            }
             "limit_rate" | "limit_rate_after" => {
                 let Some(n) = parse_size(&d.args[0]) else {
                     return err(format!("\"{}\" directive invalid value", d.name), d);
@@ -4220,7 +4213,7 @@ impl<'a> Interp<'a> {
             server.sub_filter = layer.sub_filter();
             server.types = layer.content_types();
             server.charset = layer.charset()?;
-            server.expires = layer.expires.flatten();
+            server.expires = layer.expires.clone().flatten();
             server.limit_rate = layer.limit_rate();
             server.redirect_style = layer.redirect_style();
             server.msie_padding = layer.msie_padding.unwrap_or(true);
@@ -4333,7 +4326,7 @@ impl<'a> Interp<'a> {
             location.sub_filter = layer.sub_filter();
             location.types = layer.content_types();
             location.charset = layer.charset()?;
-            location.expires = layer.expires.flatten();
+            location.expires = layer.expires.clone().flatten();
             location.limit_rate = layer.limit_rate();
             merge_if_levels(&mut location.script, &layer);
             location.redirect_style = layer.redirect_style();

@@ -308,7 +308,7 @@ pub struct ServerConf {
     /// `charset` at the server level.
     pub charset: Option<CharsetConf>,
     /// `expires` at the server level.
-    pub expires: Option<Expires>,
+    pub expires: Option<ExpiresConf>,
     pub limit_rate: Option<crate::http::h1::LimitRate>,
     /// `absolute_redirect` and its kin at the server level.
     pub redirect_style: RedirectStyle,
@@ -372,7 +372,7 @@ pub enum RewriteOp {
 #[derive(Debug, Clone)]
 pub struct IfHeaders {
     pub add_headers: Option<Vec<AddHeader>>,
-    pub expires: Option<Option<Expires>>,
+    pub expires: Option<Option<ExpiresConf>>,
     /// Its `gzip on|off` (`None` inside: off), with the location's other
     /// gzip settings.
     pub gzip: Option<Option<GzipConf>>,
@@ -783,7 +783,7 @@ pub struct LocationConf {
     /// `charset` here (not `off`).
     pub charset: Option<CharsetConf>,
     /// `expires` here (not `off`).
-    pub expires: Option<Expires>,
+    pub expires: Option<ExpiresConf>,
     /// `limit_rate` (not 0) and `limit_rate_after` here.
     pub limit_rate: Option<crate::http::h1::LimitRate>,
     /// `absolute_redirect` and its kin here.
@@ -832,6 +832,19 @@ impl Default for RedirectStyle {
 }
 
 /// `expires` at a level (none: `off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiresConf {
+    Fixed(Expires),
+    /// `expires [modified] VALUE` with variables: VALUE read per answer
+    /// as [`Expires::parse`] reads it, `off` or a bad value setting
+    /// nothing, as nginx's `ngx_http_set_expires` does.
+    Var {
+        modified: bool,
+        value: String,
+    },
+}
+
+/// What `expires` sets on an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expires {
     Epoch,
@@ -842,6 +855,46 @@ pub enum Expires {
     Modified(i64),
     /// `@TIME`: seconds after midnight, local time.
     Daily(i64),
+}
+
+impl Expires {
+    /// nginx's `ngx_http_parse_expires`: `epoch`, `max`, `off` (`None`;
+    /// these three not after `modified`), `@TIME`, `[+|-]TIME`; the error
+    /// is nginx's.
+    pub fn parse(value: &str, modified: bool) -> Result<Option<Expires>, &'static str> {
+        if !modified {
+            match value {
+                "epoch" => return Ok(Some(Expires::Epoch)),
+                "max" => return Ok(Some(Expires::Max)),
+                "off" => return Ok(None),
+                _ => {}
+            }
+        }
+        let (daily, negative, value) = if let Some(v) = value.strip_prefix('@') {
+            if modified {
+                return Err("daily time cannot be used with \"modified\" parameter");
+            }
+            (true, false, v)
+        } else if let Some(v) = value.strip_prefix('-') {
+            (false, true, v)
+        } else {
+            (false, false, value.strip_prefix('+').unwrap_or(value))
+        };
+        let Some(seconds) =
+            crate::conf::values::parse_time_sec(value).and_then(|s| i64::try_from(s).ok())
+        else {
+            return Err("invalid value");
+        };
+        if daily && seconds > 24 * 60 * 60 {
+            return Err("daily time value must be less than 24 hours");
+        }
+        let seconds = if negative { -seconds } else { seconds };
+        Ok(Some(match (daily, modified) {
+            (true, _) => Expires::Daily(seconds),
+            (false, true) => Expires::Modified(seconds),
+            (false, false) => Expires::Access(seconds),
+        }))
+    }
 }
 
 /// `charset NAME` at a level, after inheritance.

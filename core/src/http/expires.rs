@@ -10,15 +10,52 @@ use http::Response;
 
 use crate::conf::model::Expires;
 use crate::http::body::{header_of, RespBody};
+use crate::vars::{Template, VarCtx};
 
-/// Sets the answer's Expires and Cache-Control as `expires` says.
-pub fn apply(expires: Expires, resp: &mut Response<RespBody>) {
+/// A level's `expires`.
+pub enum Rule {
+    Fixed(Expires),
+    /// A value with variables, read per answer (`expires modified` when
+    /// `modified`).
+    Var {
+        modified: bool,
+        value: Template,
+    },
+}
+
+impl Rule {
+    /// What the rule sets on this answer: a value with variables that
+    /// reads `off`, or one nginx would not take, sets nothing (nginx's
+    /// `ngx_http_set_expires` logs nothing for it either).
+    fn read(&self, vars: &VarCtx<'_>) -> Option<Expires> {
+        match self {
+            Rule::Fixed(e) => Some(*e),
+            Rule::Var { modified, value } => {
+                let text = value.eval(vars);
+                Expires::parse(std::str::from_utf8(&text).ok()?, *modified).ok()?
+            }
+        }
+    }
+
+    /// Whether its value reads what the upstream answered.
+    pub fn reads_upstream(&self) -> bool {
+        matches!(self, Rule::Var { value, .. } if value.reads_upstream())
+    }
+}
+
+/// Sets the answer's Expires and Cache-Control as `rule` says; `vars`
+/// gives the request's variables with the answer's status.
+pub fn apply<'v>(rule: &Rule, resp: &mut Response<RespBody>, vars: impl Fn(u16) -> VarCtx<'v>) {
+    let status = resp.status().as_u16();
     if !matches!(
-        resp.status().as_u16(),
+        status,
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     ) {
         return;
     }
+    let Some(expires) = rule.read(&vars(status)) else {
+        return;
+    };
     let now = crate::clock::unix_secs() as i64;
     let (when, cache_control): (String, String) = match expires {
         Expires::Epoch => ("Thu, 01 Jan 1970 00:00:01 GMT".into(), "no-cache".into()),

@@ -6,7 +6,6 @@
 use http::request::Parts;
 use http::Response;
 
-use crate::conf::model::Expires;
 use crate::http::body::RespBody;
 use crate::http::charset::Charset;
 use crate::http::gzip::Gzip;
@@ -15,7 +14,7 @@ use crate::vars::VarCtx;
 
 /// A level's header filters.
 pub struct Outbound {
-    pub expires: Option<Expires>,
+    pub expires: Option<crate::http::expires::Rule>,
     pub add_headers: Box<[AddHeader]>,
     pub msie_padding: bool,
     pub charset: Option<Box<Charset>>,
@@ -27,11 +26,14 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Whether an `add_header` value reads what the upstream answered.
+    /// Whether an `add_header` or `expires` value reads what the
+    /// upstream answered.
     pub fn reads_upstream(&self) -> bool {
-        self.add_headers
-            .iter()
-            .any(|a| matches!(&a.value, HeaderSource::Template(t) if t.reads_upstream()))
+        self.expires.as_ref().is_some_and(|e| e.reads_upstream())
+            || self
+                .add_headers
+                .iter()
+                .any(|a| matches!(&a.value, HeaderSource::Template(t) if t.reads_upstream()))
     }
 }
 
@@ -44,21 +46,24 @@ impl Outbound {
         req: &Parts,
         vars: impl Fn(u16) -> VarCtx<'v>,
     ) {
-        if let Some(expires) = self.expires {
-            crate::http::expires::apply(expires, resp);
+        // What the upstream answered, kept by the proxy where a line
+        // reads it.
+        let seen = match (&self.expires, self.add_headers.is_empty()) {
+            (None, true) => None,
+            _ => resp.extensions_mut().remove::<UpstreamSeenExt>(),
+        };
+        let with_answer = |status| VarCtx {
+            upstream: seen.as_ref().map(|s| &*s.0),
+            ..vars(status)
+        };
+        if let Some(expires) = &self.expires {
+            crate::http::expires::apply(expires, resp, with_answer);
         }
         if let Some(limit) = self.limit_rate {
             resp.extensions_mut().insert(limit);
         }
         if !self.add_headers.is_empty() {
-            let status = resp.status().as_u16();
-            // What the upstream answered, kept by the proxy where a
-            // line reads it.
-            let seen = resp.extensions_mut().remove::<UpstreamSeenExt>();
-            let vars = VarCtx {
-                upstream: seen.as_ref().map(|s| &*s.0),
-                ..vars(status)
-            };
+            let vars = with_answer(resp.status().as_u16());
             add_headers(resp, &self.add_headers, &vars);
         }
         if self.msie_padding {

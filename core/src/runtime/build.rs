@@ -698,7 +698,7 @@ fn server(
                 .map(|m| Arc::new(crate::http::mirror::Mirror::new(m))),
             outbound: outbound(
                 l.limit_rate,
-                l.expires,
+                l.expires.as_ref(),
                 &l.add_headers,
                 l.msie_padding,
                 BodyFilters {
@@ -740,7 +740,9 @@ fn server(
                     let outbound = match headed {
                         true => Some(outbound(
                             h.limit_rate().unwrap_or(l.limit_rate),
-                            h.expires.unwrap_or(l.expires),
+                            h.expires
+                                .as_ref()
+                                .map_or(l.expires.as_ref(), Option::as_ref),
                             h.add_headers.as_deref().unwrap_or(&l.add_headers),
                             l.msie_padding,
                             BodyFilters {
@@ -820,7 +822,7 @@ fn server(
         merge_slashes: s.merge_slashes,
         outbound: outbound(
             s.limit_rate,
-            s.expires,
+            s.expires.as_ref(),
             &s.add_headers,
             s.msie_padding,
             BodyFilters {
@@ -1249,11 +1251,10 @@ fn header_source(
     })
 }
 
-/// A level's `add_header` lines, their values compiled (most fixed).
 /// A level's header filters and pace (a server's, or a location's).
 fn outbound(
     limit_rate: Option<crate::http::h1::LimitRate>,
-    expires: Option<model::Expires>,
+    expires: Option<&model::ExpiresConf>,
     lines: &[model::AddHeader],
     msie_padding: bool,
     body: BodyFilters<'_>,
@@ -1262,7 +1263,7 @@ fn outbound(
     Ok(Outbound {
         sub: body.sub.map(|c| sub_filter(c, maps)).transpose()?,
         limit_rate,
-        expires,
+        expires: expires.map(|e| expires_rule(e, maps)).transpose()?,
         add_headers: add_headers(lines, maps)?,
         msie_padding,
         charset: body.charset.map(|c| Box::new(Charset::build(c))),
@@ -1277,6 +1278,26 @@ struct BodyFilters<'a> {
     sub: Option<&'a model::SubFilterConf>,
 }
 
+/// A level's `expires`, a value with variables compiled as `add_header`'s
+/// (the upstream's answer is there to read).
+fn expires_rule(
+    conf: &model::ExpiresConf,
+    maps: &MapNames,
+) -> Result<crate::http::expires::Rule, ConfError> {
+    use crate::http::expires::Rule;
+    Ok(match conf {
+        model::ExpiresConf::Fixed(e) => Rule::Fixed(*e),
+        model::ExpiresConf::Var { modified, value } => Rule::Var {
+            modified: *modified,
+            value: crate::vars::Template::compile_with(value, &|n| {
+                maps.var(n).or_else(|| crate::vars::upstream_var(n))
+            })
+            .map_err(|e| ConfError::bare(e.to_string()))?,
+        },
+    })
+}
+
+/// A level's `add_header` lines, their values compiled (most fixed).
 fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHeader]>, ConfError> {
     lines
         .iter()
