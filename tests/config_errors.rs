@@ -1161,6 +1161,16 @@ fn cases() -> Vec<Case> {
             Emerg("no host in resolver \":53\" in {conf}:5"),
         ),
         Case::head(
+            "resolver with a bad IPv6 address",
+            "http {\n    resolver [zz];\n}\n",
+            Emerg("invalid IPv6 address in resolver \"[zz]\" in {conf}:5"),
+        ),
+        Case::head(
+            "resolver with empty brackets",
+            "http {\n    resolver []:53;\n}\n",
+            Emerg("no host in resolver \"[]:53\" in {conf}:5"),
+        ),
+        Case::head(
             "resolver with an empty socket path",
             "http {\n    resolver unix:;\n}\n",
             Emerg("no path in the unix domain socket in resolver \"unix:\" in {conf}:5"),

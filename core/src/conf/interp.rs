@@ -4465,6 +4465,8 @@ fn trusted(
 /// `ngx_resolver_create` checks it (addresses resolved now, port 53 by
 /// default); kept for the names a `proxy_pass` with variables gives.
 fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
+    let in_resolver =
+        |e: &str, arg: &str| ConfError::at(format!("{e} in resolver \"{arg}\""), d.loc.clone());
     let mut servers = 0;
     let mut conf = ResolverConf {
         servers: Vec::new(),
@@ -4490,41 +4492,13 @@ fn resolver(d: &Directive) -> Result<ResolverConf, ConfError> {
         // `ngx_parse_url`'s order: a socket path, a URI part (none
         // allowed here), the host, the port.
         if let Some(path) = arg.strip_prefix("unix:") {
-            if let Err(e) = unix_path(path) {
-                return err(format!("{e} in resolver \"{arg}\""), d);
-            }
+            unix_path(path).map_err(|e| in_resolver(e, arg))?;
             continue;
         }
-        if arg.contains(['/', '?']) {
-            return err(format!("invalid host in resolver \"{arg}\""), d);
-        }
-        let (host, port) = match arg.strip_prefix('[') {
-            Some(rest) => match rest.split_once(']') {
-                None => return err(format!("invalid host in resolver \"{arg}\""), d),
-                Some((v6, "")) => (format!("[{v6}]"), None),
-                Some((v6, after)) => match after.strip_prefix(':') {
-                    Some(port) => (format!("[{v6}]"), Some(port)),
-                    None => return err(format!("invalid host in resolver \"{arg}\""), d),
-                },
-            },
-            None => match arg.split_once(':') {
-                Some((host, port)) => (host.to_owned(), Some(port)),
-                None => (arg.clone(), None),
-            },
-        };
-        let port = match port {
-            None => 53,
-            Some(p) => match parse_number(p) {
-                Some(n @ 1..=65535) => n as u16,
-                _ => return err(format!("invalid port in resolver \"{arg}\""), d),
-            },
-        };
-        if host.is_empty() {
-            return err(format!("no host in resolver \"{arg}\""), d);
-        }
-        match resolve_host(&host, port) {
+        let url = parse_url(arg, 53, false).map_err(|e| in_resolver(e, arg))?;
+        match resolve_host(&url.host, url.port) {
             Some(addrs) => conf.servers.extend(addrs),
-            None => return err(format!("host not found in resolver \"{arg}\""), d),
+            None => return Err(in_resolver("host not found", arg)),
         }
     }
     if servers == 0 {
