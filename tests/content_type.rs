@@ -277,6 +277,116 @@ fn expires_with_variables_matches_nginx() {
     assert!(ours[7].contains("expires=[] cc=[]"), "{ours:?}");
 }
 
+/// The browser-caching idiom of nginx guides beside nginx: `map
+/// $sent_http_content_type $expires { ... }` and `expires $expires;`,
+/// over static files, a `return` and a proxied answer, with
+/// `$sent_http_*` in `add_header` too (Cache-Control's lines joined; a
+/// later line sees what an earlier one added).
+#[test]
+fn expires_by_the_answers_type_matches_nginx() {
+    let back = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        waypost_tests::serve_numbered(listener, |mut stream, _| {
+            if waypost_tests::read_head(&mut stream).is_none() {
+                return;
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: public\r\n\
+                  Cache-Control: no-transform\r\nX-Back: b\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            );
+        });
+        port
+    };
+    let dir = waypost_tests::TempDir::new("expires-by-type");
+    for name in ["a.html", "s.css", "p.png", "x.txt", "j.js"] {
+        dir.write(&format!("www/{name}"), "x");
+    }
+    let root = dir.path.join("www");
+    let run = |nginx: bool| {
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
+                "    types {{ text/html html; text/css css; image/png png; text/plain txt; application/javascript js; }}\n\
+                 \x20   map $sent_http_content_type $expires {{\n\
+                 \x20       default off;\n\
+                 \x20       text/html epoch;\n\
+                 \x20       text/css max;\n\
+                 \x20       application/javascript 7d;\n\
+                 \x20       ~image/ 1h;\n\
+                 \x20   }}\n\
+                 \x20   map $expires $cached {{ default yes; off no; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       root {};\n\
+                 \x20       expires $expires;\n\
+                 \x20       add_header X-Type \"[$sent_http_content_type] [$sent_http_x_back] $cached\";\n\
+                 \x20       add_header X-CC \"[$sent_http_cache_control] [$sent_http_x_type]\";\n\
+                 \x20       location /r {{ return 200 \"x\"; }}\n\
+                 \x20       location /up {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /kept {{ expires off; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20   }}\n",
+                root.display()
+            )
+        });
+        [
+            "/a.html",
+            "/s.css",
+            "/p.png",
+            "/x.txt",
+            "/j.js",
+            "/r",
+            "/up",
+            "/kept",
+            "/none.png",
+        ]
+        .iter()
+        .map(|path| {
+            let answer = exchange(
+                port,
+                &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            );
+            let added: Vec<&str> = answer
+                .lines()
+                .filter(|l| l.starts_with("X-Type:") || l.starts_with("X-CC:"))
+                .collect();
+            format!("{} {added:?}", expires_line(port, path))
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert!(
+        ours[0].contains("cc=[\"no-cache\"]") && ours[1].contains("max-age=315360000"),
+        "{ours:?}"
+    );
+    assert!(
+        ours[7].contains("X-CC: [public, no-transform] [[image/png] [b] yes]"),
+        "{ours:?}"
+    );
+}
+
+/// A `map` of `$sent_http_*` read where the request is handled, not by
+/// the header filters, is refused with the reason: waypost has the
+/// answer only there (nginx reads it wherever the answer exists).
+#[test]
+fn a_map_of_the_answer_elsewhere_is_refused() {
+    let dir = waypost_tests::TempDir::new("answer-map-elsewhere");
+    let conf = dir.write(
+        "test.conf",
+        "error_log logs/error.log;\npid logs/t.pid;\nevents {}\nhttp {\n    map $e $f { default 1; }\n    map $sent_http_content_type $e { default 1h; }\n    server {\n        location / { return 200 $f; }\n    }\n}\n",
+    );
+    let out = waypost_tests::run_waypost(&dir, &["-t", "-c", &conf.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[emerg] the \"$f\" variable reads the answer ($sent_http_*) and is supported only in \"add_header\" and \"expires\" in {}:8",
+            conf.display()
+        )),
+        "{stderr}"
+    );
+}
+
 /// An answer's status line, Expires and Cache-Control, for comparing: an
 /// Expires that follows the clock is shown as its distance from Date,
 /// which agrees with max-age.

@@ -175,6 +175,7 @@ impl Harness {
             named: None,
             statics: None,
             upstream: None,
+            answer: None,
         };
         let value = compiled.ok().map(|template| {
             let value = template.eval(&cx);
@@ -239,6 +240,7 @@ impl Harness {
             named: None,
             statics: None,
             upstream: None,
+            answer: None,
         };
         let uri = proxy::upstream_uri(&parts, &head, p, location, false);
         assert!(

@@ -87,7 +87,11 @@ impl Map {
         let scope = |n: &str| names.var(n);
         let mut map = Map {
             name: conf.name.clone(),
-            source: compile(&conf.source, &scope)?,
+            // (A source that reads the answer was checked to be read
+            // only by the header filters.)
+            source: compile(&conf.source, &|n| {
+                names.var(n).or_else(|| crate::vars::sent_var(n))
+            })?,
             hostnames: conf.hostnames,
             values: Vec::with_capacity(conf.entries.len()),
             exact: HashMap::new(),

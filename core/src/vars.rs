@@ -60,6 +60,9 @@ pub struct VarCtx<'a> {
     /// `$upstream_status`, `$upstream_http_*`, `$upstream_cookie_*` in
     /// `add_header`); `None` before, where nginx has them not found.
     pub upstream: Option<&'a UpstreamSeen>,
+    /// The answer while the header filters (`expires`, `add_header`) run,
+    /// for `$sent_http_*`; `None` elsewhere, where they are not found.
+    pub answer: Option<&'a http::Response<crate::http::body::RespBody>>,
 }
 
 /// nginx's `$proxy_host` (the host, and the port unless it is the
@@ -199,6 +202,9 @@ pub enum Var {
     UpstreamCookie(Box<[u8]>),
     /// `$upstream_response_time`, `$upstream_bytes_sent`, ...
     UpstreamTry(crate::http::access::TryField),
+    /// `$sent_http_NAME` (the name lowercase, `-` for `_`) in the header
+    /// filters: the answer's header as they see it.
+    SentHttp(Box<[u8]>),
 }
 
 thread_local! {
@@ -400,6 +406,24 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
     "upstream_trailer_",
     "upstream_cookie_",
 ];
+
+/// `$sent_http_NAME` where the header filters read it (`name`
+/// lowercase): any header but the three nginx makes up as it writes the
+/// head (`connection`, `keep_alive`, `transfer_encoding`), which stay not
+/// supported.
+pub fn sent_var(name: &str) -> Option<Var> {
+    let header = name.strip_prefix("sent_http_")?;
+    if matches!(header, "connection" | "keep_alive" | "transfer_encoding") {
+        return None;
+    }
+    Some(Var::SentHttp(header.replace('_', "-").into_bytes().into()))
+}
+
+/// The variables the header filters (`add_header`, `expires`) read
+/// beyond the request's: the upstream's answer and `$sent_http_*`.
+pub fn filter_var(name: &str) -> Option<Var> {
+    upstream_var(name).or_else(|| sent_var(name))
+}
 
 /// The variables of the upstream's answer `add_header` reads (`name`
 /// lowercase). Elsewhere nginx reads them at times waypost does not (a
@@ -817,6 +841,11 @@ impl Var {
                     u.tries.at_header(*field, out);
                 }
             }
+            Var::SentHttp(name) => {
+                if let Some(v) = cx.answer.and_then(|a| sent_header(a, name)) {
+                    out.extend_from_slice(&v);
+                }
+            }
             Var::SecureLink => {
                 if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
                     link.value(cx, out);
@@ -906,6 +935,7 @@ impl Var {
                 .and_then(|u| crate::http::access::set_cookie(&u.head, name))
                 .is_none(),
             Var::UpstreamTry(_) => cx.upstream.is_none_or(|u| u.tries.is_empty()),
+            Var::SentHttp(name) => cx.answer.and_then(|a| sent_header(a, name)).is_none(),
             Var::SecureLink => cx
                 .statics
                 .and_then(|s| s.secure_link())
@@ -979,6 +1009,36 @@ fn user<'r>(cx: &VarCtx<'r>, index: u32) -> Option<&'r [u8]> {
             )
         }),
     }
+}
+
+/// `$sent_http_NAME` of `answer`: its line of NAME, the upstream's lines
+/// first (nginx 1.22 joins Cache-Control's and Link's with `, `).
+fn sent_header(
+    answer: &http::Response<crate::http::body::RespBody>,
+    name: &[u8],
+) -> Option<Vec<u8>> {
+    let name = std::str::from_utf8(name).ok()?;
+    let passed = answer.body().passed();
+    let lines = passed
+        .into_iter()
+        .flat_map(|p| p.iter())
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v)
+        .chain(answer.headers().get_all(name).iter().map(|v| v.as_bytes()));
+    if !matches!(name, "cache-control" | "link") {
+        return lines.take(1).next().map(<[u8]>::to_vec);
+    }
+    let mut all: Option<Vec<u8>> = None;
+    for v in lines {
+        match all.as_mut() {
+            Some(a) => {
+                a.extend_from_slice(b", ");
+                a.extend_from_slice(v);
+            }
+            None => all = Some(v.to_vec()),
+        }
+    }
+    all
 }
 
 /// Headers whose variable joins repeated lines.
@@ -1420,6 +1480,19 @@ pub fn scan_name(text: &str, mut i: usize, bracket: bool) -> Result<(&str, usize
         )));
     }
     Ok((name, if closed { i + 1 } else { i }))
+}
+
+/// The variables `text` names, lowercase (none where it is malformed: its
+/// own check reports that).
+pub fn names_in(text: &str) -> Vec<String> {
+    scan(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Splits `text` as `ngx_http_script_compile`: literal runs and variable

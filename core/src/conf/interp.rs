@@ -1091,6 +1091,10 @@ struct Interp<'a> {
     /// The variables the `http` block's `map`s define (read before the
     /// block, as nginx knows them all when it reports unknown variables).
     map_vars: HashSet<String>,
+    /// Those of them whose source reads the answer (`$sent_http_*`, or
+    /// another such map): only the header filters (`add_header`,
+    /// `expires`) may read them, as only there waypost has the answer.
+    answer_maps: HashSet<String>,
     /// The same for `proxy_set_header` values, which nginx compiles when
     /// it merges the levels, after the others.
     unknown_header_var: Option<ConfError>,
@@ -1131,6 +1135,34 @@ pub(super) fn time_arg(d: &Directive, i: usize) -> Result<Duration, ConfError> {
 }
 
 /// nginx's `num` slots: `"X" directive invalid number`.
+/// The `map`s of an `http` block whose source reads the answer: one
+/// that names `$sent_http_*`, or such a map (in any order).
+fn answer_maps(items: &[Directive]) -> HashSet<String> {
+    let maps: Vec<(String, Vec<String>)> = items
+        .iter()
+        .filter(|d| d.name == "map" && d.args.len() == 2)
+        .filter_map(|d| {
+            let name = d.args[1].strip_prefix('$')?.to_ascii_lowercase();
+            Some((name, crate::vars::names_in(&d.args[0])))
+        })
+        .collect();
+    let mut answer = HashSet::new();
+    loop {
+        let before = answer.len();
+        for (name, reads) in &maps {
+            if reads
+                .iter()
+                .any(|r| r.starts_with("sent_http_") || answer.contains(r))
+            {
+                answer.insert(name.clone());
+            }
+        }
+        if answer.len() == before {
+            return answer;
+        }
+    }
+}
+
 /// `expires [modified] TIME|@TIME|epoch|max|off`, as
 /// `ngx_http_headers_expires`; `None` for `off`. A value with variables
 /// is read per answer.
@@ -1333,6 +1365,7 @@ impl<'a> Interp<'a> {
             zones: Vec::new(),
             unknown_var: None,
             map_vars: HashSet::new(),
+            answer_maps: HashSet::new(),
             unknown_header_var: None,
             header_error: None,
             log_buffers: HashMap::new(),
@@ -1694,6 +1727,7 @@ impl<'a> Interp<'a> {
         });
         self.map_vars.extend(user.iter().map(|v| v.name.clone()));
         self.http.user_vars = user;
+        self.answer_maps = answer_maps(items);
         for d in items {
             self.enter(d, Ctx::Http, &mut seen)?;
             if self.layer_directive(d, &mut own)? {
@@ -1753,14 +1787,8 @@ impl<'a> Interp<'a> {
                     Some(a) if a == "always" => true,
                     Some(a) => return err(format!("invalid parameter \"{a}\""), d),
                 };
-                // (The upstream's answer is there to read.)
-                let maps = |n: &str| {
-                    self.map_vars
-                        .contains(n)
-                        .then_some(Var::Map(0))
-                        .or_else(|| crate::vars::upstream_var(n))
-                };
-                let checked = Template::compile_with(&d.args[1], &maps).map(|_| ());
+                let checked = Template::compile_with(&d.args[1], &|n| self.filter_var(n));
+                let checked = checked.map(|_| ());
                 self.check_vars(checked, d)?;
                 if http::HeaderName::from_bytes(d.args[0].as_bytes()).is_err() {
                     return err(format!("invalid header name \"{}\"", d.args[0]), d);
@@ -1898,13 +1926,8 @@ impl<'a> Interp<'a> {
                 let parsed = expires(d)?;
                 if let Some(ExpiresConf::Var { value, .. }) = &parsed {
                     // (Read with the answer, as `add_header`'s values.)
-                    let maps = |n: &str| {
-                        self.map_vars
-                            .contains(n)
-                            .then_some(Var::Map(0))
-                            .or_else(|| crate::vars::upstream_var(n))
-                    };
-                    self.check_vars(Template::compile_with(value, &maps).map(|_| ()), d)?;
+                    let checked = Template::compile_with(value, &|n| self.filter_var(n));
+                    self.check_vars(checked.map(|_| ()), d)?;
                 }
                 layer.expires = Some(parsed);
             }
@@ -2380,7 +2403,7 @@ impl<'a> Interp<'a> {
             }
             "auth_request_set" => {
                 let index = self.user_var_target(d)?;
-                let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
+                let maps = |n: &str| self.map_var(n);
                 let checked = crate::http::auth_request::compile(&d.args[1], &maps).map(|_| ());
                 self.check_vars(checked, d)?;
                 layer
@@ -2667,7 +2690,7 @@ impl<'a> Interp<'a> {
         result: Result<(), CompileError>,
         d: &Directive,
     ) -> Result<(), ConfError> {
-        match result {
+        match result.map_err(|e| self.answer_map_error(e)) {
             Ok(()) => Ok(()),
             Err(e @ CompileError::Unknown(_)) => {
                 self.unknown_var
@@ -2704,9 +2727,9 @@ impl<'a> Interp<'a> {
         {
             self.scan_modules();
             let vars = self.module_variables();
-            return check(&|n| self.log_var(&vars, n));
+            return check(&|n| self.log_var(&vars, n)).map_err(|e| self.answer_map_error(e));
         }
-        first
+        first.map_err(|e| self.answer_map_error(e))
     }
 
     /// A variable a log format may use beyond nginx's: a filter module's
@@ -2715,9 +2738,7 @@ impl<'a> Interp<'a> {
         if modules.iter().any(|v| v == name) {
             return Some(access::ConfVar::Module(0));
         }
-        self.map_vars
-            .contains(name)
-            .then_some(access::ConfVar::Var(Var::Map(0)))
+        self.map_var(name).map(access::ConfVar::Var)
     }
 
     /// Compiles a template to check it, with the `map` variables.
@@ -2740,7 +2761,7 @@ impl<'a> Interp<'a> {
                         .iter()
                         .any(|(name, _)| name == n)
                         .then_some(Var::Capture(0))
-                        .or_else(|| self.map_vars.contains(n).then_some(Var::Map(0)))
+                        .or_else(|| self.map_var(n))
                 };
                 Template::compile_with(&r.replacement, &scope).map(|_| ())
             };
@@ -2978,8 +2999,35 @@ impl<'a> Interp<'a> {
     }
 
     fn compile_check(&self, text: &str) -> Result<(), CompileError> {
-        let maps = |n: &str| self.map_vars.contains(n).then_some(Var::Map(0));
-        Template::compile_with(text, &maps).map(|_| ())
+        Template::compile_with(text, &|n| self.map_var(n)).map(|_| ())
+    }
+
+    /// A `map`'s variable where the request's variables are read: not
+    /// one that reads the answer.
+    fn map_var(&self, name: &str) -> Option<Var> {
+        (self.map_vars.contains(name) && !self.answer_maps.contains(name)).then_some(Var::Map(0))
+    }
+
+    /// A variable the header filters read beyond the request's: any
+    /// `map`'s, the upstream's answer, `$sent_http_*`.
+    fn filter_var(&self, name: &str) -> Option<Var> {
+        self.map_vars
+            .contains(name)
+            .then_some(Var::Map(0))
+            .or_else(|| crate::vars::filter_var(name))
+    }
+
+    /// An unknown variable that is a `map` reading the answer: said so,
+    /// at once.
+    fn answer_map_error(&self, e: CompileError) -> CompileError {
+        match e {
+            CompileError::Unknown(name) if self.answer_maps.contains(&name) => {
+                CompileError::Syntax(format!(
+                    "the \"${name}\" variable reads the answer ($sent_http_*) and is supported only in \"add_header\" and \"expires\""
+                ))
+            }
+            e => e,
+        }
     }
 
     fn module_variables(&self) -> Vec<String> {
@@ -3021,7 +3069,14 @@ impl<'a> Interp<'a> {
     /// is no cache to turn off), `include` (read by the parser), and
     /// `KEY VALUE` lines.
     fn map_block(&mut self, d: &Directive) -> Result<(), ConfError> {
-        self.check_vars(self.compile_check(&d.args[0]), d)?;
+        let reads_answer = d.args[1]
+            .strip_prefix('$')
+            .is_some_and(|n| self.answer_maps.contains(&n.to_ascii_lowercase()));
+        let source = match reads_answer {
+            true => Template::compile_with(&d.args[0], &|n| self.filter_var(n)).map(|_| ()),
+            false => self.compile_check(&d.args[0]),
+        };
+        self.check_vars(source, d)?;
         let Some(name) = d.args[1].strip_prefix('$') else {
             return err(format!("invalid variable name \"{}\"", d.args[1]), d);
         };
@@ -3076,7 +3131,10 @@ impl<'a> Interp<'a> {
                     .map(str::to_ascii_lowercase)
                     .collect();
                 let scope = |n: &str| {
-                    (groups.contains(n) || self.map_vars.contains(n)).then_some(Var::Map(0))
+                    groups
+                        .contains(n)
+                        .then_some(Var::Map(0))
+                        .or_else(|| self.map_var(n))
                 };
                 let checked = Template::compile_with(value, &scope).map(|_| ());
                 self.check_vars(checked, item)?;

@@ -1429,6 +1429,7 @@ mod tests {
             named: None,
             statics: None,
             upstream: None,
+            answer: None,
         };
         let log = |format: &[&str], condition: Option<&str>| {
             let log = AccessLog::compile(&args(format), PathBuf::from("/dev/null"), &|_| None)

@@ -53,7 +53,12 @@ pub fn apply<'v>(rule: &Rule, resp: &mut Response<RespBody>, vars: impl Fn(u16) 
     ) {
         return;
     }
-    let Some(expires) = rule.read(&vars(status)) else {
+    // (`$sent_http_*` reads the answer as it is now.)
+    let answer = &*resp;
+    let Some(expires) = rule.read(&VarCtx {
+        answer: Some(answer),
+        ..vars(status)
+    }) else {
         return;
     };
     let now = crate::clock::unix_secs() as i64;

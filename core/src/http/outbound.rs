@@ -63,8 +63,7 @@ impl Outbound {
             resp.extensions_mut().insert(limit);
         }
         if !self.add_headers.is_empty() {
-            let vars = with_answer(resp.status().as_u16());
-            add_headers(resp, &self.add_headers, &vars);
+            add_headers(resp, &self.add_headers, with_answer);
         }
         if self.msie_padding {
             crate::http::response::msie_padding(resp, &req.headers);
@@ -97,20 +96,33 @@ impl Outbound {
 pub struct UpstreamSeenExt(pub Box<crate::vars::UpstreamSeen>);
 
 /// nginx's `add_header`: each line whose status it applies to (or
-/// `always`), unless its value is empty.
-fn add_headers(resp: &mut Response<RespBody>, added: &[AddHeader], vars: &VarCtx<'_>) {
+/// `always`), unless its value is empty. A value reads the answer as the
+/// lines before it left it (`$sent_http_*`), as nginx's.
+fn add_headers<'v>(
+    resp: &mut Response<RespBody>,
+    added: &[AddHeader],
+    vars: impl Fn(u16) -> VarCtx<'v>,
+) {
+    let status = resp.status().as_u16();
     let listed = matches!(
-        resp.status().as_u16(),
+        status,
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     );
     for a in added.iter().filter(|a| listed || a.always) {
         let value = match &a.value {
             HeaderSource::Fixed(Some(v)) => v.clone(),
             HeaderSource::Fixed(None) => continue,
-            HeaderSource::Template(t) => match http::HeaderValue::from_bytes(&t.eval(vars)) {
-                Ok(v) if !v.is_empty() => v,
-                _ => continue,
-            },
+            HeaderSource::Template(t) => {
+                let answer = &*resp;
+                let vars = VarCtx {
+                    answer: Some(answer),
+                    ..vars(status)
+                };
+                match http::HeaderValue::from_bytes(&t.eval(&vars)) {
+                    Ok(v) if !v.is_empty() => v,
+                    _ => continue,
+                }
+            }
         };
         if let Some(spelled) = &a.spelled {
             let names = resp

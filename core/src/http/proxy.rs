@@ -1002,6 +1002,7 @@ pub async fn run(
         named: cx.named,
         statics: cx.statics,
         upstream: None,
+        answer: None,
     };
     // `limit_conn`'s counts (`conn_hold`), held until the answer is done:
     // with a response from the upstream, or, on any other answer, by the

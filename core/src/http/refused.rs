@@ -85,6 +85,7 @@ impl HeadCx<'_> {
             named: None,
             statics: None,
             upstream: None,
+            answer: None,
         };
         Some(logs.start(&vars, crate::clock::now()))
     }

@@ -1702,6 +1702,7 @@ impl<'a> Req<'a> {
             named: self.named,
             statics: self.statics,
             upstream: None,
+            answer: None,
         }
     }
 

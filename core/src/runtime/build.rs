@@ -1290,7 +1290,7 @@ fn expires_rule(
         model::ExpiresConf::Var { modified, value } => Rule::Var {
             modified: *modified,
             value: crate::vars::Template::compile_with(value, &|n| {
-                maps.var(n).or_else(|| crate::vars::upstream_var(n))
+                maps.var(n).or_else(|| crate::vars::filter_var(n))
             })
             .map_err(|e| ConfError::bare(e.to_string()))?,
         },
@@ -1305,7 +1305,7 @@ fn add_headers(lines: &[model::AddHeader], maps: &MapNames) -> Result<Box<[AddHe
             let name = HeaderName::from_bytes(a.name.as_bytes())
                 .map_err(|_| ConfError::bare(format!("invalid header name \"{}\"", a.name)))?;
             let value = header_source(&name, &a.value, &|n| {
-                maps.var(n).or_else(|| crate::vars::upstream_var(n))
+                maps.var(n).or_else(|| crate::vars::filter_var(n))
             })?;
             // nginx writes the name as the config spells it.
             let spelled = (crate::http::h1::spelled(name.as_str()) != a.name)
