@@ -1530,6 +1530,16 @@ fn cases() -> Vec<Case> {
             Emerg("logs to syslog cannot be buffered in {conf}:5"),
         ),
         Case::head(
+            "gunzip inside if",
+            "http {\n    server {\n        location / {\n            if ($arg_a) { gunzip on; }\n        }\n    }\n}\n",
+            Emerg("\"gunzip\" directive is not allowed here in {conf}:7"),
+        ),
+        Case::head(
+            "gunzip_buffers of none",
+            "http {\n    gunzip on;\n    gunzip_buffers 0 4k;\n}\n",
+            Emerg("\"gunzip_buffers\" directive invalid value in {conf}:6"),
+        ),
+        Case::head(
             "syslog: a unix socket, and error_log to it",
             "error_log syslog:server=unix:/dev/log,nohostname warn;\nhttp {\n    access_log syslog:server=unix:/run/waypost-test.sock,tag=web combined;\n}\n",
             Expect::Ok,

@@ -149,6 +149,9 @@ pub const CORE: &[Spec] = &[
     d("gzip_comp_level", PROXY, 1, 1),
     f("gzip_vary", PROXY),
     d("gzip_static", PROXY, 1, 1),
+    // gunzip
+    f("gunzip", PROXY),
+    d("gunzip_buffers", PROXY, 2, 2),
     // sub_filter
     d("sub_filter", PROXY, 2, 2),
     f("sub_filter_once", PROXY),

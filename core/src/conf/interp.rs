@@ -1212,6 +1212,8 @@ pub(super) fn size_arg(d: &Directive, i: usize) -> Result<u64, ConfError> {
 #[derive(Clone, Default)]
 struct GzipLayer {
     on: Option<bool>,
+    /// `gunzip on|off`.
+    gunzip: Option<bool>,
     /// `gzip_static`: `Some(true)` for `always`, `Some(false)` for `on`;
     /// `None` inside for `off`.
     static_: Option<Option<bool>>,
@@ -1229,6 +1231,7 @@ impl GzipLayer {
     fn merged(&self, parent: &GzipLayer) -> GzipLayer {
         GzipLayer {
             on: self.on.or(parent.on),
+            gunzip: self.gunzip.or(parent.gunzip),
             static_: self.static_.or(parent.static_),
             types: self.types.clone().or_else(|| parent.types.clone()),
             min_length: self.min_length.or(parent.min_length),
@@ -1247,6 +1250,12 @@ impl GzipLayer {
             return None;
         }
         Some(self.settings())
+    }
+
+    /// `gunzip on`, with the settings that decide whether a request takes
+    /// gzip (which apply whether `gzip` is on or not).
+    fn gunzip_conf(&self) -> Option<GzipConf> {
+        (self.gunzip == Some(true)).then(|| self.settings())
     }
 
     /// `gzip_static` where it is on (`true`: `always`), with the
@@ -2215,6 +2224,7 @@ impl<'a> Interp<'a> {
                 }
             }
             "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "gunzip" => layer.gzip.gunzip = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_vary" => layer.gzip.vary = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gzip_static" => {
                 // (nginx's enum slot takes the words without case.)
@@ -2292,7 +2302,7 @@ impl<'a> Interp<'a> {
                 }
                 layer.gzip.disable = Some(patterns);
             }
-            "gzip_buffers" | "output_buffers" => {
+            "gzip_buffers" | "gunzip_buffers" | "output_buffers" => {
                 let number = parse_number(&d.args[0]).filter(|&n| n > 0);
                 if number.is_none() || parse_size(&d.args[1]).is_none_or(|s| s == 0) {
                     return err(format!("\"{}\" directive invalid value", d.name), d);
@@ -3609,6 +3619,7 @@ impl<'a> Interp<'a> {
             msie_padding: true,
             merge_slashes: true,
             gzip: None,
+            gunzip: None,
             sub_filter: None,
             access_log: Vec::new(),
             tls: TlsConf::default(),
@@ -3846,6 +3857,7 @@ impl<'a> Interp<'a> {
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
             gzip: None,
+            gunzip: None,
             sub_filter: None,
             named,
             internal: false,
@@ -4268,6 +4280,7 @@ impl<'a> Interp<'a> {
             server.mirror = layer.mirror();
             server.add_headers = layer.add_headers.clone().unwrap_or_default();
             server.gzip = layer.gzip.conf();
+            server.gunzip = layer.gzip.gunzip_conf();
             server.sub_filter = layer.sub_filter();
             server.types = layer.content_types();
             server.charset = layer.charset()?;
@@ -4381,6 +4394,7 @@ impl<'a> Interp<'a> {
             location.mirror = layer.mirror();
             location.add_headers = layer.add_headers.clone().unwrap_or_default();
             location.gzip = layer.gzip.conf();
+            location.gunzip = layer.gzip.gunzip_conf();
             location.sub_filter = layer.sub_filter();
             location.types = layer.content_types();
             location.charset = layer.charset()?;
@@ -4677,6 +4691,7 @@ fn is_single(name: &str) -> bool {
             | "gzip_comp_level"
             | "gzip_http_version"
             | "gzip_buffers"
+            | "gunzip_buffers"
     ) || HASH_SIZES.contains(&name)
 }
 
@@ -5791,7 +5806,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "dav_methods",
     "userid",
     "add_trailer",
-    "gunzip",
     "image_filter",
     "xslt_stylesheet",
     "perl",

@@ -319,6 +319,8 @@ pub struct ServerConf {
     pub merge_slashes: bool,
     /// `gzip on` at the server level: for what no location answers.
     pub gzip: Option<GzipConf>,
+    /// `gunzip on`, with the level's gzip settings.
+    pub gunzip: Option<GzipConf>,
     /// `sub_filter` at the server level, likewise.
     pub sub_filter: Option<SubFilterConf>,
     pub keepalive_timeout: Duration,
@@ -792,6 +794,8 @@ pub struct LocationConf {
     pub msie_padding: bool,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
+    /// `gunzip on`, with the level's gzip settings.
+    pub gunzip: Option<GzipConf>,
     /// `sub_filter` lines in effect here, and their settings.
     pub sub_filter: Option<SubFilterConf>,
     /// Filter modules' directives in effect here, after inheritance.

@@ -54,6 +54,8 @@ enum Kind {
     Gzip(Box<Gzipped>),
     /// A body whose strings `sub_filter` replaces as it goes.
     Sub(Box<Substituted>),
+    /// A gzip-encoded body decompressed as it goes (`gunzip on`).
+    Gunzip(Box<Gunzipped>),
     /// A file, or ranges of one, read as it is sent (static files).
     File(Box<crate::http::static_files::FileBody>),
 }
@@ -81,6 +83,15 @@ struct Substituted {
     passed: Option<Box<Passed>>,
     matcher: crate::http::sub_filter::Matcher,
     done: bool,
+}
+
+/// What `gunzip on` wraps: the body, the upstream's header lines, the
+/// decoder until the end (several gzip members one after another are
+/// one body, as nginx's inflate takes them).
+struct Gunzipped {
+    inner: Kind,
+    passed: Option<Box<Passed>>,
+    decoder: Option<flate2::write::MultiGzDecoder<Vec<u8>>>,
 }
 
 /// Keeps a peer's connection counted as in use while its response body is
@@ -277,16 +288,29 @@ impl RespBody {
     /// Has `sub_filter` replace the body's strings as it is sent; the
     /// upstream's header lines are kept beside it.
     pub fn substitute(&mut self, matcher: crate::http::sub_filter::Matcher) {
+        // (From a gunzipped body too.)
+        let passed = self.take_passed();
         let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
-        let (inner, passed) = match inner {
-            Kind::Upstream(body, passed) => (Kind::Upstream(body, None), passed),
-            other => (other, None),
-        };
         self.kind = Kind::Sub(Box::new(Substituted {
             inner,
             passed,
             matcher,
             done: false,
+        }));
+    }
+
+    /// Decompresses the gzip-encoded body as it is sent; the upstream's
+    /// header lines are `passed` from now on.
+    pub fn gunzip(&mut self, passed: Option<Box<Passed>>) {
+        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let inner = match inner {
+            Kind::Upstream(body, _) => Kind::Upstream(body, None),
+            other => other,
+        };
+        self.kind = Kind::Gunzip(Box::new(Gunzipped {
+            inner,
+            passed,
+            decoder: Some(flate2::write::MultiGzDecoder::new(Vec::new())),
         }));
     }
 
@@ -349,6 +373,7 @@ impl RespBody {
             Kind::Upstream(_, passed) => passed.as_deref(),
             Kind::Gzip(g) => g.passed.as_deref(),
             Kind::Sub(s) => s.passed.as_deref(),
+            Kind::Gunzip(g) => g.passed.as_deref(),
             _ => None,
         }
     }
@@ -360,6 +385,7 @@ impl RespBody {
             Kind::Upstream(_, passed) => passed.as_deref_mut(),
             Kind::Gzip(g) => g.passed.as_deref_mut(),
             Kind::Sub(s) => s.passed.as_deref_mut(),
+            Kind::Gunzip(g) => g.passed.as_deref_mut(),
             _ => None,
         }
     }
@@ -392,6 +418,7 @@ impl RespBody {
             Kind::Upstream(_, passed) => *passed = Some(lines),
             Kind::Gzip(g) => g.passed = Some(lines),
             Kind::Sub(s) => s.passed = Some(lines),
+            Kind::Gunzip(g) => g.passed = Some(lines),
             _ => {}
         }
     }
@@ -402,6 +429,7 @@ impl RespBody {
             Kind::Upstream(_, passed) => passed.take(),
             Kind::Gzip(g) => g.passed.take(),
             Kind::Sub(s) => s.passed.take(),
+            Kind::Gunzip(g) => g.passed.take(),
             _ => None,
         }
     }
@@ -551,6 +579,11 @@ impl Body for RespBody {
             }
             Kind::Gzip(_) => this.poll_gzip(cx),
             Kind::Sub(_) => this.poll_sub(cx),
+            Kind::Gunzip(_) => {
+                let polled = poll_piece(&mut this.kind, cx);
+                this.release_idle();
+                polled.map(|piece| piece.map(|r| r.map(Frame::data)))
+            }
             Kind::File(file) => file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data))),
         };
         match &polled {
@@ -577,6 +610,7 @@ impl Body for RespBody {
             Kind::Tunnel(_) | Kind::Close => true,
             Kind::Gzip(g) => g.encoder.is_none(),
             Kind::Sub(s) => s.done,
+            Kind::Gunzip(g) => g.decoder.is_none(),
             Kind::File(f) => f.is_end(),
         }
     }
@@ -589,7 +623,7 @@ impl Body for RespBody {
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
-            Kind::Gzip(_) | Kind::Sub(_) => SizeHint::default(),
+            Kind::Gzip(_) | Kind::Sub(_) | Kind::Gunzip(_) => SizeHint::default(),
             Kind::File(f) => SizeHint::with_exact(f.left()),
         }
     }
@@ -744,8 +778,45 @@ fn poll_piece(kind: &mut Kind, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes
             }
             other => other,
         },
+        Kind::Gunzip(g) => poll_inflated(g, cx),
         _ => Poll::Ready(None),
     }
+}
+
+/// The next decompressed piece: the body read and fed to the decoder
+/// until it has output. Data that is not gzip, or a body that ends
+/// inside its stream, breaks the answer (the client's connection closes,
+/// as nginx's does when inflate fails).
+fn poll_inflated(
+    g: &mut Gunzipped,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, BodyError>>> {
+    loop {
+        let Some(decoder) = g.decoder.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let out = match poll_piece(&mut g.inner, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(data))) => match decoder.write_all(&data) {
+                Ok(()) => std::mem::take(decoder.get_mut()),
+                Err(_) => return inflate_failed(g),
+            },
+            Poll::Ready(None) => match g.decoder.take().map(|d| d.finish()) {
+                Some(Ok(rest)) => rest,
+                _ => return inflate_failed(g),
+            },
+        };
+        if !out.is_empty() {
+            return Poll::Ready(Some(Ok(Bytes::from(out))));
+        }
+    }
+}
+
+fn inflate_failed(g: &mut Gunzipped) -> Poll<Option<Result<Bytes, BodyError>>> {
+    g.decoder = None;
+    crate::log::write(crate::log::Level::Error, None, "inflate() failed");
+    Poll::Ready(Some(Err(BodyError("inflate() failed"))))
 }
 
 /// The body inside the filters' wrappers.
@@ -753,6 +824,7 @@ fn innermost(kind: &Kind) -> &Kind {
     match kind {
         Kind::Gzip(g) => innermost(&g.inner),
         Kind::Sub(s) => innermost(&s.inner),
+        Kind::Gunzip(g) => innermost(&g.inner),
         kind => kind,
     }
 }
@@ -761,6 +833,7 @@ fn innermost_mut(kind: &mut Kind) -> &mut Kind {
     match kind {
         Kind::Gzip(g) => innermost_mut(&mut g.inner),
         Kind::Sub(s) => innermost_mut(&mut s.inner),
+        Kind::Gunzip(g) => innermost_mut(&mut g.inner),
         kind => kind,
     }
 }

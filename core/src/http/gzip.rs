@@ -85,7 +85,7 @@ impl Gzip {
         if !takes {
             return;
         }
-        let passed = resp.body_mut().take_passed().map(for_gzip);
+        let passed = resp.body_mut().take_passed().map(for_changed_body);
         // A HEAD gets the headers of the compressed answer, and no body
         // to compress.
         if req.method == Method::HEAD {
@@ -111,7 +111,7 @@ impl Gzip {
 
     /// `ngx_http_gzip_ok`: the version, Accept-Encoding, a proxy's `Via`
     /// under `gzip_proxied` (which reads `resp`), `gzip_disable`.
-    fn takes(&self, req: &Parts, resp: &Response<RespBody>) -> bool {
+    pub(crate) fn takes(&self, req: &Parts, resp: &Response<RespBody>) -> bool {
         (req.version >= Version::HTTP_11 || self.http10)
             && accepts_gzip(&req.headers)
             && (!req.headers.contains_key(header::VIA) || self.proxied_ok(req, resp))
@@ -316,9 +316,10 @@ pub(crate) fn weak(etag: &[u8]) -> Option<Vec<u8>> {
     Some([&b"W/"[..], etag].concat())
 }
 
-/// An upstream's header lines for a compressed answer: without
-/// Content-Length and Accept-Ranges, the ETag weak.
-fn for_gzip(mut passed: Box<Passed>) -> Box<Passed> {
+/// An upstream's header lines for an answer whose body a filter changes
+/// (compressed, decompressed): without Content-Length and Accept-Ranges,
+/// the ETag weak.
+pub(crate) fn for_changed_body(mut passed: Box<Passed>) -> Box<Passed> {
     passed.edit_lines(|name, value| {
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"accept-ranges")

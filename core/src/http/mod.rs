@@ -31,11 +31,13 @@
 //!   conditional and range requests
 //! - `autoindex`: a directory's listing where it has no index file
 //! - `outbound`: an answer's header filters, in nginx's order (expires,
-//!   add_header, msie_padding, charset, gzip)
+//!   add_header, gunzip, msie_padding, sub_filter, charset, gzip)
 //! - `charset`: `charset NAME` added to Content-Type
 //! - `cookie`: `proxy_cookie_domain` and `proxy_cookie_path`
 //! - `expires`: `expires`, Expires and Cache-Control
 //! - `gzip`: `gzip on`, responses compressed as they stream
+//! - `gunzip`: `gunzip on`, gzip-encoded answers decompressed as they
+//!   stream for clients that do not take gzip
 //! - `access`: access log lines
 
 pub mod access;
@@ -49,6 +51,7 @@ pub mod client_cert;
 pub mod cookie;
 pub mod error_page;
 pub mod expires;
+pub mod gunzip;
 pub mod gzip;
 pub mod h1;
 pub mod h2;

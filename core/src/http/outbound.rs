@@ -1,6 +1,7 @@
 //! What happens to an answer on its way out, in nginx's filter order:
-//! the headers filter (`expires`, then `add_header`), the special
-//! response's `msie_padding`, the charset filter, the gzip filter. One
+//! the headers filter (`expires`, then `add_header`), the gunzip filter,
+//! the special response's `msie_padding`, the sub, charset and gzip
+//! filters. One
 //! level's settings (the location's, else the server's) apply.
 
 use http::request::Parts;
@@ -19,6 +20,8 @@ pub struct Outbound {
     pub msie_padding: bool,
     pub charset: Option<Box<Charset>>,
     pub gzip: Option<Box<Gzip>>,
+    /// `gunzip on`, after `add_header` and before `sub_filter`.
+    pub gunzip: Option<Box<crate::http::gunzip::Gunzip>>,
     /// `limit_rate` (not 0) and `limit_rate_after`: the writer's pace.
     pub limit_rate: Option<crate::http::h1::LimitRate>,
     /// `sub_filter`: before charset and gzip, as nginx's filter order.
@@ -64,6 +67,9 @@ impl Outbound {
         }
         if !self.add_headers.is_empty() {
             add_headers(resp, &self.add_headers, with_answer);
+        }
+        if let Some(gunzip) = &self.gunzip {
+            gunzip.apply(req, resp);
         }
         if self.msie_padding {
             crate::http::response::msie_padding(resp, &req.headers);

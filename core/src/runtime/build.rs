@@ -704,6 +704,7 @@ fn server(
                 BodyFilters {
                     charset: l.charset.as_ref(),
                     gzip: l.gzip.as_ref(),
+                    gunzip: l.gunzip.as_ref(),
                     sub: l.sub_filter.as_ref(),
                 },
                 filters.maps,
@@ -748,6 +749,7 @@ fn server(
                             BodyFilters {
                                 charset: l.charset.as_ref(),
                                 gzip: h.gzip.as_ref().map_or(l.gzip.as_ref(), Option::as_ref),
+                                gunzip: l.gunzip.as_ref(),
                                 sub: l.sub_filter.as_ref(),
                             },
                             filters.maps,
@@ -828,6 +830,7 @@ fn server(
             BodyFilters {
                 charset: s.charset.as_ref(),
                 gzip: s.gzip.as_ref(),
+                gunzip: s.gunzip.as_ref(),
                 sub: s.sub_filter.as_ref(),
             },
             filters.maps,
@@ -1268,12 +1271,17 @@ fn outbound(
         msie_padding,
         charset: body.charset.map(|c| Box::new(Charset::build(c))),
         gzip: gzip(body.gzip)?,
+        gunzip: body
+            .gunzip
+            .map(|c| crate::http::gunzip::Gunzip::build(c).map(Box::new))
+            .transpose()?,
     })
 }
 
 /// A level's filters that change the body (or its type's charset).
 struct BodyFilters<'a> {
     charset: Option<&'a model::CharsetConf>,
+    gunzip: Option<&'a model::GzipConf>,
     gzip: Option<&'a model::GzipConf>,
     sub: Option<&'a model::SubFilterConf>,
 }
