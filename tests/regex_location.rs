@@ -139,16 +139,16 @@ fn regex_locations_match_nginx() {
     }
 }
 
-/// A pattern the `regex` crate lacks (nginx's PCRE has it) is refused at
-/// `-t`, at its line, rather than matching nothing.
+/// A pattern neither engine has (nginx's PCRE has it: a branch reset) is
+/// refused at `-t`, at its line, rather than matching nothing.
 #[test]
 fn unsupported_patterns_are_refused_by_line() {
     let report = first_report(
-        "  server {\n    listen 127.0.0.1:1;\n    location ~ ^/(?!api) { return 404; }\n  }\n",
+        "  server {\n    listen 127.0.0.1:1;\n    location ~ ^/(?|a|b) { return 404; }\n  }\n",
     );
     assert!(
         report.starts_with(
-            "waypost: [emerg] regular expression \"^/(?!api)\" is not valid or not supported: "
+            "waypost: [emerg] regular expression \"^/(?|a|b)\" is not valid or not supported: "
         ) && report.ends_with(" in CONF:7"),
         "{report}"
     );
@@ -329,4 +329,69 @@ fn merge_slashes_off_as_nginx() {
     let ours = run(false);
     assert_same_answers(&ours, &run(true));
     assert!(ours.iter().any(|a| a.contains("//a//b|//a//b")), "{ours:?}");
+}
+
+/// Look-around and backreferences, which the `regex` crate lacks, beside
+/// nginx's PCRE: nginxconfig.io's `location ~ /\.(?!well-known)` that
+/// denies dot files but `.well-known`, look-ahead with named groups
+/// without case, a `map` key with look-ahead and one with a
+/// backreference, an `if` and a `rewrite`.
+#[test]
+fn look_around_and_backreferences_as_nginx() {
+    let run = |nginx: bool| {
+        let (_server, port) = either_on_a_port(nginx, |port| {
+            format!(
+                "    map $uri $m {{ ~^/m/(?=a)(\\w+) \"ahead $1\"; ~^/m/(\\w)\\1 \"double $1\"; default none; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       rewrite ^/r/(?!keep)(.*)$ /m/$1 last;\n\
+                 \x20       location / {{ return 200 \"root\\n\"; }}\n\
+                 \x20       location ~ /\\.(?!well-known) {{ return 403 \"dot\\n\"; }}\n\
+                 \x20       location /.well-known/ {{ return 200 \"well-known\\n\"; }}\n\
+                 \x20       location ~* ^/(?<dir>img|css)/(?!private)(?<rest>.+)$ {{ return 200 \"$dir $rest\\n\"; }}\n\
+                 \x20       location /m/ {{ return 200 \"$m\\n\"; }}\n\
+                 \x20       location /i/ {{ if ($request_uri ~ \"^/i/(?<!x)(?!x)\") {{ return 200 \"if\\n\"; }} return 200 \"not\\n\"; }}\n\
+                 \x20   }}\n"
+            )
+        });
+        [
+            "/.git/config",
+            "/.well-known/acme",
+            "/a/.env",
+            "/img/a.png",
+            "/IMG/private/x",
+            "/Css/x.css",
+            "/m/abc",
+            "/m/aa",
+            "/m/bbc",
+            "/m/xy",
+            "/i/a",
+            "/i/x",
+            "/r/aa",
+            "/r/keep",
+        ]
+        .iter()
+        .map(|path| {
+            let answer = exchange(port, &format!("GET {path} HTTP/1.0\r\nHost: h\r\n\r\n"));
+            let status = answer.lines().next().unwrap_or("").to_owned();
+            let body = answer
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            format!("{path}: {status} {body}")
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    assert_same_answers(&ours, &run(true));
+    assert_eq!(
+        ours[..3],
+        [
+            "/.git/config: HTTP/1.1 403 Forbidden dot",
+            "/.well-known/acme: HTTP/1.1 200 OK well-known",
+            "/a/.env: HTTP/1.1 403 Forbidden dot",
+        ]
+    );
 }

@@ -20,6 +20,7 @@ pub mod log;
 pub mod map;
 pub mod metrics;
 pub mod modules;
+pub mod pattern;
 pub mod runtime;
 pub mod upstream;
 pub mod vars;

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use regex::bytes::Regex;
+use crate::pattern::Regex;
 
 use crate::conf::model::{MapConf, MapKey, MapKind, UserVar};
 use crate::conf::ConfError;
@@ -123,6 +123,7 @@ impl Map {
                     // The regex's named groups are variables of its value.
                     let groups: Vec<(String, u8)> = re
                         .capture_names()
+                        .into_iter()
                         .enumerate()
                         .filter_map(|(g, n)| Some((n?.to_ascii_lowercase(), u8::try_from(g).ok()?)))
                         .collect();

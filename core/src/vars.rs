@@ -49,7 +49,7 @@ pub struct VarCtx<'a> {
     /// The configuration's `map` variables (`Var::Map` indexes them).
     pub maps: &'a [Map],
     /// A `map` regex's groups, while the value of its entry is evaluated.
-    pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    pub captures: Option<&'a crate::pattern::Captures<'a>>,
     /// The matches whose named groups are variables where nothing set
     /// them: the request's regex location's, then its regex server name's.
     pub named: NamedRef<'a>,
@@ -235,7 +235,7 @@ pub type GroupVars = Box<[(u8, u32)]>;
 
 /// A regex's match and its named groups' variables (group number,
 /// variable index): the group's value is the variable's.
-pub type Named<'a> = Option<(&'a regex::bytes::Captures<'a>, &'a [(u8, u32)])>;
+pub type Named<'a> = Option<(&'a crate::pattern::Captures<'a>, &'a [(u8, u32)])>;
 
 /// The matches whose named groups are variables, kept where the
 /// request's server and location were chosen.
@@ -245,7 +245,7 @@ pub struct NamedGroups<'a> {
     /// The matches of the regex locations it is nested in, nearest first
     /// ([`crate::runtime::Locations::outer_groups`]): it was reached
     /// through them, and nginx set their named groups then.
-    pub outer: &'a [(regex::bytes::Captures<'a>, &'a [(u8, u32)])],
+    pub outer: &'a [(crate::pattern::Captures<'a>, &'a [(u8, u32)])],
     /// The regex server name's.
     pub server: Named<'a>,
 }
@@ -286,7 +286,7 @@ impl UserVars {
 
     /// A regex's named groups, `named` (group, variable), from its match
     /// `caps`: an unmatched group is empty, as nginx's.
-    pub fn set_groups(&mut self, named: &[(u8, u32)], caps: &regex::bytes::Captures<'_>) {
+    pub fn set_groups(&mut self, named: &[(u8, u32)], caps: &crate::pattern::Captures<'_>) {
         for &(group, index) in named {
             let value = caps.get(usize::from(group)).map(|m| m.as_bytes());
             self.set(
@@ -307,7 +307,7 @@ pub struct Captured {
 }
 
 impl Captured {
-    pub fn new(subject: &[u8], caps: &regex::bytes::Captures<'_>) -> Captured {
+    pub fn new(subject: &[u8], caps: &crate::pattern::Captures<'_>) -> Captured {
         Captured {
             subject: bytes::Bytes::copy_from_slice(subject),
             groups: caps
@@ -445,20 +445,8 @@ pub fn upstream_var(name: &str) -> Option<Var> {
 /// A `~`/`~*` pattern (a regex `location`, a `map` key), compiled as
 /// nginx's PCRE would match it: bytes, not UTF-8 characters (`.` is one
 /// byte, `\w` ASCII).
-pub fn regex(pattern: &str, caseless: bool) -> Result<regex::bytes::Regex, String> {
-    regex::bytes::RegexBuilder::new(pattern)
-        .case_insensitive(caseless)
-        .unicode(false)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::Syntax(text) => text
-                .lines()
-                .last()
-                .unwrap_or("invalid regular expression")
-                .trim_start_matches("error: ")
-                .to_owned(),
-            other => other.to_string(),
-        })
+pub fn regex(pattern: &str, caseless: bool) -> Result<crate::pattern::Regex, String> {
+    crate::pattern::Regex::new(pattern, caseless)
 }
 
 /// Whether nginx 1.22 has a variable of exactly this name (lowercase), not

@@ -3137,6 +3137,7 @@ impl<'a> Interp<'a> {
                 // Its named groups are variables of the value.
                 let groups: HashSet<String> = re
                     .capture_names()
+                    .into_iter()
                     .flatten()
                     .map(str::to_ascii_lowercase)
                     .collect();
@@ -4910,7 +4911,7 @@ fn compile_regex(
     pattern: &str,
     caseless: bool,
     d: &Directive,
-) -> Result<regex::bytes::Regex, ConfError> {
+) -> Result<crate::pattern::Regex, ConfError> {
     crate::vars::regex(pattern, caseless).map_err(|e| {
         ConfError::at(
             format!("regular expression \"{pattern}\" is not valid or not supported: {e}"),
@@ -5686,7 +5687,7 @@ fn set_names(items: &[Directive], out: &mut Vec<UserVar>) -> Result<(), ConfErro
         // regex server name's and a `rewrite`'s.
         for (pattern, caseless) in regexes_of(d) {
             if let Ok(regex) = crate::vars::regex(&pattern, caseless) {
-                for written in regex.capture_names().flatten() {
+                for written in regex.capture_names().into_iter().flatten() {
                     let name = written.to_ascii_lowercase();
                     // nginx's variables a group may not be (those it may:
                     // the changeable ones, `$arg_*`, most `$http_*`, ...).

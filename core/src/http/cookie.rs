@@ -10,7 +10,7 @@
 //! order. A line a rule applied to is written again with `; ` between its
 //! parts, as nginx writes it; others stay as they came.
 
-use regex::bytes::Regex;
+use crate::pattern::Regex;
 
 use crate::conf::model::CookieRule;
 use crate::conf::ConfError;

@@ -9,10 +9,10 @@
 //! quoted one), `Content-Encoding: gzip` is added, and
 //! `Vary: Accept-Encoding` with `gzip_vary on`.
 
+use crate::pattern::Regex;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, Version};
-use regex::bytes::Regex;
 
 use crate::conf::model::{self, GzipConf};
 use crate::conf::ConfError;

@@ -62,7 +62,7 @@ pub struct ClientCx<'a> {
     /// The configuration's `map`s.
     pub maps: &'a [crate::map::Map],
     /// The groups of the regex location that took the request.
-    pub captures: Option<&'a regex::bytes::Captures<'a>>,
+    pub captures: Option<&'a crate::pattern::Captures<'a>>,
     /// The groups whose named ones are variables ([`VarCtx::named`]).
     pub named: crate::vars::NamedRef<'a>,
     /// The client's request where an internal redirect (`error_page`)

@@ -26,9 +26,9 @@ pub struct Referers {
     head: Vec<Name>,
     /// `www.example.*` as `www.example.`, longest first.
     tail: Vec<Name>,
-    regexes: Vec<regex::bytes::Regex>,
+    regexes: Vec<crate::pattern::Regex>,
     /// The server's regex names (`server_names`), tried on the host.
-    host_regexes: Vec<regex::bytes::Regex>,
+    host_regexes: Vec<crate::pattern::Regex>,
 }
 
 /// nginx's shortest Referer it reads a scheme in: `http://i.ru`.
@@ -48,11 +48,7 @@ impl Referers {
                 if pattern.is_empty() {
                     return Err(format!("empty regex in \"{word}\""));
                 }
-                let regex = regex::bytes::RegexBuilder::new(pattern)
-                    .case_insensitive(!server_name)
-                    .unicode(false)
-                    .build()
-                    .map_err(|e| format!("{e}"))?;
+                let regex = crate::pattern::Regex::new(pattern, !server_name)?;
                 match server_name {
                     true => r.host_regexes.push(regex),
                     false => r.regexes.push(regex),

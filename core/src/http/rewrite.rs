@@ -73,7 +73,7 @@ enum Cond {
     /// index).
     Regex(
         Template,
-        regex::bytes::Regex,
+        crate::pattern::Regex,
         bool,
         Box<[(u8, u32)]>,
         Box<str>,
@@ -84,7 +84,7 @@ enum Cond {
 
 struct Rewrite {
     pattern: String,
-    regex: regex::bytes::Regex,
+    regex: crate::pattern::Regex,
     /// The replacement up to its first `?`, and what follows it.
     uri: Template,
     args: Option<Template>,
@@ -289,9 +289,10 @@ impl Rewrite {
 
 /// A regex's named groups, lowercase, and their numbers: variables of
 /// its `rewrite`'s replacement.
-pub(crate) fn named_groups(regex: &regex::bytes::Regex) -> Vec<(String, u8)> {
+pub(crate) fn named_groups(regex: &crate::pattern::Regex) -> Vec<(String, u8)> {
     regex
         .capture_names()
+        .into_iter()
         .enumerate()
         .filter_map(|(g, n)| Some((n?.to_ascii_lowercase(), u8::try_from(g).ok()?)))
         .collect()
@@ -956,7 +957,7 @@ pub(crate) fn set_location_groups(
 fn set_named_groups(
     server: &crate::runtime::Server,
     location: &Location,
-    groups: &regex::bytes::Captures<'_>,
+    groups: &crate::pattern::Captures<'_>,
     uri: &[u8],
     extensions: &mut http::Extensions,
 ) {

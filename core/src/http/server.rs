@@ -1642,7 +1642,7 @@ pub(crate) struct Req<'a> {
     pub(crate) requests: u64,
     pub(crate) server: &'a crate::runtime::Server,
     pub(crate) maps: &'a [crate::map::Map],
-    pub(crate) captures: Option<&'a regex::bytes::Captures<'a>>,
+    pub(crate) captures: Option<&'a crate::pattern::Captures<'a>>,
     /// The groups whose named ones are variables: the regex location's,
     /// then the regex server name's ([`VarCtx::named`]).
     pub(crate) named: crate::vars::NamedRef<'a>,
@@ -1713,7 +1713,7 @@ impl<'a> Req<'a> {
         &'b self,
         parts: &'b Parts,
         head: &'b ParsedHead,
-        captures: Option<&'b regex::bytes::Captures<'b>>,
+        captures: Option<&'b crate::pattern::Captures<'b>>,
         err_status: u16,
         changes: u8,
     ) -> Req<'b>

@@ -468,7 +468,7 @@ fn access_logs(
 
 /// A regex's named groups and the variables they set (the group number,
 /// the variable's index): every named group is one (`set_names`).
-pub(crate) fn named_vars(regex: &regex::bytes::Regex, maps: &MapNames) -> crate::vars::GroupVars {
+pub(crate) fn named_vars(regex: &crate::pattern::Regex, maps: &MapNames) -> crate::vars::GroupVars {
     crate::http::rewrite::named_groups(regex)
         .into_iter()
         .filter_map(|(name, group)| match maps.var(&name) {

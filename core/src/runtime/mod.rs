@@ -59,11 +59,11 @@ pub struct ListenGroup {
     trailing: Vec<(String, usize)>,
     /// `~REGEX` names, in the order written, their servers and their
     /// named groups' variables.
-    regexes: Vec<(regex::bytes::Regex, usize, crate::vars::GroupVars)>,
+    regexes: Vec<(crate::pattern::Regex, usize, crate::vars::GroupVars)>,
 }
 
 /// A regex server name's match and its named groups' variables.
-pub type ServerGroups<'g, 'h> = (regex::bytes::Captures<'h>, &'g [(u8, u32)]);
+pub type ServerGroups<'g, 'h> = (crate::pattern::Captures<'h>, &'g [(u8, u32)]);
 
 impl ListenGroup {
     /// nginx's order: exact name, longest leading wildcard, longest
@@ -234,7 +234,7 @@ pub struct Locations {
 
 /// A location found for a request, and the groups of the regex that chose
 /// it (`$1`..`$9` for the request).
-pub type Found<'a, 'u> = (&'a Location, Option<regex::bytes::Captures<'u>>);
+pub type Found<'a, 'u> = (&'a Location, Option<crate::pattern::Captures<'u>>);
 
 impl Locations {
     /// The location for a normalized URI (`$uri`), as nginx's
@@ -270,7 +270,7 @@ impl Locations {
         &'s self,
         location: &Location,
         uri: &'u [u8],
-    ) -> Vec<(regex::bytes::Captures<'u>, &'s [(u8, u32)])> {
+    ) -> Vec<(crate::pattern::Captures<'u>, &'s [(u8, u32)])> {
         location
             .outer_named
             .iter()
@@ -452,7 +452,7 @@ impl LimitExcept {
 pub struct Location {
     pub prefix: String,
     /// `~`/`~*`: the pattern, matched against `$uri`.
-    pub regex: Option<regex::bytes::Regex>,
+    pub regex: Option<crate::pattern::Regex>,
     /// Filter modules (`limit_req`) in effect here, for an answer that is
     /// not proxied (a proxied one runs its `Proxy`'s, the upstream's too).
     pub filters: Box<[FilterRun]>,
@@ -690,7 +690,7 @@ pub enum Rewrite {
     },
     /// `~` (`~*` without case).
     Regex {
-        re: regex::bytes::Regex,
+        re: crate::pattern::Regex,
         to: Template,
     },
 }
