@@ -416,3 +416,84 @@ fn http2_streams_ended_without_an_answer() {
         .expect("the upstream connection closed");
     assert_eq!(server.wait_lines("logs/access.log", 2)[1], "/wait 499 -");
 }
+
+/// `proxy_ignore_client_abort on` beside nginx: a client that leaves
+/// while the upstream is asked does not end the request. The upstream's
+/// answer is read and passed on (into the closed connection) and logged
+/// with its status; beside it, a location without it ends its request
+/// with 499 and closes its upstream connection.
+#[test]
+fn ignore_client_abort_as_nginx() {
+    let run = |nginx: bool| {
+        // A backend that answers each request when the test says so.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let back = listener.local_addr().expect("addr").port();
+        let (heads_tx, heads) = channel();
+        let (closed_tx, closed) = channel();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let (heads_tx, closed_tx) = (heads_tx.clone(), closed_tx.clone());
+                std::thread::spawn(move || {
+                    let Some(head) = waypost_tests::read_head(&mut stream) else {
+                        return;
+                    };
+                    let (go_tx, go) = channel::<()>();
+                    let path = String::from_utf8_lossy(&head)
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = heads_tx.send((path.clone(), go_tx));
+                    if path == "/watch" {
+                        // Until the proxy closes.
+                        let mut sink = [0u8; 64];
+                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                        let _ = closed_tx.send(path);
+                        return;
+                    }
+                    if go.recv_timeout(WAIT).is_ok() {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                });
+            }
+        });
+        let [proxy] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let conf = wrap_http(
+            &format!(
+                "\x20   log_format t '$request_uri $status $upstream_status';\n\
+                 \x20   server {{\n\
+                 \x20       listen 127.0.0.1:{proxy};\n\
+                 \x20       access_log logs/access.log t;\n\
+                 \x20       location /ignore {{ proxy_ignore_client_abort on; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /watch {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20   }}\n"
+            ),
+            nginx,
+        );
+        let server = Server::either(nginx, &conf, &[proxy]);
+        let ignoring = send(proxy, "GET /ignore HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (path, answer) = heads.recv_timeout(WAIT).expect("a request at the backend");
+        assert_eq!(path, "/ignore");
+        let watched = send(proxy, "GET /watch HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (path, _) = heads.recv_timeout(WAIT).expect("a request at the backend");
+        assert_eq!(path, "/watch");
+        // Both clients leave, the first first: once the proxy has closed
+        // the second's upstream connection, it has seen the first leave.
+        drop(ignoring);
+        drop(watched);
+        assert_eq!(
+            closed
+                .recv_timeout(WAIT)
+                .expect("an upstream connection closed"),
+            "/watch"
+        );
+        server.wait_lines("logs/access.log", 1);
+        answer.send(()).expect("the backend waits");
+        server.wait_lines("logs/access.log", 2)
+    };
+    let ours = run(false);
+    assert_eq!(ours, run(true), "waypost (left) and nginx (right)");
+    assert_eq!(ours, ["/watch 499 -", "/ignore 200 200"]);
+}

@@ -250,6 +250,7 @@ struct Layer {
     /// `proxy_bind` (`Some(None)`: `off`), `proxy_socket_keepalive`.
     proxy_bind: Option<Option<(String, bool)>>,
     proxy_socket_keepalive: Option<bool>,
+    proxy_ignore_client_abort: Option<bool>,
     /// `resolver` and `resolver_timeout`.
     resolver: Option<ResolverConf>,
     resolver_timeout: Option<Duration>,
@@ -485,6 +486,9 @@ impl Layer {
             proxy_socket_keepalive: self
                 .proxy_socket_keepalive
                 .or(parent.proxy_socket_keepalive),
+            proxy_ignore_client_abort: self
+                .proxy_ignore_client_abort
+                .or(parent.proxy_ignore_client_abort),
             auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
             satisfy_any: self.satisfy_any.or(parent.satisfy_any),
             auth_request: self
@@ -926,6 +930,7 @@ impl Layer {
             intercept_errors: self.intercept_errors.unwrap_or(false),
             bind: self.proxy_bind.clone().flatten(),
             socket_keepalive: self.proxy_socket_keepalive.unwrap_or(false),
+            ignore_client_abort: self.proxy_ignore_client_abort.unwrap_or(false),
             redirects: self
                 .redirects
                 .as_ref()
@@ -2324,7 +2329,7 @@ impl<'a> Interp<'a> {
             "open_file_cache_valid" => {
                 time_arg(d, 0)?;
             }
-            "proxy_ignore_client_abort" | "log_subrequest" | "chunked_transfer_encoding" => {
+            "log_subrequest" | "chunked_transfer_encoding" => {
                 let default = d.name == "chunked_transfer_encoding";
                 if d.args[0].eq_ignore_ascii_case("on") != default {
                     return err(format!("\"{} {}\" is not supported", d.name, d.args[0]), d);
@@ -2377,6 +2382,9 @@ impl<'a> Interp<'a> {
             }
             "proxy_pass_request_body" => {
                 layer.pass_request_body = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
+            "proxy_ignore_client_abort" => {
+                layer.proxy_ignore_client_abort = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "proxy_socket_keepalive" => {
                 layer.proxy_socket_keepalive = Some(d.args[0].eq_ignore_ascii_case("on"))

@@ -1167,6 +1167,9 @@ pub struct ProxyConf {
     pub bind: Option<(String, bool)>,
     /// `proxy_socket_keepalive on`: SO_KEEPALIVE on upstream sockets.
     pub socket_keepalive: bool,
+    /// `proxy_ignore_client_abort on`: a client that leaves while the
+    /// upstream is asked does not end the request.
+    pub ignore_client_abort: bool,
 }
 
 /// One `proxy_cookie_flags` line: the cookie and its flags, as written.
@@ -1281,6 +1284,7 @@ impl Default for ProxyConf {
             intercept_errors: false,
             bind: None,
             socket_keepalive: false,
+            ignore_client_abort: false,
         }
     }
 }

@@ -1155,6 +1155,11 @@ pub async fn run(
             }
         }
     };
+    // From here nginx asks the upstream, and with
+    // `proxy_ignore_client_abort on` no longer watches the client.
+    if p.ignore_client_abort && parts.version < Version::HTTP_2 {
+        crate::http::h1::ignore_client_abort();
+    }
     let with = TryWith {
         tls: proxy_tls.map(|t| TlsTarget {
             client: &t.client,

@@ -1095,6 +1095,7 @@ fn proxy(
         .map(Box::new),
         shape: shape(conf, maps)?,
         intercept: false,
+        ignore_client_abort: conf.ignore_client_abort,
         socket: socket(conf, maps)?,
     })
 }

@@ -642,6 +642,8 @@ pub struct Proxy {
     /// `proxy_intercept_errors on` where the location has `error_page`s:
     /// an upstream answer with a status they list is replaced.
     pub intercept: bool,
+    /// `proxy_ignore_client_abort on`.
+    pub ignore_client_abort: bool,
     /// `proxy_bind` and `proxy_socket_keepalive`: how upstream sockets
     /// are made; `None` as the system makes them.
     pub socket: Option<Box<SocketSettings>>,

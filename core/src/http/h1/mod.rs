@@ -501,6 +501,21 @@ async fn busy<I: Io, S: Service>(
     }
 }
 
+thread_local! {
+    /// Set by the proxy as it starts asking the upstream under
+    /// `proxy_ignore_client_abort on`; [`drive`] takes it right after the
+    /// poll of the request that set it (nothing else runs on the thread
+    /// in between), and stops watching for the client to leave.
+    static IGNORE_CLIENT_ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `proxy_ignore_client_abort on`: the request being polled over HTTP/1
+/// goes on if its client leaves, as nginx's does once it asks the
+/// upstream (a `limit_req` delay before that still ends with 499).
+pub fn ignore_client_abort() {
+    IGNORE_CLIENT_ABORT.set(true);
+}
+
 /// Runs `fut` while handing the request body to it, until `fut` is done
 /// and its output is in `out` (written there, not returned: an answer is
 /// a few hundred bytes, copied with each move). Fails when the body does
@@ -509,7 +524,7 @@ async fn busy<I: Io, S: Service>(
 /// With `watch`, once no body is left to read: fails with
 /// [`Step::Gone`] if the client closes before `fut` is done, as nginx
 /// (`proxy_ignore_client_abort off`) ends a request whose client left,
-/// and logs 499.
+/// and logs 499; until `fut` says otherwise ([`ignore_client_abort`]).
 async fn drive<F: Future, I: Io>(
     mut fut: Pin<&mut F>,
     out: &mut Option<F::Output>,
@@ -522,7 +537,11 @@ async fn drive<F: Future, I: Io>(
     loop {
         let Some(p) = pump.as_mut().filter(|_| active) else {
             return std::future::poll_fn(|cx| {
-                if let Poll::Ready(done) = fut.as_mut().poll(cx) {
+                // (Set by this poll only: a task elsewhere cannot leave it.)
+                IGNORE_CLIENT_ABORT.set(false);
+                let polled = fut.as_mut().poll(cx);
+                watch &= !IGNORE_CLIENT_ABORT.replace(false);
+                if let Poll::Ready(done) = polled {
                     *out = Some(done);
                     return Poll::Ready(None);
                 }
@@ -538,7 +557,11 @@ async fn drive<F: Future, I: Io>(
         let step = {
             let mut step = pin!(p.step(io, buf));
             std::future::poll_fn(|cx| {
-                if let Poll::Ready(done) = fut.as_mut().poll(cx) {
+                // (Set by this poll only: a task elsewhere cannot leave it.)
+                IGNORE_CLIENT_ABORT.set(false);
+                let polled = fut.as_mut().poll(cx);
+                watch &= !IGNORE_CLIENT_ABORT.replace(false);
+                if let Poll::Ready(done) = polled {
                     *out = Some(done);
                     return Poll::Ready(None);
                 }
