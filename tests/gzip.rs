@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 
 use flate2::read::GzDecoder;
 use waypost_tests::{
-    assert_same_answers, free_ports, read_head, serve_numbered, wrap_http, Server,
+    assert_same_answers, free_ports, read_head, serve_numbered, unchunk, wrap_http, Server,
 };
 
 /// The backend's answer to `path`.
@@ -119,23 +119,6 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
         ),
         nginx,
     )
-}
-
-/// Decodes a chunked body.
-fn unchunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = body.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[end + 2..end + 2 + size]);
-        body = &body[end + 4 + size..];
-    }
 }
 
 /// What a client sees of `request`: the status, the headers gzip changes,

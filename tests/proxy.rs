@@ -913,3 +913,76 @@ fn read_timeout_on_a_reused_connection_counts_from_its_own_request() {
     // Both requests went over the one connection.
     assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
 }
+
+/// `chunked_transfer_encoding off` beside nginx: an answer of unknown
+/// length (the upstream's chunked one) goes to an HTTP/1.1 client up to
+/// the close, with `Connection: close` and no Transfer-Encoding; one of
+/// known length, a HEAD and a level left on are as before.
+#[test]
+fn chunked_transfer_encoding_off_as_nginx() {
+    let back = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        waypost_tests::serve_numbered(listener, |mut stream, _| {
+            if waypost_tests::read_head(&mut stream).is_none() {
+                return;
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            );
+        });
+        port
+    };
+    let run = |nginx: bool| {
+        let (_server, port) = waypost_tests::either_on_a_port(nginx, |port| {
+            format!(
+                "    server {{\n\
+                 \x20       listen 127.0.0.1:{port};\n\
+                 \x20       chunked_transfer_encoding off;\n\
+                 \x20       location /off {{ proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /on {{ chunked_transfer_encoding on; proxy_pass http://127.0.0.1:{back}; }}\n\
+                 \x20       location /fixed {{ return 200 \"fixed\"; }}\n\
+                 \x20   }}\n"
+            )
+        });
+        [
+            "GET /off HTTP/1.1\r\nHost: h\r\n\r\n",
+            "HEAD /off HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            "GET /on HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            "GET /fixed HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        ]
+        .iter()
+        .map(|request| {
+            let answer = waypost_tests::exchange(port, request);
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            let kept: Vec<&str> = head
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.starts_with("http/")
+                        || l.starts_with("transfer-encoding")
+                        || l.starts_with("content-length")
+                        || l.starts_with("connection")
+                })
+                .collect();
+            // (Chunks compared by content: see `unchunk`.)
+            let body = match kept
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
+            {
+                true => {
+                    String::from_utf8_lossy(&waypost_tests::unchunk(body.as_bytes())).into_owned()
+                }
+                false => body.to_owned(),
+            };
+            format!("{kept:?} {body:?}")
+        })
+        .collect::<Vec<_>>()
+    };
+    let ours = run(false);
+    waypost_tests::assert_same_answers(&ours, &run(true));
+    assert_eq!(
+        ours[0],
+        "[\"HTTP/1.1 200 OK\", \"Connection: close\"] \"hello world\""
+    );
+}

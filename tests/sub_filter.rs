@@ -174,24 +174,11 @@ fn answer(port: u16, target: &str) -> String {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        unchunk(body)
+        String::from_utf8_lossy(&waypost_tests::unchunk(body.as_bytes())).into_owned()
     } else {
         body.to_owned()
     };
     format!("{target} -> {status} {shown:?} {body:?}")
-}
-
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 #[test]

@@ -658,6 +658,24 @@ pub fn info_log(conf: &str) -> String {
     )
 }
 
+/// Decodes a chunked body (to compare content: waypost passes an
+/// upstream's chunks on as they came, nginx joins what it has read).
+pub fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 4 + size..];
+    }
+}
+
 /// Sends `request` (a whole request, usually with `Connection: close`) to
 /// 127.0.0.1:`port` and returns all that comes back until the server
 /// closes.

@@ -310,6 +310,8 @@ struct Layer {
     limit_rate_after: Option<u64>,
     absolute_redirect: Option<bool>,
     msie_padding: Option<bool>,
+    /// `chunked_transfer_encoding on|off`.
+    chunked: Option<bool>,
     /// `sub_filter` lines (a level with any replaces its parent's), and
     /// `sub_filter_once`, `sub_filter_last_modified`, `sub_filter_types`.
     sub_filters: Option<Vec<(String, String)>>,
@@ -551,6 +553,7 @@ impl Layer {
             limit_rate_after: self.limit_rate_after.or(parent.limit_rate_after),
             absolute_redirect: self.absolute_redirect.or(parent.absolute_redirect),
             msie_padding: self.msie_padding.or(parent.msie_padding),
+            chunked: self.chunked.or(parent.chunked),
             sub_filters: self
                 .sub_filters
                 .clone()
@@ -1956,6 +1959,9 @@ impl<'a> Interp<'a> {
                 }
             }
             "msie_padding" => layer.msie_padding = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "chunked_transfer_encoding" => {
+                layer.chunked = Some(d.args[0].eq_ignore_ascii_case("on"))
+            }
             "error_page" => {
                 let pages = layer.error_pages.get_or_insert_with(Vec::new);
                 error_page(d, pages)?;
@@ -2329,9 +2335,8 @@ impl<'a> Interp<'a> {
             "open_file_cache_valid" => {
                 time_arg(d, 0)?;
             }
-            "log_subrequest" | "chunked_transfer_encoding" => {
-                let default = d.name == "chunked_transfer_encoding";
-                if d.args[0].eq_ignore_ascii_case("on") != default {
+            "log_subrequest" => {
+                if d.args[0].eq_ignore_ascii_case("on") {
                     return err(format!("\"{} {}\" is not supported", d.name, d.args[0]), d);
                 }
             }
@@ -3626,6 +3631,7 @@ impl<'a> Interp<'a> {
             limit_rate: None,
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
+            chunked: true,
             merge_slashes: true,
             gzip: None,
             gunzip: None,
@@ -3865,6 +3871,7 @@ impl<'a> Interp<'a> {
             limit_rate: None,
             redirect_style: RedirectStyle::default(),
             msie_padding: true,
+            chunked: true,
             gzip: None,
             gunzip: None,
             sub_filter: None,
@@ -4297,6 +4304,7 @@ impl<'a> Interp<'a> {
             server.limit_rate = layer.limit_rate();
             server.redirect_style = layer.redirect_style();
             server.msie_padding = layer.msie_padding.unwrap_or(true);
+            server.chunked = layer.chunked.unwrap_or(true);
             server.merge_slashes = layer.merge_slashes.unwrap_or(true);
             server.error_pages = layer.error_pages();
             server.statics = layer.statics(self.env.prefix);
@@ -4412,6 +4420,7 @@ impl<'a> Interp<'a> {
             merge_if_levels(&mut location.script, &layer);
             location.redirect_style = layer.redirect_style();
             location.msie_padding = layer.msie_padding.unwrap_or(true);
+            location.chunked = layer.chunked.unwrap_or(true);
             location.filters = layer.filters.clone();
             location.error_pages = layer.error_pages();
             location.internal = layer.internal.unwrap_or(false);

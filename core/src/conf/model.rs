@@ -314,6 +314,9 @@ pub struct ServerConf {
     pub redirect_style: RedirectStyle,
     /// `msie_padding` at the server level.
     pub msie_padding: bool,
+    /// `chunked_transfer_encoding` (on): off sends an answer of unknown
+    /// length to an HTTP/1.1 client up to the close, as to HTTP/1.0.
+    pub chunked: bool,
     /// `merge_slashes`: the address's default server's applies to its
     /// requests, as their URI is read before the server is known.
     pub merge_slashes: bool,
@@ -792,6 +795,9 @@ pub struct LocationConf {
     pub redirect_style: RedirectStyle,
     /// `msie_padding` here.
     pub msie_padding: bool,
+    /// `chunked_transfer_encoding` (on): off sends an answer of unknown
+    /// length to an HTTP/1.1 client up to the close, as to HTTP/1.0.
+    pub chunked: bool,
     /// `gzip on` here.
     pub gzip: Option<GzipConf>,
     /// `gunzip on`, with the level's gzip settings.

@@ -18,6 +18,8 @@ pub struct Outbound {
     pub expires: Option<crate::http::expires::Rule>,
     pub add_headers: Box<[AddHeader]>,
     pub msie_padding: bool,
+    /// `chunked_transfer_encoding off`: marks the answer [`NoChunked`].
+    pub chunked: bool,
     pub charset: Option<Box<Charset>>,
     pub gzip: Option<Box<Gzip>>,
     /// `gunzip on`, after `add_header` and before `sub_filter`.
@@ -65,6 +67,9 @@ impl Outbound {
         if let Some(limit) = self.limit_rate {
             resp.extensions_mut().insert(limit);
         }
+        if !self.chunked {
+            resp.extensions_mut().insert(NoChunked);
+        }
         if !self.add_headers.is_empty() {
             add_headers(resp, &self.add_headers, with_answer);
         }
@@ -95,6 +100,12 @@ impl Outbound {
         }
     }
 }
+
+/// `chunked_transfer_encoding off` where the answer was made: one of
+/// unknown length goes to an HTTP/1.1 client up to the close, as to
+/// HTTP/1.0 (nginx's chunked filter then turns keep-alive off).
+#[derive(Clone, Copy)]
+pub struct NoChunked;
 
 /// The response extension that carries a proxied request's
 /// [`crate::vars::UpstreamSeen`] to the header filters.

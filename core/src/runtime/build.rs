@@ -701,6 +701,7 @@ fn server(
                 l.expires.as_ref(),
                 &l.add_headers,
                 l.msie_padding,
+                l.chunked,
                 BodyFilters {
                     charset: l.charset.as_ref(),
                     gzip: l.gzip.as_ref(),
@@ -746,6 +747,7 @@ fn server(
                                 .map_or(l.expires.as_ref(), Option::as_ref),
                             h.add_headers.as_deref().unwrap_or(&l.add_headers),
                             l.msie_padding,
+                            l.chunked,
                             BodyFilters {
                                 charset: l.charset.as_ref(),
                                 gzip: h.gzip.as_ref().map_or(l.gzip.as_ref(), Option::as_ref),
@@ -827,6 +829,7 @@ fn server(
             s.expires.as_ref(),
             &s.add_headers,
             s.msie_padding,
+            s.chunked,
             BodyFilters {
                 charset: s.charset.as_ref(),
                 gzip: s.gzip.as_ref(),
@@ -1261,6 +1264,7 @@ fn outbound(
     expires: Option<&model::ExpiresConf>,
     lines: &[model::AddHeader],
     msie_padding: bool,
+    chunked: bool,
     body: BodyFilters<'_>,
     maps: &MapNames,
 ) -> Result<Outbound, ConfError> {
@@ -1270,6 +1274,7 @@ fn outbound(
         expires: expires.map(|e| expires_rule(e, maps)).transpose()?,
         add_headers: add_headers(lines, maps)?,
         msie_padding,
+        chunked,
         charset: body.charset.map(|c| Box::new(Charset::build(c))),
         gzip: gzip(body.gzip)?,
         gunzip: body

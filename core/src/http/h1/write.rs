@@ -286,7 +286,12 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
         Out::Length(n)
     } else if let Some(n) = exact {
         Out::Length(n)
-    } else if ask.http11 {
+    } else if ask.http11
+        && resp
+            .extensions()
+            .get::<crate::http::outbound::NoChunked>()
+            .is_none()
+    {
         Out::Chunked
     } else {
         Out::Close
