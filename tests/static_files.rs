@@ -250,7 +250,13 @@ fn shown(answer: &str, got: Option<&str>, neutral: &Neutral) -> String {
 }
 
 /// Error log lines of the static handlers.
-const LOGGED: &[&str] = &["open()", "directory index of", "is not found"];
+const LOGGED: &[&str] = &[
+    "open()",
+    "directory index of",
+    "is not found",
+    "openat()",
+    "stat()",
+];
 
 /// The lines of every static file server block: MIME types of its own
 /// (so nginx's three built-in ones do not count) and a default type.
@@ -1437,5 +1443,80 @@ fn random_index_as_nginx() {
         )),
         "{:?}",
         theirs.2
+    );
+}
+
+/// `disable_symlinks` beside nginx: with `on`, a link to a file (403), a
+/// link to a directory on the way, a root that is a link, unless
+/// `from=$document_root` leaves it out, and a link `try_files` tests;
+/// with `if_not_owner`, a link whose owner is its target's, and (as
+/// root) one whose owner is not. The error log's `openat()` lines too.
+#[test]
+fn disable_symlinks_matches_nginx() {
+    use std::os::unix::fs::symlink;
+    let tree = tree();
+    let d = &tree.path;
+    let files = d.join("files");
+    write_files(
+        d,
+        &[
+            ("real/r/a.html", "<p>r</p>\n"),
+            ("real/s/a.html", "<p>s</p>\n"),
+            ("files/o/t.txt", "owned\n"),
+            ("files/t/a.txt", "tried\n"),
+        ],
+    );
+    symlink(files.join("a.html"), files.join("la.html")).expect("symlink");
+    symlink(files.join("sub"), files.join("lsub")).expect("symlink");
+    symlink(d.join("real"), d.join("lroot")).expect("symlink");
+    symlink("t.txt", files.join("o/same.txt")).expect("symlink");
+    symlink("a.txt", files.join("t/l.txt")).expect("symlink");
+    let mut asks = vec![
+        get("/a.html"),
+        get("/la.html"),
+        get("/lsub/c.css"),
+        get("/lsub/"),
+        get("/missing.html"),
+        get("/r/a.html"),
+        get("/s/a.html"),
+        get("/o/same.txt"),
+        get("/t/l.txt"),
+        get("/t/a.txt"),
+    ];
+    // A link of another owner (as root only: the tests may run as any).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        symlink("t.txt", files.join("o/other.txt")).expect("symlink");
+        let name = std::ffi::CString::new(files.join("o/other.txt").as_os_str().as_encoded_bytes())
+            .expect("path");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::lchown(name.as_ptr(), 65534, 65534) }, 0);
+        asks.push(get("/o/other.txt"));
+    }
+    let server = "        root {dir}/files;\n\
+                  \x20       disable_symlinks on;\n\
+                  \x20       location / { }\n\
+                  \x20       location /r/ { root {dir}/lroot; disable_symlinks on from=$document_root; }\n\
+                  \x20       location /s/ { root {dir}/lroot; }\n\
+                  \x20       location /o/ { disable_symlinks if_not_owner; }\n\
+                  \x20       location /t/ { try_files $uri =404; }\n";
+    let theirs = run(true, &tree.path, server, &asks);
+    let ours = run(false, &tree.path, server, &asks);
+    assert_same_runs(
+        &ours,
+        &theirs,
+        &[
+            "GET /a.html [] -> HTTP/1.1 200 OK",
+            "GET /la.html [] -> HTTP/1.1 403 Forbidden",
+            "GET /r/a.html [] -> HTTP/1.1 200 OK",
+            "GET /o/same.txt [] -> HTTP/1.1 200 OK",
+        ],
+    );
+    assert!(
+        ours.2.iter().any(|l| l.contains(
+            "openat() \"DIR/files/la.html\" failed (40: Too many levels of symbolic links)"
+        )),
+        "{:#?}",
+        ours.2
     );
 }

@@ -209,9 +209,9 @@ fn tuning_directives_load_and_are_checked_as_nginx_checks_them() {
             unsupported("ssl_early_data on", 5),
         ),
         (
-            in_http("disable_symlinks if_not_owner;"),
+            in_http("disable_symlinks if_not_owner from=$document_root;"),
             OK.into(),
-            unsupported("disable_symlinks if_not_owner", 5),
+            Waypost::Same,
         ),
         (
             in_http("client_body_in_file_only clean;"),

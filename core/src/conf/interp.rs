@@ -364,6 +364,8 @@ struct Layer {
     autoindex: Option<bool>,
     /// `random_index` (a location's only, as nginx's).
     random_index: Option<bool>,
+    /// `disable_symlinks` (`Some(None)`: off).
+    disable_symlinks: Option<Option<SymlinksConf>>,
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
     autoindex_format: Option<AutoindexFormat>,
@@ -618,6 +620,10 @@ impl Layer {
             etag: self.etag.or(parent.etag),
             autoindex: self.autoindex.or(parent.autoindex),
             random_index: self.random_index.or(parent.random_index),
+            disable_symlinks: self
+                .disable_symlinks
+                .clone()
+                .or_else(|| parent.disable_symlinks.clone()),
             autoindex_exact_size: self.autoindex_exact_size.or(parent.autoindex_exact_size),
             autoindex_localtime: self.autoindex_localtime.or(parent.autoindex_localtime),
             autoindex_format: self.autoindex_format.or(parent.autoindex_format),
@@ -694,6 +700,7 @@ impl Layer {
                 format: self.autoindex_format.unwrap_or_default(),
             }),
             random_index: self.random_index.unwrap_or(false),
+            disable_symlinks: self.disable_symlinks.clone().flatten(),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             max_ranges: self.max_ranges.unwrap_or(MAX_RANGES),
             prefix: default.prefix,
@@ -1169,6 +1176,28 @@ fn answer_maps(items: &[Directive]) -> HashSet<String> {
             return answer;
         }
     }
+}
+
+/// `disable_symlinks off|on|if_not_owner [from=PART]`, with nginx's
+/// messages; `None` for `off`.
+fn disable_symlinks(d: &Directive) -> Result<Option<SymlinksConf>, ConfError> {
+    let mut from = None;
+    for v in &d.args[1..] {
+        match v.strip_prefix("from=") {
+            Some(part) if !part.is_empty() => from = Some(part.to_owned()),
+            _ => return err(format!("invalid parameter \"{v}\""), d),
+        }
+    }
+    let if_not_owner = match d.args[0].as_str() {
+        "off" if from.is_some() => {
+            return err("\"from=\" cannot be used with \"off\" parameter", d)
+        }
+        "off" => return Ok(None),
+        "on" => false,
+        "if_not_owner" => true,
+        v => return err(format!("invalid parameter \"{v}\""), d),
+    };
+    Ok(Some(SymlinksConf { if_not_owner, from }))
 }
 
 /// `expires [modified] TIME|@TIME|epoch|max|off`, as
@@ -2015,6 +2044,13 @@ impl<'a> Interp<'a> {
             "etag" => layer.etag = Some(d.args[0].eq_ignore_ascii_case("on")),
             "autoindex" => layer.autoindex = Some(d.args[0].eq_ignore_ascii_case("on")),
             "random_index" => layer.random_index = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "disable_symlinks" => {
+                let parsed = disable_symlinks(d)?;
+                if let Some(from) = parsed.as_ref().and_then(|s| s.from.as_deref()) {
+                    self.check_vars(self.compile_check(from), d)?;
+                }
+                layer.disable_symlinks = Some(parsed);
+            }
             "autoindex_exact_size" => {
                 layer.autoindex_exact_size = Some(d.args[0].eq_ignore_ascii_case("on"))
             }

@@ -496,6 +496,8 @@ pub struct StaticConf {
     pub autoindex: Option<AutoindexConf>,
     /// `random_index on`.
     pub random_index: bool,
+    /// `disable_symlinks on|if_not_owner [from=PART]`; `None`: off.
+    pub disable_symlinks: Option<SymlinksConf>,
     /// `valid_referers` words (`$invalid_referer`), and the server's names
     /// for `server_names`.
     pub referers: Option<(Vec<String>, Vec<String>)>,
@@ -574,6 +576,7 @@ impl StaticConf {
             max_ranges: MAX_RANGES,
             autoindex: None,
             random_index: false,
+            disable_symlinks: None,
             referers: None,
             secure_link: None,
             gzip_static: None,
@@ -839,6 +842,17 @@ impl Default for RedirectStyle {
             server_name: false,
         }
     }
+}
+
+/// `disable_symlinks` where it is not off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymlinksConf {
+    /// `if_not_owner`: a link is refused only where its owner is not its
+    /// target's; else any is.
+    pub if_not_owner: bool,
+    /// `from=PART` (with variables maybe): the start of the path that is
+    /// not checked.
+    pub from: Option<String>,
 }
 
 /// `expires` at a level (none: `off`).

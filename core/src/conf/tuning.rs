@@ -3,7 +3,7 @@
 //! close, header processing of X-Accel-*): accepted so that nginx files
 //! load, their values checked as nginx checks them, with nginx's
 //! messages. A value that asks for behaviour waypost lacks (a client
-//! certificate, early data, symlink checks) is refused as not supported,
+//! certificate, early data) is refused as not supported,
 //! never silently ignored.
 
 use crate::conf::interp::{err, number_arg, size_arg, time_arg};
@@ -25,7 +25,6 @@ pub(super) const TUNING: &[&str] = &[
     "proxy_ignore_headers",
     "subrequest_output_buffer_size",
     "msie_refresh",
-    "disable_symlinks",
     "reset_timedout_connection",
     "keepalive_disable",
     "lingering_close",
@@ -131,22 +130,6 @@ pub(super) fn check(d: &Directive) -> Result<(), ConfError> {
             }
             _ => return err(format!("\"{}\" directive invalid value", d.name), d),
         },
-        "disable_symlinks" => {
-            let mut from = false;
-            for v in &d.args[1..] {
-                if v.starts_with("from=") && v.len() > "from=".len() {
-                    from = true;
-                } else {
-                    return err(format!("invalid parameter \"{v}\""), d);
-                }
-            }
-            match arg {
-                "off" if from => return err("\"from=\" cannot be used with \"off\" parameter", d),
-                "off" => {}
-                "on" | "if_not_owner" => return unsupported(),
-                v => return err(format!("invalid parameter \"{v}\""), d),
-            }
-        }
         "proxy_ignore_headers" => {
             for v in &d.args {
                 if !IGNORABLE.iter().any(|h| h.eq_ignore_ascii_case(v)) {

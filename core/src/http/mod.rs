@@ -36,6 +36,7 @@
 //! - `cookie`: `proxy_cookie_domain` and `proxy_cookie_path`
 //! - `expires`: `expires`, Expires and Cache-Control
 //! - `gzip`: `gzip on`, responses compressed as they stream
+//! - `symlinks`: `disable_symlinks`, files opened component by component
 //! - `gunzip`: `gunzip on`, gzip-encoded answers decompressed as they
 //!   stream for clients that do not take gzip
 //! - `access`: access log lines
@@ -72,6 +73,7 @@ pub mod server;
 pub mod static_files;
 pub mod stats;
 pub mod sub_filter;
+pub mod symlinks;
 pub mod timer;
 pub mod tls;
 pub mod tunnel;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +45,7 @@ use crate::http::head::ParsedHead;
 use crate::http::proxy::strerror;
 use crate::http::response::{absolute_url, error_page, finalized, ReplyTypes};
 use crate::http::server::Req;
+use crate::http::symlinks::{Check, Failed, Symlinks};
 use crate::log::Level;
 use crate::map::MapNames;
 use crate::vars::{Template, VarCtx};
@@ -73,6 +74,8 @@ pub struct Static {
     autoindex: Option<AutoindexConf>,
     /// `random_index on`.
     random_index: bool,
+    /// `disable_symlinks`, where it is not off.
+    symlinks: Option<Symlinks>,
     /// `valid_referers` (`$invalid_referer`).
     referers: Option<crate::http::referer::Referers>,
     /// `$secure_link`'s settings.
@@ -161,6 +164,11 @@ pub(crate) struct Final {
 }
 
 impl Static {
+    /// How `path` is opened here (`disable_symlinks`).
+    fn check(&self, path: &[u8], vars: &VarCtx<'_>) -> Option<Check> {
+        self.symlinks.as_ref()?.check(path, vars)
+    }
+
     /// `try_files` is set here (it runs before `mirror`).
     pub(crate) fn has_try_files(&self) -> bool {
         self.try_files.is_some()
@@ -219,6 +227,11 @@ impl Static {
             max_ranges: conf.max_ranges,
             autoindex: conf.autoindex,
             random_index: conf.random_index,
+            symlinks: conf
+                .disable_symlinks
+                .as_ref()
+                .map(|c| Symlinks::new(c, maps))
+                .transpose()?,
             referers: conf
                 .referers
                 .as_ref()
@@ -536,13 +549,15 @@ async fn try_files(
         }
         path.truncate(root_len);
         path.extend_from_slice(value);
-        let owned = path.clone();
-        let tested = blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await;
+        let tested = stat(path.clone(), st.check(&path, vars)).await;
         let meta = match tested {
             Ok(meta) => meta,
-            Err(e) => {
-                if !matches!(errno(&e), libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) {
-                    failed(req, client, Level::Crit, "stat()", &path, &e);
+            Err(f) => {
+                if !matches!(
+                    errno(&f.err),
+                    libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG
+                ) {
+                    failed(req, client, Level::Crit, f.call, &path, &f.err);
                 }
                 continue;
             }
@@ -654,9 +669,8 @@ async fn index(
         let dir_end = path.len();
         path.extend_from_slice(&name);
         // Tested as nginx's index module does (a `stat()`, not an open).
-        let owned = path.clone();
-        let tested = blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await;
-        let Err(e) = tested else {
+        let check = st.check(&path, vars);
+        let Err(Failed { call, err: e }) = stat(path.clone(), check).await else {
             return Indexed::Redirect(Target::Uri([uri, &name[..]].concat(), args));
         };
         let code = errno(&e);
@@ -673,8 +687,10 @@ async fn index(
             if dir.len() > root_len.max(1) && dir.last() == Some(&b'/') {
                 dir.pop();
             }
-            let owned = dir.clone();
-            match blocking(move || std::fs::metadata(OsStr::from_bytes(&owned))).await {
+            match stat(dir.clone(), st.check(&dir, vars))
+                .await
+                .map_err(|f| f.err)
+            {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
                     let line = format!("\"{}\" is not a directory", String::from_utf8_lossy(&dir));
@@ -686,7 +702,12 @@ async fn index(
                 }
                 Err(e) if errno(&e) == libc::EACCES => {}
                 Err(e) => {
-                    failed(req, client, Level::Crit, "stat()", &dir, &e);
+                    let call = if st.symlinks.is_some() {
+                        "openat()"
+                    } else {
+                        "stat()"
+                    };
+                    failed(req, client, Level::Crit, call, &dir, &e);
                     return Indexed::Answer(Box::new(finalized(500)));
                 }
             }
@@ -695,7 +716,8 @@ async fn index(
         if code == libc::ENOENT {
             continue;
         }
-        failed(req, client, Level::Crit, "open()", &path, &e);
+        let call = if check.is_some() { call } else { "open()" };
+        failed(req, client, Level::Crit, call, &path, &e);
         return Indexed::Answer(Box::new(finalized(500)));
     }
     Indexed::Declined
@@ -734,13 +756,14 @@ struct Opened {
 }
 
 /// `open()` as nginx's static module: read only, non-blocking (a FIFO
-/// does not hang the open), then `fstat()`.
-fn open(path: &[u8]) -> io::Result<Opened> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(OsStr::from_bytes(path))?;
-    let meta = file.metadata()?;
+/// does not hang the open), then `fstat()`; under `disable_symlinks`
+/// component by component.
+fn open(path: &[u8], check: Option<Check>) -> Result<Opened, Failed> {
+    let file = crate::http::symlinks::open(path, check)?;
+    let meta = file.metadata().map_err(|err| Failed {
+        call: "fstat()",
+        err,
+    })?;
     Ok(Opened {
         size: meta.len(),
         mtime: meta.mtime(),
@@ -766,12 +789,13 @@ async fn file(
     let mut vary = (false, None);
     if let (Some((always, gzip)), true) = (&st.gzip_static, head || req.parts.method == Method::GET)
     {
-        match gzip_static(req, st, (*always, gzip), &path, uri, client).await {
+        match gzip_static(req, st, vars, (*always, gzip), &path, uri, client).await {
             GzipStatic::Served(resp) => return *resp,
             GzipStatic::Declined(marks) => vary = marks,
         }
     }
-    let mut resp = plain_file(req, st, client, uri, path, head).await;
+    let check = st.check(&path, vars);
+    let mut resp = plain_file(req, st, client, uri, (path, check), head).await;
     mark(&mut resp, vary);
     resp
 }
@@ -806,6 +830,7 @@ enum GzipStatic {
 async fn gzip_static(
     req: &Req<'_>,
     st: &Static,
+    vars: &VarCtx<'_>,
     (always, gzip): (bool, &crate::http::gzip::Gzip),
     path: &[u8],
     uri: &[u8],
@@ -819,15 +844,16 @@ async fn gzip_static(
     let mut gz = Vec::with_capacity(path.len() + 3);
     gz.extend_from_slice(path);
     gz.extend_from_slice(b".gz");
-    let opened = match read_file(gz.clone(), req.parts.method == Method::HEAD || !ok).await {
+    let check = st.check(&gz, vars);
+    let opened = match read_file(gz.clone(), check, req.parts.method == Method::HEAD || !ok).await {
         Ok(opened) => opened,
-        Err(e) => {
+        Err(Failed { call, err: e }) => {
             match errno(&e) {
                 libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => {}
                 libc::EACCES | libc::ELOOP | libc::EMLINK => {
-                    failed(req, client, Level::Error, "open()", &gz, &e);
+                    failed(req, client, Level::Error, call, &gz, &e);
                 }
-                _ => failed(req, client, Level::Crit, "open()", &gz, &e),
+                _ => failed(req, client, Level::Crit, call, &gz, &e),
             }
             return GzipStatic::Declined((false, tested));
         }
@@ -854,9 +880,12 @@ async fn gzip_static(
 
 /// Opens `path` on the blocking pool, reading a small regular file whole
 /// unless `head`.
-async fn read_file(path: Vec<u8>, head: bool) -> io::Result<Opened> {
-    blocking(move || {
-        let mut opened = open(&path)?;
+async fn read_file(path: Vec<u8>, check: Option<Check>, head: bool) -> Result<Opened, Failed> {
+    let read = blocking(move || {
+        let mut opened = match open(&path, check) {
+            Ok(opened) => opened,
+            Err(failed) => return Ok(Err(failed)),
+        };
         if opened.regular && !head && opened.size <= READ_WHOLE {
             let mut buf = vec![0; opened.size as usize];
             let mut at = 0;
@@ -872,9 +901,42 @@ async fn read_file(path: Vec<u8>, head: bool) -> io::Result<Opened> {
                 opened.bytes = Some(Bytes::from(buf));
             }
         }
-        Ok(opened)
+        Ok(Ok(opened))
     })
-    .await
+    .await;
+    read.unwrap_or_else(|err| {
+        Err(Failed {
+            call: "open()",
+            err,
+        })
+    })
+}
+
+/// `stat()` of `path`, as the index and try_files tests are made; under
+/// `disable_symlinks` its open and `fstat()`, as nginx's
+/// `ngx_file_info_wrapper` then.
+async fn stat(path: Vec<u8>, check: Option<Check>) -> Result<std::fs::Metadata, Failed> {
+    let tested = blocking(move || {
+        Ok(match check {
+            None => std::fs::metadata(OsStr::from_bytes(&path)).map_err(|err| Failed {
+                call: "stat()",
+                err,
+            }),
+            Some(_) => crate::http::symlinks::open(&path, check).and_then(|file| {
+                file.metadata().map_err(|err| Failed {
+                    call: "fstat()",
+                    err,
+                })
+            }),
+        })
+    })
+    .await;
+    tested.unwrap_or_else(|err| {
+        Err(Failed {
+            call: "stat()",
+            err,
+        })
+    })
 }
 
 /// nginx's `ngx_http_static_handler` proper, for the file at `path`.
@@ -883,20 +945,20 @@ async fn plain_file(
     st: &Static,
     client: SocketAddr,
     uri: &[u8],
-    path: Vec<u8>,
+    (path, check): (Vec<u8>, Option<Check>),
     head: bool,
 ) -> Response<RespBody> {
-    let opened = read_file(path.clone(), head).await;
+    let opened = read_file(path.clone(), check, head).await;
     let opened = match opened {
         Ok(opened) => opened,
-        Err(e) => {
+        Err(Failed { call, err: e }) => {
             let (level, status) = match errno(&e) {
                 libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => (Level::Error, 404),
                 libc::EACCES | libc::ELOOP | libc::EMLINK => (Level::Error, 403),
                 _ => (Level::Crit, 500),
             };
             if status != 404 || st.log_not_found {
-                failed(req, client, level, "open()", &path, &e);
+                failed(req, client, level, call, &path, &e);
             }
             return finalized(status);
         }
