@@ -999,6 +999,13 @@ fn gzip_ratio_and_request_completion_as_nginx() {
     );
 }
 
+/// waypost's warning that a module's hook ran long (a loaded machine
+/// can make the round robin's first call slow): not nginx's, and not the
+/// line under test.
+fn slow_hook(line: &str) -> bool {
+    line.contains("hooks cannot be pre-empted")
+}
+
 /// A UDP socket for syslog messages, and its port.
 fn syslog_sink() -> (std::net::UdpSocket, u16) {
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -1135,7 +1142,9 @@ fn syslog_to_a_unix_socket_as_nginx() {
             let level = line.split_once(" [").map_or("", |(_, l)| l);
             let (level, rest) = level.split_once("] ").unwrap_or(("", ""));
             let message = rest.split_once(": ").map_or("", |(_, m)| m);
-            if level == "warn" && message.contains(" send() to syslog failed while logging") {
+            if level == "warn" && message.contains(" send() to syslog failed while logging")
+                || slow_hook(&error)
+            {
                 continue;
             }
             messages.push(format!(
@@ -1186,7 +1195,12 @@ fn error_log_to_syslog_as_nginx() {
         let _server = Server::either(nginx, &conf, &[port]);
         get10(port, "/x");
         // The line's time and its process differ too.
-        let (pri, after_time) = syslog_message(&sink);
+        let (pri, after_time) = loop {
+            let (pri, after_time) = syslog_message(&sink);
+            if !slow_hook(&after_time) {
+                break (pri, after_time);
+            }
+        };
         let (head, line) = after_time.split_once(": ").unwrap_or(("", ""));
         let message = line.split_once("*").map_or("", |(_, m)| m);
         got.push(format!(
