@@ -1478,3 +1478,71 @@ fn ssl_reject_handshake_as_nginx() {
         });
     }
 }
+
+/// `ssl_password_file` beside nginx: a key OpenSSL encrypted (PKCS#8,
+/// with 3DES as `openssl req` writes one, and with AES-256) opens with
+/// the file's second line (a CR before its LF dropped) and the server
+/// answers over TLS; with no line that opens it, or no file, `-t` fails
+/// as nginx's does.
+#[test]
+fn ssl_password_file_as_nginx() {
+    let t = ATest::new();
+    let d = t.files.path.display().to_string();
+    for (cipher, name) in [("des3", "des3.key"), ("aes-256-cbc", "aes.key")] {
+        let made = Command::new("openssl")
+            .args([
+                "pkcs8", "-topk8", "-v2", cipher, "-in", "a.key", "-out", name,
+            ])
+            .args(["-passout", "pass:right one"])
+            .current_dir(&t.files.path)
+            .output()
+            .expect("run openssl");
+        assert!(made.status.success(), "{made:?}");
+    }
+    std::fs::write(t.files.path.join("pw.txt"), "wrong\r\nright one\n").expect("write");
+    std::fs::write(t.files.path.join("bad.txt"), "wrong\n").expect("write");
+    let conf = |key: &str, file: &str| {
+        t.conf(
+            "ssl",
+            &format!(
+                "        ssl_password_file {d}/{file};\n\
+                 \x20       location / {{ return 200 \"ok\\n\"; }}\n"
+            ),
+        )
+        .replace(&format!("{d}/a.key"), &format!("{d}/{key}"))
+    };
+    for nginx in [false, true] {
+        for key in ["des3.key", "aes.key"] {
+            let _server = Server::either(
+                nginx,
+                &for_either(nginx, conf(key, "pw.txt"), ""),
+                &[t.port],
+            );
+            let (ok, text) = t.https("/", &[]);
+            assert!(
+                ok && text.starts_with("ok\n"),
+                "nginx {nginx}, {key}: {text}"
+            );
+        }
+    }
+    let (nginx, waypost) = test_both(&t.files, &conf("des3.key", "bad.txt"));
+    assert_eq!((nginx.0, waypost.0), (Some(1), Some(1)));
+    let refused = format!(
+        "cannot load certificate key \"{d}/des3.key\": PEM_read_bio_PrivateKey() failed (SSL: error:1C800064:Provider routines::bad decrypt"
+    );
+    for (who, run) in [("nginx", &nginx), ("waypost", &waypost)] {
+        assert!(
+            run.2.iter().any(|l| l.starts_with(&refused)),
+            "{who}: {run:?}"
+        );
+    }
+    let (nginx, waypost) = test_both(&t.files, &conf("des3.key", "none.txt"));
+    assert_eq!((nginx.0, waypost.0), (Some(1), Some(1)));
+    assert_eq!(nginx.2, waypost.2);
+    assert_eq!(
+        waypost.2,
+        [format!(
+            "open() \"{d}/none.txt\" failed (2: No such file or directory) in {d}/t.conf:14"
+        )]
+    );
+}

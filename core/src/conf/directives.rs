@@ -275,6 +275,7 @@ pub const CORE: &[Spec] = &[
     d("ssl_session_cache", HTTP | SRV, 1, 2),
     f("ssl_session_tickets", HTTP | SRV),
     d("ssl_dhparam", HTTP | SRV, 1, 1),
+    d("ssl_password_file", HTTP | SRV, 1, 1),
     d("ssl_ecdh_curve", HTTP | SRV, 1, 1),
     f("ssl_reject_handshake", HTTP | SRV),
     // Read and checked, not acted on (README: OCSP stapling).

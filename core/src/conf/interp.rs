@@ -280,6 +280,8 @@ struct Layer {
     ssl_session_cache: Option<(usize, Option<String>)>,
     ssl_session_tickets: Option<bool>,
     ssl_dhparam: Option<(PathBuf, Loc)>,
+    /// `ssl_password_file`: its passwords, read where the line is.
+    ssl_passwords: Option<Arc<[Vec<u8>]>>,
     /// `ssl_ecdh_curve`, as written.
     ssl_ecdh_curve: Option<String>,
     ssl_reject_handshake: Option<bool>,
@@ -534,6 +536,10 @@ impl Layer {
                 .ssl_client_certificate
                 .clone()
                 .or_else(|| parent.ssl_client_certificate.clone()),
+            ssl_passwords: self
+                .ssl_passwords
+                .clone()
+                .or_else(|| parent.ssl_passwords.clone()),
             ssl_dhparam: self
                 .ssl_dhparam
                 .clone()
@@ -842,6 +848,7 @@ impl Layer {
                     cert_loc: cert_loc.clone(),
                     key: key.clone(),
                     key_loc: key_loc.clone(),
+                    passwords: self.ssl_passwords.clone(),
                 })
                 .collect(),
             tls12: protocols & TLS12 != 0,
@@ -1176,6 +1183,31 @@ fn answer_maps(items: &[Directive]) -> HashSet<String> {
             return answer;
         }
     }
+}
+
+/// `ssl_password_file`'s passwords, one a line (a CR before the LF
+/// dropped), read as nginx's `ngx_ssl_read_password_file` reads them: an
+/// empty file is one empty password.
+fn password_file(path: &Path) -> Result<Arc<[Vec<u8>]>, String> {
+    let text = std::fs::read(path).map_err(|e| {
+        format!(
+            "open() \"{}\" failed ({}: {})",
+            path.display(),
+            e.raw_os_error().unwrap_or(0),
+            crate::http::proxy::strerror(&e)
+        )
+    })?;
+    let mut passwords: Vec<Vec<u8>> = text
+        .strip_suffix(b"\n")
+        .unwrap_or(&text)
+        .split(|&c| c == b'\n')
+        .filter(|_| !text.is_empty())
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        .collect();
+    if passwords.is_empty() {
+        passwords.push(Vec::new());
+    }
+    Ok(passwords.into())
 }
 
 /// `disable_symlinks off|on|if_not_owner [from=PART]`, with nginx's
@@ -2551,6 +2583,11 @@ impl<'a> Interp<'a> {
                 layer.ssl_session_tickets = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
             "ssl_dhparam" => layer.ssl_dhparam = Some((self.conf_path(&d.args[0]), d.loc.clone())),
+            "ssl_password_file" => {
+                let path = self.conf_path(&d.args[0]);
+                layer.ssl_passwords =
+                    Some(password_file(&path).map_err(|e| err::<()>(e, d).unwrap_err())?);
+            }
             "ssl_ecdh_curve" => layer.ssl_ecdh_curve = Some(d.args[0].clone()),
             "ssl_verify_client" => {
                 layer.ssl_verify_client = Some(match d.args[0].to_ascii_lowercase().as_str() {
@@ -4405,6 +4442,8 @@ impl<'a> Interp<'a> {
                     cert_loc: cert_loc.clone(),
                     key: key.clone(),
                     key_loc: key_loc.clone(),
+                    // (`proxy_ssl_password_file` is not supported.)
+                    passwords: None,
                 });
             }
             // (`valid_referers server_names`.)
@@ -4728,6 +4767,7 @@ fn is_single(name: &str) -> bool {
             | "ssl_ciphers"
             | "proxy_ssl_ciphers"
             | "ssl_dhparam"
+            | "ssl_password_file"
             | "ssl_ecdh_curve"
             | "proxy_buffer_size"
             | "proxy_buffers"
@@ -5866,7 +5906,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "ssl_ocsp",
     "ssl_ocsp_responder",
     "ssl_ocsp_cache",
-    "ssl_password_file",
     "ssl_conf_command",
     "proxy_ssl_password_file",
     "proxy_ssl_conf_command",

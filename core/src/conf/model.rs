@@ -750,6 +750,9 @@ pub struct CertificateConf {
     pub cert_loc: Loc,
     pub key: PathBuf,
     pub key_loc: Loc,
+    /// `ssl_password_file`'s passwords, tried in order on an encrypted
+    /// key.
+    pub passwords: Option<std::sync::Arc<[Vec<u8>]>>,
 }
 
 #[derive(Debug)]

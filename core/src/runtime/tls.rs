@@ -265,8 +265,16 @@ pub(crate) fn load_pair(
         return Err(cert_error("no PEM certificate found".to_owned()));
     }
     let text = std::fs::read(&c.key).map_err(|e| key_error(os_error(&e)))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&text).map_err(|e| key_error(pem_error(e, "private key")))?;
+    let key = match encrypted_key(&text) {
+        Some(der) => decrypt_key(&der, c.passwords.as_deref()).map_err(key_error)?,
+        None if text.windows(21).any(|w| w == b"Proc-Type: 4,ENCRYPTED") => return Err(key_error(
+            "a key encrypted in the traditional form (Proc-Type: 4,ENCRYPTED) is not supported; \
+                 convert it to PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc)"
+                .to_owned(),
+        )),
+        None => PrivateKeyDer::from_pem_slice(&text)
+            .map_err(|e| key_error(pem_error(e, "private key")))?,
+    };
     let signing = provider
         .key_provider
         .load_private_key(key)
@@ -284,6 +292,44 @@ pub(crate) fn load_pair(
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
         Err(e) => Err(cert_error(format!("invalid certificate ({e})"))),
     }
+}
+
+/// The DER of a PEM `ENCRYPTED PRIVATE KEY` (PKCS#8, as OpenSSL 3 writes
+/// a key with a passphrase), if `text` holds one.
+fn encrypted_key(text: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    const BEGIN: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    const END: &[u8] = b"-----END ENCRYPTED PRIVATE KEY-----";
+    let start = text.windows(BEGIN.len()).position(|w| w == BEGIN)? + BEGIN.len();
+    let len = text[start..].windows(END.len()).position(|w| w == END)?;
+    let body: Vec<u8> = text[start..start + len]
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// An encrypted PKCS#8 key opened with the first of `passwords` that
+/// does (`ssl_password_file`); nginx's OpenSSL message when none does.
+fn decrypt_key(
+    der: &[u8],
+    passwords: Option<&[Vec<u8>]>,
+) -> Result<PrivateKeyDer<'static>, String> {
+    let failed = || {
+        "PEM_read_bio_PrivateKey() failed (SSL: error:1C800064:Provider routines::bad decrypt)"
+            .to_owned()
+    };
+    let Some(passwords) = passwords else {
+        // (nginx would ask on the terminal.)
+        return Err("the key is encrypted and no \"ssl_password_file\" is set".to_owned());
+    };
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|_| failed())?;
+    passwords
+        .iter()
+        .find_map(|p| info.decrypt(p).ok())
+        .map(|doc| PrivateKeyDer::Pkcs8(doc.as_bytes().to_vec().into()))
+        .ok_or_else(failed)
 }
 
 /// Session tickets that resume for `ssl_session_timeout`, as nginx's
