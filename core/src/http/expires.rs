@@ -24,17 +24,12 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// What the rule sets on this answer: a value with variables that
-    /// reads `off`, or one nginx would not take, sets nothing (nginx's
+    /// A value with variables as this answer reads it: one that reads
+    /// `off`, or one nginx would not take, sets nothing (nginx's
     /// `ngx_http_set_expires` logs nothing for it either).
-    fn read(&self, vars: &VarCtx<'_>) -> Option<Expires> {
-        match self {
-            Rule::Fixed(e) => Some(*e),
-            Rule::Var { modified, value } => {
-                let text = value.eval(vars);
-                Expires::parse(std::str::from_utf8(&text).ok()?, *modified).ok()?
-            }
-        }
+    fn read(modified: bool, value: &Template, vars: &VarCtx<'_>) -> Option<Expires> {
+        let text = value.eval(vars);
+        Expires::parse(std::str::from_utf8(&text).ok()?, modified).ok()?
     }
 
     /// Whether its value reads what the upstream answered.
@@ -53,13 +48,20 @@ pub fn apply<'v>(rule: &Rule, resp: &mut Response<RespBody>, vars: impl Fn(u16) 
     ) {
         return;
     }
-    // (`$sent_http_*` reads the answer as it is now.)
-    let answer = &*resp;
-    let Some(expires) = rule.read(&VarCtx {
-        answer: Some(answer),
-        ..vars(status)
-    }) else {
-        return;
+    let expires = match rule {
+        Rule::Fixed(e) => *e,
+        Rule::Var { modified, value } => {
+            // (`$sent_http_*` reads the answer as it is now.)
+            let answer = &*resp;
+            let vars = VarCtx {
+                answer: Some(answer),
+                ..vars(status)
+            };
+            match Rule::read(*modified, value, &vars) {
+                Some(e) => e,
+                None => return,
+            }
+        }
     };
     let now = crate::clock::unix_secs() as i64;
     let (when, cache_control): (String, String) = match expires {

@@ -1,8 +1,8 @@
 //! What happens to an answer on its way out, in nginx's filter order:
 //! the headers filter (`expires`, then `add_header`), the gunzip filter,
 //! the special response's `msie_padding`, the sub, charset and gzip
-//! filters. One
-//! level's settings (the location's, else the server's) apply.
+//! filters. One level's settings (the location's, else the server's)
+//! apply.
 
 use http::request::Parts;
 use http::Response;

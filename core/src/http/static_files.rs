@@ -687,27 +687,19 @@ async fn index(
             if dir.len() > root_len.max(1) && dir.last() == Some(&b'/') {
                 dir.pop();
             }
-            match stat(dir.clone(), st.check(&dir, vars))
-                .await
-                .map_err(|f| f.err)
-            {
+            match stat(dir.clone(), st.check(&dir, vars)).await {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
                     let line = format!("\"{}\" is not a directory", String::from_utf8_lossy(&dir));
                     req.log_line(client, Level::Alert, line);
                     return Indexed::Answer(Box::new(finalized(500)));
                 }
-                Err(e) if errno(&e) == libc::ENOENT => {
-                    return Indexed::Answer(Box::new(index_error(req, st, client, &path, &e)));
+                Err(f) if errno(&f.err) == libc::ENOENT => {
+                    return Indexed::Answer(Box::new(index_error(req, st, client, &path, &f.err)));
                 }
-                Err(e) if errno(&e) == libc::EACCES => {}
-                Err(e) => {
-                    let call = if st.symlinks.is_some() {
-                        "openat()"
-                    } else {
-                        "stat()"
-                    };
-                    failed(req, client, Level::Crit, call, &dir, &e);
+                Err(f) if errno(&f.err) == libc::EACCES => {}
+                Err(f) => {
+                    failed(req, client, Level::Crit, f.call, &dir, &f.err);
                     return Indexed::Answer(Box::new(finalized(500)));
                 }
             }

@@ -34,7 +34,7 @@ pub use write::{spelled, LimitRate, Spellings};
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -516,6 +516,20 @@ pub fn ignore_client_abort() {
     IGNORE_CLIENT_ABORT.set(true);
 }
 
+/// Polls the request's `fut` once, and takes what it said of its client
+/// leaving ([`ignore_client_abort`]).
+fn poll_request<F: Future>(
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    watch: &mut bool,
+) -> Poll<F::Output> {
+    // (Set by this poll only: a task elsewhere cannot leave it.)
+    IGNORE_CLIENT_ABORT.set(false);
+    let polled = fut.poll(cx);
+    *watch &= !IGNORE_CLIENT_ABORT.replace(false);
+    polled
+}
+
 /// Runs `fut` while handing the request body to it, until `fut` is done
 /// and its output is in `out` (written there, not returned: an answer is
 /// a few hundred bytes, copied with each move). Fails when the body does
@@ -537,11 +551,7 @@ async fn drive<F: Future, I: Io>(
     loop {
         let Some(p) = pump.as_mut().filter(|_| active) else {
             return std::future::poll_fn(|cx| {
-                // (Set by this poll only: a task elsewhere cannot leave it.)
-                IGNORE_CLIENT_ABORT.set(false);
-                let polled = fut.as_mut().poll(cx);
-                watch &= !IGNORE_CLIENT_ABORT.replace(false);
-                if let Poll::Ready(done) = polled {
+                if let Poll::Ready(done) = poll_request(fut.as_mut(), cx, &mut watch) {
                     *out = Some(done);
                     return Poll::Ready(None);
                 }
@@ -557,11 +567,7 @@ async fn drive<F: Future, I: Io>(
         let step = {
             let mut step = pin!(p.step(io, buf));
             std::future::poll_fn(|cx| {
-                // (Set by this poll only: a task elsewhere cannot leave it.)
-                IGNORE_CLIENT_ABORT.set(false);
-                let polled = fut.as_mut().poll(cx);
-                watch &= !IGNORE_CLIENT_ABORT.replace(false);
-                if let Poll::Ready(done) = polled {
+                if let Poll::Ready(done) = poll_request(fut.as_mut(), cx, &mut watch) {
                     *out = Some(done);
                     return Poll::Ready(None);
                 }
