@@ -261,11 +261,7 @@ impl RespBody {
     /// Compresses the body as it is sent, at `level` (1 to 9); the
     /// upstream's header lines are `passed` from now on.
     pub fn gzip(&mut self, level: u32, passed: Option<Box<Passed>>) {
-        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
-        let inner = match inner {
-            Kind::Upstream(body, _) => Kind::Upstream(body, None),
-            other => other,
-        };
+        let inner = self.take_to_wrap();
         self.kind = Kind::Gzip(Box::new(Gzipped {
             inner,
             passed,
@@ -290,7 +286,7 @@ impl RespBody {
     pub fn substitute(&mut self, matcher: crate::http::sub_filter::Matcher) {
         // (From a gunzipped body too.)
         let passed = self.take_passed();
-        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let inner = self.take_to_wrap();
         self.kind = Kind::Sub(Box::new(Substituted {
             inner,
             passed,
@@ -302,16 +298,21 @@ impl RespBody {
     /// Decompresses the gzip-encoded body as it is sent; the upstream's
     /// header lines are `passed` from now on.
     pub fn gunzip(&mut self, passed: Option<Box<Passed>>) {
-        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
-        let inner = match inner {
-            Kind::Upstream(body, _) => Kind::Upstream(body, None),
-            other => other,
-        };
+        let inner = self.take_to_wrap();
         self.kind = Kind::Gunzip(Box::new(Gunzipped {
             inner,
             passed,
             decoder: Some(flate2::write::MultiGzDecoder::new(Vec::new())),
         }));
+    }
+
+    /// The body, taken for a filter to wrap; an upstream's header lines
+    /// stay out of it (the filter keeps them, as it passes them on).
+    fn take_to_wrap(&mut self) -> Kind {
+        match std::mem::replace(&mut self.kind, Kind::Full(None)) {
+            Kind::Upstream(body, _) => Kind::Upstream(body, None),
+            other => other,
+        }
     }
 
     /// An upstream body's connection, once free, back to the pool.
