@@ -1184,6 +1184,15 @@ fn client_certificate_to_an_upstream_as_nginx() {
     dir.write("server.key", &server_key);
     dir.write("client.pem", &client_cert);
     dir.write("client.key", &client_key);
+    // The same key encrypted, opened with `proxy_ssl_password_file`.
+    let made = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "client.key"])
+        .args(["-out", "client-enc.key", "-passout", "pass:proxy"])
+        .current_dir(&dir.path)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    dir.write("pw.txt", "proxy\n");
     let back = free_port();
     let _backend = Server::either(
         true,
@@ -1227,6 +1236,13 @@ fn client_certificate_to_an_upstream_as_nginx() {
                  \x20               proxy_ssl_protocols TLSv1.3;\n\
                  \x20           }}\n\
                  \x20       }}\n\
+                 \x20       location /encrypted {{\n\
+                 \x20           proxy_pass https://127.0.0.1:{back};\n\
+                 \x20           proxy_ssl_certificate {d}/client.pem;\n\
+                 \x20           proxy_ssl_certificate_key {d}/client-enc.key;\n\
+                 \x20           proxy_ssl_password_file {d}/pw.txt;\n\
+                 \x20           proxy_ssl_protocols TLSv1.2 TLSv1.3;\n\
+                 \x20       }}\n\
                  \x20   }}\n"
             ),
             nginx,
@@ -1236,7 +1252,7 @@ fn client_certificate_to_an_upstream_as_nginx() {
         // upstream peer whatever the location, and resumes it with or
         // without a certificate; waypost keeps sessions per client
         // configuration (README).
-        ["/without", "/with", "/tls12", "/tls13"]
+        ["/without", "/with", "/tls12", "/tls13", "/encrypted"]
             .iter()
             .map(|path| {
                 let got = waypost_tests::exchange(
@@ -1265,6 +1281,10 @@ fn client_certificate_to_an_upstream_as_nginx() {
     );
     assert!(ours[2].ends_with("proto=TLSv1.2"), "{ours:#?}");
     assert!(ours[3].ends_with("proto=TLSv1.3"), "{ours:#?}");
+    assert!(
+        ours[4].contains("verify=SUCCESS dn=CN=proxy-client"),
+        "{ours:#?}"
+    );
 
     // A certificate without its key, where TLS is used.
     let conf = dir.write(

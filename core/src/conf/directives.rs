@@ -343,6 +343,7 @@ pub const CORE: &[Spec] = &[
     d("proxy_ssl_name", PROXY, 1, 1),
     d("proxy_ssl_certificate", PROXY, 1, 1),
     d("proxy_ssl_certificate_key", PROXY, 1, 1),
+    d("proxy_ssl_password_file", PROXY, 1, 1),
     d("proxy_ssl_protocols", PROXY, 1, MORE),
     d("proxy_ssl_ciphers", PROXY, 1, 1),
     f("proxy_ssl_session_reuse", PROXY),

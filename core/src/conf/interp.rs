@@ -206,6 +206,8 @@ struct Layer {
     /// `proxy_ssl_certificate` (as written, resolved) and its key.
     proxy_ssl_cert: Option<(String, PathBuf, Loc)>,
     proxy_ssl_key: Option<(PathBuf, Loc)>,
+    /// `proxy_ssl_password_file`: its passwords, read where the line is.
+    proxy_ssl_passwords: Option<Arc<[Vec<u8>]>>,
     proxy_ssl_protocols: Option<u32>,
     /// `proxy_ssl_ciphers`, as written, with where.
     proxy_ssl_ciphers: Option<(String, Loc)>,
@@ -420,6 +422,10 @@ impl Layer {
                 .proxy_ssl_key
                 .clone()
                 .or_else(|| parent.proxy_ssl_key.clone()),
+            proxy_ssl_passwords: self
+                .proxy_ssl_passwords
+                .clone()
+                .or_else(|| parent.proxy_ssl_passwords.clone()),
             proxy_ssl_protocols: self.proxy_ssl_protocols.or(parent.proxy_ssl_protocols),
             proxy_ssl_ciphers: self
                 .proxy_ssl_ciphers
@@ -1947,6 +1953,11 @@ impl<'a> Interp<'a> {
             }
             "proxy_ssl_certificate_key" => {
                 layer.proxy_ssl_key = Some((self.conf_path(&d.args[0]), d.loc.clone()));
+            }
+            "proxy_ssl_password_file" => {
+                let path = self.conf_path(&d.args[0]);
+                let passwords = password_file(&path).map_err(|e| err::<()>(e, d).unwrap_err())?;
+                layer.proxy_ssl_passwords = Some(passwords);
             }
             "proxy_ssl_protocols" => {
                 layer.proxy_ssl_protocols = Some(protocols(d, "proxy_ssl_protocols")?);
@@ -4442,8 +4453,7 @@ impl<'a> Interp<'a> {
                     cert_loc: cert_loc.clone(),
                     key: key.clone(),
                     key_loc: key_loc.clone(),
-                    // (`proxy_ssl_password_file` is not supported.)
-                    passwords: None,
+                    passwords: layer.proxy_ssl_passwords.clone(),
                 });
             }
             // (`valid_referers server_names`.)
@@ -5907,7 +5917,6 @@ const NGINX_NOT_SUPPORTED: &[&str] = &[
     "ssl_ocsp_responder",
     "ssl_ocsp_cache",
     "ssl_conf_command",
-    "proxy_ssl_password_file",
     "proxy_ssl_conf_command",
 ];
 

@@ -322,7 +322,7 @@ fn decrypt_key(
     };
     let Some(passwords) = passwords else {
         // (nginx would ask on the terminal.)
-        return Err("the key is encrypted and no \"ssl_password_file\" is set".to_owned());
+        return Err("the key is encrypted and no password file is set".to_owned());
     };
     let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|_| failed())?;
     passwords
