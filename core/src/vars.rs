@@ -1013,7 +1013,7 @@ fn sent_header(
         .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
         .map(|(_, v)| v)
         .chain(answer.headers().get_all(name).iter().map(|v| v.as_bytes()));
-    if !matches!(name, "cache-control" | "link") {
+    if !crate::http::access::joined_when_sent(name.as_bytes()) {
         return lines.take(1).next().map(<[u8]>::to_vec);
     }
     let mut all: Option<Vec<u8>> = None;

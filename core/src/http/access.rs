@@ -1212,7 +1212,7 @@ pub(crate) fn header_value<'h>(
 }
 
 /// Whether nginx 1.22 joins the repeated lines of a sent header.
-fn joined_when_sent(name: &[u8]) -> bool {
+pub(crate) fn joined_when_sent(name: &[u8]) -> bool {
     name == b"cache-control" || name == b"link"
 }
 

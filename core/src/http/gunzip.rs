@@ -16,7 +16,6 @@ use crate::conf::model::GzipConf;
 use crate::conf::ConfError;
 use crate::http::body::{header_of, RespBody};
 use crate::http::gzip::{Gzip, GzipTested, GzipVary};
-use crate::http::upstream_h1::LineEdit;
 
 /// A level's `gunzip on`, with the gzip settings that decide whether a
 /// request takes gzip.
@@ -46,15 +45,10 @@ impl Gunzip {
         if takes {
             return;
         }
-        let passed = resp.body_mut().take_passed().map(|mut passed| {
-            passed.edit_lines(
-                |name, _| match name.eq_ignore_ascii_case(b"content-encoding") {
-                    true => LineEdit::Drop,
-                    false => LineEdit::Keep,
-                },
-            );
-            crate::http::gzip::for_changed_body(passed)
-        });
+        let passed = resp
+            .body_mut()
+            .take_passed()
+            .map(|p| crate::http::gzip::for_changed_body(p, true));
         // A HEAD gets the headers of the decompressed answer, and no body.
         match (req.method == Method::HEAD, passed) {
             (true, Some(passed)) => resp.body_mut().put_passed(passed),

@@ -85,7 +85,10 @@ impl Gzip {
         if !takes {
             return;
         }
-        let passed = resp.body_mut().take_passed().map(for_changed_body);
+        let passed = resp
+            .body_mut()
+            .take_passed()
+            .map(|p| for_changed_body(p, false));
         // A HEAD gets the headers of the compressed answer, and no body
         // to compress.
         if req.method == Method::HEAD {
@@ -316,13 +319,14 @@ pub(crate) fn weak(etag: &[u8]) -> Option<Vec<u8>> {
     Some([&b"W/"[..], etag].concat())
 }
 
-/// An upstream's header lines for an answer whose body a filter changes
-/// (compressed, decompressed): without Content-Length and Accept-Ranges,
-/// the ETag weak.
-pub(crate) fn for_changed_body(mut passed: Box<Passed>) -> Box<Passed> {
+/// An upstream's header lines for an answer whose body a filter changes:
+/// without Content-Length and Accept-Ranges, the ETag weak; `decoded`
+/// (gunzip), without its Content-Encoding too.
+pub(crate) fn for_changed_body(mut passed: Box<Passed>, decoded: bool) -> Box<Passed> {
     passed.edit_lines(|name, value| {
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"accept-ranges")
+            || (decoded && name.eq_ignore_ascii_case(b"content-encoding"))
         {
             LineEdit::Drop
         } else if name.eq_ignore_ascii_case(b"etag") {
