@@ -11,7 +11,8 @@ use std::net::{TcpListener, TcpStream};
 
 use flate2::read::GzDecoder;
 use waypost_tests::{
-    assert_same_answers, free_ports, read_head, serve_numbered, unchunk, wrap_http, Server,
+    ask_whole, assert_same_answers, free_ports, read_head, serve_numbered, unchunk, wrap_http,
+    Server,
 };
 
 /// The backend's answer to `path`.
@@ -124,25 +125,9 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
 /// What a client sees of `request`: the status, the headers gzip changes,
 /// and the body decompressed (the server's name made neutral).
 fn ask(port: u16, request: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read");
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(answer.len());
-    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-    let raw = answer.get(split + 4..).unwrap_or_default();
-    let header = |name: &str| {
-        head.lines()
-            .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
-            .map(|l| l[name.len() + 1..].trim().to_owned())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let chunked = header("transfer-encoding") == "chunked";
-    let body = if chunked { unchunk(raw) } else { raw.to_vec() };
+    let answer = ask_whole(port, request);
+    let header = |name: &str| answer.header(name);
+    let (head, body) = (&answer.head, &answer.body);
     let gzipped = header("content-encoding") == "gzip";
     let body = if gzipped {
         let mut text = String::new();
@@ -150,7 +135,7 @@ fn ask(port: u16, request: &str) -> String {
             .read_to_string(&mut text)
             .map_or_else(|e| format!("<bad gzip: {e}>"), |_| text)
     } else {
-        String::from_utf8_lossy(&body).into_owned()
+        String::from_utf8_lossy(body).into_owned()
     };
     let body = body
         .replace("nginx/1.22.1", "SERVER")

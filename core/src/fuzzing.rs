@@ -262,7 +262,7 @@ impl Harness {
             Framing::Chunked if !p.http11 => Framing::Length(0),
             f => f,
         };
-        let written = proxy::upstream_head(&parts, &raw, p, &cx, target, framing);
+        let written = proxy::upstream_head(&parts, &raw, p, &cx, target, framing, None);
         let headers = read_back(written.bytes(), target);
         let lengths = headers.get_all("content-length").iter().count();
         let codings = headers.get_all("transfer-encoding").iter().count();

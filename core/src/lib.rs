@@ -8,6 +8,7 @@
 //!   [`http::proxy`] (balancer hooks, tries) → [`http::pool`] (upstream
 //!   connections).
 
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod conf;

@@ -101,6 +101,8 @@ pub struct UpstreamSeen {
     pub addr: String,
     pub status: String,
     pub head: Vec<u8>,
+    /// `$upstream_cache_status` (empty: not found).
+    pub cache: &'static str,
     /// Each try's times and bytes so far.
     pub tries: crate::http::access::Tries,
 }
@@ -185,8 +187,8 @@ pub enum Var {
     SslClient(ClientVar),
     /// `$request_id`: 32 hex digits, the same for the whole request.
     RequestId,
-    /// `$upstream_cache_status`: waypost caches nothing, so it is never
-    /// found, as in nginx without `proxy_cache`.
+    /// `$upstream_cache_status`: what `proxy_cache` made of the request
+    /// (`MISS`, `HIT` ...); not found where it did not look.
     UpstreamCacheStatus,
     /// `$invalid_referer`: `1` where the level's `valid_referers` refuse
     /// the Referer, else empty.
@@ -630,7 +632,8 @@ impl Var {
                 Some(_) => b"on",
                 None => b"",
             },
-            Var::NoHeader | Var::UpstreamCacheStatus => b"",
+            Var::NoHeader => b"",
+            Var::UpstreamCacheStatus => cx.upstream.map_or(&b""[..], |u| u.cache.as_bytes()),
             Var::InvalidReferer => match cx.statics.and_then(|s| s.referers()) {
                 Some(r) if !r.valid(req.headers.get(header::REFERER).map(|v| v.as_bytes())) => b"1",
                 _ => b"",
@@ -910,7 +913,7 @@ impl Var {
             Var::SslServerName => tls(req).is_none_or(|s| s.server_name.is_none()),
             Var::SslClient(ClientVar::Verify) => tls(req).is_none(),
             Var::SslClient(_) => tls(req).is_none_or(|s| s.client.is_none()),
-            Var::UpstreamCacheStatus => true,
+            Var::UpstreamCacheStatus => cx.upstream.is_none_or(|u| u.cache.is_empty()),
             Var::UpstreamAddr | Var::UpstreamStatus => {
                 cx.upstream.is_none_or(|u| u.addr.is_empty())
             }
@@ -1587,6 +1590,7 @@ impl Template {
                 p,
                 Part::Var(
                     Var::UpstreamAddr
+                        | Var::UpstreamCacheStatus
                         | Var::UpstreamStatus
                         | Var::UpstreamHttp(_)
                         | Var::UpstreamCookie(_)

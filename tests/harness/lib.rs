@@ -676,6 +676,49 @@ pub fn unchunk(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
+/// An answer read whole: its head, and its body (decoded when chunked).
+pub struct Answer {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The values of the head's `name` lines (lowercase), `,`-joined.
+    pub fn header(&self, name: &str) -> String {
+        self.head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|l| l[name.len() + 1..].trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Sends `request` (with `Connection: close`) to 127.0.0.1:`port` and
+/// reads the answer until the server closes.
+pub fn ask_whole(port: u16, request: &str) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let raw = answer.get(split + 4..).unwrap_or_default();
+    let mut answer = Answer {
+        head,
+        body: Vec::new(),
+    };
+    answer.body = if answer.header("transfer-encoding") == "chunked" {
+        unchunk(raw)
+    } else {
+        raw.to_vec()
+    };
+    answer
+}
+
 /// Sends `request` (a whole request, usually with `Connection: close`) to
 /// 127.0.0.1:`port` and returns all that comes back until the server
 /// closes.

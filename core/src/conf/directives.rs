@@ -216,8 +216,21 @@ pub const CORE: &[Spec] = &[
     d("ssl_verify_client", HTTP | SRV, 1, 1),
     d("ssl_verify_depth", HTTP | SRV, 1, 1),
     d("proxy_ssl_verify_depth", PROXY, 1, 1),
-    // Cache predicates: without `proxy_cache` (not supported) nginx
-    // does nothing with them either; their values are compiled.
+    // the proxy cache
+    d("proxy_cache_path", HTTP, 2, MORE),
+    d("proxy_cache", PROXY, 1, 1),
+    d("proxy_cache_key", PROXY, 1, 1),
+    d("proxy_cache_valid", PROXY, 1, MORE),
+    d("proxy_cache_methods", PROXY, 1, MORE),
+    d("proxy_cache_min_uses", PROXY, 1, 1),
+    d("proxy_cache_use_stale", PROXY, 1, MORE),
+    f("proxy_cache_lock", PROXY),
+    d("proxy_cache_lock_timeout", PROXY, 1, 1),
+    d("proxy_cache_lock_age", PROXY, 1, 1),
+    f("proxy_cache_revalidate", PROXY),
+    f("proxy_cache_convert_head", PROXY),
+    f("proxy_cache_background_update", PROXY),
+    d("proxy_cache_max_range_offset", PROXY, 1, 1),
     d("proxy_cache_bypass", PROXY, 1, MORE),
     d("proxy_no_cache", PROXY, 1, MORE),
     // Accepted at nginx's default value, which is waypost's behaviour;

@@ -303,6 +303,8 @@ struct Layer {
     /// merges the levels (waypost has no such buffers).
     buffers: ProxyBuffers,
     gzip: GzipLayer,
+    /// `proxy_cache` and its settings.
+    cache: crate::conf::cache::CacheLayer,
     /// `types {}` lines (every block of the level, in order; a later
     /// extension replaces an earlier one) and `default_type`.
     types: Option<Arc<HashMap<String, String>>>,
@@ -560,6 +562,7 @@ impl Layer {
                 .clone()
                 .or_else(|| parent.ssl_trusted_certificate.clone()),
             gzip: self.gzip.merged(&parent.gzip),
+            cache: self.cache.merged(&parent.cache),
             types: self.types.clone().or_else(|| parent.types.clone()),
             charset: self.charset.clone().or_else(|| parent.charset.clone()),
             expires: self.expires.clone().or_else(|| parent.expires.clone()),
@@ -954,6 +957,7 @@ impl Layer {
             bind: self.proxy_bind.clone().flatten(),
             socket_keepalive: self.proxy_socket_keepalive.unwrap_or(false),
             ignore_client_abort: self.proxy_ignore_client_abort.unwrap_or(false),
+            cache: self.cache.conf(),
             redirects: self
                 .redirects
                 .as_ref()
@@ -1083,6 +1087,7 @@ enum ZoneUse {
     Upstream,
     Ssl,
     LimitConn,
+    Cache,
 }
 
 struct Interp<'a> {
@@ -1824,6 +1829,7 @@ impl<'a> Interp<'a> {
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
                 "limit_conn_zone" => self.limit_conn_zone(d)?,
+                "proxy_cache_path" => self.cache_path(d)?,
                 "log_format" => {
                     let name = d.args[0].clone();
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
@@ -2307,11 +2313,12 @@ impl<'a> Interp<'a> {
             name if crate::conf::tuning::TUNING.contains(&name) => {
                 crate::conf::tuning::check(d)?;
             }
-            "proxy_cache_bypass" | "proxy_no_cache" => {
-                for arg in &d.args {
-                    let checked = self.compile_check(arg);
-                    self.check_vars(checked, d)?;
-                }
+            name if crate::conf::cache::DIRECTIVES.contains(&name) => {
+                let mut check = |text: &str, d: &Directive| {
+                    let checked = self.compile_check(text);
+                    self.check_vars(checked, d)
+                };
+                crate::conf::cache::directive(d, &mut layer.cache, &mut check)?;
             }
             "gzip" => layer.gzip.on = Some(d.args[0].eq_ignore_ascii_case("on")),
             "gunzip" => layer.gzip.gunzip = Some(d.args[0].eq_ignore_ascii_case("on")),
@@ -3693,6 +3700,39 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
+    /// `proxy_cache_path`: a zone of its own name, on a path no other
+    /// cache uses.
+    fn cache_path(&mut self, d: &Directive) -> Result<(), ConfError> {
+        let (name, size, settings) = crate::conf::cache::path(d, self.env.prefix)?;
+        if let Some(other) = self
+            .http
+            .cache_paths
+            .iter()
+            .find(|p| p.settings.root == settings.root)
+        {
+            return err(
+                format!(
+                    "the same path name \"{}\" used in {} and in {}",
+                    settings.root.display(),
+                    other.loc,
+                    d.loc
+                ),
+                d,
+            );
+        }
+        self.shared_memory_add(&name, size, ZoneUse::Cache, d)?;
+        if self.http.cache_paths.iter().any(|p| p.name == name) {
+            return err(format!("duplicate zone \"{name}\""), d);
+        }
+        self.http.cache_paths.push(CachePathConf {
+            name,
+            size,
+            settings,
+            loc: d.loc.clone(),
+        });
+        Ok(())
+    }
+
     fn server_block(&mut self, d: &Directive) -> Result<(), ConfError> {
         let index = self.http.servers.len();
         self.http.servers.push(ServerConf {
@@ -4322,6 +4362,20 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
+    /// nginx's merge: a level whose `proxy_cache` names a zone no
+    /// `proxy_cache_path` declared fails where `http` ends.
+    fn cache_zone_known(&self, layer: &Layer, end: &Loc) -> Result<(), ConfError> {
+        match layer.cache.zone() {
+            Some(zone) if !self.http.cache_paths.iter().any(|p| p.name == zone) => {
+                Err(ConfError::at(
+                    format!("\"proxy_cache\" zone \"{zone}\" is unknown"),
+                    end.clone(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// nginx's merge: each server inherits from http, each location from
     /// its parent, whatever the order of the directives.
     fn merge(&mut self, end: &Loc) -> Result<(), ConfError> {
@@ -4335,6 +4389,7 @@ impl<'a> Interp<'a> {
         for (i, info) in self.servers.iter().enumerate() {
             let layer = info.own.merged(&self.http_layer);
             buffers(&layer)?;
+            self.cache_zone_known(&layer, end)?;
             secure_link_alone(&info.own, end)?;
             let server = &mut self.http.servers[i];
             server.tls = layer.tls()?;
@@ -4417,6 +4472,7 @@ impl<'a> Interp<'a> {
             }
             buffers(&layer)?;
             secure_link_alone(&info.own, end)?;
+            self.cache_zone_known(&layer, end)?;
             let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
             // (A `limit_except` block's `proxy_pass` with its upstream.)
@@ -5885,16 +5941,6 @@ fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
 /// Directives of nginx's stock http modules that waypost does not
 /// implement: refused by name rather than as unknown.
 const NGINX_NOT_SUPPORTED: &[&str] = &[
-    "proxy_cache",
-    "proxy_cache_path",
-    "proxy_cache_valid",
-    "proxy_cache_key",
-    "proxy_cache_use_stale",
-    "proxy_cache_lock",
-    "proxy_cache_methods",
-    "proxy_cache_min_uses",
-    "proxy_cache_revalidate",
-    "proxy_cache_background_update",
     "proxy_store",
     "fastcgi_pass",
     "fastcgi_param",

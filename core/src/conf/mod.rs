@@ -6,6 +6,7 @@
 //! - `model`: the checked configuration
 //! - `values`: times, sizes, numbers
 
+pub mod cache;
 pub mod directives;
 pub mod interp;
 pub mod lexer;

@@ -58,6 +58,8 @@ pub struct HttpConf {
     pub user_vars: Vec<UserVar>,
     /// `limit_conn_zone` lines, in order.
     pub limit_conn_zones: Vec<LimitConnZone>,
+    /// `proxy_cache_path` lines, in order.
+    pub cache_paths: Vec<CachePathConf>,
     /// nginx's list of upstreams, which a `proxy_pass` with variables
     /// searches: each one's host (lowercase), port (0 for an `upstream`
     /// block) and index into `upstreams`, in the order they were made.
@@ -1193,6 +1195,18 @@ pub struct ProxyConf {
     /// `proxy_ignore_client_abort on`: a client that leaves while the
     /// upstream is asked does not end the request.
     pub ignore_client_abort: bool,
+    /// `proxy_cache ZONE` and its settings; `None`: off.
+    pub cache: Option<crate::conf::cache::CacheConf>,
+}
+
+/// `proxy_cache_path`: a cache zone's name, its keys zone's size, and
+/// where and how it keeps its files.
+#[derive(Debug, Clone)]
+pub struct CachePathConf {
+    pub name: String,
+    pub size: u64,
+    pub settings: crate::cache::Settings,
+    pub loc: crate::conf::syntax::Loc,
 }
 
 /// One `proxy_cookie_flags` line: the cookie and its flags, as written.
@@ -1308,6 +1322,7 @@ impl Default for ProxyConf {
             bind: None,
             socket_keepalive: false,
             ignore_client_abort: false,
+            cache: None,
         }
     }
 }

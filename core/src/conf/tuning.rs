@@ -22,7 +22,6 @@ pub(super) const TUNING: &[&str] = &[
     "aio_write",
     "proxy_limit_rate",
     "proxy_force_ranges",
-    "proxy_ignore_headers",
     "subrequest_output_buffer_size",
     "msie_refresh",
     "reset_timedout_connection",
@@ -51,20 +50,6 @@ pub(super) const TUNING: &[&str] = &[
 /// nginx's `NGX_MIN_POOL_SIZE` on 64-bit Linux and its alignment.
 const MIN_POOL: u64 = 112;
 const POOL_ALIGNMENT: u64 = 16;
-
-/// The headers `proxy_ignore_headers` names (nginx compares them without
-/// case).
-const IGNORABLE: &[&str] = &[
-    "X-Accel-Redirect",
-    "X-Accel-Expires",
-    "X-Accel-Limit-Rate",
-    "X-Accel-Buffering",
-    "X-Accel-Charset",
-    "Expires",
-    "Cache-Control",
-    "Set-Cookie",
-    "Vary",
-];
 
 /// HTTP/2 directives nginx 1.19.7 made obsolete, and what replaced them.
 const OBSOLETE_HTTP2: &[(&str, &str)] = &[
@@ -130,13 +115,6 @@ pub(super) fn check(d: &Directive) -> Result<(), ConfError> {
             }
             _ => return err(format!("\"{}\" directive invalid value", d.name), d),
         },
-        "proxy_ignore_headers" => {
-            for v in &d.args {
-                if !IGNORABLE.iter().any(|h| h.eq_ignore_ascii_case(v)) {
-                    return invalid(v);
-                }
-            }
-        }
         "lingering_time" | "lingering_timeout" => {
             time_arg(d, 0)?;
         }

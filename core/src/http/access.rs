@@ -35,6 +35,8 @@ enum Field {
     RequestTime,
     UpstreamAddr,
     UpstreamStatus,
+    /// `$upstream_cache_status`, set once the cache looked.
+    UpstreamCacheStatus,
     /// `$upstream_response_time`, `$upstream_bytes_sent`, ...: one
     /// value per try.
     UpstreamTry(TryField),
@@ -105,6 +107,7 @@ fn field(name: &str, module_vars: ModuleVars<'_>) -> Result<Field, NameError> {
         "request_time" => Field::RequestTime,
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_status" => Field::UpstreamStatus,
+        "upstream_cache_status" => Field::UpstreamCacheStatus,
         "limit_conn_status" => Field::LimitConnStatus,
         "request_length" => Field::RequestLength,
         "pipe" => Field::Pipe,
@@ -436,6 +439,7 @@ impl AccessLogs {
                 status: 0,
                 upstream_addr: String::new(),
                 upstream_status: String::new(),
+                cache_status: "",
                 tries: Tries::default(),
                 module_values: Vec::new(),
                 limit_conn: 0,
@@ -786,6 +790,8 @@ pub struct Record {
     /// `$upstream_addr`: every try, ", "-separated.
     pub upstream_addr: String,
     pub upstream_status: String,
+    /// `$upstream_cache_status` (empty: not found).
+    pub cache_status: &'static str,
     /// `$upstream_response_time`, `$upstream_connect_time`,
     /// `$upstream_header_time` and the bytes: one entry per try.
     tries: Tries,
@@ -1029,6 +1035,7 @@ impl Record {
             }
             Field::UpstreamAddr => variable(out, self.upstream_addr.as_bytes(), escape_mode),
             Field::UpstreamStatus => variable(out, self.upstream_status.as_bytes(), escape_mode),
+            Field::UpstreamCacheStatus => variable(out, self.cache_status.as_bytes(), escape_mode),
             Field::LimitConnStatus => {
                 let text = crate::http::limit_conn::status_text(self.limit_conn);
                 variable(out, text.as_bytes(), escape_mode);
@@ -1071,6 +1078,7 @@ impl Record {
         self.status = 0;
         self.upstream_addr.clear();
         self.upstream_status.clear();
+        self.cache_status = "";
         self.tries.clear();
         self.module_values.clear();
         self.limit_conn = 0;
@@ -1315,6 +1323,7 @@ mod tests {
             status: 502,
             upstream_addr: String::new(),
             upstream_status: String::new(),
+            cache_status: "",
             tries: Tries(tries),
             module_values: Vec::new(),
             limit_conn: 0,

@@ -58,6 +58,28 @@ enum Kind {
     Gunzip(Box<Gunzipped>),
     /// A file, or ranges of one, read as it is sent (static files).
     File(Box<crate::http::static_files::FileBody>),
+    /// An answer from the proxy cache: its file's body, the upstream's
+    /// header lines, and whether its length is said (an answer stored
+    /// without one goes out without one).
+    Cached(
+        Box<crate::http::static_files::FileBody>,
+        Option<Box<Passed>>,
+        bool,
+    ),
+    /// An upstream's body stored in the proxy cache as it is sent.
+    Fill(Box<Filling>),
+}
+
+/// What storing an answer wraps: the upstream's body, its header lines,
+/// the entry being written; the last piece is held until the entry is
+/// in the index, so that the next request finds it.
+struct Filling {
+    inner: Kind,
+    passed: Option<Box<Passed>>,
+    fill: Option<crate::cache::zone::Fill>,
+    committing: Option<tokio::sync::oneshot::Receiver<()>>,
+    held: Option<Bytes>,
+    done: bool,
 }
 
 /// What `gzip on` wraps: the body, the upstream's header lines (without
@@ -247,6 +269,65 @@ impl RespBody {
         resp
     }
 
+    /// An answer from the proxy cache (`sized`: with its length).
+    pub fn cached(body: crate::http::static_files::FileBody, sized: bool) -> RespBody {
+        RespBody {
+            kind: Kind::Cached(Box::new(body), None, sized),
+            sent: 0,
+            head: 0,
+            record: None,
+            hold: None,
+        }
+    }
+
+    /// Stores the upstream's body in the proxy cache as it is sent; if
+    /// the client does not take all of it (a HEAD asked upstream as GET,
+    /// a 304, a client gone), the rest is read and stored once this body
+    /// is dropped.
+    pub fn fill(&mut self, fill: crate::cache::zone::Fill) {
+        let passed = self.take_passed();
+        let inner = self.take_to_wrap();
+        self.kind = Kind::Fill(Box::new(Filling {
+            inner,
+            passed,
+            fill: Some(fill),
+            committing: None,
+            held: None,
+            done: false,
+        }));
+    }
+
+    /// Whether this stores an upstream's answer the client did not take
+    /// whole.
+    pub fn filling(&self) -> bool {
+        fn unfinished(kind: &Kind) -> bool {
+            match kind {
+                Kind::Fill(f) => f.fill.is_some() && !f.done,
+                Kind::Gzip(g) => unfinished(&g.inner),
+                Kind::Sub(s) => unfinished(&s.inner),
+                Kind::Gunzip(g) => unfinished(&g.inner),
+                _ => false,
+            }
+        }
+        unfinished(&self.kind)
+    }
+
+    /// Reads the rest of an answer being stored (see [`RespBody::filling`])
+    /// and stores it.
+    pub async fn finish_filling(&mut self) {
+        if let Some(kind) = unfinished_fill(&mut self.kind) {
+            let mut rest = RespBody {
+                kind,
+                sent: 0,
+                head: 0,
+                record: None,
+                hold: self.hold.take(),
+            };
+            use http_body_util::BodyExt as _;
+            while let Some(Ok(_)) = rest.frame().await {}
+        }
+    }
+
     /// A file's pieces, read on the blocking pool as they are sent.
     pub fn file(body: crate::http::static_files::FileBody) -> RespBody {
         RespBody {
@@ -311,6 +392,7 @@ impl RespBody {
     fn take_to_wrap(&mut self) -> Kind {
         match std::mem::replace(&mut self.kind, Kind::Full(None)) {
             Kind::Upstream(body, _) => Kind::Upstream(body, None),
+            Kind::Cached(body, _, _) => Kind::File(body),
             other => other,
         }
     }
@@ -375,6 +457,8 @@ impl RespBody {
             Kind::Gzip(g) => g.passed.as_deref(),
             Kind::Sub(s) => s.passed.as_deref(),
             Kind::Gunzip(g) => g.passed.as_deref(),
+            Kind::Cached(_, passed, _) => passed.as_deref(),
+            Kind::Fill(f) => f.passed.as_deref(),
             _ => None,
         }
     }
@@ -387,6 +471,8 @@ impl RespBody {
             Kind::Gzip(g) => g.passed.as_deref_mut(),
             Kind::Sub(s) => s.passed.as_deref_mut(),
             Kind::Gunzip(g) => g.passed.as_deref_mut(),
+            Kind::Cached(_, passed, _) => passed.as_deref_mut(),
+            Kind::Fill(f) => f.passed.as_deref_mut(),
             _ => None,
         }
     }
@@ -420,6 +506,8 @@ impl RespBody {
             Kind::Gzip(g) => g.passed = Some(lines),
             Kind::Sub(s) => s.passed = Some(lines),
             Kind::Gunzip(g) => g.passed = Some(lines),
+            Kind::Cached(_, passed, _) => *passed = Some(lines),
+            Kind::Fill(f) => f.passed = Some(lines),
             _ => {}
         }
     }
@@ -431,6 +519,8 @@ impl RespBody {
             Kind::Gzip(g) => g.passed.take(),
             Kind::Sub(s) => s.passed.take(),
             Kind::Gunzip(g) => g.passed.take(),
+            Kind::Cached(_, passed, _) => passed.take(),
+            Kind::Fill(f) => f.passed.take(),
             _ => None,
         }
     }
@@ -536,8 +626,14 @@ impl RespBody {
     /// then its peer given back. (The writer finishes a body it borrows.)
     pub fn finish(&mut self) {
         self.log();
-        self.kind = Kind::Full(None);
-        self.hold = None;
+        // An answer being stored stays, for the rest to be read.
+        match unfinished_fill(&mut self.kind) {
+            Some(filling) => self.kind = filling,
+            None => {
+                self.kind = Kind::Full(None);
+                self.hold = None;
+            }
+        }
     }
 
     fn log(&mut self) {
@@ -585,7 +681,14 @@ impl Body for RespBody {
                 this.release_idle();
                 polled.map(|piece| piece.map(|r| r.map(Frame::data)))
             }
-            Kind::File(file) => file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data))),
+            Kind::File(file) | Kind::Cached(file, _, _) => {
+                file.poll_data(cx).map(|p| p.map(|r| r.map(Frame::data)))
+            }
+            Kind::Fill(_) => {
+                let polled = poll_piece(&mut this.kind, cx);
+                this.release_idle();
+                polled.map(|piece| piece.map(|r| r.map(Frame::data)))
+            }
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -612,7 +715,8 @@ impl Body for RespBody {
             Kind::Gzip(g) => g.encoder.is_none(),
             Kind::Sub(s) => s.done,
             Kind::Gunzip(g) => g.decoder.is_none(),
-            Kind::File(f) => f.is_end(),
+            Kind::File(f) | Kind::Cached(f, _, _) => f.is_end(),
+            Kind::Fill(f) => f.done,
         }
     }
 
@@ -625,7 +729,14 @@ impl Body for RespBody {
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Tunnel(_) | Kind::Close => SizeHint::with_exact(0),
             Kind::Gzip(_) | Kind::Sub(_) | Kind::Gunzip(_) => SizeHint::default(),
-            Kind::File(f) => SizeHint::with_exact(f.left()),
+            Kind::File(f) | Kind::Cached(f, _, true) => SizeHint::with_exact(f.left()),
+            Kind::Cached(_, _, false) => SizeHint::default(),
+            Kind::Fill(f) => match &f.inner {
+                Kind::Upstream(b, _) if !f.done => b
+                    .exact_len()
+                    .map_or_else(SizeHint::default, SizeHint::with_exact),
+                _ => SizeHint::default(),
+            },
         }
     }
 }
@@ -770,7 +881,8 @@ fn poll_piece(kind: &mut Kind, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes
     match kind {
         Kind::Full(bytes) | Kind::Unsized(bytes) => Poll::Ready(bytes.take().map(Ok)),
         Kind::Upstream(body, _) => body.poll_data(cx),
-        Kind::File(file) => file.poll_data(cx),
+        Kind::File(file) | Kind::Cached(file, _, _) => file.poll_data(cx),
+        Kind::Fill(f) => poll_filled(f, cx),
         Kind::Sub(s) if !s.done => match poll_piece(&mut s.inner, cx) {
             Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(s.matcher.feed(data, false)))),
             Poll::Ready(None) => {
@@ -826,6 +938,7 @@ fn innermost(kind: &Kind) -> &Kind {
         Kind::Gzip(g) => innermost(&g.inner),
         Kind::Sub(s) => innermost(&s.inner),
         Kind::Gunzip(g) => innermost(&g.inner),
+        Kind::Fill(f) => innermost(&f.inner),
         kind => kind,
     }
 }
@@ -835,13 +948,98 @@ fn innermost_mut(kind: &mut Kind) -> &mut Kind {
         Kind::Gzip(g) => innermost_mut(&mut g.inner),
         Kind::Sub(s) => innermost_mut(&mut s.inner),
         Kind::Gunzip(g) => innermost_mut(&mut g.inner),
+        Kind::Fill(f) => innermost_mut(&mut f.inner),
         kind => kind,
+    }
+}
+
+/// The next piece of a body being stored: the upstream's, written to
+/// the entry too; the last one once the entry is in the index.
+fn poll_filled(f: &mut Filling, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    loop {
+        if let Some(committing) = &mut f.committing {
+            if std::future::Future::poll(Pin::new(committing), cx).is_pending() {
+                return Poll::Pending;
+            }
+            f.committing = None;
+            f.done = true;
+            return Poll::Ready(f.held.take().map(Ok));
+        }
+        if f.done {
+            return Poll::Ready(None);
+        }
+        let ended = |inner: &Kind| matches!(inner, Kind::Upstream(b, _) if b.is_end_stream());
+        match poll_piece(&mut f.inner, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                // Cut short: what was written is thrown away.
+                f.fill = None;
+                f.done = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(Some(Ok(data))) => {
+                if let Some(fill) = &f.fill {
+                    fill.data(data.clone());
+                }
+                if !ended(&f.inner) {
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                match f.fill.take() {
+                    Some(fill) => {
+                        f.committing = Some(fill.commit());
+                        f.held = Some(data);
+                    }
+                    None => {
+                        f.done = true;
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+            }
+            Poll::Ready(None) => match f.fill.take() {
+                Some(fill) => f.committing = Some(fill.commit()),
+                None => {
+                    f.done = true;
+                    return Poll::Ready(None);
+                }
+            },
+        }
+    }
+}
+
+/// A body being stored that the client did not take whole: the part of
+/// it that holds the store, with its upstream connection's hold.
+fn unfinished_fill(kind: &mut Kind) -> Option<Kind> {
+    match kind {
+        Kind::Fill(f) if f.fill.is_some() && !f.done => {
+            Some(std::mem::replace(kind, Kind::Full(None)))
+        }
+        Kind::Gzip(g) => unfinished_fill(&mut g.inner),
+        Kind::Sub(s) => unfinished_fill(&mut s.inner),
+        Kind::Gunzip(g) => unfinished_fill(&mut g.inner),
+        _ => None,
     }
 }
 
 impl Drop for RespBody {
     fn drop(&mut self) {
         self.log();
+        // nginx reads on what it stores when the client does not take
+        // it (a HEAD asked as GET, a 304, a client gone): so does a task.
+        if let Some(kind) = unfinished_fill(&mut self.kind) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mut rest = RespBody {
+                    kind,
+                    sent: 0,
+                    head: 0,
+                    record: None,
+                    hold: self.hold.take(),
+                };
+                runtime.spawn(async move {
+                    use http_body_util::BodyExt as _;
+                    while let Some(Ok(_)) = rest.frame().await {}
+                });
+            }
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub mod auth_basic;
 pub mod auth_request;
 pub mod autoindex;
 pub mod body;
+pub mod cache;
 pub mod charset;
 pub mod client_cert;
 pub mod cookie;

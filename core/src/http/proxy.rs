@@ -25,6 +25,7 @@ use crate::clock::{self, Mono};
 use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
+use crate::http::cache;
 use crate::http::h1::parse::spelled;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
@@ -344,12 +345,21 @@ pub fn upstream_head(
     vars: &VarCtx<'_>,
     target: &str,
     framing: Framing,
+    cached: Option<&cache::Pending>,
 ) -> RequestHead {
     let shape = p.shape.as_deref();
-    // `proxy_method`: a value that is no method leaves the client's.
-    let method = shape
-        .and_then(|s| s.method.as_ref())
-        .and_then(|t| Method::from_bytes(&t.eval(vars)).ok());
+    // A HEAD the cache asks as GET (`proxy_cache_convert_head`), over
+    // `proxy_method`; a `proxy_method` value that is no method leaves
+    // the client's.
+    let method = match cached {
+        Some(c) if c.as_get => Some(Method::GET),
+        _ => shape
+            .and_then(|s| s.method.as_ref())
+            .and_then(|t| Method::from_bytes(&t.eval(vars)).ok()),
+    };
+    // nginx asks for a whole answer to store: the client's conditions
+    // and ranges are its own to meet.
+    let cacheable = cached.is_some_and(cache::Pending::cacheable);
     let mut w = HeadWriter::new(
         method.as_ref().unwrap_or(&parts.method),
         target,
@@ -377,7 +387,9 @@ pub fn upstream_head(
     let keep_hidden = p.header_rules.as_ref().is_some_and(|r| r.keeps_hidden());
     let pass_headers = shape.is_none_or(|s| s.headers);
     for (name, value) in parts.headers.iter().filter(|_| pass_headers) {
-        if !dropped(name) && !p.headers.iter().any(|set| set.name == name) {
+        // (The cache's whole answer: no client conditions or ranges.)
+        let left_out = dropped(name) || (cacheable && cache::asks_whole(name));
+        if !left_out && !p.headers.iter().any(|set| set.name == name) {
             let value = value.as_bytes();
             let spelled = spelled(raw, name, value).unwrap_or(name.as_str().as_bytes());
             w.header(spelled, name, value);
@@ -1247,12 +1259,49 @@ pub async fn run(
             .path_and_query()
             .map_or("/", |pq| pq.as_str()),
     };
-    let mut req_head = upstream_head(parts, cx.raw, p, &vars(), target, framing);
+    // `proxy_cache`: an entry answers, or the upstream is asked with the
+    // cache in mind. (Boxed: most locations cache nothing.)
+    let mut cached = None;
+    if let Some(c) = p.cache.as_deref() {
+        let proxied = |key: &mut Vec<u8>| {
+            key.extend_from_slice(scheme.as_bytes());
+            key.extend_from_slice(b"://");
+            key.extend_from_slice(proxy.host.as_bytes());
+            key.extend_from_slice(target.as_bytes());
+        };
+        match Box::pin(cache::look(c, &vars(), &parts.method, proxied)).await {
+            cache::Looked::Off => {}
+            cache::Looked::Entry(answer, status) => {
+                let (record, seen) = (record.as_deref_mut(), seen.as_deref_mut());
+                return from_cache(*answer, status, p, cx, parts, &vars(), record, seen);
+            }
+            cache::Looked::Ask(pending) => {
+                if let Some(r) = record.as_deref_mut() {
+                    r.cache_status = pending.status.as_str();
+                }
+                if let Some(s) = seen.as_deref_mut() {
+                    s.cache = pending.status.as_str();
+                }
+                cached = Some(pending);
+            }
+        }
+    }
+    let mut req_head = upstream_head(
+        parts,
+        cx.raw,
+        p,
+        &vars(),
+        target,
+        framing,
+        cached.as_deref(),
+    );
     // nginx's `$upstream_http_*` reads every line the upstream sent, the
     // ones it hides from the client (Server, Date, X-Accel-*) too: they
-    // are kept for the record and dropped after it took its copy.
+    // are kept for the record and dropped after it took its copy. The
+    // cache reads and stores them all too.
     let log_hidden = record.as_deref().is_some_and(Record::wants_upstream_head) || seen.is_some();
-    if log_hidden {
+    let keep_hidden = log_hidden || cached.is_some();
+    if keep_hidden {
         req_head.keep_hidden();
     }
     // `proxy_bind` and `proxy_socket_keepalive`, once per request as
@@ -1273,6 +1322,20 @@ pub async fn run(
         let i = match chosen {
             GetResult::Peer(i) => i as usize,
             GetResult::Busy => {
+                // nginx's NOLIVE, which `proxy_cache_use_stale error` takes.
+                let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
+                let ask = Stale {
+                    p,
+                    cx,
+                    parts,
+                    vars: &vars(),
+                };
+                if let Some(resp) = ask
+                    .answer(cached.as_deref(), NextUpstream::ERROR, r, s)
+                    .await
+                {
+                    return resp;
+                }
                 if let Some(s) = seen.as_deref_mut() {
                     push_list(&mut s.addr, &up.name);
                     push_list(&mut s.status, "502");
@@ -1403,6 +1466,20 @@ pub async fn run(
                     now,
                     &mut tries_left,
                 );
+                // `proxy_cache_use_stale http_500 ...`: the expired entry
+                // in place of the upstream's error.
+                if let Some(bit) = NextUpstream::status_bit(status) {
+                    let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
+                    let ask = Stale {
+                        p,
+                        cx,
+                        parts,
+                        vars: &vars(),
+                    };
+                    if let Some(stale) = ask.answer(cached.as_deref(), bit, r, s).await {
+                        return stale;
+                    }
+                }
                 if p.intercept && status >= 300 {
                     if let Some(page) = intercepted(location, status, &resp.passed) {
                         return page;
@@ -1415,19 +1492,15 @@ pub async fn run(
                     upgraded,
                     ..
                 } = resp;
-                match &p.header_rules {
-                    Some(rules) => rules.apply(&mut passed),
-                    None if log_hidden && passed.has_hidden() => {
-                        upstream_h1::HeaderRules::default().apply(&mut passed)
+                // Stored as the upstream sent it, before the location
+                // hides or rewrites lines.
+                let fill = match (cached.as_deref_mut(), &p.cache) {
+                    (Some(pending), Some(c)) if upgraded.is_none() => {
+                        pending.fill(c, head.status, &passed, &vars())
                     }
-                    None => {}
-                }
-                if passed.redirect && !p.redirects.is_empty() {
-                    redirect(&mut passed, p, cx, parts, &vars());
-                }
-                if let Some(cookies) = &p.cookies {
-                    cookies.apply(&mut passed, &vars());
-                }
+                    _ => None,
+                };
+                pass_lines(p, &mut passed, keep_hidden, cx, parts, &vars());
                 let hold = PeerHold::new(upstream.clone(), i, conn_hold.take());
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
@@ -1436,6 +1509,16 @@ pub async fn run(
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
                 *resp.version_mut() = Version::HTTP_11;
+                if let Some(fill) = fill {
+                    resp.body_mut().fill(fill);
+                    // An answer being stored meets the client's conditions
+                    // as one from the cache does.
+                    if let Some(answer) =
+                        cache::not_modified(&mut resp, &parts.headers, if_modified_since(cx))
+                    {
+                        return answer;
+                    }
+                }
                 return resp;
             }
             Err(failure) if matches!(failure.ft, FT_LOCAL | FT_LOCAL_ALERT) => {
@@ -1500,10 +1583,124 @@ pub async fn run(
                 // The streamed body went to this try and cannot be sent again.
                 let body_gone = !replayable && body.is_none();
                 if tries_left == 0 || !allows(p.next_upstream, ft) || body_gone || timed_out {
+                    let ft = failure.ft & !NextUpstream::NON_IDEMPOTENT;
+                    let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
+                    let ask = Stale {
+                        p,
+                        cx,
+                        parts,
+                        vars: &vars(),
+                    };
+                    if let Some(stale) = ask.answer(cached.as_deref(), ft, r, s).await {
+                        return stale;
+                    }
                     return error_page(status);
                 }
             }
         }
+    }
+}
+
+/// The location's hiding and rewriting of an upstream's lines
+/// (`proxy_hide_header`, `proxy_pass_header`, `proxy_redirect`,
+/// `proxy_cookie_*`); `hidden_kept`: the lines nginx hides by default
+/// were kept (for a log, for the cache) and go now.
+fn pass_lines(
+    p: &Proxy,
+    passed: &mut upstream_h1::Passed,
+    hidden_kept: bool,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    vars: &VarCtx<'_>,
+) {
+    match &p.header_rules {
+        Some(rules) => rules.apply(passed),
+        None if hidden_kept && passed.has_hidden() => {
+            upstream_h1::HeaderRules::default().apply(passed)
+        }
+        None => {}
+    }
+    if passed.redirect && !p.redirects.is_empty() {
+        redirect(passed, p, cx, parts, vars);
+    }
+    if let Some(cookies) = &p.cookies {
+        cookies.apply(passed, vars);
+    }
+}
+
+/// The location's `if_modified_since`, which the cache's 304s follow.
+fn if_modified_since(cx: &ClientCx<'_>) -> crate::conf::model::IfModifiedSince {
+    cx.statics
+        .map_or(crate::conf::model::IfModifiedSince::Exact, |s| {
+            s.if_modified_since
+        })
+}
+
+/// What `proxy_cache_use_stale` answers with.
+struct Stale<'a> {
+    p: &'a Proxy,
+    cx: &'a ClientCx<'a>,
+    parts: &'a Parts,
+    vars: &'a VarCtx<'a>,
+}
+
+impl Stale<'_> {
+    /// The expired entry, where the request found one and the failure
+    /// (`ft`, `proxy_next_upstream`'s bit) is listed (`STALE`).
+    async fn answer(
+        &self,
+        cached: Option<&cache::Pending>,
+        ft: u32,
+        record: Option<&mut Record>,
+        seen: Option<&mut UpstreamSeen>,
+    ) -> Option<Response<RespBody>> {
+        let (pending, c) = (cached?, self.p.cache.as_deref()?);
+        if !pending.stale_for(c, ft) {
+            return None;
+        }
+        let answer = Box::pin(pending.stale(self.vars)).await?;
+        let (p, cx, parts, vars) = (self.p, self.cx, self.parts, self.vars);
+        let status = cache::Status::Stale;
+        Some(from_cache(
+            *answer, status, p, cx, parts, vars, record, seen,
+        ))
+    }
+}
+
+/// An answer from the cache (`status`: a hit, an entry being renewed, or
+/// an expired one `proxy_cache_use_stale` serves), as an upstream's
+/// goes out: the location's header rules, the client's conditions.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+fn from_cache(
+    answer: cache::Answer,
+    status: cache::Status,
+    p: &Proxy,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    vars: &VarCtx<'_>,
+    record: Option<&mut Record>,
+    seen: Option<&mut UpstreamSeen>,
+) -> Response<RespBody> {
+    let (head, mut passed, mut body) = answer;
+    // nginx's `$upstream_http_*` read the stored answer's lines; a hit
+    // leaves `$upstream_addr` and `$upstream_status` unset, a stale
+    // answer the tries that failed.
+    if let Some(r) = record {
+        r.cache_status = status.as_str();
+        r.upstream_head(Some(&passed.lines));
+    }
+    if let Some(s) = seen {
+        s.cache = status.as_str();
+        s.head.clone_from(&passed.lines);
+    }
+    pass_lines(p, &mut passed, true, cx, parts, vars);
+    body.put_passed(passed);
+    let mut resp = Response::from_parts(head, body);
+    *resp.version_mut() = Version::HTTP_11;
+    match cache::not_modified(&mut resp, &parts.headers, if_modified_since(cx)) {
+        Some(answer) => answer,
+        None => resp,
     }
 }
 

@@ -69,7 +69,7 @@ pub struct Static {
     try_files: Option<TryFiles>,
     log_not_found: bool,
     etag: bool,
-    if_modified_since: IfModifiedSince,
+    pub(crate) if_modified_since: IfModifiedSince,
     max_ranges: u32,
     autoindex: Option<AutoindexConf>,
     /// `random_index on`.
@@ -1169,7 +1169,7 @@ fn multipart(
 }
 
 /// What nginx's not_modified filter makes of a request's conditions.
-enum Conditional {
+pub(crate) enum Conditional {
     /// 412: `If-Unmodified-Since` or `If-Match` failed.
     Failed,
     /// 304.
@@ -1184,8 +1184,21 @@ fn not_modified(
     mtime: i64,
     etag: Option<&str>,
 ) -> Option<Conditional> {
+    answer_not_modified(headers, mode, Some(mtime), etag)
+}
+
+/// [`not_modified`] for an answer that may have no Last-Modified (an
+/// upstream's, from the cache): `If-Modified-Since` then says it changed,
+/// and `If-Unmodified-Since` fails, as nginx's filter has it.
+pub(crate) fn answer_not_modified(
+    headers: &http::HeaderMap,
+    mode: IfModifiedSince,
+    mtime: Option<i64>,
+    etag: Option<&str>,
+) -> Option<Conditional> {
     if let Some(iums) = headers.get(IF_UNMODIFIED_SINCE) {
-        if http_time(iums.as_bytes()).is_none_or(|t| t < mtime) {
+        let unmodified = mtime.is_some_and(|m| http_time(iums.as_bytes()).is_some_and(|t| t >= m));
+        if !unmodified {
             return Some(Conditional::Failed);
         }
     }
@@ -1197,7 +1210,8 @@ fn not_modified(
     let ims = headers.get(IF_MODIFIED_SINCE);
     let inm = headers.get(IF_NONE_MATCH);
     if ims.is_some() || inm.is_some() {
-        let modified = ims.is_some_and(|v| modified_since(mode, v.as_bytes(), mtime));
+        let modified = ims
+            .is_some_and(|v| mtime.is_none_or(|mtime| modified_since(mode, v.as_bytes(), mtime)));
         let changed = inm.is_some_and(|v| !matches(v.as_bytes(), etag, true));
         if !modified && !changed {
             return Some(Conditional::NotModified);
@@ -1342,7 +1356,7 @@ fn if_range(value: Option<&HeaderValue>, etag: Option<&str>, mtime: i64) -> bool
 
 /// An HTTP date in seconds since the epoch (nginx's `ngx_parse_http_time`
 /// takes the same three formats).
-fn http_time(value: &[u8]) -> Option<i64> {
+pub(crate) fn http_time(value: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(value).ok()?;
     let time = httpdate::parse_http_date(text.trim()).ok()?;
     time.duration_since(UNIX_EPOCH)
@@ -1475,6 +1489,11 @@ pub struct FileBody {
 }
 
 impl FileBody {
+    /// `len` bytes of `file` from `offset` (a cached answer's body).
+    pub(crate) fn range(file: Arc<std::fs::File>, offset: u64, len: u64) -> FileBody {
+        FileBody::new(file, vec![Piece::Range(offset, len)])
+    }
+
     fn new(file: Arc<std::fs::File>, pieces: Vec<Piece>) -> FileBody {
         let left = pieces
             .iter()

@@ -77,6 +77,10 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         previous.map_or(&[][..], |r| &r.limit_conn_zones[..]),
         &map_names,
     )?;
+    let cache_zones = cache_zones(
+        &config.http.cache_paths,
+        previous.map_or(&[][..], |r| &r.cache_zones[..]),
+    )?;
     let mut upstreams = Vec::with_capacity(config.http.upstreams.len());
     for up in &config.http.upstreams {
         let module = match up.balancer {
@@ -105,6 +109,7 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         workers,
         conf_file: config.files.first().map(|f| f.0.clone()),
         resolvers: Default::default(),
+        caches: &cache_zones,
     };
     let mut servers = Vec::with_capacity(config.http.servers.len());
     let mut flat = 0;
@@ -151,6 +156,79 @@ pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, Conf
         listens,
         files: config.files,
         limit_conn_zones: limit_zones.iter().map(|z| z.state.clone()).collect(),
+        cache_zones,
+    })
+}
+
+/// The `proxy_cache_path` zones: the running configuration's of the same
+/// name and size, with its entries (nginx keeps a shared memory zone
+/// across a reload), which must then have the same path and levels; or
+/// new ones, which read what is on disk.
+fn cache_zones(
+    confs: &[model::CachePathConf],
+    previous: &[Arc<crate::cache::Zone>],
+) -> Result<Vec<Arc<crate::cache::Zone>>, ConfError> {
+    confs
+        .iter()
+        .map(|c| {
+            let kept = previous
+                .iter()
+                .find(|z| z.name == c.name && z.keys_size == c.size);
+            match kept {
+                Some(z) if z.root != c.settings.root => Err(ConfError::bare(format!(
+                    "cache \"{}\" uses the \"{}\" cache path while previously it used the \"{}\" cache path",
+                    c.name,
+                    c.settings.root.display(),
+                    z.root.display()
+                ))),
+                Some(z) if z.levels != c.settings.levels => Err(ConfError::bare(format!(
+                    "cache \"{}\" had previously different levels",
+                    c.name
+                ))),
+                Some(z) => {
+                    z.update(&c.settings);
+                    Ok(z.clone())
+                }
+                None => crate::cache::Zone::start(&c.name, &c.settings).map_err(|e| {
+                    ConfError::bare(format!("cache \"{}\": thread not started: {e}", c.name))
+                }),
+            }
+        })
+        .collect()
+}
+
+/// A location's `proxy_cache`, its zone found and its values compiled.
+fn cache(
+    conf: &crate::conf::cache::CacheConf,
+    zones: &[Arc<crate::cache::Zone>],
+    maps: &MapNames,
+) -> Result<crate::http::cache::Cache, ConfError> {
+    let zone = zones.iter().find(|z| z.name == conf.zone).ok_or_else(|| {
+        ConfError::bare(format!("\"proxy_cache\" zone \"{}\" is unknown", conf.zone))
+    })?;
+    let compile = |text: &str| {
+        crate::vars::Template::compile_with(text, &|n| maps.var(n))
+            .map_err(|e| ConfError::bare(e.to_string()))
+    };
+    let list = |texts: &[String]| {
+        texts
+            .iter()
+            .map(|t| compile(t))
+            .collect::<Result<Box<[_]>, _>>()
+    };
+    Ok(crate::http::cache::Cache {
+        zone: zone.clone(),
+        key: conf.key.as_deref().map(compile).transpose()?,
+        valid: conf.valid.clone().into(),
+        methods: conf.methods,
+        min_uses: conf.min_uses,
+        use_stale: conf.use_stale,
+        bypass: list(&conf.bypass)?,
+        no_cache: list(&conf.no_cache)?,
+        ignore: conf.ignore,
+        convert_head: conf.convert_head,
+        max_range_offset: conf.max_range_offset,
+        lock: conf.lock.then_some((conf.lock_timeout, conf.lock_age)),
     })
 }
 
@@ -494,6 +572,8 @@ struct Upstreams<'a> {
             Arc<crate::upstream::resolver::Resolver>,
         >,
     >,
+    /// The `proxy_cache_path` zones, which `proxy_cache` names.
+    caches: &'a [Arc<crate::cache::Zone>],
 }
 
 /// The `proxy_pass` of location `i` (`l`), or of an `if` in it, with
@@ -1100,6 +1180,11 @@ fn proxy(
         intercept: false,
         ignore_client_abort: conf.ignore_client_abort,
         socket: socket(conf, maps)?,
+        cache: conf
+            .cache
+            .as_ref()
+            .map(|c| cache(c, upstreams.caches, maps).map(Box::new))
+            .transpose()?,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct Runtime {
     pub files: Vec<(std::path::PathBuf, String)>,
     /// `limit_conn_zone`s' counts, which a reload keeps by name and size.
     pub limit_conn_zones: Vec<Arc<crate::http::limit_conn::ZoneState>>,
+    /// `proxy_cache_path` zones, which a reload keeps by name and size.
+    pub cache_zones: Vec<Arc<crate::cache::Zone>>,
 }
 
 /// The servers sharing one listening address, and how a Host picks one.
@@ -647,6 +649,8 @@ pub struct Proxy {
     /// `proxy_bind` and `proxy_socket_keepalive`: how upstream sockets
     /// are made; `None` as the system makes them.
     pub socket: Option<Box<SocketSettings>>,
+    /// `proxy_cache`; `None`: off.
+    pub cache: Option<Box<crate::http::cache::Cache>>,
 }
 
 /// `proxy_bind` and `proxy_socket_keepalive`.
