@@ -75,9 +75,15 @@ pub struct Opened {
 }
 
 /// An entry's answer: its status line, the upstream's header lines (all
-/// of them: the caller hides what the location hides), its body from the
-/// file.
-pub type Answer = (http::response::Parts, Box<Passed>, RespBody);
+/// of them: the caller hides what the location hides), and where its
+/// body is in the file.
+pub struct Answer {
+    pub head: http::response::Parts,
+    pub passed: Box<Passed>,
+    file: Arc<std::fs::File>,
+    start: u64,
+    len: u64,
+}
 
 /// What the lookup decided.
 pub enum Looked {
@@ -389,15 +395,108 @@ fn answer(o: Opened) -> Option<Answer> {
             return None;
         }
     };
-    let body = crate::http::static_files::FileBody::range(
-        o.file,
-        o.header.body_start(),
-        o.header.body_len,
-    );
-    // An answer stored without its length (chunked, or up to the close)
-    // goes out so again, as nginx sends it.
-    let sized = head.passed.length.is_some();
-    Some((head.parts, head.passed, RespBody::cached(body, sized)))
+    Some(Answer {
+        head: head.parts,
+        passed: head.passed,
+        file: o.file,
+        start: o.header.body_start(),
+        len: o.header.body_len,
+    })
+}
+
+impl Answer {
+    /// The answer to the request `req`, as nginx's filters make it of a
+    /// cached one: whole (without a length where none was stored), a 304
+    /// or 412 for its conditions, or the ranges it asks for where the
+    /// upstream said `Accept-Ranges` (nginx's range filter, `max_ranges`).
+    pub fn respond(
+        self,
+        req: &http::request::Parts,
+        mode: crate::conf::model::IfModifiedSince,
+        max_ranges: u32,
+    ) -> Response<RespBody> {
+        use crate::http::static_files::{if_range, parse_ranges, FileBody, Ranged, Ranges};
+        let Answer {
+            head,
+            passed,
+            file,
+            start,
+            len,
+        } = self;
+        let sized = passed.length.is_some();
+        let line = |name: &[u8]| {
+            passed
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_vec())
+        };
+        let ranged = sized && line(b"accept-ranges").is_some() && head.status == StatusCode::OK;
+        let etag = line(b"etag").and_then(|v| String::from_utf8(v).ok());
+        let mtime = line(b"last-modified").and_then(|v| crate::http::static_files::http_time(&v));
+        let mut body = RespBody::cached(FileBody::range(file.clone(), start, len), sized);
+        body.put_passed(passed);
+        let mut resp = Response::from_parts(head, body);
+        *resp.version_mut() = http::Version::HTTP_11;
+        if let Some(answer) = not_modified(&mut resp, &req.headers, mode) {
+            return answer;
+        }
+        let range = match req.headers.get(http::header::RANGE) {
+            Some(range) if ranged && req.version >= http::Version::HTTP_10 => range,
+            _ => return resp,
+        };
+        if !if_range(
+            req.headers.get(http::header::IF_RANGE),
+            etag.as_deref(),
+            mtime.unwrap_or(i64::MIN),
+        ) {
+            return resp;
+        }
+        let list = match parse_ranges(range.as_bytes(), len, max_ranges) {
+            Ranges::None => return resp,
+            Ranges::Unsatisfiable => {
+                let mut refused = crate::http::response::finalized(416);
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{len}")) {
+                    refused.headers_mut().insert(http::header::CONTENT_RANGE, v);
+                }
+                return refused;
+            }
+            Ranges::Some(list) => list,
+        };
+        // The range filter edits the answer's headers: its lines go to the
+        // map.
+        if let Some(passed) = resp.body_mut().take_passed() {
+            passed.append_to(resp.headers_mut());
+        }
+        let head_only = req.method == Method::HEAD;
+        let h = resp.headers_mut();
+        h.remove(http::header::ACCEPT_RANGES);
+        if let [(first, end)] = list[..] {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(http::header::CONTENT_LENGTH, (end - first).into());
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {first}-{}/{len}", end - 1))
+            {
+                h.insert(http::header::CONTENT_RANGE, v);
+            }
+            *resp.body_mut() = if head_only {
+                RespBody::empty()
+            } else {
+                RespBody::file(FileBody::range(file, start + first, end - first))
+            };
+            return resp;
+        }
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static(""));
+        let body = Ranged {
+            bytes: None,
+            file,
+            base: start,
+        };
+        crate::http::static_files::multipart(resp, &content_type, &list, len, body, head_only)
+    }
 }
 
 impl Pending {

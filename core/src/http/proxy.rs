@@ -1669,11 +1669,12 @@ impl Stale<'_> {
 
 /// An answer from the cache (`status`: a hit, an entry being renewed, or
 /// an expired one `proxy_cache_use_stale` serves), as an upstream's
-/// goes out: the location's header rules, the client's conditions.
+/// goes out: the location's header rules, the client's conditions and
+/// ranges.
 #[allow(clippy::too_many_arguments)]
 #[cold]
 fn from_cache(
-    answer: cache::Answer,
+    mut answer: cache::Answer,
     status: cache::Status,
     p: &Proxy,
     cx: &ClientCx<'_>,
@@ -1682,26 +1683,20 @@ fn from_cache(
     record: Option<&mut Record>,
     seen: Option<&mut UpstreamSeen>,
 ) -> Response<RespBody> {
-    let (head, mut passed, mut body) = answer;
     // nginx's `$upstream_http_*` read the stored answer's lines; a hit
     // leaves `$upstream_addr` and `$upstream_status` unset, a stale
     // answer the tries that failed.
     if let Some(r) = record {
         r.cache_status = status.as_str();
-        r.upstream_head(Some(&passed.lines));
+        r.upstream_head(Some(&answer.passed.lines));
     }
     if let Some(s) = seen {
         s.cache = status.as_str();
-        s.head.clone_from(&passed.lines);
+        s.head.clone_from(&answer.passed.lines);
     }
-    pass_lines(p, &mut passed, true, cx, parts, vars);
-    body.put_passed(passed);
-    let mut resp = Response::from_parts(head, body);
-    *resp.version_mut() = Version::HTTP_11;
-    match cache::not_modified(&mut resp, &parts.headers, if_modified_since(cx)) {
-        Some(answer) => answer,
-        None => resp,
-    }
+    pass_lines(p, &mut answer.passed, true, cx, parts, vars);
+    let max_ranges = cx.statics.map_or(u32::MAX, |s| s.max_ranges);
+    answer.respond(parts, if_modified_since(cx), max_ranges)
 }
 
 /// `proxy_intercept_errors on`: an upstream's answer whose status has an

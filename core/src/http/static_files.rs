@@ -70,7 +70,7 @@ pub struct Static {
     log_not_found: bool,
     etag: bool,
     pub(crate) if_modified_since: IfModifiedSince,
-    max_ranges: u32,
+    pub(crate) max_ranges: u32,
     autoindex: Option<AutoindexConf>,
     /// `random_index on`.
     random_index: bool,
@@ -1111,24 +1111,39 @@ fn respond(
             }
             resp
         }
-        Ranges::Some(list) => multipart(resp, &content_type, &list, size, opened.bytes, file, head),
+        Ranges::Some(list) => {
+            let body = Ranged {
+                bytes: opened.bytes,
+                file,
+                base: 0,
+            };
+            multipart(resp, &content_type, &list, size, body, head)
+        }
     }
 }
 
 /// Counts multipart boundaries, as nginx's `ngx_next_temp_number(0)`.
 static BOUNDARY: AtomicU64 = AtomicU64::new(0);
 
+/// What ranges are cut from: a file (its bytes when read whole), from
+/// an offset in it (a cached answer's body starts after its head).
+pub(crate) struct Ranged {
+    pub bytes: Option<Bytes>,
+    pub file: Arc<std::fs::File>,
+    pub base: u64,
+}
+
 /// nginx's `ngx_http_range_multipart_header`: each range after its
 /// boundary, type and Content-Range lines.
-fn multipart(
+pub(crate) fn multipart(
     mut resp: Response<RespBody>,
     content_type: &HeaderValue,
     list: &[(u64, u64)],
     size: u64,
-    bytes: Option<Bytes>,
-    file: Arc<std::fs::File>,
+    body: Ranged,
     head: bool,
 ) -> Response<RespBody> {
+    let Ranged { bytes, file, base } = body;
     let boundary = BOUNDARY.fetch_add(1, Ordering::Relaxed) + 1;
     let part_type = if content_type.is_empty() {
         String::new()
@@ -1149,7 +1164,7 @@ fn multipart(
         pieces.push(Piece::Bytes(Bytes::from(header)));
         pieces.push(match &bytes {
             Some(b) => Piece::Bytes(b.slice(start as usize..end as usize)),
-            None => Piece::Range(start, end - start),
+            None => Piece::Range(base + start, end - start),
         });
     }
     let last = format!("\r\n--{boundary:020}--\r\n");
@@ -1344,7 +1359,7 @@ fn matches(value: &[u8], etag: Option<&str>, weak: bool) -> bool {
 
 /// nginx's If-Range check: an entity tag (ending in `"`) must be the
 /// file's, a date its Last-Modified.
-fn if_range(value: Option<&HeaderValue>, etag: Option<&str>, mtime: i64) -> bool {
+pub(crate) fn if_range(value: Option<&HeaderValue>, etag: Option<&str>, mtime: i64) -> bool {
     let Some(value) = value.map(HeaderValue::as_bytes) else {
         return true;
     };
@@ -1389,7 +1404,7 @@ fn number(mut p: &[u8]) -> Option<(u64, &[u8])> {
     Some((n, p))
 }
 
-enum Ranges {
+pub(crate) enum Ranges {
     /// No Range to honour: the whole file.
     None,
     Unsatisfiable,
@@ -1400,7 +1415,7 @@ enum Ranges {
 /// nginx's `ngx_http_range_parse`, on the header `value` for a file of
 /// `size` bytes: more than `max` satisfiable ranges (`max_ranges`) get
 /// the whole file.
-fn parse_ranges(value: &[u8], size: u64, max: u32) -> Ranges {
+pub(crate) fn parse_ranges(value: &[u8], size: u64, max: u32) -> Ranges {
     if max == 0 {
         return Ranges::None;
     }
