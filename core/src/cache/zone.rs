@@ -240,9 +240,9 @@ impl Zone {
         self.stored(md5, valid_until, size, crate::clock::unix_secs());
     }
 
-    /// Waits until an entry is stored or given up, or `until` passes.
-    pub async fn changed(&self, until: std::time::Duration) {
-        let _ = tokio::time::timeout(until, self.changed.notified()).await;
+    /// Wakes when an entry is stored or its storing given up.
+    pub fn changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The request that marked the entry as being stored gives it up.

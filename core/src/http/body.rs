@@ -255,6 +255,7 @@ impl RespBody {
         matches!(self.kind, Kind::Close)
     }
 
+    #[inline(always)]
     pub fn upstream(body: UpstreamBody, passed: Box<Passed>, hold: PeerHold) -> RespBody {
         let mut resp = RespBody {
             kind: Kind::Upstream(body, Some(passed)),
@@ -299,7 +300,9 @@ impl RespBody {
 
     /// Whether this stores an upstream's answer the client did not take
     /// whole.
+    #[inline(always)]
     pub fn filling(&self) -> bool {
+        #[cold]
         fn unfinished(kind: &Kind) -> bool {
             match kind {
                 Kind::Fill(f) => f.fill.is_some() && !f.done,
@@ -309,7 +312,7 @@ impl RespBody {
                 _ => false,
             }
         }
-        unfinished(&self.kind)
+        wrapped(&self.kind) && unfinished(&self.kind)
     }
 
     /// Reads the rest of an answer being stored (see [`RespBody::filling`])
@@ -399,7 +402,11 @@ impl RespBody {
 
     /// An upstream body's connection, once free, back to the pool.
     fn release_idle(&mut self) {
-        let kind = innermost_mut(&mut self.kind);
+        // (A plain upstream body is its own innermost.)
+        let kind = match &mut self.kind {
+            kind @ Kind::Upstream(..) => kind,
+            kind => innermost_mut(kind),
+        };
         if let Kind::Upstream(body, _) = kind {
             if let Some((conn, reusable)) = body.take_done() {
                 // The body is over: what its exchange read, for the log;
@@ -624,16 +631,19 @@ impl RespBody {
     /// What dropping it does, now, leaving an empty body: the access log
     /// line is written, an upstream body's connection closed or pooled,
     /// then its peer given back. (The writer finishes a body it borrows.)
+    #[inline(always)]
     pub fn finish(&mut self) {
         self.log();
         // An answer being stored stays, for the rest to be read.
-        match unfinished_fill(&mut self.kind) {
-            Some(filling) => self.kind = filling,
-            None => {
-                self.kind = Kind::Full(None);
-                self.hold = None;
-            }
+        if let Some(filling) = wrapped(&self.kind)
+            .then(|| unfinished_fill(&mut self.kind))
+            .flatten()
+        {
+            self.kind = filling;
+            return;
         }
+        self.kind = Kind::Full(None);
+        self.hold = None;
     }
 
     fn log(&mut self) {
@@ -1006,8 +1016,19 @@ fn poll_filled(f: &mut Filling, cx: &mut Context<'_>) -> Poll<Option<Result<Byte
     }
 }
 
+/// Whether a body is wrapped by a filter or the cache (one test on the
+/// plain path, before [`unfinished_fill`] looks inside).
+#[inline(always)]
+fn wrapped(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Fill(_) | Kind::Gzip(_) | Kind::Sub(_) | Kind::Gunzip(_)
+    )
+}
+
 /// A body being stored that the client did not take whole: the part of
 /// it that holds the store, with its upstream connection's hold.
+#[cold]
 fn unfinished_fill(kind: &mut Kind) -> Option<Kind> {
     match kind {
         Kind::Fill(f) if f.fill.is_some() && !f.done => {
@@ -1023,23 +1044,40 @@ fn unfinished_fill(kind: &mut Kind) -> Option<Kind> {
 impl Drop for RespBody {
     fn drop(&mut self) {
         self.log();
-        // nginx reads on what it stores when the client does not take
-        // it (a HEAD asked as GET, a 304, a client gone): so does a task.
-        if let Some(kind) = unfinished_fill(&mut self.kind) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let mut rest = RespBody {
-                    kind,
-                    sent: 0,
-                    head: 0,
-                    record: None,
-                    hold: self.hold.take(),
-                };
-                runtime.spawn(async move {
-                    use http_body_util::BodyExt as _;
-                    while let Some(Ok(_)) = rest.frame().await {}
-                });
-            }
+    }
+}
+
+impl Drop for Filling {
+    /// nginx reads on what it stores when the client does not take it (a
+    /// client gone, an HTTP/2 stream reset): so does a task, with the
+    /// upstream's connection, which is closed at the end (the peer's
+    /// hold went with the client's answer).
+    fn drop(&mut self) {
+        if self.fill.is_none() || self.done {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rest = Filling {
+            inner: std::mem::replace(&mut self.inner, Kind::Full(None)),
+            passed: None,
+            fill: self.fill.take(),
+            committing: None,
+            held: None,
+            done: false,
+        };
+        let mut rest = RespBody {
+            kind: Kind::Fill(Box::new(rest)),
+            sent: 0,
+            head: 0,
+            record: None,
+            hold: None,
+        };
+        runtime.spawn(async move {
+            use http_body_util::BodyExt as _;
+            while let Some(Ok(_)) = rest.frame().await {}
+        });
     }
 }
 

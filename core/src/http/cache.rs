@@ -111,6 +111,9 @@ pub struct Pending {
     owner: bool,
     /// HEAD asked upstream as GET (`proxy_cache_convert_head`).
     pub as_get: bool,
+    /// The expired entry, opened at the lookup as nginx keeps it open,
+    /// where `proxy_cache_use_stale` may answer with it.
+    stale: Option<Box<Answer>>,
 }
 
 impl Drop for Pending {
@@ -170,6 +173,7 @@ pub async fn look(
         store: true,
         owner: false,
         as_get,
+        stale: None,
     };
     if any_true(&c.bypass, vars) {
         pending.status = Status::Bypass;
@@ -181,6 +185,11 @@ pub async fn look(
         .map(|(timeout, _)| tokio::time::Instant::now() + timeout);
     let mut secondary = false;
     loop {
+        // Watched from before the lookup: a store that ends between the
+        // two still wakes a request the lock holds.
+        let changed = c.zone.changes();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
         let now = crate::clock::unix_secs();
         match c.zone.lookup(&pending.md5, c.min_uses, lock_age, now) {
             Found::Fresh => match open(&c.zone, &pending, vars, secondary).await {
@@ -236,11 +245,18 @@ pub async fn look(
                     .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
                     .unwrap_or_default();
                 if !left.is_zero() {
-                    c.zone.changed(left).await;
+                    let _ = tokio::time::timeout(left, changed).await;
                     continue;
                 }
                 // nginx's `cache lock timeout`: asked upstream, not stored.
                 pending.store = false;
+            }
+        }
+        if pending.status == Status::Expired
+            && c.use_stale & !crate::conf::cache::STALE_UPDATING != 0
+        {
+            if let Opened_::Entry(o) = open(&c.zone, &pending, vars, true).await {
+                pending.stale = answer(*o).map(Box::new);
             }
         }
         // `ngx_http_upstream_cache_check_range`: a range that starts
@@ -500,19 +516,13 @@ impl Answer {
 }
 
 impl Pending {
-    /// Whether the status is one `proxy_cache_use_stale` serves the
-    /// expired entry for (`ft`: `proxy_next_upstream`'s bit of the
-    /// failure or status).
-    pub fn stale_for(&self, c: &Cache, ft: u32) -> bool {
-        self.status == Status::Expired && c.use_stale & ft != 0
-    }
-
-    /// The expired entry, for `proxy_cache_use_stale`.
-    pub async fn stale(&self, vars: &VarCtx<'_>) -> Option<Box<Answer>> {
-        match open(&self.zone, self, vars, true).await {
-            Opened_::Entry(o) => answer(*o).map(Box::new),
-            _ => None,
+    /// The expired entry, where `proxy_cache_use_stale` lists the
+    /// failure or status (`ft`: `proxy_next_upstream`'s bit of it).
+    pub fn stale_for(&mut self, c: &Cache, ft: u32) -> Option<Box<Answer>> {
+        if c.use_stale & ft == 0 {
+            return None;
         }
+        self.stale.take()
     }
 
     /// The upstream is asked as nginx asks it for the cache: without the

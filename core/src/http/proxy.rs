@@ -348,24 +348,28 @@ pub fn upstream_head(
     cached: Option<&cache::Pending>,
 ) -> RequestHead {
     let shape = p.shape.as_deref();
-    // A HEAD the cache asks as GET (`proxy_cache_convert_head`), over
-    // `proxy_method`; a `proxy_method` value that is no method leaves
-    // the client's.
-    let method = match cached {
-        Some(c) if c.as_get => Some(Method::GET),
-        _ => shape
-            .and_then(|s| s.method.as_ref())
-            .and_then(|t| Method::from_bytes(&t.eval(vars)).ok()),
-    };
-    // nginx asks for a whole answer to store: the client's conditions
-    // and ranges are its own to meet.
-    let cacheable = cached.is_some_and(cache::Pending::cacheable);
+    // `proxy_method`: a value that is no method leaves the client's.
+    let method = shape
+        .and_then(|s| s.method.as_ref())
+        .and_then(|t| Method::from_bytes(&t.eval(vars)).ok());
     let mut w = HeadWriter::new(
         method.as_ref().unwrap_or(&parts.method),
         target,
         p.http11,
         framing,
     );
+    // A HEAD the cache asks as GET (`proxy_cache_convert_head`), over
+    // `proxy_method`; nginx asks for a whole answer to store: the
+    // client's conditions and ranges are its own to meet.
+    let cacheable = match cached {
+        Some(c) => {
+            if c.as_get {
+                w.as_get();
+            }
+            c.cacheable()
+        }
+        None => false,
+    };
     for set in &p.headers {
         match &set.source {
             HeaderSource::Fixed(None) => {}
@@ -1186,8 +1190,10 @@ pub async fn run(
     let scheme = if proxy_tls.is_some() { "https" } else { "http" };
     // Read only when `proxy_next_upstream_timeout` needs it.
     let started = (!p.next_upstream_timeout.is_zero()).then(clock::now);
-    let non_idempotent =
-        matches!(parts.method, Method::POST | Method::PATCH) || parts.method.as_str() == "LOCK";
+    // (GET and HEAD first: one test for most requests.)
+    let non_idempotent = !matches!(parts.method, Method::GET | Method::HEAD)
+        && (matches!(parts.method, Method::POST | Method::PATCH)
+            || parts.method.as_str() == "LOCK");
     // `proxy_set_body` replaces the client's body, `proxy_pass_request_body
     // off` drops it (the connection discards what it left unread).
     let shape = p.shape.as_deref();
@@ -1323,18 +1329,9 @@ pub async fn run(
             GetResult::Peer(i) => i as usize,
             GetResult::Busy => {
                 // nginx's NOLIVE, which `proxy_cache_use_stale error` takes.
-                let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
-                let ask = Stale {
-                    p,
-                    cx,
-                    parts,
-                    vars: &vars(),
-                };
-                if let Some(resp) = ask
-                    .answer(cached.as_deref(), NextUpstream::ERROR, r, s)
-                    .await
-                {
-                    return resp;
+                if let Some(answer) = stale(p, cached.as_deref_mut(), NextUpstream::ERROR) {
+                    let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
+                    return from_cache(*answer, cache::Status::Stale, p, cx, parts, &vars(), r, s);
                 }
                 if let Some(s) = seen.as_deref_mut() {
                     push_list(&mut s.addr, &up.name);
@@ -1468,17 +1465,11 @@ pub async fn run(
                 );
                 // `proxy_cache_use_stale http_500 ...`: the expired entry
                 // in place of the upstream's error.
-                if let Some(bit) = NextUpstream::status_bit(status) {
+                if let Some(answer) = NextUpstream::status_bit(status)
+                    .and_then(|bit| stale(p, cached.as_deref_mut(), bit))
+                {
                     let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
-                    let ask = Stale {
-                        p,
-                        cx,
-                        parts,
-                        vars: &vars(),
-                    };
-                    if let Some(stale) = ask.answer(cached.as_deref(), bit, r, s).await {
-                        return stale;
-                    }
+                    return from_cache(*answer, cache::Status::Stale, p, cx, parts, &vars(), r, s);
                 }
                 if p.intercept && status >= 300 {
                     if let Some(page) = intercepted(location, status, &resp.passed) {
@@ -1500,7 +1491,7 @@ pub async fn run(
                     }
                     _ => None,
                 };
-                pass_lines(p, &mut passed, keep_hidden, cx, parts, &vars());
+                pass_lines(p, &mut passed, keep_hidden, cx, parts, vars);
                 let hold = PeerHold::new(upstream.clone(), i, conn_hold.take());
                 if let Some(upgraded) = upgraded {
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
@@ -1584,15 +1575,18 @@ pub async fn run(
                 let body_gone = !replayable && body.is_none();
                 if tries_left == 0 || !allows(p.next_upstream, ft) || body_gone || timed_out {
                     let ft = failure.ft & !NextUpstream::NON_IDEMPOTENT;
-                    let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
-                    let ask = Stale {
-                        p,
-                        cx,
-                        parts,
-                        vars: &vars(),
-                    };
-                    if let Some(stale) = ask.answer(cached.as_deref(), ft, r, s).await {
-                        return stale;
+                    if let Some(answer) = stale(p, cached.as_deref_mut(), ft) {
+                        let (r, s) = (record.as_deref_mut(), seen.as_deref_mut());
+                        return from_cache(
+                            *answer,
+                            cache::Status::Stale,
+                            p,
+                            cx,
+                            parts,
+                            &vars(),
+                            r,
+                            s,
+                        );
                     }
                     return error_page(status);
                 }
@@ -1605,13 +1599,15 @@ pub async fn run(
 /// (`proxy_hide_header`, `proxy_pass_header`, `proxy_redirect`,
 /// `proxy_cookie_*`); `hidden_kept`: the lines nginx hides by default
 /// were kept (for a log, for the cache) and go now.
-fn pass_lines(
+#[inline(always)]
+fn pass_lines<'v>(
     p: &Proxy,
     passed: &mut upstream_h1::Passed,
     hidden_kept: bool,
     cx: &ClientCx<'_>,
     parts: &Parts,
-    vars: &VarCtx<'_>,
+    // (Made only where a rule needs it.)
+    vars: impl Fn() -> VarCtx<'v>,
 ) {
     match &p.header_rules {
         Some(rules) => rules.apply(passed),
@@ -1621,10 +1617,10 @@ fn pass_lines(
         None => {}
     }
     if passed.redirect && !p.redirects.is_empty() {
-        redirect(passed, p, cx, parts, vars);
+        redirect(passed, p, cx, parts, &vars());
     }
     if let Some(cookies) = &p.cookies {
-        cookies.apply(passed, vars);
+        cookies.apply(passed, &vars());
     }
 }
 
@@ -1636,35 +1632,12 @@ fn if_modified_since(cx: &ClientCx<'_>) -> crate::conf::model::IfModifiedSince {
         })
 }
 
-/// What `proxy_cache_use_stale` answers with.
-struct Stale<'a> {
-    p: &'a Proxy,
-    cx: &'a ClientCx<'a>,
-    parts: &'a Parts,
-    vars: &'a VarCtx<'a>,
-}
-
-impl Stale<'_> {
-    /// The expired entry, where the request found one and the failure
-    /// (`ft`, `proxy_next_upstream`'s bit) is listed (`STALE`).
-    async fn answer(
-        &self,
-        cached: Option<&cache::Pending>,
-        ft: u32,
-        record: Option<&mut Record>,
-        seen: Option<&mut UpstreamSeen>,
-    ) -> Option<Response<RespBody>> {
-        let (pending, c) = (cached?, self.p.cache.as_deref()?);
-        if !pending.stale_for(c, ft) {
-            return None;
-        }
-        let answer = Box::pin(pending.stale(self.vars)).await?;
-        let (p, cx, parts, vars) = (self.p, self.cx, self.parts, self.vars);
-        let status = cache::Status::Stale;
-        Some(from_cache(
-            *answer, status, p, cx, parts, vars, record, seen,
-        ))
-    }
+/// `proxy_cache_use_stale`: the expired entry the request found, where
+/// the failure or status (`ft`, `proxy_next_upstream`'s bit) is listed.
+#[inline]
+fn stale(p: &Proxy, cached: Option<&mut cache::Pending>, ft: u32) -> Option<Box<cache::Answer>> {
+    let (pending, c) = (cached?, p.cache.as_deref()?);
+    pending.stale_for(c, ft)
 }
 
 /// An answer from the cache (`status`: a hit, an entry being renewed, or
@@ -1694,7 +1667,7 @@ fn from_cache(
         s.cache = status.as_str();
         s.head.clone_from(&answer.passed.lines);
     }
-    pass_lines(p, &mut answer.passed, true, cx, parts, vars);
+    pass_lines(p, &mut answer.passed, true, cx, parts, || *vars);
     let max_ranges = cx.statics.map_or(u32::MAX, |s| s.max_ranges);
     answer.respond(parts, if_modified_since(cx), max_ranges)
 }

@@ -461,7 +461,8 @@ async fn busy<I: Io, S: Service>(
         // HEAD asked as GET, a 304): the rest is read and stored before
         // the connection goes on, as nginx finishes such a request.
         if resp.body().filling() {
-            resp.body_mut().finish_filling().await;
+            // (Boxed: the loop's future stays its size.)
+            Box::pin(resp.body_mut().finish_filling()).await;
         }
         // `mirror`: the next request waits for the mirror subrequests,
         // as nginx finalizes a request after them. (Most answers carry

@@ -107,7 +107,14 @@ impl HeadWriter {
     /// body's, decided by the caller.
     pub fn new(method: &Method, target: &str, http11: bool, framing: Framing) -> HeadWriter {
         let mut buf = Buf::take();
-        buf.extend_from_slice(method.as_str().as_bytes());
+        // (The common ones spelled here: `as_str` is not always inlined.)
+        let name = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            _ => method.as_str(),
+        };
+        buf.extend_from_slice(name.as_bytes());
         buf.push(b' ');
         buf.extend_from_slice(target.as_bytes());
         buf.extend_from_slice(if http11 {
@@ -129,6 +136,15 @@ impl HeadWriter {
             framed: false,
             method,
         }
+    }
+
+    /// The request asked as GET, whatever the method it was started with
+    /// (the cache asks a HEAD so, `proxy_cache_convert_head`).
+    #[cold]
+    pub fn as_get(&mut self) {
+        let end = self.buf.iter().position(|&c| c == b' ').unwrap_or(0);
+        self.buf.splice(..end, *b"GET");
+        self.method = Ask::Other;
     }
 
     /// Adds a client's header, its name `spelled` as the client did,
