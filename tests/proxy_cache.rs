@@ -568,8 +568,9 @@ fn bad_cache_settings_are_refused_as_nginx_refuses_them() {
     assert_t_cases("cache", &cases);
 }
 
-/// A backend whose answers to `/slow` come late, counting what it is
-/// asked, with a body of `size` bytes for `/big`.
+/// A backend counting what it is asked: its answers to `/slow` come
+/// late, `/old` is stored already expired, `/big` is 800 KB, and each
+/// answer says the Range it was asked with (`X-Range`).
 fn counting_backend(counts: Counts) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -211,7 +211,7 @@ pub async fn look(
             }
             Found::Updating => {
                 if c.use_stale & crate::conf::cache::STALE_UPDATING != 0 {
-                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, true).await {
+                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                         if let Some(a) = answer(*o) {
                             return Looked::Entry(Box::new(a), Status::Updating);
                         }
@@ -224,7 +224,7 @@ pub async fn look(
                 pending.owner = owner;
                 if c.zone.is_cold() {
                     // A previous run's file the index has not read yet.
-                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, true).await {
+                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                         let fresh = o.header.valid_until >= now as i64;
                         c.zone.found_on_disk(
                             pending.md5,
@@ -255,7 +255,7 @@ pub async fn look(
         if pending.status == Status::Expired
             && c.use_stale & !crate::conf::cache::STALE_UPDATING != 0
         {
-            if let Opened_::Entry(o) = open(&c.zone, &pending, vars, true).await {
+            if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                 pending.stale = answer(*o).map(Box::new);
             }
         }
@@ -305,8 +305,9 @@ enum Opened_ {
 }
 
 /// Opens the entry `pending` points at, on the blocking pool: its key
-/// must be the request's, its variant the request's (`any_variant`: any
-/// variant that is not the main entry's checked).
+/// must be the request's, and its variant the request's; else, at the
+/// main key, the request's variant is given to look up (`secondary`:
+/// this is a variant's entry, which must be the request's).
 async fn open(zone: &Arc<Zone>, pending: &Pending, vars: &VarCtx<'_>, secondary: bool) -> Opened_ {
     let path = file::path(&zone.root, &zone.levels, &pending.md5);
     let key = pending.key.clone();
