@@ -3,7 +3,8 @@
 //! test runs beside anything on 8080): `conf/waypost.conf` balances its
 //! three demo backends 1, 1, 2, 1, 3, 1, 1 and serves `/metrics` and
 //! `/status`; `conf/tls.conf` answers over TLS and HTTP/2 once its
-//! certificate is made.
+//! certificate is made; `conf/cache.conf` answers the second request from
+//! its cache.
 
 use std::path::Path;
 
@@ -45,6 +46,19 @@ fn the_quick_start_balances_as_its_comment_says() {
     let status = get(ports[0], "/status");
     assert_eq!(status.status, 200);
     assert!(status.body.starts_with('{'), "{}", status.body);
+}
+
+#[test]
+fn the_cache_example_answers_from_its_cache() {
+    let ports = free_ports(2);
+    let conf = shipped("cache.conf", &[8080, 8081], &ports);
+    let _server = Server::waypost(&conf, &ports);
+    let first = get(ports[0], "/");
+    assert_eq!(first.header("X-Cache-Status"), Some("MISS"));
+    assert!(first.body.starts_with("made at "), "{}", first.body);
+    let second = get(ports[0], "/");
+    assert_eq!(second.header("X-Cache-Status"), Some("HIT"));
+    assert_eq!(second.body, first.body);
 }
 
 #[test]
