@@ -50,6 +50,14 @@ pub struct Settings {
     pub keys_size: u64,
 }
 
+/// A shard's entries, locked (a panic while one was held left them
+/// whole: every change to a node is one assignment).
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Node>> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A file's size as the disk holds it, in whole blocks, as nginx counts
 /// `max_size` (`bsize`, 4 KB on common file systems).
 fn blocks(len: u64) -> u64 {
@@ -73,7 +81,7 @@ struct Node {
     /// last use among the zone's (the order in which `max_size` removes).
     last: u64,
     used: u64,
-    /// Bytes of its file.
+    /// Bytes its file takes on disk (whole blocks).
     size: u64,
 }
 
@@ -143,8 +151,8 @@ enum Job {
 }
 
 impl Zone {
-    /// A zone and its thread; `load`: the thread first reads the entries
-    /// on disk (a zone new to the process, as nginx's cache loader).
+    /// A zone and its thread, which first reads the entries on disk (a
+    /// zone new to the process, as nginx's cache loader).
     pub fn start(name: &str, settings: &Settings) -> std::io::Result<Arc<Zone>> {
         let (jobs, rx) = mpsc::channel();
         let zone = Arc::new(Zone {
@@ -179,10 +187,7 @@ impl Zone {
     }
 
     fn shard(&self, md5: &[u8; 16]) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Node>> {
-        let shard = &self.shards[usize::from(md5[0]) % SHARDS];
-        shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.shards[usize::from(md5[0]) % SHARDS])
     }
 
     /// Looks `md5` up for a request, counting the use, as
@@ -270,7 +275,6 @@ impl Zone {
         Fill {
             zone: self.clone(),
             id,
-            md5,
             ended: false,
         }
     }
@@ -278,27 +282,6 @@ impl Zone {
     /// Bytes of the entries' files (`max_size` is checked against it).
     pub fn size(&self) -> u64 {
         self.size.load(Relaxed)
-    }
-
-    fn insert(&self, md5: [u8; 16], valid_until: i64, size: u64, now: u64) {
-        let size = blocks(size);
-        let old = self.shard(&md5).insert(
-            md5,
-            Node {
-                uses: 1,
-                exists: true,
-                updating: false,
-                lock_until: 0,
-                valid_until,
-                last: now,
-                used: self.uses.fetch_add(1, Relaxed),
-                size,
-            },
-        );
-        let old = old.filter(|n| n.exists).map_or(0, |n| n.size);
-        self.size.fetch_add(size, Relaxed);
-        self.size
-            .fetch_sub(old.min(self.size.load(Relaxed)), Relaxed);
     }
 
     fn stored(&self, md5: [u8; 16], valid_until: i64, size: u64, now: u64) {
@@ -354,7 +337,6 @@ pub struct Entry {
 pub struct Fill {
     zone: Arc<Zone>,
     id: u64,
-    md5: [u8; 16],
     ended: bool,
 }
 
@@ -371,10 +353,6 @@ impl Fill {
         let (done, heard) = tokio::sync::oneshot::channel();
         let _ = self.zone.jobs.send(Job::Commit { id: self.id, done });
         heard
-    }
-
-    pub fn md5(&self) -> &[u8; 16] {
-        &self.md5
     }
 }
 
@@ -401,15 +379,7 @@ fn run(zone: Weak<Zone>, rx: mpsc::Receiver<Job>) {
     let Some(z) = zone.upgrade() else { return };
     let (root, levels) = (z.root.clone(), z.levels.clone());
     if let Err(e) = fs::create_dir_all(&root) {
-        log::write(
-            Level::Emerg,
-            None,
-            &format!(
-                "mkdir() \"{}\" failed ({})",
-                root.display(),
-                crate::http::proxy::strerror(&e)
-            ),
-        );
+        log::write(Level::Emerg, None, &failed("mkdir()", &root, &e));
     }
     load(&z, &root, &levels);
     z.cold.store(false, Relaxed);
@@ -434,17 +404,17 @@ fn run(zone: Weak<Zone>, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// nginx's line for a failed system call on a file.
+pub(crate) fn failed(call: &str, path: &Path, e: &std::io::Error) -> String {
+    format!(
+        "{call} \"{}\" failed ({})",
+        path.display(),
+        crate::conf::syntax::os_error_text(e)
+    )
+}
+
 fn io_failed(call: &str, path: &Path, e: &std::io::Error) {
-    log::write(
-        Level::Crit,
-        None,
-        &format!(
-            "{call} \"{}\" failed ({}: {})",
-            path.display(),
-            e.raw_os_error().unwrap_or(0),
-            crate::http::proxy::strerror(e)
-        ),
-    );
+    log::write(Level::Crit, None, &failed(call, path, e));
 }
 
 fn work(z: &Zone, open: &mut HashMap<u64, Open>, job: Job) {
@@ -562,47 +532,39 @@ fn place(z: &Zone, f: &File, o: &Open) -> Result<(), ()> {
 fn manage(z: &Zone) {
     let now = crate::clock::unix_secs();
     let inactive = z.inactive.load(Relaxed);
+    // (md5, bytes on disk) of what goes; (last use, md5, bytes) of the rest.
     let mut gone = Vec::new();
     let mut kept = Vec::new();
     for shard in z.shards.iter() {
-        let shard = shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (md5, node) in shard.iter() {
-            if node.updating {
-                continue;
-            }
+        for (md5, node) in lock(shard).iter().filter(|(_, n)| !n.updating) {
+            let size = if node.exists { node.size } else { 0 };
             if node.last + inactive <= now {
-                gone.push(*md5);
+                gone.push((*md5, size));
             } else {
-                kept.push((node.used, *md5, node.exists));
+                kept.push((node.used, *md5, size));
             }
         }
     }
     let max_size = z.max_size.load(Relaxed);
     let max_keys = z.max_keys.load(Relaxed) as usize;
+    let mut size = z
+        .size()
+        .saturating_sub(gone.iter().map(|&(_, bytes)| bytes).sum());
     // nginx removes while the size reaches `max_size`.
-    let over_size = max_size != 0 && z.size() >= max_size;
-    if over_size || kept.len() > max_keys {
+    let over = |size: u64, keys: usize| (max_size != 0 && size >= max_size) || keys > max_keys;
+    if over(size, kept.len()) {
         kept.sort_unstable_by_key(|&(used, _, _)| used);
         let mut keys = kept.len();
-        let mut size = z.size().saturating_sub(
-            gone.iter()
-                .filter_map(|m| z.shard(m).get(m).filter(|n| n.exists).map(|n| n.size))
-                .sum(),
-        );
-        for (_, md5, exists) in kept {
-            if (max_size == 0 || size < max_size) && keys <= max_keys {
+        for (_, md5, bytes) in kept {
+            if !over(size, keys) {
                 break;
             }
-            if exists {
-                size = size.saturating_sub(z.shard(&md5).get(&md5).map_or(0, |n| n.size));
-            }
-            gone.push(md5);
+            size = size.saturating_sub(bytes);
+            gone.push((md5, bytes));
             keys -= 1;
         }
     }
-    for md5 in gone {
+    for (md5, _) in gone {
         if z.take(&md5).is_some() {
             let path = file::path(&z.root, &z.levels, &md5);
             if let Err(e) = fs::remove_file(&path) {
@@ -658,7 +620,7 @@ fn load(z: &Zone, root: &Path, levels: &[u8]) {
                 .ok()
                 .flatten();
             match header {
-                Some(h) => z.insert(md5, h.valid_until, h.file_len(), now),
+                Some(h) => z.stored(md5, h.valid_until, h.file_len(), now),
                 None => log::write(
                     Level::Warn,
                     None,

@@ -532,7 +532,7 @@ fn read_file(path: &Path, at: &Loc) -> Result<Vec<u8>, SyntaxError> {
 }
 
 /// "2: No such file or directory", as nginx prints errno and strerror().
-fn os_error_text(e: &std::io::Error) -> String {
+pub(crate) fn os_error_text(e: &std::io::Error) -> String {
     let text = e.to_string();
     match e.raw_os_error() {
         // std appends " (os error N)" to strerror()'s text; nginx does not.

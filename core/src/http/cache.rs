@@ -352,14 +352,7 @@ fn read_entry(path: PathBuf, key: &[u8]) -> Result<Option<Opened>, String> {
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "open() \"{}\" failed ({}: {})",
-                path.display(),
-                e.raw_os_error().unwrap_or(0),
-                crate::http::proxy::strerror(&e)
-            ))
-        }
+        Err(e) => return Err(crate::cache::zone::failed("open()", &path, &e)),
     };
     let mut fixed = [0u8; HEADER];
     let header = file
@@ -368,7 +361,12 @@ fn read_entry(path: PathBuf, key: &[u8]) -> Result<Option<Opened>, String> {
         .and_then(|()| Header::decode(&fixed))
         .ok_or_else(|| format!("cache file \"{}\" is too small", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if header.file_len() != len || header.head_len as usize > upstream_h1::head::HEAD_MAX {
+    // (The file is input: its lengths are checked before they size a
+    // read; nginx's `Vary` is at most 128 bytes.)
+    let sane = header.key_len as usize <= upstream_h1::head::HEAD_MAX
+        && header.vary_len <= 128
+        && header.head_len as usize <= upstream_h1::head::HEAD_MAX;
+    if header.file_len() != len || !sane {
         return Err(format!("cache file \"{}\" is too small", path.display()));
     }
     let mut rest = vec![0u8; (header.body_start() - HEADER as u64) as usize];
