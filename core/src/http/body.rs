@@ -305,7 +305,7 @@ impl RespBody {
         #[cold]
         fn unfinished(kind: &Kind) -> bool {
             match kind {
-                Kind::Fill(f) => f.fill.is_some() && !f.done,
+                Kind::Fill(f) => f.unfinished(),
                 Kind::Gzip(g) => unfinished(&g.inner),
                 Kind::Sub(s) => unfinished(&s.inner),
                 Kind::Gunzip(g) => unfinished(&g.inner),
@@ -319,15 +319,7 @@ impl RespBody {
     /// and stores it.
     pub async fn finish_filling(&mut self) {
         if let Some(kind) = unfinished_fill(&mut self.kind) {
-            let mut rest = RespBody {
-                kind,
-                sent: 0,
-                head: 0,
-                record: None,
-                hold: self.hold.take(),
-            };
-            use http_body_util::BodyExt as _;
-            while let Some(Ok(_)) = rest.frame().await {}
+            read_on(kind, self.hold.take()).await;
         }
     }
 
@@ -1031,9 +1023,7 @@ fn wrapped(kind: &Kind) -> bool {
 #[cold]
 fn unfinished_fill(kind: &mut Kind) -> Option<Kind> {
     match kind {
-        Kind::Fill(f) if f.fill.is_some() && !f.done => {
-            Some(std::mem::replace(kind, Kind::Full(None)))
-        }
+        Kind::Fill(f) if f.unfinished() => Some(std::mem::replace(kind, Kind::Full(None))),
         Kind::Gzip(g) => unfinished_fill(&mut g.inner),
         Kind::Sub(s) => unfinished_fill(&mut s.inner),
         Kind::Gunzip(g) => unfinished_fill(&mut g.inner),
@@ -1053,7 +1043,7 @@ impl Drop for Filling {
     /// upstream's connection, which is closed at the end (the peer's
     /// hold went with the client's answer).
     fn drop(&mut self) {
-        if self.fill.is_none() || self.done {
+        if !self.unfinished() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -1067,18 +1057,29 @@ impl Drop for Filling {
             held: None,
             done: false,
         };
-        let mut rest = RespBody {
-            kind: Kind::Fill(Box::new(rest)),
-            sent: 0,
-            head: 0,
-            record: None,
-            hold: None,
-        };
-        runtime.spawn(async move {
-            use http_body_util::BodyExt as _;
-            while let Some(Ok(_)) = rest.frame().await {}
-        });
+        runtime.spawn(read_on(Kind::Fill(Box::new(rest)), None));
     }
+}
+
+impl Filling {
+    /// The answer is still being stored: the client has not taken it all.
+    fn unfinished(&self) -> bool {
+        self.fill.is_some() && !self.done
+    }
+}
+
+/// Reads a body being stored to its end (the client's answer went, or
+/// needs no body), with the hold of its upstream's peer, if kept.
+async fn read_on(kind: Kind, hold: Option<PeerHold>) {
+    use http_body_util::BodyExt as _;
+    let mut rest = RespBody {
+        kind,
+        sent: 0,
+        head: 0,
+        record: None,
+        hold,
+    };
+    while let Some(Ok(_)) = rest.frame().await {}
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use http::{Method, Response, StatusCode};
 use crate::cache::file::{self, Header, HEADER};
 use crate::cache::zone::{Entry, Fill};
 use crate::cache::{Found, Valid, Verdict, Zone};
-use crate::http::body::RespBody;
+use crate::http::body::{header_of, RespBody};
 use crate::http::upstream_h1::{self, Passed};
 use crate::log::{self, Level};
 use crate::vars::{Template, VarCtx};
@@ -66,7 +66,7 @@ impl Status {
 }
 
 /// An entry's file, open, with its header and response head read.
-pub struct Opened {
+struct Opened {
     file: Arc<std::fs::File>,
     header: Header,
     vary: Vec<u8>,
@@ -193,12 +193,12 @@ pub async fn look(
         let now = crate::clock::unix_secs();
         match c.zone.lookup(&pending.md5, c.min_uses, lock_age, now) {
             Found::Fresh => match open(&c.zone, &pending, vars, secondary).await {
-                Opened_::Entry(o) => {
+                Read::Entry(o) => {
                     if let Some(a) = answer(*o) {
                         return Looked::Entry(Box::new(a), Status::Hit);
                     }
                 }
-                Opened_::Variant(v) if !secondary => {
+                Read::Variant(v) if !secondary => {
                     secondary = true;
                     pending.md5 = v;
                     continue;
@@ -211,7 +211,7 @@ pub async fn look(
             }
             Found::Updating => {
                 if c.use_stale & crate::conf::cache::STALE_UPDATING != 0 {
-                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
+                    if let Read::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                         if let Some(a) = answer(*o) {
                             return Looked::Entry(Box::new(a), Status::Updating);
                         }
@@ -224,7 +224,7 @@ pub async fn look(
                 pending.owner = owner;
                 if c.zone.is_cold() {
                     // A previous run's file the index has not read yet.
-                    if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
+                    if let Read::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                         let fresh = o.header.valid_until >= now as i64;
                         c.zone.found_on_disk(
                             pending.md5,
@@ -255,7 +255,7 @@ pub async fn look(
         if pending.status == Status::Expired
             && c.use_stale & !crate::conf::cache::STALE_UPDATING != 0
         {
-            if let Opened_::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
+            if let Read::Entry(o) = open(&c.zone, &pending, vars, secondary).await {
                 pending.stale = answer(*o).map(Box::new);
             }
         }
@@ -297,18 +297,19 @@ fn range_past(value: &[u8], max: u64) -> bool {
         .is_some_and(|start| start >= max)
 }
 
-enum Opened_ {
+/// What reading an entry's file found.
+enum Read {
     Entry(Box<Opened>),
     /// The entry varies, and this request's variant is another: its md5.
     Variant([u8; 16]),
-    None,
+    Nothing,
 }
 
 /// Opens the entry `pending` points at, on the blocking pool: its key
 /// must be the request's, and its variant the request's; else, at the
 /// main key, the request's variant is given to look up (`secondary`:
 /// this is a variant's entry, which must be the request's).
-async fn open(zone: &Arc<Zone>, pending: &Pending, vars: &VarCtx<'_>, secondary: bool) -> Opened_ {
+async fn open(zone: &Arc<Zone>, pending: &Pending, vars: &VarCtx<'_>, secondary: bool) -> Read {
     let path = file::path(&zone.root, &zone.levels, &pending.md5);
     let key = pending.key.clone();
     let read = tokio::task::spawn_blocking(move || read_entry(path, &key)).await;
@@ -316,14 +317,14 @@ async fn open(zone: &Arc<Zone>, pending: &Pending, vars: &VarCtx<'_>, secondary:
         Ok(Ok(Some(o))) => o,
         Ok(Ok(None)) => {
             zone.remove(&pending.md5);
-            return Opened_::None;
+            return Read::Nothing;
         }
         Ok(Err(message)) => {
             log::write(Level::Crit, None, &message);
             zone.remove(&pending.md5);
-            return Opened_::None;
+            return Read::Nothing;
         }
-        Err(_) => return Opened_::None,
+        Err(_) => return Read::Nothing,
     };
     if opened.header.vary_len != 0 {
         let variant = file::variant(&pending.main, &opened.vary, &vars.req.headers);
@@ -337,12 +338,12 @@ async fn open(zone: &Arc<Zone>, pending: &Pending, vars: &VarCtx<'_>, secondary:
                         opened.path.display()
                     ),
                 );
-                return Opened_::None;
+                return Read::Nothing;
             }
-            return Opened_::Variant(variant);
+            return Read::Variant(variant);
         }
     }
-    Opened_::Entry(Box::new(opened))
+    Read::Entry(Box::new(opened))
 }
 
 /// Reads an entry's header, vary and head (`Ok(None)`: no such file);
@@ -430,7 +431,9 @@ impl Answer {
         mode: crate::conf::model::IfModifiedSince,
         max_ranges: u32,
     ) -> Response<RespBody> {
-        use crate::http::static_files::{if_range, parse_ranges, FileBody, Ranged, Ranges};
+        use crate::http::static_files::{
+            http_time, if_range, multipart, parse_ranges, single_range, FileBody, Ranged, Ranges,
+        };
         let Answer {
             head,
             passed,
@@ -439,15 +442,6 @@ impl Answer {
             len,
         } = self;
         let sized = passed.length.is_some();
-        let line = |name: &[u8]| {
-            passed
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_vec())
-        };
-        let ranged = sized && line(b"accept-ranges").is_some() && head.status == StatusCode::OK;
-        let etag = line(b"etag").and_then(|v| String::from_utf8(v).ok());
-        let mtime = line(b"last-modified").and_then(|v| crate::http::static_files::http_time(&v));
         let mut body = RespBody::cached(FileBody::range(file.clone(), start, len), sized);
         body.put_passed(passed);
         let mut resp = Response::from_parts(head, body);
@@ -455,10 +449,16 @@ impl Answer {
         if let Some(answer) = not_modified(&mut resp, &req.headers, mode) {
             return answer;
         }
+        let ranged = sized
+            && resp.status() == StatusCode::OK
+            && req.version >= http::Version::HTTP_10
+            && header_of(&resp, "accept-ranges").is_some();
         let range = match req.headers.get(http::header::RANGE) {
-            Some(range) if ranged && req.version >= http::Version::HTTP_10 => range,
+            Some(range) if ranged => range,
             _ => return resp,
         };
+        let etag = header_of(&resp, "etag").and_then(|v| String::from_utf8(v).ok());
+        let mtime = header_of(&resp, "last-modified").and_then(|v| http_time(&v));
         if !if_range(
             req.headers.get(http::header::IF_RANGE),
             etag.as_deref(),
@@ -483,34 +483,21 @@ impl Answer {
             passed.append_to(resp.headers_mut());
         }
         let head_only = req.method == Method::HEAD;
-        let h = resp.headers_mut();
-        h.remove(http::header::ACCEPT_RANGES);
-        if let [(first, end)] = list[..] {
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = resp.headers_mut();
-            h.insert(http::header::CONTENT_LENGTH, (end - first).into());
-            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {first}-{}/{len}", end - 1))
-            {
-                h.insert(http::header::CONTENT_RANGE, v);
-            }
-            *resp.body_mut() = if head_only {
-                RespBody::empty()
-            } else {
-                RespBody::file(FileBody::range(file, start + first, end - first))
-            };
-            return resp;
+        resp.headers_mut().remove(http::header::ACCEPT_RANGES);
+        let body = Ranged {
+            bytes: None,
+            file,
+            base: start,
+        };
+        if let [range] = list[..] {
+            return single_range(resp, range, len, body, head_only);
         }
         let content_type = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
             .cloned()
             .unwrap_or(http::HeaderValue::from_static(""));
-        let body = Ranged {
-            bytes: None,
-            file,
-            base: start,
-        };
-        crate::http::static_files::multipart(resp, &content_type, &list, len, body, head_only)
+        multipart(resp, &content_type, &list, len, body, head_only)
     }
 }
 
@@ -635,15 +622,8 @@ pub fn not_modified(
     {
         return None;
     }
-    let passed = resp.body().passed()?;
-    let line = |name: &[u8]| {
-        passed
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_vec())
-    };
-    let mtime = line(b"last-modified").and_then(|v| http_time(&v));
-    let etag = line(b"etag").and_then(|v| String::from_utf8(v).ok());
+    let mtime = header_of(resp, "last-modified").and_then(|v| http_time(&v));
+    let etag = header_of(resp, "etag").and_then(|v| String::from_utf8(v).ok());
     match answer_not_modified(req, mode, mtime, etag.as_deref())? {
         Conditional::Failed => Some(crate::http::response::finalized(412)),
         Conditional::NotModified => {

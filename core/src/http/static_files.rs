@@ -1094,22 +1094,12 @@ fn respond(
             resp
         }
         Ranges::Some(list) if list.len() == 1 => {
-            let (start, end) = list[0];
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = resp.headers_mut();
-            h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
-                h.insert(CONTENT_RANGE, v);
-            }
-            if !head {
-                *resp.body_mut() = match &opened.bytes {
-                    Some(bytes) => RespBody::full(bytes.slice(start as usize..end as usize)),
-                    None => {
-                        RespBody::file(FileBody::new(file, vec![Piece::Range(start, end - start)]))
-                    }
-                };
-            }
-            resp
+            let body = Ranged {
+                bytes: opened.bytes,
+                file,
+                base: 0,
+            };
+            single_range(resp, list[0], size, body, head)
         }
         Ranges::Some(list) => {
             let body = Ranged {
@@ -1120,6 +1110,30 @@ fn respond(
             multipart(resp, &content_type, &list, size, body, head)
         }
     }
+}
+
+/// nginx's `ngx_http_range_singlepart_header`: `[start, end)` of `size`
+/// bytes, as a 206 with its Content-Range.
+pub(crate) fn single_range(
+    mut resp: Response<RespBody>,
+    (start, end): (u64, u64),
+    size: u64,
+    body: Ranged,
+    head: bool,
+) -> Response<RespBody> {
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+        h.insert(CONTENT_RANGE, v);
+    }
+    let Ranged { bytes, file, base } = body;
+    *resp.body_mut() = match bytes {
+        _ if head => RespBody::empty(),
+        Some(bytes) => RespBody::full(bytes.slice(start as usize..end as usize)),
+        None => RespBody::file(FileBody::range(file, base + start, end - start)),
+    };
+    resp
 }
 
 /// Counts multipart boundaries, as nginx's `ngx_next_temp_number(0)`.
