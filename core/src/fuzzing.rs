@@ -268,6 +268,7 @@ impl Harness {
         let codings = headers.get_all("transfer-encoding").iter().count();
         match framing {
             Framing::Chunked => assert_eq!((lengths, codings), (0, 1), "chunked framing"),
+            Framing::FastCgi => unreachable!("an HTTP request framed for FastCGI"),
             Framing::Length(n) => {
                 assert_eq!((lengths, codings), (1, 0), "length framing");
                 assert_eq!(headers["content-length"], n.to_string().as_str());

@@ -74,6 +74,18 @@ pub struct ProxyName<'a> {
     pub host: &'a str,
     pub port: &'a str,
     found: bool,
+    /// A `fastcgi_pass` location's `$fastcgi_script_name` and
+    /// `$fastcgi_path_info`.
+    pub fastcgi: Option<FastcgiName<'a>>,
+}
+
+/// `$fastcgi_script_name` (the script, then `fastcgi_index` where it ends
+/// in `/`) and `$fastcgi_path_info`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FastcgiName<'a> {
+    pub script: &'a [u8],
+    pub path_info: &'a [u8],
+    pub index: &'a str,
 }
 
 impl<'a> ProxyName<'a> {
@@ -82,6 +94,7 @@ impl<'a> ProxyName<'a> {
         host: "",
         port: "",
         found: false,
+        fastcgi: None,
     };
 
     pub fn new(host: &'a str, port: &'a str) -> ProxyName<'a> {
@@ -89,6 +102,16 @@ impl<'a> ProxyName<'a> {
             host,
             port,
             found: true,
+            fastcgi: None,
+        }
+    }
+
+    /// A `fastcgi_pass` location's: no `$proxy_host`, and the FastCGI
+    /// names.
+    pub fn fastcgi(name: FastcgiName<'a>) -> ProxyName<'a> {
+        ProxyName {
+            fastcgi: Some(name),
+            ..ProxyName::NONE
         }
     }
 }
@@ -155,6 +178,10 @@ pub enum Var {
     BytesSent,
     ProxyHost,
     ProxyPort,
+    /// `$fastcgi_script_name`
+    FastcgiScriptName,
+    /// `$fastcgi_path_info`
+    FastcgiPathInfo,
     ProxyAddXForwardedFor,
     /// `$proxy_protocol_addr` (0), `_port` (1), `_server_addr` (2),
     /// `_server_port` (3): the connection's PROXY protocol header.
@@ -518,6 +545,8 @@ impl Var {
             "status" => Var::Status,
             "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
+            "fastcgi_script_name" => Var::FastcgiScriptName,
+            "fastcgi_path_info" => Var::FastcgiPathInfo,
             "proxy_port" => Var::ProxyPort,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
             "proxy_protocol_addr" => Var::ProxyProtocol(0),
@@ -845,6 +874,22 @@ impl Var {
             Var::SecureLinkExpires => {
                 if let Some(link) = cx.statics.and_then(|s| s.secure_link()) {
                     link.expires(cx, out);
+                }
+            }
+            Var::FastcgiScriptName => match &cx.proxy.fastcgi {
+                Some(f) => {
+                    out.extend_from_slice(f.script);
+                    if f.script.ends_with(b"/") {
+                        out.extend_from_slice(f.index.as_bytes());
+                    }
+                }
+                // Outside a FastCGI location: the URI, as nginx's
+                // without a split pattern.
+                None => Var::Uri.eval(cx, out),
+            },
+            Var::FastcgiPathInfo => {
+                if let Some(f) = &cx.proxy.fastcgi {
+                    out.extend_from_slice(f.path_info);
                 }
             }
             Var::ProxyAddXForwardedFor => {

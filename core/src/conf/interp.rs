@@ -375,6 +375,17 @@ struct Layer {
     autoindex_exact_size: Option<bool>,
     autoindex_localtime: Option<bool>,
     autoindex_format: Option<AutoindexFormat>,
+    /// The `fastcgi_*` settings `proxy_*` has too (timeouts, tries, hidden
+    /// headers ...), kept apart as nginx keeps them: a level of their own,
+    /// merged as this one is.
+    fcgi: Option<Box<Layer>>,
+    /// `fastcgi_param NAME VALUE [if_not_empty]` lines: a level that has
+    /// any replaces its parent's.
+    fcgi_params: Option<Vec<(String, String, bool)>>,
+    fcgi_index: Option<String>,
+    /// `fastcgi_split_path_info`: the pattern, as written.
+    fcgi_split: Option<String>,
+    fcgi_keep_conn: Option<bool>,
 }
 
 /// One level's `access_log` lines, in order, and whether one was `off`:
@@ -678,6 +689,23 @@ impl Layer {
                 }
                 _ => None,
             },
+            fcgi: match (&self.fcgi, &parent.fcgi) {
+                (Some(own), Some(up)) => Some(Box::new(own.merged(up))),
+                (own, up) => own.clone().or_else(|| up.clone()),
+            },
+            fcgi_params: self
+                .fcgi_params
+                .clone()
+                .or_else(|| parent.fcgi_params.clone()),
+            fcgi_index: self
+                .fcgi_index
+                .clone()
+                .or_else(|| parent.fcgi_index.clone()),
+            fcgi_split: self
+                .fcgi_split
+                .clone()
+                .or_else(|| parent.fcgi_split.clone()),
+            fcgi_keep_conn: self.fcgi_keep_conn.or(parent.fcgi_keep_conn),
         }
     }
 
@@ -958,6 +986,7 @@ impl Layer {
             socket_keepalive: self.proxy_socket_keepalive.unwrap_or(false),
             ignore_client_abort: self.proxy_ignore_client_abort.unwrap_or(false),
             cache: self.cache.conf(),
+            fastcgi: None,
             redirects: self
                 .redirects
                 .as_ref()
@@ -990,6 +1019,30 @@ impl Layer {
             },
         }
     }
+}
+
+/// A `fastcgi_pass` location's settings: the `fastcgi_*` ones `proxy_*`
+/// has too, at nginx's defaults where none is set, and FastCGI's own.
+fn fastcgi_conf(layer: &Layer) -> ProxyConf {
+    let mut conf = layer
+        .fcgi
+        .as_deref()
+        .map_or_else(|| Layer::default().proxy(), Layer::proxy);
+    // Nothing of `proxy_pass`'s HTTP request or its answer's rewriting.
+    conf.set_headers.clear();
+    conf.redirects.clear();
+    conf.redirects_set = false;
+    conf.cookie_domains.clear();
+    conf.cookie_paths.clear();
+    conf.cookie_flags.clear();
+    conf.cache = None;
+    conf.fastcgi = Some(Box::new(FastCgiConf {
+        params: layer.fcgi_params.clone().unwrap_or_default(),
+        index: layer.fcgi_index.clone().unwrap_or_default(),
+        split: layer.fcgi_split.clone(),
+        keep_conn: layer.fcgi_keep_conn.unwrap_or(false),
+    }));
+    conf
 }
 
 /// A `proxy_pass` whose upstream is bound at the end of `http`, once every
@@ -1849,9 +1902,88 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
+    /// A `fastcgi_*` directive: FastCGI's own, or one `proxy_*` has too,
+    /// read as that one is into the level's FastCGI settings (its
+    /// messages naming the `fastcgi_` directive). Returns whether `d` was
+    /// one.
+    fn fastcgi_directive(
+        &mut self,
+        d: &Directive,
+        rest: &str,
+        layer: &mut Layer,
+    ) -> Result<bool, ConfError> {
+        match rest {
+            "param" => {
+                let if_not_empty = match d.args.get(2).map(String::as_str) {
+                    None => false,
+                    Some("if_not_empty") => true,
+                    Some(other) => {
+                        return err(format!("invalid parameter \"{other}\""), d);
+                    }
+                };
+                self.check_vars(self.compile_check(&d.args[1]), d)?;
+                layer.fcgi_params.get_or_insert_with(Vec::new).push((
+                    d.args[0].clone(),
+                    d.args[1].clone(),
+                    if_not_empty,
+                ));
+            }
+            "index" => layer.fcgi_index = Some(d.args[0].clone()),
+            "split_path_info" => {
+                let re = crate::pattern::Regex::new(&d.args[0], false)
+                    .map_err(|e| ConfError::at(e, d.loc.clone()))?;
+                // nginx's `ngx_http_fastcgi_split_path_info`: the script
+                // name and the path info are the first two groups.
+                if re.captures_len() != 3 {
+                    return err(format!("pattern \"{}\" must have 2 captures", d.args[0]), d);
+                }
+                layer.fcgi_split = Some(d.args[0].clone());
+            }
+            "keep_conn" => layer.fcgi_keep_conn = Some(d.args[0].eq_ignore_ascii_case("on")),
+            "next_upstream"
+            | "next_upstream_tries"
+            | "next_upstream_timeout"
+            | "connect_timeout"
+            | "send_timeout"
+            | "read_timeout"
+            | "intercept_errors"
+            | "hide_header"
+            | "pass_header"
+            | "pass_request_headers"
+            | "pass_request_body"
+            | "ignore_client_abort"
+            | "bind"
+            | "socket_keepalive"
+            | "buffering"
+            | "request_buffering"
+            | "buffer_size"
+            | "buffers"
+            | "busy_buffers_size"
+            | "max_temp_file_size"
+            | "temp_file_write_size"
+            | "temp_path" => {
+                let proxy = format!("proxy_{rest}");
+                let renamed = Directive {
+                    name: proxy.clone(),
+                    ..d.clone()
+                };
+                let own = layer.fcgi.get_or_insert_with(Box::default);
+                self.layer_directive(&renamed, own).map_err(|mut e| {
+                    e.message = e.message.replace(&proxy, &d.name);
+                    e
+                })?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Directives every level of http shares, into `layer`, the level's own
     /// settings. Returns whether `d` was one.
     fn layer_directive(&mut self, d: &Directive, layer: &mut Layer) -> Result<bool, ConfError> {
+        if let Some(rest) = d.name.strip_prefix("fastcgi_") {
+            return self.fastcgi_directive(d, rest, layer);
+        }
         match d.name.as_str() {
             "proxy_set_header" => {
                 self.check_header_value(d)?;
@@ -3103,6 +3235,7 @@ impl<'a> Interp<'a> {
             uri: None,
             tls,
             url: None,
+            fastcgi: false,
         };
         let default_redirect = default_redirect_of(&d.args[0], false, "");
         Ok(IfProxy {
@@ -4106,6 +4239,25 @@ impl<'a> Interp<'a> {
                         uri: url.uri.clone(),
                         tls,
                         url: None,
+                        fastcgi: false,
+                    });
+                    self.pending.push(PendingPass {
+                        server,
+                        location: index,
+                        entry,
+                    });
+                }
+                "fastcgi_pass" => {
+                    let (authority, url) = fastcgi_pass_url(item)?;
+                    let entry = self.pass_entry(&authority, &url, item)?;
+                    proxy = Some(ProxyPass {
+                        upstream: usize::MAX,
+                        host: String::new(),
+                        port: String::new(),
+                        uri: None,
+                        tls: false,
+                        url: None,
+                        fastcgi: true,
                     });
                     self.pending.push(PendingPass {
                         server,
@@ -4473,8 +4625,11 @@ impl<'a> Interp<'a> {
             buffers(&layer)?;
             secure_link_alone(&info.own, end)?;
             self.cache_zone_known(&layer, end)?;
-            let mut proxy = layer.proxy();
             let location = &self.http.servers[info.server].locations[info.index];
+            let mut proxy = match &location.action {
+                Action::Proxy(p) if p.fastcgi => fastcgi_conf(&layer),
+                _ => layer.proxy(),
+            };
             // (A `limit_except` block's `proxy_pass` with its upstream.)
             let le_pass = info
                 .limit_except
@@ -5942,10 +6097,6 @@ fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
 /// implement: refused by name rather than as unknown.
 const NGINX_NOT_SUPPORTED: &[&str] = &[
     "proxy_store",
-    "fastcgi_pass",
-    "fastcgi_param",
-    "fastcgi_index",
-    "fastcgi_split_path_info",
     "uwsgi_pass",
     "uwsgi_param",
     "scgi_pass",
@@ -6286,6 +6437,27 @@ fn default_redirect_of(url: &str, has_uri: bool, path: &str) -> Redirect {
             to: "/".to_owned(),
         }
     }
+}
+
+/// `fastcgi_pass ADDRESS`: a host and port (or an upstream's name), with
+/// no scheme and no URI.
+fn fastcgi_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
+    let rest = d.args[0].as_str();
+    if rest.contains('$') {
+        return err("\"fastcgi_pass\" with variables is not supported", d);
+    }
+    if strip_prefix_ignore_case(rest, "unix:").is_some() {
+        return err(
+            format!("unix domain sockets are not supported in upstream \"{rest}\""),
+            d,
+        );
+    }
+    let parsed = parse_url(rest, 80, true)
+        .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
+    if parsed.uri.is_some() {
+        return err(format!("invalid host in upstream \"{rest}\""), d);
+    }
+    Ok((rest.to_owned(), parsed))
 }
 
 fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError> {

@@ -1038,6 +1038,8 @@ pub struct ProxyPass {
     /// each request (`upstream`, `host` and `uri` then unused; `tls` set,
     /// as nginx readies TLS for it, each request's scheme deciding).
     pub url: Option<String>,
+    /// `fastcgi_pass`: the upstream speaks FastCGI.
+    pub fastcgi: bool,
 }
 
 impl ProxyPass {
@@ -1055,6 +1057,7 @@ impl ProxyPass {
             uri: None,
             tls: true,
             url: Some(url.to_owned()),
+            fastcgi: false,
         }
     }
 }
@@ -1197,6 +1200,19 @@ pub struct ProxyConf {
     pub ignore_client_abort: bool,
     /// `proxy_cache ZONE` and its settings; `None`: off.
     pub cache: Option<crate::conf::cache::CacheConf>,
+    /// A `fastcgi_pass` location's own settings.
+    pub fastcgi: Option<Box<FastCgiConf>>,
+}
+
+/// `fastcgi_param`, `fastcgi_index`, `fastcgi_split_path_info` and
+/// `fastcgi_keep_conn` in effect at a location.
+#[derive(Debug, Clone, Default)]
+pub struct FastCgiConf {
+    /// NAME, VALUE (as written), `if_not_empty`.
+    pub params: Vec<(String, String, bool)>,
+    pub index: String,
+    pub split: Option<String>,
+    pub keep_conn: bool,
 }
 
 /// `proxy_cache_path`: a cache zone's name, its keys zone's size, and
@@ -1323,6 +1339,7 @@ impl Default for ProxyConf {
             socket_keepalive: false,
             ignore_client_abort: false,
             cache: None,
+            fastcgi: None,
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod client_cert;
 pub mod cookie;
 pub mod error_page;
 pub mod expires;
+pub mod fastcgi;
 pub mod gunzip;
 pub mod gzip;
 pub mod h1;

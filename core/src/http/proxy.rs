@@ -26,6 +26,7 @@ use crate::conf::model::NextUpstream;
 use crate::http::access::Record;
 use crate::http::body::{PeerHold, RespBody};
 use crate::http::cache;
+use crate::http::fastcgi;
 use crate::http::h1::parse::spelled;
 use crate::http::h1::ClientBody;
 use crate::http::head::ParsedHead;
@@ -42,7 +43,7 @@ use crate::upstream::dynamic::Chosen;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
 use crate::vars::UpstreamSeen;
-use crate::vars::{NgxIp, ProxyName, Var, VarCtx};
+use crate::vars::{FastcgiName, NgxIp, ProxyName, Var, VarCtx};
 
 /// What the request path knows about the client connection.
 pub struct ClientCx<'a> {
@@ -493,6 +494,7 @@ async fn attempt(
     progress: &Progress,
     local: Option<&upstream_h1::Local>,
     bytes: &mut (u64, u64),
+    stderr: &mut Vec<Vec<u8>>,
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -518,9 +520,13 @@ async fn attempt(
             {
                 return Err(unsolicited_switch());
             }
-            Ok(resp) => return Ok(resp),
-            Err(e) => {
+            Ok(mut resp) => {
+                *stderr = std::mem::take(&mut resp.stderr);
+                return Ok(resp);
+            }
+            Err(mut e) => {
                 *bytes = e.bytes;
+                *stderr = std::mem::take(&mut e.stderr);
                 e
             }
         };
@@ -571,6 +577,11 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
     }
     match e.kind {
         ErrorKind::Timeout(t) => timed_out(t),
+        ErrorKind::FastCgi(message) => Failure {
+            ft: NextUpstream::INVALID_HEADER,
+            sent: true,
+            message: format!("{message} while reading response header from upstream"),
+        },
         ErrorKind::Invalid => Failure {
             ft: NextUpstream::INVALID_HEADER,
             sent: true,
@@ -981,6 +992,17 @@ pub async fn run(
         (None, Some(u)) => (u, p.name(), p.tries),
         (None, None) => return error_page(500),
     };
+    let proxy = match &p.fastcgi {
+        None => proxy,
+        Some(f) => {
+            let (script, path_info) = fastcgi::split(f, cx.head.uri(&parts.uri));
+            ProxyName::fastcgi(FastcgiName {
+                script,
+                path_info,
+                index: &f.index,
+            })
+        }
+    };
     let up: &Upstream = upstream;
     let proxy_tls = p.tls.as_ref().filter(|_| chosen.is_none_or(|c| c.tls));
     let mut tried = Tried::new(up.configs.len());
@@ -1187,7 +1209,13 @@ pub async fn run(
         }),
         upgrade: cx.head.upgrade,
     };
-    let scheme = if proxy_tls.is_some() { "https" } else { "http" };
+    let scheme = if p.fastcgi.is_some() {
+        "fastcgi"
+    } else if proxy_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Read only when `proxy_next_upstream_timeout` needs it.
     let started = (!p.next_upstream_timeout.is_zero()).then(clock::now);
     // (GET and HEAD first: one test for most requests.)
@@ -1257,7 +1285,9 @@ pub async fn run(
         (None, None) => Framing::Chunked,
     };
     // A `proxy_pass` with variables sends its value's URI part as it is.
+    // (FastCGI has none: the log names the address alone.)
     let target = match chosen.and_then(|c| c.uri.as_deref()) {
+        _ if p.fastcgi.is_some() => "",
         Some(uri) => uri,
         None => rewritten
             .as_ref()
@@ -1292,15 +1322,21 @@ pub async fn run(
             }
         }
     }
-    let mut req_head = upstream_head(
-        parts,
-        cx.raw,
-        p,
-        &vars(),
-        target,
-        framing,
-        cached.as_deref(),
-    );
+    let mut req_head = match &p.fastcgi {
+        None => upstream_head(
+            parts,
+            cx.raw,
+            p,
+            &vars(),
+            target,
+            framing,
+            cached.as_deref(),
+        ),
+        Some(f) => match fastcgi::request(f, parts, &vars(), framing != Framing::None) {
+            Ok(head) => head,
+            Err(too_big) => return fastcgi_too_big(too_big, cx, parts),
+        },
+    };
     // nginx's `$upstream_http_*` reads every line the upstream sent, the
     // ones it hides from the client (Server, Date, X-Accel-*) too: they
     // are kept for the record and dropped after it took its copy. The
@@ -1377,6 +1413,7 @@ pub async fn run(
             upstream: (scheme, target),
         };
         let mut bytes = (0, 0);
+        let mut stderr = Vec::new();
         let result = attempt(
             up,
             i,
@@ -1387,8 +1424,22 @@ pub async fn run(
             &progress,
             local.as_deref(),
             &mut bytes,
+            &mut stderr,
         )
         .await;
+        for text in &stderr {
+            let line = crate::http::fastcgi::response::stderr_line(text);
+            let line = format!("{line} while reading response header from upstream");
+            log_try(
+                Level::Error,
+                cx,
+                parts,
+                &line,
+                scheme,
+                &up.addrs[i],
+                &target,
+            );
+        }
         // From here `release` or the response's `PeerHold` gives it back.
         in_flight.handed_on();
         let connected = progress.connected();
@@ -1824,6 +1875,20 @@ fn log_try(
             context(cx, parts, &format!("{scheme}://{addr}{uri}"))
         ),
     );
+}
+
+/// nginx's alert for params longer than one record (500).
+#[cold]
+#[inline(never)]
+fn fastcgi_too_big(
+    too_big: fastcgi::TooBig,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+) -> Response<RespBody> {
+    let mut line = format!("fastcgi request record is too big: {}", too_big.0);
+    request_context(cx, parts, &mut line);
+    log::write(Level::Alert, Some(cx.conn), &line);
+    error_page(500)
 }
 
 /// `$upstream_status`'s next item.

@@ -1108,7 +1108,12 @@ fn proxy(
 ) -> Result<Proxy, ConfError> {
     // Each line, a name set twice too (nginx sends both).
     let mut set: Vec<(String, String)> = conf.set_headers.clone();
-    for (name, value) in [("Host", "$proxy_host"), ("Connection", "close")] {
+    let defaults = if p.fastcgi {
+        &[][..]
+    } else {
+        &[("Host", "$proxy_host"), ("Connection", "close")][..]
+    };
+    for &(name, value) in defaults {
         if !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             set.push((name.into(), value.into()));
         }
@@ -1171,10 +1176,15 @@ fn proxy(
             maps,
         )?
         .map(Box::new),
-        header_rules: crate::http::upstream_h1::HeaderRules::new(
-            &conf.hide_headers,
-            &conf.pass_headers,
-        )
+        header_rules: match &conf.fastcgi {
+            Some(_) => Some(crate::http::upstream_h1::HeaderRules::fastcgi(
+                &conf.hide_headers,
+                &conf.pass_headers,
+            )),
+            None => {
+                crate::http::upstream_h1::HeaderRules::new(&conf.hide_headers, &conf.pass_headers)
+            }
+        }
         .map(Box::new),
         shape: shape(conf, maps)?,
         intercept: false,
@@ -1185,6 +1195,48 @@ fn proxy(
             .as_ref()
             .map(|c| cache(c, upstreams.caches, maps).map(Box::new))
             .transpose()?,
+        fastcgi: conf
+            .fastcgi
+            .as_deref()
+            .map(|f| fastcgi(f, conf.pass_request_headers, maps).map(Box::new))
+            .transpose()?,
+    })
+}
+
+/// A `fastcgi_pass` location's params and names, compiled.
+fn fastcgi(
+    conf: &model::FastCgiConf,
+    pass_headers: bool,
+    maps: &MapNames,
+) -> Result<crate::http::fastcgi::FastCgi, ConfError> {
+    let mut params = Vec::with_capacity(conf.params.len());
+    for (name, value, if_not_empty) in &conf.params {
+        params.push(crate::http::fastcgi::Param {
+            name: name.as_bytes().into(),
+            value: crate::vars::Template::compile_with(value, &|n| maps.var(n))
+                .map_err(|e| ConfError::bare(e.to_string()))?,
+            if_not_empty: *if_not_empty,
+        });
+    }
+    let header_params = conf
+        .params
+        .iter()
+        .filter_map(|(name, _, _)| name.strip_prefix("HTTP_"))
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| rest.as_bytes().into())
+        .collect();
+    let split = conf
+        .split
+        .as_deref()
+        .map(|re| crate::pattern::Regex::new(re, false).map_err(ConfError::bare))
+        .transpose()?;
+    Ok(crate::http::fastcgi::FastCgi {
+        params: params.into(),
+        header_params,
+        index: conf.index.as_str().into(),
+        split,
+        keep_conn: conf.keep_conn,
+        pass_headers,
     })
 }
 

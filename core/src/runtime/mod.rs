@@ -651,6 +651,8 @@ pub struct Proxy {
     pub socket: Option<Box<SocketSettings>>,
     /// `proxy_cache`; `None`: off.
     pub cache: Option<Box<crate::http::cache::Cache>>,
+    /// `fastcgi_pass`: the request goes as FastCGI records.
+    pub fastcgi: Option<Box<crate::http::fastcgi::FastCgi>>,
 }
 
 /// `proxy_bind` and `proxy_socket_keepalive`.

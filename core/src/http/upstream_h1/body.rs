@@ -27,6 +27,8 @@ pub(super) enum Decode {
     Framed(Decoder),
     /// Until the upstream closes.
     UntilClose,
+    /// A FastCGI application's STDOUT records, to END_REQUEST.
+    FastCgi(Box<crate::http::fastcgi::response::BodyReader>),
 }
 
 pub struct UpstreamBody {
@@ -168,6 +170,24 @@ impl UpstreamBody {
                     Err(Invalid) => {
                         self.fail();
                         return failed("upstream sent invalid chunked response");
+                    }
+                },
+                Decode::FastCgi(f) => match f.decode(buf, max, &mut |data| sink.copy(data)) {
+                    Ok(Some(piece)) => {
+                        if f.is_done() {
+                            self.end();
+                        }
+                        return Poll::Ready(Some(Ok(piece)));
+                    }
+                    Ok(None) if f.is_done() => {
+                        self.end();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => 0,
+                    Err(e) => {
+                        self.fail();
+                        crate::log::write(crate::log::Level::Error, None, &e);
+                        return failed("upstream sent invalid FastCGI record");
                     }
                 },
                 Decode::UntilClose => {

@@ -64,6 +64,9 @@ pub struct HeaderRules {
     hide: Box<[Box<[u8]>]>,
     /// Lowercase names among nginx's defaults passed all the same.
     pass: Box<[Box<[u8]>]>,
+    /// A FastCGI application's lines: nginx's defaults are FastCGI's
+    /// (Status and X-Accel-*; Date and Server pass).
+    fastcgi: bool,
 }
 
 impl HeaderRules {
@@ -77,7 +80,29 @@ impl HeaderRules {
         Some(HeaderRules {
             hide: names(hide),
             pass: names(pass),
+            fastcgi: false,
         })
+    }
+
+    /// `fastcgi_hide_header` and `fastcgi_pass_header`: always rules, as
+    /// the lines the head keeps for a log are dropped by them.
+    pub fn fastcgi(hide: &[String], pass: &[String]) -> HeaderRules {
+        let names = |list: &[String]| list.iter().map(|n| n.as_bytes().into()).collect();
+        HeaderRules {
+            hide: names(hide),
+            pass: names(pass),
+            fastcgi: true,
+        }
+    }
+
+    /// One of nginx's default hidden lines.
+    fn hidden_by_default(&self, name: &[u8]) -> bool {
+        if self.fastcgi {
+            crate::http::fastcgi::response::hidden(name)
+                == Some(crate::http::fastcgi::response::Class::Hidden)
+        } else {
+            class(name) == Class::Hidden
+        }
     }
 
     /// Whether the response must keep nginx's default hidden headers for
@@ -98,7 +123,7 @@ impl HeaderRules {
             // nginx's hidden set: its defaults and the hidden names, less
             // the passed ones; the length is never hidden (nginx writes
             // it from the body it sends).
-            let hidden = (class(name) == Class::Hidden || listed(&self.hide, name))
+            let hidden = (self.hidden_by_default(name) || listed(&self.hide, name))
                 && !listed(&self.pass, name)
                 && class(name) != Class::ContentLength;
             if hidden {

@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::response::Parts;
 
+use crate::http::fastcgi;
 use crate::http::h1::decode::Decoder;
 use crate::http::h1::io::ReadBuf;
 pub use body::UpstreamBody;
@@ -55,6 +56,9 @@ pub struct Response {
     pub upgraded: Option<Box<Upgraded>>,
     /// Bytes of the request written (`$upstream_bytes_sent`).
     pub sent: u64,
+    /// A FastCGI application's stderr, read with the head: a log line
+    /// each.
+    pub stderr: Vec<Vec<u8>>,
 }
 
 /// A connection switched to another protocol: the transport (its timers
@@ -77,6 +81,8 @@ pub enum ErrorKind {
     Invalid,
     /// The client's body failed while being sent.
     Body,
+    /// A FastCGI answer nobody can read: nginx's log line for it.
+    FastCgi(String),
 }
 
 #[derive(Debug)]
@@ -88,6 +94,8 @@ pub struct Error {
     /// Bytes written and read in the exchange (`$upstream_bytes_sent`,
     /// `$upstream_bytes_received`).
     pub bytes: (u64, u64),
+    /// A FastCGI application's stderr, read before the failure.
+    pub stderr: Vec<Vec<u8>>,
 }
 
 fn kind_of(e: io::Error) -> ErrorKind {
@@ -114,11 +122,16 @@ pub async fn exchange(
     let mut buf = ReadBuf::new();
     let start = conn.io.received();
     let mut sending = true;
+    let mut reader = if head.fastcgi {
+        Reader::FastCgi(Box::default(), head.keep_hidden)
+    } else {
+        Reader::Http(head.reading())
+    };
     // Both phases in one poll function: the future holds one state, not
     // one per phase (it lives inside every proxied request's future).
     let parsed = poll_fn(|cx| {
         if sending {
-            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, head.reading()) {
+            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, &mut reader) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(kind)) => return Poll::Ready(Err(kind)),
                 Poll::Ready(Ok(early)) => {
@@ -132,22 +145,43 @@ pub async fn exchange(
                 }
             }
         }
-        read_head(cx, &mut conn, &mut buf, head.reading())
+        read_head(cx, &mut conn, &mut buf, &mut reader)
     })
     .await;
     let sent = sender.written != 0;
+    let stderr = match &mut reader {
+        Reader::FastCgi(r, _) => std::mem::take(&mut r.stderr),
+        Reader::Http(_) => Vec::new(),
+    };
     match parsed {
-        Ok(h) => {
+        Ok((h, fastcgi)) => {
             let reusable = head.keep_alive && sender.done();
-            Ok(response(conn, buf, h, reusable, start, sender.written))
+            let mut resp = response(conn, buf, h, fastcgi, reusable, start, sender.written);
+            resp.stderr = stderr;
+            Ok(resp)
         }
         Err(kind) => {
             let bytes = (sender.written, conn.io.received() - start);
             sender.give_back(body);
-            Err(Error { kind, sent, bytes })
+            Err(Error {
+                kind,
+                sent,
+                bytes,
+                stderr,
+            })
         }
     }
 }
+
+/// How the response head is read: HTTP, or FastCGI records.
+enum Reader {
+    Http(Reading),
+    /// (And whether to keep the lines nginx hides by default.)
+    FastCgi(Box<fastcgi::response::HeadReader>, bool),
+}
+
+/// A final head, and for FastCGI the reader of the body after it.
+type Final = (Head, Option<Box<fastcgi::response::BodyReader>>);
 
 /// Writes the request; meanwhile, reads what the upstream sends, for an
 /// early answer.
@@ -157,8 +191,8 @@ fn send_phase(
     sender: &mut Sender<'_>,
     body: &mut ReqBody,
     buf: &mut ReadBuf,
-    ask: Reading,
-) -> Poll<Result<Option<Head>, ErrorKind>> {
+    reader: &mut Reader,
+) -> Poll<Result<Option<Final>, ErrorKind>> {
     loop {
         match sender.poll(cx, &mut conn.io, body) {
             Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
@@ -168,7 +202,7 @@ fn send_phase(
         }
         match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::Closed)),
-            Poll::Ready(Ok(_)) => match parse(buf, ask) {
+            Poll::Ready(Ok(_)) => match parse(buf, reader) {
                 Ok(Some(h)) => return Poll::Ready(Ok(Some(h))),
                 Ok(None) => {}
                 Err(kind) => return Poll::Ready(Err(kind)),
@@ -184,10 +218,10 @@ fn read_head(
     cx: &mut Context<'_>,
     conn: &mut Conn,
     buf: &mut ReadBuf,
-    ask: Reading,
-) -> Poll<Result<Head, ErrorKind>> {
+    reader: &mut Reader,
+) -> Poll<Result<Final, ErrorKind>> {
     loop {
-        if let Some(h) = parse(buf, ask)? {
+        if let Some(h) = parse(buf, reader)? {
             return Poll::Ready(Ok(h));
         }
         match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
@@ -201,14 +235,24 @@ fn read_head(
 
 /// The final head in `buf`, if it is there, interim ones skipped (and
 /// consumed with it).
-fn parse(buf: &mut ReadBuf, ask: Reading) -> Result<Option<Head>, ErrorKind> {
+fn parse(buf: &mut ReadBuf, reader: &mut Reader) -> Result<Option<Final>, ErrorKind> {
+    let ask = match reader {
+        Reader::Http(ask) => *ask,
+        Reader::FastCgi(r, keep_hidden) => {
+            return match r.parse(buf, *keep_hidden, HEAD_MAX) {
+                Ok(Some((h, body))) => Ok(Some((h, Some(Box::new(body))))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(ErrorKind::FastCgi(e.0)),
+            };
+        }
+    };
     while !buf.is_empty() {
         match head::parse_reading(buf.data(), ask).map_err(|_| ErrorKind::Invalid)? {
             Parsed::Partial => return Ok(None),
             Parsed::Interim(len) => buf.consume(len),
             Parsed::Final(h) => {
                 buf.consume(h.len);
-                return Ok(Some(h));
+                return Ok(Some((h, None)));
             }
         }
     }
@@ -221,6 +265,7 @@ fn response(
     mut conn: Conn,
     mut buf: ReadBuf,
     head: Head,
+    fastcgi: Option<Box<fastcgi::response::BodyReader>>,
     reusable: bool,
     start: u64,
     sent: u64,
@@ -239,13 +284,12 @@ fn response(
                 leftover,
             })),
             sent,
+            stderr: Vec::new(),
         };
     }
-    let decode = match head.framing {
-        BodyFraming::None => body::Decode::Framed(Decoder::Done),
-        BodyFraming::Length(n) => body::Decode::Framed(Decoder::length(n)),
-        BodyFraming::Chunked => body::Decode::Framed(Decoder::chunked()),
-        BodyFraming::Close => body::Decode::UntilClose,
+    let decode = match (fastcgi, head.framing) {
+        (Some(reader), _) => body::Decode::FastCgi(reader),
+        (None, framing) => framed(framing),
     };
     Response {
         parts: head.parts,
@@ -253,5 +297,15 @@ fn response(
         body: UpstreamBody::new(conn, buf, decode, reusable && head.keep_alive),
         upgraded: None,
         sent,
+        stderr: Vec::new(),
+    }
+}
+
+fn framed(framing: BodyFraming) -> body::Decode {
+    match framing {
+        BodyFraming::None => body::Decode::Framed(Decoder::Done),
+        BodyFraming::Length(n) => body::Decode::Framed(Decoder::length(n)),
+        BodyFraming::Chunked => body::Decode::Framed(Decoder::chunked()),
+        BodyFraming::Close => body::Decode::UntilClose,
     }
 }

@@ -19,6 +19,8 @@ pub enum Framing {
     Length(u64),
     /// A body of unknown length to an HTTP/1.1 upstream.
     Chunked,
+    /// A body to a FastCGI application: STDIN records, then an empty one.
+    FastCgi,
 }
 
 /// The body sent to an upstream.
@@ -49,6 +51,8 @@ pub struct RequestHead {
     pub(super) method: Ask,
     /// Keep the headers nginx hides by default (`proxy_pass_header`).
     pub(super) keep_hidden: bool,
+    /// FastCGI records (`fastcgi_pass`), not HTTP.
+    pub(super) fastcgi: bool,
 }
 
 /// How to read the response to a request: its method's say, and whether
@@ -68,6 +72,19 @@ pub enum Ask {
 }
 
 impl RequestHead {
+    /// A FastCGI request's records (`crate::http::fastcgi::request`);
+    /// `keep_conn` asked the application to keep the connection.
+    pub fn fastcgi(buf: Buf, framing: Framing, keep_conn: bool, head: bool) -> RequestHead {
+        RequestHead {
+            buf,
+            framing,
+            keep_alive: keep_conn,
+            method: if head { Ask::Head } else { Ask::Other },
+            keep_hidden: false,
+            fastcgi: true,
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -223,7 +240,7 @@ impl HeadWriter {
             // as this one's body. nginx sends whatever is set.
             Framing::None => !self.length_written && content_length(value) == Some(0),
             Framing::Length(n) => !self.length_written && content_length(value) == Some(n),
-            Framing::Chunked => false,
+            Framing::Chunked | Framing::FastCgi => false,
         }
     }
 
@@ -263,6 +280,7 @@ impl HeadWriter {
             keep_alive: self.http11 && !self.close,
             method: self.method,
             keep_hidden: false,
+            fastcgi: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use bytes::{Buf as _, Bytes};
 use http_body::Body as _;
 use tokio::io::AsyncWrite;
 
+use crate::http::fastcgi::record;
 use crate::http::upstream_h1::request::{Framing, ReqBody, RequestHead};
 
 /// Why a request could not be written.
@@ -107,7 +108,24 @@ impl<'a> Queue<'a> {
         self.data = data;
         self.tail = b"\r\n";
     }
+
+    /// Queues `data` as a FastCGI STDIN record: its header, the data, its
+    /// padding.
+    fn record(&mut self, data: Bytes) {
+        let pad = record::padding(data.len());
+        self.line[..8].copy_from_slice(&record::header(record::STDIN, data.len(), pad));
+        self.line_at = 0;
+        self.line_end = 8;
+        self.data = data;
+        self.tail = &record::PADDING[..pad];
+    }
 }
+
+/// nginx's largest STDIN record.
+const STDIN_MAX: usize = 32 * 1024;
+
+/// The empty STDIN record that ends a FastCGI request's body.
+static STDIN_END: [u8; 8] = [record::VERSION, record::STDIN, 0, 1, 0, 0, 0, 0];
 
 /// One request being written.
 pub struct Sender<'a> {
@@ -121,6 +139,10 @@ pub struct Sender<'a> {
     from_client: bool,
     /// Bytes written so far; 0 means the request never left.
     pub written: u64,
+    /// What is left of a piece too long for one FastCGI record.
+    rest: Bytes,
+    /// A buffered body was queued (FastCGI's end record follows it).
+    buffered_taken: bool,
 }
 
 impl<'a> Sender<'a> {
@@ -128,7 +150,7 @@ impl<'a> Sender<'a> {
         let (left, body_done) = match head.framing {
             Framing::None => (0, true),
             Framing::Length(n) => (n, n == 0),
-            Framing::Chunked => (0, false),
+            Framing::Chunked | Framing::FastCgi => (0, false),
         };
         Sender {
             queue: Queue {
@@ -144,6 +166,8 @@ impl<'a> Sender<'a> {
             body_done,
             from_client: false,
             written: 0,
+            rest: Bytes::new(),
+            buffered_taken: false,
         }
     }
 
@@ -206,10 +230,13 @@ impl<'a> Sender<'a> {
     ) -> Poll<Result<(), SendError>> {
         loop {
             let piece = match body {
+                _ if !self.rest.is_empty() => Some(std::mem::take(&mut self.rest)),
                 ReqBody::Empty => None,
+                ReqBody::Buffered(_) if self.buffered_taken => None,
                 ReqBody::Buffered(b) => {
                     // Sent whole: the Content-Length is its length.
                     self.left = b.len() as u64;
+                    self.buffered_taken = true;
                     Some(b.clone())
                 }
                 ReqBody::Client { body, unsent } => match unsent.take() {
@@ -235,6 +262,16 @@ impl<'a> Sender<'a> {
                     self.queue.data = data;
                 }
                 (Some(data), Framing::Chunked) => self.queue.chunk(data),
+                (Some(mut data), Framing::FastCgi) => {
+                    if data.len() > STDIN_MAX {
+                        self.rest = data.split_off(STDIN_MAX);
+                    }
+                    self.queue.record(data);
+                }
+                (None, Framing::FastCgi) => {
+                    self.queue.tail = &STDIN_END;
+                    self.body_done = true;
+                }
                 (Some(_), Framing::None) => self.body_done = true,
                 (None, Framing::Chunked) => {
                     self.queue.tail = b"0\r\n\r\n";
@@ -259,8 +296,17 @@ impl<'a> Sender<'a> {
             return;
         }
         if let ReqBody::Client { unsent, .. } = body {
-            if !self.queue.data.is_empty() {
-                *unsent = Some(self.queue.data);
+            let data = if self.rest.is_empty() {
+                self.queue.data
+            } else {
+                // (A long piece split for FastCGI goes back whole.)
+                let mut whole = Vec::with_capacity(self.queue.data.len() + self.rest.len());
+                whole.extend_from_slice(&self.queue.data);
+                whole.extend_from_slice(&self.rest);
+                Bytes::from(whole)
+            };
+            if !data.is_empty() {
+                *unsent = Some(data);
             }
         }
     }

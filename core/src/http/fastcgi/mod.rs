@@ -1,0 +1,137 @@
+//! `fastcgi_pass`: the request asked of a FastCGI application (PHP-FPM
+//! and the like), as nginx's `ngx_http_fastcgi_module` asks it.
+//!
+//! The proxy's path is the same as `proxy_pass`'s (the balancer, tries,
+//! timeouts, the idle pool, the answer's filters); only the bytes on the
+//! upstream connection differ:
+//! - here: the settings ([`FastCgi`]), `$fastcgi_script_name` and
+//!   `$fastcgi_path_info` ([`split`]), the request's records ([`request`]);
+//! - `record`: the record framing, both ways;
+//! - `response`: the application's records read back into a response head
+//!   (its CGI header lines) and body, its stderr lines for the log.
+
+pub mod record;
+pub mod response;
+
+use http::request::Parts;
+use http::Method;
+
+use crate::http::h1::pool::Buf;
+use crate::http::upstream_h1::{Framing, RequestHead};
+use crate::pattern::Regex;
+use crate::vars::{Template, VarCtx};
+
+/// A location's FastCGI settings, compiled.
+pub struct FastCgi {
+    /// `fastcgi_param` lines, in order.
+    pub params: Box<[Param]>,
+    /// The request headers the params set already, as nginx matches them:
+    /// uppercase, `-` as `_`, without `HTTP_`. Those are not sent again.
+    pub header_params: Box<[Box<[u8]>]>,
+    /// `fastcgi_index`, appended to a `$fastcgi_script_name` ending in `/`.
+    pub index: Box<str>,
+    /// `fastcgi_split_path_info`: its two groups are the script name and
+    /// the path info.
+    pub split: Option<Regex>,
+    /// `fastcgi_keep_conn on`: the application keeps the connection.
+    pub keep_conn: bool,
+    /// `fastcgi_pass_request_headers` (on): the client's headers go as
+    /// `HTTP_*` params.
+    pub pass_headers: bool,
+}
+
+/// One `fastcgi_param NAME VALUE [if_not_empty]`.
+pub struct Param {
+    pub name: Box<[u8]>,
+    pub value: Template,
+    /// `if_not_empty`: not sent when the value is empty.
+    pub if_not_empty: bool,
+}
+
+/// `$fastcgi_script_name` (before the index) and `$fastcgi_path_info` of
+/// a request's URI.
+pub fn split<'u>(f: &FastCgi, uri: &'u [u8]) -> (&'u [u8], &'u [u8]) {
+    let Some(re) = &f.split else {
+        return (uri, b"");
+    };
+    match re.captures(uri) {
+        Some(c) => {
+            let group = |i| c.get(i).map_or(&b""[..], |m| m.as_bytes());
+            (group(1), group(2))
+        }
+        None => (uri, b""),
+    }
+}
+
+/// The params' record is longer than one record carries (nginx's alert
+/// `fastcgi request record is too big`); its length.
+#[derive(Debug)]
+pub struct TooBig(pub usize);
+
+/// The request's records but its body: BEGIN_REQUEST, the params (the
+/// configured ones, then the client's headers as `HTTP_*`), and, with no
+/// body to follow, the end of stdin. A body goes as STDIN records
+/// ([`Framing::FastCgi`]).
+pub fn request(
+    f: &FastCgi,
+    parts: &Parts,
+    vars: &VarCtx<'_>,
+    has_body: bool,
+) -> Result<RequestHead, TooBig> {
+    let mut params = Vec::with_capacity(1024);
+    let mut value = Vec::new();
+    for p in f.params.iter() {
+        value.clear();
+        p.value.eval_into(vars, &mut value);
+        if p.if_not_empty && value.is_empty() {
+            continue;
+        }
+        push_param(&mut params, &p.name, &value);
+    }
+    if f.pass_headers {
+        let mut name = Vec::with_capacity(64);
+        for (h, v) in parts.headers.iter() {
+            name.clear();
+            name.extend_from_slice(b"HTTP_");
+            name.extend(h.as_str().bytes().map(|c| match c {
+                b'-' => b'_',
+                c => c.to_ascii_uppercase(),
+            }));
+            if f.header_params.iter().any(|p| **p == name[5..]) {
+                continue;
+            }
+            push_param(&mut params, &name, v.as_bytes());
+        }
+    }
+    if params.len() > record::MAX_CONTENT {
+        return Err(TooBig(params.len()));
+    }
+    let mut buf = Buf::take();
+    record::begin_request(&mut buf, f.keep_conn);
+    let pad = record::padding(params.len());
+    if !params.is_empty() {
+        buf.extend_from_slice(&record::header(record::PARAMS, params.len(), pad));
+        buf.extend_from_slice(&params);
+        buf.extend_from_slice(&record::PADDING[..pad]);
+    }
+    buf.extend_from_slice(&record::header(record::PARAMS, 0, 0));
+    let framing = if has_body {
+        Framing::FastCgi
+    } else {
+        buf.extend_from_slice(&record::header(record::STDIN, 0, 0));
+        Framing::None
+    };
+    Ok(RequestHead::fastcgi(
+        buf,
+        framing,
+        f.keep_conn,
+        parts.method == Method::HEAD,
+    ))
+}
+
+fn push_param(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    record::push_length(out, name.len());
+    record::push_length(out, value.len());
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+}

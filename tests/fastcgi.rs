@@ -1,0 +1,399 @@
+//! `fastcgi_pass` side by side with nginx: one FastCGI application (a
+//! small one here, speaking the protocol as PHP-FPM does) answers both,
+//! echoing the params and stdin it got; the answers, the params' order
+//! included, the statuses the CGI lines make, the stderr lines in the
+//! error log and the reuse of `fastcgi_keep_conn` connections are the
+//! same.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use waypost_tests::{assert_same_answers, free_ports, serve_numbered, wrap_http, Server};
+
+const BEGIN_REQUEST: u8 = 1;
+const END_REQUEST: u8 = 3;
+const PARAMS: u8 = 4;
+const STDIN: u8 = 5;
+const STDOUT: u8 = 6;
+const STDERR: u8 = 7;
+
+fn read_record(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).ok()?;
+    assert_eq!(h[0], 1, "version");
+    assert_eq!(u16::from_be_bytes([h[2], h[3]]), 1, "request id");
+    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let mut content = vec![0u8; len + usize::from(h[6])];
+    s.read_exact(&mut content).ok()?;
+    content.truncate(len);
+    Some((h[1], content))
+}
+
+fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
+    let len = content.len() as u16;
+    out.extend_from_slice(&[1, kind, 0, 1, (len >> 8) as u8, len as u8, 0, 0]);
+    out.extend_from_slice(content);
+}
+
+fn length(p: &[u8], at: &mut usize) -> usize {
+    if p[*at] < 128 {
+        *at += 1;
+        usize::from(p[*at - 1])
+    } else {
+        let n = u32::from_be_bytes([p[*at] & 0x7f, p[*at + 1], p[*at + 2], p[*at + 3]]);
+        *at += 4;
+        n as usize
+    }
+}
+
+fn params(p: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < p.len() {
+        let n = length(p, &mut at);
+        let v = length(p, &mut at);
+        let name = String::from_utf8_lossy(&p[at..at + n]).into_owned();
+        let value = String::from_utf8_lossy(&p[at + n..at + n + v]).into_owned();
+        at += n + v;
+        out.push((name, value));
+    }
+    out
+}
+
+/// One request on `s`: whether the connection is to be kept.
+fn one_request(s: &mut TcpStream, conn: u32, served: &mut u32) -> Option<bool> {
+    let (kind, begin) = read_record(s)?;
+    assert_eq!(kind, BEGIN_REQUEST);
+    assert_eq!(begin[1], 1, "responder role");
+    let keep = begin[2] & 1 != 0;
+    let mut raw = Vec::new();
+    loop {
+        let (kind, content) = read_record(s)?;
+        assert_eq!(kind, PARAMS);
+        if content.is_empty() {
+            break;
+        }
+        raw.extend_from_slice(&content);
+    }
+    let mut stdin = Vec::new();
+    loop {
+        let (kind, content) = read_record(s)?;
+        assert_eq!(kind, STDIN);
+        if content.is_empty() {
+            break;
+        }
+        stdin.extend_from_slice(&content);
+    }
+    *served += 1;
+    let params = params(&raw);
+    let uri = params
+        .iter()
+        .find(|(n, _)| n == "DOCUMENT_URI")
+        .map_or("", |(_, v)| v.as_str());
+    let mut out = Vec::new();
+    let mut stdout: Vec<u8> = Vec::new();
+    let mut ended_early = false;
+    match uri {
+        "/status.php" => {
+            stdout.extend_from_slice(b"Status: 404 Not Found\r\nX-App: 1\r\n\r\nmissing")
+        }
+        "/reason.php" => stdout.extend_from_slice(b"Status: 299 Fine\r\n\r\nok"),
+        "/redirect.php" => stdout.extend_from_slice(b"Location: /elsewhere\r\n\r\n"),
+        "/server.php" => stdout.extend_from_slice(
+            b"Server: app\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nX-Accel-Expires: 5\r\n\r\nx",
+        ),
+        "/big.php" => {
+            stdout.extend_from_slice(b"Content-Type: text/plain\n\n");
+            for i in 0..7000u32 {
+                stdout.extend_from_slice(format!("{i:09}\n").as_bytes());
+            }
+        }
+        "/broken.php" => {
+            record(&mut out, STDOUT, b"Content-Type: text/plain\r\n");
+            ended_early = true;
+        }
+        _ => {
+            if uri == "/stderr.php" {
+                record(
+                    &mut out,
+                    STDERR,
+                    b"PHP Warning:  oops in /x.php on line 3\n",
+                );
+            }
+            stdout.extend_from_slice(b"Content-Type: text/plain\r\nX-Powered-By: test\r\n\r\n");
+            for (n, v) in &params {
+                stdout.extend_from_slice(format!("{n}={v}\n").as_bytes());
+            }
+            stdout.extend_from_slice(b"stdin=");
+            stdout.extend_from_slice(&stdin);
+            stdout
+                .extend_from_slice(format!("\nrequest {served} on connection {conn}\n").as_bytes());
+        }
+    }
+    // Many records, as an application's output buffer flushes them.
+    for piece in stdout.chunks(1000) {
+        record(&mut out, STDOUT, piece);
+    }
+    if !ended_early {
+        record(&mut out, STDOUT, b"");
+    }
+    record(&mut out, END_REQUEST, &[0; 8]);
+    s.write_all(&out).ok()?;
+    Some(keep)
+}
+
+/// The application: requests on a connection while BEGIN_REQUEST asks to
+/// keep it; the connection's number is in each echo.
+fn application() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_numbered(listener, |mut stream, conn| {
+        let mut served = 0;
+        while let Some(true) = one_request(&mut stream, conn, &mut served) {}
+    });
+    port
+}
+
+fn conf(port: u16, back: u16, nginx: bool) -> String {
+    wrap_http(
+        &format!(
+            "    upstream kept {{ server 127.0.0.1:{back}; keepalive 4; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       root /srv/www;\n\
+             \x20       fastcgi_index index.php;\n\
+             \x20       fastcgi_split_path_info ^(.+\\.php)(/.+)$;\n\
+             \x20       fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+             \x20       fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+             \x20       fastcgi_param PATH_INFO $fastcgi_path_info;\n\
+             \x20       fastcgi_param QUERY_STRING $query_string;\n\
+             \x20       fastcgi_param REQUEST_METHOD $request_method;\n\
+             \x20       fastcgi_param CONTENT_TYPE $content_type;\n\
+             \x20       fastcgi_param CONTENT_LENGTH $content_length;\n\
+             \x20       fastcgi_param REQUEST_URI $request_uri;\n\
+             \x20       fastcgi_param DOCUMENT_URI $document_uri;\n\
+             \x20       fastcgi_param SERVER_PROTOCOL $server_protocol;\n\
+             \x20       fastcgi_param GATEWAY_INTERFACE CGI/1.1;\n\
+             \x20       fastcgi_param REMOTE_ADDR $remote_addr;\n\
+             \x20       fastcgi_param HTTPS $https if_not_empty;\n\
+             \x20       fastcgi_param HTTP_X_SET from-config;\n\
+             \x20       location / {{ fastcgi_pass 127.0.0.1:{back}; }}\n\
+             \x20       location /keep/ {{ fastcgi_pass kept; fastcgi_keep_conn on; }}\n\
+             \x20       location /own/ {{\n\
+             \x20           fastcgi_param ONLY mine;\n\
+             \x20           fastcgi_pass_request_headers off;\n\
+             \x20           fastcgi_pass 127.0.0.1:{back};\n\
+             \x20       }}\n\
+             \x20       location /hide/ {{\n\
+             \x20           fastcgi_hide_header X-Powered-By;\n\
+             \x20           fastcgi_pass_header Status;\n\
+             \x20           fastcgi_pass 127.0.0.1:{back};\n\
+             \x20       }}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    )
+}
+
+/// `METHOD path` with a header and, unless empty, a body: the answer's
+/// status line, the headers named, and the body.
+fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Length: {}\r\nContent-Type: text/plain\r\n",
+            body.len()
+        )
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: h\r\nX-Client: 1\r\nX-Set: client\r\n{length}Connection: close\r\n\r\n{body}"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("read");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_owned();
+    // (Sorted: nginx writes Content-Type before Transfer-Encoding and the
+    // application's other lines; waypost writes the lines as they came,
+    // README: differences.)
+    let mut kept: Vec<&str> = lines
+        .filter(|l| {
+            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+            !matches!(name.as_str(), "date" | "server" | "connection")
+                || l.contains("app")
+                || l.contains("01 Jan 2026")
+        })
+        .collect();
+    kept.sort_unstable();
+    // (The error pages name their server.)
+    if status.contains(" 502 ") {
+        kept.retain(|l| !l.starts_with("Content-Length"));
+    }
+    let chunked = kept
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        String::from_utf8_lossy(&waypost_tests::unchunk(body.as_bytes())).into_owned()
+    } else {
+        body.to_owned()
+    };
+    let body = body.replace("nginx/1.22.1", "waypost");
+    format!("{status}\n{}\n\n{body}", kept.join("\n"))
+}
+
+const CASES: &[(&str, &str, &str)] = &[
+    ("GET", "/index.php?a=1&b=2", ""),
+    ("GET", "/dir/", ""),
+    ("GET", "/app.php/some/path?x", ""),
+    ("POST", "/form.php", "name=value&other=1"),
+    ("HEAD", "/index.php", ""),
+    ("GET", "/status.php", ""),
+    ("GET", "/reason.php", ""),
+    ("GET", "/redirect.php", ""),
+    ("GET", "/server.php", ""),
+    ("GET", "/big.php", ""),
+    ("GET", "/broken.php", ""),
+    ("GET", "/stderr.php", ""),
+    ("GET", "/own/x.php", ""),
+    ("GET", "/hide/status.php", ""),
+    ("GET", "/hide/x.php", ""),
+    ("GET", "/keep/1.php", ""),
+    ("GET", "/keep/2.php", ""),
+    ("GET", "/keep/3.php", ""),
+];
+
+fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
+    let port = free_ports(1)[0];
+    let server = Server::either(nginx, &conf(port, back, nginx), &[port]);
+    let answers = CASES
+        .iter()
+        .map(|(method, path, body)| {
+            // The connection numbers differ between runs; the request
+            // count on each does not.
+            let answer = ask(port, method, path, body);
+            let answer = match answer.find(" on connection ") {
+                Some(i) => answer[..i].to_owned(),
+                None => answer,
+            };
+            format!("{method} {path} -> {answer}")
+        })
+        .collect();
+    let log = server.wait_lines("logs/error.log", 2);
+    let log = log
+        .iter()
+        .filter(|l| l.contains("[error]"))
+        .map(|l| l.split_once("[error]").map_or("", |(_, m)| m).to_owned())
+        // (The process and connection numbers before the message.)
+        .map(|m| {
+            m.split_once(": ")
+                .map_or(m.clone(), |(_, rest)| rest.to_owned())
+        })
+        .map(|m| {
+            m.split_once(' ')
+                .map_or(m.clone(), |(_, rest)| rest.to_owned())
+        })
+        .collect();
+    (answers, log)
+}
+
+#[test]
+fn fastcgi_answers_match_nginx() {
+    let back = application();
+    let (ours, our_log) = run(false, back);
+    let (theirs, their_log) = run(true, back);
+    assert_eq!(our_log, their_log);
+    assert_same_answers(&ours, &theirs);
+    let find = |prefix: &str| {
+        ours.iter()
+            .find(|a| a.starts_with(prefix))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let index = find("GET /index.php?a=1&b=2 ->");
+    assert!(
+        index.contains("SCRIPT_FILENAME=/srv/www/index.php\n"),
+        "{index}"
+    );
+    assert!(index.contains("HTTP_X_CLIENT=1\n"), "{index}");
+    assert!(index.contains("HTTP_X_SET=from-config\n"), "{index}");
+    assert!(!index.contains("HTTP_X_SET=client"), "{index}");
+    assert!(find("GET /dir/ ->").contains("SCRIPT_NAME=/dir/index.php\n"));
+    let split = find("GET /app.php/some/path?x ->");
+    assert!(
+        split.contains("SCRIPT_NAME=/app.php\nPATH_INFO=/some/path\n"),
+        "{split}"
+    );
+    assert!(find("POST /form.php ->").contains("stdin=name=value&other=1"));
+    assert!(find("GET /status.php ->").starts_with("GET /status.php -> HTTP/1.1 404 Not Found"));
+    assert!(find("GET /reason.php ->").contains("HTTP/1.1 299 Fine"));
+    assert!(find("GET /redirect.php ->").contains("HTTP/1.1 302 Moved Temporarily"));
+    assert!(find("GET /broken.php ->").contains("HTTP/1.1 502 Bad Gateway"));
+    assert!(
+        find("GET /big.php ->").contains("0000006999\n")
+            || find("GET /big.php ->").contains("000006999\n")
+    );
+    assert!(find("GET /keep/3.php ->").contains("request 3"));
+    assert!(our_log.iter().any(
+        |l| l.starts_with("FastCGI sent in stderr: \"PHP Warning:  oops in /x.php on line 3\"")
+    ));
+}
+
+/// `-t` side by side: FastCGI's directives checked as nginx checks them,
+/// with its messages and lines.
+#[test]
+fn bad_fastcgi_settings_are_refused_as_nginx_refuses_them() {
+    use waypost_tests::{assert_t_cases, emerg, Waypost};
+    let at = |lines: &str| {
+        format!("http {{\n    server {{\n        location / {{\n            {lines}\n        }}\n    }}\n}}\n")
+    };
+    let ok = "ok (exit Some(0))".to_owned();
+    let cases = vec![
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_param A $uri if_not_empty; fastcgi_index i.php; fastcgi_keep_conn on;"),
+            ok.clone(),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_split_path_info ^(.+)$;"),
+            emerg("pattern \"^(.+)$\" must have 2 captures", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_param A b sometimes;"),
+            emerg("invalid parameter \"sometimes\"", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_param A $nope;"),
+            // (nginx checks the params once the location is merged, and
+            // names no line; waypost names the directive's.)
+            "[emerg] unknown \"nope\" variable (exit Some(1))".to_owned(),
+            Waypost::Exactly(emerg("unknown \"nope\" variable", 7)),
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_read_timeout x;"),
+            emerg("\"fastcgi_read_timeout\" directive invalid value", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_buffers 0 4k;"),
+            emerg("\"fastcgi_buffers\" directive invalid value", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_keep_conn maybe;"),
+            emerg("invalid value \"maybe\" in \"fastcgi_keep_conn\" directive, it must be \"on\" or \"off\"", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass;"),
+            emerg("invalid number of arguments in \"fastcgi_pass\" directive", 7),
+            Waypost::Same,
+        ),
+    ];
+    assert_t_cases("fastcgi", &cases);
+}
