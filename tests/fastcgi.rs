@@ -154,6 +154,17 @@ fn application() -> u16 {
     port
 }
 
+/// The root of `/deb/`, where `try_files` finds `/deb/app.php`.
+fn www() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<waypost_tests::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = waypost_tests::TempDir::new("fastcgi-www");
+        dir.write("deb/app.php", "<?php");
+        dir
+    });
+    &dir.path
+}
+
 fn conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
@@ -184,12 +195,25 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           fastcgi_pass_request_headers off;\n\
              \x20           fastcgi_pass 127.0.0.1:{back};\n\
              \x20       }}\n\
+             \x20       location /deb/ {{\n\
+             \x20           # Debian's snippets/fastcgi-php.conf and fastcgi_params\n\
+             \x20           root {www};\n\
+             \x20           fastcgi_split_path_info ^(.+?\\.php)(/.*)$;\n\
+             \x20           try_files $fastcgi_script_name =404;\n\
+             \x20           set $path_info $fastcgi_path_info;\n\
+             \x20           fastcgi_param PATH_INFO $path_info;\n\
+             \x20           fastcgi_index index.php;\n\
+             \x20           include /etc/nginx/fastcgi_params;\n\
+             \x20           fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+             \x20           fastcgi_pass 127.0.0.1:{back};\n\
+             \x20       }}\n\
              \x20       location /hide/ {{\n\
              \x20           fastcgi_hide_header X-Powered-By;\n\
              \x20           fastcgi_pass_header Status;\n\
              \x20           fastcgi_pass 127.0.0.1:{back};\n\
              \x20       }}\n\
-             \x20   }}\n"
+             \x20   }}\n",
+            www = www().display()
         ),
         nginx,
     )
@@ -230,7 +254,7 @@ fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
         .collect();
     kept.sort_unstable();
     // (The error pages name their server.)
-    if status.contains(" 502 ") {
+    if status.contains(" 502 ") || status.contains(" 404 ") {
         kept.retain(|l| !l.starts_with("Content-Length"));
     }
     let chunked = kept
@@ -241,7 +265,7 @@ fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
     } else {
         body.to_owned()
     };
-    let body = body.replace("nginx/1.22.1", "waypost");
+    let body = body.replace("<center>nginx/1.22.1</center>", "<center>waypost</center>");
     format!("{status}\n{}\n\n{body}", kept.join("\n"))
 }
 
@@ -261,6 +285,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/own/x.php", ""),
     ("GET", "/hide/status.php", ""),
     ("GET", "/hide/x.php", ""),
+    ("GET", "/deb/app.php/extra/path?q=1", ""),
+    ("GET", "/deb/missing.php", ""),
     ("GET", "/keep/1.php", ""),
     ("GET", "/keep/2.php", ""),
     ("GET", "/keep/3.php", ""),
@@ -279,6 +305,12 @@ fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
                 Some(i) => answer[..i].to_owned(),
                 None => answer,
             };
+            // (The ports are each run's and each connection's own.)
+            let answer: Vec<&str> = answer
+                .split('\n')
+                .filter(|l| !l.starts_with("REMOTE_PORT=") && !l.starts_with("SERVER_PORT="))
+                .collect();
+            let answer = answer.join("\n");
             format!("{method} {path} -> {answer}")
         })
         .collect();
@@ -337,6 +369,11 @@ fn fastcgi_answers_match_nginx() {
             || find("GET /big.php ->").contains("000006999\n")
     );
     assert!(find("GET /keep/3.php ->").contains("request 3"));
+    let deb = find("GET /deb/app.php/extra/path?q=1 ->");
+    assert!(deb.contains("SERVER_SOFTWARE=nginx/1.22.1\n"), "{deb}");
+    assert!(deb.contains("SCRIPT_NAME=/deb/app.php\n"), "{deb}");
+    assert!(deb.contains("PATH_INFO=/extra/path\n"), "{deb}");
+    assert!(find("GET /deb/missing.php ->").contains("404 Not Found"));
     assert!(our_log.iter().any(
         |l| l.starts_with("FastCGI sent in stderr: \"PHP Warning:  oops in /x.php on line 3\"")
     ));

@@ -74,18 +74,6 @@ pub struct ProxyName<'a> {
     pub host: &'a str,
     pub port: &'a str,
     found: bool,
-    /// A `fastcgi_pass` location's `$fastcgi_script_name` and
-    /// `$fastcgi_path_info`.
-    pub fastcgi: Option<FastcgiName<'a>>,
-}
-
-/// `$fastcgi_script_name` (the script, then `fastcgi_index` where it ends
-/// in `/`) and `$fastcgi_path_info`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FastcgiName<'a> {
-    pub script: &'a [u8],
-    pub path_info: &'a [u8],
-    pub index: &'a str,
 }
 
 impl<'a> ProxyName<'a> {
@@ -94,7 +82,6 @@ impl<'a> ProxyName<'a> {
         host: "",
         port: "",
         found: false,
-        fastcgi: None,
     };
 
     pub fn new(host: &'a str, port: &'a str) -> ProxyName<'a> {
@@ -102,16 +89,6 @@ impl<'a> ProxyName<'a> {
             host,
             port,
             found: true,
-            fastcgi: None,
-        }
-    }
-
-    /// A `fastcgi_pass` location's: no `$proxy_host`, and the FastCGI
-    /// names.
-    pub fn fastcgi(name: FastcgiName<'a>) -> ProxyName<'a> {
-        ProxyName {
-            fastcgi: Some(name),
-            ..ProxyName::NONE
         }
     }
 }
@@ -178,6 +155,9 @@ pub enum Var {
     BytesSent,
     ProxyHost,
     ProxyPort,
+    /// `$nginx_version`: the nginx release whose behaviour waypost
+    /// follows.
+    NginxVersion,
     /// `$fastcgi_script_name`
     FastcgiScriptName,
     /// `$fastcgi_path_info`
@@ -378,6 +358,9 @@ pub enum NameError {
 
 /// Variables nginx 1.22 (as Debian builds it) knows that waypost does not
 /// provide. Names are lowercase.
+/// `$nginx_version`: the release waypost's behaviour is compared with.
+pub const NGINX_VERSION: &str = "1.22.1";
+
 const UNSUPPORTED: &[&str] = &[
     "ancient_browser",
     "connection_time",
@@ -392,7 +375,6 @@ const UNSUPPORTED: &[&str] = &[
     "limit_req_status",
     "modern_browser",
     "msie",
-    "nginx_version",
     "pipe",
     "proxy_internal_body_length",
     "proxy_internal_chunked",
@@ -546,6 +528,7 @@ impl Var {
             "body_bytes_sent" | "bytes_sent" => Var::BytesSent,
             "proxy_host" => Var::ProxyHost,
             "fastcgi_script_name" => Var::FastcgiScriptName,
+            "nginx_version" => Var::NginxVersion,
             "fastcgi_path_info" => Var::FastcgiPathInfo,
             "proxy_port" => Var::ProxyPort,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
@@ -639,6 +622,7 @@ impl Var {
             Var::Cookie(name) => cookie(&req.headers, name).unwrap_or(b""),
             Var::ServerName => cx.server_name.as_bytes(),
             Var::ProxyHost => cx.proxy.host.as_bytes(),
+            Var::NginxVersion => NGINX_VERSION.as_bytes(),
             Var::ProxyPort => cx.proxy.port.as_bytes(),
             Var::Host => cx
                 .head
@@ -876,20 +860,15 @@ impl Var {
                     link.expires(cx, out);
                 }
             }
-            Var::FastcgiScriptName => match &cx.proxy.fastcgi {
-                Some(f) => {
-                    out.extend_from_slice(f.script);
-                    if f.script.ends_with(b"/") {
-                        out.extend_from_slice(f.index.as_bytes());
-                    }
-                }
-                // Outside a FastCGI location: the URI, as nginx's
-                // without a split pattern.
+            // The level's settings split the URI as it is now; without
+            // them, nginx's value is the URI.
+            Var::FastcgiScriptName => match cx.statics.and_then(|s| s.fastcgi()) {
+                Some(names) => names.script_name(cx.head.uri(&req.uri), out),
                 None => Var::Uri.eval(cx, out),
             },
             Var::FastcgiPathInfo => {
-                if let Some(f) = &cx.proxy.fastcgi {
-                    out.extend_from_slice(f.path_info);
+                if let Some(names) = cx.statics.and_then(|s| s.fastcgi()) {
+                    out.extend_from_slice(names.split(cx.head.uri(&req.uri)).1);
                 }
             }
             Var::ProxyAddXForwardedFor => {
@@ -916,6 +895,7 @@ impl Var {
             | Var::ContentType
             | Var::ProxyHost
             | Var::ProxyPort
+            | Var::NginxVersion
             | Var::Capture(_)
             | Var::User(..)
             | Var::SslProtocol

@@ -743,6 +743,12 @@ impl Layer {
                 format: self.autoindex_format.unwrap_or_default(),
             }),
             random_index: self.random_index.unwrap_or(false),
+            fastcgi_names: (self.fcgi_split.is_some() || self.fcgi_index.is_some()).then(|| {
+                (
+                    self.fcgi_split.clone(),
+                    self.fcgi_index.clone().unwrap_or_default(),
+                )
+            }),
             disable_symlinks: self.disable_symlinks.clone().flatten(),
             if_modified_since: self.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             max_ranges: self.max_ranges.unwrap_or(MAX_RANGES),
@@ -1038,8 +1044,6 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
     conf.cache = None;
     conf.fastcgi = Some(Box::new(FastCgiConf {
         params: layer.fcgi_params.clone().unwrap_or_default(),
-        index: layer.fcgi_index.clone().unwrap_or_default(),
-        split: layer.fcgi_split.clone(),
         keep_conn: layer.fcgi_keep_conn.unwrap_or(false),
     }));
     conf

@@ -505,6 +505,9 @@ pub struct StaticConf {
     pub referers: Option<(Vec<String>, Vec<String>)>,
     /// `secure_link`, `secure_link_md5`, `secure_link_secret`.
     pub secure_link: Option<SecureLinkConf>,
+    /// `fastcgi_split_path_info` and `fastcgi_index`, where either is in
+    /// effect (`$fastcgi_script_name`, `$fastcgi_path_info`).
+    pub fastcgi_names: Option<(Option<String>, String)>,
     /// `gzip_static on|always` (`true`: always) and the gzip settings
     /// that decide whether a request takes gzip.
     pub gzip_static: Option<(bool, GzipConf)>,
@@ -581,6 +584,7 @@ impl StaticConf {
             disable_symlinks: None,
             referers: None,
             secure_link: None,
+            fastcgi_names: None,
             gzip_static: None,
             sub_filter_types: None,
             prefix: prefix.to_path_buf(),
@@ -1204,14 +1208,12 @@ pub struct ProxyConf {
     pub fastcgi: Option<Box<FastCgiConf>>,
 }
 
-/// `fastcgi_param`, `fastcgi_index`, `fastcgi_split_path_info` and
-/// `fastcgi_keep_conn` in effect at a location.
+/// `fastcgi_param` and `fastcgi_keep_conn` in effect at a location (the
+/// names it splits are the level's statics').
 #[derive(Debug, Clone, Default)]
 pub struct FastCgiConf {
     /// NAME, VALUE (as written), `if_not_empty`.
     pub params: Vec<(String, String, bool)>,
-    pub index: String,
-    pub split: Option<String>,
     pub keep_conn: bool,
 }
 

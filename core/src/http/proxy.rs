@@ -43,7 +43,7 @@ use crate::upstream::dynamic::Chosen;
 use crate::upstream::peers::Tried;
 use crate::upstream::Upstream;
 use crate::vars::UpstreamSeen;
-use crate::vars::{FastcgiName, NgxIp, ProxyName, Var, VarCtx};
+use crate::vars::{NgxIp, ProxyName, Var, VarCtx};
 
 /// What the request path knows about the client connection.
 pub struct ClientCx<'a> {
@@ -991,17 +991,6 @@ pub async fn run(
         ),
         (None, Some(u)) => (u, p.name(), p.tries),
         (None, None) => return error_page(500),
-    };
-    let proxy = match &p.fastcgi {
-        None => proxy,
-        Some(f) => {
-            let (script, path_info) = fastcgi::split(f, cx.head.uri(&parts.uri));
-            ProxyName::fastcgi(FastcgiName {
-                script,
-                path_info,
-                index: &f.index,
-            })
-        }
     };
     let up: &Upstream = upstream;
     let proxy_tls = p.tls.as_ref().filter(|_| chosen.is_none_or(|c| c.tls));

@@ -1148,15 +1148,28 @@ macro_rules! location_answer_plain {
                 if pending.is_none() && chosen.as_deref().is_none_or(Result::is_ok) =>
             {
                 let chosen = chosen.as_deref().and_then(|c| c.as_ref().ok());
-                proxied!(
-                    parts,
-                    body,
-                    p,
-                    chosen,
-                    location,
-                    &cx,
-                    record.0.as_deref_mut()
-                )
+                if location.statics.has_try_files() {
+                    let record = record.0.as_deref_mut();
+                    let tried = Tried {
+                        client,
+                        started,
+                        proxy_host: &proxy_host,
+                    };
+                    Box::pin(proxied_tried(
+                        req, body, p, chosen, location, &cx, record, tried,
+                    ))
+                    .await
+                } else {
+                    proxied!(
+                        parts,
+                        body,
+                        p,
+                        chosen,
+                        location,
+                        &cx,
+                        record.0.as_deref_mut()
+                    )
+                }
             }
             // nginx's find-config phase: a client's request for an
             // `internal` location.
@@ -1296,6 +1309,47 @@ macro_rules! location_answer_plain {
         }
         resp
     }};
+}
+
+/// What [`proxied_tried`] needs besides the proxy's arguments.
+struct Tried<'a> {
+    client: SocketAddr,
+    started: Option<std::time::Instant>,
+    proxy_host: &'a ProxyName<'a>,
+}
+
+/// A proxied location with `try_files`: nginx's pre-content phase runs it
+/// before the proxy answers. A path found is the request's `$uri` from
+/// then on (a FastCGI application's `SCRIPT_NAME`, `DOCUMENT_URI`); the
+/// last argument redirects or answers. Out of line: rare.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+async fn proxied_tried(
+    req: &Req<'_>,
+    body: ClientBody,
+    p: &crate::runtime::Proxy,
+    chosen: Option<&crate::upstream::dynamic::Chosen>,
+    location: &Location,
+    cx: &proxy::ClientCx<'_>,
+    mut record: Option<&mut crate::http::access::Record>,
+    tried: Tried<'_>,
+) -> Response<RespBody> {
+    use crate::http::static_files::{redirect, try_before_proxy, BeforeProxy};
+    match try_before_proxy(req, &location.statics, tried.client).await {
+        BeforeProxy::Stay(None) => proxied!(req.parts, body, p, chosen, location, cx, record),
+        BeforeProxy::Stay(Some(uri)) => {
+            let head = ParsedHead::redirected(req.head, req.parts, &uri);
+            let cx = proxy::ClientCx { head: &head, ..*cx };
+            if let Some(r) = record.as_deref_mut() {
+                tried_uri(&uri, r.status, r, req, tried.client, tried.proxy_host);
+            }
+            proxied!(req.parts, body, p, chosen, location, &cx, record)
+        }
+        BeforeProxy::Answer(resp) => *resp,
+        BeforeProxy::Redirect(target) => {
+            redirect(req, body, target, tried.client, tried.started).await
+        }
+    }
 }
 
 /// A `try_files` that found another path changed `$uri` (nginx's

@@ -86,6 +86,8 @@ pub struct Static {
     sub_types: Option<Option<Box<[String]>>>,
     types: Arc<ReplyTypes>,
     style: RedirectStyle,
+    /// `$fastcgi_script_name`'s and `$fastcgi_path_info`'s settings.
+    fastcgi: Option<Box<crate::http::fastcgi::Names>>,
 }
 
 /// `try_files`: the paths to check (a trailing `/` checks a directory),
@@ -274,7 +276,27 @@ impl Static {
             }),
             types,
             style,
+            fastcgi: conf
+                .fastcgi_names
+                .as_ref()
+                .map(|(split, index)| {
+                    let split = split
+                        .as_deref()
+                        .map(|re| crate::pattern::Regex::new(re, false).map_err(ConfError::bare))
+                        .transpose()?;
+                    Ok::<_, ConfError>(Box::new(crate::http::fastcgi::Names {
+                        split,
+                        index: index.as_str().into(),
+                    }))
+                })
+                .transpose()?,
         })
+    }
+
+    /// The level's `fastcgi_split_path_info` and `fastcgi_index`, if it
+    /// has either.
+    pub fn fastcgi(&self) -> Option<&crate::http::fastcgi::Names> {
+        self.fastcgi.as_deref()
     }
 
     /// Whether `sub_filter` changes a file of `content_type` here.
@@ -515,7 +537,7 @@ pub(crate) struct TriedUri(pub(crate) Bytes);
 
 /// Where an internal redirect goes: a URI and its arguments, or a named
 /// location.
-enum Target {
+pub(crate) enum Target {
     Uri(Vec<u8>, Option<Vec<u8>>),
     Named(String),
 }
@@ -525,6 +547,43 @@ enum Tried {
     Found(Vec<u8>, bool),
     Answer(Box<Response<RespBody>>),
     Redirect(Target),
+}
+
+/// What `try_files` does where a proxy (`proxy_pass`, `fastcgi_pass`) is
+/// the content handler: nginx's pre-content phase runs it all the same.
+pub(crate) enum BeforeProxy {
+    /// The request stays: the path found, the new `$uri` (`None`: no
+    /// `try_files` here).
+    Stay(Option<Vec<u8>>),
+    Answer(Box<Response<RespBody>>),
+    /// An internal redirect, to be made with the body.
+    Redirect(Target),
+}
+
+/// [`BeforeProxy`] for the request at level `st`.
+pub(crate) async fn try_before_proxy(
+    req: &Req<'_>,
+    st: &Static,
+    client: SocketAddr,
+) -> BeforeProxy {
+    let Some(tf) = st.try_files.as_ref() else {
+        return BeforeProxy::Stay(None);
+    };
+    if req
+        .parts
+        .extensions
+        .get::<crate::http::rewrite::InIf>()
+        .is_some()
+    {
+        return BeforeProxy::Stay(None);
+    }
+    let vars = req.vars(client, 0, &crate::vars::ProxyName::NONE);
+    let uri = req.head.uri(&req.parts.uri);
+    match try_files(req, st, tf, &vars, client, uri).await {
+        Tried::Found(found, _) => BeforeProxy::Stay(Some(found)),
+        Tried::Answer(resp) => BeforeProxy::Answer(resp),
+        Tried::Redirect(target) => BeforeProxy::Redirect(target),
+    }
 }
 
 /// nginx's `ngx_http_core_try_files_phase`.
@@ -1603,7 +1662,7 @@ impl FileBody {
 /// An internal redirect (nginx's `ngx_http_internal_redirect` and
 /// `ngx_http_named_location`): the request starts over at the location
 /// the target finds, with its body.
-fn redirect<'a>(
+pub(crate) fn redirect<'a>(
     req: &'a Req<'a>,
     body: ClientBody,
     target: Target,

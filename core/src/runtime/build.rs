@@ -1225,16 +1225,9 @@ fn fastcgi(
         .filter(|rest| !rest.is_empty())
         .map(|rest| rest.as_bytes().into())
         .collect();
-    let split = conf
-        .split
-        .as_deref()
-        .map(|re| crate::pattern::Regex::new(re, false).map_err(ConfError::bare))
-        .transpose()?;
     Ok(crate::http::fastcgi::FastCgi {
         params: params.into(),
         header_params,
-        index: conf.index.as_str().into(),
-        split,
         keep_conn: conf.keep_conn,
         pass_headers,
     })

@@ -5,7 +5,7 @@
 //! timeouts, the idle pool, the answer's filters); only the bytes on the
 //! upstream connection differ:
 //! - here: the settings ([`FastCgi`]), `$fastcgi_script_name` and
-//!   `$fastcgi_path_info` ([`split`]), the request's records ([`request`]);
+//!   `$fastcgi_path_info` ([`Names`]), the request's records ([`request`]);
 //! - `record`: the record framing, both ways;
 //! - `response`: the application's records read back into a response head
 //!   (its CGI header lines) and body, its stderr lines for the log.
@@ -28,11 +28,6 @@ pub struct FastCgi {
     /// The request headers the params set already, as nginx matches them:
     /// uppercase, `-` as `_`, without `HTTP_`. Those are not sent again.
     pub header_params: Box<[Box<[u8]>]>,
-    /// `fastcgi_index`, appended to a `$fastcgi_script_name` ending in `/`.
-    pub index: Box<str>,
-    /// `fastcgi_split_path_info`: its two groups are the script name and
-    /// the path info.
-    pub split: Option<Regex>,
     /// `fastcgi_keep_conn on`: the application keeps the connection.
     pub keep_conn: bool,
     /// `fastcgi_pass_request_headers` (on): the client's headers go as
@@ -48,18 +43,38 @@ pub struct Param {
     pub if_not_empty: bool,
 }
 
-/// `$fastcgi_script_name` (before the index) and `$fastcgi_path_info` of
-/// a request's URI.
-pub fn split<'u>(f: &FastCgi, uri: &'u [u8]) -> (&'u [u8], &'u [u8]) {
-    let Some(re) = &f.split else {
-        return (uri, b"");
-    };
-    match re.captures(uri) {
-        Some(c) => {
-            let group = |i| c.get(i).map_or(&b""[..], |m| m.as_bytes());
-            (group(1), group(2))
+/// A level's `fastcgi_split_path_info` and `fastcgi_index`: what
+/// `$fastcgi_script_name` and `$fastcgi_path_info` make of the URI, at
+/// any phase (a `try_files $fastcgi_script_name` too), as nginx's.
+pub struct Names {
+    /// Its two groups are the script name and the path info.
+    pub split: Option<Regex>,
+    /// Appended to a script name ending in `/`.
+    pub index: Box<str>,
+}
+
+impl Names {
+    /// `$fastcgi_script_name` of `uri`, appended to `out`.
+    pub fn script_name(&self, uri: &[u8], out: &mut Vec<u8>) {
+        let script = self.split(uri).0;
+        out.extend_from_slice(script);
+        if script.ends_with(b"/") {
+            out.extend_from_slice(self.index.as_bytes());
         }
-        None => (uri, b""),
+    }
+
+    /// The script name (before the index) and the path info of `uri`.
+    pub fn split<'u>(&self, uri: &'u [u8]) -> (&'u [u8], &'u [u8]) {
+        let Some(re) = &self.split else {
+            return (uri, b"");
+        };
+        match re.captures(uri) {
+            Some(c) => {
+                let group = |i| c.get(i).map_or(&b""[..], |m| m.as_bytes());
+                (group(1), group(2))
+            }
+            None => (uri, b""),
+        }
     }
 }
 
