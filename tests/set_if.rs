@@ -867,10 +867,10 @@ fn config_errors_match_nginx() {
         (in_location("set $args a=1;"), OK.into(), Waypost::Same),
         // An nginx directive waypost does not implement is named so.
         (
-            in_location("fastcgi_pass 127.0.0.1:9000;"),
+            in_location("uwsgi_pass 127.0.0.1:9000;"),
             OK.into(),
             Waypost::Exactly(emerg(
-                "\"fastcgi_pass\" is an nginx directive waypost does not support",
+                "\"uwsgi_pass\" is an nginx directive waypost does not support",
                 7,
             )),
         ),

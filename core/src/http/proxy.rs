@@ -494,7 +494,7 @@ async fn attempt(
     progress: &Progress,
     local: Option<&upstream_h1::Local>,
     bytes: &mut (u64, u64),
-    stderr: &mut Vec<Vec<u8>>,
+    reader: &mut dyn upstream_h1::ReadHead,
 ) -> Result<upstream_h1::Response, Failure> {
     let timeouts = Timeouts {
         connect: p.connect_timeout,
@@ -510,7 +510,7 @@ async fn attempt(
         progress.connected_now();
         let reused = conn.reused;
         let mut req_body = body.take().unwrap_or(ReqBody::Empty);
-        let e = match upstream_h1::exchange(conn, head, &mut req_body).await {
+        let e = match upstream_h1::exchange(conn, head, &mut req_body, reader).await {
             // A switch nobody asked for: nginx 1.22 passes it on as an
             // ordinary response, reading its body until the upstream
             // closes; the client gets a 101 it cannot use. Refused as an
@@ -520,13 +520,9 @@ async fn attempt(
             {
                 return Err(unsolicited_switch());
             }
-            Ok(mut resp) => {
-                *stderr = std::mem::take(&mut resp.stderr);
-                return Ok(resp);
-            }
-            Err(mut e) => {
+            Ok(resp) => return Ok(resp),
+            Err(e) => {
                 *bytes = e.bytes;
-                *stderr = std::mem::take(&mut e.stderr);
                 e
             }
         };
@@ -1402,7 +1398,17 @@ pub async fn run(
             upstream: (scheme, target),
         };
         let mut bytes = (0, 0);
-        let mut stderr = Vec::new();
+        // How the answer's head is read: one code path for both (a
+        // reader each), so the request path compiles as it would
+        // without FastCGI.
+        let mut http = upstream_h1::HttpRead::new(&req_head);
+        let mut fastcgi = req_head
+            .is_fastcgi()
+            .then(|| upstream_h1::FastCgiRead::new(&req_head));
+        let reader: &mut dyn upstream_h1::ReadHead = match &mut fastcgi {
+            Some(f) => f,
+            None => &mut http,
+        };
         let result = attempt(
             up,
             i,
@@ -1413,21 +1419,11 @@ pub async fn run(
             &progress,
             local.as_deref(),
             &mut bytes,
-            &mut stderr,
+            reader,
         )
         .await;
-        for text in &stderr {
-            let line = crate::http::fastcgi::response::stderr_line(text);
-            let line = format!("{line} while reading response header from upstream");
-            log_try(
-                Level::Error,
-                cx,
-                parts,
-                &line,
-                scheme,
-                &up.addrs[i],
-                &target,
-            );
+        if let Some(f) = &mut fastcgi {
+            log_stderr(&f.take_stderr(), cx, parts, &up.addrs[i]);
         }
         // From here `release` or the response's `PeerHold` gives it back.
         in_flight.handed_on();
@@ -1864,6 +1860,17 @@ fn log_try(
             context(cx, parts, &format!("{scheme}://{addr}{uri}"))
         ),
     );
+}
+
+/// A FastCGI application's stderr, read with the head: nginx's lines.
+#[cold]
+#[inline(never)]
+fn log_stderr(stderr: &[Vec<u8>], cx: &ClientCx<'_>, parts: &Parts, addr: &SocketAddr) {
+    for text in stderr {
+        let line = crate::http::fastcgi::response::stderr_line(text);
+        let line = format!("{line} while reading response header from upstream");
+        log_try(Level::Error, cx, parts, &line, "fastcgi", addr, &"");
+    }
 }
 
 /// nginx's alert for params longer than one record (500).

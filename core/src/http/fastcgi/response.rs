@@ -26,6 +26,8 @@ pub struct HeadReader {
     stdout: Vec<u8>,
     /// STDERR records read, each for one log line.
     pub stderr: Vec<Vec<u8>>,
+    /// The body's reader, once the head is read.
+    pub body: Option<BodyReader>,
 }
 
 impl HeadReader {
@@ -36,7 +38,7 @@ impl HeadReader {
         buf: &mut ReadBuf,
         keep_hidden: bool,
         max: usize,
-    ) -> Result<Option<(Head, BodyReader)>, Invalid> {
+    ) -> Result<Option<Head>, Invalid> {
         loop {
             match self.records.next(buf.data(), usize::MAX) {
                 Step::Partial => break,
@@ -67,24 +69,20 @@ impl HeadReader {
     }
 
     /// The head and the body's reader, once STDOUT has all the lines.
-    fn head(
-        &mut self,
-        keep_hidden: bool,
-        max: usize,
-    ) -> Result<Option<(Head, BodyReader)>, Invalid> {
+    fn head(&mut self, keep_hidden: bool, max: usize) -> Result<Option<Head>, Invalid> {
         if self.stdout.len() > max {
             return Err(Invalid("upstream sent too big header".into()));
         }
         let Some((len, head)) = parse_head(&self.stdout, keep_hidden)? else {
             return Ok(None);
         };
-        let body = BodyReader {
+        self.body = Some(BodyReader {
             records: std::mem::take(&mut self.records),
             pending: self.stdout.split_off(len),
             at: 0,
             done: false,
-        };
-        Ok(Some((head, body)))
+        });
+        Ok(Some(head))
     }
 }
 
@@ -308,7 +306,8 @@ mod tests {
         let mut buf = ReadBuf::new();
         buf.push(data);
         let mut reader = HeadReader::default();
-        let (head, mut body) = reader.parse(&mut buf, false, 1 << 20).unwrap().unwrap();
+        let head = reader.parse(&mut buf, false, 1 << 20).unwrap().unwrap();
+        let mut body = reader.body.take().unwrap();
         let mut out = Vec::new();
         while let Some(()) = body
             .decode(&mut buf, 3, &mut |d| out.extend_from_slice(d))

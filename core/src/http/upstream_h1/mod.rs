@@ -56,9 +56,6 @@ pub struct Response {
     pub upgraded: Option<Box<Upgraded>>,
     /// Bytes of the request written (`$upstream_bytes_sent`).
     pub sent: u64,
-    /// A FastCGI application's stderr, read with the head: a log line
-    /// each.
-    pub stderr: Vec<Vec<u8>>,
 }
 
 /// A connection switched to another protocol: the transport (its timers
@@ -94,8 +91,6 @@ pub struct Error {
     /// Bytes written and read in the exchange (`$upstream_bytes_sent`,
     /// `$upstream_bytes_received`).
     pub bytes: (u64, u64),
-    /// A FastCGI application's stderr, read before the failure.
-    pub stderr: Vec<Vec<u8>>,
 }
 
 fn kind_of(e: io::Error) -> ErrorKind {
@@ -108,7 +103,74 @@ fn kind_of(e: io::Error) -> ErrorKind {
     }
 }
 
-/// Sends `head` and `body` on `conn` and reads the response head.
+/// How a response head is read off the connection: HTTP's
+/// ([`HttpRead`]), or a FastCGI application's records ([`FastCgiRead`]).
+/// (One exchange for both, the reader behind a pointer: the request path
+/// compiles once, as it would with HTTP alone.)
+pub trait ReadHead: Send {
+    /// The final head in `buf`, if it is there.
+    fn parse(&mut self, buf: &mut ReadBuf) -> Result<Option<Head>, ErrorKind>;
+    /// For FastCGI, the reader of the body after the head.
+    fn body(&mut self) -> Option<Box<fastcgi::response::BodyReader>>;
+}
+
+/// An HTTP response's head, for the request `head`.
+pub struct HttpRead(Reading);
+
+impl HttpRead {
+    pub fn new(head: &RequestHead) -> HttpRead {
+        HttpRead(head.reading())
+    }
+}
+
+impl ReadHead for HttpRead {
+    #[inline(always)]
+    fn parse(&mut self, buf: &mut ReadBuf) -> Result<Option<Head>, ErrorKind> {
+        parse(buf, self.0)
+    }
+
+    #[inline(always)]
+    fn body(&mut self) -> Option<Box<fastcgi::response::BodyReader>> {
+        None
+    }
+}
+
+/// A FastCGI application's answer up to its head; its stderr lines.
+pub struct FastCgiRead {
+    records: Box<fastcgi::response::HeadReader>,
+    /// Keep the lines nginx hides by default.
+    keep_hidden: bool,
+}
+
+impl FastCgiRead {
+    pub fn new(head: &RequestHead) -> FastCgiRead {
+        FastCgiRead {
+            records: Box::default(),
+            keep_hidden: head.keep_hidden,
+        }
+    }
+
+    /// What the application wrote to stderr with the head, a log line
+    /// each.
+    pub fn take_stderr(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.records.stderr)
+    }
+}
+
+impl ReadHead for FastCgiRead {
+    fn parse(&mut self, buf: &mut ReadBuf) -> Result<Option<Head>, ErrorKind> {
+        self.records
+            .parse(buf, self.keep_hidden, HEAD_MAX)
+            .map_err(|e| ErrorKind::FastCgi(e.0))
+    }
+
+    fn body(&mut self) -> Option<Box<fastcgi::response::BodyReader>> {
+        self.records.body.take().map(Box::new)
+    }
+}
+
+/// Sends `head` and `body` on `conn` and reads the response head, as
+/// `reader` reads it.
 ///
 /// While the request is still going out (a body arriving slowly, an
 /// upstream slow to take it), the socket is watched for an answer: a
@@ -117,21 +179,17 @@ pub async fn exchange(
     mut conn: Conn,
     head: &RequestHead,
     body: &mut ReqBody,
+    reader: &mut dyn ReadHead,
 ) -> Result<Response, Error> {
     let mut sender = Sender::new(head);
     let mut buf = ReadBuf::new();
     let start = conn.io.received();
     let mut sending = true;
-    let mut reader = if head.fastcgi {
-        Reader::FastCgi(Box::default(), head.keep_hidden)
-    } else {
-        Reader::Http(head.reading())
-    };
     // Both phases in one poll function: the future holds one state, not
     // one per phase (it lives inside every proxied request's future).
     let parsed = poll_fn(|cx| {
         if sending {
-            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, &mut reader) {
+            match send_phase(cx, &mut conn, &mut sender, body, &mut buf, reader) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(kind)) => return Poll::Ready(Err(kind)),
                 Poll::Ready(Ok(early)) => {
@@ -145,43 +203,31 @@ pub async fn exchange(
                 }
             }
         }
-        read_head(cx, &mut conn, &mut buf, &mut reader)
+        read_head(cx, &mut conn, &mut buf, reader)
     })
     .await;
     let sent = sender.written != 0;
-    let stderr = match &mut reader {
-        Reader::FastCgi(r, _) => std::mem::take(&mut r.stderr),
-        Reader::Http(_) => Vec::new(),
-    };
     match parsed {
-        Ok((h, fastcgi)) => {
+        Ok(h) => {
             let reusable = head.keep_alive && sender.done();
-            let mut resp = response(conn, buf, h, fastcgi, reusable, start, sender.written);
-            resp.stderr = stderr;
-            Ok(resp)
+            let fastcgi = reader.body();
+            Ok(response(
+                conn,
+                buf,
+                h,
+                fastcgi,
+                reusable,
+                start,
+                sender.written,
+            ))
         }
         Err(kind) => {
             let bytes = (sender.written, conn.io.received() - start);
             sender.give_back(body);
-            Err(Error {
-                kind,
-                sent,
-                bytes,
-                stderr,
-            })
+            Err(Error { kind, sent, bytes })
         }
     }
 }
-
-/// How the response head is read: HTTP, or FastCGI records.
-enum Reader {
-    Http(Reading),
-    /// (And whether to keep the lines nginx hides by default.)
-    FastCgi(Box<fastcgi::response::HeadReader>, bool),
-}
-
-/// A final head, and for FastCGI the reader of the body after it.
-type Final = (Head, Option<Box<fastcgi::response::BodyReader>>);
 
 /// Writes the request; meanwhile, reads what the upstream sends, for an
 /// early answer.
@@ -191,8 +237,8 @@ fn send_phase(
     sender: &mut Sender<'_>,
     body: &mut ReqBody,
     buf: &mut ReadBuf,
-    reader: &mut Reader,
-) -> Poll<Result<Option<Final>, ErrorKind>> {
+    reader: &mut dyn ReadHead,
+) -> Poll<Result<Option<Head>, ErrorKind>> {
     loop {
         match sender.poll(cx, &mut conn.io, body) {
             Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
@@ -202,7 +248,7 @@ fn send_phase(
         }
         match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::Closed)),
-            Poll::Ready(Ok(_)) => match parse(buf, reader) {
+            Poll::Ready(Ok(_)) => match reader.parse(buf) {
                 Ok(Some(h)) => return Poll::Ready(Ok(Some(h))),
                 Ok(None) => {}
                 Err(kind) => return Poll::Ready(Err(kind)),
@@ -218,10 +264,10 @@ fn read_head(
     cx: &mut Context<'_>,
     conn: &mut Conn,
     buf: &mut ReadBuf,
-    reader: &mut Reader,
-) -> Poll<Result<Final, ErrorKind>> {
+    reader: &mut dyn ReadHead,
+) -> Poll<Result<Head, ErrorKind>> {
     loop {
-        if let Some(h) = parse(buf, reader)? {
+        if let Some(h) = reader.parse(buf)? {
             return Poll::Ready(Ok(h));
         }
         match buf.poll_fill(cx, &mut conn.io, HEAD_MAX) {
@@ -235,24 +281,14 @@ fn read_head(
 
 /// The final head in `buf`, if it is there, interim ones skipped (and
 /// consumed with it).
-fn parse(buf: &mut ReadBuf, reader: &mut Reader) -> Result<Option<Final>, ErrorKind> {
-    let ask = match reader {
-        Reader::Http(ask) => *ask,
-        Reader::FastCgi(r, keep_hidden) => {
-            return match r.parse(buf, *keep_hidden, HEAD_MAX) {
-                Ok(Some((h, body))) => Ok(Some((h, Some(Box::new(body))))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(ErrorKind::FastCgi(e.0)),
-            };
-        }
-    };
+fn parse(buf: &mut ReadBuf, ask: Reading) -> Result<Option<Head>, ErrorKind> {
     while !buf.is_empty() {
         match head::parse_reading(buf.data(), ask).map_err(|_| ErrorKind::Invalid)? {
             Parsed::Partial => return Ok(None),
             Parsed::Interim(len) => buf.consume(len),
             Parsed::Final(h) => {
                 buf.consume(h.len);
-                return Ok(Some((h, None)));
+                return Ok(Some(h));
             }
         }
     }
@@ -284,7 +320,6 @@ fn response(
                 leftover,
             })),
             sent,
-            stderr: Vec::new(),
         };
     }
     let decode = match (fastcgi, head.framing) {
@@ -297,7 +332,6 @@ fn response(
         body: UpstreamBody::new(conn, buf, decode, reusable && head.keep_alive),
         upgraded: None,
         sent,
-        stderr: Vec::new(),
     }
 }
 

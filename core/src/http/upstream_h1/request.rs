@@ -89,6 +89,11 @@ impl RequestHead {
         &self.buf
     }
 
+    /// FastCGI records (`fastcgi_pass`), not HTTP.
+    pub fn is_fastcgi(&self) -> bool {
+        self.fastcgi
+    }
+
     /// Keep the headers nginx hides by default in the response (Date,
     /// Server, X-Pad, X-Accel-*), for `proxy_pass_header` to choose from.
     pub fn keep_hidden(&mut self) {
