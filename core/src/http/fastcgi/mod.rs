@@ -93,7 +93,12 @@ pub fn request(
     vars: &VarCtx<'_>,
     has_body: bool,
 ) -> Result<RequestHead, TooBig> {
-    let mut params = Vec::with_capacity(1024);
+    let mut buf = Buf::take();
+    record::begin_request(&mut buf, f.keep_conn);
+    // The params go straight after their record's header, written once
+    // their length is known.
+    let header_at = buf.len();
+    buf.extend_from_slice(&[0; 8]);
     let mut value = Vec::new();
     for p in f.params.iter() {
         value.clear();
@@ -101,7 +106,7 @@ pub fn request(
         if p.if_not_empty && value.is_empty() {
             continue;
         }
-        push_param(&mut params, &p.name, &value);
+        push_param(&mut buf, &p.name, &value);
     }
     if f.pass_headers {
         let mut name = Vec::with_capacity(64);
@@ -115,18 +120,18 @@ pub fn request(
             if f.header_params.iter().any(|p| **p == name[5..]) {
                 continue;
             }
-            push_param(&mut params, &name, v.as_bytes());
+            push_param(&mut buf, &name, v.as_bytes());
         }
     }
-    if params.len() > record::MAX_CONTENT {
-        return Err(TooBig(params.len()));
+    let len = buf.len() - header_at - 8;
+    if len > record::MAX_CONTENT {
+        return Err(TooBig(len));
     }
-    let mut buf = Buf::take();
-    record::begin_request(&mut buf, f.keep_conn);
-    let pad = record::padding(params.len());
-    if !params.is_empty() {
-        buf.extend_from_slice(&record::header(record::PARAMS, params.len(), pad));
-        buf.extend_from_slice(&params);
+    if len == 0 {
+        buf.truncate(header_at);
+    } else {
+        let pad = record::padding(len);
+        buf[header_at..header_at + 8].copy_from_slice(&record::header(record::PARAMS, len, pad));
         buf.extend_from_slice(&record::PADDING[..pad]);
     }
     buf.extend_from_slice(&record::header(record::PARAMS, 0, 0));
