@@ -17,7 +17,7 @@ const STDIN: u8 = 5;
 const STDOUT: u8 = 6;
 const STDERR: u8 = 7;
 
-fn read_record(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+fn read_record(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 8];
     s.read_exact(&mut h).ok()?;
     assert_eq!(h[0], 1, "version");
@@ -61,7 +61,7 @@ fn params(p: &[u8]) -> Vec<(String, String)> {
 }
 
 /// One request on `s`: whether the connection is to be kept.
-fn one_request(s: &mut TcpStream, conn: u32, served: &mut u32) -> Option<bool> {
+fn one_request(s: &mut (impl Read + Write), conn: u32, served: &mut u32) -> Option<bool> {
     let (kind, begin) = read_record(s)?;
     assert_eq!(kind, BEGIN_REQUEST);
     assert_eq!(begin[1], 1, "responder role");
@@ -165,10 +165,35 @@ fn www() -> &'static std::path::Path {
     &dir.path
 }
 
+/// The same application on a Unix socket (started once), its path.
+fn socket() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(application_unix)
+}
+
+fn application_unix() -> String {
+    static DIR: std::sync::OnceLock<waypost_tests::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| waypost_tests::TempDir::new("fastcgi-sock"));
+    let path = dir.path.join("app.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind unix");
+    std::thread::spawn(move || {
+        for (stream, conn) in listener.incoming().flatten().zip(1..) {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut served = 0;
+                while let Some(true) = one_request(&mut stream, conn, &mut served) {}
+            });
+        }
+    });
+    path.display().to_string()
+}
+
 fn conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
             "    upstream kept {{ server 127.0.0.1:{back}; keepalive 4; }}\n\
+             \x20   upstream socks {{ server unix:{sock}; keepalive 2; }}\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
              \x20       root /srv/www;\n\
@@ -190,6 +215,9 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       fastcgi_param HTTP_X_SET from-config;\n\
              \x20       location / {{ fastcgi_pass 127.0.0.1:{back}; }}\n\
              \x20       location /keep/ {{ fastcgi_pass kept; fastcgi_keep_conn on; }}\n\
+             \x20       location /sock/ {{ fastcgi_pass unix:{sock}; add_header X-Up $upstream_addr; }}\n\
+             \x20       location /usock/ {{ fastcgi_pass socks; fastcgi_keep_conn on; }}\n\
+             \x20       location /nosock/ {{ fastcgi_pass unix:/nonexistent/waypost.sock; }}\n\
              \x20       location /own/ {{\n\
              \x20           fastcgi_param ONLY mine;\n\
              \x20           fastcgi_pass_request_headers off;\n\
@@ -213,7 +241,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           fastcgi_pass 127.0.0.1:{back};\n\
              \x20       }}\n\
              \x20   }}\n",
-            www = www().display()
+            www = www().display(),
+            sock = socket(),
         ),
         nginx,
     )
@@ -287,6 +316,10 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/hide/x.php", ""),
     ("GET", "/deb/app.php/extra/path?q=1", ""),
     ("GET", "/deb/missing.php", ""),
+    ("GET", "/sock/a.php", ""),
+    ("GET", "/usock/1.php", ""),
+    ("GET", "/usock/2.php", ""),
+    ("GET", "/nosock/x.php", ""),
     ("GET", "/keep/1.php", ""),
     ("GET", "/keep/2.php", ""),
     ("GET", "/keep/3.php", ""),
@@ -317,16 +350,13 @@ fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
     let log = server.wait_lines("logs/error.log", 2);
     let log = log
         .iter()
-        .filter(|l| l.contains("[error]"))
-        .map(|l| l.split_once("[error]").map_or("", |(_, m)| m).to_owned())
-        // (The process and connection numbers before the message.)
-        .map(|m| {
-            m.split_once(": ")
-                .map_or(m.clone(), |(_, rest)| rest.to_owned())
-        })
-        .map(|m| {
-            m.split_once(' ')
-                .map_or(m.clone(), |(_, rest)| rest.to_owned())
+        // `[LEVEL] MESSAGE`, without the process and connection numbers.
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" [")?;
+            let (level, rest) = rest.split_once("] ")?;
+            let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
+            let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
+            matches!(level, "error" | "crit").then(|| format!("[{level}] {rest}"))
         })
         .collect();
     (answers, log)
@@ -374,9 +404,16 @@ fn fastcgi_answers_match_nginx() {
     assert!(deb.contains("SCRIPT_NAME=/deb/app.php\n"), "{deb}");
     assert!(deb.contains("PATH_INFO=/extra/path\n"), "{deb}");
     assert!(find("GET /deb/missing.php ->").contains("404 Not Found"));
-    assert!(our_log.iter().any(
-        |l| l.starts_with("FastCGI sent in stderr: \"PHP Warning:  oops in /x.php on line 3\"")
-    ));
+    let sock = find("GET /sock/a.php ->");
+    assert!(sock.contains(&format!("X-Up: unix:{}", socket())), "{sock}");
+    assert!(find("GET /usock/2.php ->").contains("request 2"));
+    assert!(find("GET /nosock/x.php ->").contains("502 Bad Gateway"));
+    assert!(our_log.iter().any(|l| l.starts_with(
+        "[crit] connect() to unix:/nonexistent/waypost.sock failed (2: No such file or directory) while connecting to upstream"
+    ) && l.contains("upstream: \"fastcgi://unix:/nonexistent/waypost.sock:\"")), "{our_log:?}");
+    assert!(our_log.iter().any(|l| l.starts_with(
+        "[error] FastCGI sent in stderr: \"PHP Warning:  oops in /x.php on line 3\""
+    )));
 }
 
 /// `-t` side by side: FastCGI's directives checked as nginx checks them,

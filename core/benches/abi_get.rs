@@ -79,7 +79,7 @@ fn abi_upstream() -> Upstream {
             let addr: SocketAddr = format!("127.0.0.1:{}", 8081 + i).parse().unwrap();
             PeerConf {
                 server: addr.to_string(),
-                addr,
+                addr: addr.into(),
                 weight: 1,
                 max_fails: 1,
                 fail_timeout: 10,

@@ -34,6 +34,7 @@ use crate::http::realip::{self, Cidr, RealIp, Source};
 use crate::log::access::Buffering;
 use crate::log::Level;
 use crate::modules::loader::{LoadedModule, Loader};
+use crate::upstream::addr::PeerAddr;
 use crate::vars::{CompileError, Template, Var};
 
 /// What the interpreter needs from outside: where relative paths start,
@@ -4484,12 +4485,19 @@ impl<'a> Interp<'a> {
                     loc,
                     ..
                 } => {
-                    let addrs = resolve_host(host, *port).ok_or_else(|| {
-                        ConfError::at(
-                            format!("host not found in upstream \"{host}\""),
-                            loc.clone(),
-                        )
-                    })?;
+                    let addrs = match unix_peer(host) {
+                        Some(Ok(path)) => vec![path],
+                        _ => resolve_host(host, *port)
+                            .ok_or_else(|| {
+                                ConfError::at(
+                                    format!("host not found in upstream \"{host}\""),
+                                    loc.clone(),
+                                )
+                            })?
+                            .into_iter()
+                            .map(PeerAddr::Inet)
+                            .collect(),
+                    };
                     let upstream = implicit_upstream(authority, loc, addrs);
                     let index = self.http.upstreams.len();
                     self.http.upstreams.push(upstream);
@@ -5514,11 +5522,16 @@ fn server_line(d: &Directive, params: ServerParams) -> Result<Vec<PeerConf>, Con
     let server = d.args[0].clone();
     let in_upstream =
         |what: &str| ConfError::at(format!("{what} in upstream \"{server}\""), d.loc.clone());
-    if strip_prefix_ignore_case(&server, "unix:").is_some() {
-        return Err(in_upstream("unix domain sockets are not supported"));
-    }
-    let url = parse_url(&server, 80, false).map_err(in_upstream)?;
-    let addrs = resolve_host(&url.host, url.port).ok_or_else(|| in_upstream("host not found"))?;
+    let addrs = match unix_peer(&server) {
+        Some(Ok(path)) => vec![path],
+        Some(Err(e)) => return Err(in_upstream(e)),
+        None => {
+            let url = parse_url(&server, 80, false).map_err(in_upstream)?;
+            let found = resolve_host(&url.host, url.port);
+            let found = found.ok_or_else(|| in_upstream("host not found"))?;
+            found.into_iter().map(PeerAddr::Inet).collect()
+        }
+    };
     Ok(addrs
         .into_iter()
         .map(|addr| PeerConf {
@@ -5621,6 +5634,10 @@ pub(crate) fn proxy_name(
     url: &ParsedUrl,
     tls: bool,
 ) -> (String, std::borrow::Cow<'static, str>) {
+    // A Unix socket's: nginx's `Host: localhost`, and no port.
+    if unix_peer(&url.host).is_some() {
+        return ("localhost".to_owned(), "".into());
+    }
     let (default, text) = if tls { (443, "443") } else { (80, "80") };
     if url.no_port || url.port == default {
         return (url.host.clone(), text.into());
@@ -5701,11 +5718,7 @@ pub(crate) fn resolve_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
 }
 
 /// The upstream `proxy_pass http://AUTHORITY` makes without a block.
-pub(crate) fn implicit_upstream(
-    authority: &str,
-    loc: &Loc,
-    addrs: Vec<SocketAddr>,
-) -> UpstreamConf {
+pub(crate) fn implicit_upstream(authority: &str, loc: &Loc, addrs: Vec<PeerAddr>) -> UpstreamConf {
     UpstreamConf {
         filters: Vec::new(),
         name: authority.to_owned(),
@@ -6464,18 +6477,33 @@ fn default_redirect_of(url: &str, has_uri: bool, path: &str) -> Redirect {
     }
 }
 
-/// `fastcgi_pass ADDRESS`: a host and port (or an upstream's name), with
-/// no scheme and no URI.
+/// A peer written `unix:PATH`: the socket, or nginx's reason to refuse
+/// the path; `None` for another address.
+fn unix_peer(text: &str) -> Option<Result<PeerAddr, &'static str>> {
+    let path = strip_prefix_ignore_case(text, "unix:")?;
+    Some(unix_path(path).map(|p| PeerAddr::Unix(Path::new(p).into())))
+}
+
+/// `fastcgi_pass ADDRESS`: a host and port, an upstream's name, or
+/// `unix:PATH`; no scheme and no URI.
 fn fastcgi_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
     let rest = d.args[0].as_str();
     if rest.contains('$') {
         return err("\"fastcgi_pass\" with variables is not supported", d);
     }
-    if strip_prefix_ignore_case(rest, "unix:").is_some() {
-        return err(
-            format!("unix domain sockets are not supported in upstream \"{rest}\""),
-            d,
-        );
+    match unix_peer(rest) {
+        Some(Ok(_)) => {
+            // Its own implicit upstream: no block has such a name.
+            let url = ParsedUrl {
+                host: rest.to_owned(),
+                port: 0,
+                no_port: false,
+                uri: None,
+            };
+            return Ok((rest.to_owned(), url));
+        }
+        Some(Err(e)) => return err(format!("{e} in upstream \"{rest}\""), d),
+        None => {}
     }
     let parsed = parse_url(rest, 80, true)
         .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
@@ -6494,11 +6522,29 @@ fn proxy_pass_url(d: &Directive) -> Result<(String, ParsedUrl, bool), ConfError>
     } else {
         return err("invalid URL prefix", d);
     };
-    if strip_prefix_ignore_case(rest, "unix:").is_some() {
-        return err(
-            format!("unix domain sockets are not supported in upstream \"{rest}\""),
-            d,
-        );
+    if let Some(after) = strip_prefix_ignore_case(rest, "unix:") {
+        // `unix:PATH[:URI]`, as nginx's `ngx_parse_unix_domain_url`.
+        let (path, uri) = match after.find(':') {
+            Some(i) => (&after[..i], Some(after[i + 1..].to_owned())),
+            None => (after, None),
+        };
+        let authority = format!("unix:{path}");
+        if let Err(e) = unix_path(path) {
+            return err(format!("{e} in upstream \"{rest}\""), d);
+        }
+        if tls {
+            return err(
+                format!("https to a unix domain socket is not supported in upstream \"{rest}\""),
+                d,
+            );
+        }
+        let url = ParsedUrl {
+            host: authority.clone(),
+            port: 0,
+            no_port: false,
+            uri: uri.filter(|u| !u.is_empty()),
+        };
+        return Ok((authority, url, tls));
     }
     let parsed = parse_url(rest, if tls { 443 } else { 80 }, true)
         .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;

@@ -268,7 +268,7 @@ pub struct ModuleDirective {
 pub struct PeerConf {
     /// The `server` argument as written.
     pub server: String,
-    pub addr: SocketAddr,
+    pub addr: crate::upstream::addr::PeerAddr,
     pub weight: u32,
     pub max_fails: u32,
     pub fail_timeout: u32,

@@ -179,7 +179,7 @@ pub async fn checkout(
         }
         // Boxed: a rare path (keep-alive connections serve most
         // requests) whose future would otherwise widen every request's.
-        None => Box::pin(Conn::connect(up.addrs[i], timeouts.connect, tls, local)).await?,
+        None => Box::pin(Conn::connect(&up.addrs[i], timeouts.connect, tls, local)).await?,
     };
     conn.sending(timeouts.send, timeouts.read);
     Ok(conn)

@@ -38,6 +38,7 @@ use crate::http::upstream_h1::{
 use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
 use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
+use crate::upstream::addr::PeerAddr;
 use crate::upstream::balancer::PeerState;
 use crate::upstream::dynamic::Chosen;
 use crate::upstream::peers::Tried;
@@ -155,6 +156,9 @@ struct Failure {
     /// Whether any of the request reached the upstream.
     sent: bool,
     message: String,
+    /// nginx logs it at `crit` (a Unix socket's `connect()` that failed
+    /// otherwise than refused), else at `error`.
+    crit: bool,
 }
 
 /// nginx's final status for a failure type (`ngx_http_upstream_next`),
@@ -409,6 +413,7 @@ pub fn upstream_head(
 
 fn timed_out_failure(while_: &str) -> Failure {
     Failure {
+        crit: false,
         ft: NextUpstream::TIMEOUT,
         sent: true,
         message: format!("upstream timed out (110: Connection timed out) while {while_}"),
@@ -422,6 +427,7 @@ fn timed_out_failure(while_: &str) -> Failure {
 fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
     match e {
         ConnectError::Bind(e, call, alert) => Failure {
+            crit: false,
             ft: if alert { FT_LOCAL_ALERT } else { FT_LOCAL },
             sent: false,
             message: format!(
@@ -431,12 +437,14 @@ fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
             ),
         },
         ConnectError::Timeout => Failure {
+            crit: false,
             ft: NextUpstream::TIMEOUT,
             sent: false,
             message: "upstream timed out (110: Connection timed out) while connecting to upstream"
                 .into(),
         },
         ConnectError::Io(e) => Failure {
+            crit: false,
             ft: NextUpstream::ERROR,
             sent: false,
             message: format!(
@@ -445,10 +453,28 @@ fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
                 strerror(&e)
             ),
         },
+        ConnectError::Unix(e, path) => Failure {
+            // nginx's `ngx_event_connect_peer`: its `connect()` fails at
+            // once, and only these are `error`s.
+            crit: !matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNREFUSED | libc::EAGAIN | libc::ECONNRESET | libc::ENETDOWN)
+                    | Some(libc::ENETUNREACH | libc::EHOSTDOWN | libc::EHOSTUNREACH)
+            ),
+            ft: NextUpstream::ERROR,
+            sent: false,
+            message: format!(
+                "connect() to unix:{} failed ({}: {}) while connecting to upstream",
+                path.display(),
+                e.raw_os_error().unwrap_or(0),
+                strerror(&e)
+            ),
+        },
         // A refused certificate or a failed handshake is a failed
         // connection to nginx (`NGX_HTTP_UPSTREAM_FT_ERROR`): the peer
         // counts a failure and the next one is tried.
         ConnectError::TlsTimeout => Failure {
+            crit: false,
             ft: NextUpstream::TIMEOUT,
             sent: false,
             message:
@@ -456,6 +482,7 @@ fn connect_failure(e: ConnectError, with: TryWith<'_>) -> Failure {
                     .into(),
         },
         ConnectError::Tls(e) => Failure {
+            crit: false,
             ft: NextUpstream::ERROR,
             sent: false,
             message: format!(
@@ -546,6 +573,7 @@ async fn attempt(
 #[inline(never)]
 fn unsolicited_switch() -> Failure {
     Failure {
+        crit: false,
         ft: NextUpstream::INVALID_HEADER,
         sent: true,
         message: "upstream sent unsolicited \"101 Switching Protocols\" while reading response header from upstream".into(),
@@ -564,6 +592,7 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
         return match e.kind {
             ErrorKind::Timeout(t) => timed_out(t),
             _ => Failure {
+                crit: false,
                 ft: NextUpstream::ERROR,
                 sent: false,
                 message: "upstream prematurely closed connection while sending request to upstream"
@@ -574,17 +603,20 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
     match e.kind {
         ErrorKind::Timeout(t) => timed_out(t),
         ErrorKind::FastCgi(message) => Failure {
+            crit: false,
             ft: NextUpstream::INVALID_HEADER,
             sent: true,
             message: format!("{message} while reading response header from upstream"),
         },
         ErrorKind::Invalid => Failure {
+            crit: false,
             ft: NextUpstream::INVALID_HEADER,
             sent: true,
             message: "upstream sent invalid header while reading response header from upstream"
                 .into(),
         },
         ErrorKind::Io(io) if io.raw_os_error().is_some() => Failure {
+            crit: false,
             ft: NextUpstream::ERROR,
             sent: true,
             message: format!(
@@ -594,6 +626,7 @@ fn exchange_failure(e: upstream_h1::Error) -> Failure {
             ),
         },
         ErrorKind::Io(_) | ErrorKind::Closed | ErrorKind::Body => Failure {
+            crit: false,
             ft: NextUpstream::ERROR,
             sent: true,
             message:
@@ -1595,7 +1628,12 @@ pub async fn run(
                     s.tries.end();
                 }
                 let (message, addr) = (&failure.message, &up.addrs[i]);
-                log_try(Level::Error, cx, parts, message, scheme, addr, &target);
+                let level = if failure.crit {
+                    Level::Crit
+                } else {
+                    Level::Error
+                };
+                log_try(level, cx, parts, message, scheme, addr, &target);
                 release(
                     up,
                     &mut state,
@@ -1848,16 +1886,18 @@ fn log_try(
     parts: &Parts,
     message: &str,
     scheme: &str,
-    addr: &impl std::fmt::Display,
+    addr: &PeerAddr,
     uri: &impl std::fmt::Display,
 ) {
+    // nginx's `uri_separator`: a Unix socket's path and the URI apart.
+    let separator = if addr.inet().is_some() { "" } else { ":" };
     log::write(
         level,
         Some(cx.conn),
         &format!(
             "{}{}",
             message,
-            context(cx, parts, &format!("{scheme}://{addr}{uri}"))
+            context(cx, parts, &format!("{scheme}://{addr}{separator}{uri}"))
         ),
     );
 }
@@ -1865,7 +1905,7 @@ fn log_try(
 /// A FastCGI application's stderr, read with the head: nginx's lines.
 #[cold]
 #[inline(never)]
-fn log_stderr(stderr: &[Vec<u8>], cx: &ClientCx<'_>, parts: &Parts, addr: &SocketAddr) {
+fn log_stderr(stderr: &[Vec<u8>], cx: &ClientCx<'_>, parts: &Parts, addr: &PeerAddr) {
     for text in stderr {
         let line = crate::http::fastcgi::response::stderr_line(text);
         let line = format!("{line} while reading response header from upstream");

@@ -327,7 +327,7 @@ pub fn upstream(
         .iter()
         .map(|p| PeerSpec {
             server: p.server.clone(),
-            addr: p.addr,
+            addr: p.addr.clone(),
             weight: p.weight,
             max_fails: p.max_fails,
             fail_timeout: p.fail_timeout,

@@ -6,8 +6,8 @@
 //! waypost keeps what it knows for every peer still configured, health
 //! check state included.
 
+use crate::upstream::addr::PeerAddr;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::Runtime;
@@ -36,10 +36,10 @@ pub fn carry_over(old: &Runtime, new: &Runtime) {
 fn carry_peers(old: &Upstream, new: &Upstream) {
     // (server, address) -> indexes in `old`, in order; taken from the front
     // as `new` peers match them.
-    let mut slots: HashMap<(&str, SocketAddr), Vec<usize>> = HashMap::new();
+    let mut slots: HashMap<(&str, &PeerAddr), Vec<usize>> = HashMap::new();
     for (i, config) in old.configs.iter().enumerate() {
         slots
-            .entry((config.server.as_str(), old.addrs[i]))
+            .entry((config.server.as_str(), &old.addrs[i]))
             .or_default()
             .push(i);
     }
@@ -48,7 +48,7 @@ fn carry_peers(old: &Upstream, new: &Upstream) {
     }
     for (i, config) in new.configs.iter().enumerate() {
         let Some(j) = slots
-            .get_mut(&(config.server.as_str(), new.addrs[i]))
+            .get_mut(&(config.server.as_str(), &new.addrs[i]))
             .and_then(Vec::pop)
         else {
             continue;

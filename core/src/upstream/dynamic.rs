@@ -286,6 +286,10 @@ impl DynamicPass {
 
     /// nginx's `ngx_http_upstream_create_round_robin_peer`: one peer.
     fn make(&self, authority: &str, addrs: Vec<SocketAddr>) -> Result<Arc<Upstream>, String> {
+        let addrs = addrs
+            .into_iter()
+            .map(crate::upstream::addr::PeerAddr::Inet)
+            .collect();
         let mut conf = implicit_upstream(authority, &self.loc, addrs);
         // nginx makes these peers for each request: a failure is not
         // remembered for the next one (a restarted backend is tried at

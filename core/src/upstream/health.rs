@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::conf::model::HealthCheck;
 use crate::log::{self, Level};
 use crate::runtime::Runtime;
+use crate::upstream::addr::PeerAddr;
 use crate::upstream::Upstream;
 
 /// The probe tasks of one configuration. Dropping it stops them (at their
@@ -123,41 +124,31 @@ async fn probe_loop(
 /// One probe; the error says why it failed, in nginx's words where nginx
 /// has some.
 async fn probe(up: &Upstream, i: usize, check: &HealthCheck) -> Result<(), String> {
-    let mut addr = up.addrs[i];
-    if let Some(port) = check.port {
-        addr.set_port(port);
-    }
     let host = up.configs[i].server.as_str();
+    let failed = |e: std::io::Error| {
+        format!(
+            "connect() failed ({}: {})",
+            e.raw_os_error().unwrap_or(0),
+            crate::http::proxy::strerror(&e)
+        )
+    };
     let exchange = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| {
-            format!(
-                "connect() failed ({}: {})",
-                e.raw_os_error().unwrap_or(0),
-                crate::http::proxy::strerror(&e)
-            )
-        })?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("health check failed: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = Request::get(check.uri.as_str())
-            .header(header::HOST, host)
-            .header(header::CONNECTION, "close")
-            .header(header::USER_AGENT, "waypost-health-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("health check request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("health check failed: {e}"))?;
-        let status = response.status().as_u16();
-        if check.passes_status(status) {
-            Ok(())
-        } else {
-            Err(format!("health check answered {status}"))
+        match &up.addrs[i] {
+            PeerAddr::Inet(addr) => {
+                let mut addr = *addr;
+                if let Some(port) = check.port {
+                    addr.set_port(port);
+                }
+                let stream = TcpStream::connect(addr).await.map_err(failed)?;
+                let _ = stream.set_nodelay(true);
+                ask(stream, host, check).await
+            }
+            PeerAddr::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(failed)?;
+                ask(stream, host, check).await
+            }
         }
     };
     match tokio::time::timeout(check.timeout, exchange).await {
@@ -166,6 +157,35 @@ async fn probe(up: &Upstream, i: usize, check: &HealthCheck) -> Result<(), Strin
             "health check timed out after {}",
             human(check.timeout)
         )),
+    }
+}
+
+/// The check's request on a connection, and whether its answer passes.
+async fn ask<I>(io: I, host: &str, check: &HealthCheck) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("health check failed: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = Request::get(check.uri.as_str())
+        .header(header::HOST, host)
+        .header(header::CONNECTION, "close")
+        .header(header::USER_AGENT, "waypost-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("health check request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("health check failed: {e}"))?;
+    let status = response.status().as_u16();
+    if check.passes_status(status) {
+        Ok(())
+    } else {
+        Err(format!("health check answered {status}"))
     }
 }
 

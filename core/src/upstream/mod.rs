@@ -2,6 +2,7 @@
 //! core keeps (nginx's fails/checked/conns rules), the balancer module's
 //! upstream object, and the per-worker connection pools.
 
+pub mod addr;
 pub mod balancer;
 pub mod dynamic;
 pub mod health;
@@ -9,7 +10,6 @@ pub mod peers;
 pub mod resolver;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ pub struct Upstream {
     /// ABI 1.1 per-peer statistics; the module holds a pointer to this
     /// slice, so it never moves or shrinks while the balancer lives.
     pub stats: Box<[PeerStats]>,
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<addr::PeerAddr>,
     pub primary: u32,
     pub primary_weight: u32,
     pub single: bool,
@@ -60,7 +60,7 @@ pub struct ProbeCounts {
 /// One peer's configuration, owned.
 pub struct PeerSpec {
     pub server: String,
-    pub addr: SocketAddr,
+    pub addr: addr::PeerAddr,
     pub weight: u32,
     pub max_fails: u32,
     pub fail_timeout: u32,
@@ -75,7 +75,7 @@ pub struct PeerSpec {
 pub struct PeerTable {
     text: Vec<Box<str>>,
     pub configs: Vec<PeerConfig<'static>>,
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<addr::PeerAddr>,
     pub stats: Box<[PeerStats]>,
 }
 
@@ -112,7 +112,7 @@ impl PeerTable {
         PeerTable {
             text,
             configs,
-            addrs: peers.iter().map(|p| p.addr).collect(),
+            addrs: peers.iter().map(|p| p.addr.clone()).collect(),
             stats: peers
                 .iter()
                 .map(|p| PeerStats {

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::http::pool::{TlsKey, TlsTarget};
 use crate::http::upstream_h1::stream::{Stream, TimedIo};
+use crate::upstream::addr::PeerAddr;
 use crate::upstream::tls;
 
 pub struct Conn {
@@ -40,6 +41,8 @@ pub struct Local {
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
+    /// A Unix socket's `connect()` failed (nginx names the path).
+    Unix(std::io::Error, std::sync::Arc<std::path::Path>),
     /// `proxy_bind`'s socket could not be made: the call that failed, as
     /// nginx logs it (`bind(ADDR)`, `setsockopt(IP_TRANSPARENT)`), and
     /// whether nginx logs it at `alert` (else `crit`).
@@ -62,11 +65,15 @@ impl Conn {
     /// `timeout` again (nginx arms `proxy_connect_timeout` anew for the
     /// handshake).
     pub async fn connect(
-        addr: SocketAddr,
+        addr: &PeerAddr,
         timeout: Duration,
         tls: Option<TlsTarget<'_>>,
         local: Option<&Local>,
     ) -> Result<Conn, ConnectError> {
+        let addr = match addr {
+            PeerAddr::Inet(addr) => *addr,
+            PeerAddr::Unix(path) => return Conn::connect_unix(path, timeout).await,
+        };
         let connecting = async {
             match local {
                 None => TcpStream::connect(addr).await,
@@ -110,6 +117,26 @@ impl Conn {
             requests: 0,
             reused: false,
             tls: key,
+        })
+    }
+
+    /// A connection to a Unix socket (no TLS over it, no local address:
+    /// nginx's `proxy_bind` names IP addresses).
+    async fn connect_unix(
+        path: &std::sync::Arc<std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
+        let connecting = tokio::net::UnixStream::connect(&**path);
+        let stream = match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(ConnectError::Unix(e, path.clone())),
+            Ok(Ok(s)) => s,
+        };
+        Ok(Conn {
+            io: Box::new(TimedIo::new(Stream::Unix(stream))),
+            requests: 0,
+            reused: false,
+            tls: None,
         })
     }
 
