@@ -347,18 +347,7 @@ fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
             format!("{method} {path} -> {answer}")
         })
         .collect();
-    let log = server.wait_lines("logs/error.log", 2);
-    let log = log
-        .iter()
-        // `[LEVEL] MESSAGE`, without the process and connection numbers.
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(" [")?;
-            let (level, rest) = rest.split_once("] ")?;
-            let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
-            let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
-            matches!(level, "error" | "crit").then(|| format!("[{level}] {rest}"))
-        })
-        .collect();
+    let log = server.error_lines(2);
     (answers, log)
 }
 

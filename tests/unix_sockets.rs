@@ -88,17 +88,7 @@ fn run(nginx: bool, sock: &str) -> (Vec<String>, Vec<String>) {
         .iter()
         .map(|p| ask(port, p))
         .collect();
-    let log = server
-        .wait_lines("logs/error.log", 1)
-        .iter()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(" [")?;
-            let (level, rest) = rest.split_once("] ")?;
-            let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
-            let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
-            matches!(level, "error" | "crit").then(|| format!("[{level}] {rest}"))
-        })
-        .collect();
+    let log = server.error_lines(1);
     (answers, log)
 }
 

@@ -551,6 +551,22 @@ impl Server {
         }
     }
 
+    /// The error log's `error` and `crit` lines once it has at least
+    /// `lines` lines, as `[LEVEL] MESSAGE`: without their time, pid and
+    /// connection number (which differ between nginx and waypost).
+    pub fn error_lines(&self, lines: usize) -> Vec<String> {
+        self.wait_lines("logs/error.log", lines)
+            .iter()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(" [")?;
+                let (level, rest) = rest.split_once("] ")?;
+                let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
+                let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
+                matches!(level, "error" | "crit").then(|| format!("[{level}] {rest}"))
+            })
+            .collect()
+    }
+
     /// The messages of the error log's lines that contain `needle`,
     /// without their time, level, pid and connection number (which
     /// differ between nginx and waypost).
