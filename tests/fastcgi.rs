@@ -252,13 +252,23 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
 /// status line, the headers named, and the body.
 fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let length = if body.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "Content-Length: {}\r\nContent-Type: text/plain\r\n",
-            body.len()
-        )
+    // (A body starting `chunked:` goes chunked, the rest in two chunks.)
+    let (length, body) = match body.strip_prefix("chunked:") {
+        _ if body.is_empty() => (String::new(), String::new()),
+        Some(rest) => {
+            let (a, b) = rest.split_at(rest.len() / 2);
+            (
+                "Transfer-Encoding: chunked\r\n".to_owned(),
+                format!("{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len()),
+            )
+        }
+        None => (
+            format!(
+                "Content-Length: {}\r\nContent-Type: text/plain\r\n",
+                body.len()
+            ),
+            body.to_owned(),
+        ),
     };
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: h\r\nX-Client: 1\r\nX-Set: client\r\n{length}Connection: close\r\n\r\n{body}"
@@ -303,6 +313,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/dir/", ""),
     ("GET", "/app.php/some/path?x", ""),
     ("POST", "/form.php", "name=value&other=1"),
+    ("POST", "/chunked.php", "chunked:name=value&more=2"),
     ("HEAD", "/index.php", ""),
     ("GET", "/status.php", ""),
     ("GET", "/reason.php", ""),
@@ -379,6 +390,10 @@ fn fastcgi_answers_match_nginx() {
         "{split}"
     );
     assert!(find("POST /form.php ->").contains("stdin=name=value&other=1"));
+    // A chunked body is read whole; its length is `$content_length`.
+    let chunked = find("POST /chunked.php ->");
+    assert!(chunked.contains("CONTENT_LENGTH=17\n"), "{chunked}");
+    assert!(chunked.contains("stdin=name=value&more=2"), "{chunked}");
     assert!(find("GET /status.php ->").starts_with("GET /status.php -> HTTP/1.1 404 Not Found"));
     assert!(find("GET /reason.php ->").contains("HTTP/1.1 299 Fine"));
     assert!(find("GET /redirect.php ->").contains("HTTP/1.1 302 Moved Temporarily"));

@@ -634,7 +634,11 @@ impl Var {
                 }
                 req.headers.get(name).map_or(&b""[..], |v| v.as_bytes())
             }
-            Var::ContentLength => first(&req.headers, &header::CONTENT_LENGTH),
+            Var::ContentLength => match req.headers.get(header::CONTENT_LENGTH) {
+                Some(v) => v.as_bytes(),
+                None if cx.head.body_length.is_some() => return None,
+                None => b"",
+            },
             Var::ContentType => first(&req.headers, &header::CONTENT_TYPE),
             // A TLS connection marks its requests (`http::tls::Https`).
             Var::Scheme => match req.extensions.get::<Https>() {
@@ -866,6 +870,13 @@ impl Var {
                 Some(names) => names.script_name(cx.head.uri(&req.uri), out),
                 None => Var::Uri.eval(cx, out),
             },
+            // A body read whole: its length (the header's is a slice).
+            Var::ContentLength => {
+                if let Some(n) = cx.head.body_length {
+                    let mut digits = [0u8; 20];
+                    out.extend_from_slice(decimal(n, &mut digits));
+                }
+            }
             Var::FastcgiPathInfo => {
                 if let Some(names) = cx.statics.and_then(|s| s.fastcgi()) {
                     out.extend_from_slice(names.split(cx.head.uri(&req.uri)).1);
@@ -891,7 +902,6 @@ impl Var {
             | Var::Https
             | Var::RequestMethod
             | Var::ServerName
-            | Var::ContentLength
             | Var::ContentType
             | Var::ProxyHost
             | Var::ProxyPort
@@ -926,7 +936,9 @@ impl Var {
                 req.uri.query().is_none_or(str::is_empty)
                     && req.extensions.get::<ArgsSet>().is_none()
             }
-            Var::ContentLength => !req.headers.contains_key(header::CONTENT_LENGTH),
+            Var::ContentLength => {
+                !req.headers.contains_key(header::CONTENT_LENGTH) && cx.head.body_length.is_none()
+            }
             Var::ContentType => !req.headers.contains_key(header::CONTENT_TYPE),
             Var::RemoteUser => remote_user(&req.headers).is_none(),
             // Both set by the proxy module, once it handles the request.

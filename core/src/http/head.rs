@@ -25,6 +25,10 @@ pub struct ParsedHead {
     pub upgrade: bool,
     /// The request has a `Content-Length` (nginx passes a 0 on).
     pub content_length: bool,
+    /// The length of a body without one, once read whole before it went
+    /// upstream: `$content_length` from then on, as nginx's
+    /// `content_length_n`.
+    pub body_length: Option<u64>,
     /// How much of the target a refused head had, for its access log line.
     pub unparsed: Unparsed,
 }

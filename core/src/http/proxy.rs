@@ -1350,10 +1350,26 @@ pub async fn run(
             framing,
             cached.as_deref(),
         ),
-        Some(f) => match fastcgi::request(f, parts, &vars(), framing != Framing::None) {
-            Ok(head) => head,
-            Err(too_big) => return fastcgi_too_big(too_big, cx, parts),
-        },
+        Some(f) => {
+            // A chunked body read whole: `$content_length` (the params'
+            // CONTENT_LENGTH) is its length from now on, as nginx's.
+            let read = match (&buffered, cx.head.content_length) {
+                (Some(b), false) => {
+                    let mut head = cx.head.clone();
+                    head.body_length = Some(b.len() as u64);
+                    Some(head)
+                }
+                _ => None,
+            };
+            let vars = match &read {
+                Some(head) => VarCtx { head, ..vars() },
+                None => vars(),
+            };
+            match fastcgi::request(f, parts, &vars, framing != Framing::None) {
+                Ok(head) => head,
+                Err(too_big) => return fastcgi_too_big(too_big, cx, parts),
+            }
+        }
     };
     // nginx's `$upstream_http_*` reads every line the upstream sent, the
     // ones it hides from the client (Server, Date, X-Accel-*) too: they
