@@ -108,6 +108,16 @@ fn one_request(s: &mut (impl Read + Write), conn: u32, served: &mut u32) -> Opti
                 stdout.extend_from_slice(format!("{i:09}\n").as_bytes());
             }
         }
+        "/late.php" => {
+            // Stderr after the head, inside the body.
+            record(&mut out, STDOUT, b"Content-Type: text/plain\r\n\r\nfirst ");
+            record(
+                &mut out,
+                STDERR,
+                b"PHP Notice:  late in /late.php on line 9\n",
+            );
+            stdout.extend_from_slice(b"second");
+        }
         "/broken.php" => {
             record(&mut out, STDOUT, b"Content-Type: text/plain\r\n");
             ended_early = true;
@@ -322,6 +332,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/big.php", ""),
     ("GET", "/broken.php", ""),
     ("GET", "/stderr.php", ""),
+    ("GET", "/late.php", ""),
     ("GET", "/own/x.php", ""),
     ("GET", "/hide/status.php", ""),
     ("GET", "/hide/x.php", ""),
@@ -415,6 +426,13 @@ fn fastcgi_answers_match_nginx() {
     assert!(our_log.iter().any(|l| l.starts_with(
         "[crit] connect() to unix:/nonexistent/waypost.sock failed (2: No such file or directory) while connecting to upstream"
     ) && l.contains("upstream: \"fastcgi://unix:/nonexistent/waypost.sock:\"")), "{our_log:?}");
+    assert!(find("GET /late.php ->").ends_with("\n\nfirst second"));
+    assert!(
+        our_log.iter().any(|l| l.starts_with(
+            "[error] FastCGI sent in stderr: \"PHP Notice:  late in /late.php on line 9\" while reading upstream, client: 127.0.0.1"
+        )),
+        "{our_log:?}"
+    );
     assert!(our_log.iter().any(|l| l.starts_with(
         "[error] FastCGI sent in stderr: \"PHP Warning:  oops in /x.php on line 3\""
     )));

@@ -1458,7 +1458,7 @@ pub async fn run(
             Some(f) => f,
             None => &mut http,
         };
-        let result = attempt(
+        let mut result = attempt(
             up,
             i,
             p,
@@ -1472,7 +1472,7 @@ pub async fn run(
         )
         .await;
         if let Some(f) = &mut fastcgi {
-            log_stderr(&f.take_stderr(), cx, parts, &up.addrs[i]);
+            fastcgi_stderr(&f.take_stderr(), &mut result, cx, parts, &up.addrs[i]);
         }
         // From here `release` or the response's `PeerHold` gives it back.
         in_flight.handed_on();
@@ -1905,27 +1905,40 @@ fn log_try(
     addr: &PeerAddr,
     uri: &impl std::fmt::Display,
 ) {
-    // nginx's `uri_separator`: a Unix socket's path and the URI apart.
-    let separator = if addr.inet().is_some() { "" } else { ":" };
+    let upstream = upstream_name(scheme, addr, uri);
     log::write(
         level,
         Some(cx.conn),
-        &format!(
-            "{}{}",
-            message,
-            context(cx, parts, &format!("{scheme}://{addr}{separator}{uri}"))
-        ),
+        &format!("{}{}", message, context(cx, parts, &upstream)),
     );
 }
 
-/// A FastCGI application's stderr, read with the head: nginx's lines.
-#[cold]
+/// The upstream as nginx's log lines name it: `SCHEME://PEER[URI]`, with
+/// its `uri_separator` (`:`) after a Unix socket's path.
+fn upstream_name(scheme: &str, addr: &PeerAddr, uri: &impl std::fmt::Display) -> String {
+    let separator = if addr.inet().is_some() { "" } else { ":" };
+    format!("{scheme}://{addr}{separator}{uri}")
+}
+
+/// A FastCGI application's stderr read with the head: nginx's lines; and
+/// the context the body's own is logged with.
 #[inline(never)]
-fn log_stderr(stderr: &[Vec<u8>], cx: &ClientCx<'_>, parts: &Parts, addr: &PeerAddr) {
+fn fastcgi_stderr(
+    stderr: &[Vec<u8>],
+    result: &mut Result<upstream_h1::Response, Failure>,
+    cx: &ClientCx<'_>,
+    parts: &Parts,
+    addr: &PeerAddr,
+) {
     for text in stderr {
         let line = crate::http::fastcgi::response::stderr_line(text);
         let line = format!("{line} while reading response header from upstream");
         log_try(Level::Error, cx, parts, &line, "fastcgi", addr, &"");
+    }
+    if let Ok(resp) = result {
+        let upstream = upstream_name("fastcgi", addr, &"");
+        resp.body
+            .stderr_context(cx.conn, context(cx, parts, &upstream));
     }
 }
 

@@ -81,6 +81,7 @@ impl HeadReader {
             pending: self.stdout.split_off(len),
             at: 0,
             done: false,
+            context: None,
         });
         Ok(Some(head))
     }
@@ -214,6 +215,9 @@ pub struct BodyReader {
     pending: Vec<u8>,
     at: usize,
     done: bool,
+    /// The request's connection and nginx's context of its log lines
+    /// (`, client: ...`), for the stderr the body brings.
+    pub context: Option<Box<(u64, String)>>,
 }
 
 impl BodyReader {
@@ -250,7 +254,7 @@ impl BodyReader {
                     return Ok(Some(piece));
                 }
                 Step::Content(_, n) => {
-                    log_stderr(&buf.data()[..n], "reading upstream");
+                    log_stderr(&buf.data()[..n], self.context.as_deref());
                     buf.consume(n);
                 }
                 Step::End(n) => {
@@ -277,15 +281,15 @@ pub fn stderr_line(text: &[u8]) -> String {
     )
 }
 
-/// A body's stderr, which nginx logs with the request's context; the
-/// body reader has none to give.
+/// A body's stderr, with the request's context where the proxy gave it.
 #[cold]
-fn log_stderr(text: &[u8], while_: &str) {
-    log::write(
-        Level::Error,
-        None,
-        &format!("{} while {while_}", stderr_line(text)),
-    );
+fn log_stderr(text: &[u8], context: Option<&(u64, String)>) {
+    let (conn, context) = match context {
+        Some((conn, context)) => (Some(*conn), context.as_str()),
+        None => (None, ""),
+    };
+    let line = format!("{} while reading upstream{context}", stderr_line(text));
+    log::write(Level::Error, conn, &line);
 }
 
 #[cfg(test)]

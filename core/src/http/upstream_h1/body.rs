@@ -97,6 +97,14 @@ impl UpstreamBody {
         self.conn.take().map(|conn| (conn, self.reusable))
     }
 
+    /// A FastCGI body's stderr is logged with this connection and context
+    /// (nginx's `, client: ...`).
+    pub fn stderr_context(&mut self, conn: u64, context: String) {
+        if let Decode::FastCgi(f) = &mut self.decode {
+            f.context = Some(Box::new((conn, context)));
+        }
+    }
+
     pub fn is_end_stream(&self) -> bool {
         self.buf.is_none()
     }
