@@ -48,6 +48,40 @@ fn the_quick_start_balances_as_its_comment_says() {
     assert!(status.body.starts_with('{'), "{}", status.body);
 }
 
+/// `conf/php.conf` without PHP-FPM: its routing is checked (a missing
+/// script is a 404 before PHP is asked; `/` goes to `/index.php`, whose
+/// socket is asked, here absent: 502 with nginx's line).
+#[test]
+fn the_php_example_routes_as_its_comment_says() {
+    let ports = free_ports(1);
+    let dir = waypost_tests::TempDir::new("php-example");
+    dir.write("www/index.php", "<?php echo 1;");
+    let shipped_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let sock = dir.path.join("php-fpm.sock");
+    let conf = shipped("php.conf", &[8080], &ports)
+        .replace("root www;", &format!("root {}/www;", dir.path.display()))
+        .replace("/run/php/php8.2-fpm.sock", &sock.display().to_string())
+        .replace(
+            "include fastcgi_params;",
+            &format!("include {}/fastcgi_params;", shipped_dir.display()),
+        );
+    let server = Server::waypost(&conf, &ports);
+    assert_eq!(get(ports[0], "/missing.php").status, 404);
+    assert_eq!(get(ports[0], "/").status, 502);
+    // (Its error log is the terminal's: the server's stderr here.)
+    let log = server.wait_lines("stderr.log", 2);
+    let line = format!(
+        "connect() to unix:{} failed (2: No such file or directory)",
+        sock.display()
+    );
+    assert!(
+        log.iter().any(|l| l.contains("[crit]")
+            && l.contains(&line)
+            && l.contains("request: \"GET / HTTP/1.1\"")),
+        "{log:?}"
+    );
+}
+
 #[test]
 fn the_cache_example_answers_from_its_cache() {
     let ports = free_ports(2);
