@@ -155,6 +155,15 @@ fn head(headers: &[httparse::Header<'_>], keep_hidden: bool) -> Result<Head, Inv
         passed.redirect |= location || name.eq_ignore_ascii_case(b"refresh");
         passed.server |= name.eq_ignore_ascii_case(b"server");
         passed.date |= name.eq_ignore_ascii_case(b"date");
+        if name.eq_ignore_ascii_case(b"content-type") {
+            // nginx writes the type itself, so spelled and placed first
+            // (PHP sends `Content-type`).
+            let mut line = b"Content-Type: ".to_vec();
+            line.extend_from_slice(h.value);
+            line.extend_from_slice(b"\r\n");
+            passed.lines.splice(0..0, line);
+            continue;
+        }
         passed.lines.extend_from_slice(name);
         passed.lines.extend_from_slice(b": ");
         passed.lines.extend_from_slice(h.value);
@@ -338,7 +347,7 @@ mod tests {
         assert_eq!(head.passed.reason.as_deref(), Some(&b"Nope"[..]));
         assert_eq!(
             head.passed.lines,
-            b"X-Powered-By: PHP\r\nContent-type: text/html\r\n"
+            b"Content-Type: text/html\r\nX-Powered-By: PHP\r\n"
         );
         assert_eq!(body, b"missing");
         assert_eq!(stderr, vec![b"PHP Notice: x\n".to_vec()]);
