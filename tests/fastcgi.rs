@@ -286,34 +286,19 @@ fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
     stream.write_all(request.as_bytes()).expect("send");
     let mut got = Vec::new();
     stream.read_to_end(&mut got).expect("read");
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or("").to_owned();
     // (Sorted: nginx writes Content-Type before Transfer-Encoding and the
     // application's other lines; waypost writes the lines as they came,
     // README: differences.)
-    let mut kept: Vec<&str> = lines
-        .filter(|l| {
-            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
-            !matches!(name.as_str(), "date" | "server" | "connection")
-                || l.contains("app")
-                || l.contains("01 Jan 2026")
-        })
-        .collect();
-    kept.sort_unstable();
+    let (status, mut kept, body) = waypost_tests::answer_parts(&got, |l| {
+        let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+        !matches!(name.as_str(), "date" | "server" | "connection")
+            || l.contains("app")
+            || l.contains("01 Jan 2026")
+    });
     // (The error pages name their server.)
     if status.contains(" 502 ") || status.contains(" 404 ") {
         kept.retain(|l| !l.starts_with("Content-Length"));
     }
-    let chunked = kept
-        .iter()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        String::from_utf8_lossy(&waypost_tests::unchunk(body.as_bytes())).into_owned()
-    } else {
-        body.to_owned()
-    };
     let body = body.replace("<center>nginx/1.22.1</center>", "<center>waypost</center>");
     format!("{status}\n{}\n\n{body}", kept.join("\n"))
 }

@@ -114,25 +114,10 @@ fn ask(port: u16, request: &str) -> String {
     stream.write_all(request.as_bytes()).expect("send");
     let mut got = Vec::new();
     stream.read_to_end(&mut got).expect("read");
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or("").to_owned();
-    let mut kept: Vec<&str> = lines
-        .filter(|l| {
-            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
-            matches!(name.as_str(), "content-type" | "location" | "x-app")
-        })
-        .collect();
-    kept.sort_unstable();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        String::from_utf8_lossy(&waypost_tests::unchunk(body.as_bytes())).into_owned()
-    } else {
-        body.to_owned()
-    };
+    let (status, kept, body) = waypost_tests::answer_parts(&got, |l| {
+        let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+        matches!(name.as_str(), "content-type" | "location" | "x-app")
+    });
     let body = if status.contains(" 404 ") && !body.contains("nope") {
         // (nginx's own page names its server.)
         String::new()

@@ -674,6 +674,27 @@ pub fn info_log(conf: &str) -> String {
     )
 }
 
+/// An answer read to the connection's close: its status line, the header
+/// lines `keep` takes (sorted: nginx and waypost order some differently,
+/// README: differences), and its body, unchunked.
+pub fn answer_parts(raw: &[u8], keep: impl Fn(&str) -> bool) -> (String, Vec<String>, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_owned();
+    let mut kept: Vec<String> = lines.filter(|l| keep(l)).map(str::to_owned).collect();
+    kept.sort_unstable();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        String::from_utf8_lossy(&unchunk(body.as_bytes())).into_owned()
+    } else {
+        body.to_owned()
+    };
+    (status, kept, body)
+}
+
 /// Decodes a chunked body (to compare content: waypost passes an
 /// upstream's chunks on as they came, nginx joins what it has read).
 pub fn unchunk(mut body: &[u8]) -> Vec<u8> {
