@@ -1150,7 +1150,7 @@ macro_rules! location_answer_plain {
                 let chosen = chosen.as_deref().and_then(|c| c.as_ref().ok());
                 if location.statics.has_try_files() {
                     let record = record.0.as_deref_mut();
-                    let tried = Tried {
+                    let tried = TryFilesCx {
                         client,
                         started,
                         proxy_host: &proxy_host,
@@ -1312,7 +1312,7 @@ macro_rules! location_answer_plain {
 }
 
 /// What [`proxied_tried`] needs besides the proxy's arguments.
-struct Tried<'a> {
+struct TryFilesCx<'a> {
     client: SocketAddr,
     started: Option<std::time::Instant>,
     proxy_host: &'a ProxyName<'a>,
@@ -1332,7 +1332,7 @@ async fn proxied_tried(
     location: &Location,
     cx: &proxy::ClientCx<'_>,
     mut record: Option<&mut crate::http::access::Record>,
-    tried: Tried<'_>,
+    tried: TryFilesCx<'_>,
 ) -> Response<RespBody> {
     use crate::http::static_files::{redirect, try_before_proxy, BeforeProxy};
     match try_before_proxy(req, &location.statics, tried.client).await {

@@ -242,7 +242,7 @@ impl BodyReader {
         buf: &mut ReadBuf,
         max: usize,
         sink: &mut dyn FnMut(&[u8]) -> P,
-    ) -> Result<Option<P>, String> {
+    ) -> Result<Option<P>, &'static str> {
         if self.at < self.pending.len() {
             let n = (self.pending.len() - self.at).min(max);
             let piece = sink(&self.pending[self.at..self.at + n]);
@@ -270,7 +270,12 @@ impl BodyReader {
                     buf.consume(n);
                     self.done = true;
                 }
-                Step::Invalid(e) => return Err(e),
+                Step::Invalid(e) => {
+                    // nginx's line, with the request's context; the
+                    // client's answer is cut short.
+                    log_line(&e, self.context.as_deref());
+                    return Err("upstream sent invalid FastCGI record");
+                }
             }
         }
         Ok(None)
@@ -293,12 +298,22 @@ pub fn stderr_line(text: &[u8]) -> String {
 /// A body's stderr, with the request's context where the proxy gave it.
 #[cold]
 fn log_stderr(text: &[u8], context: Option<&(u64, String)>) {
+    log_line(&stderr_line(text), context);
+}
+
+/// `message` at `error`, as read amid the body, with the request's
+/// context where the proxy gave it.
+#[cold]
+fn log_line(message: &str, context: Option<&(u64, String)>) {
     let (conn, context) = match context {
         Some((conn, context)) => (Some(*conn), context.as_str()),
         None => (None, ""),
     };
-    let line = format!("{} while reading upstream{context}", stderr_line(text));
-    log::write(Level::Error, conn, &line);
+    log::write(
+        Level::Error,
+        conn,
+        &format!("{message} while reading upstream{context}"),
+    );
 }
 
 #[cfg(test)]

@@ -194,8 +194,7 @@ impl UpstreamBody {
                     Ok(None) => 0,
                     Err(e) => {
                         self.fail();
-                        crate::log::write(crate::log::Level::Error, None, &e);
-                        return failed("upstream sent invalid FastCGI record");
+                        return failed(e);
                     }
                 },
                 Decode::UntilClose => {

@@ -124,12 +124,10 @@ impl HttpRead {
 }
 
 impl ReadHead for HttpRead {
-    #[inline(always)]
     fn parse(&mut self, buf: &mut ReadBuf) -> Result<Option<Head>, ErrorKind> {
         parse(buf, self.0)
     }
 
-    #[inline(always)]
     fn body(&mut self) -> Option<Box<fastcgi::response::BodyReader>> {
         None
     }
