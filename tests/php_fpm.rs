@@ -31,7 +31,12 @@ struct Fpm(Child);
 
 impl Drop for Fpm {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM: the master stops its workers too (a SIGKILL would
+        // leave them running).
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signalling the process this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         let _ = self.0.wait();
     }
 }
@@ -89,7 +94,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("www/big.php", "<?php echo str_repeat('0123456789', 20000);"),
 ];
 
-fn conf(port: u16, dir: &Path, sock: &Path) -> String {
+fn conf(port: u16, dir: &Path, sock: &Path, nginx: bool) -> String {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
     std::fs::read_to_string(shipped.join("php.conf"))
         .expect("read conf/php.conf")
@@ -105,6 +110,16 @@ fn conf(port: u16, dir: &Path, sock: &Path) -> String {
             "error_log logs/error.log notice;",
         )
         .replace("access_log logs/php-access.log;", "access_log off;")
+        // (One nginx process, which the test's stop ends, as the
+        // harness runs nginx elsewhere.)
+        .replace(
+            "worker_processes 1;",
+            if nginx {
+                "worker_processes 1;\nmaster_process off;"
+            } else {
+                "worker_processes 1;"
+            },
+        )
 }
 
 /// The answer's status line, its Content-Type, Location, X-App and
@@ -146,7 +161,7 @@ fn requests() -> Vec<String> {
 
 fn run(nginx: bool, dir: &TempDir, sock: &Path) -> (Vec<String>, Vec<String>) {
     let port = free_ports(1)[0];
-    let server = Server::either(nginx, &conf(port, &dir.path, sock), &[port]);
+    let server = Server::either(nginx, &conf(port, &dir.path, sock, nginx), &[port]);
     let answers = requests().iter().map(|r| ask(port, r)).collect();
     let log = server.error_lines(1);
     (answers, log)
