@@ -394,10 +394,7 @@ fn fastcgi_answers_match_nginx() {
     assert!(find("GET /reason.php ->").contains("HTTP/1.1 299 Fine"));
     assert!(find("GET /redirect.php ->").contains("HTTP/1.1 302 Moved Temporarily"));
     assert!(find("GET /broken.php ->").contains("HTTP/1.1 502 Bad Gateway"));
-    assert!(
-        find("GET /big.php ->").contains("0000006999\n")
-            || find("GET /big.php ->").contains("000006999\n")
-    );
+    assert!(find("GET /big.php ->").ends_with("000006999\n"));
     assert!(find("GET /keep/3.php ->").contains("request 3"));
     let deb = find("GET /deb/app.php/extra/path?q=1 ->");
     assert!(deb.contains("SERVER_SOFTWARE=nginx/1.22.1\n"), "{deb}");

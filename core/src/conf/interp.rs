@@ -1035,14 +1035,8 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
         .fcgi
         .as_deref()
         .map_or_else(|| Layer::default().proxy(), Layer::proxy);
-    // Nothing of `proxy_pass`'s HTTP request or its answer's rewriting.
-    conf.set_headers.clear();
-    conf.redirects.clear();
-    conf.redirects_set = false;
-    conf.cookie_domains.clear();
-    conf.cookie_paths.clear();
-    conf.cookie_flags.clear();
-    conf.cache = None;
+    // (Only the `fastcgi_` twins reach that level: none of `proxy_pass`'s
+    // headers, redirects, cookies or cache.)
     conf.fastcgi = Some(Box::new(FastCgiConf {
         params: layer.fcgi_params.clone().unwrap_or_default(),
         keep_conn: layer.fcgi_keep_conn.unwrap_or(false),

@@ -1365,7 +1365,10 @@ pub async fn run(
                 Some(head) => VarCtx { head, ..vars() },
                 None => vars(),
             };
-            match fastcgi::request(f, parts, &vars, framing != Framing::None) {
+            // (`fastcgi_pass_request_headers`, as the request's shape.)
+            let pass_headers = p.shape.as_deref().is_none_or(|s| s.headers);
+            let has_body = framing != Framing::None;
+            match fastcgi::request(f, parts, &vars, pass_headers, has_body) {
                 Ok(head) => head,
                 Err(too_big) => return fastcgi_too_big(too_big, cx, parts),
             }

@@ -1198,7 +1198,7 @@ fn proxy(
         fastcgi: conf
             .fastcgi
             .as_deref()
-            .map(|f| fastcgi(f, conf.pass_request_headers, maps).map(Box::new))
+            .map(|f| fastcgi(f, maps).map(Box::new))
             .transpose()?,
     })
 }
@@ -1206,7 +1206,6 @@ fn proxy(
 /// A `fastcgi_pass` location's params and names, compiled.
 fn fastcgi(
     conf: &model::FastCgiConf,
-    pass_headers: bool,
     maps: &MapNames,
 ) -> Result<crate::http::fastcgi::FastCgi, ConfError> {
     let mut params = Vec::with_capacity(conf.params.len());
@@ -1229,7 +1228,6 @@ fn fastcgi(
         params: params.into(),
         header_params,
         keep_conn: conf.keep_conn,
-        pass_headers,
     })
 }
 

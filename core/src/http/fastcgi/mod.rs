@@ -30,9 +30,6 @@ pub struct FastCgi {
     pub header_params: Box<[Box<[u8]>]>,
     /// `fastcgi_keep_conn on`: the application keeps the connection.
     pub keep_conn: bool,
-    /// `fastcgi_pass_request_headers` (on): the client's headers go as
-    /// `HTTP_*` params.
-    pub pass_headers: bool,
 }
 
 /// One `fastcgi_param NAME VALUE [if_not_empty]`.
@@ -83,14 +80,25 @@ impl Names {
 #[derive(Debug)]
 pub struct TooBig(pub usize);
 
+/// A header name as nginx makes it a param's (after `HTTP_`): uppercase,
+/// `-` as `_`.
+fn param_byte(c: u8) -> u8 {
+    match c {
+        b'-' => b'_',
+        c => c.to_ascii_uppercase(),
+    }
+}
+
 /// The request's records but its body: BEGIN_REQUEST, the params (the
-/// configured ones, then the client's headers as `HTTP_*`), and, with no
-/// body to follow, the end of stdin. A body goes as STDIN records
-/// ([`Framing::FastCgi`]).
+/// configured ones, then, with `pass_headers`, the client's headers as
+/// `HTTP_*`), and, with no body to follow, the end of stdin. A body goes
+/// as STDIN records ([`Framing::FastCgi`]). Everything is written into
+/// the request's pooled buffer, with no other allocation.
 pub fn request(
     f: &FastCgi,
     parts: &Parts,
     vars: &VarCtx<'_>,
+    pass_headers: bool,
     has_body: bool,
 ) -> Result<RequestHead, TooBig> {
     let mut buf = Buf::take();
@@ -99,29 +107,33 @@ pub fn request(
     // their length is known.
     let header_at = buf.len();
     buf.extend_from_slice(&[0; 8]);
-    let mut value = Vec::new();
     for p in f.params.iter() {
-        value.clear();
-        p.value.eval_into(vars, &mut value);
-        if p.if_not_empty && value.is_empty() {
+        // The value first, where it ends up; its lengths and name are
+        // put before it once its length is known.
+        let at = buf.len();
+        p.value.eval_into(vars, &mut buf);
+        let len = buf.len() - at;
+        if p.if_not_empty && len == 0 {
             continue;
         }
-        push_param(&mut buf, &p.name, &value);
+        let mut prefix = [0u8; 8];
+        let n = record::lengths(&mut prefix, p.name.len(), len);
+        buf.splice(at..at, prefix[..n].iter().chain(p.name.iter()).copied());
     }
-    if f.pass_headers {
-        let mut name = Vec::with_capacity(64);
-        for (h, v) in parts.headers.iter() {
-            name.clear();
-            name.extend_from_slice(b"HTTP_");
-            name.extend(h.as_str().bytes().map(|c| match c {
-                b'-' => b'_',
-                c => c.to_ascii_uppercase(),
-            }));
-            if f.header_params.iter().any(|p| **p == name[5..]) {
-                continue;
-            }
-            push_param(&mut buf, &name, v.as_bytes());
+    for (h, v) in parts.headers.iter().filter(|_| pass_headers) {
+        let name = h.as_str().as_bytes();
+        let set = f.header_params.iter().any(|p| {
+            p.len() == name.len() && p.iter().zip(name).all(|(&a, &b)| a == param_byte(b))
+        });
+        if set {
+            continue;
         }
+        let mut prefix = [0u8; 8];
+        let n = record::lengths(&mut prefix, 5 + name.len(), v.len());
+        buf.extend_from_slice(&prefix[..n]);
+        buf.extend_from_slice(b"HTTP_");
+        buf.extend(name.iter().map(|&c| param_byte(c)));
+        buf.extend_from_slice(v.as_bytes());
     }
     let len = buf.len() - header_at - 8;
     if len > record::MAX_CONTENT {
@@ -147,11 +159,4 @@ pub fn request(
         f.keep_conn,
         parts.method == Method::HEAD,
     ))
-}
-
-fn push_param(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    record::push_length(out, name.len());
-    record::push_length(out, value.len());
-    out.extend_from_slice(name);
-    out.extend_from_slice(value);
 }

@@ -49,14 +49,20 @@ pub fn begin_request(out: &mut Vec<u8>, keep_conn: bool) {
     out.extend_from_slice(&[0, RESPONDER, flags, 0, 0, 0, 0, 0]);
 }
 
-/// A name-value pair's length: one byte below 128, else four with the
-/// high bit set.
-pub fn push_length(out: &mut Vec<u8>, len: usize) {
-    if len < 128 {
-        out.push(len as u8);
-    } else {
-        out.extend_from_slice(&(len as u32 | 0x8000_0000).to_be_bytes());
+/// A name-value pair's two lengths, each one byte below 128, else four
+/// with the high bit set, written into `out`: how many bytes they took.
+pub fn lengths(out: &mut [u8; 8], name: usize, value: usize) -> usize {
+    let mut n = 0;
+    for len in [name, value] {
+        if len < 128 {
+            out[n] = len as u8;
+            n += 1;
+        } else {
+            out[n..n + 4].copy_from_slice(&(len as u32 | 0x8000_0000).to_be_bytes());
+            n += 4;
+        }
     }
+    n
 }
 
 /// What [`Deframer::next`] found at the start of the bytes it was given.
@@ -202,10 +208,9 @@ mod tests {
 
     #[test]
     fn lengths_past_127_take_four_bytes() {
-        let mut out = Vec::new();
-        push_length(&mut out, 127);
-        push_length(&mut out, 300);
-        assert_eq!(out, [127, 0x80, 0, 1, 44]);
+        let mut out = [0u8; 8];
+        let n = lengths(&mut out, 127, 300);
+        assert_eq!(out[..n], [127, 0x80, 0, 1, 44]);
     }
 
     #[test]

@@ -44,10 +44,19 @@ impl HeadReader {
                 Step::Partial => break,
                 Step::Skip(n) => buf.consume(n),
                 Step::Content(STDOUT, n) => {
+                    let line_ends = buf.data()[..n].contains(&b'\n');
                     self.stdout.extend_from_slice(&buf.data()[..n]);
                     buf.consume(n);
-                    if let Some(done) = self.head(keep_hidden, max)? {
-                        return Ok(Some(done));
+                    // (The lines are parsed again only when one more may
+                    // have ended: not once per byte of a head sent in
+                    // tiny records.)
+                    if self.stdout.len() > max {
+                        return Err(Invalid("upstream sent too big header".into()));
+                    }
+                    if line_ends {
+                        if let Some(done) = self.head(keep_hidden)? {
+                            return Ok(Some(done));
+                        }
                     }
                 }
                 Step::Content(_, n) => {
@@ -69,10 +78,7 @@ impl HeadReader {
     }
 
     /// The head and the body's reader, once STDOUT has all the lines.
-    fn head(&mut self, keep_hidden: bool, max: usize) -> Result<Option<Head>, Invalid> {
-        if self.stdout.len() > max {
-            return Err(Invalid("upstream sent too big header".into()));
-        }
+    fn head(&mut self, keep_hidden: bool) -> Result<Option<Head>, Invalid> {
         let Some((len, head)) = parse_head(&self.stdout, keep_hidden)? else {
             return Ok(None);
         };
