@@ -16,8 +16,14 @@ use waypost_tests::{free_ports, read_head, wrap_http, Server};
 enum Fault {
     /// 200 with Content-Length 100, 10 bytes of body, then a reset.
     ResetMidBody,
+    /// 200 with Content-Length 100, 10 bytes of body, then a close.
+    CloseMidBody,
+    /// 200 with Content-Length 100, 10 bytes of body, then nothing.
+    StallMidBody,
     /// 200 chunked, one chunk, then the connection closes (no last chunk).
     ChunkedCut,
+    /// 200 chunked, one chunk, then a chunk size that is not hex.
+    ChunkedBad,
     /// A status line that is not HTTP.
     BadStatus,
     /// The connection closes after the request, before any byte.
@@ -43,6 +49,21 @@ fn faulty(fault: Fault) -> u16 {
                     let _ = stream.flush();
                     // Linger 0: the close is a reset.
                     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
+                Fault::CloseMidBody => {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                }
+                Fault::StallMidBody => {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                    hung.push(stream);
+                }
+                Fault::ChunkedBad => {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nzz\r\n",
+                    );
+                    hung.push(stream);
                 }
                 Fault::ChunkedCut => {
                     let _ = stream.write_all(
@@ -160,4 +181,130 @@ fn a_body_cut_by_the_backend_is_never_passed_on_as_complete() {
         );
         assert!(!nginx_complete, "{fault:?}: nginx completed it");
     }
+}
+
+/// The error log's line for a body `fault` cuts short, with the ports
+/// named `PROXY` and `BACKEND`: `GET path` to a server whose location `/`
+/// is `location`, over HTTP/2 (h2c) when `h2`.
+fn cut_line(fault: Fault, nginx: bool, location: &str, path: &str, h2: bool) -> Vec<String> {
+    let [proxy] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let backend = faulty(fault);
+    let http2 = if h2 { " http2" } else { "" };
+    let conf = wrap_http(
+        &format!(
+            "    upstream u {{ server 127.0.0.1:{backend}; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{proxy}{http2};\n\
+             \x20       server_name example.com;\n\
+             \x20       proxy_read_timeout 1s;\n\
+             \x20       proxy_http_version 1.1;\n\
+             \x20       {location}\n\
+             \x20   }}\n"
+        ),
+        nginx,
+    );
+    let server = Server::either(nginx, &conf, &[proxy]);
+    if h2 {
+        let _ = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-m",
+                "10",
+            ])
+            .arg(format!("http://127.0.0.1:{proxy}{path}"))
+            .output()
+            .expect("curl");
+    } else {
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nReferer: http://r/\r\n\r\n").as_bytes(),
+            )
+            .expect("send");
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
+    // Written before the client's connection closes (nginx) or by the
+    // log's writer (waypost): waited for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = server
+            .error_lines(0)
+            .into_iter()
+            .filter(|l| l.contains("upstream"))
+            .map(|l| {
+                l.replace(&format!(":{backend}"), ":BACKEND")
+                    .replace(&format!(":{proxy}"), ":PROXY")
+            })
+            .collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// nginx logs a body the upstream cuts short at `error`, naming why
+/// (`upstream prematurely closed connection`, a timeout, a reset as its
+/// read call's failure, a bad chunk) `while reading upstream`, with the
+/// request's context; waypost writes the same line.
+#[test]
+fn a_body_cut_short_is_logged_as_nginx() {
+    let plain = "location / { proxy_pass http://u; }";
+    let cases = [
+        (Fault::CloseMidBody, plain, "/a?b=1", false),
+        (Fault::ResetMidBody, plain, "/", false),
+        (Fault::StallMidBody, plain, "/", false),
+        (Fault::ChunkedCut, plain, "/", false),
+        (Fault::ChunkedBad, plain, "/", false),
+        // The upstream's target, not the client's.
+        (
+            Fault::CloseMidBody,
+            "location /a/ { proxy_pass http://u/b/; }",
+            "/a/x?y",
+            false,
+        ),
+        (
+            Fault::CloseMidBody,
+            "location / { rewrite ^ /other break; proxy_pass http://u; }",
+            "/first",
+            false,
+        ),
+        (Fault::CloseMidBody, plain, "/h2", true),
+    ];
+    for (fault, location, path, h2) in cases {
+        let theirs = cut_line(fault, true, location, path, h2);
+        let ours = cut_line(fault, false, location, path, h2);
+        assert_eq!(
+            theirs.len(),
+            1,
+            "{fault:?} {location}: nginx logged {theirs:?}"
+        );
+        assert_eq!(ours, theirs, "{fault:?} {location} {path} h2={h2}");
+    }
+    // Unbuffered, nginx reads with recv(); it logs the reset "while
+    // sending to client" when it came with the head's bytes (the body's
+    // first bytes go out before the next read), else "while reading
+    // upstream", as waypost always does.
+    let ours = cut_line(
+        Fault::ResetMidBody,
+        false,
+        "location / { proxy_buffering off; proxy_pass http://u; }",
+        "/",
+        false,
+    );
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(
+        ours[0].starts_with(
+            "[error] recv() failed (104: Connection reset by peer) while reading upstream, client: 127.0.0.1, server: example.com, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:BACKEND/\""
+        ),
+        "{ours:?}"
+    );
 }

@@ -118,6 +118,13 @@ fn one_request(s: &mut (impl Read + Write), conn: u32, served: &mut u32) -> Opti
             );
             stdout.extend_from_slice(b"second");
         }
+        u if u.ends_with("/cut.php") => {
+            // The body's start, then the connection closes: no end of
+            // stdout, no END_REQUEST.
+            record(&mut out, STDOUT, b"Content-Type: text/plain\r\n\r\npartial");
+            s.write_all(&out).ok()?;
+            return None;
+        }
         "/broken.php" => {
             record(&mut out, STDOUT, b"Content-Type: text/plain\r\n");
             ended_early = true;
@@ -300,7 +307,14 @@ fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
         kept.retain(|l| !l.starts_with("Content-Length"));
     }
     let body = body.replace("<center>nginx/1.22.1</center>", "<center>waypost</center>");
-    format!("{status}\n{}\n\n{body}", kept.join("\n"))
+    // A chunked answer without its last chunk: cut short.
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let cut = if text.contains("transfer-encoding: chunked") && !got.ends_with(b"0\r\n\r\n") {
+        " [cut short]"
+    } else {
+        ""
+    };
+    format!("{status}\n{}\n\n{body}{cut}", kept.join("\n"))
 }
 
 const CASES: &[(&str, &str, &str)] = &[
@@ -316,6 +330,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/server.php", ""),
     ("GET", "/big.php", ""),
     ("GET", "/broken.php", ""),
+    ("GET", "/cut.php", ""),
     ("GET", "/stderr.php", ""),
     ("GET", "/late.php", ""),
     ("GET", "/own/x.php", ""),
@@ -330,6 +345,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/keep/1.php", ""),
     ("GET", "/keep/2.php", ""),
     ("GET", "/keep/3.php", ""),
+    ("GET", "/keep/cut.php", ""),
 ];
 
 fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
@@ -394,6 +410,14 @@ fn fastcgi_answers_match_nginx() {
     assert!(find("GET /reason.php ->").contains("HTTP/1.1 299 Fine"));
     assert!(find("GET /redirect.php ->").contains("HTTP/1.1 302 Moved Temporarily"));
     assert!(find("GET /broken.php ->").contains("HTTP/1.1 502 Bad Gateway"));
+    // The application's close ends its answer, unless the connection is
+    // kept (`fastcgi_keep_conn on`): then it cuts the answer short, and
+    // nginx's line says so.
+    assert!(find("GET /cut.php ->").ends_with("\n\npartial"));
+    assert!(find("GET /keep/cut.php ->").ends_with("\n\npartial [cut short]"));
+    assert!(our_log.iter().any(|l| l.starts_with(
+        "[error] upstream prematurely closed connection while reading upstream, client: 127.0.0.1, server: , request: \"GET /keep/cut.php HTTP/1.1\", upstream: \"fastcgi://127.0.0.1:"
+    )), "{our_log:?}");
     assert!(find("GET /big.php ->").ends_with("000006999\n"));
     assert!(find("GET /keep/3.php ->").contains("request 3"));
     let deb = find("GET /deb/app.php/extra/path?q=1 ->");

@@ -337,7 +337,8 @@ pub const CORE: &[Spec] = &[
     f("proxy_intercept_errors", PROXY),
     // Accepted so that nginx files load: waypost streams bodies both
     // ways, as nginx with `proxy_buffering off` and
-    // `proxy_request_buffering off`; sizes and paths are checked, unused.
+    // `proxy_request_buffering off`; sizes and paths are checked, unused
+    // (`proxy_buffering` names the read call in a failed read's line).
     f("proxy_buffering", PROXY),
     f("proxy_request_buffering", PROXY),
     d("proxy_buffer_size", PROXY, 1, 1),

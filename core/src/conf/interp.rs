@@ -254,6 +254,7 @@ struct Layer {
     proxy_bind: Option<Option<(String, bool)>>,
     proxy_socket_keepalive: Option<bool>,
     proxy_ignore_client_abort: Option<bool>,
+    proxy_buffering: Option<bool>,
     /// `resolver` and `resolver_timeout`.
     resolver: Option<ResolverConf>,
     resolver_timeout: Option<Duration>,
@@ -515,6 +516,7 @@ impl Layer {
             proxy_ignore_client_abort: self
                 .proxy_ignore_client_abort
                 .or(parent.proxy_ignore_client_abort),
+            proxy_buffering: self.proxy_buffering.or(parent.proxy_buffering),
             auth_file: self.auth_file.clone().or_else(|| parent.auth_file.clone()),
             satisfy_any: self.satisfy_any.or(parent.satisfy_any),
             auth_request: self
@@ -992,6 +994,7 @@ impl Layer {
             bind: self.proxy_bind.clone().flatten(),
             socket_keepalive: self.proxy_socket_keepalive.unwrap_or(false),
             ignore_client_abort: self.proxy_ignore_client_abort.unwrap_or(false),
+            buffering: self.proxy_buffering.unwrap_or(true),
             cache: self.cache.conf(),
             fastcgi: None,
             redirects: self
@@ -2608,6 +2611,7 @@ impl<'a> Interp<'a> {
             "proxy_ignore_client_abort" => {
                 layer.proxy_ignore_client_abort = Some(d.args[0].eq_ignore_ascii_case("on"))
             }
+            "proxy_buffering" => layer.proxy_buffering = Some(d.args[0].eq_ignore_ascii_case("on")),
             "proxy_socket_keepalive" => {
                 layer.proxy_socket_keepalive = Some(d.args[0].eq_ignore_ascii_case("on"))
             }

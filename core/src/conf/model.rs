@@ -1202,6 +1202,9 @@ pub struct ProxyConf {
     /// `proxy_ignore_client_abort on`: a client that leaves while the
     /// upstream is asked does not end the request.
     pub ignore_client_abort: bool,
+    /// `proxy_buffering` (on): waypost streams either way; nginx's error
+    /// line for a failed read names readv() when on, recv() when off.
+    pub buffering: bool,
     /// `proxy_cache ZONE` and its settings; `None`: off.
     pub cache: Option<crate::conf::cache::CacheConf>,
     /// A `fastcgi_pass` location's own settings.
@@ -1340,6 +1343,7 @@ impl Default for ProxyConf {
             bind: None,
             socket_keepalive: false,
             ignore_client_abort: false,
+            buffering: true,
             cache: None,
             fastcgi: None,
         }

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use http::request::Parts;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::http::access::Record;
@@ -496,6 +497,22 @@ impl RespBody {
             resp.headers_mut().insert(CONTENT_LENGTH, n.into());
         }
         resp.body_mut().kind = Kind::Full(None);
+    }
+
+    /// The upstream's body broke off (`why`) while it was passed on:
+    /// nginx's `error` line, with the context of `request` (the client's,
+    /// as its connection read it).
+    #[cold]
+    #[inline(never)]
+    pub fn upstream_failed(&self, why: BodyError, request: &Parts) {
+        let origin = self.passed().and_then(|p| p.origin.as_ref());
+        let logged = why.0 == crate::http::fastcgi::response::LOGGED;
+        if let (Some(origin), Some(hold), false) = (origin, &self.hold, logged) {
+            let (upstream, peer) = hold.parts();
+            if let Some(addr) = upstream.addrs.get(peer as usize) {
+                crate::http::upstream_log::failed(origin, addr, why.0, request);
+            }
+        }
     }
 
     /// The upstream's header lines back, after [`RespBody::take_passed`].

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioExecutor;
@@ -280,7 +281,7 @@ impl std::error::Error for NoAnswer {}
 /// none (its log line is written as it is dropped).
 pub fn response(
     resp: Response<RespBody>,
-    head: bool,
+    parts: http::request::Parts,
     outcome: &Outcome,
     active: Active,
     streams: &Streams,
@@ -307,7 +308,7 @@ pub fn response(
     if resp.body().is_close() {
         return Err(NoAnswer);
     }
-    if head {
+    if parts.method == http::Method::HEAD {
         RespBody::head_only(&mut resp);
     }
     // hyper polls no body that is over already (`$request_completion`).
@@ -316,8 +317,16 @@ pub fn response(
     }
     // An upstream's header lines into the map, which is what hyper sends,
     // and our name, which the HTTP/1 writer adds itself.
-    if let Some(passed) = resp.body_mut().take_passed() {
+    // (The request is kept where the body may break off: its line names
+    // it.)
+    let mut request = None;
+    if let Some(mut passed) = resp.body_mut().take_passed() {
         passed.append_to(resp.headers_mut());
+        if passed.origin.is_some() {
+            passed.lines = Vec::new();
+            resp.body_mut().put_passed(passed);
+            request = Some(Box::new(parts));
+        }
     }
     // An upstream's own Server (`proxy_pass_header Server`) stays.
     resp.headers_mut()
@@ -352,6 +361,7 @@ pub fn response(
     Ok(resp.map(|body| H2Resp {
         body,
         pace,
+        request,
         _active: active,
     }))
 }
@@ -362,6 +372,9 @@ pub struct H2Resp {
     body: RespBody,
     /// `limit_rate`'s pace (boxed: most answers have none).
     pace: Option<Box<Pace>>,
+    /// The client's request, where an upstream's body is passed on: the
+    /// context of the line logged if it breaks off.
+    request: Option<Box<Parts>>,
     _active: Active,
 }
 
@@ -453,10 +466,14 @@ impl Body for H2Resp {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match &mut this.pace {
+        let polled = match &mut this.pace {
             None => Pin::new(&mut this.body).poll_frame(cx),
             Some(pace) => pace.poll(&mut this.body, cx),
+        };
+        if let (Poll::Ready(Some(Err(why))), Some(request)) = (&polled, &this.request) {
+            this.body.upstream_failed(*why, request);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

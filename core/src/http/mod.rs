@@ -21,6 +21,8 @@
 //! - `proxy`: the try loop (balancer hooks, retries)
 //! - `pool`: upstream connections (plain or TLS) and per-worker keepalive
 //! - `upstream_h1`: the upstream client (HTTP/1.x on httparse)
+//! - `upstream_log`: the error line of an upstream body cut short, with
+//!   the request's context kept for it
 //! - `tunnel`: upgraded connections (WebSocket) after a 101
 //! - `body`: the response body passed to the client
 //! - `response`: `return` and error pages
@@ -80,6 +82,7 @@ pub mod timer;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream_h1;
+pub mod upstream_log;
 
 /// Appends `src` to `out` with each byte that `escaped` picks (by its
 /// index and value) as `%XX` in nginx's upper-case hex (`ngx_escape_uri`).

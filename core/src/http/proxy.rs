@@ -35,6 +35,7 @@ use crate::http::response::error_page;
 use crate::http::upstream_h1::{
     self, ConnectError, ErrorKind, Framing, HeadWriter, ReqBody, RequestHead, Timeout,
 };
+use crate::http::upstream_log;
 use crate::log::{self, Level};
 use crate::runtime::filter::LogContext;
 use crate::runtime::{HeaderSource, Location, Proxy, Server, TlsName};
@@ -103,34 +104,67 @@ pub(crate) fn request_context(cx: &ClientCx<'_>, parts: &Parts, line: &mut Strin
 /// nginx's `ngx_http_log_error_handler`: the client's request line, an
 /// `auth_request` subrequest's URI, the upstream, the host and referrer.
 fn write_context(cx: &ClientCx<'_>, parts: &Parts, upstream: Option<&str>, line: &mut String) {
-    use std::fmt::Write as _;
     let subrequest = parts
         .extensions
         .get::<crate::http::auth_request::Subrequest>()
         .map(|_| parts.uri.path());
-    let parts = cx.original.unwrap_or(parts);
-    let _ = write!(
-        line,
-        ", client: {}, server: {}, request: \"{} {} {:?}\"",
-        NgxIp(cx.client.ip()),
-        cx.server.name,
-        parts.method,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.version,
-    );
-    if let Some(uri) = subrequest {
-        let _ = write!(line, ", subrequest: \"{uri}\"");
-    }
-    if let Some(upstream) = upstream {
-        let _ = write!(line, ", upstream: \"{upstream}\"");
-    }
-    for (name, label) in [(header::HOST, "host"), (header::REFERER, "referrer")] {
-        if let Some(v) = parts.headers.get(name) {
-            let _ = write!(
-                line,
-                ", {label}: \"{}\"",
-                String::from_utf8_lossy(v.as_bytes())
-            );
+    let asked = cx.original.unwrap_or(parts);
+    let about = About {
+        client: cx.client.ip(),
+        server: &cx.server.name,
+        request: asked,
+        subrequest,
+        upstream,
+        headers: &parts.headers,
+    };
+    about.write(line);
+}
+
+/// What nginx's context of a request's error log line names.
+pub(crate) struct About<'a> {
+    /// The client, after realip.
+    pub client: IpAddr,
+    pub server: &'a str,
+    /// The client's request (its line).
+    pub request: &'a Parts,
+    /// An `auth_request` subrequest's URI.
+    pub subrequest: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    /// The request's headers (host, referrer).
+    pub headers: &'a http::HeaderMap,
+}
+
+impl About<'_> {
+    /// `, client: ..., server: ..., request: "..."`, then the subrequest,
+    /// the upstream, the host and the referrer where there are.
+    pub fn write(&self, line: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            line,
+            ", client: {}, server: {}, request: \"{} {} {:?}\"",
+            NgxIp(self.client),
+            self.server,
+            self.request.method,
+            self.request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str()),
+            self.request.version,
+        );
+        if let Some(uri) = self.subrequest {
+            let _ = write!(line, ", subrequest: \"{uri}\"");
+        }
+        if let Some(upstream) = self.upstream {
+            let _ = write!(line, ", upstream: \"{upstream}\"");
+        }
+        for (name, label) in [(header::HOST, "host"), (header::REFERER, "referrer")] {
+            if let Some(v) = self.headers.get(name) {
+                let _ = write!(
+                    line,
+                    ", {label}: \"{}\"",
+                    String::from_utf8_lossy(v.as_bytes())
+                );
+            }
         }
     }
 }
@@ -1304,7 +1338,8 @@ pub async fn run(
     };
     // A `proxy_pass` with variables sends its value's URI part as it is.
     // (FastCGI has none: the log names the address alone.)
-    let target = match chosen.and_then(|c| c.uri.as_deref()) {
+    let chosen_uri = chosen.and_then(|c| c.uri.as_deref());
+    let target = match chosen_uri {
         _ if p.fastcgi.is_some() => "",
         Some(uri) => uri,
         None => rewritten
@@ -1585,6 +1620,28 @@ pub async fn run(
                     let upstream = format!("{scheme}://{}{}", up.addrs[i], target);
                     return switched(upgraded, head, &passed, hold, cx, parts, &upstream);
                 }
+                // The target as the upstream got it, for a line logged if
+                // the body breaks off (the client's own target is read
+                // from its request then: nothing copied for most).
+                let asked = match chosen_uri {
+                    _ if p.fastcgi.is_some() => None,
+                    None if rewritten.is_none() && cx.original.is_none() => None,
+                    _ => Some(made_target(target)),
+                };
+                passed.origin = Some(upstream_log::Origin {
+                    conn: cx.conn,
+                    server: cx.server.name.clone(),
+                    target: asked,
+                    client: cx.client.ip(),
+                    scheme: if p.fastcgi.is_some() {
+                        upstream_log::Scheme::FastCgi
+                    } else if proxy_tls.is_some() {
+                        upstream_log::Scheme::Https
+                    } else {
+                        upstream_log::Scheme::Http
+                    },
+                    buffering: p.buffering,
+                });
                 let mut resp =
                     Response::from_parts(head, RespBody::upstream(upstream_body, passed, hold));
                 *resp.version_mut() = Version::HTTP_11;
@@ -1916,9 +1973,17 @@ fn log_try(
     );
 }
 
+/// The target an upstream was asked, where it is not the client's own,
+/// kept for the line logged if the body breaks off.
+#[cold]
+#[inline(never)]
+fn made_target(target: &str) -> Box<str> {
+    target.into()
+}
+
 /// The upstream as nginx's log lines name it: `SCHEME://PEER[URI]`, with
 /// its `uri_separator` (`:`) after a Unix socket's path.
-fn upstream_name(scheme: &str, addr: &PeerAddr, uri: &impl std::fmt::Display) -> String {
+pub(crate) fn upstream_name(scheme: &str, addr: &PeerAddr, uri: &impl std::fmt::Display) -> String {
     let separator = if addr.inet().is_some() { "" } else { ":" };
     format!("{scheme}://{addr}{separator}{uri}")
 }

@@ -32,7 +32,7 @@ pub struct HeadCx<'a> {
 
 impl HeadCx<'_> {
     fn server_name(&self) -> &str {
-        self.server.map_or("", |s| s.name.as_str())
+        self.server.map_or("", |s| &*s.name)
     }
 
     /// nginx's context of a line logged while it reads a head (an

@@ -991,8 +991,7 @@ async fn serve_h2<T>(
                     Some((resp, _)) => resp,
                     None => error_page(500),
                 };
-                let head = parts.method == http::Method::HEAD;
-                h2::response(resp, head, &outcome, active, &streams)
+                h2::response(resp, parts, &outcome, active, &streams)
             }
         })
     };

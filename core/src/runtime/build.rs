@@ -885,8 +885,8 @@ fn server(
         name: s
             .names
             .first()
-            .map(|n| n.strip_prefix('.').unwrap_or(n).to_owned())
-            .unwrap_or_default(),
+            .map(|n| n.strip_prefix('.').unwrap_or(n).into())
+            .unwrap_or_else(|| "".into()),
         ret: s
             .ret
             .as_ref()
@@ -1189,6 +1189,7 @@ fn proxy(
         shape: shape(conf, maps)?,
         intercept: false,
         ignore_client_abort: conf.ignore_client_abort,
+        buffering: conf.buffering,
         socket: socket(conf, maps)?,
         cache: conf
             .cache

@@ -148,7 +148,7 @@ impl ListenGroup {
 
 pub struct Server {
     /// The first `server_name`, for `$server_name` and log lines.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub ret: Option<Reply>,
     /// realip with the server's settings, applied before anything else.
     pub realip: Option<RealIp>,
@@ -646,6 +646,9 @@ pub struct Proxy {
     pub intercept: bool,
     /// `proxy_ignore_client_abort on`.
     pub ignore_client_abort: bool,
+    /// `proxy_buffering`: only how a failed read is logged
+    /// ([`crate::http::upstream_log`]); bodies stream either way.
+    pub buffering: bool,
     /// `proxy_bind` and `proxy_socket_keepalive`: how upstream sockets
     /// are made; `None` as the system makes them.
     pub socket: Option<Box<SocketSettings>>,

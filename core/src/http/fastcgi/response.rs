@@ -88,6 +88,7 @@ impl HeadReader {
             at: 0,
             done: false,
             context: None,
+            ends_at_close: false,
         });
         Ok(Some(head))
     }
@@ -233,6 +234,9 @@ pub struct BodyReader {
     /// The request's connection and nginx's context of its log lines
     /// (`, client: ...`), for the stderr the body brings.
     pub context: Option<Box<(u64, String)>>,
+    /// Without `fastcgi_keep_conn`, nginx takes the application's close
+    /// for the end of its answer (no END_REQUEST needed, nothing logged).
+    pub ends_at_close: bool,
 }
 
 impl BodyReader {
@@ -280,13 +284,17 @@ impl BodyReader {
                     // nginx's line, with the request's context; the
                     // client's answer is cut short.
                     log_line(&e, self.context.as_deref());
-                    return Err("upstream sent invalid FastCGI record");
+                    return Err(LOGGED);
                 }
             }
         }
         Ok(None)
     }
 }
+
+/// A body's failure whose line the decoder logged itself (with the
+/// record's own words): not logged again when the body ends.
+pub const LOGGED: &str = "upstream sent invalid FastCGI record";
 
 /// nginx's line for what the application wrote to stderr: trailing line
 /// ends, dots and spaces dropped.

@@ -417,6 +417,7 @@ async fn busy<I: Io, S: Service>(
                     .get::<crate::http::response::Special>()
                     .is_none(),
             send: send.unwrap_or_else(|| settings.send_timeout()),
+            request: Some(&head.parts),
         };
         if ask.interim {
             if let Some(p) = &mut pump {
@@ -448,12 +449,13 @@ async fn busy<I: Io, S: Service>(
                     return End::Close;
                 }
                 let early = buf.data().to_vec();
+                let send = ask.send;
                 drop(buf);
                 // The request and the 101's husk are not kept for the
                 // tunnel's life (hours, for a WebSocket).
                 drop(answered);
                 drop(parsed);
-                Box::pin(crate::http::tunnel::run(body, io, early, ask.send)).await;
+                Box::pin(crate::http::tunnel::run(body, io, early, send)).await;
                 return End::Close;
             }
         };
@@ -619,6 +621,7 @@ async fn refuse<I: Io>(
         keep_alive: false,
         interim: false,
         send: settings.send_timeout(),
+        request: None,
     };
     write::respond(io, &mut resp, &ask).await;
     End::Linger

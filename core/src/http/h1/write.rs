@@ -23,7 +23,7 @@ use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
 
 /// What the request says about its response.
-pub struct Ask {
+pub struct Ask<'a> {
     /// A HEAD request: headers only.
     pub head: bool,
     /// HTTP/1.1 (chunked allowed).
@@ -35,6 +35,9 @@ pub struct Ask {
     pub interim: bool,
     /// `send_timeout`: the longest wait for the client to take more.
     pub send: std::time::Duration,
+    /// The client's request (none for a head refused as it was read):
+    /// the context of the line logged if an upstream's body breaks off.
+    pub request: Option<&'a http::request::Parts>,
 }
 
 /// How the body goes out.
@@ -188,7 +191,7 @@ pub enum Written {
 /// Borrowed, not taken (a response is a few hundred bytes, copied with
 /// each move): the body is finished in place ([`RespBody::finish`]) where
 /// it used to be dropped, and handed out for a tunnel.
-pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) -> Written {
+pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>) -> Written {
     let written = |kept: bool| if kept { Written::Keep } else { Written::Close };
     let status = resp.status();
     // A switch the proxy will carry out: nginx's header filter says
@@ -386,8 +389,11 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             match polled {
                 None => break,
                 Some(Ok(n)) => sent += n as u64,
-                Some(Err(_)) => {
+                Some(Err(why)) => {
                     // Cut short: as a broken frame below.
+                    if let Some(request) = ask.request {
+                        body.upstream_failed(why, request);
+                    }
                     body.finish();
                     let _ = io::write_all(io, &buf, ask.send).await;
                     return Written::Close;
@@ -418,10 +424,14 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask) ->
             };
             let data = match frame {
                 None => break,
-                Some(Err(_)) => {
-                    // The body broke (an upstream cut it short): what came
-                    // goes out, then the close tells the client it is not
-                    // complete (no last chunk, or fewer bytes than announced).
+                Some(Err(why)) => {
+                    // The body broke (an upstream cut it short): nginx's
+                    // line for it, then what came goes out, and the close
+                    // tells the client it is not complete (no last chunk,
+                    // or fewer bytes than announced).
+                    if let Some(request) = ask.request {
+                        body.upstream_failed(why, request);
+                    }
                     body.finish();
                     let _ = io::write_all(io, &buf, ask.send).await;
                     return Written::Close;

@@ -47,10 +47,11 @@ fn failed<T>(what: &'static str) -> Poll<Option<Result<T, BodyError>>> {
     Poll::Ready(Some(Err(BodyError(what))))
 }
 
+/// A failed read's message, as nginx's error line has it.
 fn io_failure(e: &std::io::Error) -> &'static str {
     match Timeout::of(e) {
-        Some(_) => "upstream timed out",
-        None => "upstream connection failed",
+        Some(_) => "upstream timed out (110: Connection timed out)",
+        None => crate::http::upstream_log::read_error(e),
     }
 }
 
@@ -234,7 +235,12 @@ impl UpstreamBody {
             match buf.poll_fill(cx, &mut conn.io, SIZE) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
-                    if matches!(self.decode, Decode::UntilClose) {
+                    let at_close = match &self.decode {
+                        Decode::UntilClose => true,
+                        Decode::FastCgi(f) => f.ends_at_close,
+                        Decode::Framed(_) => false,
+                    };
+                    if at_close {
                         // The close is the end of this body, and of the
                         // connection.
                         self.fail();

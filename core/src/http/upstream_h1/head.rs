@@ -55,6 +55,8 @@ pub struct Passed {
     /// (`proxy_pass_header`): the proxy writes none of its own.
     pub server: bool,
     pub date: bool,
+    /// The request, for the line logged if the body breaks off.
+    pub origin: Option<crate::http::upstream_log::Origin>,
 }
 
 /// `proxy_hide_header` and `proxy_pass_header` of a location.
@@ -427,6 +429,7 @@ fn build(
         redirect: false,
         server: false,
         date: false,
+        origin: None,
         reason: match res.reason {
             Some(r) if r == crate::http::response::status_text(status) => None,
             r => Some(r.unwrap_or("").as_bytes().into()),

@@ -138,6 +138,9 @@ pub struct FastCgiRead {
     records: Box<fastcgi::response::HeadReader>,
     /// Keep the lines nginx hides by default.
     keep_hidden: bool,
+    /// `fastcgi_keep_conn on`: the connection's close is not the end of
+    /// the answer.
+    keep_conn: bool,
 }
 
 impl FastCgiRead {
@@ -145,6 +148,7 @@ impl FastCgiRead {
         FastCgiRead {
             records: Box::default(),
             keep_hidden: head.keep_hidden,
+            keep_conn: head.keep_alive,
         }
     }
 
@@ -163,7 +167,11 @@ impl ReadHead for FastCgiRead {
     }
 
     fn body(&mut self) -> Option<Box<fastcgi::response::BodyReader>> {
-        self.records.body.take().map(Box::new)
+        let keep_conn = self.keep_conn;
+        self.records.body.take().map(|mut body| {
+            body.ends_at_close = !keep_conn;
+            Box::new(body)
+        })
     }
 }
 
