@@ -506,8 +506,8 @@ impl RespBody {
     #[inline(never)]
     pub fn upstream_failed(&self, why: BodyError, request: &Parts) {
         let origin = self.passed().and_then(|p| p.origin.as_ref());
-        let logged = why.0 == crate::http::fastcgi::response::LOGGED;
-        if let (Some(origin), Some(hold), false) = (origin, &self.hold, logged) {
+        let ours = crate::http::upstream_log::of_upstream(why.0);
+        if let (Some(origin), Some(hold), true) = (origin, &self.hold, ours) {
             let (upstream, peer) = hold.parts();
             if let Some(addr) = upstream.addrs.get(peer as usize) {
                 crate::http::upstream_log::failed(origin, addr, why.0, request);

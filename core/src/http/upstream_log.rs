@@ -71,7 +71,10 @@ pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, request: &Parts) {
         (None, _) => request.uri.path_and_query().map_or("/", |p| p.as_str()),
     };
     let upstream = upstream_name(origin.scheme.as_str(), peer, &target);
+    // The read call nginx names: SSL_read() over TLS, else readv() for a
+    // buffered body and recv() for an unbuffered one.
     let mut line = match why.strip_prefix(RECV) {
+        Some(rest) if origin.scheme == Scheme::Https => format!("SSL_read(){rest}"),
         Some(rest) if origin.buffering => format!("readv(){rest}"),
         _ => why.to_owned(),
     };
@@ -86,6 +89,14 @@ pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, request: &Parts) {
     }
     .write(&mut line);
     log::write(Level::Error, Some(origin.conn), &line);
+}
+
+/// Whether `why` is a failure of the upstream's body itself, which the
+/// line is for (not one of a filter's over it, `inflate() failed`, nor
+/// one the FastCGI reader logged itself).
+pub fn of_upstream(why: &str) -> bool {
+    (why.starts_with("upstream ") || why.starts_with(RECV))
+        && why != crate::http::fastcgi::response::LOGGED
 }
 
 /// How a failed read's message starts: the unbuffered read's call, which

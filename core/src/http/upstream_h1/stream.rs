@@ -66,7 +66,16 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Tls(s) => match Pin::new(&mut **s).poll_read(cx, buf) {
+                // A close with no close_notify is a close, as nginx takes
+                // it (OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF): a body that
+                // ends at the close is whole, one cut short is logged as
+                // `upstream prematurely closed connection`.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
