@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use waypost_tests::{free_ports, info_log, read_head, wrap_http, Server};
+use waypost_tests::{free_ports, info_log, read_head, wrap_http, Server, TempDir};
 
 /// What the backend answers to `METHOD PATH`, and whether it closes after.
 fn script(method: &str, path: &str) -> (&'static [u8], bool) {
@@ -1230,5 +1230,55 @@ fn cookie_flags_set_as_nginx() {
         ours.iter()
             .any(|l| l == "/1: Set-Cookie: c=3; Path=/x; SameSite=Strict; Secure; HttpOnly"),
         "{ours:?}"
+    );
+}
+
+/// The answer's header lines come in nginx's order: Server and Date, then
+/// Content-Type, Content-Length, Last-Modified and a Location made
+/// absolute at its header filter's fixed places, Transfer-Encoding and
+/// Connection, then the others as they came (the upstream's, then the
+/// location's); the fixed ones spelled as nginx spells them.
+#[test]
+fn header_lines_in_nginx_order() {
+    let backend = answering_backend(|target| match target {
+        "/redirect" => b"HTTP/1.1 302 Found\r\nx-a: 1\r\ncontent-type: text/plain\r\n\
+            Location: http://up/foo\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\n\r\n\
+            2\r\nok\r\n0\r\n\r\n"
+            .to_vec(),
+        _ => b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
+            X-A: 1\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
+            content-type: text/plain\r\nETag: \"e\"\r\ncontent-length: 2\r\nX-B: 2\r\n\r\nok"
+            .to_vec(),
+    });
+    let files = TempDir::new("header-order");
+    files.write("s/f.txt", "hello");
+    let locations = format!(
+        "        location /up {{ proxy_pass http://up; add_header X-Added 1; }}\n\
+         \x20       location /redirect {{ proxy_pass http://up; }}\n\
+         \x20       location /r {{ return 200 \"x\"; }}\n\
+         \x20       location /moved {{ return 301 /x; }}\n\
+         \x20       location /s/ {{ root {}; }}\n",
+        files.path.display()
+    );
+    let names = |nginx: bool| {
+        let (_server, port) = up_server(nginx, backend, &locations);
+        ["/up", "/redirect", "/r", "/moved", "/s/f.txt"]
+            .iter()
+            .map(|path| {
+                let head = ask(port, path, "h");
+                let names: Vec<&str> = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':').map(|(n, _)| n))
+                    .collect();
+                format!("{path}: {}", names.join(", "))
+            })
+            .collect::<Vec<String>>()
+    };
+    let ours = names(false);
+    assert_eq!(ours, names(true));
+    assert_eq!(
+        ours[0],
+        "/up: Server, Date, Content-Type, Content-Length, Connection, X-A, Last-Modified, ETag, X-B, X-Added"
     );
 }

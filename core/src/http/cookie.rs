@@ -158,7 +158,7 @@ impl CookieRules {
             lines.extend_from_slice(b"\r\n");
         }
         if changed {
-            passed.lines = lines;
+            passed.set_lines(lines);
         }
     }
 

@@ -38,13 +38,17 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
     };
     if r.redirect {
         let mut resp = error_page(r.status);
-        let location = if text.first() == Some(&b'/') {
+        let made = text.first() == Some(&b'/') && r.style.absolute;
+        let location = if made {
             absolute(&text, vars, r.style)
         } else {
             text
         };
         if let Ok(v) = HeaderValue::from_maybe_shared(location) {
             resp.headers_mut().insert(LOCATION, v);
+        }
+        if made {
+            resp.extensions_mut().insert(MadeAbsolute);
         }
         return resp;
     }
@@ -105,6 +109,12 @@ impl ReplyTypes {
             .clone()
     }
 }
+
+/// A response extension: its Location was a path made absolute here, as
+/// nginx's header filter makes it, which writes such a line at its fixed
+/// place (before `Connection`) rather than among the other lines.
+#[derive(Clone, Copy)]
+pub struct MadeAbsolute;
 
 /// nginx's header filter: a Location starting with `/` gets, with
 /// `absolute_redirect on` (the default), the connection's scheme, the

@@ -686,7 +686,8 @@ fn redirect(
         );
         req.log_line(client, Level::Notice, line);
     }
-    if location.first() == Some(&b'/') {
+    let made = location.first() == Some(&b'/') && script.style.absolute;
+    if made {
         let host = req.head.host(&req.parts.uri, &req.parts.headers);
         location = absolute_url(
             &location,
@@ -700,6 +701,10 @@ fn redirect(
     let mut resp = finalized(status);
     if let Ok(v) = HeaderValue::from_bytes(&location) {
         resp.headers_mut().insert(LOCATION, v);
+    }
+    if made {
+        resp.extensions_mut()
+            .insert(crate::http::response::MadeAbsolute);
     }
     resp
 }

@@ -1061,6 +1061,10 @@ fn moved(req: &Req<'_>, st: &Static, uri: &[u8]) -> Response<RespBody> {
     if let Ok(v) = HeaderValue::from_bytes(&location) {
         resp.headers_mut().insert(LOCATION, v);
     }
+    if st.style.absolute {
+        resp.extensions_mut()
+            .insert(crate::http::response::MadeAbsolute);
+    }
     resp
 }
 

@@ -125,6 +125,7 @@ fn head(headers: &[httparse::Header<'_>], keep_hidden: bool) -> Result<Head, Inv
     let mut status: Option<(StatusCode, Option<Box<[u8]>>)> = None;
     let mut passed = Box::new(Passed::default());
     let mut location = false;
+    let (mut content_type, mut length) = (None, None);
     for h in headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"status") {
@@ -162,19 +163,35 @@ fn head(headers: &[httparse::Header<'_>], keep_hidden: bool) -> Result<Head, Inv
         passed.redirect |= location || name.eq_ignore_ascii_case(b"refresh");
         passed.server |= name.eq_ignore_ascii_case(b"server");
         passed.date |= name.eq_ignore_ascii_case(b"date");
+        // nginx writes the type and the length itself, so spelled and
+        // placed first (PHP sends `Content-type`).
         if name.eq_ignore_ascii_case(b"content-type") {
-            // nginx writes the type itself, so spelled and placed first
-            // (PHP sends `Content-type`).
-            let mut line = b"Content-Type: ".to_vec();
-            line.extend_from_slice(h.value);
-            line.extend_from_slice(b"\r\n");
-            passed.lines.splice(0..0, line);
+            content_type.get_or_insert(h.value);
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length.get_or_insert(h.value);
             continue;
         }
         passed.lines.extend_from_slice(name);
         passed.lines.extend_from_slice(b": ");
         passed.lines.extend_from_slice(h.value);
         passed.lines.extend_from_slice(b"\r\n");
+    }
+    if content_type.is_some() || length.is_some() {
+        let mut lines = Vec::with_capacity(passed.lines.len() + 64);
+        for (name, value) in [
+            (&b"Content-Type"[..], content_type),
+            (b"Content-Length", length),
+        ] {
+            if let Some(value) = value {
+                for part in [name, b": ", value, b"\r\n"] {
+                    lines.extend_from_slice(part);
+                }
+            }
+        }
+        lines.extend_from_slice(&passed.lines);
+        passed.set_lines(lines);
     }
     let (status, reason) = match status {
         Some(s) => s,

@@ -12,7 +12,10 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
+use http::header::{
+    HeaderName, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
+    TRANSFER_ENCODING,
+};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -234,53 +237,30 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
         date(&mut buf);
         buf.extend_from_slice(b"\r\n");
     }
-    // One pass writes the headers and reads the ones that decide the
-    // framing (no lookups in the map): the first Content-Length, a
-    // Connection asking to close.
-    let mut declared = None;
-    let mut length_seen = false;
+    // What decides the framing: the first Content-Length, a Connection
+    // asking to close (looked up only in a map that has lines: a proxied
+    // answer's are the upstream's, in `passed`).
+    let passed = resp.body().passed();
+    let mut declared = passed.and_then(|p| p.length);
     let mut close_asked = false;
     let mut close_mark = false;
-    // An upstream's lines first, as they came (no Date, Connection or
-    // Transfer-Encoding among them).
-    if let Some(passed) = resp.body().passed() {
-        buf.extend_from_slice(&passed.lines);
-        if passed.length.is_some() {
-            declared = passed.length;
-            length_seen = true;
-        }
-    }
-    // Names `add_header` spelled otherwise than the writer would.
-    let spellings = resp.extensions().get::<Spellings>();
-    for (name, value) in resp.headers() {
-        if name == TRANSFER_ENCODING || name == SERVER || (upgrade && name == CONNECTION) {
-            continue;
-        }
-        if name == CONTENT_LENGTH {
-            if !length_seen {
-                length_seen = true;
+    let headers = resp.headers();
+    if !headers.is_empty() {
+        if declared.is_none() {
+            if let Some(value) = headers.get(CONTENT_LENGTH) {
                 declared = std::str::from_utf8(value.as_bytes())
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok());
             }
-        } else if name == CONNECTION {
+        }
+        for value in headers.get_all(CONNECTION) {
             close_asked |= value
                 .as_bytes()
                 .split(|&c| c == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-            // The proxy's own mark: written last, where nginx writes it.
-            if value == "close" {
-                close_mark = true;
-                continue;
-            }
+            // The proxy's own mark, written where nginx writes it.
+            close_mark |= value == "close";
         }
-        match spellings.and_then(|s| s.of(name)) {
-            Some(spelled) => buf.extend_from_slice(spelled.as_bytes()),
-            None => title_case(name.as_str().as_bytes(), &mut buf),
-        }
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
     }
     let exact = resp.body().size_hint().exact();
     let out = if bodiless {
@@ -300,6 +280,36 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
         Out::Close
     };
     let mut keep = ask.keep_alive && !close_asked && out != Out::Close;
+
+    // nginx's header filter: Content-Type, Content-Length, Last-Modified
+    // and a Location it made absolute at fixed places, then
+    // Transfer-Encoding and Connection, then the other lines in their
+    // order, the upstream's before the map's.
+    let front = passed.map_or(0, |p| p.front());
+    if let Some(lines) = passed.and_then(|p| p.lines.get(..front)) {
+        buf.extend_from_slice(lines);
+    }
+    let made_absolute = !headers.is_empty()
+        && resp
+            .extensions()
+            .get::<crate::http::response::MadeAbsolute>()
+            .is_some();
+    let at_fixed_place = |name: &HeaderName| {
+        name == CONTENT_TYPE
+            || name == CONTENT_LENGTH
+            || name == LAST_MODIFIED
+            || (name == LOCATION && made_absolute)
+    };
+    if !headers.is_empty() {
+        for (name, canonical) in [
+            (CONTENT_TYPE, &b"Content-Type"[..]),
+            (CONTENT_LENGTH, b"Content-Length"),
+        ] {
+            if let Some(value) = headers.get(&name) {
+                put_line(&mut buf, canonical, value.as_bytes());
+            }
+        }
+    }
     match out {
         Out::Length(n) if declared.is_none() => {
             let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
@@ -317,8 +327,18 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
                 let _ = write!(&mut *buf, "Content-Length: {n}\r\n");
             }
         }
-        Out::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
+    }
+    if !headers.is_empty() {
+        if let Some(value) = headers.get(LAST_MODIFIED) {
+            put_line(&mut buf, b"Last-Modified", value.as_bytes());
+        }
+        if let Some(value) = headers.get(LOCATION).filter(|_| made_absolute) {
+            put_line(&mut buf, b"Location", value.as_bytes());
+        }
+    }
+    if out == Out::Chunked {
+        buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     if upgrade {
         buf.extend_from_slice(b"Connection: upgrade\r\n");
@@ -331,6 +351,32 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
             buf.extend_from_slice(b"Connection: keep-alive\r\n");
         } else {
             buf.extend_from_slice(b"Connection: close\r\n");
+        }
+    }
+    // The upstream's other lines, as they came (no Date, Connection or
+    // Transfer-Encoding among them).
+    if let Some(rest) = passed
+        .and_then(|p| p.lines.get(front..))
+        .filter(|r| !r.is_empty())
+    {
+        buf.extend_from_slice(rest);
+    }
+    if !headers.is_empty() {
+        // Names `add_header` spelled otherwise than the writer would.
+        let spellings = resp.extensions().get::<Spellings>();
+        for (name, value) in headers {
+            if name == TRANSFER_ENCODING
+                || name == SERVER
+                || at_fixed_place(name)
+                || (name == CONNECTION && (upgrade || value == "close"))
+            {
+                continue;
+            }
+            match spellings.and_then(|s| s.of(name)) {
+                Some(spelled) => buf.extend_from_slice(spelled.as_bytes()),
+                None => title_case(name.as_str().as_bytes(), &mut buf),
+            }
+            put_value(&mut buf, value.as_bytes());
         }
     }
     buf.extend_from_slice(b"\r\n");
@@ -527,6 +573,19 @@ pub fn spelled(name: &str) -> String {
 
 /// A header name from a map (stored lowercase) as nginx spells the
 /// headers it writes: `Content-Type`, `Location`, `X-Custom`.
+/// `Name: value` and the line's end.
+fn put_line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    put_value(buf, value);
+}
+
+/// `: value` and the line's end.
+fn put_value(buf: &mut Vec<u8>, value: &[u8]) {
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
 fn title_case(name: &[u8], out: &mut Vec<u8>) {
     // nginx's own spelling of those it makes (auth_basic's challenge,
     // a file's tag).

@@ -57,6 +57,12 @@ pub struct Passed {
     pub date: bool,
     /// The request, for the line logged if the body breaks off.
     pub origin: Option<crate::http::upstream_log::Origin>,
+    /// `proxy_redirect` made the Location a path, and it was made
+    /// absolute: its line follows the front ones ([`Passed::front`]).
+    pub location_front: bool,
+    /// Bytes of `lines` nginx writes at its fixed places
+    /// ([`Passed::front`]); kept by whatever sets the lines.
+    pub front: u32,
 }
 
 /// `proxy_hide_header` and `proxy_pass_header` of a location.
@@ -138,7 +144,7 @@ impl HeaderRules {
             lines.extend_from_slice(value);
             lines.extend_from_slice(b"\r\n");
         }
-        passed.lines = lines;
+        passed.set_lines(lines);
         passed.server = server;
         passed.date = date;
     }
@@ -177,7 +183,7 @@ impl Passed {
             lines.extend_from_slice(value);
             lines.extend_from_slice(b"\r\n");
         }
-        self.lines = lines;
+        self.set_lines(lines);
     }
 
     /// The first line named `name` (lowercase) gets `value`; whether
@@ -210,8 +216,63 @@ impl Passed {
             lines.extend_from_slice(v);
             lines.extend_from_slice(b"\r\n");
         }
-        self.lines = lines;
+        self.set_lines(lines);
         done
+    }
+
+    /// How many bytes of the lines nginx's header filter writes at its
+    /// fixed places, before `Connection`: a leading `Content-Type` line,
+    /// then a `Content-Length` one (as the head's reading put them), then
+    /// a Location that `proxy_redirect` made a path ([`Passed::rewrite`]).
+    pub fn front(&self) -> usize {
+        (self.front as usize).min(self.lines.len())
+    }
+
+    /// The lines, as an edit made them again (in the same order): where
+    /// their front ends is found anew.
+    pub fn set_lines(&mut self, lines: Vec<u8>) {
+        self.lines = lines;
+        self.front = self.scan_front() as u32;
+    }
+
+    /// [`Passed::front`], read from the lines.
+    pub fn scan_front(&self) -> usize {
+        let mut at = 0;
+        let location: &[u8] = if self.location_front {
+            b"Location: "
+        } else {
+            b"\0"
+        };
+        for name in [&b"Content-Type: "[..], b"Content-Length: ", location] {
+            if self.lines[at..].starts_with(name) {
+                match self.lines[at..].iter().position(|&c| c == b'\n') {
+                    Some(end) => at += end + 1,
+                    None => break,
+                }
+            }
+        }
+        at
+    }
+
+    /// `name: value` as a line at `at`, and its length: a push where `at`
+    /// is the end.
+    #[inline(always)]
+    fn insert_line(&mut self, at: usize, name: &[u8], value: &[u8]) -> usize {
+        let before = self.lines.len();
+        if at == before {
+            self.push(name, value);
+            return self.lines.len() - before;
+        }
+        self.insert_before(at, name, value)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert_before(&mut self, at: usize, name: &[u8], value: &[u8]) -> usize {
+        let line = [name, b": ", value, b"\r\n"].concat();
+        let n = line.len();
+        self.lines.splice(at..at, line);
+        n
     }
 
     fn push(&mut self, name: &[u8], value: &[u8]) {
@@ -241,6 +302,8 @@ impl Passed {
         absolute: impl Fn(&[u8]) -> Vec<u8>,
     ) {
         let mut lines = Vec::with_capacity(self.lines.len() + 64);
+        // A Location made absolute moves to nginx's fixed place for it.
+        let mut moved = None;
         for (name, value) in self.iter() {
             let location = name.eq_ignore_ascii_case(b"location");
             let at = if location {
@@ -258,17 +321,35 @@ impl Passed {
                 let (taken, to) = rule(tail)?;
                 let new = [&value[..at], &to[..], &tail[taken..]].concat();
                 Some(if location && new.first() == Some(&b'/') {
-                    absolute(&new)
+                    // (Still a path under `absolute_redirect off`: then
+                    // nginx leaves it among the others.)
+                    let made = absolute(&new);
+                    let moves = made.first() != Some(&b'/');
+                    (made, moves)
                 } else {
-                    new
+                    (new, false)
                 })
             });
+            let rewritten = match rewritten {
+                Some((value, true)) if moved.is_none() && !self.location_front => {
+                    moved = Some(value);
+                    continue;
+                }
+                other => other.map(|(value, _)| value),
+            };
             lines.extend_from_slice(name);
             lines.extend_from_slice(b": ");
             lines.extend_from_slice(rewritten.as_deref().unwrap_or(value));
             lines.extend_from_slice(b"\r\n");
         }
-        self.lines = lines;
+        self.set_lines(lines);
+        if let Some(value) = moved {
+            let at = self.front();
+            let line = [&b"Location: "[..], &value, b"\r\n"].concat();
+            self.lines.splice(at..at, line);
+            self.location_front = true;
+            self.front = self.scan_front() as u32;
+        }
     }
 
     /// Adds the lines to `map` (names lowercased, as HTTP/2 needs).
@@ -430,12 +511,22 @@ fn build(
         server: false,
         date: false,
         origin: None,
+        location_front: false,
+        front: 0,
         reason: match res.reason {
             Some(r) if r == crate::http::response::status_text(status) => None,
             r => Some(r.unwrap_or("").as_bytes().into()),
         },
     });
-    // Where the Content-Length line passed on is in `passed.lines`.
+    // The first Content-Type and the Content-Length passed on go first,
+    // in that order and so spelled, where nginx's header filter writes
+    // them (the rest keep the upstream's order, after `Connection`).
+    // Each is put at the end of the front as it comes: where the lines
+    // before it were hidden (an upstream's Server and Date), that is the
+    // end of the lines, and nothing moves.
+    let mut front = 0;
+    let mut typed = false;
+    // Where the Content-Length line passed on is.
     let mut length_line = None;
     let mut chunked_last = None;
     let mut length: Option<u64> = None;
@@ -475,10 +566,13 @@ fn build(
                         (None, _) => length_bad = true,
                     }
                 }
-                if !first || content_length(h.value).is_none() {
-                    continue;
+                if first && content_length(h.value).is_some() {
+                    let n = passed.insert_line(front, b"Content-Length", h.value);
+                    length_line = Some(front..front + n);
+                    front += n;
+                    length_passed = true;
                 }
-                length_passed = true;
+                continue;
             }
             // An upgrade keeps its Upgrade header: it says what the tunnel
             // speaks.
@@ -486,26 +580,39 @@ fn build(
             Class::Hidden if keep_hidden => {}
             Class::Upgrade | Class::Skipped | Class::Hidden => continue,
             Class::Redirect => passed.redirect = true,
+            Class::Passed if !typed && is_content_type(name) => {
+                typed = true;
+                // Before a Content-Length line already there.
+                let n = passed.insert_line(0, b"Content-Type", h.value);
+                if let Some(line) = &mut length_line {
+                    *line = line.start + n..line.end + n;
+                }
+                front += n;
+                continue;
+            }
             Class::Passed => {}
         }
-        let start = passed.lines.len();
         passed.push(name, h.value);
-        if kind == Class::ContentLength {
-            length_line = Some(start..passed.lines.len());
-        }
     }
     if let (Some(n), false, false, None) = (length, length_bad, length_passed, chunked_last) {
         // A list of equal lengths goes on as the one length.
         let mut digits = [0u8; 20];
-        passed.push(b"Content-Length", crate::vars::decimal(n, &mut digits));
+        front += passed.insert_line(
+            front,
+            b"Content-Length",
+            crate::vars::decimal(n, &mut digits),
+        );
         length_passed = true;
     }
     if let (Some(_), Some(line)) = (chunked_last, length_line) {
         // The length of a body that Transfer-Encoding frames is not passed
         // on: it says nothing about the body the client gets.
+        front -= line.len();
         passed.lines.drain(line);
         length_passed = false;
     }
+    // (A head is at most a few hundred kilobytes.)
+    passed.front = front as u32;
     if length_passed {
         passed.length = length;
     }
@@ -539,6 +646,20 @@ fn build(
         keep_alive,
         upgrade,
     }))
+}
+
+/// Whether `name` is Content-Type, in any case: two word compares (a
+/// name byte with the 0x20 bit set equals the lowercase letter, or `-`,
+/// only if it is that letter in either case).
+fn is_content_type(name: &[u8]) -> bool {
+    let (Some(head), Some(tail)) = (name.get(..8), name.get(8..)) else {
+        return false;
+    };
+    let (Ok(head), Ok(tail)) = (<[u8; 8]>::try_from(head), <[u8; 4]>::try_from(tail)) else {
+        return false;
+    };
+    u64::from_le_bytes(head) | 0x2020_2020_2020_2020 == u64::from_le_bytes(*b"content-")
+        && u32::from_le_bytes(tail) | 0x2020_2020 == u32::from_le_bytes(*b"type")
 }
 
 /// Whether a comma-separated list has `token`.
