@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use socket2::SockRef;
-use waypost_tests::{free_ports, read_head, wrap_http, Server};
+use waypost_tests::{exchange, free_ports, read_head, wrap_http, Server};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -220,16 +220,10 @@ fn cut_line(fault: Fault, nginx: bool, location: &str, path: &str, h2: bool) -> 
             .output()
             .expect("curl");
     } else {
-        let mut stream = TcpStream::connect(("127.0.0.1", proxy)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nReferer: http://r/\r\n\r\n").as_bytes(),
-            )
-            .expect("send");
-        let _ = stream.read_to_end(&mut Vec::new());
+        exchange(
+            proxy,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nReferer: http://r/\r\n\r\n"),
+        );
     }
     // Written before the client's connection closes (nginx) or by the
     // log's writer (waypost): waited for.

@@ -15,8 +15,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use waypost_tests::{
-    free_ports, get, next_head, raw_echo, read_until, run_waypost, serve_numbered, wrap_http,
-    Server, TempDir,
+    exchange, free_ports, get, next_head, raw_echo, read_until, run_waypost, serve_numbered,
+    wrap_http, Server, TempDir,
 };
 
 /// A certificate authority made for the test.
@@ -639,16 +639,8 @@ fn bodies_cut_short_over_tls_as_nginx() {
         let server = Server::either(nginx, &setup.conf(port, nginx), &[port]);
         let mut got = Vec::new();
         for path in ["/cut", "/cut-notified", "/until-close"] {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
-            stream
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .expect("send");
-            let mut answer = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
-            let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+            let text = exchange(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+                .to_ascii_lowercase();
             let whole = if text.contains("transfer-encoding: chunked") {
                 text.ends_with("0\r\n\r\n")
             } else {

@@ -506,11 +506,10 @@ impl RespBody {
     #[inline(never)]
     pub fn upstream_failed(&self, why: BodyError, request: &Parts) {
         let origin = self.passed().and_then(|p| p.origin.as_ref());
-        let ours = crate::http::upstream_log::of_upstream(why.0);
-        if let (Some(origin), Some(hold), true) = (origin, &self.hold, ours) {
+        if let (Some(origin), Some(hold), true) = (origin, &self.hold, why.upstream) {
             let (upstream, peer) = hold.parts();
             if let Some(addr) = upstream.addrs.get(peer as usize) {
-                crate::http::upstream_log::failed(origin, addr, why.0, request);
+                crate::http::upstream_log::failed(origin, addr, why.why, request);
             }
         }
     }
@@ -948,7 +947,7 @@ fn poll_inflated(
 fn inflate_failed(g: &mut Gunzipped) -> Poll<Option<Result<Bytes, BodyError>>> {
     g.decoder = None;
     crate::log::write(crate::log::Level::Error, None, "inflate() failed");
-    Poll::Ready(Some(Err(BodyError("inflate() failed"))))
+    Poll::Ready(Some(Err(BodyError::new("inflate() failed"))))
 }
 
 /// The body inside the filters' wrappers.

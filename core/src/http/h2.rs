@@ -122,14 +122,16 @@ impl H2Body {
                     self.received += data.len() as u64;
                     if self.max != 0 && self.received > self.max {
                         self.outcome.0.store(TOO_LARGE, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(BodyError(
+                        return Poll::Ready(Some(Err(BodyError::new(
                             "client intended to send too large body",
                         ))));
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(Some(Err(_))) => {
-                    return Poll::Ready(Some(Err(BodyError("client prematurely closed stream"))))
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        "client prematurely closed stream",
+                    ))))
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
@@ -139,7 +141,7 @@ impl H2Body {
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                     if timer.as_mut().poll(cx).is_ready() {
                         self.outcome.0.store(TIMED_OUT, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(BodyError("client timed out"))));
+                        return Poll::Ready(Some(Err(BodyError::new("client timed out"))));
                     }
                     return Poll::Pending;
                 }

@@ -1622,7 +1622,7 @@ impl FileBody {
                 self.reading = None;
                 let data = match read {
                     Ok(Ok(data)) if !data.is_empty() => data,
-                    _ => return Poll::Ready(Some(Err(BodyError("file was truncated")))),
+                    _ => return Poll::Ready(Some(Err(BodyError::new("file was truncated")))),
                 };
                 if let Some(Piece::Range(offset, len)) = self.pieces.front_mut() {
                     let n = data.len() as u64;

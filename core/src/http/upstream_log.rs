@@ -91,14 +91,6 @@ pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, request: &Parts) {
     log::write(Level::Error, Some(origin.conn), &line);
 }
 
-/// Whether `why` is a failure of the upstream's body itself, which the
-/// line is for (not one of a filter's over it, `inflate() failed`, nor
-/// one the FastCGI reader logged itself).
-pub fn of_upstream(why: &str) -> bool {
-    (why.starts_with("upstream ") || why.starts_with(RECV))
-        && why != crate::http::fastcgi::response::LOGGED
-}
-
 /// How a failed read's message starts: the unbuffered read's call, which
 /// a buffered body's line names as readv().
 pub const RECV: &str = "recv()";

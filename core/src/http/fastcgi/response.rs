@@ -301,17 +301,13 @@ impl BodyReader {
                     // nginx's line, with the request's context; the
                     // client's answer is cut short.
                     log_line(&e, self.context.as_deref());
-                    return Err(LOGGED);
+                    return Err("upstream sent invalid FastCGI record");
                 }
             }
         }
         Ok(None)
     }
 }
-
-/// A body's failure whose line the decoder logged itself (with the
-/// record's own words): not logged again when the body ends.
-pub const LOGGED: &str = "upstream sent invalid FastCGI record";
 
 /// nginx's line for what the application wrote to stderr: trailing line
 /// ends, dots and spaces dropped.

@@ -22,13 +22,28 @@ use crate::http::h1::io::{self, Io, ReadBuf};
 use crate::http::h1::parse::Framing;
 use crate::http::h2::H2Body;
 
-/// Why a client body ended early.
+/// Why a body ended early: a client's, or an answer's on its way out.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyError(pub &'static str);
+pub struct BodyError {
+    pub why: &'static str,
+    /// An upstream's body broke off: the proxy logs nginx's line for it
+    /// when the answer ends ([`crate::http::upstream_log`]). Other
+    /// failures are logged where they happen, or not at all.
+    pub upstream: bool,
+}
+
+impl BodyError {
+    pub const fn new(why: &'static str) -> BodyError {
+        BodyError {
+            why,
+            upstream: false,
+        }
+    }
+}
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.why)
     }
 }
 
@@ -293,7 +308,7 @@ impl Pump {
     pub fn precheck(&self, buf: &ReadBuf) -> Result<(), BodyError> {
         if self.decoder == Decoder::chunked() {
             if let Err(httparse::InvalidChunkSize) = httparse::parse_chunk_size(buf.data()) {
-                return Err(BodyError("client sent invalid chunked body"));
+                return Err(BodyError::new("client sent invalid chunked body"));
             }
         }
         Ok(())
@@ -304,7 +319,7 @@ impl Pump {
     pub fn abandon(&mut self) {
         let mut st = self.shared.lock();
         if !st.end && st.failed.is_none() {
-            st.failed = Some(BodyError("request body abandoned"));
+            st.failed = Some(BodyError::new("request body abandoned"));
         }
         st.chunk = None;
         wake(&mut st.consumer);
@@ -419,7 +434,9 @@ impl Pump {
                 _ => 0,
             };
             if matches!(self.decoder, Decoder::Chunked(_)) && self.over(max_body, piece) {
-                self.fail(BodyError("client intended to send too large chunked body"));
+                self.fail(BodyError::new(
+                    "client intended to send too large chunked body",
+                ));
                 return Step::TooLarge;
             }
             match decoded {
@@ -436,7 +453,7 @@ impl Pump {
                 }
                 Ok(None) => {}
                 Err(Invalid) => {
-                    self.fail(BodyError("client sent invalid chunked body"));
+                    self.fail(BodyError::new("client sent invalid chunked body"));
                     return Step::Invalid;
                 }
             }
@@ -473,11 +490,11 @@ impl Pump {
             };
             match read {
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    self.fail(BodyError("client timed out"));
+                    self.fail(BodyError::new("client timed out"));
                     return Step::TimedOut;
                 }
                 Ok((0, _)) | Err(_) => {
-                    self.fail(BodyError("client prematurely closed connection"));
+                    self.fail(BodyError::new("client prematurely closed connection"));
                     return Step::Closed;
                 }
                 Ok((_, true)) => return Step::Delivered,

@@ -13,8 +13,8 @@ use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{
-    HeaderName, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
-    TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED,
+    LOCATION, SERVER, TRANSFER_ENCODING,
 };
 use http::{Response, StatusCode};
 use http_body::Body;
@@ -305,9 +305,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
             (CONTENT_TYPE, &b"Content-Type"[..]),
             (CONTENT_LENGTH, b"Content-Length"),
         ] {
-            if let Some(value) = headers.get(&name) {
-                put_line(&mut buf, canonical, value.as_bytes());
-            }
+            put_all(&mut buf, headers.get_all(&name), canonical);
         }
     }
     match out {
@@ -330,11 +328,9 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
         _ => {}
     }
     if !headers.is_empty() {
-        if let Some(value) = headers.get(LAST_MODIFIED) {
-            put_line(&mut buf, b"Last-Modified", value.as_bytes());
-        }
-        if let Some(value) = headers.get(LOCATION).filter(|_| made_absolute) {
-            put_line(&mut buf, b"Location", value.as_bytes());
+        put_all(&mut buf, headers.get_all(LAST_MODIFIED), b"Last-Modified");
+        if made_absolute {
+            put_all(&mut buf, headers.get_all(LOCATION), b"Location");
         }
     }
     if out == Out::Chunked {
@@ -573,10 +569,13 @@ pub fn spelled(name: &str) -> String {
 
 /// A header name from a map (stored lowercase) as nginx spells the
 /// headers it writes: `Content-Type`, `Location`, `X-Custom`.
-/// `Name: value` and the line's end.
-fn put_line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    buf.extend_from_slice(name);
-    put_value(buf, value);
+/// A line `Name: value` for each of `values` (the map's lines of a name
+/// nginx writes at a fixed place).
+fn put_all(buf: &mut Vec<u8>, values: http::header::GetAll<'_, HeaderValue>, name: &[u8]) {
+    for value in values {
+        buf.extend_from_slice(name);
+        put_value(buf, value.as_bytes());
+    }
 }
 
 /// `: value` and the line's end.

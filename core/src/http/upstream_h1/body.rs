@@ -44,7 +44,10 @@ pub struct UpstreamBody {
 }
 
 fn failed<T>(what: &'static str) -> Poll<Option<Result<T, BodyError>>> {
-    Poll::Ready(Some(Err(BodyError(what))))
+    Poll::Ready(Some(Err(BodyError {
+        why: what,
+        upstream: true,
+    })))
 }
 
 /// A failed read's message, as nginx's error line has it.
@@ -193,9 +196,10 @@ impl UpstreamBody {
                         return Poll::Ready(None);
                     }
                     Ok(None) => 0,
+                    // (Logged by the reader, with the record's own words.)
                     Err(e) => {
                         self.fail();
-                        return failed(e);
+                        return Poll::Ready(Some(Err(BodyError::new(e))));
                     }
                 },
                 Decode::UntilClose => {
