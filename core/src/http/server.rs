@@ -21,7 +21,7 @@ use crate::http::h2;
 use crate::http::head::ParsedHead;
 use crate::http::limit_conn;
 use crate::http::proxy::{self, ClientCx};
-use crate::http::proxy_protocol::ProxyProtocol;
+use crate::http::proxy_protocol::{Addrs, ProxyProtocol};
 use crate::http::refused::{self, HeadCx};
 use crate::http::response::{
     error_page, finalized, metrics_page, reply, status_page, stub_status_page,
@@ -423,7 +423,6 @@ async fn accept_loop(
             start: crate::clock::now(),
             accepted_with: ArcSwap::new(rt.clone()),
             generation: AtomicU64::new(generation),
-            proxy: None,
         };
         tracker.open.fetch_add(1, Ordering::SeqCst);
         let open = Open(tracker.clone(), crate::http::stats::Active::open());
@@ -437,16 +436,16 @@ async fn accept_loop(
                 tokio::spawn(proxied_start(stream, conn, open, rt));
             }
             Some(g) if g.tls.is_some() => {
-                tokio::spawn(serve_tls(stream, conn, open, rt));
+                tokio::spawn(serve_tls(stream, conn, open, rt, None));
             }
             Some(g) if g.http2(g.default) => {
-                tokio::spawn(serve_h2c(stream, conn, open));
+                tokio::spawn(serve_h2c(stream, conn, open, None));
             }
             // Spawned as is: a wrapper future would hold the stream and
             // the connection twice in every idle task.
             _ => {
                 let settings = h1_settings(group);
-                tokio::spawn(serve(stream, conn, open, settings));
+                tokio::spawn(serve(stream, conn, open, settings, None));
             }
         }
     }
@@ -456,7 +455,7 @@ async fn accept_loop(
 /// header within `client_header_timeout`, then TLS, HTTP/2 or HTTP/1 as
 /// on any connection. nginx's lines for a header that does not come or
 /// is broken.
-async fn proxied_start(stream: TcpStream, mut conn: Conn, open: Open, rt: Arc<Runtime>) {
+async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) {
     use crate::http::proxy_protocol::{read, Failed};
     let (_, limits) = defaults(&conn);
     let deadline = tokio::time::Instant::now() + limits.header_timeout;
@@ -468,18 +467,18 @@ async fn proxied_start(stream: TcpStream, mut conn: Conn, open: Open, rt: Arc<Ru
     };
     let (level, line) = match read {
         Ok(addrs) => {
-            conn.proxy = addrs.map(Arc::new);
+            let proxy = addrs.map(Arc::new);
             let group = rt.listens.iter().find(|g| g.addr == conn.listen);
             match group {
-                Some(g) if g.tls.is_some() => serve_tls(stream, conn, open, rt).await,
+                Some(g) if g.tls.is_some() => serve_tls(stream, conn, open, rt, proxy).await,
                 Some(g) if g.http2(g.default) => {
                     drop(rt);
-                    serve_h2c(stream, conn, open).await
+                    serve_h2c(stream, conn, open, proxy).await
                 }
                 _ => {
                     let settings = h1_settings(group);
                     drop(rt);
-                    serve(stream, conn, open, settings).await
+                    serve(stream, conn, open, settings, proxy).await
                 }
             }
             return;
@@ -538,8 +537,6 @@ pub(crate) struct Conn {
     accepted_with: ArcSwap<Runtime>,
     /// `State::generation` when `accepted_with` was last found current.
     generation: AtomicU64,
-    /// What the PROXY protocol header said (`listen ... proxy_protocol`).
-    pub(crate) proxy: Option<Arc<crate::http::proxy_protocol::Addrs>>,
 }
 
 impl Conn {
@@ -569,7 +566,6 @@ impl Conn {
                         start: self.start,
                         accepted_with: ArcSwap::new(rt.clone()),
                         generation: AtomicU64::new(self.generation.load(Ordering::Relaxed)),
-                        proxy: self.proxy.clone(),
                     };
                     return Some((conn, rt, g, s));
                 }
@@ -621,12 +617,20 @@ struct Client<const HTTPS: bool> {
     conn: Conn,
     /// What few connections have: boxed, since every idle task holds this,
     /// and an idle future past 408 bytes puts the task in a larger
-    /// allocation (1,075 bytes per idle connection instead of 852,
-    /// bench/README.md).
+    /// allocation (640 bytes instead of 512: 1,110 bytes of memory per
+    /// idle connection instead of 890, bench/README.md).
     rare: Option<Box<Rare>>,
     /// Counts the connection open until it ends.
     _open: Open,
 }
+
+// The idle HTTP/1 task's future is 408 bytes with these, the most that
+// keeps the task in a 512-byte allocation: a field more in `Conn` (as the
+// PROXY protocol's addresses were) costs every idle connection 128 bytes.
+// What is rare goes in `Rare`.
+const _: () = assert!(std::mem::size_of::<Client<false>>() <= 136);
+const _: () = assert!(std::mem::size_of::<h1::idle::Waiting>() <= 12);
+const _: () = assert!(std::mem::size_of::<h1::Settings>() <= 24);
 
 /// A connection's [`Client::rare`] part.
 struct Rare {
@@ -635,11 +639,20 @@ struct Rare {
     local: SocketAddr,
     /// The TLS session (`$ssl_protocol`, ...).
     tls: Option<Arc<tls::Session>>,
+    /// What the PROXY protocol header said (`listen ... proxy_protocol`).
+    proxy: Option<Arc<Addrs>>,
 }
 
 impl<const HTTPS: bool> Client<HTTPS> {
-    fn new(conn: Conn, local: SocketAddr, open: Open, tls: Option<Arc<tls::Session>>) -> Self {
-        let rare = (local != conn.listen || tls.is_some()).then(|| Box::new(Rare { local, tls }));
+    fn new(
+        conn: Conn,
+        local: SocketAddr,
+        open: Open,
+        tls: Option<Arc<tls::Session>>,
+        proxy: Option<Arc<Addrs>>,
+    ) -> Self {
+        let rare = (local != conn.listen || tls.is_some() || proxy.is_some())
+            .then(|| Box::new(Rare { local, tls, proxy }));
         Client {
             conn,
             rare,
@@ -670,7 +683,7 @@ impl<const HTTPS: bool> h1::Service for Client<HTTPS> {
                 parts.extensions.insert(Https(session));
             }
         }
-        if let Some(addrs) = &self.conn.proxy {
+        if let Some(addrs) = self.rare.as_ref().and_then(|r| r.proxy.as_ref()) {
             parts.extensions.insert(ProxyProtocol(addrs.clone()));
         }
         if let Some(names) = dropped {
@@ -816,17 +829,24 @@ fn serve(
     conn: Conn,
     open: Open,
     settings: h1::Settings,
+    proxy: Option<Arc<Addrs>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
-    let client = Client::<false>::new(conn, local, open, None);
+    let client = Client::<false>::new(conn, local, open, None, proxy);
     h1::serve(stream, client, settings)
 }
 
 /// A TLS connection: the handshake within `client_header_timeout` (as
 /// nginx times it), then HTTP/2 if ALPN chose it, else the HTTP/1 loop
 /// over TLS.
-async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) {
+async fn serve_tls(
+    stream: TcpStream,
+    conn: Conn,
+    open: Open,
+    rt: Arc<Runtime>,
+    proxy: Option<Arc<Addrs>>,
+) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
     let Some(group) = rt.listens.iter().find(|g| g.addr == conn.listen) else {
@@ -882,12 +902,13 @@ async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) 
                 local,
                 open,
                 Some(session),
+                proxy,
             )
             .await
         }
         tls::Accepted::Http1(io, session) => {
             let settings = conn_settings(&conn);
-            let client = Client::<true>::new(conn, local, open, Some(session));
+            let client = Client::<true>::new(conn, local, open, Some(session), proxy);
             h1::serve(io, client, settings).await
         }
     }
@@ -896,7 +917,7 @@ async fn serve_tls(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtime>) 
 /// A cleartext connection where HTTP/2 is on: the client preface means
 /// HTTP/2 by prior knowledge (h2c), anything else HTTP/1. The first bytes
 /// are peeked, not read, so either protocol reads them itself.
-async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
+async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open, proxy: Option<Arc<Addrs>>) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(conn.listen);
     let (_, limits) = defaults(&conn);
@@ -930,13 +951,14 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open) {
             local,
             open,
             None,
+            proxy,
         )
         .await
     } else {
         let settings = conn_settings(&conn);
         h1::serve(
             stream,
-            Client::<false>::new(conn, local, open, None),
+            Client::<false>::new(conn, local, open, None, proxy),
             settings,
         )
         .await
@@ -954,6 +976,7 @@ async fn serve_h2<T>(
     local: SocketAddr,
     _open: Open,
     https: Option<Arc<tls::Session>>,
+    proxy: Option<Arc<Addrs>>,
 ) where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -967,6 +990,7 @@ async fn serve_h2<T>(
             let conn = conn.clone();
             let streams = streams.clone();
             let https = https.clone();
+            let proxy = proxy.clone();
             async move {
                 let active = streams.start();
                 let (req, outcome, ignored) = h2::request(req, https, limits.names);
@@ -978,8 +1002,8 @@ async fn serve_h2<T>(
                 // which tokio moves several times; the handler's state is
                 // kilobytes.
                 let (mut parts, body) = req.into_parts();
-                if let Some(addrs) = &conn.proxy {
-                    parts.extensions.insert(ProxyProtocol(addrs.clone()));
+                if let Some(addrs) = proxy {
+                    parts.extensions.insert(ProxyProtocol(addrs));
                 }
                 let mut answer = None;
                 // `stub_status`: a stream is a request, writing while

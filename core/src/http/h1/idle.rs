@@ -68,7 +68,7 @@ thread_local! {
     };
     /// [`wake_all`] calls so far: a registration from an earlier round
     /// was woken (its slot may hold another connection's waker since).
-    static ROUND: Cell<u64> = const { Cell::new(0) };
+    static ROUND: Cell<u32> = const { Cell::new(0) };
     /// Connections between requests, registered or not.
     static IDLE: Cell<usize> = const { Cell::new(0) };
     /// How many idle connections a worker short of connections asked to
@@ -78,9 +78,17 @@ thread_local! {
 
 /// A wait for [`wake_all`]: ready once it ran after the first poll, then
 /// waiting for the next one.
+///
+/// Twelve bytes: every idle connection's task holds one, and a task past
+/// its allocation's size class costs 128 bytes more (see `h1::serve`).
 pub struct Waiting {
-    /// Slot in `WAITING` and the round it was taken in, once polled.
-    slot: Option<(usize, u64)>,
+    /// Slot in `WAITING` plus one once polled (0: none; a worker's
+    /// connections are far fewer than `u32::MAX`, bounded by its file
+    /// descriptors).
+    slot: u32,
+    /// The round the slot was taken in (rounds wrap: a registration would
+    /// have to outlive 2^32 reloads and stops to be taken for a current one).
+    round: u32,
     /// A connection's idle period, counted in [`count`] until dropped.
     counted: bool,
 }
@@ -91,7 +99,8 @@ impl Waiting {
     pub fn idle() -> Waiting {
         IDLE.set(IDLE.get() + 1);
         Waiting {
-            slot: None,
+            slot: 0,
+            round: 0,
             counted: true,
         }
     }
@@ -99,7 +108,8 @@ impl Waiting {
     /// Only the wake, not counted as idle (an HTTP/2 connection's).
     pub fn for_wake() -> Waiting {
         Waiting {
-            slot: None,
+            slot: 0,
+            round: 0,
             counted: false,
         }
     }
@@ -110,27 +120,36 @@ impl Future for Waiting {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let round = ROUND.get();
-        match self.slot {
-            Some((_, taken)) if taken != round => {
-                self.slot = None;
-                Poll::Ready(())
+        if self.slot == 0 {
+            let key = WAITING.with_borrow_mut(|waiting| {
+                let key = waiting.insert(cx.waker().clone());
+                let slot = u32::try_from(key + 1).ok();
+                if slot.is_none() {
+                    waiting.remove(key);
+                }
+                slot
+            });
+            // (Unregistered past u32::MAX slots, which file descriptors
+            // do not reach: only stops and reloads would miss it.)
+            if let Some(slot) = key {
+                self.slot = slot;
+                self.round = round;
             }
-            Some((key, _)) => {
-                WAITING.with_borrow_mut(|waiting| {
-                    if let Some(w) = waiting.get_mut(key) {
-                        if !w.will_wake(cx.waker()) {
-                            *w = cx.waker().clone();
-                        }
-                    }
-                });
-                Poll::Pending
-            }
-            None => {
-                let key = WAITING.with_borrow_mut(|waiting| waiting.insert(cx.waker().clone()));
-                self.slot = Some((key, round));
-                Poll::Pending
-            }
+            return Poll::Pending;
         }
+        if self.round != round {
+            self.slot = 0;
+            return Poll::Ready(());
+        }
+        let key = self.slot as usize - 1;
+        WAITING.with_borrow_mut(|waiting| {
+            if let Some(w) = waiting.get_mut(key) {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
+            }
+        });
+        Poll::Pending
     }
 }
 
@@ -139,10 +158,9 @@ impl Drop for Waiting {
         if self.counted {
             IDLE.set(IDLE.get().saturating_sub(1));
         }
-        if let Some((key, round)) = self.slot {
-            if round == ROUND.get() {
-                WAITING.with_borrow_mut(|waiting| waiting.remove(key));
-            }
+        if self.slot != 0 && self.round == ROUND.get() {
+            let key = self.slot as usize - 1;
+            WAITING.with_borrow_mut(|waiting| waiting.remove(key));
         }
     }
 }
