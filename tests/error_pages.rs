@@ -9,7 +9,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use waypost_tests::{assert_same_answers, free_ports, neutral_server, wrap_http, Server};
+use waypost_tests::{
+    assert_same_answers, free_ports, h2c_answers, neutral_server, wrap_http, Server,
+};
 
 /// Codes `return` takes with a page (301 to 308 need a URL).
 fn codes() -> impl Iterator<Item = u16> {
@@ -77,40 +79,11 @@ fn ask(port: u16, code: u16) -> String {
 /// HTTP/1-only close), `/400`, `/414`, `/404` asked one after the other,
 /// each answer read whole (an error where the connection was gone).
 fn h2(port: u16) -> String {
-    use http_body_util::{BodyExt, Empty};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .expect("h2 handshake");
-        tokio::spawn(conn);
-        let mut seen = Vec::new();
-        for code in ["500", "400", "414", "404"] {
-            let req = hyper::Request::get(format!("http://127.0.0.1:{port}/{code}"))
-                .body(Empty::<hyper::body::Bytes>::new())
-                .expect("request");
-            let answer = match send.send_request(req).await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match resp.into_body().collect().await {
-                        Ok(_) => status.to_string(),
-                        Err(e) => format!("body error {e}"),
-                    }
-                }
-                Err(e) => format!("error {e}"),
-            };
-            seen.push(answer);
-        }
-        seen.join(" ")
-    })
+    h2c_answers(port, b"", &["/500", "/400", "/414", "/404"])
+        .into_iter()
+        .map(|a| a.map_or_else(|e| e, |(status, _)| status.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn run(nginx: bool) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! `listen ... proxy_protocol` side by side with nginx: version 1 (TCP4,
 //! TCP6, UNKNOWN) and version 2 (IPv4, LOCAL) headers before the request,
-//! on plain and TLS addresses; `$proxy_protocol_addr`, `_port`,
+//! on plain, TLS and HTTP/2 (h2c) addresses; `$proxy_protocol_addr`, `_port`,
 //! `_server_addr`, `_server_port`; `real_ip_header proxy_protocol` with
 //! `set_real_ip_from` (trusted or not); a keep-alive connection's
 //! requests; a broken
@@ -15,7 +15,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use waypost_tests::{free_ports, request_lines, wrap_http, Server, TempDir};
+use waypost_tests::{free_ports, h2c_answers, request_lines, wrap_http, Server, TempDir};
 
 fn conf(ports: &[u16], dir: &TempDir, nginx: bool) -> String {
     let answer = "return 200 \"[$proxy_protocol_addr] [$proxy_protocol_port] \
@@ -44,10 +44,16 @@ fn conf(ports: &[u16], dir: &TempDir, nginx: bool) -> String {
              \x20       real_ip_header proxy_protocol;\n\
              \x20       access_log logs/pp.log pp;\n\
              \x20       location / {{ {answer} }}\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{p3} http2 proxy_protocol;\n\
+             \x20       access_log logs/pp.log pp;\n\
+             \x20       location / {{ {answer} }}\n\
              \x20   }}\n",
             p0 = ports[0],
             p1 = ports[1],
             p2 = ports[2],
+            p3 = ports[3],
             d = dir.path.display(),
         ),
         nginx,
@@ -112,6 +118,22 @@ fn keep_alive(port: u16) -> String {
         .join(" // ")
 }
 
+/// Over HTTP/2 by prior knowledge (h2c): the header, then two streams on
+/// the connection; each stream's status and body.
+fn h2c(port: u16) -> String {
+    let header = b"PROXY TCP4 192.0.2.9 198.51.100.3 7001 8080\r\n";
+    h2c_answers(port, header, &["/a", "/b"])
+        .into_iter()
+        .map(|a| {
+            a.map_or_else(
+                |e| e,
+                |(status, body)| format!("{status} {}", String::from_utf8_lossy(&body).trim_end()),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" // ")
+}
+
 fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
     let dir = TempDir::new("proxy-protocol");
     let ca_key = KeyPair::generate().expect("CA key");
@@ -126,7 +148,7 @@ fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
         .expect("cert");
     dir.write("srv.pem", &cert.pem());
     dir.write("srv.key", &key.serialize_pem());
-    let ports = free_ports(3);
+    let ports = free_ports(4);
     let server = Server::either(nginx, &conf(&ports, &dir, nginx), &ports);
     let get = b"GET / HTTP/1.0\r\n\r\n";
     let with = |header: &[u8], request: &[u8]| [header, request].concat();
@@ -151,7 +173,8 @@ fn run(nginx: bool) -> (Vec<String>, Vec<String>, Vec<String>) {
         keep_alive(ports[0]),
     ];
     answers.push(tls_answer(ports[2], ca.der()));
-    let logged = server.wait_lines("logs/pp.log", 9);
+    answers.push(h2c(ports[3]));
+    let logged = server.wait_lines("logs/pp.log", 11);
     // An entry's lines joined (a broken header is logged as it came).
     let mut entries: Vec<String> = Vec::new();
     for line in server.read("logs/error.log").lines() {
@@ -230,6 +253,12 @@ fn proxy_protocol_as_nginx() {
         "HTTP/1.1 200 OK | [] [] [] [] [127.0.0.1] [127.0.0.1]"
     );
     assert_eq!(answers[5], " | ", "no header: closed");
+    // HTTP/2 after the header: every stream has the connection's addresses.
+    assert_eq!(
+        answers[10],
+        "200 [192.0.2.9] [7001] [198.51.100.3] [8080] [127.0.0.1] [127.0.0.1] // \
+         200 [192.0.2.9] [7001] [198.51.100.3] [8080] [127.0.0.1] [127.0.0.1]"
+    );
     // Over TLS, from an address `set_real_ip_from` does not trust.
     assert_eq!(
         answers[9],

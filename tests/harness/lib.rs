@@ -1310,3 +1310,49 @@ pub fn revocation_list(
     .pem()
     .expect("CRL PEM")
 }
+
+/// Asks `paths` over one HTTP/2 connection by prior knowledge (h2c) to
+/// `port`, after `prelude` (a PROXY protocol header, or nothing): each
+/// answer's status and body, or `error ...` where the request failed and
+/// `body error ...` where its body did.
+pub fn h2c_answers(
+    port: u16,
+    prelude: &[u8],
+    paths: &[&str],
+) -> Vec<Result<(u16, Vec<u8>), String>> {
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        stream.write_all(prelude).await.expect("send");
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut seen = Vec::new();
+        for path in paths {
+            let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+                .body(Empty::<hyper::body::Bytes>::new())
+                .expect("request");
+            seen.push(match send.send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.into_body().collect().await {
+                        Ok(body) => Ok((status, body.to_bytes().to_vec())),
+                        Err(e) => Err(format!("body error {e}")),
+                    }
+                }
+                Err(e) => Err(format!("error {e}")),
+            });
+        }
+        seen
+    })
+}

@@ -484,6 +484,18 @@ async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtim
             return;
         }
         Err(Failed::Broken(line)) => (Level::Error, line),
+        // On an HTTP/2 cleartext address nginx reads the header in its
+        // HTTP/2 state machine: a timeout is the connection's, and a
+        // close before any byte is not logged.
+        Err(Failed::TimedOut | Failed::Closed) if h2c(&rt, &conn) => {
+            if matches!(read, Err(Failed::TimedOut)) {
+                conn.log(
+                    Level::Info,
+                    "client timed out (110: Connection timed out) while processing HTTP/2 connection",
+                );
+            }
+            return;
+        }
         Err(Failed::TimedOut) => (
             Level::Info,
             "client timed out (110: Connection timed out)".to_owned(),
@@ -509,16 +521,15 @@ async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtim
         Err(Failed::Quiet) => return,
     };
     if log::enabled(level) {
-        log::write(
-            level,
-            Some(conn.id),
-            &format!(
-                "{line} while reading PROXY protocol, client: {}, server: {}",
-                crate::vars::NgxIp(conn.client.ip()),
-                conn.listen
-            ),
-        );
+        conn.log(level, &format!("{line} while reading PROXY protocol"));
     }
+}
+
+/// Whether the connection's address is HTTP/2 without TLS (h2c).
+fn h2c(rt: &Runtime, conn: &Conn) -> bool {
+    rt.listens
+        .iter()
+        .any(|g| g.addr == conn.listen && g.tls.is_none() && g.http2(g.default))
 }
 
 /// One client connection.
@@ -540,6 +551,22 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// An error log line about the connection before any request: `what`,
+    /// then nginx's client and server (the listening address).
+    fn log(&self, level: Level, what: &str) {
+        if log::enabled(level) {
+            log::write(
+                level,
+                Some(self.id),
+                &format!(
+                    "{what}, client: {}, server: {}",
+                    crate::vars::NgxIp(self.client.ip()),
+                    self.listen
+                ),
+            );
+        }
+    }
+
     /// The connection as a subrequest that outlives its request sees it
     /// (`mirror`): the same client, id and count, with the configuration
     /// `server` belongs to (its index in it: listening group, server).
@@ -853,46 +880,30 @@ async fn serve_tls(
         return;
     };
     let (_, limits) = defaults(&conn);
-    let accepted = match tokio::time::timeout(limits.header_timeout, tls::accept(stream, group))
-        .await
-    {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(e)) => {
-            // nginx logs a failed handshake at `info`, a rejected one as
-            // its `handshake rejected`.
-            if log::enabled(Level::Info) {
-                let what = if e.get_ref().is_some_and(|e| e.is::<tls::Rejected>()) {
-                    "handshake rejected".to_owned()
-                } else {
-                    format!("TLS handshake failed ({e})")
-                };
-                log::write(
+    let accepted =
+        match tokio::time::timeout(limits.header_timeout, tls::accept(stream, group)).await {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(e)) => {
+                // nginx logs a failed handshake at `info`, a rejected one as
+                // its `handshake rejected`.
+                if log::enabled(Level::Info) {
+                    let what = if e.get_ref().is_some_and(|e| e.is::<tls::Rejected>()) {
+                        "handshake rejected".to_owned()
+                    } else {
+                        format!("TLS handshake failed ({e})")
+                    };
+                    conn.log(Level::Info, &format!("{what} while SSL handshaking"));
+                }
+                return;
+            }
+            Err(_) => {
+                conn.log(
                     Level::Info,
-                    Some(conn.id),
-                    &format!(
-                        "{what} while SSL handshaking, client: {}, server: {}",
-                        crate::vars::NgxIp(conn.client.ip()),
-                        conn.listen
-                    ),
+                    "client timed out (110: Connection timed out) while SSL handshaking",
                 );
+                return;
             }
-            return;
-        }
-        Err(_) => {
-            if log::enabled(Level::Info) {
-                log::write(
-                        Level::Info,
-                        Some(conn.id),
-                        &format!(
-                            "client timed out (110: Connection timed out) while SSL handshaking, client: {}, server: {}",
-                            crate::vars::NgxIp(conn.client.ip()),
-                            conn.listen
-                        ),
-                    );
-            }
-            return;
-        }
-    };
+        };
     drop(rt);
     match accepted {
         tls::Accepted::H2(stream, session) => {
