@@ -1257,12 +1257,14 @@ fn header_lines_in_nginx_order() {
          \x20       location /redirect {{ proxy_pass http://up; }}\n\
          \x20       location /r {{ return 200 \"x\"; }}\n\
          \x20       location /moved {{ return 301 /x; }}\n\
-         \x20       location /s/ {{ root {}; }}\n",
+         \x20       location /s/ {{ root {}; }}\n\
+         \x20       location /gz {{ proxy_pass http://up; gzip on; gzip_vary on; \
+                    gzip_min_length 1; gzip_types text/plain; add_header Vary Cookie; }}\n",
         files.path.display()
     );
     let names = |nginx: bool| {
         let (_server, port) = up_server(nginx, backend, &locations);
-        ["/up", "/redirect", "/r", "/moved", "/s/f.txt"]
+        ["/up", "/redirect", "/r", "/moved", "/s/f.txt", "/gz"]
             .iter()
             .map(|path| {
                 let head = ask(port, path, "h");
@@ -1280,5 +1282,11 @@ fn header_lines_in_nginx_order() {
     assert_eq!(
         ours[0],
         "/up: Server, Date, Content-Type, Content-Length, Connection, X-A, Last-Modified, ETag, X-B, X-Added"
+    );
+    // `gzip_vary`'s line right after Connection, `add_header`'s among the
+    // others.
+    assert_eq!(
+        ours[5],
+        "/gz: Server, Date, Content-Type, Content-Length, Connection, Vary, X-A, Last-Modified, ETag, X-B, Vary"
     );
 }

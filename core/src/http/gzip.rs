@@ -25,6 +25,19 @@ use crate::http::upstream_h1::{LineEdit, Passed};
 #[derive(Clone, Copy)]
 pub struct GzipVary;
 
+/// The map's last `Vary` is the one `gzip_vary` added: the HTTP/1 writer
+/// puts it where nginx's header filter writes it, right after
+/// `Connection`, and not among the other lines.
+#[derive(Clone, Copy)]
+pub struct VaryAdded;
+
+/// Adds `gzip_vary`'s line to `resp`.
+pub fn add_vary(resp: &mut Response<RespBody>) {
+    resp.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    resp.extensions_mut().insert(VaryAdded);
+}
+
 /// gzip_static's answer to whether the request takes gzip, which the gzip
 /// filter keeps (nginx's `r->gzip_tested`).
 #[derive(Clone, Copy)]
@@ -74,8 +87,7 @@ impl Gzip {
         if self.vary {
             // (One line, gzip_static's mark or not.)
             resp.extensions_mut().remove::<GzipVary>();
-            resp.headers_mut()
-                .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            add_vary(resp);
         }
         let takes = match tested {
             // gzip_static asked already, before the answer had headers.

@@ -93,10 +93,7 @@ impl Outbound {
             .remove::<crate::http::gzip::GzipVary>()
             .is_some()
         {
-            resp.headers_mut().append(
-                http::header::VARY,
-                http::HeaderValue::from_static("Accept-Encoding"),
-            );
+            crate::http::gzip::add_vary(resp);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED,
-    LOCATION, SERVER, TRANSFER_ENCODING,
+    LOCATION, SERVER, TRANSFER_ENCODING, VARY,
 };
 use http::{Response, StatusCode};
 use http_body::Body;
@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::clock;
 use crate::http::body::RespBody;
+use crate::http::gzip::VaryAdded;
 use crate::http::h1::io::{self, Io};
 use crate::http::h1::pool::{Buf, SIZE};
 
@@ -349,6 +350,12 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
             buf.extend_from_slice(b"Connection: close\r\n");
         }
     }
+    // `gzip_vary`'s line, the map's last `Vary`, comes here in nginx.
+    let mut varies_before_gzip = usize::MAX;
+    if !headers.is_empty() && resp.extensions().get::<VaryAdded>().is_some() {
+        varies_before_gzip = headers.get_all(VARY).iter().count().saturating_sub(1);
+        buf.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+    }
     // The upstream's other lines, as they came (no Date, Connection or
     // Transfer-Encoding among them).
     if let Some(rest) = passed
@@ -367,6 +374,12 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
                 || (name == CONNECTION && (upgrade || value == "close"))
             {
                 continue;
+            }
+            if name == VARY {
+                if varies_before_gzip == 0 {
+                    continue;
+                }
+                varies_before_gzip = varies_before_gzip.saturating_sub(1);
             }
             match spellings.and_then(|s| s.of(name)) {
                 Some(spelled) => buf.extend_from_slice(spelled.as_bytes()),
