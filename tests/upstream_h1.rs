@@ -556,6 +556,11 @@ fn redirecting_backend() -> u16 {
 /// nginx or waypost with upstream `up` (the backend) and a server of the
 /// `locations` lines (`BACKEND`: the backend's port).
 fn up_server(nginx: bool, backend: u16, locations: &str) -> (Server, u16) {
+    up_server_on(nginx, backend, locations, "")
+}
+
+/// [`up_server`] with `options` on its `listen` line (` http2`).
+fn up_server_on(nginx: bool, backend: u16, locations: &str, options: &str) -> (Server, u16) {
     let [port] = free_ports(1)[..] else {
         unreachable!()
     };
@@ -563,7 +568,7 @@ fn up_server(nginx: bool, backend: u16, locations: &str) -> (Server, u16) {
         &format!(
             "    upstream up {{ server 127.0.0.1:{backend}; }}\n\
              \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
+             \x20       listen 127.0.0.1:{port}{options};\n\
              \x20       {}\
              \x20   }}\n",
             locations
@@ -1238,6 +1243,15 @@ fn cookie_flags_set_as_nginx() {
 /// absolute at its header filter's fixed places, Transfer-Encoding and
 /// Connection, then the others as they came (the upstream's, then the
 /// location's); the fixed ones spelled as nginx spells them.
+/// The names of a head's lines, in order, after its status line.
+fn header_names(head: &str) -> String {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[test]
 fn header_lines_in_nginx_order() {
     let backend = answering_backend(|target| match target {
@@ -1266,15 +1280,7 @@ fn header_lines_in_nginx_order() {
         let (_server, port) = up_server(nginx, backend, &locations);
         ["/up", "/redirect", "/r", "/moved", "/s/f.txt", "/gz"]
             .iter()
-            .map(|path| {
-                let head = ask(port, path, "h");
-                let names: Vec<&str> = head
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_once(':').map(|(n, _)| n))
-                    .collect();
-                format!("{path}: {}", names.join(", "))
-            })
+            .map(|path| format!("{path}: {}", header_names(&ask(port, path, "h"))))
             .collect::<Vec<String>>()
     };
     let ours = names(false);
@@ -1288,5 +1294,50 @@ fn header_lines_in_nginx_order() {
     assert_eq!(
         ours[5],
         "/gz: Server, Date, Content-Type, Content-Length, Connection, Vary, X-A, Last-Modified, ETag, X-B, Vary"
+    );
+}
+
+/// Over HTTP/2 (h2c) the lines come in the order of nginx's HTTP/2 header
+/// filter too: server, date, content-type, content-length, last-modified
+/// and a location made absolute, gzip_vary's vary, then the upstream's,
+/// then the location's. (Lines of one name come together: hyper sends a
+/// map.)
+#[test]
+fn header_lines_in_nginx_order_over_http2() {
+    let backend = answering_backend(|_| {
+        b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
+            X-A: 1\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
+            content-type: text/plain\r\nETag: \"e\"\r\ncontent-length: 2\r\nX-B: 2\r\n\r\nok"
+            .to_vec()
+    });
+    let locations = "        location /up { proxy_pass http://up; add_header X-Added 1; }\n\
+         \x20       location /r { add_header X-Added 1; return 200 \"x\"; }\n\
+         \x20       location /moved { return 301 /x; }\n\
+         \x20       location /gz { proxy_pass http://up; gzip on; gzip_vary on; \
+                    gzip_min_length 1; gzip_types text/plain; add_header X-Added 1; }\n";
+    let names = |nginx: bool| {
+        let (_server, port) = up_server_on(nginx, backend, locations, " http2");
+        ["/up", "/r", "/moved", "/gz"]
+            .iter()
+            .map(|path| {
+                let out = std::process::Command::new("curl")
+                    .args(["-s", "-D-", "-o/dev/null", "--http2-prior-knowledge"])
+                    .arg(format!("http://127.0.0.1:{port}{path}"))
+                    .output()
+                    .expect("curl");
+                let head = String::from_utf8_lossy(&out.stdout);
+                format!("{path}: {}", header_names(&head))
+            })
+            .collect::<Vec<String>>()
+    };
+    let ours = names(false);
+    assert_eq!(ours, names(true));
+    assert_eq!(
+        ours[0],
+        "/up: server, date, content-type, content-length, x-a, last-modified, etag, x-b, x-added"
+    );
+    assert_eq!(
+        ours[3],
+        "/gz: server, date, content-type, content-length, vary, x-a, last-modified, etag, x-b, x-added"
     );
 }

@@ -20,11 +20,13 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
 use crate::http::body::RespBody;
+use crate::http::gzip::VaryAdded;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
 use crate::http::head::HeaderNames;
-use crate::http::response::{error_page, ErrorPage, Http1Close};
+use crate::http::response::{error_page, ErrorPage, Http1Close, MadeAbsolute};
 use crate::http::tls::Https;
+use crate::http::upstream_h1::{lines_of, Passed};
 
 /// The client preface of HTTP/2 (RFC 9113, 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -317,31 +319,39 @@ pub fn response(
     if http_body::Body::is_end_stream(resp.body()) {
         resp.body_mut().complete();
     }
-    // An upstream's header lines into the map, which is what hyper sends,
-    // and our name, which the HTTP/1 writer adds itself.
+    // The map, which is what hyper sends, made again in nginx's order with
+    // an upstream's lines in it.
     // (The request is kept where the body may break off: its line names
     // it.)
+    let passed = resp.body_mut().take_passed();
+    let close = resp.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&c| c == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    let made_absolute = resp.extensions().get::<MadeAbsolute>().is_some();
+    let gzip_vary = resp.extensions().get::<VaryAdded>().is_some();
+    // The length hyper would add at the end, where nginx puts it.
+    let length = if http_body::Body::is_end_stream(resp.body()) {
+        None
+    } else {
+        http_body::Body::size_hint(resp.body()).exact()
+    };
+    let map = std::mem::take(resp.headers_mut());
+    let order = Order {
+        made_absolute,
+        gzip_vary,
+        length,
+    };
+    *resp.headers_mut() = in_nginx_order(map, passed.as_deref(), order);
     let mut request = None;
-    if let Some(mut passed) = resp.body_mut().take_passed() {
-        passed.append_to(resp.headers_mut());
+    if let Some(mut passed) = passed {
         if passed.origin.is_some() {
             passed.lines = Vec::new();
             resp.body_mut().put_passed(passed);
             request = Some(Box::new(parts));
         }
     }
-    // An upstream's own Server (`proxy_pass_header Server`) stays.
-    resp.headers_mut()
-        .entry(header::SERVER)
-        .or_insert(HeaderValue::from_static("waypost"));
-    let close = resp
-        .headers_mut()
-        .remove(header::CONNECTION)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .split(|&c| c == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        });
     // An error page's close is HTTP/1's: nginx keeps an HTTP/2
     // connection after any stream's answer.
     if close
@@ -350,10 +360,6 @@ pub fn response(
     {
         streams.goaway.notify_one();
     }
-    for name in ["keep-alive", "proxy-connection", "upgrade"] {
-        resp.headers_mut().remove(name);
-    }
-    resp.headers_mut().remove(header::TRANSFER_ENCODING);
     // `limit_rate`: the stream's DATA at nginx's pace.
     let pace = resp
         .extensions()
@@ -366,6 +372,121 @@ pub fn response(
         request,
         _active: active,
     }))
+}
+
+/// The answer's lines in the order of nginx's HTTP/2 header filter, as the
+/// HTTP/1 writer puts them: server and date (ours, unless the upstream's
+/// are passed on), content-type, content-length, last-modified and a
+/// location made absolute, `gzip_vary`'s vary, then the others in order,
+/// the upstream's before the map's; without the lines HTTP/2 has none of
+/// (connection, keep-alive, proxy-connection, upgrade,
+/// transfer-encoding).
+fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -> http::HeaderMap {
+    let Order {
+        made_absolute,
+        gzip_vary,
+        length,
+    } = order;
+    use header::{
+        CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
+        TRANSFER_ENCODING, VARY,
+    };
+    let mut out = http::HeaderMap::with_capacity(map.len() + 8);
+    if !passed.is_some_and(|p| p.server) {
+        out.append(SERVER, HeaderValue::from_static("waypost"));
+    }
+    if !passed.is_some_and(|p| p.date) && !map.contains_key(DATE) {
+        if let Some(now) = crate::http::h1::date_value() {
+            out.append(DATE, now);
+        }
+    }
+    let not_h2 = |name: &HeaderName| {
+        name == CONNECTION
+            || name == TRANSFER_ENCODING
+            || name == "keep-alive"
+            || name == "proxy-connection"
+            || name == "upgrade"
+    };
+    let lines = |out: &mut http::HeaderMap, lines: &mut dyn Iterator<Item = (&[u8], &[u8])>| {
+        for (name, value) in lines {
+            // httparse took the name as a token and the value as what a
+            // HeaderValue holds: neither fails.
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                if !not_h2(&n) {
+                    out.append(n, v);
+                }
+            }
+        }
+    };
+    let rest = passed.map(|p| {
+        let (front, rest) = p.front_and_rest();
+        lines(&mut out, &mut lines_of(front));
+        rest
+    });
+    let at_fixed_place = |name: &HeaderName| {
+        name == CONTENT_TYPE
+            || name == CONTENT_LENGTH
+            || name == LAST_MODIFIED
+            || (name == LOCATION && made_absolute)
+    };
+    let fixed = |out: &mut http::HeaderMap, name: HeaderName| {
+        if at_fixed_place(&name) {
+            for value in map.get_all(&name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+    };
+    fixed(&mut out, CONTENT_TYPE);
+    fixed(&mut out, CONTENT_LENGTH);
+    if let (false, Some(n)) = (out.contains_key(CONTENT_LENGTH), length) {
+        out.append(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    fixed(&mut out, LAST_MODIFIED);
+    fixed(&mut out, LOCATION);
+    // `gzip_vary`'s, the map's last vary.
+    let mut varies_before_gzip = usize::MAX;
+    if gzip_vary {
+        varies_before_gzip = map.get_all(VARY).iter().count().saturating_sub(1);
+        out.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if let Some(rest) = rest {
+        lines(&mut out, &mut lines_of(rest));
+    }
+    let mut last = None;
+    for (name, value) in map {
+        // (`None`: another value of the name before.)
+        let name = match name {
+            Some(name) => {
+                last = Some(name.clone());
+                name
+            }
+            None => match &last {
+                Some(name) => name.clone(),
+                None => continue,
+            },
+        };
+        if name == SERVER || at_fixed_place(&name) || not_h2(&name) {
+            continue;
+        }
+        if name == VARY {
+            if varies_before_gzip == 0 {
+                continue;
+            }
+            varies_before_gzip = varies_before_gzip.saturating_sub(1);
+        }
+        out.append(name, value);
+    }
+    out
+}
+
+/// What [`in_nginx_order`] needs of the answer besides its lines.
+struct Order {
+    /// Its Location was made absolute (`MadeAbsolute`).
+    made_absolute: bool,
+    /// Its last Vary is `gzip_vary`'s (`VaryAdded`).
+    gzip_vary: bool,
+    /// The body's length where it has one and is not over already.
+    length: Option<u64>,
 }
 
 /// A response body on a stream, which counts the stream active until it

@@ -30,6 +30,7 @@ pub(crate) mod io;
 pub mod parse;
 pub(crate) mod pool;
 mod write;
+pub(crate) use write::date_value;
 pub use write::{spelled, LimitRate, Spellings};
 
 use std::future::Future;

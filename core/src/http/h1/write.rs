@@ -613,6 +613,13 @@ fn title_case(name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The Date line's value for now, as [`date`] writes it (for HTTP/2).
+pub(crate) fn date_value() -> Option<HeaderValue> {
+    let mut text = Vec::with_capacity(29);
+    date(&mut text);
+    HeaderValue::from_bytes(&text).ok()
+}
+
 fn date(out: &mut Vec<u8>) {
     let secs = clock::unix_secs();
     let _ = DATE_CACHE.try_with(|c| {

@@ -284,12 +284,12 @@ impl Passed {
 
     /// Each line's name and value.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.split(|&c| c == b'\n').filter_map(|line| {
-            let line = line.strip_suffix(b"\r")?;
-            let colon = line.iter().position(|&c| c == b':')?;
-            // A value `proxy_redirect` wrote may hold a line end of its own.
-            Some((&line[..colon], line.get(colon + 2..).unwrap_or_default()))
-        })
+        lines_of(&self.lines)
+    }
+
+    /// The lines in [`Passed::front`], and the others (see [`lines_of`]).
+    pub fn front_and_rest(&self) -> (&[u8], &[u8]) {
+        self.lines.split_at(self.front())
     }
 
     /// nginx's `proxy_redirect`: a Location line, or a Refresh line's URL
@@ -362,6 +362,16 @@ impl Passed {
             }
         }
     }
+}
+
+/// `name: value` lines, each `(name, value)`.
+pub fn lines_of(lines: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    lines.split(|&c| c == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r")?;
+        let colon = line.iter().position(|&c| c == b':')?;
+        // A value `proxy_redirect` wrote may hold a line end of its own.
+        Some((&line[..colon], line.get(colon + 2..).unwrap_or_default()))
+    })
 }
 
 /// A final response head.
