@@ -1273,13 +1273,23 @@ fn header_lines_in_nginx_order() {
          \x20       location /moved {{ return 301 /x; }}\n\
          \x20       location /s/ {{ root {}; }}\n\
          \x20       location /gz {{ proxy_pass http://up; gzip on; gzip_vary on; \
-                    gzip_min_length 1; gzip_types text/plain; add_header Vary Cookie; }}\n",
+                    gzip_min_length 1; gzip_types text/plain; add_header Vary Cookie; }}\n\
+         \x20       location /set {{ proxy_pass http://up; add_header ETag \"z\"; \
+                    add_header Last-Modified \"\"; add_header X-Added 1; }}\n\
+         \x20       location /sv/ {{ alias {}/s/; add_header X-A 1; \
+                    add_header Last-Modified \"Thu, 01 Jan 2026 00:00:00 GMT\"; add_header ETag \"y\"; }}\n\
+         \x20       location /sn/ {{ alias {}/s/; add_header X-A 1; add_header Last-Modified \"\"; }}\n",
+        files.path.display(),
+        files.path.display(),
         files.path.display()
     );
     let names = |nginx: bool| {
         let (_server, port) = up_server(nginx, backend, &locations);
-        ["/up", "/redirect", "/r", "/moved", "/s/f.txt", "/gz"]
+        let paths = ["/up", "/redirect", "/r", "/moved", "/s/f.txt", "/gz"];
+        let set = ["/set", "/sv/f.txt", "/sn/f.txt"];
+        paths
             .iter()
+            .chain(&set)
             .map(|path| format!("{path}: {}", header_names(&ask(port, path, "h"))))
             .collect::<Vec<String>>()
     };
@@ -1294,6 +1304,18 @@ fn header_lines_in_nginx_order() {
     assert_eq!(
         ours[5],
         "/gz: Server, Date, Content-Type, Content-Length, Connection, Vary, X-A, Last-Modified, ETag, X-B, Vary"
+    );
+    // `add_header` sets an ETag and a Last-Modified rather than adding
+    // one: the upstream's in place, a file's ETag in place and its
+    // Last-Modified among the others (after which comes Accept-Ranges);
+    // empty, it removes the line.
+    assert_eq!(
+        ours[6],
+        "/set: Server, Date, Content-Type, Content-Length, Connection, X-A, ETag, X-B, X-Added"
+    );
+    assert_eq!(
+        ours[7],
+        "/sv/f.txt: Server, Date, Content-Type, Content-Length, Connection, ETag, X-A, Last-Modified, Accept-Ranges"
     );
 }
 

@@ -24,7 +24,7 @@ use crate::http::gzip::VaryAdded;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
 use crate::http::head::HeaderNames;
-use crate::http::response::{error_page, ErrorPage, Http1Close, MadeAbsolute};
+use crate::http::response::{error_page, ErrorPage, Http1Close, ListedLastModified, MadeAbsolute};
 use crate::http::tls::Https;
 use crate::http::upstream_h1::{lines_of, Passed};
 
@@ -340,6 +340,7 @@ pub fn response(
     let map = std::mem::take(resp.headers_mut());
     let order = Order {
         made_absolute,
+        listed_modified: resp.extensions().get::<ListedLastModified>().is_some(),
         gzip_vary,
         length,
     };
@@ -384,6 +385,7 @@ pub fn response(
 fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -> http::HeaderMap {
     let Order {
         made_absolute,
+        listed_modified,
         gzip_vary,
         length,
     } = order;
@@ -426,7 +428,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     let at_fixed_place = |name: &HeaderName| {
         name == CONTENT_TYPE
             || name == CONTENT_LENGTH
-            || name == LAST_MODIFIED
+            || (name == LAST_MODIFIED && !listed_modified)
             || (name == LOCATION && made_absolute)
     };
     let fixed = |out: &mut http::HeaderMap, name: HeaderName| {
@@ -483,6 +485,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
 struct Order {
     /// Its Location was made absolute (`MadeAbsolute`).
     made_absolute: bool,
+    /// Its Last-Modified is `add_header`'s (`ListedLastModified`).
+    listed_modified: bool,
     /// Its last Vary is `gzip_vary`'s (`VaryAdded`).
     gzip_vary: bool,
     /// The body's length where it has one and is not over already.

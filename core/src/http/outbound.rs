@@ -4,12 +4,15 @@
 //! filters. One level's settings (the location's, else the server's)
 //! apply.
 
+use http::header::{ACCEPT_RANGES, ETAG, LAST_MODIFIED};
 use http::request::Parts;
 use http::Response;
 
 use crate::http::body::RespBody;
 use crate::http::charset::Charset;
 use crate::http::gzip::Gzip;
+use crate::http::response::{remove_in_order, ListedLastModified};
+use crate::http::upstream_h1::LineEdit;
 use crate::runtime::{AddHeader, HeaderSource};
 use crate::vars::VarCtx;
 
@@ -122,22 +125,30 @@ fn add_headers<'v>(
         status,
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     );
+    let mut appended = false;
     for a in added.iter().filter(|a| listed || a.always) {
         let value = match &a.value {
-            HeaderSource::Fixed(Some(v)) => v.clone(),
-            HeaderSource::Fixed(None) => continue,
+            HeaderSource::Fixed(v) => v.clone(),
             HeaderSource::Template(t) => {
                 let answer = &*resp;
                 let vars = VarCtx {
                     answer: Some(answer),
                     ..vars(status)
                 };
-                match http::HeaderValue::from_bytes(&t.eval(&vars)) {
-                    Ok(v) if !v.is_empty() => v,
-                    _ => continue,
-                }
+                http::HeaderValue::from_bytes(&t.eval(&vars))
+                    .ok()
+                    .filter(|v| !v.is_empty())
             }
         };
+        if a.name == ETAG || a.name == LAST_MODIFIED {
+            set_validator(resp, &a.name, value.as_ref());
+            appended |= a.name == LAST_MODIFIED && value.is_some();
+            continue;
+        }
+        let Some(value) = value else {
+            continue;
+        };
+        appended = true;
         if let Some(spelled) = &a.spelled {
             let names = resp
                 .extensions_mut()
@@ -147,5 +158,68 @@ fn add_headers<'v>(
                 .push((a.name.clone(), std::sync::Arc::clone(spelled)));
         }
         resp.headers_mut().append(a.name.clone(), value);
+    }
+    // A file's Accept-Ranges comes after the added lines, as nginx's range
+    // filter adds it after its headers filter.
+    let headers = resp.headers_mut();
+    if appended
+        && headers.contains_key(ACCEPT_RANGES)
+        && headers.keys().last() != Some(&ACCEPT_RANGES)
+    {
+        let ranges: Vec<_> = headers.get_all(ACCEPT_RANGES).iter().cloned().collect();
+        remove_in_order(headers, &ACCEPT_RANGES);
+        for value in ranges {
+            headers.append(ACCEPT_RANGES, value);
+        }
+    }
+}
+
+/// `add_header ETag` and `add_header Last-Modified` set the answer's one,
+/// as nginx's headers filter does, rather than add another: in place of
+/// the upstream's line, or of a file's ETag; a file's Last-Modified goes
+/// and the added one comes among the other lines; an empty value removes
+/// it.
+fn set_validator(
+    resp: &mut Response<RespBody>,
+    name: &http::header::HeaderName,
+    value: Option<&http::HeaderValue>,
+) {
+    let lower = name.as_str().as_bytes();
+    if let Some(passed) = resp.body_mut().passed_mut() {
+        let found = match value {
+            Some(v) => passed.replace(lower, v.as_bytes()),
+            None => {
+                let had = passed.iter().any(|(n, _)| n.eq_ignore_ascii_case(lower));
+                passed.edit_lines(|n, _| {
+                    if n.eq_ignore_ascii_case(lower) {
+                        LineEdit::Drop
+                    } else {
+                        LineEdit::Keep
+                    }
+                });
+                had
+            }
+        };
+        if found {
+            return;
+        }
+    }
+    let headers = resp.headers_mut();
+    if *name == ETAG {
+        match value {
+            Some(v) if headers.contains_key(ETAG) => {
+                headers.insert(ETAG, v.clone());
+            }
+            Some(v) => {
+                headers.append(ETAG, v.clone());
+            }
+            None => remove_in_order(headers, &ETAG),
+        }
+        return;
+    }
+    remove_in_order(headers, &LAST_MODIFIED);
+    if let Some(v) = value {
+        headers.append(LAST_MODIFIED, v.clone());
+        resp.extensions_mut().insert(ListedLastModified);
     }
 }

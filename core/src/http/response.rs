@@ -116,6 +116,43 @@ impl ReplyTypes {
 #[derive(Clone, Copy)]
 pub struct MadeAbsolute;
 
+/// A response extension: its Last-Modified is one `add_header` set, which
+/// nginx writes among the other lines rather than at its header filter's
+/// fixed place (where a file's goes).
+#[derive(Clone, Copy)]
+pub struct ListedLastModified;
+
+/// Removes `name`'s lines from `map`, the others keeping their order
+/// (`HeaderMap::remove` moves the last name into the gap, and the writers
+/// send the map's lines in its order).
+pub fn remove_in_order(map: &mut http::HeaderMap, name: &http::header::HeaderName) {
+    if !map.contains_key(name) {
+        return;
+    }
+    if map.keys().last() == Some(name) {
+        map.remove(name);
+        return;
+    }
+    let old = std::mem::take(map);
+    let mut last: Option<http::header::HeaderName> = None;
+    for (n, value) in old {
+        // (`None`: another value of the name before.)
+        let n = match n {
+            Some(n) => {
+                last = Some(n.clone());
+                n
+            }
+            None => match &last {
+                Some(n) => n.clone(),
+                None => continue,
+            },
+        };
+        if n != name {
+            map.append(n, value);
+        }
+    }
+}
+
 /// nginx's header filter: a Location starting with `/` gets, with
 /// `absolute_redirect on` (the default), the connection's scheme, the
 /// request's host (the server's first name with `server_name_in_redirect

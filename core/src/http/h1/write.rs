@@ -295,10 +295,16 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
             .extensions()
             .get::<crate::http::response::MadeAbsolute>()
             .is_some();
+    // (A Last-Modified `add_header` set goes among the others.)
+    let listed_modified = !headers.is_empty()
+        && resp
+            .extensions()
+            .get::<crate::http::response::ListedLastModified>()
+            .is_some();
     let at_fixed_place = |name: &HeaderName| {
         name == CONTENT_TYPE
             || name == CONTENT_LENGTH
-            || name == LAST_MODIFIED
+            || (name == LAST_MODIFIED && !listed_modified)
             || (name == LOCATION && made_absolute)
     };
     if !headers.is_empty() {
@@ -329,7 +335,9 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
         _ => {}
     }
     if !headers.is_empty() {
-        put_all(&mut buf, headers.get_all(LAST_MODIFIED), b"Last-Modified");
+        if !listed_modified {
+            put_all(&mut buf, headers.get_all(LAST_MODIFIED), b"Last-Modified");
+        }
         if made_absolute {
             put_all(&mut buf, headers.get_all(LOCATION), b"Location");
         }
