@@ -582,10 +582,16 @@ fn up_server_on(nginx: bool, backend: u16, locations: &str, options: &str) -> (S
 
 /// The head of the answer to `GET path` with `Host: host`.
 fn ask(port: u16, path: &str, host: &str) -> String {
+    ask_with(port, path, host, "")
+}
+
+/// [`ask`] with more header lines (each ending in CRLF).
+fn ask_with(port: u16, path: &str, host: &str, lines: &str) -> String {
     let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     client
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{lines}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .expect("send");
     String::from_utf8_lossy(&read_head(&mut client).expect("an answer")).into_owned()
@@ -1278,7 +1284,10 @@ fn header_lines_in_nginx_order() {
                     add_header Last-Modified \"\"; add_header X-Added 1; }}\n\
          \x20       location /sv/ {{ alias {}/s/; add_header X-A 1; \
                     add_header Last-Modified \"Thu, 01 Jan 2026 00:00:00 GMT\"; add_header ETag \"y\"; }}\n\
-         \x20       location /sn/ {{ alias {}/s/; add_header X-A 1; add_header Last-Modified \"\"; }}\n",
+         \x20       location /sn/ {{ alias {}/s/; add_header X-A 1; add_header Last-Modified \"\"; }}\n\
+         \x20       location /sg/ {{ alias {}/s/; gzip on; gzip_types text/plain; gzip_min_length 1; \
+                    add_header X-A 1; }}\n",
+        files.path.display(),
         files.path.display(),
         files.path.display(),
         files.path.display()
@@ -1291,6 +1300,15 @@ fn header_lines_in_nginx_order() {
             .iter()
             .chain(&set)
             .map(|path| format!("{path}: {}", header_names(&ask(port, path, "h"))))
+            .chain(std::iter::once(format!(
+                "/sg/f.txt gzip: {}",
+                header_names(&ask_with(
+                    port,
+                    "/sg/f.txt",
+                    "h",
+                    "Accept-Encoding: gzip\r\n"
+                ))
+            )))
             .collect::<Vec<String>>()
     };
     let ours = names(false);
@@ -1316,6 +1334,11 @@ fn header_lines_in_nginx_order() {
     assert_eq!(
         ours[7],
         "/sv/f.txt: Server, Date, Content-Type, Content-Length, Connection, ETag, X-A, Last-Modified, Accept-Ranges"
+    );
+    // Lines a filter removes leave the others in their order.
+    assert_eq!(
+        ours[9],
+        "/sg/f.txt gzip: Server, Date, Content-Type, Last-Modified, Transfer-Encoding, Connection, ETag, X-A, Content-Encoding"
     );
 }
 

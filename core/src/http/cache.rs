@@ -483,7 +483,7 @@ impl Answer {
             passed.append_to(resp.headers_mut());
         }
         let head_only = req.method == Method::HEAD;
-        resp.headers_mut().remove(http::header::ACCEPT_RANGES);
+        crate::http::response::remove_in_order(resp.headers_mut(), &http::header::ACCEPT_RANGES);
         let body = Ranged {
             bytes: None,
             file,

@@ -56,9 +56,9 @@ impl Gunzip {
             (false, passed) => resp.body_mut().gunzip(passed),
         }
         let headers = resp.headers_mut();
-        headers.remove(header::CONTENT_ENCODING);
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::ACCEPT_RANGES);
+        crate::http::response::remove_in_order(headers, &header::CONTENT_ENCODING);
+        crate::http::response::remove_in_order(headers, &header::CONTENT_LENGTH);
+        crate::http::response::remove_in_order(headers, &header::ACCEPT_RANGES);
         crate::http::gzip::weaken_etag(headers);
     }
 }

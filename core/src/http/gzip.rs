@@ -111,8 +111,8 @@ impl Gzip {
             resp.body_mut().gzip(self.level, passed);
         }
         let headers = resp.headers_mut();
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::ACCEPT_RANGES);
+        crate::http::response::remove_in_order(headers, &header::CONTENT_LENGTH);
+        crate::http::response::remove_in_order(headers, &header::ACCEPT_RANGES);
         weaken_etag(headers);
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
@@ -319,7 +319,7 @@ pub(crate) fn weaken_etag(headers: &mut HeaderMap) {
         }
     }
     if !etag.starts_with(b"W/") {
-        headers.remove(header::ETAG);
+        crate::http::response::remove_in_order(headers, &header::ETAG);
     }
 }
 

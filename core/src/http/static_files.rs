@@ -1106,7 +1106,7 @@ fn respond(
         0 | 200 => {}
         status => {
             if !matches!(status, 206 | 304) {
-                resp.headers_mut().remove(LAST_MODIFIED);
+                crate::http::response::remove_in_order(resp.headers_mut(), &LAST_MODIFIED);
             }
             if req.parts.method != Method::HEAD {
                 *resp.body_mut() = match opened.bytes {
@@ -1326,8 +1326,8 @@ fn conditional(
         Conditional::NotModified => {
             let mut answer = std::mem::replace(resp, Response::new(RespBody::empty()));
             *answer.status_mut() = StatusCode::NOT_MODIFIED;
-            answer.headers_mut().remove(CONTENT_TYPE);
-            answer.headers_mut().remove(CONTENT_LENGTH);
+            crate::http::response::remove_in_order(answer.headers_mut(), &CONTENT_TYPE);
+            crate::http::response::remove_in_order(answer.headers_mut(), &CONTENT_LENGTH);
             Some(answer)
         }
     }
@@ -1364,7 +1364,7 @@ pub(crate) fn empty_gif(req: &Req<'_>, st: &Static) -> Response<RespBody> {
         }
         206 | 304 => {}
         _ => {
-            resp.headers_mut().remove(LAST_MODIFIED);
+            crate::http::response::remove_in_order(resp.headers_mut(), &LAST_MODIFIED);
         }
     }
     if *method != Method::HEAD {

@@ -102,12 +102,12 @@ impl SubFilter {
             return;
         }
         let headers = resp.headers_mut();
-        headers.remove(header::CONTENT_LENGTH);
+        crate::http::response::remove_in_order(headers, &header::CONTENT_LENGTH);
         if self.last_modified {
             weaken_etag(headers);
         } else {
-            headers.remove(header::LAST_MODIFIED);
-            headers.remove(header::ETAG);
+            crate::http::response::remove_in_order(headers, &header::LAST_MODIFIED);
+            crate::http::response::remove_in_order(headers, &header::ETAG);
         }
         let last_modified = self.last_modified;
         if let Some(passed) = resp.body_mut().passed_mut() {
