@@ -1286,7 +1286,9 @@ fn header_lines_in_nginx_order() {
                     add_header Last-Modified \"Thu, 01 Jan 2026 00:00:00 GMT\"; add_header ETag \"y\"; }}\n\
          \x20       location /sn/ {{ alias {}/s/; add_header X-A 1; add_header Last-Modified \"\"; }}\n\
          \x20       location /sg/ {{ alias {}/s/; gzip on; gzip_types text/plain; gzip_min_length 1; \
-                    add_header X-A 1; }}\n",
+                    add_header X-A 1; }}\n\
+         \x20       location /se/ {{ alias {}/s/; expires 1h; }}\n",
+        files.path.display(),
         files.path.display(),
         files.path.display(),
         files.path.display(),
@@ -1295,7 +1297,7 @@ fn header_lines_in_nginx_order() {
     let names = |nginx: bool| {
         let (_server, port) = up_server(nginx, backend, &locations);
         let paths = ["/up", "/redirect", "/r", "/moved", "/s/f.txt", "/gz"];
-        let set = ["/set", "/sv/f.txt", "/sn/f.txt"];
+        let set = ["/set", "/sv/f.txt", "/sn/f.txt", "/se/f.txt"];
         paths
             .iter()
             .chain(&set)
@@ -1335,9 +1337,13 @@ fn header_lines_in_nginx_order() {
         ours[7],
         "/sv/f.txt: Server, Date, Content-Type, Content-Length, Connection, ETag, X-A, Last-Modified, Accept-Ranges"
     );
-    // Lines a filter removes leave the others in their order.
     assert_eq!(
         ours[9],
+        "/se/f.txt: Server, Date, Content-Type, Content-Length, Last-Modified, Connection, ETag, Expires, Cache-Control, Accept-Ranges"
+    );
+    // Lines a filter removes leave the others in their order.
+    assert_eq!(
+        ours[10],
         "/sg/f.txt gzip: Server, Date, Content-Type, Last-Modified, Transfer-Encoding, Connection, ETag, X-A, Content-Encoding"
     );
 }
@@ -1349,20 +1355,25 @@ fn header_lines_in_nginx_order() {
 /// map.)
 #[test]
 fn header_lines_in_nginx_order_over_http2() {
-    let backend = answering_backend(|_| {
-        b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
+    let backend = answering_backend(|target| match target {
+        // An absolute Location nothing rewrites stays among the others.
+        "/away" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://other.example/\r\n\
+            content-length: 0\r\n\r\n"
+            .to_vec(),
+        _ => b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
             X-A: 1\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
             content-type: text/plain\r\nETag: \"e\"\r\ncontent-length: 2\r\nX-B: 2\r\n\r\nok"
-            .to_vec()
+            .to_vec(),
     });
     let locations = "        location /up { proxy_pass http://up; add_header X-Added 1; }\n\
+         \x20       location /away { proxy_pass http://up; }\n\
          \x20       location /r { add_header X-Added 1; return 200 \"x\"; }\n\
          \x20       location /moved { return 301 /x; }\n\
          \x20       location /gz { proxy_pass http://up; gzip on; gzip_vary on; \
                     gzip_min_length 1; gzip_types text/plain; add_header X-Added 1; }\n";
     let names = |nginx: bool| {
         let (_server, port) = up_server_on(nginx, backend, locations, " http2");
-        ["/up", "/r", "/moved", "/gz"]
+        ["/up", "/r", "/moved", "/gz", "/away"]
             .iter()
             .map(|path| {
                 let out = std::process::Command::new("curl")
@@ -1384,5 +1395,9 @@ fn header_lines_in_nginx_order_over_http2() {
     assert_eq!(
         ours[3],
         "/gz: server, date, content-type, content-length, vary, x-a, last-modified, etag, x-b, x-added"
+    );
+    assert_eq!(
+        ours[4],
+        "/away: server, date, content-length, x-a, location"
     );
 }

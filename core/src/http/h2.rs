@@ -329,7 +329,6 @@ pub fn response(
             .split(|&c| c == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     });
-    let made_absolute = resp.extensions().get::<MadeAbsolute>().is_some();
     let gzip_vary = resp.extensions().get::<VaryAdded>().is_some();
     // The length hyper would add at the end, where nginx puts it.
     let length = if http_body::Body::is_end_stream(resp.body()) {
@@ -339,7 +338,7 @@ pub fn response(
     };
     let map = std::mem::take(resp.headers_mut());
     let order = Order {
-        made_absolute,
+        made_absolute: resp.extensions().get::<MadeAbsolute>().is_some(),
         listed_modified: resp.extensions().get::<ListedLastModified>().is_some(),
         gzip_vary,
         length,
@@ -375,27 +374,36 @@ pub fn response(
     }))
 }
 
-/// The answer's lines in the order of nginx's HTTP/2 header filter, as the
-/// HTTP/1 writer puts them: server and date (ours, unless the upstream's
-/// are passed on), content-type, content-length, last-modified and a
-/// location made absolute, `gzip_vary`'s vary, then the others in order,
-/// the upstream's before the map's; without the lines HTTP/2 has none of
-/// (connection, keep-alive, proxy-connection, upgrade,
-/// transfer-encoding).
+/// The answer's lines in the order of nginx's HTTP/2 header filter:
+/// server and date (ours, unless the upstream's are passed on or the map
+/// has its own), content-type, content-length, last-modified (but one
+/// `add_header` set) and a location made absolute, `gzip_vary`'s vary,
+/// then the others in order, the upstream's before the map's; without
+/// the lines HTTP/2 has none of (connection, keep-alive,
+/// proxy-connection, upgrade, transfer-encoding). (nginx's HTTP/2 filter
+/// also moves a Location `proxy_redirect` made absolute, or one written
+/// under `absolute_redirect off`; those stay among the others here.)
 fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -> http::HeaderMap {
+    use header::{
+        CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
+        TRANSFER_ENCODING, VARY,
+    };
     let Order {
         made_absolute,
         listed_modified,
         gzip_vary,
         length,
     } = order;
-    use header::{
-        CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
-        TRANSFER_ENCODING, VARY,
-    };
-    let mut out = http::HeaderMap::with_capacity(map.len() + 8);
+    // (Names, not values: a capacity past the map's limit panics.)
+    let mut out = http::HeaderMap::with_capacity(map.keys_len() + 8);
     if !passed.is_some_and(|p| p.server) {
-        out.append(SERVER, HeaderValue::from_static("waypost"));
+        if map.contains_key(SERVER) {
+            for value in map.get_all(SERVER) {
+                out.append(SERVER, value.clone());
+            }
+        } else {
+            out.append(SERVER, HeaderValue::from_static("waypost"));
+        }
     }
     if !passed.is_some_and(|p| p.date) && !map.contains_key(DATE) {
         if let Some(now) = crate::http::h1::date_value() {
@@ -409,8 +417,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
             || name == "proxy-connection"
             || name == "upgrade"
     };
-    let lines = |out: &mut http::HeaderMap, lines: &mut dyn Iterator<Item = (&[u8], &[u8])>| {
-        for (name, value) in lines {
+    let lines = |out: &mut http::HeaderMap, lines: &[u8]| {
+        for (name, value) in lines_of(lines) {
             // httparse took the name as a token and the value as what a
             // HeaderValue holds: neither fails.
             if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
@@ -422,7 +430,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     };
     let rest = passed.map(|p| {
         let (front, rest) = p.front_and_rest();
-        lines(&mut out, &mut lines_of(front));
+        lines(&mut out, front);
         rest
     });
     let at_fixed_place = |name: &HeaderName| {
@@ -432,10 +440,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
             || (name == LOCATION && made_absolute)
     };
     let fixed = |out: &mut http::HeaderMap, name: HeaderName| {
-        if at_fixed_place(&name) {
-            for value in map.get_all(&name) {
-                out.append(name.clone(), value.clone());
-            }
+        for value in map.get_all(&name) {
+            out.append(name.clone(), value.clone());
         }
     };
     fixed(&mut out, CONTENT_TYPE);
@@ -443,8 +449,12 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     if let (false, Some(n)) = (out.contains_key(CONTENT_LENGTH), length) {
         out.append(CONTENT_LENGTH, HeaderValue::from(n));
     }
-    fixed(&mut out, LAST_MODIFIED);
-    fixed(&mut out, LOCATION);
+    if !listed_modified {
+        fixed(&mut out, LAST_MODIFIED);
+    }
+    if made_absolute {
+        fixed(&mut out, LOCATION);
+    }
     // `gzip_vary`'s, the map's last vary.
     let mut varies_before_gzip = usize::MAX;
     if gzip_vary {
@@ -452,7 +462,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
         out.append(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     if let Some(rest) = rest {
-        lines(&mut out, &mut lines_of(rest));
+        lines(&mut out, rest);
     }
     let mut last = None;
     for (name, value) in map {

@@ -76,6 +76,9 @@ impl Outbound {
         if !self.add_headers.is_empty() {
             add_headers(resp, &self.add_headers, with_answer);
         }
+        if self.expires.is_some() || !self.add_headers.is_empty() {
+            ranges_last(resp.headers_mut());
+        }
         if let Some(gunzip) = &self.gunzip {
             gunzip.apply(req, resp);
         }
@@ -125,7 +128,6 @@ fn add_headers<'v>(
         status,
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     );
-    let mut appended = false;
     for a in added.iter().filter(|a| listed || a.always) {
         let value = match &a.value {
             HeaderSource::Fixed(v) => v.clone(),
@@ -135,20 +137,23 @@ fn add_headers<'v>(
                     answer: Some(answer),
                     ..vars(status)
                 };
-                http::HeaderValue::from_bytes(&t.eval(&vars))
-                    .ok()
-                    .filter(|v| !v.is_empty())
+                let text = t.eval(&vars);
+                match http::HeaderValue::from_bytes(&text) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    // (Empty: the line is not added, or the validator goes.)
+                    _ if text.is_empty() => None,
+                    // No header value: nothing done.
+                    _ => continue,
+                }
             }
         };
         if a.name == ETAG || a.name == LAST_MODIFIED {
             set_validator(resp, &a.name, value.as_ref());
-            appended |= a.name == LAST_MODIFIED && value.is_some();
             continue;
         }
         let Some(value) = value else {
             continue;
         };
-        appended = true;
         if let Some(spelled) = &a.spelled {
             let names = resp
                 .extensions_mut()
@@ -159,13 +164,12 @@ fn add_headers<'v>(
         }
         resp.headers_mut().append(a.name.clone(), value);
     }
-    // A file's Accept-Ranges comes after the added lines, as nginx's range
-    // filter adds it after its headers filter.
-    let headers = resp.headers_mut();
-    if appended
-        && headers.contains_key(ACCEPT_RANGES)
-        && headers.keys().last() != Some(&ACCEPT_RANGES)
-    {
+}
+
+/// A file's Accept-Ranges after the lines `expires` and `add_header` added,
+/// as nginx's range filter adds it after its headers filter.
+fn ranges_last(headers: &mut http::HeaderMap) {
+    if headers.contains_key(ACCEPT_RANGES) && headers.keys().last() != Some(&ACCEPT_RANGES) {
         let ranges: Vec<_> = headers.get_all(ACCEPT_RANGES).iter().cloned().collect();
         remove_in_order(headers, &ACCEPT_RANGES);
         for value in ranges {
@@ -186,21 +190,24 @@ fn set_validator(
 ) {
     let lower = name.as_str().as_bytes();
     if let Some(passed) = resp.body_mut().passed_mut() {
-        let found = match value {
-            Some(v) => passed.replace(lower, v.as_bytes()),
-            None => {
-                let had = passed.iter().any(|(n, _)| n.eq_ignore_ascii_case(lower));
-                passed.edit_lines(|n, _| {
-                    if n.eq_ignore_ascii_case(lower) {
-                        LineEdit::Drop
-                    } else {
-                        LineEdit::Keep
-                    }
-                });
-                had
-            }
-        };
-        if found {
+        // nginx's `headers_out` points at the last such line it copied.
+        let lines = passed
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(lower))
+            .count();
+        if lines > 0 {
+            let seen = std::cell::Cell::new(0);
+            passed.edit_lines(|n, _| {
+                if !n.eq_ignore_ascii_case(lower) {
+                    return LineEdit::Keep;
+                }
+                seen.set(seen.get() + 1);
+                match value {
+                    _ if seen.get() < lines => LineEdit::Keep,
+                    Some(v) => LineEdit::Set(v.as_bytes().to_vec()),
+                    None => LineEdit::Drop,
+                }
+            });
             return;
         }
     }

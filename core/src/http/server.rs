@@ -487,13 +487,20 @@ async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtim
         // On an HTTP/2 cleartext address nginx reads the header in its
         // HTTP/2 state machine: a timeout is the connection's, and a
         // close before any byte is not logged.
-        Err(Failed::TimedOut | Failed::Closed) if h2c(&rt, &conn) => {
-            if matches!(read, Err(Failed::TimedOut)) {
-                conn.log(
-                    Level::Info,
-                    "client timed out (110: Connection timed out) while processing HTTP/2 connection",
-                );
-            }
+        Err(Failed::TimedOut | Failed::Closed | Failed::Io(_)) if h2c(&rt, &conn) => {
+            let what = match read {
+                Err(Failed::TimedOut) => "client timed out (110: Connection timed out)".to_owned(),
+                Err(Failed::Io(e)) => format!(
+                    "recv() failed ({}: {})",
+                    e.raw_os_error().unwrap_or(0),
+                    proxy::strerror(&e)
+                ),
+                _ => return,
+            };
+            conn.log(
+                Level::Info,
+                &format!("{what} while processing HTTP/2 connection"),
+            );
             return;
         }
         Err(Failed::TimedOut) => (
@@ -651,12 +658,14 @@ struct Client<const HTTPS: bool> {
     _open: Open,
 }
 
-// An idle HTTP/1 connection's task is `serve`'s future: past 408 bytes
-// tokio's cell for it takes 640 bytes instead of 512, 128 more for every
-// idle connection (a field more in `Conn`, as the PROXY protocol's
-// addresses were, was enough). What is rare goes in `Rare`. The future
-// is 400 bytes in release builds, 408 in debug ones; its parts are
-// checked too, to say which grew.
+// An idle HTTP/1 connection's task on a plain address is `serve`'s
+// future (on a TLS, PROXY protocol or h2c address, a future that holds
+// it and more, in a larger cell): past 408 bytes tokio's cell for it
+// takes 640 bytes instead of 512, 128 more for every idle connection (a
+// field more in `Conn`, as the PROXY protocol's addresses were, was
+// enough). What is rare goes in `Rare`. The future is 400 bytes in
+// release builds, 408 in debug ones; its parts are checked too, to say
+// which grew.
 const _: () = assert!(std::mem::size_of::<Client<false>>() <= 136);
 const _: () = assert!(returned_size(&serve) <= 408);
 
