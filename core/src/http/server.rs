@@ -469,11 +469,14 @@ async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtim
         Ok(addrs) => {
             let proxy = addrs.map(Arc::new);
             let group = rt.listens.iter().find(|g| g.addr == conn.listen);
+            // (Boxed: a plain connection's task is not a TLS one's size.)
             match group {
-                Some(g) if g.tls.is_some() => serve_tls(stream, conn, open, rt, proxy).await,
+                Some(g) if g.tls.is_some() => {
+                    Box::pin(serve_tls(stream, conn, open, rt, proxy)).await
+                }
                 Some(g) if g.http2(g.default) => {
                     drop(rt);
-                    serve_h2c(stream, conn, open, proxy).await
+                    Box::pin(serve_h2c(stream, conn, open, proxy)).await
                 }
                 _ => {
                     let settings = h1_settings(group);
@@ -669,10 +672,23 @@ struct Client<const HTTPS: bool> {
 const _: () = assert!(std::mem::size_of::<Client<false>>() <= 136);
 const _: () = assert!(returned_size(&serve) <= 408);
 
+// A TLS connection's task: the handshake, the HTTP/2 connection and
+// rustls's state are boxed, so an idle HTTP/1 one holds the h1 loop and
+// little more (880 bytes in debug builds; it was 6,392 with them inline).
+const _: () = assert!(returned_tls_size(&serve_tls) <= 1024);
+
 /// The size of what `f` returns, found without calling it (a future's).
 const fn returned_size<F, R>(_: &F) -> usize
 where
     F: FnOnce(TcpStream, Conn, Open, h1::Settings, Option<Arc<Addrs>>) -> R,
+{
+    std::mem::size_of::<R>()
+}
+
+/// [`returned_size`] for [`serve_tls`].
+const fn returned_tls_size<F, R>(_: &F) -> usize
+where
+    F: FnOnce(TcpStream, Conn, Open, Arc<Runtime>, Option<Arc<Addrs>>) -> R,
 {
     std::mem::size_of::<R>()
 }
@@ -900,41 +916,44 @@ async fn serve_tls(
         return;
     };
     let (_, limits) = defaults(&conn);
-    let accepted =
-        match tokio::time::timeout(limits.header_timeout, tls::accept(stream, group)).await {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => {
-                // nginx logs a failed handshake at `info`, a rejected one as
-                // its `handshake rejected`.
-                if log::enabled(Level::Info) {
-                    let what = if e.get_ref().is_some_and(|e| e.is::<tls::Rejected>()) {
-                        "handshake rejected".to_owned()
-                    } else {
-                        format!("TLS handshake failed ({e})")
-                    };
-                    conn.log(Level::Info, &format!("{what} while SSL handshaking"));
-                }
-                return;
+    // Boxed, as the HTTP/2 connection below: the handshake's state is
+    // kilobytes, and without the box every idle HTTP/1 connection's task
+    // would stay that size after it.
+    let handshake = Box::pin(tls::accept(stream, group));
+    let accepted = match tokio::time::timeout(limits.header_timeout, handshake).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            // nginx logs a failed handshake at `info`, a rejected one as
+            // its `handshake rejected`.
+            if log::enabled(Level::Info) {
+                let what = if e.get_ref().is_some_and(|e| e.is::<tls::Rejected>()) {
+                    "handshake rejected".to_owned()
+                } else {
+                    format!("TLS handshake failed ({e})")
+                };
+                conn.log(Level::Info, &format!("{what} while SSL handshaking"));
             }
-            Err(_) => {
-                conn.log(
-                    Level::Info,
-                    "client timed out (110: Connection timed out) while SSL handshaking",
-                );
-                return;
-            }
-        };
+            return;
+        }
+        Err(_) => {
+            conn.log(
+                Level::Info,
+                "client timed out (110: Connection timed out) while SSL handshaking",
+            );
+            return;
+        }
+    };
     drop(rt);
     match accepted {
         tls::Accepted::H2(stream, session) => {
-            serve_h2(
-                hyper_util::rt::TokioIo::new(stream),
+            Box::pin(serve_h2(
+                hyper_util::rt::TokioIo::new(*stream),
                 conn,
                 local,
                 open,
                 Some(session),
                 proxy,
-            )
+            ))
             .await
         }
         tls::Accepted::Http1(io, session) => {
@@ -976,14 +995,15 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open, proxy: Option<Arc<
         });
     };
     if h2c {
-        serve_h2(
+        // (Boxed: an HTTP/1 connection's task is not the HTTP/2 one's size.)
+        Box::pin(serve_h2(
             hyper_util::rt::TokioIo::new(stream),
             conn,
             local,
             open,
             None,
             proxy,
-        )
+        ))
         .await
     } else {
         let settings = conn_settings(&conn);

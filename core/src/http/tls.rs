@@ -118,8 +118,8 @@ impl std::error::Error for Rejected {}
 
 /// What a handshake gave, and the session it settled.
 pub enum Accepted {
-    /// ALPN chose `h2`.
-    H2(TlsStream<TcpStream>, Arc<Session>),
+    /// ALPN chose `h2` (boxed: the variants stay small).
+    H2(Box<TlsStream<TcpStream>>, Arc<Session>),
     Http1(TlsIo, Arc<Session>),
 }
 
@@ -149,13 +149,13 @@ pub async fn accept(stream: TcpStream, group: &ListenGroup) -> io::Result<Accept
     let auth = tls.client_auth.get(index).and_then(Option::as_deref);
     let session = Session::of(stream.get_ref().1, auth);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        return Ok(Accepted::H2(stream, session));
+        return Ok(Accepted::H2(Box::new(stream), session));
     }
     let (tcp, conn) = stream.into_inner();
     Ok(Accepted::Http1(
         TlsIo {
             tcp,
-            tls: Mutex::new(conn),
+            tls: Box::new(Mutex::new(conn)),
         },
         session,
     ))
@@ -164,7 +164,9 @@ pub async fn accept(stream: TcpStream, group: &ListenGroup) -> io::Result<Accept
 /// A TLS connection as the h1 loop's [`Io`].
 pub struct TlsIo {
     tcp: TcpStream,
-    tls: Mutex<ServerConnection>,
+    /// Boxed: rustls's state is over a kilobyte, and the connection's
+    /// task (whose future moves it about) is sized by its largest state.
+    tls: Box<Mutex<ServerConnection>>,
 }
 
 /// The TCP stream as rustls's reader and writer: non-blocking calls.
