@@ -567,6 +567,8 @@ async fn flush<I: Io>(io: &I, buf: &mut Buf, send: Duration) -> bool {
 thread_local! {
     /// The Date header's text, made once per second per worker.
     static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    /// The same as a header value, for HTTP/2's map (a clone shares it).
+    static DATE_VALUE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
 }
 
 /// Header names the config spelled otherwise than [`title_case`] does
@@ -621,11 +623,20 @@ fn title_case(name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The Date line's value for now, as [`date`] writes it (for HTTP/2).
+/// The Date line's value for now, as [`date`] writes it (for HTTP/2):
+/// made once per second per worker.
 pub(crate) fn date_value() -> Option<HeaderValue> {
-    let mut text = Vec::with_capacity(29);
-    date(&mut text);
-    HeaderValue::from_bytes(&text).ok()
+    let secs = clock::unix_secs();
+    let cached = DATE_VALUE.try_with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        if c.0 != secs || c.1.is_none() {
+            let mut text = Vec::with_capacity(29);
+            date(&mut text);
+            *c = (secs, HeaderValue::from_bytes(&text).ok());
+        }
+        c.1.clone()
+    });
+    cached.ok().flatten()
 }
 
 fn date(out: &mut Vec<u8>) {
