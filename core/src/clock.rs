@@ -27,6 +27,11 @@ thread_local! {
     /// The worker's reading and how many more uses it serves; `None` on
     /// threads that do not cache.
     static CACHED: Cell<Option<(Instant, u32)>> = const { Cell::new(None) };
+    /// The wall clock's second read with the worker's cached reading
+    /// (0 on threads that do not cache): one second for the whole turn,
+    /// so that an answer's Expires and Date, made microseconds apart,
+    /// never straddle a second boundary (nginx's `ngx_time()`).
+    static SECS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The time of this turn of the worker's event loop (on other threads,
@@ -42,6 +47,7 @@ pub fn now() -> Instant {
             Some(_) => {
                 let at = Instant::now();
                 c.set(Some((at, USES)));
+                cache_secs();
                 at
             }
             None => Instant::now(),
@@ -105,6 +111,7 @@ impl Mono {
 /// readings.
 pub fn woke() {
     let _ = CACHED.try_with(|c| c.set(Some((Instant::now(), USES))));
+    cache_secs();
 }
 
 /// Brings a worker's cached reading forward: after a slow module hook,
@@ -113,15 +120,30 @@ pub fn refresh() {
     let _ = CACHED.try_with(|c| {
         if c.get().is_some() {
             c.set(Some((Instant::now(), USES)));
+            cache_secs();
         }
     });
 }
 
-/// Seconds since the Unix epoch from the kernel's coarse wall clock
-/// (a few nanoseconds, updated every tick): for what counts whole
-/// seconds (the Date header, `$time_local`, `fail_timeout`).
+fn cache_secs() {
+    let _ = SECS.try_with(|s| s.set(read_unix_secs()));
+}
+
+/// Seconds since the Unix epoch: for what counts whole seconds (the
+/// Date header, `expires`, `$time_local`, `fail_timeout`). On a worker,
+/// the second read with the turn's cached reading (see [`now`]); on
+/// other threads, read each time.
 #[inline]
 pub fn unix_secs() -> u64 {
+    match SECS.try_with(Cell::get) {
+        Ok(secs) if secs != 0 => secs,
+        _ => read_unix_secs(),
+    }
+}
+
+/// The kernel's coarse wall clock (a few nanoseconds, updated every
+/// tick).
+fn read_unix_secs() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -159,6 +181,26 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
             refresh();
             assert!(now() > second);
+        })
+        .join()
+        .expect("the test thread");
+    }
+
+    #[test]
+    fn a_worker_keeps_the_second_of_its_reading() {
+        std::thread::spawn(|| {
+            woke();
+            let secs = unix_secs();
+            assert!(secs > 1_700_000_000);
+            // Past a second boundary, the turn's second stands until the
+            // clock is read again.
+            let start = read_unix_secs();
+            while read_unix_secs() == start {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert_eq!(unix_secs(), secs);
+            refresh();
+            assert!(unix_secs() > secs);
         })
         .join()
         .expect("the test thread");
