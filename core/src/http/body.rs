@@ -506,10 +506,10 @@ impl RespBody {
     #[inline(never)]
     pub fn upstream_failed(&self, why: BodyError, request: &Parts) {
         let origin = self.passed().and_then(|p| p.origin.as_ref());
-        if let (Some(origin), Some(hold), true) = (origin, &self.hold, why.upstream) {
+        if let (Some(origin), Some(hold), Some(when)) = (origin, &self.hold, why.upstream) {
             let (upstream, peer) = hold.parts();
             if let Some(addr) = upstream.addrs.get(peer as usize) {
-                crate::http::upstream_log::failed(origin, addr, why.why, request);
+                crate::http::upstream_log::failed(origin, addr, why.why, when, request);
             }
         }
     }

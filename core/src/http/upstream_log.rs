@@ -60,11 +60,31 @@ impl Scheme {
     }
 }
 
-/// nginx's `error` line for an upstream body cut short by `why`;
-/// `request` is the client's request, as its connection read it.
+/// When, in reading an upstream's body, it broke off: what nginx was
+/// doing then, which its line names, when the body is not buffered.
+///
+/// Unbuffered, nginx passes the body's bytes that came with the head on
+/// while it still reads the head (`reading response header from
+/// upstream`); then, if there were any, it sends them and goes on
+/// reading for as long as the upstream has bytes ready, all of it
+/// `sending to client`; what it reads once the upstream made it wait is
+/// `reading upstream`. Buffered, every read is `reading upstream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Within the bytes that came with the head.
+    WithHead,
+    /// In the reads that follow them before the upstream made the proxy
+    /// wait.
+    Straight,
+    /// After a wait.
+    Later,
+}
+
+/// nginx's `error` line for an upstream body cut short by `why` at
+/// `when`; `request` is the client's request, as its connection read it.
 #[cold]
 #[inline(never)]
-pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, request: &Parts) {
+pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, when: When, request: &Parts) {
     let target = match (&origin.target, origin.scheme) {
         (_, Scheme::FastCgi) => "",
         (Some(made), _) => made,
@@ -78,7 +98,12 @@ pub fn failed(origin: &Origin, peer: &PeerAddr, why: &str, request: &Parts) {
         Some(rest) if origin.buffering => format!("readv(){rest}"),
         _ => why.to_owned(),
     };
-    line.push_str(" while reading upstream");
+    line.push_str(match when {
+        _ if origin.buffering => " while reading upstream",
+        When::WithHead => " while reading response header from upstream",
+        When::Straight => " while sending to client",
+        When::Later => " while reading upstream",
+    });
     About {
         client: origin.client,
         server: &origin.server,

@@ -26,17 +26,18 @@ use crate::http::h2::H2Body;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyError {
     pub why: &'static str,
-    /// An upstream's body broke off: the proxy logs nginx's line for it
-    /// when the answer ends ([`crate::http::upstream_log`]). Other
-    /// failures are logged where they happen, or not at all.
-    pub upstream: bool,
+    /// An upstream's body broke off, and when: the proxy logs nginx's
+    /// line for it when the answer ends ([`crate::http::upstream_log`]).
+    /// Other failures (`None`) are logged where they happen, or not at
+    /// all.
+    pub upstream: Option<crate::http::upstream_log::When>,
 }
 
 impl BodyError {
     pub const fn new(why: &'static str) -> BodyError {
         BodyError {
             why,
-            upstream: false,
+            upstream: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::http::h1::io::ReadBuf;
 use crate::http::h1::pool::SIZE;
 use crate::http::upstream_h1::conn::Conn;
 use crate::http::upstream_h1::stream::Timeout;
+use crate::http::upstream_log::When;
 
 /// Reads below this go through the read buffer; above, straight into a
 /// piece of their own (no copy for large bodies).
@@ -41,12 +42,14 @@ pub struct UpstreamBody {
     decode: Decode,
     /// The connection may carry another request after this body.
     reusable: bool,
+    /// How far the reads got, for the line of a failure.
+    when: When,
 }
 
-fn failed<T>(what: &'static str) -> Poll<Option<Result<T, BodyError>>> {
+fn failed<T>(what: &'static str, when: When) -> Poll<Option<Result<T, BodyError>>> {
     Poll::Ready(Some(Err(BodyError {
         why: what,
-        upstream: true,
+        upstream: Some(when),
     })))
 }
 
@@ -60,11 +63,17 @@ fn io_failure(e: &std::io::Error) -> &'static str {
 
 impl UpstreamBody {
     pub(super) fn new(conn: Conn, buf: ReadBuf, decode: Decode, reusable: bool) -> UpstreamBody {
+        let when = if buf.is_empty() {
+            When::Later
+        } else {
+            When::WithHead
+        };
         let mut body = UpstreamBody {
             conn: Some(conn),
             buf: Some(buf),
             decode,
             reusable,
+            when,
         };
         if matches!(&body.decode, Decode::Framed(Decoder::Done)) {
             body.end();
@@ -79,6 +88,7 @@ impl UpstreamBody {
             buf: None,
             decode: Decode::Framed(Decoder::Done),
             reusable: false,
+            when: When::Later,
         }
     }
 
@@ -181,7 +191,7 @@ impl UpstreamBody {
                     Ok(None) => d.raw_run(),
                     Err(Invalid) => {
                         self.fail();
-                        return failed("upstream sent invalid chunked response");
+                        return failed("upstream sent invalid chunked response", self.when);
                     }
                 },
                 Decode::FastCgi(f) => match f.decode(buf, max, &mut |data| sink.copy(data)) {
@@ -213,13 +223,19 @@ impl UpstreamBody {
                 }
             };
             let run = run.min(DIRECT_MAX).min(max as u64);
+            if self.when == When::WithHead {
+                self.when = When::Straight;
+            }
             if buf.is_empty() && run >= DIRECT_MIN {
                 let mut direct = BytesMut::with_capacity(run as usize);
                 return match poll_read_into(cx, &mut conn.io, &mut direct) {
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        self.when = When::Later;
+                        Poll::Pending
+                    }
                     Poll::Ready(Ok(0)) => {
                         self.fail();
-                        failed("upstream prematurely closed connection")
+                        failed("upstream prematurely closed connection", self.when)
                     }
                     Poll::Ready(Ok(n)) => {
                         if let Decode::Framed(d) = &mut self.decode {
@@ -232,12 +248,15 @@ impl UpstreamBody {
                     }
                     Poll::Ready(Err(e)) => {
                         self.fail();
-                        failed(io_failure(&e))
+                        failed(io_failure(&e), self.when)
                     }
                 };
             }
             match buf.poll_fill(cx, &mut conn.io, SIZE) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.when = When::Later;
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => {
                     let at_close = match &self.decode {
                         Decode::UntilClose => true,
@@ -251,12 +270,12 @@ impl UpstreamBody {
                         return Poll::Ready(None);
                     }
                     self.fail();
-                    return failed("upstream prematurely closed connection");
+                    return failed("upstream prematurely closed connection", self.when);
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     self.fail();
-                    return failed(io_failure(&e));
+                    return failed(io_failure(&e), self.when);
                 }
             }
         }
