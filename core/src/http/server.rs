@@ -479,9 +479,9 @@ async fn proxied_start(stream: TcpStream, conn: Conn, open: Open, rt: Arc<Runtim
                     Box::pin(serve_h2c(stream, conn, open, proxy)).await
                 }
                 _ => {
+                    // (Its own task, as on an h2c address.)
                     let settings = h1_settings(group);
-                    drop(rt);
-                    serve(stream, conn, open, settings, proxy).await
+                    tokio::spawn(serve(stream, conn, open, settings, proxy));
                 }
             }
             return;
@@ -661,9 +661,10 @@ struct Client<const HTTPS: bool> {
     _open: Open,
 }
 
-// An idle HTTP/1 connection's task on a plain address is `serve`'s
-// future (on a TLS, PROXY protocol or h2c address, a future that holds
-// it and more, in a larger cell): past 408 bytes tokio's cell for it
+// An idle HTTP/1 connection's task is `serve`'s future (on an h2c or
+// PROXY protocol address too, once the first bytes chose it; on a TLS
+// address, a future that holds it and more, in a larger cell): past 408
+// bytes tokio's cell for it
 // takes 640 bytes instead of 512, 128 more for every idle connection (a
 // field more in `Conn`, as the PROXY protocol's addresses were, was
 // enough). What is rare goes in `Rare`. The future is 400 bytes in
@@ -968,8 +969,6 @@ async fn serve_tls(
 /// HTTP/2 by prior knowledge (h2c), anything else HTTP/1. The first bytes
 /// are peeked, not read, so either protocol reads them itself.
 async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open, proxy: Option<Arc<Addrs>>) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(conn.listen);
     let (_, limits) = defaults(&conn);
     let deadline = tokio::time::Instant::now() + limits.header_timeout;
     let mut first = [0u8; h2::PREFACE.len()];
@@ -995,6 +994,8 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open, proxy: Option<Arc<
         });
     };
     if h2c {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(conn.listen);
         // (Boxed: an HTTP/1 connection's task is not the HTTP/2 one's size.)
         Box::pin(serve_h2(
             hyper_util::rt::TokioIo::new(stream),
@@ -1006,13 +1007,12 @@ async fn serve_h2c(stream: TcpStream, conn: Conn, open: Open, proxy: Option<Arc<
         ))
         .await
     } else {
+        // A task of its own, as a plain address's connection: awaited
+        // here, the h1 loop would sit beside this future's copies of the
+        // stream and the connection (840 bytes, a 1 KB cell, where the
+        // loop alone takes 512).
         let settings = conn_settings(&conn);
-        h1::serve(
-            stream,
-            Client::<false>::new(conn, local, open, None, proxy),
-            settings,
-        )
-        .await
+        tokio::spawn(serve(stream, conn, open, settings, proxy));
     }
 }
 
