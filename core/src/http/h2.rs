@@ -338,6 +338,7 @@ pub fn response(
     };
     let map = std::mem::take(resp.headers_mut());
     let order = Order {
+        passed_server: crate::http::response::passed_server(&resp, passed.as_deref()),
         made_absolute: resp.extensions().get::<MadeAbsolute>().is_some(),
         listed_modified: resp.extensions().get::<ListedLastModified>().is_some(),
         gzip_vary,
@@ -375,8 +376,8 @@ pub fn response(
 }
 
 /// The answer's lines in the order of nginx's HTTP/2 header filter:
-/// server and date (ours, unless the upstream's are passed on or the map
-/// has its own), content-type, content-length, last-modified (but one
+/// server and date (ours, unless the upstream's are passed on; an
+/// `add_header Server` goes among the others), content-type, content-length, last-modified (but one
 /// `add_header` set) and a location made absolute, `gzip_vary`'s vary,
 /// then the others in order, the upstream's before the map's; without
 /// the lines HTTP/2 has none of (connection, keep-alive,
@@ -389,6 +390,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
         TRANSFER_ENCODING, VARY,
     };
     let Order {
+        passed_server,
         made_absolute,
         listed_modified,
         gzip_vary,
@@ -396,14 +398,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     } = order;
     // (Names, not values: a capacity past the map's limit panics.)
     let mut out = http::HeaderMap::with_capacity(map.keys_len() + 8);
-    if !passed.is_some_and(|p| p.server) {
-        if map.contains_key(SERVER) {
-            for value in map.get_all(SERVER) {
-                out.append(SERVER, value.clone());
-            }
-        } else {
-            out.append(SERVER, HeaderValue::from_static("waypost"));
-        }
+    if !passed_server {
+        out.append(SERVER, HeaderValue::from_static("waypost"));
     }
     if !passed.is_some_and(|p| p.date) && !map.contains_key(DATE) {
         if let Some(now) = crate::http::h1::date_value() {
@@ -477,7 +473,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
                 None => continue,
             },
         };
-        if name == SERVER || at_fixed_place(&name) || not_h2(&name) {
+        if at_fixed_place(&name) || not_h2(&name) {
             continue;
         }
         if name == VARY {
@@ -493,6 +489,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
 
 /// What [`in_nginx_order`] needs of the answer besides its lines.
 struct Order {
+    /// It carries the upstream's Server (`PassedServer`).
+    passed_server: bool,
     /// Its Location was made absolute (`MadeAbsolute`).
     made_absolute: bool,
     /// Its Last-Modified is `add_header`'s (`ListedLastModified`).

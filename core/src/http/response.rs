@@ -122,6 +122,23 @@ pub struct MadeAbsolute;
 #[derive(Clone, Copy)]
 pub struct ListedLastModified;
 
+/// A response extension: the upstream's header lines, moved into the map
+/// (a cached answer's ranges, a 101's tunnel), had a Server line
+/// (`proxy_pass_header Server`), which is sent instead of ours, as
+/// nginx's `headers_out.server`. A Server in the map without it is one
+/// `add_header` put there, sent after ours, as nginx sends both.
+#[derive(Clone, Copy)]
+pub struct PassedServer;
+
+/// Whether the answer carries the upstream's Server line (ours is not
+/// sent then).
+pub fn passed_server<B>(
+    resp: &Response<B>,
+    passed: Option<&crate::http::upstream_h1::Passed>,
+) -> bool {
+    passed.is_some_and(|p| p.server) || resp.extensions().get::<PassedServer>().is_some()
+}
+
 /// Removes `name`'s lines from `map`, the others keeping their order
 /// (`HeaderMap::remove` moves the last name into the gap, and the writers
 /// send the map's lines in its order).

@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED,
-    LOCATION, SERVER, TRANSFER_ENCODING, VARY,
+    LOCATION, TRANSFER_ENCODING, VARY,
 };
 use http::{Response, StatusCode};
 use http_body::Body;
@@ -228,7 +228,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
     // Written here for every response rather than put in each response's
     // map (a map allocated and hashed per proxied response).
     let passed = resp.body().passed();
-    if !passed.is_some_and(|p| p.server) {
+    if !crate::http::response::passed_server(resp, passed) {
         buf.extend_from_slice(b"Server: waypost\r\n");
     }
     if !passed.is_some_and(|p| p.date)
@@ -377,7 +377,6 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
         let spellings = resp.extensions().get::<Spellings>();
         for (name, value) in headers {
             if name == TRANSFER_ENCODING
-                || name == SERVER
                 || at_fixed_place(name)
                 || (name == CONNECTION && (upgrade || value == "close"))
             {
