@@ -252,6 +252,12 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
              \x20           fastcgi_pass 127.0.0.1:{back};\n\
              \x20       }}\n\
+             \x20       location /var/ {{ set $fc 127.0.0.1:{back}; fastcgi_pass $fc; }}\n\
+             \x20       location /varup/ {{ set $fc kept; fastcgi_pass $fc; fastcgi_keep_conn on; }}\n\
+             \x20       location /varsock/ {{ set $s {sock}; fastcgi_pass unix:$s; add_header X-Up $upstream_addr; }}\n\
+             \x20       location /varnoport/ {{ set $fc 127.0.0.1; fastcgi_pass $fc; }}\n\
+             \x20       location /varport/ {{ set $fc 127.0.0.1:x; fastcgi_pass $fc; }}\n\
+             \x20       location /varname/ {{ set $fc nosuch.invalid:9000; fastcgi_pass $fc; }}\n\
              \x20       location /hide/ {{\n\
              \x20           fastcgi_hide_header X-Powered-By;\n\
              \x20           fastcgi_pass_header Status;\n\
@@ -303,7 +309,7 @@ fn ask(port: u16, method: &str, path: &str, body: &str) -> String {
             || l.contains("01 Jan 2026")
     });
     // (The error pages name their server.)
-    if status.contains(" 502 ") || status.contains(" 404 ") {
+    if status.contains(" 502 ") || status.contains(" 404 ") || status.contains(" 500 ") {
         kept.retain(|l| !l.starts_with("Content-Length"));
     }
     let body = body.replace("<center>nginx/1.22.1</center>", "<center>waypost</center>");
@@ -346,6 +352,14 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/keep/2.php", ""),
     ("GET", "/keep/3.php", ""),
     ("GET", "/keep/cut.php", ""),
+    // `fastcgi_pass` with variables: an address, an upstream, a socket,
+    // and values that name nothing.
+    ("GET", "/var/a.php", ""),
+    ("GET", "/varup/a.php", ""),
+    ("GET", "/varsock/a.php", ""),
+    ("GET", "/varnoport/a.php", ""),
+    ("GET", "/varport/a.php", ""),
+    ("GET", "/varname/a.php", ""),
 ];
 
 fn run(nginx: bool, back: u16) -> (Vec<String>, Vec<String>) {
@@ -433,6 +447,22 @@ fn fastcgi_answers_match_nginx() {
         "[crit] connect() to unix:/nonexistent/waypost.sock failed (2: No such file or directory) while connecting to upstream"
     ) && l.contains("upstream: \"fastcgi://unix:/nonexistent/waypost.sock:\"")), "{our_log:?}");
     assert!(find("GET /late.php ->").ends_with("\n\nfirst second"));
+    assert!(find("GET /var/a.php ->").contains("SCRIPT_NAME=/var/a.php\n"));
+    assert!(find("GET /varup/a.php ->").contains("SCRIPT_NAME=/varup/a.php\n"));
+    let varsock = find("GET /varsock/a.php ->");
+    assert!(
+        varsock.contains(&format!("X-Up: unix:{}", socket())),
+        "{varsock}"
+    );
+    assert!(find("GET /varnoport/a.php ->").contains("500 Internal Server Error"));
+    assert!(find("GET /varname/a.php ->").contains("502 Bad Gateway"));
+    for line in [
+        "[error] no port in upstream \"127.0.0.1\", client: 127.0.0.1, server: , request: \"GET /varnoport/a.php HTTP/1.1\"",
+        "[error] invalid port in upstream \"127.0.0.1:x\", client: 127.0.0.1, server: , request: \"GET /varport/a.php HTTP/1.1\"",
+        "[error] no resolver defined to resolve nosuch.invalid, client: 127.0.0.1, server: , request: \"GET /varname/a.php HTTP/1.1\"",
+    ] {
+        assert!(our_log.iter().any(|l| l.starts_with(line)), "{line}: {our_log:?}");
+    }
     assert!(
         our_log.iter().any(|l| l.starts_with(
             "[error] FastCGI sent in stderr: \"PHP Notice:  late in /late.php on line 9\" while reading upstream, client: 127.0.0.1"
@@ -489,6 +519,17 @@ fn bad_fastcgi_settings_are_refused_as_nginx_refuses_them() {
         (
             at("fastcgi_pass 127.0.0.1:9000; fastcgi_keep_conn maybe;"),
             emerg("invalid value \"maybe\" in \"fastcgi_keep_conn\" directive, it must be \"on\" or \"off\"", 7),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass $nope;"),
+            // (As for `fastcgi_param`: nginx names no line.)
+            "[emerg] unknown \"nope\" variable (exit Some(1))".to_owned(),
+            Waypost::Exactly(emerg("unknown \"nope\" variable", 7)),
+        ),
+        (
+            at("set $php 127.0.0.1:9000; fastcgi_pass $php;"),
+            ok.clone(),
             Waypost::Same,
         ),
         (

@@ -1039,7 +1039,12 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
         .as_deref()
         .map_or_else(|| Layer::default().proxy(), Layer::proxy);
     // (Only the `fastcgi_` twins reach that level: none of `proxy_pass`'s
-    // headers, redirects, cookies or cache.)
+    // headers, redirects, cookies or cache.) A `fastcgi_pass` with
+    // variables asks the level's `resolver` for a name.
+    conf.resolver = layer.resolver.clone();
+    if let Some(timeout) = layer.resolver_timeout {
+        conf.resolver_timeout = timeout;
+    }
     conf.fastcgi = Some(Box::new(FastCgiConf {
         params: layer.fcgi_params.clone().unwrap_or_default(),
         keep_conn: layer.fcgi_keep_conn.unwrap_or(false),
@@ -4250,6 +4255,15 @@ impl<'a> Interp<'a> {
                         entry,
                     });
                 }
+                "fastcgi_pass" if item.args[0].contains('$') => {
+                    self.check_vars(self.compile_check(&item.args[0]), item)?;
+                    self.dynamic_passes = true;
+                    proxy = Some(ProxyPass {
+                        tls: false,
+                        fastcgi: true,
+                        ..ProxyPass::dynamic(&item.args[0])
+                    });
+                }
                 "fastcgi_pass" => {
                     let (authority, url) = fastcgi_pass_url(item)?;
                     let entry = self.pass_entry(&authority, &url, item)?;
@@ -6477,7 +6491,7 @@ fn default_redirect_of(url: &str, has_uri: bool, path: &str) -> Redirect {
 
 /// A peer written `unix:PATH`: the socket, or nginx's reason to refuse
 /// the path; `None` for another address.
-fn unix_peer(text: &str) -> Option<Result<PeerAddr, &'static str>> {
+pub(crate) fn unix_peer(text: &str) -> Option<Result<PeerAddr, &'static str>> {
     let path = strip_prefix_ignore_case(text, "unix:")?;
     Some(unix_path(path).map(|p| PeerAddr::Unix(Path::new(p).into())))
 }
@@ -6486,9 +6500,6 @@ fn unix_peer(text: &str) -> Option<Result<PeerAddr, &'static str>> {
 /// `unix:PATH`; no scheme and no URI.
 fn fastcgi_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
     let rest = d.args[0].as_str();
-    if rest.contains('$') {
-        return err("\"fastcgi_pass\" with variables is not supported", d);
-    }
     match unix_peer(rest) {
         Some(Ok(_)) => {
             // Its own implicit upstream: no block has such a name.

@@ -1144,7 +1144,9 @@ fn proxy(
         }
         Some(url) => (
             None,
-            Some(Box::new(dynamic_pass(url, conf, upstreams, maps)?)),
+            Some(Box::new(dynamic_pass(
+                url, p.fastcgi, conf, upstreams, maps,
+            )?)),
         ),
     };
     let tries = upstream.as_ref().map_or(0, |u| {
@@ -1232,9 +1234,10 @@ fn fastcgi(
     })
 }
 
-/// A `proxy_pass` with variables.
+/// A `proxy_pass` (or `fastcgi_pass`) with variables.
 fn dynamic_pass(
     url: &str,
+    fastcgi: bool,
     conf: &model::ProxyConf,
     upstreams: &Upstreams<'_>,
     maps: &MapNames,
@@ -1269,6 +1272,7 @@ fn dynamic_pass(
     };
     Ok(crate::upstream::dynamic::DynamicPass::new(
         template,
+        fastcgi,
         resolver,
         upstreams.names.clone(),
         balancer,

@@ -11,15 +11,22 @@
 //!
 //! What an address makes is kept (up to [`MADE`] addresses), so the
 //! balancer's `init_upstream` does not run for every request.
+//!
+//! `fastcgi_pass` with variables (`fastcgi_pass $php;`) is found the same
+//! way from a value without a scheme (`ngx_http_fastcgi_eval`): an
+//! upstream's name, `HOST:PORT` or `unix:PATH`, with no default port.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::conf::interp::{implicit_upstream, inet_addr, parse_url, proxy_name};
+use crate::conf::interp::{
+    implicit_upstream, inet_addr, parse_url, proxy_name, unix_peer, ParsedUrl,
+};
 use crate::conf::syntax::Loc;
 use crate::modules::loader::LoadedModule;
+use crate::upstream::addr::PeerAddr;
 use crate::upstream::resolver::Resolver;
 use crate::upstream::Upstream;
 use crate::vars::{Template, VarCtx};
@@ -34,6 +41,8 @@ pub type Names = Arc<[(Box<str>, u16, Arc<Upstream>)]>;
 /// A location's `proxy_pass` with variables.
 pub struct DynamicPass {
     url: Template,
+    /// `fastcgi_pass`: the value has no scheme.
+    fastcgi: bool,
     /// `resolver` in effect at the location, for names.
     resolver: Option<Arc<Resolver>>,
     names: Names,
@@ -47,8 +56,19 @@ pub struct DynamicPass {
 /// `$proxy_port`'s text.
 pub type Port = std::borrow::Cow<'static, str>;
 
+/// A host that is an address (`127.0.0.1`, `[::1]`), as nginx reads one.
+fn literal_ip(host: &str) -> Option<IpAddr> {
+    match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .and_then(|a| a.parse().ok())
+            .map(IpAddr::V6),
+        None => inet_addr(host).map(IpAddr::V4),
+    }
+}
+
 /// An upstream made for addresses a value gave (or a name resolved to).
-type Made = (Box<[SocketAddr]>, Arc<Upstream>);
+type Made = (Box<[PeerAddr]>, Arc<Upstream>);
 
 /// Where this request goes.
 pub struct Chosen {
@@ -109,6 +129,7 @@ pub struct NotChosen {
 impl DynamicPass {
     pub fn new(
         url: Template,
+        fastcgi: bool,
         resolver: Option<Arc<Resolver>>,
         names: Names,
         balancer: Arc<LoadedModule>,
@@ -117,6 +138,7 @@ impl DynamicPass {
     ) -> DynamicPass {
         DynamicPass {
             url,
+            fastcgi,
             resolver,
             names,
             balancer,
@@ -130,6 +152,9 @@ impl DynamicPass {
     pub fn choose(&self, vars: &VarCtx<'_>) -> Choice {
         let value = self.url.eval(vars);
         let value = String::from_utf8_lossy(&value);
+        if self.fastcgi {
+            return self.choose_fastcgi(&value);
+        }
         let failed = |message: String, status: u16, host: &str, port: &Port| {
             Choice::Failed(NotChosen {
                 message,
@@ -174,24 +199,11 @@ impl DynamicPass {
             true => format!("/{u}").into_boxed_str(),
             false => u.into(),
         });
-        let named = self.names.iter().find(|(name, port, _)| {
-            let port_matches = match *port {
-                0 => url.no_port,
-                p => p == url.port,
-            };
-            port_matches && name.eq_ignore_ascii_case(&url.host)
-        });
+        let named = self.named(&url);
         let upstream = match named {
-            Some((_, _, upstream)) => upstream.clone(),
+            Some(upstream) => upstream.clone(),
             None => {
-                let ip = match url.host.strip_prefix('[') {
-                    Some(v6) => v6
-                        .strip_suffix(']')
-                        .and_then(|a| a.parse().ok())
-                        .map(IpAddr::V6),
-                    None => inet_addr(&url.host).map(IpAddr::V4),
-                };
-                let Some(ip) = ip else {
+                let Some(ip) = literal_ip(&url.host) else {
                     if self.resolver.is_none() {
                         let message = format!("no resolver defined to resolve {}", url.host);
                         return failed(message, 502, &host, &port_text);
@@ -207,7 +219,10 @@ impl DynamicPass {
                         tls,
                     });
                 };
-                match self.made_for(authority, &[SocketAddr::new(ip, url.port)]) {
+                match self.made_for(
+                    authority,
+                    vec![PeerAddr::Inet(SocketAddr::new(ip, url.port))],
+                ) {
                     Ok(up) => up,
                     Err(e) => return failed(e, 500, &host, &port_text),
                 }
@@ -220,6 +235,86 @@ impl DynamicPass {
             uri,
             tls,
         })
+    }
+
+    /// What a `fastcgi_pass` value names, as nginx's
+    /// `ngx_http_fastcgi_eval` and `ngx_http_upstream_init_request` find
+    /// it: an upstream of the configuration, else an address, else a name
+    /// to resolve; an address or a name needs a port.
+    fn choose_fastcgi(&self, value: &str) -> Choice {
+        let failed = |message: String, status: u16| {
+            Choice::Failed(NotChosen {
+                message,
+                status,
+                host: "".into(),
+                port: Port::Borrowed(""),
+            })
+        };
+        let chosen = |upstream: Arc<Upstream>| {
+            Choice::Chosen(Chosen {
+                upstream,
+                host: "".into(),
+                port: Port::Borrowed(""),
+                uri: None,
+                tls: false,
+            })
+        };
+        if let Some(unix) = unix_peer(value) {
+            return match unix
+                .map_err(str::to_owned)
+                .and_then(|addr| self.made_for(value, vec![addr]))
+            {
+                Ok(up) => chosen(up),
+                Err(e) => failed(format!("{e} in upstream \"{value}\""), 500),
+            };
+        }
+        let url = match parse_url(value, 0, true) {
+            Ok(url) if url.uri.is_none() => url,
+            Ok(_) => return failed(format!("invalid host in upstream \"{value}\""), 500),
+            Err(e) => return failed(format!("{e} in upstream \"{value}\""), 500),
+        };
+        let named = self.named(&url);
+        if let Some(upstream) = named {
+            return chosen(upstream.clone());
+        }
+        if url.port == 0 {
+            return failed(format!("no port in upstream \"{}\"", url.host), 500);
+        }
+        match literal_ip(&url.host) {
+            Some(ip) => {
+                match self.made_for(value, vec![PeerAddr::Inet(SocketAddr::new(ip, url.port))]) {
+                    Ok(up) => chosen(up),
+                    Err(e) => failed(e, 500),
+                }
+            }
+            None if self.resolver.is_none() => {
+                failed(format!("no resolver defined to resolve {}", url.host), 502)
+            }
+            None => Choice::Resolve(Lookup {
+                name: url.host,
+                port: url.port,
+                authority: value.to_owned(),
+                host: "".into(),
+                port_text: Port::Borrowed(""),
+                uri: None,
+                tls: false,
+            }),
+        }
+    }
+
+    /// The upstream of the configuration a value's host and port name:
+    /// an `upstream` block has no port, so the value must not give one.
+    fn named(&self, url: &ParsedUrl) -> Option<&Arc<Upstream>> {
+        self.names
+            .iter()
+            .find(|(name, port, _)| {
+                let port_matches = match *port {
+                    0 => url.no_port,
+                    p => p == url.port,
+                };
+                port_matches && name.eq_ignore_ascii_case(&url.host)
+            })
+            .map(|(_, _, upstream)| upstream)
     }
 
     /// A name's upstream, once the `resolver` gave its addresses.
@@ -245,15 +340,15 @@ impl DynamicPass {
                 502,
             ));
         };
-        let addrs: Vec<SocketAddr> = match resolver.resolve(&name).await {
+        let addrs: Vec<PeerAddr> = match resolver.resolve(&name).await {
             Ok(ips) => ips
                 .into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
+                .map(|ip| PeerAddr::Inet(SocketAddr::new(ip, port)))
                 .collect(),
             Err(why) => return Err(failed(format!("{name} could not be resolved {why}"), 502)),
         };
         let upstream = self
-            .made_for(&authority, &addrs)
+            .made_for(&authority, addrs)
             .map_err(|e| failed(e, 500))?;
         Ok(Chosen {
             upstream,
@@ -265,14 +360,19 @@ impl DynamicPass {
     }
 
     /// The upstream of `addrs`: kept from an earlier request, or made.
-    fn made_for(&self, authority: &str, addrs: &[SocketAddr]) -> Result<Arc<Upstream>, String> {
+    fn made_for(&self, authority: &str, addrs: Vec<PeerAddr>) -> Result<Arc<Upstream>, String> {
         // One entry whatever order the name server gave them in.
-        let mut key = addrs.to_vec();
-        key.sort_unstable();
+        let mut key = addrs.clone();
+        key.sort_unstable_by(|a, b| match (a, b) {
+            (PeerAddr::Inet(a), PeerAddr::Inet(b)) => a.cmp(b),
+            (PeerAddr::Unix(a), PeerAddr::Unix(b)) => a.cmp(b),
+            (PeerAddr::Inet(_), PeerAddr::Unix(_)) => std::cmp::Ordering::Less,
+            (PeerAddr::Unix(_), PeerAddr::Inet(_)) => std::cmp::Ordering::Greater,
+        });
         if let Some((_, up)) = self.made.load().iter().find(|(a, _)| **a == *key) {
             return Ok(up.clone());
         }
-        let up = self.make(authority, addrs.to_vec())?;
+        let up = self.make(authority, addrs)?;
         self.made.rcu(|made| {
             let mut made = match made.len() >= MADE {
                 true => Vec::new(),
@@ -285,11 +385,7 @@ impl DynamicPass {
     }
 
     /// nginx's `ngx_http_upstream_create_round_robin_peer`: one peer.
-    fn make(&self, authority: &str, addrs: Vec<SocketAddr>) -> Result<Arc<Upstream>, String> {
-        let addrs = addrs
-            .into_iter()
-            .map(crate::upstream::addr::PeerAddr::Inet)
-            .collect();
+    fn make(&self, authority: &str, addrs: Vec<PeerAddr>) -> Result<Arc<Upstream>, String> {
         let mut conf = implicit_upstream(authority, &self.loc, addrs);
         // nginx makes these peers for each request: a failure is not
         // remembered for the next one (a restarted backend is tried at
