@@ -1372,6 +1372,10 @@ fn header_lines_in_nginx_order_over_http2() {
         "/away" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://other.example/\r\n\
             content-length: 0\r\n\r\n"
             .to_vec(),
+        // One `proxy_redirect` rewrites (to another absolute URL).
+        "/pr" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://up/foo\r\n\
+            content-length: 0\r\n\r\n"
+            .to_vec(),
         _ => b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
             X-A: 1\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
             content-type: text/plain\r\nETag: \"e\"\r\ncontent-length: 2\r\nX-B: 2\r\n\r\nok"
@@ -1383,10 +1387,12 @@ fn header_lines_in_nginx_order_over_http2() {
          \x20       location /moved { return 301 /x; }\n\
          \x20       location /gz { proxy_pass http://up; gzip on; gzip_vary on; \
                     gzip_min_length 1; gzip_types text/plain; add_header X-Added 1; }\n\
+         \x20       location /pr { proxy_pass http://up; proxy_redirect http://up/ http://other/; }\n\
+         \x20       location /ret { absolute_redirect off; add_header X-Added 1; return 302 /x; }\n\
          \x20       location /as { add_header Server s; return 200 \"x\"; }\n";
     let names = |nginx: bool| {
         let (_server, port) = up_server_on(nginx, backend, locations, " http2");
-        ["/up", "/r", "/moved", "/gz", "/away", "/as"]
+        ["/up", "/r", "/moved", "/gz", "/away", "/pr", "/ret", "/as"]
             .iter()
             .map(|path| {
                 let out = std::process::Command::new("curl")
@@ -1423,5 +1429,12 @@ fn header_lines_in_nginx_order_over_http2() {
     assert_eq!(
         ours[4],
         "/away: server, date, content-length, x-a, location"
+    );
+    // One `proxy_redirect` rewrote, or a `return` under
+    // `absolute_redirect off`, goes to the fixed place all the same.
+    assert_eq!(ours[5], "/pr: server, date, content-length, location, x-a");
+    assert_eq!(
+        ours[6],
+        "/ret: server, date, content-type, content-length, location, x-added"
     );
 }

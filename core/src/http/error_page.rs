@@ -97,6 +97,9 @@ pub(crate) fn apply<'a>(
                         .unwrap_or(302);
                     let mut moved = error_page(code);
                     moved.headers_mut().insert(LOCATION, url.clone());
+                    moved
+                        .extensions_mut()
+                        .insert(crate::http::response::OwnLocation);
                     carry(&resp, &mut moved, &[CONNECTION, WWW_AUTHENTICATE]);
                     let record = resp.body_mut().take_record();
                     moved.body_mut().set_record(record);

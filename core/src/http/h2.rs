@@ -24,7 +24,9 @@ use crate::http::gzip::VaryAdded;
 use crate::http::h1::body::BodyError;
 use crate::http::h1::ClientBody;
 use crate::http::head::HeaderNames;
-use crate::http::response::{error_page, ErrorPage, Http1Close, ListedLastModified, MadeAbsolute};
+use crate::http::response::{
+    error_page, ErrorPage, Http1Close, ListedLastModified, MadeAbsolute, OwnLocation,
+};
 use crate::http::tls::Https;
 use crate::http::upstream_h1::{lines_of, Passed};
 
@@ -339,7 +341,8 @@ pub fn response(
     let map = std::mem::take(resp.headers_mut());
     let order = Order {
         passed_server: crate::http::response::passed_server(&resp, passed.as_deref()),
-        made_absolute: resp.extensions().get::<MadeAbsolute>().is_some(),
+        own_location: resp.extensions().get::<MadeAbsolute>().is_some()
+            || resp.extensions().get::<OwnLocation>().is_some(),
         listed_modified: resp.extensions().get::<ListedLastModified>().is_some(),
         gzip_vary,
         length,
@@ -377,13 +380,13 @@ pub fn response(
 
 /// The answer's lines in the order of nginx's HTTP/2 header filter:
 /// server and date (ours, unless the upstream's are passed on; an
-/// `add_header Server` goes among the others), content-type, content-length, last-modified (but one
-/// `add_header` set) and a location made absolute, `gzip_vary`'s vary,
-/// then the others in order, the upstream's before the map's; without
-/// the lines HTTP/2 has none of (connection, keep-alive,
-/// proxy-connection, upgrade, transfer-encoding). (nginx's HTTP/2 filter
-/// also moves a Location `proxy_redirect` made absolute, or one written
-/// under `absolute_redirect off`; those stay among the others here.)
+/// `add_header Server` goes among the others), content-type,
+/// content-length, last-modified (but one `add_header` set) and the
+/// answer's own location (nginx's `headers_out.location`: waypost's, or
+/// the upstream's a `proxy_redirect` rewrote, absolute or not),
+/// `gzip_vary`'s vary, then the others in order, the upstream's before
+/// the map's; without the lines HTTP/2 has none of (connection,
+/// keep-alive, proxy-connection, upgrade, transfer-encoding).
 fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -> http::HeaderMap {
     use header::{
         CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED, LOCATION, SERVER,
@@ -391,7 +394,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     };
     let Order {
         passed_server,
-        made_absolute,
+        own_location,
         listed_modified,
         gzip_vary,
         length,
@@ -413,11 +416,16 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
             || name == "proxy-connection"
             || name == "upgrade"
     };
-    let lines = |out: &mut http::HeaderMap, lines: &[u8]| {
+    // (`skip_location`: the first Location line went to the fixed place.)
+    let lines = |out: &mut http::HeaderMap, lines: &[u8], mut skip_location: bool| {
         for (name, value) in lines_of(lines) {
             // httparse took the name as a token and the value as what a
             // HeaderValue holds: neither fails.
             if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                if skip_location && n == LOCATION {
+                    skip_location = false;
+                    continue;
+                }
                 if !not_h2(&n) {
                     out.append(n, v);
                 }
@@ -426,14 +434,14 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     };
     let rest = passed.map(|p| {
         let (front, rest) = p.front_and_rest();
-        lines(&mut out, front);
+        lines(&mut out, front, false);
         rest
     });
     let at_fixed_place = |name: &HeaderName| {
         name == CONTENT_TYPE
             || name == CONTENT_LENGTH
             || (name == LAST_MODIFIED && !listed_modified)
-            || (name == LOCATION && made_absolute)
+            || (name == LOCATION && own_location)
     };
     let fixed = |out: &mut http::HeaderMap, name: HeaderName| {
         for value in map.get_all(&name) {
@@ -448,8 +456,20 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     if !listed_modified {
         fixed(&mut out, LAST_MODIFIED);
     }
-    if made_absolute {
+    if own_location {
         fixed(&mut out, LOCATION);
+    }
+    // The upstream's Location a `proxy_redirect` rewrote (one made
+    // absolute is among the front lines already).
+    let mut skip_location = false;
+    if let (Some(p), Some(rest)) = (passed, rest) {
+        if p.location_set && !p.location_front {
+            let rewritten = lines_of(rest).find(|(n, _)| n.eq_ignore_ascii_case(b"location"));
+            if let Some(Ok(v)) = rewritten.map(|(_, v)| HeaderValue::from_bytes(v)) {
+                out.append(LOCATION, v);
+                skip_location = true;
+            }
+        }
     }
     // `gzip_vary`'s, the map's last vary.
     let mut varies_before_gzip = usize::MAX;
@@ -458,7 +478,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
         out.append(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     if let Some(rest) = rest {
-        lines(&mut out, rest);
+        lines(&mut out, rest, skip_location);
     }
     let mut last = None;
     for (name, value) in map {
@@ -491,8 +511,8 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
 struct Order {
     /// It carries the upstream's Server (`PassedServer`).
     passed_server: bool,
-    /// Its Location was made absolute (`MadeAbsolute`).
-    made_absolute: bool,
+    /// Its Location is its own (`OwnLocation`, `MadeAbsolute`).
+    own_location: bool,
     /// Its Last-Modified is `add_header`'s (`ListedLastModified`).
     listed_modified: bool,
     /// Its last Vary is `gzip_vary`'s (`VaryAdded`).

@@ -46,6 +46,7 @@ pub fn reply(r: &Reply, vars: &VarCtx<'_>) -> Response<RespBody> {
         };
         if let Ok(v) = HeaderValue::from_maybe_shared(location) {
             resp.headers_mut().insert(LOCATION, v);
+            resp.extensions_mut().insert(OwnLocation);
         }
         if made {
             resp.extensions_mut().insert(MadeAbsolute);
@@ -115,6 +116,14 @@ impl ReplyTypes {
 /// place (before `Connection`) rather than among the other lines.
 #[derive(Clone, Copy)]
 pub struct MadeAbsolute;
+
+/// A response extension: its Location is the answer's own (`return`, a
+/// `rewrite` redirect, a directory's, `error_page`'s: nginx's
+/// `headers_out.location`), which nginx's HTTP/2 filter writes at its
+/// fixed place whether or not it was made absolute; one `add_header`
+/// put there goes among the others.
+#[derive(Clone, Copy)]
+pub struct OwnLocation;
 
 /// A response extension: its Last-Modified is one `add_header` set, which
 /// nginx writes among the other lines rather than at its header filter's

@@ -701,6 +701,8 @@ fn redirect(
     let mut resp = finalized(status);
     if let Ok(v) = HeaderValue::from_bytes(&location) {
         resp.headers_mut().insert(LOCATION, v);
+        resp.extensions_mut()
+            .insert(crate::http::response::OwnLocation);
     }
     if made {
         resp.extensions_mut()

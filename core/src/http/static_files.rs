@@ -1060,6 +1060,8 @@ fn moved(req: &Req<'_>, st: &Static, uri: &[u8]) -> Response<RespBody> {
     let mut resp = finalized(301);
     if let Ok(v) = HeaderValue::from_bytes(&location) {
         resp.headers_mut().insert(LOCATION, v);
+        resp.extensions_mut()
+            .insert(crate::http::response::OwnLocation);
     }
     if st.style.absolute {
         resp.extensions_mut()

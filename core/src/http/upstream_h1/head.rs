@@ -60,6 +60,10 @@ pub struct Passed {
     /// `proxy_redirect` made the Location a path, and it was made
     /// absolute: its line follows the front ones ([`Passed::front`]).
     pub location_front: bool,
+    /// A `proxy_redirect` rule rewrote the Location (nginx's
+    /// `headers_out.location`): over HTTP/2 it goes to the fixed place
+    /// even where it stays among the others over HTTP/1.
+    pub location_set: bool,
     /// Bytes of `lines` nginx writes at its fixed places
     /// ([`Passed::front`]); kept by whatever sets the lines.
     pub front: u32,
@@ -304,6 +308,7 @@ impl Passed {
         let mut lines = Vec::with_capacity(self.lines.len() + 64);
         // A Location made absolute moves to nginx's fixed place for it.
         let mut moved = None;
+        let mut set = false;
         for (name, value) in self.iter() {
             let location = name.eq_ignore_ascii_case(b"location");
             let at = if location {
@@ -330,6 +335,7 @@ impl Passed {
                     (new, false)
                 })
             });
+            set |= location && rewritten.is_some();
             let rewritten = match rewritten {
                 Some((value, true)) if moved.is_none() && !self.location_front => {
                     moved = Some(value);
@@ -343,6 +349,7 @@ impl Passed {
             lines.extend_from_slice(b"\r\n");
         }
         self.set_lines(lines);
+        self.location_set |= set;
         if let Some(value) = moved {
             let at = self.front();
             let line = [&b"Location: "[..], &value, b"\r\n"].concat();
@@ -522,6 +529,7 @@ fn build(
         date: false,
         origin: None,
         location_front: false,
+        location_set: false,
         front: 0,
         reason: match res.reason {
             Some(r) if r == crate::http::response::status_text(status) => None,
