@@ -177,6 +177,10 @@ fn www() -> &'static std::path::Path {
     let dir = DIR.get_or_init(|| {
         let dir = waypost_tests::TempDir::new("fastcgi-www");
         dir.write("deb/app.php", "<?php");
+        // A deployment's link to its release (`$realpath_root`).
+        dir.write("release1/index.php", "<?php");
+        std::os::unix::fs::symlink(dir.path.join("release1"), dir.path.join("current"))
+            .expect("symlink");
         dir
     });
     &dir.path
@@ -252,6 +256,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20           fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
              \x20           fastcgi_pass 127.0.0.1:{back};\n\
              \x20       }}\n\
+             \x20       location /real/ {{ root {www}/current; fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name; fastcgi_param DOCUMENT_ROOT $realpath_root; fastcgi_pass 127.0.0.1:{back}; }}\n\
+             \x20       location /noreal/ {{ root /nonexistent/waypost-root; fastcgi_param DOCUMENT_ROOT $realpath_root; fastcgi_pass 127.0.0.1:{back}; }}\n\
              \x20       location /var/ {{ set $fc 127.0.0.1:{back}; fastcgi_pass $fc; }}\n\
              \x20       location /varup/ {{ set $fc kept; fastcgi_pass $fc; fastcgi_keep_conn on; }}\n\
              \x20       location /varsock/ {{ set $s {sock}; fastcgi_pass unix:$s; add_header X-Up $upstream_addr; }}\n\
@@ -354,6 +360,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/keep/cut.php", ""),
     // `fastcgi_pass` with variables: an address, an upstream, a socket,
     // and values that name nothing.
+    ("GET", "/real/a.php", ""),
+    ("GET", "/noreal/a.php", ""),
     ("GET", "/var/a.php", ""),
     ("GET", "/varup/a.php", ""),
     ("GET", "/varsock/a.php", ""),
@@ -447,6 +455,18 @@ fn fastcgi_answers_match_nginx() {
         "[crit] connect() to unix:/nonexistent/waypost.sock failed (2: No such file or directory) while connecting to upstream"
     ) && l.contains("upstream: \"fastcgi://unix:/nonexistent/waypost.sock:\"")), "{our_log:?}");
     assert!(find("GET /late.php ->").ends_with("\n\nfirst second"));
+    // `$realpath_root`: the root's link resolved; a root that is not
+    // there, nginx's `crit` line and an empty value.
+    let real = find("GET /real/a.php ->");
+    let release = std::fs::canonicalize(www().join("release1")).expect("release1");
+    assert!(
+        real.contains(&format!("DOCUMENT_ROOT={}\n", release.display())),
+        "{real}"
+    );
+    assert!(find("GET /noreal/a.php ->").contains("DOCUMENT_ROOT=\n"));
+    assert!(our_log.iter().any(|l| l.starts_with(
+        "[crit] realpath() \"/nonexistent/waypost-root\" failed (2: No such file or directory), client: 127.0.0.1"
+    )), "{our_log:?}");
     assert!(find("GET /var/a.php ->").contains("SCRIPT_NAME=/var/a.php\n"));
     assert!(find("GET /varup/a.php ->").contains("SCRIPT_NAME=/varup/a.php\n"));
     let varsock = find("GET /varsock/a.php ->");
@@ -526,6 +546,20 @@ fn bad_fastcgi_settings_are_refused_as_nginx_refuses_them() {
             // (As for `fastcgi_param`: nginx names no line.)
             "[emerg] unknown \"nope\" variable (exit Some(1))".to_owned(),
             Waypost::Exactly(emerg("unknown \"nope\" variable", 7)),
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_param DOCUMENT_ROOT $realpath_root;"),
+            ok.clone(),
+            Waypost::Same,
+        ),
+        (
+            // (Resolved where FastCGI params are made, and nowhere else.)
+            at("fastcgi_pass 127.0.0.1:9000; add_header X-Root $realpath_root;"),
+            ok.clone(),
+            Waypost::Exactly(emerg(
+                "the $realpath_root variable is supported only in \"fastcgi_param\"",
+                7,
+            )),
         ),
         (
             at("set $php 127.0.0.1:9000; fastcgi_pass $php;"),

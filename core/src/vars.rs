@@ -183,6 +183,9 @@ pub enum Var {
     DocumentRoot,
     /// `$request_filename`: the path the URI maps to there.
     RequestFilename,
+    /// `$realpath_root`: `$document_root` with its links resolved
+    /// (`realpath()`), as a [`RealpathScope`] gives it (`fastcgi_param`).
+    RealpathRoot,
     /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name`,
     /// `$ssl_session_reused`: the TLS session's (not found on a plain
     /// connection).
@@ -217,9 +220,36 @@ pub enum Var {
 }
 
 thread_local! {
+    /// `$realpath_root` for the evaluation under way on this thread
+    /// ([`RealpathScope`]).
+    static REALPATH_ROOT: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
     /// Whether `$document_root` or `$request_filename` is being evaluated
     /// on this thread.
     static IN_ROOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `$realpath_root`'s value for the templates evaluated while it lives.
+/// Resolving the root reads the file system, which the request path
+/// does on the blocking pool, before its (synchronous) evaluation: the
+/// value is handed to it here, on the same thread, with no wait between.
+pub struct RealpathScope(());
+
+impl RealpathScope {
+    pub fn enter(real: Option<Vec<u8>>) -> RealpathScope {
+        let _ = REALPATH_ROOT.try_with(|r| *r.borrow_mut() = real);
+        RealpathScope(())
+    }
+}
+
+impl Drop for RealpathScope {
+    fn drop(&mut self) {
+        let _ = REALPATH_ROOT.try_with(|r| r.borrow_mut().take());
+    }
+}
+
+/// Whether `text` reads `$realpath_root`.
+pub fn reads_realpath_root(text: &str) -> bool {
+    text.contains("$realpath_root") || text.contains("${realpath_root}")
 }
 
 /// Marks an evaluation of the root as under way until dropped; `None`
@@ -378,7 +408,6 @@ const UNSUPPORTED: &[&str] = &[
     "pipe",
     "proxy_internal_body_length",
     "proxy_internal_chunked",
-    "realpath_root",
     "request_body",
     "request_body_file",
     "request_completion",
@@ -500,6 +529,7 @@ impl Var {
             "request_uri" => Var::RequestUri,
             "uri" | "document_uri" => Var::Uri,
             "document_root" => Var::DocumentRoot,
+            "realpath_root" => Var::RealpathRoot,
             "request_filename" => Var::RequestFilename,
             "args" | "query_string" => Var::Args,
             "is_args" => Var::IsArgs,
@@ -778,6 +808,13 @@ impl Var {
                 let _ = write!(out, "{:03}", cx.status);
             }
             Var::BytesSent => out.push(b'0'),
+            Var::RealpathRoot => {
+                let _ = REALPATH_ROOT.try_with(|r| {
+                    if let Some(real) = r.borrow().as_deref() {
+                        out.extend_from_slice(real);
+                    }
+                });
+            }
             Var::DocumentRoot | Var::RequestFilename => {
                 // A root made of a variable that reads these again (through
                 // a `map`) is a cycle: nginx's value is then none.

@@ -1684,6 +1684,17 @@ impl<'a> Interp<'a> {
         seen: &mut HashSet<String>,
     ) -> Result<Spec, ConfError> {
         let spec = self.check(d, ctx)?;
+        // `$realpath_root` reads the file system: it is resolved (on the
+        // blocking pool) where FastCGI params are made, and nowhere else.
+        // (`root` and `alias` refuse it with nginx's own message.)
+        if !matches!(d.name.as_str(), "fastcgi_param" | "root" | "alias")
+            && d.args.iter().any(|a| crate::vars::reads_realpath_root(a))
+        {
+            return err(
+                "the $realpath_root variable is supported only in \"fastcgi_param\"",
+                d,
+            );
+        }
         if (spec.flag || is_single(&d.name)) && !seen.insert(d.name.clone()) {
             return err(format!("\"{}\" directive is duplicate", d.name), d);
         }

@@ -1403,6 +1403,12 @@ pub async fn run(
             // (`fastcgi_pass_request_headers`, as the request's shape.)
             let pass_headers = p.shape.as_deref().is_none_or(|s| s.headers);
             let has_body = framing != Framing::None;
+            // (Boxed: few locations read `$realpath_root`.)
+            let real = match &f.realpath_of {
+                Some(root) => Box::pin(realpath_root(root.eval(&vars), cx, parts)).await,
+                None => None,
+            };
+            let _real = crate::vars::RealpathScope::enter(real);
             match fastcgi::request(f, parts, &vars, pass_headers, has_body) {
                 Ok(head) => head,
                 Err(too_big) => return fastcgi_too_big(too_big, cx, parts),
@@ -1894,6 +1900,31 @@ fn switched(
     let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
     *resp.version_mut() = Version::HTTP_11;
     resp
+}
+
+/// `$realpath_root`: `root` with its links resolved, on the blocking
+/// pool; where it cannot be, nginx's `crit` line and no value.
+async fn realpath_root(root: Vec<u8>, cx: &ClientCx<'_>, parts: &Parts) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let path = root.clone();
+    let real = crate::http::static_files::blocking(move || {
+        std::fs::canonicalize(std::ffi::OsStr::from_bytes(&path))
+    })
+    .await;
+    match real {
+        Ok(real) => Some(real.into_os_string().into_vec()),
+        Err(e) => {
+            let mut line = format!(
+                "realpath() \"{}\" failed ({}: {})",
+                String::from_utf8_lossy(&root),
+                e.raw_os_error().unwrap_or(0),
+                strerror(&e)
+            );
+            request_context(cx, parts, &mut line);
+            log::write(Level::Crit, Some(cx.conn), &line);
+            None
+        }
+    }
 }
 
 /// Every peer down or busy: nginx's "no live upstreams" (cold: the

@@ -1212,6 +1212,17 @@ fn fastcgi(
     maps: &MapNames,
 ) -> Result<crate::http::fastcgi::FastCgi, ConfError> {
     let mut params = Vec::with_capacity(conf.params.len());
+    let realpath_of = match conf
+        .params
+        .iter()
+        .any(|(_, value, _)| crate::vars::reads_realpath_root(value))
+    {
+        true => Some(
+            crate::vars::Template::compile("$document_root")
+                .map_err(|e| ConfError::bare(e.to_string()))?,
+        ),
+        false => None,
+    };
     for (name, value, if_not_empty) in &conf.params {
         params.push(crate::http::fastcgi::Param {
             name: name.as_bytes().into(),
@@ -1231,6 +1242,7 @@ fn fastcgi(
         params: params.into(),
         header_params,
         keep_conn: conf.keep_conn,
+        realpath_of,
     })
 }
 

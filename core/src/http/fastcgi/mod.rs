@@ -30,6 +30,9 @@ pub struct FastCgi {
     pub header_params: Box<[Box<[u8]>]>,
     /// `fastcgi_keep_conn on`: the application keeps the connection.
     pub keep_conn: bool,
+    /// `$document_root`, where a param reads `$realpath_root`: resolved
+    /// on the blocking pool before the params are made.
+    pub realpath_of: Option<crate::vars::Template>,
 }
 
 /// One `fastcgi_param NAME VALUE [if_not_empty]`.
