@@ -258,6 +258,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       }}\n\
              \x20       location /real/ {{ root {www}/current; fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name; fastcgi_param DOCUMENT_ROOT $realpath_root; fastcgi_pass 127.0.0.1:{back}; }}\n\
              \x20       location /noreal/ {{ root /nonexistent/waypost-root; fastcgi_param DOCUMENT_ROOT $realpath_root; fastcgi_pass 127.0.0.1:{back}; }}\n\
+             \x20       location /iff/ {{ if ($arg_php) {{ fastcgi_pass 127.0.0.1:{back}; }} }}\n\
+             \x20       location /ifvar/ {{ proxy_pass http://127.0.0.1:1; if ($arg_php) {{ fastcgi_pass $arg_php; }} }}\n\
              \x20       location /var/ {{ set $fc 127.0.0.1:{back}; fastcgi_pass $fc; }}\n\
              \x20       location /varup/ {{ set $fc kept; fastcgi_pass $fc; fastcgi_keep_conn on; }}\n\
              \x20       location /varsock/ {{ set $s {sock}; fastcgi_pass unix:$s; add_header X-Up $upstream_addr; }}\n\
@@ -362,6 +364,9 @@ const CASES: &[(&str, &str, &str)] = &[
     // and values that name nothing.
     ("GET", "/real/a.php", ""),
     ("GET", "/noreal/a.php", ""),
+    ("GET", "/iff/a.php?php=1", ""),
+    ("GET", "/iff/a.php", ""),
+    ("GET", "/ifvar/a.php?php=kept", ""),
     ("GET", "/var/a.php", ""),
     ("GET", "/varup/a.php", ""),
     ("GET", "/varsock/a.php", ""),
@@ -467,6 +472,13 @@ fn fastcgi_answers_match_nginx() {
     assert!(our_log.iter().any(|l| l.starts_with(
         "[crit] realpath() \"/nonexistent/waypost-root\" failed (2: No such file or directory), client: 127.0.0.1"
     )), "{our_log:?}");
+    // `fastcgi_pass` in an `if`, with the location's FastCGI settings
+    // (here the server's params), in a location without a handler and in
+    // a `proxy_pass` one.
+    let iff = find("GET /iff/a.php?php=1 ->");
+    assert!(iff.contains("SCRIPT_NAME=/iff/a.php\n"), "{iff}");
+    assert!(find("GET /iff/a.php ->").contains("404 Not Found"));
+    assert!(find("GET /ifvar/a.php?php=kept ->").contains("SCRIPT_NAME=/ifvar/a.php\n"));
     assert!(find("GET /var/a.php ->").contains("SCRIPT_NAME=/var/a.php\n"));
     assert!(find("GET /varup/a.php ->").contains("SCRIPT_NAME=/varup/a.php\n"));
     let varsock = find("GET /varsock/a.php ->");

@@ -1186,7 +1186,7 @@ fn config_errors_match_nginx() {
         (
             in_location("if ($host) { fastcgi_pass 127.0.0.1:9; }"),
             OK.into(),
-            inside_if("fastcgi_pass", 7),
+            Waypost::Same,
         ),
         (
             in_location("if ($host) { directio 4m; }"),

@@ -1052,6 +1052,16 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
     conf
 }
 
+/// Whether an `if` block in `ops` has a `fastcgi_pass` (`fastcgi`) or a
+/// `proxy_pass`.
+fn has_if_pass(ops: &[RewriteOp], fastcgi: bool) -> bool {
+    ops.iter().any(|op| match op {
+        RewriteOp::Headers(h) => h.proxy.as_ref().is_some_and(|p| p.pass.fastcgi == fastcgi),
+        RewriteOp::If(_, block) => has_if_pass(block, fastcgi),
+        _ => false,
+    })
+}
+
 /// A `proxy_pass` whose upstream is bound at the end of `http`, once every
 /// upstream block is known.
 struct PendingPass {
@@ -3158,6 +3168,11 @@ impl<'a> Interp<'a> {
                     proxy = Some(self.if_proxy_pass(item)?);
                     continue;
                 }
+                "fastcgi_pass" if !server_level => {
+                    self.enter(item, Ctx::Location, &mut seen)?;
+                    proxy = Some(self.if_fastcgi_pass(item)?);
+                    continue;
+                }
                 // The rewrite module's: nothing for waypost to warn of, and
                 // a block's `rewrite_log` changes nothing in nginx (its
                 // rewrite phase read the flag of the level it started at,
@@ -3222,6 +3237,44 @@ impl<'a> Interp<'a> {
             );
         }
         Ok(RewriteOp::If(cond, ops))
+    }
+
+    /// A location `if`'s `fastcgi_pass`, with the location's FastCGI
+    /// settings ([`LocationConf::if_other`]).
+    fn if_fastcgi_pass(&mut self, d: &Directive) -> Result<IfProxy, ConfError> {
+        let (pass, entry) = self.fastcgi_pass(d)?;
+        Ok(IfProxy {
+            pass,
+            default_redirect: None,
+            entry,
+        })
+    }
+
+    /// `fastcgi_pass`, and its upstream entry (`usize::MAX` with
+    /// variables: the upstream is found per request).
+    fn fastcgi_pass(&mut self, d: &Directive) -> Result<(ProxyPass, usize), ConfError> {
+        if d.args[0].contains('$') {
+            self.check_vars(self.compile_check(&d.args[0]), d)?;
+            self.dynamic_passes = true;
+            let pass = ProxyPass {
+                tls: false,
+                fastcgi: true,
+                ..ProxyPass::dynamic(&d.args[0])
+            };
+            return Ok((pass, usize::MAX));
+        }
+        let (authority, url) = fastcgi_pass_url(d)?;
+        let entry = self.pass_entry(&authority, &url, d)?;
+        let pass = ProxyPass {
+            upstream: usize::MAX,
+            host: String::new(),
+            port: String::new(),
+            uri: None,
+            tls: false,
+            url: None,
+            fastcgi: true,
+        };
+        Ok((pass, entry))
     }
 
     /// A location `if`'s (or `limit_except`'s) `proxy_pass`: nginx's
@@ -4130,6 +4183,7 @@ impl<'a> Interp<'a> {
             parent: parent_index,
             action: Action::None,
             proxy: ProxyConf::default(),
+            if_other: None,
             client: ClientLimits::default(),
             access_log: Vec::new(),
             realip: None,
@@ -4266,32 +4320,17 @@ impl<'a> Interp<'a> {
                         entry,
                     });
                 }
-                "fastcgi_pass" if item.args[0].contains('$') => {
-                    self.check_vars(self.compile_check(&item.args[0]), item)?;
-                    self.dynamic_passes = true;
-                    proxy = Some(ProxyPass {
-                        tls: false,
-                        fastcgi: true,
-                        ..ProxyPass::dynamic(&item.args[0])
-                    });
-                }
                 "fastcgi_pass" => {
-                    let (authority, url) = fastcgi_pass_url(item)?;
-                    let entry = self.pass_entry(&authority, &url, item)?;
-                    proxy = Some(ProxyPass {
-                        upstream: usize::MAX,
-                        host: String::new(),
-                        port: String::new(),
-                        uri: None,
-                        tls: false,
-                        url: None,
-                        fastcgi: true,
-                    });
-                    self.pending.push(PendingPass {
-                        server,
-                        location: index,
-                        entry,
-                    });
+                    let (pass, entry) = self.fastcgi_pass(item)?;
+                    // (With variables, the upstream is found per request.)
+                    if entry != usize::MAX {
+                        self.pending.push(PendingPass {
+                            server,
+                            location: index,
+                            entry,
+                        });
+                    }
+                    proxy = Some(pass);
                 }
                 "return" => {
                     let parsed = return_args(item)?;
@@ -4665,6 +4704,12 @@ impl<'a> Interp<'a> {
                 Action::Proxy(p) if p.fastcgi => fastcgi_conf(&layer),
                 _ => layer.proxy(),
             };
+            let if_other = match &location.action {
+                Action::Proxy(p) if p.fastcgi => {
+                    has_if_pass(&location.script, false).then(|| Box::new(layer.proxy()))
+                }
+                _ => has_if_pass(&location.script, true).then(|| Box::new(fastcgi_conf(&layer))),
+            };
             // (A `limit_except` block's `proxy_pass` with its upstream.)
             let le_pass = info
                 .limit_except
@@ -4714,6 +4759,7 @@ impl<'a> Interp<'a> {
                 .map(|level| self.level_logs(level));
             let location = &mut self.http.servers[info.server].locations[info.index];
             location.proxy = proxy;
+            location.if_other = if_other;
             location.client = layer.client();
             location.realip = layer.realip();
             location.access = Rules::new(layer.access.clone().unwrap_or_default());

@@ -774,6 +774,11 @@ pub struct LocationConf {
     pub parent: Option<usize>,
     pub action: Action,
     pub proxy: ProxyConf,
+    /// The settings of the other kind, where one of the location's `if`
+    /// blocks passes otherwise than the location (a `fastcgi_pass` in a
+    /// location without one: its FastCGI settings; a `proxy_pass` in a
+    /// `fastcgi_pass` location: its proxy settings).
+    pub if_other: Option<Box<ProxyConf>>,
     pub client: ClientLimits,
     /// The `access_log` lines in effect, in order; empty with
     /// `access_log off`.

@@ -608,8 +608,13 @@ fn block_proxy(
     tls: &mut TlsClients,
     filters: &FilterCx<'_>,
 ) -> Result<Action, ConfError> {
-    let mut conf = std::borrow::Cow::Borrowed(&l.proxy);
-    if !l.proxy.redirects_set {
+    // (A pass of the other kind than the location's: its settings.)
+    let own = match &l.if_other {
+        Some(other) if p.pass.fastcgi != l.proxy.fastcgi.is_some() => &**other,
+        _ => &l.proxy,
+    };
+    let mut conf = std::borrow::Cow::Borrowed(own);
+    if !own.redirects_set {
         conf.to_mut().redirects = p.default_redirect.iter().cloned().collect();
     }
     location_proxy(&p.pass, &conf, l, i, upstreams, tls, filters)
