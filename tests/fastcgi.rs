@@ -210,10 +210,21 @@ fn application_unix() -> String {
     path.display().to_string()
 }
 
+/// Each server's own cache directory (a run must not find the other's
+/// entries).
+fn cache_dir(nginx: bool) -> &'static std::path::Path {
+    static DIRS: [std::sync::OnceLock<waypost_tests::TempDir>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    &DIRS[usize::from(nginx)]
+        .get_or_init(|| waypost_tests::TempDir::new("fastcgi-cache"))
+        .path
+}
+
 fn conf(port: u16, back: u16, nginx: bool) -> String {
     wrap_http(
         &format!(
-            "    upstream kept {{ server 127.0.0.1:{back}; keepalive 4; }}\n\
+            "    fastcgi_cache_path {cache} keys_zone=fc:1m;\n\
+             \x20   upstream kept {{ server 127.0.0.1:{back}; keepalive 4; }}\n\
              \x20   upstream socks {{ server unix:{sock}; keepalive 2; }}\n\
              \x20   server {{\n\
              \x20       listen 127.0.0.1:{port};\n\
@@ -260,6 +271,7 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       location /noreal/ {{ root /nonexistent/waypost-root; fastcgi_param DOCUMENT_ROOT $realpath_root; fastcgi_pass 127.0.0.1:{back}; }}\n\
              \x20       location /iff/ {{ if ($arg_php) {{ fastcgi_pass 127.0.0.1:{back}; }} }}\n\
              \x20       location /ifvar/ {{ proxy_pass http://127.0.0.1:1; if ($arg_php) {{ fastcgi_pass $arg_php; }} }}\n\
+             \x20       location /cached/ {{ fastcgi_cache fc; fastcgi_cache_key $request_uri; fastcgi_cache_valid 200 1m; add_header X-Cache $upstream_cache_status; fastcgi_pass 127.0.0.1:{back}; }}\n\
              \x20       location /var/ {{ set $fc 127.0.0.1:{back}; fastcgi_pass $fc; }}\n\
              \x20       location /varup/ {{ set $fc kept; fastcgi_pass $fc; fastcgi_keep_conn on; }}\n\
              \x20       location /varsock/ {{ set $s {sock}; fastcgi_pass unix:$s; add_header X-Up $upstream_addr; }}\n\
@@ -273,6 +285,7 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       }}\n\
              \x20   }}\n",
             www = www().display(),
+            cache = cache_dir(nginx).display(),
             sock = socket(),
         ),
         nginx,
@@ -367,6 +380,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/iff/a.php?php=1", ""),
     ("GET", "/iff/a.php", ""),
     ("GET", "/ifvar/a.php?php=kept", ""),
+    ("GET", "/cached/a.php", ""),
+    ("GET", "/cached/a.php", ""),
+    ("HEAD", "/cached/a.php", ""),
     ("GET", "/var/a.php", ""),
     ("GET", "/varup/a.php", ""),
     ("GET", "/varsock/a.php", ""),
@@ -479,6 +495,19 @@ fn fastcgi_answers_match_nginx() {
     assert!(iff.contains("SCRIPT_NAME=/iff/a.php\n"), "{iff}");
     assert!(find("GET /iff/a.php ->").contains("404 Not Found"));
     assert!(find("GET /ifvar/a.php?php=kept ->").contains("SCRIPT_NAME=/ifvar/a.php\n"));
+    // `fastcgi_cache`: stored, then answered from the cache (the same
+    // request count in the body), a HEAD too (its key is the URI's).
+    let cached: Vec<&String> = ours
+        .iter()
+        .filter(|a| a.contains(" /cached/a.php ->"))
+        .collect();
+    assert!(cached[0].contains("X-Cache: MISS"), "{}", cached[0]);
+    assert!(cached[1].contains("X-Cache: HIT"), "{}", cached[1]);
+    assert_eq!(
+        cached[0].split_once("\n\n").map(|(_, body)| body),
+        cached[1].split_once("\n\n").map(|(_, body)| body)
+    );
+    assert!(cached[2].contains("X-Cache: HIT"), "{}", cached[2]);
     assert!(find("GET /var/a.php ->").contains("SCRIPT_NAME=/var/a.php\n"));
     assert!(find("GET /varup/a.php ->").contains("SCRIPT_NAME=/varup/a.php\n"));
     let varsock = find("GET /varsock/a.php ->");
@@ -572,6 +601,42 @@ fn bad_fastcgi_settings_are_refused_as_nginx_refuses_them() {
                 "the $realpath_root variable is supported only in \"fastcgi_param\"",
                 7,
             )),
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_cache nope; fastcgi_cache_key $uri;"),
+            "[emerg] \"fastcgi_cache\" zone \"nope\" is unknown in CONF:10 (exit Some(1))".to_owned(),
+            Waypost::Same,
+        ),
+        (
+            // (nginx warns and caches every answer under one empty key.)
+            format!(
+                "http {{\n    fastcgi_cache_path {} keys_zone=fc:1m;\n    server {{\n        location / {{\n            fastcgi_pass 127.0.0.1:9000; fastcgi_cache fc;\n        }}\n    }}\n}}\n",
+                cache_dir(false).display()
+            ),
+            ok.clone(),
+            Waypost::Exactly(emerg("no \"fastcgi_cache_key\" for \"fastcgi_cache\"", 11)),
+        ),
+        (
+            // A zone is the module's that declared it.
+            format!(
+                "http {{\n    fastcgi_cache_path {} keys_zone=fc:1m;\n    server {{\n        location / {{\n            proxy_pass http://127.0.0.1:9000; proxy_cache fc;\n        }}\n    }}\n}}\n",
+                cache_dir(false).display()
+            ),
+            emerg("the shared memory zone \"fc\" is already declared for a different use", 8),
+            Waypost::Same,
+        ),
+        (
+            format!(
+                "http {{\n    proxy_cache_path {} keys_zone=pc:1m;\n    server {{\n        location / {{\n            fastcgi_pass 127.0.0.1:9000; fastcgi_cache pc; fastcgi_cache_key $uri;\n        }}\n    }}\n}}\n",
+                cache_dir(true).display()
+            ),
+            emerg("the shared memory zone \"pc\" is already declared for a different use", 8),
+            Waypost::Same,
+        ),
+        (
+            at("fastcgi_pass 127.0.0.1:9000; fastcgi_cache_convert_head on;"),
+            emerg("unknown directive \"fastcgi_cache_convert_head\"", 7),
+            Waypost::Same,
         ),
         (
             at("set $php 127.0.0.1:9000; fastcgi_pass $php;"),

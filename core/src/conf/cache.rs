@@ -404,7 +404,10 @@ pub(super) fn path(
         }
     }
     let Some((name, size)) = zone.filter(|(n, _)| !n.is_empty()) else {
-        return err("\"proxy_cache_path\" must have \"keys_zone\" parameter", d);
+        return err(
+            format!("\"{}\" must have \"keys_zone\" parameter", d.name),
+            d,
+        );
     };
     let settings = crate::cache::Settings {
         root,

@@ -1042,6 +1042,11 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
     // headers, redirects, cookies or cache.) A `fastcgi_pass` with
     // variables asks the level's `resolver` for a name.
     conf.resolver = layer.resolver.clone();
+    // FastCGI has no `_cache_convert_head`: a HEAD is asked and stored as
+    // one (nginx leaves the flag off for it).
+    if let Some(cache) = conf.cache.as_mut() {
+        cache.convert_head = false;
+    }
     if let Some(timeout) = layer.resolver_timeout {
         conf.resolver_timeout = timeout;
     }
@@ -1158,6 +1163,9 @@ enum ZoneUse {
     Ssl,
     LimitConn,
     Cache,
+    /// `fastcgi_cache_path`'s: nginx tags a zone with the module that
+    /// declared it.
+    FastCgiCache,
 }
 
 struct Interp<'a> {
@@ -1173,6 +1181,9 @@ struct Interp<'a> {
     scanned: bool,
     /// A `proxy_pass` with variables was read.
     dynamic_passes: bool,
+    /// A `fastcgi_` directive is being read as its `proxy_` twin (into the
+    /// FastCGI settings).
+    renaming_fastcgi: bool,
     /// Main-context directives seen, `-g` included (nginx's "is duplicate").
     main_seen: HashSet<String>,
     seen_events: bool,
@@ -1512,6 +1523,7 @@ impl<'a> Interp<'a> {
             module_directives: HashMap::new(),
             scanned: false,
             dynamic_passes: false,
+            renaming_fastcgi: false,
             main_seen: HashSet::new(),
             seen_events: false,
             modules_used: false,
@@ -1910,7 +1922,7 @@ impl<'a> Interp<'a> {
                 "upstream" => self.upstream_block(d)?,
                 "server" => self.server_block(d)?,
                 "limit_conn_zone" => self.limit_conn_zone(d)?,
-                "proxy_cache_path" => self.cache_path(d)?,
+                "proxy_cache_path" | "fastcgi_cache_path" => self.cache_path(d)?,
                 "log_format" => {
                     let name = d.args[0].clone();
                     if name == "combined" || self.http.log_formats.contains_key(&name) {
@@ -1989,14 +2001,38 @@ impl<'a> Interp<'a> {
             | "busy_buffers_size"
             | "max_temp_file_size"
             | "temp_file_write_size"
-            | "temp_path" => {
+            | "temp_path"
+            // The cache's, as `proxy_cache`'s but for the key, which has
+            // no default (`conf::cache`).
+            | "cache"
+            | "cache_key"
+            | "cache_valid"
+            | "cache_methods"
+            | "cache_min_uses"
+            | "cache_bypass"
+            | "no_cache"
+            | "cache_use_stale"
+            | "cache_lock"
+            | "cache_lock_timeout"
+            | "cache_lock_age"
+            | "cache_revalidate"
+            | "cache_background_update"
+            | "cache_max_range_offset"
+            | "ignore_headers" => {
+                // A zone named is the FastCGI module's, as nginx tags it.
+                if rest == "cache" && d.args[0] != "off" && !d.args[0].contains('$') {
+                    self.shared_memory_add(&d.args[0], 0, ZoneUse::FastCgiCache, d)?;
+                }
                 let proxy = format!("proxy_{rest}");
                 let renamed = Directive {
                     name: proxy.clone(),
                     ..d.clone()
                 };
                 let own = layer.fcgi.get_or_insert_with(Box::default);
-                self.layer_directive(&renamed, own).map_err(|mut e| {
+                self.renaming_fastcgi = true;
+                let done = self.layer_directive(&renamed, own);
+                self.renaming_fastcgi = false;
+                done.map_err(|mut e| {
                     e.message = e.message.replace(&proxy, &d.name);
                     e
                 })?;
@@ -2474,6 +2510,14 @@ impl<'a> Interp<'a> {
                 crate::conf::tuning::check(d)?;
             }
             name if crate::conf::cache::DIRECTIVES.contains(&name) => {
+                let zone = &d.args[0];
+                if name == "proxy_cache"
+                    && !self.renaming_fastcgi
+                    && zone != "off"
+                    && !zone.contains('$')
+                {
+                    self.shared_memory_add(zone, 0, ZoneUse::Cache, d)?;
+                }
                 let mut check = |text: &str, d: &Directive| {
                     let checked = self.compile_check(text);
                     self.check_vars(checked, d)
@@ -3925,11 +3969,17 @@ impl<'a> Interp<'a> {
                 d,
             );
         }
-        self.shared_memory_add(&name, size, ZoneUse::Cache, d)?;
+        let fastcgi = d.name == "fastcgi_cache_path";
+        let tag = match fastcgi {
+            true => ZoneUse::FastCgiCache,
+            false => ZoneUse::Cache,
+        };
+        self.shared_memory_add(&name, size, tag, d)?;
         if self.http.cache_paths.iter().any(|p| p.name == name) {
             return err(format!("duplicate zone \"{name}\""), d);
         }
         self.http.cache_paths.push(CachePathConf {
+            fastcgi,
             name,
             size,
             settings,
@@ -4591,15 +4641,29 @@ impl<'a> Interp<'a> {
     /// nginx's merge: a level whose `proxy_cache` names a zone no
     /// `proxy_cache_path` declared fails where `http` ends.
     fn cache_zone_known(&self, layer: &Layer, end: &Loc) -> Result<(), ConfError> {
-        match layer.cache.zone() {
-            Some(zone) if !self.http.cache_paths.iter().any(|p| p.name == zone) => {
-                Err(ConfError::at(
-                    format!("\"proxy_cache\" zone \"{zone}\" is unknown"),
-                    end.clone(),
-                ))
-            }
-            _ => Ok(()),
+        let known = |zone: &str, fastcgi: bool| {
+            self.http
+                .cache_paths
+                .iter()
+                .any(|p| p.name == zone && p.fastcgi == fastcgi)
+        };
+        if let Some(zone) = layer.cache.zone().filter(|z| !known(z, false)) {
+            return Err(ConfError::at(
+                format!("\"proxy_cache\" zone \"{zone}\" is unknown"),
+                end.clone(),
+            ));
         }
+        let fcgi = layer.fcgi.as_deref();
+        if let Some(zone) = fcgi
+            .and_then(|f| f.cache.zone())
+            .filter(|z| !known(z, true))
+        {
+            return Err(ConfError::at(
+                format!("\"fastcgi_cache\" zone \"{zone}\" is unknown"),
+                end.clone(),
+            ));
+        }
+        Ok(())
     }
 
     /// nginx's merge: each server inherits from http, each location from
@@ -4710,6 +4774,16 @@ impl<'a> Interp<'a> {
                 }
                 _ => has_if_pass(&location.script, true).then(|| Box::new(fastcgi_conf(&layer))),
             };
+            // nginx warns and caches every answer under one empty key:
+            // waypost refuses it (README: differences).
+            for conf in std::iter::once(&proxy).chain(if_other.as_deref()) {
+                if conf.fastcgi.is_some() && conf.cache.as_ref().is_some_and(|c| c.key.is_none()) {
+                    return Err(ConfError::at(
+                        "no \"fastcgi_cache_key\" for \"fastcgi_cache\"".to_owned(),
+                        end.clone(),
+                    ));
+                }
+            }
             // (A `limit_except` block's `proxy_pass` with its upstream.)
             let le_pass = info
                 .limit_except
@@ -6183,25 +6257,9 @@ fn limit_except(d: &Directive) -> Result<LimitExcept, ConfError> {
 /// implement: refused by name rather than as unknown.
 const NGINX_NOT_SUPPORTED: &[&str] = &[
     "proxy_store",
-    "fastcgi_cache",
-    "fastcgi_cache_path",
-    "fastcgi_cache_key",
-    "fastcgi_cache_valid",
-    "fastcgi_cache_methods",
-    "fastcgi_cache_min_uses",
-    "fastcgi_cache_bypass",
-    "fastcgi_no_cache",
-    "fastcgi_cache_use_stale",
-    "fastcgi_cache_lock",
-    "fastcgi_cache_lock_timeout",
-    "fastcgi_cache_lock_age",
-    "fastcgi_cache_revalidate",
-    "fastcgi_cache_background_update",
-    "fastcgi_cache_max_range_offset",
     "fastcgi_store",
     "fastcgi_store_access",
     "fastcgi_catch_stderr",
-    "fastcgi_ignore_headers",
     "fastcgi_limit_rate",
     "fastcgi_force_ranges",
     "uwsgi_pass",

@@ -1229,6 +1229,8 @@ pub struct FastCgiConf {
 /// where and how it keeps its files.
 #[derive(Debug, Clone)]
 pub struct CachePathConf {
+    /// Declared by `fastcgi_cache_path` (for `fastcgi_cache`).
+    pub fastcgi: bool,
     pub name: String,
     pub size: u64,
     pub settings: crate::cache::Settings,
