@@ -277,6 +277,8 @@ fn conf(port: u16, back: u16, nginx: bool) -> String {
              \x20       location /varsock/ {{ set $s {sock}; fastcgi_pass unix:$s; add_header X-Up $upstream_addr; }}\n\
              \x20       location /varnoport/ {{ set $fc 127.0.0.1; fastcgi_pass $fc; }}\n\
              \x20       location /varport/ {{ set $fc 127.0.0.1:x; fastcgi_pass $fc; }}\n\
+             \x20       location /le/ {{ fastcgi_pass 127.0.0.1:{back}; limit_except GET {{ proxy_pass http://127.0.0.1:{back}; }} }}\n\
+             \x20       location /varhost/ {{ set $fc 127.0.0.1:9/x; fastcgi_pass $fc; }}\n\
              \x20       location /varname/ {{ set $fc nosuch.invalid:9000; fastcgi_pass $fc; }}\n\
              \x20       location /hide/ {{\n\
              \x20           fastcgi_hide_header X-Powered-By;\n\
@@ -388,6 +390,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("GET", "/varsock/a.php", ""),
     ("GET", "/varnoport/a.php", ""),
     ("GET", "/varport/a.php", ""),
+    ("GET", "/varhost/a.php", ""),
+    // `limit_except`'s `proxy_pass` in a FastCGI location speaks HTTP
+    // (to an application that does not: nginx's 502 and its line).
+    ("GET", "/le/a.php", ""),
+    ("POST", "/le/a.php", "x=1"),
     ("GET", "/varname/a.php", ""),
 ];
 
@@ -508,6 +515,8 @@ fn fastcgi_answers_match_nginx() {
         cached[1].split_once("\n\n").map(|(_, body)| body)
     );
     assert!(cached[2].contains("X-Cache: HIT"), "{}", cached[2]);
+    assert!(find("GET /le/a.php ->").contains("SCRIPT_NAME=/le/a.php\n"));
+    assert!(find("POST /le/a.php ->").contains("502 Bad Gateway"));
     assert!(find("GET /var/a.php ->").contains("SCRIPT_NAME=/var/a.php\n"));
     assert!(find("GET /varup/a.php ->").contains("SCRIPT_NAME=/varup/a.php\n"));
     let varsock = find("GET /varsock/a.php ->");
@@ -520,6 +529,7 @@ fn fastcgi_answers_match_nginx() {
     for line in [
         "[error] no port in upstream \"127.0.0.1\", client: 127.0.0.1, server: , request: \"GET /varnoport/a.php HTTP/1.1\"",
         "[error] invalid port in upstream \"127.0.0.1:x\", client: 127.0.0.1, server: , request: \"GET /varport/a.php HTTP/1.1\"",
+        "[error] invalid host in upstream \"127.0.0.1:9/x\", client: 127.0.0.1, server: , request: \"GET /varhost/a.php HTTP/1.1\"",
         "[error] no resolver defined to resolve nosuch.invalid, client: 127.0.0.1, server: , request: \"GET /varname/a.php HTTP/1.1\"",
     ] {
         assert!(our_log.iter().any(|l| l.starts_with(line)), "{line}: {our_log:?}");
@@ -592,6 +602,23 @@ fn bad_fastcgi_settings_are_refused_as_nginx_refuses_them() {
             at("fastcgi_pass 127.0.0.1:9000; fastcgi_param DOCUMENT_ROOT $realpath_root;"),
             ok.clone(),
             Waypost::Same,
+        ),
+        (
+            // (Variable names have no case.)
+            at("fastcgi_pass 127.0.0.1:9000; add_header X-Root $RealPath_Root;"),
+            ok.clone(),
+            Waypost::Exactly(emerg(
+                "the $realpath_root variable is supported only in \"fastcgi_param\"",
+                7,
+            )),
+        ),
+        (
+            "http {\n    map $uri $docroot {\n        default $realpath_root;\n    }\n    server {\n        location / {\n            fastcgi_pass 127.0.0.1:9000; fastcgi_param SCRIPT_FILENAME $docroot$fastcgi_script_name;\n        }\n    }\n}\n".to_owned(),
+            ok.clone(),
+            Waypost::Exactly(emerg(
+                "the $realpath_root variable is supported only in \"fastcgi_param\"",
+                6,
+            )),
         ),
         (
             // (Resolved where FastCGI params are made, and nowhere else.)

@@ -1286,19 +1286,30 @@ fn client_certificate_to_an_upstream_as_nginx() {
         "{ours:#?}"
     );
 
-    // A certificate without its key, where TLS is used.
-    let conf = dir.write(
-        "nokey.conf",
-        &format!(
-            "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n    server {{\n        listen 127.0.0.1:1;\n        location / {{ proxy_pass https://127.0.0.1:1; proxy_ssl_certificate {d}/client.pem; }}\n    }}\n}}\n"
-        ),
-    );
-    let out = run_waypost(&dir, &["-t", "-c", conf.to_str().expect("utf-8")]);
-    let text = String::from_utf8_lossy(&out.stderr);
+    // A certificate without its key, where TLS is used: by the location's
+    // `proxy_pass`, or only by an `if` block's (in a FastCGI location too),
+    // whose TLS settings are set up as the location's.
     let want = format!(
         "waypost: [emerg] no \"proxy_ssl_certificate_key\" is defined for certificate \"{d}/client.pem\""
     );
-    assert!(text.lines().any(|l| l == want), "want {want:?} in:\n{text}");
+    for location in [
+        "proxy_pass https://127.0.0.1:1;",
+        "if ($arg_x) { proxy_pass https://127.0.0.1:1; }",
+        "fastcgi_pass 127.0.0.1:1; if ($arg_x) { proxy_pass https://127.0.0.1:1; }",
+    ] {
+        let conf = dir.write(
+            "nokey.conf",
+            &format!(
+                "error_log logs/error.log;\npid logs/t.pid;\nevents {{}}\nhttp {{\n    server {{\n        listen 127.0.0.1:1;\n        location / {{ {location} proxy_ssl_certificate {d}/client.pem; }}\n    }}\n}}\n"
+            ),
+        );
+        let out = run_waypost(&dir, &["-t", "-c", conf.to_str().expect("utf-8")]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.lines().any(|l| l == want),
+            "{location}: want {want:?} in:\n{text}"
+        );
+    }
 }
 
 /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` and

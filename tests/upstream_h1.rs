@@ -1372,8 +1372,9 @@ fn header_lines_in_nginx_order_over_http2() {
         "/away" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://other.example/\r\n\
             content-length: 0\r\n\r\n"
             .to_vec(),
-        // One `proxy_redirect` rewrites (to another absolute URL).
-        "/pr" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://up/foo\r\n\
+        // One `proxy_redirect` rewrites (to another absolute URL), or that
+        // no rule looks at (`proxy_redirect off`).
+        "/pr" | "/proff" => b"HTTP/1.1 302 Found\r\nX-A: 1\r\nLocation: http://up/foo\r\n\
             content-length: 0\r\n\r\n"
             .to_vec(),
         _ => b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: back\r\n\
@@ -1389,21 +1390,24 @@ fn header_lines_in_nginx_order_over_http2() {
                     gzip_min_length 1; gzip_types text/plain; add_header X-Added 1; }\n\
          \x20       location /pr { proxy_pass http://up; proxy_redirect http://up/ http://other/; }\n\
          \x20       location /ret { absolute_redirect off; add_header X-Added 1; return 302 /x; }\n\
+         \x20       location /proff { proxy_pass http://up; proxy_redirect off; }\n\
          \x20       location /as { add_header Server s; return 200 \"x\"; }\n";
     let names = |nginx: bool| {
         let (_server, port) = up_server_on(nginx, backend, locations, " http2");
-        ["/up", "/r", "/moved", "/gz", "/away", "/pr", "/ret", "/as"]
-            .iter()
-            .map(|path| {
-                let out = std::process::Command::new("curl")
-                    .args(["-s", "-D-", "-o/dev/null", "--http2-prior-knowledge"])
-                    .arg(format!("http://127.0.0.1:{port}{path}"))
-                    .output()
-                    .expect("curl");
-                let head = String::from_utf8_lossy(&out.stdout);
-                format!("{path}: {}", header_names(&head))
-            })
-            .collect::<Vec<String>>()
+        [
+            "/up", "/r", "/moved", "/gz", "/away", "/pr", "/ret", "/proff", "/as",
+        ]
+        .iter()
+        .map(|path| {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-D-", "-o/dev/null", "--http2-prior-knowledge"])
+                .arg(format!("http://127.0.0.1:{port}{path}"))
+                .output()
+                .expect("curl");
+            let head = String::from_utf8_lossy(&out.stdout);
+            format!("{path}: {}", header_names(&head))
+        })
+        .collect::<Vec<String>>()
     };
     let mut ours = names(false);
     let mut theirs = names(true);
@@ -1436,5 +1440,11 @@ fn header_lines_in_nginx_order_over_http2() {
     assert_eq!(
         ours[6],
         "/ret: server, date, content-type, content-length, location, x-added"
+    );
+    // Without rules, an upstream's Location that is not a path is the
+    // answer's own too (as a FastCGI application's).
+    assert_eq!(
+        ours[7],
+        "/proff: server, date, content-length, location, x-a"
     );
 }

@@ -247,8 +247,14 @@ impl Drop for RealpathScope {
     }
 }
 
+/// The refusal of `$realpath_root` outside `fastcgi_param`.
+pub const REALPATH_ONLY: &str =
+    "the $realpath_root variable is supported only in \"fastcgi_param\"";
+
 /// Whether `text` reads `$realpath_root`.
 pub fn reads_realpath_root(text: &str) -> bool {
+    // (Variable names have no case.)
+    let text = text.to_ascii_lowercase();
     text.contains("$realpath_root") || text.contains("${realpath_root}")
 }
 

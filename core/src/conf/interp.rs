@@ -1057,6 +1057,52 @@ fn fastcgi_conf(layer: &Layer) -> ProxyConf {
     conf
 }
 
+/// nginx's `ngx_http_proxy_set_ssl`, where TLS is used: the trusted
+/// certificates and CRL that verify the upstream (read once per file),
+/// and the client certificate, which needs its key.
+fn proxy_tls_files(
+    trusted_cache: &mut HashMap<PathBuf, Arc<rustls::RootCertStore>>,
+    crls: &mut HashMap<PathBuf, CrlLists>,
+    conf: &mut ProxyConf,
+    layer: &Layer,
+) -> Result<(), ConfError> {
+    if conf.ssl.verify {
+        conf.ssl.trusted = Some(trusted(trusted_cache, layer.ssl_trusted.as_deref())?);
+        // (Read where it verifies, after the trusted certificates.)
+        if let Some(path) = &layer.proxy_ssl_crl {
+            conf.ssl.crl = Some((path.clone(), crl_lists(crls, path)?));
+        }
+    }
+    if let Some((written, cert, cert_loc)) = &layer.proxy_ssl_cert {
+        let Some((key, key_loc)) = &layer.proxy_ssl_key else {
+            return Err(ConfError::bare(format!(
+                "no \"proxy_ssl_certificate_key\" is defined for certificate \"{written}\""
+            )));
+        };
+        conf.ssl.client_cert = Some(CertificateConf {
+            cert: cert.clone(),
+            cert_loc: cert_loc.clone(),
+            key: key.clone(),
+            key_loc: key_loc.clone(),
+            passwords: layer.proxy_ssl_passwords.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an `if` block in `ops` has a `proxy_pass` that may speak TLS
+/// (`https://`, or with variables).
+fn has_if_tls(ops: &[RewriteOp]) -> bool {
+    ops.iter().any(|op| match op {
+        RewriteOp::Headers(h) => h
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.pass.tls && !p.pass.fastcgi),
+        RewriteOp::If(_, block) => has_if_tls(block),
+        _ => false,
+    })
+}
+
 /// Whether an `if` block in `ops` has a `fastcgi_pass` (`fastcgi`) or a
 /// `proxy_pass`.
 fn has_if_pass(ops: &[RewriteOp], fastcgi: bool) -> bool {
@@ -1712,10 +1758,7 @@ impl<'a> Interp<'a> {
         if !matches!(d.name.as_str(), "fastcgi_param" | "root" | "alias")
             && d.args.iter().any(|a| crate::vars::reads_realpath_root(a))
         {
-            return err(
-                "the $realpath_root variable is supported only in \"fastcgi_param\"",
-                d,
-            );
+            return err(crate::vars::REALPATH_ONLY, d);
         }
         if (spec.flag || is_single(&d.name)) && !seen.insert(d.name.clone()) {
             return err(format!("\"{}\" directive is duplicate", d.name), d);
@@ -3472,6 +3515,10 @@ impl<'a> Interp<'a> {
             let [value] = &item.args[..] else {
                 return err("invalid number of the map parameters", item);
             };
+            // (As everywhere but `fastcgi_param`: see `enter`.)
+            if crate::vars::reads_realpath_root(value) {
+                return err(crate::vars::REALPATH_ONLY, item);
+            }
             let key = item.name.as_str();
             if key == "default" {
                 if map.default.is_some() {
@@ -4768,10 +4815,23 @@ impl<'a> Interp<'a> {
                 Action::Proxy(p) if p.fastcgi => fastcgi_conf(&layer),
                 _ => layer.proxy(),
             };
-            let if_other = match &location.action {
-                Action::Proxy(p) if p.fastcgi => {
-                    has_if_pass(&location.script, false).then(|| Box::new(layer.proxy()))
-                }
+            // (A `limit_except` block's `proxy_pass` with its upstream.)
+            let le_pass = info
+                .limit_except
+                .as_ref()
+                .and_then(|le| le.proxy.clone())
+                .map(|mut p| {
+                    if p.pass.url.is_none() {
+                        p.pass.upstream = self.entry_upstream(p.entry);
+                    }
+                    p
+                });
+            // The settings of the other kind, where an `if` (or, in a
+            // FastCGI location, `limit_except`) passes otherwise.
+            let mut if_other = match &location.action {
+                Action::Proxy(p) if p.fastcgi => (has_if_pass(&location.script, false)
+                    || le_pass.is_some())
+                .then(|| Box::new(layer.proxy())),
                 _ => has_if_pass(&location.script, true).then(|| Box::new(fastcgi_conf(&layer))),
             };
             // nginx warns and caches every answer under one empty key:
@@ -4784,42 +4844,18 @@ impl<'a> Interp<'a> {
                     ));
                 }
             }
-            // (A `limit_except` block's `proxy_pass` with its upstream.)
-            let le_pass = info
-                .limit_except
-                .as_ref()
-                .and_then(|le| le.proxy.clone())
-                .map(|mut p| {
-                    if p.pass.url.is_none() {
-                        p.pass.upstream = self.entry_upstream(p.entry);
-                    }
-                    p
-                });
+            // Every `proxy_pass` that may speak TLS: the location's, its
+            // `limit_except`'s and its `if` blocks'.
             let https = matches!(&location.action, Action::Proxy(p) if p.tls)
-                || le_pass.as_ref().is_some_and(|p| p.pass.tls);
-            if https && proxy.ssl.verify {
-                proxy.ssl.trusted = Some(trusted(&mut self.trusted, layer.ssl_trusted.as_deref())?);
-                // nginx's `ngx_http_proxy_set_ssl` reads it where it
-                // verifies, after the trusted certificates.
-                if let Some(path) = &layer.proxy_ssl_crl {
-                    proxy.ssl.crl = Some((path.clone(), crl_lists(&mut self.crls, path)?));
-                }
-            }
-            // nginx's `ngx_http_proxy_set_ssl`: where TLS is used, a
-            // certificate needs its key.
-            if let (true, Some((written, cert, cert_loc))) = (https, &layer.proxy_ssl_cert) {
-                let Some((key, key_loc)) = &layer.proxy_ssl_key else {
-                    return Err(ConfError::bare(format!(
-                        "no \"proxy_ssl_certificate_key\" is defined for certificate \"{written}\""
-                    )));
+                || le_pass.as_ref().is_some_and(|p| p.pass.tls)
+                || has_if_tls(&location.script);
+            if https {
+                // The proxy settings those passes use.
+                let conf = match if_other.as_deref_mut() {
+                    Some(other) if other.fastcgi.is_none() => other,
+                    _ => &mut proxy,
                 };
-                proxy.ssl.client_cert = Some(CertificateConf {
-                    cert: cert.clone(),
-                    cert_loc: cert_loc.clone(),
-                    key: key.clone(),
-                    key_loc: key_loc.clone(),
-                    passwords: layer.proxy_ssl_passwords.clone(),
-                });
+                proxy_tls_files(&mut self.trusted, &mut self.crls, conf, &layer)?;
             }
             // (`valid_referers server_names`.)
             let server_names = layer
@@ -6629,11 +6665,9 @@ fn fastcgi_pass_url(d: &Directive) -> Result<(String, ParsedUrl), ConfError> {
         Some(Err(e)) => return err(format!("{e} in upstream \"{rest}\""), d),
         None => {}
     }
-    let parsed = parse_url(rest, 80, true)
+    // (No URI part, as nginx parses it: a `/` or `?` is a bad host.)
+    let parsed = parse_url(rest, 80, false)
         .map_err(|e| ConfError::at(format!("{e} in upstream \"{rest}\""), d.loc.clone()))?;
-    if parsed.uri.is_some() {
-        return err(format!("invalid host in upstream \"{rest}\""), d);
-    }
     Ok((rest.to_owned(), parsed))
 }
 

@@ -1772,7 +1772,9 @@ fn pass_lines<'v>(
         }
         None => {}
     }
-    if passed.redirect && !p.redirects.is_empty() {
+    if passed.redirect && p.redirects.is_empty() {
+        own_location(passed);
+    } else if passed.redirect {
         redirect(passed, p, cx, parts, &vars());
     }
     if let Some(cookies) = &p.cookies {
@@ -1869,6 +1871,20 @@ fn redirect(
     passed.rewrite(rule, |path| {
         crate::http::response::absolute_url(path, host, parts, cx.local, p.style, &cx.server.name)
     });
+}
+
+/// Without `proxy_redirect` rules (`off`, FastCGI), an upstream's Location
+/// that is not a path is the answer's own, as nginx's
+/// `ngx_http_upstream_rewrite_location` takes it (HTTP/2 writes it at the
+/// fixed place).
+#[cold]
+#[inline(never)]
+fn own_location(passed: &mut upstream_h1::Passed) {
+    let own = passed
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"location"))
+        .is_some_and(|(_, value)| value.first() != Some(&b'/'));
+    passed.location_set = own;
 }
 
 /// A `101 Switching Protocols` passed on: the response that carries the

@@ -268,9 +268,9 @@ impl DynamicPass {
                 Err(e) => failed(format!("{e} in upstream \"{value}\""), 500),
             };
         }
-        let url = match parse_url(value, 0, true) {
-            Ok(url) if url.uri.is_none() => url,
-            Ok(_) => return failed(format!("invalid host in upstream \"{value}\""), 500),
+        // (No URI part, as nginx parses it: a `/` or `?` is a bad host.)
+        let url = match parse_url(value, 0, false) {
+            Ok(url) => url,
             Err(e) => return failed(format!("{e} in upstream \"{value}\""), 500),
         };
         let named = self.named(&url);
