@@ -1288,7 +1288,7 @@ fn header_lines_in_nginx_order() {
          \x20       location /sg/ {{ alias {}/s/; gzip on; gzip_types text/plain; gzip_min_length 1; \
                     add_header X-A 1; }}\n\
          \x20       location /se/ {{ alias {}/s/; expires 1h; }}\n\
-         \x20       location /as {{ add_header Server s; return 200 \"x\"; }}\n\
+         \x20       location /as {{ add_header Server s; add_header Date d; return 200 \"x\"; }}\n\
          \x20       location /ps {{ proxy_pass http://up; proxy_pass_header Server; }}\n",
         files.path.display(),
         files.path.display(),
@@ -1343,11 +1343,11 @@ fn header_lines_in_nginx_order() {
         ours[9],
         "/se/f.txt: Server, Date, Content-Type, Content-Length, Last-Modified, Connection, ETag, Expires, Cache-Control, Accept-Ranges"
     );
-    // `add_header Server` adds a line after ours; the upstream's passed
+    // `add_header Server` (and `Date`) adds a line after ours; the upstream's passed
     // on is sent instead of ours, in its place.
     assert_eq!(
         ours[10],
-        "/as: Server, Date, Content-Type, Content-Length, Connection, Server"
+        "/as: Server, Date, Content-Type, Content-Length, Connection, Server, Date"
     );
     assert_eq!(
         ours[11],

@@ -481,10 +481,7 @@ impl Answer {
         // map.
         if let Some(passed) = resp.body_mut().take_passed() {
             passed.append_to(resp.headers_mut());
-            if passed.server {
-                resp.extensions_mut()
-                    .insert(crate::http::response::PassedServer);
-            }
+            crate::http::response::PassedOwn::mark(&passed, resp.extensions_mut());
         }
         let head_only = req.method == Method::HEAD;
         crate::http::response::remove_in_order(resp.headers_mut(), &http::header::ACCEPT_RANGES);

@@ -341,6 +341,7 @@ pub fn response(
     let map = std::mem::take(resp.headers_mut());
     let order = Order {
         passed_server: crate::http::response::passed_server(&resp, passed.as_deref()),
+        passed_date: crate::http::response::passed_date(&resp, passed.as_deref()),
         own_location: resp.extensions().get::<MadeAbsolute>().is_some()
             || resp.extensions().get::<OwnLocation>().is_some(),
         listed_modified: resp.extensions().get::<ListedLastModified>().is_some(),
@@ -394,6 +395,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     };
     let Order {
         passed_server,
+        passed_date,
         own_location,
         listed_modified,
         gzip_vary,
@@ -404,7 +406,7 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
     if !passed_server {
         out.append(SERVER, HeaderValue::from_static("waypost"));
     }
-    if !passed.is_some_and(|p| p.date) && !map.contains_key(DATE) {
+    if !passed_date {
         if let Some(now) = crate::http::h1::date_value() {
             out.append(DATE, now);
         }
@@ -509,8 +511,9 @@ fn in_nginx_order(map: http::HeaderMap, passed: Option<&Passed>, order: Order) -
 
 /// What [`in_nginx_order`] needs of the answer besides its lines.
 struct Order {
-    /// It carries the upstream's Server (`PassedServer`).
+    /// It carries the upstream's Server or Date (`PassedOwn`).
     passed_server: bool,
+    passed_date: bool,
     /// Its Location is its own (`OwnLocation`, `MadeAbsolute`).
     own_location: bool,
     /// Its Last-Modified is `add_header`'s (`ListedLastModified`).

@@ -1910,9 +1910,7 @@ fn switched(
     let tunnel = crate::http::tunnel::Tunnel::new(upgraded, context(cx, parts, upstream), cx.conn);
     // The 101's headers (Upgrade) go out through the map.
     passed.append_to(&mut head.headers);
-    if passed.server {
-        head.extensions.insert(crate::http::response::PassedServer);
-    }
+    crate::http::response::PassedOwn::mark(passed, &mut head.extensions);
     let mut resp = Response::from_parts(head, RespBody::tunnel(tunnel, hold));
     *resp.version_mut() = Version::HTTP_11;
     resp

@@ -132,12 +132,28 @@ pub struct OwnLocation;
 pub struct ListedLastModified;
 
 /// A response extension: the upstream's header lines, moved into the map
-/// (a cached answer's ranges, a 101's tunnel), had a Server line
-/// (`proxy_pass_header Server`), which is sent instead of ours, as
-/// nginx's `headers_out.server`. A Server in the map without it is one
-/// `add_header` put there, sent after ours, as nginx sends both.
+/// (a cached answer's ranges, a 101's tunnel), had a Server or a Date
+/// line (`proxy_pass_header`, a FastCGI application's), which is sent
+/// instead of ours, as nginx's `headers_out.server` and `.date`. One in
+/// the map without it is one `add_header` put there, sent after ours, as
+/// nginx sends both.
 #[derive(Clone, Copy)]
-pub struct PassedServer;
+pub struct PassedOwn {
+    pub server: bool,
+    pub date: bool,
+}
+
+impl PassedOwn {
+    /// Marks `extensions` as [`Passed`]'s lines (moved into the map) say.
+    pub fn mark(passed: &crate::http::upstream_h1::Passed, extensions: &mut http::Extensions) {
+        if passed.server || passed.date {
+            extensions.insert(PassedOwn {
+                server: passed.server,
+                date: passed.date,
+            });
+        }
+    }
+}
 
 /// Whether the answer carries the upstream's Server line (ours is not
 /// sent then).
@@ -145,7 +161,20 @@ pub fn passed_server<B>(
     resp: &Response<B>,
     passed: Option<&crate::http::upstream_h1::Passed>,
 ) -> bool {
-    passed.is_some_and(|p| p.server) || resp.extensions().get::<PassedServer>().is_some()
+    passed.is_some_and(|p| p.server)
+        || resp
+            .extensions()
+            .get::<PassedOwn>()
+            .is_some_and(|o| o.server)
+}
+
+/// Whether the answer carries the upstream's Date line (ours is not sent
+/// then).
+pub fn passed_date<B>(
+    resp: &Response<B>,
+    passed: Option<&crate::http::upstream_h1::Passed>,
+) -> bool {
+    passed.is_some_and(|p| p.date) || resp.extensions().get::<PassedOwn>().is_some_and(|o| o.date)
 }
 
 /// Removes `name`'s lines from `map`, the others keeping their order

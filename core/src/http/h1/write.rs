@@ -13,8 +13,8 @@ use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LAST_MODIFIED,
-    LOCATION, TRANSFER_ENCODING, VARY,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LAST_MODIFIED, LOCATION,
+    TRANSFER_ENCODING, VARY,
 };
 use http::{Response, StatusCode};
 use http_body::Body;
@@ -231,9 +231,7 @@ pub async fn respond<I: Io>(io: &I, resp: &mut Response<RespBody>, ask: &Ask<'_>
     if !crate::http::response::passed_server(resp, passed) {
         buf.extend_from_slice(b"Server: waypost\r\n");
     }
-    if !passed.is_some_and(|p| p.date)
-        && (resp.headers().is_empty() || !resp.headers().contains_key(DATE))
-    {
+    if !crate::http::response::passed_date(resp, passed) {
         buf.extend_from_slice(b"Date: ");
         date(&mut buf);
         buf.extend_from_slice(b"\r\n");
