@@ -1090,25 +1090,11 @@ fn proxy_tls_files(
     Ok(())
 }
 
-/// Whether an `if` block in `ops` has a `proxy_pass` that may speak TLS
-/// (`https://`, or with variables).
-fn has_if_tls(ops: &[RewriteOp]) -> bool {
+/// Whether a pass of an `if` block in `ops` is one `wanted` says.
+fn any_if_pass(ops: &[RewriteOp], wanted: &dyn Fn(&ProxyPass) -> bool) -> bool {
     ops.iter().any(|op| match op {
-        RewriteOp::Headers(h) => h
-            .proxy
-            .as_ref()
-            .is_some_and(|p| p.pass.tls && !p.pass.fastcgi),
-        RewriteOp::If(_, block) => has_if_tls(block),
-        _ => false,
-    })
-}
-
-/// Whether an `if` block in `ops` has a `fastcgi_pass` (`fastcgi`) or a
-/// `proxy_pass`.
-fn has_if_pass(ops: &[RewriteOp], fastcgi: bool) -> bool {
-    ops.iter().any(|op| match op {
-        RewriteOp::Headers(h) => h.proxy.as_ref().is_some_and(|p| p.pass.fastcgi == fastcgi),
-        RewriteOp::If(_, block) => has_if_pass(block, fastcgi),
+        RewriteOp::Headers(h) => h.proxy.as_ref().is_some_and(|p| wanted(&p.pass)),
+        RewriteOp::If(_, block) => any_if_pass(block, wanted),
         _ => false,
     })
 }
@@ -4829,10 +4815,11 @@ impl<'a> Interp<'a> {
             // The settings of the other kind, where an `if` (or, in a
             // FastCGI location, `limit_except`) passes otherwise.
             let mut if_other = match &location.action {
-                Action::Proxy(p) if p.fastcgi => (has_if_pass(&location.script, false)
+                Action::Proxy(p) if p.fastcgi => (any_if_pass(&location.script, &|p| !p.fastcgi)
                     || le_pass.is_some())
                 .then(|| Box::new(layer.proxy())),
-                _ => has_if_pass(&location.script, true).then(|| Box::new(fastcgi_conf(&layer))),
+                _ => any_if_pass(&location.script, &|p| p.fastcgi)
+                    .then(|| Box::new(fastcgi_conf(&layer))),
             };
             // nginx warns and caches every answer under one empty key:
             // waypost refuses it (README: differences).
@@ -4848,7 +4835,8 @@ impl<'a> Interp<'a> {
             // `limit_except`'s and its `if` blocks'.
             let https = matches!(&location.action, Action::Proxy(p) if p.tls)
                 || le_pass.as_ref().is_some_and(|p| p.pass.tls)
-                || has_if_tls(&location.script);
+                // (`https://`, or with variables.)
+                || any_if_pass(&location.script, &|p| p.tls && !p.fastcgi);
             if https {
                 // The proxy settings those passes use.
                 let conf = match if_other.as_deref_mut() {
