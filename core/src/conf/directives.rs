@@ -363,50 +363,13 @@ pub const CORE: &[Spec] = &[
     f("proxy_ssl_session_reuse", PROXY),
     d("proxy_bind", PROXY, 1, 2),
     f("proxy_socket_keepalive", PROXY),
-    // fastcgi
+    // fastcgi (its `proxy_` twins: `FASTCGI_TWINS`)
     d("fastcgi_pass", LOC, 1, 1),
     d("fastcgi_param", PROXY, 2, 3),
     d("fastcgi_index", PROXY, 1, 1),
     d("fastcgi_split_path_info", PROXY, 1, 1),
     f("fastcgi_keep_conn", PROXY),
-    d("fastcgi_next_upstream", PROXY, 1, MORE),
-    d("fastcgi_next_upstream_tries", PROXY, 1, 1),
-    d("fastcgi_next_upstream_timeout", PROXY, 1, 1),
-    d("fastcgi_connect_timeout", PROXY, 1, 1),
-    d("fastcgi_send_timeout", PROXY, 1, 1),
-    d("fastcgi_read_timeout", PROXY, 1, 1),
-    f("fastcgi_intercept_errors", PROXY),
-    d("fastcgi_hide_header", PROXY, 1, 1),
-    d("fastcgi_pass_header", PROXY, 1, 1),
-    f("fastcgi_pass_request_headers", PROXY),
-    f("fastcgi_pass_request_body", PROXY),
-    f("fastcgi_ignore_client_abort", PROXY),
-    d("fastcgi_bind", PROXY, 1, 2),
-    f("fastcgi_socket_keepalive", PROXY),
-    f("fastcgi_buffering", PROXY),
-    f("fastcgi_request_buffering", PROXY),
-    d("fastcgi_buffer_size", PROXY, 1, 1),
-    d("fastcgi_buffers", PROXY, 2, 2),
-    d("fastcgi_busy_buffers_size", PROXY, 1, 1),
-    d("fastcgi_max_temp_file_size", PROXY, 1, 1),
-    d("fastcgi_temp_file_write_size", PROXY, 1, 1),
-    d("fastcgi_temp_path", PROXY, 1, 4),
     d("fastcgi_cache_path", HTTP, 2, MORE),
-    d("fastcgi_cache", PROXY, 1, 1),
-    d("fastcgi_cache_key", PROXY, 1, 1),
-    d("fastcgi_cache_valid", PROXY, 1, MORE),
-    d("fastcgi_cache_methods", PROXY, 1, MORE),
-    d("fastcgi_cache_min_uses", PROXY, 1, 1),
-    d("fastcgi_cache_use_stale", PROXY, 1, MORE),
-    f("fastcgi_cache_lock", PROXY),
-    d("fastcgi_cache_lock_timeout", PROXY, 1, 1),
-    d("fastcgi_cache_lock_age", PROXY, 1, 1),
-    f("fastcgi_cache_revalidate", PROXY),
-    f("fastcgi_cache_background_update", PROXY),
-    d("fastcgi_cache_max_range_offset", PROXY, 1, 1),
-    d("fastcgi_cache_bypass", PROXY, 1, MORE),
-    d("fastcgi_no_cache", PROXY, 1, MORE),
-    d("fastcgi_ignore_headers", PROXY, 1, MORE),
     // realip
     d("set_real_ip_from", PROXY, 1, 1),
     d("real_ip_header", PROXY, 1, 1),
@@ -469,10 +432,59 @@ pub enum Lookup {
     Unknown,
 }
 
+/// The `fastcgi_` directives that are their `proxy_` twins for FastCGI
+/// (`fastcgi_X` takes where and what `proxy_X` takes, and is read as it
+/// into the location's FastCGI settings).
+pub const FASTCGI_TWINS: &[&str] = &[
+    "next_upstream",
+    "next_upstream_tries",
+    "next_upstream_timeout",
+    "connect_timeout",
+    "send_timeout",
+    "read_timeout",
+    "intercept_errors",
+    "hide_header",
+    "pass_header",
+    "pass_request_headers",
+    "pass_request_body",
+    "ignore_client_abort",
+    "bind",
+    "socket_keepalive",
+    "buffering",
+    "request_buffering",
+    "buffer_size",
+    "buffers",
+    "busy_buffers_size",
+    "max_temp_file_size",
+    "temp_file_write_size",
+    "temp_path",
+    "cache",
+    "cache_key",
+    "cache_valid",
+    "cache_methods",
+    "cache_min_uses",
+    "cache_use_stale",
+    "cache_lock",
+    "cache_lock_timeout",
+    "cache_lock_age",
+    "cache_revalidate",
+    "cache_background_update",
+    "cache_max_range_offset",
+    "cache_bypass",
+    "no_cache",
+    "ignore_headers",
+];
+
 /// Finds `name` for `ctx` among the core table and `extra` entries, as
 /// nginx's `ngx_conf_handler` does: an entry for another context is skipped,
 /// and a name known only elsewhere is "not allowed here".
 pub fn lookup(name: &str, ctx: Ctx, extra: impl Iterator<Item = Spec>) -> Lookup {
+    // A FastCGI twin is its `proxy_` twin's entry.
+    let twin = name
+        .strip_prefix("fastcgi_")
+        .filter(|rest| FASTCGI_TWINS.contains(rest))
+        .map(|rest| format!("proxy_{rest}"));
+    let name = twin.as_deref().unwrap_or(name);
     let mut known = false;
     for spec in CORE.iter().copied().filter(|s| s.name == name).chain(extra) {
         known = true;

@@ -2009,45 +2009,7 @@ impl<'a> Interp<'a> {
                 layer.fcgi_split = Some(d.args[0].clone());
             }
             "keep_conn" => layer.fcgi_keep_conn = Some(d.args[0].eq_ignore_ascii_case("on")),
-            "next_upstream"
-            | "next_upstream_tries"
-            | "next_upstream_timeout"
-            | "connect_timeout"
-            | "send_timeout"
-            | "read_timeout"
-            | "intercept_errors"
-            | "hide_header"
-            | "pass_header"
-            | "pass_request_headers"
-            | "pass_request_body"
-            | "ignore_client_abort"
-            | "bind"
-            | "socket_keepalive"
-            | "buffering"
-            | "request_buffering"
-            | "buffer_size"
-            | "buffers"
-            | "busy_buffers_size"
-            | "max_temp_file_size"
-            | "temp_file_write_size"
-            | "temp_path"
-            // The cache's, as `proxy_cache`'s but for the key, which has
-            // no default (`conf::cache`).
-            | "cache"
-            | "cache_key"
-            | "cache_valid"
-            | "cache_methods"
-            | "cache_min_uses"
-            | "cache_bypass"
-            | "no_cache"
-            | "cache_use_stale"
-            | "cache_lock"
-            | "cache_lock_timeout"
-            | "cache_lock_age"
-            | "cache_revalidate"
-            | "cache_background_update"
-            | "cache_max_range_offset"
-            | "ignore_headers" => {
+            rest if crate::conf::directives::FASTCGI_TWINS.contains(&rest) => {
                 // A zone named is the FastCGI module's, as nginx tags it.
                 if rest == "cache" && d.args[0] != "off" && !d.args[0].contains('$') {
                     self.shared_memory_add(&d.args[0], 0, ZoneUse::FastCgiCache, d)?;
